@@ -1,0 +1,192 @@
+import type { Secret } from '../../crypto/secret.js';
+import type { AppRecord } from '../../db/store/apps.js';
+import { InvalidInputError } from '../../errors.js';
+import { PLATFORMS, type PlatformId, parsePlatform } from '../../providers/catalog.js';
+import {
+  APP_FILE_FIELDS,
+  type AppFields,
+  addApp,
+  checkNewApp,
+  listApps,
+  parseAppFields,
+  type RawAppFields,
+  removeApp,
+  setAppEnabled,
+  showApp,
+  updateApp,
+} from '../../services/apps.js';
+import { parseJson } from '../../util/json.js';
+import { appJson } from '../../views.js';
+import { withContext } from '../context.js';
+import { promptSecret, readFileOrStdin, readSecretLine } from '../input.js';
+import type { Column } from '../output.js';
+import type { Runtime } from '../run.js';
+
+interface AppFlags {
+  label?: string;
+  clientId?: string;
+  redirectUri?: string;
+  scope?: string[];
+  loginCustomerId?: string;
+  userAgent?: string;
+  apiVersion?: string;
+  authorizeUrl?: string;
+  tokenUrl?: string;
+  revokeUrl?: string;
+  apiBaseUrl?: string;
+  fromFile?: string;
+}
+
+async function readAppFile(rt: Runtime, path: string): Promise<RawAppFields> {
+  const source = path === '-' ? 'standard input' : path;
+  const parsed = parseJson(await readFileOrStdin(rt, path, '--from-file'), source);
+  if (!parsed || typeof parsed !== 'object' || Array.isArray(parsed)) {
+    throw new InvalidInputError(`${source} must hold one JSON object with the app's fields`);
+  }
+  const unknown = Object.keys(parsed).filter((k) => !APP_FILE_FIELDS.includes(k as keyof RawAppFields));
+  if (unknown.length) {
+    throw new InvalidInputError(
+      `${source} has unknown field${unknown.length > 1 ? 's' : ''}: ${unknown.join(', ')}`,
+      {
+        hint: `Known fields: ${APP_FILE_FIELDS.join(', ')}.`,
+      },
+    );
+  }
+  return parsed as RawAppFields;
+}
+
+/** File first, flags win over it. */
+async function gatherFields(rt: Runtime, flags: AppFlags): Promise<RawAppFields> {
+  const file = flags.fromFile ? await readAppFile(rt, flags.fromFile) : {};
+  const fromFlags: RawAppFields = {
+    label: flags.label,
+    client_id: flags.clientId,
+    redirect_uri: flags.redirectUri,
+    scopes: flags.scope,
+    login_customer_id: flags.loginCustomerId,
+    user_agent: flags.userAgent,
+    api_version: flags.apiVersion,
+    authorize_url: flags.authorizeUrl,
+    token_url: flags.tokenUrl,
+    revoke_url: flags.revokeUrl,
+    api_base_url: flags.apiBaseUrl,
+  };
+  const merged: RawAppFields = { ...file };
+  for (const [key, value] of Object.entries(fromFlags)) {
+    if (value !== undefined) (merged as Record<string, unknown>)[key] = value;
+  }
+  return merged;
+}
+
+function noSecretInput(what: string, command: string): InvalidInputError {
+  return new InvalidInputError(
+    `${command} needs the ${what}, and cannot ask for it here (no terminal, or --json)`,
+    {
+      hint: `Give it in --from-file FILE (or --from-file - for JSON on stdin), or run in a terminal to be prompted.`,
+    },
+  );
+}
+
+export async function add(rt: Runtime, platformInput: string, flags: AppFlags): Promise<void> {
+  const platform = parsePlatform(platformInput);
+  const info = PLATFORMS[platform];
+  const fields = parseAppFields(await gatherFields(rt, flags));
+  checkNewApp(platform, fields);
+  if (fields.clientSecret === undefined && platform !== 'microsoft_ads') {
+    if (!rt.interactive) throw noSecretInput('client secret', 'apps add');
+    fields.clientSecret = await promptSecret(rt, `${info.displayName} client secret`);
+  }
+  if (fields.developerToken === undefined && info.capabilities.developer_token !== 'none') {
+    const required = info.capabilities.developer_token === 'required';
+    if (rt.interactive) {
+      fields.developerToken = await promptSecret(
+        rt,
+        `${info.displayName} developer token${required ? '' : ' (optional, Enter to skip)'}`,
+        { optional: !required },
+      );
+    } else if (required) {
+      throw noSecretInput('developer token', 'apps add');
+    }
+  }
+  const app = await withContext(rt, (ctx) => addApp(ctx, platform, fields));
+  printApp(rt, app);
+  rt.out.success(`added ${app.platform}/${app.label}`);
+}
+
+interface UpdateFlags extends AppFlags {
+  newClientSecret?: boolean;
+  newDeveloperToken?: boolean;
+  clearDeveloperToken?: boolean;
+}
+
+async function newSecret(rt: Runtime, what: string): Promise<Secret> {
+  if (rt.interactive) return (await promptSecret(rt, `new ${what}`))!;
+  if (rt.io.stdin.isTTY) throw noSecretInput(what, 'apps update');
+  return readSecretLine(rt, what);
+}
+
+export async function update(rt: Runtime, ref: string, flags: UpdateFlags): Promise<void> {
+  if (flags.newClientSecret && flags.newDeveloperToken && !rt.interactive) {
+    throw new InvalidInputError('standard input can carry one new secret at a time', {
+      hint: 'Run in a terminal, or use --from-file with client_secret and developer_token.',
+    });
+  }
+  if (flags.newDeveloperToken && flags.clearDeveloperToken) {
+    throw new InvalidInputError('--new-developer-token and --clear-developer-token contradict each other');
+  }
+  const fields: AppFields = parseAppFields(await gatherFields(rt, flags));
+  if (flags.newClientSecret) fields.clientSecret = await newSecret(rt, 'client secret');
+  if (flags.newDeveloperToken) fields.developerToken = await newSecret(rt, 'developer token');
+  if (flags.clearDeveloperToken) fields.developerToken = null;
+  const app = await withContext(rt, (ctx) => updateApp(ctx, ref, fields));
+  printApp(rt, app);
+  rt.out.success(`updated ${app.platform}/${app.label}`);
+}
+
+export const APP_COLUMNS: Column<AppRecord>[] = [
+  { header: 'ID', value: (a) => a.id },
+  { header: 'PLATFORM', value: (a) => a.platform },
+  { header: 'LABEL', value: (a) => a.label },
+  { header: 'CLIENT ID', value: (a) => a.clientId },
+  { header: 'REDIRECT URI', value: (a) => a.redirectUri },
+  {
+    header: 'STATE',
+    value: (a) => (a.enabled ? 'enabled' : 'disabled'),
+    style: (a, text, c) => (a.enabled ? text : c.yellow(text)),
+  },
+];
+
+export async function list(rt: Runtime, opts: { platform?: string }): Promise<void> {
+  const platform: PlatformId | undefined = opts.platform ? parsePlatform(opts.platform) : undefined;
+  const apps = await withContext(rt, (ctx) => listApps(ctx, platform));
+  rt.out.list(
+    apps,
+    appJson,
+    APP_COLUMNS,
+    'no apps yet: add one with `credvault apps add PLATFORM --label L`',
+  );
+}
+
+function printApp(rt: Runtime, app: AppRecord): void {
+  const json = appJson(app);
+  rt.out.item(
+    json,
+    Object.entries(json).map(([key, value]) => [key.replace(/_/g, ' '), value] as [string, unknown]),
+  );
+}
+
+export async function show(rt: Runtime, ref: string): Promise<void> {
+  printApp(rt, await withContext(rt, (ctx) => showApp(ctx, ref)));
+}
+
+export async function setEnabled(rt: Runtime, ref: string, enabled: boolean): Promise<void> {
+  const app = await withContext(rt, (ctx) => setAppEnabled(ctx, ref, enabled));
+  if (rt.out.json) return rt.out.writeJson(appJson(app));
+  rt.out.success(`${enabled ? 'enabled' : 'disabled'} ${app.platform}/${app.label}`);
+}
+
+export async function remove(rt: Runtime, ref: string, force: boolean): Promise<void> {
+  const app = await withContext(rt, (ctx) => removeApp(ctx, ref, force));
+  if (rt.out.json) return rt.out.writeJson({ removed: appJson(app) });
+  rt.out.success(`removed ${app.platform}/${app.label}`);
+}

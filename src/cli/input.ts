@@ -1,0 +1,75 @@
+import { readFile } from 'node:fs/promises';
+import { Secret } from '../crypto/secret.js';
+import { InvalidInputError } from '../errors.js';
+import type { Runtime } from './run.js';
+
+/**
+ * Input for commands. Secrets come from a hidden prompt, standard input or a file, never from argv.
+ */
+
+const MAX_INPUT_BYTES = 1024 * 1024;
+
+export async function readStdin(rt: Runtime): Promise<string> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of rt.io.stdin) {
+    const buffer = typeof chunk === 'string' ? Buffer.from(chunk) : (chunk as Buffer);
+    size += buffer.length;
+    if (size > MAX_INPUT_BYTES) throw new InvalidInputError('standard input is larger than 1 MiB');
+    chunks.push(buffer);
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+/** Reads FILE, or standard input for "-". */
+export async function readFileOrStdin(rt: Runtime, path: string, flag: string): Promise<string> {
+  if (path === '-') {
+    if (rt.io.stdin.isTTY) {
+      throw new InvalidInputError(`${flag} - reads standard input, but standard input is a terminal`, {
+        hint: `Pipe the content in, or give ${flag} a file.`,
+      });
+    }
+    return readStdin(rt);
+  }
+  try {
+    const content = await readFile(path);
+    if (content.length > MAX_INPUT_BYTES) throw new InvalidInputError(`${path} is larger than 1 MiB`);
+    return content.toString('utf8');
+  } catch (error) {
+    if (error instanceof InvalidInputError) throw error;
+    const code = (error as NodeJS.ErrnoException).code;
+    throw new InvalidInputError(
+      `cannot read ${path} (${flag}): ${code === 'ENOENT' ? 'no such file' : code}`,
+    );
+  }
+}
+
+/** One line from standard input (for a secret piped in), trimmed of its newline. */
+export async function readSecretLine(rt: Runtime, what: string): Promise<Secret> {
+  const text = (await readStdin(rt)).replace(/\r?\n$/, '');
+  if (text.includes('\n')) throw new InvalidInputError(`${what} on standard input must be a single line`);
+  if (!text) throw new InvalidInputError(`standard input was empty; expected ${what}`);
+  return new Secret(text);
+}
+
+/** A hidden prompt on the terminal. Callers check `rt.interactive` first and say which input to give. */
+export async function promptSecret(rt: Runtime, message: string, options: { optional?: boolean } = {}) {
+  const { password } = await import('@inquirer/prompts');
+  const value = await password(
+    {
+      message,
+      mask: '*',
+      validate: (v: string) => (options.optional || v.trim() !== '' ? true : 'required'),
+    },
+    { input: rt.io.stdin as NodeJS.ReadableStream, output: rt.io.stderr as NodeJS.WritableStream },
+  );
+  return value.trim() === '' ? null : new Secret(value.trim());
+}
+
+export async function confirm(rt: Runtime, message: string): Promise<boolean> {
+  const { confirm: ask } = await import('@inquirer/prompts');
+  return ask(
+    { message, default: false },
+    { input: rt.io.stdin as NodeJS.ReadableStream, output: rt.io.stderr as NodeJS.WritableStream },
+  );
+}

@@ -1,0 +1,162 @@
+import { Chalk, type ChalkInstance } from 'chalk';
+import Table from 'cli-table3';
+import { CredvaultError, InternalError } from '../errors.js';
+
+/**
+ * The one writer. stdout carries data only (a table, a record, or one JSON document under --json);
+ * diagnostics, progress and errors go to stderr. Commands never call console.*.
+ */
+
+export interface Column<T> {
+  header: string;
+  value: (row: T) => string | number | boolean | null | undefined;
+  /** Colours a cell by its row (status, urgency); only when colour is on. */
+  style?: (row: T, text: string, c: ChalkInstance) => string;
+}
+
+export interface Stream {
+  write(text: string): unknown;
+  isTTY?: boolean;
+}
+
+const BORDERLESS = {
+  top: '',
+  'top-mid': '',
+  'top-left': '',
+  'top-right': '',
+  bottom: '',
+  'bottom-mid': '',
+  'bottom-left': '',
+  'bottom-right': '',
+  left: '',
+  'left-mid': '',
+  mid: '',
+  'mid-mid': '',
+  right: '',
+  'right-mid': '',
+  middle: '  ',
+};
+
+export class Output {
+  readonly json: boolean;
+  readonly c: ChalkInstance;
+  readonly #stdout: Stream;
+  readonly #stderr: Stream;
+  readonly #verbose: boolean;
+
+  constructor(options: { json: boolean; color: boolean; verbose: boolean; stdout: Stream; stderr: Stream }) {
+    this.json = options.json;
+    this.#stdout = options.stdout;
+    this.#stderr = options.stderr;
+    this.#verbose = options.verbose;
+    const forced = process.env.FORCE_COLOR !== undefined && process.env.FORCE_COLOR !== '0';
+    this.c = new Chalk({ level: options.color && (options.stdout.isTTY || forced) ? 1 : 0 });
+  }
+
+  /** Writes one JSON document to stdout. */
+  writeJson(value: unknown): void {
+    this.#stdout.write(`${JSON.stringify(value, null, 2)}\n`);
+  }
+
+  /** Raw data on stdout (a token, a key, a generated file). */
+  raw(text: string): void {
+    this.#stdout.write(text.endsWith('\n') ? text : `${text}\n`);
+  }
+
+  /** A list: a JSON array under --json, else a table (or `empty` on stderr when there are no rows). */
+  list<T>(rows: T[], json: (row: T) => unknown, columns: Column<T>[], empty?: string): void {
+    if (this.json) return this.writeJson(rows.map(json));
+    if (rows.length === 0) {
+      if (empty) this.note(empty);
+      return;
+    }
+    this.#stdout.write(`${this.table(rows, columns)}\n`);
+  }
+
+  table<T>(rows: T[], columns: Column<T>[]): string {
+    const table = new Table({
+      head: columns.map((col) => this.c.bold(col.header)),
+      chars: BORDERLESS,
+      style: { head: [], border: [], 'padding-left': 0, 'padding-right': 0 },
+    });
+    for (const row of rows) {
+      table.push(
+        columns.map((col) => {
+          const value = col.value(row);
+          const text = value === null || value === undefined || value === '' ? '-' : String(value);
+          return col.style ? col.style(row, text, this.c) : text;
+        }),
+      );
+    }
+    return table
+      .toString()
+      .split('\n')
+      .map((line) => line.trimEnd())
+      .join('\n');
+  }
+
+  /** One record: JSON under --json, else aligned "key  value" lines. */
+  item(json: unknown, pairs: Array<[string, unknown]>): void {
+    if (this.json) return this.writeJson(json);
+    const width = Math.max(...pairs.map(([key]) => key.length));
+    const lines = pairs.map(([key, value]) => `${this.c.dim(key.padEnd(width))}  ${formatValue(value)}`);
+    this.#stdout.write(`${lines.join('\n')}\n`);
+  }
+
+  /** A human line on stderr (suppressed under --json, where stdout already says it all). */
+  note(text: string): void {
+    if (!this.json) this.#stderr.write(`${text}\n`);
+  }
+
+  success(text: string): void {
+    this.note(`${this.c.green('✓')} ${text}`);
+  }
+
+  /** A warning always reaches stderr, even under --json. */
+  warn(text: string): void {
+    this.#stderr.write(`${this.c.yellow('warning:')} ${text}\n`);
+  }
+
+  /** Something a script must see even under --json (an authorize URL to open, say): a line of its own. */
+  line(text: string): void {
+    this.#stderr.write(`${text}\n`);
+  }
+
+  error(error: unknown): number {
+    const known = error instanceof CredvaultError ? error : null;
+    const shown = known ?? new InternalError(`unexpected failure: ${describe(error)}`);
+    if (this.json) {
+      this.#stderr.write(`${JSON.stringify({ error: { code: shown.code, message: shown.message } })}\n`);
+    } else {
+      this.#stderr.write(`${this.c.red('error:')} ${shown.message}\n`);
+      if (shown.hint) this.#stderr.write(`${shown.hint}\n`);
+      if (!known && !this.#verbose)
+        this.#stderr.write('Run again with --verbose (or CREDVAULT_DEBUG=1) for details.\n');
+    }
+    if (this.#verbose) {
+      const stack = error instanceof Error ? error.stack : undefined;
+      if (stack) this.#stderr.write(`${stack}\n`);
+      const cause = (error as { cause?: unknown })?.cause;
+      if (cause instanceof Error && cause.stack) this.#stderr.write(`caused by: ${cause.stack}\n`);
+    }
+    return shown.exitCode;
+  }
+}
+
+/** An unexpected error's own message, never a wrapped query with its parameters. */
+function describe(error: unknown): string {
+  if (error instanceof Error) {
+    const cause = (error as { cause?: unknown }).cause;
+    if (error.name === 'DrizzleQueryError' && cause instanceof Error) return cause.message;
+    return error.message;
+  }
+  return String(error);
+}
+
+export function formatValue(value: unknown): string {
+  if (value === null || value === undefined || value === '') return '-';
+  if (Array.isArray(value)) return value.length ? value.join(' ') : '-';
+  if (value instanceof Date) return value.toISOString();
+  if (typeof value === 'object') return JSON.stringify(value);
+  return String(value);
+}

@@ -1,0 +1,78 @@
+import { CommanderError } from 'commander';
+import { type Config, type GlobalFlags, resolveConfig } from '../config.js';
+import { redactUrl } from '../db/client.js';
+import { mapDatabaseError } from '../db/errors.js';
+import { CredvaultError, InvalidInputError } from '../errors.js';
+import { Output, type Stream } from './output.js';
+import { buildProgram } from './program.js';
+
+export interface Io {
+  stdin: NodeJS.ReadableStream & { isTTY?: boolean };
+  stdout: Stream;
+  stderr: Stream;
+  env: NodeJS.ProcessEnv;
+}
+
+/** What a command gets: configuration, the writer and the terminal. */
+export interface Runtime {
+  config: Config;
+  out: Output;
+  io: Io;
+  /** A person is at a terminal and may be asked things (never under --json). */
+  interactive: boolean;
+}
+
+function where(config: Config | null): string {
+  if (!config) return 'the configured database';
+  return config.databaseUrl ? redactUrl(config.databaseUrl) : `${config.home}/pgdata`;
+}
+
+export function createRuntime(flags: GlobalFlags, io: Io): Runtime {
+  const config = resolveConfig(flags, io.env);
+  const out = new Output({
+    json: config.json,
+    color: config.color,
+    verbose: config.verbose,
+    stdout: io.stdout,
+    stderr: io.stderr,
+  });
+  const interactive = Boolean(io.stdin.isTTY && io.stderr.isTTY) && !config.json;
+  return { config, out, io, interactive };
+}
+
+/** Parses argv, runs the command, and turns any failure into an exit code. Never exits the process. */
+export async function run(argv: string[], io: Io): Promise<number> {
+  let runtime: Runtime | null = null;
+  const program = buildProgram(io, (rt) => {
+    runtime = rt;
+  });
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+    return 0;
+  } catch (error) {
+    const rt = runtime as Runtime | null;
+    const fallbackJson = argv.includes('--json');
+    const out =
+      rt?.out ??
+      new Output({
+        json: fallbackJson,
+        color: !io.env.NO_COLOR && !argv.includes('--no-color'),
+        verbose: argv.includes('--verbose'),
+        stdout: io.stdout,
+        stderr: io.stderr,
+      });
+    if (error instanceof CommanderError) {
+      // --help and a bare command group print their text and succeed; everything else is bad usage.
+      if (error.code === 'commander.helpDisplayed' || error.code === 'commander.version') return 0;
+      if (error.code === 'commander.help') return 0;
+      return out.error(new InvalidInputError(error.message.replace(/^error: /, '')));
+    }
+    if (error instanceof CredvaultError) return out.error(error);
+    if (isPromptCancel(error)) return out.error(new InvalidInputError('cancelled'));
+    return out.error(mapDatabaseError(error, where(rt?.config ?? null)) ?? error);
+  }
+}
+
+function isPromptCancel(error: unknown): boolean {
+  return error instanceof Error && (error.name === 'ExitPromptError' || error.name === 'AbortPromptError');
+}

@@ -1,0 +1,77 @@
+import { homedir, userInfo } from 'node:os';
+import { join, resolve } from 'node:path';
+import { InvalidInputError } from './errors.js';
+
+/** Configuration: environment first, flags override (spec/cli.md, "Configuration"). */
+export interface Config {
+  home: string;
+  databaseUrl: string | null;
+  actor: string;
+  json: boolean;
+  color: boolean;
+  verbose: boolean;
+  /** How long to wait for the embedded database's lock before failing. */
+  lockTimeoutMs: number;
+  /** The environment the key sources read (CREDENTIAL_MASTER_KEY, CREDENTIALS_DIRECTORY …). */
+  env: NodeJS.ProcessEnv;
+}
+
+export interface GlobalFlags {
+  databaseUrl?: string;
+  home?: string;
+  actor?: string;
+  color?: boolean;
+  json?: boolean;
+  verbose?: boolean;
+}
+
+export function defaultHome(env: NodeJS.ProcessEnv): string {
+  const xdg = env.XDG_DATA_HOME;
+  if (xdg?.startsWith('/')) return join(xdg, 'credvault');
+  return join(env.HOME || homedir(), '.local', 'share', 'credvault');
+}
+
+function osUser(env: NodeJS.ProcessEnv): string {
+  try {
+    return userInfo().username;
+  } catch {
+    return env.USER || env.LOGNAME || 'unknown';
+  }
+}
+
+function truthy(value: string | undefined): boolean {
+  return value !== undefined && value !== '' && value !== '0' && value.toLowerCase() !== 'false';
+}
+
+export function resolveConfig(flags: GlobalFlags, env: NodeJS.ProcessEnv): Config {
+  const lockSeconds = env.CREDVAULT_LOCK_TIMEOUT ? Number(env.CREDVAULT_LOCK_TIMEOUT) : 5;
+  if (!Number.isFinite(lockSeconds) || lockSeconds < 0) {
+    throw new InvalidInputError(
+      `CREDVAULT_LOCK_TIMEOUT must be a number of seconds (got "${env.CREDVAULT_LOCK_TIMEOUT}")`,
+    );
+  }
+  const actor = (flags.actor ?? env.CREDVAULT_ACTOR ?? '').trim() || osUser(env);
+  const noColor = flags.color === false || (env.NO_COLOR !== undefined && env.NO_COLOR !== '');
+  return {
+    home: resolve(flags.home ?? env.CREDVAULT_HOME ?? defaultHome(env)),
+    databaseUrl: (flags.databaseUrl ?? env.DATABASE_URL ?? '').trim() || null,
+    actor,
+    json: flags.json === true,
+    color: !noColor,
+    verbose: flags.verbose === true || truthy(env.CREDVAULT_DEBUG),
+    lockTimeoutMs: lockSeconds * 1000,
+    env,
+  };
+}
+
+const DURATION = /^(\d+)(ms|s|m|h|d)$/;
+const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/** `90s`, `30m`, `12h`, `7d` (and `250ms`) → milliseconds. */
+export function parseDuration(text: string, what: string): number {
+  const match = DURATION.exec(text.trim());
+  if (!match) {
+    throw new InvalidInputError(`${what} must be a duration like 90s, 30m, 12h or 7d (got "${text}")`);
+  }
+  return Number(match[1]) * UNIT_MS[match[2]!]!;
+}

@@ -1,0 +1,152 @@
+import { randomBytes } from 'node:crypto';
+import { KeyError } from '../errors.js';
+import { KEY_BYTES, open, seal } from './aead.js';
+import type { KeySource } from './key-source.js';
+import { Secret } from './secret.js';
+
+/**
+ * Envelope encryption. Every secret is sealed with AES-256-GCM under a data key (DEK); DEKs are kept
+ * wrapped by the key source's KEK and unwrapped once per process.
+ *
+ * Stored form: `cv1:<dek id>:<base64url(nonce | ciphertext | tag)>`. The associated data names the
+ * table, column, row id and DEK id, so a ciphertext copied anywhere else does not open.
+ */
+
+export const STORED_FORM_VERSION = 'cv1';
+
+/** Where a ciphertext belongs. */
+export interface Slot {
+  table: string;
+  column: string;
+  rowId: string;
+}
+
+export interface WrappedDataKey {
+  id: string;
+  wrappedKey: string;
+  kekId: string;
+  kekKind: string;
+}
+
+/** Loads a wrapped data key by id; the store behind it is the caller's business. */
+export type DataKeyLoader = (id: string) => Promise<WrappedDataKey | null>;
+
+function aad(slot: Slot, dekId: string): Buffer {
+  return Buffer.from(`credvault/secret/v1\0${slot.table}\0${slot.column}\0${slot.rowId}\0${dekId}`, 'utf8');
+}
+
+function slotName(slot: Slot): string {
+  return `${slot.table}.${slot.column} of row ${slot.rowId}`;
+}
+
+export interface ParsedStoredForm {
+  version: string;
+  dekId: string;
+  body: Buffer;
+}
+
+export function parseStoredForm(stored: string, slot: Slot): ParsedStoredForm {
+  const first = stored.indexOf(':');
+  const version = first === -1 ? stored : stored.slice(0, first);
+  if (version !== STORED_FORM_VERSION) {
+    throw new KeyError(
+      `the secret in ${slotName(slot)} is in stored-form version "${version.slice(0, 16)}", which this credvault does not know (it reads "${STORED_FORM_VERSION}")`,
+      { hint: 'Upgrade credvault, or check that nothing else writes to this database.' },
+    );
+  }
+  const second = stored.indexOf(':', first + 1);
+  if (second === -1)
+    throw new KeyError(`the secret in ${slotName(slot)} is not in a stored form credvault reads`);
+  return {
+    version,
+    dekId: stored.slice(first + 1, second),
+    body: Buffer.from(stored.slice(second + 1), 'base64url'),
+  };
+}
+
+export class Keyring {
+  readonly source: KeySource;
+  readonly #load: DataKeyLoader;
+  readonly #keys = new Map<string, Promise<Buffer>>();
+
+  constructor(source: KeySource, load: DataKeyLoader) {
+    this.source = source;
+    this.#load = load;
+  }
+
+  /** Makes a new random data key and its wrapped form; the caller stores the wrapped form. */
+  async createDataKey(id: string): Promise<{ key: Buffer; wrapped: WrappedDataKey }> {
+    const key = randomBytes(KEY_BYTES);
+    const wrappedKey = await this.source.wrap(key, { dataKeyId: id });
+    this.#keys.set(id, Promise.resolve(key));
+    return { key, wrapped: { id, wrappedKey, kekId: this.source.keyId, kekKind: this.source.kind } };
+  }
+
+  /** Checks that a wrapped data key belongs to this key source, then opens it. */
+  async unwrap(record: WrappedDataKey): Promise<Buffer> {
+    if (record.kekId !== this.source.keyId) {
+      throw new KeyError(
+        `the master key does not match this vault (expected key id ${record.kekId}, got ${this.source.keyId})`,
+        {
+          hint: `The key came from ${this.source.origin}. Give the key this vault was created with (see \`credvault key status\`).`,
+        },
+      );
+    }
+    return this.source.unwrap(record.wrappedKey, { dataKeyId: record.id });
+  }
+
+  /** The data key with this id, unwrapped once per process and cached. */
+  dataKey(id: string): Promise<Buffer> {
+    let pending = this.#keys.get(id);
+    if (!pending) {
+      pending = (async () => {
+        const record = await this.#load(id);
+        if (!record)
+          throw new KeyError(`data key ${id} is missing from the vault; the secrets it protected are gone`);
+        return this.unwrap(record);
+      })();
+      this.#keys.set(id, pending);
+      pending.catch(() => this.#keys.delete(id));
+    }
+    return pending;
+  }
+
+  /** Forgets a cached data key (after it was destroyed or re-wrapped). */
+  forget(id: string): void {
+    this.#keys.delete(id);
+  }
+
+  async encrypt(plaintext: Secret | string, slot: Slot, dekId: string): Promise<string> {
+    const key = await this.dataKey(dekId);
+    const value = typeof plaintext === 'string' ? plaintext : plaintext.reveal();
+    const sealed = seal(key, Buffer.from(value, 'utf8'), aad(slot, dekId));
+    return `${STORED_FORM_VERSION}:${dekId}:${sealed.toString('base64url')}`;
+  }
+
+  async decrypt(stored: string, slot: Slot): Promise<Secret> {
+    const parsed = parseStoredForm(stored, slot);
+    const key = await this.dataKey(parsed.dekId);
+    const opened = open(key, parsed.body, aad(slot, parsed.dekId));
+    if (!opened) {
+      throw new KeyError(
+        `the secret in ${slotName(slot)} does not decrypt: it was altered or copied from elsewhere`,
+        {
+          hint: 'Restore it from a backup, or set the secret again.',
+        },
+      );
+    }
+    return new Secret(opened.toString('utf8'));
+  }
+
+  async decryptOptional(stored: string | null, slot: Slot): Promise<Secret | null> {
+    return stored === null ? null : this.decrypt(stored, slot);
+  }
+
+  async close(): Promise<void> {
+    for (const pending of this.#keys.values()) {
+      pending.then((key) => key.fill(0)).catch(() => {});
+    }
+    this.#keys.clear();
+    await this.source.close?.();
+  }
+}

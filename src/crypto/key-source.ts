@@ -1,0 +1,23 @@
+/**
+ * A key source holds the key-encryption key (KEK) that wraps data keys. The local master key is one;
+ * the KMS backends (AWS KMS, GCP KMS, Vault Transit) implement the same interface.
+ */
+
+export type KeySourceKind = 'local' | 'aws-kms' | 'gcp-kms' | 'vault-transit';
+
+/** What a wrapped data key is bound to; a KMS uses it as its encryption context / associated data. */
+export interface WrapContext {
+  dataKeyId: string;
+}
+
+export interface KeySource {
+  readonly kind: KeySourceKind;
+  /** Where the key came from, for messages: "CREDENTIAL_MASTER_KEY", "/var/lib/credvault/master.key", a KMS URI. */
+  readonly origin: string;
+  /** A short identifier of the KEK, stored beside each wrapped data key; never the key itself. */
+  readonly keyId: string;
+  wrap(dataKey: Buffer, context: WrapContext): Promise<string>;
+  /** Throws KeyError when the wrapped key does not open with this KEK. */
+  unwrap(wrapped: string, context: WrapContext): Promise<Buffer>;
+  close?(): Promise<void>;
+}

@@ -1,0 +1,79 @@
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { KeyError } from '../errors.js';
+import type { KeySource } from './key-source.js';
+import { LocalKeySource } from './local-key.js';
+
+/**
+ * Finds the key-encryption key in the contract's order: CREDENTIAL_KMS_URI, CREDENTIAL_MASTER_KEY,
+ * CREDENTIAL_MASTER_KEY_FILE, $CREDENTIALS_DIRECTORY/credential_master_key, $CREDVAULT_HOME/master.key.
+ */
+
+export type KeyLocation =
+  | { kind: 'kms'; uri: string }
+  | { kind: 'env' }
+  | { kind: 'file'; path: string; variable: string }
+  | { kind: 'none'; homeKeyPath: string };
+
+export function homeKeyPath(home: string): string {
+  return join(home, 'master.key');
+}
+
+export function locateKey(env: NodeJS.ProcessEnv, home: string): KeyLocation {
+  if (env.CREDENTIAL_KMS_URI?.trim()) return { kind: 'kms', uri: env.CREDENTIAL_KMS_URI.trim() };
+  if (env.CREDENTIAL_MASTER_KEY?.trim()) return { kind: 'env' };
+  if (env.CREDENTIAL_MASTER_KEY_FILE?.trim()) {
+    return {
+      kind: 'file',
+      path: env.CREDENTIAL_MASTER_KEY_FILE.trim(),
+      variable: 'CREDENTIAL_MASTER_KEY_FILE',
+    };
+  }
+  if (env.CREDENTIALS_DIRECTORY?.trim()) {
+    const path = join(env.CREDENTIALS_DIRECTORY.trim(), 'credential_master_key');
+    if (existsSync(path)) return { kind: 'file', path, variable: 'CREDENTIALS_DIRECTORY' };
+  }
+  const path = homeKeyPath(home);
+  if (existsSync(path)) return { kind: 'file', path, variable: 'CREDVAULT_HOME' };
+  return { kind: 'none', homeKeyPath: path };
+}
+
+function readKeyFile(path: string, variable: string): string {
+  try {
+    const stat = statSync(path);
+    if (!stat.isFile()) throw new KeyError(`the master key file ${path} (from ${variable}) is not a file`);
+    return readFileSync(path, 'utf8');
+  } catch (error) {
+    if (error instanceof KeyError) throw error;
+    const code = (error as NodeJS.ErrnoException).code;
+    throw new KeyError(
+      `cannot read the master key file ${path} (from ${variable}): ${code ?? 'unreadable'}`,
+      {
+        hint: 'Check the path and its permissions.',
+      },
+    );
+  }
+}
+
+/** The configured key source, or null when none is configured (only `init` may then create one). */
+export async function resolveKeySource(env: NodeJS.ProcessEnv, home: string): Promise<KeySource | null> {
+  const location = locateKey(env, home);
+  switch (location.kind) {
+    case 'kms': {
+      const { openKmsKeySource } = await import('./kms.js');
+      return openKmsKeySource(location.uri, env);
+    }
+    case 'env':
+      return LocalKeySource.fromText(env.CREDENTIAL_MASTER_KEY ?? '', 'CREDENTIAL_MASTER_KEY');
+    case 'file':
+      return LocalKeySource.fromText(readKeyFile(location.path, location.variable), location.path);
+    case 'none':
+      return null;
+  }
+}
+
+export function noKeyError(home: string): KeyError {
+  return new KeyError('no master key is configured', {
+    hint: `Set CREDENTIAL_MASTER_KEY, CREDENTIAL_MASTER_KEY_FILE or CREDENTIAL_KMS_URI, or run \`credvault init\` to create ${homeKeyPath(home)}.`,
+  });
+}

@@ -1,0 +1,79 @@
+import { ConflictError, type CredvaultError, DatabaseError } from '../errors.js';
+
+/** The driver error behind drizzle's wrapper (DrizzleQueryError keeps it as `cause`). */
+function driverError(error: unknown): { code?: string; message?: string; constraint_name?: string } | null {
+  let current: unknown = error;
+  for (let depth = 0; depth < 5 && current && typeof current === 'object'; depth++) {
+    const candidate = current as { code?: unknown; cause?: unknown };
+    if (typeof candidate.code === 'string') return candidate as { code: string; message?: string };
+    current = candidate.cause;
+  }
+  return null;
+}
+
+export function pgErrorCode(error: unknown): string | undefined {
+  return driverError(error)?.code;
+}
+
+export function isUndefinedTable(error: unknown): boolean {
+  const code = pgErrorCode(error);
+  return code === '42P01' || code === '3F000';
+}
+
+export function isUniqueViolation(error: unknown): boolean {
+  return pgErrorCode(error) === '23505';
+}
+
+const CONNECTION_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+  'CONNECT_TIMEOUT',
+  'CONNECTION_CLOSED',
+  'CONNECTION_ENDED',
+  'CONNECTION_DESTROYED',
+  '57P01', // admin_shutdown
+  '57P03', // cannot_connect_now
+  '3D000', // invalid_catalog_name: the database does not exist
+  '28P01', // invalid_password
+  '28000', // invalid_authorization_specification
+]);
+
+/**
+ * Turns a driver failure into the contract's error, or returns null when it is not one credvault
+ * expects (a bug). Messages never include query parameters.
+ */
+export function mapDatabaseError(error: unknown, where: string): CredvaultError | null {
+  const driver = driverError(error);
+  if (!driver?.code) return null;
+  const code = driver.code;
+  if (CONNECTION_CODES.has(code)) {
+    return new DatabaseError(`cannot reach the database at ${where}: ${driver.message ?? code}`, {
+      hint: 'Check DATABASE_URL and that PostgreSQL is running.',
+      cause: error,
+    });
+  }
+  if (code === '42P01' || code === '42703' || code === '3F000') {
+    return new DatabaseError(`the database at ${where} is not migrated (${driver.message ?? code})`, {
+      hint: 'Run `credvault db migrate` (or `credvault init`).',
+      cause: error,
+    });
+  }
+  if (code === '23505') {
+    return new ConflictError(`already exists (${driver.constraint_name ?? 'unique constraint'})`, {
+      cause: error,
+    });
+  }
+  if (code === '40001' || code === '40P01') {
+    return new ConflictError('the change collided with another one; try again', { cause: error });
+  }
+  if (code === '42501') {
+    return new DatabaseError(`the database refused the operation: ${driver.message ?? code}`, {
+      cause: error,
+    });
+  }
+  return null;
+}

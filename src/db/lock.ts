@@ -1,0 +1,132 @@
+import { mkdirSync, readFileSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { DatabaseError } from '../errors.js';
+
+/**
+ * An exclusive lock on the embedded database folder, so that two processes never open the same
+ * PGlite data directory (PGlite is single-process; two writers would corrupt it).
+ *
+ * The lock is a file created with O_EXCL holding the owner's pid and host. A lock whose owner is a
+ * dead process on this host is taken over at once; staleness never depends on timers, so a process
+ * whose event loop is busy inside PGlite never loses its lock. Taking over goes through a second
+ * O_EXCL guard so that two processes cannot both take over the same stale lock.
+ *
+ * Written by hand: proper-lockfile decides staleness by mtime refreshed on a timer, which a long
+ * synchronous PGlite call can starve.
+ */
+
+interface Owner {
+  pid: number;
+  host: string;
+  command: string;
+  since: string;
+}
+
+export interface DatabaseLock {
+  release(): void;
+}
+
+function readOwner(path: string): Owner | null {
+  try {
+    return JSON.parse(readFileSync(path, 'utf8')) as Owner;
+  } catch {
+    return null;
+  }
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+function tryCreate(path: string, content: string): boolean {
+  try {
+    writeFileSync(path, content, { flag: 'wx', mode: 0o600 });
+    return true;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'EEXIST') return false;
+    throw error;
+  }
+}
+
+function ageMs(path: string): number {
+  try {
+    return Date.now() - statSync(path).mtimeMs;
+  } catch {
+    return 0;
+  }
+}
+
+/** True when the lock at `path` belongs to a process that is gone, or is an unreadable leftover. */
+function isStale(path: string): boolean {
+  const owner = readOwner(path);
+  if (!owner) return ageMs(path) > 5000; // being written right now, or a truncated leftover
+  return owner.host === hostname() && !alive(owner.pid);
+}
+
+function takeOver(path: string): void {
+  const guard = `${path}.takeover`;
+  if (ageMs(guard) > 10_000) rmSync(guard, { force: true });
+  if (!tryCreate(guard, String(process.pid))) return;
+  try {
+    if (isStale(path)) unlinkSync(path);
+  } finally {
+    rmSync(guard, { force: true });
+  }
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+export async function acquireDatabaseLock(
+  folder: string,
+  timeoutMs: number,
+  description: string,
+): Promise<DatabaseLock> {
+  mkdirSync(folder, { recursive: true, mode: 0o700 });
+  const path = `${folder}/credvault.lock`;
+  const me: Owner = {
+    pid: process.pid,
+    host: hostname(),
+    command: process.argv.slice(2, 4).join(' '),
+    since: new Date().toISOString(),
+  };
+  const deadline = Date.now() + timeoutMs;
+  for (let attempt = 0; ; attempt++) {
+    if (tryCreate(path, JSON.stringify(me))) break;
+    if (isStale(path)) {
+      takeOver(path);
+      continue;
+    }
+    if (Date.now() >= deadline) {
+      const owner = readOwner(path);
+      const who = owner
+        ? `process ${owner.pid} (credvault ${owner.command}) on ${owner.host}`
+        : 'another process';
+      throw new DatabaseError(
+        `the embedded database at ${description} is in use by ${who}; gave up after ${Math.round(timeoutMs / 1000)}s`,
+        {
+          hint: 'Wait for it to finish and try again, or raise CREDVAULT_LOCK_TIMEOUT (seconds). Teams that run credvault from several processes at once should use PostgreSQL (DATABASE_URL).',
+        },
+      );
+    }
+    await sleep(Math.min(25 * 2 ** Math.min(attempt, 3), 200));
+  }
+  let held = true;
+  const release = () => {
+    if (!held) return;
+    held = false;
+    const owner = readOwner(path);
+    if (owner && owner.pid === process.pid && owner.host === me.host) rmSync(path, { force: true });
+  };
+  process.once('exit', release);
+  return {
+    release() {
+      process.removeListener('exit', release);
+      release();
+    },
+  };
+}

@@ -1,0 +1,37 @@
+import { index, jsonb, pgTable, text, uniqueIndex, uuid } from 'drizzle-orm/pg-core';
+import { oauthAppCredentials } from './apps.js';
+import { ts } from './columns.js';
+import { dataKeys } from './data-keys.js';
+import { platforms } from './platforms.js';
+
+/**
+ * Pending authorizations. Only the SHA-256 of `state` is kept; the PKCE verifier is encrypted.
+ * A state lives 10 minutes and is used once (`used_at`).
+ */
+export const oauthStates = pgTable(
+  'oauth_states',
+  {
+    id: uuid('id').primaryKey(),
+    stateHash: text('state_hash').notNull(),
+    platform: text('platform')
+      .notNull()
+      .references(() => platforms.id),
+    appId: uuid('app_id')
+      .notNull()
+      .references(() => oauthAppCredentials.id, { onDelete: 'cascade' }),
+    redirectUri: text('redirect_uri').notNull(),
+    codeVerifierEnc: text('code_verifier_enc'),
+    dataKeyId: uuid('data_key_id')
+      .notNull()
+      .references(() => dataKeys.id),
+    options: jsonb('options').$type<Record<string, unknown>>().notNull().default({}),
+    createdBy: text('created_by').notNull(),
+    createdAt: ts('created_at').notNull().defaultNow(),
+    expiresAt: ts('expires_at').notNull(),
+    usedAt: ts('used_at'),
+  },
+  (t) => [
+    uniqueIndex('oauth_states_state_hash_uq').on(t.stateHash),
+    index('oauth_states_expires_idx').on(t.expiresAt),
+  ],
+);

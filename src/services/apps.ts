@@ -1,0 +1,494 @@
+import { randomUUID } from 'node:crypto';
+import type { Slot } from '../crypto/envelope.js';
+import { Secret } from '../crypto/secret.js';
+import type { Db } from '../db/client.js';
+import { isUniqueViolation } from '../db/errors.js';
+import type { AppRecord } from '../db/store/apps.js';
+import * as store from '../db/store/apps.js';
+import * as connectionStore from '../db/store/connections.js';
+import { ConflictError, InvalidInputError, NotFoundError } from '../errors.js';
+import { PLATFORMS, type PlatformId, parsePlatform } from '../providers/catalog.js';
+import { recordAudit } from './audit.js';
+import type { ServiceContext } from './context.js';
+
+export type { AppRecord };
+
+/** App fields as they arrive from a file, flags or an HTTP body, before validation. */
+export interface RawAppFields {
+  label?: unknown;
+  client_id?: unknown;
+  client_secret?: unknown;
+  redirect_uri?: unknown;
+  scopes?: unknown;
+  developer_token?: unknown;
+  login_customer_id?: unknown;
+  user_agent?: unknown;
+  api_version?: unknown;
+  authorize_url?: unknown;
+  token_url?: unknown;
+  revoke_url?: unknown;
+  api_base_url?: unknown;
+}
+
+export const APP_FILE_FIELDS: ReadonlyArray<keyof RawAppFields> = [
+  'label',
+  'client_id',
+  'client_secret',
+  'redirect_uri',
+  'scopes',
+  'developer_token',
+  'login_customer_id',
+  'user_agent',
+  'api_version',
+  'authorize_url',
+  'token_url',
+  'revoke_url',
+  'api_base_url',
+];
+
+/** Validated app fields. `undefined` = not given (update leaves it), `null` = cleared. */
+export interface AppFields {
+  label?: string;
+  clientId?: string;
+  clientSecret?: Secret | null;
+  developerToken?: Secret | null;
+  redirectUri?: string;
+  scopes?: string[];
+  loginCustomerId?: string | null;
+  userAgent?: string | null;
+  apiVersion?: string | null;
+  authorizeUrl?: string | null;
+  tokenUrl?: string | null;
+  revokeUrl?: string | null;
+  apiBaseUrl?: string | null;
+}
+
+const LABEL = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
+const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '[::1]']);
+
+export function isLoopbackHost(hostname: string): boolean {
+  return LOOPBACK_HOSTS.has(hostname) || /^127\.\d+\.\d+\.\d+$/.test(hostname);
+}
+
+function text(value: unknown, field: string): string | undefined {
+  if (value === undefined || value === null) return undefined;
+  if (typeof value !== 'string') throw new InvalidInputError(`${field} must be a string`);
+  const trimmed = value.trim();
+  return trimmed === '' ? undefined : trimmed;
+}
+
+function secretField(value: unknown, field: string): Secret | undefined {
+  if (value instanceof Secret) return value.reveal() === '' ? undefined : value;
+  const plain = text(value, field);
+  return plain === undefined ? undefined : new Secret(plain);
+}
+
+/** Endpoints must be https, except on a loopback host (local doubles, sandboxes behind a tunnel). */
+function endpoint(value: unknown, field: string): string | undefined {
+  const raw = text(value, field);
+  if (raw === undefined) return undefined;
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    throw new InvalidInputError(`${field} is not a URL: "${raw}"`);
+  }
+  if (url.protocol !== 'https:' && !(url.protocol === 'http:' && isLoopbackHost(url.hostname))) {
+    throw new InvalidInputError(
+      `${field} must be an https:// URL (http:// only for a loopback host): "${raw}"`,
+    );
+  }
+  if (url.username || url.password) throw new InvalidInputError(`${field} must not carry credentials`);
+  return raw;
+}
+
+function redirect(value: unknown): string | undefined {
+  const raw = text(value, 'redirect_uri');
+  if (raw === undefined) return undefined;
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    throw new InvalidInputError(`redirect_uri is not a URL: "${raw}"`);
+  }
+  if (url.hash) throw new InvalidInputError('redirect_uri must not have a #fragment');
+  if (url.protocol !== 'https:' && !(url.protocol === 'http:' && isLoopbackHost(url.hostname))) {
+    throw new InvalidInputError(`redirect_uri must be https:// or a loopback http:// URL: "${raw}"`);
+  }
+  return raw;
+}
+
+function scopeList(value: unknown): string[] | undefined {
+  if (value === undefined || value === null) return undefined;
+  const items = Array.isArray(value) ? value : typeof value === 'string' ? value.split(/[\s,]+/) : null;
+  if (!items || items.some((s) => typeof s !== 'string')) {
+    throw new InvalidInputError('scopes must be a list of strings (or one space-separated string)');
+  }
+  const scopes = (items as string[]).map((s) => s.trim()).filter(Boolean);
+  return scopes.length ? [...new Set(scopes)] : undefined;
+}
+
+function customerId(value: unknown): string | undefined {
+  const raw = typeof value === 'number' ? String(value) : text(value, 'login_customer_id');
+  if (raw === undefined) return undefined;
+  const digits = raw.replace(/-/g, '');
+  if (!/^\d{10}$/.test(digits)) {
+    throw new InvalidInputError(
+      `login_customer_id must be a 10-digit Google Ads customer id, like 123-456-7890 (got "${raw}")`,
+    );
+  }
+  return digits;
+}
+
+/** Validates raw fields once; what comes out is typed and trusted. */
+export function parseAppFields(raw: RawAppFields): AppFields {
+  const fields: AppFields = {};
+  const label = text(raw.label, 'label');
+  if (label !== undefined) {
+    if (!LABEL.test(label)) {
+      throw new InvalidInputError(
+        `label "${label}" must start with a letter or digit and use only letters, digits, ".", "_" and "-" (at most 63)`,
+      );
+    }
+    fields.label = label;
+  }
+  const set = <K extends keyof AppFields>(key: K, value: AppFields[K] | undefined) => {
+    if (value !== undefined) fields[key] = value;
+  };
+  set('clientId', text(raw.client_id, 'client_id'));
+  set('clientSecret', secretField(raw.client_secret, 'client_secret'));
+  set('developerToken', secretField(raw.developer_token, 'developer_token'));
+  set('redirectUri', redirect(raw.redirect_uri));
+  set('scopes', scopeList(raw.scopes));
+  set('loginCustomerId', customerId(raw.login_customer_id));
+  set('userAgent', text(raw.user_agent, 'user_agent'));
+  const version = text(raw.api_version, 'api_version');
+  if (version !== undefined && !/^[A-Za-z0-9._-]{1,32}$/.test(version)) {
+    throw new InvalidInputError(`api_version "${version}" is not a version string like v26 or 202601`);
+  }
+  set('apiVersion', version);
+  set('authorizeUrl', endpoint(raw.authorize_url, 'authorize_url'));
+  set('tokenUrl', endpoint(raw.token_url, 'token_url'));
+  set('revokeUrl', endpoint(raw.revoke_url, 'revoke_url'));
+  set('apiBaseUrl', endpoint(raw.api_base_url, 'api_base_url'));
+  return fields;
+}
+
+/** What an app of this platform must have; missing pieces are exit 2 naming the input. */
+function checkComplete(
+  platform: PlatformId,
+  fields: AppFields,
+  hasClientSecret: boolean,
+  hasDeveloperToken: boolean,
+) {
+  const info = PLATFORMS[platform];
+  if (!fields.label) throw new InvalidInputError('an app needs a label', { hint: 'Give --label.' });
+  if (!fields.clientId) {
+    throw new InvalidInputError('an app needs a client id', {
+      hint: 'Give --client-id, or client_id in --from-file.',
+    });
+  }
+  if (!fields.redirectUri) {
+    throw new InvalidInputError(`${info.displayName} needs the exact redirect URI registered with the app`, {
+      hint: 'Give --redirect-uri (for example http://localhost:8080/callback), or redirect_uri in --from-file.',
+    });
+  }
+  // Microsoft public (native) clients have no secret; every other platform authenticates the client.
+  if (!hasClientSecret && platform !== 'microsoft_ads') {
+    throw new InvalidInputError(`${info.displayName} apps need a client secret`, {
+      hint: 'Give it in --from-file (client_secret), or run in a terminal to be prompted.',
+    });
+  }
+  if (info.capabilities.developer_token === 'required' && !hasDeveloperToken) {
+    throw new InvalidInputError(`${info.displayName} apps need a developer token`, {
+      hint: 'Give it in --from-file (developer_token), or run in a terminal to be prompted.',
+    });
+  }
+  if (info.capabilities.developer_token === 'none' && hasDeveloperToken) {
+    throw new InvalidInputError(`${info.displayName} has no developer token; remove developer_token`);
+  }
+  if (platform !== 'google_ads' && fields.loginCustomerId) {
+    throw new InvalidInputError('login_customer_id is a Google Ads setting');
+  }
+}
+
+function withDefaults(platform: PlatformId, fields: AppFields): AppFields {
+  const defaults = PLATFORMS[platform].defaults;
+  return {
+    ...fields,
+    redirectUri: fields.redirectUri ?? defaults.redirectUri ?? undefined,
+    scopes: fields.scopes ?? defaults.scopes,
+    userAgent:
+      fields.userAgent ??
+      // Reddit throttles generic user agents; this one names the app as Reddit asks.
+      (platform === 'reddit_ads' ? `credvault:${fields.clientId}:v1 (credvault app ${fields.label})` : null),
+  };
+}
+
+/** Checks a new app before its secrets are asked for, assuming the required ones will be given. */
+export function checkNewApp(platform: PlatformId, input: AppFields): void {
+  const fields = withDefaults(platform, input);
+  const tokenRequired = PLATFORMS[platform].capabilities.developer_token === 'required';
+  checkComplete(platform, fields, true, Boolean(fields.developerToken) || tokenRequired);
+}
+
+export function secretSlot(appId: string, column: 'client_secret_enc' | 'developer_token_enc'): Slot {
+  return { table: 'oauth_app_credentials', column, rowId: appId };
+}
+
+export async function addApp(
+  ctx: ServiceContext,
+  platform: PlatformId,
+  input: AppFields,
+): Promise<AppRecord> {
+  const fields = withDefaults(platform, input);
+  checkComplete(platform, fields, Boolean(fields.clientSecret), Boolean(fields.developerToken));
+  const keyring = await ctx.keyring();
+  const id = randomUUID();
+  try {
+    return await ctx.transaction(async (tx) => {
+      const dataKeyId = await ctx.vaultDataKeyId();
+      if ((await store.findByLabel(tx, fields.label!, platform)).length)
+        throw duplicateLabel(platform, fields.label!);
+      await store.insert(tx, {
+        id,
+        platform,
+        label: fields.label!,
+        clientId: fields.clientId!,
+        clientSecretEnc: fields.clientSecret
+          ? await keyring.encrypt(fields.clientSecret, secretSlot(id, 'client_secret_enc'), dataKeyId)
+          : null,
+        developerTokenEnc: fields.developerToken
+          ? await keyring.encrypt(fields.developerToken, secretSlot(id, 'developer_token_enc'), dataKeyId)
+          : null,
+        dataKeyId,
+        redirectUri: fields.redirectUri!,
+        scopes: fields.scopes ?? [],
+        loginCustomerId: fields.loginCustomerId ?? null,
+        userAgent: fields.userAgent ?? null,
+        apiVersion: fields.apiVersion ?? null,
+        authorizeUrl: fields.authorizeUrl ?? null,
+        tokenUrl: fields.tokenUrl ?? null,
+        revokeUrl: fields.revokeUrl ?? null,
+        apiBaseUrl: fields.apiBaseUrl ?? null,
+        createdBy: ctx.actor.name,
+      });
+      await recordAudit(tx, ctx.actor, {
+        action: 'app.create',
+        targetType: 'app',
+        targetId: id,
+        outcome: 'success',
+        detail: {
+          platform,
+          label: fields.label,
+          client_secret: fields.clientSecret ? 'set' : 'none',
+          developer_token: fields.developerToken ? 'set' : 'none',
+        },
+      });
+      return (await store.getById(tx, id))!;
+    });
+  } catch (error) {
+    if (isUniqueViolation(error)) throw duplicateLabel(platform, fields.label!);
+    throw error;
+  }
+}
+
+function duplicateLabel(platform: string, label: string): ConflictError {
+  return new ConflictError(`an app labelled "${label}" already exists for ${platform}`, {
+    hint: `Pick another --label, or change the existing one with \`credvault apps update ${platform}/${label}\`.`,
+  });
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+export function isUuid(value: string): boolean {
+  return UUID.test(value);
+}
+
+/** APP ref: an id, a label, or `platform/label` when a label is used on several platforms. */
+export async function resolveApp(db: Db, ref: string): Promise<AppRecord> {
+  const trimmed = ref.trim();
+  if (isUuid(trimmed)) {
+    const app = await store.getById(db, trimmed.toLowerCase());
+    if (!app) throw new NotFoundError(`no app with id ${trimmed}`, { hint: 'See `credvault apps list`.' });
+    return app;
+  }
+  const slash = trimmed.indexOf('/');
+  const matches =
+    slash > 0
+      ? await store.findByLabel(db, trimmed.slice(slash + 1), parsePlatform(trimmed.slice(0, slash)))
+      : await store.findByLabel(db, trimmed);
+  if (matches.length === 1) return matches[0]!;
+  if (matches.length === 0)
+    throw new NotFoundError(`no app "${trimmed}"`, { hint: 'See `credvault apps list`.' });
+  throw new InvalidInputError(`the label "${trimmed}" is used on several platforms`, {
+    hint: `Say which: ${matches.map((a) => `${a.platform}/${a.label}`).join(', ')}.`,
+  });
+}
+
+export async function listApps(ctx: ServiceContext, platform?: PlatformId): Promise<AppRecord[]> {
+  return store.list(ctx.db, platform);
+}
+
+export async function showApp(ctx: ServiceContext, ref: string): Promise<AppRecord> {
+  return resolveApp(ctx.db, ref);
+}
+
+export async function updateApp(ctx: ServiceContext, ref: string, input: AppFields): Promise<AppRecord> {
+  const keyring = Object.keys(input).some((k) => k === 'clientSecret' || k === 'developerToken')
+    ? await ctx.keyring()
+    : null;
+  try {
+    return await ctx.transaction(async (tx) => {
+      const app = await resolveApp(tx, ref);
+      const platform = app.platform as PlatformId;
+      const merged: AppFields = { ...app, ...input };
+      const hasSecret = input.clientSecret !== undefined ? input.clientSecret !== null : app.hasClientSecret;
+      const hasToken =
+        input.developerToken !== undefined ? input.developerToken !== null : app.hasDeveloperToken;
+      checkComplete(platform, merged, hasSecret, hasToken);
+      if (
+        input.label &&
+        input.label !== app.label &&
+        (await store.findByLabel(tx, input.label, platform)).length
+      ) {
+        throw duplicateLabel(platform, input.label);
+      }
+      const changes: Partial<store.NewAppRow> = { updatedAt: ctx.now() };
+      const changed: string[] = [];
+      const plain = [
+        ['label', 'label'],
+        ['clientId', 'client_id'],
+        ['redirectUri', 'redirect_uri'],
+        ['scopes', 'scopes'],
+        ['loginCustomerId', 'login_customer_id'],
+        ['userAgent', 'user_agent'],
+        ['apiVersion', 'api_version'],
+        ['authorizeUrl', 'authorize_url'],
+        ['tokenUrl', 'token_url'],
+        ['revokeUrl', 'revoke_url'],
+        ['apiBaseUrl', 'api_base_url'],
+      ] as const;
+      for (const [key, name] of plain) {
+        if (input[key] !== undefined && JSON.stringify(input[key]) !== JSON.stringify(app[key])) {
+          (changes as Record<string, unknown>)[key] = input[key];
+          changed.push(name);
+        }
+      }
+      if (keyring && (input.clientSecret !== undefined || input.developerToken !== undefined)) {
+        const dataKeyId = await ctx.vaultDataKeyId();
+        changes.dataKeyId = dataKeyId;
+        // Secrets under the app's old data key are re-sealed under the current one, or they would no
+        // longer open once the row names the new key.
+        const current = (await store.getEncryptedSecrets(tx, app.id))!;
+        const reseal = async (
+          value: Secret | null | undefined,
+          stored: string | null,
+          column: 'client_secret_enc' | 'developer_token_enc',
+        ) => {
+          const slot = secretSlot(app.id, column);
+          if (value === null) return null;
+          if (value !== undefined) return keyring.encrypt(value, slot, dataKeyId);
+          if (stored === null) return null;
+          return keyring.encrypt(await keyring.decrypt(stored, slot), slot, dataKeyId);
+        };
+        changes.clientSecretEnc = await reseal(
+          input.clientSecret,
+          current.clientSecretEnc,
+          'client_secret_enc',
+        );
+        changes.developerTokenEnc = await reseal(
+          input.developerToken,
+          current.developerTokenEnc,
+          'developer_token_enc',
+        );
+        if (input.clientSecret !== undefined) changed.push('client_secret');
+        if (input.developerToken !== undefined) changed.push('developer_token');
+      }
+      if (changed.length === 0) return app;
+      await store.update(tx, app.id, changes);
+      await recordAudit(tx, ctx.actor, {
+        action: 'app.update',
+        targetType: 'app',
+        targetId: app.id,
+        outcome: 'success',
+        detail: { platform, label: input.label ?? app.label, changed },
+      });
+      return (await store.getById(tx, app.id))!;
+    });
+  } catch (error) {
+    if (isUniqueViolation(error)) throw duplicateLabel('this platform', input.label ?? ref);
+    throw error;
+  }
+}
+
+export async function setAppEnabled(ctx: ServiceContext, ref: string, enabled: boolean): Promise<AppRecord> {
+  return ctx.transaction(async (tx) => {
+    const app = await resolveApp(tx, ref);
+    if (app.enabled === enabled) return app;
+    await store.update(tx, app.id, { enabled, updatedAt: ctx.now() });
+    await recordAudit(tx, ctx.actor, {
+      action: enabled ? 'app.enable' : 'app.disable',
+      targetType: 'app',
+      targetId: app.id,
+      outcome: 'success',
+      detail: { platform: app.platform, label: app.label },
+    });
+    return (await store.getById(tx, app.id))!;
+  });
+}
+
+export async function removeApp(ctx: ServiceContext, ref: string, force: boolean): Promise<AppRecord> {
+  return ctx.transaction(async (tx) => {
+    const app = await resolveApp(tx, ref);
+    const connections = await store.countConnections(tx, app.id);
+    if (connections > 0 && !force) {
+      throw new ConflictError(
+        `app ${app.platform}/${app.label} is used by ${connections} connection${connections === 1 ? '' : 's'}`,
+        {
+          hint: 'Revoke them first (`credvault connections list`), or give --force to remove the app and its connections.',
+        },
+      );
+    }
+    if (connections > 0) {
+      await connectionStore.removeAllOfApp(tx, app.id);
+    }
+    await store.remove(tx, app.id);
+    await recordAudit(tx, ctx.actor, {
+      action: 'app.remove',
+      targetType: 'app',
+      targetId: app.id,
+      outcome: 'success',
+      detail: { platform: app.platform, label: app.label, connections_removed: connections },
+    });
+    return app;
+  });
+}
+
+/** Decrypts an app's secrets for a platform call; audited in the caller's transaction. */
+export async function readAppSecrets(
+  ctx: ServiceContext,
+  db: Db,
+  app: AppRecord,
+  purpose: string,
+): Promise<{ clientSecret: Secret | null; developerToken: Secret | null }> {
+  const keyring = await ctx.keyring();
+  const stored = await store.getEncryptedSecrets(db, app.id);
+  if (!stored) throw new NotFoundError(`app ${app.id} disappeared`);
+  const clientSecret = await keyring.decryptOptional(
+    stored.clientSecretEnc,
+    secretSlot(app.id, 'client_secret_enc'),
+  );
+  const developerToken = await keyring.decryptOptional(
+    stored.developerTokenEnc,
+    secretSlot(app.id, 'developer_token_enc'),
+  );
+  await recordAudit(db, ctx.actor, {
+    action: 'app.secret.read',
+    targetType: 'app',
+    targetId: app.id,
+    outcome: 'success',
+    detail: { purpose },
+  });
+  return { clientSecret, developerToken };
+}

@@ -1,0 +1,187 @@
+import { createHash } from 'node:crypto';
+import { Secret } from '../crypto/secret.js';
+import type { Db } from '../db/client.js';
+import * as store from '../db/store/audit.js';
+import { GENESIS_HASH } from '../db/store/audit.js';
+import { ConflictError, InternalError } from '../errors.js';
+
+/**
+ * The audit log: every creation, decryption, update, refresh, revocation and token served. Rows form
+ * a hash chain (prev_hash → hash), so an edited or deleted row is found by `verifyAudit`. Records are
+ * written in the caller's transaction: when the audit row cannot be written, the action fails with it
+ * (fail closed).
+ */
+
+export interface Actor {
+  name: string;
+  address?: string | null;
+  userAgent?: string | null;
+}
+
+export type AuditOutcome = 'success' | 'failure' | 'denied';
+
+export interface AuditEntry {
+  action: string;
+  targetType: string;
+  targetId?: string | null;
+  connectionId?: string | null;
+  outcome: AuditOutcome;
+  detail?: Record<string, unknown>;
+  /** Overrides the context actor (the daemon writes entries for several clients in one batch). */
+  actor?: Actor;
+}
+
+function assertNoSecret(value: unknown, path: string): void {
+  if (value instanceof Secret)
+    throw new InternalError(`refusing to write a secret into the audit log (${path})`);
+  if (value && typeof value === 'object') {
+    for (const [key, inner] of Object.entries(value)) assertNoSecret(inner, `${path}.${key}`);
+  }
+}
+
+/** JSON with object keys sorted at every depth, so the hash does not depend on jsonb's key order. */
+function canonical(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonical).join(',')}]`;
+  if (value && typeof value === 'object' && !(value instanceof Date)) {
+    const entries = Object.entries(value as Record<string, unknown>)
+      .filter(([, v]) => v !== undefined)
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonical(v)}`).join(',')}}`;
+  }
+  if (value instanceof Date) return JSON.stringify(value.toISOString());
+  return JSON.stringify(value ?? null);
+}
+
+type Hashable = Omit<store.AuditRow, 'hash'>;
+
+export function rowHash(row: Hashable): string {
+  const material = canonical([
+    row.id,
+    row.occurredAt,
+    row.actor,
+    row.action,
+    row.targetType,
+    row.targetId,
+    row.connectionId,
+    row.clientAddress,
+    row.userAgent,
+    row.outcome,
+    row.detail,
+    row.prevHash,
+  ]);
+  return createHash('sha256').update(material).digest('hex');
+}
+
+/** Appends entries to the chain inside the caller's transaction. */
+export async function recordAudit(
+  db: Db,
+  actor: Actor,
+  entries: AuditEntry | AuditEntry[],
+  now = new Date(),
+) {
+  const list = Array.isArray(entries) ? entries : [entries];
+  if (list.length === 0) return;
+  for (const entry of list) assertNoSecret(entry.detail, entry.action);
+  const head = await store.lockHead(db);
+  let prevHash = head.lastHash;
+  let id = head.lastId;
+  const rows: store.NewAuditRow[] = [];
+  for (const entry of list) {
+    const who = entry.actor ?? actor;
+    id += 1;
+    const row: Hashable = {
+      id,
+      // timestamptz keeps microseconds, a JS Date milliseconds: hash what will be read back.
+      occurredAt: new Date(now.getTime()),
+      actor: who.name,
+      action: entry.action,
+      targetType: entry.targetType,
+      targetId: entry.targetId ?? null,
+      connectionId: entry.connectionId ?? null,
+      clientAddress: who.address ?? null,
+      userAgent: who.userAgent ?? null,
+      outcome: entry.outcome,
+      detail: entry.detail ?? {},
+      prevHash,
+    };
+    const hash = rowHash(row);
+    rows.push({ ...row, hash });
+    prevHash = hash;
+  }
+  await store.insertRows(db, rows, { lastId: id, lastHash: prevHash, rowCount: head.rowCount + list.length });
+}
+
+export interface AuditProblem {
+  id: number;
+  problem: string;
+}
+
+export interface AuditVerification {
+  ok: boolean;
+  rows: number;
+  last_id: number;
+  problems: AuditProblem[];
+}
+
+/** Walks the whole chain. Finds edited rows (hash), deleted rows (id gap, broken link, head mismatch). */
+export async function verifyAudit(db: Db, pageSize = 2000): Promise<AuditVerification> {
+  const problems: AuditProblem[] = [];
+  let prevHash = GENESIS_HASH;
+  let expectedId = 1;
+  let rows = 0;
+  let afterId = 0;
+  for (;;) {
+    const page = await store.pageAfter(db, afterId, pageSize);
+    for (const row of page) {
+      if (row.id !== expectedId) {
+        problems.push({
+          id: row.id,
+          problem:
+            row.id > expectedId
+              ? `row${row.id - expectedId > 1 ? `s ${expectedId}-${row.id - 1}` : ` ${expectedId}`} deleted`
+              : `row id ${row.id} out of sequence`,
+        });
+      }
+      if (row.prevHash !== prevHash) {
+        problems.push({
+          id: row.id,
+          problem: 'link to the previous row is broken (a row before it was deleted or altered)',
+        });
+      }
+      const { hash, ...rest } = row;
+      if (rowHash(rest) !== hash)
+        problems.push({ id: row.id, problem: 'row content does not match its hash (edited)' });
+      prevHash = hash;
+      expectedId = row.id + 1;
+      afterId = row.id;
+      rows += 1;
+    }
+    if (page.length < pageSize) break;
+  }
+  const head = await store.readHead(db);
+  if (head) {
+    if (head.lastId !== afterId || head.lastHash !== prevHash) {
+      problems.push({
+        id: head.lastId,
+        problem:
+          head.lastId > afterId
+            ? `the newest row${head.lastId - afterId > 1 ? `s (${afterId + 1}-${head.lastId})` : ` (${head.lastId})`} deleted`
+            : 'the chain head does not match the newest row',
+      });
+    } else if (head.rowCount !== rows) {
+      problems.push({ id: head.lastId, problem: `expected ${head.rowCount} rows, found ${rows}` });
+    }
+  } else if (rows > 0) {
+    problems.push({ id: 0, problem: 'the chain head is missing' });
+  }
+  return { ok: problems.length === 0, rows, last_id: afterId, problems };
+}
+
+export function auditBrokenError(result: AuditVerification): ConflictError {
+  const first = result.problems.slice(0, 5).map((p) => `row ${p.id}: ${p.problem}`);
+  return new ConflictError(`the audit log was altered: ${first.join('; ')}`, {
+    hint: 'Compare with a backup to see what changed; the chain cannot be repaired by credvault.',
+  });
+}
+
+export const listAudit = store.listRows;

@@ -1,0 +1,102 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
+import { randomUUID } from 'node:crypto';
+import type { Config } from '../config.js';
+import { Keyring } from '../crypto/envelope.js';
+import type { KeySource } from '../crypto/key-source.js';
+import { noKeyError, resolveKeySource } from '../crypto/key-sources.js';
+import { type Database, type Db, openDatabase } from '../db/client.js';
+import * as dataKeys from '../db/store/data-keys.js';
+import type { Actor } from './audit.js';
+
+/**
+ * What a service needs: the database, the keyring (opened on first use, so commands that read no
+ * secret need no key) and who is acting. Services own transactions; stores take the handle.
+ */
+export class ServiceContext {
+  readonly database: Database;
+  readonly config: Config;
+  readonly actor: Actor;
+  #keyring: Promise<Keyring> | null = null;
+  #source: KeySource | null | undefined;
+
+  constructor(database: Database, config: Config, actor: Actor, source?: KeySource | null) {
+    this.database = database;
+    this.config = config;
+    this.actor = actor;
+    this.#source = source;
+  }
+
+  readonly #tx = new AsyncLocalStorage<Db>();
+
+  /** The current transaction when called inside one, else the database. */
+  get db(): Db {
+    return this.#tx.getStore() ?? this.database.db;
+  }
+
+  now(): Date {
+    return new Date();
+  }
+
+  /** Runs `fn` in one transaction: one user action, all or nothing. */
+  transaction<T>(fn: (tx: Db) => Promise<T>): Promise<T> {
+    // Inside a transaction, a nested one is a savepoint. Everything that reads through `ctx.db` while
+    // `fn` runs (the keyring loading a data key, say) uses the same transaction: PGlite has a
+    // single connection, so a query outside it would wait for the transaction forever.
+    return this.db.transaction((tx) => this.#tx.run(tx as unknown as Db, () => fn(tx as unknown as Db)));
+  }
+
+  keyring(): Promise<Keyring> {
+    if (!this.#keyring) {
+      this.#keyring = (async () => {
+        const source =
+          this.#source === undefined
+            ? await resolveKeySource(this.config.env, this.config.home)
+            : this.#source;
+        if (!source) throw noKeyError(this.config.home);
+        return new Keyring(source, (id) => dataKeys.getWrapped(this.db, id));
+      })();
+      this.#keyring.catch(() => {
+        this.#keyring = null;
+      });
+    }
+    return this.#keyring;
+  }
+
+  /**
+   * The active vault-wide data key (app secrets, OAuth states), created on first use. Opening it checks
+   * the key id, so a wrong master key fails here, before anything is written.
+   */
+  async vaultDataKeyId(): Promise<string> {
+    const keyring = await this.keyring();
+    const existing = await dataKeys.activeVaultKeyId(this.db);
+    if (existing) {
+      await keyring.dataKey(existing);
+      return existing;
+    }
+    const id = randomUUID();
+    const { wrapped } = await keyring.createDataKey(id);
+    if (await dataKeys.insert(this.db, wrapped, 'vault')) return id;
+    keyring.forget(id);
+    const winner = await dataKeys.activeVaultKeyId(this.db);
+    if (!winner) throw new Error('the active vault data key disappeared');
+    await keyring.dataKey(winner);
+    return winner;
+  }
+
+  async close(): Promise<void> {
+    try {
+      if (this.#keyring) await (await this.#keyring.catch(() => null))?.close();
+    } finally {
+      await this.database.close();
+    }
+  }
+}
+
+export async function openContext(config: Config, actor?: Actor): Promise<ServiceContext> {
+  const database = await openDatabase({
+    url: config.databaseUrl,
+    home: config.home,
+    lockTimeoutMs: config.lockTimeoutMs,
+  });
+  return new ServiceContext(database, config, actor ?? { name: config.actor });
+}

@@ -1,0 +1,82 @@
+import { locateKey } from '../crypto/key-sources.js';
+import { generateMasterKey, masterKeyId, parseMasterKey } from '../crypto/local-key.js';
+import * as dataKeys from '../db/store/data-keys.js';
+import { KeyError } from '../errors.js';
+import type { ServiceContext } from './context.js';
+
+export function newMasterKey(): { key: string; keyId: string } {
+  const key = generateMasterKey();
+  return { key, keyId: masterKeyId(parseMasterKey(key, 'the generated key')) };
+}
+
+export interface DataKeyStatus {
+  id: string;
+  scope: string;
+  status: string;
+  kek_id: string;
+  kek_kind: string;
+  matches_key: boolean;
+  secrets: number;
+  created_at: string;
+  rewrapped_at: string | null;
+}
+
+export interface KeyStatus {
+  key_source: string;
+  key_origin: string;
+  key_id: string | null;
+  location: string;
+  key_matches_vault: boolean | null;
+  data_keys: DataKeyStatus[];
+  secrets: number;
+}
+
+/** Which key is configured, whether it opens this vault, and what each data key protects. */
+export async function keyStatus(ctx: ServiceContext): Promise<KeyStatus> {
+  const location = locateKey(ctx.config.env, ctx.config.home);
+  let keyring = null;
+  let keyProblem: KeyError | null = null;
+  try {
+    keyring = await ctx.keyring();
+  } catch (error) {
+    if (!(error instanceof KeyError)) throw error;
+    keyProblem = error;
+  }
+  const [keys, counts] = await Promise.all([dataKeys.listAll(ctx.db), dataKeys.secretCounts(ctx.db)]);
+  const rows: DataKeyStatus[] = [];
+  let allOpen = keys.length > 0 ? true : null;
+  for (const key of keys) {
+    let opens = false;
+    if (keyring && key.kekId === keyring.source.keyId) {
+      try {
+        await keyring.dataKey(key.id);
+        opens = true;
+      } catch (error) {
+        if (!(error instanceof KeyError)) throw error;
+      }
+    }
+    if (!opens) allOpen = false;
+    rows.push({
+      id: key.id,
+      scope: key.scope,
+      status: key.status,
+      kek_id: key.kekId,
+      kek_kind: key.kekKind,
+      matches_key: opens,
+      secrets: counts.get(key.id) ?? 0,
+      created_at: key.createdAt.toISOString(),
+      rewrapped_at: key.rewrappedAt?.toISOString() ?? null,
+    });
+  }
+  if (keyProblem && location.kind !== 'none') throw keyProblem;
+  return {
+    key_source: keyring?.source.kind ?? 'none',
+    key_origin:
+      keyring?.source.origin ?? (location.kind === 'none' ? `none (would be ${location.homeKeyPath})` : ''),
+    key_id: keyring?.source.keyId ?? null,
+    location: location.kind,
+    key_matches_vault: keyring ? allOpen : null,
+    data_keys: rows,
+    secrets: [...counts.values()].reduce((a, b) => a + b, 0),
+  };
+}

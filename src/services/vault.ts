@@ -1,0 +1,94 @@
+import { chmodSync, mkdirSync, statSync, writeFileSync } from 'node:fs';
+import type { Config } from '../config.js';
+import type { KeySource } from '../crypto/key-source.js';
+import { homeKeyPath, resolveKeySource } from '../crypto/key-sources.js';
+import { generateMasterKey, LocalKeySource } from '../crypto/local-key.js';
+import { openDatabase } from '../db/client.js';
+import { migrate } from '../db/migrate.js';
+import { recordAudit } from './audit.js';
+import { ServiceContext } from './context.js';
+import { seedPlatforms } from './platforms.js';
+
+export interface InitReport {
+  home: string;
+  database: string;
+  database_kind: string;
+  key_source: string;
+  key_origin: string;
+  key_id: string;
+  created_key_file: string | null;
+  migrations_applied: string[];
+  platforms_changed: string[];
+  vault_data_key: string;
+}
+
+/** Creates the data folder 0700 (and tightens it if it exists and is ours). */
+export function ensureHome(home: string): void {
+  mkdirSync(home, { recursive: true, mode: 0o700 });
+  const stat = statSync(home);
+  if ((stat.mode & 0o077) !== 0 && stat.uid === process.getuid?.()) chmodSync(home, 0o700);
+}
+
+/** Writes a new master key to $CREDVAULT_HOME/master.key (0600, folder 0700); never overwrites one. */
+function createHomeKey(home: string): { source: KeySource; path: string } {
+  ensureHome(home);
+  const path = homeKeyPath(home);
+  const key = generateMasterKey();
+  writeFileSync(path, `${key}\n`, { mode: 0o600, flag: 'wx' });
+  return { source: LocalKeySource.fromText(key, path), path };
+}
+
+/**
+ * `credvault init`: data folder, key (when none is configured), migrations, platforms, the vault data
+ * key. Every step is idempotent; with an existing vault it checks that the key matches.
+ */
+export async function initVault(config: Config): Promise<InitReport> {
+  ensureHome(config.home);
+  let createdKeyFile: string | null = null;
+  let source = await resolveKeySource(config.env, config.home);
+  if (!source) {
+    const created = createHomeKey(config.home);
+    source = created.source;
+    createdKeyFile = created.path;
+  }
+  const database = await openDatabase({
+    url: config.databaseUrl,
+    home: config.home,
+    lockTimeoutMs: config.lockTimeoutMs,
+  });
+  const ctx = new ServiceContext(database, config, { name: config.actor }, source);
+  try {
+    const applied = await migrate(database, config.databaseUrl);
+    // The key check comes before any other write: a wrong key leaves a migrated vault untouched.
+    const report = await ctx.transaction(async (tx) => {
+      const vaultDataKey = await ctx.vaultDataKeyId();
+      const changed = await seedPlatforms(ctx);
+      await recordAudit(tx, ctx.actor, {
+        action: 'vault.init',
+        targetType: 'vault',
+        outcome: 'success',
+        detail: {
+          key_id: source!.keyId,
+          key_created: createdKeyFile !== null,
+          migrations_applied: applied,
+          platforms_changed: changed,
+        },
+      });
+      return { vaultDataKey, changed };
+    });
+    return {
+      home: config.home,
+      database: database.description,
+      database_kind: database.kind,
+      key_source: source!.kind,
+      key_origin: source!.origin,
+      key_id: source!.keyId,
+      created_key_file: createdKeyFile,
+      migrations_applied: applied,
+      platforms_changed: report.changed,
+      vault_data_key: report.vaultDataKey,
+    };
+  } finally {
+    await ctx.close();
+  }
+}

@@ -1,0 +1,60 @@
+/**
+ * The JSON shapes of spec/cli.md, built from explicit field lists so that a new column never reaches
+ * output by default. Shared by the CLI and the daemon.
+ */
+import type { AppRecord } from './db/store/apps.js';
+import type { AuditRow } from './db/store/audit.js';
+import type { PlatformRow } from './db/store/platforms.js';
+
+export function iso(value: Date | null | undefined): string | null {
+  return value ? value.toISOString() : null;
+}
+
+export function appJson(app: AppRecord) {
+  return {
+    id: app.id,
+    platform: app.platform,
+    label: app.label,
+    client_id: app.clientId,
+    redirect_uri: app.redirectUri,
+    scopes: app.scopes,
+    login_customer_id: app.loginCustomerId,
+    user_agent: app.userAgent,
+    api_version: app.apiVersion,
+    authorize_url: app.authorizeUrl,
+    token_url: app.tokenUrl,
+    revoke_url: app.revokeUrl,
+    api_base_url: app.apiBaseUrl,
+    enabled: app.enabled,
+    has_client_secret: app.hasClientSecret,
+    has_developer_token: app.hasDeveloperToken,
+    created_by: app.createdBy,
+    created_at: iso(app.createdAt),
+    updated_at: iso(app.updatedAt),
+  };
+}
+
+export function platformJson(row: PlatformRow) {
+  return {
+    id: row.id,
+    name: row.displayName,
+    capabilities: row.capabilities,
+  };
+}
+
+export function auditJson(row: AuditRow) {
+  return {
+    id: row.id,
+    occurred_at: iso(row.occurredAt),
+    actor: row.actor,
+    action: row.action,
+    target_type: row.targetType,
+    target_id: row.targetId,
+    connection_id: row.connectionId,
+    client_address: row.clientAddress,
+    user_agent: row.userAgent,
+    outcome: row.outcome,
+    detail: row.detail,
+    hash: row.hash,
+  };
+}
