@@ -14,7 +14,12 @@ await build({
   format: 'esm',
   platform: 'node',
   target: 'node20',
-  packages: 'external',
+  // Dependencies are bundled too: resolving and compiling hundreds of small ESM files (drizzle-orm
+  // alone has ~400) costs more start-up time than any command's work. PGlite stays external: it loads
+  // its WebAssembly and data files from beside its own module.
+  external: ['@electric-sql/pglite', '@electric-sql/pglite/*', '@electric-sql/pglite-socket'],
+  // CommonJS dependencies bundled into ESM still call require() for Node's built-ins.
+  banner: { js: "import { createRequire as __cvCreateRequire } from 'node:module'; const require = __cvCreateRequire(import.meta.url);" },
   sourcemap: 'linked',
   chunkNames: 'chunks/[name]-[hash]',
   define: { __CREDVAULT_VERSION__: JSON.stringify(pkg.version) },

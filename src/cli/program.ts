@@ -1,4 +1,4 @@
-import { Command, Option } from 'commander';
+import { Command } from 'commander';
 import type { GlobalFlags } from '../config.js';
 import { VERSION } from '../version.js';
 import { createRuntime, type Io, type Runtime } from './run.js';
@@ -165,7 +165,11 @@ export function buildProgram(io: Io, onRuntime: (rt: Runtime) => void): Command 
     .option('--since <when>', 'only after this time (ISO 8601, or a duration such as 24h or 7d)')
     .option('--limit <n>', 'at most this many rows', '50')
     .action((opts, cmd: Command) =>
-      runWith(cmd, async (rt) => (await import('./commands/audit.js')).list(rt, opts)),
+      // The program's global --actor (who is acting) claims the flag; `audit list` writes nothing, so
+      // here it can only mean the filter.
+      runWith(cmd, async (rt) =>
+        (await import('./commands/audit.js')).list(rt, { ...opts, actor: opts.actor ?? program.opts().actor }),
+      ),
     );
   audit
     .command('verify')
@@ -183,8 +187,5 @@ export function buildProgram(io: Io, onRuntime: (rt: Runtime) => void): Command 
     .action((shell: string, _o, cmd: Command) =>
       runWith(cmd, async (rt) => (await import('./commands/completion.js')).completion(rt, shell, program)),
     );
-
-  // `--actor` exists both globally and on `audit list` (as a filter); keep the global one out of the way there.
-  void Option;
   return program;
 }

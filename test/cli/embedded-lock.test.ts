@@ -1,0 +1,62 @@
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { acquireDatabaseLock } from '../../src/db/lock.js';
+import { fakeSecret } from '../helpers/secrets.js';
+import { createVault, DB_KIND, type TestVault } from '../helpers/vault.js';
+
+const vaults: TestVault[] = [];
+afterEach(async () => {
+  await Promise.all(vaults.splice(0).map((v) => v.destroy()));
+});
+
+const app = (label: string) =>
+  JSON.stringify({ label, client_id: `client-${label}`, client_secret: fakeSecret('s'), developer_token: fakeSecret('d') });
+
+describe.runIf(DB_KIND === 'pglite')('the embedded database shared by several processes', () => {
+  it('serializes processes started at once: every change lands, nothing is corrupted', async () => {
+    const v = await createVault();
+    vaults.push(v);
+    const labels = ['one', 'two', 'three'];
+    const results = await Promise.all(
+      labels.map((label) =>
+        v.cli(['apps', 'add', 'google_ads', '--from-file', '-'], {
+          input: app(label),
+          env: { CREDVAULT_LOCK_TIMEOUT: '60' },
+        }),
+      ),
+    );
+    expect(results.map((r) => r.code)).toEqual([0, 0, 0]);
+    const apps = await v.json<Array<{ label: string }>>(['apps', 'list']);
+    expect(apps.map((a) => a.label).sort()).toEqual(['one', 'three', 'two']);
+    expect((await v.json<{ ok: boolean; rows: number }>(['audit', 'verify'])).ok).toBe(true);
+  });
+
+  it('a process that cannot get the lock in time fails with exit 8 naming the holder', async () => {
+    const v = await createVault();
+    vaults.push(v);
+    const lock = await acquireDatabaseLock(v.home, 1000, 'test');
+    try {
+      const result = await v.cli(['apps', 'list'], { env: { CREDVAULT_LOCK_TIMEOUT: '1' } });
+      expect(result.code).toBe(8);
+      expect(result.stderr).toContain(`is in use by process ${process.pid}`);
+      expect(result.stderr).toContain('gave up after 1s');
+      expect(result.stderr).toContain('CREDVAULT_LOCK_TIMEOUT');
+    } finally {
+      lock.release();
+    }
+    expect((await v.cli(['apps', 'list'])).code).toBe(0);
+  });
+
+  it('takes over a lock left by a process that died', async () => {
+    const v = await createVault();
+    vaults.push(v);
+    // pid 2^22+1 is above Linux's default pid_max, so no process has it.
+    writeFileSync(
+      join(v.home, 'credvault.lock'),
+      JSON.stringify({ pid: 4194305, host: (await import('node:os')).hostname(), command: 'token get', since: '' }),
+    );
+    const result = await v.cli(['apps', 'list'], { env: { CREDVAULT_LOCK_TIMEOUT: '1' } });
+    expect(result.code).toBe(0);
+  });
+});

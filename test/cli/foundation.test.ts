@@ -1,0 +1,463 @@
+import { statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { expectNoSecretsLeaked, fakeSecret } from '../helpers/secrets.js';
+import { createVault, type TestVault } from '../helpers/vault.js';
+
+const vaults: TestVault[] = [];
+async function vault(options?: { initialized?: boolean }) {
+  const v = await createVault(options);
+  vaults.push(v);
+  return v;
+}
+afterEach(async () => {
+  await Promise.all(vaults.splice(0).map((v) => v.destroy()));
+});
+
+const APP_FIELDS = [
+  'id',
+  'platform',
+  'label',
+  'client_id',
+  'redirect_uri',
+  'scopes',
+  'login_customer_id',
+  'user_agent',
+  'api_version',
+  'authorize_url',
+  'token_url',
+  'revoke_url',
+  'api_base_url',
+  'enabled',
+  'has_client_secret',
+  'has_developer_token',
+  'created_by',
+  'created_at',
+  'updated_at',
+].sort();
+
+function googleApp(overrides: Record<string, unknown> = {}) {
+  return {
+    label: 'prod',
+    client_id: '1234-abc.apps.googleusercontent.com',
+    client_secret: fakeSecret('GOCSPX'),
+    developer_token: fakeSecret('devtoken'),
+    login_customer_id: '123-456-7890',
+    ...overrides,
+  };
+}
+
+describe('init', () => {
+  it('makes the data folder and a 0600 master key in a 0700 folder, and is idempotent', async () => {
+    const v = await vault({ initialized: false });
+    const first = await v.cli(['init']);
+    expect(first.code).toBe(0);
+    expect(first.stderr).toContain(`created a new master key at ${join(v.home, 'master.key')}`);
+    expect(first.stderr).toMatch(/Back it up/);
+    expect(statSync(join(v.home, 'master.key')).mode & 0o777).toBe(0o600);
+    expect(statSync(v.home).mode & 0o777).toBe(0o700);
+
+    const second = await v.json<Record<string, unknown>>(['init']);
+    expect(second.created_key_file).toBeNull();
+    expect(second.migrations_applied).toEqual([]);
+    expect(second.platforms_changed).toEqual([]);
+    expect(second.key_origin).toBe(join(v.home, 'master.key'));
+    expect(statSync(join(v.home, 'master.key')).mode & 0o777).toBe(0o600);
+  });
+
+  it('uses a key from CREDENTIAL_MASTER_KEY and writes no key file', async () => {
+    const v = await vault({ initialized: false });
+    const key = (await v.cli(['key', 'generate'])).stdout.trim();
+    expect(key).toMatch(/^[A-Za-z0-9_-]{43}=$/);
+    const report = await v.json<Record<string, unknown>>(['init'], { env: { CREDENTIAL_MASTER_KEY: key } });
+    expect(report.created_key_file).toBeNull();
+    expect(report.key_origin).toBe('CREDENTIAL_MASTER_KEY');
+    expect(() => statSync(join(v.home, 'master.key'))).toThrow();
+  });
+
+  it('reports a database that is not migrated with exit 8', async () => {
+    const v = await vault({ initialized: false });
+    const result = await v.cli(['apps', 'list']);
+    expect(result.code).toBe(8);
+    expect(result.stderr).toMatch(/not migrated/);
+    expect(result.stderr).toContain('credvault db migrate');
+  });
+});
+
+describe('db', () => {
+  it('status lists the committed migrations as applied after init', async () => {
+    const v = await vault();
+    const status = await v.json<{ up_to_date: boolean; migrations: Array<{ tag: string; applied: boolean }> }>([
+      'db',
+      'status',
+    ]);
+    expect(status.up_to_date).toBe(true);
+    expect(status.migrations[0]).toMatchObject({ tag: '0000_init', applied: true });
+    expect(await v.json(['db', 'migrate'])).toEqual({ applied: [] });
+  });
+});
+
+describe('platforms', () => {
+  it('lists the four platforms with their capabilities', async () => {
+    const v = await vault();
+    const list = await v.json<Array<{ id: string; capabilities: Record<string, unknown> }>>(['platforms', 'list']);
+    expect(list.map((p) => p.id).sort()).toEqual(['google_ads', 'linkedin_ads', 'microsoft_ads', 'reddit_ads']);
+    const google = list.find((p) => p.id === 'google_ads')!;
+    expect(google.capabilities).toMatchObject({
+      keywords: true,
+      validate_only: 'true',
+      budget_unit: 'micros',
+      developer_token: 'optional',
+      pkce: true,
+      refresh_token_rotation: false,
+    });
+    const human = await v.cli(['platforms', 'list']);
+    expect(human.stdout).toMatch(/^PLATFORM\s+NAME/);
+    expect(human.stdout).toContain('Microsoft Advertising');
+  });
+
+  it('shows one platform, accepting the kebab form', async () => {
+    const v = await vault();
+    const ms = await v.json<{ id: string; capabilities: Record<string, unknown> }>([
+      'platforms',
+      'show',
+      'microsoft-ads',
+    ]);
+    expect(ms.id).toBe('microsoft_ads');
+    expect(ms.capabilities).toMatchObject({
+      refresh_token_rotation: true,
+      revocation_endpoint: false,
+      developer_token: 'required',
+    });
+  });
+
+  it('answers an unknown platform with exit 2 listing the valid ones', async () => {
+    const v = await vault();
+    const result = await v.cli(['platforms', 'show', 'tiktok_ads']);
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain('unknown platform "tiktok_ads"');
+    for (const p of ['google_ads', 'microsoft_ads', 'linkedin_ads', 'reddit_ads']) expect(result.stderr).toContain(p);
+    const json = await v.cli(['apps', 'add', 'tiktok', '--label', 'x', '--json']);
+    expect(json.code).toBe(2);
+    expect(JSON.parse(json.stderr)).toEqual({
+      error: { code: 'invalid_input', message: 'unknown platform "tiktok"' },
+    });
+  });
+});
+
+describe('apps', () => {
+  it('adds an app from a file and shows it without secrets, with the contract fields', async () => {
+    const v = await vault();
+    const fields = googleApp();
+    const file = join(v.root, 'app.json');
+    writeFileSync(file, JSON.stringify(fields));
+    const added = await v.json<Record<string, unknown>>(['apps', 'add', 'google_ads', '--from-file', file]);
+    expect(Object.keys(added).sort()).toEqual(APP_FIELDS);
+    expect(added).toMatchObject({
+      platform: 'google_ads',
+      label: 'prod',
+      client_id: fields.client_id,
+      login_customer_id: '1234567890',
+      has_client_secret: true,
+      has_developer_token: true,
+      enabled: true,
+      created_by: 'test-operator',
+      scopes: ['https://www.googleapis.com/auth/adwords'],
+    });
+
+    const listed = await v.json<Array<Record<string, unknown>>>(['apps', 'list']);
+    expect(listed).toHaveLength(1);
+    expect(Object.keys(listed[0]!).sort()).toEqual(APP_FIELDS);
+    for (const ref of [added.id as string, 'prod', 'google_ads/prod', 'google-ads/prod']) {
+      expect(await v.json(['apps', 'show', ref])).toEqual(listed[0]);
+    }
+    await expectNoSecretsLeaked(v, [fields.client_secret, fields.developer_token]);
+  });
+
+  it('adds an app from JSON on standard input; flags win over the file', async () => {
+    const v = await vault();
+    const fields = {
+      label: 'ignored',
+      client_id: 'reddit-client',
+      client_secret: fakeSecret('reddit'),
+      redirect_uri: 'http://localhost:8080/callback',
+    };
+    const added = await v.json<Record<string, unknown>>(
+      ['apps', 'add', 'reddit-ads', '--label', 'main', '--from-file', '-', '--token-url', 'http://127.0.0.1:9/token'],
+      { input: JSON.stringify(fields) },
+    );
+    expect(added).toMatchObject({
+      platform: 'reddit_ads',
+      label: 'main',
+      client_id: 'reddit-client',
+      token_url: 'http://127.0.0.1:9/token',
+      has_client_secret: true,
+      has_developer_token: false,
+    });
+    expect(added.user_agent).toMatch(/^credvault:reddit-client:/);
+    await expectNoSecretsLeaked(v, [fields.client_secret]);
+  });
+
+  it('refuses a duplicate label with exit 7 and writes nothing', async () => {
+    const v = await vault();
+    const fields = googleApp();
+    expect((await v.cli(['apps', 'add', 'google_ads', '--from-file', '-'], { input: JSON.stringify(fields) })).code).toBe(0);
+    const before = await v.dump();
+    const again = await v.cli(['apps', 'add', 'google_ads', '--from-file', '-'], {
+      input: JSON.stringify(googleApp({ client_id: 'other' })),
+    });
+    expect(again.code).toBe(7);
+    expect(again.stderr).toContain('an app labelled "prod" already exists for google_ads');
+    expect(await v.dump()).toBe(before);
+  });
+
+  it('without a terminal and without secret input, fails with exit 2 naming --from-file', async () => {
+    const v = await vault();
+    const result = await v.cli(['apps', 'add', 'google_ads', '--label', 'x', '--client-id', 'y']);
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain('client secret');
+    expect(result.stderr).toContain('--from-file');
+    const json = await v.cli(['apps', 'add', 'google_ads', '--label', 'x', '--client-id', 'y', '--json']);
+    expect(json.code).toBe(2);
+    expect(JSON.parse(json.stderr).error.code).toBe('invalid_input');
+  });
+
+  it('reports a malformed JSON file with its position, exit 2, nothing written', async () => {
+    const v = await vault();
+    const before = await v.dump();
+    const file = join(v.root, 'broken.json');
+    writeFileSync(file, '{\n  "label": "prod",\n  "client_id": "x"\n  "client_secret": "y"\n}\n');
+    const result = await v.cli(['apps', 'add', 'google_ads', '--from-file', file]);
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain(`${file} is not valid JSON`);
+    expect(result.stderr).toContain('line 4, column 3');
+    expect(await v.dump()).toBe(before);
+  });
+
+  it('requires a developer token for Microsoft and an exact redirect URI for LinkedIn', async () => {
+    const v = await vault();
+    const ms = await v.cli(['apps', 'add', 'microsoft_ads', '--from-file', '-'], {
+      input: JSON.stringify({ label: 'm', client_id: 'c' }),
+    });
+    expect(ms.code).toBe(2);
+    expect(ms.stderr).toContain('developer token');
+    const li = await v.cli(['apps', 'add', 'linkedin_ads', '--from-file', '-'], {
+      input: JSON.stringify({ label: 'l', client_id: 'c', client_secret: 's' }),
+    });
+    expect(li.code).toBe(2);
+    expect(li.stderr).toContain('--redirect-uri');
+  });
+
+  it('refuses plain-http endpoints off loopback', async () => {
+    const v = await vault();
+    const result = await v.cli(
+      ['apps', 'add', 'google_ads', '--from-file', '-', '--token-url', 'http://oauth.example.com/token'],
+      { input: JSON.stringify(googleApp()) },
+    );
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain('token_url must be an https:// URL');
+  });
+
+  it('updates, disables, enables and removes an app, auditing each step', async () => {
+    const v = await vault();
+    const fields = googleApp();
+    await v.json(['apps', 'add', 'google_ads', '--from-file', '-'], { input: JSON.stringify(fields) });
+    const newSecret = fakeSecret('rotated');
+    const updated = await v.json<Record<string, unknown>>(
+      ['apps', 'update', 'prod', '--api-version', 'v25', '--new-client-secret'],
+      { input: `${newSecret}\n` },
+    );
+    expect(updated.api_version).toBe('v25');
+    const cleared = await v.json<Record<string, unknown>>(['apps', 'update', 'prod', '--clear-developer-token']);
+    expect(cleared.has_developer_token).toBe(false);
+    expect((await v.json<Record<string, unknown>>(['apps', 'disable', 'prod'])).enabled).toBe(false);
+    expect((await v.json<Record<string, unknown>>(['apps', 'enable', 'prod'])).enabled).toBe(true);
+    const removed = await v.cli(['apps', 'remove', 'prod']);
+    expect(removed.code).toBe(0);
+    expect((await v.cli(['apps', 'show', 'prod'])).code).toBe(3);
+
+    const audit = await v.json<Array<{ action: string; actor: string; detail: Record<string, unknown> }>>([
+      'audit',
+      'list',
+    ]);
+    const actions = audit.map((a) => a.action);
+    for (const action of ['app.create', 'app.update', 'app.disable', 'app.enable', 'app.remove']) {
+      expect(actions).toContain(action);
+    }
+    expect(audit.find((a) => a.action === 'app.create')!.actor).toBe('test-operator');
+    const updates = audit.filter((a) => a.action === 'app.update').map((a) => a.detail.changed);
+    expect(updates).toEqual([['developer_token'], ['api_version', 'client_secret']]);
+    await expectNoSecretsLeaked(v, [fields.client_secret, fields.developer_token, newSecret]);
+  });
+
+  it('refuses to remove an app that connections use, with exit 7, unless --force', async () => {
+    const v = await vault();
+    const app = await v.json<{ id: string }>(['apps', 'add', 'google_ads', '--from-file', '-'], {
+      input: JSON.stringify(googleApp()),
+    });
+    await v.sql(
+      `insert into ad_account_connections (id, platform, app_id, external_account_id, connected_by)
+       values (gen_random_uuid(), 'google_ads', $1, '1111111111', 'test')`,
+      [app.id],
+    );
+    const refused = await v.cli(['apps', 'remove', 'prod']);
+    expect(refused.code).toBe(7);
+    expect(refused.stderr).toContain('used by 1 connection');
+    expect(refused.stderr).toContain('--force');
+    expect((await v.cli(['apps', 'remove', 'prod', '--force'])).code).toBe(0);
+    expect(await v.sql('select id from ad_account_connections')).toEqual([]);
+  });
+});
+
+describe('master key', () => {
+  it('a wrong key gives exit 6 with the key-id message and leaves the database unchanged', async () => {
+    const v = await vault();
+    const status = await v.json<{ key_id: string }>(['key', 'status']);
+    const before = await v.dump();
+    const wrong = (await v.cli(['key', 'generate'])).stdout.trim();
+    const result = await v.cli(['apps', 'add', 'google_ads', '--from-file', '-'], {
+      input: JSON.stringify(googleApp()),
+      env: { CREDENTIAL_MASTER_KEY: wrong },
+    });
+    expect(result.code).toBe(6);
+    expect(result.stderr).toMatch(
+      new RegExp(`the master key does not match this vault \\(expected key id ${status.key_id}, got [0-9a-f]{16}\\)`),
+    );
+    expect(result.stderr).not.toContain(wrong);
+    expect(await v.dump()).toBe(before);
+    const init = await v.cli(['init'], { env: { CREDENTIAL_MASTER_KEY: wrong } });
+    expect(init.code).toBe(6);
+    expect(await v.dump()).toBe(before);
+  });
+
+  it('a malformed key is exit 6 naming where it came from, never echoing it', async () => {
+    const v = await vault();
+    const result = await v.cli(['apps', 'add', 'google_ads', '--from-file', '-'], {
+      input: JSON.stringify(googleApp()),
+      env: { CREDENTIAL_MASTER_KEY: 'not-a-key-hunter2' },
+    });
+    expect(result.code).toBe(6);
+    expect(result.stderr).toContain('CREDENTIAL_MASTER_KEY');
+    expect(result.stderr).not.toContain('hunter2');
+  });
+
+  it('takes the key from CREDENTIAL_MASTER_KEY_FILE and from $CREDENTIALS_DIRECTORY in the contract order', async () => {
+    const v = await vault();
+    const homeKey = join(v.home, 'master.key');
+    const expected = (await v.json<{ key_id: string }>(['key', 'status'])).key_id;
+    const viaFile = await v.json<{ key_origin: string; key_id: string }>(['key', 'status'], {
+      env: { CREDENTIAL_MASTER_KEY_FILE: homeKey },
+    });
+    expect(viaFile).toMatchObject({ key_origin: homeKey, key_id: expected });
+    const credsDir = join(v.root, 'creds');
+    const { mkdirSync, copyFileSync } = await import('node:fs');
+    mkdirSync(credsDir);
+    copyFileSync(homeKey, join(credsDir, 'credential_master_key'));
+    const viaSystemd = await v.json<{ key_origin: string }>(['key', 'status'], {
+      env: { CREDENTIALS_DIRECTORY: credsDir },
+    });
+    expect(viaSystemd.key_origin).toBe(join(credsDir, 'credential_master_key'));
+    // CREDENTIAL_MASTER_KEY comes before the file.
+    const other = (await v.cli(['key', 'generate'])).stdout.trim();
+    const envFirst = await v.json<{ key_origin: string; key_matches_vault: boolean }>(['key', 'status'], {
+      env: { CREDENTIAL_MASTER_KEY: other, CREDENTIAL_MASTER_KEY_FILE: homeKey },
+    });
+    expect(envFirst).toMatchObject({ key_origin: 'CREDENTIAL_MASTER_KEY', key_matches_vault: false });
+  });
+});
+
+describe('audit', () => {
+  async function vaultWithHistory() {
+    const v = await vault();
+    for (const label of ['a', 'b', 'c']) {
+      await v.json(['apps', 'add', 'google_ads', '--from-file', '-'], { input: JSON.stringify(googleApp({ label })) });
+    }
+    expect((await v.json<{ ok: boolean }>(['audit', 'verify'])).ok).toBe(true);
+    return v;
+  }
+
+  it('verify finds a row edited in SQL', async () => {
+    const v = await vaultWithHistory();
+    const [row] = await v.sql<{ id: number }>(
+      "select id from credential_access_audit where action = 'app.create' order by id limit 1",
+    );
+    await v.sql("update credential_access_audit set actor = 'someone-else' where id = $1", [row!.id]);
+    const result = await v.cli(['audit', 'verify']);
+    expect(result.code).toBe(7);
+    expect(result.stderr).toContain(`row ${row!.id}: row content does not match its hash (edited)`);
+  });
+
+  it('verify finds a row deleted in SQL, in the middle or at the end', async () => {
+    const v = await vaultWithHistory();
+    const rows = await v.sql<{ id: number }>('select id from credential_access_audit order by id');
+    const middle = rows[Math.floor(rows.length / 2)]!.id;
+    await v.sql('delete from credential_access_audit where id = $1', [middle]);
+    const result = await v.cli(['audit', 'verify', '--json']);
+    expect(result.code).toBe(7);
+    const report = JSON.parse(result.stdout);
+    expect(report.ok).toBe(false);
+    expect(report.problems.map((p: { problem: string }) => p.problem)).toContain(`row ${middle} deleted`);
+
+    const w = await vaultWithHistory();
+    const [last] = await w.sql<{ id: number }>('select max(id)::int as id from credential_access_audit');
+    await w.sql('delete from credential_access_audit where id = $1', [last!.id]);
+    const tail = await w.cli(['audit', 'verify']);
+    expect(tail.code).toBe(7);
+    expect(tail.stderr).toContain(`the newest row (${last!.id}) deleted`);
+  });
+
+  it('list filters by actor and time, newest first', async () => {
+    const v = await vaultWithHistory();
+    await v.json(['apps', 'disable', 'a'], { env: { CREDVAULT_ACTOR: 'alice' } });
+    const alice = await v.json<Array<{ action: string; actor: string }>>(['audit', 'list', '--actor', 'alice']);
+    expect(alice).toEqual([expect.objectContaining({ action: 'app.disable', actor: 'alice' })]);
+    const recent = await v.json<Array<{ id: number }>>(['audit', 'list', '--since', '1h', '--limit', '2']);
+    expect(recent).toHaveLength(2);
+    expect(recent[0]!.id).toBeGreaterThan(recent[1]!.id);
+    expect(await v.json(['audit', 'list', '--since', '2999-01-01T00:00:00Z'])).toEqual([]);
+    expect((await v.cli(['audit', 'list', '--since', 'yesterday'])).code).toBe(2);
+  });
+
+  it('fails closed: when the audit row cannot be written, nothing is written', async () => {
+    const v = await vault();
+    const before = await v.dump();
+    await v.sql(`create function refuse_audit() returns trigger language plpgsql as $$
+      begin raise exception 'audit is read-only' using errcode = '42501'; end $$`);
+    await v.sql(
+      'create trigger refuse_audit before insert on credential_access_audit for each row execute function refuse_audit()',
+    );
+    const result = await v.cli(['apps', 'add', 'google_ads', '--from-file', '-'], { input: JSON.stringify(googleApp()) });
+    expect(result.code).toBe(8);
+    expect(await v.sql('select id from oauth_app_credentials')).toEqual([]);
+    await v.sql('drop trigger refuse_audit on credential_access_audit');
+    await v.sql('drop function refuse_audit');
+    expect(await v.dump()).toBe(before);
+  });
+});
+
+describe('output', () => {
+  it('prints errors as JSON on stderr under --json, and usage errors as exit 2', async () => {
+    const v = await vault();
+    const missing = await v.cli(['apps', 'show', 'nope', '--json']);
+    expect(missing.code).toBe(3);
+    expect(missing.stdout).toBe('');
+    expect(JSON.parse(missing.stderr)).toEqual({ error: { code: 'not_found', message: 'no app "nope"' } });
+    const unknownFlag = await v.cli(['apps', 'list', '--bogus']);
+    expect(unknownFlag.code).toBe(2);
+    expect(unknownFlag.stderr).toContain("unknown option '--bogus'");
+  });
+
+  it('prints completion scripts for bash, zsh and fish that know the commands', async () => {
+    const v = await vault();
+    for (const shell of ['bash', 'zsh', 'fish']) {
+      const result = await v.cli(['completion', shell]);
+      expect(result.code).toBe(0);
+      expect(result.stdout).toContain('apps');
+      expect(result.stdout).toContain('google_ads');
+    }
+    const bash = (await v.cli(['completion', 'bash'])).stdout;
+    expect(bash).toContain('complete -F _credvault credvault');
+    expect(bash).toMatch(/"apps"\) words="[^"]*\badd\b/);
+    expect((await v.cli(['completion', 'powershell'])).code).toBe(2);
+  });
+});

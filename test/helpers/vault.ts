@@ -1,0 +1,200 @@
+/**
+ * A throwaway vault for one test: a data folder with its master key, on the embedded database or on a
+ * fresh PostgreSQL database cloned from the template. `cli()` runs the real built binary.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { PGlite } from '@electric-sql/pglite';
+import postgres from 'postgres';
+import { inject } from 'vitest';
+import { acquireDatabaseLock } from '../../src/db/lock.js';
+import { BIN, databaseUrlFor } from './paths.js';
+
+export type DbKind = 'pglite' | 'postgres';
+
+export const DB_KIND: DbKind = process.env.CREDVAULT_TEST_DB === 'postgres' ? 'postgres' : 'pglite';
+
+export interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+export interface CliOptions {
+  input?: string;
+  env?: Record<string, string | undefined>;
+  timeoutMs?: number;
+  cwd?: string;
+}
+
+const TABLES = [
+  'platforms',
+  'data_keys',
+  'oauth_app_credentials',
+  'oauth_tokens_vault',
+  'ad_account_connections',
+  'oauth_states',
+  'api_clients',
+  'credential_access_audit',
+  'audit_head',
+];
+
+export class TestVault {
+  readonly kind: DbKind;
+  readonly root: string;
+  readonly home: string;
+  readonly databaseUrl: string | null;
+  readonly env: Record<string, string | undefined>;
+  /** Everything the binary printed during this test, for secret scans. */
+  readonly printed: string[] = [];
+  readonly #database: string | null;
+
+  constructor(root: string, home: string, database: string | null, baseUrl: string | null) {
+    this.kind = database ? 'postgres' : 'pglite';
+    this.root = root;
+    this.home = home;
+    this.#database = database;
+    this.databaseUrl = database && baseUrl ? databaseUrlFor(baseUrl, database) : null;
+    this.env = {
+      PATH: process.env.PATH,
+      HOME: root,
+      CREDVAULT_HOME: home,
+      NO_COLOR: '1',
+      CREDVAULT_ACTOR: 'test-operator',
+      ...(this.databaseUrl ? { DATABASE_URL: this.databaseUrl } : {}),
+    };
+  }
+
+  /** Starts the binary; for tests that need the process itself (signals, concurrency). */
+  spawn(args: string[], options: CliOptions = {}): ChildProcess {
+    return spawn(process.execPath, [BIN, ...args], {
+      env: { ...this.env, ...options.env } as NodeJS.ProcessEnv,
+      cwd: options.cwd ?? this.root,
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+  }
+
+  async cli(args: string[], options: CliOptions = {}): Promise<CliResult> {
+    const child = this.spawn(args, options);
+    let stdout = '';
+    let stderr = '';
+    child.stdout!.setEncoding('utf8').on('data', (d: string) => {
+      stdout += d;
+    });
+    child.stderr!.setEncoding('utf8').on('data', (d: string) => {
+      stderr += d;
+    });
+    child.stdin!.on('error', () => {});
+    child.stdin!.end(options.input ?? '');
+    const timeout = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs ?? 60_000);
+    const code = await new Promise<number>((resolve) => child.on('close', (c, signal) => resolve(c ?? (signal ? 128 : 1))));
+    clearTimeout(timeout);
+    this.printed.push(stdout, stderr);
+    return { code, stdout, stderr };
+  }
+
+  /** Runs and parses a `--json` command that must succeed. */
+  async json<T = unknown>(args: string[], options: CliOptions = {}): Promise<T> {
+    const result = await this.cli([...args, '--json'], options);
+    if (result.code !== 0) {
+      throw new Error(`credvault ${args.join(' ')} exited ${result.code}: ${result.stderr}`);
+    }
+    return JSON.parse(result.stdout) as T;
+  }
+
+  /** Plain SQL against the vault's database (taking the embedded database's lock like credvault does). */
+  async sql<T = Record<string, unknown>>(text: string, params: unknown[] = []): Promise<T[]> {
+    return this.session((query) => query<T>(text, params));
+  }
+
+  /** Several statements on one connection (on the embedded database, one open of PGlite). */
+  async session<R>(fn: (query: <T>(text: string, params?: unknown[]) => Promise<T[]>) => Promise<R>): Promise<R> {
+    if (this.databaseUrl) {
+      const client = postgres(this.databaseUrl, { max: 1, onnotice: () => {} });
+      try {
+        return await fn(async <T>(text: string, params: unknown[] = []) =>
+          (await client.unsafe(text, params as never[])) as unknown as T[],
+        );
+      } finally {
+        await client.end();
+      }
+    }
+    const lock = await acquireDatabaseLock(this.home, 30_000, 'test');
+    const db = new PGlite(join(this.home, 'pgdata'));
+    try {
+      return await fn(async <T>(text: string, params: unknown[] = []) => (await db.query<T>(text, params)).rows);
+    } finally {
+      await db.close();
+      lock.release();
+    }
+  }
+
+  /** Every table's rows, in a stable order: two equal dumps mean nothing changed. */
+  async dump(): Promise<string> {
+    return this.session(async (query) => {
+      const parts: string[] = [];
+      for (const table of TABLES) {
+        const rows = await query<{ row: unknown }>(`select to_jsonb(t) as row from ${table} t order by 1`);
+        parts.push(`${table}: ${rows.map((r) => JSON.stringify(r.row)).join('\n')}`);
+      }
+      return parts.join('\n');
+    });
+  }
+
+  /** The raw bytes of the embedded database's files (empty on PostgreSQL). */
+  rawDatabaseFiles(): Buffer[] {
+    if (this.kind !== 'pglite') return [];
+    const files: Buffer[] = [];
+    const walk = (dir: string) => {
+      for (const name of readdirSync(dir)) {
+        const path = join(dir, name);
+        const stat = statSync(path);
+        if (stat.isDirectory()) walk(path);
+        else if (stat.size < 64 * 1024 * 1024) files.push(readFileSync(path));
+      }
+    };
+    walk(join(this.home, 'pgdata'));
+    return files;
+  }
+
+  async destroy(): Promise<void> {
+    rmSync(this.root, { recursive: true, force: true });
+    if (this.#database) {
+      const admin = postgres(process.env.CREDVAULT_TEST_DATABASE_URL!, { max: 1, onnotice: () => {} });
+      try {
+        await admin.unsafe(`drop database if exists ${this.#database} with (force)`);
+      } finally {
+        await admin.end();
+      }
+    }
+  }
+}
+
+let counter = 0;
+
+/**
+ * A vault for one test. `initialized: false` gives an empty data folder (for testing `init` itself);
+ * the default is a copy of the template that `credvault init` made.
+ */
+export async function createVault(options: { initialized?: boolean } = {}): Promise<TestVault> {
+  const root = mkdtempSync(join(tmpdir(), 'credvault-test-'));
+  const home = join(root, 'home');
+  const initialized = options.initialized !== false;
+  if (initialized) cpSync(inject('templateHome'), home, { recursive: true });
+  let database: string | null = null;
+  const baseUrl = process.env.CREDVAULT_TEST_DATABASE_URL ?? null;
+  if (DB_KIND === 'postgres') {
+    database = `credvault_t_${inject('runId')}_${process.pid}_${++counter}`;
+    const admin = postgres(baseUrl!, { max: 1, onnotice: () => {} });
+    try {
+      await admin.unsafe(
+        initialized ? `create database ${database} template ${inject('templateDatabase')}` : `create database ${database}`,
+      );
+    } finally {
+      await admin.end();
+    }
+  }
+  return new TestVault(root, home, database, baseUrl);
+}

@@ -1,0 +1,140 @@
+import { describe, expect, it } from 'vitest';
+import { Keyring, type WrappedDataKey } from '../../src/crypto/envelope.js';
+import { generateMasterKey, LocalKeySource, masterKeyId, parseMasterKey } from '../../src/crypto/local-key.js';
+import { Secret } from '../../src/crypto/secret.js';
+import { KeyError } from '../../src/errors.js';
+import { inspect } from 'node:util';
+
+// Printed by Python: `from cryptography.fernet import Fernet; Fernet.generate_key()`.
+const PYTHON_FERNET_KEY = 'cw_0x689RpI-jtRR7oE8h_eQsKImvJapLeSbXpwF4e4=';
+
+function keyringFor(key: string) {
+  const stored = new Map<string, WrappedDataKey>();
+  const source = LocalKeySource.fromText(key, 'test');
+  const keyring = new Keyring(source, async (id) => stored.get(id) ?? null);
+  return {
+    keyring,
+    stored,
+    async newDataKey(id = 'dek-1') {
+      const { wrapped } = await keyring.createDataKey(id);
+      stored.set(id, wrapped);
+      return id;
+    },
+  };
+}
+
+describe('master key', () => {
+  it('accepts the key format Python Fernet.generate_key() prints', () => {
+    expect(parseMasterKey(PYTHON_FERNET_KEY, 'test')).toHaveLength(32);
+  });
+
+  it('generates keys in that same format: 44 characters of URL-safe base64 with padding', () => {
+    const key = generateMasterKey();
+    expect(key).toMatch(/^[A-Za-z0-9_-]{43}=$/);
+    expect(Buffer.from(key, 'base64url')).toHaveLength(32);
+    expect(generateMasterKey()).not.toBe(key);
+  });
+
+  it.each([
+    ['too short', 'abc'],
+    ['standard base64 with + and /', 'cw+0x689RpI/jtRR7oE8h+eQsKImvJapLeSbXpwF4e4='],
+    ['a hex string', 'a'.repeat(64)],
+  ])('rejects %s with exit 6', (_what, key) => {
+    const error = (() => {
+      try {
+        parseMasterKey(key, 'CREDENTIAL_MASTER_KEY');
+      } catch (e) {
+        return e;
+      }
+    })();
+    expect(error).toBeInstanceOf(KeyError);
+    expect((error as KeyError).exitCode).toBe(6);
+    expect((error as KeyError).message).toContain('CREDENTIAL_MASTER_KEY');
+    expect((error as KeyError).message).not.toContain(key);
+  });
+
+  it('derives a short key id that is stable, differs per key and is not the key', () => {
+    const key = parseMasterKey(PYTHON_FERNET_KEY, 'test');
+    const id = masterKeyId(key);
+    expect(id).toMatch(/^[0-9a-f]{16}$/);
+    expect(masterKeyId(key)).toBe(id);
+    expect(masterKeyId(parseMasterKey(generateMasterKey(), 'x'))).not.toBe(id);
+    expect(key.toString('hex')).not.toContain(id);
+  });
+});
+
+describe('envelope encryption', () => {
+  const slot = { table: 'oauth_app_credentials', column: 'client_secret_enc', rowId: 'row-1' };
+
+  it('round-trips a secret under a data key with a fresh nonce each time', async () => {
+    const { keyring, newDataKey } = keyringFor(PYTHON_FERNET_KEY);
+    const dek = await newDataKey();
+    const a = await keyring.encrypt('hunter2', slot, dek);
+    const b = await keyring.encrypt('hunter2', slot, dek);
+    expect(a).not.toBe(b);
+    expect(a.startsWith(`cv1:${dek}:`)).toBe(true);
+    expect(a).not.toContain('hunter2');
+    expect((await keyring.decrypt(a, slot)).reveal()).toBe('hunter2');
+  });
+
+  it('refuses a ciphertext moved to another row or column', async () => {
+    const { keyring, newDataKey } = keyringFor(PYTHON_FERNET_KEY);
+    const dek = await newDataKey();
+    const stored = await keyring.encrypt('hunter2', slot, dek);
+    await expect(keyring.decrypt(stored, { ...slot, rowId: 'row-2' })).rejects.toThrow(/does not decrypt/);
+    await expect(keyring.decrypt(stored, { ...slot, column: 'developer_token_enc' })).rejects.toThrow(
+      /does not decrypt/,
+    );
+    await expect(keyring.decrypt(stored, { ...slot, table: 'oauth_tokens_vault' })).rejects.toBeInstanceOf(KeyError);
+  });
+
+  it('refuses a ciphertext with one bit flipped', async () => {
+    const { keyring, newDataKey } = keyringFor(PYTHON_FERNET_KEY);
+    const dek = await newDataKey();
+    const stored = await keyring.encrypt('hunter2', slot, dek);
+    const [version, id, body] = stored.split(':');
+    const bytes = Buffer.from(body!, 'base64url');
+    bytes[14]! ^= 0x01;
+    await expect(keyring.decrypt(`${version}:${id}:${bytes.toString('base64url')}`, slot)).rejects.toThrow(
+      /altered or copied/,
+    );
+  });
+
+  it('names an unknown stored-form version instead of failing obscurely', async () => {
+    const { keyring, newDataKey } = keyringFor(PYTHON_FERNET_KEY);
+    const dek = await newDataKey();
+    const stored = await keyring.encrypt('hunter2', slot, dek);
+    await expect(keyring.decrypt(stored.replace(/^cv1:/, 'cv9:'), slot)).rejects.toThrow(
+      /stored-form version "cv9", which this credvault does not know/,
+    );
+  });
+
+  it('reports a wrong master key with both key ids', async () => {
+    const right = keyringFor(PYTHON_FERNET_KEY);
+    const dek = await right.newDataKey();
+    const wrongSource = LocalKeySource.fromText(generateMasterKey(), 'CREDENTIAL_MASTER_KEY');
+    const wrong = new Keyring(wrongSource, async (id) => right.stored.get(id) ?? null);
+    await expect(wrong.dataKey(dek)).rejects.toThrow(
+      `the master key does not match this vault (expected key id ${right.keyring.source.keyId}, got ${wrongSource.keyId})`,
+    );
+  });
+
+  it('refuses a wrapped data key that was tampered with', async () => {
+    const { keyring, stored, newDataKey } = keyringFor(PYTHON_FERNET_KEY);
+    const dek = await newDataKey();
+    const record = stored.get(dek)!;
+    const fresh = new Keyring(keyring.source, async () => ({ ...record, wrappedKey: `${record.wrappedKey.slice(0, -2)}AA` }));
+    await expect(fresh.dataKey(dek)).rejects.toBeInstanceOf(KeyError);
+  });
+});
+
+describe('Secret', () => {
+  it('never shows its value through string conversion, JSON or inspect', () => {
+    const s = new Secret('hunter2');
+    expect(String(s)).toBe('[redacted]');
+    expect(`${s}`).toBe('[redacted]');
+    expect(JSON.stringify({ s })).toBe('{"s":"[redacted]"}');
+    expect(inspect({ s })).not.toContain('hunter2');
+    expect(s.reveal()).toBe('hunter2');
+  });
+});

@@ -1,0 +1,51 @@
+import { describe, expect, it } from 'vitest';
+import { parseDuration } from '../../src/config.js';
+import { InvalidInputError } from '../../src/errors.js';
+import { parsePlatform } from '../../src/providers/catalog.js';
+import { parseJson } from '../../src/util/json.js';
+
+describe('parseJson', () => {
+  it.each([
+    ['a trailing comma', '{\n  "label": "x",\n}', 3, 1],
+    ['a bare word', '{"label": prod}', 1, 11],
+    ['a missing comma', '{\n  "label": "x"\n  "client_id": "y"\n}', 3, 3],
+    ['a cut-off file', '{"label": "x"', 1, 14],
+    ['an empty file', '', 1, 1],
+  ])('names the line and column of %s', (_what, text, line, column) => {
+    expect(() => parseJson(text, 'app.json')).toThrow(
+      new RegExp(`^app\\.json is not valid JSON: .* at line ${line}, column ${column}$`),
+    );
+  });
+
+  it('is an input error (exit 2)', () => {
+    expect(() => parseJson('{', 'x')).toThrow(InvalidInputError);
+    expect(new InvalidInputError('x').exitCode).toBe(2);
+  });
+
+  it('parses valid JSON as JSON.parse does', () => {
+    expect(parseJson('{"a":[1,2,{"b":null}]}', 'x')).toEqual({ a: [1, 2, { b: null }] });
+  });
+});
+
+describe('parseDuration', () => {
+  it.each([
+    ['90s', 90_000],
+    ['30m', 1_800_000],
+    ['12h', 43_200_000],
+    ['7d', 604_800_000],
+  ])('%s', (text, ms) => expect(parseDuration(text, '--interval')).toBe(ms));
+
+  it('rejects what it cannot read, naming the flag', () => {
+    expect(() => parseDuration('10 minutes', '--interval')).toThrow(/--interval must be a duration like 90s/);
+  });
+});
+
+describe('parsePlatform', () => {
+  it('accepts snake and kebab forms', () => {
+    expect(parsePlatform('google-ads')).toBe('google_ads');
+    expect(parsePlatform('Reddit_Ads')).toBe('reddit_ads');
+  });
+  it('lists the valid platforms for an unknown one', () => {
+    expect(() => parsePlatform('tiktok')).toThrow(/unknown platform "tiktok"/);
+  });
+});

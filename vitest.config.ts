@@ -1,0 +1,24 @@
+import { defineConfig } from 'vitest/config';
+
+/**
+ * `npm test` runs everything on the embedded database; when CREDVAULT_TEST_DATABASE_URL is set, the
+ * database tests run again on PostgreSQL. Unit tests need no database and run once.
+ */
+const databaseTests = ['test/cli/**/*.test.ts', 'test/integration/**/*.test.ts'];
+const shared = { testTimeout: 120_000, hookTimeout: 120_000, globalSetup: ['test/helpers/global-setup.ts'] };
+
+const projects = [
+  { test: { ...shared, name: 'unit', include: ['test/unit/**/*.test.ts'], globalSetup: [] } },
+  { test: { ...shared, name: 'pglite', include: databaseTests, env: { CREDVAULT_TEST_DB: 'pglite' } } },
+];
+if (process.env.CREDVAULT_TEST_DATABASE_URL) {
+  projects.push({ test: { ...shared, name: 'postgres', include: databaseTests, env: { CREDVAULT_TEST_DB: 'postgres' } } });
+}
+
+export default defineConfig({
+  test: {
+    projects,
+    pool: 'forks',
+    reporters: process.env.CI ? ['default'] : ['default'],
+  },
+});
