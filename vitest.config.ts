@@ -12,7 +12,9 @@ const projects = [
   { test: { ...shared, name: 'pglite', include: databaseTests, env: { CREDVAULT_TEST_DB: 'pglite' } } },
 ];
 if (process.env.CREDVAULT_TEST_DATABASE_URL) {
-  projects.push({ test: { ...shared, name: 'postgres', include: databaseTests, env: { CREDVAULT_TEST_DB: 'postgres' } } });
+  projects.push({
+    test: { ...shared, name: 'postgres', include: databaseTests, env: { CREDVAULT_TEST_DB: 'postgres' } },
+  });
 }
 
 export default defineConfig({

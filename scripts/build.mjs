@@ -19,7 +19,9 @@ await build({
   // its WebAssembly and data files from beside its own module.
   external: ['@electric-sql/pglite', '@electric-sql/pglite/*', '@electric-sql/pglite-socket'],
   // CommonJS dependencies bundled into ESM still call require() for Node's built-ins.
-  banner: { js: "import { createRequire as __cvCreateRequire } from 'node:module'; const require = __cvCreateRequire(import.meta.url);" },
+  banner: {
+    js: "import { createRequire as __cvCreateRequire } from 'node:module'; const require = __cvCreateRequire(import.meta.url);",
+  },
   sourcemap: 'linked',
   chunkNames: 'chunks/[name]-[hash]',
   define: { __CREDVAULT_VERSION__: JSON.stringify(pkg.version) },

@@ -1,6 +1,19 @@
-import { Chalk, type ChalkInstance } from 'chalk';
-import Table from 'cli-table3';
+import type { ChalkInstance } from 'chalk';
+import type TableType from 'cli-table3';
 import { CredvaultError, InternalError } from '../errors.js';
+
+/** The colours output uses; identity functions until `prepare()` loads chalk for a human at a terminal. */
+export type Styler = Pick<ChalkInstance, 'bold' | 'dim' | 'red' | 'green' | 'yellow' | 'cyan'>;
+
+const plain = (text: unknown) => String(text);
+const PLAIN: Styler = {
+  bold: plain as ChalkInstance,
+  dim: plain as ChalkInstance,
+  red: plain as ChalkInstance,
+  green: plain as ChalkInstance,
+  yellow: plain as ChalkInstance,
+  cyan: plain as ChalkInstance,
+};
 
 /**
  * The one writer. stdout carries data only (a table, a record, or one JSON document under --json);
@@ -11,7 +24,7 @@ export interface Column<T> {
   header: string;
   value: (row: T) => string | number | boolean | null | undefined;
   /** Colours a cell by its row (status, urgency); only when colour is on. */
-  style?: (row: T, text: string, c: ChalkInstance) => string;
+  style?: (row: T, text: string, c: Styler) => string;
 }
 
 export interface Stream {
@@ -39,7 +52,9 @@ const BORDERLESS = {
 
 export class Output {
   readonly json: boolean;
-  readonly c: ChalkInstance;
+  c: Styler = PLAIN;
+  #Table: typeof TableType | null = null;
+  readonly #color: boolean;
   readonly #stdout: Stream;
   readonly #stderr: Stream;
   readonly #verbose: boolean;
@@ -50,7 +65,18 @@ export class Output {
     this.#stderr = options.stderr;
     this.#verbose = options.verbose;
     const forced = process.env.FORCE_COLOR !== undefined && process.env.FORCE_COLOR !== '0';
-    this.c = new Chalk({ level: options.color && (options.stdout.isTTY || forced) ? 1 : 0 });
+    this.#color = options.color && Boolean(options.stdout.isTTY || forced);
+  }
+
+  /**
+   * Loads what human output needs (chalk, cli-table3). JSON output never pays for them: `token get`
+   * and scripts start faster.
+   */
+  async prepare(): Promise<void> {
+    if (this.json || this.#Table) return;
+    const [{ Chalk }, table] = await Promise.all([import('chalk'), import('cli-table3')]);
+    this.#Table = table.default;
+    if (this.#color) this.c = new Chalk({ level: 1 });
   }
 
   /** Writes one JSON document to stdout. */
@@ -74,7 +100,8 @@ export class Output {
   }
 
   table<T>(rows: T[], columns: Column<T>[]): string {
-    const table = new Table({
+    if (!this.#Table) throw new InternalError('output was not prepared for tables');
+    const table = new this.#Table({
       head: columns.map((col) => this.c.bold(col.header)),
       chars: BORDERLESS,
       style: { head: [], border: [], 'padding-left': 0, 'padding-right': 0 },

@@ -20,7 +20,7 @@ export function buildProgram(io: Io, onRuntime: (rt: Runtime) => void): Command 
   const runWith = (command: Command, handler: Handler) => {
     const rt = createRuntime(command.optsWithGlobals() as GlobalFlags, io);
     onRuntime(rt);
-    return handler(rt);
+    return rt.out.prepare().then(() => handler(rt));
   };
 
   program
@@ -168,7 +168,10 @@ export function buildProgram(io: Io, onRuntime: (rt: Runtime) => void): Command 
       // The program's global --actor (who is acting) claims the flag; `audit list` writes nothing, so
       // here it can only mean the filter.
       runWith(cmd, async (rt) =>
-        (await import('./commands/audit.js')).list(rt, { ...opts, actor: opts.actor ?? program.opts().actor }),
+        (await import('./commands/audit.js')).list(rt, {
+          ...opts,
+          actor: opts.actor ?? program.opts().actor,
+        }),
       ),
     );
   audit

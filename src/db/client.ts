@@ -67,6 +67,8 @@ async function openPostgres(url: string, options: OpenOptions): Promise<Database
     max: options.poolSize ?? 4,
     onnotice: () => {},
     connect_timeout: 10,
+    // No round trip on connect to learn custom array types: credvault uses none.
+    fetch_types: false,
     idle_timeout: 30,
     connection: { application_name: options.applicationName ?? 'credvault' },
   });

@@ -11,7 +11,12 @@ afterEach(async () => {
 });
 
 const app = (label: string) =>
-  JSON.stringify({ label, client_id: `client-${label}`, client_secret: fakeSecret('s'), developer_token: fakeSecret('d') });
+  JSON.stringify({
+    label,
+    client_id: `client-${label}`,
+    client_secret: fakeSecret('s'),
+    developer_token: fakeSecret('d'),
+  });
 
 describe.runIf(DB_KIND === 'pglite')('the embedded database shared by several processes', () => {
   it('serializes processes started at once: every change lands, nothing is corrupted', async () => {
@@ -54,7 +59,12 @@ describe.runIf(DB_KIND === 'pglite')('the embedded database shared by several pr
     // pid 2^22+1 is above Linux's default pid_max, so no process has it.
     writeFileSync(
       join(v.home, 'credvault.lock'),
-      JSON.stringify({ pid: 4194305, host: (await import('node:os')).hostname(), command: 'token get', since: '' }),
+      JSON.stringify({
+        pid: 4194305,
+        host: (await import('node:os')).hostname(),
+        command: 'token get',
+        since: '',
+      }),
     );
     const result = await v.cli(['apps', 'list'], { env: { CREDVAULT_LOCK_TIMEOUT: '1' } });
     expect(result.code).toBe(0);

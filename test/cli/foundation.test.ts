@@ -87,10 +87,10 @@ describe('init', () => {
 describe('db', () => {
   it('status lists the committed migrations as applied after init', async () => {
     const v = await vault();
-    const status = await v.json<{ up_to_date: boolean; migrations: Array<{ tag: string; applied: boolean }> }>([
-      'db',
-      'status',
-    ]);
+    const status = await v.json<{
+      up_to_date: boolean;
+      migrations: Array<{ tag: string; applied: boolean }>;
+    }>(['db', 'status']);
     expect(status.up_to_date).toBe(true);
     expect(status.migrations[0]).toMatchObject({ tag: '0000_init', applied: true });
     expect(await v.json(['db', 'migrate'])).toEqual({ applied: [] });
@@ -100,8 +100,16 @@ describe('db', () => {
 describe('platforms', () => {
   it('lists the four platforms with their capabilities', async () => {
     const v = await vault();
-    const list = await v.json<Array<{ id: string; capabilities: Record<string, unknown> }>>(['platforms', 'list']);
-    expect(list.map((p) => p.id).sort()).toEqual(['google_ads', 'linkedin_ads', 'microsoft_ads', 'reddit_ads']);
+    const list = await v.json<Array<{ id: string; capabilities: Record<string, unknown> }>>([
+      'platforms',
+      'list',
+    ]);
+    expect(list.map((p) => p.id).sort()).toEqual([
+      'google_ads',
+      'linkedin_ads',
+      'microsoft_ads',
+      'reddit_ads',
+    ]);
     const google = list.find((p) => p.id === 'google_ads')!;
     expect(google.capabilities).toMatchObject({
       keywords: true,
@@ -136,7 +144,8 @@ describe('platforms', () => {
     const result = await v.cli(['platforms', 'show', 'tiktok_ads']);
     expect(result.code).toBe(2);
     expect(result.stderr).toContain('unknown platform "tiktok_ads"');
-    for (const p of ['google_ads', 'microsoft_ads', 'linkedin_ads', 'reddit_ads']) expect(result.stderr).toContain(p);
+    for (const p of ['google_ads', 'microsoft_ads', 'linkedin_ads', 'reddit_ads'])
+      expect(result.stderr).toContain(p);
     const json = await v.cli(['apps', 'add', 'tiktok', '--label', 'x', '--json']);
     expect(json.code).toBe(2);
     expect(JSON.parse(json.stderr)).toEqual({
@@ -183,7 +192,17 @@ describe('apps', () => {
       redirect_uri: 'http://localhost:8080/callback',
     };
     const added = await v.json<Record<string, unknown>>(
-      ['apps', 'add', 'reddit-ads', '--label', 'main', '--from-file', '-', '--token-url', 'http://127.0.0.1:9/token'],
+      [
+        'apps',
+        'add',
+        'reddit-ads',
+        '--label',
+        'main',
+        '--from-file',
+        '-',
+        '--token-url',
+        'http://127.0.0.1:9/token',
+      ],
       { input: JSON.stringify(fields) },
     );
     expect(added).toMatchObject({
@@ -201,7 +220,10 @@ describe('apps', () => {
   it('refuses a duplicate label with exit 7 and writes nothing', async () => {
     const v = await vault();
     const fields = googleApp();
-    expect((await v.cli(['apps', 'add', 'google_ads', '--from-file', '-'], { input: JSON.stringify(fields) })).code).toBe(0);
+    expect(
+      (await v.cli(['apps', 'add', 'google_ads', '--from-file', '-'], { input: JSON.stringify(fields) }))
+        .code,
+    ).toBe(0);
     const before = await v.dump();
     const again = await v.cli(['apps', 'add', 'google_ads', '--from-file', '-'], {
       input: JSON.stringify(googleApp({ client_id: 'other' })),
@@ -268,7 +290,12 @@ describe('apps', () => {
       { input: `${newSecret}\n` },
     );
     expect(updated.api_version).toBe('v25');
-    const cleared = await v.json<Record<string, unknown>>(['apps', 'update', 'prod', '--clear-developer-token']);
+    const cleared = await v.json<Record<string, unknown>>([
+      'apps',
+      'update',
+      'prod',
+      '--clear-developer-token',
+    ]);
     expect(cleared.has_developer_token).toBe(false);
     expect((await v.json<Record<string, unknown>>(['apps', 'disable', 'prod'])).enabled).toBe(false);
     expect((await v.json<Record<string, unknown>>(['apps', 'enable', 'prod'])).enabled).toBe(true);
@@ -321,7 +348,9 @@ describe('master key', () => {
     });
     expect(result.code).toBe(6);
     expect(result.stderr).toMatch(
-      new RegExp(`the master key does not match this vault \\(expected key id ${status.key_id}, got [0-9a-f]{16}\\)`),
+      new RegExp(
+        `the master key does not match this vault \\(expected key id ${status.key_id}, got [0-9a-f]{16}\\)`,
+      ),
     );
     expect(result.stderr).not.toContain(wrong);
     expect(await v.dump()).toBe(before);
@@ -370,7 +399,9 @@ describe('audit', () => {
   async function vaultWithHistory() {
     const v = await vault();
     for (const label of ['a', 'b', 'c']) {
-      await v.json(['apps', 'add', 'google_ads', '--from-file', '-'], { input: JSON.stringify(googleApp({ label })) });
+      await v.json(['apps', 'add', 'google_ads', '--from-file', '-'], {
+        input: JSON.stringify(googleApp({ label })),
+      });
     }
     expect((await v.json<{ ok: boolean }>(['audit', 'verify'])).ok).toBe(true);
     return v;
@@ -409,7 +440,12 @@ describe('audit', () => {
   it('list filters by actor and time, newest first', async () => {
     const v = await vaultWithHistory();
     await v.json(['apps', 'disable', 'a'], { env: { CREDVAULT_ACTOR: 'alice' } });
-    const alice = await v.json<Array<{ action: string; actor: string }>>(['audit', 'list', '--actor', 'alice']);
+    const alice = await v.json<Array<{ action: string; actor: string }>>([
+      'audit',
+      'list',
+      '--actor',
+      'alice',
+    ]);
     expect(alice).toEqual([expect.objectContaining({ action: 'app.disable', actor: 'alice' })]);
     const recent = await v.json<Array<{ id: number }>>(['audit', 'list', '--since', '1h', '--limit', '2']);
     expect(recent).toHaveLength(2);
@@ -426,7 +462,9 @@ describe('audit', () => {
     await v.sql(
       'create trigger refuse_audit before insert on credential_access_audit for each row execute function refuse_audit()',
     );
-    const result = await v.cli(['apps', 'add', 'google_ads', '--from-file', '-'], { input: JSON.stringify(googleApp()) });
+    const result = await v.cli(['apps', 'add', 'google_ads', '--from-file', '-'], {
+      input: JSON.stringify(googleApp()),
+    });
     expect(result.code).toBe(8);
     expect(await v.sql('select id from oauth_app_credentials')).toEqual([]);
     await v.sql('drop trigger refuse_audit on credential_access_audit');

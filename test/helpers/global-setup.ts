@@ -35,7 +35,8 @@ export default async function setup(project: TestProject) {
     env.DATABASE_URL = databaseUrlFor(base, templateDatabase);
   }
   const result = spawnSync(process.execPath, [BIN, 'init', '--json'], { env, encoding: 'utf8' });
-  if (result.status !== 0) throw new Error(`credvault init failed for the ${kind} template: ${result.stderr}`);
+  if (result.status !== 0)
+    throw new Error(`credvault init failed for the ${kind} template: ${result.stderr}`);
   project.provide('templateHome', home);
   project.provide('templateDatabase', templateDatabase);
   project.provide('runId', process.pid);
@@ -44,7 +45,8 @@ export default async function setup(project: TestProject) {
     if (admin && templateDatabase) {
       const leftovers = await admin<{ datname: string }[]>`
         select datname from pg_database where datname like ${`credvault_t_${process.pid}_%`} or datname = ${templateDatabase}`;
-      for (const { datname } of leftovers) await admin.unsafe(`drop database if exists ${datname} with (force)`);
+      for (const { datname } of leftovers)
+        await admin.unsafe(`drop database if exists ${datname} with (force)`);
       await admin.end();
     }
   };

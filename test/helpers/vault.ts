@@ -89,7 +89,9 @@ export class TestVault {
     child.stdin!.on('error', () => {});
     child.stdin!.end(options.input ?? '');
     const timeout = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs ?? 60_000);
-    const code = await new Promise<number>((resolve) => child.on('close', (c, signal) => resolve(c ?? (signal ? 128 : 1))));
+    const code = await new Promise<number>((resolve) =>
+      child.on('close', (c, signal) => resolve(c ?? (signal ? 128 : 1))),
+    );
     clearTimeout(timeout);
     this.printed.push(stdout, stderr);
     return { code, stdout, stderr };
@@ -110,12 +112,15 @@ export class TestVault {
   }
 
   /** Several statements on one connection (on the embedded database, one open of PGlite). */
-  async session<R>(fn: (query: <T>(text: string, params?: unknown[]) => Promise<T[]>) => Promise<R>): Promise<R> {
+  async session<R>(
+    fn: (query: <T>(text: string, params?: unknown[]) => Promise<T[]>) => Promise<R>,
+  ): Promise<R> {
     if (this.databaseUrl) {
       const client = postgres(this.databaseUrl, { max: 1, onnotice: () => {} });
       try {
-        return await fn(async <T>(text: string, params: unknown[] = []) =>
-          (await client.unsafe(text, params as never[])) as unknown as T[],
+        return await fn(
+          async <T>(text: string, params: unknown[] = []) =>
+            (await client.unsafe(text, params as never[])) as unknown as T[],
         );
       } finally {
         await client.end();
@@ -124,7 +129,9 @@ export class TestVault {
     const lock = await acquireDatabaseLock(this.home, 30_000, 'test');
     const db = new PGlite(join(this.home, 'pgdata'));
     try {
-      return await fn(async <T>(text: string, params: unknown[] = []) => (await db.query<T>(text, params)).rows);
+      return await fn(
+        async <T>(text: string, params: unknown[] = []) => (await db.query<T>(text, params)).rows,
+      );
     } finally {
       await db.close();
       lock.release();
@@ -190,7 +197,9 @@ export async function createVault(options: { initialized?: boolean } = {}): Prom
     const admin = postgres(baseUrl!, { max: 1, onnotice: () => {} });
     try {
       await admin.unsafe(
-        initialized ? `create database ${database} template ${inject('templateDatabase')}` : `create database ${database}`,
+        initialized
+          ? `create database ${database} template ${inject('templateDatabase')}`
+          : `create database ${database}`,
       );
     } finally {
       await admin.end();

@@ -1,9 +1,14 @@
+import { inspect } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { Keyring, type WrappedDataKey } from '../../src/crypto/envelope.js';
-import { generateMasterKey, LocalKeySource, masterKeyId, parseMasterKey } from '../../src/crypto/local-key.js';
+import {
+  generateMasterKey,
+  LocalKeySource,
+  masterKeyId,
+  parseMasterKey,
+} from '../../src/crypto/local-key.js';
 import { Secret } from '../../src/crypto/secret.js';
 import { KeyError } from '../../src/errors.js';
-import { inspect } from 'node:util';
 
 // Printed by Python: `from cryptography.fernet import Fernet; Fernet.generate_key()`.
 const PYTHON_FERNET_KEY = 'cw_0x689RpI-jtRR7oE8h_eQsKImvJapLeSbXpwF4e4=';
@@ -85,7 +90,9 @@ describe('envelope encryption', () => {
     await expect(keyring.decrypt(stored, { ...slot, column: 'developer_token_enc' })).rejects.toThrow(
       /does not decrypt/,
     );
-    await expect(keyring.decrypt(stored, { ...slot, table: 'oauth_tokens_vault' })).rejects.toBeInstanceOf(KeyError);
+    await expect(keyring.decrypt(stored, { ...slot, table: 'oauth_tokens_vault' })).rejects.toBeInstanceOf(
+      KeyError,
+    );
   });
 
   it('refuses a ciphertext with one bit flipped', async () => {
@@ -123,7 +130,10 @@ describe('envelope encryption', () => {
     const { keyring, stored, newDataKey } = keyringFor(PYTHON_FERNET_KEY);
     const dek = await newDataKey();
     const record = stored.get(dek)!;
-    const fresh = new Keyring(keyring.source, async () => ({ ...record, wrappedKey: `${record.wrappedKey.slice(0, -2)}AA` }));
+    const fresh = new Keyring(keyring.source, async () => ({
+      ...record,
+      wrappedKey: `${record.wrappedKey.slice(0, -2)}AA`,
+    }));
     await expect(fresh.dataKey(dek)).rejects.toBeInstanceOf(KeyError);
   });
 });

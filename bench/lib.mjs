@@ -1,0 +1,72 @@
+// Shared pieces of the benchmarks: spawning the built binary, medians, a scratch database.
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { cpus, tmpdir, totalmem } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import postgres from 'postgres';
+
+export const BIN = fileURLToPath(new URL('../bin/credvault', import.meta.url));
+
+export function median(values) {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+}
+
+/** Wall time of one process run, in milliseconds. */
+export function timeRun(args, env) {
+  const start = process.hrtime.bigint();
+  const result = spawnSync(process.execPath, args, { env, encoding: 'utf8' });
+  const ms = Number(process.hrtime.bigint() - start) / 1e6;
+  if (result.status !== 0) throw new Error(`${args.join(' ')} failed: ${result.stderr}`);
+  return ms;
+}
+
+/** Median wall time over `runs` runs, after `warmup` untimed ones. */
+export function medianRun(args, env, runs = 15, warmup = 2) {
+  for (let i = 0; i < warmup; i++) timeRun(args, env);
+  return median(Array.from({ length: runs }, () => timeRun(args, env)));
+}
+
+export function machine() {
+  const cpu = cpus();
+  return `${cpu.length} × ${cpu[0]?.model.trim() ?? 'unknown CPU'}, ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}`;
+}
+
+export function scratchHome() {
+  const root = mkdtempSync(join(tmpdir(), 'credvault-bench-'));
+  return { root, home: join(root, 'home'), cleanup: () => rmSync(root, { recursive: true, force: true }) };
+}
+
+/** A fresh PostgreSQL database for a benchmark, or null when none is reachable. */
+export async function scratchDatabase() {
+  const base =
+    process.env.CREDVAULT_BENCH_DATABASE_URL ??
+    process.env.CREDVAULT_TEST_DATABASE_URL ??
+    'postgres://postgres@127.0.0.1:5432/postgres';
+  const name = `credvault_bench_${process.pid}_${Date.now()}`;
+  const admin = postgres(base, { max: 1, onnotice: () => {}, connect_timeout: 3 });
+  try {
+    await admin.unsafe(`create database ${name}`);
+  } catch (error) {
+    await admin.end().catch(() => {});
+    console.log(
+      `  (PostgreSQL not reachable at ${base.replace(/:[^:@/]*@/, '@')}: ${error.code ?? error.message}; PostgreSQL figures skipped)`,
+    );
+    return null;
+  }
+  const url = new URL(base);
+  url.pathname = `/${name}`;
+  return {
+    url: url.toString(),
+    async drop() {
+      await admin.unsafe(`drop database if exists ${name} with (force)`);
+      await admin.end();
+    },
+  };
+}
+
+export function ratio(value, baseline) {
+  return `${(value / baseline).toFixed(2)}×`;
+}
