@@ -12,6 +12,8 @@ export interface Config {
   verbose: boolean;
   /** How long to wait for the embedded database's lock before failing. */
   lockTimeoutMs: number;
+  /** Deadline of one request to a platform (CREDVAULT_HTTP_TIMEOUT, seconds). */
+  httpTimeoutMs: number;
   /** The environment the key sources read (CREDENTIAL_MASTER_KEY, CREDENTIALS_DIRECTORY …). */
   env: NodeJS.ProcessEnv;
 }
@@ -50,6 +52,12 @@ export function resolveConfig(flags: GlobalFlags, env: NodeJS.ProcessEnv): Confi
       `CREDVAULT_LOCK_TIMEOUT must be a number of seconds (got "${env.CREDVAULT_LOCK_TIMEOUT}")`,
     );
   }
+  const httpSeconds = env.CREDVAULT_HTTP_TIMEOUT ? Number(env.CREDVAULT_HTTP_TIMEOUT) : 15;
+  if (!Number.isFinite(httpSeconds) || httpSeconds <= 0 || httpSeconds > 300) {
+    throw new InvalidInputError(
+      `CREDVAULT_HTTP_TIMEOUT must be seconds between 0 and 300 (got "${env.CREDVAULT_HTTP_TIMEOUT}")`,
+    );
+  }
   const actor = (flags.actor ?? env.CREDVAULT_ACTOR ?? '').trim() || osUser(env);
   const noColor = flags.color === false || (env.NO_COLOR !== undefined && env.NO_COLOR !== '');
   return {
@@ -60,6 +68,7 @@ export function resolveConfig(flags: GlobalFlags, env: NodeJS.ProcessEnv): Confi
     color: !noColor,
     verbose: flags.verbose === true || truthy(env.CREDVAULT_DEBUG),
     lockTimeoutMs: lockSeconds * 1000,
+    httpTimeoutMs: httpSeconds * 1000,
     env,
   };
 }

@@ -4,6 +4,7 @@
  */
 import type { AppRecord } from './db/store/apps.js';
 import type { AuditRow } from './db/store/audit.js';
+import type { ConnectionView } from './db/store/connections.js';
 import type { PlatformRow } from './db/store/platforms.js';
 
 export function iso(value: Date | null | undefined): string | null {
@@ -56,5 +57,26 @@ export function auditJson(row: AuditRow) {
     outcome: row.outcome,
     detail: row.detail,
     hash: row.hash,
+  };
+}
+
+/** spec/cli.md's connection shape; no secret ever appears in it. */
+export function connectionJson(c: ConnectionView) {
+  return {
+    id: c.id,
+    platform: c.platform,
+    app_id: c.appId,
+    app_label: c.appLabel,
+    external_account_id: c.externalAccountId,
+    account_name: c.accountName,
+    name: c.name,
+    status: c.status,
+    status_message: c.statusMessage,
+    consecutive_failures: c.consecutiveFailures,
+    access_token_expires_at: iso(c.accessTokenExpiresAt),
+    refresh_token_expires_at: iso(c.refreshTokenExpiresAt),
+    last_refreshed_at: iso(c.lastRefreshedAt),
+    connected_by: c.connectedBy,
+    created_at: iso(c.createdAt),
   };
 }

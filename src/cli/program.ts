@@ -144,6 +144,107 @@ export function buildProgram(io: Io, onRuntime: (rt: Runtime) => void): Command 
       runWith(cmd, async (rt) => (await import('./commands/apps.js')).remove(rt, ref, opts.force === true)),
     );
 
+  program
+    .command('connect <platform>')
+    .description('connect ad accounts through the OAuth flow in a browser')
+    .option('--app <app>', "the app to connect through (default: the platform's only app)")
+    .option('--account <id>', 'the ad account to connect (repeat for several; default: ask)', collect, [])
+    .option('--name <name>', 'a name for the connection (one account only)')
+    .option('--no-browser', 'only print the authorization URL (on stderr), for another machine or a script')
+    .option('--timeout <seconds>', 'how long to wait for the browser', '300')
+    .action((platform: string, opts, cmd: Command) =>
+      runWith(cmd, async (rt) => (await import('./commands/connect.js')).connect(rt, platform, opts)),
+    );
+
+  const connections = program.command('connections').description('connected ad accounts');
+  connections
+    .command('start <platform>')
+    .description('begin an authorization and print its URL and state (for scripted or remote flows)')
+    .option('--app <app>', 'the app to connect through')
+    .action((platform: string, opts, cmd: Command) =>
+      runWith(cmd, async (rt) => (await import('./commands/connect.js')).start(rt, platform, opts)),
+    );
+  connections
+    .command('complete')
+    .description('finish an authorization begun with `connections start`')
+    .requiredOption('--state <state>', 'the state `connections start` printed')
+    .option('--code <code>', 'the authorization code')
+    .option('--callback-url <url>', 'the whole URL the browser was sent back to')
+    .option('--account <id>', 'the ad account to connect (repeat for several)', collect, [])
+    .option('--name <name>', 'a name for the connection (one account only)')
+    .action((opts, cmd: Command) =>
+      runWith(cmd, async (rt) => (await import('./commands/connect.js')).complete(rt, opts)),
+    );
+  connections
+    .command('add <platform>')
+    .description('adopt an existing refresh token (refreshed once before it is stored)')
+    .requiredOption('--app <app>', 'the app the refresh token was issued to')
+    .option('--account <id>', 'the ad account (repeat for several)', collect, [])
+    .option('--name <name>', 'a name for the connection (one account only)')
+    .requiredOption('--refresh-token-file <file>', 'a file holding the refresh token ("-": standard input)')
+    .action((platform: string, opts, cmd: Command) =>
+      runWith(cmd, async (rt) => (await import('./commands/connect.js')).add(rt, platform, opts)),
+    );
+  connections
+    .command('list')
+    .description('list connections')
+    .option('--platform <platform>', 'only this platform')
+    .option('--status <status>', 'only this status: active, needs_reauth, error, revoked')
+    .action((opts, cmd: Command) =>
+      runWith(cmd, async (rt) => (await import('./commands/connections.js')).list(rt, opts)),
+    );
+  connections
+    .command('show <conn>')
+    .description('show a connection (never its tokens)')
+    .action((ref: string, _o, cmd: Command) =>
+      runWith(cmd, async (rt) => (await import('./commands/connections.js')).show(rt, ref)),
+    );
+  connections
+    .command('rename <conn> <name>')
+    .description('give a connection a name (usable as CONN everywhere)')
+    .action((ref: string, name: string, _o, cmd: Command) =>
+      runWith(cmd, async (rt) => (await import('./commands/connections.js')).rename(rt, ref, name)),
+    );
+  connections
+    .command('refresh <conn>')
+    .description('refresh now, whatever time is left')
+    .option('--force', 'also try a connection that is in error or cooling down')
+    .action((ref: string, opts, cmd: Command) =>
+      runWith(cmd, async (rt) => (await import('./commands/connections.js')).refresh(rt, ref, opts)),
+    );
+  connections
+    .command('revoke <conn>')
+    .description("revoke at the platform (where it can) and destroy the connection's tokens")
+    .action((ref: string, _o, cmd: Command) =>
+      runWith(cmd, async (rt) => (await import('./commands/connections.js')).revoke(rt, ref)),
+    );
+
+  const token = program.command('token').description('access tokens');
+  token
+    .command('get <conn>')
+    .description('print a valid access token, refreshing first if it expires within --min-ttl')
+    .option('--min-ttl <seconds>', 'refresh first if the token expires within this many seconds', '60')
+    .option('--format <format>', 'raw, json, header, env or google-ads-yaml (default: raw; json with --json)')
+    .action((ref: string, opts, cmd: Command) =>
+      runWith(cmd, async (rt) => (await import('./commands/token.js')).get(rt, ref, opts)),
+    );
+
+  program
+    .command('exec <conn> <command...>')
+    .description("run COMMAND with the connection's token and variables in its environment")
+    .usage('<conn> [--min-ttl SECONDS] -- <command> [args...]')
+    .option('--min-ttl <seconds>', 'refresh first if the token expires within this many seconds', '60')
+    .action((ref: string, command: string[], opts, cmd: Command) =>
+      runWith(cmd, async (rt) => (await import('./commands/token.js')).exec(rt, ref, command, opts)),
+    );
+
+  program
+    .command('status')
+    .description('connections, expiry and health at a glance, with what to do next')
+    .action((_o, cmd: Command) =>
+      runWith(cmd, async (rt) => (await import('./commands/status.js')).status(rt)),
+    );
+
   const key = program.command('key').description('the master key');
   key
     .command('generate')

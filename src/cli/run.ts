@@ -20,6 +20,8 @@ export interface Runtime {
   io: Io;
   /** A person is at a terminal and may be asked things (never under --json). */
   interactive: boolean;
+  /** Set by a command whose exit code is not the contract's (exec passes its child's on). */
+  exitCode?: number;
 }
 
 function where(config: Config | null): string {
@@ -48,7 +50,7 @@ export async function run(argv: string[], io: Io): Promise<number> {
   });
   try {
     await program.parseAsync(argv, { from: 'user' });
-    return 0;
+    return (runtime as Runtime | null)?.exitCode ?? 0;
   } catch (error) {
     const rt = runtime as Runtime | null;
     const fallbackJson = argv.includes('--json');

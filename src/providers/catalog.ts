@@ -36,7 +36,6 @@ export interface PlatformDefaults {
   authorizeUrl: string;
   tokenUrl: string;
   revokeUrl: string | null;
-  apiBaseUrl: string;
   apiVersion: string;
   scopes: string[];
   /** Used when an app is added without --redirect-uri; null means the platform needs an exact registered URI. */
@@ -58,7 +57,6 @@ export const PLATFORMS: Record<PlatformId, PlatformInfo> = {
       authorizeUrl: 'https://accounts.google.com/o/oauth2/v2/auth',
       tokenUrl: 'https://oauth2.googleapis.com/token',
       revokeUrl: 'https://oauth2.googleapis.com/revoke',
-      apiBaseUrl: 'https://googleads.googleapis.com',
       apiVersion: 'v26',
       scopes: ['https://www.googleapis.com/auth/adwords'],
       // A Desktop-app client accepts any port on 127.0.0.1.
@@ -87,7 +85,6 @@ export const PLATFORMS: Record<PlatformId, PlatformInfo> = {
       authorizeUrl: 'https://login.microsoftonline.com/common/oauth2/v2.0/authorize',
       tokenUrl: 'https://login.microsoftonline.com/common/oauth2/v2.0/token',
       revokeUrl: null,
-      apiBaseUrl: 'https://campaign.api.bingads.microsoft.com',
       apiVersion: 'v13',
       scopes: ['https://ads.microsoft.com/msads.manage', 'offline_access'],
       // Microsoft ignores the port of a localhost redirect URI.
@@ -116,7 +113,6 @@ export const PLATFORMS: Record<PlatformId, PlatformInfo> = {
       authorizeUrl: 'https://www.linkedin.com/oauth/v2/authorization',
       tokenUrl: 'https://www.linkedin.com/oauth/v2/accessToken',
       revokeUrl: 'https://www.linkedin.com/oauth/v2/revoke',
-      apiBaseUrl: 'https://api.linkedin.com',
       apiVersion: '202601',
       scopes: ['r_ads', 'rw_ads'],
       redirectUri: null,
@@ -144,7 +140,6 @@ export const PLATFORMS: Record<PlatformId, PlatformInfo> = {
       authorizeUrl: 'https://www.reddit.com/api/v1/authorize',
       tokenUrl: 'https://www.reddit.com/api/v1/access_token',
       revokeUrl: 'https://www.reddit.com/api/v1/revoke_token',
-      apiBaseUrl: 'https://ads-api.reddit.com',
       apiVersion: 'v3',
       scopes: ['adsread', 'adsedit', 'read'],
       redirectUri: null,

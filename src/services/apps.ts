@@ -8,6 +8,7 @@ import * as store from '../db/store/apps.js';
 import * as connectionStore from '../db/store/connections.js';
 import { ConflictError, InvalidInputError, NotFoundError } from '../errors.js';
 import { PLATFORMS, type PlatformId, parsePlatform } from '../providers/catalog.js';
+import { isLoopbackHost } from '../util/net.js';
 import { recordAudit } from './audit.js';
 import type { ServiceContext } from './context.js';
 
@@ -64,11 +65,6 @@ export interface AppFields {
 }
 
 const LABEL = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
-const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '[::1]']);
-
-export function isLoopbackHost(hostname: string): boolean {
-  return LOOPBACK_HOSTS.has(hostname) || /^127\.\d+\.\d+\.\d+$/.test(hostname);
-}
 
 function text(value: unknown, field: string): string | undefined {
   if (value === undefined || value === null) return undefined;

@@ -1,11 +1,25 @@
 import type { Db } from '../db/client.js';
-import type { ConnectionRow } from '../db/store/connections.js';
+import { isUniqueViolation } from '../db/errors.js';
+import type { ConnectionRow, ConnectionView } from '../db/store/connections.js';
 import * as store from '../db/store/connections.js';
-import { NotFoundError } from '../errors.js';
-import { isPlatformId } from '../providers/catalog.js';
+import { ConflictError, InvalidInputError, NotFoundError } from '../errors.js';
+import { isPlatformId, type PlatformId } from '../providers/catalog.js';
 import { isUuid } from './apps.js';
+import { recordAudit } from './audit.js';
+import type { ServiceContext } from './context.js';
 
-export type { ConnectionRow };
+export type { ConnectionRow, ConnectionView };
+
+export const CONNECTION_STATUSES = ['active', 'needs_reauth', 'error', 'revoked'] as const;
+export type ConnectionStatus = (typeof CONNECTION_STATUSES)[number];
+
+/** Account ids as each platform writes them: Google without dashes, LinkedIn without the URN prefix. */
+export function normalizeAccountId(platform: string, id: string): string {
+  const trimmed = id.trim();
+  if (platform === 'google_ads') return trimmed.replace(/-/g, '');
+  if (platform === 'linkedin_ads') return trimmed.replace(/^urn:li:sponsoredAccount:/, '');
+  return trimmed;
+}
 
 /** CONN ref: an id, `platform:external_account_id` (kebab platform accepted), or a connection's name. */
 export async function resolveConnection(db: Db, ref: string): Promise<ConnectionRow> {
@@ -33,10 +47,67 @@ export async function resolveConnection(db: Db, ref: string): Promise<Connection
   });
 }
 
-/** Account ids as each platform writes them: Google without dashes, LinkedIn without the URN prefix. */
-export function normalizeAccountId(platform: string, id: string): string {
-  const trimmed = id.trim();
-  if (platform === 'google_ads') return trimmed.replace(/-/g, '');
-  if (platform === 'linkedin_ads') return trimmed.replace(/^urn:li:sponsoredAccount:/, '');
+export async function connectionView(db: Db, ref: string): Promise<ConnectionView> {
+  const row = await resolveConnection(db, ref);
+  return (await store.view(db, row.id))!;
+}
+
+export async function listConnections(
+  ctx: ServiceContext,
+  filter: { platform?: PlatformId; status?: ConnectionStatus; ids?: string[] },
+): Promise<ConnectionView[]> {
+  return store.listViews(ctx.db, filter);
+}
+
+export function parseStatus(value: string): ConnectionStatus {
+  if ((CONNECTION_STATUSES as readonly string[]).includes(value)) return value as ConnectionStatus;
+  throw new InvalidInputError(`unknown status "${value}"`, {
+    hint: `Valid: ${CONNECTION_STATUSES.join(', ')}.`,
+  });
+}
+
+const NAME = /^[A-Za-z][A-Za-z0-9._-]{0,62}$/;
+
+/** Names are refs too: they must not look like an id or a `platform:account` ref. */
+export function parseConnectionName(name: string): string {
+  const trimmed = name.trim();
+  if (!NAME.test(trimmed)) {
+    throw new InvalidInputError(
+      `connection name "${name}" must start with a letter and use only letters, digits, ".", "_" and "-" (at most 63)`,
+    );
+  }
   return trimmed;
+}
+
+export async function renameConnection(
+  ctx: ServiceContext,
+  ref: string,
+  name: string,
+): Promise<ConnectionView> {
+  const newName = parseConnectionName(name);
+  try {
+    return await ctx.transaction(async (tx) => {
+      const row = await resolveConnection(tx, ref);
+      if (row.name === newName) return (await store.view(tx, row.id))!;
+      const taken = await store.getByName(tx, newName);
+      if (taken) throw nameTaken(newName);
+      await store.update(tx, row.id, { name: newName });
+      await recordAudit(tx, ctx.actor, {
+        action: 'connection.rename',
+        targetType: 'connection',
+        targetId: row.id,
+        connectionId: row.id,
+        outcome: 'success',
+        detail: { from: row.name, to: newName },
+      });
+      return (await store.view(tx, row.id))!;
+    });
+  } catch (error) {
+    if (isUniqueViolation(error)) throw nameTaken(newName);
+    throw error;
+  }
+}
+
+export function nameTaken(name: string): ConflictError {
+  return new ConflictError(`a connection named "${name}" already exists`, { hint: 'Pick another name.' });
 }

@@ -1,34 +1,102 @@
-import { and, eq, inArray } from 'drizzle-orm';
+import { and, asc, eq, inArray, type SQL, sql } from 'drizzle-orm';
 import type { Db } from '../client.js';
-import { adAccountConnections, dataKeys, oauthStates, oauthTokensVault } from '../schema/index.js';
-
-/** Deletes an app's connections, their grants' tokens and the grants' own data keys. */
-export async function removeAllOfApp(db: Db, appId: string): Promise<void> {
-  const grants = await db
-    .select({ id: oauthTokensVault.id, dataKeyId: oauthTokensVault.dataKeyId })
-    .from(oauthTokensVault)
-    .where(eq(oauthTokensVault.appId, appId));
-  await db.delete(adAccountConnections).where(eq(adAccountConnections.appId, appId));
-  await db.delete(oauthStates).where(eq(oauthStates.appId, appId));
-  if (grants.length) {
-    await db.delete(oauthTokensVault).where(
-      inArray(
-        oauthTokensVault.id,
-        grants.map((g) => g.id),
-      ),
-    );
-    await db.delete(dataKeys).where(
-      inArray(
-        dataKeys.id,
-        grants.map((g) => g.dataKeyId),
-      ),
-    );
-  }
-}
+import {
+  adAccountConnections,
+  dataKeys,
+  oauthAppCredentials,
+  oauthStates,
+  oauthTokensVault,
+} from '../schema/index.js';
 
 export type ConnectionRow = typeof adAccountConnections.$inferSelect;
+export type NewConnectionRow = typeof adAccountConnections.$inferInsert;
 
 const c = adAccountConnections;
+const g = oauthTokensVault;
+
+/** A connection with what its views show: the app's label and the grant's expiry bookkeeping. */
+const viewColumns = {
+  id: c.id,
+  platform: c.platform,
+  appId: c.appId,
+  appLabel: oauthAppCredentials.label,
+  tokenId: c.tokenId,
+  externalAccountId: c.externalAccountId,
+  accountName: c.accountName,
+  name: c.name,
+  status: c.status,
+  statusMessage: c.statusMessage,
+  consecutiveFailures: c.consecutiveFailures,
+  details: c.details,
+  connectedBy: c.connectedBy,
+  createdAt: c.createdAt,
+  updatedAt: c.updatedAt,
+  accessTokenExpiresAt: g.accessTokenExpiresAt,
+  refreshTokenExpiresAt: g.refreshTokenExpiresAt,
+  lastRefreshedAt: g.lastRefreshedAt,
+  hasRefreshToken: sql<boolean>`${g.refreshTokenEnc} is not null`,
+  refreshInFlightSince: g.refreshInFlightSince,
+  leaseExpiresAt: g.leaseExpiresAt,
+  cooldownUntil: g.cooldownUntil,
+  lastErrorCode: g.lastErrorCode,
+  lastErrorMessage: g.lastErrorMessage,
+  lastErrorAt: g.lastErrorAt,
+};
+
+export interface ConnectionView
+  extends Pick<
+    ConnectionRow,
+    | 'id'
+    | 'platform'
+    | 'appId'
+    | 'tokenId'
+    | 'externalAccountId'
+    | 'accountName'
+    | 'name'
+    | 'status'
+    | 'statusMessage'
+    | 'consecutiveFailures'
+    | 'details'
+    | 'connectedBy'
+    | 'createdAt'
+    | 'updatedAt'
+  > {
+  appLabel: string;
+  /** The grant's fields; null when the connection has no grant (revoked). */
+  accessTokenExpiresAt: Date | null;
+  refreshTokenExpiresAt: Date | null;
+  lastRefreshedAt: Date | null;
+  hasRefreshToken: boolean | null;
+  refreshInFlightSince: Date | null;
+  leaseExpiresAt: Date | null;
+  cooldownUntil: Date | null;
+  lastErrorCode: string | null;
+  lastErrorMessage: string | null;
+  lastErrorAt: Date | null;
+}
+
+function selectViews(db: Db, where: SQL | undefined) {
+  return db
+    .select(viewColumns)
+    .from(c)
+    .innerJoin(oauthAppCredentials, eq(oauthAppCredentials.id, c.appId))
+    .leftJoin(g, eq(g.id, c.tokenId))
+    .where(where)
+    .orderBy(asc(c.platform), asc(c.externalAccountId)) as unknown as Promise<ConnectionView[]>;
+}
+
+export async function view(db: Db, id: string): Promise<ConnectionView | null> {
+  return (await selectViews(db, eq(c.id, id)))[0] ?? null;
+}
+
+export async function listViews(db: Db, filter: { platform?: string; status?: string; ids?: string[] }) {
+  const where: SQL[] = [];
+  if (filter.platform) where.push(eq(c.platform, filter.platform));
+  if (filter.status) where.push(eq(c.status, filter.status));
+  if (filter.ids)
+    where.push(inArray(c.id, filter.ids.length ? filter.ids : ['00000000-0000-0000-0000-000000000000']));
+  return selectViews(db, where.length ? and(...where) : undefined);
+}
 
 export async function getById(db: Db, id: string): Promise<ConnectionRow | null> {
   const [row] = await db.select().from(c).where(eq(c.id, id));
@@ -50,4 +118,57 @@ export async function getByAccount(
 export async function getByName(db: Db, name: string): Promise<ConnectionRow | null> {
   const [row] = await db.select().from(c).where(eq(c.name, name));
   return row ?? null;
+}
+
+export async function listByGrant(db: Db, tokenId: string): Promise<ConnectionRow[]> {
+  return db.select().from(c).where(eq(c.tokenId, tokenId)).orderBy(asc(c.externalAccountId));
+}
+
+export async function insert(db: Db, row: NewConnectionRow): Promise<void> {
+  await db.insert(c).values(row);
+}
+
+export async function update(db: Db, id: string, changes: Partial<NewConnectionRow>): Promise<void> {
+  await db
+    .update(c)
+    .set({ ...changes, updatedAt: sql`now()` })
+    .where(eq(c.id, id));
+}
+
+/** The connections sharing a grant move together: one consent, one status. */
+export async function updateByGrant(
+  db: Db,
+  tokenId: string,
+  changes: Partial<NewConnectionRow>,
+): Promise<void> {
+  await db
+    .update(c)
+    .set({ ...changes, updatedAt: sql`now()` })
+    .where(eq(c.tokenId, tokenId));
+}
+
+export async function countByGrant(db: Db, tokenId: string): Promise<number> {
+  const [row] = await db.select({ n: sql<number>`count(*)::int` }).from(c).where(eq(c.tokenId, tokenId));
+  return Number(row?.n ?? 0);
+}
+
+/** Deletes an app's connections, their grants' tokens and the grants' own data keys. */
+export async function removeAllOfApp(db: Db, appId: string): Promise<void> {
+  const grants = await db.select({ id: g.id, dataKeyId: g.dataKeyId }).from(g).where(eq(g.appId, appId));
+  await db.delete(c).where(eq(c.appId, appId));
+  await db.delete(oauthStates).where(eq(oauthStates.appId, appId));
+  if (grants.length) {
+    await db.delete(g).where(
+      inArray(
+        g.id,
+        grants.map((grant) => grant.id),
+      ),
+    );
+    await db.delete(dataKeys).where(
+      inArray(
+        dataKeys.id,
+        grants.map((grant) => grant.dataKeyId),
+      ),
+    );
+  }
 }

@@ -1,0 +1,250 @@
+import { Secret } from '../../crypto/secret.js';
+import { InvalidInputError } from '../../errors.js';
+import { loopbackTarget, startCallbackServer } from '../../oauth/loopback.js';
+import { PLATFORMS, type PlatformId, parsePlatform } from '../../providers/catalog.js';
+import type { AdAccount } from '../../providers/types.js';
+import {
+  type AccountChooser,
+  adoptRefreshToken,
+  appForPlatform,
+  completeAuthorization,
+  startAuthorization,
+} from '../../services/connect.js';
+import { type ConnectionView, normalizeAccountId, parseConnectionName } from '../../services/connections.js';
+import { withContext } from '../context.js';
+import { readFileOrStdin } from '../input.js';
+import type { Runtime } from '../run.js';
+import { printConnections } from './connections.js';
+
+function accountLabel(a: AdAccount): string {
+  return `${a.name ?? '(no name)'}  ${a.id}${a.currency ? `  ${a.currency}` : ''}`;
+}
+
+/** Which accounts to connect: --account, the only one, or a choice at the terminal. */
+export function chooseAccounts(rt: Runtime, requested: string[]): AccountChooser {
+  return async ({ accounts, problem }, platform) => {
+    const wanted = [...new Set(requested.map((id) => normalizeAccountId(platform, id)))];
+    const reachable = accounts.map((a) => `${a.id}${a.name ? ` (${a.name})` : ''}`).join(', ');
+    if (wanted.length) {
+      if (problem) {
+        rt.out.warn(
+          `could not list the accounts this grant reaches (${problem}); connecting ${wanted.join(', ')} as given`,
+        );
+        return wanted.map((id) => ({ id, name: null, currency: null, details: {} }));
+      }
+      const missing = wanted.filter((id) => !accounts.some((a) => a.id === id));
+      if (missing.length) {
+        throw new InvalidInputError(
+          `this grant does not reach account${missing.length > 1 ? 's' : ''} ${missing.join(', ')}; nothing was stored`,
+          {
+            hint: reachable ? `It reaches: ${reachable}.` : 'It reaches no ad account.',
+          },
+        );
+      }
+      return accounts.filter((a) => wanted.includes(a.id));
+    }
+    if (problem) {
+      throw new InvalidInputError(
+        `could not list the accounts this grant reaches (${problem}); nothing was stored`,
+        {
+          hint: 'Name the account with --account ID and run connect again.',
+        },
+      );
+    }
+    if (accounts.length === 0)
+      throw new InvalidInputError('this grant reaches no ad account; nothing was stored');
+    if (accounts.length === 1) return accounts;
+    if (!rt.interactive) {
+      throw new InvalidInputError('this grant reaches several ad accounts; nothing was stored', {
+        hint: `Say which with --account (repeat for several): ${reachable}.`,
+      });
+    }
+    const { checkbox } = await import('@inquirer/prompts');
+    const ids = await checkbox(
+      {
+        message: `Which ${PLATFORMS[platform].displayName} accounts should credvault connect?`,
+        choices: accounts.map((a) => ({ name: accountLabel(a), value: a.id })),
+        required: true,
+      },
+      { input: rt.io.stdin as NodeJS.ReadableStream, output: rt.io.stderr as NodeJS.WritableStream },
+    );
+    return accounts.filter((a) => ids.includes(a.id));
+  };
+}
+
+function parseTimeout(text: string): number {
+  const seconds = Number(text);
+  if (!Number.isFinite(seconds) || seconds <= 0 || seconds > 3600) {
+    throw new InvalidInputError(`--timeout must be seconds between 1 and 3600 (got "${text}")`);
+  }
+  return seconds * 1000;
+}
+
+/** Shows the authorization URL: alone on its own stderr line, so a script or another machine can open it. */
+async function announce(rt: Runtime, url: string, browser: boolean): Promise<void> {
+  if (!browser) {
+    rt.out.note('Open this URL in a browser to authorize:');
+    rt.out.line(url);
+    return;
+  }
+  rt.out.note('Opening your browser to authorize. If it does not open, visit:');
+  rt.out.line(url);
+  try {
+    const { default: open } = await import('open');
+    const child = await open(url);
+    child.on('error', () => {});
+    child.unref();
+  } catch {
+    rt.out.warn('could not open a browser; open the URL above yourself');
+  }
+}
+
+interface ConnectOptions {
+  app?: string;
+  account: string[];
+  name?: string;
+  browser: boolean;
+  timeout: string;
+}
+
+export async function connect(rt: Runtime, platformInput: string, opts: ConnectOptions): Promise<void> {
+  const platform = parsePlatform(platformInput);
+  const timeoutMs = parseTimeout(opts.timeout);
+  const name = opts.name ? parseConnectionName(opts.name) : null;
+  const choose = chooseAccounts(rt, opts.account);
+  // The database is opened per step, not held while a person is in the browser: on the embedded
+  // database, other credvault commands can run meanwhile.
+  const app = await withContext(rt, (ctx) => appForPlatform(ctx.db, platform, opts.app ?? null));
+  const target = loopbackTarget(app.redirectUri, PLATFORMS[platform].capabilities.any_loopback_port);
+  let views: ConnectionView[];
+  if (target) {
+    let state = '';
+    const server = await startCallbackServer(target, () => state, timeoutMs);
+    try {
+      const started = await withContext(rt, (ctx) =>
+        startAuthorization(ctx, platform, app.id, server.redirectUri),
+      );
+      state = started.state;
+      await announce(rt, started.authorize_url, opts.browser);
+      rt.out.note(
+        `Waiting for the authorization on ${server.redirectUri} (up to ${Math.round(timeoutMs / 1000)}s)…`,
+      );
+      const callback = await server.result;
+      views = await withContext(rt, (ctx) => completeAuthorization(ctx, state, callback, { name, choose }));
+    } finally {
+      server.close();
+    }
+  } else {
+    if (!rt.interactive) {
+      throw new InvalidInputError(
+        `the app's redirect URI (${app.redirectUri}) is not on this machine, and there is no terminal to paste the URL the browser is sent back to`,
+        {
+          hint: 'Use `credvault connections start` and then `credvault connections complete --state S --callback-url URL`.',
+        },
+      );
+    }
+    const started = await withContext(rt, (ctx) => startAuthorization(ctx, platform, app.id, null));
+    await announce(rt, started.authorize_url, opts.browser);
+    const { input } = await import('@inquirer/prompts');
+    const pasted = await input(
+      {
+        message: 'After allowing access, paste the whole URL the browser was sent to:',
+        validate: (value: string) =>
+          URL.canParse(value.trim()) ? true : 'paste the full URL, starting with https://',
+      },
+      { input: rt.io.stdin as NodeJS.ReadableStream, output: rt.io.stderr as NodeJS.WritableStream },
+    );
+    const callback = new URL(pasted.trim()).searchParams;
+    if (callback.get('state') !== started.state) {
+      throw new InvalidInputError(
+        'the pasted URL is not the answer to this authorization (its state differs); nothing was stored',
+      );
+    }
+    views = await withContext(rt, (ctx) =>
+      completeAuthorization(ctx, started.state, callback, { name, choose }),
+    );
+  }
+  printConnections(rt, views);
+  rt.out.success(
+    `connected ${views.map((v) => v.name ?? `${v.platform}:${v.externalAccountId}`).join(', ')}`,
+  );
+}
+
+export async function start(rt: Runtime, platformInput: string, opts: { app?: string }): Promise<void> {
+  const platform = parsePlatform(platformInput);
+  const started = await withContext(rt, (ctx) => startAuthorization(ctx, platform, opts.app ?? null, null));
+  const { authorize_url, state, redirect_uri, expires_at } = started;
+  rt.out.item({ authorize_url, state, redirect_uri, expires_at }, [
+    ['authorize url', authorize_url],
+    ['state', state],
+    ['redirect uri', redirect_uri],
+    ['expires at', expires_at],
+  ]);
+  rt.out.note(
+    'Open the URL, allow access, then run `credvault connections complete --state S --callback-url URL`.',
+  );
+}
+
+interface CompleteFlags {
+  state: string;
+  code?: string;
+  callbackUrl?: string;
+  account: string[];
+  name?: string;
+}
+
+export async function complete(rt: Runtime, opts: CompleteFlags): Promise<void> {
+  if (Boolean(opts.code) === Boolean(opts.callbackUrl)) {
+    throw new InvalidInputError('give exactly one of --code and --callback-url');
+  }
+  let callback: URLSearchParams;
+  if (opts.callbackUrl) {
+    if (!URL.canParse(opts.callbackUrl))
+      throw new InvalidInputError(`--callback-url is not a URL: "${opts.callbackUrl}"`);
+    callback = new URL(opts.callbackUrl).searchParams;
+    const inUrl = callback.get('state');
+    if (inUrl !== null && inUrl !== opts.state) {
+      throw new InvalidInputError(
+        'the callback URL answers another authorization (its state differs from --state); nothing was stored',
+      );
+    }
+    callback.set('state', opts.state);
+  } else {
+    callback = new URLSearchParams({ code: opts.code!, state: opts.state });
+  }
+  const name = opts.name ? parseConnectionName(opts.name) : null;
+  const views = await withContext(rt, (ctx) =>
+    completeAuthorization(ctx, opts.state, callback, { name, choose: chooseAccounts(rt, opts.account) }),
+  );
+  printConnections(rt, views);
+  rt.out.success(`connected ${views.length} account${views.length === 1 ? '' : 's'}`);
+}
+
+interface AddFlags {
+  app: string;
+  account: string[];
+  name?: string;
+  refreshTokenFile: string;
+}
+
+export async function add(rt: Runtime, platformInput: string, opts: AddFlags): Promise<void> {
+  const platform: PlatformId = parsePlatform(platformInput);
+  if (!opts.account.length) throw new InvalidInputError('connections add needs --account ID');
+  const text = (await readFileOrStdin(rt, opts.refreshTokenFile, '--refresh-token-file')).trim();
+  if (!text || /\s/.test(text)) {
+    throw new InvalidInputError(
+      '--refresh-token-file must hold exactly one refresh token (one line, no spaces)',
+    );
+  }
+  const name = opts.name ? parseConnectionName(opts.name) : null;
+  const views = await withContext(rt, (ctx) =>
+    adoptRefreshToken(ctx, platform, opts.app, new Secret(text), {
+      name,
+      choose: chooseAccounts(rt, opts.account),
+    }),
+  );
+  printConnections(rt, views);
+  rt.out.success(
+    `adopted the refresh token for ${views.map((v) => `${v.platform}:${v.externalAccountId}`).join(', ')}`,
+  );
+}

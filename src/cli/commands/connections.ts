@@ -1,0 +1,113 @@
+import { parsePlatform } from '../../providers/catalog.js';
+import {
+  type ConnectionView,
+  connectionView,
+  listConnections,
+  parseStatus,
+  renameConnection,
+} from '../../services/connections.js';
+import { revokeConnection } from '../../services/revoke.js';
+import { refreshConnection } from '../../services/tokens.js';
+import { connectionJson } from '../../views.js';
+import { withContext } from '../context.js';
+import type { Column, Styler } from '../output.js';
+import type { Runtime } from '../run.js';
+
+/** "in 42m", "3d ago": how far a time is from now, the way an operator reads it. */
+export function relative(date: Date | null, now = Date.now()): string | null {
+  if (!date) return null;
+  const seconds = Math.round((date.getTime() - now) / 1000);
+  const abs = Math.abs(seconds);
+  const text =
+    abs < 90
+      ? `${abs}s`
+      : abs < 90 * 60
+        ? `${Math.round(abs / 60)}m`
+        : abs < 36 * 3600
+          ? `${Math.round(abs / 3600)}h`
+          : `${Math.round(abs / 86400)}d`;
+  return seconds >= 0 ? `in ${text}` : `${text} ago`;
+}
+
+export function statusStyle(status: string, text: string, c: Styler): string {
+  if (status === 'active') return c.green(text);
+  if (status === 'error') return c.yellow(text);
+  return c.red(text);
+}
+
+export const CONNECTION_COLUMNS: Column<ConnectionView>[] = [
+  { header: 'ID', value: (v) => v.id },
+  { header: 'CONNECTION', value: (v) => v.name ?? `${v.platform}:${v.externalAccountId}` },
+  { header: 'ACCOUNT', value: (v) => v.accountName },
+  { header: 'APP', value: (v) => v.appLabel },
+  { header: 'STATUS', value: (v) => v.status, style: (v, text, c) => statusStyle(v.status, text, c) },
+  { header: 'ACCESS TOKEN', value: (v) => relative(v.accessTokenExpiresAt) },
+];
+
+export function printConnections(rt: Runtime, views: ConnectionView[]): void {
+  rt.out.list(views, connectionJson, CONNECTION_COLUMNS, 'no connections');
+}
+
+export async function list(rt: Runtime, opts: { platform?: string; status?: string }): Promise<void> {
+  const platform = opts.platform ? parsePlatform(opts.platform) : undefined;
+  const status = opts.status ? parseStatus(opts.status) : undefined;
+  const views = await withContext(rt, (ctx) => listConnections(ctx, { platform, status }));
+  rt.out.list(
+    views,
+    connectionJson,
+    CONNECTION_COLUMNS,
+    'no connections yet: connect one with `credvault connect PLATFORM`',
+  );
+}
+
+function printOne(rt: Runtime, view: ConnectionView): void {
+  const json = connectionJson(view);
+  rt.out.item(json, [
+    ...Object.entries(json).map(([key, value]) => [key.replace(/_/g, ' '), value] as [string, unknown]),
+    ...Object.entries(view.details).map(
+      ([key, value]) => [key.replace(/_/g, ' '), value] as [string, unknown],
+    ),
+  ]);
+}
+
+export async function show(rt: Runtime, ref: string): Promise<void> {
+  printOne(rt, await withContext(rt, (ctx) => connectionView(ctx.db, ref)));
+}
+
+export async function rename(rt: Runtime, ref: string, name: string): Promise<void> {
+  const view = await withContext(rt, (ctx) => renameConnection(ctx, ref, name));
+  if (rt.out.json) return rt.out.writeJson(connectionJson(view));
+  rt.out.success(`renamed to ${view.name}`);
+}
+
+export async function refresh(rt: Runtime, ref: string, opts: { force?: boolean }): Promise<void> {
+  const view = await withContext(rt, async (ctx) => {
+    const served = await refreshConnection(ctx, ref, opts.force === true);
+    return connectionView(ctx.db, served.connection.id);
+  });
+  if (rt.out.json) return rt.out.writeJson(connectionJson(view));
+  rt.out.success(
+    `refreshed ${view.name ?? `${view.platform}:${view.externalAccountId}`}; the access token expires ${relative(view.accessTokenExpiresAt) ?? 'when the platform says'}`,
+  );
+}
+
+export async function revoke(rt: Runtime, ref: string): Promise<void> {
+  const report = await withContext(rt, (ctx) => revokeConnection(ctx, ref));
+  if (rt.out.json) {
+    return rt.out.writeJson({
+      connections: report.connections.map(connectionJson),
+      platform: report.platform,
+      message: report.message,
+      consent_page: report.consent_page,
+    });
+  }
+  const names = report.connections.map((v) => v.name ?? `${v.platform}:${v.externalAccountId}`).join(', ');
+  if (report.platform === 'already') return rt.out.note(`${names} was already revoked`);
+  if (report.connections.length > 1) rt.out.note(`the consent was shared by ${names}: all are revoked`);
+  if (report.platform === 'revoked')
+    rt.out.success(`revoked ${names} at the platform and destroyed its tokens here`);
+  else {
+    rt.out.success(`destroyed the tokens of ${names} here`);
+    rt.out.warn(`${report.message}. Remove the app's access at ${report.consent_page}`);
+  }
+}

@@ -1,0 +1,115 @@
+import { spawn } from 'node:child_process';
+import { Secret } from '../../crypto/secret.js';
+import { InvalidInputError } from '../../errors.js';
+import { type EnvValue, exportCredentials, googleAdsYaml } from '../../services/export.js';
+import { getValidAccessToken } from '../../services/tokens.js';
+import { withContext } from '../context.js';
+import type { Runtime } from '../run.js';
+
+const FORMATS = ['raw', 'json', 'header', 'env', 'google-ads-yaml'] as const;
+type Format = (typeof FORMATS)[number];
+
+function parseMinTtl(text: string): number {
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < 0 || n > 86_400) {
+    throw new InvalidInputError(`--min-ttl must be whole seconds from 0 to 86400 (got "${text}")`);
+  }
+  return n;
+}
+
+function parseFormat(text: string | undefined, json: boolean): Format {
+  if (text === undefined) return json ? 'json' : 'raw';
+  if ((FORMATS as readonly string[]).includes(text)) return text as Format;
+  throw new InvalidInputError(`unknown --format "${text}"`, { hint: `Formats: ${FORMATS.join(', ')}.` });
+}
+
+function reveal(value: EnvValue): string {
+  return value instanceof Secret ? value.reveal() : value;
+}
+
+/** KEY=value lines a POSIX shell can eval: values quoted unless they are plainly safe. */
+function shellLine(name: string, value: string): string {
+  return /^[A-Za-z0-9_./:+=@%,-]*$/.test(value)
+    ? `${name}=${value}`
+    : `${name}='${value.replace(/'/g, `'\\''`)}'`;
+}
+
+export async function get(
+  rt: Runtime,
+  ref: string,
+  opts: { minTtl: string; format?: string },
+): Promise<void> {
+  const format = parseFormat(opts.format, rt.out.json);
+  const request = { minTtlSeconds: parseMinTtl(opts.minTtl), purpose: `token get --format ${format}` };
+  if (format === 'env') {
+    const { vars } = await withContext(rt, (ctx) => exportCredentials(ctx, ref, request));
+    return rt.out.raw(vars.map(([name, value]) => shellLine(name, reveal(value))).join('\n'));
+  }
+  if (format === 'google-ads-yaml') {
+    return rt.out.raw(await withContext(rt, (ctx) => googleAdsYaml(ctx, ref, request)));
+  }
+  const served = await withContext(rt, (ctx) => getValidAccessToken(ctx, ref, request));
+  const token = served.accessToken.reveal();
+  if (format === 'raw') return rt.out.raw(token);
+  if (format === 'header') return rt.out.raw(`Authorization: ${served.tokenType} ${token}`);
+  rt.out.writeJson({
+    access_token: token,
+    token_type: served.tokenType,
+    expires_at: served.expiresAt?.toISOString() ?? null,
+    connection_id: served.connection.id,
+    platform: served.connection.platform,
+    external_account_id: served.connection.externalAccountId,
+  });
+}
+
+const SIGNALS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT'];
+const SIGNAL_NUMBERS: Record<string, number> = { SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGKILL: 9, SIGTERM: 15 };
+
+/** Runs COMMAND with the connection's variables; its exit code becomes credvault's. */
+export async function exec(
+  rt: Runtime,
+  ref: string,
+  command: string[],
+  opts: { minTtl: string },
+): Promise<void> {
+  if (rt.io.env.CREDVAULT_EXEC) {
+    throw new InvalidInputError(
+      `already inside \`credvault exec\` (for ${rt.io.env.CREDVAULT_EXEC}); exec does not nest`,
+      {
+        hint: 'Run the inner command directly: its environment already has the variables.',
+      },
+    );
+  }
+  const [program, ...args] = command;
+  if (!program)
+    throw new InvalidInputError('exec needs a command after --', {
+      hint: 'credvault exec CONN -- COMMAND [ARG]...',
+    });
+  const { vars, served } = await withContext(rt, (ctx) =>
+    exportCredentials(ctx, ref, { minTtlSeconds: parseMinTtl(opts.minTtl), purpose: `exec ${program}` }),
+  );
+  const env: NodeJS.ProcessEnv = {
+    ...rt.io.env,
+    CREDVAULT_EXEC: served.connection.name ?? served.connection.id,
+  };
+  for (const [name, value] of vars) env[name] = reveal(value);
+  const child = spawn(program, args, { stdio: 'inherit', env });
+  const forward = (signal: NodeJS.Signals) => child.kill(signal);
+  for (const signal of SIGNALS) process.on(signal, forward);
+  try {
+    rt.exitCode = await new Promise<number>((resolve, reject) => {
+      child.once('error', (error: NodeJS.ErrnoException) =>
+        reject(
+          new InvalidInputError(
+            `cannot run ${program}: ${error.code === 'ENOENT' ? 'command not found' : error.message}`,
+          ),
+        ),
+      );
+      child.once('exit', (code, signal) =>
+        resolve(code ?? 128 + (signal ? (SIGNAL_NUMBERS[signal] ?? 1) : 1)),
+      );
+    });
+  } finally {
+    for (const signal of SIGNALS) process.removeListener(signal, forward);
+  }
+}

@@ -1,0 +1,158 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { InvalidInputError, ReauthRequiredError } from '../errors.js';
+import { isLoopbackHost } from '../util/net.js';
+
+/**
+ * The one-shot callback server of `credvault connect`: it listens on loopback only, on the redirect
+ * URI's host and path, answers exactly one callback carrying the expected state, then closes. A
+ * callback with another state is answered with an error page and nothing is exchanged.
+ */
+
+export interface LoopbackTarget {
+  /** Where to bind: 127.0.0.1 or ::1. */
+  bindHost: string;
+  port: number;
+  path: string;
+  /** The redirect URI as it will be sent to the platform (with the real port when it was free). */
+  redirectUri(port: number): string;
+}
+
+/** Parses a loopback redirect URI, or returns null when it is not one (paste mode). */
+export function loopbackTarget(redirectUri: string, anyPort: boolean): LoopbackTarget | null {
+  const url = new URL(redirectUri);
+  if (url.protocol !== 'http:' || !isLoopbackHost(url.hostname)) return null;
+  const bindHost = url.hostname === '[::1]' || url.hostname === '::1' ? '::1' : '127.0.0.1';
+  const fixedPort = url.port !== '';
+  if (!fixedPort && !anyPort) {
+    throw new InvalidInputError(
+      `the redirect URI ${redirectUri} has no port, and this platform needs the exact registered one`,
+      {
+        hint: 'Register a redirect URI with a port (http://localhost:8080/callback) and set it with `apps update --redirect-uri`.',
+      },
+    );
+  }
+  return {
+    bindHost,
+    port: fixedPort ? Number(url.port) : 0,
+    path: url.pathname || '/',
+    redirectUri(port: number) {
+      const actual = new URL(redirectUri);
+      actual.port = String(port);
+      // `http://127.0.0.1` has pathname "/" but was registered without it; keep the URI as written.
+      const text = actual.toString();
+      return redirectUri.endsWith('/') || url.pathname !== '/' ? text : text.replace(/\/$/, '');
+    },
+  };
+}
+
+function page(title: string, body: string): string {
+  return `<!doctype html><html><head><meta charset="utf-8"><title>${title}</title></head><body style="font-family:sans-serif;max-width:36em;margin:4em auto"><h1>${title}</h1><p>${body}</p></body></html>`;
+}
+
+function digest(value: string): Buffer {
+  return createHash('sha256').update(value).digest();
+}
+
+export interface CallbackServer {
+  redirectUri: string;
+  /** Resolves with the callback's parameters (code, or error) once the right state arrives. */
+  result: Promise<URLSearchParams>;
+  close(): void;
+}
+
+export async function startCallbackServer(
+  target: LoopbackTarget,
+  expectedState: () => string,
+  timeoutMs: number,
+): Promise<CallbackServer> {
+  let settle: { resolve: (p: URLSearchParams) => void; reject: (e: Error) => void } | undefined;
+  const result = new Promise<URLSearchParams>((resolve, reject) => {
+    settle = { resolve, reject };
+  });
+  let done = false;
+
+  const answer = (res: ServerResponse, status: number, html: string) => {
+    res.writeHead(status, {
+      'content-type': 'text/html; charset=utf-8',
+      'cache-control': 'no-store',
+      'referrer-policy': 'no-referrer',
+      'x-content-type-options': 'nosniff',
+      connection: 'close',
+    });
+    res.end(html);
+  };
+
+  const server = createServer((req: IncomingMessage, res: ServerResponse) => {
+    const host = (req.headers.host ?? '').replace(/:\d+$/, '');
+    if (!isLoopbackHost(host))
+      return answer(res, 403, page('Refused', 'This address only answers on loopback.'));
+    const url = new URL(req.url ?? '/', 'http://loopback');
+    if (req.method !== 'GET' || url.pathname !== target.path) return answer(res, 404, page('Not found', ''));
+    if (done)
+      return answer(res, 410, page('Already done', 'This sign-in has finished. You can close this tab.'));
+    const state = url.searchParams.get('state') ?? '';
+    if (!timingSafeEqual(digest(state), digest(expectedState()))) {
+      return answer(
+        res,
+        400,
+        page(
+          'Not the expected sign-in',
+          'This is not the sign-in credvault is waiting for; nothing was done.',
+        ),
+      );
+    }
+    done = true;
+    const error = url.searchParams.get('error');
+    res.on('finish', () => settle?.resolve(url.searchParams));
+    answer(
+      res,
+      200,
+      error
+        ? page('Access was not granted', 'credvault stored nothing. You can close this tab.')
+        : page(
+            'Signed in',
+            'credvault received the authorization. You can close this tab and return to the terminal.',
+          ),
+    );
+  });
+  server.requestTimeout = 10_000;
+  server.headersTimeout = 10_000;
+
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', (error: NodeJS.ErrnoException) => {
+      reject(
+        new InvalidInputError(
+          `cannot listen for the callback on ${target.bindHost}:${target.port} (${error.code ?? error.message})`,
+          {
+            hint:
+              error.code === 'EADDRINUSE'
+                ? 'Another program uses that port; stop it, or register a redirect URI with another port.'
+                : 'Check the redirect URI.',
+          },
+        ),
+      );
+    });
+    server.listen(target.port, target.bindHost, () => resolve());
+  });
+
+  const port = (server.address() as AddressInfo).port;
+  const timer = setTimeout(() => {
+    settle?.reject(
+      new ReauthRequiredError(
+        `no authorization arrived within ${Math.round(timeoutMs / 1000)}s; nothing was stored`,
+        {
+          hint: 'Run connect again (and finish in the browser sooner), or give a longer --timeout.',
+        },
+      ),
+    );
+  }, timeoutMs);
+  const close = () => {
+    clearTimeout(timer);
+    server.close();
+    server.closeAllConnections();
+  };
+  result.then(close, close);
+  return { redirectUri: target.redirectUri(port), result, close };
+}

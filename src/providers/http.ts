@@ -1,0 +1,101 @@
+import { excerpt } from '../util/redact.js';
+import { VERSION } from '../version.js';
+import { classifyStatus, ProviderError, type ProviderFailure, parseRetryAfter } from './errors.js';
+
+export const DEFAULT_USER_AGENT = `credvault/${VERSION}`;
+
+/** How a platform words an error body: its code, message and, where it says more than the status, the kind. */
+export type ErrorReader = (
+  status: number,
+  body: unknown,
+) => { code?: string | null; message?: string | null; kind?: ProviderFailure | null };
+
+export interface ApiRequest {
+  method: 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
+  url: string;
+  headers: Record<string, string>;
+  json?: unknown;
+  signal: AbortSignal;
+  /** Values to scrub from any error text (the access token, the developer token…). */
+  secrets: Array<string | null | undefined>;
+  /** What this call does, for messages: "listing accessible customers". */
+  what: string;
+  readError?: ErrorReader;
+}
+
+export interface ApiResponse<T> {
+  status: number;
+  headers: Headers;
+  body: T;
+}
+
+/** Turns a fetch failure (network error, abort, timeout) into a transient ProviderError. */
+export function networkFailure(error: unknown, what: string, signal: AbortSignal): ProviderError {
+  const reason = signal.aborted
+    ? signal.reason instanceof Error && signal.reason.name === 'TimeoutError'
+      ? 'timed out'
+      : 'was cancelled'
+    : `failed: ${(error as Error)?.cause instanceof Error ? ((error as Error).cause as Error).message : ((error as Error)?.message ?? String(error))}`;
+  return new ProviderError('transient', `${what} ${reason}`, { cause: error });
+}
+
+/** A JSON API call to a platform. Non-2xx answers become ProviderErrors with a redacted excerpt. */
+export async function apiRequest<T = unknown>(request: ApiRequest): Promise<ApiResponse<T>> {
+  const headers: Record<string, string> = {
+    accept: 'application/json',
+    'user-agent': DEFAULT_USER_AGENT,
+    ...request.headers,
+  };
+  let body: string | undefined;
+  if (request.json !== undefined) {
+    body = JSON.stringify(request.json);
+    headers['content-type'] = 'application/json';
+  }
+  let response: Response;
+  try {
+    response = await fetch(request.url, {
+      method: request.method,
+      headers,
+      body,
+      signal: request.signal,
+      redirect: 'error',
+    });
+  } catch (error) {
+    throw networkFailure(error, request.what, request.signal);
+  }
+  const text = await response.text().catch(() => '');
+  let parsed: unknown = null;
+  if (text) {
+    try {
+      parsed = JSON.parse(text);
+    } catch {
+      parsed = null;
+    }
+  }
+  if (!response.ok) {
+    const read = request.readError?.(response.status, parsed) ?? {};
+    // At an API (not the token endpoint), 401 means the access token was refused.
+    const kind = read.kind ?? (response.status === 401 ? 'unauthenticated' : classifyStatus(response.status));
+    const detail = read.message ?? (parsed === null ? text : JSON.stringify(parsed));
+    const code = read.code ?? null;
+    throw new ProviderError(
+      kind,
+      `${request.what} failed with HTTP ${response.status}${code ? ` ${code}` : ''}: ${excerpt(detail, request.secrets)}`,
+      {
+        status: response.status,
+        platformCode: code,
+        retryAfter: parseRetryAfter(response.headers.get('retry-after')),
+      },
+    );
+  }
+  if (response.status !== 204 && parsed === null && text) {
+    throw new ProviderError(
+      'invalid_response',
+      `${request.what}: the platform answered something that is not JSON`,
+      {
+        status: response.status,
+      },
+    );
+  }
+  return { status: response.status, headers: response.headers, body: parsed as T };
+}

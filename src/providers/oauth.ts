@@ -1,0 +1,253 @@
+import * as oauth from 'oauth4webapi';
+import { Secret } from '../crypto/secret.js';
+import { isLoopbackHost } from '../util/net.js';
+import { excerpt } from '../util/redact.js';
+import { classifyStatus, ProviderError, parseRetryAfter } from './errors.js';
+import { DEFAULT_USER_AGENT, networkFailure } from './http.js';
+import type { CallOptions, CodeExchange, ProviderApp, TokenResult } from './types.js';
+
+/**
+ * The OAuth protocol steps, done by oauth4webapi (request building, client authentication, PKCE,
+ * response validation). A platform describes its differences as a profile; this module turns every
+ * failure into a classified ProviderError.
+ */
+
+export interface OAuthProfile {
+  /** How the client authenticates at the token endpoint. `post_or_none`: a public client sends no secret. */
+  clientAuth: 'client_secret_post' | 'client_secret_basic' | 'post_or_none';
+  /** Extra form parameters on the token endpoint (Microsoft requires `scope` on every refresh). */
+  tokenParams?: (app: ProviderApp, grant: 'authorization_code' | 'refresh_token') => Record<string, string>;
+  /** Error codes that mean the refresh token is dead, besides `invalid_grant`. */
+  deadGrantErrors?: string[];
+  /** The token response lacks `token_type` (LinkedIn); supply this one. */
+  missingTokenType?: string;
+  /** Headers on every token and revoke request (Reddit wants its descriptive User-Agent). */
+  headers?: (app: ProviderApp) => Record<string, string>;
+}
+
+function authorizationServer(app: ProviderApp): oauth.AuthorizationServer {
+  return {
+    issuer: new URL(app.endpoints.token).origin,
+    token_endpoint: app.endpoints.token,
+    ...(app.endpoints.revoke ? { revocation_endpoint: app.endpoints.revoke } : {}),
+  };
+}
+
+function clientAuthentication(profile: OAuthProfile, app: ProviderApp): oauth.ClientAuth {
+  const secret = app.clientSecret?.reveal();
+  if (profile.clientAuth === 'post_or_none') return secret ? oauth.ClientSecretPost(secret) : oauth.None();
+  if (!secret)
+    throw new ProviderError(
+      'client',
+      `app ${app.label} has no client secret, which ${app.platform} requires`,
+    );
+  return profile.clientAuth === 'client_secret_basic'
+    ? oauth.ClientSecretBasic(secret)
+    : oauth.ClientSecretPost(secret);
+}
+
+/** https everywhere except a loopback host (local doubles and tunnels); apps refuse anything else. */
+function insecureAllowed(url: string): boolean {
+  const parsed = new URL(url);
+  return parsed.protocol === 'http:' && isLoopbackHost(parsed.hostname);
+}
+
+function requestOptions(
+  profile: OAuthProfile,
+  app: ProviderApp,
+  url: string,
+  options: CallOptions,
+  extra?: Record<string, string>,
+) {
+  const fetchImpl: typeof fetch = profile.missingTokenType
+    ? async (input, init) => withTokenType(await fetch(input, init), profile.missingTokenType!)
+    : fetch;
+  return {
+    signal: options.signal,
+    headers: { 'user-agent': DEFAULT_USER_AGENT, ...(profile.headers?.(app) ?? {}) },
+    [oauth.allowInsecureRequests]: insecureAllowed(url),
+    [oauth.customFetch]: fetchImpl,
+    ...(extra && Object.keys(extra).length ? { additionalParameters: extra } : {}),
+  };
+}
+
+/** LinkedIn's token answers carry no token_type; oauth4webapi (rightly) insists on one. */
+async function withTokenType(response: Response, tokenType: string): Promise<Response> {
+  if (!response.ok || !response.headers.get('content-type')?.includes('json')) return response;
+  const body = (await response.json()) as Record<string, unknown>;
+  if (body.token_type === undefined) body.token_type = tokenType;
+  return new Response(JSON.stringify(body), { status: response.status, headers: response.headers });
+}
+
+function toTokenResult(json: oauth.TokenEndpointResponse, now: number): TokenResult {
+  const refreshExpiresIn = Number((json as Record<string, unknown>).refresh_token_expires_in);
+  return {
+    accessToken: new Secret(json.access_token),
+    refreshToken: json.refresh_token ? new Secret(json.refresh_token) : null,
+    tokenType: json.token_type === 'bearer' ? 'Bearer' : json.token_type,
+    expiresAt: typeof json.expires_in === 'number' ? new Date(now + json.expires_in * 1000) : null,
+    refreshTokenExpiresAt:
+      Number.isFinite(refreshExpiresIn) && refreshExpiresIn > 0
+        ? new Date(now + refreshExpiresIn * 1000)
+        : null,
+    scope: typeof json.scope === 'string' ? json.scope : null,
+  };
+}
+
+/** Maps whatever the exchange threw to a ProviderError; tokens in platform text are redacted. */
+function classify(
+  error: unknown,
+  profile: OAuthProfile,
+  what: string,
+  options: CallOptions,
+  secrets: Array<string | null>,
+): ProviderError {
+  if (error instanceof ProviderError) return error;
+  if (error instanceof oauth.ResponseBodyError) {
+    const dead = error.error === 'invalid_grant' || (profile.deadGrantErrors ?? []).includes(error.error);
+    const kind = dead
+      ? 'dead_grant'
+      : error.error === 'invalid_client' || error.error === 'unauthorized_client'
+        ? 'client'
+        : error.error === 'access_denied'
+          ? 'access_denied'
+          : classifyStatus(error.status) === 'invalid_request'
+            ? 'invalid_request'
+            : classifyStatus(error.status);
+    const description = error.error_description ? `: ${excerpt(error.error_description, secrets)}` : '';
+    return new ProviderError(kind, `${what} was refused: ${error.error}${description}`, {
+      status: error.status,
+      platformCode: error.error,
+      retryAfter: parseRetryAfter(error.response.headers.get('retry-after')),
+    });
+  }
+  if (error instanceof oauth.AuthorizationResponseError) {
+    const description = error.error_description ? `: ${excerpt(error.error_description, secrets)}` : '';
+    return new ProviderError(
+      error.error === 'access_denied' ? 'access_denied' : 'invalid_request',
+      `the platform answered the authorization with ${error.error}${description}`,
+      { platformCode: error.error },
+    );
+  }
+  if (error instanceof oauth.WWWAuthenticateChallengeError) {
+    return new ProviderError(
+      'client',
+      `${what} was refused (HTTP ${error.status}): the app's client credentials were not accepted`,
+      {
+        status: error.status,
+      },
+    );
+  }
+  if (error instanceof oauth.OperationProcessingError) {
+    const response = (error as { cause?: unknown }).cause;
+    if (response instanceof Response) {
+      return new ProviderError(
+        classifyStatus(response.status),
+        `${what} failed with HTTP ${response.status}`,
+        {
+          status: response.status,
+          retryAfter: parseRetryAfter(response.headers.get('retry-after')),
+        },
+      );
+    }
+    return new ProviderError(
+      'invalid_response',
+      `${what}: the platform's answer is not a valid OAuth response (${error.message})`,
+    );
+  }
+  return networkFailure(error, what, options.signal);
+}
+
+export async function exchangeCode(
+  profile: OAuthProfile,
+  app: ProviderApp,
+  exchange: CodeExchange,
+  options: CallOptions,
+): Promise<TokenResult> {
+  const what = `exchanging the authorization code at ${app.endpoints.token}`;
+  try {
+    const as = authorizationServer(app);
+    const client: oauth.Client = { client_id: app.clientId };
+    // The caller matched `state` against its single-use record; oauth4webapi checks it again and
+    // brands the parameters, and refuses to exchange anything unbranded. `iss` (RFC 9207) is dropped:
+    // these platforms do not publish it consistently, and each state is bound to one app already.
+    const callback = new URLSearchParams(exchange.callback);
+    callback.delete('iss');
+    const validated = oauth.validateAuthResponse(as, client, callback, exchange.state);
+    const response = await oauth.authorizationCodeGrantRequest(
+      as,
+      client,
+      clientAuthentication(profile, app),
+      validated,
+      exchange.redirectUri,
+      exchange.codeVerifier ?? oauth.nopkce,
+      requestOptions(
+        profile,
+        app,
+        app.endpoints.token,
+        options,
+        profile.tokenParams?.(app, 'authorization_code'),
+      ),
+    );
+    const now = Date.now();
+    return toTokenResult(await oauth.processAuthorizationCodeResponse(as, client, response), now);
+  } catch (error) {
+    throw classify(error, profile, what, options, [app.clientSecret?.reveal() ?? null]);
+  }
+}
+
+export async function refreshGrant(
+  profile: OAuthProfile,
+  app: ProviderApp,
+  refreshToken: Secret,
+  options: CallOptions,
+): Promise<TokenResult> {
+  const what = `refreshing at ${app.endpoints.token}`;
+  try {
+    const as = authorizationServer(app);
+    const client: oauth.Client = { client_id: app.clientId };
+    const response = await oauth.refreshTokenGrantRequest(
+      as,
+      client,
+      clientAuthentication(profile, app),
+      refreshToken.reveal(),
+      requestOptions(profile, app, app.endpoints.token, options, profile.tokenParams?.(app, 'refresh_token')),
+    );
+    const now = Date.now();
+    return toTokenResult(await oauth.processRefreshTokenResponse(as, client, response), now);
+  } catch (error) {
+    throw classify(error, profile, what, options, [
+      refreshToken.reveal(),
+      app.clientSecret?.reveal() ?? null,
+    ]);
+  }
+}
+
+/** RFC 7009 revocation; `hint` is `refresh_token` or `access_token`. */
+export async function revokeToken(
+  profile: OAuthProfile,
+  app: ProviderApp,
+  token: Secret,
+  hint: 'refresh_token' | 'access_token',
+  options: CallOptions,
+  extraParams: Record<string, string> = {},
+): Promise<void> {
+  const url = app.endpoints.revoke;
+  if (!url) throw new ProviderError('invalid_request', `${app.platform} has no revocation endpoint`);
+  const what = `revoking at ${url}`;
+  try {
+    const as = authorizationServer(app);
+    const response = await oauth.revocationRequest(
+      as,
+      { client_id: app.clientId },
+      clientAuthentication(profile, app),
+      token.reveal(),
+      {
+        ...requestOptions(profile, app, url, options, { token_type_hint: hint, ...extraParams }),
+      },
+    );
+    await oauth.processRevocationResponse(response);
+  } catch (error) {
+    throw classify(error, profile, what, options, [token.reveal(), app.clientSecret?.reveal() ?? null]);
+  }
+}

@@ -1,0 +1,177 @@
+import type { Secret } from '../../crypto/secret.js';
+import { apiUrl, buildAuthorizationUrl } from '../authorize.js';
+import { PLATFORMS } from '../catalog.js';
+import type { ErrorReader } from '../http.js';
+import { apiRequest } from '../http.js';
+import { exchangeCode, type OAuthProfile, refreshGrant, revokeToken } from '../oauth.js';
+import type { AdAccount, CallOptions, Provider, ProviderApp } from '../types.js';
+
+const info = PLATFORMS.google_ads;
+const DEFAULT_API = 'https://googleads.googleapis.com';
+
+const profile: OAuthProfile = { clientAuth: 'client_secret_post' };
+
+interface GoogleAdsFailure {
+  error?: {
+    code?: number;
+    message?: string;
+    status?: string;
+    details?: Array<{ errors?: Array<{ errorCode?: Record<string, string>; message?: string }> }>;
+  };
+}
+
+/** Google Ads errors: the GoogleAdsFailure's first error code (e.g. DEVELOPER_TOKEN_NOT_APPROVED) says most. */
+export const readGoogleError: ErrorReader = (status, body) => {
+  const error = (body as GoogleAdsFailure | null)?.error;
+  const first = error?.details?.flatMap((d) => d.errors ?? [])[0];
+  const code = first?.errorCode ? Object.values(first.errorCode)[0] : (error?.status ?? null);
+  return {
+    code: code ?? null,
+    message: first?.message ?? error?.message ?? null,
+    kind:
+      status === 429 || code === 'RESOURCE_EXHAUSTED' || code === 'RESOURCE_TEMPORARILY_EXHAUSTED'
+        ? 'rate_limited'
+        : null,
+  };
+};
+
+/** Headers every Google Ads API call carries: the developer token only when the app has one (optional since 2026-09). */
+export function googleHeaders(
+  app: ProviderApp,
+  accessToken: Secret,
+  loginCustomerId: string | null,
+): Record<string, string> {
+  return {
+    authorization: `Bearer ${accessToken.reveal()}`,
+    ...(app.developerToken ? { 'developer-token': app.developerToken.reveal() } : {}),
+    // An empty or unresolved login-customer-id is an error at Google; send it only when set.
+    ...(loginCustomerId ? { 'login-customer-id': loginCustomerId } : {}),
+  };
+}
+
+export function googleApiBase(app: ProviderApp): string {
+  return app.endpoints.apiBase ?? DEFAULT_API;
+}
+
+interface SearchRow {
+  customer?: { id?: string; descriptiveName?: string; currencyCode?: string; manager?: boolean };
+  customerClient?: {
+    id?: string;
+    clientCustomer?: string;
+    descriptiveName?: string;
+    currencyCode?: string;
+    manager?: boolean;
+    level?: string;
+  };
+}
+
+/** googleAds:search, following nextPageToken (never sending pageSize: Google refuses it). */
+export async function googleSearch(
+  app: ProviderApp,
+  accessToken: Secret,
+  customerId: string,
+  query: string,
+  loginCustomerId: string | null,
+  options: CallOptions,
+  what: string,
+): Promise<SearchRow[]> {
+  const rows: SearchRow[] = [];
+  let pageToken: string | undefined;
+  do {
+    const { body } = await apiRequest<{ results?: SearchRow[]; nextPageToken?: string }>({
+      method: 'POST',
+      url: apiUrl(googleApiBase(app), `/${app.apiVersion}/customers/${customerId}/googleAds:search`),
+      headers: googleHeaders(app, accessToken, loginCustomerId),
+      json: pageToken ? { query, pageToken } : { query },
+      signal: options.signal,
+      secrets: [accessToken.reveal(), app.developerToken?.reveal()],
+      what,
+      readError: readGoogleError,
+    });
+    rows.push(...(body?.results ?? []));
+    pageToken = body?.nextPageToken || undefined;
+  } while (pageToken);
+  return rows;
+}
+
+async function discoverAccounts(
+  app: ProviderApp,
+  accessToken: Secret,
+  options: CallOptions,
+): Promise<AdAccount[]> {
+  // listAccessibleCustomers ignores login-customer-id and lists only accounts granted directly.
+  const { body } = await apiRequest<{ resourceNames?: string[] }>({
+    method: 'GET',
+    url: apiUrl(googleApiBase(app), `/${app.apiVersion}/customers:listAccessibleCustomers`),
+    headers: googleHeaders(app, accessToken, null),
+    signal: options.signal,
+    secrets: [accessToken.reveal(), app.developerToken?.reveal()],
+    what: 'listing accessible Google Ads customers',
+    readError: readGoogleError,
+  });
+  const ids = (body?.resourceNames ?? []).map((name) => name.replace(/^customers\//, ''));
+  const accounts = new Map<string, AdAccount>();
+  for (const id of ids) {
+    const [row] = await googleSearch(
+      app,
+      accessToken,
+      id,
+      'SELECT customer.id, customer.descriptive_name, customer.currency_code, customer.manager FROM customer',
+      null,
+      options,
+      `reading Google Ads customer ${id}`,
+    ).catch(() => [] as SearchRow[]);
+    accounts.set(id, {
+      id,
+      name: row?.customer?.descriptiveName ?? null,
+      currency: row?.customer?.currencyCode ?? null,
+      details: row?.customer?.manager ? { manager: 'true' } : {},
+    });
+  }
+  // Through a manager (the app's login customer id), the whole hierarchy below it.
+  if (app.loginCustomerId) {
+    const rows = await googleSearch(
+      app,
+      accessToken,
+      app.loginCustomerId,
+      'SELECT customer_client.client_customer, customer_client.level, customer_client.manager, customer_client.descriptive_name, customer_client.currency_code, customer_client.id FROM customer_client WHERE customer_client.level <= 1',
+      app.loginCustomerId,
+      options,
+      `listing the accounts under manager ${app.loginCustomerId}`,
+    );
+    for (const { customerClient: client } of rows) {
+      const id = client?.id ?? client?.clientCustomer?.replace(/^customers\//, '');
+      if (!id || id === app.loginCustomerId || client?.manager) continue;
+      accounts.set(id, {
+        id,
+        name: client?.descriptiveName ?? accounts.get(id)?.name ?? null,
+        currency: client?.currencyCode ?? accounts.get(id)?.currency ?? null,
+        details: { login_customer_id: app.loginCustomerId },
+      });
+    }
+  }
+  return [...accounts.values()];
+}
+
+export const googleAds: Provider = {
+  id: 'google_ads',
+  info,
+  capabilities: info.capabilities,
+  consentPage: 'https://myaccount.google.com/permissions',
+  authorizationUrl: (app, request) =>
+    buildAuthorizationUrl(app, request, {
+      // A refresh token for web clients, and again on re-consent.
+      access_type: 'offline',
+      prompt: 'consent',
+      include_granted_scopes: 'true',
+    }),
+  exchangeCode: (app, exchange, options) => exchangeCode(profile, app, exchange, options),
+  refresh: (app, refreshToken, options) => refreshGrant(profile, app, refreshToken, options),
+  async revoke(app, tokens, options) {
+    const token = tokens.refreshToken ?? tokens.accessToken;
+    if (token)
+      await revokeToken(profile, app, token, tokens.refreshToken ? 'refresh_token' : 'access_token', options);
+    return 'revoked';
+  },
+  discoverAccounts,
+};

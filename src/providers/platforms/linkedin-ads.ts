@@ -1,0 +1,119 @@
+import type { Secret } from '../../crypto/secret.js';
+import { apiUrl, buildAuthorizationUrl } from '../authorize.js';
+import { PLATFORMS } from '../catalog.js';
+import type { ErrorReader } from '../http.js';
+import { apiRequest } from '../http.js';
+import { exchangeCode, type OAuthProfile, refreshGrant, revokeToken } from '../oauth.js';
+import type { AdAccount, CallOptions, Provider, ProviderApp } from '../types.js';
+
+const info = PLATFORMS.linkedin_ads;
+const DEFAULT_API = 'https://api.linkedin.com';
+
+const profile: OAuthProfile = {
+  clientAuth: 'client_secret_post',
+  // A dead or expired refresh token comes back as invalid_request, not invalid_grant.
+  deadGrantErrors: ['invalid_request'],
+  // LinkedIn's token answers have no token_type.
+  missingTokenType: 'Bearer',
+};
+
+/** LinkedIn errors: `{status, code, message}` or `{serviceErrorCode, message}`; 426 means the version is sunset. */
+export const readLinkedInError: ErrorReader = (status, body) => {
+  const error = body as { code?: string; serviceErrorCode?: number; message?: string } | null;
+  return {
+    code: error?.code ?? (error?.serviceErrorCode !== undefined ? String(error.serviceErrorCode) : null),
+    message:
+      status === 426
+        ? `the LinkedIn-Version is no longer served (${error?.message ?? 'upgrade required'}); set a current one with \`credvault apps update APP --api-version YYYYMM\``
+        : (error?.message ?? null),
+    kind: status === 426 ? 'invalid_request' : null,
+  };
+};
+
+export function linkedInHeaders(app: ProviderApp, accessToken: Secret): Record<string, string> {
+  return {
+    authorization: `Bearer ${accessToken.reveal()}`,
+    'linkedin-version': app.apiVersion,
+    'x-restli-protocol-version': '2.0.0',
+  };
+}
+
+export function linkedInApiBase(app: ProviderApp): string {
+  return app.endpoints.apiBase ?? DEFAULT_API;
+}
+
+/** `urn:li:sponsoredAccount:123` and `123` are the same account. */
+export function linkedInAccountId(value: string | number): string {
+  return String(value).replace(/^urn:li:sponsoredAccount:/, '');
+}
+
+async function discoverAccounts(
+  app: ProviderApp,
+  accessToken: Secret,
+  options: CallOptions,
+): Promise<AdAccount[]> {
+  const base = linkedInApiBase(app);
+  const secrets = [accessToken.reveal()];
+  const roles = new Map<string, string>();
+  const count = 100;
+  for (let start = 0; ; start += count) {
+    const { body } = await apiRequest<{ elements?: Array<{ account?: string; role?: string }> }>({
+      method: 'GET',
+      url: apiUrl(base, '/rest/adAccountUsers', {
+        q: 'authenticatedUser',
+        start: String(start),
+        count: String(count),
+      }),
+      headers: linkedInHeaders(app, accessToken),
+      signal: options.signal,
+      secrets,
+      what: 'listing LinkedIn ad accounts (adAccountUsers)',
+      readError: readLinkedInError,
+    });
+    const elements = body?.elements ?? [];
+    for (const element of elements) {
+      if (element.account) roles.set(linkedInAccountId(element.account), element.role ?? '');
+    }
+    if (elements.length < count) break;
+  }
+  const accounts: AdAccount[] = [];
+  for (const [id, role] of roles) {
+    const { body } = await apiRequest<{ name?: string; currency?: string; status?: string }>({
+      method: 'GET',
+      url: apiUrl(base, `/rest/adAccounts/${id}`),
+      headers: linkedInHeaders(app, accessToken),
+      signal: options.signal,
+      secrets,
+      what: `reading LinkedIn ad account ${id}`,
+      readError: readLinkedInError,
+    });
+    accounts.push({
+      id,
+      name: body?.name ?? null,
+      currency: body?.currency ?? null,
+      details: { ...(role ? { role } : {}), ...(body?.status ? { account_status: body.status } : {}) },
+    });
+  }
+  return accounts;
+}
+
+export const linkedInAds: Provider = {
+  id: 'linkedin_ads',
+  info,
+  capabilities: info.capabilities,
+  consentPage: 'https://www.linkedin.com/mypreferences/d/data-sharing-for-permitted-services',
+  // The standard (web) flow has no PKCE; the native PKCE flow needs LinkedIn to enable it per app.
+  authorizationUrl: (app, request) => buildAuthorizationUrl(app, { ...request, codeChallenge: null }),
+  exchangeCode: (app, exchange, options) =>
+    exchangeCode(profile, app, { ...exchange, codeVerifier: null }, options),
+  refresh: (app, refreshToken, options) => refreshGrant(profile, app, refreshToken, options),
+  async revoke(app, tokens, options) {
+    // [unconfirmed in LinkedIn's docs] /oauth/v2/revoke with token, client_id and client_secret, as
+    // many integrations use it. Revoking the access token is what it accepts.
+    const token = tokens.accessToken ?? tokens.refreshToken;
+    if (token)
+      await revokeToken(profile, app, token, tokens.accessToken ? 'access_token' : 'refresh_token', options);
+    return 'revoked';
+  },
+  discoverAccounts,
+};

@@ -1,0 +1,127 @@
+import type { Secret } from '../../crypto/secret.js';
+import { apiUrl, buildAuthorizationUrl } from '../authorize.js';
+import { PLATFORMS } from '../catalog.js';
+import type { ErrorReader } from '../http.js';
+import { apiRequest } from '../http.js';
+import { exchangeCode, type OAuthProfile, refreshGrant } from '../oauth.js';
+import type { AdAccount, CallOptions, Provider, ProviderApp } from '../types.js';
+
+const info = PLATFORMS.microsoft_ads;
+const CUSTOMER_API = 'https://clientcenter.api.bingads.microsoft.com';
+
+const profile: OAuthProfile = {
+  // Web apps send their secret in the body; public (native) clients must send none.
+  clientAuth: 'post_or_none',
+  // Microsoft requires `scope` on the refresh grant, and takes it on the code grant.
+  tokenParams: (app) => ({ scope: app.scopes.join(' ') }),
+};
+
+interface BingFault {
+  Errors?: Array<{ Code?: number; ErrorCode?: string; Message?: string }>;
+  OperationErrors?: Array<{ Code?: number; ErrorCode?: string; Message?: string }>;
+}
+
+/** Microsoft Advertising faults: error 117 is throttling, 105/106 are credentials or access, 109 an expired token. */
+export const readMicrosoftError: ErrorReader = (_status, body) => {
+  const fault = body as BingFault | null;
+  const first = fault?.Errors?.[0] ?? fault?.OperationErrors?.[0];
+  const kind =
+    first?.Code === 117
+      ? 'rate_limited'
+      : first?.Code === 109
+        ? 'unauthenticated'
+        : first?.Code === 105
+          ? 'client'
+          : first?.Code === 106
+            ? 'forbidden'
+            : null;
+  return {
+    code: first?.ErrorCode ?? (first?.Code ? String(first.Code) : null),
+    message: first?.Message ?? null,
+    kind,
+  };
+};
+
+export function microsoftHeaders(app: ProviderApp, accessToken: Secret): Record<string, string> {
+  return {
+    authorization: `Bearer ${accessToken.reveal()}`,
+    developertoken: app.developerToken?.reveal() ?? '',
+  };
+}
+
+async function discoverAccounts(
+  app: ProviderApp,
+  accessToken: Secret,
+  options: CallOptions,
+): Promise<AdAccount[]> {
+  const base = app.endpoints.apiBase ?? CUSTOMER_API;
+  const secrets = [accessToken.reveal(), app.developerToken?.reveal()];
+  // The documented path to both ids: GetUser, then SearchAccounts by user id.
+  const user = await apiRequest<{ User?: { Id?: string | number } }>({
+    method: 'POST',
+    url: apiUrl(base, `/CustomerManagement/${app.apiVersion}/User/Query`),
+    headers: microsoftHeaders(app, accessToken),
+    json: { UserId: null },
+    signal: options.signal,
+    secrets,
+    what: 'reading the Microsoft Advertising user (GetUser)',
+    readError: readMicrosoftError,
+  });
+  const userId = user.body?.User?.Id;
+  if (userId === undefined || userId === null) return [];
+  const accounts: AdAccount[] = [];
+  for (let index = 0; ; index++) {
+    const page = await apiRequest<{
+      Accounts?: Array<{
+        Id?: string | number;
+        Name?: string;
+        Number?: string;
+        CurrencyCode?: string;
+        ParentCustomerId?: string | number;
+      }>;
+    }>({
+      method: 'POST',
+      url: apiUrl(base, `/CustomerManagement/${app.apiVersion}/Accounts/Search`),
+      headers: microsoftHeaders(app, accessToken),
+      json: {
+        Predicates: [{ Field: 'UserId', Operator: 'Equals', Value: String(userId) }],
+        PageInfo: { Index: index, Size: 100 },
+      },
+      signal: options.signal,
+      secrets,
+      what: 'listing Microsoft Advertising accounts (SearchAccounts)',
+      readError: readMicrosoftError,
+    });
+    const batch = page.body?.Accounts ?? [];
+    for (const account of batch) {
+      if (account.Id === undefined) continue;
+      accounts.push({
+        id: String(account.Id),
+        name: account.Name ?? null,
+        currency: account.CurrencyCode ?? null,
+        details: {
+          ...(account.ParentCustomerId !== undefined
+            ? { customer_id: String(account.ParentCustomerId) }
+            : {}),
+          ...(account.Number ? { account_number: account.Number } : {}),
+        },
+      });
+    }
+    if (batch.length < 100) break;
+  }
+  return accounts;
+}
+
+export const microsoftAds: Provider = {
+  id: 'microsoft_ads',
+  info,
+  capabilities: info.capabilities,
+  consentPage:
+    'https://account.live.com/consent/Manage (Microsoft accounts) or https://myapplications.microsoft.com (work accounts)',
+  authorizationUrl: (app, request) => buildAuthorizationUrl(app, request, { response_mode: 'query' }),
+  exchangeCode: (app, exchange, options) => exchangeCode(profile, app, exchange, options),
+  refresh: (app, refreshToken, options) => refreshGrant(profile, app, refreshToken, options),
+  // Microsoft's identity platform has no revocation endpoint: consent is removed by the person.
+  revoke: async () => 'no_endpoint',
+  discoverAccounts,
+};

@@ -1,0 +1,127 @@
+import type { Secret } from '../../crypto/secret.js';
+import { apiUrl, buildAuthorizationUrl } from '../authorize.js';
+import { PLATFORMS } from '../catalog.js';
+import { ProviderError } from '../errors.js';
+import type { ErrorReader } from '../http.js';
+import { apiRequest } from '../http.js';
+import { exchangeCode, type OAuthProfile, refreshGrant, revokeToken } from '../oauth.js';
+import type { AdAccount, CallOptions, Provider, ProviderApp } from '../types.js';
+
+const info = PLATFORMS.reddit_ads;
+const DEFAULT_API = 'https://ads-api.reddit.com';
+
+/** Reddit throttles generic user agents hard; every call carries the app's descriptive one. */
+export function redditUserAgent(app: ProviderApp): string {
+  return app.userAgent ?? `credvault:${app.clientId}:v1`;
+}
+
+const profile: OAuthProfile = {
+  clientAuth: 'client_secret_basic',
+  headers: (app) => ({ 'user-agent': redditUserAgent(app) }),
+};
+
+export const readRedditError: ErrorReader = (_status, body) => {
+  const error = body as { message?: string; error?: unknown } | null;
+  const nested =
+    error?.error && typeof error.error === 'object'
+      ? (error.error as { code?: string; message?: string })
+      : null;
+  return { code: nested?.code ?? null, message: nested?.message ?? error?.message ?? null };
+};
+
+export function redditHeaders(app: ProviderApp, accessToken: Secret): Record<string, string> {
+  return { authorization: `Bearer ${accessToken.reveal()}`, 'user-agent': redditUserAgent(app) };
+}
+
+export function redditApiBase(app: ProviderApp): string {
+  return app.endpoints.apiBase ?? DEFAULT_API;
+}
+
+/**
+ * Follows Reddit's absolute `pagination.next_url`, but only on the API's own origin: a next_url that
+ * pointed elsewhere would receive the access token.
+ */
+export async function redditPages<T>(
+  app: ProviderApp,
+  accessToken: Secret,
+  firstUrl: string,
+  options: CallOptions,
+  what: string,
+): Promise<T[]> {
+  const origin = new URL(redditApiBase(app)).origin;
+  const items: T[] = [];
+  let url: string | null = firstUrl;
+  for (let page = 0; url && page < 1000; page++) {
+    if (new URL(url).origin !== origin) {
+      throw new ProviderError('invalid_response', `${what}: Reddit's next page points outside ${origin}`);
+    }
+    const { body }: { body: { data?: T[]; pagination?: { next_url?: string | null } } | null } =
+      await apiRequest({
+        method: 'GET',
+        url,
+        headers: redditHeaders(app, accessToken),
+        signal: options.signal,
+        secrets: [accessToken.reveal()],
+        what,
+        readError: readRedditError,
+      });
+    items.push(...(body?.data ?? []));
+    url = body?.pagination?.next_url ?? null;
+  }
+  return items;
+}
+
+async function discoverAccounts(
+  app: ProviderApp,
+  accessToken: Secret,
+  options: CallOptions,
+): Promise<AdAccount[]> {
+  const base = redditApiBase(app);
+  const businesses = await redditPages<{ id: string; name?: string }>(
+    app,
+    accessToken,
+    apiUrl(base, '/api/v3/me/businesses'),
+    options,
+    'listing Reddit businesses',
+  );
+  const accounts: AdAccount[] = [];
+  for (const business of businesses) {
+    const adAccounts = await redditPages<{ id: string; name?: string; currency?: string }>(
+      app,
+      accessToken,
+      apiUrl(base, `/api/v3/businesses/${encodeURIComponent(business.id)}/ad_accounts`),
+      options,
+      `listing the ad accounts of Reddit business ${business.id}`,
+    );
+    for (const account of adAccounts) {
+      accounts.push({
+        id: account.id,
+        name: account.name ?? null,
+        currency: account.currency ?? null,
+        details: { business_id: business.id, ...(business.name ? { business_name: business.name } : {}) },
+      });
+    }
+  }
+  return accounts;
+}
+
+export const redditAds: Provider = {
+  id: 'reddit_ads',
+  info,
+  capabilities: info.capabilities,
+  consentPage: 'https://www.reddit.com/prefs/apps',
+  // duration=permanent is what gets a refresh token; temporary grants die after an hour.
+  authorizationUrl: (app, request) =>
+    buildAuthorizationUrl(app, { ...request, codeChallenge: null }, { duration: 'permanent' }),
+  exchangeCode: (app, exchange, options) =>
+    exchangeCode(profile, app, { ...exchange, codeVerifier: null }, options),
+  refresh: (app, refreshToken, options) => refreshGrant(profile, app, refreshToken, options),
+  async revoke(app, tokens, options) {
+    // Revoking the refresh token also kills its access tokens.
+    const token = tokens.refreshToken ?? tokens.accessToken;
+    if (token)
+      await revokeToken(profile, app, token, tokens.refreshToken ? 'refresh_token' : 'access_token', options);
+    return 'revoked';
+  },
+  discoverAccounts,
+};

@@ -1,0 +1,311 @@
+import { randomUUID } from 'node:crypto';
+import type { Db } from '../db/client.js';
+import type { AppRecord } from '../db/store/apps.js';
+import * as appStore from '../db/store/apps.js';
+import type { ConnectionView } from '../db/store/connections.js';
+import * as connectionStore from '../db/store/connections.js';
+import * as stateStore from '../db/store/oauth-states.js';
+import { ConflictError, InvalidInputError, NotFoundError, ReauthRequiredError } from '../errors.js';
+import { codeChallenge, hashState, newCodeVerifier, newState } from '../oauth/pkce.js';
+import { PLATFORMS, type PlatformId } from '../providers/catalog.js';
+import { ProviderError } from '../providers/errors.js';
+import { providerFor } from '../providers/registry.js';
+import type { AdAccount, Provider, TokenResult } from '../providers/types.js';
+import { resolveApp } from './apps.js';
+import { recordAudit } from './audit.js';
+import type { ServiceContext } from './context.js';
+import { storeGrant } from './grants.js';
+import { providerFailure, withDeadline } from './platform-calls.js';
+import { providerApp } from './provider-app.js';
+
+/**
+ * Connecting ad accounts: a state bound to platform and app (stored hashed, 10 minutes, single use),
+ * PKCE where the platform takes it, the code exchange, account discovery, and connections plus tokens
+ * stored in one transaction.
+ */
+
+export const STATE_LIFETIME_MS = 10 * 60 * 1000;
+
+export interface AuthorizationStart {
+  authorize_url: string;
+  state: string;
+  redirect_uri: string;
+  expires_at: string;
+  platform: PlatformId;
+  app_id: string;
+  app_label: string;
+}
+
+/** The app to connect through: the one named, or the platform's only enabled app. */
+export async function appForPlatform(db: Db, platform: PlatformId, ref: string | null): Promise<AppRecord> {
+  if (ref) {
+    const app = await resolveApp(db, ref.includes('/') ? ref : `${platform}/${ref}`).catch(async (error) => {
+      if (error instanceof NotFoundError) return resolveApp(db, ref);
+      throw error;
+    });
+    if (app.platform !== platform) {
+      throw new InvalidInputError(
+        `app ${app.platform}/${app.label} belongs to ${app.platform}, not ${platform}`,
+      );
+    }
+    return app;
+  }
+  const apps = (await appStore.list(db, platform)).filter((a) => a.enabled);
+  if (apps.length === 1) return apps[0]!;
+  if (apps.length === 0) {
+    throw new NotFoundError(`no enabled ${platform} app`, {
+      hint: `Add one with \`credvault apps add ${platform} --label L\`.`,
+    });
+  }
+  throw new InvalidInputError(`${platform} has several apps`, {
+    hint: `Say which with --app: ${apps.map((a) => a.label).join(', ')}.`,
+  });
+}
+
+export async function startAuthorization(
+  ctx: ServiceContext,
+  platform: PlatformId,
+  appRef: string | null,
+  redirectUri: string | null,
+): Promise<AuthorizationStart> {
+  const provider = await providerFor(platform);
+  const keyring = await ctx.keyring();
+  return ctx.transaction(async (tx) => {
+    const app = await appForPlatform(tx, platform, appRef);
+    const papp = await providerApp(ctx, tx, app, { secrets: false });
+    const state = newState();
+    const verifier = provider.capabilities.pkce ? newCodeVerifier() : null;
+    const id = randomUUID();
+    const actualRedirect = redirectUri ?? app.redirectUri;
+    const expiresAt = new Date(ctx.now().getTime() + STATE_LIFETIME_MS);
+    const dataKeyId = await ctx.vaultDataKeyId();
+    await stateStore.purgeExpired(tx);
+    await stateStore.insert(tx, {
+      id,
+      stateHash: hashState(state),
+      platform,
+      appId: app.id,
+      redirectUri: actualRedirect,
+      codeVerifierEnc: verifier
+        ? await keyring.encrypt(
+            verifier,
+            { table: 'oauth_states', column: 'code_verifier_enc', rowId: id },
+            dataKeyId,
+          )
+        : null,
+      dataKeyId,
+      createdBy: ctx.actor.name,
+      expiresAt,
+    });
+    await recordAudit(tx, ctx.actor, {
+      action: 'oauth.start',
+      targetType: 'app',
+      targetId: app.id,
+      outcome: 'success',
+      detail: { platform, app: app.label, redirect_uri: actualRedirect, pkce: verifier !== null },
+    });
+    return {
+      authorize_url: provider.authorizationUrl(papp, {
+        state,
+        redirectUri: actualRedirect,
+        codeChallenge: verifier ? await codeChallenge(verifier) : null,
+      }),
+      state,
+      redirect_uri: actualRedirect,
+      expires_at: expiresAt.toISOString(),
+      platform,
+      app_id: app.id,
+      app_label: app.label,
+    };
+  });
+}
+
+interface ConsumedState {
+  app: AppRecord;
+  platform: PlatformId;
+  redirectUri: string;
+  codeVerifier: string | null;
+}
+
+/**
+ * Checks a returned state and uses it up, whatever happens next: a state is good for one callback.
+ * Wrong, reused and expired states are refused before anything is exchanged.
+ */
+async function consumeState(ctx: ServiceContext, state: string): Promise<ConsumedState> {
+  const keyring = await ctx.keyring();
+  const outcome = await ctx.transaction(async (tx) => {
+    const row = await stateStore.lockByHash(tx, hashState(state));
+    const refuse = async (problem: string) => {
+      await recordAudit(tx, ctx.actor, {
+        action: 'oauth.callback',
+        targetType: 'oauth_state',
+        targetId: row?.id ?? null,
+        outcome: 'denied',
+        detail: { problem },
+      });
+      return { problem } as const;
+    };
+    if (!row) return refuse('unknown state');
+    if (row.usedAt) return refuse('state already used');
+    if (row.expiresAt.getTime() < Date.now()) {
+      await stateStore.markUsed(tx, row.id);
+      return refuse('state expired');
+    }
+    const codeVerifier = row.codeVerifierEnc
+      ? (
+          await keyring.decrypt(row.codeVerifierEnc, {
+            table: 'oauth_states',
+            column: 'code_verifier_enc',
+            rowId: row.id,
+          })
+        ).reveal()
+      : null;
+    await stateStore.markUsed(tx, row.id);
+    const app = await appStore.getById(tx, row.appId);
+    if (!app) throw new NotFoundError('the app this authorization was started for no longer exists');
+    await recordAudit(tx, ctx.actor, {
+      action: 'oauth.callback',
+      targetType: 'oauth_state',
+      targetId: row.id,
+      outcome: 'success',
+      detail: { platform: row.platform, app: app.label },
+    });
+    return { app, platform: row.platform as PlatformId, redirectUri: row.redirectUri, codeVerifier };
+  });
+  if ('problem' in outcome) {
+    const messages: Record<string, string> = {
+      'unknown state': 'this authorization was not started by credvault (unknown state); nothing was stored',
+      'state already used':
+        'this authorization was already used (a state is good for one callback); nothing was stored',
+      'state expired': `this authorization expired (a state lives ${STATE_LIFETIME_MS / 60_000} minutes); nothing was stored`,
+    };
+    throw new InvalidInputError(messages[outcome.problem]!, {
+      hint: 'Start again with `credvault connect`.',
+    });
+  }
+  return outcome;
+}
+
+export interface DiscoveredAccounts {
+  accounts: AdAccount[];
+  /** Why discovery failed, when it did (the operator may still name accounts with --account). */
+  problem: string | null;
+}
+
+/** Picks the accounts to connect among those discovered (the CLI asks, or takes --account). */
+export type AccountChooser = (found: DiscoveredAccounts, platform: PlatformId) => Promise<AdAccount[]>;
+
+export interface CompleteOptions {
+  name: string | null;
+  choose: AccountChooser;
+}
+
+/** Finishes an authorization from its callback parameters: exchange, discover, choose, store. */
+export async function completeAuthorization(
+  ctx: ServiceContext,
+  state: string,
+  callback: URLSearchParams,
+  options: CompleteOptions,
+): Promise<ConnectionView[]> {
+  const consumed = await consumeState(ctx, state);
+  const provider = await providerFor(consumed.platform);
+  const error = callback.get('error');
+  if (error) {
+    await ctx.transaction((tx) =>
+      recordAudit(tx, ctx.actor, {
+        action: 'oauth.denied',
+        targetType: 'app',
+        targetId: consumed.app.id,
+        outcome: 'denied',
+        detail: { platform: consumed.platform, error },
+      }),
+    );
+    throw new ReauthRequiredError(
+      error === 'access_denied'
+        ? `access was denied at ${PLATFORMS[consumed.platform].displayName}; nothing was stored`
+        : `${PLATFORMS[consumed.platform].displayName} answered the authorization with ${error.slice(0, 64)}; nothing was stored`,
+      { hint: 'Run connect again and allow access.' },
+    );
+  }
+  if (!callback.get('code')) throw new InvalidInputError('the callback carries no authorization code');
+  const app = await providerApp(ctx, ctx.db, consumed.app, { secrets: true });
+  const tokens = await withDeadline(ctx, (signal) =>
+    provider.exchangeCode(
+      app,
+      { callback, state, redirectUri: consumed.redirectUri, codeVerifier: consumed.codeVerifier },
+      { signal },
+    ),
+  ).catch((e) => {
+    throw providerFailure(e, `${PLATFORMS[consumed.platform].displayName} refused the authorization code`);
+  });
+  return storeConnections(ctx, provider, consumed.app, tokens, options, 'connect');
+}
+
+async function discover(
+  ctx: ServiceContext,
+  provider: Provider,
+  app: AppRecord,
+  tokens: TokenResult,
+): Promise<DiscoveredAccounts> {
+  const papp = await providerApp(ctx, ctx.db, app, { secrets: true });
+  try {
+    return {
+      accounts: await withDeadline(ctx, (signal) =>
+        provider.discoverAccounts(papp, tokens.accessToken, { signal }),
+      ),
+      problem: null,
+    };
+  } catch (error) {
+    if (error instanceof ProviderError) return { accounts: [], problem: error.message };
+    throw error;
+  }
+}
+
+async function storeConnections(
+  ctx: ServiceContext,
+  provider: Provider,
+  app: AppRecord,
+  tokens: TokenResult,
+  options: CompleteOptions,
+  via: 'connect' | 'adopt',
+): Promise<ConnectionView[]> {
+  const found = await discover(ctx, provider, app, tokens);
+  const chosen = await options.choose(found, provider.id);
+  if (chosen.length === 0) throw new InvalidInputError('no account was chosen; nothing was stored');
+  const ids = await ctx.transaction(async (tx) => {
+    await recordAudit(tx, ctx.actor, {
+      action: 'app.secret.read',
+      targetType: 'app',
+      targetId: app.id,
+      outcome: 'success',
+      detail: { purpose: via === 'connect' ? 'code exchange' : 'refresh token adoption' },
+    });
+    return storeGrant(ctx, tx, { app, tokens, accounts: chosen, name: options.name, via });
+  });
+  return connectionStore.listViews(ctx.db, { ids });
+}
+
+/**
+ * `connections add`: adopts a refresh token from elsewhere. It is refreshed once first, so only a
+ * working one is stored; a rotated refresh token replaces the given one.
+ */
+export async function adoptRefreshToken(
+  ctx: ServiceContext,
+  platform: PlatformId,
+  appRef: string,
+  refreshToken: import('../crypto/secret.js').Secret,
+  options: CompleteOptions,
+): Promise<ConnectionView[]> {
+  const provider = await providerFor(platform);
+  const app = await appForPlatform(ctx.db, platform, appRef);
+  const papp = await providerApp(ctx, ctx.db, app, { secrets: true });
+  const tokens = await withDeadline(ctx, (signal) => provider.refresh(papp, refreshToken, { signal })).catch(
+    (e) => {
+      throw providerFailure(e, `${PLATFORMS[platform].displayName} refused the refresh token`);
+    },
+  );
+  const kept: TokenResult = { ...tokens, refreshToken: tokens.refreshToken ?? refreshToken };
+  const views = await storeConnections(ctx, provider, app, kept, options, 'adopt');
+  if (views.length === 0) throw new ConflictError('nothing was stored');
+  return views;
+}

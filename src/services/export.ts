@@ -1,0 +1,149 @@
+import type { Secret } from '../crypto/secret.js';
+import * as appStore from '../db/store/apps.js';
+import * as tokenStore from '../db/store/tokens.js';
+import { InvalidInputError, NotFoundError } from '../errors.js';
+import { PLATFORMS, type PlatformId } from '../providers/catalog.js';
+import { recordAudit } from './audit.js';
+import type { ServiceContext } from './context.js';
+import { openToken } from './grants.js';
+import { providerApp } from './provider-app.js';
+import { getValidAccessToken, type ServedToken, type TokenRequest } from './tokens.js';
+
+/**
+ * The environment a program needs to call a platform with a connection: credvault's own variables,
+ * plus the names the platform's official client libraries read. For Google Ads that includes the
+ * refresh token and client secret (google-ads-python builds its own credentials from them), the one
+ * place a refresh token leaves credvault, and only when asked for.
+ */
+
+export type EnvValue = string | Secret;
+
+export interface CredentialExport {
+  served: ServedToken;
+  platform: PlatformId;
+  vars: Array<[string, EnvValue]>;
+}
+
+/** The Google Ads client library's configuration, as a google-ads.yaml or GOOGLE_ADS_* variables. */
+export interface GoogleAdsConfig {
+  developer_token: Secret | null;
+  client_id: string;
+  client_secret: Secret | null;
+  refresh_token: Secret;
+  login_customer_id: string | null;
+}
+
+async function googleAdsConfig(
+  ctx: ServiceContext,
+  served: ServedToken,
+  purpose: string,
+): Promise<GoogleAdsConfig> {
+  const connection = served.connection;
+  return ctx.transaction(async (tx) => {
+    const app = await appStore.getById(tx, connection.appId);
+    const grant = connection.tokenId ? await tokenStore.get(tx, connection.tokenId) : null;
+    if (!app || !grant) throw new NotFoundError('the connection lost its app or tokens meanwhile');
+    const papp = await providerApp(ctx, tx, app, { secrets: true });
+    const refreshToken = await openToken(ctx, grant, 'refresh');
+    if (!refreshToken) throw new NotFoundError('this connection has no refresh token');
+    await recordAudit(tx, ctx.actor, {
+      action: 'credentials.export',
+      targetType: 'connection',
+      targetId: connection.id,
+      connectionId: connection.id,
+      outcome: 'success',
+      detail: {
+        purpose,
+        revealed: ['refresh_token', 'client_secret', ...(papp.developerToken ? ['developer_token'] : [])],
+      },
+    });
+    return {
+      developer_token: papp.developerToken,
+      client_id: papp.clientId,
+      client_secret: papp.clientSecret,
+      refresh_token: refreshToken,
+      login_customer_id: connection.details.login_customer_id ?? papp.loginCustomerId,
+    };
+  });
+}
+
+export async function exportCredentials(
+  ctx: ServiceContext,
+  ref: string,
+  request: TokenRequest,
+): Promise<CredentialExport> {
+  const served = await getValidAccessToken(ctx, ref, request);
+  const c = served.connection;
+  const platform = c.platform as PlatformId;
+  const vars: Array<[string, EnvValue]> = [
+    ['CREDVAULT_ACCESS_TOKEN', served.accessToken],
+    ['CREDVAULT_TOKEN_TYPE', served.tokenType],
+    ['CREDVAULT_EXPIRES_AT', served.expiresAt?.toISOString() ?? ''],
+    ['CREDVAULT_CONNECTION_ID', c.id],
+    ['CREDVAULT_PLATFORM', platform],
+    ['CREDVAULT_ACCOUNT_ID', c.externalAccountId],
+  ];
+  if (platform === 'google_ads') {
+    const config = await googleAdsConfig(ctx, served, request.purpose);
+    if (config.developer_token) vars.push(['GOOGLE_ADS_DEVELOPER_TOKEN', config.developer_token]);
+    vars.push(['GOOGLE_ADS_CLIENT_ID', config.client_id]);
+    if (config.client_secret) vars.push(['GOOGLE_ADS_CLIENT_SECRET', config.client_secret]);
+    vars.push(['GOOGLE_ADS_REFRESH_TOKEN', config.refresh_token]);
+    if (config.login_customer_id) vars.push(['GOOGLE_ADS_LOGIN_CUSTOMER_ID', config.login_customer_id]);
+    vars.push(['GOOGLE_ADS_CUSTOMER_ID', c.externalAccountId]);
+    // google-ads-python refuses a configuration without it.
+    vars.push(['GOOGLE_ADS_USE_PROTO_PLUS', 'True']);
+  } else if (platform === 'microsoft_ads') {
+    const app = await appStore.getById(ctx.db, c.appId);
+    if (c.details.customer_id) vars.push(['MICROSOFT_ADS_CUSTOMER_ID', c.details.customer_id]);
+    vars.push(['MICROSOFT_ADS_ACCOUNT_ID', c.externalAccountId]);
+    if (app) {
+      const papp = await ctx.transaction(async (tx) => {
+        const opened = await providerApp(ctx, tx, app, { secrets: true });
+        await recordAudit(tx, ctx.actor, {
+          action: 'credentials.export',
+          targetType: 'connection',
+          targetId: c.id,
+          connectionId: c.id,
+          outcome: 'success',
+          detail: { purpose: request.purpose, revealed: ['developer_token'] },
+        });
+        return opened;
+      });
+      if (papp.developerToken) vars.push(['MICROSOFT_ADS_DEVELOPER_TOKEN', papp.developerToken]);
+    }
+  } else if (platform === 'linkedin_ads') {
+    const app = await appStore.getById(ctx.db, c.appId);
+    vars.push(['LINKEDIN_AD_ACCOUNT_ID', c.externalAccountId]);
+    vars.push(['LINKEDIN_VERSION', app?.apiVersion ?? PLATFORMS.linkedin_ads.defaults.apiVersion]);
+  } else {
+    const app = await appStore.getById(ctx.db, c.appId);
+    vars.push(['REDDIT_AD_ACCOUNT_ID', c.externalAccountId]);
+    if (app?.userAgent) vars.push(['REDDIT_USER_AGENT', app.userAgent]);
+  }
+  return { served, platform, vars };
+}
+
+/** `token get --format google-ads-yaml`: a google-ads.yaml the official client accepts. */
+export async function googleAdsYaml(
+  ctx: ServiceContext,
+  ref: string,
+  request: TokenRequest,
+): Promise<string> {
+  const served = await getValidAccessToken(ctx, ref, request);
+  if (served.connection.platform !== 'google_ads') {
+    throw new InvalidInputError(
+      `--format google-ads-yaml is for Google Ads connections, not ${served.connection.platform}`,
+    );
+  }
+  const config = await googleAdsConfig(ctx, served, request.purpose);
+  const { stringify } = await import('yaml');
+  return stringify({
+    ...(config.developer_token ? { developer_token: config.developer_token.reveal() } : {}),
+    client_id: config.client_id,
+    ...(config.client_secret ? { client_secret: config.client_secret.reveal() } : {}),
+    refresh_token: config.refresh_token.reveal(),
+    ...(config.login_customer_id ? { login_customer_id: config.login_customer_id } : {}),
+    use_proto_plus: true,
+  });
+}

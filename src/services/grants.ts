@@ -1,0 +1,204 @@
+import { randomUUID } from 'node:crypto';
+import type { Slot } from '../crypto/envelope.js';
+import type { Secret } from '../crypto/secret.js';
+import type { Db } from '../db/client.js';
+import type { AppRecord } from '../db/store/apps.js';
+import * as connectionStore from '../db/store/connections.js';
+import * as dataKeys from '../db/store/data-keys.js';
+import * as tokenStore from '../db/store/tokens.js';
+import { InvalidInputError } from '../errors.js';
+import { PLATFORMS, type PlatformId } from '../providers/catalog.js';
+import type { AdAccount, TokenResult } from '../providers/types.js';
+import { type AuditEntry, recordAudit } from './audit.js';
+import { nameTaken } from './connections.js';
+import type { ServiceContext } from './context.js';
+
+/**
+ * A grant is one consent's tokens: one row of oauth_tokens_vault under its own data key, shared by
+ * the connections (ad accounts) that consent reaches. Its own key means revoking destroys it for good.
+ */
+
+export function grantSlot(grantId: string, column: 'access_token_enc' | 'refresh_token_enc'): Slot {
+  return { table: 'oauth_tokens_vault', column, rowId: grantId };
+}
+
+/**
+ * When the refresh token stops working: the platform's absolute date when it gave one (LinkedIn, Google
+ * apps in Testing), else the last use plus how long the platform lets a refresh token sit unused.
+ */
+export function refreshTokenExpiry(
+  platform: PlatformId,
+  tokens: TokenResult,
+  now: Date,
+  previous: Date | null,
+): Date | null {
+  if (tokens.refreshTokenExpiresAt) {
+    // LinkedIn's end is fixed at the first consent: never move it later on a refresh.
+    return previous &&
+      PLATFORMS[platform].capabilities.refresh_token_fixed_expiry &&
+      previous < tokens.refreshTokenExpiresAt
+      ? previous
+      : tokens.refreshTokenExpiresAt;
+  }
+  if (PLATFORMS[platform].capabilities.refresh_token_fixed_expiry) return previous;
+  const idleDays = PLATFORMS[platform].capabilities.refresh_token_idle_days;
+  return idleDays ? new Date(now.getTime() + idleDays * 86_400_000) : null;
+}
+
+export interface StoreGrantInput {
+  app: AppRecord;
+  tokens: TokenResult;
+  accounts: AdAccount[];
+  name: string | null;
+  /** What made the grant, for the audit log: a consent (`connect`) or an adopted refresh token (`adopt`). */
+  via: 'connect' | 'adopt';
+}
+
+/**
+ * Stores a new grant and points its connections at it, in the caller's transaction. An account that
+ * was connected before is reconnected (its old grant is destroyed once nothing uses it).
+ */
+export async function storeGrant(ctx: ServiceContext, tx: Db, input: StoreGrantInput): Promise<string[]> {
+  const { app, tokens, accounts } = input;
+  const platform = app.platform as PlatformId;
+  if (!tokens.refreshToken) {
+    throw new InvalidInputError(`${PLATFORMS[platform].displayName} returned no refresh token`, {
+      hint:
+        platform === 'linkedin_ads'
+          ? 'LinkedIn issues refresh tokens only to Marketing Developer Platform partners; the access token would die in 60 days.'
+          : 'Check the app’s scopes and consent settings (Google: access_type=offline; Microsoft: offline_access; Reddit: duration=permanent).',
+    });
+  }
+  if (input.name && accounts.length > 1) {
+    throw new InvalidInputError('--name names one connection, but several accounts were chosen', {
+      hint: 'Connect with one --account, or rename the connections afterwards.',
+    });
+  }
+  const keyring = await ctx.keyring();
+  const now = ctx.now();
+  const grantId = randomUUID();
+  const dataKeyId = randomUUID();
+  const { wrapped } = await keyring.createDataKey(dataKeyId);
+  await dataKeys.insert(tx, wrapped, 'grant');
+  await tokenStore.insert(tx, {
+    id: grantId,
+    platform,
+    appId: app.id,
+    dataKeyId,
+    accessTokenEnc: await keyring.encrypt(
+      tokens.accessToken,
+      grantSlot(grantId, 'access_token_enc'),
+      dataKeyId,
+    ),
+    refreshTokenEnc: await keyring.encrypt(
+      tokens.refreshToken,
+      grantSlot(grantId, 'refresh_token_enc'),
+      dataKeyId,
+    ),
+    tokenType: tokens.tokenType,
+    scope: tokens.scope,
+    accessTokenExpiresAt: tokens.expiresAt,
+    refreshTokenExpiresAt: refreshTokenExpiry(platform, tokens, now, null),
+    lastRefreshedAt: now,
+  });
+
+  const audit: AuditEntry[] = [];
+  const replaced = new Set<string>();
+  const ids: string[] = [];
+  for (const account of accounts) {
+    if (input.name) {
+      const holder = await connectionStore.getByName(tx, input.name);
+      if (holder && !(holder.platform === platform && holder.externalAccountId === account.id))
+        throw nameTaken(input.name);
+    }
+    const existing = await connectionStore.getByAccount(tx, platform, account.id);
+    const fields = {
+      appId: app.id,
+      tokenId: grantId,
+      accountName: account.name,
+      status: 'active',
+      statusMessage: null,
+      consecutiveFailures: 0,
+      details: { ...account.details, ...(account.currency ? { currency: account.currency } : {}) },
+    };
+    if (existing) {
+      if (existing.tokenId) replaced.add(existing.tokenId);
+      await connectionStore.update(tx, existing.id, {
+        ...fields,
+        ...(input.name ? { name: input.name } : {}),
+      });
+      ids.push(existing.id);
+      audit.push({
+        action: 'connection.reconnect',
+        targetType: 'connection',
+        targetId: existing.id,
+        connectionId: existing.id,
+        outcome: 'success',
+        detail: {
+          platform,
+          account: account.id,
+          app: app.label,
+          via: input.via,
+          previous_status: existing.status,
+        },
+      });
+    } else {
+      const id = randomUUID();
+      await connectionStore.insert(tx, {
+        id,
+        platform,
+        externalAccountId: account.id,
+        name: input.name,
+        connectedBy: ctx.actor.name,
+        ...fields,
+      });
+      ids.push(id);
+      audit.push({
+        action: 'connection.create',
+        targetType: 'connection',
+        targetId: id,
+        connectionId: id,
+        outcome: 'success',
+        detail: { platform, account: account.id, app: app.label, via: input.via },
+      });
+    }
+  }
+  for (const old of replaced) {
+    if ((await connectionStore.countByGrant(tx, old)) === 0) await destroyGrant(tx, old);
+  }
+  audit.push({
+    action: 'token.store',
+    targetType: 'grant',
+    targetId: grantId,
+    outcome: 'success',
+    detail: {
+      platform,
+      app: app.label,
+      accounts: accounts.map((a) => a.id),
+      secrets: ['access_token', 'refresh_token'],
+    },
+  });
+  await recordAudit(tx, ctx.actor, audit);
+  return ids;
+}
+
+/** Deletes a grant's tokens and its data key: what they protected cannot be read again. */
+export async function destroyGrant(tx: Db, grantId: string): Promise<void> {
+  const grant = await tokenStore.get(tx, grantId);
+  if (!grant) return;
+  await connectionStore.updateByGrant(tx, grantId, { tokenId: null });
+  await tokenStore.remove(tx, grantId);
+  await dataKeys.destroy(tx, grant.dataKeyId);
+}
+
+/** One of a grant's tokens, decrypted: the one place a grant's secrets are opened. Callers audit. */
+export async function openToken(
+  ctx: ServiceContext,
+  grant: Pick<tokenStore.GrantRow, 'id' | 'accessTokenEnc' | 'refreshTokenEnc'>,
+  which: 'access' | 'refresh',
+): Promise<Secret | null> {
+  const keyring = await ctx.keyring();
+  return which === 'access'
+    ? keyring.decryptOptional(grant.accessTokenEnc, grantSlot(grant.id, 'access_token_enc'))
+    : keyring.decryptOptional(grant.refreshTokenEnc, grantSlot(grant.id, 'refresh_token_enc'));
+}

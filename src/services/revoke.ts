@@ -1,0 +1,91 @@
+import * as appStore from '../db/store/apps.js';
+import type { ConnectionView } from '../db/store/connections.js';
+import * as connectionStore from '../db/store/connections.js';
+import * as tokenStore from '../db/store/tokens.js';
+import type { PlatformId } from '../providers/catalog.js';
+import { ProviderError } from '../providers/errors.js';
+import { providerFor } from '../providers/registry.js';
+import { type AuditEntry, recordAudit } from './audit.js';
+import { resolveConnection } from './connections.js';
+import type { ServiceContext } from './context.js';
+import { destroyGrant, openToken } from './grants.js';
+import { withDeadline } from './platform-calls.js';
+import { providerApp } from './provider-app.js';
+
+export interface RevokeReport {
+  /** Every connection that shared the grant: revoking one consent revokes them all. */
+  connections: ConnectionView[];
+  /** `revoked` at the platform, `no_endpoint` (Microsoft), `failed` (the platform could not be told), `already` revoked. */
+  platform: 'revoked' | 'no_endpoint' | 'failed' | 'already';
+  message: string | null;
+  /** Where a person removes the app's access by hand when the platform was not told. */
+  consent_page: string | null;
+}
+
+/**
+ * Revokes at the platform where it has an endpoint, then destroys the grant's secrets and its data key
+ * whatever the platform said: nothing readable stays behind. A platform that could not be told is
+ * reported with the page where a person removes the access.
+ */
+export async function revokeConnection(ctx: ServiceContext, ref: string): Promise<RevokeReport> {
+  const connection = await resolveConnection(ctx.db, ref);
+  const platform = connection.platform as PlatformId;
+  const provider = await providerFor(platform);
+  if (!connection.tokenId) {
+    return {
+      connections: [(await connectionStore.view(ctx.db, connection.id))!],
+      platform: 'already',
+      message: 'this connection was already revoked',
+      consent_page: null,
+    };
+  }
+  const grant = await tokenStore.get(ctx.db, connection.tokenId);
+  const sharing = await connectionStore.listByGrant(ctx.db, connection.tokenId);
+  let outcome: RevokeReport['platform'] = 'no_endpoint';
+  let message: string | null = null;
+  if (grant && provider.capabilities.revocation_endpoint) {
+    const app = await appStore.getById(ctx.db, grant.appId);
+    try {
+      if (!app) throw new ProviderError('client', 'the app of this connection was removed');
+      const papp = await providerApp(ctx, ctx.db, { ...app, enabled: true }, { secrets: true });
+      const [refreshToken, accessToken] = await Promise.all([
+        openToken(ctx, grant, 'refresh'),
+        openToken(ctx, grant, 'access'),
+      ]);
+      outcome = await withDeadline(ctx, (signal) =>
+        provider.revoke(papp, { refreshToken, accessToken }, { signal }),
+      );
+    } catch (error) {
+      if (!(error instanceof ProviderError)) throw error;
+      outcome = 'failed';
+      message = error.message;
+    }
+  }
+  if (outcome === 'no_endpoint') {
+    message = `${provider.info.displayName} has no revocation endpoint; the refresh token was destroyed here`;
+  }
+  await ctx.transaction(async (tx) => {
+    const entries: AuditEntry[] = sharing.map((c) => ({
+      action: 'connection.revoke',
+      targetType: 'connection',
+      targetId: c.id,
+      connectionId: c.id,
+      outcome: 'success',
+      detail: { platform, account: c.externalAccountId, at_platform: outcome, requested_for: connection.id },
+    }));
+    for (const c of sharing) {
+      await connectionStore.update(tx, c.id, {
+        status: 'revoked',
+        statusMessage: outcome === 'revoked' ? 'revoked' : `revoked here; ${message}`,
+      });
+    }
+    await destroyGrant(tx, connection.tokenId!);
+    await recordAudit(tx, ctx.actor, entries);
+  });
+  return {
+    connections: await connectionStore.listViews(ctx.db, { ids: sharing.map((c) => c.id) }),
+    platform: outcome,
+    message,
+    consent_page: outcome === 'revoked' ? null : provider.consentPage,
+  };
+}

@@ -1,0 +1,93 @@
+import type { ConnectionView } from '../db/store/connections.js';
+import * as connectionStore from '../db/store/connections.js';
+import type { ServiceContext } from './context.js';
+
+export type Urgency = 'ok' | 'warning' | 'critical';
+
+export interface ConnectionHealth {
+  connection: ConnectionView;
+  urgency: Urgency;
+  /** What is wrong, in a sentence, when something is. */
+  problem: string | null;
+  /** What a person should do next, when anything. */
+  action: string | null;
+}
+
+const DAY = 86_400_000;
+
+function ref(c: ConnectionView): string {
+  return c.name ?? `${c.platform}:${c.externalAccountId}`;
+}
+
+/** What each connection needs, most urgent first. */
+export function assess(c: ConnectionView, now = Date.now()): ConnectionHealth {
+  const reconnect = `credvault connect ${c.platform} --account ${c.externalAccountId}`;
+  if (c.status === 'revoked') {
+    return {
+      connection: c,
+      urgency: 'critical',
+      problem: 'revoked',
+      action: `connect again if it is still needed: ${reconnect}`,
+    };
+  }
+  if (c.status === 'needs_reauth') {
+    return {
+      connection: c,
+      urgency: 'critical',
+      problem: c.statusMessage ?? 'the platform refused the refresh token',
+      action: reconnect,
+    };
+  }
+  if (c.status === 'error') {
+    return {
+      connection: c,
+      urgency: 'critical',
+      problem: `${c.consecutiveFailures} refreshes failed in a row: ${c.statusMessage ?? 'unknown error'}`,
+      action: `credvault connections refresh ${ref(c)} --force, then ${reconnect} if it still fails`,
+    };
+  }
+  // A refresh was sent and its answer never recorded (the process died, or the answer was lost).
+  if (c.refreshInFlightSince && (!c.leaseExpiresAt || c.leaseExpiresAt.getTime() < now)) {
+    return {
+      connection: c,
+      urgency: 'warning',
+      problem: `a refresh sent at ${c.refreshInFlightSince.toISOString()} never recorded its answer; the platform may have rotated the refresh token`,
+      action: `credvault connections refresh ${ref(c)} to find out; if the platform refuses it, ${reconnect}`,
+    };
+  }
+  if (c.refreshTokenExpiresAt) {
+    const left = c.refreshTokenExpiresAt.getTime() - now;
+    if (left <= 3 * DAY) {
+      return {
+        connection: c,
+        urgency: 'critical',
+        problem: `the refresh token ${left <= 0 ? 'expired' : 'expires'} ${c.refreshTokenExpiresAt.toISOString()}`,
+        action: reconnect,
+      };
+    }
+    if (left <= 14 * DAY) {
+      return {
+        connection: c,
+        urgency: 'warning',
+        problem: `the refresh token expires ${c.refreshTokenExpiresAt.toISOString()}`,
+        action: `${reconnect} before then`,
+      };
+    }
+  }
+  if (c.cooldownUntil && c.cooldownUntil.getTime() > now) {
+    return {
+      connection: c,
+      urgency: 'warning',
+      problem: `the last refresh failed (${c.lastErrorMessage ?? 'unknown'}); next attempt after ${c.cooldownUntil.toISOString()}`,
+      action: `wait, or credvault connections refresh ${ref(c)} --force`,
+    };
+  }
+  return { connection: c, urgency: 'ok', problem: null, action: null };
+}
+
+const ORDER: Record<Urgency, number> = { critical: 0, warning: 1, ok: 2 };
+
+export async function vaultStatus(ctx: ServiceContext): Promise<ConnectionHealth[]> {
+  const views = await connectionStore.listViews(ctx.db, {});
+  return views.map((v) => assess(v)).sort((a, b) => ORDER[a.urgency] - ORDER[b.urgency]);
+}

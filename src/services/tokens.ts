@@ -1,0 +1,427 @@
+import { randomUUID } from 'node:crypto';
+import { hostname } from 'node:os';
+import type { Secret } from '../crypto/secret.js';
+import * as appStore from '../db/store/apps.js';
+import type { ConnectionRow } from '../db/store/connections.js';
+import * as connectionStore from '../db/store/connections.js';
+import type { GrantRow } from '../db/store/tokens.js';
+import * as tokenStore from '../db/store/tokens.js';
+import { type CredvaultError, ReauthRequiredError, UnavailableError } from '../errors.js';
+import type { PlatformId } from '../providers/catalog.js';
+import { ProviderError, type ProviderFailure } from '../providers/errors.js';
+import { providerFor } from '../providers/registry.js';
+import type { TokenResult } from '../providers/types.js';
+import { type AuditEntry, recordAudit } from './audit.js';
+import { resolveConnection } from './connections.js';
+import type { ServiceContext } from './context.js';
+import { grantSlot, openToken, refreshTokenExpiry } from './grants.js';
+import { providerFailure } from './platform-calls.js';
+import { providerApp } from './provider-app.js';
+
+/**
+ * Valid access tokens, refreshed at most once per expiry across processes and hosts.
+ *
+ * A refresher takes a short lease on the grant row (a conditional UPDATE, judged by the database's
+ * clock), re-reads the row it got and refreshes only if it still has to. The platform call's budget is
+ * shorter than the lease. Everyone else polls the row until its version moves or the lease lapses;
+ * inside one process, callers share one promise per grant. The answer, a rotated refresh token
+ * included, is written at once with a version check, so a writer whose lease lapsed and was taken
+ * over cannot overwrite a newer token. Failures are classified: a dead grant marks the connection
+ * `needs_reauth` at once; timeouts, 5xx and 429 are retried with backoff and jitter (honouring
+ * Retry-After), counted, and mark `error` at three in a row; the stored refresh token is never erased.
+ * After a failure the grant cools down: reads within the cool-down answer from the recorded failure.
+ */
+
+export const ERROR_THRESHOLD = 3;
+const MAX_ATTEMPTS = 3;
+const COOLDOWN_BASE_MS = 30_000;
+const COOLDOWN_MAX_MS = 15 * 60_000;
+
+/** The lease outlives the whole platform call (every attempt and wait) with room to write the answer. */
+export function leaseMs(httpTimeoutMs: number): number {
+  return Math.max(30_000, 2 * httpTimeoutMs + 10_000);
+}
+
+function jitter(ms: number, spread = 0.2): number {
+  return Math.round(ms * (1 - spread + Math.random() * 2 * spread));
+}
+
+function cooldownMs(failures: number, retryAfterSeconds: number | null): number {
+  const backoff = jitter(Math.min(COOLDOWN_MAX_MS, COOLDOWN_BASE_MS * 2 ** Math.max(0, failures - 1)));
+  return Math.max(backoff, (retryAfterSeconds ?? 0) * 1000);
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+export interface ServedToken {
+  accessToken: Secret;
+  tokenType: string;
+  expiresAt: Date | null;
+  connection: ConnectionRow;
+  refreshed: boolean;
+}
+
+export interface TokenRequest {
+  /** Refresh first if the token expires within this many seconds. */
+  minTtlSeconds: number;
+  /** Refresh whatever time is left (`connections refresh`). */
+  forceRefresh?: boolean;
+  /** Also try a connection in `error` or cooling down (`--force`). */
+  bypassCooldown?: boolean;
+  /** What the token is for, for the audit log. */
+  purpose: string;
+}
+
+function isFresh(
+  grant: Pick<GrantRow, 'accessTokenEnc' | 'accessTokenExpiresAt'>,
+  minTtlMs: number,
+): boolean {
+  if (!grant.accessTokenEnc) return false;
+  if (!grant.accessTokenExpiresAt) return true; // the platform gave no lifetime: valid until refused
+  return grant.accessTokenExpiresAt.getTime() - Date.now() > minTtlMs;
+}
+
+function describeConnection(c: ConnectionRow): string {
+  return c.name ?? `${c.platform}:${c.externalAccountId}`;
+}
+
+/** Refuses connections that need a person before any token can be had. */
+function assertUsable(connection: ConnectionRow): string {
+  const ref = describeConnection(connection);
+  if (connection.status === 'revoked' || !connection.tokenId) {
+    throw new ReauthRequiredError(`connection ${ref} was revoked`, {
+      hint: `Connect it again with \`credvault connect ${connection.platform}\`.`,
+    });
+  }
+  if (connection.status === 'needs_reauth') {
+    throw new ReauthRequiredError(
+      `connection ${ref} needs a person to connect it again: ${connection.statusMessage ?? 'the platform refused its refresh token'}`,
+      { hint: `Run \`credvault connect ${connection.platform} --account ${connection.externalAccountId}\`.` },
+    );
+  }
+  return connection.tokenId;
+}
+
+/** The failure recorded on a grant that is cooling down, as the error its kind calls for. */
+function recordedFailure(grant: GrantRow, connection: ConnectionRow): CredvaultError {
+  const until = grant.cooldownUntil!;
+  const retryAfter = Math.max(1, Math.ceil((until.getTime() - Date.now()) / 1000));
+  const message = `the last refresh of ${describeConnection(connection)} failed at ${grant.lastErrorAt?.toISOString() ?? 'an unknown time'} (${grant.lastErrorMessage ?? 'no detail'}); not calling the platform again before ${until.toISOString()}`;
+  const hint = `Wait ${retryAfter}s, or force a refresh with \`credvault connections refresh ${describeConnection(connection)} --force\`.`;
+  const kind = grant.lastErrorCode as ProviderFailure | null;
+  if (kind === 'client' || kind === 'forbidden' || kind === 'unauthenticated') {
+    return new ReauthRequiredError(message, { hint });
+  }
+  return new UnavailableError(message, { retryAfter, hint });
+}
+
+/** The one process-wide refresh per grant that concurrent callers share. */
+const inflight = new Map<string, Promise<GrantRow>>();
+
+export async function getValidAccessToken(
+  ctx: ServiceContext,
+  ref: string,
+  request: TokenRequest,
+): Promise<ServedToken> {
+  const connection = await resolveConnection(ctx.db, ref);
+  const grantId = assertUsable(connection);
+  const minTtlMs = request.minTtlSeconds * 1000;
+  let grant = await tokenStore.get(ctx.db, grantId);
+  if (!grant) throw new ReauthRequiredError(`connection ${describeConnection(connection)} has no tokens`);
+  let refreshed = false;
+  if (request.forceRefresh || !isFresh(grant, minTtlMs)) {
+    if (connection.status === 'error' && !request.bypassCooldown) {
+      throw new ReauthRequiredError(
+        `connection ${describeConnection(connection)} failed to refresh ${connection.consecutiveFailures} times in a row (last: ${connection.statusMessage ?? 'unknown'})`,
+        {
+          hint: `Try \`credvault connections refresh ${describeConnection(connection)} --force\`, or connect it again.`,
+        },
+      );
+    }
+    const before = grant.version;
+    grant = await ensureFresh(ctx, connection, grantId, minTtlMs, request);
+    refreshed = grant.version !== before;
+  }
+  const served = grant;
+  return ctx.transaction(async (tx) => {
+    const accessToken = await openToken(ctx, served, 'access');
+    if (!accessToken)
+      throw new ReauthRequiredError(`connection ${describeConnection(connection)} has no access token`);
+    // Fail closed: no audit row, no token.
+    await recordAudit(tx, ctx.actor, {
+      action: 'token.serve',
+      targetType: 'connection',
+      targetId: connection.id,
+      connectionId: connection.id,
+      outcome: 'success',
+      detail: { purpose: request.purpose, min_ttl: request.minTtlSeconds, refreshed },
+    });
+    return {
+      accessToken,
+      tokenType: served.tokenType,
+      expiresAt: served.accessTokenExpiresAt,
+      connection: (await connectionStore.getById(tx, connection.id)) ?? connection,
+      refreshed,
+    };
+  });
+}
+
+/** Refreshes a connection now (`connections refresh`), whatever time its token has left. */
+export async function refreshConnection(
+  ctx: ServiceContext,
+  ref: string,
+  force: boolean,
+): Promise<ServedToken> {
+  return getValidAccessToken(ctx, ref, {
+    minTtlSeconds: 0,
+    forceRefresh: true,
+    bypassCooldown: force,
+    purpose: 'connections refresh',
+  });
+}
+
+function ensureFresh(
+  ctx: ServiceContext,
+  connection: ConnectionRow,
+  grantId: string,
+  minTtlMs: number,
+  request: TokenRequest,
+): Promise<GrantRow> {
+  const shared = inflight.get(grantId);
+  if (shared) return shared;
+  const pending = refreshLoop(ctx, connection, grantId, minTtlMs, request).finally(() =>
+    inflight.delete(grantId),
+  );
+  inflight.set(grantId, pending);
+  return pending;
+}
+
+async function refreshLoop(
+  ctx: ServiceContext,
+  connection: ConnectionRow,
+  grantId: string,
+  minTtlMs: number,
+  request: TokenRequest,
+): Promise<GrantRow> {
+  const owner = `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
+  const lease = leaseMs(ctx.config.httpTimeoutMs);
+  const giveUpAt = Date.now() + 2 * lease + 10_000;
+  let forced = request.forceRefresh === true;
+  for (;;) {
+    const row = await tokenStore.get(ctx.db, grantId);
+    if (!row)
+      throw new ReauthRequiredError(`connection ${describeConnection(connection)} was revoked meanwhile`);
+    if (!forced && isFresh(row, minTtlMs)) return row;
+    if (!request.bypassCooldown && row.cooldownUntil && row.cooldownUntil.getTime() > Date.now()) {
+      throw recordedFailure(row, connection);
+    }
+    const leased = await tokenStore.tryLease(ctx.db, grantId, owner, lease);
+    if (!leased) {
+      if (Date.now() > giveUpAt) {
+        throw new UnavailableError(
+          `another process has held the refresh of ${describeConnection(connection)} for too long`,
+          { retryAfter: 5 },
+        );
+      }
+      if (await waitForOthers(ctx, grantId, row.version)) forced = false; // their refresh is ours
+      continue;
+    }
+    if (leased.version !== row.version) forced = false;
+    if (!forced && isFresh(leased, minTtlMs)) {
+      await tokenStore.releaseLease(ctx.db, grantId, owner);
+      return leased;
+    }
+    return refreshWithLease(ctx, connection, leased, owner, lease);
+  }
+}
+
+/** Polls until the grant's version moves (true) or its lease lapses (false). */
+async function waitForOthers(ctx: ServiceContext, grantId: string, version: number): Promise<boolean> {
+  for (let delay = 50; ; delay = Math.min(delay * 2, 400)) {
+    await sleep(jitter(delay, 0.5));
+    const row = await tokenStore.get(ctx.db, grantId);
+    if (!row || row.version !== version) return true;
+    if (!row.leaseExpiresAt || row.leaseExpiresAt.getTime() < Date.now()) return false;
+  }
+}
+
+async function refreshWithLease(
+  ctx: ServiceContext,
+  connection: ConnectionRow,
+  grant: GrantRow,
+  owner: string,
+  lease: number,
+): Promise<GrantRow> {
+  const platform = grant.platform as PlatformId;
+  let tokens: TokenResult;
+  let attempts = 0;
+  const connections = await connectionStore.listByGrant(ctx.db, grant.id);
+  try {
+    const app = await appStore.getById(ctx.db, grant.appId);
+    if (!app) throw new ReauthRequiredError('the app of this connection was removed');
+    const [papp, refreshToken, provider] = await Promise.all([
+      providerApp(ctx, ctx.db, app, { secrets: true }),
+      openToken(ctx, grant, 'refresh'),
+      providerFor(platform),
+    ]);
+    if (!refreshToken)
+      throw new ProviderError('dead_grant', 'no refresh token is stored for this connection');
+    await tokenStore.markInFlight(ctx.db, grant.id, owner);
+    const budgetEnds = Date.now() + lease - 5_000;
+    for (;;) {
+      attempts += 1;
+      const remaining = budgetEnds - Date.now();
+      try {
+        tokens = await provider.refresh(papp, refreshToken, {
+          signal: AbortSignal.timeout(Math.max(1, Math.min(ctx.config.httpTimeoutMs, remaining))),
+        });
+        break;
+      } catch (error) {
+        if (!(error instanceof ProviderError) || !error.retryable || attempts >= MAX_ATTEMPTS) throw error;
+        const wait =
+          error.retryAfter !== null ? error.retryAfter * 1000 : jitter(500 * 2 ** (attempts - 1), 0.5);
+        if (Date.now() + wait + 1000 > budgetEnds) throw error;
+        await sleep(wait);
+      }
+    }
+  } catch (error) {
+    await recordRefreshFailure(ctx, grant, connections, owner, error, attempts);
+    throw error instanceof ProviderError
+      ? providerFailure(error, `refreshing ${describeConnection(connection)} failed`)
+      : error;
+  }
+  return storeRefreshed(ctx, grant, owner, tokens, attempts, platform);
+}
+
+async function storeRefreshed(
+  ctx: ServiceContext,
+  grant: GrantRow,
+  owner: string,
+  tokens: TokenResult,
+  attempts: number,
+  platform: PlatformId,
+): Promise<GrantRow> {
+  const keyring = await ctx.keyring();
+  const now = new Date();
+  const accessTokenEnc = await keyring.encrypt(
+    tokens.accessToken,
+    grantSlot(grant.id, 'access_token_enc'),
+    grant.dataKeyId,
+  );
+  const refreshTokenEnc = tokens.refreshToken
+    ? await keyring.encrypt(tokens.refreshToken, grantSlot(grant.id, 'refresh_token_enc'), grant.dataKeyId)
+    : undefined;
+  const written = await ctx.transaction(async (tx) => {
+    const ok = await tokenStore.writeRefreshed(tx, grant.id, owner, grant.version, {
+      accessTokenEnc,
+      // A response without a refresh token keeps the stored one.
+      ...(refreshTokenEnc ? { refreshTokenEnc } : {}),
+      tokenType: tokens.tokenType,
+      ...(tokens.scope ? { scope: tokens.scope } : {}),
+      accessTokenExpiresAt: tokens.expiresAt,
+      refreshTokenExpiresAt: refreshTokenExpiry(platform, tokens, now, grant.refreshTokenExpiresAt),
+      lastRefreshedAt: now,
+    });
+    await recordAudit(tx, ctx.actor, {
+      action: 'token.refresh',
+      targetType: 'grant',
+      targetId: grant.id,
+      outcome: ok ? 'success' : 'failure',
+      detail: {
+        platform,
+        attempts,
+        rotated: Boolean(tokens.refreshToken),
+        ...(ok ? {} : { problem: 'lease lost to another refresher; this answer was discarded' }),
+        ...(grant.refreshInFlightSince
+          ? { recovered_unrecorded_refresh_from: grant.refreshInFlightSince.toISOString() }
+          : {}),
+      },
+    });
+    if (ok) {
+      await connectionStore.updateByGrant(tx, grant.id, {
+        status: 'active',
+        statusMessage: null,
+        consecutiveFailures: 0,
+      });
+    }
+    return ok;
+  });
+  const row = await tokenStore.get(ctx.db, grant.id);
+  if (!row) throw new ReauthRequiredError('the connection was revoked while refreshing');
+  if (!written && !isFresh(row, 0)) {
+    throw new UnavailableError('another refresher took over this refresh and has not finished it', {
+      retryAfter: 2,
+    });
+  }
+  return row;
+}
+
+async function recordRefreshFailure(
+  ctx: ServiceContext,
+  grant: GrantRow,
+  connections: ConnectionRow[],
+  owner: string,
+  error: unknown,
+  attempts: number,
+): Promise<void> {
+  if (!(error instanceof ProviderError)) {
+    // Not the platform's answer (a key or database problem): free the lease, record nothing.
+    await tokenStore.releaseLease(ctx.db, grant.id, owner).catch(() => {});
+    return;
+  }
+  const previous = connections[0];
+  const failures = (previous?.consecutiveFailures ?? 0) + 1;
+  const dead = error.kind === 'dead_grant';
+  const lost = grant.refreshInFlightSince
+    ? ` An earlier refresh, sent at ${grant.refreshInFlightSince.toISOString()}, never recorded its answer; the platform probably rotated the refresh token then.`
+    : '';
+  const status = dead
+    ? 'needs_reauth'
+    : failures >= ERROR_THRESHOLD
+      ? 'error'
+      : (previous?.status ?? 'active');
+  const message = `${error.message}${dead ? lost : ''}`.slice(0, 1000);
+  const entries: AuditEntry[] = [
+    {
+      action: 'token.refresh',
+      targetType: 'grant',
+      targetId: grant.id,
+      outcome: 'failure',
+      detail: {
+        platform: grant.platform,
+        kind: error.kind,
+        code: error.platformCode,
+        status: error.status,
+        attempts,
+      },
+    },
+  ];
+  if (status !== previous?.status) {
+    for (const c of connections) {
+      entries.push({
+        action: 'connection.status',
+        targetType: 'connection',
+        targetId: c.id,
+        connectionId: c.id,
+        outcome: 'success',
+        detail: { from: c.status, to: status, kind: error.kind },
+      });
+    }
+  }
+  await ctx.transaction(async (tx) => {
+    await tokenStore.recordFailure(tx, grant.id, owner, {
+      code: error.kind,
+      message,
+      cooldownUntil: dead ? null : new Date(Date.now() + cooldownMs(failures, error.retryAfter)),
+      // The platform answered (and no earlier answer is missing): nothing is in doubt. A timeout may
+      // have been processed, so it stays on record until a refresh succeeds.
+      clearInFlight: dead || (error.status !== null && !grant.refreshInFlightSince),
+    });
+    await connectionStore.updateByGrant(tx, grant.id, {
+      status,
+      statusMessage: message,
+      consecutiveFailures: failures,
+    });
+    await recordAudit(tx, ctx.actor, entries);
+  });
+}

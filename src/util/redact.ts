@@ -1,0 +1,26 @@
+/**
+ * Redaction of anything that looks like a token in text that came from outside (a platform's error
+ * body). Known secrets are replaced by value; unknown ones by shape: long runs of token characters,
+ * JWTs, and the prefixes platforms give their tokens.
+ */
+
+const TOKEN_SHAPES = [
+  /eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*/g, // JWT
+  /\b(ya29\.|1\/\/|EwA|AQ[A-Za-z0-9_-]{2}|M\.C\d)[A-Za-z0-9._~+/=-]{8,}/g, // Google, Microsoft, LinkedIn, Microsoft MSA
+  /[A-Za-z0-9._~+/=-]{32,}/g, // any long opaque run
+];
+
+export function redact(text: string, known: Array<string | null | undefined> = []): string {
+  let out = text;
+  for (const value of known) {
+    if (value && value.length >= 4) out = out.split(value).join('[redacted]');
+  }
+  for (const shape of TOKEN_SHAPES) out = out.replace(shape, '[redacted]');
+  return out;
+}
+
+/** A short, redacted excerpt of a response body for an error message. */
+export function excerpt(text: string, known: Array<string | null | undefined> = [], max = 300): string {
+  const flat = redact(text, known).replace(/\s+/g, ' ').trim();
+  return flat.length > max ? `${flat.slice(0, max)}…` : flat;
+}

@@ -1,0 +1,106 @@
+import { describe, expect, it } from 'vitest';
+import { Secret } from '../../src/crypto/secret.js';
+import { loopbackTarget } from '../../src/oauth/loopback.js';
+import { codeChallenge, hashState, newCodeVerifier, newState } from '../../src/oauth/pkce.js';
+import { parseRetryAfter } from '../../src/providers/errors.js';
+import { refreshTokenExpiry } from '../../src/services/grants.js';
+import { redact } from '../../src/util/redact.js';
+
+describe('PKCE', () => {
+  it('matches the RFC 7636 Appendix B test vector', async () => {
+    expect(await codeChallenge('dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk')).toBe(
+      'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM',
+    );
+  });
+
+  it('makes verifiers of 43+ unreserved characters, different every time', () => {
+    const a = newCodeVerifier();
+    expect(a).toMatch(/^[A-Za-z0-9._~-]{43,128}$/);
+    expect(newCodeVerifier()).not.toBe(a);
+  });
+});
+
+describe('state', () => {
+  it('is 32 random bytes, and only a SHA-256 of it is stored', () => {
+    const state = newState();
+    expect(Buffer.from(state, 'base64url')).toHaveLength(32);
+    expect(hashState(state)).toMatch(/^[0-9a-f]{64}$/);
+    expect(hashState(state)).not.toContain(state);
+  });
+});
+
+describe('loopbackTarget', () => {
+  it('keeps an explicit port and path', () => {
+    const t = loopbackTarget('http://localhost:8080/callback', false)!;
+    expect(t).toMatchObject({ bindHost: '127.0.0.1', port: 8080, path: '/callback' });
+    expect(t.redirectUri(8080)).toBe('http://localhost:8080/callback');
+  });
+
+  it('takes a free port when the platform accepts any loopback port and the URI has none', () => {
+    const t = loopbackTarget('http://127.0.0.1', true)!;
+    expect(t.port).toBe(0);
+    expect(t.redirectUri(53123)).toBe('http://127.0.0.1:53123');
+    expect(loopbackTarget('http://[::1]/cb', true)!.redirectUri(4000)).toBe('http://[::1]:4000/cb');
+  });
+
+  it('refuses a port-less URI where the platform needs the exact one', () => {
+    expect(() => loopbackTarget('http://localhost/callback', false)).toThrow(
+      /needs the exact registered one/,
+    );
+  });
+
+  it('is null for a redirect URI that is not on this machine (paste mode)', () => {
+    expect(loopbackTarget('https://ops.example.com/oauth/callback', true)).toBeNull();
+  });
+});
+
+describe('refreshTokenExpiry', () => {
+  const now = new Date('2026-11-26T00:00:00Z');
+  const tokens = (refreshTokenExpiresAt: Date | null) => ({
+    accessToken: new Secret('a'),
+    refreshToken: new Secret('r'),
+    tokenType: 'Bearer',
+    expiresAt: null,
+    refreshTokenExpiresAt,
+    scope: null,
+  });
+
+  it("keeps LinkedIn's end fixed at the first consent: a refresh never moves it later", () => {
+    const first = new Date('2027-11-26T00:00:00Z');
+    const later = new Date('2027-12-26T00:00:00Z');
+    expect(refreshTokenExpiry('linkedin_ads', tokens(first), now, null)).toEqual(first);
+    expect(refreshTokenExpiry('linkedin_ads', tokens(later), now, first)).toEqual(first);
+    expect(refreshTokenExpiry('linkedin_ads', tokens(null), now, first)).toEqual(first);
+  });
+
+  it('counts idle lifetimes from the last use: Microsoft 90 days, Google 180', () => {
+    expect(refreshTokenExpiry('microsoft_ads', tokens(null), now, null)).toEqual(
+      new Date('2027-02-24T00:00:00Z'),
+    );
+    expect(refreshTokenExpiry('google_ads', tokens(null), now, null)).toEqual(
+      new Date('2027-05-25T00:00:00Z'),
+    );
+    expect(refreshTokenExpiry('reddit_ads', tokens(null), now, null)).toBeNull();
+  });
+});
+
+describe('redact', () => {
+  it('removes known secrets and anything shaped like a token from platform text', () => {
+    const text =
+      'invalid token ya29.a0AfH6SMBx-very-long-google-token-1234567890 for client s3cr3t-value and eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiIxMjM0NTYifQ.sig';
+    const out = redact(text, ['s3cr3t-value']);
+    expect(out).not.toContain('ya29.a0AfH6SMBx');
+    expect(out).not.toContain('s3cr3t-value');
+    expect(out).not.toContain('eyJhbGci');
+    expect(out).toContain('invalid token');
+  });
+});
+
+describe('parseRetryAfter', () => {
+  it('reads delta-seconds and HTTP dates', () => {
+    expect(parseRetryAfter('2')).toBe(2);
+    expect(parseRetryAfter(new Date(Date.now() + 10_000).toUTCString())).toBeGreaterThanOrEqual(9);
+    expect(parseRetryAfter('soon')).toBeNull();
+    expect(parseRetryAfter(null)).toBeNull();
+  });
+});
