@@ -13,8 +13,11 @@ import type { CallOptions, CodeExchange, ProviderApp, TokenResult } from './type
  */
 
 export interface OAuthProfile {
-  /** How the client authenticates at the token endpoint. `post_or_none`: a public client sends no secret. */
-  clientAuth: 'client_secret_post' | 'client_secret_basic' | 'post_or_none';
+  /**
+   * How the client authenticates at the token endpoint. `post_or_none`: a public client sends no
+   * secret. `basic_raw`: HTTP Basic without RFC 6749's form-encoding of id and secret.
+   */
+  clientAuth: 'client_secret_post' | 'client_secret_basic' | 'basic_raw' | 'post_or_none';
   /** Extra form parameters on the token endpoint (Microsoft requires `scope` on every refresh). */
   tokenParams?: (app: ProviderApp, grant: 'authorization_code' | 'refresh_token') => Record<string, string>;
   /** Error codes that mean the refresh token is dead, besides `invalid_grant`. */
@@ -41,9 +44,24 @@ function clientAuthentication(profile: OAuthProfile, app: ProviderApp): oauth.Cl
       'client',
       `app ${app.label} has no client secret, which ${app.platform} requires`,
     );
+  if (profile.clientAuth === 'basic_raw') return rawBasic(secret);
   return profile.clientAuth === 'client_secret_basic'
     ? oauth.ClientSecretBasic(secret)
     : oauth.ClientSecretPost(secret);
+}
+
+/**
+ * HTTP Basic with the client id and secret as they are. RFC 6749 §2.3.1 form-encodes both first
+ * (oauth4webapi does, turning `-` into `%2D`), but Reddit compares the raw values, and its client ids
+ * routinely contain `-` and `_`; PRAW and Reddit's own examples send them raw.
+ */
+function rawBasic(secret: string): oauth.ClientAuth {
+  return (_as, client, _body, headers) => {
+    headers.set(
+      'authorization',
+      `Basic ${Buffer.from(`${client.client_id}:${secret}`, 'utf8').toString('base64')}`,
+    );
+  };
 }
 
 /** https everywhere except a loopback host (local doubles and tunnels); apps refuse anything else. */
@@ -246,7 +264,8 @@ export async function revokeToken(
         ...requestOptions(profile, app, url, options, { token_type_hint: hint, ...extraParams }),
       },
     );
-    await oauth.processRevocationResponse(response);
+    // RFC 7009 says 200; Reddit answers 204 No Content.
+    if (response.status !== 204) await oauth.processRevocationResponse(response);
   } catch (error) {
     throw classify(error, profile, what, options, [token.reveal(), app.clientSecret?.reveal() ?? null]);
   }

@@ -255,6 +255,8 @@ async function refreshWithLease(
   const platform = grant.platform as PlatformId;
   let tokens: TokenResult;
   let attempts = 0;
+  // An attempt that got no answer (timeout, dropped connection) may still have been processed.
+  let unanswered = false;
   const connections = await connectionStore.listByGrant(ctx.db, grant.id);
   try {
     const app = await appStore.getById(ctx.db, grant.appId);
@@ -277,6 +279,8 @@ async function refreshWithLease(
         });
         break;
       } catch (error) {
+        if (error instanceof ProviderError && error.status === null && error.kind === 'transient')
+          unanswered = true;
         if (!(error instanceof ProviderError) || !error.retryable || attempts >= MAX_ATTEMPTS) throw error;
         const wait =
           error.retryAfter !== null ? error.retryAfter * 1000 : jitter(500 * 2 ** (attempts - 1), 0.5);
@@ -285,7 +289,7 @@ async function refreshWithLease(
       }
     }
   } catch (error) {
-    await recordRefreshFailure(ctx, grant, connections, owner, error, attempts);
+    await recordRefreshFailure(ctx, grant, connections, owner, error, attempts, unanswered);
     throw error instanceof ProviderError
       ? providerFailure(error, `refreshing ${describeConnection(connection)} failed`)
       : error;
@@ -363,6 +367,7 @@ async function recordRefreshFailure(
   owner: string,
   error: unknown,
   attempts: number,
+  unanswered: boolean,
 ): Promise<void> {
   if (!(error instanceof ProviderError)) {
     // Not the platform's answer (a key or database problem): free the lease, record nothing.
@@ -374,7 +379,9 @@ async function recordRefreshFailure(
   const dead = error.kind === 'dead_grant';
   const lost = grant.refreshInFlightSince
     ? ` An earlier refresh, sent at ${grant.refreshInFlightSince.toISOString()}, never recorded its answer; the platform probably rotated the refresh token then.`
-    : '';
+    : unanswered && attempts > 1
+      ? ' An earlier attempt of this refresh got no answer; the platform probably rotated the refresh token then.'
+      : '';
   const status = dead
     ? 'needs_reauth'
     : failures >= ERROR_THRESHOLD
@@ -415,7 +422,7 @@ async function recordRefreshFailure(
       cooldownUntil: dead ? null : new Date(Date.now() + cooldownMs(failures, error.retryAfter)),
       // The platform answered (and no earlier answer is missing): nothing is in doubt. A timeout may
       // have been processed, so it stays on record until a refresh succeeds.
-      clearInFlight: dead || (error.status !== null && !grant.refreshInFlightSince),
+      clearInFlight: dead || (error.status !== null && !unanswered && !grant.refreshInFlightSince),
     });
     await connectionStore.updateByGrant(tx, grant.id, {
       status,

@@ -24,6 +24,8 @@ export interface CliResult {
 
 export interface CliOptions {
   input?: string;
+  /** The output is a secret by design (token get, exec): keep it out of the secret scans. */
+  secretOutput?: boolean;
   env?: Record<string, string | undefined>;
   timeoutMs?: number;
   cwd?: string;
@@ -93,7 +95,7 @@ export class TestVault {
       child.on('close', (c, signal) => resolve(c ?? (signal ? 128 : 1))),
     );
     clearTimeout(timeout);
-    this.printed.push(stdout, stderr);
+    this.printed.push(options.secretOutput ? '' : stdout, stderr);
     return { code, stdout, stderr };
   }
 

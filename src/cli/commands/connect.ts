@@ -55,9 +55,12 @@ export function chooseAccounts(rt: Runtime, requested: string[]): AccountChooser
       throw new InvalidInputError('this grant reaches no ad account; nothing was stored');
     if (accounts.length === 1) return accounts;
     if (!rt.interactive) {
-      throw new InvalidInputError('this grant reaches several ad accounts; nothing was stored', {
-        hint: `Say which with --account (repeat for several): ${reachable}.`,
-      });
+      throw new InvalidInputError(
+        `this grant reaches several ad accounts (${reachable}); nothing was stored`,
+        {
+          hint: 'Say which with --account (repeat for several).',
+        },
+      );
     }
     const { checkbox } = await import('@inquirer/prompts');
     const ids = await checkbox(

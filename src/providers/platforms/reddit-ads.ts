@@ -16,7 +16,7 @@ export function redditUserAgent(app: ProviderApp): string {
 }
 
 const profile: OAuthProfile = {
-  clientAuth: 'client_secret_basic',
+  clientAuth: 'basic_raw',
   headers: (app) => ({ 'user-agent': redditUserAgent(app) }),
 };
 

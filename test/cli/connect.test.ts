@@ -1,0 +1,349 @@
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { type AllDoubles, type Double, startAllDoubles } from '../doubles/index.js';
+import { addAppFor, connectViaDouble, type PlatformKey } from '../helpers/flows.js';
+import { expectNoSecretsLeaked } from '../helpers/secrets.js';
+import { createVault, type TestVault } from '../helpers/vault.js';
+
+let doubles: AllDoubles;
+beforeAll(async () => {
+  doubles = await startAllDoubles();
+});
+afterAll(() => doubles.close());
+
+const vaults: TestVault[] = [];
+async function vault() {
+  const v = await createVault();
+  vaults.push(v);
+  return v;
+}
+afterEach(async () => {
+  await Promise.all(vaults.splice(0).map((v) => v.destroy()));
+});
+
+const CONNECTION_FIELDS = [
+  'id',
+  'platform',
+  'app_id',
+  'app_label',
+  'external_account_id',
+  'account_name',
+  'name',
+  'status',
+  'status_message',
+  'consecutive_failures',
+  'access_token_expires_at',
+  'refresh_token_expires_at',
+  'last_refreshed_at',
+  'connected_by',
+  'created_at',
+].sort();
+
+function doubleFor(platform: PlatformKey): Double<unknown, unknown> {
+  return {
+    google_ads: doubles.google,
+    microsoft_ads: doubles.microsoft,
+    linkedin_ads: doubles.linkedin,
+    reddit_ads: doubles.reddit,
+  }[platform] as unknown as Double<unknown, unknown>;
+}
+
+const CASES: Array<{ platform: PlatformKey; account: string; name: string; revokes: boolean }> = [
+  { platform: 'google_ads', account: '123-456-7890', name: 'Acme US', revokes: true },
+  { platform: 'microsoft_ads', account: '987', name: 'Acme Search US', revokes: false },
+  { platform: 'linkedin_ads', account: 'urn:li:sponsoredAccount:5101', name: 'Acme LinkedIn', revokes: true },
+  { platform: 'reddit_ads', account: 'a2_xyz', name: 'Acme Reddit', revokes: true },
+];
+
+describe.each(CASES)(
+  '$platform: connect, token get, refresh, revoke',
+  ({ platform, account, name, revokes }) => {
+    it('runs the whole flow with the built binary, leaking no secret', async () => {
+      const double = doubleFor(platform);
+      const v = await vault();
+      const app = await addAppFor(v, platform, double);
+      const exchangesBefore = double.codeExchangeCount;
+
+      const run = await connectViaDouble(v, platform, ['--account', account, '--name', `${platform}-main`]);
+      expect(run.result.code, run.result.stderr).toBe(0);
+      expect(run.callbackStatus).toBe(200);
+      expect(double.codeExchangeCount).toBe(exchangesBefore + 1);
+      // The URL is alone on its line on stderr; stdout carries only the result.
+      expect(run.result.stderr.split('\n')).toContain(run.authorizeUrl);
+      const authorize = new URL(run.authorizeUrl);
+      if (platform === 'google_ads' || platform === 'microsoft_ads') {
+        expect(authorize.searchParams.get('code_challenge_method')).toBe('S256');
+      } else {
+        expect(authorize.searchParams.get('code_challenge')).toBeNull();
+      }
+      if (platform === 'google_ads') {
+        expect(authorize.searchParams.get('access_type')).toBe('offline');
+        expect(authorize.searchParams.get('prompt')).toBe('consent');
+      }
+      if (platform === 'reddit_ads') expect(authorize.searchParams.get('duration')).toBe('permanent');
+
+      const connections = JSON.parse(run.result.stdout) as Array<Record<string, unknown>>;
+      expect(connections).toHaveLength(1);
+      const connection = connections[0]!;
+      expect(Object.keys(connection).sort()).toEqual(CONNECTION_FIELDS);
+      expect(connection).toMatchObject({
+        platform,
+        app_id: app.id,
+        account_name: name,
+        name: `${platform}-main`,
+        status: 'active',
+        consecutive_failures: 0,
+        connected_by: 'test-operator',
+      });
+      if (platform === 'linkedin_ads') {
+        // LinkedIn's refresh token ends a fixed 365 days after consent.
+        const end = Date.parse(connection.refresh_token_expires_at as string);
+        expect(end - Date.now()).toBeGreaterThan(364 * 86_400_000);
+      }
+
+      const ref = `${platform.replace('_', '-')}:${connection.external_account_id}`;
+      const first = await v.cli(['token', 'get', ref], { secretOutput: true });
+      expect(first.code, first.stderr).toBe(0);
+      const token = first.stdout.trim();
+      expect(first.stdout).toBe(`${token}\n`);
+      expect(double.accessTokens.get(token)?.revoked).toBe(false);
+
+      const asJson = await v.cli(['token', 'get', `${platform}-main`, '--format', 'json'], {
+        secretOutput: true,
+      });
+      const doc = JSON.parse(asJson.stdout);
+      expect(Object.keys(doc).sort()).toEqual(
+        [
+          'access_token',
+          'connection_id',
+          'expires_at',
+          'external_account_id',
+          'platform',
+          'token_type',
+        ].sort(),
+      );
+      expect(doc).toMatchObject({
+        access_token: token,
+        token_type: 'Bearer',
+        connection_id: connection.id,
+        platform,
+      });
+      const header = await v.cli(['token', 'get', connection.id as string, '--format', 'header'], {
+        secretOutput: true,
+      });
+      expect(header.stdout).toBe(`Authorization: Bearer ${token}\n`);
+
+      const refreshesBefore = double.refreshCount;
+      const refreshed = await v.json<Record<string, unknown>>(['connections', 'refresh', ref, '--force']);
+      expect(refreshed.status).toBe('active');
+      expect(double.refreshCount).toBe(refreshesBefore + 1);
+      const second = (await v.cli(['token', 'get', ref], { secretOutput: true })).stdout.trim();
+      expect(second).not.toBe(token);
+      expect(double.refreshCount).toBe(refreshesBefore + 1); // the fresh token was served, not refreshed again
+
+      const revokesBefore = double.revokeCount;
+      const revoked = await v.json<{
+        platform: string;
+        connections: Array<{ status: string }>;
+        consent_page: string | null;
+      }>(['connections', 'revoke', ref]);
+      expect(revoked.connections.map((c) => c.status)).toEqual(['revoked']);
+      if (revokes) {
+        expect(revoked.platform).toBe('revoked');
+        expect(double.revokeCount).toBe(revokesBefore + 1);
+      } else {
+        expect(revoked.platform).toBe('no_endpoint');
+        expect(revoked.consent_page).toContain('account.live.com');
+      }
+      expect(await v.sql('select id from oauth_tokens_vault')).toEqual([]);
+      expect(await v.sql("select id from data_keys where scope = 'grant'")).toEqual([]);
+      const after = await v.cli(['token', 'get', ref]);
+      expect(after.code).toBe(4);
+      expect(after.stderr).toContain('was revoked');
+
+      // Every token the double ever issued (to this test or any other): none may show anywhere.
+      const issued = [...double.refreshTokens.keys(), ...double.accessTokens.keys()];
+      await expectNoSecretsLeaked(v, [
+        app.clientSecret,
+        ...(app.developerToken ? [app.developerToken] : []),
+        ...issued,
+      ]);
+    });
+  },
+);
+
+describe('refusals', () => {
+  it('access_denied at the platform: exit 4, nothing stored', async () => {
+    const v = await vault();
+    await addAppFor(v, 'google_ads', doubleFor('google_ads'));
+    doubles.google.consent = 'deny';
+    try {
+      const run = await connectViaDouble(v, 'google_ads', ['--account', '1234567890']);
+      expect(run.result.code).toBe(4);
+      expect(run.result.stderr).toContain('access was denied at Google Ads; nothing was stored');
+    } finally {
+      doubles.google.consent = 'auto';
+    }
+    expect(await v.sql('select id from ad_account_connections')).toEqual([]);
+    expect(await v.sql('select id from oauth_tokens_vault')).toEqual([]);
+  });
+
+  it('a callback with a wrong state is refused and nothing is exchanged; the right one still works', async () => {
+    const v = await vault();
+    await addAppFor(v, 'microsoft_ads', doubleFor('microsoft_ads'));
+    const exchanges = doubles.microsoft.codeExchangeCount;
+    const run = await connectViaDouble(v, 'microsoft_ads', ['--account', '987'], {
+      async beforeConsent(url) {
+        const redirect = new URL(new URL(url).searchParams.get('redirect_uri')!);
+        redirect.searchParams.set('code', 'forged-code');
+        redirect.searchParams.set('state', 'not-the-state');
+        const forged = await fetch(redirect);
+        expect(forged.status).toBe(400);
+        expect(await forged.text()).toContain('not the sign-in credvault is waiting for');
+        expect(doubles.microsoft.codeExchangeCount).toBe(exchanges);
+      },
+    });
+    expect(run.result.code, run.result.stderr).toBe(0);
+    expect(doubles.microsoft.codeExchangeCount).toBe(exchanges + 1);
+  });
+
+  it('a reused or expired state is refused with exit 2 and stores nothing', async () => {
+    const v = await vault();
+    await addAppFor(v, 'microsoft_ads', doubleFor('microsoft_ads'));
+    const started = await v.json<{
+      authorize_url: string;
+      state: string;
+      redirect_uri: string;
+      expires_at: string;
+    }>(['connections', 'start', 'microsoft_ads']);
+    expect(Date.parse(started.expires_at) - Date.now()).toBeGreaterThan(9 * 60_000);
+    expect(Date.parse(started.expires_at) - Date.now()).toBeLessThanOrEqual(10 * 60_000);
+    // Only its hash is stored.
+    const stored = await v.sql<{ state_hash: string }>('select state_hash from oauth_states');
+    expect(JSON.stringify(stored)).not.toContain(started.state);
+
+    const consent = await fetch(started.authorize_url, { redirect: 'manual' });
+    const callbackUrl = consent.headers.get('location')!;
+    const done = await v.json<Array<{ external_account_id: string }>>([
+      'connections',
+      'complete',
+      '--state',
+      started.state,
+      '--callback-url',
+      callbackUrl,
+      '--account',
+      '988',
+    ]);
+    expect(done.map((c) => c.external_account_id)).toEqual(['988']);
+    const before = await v.dump();
+    const again = await v.cli([
+      'connections',
+      'complete',
+      '--state',
+      started.state,
+      '--callback-url',
+      callbackUrl,
+    ]);
+    expect(again.code).toBe(2);
+    expect(again.stderr).toContain('already used');
+    const expiring = await v.json<{ state: string; authorize_url: string }>([
+      'connections',
+      'start',
+      'microsoft_ads',
+    ]);
+    await v.sql("update oauth_states set expires_at = now() - interval '1 minute' where used_at is null");
+    const late = await fetch(expiring.authorize_url, { redirect: 'manual' });
+    const expired = await v.cli([
+      'connections',
+      'complete',
+      '--state',
+      expiring.state,
+      '--callback-url',
+      late.headers.get('location')!,
+      '--account',
+      '987',
+    ]);
+    expect(expired.code).toBe(2);
+    expect(expired.stderr).toContain('expired');
+    const unknown = await v.cli(['connections', 'complete', '--state', 'made-up', '--code', 'x']);
+    expect(unknown.code).toBe(2);
+    expect(unknown.stderr).toContain('unknown state');
+    expect((await v.sql('select id from ad_account_connections')).length).toBe(1);
+    expect(before.split('ad_account_connections')[1]).toBeDefined();
+  });
+
+  it('several reachable accounts and no --account without a terminal: exit 2 listing them, nothing stored', async () => {
+    const v = await vault();
+    await addAppFor(v, 'reddit_ads', doubleFor('reddit_ads'));
+    const run = await connectViaDouble(v, 'reddit_ads');
+    expect(run.result.code).toBe(2);
+    expect(run.result.stderr).toContain('several ad accounts');
+    expect(run.result.stderr).toContain('a2_xyz (Acme Reddit)');
+    expect(run.result.stderr).toContain('a2_uvw (Acme Reddit EU)');
+    expect(await v.sql('select id from oauth_tokens_vault')).toEqual([]);
+  });
+
+  it('one consent for several accounts makes connections sharing one grant', async () => {
+    const v = await vault();
+    await addAppFor(v, 'linkedin_ads', doubleFor('linkedin_ads'));
+    const run = await connectViaDouble(v, 'linkedin_ads', ['--account', '5101', '--account', '5102']);
+    expect(run.result.code, run.result.stderr).toBe(0);
+    const made = JSON.parse(run.result.stdout) as Array<{ external_account_id: string }>;
+    expect(made.map((c) => c.external_account_id).sort()).toEqual(['5101', '5102']);
+    const grants = await v.sql<{ n: number }>(
+      'select count(distinct token_id)::int as n from ad_account_connections',
+    );
+    expect(grants[0]!.n).toBe(1);
+  });
+});
+
+describe('connections add', () => {
+  it('adopts an existing refresh token after one successful refresh, and refuses a dead one with exit 4', async () => {
+    const v = await vault();
+    const app = await addAppFor(v, 'google_ads', doubleFor('google_ads'));
+    const grant = doubles.google.issueGrant({
+      clientId: app.clientId,
+      scope: 'https://www.googleapis.com/auth/adwords',
+    });
+    const before = doubles.google.refreshCount;
+    const added = await v.json<Array<{ external_account_id: string; status: string }>>(
+      [
+        'connections',
+        'add',
+        'google-ads',
+        '--app',
+        app.label,
+        '--account',
+        '1234567890',
+        '--refresh-token-file',
+        '-',
+      ],
+      { input: `${grant.refreshToken}\n` },
+    );
+    expect(added).toEqual([expect.objectContaining({ external_account_id: '1234567890', status: 'active' })]);
+    expect(doubles.google.refreshCount).toBe(before + 1);
+
+    const dead = doubles.google.issueGrant({
+      clientId: app.clientId,
+      scope: 'https://www.googleapis.com/auth/adwords',
+    });
+    doubles.google.revokeGrant(dead.grantId);
+    const refused = await v.cli(
+      [
+        'connections',
+        'add',
+        'google_ads',
+        '--app',
+        app.label,
+        '--account',
+        '2345678901',
+        '--refresh-token-file',
+        '-',
+      ],
+      { input: dead.refreshToken },
+    );
+    expect(refused.code).toBe(4);
+    expect(refused.stderr).toContain('invalid_grant');
+    expect(refused.stderr).not.toContain(dead.refreshToken);
+    await expectNoSecretsLeaked(v, [grant.refreshToken, dead.refreshToken, app.clientSecret]);
+  });
+});

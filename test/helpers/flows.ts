@@ -1,0 +1,153 @@
+/**
+ * Driving credvault's OAuth flows against the platform doubles: apps pointed at a double, a connect
+ * whose printed URL a test client follows through the double's consent to credvault's callback.
+ */
+
+import type { AddressInfo } from 'node:net';
+import { createServer } from 'node:net';
+import type { Double } from '../doubles/index.js';
+import { REDDIT_TEST_USER_AGENT } from '../doubles/index.js';
+import type { CliResult, TestVault } from './vault.js';
+
+export type PlatformKey = 'google_ads' | 'microsoft_ads' | 'linkedin_ads' | 'reddit_ads';
+
+export async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+export interface AppSetup {
+  label: string;
+  clientId: string;
+  clientSecret: string;
+  developerToken: string | null;
+  redirectUri: string;
+}
+
+/**
+ * Registers an app with credvault whose endpoints are the double's. Platforms with exact redirect URIs
+ * (LinkedIn, Reddit) get a client registered on a free port, so parallel tests do not collide.
+ */
+export async function addAppFor(
+  vault: TestVault,
+  platform: PlatformKey,
+  double: Double<unknown, unknown>,
+  options: { label?: string; public?: boolean; extra?: Record<string, unknown> } = {},
+): Promise<AppSetup & { id: string }> {
+  const label = options.label ?? `${platform.split('_')[0]}-app`;
+  let client = double.defaultClient!;
+  let redirectUri = client.redirectUris[0]!;
+  if (platform === 'linkedin_ads' || platform === 'reddit_ads' || options.public) {
+    redirectUri =
+      platform === 'linkedin_ads' || platform === 'reddit_ads'
+        ? `http://localhost:${await freePort()}/callback`
+        : redirectUri;
+    client = double.registerClient({
+      clientId: `${label}-${Math.random().toString(36).slice(2, 10)}`,
+      clientSecret: options.public ? null : `secret-${Math.random().toString(36).slice(2)}-${Date.now()}`,
+      redirectUris: [redirectUri],
+      public: options.public === true,
+    });
+  }
+  const developerToken =
+    platform === 'microsoft_ads' || platform === 'google_ads'
+      ? `devtoken-${Math.random().toString(36).slice(2)}`
+      : null;
+  const file = {
+    label,
+    client_id: client.clientId,
+    ...(client.clientSecret ? { client_secret: client.clientSecret } : {}),
+    ...(developerToken ? { developer_token: developerToken } : {}),
+    redirect_uri: redirectUri,
+    authorize_url: double.endpoints.authorize,
+    token_url: double.endpoints.token,
+    ...(double.endpoints.revoke ? { revoke_url: double.endpoints.revoke } : {}),
+    api_base_url: double.url,
+    ...(platform === 'reddit_ads' ? { user_agent: REDDIT_TEST_USER_AGENT } : {}),
+    ...options.extra,
+  };
+  const app = await vault.json<{ id: string }>(['apps', 'add', platform, '--from-file', '-'], {
+    input: JSON.stringify(file),
+  });
+  return {
+    id: app.id,
+    label,
+    clientId: client.clientId,
+    clientSecret: client.clientSecret ?? '',
+    developerToken,
+    redirectUri,
+  };
+}
+
+/** Reads a child's stderr until a line that is a URL appears. */
+function waitForUrl(child: ReturnType<TestVault['spawn']>, timeoutMs = 60_000): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let buffer = '';
+    const timer = setTimeout(
+      () => reject(new Error(`no authorization URL on stderr:\n${buffer}`)),
+      timeoutMs,
+    );
+    const onData = (chunk: Buffer) => {
+      buffer += chunk.toString('utf8');
+      const line = buffer.split('\n').find((l) => /^https?:\/\//.test(l.trim()));
+      if (line) {
+        clearTimeout(timer);
+        child.stderr!.off('data', onData);
+        resolve(line.trim());
+      }
+    };
+    child.stderr!.on('data', onData);
+    child.once('exit', () => {
+      clearTimeout(timer);
+      reject(new Error(`credvault exited before printing a URL:\n${buffer}`));
+    });
+  });
+}
+
+/** A browser, minus the browser: follows the authorize URL through the double's consent redirect. */
+export async function followConsent(url: string): Promise<{ callbackStatus: number; callbackUrl: string }> {
+  const consent = await fetch(url, { redirect: 'manual', headers: { 'user-agent': REDDIT_TEST_USER_AGENT } });
+  const location = consent.headers.get('location');
+  if (consent.status !== 302 || !location) {
+    throw new Error(`the double did not redirect (HTTP ${consent.status}): ${await consent.text()}`);
+  }
+  const callback = await fetch(location, { redirect: 'manual' });
+  await callback.text();
+  return { callbackStatus: callback.status, callbackUrl: location };
+}
+
+export interface ConnectRun {
+  result: CliResult;
+  authorizeUrl: string;
+  callbackUrl: string;
+  callbackStatus: number;
+}
+
+/** `credvault connect PLATFORM --no-browser …`, completed by following the printed URL. */
+export async function connectViaDouble(
+  vault: TestVault,
+  platform: PlatformKey,
+  args: string[] = [],
+  options: { env?: Record<string, string>; beforeConsent?: (url: string) => Promise<void> } = {},
+): Promise<ConnectRun> {
+  const child = vault.spawn(['connect', platform, '--no-browser', '--json', ...args], { env: options.env });
+  child.stdin!.end();
+  let stdout = '';
+  let stderr = '';
+  child.stdout!.setEncoding('utf8').on('data', (d: string) => {
+    stdout += d;
+  });
+  child.stderr!.on('data', (d: Buffer) => {
+    stderr += d.toString('utf8');
+  });
+  const exited = new Promise<number>((resolve) => child.on('close', (code) => resolve(code ?? 1)));
+  const authorizeUrl = await waitForUrl(child);
+  await options.beforeConsent?.(authorizeUrl);
+  const { callbackStatus, callbackUrl } = await followConsent(authorizeUrl);
+  const code = await exited;
+  vault.printed.push(stdout, stderr);
+  return { result: { code, stdout, stderr }, authorizeUrl, callbackUrl, callbackStatus };
+}
