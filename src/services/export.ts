@@ -137,7 +137,9 @@ export async function googleAdsYaml(
     );
   }
   const config = await googleAdsConfig(ctx, served, request.purpose);
-  const { stringify } = await import('yaml');
+  // yaml is CommonJS for Node: its named exports sit on `default` once bundled.
+  const yaml = (await import('yaml')) as typeof import('yaml') & { default?: typeof import('yaml') };
+  const stringify = yaml.stringify ?? yaml.default!.stringify;
   return stringify({
     ...(config.developer_token ? { developer_token: config.developer_token.reveal() } : {}),
     client_id: config.client_id,

@@ -1,0 +1,293 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import {
+  type GoogleDouble,
+  MICROSOFT_ADS_SCOPE,
+  type MicrosoftDouble,
+  startGoogleDouble,
+  startMicrosoftDouble,
+} from '../doubles/index.js';
+import { addAppFor } from '../helpers/flows.js';
+import { expectNoSecretsLeaked } from '../helpers/secrets.js';
+import { type CliResult, createVault, DB_KIND, type TestVault } from '../helpers/vault.js';
+
+const cleanups: Array<() => Promise<void>> = [];
+afterEach(async () => {
+  await Promise.all(cleanups.splice(0).map((f) => f()));
+});
+
+async function vault(): Promise<TestVault> {
+  const v = await createVault();
+  cleanups.push(() => v.destroy());
+  return v;
+}
+
+async function microsoft(options: { strictRotation?: boolean } = {}): Promise<MicrosoftDouble> {
+  const d = await startMicrosoftDouble(options);
+  cleanups.push(() => d.close());
+  return d;
+}
+
+/** A vault with one Microsoft connection, adopted from a grant the double issued, its access token expired. */
+async function connected(
+  double: MicrosoftDouble | GoogleDouble,
+  platform: 'microsoft_ads' | 'google_ads' = 'microsoft_ads',
+) {
+  const v = await vault();
+  const app = await addAppFor(v, platform, double as never);
+  const account = platform === 'microsoft_ads' ? '987' : '1234567890';
+  const grant = double.issueGrant({
+    clientId: app.clientId,
+    scope:
+      platform === 'microsoft_ads'
+        ? `${MICROSOFT_ADS_SCOPE} offline_access`
+        : 'https://www.googleapis.com/auth/adwords',
+  } as never);
+  const added = await v.cli(
+    [
+      'connections',
+      'add',
+      platform,
+      '--app',
+      app.label,
+      '--account',
+      account,
+      '--name',
+      'acct',
+      '--refresh-token-file',
+      '-',
+    ],
+    { input: grant.refreshToken },
+  );
+  expect(added.code, added.stderr).toBe(0);
+  await v.sql("update oauth_tokens_vault set access_token_expires_at = now() - interval '1 minute'");
+  return { v, app, grant };
+}
+
+async function refreshTokenCiphertext(v: TestVault): Promise<string> {
+  const [row] = await v.sql<{ refresh_token_enc: string }>(
+    'select refresh_token_enc from oauth_tokens_vault',
+  );
+  return row!.refresh_token_enc;
+}
+
+async function statusOf(v: TestVault) {
+  const report = await v.json<{
+    connections: Array<{
+      status: string;
+      urgency: string;
+      problem: string | null;
+      consecutive_failures: number;
+    }>;
+  }>(['status']);
+  return report.connections[0]!;
+}
+
+/** On the embedded database the processes take turns; give them time to. */
+const TURNS = DB_KIND === 'pglite' ? { CREDVAULT_LOCK_TIMEOUT: '300' } : {};
+
+describe.each([
+  { strictRotation: false, what: 'rotating refresh tokens' },
+  { strictRotation: true, what: 'a platform that revokes the grant when a used refresh token comes back' },
+])('20 `token get` processes at once on an expired token ($what)', ({ strictRotation }) => {
+  it('make exactly one refresh request, and all print the same valid token', async () => {
+    const double = await microsoft({ strictRotation });
+    const { v, app, grant } = await connected(double);
+    const before = double.refreshAttempts;
+    double.faults.latencyMs = 300; // a slow platform widens the race
+    const runs = await Promise.all(
+      Array.from({ length: 20 }, () =>
+        v.cli(['token', 'get', 'acct'], { env: TURNS, secretOutput: true, timeoutMs: 300_000 }),
+      ),
+    );
+    expect(runs.map((r) => r.code)).toEqual(Array(20).fill(0));
+    expect(double.refreshAttempts - before).toBe(1);
+    const tokens = new Set(runs.map((r) => r.stdout.trim()));
+    expect(tokens.size).toBe(1);
+    const [token] = [...tokens];
+    expect(double.accessTokens.get(token!)?.revoked).toBe(false);
+    // The rotated refresh token was stored: the next refresh is accepted even where reuse is fatal.
+    expect((await v.cli(['connections', 'refresh', 'acct'])).code).toBe(0);
+    expect(double.refreshAttempts - before).toBe(2);
+    const audit = await v.json<Array<{ action: string }>>(['audit', 'list', '--limit', '100']);
+    expect(audit.filter((a) => a.action === 'token.serve')).toHaveLength(21);
+    await expectNoSecretsLeaked(v, [grant.refreshToken, app.clientSecret, ...double.refreshTokens.keys()]);
+  });
+});
+
+describe('failures', () => {
+  it('invalid_grant marks needs_reauth at once (exit 4) and the platform is not called again', async () => {
+    const double = await microsoft();
+    const { v, grant } = await connected(double);
+    double.revokeGrant(grant.refreshToken);
+    const result = await v.cli(['token', 'get', 'acct']);
+    expect(result.code).toBe(4);
+    expect(result.stderr).toContain('invalid_grant');
+    expect(result.stderr).toContain('credvault connect');
+    const attempts = double.refreshAttempts;
+    const status = await statusOf(v);
+    expect(status).toMatchObject({ status: 'needs_reauth', urgency: 'critical' });
+    expect((await v.cli(['token', 'get', 'acct'])).code).toBe(4);
+    expect((await v.cli(['connections', 'refresh', 'acct', '--force'])).code).toBe(4);
+    expect(double.refreshAttempts).toBe(attempts);
+  });
+
+  it('three timeouts in a row mark the connection error; the refresh token is kept', async () => {
+    const double = await microsoft();
+    const { v } = await connected(double);
+    const stored = await refreshTokenCiphertext(v);
+    const env = { CREDVAULT_HTTP_TIMEOUT: '0.5' };
+    double.faults.hangNext(100);
+    const results: CliResult[] = [];
+    for (let i = 0; i < 3; i++)
+      results.push(await v.cli(['connections', 'refresh', 'acct', '--force'], { env }));
+    expect(results.map((r) => r.code)).toEqual([5, 5, 5]);
+    expect(results[0]!.stderr).toContain('timed out');
+    expect(await statusOf(v)).toMatchObject({
+      status: 'error',
+      consecutive_failures: 3,
+      urgency: 'critical',
+    });
+    const blocked = await v.cli(['token', 'get', 'acct'], { env });
+    expect(blocked.code).toBe(4);
+    expect(blocked.stderr).toContain('failed to refresh 3 times in a row');
+    expect(await refreshTokenCiphertext(v)).toBe(stored);
+    double.faults.reset();
+    const recovered = await v.cli(['connections', 'refresh', 'acct', '--force'], { env });
+    expect(recovered.code, recovered.stderr).toBe(0);
+    expect(await statusOf(v)).toMatchObject({ status: 'active', consecutive_failures: 0, urgency: 'ok' });
+  });
+
+  it('honours Retry-After: 2 on a 429 and then succeeds', async () => {
+    const double = await microsoft();
+    const { v } = await connected(double);
+    const before = double.tokenRequests('refresh_token').length;
+    double.faults.failNext(1, {
+      status: 429,
+      body: { error: 'temporarily_unavailable', error_description: 'slow down' },
+      headers: { 'retry-after': '2' },
+    });
+    const result = await v.cli(['token', 'get', 'acct'], { secretOutput: true });
+    expect(result.code, result.stderr).toBe(0);
+    const requests = double.tokenRequests('refresh_token').slice(before);
+    expect(requests).toHaveLength(2);
+    expect(requests[1]!.at - requests[0]!.at).toBeGreaterThanOrEqual(2000);
+  });
+
+  it('transient failures keep the refresh token, cool down, and answer from the recorded failure', async () => {
+    const double = await microsoft();
+    const { v } = await connected(double);
+    const stored = await refreshTokenCiphertext(v);
+    double.faults.failNext(3, { status: 503, body: 'upstream unavailable' });
+    const failed = await v.cli(['token', 'get', 'acct']);
+    expect(failed.code).toBe(5);
+    expect(failed.stderr).toContain('HTTP 503');
+    expect(await refreshTokenCiphertext(v)).toBe(stored);
+    const attempts = double.refreshAttempts;
+    const cooling = await v.cli(['token', 'get', 'acct']);
+    expect(cooling.code).toBe(5);
+    expect(cooling.stderr).toContain('not calling the platform again before');
+    expect(cooling.stderr).toContain('--force');
+    expect(double.refreshAttempts).toBe(attempts);
+    expect(await statusOf(v)).toMatchObject({
+      status: 'active',
+      consecutive_failures: 1,
+      urgency: 'warning',
+    });
+    const forced = await v.cli(['connections', 'refresh', 'acct', '--force']);
+    expect(forced.code, forced.stderr).toBe(0);
+    expect(double.refreshAttempts).toBe(attempts + 1);
+  });
+});
+
+describe('a refresh whose answer is lost after the platform rotated the token', () => {
+  it('on a platform that tolerates the old token: the retry succeeds and nothing is wrong', async () => {
+    const double = await microsoft({ strictRotation: false });
+    const { v } = await connected(double);
+    double.faults.dropAfterRotate(1);
+    const result = await v.cli(['token', 'get', 'acct'], { secretOutput: true });
+    expect(result.code, result.stderr).toBe(0);
+    expect(await statusOf(v)).toMatchObject({ status: 'active', urgency: 'ok' });
+  });
+
+  it('on a platform that kills the grant on reuse: needs_reauth, and status says why', async () => {
+    const double = await microsoft({ strictRotation: true });
+    const { v } = await connected(double);
+    double.faults.dropAfterRotate(1);
+    const result = await v.cli(['token', 'get', 'acct']);
+    expect(result.code).toBe(4);
+    const status = await statusOf(v);
+    expect(status).toMatchObject({ status: 'needs_reauth', urgency: 'critical' });
+    expect(status.problem).toContain('got no answer; the platform probably rotated the refresh token then');
+  });
+
+  it('a process killed mid-refresh leaves a record that status reports, and the next refresh clears it', async () => {
+    const double = await microsoft();
+    const { v } = await connected(double);
+    double.faults.hangNext(1);
+    const before = double.refreshAttempts;
+    const child = v.spawn(['token', 'get', 'acct']);
+    child.stdin!.end();
+    for (let i = 0; i < 600 && double.refreshAttempts === before; i++)
+      await new Promise((r) => setTimeout(r, 50));
+    expect(double.refreshAttempts).toBe(before + 1);
+    child.kill('SIGKILL');
+    await new Promise((resolve) => child.on('close', resolve));
+    // Time passes: the dead process's lease lapses.
+    await v.sql("update oauth_tokens_vault set lease_expires_at = now() - interval '1 second'");
+    const status = await statusOf(v);
+    expect(status).toMatchObject({ status: 'active', urgency: 'warning' });
+    expect(status.problem).toContain('never recorded its answer');
+    const refreshed = await v.cli(['connections', 'refresh', 'acct']);
+    expect(refreshed.code, refreshed.stderr).toBe(0);
+    expect(await statusOf(v)).toMatchObject({ urgency: 'ok' });
+    const audit = await v.json<Array<{ action: string; detail: Record<string, unknown> }>>(['audit', 'list']);
+    expect(
+      audit.find((a) => a.action === 'token.refresh')?.detail.recovered_unrecorded_refresh_from,
+    ).toBeDefined();
+  });
+});
+
+describe('token get formats and exec', () => {
+  it('env carries the Google Ads client library variables; exec runs with them and passes the exit code on', async () => {
+    const double = await startGoogleDouble();
+    cleanups.push(() => double.close());
+    const { v, app, grant } = await connected(double, 'google_ads');
+    const env = await v.cli(['token', 'get', 'acct', '--format', 'env'], { secretOutput: true });
+    expect(env.code, env.stderr).toBe(0);
+    const vars = Object.fromEntries(
+      env.stdout
+        .trim()
+        .split('\n')
+        .map((line) => line.split(/=(.*)/s).slice(0, 2)),
+    );
+    expect(vars).toMatchObject({
+      GOOGLE_ADS_CLIENT_ID: app.clientId,
+      GOOGLE_ADS_CLIENT_SECRET: app.clientSecret,
+      GOOGLE_ADS_DEVELOPER_TOKEN: app.developerToken,
+      GOOGLE_ADS_REFRESH_TOKEN: grant.refreshToken,
+      GOOGLE_ADS_USE_PROTO_PLUS: 'True',
+      CREDVAULT_PLATFORM: 'google_ads',
+      CREDVAULT_ACCOUNT_ID: '1234567890',
+    });
+    expect(double.accessTokens.has(vars.CREDVAULT_ACCESS_TOKEN!)).toBe(true);
+
+    const yaml = await v.cli(['token', 'get', 'acct', '--format', 'google-ads-yaml'], { secretOutput: true });
+    expect(yaml.code, yaml.stderr).toBe(0);
+    expect(yaml.stdout).toContain(`refresh_token: ${grant.refreshToken}`);
+    expect(yaml.stdout).toContain('use_proto_plus: true');
+
+    const script =
+      'test "$GOOGLE_ADS_REFRESH_TOKEN" = "$EXPECTED" && test -n "$CREDVAULT_ACCESS_TOKEN" && exit 7';
+    const ran = await v.cli(['exec', 'acct', '--', 'sh', '-c', script], {
+      env: { EXPECTED: grant.refreshToken },
+    });
+    expect(ran.code).toBe(7);
+    const nested = await v.cli(['exec', 'acct', '--', 'true'], { env: { CREDVAULT_EXEC: 'outer' } });
+    expect(nested.code).toBe(2);
+    expect(nested.stderr).toContain('does not nest');
+    const audit = await v.json<Array<{ action: string; detail: { revealed?: string[] } }>>(['audit', 'list']);
+    expect(
+      audit.filter((a) => a.action === 'credentials.export').map((a) => a.detail.revealed),
+    ).toContainEqual(['refresh_token', 'client_secret', 'developer_token']);
+  });
+});
