@@ -131,7 +131,12 @@ export async function connectViaDouble(
   vault: TestVault,
   platform: PlatformKey,
   args: string[] = [],
-  options: { env?: Record<string, string>; beforeConsent?: (url: string) => Promise<void> } = {},
+  options: {
+    env?: Record<string, string>;
+    beforeConsent?: (url: string) => Promise<void>;
+    /** How the "browser" gets from the authorize URL to the callback (default: one consent redirect). */
+    follow?: (url: string) => Promise<{ callbackStatus: number; callbackUrl: string }>;
+  } = {},
 ): Promise<ConnectRun> {
   const child = vault.spawn(['connect', platform, '--no-browser', '--json', ...args], { env: options.env });
   child.stdin!.end();
@@ -146,7 +151,7 @@ export async function connectViaDouble(
   const exited = new Promise<number>((resolve) => child.on('close', (code) => resolve(code ?? 1)));
   const authorizeUrl = await waitForUrl(child);
   await options.beforeConsent?.(authorizeUrl);
-  const { callbackStatus, callbackUrl } = await followConsent(authorizeUrl);
+  const { callbackStatus, callbackUrl } = await (options.follow ?? followConsent)(authorizeUrl);
   const code = await exited;
   vault.printed.push(stdout, stderr);
   return { result: { code, stdout, stderr }, authorizeUrl, callbackUrl, callbackStatus };
