@@ -61,7 +61,8 @@ export function resolveConfig(flags: GlobalFlags, env: NodeJS.ProcessEnv): Confi
   const actor = (flags.actor ?? env.CREDVAULT_ACTOR ?? '').trim() || osUser(env);
   const noColor = flags.color === false || (env.NO_COLOR !== undefined && env.NO_COLOR !== '');
   return {
-    home: resolve(flags.home ?? env.CREDVAULT_HOME ?? defaultHome(env)),
+    // An empty CREDVAULT_HOME is unset, not the current directory.
+    home: resolve((flags.home ?? env.CREDVAULT_HOME ?? '').trim() || defaultHome(env)),
     databaseUrl: (flags.databaseUrl ?? env.DATABASE_URL ?? '').trim() || null,
     actor,
     json: flags.json === true,

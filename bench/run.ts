@@ -1,9 +1,10 @@
 // `npm run bench`: every benchmark, each figure as a ratio to its baseline measured in the same run.
-// Usage: npm run bench [-- NAME...]   (names: startup)
-import { machine } from './lib.mjs';
-import { startup } from './startup.mjs';
+// Usage: npm run bench [-- NAME...]   (names: startup, token)
+import { machine } from './lib.js';
+import { startup } from './startup.js';
+import { token } from './token.js';
 
-const all = { startup };
+const all: Record<string, () => Promise<{ title: string; rows: Array<Array<unknown>> }>> = { startup, token };
 const wanted = process.argv.slice(2).filter((a) => !a.startsWith('-'));
 const selected = wanted.length ? wanted : Object.keys(all);
 for (const name of selected) {
@@ -15,9 +16,11 @@ for (const name of selected) {
 
 console.log(`credvault benchmarks on ${machine()}, ${new Date().toISOString().slice(0, 10)}\n`);
 for (const name of selected) {
-  const { title, rows } = await all[name]();
+  const { title, rows } = await all[name]!();
   console.log(`## ${title}`);
-  for (const [label, value, vsBaseline, target] of rows) {
+  for (const [label, value, vsBaseline, target] of rows as Array<
+    [string, number | string, string, string?]
+  >) {
     const figure = typeof value === 'number' ? `${value.toFixed(1)} ms` : value;
     console.log(`  ${label.padEnd(42)} ${figure.padStart(12)}  ${vsBaseline.padStart(7)}  ${target ?? ''}`);
   }

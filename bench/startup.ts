@@ -1,7 +1,7 @@
 // Cold start of `credvault --version` and `credvault platforms list --json` against bare `node -e 0`,
 // median of several runs each, on PostgreSQL and on the embedded database.
 import { spawnSync } from 'node:child_process';
-import { BIN, medianRun, ratio, scratchDatabase, scratchHome } from './lib.mjs';
+import { BIN, medianRun, ratio, scratchDatabase, scratchHome } from './lib.js';
 
 export async function startup({ runs = 15 } = {}) {
   const rows = [];

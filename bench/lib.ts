@@ -8,14 +8,14 @@ import postgres from 'postgres';
 
 export const BIN = fileURLToPath(new URL('../bin/credvault', import.meta.url));
 
-export function median(values) {
+export function median(values: number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
   const mid = Math.floor(sorted.length / 2);
   return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
 }
 
 /** Wall time of one process run, in milliseconds. */
-export function timeRun(args, env) {
+export function timeRun(args: string[], env: NodeJS.ProcessEnv): number {
   const start = process.hrtime.bigint();
   const result = spawnSync(process.execPath, args, { env, encoding: 'utf8' });
   const ms = Number(process.hrtime.bigint() - start) / 1e6;
@@ -24,7 +24,7 @@ export function timeRun(args, env) {
 }
 
 /** Median wall time over `runs` runs, after `warmup` untimed ones. */
-export function medianRun(args, env, runs = 15, warmup = 2) {
+export function medianRun(args: string[], env: NodeJS.ProcessEnv, runs = 15, warmup = 2): number {
   for (let i = 0; i < warmup; i++) timeRun(args, env);
   return median(Array.from({ length: runs }, () => timeRun(args, env)));
 }
@@ -67,6 +67,6 @@ export async function scratchDatabase() {
   };
 }
 
-export function ratio(value, baseline) {
+export function ratio(value: number, baseline: number): string {
   return `${(value / baseline).toFixed(2)}×`;
 }
