@@ -21,6 +21,11 @@ export default defineConfig({
   test: {
     projects,
     pool: 'forks',
+    // Most of a test's time is a credvault subprocess or a platform double waiting: run more test
+    // files than there are cores (the default is one fewer than the cores, a single worker on CI).
+    maxWorkers: 4,
+    // The tests open the embedded database themselves too; the baseline Wasm tier starts it faster.
+    execArgv: ['--liftoff-only'],
     reporters: process.env.CI ? ['default'] : ['default'],
   },
 });
