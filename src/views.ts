@@ -60,6 +60,15 @@ export function auditJson(row: AuditRow) {
   };
 }
 
+/** How a connection is named to a person: its name, else `platform:account`. Both work as CONN. */
+export function connectionRef(c: {
+  name: string | null;
+  platform: string;
+  externalAccountId: string;
+}): string {
+  return c.name ?? `${c.platform}:${c.externalAccountId}`;
+}
+
 /** spec/cli.md's connection shape; no secret ever appears in it. */
 export function connectionJson(c: ConnectionView) {
   return {

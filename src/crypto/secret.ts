@@ -22,10 +22,6 @@ export class Secret {
     return this.#value.length;
   }
 
-  equals(other: Secret): boolean {
-    return this.#value === other.#value;
-  }
-
   toString(): string {
     return REDACTED;
   }
@@ -41,12 +37,4 @@ export class Secret {
   [inspect.custom](): string {
     return 'Secret([redacted])';
   }
-}
-
-export function secret(value: string): Secret {
-  return new Secret(value);
-}
-
-export function revealOrNull(value: Secret | null | undefined): string | null {
-  return value ? value.reveal() : null;
 }

@@ -93,7 +93,9 @@ export async function startCallbackServer(
     if (done)
       return answer(res, 410, page('Already done', 'This sign-in has finished. You can close this tab.'));
     const state = url.searchParams.get('state') ?? '';
-    if (!timingSafeEqual(digest(state), digest(expectedState()))) {
+    const expected = expectedState();
+    // Until the authorization exists there is no state to match: nothing can be accepted.
+    if (!expected || !timingSafeEqual(digest(state), digest(expected))) {
       return answer(
         res,
         400,

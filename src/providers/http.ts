@@ -1,4 +1,4 @@
-import { excerpt } from '../util/redact.js';
+import { excerpt, safeCode } from '../util/redact.js';
 import { VERSION } from '../version.js';
 import { classifyStatus, ProviderError, type ProviderFailure, parseRetryAfter } from './errors.js';
 
@@ -77,7 +77,7 @@ export async function apiRequest<T = unknown>(request: ApiRequest): Promise<ApiR
     // At an API (not the token endpoint), 401 means the access token was refused.
     const kind = read.kind ?? (response.status === 401 ? 'unauthenticated' : classifyStatus(response.status));
     const detail = read.message ?? (parsed === null ? text : JSON.stringify(parsed));
-    const code = read.code ?? null;
+    const code = read.code ? safeCode(read.code) : null;
     throw new ProviderError(
       kind,
       `${request.what} failed with HTTP ${response.status}${code ? ` ${code}` : ''}: ${excerpt(detail, request.secrets)}`,

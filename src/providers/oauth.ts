@@ -1,7 +1,7 @@
 import * as oauth from 'oauth4webapi';
 import { Secret } from '../crypto/secret.js';
 import { isLoopbackHost } from '../util/net.js';
-import { excerpt } from '../util/redact.js';
+import { excerpt, safeCode } from '../util/redact.js';
 import { classifyStatus, ProviderError, parseRetryAfter } from './errors.js';
 import { DEFAULT_USER_AGENT, networkFailure } from './http.js';
 import type { CallOptions, CodeExchange, ProviderApp, TokenResult } from './types.js';
@@ -123,19 +123,19 @@ function classify(
   if (error instanceof ProviderError) return error;
   if (error instanceof oauth.ResponseBodyError) {
     const dead = error.error === 'invalid_grant' || (profile.deadGrantErrors ?? []).includes(error.error);
+    // At the token endpoint, any other 4xx error (invalid_client, invalid_request, invalid_scope,
+    // unsupported_grant_type…) is about the app or its configuration: a person has to look.
     const kind = dead
       ? 'dead_grant'
-      : error.error === 'invalid_client' || error.error === 'unauthorized_client'
-        ? 'client'
-        : error.error === 'access_denied'
-          ? 'access_denied'
-          : classifyStatus(error.status) === 'invalid_request'
-            ? 'invalid_request'
-            : classifyStatus(error.status);
+      : error.error === 'access_denied'
+        ? 'access_denied'
+        : error.status >= 500 || error.status === 429
+          ? classifyStatus(error.status)
+          : 'client';
     const description = error.error_description ? `: ${excerpt(error.error_description, secrets)}` : '';
-    return new ProviderError(kind, `${what} was refused: ${error.error}${description}`, {
+    return new ProviderError(kind, `${what} was refused: ${safeCode(error.error)}${description}`, {
       status: error.status,
-      platformCode: error.error,
+      platformCode: safeCode(error.error),
       retryAfter: parseRetryAfter(error.response.headers.get('retry-after')),
     });
   }
@@ -143,8 +143,8 @@ function classify(
     const description = error.error_description ? `: ${excerpt(error.error_description, secrets)}` : '';
     return new ProviderError(
       error.error === 'access_denied' ? 'access_denied' : 'invalid_request',
-      `the platform answered the authorization with ${error.error}${description}`,
-      { platformCode: error.error },
+      `the platform answered the authorization with ${safeCode(error.error)}${description}`,
+      { platformCode: safeCode(error.error) },
     );
   }
   if (error instanceof oauth.WWWAuthenticateChallengeError) {

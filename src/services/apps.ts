@@ -141,7 +141,7 @@ export function parseAppFields(raw: RawAppFields): AppFields {
   const fields: AppFields = {};
   const label = text(raw.label, 'label');
   if (label !== undefined) {
-    if (!LABEL.test(label)) {
+    if (!LABEL.test(label) || isUuid(label)) {
       throw new InvalidInputError(
         `label "${label}" must start with a letter or digit and use only letters, digits, ".", "_" and "-" (at most 63)`,
       );
@@ -434,57 +434,45 @@ export async function setAppEnabled(ctx: ServiceContext, ref: string, enabled: b
   });
 }
 
+/**
+ * Removes an app. Connections holding tokens through it make that a conflict, unless `force`: then
+ * each of their grants is revoked first (at the platform where it can be, and destroyed here), one
+ * revocation at a time, and the app goes with its connection rows in one transaction. Interrupted, it
+ * can simply be run again.
+ */
 export async function removeApp(ctx: ServiceContext, ref: string, force: boolean): Promise<AppRecord> {
+  const app = await resolveApp(ctx.db, ref);
+  const holding = await connectionStore.oneConnectionPerGrantOfApp(ctx.db, app.id);
+  if (holding.length && !force) {
+    const n = await store.countConnections(ctx.db, app.id);
+    throw new ConflictError(
+      `app ${app.platform}/${app.label} is used by ${n} connection${n === 1 ? '' : 's'}`,
+      {
+        hint: 'Revoke them first (`credvault connections list`), or give --force to revoke them and remove the app.',
+      },
+    );
+  }
+  if (holding.length) {
+    const { revokeConnection } = await import('./revoke.js');
+    for (const connectionId of holding) await revokeConnection(ctx, connectionId);
+  }
   return ctx.transaction(async (tx) => {
-    const app = await resolveApp(tx, ref);
-    const connections = await store.countConnections(tx, app.id);
-    if (connections > 0 && !force) {
-      throw new ConflictError(
-        `app ${app.platform}/${app.label} is used by ${connections} connection${connections === 1 ? '' : 's'}`,
-        {
-          hint: 'Revoke them first (`credvault connections list`), or give --force to remove the app and its connections.',
-        },
-      );
-    }
-    if (connections > 0) {
-      await connectionStore.removeAllOfApp(tx, app.id);
-    }
-    await store.remove(tx, app.id);
+    const current = await resolveApp(tx, app.id);
+    const removed = await store.countConnections(tx, current.id);
+    await connectionStore.removeAllOfApp(tx, current.id);
+    await store.remove(tx, current.id);
     await recordAudit(tx, ctx.actor, {
       action: 'app.remove',
       targetType: 'app',
-      targetId: app.id,
+      targetId: current.id,
       outcome: 'success',
-      detail: { platform: app.platform, label: app.label, connections_removed: connections },
+      detail: {
+        platform: current.platform,
+        label: current.label,
+        connections_removed: removed,
+        revoked: holding.length,
+      },
     });
-    return app;
+    return current;
   });
-}
-
-/** Decrypts an app's secrets for a platform call; audited in the caller's transaction. */
-export async function readAppSecrets(
-  ctx: ServiceContext,
-  db: Db,
-  app: AppRecord,
-  purpose: string,
-): Promise<{ clientSecret: Secret | null; developerToken: Secret | null }> {
-  const keyring = await ctx.keyring();
-  const stored = await store.getEncryptedSecrets(db, app.id);
-  if (!stored) throw new NotFoundError(`app ${app.id} disappeared`);
-  const clientSecret = await keyring.decryptOptional(
-    stored.clientSecretEnc,
-    secretSlot(app.id, 'client_secret_enc'),
-  );
-  const developerToken = await keyring.decryptOptional(
-    stored.developerTokenEnc,
-    secretSlot(app.id, 'developer_token_enc'),
-  );
-  await recordAudit(db, ctx.actor, {
-    action: 'app.secret.read',
-    targetType: 'app',
-    targetId: app.id,
-    outcome: 'success',
-    detail: { purpose },
-  });
-  return { clientSecret, developerToken };
 }

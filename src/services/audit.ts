@@ -130,8 +130,12 @@ export async function verifyAudit(db: Db, pageSize = 2000): Promise<AuditVerific
   let expectedId = 1;
   let rows = 0;
   let afterId = 0;
+  // The head is read first and the walk stops at it: rows committed while we walk are not ours to
+  // judge (writers hold the head until they commit, so everything up to it is there).
+  const head = await store.readHead(db);
+  const lastId = head?.lastId ?? Number.MAX_SAFE_INTEGER;
   for (;;) {
-    const page = await store.pageAfter(db, afterId, pageSize);
+    const page = await store.pageAfter(db, afterId, pageSize, lastId);
     for (const row of page) {
       if (row.id !== expectedId) {
         problems.push({
@@ -158,7 +162,6 @@ export async function verifyAudit(db: Db, pageSize = 2000): Promise<AuditVerific
     }
     if (page.length < pageSize) break;
   }
-  const head = await store.readHead(db);
   if (head) {
     if (head.lastId !== afterId || head.lastHash !== prevHash) {
       problems.push({

@@ -1,16 +1,18 @@
 import { randomUUID } from 'node:crypto';
+import type { Secret } from '../crypto/secret.js';
 import type { Db } from '../db/client.js';
 import type { AppRecord } from '../db/store/apps.js';
 import * as appStore from '../db/store/apps.js';
 import type { ConnectionView } from '../db/store/connections.js';
 import * as connectionStore from '../db/store/connections.js';
 import * as stateStore from '../db/store/oauth-states.js';
-import { ConflictError, InvalidInputError, NotFoundError, ReauthRequiredError } from '../errors.js';
+import { InvalidInputError, NotFoundError, ReauthRequiredError } from '../errors.js';
 import { codeChallenge, hashState, newCodeVerifier, newState } from '../oauth/pkce.js';
 import { PLATFORMS, type PlatformId } from '../providers/catalog.js';
 import { ProviderError } from '../providers/errors.js';
 import { providerFor } from '../providers/registry.js';
-import type { AdAccount, Provider, TokenResult } from '../providers/types.js';
+import type { AdAccount, Provider, ProviderApp, TokenResult } from '../providers/types.js';
+import { safeCode } from '../util/redact.js';
 import { resolveApp } from './apps.js';
 import { recordAudit } from './audit.js';
 import type { ServiceContext } from './context.js';
@@ -209,49 +211,85 @@ export async function completeAuthorization(
 ): Promise<ConnectionView[]> {
   const consumed = await consumeState(ctx, state);
   const provider = await providerFor(consumed.platform);
+  const name = PLATFORMS[consumed.platform].displayName;
   const error = callback.get('error');
   if (error) {
+    const code = safeCode(error);
     await ctx.transaction((tx) =>
       recordAudit(tx, ctx.actor, {
         action: 'oauth.denied',
         targetType: 'app',
         targetId: consumed.app.id,
         outcome: 'denied',
-        detail: { platform: consumed.platform, error },
+        detail: { platform: consumed.platform, error: code },
       }),
     );
     throw new ReauthRequiredError(
-      error === 'access_denied'
-        ? `access was denied at ${PLATFORMS[consumed.platform].displayName}; nothing was stored`
-        : `${PLATFORMS[consumed.platform].displayName} answered the authorization with ${error.slice(0, 64)}; nothing was stored`,
+      code === 'access_denied'
+        ? `access was denied at ${name}; nothing was stored`
+        : `${name} answered the authorization with ${code}; nothing was stored`,
       { hint: 'Run connect again and allow access.' },
     );
   }
   if (!callback.get('code')) throw new InvalidInputError('the callback carries no authorization code');
   const app = await providerApp(ctx, ctx.db, consumed.app, { secrets: true });
-  const tokens = await withDeadline(ctx, (signal) =>
-    provider.exchangeCode(
-      app,
-      { callback, state, redirectUri: consumed.redirectUri, codeVerifier: consumed.codeVerifier },
-      { signal },
+  const tokens = await audited(ctx, consumed.app, 'oauth.exchange', () =>
+    withDeadline(ctx, (signal) =>
+      provider.exchangeCode(
+        app,
+        { callback, state, redirectUri: consumed.redirectUri, codeVerifier: consumed.codeVerifier },
+        { signal },
+      ),
     ),
   ).catch((e) => {
-    throw providerFailure(e, `${PLATFORMS[consumed.platform].displayName} refused the authorization code`);
+    throw providerFailure(e, `${name} refused the authorization code`);
   });
-  return storeConnections(ctx, provider, consumed.app, tokens, options, 'connect');
+  return storeConnections(ctx, provider, app, consumed.app, tokens, options, 'connect');
+}
+
+/**
+ * Runs a platform call that used the app's decrypted client secret and records it, whatever the
+ * outcome: every decryption leaves a trace, failed exchanges included.
+ */
+async function audited<T>(
+  ctx: ServiceContext,
+  app: AppRecord,
+  action: string,
+  call: () => Promise<T>,
+): Promise<T> {
+  const record = (outcome: 'success' | 'failure', detail: Record<string, unknown>) =>
+    ctx.transaction((tx) =>
+      recordAudit(tx, ctx.actor, {
+        action,
+        targetType: 'app',
+        targetId: app.id,
+        outcome,
+        detail: { platform: app.platform, app: app.label, decrypted: ['client_secret'], ...detail },
+      }),
+    );
+  try {
+    const result = await call();
+    await record('success', {});
+    return result;
+  } catch (error) {
+    await record(
+      'failure',
+      error instanceof ProviderError ? { kind: error.kind, code: error.platformCode } : {},
+    );
+    throw error;
+  }
 }
 
 async function discover(
   ctx: ServiceContext,
   provider: Provider,
-  app: AppRecord,
+  app: ProviderApp,
   tokens: TokenResult,
 ): Promise<DiscoveredAccounts> {
-  const papp = await providerApp(ctx, ctx.db, app, { secrets: true });
   try {
     return {
       accounts: await withDeadline(ctx, (signal) =>
-        provider.discoverAccounts(papp, tokens.accessToken, { signal }),
+        provider.discoverAccounts(app, tokens.accessToken, { signal }),
       ),
       problem: null,
     };
@@ -264,24 +302,18 @@ async function discover(
 async function storeConnections(
   ctx: ServiceContext,
   provider: Provider,
+  opened: ProviderApp,
   app: AppRecord,
   tokens: TokenResult,
   options: CompleteOptions,
   via: 'connect' | 'adopt',
 ): Promise<ConnectionView[]> {
-  const found = await discover(ctx, provider, app, tokens);
+  const found = await discover(ctx, provider, opened, tokens);
   const chosen = await options.choose(found, provider.id);
   if (chosen.length === 0) throw new InvalidInputError('no account was chosen; nothing was stored');
-  const ids = await ctx.transaction(async (tx) => {
-    await recordAudit(tx, ctx.actor, {
-      action: 'app.secret.read',
-      targetType: 'app',
-      targetId: app.id,
-      outcome: 'success',
-      detail: { purpose: via === 'connect' ? 'code exchange' : 'refresh token adoption' },
-    });
-    return storeGrant(ctx, tx, { app, tokens, accounts: chosen, name: options.name, via });
-  });
+  const ids = await ctx.transaction((tx) =>
+    storeGrant(ctx, tx, { app, tokens, accounts: chosen, name: options.name, via }),
+  );
   return connectionStore.listViews(ctx.db, { ids });
 }
 
@@ -293,19 +325,17 @@ export async function adoptRefreshToken(
   ctx: ServiceContext,
   platform: PlatformId,
   appRef: string,
-  refreshToken: import('../crypto/secret.js').Secret,
+  refreshToken: Secret,
   options: CompleteOptions,
 ): Promise<ConnectionView[]> {
   const provider = await providerFor(platform);
   const app = await appForPlatform(ctx.db, platform, appRef);
-  const papp = await providerApp(ctx, ctx.db, app, { secrets: true });
-  const tokens = await withDeadline(ctx, (signal) => provider.refresh(papp, refreshToken, { signal })).catch(
-    (e) => {
-      throw providerFailure(e, `${PLATFORMS[platform].displayName} refused the refresh token`);
-    },
-  );
+  const opened = await providerApp(ctx, ctx.db, app, { secrets: true });
+  const tokens = await audited(ctx, app, 'token.adopt', () =>
+    withDeadline(ctx, (signal) => provider.refresh(opened, refreshToken, { signal })),
+  ).catch((e) => {
+    throw providerFailure(e, `${PLATFORMS[platform].displayName} refused the refresh token`);
+  });
   const kept: TokenResult = { ...tokens, refreshToken: tokens.refreshToken ?? refreshToken };
-  const views = await storeConnections(ctx, provider, app, kept, options, 'adopt');
-  if (views.length === 0) throw new ConflictError('nothing was stored');
-  return views;
+  return storeConnections(ctx, provider, opened, app, kept, options, 'adopt');
 }

@@ -83,7 +83,18 @@ export class ServiceContext {
     return winner;
   }
 
+  /** The same vault (database, keyring) acting for someone else: the daemon acts for its clients. */
+  withActor(actor: Actor): ServiceContext {
+    const child = new ServiceContext(this.database, this.config, actor, this.#source);
+    child.#keyring = this.keyring();
+    child.#shared = true;
+    return child;
+  }
+
+  #shared = false;
+
   async close(): Promise<void> {
+    if (this.#shared) return;
     try {
       if (this.#keyring) await (await this.#keyring.catch(() => null))?.close();
     } finally {

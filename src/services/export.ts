@@ -4,6 +4,7 @@ import * as tokenStore from '../db/store/tokens.js';
 import { InvalidInputError, NotFoundError } from '../errors.js';
 import { PLATFORMS, type PlatformId } from '../providers/catalog.js';
 import { recordAudit } from './audit.js';
+import { resolveConnection } from './connections.js';
 import type { ServiceContext } from './context.js';
 import { openToken } from './grants.js';
 import { providerApp } from './provider-app.js';
@@ -100,14 +101,16 @@ export async function exportCredentials(
     if (app) {
       const papp = await ctx.transaction(async (tx) => {
         const opened = await providerApp(ctx, tx, app, { secrets: true });
-        await recordAudit(tx, ctx.actor, {
-          action: 'credentials.export',
-          targetType: 'connection',
-          targetId: c.id,
-          connectionId: c.id,
-          outcome: 'success',
-          detail: { purpose: request.purpose, revealed: ['developer_token'] },
-        });
+        if (opened.developerToken) {
+          await recordAudit(tx, ctx.actor, {
+            action: 'credentials.export',
+            targetType: 'connection',
+            targetId: c.id,
+            connectionId: c.id,
+            outcome: 'success',
+            detail: { purpose: request.purpose, revealed: ['developer_token'] },
+          });
+        }
         return opened;
       });
       if (papp.developerToken) vars.push(['MICROSOFT_ADS_DEVELOPER_TOKEN', papp.developerToken]);
@@ -130,12 +133,13 @@ export async function googleAdsYaml(
   ref: string,
   request: TokenRequest,
 ): Promise<string> {
-  const served = await getValidAccessToken(ctx, ref, request);
-  if (served.connection.platform !== 'google_ads') {
+  const connection = await resolveConnection(ctx.db, ref);
+  if (connection.platform !== 'google_ads') {
     throw new InvalidInputError(
-      `--format google-ads-yaml is for Google Ads connections, not ${served.connection.platform}`,
+      `--format google-ads-yaml is for Google Ads connections, not ${connection.platform}`,
     );
   }
+  const served = await getValidAccessToken(ctx, connection.id, request);
   const config = await googleAdsConfig(ctx, served, request.purpose);
   // yaml is CommonJS for Node: its named exports sit on `default` once bundled.
   const yaml = (await import('yaml')) as typeof import('yaml') & { default?: typeof import('yaml') };

@@ -121,10 +121,14 @@ export async function storeGrant(ctx: ServiceContext, tx: Db, input: StoreGrantI
       consecutiveFailures: 0,
       details: { ...account.details, ...(account.currency ? { currency: account.currency } : {}) },
     };
+    // An account taken as given (discovery failed) brings no details: keep what was known.
+    const known = existing ? { ...existing.details, ...fields.details } : fields.details;
     if (existing) {
       if (existing.tokenId) replaced.add(existing.tokenId);
       await connectionStore.update(tx, existing.id, {
         ...fields,
+        details: known,
+        accountName: account.name ?? existing.accountName,
         ...(input.name ? { name: input.name } : {}),
       });
       ids.push(existing.id);

@@ -5,7 +5,7 @@ import {
   ReauthRequiredError,
   UnavailableError,
 } from '../errors.js';
-import { ProviderError } from '../providers/errors.js';
+import { ProviderError, type ProviderFailure } from '../providers/errors.js';
 
 /** Runs a platform call with a deadline (CREDVAULT_HTTP_TIMEOUT); the signal aborts the request when it passes. */
 export async function withDeadline<T>(
@@ -15,35 +15,49 @@ export async function withDeadline<T>(
   return fn(AbortSignal.timeout(ctx.config.httpTimeoutMs));
 }
 
-/** What a platform failure means to the person running credvault: the contract's error and exit code. */
-export function providerFailure(error: unknown, context: string): CredvaultError | unknown {
-  if (!(error instanceof ProviderError)) return error;
-  const message = `${context}: ${error.message}`;
-  switch (error.kind) {
+const HINTS: Partial<Record<ProviderFailure, string>> = {
+  dead_grant: 'Connect again with `credvault connect`.',
+  access_denied: 'Connect again with `credvault connect`, and allow access.',
+  unauthenticated: 'Connect again with `credvault connect`.',
+  client:
+    'The platform refused the app itself; check its client id and secret (`credvault apps update APP --new-client-secret`).',
+  forbidden: 'The grant works but may not do this; a person with access must grant it.',
+};
+
+/**
+ * What a kind of platform failure means to the person running credvault: the contract's error and
+ * exit code. The one mapping, for a failure just met and for one recorded earlier (a cool-down).
+ */
+export function errorForKind(
+  kind: ProviderFailure,
+  message: string,
+  options: { retryAfter?: number | null; hint?: string; cause?: unknown } = {},
+): CredvaultError {
+  const hint = options.hint ?? HINTS[kind];
+  const base = { ...(hint ? { hint } : {}), ...(options.cause ? { cause: options.cause } : {}) };
+  switch (kind) {
     case 'dead_grant':
     case 'access_denied':
     case 'unauthenticated':
-      return new ReauthRequiredError(message, {
-        hint: 'Connect again with `credvault connect`.',
-        cause: error,
-      });
     case 'client':
-      return new ReauthRequiredError(message, {
-        hint: 'The platform refused the app itself; check its client id and secret (`credvault apps update APP --new-client-secret`).',
-        cause: error,
-      });
     case 'forbidden':
-      return new ReauthRequiredError(message, {
-        hint: 'The grant works but may not do this; a person with access must grant it.',
-        cause: error,
-      });
+      return new ReauthRequiredError(message, base);
     case 'transient':
     case 'rate_limited':
     case 'invalid_response':
-      return new UnavailableError(message, { retryAfter: error.retryAfter ?? undefined, cause: error });
+      return new UnavailableError(message, { ...base, retryAfter: options.retryAfter ?? undefined });
     case 'not_found':
-      return new NotFoundError(message, { cause: error });
+      return new NotFoundError(message, base);
     case 'invalid_request':
-      return new InvalidInputError(message, { cause: error });
+      return new InvalidInputError(message, base);
   }
+}
+
+/** A ProviderError as the contract's error; anything else is passed through. */
+export function providerFailure(error: unknown, context: string): CredvaultError | unknown {
+  if (!(error instanceof ProviderError)) return error;
+  return errorForKind(error.kind, `${context}: ${error.message}`, {
+    retryAfter: error.retryAfter,
+    cause: error,
+  });
 }

@@ -40,7 +40,6 @@ export async function revokeConnection(ctx: ServiceContext, ref: string): Promis
     };
   }
   const grant = await tokenStore.get(ctx.db, connection.tokenId);
-  const sharing = await connectionStore.listByGrant(ctx.db, connection.tokenId);
   let outcome: RevokeReport['platform'] = 'no_endpoint';
   let message: string | null = null;
   if (grant && provider.capabilities.revocation_endpoint) {
@@ -64,8 +63,12 @@ export async function revokeConnection(ctx: ServiceContext, ref: string): Promis
   if (outcome === 'no_endpoint') {
     message = `${provider.info.displayName} has no revocation endpoint; the refresh token was destroyed here`;
   }
-  await ctx.transaction(async (tx) => {
-    const entries: AuditEntry[] = sharing.map((c) => ({
+  const grantId = connection.tokenId;
+  const revoked = await ctx.transaction(async (tx) => {
+    // Who shares the grant is read again here: a connection reconnected to a new grant meanwhile
+    // keeps its new tokens and is not revoked.
+    const current = await connectionStore.listByGrant(tx, grantId);
+    const entries: AuditEntry[] = current.map((c) => ({
       action: 'connection.revoke',
       targetType: 'connection',
       targetId: c.id,
@@ -73,17 +76,17 @@ export async function revokeConnection(ctx: ServiceContext, ref: string): Promis
       outcome: 'success',
       detail: { platform, account: c.externalAccountId, at_platform: outcome, requested_for: connection.id },
     }));
-    for (const c of sharing) {
-      await connectionStore.update(tx, c.id, {
-        status: 'revoked',
-        statusMessage: outcome === 'revoked' ? 'revoked' : `revoked here; ${message}`,
-      });
-    }
-    await destroyGrant(tx, connection.tokenId!);
+    await connectionStore.updateByGrant(tx, grantId, {
+      status: 'revoked',
+      statusMessage: outcome === 'revoked' ? 'revoked' : `revoked here; ${message}`,
+    });
+    await destroyGrant(tx, grantId);
     await recordAudit(tx, ctx.actor, entries);
+    return current.map((c) => c.id);
   });
+  if (grant) (await ctx.keyring()).forget(grant.dataKeyId);
   return {
-    connections: await connectionStore.listViews(ctx.db, { ids: sharing.map((c) => c.id) }),
+    connections: await connectionStore.listViews(ctx.db, { ids: revoked }),
     platform: outcome,
     message,
     consent_page: outcome === 'revoked' ? null : provider.consentPage,

@@ -1,5 +1,6 @@
 import type { ConnectionView } from '../db/store/connections.js';
 import * as connectionStore from '../db/store/connections.js';
+import { connectionRef } from '../views.js';
 import type { ServiceContext } from './context.js';
 
 export type Urgency = 'ok' | 'warning' | 'critical';
@@ -15,9 +16,7 @@ export interface ConnectionHealth {
 
 const DAY = 86_400_000;
 
-function ref(c: ConnectionView): string {
-  return c.name ?? `${c.platform}:${c.externalAccountId}`;
-}
+const ref = connectionRef;
 
 /** What each connection needs, most urgent first. */
 export function assess(c: ConnectionView, now = Date.now()): ConnectionHealth {

@@ -11,11 +11,12 @@ import type { PlatformId } from '../providers/catalog.js';
 import { ProviderError, type ProviderFailure } from '../providers/errors.js';
 import { providerFor } from '../providers/registry.js';
 import type { TokenResult } from '../providers/types.js';
+import { connectionRef } from '../views.js';
 import { type AuditEntry, recordAudit } from './audit.js';
 import { resolveConnection } from './connections.js';
 import type { ServiceContext } from './context.js';
 import { grantSlot, openToken, refreshTokenExpiry } from './grants.js';
-import { providerFailure } from './platform-calls.js';
+import { errorForKind, providerFailure } from './platform-calls.js';
 import { providerApp } from './provider-app.js';
 
 /**
@@ -81,9 +82,7 @@ function isFresh(
   return grant.accessTokenExpiresAt.getTime() - Date.now() > minTtlMs;
 }
 
-function describeConnection(c: ConnectionRow): string {
-  return c.name ?? `${c.platform}:${c.externalAccountId}`;
-}
+const describeConnection = connectionRef;
 
 /** Refuses connections that need a person before any token can be had. */
 function assertUsable(connection: ConnectionRow): string {
@@ -108,15 +107,40 @@ function recordedFailure(grant: GrantRow, connection: ConnectionRow): CredvaultE
   const retryAfter = Math.max(1, Math.ceil((until.getTime() - Date.now()) / 1000));
   const message = `the last refresh of ${describeConnection(connection)} failed at ${grant.lastErrorAt?.toISOString() ?? 'an unknown time'} (${grant.lastErrorMessage ?? 'no detail'}); not calling the platform again before ${until.toISOString()}`;
   const hint = `Wait ${retryAfter}s, or force a refresh with \`credvault connections refresh ${describeConnection(connection)} --force\`.`;
-  const kind = grant.lastErrorCode as ProviderFailure | null;
-  if (kind === 'client' || kind === 'forbidden' || kind === 'unauthenticated') {
-    return new ReauthRequiredError(message, { hint });
-  }
-  return new UnavailableError(message, { retryAfter, hint });
+  return errorForKind((grant.lastErrorCode as ProviderFailure | null) ?? 'transient', message, {
+    retryAfter,
+    hint,
+  });
 }
 
 /** The one process-wide refresh per grant that concurrent callers share. */
 const inflight = new Map<string, Promise<GrantRow>>();
+
+/**
+ * The connection's grant with an access token valid for `minTtlSeconds`, refreshed first when it is
+ * not (or when `forceRefresh`). Opens nothing and audits only refreshes: the caller serves the token.
+ */
+export async function freshGrant(
+  ctx: ServiceContext,
+  connection: ConnectionRow,
+  request: TokenRequest,
+): Promise<{ grant: GrantRow; refreshed: boolean }> {
+  const grantId = assertUsable(connection);
+  const minTtlMs = request.minTtlSeconds * 1000;
+  const grant = await tokenStore.get(ctx.db, grantId);
+  if (!grant) throw new ReauthRequiredError(`connection ${describeConnection(connection)} has no tokens`);
+  if (!request.forceRefresh && isFresh(grant, minTtlMs)) return { grant, refreshed: false };
+  if (connection.status === 'error' && !request.bypassCooldown) {
+    throw new ReauthRequiredError(
+      `connection ${describeConnection(connection)} failed to refresh ${connection.consecutiveFailures} times in a row (last: ${connection.statusMessage ?? 'unknown'})`,
+      {
+        hint: `Try \`credvault connections refresh ${describeConnection(connection)} --force\`, or connect it again.`,
+      },
+    );
+  }
+  const fresh = await ensureFresh(ctx, connection, grantId, minTtlMs, request);
+  return { grant: fresh, refreshed: fresh.version !== grant.version };
+}
 
 export async function getValidAccessToken(
   ctx: ServiceContext,
@@ -124,25 +148,7 @@ export async function getValidAccessToken(
   request: TokenRequest,
 ): Promise<ServedToken> {
   const connection = await resolveConnection(ctx.db, ref);
-  const grantId = assertUsable(connection);
-  const minTtlMs = request.minTtlSeconds * 1000;
-  let grant = await tokenStore.get(ctx.db, grantId);
-  if (!grant) throw new ReauthRequiredError(`connection ${describeConnection(connection)} has no tokens`);
-  let refreshed = false;
-  if (request.forceRefresh || !isFresh(grant, minTtlMs)) {
-    if (connection.status === 'error' && !request.bypassCooldown) {
-      throw new ReauthRequiredError(
-        `connection ${describeConnection(connection)} failed to refresh ${connection.consecutiveFailures} times in a row (last: ${connection.statusMessage ?? 'unknown'})`,
-        {
-          hint: `Try \`credvault connections refresh ${describeConnection(connection)} --force\`, or connect it again.`,
-        },
-      );
-    }
-    const before = grant.version;
-    grant = await ensureFresh(ctx, connection, grantId, minTtlMs, request);
-    refreshed = grant.version !== before;
-  }
-  const served = grant;
+  const { grant: served, refreshed } = await freshGrant(ctx, connection, request);
   return ctx.transaction(async (tx) => {
     const accessToken = await openToken(ctx, served, 'access');
     if (!accessToken)
@@ -180,19 +186,25 @@ export async function refreshConnection(
   });
 }
 
-function ensureFresh(
+async function ensureFresh(
   ctx: ServiceContext,
   connection: ConnectionRow,
   grantId: string,
   minTtlMs: number,
   request: TokenRequest,
 ): Promise<GrantRow> {
-  const shared = inflight.get(grantId);
-  if (shared) return shared;
+  // Callers asking the same thing share one refresh; what it brings back must still meet each
+  // caller's own min-ttl (a forced refresh is met by any refresh that finishes after it was asked).
+  const key = `${grantId}:${request.forceRefresh ? 'force' : ''}:${request.bypassCooldown ? 'bypass' : ''}`;
+  const shared = inflight.get(key);
+  if (shared) {
+    const row = await shared;
+    if (request.forceRefresh || isFresh(row, minTtlMs)) return row;
+  }
   const pending = refreshLoop(ctx, connection, grantId, minTtlMs, request).finally(() =>
-    inflight.delete(grantId),
+    inflight.delete(key),
   );
-  inflight.set(grantId, pending);
+  inflight.set(key, pending);
   return pending;
 }
 
@@ -257,7 +269,6 @@ async function refreshWithLease(
   let attempts = 0;
   // An attempt that got no answer (timeout, dropped connection) may still have been processed.
   let unanswered = false;
-  const connections = await connectionStore.listByGrant(ctx.db, grant.id);
   try {
     const app = await appStore.getById(ctx.db, grant.appId);
     if (!app) throw new ReauthRequiredError('the app of this connection was removed');
@@ -289,7 +300,7 @@ async function refreshWithLease(
       }
     }
   } catch (error) {
-    await recordRefreshFailure(ctx, grant, connections, owner, error, attempts, unanswered);
+    await recordRefreshFailure(ctx, grant, owner, error, attempts, unanswered);
     throw error instanceof ProviderError
       ? providerFailure(error, `refreshing ${describeConnection(connection)} failed`)
       : error;
@@ -363,7 +374,6 @@ async function storeRefreshed(
 async function recordRefreshFailure(
   ctx: ServiceContext,
   grant: GrantRow,
-  connections: ConnectionRow[],
   owner: string,
   error: unknown,
   attempts: number,
@@ -374,37 +384,61 @@ async function recordRefreshFailure(
     await tokenStore.releaseLease(ctx.db, grant.id, owner).catch(() => {});
     return;
   }
-  const previous = connections[0];
-  const failures = (previous?.consecutiveFailures ?? 0) + 1;
   const dead = error.kind === 'dead_grant';
   const lost = grant.refreshInFlightSince
     ? ` An earlier refresh, sent at ${grant.refreshInFlightSince.toISOString()}, never recorded its answer; the platform probably rotated the refresh token then.`
     : unanswered && attempts > 1
       ? ' An earlier attempt of this refresh got no answer; the platform probably rotated the refresh token then.'
       : '';
-  const status = dead
-    ? 'needs_reauth'
-    : failures >= ERROR_THRESHOLD
-      ? 'error'
-      : (previous?.status ?? 'active');
   const message = `${error.message}${dead ? lost : ''}`.slice(0, 1000);
-  const entries: AuditEntry[] = [
-    {
-      action: 'token.refresh',
-      targetType: 'grant',
-      targetId: grant.id,
-      outcome: 'failure',
-      detail: {
-        platform: grant.platform,
-        kind: error.kind,
-        code: error.platformCode,
-        status: error.status,
-        attempts,
-      },
+  const refreshEntry: AuditEntry = {
+    action: 'token.refresh',
+    targetType: 'grant',
+    targetId: grant.id,
+    outcome: 'failure',
+    detail: {
+      platform: grant.platform,
+      kind: error.kind,
+      code: error.platformCode,
+      status: error.status,
+      attempts,
     },
-  ];
-  if (status !== previous?.status) {
-    for (const c of connections) {
+  };
+  await ctx.transaction(async (tx) => {
+    // Counted from what the connections say now, not from before the platform call.
+    const current = await connectionStore.listByGrant(tx, grant.id);
+    const failures = (current[0]?.consecutiveFailures ?? 0) + 1;
+    const status = dead
+      ? 'needs_reauth'
+      : failures >= ERROR_THRESHOLD
+        ? 'error'
+        : (current[0]?.status ?? 'active');
+    const applied = await tokenStore.recordFailure(tx, grant.id, owner, grant.version, {
+      code: error.kind,
+      message,
+      cooldownUntil: dead ? null : new Date(Date.now() + cooldownMs(failures, error.retryAfter)),
+      // The platform answered (and no earlier answer is missing): nothing is in doubt. A timeout may
+      // have been processed, so it stays on record until a refresh succeeds.
+      clearInFlight: dead || (error.status !== null && !unanswered && !grant.refreshInFlightSince),
+    });
+    if (!applied) {
+      await recordAudit(tx, ctx.actor, {
+        ...refreshEntry,
+        detail: {
+          ...refreshEntry.detail,
+          problem: 'another process refreshed meanwhile; this failure was not recorded',
+        },
+      });
+      return;
+    }
+    await connectionStore.updateByGrant(tx, grant.id, {
+      status,
+      statusMessage: message,
+      consecutiveFailures: failures,
+    });
+    const entries = [refreshEntry];
+    for (const c of current) {
+      if (c.status === status) continue;
       entries.push({
         action: 'connection.status',
         targetType: 'connection',
@@ -414,21 +448,40 @@ async function recordRefreshFailure(
         detail: { from: c.status, to: status, kind: error.kind },
       });
     }
-  }
-  await ctx.transaction(async (tx) => {
-    await tokenStore.recordFailure(tx, grant.id, owner, {
-      code: error.kind,
-      message,
-      cooldownUntil: dead ? null : new Date(Date.now() + cooldownMs(failures, error.retryAfter)),
-      // The platform answered (and no earlier answer is missing): nothing is in doubt. A timeout may
-      // have been processed, so it stays on record until a refresh succeeds.
-      clearInFlight: dead || (error.status !== null && !unanswered && !grant.refreshInFlightSince),
-    });
-    await connectionStore.updateByGrant(tx, grant.id, {
-      status,
-      statusMessage: message,
-      consecutiveFailures: failures,
-    });
     await recordAudit(tx, ctx.actor, entries);
   });
+}
+
+export type RefreshOutcome = 'success' | ProviderFailure | 'lease_lost' | 'skipped' | 'internal';
+
+/**
+ * Refreshes a grant the daemon claimed (its lease is `owner`'s already): the same path as `token get`,
+ * so one refresh per expiry holds whatever mix of daemons and CLI processes runs. Failures are recorded
+ * on the grant as usual; the outcome is returned for metrics, never thrown.
+ */
+export async function refreshClaimed(
+  ctx: ServiceContext,
+  grant: GrantRow,
+  owner: string,
+): Promise<RefreshOutcome> {
+  const [connection] = await connectionStore.listByGrant(ctx.db, grant.id);
+  if (!connection || connection.status === 'needs_reauth' || connection.status === 'revoked') {
+    await tokenStore.releaseLease(ctx.db, grant.id, owner);
+    return 'skipped';
+  }
+  try {
+    const before = grant.version;
+    const after = await refreshWithLease(ctx, connection, grant, owner, leaseMs(ctx.config.httpTimeoutMs));
+    return after.version > before ? 'success' : 'lease_lost';
+  } catch (error) {
+    const cause = (error as { cause?: unknown })?.cause;
+    if (cause instanceof ProviderError) return cause.kind;
+    if (error instanceof ProviderError) return error.kind;
+    await tokenStore.releaseLease(ctx.db, grant.id, owner).catch(() => {});
+    return 'internal';
+  }
+}
+
+export function refreshOwner(role: string): string {
+  return `${hostname()}:${process.pid}:${role}:${randomUUID().slice(0, 8)}`;
 }

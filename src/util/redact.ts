@@ -24,3 +24,10 @@ export function excerpt(text: string, known: Array<string | null | undefined> = 
   const flat = redact(text, known).replace(/\s+/g, ' ').trim();
   return flat.length > max ? `${flat.slice(0, max)}…` : flat;
 }
+
+/** A platform's error code as something safe to show: letters, digits, `_`, `.`, `-`, at most 64. */
+export function safeCode(value: unknown): string {
+  return String(value ?? '')
+    .replace(/[^A-Za-z0-9_.-]/g, '')
+    .slice(0, 64);
+}

@@ -316,24 +316,6 @@ describe('apps', () => {
     expect(updates).toEqual([['developer_token'], ['api_version', 'client_secret']]);
     await expectNoSecretsLeaked(v, [fields.client_secret, fields.developer_token, newSecret]);
   });
-
-  it('refuses to remove an app that connections use, with exit 7, unless --force', async () => {
-    const v = await vault();
-    const app = await v.json<{ id: string }>(['apps', 'add', 'google_ads', '--from-file', '-'], {
-      input: JSON.stringify(googleApp()),
-    });
-    await v.sql(
-      `insert into ad_account_connections (id, platform, app_id, external_account_id, connected_by)
-       values (gen_random_uuid(), 'google_ads', $1, '1111111111', 'test')`,
-      [app.id],
-    );
-    const refused = await v.cli(['apps', 'remove', 'prod']);
-    expect(refused.code).toBe(7);
-    expect(refused.stderr).toContain('used by 1 connection');
-    expect(refused.stderr).toContain('--force');
-    expect((await v.cli(['apps', 'remove', 'prod', '--force'])).code).toBe(0);
-    expect(await v.sql('select id from ad_account_connections')).toEqual([]);
-  });
 });
 
 describe('master key', () => {

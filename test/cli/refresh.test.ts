@@ -276,12 +276,13 @@ describe('token get formats and exec', () => {
     expect(yaml.stdout).toContain(`refresh_token: ${grant.refreshToken}`);
     expect(yaml.stdout).toContain('use_proto_plus: true');
 
+    // 42 is no exit code of credvault's own; and the keys to the whole vault stay out of the child.
     const script =
-      'test "$GOOGLE_ADS_REFRESH_TOKEN" = "$EXPECTED" && test -n "$CREDVAULT_ACCESS_TOKEN" && exit 7';
+      'test "$GOOGLE_ADS_REFRESH_TOKEN" = "$EXPECTED" && test -n "$CREDVAULT_ACCESS_TOKEN" && test -z "$CREDENTIAL_MASTER_KEY_FILE" && test -z "$DATABASE_URL" && exit 42';
     const ran = await v.cli(['exec', 'acct', '--', 'sh', '-c', script], {
-      env: { EXPECTED: grant.refreshToken },
+      env: { EXPECTED: grant.refreshToken, CREDENTIAL_MASTER_KEY_FILE: `${v.home}/master.key` },
     });
-    expect(ran.code).toBe(7);
+    expect(ran.code, ran.stderr).toBe(42);
     const nested = await v.cli(['exec', 'acct', '--', 'true'], { env: { CREDVAULT_EXEC: 'outer' } });
     expect(nested.code).toBe(2);
     expect(nested.stderr).toContain('does not nest');
@@ -289,5 +290,25 @@ describe('token get formats and exec', () => {
     expect(
       audit.filter((a) => a.action === 'credentials.export').map((a) => a.detail.revealed),
     ).toContainEqual(['refresh_token', 'client_secret', 'developer_token']);
+  });
+});
+
+describe('fail closed', () => {
+  it('token get hands out no token when its audit record cannot be written', async () => {
+    const double = await microsoft();
+    const { v } = await connected(double);
+    await v.sql("update oauth_tokens_vault set access_token_expires_at = now() + interval '1 hour'");
+    await v.sql(`create function refuse_audit() returns trigger language plpgsql as $$
+      begin raise exception 'audit is read-only' using errcode = '42501'; end $$`);
+    await v.sql(
+      'create trigger refuse_audit before insert on credential_access_audit for each row execute function refuse_audit()',
+    );
+    const refused = await v.cli(['token', 'get', 'acct']);
+    expect(refused.code).toBe(8);
+    expect(refused.stdout).toBe('');
+    await v.sql('drop trigger refuse_audit on credential_access_audit');
+    const served = await v.cli(['token', 'get', 'acct'], { secretOutput: true });
+    expect(served.code).toBe(0);
+    expect(served.stdout.trim().length).toBeGreaterThan(10);
   });
 });

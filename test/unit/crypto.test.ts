@@ -130,9 +130,12 @@ describe('envelope encryption', () => {
     const { keyring, stored, newDataKey } = keyringFor(PYTHON_FERNET_KEY);
     const dek = await newDataKey();
     const record = stored.get(dek)!;
+    const [prefix, body] = record.wrappedKey.split('.') as [string, string];
+    const bytes = Buffer.from(body, 'base64url');
+    bytes[20]! ^= 0x80;
     const fresh = new Keyring(keyring.source, async () => ({
       ...record,
-      wrappedKey: `${record.wrappedKey.slice(0, -2)}AA`,
+      wrappedKey: `${prefix}.${bytes.toString('base64url')}`,
     }));
     await expect(fresh.dataKey(dek)).rejects.toBeInstanceOf(KeyError);
   });

@@ -21,7 +21,7 @@ describe('PKCE', () => {
 });
 
 describe('state', () => {
-  it('is 32 random bytes, and only a SHA-256 of it is stored', () => {
+  it('is 32 random bytes, with a SHA-256 hex digest to store instead of it', () => {
     const state = newState();
     expect(Buffer.from(state, 'base64url')).toHaveLength(32);
     expect(hashState(state)).toMatch(/^[0-9a-f]{64}$/);

@@ -11,6 +11,7 @@ import {
   startAuthorization,
 } from '../../services/connect.js';
 import { type ConnectionView, normalizeAccountId, parseConnectionName } from '../../services/connections.js';
+import { connectionRef } from '../../views.js';
 import { withContext } from '../context.js';
 import { readFileOrStdin } from '../input.js';
 import type { Runtime } from '../run.js';
@@ -168,9 +169,7 @@ export async function connect(rt: Runtime, platformInput: string, opts: ConnectO
     );
   }
   printConnections(rt, views);
-  rt.out.success(
-    `connected ${views.map((v) => v.name ?? `${v.platform}:${v.externalAccountId}`).join(', ')}`,
-  );
+  rt.out.success(`connected ${views.map(connectionRef).join(', ')}`);
 }
 
 export async function start(rt: Runtime, platformInput: string, opts: { app?: string }): Promise<void> {

@@ -8,7 +8,7 @@ import {
 } from '../../services/connections.js';
 import { revokeConnection } from '../../services/revoke.js';
 import { refreshConnection } from '../../services/tokens.js';
-import { connectionJson } from '../../views.js';
+import { connectionJson, connectionRef } from '../../views.js';
 import { withContext } from '../context.js';
 import type { Column, Styler } from '../output.js';
 import type { Runtime } from '../run.js';
@@ -37,7 +37,7 @@ export function statusStyle(status: string, text: string, c: Styler): string {
 
 export const CONNECTION_COLUMNS: Column<ConnectionView>[] = [
   { header: 'ID', value: (v) => v.id },
-  { header: 'CONNECTION', value: (v) => v.name ?? `${v.platform}:${v.externalAccountId}` },
+  { header: 'CONNECTION', value: (v) => connectionRef(v) },
   { header: 'ACCOUNT', value: (v) => v.accountName },
   { header: 'APP', value: (v) => v.appLabel },
   { header: 'STATUS', value: (v) => v.status, style: (v, text, c) => statusStyle(v.status, text, c) },
@@ -87,7 +87,7 @@ export async function refresh(rt: Runtime, ref: string, opts: { force?: boolean 
   });
   if (rt.out.json) return rt.out.writeJson(connectionJson(view));
   rt.out.success(
-    `refreshed ${view.name ?? `${view.platform}:${view.externalAccountId}`}; the access token expires ${relative(view.accessTokenExpiresAt) ?? 'when the platform says'}`,
+    `refreshed ${connectionRef(view)}; the access token expires ${relative(view.accessTokenExpiresAt) ?? 'when the platform says'}`,
   );
 }
 
@@ -101,7 +101,7 @@ export async function revoke(rt: Runtime, ref: string): Promise<void> {
       consent_page: report.consent_page,
     });
   }
-  const names = report.connections.map((v) => v.name ?? `${v.platform}:${v.externalAccountId}`).join(', ');
+  const names = report.connections.map(connectionRef).join(', ');
   if (report.platform === 'already') return rt.out.note(`${names} was already revoked`);
   if (report.connections.length > 1) rt.out.note(`the consent was shared by ${names}: all are revoked`);
   if (report.platform === 'revoked')

@@ -1,11 +1,19 @@
+import { InvalidInputError } from '../../errors.js';
 import { keyStatus, newMasterKey } from '../../services/keys.js';
 import { withContext } from '../context.js';
 import type { Runtime } from '../run.js';
 
 /** Prints a new master key alone on stdout, like Fernet.generate_key(). */
 export async function generate(rt: Runtime): Promise<void> {
+  if (rt.out.json) {
+    throw new InvalidInputError(
+      'key generate prints the key alone on stdout; it never puts a secret into --json output',
+      {
+        hint: 'Run it without --json (for example: credvault key generate > master.key).',
+      },
+    );
+  }
   const { key, keyId } = newMasterKey();
-  if (rt.out.json) return rt.out.writeJson({ key, key_id: keyId });
   rt.out.raw(key);
   rt.out.note(`key id ${keyId}. Store it in a secret manager or a 0600 file (CREDENTIAL_MASTER_KEY_FILE).`);
 }

@@ -1,5 +1,5 @@
 import { type ConnectionHealth, vaultStatus } from '../../services/status.js';
-import { connectionJson } from '../../views.js';
+import { connectionJson, connectionRef } from '../../views.js';
 import { withContext } from '../context.js';
 import type { Runtime } from '../run.js';
 import { relative } from './connections.js';
@@ -28,7 +28,7 @@ export async function status(rt: Runtime): Promise<void> {
     [
       {
         header: 'CONNECTION',
-        value: (h) => h.connection.name ?? `${h.connection.platform}:${h.connection.externalAccountId}`,
+        value: (h) => connectionRef(h.connection),
       },
       { header: 'ACCOUNT', value: (h) => h.connection.accountName },
       { header: 'STATUS', value: (h) => h.connection.status, style: (h, text) => paint(h, text) },
@@ -46,7 +46,7 @@ export async function status(rt: Runtime): Promise<void> {
   if (unhealthy.length) {
     rt.out.raw('');
     for (const h of unhealthy) {
-      const name = h.connection.name ?? `${h.connection.platform}:${h.connection.externalAccountId}`;
+      const name = connectionRef(h.connection);
       rt.out.raw(
         `${paint(h, h.urgency === 'critical' ? '✗' : '!')} ${name}: ${h.problem}\n    → ${h.action}`,
       );

@@ -62,6 +62,16 @@ export async function get(
   });
 }
 
+/** What opens the whole vault: none of it reaches a program run by `exec`. */
+const VAULT_SECRETS = [
+  'CREDENTIAL_MASTER_KEY',
+  'CREDENTIAL_MASTER_KEY_FILE',
+  'CREDENTIAL_KMS_URI',
+  'CREDENTIALS_DIRECTORY',
+  'VAULT_TOKEN',
+  'DATABASE_URL',
+];
+
 const SIGNALS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT'];
 const SIGNAL_NUMBERS: Record<string, number> = { SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGKILL: 9, SIGTERM: 15 };
 
@@ -92,6 +102,8 @@ export async function exec(
     ...rt.io.env,
     CREDVAULT_EXEC: served.connection.name ?? served.connection.id,
   };
+  // The child gets one connection's credentials, never the keys to the whole vault.
+  for (const name of VAULT_SECRETS) delete env[name];
   for (const [name, value] of vars) env[name] = reveal(value);
   const child = spawn(program, args, { stdio: 'inherit', env });
   const forward = (signal: NodeJS.Signals) => child.kill(signal);

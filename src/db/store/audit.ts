@@ -1,4 +1,4 @@
-import { and, asc, desc, eq, gt, gte, type SQL } from 'drizzle-orm';
+import { and, asc, desc, eq, gt, gte, lte, type SQL } from 'drizzle-orm';
 import type { Db } from '../client.js';
 import { auditHead, credentialAccessAudit } from '../schema/index.js';
 
@@ -48,11 +48,11 @@ export async function insertRows(
     .where(eq(auditHead.id, 1));
 }
 
-export async function pageAfter(db: Db, afterId: number, limit: number): Promise<AuditRow[]> {
+export async function pageAfter(db: Db, afterId: number, limit: number, upTo: number): Promise<AuditRow[]> {
   return db
     .select()
     .from(credentialAccessAudit)
-    .where(gt(credentialAccessAudit.id, afterId))
+    .where(and(gt(credentialAccessAudit.id, afterId), lte(credentialAccessAudit.id, upTo)))
     .orderBy(asc(credentialAccessAudit.id))
     .limit(limit);
 }

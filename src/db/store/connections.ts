@@ -7,6 +7,7 @@ import {
   oauthStates,
   oauthTokensVault,
 } from '../schema/index.js';
+import { notifyChange } from './changes.js';
 
 export type ConnectionRow = typeof adAccountConnections.$inferSelect;
 export type NewConnectionRow = typeof adAccountConnections.$inferInsert;
@@ -133,6 +134,7 @@ export async function update(db: Db, id: string, changes: Partial<NewConnectionR
     .update(c)
     .set({ ...changes, updatedAt: sql`now()` })
     .where(eq(c.id, id));
+  await notifyChange(db, 'connection', id);
 }
 
 /** The connections sharing a grant move together: one consent, one status. */
@@ -145,6 +147,7 @@ export async function updateByGrant(
     .update(c)
     .set({ ...changes, updatedAt: sql`now()` })
     .where(eq(c.tokenId, tokenId));
+  await notifyChange(db, 'grant', tokenId);
 }
 
 export async function countByGrant(db: Db, tokenId: string): Promise<number> {
@@ -152,10 +155,20 @@ export async function countByGrant(db: Db, tokenId: string): Promise<number> {
   return Number(row?.n ?? 0);
 }
 
+/** One connection of each grant an app's connections hold (revoking it revokes the grant). */
+export async function oneConnectionPerGrantOfApp(db: Db, appId: string): Promise<string[]> {
+  const rows = await db
+    .selectDistinctOn([c.tokenId], { id: c.id })
+    .from(c)
+    .where(and(eq(c.appId, appId), sql`${c.tokenId} is not null`));
+  return rows.map((r) => r.id);
+}
+
 /** Deletes an app's connections, their grants' tokens and the grants' own data keys. */
 export async function removeAllOfApp(db: Db, appId: string): Promise<void> {
   const grants = await db.select({ id: g.id, dataKeyId: g.dataKeyId }).from(g).where(eq(g.appId, appId));
   await db.delete(c).where(eq(c.appId, appId));
+  await notifyChange(db, 'app', appId);
   await db.delete(oauthStates).where(eq(oauthStates.appId, appId));
   if (grants.length) {
     await db.delete(g).where(

@@ -1,6 +1,7 @@
-import { and, eq, isNull, lt, or, sql } from 'drizzle-orm';
+import { and, eq, inArray, isNull, lt, or, sql } from 'drizzle-orm';
 import type { Db } from '../client.js';
 import { oauthTokensVault } from '../schema/index.js';
+import { notifyChange } from './changes.js';
 
 export type GrantRow = typeof oauthTokensVault.$inferSelect;
 export type NewGrantRow = typeof oauthTokensVault.$inferInsert;
@@ -72,6 +73,7 @@ export async function writeRefreshed(
     })
     .where(and(eq(t.id, id), eq(t.version, version), or(eq(t.leaseOwner, owner), isNull(t.leaseOwner))))
     .returning({ version: t.version });
+  if (updated.length > 0) await notifyChange(db, 'grant', id);
   return updated.length > 0;
 }
 
@@ -80,9 +82,10 @@ export async function recordFailure(
   db: Db,
   id: string,
   owner: string,
+  version: number,
   failure: { code: string; message: string; cooldownUntil: Date | null; clearInFlight: boolean },
-): Promise<void> {
-  await db
+): Promise<boolean> {
+  const updated = await db
     .update(t)
     .set({
       lastErrorCode: failure.code,
@@ -95,10 +98,78 @@ export async function recordFailure(
       ...(failure.clearInFlight ? { refreshInFlightSince: null } : {}),
       updatedAt: sql`now()`,
     })
-    .where(and(eq(t.id, id), or(eq(t.leaseOwner, owner), isNull(t.leaseOwner))));
+    // Like a success, a failure is recorded only over the version it was about: a late failure must
+    // not mark a grant that another process has refreshed meanwhile.
+    .where(and(eq(t.id, id), eq(t.version, version), or(eq(t.leaseOwner, owner), isNull(t.leaseOwner))))
+    .returning({ id: t.id });
+  if (updated.length) await notifyChange(db, 'grant', id);
+  return updated.length > 0;
 }
 
 /** Destroys a grant's secrets: the row goes, and the caller destroys its data key. */
 export async function remove(db: Db, id: string): Promise<void> {
   await db.delete(t).where(eq(t.id, id));
+  await notifyChange(db, 'grant', id);
+}
+
+/**
+ * Claims grants that are due for a refresh, for the daemon's sweep: access token expiring within the
+ * window, or unused for long enough that the platform could drop the refresh token. Rows another
+ * daemon is claiming right now are skipped (SKIP LOCKED), and the lease set here keeps them ours
+ * while we refresh; a daemon that dies leaves leases that simply lapse.
+ */
+export async function claimDue(
+  db: Db,
+  owner: string,
+  leaseMs: number,
+  windowMs: number,
+  keepAliveDays: Record<string, number>,
+  limit: number,
+): Promise<GrantRow[]> {
+  const keepAlive = Object.entries(keepAliveDays);
+  const idleCase = keepAlive.length
+    ? sql`case ${t.platform} ${sql.join(
+        keepAlive.map(([platform, days]) => sql`when ${platform} then ${`${days} days`}::interval`),
+        sql` `,
+      )} end`
+    : sql`null::interval`;
+  const rows = await db.execute(sql`
+    with due as (
+      select ${t.id} as id from ${t}
+      where (${t.leaseExpiresAt} is null or ${t.leaseExpiresAt} < now())
+        and (${t.cooldownUntil} is null or ${t.cooldownUntil} < now())
+        and ${t.refreshTokenEnc} is not null
+        and exists (
+          select 1 from ad_account_connections c
+          where c.token_id = ${t.id} and c.status in ('active', 'error')
+        )
+        and (
+          ${t.accessTokenExpiresAt} < now() + ${`${windowMs} milliseconds`}::interval
+          or ${t.lastRefreshedAt} < now() - ${idleCase}
+        )
+        -- A platform whose tokens live shorter than the window would otherwise be refreshed in a loop.
+        and (${t.lastRefreshedAt} is null or ${t.lastRefreshedAt} < now() - interval '1 minute')
+      order by ${t.accessTokenExpiresAt} asc nulls last
+      limit ${limit}
+      for update skip locked
+    )
+    update ${t} set lease_owner = ${owner}, lease_expires_at = now() + ${`${leaseMs} milliseconds`}::interval
+    from due where ${t.id} = due.id
+    returning ${t.id} as id`);
+  const ids = (
+    (rows as unknown as { rows?: Array<{ id: string }> }).rows ?? (rows as unknown as Array<{ id: string }>)
+  ).map((r) => r.id);
+  if (!ids.length) return [];
+  return db.select().from(t).where(inArray(t.id, ids));
+}
+
+/** When the next grant becomes due (its expiry minus the window), for the sweep's sleep. */
+export async function nextExpiry(db: Db): Promise<Date | null> {
+  const [row] = await db
+    .select({ at: sql<Date | string | null>`min(${t.accessTokenExpiresAt})` })
+    .from(t)
+    .where(sql`${t.refreshTokenEnc} is not null and exists (
+      select 1 from ad_account_connections c where c.token_id = ${t.id} and c.status in ('active', 'error'))`);
+  const at = row?.at;
+  return at ? new Date(at) : null;
 }

@@ -103,9 +103,8 @@ export const linkedInAds: Provider = {
   capabilities: info.capabilities,
   consentPage: 'https://www.linkedin.com/mypreferences/d/data-sharing-for-permitted-services',
   // The standard (web) flow has no PKCE; the native PKCE flow needs LinkedIn to enable it per app.
-  authorizationUrl: (app, request) => buildAuthorizationUrl(app, { ...request, codeChallenge: null }),
-  exchangeCode: (app, exchange, options) =>
-    exchangeCode(profile, app, { ...exchange, codeVerifier: null }, options),
+  authorizationUrl: (app, request) => buildAuthorizationUrl(app, request),
+  exchangeCode: (app, exchange, options) => exchangeCode(profile, app, exchange, options),
   refresh: (app, refreshToken, options) => refreshGrant(profile, app, refreshToken, options),
   async revoke(app, tokens, options) {
     // [unconfirmed in LinkedIn's docs] /oauth/v2/revoke with token, client_id and client_secret, as

@@ -111,10 +111,8 @@ export const redditAds: Provider = {
   capabilities: info.capabilities,
   consentPage: 'https://www.reddit.com/prefs/apps',
   // duration=permanent is what gets a refresh token; temporary grants die after an hour.
-  authorizationUrl: (app, request) =>
-    buildAuthorizationUrl(app, { ...request, codeChallenge: null }, { duration: 'permanent' }),
-  exchangeCode: (app, exchange, options) =>
-    exchangeCode(profile, app, { ...exchange, codeVerifier: null }, options),
+  authorizationUrl: (app, request) => buildAuthorizationUrl(app, request, { duration: 'permanent' }),
+  exchangeCode: (app, exchange, options) => exchangeCode(profile, app, exchange, options),
   refresh: (app, refreshToken, options) => refreshGrant(profile, app, refreshToken, options),
   async revoke(app, tokens, options) {
     // Revoking the refresh token also kills its access tokens.

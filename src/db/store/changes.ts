@@ -1,0 +1,15 @@
+import { sql } from 'drizzle-orm';
+import type { Db } from '../client.js';
+
+/**
+ * Tells running daemons that something they may have cached changed. Sent inside the writer's
+ * transaction, so PostgreSQL delivers it on commit (and never for a rolled-back change). The embedded
+ * database has no other listener process; the daemon there polls instead.
+ */
+export const CHANGES_CHANNEL = 'credvault_changes';
+
+export type ChangeKind = 'grant' | 'connection' | 'client' | 'app';
+
+export async function notifyChange(db: Db, kind: ChangeKind, id: string): Promise<void> {
+  await db.execute(sql`select pg_notify(${CHANGES_CHANNEL}, ${`${kind}:${id}`})`);
+}

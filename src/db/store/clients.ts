@@ -1,0 +1,44 @@
+import { asc, eq, inArray, isNull, sql } from 'drizzle-orm';
+import type { Db } from '../client.js';
+import { apiClients } from '../schema/index.js';
+import { notifyChange } from './changes.js';
+
+export type ClientRow = typeof apiClients.$inferSelect;
+export type NewClientRow = typeof apiClients.$inferInsert;
+
+const t = apiClients;
+
+export async function insert(db: Db, row: NewClientRow): Promise<void> {
+  await db.insert(t).values(row);
+}
+
+export async function getByName(db: Db, name: string): Promise<ClientRow | null> {
+  const [row] = await db.select().from(t).where(eq(t.name, name));
+  return row ?? null;
+}
+
+export async function getByTokenHash(db: Db, tokenHash: string): Promise<ClientRow | null> {
+  const [row] = await db.select().from(t).where(eq(t.tokenHash, tokenHash));
+  return row ?? null;
+}
+
+export async function getMany(db: Db, ids: string[]): Promise<ClientRow[]> {
+  if (!ids.length) return [];
+  return db.select().from(t).where(inArray(t.id, ids));
+}
+
+export async function list(db: Db): Promise<ClientRow[]> {
+  return db.select().from(t).orderBy(asc(t.name));
+}
+
+export async function revoke(db: Db, id: string): Promise<void> {
+  await db.update(t).set({ revokedAt: sql`now()` }).where(eq(t.id, id));
+  await notifyChange(db, 'client', id);
+}
+
+export async function touch(db: Db, ids: string[]): Promise<void> {
+  if (!ids.length) return;
+  await db.update(t).set({ lastUsedAt: sql`now()` }).where(inArray(t.id, ids));
+}
+
+export const activeOnly = isNull(t.revokedAt);

@@ -1,0 +1,31 @@
+import { inArray, sql } from 'drizzle-orm';
+import type { Db } from '../client.js';
+import { adAccountConnections, apiClients, oauthTokensVault } from '../schema/index.js';
+
+/** What the daemon's caches depend on, for the given rows: read to find stale entries. */
+export async function snapshot(db: Db, connectionIds: string[], clientIds: string[]) {
+  const c = adAccountConnections;
+  const g = oauthTokensVault;
+  const connections = connectionIds.length
+    ? await db
+        .select({ id: c.id, status: c.status, tokenId: c.tokenId, name: c.name, version: g.version })
+        .from(c)
+        .leftJoin(g, sql`${g.id} = ${c.tokenId}`)
+        .where(inArray(c.id, connectionIds))
+    : [];
+  const clients = clientIds.length
+    ? await db
+        .select({ id: apiClients.id, revokedAt: apiClients.revokedAt, expiresAt: apiClients.expiresAt })
+        .from(apiClients)
+        .where(inArray(apiClients.id, clientIds))
+    : [];
+  return { connections, clients };
+}
+
+export async function connectionCounts(db: Db) {
+  const c = adAccountConnections;
+  return db
+    .select({ platform: c.platform, status: c.status, n: sql<number>`count(*)::int` })
+    .from(c)
+    .groupBy(c.platform, c.status);
+}

@@ -1,0 +1,167 @@
+import { createHash, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
+import { parseDuration } from '../config.js';
+import { Secret } from '../crypto/secret.js';
+import type { Db } from '../db/client.js';
+import { isUniqueViolation } from '../db/errors.js';
+import type { ClientScope } from '../db/schema/api-clients.js';
+import type { ClientRow } from '../db/store/clients.js';
+import * as store from '../db/store/clients.js';
+import { ConflictError, InvalidInputError, NotFoundError } from '../errors.js';
+import { parsePlatform } from '../providers/catalog.js';
+import { recordAudit } from './audit.js';
+import { resolveConnection } from './connections.js';
+import type { ServiceContext } from './context.js';
+
+/**
+ * Clients of the daemon's endpoint: a random token shown once, kept only as its SHA-256, scoped to
+ * connections or platforms (or all), with a role and an optional expiry.
+ */
+
+export const ROLES = ['reader', 'operator', 'admin'] as const;
+export type Role = (typeof ROLES)[number];
+
+export type { ClientRow, ClientScope };
+
+const TOKEN_PREFIX = 'cvc_';
+
+export function hashClientToken(token: string): string {
+  return createHash('sha256').update(token, 'utf8').digest('hex');
+}
+
+/** Constant-time comparison of two hex SHA-256 digests. */
+export function sameHash(a: string, b: string): boolean {
+  const left = Buffer.from(a, 'hex');
+  const right = Buffer.from(b, 'hex');
+  return left.length === right.length && left.length === 32 && timingSafeEqual(left, right);
+}
+
+export function looksLikeClientToken(value: string): boolean {
+  return value.startsWith(TOKEN_PREFIX) && value.length === TOKEN_PREFIX.length + 43;
+}
+
+export function parseRole(value: string): Role {
+  if ((ROLES as readonly string[]).includes(value)) return value as Role;
+  throw new InvalidInputError(`unknown role "${value}"`, { hint: `Roles: ${ROLES.join(', ')}.` });
+}
+
+const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
+
+export interface CreateClientInput {
+  name: string;
+  connections: string[];
+  platforms: string[];
+  all: boolean;
+  role: string;
+  expiresIn: string | null;
+}
+
+export interface CreatedClient {
+  client: ClientRow;
+  token: Secret;
+}
+
+export async function createClient(ctx: ServiceContext, input: CreateClientInput): Promise<CreatedClient> {
+  if (!NAME.test(input.name)) {
+    throw new InvalidInputError(
+      `client name "${input.name}" must start with a letter or digit and use only letters, digits, ".", "_" and "-"`,
+    );
+  }
+  const kinds = [input.connections.length > 0, input.platforms.length > 0, input.all].filter(Boolean).length;
+  if (kinds !== 1) {
+    throw new InvalidInputError(
+      'give exactly one of --connection (repeatable), --platform (repeatable) and --all',
+    );
+  }
+  const role = parseRole(input.role);
+  const expiresAt = input.expiresIn
+    ? new Date(Date.now() + parseDuration(input.expiresIn, '--expires-in'))
+    : null;
+  const token = new Secret(TOKEN_PREFIX + randomBytes(32).toString('base64url'));
+  try {
+    const client = await ctx.transaction(async (tx) => {
+      let scope: ClientScope;
+      if (input.all) scope = { all: true };
+      else if (input.platforms.length)
+        scope = { platforms: [...new Set(input.platforms.map(parsePlatform))] };
+      else {
+        const ids: string[] = [];
+        for (const ref of input.connections) ids.push((await resolveConnection(tx, ref)).id);
+        scope = { connections: [...new Set(ids)] };
+      }
+      if (await store.getByName(tx, input.name)) throw duplicate(input.name);
+      const id = randomUUID();
+      await store.insert(tx, {
+        id,
+        name: input.name,
+        tokenHash: hashClientToken(token.reveal()),
+        role,
+        scope,
+        createdBy: ctx.actor.name,
+        expiresAt,
+      });
+      await recordAudit(tx, ctx.actor, {
+        action: 'client.create',
+        targetType: 'client',
+        targetId: id,
+        outcome: 'success',
+        detail: { name: input.name, role, scope, expires_at: expiresAt?.toISOString() ?? null },
+      });
+      return (await store.getByName(tx, input.name))!;
+    });
+    return { client, token };
+  } catch (error) {
+    if (isUniqueViolation(error)) throw duplicate(input.name);
+    throw error;
+  }
+}
+
+function duplicate(name: string): ConflictError {
+  return new ConflictError(`a client named "${name}" already exists`, {
+    hint: 'Pick another name, or revoke the old one first.',
+  });
+}
+
+export async function listClients(ctx: ServiceContext): Promise<ClientRow[]> {
+  return store.list(ctx.db);
+}
+
+export async function revokeClient(ctx: ServiceContext, name: string): Promise<ClientRow> {
+  return ctx.transaction(async (tx) => {
+    const client = await store.getByName(tx, name);
+    if (!client) throw new NotFoundError(`no client "${name}"`, { hint: 'See `credvault clients list`.' });
+    if (client.revokedAt) return client;
+    await store.revoke(tx, client.id);
+    await recordAudit(tx, ctx.actor, {
+      action: 'client.revoke',
+      targetType: 'client',
+      targetId: client.id,
+      outcome: 'success',
+      detail: { name },
+    });
+    return (await store.getByName(tx, name))!;
+  });
+}
+
+/** The client a token belongs to, if it is live (not revoked, not expired). */
+export async function authenticateClient(db: Db, token: string, now = Date.now()): Promise<ClientRow | null> {
+  if (!looksLikeClientToken(token)) return null;
+  const hash = hashClientToken(token);
+  const client = await store.getByTokenHash(db, hash);
+  if (!client || !sameHash(client.tokenHash, hash)) return null;
+  if (client.revokedAt || (client.expiresAt && client.expiresAt.getTime() <= now)) return null;
+  return client;
+}
+
+export function clientJson(client: ClientRow) {
+  return {
+    id: client.id,
+    name: client.name,
+    role: client.role,
+    scope: client.scope,
+    created_by: client.createdBy,
+    created_at: client.createdAt.toISOString(),
+    expires_at: client.expiresAt?.toISOString() ?? null,
+    revoked_at: client.revokedAt?.toISOString() ?? null,
+    last_used_at: client.lastUsedAt?.toISOString() ?? null,
+  };
+}
