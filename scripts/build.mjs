@@ -27,3 +27,15 @@ await build({
   define: { __CREDVAULT_VERSION__: JSON.stringify(pkg.version) },
   logLevel: 'warning',
 });
+
+// `token get` through a running daemon, in CommonJS for bin/credvault to require before anything else.
+await build({
+  entryPoints: { 'fast-token': 'src/cli/fast-token.ts' },
+  outdir: 'dist',
+  outExtension: { '.js': '.cjs' },
+  bundle: true,
+  format: 'cjs',
+  platform: 'node',
+  target: 'node20',
+  logLevel: 'warning',
+});

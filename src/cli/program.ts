@@ -245,6 +245,57 @@ export function buildProgram(io: Io, onRuntime: (rt: Runtime) => void): Command 
       runWith(cmd, async (rt) => (await import('./commands/status.js')).status(rt)),
     );
 
+  const clients = program.command('clients').description("clients of the daemon's token endpoint");
+  clients
+    .command('create <name>')
+    .description('make a client token (shown once; only its hash is kept)')
+    .option('--connection <conn>', 'a connection it may read (repeat for several)', collect, [])
+    .option('--platform <platform>', 'every connection of a platform (repeat for several)', collect, [])
+    .option('--all', 'every connection')
+    .option('--role <role>', 'reader, operator or admin', 'reader')
+    .option('--expires-in <duration>', 'expire after this long (90s, 30m, 12h, 7d)')
+    .action((name: string, opts, cmd: Command) =>
+      runWith(cmd, async (rt) => (await import('./commands/clients.js')).create(rt, name, opts)),
+    );
+  clients
+    .command('list')
+    .description('list clients (never their tokens)')
+    .action((_o, cmd: Command) =>
+      runWith(cmd, async (rt) => (await import('./commands/clients.js')).list(rt)),
+    );
+  clients
+    .command('revoke <name>')
+    .description('revoke a client: its token stops working at once')
+    .action((name: string, _o, cmd: Command) =>
+      runWith(cmd, async (rt) => (await import('./commands/clients.js')).revoke(rt, name)),
+    );
+
+  const daemon = program
+    .command('daemon')
+    .description('keep tokens fresh in the background and serve them on a local endpoint')
+    .option('--listen <address>', 'HOST:PORT or unix:PATH', '127.0.0.1:8787')
+    .option('--refresh-window <duration>', 'refresh tokens expiring within this long', '30m')
+    .option('--interval <duration>', 'the longest sleep between sweeps', '10m')
+    .option('--concurrency <n>', 'refreshes at once', '8')
+    .option(
+      '--allowed-host <host>',
+      'a Host header to accept besides loopback (repeat for several)',
+      collect,
+      [],
+    )
+    .option('--allow-remote', 'allow a non-loopback --listen (put TLS in front of it)')
+    .option('--public-callback-url <url>', "the OAuth callback URL that reaches this daemon's callback route")
+    .action((opts, cmd: Command) =>
+      runWith(cmd, async (rt) => (await import('./commands/daemon.js')).daemon(rt, opts)),
+    );
+  daemon
+    .command('unit')
+    .description('print a hardened systemd unit for the daemon')
+    .option('--user <user>', 'run as this user (default: a dynamic user)')
+    .action((opts, cmd: Command) =>
+      runWith(cmd, async (rt) => (await import('./commands/daemon.js')).unit(rt, opts)),
+    );
+
   const key = program.command('key').description('the master key');
   key
     .command('generate')

@@ -1,5 +1,7 @@
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { PgDatabase, PgQueryResultHKT } from 'drizzle-orm/pg-core';
+import type { Options as PostgresOptions, PostgresType } from 'postgres';
 import { DatabaseError } from '../errors.js';
 import * as schema from './schema/index.js';
 
@@ -7,15 +9,27 @@ export type Schema = typeof schema;
 /** A database handle or a transaction: stores take either. */
 export type Db = PgDatabase<PgQueryResultHKT, Schema>;
 
+/**
+ * `pglite`: the embedded database, opened in this process. `postgres`: a PostgreSQL server, or the
+ * embedded database served by a running daemon on its unix socket (`shared`).
+ */
 export type DatabaseKind = 'pglite' | 'postgres';
+
+/** How to open another connection to the same database (migrations use their own). */
+export type ConnectTarget = { url: string } | { socket: string };
 
 export interface Database {
   readonly db: Db;
   readonly kind: DatabaseKind;
+  /** The embedded database, reached through the daemon that holds it. */
+  readonly shared: boolean;
   /** Where the database is, for messages; never carries a password. */
   readonly description: string;
+  readonly target: ConnectTarget | null;
   /** Runs plain SQL and returns its rows, whatever the driver. */
   query<T = Record<string, unknown>>(text: string, params?: unknown[]): Promise<T[]>;
+  /** LISTEN on a channel (PostgreSQL servers only); resolves to a function that stops listening. */
+  listen?(channel: string, onPayload: (payload: string) => void): Promise<() => Promise<void>>;
   close(): Promise<void>;
 }
 
@@ -28,6 +42,8 @@ export interface OpenOptions {
   poolSize?: number;
   /** Name reported to PostgreSQL (pg_stat_activity). */
   applicationName?: string;
+  /** Never go through a running daemon's socket (the daemon itself opens the files). */
+  direct?: boolean;
 }
 
 /** `postgres://user:secret@host:5432/db` → `postgres://user@host:5432/db`. */
@@ -45,40 +61,73 @@ export function embeddedDataDir(home: string): string {
   return join(home, 'pgdata');
 }
 
+/** Where a daemon running on the embedded database serves it (a 0600 socket in a 0700 folder). */
+export function embeddedSocketPath(home: string): string {
+  return join(home, 'run', '.s.PGSQL.5432');
+}
+
 export async function openDatabase(options: OpenOptions): Promise<Database> {
-  if (options.url) return openPostgres(options.url, options);
+  if (options.url) return openPostgres({ url: options.url }, options);
+  if (!options.direct) {
+    const socket = embeddedSocketPath(options.home);
+    if (existsSync(socket)) {
+      // A daemon holds the embedded database: every other command goes through it, not "locked".
+      const shared = await openPostgres({ socket }, options).catch(() => null);
+      if (shared) {
+        try {
+          await shared.query('select 1');
+          return shared;
+        } catch {
+          await shared.close().catch(() => {});
+        }
+      }
+    }
+  }
   return openEmbedded(options.home, options.lockTimeoutMs);
 }
 
-async function openPostgres(url: string, options: OpenOptions): Promise<Database> {
-  if (!/^postgres(ql)?:\/\//.test(url)) {
+export function postgresOptions(target: ConnectTarget): PostgresOptions<Record<string, PostgresType>> {
+  return 'url' in target ? {} : { path: target.socket, user: 'postgres', database: 'postgres' };
+}
+
+async function openPostgres(target: ConnectTarget, options: OpenOptions): Promise<Database> {
+  if ('url' in target && !/^postgres(ql)?:\/\//.test(target.url)) {
     throw new DatabaseError(
-      `DATABASE_URL must start with postgres:// or postgresql:// (got ${redactUrl(url)})`,
-      {
-        hint: 'Unset DATABASE_URL to use the embedded database.',
-      },
+      `DATABASE_URL must start with postgres:// or postgresql:// (got ${redactUrl(target.url)})`,
+      { hint: 'Unset DATABASE_URL to use the embedded database.' },
     );
   }
   const [{ default: postgres }, { drizzle }] = await Promise.all([
     import('postgres'),
     import('drizzle-orm/postgres-js'),
   ]);
-  const client = postgres(url, {
+  const settings: PostgresOptions<Record<string, PostgresType>> = {
+    ...postgresOptions(target),
     max: options.poolSize ?? 4,
     onnotice: () => {},
-    connect_timeout: 10,
+    connect_timeout: 'url' in target ? 10 : 2,
     // No round trip on connect to learn custom array types: credvault uses none.
     fetch_types: false,
     idle_timeout: 30,
     connection: { application_name: options.applicationName ?? 'credvault' },
-  });
+  };
+  const client = 'url' in target ? postgres(target.url, settings) : postgres(settings);
   const db = drizzle({ client, schema }) as unknown as Db;
   return {
     db,
     kind: 'postgres',
-    description: redactUrl(url),
+    shared: 'socket' in target,
+    description:
+      'url' in target
+        ? redactUrl(target.url)
+        : `${embeddedDataDir(join(target.socket, '..', '..'))} (through the daemon)`,
+    target,
     async query<T>(text: string, params: unknown[] = []) {
       return (await client.unsafe(text, params as never[])) as unknown as T[];
+    },
+    async listen(channel, onPayload) {
+      const { unlisten } = await client.listen(channel, onPayload);
+      return unlisten;
     },
     async close() {
       await client.end({ timeout: 5 });
@@ -101,7 +150,9 @@ async function openEmbedded(home: string, lockTimeoutMs: number): Promise<Databa
     return {
       db,
       kind: 'pglite',
+      shared: false,
       description: dataDir,
+      target: null,
       async query<T>(text: string, params: unknown[] = []) {
         return (await client.query<T>(text, params)).rows;
       },

@@ -2,7 +2,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { DatabaseError } from '../errors.js';
-import type { Database } from './client.js';
+import { type Database, postgresOptions } from './client.js';
 import { isUndefinedTable } from './errors.js';
 
 interface JournalEntry {
@@ -59,7 +59,7 @@ export async function migrationStatus(database: Database): Promise<MigrationStat
 }
 
 /** Applies pending migrations in one transaction. On PostgreSQL, an advisory lock keeps two migrators apart. */
-export async function migrate(database: Database, postgresUrl: string | null): Promise<string[]> {
+export async function migrate(database: Database): Promise<string[]> {
   const before = await migrationStatus(database);
   const pending = before.filter((m) => !m.applied).map((m) => m.tag);
   if (pending.length === 0) return [];
@@ -68,14 +68,16 @@ export async function migrate(database: Database, postgresUrl: string | null): P
     const { migrate: run } = await import('drizzle-orm/pglite/migrator');
     await run(database.db as never, config);
   } else {
-    if (!postgresUrl) throw new DatabaseError('no PostgreSQL URL to migrate');
+    const target = database.target;
+    if (!target) throw new DatabaseError('no PostgreSQL connection to migrate');
     // drizzle's advice for postgres.js: migrate on a separate client with max: 1.
     const [{ default: postgres }, { drizzle }, { migrate: run }] = await Promise.all([
       import('postgres'),
       import('drizzle-orm/postgres-js'),
       import('drizzle-orm/postgres-js/migrator'),
     ]);
-    const client = postgres(postgresUrl, { max: 1, onnotice: () => {} });
+    const options = { ...postgresOptions(target), max: 1, onnotice: () => {}, fetch_types: false };
+    const client = 'url' in target ? postgres(target.url, options) : postgres(options);
     try {
       await client`select pg_advisory_lock(hashtext('credvault:migrate'))`;
       await run(drizzle({ client }), config);

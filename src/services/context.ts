@@ -83,6 +83,14 @@ export class ServiceContext {
     return winner;
   }
 
+  /** Forgets the key source and every unwrapped data key; the next use re-reads them (SIGHUP). */
+  reloadKeys(): void {
+    const previous = this.#keyring;
+    this.#keyring = null;
+    this.#source = undefined;
+    previous?.then((keyring) => keyring.close()).catch(() => {});
+  }
+
   /** The same vault (database, keyring) acting for someone else: the daemon acts for its clients. */
   withActor(actor: Actor): ServiceContext {
     const child = new ServiceContext(this.database, this.config, actor, this.#source);

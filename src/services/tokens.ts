@@ -40,7 +40,7 @@ const COOLDOWN_MAX_MS = 15 * 60_000;
 
 /** The lease outlives the whole platform call (every attempt and wait) with room to write the answer. */
 export function leaseMs(httpTimeoutMs: number): number {
-  return Math.max(30_000, 2 * httpTimeoutMs + 10_000);
+  return 2 * httpTimeoutMs + 10_000;
 }
 
 function jitter(ms: number, spread = 0.2): number {

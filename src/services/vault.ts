@@ -58,7 +58,7 @@ export async function initVault(config: Config): Promise<InitReport> {
   });
   const ctx = new ServiceContext(database, config, { name: config.actor }, source);
   try {
-    const applied = await migrate(database, config.databaseUrl);
+    const applied = await migrate(database);
     // The key check comes before any other write: a wrong key leaves a migrated vault untouched.
     const report = await ctx.transaction(async (tx) => {
       const vaultDataKey = await ctx.vaultDataKeyId();

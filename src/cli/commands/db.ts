@@ -5,7 +5,7 @@ import type { Runtime } from '../run.js';
 
 export async function migrate(rt: Runtime): Promise<void> {
   await withContext(rt, async (ctx) => {
-    const applied = await runMigrations(ctx.database, rt.config.databaseUrl);
+    const applied = await runMigrations(ctx.database);
     if (applied.length) {
       await ctx.transaction((tx) =>
         recordAudit(tx, ctx.actor, {

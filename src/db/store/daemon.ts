@@ -22,6 +22,23 @@ export async function snapshot(db: Db, connectionIds: string[], clientIds: strin
   return { connections, clients };
 }
 
+/** Active connections whose refresh token ends within `days` (LinkedIn's fixed 365 days, idle limits). */
+export async function refreshTokensEnding(db: Db, days: number) {
+  const c = adAccountConnections;
+  const g = oauthTokensVault;
+  return db
+    .select({
+      id: c.id,
+      platform: c.platform,
+      account: c.externalAccountId,
+      name: c.name,
+      endsAt: g.refreshTokenExpiresAt,
+    })
+    .from(c)
+    .innerJoin(g, sql`${g.id} = ${c.tokenId}`)
+    .where(sql`${c.status} = 'active' and ${g.refreshTokenExpiresAt} < now() + ${`${days} days`}::interval`);
+}
+
 export async function connectionCounts(db: Db) {
   const c = adAccountConnections;
   return db

@@ -1,0 +1,27 @@
+import { realpathSync } from 'node:fs';
+import { type DaemonFlags, DEFAULT_LISTEN, parseDaemonOptions } from '../../daemon/options.js';
+import { systemdUnit } from '../../daemon/unit.js';
+import { InvalidInputError } from '../../errors.js';
+import type { Runtime } from '../run.js';
+
+export async function daemon(rt: Runtime, flags: DaemonFlags): Promise<void> {
+  if (rt.out.json)
+    throw new InvalidInputError('the daemon logs JSON lines by itself when not on a terminal; drop --json');
+  const options = parseDaemonOptions(flags);
+  const { runDaemon } = await import('../../daemon/main.js');
+  rt.exitCode = await runDaemon(
+    rt.config,
+    options,
+    rt.io.stderr as NodeJS.WritableStream & { isTTY?: boolean },
+  );
+}
+
+export async function unit(rt: Runtime, opts: { user?: string }): Promise<void> {
+  if (opts.user !== undefined && !/^[a-z_][a-z0-9_-]{0,31}$/.test(opts.user)) {
+    throw new InvalidInputError(`--user must be a system user name (got "${opts.user}")`);
+  }
+  const bin = realpathSync(process.argv[1] ?? 'credvault');
+  const text = systemdUnit({ user: opts.user ?? null, bin, listen: DEFAULT_LISTEN });
+  if (rt.out.json) return rt.out.writeJson({ unit: text });
+  rt.out.raw(text);
+}

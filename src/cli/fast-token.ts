@@ -1,0 +1,140 @@
+/**
+ * `token get` through a running daemon: no database driver, no CLI framework, one request on the
+ * daemon's local endpoint with the credential it leaves in a 0600 file beside the data. Built twice:
+ * into the CLI bundle, and as dist/fast-token.cjs that bin/credvault calls before loading anything
+ * else. Any doubt (no daemon, another database, a refusal) returns null and the full path runs.
+ */
+import { readFileSync } from 'node:fs';
+import { request } from 'node:http';
+import { homedir, userInfo } from 'node:os';
+import { join, resolve } from 'node:path';
+
+export interface TokenDocument {
+  access_token: string;
+  token_type: string;
+  expires_at: string | null;
+  connection_id: string;
+  platform: string;
+  external_account_id: string;
+}
+
+interface RunFile {
+  pid: number;
+  listen: { kind: 'tcp'; host: string; port: number } | { kind: 'unix'; path: string };
+  token: string;
+  database: string;
+}
+
+/** The same home as config.ts: CREDVAULT_HOME, else $XDG_DATA_HOME/credvault, else ~/.local/share/credvault. */
+export function homeFromEnv(env: NodeJS.ProcessEnv): string {
+  const explicit = (env.CREDVAULT_HOME ?? '').trim();
+  if (explicit) return resolve(explicit);
+  const xdg = env.XDG_DATA_HOME;
+  if (xdg?.startsWith('/')) return join(xdg, 'credvault');
+  return join(env.HOME || homedir(), '.local', 'share', 'credvault');
+}
+
+/** Which database a process means, in the form the daemon writes to its run file. */
+export function databaseLabel(url: string | null | undefined): string {
+  if (!url?.trim()) return 'embedded';
+  try {
+    const parsed = new URL(url.trim());
+    parsed.password = '';
+    return parsed.toString();
+  } catch {
+    return 'unparsable';
+  }
+}
+
+function readRunFile(home: string): RunFile | null {
+  try {
+    const run = JSON.parse(readFileSync(join(home, 'run', 'daemon.json'), 'utf8')) as RunFile;
+    process.kill(run.pid, 0);
+    return run;
+  } catch {
+    return null;
+  }
+}
+
+export function tokenFromDaemon(
+  env: NodeJS.ProcessEnv,
+  ref: string,
+  minTtl: number,
+  actor?: string,
+): Promise<TokenDocument | null> {
+  const run = readRunFile(homeFromEnv(env));
+  if (!run || run.database !== databaseLabel(env.DATABASE_URL)) return Promise.resolve(null);
+  let who = actor ?? env.CREDVAULT_ACTOR?.trim();
+  if (!who) {
+    try {
+      who = userInfo().username;
+    } catch {
+      who = env.USER ?? 'unknown';
+    }
+  }
+  return new Promise((done) => {
+    const req = request(
+      {
+        ...(run.listen.kind === 'unix'
+          ? { socketPath: run.listen.path }
+          : { host: run.listen.host, port: run.listen.port }),
+        path: `/v1/connections/${encodeURIComponent(ref)}/token?min_ttl=${minTtl}`,
+        headers: { authorization: `Bearer ${run.token}`, 'x-credvault-actor': who, host: 'localhost' },
+        timeout: 10_000,
+      },
+      (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (chunk: string) => {
+          body += chunk;
+        });
+        res.on('end', () => {
+          if (res.statusCode !== 200) return done(null);
+          try {
+            done(JSON.parse(body) as TokenDocument);
+          } catch {
+            done(null);
+          }
+        });
+      },
+    );
+    req.on('timeout', () => req.destroy());
+    req.on('error', () => done(null));
+    req.end();
+  });
+}
+
+/** What `token get` prints for the formats the daemon can answer alone. */
+export function formatToken(doc: TokenDocument, format: 'raw' | 'json' | 'header'): string {
+  if (format === 'raw') return `${doc.access_token}\n`;
+  if (format === 'header') return `Authorization: ${doc.token_type} ${doc.access_token}\n`;
+  return `${JSON.stringify(doc, null, 2)}\n`;
+}
+
+/**
+ * bin/credvault's fast path: `token get CONN [--min-ttl N] [--format raw|json|header] [--json]` and
+ * nothing else. Resolves true when it printed the token.
+ */
+export async function fastTokenGet(
+  argv: string[],
+  env: NodeJS.ProcessEnv,
+  write: (text: string) => void,
+): Promise<boolean> {
+  if (argv[0] !== 'token' || argv[1] !== 'get' || !argv[2] || argv[2].startsWith('-')) return false;
+  let minTtl = 60;
+  let format: 'raw' | 'json' | 'header' | null = null;
+  let json = false;
+  for (let i = 3; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (arg === '--json') json = true;
+    else if (arg === '--min-ttl' && /^\d{1,5}$/.test(argv[i + 1] ?? '')) minTtl = Number(argv[++i]);
+    else if (arg === '--format' && ['raw', 'json', 'header'].includes(argv[i + 1] ?? '')) {
+      format = argv[++i] as 'raw' | 'json' | 'header';
+    } else return false;
+  }
+  if (minTtl > 86_400) return false;
+  const doc = await tokenFromDaemon(env, argv[2], minTtl);
+  if (!doc) return false;
+  write(formatToken(doc, format ?? (json ? 'json' : 'raw')));
+  return true;
+}

@@ -1,0 +1,130 @@
+import type { Secret } from '../crypto/secret.js';
+import type { Db } from '../db/client.js';
+import type { ClientRow } from '../db/store/clients.js';
+import type { ConnectionRow } from '../db/store/connections.js';
+import * as daemonStore from '../db/store/daemon.js';
+
+/**
+ * The daemon's memory: resolved connection refs, decrypted access tokens, authenticated clients.
+ * Entries are dropped when another process changes what they were read from: at once on PostgreSQL
+ * (LISTEN/NOTIFY), and by `revalidate()` (the embedded database has no other process to notify, and
+ * on PostgreSQL it catches a notification lost with a dropped connection).
+ */
+
+export interface CachedToken {
+  grantId: string;
+  version: number;
+  accessToken: Secret;
+  tokenType: string;
+  expiresAt: Date | null;
+}
+
+const CLIENT_TTL_MS = 60_000;
+
+export class DaemonCache {
+  /** CONN ref as given → connection id. */
+  readonly #refs = new Map<string, string>();
+  readonly #connections = new Map<string, ConnectionRow>();
+  /** grant id → token. */
+  readonly #tokens = new Map<string, CachedToken>();
+  /** token hash → client. */
+  readonly #clients = new Map<string, { client: ClientRow; at: number }>();
+
+  connectionByRef(ref: string): ConnectionRow | null {
+    const id = this.#refs.get(ref);
+    return id ? (this.#connections.get(id) ?? null) : null;
+  }
+
+  rememberConnection(ref: string, connection: ConnectionRow): void {
+    this.#connections.set(connection.id, connection);
+    this.#refs.set(ref, connection.id);
+  }
+
+  token(grantId: string): CachedToken | null {
+    return this.#tokens.get(grantId) ?? null;
+  }
+
+  rememberToken(token: CachedToken): void {
+    const current = this.#tokens.get(token.grantId);
+    if (!current || current.version <= token.version) this.#tokens.set(token.grantId, token);
+  }
+
+  client(tokenHash: string, now = Date.now()): ClientRow | null {
+    const hit = this.#clients.get(tokenHash);
+    if (!hit || now - hit.at > CLIENT_TTL_MS) return null;
+    return hit.client;
+  }
+
+  rememberClient(tokenHash: string, client: ClientRow): void {
+    this.#clients.set(tokenHash, { client, at: Date.now() });
+  }
+
+  /** A change notification: `grant:ID`, `connection:ID`, `client:ID` or `app:ID`. */
+  invalidate(change: string): void {
+    const [kind, id] = change.split(':', 2) as [string, string | undefined];
+    if (!id) return this.clear();
+    if (kind === 'grant') {
+      this.#tokens.delete(id);
+      for (const [cid, connection] of this.#connections)
+        if (connection.tokenId === id) this.#dropConnection(cid);
+    } else if (kind === 'connection') {
+      const connection = this.#connections.get(id);
+      if (connection?.tokenId) this.#tokens.delete(connection.tokenId);
+      this.#dropConnection(id);
+    } else if (kind === 'client') {
+      for (const [hash, hit] of this.#clients) if (hit.client.id === id) this.#clients.delete(hash);
+    } else {
+      this.clear();
+    }
+  }
+
+  #dropConnection(id: string): void {
+    this.#connections.delete(id);
+    for (const [ref, target] of this.#refs) if (target === id) this.#refs.delete(ref);
+  }
+
+  clear(): void {
+    this.#refs.clear();
+    this.#connections.clear();
+    this.#tokens.clear();
+    this.#clients.clear();
+  }
+
+  /** Re-reads what the cached entries came from and drops every entry that no longer matches. */
+  async revalidate(db: Db): Promise<number> {
+    const connectionIds = [...this.#connections.keys()];
+    const clientIds = [...new Set([...this.#clients.values()].map((h) => h.client.id))];
+    if (!connectionIds.length && !clientIds.length && !this.#tokens.size) return 0;
+    const { connections, clients } = await daemonStore.snapshot(db, connectionIds, clientIds);
+    let dropped = 0;
+    const seen = new Map(connections.map((row) => [row.id, row]));
+    for (const id of connectionIds) {
+      const cached = this.#connections.get(id)!;
+      const now = seen.get(id);
+      const token = cached.tokenId ? this.#tokens.get(cached.tokenId) : undefined;
+      if (
+        !now ||
+        now.status !== cached.status ||
+        now.tokenId !== cached.tokenId ||
+        now.name !== cached.name ||
+        (token && now.version !== token.version)
+      ) {
+        if (cached.tokenId) this.#tokens.delete(cached.tokenId);
+        this.#dropConnection(id);
+        dropped += 1;
+      }
+    }
+    // Tokens no cached connection points at (e.g. its connection was dropped above) go too.
+    const live = new Set([...this.#connections.values()].map((c) => c.tokenId));
+    for (const grantId of this.#tokens.keys()) if (!live.has(grantId)) this.#tokens.delete(grantId);
+    const clientRows = new Map(clients.map((row) => [row.id, row]));
+    for (const [hash, hit] of this.#clients) {
+      const row = clientRows.get(hit.client.id);
+      if (!row || row.revokedAt || (row.expiresAt && row.expiresAt.getTime() <= Date.now())) {
+        this.#clients.delete(hash);
+        dropped += 1;
+      }
+    }
+    return dropped;
+  }
+}

@@ -1,0 +1,61 @@
+import pino from 'pino';
+import { redact } from '../util/redact.js';
+
+/**
+ * The daemon's log: JSON lines (pino) when stderr is not a terminal, short human lines when it is.
+ * Authorization headers and anything named like a token are redacted by pino as a second safety net;
+ * messages never carry secrets in the first place.
+ */
+export interface Logger {
+  info(message: string, fields?: Record<string, unknown>): void;
+  warn(message: string, fields?: Record<string, unknown>): void;
+  error(message: string, fields?: Record<string, unknown>): void;
+  debug(message: string, fields?: Record<string, unknown>): void;
+  flush(): void;
+}
+
+const REDACT_PATHS = [
+  'authorization',
+  'headers.authorization',
+  'req.headers.authorization',
+  'token',
+  'access_token',
+  'refresh_token',
+  'client_secret',
+  '*.token',
+  '*.access_token',
+  '*.refresh_token',
+  '*.client_secret',
+];
+
+export function createLogger(
+  stream: NodeJS.WritableStream & { isTTY?: boolean },
+  level = 'info',
+  json?: boolean,
+): Logger {
+  if (json ?? !stream.isTTY) {
+    const logger = pino(
+      { level, base: { pid: process.pid }, redact: { paths: REDACT_PATHS, censor: '[redacted]' } },
+      stream,
+    );
+    return {
+      info: (message, fields) => logger.info(fields ?? {}, redact(message)),
+      warn: (message, fields) => logger.warn(fields ?? {}, redact(message)),
+      error: (message, fields) => logger.error(fields ?? {}, redact(message)),
+      debug: (message, fields) => logger.debug(fields ?? {}, redact(message)),
+      flush: () => logger.flush(),
+    };
+  }
+  const debug = level === 'debug';
+  const line = (tag: string, message: string, fields?: Record<string, unknown>) => {
+    const extra = fields && Object.keys(fields).length ? ` ${redact(JSON.stringify(fields))}` : '';
+    stream.write(`${new Date().toISOString().slice(11, 19)} ${tag} ${redact(message)}${extra}\n`);
+  };
+  return {
+    info: (m, f) => line('info ', m, f),
+    warn: (m, f) => line('warn ', m, f),
+    error: (m, f) => line('error', m, f),
+    debug: (m, f) => (debug ? line('debug', m, f) : undefined),
+    flush: () => {},
+  };
+}

@@ -1,0 +1,230 @@
+import { randomBytes } from 'node:crypto';
+import { chmodSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import type { Server } from 'node:http';
+import { dirname, join } from 'node:path';
+import { databaseLabel } from '../cli/fast-token.js';
+import type { Config } from '../config.js';
+import { type Database, openDatabase } from '../db/client.js';
+import { assertMigrated } from '../db/migrate.js';
+import { CHANGES_CHANNEL } from '../db/store/changes.js';
+import * as daemonStore from '../db/store/daemon.js';
+import * as tokenStore from '../db/store/tokens.js';
+import { ServiceContext } from '../services/context.js';
+import { AuditBatcher } from './audit-batcher.js';
+import { DaemonCache } from './cache.js';
+import { type EmbeddedServer, serveEmbedded } from './embedded.js';
+import { createLogger, type Logger } from './log.js';
+import { DaemonMetrics } from './metrics.js';
+import { SystemdNotifier } from './notify.js';
+import { type DaemonOptions, listenLabel } from './options.js';
+import { RefreshScheduler } from './scheduler.js';
+import { createTokenServer, type Health } from './server.js';
+
+/**
+ * `credvault daemon`: the entry point of the long-running process, and the only daemon module that
+ * touches signals. One shutdown path with a deadline: stop accepting, let refreshes in flight finish
+ * and be stored, flush the audit batches, close the database; a second signal exits at once.
+ */
+
+const SHUTDOWN_DEADLINE_MS = 10_000;
+
+/** The local CLI's way in: written 0600 next to the data, read by `token get` for its fast path. */
+export function runFilePath(home: string): string {
+  return join(home, 'run', 'daemon.json');
+}
+
+function listen(server: Server, options: DaemonOptions): Promise<void> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    if (options.listen.kind === 'unix') {
+      const path = options.listen.path;
+      mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+      rmSync(path, { force: true });
+      // Created 0600 from the first instant: no window in which another user could connect.
+      const previous = process.umask(0o177);
+      server.listen(path, () => {
+        process.umask(previous);
+        chmodSync(path, 0o600);
+        resolve();
+      });
+    } else {
+      server.listen(options.listen.port, options.listen.host, () => resolve());
+    }
+  });
+}
+
+export async function runDaemon(
+  config: Config,
+  options: DaemonOptions,
+  stderr: NodeJS.WritableStream & { isTTY?: boolean },
+): Promise<number> {
+  const log: Logger = createLogger(stderr, config.verbose ? 'debug' : 'info');
+  const notifier = new SystemdNotifier(config.env);
+  let embedded: EmbeddedServer | null = null;
+  let database: Database;
+  if (config.databaseUrl) {
+    database = await openDatabase({
+      url: config.databaseUrl,
+      home: config.home,
+      lockTimeoutMs: config.lockTimeoutMs,
+      poolSize: options.concurrency + 8,
+      applicationName: 'credvault-daemon',
+    });
+  } else {
+    embedded = await serveEmbedded(config.home, config.lockTimeoutMs);
+    database = await openDatabase({
+      url: null,
+      home: config.home,
+      lockTimeoutMs: config.lockTimeoutMs,
+      poolSize: options.concurrency + 8,
+    });
+  }
+  const ctx = new ServiceContext(database, config, { name: 'daemon' });
+  const metrics = new DaemonMetrics();
+  const cache = new DaemonCache();
+  const audit = new AuditBatcher(ctx, metrics);
+  const scheduler = new RefreshScheduler(ctx, options, metrics, log);
+  const timers: NodeJS.Timeout[] = [];
+  let shuttingDown = false;
+  let unlisten: (() => Promise<void>) | null = null;
+  let server: Server | null = null;
+  const runFile = runFilePath(config.home);
+
+  const cleanup = async () => {
+    for (const timer of timers) clearInterval(timer);
+    await unlisten?.().catch(() => {});
+    await database.close().catch(() => {});
+    await embedded?.close().catch(() => {});
+    rmSync(runFile, { force: true });
+  };
+
+  try {
+    await assertMigrated(database);
+    // The key must open this vault before the daemon says it is ready.
+    await ctx.vaultDataKeyId();
+
+    if (database.listen) {
+      unlisten = await database.listen(CHANGES_CHANNEL, (payload) => cache.invalidate(payload));
+    }
+    const health = async (): Promise<Health> => {
+      const reasons: string[] = [];
+      if (shuttingDown) reasons.push('shutting down');
+      try {
+        await database.query('select 1');
+      } catch {
+        reasons.push('database unreachable');
+      }
+      if (scheduler.lastError) reasons.push(`last sweep failed: ${scheduler.lastError}`);
+      return { ok: reasons.length === 0, reasons, lastSweepAt: scheduler.lastSweepAt, shuttingDown };
+    };
+    const localToken = `cvc_${randomBytes(32).toString('base64url')}`;
+    server = createTokenServer({ ctx, cache, audit, metrics, log, options, health, localToken });
+    await listen(server, options);
+
+    mkdirSync(dirname(runFile), { recursive: true, mode: 0o700 });
+    writeFileSync(
+      runFile,
+      JSON.stringify({
+        pid: process.pid,
+        listen: options.listen,
+        token: localToken,
+        database: databaseLabel(config.databaseUrl),
+      }),
+      { mode: 0o600 },
+    );
+    chmodSync(runFile, 0o600);
+
+    // The embedded database has no other process to notify; PostgreSQL's notifications can be lost
+    // with a dropped connection. Either way, cached entries are checked against the database.
+    timers.push(
+      setInterval(
+        () =>
+          void cache
+            .revalidate(ctx.db)
+            .catch((e) => log.warn('cache check failed', { error: (e as Error).message })),
+        database.listen && !database.shared ? 30_000 : 1_000,
+      ),
+    );
+    timers.push(setInterval(() => void refreshGauges(ctx, metrics, log).catch(() => {}), 15_000));
+    await refreshGauges(ctx, metrics, log).catch(() => {});
+    scheduler.start();
+
+    if (options.listen.kind === 'tcp' && options.allowRemote) {
+      log.warn(
+        `listening on ${listenLabel(options.listen)} beyond this machine: terminate TLS in front of the daemon; client tokens travel in every request`,
+      );
+    }
+    log.info(`credvault daemon listening on ${listenLabel(options.listen)} (${database.description})`);
+    await notifier.ready(`serving on ${listenLabel(options.listen)}`);
+    notifier.startWatchdog(() => !shuttingDown && scheduler.lastError === null);
+  } catch (error) {
+    server?.close();
+    await cleanup();
+    throw error;
+  }
+
+  return new Promise<number>((resolve) => {
+    const shutdown = async (signal: string) => {
+      if (shuttingDown) {
+        log.warn(`${signal} again: exiting at once`);
+        resolve(1);
+        return;
+      }
+      shuttingDown = true;
+      log.info(`${signal}: shutting down`);
+      void notifier.stopping();
+      const deadline = setTimeout(() => {
+        log.error(`shutdown took longer than ${SHUTDOWN_DEADLINE_MS / 1000}s; exiting`);
+        resolve(1);
+      }, SHUTDOWN_DEADLINE_MS);
+      deadline.unref();
+      try {
+        const closed = new Promise<void>((done) => server!.close(() => done()));
+        server!.closeIdleConnections();
+        await scheduler.stop();
+        await closed;
+        await audit.drain();
+        await cleanup();
+        log.info('stopped');
+        clearTimeout(deadline);
+        resolve(0);
+      } catch (error) {
+        log.error('shutdown failed', { error: (error as Error).message });
+        clearTimeout(deadline);
+        resolve(1);
+      }
+    };
+    process.on('SIGTERM', () => void shutdown('SIGTERM'));
+    process.on('SIGINT', () => void shutdown('SIGINT'));
+    process.on('SIGHUP', () => {
+      // Re-read the configuration that can change under a running daemon: the key (a rotated
+      // master key file or credential) and everything cached from the database.
+      ctx.reloadKeys();
+      cache.clear();
+      scheduler.poke();
+      log.info('SIGHUP: reloaded the key source and cleared caches');
+    });
+  });
+}
+
+const warnedEnding = new Map<string, number>();
+
+async function refreshGauges(ctx: ServiceContext, metrics: DaemonMetrics, log: Logger): Promise<void> {
+  const counts = await daemonStore.connectionCounts(ctx.db);
+  metrics.connections.reset();
+  for (const row of counts)
+    metrics.connections.set({ platform: row.platform, status: row.status }, Number(row.n));
+  const next = await tokenStore.nextExpiry(ctx.db);
+  if (next) metrics.earliestExpiry.set((next.getTime() - Date.now()) / 1000);
+  // Early warning for refresh tokens with a fixed end (LinkedIn): someone must connect again.
+  const ending = await daemonStore.refreshTokensEnding(ctx.db, 14);
+  metrics.refreshTokenEnding.set(ending.length);
+  for (const row of ending) {
+    const last = warnedEnding.get(row.id) ?? 0;
+    if (Date.now() - last < 86_400_000) continue;
+    warnedEnding.set(row.id, Date.now());
+    log.warn(
+      `the refresh token of ${row.name ?? `${row.platform}:${row.account}`} ends ${new Date(row.endsAt!).toISOString()}; connect it again before then`,
+    );
+  }
+}

@@ -1,0 +1,165 @@
+import type { GrantRow } from '../db/store/tokens.js';
+import * as tokenStore from '../db/store/tokens.js';
+import { PLATFORM_IDS, PLATFORMS } from '../providers/catalog.js';
+import type { ServiceContext } from '../services/context.js';
+import { leaseMs, type RefreshOutcome, refreshClaimed, refreshOwner } from '../services/tokens.js';
+import type { Logger } from './log.js';
+import type { DaemonMetrics } from './metrics.js';
+import type { DaemonOptions } from './options.js';
+
+/**
+ * The refresh loop. Each sweep claims due grants a few at a time (as many as there are free slots,
+ * with FOR UPDATE SKIP LOCKED and a lease, so several daemons share the work without a leader) and
+ * refreshes them through the token service. Between sweeps it sleeps until the earliest upcoming
+ * expiry enters the window, never longer than --interval. A platform that answers 429 is paused for
+ * the time it asked for; failing grants cool down (the token service records that).
+ */
+
+/** How often a grant that nobody uses is still refreshed, so an idle refresh token is not dropped. */
+export function keepAliveDays(): Record<string, number> {
+  const days: Record<string, number> = {};
+  for (const id of PLATFORM_IDS) {
+    const idle = PLATFORMS[id].capabilities.refresh_token_idle_days;
+    if (idle) days[id] = Math.max(1, Math.floor(idle / 3));
+  }
+  return days;
+}
+
+const sleep = (ms: number, signal: AbortSignal) =>
+  new Promise<void>((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    signal.addEventListener(
+      'abort',
+      () => {
+        clearTimeout(timer);
+        resolve();
+      },
+      { once: true },
+    );
+  });
+
+export class RefreshScheduler {
+  readonly #ctx: ServiceContext;
+  readonly #options: DaemonOptions;
+  readonly #metrics: DaemonMetrics;
+  readonly #log: Logger;
+  readonly #owner = refreshOwner('daemon');
+  readonly #stop = new AbortController();
+  #wake: AbortController = new AbortController();
+  readonly #inFlight = new Set<Promise<void>>();
+  readonly #pausedUntil = new Map<string, number>();
+  #loop: Promise<void> | null = null;
+  lastSweepAt: Date | null = null;
+  lastError: string | null = null;
+
+  constructor(ctx: ServiceContext, options: DaemonOptions, metrics: DaemonMetrics, log: Logger) {
+    this.#ctx = ctx;
+    this.#options = options;
+    this.#metrics = metrics;
+    this.#log = log;
+  }
+
+  start(): void {
+    this.#loop ??= this.#run();
+  }
+
+  /** Sweeps now instead of waiting (SIGHUP, tests). */
+  poke(): void {
+    this.#wake.abort();
+  }
+
+  /** Takes no new work; refreshes already sent finish and are stored. */
+  async stop(): Promise<void> {
+    this.#stop.abort();
+    this.#wake.abort();
+    await this.#loop;
+    await Promise.allSettled([...this.#inFlight]);
+  }
+
+  get inFlight(): number {
+    return this.#inFlight.size;
+  }
+
+  async #run(): Promise<void> {
+    while (!this.#stop.signal.aborted) {
+      let delay = this.#options.intervalMs;
+      try {
+        await this.sweep();
+        delay = await this.#untilNextDue();
+        this.lastError = null;
+      } catch (error) {
+        this.lastError = (error as Error).message;
+        this.#log.error('refresh sweep failed', { error: this.lastError });
+        delay = Math.min(delay, 10_000);
+      }
+      if (this.#stop.signal.aborted) break;
+      this.#wake = new AbortController();
+      await sleep(delay, AbortSignal.any([this.#stop.signal, this.#wake.signal]));
+    }
+  }
+
+  /** Refreshes everything due now; returns how many refreshes were attempted. */
+  async sweep(): Promise<number> {
+    const lease = leaseMs(this.#ctx.config.httpTimeoutMs);
+    const idle = keepAliveDays();
+    let attempted = 0;
+    for (;;) {
+      if (this.#stop.signal.aborted) break;
+      const free = this.#options.concurrency - this.#inFlight.size;
+      if (free <= 0) {
+        await Promise.race(this.#inFlight);
+        continue;
+      }
+      const claimed = await tokenStore.claimDue(
+        this.#ctx.db,
+        this.#owner,
+        lease,
+        this.#options.refreshWindowMs,
+        idle,
+        free,
+      );
+      if (!claimed.length) break;
+      for (const grant of claimed) {
+        attempted += 1;
+        this.#launch(grant);
+      }
+    }
+    await Promise.allSettled([...this.#inFlight]);
+    this.lastSweepAt = new Date();
+    this.#metrics.sweeps.inc();
+    return attempted;
+  }
+
+  #launch(grant: GrantRow): void {
+    const job = (async () => {
+      const paused = this.#pausedUntil.get(grant.platform) ?? 0;
+      if (paused > Date.now()) await sleep(paused - Date.now(), this.#stop.signal);
+      let outcome: RefreshOutcome;
+      try {
+        outcome = await refreshClaimed(this.#ctx, grant, this.#owner);
+      } catch (error) {
+        outcome = 'internal';
+        this.#log.error('refresh failed unexpectedly', { grant: grant.id, error: (error as Error).message });
+      }
+      this.#metrics.refreshes.inc({ platform: grant.platform, outcome });
+      if (outcome === 'rate_limited') {
+        // Per-platform pacing: the next claims for this platform wait a minute (or what it asked).
+        this.#pausedUntil.set(grant.platform, Date.now() + 60_000);
+        this.#log.warn(`${grant.platform} is rate limiting refreshes; pausing it for a minute`);
+      } else if (outcome !== 'success' && outcome !== 'skipped') {
+        this.#log.warn(`refresh of grant ${grant.id} (${grant.platform}) failed: ${outcome}`);
+      }
+    })();
+    const tracked = job.finally(() => this.#inFlight.delete(tracked));
+    this.#inFlight.add(tracked);
+  }
+
+  async #untilNextDue(): Promise<number> {
+    const next = await tokenStore.nextExpiry(this.#ctx.db);
+    if (!next) return this.#options.intervalMs;
+    const due = next.getTime() - this.#options.refreshWindowMs - Date.now();
+    // A little jitter so a fleet of daemons does not wake in lock step.
+    const jitter = Math.random() * Math.min(5_000, Math.max(0, due) * 0.1);
+    return Math.min(this.#options.intervalMs, Math.max(1_000, due + jitter));
+  }
+}

@@ -1,0 +1,310 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { ClientRow } from '../db/store/clients.js';
+import type { ConnectionRow } from '../db/store/connections.js';
+import * as connectionStore from '../db/store/connections.js';
+import { CredvaultError, NotFoundError, UnavailableError } from '../errors.js';
+import { authenticateClient, hashClientToken, sameHash } from '../services/clients.js';
+import { resolveConnection } from '../services/connections.js';
+import type { ServiceContext } from '../services/context.js';
+import { openToken } from '../services/grants.js';
+import { freshGrant } from '../services/tokens.js';
+import { isLoopbackHost } from '../util/net.js';
+import { connectionJson } from '../views.js';
+import type { AuditBatcher } from './audit-batcher.js';
+import type { CachedToken, DaemonCache } from './cache.js';
+import type { Logger } from './log.js';
+import type { DaemonMetrics } from './metrics.js';
+import type { DaemonOptions } from './options.js';
+
+/**
+ * The daemon's HTTP endpoint, built without knowing about ports or signals (main.ts listens and
+ * stops it). Every answer carries Cache-Control: no-store and no CORS header; a request with an Origin
+ * header, or a Host that is not loopback (or --allowed-host), is refused before anything else.
+ */
+
+export interface Health {
+  ok: boolean;
+  reasons: string[];
+  lastSweepAt: Date | null;
+  shuttingDown: boolean;
+}
+
+export interface ServerDeps {
+  ctx: ServiceContext;
+  cache: DaemonCache;
+  audit: AuditBatcher;
+  metrics: DaemonMetrics;
+  log: Logger;
+  options: DaemonOptions;
+  health(): Promise<Health>;
+  /** The local CLI's credential (read from the 0600 run file), for `token get`'s fast path. */
+  localToken: string | null;
+}
+
+const LOCAL_CLIENT_ID = '00000000-0000-0000-0000-000000000000';
+
+class HttpError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+    readonly headers: Record<string, string> = {},
+  ) {
+    super(message);
+  }
+}
+
+function send(
+  res: ServerResponse,
+  status: number,
+  body: unknown,
+  headers: Record<string, string> = {},
+): void {
+  const text = typeof body === 'string' ? body : JSON.stringify(body);
+  res.writeHead(status, {
+    'content-type':
+      typeof body === 'string' ? 'text/plain; version=0.0.4; charset=utf-8' : 'application/json',
+    'content-length': Buffer.byteLength(text),
+    'cache-control': 'no-store',
+    'x-content-type-options': 'nosniff',
+    ...headers,
+  });
+  res.end(text);
+}
+
+function hostAllowed(req: IncomingMessage, allowed: string[]): boolean {
+  const host = (req.headers.host ?? '').toLowerCase();
+  const name = host.startsWith('[') ? host.slice(1, host.indexOf(']')) : host.replace(/:\d+$/, '');
+  return name !== '' && (isLoopbackHost(name) || allowed.includes(name) || allowed.includes(host));
+}
+
+function clientAddress(req: IncomingMessage): string {
+  return req.socket.remoteAddress ?? 'unix';
+}
+
+/** Whether a client's scope reaches a connection. */
+export function inScope(client: ClientRow, connection: Pick<ConnectionRow, 'id' | 'platform'>): boolean {
+  if (client.scope.all) return true;
+  if (client.scope.platforms?.includes(connection.platform)) return true;
+  return client.scope.connections?.includes(connection.id) ?? false;
+}
+
+function errorFor(error: unknown): HttpError {
+  if (error instanceof HttpError) return error;
+  if (error instanceof CredvaultError) {
+    if (error.code === 'not_found') return new HttpError(404, 'not_found', error.message);
+    if (error.code === 'reauth_required') return new HttpError(409, 'reauth_required', error.message);
+    if (error.code === 'unavailable') {
+      const retry = error instanceof UnavailableError && error.retryAfter ? error.retryAfter : 5;
+      return new HttpError(503, 'unavailable', error.message, { 'retry-after': String(retry) });
+    }
+    if (error.code === 'database_error') {
+      return new HttpError(503, 'unavailable', 'the database is unreachable', { 'retry-after': '5' });
+    }
+    if (error.code === 'invalid_input') return new HttpError(400, 'invalid_input', error.message);
+    if (error.code === 'conflict') return new HttpError(409, 'conflict', error.message);
+  }
+  return new HttpError(500, 'internal', 'unexpected failure');
+}
+
+export function createTokenServer(deps: ServerDeps): Server {
+  const { ctx, cache, audit, metrics, log, options } = deps;
+  const localClient: ClientRow | null = deps.localToken
+    ? {
+        id: LOCAL_CLIENT_ID,
+        name: 'local-cli',
+        tokenHash: hashClientToken(deps.localToken),
+        role: 'admin',
+        scope: { all: true },
+        createdBy: 'daemon',
+        createdAt: new Date(),
+        expiresAt: null,
+        revokedAt: null,
+        lastUsedAt: null,
+      }
+    : null;
+
+  async function authenticate(req: IncomingMessage): Promise<ClientRow> {
+    const header = req.headers.authorization ?? '';
+    const match = /^Bearer ([A-Za-z0-9_-]{1,200})$/.exec(header);
+    if (!match)
+      throw new HttpError(401, 'unauthorized', 'a client token is required (Authorization: Bearer …)', {
+        'www-authenticate': 'Bearer',
+      });
+    const token = match[1]!;
+    const hash = hashClientToken(token);
+    if (localClient && sameHash(hash, localClient.tokenHash)) return localClient;
+    let client = cache.client(hash);
+    if (!client) {
+      client = await authenticateClient(ctx.db, token);
+      if (client) cache.rememberClient(hash, client);
+    }
+    if (!client || client.revokedAt || (client.expiresAt && client.expiresAt.getTime() <= Date.now())) {
+      throw new HttpError(401, 'unauthorized', 'the client token is unknown, revoked or expired', {
+        'www-authenticate': 'Bearer error="invalid_token"',
+      });
+    }
+    return client;
+  }
+
+  async function connectionFor(ref: string): Promise<ConnectionRow> {
+    const cached = cache.connectionByRef(ref);
+    if (cached) return cached;
+    const connection = await resolveConnection(ctx.db, ref);
+    cache.rememberConnection(ref, connection);
+    return connection;
+  }
+
+  /** A token valid for min_ttl: from memory when it is, else through the token service (one refresh per expiry). */
+  async function validToken(
+    connection: ConnectionRow,
+    minTtlSeconds: number,
+    actorName: string,
+  ): Promise<CachedToken> {
+    const grantId = connection.tokenId;
+    const cached = grantId ? cache.token(grantId) : null;
+    if (cached && (!cached.expiresAt || cached.expiresAt.getTime() - Date.now() > minTtlSeconds * 1000))
+      return cached;
+    const scoped = ctx.withActor({ name: actorName });
+    const { grant } = await freshGrant(scoped, connection, { minTtlSeconds, purpose: 'daemon' });
+    const accessToken = await openToken(ctx, grant, 'access');
+    if (!accessToken) throw new NotFoundError('this connection has no access token');
+    const token: CachedToken = {
+      grantId: grant.id,
+      version: grant.version,
+      accessToken,
+      tokenType: grant.tokenType,
+      expiresAt: grant.accessTokenExpiresAt,
+    };
+    cache.rememberToken(token);
+    return token;
+  }
+
+  async function serveToken(
+    req: IncomingMessage,
+    res: ServerResponse,
+    client: ClientRow,
+    ref: string,
+    url: URL,
+  ) {
+    const minTtlText = url.searchParams.get('min_ttl') ?? '60';
+    const minTtl = Number(minTtlText);
+    if (!/^\d{1,5}$/.test(minTtlText) || minTtl > 86_400) {
+      throw new HttpError(400, 'invalid_input', 'min_ttl must be whole seconds from 0 to 86400');
+    }
+    const connection = await connectionFor(ref);
+    if (!inScope(client, connection)) {
+      throw new HttpError(403, 'forbidden', `client ${client.name} may not read connection ${ref}`);
+    }
+    const actor = client.id === LOCAL_CLIENT_ID ? localActor(req) : client.name;
+    const token = await validToken(connection, minTtl, actor);
+    // Fail closed: the token leaves only after its audit record is committed.
+    await audit.write(
+      {
+        action: 'token.serve',
+        targetType: 'connection',
+        targetId: connection.id,
+        connectionId: connection.id,
+        outcome: 'success',
+        detail: { purpose: client.id === LOCAL_CLIENT_ID ? 'token get (daemon)' : 'daemon', min_ttl: minTtl },
+        actor: {
+          name: actor,
+          address: clientAddress(req),
+          userAgent: req.headers['user-agent']?.slice(0, 200) ?? null,
+        },
+      },
+      client.id === LOCAL_CLIENT_ID ? null : client.id,
+    );
+    send(res, 200, {
+      access_token: token.accessToken.reveal(),
+      token_type: token.tokenType,
+      expires_at: token.expiresAt?.toISOString() ?? null,
+      connection_id: connection.id,
+      platform: connection.platform,
+      external_account_id: connection.externalAccountId,
+    });
+  }
+
+  /** The CLI names who it runs as; only the local credential may. */
+  function localActor(req: IncomingMessage): string {
+    const header = req.headers['x-credvault-actor'];
+    const name = typeof header === 'string' ? header.replace(/[^\w.@+-]/g, '').slice(0, 64) : '';
+    return name || 'local-cli';
+  }
+
+  async function listConnections(res: ServerResponse, client: ClientRow) {
+    const views = await connectionStore.listViews(ctx.db, {});
+    send(res, 200, views.filter((v) => inScope(client, v)).map(connectionJson));
+  }
+
+  async function handle(req: IncomingMessage, res: ServerResponse): Promise<string> {
+    if (req.headers.origin !== undefined) {
+      throw new HttpError(403, 'forbidden', 'requests from browsers (with an Origin header) are refused');
+    }
+    if (!hostAllowed(req, options.allowedHosts)) {
+      throw new HttpError(
+        403,
+        'forbidden',
+        'this Host is not served (DNS rebinding protection); see --allowed-host',
+      );
+    }
+    const url = new URL(req.url ?? '/', 'http://daemon');
+    if (url.pathname === '/healthz' && req.method === 'GET') {
+      const health = await deps.health();
+      send(res, health.ok ? 200 : 503, {
+        status: health.ok ? 'ok' : 'unavailable',
+        reasons: health.reasons,
+        last_sweep_at: health.lastSweepAt?.toISOString() ?? null,
+        shutting_down: health.shuttingDown,
+      });
+      return 'healthz';
+    }
+    const client = await authenticate(req);
+    if (url.pathname === '/metrics' && req.method === 'GET') {
+      send(res, 200, await metrics.registry.metrics(), { 'content-type': metrics.registry.contentType });
+      return 'metrics';
+    }
+    if (url.pathname === '/v1/connections' && req.method === 'GET') {
+      await listConnections(res, client);
+      return 'connections';
+    }
+    const match = /^\/v1\/connections\/([^/]+)\/token$/.exec(url.pathname);
+    if (match && req.method === 'GET') {
+      let ref: string;
+      try {
+        ref = decodeURIComponent(match[1]!);
+      } catch {
+        throw new HttpError(400, 'invalid_input', 'the connection reference is not valid URL encoding');
+      }
+      await serveToken(req, res, client, ref, url);
+      return 'token';
+    }
+    throw new HttpError(404, 'not_found', 'no such route');
+  }
+
+  const server = createServer({ maxHeaderSize: 16 * 1024 }, (req, res) => {
+    const stop = metrics.requests.startTimer();
+    // The endpoint takes no request bodies; one that is sent is not read past 64 KiB.
+    let received = 0;
+    req.on('data', (chunk: Buffer) => {
+      received += chunk.length;
+      if (received > 64 * 1024) req.destroy();
+    });
+    handle(req, res)
+      .then((route) => stop({ route, status: String(res.statusCode) }))
+      .catch((error: unknown) => {
+        const http = errorFor(error);
+        if (http.status >= 500 && http.code === 'internal') {
+          log.error('request failed', { path: req.url?.split('?')[0], error: (error as Error)?.message });
+        }
+        if (!res.headersSent)
+          send(res, http.status, { error: { code: http.code, message: http.message } }, http.headers);
+        else res.destroy();
+        stop({ route: 'error', status: String(http.status) });
+      });
+  });
+  server.requestTimeout = 15_000;
+  server.headersTimeout = 5_000;
+  server.keepAliveTimeout = 5_000;
+  return server;
+}

@@ -1,0 +1,63 @@
+/**
+ * `credvault daemon unit`: a hardened systemd unit for the daemon. The master key comes in through
+ * LoadCredential= (never the environment or the unit); state lives in StateDirectory=, the socket in
+ * RuntimeDirectory=. MemoryDenyWriteExecute= is left out on purpose: V8 needs writable+executable
+ * memory for its JIT and dies under it.
+ */
+export function systemdUnit(options: { user: string | null; bin: string; listen: string }): string {
+  const user = options.user ? `User=${options.user}\nGroup=${options.user}` : 'DynamicUser=yes';
+  return `[Unit]
+Description=credvault daemon: keeps ad platform tokens fresh and serves them locally
+Documentation=https://github.com/credvault/credvault#systemd
+After=network-online.target postgresql.service
+Wants=network-online.target
+
+[Service]
+Type=notify
+NotifyAccess=all
+ExecStart=${options.bin} daemon --listen ${options.listen}
+ExecReload=/bin/kill -HUP $MAINPID
+Restart=on-failure
+RestartSec=5s
+TimeoutStopSec=15s
+WatchdogSec=60s
+${user}
+StateDirectory=credvault
+StateDirectoryMode=0700
+RuntimeDirectory=credvault
+RuntimeDirectoryMode=0700
+Environment=CREDVAULT_HOME=%S/credvault
+# Put the master key in /etc/credstore/credvault.master-key (0600, root), or use systemd-creds.
+LoadCredential=credential_master_key:/etc/credstore/credvault.master-key
+# For PostgreSQL, put DATABASE_URL=postgres://… in this file (0600).
+EnvironmentFile=-/etc/credvault/daemon.env
+UMask=0077
+NoNewPrivileges=yes
+ProtectSystem=strict
+ProtectHome=yes
+PrivateTmp=yes
+PrivateDevices=yes
+ProtectKernelTunables=yes
+ProtectKernelModules=yes
+ProtectKernelLogs=yes
+ProtectControlGroups=yes
+ProtectClock=yes
+ProtectHostname=yes
+ProtectProc=invisible
+ProcSubset=pid
+RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6
+RestrictNamespaces=yes
+RestrictRealtime=yes
+RestrictSUIDSGID=yes
+LockPersonality=yes
+CapabilityBoundingSet=
+AmbientCapabilities=
+SystemCallArchitectures=native
+SystemCallFilter=@system-service
+SystemCallFilter=~@privileged
+LimitNOFILE=65536
+
+[Install]
+WantedBy=multi-user.target
+`;
+}
