@@ -87,7 +87,10 @@ export async function openDatabase(options: OpenOptions): Promise<Database> {
 }
 
 export function postgresOptions(target: ConnectTarget): PostgresOptions<Record<string, PostgresType>> {
-  return 'url' in target ? {} : { path: target.socket, user: 'postgres', database: 'postgres' };
+  if ('url' in target) return {};
+  // Every connection to the daemon's socket shares PGlite's one session, so named prepared
+  // statements of different connections would collide: unnamed statements only.
+  return { path: target.socket, user: 'postgres', database: 'postgres', prepare: false };
 }
 
 async function openPostgres(target: ConnectTarget, options: OpenOptions): Promise<Database> {

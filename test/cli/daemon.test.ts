@@ -1,0 +1,296 @@
+import { spawn } from 'node:child_process';
+import { existsSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { MICROSOFT_ADS_SCOPE, type MicrosoftDouble, startMicrosoftDouble } from '../doubles/index.js';
+import { startDaemon } from '../helpers/daemon.js';
+import { addAppFor, freePort } from '../helpers/flows.js';
+import { createVault, DB_KIND, type TestVault } from '../helpers/vault.js';
+
+const cleanups: Array<() => Promise<unknown>> = [];
+afterEach(async () => {
+  for (const f of cleanups.splice(0).reverse()) await f();
+});
+
+async function setup() {
+  const double = await startMicrosoftDouble();
+  cleanups.push(() => double.close());
+  const v = await createVault();
+  cleanups.push(() => v.destroy());
+  const app = await addAppFor(v, 'microsoft_ads', double as never);
+  const adopt = async (account: string, name: string) => {
+    const grant = double.issueGrant({
+      clientId: app.clientId,
+      scope: `${MICROSOFT_ADS_SCOPE} offline_access`,
+    } as never);
+    const result = await v.cli(
+      [
+        'connections',
+        'add',
+        'microsoft_ads',
+        '--app',
+        app.label,
+        '--account',
+        account,
+        '--name',
+        name,
+        '--refresh-token-file',
+        '-',
+      ],
+      { input: grant.refreshToken },
+    );
+    expect(result.code, result.stderr).toBe(0);
+    return grant;
+  };
+  return { double, v, app, adopt };
+}
+
+async function client(v: TestVault, args: string[]): Promise<string> {
+  const made = await v.json<{ token: string }>(['clients', 'create', ...args]);
+  return made.token;
+}
+
+describe('the token endpoint', () => {
+  it('answers the whole matrix of refusals and serves only what a client may read', async () => {
+    const { double, v, adopt } = await setup();
+    const a = await adopt('987', 'acct-a');
+    await adopt('988', 'acct-b');
+    const reader = await client(v, ['reader-a', '--connection', 'acct-a']);
+    const all = await client(v, ['everything', '--all', '--role', 'operator']);
+    const revoked = await client(v, ['gone', '--all']);
+    expect((await v.cli(['clients', 'revoke', 'gone'])).code).toBe(0);
+    const expiring = await client(v, ['brief', '--all', '--expires-in', '1s']);
+    const daemon = await startDaemon(v);
+    cleanups.push(() => daemon.stop());
+    await new Promise((r) => setTimeout(r, 1100));
+
+    const token = (path: string, t?: string, headers?: Record<string, string>) =>
+      daemon.get(path, { token: t, headers });
+    const ok = await token('/v1/connections/acct-a/token?min_ttl=60', reader);
+    expect(ok.status, ok.body).toBe(200);
+    expect(ok.headers['cache-control']).toBe('no-store');
+    expect(ok.headers['access-control-allow-origin']).toBeUndefined();
+    const doc = ok.json<{ access_token: string; external_account_id: string }>();
+    expect(doc.external_account_id).toBe('987');
+    expect(double.accessTokens.has(doc.access_token)).toBe(true);
+
+    const expectError = async (
+      answer: Promise<{ status: number; body: string; headers: Record<string, unknown> }>,
+      status: number,
+      code: string,
+    ) => {
+      const got = await answer;
+      expect(got.status, got.body).toBe(status);
+      expect(JSON.parse(got.body)).toMatchObject({ error: { code } });
+      expect(got.headers['cache-control']).toBe('no-store');
+      return got;
+    };
+    await expectError(token('/v1/connections/acct-a/token'), 401, 'unauthorized');
+    await expectError(
+      token('/v1/connections/acct-a/token', 'cvc_notarealtokenatallnotarealtokenatallnotareal'),
+      401,
+      'unauthorized',
+    );
+    await expectError(token('/v1/connections/acct-a/token', revoked), 401, 'unauthorized');
+    await expectError(token('/v1/connections/acct-a/token', expiring), 401, 'unauthorized');
+    await expectError(token('/v1/connections/acct-b/token', reader), 403, 'forbidden');
+    await expectError(
+      token('/v1/connections/acct-a/token', reader, { host: 'evil.example' }),
+      403,
+      'forbidden',
+    );
+    await expectError(
+      token('/v1/connections/acct-a/token', reader, { origin: 'http://localhost' }),
+      403,
+      'forbidden',
+    );
+    await expectError(token('/v1/connections/nope/token', all), 404, 'not_found');
+    await expectError(token('/nowhere', all), 404, 'not_found');
+    await expectError(token('/v1/connections/acct-a/token?min_ttl=forever', all), 400, 'invalid_input');
+
+    // Listing shows only what the client may read.
+    const listed = await token('/v1/connections', reader);
+    expect(listed.json<Array<{ name: string }>>().map((c) => c.name)).toEqual(['acct-a']);
+
+    // needs_reauth: the platform refuses the refresh token (a min_ttl beyond the token's life forces
+    // the refresh).
+    double.revokeGrant(a.refreshToken);
+    await expectError(token('/v1/connections/acct-a/token?min_ttl=86400', all), 409, 'reauth_required');
+    // Platform down: 503 with Retry-After.
+    double.faults.failNext(10, { status: 503, body: 'down' });
+    const down = await expectError(
+      token('/v1/connections/acct-b/token?min_ttl=86400', all),
+      503,
+      'unavailable',
+    );
+    expect(Number(down.headers['retry-after'])).toBeGreaterThan(0);
+
+    const health = await daemon.get('/healthz');
+    expect(health.json()).toMatchObject({ status: 'ok' });
+    const metrics = await token('/metrics', all);
+    expect(metrics.body).toContain('credvault_refreshes_total');
+    expect(metrics.body).toContain('credvault_http_request_duration_seconds');
+    expect(metrics.body).toMatch(/credvault_connections\{platform="microsoft_ads",status="active"\}/);
+    await expectError(token('/metrics'), 401, 'unauthorized');
+
+    // The unix socket is 0600; no log line or answer carries another connection's token.
+    const socket = daemon.listen.slice(5);
+    expect(statSync(socket).mode & 0o777).toBe(0o600);
+    expect(statSync(join(v.home, 'run', 'daemon.json')).mode & 0o777).toBe(0o600);
+    expect(await daemon.stop()).toBe(0);
+    for (const t of [doc.access_token, ...double.refreshTokens.keys()])
+      expect(daemon.logs()).not.toContain(t);
+    const audit = await v.json<Array<{ action: string; actor: string; client_address: string | null }>>([
+      'audit',
+      'list',
+      '--limit',
+      '200',
+    ]);
+    const served = audit.filter((r) => r.action === 'token.serve');
+    expect(served.map((r) => r.actor)).toContain('reader-a');
+    expect(served.every((r) => r.client_address !== null)).toBe(true);
+  });
+
+  it('refuses to serve tokens when the audit log cannot be written (fail closed)', async () => {
+    const { v, adopt } = await setup();
+    await adopt('987', 'acct-a');
+    const reader = await client(v, ['reader', '--all']);
+    await v.sql(`create function refuse_audit() returns trigger language plpgsql as $$
+      begin raise exception 'audit is read-only' using errcode = '42501'; end $$`);
+    await v.sql(
+      'create trigger refuse_audit before insert on credential_access_audit for each row execute function refuse_audit()',
+    );
+    const daemon = await startDaemon(v);
+    cleanups.push(() => daemon.stop());
+    const refused = await daemon.get('/v1/connections/acct-a/token', { token: reader });
+    expect(refused.status).toBeGreaterThanOrEqual(500);
+    expect(refused.body).not.toContain('access_token');
+  });
+
+  it('finishes and stores a refresh in flight on SIGTERM, then exits 0', async () => {
+    const { double, v, adopt } = await setup();
+    await adopt('987', 'acct-a');
+    const [before] = await v.sql<{ version: number }>('select version from oauth_tokens_vault');
+    // Refreshed 59 minutes ago, expiring in one: due for the daemon.
+    await v.sql(
+      "update oauth_tokens_vault set access_token_expires_at = now() + interval '1 minute', last_refreshed_at = now() - interval '59 minutes'",
+    );
+    double.faults.latencyMs = 2500;
+    const attempts = double.refreshAttempts;
+    const daemon = await startDaemon(v, { args: ['--refresh-window', '30m'] });
+    for (let i = 0; i < 200 && double.refreshAttempts === attempts; i++)
+      await new Promise((r) => setTimeout(r, 25));
+    expect(double.refreshAttempts).toBe(attempts + 1);
+    expect(await daemon.stop('SIGTERM')).toBe(0);
+    const [after] = await v.sql<{ version: number; lease_owner: string | null }>(
+      'select version, lease_owner from oauth_tokens_vault',
+    );
+    expect(after!.version).toBe(before!.version + 1);
+    expect(after!.lease_owner).toBeNull();
+    expect(daemon.logs()).toContain('SIGTERM: shutting down');
+  });
+});
+
+describe.runIf(DB_KIND === 'pglite')('the embedded database while the daemon runs', () => {
+  it('keeps every other command working through the daemon, token get included', async () => {
+    const { double, v, app, adopt } = await setup();
+    await adopt('987', 'acct-a');
+    const daemon = await startDaemon(v);
+    cleanups.push(() => daemon.stop());
+    const listed = await v.json<Array<{ name: string }>>(['connections', 'list'], {
+      env: { CREDVAULT_LOCK_TIMEOUT: '1' },
+    });
+    expect(listed.map((c) => c.name)).toEqual(['acct-a']);
+    const token = await v.cli(['token', 'get', 'acct-a'], {
+      secretOutput: true,
+      env: { CREDVAULT_LOCK_TIMEOUT: '1' },
+    });
+    expect(token.code, token.stderr).toBe(0);
+    expect(double.accessTokens.has(token.stdout.trim())).toBe(true);
+    const added = await v.cli(['apps', 'add', 'microsoft_ads', '--from-file', '-'], {
+      input: JSON.stringify({ label: 'second', client_id: 'x', developer_token: 'd' }),
+      env: { CREDVAULT_LOCK_TIMEOUT: '1' },
+    });
+    expect(added.code, added.stderr).toBe(0);
+    // The token came through the daemon, audited as the person who ran token get.
+    const audit = await v.json<Array<{ action: string; actor: string; detail: { purpose?: string } }>>([
+      'audit',
+      'list',
+    ]);
+    expect(audit.find((r) => r.action === 'token.serve')).toMatchObject({
+      actor: 'test-operator',
+      detail: { purpose: 'token get (daemon)' },
+    });
+    expect(await daemon.stop()).toBe(0);
+    expect(existsSync(join(v.home, 'run', '.s.PGSQL.5432'))).toBe(false);
+    void app;
+  });
+});
+
+describe('systemd', () => {
+  const analyze = ['/usr/bin/systemd-analyze', '/bin/systemd-analyze'].find((p) => existsSync(p));
+  it.runIf(analyze)('daemon unit passes systemd-analyze verify', async () => {
+    const v = await createVault({ initialized: false });
+    cleanups.push(() => v.destroy());
+    const unit = await v.cli(['daemon', 'unit', '--user', 'credvault']);
+    expect(unit.code).toBe(0);
+    for (const line of [
+      'Type=notify',
+      'LoadCredential=credential_master_key:',
+      'StateDirectory=credvault',
+      'RuntimeDirectory=credvault',
+      'ProtectSystem=strict',
+      'NoNewPrivileges=yes',
+      'UMask=0077',
+      'User=credvault',
+    ]) {
+      expect(unit.stdout).toContain(line);
+    }
+    expect(unit.stdout).not.toContain('MemoryDenyWriteExecute');
+    const { writeFileSync } = await import('node:fs');
+    const path = join(v.root, 'credvault.service');
+    writeFileSync(path, unit.stdout);
+    const verify = await new Promise<{ code: number; out: string }>((resolve) => {
+      const child = spawn(analyze!, ['verify', path]);
+      let out = '';
+      child.stdout.on('data', (d) => (out += d));
+      child.stderr.on('data', (d) => (out += d));
+      child.on('close', (code) => resolve({ code: code ?? 1, out }));
+    });
+    expect(verify.code, verify.out).toBe(0);
+  });
+
+  it('sends READY=1 and WATCHDOG=1 to NOTIFY_SOCKET', async () => {
+    const { v, adopt } = await setup();
+    await adopt('987', 'acct-a');
+    const socket = join(v.root, 'notify.sock');
+    const listener = spawn('python3', [
+      '-c',
+      `
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind(sys.argv[1])
+print("listening", flush=True)
+while True:
+    print(s.recv(4096).decode().replace("\\n", " "), flush=True)
+`,
+      socket,
+    ]);
+    cleanups.push(async () => listener.kill());
+    let heard = '';
+    listener.stdout.on('data', (d: Buffer) => (heard += d.toString()));
+    for (let i = 0; i < 100 && !heard.includes('listening'); i++) await new Promise((r) => setTimeout(r, 20));
+    const daemon = await startDaemon(v, { env: { NOTIFY_SOCKET: socket, WATCHDOG_USEC: '1000000' } });
+    cleanups.push(() => daemon.stop());
+    for (let i = 0; i < 100 && !heard.includes('WATCHDOG=1'); i++)
+      await new Promise((r) => setTimeout(r, 50));
+    expect(heard).toContain('READY=1');
+    expect(heard).toContain(`MAINPID=${daemon.child.pid}`);
+    expect(heard).toContain('WATCHDOG=1');
+    expect(await daemon.stop()).toBe(0);
+    for (let i = 0; i < 40 && !heard.includes('STOPPING=1'); i++) await new Promise((r) => setTimeout(r, 50));
+    expect(heard).toContain('STOPPING=1');
+  });
+});
+
+void freePort;

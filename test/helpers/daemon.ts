@@ -1,0 +1,149 @@
+/**
+ * Running `credvault daemon` (the built binary) for a test, and talking HTTP to it over its unix
+ * socket or loopback TCP.
+ */
+import type { ChildProcess } from 'node:child_process';
+import { request } from 'node:http';
+import { join } from 'node:path';
+import { resolveConfig } from '../../src/config.js';
+import { Secret } from '../../src/crypto/secret.js';
+import * as appStore from '../../src/db/store/apps.js';
+import { openContext } from '../../src/services/context.js';
+import { storeGrant } from '../../src/services/grants.js';
+import type { Double } from '../doubles/index.js';
+import type { TestVault } from './vault.js';
+
+export interface HttpAnswer {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: string;
+  json<T = unknown>(): T;
+}
+
+export interface RunningDaemon {
+  child: ChildProcess;
+  /** `unix:/path` or `host:port`. */
+  listen: string;
+  logs(): string;
+  get(path: string, options?: { token?: string; headers?: Record<string, string> }): Promise<HttpAnswer>;
+  /** Sends a signal and waits for the exit code. */
+  stop(signal?: NodeJS.Signals): Promise<number>;
+  exited: Promise<number>;
+}
+
+export async function startDaemon(
+  vault: TestVault,
+  options: { args?: string[]; env?: Record<string, string>; tcpPort?: number; name?: string } = {},
+): Promise<RunningDaemon> {
+  const listen = options.tcpPort
+    ? `127.0.0.1:${options.tcpPort}`
+    : `unix:${join(vault.root, `${options.name ?? 'daemon'}.sock`)}`;
+  const child = vault.spawn(['daemon', '--listen', listen, ...(options.args ?? [])], {
+    env: { CREDVAULT_LOCK_TIMEOUT: '60', ...options.env },
+  });
+  child.stdin!.end();
+  let logs = '';
+  child.stdout!.on('data', (d: Buffer) => {
+    logs += d.toString('utf8');
+  });
+  child.stderr!.on('data', (d: Buffer) => {
+    logs += d.toString('utf8');
+  });
+  const exited = new Promise<number>((resolve) =>
+    child.on('close', (code, signal) => resolve(code ?? (signal === 'SIGKILL' ? 137 : 1))),
+  );
+  const get = (path: string, opts: { token?: string; headers?: Record<string, string> } = {}) =>
+    new Promise<HttpAnswer>((resolve, reject) => {
+      const target = listen.startsWith('unix:')
+        ? { socketPath: listen.slice(5) }
+        : { host: '127.0.0.1', port: Number(listen.split(':')[1]) };
+      const req = request(
+        {
+          ...target,
+          path,
+          headers: {
+            host: 'localhost',
+            ...(opts.token ? { authorization: `Bearer ${opts.token}` } : {}),
+            ...opts.headers,
+          },
+        },
+        (res) => {
+          let body = '';
+          res.setEncoding('utf8');
+          res.on('data', (chunk: string) => {
+            body += chunk;
+          });
+          res.on('end', () =>
+            resolve({
+              status: res.statusCode ?? 0,
+              headers: res.headers,
+              body,
+              json: <T>() => JSON.parse(body) as T,
+            }),
+          );
+        },
+      );
+      req.on('error', reject);
+      req.end();
+    });
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    const code = await Promise.race([exited, new Promise<null>((r) => setTimeout(() => r(null), 100))]);
+    if (code !== null) throw new Error(`the daemon exited with ${code} before it was ready:\n${logs}`);
+    const health = await get('/healthz').catch(() => null);
+    if (health?.status === 200) break;
+    if (Date.now() > deadline) throw new Error(`the daemon did not become ready:\n${logs}`);
+  }
+  return {
+    child,
+    listen,
+    logs: () => logs,
+    get,
+    exited,
+    async stop(signal: NodeJS.Signals = 'SIGTERM') {
+      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+      return exited;
+    },
+  };
+}
+
+/**
+ * Many connections at once, stored the way `connections add` stores them (in-process, through the
+ * same services), each on its own grant issued by the double, with access tokens expiring soon.
+ */
+export async function seedConnections(
+  vault: TestVault,
+  double: Double<unknown, unknown>,
+  appLabel: string,
+  clientId: string,
+  scope: string,
+  count: number,
+  expiresInSeconds: number,
+): Promise<void> {
+  const config = resolveConfig({}, { ...vault.env } as NodeJS.ProcessEnv);
+  const ctx = await openContext(config, { name: 'test-seed' });
+  try {
+    const [app] = await appStore.findByLabel(ctx.db, appLabel);
+    await ctx.transaction(async (tx) => {
+      for (let i = 0; i < count; i++) {
+        const grant = double.issueGrant({ clientId, scope } as never);
+        await storeGrant(ctx, tx, {
+          app: app!,
+          tokens: {
+            accessToken: new Secret(grant.accessToken),
+            refreshToken: new Secret(grant.refreshToken),
+            tokenType: 'Bearer',
+            expiresAt: new Date(Date.now() + expiresInSeconds * 1000),
+            refreshTokenExpiresAt: null,
+            scope,
+          },
+          accounts: [{ id: `seed-${i}`, name: `Seeded ${i}`, currency: 'USD', details: {} }],
+          name: null,
+          via: 'adopt',
+        });
+      }
+    });
+  } finally {
+    await ctx.close();
+  }
+}
