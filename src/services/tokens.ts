@@ -346,6 +346,8 @@ async function storeRefreshed(
         platform,
         attempts,
         rotated: Boolean(tokens.refreshToken),
+        // host:pid of the refresher, so a fleet's work can be told apart.
+        by: owner.split(':').slice(0, 2).join(':'),
         ...(ok ? {} : { problem: 'lease lost to another refresher; this answer was discarded' }),
         ...(grant.refreshInFlightSince
           ? { recovered_unrecorded_refresh_from: grant.refreshInFlightSince.toISOString() }
