@@ -1,10 +1,16 @@
 // `npm run bench`: every benchmark, each figure as a ratio to its baseline measured in the same run.
-// Usage: npm run bench [-- NAME...]   (names: startup, token)
+// Usage: npm run bench [-- NAME...]   (names: startup, token, daemon)
+
+import { daemon } from './daemon.js';
 import { machine } from './lib.js';
 import { startup } from './startup.js';
 import { token } from './token.js';
 
-const all: Record<string, () => Promise<{ title: string; rows: Array<Array<unknown>> }>> = { startup, token };
+const all: Record<string, () => Promise<{ title: string; rows: Array<Array<unknown>> }>> = {
+  startup,
+  token,
+  daemon,
+};
 const wanted = process.argv.slice(2).filter((a) => !a.startsWith('-'));
 const selected = wanted.length ? wanted : Object.keys(all);
 for (const name of selected) {

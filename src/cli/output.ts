@@ -174,7 +174,10 @@ export class Output {
 function describe(error: unknown): string {
   if (error instanceof Error) {
     const cause = (error as { cause?: unknown }).cause;
-    if (error.name === 'DrizzleQueryError' && cause instanceof Error) return cause.message;
+    // drizzle's wrapper puts the whole query and its parameters in its message: never print that.
+    if (error.message.startsWith('Failed query:')) {
+      return cause instanceof Error ? cause.message : 'a database query failed';
+    }
     return error.message;
   }
   return String(error);

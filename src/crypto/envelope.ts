@@ -111,6 +111,21 @@ export class Keyring {
     return pending;
   }
 
+  /** Whether this data key is unwrapped already. */
+  has(id: string): boolean {
+    return this.#keys.has(id);
+  }
+
+  /** Unwraps several data keys read in one query (the daemon's sweep claims grants by the dozen). */
+  prime(records: WrappedDataKey[]): void {
+    for (const record of records) {
+      if (this.#keys.has(record.id)) continue;
+      const pending = this.unwrap(record);
+      this.#keys.set(record.id, pending);
+      pending.catch(() => this.#keys.delete(record.id));
+    }
+  }
+
   /** Forgets a cached data key (after it was destroyed or re-wrapped). */
   forget(id: string): void {
     this.#keys.delete(id);

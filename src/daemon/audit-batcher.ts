@@ -5,77 +5,92 @@ import type { DaemonMetrics } from './metrics.js';
 
 interface Pending {
   entry: AuditEntry;
-  clientId: string | null;
   resolve: () => void;
   reject: (error: unknown) => void;
 }
 
 /**
- * Audit records of served tokens, written in batches: concurrent requests share one transaction, and
- * each request is answered only after its batch commits. A failed batch fails every request in it
- * (fail closed) without a database round trip per request in series.
+ * Audit records of served tokens, written in batches: the requests of one turn of the event loop
+ * share one transaction, and each request is answered only after its batch committed (fail closed).
+ * A failed batch fails every request in it. A few batches may be in flight at once: the next one
+ * begins and queues on the chain head inside the database while the previous one commits, so no
+ * request waits on a client round trip per request in series.
  */
 export class AuditBatcher {
   readonly #ctx: ServiceContext;
   readonly #metrics: DaemonMetrics;
   readonly #maxBatch: number;
+  readonly #maxInFlight: number;
   #queue: Pending[] = [];
-  #flushing: Promise<void> | null = null;
+  #inFlight = 0;
   #scheduled = false;
+  #idle: Array<() => void> = [];
+  readonly #usedClients = new Set<string>();
 
-  constructor(ctx: ServiceContext, metrics: DaemonMetrics, maxBatch = 500) {
+  constructor(
+    ctx: ServiceContext,
+    metrics: DaemonMetrics,
+    options: { maxBatch?: number; maxInFlight?: number } = {},
+  ) {
     this.#ctx = ctx;
     this.#metrics = metrics;
-    this.#maxBatch = maxBatch;
+    this.#maxBatch = options.maxBatch ?? 500;
+    this.#maxInFlight = options.maxInFlight ?? 3;
   }
 
   write(entry: AuditEntry, clientId: string | null): Promise<void> {
+    if (clientId) this.#usedClients.add(clientId);
     return new Promise<void>((resolve, reject) => {
-      this.#queue.push({ entry, clientId, resolve, reject });
+      this.#queue.push({ entry, resolve, reject });
       this.#schedule();
     });
   }
 
   #schedule(): void {
-    if (this.#scheduled || this.#flushing) return;
+    if (this.#scheduled || this.#inFlight >= this.#maxInFlight || !this.#queue.length) return;
     this.#scheduled = true;
     // Let the requests of this turn of the event loop join the batch.
     setImmediate(() => {
       this.#scheduled = false;
-      this.#flushing = this.#flush().finally(() => {
-        this.#flushing = null;
+      if (this.#inFlight >= this.#maxInFlight || !this.#queue.length) return;
+      const batch = this.#queue.splice(0, this.#maxBatch);
+      this.#inFlight += 1;
+      void this.#flush(batch).finally(() => {
+        this.#inFlight -= 1;
         if (this.#queue.length) this.#schedule();
+        else if (this.#inFlight === 0 && !this.#scheduled) for (const done of this.#idle.splice(0)) done();
       });
+      if (this.#queue.length) this.#schedule();
     });
   }
 
-  async #flush(): Promise<void> {
-    while (this.#queue.length) {
-      const batch = this.#queue.splice(0, this.#maxBatch);
-      try {
-        await this.#ctx.transaction(async (tx) => {
-          await recordAudit(
-            tx,
-            this.#ctx.actor,
-            batch.map((p) => p.entry),
-          );
-          const clients = [
-            ...new Set(batch.map((p) => p.clientId).filter((id): id is string => id !== null)),
-          ];
-          await clientStore.touch(tx, clients);
-        });
-        this.#metrics.auditBatch.observe(batch.length);
-        for (const p of batch) p.resolve();
-      } catch (error) {
-        for (const p of batch) p.reject(error);
-      }
+  async #flush(batch: Pending[]): Promise<void> {
+    try {
+      await this.#ctx.transaction((tx) =>
+        recordAudit(
+          tx,
+          this.#ctx.actor,
+          batch.map((p) => p.entry),
+        ),
+      );
+      this.#metrics.auditBatch.observe(batch.length);
+      for (const p of batch) p.resolve();
+    } catch (error) {
+      for (const p of batch) p.reject(error);
     }
   }
 
+  /** Records when clients were last seen: now and then, not once per request. */
+  async touchClients(): Promise<void> {
+    if (!this.#usedClients.size) return;
+    const ids = [...this.#usedClients];
+    this.#usedClients.clear();
+    await clientStore.touch(this.#ctx.db, ids);
+  }
+
   /** Waits for every queued record to be written (or refused). */
-  async drain(): Promise<void> {
-    while (this.#flushing || this.#queue.length || this.#scheduled) {
-      await (this.#flushing ?? new Promise((resolve) => setImmediate(resolve)));
-    }
+  drain(): Promise<void> {
+    if (!this.#queue.length && this.#inFlight === 0 && !this.#scheduled) return Promise.resolve();
+    return new Promise((resolve) => this.#idle.push(resolve));
   }
 }

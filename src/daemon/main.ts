@@ -10,6 +10,7 @@ import { CHANGES_CHANNEL } from '../db/store/changes.js';
 import * as daemonStore from '../db/store/daemon.js';
 import * as tokenStore from '../db/store/tokens.js';
 import { ServiceContext } from '../services/context.js';
+import { forgetOpenApps } from '../services/tokens.js';
 import { AuditBatcher } from './audit-batcher.js';
 import { DaemonCache } from './cache.js';
 import { type EmbeddedServer, serveEmbedded } from './embedded.js';
@@ -146,6 +147,7 @@ export async function runDaemon(
       ),
     );
     timers.push(setInterval(() => void refreshGauges(ctx, metrics, log).catch(() => {}), 15_000));
+    timers.push(setInterval(() => void audit.touchClients().catch(() => {}), 30_000));
     await refreshGauges(ctx, metrics, log).catch(() => {});
     scheduler.start();
 
@@ -184,6 +186,7 @@ export async function runDaemon(
         await scheduler.stop();
         await closed;
         await audit.drain();
+        await audit.touchClients().catch(() => {});
         await cleanup();
         log.info('stopped');
         clearTimeout(deadline);
@@ -200,6 +203,7 @@ export async function runDaemon(
       // Re-read the configuration that can change under a running daemon: the key (a rotated
       // master key file or credential) and everything cached from the database.
       ctx.reloadKeys();
+      forgetOpenApps();
       cache.clear();
       scheduler.poke();
       log.info('SIGHUP: reloaded the key source and cleared caches');

@@ -1,3 +1,4 @@
+import * as dataKeys from '../db/store/data-keys.js';
 import type { GrantRow } from '../db/store/tokens.js';
 import * as tokenStore from '../db/store/tokens.js';
 import { PLATFORM_IDS, PLATFORMS } from '../providers/catalog.js';
@@ -6,6 +7,7 @@ import { leaseMs, type RefreshOutcome, refreshClaimed, refreshOwner } from '../s
 import type { Logger } from './log.js';
 import type { DaemonMetrics } from './metrics.js';
 import type { DaemonOptions } from './options.js';
+import { RefreshBatcher } from './refresh-batcher.js';
 
 /**
  * The refresh loop. Each sweep claims due grants a few at a time (as many as there are free slots,
@@ -48,6 +50,7 @@ export class RefreshScheduler {
   #wake: AbortController = new AbortController();
   readonly #inFlight = new Set<Promise<void>>();
   readonly #pausedUntil = new Map<string, number>();
+  readonly #writer: RefreshBatcher;
   #loop: Promise<void> | null = null;
   lastSweepAt: Date | null = null;
   lastError: string | null = null;
@@ -57,6 +60,7 @@ export class RefreshScheduler {
     this.#options = options;
     this.#metrics = metrics;
     this.#log = log;
+    this.#writer = new RefreshBatcher(ctx);
   }
 
   start(): void {
@@ -110,7 +114,7 @@ export class RefreshScheduler {
         await Promise.race(this.#inFlight);
         continue;
       }
-      const claimed = await tokenStore.claimDue(
+      const claimed: GrantRow[] = await tokenStore.claimDue(
         this.#ctx.db,
         this.#owner,
         lease,
@@ -119,6 +123,10 @@ export class RefreshScheduler {
         free,
       );
       if (!claimed.length) break;
+      // The grants' own data keys, read in one query instead of one each.
+      const keyring = await this.#ctx.keyring();
+      const missing = [...new Set(claimed.map((g) => g.dataKeyId))].filter((id) => !keyring.has(id));
+      if (missing.length) keyring.prime(await dataKeys.getWrappedMany(this.#ctx.db, missing));
       for (const grant of claimed) {
         attempted += 1;
         this.#launch(grant);
@@ -136,7 +144,7 @@ export class RefreshScheduler {
       if (paused > Date.now()) await sleep(paused - Date.now(), this.#stop.signal);
       let outcome: RefreshOutcome;
       try {
-        outcome = await refreshClaimed(this.#ctx, grant, this.#owner);
+        outcome = await refreshClaimed(this.#ctx, grant, this.#owner, this.#writer.write);
       } catch (error) {
         outcome = 'internal';
         this.#log.error('refresh failed unexpectedly', { grant: grant.id, error: (error as Error).message });

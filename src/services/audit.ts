@@ -54,21 +54,18 @@ function canonical(value: unknown): string {
 
 type Hashable = Omit<store.AuditRow, 'hash'>;
 
+const text = (value: string | null) => (value === null ? 'null' : JSON.stringify(value));
+
+/**
+ * SHA-256 over the canonical JSON array of the row's fields (the daemon hashes every record it
+ * writes, so this is spelled out rather than walked: it equals `canonical([...fields])`).
+ */
 export function rowHash(row: Hashable): string {
-  const material = canonical([
-    row.id,
-    row.occurredAt,
-    row.actor,
-    row.action,
+  const material = `[${row.id},${JSON.stringify(row.occurredAt.toISOString())},${text(row.actor)},${text(row.action)},${text(
     row.targetType,
-    row.targetId,
-    row.connectionId,
-    row.clientAddress,
-    row.userAgent,
+  )},${text(row.targetId)},${text(row.connectionId)},${text(row.clientAddress)},${text(row.userAgent)},${text(
     row.outcome,
-    row.detail,
-    row.prevHash,
-  ]);
+  )},${canonical(row.detail)},${text(row.prevHash)}]`;
   return createHash('sha256').update(material).digest('hex');
 }
 

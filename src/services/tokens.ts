@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { Secret } from '../crypto/secret.js';
+import type { Db } from '../db/client.js';
 import * as appStore from '../db/store/apps.js';
 import type { ConnectionRow } from '../db/store/connections.js';
 import * as connectionStore from '../db/store/connections.js';
@@ -10,7 +11,7 @@ import { type CredvaultError, ReauthRequiredError, UnavailableError } from '../e
 import type { PlatformId } from '../providers/catalog.js';
 import { ProviderError, type ProviderFailure } from '../providers/errors.js';
 import { providerFor } from '../providers/registry.js';
-import type { TokenResult } from '../providers/types.js';
+import type { ProviderApp, TokenResult } from '../providers/types.js';
 import { connectionRef } from '../views.js';
 import { type AuditEntry, recordAudit } from './audit.js';
 import { resolveConnection } from './connections.js';
@@ -257,12 +258,37 @@ async function waitForOthers(ctx: ServiceContext, grantId: string, version: numb
   }
 }
 
+/**
+ * Apps as a refresh needs them (secrets opened), kept for a few seconds: a daemon's sweep refreshes
+ * many grants of the same app. A changed app is seen within APP_TTL_MS (or at once after SIGHUP).
+ */
+const APP_TTL_MS = 10_000;
+const openApps = new Map<string, { at: number; app: Promise<ProviderApp> }>();
+
+function openApp(ctx: ServiceContext, appId: string): Promise<ProviderApp> {
+  const hit = openApps.get(appId);
+  if (hit && Date.now() - hit.at < APP_TTL_MS) return hit.app;
+  const app = (async () => {
+    const record = await appStore.getById(ctx.db, appId);
+    if (!record) throw new ReauthRequiredError('the app of this connection was removed');
+    return providerApp(ctx, ctx.db, record, { secrets: true });
+  })();
+  openApps.set(appId, { at: Date.now(), app });
+  app.catch(() => openApps.delete(appId));
+  return app;
+}
+
+export function forgetOpenApps(): void {
+  openApps.clear();
+}
+
 async function refreshWithLease(
   ctx: ServiceContext,
   connection: ConnectionRow,
   grant: GrantRow,
   owner: string,
   lease: number,
+  options: { claimed?: boolean; writer?: ResultWriter } = {},
 ): Promise<GrantRow> {
   const platform = grant.platform as PlatformId;
   let tokens: TokenResult;
@@ -270,16 +296,15 @@ async function refreshWithLease(
   // An attempt that got no answer (timeout, dropped connection) may still have been processed.
   let unanswered = false;
   try {
-    const app = await appStore.getById(ctx.db, grant.appId);
-    if (!app) throw new ReauthRequiredError('the app of this connection was removed');
     const [papp, refreshToken, provider] = await Promise.all([
-      providerApp(ctx, ctx.db, app, { secrets: true }),
+      openApp(ctx, grant.appId),
       openToken(ctx, grant, 'refresh'),
       providerFor(platform),
     ]);
     if (!refreshToken)
       throw new ProviderError('dead_grant', 'no refresh token is stored for this connection');
-    await tokenStore.markInFlight(ctx.db, grant.id, owner);
+    // (A claim by the daemon's sweep marked it already.)
+    if (!options.claimed) await tokenStore.markInFlight(ctx.db, grant.id, owner);
     const budgetEnds = Date.now() + lease - 5_000;
     for (;;) {
       attempts += 1;
@@ -305,16 +330,94 @@ async function refreshWithLease(
       ? providerFailure(error, `refreshing ${describeConnection(connection)} failed`)
       : error;
   }
-  return storeRefreshed(ctx, grant, owner, tokens, attempts, platform);
+  return storeRefreshed(
+    ctx,
+    connection,
+    grant,
+    owner,
+    tokens,
+    attempts,
+    platform,
+    options.writer ?? writeAlone(ctx),
+  );
 }
+
+/** A refreshed grant ready to be written: its new ciphertexts and the audit record that goes with it. */
+export interface RefreshResult {
+  grant: GrantRow;
+  owner: string;
+  /** The grant's connections had failures or another status to clear. */
+  recovering: boolean;
+  changes: Partial<tokenStore.NewGrantRow>;
+  audit: AuditEntry;
+}
+
+/**
+ * Writes refresh results. The token service writes each in its own transaction; the daemon's sweep
+ * groups the results that finish together into one (see RefreshBatcher), so the audit chain's head
+ * is locked once per group, not once per refresh.
+ */
+export type ResultWriter = (result: RefreshResult) => Promise<GrantRow | null>;
+
+/** Writes results in the caller's transaction: version-checked tokens, the connections, then the audit records. */
+export async function writeResults(
+  ctx: ServiceContext,
+  tx: Db,
+  results: RefreshResult[],
+): Promise<Array<GrantRow | null>> {
+  const rows: Array<GrantRow | null> = [];
+  for (const result of results) {
+    const row = await tokenStore.writeRefreshed(
+      tx,
+      result.grant.id,
+      result.owner,
+      result.grant.version,
+      result.changes,
+    );
+    // Connections that were fine stay untouched; one that had failures is healthy again.
+    if (row && result.recovering) {
+      await connectionStore.updateByGrant(tx, result.grant.id, {
+        status: 'active',
+        statusMessage: null,
+        consecutiveFailures: 0,
+      });
+    }
+    rows.push(row);
+  }
+  // The audit records come last: the chain head is locked only for the end of the transaction.
+  await recordAudit(
+    tx,
+    ctx.actor,
+    results.map((result, index) =>
+      rows[index]
+        ? result.audit
+        : {
+            ...result.audit,
+            outcome: 'failure',
+            detail: {
+              ...result.audit.detail,
+              problem: 'lease lost to another refresher; this answer was discarded',
+            },
+          },
+    ),
+  );
+  return rows;
+}
+
+const writeAlone =
+  (ctx: ServiceContext): ResultWriter =>
+  async (result) =>
+    (await ctx.transaction((tx) => writeResults(ctx, tx, [result])))[0] ?? null;
 
 async function storeRefreshed(
   ctx: ServiceContext,
+  connection: ConnectionRow,
   grant: GrantRow,
   owner: string,
   tokens: TokenResult,
   attempts: number,
   platform: PlatformId,
+  writer: ResultWriter,
 ): Promise<GrantRow> {
   const keyring = await ctx.keyring();
   const now = new Date();
@@ -326,8 +429,12 @@ async function storeRefreshed(
   const refreshTokenEnc = tokens.refreshToken
     ? await keyring.encrypt(tokens.refreshToken, grantSlot(grant.id, 'refresh_token_enc'), grant.dataKeyId)
     : undefined;
-  const written = await ctx.transaction(async (tx) => {
-    const ok = await tokenStore.writeRefreshed(tx, grant.id, owner, grant.version, {
+  const written = await writer({
+    grant,
+    owner,
+    recovering:
+      connection.status !== 'active' || connection.consecutiveFailures > 0 || grant.lastErrorCode !== null,
+    changes: {
       accessTokenEnc,
       // A response without a refresh token keeps the stored one.
       ...(refreshTokenEnc ? { refreshTokenEnc } : {}),
@@ -336,36 +443,28 @@ async function storeRefreshed(
       accessTokenExpiresAt: tokens.expiresAt,
       refreshTokenExpiresAt: refreshTokenExpiry(platform, tokens, now, grant.refreshTokenExpiresAt),
       lastRefreshedAt: now,
-    });
-    await recordAudit(tx, ctx.actor, {
+    },
+    audit: {
       action: 'token.refresh',
       targetType: 'grant',
       targetId: grant.id,
-      outcome: ok ? 'success' : 'failure',
+      outcome: 'success',
       detail: {
         platform,
         attempts,
         rotated: Boolean(tokens.refreshToken),
         // host:pid of the refresher, so a fleet's work can be told apart.
         by: owner.split(':').slice(0, 2).join(':'),
-        ...(ok ? {} : { problem: 'lease lost to another refresher; this answer was discarded' }),
         ...(grant.refreshInFlightSince
           ? { recovered_unrecorded_refresh_from: grant.refreshInFlightSince.toISOString() }
           : {}),
       },
-    });
-    if (ok) {
-      await connectionStore.updateByGrant(tx, grant.id, {
-        status: 'active',
-        statusMessage: null,
-        consecutiveFailures: 0,
-      });
-    }
-    return ok;
+    },
   });
+  if (written) return written;
   const row = await tokenStore.get(ctx.db, grant.id);
   if (!row) throw new ReauthRequiredError('the connection was revoked while refreshing');
-  if (!written && !isFresh(row, 0)) {
+  if (!isFresh(row, 0)) {
     throw new UnavailableError('another refresher took over this refresh and has not finished it', {
       retryAfter: 2,
     });
@@ -465,6 +564,7 @@ export async function refreshClaimed(
   ctx: ServiceContext,
   grant: GrantRow,
   owner: string,
+  writer?: ResultWriter,
 ): Promise<RefreshOutcome> {
   const [connection] = await connectionStore.listByGrant(ctx.db, grant.id);
   if (!connection || connection.status === 'needs_reauth' || connection.status === 'revoked') {
@@ -473,7 +573,10 @@ export async function refreshClaimed(
   }
   try {
     const before = grant.version;
-    const after = await refreshWithLease(ctx, connection, grant, owner, leaseMs(ctx.config.httpTimeoutMs));
+    const after = await refreshWithLease(ctx, connection, grant, owner, leaseMs(ctx.config.httpTimeoutMs), {
+      claimed: true,
+      writer,
+    });
     return after.version > before ? 'success' : 'lease_lost';
   } catch (error) {
     const cause = (error as { cause?: unknown })?.cause;

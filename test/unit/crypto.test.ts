@@ -151,3 +151,32 @@ describe('Secret', () => {
     expect(s.reveal()).toBe('hunter2');
   });
 });
+
+describe('the audit hash', () => {
+  it('is SHA-256 over the canonical JSON of the fields, whatever the key order of detail', async () => {
+    const { rowHash } = await import('../../src/services/audit.js');
+    const { createHash } = await import('node:crypto');
+    const row = {
+      id: 7,
+      occurredAt: new Date('2026-11-26T12:00:00.123Z'),
+      actor: 'ops "quoted"',
+      action: 'token.serve',
+      targetType: 'connection',
+      targetId: 'abc',
+      connectionId: null,
+      clientAddress: '127.0.0.1',
+      userAgent: null,
+      outcome: 'success',
+      detail: { z: 1, a: { y: [2, { d: true, c: null }], b: 'x' } },
+      prevHash: '0'.repeat(64),
+    };
+    const expected = createHash('sha256')
+      .update(
+        '[7,"2026-11-26T12:00:00.123Z","ops \\"quoted\\"","token.serve","connection","abc",null,"127.0.0.1",null,"success",{"a":{"b":"x","y":[2,{"c":null,"d":true}]},"z":1},"0000000000000000000000000000000000000000000000000000000000000000"]',
+      )
+      .digest('hex');
+    expect(rowHash(row)).toBe(expected);
+    expect(rowHash({ ...row, detail: { a: { b: 'x', y: [2, { c: null, d: true }] }, z: 1 } })).toBe(expected);
+    expect(rowHash({ ...row, actor: 'someone else' })).not.toBe(expected);
+  });
+});

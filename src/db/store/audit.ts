@@ -1,4 +1,4 @@
-import { and, asc, desc, eq, gt, gte, lte, type SQL } from 'drizzle-orm';
+import { and, asc, desc, eq, gt, gte, lte, type SQL, sql } from 'drizzle-orm';
 import type { Db } from '../client.js';
 import { auditHead, credentialAccessAudit } from '../schema/index.js';
 
@@ -36,16 +36,45 @@ export async function readHead(
   return head ?? null;
 }
 
+/**
+ * Appends chained rows and moves the head, in one statement. The rows travel as one JSON parameter,
+ * so every batch size is the same statement (prepared once, cheap to build): this is the daemon's
+ * hottest write, made while the head is locked.
+ */
 export async function insertRows(
   db: Db,
   rows: NewAuditRow[],
   head: { lastId: number; lastHash: string; rowCount: number },
 ) {
-  await db.insert(credentialAccessAudit).values(rows);
-  await db
-    .update(auditHead)
-    .set({ lastId: head.lastId, lastHash: head.lastHash, rowCount: head.rowCount })
-    .where(eq(auditHead.id, 1));
+  const json = JSON.stringify(
+    rows.map((r) => ({
+      id: r.id,
+      occurred_at: (r.occurredAt as Date).toISOString(),
+      actor: r.actor,
+      action: r.action,
+      target_type: r.targetType,
+      target_id: r.targetId ?? null,
+      connection_id: r.connectionId ?? null,
+      client_address: r.clientAddress ?? null,
+      user_agent: r.userAgent ?? null,
+      outcome: r.outcome,
+      detail: r.detail ?? {},
+      prev_hash: r.prevHash,
+      hash: r.hash,
+    })),
+  );
+  await db.execute(sql`
+    with inserted as (
+      insert into credential_access_audit
+        (id, occurred_at, actor, action, target_type, target_id, connection_id, client_address, user_agent, outcome, detail, prev_hash, hash)
+      select id, occurred_at, actor, action, target_type, target_id, connection_id, client_address, user_agent, outcome, detail, prev_hash, hash
+      from jsonb_to_recordset(${json}::jsonb) as r(
+        id bigint, occurred_at timestamptz, actor text, action text, target_type text, target_id text, connection_id uuid,
+        client_address text, user_agent text, outcome text, detail jsonb, prev_hash text, hash text)
+      returning 1
+    )
+    update audit_head set last_id = ${head.lastId}, last_hash = ${head.lastHash}, row_count = ${head.rowCount}
+    where id = 1 and (select count(*) from inserted) = ${rows.length}`);
 }
 
 export async function pageAfter(db: Db, afterId: number, limit: number, upTo: number): Promise<AuditRow[]> {

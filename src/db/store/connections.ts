@@ -142,12 +142,13 @@ export async function updateByGrant(
   db: Db,
   tokenId: string,
   changes: Partial<NewConnectionRow>,
+  options: { notify?: boolean } = {},
 ): Promise<void> {
   await db
     .update(c)
     .set({ ...changes, updatedAt: sql`now()` })
     .where(eq(c.tokenId, tokenId));
-  await notifyChange(db, 'grant', tokenId);
+  if (options.notify !== false) await notifyChange(db, 'grant', tokenId);
 }
 
 export async function countByGrant(db: Db, tokenId: string): Promise<number> {

@@ -1,4 +1,4 @@
-import { and, eq, sql } from 'drizzle-orm';
+import { and, eq, inArray, sql } from 'drizzle-orm';
 import type { WrappedDataKey } from '../../crypto/envelope.js';
 import type { Db } from '../client.js';
 import { dataKeys, oauthAppCredentials, oauthStates, oauthTokensVault } from '../schema/index.js';
@@ -15,6 +15,11 @@ const wrappedColumns = {
 export async function getWrapped(db: Db, id: string): Promise<WrappedDataKey | null> {
   const [row] = await db.select(wrappedColumns).from(dataKeys).where(eq(dataKeys.id, id));
   return row ?? null;
+}
+
+export async function getWrappedMany(db: Db, ids: string[]): Promise<WrappedDataKey[]> {
+  if (!ids.length) return [];
+  return db.select(wrappedColumns).from(dataKeys).where(inArray(dataKeys.id, ids));
 }
 
 export async function activeVaultKeyId(db: Db): Promise<string | null> {

@@ -56,8 +56,8 @@ export async function writeRefreshed(
   owner: string,
   version: number,
   changes: Partial<NewGrantRow>,
-): Promise<boolean> {
-  const updated = await db
+): Promise<GrantRow | null> {
+  const [row] = await db
     .update(t)
     .set({
       ...changes,
@@ -72,9 +72,10 @@ export async function writeRefreshed(
       updatedAt: sql`now()`,
     })
     .where(and(eq(t.id, id), eq(t.version, version), or(eq(t.leaseOwner, owner), isNull(t.leaseOwner))))
-    .returning({ version: t.version });
-  if (updated.length > 0) await notifyChange(db, 'grant', id);
-  return updated.length > 0;
+    .returning();
+  // No notification: a daemon holding the previous access token may keep serving it while it is
+  // valid (it was not revoked), and reads the new one when it needs a fresher one.
+  return row ?? null;
 }
 
 /** Records a failed refresh: the error, the cool-down, and the lease released. The tokens stay. */
@@ -135,7 +136,7 @@ export async function claimDue(
     : sql`null::interval`;
   const rows = await db.execute(sql`
     with due as (
-      select ${t.id} as id from ${t}
+      select ${t.id} as id, ${t.refreshInFlightSince} as in_flight from ${t}
       where (${t.leaseExpiresAt} is null or ${t.leaseExpiresAt} < now())
         and (${t.cooldownUntil} is null or ${t.cooldownUntil} < now())
         and ${t.refreshTokenEnc} is not null
@@ -153,14 +154,22 @@ export async function claimDue(
       limit ${limit}
       for update skip locked
     )
-    update ${t} set lease_owner = ${owner}, lease_expires_at = now() + ${`${leaseMs} milliseconds`}::interval
+    update ${t} set lease_owner = ${owner}, lease_expires_at = now() + ${`${leaseMs} milliseconds`}::interval,
+      -- The refresh leaves right after the claim: it is in flight from here on.
+      refresh_in_flight_since = coalesce(${t.refreshInFlightSince}, now())
     from due where ${t.id} = due.id
-    returning ${t.id} as id`);
-  const ids = (
-    (rows as unknown as { rows?: Array<{ id: string }> }).rows ?? (rows as unknown as Array<{ id: string }>)
-  ).map((r) => r.id);
-  if (!ids.length) return [];
-  return db.select().from(t).where(inArray(t.id, ids));
+    returning ${t.id} as id, due.in_flight as in_flight`);
+  const claimed =
+    (rows as unknown as { rows?: Array<{ id: string; in_flight: string | Date | null }> }).rows ??
+    (rows as unknown as Array<{ id: string; in_flight: string | Date | null }>);
+  if (!claimed.length) return [];
+  const before = new Map(claimed.map((r) => [r.id, r.in_flight ? new Date(r.in_flight) : null]));
+  const full = await db
+    .select()
+    .from(t)
+    .where(inArray(t.id, [...before.keys()]));
+  // As it was before the claim: an earlier refresh's unknown outcome, or none.
+  return full.map((row) => ({ ...row, refreshInFlightSince: before.get(row.id) ?? null }));
 }
 
 /** When the next grant becomes due (its expiry minus the window), for the sweep's sleep. */

@@ -1,0 +1,203 @@
+// The daemon's token endpoint under 50 concurrent connections, against a bare node:http server
+// answering a constant JSON document in the same run; and a sweep of 10,000 expiring connections
+// against the Google Ads double (20 ms latency, concurrency 32). PostgreSQL only: both are fleet work.
+import { type ChildProcess, spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import autocannon from 'autocannon';
+import { GOOGLE_ADWORDS_SCOPE, startGoogleDouble } from '../test/doubles/index.js';
+import { seedConnections } from '../test/helpers/daemon.js';
+import { BIN, scratchDatabase, scratchHome } from './lib.js';
+
+type Env = Record<string, string | undefined>;
+
+function cli(args: string[], env: Env, input = ''): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [BIN, ...args], { env: env as NodeJS.ProcessEnv });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d) => {
+      out += d;
+    });
+    child.stderr.on('data', (d) => {
+      err += d;
+    });
+    child.stdin.end(input);
+    child.on('close', (code) =>
+      code === 0 ? resolve(out) : reject(new Error(`credvault ${args.join(' ')}: ${err}`)),
+    );
+  });
+}
+
+async function waitHealthy(port: number): Promise<void> {
+  for (let i = 0; i < 300; i++) {
+    const ok = await fetch(`http://127.0.0.1:${port}/healthz`)
+      .then((r) => r.ok)
+      .catch(() => false);
+    if (ok) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error('the daemon did not become healthy');
+}
+
+function peakRssMb(pid: number): number {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  return Number(/VmHWM:\s+(\d+) kB/.exec(status)?.[1] ?? 0) / 1024;
+}
+
+async function load(url: string, headers: Record<string, string>) {
+  const result = await autocannon({
+    url,
+    connections: 50,
+    duration: 8,
+    headers,
+    warmup: { connections: 50, duration: 2 },
+  });
+  if (result.non2xx || result.errors)
+    throw new Error(`${result.non2xx} non-2xx answers, ${result.errors} errors from ${url}`);
+  return { rps: result.requests.average, p50: result.latency.p50, p99: result.latency.p99 };
+}
+
+const BARE = `
+const http = require('node:http');
+const body = JSON.stringify({ access_token: 'x'.repeat(48), token_type: 'Bearer', expires_at: new Date().toISOString() });
+http.createServer((req, res) => { res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store' }); res.end(body); })
+  .listen(Number(process.argv[1]), '127.0.0.1', () => console.log('ready'));
+`;
+
+export async function daemon() {
+  const rows: Array<[string, number | string, string, string?]> = [];
+  const pg = await scratchDatabase();
+  if (!pg) return { title: 'Daemon (skipped: PostgreSQL not reachable)', rows };
+  const double = await startGoogleDouble({ accessTokenTtlSeconds: 3600 });
+  const { root, home, cleanup } = scratchHome();
+  const env: Env = {
+    PATH: process.env.PATH,
+    HOME: root,
+    CREDVAULT_HOME: home,
+    DATABASE_URL: pg.url,
+    NO_COLOR: '1',
+  };
+  const children: ChildProcess[] = [];
+  try {
+    await cli(['init', '--json'], env);
+    const client = double.defaultClient!;
+    await cli(
+      ['apps', 'add', 'google_ads', '--from-file', '-', '--json'],
+      env,
+      JSON.stringify({
+        label: 'bench',
+        client_id: client.clientId,
+        client_secret: client.clientSecret,
+        authorize_url: double.endpoints.authorize,
+        token_url: double.endpoints.token,
+        revoke_url: double.endpoints.revoke,
+        api_base_url: double.url,
+      }),
+    );
+    const grant = double.issueGrant({ clientId: client.clientId, scope: GOOGLE_ADWORDS_SCOPE });
+    await cli(
+      [
+        'connections',
+        'add',
+        'google_ads',
+        '--app',
+        'bench',
+        '--account',
+        '1234567890',
+        '--name',
+        'bench',
+        '--refresh-token-file',
+        '-',
+      ],
+      env,
+      grant.refreshToken,
+    );
+    const token = (await cli(['clients', 'create', 'bench', '--all'], env)).trim();
+
+    // Endpoint throughput: bare node:http first, then the daemon, same machine, same run.
+    const barePort = 28000 + Math.floor(Math.random() * 1000);
+    const bare = spawn(process.execPath, ['-e', BARE, String(barePort)]);
+    children.push(bare);
+    await new Promise((resolve) => bare.stdout.once('data', resolve));
+    const baseline = await load(`http://127.0.0.1:${barePort}/`, {});
+    bare.kill();
+    const port = barePort + 1;
+    const d = spawn(
+      process.execPath,
+      [BIN, 'daemon', '--listen', `127.0.0.1:${port}`, '--concurrency', '32'],
+      { env: env as NodeJS.ProcessEnv },
+    );
+    children.push(d);
+    await waitHealthy(port);
+    const served = await load(`http://127.0.0.1:${port}/v1/connections/bench/token`, {
+      authorization: `Bearer ${token}`,
+    });
+    rows.push([
+      'bare node:http, constant JSON (baseline)',
+      `${baseline.rps.toFixed(0)} req/s`,
+      '1.00×',
+      `p50 ${baseline.p50} ms, p99 ${baseline.p99} ms`,
+    ]);
+    rows.push([
+      'token endpoint, audit on (50 connections)',
+      `${served.rps.toFixed(0)} req/s`,
+      `${(served.rps / baseline.rps).toFixed(2)}×`,
+      `p50 ${served.p50} ms, p99 ${served.p99} ms (targets ≥ 0.50×, p99 ≤ 10 ms)`,
+    ]);
+    d.kill('SIGTERM');
+    await new Promise((resolve) => d.on('close', resolve));
+
+    // Sweep: 10,000 connections expiring soon, one daemon at concurrency 32, platform latency 20 ms.
+    const count = Number(process.env.CREDVAULT_BENCH_SWEEP ?? 10_000);
+    const vault = { env: { ...env }, home, root } as never;
+    await seedConnections(vault, double as never, 'bench', client.clientId, GOOGLE_ADWORDS_SCOPE, count, 120);
+    const admin = (await import('postgres')).default(pg.url, { max: 1, onnotice: () => {} });
+    await admin.unsafe("update oauth_tokens_vault set last_refreshed_at = now() - interval '58 minutes'");
+    double.faults.latencyMs = 20;
+    const before = double.refreshAttempts;
+    const started = Date.now();
+    const sweeper = spawn(
+      process.execPath,
+      [BIN, 'daemon', '--listen', `127.0.0.1:${port + 1}`, '--concurrency', '32'],
+      {
+        env: env as NodeJS.ProcessEnv,
+      },
+    );
+    children.push(sweeper);
+    let rss = 0;
+    while (double.refreshAttempts - before < count + 1) {
+      await new Promise((r) => setTimeout(r, 100));
+      if (sweeper.pid) rss = Math.max(rss, peakRssMb(sweeper.pid));
+      if (Date.now() - started > 600_000) break;
+      if (double.refreshAttempts - before >= count) break;
+    }
+    const seconds = (Date.now() - started) / 1000;
+    await new Promise((r) => setTimeout(r, 1000));
+    const calls = double.refreshAttempts - before;
+    if (sweeper.pid) rss = Math.max(rss, peakRssMb(sweeper.pid));
+    sweeper.kill('SIGTERM');
+    await new Promise((resolve) => sweeper.on('close', resolve));
+    const rate = count / seconds;
+    rows.push(['sweep: ideal (32 at once × 1 / 20 ms)', '1600 refreshes/s', '1.00×']);
+    rows.push([
+      `sweep of ${count} connections (start-up included)`,
+      `${rate.toFixed(0)} refreshes/s`,
+      `${(rate / 1600).toFixed(2)}×`,
+      'target ≥ 0.80×',
+    ]);
+    rows.push([
+      'sweep: platform calls',
+      String(calls),
+      calls === count ? 'exact' : 'NOT EXACT',
+      `expected ${count}`,
+    ]);
+    rows.push(['sweep: daemon peak RSS', `${rss.toFixed(0)} MB`, '', 'target ≤ 200 MB']);
+    await admin.end();
+  } finally {
+    for (const child of children) child.kill('SIGKILL');
+    await double.close();
+    await pg.drop().catch(() => {});
+    cleanup();
+  }
+  return { title: 'Daemon (PostgreSQL)', rows };
+}
