@@ -6,27 +6,9 @@ import { readFileSync } from 'node:fs';
 import autocannon from 'autocannon';
 import { GOOGLE_ADWORDS_SCOPE, startGoogleDouble } from '../test/doubles/index.js';
 import { seedConnections } from '../test/helpers/daemon.js';
-import { BIN, scratchDatabase, scratchHome } from './lib.js';
+import { BIN, prepareVault, runCli, scratchDatabase, scratchHome } from './lib.js';
 
 type Env = Record<string, string | undefined>;
-
-function cli(args: string[], env: Env, input = ''): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BIN, ...args], { env: env as NodeJS.ProcessEnv });
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (d) => {
-      out += d;
-    });
-    child.stderr.on('data', (d) => {
-      err += d;
-    });
-    child.stdin.end(input);
-    child.on('close', (code) =>
-      code === 0 ? resolve(out) : reject(new Error(`credvault ${args.join(' ')}: ${err}`)),
-    );
-  });
-}
 
 async function waitHealthy(port: number): Promise<void> {
   for (let i = 0; i < 300; i++) {
@@ -51,7 +33,7 @@ async function load(url: string, headers: Record<string, string>) {
     duration: 8,
     headers,
     warmup: { connections: 50, duration: 2 },
-  });
+  } as autocannon.Options);
   if (result.non2xx || result.errors)
     throw new Error(`${result.non2xx} non-2xx answers, ${result.errors} errors from ${url}`);
   return { rps: result.requests.average, p50: result.latency.p50, p99: result.latency.p99 };
@@ -79,40 +61,9 @@ export async function daemon() {
   };
   const children: ChildProcess[] = [];
   try {
-    await cli(['init', '--json'], env);
+    await prepareVault(env, double);
     const client = double.defaultClient!;
-    await cli(
-      ['apps', 'add', 'google_ads', '--from-file', '-', '--json'],
-      env,
-      JSON.stringify({
-        label: 'bench',
-        client_id: client.clientId,
-        client_secret: client.clientSecret,
-        authorize_url: double.endpoints.authorize,
-        token_url: double.endpoints.token,
-        revoke_url: double.endpoints.revoke,
-        api_base_url: double.url,
-      }),
-    );
-    const grant = double.issueGrant({ clientId: client.clientId, scope: GOOGLE_ADWORDS_SCOPE });
-    await cli(
-      [
-        'connections',
-        'add',
-        'google_ads',
-        '--app',
-        'bench',
-        '--account',
-        '1234567890',
-        '--name',
-        'bench',
-        '--refresh-token-file',
-        '-',
-      ],
-      env,
-      grant.refreshToken,
-    );
-    const token = (await cli(['clients', 'create', 'bench', '--all'], env)).trim();
+    const token = (await runCli(['clients', 'create', 'bench', '--all'], env)).trim();
 
     // Endpoint throughput: bare node:http first, then the daemon, same machine, same run.
     const barePort = 28000 + Math.floor(Math.random() * 1000);

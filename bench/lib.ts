@@ -1,5 +1,5 @@
 // Shared pieces of the benchmarks: spawning the built binary, medians, a scratch database.
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
@@ -11,7 +11,7 @@ export const BIN = fileURLToPath(new URL('../bin/credvault', import.meta.url));
 export function median(values: number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
   const mid = Math.floor(sorted.length / 2);
-  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
 }
 
 /** Wall time of one process run, in milliseconds. */
@@ -52,7 +52,7 @@ export async function scratchDatabase() {
   } catch (error) {
     await admin.end().catch(() => {});
     console.log(
-      `  (PostgreSQL not reachable at ${base.replace(/:[^:@/]*@/, '@')}: ${error.code ?? error.message}; PostgreSQL figures skipped)`,
+      `  (PostgreSQL not reachable at ${base.replace(/:[^:@/]*@/, '@')}: ${(error as { code?: string }).code ?? (error as Error).message}; PostgreSQL figures skipped)`,
     );
     return null;
   }
@@ -69,4 +69,72 @@ export async function scratchDatabase() {
 
 export function ratio(value: number, baseline: number): string {
   return `${(value / baseline).toFixed(2)}×`;
+}
+
+/** Runs credvault without blocking this process (which may also serve a platform double). */
+export function runCli(
+  args: string[],
+  env: NodeJS.ProcessEnv | Record<string, string | undefined>,
+  input = '',
+): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [BIN, ...args], { env: env as NodeJS.ProcessEnv });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => {
+      stdout += d;
+    });
+    child.stderr.on('data', (d) => {
+      stderr += d;
+    });
+    child.stdin.end(input);
+    child.on('close', (code) =>
+      code === 0 ? resolve(stdout) : reject(new Error(`credvault ${args.join(' ')}: ${stderr}`)),
+    );
+  });
+}
+
+/** A vault with an app pointed at a Google Ads double and one connection, `bench`, adopted from it. */
+export async function prepareVault(
+  env: NodeJS.ProcessEnv | Record<string, string | undefined>,
+  double: {
+    defaultClient: { clientId: string; clientSecret: string | null } | null;
+    endpoints: { authorize: string; token: string; revoke: string | null };
+    url: string;
+    issueGrant(o: { clientId: string; scope: string }): { refreshToken: string };
+  },
+): Promise<void> {
+  await runCli(['init', '--json'], env);
+  const client = double.defaultClient!;
+  const app = {
+    label: 'bench',
+    client_id: client.clientId,
+    client_secret: client.clientSecret,
+    authorize_url: double.endpoints.authorize,
+    token_url: double.endpoints.token,
+    revoke_url: double.endpoints.revoke,
+    api_base_url: double.url,
+  };
+  await runCli(['apps', 'add', 'google_ads', '--from-file', '-', '--json'], env, JSON.stringify(app));
+  const grant = double.issueGrant({
+    clientId: client.clientId,
+    scope: 'https://www.googleapis.com/auth/adwords',
+  });
+  await runCli(
+    [
+      'connections',
+      'add',
+      'google_ads',
+      '--app',
+      'bench',
+      '--account',
+      '1234567890',
+      '--name',
+      'bench',
+      '--refresh-token-file',
+      '-',
+    ],
+    env,
+    grant.refreshToken,
+  );
 }
