@@ -55,7 +55,7 @@ export class RefreshBatcher {
           batch.map((p) => p.result),
         ),
       );
-      batch.forEach((p, i) => p.resolve(rows[i] ?? null));
+      for (const [i, p] of batch.entries()) p.resolve(rows[i] ?? null);
     } catch {
       for (const p of batch) {
         try {

@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { MICROSOFT_ADS_SCOPE, type MicrosoftDouble, startMicrosoftDouble } from '../doubles/index.js';
+import { MICROSOFT_ADS_SCOPE, startMicrosoftDouble } from '../doubles/index.js';
 import { startDaemon } from '../helpers/daemon.js';
 import { addAppFor, freePort } from '../helpers/flows.js';
 import { createVault, DB_KIND, type TestVault } from '../helpers/vault.js';

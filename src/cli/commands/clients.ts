@@ -57,7 +57,7 @@ export async function list(rt: Runtime): Promise<void> {
         header: 'STATE',
         value: (c) =>
           c.revokedAt ? 'revoked' : c.expiresAt && c.expiresAt < new Date() ? 'expired' : 'active',
-        style: (c, text, s) => (text === 'active' ? text : s.yellow(text)),
+        style: (_c, text, s) => (text === 'active' ? text : s.yellow(text)),
       },
       { header: 'LAST USED', value: (c) => c.lastUsedAt?.toISOString() },
     ],
