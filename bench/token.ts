@@ -7,9 +7,13 @@ import { BIN, medianRun, prepareVault, ratio, scratchDatabase, scratchHome } fro
 
 /** Runs `measure` while a daemon serves the vault (token get then takes its fast path). */
 async function withDaemon<T>(env: Record<string, string | undefined>, measure: () => T): Promise<T> {
-  const daemon = spawn(process.execPath, [BIN, 'daemon', '--listen', `unix:${env.CREDVAULT_HOME}/bench.sock`], {
-    env: env as NodeJS.ProcessEnv,
-  });
+  const daemon = spawn(
+    process.execPath,
+    [BIN, 'daemon', '--listen', `unix:${env.CREDVAULT_HOME}/bench.sock`],
+    {
+      env: env as NodeJS.ProcessEnv,
+    },
+  );
   try {
     for (let i = 0; i < 300 && !existsSync(`${env.CREDVAULT_HOME}/run/daemon.json`); i++) {
       await new Promise((r) => setTimeout(r, 100));

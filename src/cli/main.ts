@@ -11,6 +11,10 @@ if (argv[0] !== 'daemon') {
   const { setFlagsFromString } = await import('node:v8');
   setFlagsFromString('--liftoff-only');
 }
+// A reader that stopped reading (`credvault … | head`) is not an error.
+process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+  if (error.code === 'EPIPE') process.exit(0);
+});
 const { run } = await import('./run.js');
 const code = await run(argv, {
   stdin: process.stdin,

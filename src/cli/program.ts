@@ -304,9 +304,41 @@ export function buildProgram(io: Io, onRuntime: (rt: Runtime) => void): Command 
       runWith(cmd, async (rt) => (await import('./commands/key.js')).generate(rt)),
     );
   key
+    .command('rotate')
+    .description(
+      're-wrap every data key with a new master key (or a KMS); --reencrypt also renews every data key',
+    )
+    .option('--new-key-file <file>', 'the new master key ("-": standard input); default: make one')
+    .option('--to-kms <uri>', 'move to a KMS: aws-kms://…, gcp-kms://…, vault-transit://…')
+    .option('--reencrypt', 'also re-encrypt every secret under new data keys (resumable)')
+    .action((opts, cmd: Command) =>
+      runWith(cmd, async (rt) => (await import('./commands/key.js')).rotate(rt, opts)),
+    );
+  key
     .command('status')
     .description('which key is in use, and the data keys it protects')
     .action((_o, cmd: Command) => runWith(cmd, async (rt) => (await import('./commands/key.js')).status(rt)));
+
+  const imports = program
+    .command('import')
+    .description('bring credentials in from .env files and google-ads.yaml');
+  imports
+    .command('env')
+    .description('import apps and connections from a .env file (the variable names ad-ops code uses)')
+    .option('--file <path>', 'the .env file ("-": standard input)', '.env')
+    .option('--dry-run', 'show what would be created, updated or left alone; write nothing')
+    .option('--verify', 'then refresh each imported connection and report which ones work')
+    .action((opts, cmd: Command) =>
+      runWith(cmd, async (rt) => (await import('./commands/import.js')).env(rt, opts)),
+    );
+  imports
+    .command('google-ads-yaml <file>')
+    .description("import a Google Ads app and connection from the official client library's google-ads.yaml")
+    .option('--dry-run', 'show what would be created, updated or left alone; write nothing')
+    .option('--verify', 'then refresh the imported connection and report whether it works')
+    .action((file: string, opts, cmd: Command) =>
+      runWith(cmd, async (rt) => (await import('./commands/import.js')).googleAdsYaml(rt, file, opts)),
+    );
 
   const audit = program.command('audit').description('the audit log');
   audit

@@ -88,7 +88,7 @@ export class Keyring {
       throw new KeyError(
         `the master key does not match this vault (expected key id ${record.kekId}, got ${this.source.keyId})`,
         {
-          hint: `The key came from ${this.source.origin}. Give the key this vault was created with (see \`credvault key status\`).`,
+          hint: `The key came from ${this.source.origin}. Use the master key this vault is wrapped with now (key id ${record.kekId}).`,
         },
       );
     }

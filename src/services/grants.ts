@@ -28,7 +28,7 @@ export function grantSlot(grantId: string, column: 'access_token_enc' | 'refresh
  */
 export function refreshTokenExpiry(
   platform: PlatformId,
-  tokens: TokenResult,
+  tokens: Pick<TokenResult, 'refreshTokenExpiresAt'>,
   now: Date,
   previous: Date | null,
 ): Date | null {
@@ -47,11 +47,19 @@ export function refreshTokenExpiry(
 
 export interface StoreGrantInput {
   app: AppRecord;
-  tokens: TokenResult;
+  /** An imported grant may have no access token yet (the first use refreshes it). */
+  tokens: Omit<TokenResult, 'accessToken'> & { accessToken: Secret | null };
   accounts: AdAccount[];
   name: string | null;
-  /** What made the grant, for the audit log: a consent (`connect`) or an adopted refresh token (`adopt`). */
-  via: 'connect' | 'adopt';
+  /**
+   * What made the grant, for the audit log: a consent (`connect`), an adopted refresh token
+   * (`adopt`) or an imported one (`import`).
+   */
+  via: 'connect' | 'adopt' | 'import';
+  /** Accept a grant with an access token and no refresh token (imported LinkedIn tokens). */
+  accessTokenOnly?: boolean;
+  /** For an import: the SHA-256 of the token the file held (see oauth_tokens_vault). */
+  importedTokenSha256?: string;
 }
 
 /**
@@ -61,7 +69,7 @@ export interface StoreGrantInput {
 export async function storeGrant(ctx: ServiceContext, tx: Db, input: StoreGrantInput): Promise<string[]> {
   const { app, tokens, accounts } = input;
   const platform = app.platform as PlatformId;
-  if (!tokens.refreshToken) {
+  if (!tokens.refreshToken && !(input.accessTokenOnly && tokens.accessToken)) {
     throw new InvalidInputError(`${PLATFORMS[platform].displayName} returned no refresh token`, {
       hint:
         platform === 'linkedin_ads'
@@ -85,21 +93,18 @@ export async function storeGrant(ctx: ServiceContext, tx: Db, input: StoreGrantI
     platform,
     appId: app.id,
     dataKeyId,
-    accessTokenEnc: await keyring.encrypt(
-      tokens.accessToken,
-      grantSlot(grantId, 'access_token_enc'),
-      dataKeyId,
-    ),
-    refreshTokenEnc: await keyring.encrypt(
-      tokens.refreshToken,
-      grantSlot(grantId, 'refresh_token_enc'),
-      dataKeyId,
-    ),
+    accessTokenEnc: tokens.accessToken
+      ? await keyring.encrypt(tokens.accessToken, grantSlot(grantId, 'access_token_enc'), dataKeyId)
+      : null,
+    refreshTokenEnc: tokens.refreshToken
+      ? await keyring.encrypt(tokens.refreshToken, grantSlot(grantId, 'refresh_token_enc'), dataKeyId)
+      : null,
     tokenType: tokens.tokenType,
     scope: tokens.scope,
     accessTokenExpiresAt: tokens.expiresAt,
     refreshTokenExpiresAt: refreshTokenExpiry(platform, tokens, now, null),
     lastRefreshedAt: now,
+    importedTokenSha256: input.importedTokenSha256 ?? null,
   });
 
   const audit: AuditEntry[] = [];
@@ -179,7 +184,10 @@ export async function storeGrant(ctx: ServiceContext, tx: Db, input: StoreGrantI
       platform,
       app: app.label,
       accounts: accounts.map((a) => a.id),
-      secrets: ['access_token', 'refresh_token'],
+      secrets: [
+        ...(tokens.accessToken ? ['access_token'] : []),
+        ...(tokens.refreshToken ? ['refresh_token'] : []),
+      ],
     },
   });
   await recordAudit(tx, ctx.actor, audit);

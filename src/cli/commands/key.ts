@@ -1,6 +1,12 @@
+import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import type { KeySource } from '../../crypto/key-source.js';
+import { homeKeyPath, locateKey, noKeyError, resolveKeySource } from '../../crypto/key-sources.js';
+import { generateMasterKey, LocalKeySource } from '../../crypto/local-key.js';
 import { InvalidInputError } from '../../errors.js';
 import { keyStatus, newMasterKey } from '../../services/keys.js';
+import { reencryptSecrets, rewrapDataKeys } from '../../services/rotation.js';
 import { withContext } from '../context.js';
+import { readFileOrStdin } from '../input.js';
 import type { Runtime } from '../run.js';
 
 /** Prints a new master key alone on stdout, like Fernet.generate_key(). */
@@ -47,4 +53,142 @@ export async function status(rt: Runtime): Promise<void> {
       { header: 'CREATED', value: (k) => k.created_at },
     ]);
   }
+}
+
+interface RotateFlags {
+  newKeyFile?: string;
+  toKms?: string;
+  reencrypt?: boolean;
+}
+
+/** A progress bar on a terminal's stderr; nothing elsewhere. */
+function progressBar(rt: Runtime) {
+  const tty = Boolean(rt.io.stderr.isTTY) && !rt.out.json;
+  let last = 0;
+  return {
+    update(done: number, total: number) {
+      if (!tty || (Date.now() - last < 100 && done < total)) return;
+      last = Date.now();
+      const width = 30;
+      const filled = total ? Math.round((done / total) * width) : width;
+      rt.io.stderr.write(
+        `\r[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${done}/${total} secrets re-encrypted`,
+      );
+    },
+    end() {
+      if (tty) rt.io.stderr.write('\n');
+    },
+  };
+}
+
+export async function rotate(rt: Runtime, flags: RotateFlags): Promise<void> {
+  if (flags.newKeyFile && flags.toKms)
+    throw new InvalidInputError('give --new-key-file or --to-kms, not both');
+  const { env, home } = rt.config;
+  const current = await resolveKeySource(env, home);
+  if (!current) throw noKeyError(home);
+  const location = locateKey(env, home);
+  const homeKey = homeKeyPath(home);
+  const keptInHome = location.kind === 'file' && location.path === homeKey;
+
+  let next: KeySource;
+  let newKeyText: string | null = null;
+  let generatedFile: string | null = null;
+  if (flags.toKms) {
+    const { openKmsKeySource } = await import('../../crypto/kms.js');
+    next = await openKmsKeySource(flags.toKms, env);
+  } else if (flags.newKeyFile) {
+    newKeyText = (await readFileOrStdin(rt, flags.newKeyFile, '--new-key-file')).trim();
+    next = LocalKeySource.fromText(
+      newKeyText,
+      flags.newKeyFile === '-' ? 'standard input' : flags.newKeyFile,
+    );
+  } else {
+    generatedFile = `${homeKey}.new`;
+    if (existsSync(generatedFile)) {
+      throw new InvalidInputError(
+        `${generatedFile} exists: an earlier rotation made it and may not have finished`,
+        {
+          hint: `Finish that rotation with \`credvault key rotate --new-key-file ${generatedFile}\`, or move the file away.`,
+        },
+      );
+    }
+    newKeyText = generateMasterKey();
+    writeFileSync(generatedFile, `${newKeyText}\n`, { mode: 0o600, flag: 'wx' });
+    next = LocalKeySource.fromText(newKeyText, generatedFile);
+    rt.out.note(
+      `wrote the new master key to ${generatedFile} (0600); if this is interrupted, run again with --new-key-file ${generatedFile}`,
+    );
+  }
+
+  const sameKey = next.keyId === current.keyId && next.kind === current.kind;
+  if (sameKey && !flags.reencrypt) {
+    throw new InvalidInputError('the new key is the key already in use', {
+      hint: 'Give another key, or none to have one made.',
+    });
+  }
+  const report = await withContext(rt, async (ctx) => {
+    const rewrap = sameKey ? { rewrapped: 0, total: 0 } : await rewrapDataKeys(ctx, current, next);
+    let reencrypted = null;
+    if (flags.reencrypt) {
+      const bar = progressBar(rt);
+      reencrypted = await reencryptSecrets(ctx, next, (done, total) => bar.update(done, total));
+      bar.end();
+    }
+    return { rewrap, reencrypted };
+  });
+
+  // The vault now answers to the new key only: put it where the old one was read from, when that was
+  // the data folder's master.key; keep the old one beside it, named for what it is.
+  let retiredFile: string | null = null;
+  let installed: string | null = null;
+  if (keptInHome && !sameKey) {
+    retiredFile = `${homeKey}.retired-${current.keyId}`;
+    renameSync(homeKey, retiredFile);
+    if (next.kind === 'local') {
+      if (generatedFile) renameSync(generatedFile, homeKey);
+      else
+        writeFileSync(homeKey, `${newKeyText ?? readFileSync(flags.newKeyFile!, 'utf8').trim()}\n`, {
+          mode: 0o600,
+        });
+      installed = homeKey;
+    }
+  }
+  const nextStep =
+    installed !== null
+      ? null
+      : next.kind === 'local'
+        ? `Configure the new key (key id ${next.keyId}) where credvault reads it${generatedFile ? `: it is in ${generatedFile}` : ''}, and remove the old one; a running daemon then needs SIGHUP.`
+        : `Set CREDENTIAL_KMS_URI=${flags.toKms} for every credvault process (and remove the old master key); a running daemon then needs a restart.`;
+  const json = {
+    from_key_id: current.keyId,
+    to_key_id: next.keyId,
+    to_key_source: next.kind,
+    data_keys_rewrapped: report.rewrap.rewrapped,
+    data_keys: report.rewrap.total,
+    reencrypted: report.reencrypted
+      ? {
+          secrets: report.reencrypted.secrets,
+          data_keys: report.reencrypted.dataKeys,
+          resumed: report.reencrypted.resumed,
+        }
+      : null,
+    key_file: installed ?? generatedFile,
+    retired_key_file: retiredFile,
+    next_step: nextStep,
+  };
+  if (rt.out.json) return rt.out.writeJson(json);
+  rt.out.success(
+    `re-wrapped ${report.rewrap.rewrapped} data key${report.rewrap.rewrapped === 1 ? '' : 's'} from key id ${current.keyId} to ${next.keyId}`,
+  );
+  if (report.reencrypted) {
+    rt.out.success(
+      `re-encrypted ${report.reencrypted.secrets} secrets under ${report.reencrypted.dataKeys} new data keys${report.reencrypted.resumed ? ' (resumed)' : ''}`,
+    );
+  }
+  if (installed)
+    rt.out.note(
+      `the new key is in ${installed}; the old one was kept as ${retiredFile}: back up the new one, then delete the old`,
+    );
+  if (nextStep) rt.out.warn(nextStep);
 }

@@ -41,6 +41,11 @@ export const oauthTokensVault = pgTable(
     lastErrorCode: text('last_error_code'),
     lastErrorMessage: text('last_error_message'),
     lastErrorAt: ts('last_error_at'),
+    /**
+     * SHA-256 of the token an import stored (never the token): the same file imported again is
+     * recognised even after the platform rotated the refresh token, so a stale copy never replaces it.
+     */
+    importedTokenSha256: text('imported_token_sha256'),
     createdAt: ts('created_at').notNull().defaultNow(),
     updatedAt: ts('updated_at').notNull().defaultNow(),
   },

@@ -1,5 +1,6 @@
 import { and, eq, inArray, sql } from 'drizzle-orm';
 import type { WrappedDataKey } from '../../crypto/envelope.js';
+import { KeyError } from '../../errors.js';
 import type { Db } from '../client.js';
 import { dataKeys, oauthAppCredentials, oauthStates, oauthTokensVault } from '../schema/index.js';
 
@@ -30,8 +31,26 @@ export async function activeVaultKeyId(db: Db): Promise<string | null> {
   return row?.id ?? null;
 }
 
-/** Inserts a data key; returns false when another process made the active vault key first. */
+/**
+ * Inserts a data key; returns false when another process made the active vault key first. Refuses a
+ * key wrapped by another key-encryption key than the vault's: a process started before a rotation
+ * must not add a data key the new master key cannot open. (The active vault key is read FOR SHARE,
+ * so this waits for a rotation in progress and then sees its outcome.)
+ */
 export async function insert(db: Db, key: WrappedDataKey, scope: DataKeyScope): Promise<boolean> {
+  const [current] = await db
+    .select({ kekId: dataKeys.kekId })
+    .from(dataKeys)
+    .where(and(eq(dataKeys.scope, 'vault'), eq(dataKeys.status, 'active')))
+    .for('share');
+  if (current && current.kekId !== key.kekId) {
+    throw new KeyError(
+      `the vault's master key was rotated (it is now key id ${current.kekId}; this process has ${key.kekId})`,
+      {
+        hint: 'Run again with the new key (a running daemon: reload it with SIGHUP once its key source holds the new key).',
+      },
+    );
+  }
   const inserted = await db
     .insert(dataKeys)
     .values({ id: key.id, scope, wrappedKey: key.wrappedKey, kekId: key.kekId, kekKind: key.kekKind })
@@ -90,4 +109,63 @@ export async function secretCounts(db: Db): Promise<Map<string, number>> {
       .groupBy(oauthStates.dataKeyId),
   );
   return counts;
+}
+
+/** Every data key, locked: a rotation re-wraps them all in one transaction. */
+export async function lockAll(db: Db, kekId?: string) {
+  return db
+    .select({ ...wrappedColumns, scope: dataKeys.scope, status: dataKeys.status })
+    .from(dataKeys)
+    .where(kekId ? eq(dataKeys.kekId, kekId) : undefined)
+    .orderBy(dataKeys.id)
+    .for('update');
+}
+
+/** New wrapped forms for data keys, in one statement per thousand. */
+export async function rewrap(db: Db, keys: WrappedDataKey[]): Promise<void> {
+  for (let i = 0; i < keys.length; i += 1000) {
+    const chunk = keys.slice(i, i + 1000);
+    const values = sql.join(
+      chunk.map((k) => sql`(${k.id}::uuid, ${k.wrappedKey}::text, ${k.kekId}::text, ${k.kekKind}::text)`),
+      sql`, `,
+    );
+    await db.execute(sql`
+      update ${dataKeys} set wrapped_key = v.wrapped_key, kek_id = v.kek_id, kek_kind = v.kek_kind, rewrapped_at = now()
+      from (values ${values}) as v(id, wrapped_key, kek_id, kek_kind)
+      where ${dataKeys.id} = v.id`);
+  }
+}
+
+export async function insertMany(db: Db, keys: WrappedDataKey[], scope: DataKeyScope): Promise<void> {
+  if (!keys.length) return;
+  await db
+    .insert(dataKeys)
+    .values(
+      keys.map((k) => ({ id: k.id, scope, wrappedKey: k.wrappedKey, kekId: k.kekId, kekKind: k.kekKind })),
+    );
+}
+
+export async function destroyMany(db: Db, ids: string[]): Promise<void> {
+  if (ids.length) await db.delete(dataKeys).where(inArray(dataKeys.id, ids));
+}
+
+export async function setStatus(
+  db: Db,
+  where: { scope: DataKeyScope; from: string },
+  to: string,
+): Promise<number> {
+  const changed = await db
+    .update(dataKeys)
+    .set({ status: to, ...(to === 'retired' ? { retiredAt: sql`now()` } : {}) })
+    .where(and(eq(dataKeys.scope, where.scope), eq(dataKeys.status, where.from)))
+    .returning({ id: dataKeys.id });
+  return changed.length;
+}
+
+export async function idsWithStatus(db: Db, scope: DataKeyScope, status: string): Promise<string[]> {
+  const rows = await db
+    .select({ id: dataKeys.id })
+    .from(dataKeys)
+    .where(and(eq(dataKeys.scope, scope), eq(dataKeys.status, status)));
+  return rows.map((r) => r.id);
 }

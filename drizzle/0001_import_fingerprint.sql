@@ -1,0 +1,1 @@
+ALTER TABLE "oauth_tokens_vault" ADD COLUMN "imported_token_sha256" text;

@@ -1,0 +1,133 @@
+import { and, inArray, isNull, lt, or, sql } from 'drizzle-orm';
+import type { Db } from '../client.js';
+import { oauthAppCredentials, oauthStates, oauthTokensVault } from '../schema/index.js';
+
+/**
+ * Rows whose secrets are under given data keys, for re-encryption in batches. Each batch is taken
+ * FOR UPDATE SKIP LOCKED (two re-encrypting processes share the work), and grants being refreshed
+ * (a live lease) are left for a later batch: their refresher writes under the key it read.
+ */
+
+const g = oauthTokensVault;
+const a = oauthAppCredentials;
+const s = oauthStates;
+
+export async function grantsOnKeys(db: Db, keyIds: string[], limit: number) {
+  if (!keyIds.length) return [];
+  return db
+    .select({
+      id: g.id,
+      dataKeyId: g.dataKeyId,
+      accessTokenEnc: g.accessTokenEnc,
+      refreshTokenEnc: g.refreshTokenEnc,
+    })
+    .from(g)
+    .where(and(inArray(g.dataKeyId, keyIds), or(isNull(g.leaseExpiresAt), lt(g.leaseExpiresAt, sql`now()`))))
+    .limit(limit)
+    .for('update', { skipLocked: true });
+}
+
+export async function appsOnKeys(db: Db, keyIds: string[], limit: number) {
+  if (!keyIds.length) return [];
+  return db
+    .select({
+      id: a.id,
+      dataKeyId: a.dataKeyId,
+      clientSecretEnc: a.clientSecretEnc,
+      developerTokenEnc: a.developerTokenEnc,
+    })
+    .from(a)
+    .where(inArray(a.dataKeyId, keyIds))
+    .limit(limit)
+    .for('update', { skipLocked: true });
+}
+
+export async function statesOnKeys(db: Db, keyIds: string[], limit: number) {
+  if (!keyIds.length) return [];
+  return db
+    .select({ id: s.id, dataKeyId: s.dataKeyId, codeVerifierEnc: s.codeVerifierEnc })
+    .from(s)
+    .where(inArray(s.dataKeyId, keyIds))
+    .limit(limit)
+    .for('update', { skipLocked: true });
+}
+
+/** New ciphertexts and data key ids; the version is not moved (a refresh's check stays valid). */
+export async function updateGrants(
+  db: Db,
+  rows: Array<{
+    id: string;
+    dataKeyId: string;
+    accessTokenEnc: string | null;
+    refreshTokenEnc: string | null;
+  }>,
+): Promise<void> {
+  if (!rows.length) return;
+  const values = sql.join(
+    rows.map(
+      (r) =>
+        sql`(${r.id}::uuid, ${r.dataKeyId}::uuid, ${r.accessTokenEnc}::text, ${r.refreshTokenEnc}::text)`,
+    ),
+    sql`, `,
+  );
+  await db.execute(sql`
+    update ${g} set data_key_id = v.data_key_id, access_token_enc = v.access_token_enc, refresh_token_enc = v.refresh_token_enc
+    from (values ${values}) as v(id, data_key_id, access_token_enc, refresh_token_enc)
+    where ${g.id} = v.id`);
+}
+
+export async function updateApps(
+  db: Db,
+  rows: Array<{
+    id: string;
+    dataKeyId: string;
+    clientSecretEnc: string | null;
+    developerTokenEnc: string | null;
+  }>,
+): Promise<void> {
+  if (!rows.length) return;
+  const values = sql.join(
+    rows.map(
+      (r) =>
+        sql`(${r.id}::uuid, ${r.dataKeyId}::uuid, ${r.clientSecretEnc}::text, ${r.developerTokenEnc}::text)`,
+    ),
+    sql`, `,
+  );
+  await db.execute(sql`
+    update ${a} set data_key_id = v.data_key_id, client_secret_enc = v.client_secret_enc, developer_token_enc = v.developer_token_enc
+    from (values ${values}) as v(id, data_key_id, client_secret_enc, developer_token_enc)
+    where ${a.id} = v.id`);
+}
+
+export async function updateStates(
+  db: Db,
+  rows: Array<{ id: string; dataKeyId: string; codeVerifierEnc: string | null }>,
+): Promise<void> {
+  if (!rows.length) return;
+  const values = sql.join(
+    rows.map((r) => sql`(${r.id}::uuid, ${r.dataKeyId}::uuid, ${r.codeVerifierEnc}::text)`),
+    sql`, `,
+  );
+  await db.execute(sql`
+    update ${s} set data_key_id = v.data_key_id, code_verifier_enc = v.code_verifier_enc
+    from (values ${values}) as v(id, data_key_id, code_verifier_enc)
+    where ${s.id} = v.id`);
+}
+
+/** Secrets still under these data keys (for progress). */
+export async function secretsOnKeys(db: Db, keyIds: string[]): Promise<number> {
+  if (!keyIds.length) return 0;
+  const [grants] = await db
+    .select({ n: sql<number>`(count(${g.accessTokenEnc}) + count(${g.refreshTokenEnc}))::int` })
+    .from(g)
+    .where(inArray(g.dataKeyId, keyIds));
+  const [apps] = await db
+    .select({ n: sql<number>`(count(${a.clientSecretEnc}) + count(${a.developerTokenEnc}))::int` })
+    .from(a)
+    .where(inArray(a.dataKeyId, keyIds));
+  const [states] = await db
+    .select({ n: sql<number>`count(${s.codeVerifierEnc})::int` })
+    .from(s)
+    .where(inArray(s.dataKeyId, keyIds));
+  return Number(grants?.n ?? 0) + Number(apps?.n ?? 0) + Number(states?.n ?? 0);
+}

@@ -1,0 +1,682 @@
+import { createHash } from 'node:crypto';
+import { parse as parseDotenv } from 'dotenv';
+import { parse as parseYaml, YAMLError } from 'yaml';
+import { Secret } from '../crypto/secret.js';
+import type { Db } from '../db/client.js';
+import type { AppRecord } from '../db/store/apps.js';
+import * as appStore from '../db/store/apps.js';
+import * as connectionStore from '../db/store/connections.js';
+import * as tokenStore from '../db/store/tokens.js';
+import { CredvaultError, type ErrorCode, InvalidInputError } from '../errors.js';
+import { PLATFORMS, type PlatformId } from '../providers/catalog.js';
+import { providerFor } from '../providers/registry.js';
+import type { AdAccount } from '../providers/types.js';
+import { connectionRef } from '../views.js';
+import { type AppFields, addApp, parseAppFields, secretSlot, updateApp } from './apps.js';
+import { recordAudit } from './audit.js';
+import { normalizeAccountId } from './connections.js';
+import type { ServiceContext } from './context.js';
+import { openToken, storeGrant } from './grants.js';
+import { providerFailure } from './platform-calls.js';
+import { providerApp } from './provider-app.js';
+import { getValidAccessToken } from './tokens.js';
+
+/**
+ * Importing credentials from where ad-ops code kept them: `.env` files (the variable names the
+ * platforms' client libraries and common integrations use) and google-ads.yaml. One transaction for
+ * everything; running it again changes nothing; --dry-run plans without writing.
+ */
+
+export interface PlatformCredentials {
+  clientId?: string;
+  clientSecret?: Secret;
+  developerToken?: Secret;
+  refreshToken?: Secret;
+  accessToken?: Secret;
+  accountIds: string[];
+  loginCustomerId?: string;
+  customerId?: string;
+  userAgent?: string;
+  redirectUri?: string;
+  /** Where each value came from (variable names), for messages. */
+  sources: Record<string, string>;
+  /** How the file names a setting: `GOOGLE_ADS_` + suffix in a .env, the lower-case key in YAML. */
+  prefix: string;
+  yaml?: boolean;
+}
+
+/** The name the user's file gives a setting, for messages that tell them what to add. */
+function settingName(creds: PlatformCredentials, suffix: string): string {
+  return creds.yaml ? suffix.toLowerCase() : `${creds.prefix}${suffix}`;
+}
+
+type Field =
+  | 'clientId'
+  | 'clientSecret'
+  | 'developerToken'
+  | 'refreshToken'
+  | 'accessToken'
+  | 'accounts'
+  | 'loginCustomerId'
+  | 'customerId'
+  | 'userAgent'
+  | 'redirectUri';
+
+/** Prefixes per platform, longest first, and the suffixes each recognises. */
+const RECOGNISED: Array<{
+  platform: PlatformId;
+  prefixes: string[];
+  fields: Record<string, Field>;
+  ignored?: string[];
+  unsupported?: string[];
+}> = [
+  {
+    platform: 'google_ads',
+    prefixes: ['GOOGLE_ADS_'],
+    fields: {
+      CLIENT_ID: 'clientId',
+      CLIENT_SECRET: 'clientSecret',
+      DEVELOPER_TOKEN: 'developerToken',
+      REFRESH_TOKEN: 'refreshToken',
+      LOGIN_CUSTOMER_ID: 'loginCustomerId',
+      CUSTOMER_ID: 'accounts',
+      REDIRECT_URI: 'redirectUri',
+    },
+    // The official client library's own settings: known, and not credentials.
+    ignored: [
+      'USE_PROTO_PLUS',
+      'ENDPOINT',
+      'LOGGING',
+      'LINKED_CUSTOMER_ID',
+      'HTTP_PROXY',
+      'USE_CLOUD_ORG_FOR_API_ACCESS',
+      'USE_APPLICATION_DEFAULT_CREDENTIALS',
+      'ADS_ASSISTANT',
+      'CONFIGURATION_FILE_PATH',
+    ],
+    // Service-account authentication: known, and not something credvault keeps (it holds OAuth grants).
+    unsupported: [
+      'JSON_KEY_FILE_PATH',
+      'IMPERSONATED_EMAIL',
+      'PATH_TO_PRIVATE_KEY_FILE',
+      'DELEGATED_ACCOUNT',
+    ],
+  },
+  {
+    platform: 'microsoft_ads',
+    prefixes: ['MICROSOFT_ADS_', 'BING_ADS_'],
+    fields: {
+      CLIENT_ID: 'clientId',
+      CLIENT_SECRET: 'clientSecret',
+      DEVELOPER_TOKEN: 'developerToken',
+      REFRESH_TOKEN: 'refreshToken',
+      CUSTOMER_ID: 'customerId',
+      ACCOUNT_ID: 'accounts',
+      REDIRECT_URI: 'redirectUri',
+    },
+  },
+  {
+    platform: 'linkedin_ads',
+    prefixes: ['LINKEDIN_ADS_', 'LINKEDIN_'],
+    fields: {
+      CLIENT_ID: 'clientId',
+      CLIENT_SECRET: 'clientSecret',
+      ACCESS_TOKEN: 'accessToken',
+      REFRESH_TOKEN: 'refreshToken',
+      AD_ACCOUNT_ID: 'accounts',
+      REDIRECT_URI: 'redirectUri',
+    },
+  },
+  {
+    platform: 'reddit_ads',
+    prefixes: ['REDDIT_ADS_', 'REDDIT_'],
+    fields: {
+      CLIENT_ID: 'clientId',
+      CLIENT_SECRET: 'clientSecret',
+      REFRESH_TOKEN: 'refreshToken',
+      AD_ACCOUNT_ID: 'accounts',
+      USER_AGENT: 'userAgent',
+      REDIRECT_URI: 'redirectUri',
+    },
+  },
+];
+
+const SECRET_FIELDS = new Set<Field>(['clientSecret', 'developerToken', 'refreshToken', 'accessToken']);
+
+// dotenv's own line grammar (lib/main.js), used here only to find what it would silently skip.
+const DOTENV_LINE =
+  /(?:^|^)\s*(?:export\s+)?([\w.-]+)(?:\s*=\s*?|:\s+?)(\s*'(?:\\'|[^'])*'|\s*"(?:\\"|[^"])*"|\s*`(?:\\`|[^`])*`|[^#\r\n]+)?\s*(?:#.*)?(?:$|$)/gm;
+
+function lineOf(text: string, index: number): number {
+  let line = 1;
+  for (let i = 0; i < index; i++) if (text.charCodeAt(i) === 10) line += 1;
+  return line;
+}
+
+/**
+ * Parses a .env file with dotenv, but refuses what dotenv would skip without a word: a line that is
+ * neither blank, a comment nor an assignment is reported with its number, and nothing is imported.
+ */
+export function parseEnvText(text: string, source: string): Map<string, string> {
+  let cursor = 0;
+  for (const match of text.matchAll(DOTENV_LINE)) {
+    const gap = text.slice(cursor, match.index);
+    const stray = gap.split('\n').findIndex((line) => line.trim() !== '' && !line.trim().startsWith('#'));
+    if (stray !== -1) {
+      const line = lineOf(text, cursor) + stray;
+      throw new InvalidInputError(
+        `${source} line ${line} is not an assignment (NAME=value): "${gap.split('\n')[stray]!.trim().slice(0, 40)}"`,
+        {
+          hint: 'Fix or remove that line; nothing was imported.',
+        },
+      );
+    }
+    cursor = match.index! + match[0].length;
+  }
+  const rest = text.slice(cursor);
+  const stray = rest.split('\n').findIndex((line) => line.trim() !== '' && !line.trim().startsWith('#'));
+  if (stray !== -1) {
+    throw new InvalidInputError(
+      `${source} line ${lineOf(text, cursor) + stray} is not an assignment (NAME=value)`,
+      {
+        hint: 'Fix or remove that line; nothing was imported.',
+      },
+    );
+  }
+  return new Map(Object.entries(parseDotenv(text)));
+}
+
+export interface Recognised {
+  platforms: Map<PlatformId, PlatformCredentials>;
+  /** Variables credvault does not know: listed, never guessed at. */
+  unknown: string[];
+  /** Variables it knows and does not need (the Google Ads library's own settings). */
+  ignored: string[];
+  /** Variables it knows and cannot use (Google service-account authentication). */
+  unsupported: string[];
+}
+
+export function recognise(vars: Map<string, string>): Recognised {
+  const platforms = new Map<PlatformId, PlatformCredentials>();
+  const unknown: string[] = [];
+  const ignored: string[] = [];
+  const unsupported: string[] = [];
+  for (const [name, raw] of vars) {
+    const value = raw.trim();
+    const rule = RECOGNISED.find((r) => r.prefixes.some((p) => name.startsWith(p)));
+    const prefix = rule?.prefixes.find((p) => name.startsWith(p));
+    const suffix = prefix ? name.slice(prefix.length) : '';
+    const field = rule?.fields[suffix];
+    if (!rule || !field) {
+      if (rule?.ignored?.includes(suffix)) ignored.push(name);
+      else if (rule?.unsupported?.includes(suffix)) unsupported.push(name);
+      else unknown.push(name);
+      continue;
+    }
+    if (value === '') continue;
+    const creds = platforms.get(rule.platform) ?? { accountIds: [], sources: {}, prefix: prefix! };
+    const previous = creds.sources[field];
+    if (previous && previous !== name) {
+      const same = field === 'accounts' ? true : readValue(creds, field) === value;
+      if (!same) {
+        throw new InvalidInputError(`${previous} and ${name} disagree; nothing was imported`, {
+          hint: 'Keep one of them.',
+        });
+      }
+    }
+    creds.sources[field] = name;
+    if (field === 'accounts') {
+      for (const id of value.split(/[\s,]+/).filter(Boolean)) {
+        const normalized = normalizeAccountId(rule.platform, id);
+        if (!creds.accountIds.includes(normalized)) creds.accountIds.push(normalized);
+      }
+    } else if (SECRET_FIELDS.has(field)) {
+      (creds as unknown as Record<string, Secret>)[field] = new Secret(value);
+    } else {
+      (creds as unknown as Record<string, string>)[field] = value;
+    }
+    platforms.set(rule.platform, creds);
+  }
+  return { platforms, unknown: unknown.sort(), ignored: ignored.sort(), unsupported: unsupported.sort() };
+}
+
+function readValue(creds: PlatformCredentials, field: Field): string | undefined {
+  const value = (creds as unknown as Record<string, unknown>)[field];
+  return value instanceof Secret ? value.reveal() : (value as string | undefined);
+}
+
+const YAML_KEYS: Record<string, string> = {
+  client_id: 'GOOGLE_ADS_CLIENT_ID',
+  client_secret: 'GOOGLE_ADS_CLIENT_SECRET',
+  developer_token: 'GOOGLE_ADS_DEVELOPER_TOKEN',
+  refresh_token: 'GOOGLE_ADS_REFRESH_TOKEN',
+  login_customer_id: 'GOOGLE_ADS_LOGIN_CUSTOMER_ID',
+  // Not one of the client's keys, but a natural place to name the accounts to connect.
+  customer_id: 'GOOGLE_ADS_CUSTOMER_ID',
+};
+
+/**
+ * Reads a google-ads.yaml as the official client does (the same keys as its GOOGLE_ADS_* variables,
+ * lower-cased) and recognises it like the equivalent environment.
+ */
+export function parseGoogleAdsYaml(text: string, source: string): Recognised {
+  let doc: unknown;
+  try {
+    doc = parseYaml(text);
+  } catch (error) {
+    const line = error instanceof YAMLError ? error.linePos?.[0]?.line : undefined;
+    throw new InvalidInputError(
+      `${source}${line ? ` line ${line}` : ''} is not valid YAML: ${(error as Error).message.split('\n')[0]}`,
+      { hint: 'Fix the file; nothing was imported.' },
+    );
+  }
+  if (doc === null || typeof doc !== 'object' || Array.isArray(doc)) {
+    throw new InvalidInputError(
+      `${source} is not a google-ads.yaml (expected keys such as client_id, refresh_token)`,
+      {
+        hint: 'Pass the file the Google Ads client library reads (by default ~/google-ads.yaml).',
+      },
+    );
+  }
+  const vars = new Map<string, string>();
+  const unknownKeys: string[] = [];
+  for (const [key, value] of Object.entries(doc)) {
+    const name = YAML_KEYS[key] ?? `GOOGLE_ADS_${key.toUpperCase()}`;
+    if (value === null || value === undefined) continue;
+    if (typeof value === 'object') {
+      // `logging` is a dictConfig mapping: a library setting, not a credential.
+      if (key !== 'logging') unknownKeys.push(key);
+      continue;
+    }
+    vars.set(name, String(value));
+  }
+  const found = recognise(vars);
+  for (const creds of found.platforms.values()) creds.yaml = true;
+  const back = (name: string) => name.slice('GOOGLE_ADS_'.length).toLowerCase();
+  return {
+    ...found,
+    unknown: [...found.unknown.map(back), ...unknownKeys].sort(),
+    ignored: found.ignored.map(back),
+    unsupported: found.unsupported.map(back),
+  };
+}
+
+export interface PlanItem {
+  kind: 'app' | 'connection';
+  platform: PlatformId;
+  target: string;
+  action: 'create' | 'update' | 'unchanged' | 'skip';
+  detail: string;
+}
+
+export interface ImportResult {
+  plan: PlanItem[];
+  unknown: string[];
+  ignored: string[];
+  unsupported: string[];
+  applied: boolean;
+  /** Connection ids created or updated (for --verify). */
+  connections: string[];
+}
+
+class DryRun extends Error {}
+
+const ENV_NAME = (creds: PlatformCredentials, field: Field, fallback: string) =>
+  creds.sources[field] ?? fallback;
+
+/**
+ * Creates or updates the apps and connections that `found` describes, in one transaction. The plan
+ * says what happened (or, with `dryRun`, what would: the transaction is rolled back).
+ */
+export async function importCredentials(
+  ctx: ServiceContext,
+  found: Recognised,
+  options: { dryRun: boolean; source: string },
+): Promise<ImportResult> {
+  if (found.unsupported.length && !found.platforms.get('google_ads')?.clientId) {
+    throw new InvalidInputError(
+      `${options.source} uses Google service-account authentication (${found.unsupported.join(', ')}), which credvault does not keep`,
+      {
+        hint: 'credvault keeps OAuth grants: register an OAuth client with `credvault apps add google_ads` and run `credvault connect google_ads`; nothing was imported.',
+      },
+    );
+  }
+  if (!found.platforms.size) {
+    throw new InvalidInputError(`${options.source} holds no ad platform credentials credvault recognises`, {
+      hint: found.unknown.length ? `Unknown variables: ${found.unknown.join(', ')}.` : undefined,
+    });
+  }
+  const plan: PlanItem[] = [];
+  const touched: string[] = [];
+  const run = async () =>
+    ctx.transaction(async (tx) => {
+      for (const [platform, creds] of found.platforms) {
+        const app = await importApp(ctx, tx, platform, creds, plan);
+        await importConnections(ctx, tx, platform, app, creds, plan, touched);
+      }
+      await recordAudit(tx, ctx.actor, {
+        action: 'import',
+        targetType: 'vault',
+        outcome: 'success',
+        detail: {
+          source: options.source,
+          plan: plan.map((p) => `${p.action} ${p.kind} ${p.platform} ${p.target}`),
+          unknown: found.unknown,
+        },
+      });
+      if (options.dryRun) throw new DryRun();
+    });
+  try {
+    await run();
+  } catch (error) {
+    if (!(error instanceof DryRun)) throw error;
+    // The plan compared stored secrets with the file's: that read is recorded, nothing else is.
+    await ctx.transaction((tx) =>
+      recordAudit(tx, ctx.actor, {
+        action: 'import.plan',
+        targetType: 'vault',
+        outcome: 'success',
+        detail: {
+          source: options.source,
+          plan: plan.map((p) => `${p.action} ${p.kind} ${p.platform} ${p.target}`),
+        },
+      }),
+    );
+  }
+  return {
+    plan,
+    unknown: found.unknown,
+    ignored: found.ignored,
+    unsupported: found.unsupported,
+    applied: !options.dryRun,
+    connections: touched,
+  };
+}
+
+/** What `apps add` would refuse, asked for by the names the user's file uses. */
+function requireForNewApp(platform: PlatformId, creds: PlatformCredentials, fields: AppFields): void {
+  const { displayName, capabilities, defaults } = PLATFORMS[platform];
+  const missing = (what: string, suffix: string, why = '') =>
+    new InvalidInputError(`${displayName}: no ${what} for the new app${why}`, {
+      hint: `Add ${settingName(creds, suffix)}, or register the app first with \`credvault apps add ${platform}\`; nothing was imported.`,
+    });
+  // Microsoft public (native) clients have no secret; every other platform authenticates the client.
+  if (!fields.clientSecret && platform !== 'microsoft_ads') throw missing('client secret', 'CLIENT_SECRET');
+  if (capabilities.developer_token === 'required' && !fields.developerToken)
+    throw missing('developer token', 'DEVELOPER_TOKEN');
+  if (!fields.redirectUri && !defaults.redirectUri) {
+    throw missing(
+      'redirect URI',
+      'REDIRECT_URI',
+      ' (the exact one registered with the app, to connect again later)',
+    );
+  }
+}
+
+async function importApp(
+  ctx: ServiceContext,
+  tx: Db,
+  platform: PlatformId,
+  creds: PlatformCredentials,
+  plan: PlanItem[],
+): Promise<AppRecord> {
+  const display = PLATFORMS[platform].displayName;
+  if (!creds.clientId) {
+    throw new InvalidInputError(
+      `${display} settings without a client id (${Object.values(creds.sources).join(', ')})`,
+      {
+        hint: `Add ${settingName(creds, 'CLIENT_ID')}; nothing was imported.`,
+      },
+    );
+  }
+  const existing = (await appStore.list(tx, platform)).find((a) => a.clientId === creds.clientId);
+  const fields: AppFields = parseAppFields({
+    client_id: creds.clientId,
+    client_secret: creds.clientSecret,
+    developer_token: creds.developerToken,
+    login_customer_id: creds.loginCustomerId,
+    user_agent: creds.userAgent,
+    redirect_uri: creds.redirectUri,
+  });
+  if (!existing) requireForNewApp(platform, creds, fields);
+  if (!existing) {
+    const taken = new Set((await appStore.list(tx, platform)).map((a) => a.label));
+    let label = 'imported';
+    for (let i = 2; taken.has(label); i++) label = `imported-${i}`;
+    const app = await addApp(ctx, platform, { ...fields, label });
+    plan.push({
+      kind: 'app',
+      platform,
+      target: label,
+      action: 'create',
+      detail: `client id ${creds.clientId}`,
+    });
+    return app;
+  }
+  // What differs from the stored app (secrets compared after decrypting them).
+  const keyring = await ctx.keyring();
+  const stored = (await appStore.getEncryptedSecrets(tx, existing.id))!;
+  const changes: AppFields = {};
+  const changed: string[] = [];
+  const storedSecret = await keyring.decryptOptional(
+    stored.clientSecretEnc,
+    secretSlot(existing.id, 'client_secret_enc'),
+  );
+  const storedToken = await keyring.decryptOptional(
+    stored.developerTokenEnc,
+    secretSlot(existing.id, 'developer_token_enc'),
+  );
+  if (fields.clientSecret && storedSecret?.reveal() !== fields.clientSecret.reveal()) {
+    changes.clientSecret = fields.clientSecret;
+    changed.push('client secret');
+  }
+  if (fields.developerToken && storedToken?.reveal() !== fields.developerToken.reveal()) {
+    changes.developerToken = fields.developerToken;
+    changed.push('developer token');
+  }
+  for (const [key, name] of [
+    ['loginCustomerId', 'login customer id'],
+    ['userAgent', 'user agent'],
+    ['redirectUri', 'redirect uri'],
+  ] as const) {
+    if (fields[key] !== undefined && fields[key] !== existing[key]) {
+      (changes as Record<string, unknown>)[key] = fields[key];
+      changed.push(name);
+    }
+  }
+  if (!changed.length) {
+    plan.push({
+      kind: 'app',
+      platform,
+      target: existing.label,
+      action: 'unchanged',
+      detail: `client id ${creds.clientId}`,
+    });
+    return existing;
+  }
+  const app = await updateApp(ctx, existing.id, changes);
+  plan.push({ kind: 'app', platform, target: existing.label, action: 'update', detail: changed.join(', ') });
+  return app;
+}
+
+async function importConnections(
+  ctx: ServiceContext,
+  tx: Db,
+  platform: PlatformId,
+  app: AppRecord,
+  creds: PlatformCredentials,
+  plan: PlanItem[],
+  touched: string[],
+): Promise<void> {
+  const accounts = creds.accountIds.length
+    ? creds.accountIds
+    : platform === 'google_ads' && creds.loginCustomerId
+      ? [normalizeAccountId(platform, creds.loginCustomerId)]
+      : [];
+  // LinkedIn gives most apps no refresh token: its 60-day access token is imported as it is.
+  const accessTokenOnly = !creds.refreshToken && platform === 'linkedin_ads' && Boolean(creds.accessToken);
+  const token = creds.refreshToken ?? (accessTokenOnly ? creds.accessToken : undefined);
+  if (!token) {
+    if (accounts.length) {
+      plan.push({
+        kind: 'connection',
+        platform,
+        target: accounts.join(', '),
+        action: 'skip',
+        detail: creds.accessToken
+          ? 'an access token without a refresh token expires within the hour'
+          : 'no refresh token',
+      });
+    }
+    return;
+  }
+  if (!accounts.length) {
+    const name = {
+      google_ads: 'GOOGLE_ADS_CUSTOMER_ID',
+      microsoft_ads: 'MICROSOFT_ADS_ACCOUNT_ID',
+      linkedin_ads: 'LINKEDIN_AD_ACCOUNT_ID',
+      reddit_ads: 'REDDIT_AD_ACCOUNT_ID',
+    }[platform];
+    throw new InvalidInputError(
+      `${ENV_NAME(creds, 'refreshToken', 'a refresh token')} names no account to connect`,
+      {
+        hint: `Add ${name} (several separated by commas); nothing was imported.`,
+      },
+    );
+  }
+  const fingerprint = createHash('sha256').update(token.reveal()).digest('hex');
+  // Accounts already connected with this very refresh token are left alone.
+  const fresh: string[] = [];
+  for (const account of accounts) {
+    const existing = await connectionStore.getByAccount(tx, platform, account);
+    let same = false;
+    if (existing?.tokenId && existing.appId === app.id && existing.status === 'active') {
+      const grant = await tokenStore.get(tx, existing.tokenId);
+      // The token this file held was imported before (the platform may have rotated it since: the
+      // stored one is newer and stays), or it is the very token stored.
+      same = grant?.importedTokenSha256 === fingerprint;
+      if (grant && !same) {
+        const stored = await openToken(ctx, grant, accessTokenOnly ? 'access' : 'refresh');
+        same = stored?.reveal() === token.reveal();
+      }
+    }
+    if (same) {
+      plan.push({
+        kind: 'connection',
+        platform,
+        target: account,
+        action: 'unchanged',
+        detail: `app ${app.label}`,
+      });
+    } else {
+      fresh.push(account);
+      plan.push({
+        kind: 'connection',
+        platform,
+        target: account,
+        action: existing ? 'update' : 'create',
+        detail: existing
+          ? `new ${accessTokenOnly ? 'access' : 'refresh'} token`
+          : `app ${app.label}${accessTokenOnly ? ', access token only (no refresh token)' : ''}`,
+      });
+    }
+  }
+  if (!fresh.length) return;
+  const details: Record<string, string> = {
+    ...(creds.customerId ? { customer_id: creds.customerId } : {}),
+    ...(creds.loginCustomerId
+      ? { login_customer_id: normalizeAccountId(platform, creds.loginCustomerId) }
+      : {}),
+  };
+  const ids = await storeGrant(ctx, tx, {
+    app,
+    tokens: {
+      // With a refresh token, no access token is kept: the first `token get` (or --verify)
+      // refreshes. An access token alone has an unknown lifetime: it serves until refused.
+      accessToken: accessTokenOnly ? creds.accessToken! : null,
+      refreshToken: creds.refreshToken ?? null,
+      tokenType: 'Bearer',
+      expiresAt: null,
+      refreshTokenExpiresAt: null,
+      scope: null,
+    },
+    accounts: fresh.map((id) => ({ id, name: null, currency: null, details })),
+    name: null,
+    via: 'import',
+    accessTokenOnly,
+    importedTokenSha256: fingerprint,
+  });
+  touched.push(...ids);
+}
+
+export interface VerifyOutcome {
+  connection: string;
+  platform: PlatformId;
+  account: string;
+  ok: boolean;
+  /** The failure's error code (its exit code is the command's when it fails). */
+  code: ErrorCode | null;
+  message: string;
+}
+
+/**
+ * Proves each imported connection works: a refresh where there is a refresh token, else a call that
+ * lists the accounts the access token reaches. A dead refresh token is marked as such, as any refresh
+ * would. One connection's failure does not stop the others.
+ */
+export async function verifyImported(ctx: ServiceContext, connectionIds: string[]): Promise<VerifyOutcome[]> {
+  const outcomes: VerifyOutcome[] = [];
+  for (const id of connectionIds) {
+    const connection = await connectionStore.getById(ctx.db, id);
+    if (!connection) continue;
+    const base = {
+      connection: connectionRef(connection),
+      platform: connection.platform as PlatformId,
+      account: connection.externalAccountId,
+    };
+    try {
+      const grant = connection.tokenId ? await tokenStore.get(ctx.db, connection.tokenId) : null;
+      if (grant?.refreshTokenEnc) {
+        const served = await getValidAccessToken(ctx, id, {
+          minTtlSeconds: 0,
+          forceRefresh: true,
+          purpose: 'import --verify',
+        });
+        outcomes.push({
+          ...base,
+          ok: true,
+          code: null,
+          message: `refreshed; the access token expires ${served.expiresAt?.toISOString() ?? 'when the platform says'}`,
+        });
+        continue;
+      }
+      const served = await getValidAccessToken(ctx, id, { minTtlSeconds: 0, purpose: 'import --verify' });
+      const record = (await appStore.getById(ctx.db, connection.appId))!;
+      const [provider, app] = await Promise.all([
+        providerFor(base.platform),
+        providerApp(ctx, ctx.db, record, { secrets: true }),
+      ]);
+      let accounts: AdAccount[];
+      try {
+        accounts = await provider.discoverAccounts(app, served.accessToken, {
+          signal: AbortSignal.timeout(ctx.config.httpTimeoutMs),
+        });
+      } catch (error) {
+        throw providerFailure(error, `listing the accounts of ${base.connection}`);
+      }
+      const reached = accounts.some((a) => a.id === connection.externalAccountId);
+      outcomes.push({
+        ...base,
+        ok: reached,
+        code: reached ? null : 'reauth_required',
+        message: reached
+          ? 'the access token reaches this account (it has no refresh token: connect again before it expires)'
+          : `the access token works but does not reach account ${connection.externalAccountId}`,
+      });
+    } catch (error) {
+      if (!(error instanceof CredvaultError)) throw error;
+      outcomes.push({ ...base, ok: false, code: error.code, message: error.message });
+    }
+  }
+  return outcomes;
+}

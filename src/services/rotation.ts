@@ -1,0 +1,237 @@
+import { randomUUID } from 'node:crypto';
+import { Keyring, type Slot, type WrappedDataKey } from '../crypto/envelope.js';
+import type { KeySource } from '../crypto/key-source.js';
+import * as dataKeys from '../db/store/data-keys.js';
+import * as reencrypt from '../db/store/reencrypt.js';
+import { KeyError } from '../errors.js';
+import { secretSlot } from './apps.js';
+import { recordAudit } from './audit.js';
+import { ServiceContext } from './context.js';
+import { grantSlot } from './grants.js';
+
+/**
+ * Master-key rotation. Re-wrapping moves every data key from the old key-encryption key to the new
+ * one in one transaction: fast whatever the number of secrets (they are not touched), all or nothing.
+ * Re-encryption (`--reencrypt`) then gives every secret a new data key, in batches that can be
+ * interrupted and resumed: a run that finds data keys being retired carries on where the last stopped.
+ */
+
+export interface RewrapReport {
+  rewrapped: number;
+  total: number;
+}
+
+/** Re-wraps every data key still under `from` with `to`; keys already under `to` are left as they are. */
+export async function rewrapDataKeys(
+  ctx: ServiceContext,
+  from: KeySource,
+  to: KeySource,
+): Promise<RewrapReport> {
+  if (from.keyId === to.keyId && from.kind === to.kind) {
+    throw new KeyError('the new key is the key already in use', {
+      hint: 'Give a different key, or none to have one generated.',
+    });
+  }
+  return ctx.transaction(async (tx) => {
+    let rewrapped = 0;
+    // Locked rows include the active vault key, which every process creating a data key reads FOR
+    // SHARE: none can add a key under the old master key while this runs, or after it commits.
+    for (;;) {
+      const rows = await dataKeys.lockAll(tx, from.keyId);
+      if (!rows.length) break;
+      const updates: WrappedDataKey[] = [];
+      for (const row of rows) {
+        const key = await from.unwrap(row.wrappedKey, { dataKeyId: row.id });
+        updates.push({
+          id: row.id,
+          wrappedKey: await to.wrap(key, { dataKeyId: row.id }),
+          kekId: to.keyId,
+          kekKind: to.kind,
+        });
+        key.fill(0);
+      }
+      await dataKeys.rewrap(tx, updates);
+      rewrapped += rows.length;
+    }
+    const all = await dataKeys.listAll(tx);
+    const strays = all.filter((k) => k.kekId !== to.keyId);
+    if (strays.length) {
+      throw new KeyError(
+        `${strays.length} data key${strays.length === 1 ? ' is' : 's are'} wrapped by key id ${strays[0]!.kekId}, which is neither the current key (${from.keyId}) nor the new one; nothing was changed`,
+        { hint: 'Run with the key that wrapped them (see `credvault key status`).' },
+      );
+    }
+    await recordAudit(tx, ctx.actor, {
+      action: 'key.rotate',
+      targetType: 'vault',
+      outcome: 'success',
+      detail: {
+        from_key_id: from.keyId,
+        from_kind: from.kind,
+        to_key_id: to.keyId,
+        to_kind: to.kind,
+        data_keys: rewrapped,
+      },
+    });
+    return { rewrapped, total: all.length };
+  });
+}
+
+export interface ReencryptReport {
+  secrets: number;
+  dataKeys: number;
+  resumed: boolean;
+}
+
+export type Progress = (done: number, total: number) => void;
+
+const GRANT_BATCH = 500;
+const ROW_BATCH = 200;
+
+/**
+ * Gives every secret a new data key. Starting marks the vault key `retired` (a new one becomes
+ * active) and every grant key `retiring`; each batch then moves rows off those keys and destroys the
+ * old grant keys, so an interrupted run leaves a vault that is consistent and simply resumes.
+ */
+export async function reencryptSecrets(
+  ctx: ServiceContext,
+  source: KeySource,
+  onProgress: Progress = () => {},
+): Promise<ReencryptReport> {
+  const scoped = new ServiceContext(ctx.database, ctx.config, ctx.actor, source);
+  const keyring = new Keyring(source, (id) => dataKeys.getWrapped(ctx.database.db, id));
+  const slotOf = {
+    app: (id: string, column: 'client_secret_enc' | 'developer_token_enc') => secretSlot(id, column),
+    state: (id: string): Slot => ({ table: 'oauth_states', column: 'code_verifier_enc', rowId: id }),
+  };
+
+  // Start, or resume: the first run retires the current keys in one transaction.
+  const resumed = await scoped.transaction(async (tx) => {
+    const pending =
+      (await dataKeys.idsWithStatus(tx, 'vault', 'retired')).length +
+      (await dataKeys.idsWithStatus(tx, 'grant', 'retiring')).length;
+    if (pending) return true;
+    await dataKeys.setStatus(tx, { scope: 'vault', from: 'active' }, 'retired');
+    const id = randomUUID();
+    const { wrapped } = await keyring.createDataKey(id);
+    await dataKeys.insert(tx, wrapped, 'vault');
+    await dataKeys.setStatus(tx, { scope: 'grant', from: 'active' }, 'retiring');
+    return false;
+  });
+
+  const oldVaultKeys = await dataKeys.idsWithStatus(ctx.database.db, 'vault', 'retired');
+  const retiring = () => dataKeys.idsWithStatus(ctx.database.db, 'grant', 'retiring');
+  const total = await reencrypt.secretsOnKeys(ctx.database.db, [...oldVaultKeys, ...(await retiring())]);
+  let done = 0;
+  let keysReplaced = 0;
+  onProgress(done, total);
+
+  // App secrets and OAuth states move to the new vault key.
+  const vaultKey = await scoped.transaction(() => scoped.vaultDataKeyId());
+  for (;;) {
+    const moved = await scoped.transaction(async (tx) => {
+      const apps = await reencrypt.appsOnKeys(tx, oldVaultKeys, ROW_BATCH);
+      const states = await reencrypt.statesOnKeys(tx, oldVaultKeys, ROW_BATCH);
+      const reseal = async (stored: string | null, slot: Slot) =>
+        stored === null ? null : keyring.encrypt(await keyring.decrypt(stored, slot), slot, vaultKey);
+      await reencrypt.updateApps(
+        tx,
+        await Promise.all(
+          apps.map(async (row) => ({
+            id: row.id,
+            dataKeyId: vaultKey,
+            clientSecretEnc: await reseal(row.clientSecretEnc, slotOf.app(row.id, 'client_secret_enc')),
+            developerTokenEnc: await reseal(row.developerTokenEnc, slotOf.app(row.id, 'developer_token_enc')),
+          })),
+        ),
+      );
+      await reencrypt.updateStates(
+        tx,
+        await Promise.all(
+          states.map(async (row) => ({
+            id: row.id,
+            dataKeyId: vaultKey,
+            codeVerifierEnc: await reseal(row.codeVerifierEnc, slotOf.state(row.id)),
+          })),
+        ),
+      );
+      return {
+        rows: apps.length + states.length,
+        secrets:
+          apps.reduce((n, r) => n + (r.clientSecretEnc ? 1 : 0) + (r.developerTokenEnc ? 1 : 0), 0) +
+          states.reduce((n, r) => n + (r.codeVerifierEnc ? 1 : 0), 0),
+      };
+    });
+    if (!moved.rows) break;
+    done += moved.secrets;
+    onProgress(done, total);
+  }
+
+  // Each grant gets a key of its own again; its old key is destroyed with the batch.
+  for (let idle = 0; ; ) {
+    const keys = await retiring();
+    if (!keys.length) break;
+    const moved = await scoped.transaction(async (tx) => {
+      const grants = await reencrypt.grantsOnKeys(tx, keys, GRANT_BATCH);
+      if (!grants.length) return -1;
+      const fresh: WrappedDataKey[] = [];
+      const rows = [];
+      let secrets = 0;
+      for (const grant of grants) {
+        const id = randomUUID();
+        const { wrapped } = await keyring.createDataKey(id);
+        fresh.push(wrapped);
+        const move = async (stored: string | null, column: 'access_token_enc' | 'refresh_token_enc') => {
+          if (stored === null) return null;
+          secrets += 1;
+          const slot = grantSlot(grant.id, column);
+          return keyring.encrypt(await keyring.decrypt(stored, slot), slot, id);
+        };
+        rows.push({
+          id: grant.id,
+          dataKeyId: id,
+          accessTokenEnc: await move(grant.accessTokenEnc, 'access_token_enc'),
+          refreshTokenEnc: await move(grant.refreshTokenEnc, 'refresh_token_enc'),
+        });
+      }
+      await dataKeys.insertMany(tx, fresh, 'grant');
+      await reencrypt.updateGrants(tx, rows);
+      await dataKeys.destroyMany(
+        tx,
+        grants.map((g) => g.dataKeyId),
+      );
+      for (const grant of grants) keyring.forget(grant.dataKeyId);
+      keysReplaced += grants.length;
+      return secrets;
+    });
+    if (moved < 0) {
+      // Only grants being refreshed right now are left: wait for their leases.
+      if (++idle > 120)
+        throw new KeyError(
+          'some grants stayed leased for two minutes; run `key rotate --reencrypt` again to finish',
+        );
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+      continue;
+    }
+    idle = 0;
+    done += moved;
+    onProgress(done, total);
+  }
+
+  await scoped.transaction(async (tx) => {
+    await dataKeys.destroyMany(tx, oldVaultKeys);
+    await recordAudit(tx, ctx.actor, {
+      action: 'key.reencrypt',
+      targetType: 'vault',
+      outcome: 'success',
+      detail: {
+        secrets: done,
+        grant_keys_replaced: keysReplaced,
+        vault_keys_retired: oldVaultKeys.length,
+        resumed,
+      },
+    });
+  });
+  await keyring.close();
+  return { secrets: done, dataKeys: keysReplaced + oldVaultKeys.length, resumed };
+}

@@ -1,0 +1,459 @@
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { parse as parseYaml } from 'yaml';
+import {
+  type AllDoubles,
+  type Double,
+  GOOGLE_ADWORDS_SCOPE,
+  MICROSOFT_ADS_SCOPE,
+  REDDIT_SCOPES,
+  REDDIT_TEST_USER_AGENT,
+  startAllDoubles,
+} from '../doubles/index.js';
+import { addAppFor, type PlatformKey } from '../helpers/flows.js';
+import { expectNoSecretsLeaked, fakeSecret } from '../helpers/secrets.js';
+import { createVault, type TestVault } from '../helpers/vault.js';
+
+let doubles: AllDoubles;
+beforeAll(async () => {
+  doubles = await startAllDoubles();
+});
+afterAll(() => doubles.close());
+
+const vaults: TestVault[] = [];
+async function vault() {
+  const v = await createVault();
+  vaults.push(v);
+  return v;
+}
+afterEach(async () => {
+  await Promise.all(vaults.splice(0).map((v) => v.destroy()));
+});
+
+interface PlanRow {
+  action: string;
+  kind: string;
+  platform: string;
+  target: string;
+  detail: string;
+}
+interface ImportJson {
+  applied: boolean;
+  plan: PlanRow[];
+  unknown: string[];
+  ignored: string[];
+  unsupported: string[];
+  connections: string[];
+  verify: Array<{ connection: string; ok: boolean; error_code: string | null; message: string }> | null;
+}
+
+/** Everything but the audit log: what an import may change. */
+async function vaultState(v: TestVault): Promise<string> {
+  return v.session(async (query) => {
+    const parts: string[] = [];
+    for (const table of [
+      'data_keys',
+      'oauth_app_credentials',
+      'oauth_tokens_vault',
+      'ad_account_connections',
+    ]) {
+      const rows = await query<{ row: unknown }>(`select to_jsonb(t) as row from ${table} t order by 1`);
+      parts.push(`${table}: ${rows.map((r) => JSON.stringify(r.row)).join('\n')}`);
+    }
+    return parts.join('\n');
+  });
+}
+
+async function auditActions(v: TestVault): Promise<string[]> {
+  const rows = await v.sql<{ action: string }>('select action from credential_access_audit order by id');
+  return rows.map((r) => r.action);
+}
+
+function doubleFor(platform: PlatformKey): Double<unknown, unknown> {
+  return {
+    google_ads: doubles.google,
+    microsoft_ads: doubles.microsoft,
+    linkedin_ads: doubles.linkedin,
+    reddit_ads: doubles.reddit,
+  }[platform] as unknown as Double<unknown, unknown>;
+}
+
+const SCOPES: Record<PlatformKey, string> = {
+  google_ads: GOOGLE_ADWORDS_SCOPE,
+  microsoft_ads: `${MICROSOFT_ADS_SCOPE} offline_access`,
+  linkedin_ads: 'r_ads rw_ads',
+  reddit_ads: REDDIT_SCOPES.join(' '),
+};
+
+/**
+ * The apps registered with credvault first (step 1 of the migration), pointed at the doubles, and a
+ * refresh token per platform issued by each double: what a team's .env holds.
+ */
+async function legacySetup(v: TestVault) {
+  const out = {} as Record<
+    PlatformKey,
+    {
+      clientId: string;
+      clientSecret: string;
+      developerToken: string | null;
+      refreshToken: string;
+      accessToken: string;
+    }
+  >;
+  for (const platform of ['google_ads', 'microsoft_ads', 'linkedin_ads', 'reddit_ads'] as PlatformKey[]) {
+    const double = doubleFor(platform);
+    const app = await addAppFor(v, platform, double);
+    const grant = double.issueGrant({ clientId: app.clientId, scope: SCOPES[platform] } as never);
+    out[platform] = {
+      clientId: app.clientId,
+      clientSecret: app.clientSecret,
+      developerToken: app.developerToken,
+      refreshToken: grant.refreshToken,
+      accessToken: grant.accessToken,
+    };
+  }
+  return out;
+}
+
+type Legacy = Awaited<ReturnType<typeof legacySetup>>;
+
+/** A .env as ad-ops repositories have them: export lines, quotes, comments, other settings. */
+function realisticEnv(c: Legacy): string {
+  return `# ---- database ----
+DATABASE_URL=postgres://app@db/app
+SLACK_WEBHOOK_URL="https://hooks.slack.example/T000/B000"
+
+# Google Ads (google-ads-python reads these)
+export GOOGLE_ADS_DEVELOPER_TOKEN=${c.google_ads.developerToken}
+export GOOGLE_ADS_CLIENT_ID="${c.google_ads.clientId}"
+export GOOGLE_ADS_CLIENT_SECRET='${c.google_ads.clientSecret}'
+export GOOGLE_ADS_REFRESH_TOKEN=${c.google_ads.refreshToken}   # from generate_user_credentials.py
+GOOGLE_ADS_LOGIN_CUSTOMER_ID=111-222-3333
+GOOGLE_ADS_CUSTOMER_ID=123-456-7890,1234567891
+GOOGLE_ADS_USE_PROTO_PLUS=True
+
+# Microsoft Advertising (the old Bing Ads names)
+BING_ADS_CLIENT_ID=${c.microsoft_ads.clientId}
+BING_ADS_CLIENT_SECRET=${c.microsoft_ads.clientSecret}
+BING_ADS_DEVELOPER_TOKEN=${c.microsoft_ads.developerToken}
+BING_ADS_REFRESH_TOKEN="${c.microsoft_ads.refreshToken}"
+BING_ADS_CUSTOMER_ID=456
+BING_ADS_ACCOUNT_ID=987
+
+LINKEDIN_CLIENT_ID=${c.linkedin_ads.clientId}
+LINKEDIN_CLIENT_SECRET=${c.linkedin_ads.clientSecret}
+LINKEDIN_REFRESH_TOKEN=${c.linkedin_ads.refreshToken}
+LINKEDIN_AD_ACCOUNT_ID=urn:li:sponsoredAccount:5101
+
+REDDIT_ADS_CLIENT_ID=${c.reddit_ads.clientId}
+REDDIT_ADS_CLIENT_SECRET=${c.reddit_ads.clientSecret}
+REDDIT_ADS_REFRESH_TOKEN=${c.reddit_ads.refreshToken}
+REDDIT_ADS_AD_ACCOUNT_ID=a2_xyz
+REDDIT_ADS_USER_AGENT="${REDDIT_TEST_USER_AGENT}"
+`;
+}
+
+function secretsOf(c: Legacy): string[] {
+  return Object.values(c).flatMap((p) => [
+    p.clientSecret,
+    p.refreshToken,
+    ...(p.developerToken ? [p.developerToken] : []),
+  ]);
+}
+
+describe('import env', () => {
+  it('imports a realistic .env for all four platforms, then again changes nothing', async () => {
+    const v = await vault();
+    const legacy = await legacySetup(v);
+    const file = join(v.root, '.env');
+    writeFileSync(file, realisticEnv(legacy));
+
+    // --dry-run: the plan, and no write to apps, keys, tokens or connections.
+    const before = await vaultState(v);
+    const auditBefore = await auditActions(v);
+    const dry = await v.cli(['import', 'env', '--dry-run'], { cwd: v.root });
+    expect(dry.code, dry.stderr).toBe(0);
+    expect(dry.stdout).toMatch(/WOULD\s+KIND\s+PLATFORM\s+TARGET/);
+    expect(dry.stdout).toMatch(/create\s+connection\s+google_ads\s+1234567890/);
+    expect(dry.stderr).toContain('dry run: nothing was written');
+    expect(await vaultState(v)).toBe(before);
+    // Comparing with the stored secrets decrypted them: that is recorded, and nothing else is.
+    expect(await auditActions(v)).toEqual([...auditBefore, 'import.plan']);
+
+    const result = await v.json<ImportJson>(['import', 'env', '--file', file]);
+    expect(result.applied).toBe(true);
+    const rows = result.plan.map((p) => `${p.action} ${p.kind} ${p.platform} ${p.target}`).sort();
+    expect(rows).toEqual(
+      [
+        // The apps were registered first with the same client ids: only what the .env adds changes.
+        'update app google_ads google-app',
+        'unchanged app microsoft_ads microsoft-app',
+        'unchanged app linkedin_ads linkedin-app',
+        'unchanged app reddit_ads reddit-app',
+        'create connection google_ads 1234567890',
+        'create connection google_ads 1234567891',
+        'create connection microsoft_ads 987',
+        'create connection linkedin_ads 5101',
+        'create connection reddit_ads a2_xyz',
+      ].sort(),
+    );
+    expect(result.plan.find((p) => p.kind === 'app' && p.platform === 'google_ads')!.detail).toBe(
+      'login customer id',
+    );
+    expect(result.unknown).toEqual(['DATABASE_URL', 'SLACK_WEBHOOK_URL']);
+    expect(result.ignored).toEqual(['GOOGLE_ADS_USE_PROTO_PLUS']);
+    expect(result.connections).toHaveLength(5);
+
+    const connections = await v.json<
+      Array<{ platform: string; external_account_id: string; status: string; app_label: string }>
+    >(['connections', 'list']);
+    expect(connections.map((c) => `${c.platform}:${c.external_account_id}`).sort()).toEqual([
+      'google_ads:1234567890',
+      'google_ads:1234567891',
+      'linkedin_ads:5101',
+      'microsoft_ads:987',
+      'reddit_ads:a2_xyz',
+    ]);
+    // The two Google accounts share the one consent the .env held.
+    const grants = await v.sql<{ n: number }>(
+      "select count(distinct token_id)::int as n from ad_account_connections where platform = 'google_ads'",
+    );
+    expect(grants[0]!.n).toBe(1);
+    const details = await v.sql<{ details: Record<string, string> }>(
+      "select details from ad_account_connections where platform = 'microsoft_ads'",
+    );
+    expect(details[0]!.details.customer_id).toBe('456');
+
+    // The imported refresh tokens work: token get refreshes at each double.
+    for (const ref of [
+      'google_ads:1234567890',
+      'microsoft_ads:987',
+      'linkedin_ads:5101',
+      'reddit_ads:a2_xyz',
+    ]) {
+      const token = await v.cli(['token', 'get', ref], { secretOutput: true });
+      expect(token.code, `${ref}: ${token.stderr}`).toBe(0);
+      expect(token.stdout.trim().length).toBeGreaterThan(10);
+    }
+
+    // Again: nothing changes (and it says so).
+    const stateAfter = await vaultState(v);
+    const again = await v.cli(['import', 'env', '--file', file]);
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.stderr).toContain('nothing to change');
+    expect(again.stdout).not.toMatch(/\bcreate\b|\bupdate\b/);
+    expect(await vaultState(v)).toBe(stateAfter);
+
+    const audit = await auditActions(v);
+    expect(audit.filter((a) => a === 'import')).toHaveLength(2);
+    expect(audit.filter((a) => a === 'connection.create')).toHaveLength(5);
+    const verify = await v.cli(['audit', 'verify']);
+    expect(verify.code, verify.stderr).toBe(0);
+    await expectNoSecretsLeaked(v, secretsOf(legacy));
+  });
+
+  it('--verify refreshes each imported connection and reports the one that does not work', async () => {
+    const v = await vault();
+    const legacy = await legacySetup(v);
+    // The .env's Reddit refresh token is not one Reddit knows (revoked since it was written down).
+    const file = join(v.root, 'prod.env');
+    writeFileSync(
+      file,
+      realisticEnv(legacy).replace(legacy.reddit_ads.refreshToken, `${legacy.reddit_ads.refreshToken}-stale`),
+    );
+    const result = await v.cli(['import', 'env', '--file', file, '--verify', '--json']);
+    // The import stands; the exit code says a person must look at one connection.
+    expect(result.code, result.stderr).toBe(4);
+    const report = JSON.parse(result.stdout) as ImportJson;
+    expect(report.applied).toBe(true);
+    const outcomes = Object.fromEntries(report.verify!.map((o) => [o.connection, o]));
+    expect(Object.keys(outcomes).sort()).toEqual([
+      'google_ads:1234567890',
+      'google_ads:1234567891',
+      'linkedin_ads:5101',
+      'microsoft_ads:987',
+      'reddit_ads:a2_xyz',
+    ]);
+    for (const ok of ['google_ads:1234567890', 'microsoft_ads:987', 'linkedin_ads:5101']) {
+      expect(outcomes[ok]!.ok, outcomes[ok]!.message).toBe(true);
+    }
+    expect(outcomes['reddit_ads:a2_xyz']!.ok).toBe(false);
+    expect(outcomes['reddit_ads:a2_xyz']!.error_code).toBe('reauth_required');
+    const reddit = await v.json<{ status: string }>(['connections', 'show', 'reddit_ads:a2_xyz']);
+    expect(reddit.status).toBe('needs_reauth');
+
+    // Human output names the broken one.
+    const human = await v.cli(['import', 'env', '--file', file, '--verify']);
+    expect(human.code).toBe(4);
+    expect(human.stderr).toMatch(/reddit_ads:a2_xyz does not work/);
+  });
+
+  it('imports a LinkedIn access token without a refresh token and verifies it by listing accounts', async () => {
+    const v = await vault();
+    const app = await addAppFor(v, 'linkedin_ads', doubleFor('linkedin_ads'));
+    const grant = doubles.linkedin.issueGrant({ clientId: app.clientId, scope: 'r_ads rw_ads' } as never);
+    const file = join(v.root, '.env');
+    writeFileSync(
+      file,
+      `LINKEDIN_ADS_CLIENT_ID=${app.clientId}\nLINKEDIN_ADS_CLIENT_SECRET=${app.clientSecret}\nLINKEDIN_ADS_ACCESS_TOKEN=${grant.accessToken}\nLINKEDIN_ADS_AD_ACCOUNT_ID=5101\n`,
+    );
+    const report = await v.json<ImportJson>(['import', 'env', '--file', file, '--verify']);
+    expect(report.plan.find((p) => p.kind === 'connection')!.detail).toContain('access token only');
+    expect(report.verify).toEqual([expect.objectContaining({ connection: 'linkedin_ads:5101', ok: true })]);
+    const token = await v.cli(['token', 'get', 'linkedin_ads:5101'], { secretOutput: true });
+    expect(token.stdout.trim()).toBe(grant.accessToken);
+  });
+
+  it('reports a broken line by its number and writes nothing', async () => {
+    const v = await vault();
+    const file = join(v.root, '.env');
+    writeFileSync(
+      file,
+      `GOOGLE_ADS_CLIENT_ID=abc.apps.googleusercontent.com\n# a comment\nGOOGLE_ADS_CLIENT_SECRET ${fakeSecret('s')}\nGOOGLE_ADS_REFRESH_TOKEN=${fakeSecret('r')}\n`,
+    );
+    const before = await v.dump();
+    const result = await v.cli(['import', 'env', '--file', file]);
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain('line 3 is not an assignment');
+    expect(result.stderr).toContain('nothing was imported');
+    // The secret on the broken line is not echoed back.
+    expect(result.stderr).not.toMatch(/s-[0-9a-f]{24}/);
+    expect(await v.dump()).toBe(before);
+  });
+
+  it('lists unknown variables and refuses a file with no credentials it knows', async () => {
+    const v = await vault();
+    const file = join(v.root, '.env');
+    writeFileSync(file, 'FACEBOOK_ACCESS_TOKEN=xyz\nTIKTOK_APP_ID=1\n');
+    const result = await v.cli(['import', 'env', '--file', file]);
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain('holds no ad platform credentials credvault recognises');
+    expect(result.stderr).toContain('Unknown variables: FACEBOOK_ACCESS_TOKEN, TIKTOK_APP_ID');
+
+    // Among known ones they are listed, not guessed at: GOOGLE_ADS_CUSTOMERID is not CUSTOMER_ID.
+    writeFileSync(
+      file,
+      `GOOGLE_ADS_CLIENT_ID=abc.apps.googleusercontent.com\nGOOGLE_ADS_CLIENT_SECRET=${fakeSecret('cs')}\nGOOGLE_ADS_DEVELOPER_TOKEN=${fakeSecret('dt')}\nGOOGLE_ADS_CUSTOMERID=1234567890\nREDDIT_USERNAME=someone\n`,
+    );
+    const listed = await v.cli(['import', 'env', '--file', file]);
+    expect(listed.code, listed.stderr).toBe(0);
+    expect(listed.stderr).toContain(
+      'not imported, unknown to credvault: GOOGLE_ADS_CUSTOMERID, REDDIT_USERNAME',
+    );
+    expect(listed.stdout).toMatch(/create\s+app\s+google_ads\s+imported/);
+  });
+
+  it('refuses variables that disagree, and a refresh token that names no account', async () => {
+    const v = await vault();
+    const file = join(v.root, '.env');
+    writeFileSync(file, 'LINKEDIN_CLIENT_ID=one\nLINKEDIN_ADS_CLIENT_ID=two\n');
+    const clash = await v.cli(['import', 'env', '--file', file]);
+    expect(clash.code).toBe(2);
+    expect(clash.stderr).toContain('LINKEDIN_CLIENT_ID and LINKEDIN_ADS_CLIENT_ID disagree');
+
+    // A new app needs what `apps add` needs, asked for by the file's own names.
+    writeFileSync(
+      file,
+      `REDDIT_CLIENT_ID=abc\nREDDIT_CLIENT_SECRET=def\nREDDIT_REFRESH_TOKEN=${fakeSecret('r')}\n`,
+    );
+    const noRedirect = await v.cli(['import', 'env', '--file', file]);
+    expect(noRedirect.code).toBe(2);
+    expect(noRedirect.stderr).toContain('Reddit Ads: no redirect URI for the new app');
+    expect(noRedirect.stderr).toContain('Add REDDIT_REDIRECT_URI');
+
+    writeFileSync(
+      file,
+      `REDDIT_CLIENT_ID=abc\nREDDIT_CLIENT_SECRET=def\nREDDIT_REDIRECT_URI=http://localhost:8080/callback\nREDDIT_USER_AGENT=web:acme-ads:v1 (by /u/acme)\nREDDIT_REFRESH_TOKEN=${fakeSecret('r')}\n`,
+    );
+    const before = await v.dump();
+    const noAccount = await v.cli(['import', 'env', '--file', file]);
+    expect(noAccount.code).toBe(2);
+    expect(noAccount.stderr).toContain('REDDIT_REFRESH_TOKEN names no account to connect');
+    expect(noAccount.stderr).toContain('REDDIT_AD_ACCOUNT_ID');
+    // The app it would have made first is not left behind: one transaction.
+    expect(await v.dump()).toBe(before);
+  });
+});
+
+describe('import google-ads-yaml', () => {
+  it('round-trips: google-ads.yaml in, token get --format google-ads-yaml out, in again unchanged', async () => {
+    const v = await vault();
+    const app = await addAppFor(v, 'google_ads', doubleFor('google_ads'));
+    const grant = doubles.google.issueGrant({ clientId: app.clientId, scope: GOOGLE_ADWORDS_SCOPE });
+    const file = join(v.root, 'google-ads.yaml');
+    // As the official client's template has it (comments, use_proto_plus, a number for the id).
+    writeFileSync(
+      file,
+      `# google-ads.yaml
+developer_token: ${app.developerToken}
+use_proto_plus: True
+client_id: ${app.clientId}
+client_secret: ${app.clientSecret}
+refresh_token: ${grant.refreshToken}
+login_customer_id: 1112223333
+logging:
+  version: 1
+  disable_existing_loggers: False
+`,
+    );
+    const report = await v.json<ImportJson>(['import', 'google-ads-yaml', file]);
+    expect(report.plan.map((p) => `${p.action} ${p.kind} ${p.target}`)).toEqual([
+      'update app google-app',
+      'create connection 1112223333',
+    ]);
+    expect(report.ignored).toEqual(['use_proto_plus']);
+    expect(report.unknown).toEqual([]);
+
+    const out = await v.cli(['token', 'get', 'google_ads:1112223333', '--format', 'google-ads-yaml'], {
+      secretOutput: true,
+    });
+    expect(out.code, out.stderr).toBe(0);
+    const yaml = parseYaml(out.stdout) as Record<string, unknown>;
+    expect(yaml).toMatchObject({
+      developer_token: app.developerToken,
+      client_id: app.clientId,
+      client_secret: app.clientSecret,
+      refresh_token: grant.refreshToken,
+      use_proto_plus: true,
+    });
+    expect(String(yaml.login_customer_id)).toBe('1112223333');
+
+    const exported = join(v.root, 'exported.yaml');
+    writeFileSync(exported, out.stdout);
+    const again = await v.json<ImportJson>(['import', 'google-ads-yaml', exported]);
+    expect(again.plan.map((p) => p.action)).toEqual(['unchanged', 'unchanged']);
+  });
+
+  it('reports invalid YAML with its line, and service-account settings as unsupported', async () => {
+    const v = await vault();
+    const file = join(v.root, 'google-ads.yaml');
+    writeFileSync(file, 'client_id: abc\nclient_secret: [unclosed\nrefresh_token: x\n');
+    const broken = await v.cli(['import', 'google-ads-yaml', file]);
+    expect(broken.code).toBe(2);
+    expect(broken.stderr).toMatch(/google-ads\.yaml line \d is not valid YAML/);
+
+    writeFileSync(
+      file,
+      'developer_token: abc\nuse_proto_plus: True\njson_key_file_path: /secrets/sa.json\nimpersonated_email: ops@example.com\nlogin_customer_id: 1234567890\n',
+    );
+    const sa = await v.cli(['import', 'google-ads-yaml', file, '--dry-run']);
+    expect(sa.code).toBe(2);
+    expect(sa.stderr).toContain(
+      'uses Google service-account authentication (impersonated_email, json_key_file_path), which credvault does not keep',
+    );
+    expect(sa.stderr).toContain('credvault connect google_ads');
+
+    // Beside an OAuth client they are listed as not imported.
+    writeFileSync(
+      file,
+      `client_id: x.apps.googleusercontent.com\nclient_secret: ${fakeSecret('cs')}\ndeveloper_token: ${fakeSecret('dt')}\njson_key_file_path: /secrets/sa.json\n`,
+    );
+    const both = await v.cli(['import', 'google-ads-yaml', file, '--dry-run']);
+    expect(both.code, both.stderr).toBe(0);
+    expect(both.stderr).toContain(
+      'not imported, service-account settings (credvault keeps OAuth grants only): json_key_file_path',
+    );
+    expect(both.stdout).toMatch(/create\s+app\s+google_ads\s+imported/);
+  });
+});
