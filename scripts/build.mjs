@@ -17,7 +17,16 @@ await build({
   // Dependencies are bundled too: resolving and compiling hundreds of small ESM files (drizzle-orm
   // alone has ~400) costs more start-up time than any command's work. PGlite stays external: it loads
   // its WebAssembly and data files from beside its own module.
-  external: ['@electric-sql/pglite', '@electric-sql/pglite/*', '@electric-sql/pglite-socket'],
+  // The KMS clients stay external too: loaded only with CREDENTIAL_KMS_URI, and @google-cloud/kms
+  // reads its API descriptions from files beside its modules.
+  external: [
+    '@electric-sql/pglite',
+    '@electric-sql/pglite/*',
+    '@electric-sql/pglite-socket',
+    '@aws-sdk/client-kms',
+    '@google-cloud/kms',
+    'google-auth-library',
+  ],
   // CommonJS dependencies bundled into ESM still call require() for Node's built-ins.
   banner: {
     js: "import { createRequire as __cvCreateRequire } from 'node:module'; const require = __cvCreateRequire(import.meta.url);",

@@ -76,8 +76,16 @@ export class Keyring {
 
   /** Makes a new random data key and its wrapped form; the caller stores the wrapped form. */
   async createDataKey(id: string): Promise<{ key: Buffer; wrapped: WrappedDataKey }> {
-    const key = randomBytes(KEY_BYTES);
-    const wrappedKey = await this.source.wrap(key, { dataKeyId: id });
+    let key: Buffer;
+    let wrappedKey: string;
+    if (this.source.generateDataKey) {
+      ({ key, wrapped: wrappedKey } = await this.source.generateDataKey({ dataKeyId: id }));
+      if (key.length !== KEY_BYTES)
+        throw new KeyError(`${this.source.origin} made a data key of ${key.length} bytes, not ${KEY_BYTES}`);
+    } else {
+      key = randomBytes(KEY_BYTES);
+      wrappedKey = await this.source.wrap(key, { dataKeyId: id });
+    }
     this.#keys.set(id, Promise.resolve(key));
     return { key, wrapped: { id, wrappedKey, kekId: this.source.keyId, kekKind: this.source.kind } };
   }

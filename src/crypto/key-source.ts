@@ -19,5 +19,12 @@ export interface KeySource {
   wrap(dataKey: Buffer, context: WrapContext): Promise<string>;
   /** Throws KeyError when the wrapped key does not open with this KEK. */
   unwrap(wrapped: string, context: WrapContext): Promise<Buffer>;
+  /** A new data key and its wrapped form in one call, where the KMS has one (GenerateDataKey, datakey). */
+  generateDataKey?(context: WrapContext): Promise<{ key: Buffer; wrapped: string }>;
+  /**
+   * Re-wraps under the key's newest version without the data key leaving the KMS (Vault's rewrap):
+   * how `key rotate` renews wrapped keys after the KMS key itself was rotated.
+   */
+  rewrap?(wrapped: string, context: WrapContext): Promise<string>;
   close?(): Promise<void>;
 }

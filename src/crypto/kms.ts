@@ -1,17 +1,103 @@
+import { createHash } from 'node:crypto';
 import { KeyError } from '../errors.js';
-import type { KeySource } from './key-source.js';
+import type { KeySource, KeySourceKind } from './key-source.js';
 
-const SCHEMES = ['aws-kms://', 'gcp-kms://', 'vault-transit://'];
+/**
+ * The KMS key sources, chosen by CREDENTIAL_KMS_URI. Each lives in its own module so that a process
+ * loads only the client it uses (the AWS and Google SDKs are large), and none loads one when the key
+ * is local.
+ */
 
-/** Opens the KMS named by CREDENTIAL_KMS_URI. */
-export async function openKmsKeySource(uri: string, _env: NodeJS.ProcessEnv): Promise<KeySource> {
-  const scheme = SCHEMES.find((s) => uri.startsWith(s));
+const SCHEMES: Record<string, Exclude<KeySourceKind, 'local'>> = {
+  'aws-kms://': 'aws-kms',
+  'gcp-kms://': 'gcp-kms',
+  'vault-transit://': 'vault-transit',
+};
+
+export async function openKmsKeySource(uri: string, env: NodeJS.ProcessEnv): Promise<KeySource> {
+  const scheme = Object.keys(SCHEMES).find((s) => uri.startsWith(s));
   if (!scheme) {
     throw new KeyError(`CREDENTIAL_KMS_URI "${uri}" names no KMS credvault knows`, {
-      hint: `Use one of ${SCHEMES.map((s) => `${s}…`).join(', ')}.`,
+      hint: `Use one of ${Object.keys(SCHEMES)
+        .map((s) => `${s}…`)
+        .join(', ')}.`,
     });
   }
-  throw new KeyError(`the ${scheme.slice(0, -3)} key source is not part of this credvault version yet`, {
-    hint: 'Unset CREDENTIAL_KMS_URI and use a local master key (CREDENTIAL_MASTER_KEY or CREDENTIAL_MASTER_KEY_FILE).',
-  });
+  const vaultName = vaultNameFrom(env);
+  switch (SCHEMES[scheme]) {
+    case 'aws-kms':
+      return (await import('./kms/aws.js')).openAwsKms(uri, env, vaultName);
+    case 'gcp-kms':
+      return (await import('./kms/gcp.js')).openGcpKms(uri, env, vaultName);
+    default:
+      return (await import('./kms/vault.js')).openVaultTransit(uri, env);
+  }
+}
+
+const VAULT_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
+
+/**
+ * The vault's name, part of the encryption context (AWS) or associated data (GCP) of every data key a
+ * KMS wraps: a KMS key policy can then allow one vault and not another. The name is stored with each
+ * wrapped key, so renaming affects only keys wrapped afterwards.
+ */
+export function vaultNameFrom(env: NodeJS.ProcessEnv): string {
+  const name = env.CREDVAULT_VAULT_NAME?.trim() || 'credvault';
+  if (!VAULT_NAME.test(name)) {
+    throw new KeyError(
+      `CREDVAULT_VAULT_NAME "${name}" may use only letters, digits, ".", "_" and "-" (at most 64)`,
+    );
+  }
+  return name;
+}
+
+/** A KMS key's id as stored beside the data keys it wraps: derived from the key's name in the URI. */
+export function kmsKeyId(kind: KeySourceKind, canonicalKey: string): string {
+  return createHash('sha256')
+    .update(`credvault/kms-key-id/v1\0${kind}\0${canonicalKey}`)
+    .digest('hex')
+    .slice(0, 16);
+}
+
+/** `PREFIX:v1:<vault name>:<base64 ciphertext>`: what AWS and GCP wrapped keys are stored as. */
+export function storeWrapped(prefix: string, vaultName: string, ciphertext: Uint8Array): string {
+  return `${prefix}:v1:${vaultName}:${Buffer.from(ciphertext).toString('base64')}`;
+}
+
+export function parseWrapped(
+  prefix: string,
+  wrapped: string,
+  dataKeyId: string,
+  what: string,
+): { vaultName: string; ciphertext: Buffer } {
+  const parts = wrapped.split(':');
+  if (parts.length !== 4 || parts[0] !== prefix || parts[1] !== 'v1' || !VAULT_NAME.test(parts[2]!)) {
+    throw new KeyError(`data key ${dataKeyId} was not wrapped by ${what}`, {
+      hint: 'See `credvault key status` for the key that wrapped it.',
+    });
+  }
+  return { vaultName: parts[2]!, ciphertext: Buffer.from(parts[3]!, 'base64') };
+}
+
+/** The parts of a KMS URI after its scheme: the key's name and the query's overrides. */
+export function splitKmsUri(uri: string, scheme: string): { key: string; query: URLSearchParams } {
+  const rest = uri.slice(scheme.length);
+  const q = rest.indexOf('?');
+  return {
+    key: decodeURIComponent(q === -1 ? rest : rest.slice(0, q)),
+    query: new URLSearchParams(q === -1 ? '' : rest.slice(q + 1)),
+  };
+}
+
+/** A network failure's own words ("connect ECONNREFUSED 127.0.0.1:4599"), for messages. */
+export function networkCause(error: unknown): string | null {
+  let current: unknown = error;
+  for (let depth = 0; current && depth < 5; depth++) {
+    const code = (current as { code?: unknown }).code;
+    if (typeof code === 'string' && /^E[A-Z]+$/.test(code)) {
+      return (current as Error).message || code;
+    }
+    current = (current as { cause?: unknown }).cause;
+  }
+  return null;
 }

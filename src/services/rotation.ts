@@ -27,32 +27,41 @@ export async function rewrapDataKeys(
   from: KeySource,
   to: KeySource,
 ): Promise<RewrapReport> {
-  if (from.keyId === to.keyId && from.kind === to.kind) {
+  const inPlace = from.keyId === to.keyId && from.kind === to.kind;
+  if (inPlace && !to.rewrap) {
     throw new KeyError('the new key is the key already in use', {
       hint: 'Give a different key, or none to have one generated.',
     });
   }
   return ctx.transaction(async (tx) => {
-    let rewrapped = 0;
     // Locked rows include the active vault key, which every process creating a data key reads FOR
     // SHARE: none can add a key under the old master key while this runs, or after it commits.
-    for (;;) {
-      const rows = await dataKeys.lockAll(tx, from.keyId);
-      if (!rows.length) break;
-      const updates: WrappedDataKey[] = [];
-      for (const row of rows) {
-        const key = await from.unwrap(row.wrappedKey, { dataKeyId: row.id });
-        updates.push({
-          id: row.id,
-          wrappedKey: await to.wrap(key, { dataKeyId: row.id }),
-          kekId: to.keyId,
-          kekKind: to.kind,
-        });
-        key.fill(0);
-      }
-      await dataKeys.rewrap(tx, updates);
-      rewrapped += rows.length;
-    }
+    const rows = await dataKeys.lockAll(tx, from.keyId);
+    // A KMS answers each call in milliseconds: a few at once, not one after another.
+    const updates = await mapLimit(
+      rows,
+      from.kind === 'local' && to.kind === 'local' ? 1 : 16,
+      async (row) => {
+        const context = { dataKeyId: row.id };
+        if (inPlace) {
+          // The KMS key was rotated: move the wrapped key to its newest version inside the KMS.
+          return {
+            id: row.id,
+            wrappedKey: await to.rewrap!(row.wrappedKey, context),
+            kekId: to.keyId,
+            kekKind: to.kind,
+          };
+        }
+        const key = await from.unwrap(row.wrappedKey, context);
+        try {
+          return { id: row.id, wrappedKey: await to.wrap(key, context), kekId: to.keyId, kekKind: to.kind };
+        } finally {
+          key.fill(0);
+        }
+      },
+    );
+    await dataKeys.rewrap(tx, updates);
+    const rewrapped = rows.length;
     const all = await dataKeys.listAll(tx);
     const strays = all.filter((k) => k.kekId !== to.keyId);
     if (strays.length) {
@@ -71,10 +80,31 @@ export async function rewrapDataKeys(
         to_key_id: to.keyId,
         to_kind: to.kind,
         data_keys: rewrapped,
+        ...(inPlace ? { in_place: true } : {}),
       },
     });
     return { rewrapped, total: all.length };
   });
+}
+
+/** `fn` over `items`, at most `limit` at a time, results in order; the first failure fails it all. */
+async function mapLimit<T, R>(items: T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
+  const results = new Array<R>(items.length);
+  let next = 0;
+  let failed = false;
+  const worker = async () => {
+    while (!failed && next < items.length) {
+      const i = next++;
+      try {
+        results[i] = await fn(items[i]!);
+      } catch (error) {
+        failed = true;
+        throw error;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return results;
 }
 
 export interface ReencryptReport {

@@ -103,6 +103,17 @@ export async function rotate(rt: Runtime, flags: RotateFlags): Promise<void> {
       newKeyText,
       flags.newKeyFile === '-' ? 'standard input' : flags.newKeyFile,
     );
+  } else if (current.kind !== 'local') {
+    // A KMS key is rotated in the KMS; here that means renewing the wrapped keys (Vault's rewrap).
+    next = current;
+    if (!current.rewrap && !flags.reencrypt) {
+      throw new InvalidInputError(
+        `the vault's key is in ${current.kind === 'aws-kms' ? 'AWS KMS' : 'Cloud KMS'}, which rotates its own key material (old versions keep decrypting)`,
+        {
+          hint: 'Turn on automatic rotation for the key in the KMS. To move to another key, give --to-kms URI or --new-key-file FILE; --reencrypt renews every data key.',
+        },
+      );
+    }
   } else {
     generatedFile = `${homeKey}.new`;
     if (existsSync(generatedFile)) {
@@ -122,13 +133,14 @@ export async function rotate(rt: Runtime, flags: RotateFlags): Promise<void> {
   }
 
   const sameKey = next.keyId === current.keyId && next.kind === current.kind;
-  if (sameKey && !flags.reencrypt) {
+  if (sameKey && !flags.reencrypt && !next.rewrap) {
     throw new InvalidInputError('the new key is the key already in use', {
       hint: 'Give another key, or none to have one made.',
     });
   }
   const report = await withContext(rt, async (ctx) => {
-    const rewrap = sameKey ? { rewrapped: 0, total: 0 } : await rewrapDataKeys(ctx, current, next);
+    const rewrap =
+      sameKey && !next.rewrap ? { rewrapped: 0, total: 0 } : await rewrapDataKeys(ctx, current, next);
     let reencrypted = null;
     if (flags.reencrypt) {
       const bar = progressBar(rt);
@@ -158,8 +170,10 @@ export async function rotate(rt: Runtime, flags: RotateFlags): Promise<void> {
     installed !== null
       ? null
       : next.kind === 'local'
-        ? `Configure the new key (key id ${next.keyId}) where credvault reads it${generatedFile ? `: it is in ${generatedFile}` : ''}, and remove the old one; a running daemon then needs SIGHUP.`
-        : `Set CREDENTIAL_KMS_URI=${flags.toKms} for every credvault process (and remove the old master key); a running daemon then needs a restart.`;
+        ? `Configure the new key (key id ${next.keyId}) where credvault reads it${generatedFile ? `: it is in ${generatedFile}` : ''}, and ${current.kind === 'local' ? 'remove the old one' : 'unset CREDENTIAL_KMS_URI'}; a running daemon then needs ${current.kind === 'local' ? 'SIGHUP' : 'a restart'}.`
+        : sameKey
+          ? null
+          : `Set CREDENTIAL_KMS_URI=${flags.toKms} for every credvault process${current.kind === 'local' ? ' (and remove the old master key)' : ''}; a running daemon then needs a restart.`;
   const json = {
     from_key_id: current.keyId,
     to_key_id: next.keyId,
@@ -178,9 +192,15 @@ export async function rotate(rt: Runtime, flags: RotateFlags): Promise<void> {
     next_step: nextStep,
   };
   if (rt.out.json) return rt.out.writeJson(json);
-  rt.out.success(
-    `re-wrapped ${report.rewrap.rewrapped} data key${report.rewrap.rewrapped === 1 ? '' : 's'} from key id ${current.keyId} to ${next.keyId}`,
-  );
+  if (sameKey && next.rewrap) {
+    rt.out.success(
+      `re-wrapped ${report.rewrap.rewrapped} data key${report.rewrap.rewrapped === 1 ? '' : 's'} under the newest version of ${next.origin}`,
+    );
+  } else if (!sameKey) {
+    rt.out.success(
+      `re-wrapped ${report.rewrap.rewrapped} data key${report.rewrap.rewrapped === 1 ? '' : 's'} from key id ${current.keyId} to ${next.keyId}`,
+    );
+  }
   if (report.reencrypted) {
     rt.out.success(
       `re-encrypted ${report.reencrypted.secrets} secrets under ${report.reencrypted.dataKeys} new data keys${report.reencrypted.resumed ? ' (resumed)' : ''}`,

@@ -1,0 +1,180 @@
+import {
+  DecryptCommand,
+  EncryptCommand,
+  GenerateDataKeyCommand,
+  KMSClient,
+  type KMSClientConfig,
+} from '@aws-sdk/client-kms';
+import { KeyError } from '../../errors.js';
+import type { KeySource, WrapContext } from '../key-source.js';
+import { kmsKeyId, networkCause, parseWrapped, splitKmsUri, storeWrapped } from '../kms.js';
+
+const SCHEME = 'aws-kms://';
+const PREFIX = 'aws';
+
+/**
+ * AWS KMS through @aws-sdk/client-kms: GenerateDataKey for new data keys, Encrypt to wrap an existing
+ * one (a rotation from a local key), Decrypt to unwrap. The encryption context names the vault and the
+ * data key, so a wrapped key opens only for the row it belongs to, and an IAM condition on
+ * `kms:EncryptionContext:credvault:vault` can confine a role to one vault.
+ *
+ * `aws-kms://KEY` takes a key id, key ARN, `alias/NAME` or alias ARN. Region: the ARN's, else
+ * `?region=`, else the SDK's (AWS_REGION …). Endpoint: `?endpoint=`, else the SDK's
+ * (AWS_ENDPOINT_URL_KMS …). Credentials: the SDK's default chain.
+ */
+export function openAwsKms(uri: string, env: NodeJS.ProcessEnv, vaultName: string): KeySource {
+  const { key, query } = splitKmsUri(uri, SCHEME);
+  if (!key) {
+    throw new KeyError(`CREDENTIAL_KMS_URI "${uri}" names no key`, {
+      hint: 'Use aws-kms://KEY-ID, aws-kms://alias/NAME or aws-kms://arn:aws:kms:REGION:ACCOUNT:key/KEY-ID.',
+    });
+  }
+  const arnRegion = /^arn:aws[\w-]*:kms:([a-z0-9-]+):/.exec(key)?.[1];
+  const config: KMSClientConfig = { maxAttempts: 3 };
+  const region = arnRegion ?? query.get('region') ?? env.AWS_REGION ?? env.AWS_DEFAULT_REGION;
+  if (region) config.region = region;
+  const endpoint = query.get('endpoint');
+  if (endpoint) config.endpoint = endpoint;
+  // The SDK warns on Node 20 (releases after January 2027 need Node 22) on every construction: a CLI
+  // that CI runs many times keeps that out of its stderr. The installed version supports Node 20.
+  const quiet = process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED;
+  process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = 'true';
+  const client = new KMSClient({
+    ...config,
+    requestHandler: { connectionTimeout: 5_000, requestTimeout: 15_000 },
+  });
+  if (quiet === undefined) delete process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED;
+  else process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = quiet;
+  const origin = `aws-kms://${key}`;
+  return new AwsKmsKeySource(client, key, origin, vaultName);
+}
+
+class AwsKmsKeySource implements KeySource {
+  readonly kind = 'aws-kms' as const;
+  readonly origin: string;
+  readonly keyId: string;
+  readonly #client: KMSClient;
+  readonly #key: string;
+  readonly #vaultName: string;
+
+  constructor(client: KMSClient, key: string, origin: string, vaultName: string) {
+    this.#client = client;
+    this.#key = key;
+    this.origin = origin;
+    this.keyId = kmsKeyId('aws-kms', key);
+    this.#vaultName = vaultName;
+  }
+
+  #context(vaultName: string, context: WrapContext): Record<string, string> {
+    return { 'credvault:vault': vaultName, 'credvault:data-key': context.dataKeyId };
+  }
+
+  async generateDataKey(context: WrapContext): Promise<{ key: Buffer; wrapped: string }> {
+    const out = await this.#call('GenerateDataKey', context, () =>
+      this.#client.send(
+        new GenerateDataKeyCommand({
+          KeyId: this.#key,
+          KeySpec: 'AES_256',
+          EncryptionContext: this.#context(this.#vaultName, context),
+        }),
+      ),
+    );
+    if (!out.Plaintext || !out.CiphertextBlob) throw this.#broken('GenerateDataKey');
+    return {
+      key: Buffer.from(out.Plaintext),
+      wrapped: storeWrapped(PREFIX, this.#vaultName, out.CiphertextBlob),
+    };
+  }
+
+  async wrap(dataKey: Buffer, context: WrapContext): Promise<string> {
+    const out = await this.#call('Encrypt', context, () =>
+      this.#client.send(
+        new EncryptCommand({
+          KeyId: this.#key,
+          Plaintext: dataKey,
+          EncryptionContext: this.#context(this.#vaultName, context),
+        }),
+      ),
+    );
+    if (!out.CiphertextBlob) throw this.#broken('Encrypt');
+    return storeWrapped(PREFIX, this.#vaultName, out.CiphertextBlob);
+  }
+
+  async unwrap(wrapped: string, context: WrapContext): Promise<Buffer> {
+    const { vaultName, ciphertext } = parseWrapped(PREFIX, wrapped, context.dataKeyId, 'AWS KMS');
+    const out = await this.#call('Decrypt', context, () =>
+      this.#client.send(
+        new DecryptCommand({
+          // Naming the key makes KMS refuse a ciphertext made under another key.
+          KeyId: this.#key,
+          CiphertextBlob: ciphertext,
+          EncryptionContext: this.#context(vaultName, context),
+        }),
+      ),
+    );
+    if (!out.Plaintext) throw this.#broken('Decrypt');
+    return Buffer.from(out.Plaintext);
+  }
+
+  async close(): Promise<void> {
+    this.#client.destroy();
+  }
+
+  #broken(operation: string): KeyError {
+    return new KeyError(`AWS KMS answered ${operation} for ${this.#key} without the expected fields`);
+  }
+
+  /** Runs one KMS call; any failure is a KeyError carrying KMS's own error name and message. */
+  async #call<T>(operation: string, context: WrapContext, fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (error) {
+      throw describeAwsError(error, operation, this.#key, context);
+    }
+  }
+}
+
+const HINTS: Record<string, string> = {
+  AccessDeniedException:
+    'Allow this identity kms:Decrypt, kms:Encrypt and kms:GenerateDataKey on the key (its key policy or IAM).',
+  NotFoundException: 'Check the key id or alias, and the region.',
+  DisabledException: 'Enable the key in KMS.',
+  KMSInvalidStateException: 'The key is disabled or pending deletion; cancel the deletion or enable it.',
+  InvalidCiphertextException:
+    'The wrapped data key does not belong to this key, or its encryption context (vault name) differs.',
+  IncorrectKeyException: 'The data key was wrapped by another KMS key; set CREDENTIAL_KMS_URI to that key.',
+  UnrecognizedClientException: 'Check the AWS credentials (AWS_ACCESS_KEY_ID, AWS_PROFILE …).',
+  InvalidSignatureException: 'Check the AWS secret access key.',
+  ExpiredTokenException: 'Refresh the AWS session credentials.',
+};
+
+function describeAwsError(error: unknown, operation: string, key: string, context: WrapContext): KeyError {
+  if (error instanceof KeyError) return error;
+  const e = error as { name?: string; message?: string; $metadata?: { httpStatusCode?: number } };
+  const network = networkCause(error);
+  const status = e.$metadata?.httpStatusCode;
+  if (network && !status) {
+    return new KeyError(`AWS KMS is unreachable (${operation} on ${key}): ${network}`, {
+      hint: 'Check the network path to KMS (endpoint, proxy, VPC endpoint) and try again; nothing was written.',
+      cause: error,
+    });
+  }
+  if (e.name === 'CredentialsProviderError' || /Could not load credentials/i.test(e.message ?? '')) {
+    return new KeyError(`no AWS credentials for KMS: ${e.message}`, {
+      hint: 'Provide credentials the AWS SDK finds (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, an instance role).',
+      cause: error,
+    });
+  }
+  if (/Region is missing/i.test(e.message ?? '')) {
+    return new KeyError('no AWS region for KMS', {
+      hint: 'Use a key ARN, add ?region=REGION to CREDENTIAL_KMS_URI, or set AWS_REGION.',
+      cause: error,
+    });
+  }
+  const name = e.name ?? 'Error';
+  const message = e.message && e.message !== 'UnknownError' ? `: ${e.message}` : '';
+  return new KeyError(
+    `AWS KMS refused ${operation} on ${key} for data key ${context.dataKeyId}${status ? ` (HTTP ${status})` : ''}: ${name}${message}`,
+    { hint: HINTS[name], cause: error },
+  );
+}

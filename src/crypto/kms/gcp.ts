@@ -1,0 +1,180 @@
+import { KeyManagementServiceClient } from '@google-cloud/kms';
+import { OAuth2Client } from 'google-auth-library';
+import { KeyError } from '../../errors.js';
+import type { KeySource, WrapContext } from '../key-source.js';
+import { kmsKeyId, networkCause, parseWrapped, splitKmsUri, storeWrapped } from '../kms.js';
+
+const SCHEME = 'gcp-kms://';
+const PREFIX = 'gcp';
+const KEY_NAME = /^projects\/[^/]+\/locations\/[^/]+\/keyRings\/[^/]+\/cryptoKeys\/[^/]+$/;
+const TIMEOUT_MS = 15_000;
+
+type ClientOptions = NonNullable<ConstructorParameters<typeof KeyManagementServiceClient>[0]>;
+
+/**
+ * Google Cloud KMS through @google-cloud/kms, on its HTTP/JSON transport (`fallback: true`: no gRPC
+ * channel to open for two calls, and the same requests a proxy or a test server sees). Encrypt and
+ * Decrypt with associated data naming the vault and the data key; Cloud KMS has no data-key
+ * generation, so data keys are made locally and wrapped.
+ *
+ * `gcp-kms://projects/P/locations/L/keyRings/R/cryptoKeys/K`. Credentials: Application Default
+ * Credentials, or an access token in GOOGLE_OAUTH_ACCESS_TOKEN (as Terraform's Google provider takes
+ * it). Endpoint: `?endpoint=URL`, else CLOUDSDK_API_ENDPOINT_OVERRIDES_CLOUDKMS (gcloud's override).
+ */
+export function openGcpKms(uri: string, env: NodeJS.ProcessEnv, vaultName: string): KeySource {
+  const { key, query } = splitKmsUri(uri, SCHEME);
+  if (!KEY_NAME.test(key)) {
+    throw new KeyError(`CREDENTIAL_KMS_URI "${uri}" is not a Cloud KMS key name`, {
+      hint: 'Use gcp-kms://projects/PROJECT/locations/LOCATION/keyRings/RING/cryptoKeys/KEY.',
+    });
+  }
+  const options: ClientOptions = { fallback: true };
+  const endpoint = query.get('endpoint') ?? env.CLOUDSDK_API_ENDPOINT_OVERRIDES_CLOUDKMS;
+  if (endpoint) {
+    let url: URL;
+    try {
+      url = new URL(endpoint);
+    } catch {
+      throw new KeyError(`the Cloud KMS endpoint "${endpoint}" is not a URL`);
+    }
+    options.apiEndpoint = url.hostname;
+    options.protocol = url.protocol.replace(':', '');
+    options.port = Number(url.port || (url.protocol === 'http:' ? 80 : 443));
+  }
+  const token = env.GOOGLE_OAUTH_ACCESS_TOKEN?.trim();
+  if (token) {
+    const auth = new OAuth2Client();
+    // No refresh token and no expiry: the token is used as given until Google refuses it.
+    auth.setCredentials({ access_token: token });
+    options.authClient = auth as unknown as ClientOptions['authClient'];
+  }
+  return new GcpKmsKeySource(new KeyManagementServiceClient(options), key, vaultName);
+}
+
+class GcpKmsKeySource implements KeySource {
+  readonly kind = 'gcp-kms' as const;
+  readonly origin: string;
+  readonly keyId: string;
+  readonly #client: KeyManagementServiceClient;
+  readonly #key: string;
+  readonly #vaultName: string;
+
+  constructor(client: KeyManagementServiceClient, key: string, vaultName: string) {
+    this.#client = client;
+    this.#key = key;
+    this.origin = `gcp-kms://${key}`;
+    this.keyId = kmsKeyId('gcp-kms', key);
+    this.#vaultName = vaultName;
+  }
+
+  #aad(vaultName: string, context: WrapContext): Buffer {
+    return Buffer.from(`credvault:vault=${vaultName};data-key=${context.dataKeyId}`, 'utf8');
+  }
+
+  async wrap(dataKey: Buffer, context: WrapContext): Promise<string> {
+    const [out] = await this.#call('encrypt', context, () =>
+      this.#client.encrypt(
+        {
+          name: this.#key,
+          plaintext: dataKey,
+          additionalAuthenticatedData: this.#aad(this.#vaultName, context),
+        },
+        { timeout: TIMEOUT_MS, maxRetries: 2 },
+      ),
+    );
+    if (!out.ciphertext)
+      throw new KeyError(`Cloud KMS answered encrypt for ${this.#key} without a ciphertext`);
+    return storeWrapped(PREFIX, this.#vaultName, toBuffer(out.ciphertext));
+  }
+
+  async unwrap(wrapped: string, context: WrapContext): Promise<Buffer> {
+    const { vaultName, ciphertext } = parseWrapped(PREFIX, wrapped, context.dataKeyId, 'Cloud KMS');
+    const [out] = await this.#call('decrypt', context, () =>
+      this.#client.decrypt(
+        { name: this.#key, ciphertext, additionalAuthenticatedData: this.#aad(vaultName, context) },
+        { timeout: TIMEOUT_MS, maxRetries: 2 },
+      ),
+    );
+    if (!out.plaintext) throw new KeyError(`Cloud KMS answered decrypt for ${this.#key} without a plaintext`);
+    return toBuffer(out.plaintext);
+  }
+
+  async close(): Promise<void> {
+    await this.#client.close();
+  }
+
+  async #call<T>(operation: string, context: WrapContext, fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (error) {
+      throw describeGcpError(error, operation, this.#key, context);
+    }
+  }
+}
+
+function toBuffer(value: Uint8Array | string): Buffer {
+  return typeof value === 'string' ? Buffer.from(value, 'base64') : Buffer.from(value);
+}
+
+const GRPC_STATUS: Record<number, string> = {
+  3: 'INVALID_ARGUMENT',
+  4: 'DEADLINE_EXCEEDED',
+  5: 'NOT_FOUND',
+  7: 'PERMISSION_DENIED',
+  9: 'FAILED_PRECONDITION',
+  14: 'UNAVAILABLE',
+  16: 'UNAUTHENTICATED',
+};
+
+const HINTS: Record<string, string> = {
+  PERMISSION_DENIED: 'Grant this identity roles/cloudkms.cryptoKeyEncrypterDecrypter on the key.',
+  UNAUTHENTICATED:
+    'Check the Google credentials (Application Default Credentials or GOOGLE_OAUTH_ACCESS_TOKEN).',
+  NOT_FOUND: 'Check the key name in CREDENTIAL_KMS_URI.',
+  INVALID_ARGUMENT:
+    'The wrapped data key does not belong to this key, or its associated data (vault name) differs.',
+  FAILED_PRECONDITION: 'The key version is disabled or destroyed; enable it in Cloud KMS.',
+};
+
+/**
+ * Cloud KMS errors come in two shapes: google-gax's GoogleError (a gRPC code, a message) when its own
+ * fetch made the call, and gaxios's GaxiosError (an HTTP status, the JSON body as its message) when a
+ * google-auth-library client did. Both become a KeyError with Google's own status and message.
+ */
+function describeGcpError(error: unknown, operation: string, key: string, context: WrapContext): KeyError {
+  if (error instanceof KeyError) return error;
+  const e = error as { code?: unknown; status?: unknown; message?: string; details?: string };
+  let status: string | null = null;
+  let message = e.details || e.message || String(error);
+  let http: number | null = typeof e.status === 'number' ? e.status : null;
+  try {
+    const body = JSON.parse(e.message ?? '') as {
+      error?: { code?: number; status?: string; message?: string };
+    };
+    if (body.error) {
+      status = body.error.status ?? null;
+      message = body.error.message ?? message;
+      http = body.error.code ?? http;
+    }
+  } catch {
+    // Not a JSON body: a GoogleError or a network failure.
+  }
+  if (!status && typeof e.code === 'number' && e.code < 100) status = GRPC_STATUS[e.code] ?? `code ${e.code}`;
+  const network = networkCause(error);
+  if (network && !http && (!status || status === 'UNAVAILABLE')) {
+    return new KeyError(`Cloud KMS is unreachable (${operation} on ${key}): ${network}`, {
+      hint: 'Check the network path to Cloud KMS and try again; nothing was written.',
+      cause: error,
+    });
+  }
+  if (/Could not load the default credentials/i.test(message)) {
+    return new KeyError(`no Google credentials for Cloud KMS: ${message.split('\n')[0]}`, {
+      hint: 'Set up Application Default Credentials (GOOGLE_APPLICATION_CREDENTIALS, a workload identity) or GOOGLE_OAUTH_ACCESS_TOKEN.',
+      cause: error,
+    });
+  }
+  return new KeyError(
+    `Cloud KMS refused ${operation} on ${key} for data key ${context.dataKeyId}${http ? ` (HTTP ${http})` : ''}: ${status ? `${status}: ` : ''}${message.split('\n')[0]}`,
+    { hint: status ? HINTS[status] : undefined, cause: error },
+  );
+}

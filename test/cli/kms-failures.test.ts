@@ -1,0 +1,49 @@
+import { describe, expect, it } from 'vitest';
+import { adopt, BACKENDS, useKmsDoubles, vaultWithConnection } from '../helpers/kms.js';
+
+/** A KMS that refuses or is down: exit 6 with its own words, and nothing written (see helpers/kms.ts). */
+useKmsDoubles();
+
+describe.each(BACKENDS)('$kind key source', (backend) => {
+  it('exits 6 with the KMS own error when it refuses or is down, and writes nothing', async () => {
+    const v = await vaultWithConnection();
+    Object.assign(v.env, backend.env());
+    expect((await v.cli(['key', 'rotate', '--to-kms', backend.uri()])).code).toBe(0);
+    v.env.CREDENTIAL_KMS_URI = backend.uri();
+    const app = await v.json<{ client_id: string }>(['apps', 'show', 'google-app']);
+    const dump = await v.dump();
+
+    backend.deny();
+    try {
+      const denied = await v.cli(['token', 'get', 'google_ads:1234567890'], { secretOutput: true });
+      expect(denied.code).toBe(6);
+      expect(denied.stdout).toBe('');
+      expect(denied.stderr).toMatch(backend.deniedText);
+      const json = await v.cli(['token', 'get', 'google_ads:1234567890', '--json'], { secretOutput: true });
+      expect(JSON.parse(json.stdout || json.stderr).error.code).toBe('key_error');
+      // A write that needs a new data key stops before writing anything.
+      const write = await adopt(v, app.client_id, '1112223334');
+      expect(write.code).toBe(6);
+      expect(write.stderr).toMatch(backend.deniedText);
+    } finally {
+      backend.allow();
+    }
+    expect(await v.dump()).toBe(dump);
+
+    backend.setDown(true);
+    try {
+      const down = await v.cli(['token', 'get', 'google_ads:1234567890'], { secretOutput: true });
+      expect(down.code).toBe(6);
+      expect(down.stderr).toMatch(/is unreachable/);
+      expect(down.stderr).toMatch(/ECONNRESET|socket hang up|other side closed|ECONNREFUSED|fetch failed/i);
+      const write = await adopt(v, app.client_id, '1112223334');
+      expect(write.code).toBe(6);
+    } finally {
+      backend.setDown(false);
+    }
+    expect(await v.dump()).toBe(dump);
+
+    const recovered = await v.cli(['token', 'get', 'google_ads:1234567890'], { secretOutput: true });
+    expect(recovered.code, recovered.stderr).toBe(0);
+  });
+});

@@ -1,0 +1,163 @@
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import {
+  adopt,
+  aws,
+  BACKENDS,
+  counting,
+  transit,
+  useKmsDoubles,
+  vaults,
+  vaultWithConnection,
+} from '../helpers/kms.js';
+import { createVault } from '../helpers/vault.js';
+
+/** The KMS key sources against local servers speaking each service's protocol (see helpers/kms.ts). */
+useKmsDoubles();
+
+describe.each(BACKENDS)('$kind key source', (backend) => {
+  it('moves a vault to the KMS and back, unwrapping each data key once per process', async () => {
+    const v = await vaultWithConnection();
+    Object.assign(v.env, backend.env());
+    const before = await v.cli(['token', 'get', 'google_ads:1234567890'], { secretOutput: true });
+    expect(before.code, before.stderr).toBe(0);
+
+    const moved = await counting(backend, () =>
+      v.json<{ to_key_source: string; data_keys_rewrapped: number }>([
+        'key',
+        'rotate',
+        '--to-kms',
+        backend.uri(),
+      ]),
+    );
+    expect(moved.result.to_key_source).toBe(backend.kind);
+    expect(moved.result.data_keys_rewrapped).toBe(2); // the vault's key and the grant's
+    // The master key file is kept aside, named for what it is; the vault no longer opens with it.
+    expect(existsSync(join(v.home, 'master.key'))).toBe(false);
+    const stale = await v.cli(['token', 'get', 'google_ads:1234567890'], { secretOutput: true });
+    expect(stale.code).toBe(6);
+    expect(stale.stderr).toMatch(/no master key is configured|does not match this vault/);
+
+    v.env.CREDENTIAL_KMS_URI = backend.uri();
+    const status = await v.json<{
+      key_source: string;
+      key_matches_vault: boolean;
+      data_keys: Array<{ kek_kind: string }>;
+    }>(['key', 'status']);
+    expect(status.key_source).toBe(backend.kind);
+    expect(status.key_matches_vault).toBe(true);
+    expect(status.data_keys.every((k) => k.kek_kind === backend.kind)).toBe(true);
+
+    // A refresh opens the app's secrets and the grant's tokens, and writes new ones: two data keys,
+    // two KMS calls, however many secrets they protect.
+    const served = await counting(backend, () => v.cli(['connections', 'refresh', 'google_ads:1234567890']));
+    expect(served.result.code, served.result.stderr).toBe(0);
+    expect(served.calls.filter((c) => c === backend.unwrapOp)).toHaveLength(2);
+
+    // A new grant's data key comes from the KMS.
+    const app = await v.json<{ client_id: string }>(['apps', 'show', 'google-app']);
+    const added = await counting(backend, () => adopt(v, app.client_id, '1112223334'));
+    expect(added.result.code, added.result.stderr).toBe(0);
+    expect(added.calls).toContain(backend.newKeyOp);
+    const wrapped = await v.sql<{ wrapped_key: string; kek_kind: string }>(
+      'select wrapped_key, kek_kind from data_keys',
+    );
+    expect(wrapped.every((k) => k.kek_kind === backend.kind)).toBe(true);
+
+    // And back to a local master key.
+    const local = (await v.cli(['key', 'generate'], { secretOutput: true })).stdout.trim();
+    const back = await v.json<{ to_key_source: string; data_keys_rewrapped: number }>(
+      ['key', 'rotate', '--new-key-file', '-'],
+      {
+        input: local,
+        secretOutput: true,
+      },
+    );
+    expect(back).toMatchObject({ to_key_source: 'local', data_keys_rewrapped: 3 });
+    delete v.env.CREDENTIAL_KMS_URI;
+    v.env.CREDENTIAL_MASTER_KEY = local;
+    const after = await counting(backend, () =>
+      v.cli(['token', 'get', 'google_ads:1112223334'], { secretOutput: true }),
+    );
+    expect(after.result.code, after.result.stderr).toBe(0);
+    expect(after.calls).toEqual([]);
+    const audit = await v.sql<{ action: string; detail: Record<string, string> }>(
+      "select action, detail from credential_access_audit where action = 'key.rotate' order by id",
+    );
+    expect(audit.map((a) => `${a.detail.from_kind}->${a.detail.to_kind}`)).toEqual([
+      `local->${backend.kind}`,
+      `${backend.kind}->local`,
+    ]);
+    expect((await v.cli(['audit', 'verify'])).code).toBe(0);
+  });
+
+  it('starts a new vault on the KMS: init writes no master key', async () => {
+    const v = await createVault({ initialized: false });
+    vaults.push(v);
+    Object.assign(v.env, backend.env(), { CREDENTIAL_KMS_URI: backend.uri() });
+    const init = await v.cli(['init']);
+    expect(init.code, init.stderr).toBe(0);
+    expect(existsSync(join(v.home, 'master.key'))).toBe(false);
+    const status = await v.json<{ key_source: string; key_matches_vault: boolean }>(['key', 'status']);
+    expect(status).toMatchObject({ key_source: backend.kind, key_matches_vault: true });
+  });
+});
+
+describe('aws-kms specifics', () => {
+  it('names the vault and the data key in the encryption context, and signs with SigV4', async () => {
+    const v = await createVault({ initialized: false });
+    vaults.push(v);
+    Object.assign(v.env, BACKENDS[0]!.env(), {
+      CREDENTIAL_KMS_URI: 'aws-kms://alias/credvault',
+      CREDVAULT_VAULT_NAME: 'prod-ads',
+    });
+    const from = aws.requests.length;
+    expect((await v.cli(['init'])).code).toBe(0);
+    const generated = aws.requests.slice(from).find((r) => r.operation === 'GenerateDataKey')!;
+    const [dek] = await v.sql<{ id: string }>('select id from data_keys');
+    expect(generated.json!.EncryptionContext).toEqual({
+      'credvault:vault': 'prod-ads',
+      'credvault:data-key': dek!.id,
+    });
+    expect(generated.headers.authorization).toMatch(
+      /^AWS4-HMAC-SHA256 Credential=AKIA\w+\/\d{8}\/eu-west-1\/kms\/aws4_request/,
+    );
+    expect(generated.headers['x-amz-target']).toBe('TrentService.GenerateDataKey');
+
+    // A wrapped key moved to another row no longer opens: the context names its row.
+    await v.sql(`insert into data_keys (id, scope, wrapped_key, kek_id, kek_kind, status)
+      select gen_random_uuid(), 'grant', wrapped_key, kek_id, kek_kind, 'active' from data_keys`);
+    const [copy] = await v.sql<{ id: string }>("select id from data_keys where scope = 'grant'");
+    await v.sql(`update data_keys set status = 'retired' where scope = 'vault'`);
+    await v.sql(`update data_keys set scope = 'vault' where id = $1`, [copy!.id]);
+    const moved = await v.cli(['apps', 'add', 'google_ads', '--from-file', '-'], {
+      input: JSON.stringify({ label: 'x', client_id: 'x', client_secret: 's', developer_token: 'd' }),
+    });
+    expect(moved.code).toBe(6);
+    expect(moved.stderr).toMatch(/InvalidCiphertextException/);
+  });
+});
+
+describe('vault-transit specifics', () => {
+  it('key rotate after the Transit key was rotated re-wraps inside Vault to the newest version', async () => {
+    const v = await vaultWithConnection();
+    const backend = BACKENDS[2]!;
+    Object.assign(v.env, backend.env());
+    expect((await v.cli(['key', 'rotate', '--to-kms', backend.uri()])).code).toBe(0);
+    v.env.CREDENTIAL_KMS_URI = backend.uri();
+    const version = transit.rotate('credvault');
+    const rotated = await counting(backend, () => v.cli(['key', 'rotate']));
+    expect(rotated.result.code, rotated.result.stderr).toBe(0);
+    expect(rotated.result.stderr).toContain('under the newest version of vault-transit://');
+    // Re-wrapped inside Vault: no data key was decrypted on the way.
+    expect(rotated.calls.filter((c) => c === 'rewrap')).toHaveLength(2);
+    expect(rotated.calls).not.toContain('decrypt');
+    const wrapped = await v.sql<{ wrapped_key: string }>('select wrapped_key from data_keys');
+    expect(wrapped.every((k) => k.wrapped_key.startsWith(`vault:v${version}:`))).toBe(true);
+    // Old versions can now be retired in Vault; the vault still opens.
+    transit.setMinDecryptionVersion('credvault', version);
+    const token = await v.cli(['token', 'get', 'google_ads:1234567890'], { secretOutput: true });
+    expect(token.code, token.stderr).toBe(0);
+  });
+});
