@@ -15,6 +15,16 @@ if (argv[0] !== 'daemon') {
 process.stdout.on('error', (error: NodeJS.ErrnoException) => {
   if (error.code === 'EPIPE') process.exit(0);
 });
+// The event loop ran dry while the command still waited: a promise nothing will settle (on the embedded
+// database, a query outside the transaction that holds its only connection). Never a silent exit 0.
+let settled = false;
+process.once('beforeExit', () => {
+  if (settled) return;
+  process.stderr.write(
+    'error: internal: credvault stopped with its work unfinished (nothing left to wait for); nothing more was written\nPlease report this as a bug.\n',
+  );
+  process.exit(1);
+});
 const { run } = await import('./run.js');
 const code = await run(argv, {
   stdin: process.stdin,
@@ -22,6 +32,7 @@ const code = await run(argv, {
   stderr: process.stderr,
   env: process.env,
 });
+settled = true;
 process.exitCode = code;
 // Everything long-lived was closed by now; if a stray handle keeps the loop alive, do not hang a CI job.
 setTimeout(() => process.exit(code), 3000).unref();

@@ -65,13 +65,40 @@ export function parseStoredForm(stored: string, slot: Slot): ParsedStoredForm {
 }
 
 export class Keyring {
-  readonly source: KeySource;
+  #source: KeySource;
   readonly #load: DataKeyLoader;
   readonly #keys = new Map<string, Promise<Buffer>>();
+  readonly #reload: (() => Promise<KeySource | null>) | undefined;
+  #reloadedAt = 0;
 
-  constructor(source: KeySource, load: DataKeyLoader) {
-    this.source = source;
+  /**
+   * `reload` re-reads the configured key source: a long-running process (the daemon) whose key was
+   * rotated under it (master.key replaced by `key rotate`) picks up the new key when a data key
+   * turns out to be wrapped by it, instead of failing until someone sends SIGHUP.
+   */
+  constructor(source: KeySource, load: DataKeyLoader, reload?: () => Promise<KeySource | null>) {
+    this.#source = source;
     this.#load = load;
+    this.#reload = reload;
+  }
+
+  get source(): KeySource {
+    return this.#source;
+  }
+
+  /** The configured key again, if it is now the one that wrapped `kekId`. */
+  async #adopt(kekId: string): Promise<boolean> {
+    if (!this.#reload || Date.now() - this.#reloadedAt < 1000) return false;
+    this.#reloadedAt = Date.now();
+    const fresh = await this.#reload().catch(() => null);
+    if (!fresh || fresh.keyId !== kekId) {
+      await fresh?.close?.();
+      return false;
+    }
+    const previous = this.#source;
+    this.#source = fresh;
+    await previous.close?.();
+    return true;
   }
 
   /** Makes a new random data key and its wrapped form; the caller stores the wrapped form. */
@@ -92,7 +119,7 @@ export class Keyring {
 
   /** Checks that a wrapped data key belongs to this key source, then opens it. */
   async unwrap(record: WrappedDataKey): Promise<Buffer> {
-    if (record.kekId !== this.source.keyId) {
+    if (record.kekId !== this.source.keyId && !(await this.#adopt(record.kekId))) {
       throw new KeyError(
         `the master key does not match this vault (expected key id ${record.kekId}, got ${this.source.keyId})`,
         {

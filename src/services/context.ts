@@ -53,7 +53,9 @@ export class ServiceContext {
             ? await resolveKeySource(this.config.env, this.config.home)
             : this.#source;
         if (!source) throw noKeyError(this.config.home);
-        return new Keyring(source, (id) => dataKeys.getWrapped(this.db, id));
+        const reload =
+          this.#source === undefined ? () => resolveKeySource(this.config.env, this.config.home) : undefined;
+        return new Keyring(source, (id) => dataKeys.getWrapped(this.db, id), reload);
       })();
       this.#keyring.catch(() => {
         this.#keyring = null;

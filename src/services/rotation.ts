@@ -113,9 +113,10 @@ export interface ReencryptReport {
   resumed: boolean;
 }
 
-export type Progress = (done: number, total: number) => void;
+/** Progress of a re-encryption; `waiting` counts grants left because a refresh holds them. */
+export type Progress = (done: number, total: number, waiting?: number) => void;
 
-const GRANT_BATCH = 500;
+const GRANT_BATCH = 200;
 const ROW_BATCH = 200;
 
 /**
@@ -129,7 +130,8 @@ export async function reencryptSecrets(
   onProgress: Progress = () => {},
 ): Promise<ReencryptReport> {
   const scoped = new ServiceContext(ctx.database, ctx.config, ctx.actor, source);
-  const keyring = new Keyring(source, (id) => dataKeys.getWrapped(ctx.database.db, id));
+  // Loads through `scoped.db`: inside a batch's transaction, the transaction (PGlite has one connection).
+  const keyring = new Keyring(source, (id) => dataKeys.getWrapped(scoped.db, id));
   const slotOf = {
     app: (id: string, column: 'client_secret_enc' | 'developer_token_enc') => secretSlot(id, column),
     state: (id: string): Slot => ({ table: 'oauth_states', column: 'code_verifier_enc', rowId: id }),
@@ -226,7 +228,9 @@ export async function reencryptSecrets(
       }
       await dataKeys.insertMany(tx, fresh, 'grant');
       await reencrypt.updateGrants(tx, rows);
-      await dataKeys.destroyMany(
+      // Kept (retired) until the run ends: a reader that read a row just before this batch still
+      // finds the key its ciphertext needs.
+      await dataKeys.retireMany(
         tx,
         grants.map((g) => g.dataKeyId),
       );
@@ -236,6 +240,7 @@ export async function reencryptSecrets(
     });
     if (moved < 0) {
       // Only grants being refreshed right now are left: wait for their leases.
+      if (idle === 0) onProgress(done, total, await reencrypt.grantsOnKeysCount(ctx.database.db, keys));
       if (++idle > 120)
         throw new KeyError(
           'some grants stayed leased for two minutes; run `key rotate --reencrypt` again to finish',
@@ -250,6 +255,7 @@ export async function reencryptSecrets(
 
   await scoped.transaction(async (tx) => {
     await dataKeys.destroyMany(tx, oldVaultKeys);
+    await dataKeys.destroyMany(tx, await dataKeys.idsWithStatus(tx, 'grant', 'retired'));
     await recordAudit(tx, ctx.actor, {
       action: 'key.reencrypt',
       targetType: 'vault',
@@ -263,5 +269,6 @@ export async function reencryptSecrets(
     });
   });
   await keyring.close();
-  return { secrets: done, dataKeys: keysReplaced + oldVaultKeys.length, resumed };
+  // New keys made by this run: the grants' and, when it started the work, the vault's.
+  return { secrets: done, dataKeys: keysReplaced + (resumed ? 0 : oldVaultKeys.length), resumed };
 }

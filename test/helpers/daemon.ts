@@ -119,7 +119,8 @@ export async function seedConnections(
   scope: string,
   count: number,
   expiresInSeconds: number,
-): Promise<void> {
+): Promise<string[]> {
+  const issued: string[] = [];
   const config = resolveConfig({}, { ...vault.env } as NodeJS.ProcessEnv);
   const ctx = await openContext(config, { name: 'test-seed' });
   try {
@@ -127,6 +128,7 @@ export async function seedConnections(
     await ctx.transaction(async (tx) => {
       for (let i = 0; i < count; i++) {
         const grant = double.issueGrant({ clientId, scope } as never);
+        issued.push(grant.accessToken, grant.refreshToken);
         await storeGrant(ctx, tx, {
           app: app!,
           tokens: {
@@ -146,4 +148,5 @@ export async function seedConnections(
   } finally {
     await ctx.close();
   }
+  return issued;
 }

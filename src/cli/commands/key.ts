@@ -1,4 +1,4 @@
-import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, renameSync, writeFileSync } from 'node:fs';
 import type { KeySource } from '../../crypto/key-source.js';
 import { homeKeyPath, locateKey, noKeyError, resolveKeySource } from '../../crypto/key-sources.js';
 import { generateMasterKey, LocalKeySource } from '../../crypto/local-key.js';
@@ -61,13 +61,30 @@ interface RotateFlags {
   reencrypt?: boolean;
 }
 
-/** A progress bar on a terminal's stderr; nothing elsewhere. */
+/**
+ * A progress bar on a terminal's stderr; elsewhere (a log, a CI job) a line at every tenth, so a long
+ * re-encryption shows it is moving.
+ */
 function progressBar(rt: Runtime) {
   const tty = Boolean(rt.io.stderr.isTTY) && !rt.out.json;
   let last = 0;
+  let tenth = -1;
   return {
-    update(done: number, total: number) {
-      if (!tty || (Date.now() - last < 100 && done < total)) return;
+    update(done: number, total: number, waiting?: number) {
+      if (waiting) {
+        rt.out.note(
+          `${tty ? '\n' : ''}waiting for ${waiting} grant${waiting === 1 ? '' : 's'} being refreshed right now`,
+        );
+      }
+      if (!tty) {
+        const now = total ? Math.floor((done / total) * 10) : 10;
+        if (now > tenth && !rt.out.json) {
+          tenth = now;
+          rt.io.stderr.write(`re-encrypted ${done}/${total} secrets\n`);
+        }
+        return;
+      }
+      if (Date.now() - last < 100 && done < total) return;
       last = Date.now();
       const width = 30;
       const filled = total ? Math.round((done / total) * width) : width;
@@ -138,34 +155,35 @@ export async function rotate(rt: Runtime, flags: RotateFlags): Promise<void> {
       hint: 'Give another key, or none to have one made.',
     });
   }
+  let retiredFile: string | null = null;
+  let installed: string | null = null;
   const report = await withContext(rt, async (ctx) => {
     const rewrap =
       sameKey && !next.rewrap ? { rewrapped: 0, total: 0 } : await rewrapDataKeys(ctx, current, next);
+    // The vault now answers to the new key only: put it where the old one was read from, when that
+    // was the data folder's master.key (before re-encrypting, so that other processes and a daemon's
+    // SIGHUP find it meanwhile); keep the old one beside it, named for what it is.
+    if (keptInHome && !sameKey) {
+      retiredFile = `${homeKey}.retired-${current.keyId}`;
+      renameSync(homeKey, retiredFile);
+      if (next.kind === 'local') {
+        const source = generatedFile ?? (flags.newKeyFile === `${homeKey}.new` ? flags.newKeyFile : null);
+        if (source) renameSync(source, homeKey);
+        else writeFileSync(homeKey, `${newKeyText}\n`, { mode: 0o600 });
+        installed = homeKey;
+      }
+    }
     let reencrypted = null;
     if (flags.reencrypt) {
       const bar = progressBar(rt);
-      reencrypted = await reencryptSecrets(ctx, next, (done, total) => bar.update(done, total));
+      reencrypted = await reencryptSecrets(ctx, next, (done, total, waiting) =>
+        bar.update(done, total, waiting),
+      );
       bar.end();
     }
     return { rewrap, reencrypted };
   });
 
-  // The vault now answers to the new key only: put it where the old one was read from, when that was
-  // the data folder's master.key; keep the old one beside it, named for what it is.
-  let retiredFile: string | null = null;
-  let installed: string | null = null;
-  if (keptInHome && !sameKey) {
-    retiredFile = `${homeKey}.retired-${current.keyId}`;
-    renameSync(homeKey, retiredFile);
-    if (next.kind === 'local') {
-      if (generatedFile) renameSync(generatedFile, homeKey);
-      else
-        writeFileSync(homeKey, `${newKeyText ?? readFileSync(flags.newKeyFile!, 'utf8').trim()}\n`, {
-          mode: 0o600,
-        });
-      installed = homeKey;
-    }
-  }
   const nextStep =
     installed !== null
       ? null
@@ -203,7 +221,7 @@ export async function rotate(rt: Runtime, flags: RotateFlags): Promise<void> {
   }
   if (report.reencrypted) {
     rt.out.success(
-      `re-encrypted ${report.reencrypted.secrets} secrets under ${report.reencrypted.dataKeys} new data keys${report.reencrypted.resumed ? ' (resumed)' : ''}`,
+      `re-encrypted ${report.reencrypted.secrets} secrets under ${report.reencrypted.dataKeys} new data key${report.reencrypted.dataKeys === 1 ? '' : 's'}${report.reencrypted.resumed ? ' (resumed)' : ''}`,
     );
   }
   if (installed)

@@ -44,7 +44,6 @@ export function openVaultTransit(uri: string, env: NodeJS.ProcessEnv): KeySource
   const base = `${scheme}//${url.host}/v1/${mount}`;
   return new VaultTransitKeySource(
     base,
-    mount,
     decodeURIComponent(name),
     env,
     `vault-transit://${url.host}/${mount}/keys/${name}`,
@@ -80,7 +79,7 @@ class VaultTransitKeySource implements KeySource {
   readonly #env: NodeJS.ProcessEnv;
   #token: string | null = null;
 
-  constructor(base: string, mount: string, name: string, env: NodeJS.ProcessEnv, origin: string) {
+  constructor(base: string, name: string, env: NodeJS.ProcessEnv, origin: string) {
     this.#base = base;
     this.#name = name;
     this.#env = env;

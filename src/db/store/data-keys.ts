@@ -169,3 +169,12 @@ export async function idsWithStatus(db: Db, scope: DataKeyScope, status: string)
     .where(and(eq(dataKeys.scope, scope), eq(dataKeys.status, status)));
   return rows.map((r) => r.id);
 }
+
+/** Retires data keys whose rows moved to new keys; they are destroyed when the whole run ends. */
+export async function retireMany(db: Db, ids: string[]): Promise<void> {
+  if (!ids.length) return;
+  await db
+    .update(dataKeys)
+    .set({ status: 'retired', retiredAt: sql`now()` })
+    .where(inArray(dataKeys.id, ids));
+}

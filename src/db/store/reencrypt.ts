@@ -27,6 +27,16 @@ export async function grantsOnKeys(db: Db, keyIds: string[], limit: number) {
     .for('update', { skipLocked: true });
 }
 
+/** How many grants are still under these data keys (the ones a refresh holds, when a batch found none). */
+export async function grantsOnKeysCount(db: Db, keyIds: string[]): Promise<number> {
+  if (!keyIds.length) return 0;
+  const [row] = await db
+    .select({ n: sql<number>`count(*)::int` })
+    .from(g)
+    .where(inArray(g.dataKeyId, keyIds));
+  return Number(row?.n ?? 0);
+}
+
 export async function appsOnKeys(db: Db, keyIds: string[], limit: number) {
   if (!keyIds.length) return [];
   return db

@@ -1,0 +1,270 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { resolveConfig } from '../../src/config.js';
+import { oauthAppCredentials, oauthTokensVault } from '../../src/db/schema/index.js';
+import { secretSlot } from '../../src/services/apps.js';
+import { openContext } from '../../src/services/context.js';
+import { openToken } from '../../src/services/grants.js';
+import { type Double, GOOGLE_ADWORDS_SCOPE, type GoogleDouble, startGoogleDouble } from '../doubles/index.js';
+import { seedConnections, startDaemon } from '../helpers/daemon.js';
+import { addAppFor } from '../helpers/flows.js';
+import { createVault, type TestVault } from '../helpers/vault.js';
+
+let google: GoogleDouble;
+beforeAll(async () => {
+  google = await startGoogleDouble();
+});
+afterAll(() => google.close());
+
+const vaults: TestVault[] = [];
+afterEach(async () => {
+  await Promise.all(vaults.splice(0).map((v) => v.destroy()));
+});
+
+/** A vault holding 1,000 token secrets (500 grants) and an app's two secrets. */
+async function vaultWithSecrets(grants = 500) {
+  const v = await createVault();
+  vaults.push(v);
+  const app = await addAppFor(v, 'google_ads', google as unknown as Double<unknown, unknown>);
+  const tokens = await seedConnections(
+    v,
+    google as unknown as Double<unknown, unknown>,
+    'google-app',
+    app.clientId,
+    GOOGLE_ADWORDS_SCOPE,
+    grants,
+    3600,
+  );
+  return { v, app, tokens, secrets: [...tokens, app.clientSecret, app.developerToken!] };
+}
+
+/** Every secret in the vault, decrypted through credvault's own code with the key `v` is configured with. */
+async function decryptAll(v: TestVault): Promise<string[]> {
+  const ctx = await openContext(resolveConfig({}, { ...v.env } as NodeJS.ProcessEnv), { name: 'test-check' });
+  try {
+    const out: string[] = [];
+    const keyring = await ctx.keyring();
+    for (const app of await ctx.db.select().from(oauthAppCredentials)) {
+      for (const column of ['client_secret_enc', 'developer_token_enc'] as const) {
+        const stored = column === 'client_secret_enc' ? app.clientSecretEnc : app.developerTokenEnc;
+        const secret = await keyring.decryptOptional(stored, secretSlot(app.id, column));
+        if (secret) out.push(secret.reveal());
+      }
+    }
+    for (const grant of await ctx.db.select().from(oauthTokensVault)) {
+      for (const which of ['access', 'refresh'] as const) {
+        const secret = await openToken(ctx, grant, which);
+        if (secret) out.push(secret.reveal());
+      }
+    }
+    return out.sort();
+  } finally {
+    await ctx.close();
+  }
+}
+
+/** The id of the seeded connection to account `seed-N` (a connection ref for the CLI and the daemon). */
+async function seeded(v: TestVault, n: number): Promise<string> {
+  const [row] = await v.sql<{ id: string }>(
+    'select id from ad_account_connections where external_account_id = $1',
+    [`seed-${n}`],
+  );
+  return row!.id;
+}
+
+function scanForPlaintext(v: TestVault, text: string, secrets: string[]) {
+  const files = v.rawDatabaseFiles();
+  for (const secret of secrets) {
+    expect(text, `a dump holds ${secret}`).not.toContain(secret);
+    const needle = Buffer.from(secret, 'utf8');
+    for (const file of files) expect(file.includes(needle), `a database file holds ${secret}`).toBe(false);
+  }
+}
+
+describe('key rotate', () => {
+  it('re-wraps the data keys of 1,000 secrets in one step; the old key is refused and the audit chain records it', async () => {
+    const { v, secrets } = await vaultWithSecrets();
+    const oldKey = readFileSync(join(v.home, 'master.key'), 'utf8').trim();
+    const status = await v.json<{ key_id: string; secrets: number; data_keys: unknown[] }>(['key', 'status']);
+    expect(status.secrets).toBe(1002);
+    expect(status.data_keys).toHaveLength(501);
+    const ciphertexts = await v.sql(
+      'select id, access_token_enc, refresh_token_enc from oauth_tokens_vault order by id',
+    );
+
+    const rotated = await v.json<{
+      from_key_id: string;
+      to_key_id: string;
+      data_keys_rewrapped: number;
+      key_file: string;
+      retired_key_file: string;
+    }>(['key', 'rotate']);
+    expect(rotated.from_key_id).toBe(status.key_id);
+    expect(rotated.to_key_id).not.toBe(status.key_id);
+    expect(rotated.data_keys_rewrapped).toBe(501);
+    // The new key replaced master.key; the old one is kept aside under its key id.
+    expect(rotated.key_file).toBe(join(v.home, 'master.key'));
+    expect(rotated.retired_key_file).toBe(join(v.home, `master.key.retired-${status.key_id}`));
+    expect(readFileSync(rotated.retired_key_file, 'utf8').trim()).toBe(oldKey);
+    expect(existsSync(join(v.home, 'master.key.new'))).toBe(false);
+
+    // Re-wrapping touched no secret, and every one decrypts with the new key.
+    expect(
+      await v.sql('select id, access_token_enc, refresh_token_enc from oauth_tokens_vault order by id'),
+    ).toEqual(ciphertexts);
+    const kek = await v.sql<{ kek_id: string; n: number }>(
+      'select kek_id, count(*)::int as n from data_keys group by kek_id',
+    );
+    expect(kek).toEqual([{ kek_id: rotated.to_key_id, n: 501 }]);
+    expect(await decryptAll(v)).toEqual([...secrets].sort());
+    const seven = await seeded(v, 7);
+    const token = await v.cli(['token', 'get', seven], { secretOutput: true });
+    expect(token.code, token.stderr).toBe(0);
+
+    // The old key, wherever it comes from, is refused with the key ids.
+    const refused = await v.cli(['token', 'get', seven], {
+      env: { CREDENTIAL_MASTER_KEY: oldKey },
+      secretOutput: true,
+    });
+    expect(refused.code).toBe(6);
+    expect(refused.stderr).toContain(
+      `the master key does not match this vault (expected key id ${rotated.to_key_id}, got ${status.key_id})`,
+    );
+    const audit = await v.json<Array<{ action: string; detail: Record<string, unknown> }>>([
+      'audit',
+      'list',
+      '--limit',
+      '5',
+    ]);
+    const rotation = audit.find((a) => a.action === 'key.rotate')!;
+    expect(rotation.detail).toMatchObject({
+      from_key_id: status.key_id,
+      to_key_id: rotated.to_key_id,
+      data_keys: 501,
+    });
+    expect((await v.cli(['audit', 'verify'])).code).toBe(0);
+  });
+
+  it('--reencrypt killed half-way resumes on the next run; no secret is ever stored in the clear', async () => {
+    const { v, secrets } = await vaultWithSecrets();
+    // Half the grants are being refreshed (their lease is held): the run re-encrypts the other half,
+    // then waits for them. That is where it is killed.
+    await v.sql(
+      `update oauth_tokens_vault set lease_owner = 'test:1:elsewhere', lease_expires_at = now() + interval '10 minutes'
+       where id in (select id from oauth_tokens_vault order by id limit 250)`,
+    );
+    const child = v.spawn(['key', 'rotate', '--reencrypt']);
+    child.stdin!.end();
+    let stderr = '';
+    const waiting = new Promise<void>((resolve, reject) => {
+      child.stderr!.on('data', (d: Buffer) => {
+        stderr += d.toString('utf8');
+        if (/waiting for 250 grants being refreshed/.test(stderr)) resolve();
+      });
+      child.on('exit', (code) => reject(new Error(`key rotate exited ${code} before waiting:\n${stderr}`)));
+    });
+    const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
+    // Scans while it runs: the database never holds a secret in the clear.
+    let scans = 0;
+    let stopScanning = false;
+    const scanning = (async () => {
+      while (!stopScanning) {
+        scanForPlaintext(v, v.kind === 'postgres' ? await v.dump() : '', secrets);
+        scans += 1;
+        // Reading every database file is heavy: often enough to see each batch, not in a busy loop.
+        await new Promise((r) => setTimeout(r, 300));
+      }
+    })();
+    try {
+      await waiting;
+    } finally {
+      stopScanning = true;
+      if (child.exitCode === null) child.kill('SIGKILL');
+      await exited;
+      await scanning;
+    }
+    expect(stderr).toMatch(/re-encrypted \d+\/1002 secrets/);
+    expect(scans).toBeGreaterThan(0);
+
+    // Half done: the vault key and half the grant keys are new; the rest wait, still readable.
+    const state = await v.sql<{ scope: string; status: string; n: number }>(
+      'select scope, status, count(*)::int as n from data_keys group by scope, status order by 1, 2',
+    );
+    expect(state).toEqual([
+      { scope: 'grant', status: 'active', n: 250 },
+      { scope: 'grant', status: 'retired', n: 250 },
+      { scope: 'grant', status: 'retiring', n: 250 },
+      { scope: 'vault', status: 'active', n: 1 },
+      { scope: 'vault', status: 'retired', n: 1 },
+    ]);
+    expect(await decryptAll(v)).toEqual([...secrets].sort());
+
+    // The refreshes end; the next run (another new key) finishes the work.
+    await v.sql('update oauth_tokens_vault set lease_owner = null, lease_expires_at = null');
+    const resumed = await v.json<{ reencrypted: { secrets: number; data_keys: number; resumed: boolean } }>([
+      'key',
+      'rotate',
+      '--reencrypt',
+    ]);
+    expect(resumed.reencrypted).toEqual({ secrets: 500, data_keys: 250, resumed: true });
+    const after = await v.sql<{ scope: string; status: string; n: number }>(
+      'select scope, status, count(*)::int as n from data_keys group by scope, status order by 1, 2',
+    );
+    expect(after).toEqual([
+      { scope: 'grant', status: 'active', n: 500 },
+      { scope: 'vault', status: 'active', n: 1 },
+    ]);
+    // Each grant has a key of its own again.
+    const shared = await v.sql<{ n: number }>(
+      'select count(distinct data_key_id)::int as n from oauth_tokens_vault',
+    );
+    expect(shared[0]!.n).toBe(500);
+    expect(await decryptAll(v)).toEqual([...secrets].sort());
+    scanForPlaintext(v, await v.dump(), secrets);
+    const audit = await v.sql<{ action: string }>(
+      "select action from credential_access_audit where action like 'key.%' order by id",
+    );
+    expect(audit.map((a) => a.action)).toEqual(['key.rotate', 'key.rotate', 'key.reencrypt']);
+    expect((await v.cli(['audit', 'verify'])).code).toBe(0);
+  });
+
+  it('a running daemon keeps serving tokens through a rotation with --reencrypt', async () => {
+    const { v, tokens } = await vaultWithSecrets(40);
+    const client = await v.json<{ token: string }>(['clients', 'create', 'ci', '--all']);
+    const ids: string[] = [];
+    for (let i = 0; i < 40; i++) ids.push(await seeded(v, i));
+    const daemon = await startDaemon(v);
+    try {
+      const serve = async (i: number) => {
+        const answer = await daemon.get(`/v1/connections/${ids[i]}/token`, {
+          token: client.token,
+        });
+        expect(answer.status, answer.body).toBe(200);
+        return answer.json<{ access_token: string }>().access_token;
+      };
+      // Some data keys are in the daemon's memory, most are not.
+      for (let i = 0; i < 5; i++) expect(await serve(i)).toBe(tokens[i * 2]);
+      let served = 0;
+      let stop = false;
+      const during = (async () => {
+        while (!stop) {
+          await serve(served % 40);
+          served += 1;
+        }
+      })();
+      const rotated = await v.cli(['key', 'rotate', '--reencrypt', '--json']);
+      stop = true;
+      await during;
+      expect(rotated.code, rotated.stderr).toBe(0);
+      expect(served).toBeGreaterThan(0);
+      // After it, without a SIGHUP: keys it never opened are wrapped by the new master key, which
+      // the daemon picks up from master.key.
+      for (let i = 0; i < 40; i++) expect(await serve(i)).toBe(tokens[i * 2]);
+      const cli = await v.cli(['token', 'get', ids[39]!], { secretOutput: true });
+      expect(cli.code, cli.stderr).toBe(0);
+    } finally {
+      expect(await daemon.stop()).toBe(0);
+    }
+  });
+});
