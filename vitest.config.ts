@@ -5,15 +5,34 @@ import { defineConfig } from 'vitest/config';
  * database tests run again on PostgreSQL. Unit tests need no database and run once.
  */
 const databaseTests = ['test/cli/**/*.test.ts', 'test/integration/**/*.test.ts'];
-const shared = { testTimeout: 120_000, hookTimeout: 120_000, globalSetup: ['test/helpers/global-setup.ts'] };
+// Tests of what does not depend on the database (the KMS key sources: their calls, errors and
+// encryption contexts) run once, on PostgreSQL when it is there (the faster of the two), else on the
+// embedded database.
+const onceTests = ['test/cli/kms.test.ts', 'test/cli/kms-failures.test.ts'];
+const withPostgres = Boolean(process.env.CREDVAULT_TEST_DATABASE_URL);
+const shared = { testTimeout: 180_000, hookTimeout: 120_000, globalSetup: ['test/helpers/global-setup.ts'] };
 
 const projects = [
   { test: { ...shared, name: 'unit', include: ['test/unit/**/*.test.ts'], globalSetup: [] } },
-  { test: { ...shared, name: 'pglite', include: databaseTests, env: { CREDVAULT_TEST_DB: 'pglite' } } },
+  {
+    test: {
+      ...shared,
+      name: 'pglite',
+      include: databaseTests,
+      exclude: withPostgres ? onceTests : [],
+      env: { CREDVAULT_TEST_DB: 'pglite' },
+    },
+  },
 ];
-if (process.env.CREDVAULT_TEST_DATABASE_URL) {
+if (withPostgres) {
   projects.push({
-    test: { ...shared, name: 'postgres', include: databaseTests, env: { CREDVAULT_TEST_DB: 'postgres' } },
+    test: {
+      ...shared,
+      name: 'postgres',
+      include: databaseTests,
+      exclude: [],
+      env: { CREDVAULT_TEST_DB: 'postgres' },
+    },
   });
 }
 

@@ -1,8 +1,9 @@
 // `npm run bench`: every benchmark, each figure as a ratio to its baseline measured in the same run.
-// Usage: npm run bench [-- NAME...]   (names: startup, token, daemon)
+// Usage: npm run bench [-- NAME...]   (names: startup, token, daemon, rotation)
 
 import { daemon } from './daemon.js';
 import { machine } from './lib.js';
+import { rotation } from './rotation.js';
 import { startup } from './startup.js';
 import { token } from './token.js';
 
@@ -10,6 +11,7 @@ const all: Record<string, () => Promise<{ title: string; rows: Array<Array<unkno
   startup,
   token,
   daemon,
+  rotation,
 };
 const wanted = process.argv.slice(2).filter((a) => !a.startsWith('-'));
 const selected = wanted.length ? wanted : Object.keys(all);

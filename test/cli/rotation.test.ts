@@ -147,12 +147,12 @@ describe('key rotate', () => {
   });
 
   it('--reencrypt killed half-way resumes on the next run; no secret is ever stored in the clear', async () => {
-    const { v, secrets } = await vaultWithSecrets();
+    const { v, secrets } = await vaultWithSecrets(100);
     // Half the grants are being refreshed (their lease is held): the run re-encrypts the other half,
     // then waits for them. That is where it is killed.
     await v.sql(
       `update oauth_tokens_vault set lease_owner = 'test:1:elsewhere', lease_expires_at = now() + interval '10 minutes'
-       where id in (select id from oauth_tokens_vault order by id limit 250)`,
+       where id in (select id from oauth_tokens_vault order by id limit 50)`,
     );
     const child = v.spawn(['key', 'rotate', '--reencrypt']);
     child.stdin!.end();
@@ -160,7 +160,7 @@ describe('key rotate', () => {
     const waiting = new Promise<void>((resolve, reject) => {
       child.stderr!.on('data', (d: Buffer) => {
         stderr += d.toString('utf8');
-        if (/waiting for 250 grants being refreshed/.test(stderr)) resolve();
+        if (/waiting for 50 grants being refreshed/.test(stderr)) resolve();
       });
       child.on('exit', (code) => reject(new Error(`key rotate exited ${code} before waiting:\n${stderr}`)));
     });
@@ -184,7 +184,7 @@ describe('key rotate', () => {
       await exited;
       await scanning;
     }
-    expect(stderr).toMatch(/re-encrypted \d+\/1002 secrets/);
+    expect(stderr).toMatch(/re-encrypted \d+\/202 secrets/);
     expect(scans).toBeGreaterThan(0);
 
     // Half done: the vault key and half the grant keys are new; the rest wait, still readable.
@@ -192,9 +192,9 @@ describe('key rotate', () => {
       'select scope, status, count(*)::int as n from data_keys group by scope, status order by 1, 2',
     );
     expect(state).toEqual([
-      { scope: 'grant', status: 'active', n: 250 },
-      { scope: 'grant', status: 'retired', n: 250 },
-      { scope: 'grant', status: 'retiring', n: 250 },
+      { scope: 'grant', status: 'active', n: 50 },
+      { scope: 'grant', status: 'retired', n: 50 },
+      { scope: 'grant', status: 'retiring', n: 50 },
       { scope: 'vault', status: 'active', n: 1 },
       { scope: 'vault', status: 'retired', n: 1 },
     ]);
@@ -207,19 +207,19 @@ describe('key rotate', () => {
       'rotate',
       '--reencrypt',
     ]);
-    expect(resumed.reencrypted).toEqual({ secrets: 500, data_keys: 250, resumed: true });
+    expect(resumed.reencrypted).toEqual({ secrets: 100, data_keys: 50, resumed: true });
     const after = await v.sql<{ scope: string; status: string; n: number }>(
       'select scope, status, count(*)::int as n from data_keys group by scope, status order by 1, 2',
     );
     expect(after).toEqual([
-      { scope: 'grant', status: 'active', n: 500 },
+      { scope: 'grant', status: 'active', n: 100 },
       { scope: 'vault', status: 'active', n: 1 },
     ]);
     // Each grant has a key of its own again.
     const shared = await v.sql<{ n: number }>(
       'select count(distinct data_key_id)::int as n from oauth_tokens_vault',
     );
-    expect(shared[0]!.n).toBe(500);
+    expect(shared[0]!.n).toBe(100);
     expect(await decryptAll(v)).toEqual([...secrets].sort());
     scanForPlaintext(v, await v.dump(), secrets);
     const audit = await v.sql<{ action: string }>(
