@@ -255,7 +255,7 @@ export async function reencryptSecrets(
 
   await scoped.transaction(async (tx) => {
     await dataKeys.destroyMany(tx, oldVaultKeys);
-    await dataKeys.destroyMany(tx, await dataKeys.idsWithStatus(tx, 'grant', 'retired'));
+    await dataKeys.destroyWithStatus(tx, 'grant', 'retired');
     await recordAudit(tx, ctx.actor, {
       action: 'key.reencrypt',
       targetType: 'vault',

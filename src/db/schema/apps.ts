@@ -36,5 +36,7 @@ export const oauthAppCredentials = pgTable(
   (t) => [
     uniqueIndex('oauth_app_credentials_platform_label_uq').on(t.platform, t.label),
     index('oauth_app_credentials_label_idx').on(t.label),
+    // Destroying or re-keying a data key finds its rows (and checks the foreign key) by this.
+    index('oauth_app_credentials_data_key_idx').on(t.dataKeyId),
   ],
 );

@@ -33,5 +33,6 @@ export const oauthStates = pgTable(
   (t) => [
     uniqueIndex('oauth_states_state_hash_uq').on(t.stateHash),
     index('oauth_states_expires_idx').on(t.expiresAt),
+    index('oauth_states_data_key_idx').on(t.dataKeyId),
   ],
 );

@@ -53,5 +53,7 @@ export const oauthTokensVault = pgTable(
     index('oauth_tokens_vault_access_expiry_idx').on(t.accessTokenExpiresAt),
     index('oauth_tokens_vault_refresh_expiry_idx').on(t.refreshTokenExpiresAt),
     index('oauth_tokens_vault_app_idx').on(t.appId),
+    // Destroying a grant's data key checks the foreign key here; re-encryption selects by it.
+    index('oauth_tokens_vault_data_key_idx').on(t.dataKeyId),
   ],
 );

@@ -178,3 +178,12 @@ export async function retireMany(db: Db, ids: string[]): Promise<void> {
     .set({ status: 'retired', retiredAt: sql`now()` })
     .where(inArray(dataKeys.id, ids));
 }
+
+/** Destroys every data key of a scope in a status (re-encryption's retired keys, at its end). */
+export async function destroyWithStatus(db: Db, scope: DataKeyScope, status: string): Promise<number> {
+  const gone = await db
+    .delete(dataKeys)
+    .where(and(eq(dataKeys.scope, scope), eq(dataKeys.status, status)))
+    .returning({ id: dataKeys.id });
+  return gone.length;
+}
