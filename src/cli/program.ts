@@ -340,6 +340,28 @@ export function buildProgram(io: Io, onRuntime: (rt: Runtime) => void): Command 
       runWith(cmd, async (rt) => (await import('./commands/import.js')).googleAdsYaml(rt, file, opts)),
     );
 
+  const campaigns = program
+    .command('campaigns')
+    .description("a connection's campaigns, and their daily budgets");
+  campaigns
+    .command('list <conn>')
+    .description('list campaigns: id, name, status, daily budget in the account currency, shared or not')
+    .action((ref: string, _o, cmd: Command) =>
+      runWith(cmd, async (rt) => (await import('./commands/campaigns.js')).list(rt, ref)),
+    );
+  campaigns
+    .command('set-budget <conn> <campaign>')
+    .description("set a campaign's daily budget (shows old → new and asks first on a terminal)")
+    .option('--daily <amount>', 'the new daily budget in the account currency, for example 75.50')
+    .option('--validate-only', "check it (the platform's dry run, or credvault's checks where it has none)")
+    .option('--yes', 'do not ask for confirmation')
+    .option('--shared', 'allow changing a budget other campaigns share (Google Ads)')
+    .action((ref: string, campaign: string, opts, cmd: Command) =>
+      runWith(cmd, async (rt) =>
+        (await import('./commands/campaigns.js')).setBudget(rt, ref, campaign, opts),
+      ),
+    );
+
   const audit = program.command('audit').description('the audit log');
   audit
     .command('list')

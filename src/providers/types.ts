@@ -80,3 +80,73 @@ export interface Provider {
   ): Promise<RevokeOutcome>;
   discoverAccounts(app: ProviderApp, accessToken: Secret, options: CallOptions): Promise<AdAccount[]>;
 }
+
+/** The ad account a campaign call is for, with what the connection knows about it. */
+export interface CampaignTarget {
+  /** Google customer id, Microsoft account id, LinkedIn account id, Reddit ad account id. */
+  accountId: string;
+  /** The account's currency, when the connection knows it (it is read from the platform otherwise). */
+  currency: string | null;
+  /** Platform extras kept with the connection: Microsoft's customer_id, Google's login_customer_id. */
+  details: Record<string, string>;
+}
+
+/** Where a campaign's daily budget lives. */
+export type BudgetLevel = 'campaign' | 'campaign_budget' | 'ad_group' | 'none';
+
+export interface Campaign {
+  id: string;
+  name: string;
+  /** The platform's own status word (ENABLED, Active, ACTIVE, PAUSED…). */
+  status: string;
+  /** The daily budget in micros of `currency`; null when the campaign has none (a lifetime budget…). */
+  dailyBudgetMicros: bigint | null;
+  currency: string | null;
+  budget: {
+    level: BudgetLevel;
+    /** The budget object's id (Google's campaign budget, Reddit's ad group), when it has its own. */
+    id: string | null;
+    /** Shared by other campaigns: changing it changes them too (Google), or it cannot be changed here (Microsoft). */
+    shared: boolean;
+    /** How many campaigns use a shared budget, when the platform says. */
+    sharedBy: number | null;
+    /** Why the budget cannot be set through the campaign, when it cannot. */
+    note: string | null;
+  };
+}
+
+export interface BudgetChange {
+  campaignId: string;
+  dailyBudgetMicros: bigint;
+  /** Validate without applying: the platform's own dry run, or credvault's checks where it has none. */
+  validateOnly: boolean;
+  /** Change a budget shared with other campaigns (Google), knowing it changes them too. */
+  allowShared?: boolean;
+}
+
+export interface BudgetChangeResult {
+  campaign: Campaign;
+  previousMicros: bigint | null;
+  newMicros: bigint;
+  /** applied; validated (by the platform, nothing changed); simulated (checked here, nothing sent). */
+  mode: 'applied' | 'validated' | 'simulated';
+  /** What the write changed (or would): the campaign, a campaign budget, an ad group. */
+  target: { level: BudgetLevel; id: string };
+}
+
+/** Campaign operations: the one interface application code uses across platforms. */
+export interface CampaignOps {
+  list(
+    app: ProviderApp,
+    accessToken: Secret,
+    target: CampaignTarget,
+    options: CallOptions,
+  ): Promise<Campaign[]>;
+  setDailyBudget(
+    app: ProviderApp,
+    accessToken: Secret,
+    target: CampaignTarget,
+    change: BudgetChange,
+    options: CallOptions,
+  ): Promise<BudgetChangeResult>;
+}

@@ -33,7 +33,11 @@ export function errorForKind(
   message: string,
   options: { retryAfter?: number | null; hint?: string; cause?: unknown } = {},
 ): CredvaultError {
-  const hint = options.hint ?? HINTS[kind];
+  const wait =
+    kind === 'rate_limited' && options.retryAfter
+      ? `The platform asks to wait ${options.retryAfter} s before trying again.`
+      : undefined;
+  const hint = options.hint ?? HINTS[kind] ?? wait;
   const base = { ...(hint ? { hint } : {}), ...(options.cause ? { cause: options.cause } : {}) };
   switch (kind) {
     case 'dead_grant':

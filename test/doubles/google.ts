@@ -15,6 +15,7 @@ import {
   type Reply,
   type RouteContext,
   type RouteDef,
+  randomToken,
   redirectUriMatches,
   revokeToken,
   startDouble,
@@ -35,12 +36,41 @@ export interface GoogleCustomer {
   status: string;
 }
 
+export type GoogleCampaignStatus = 'ENABLED' | 'PAUSED' | 'REMOVED';
+
+/** A campaign (`customers/{customerId}/campaigns/{id}`); ids are int64 as strings. */
+export interface GoogleCampaign {
+  customerId: string;
+  id: string;
+  name: string;
+  status: GoogleCampaignStatus;
+  /** Id of the campaign budget it uses (same customer). */
+  budgetId: string;
+}
+
+/** A campaign budget (`customers/{customerId}/campaignBudgets/{id}`), a daily budget. */
+export interface GoogleCampaignBudget {
+  customerId: string;
+  id: string;
+  name: string;
+  /** Daily amount in micros of the customer's currency (int64 as a string). */
+  amountMicros: string;
+  /** Shared on purpose (a shared library budget); false: the budget belongs to one campaign. */
+  explicitlyShared: boolean;
+  /** Output-only status; default 'ENABLED'. A non-shared budget follows its campaign's removal. */
+  status?: 'ENABLED' | 'REMOVED';
+}
+
 export interface GoogleAccounts {
   customers: GoogleCustomer[];
   /** Manager → client links (the account hierarchy). */
   links: Array<{ managerId: string; clientId: string; hidden?: boolean }>;
   /** Customers the user was granted directly (what listAccessibleCustomers returns). */
   accessible: string[];
+  /** Campaigns of every customer (absent: none). `addGoogleCampaign` adds one with its budget. */
+  campaigns?: GoogleCampaign[];
+  /** Campaign budgets of every customer (absent: none). */
+  budgets?: GoogleCampaignBudget[];
 }
 
 export interface GaqlContext {
@@ -73,14 +103,61 @@ export interface GoogleSettings {
   consentedClients: Set<string>;
   /** When set, refresh tokens end after this many seconds (Testing-mode apps: 7 days) [unconfirmed]. */
   refreshTokenTtlSeconds: number | null;
-  /** GAQL resources `googleAds:search` can query; add entries to extend (campaign, campaign_budget…). */
+  /** GAQL resources `googleAds:search` can query; add entries to extend (ad_group, …). */
   gaqlResources: Map<string, GaqlResource>;
+  /**
+   * Rows per `googleAds:search` page. The API's page size is fixed at 10,000 (providers.md §1.C); lower
+   * it to test paging. `searchStream` is never paged.
+   */
+  searchPageSize: number;
+  /** Life of a `nextPageToken`; the paging guide says tokens expire after "about two hours". */
+  pageTokenTtlSeconds: number;
+  /** Smallest budget step per currency, in micros (currencies not listed: 10,000). */
+  currencyMinimumUnitMicros: Record<string, number>;
+  /** Budget amounts above this answer MONEY_AMOUNT_TOO_LARGE [guess: the real limit is undocumented]. */
+  maxBudgetAmountMicros: bigint;
+  /**
+   * Accept snake_case paths in `updateMask` (`amount_micros`) as well as the proto3 JSON form
+   * (`amountMicros`). [guess] Google's JSON front end converts paths to snake_case and so tends to take
+   * both; providers.md §1.C marks this unconfirmed. false: snake_case paths answer FIELD_NOT_FOUND.
+   */
+  acceptSnakeCaseUpdateMask: boolean;
+  /** Budget updates applied by `campaignBudgets:mutate` (validate-only requests never appear). */
+  budgetWrites: GoogleBudgetWrite[];
+  /** Armed quota errors (see `exhaustGoogleAdsQuota`); each Ads API call takes one while any remain. */
+  quotaFaults: Array<GoogleQuotaFault & { remaining: number }>;
+}
+
+/** One budget update that `campaignBudgets:mutate` applied. */
+export interface GoogleBudgetWrite {
+  /** The double's clock (`double.now()`) when it was applied. */
+  at: number;
+  customerId: string;
+  budgetId: string;
+  resourceName: string;
+  previousAmountMicros: string;
+  amountMicros: string;
+}
+
+/** What a quota error looks like (defaults: the daily-operations error a Basic-access project gets). */
+export interface GoogleQuotaFault {
+  /** QuotaError enum value; default 'RESOURCE_EXHAUSTED' (daily operations). */
+  quotaError?: 'RESOURCE_EXHAUSTED' | 'RESOURCE_TEMPORARILY_EXHAUSTED';
+  /** QuotaErrorDetails.retryDelay in seconds (also in the message); null: no details. Default 30. */
+  retryDelaySeconds?: number | null;
+  /** QuotaRateScope; default 'DEVELOPER' ('ACCOUNT' for RESOURCE_TEMPORARILY_EXHAUSTED). */
+  rateScope?: 'ACCOUNT' | 'DEVELOPER';
+  rateName?: string;
+  /** Extra response headers (Google sends no Retry-After on these as far as known). */
+  headers?: Record<string, string>;
 }
 
 export interface GoogleDoubleOptions extends CommonDoubleOptions<GoogleAccounts> {
   minVersion?: number;
   requireDeveloperToken?: boolean;
   refreshTokenTtlSeconds?: number | null;
+  /** See `GoogleSettings.searchPageSize` (default 10,000). */
+  searchPageSize?: number;
 }
 
 export type GoogleDouble = Double<GoogleAccounts, GoogleSettings>;
@@ -127,7 +204,165 @@ export const GOOGLE_DEFAULT_ACCOUNTS: GoogleAccounts = {
     { managerId: '1112223334', clientId: '2345678901' },
   ],
   accessible: ['1112223334', '1234567890'],
+  // Acme US: five campaigns, two of them on one explicitly shared budget, one removed (its own budget
+  // removed with it, as a non-shared budget follows its campaign). Acme JP: two campaigns in JPY.
+  campaigns: [
+    {
+      customerId: '1234567890',
+      id: '21000000001',
+      name: 'Brand Search',
+      status: 'ENABLED',
+      budgetId: '13000000001',
+    },
+    {
+      customerId: '1234567890',
+      id: '21000000002',
+      name: 'Generic Search',
+      status: 'ENABLED',
+      budgetId: '13000000002',
+    },
+    {
+      customerId: '1234567890',
+      id: '21000000003',
+      name: 'Display Prospecting',
+      status: 'PAUSED',
+      budgetId: '13000000002',
+    },
+    {
+      customerId: '1234567890',
+      id: '21000000004',
+      name: 'Summer Sale 2025',
+      status: 'REMOVED',
+      budgetId: '13000000003',
+    },
+    {
+      customerId: '1234567890',
+      id: '21000000005',
+      name: 'Performance Max',
+      status: 'ENABLED',
+      budgetId: '13000000004',
+    },
+    {
+      customerId: '2345678901',
+      id: '21000000011',
+      name: 'ブランド検索',
+      status: 'ENABLED',
+      budgetId: '13000000011',
+    },
+    {
+      customerId: '2345678901',
+      id: '21000000012',
+      name: 'JP Display',
+      status: 'PAUSED',
+      budgetId: '13000000012',
+    },
+  ],
+  budgets: [
+    {
+      customerId: '1234567890',
+      id: '13000000001',
+      name: 'Brand Search',
+      amountMicros: '50000000',
+      explicitlyShared: false,
+    },
+    {
+      customerId: '1234567890',
+      id: '13000000002',
+      name: 'Shared Prospecting',
+      amountMicros: '120000000',
+      explicitlyShared: true,
+    },
+    {
+      customerId: '1234567890',
+      id: '13000000003',
+      name: 'Summer Sale 2025',
+      amountMicros: '25000000',
+      explicitlyShared: false,
+      status: 'REMOVED',
+    },
+    {
+      customerId: '1234567890',
+      id: '13000000004',
+      name: 'Performance Max',
+      amountMicros: '80000000',
+      explicitlyShared: false,
+    },
+    {
+      customerId: '2345678901',
+      id: '13000000011',
+      name: 'ブランド検索',
+      amountMicros: '5000000000',
+      explicitlyShared: false,
+    },
+    {
+      customerId: '2345678901',
+      id: '13000000012',
+      name: 'JP Display',
+      amountMicros: '3000000000',
+      explicitlyShared: false,
+    },
+  ],
 };
+
+/**
+ * Smallest budget step per currency, in micros (USD: one cent; JPY: one yen). Currencies not listed
+ * use 10,000 (one hundredth) [guess: Google's per-currency table is not in providers.md].
+ */
+export const GOOGLE_CURRENCY_MINIMUM_UNIT_MICROS: Record<string, number> = {
+  USD: 10_000,
+  EUR: 10_000,
+  GBP: 10_000,
+  JPY: 1_000_000,
+};
+
+/**
+ * Adds a campaign to `accounts` (ids: the next free ones). Without `budgetId` it gets its own
+ * non-shared budget named after it (`amountMicros`, default 10,000,000); with one, it shares that budget.
+ */
+export function addGoogleCampaign(
+  accounts: GoogleAccounts,
+  input: {
+    customerId: string;
+    name: string;
+    status?: GoogleCampaignStatus;
+    budgetId?: string;
+    amountMicros?: string;
+  },
+): GoogleCampaign {
+  accounts.campaigns ??= [];
+  accounts.budgets ??= [];
+  const nextId = (ids: string[], floor: bigint) =>
+    String(ids.reduce((max, id) => (BigInt(id) > max ? BigInt(id) : max), floor) + 1n);
+  let budgetId = input.budgetId;
+  if (budgetId === undefined) {
+    budgetId = nextId(
+      accounts.budgets.map((b) => b.id),
+      13_000_000_000n,
+    );
+    accounts.budgets.push({
+      customerId: input.customerId,
+      id: budgetId,
+      name: input.name,
+      amountMicros: input.amountMicros ?? '10000000',
+      explicitlyShared: false,
+      status: input.status === 'REMOVED' ? 'REMOVED' : 'ENABLED',
+    });
+  } else if (!accounts.budgets.some((b) => b.id === budgetId && b.customerId === input.customerId)) {
+    throw new Error(`addGoogleCampaign: no budget ${budgetId} on customer ${input.customerId}`);
+  }
+  const campaign: GoogleCampaign = {
+    customerId: input.customerId,
+    id: nextId(
+      accounts.campaigns.map((c) => c.id),
+      21_000_000_000n,
+    ),
+    name: input.name,
+    status: input.status ?? 'ENABLED',
+    budgetId,
+  };
+  accounts.campaigns.push(campaign);
+  return campaign;
+}
 
 // --- OAuth errors ----------------------------------------------------------------------------------
 
@@ -209,14 +444,37 @@ function statusName(status: number): string {
   if (status === 401) return 'UNAUTHENTICATED';
   if (status === 403) return 'PERMISSION_DENIED';
   if (status === 404) return 'NOT_FOUND';
+  if (status === 429) return 'RESOURCE_EXHAUSTED';
   return 'INTERNAL';
+}
+
+/** One GoogleAdsError of a GoogleAdsFailure (proto3 JSON). */
+export interface GoogleAdsError {
+  /** One-key oneof: `{ campaignBudgetError: 'NON_MULTIPLE_OF_MINIMUM_CURRENCY_UNIT' }`. */
+  errorCode: Record<string, string>;
+  message: string;
+  /** The offending value, e.g. `{ int64Value: '75000001' }`. */
+  trigger?: Record<string, string>;
+  /** Where in the request: `operations[0].update.amount_micros` as field path elements. */
+  location?: { fieldPathElements: Array<{ fieldName: string; index?: number }> };
+  /** Extra details, e.g. `{ quotaErrorDetails: { rateScope, rateName, retryDelay } }`. */
+  details?: Record<string, unknown>;
+}
+
+function failureDetail(version: string, errors: GoogleAdsError[]): Record<string, unknown> {
+  return {
+    '@type': `type.googleapis.com/google.ads.googleads.${version}.errors.GoogleAdsFailure`,
+    errors,
+    requestId: randomToken(16),
+  };
 }
 
 /** A Google Ads API error: the google.rpc.Status JSON with a GoogleAdsFailure detail. */
 export function googleAdsFailure(
   status: number,
   version: string,
-  errors: Array<{ errorCode: Record<string, string>; message: string }>,
+  errors: GoogleAdsError[],
+  headers: Record<string, string> = {},
 ): Reply {
   const message =
     status === 400
@@ -225,17 +483,80 @@ export function googleAdsFailure(
         ? 'The caller does not have permission'
         : status === 401
           ? 'Request is missing required authentication credential. Expected OAuth 2 access token, login cookie or other valid authentication credential.'
-          : 'Internal error encountered.';
-  return json(status, {
+          : status === 429
+            ? 'Resource has been exhausted (e.g. check quota).'
+            : 'Internal error encountered.';
+  return json(
+    status,
+    {
+      error: {
+        code: status,
+        message,
+        status: statusName(status),
+        details: [failureDetail(version, errors)],
+      },
+    },
+    headers,
+  );
+}
+
+/**
+ * The 429 a quota error answers. Shape from a real v21 answer (PipedreamHQ/pipedream#21554): status
+ * RESOURCE_EXHAUSTED, `quotaError` in the GoogleAdsFailure, `details.quotaErrorDetails` with
+ * rateScope, rateName and retryDelay (a Duration string such as "30s").
+ */
+export function googleQuotaFailure(version: string, fault: GoogleQuotaFault = {}): Reply {
+  const quotaError = fault.quotaError ?? 'RESOURCE_EXHAUSTED';
+  const temporary = quotaError === 'RESOURCE_TEMPORARILY_EXHAUSTED';
+  const delay = fault.retryDelaySeconds === undefined ? 30 : fault.retryDelaySeconds;
+  // [guess] the wording of the short-term variant and its default scope/name.
+  const base = temporary ? 'Too many requests in a short amount of time.' : 'Too many requests.';
+  const error: GoogleAdsError = {
+    errorCode: { quotaError },
+    message: delay === null ? base : `${base} Retry in ${delay} seconds.`,
+  };
+  if (delay !== null)
+    error.details = {
+      quotaErrorDetails: {
+        rateScope: fault.rateScope ?? (temporary ? 'ACCOUNT' : 'DEVELOPER'),
+        rateName:
+          fault.rateName ?? (temporary ? 'Requests per account' : 'Number of operations for basic access'),
+        retryDelay: `${delay}s`,
+      },
+    };
+  return googleAdsFailure(429, version, [error], fault.headers);
+}
+
+/**
+ * The next `n` Ads API calls (listAccessibleCustomers, search, searchStream, campaignBudgets:mutate)
+ * that pass authentication answer a quota error instead of being processed. [guess] Google checks the
+ * token and the customer before the quota, so a dead token still answers 401 first.
+ */
+export function exhaustGoogleAdsQuota(double: GoogleDouble, n: number, fault: GoogleQuotaFault = {}): void {
+  double.settings.quotaFaults.push({ ...fault, remaining: n });
+}
+
+function takeQuotaFault(double: GoogleDouble, version: string): Reply | undefined {
+  const armed = double.settings.quotaFaults.find((f) => f.remaining > 0);
+  if (!armed) return undefined;
+  armed.remaining -= 1;
+  return googleQuotaFailure(version, armed);
+}
+
+/**
+ * A request body the JSON front end cannot map onto the request message: plain google.rpc.Status with
+ * a BadRequest detail and no GoogleAdsFailure. [guess] exact wording, modelled on Google's JSON errors.
+ */
+function invalidPayload(field: string, description: string): Reply {
+  return json(400, {
     error: {
-      code: status,
-      message,
-      status: statusName(status),
+      code: 400,
+      message: `Invalid JSON payload received. ${description}`,
+      status: 'INVALID_ARGUMENT',
       details: [
         {
-          '@type': `type.googleapis.com/google.ads.googleads.${version}.errors.GoogleAdsFailure`,
-          errors,
-          requestId: Math.random().toString(36).slice(2, 24),
+          '@type': 'type.googleapis.com/google.rpc.BadRequest',
+          fieldViolations: [{ field, description: `Invalid JSON payload received. ${description}` }],
         },
       ],
     },
@@ -531,8 +852,8 @@ function satisfies(value: unknown, cond: Condition): boolean {
   }
 }
 
-/** Runs a GAQL query against the double's resources; returns the REST search answer body. */
-export function runGaql(query: string, ctx: GaqlContext): Record<string, unknown> {
+/** Runs a GAQL query against the double's resources: every result row and the response fieldMask. */
+export function queryGaql(query: string, ctx: GaqlContext): { results: GaqlRow[]; fieldMask: string } {
   const parsed = parseGaql(query);
   const resource = ctx.double.settings.gaqlResources.get(parsed.resource);
   if (!resource)
@@ -580,6 +901,12 @@ export function runGaql(query: string, ctx: GaqlContext): Record<string, unknown
         .join('.'),
     )
     .join(',');
+  return { results, fieldMask };
+}
+
+/** Runs a GAQL query against the double's resources; returns the REST search answer body (unpaged). */
+export function runGaql(query: string, ctx: GaqlContext): Record<string, unknown> {
+  const { results, fieldMask } = queryGaql(query, ctx);
   // proto3 JSON omits an empty repeated field: no rows → no "results" key at all.
   return results.length > 0 ? { results, fieldMask } : { fieldMask };
 }
@@ -610,8 +937,93 @@ const CUSTOMER_FIELDS = [
   'status',
 ];
 
+const CAMPAIGN_FIELDS = ['resource_name', 'id', 'name', 'status', 'campaign_budget'];
+
+const CAMPAIGN_BUDGET_FIELDS = [
+  'resource_name',
+  'id',
+  'name',
+  'amount_micros',
+  'explicitly_shared',
+  'reference_count',
+  'status',
+];
+
+function budgetResourceName(b: { customerId: string; id: string }): string {
+  return `customers/${b.customerId}/campaignBudgets/${b.id}`;
+}
+
+/** Campaigns that are not removed and use the budget (CampaignBudget.reference_count). */
+function referenceCount(accounts: GoogleAccounts, budget: GoogleCampaignBudget): number {
+  return (accounts.campaigns ?? []).filter(
+    (c) => c.customerId === budget.customerId && c.budgetId === budget.id && c.status !== 'REMOVED',
+  ).length;
+}
+
+/** The CampaignBudget message as the REST API sends it (int64 as strings; optional fields present). */
+function budgetJson(accounts: GoogleAccounts, b: GoogleCampaignBudget): Record<string, unknown> {
+  return {
+    resourceName: budgetResourceName(b),
+    id: b.id,
+    name: b.name,
+    amountMicros: b.amountMicros,
+    explicitlyShared: b.explicitlyShared,
+    referenceCount: String(referenceCount(accounts, b)),
+    status: b.status ?? 'ENABLED',
+  };
+}
+
+function customerFor(ctx: GaqlContext): GaqlRow {
+  const customer = ctx.accounts.customers.find((c) => c.id === ctx.customerId);
+  return customer ? customerRow(customer) : {};
+}
+
 function defaultGaqlResources(): Map<string, GaqlResource> {
   return new Map<string, GaqlResource>([
+    [
+      // FROM campaign implicitly joins the campaign's budget and the customer, as the API does.
+      'campaign',
+      {
+        fields: [
+          ...CAMPAIGN_FIELDS.map((f) => `campaign.${f}`),
+          ...CAMPAIGN_BUDGET_FIELDS.map((f) => `campaign_budget.${f}`),
+          ...CUSTOMER_FIELDS.map((f) => `customer.${f}`),
+        ],
+        rows: (ctx) =>
+          (ctx.accounts.campaigns ?? [])
+            .filter((c) => c.customerId === ctx.customerId)
+            .map((c) => {
+              const budget = (ctx.accounts.budgets ?? []).find(
+                (b) => b.customerId === c.customerId && b.id === c.budgetId,
+              );
+              const row: GaqlRow = {
+                ...customerFor(ctx),
+                campaign: {
+                  resourceName: `customers/${c.customerId}/campaigns/${c.id}`,
+                  id: c.id,
+                  name: c.name,
+                  status: c.status,
+                  campaignBudget: budgetResourceName({ customerId: c.customerId, id: c.budgetId }),
+                },
+              };
+              if (budget) row['campaignBudget'] = budgetJson(ctx.accounts, budget);
+              return row;
+            }),
+      },
+    ],
+    [
+      'campaign_budget',
+      {
+        fields: [
+          ...CAMPAIGN_BUDGET_FIELDS.map((f) => `campaign_budget.${f}`),
+          ...CUSTOMER_FIELDS.map((f) => `customer.${f}`),
+        ],
+        rows: (ctx) =>
+          (ctx.accounts.budgets ?? [])
+            .filter((b) => b.customerId === ctx.customerId)
+            .map((b) => ({ ...customerFor(ctx), campaignBudget: budgetJson(ctx.accounts, b) })),
+      },
+    ],
     [
       'customer',
       {
@@ -678,41 +1090,401 @@ function defaultGaqlResources(): Map<string, GaqlResource> {
 type Ctx = RouteContext<GoogleAccounts, GoogleSettings>;
 
 function listAccessibleCustomers({ req, params, double }: Ctx): Reply {
-  const versionError = checkVersion(double, params['version'] ?? '');
+  const version = params['version'] ?? '';
+  const versionError = checkVersion(double, version);
   if (versionError) return versionError;
   // Needs only the Bearer token: developer-token is optional, login-customer-id is ignored.
   const auth = double.authenticate(req);
   if (!auth.ok) return unauthenticated(auth.reason);
+  const quota = takeQuotaFault(double, version);
+  if (quota) return quota;
   return json(200, { resourceNames: auth.accounts.accessible.map((id) => `customers/${id}`) });
+}
+
+/** A search result set cached behind page tokens (the API caches the whole set for later pages). */
+interface PageCursor {
+  query: string;
+  customerId: string;
+  results: GaqlRow[];
+  fieldMask: string;
+  offset: number;
+  expiresAt: number;
+}
+
+const pageCursors = new WeakMap<GoogleDouble, Map<string, PageCursor>>();
+
+function cursorsOf(double: GoogleDouble): Map<string, PageCursor> {
+  let cursors = pageCursors.get(double);
+  if (!cursors) {
+    cursors = new Map();
+    pageCursors.set(double, cursors);
+  }
+  return cursors;
+}
+
+function requestError(version: string, code: string, message: string): Reply {
+  return googleAdsFailure(400, version, [{ errorCode: { requestError: code }, message }]);
+}
+
+/** One page of a search: rows from `offset`, and a token for the rest when rows remain. */
+function searchPage(double: GoogleDouble, cursor: Omit<PageCursor, 'expiresAt'>): Record<string, unknown> {
+  const size = Math.max(1, Math.floor(double.settings.searchPageSize));
+  const page = cursor.results.slice(cursor.offset, cursor.offset + size);
+  const answer: Record<string, unknown> = {};
+  if (page.length > 0) answer['results'] = page;
+  if (cursor.offset + size < cursor.results.length) {
+    const token = randomToken(24);
+    cursorsOf(double).set(token, {
+      ...cursor,
+      offset: cursor.offset + size,
+      expiresAt: double.now() + double.settings.pageTokenTtlSeconds * 1000,
+    });
+    answer['nextPageToken'] = token;
+  }
+  answer['fieldMask'] = cursor.fieldMask;
+  return answer;
 }
 
 function search(ctx: Ctx, stream: boolean): Reply {
   const call = checkGoogleAdsCall(ctx);
   if ('status' in call) return call;
+  const quota = takeQuotaFault(ctx.double, call.version);
+  if (quota) return quota;
   const body = ctx.req.json;
   if (body === null || typeof body !== 'object' || typeof (body as { query?: unknown }).query !== 'string')
     return googleAdsFailure(400, call.version, [
       { errorCode: { queryError: 'PROHIBITED_EMPTY_LIST_IN_CONDITION' }, message: 'Missing query.' },
     ]);
-  const request = body as { query: string; pageSize?: unknown };
+  const request = body as { query: string; pageSize?: unknown; pageToken?: unknown };
   if (!stream && request.pageSize !== undefined)
-    return googleAdsFailure(400, call.version, [
-      {
-        errorCode: { requestError: 'PAGE_SIZE_NOT_SUPPORTED' },
-        message:
-          "Setting the page size is not supported. Search Responses will have fixed page size of '10000' rows.",
-      },
-    ]);
+    return requestError(
+      call.version,
+      'PAGE_SIZE_NOT_SUPPORTED',
+      "Setting the page size is not supported. Search Responses will have fixed page size of '10000' rows.",
+    );
+  const pageToken = stream ? '' : request.pageToken;
+  if (pageToken !== undefined && pageToken !== '') {
+    const cursor = typeof pageToken === 'string' ? cursorsOf(ctx.double).get(pageToken) : undefined;
+    // [guess] a token sent with another query or customer answers INVALID_PAGE_TOKEN (the paging guide
+    // only says "an error is returned").
+    if (!cursor || cursor.query !== request.query || cursor.customerId !== call.customerId)
+      return requestError(
+        call.version,
+        'INVALID_PAGE_TOKEN',
+        'Next page token specified in user request is invalid.',
+      );
+    if (ctx.double.now() >= cursor.expiresAt)
+      return requestError(
+        call.version,
+        'EXPIRED_PAGE_TOKEN',
+        'Next page token specified in user request has expired.',
+      );
+    return json(200, searchPage(ctx.double, cursor));
+  }
   try {
-    const answer = runGaql(request.query, { double: ctx.double, ...call });
-    return stream
-      ? json(200, [{ ...answer, requestId: Math.random().toString(36).slice(2) }])
-      : json(200, answer);
+    const { results, fieldMask } = queryGaql(request.query, { double: ctx.double, ...call });
+    if (stream) {
+      const answer: Record<string, unknown> = results.length > 0 ? { results, fieldMask } : { fieldMask };
+      return json(200, [{ ...answer, requestId: randomToken(16) }]);
+    }
+    return json(
+      200,
+      searchPage(ctx.double, {
+        query: request.query,
+        customerId: call.customerId,
+        results,
+        fieldMask,
+        offset: 0,
+      }),
+    );
   } catch (error) {
     if (error instanceof GaqlError)
       return googleAdsFailure(400, call.version, [{ errorCode: error.errorCode, message: error.message }]);
     throw error;
   }
+}
+
+// --- campaignBudgets:mutate ---------------------------------------------------------------------
+
+/** CampaignBudget fields (proto3 JSON names) and what an update may do with each. */
+const BUDGET_FIELDS: Record<string, 'modelled' | 'output-only' | 'immutable' | 'not-modelled'> = {
+  resourceName: 'immutable',
+  id: 'output-only',
+  name: 'not-modelled',
+  amountMicros: 'modelled',
+  totalAmountMicros: 'not-modelled',
+  status: 'output-only',
+  deliveryMethod: 'not-modelled',
+  explicitlyShared: 'not-modelled',
+  referenceCount: 'output-only',
+  hasRecommendedBudget: 'output-only',
+  recommendedBudgetAmountMicros: 'output-only',
+  period: 'immutable',
+  recommendedBudgetEstimatedChangeWeeklyClicks: 'output-only',
+  recommendedBudgetEstimatedChangeWeeklyCostMicros: 'output-only',
+  recommendedBudgetEstimatedChangeWeeklyInteractions: 'output-only',
+  recommendedBudgetEstimatedChangeWeeklyViews: 'output-only',
+  type: 'immutable',
+  alignedBiddingStrategyId: 'not-modelled',
+};
+
+const INT64_MAX = 9_223_372_036_854_775_807n;
+
+function snake(camelName: string): string {
+  return camelName.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return value !== null && typeof value === 'object' && !Array.isArray(value);
+}
+
+/**
+ * Reads a proto3 JSON field: the parser accepts the lowerCamelCase JSON name and the proto field name.
+ * Returns the unknown key when the object has one.
+ */
+function fieldsOf(
+  object: Record<string, unknown>,
+  known: string[],
+): { get: (name: string) => unknown; unknown: string | undefined } {
+  const names = new Set(known.flatMap((k) => [k, snake(k)]));
+  return {
+    get: (name) => object[name] ?? object[snake(name)],
+    unknown: Object.keys(object).find((k) => !names.has(k)),
+  };
+}
+
+function unknownName(name: string, at: string): Reply {
+  return invalidPayload(at, `Unknown name "${name}"${at ? ` at '${at}'` : ''}: Cannot find field.`);
+}
+
+/** An int64 in proto3 JSON: a decimal string or an integral number within range. */
+function parseInt64(value: unknown): bigint | null {
+  if (typeof value === 'number' && Number.isSafeInteger(value)) return BigInt(value);
+  if (typeof value !== 'string' || !/^-?\d+$/.test(value)) return null;
+  const parsed = BigInt(value);
+  return parsed > INT64_MAX || parsed < -INT64_MAX - 1n ? null : parsed;
+}
+
+function at(index: number, ...path: string[]): GoogleAdsError['location'] {
+  return {
+    fieldPathElements: [{ fieldName: 'operations', index }, ...path.map((fieldName) => ({ fieldName }))],
+  };
+}
+
+type BudgetOperation =
+  | { ok: true; budget: GoogleCampaignBudget; amountMicros: string | undefined }
+  | { ok: false; error: GoogleAdsError };
+
+/** Validates one operation against the account data; never changes anything. */
+function checkBudgetOperation(
+  double: GoogleDouble,
+  call: GoogleAdsCall,
+  operation: Record<string, unknown>,
+  index: number,
+  seen: Set<string>,
+): BudgetOperation | Reply {
+  const op = fieldsOf(operation, ['updateMask', 'create', 'update', 'remove']);
+  if (op.unknown !== undefined) return unknownName(op.unknown, `operations[${index}]`);
+  if (op.get('create') !== undefined || op.get('remove') !== undefined)
+    throw new Error('Google double: campaignBudgets:mutate models update operations only (no create/remove)');
+  const update = op.get('update');
+  if (!isRecord(update))
+    return {
+      ok: false,
+      error: {
+        errorCode: { requestError: 'OPERATION_REQUIRED' },
+        message: "Mutate operations must have 'create', 'update', or 'remove' specified.",
+        location: at(index),
+      },
+    };
+  const fields = fieldsOf(update, Object.keys(BUDGET_FIELDS));
+  if (fields.unknown !== undefined) return unknownName(fields.unknown, `operations[${index}].update`);
+  const fail = (errorCode: Record<string, string>, message: string, extra: Partial<GoogleAdsError> = {}) => ({
+    ok: false as const,
+    error: { errorCode, message, ...extra },
+  });
+  const resourceName = fields.get('resourceName');
+  if (typeof resourceName !== 'string' || resourceName === '')
+    return fail({ requestError: 'RESOURCE_NAME_MISSING' }, 'Resource name is missing.', {
+      location: at(index, 'update', 'resource_name'),
+    });
+  const match = /^customers\/(\d+)\/campaignBudgets\/(\d+)$/.exec(resourceName);
+  if (!match)
+    return fail({ requestError: 'RESOURCE_NAME_MALFORMED' }, 'Resource name is malformed.', {
+      trigger: { stringValue: resourceName },
+      location: at(index, 'update', 'resource_name'),
+    });
+  // [guess] a budget of another customer than the URL's is simply not found in this customer.
+  const budget = (call.accounts.budgets ?? []).find((b) => b.customerId === match[1] && b.id === match[2]);
+  if (!budget || match[1] !== call.customerId)
+    return fail({ mutateError: 'RESOURCE_NOT_FOUND' }, 'Resource was not found.', {
+      trigger: { stringValue: resourceName },
+      location: at(index, 'update', 'resource_name'),
+    });
+  if (seen.has(resourceName))
+    return fail(
+      { mutateError: 'ID_EXISTS_IN_MULTIPLE_MUTATES' },
+      'Cannot mutate the same resource twice in one request.',
+      {
+        location: at(index, 'update', 'resource_name'),
+      },
+    );
+  seen.add(resourceName);
+  if (budget.status === 'REMOVED')
+    return fail(
+      { campaignBudgetError: 'CAMPAIGN_BUDGET_REMOVED' },
+      'The requested campaign budget no longer exists.',
+      {
+        location: at(index, 'update'),
+      },
+    );
+  const mask = op.get('updateMask');
+  if (mask === undefined || mask === '')
+    return fail(
+      { fieldMaskError: 'FIELD_MASK_MISSING' },
+      'The field mask must be provided for update operations.',
+      {
+        location: at(index, 'update_mask'),
+      },
+    );
+  if (typeof mask !== 'string')
+    return invalidPayload(`operations[${index}].update_mask`, 'Invalid FieldMask.');
+  let amountMicros: string | undefined;
+  for (const raw of mask.split(',').map((p) => p.trim())) {
+    const path = raw.includes('_') && double.settings.acceptSnakeCaseUpdateMask ? camel(raw) : raw;
+    const kind = Object.hasOwn(BUDGET_FIELDS, path) ? BUDGET_FIELDS[path] : undefined;
+    if (kind === undefined)
+      return fail({ fieldMaskError: 'FIELD_NOT_FOUND' }, 'The field mask contained an invalid field.', {
+        trigger: { stringValue: raw },
+        location: at(index, 'update_mask'),
+      });
+    if (kind === 'output-only' || kind === 'immutable')
+      // [guess] the error a read-only or immutable field in the mask gets.
+      return fail(
+        { requestError: 'IMMUTABLE_FIELD' },
+        "The field cannot be modified because it's immutable.",
+        {
+          location: at(index, 'update', snake(path)),
+        },
+      );
+    if (kind === 'not-modelled')
+      throw new Error(`Google double: updating CampaignBudget.${path} is not modelled (only amountMicros)`);
+    const value = fields.get(path);
+    if (value === undefined)
+      // [guess] clearing the amount of a daily budget: the field is required.
+      return fail({ fieldError: 'REQUIRED' }, 'The required field was not present.', {
+        location: at(index, 'update', snake(path)),
+      });
+    const micros = parseInt64(value);
+    if (micros === null)
+      return invalidPayload(
+        `operations[${index}].update.amount_micros`,
+        `Invalid value at 'operations[${index}].update.amount_micros' (TYPE_INT64), ${JSON.stringify(value)}`,
+      );
+    const budgetError = (code: string, message: string) =>
+      fail({ campaignBudgetError: code }, message, {
+        trigger: { int64Value: String(micros) },
+        location: at(index, 'update', 'amount_micros'),
+      });
+    const currency = call.accounts.customers.find((c) => c.id === call.customerId)?.currencyCode ?? 'USD';
+    const unit = BigInt(double.settings.currencyMinimumUnitMicros[currency] ?? 10_000);
+    if (micros < 0n) return budgetError('NEGATIVE_MONEY_AMOUNT', 'A money amount was negative.');
+    if (micros === 0n)
+      // [guess] a zero daily budget is below the currency's minimum.
+      return budgetError(
+        'MONEY_AMOUNT_LESS_THAN_CURRENCY_MINIMUM_CPC',
+        'A money amount was less than the minimum CPC for currency.',
+      );
+    if (micros > double.settings.maxBudgetAmountMicros)
+      return budgetError('MONEY_AMOUNT_TOO_LARGE', 'A money amount was greater than the maximum allowed.');
+    if (micros % unit !== 0n)
+      return budgetError(
+        'NON_MULTIPLE_OF_MINIMUM_CURRENCY_UNIT',
+        'A money amount was not a multiple of a minimum unit.',
+      );
+    amountMicros = String(micros);
+  }
+  // Fields given but not named in the mask are ignored, as a FieldMask update does.
+  return { ok: true, budget, amountMicros };
+}
+
+/**
+ * POST /{version}/customers/{cid}/campaignBudgets:mutate — update operations on `amountMicros`.
+ * All-or-nothing unless partialFailure; validateOnly checks everything and changes nothing.
+ */
+function mutateCampaignBudgets(ctx: Ctx): Reply {
+  const call = checkGoogleAdsCall(ctx);
+  if ('status' in call) return call;
+  const { double } = ctx;
+  const quota = takeQuotaFault(double, call.version);
+  if (quota) return quota;
+  const body = ctx.req.json;
+  if (!isRecord(body)) return invalidPayload('', 'Expected a JSON object.');
+  const request = fieldsOf(body, [
+    'customerId',
+    'operations',
+    'partialFailure',
+    'validateOnly',
+    'responseContentType',
+  ]);
+  if (request.unknown !== undefined) return unknownName(request.unknown, '');
+  const operations = request.get('operations');
+  const validateOnly = request.get('validateOnly') === true;
+  const partialFailure = request.get('partialFailure') === true;
+  const mutableResource = request.get('responseContentType') === 'MUTABLE_RESOURCE';
+  if (!Array.isArray(operations) || operations.length === 0)
+    // [guess] the error an empty operation list gets.
+    return googleAdsFailure(400, call.version, [
+      {
+        errorCode: { fieldError: 'REQUIRED' },
+        message: 'The required field was not present.',
+        location: { fieldPathElements: [{ fieldName: 'operations' }] },
+      },
+    ]);
+  if (operations.length > 10_000)
+    return requestError(call.version, 'TOO_MANY_MUTATE_OPERATIONS', 'Received too many entries in request.');
+  const seen = new Set<string>();
+  const checked: BudgetOperation[] = [];
+  for (const [index, operation] of operations.entries()) {
+    if (!isRecord(operation)) return invalidPayload(`operations[${index}]`, 'Expected an object.');
+    const result = checkBudgetOperation(double, call, operation, index, seen);
+    if ('status' in result) return result;
+    checked.push(result);
+  }
+  const errors = checked.flatMap((c) => (c.ok ? [] : [c.error]));
+  if (errors.length > 0 && !partialFailure) return googleAdsFailure(400, call.version, errors);
+  const results = checked.map((c) => {
+    if (!c.ok) return {};
+    const resourceName = budgetResourceName(c.budget);
+    if (!validateOnly && c.amountMicros !== undefined) {
+      double.settings.budgetWrites.push({
+        at: double.now(),
+        customerId: c.budget.customerId,
+        budgetId: c.budget.id,
+        resourceName,
+        previousAmountMicros: c.budget.amountMicros,
+        amountMicros: c.amountMicros,
+      });
+      c.budget.amountMicros = c.amountMicros;
+    }
+    return mutableResource
+      ? { resourceName, campaignBudget: budgetJson(call.accounts, c.budget) }
+      : { resourceName };
+  });
+  const answer: Record<string, unknown> = {};
+  // validateOnly: "Only errors are returned, not results".
+  if (!validateOnly) answer['results'] = results;
+  if (errors.length > 0)
+    // [guess] the partialFailureError message wording.
+    answer['partialFailureError'] = {
+      code: 3,
+      message:
+        errors.length === 1
+          ? (errors[0]?.message ?? '')
+          : `Multiple errors in ‘details’. First error: ${errors[0]?.message ?? ''}`,
+      details: [failureDetail(call.version, errors)],
+    };
+  return json(200, answer);
 }
 
 function revoke({ req, double }: Ctx): Reply {
@@ -740,6 +1512,11 @@ const routes: RouteDef<GoogleAccounts, GoogleSettings>[] = [
     pattern: '/{version}/customers/{cid}/googleAds:searchStream',
     handler: (ctx) => search(ctx, true),
   },
+  {
+    method: 'POST',
+    pattern: '/{version}/customers/{cid}/campaignBudgets:mutate',
+    handler: mutateCampaignBudgets,
+  },
 ];
 
 export async function startGoogleDouble(options: GoogleDoubleOptions = {}): Promise<GoogleDouble> {
@@ -749,6 +1526,13 @@ export async function startGoogleDouble(options: GoogleDoubleOptions = {}): Prom
     consentedClients: new Set(),
     refreshTokenTtlSeconds: options.refreshTokenTtlSeconds ?? null,
     gaqlResources: defaultGaqlResources(),
+    searchPageSize: options.searchPageSize ?? 10_000,
+    pageTokenTtlSeconds: 2 * 3600,
+    currencyMinimumUnitMicros: { ...GOOGLE_CURRENCY_MINIMUM_UNIT_MICROS },
+    maxBudgetAmountMicros: 1_000_000_000_000_000n,
+    acceptSnakeCaseUpdateMask: true,
+    budgetWrites: [],
+    quotaFaults: [],
   };
   return startDouble<GoogleAccounts, GoogleSettings>('google', routes, {
     ...options,

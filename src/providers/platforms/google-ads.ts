@@ -66,7 +66,7 @@ interface SearchRow {
 }
 
 /** googleAds:search, following nextPageToken (never sending pageSize: Google refuses it). */
-export async function googleSearch(
+export async function googleSearch<R = SearchRow>(
   app: ProviderApp,
   accessToken: Secret,
   customerId: string,
@@ -74,11 +74,11 @@ export async function googleSearch(
   loginCustomerId: string | null,
   options: CallOptions,
   what: string,
-): Promise<SearchRow[]> {
-  const rows: SearchRow[] = [];
+): Promise<R[]> {
+  const rows: R[] = [];
   let pageToken: string | undefined;
   do {
-    const { body } = await apiRequest<{ results?: SearchRow[]; nextPageToken?: string }>({
+    const { body } = await apiRequest<{ results?: R[]; nextPageToken?: string }>({
       method: 'POST',
       url: apiUrl(googleApiBase(app), `/${app.apiVersion}/customers/${customerId}/googleAds:search`),
       headers: googleHeaders(app, accessToken, loginCustomerId),

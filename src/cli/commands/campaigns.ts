@@ -1,0 +1,137 @@
+import { InvalidInputError } from '../../errors.js';
+import { displayMoney, formatMicros, parseAmount } from '../../providers/money.js';
+import type { BudgetChangeResult, Campaign } from '../../providers/types.js';
+import { getCampaign, listCampaigns, setCampaignBudget } from '../../services/campaigns.js';
+import { connectionRef } from '../../views.js';
+import { withContext } from '../context.js';
+import { confirm } from '../input.js';
+import type { Column } from '../output.js';
+import type { Runtime } from '../run.js';
+
+/** A campaign as JSON: money as exact decimal strings and micros as strings (never a float). */
+export function campaignJson(campaign: Campaign) {
+  const { currency, dailyBudgetMicros: micros } = campaign;
+  return {
+    id: campaign.id,
+    name: campaign.name,
+    status: campaign.status,
+    currency,
+    daily_budget: micros === null ? null : currency ? formatMicros(micros, currency) : null,
+    daily_budget_micros: micros === null ? null : micros.toString(),
+    budget_level: campaign.budget.level,
+    budget_id: campaign.budget.id,
+    shared_budget: campaign.budget.shared,
+    shared_by: campaign.budget.sharedBy,
+    budget_note: campaign.budget.note,
+  };
+}
+
+const COLUMNS: Column<Campaign>[] = [
+  { header: 'ID', value: (c) => c.id },
+  { header: 'NAME', value: (c) => c.name },
+  { header: 'STATUS', value: (c) => c.status },
+  { header: 'DAILY BUDGET', value: (c) => displayMoney(c.dailyBudgetMicros, c.currency) },
+  {
+    header: 'SHARED',
+    value: (c) =>
+      c.budget.shared ? (c.budget.sharedBy ? `yes (${c.budget.sharedBy} campaigns)` : 'yes') : 'no',
+    style: (c, text, s) => (c.budget.shared ? s.yellow(text) : text),
+  },
+  { header: 'BUDGET ON', value: (c) => c.budget.level.replace('_', ' ') },
+];
+
+export async function list(rt: Runtime, ref: string): Promise<void> {
+  const { connection, campaigns } = await withContext(rt, (ctx) => listCampaigns(ctx, ref));
+  rt.out.list(campaigns, campaignJson, COLUMNS, `no campaigns in ${connectionRef(connection)}`);
+}
+
+export interface SetBudgetOptions {
+  daily?: string;
+  validateOnly?: boolean;
+  yes?: boolean;
+  shared?: boolean;
+}
+
+function resultJson(result: BudgetChangeResult & { connection: { id: string } }) {
+  const currency = result.campaign.currency;
+  const money = (micros: bigint | null) =>
+    micros === null ? null : currency ? formatMicros(micros, currency) : null;
+  return {
+    connection_id: result.connection.id,
+    campaign_id: result.campaign.id,
+    campaign_name: result.campaign.name,
+    mode: result.mode,
+    currency,
+    previous_daily_budget: money(result.previousMicros),
+    new_daily_budget: money(result.newMicros),
+    previous_micros: result.previousMicros?.toString() ?? null,
+    new_micros: result.newMicros.toString(),
+    budget_level: result.target.level,
+    budget_id: result.target.id,
+  };
+}
+
+/**
+ * Sets a campaign's daily budget from an amount in the account's currency, as the operator types it.
+ * The campaign is read first so the operator sees old → new (and the shared-budget warning) before
+ * anything changes; on a terminal that is a question, elsewhere `--yes` is the answer.
+ */
+export async function setBudget(
+  rt: Runtime,
+  ref: string,
+  campaignId: string,
+  opts: SetBudgetOptions,
+): Promise<void> {
+  if (opts.daily === undefined) {
+    throw new InvalidInputError('--daily AMOUNT is needed', {
+      hint: 'Give the new daily budget in the account currency, for example --daily 75.50.',
+    });
+  }
+  const validateOnly = opts.validateOnly === true;
+  const mustAsk = !validateOnly && opts.yes !== true;
+  if (mustAsk && !rt.interactive) {
+    throw new InvalidInputError('changing a budget needs confirmation, and there is no terminal to ask on', {
+      hint: 'Run it again with --yes, or with --validate-only to check the change without making it.',
+    });
+  }
+  const { connection, campaign } = await withContext(rt, (ctx) => getCampaign(ctx, ref, campaignId));
+  if (!campaign.currency) {
+    throw new InvalidInputError(`the currency of campaign ${campaign.id} is not known`, {
+      hint: 'The platform did not say it; this is a bug worth reporting.',
+    });
+  }
+  const micros = parseAmount(opts.daily, campaign.currency);
+  const before = displayMoney(campaign.dailyBudgetMicros, campaign.currency) ?? 'none';
+  const after = displayMoney(micros, campaign.currency);
+  const where = `${connectionRef(connection)} campaign ${campaign.id} (${campaign.name})`;
+  if (campaign.budget.shared) {
+    rt.out.warn(
+      `this campaign's budget is shared${campaign.budget.sharedBy ? ` by ${campaign.budget.sharedBy} campaigns` : ''}: ${opts.shared ? 'changing it changes all of them' : 'it is left alone unless you pass --shared'}`,
+    );
+  }
+  if (mustAsk) {
+    rt.out.note(`${where}: daily budget ${before} → ${after}`);
+    if (!(await confirm(rt, 'Change it?'))) {
+      throw new InvalidInputError('nothing changed: the change was not confirmed');
+    }
+  }
+  const result = await withContext(rt, (ctx) =>
+    setCampaignBudget(ctx, ref, {
+      campaignId: campaign.id,
+      dailyBudgetMicros: micros,
+      validateOnly,
+      allowShared: opts.shared === true,
+    }),
+  );
+  if (rt.out.json) return rt.out.writeJson(resultJson(result));
+  const previous = displayMoney(result.previousMicros, result.campaign.currency) ?? 'none';
+  const next = displayMoney(result.newMicros, result.campaign.currency);
+  const line = `${where}: daily budget ${previous} → ${next}`;
+  if (result.mode === 'applied') rt.out.success(line);
+  else if (result.mode === 'validated')
+    rt.out.success(`${line} is valid (checked by the platform's own dry run; nothing changed)`);
+  else
+    rt.out.success(
+      `${line} passes credvault's checks (simulated: the platform has no dry run, nothing was sent)`,
+    );
+}

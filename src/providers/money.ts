@@ -1,0 +1,123 @@
+import { InvalidInputError } from '../errors.js';
+
+/**
+ * Money as the platforms take it, exactly: amounts are integers of micros (a millionth of the
+ * currency unit) in a bigint, parsed from and printed to decimal strings without passing through a
+ * floating-point number. The digits after the point a currency has (USD 2, JPY 0, KWD 3) come from
+ * ICU through Intl, which follows ISO 4217.
+ */
+
+export const MICROS_PER_UNIT = 1_000_000n;
+
+const CURRENCY = /^[A-Z]{3}$/;
+
+/** Digits after the decimal point of a currency (its minor unit). */
+export function minorDigits(currency: string): number {
+  if (!CURRENCY.test(currency)) throw new InvalidInputError(`"${currency}" is not an ISO 4217 currency code`);
+  return (
+    new Intl.NumberFormat('en', { style: 'currency', currency }).resolvedOptions().maximumFractionDigits ?? 2
+  );
+}
+
+/** The smallest amount a currency can express, in micros (USD: 10,000; JPY: 1,000,000). */
+export function minorUnitMicros(currency: string): bigint {
+  return 10n ** BigInt(6 - minorDigits(currency));
+}
+
+const AMOUNT = /^(\d+)(?:\.(\d+))?$/;
+const GROUPED = /^\d{1,3}(?:,\d{3})+(?:\.\d+)?$/;
+
+/**
+ * An amount as an operator types it ("75", "75.5", "1,234,567.89") in `currency`, as micros. More
+ * digits after the point than the currency has (JPY "1000.5", USD "1.005") is refused, not rounded.
+ */
+export function parseAmount(text: string, currency: string): bigint {
+  const trimmed = text.trim();
+  const plain = GROUPED.test(trimmed) ? trimmed.replace(/,/g, '') : trimmed;
+  const match = AMOUNT.exec(plain);
+  if (!match) {
+    throw new InvalidInputError(`"${text}" is not an amount`, {
+      hint: `Give the amount in ${currency} as digits with an optional decimal point, for example 75 or 1234.50.`,
+    });
+  }
+  const digits = minorDigits(currency);
+  const fraction = (match[2] ?? '').replace(/0+$/, '');
+  if (fraction.length > digits) {
+    throw new InvalidInputError(
+      digits === 0
+        ? `${currency} has no minor unit: "${text}" cannot be charged`
+        : `${currency} has ${digits} digits after the decimal point: "${text}" cannot be charged`,
+      { hint: `Give a whole number of ${digits === 0 ? currency : `${currency} cents`}.` },
+    );
+  }
+  const micros = BigInt(match[1]!) * MICROS_PER_UNIT + BigInt((fraction || '0').padEnd(6, '0'));
+  if (micros <= 0n) throw new InvalidInputError('a daily budget must be more than zero');
+  return micros;
+}
+
+/** Micros as a decimal string with exactly the currency's digits ("75.00", "1000" for JPY). */
+export function formatMicros(micros: bigint, currency: string): string {
+  const digits = minorDigits(currency);
+  const negative = micros < 0n;
+  const abs = negative ? -micros : micros;
+  const whole = abs / MICROS_PER_UNIT;
+  const rest = (abs % MICROS_PER_UNIT).toString().padStart(6, '0');
+  // Keep every digit the platform sent beyond the currency's own, rather than hide a remainder.
+  const extra = rest.slice(digits).replace(/0+$/, '');
+  const fraction = rest.slice(0, digits) + extra;
+  return `${negative ? '-' : ''}${whole}${fraction ? `.${fraction}` : ''}`;
+}
+
+/** For display: "1,234.50 USD". */
+export function displayMoney(micros: bigint | null, currency: string | null): string | null {
+  if (micros === null) return null;
+  if (!currency) return `${micros} micros`;
+  const [whole, fraction] = formatMicros(micros, currency).split('.');
+  return `${BigInt(whole!).toLocaleString('en')}${fraction ? `.${fraction}` : ''} ${currency}`;
+}
+
+/** A decimal string ("75.00", "0.05", "1234567.89") as micros, exactly. */
+export function decimalToMicros(value: string): bigint {
+  const match = /^(-?)(\d+)(?:\.(\d{1,6})0*)?$/.exec(value.trim());
+  if (!match) throw new InvalidInputError(`"${value}" is not a decimal amount`);
+  const micros = BigInt(match[2]!) * MICROS_PER_UNIT + BigInt((match[3] ?? '').padEnd(6, '0') || '0');
+  return match[1] ? -micros : micros;
+}
+
+/**
+ * A JSON number in currency units from micros, for APIs that take a double (Microsoft's
+ * DailyBudget): the shortest decimal that round-trips, built from the exact decimal string.
+ */
+export function microsToNumber(micros: bigint): number {
+  const abs = micros < 0n ? -micros : micros;
+  const text = `${abs / MICROS_PER_UNIT}.${(abs % MICROS_PER_UNIT).toString().padStart(6, '0')}`;
+  return micros < 0n ? -Number(text) : Number(text);
+}
+
+/**
+ * A double from an API (Microsoft's DailyBudget) as micros: through its shortest decimal string,
+ * which is what the platform stored (0.1 arrives as 0.1, not 0.1000000000000000055…).
+ */
+export function numberToMicros(value: number): bigint {
+  if (!Number.isFinite(value)) throw new InvalidInputError(`${value} is not an amount`);
+  const text = Math.abs(value) < 1e-6 ? '0' : value.toFixed(6);
+  return decimalToMicros(text);
+}
+
+/** Whether micros are a whole number of the currency's smallest unit. */
+export function isWholeMinorUnits(micros: bigint, currency: string): boolean {
+  return micros % minorUnitMicros(currency) === 0n;
+}
+
+/** Parses an integer of micros given by a library caller: a bigint, a safe integer, or digits. */
+export function toMicros(value: bigint | number | string, what = 'dailyBudgetMicros'): bigint {
+  if (typeof value === 'bigint') return value;
+  if (typeof value === 'number') {
+    if (!Number.isSafeInteger(value))
+      throw new InvalidInputError(`${what} must be an integer number of micros`);
+    return BigInt(value);
+  }
+  if (!/^\d+$/.test(value))
+    throw new InvalidInputError(`${what} must be an integer number of micros, not "${value}"`);
+  return BigInt(value);
+}

@@ -1,0 +1,174 @@
+import type { Secret } from '../crypto/secret.js';
+import * as appStore from '../db/store/apps.js';
+import type { ConnectionRow } from '../db/store/connections.js';
+import { CredvaultError, InvalidInputError, NotFoundError } from '../errors.js';
+import type { PlatformId } from '../providers/catalog.js';
+import { ProviderError } from '../providers/errors.js';
+import { parseAmount } from '../providers/money.js';
+import { campaignOpsFor } from '../providers/registry.js';
+import type { BudgetChangeResult, Campaign, CampaignTarget, ProviderApp } from '../providers/types.js';
+import { connectionRef } from '../views.js';
+import { recordAudit } from './audit.js';
+import { resolveConnection } from './connections.js';
+import type { ServiceContext } from './context.js';
+import { providerFailure, withDeadline } from './platform-calls.js';
+import { providerApp } from './provider-app.js';
+import { getValidAccessToken } from './tokens.js';
+
+/**
+ * Campaign operations on a connection: a valid token, the app (its developer token), the platform's
+ * campaign interface. An API that refuses the access token (401) gets one forced refresh and one
+ * retry; a second refusal means a person must connect again (exit 4).
+ */
+
+type Call<T> = (app: ProviderApp, token: Secret, target: CampaignTarget, signal: AbortSignal) => Promise<T>;
+
+async function onConnection<T>(
+  ctx: ServiceContext,
+  connection: ConnectionRow,
+  purpose: string,
+  call: Call<T>,
+): Promise<T> {
+  const record = await appStore.getById(ctx.db, connection.appId);
+  if (!record) throw new NotFoundError(`the app of connection ${connectionRef(connection)} was removed`);
+  const app = await providerApp(ctx, ctx.db, record, { secrets: true });
+  const target: CampaignTarget = {
+    accountId: connection.externalAccountId,
+    currency: connection.details.currency ?? null,
+    details: connection.details,
+  };
+  const attempt = async (forceRefresh: boolean) => {
+    const served = await getValidAccessToken(ctx, connection.id, {
+      minTtlSeconds: forceRefresh ? 0 : 60,
+      forceRefresh,
+      purpose,
+    });
+    return withDeadline(ctx, (signal) => call(app, served.accessToken, target, signal));
+  };
+  try {
+    try {
+      return await attempt(false);
+    } catch (error) {
+      // The platform refused a token we thought valid (revoked, rotated elsewhere): refresh once.
+      if (!(error instanceof ProviderError && error.kind === 'unauthenticated')) throw error;
+      return await attempt(true);
+    }
+  } catch (error) {
+    throw providerFailure(error, connectionRef(connection));
+  }
+}
+
+export interface CampaignList {
+  connection: ConnectionRow;
+  campaigns: Campaign[];
+}
+
+export async function listCampaigns(ctx: ServiceContext, ref: string): Promise<CampaignList> {
+  const connection = await resolveConnection(ctx.db, ref);
+  const ops = await campaignOpsFor(connection.platform as PlatformId);
+  const campaigns = await onConnection(ctx, connection, 'campaigns list', (app, token, target, signal) =>
+    ops.list(app, token, target, { signal }),
+  );
+  return { connection, campaigns };
+}
+
+/** One campaign as the platform has it now (to show old → new before changing it). */
+export async function getCampaign(
+  ctx: ServiceContext,
+  ref: string,
+  campaignId: string,
+): Promise<CampaignList & { campaign: Campaign }> {
+  const found = await listCampaigns(ctx, ref);
+  const campaign = found.campaigns.find((c) => c.id === campaignId.trim());
+  if (!campaign) {
+    throw new NotFoundError(`no campaign ${campaignId} on ${connectionRef(found.connection)}`, {
+      hint: `List them with \`credvault campaigns list ${connectionRef(found.connection)}\`.`,
+    });
+  }
+  return { ...found, campaign };
+}
+
+export interface BudgetRequest {
+  campaignId: string;
+  /** Micros, or an amount as typed in the account's currency (`amount`). */
+  dailyBudgetMicros?: bigint;
+  amount?: string;
+  validateOnly: boolean;
+  allowShared?: boolean;
+}
+
+/**
+ * Sets a campaign's daily budget (or validates it: the platform's dry run, or a simulation where it
+ * has none). Audited with the old and new values, whatever the outcome.
+ */
+export async function setCampaignBudget(
+  ctx: ServiceContext,
+  ref: string,
+  request: BudgetRequest,
+): Promise<BudgetChangeResult & { connection: ConnectionRow }> {
+  const connection = await resolveConnection(ctx.db, ref);
+  const platform = connection.platform as PlatformId;
+  const ops = await campaignOpsFor(platform);
+  const campaignId = request.campaignId.trim();
+  if (!campaignId) throw new InvalidInputError('a campaign id is needed');
+  const audit = (outcome: 'success' | 'failure', detail: Record<string, unknown>) =>
+    ctx.transaction((tx) =>
+      recordAudit(tx, ctx.actor, {
+        action: request.validateOnly ? 'campaign.budget.validate' : 'campaign.budget',
+        targetType: 'campaign',
+        targetId: campaignId,
+        connectionId: connection.id,
+        outcome,
+        detail: { platform, account: connection.externalAccountId, campaign: campaignId, ...detail },
+      }),
+    );
+  let result: BudgetChangeResult;
+  try {
+    result = await onConnection(
+      ctx,
+      connection,
+      request.validateOnly ? 'campaigns set-budget --validate-only' : 'campaigns set-budget',
+      async (app, token, target, signal) => {
+        let micros = request.dailyBudgetMicros;
+        if (micros === undefined) {
+          // An amount as typed needs the currency: the campaign's, which the platform says.
+          const current = (await ops.list(app, token, target, { signal })).find((c) => c.id === campaignId);
+          const currency = current?.currency ?? target.currency;
+          if (!currency)
+            throw new InvalidInputError(
+              `the currency of ${connectionRef(connection)} is not known; give micros`,
+            );
+          micros = parseAmount(request.amount ?? '', currency);
+        }
+        return ops.setDailyBudget(
+          app,
+          token,
+          target,
+          {
+            campaignId,
+            dailyBudgetMicros: micros,
+            validateOnly: request.validateOnly,
+            allowShared: request.allowShared === true,
+          },
+          { signal },
+        );
+      },
+    );
+  } catch (error) {
+    const code = error instanceof CredvaultError ? error.code : 'internal';
+    await audit('failure', {
+      error: code,
+      message: error instanceof Error ? error.message.slice(0, 300) : null,
+    }).catch(() => {});
+    throw error;
+  }
+  await audit('success', {
+    mode: result.mode,
+    currency: result.campaign.currency,
+    previous_micros: result.previousMicros?.toString() ?? null,
+    new_micros: result.newMicros.toString(),
+    budget_level: result.target.level,
+    budget_id: result.target.id,
+  });
+  return { ...result, connection };
+}
