@@ -1,13 +1,16 @@
 // Builds dist/ with esbuild: one ESM bundle per entry point, split into lazily loaded chunks so a
 // command loads only what it runs. Type checking is `npm run typecheck` (tsc), not part of the build.
+import { spawnSync } from 'node:child_process';
 import { readFileSync, rmSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { build } from 'esbuild';
 
 const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8'));
 
 rmSync(new URL('../dist', import.meta.url), { recursive: true, force: true });
 await build({
-  entryPoints: { cli: 'src/cli/main.ts' },
+  // The CLI and the library (`import { openVault } from 'credvault'`) share their chunks.
+  entryPoints: { cli: 'src/cli/main.ts', index: 'src/index.ts' },
   outdir: 'dist',
   bundle: true,
   splitting: true,
@@ -48,3 +51,8 @@ await build({
   target: 'node20',
   logLevel: 'warning',
 });
+
+// The library's type declarations (dist/types/index.d.ts), from the same sources by tsc.
+const tsc = createRequire(import.meta.url).resolve('typescript/bin/tsc');
+const types = spawnSync(process.execPath, [tsc, '-p', 'tsconfig.types.json'], { stdio: 'inherit' });
+if (types.status !== 0) process.exit(types.status ?? 1);

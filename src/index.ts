@@ -1,0 +1,195 @@
+/**
+ * credvault as a library: the same vault, configuration, token service and campaign operations as the
+ * CLI, for application code that wants a valid access token and one campaign interface across the
+ * four platforms.
+ *
+ *   import { openVault } from 'credvault';
+ *   const vault = await openVault();                      // DATABASE_URL / CREDVAULT_HOME, like the CLI
+ *   const { accessToken } = await vault.getValidAccessToken('google_ads:1234567890', { minTtl: 300 });
+ *   const campaigns = await vault.provider('google_ads').listCampaigns('google_ads:1234567890');
+ *   await vault.close();
+ *
+ * Every token handed out and every budget change is audited with `actor` (default: the OS user), as
+ * the CLI does.
+ */
+import { resolveConfig } from './config.js';
+import { InvalidInputError } from './errors.js';
+import { PLATFORMS, type PlatformCapabilities, type PlatformId, parsePlatform } from './providers/catalog.js';
+import { toMicros } from './providers/money.js';
+import type { BudgetChangeResult, Campaign } from './providers/types.js';
+import { listCampaigns, setCampaignBudget } from './services/campaigns.js';
+import { resolveConnection } from './services/connections.js';
+import { openContext, type ServiceContext } from './services/context.js';
+import { getValidAccessToken } from './services/tokens.js';
+import { connectionRef } from './views.js';
+
+export {
+  ConflictError,
+  CredvaultError,
+  DatabaseError,
+  type ErrorCode,
+  EXIT_CODES,
+  InternalError,
+  InvalidInputError,
+  isCredvaultError,
+  KeyError,
+  NotFoundError,
+  ReauthRequiredError,
+  UnavailableError,
+} from './errors.js';
+export { PLATFORM_IDS, type PlatformCapabilities, type PlatformId } from './providers/catalog.js';
+export type { BudgetChangeResult, BudgetLevel, Campaign } from './providers/types.js';
+
+export interface VaultOptions {
+  /** The data folder (default: $CREDVAULT_HOME, else ~/.local/share/credvault). */
+  home?: string;
+  /** PostgreSQL URL (default: $DATABASE_URL, else the embedded database in `home`). */
+  databaseUrl?: string;
+  /** Who is acting, for the audit log (default: $CREDVAULT_ACTOR, else the OS user). */
+  actor?: string;
+  /** The environment to read configuration and key sources from (default: process.env). */
+  env?: NodeJS.ProcessEnv;
+}
+
+export interface AccessToken {
+  /** The bearer token. Keep it out of logs. */
+  accessToken: string;
+  tokenType: string;
+  expiresAt: Date | null;
+  connectionId: string;
+  platform: PlatformId;
+  externalAccountId: string;
+  /** Whether this call refreshed it (once per expiry across every process sharing the vault). */
+  refreshed: boolean;
+}
+
+export interface TokenOptions {
+  /** Refresh first when the token expires within this many seconds (default 60, as `token get`). */
+  minTtl?: number;
+  /** What the token is for, recorded in the audit log (default "library"). */
+  purpose?: string;
+}
+
+export interface BudgetUpdate {
+  campaignId: string;
+  /** The new daily budget in micros of the account's currency (1 USD = 1,000,000). */
+  dailyBudgetMicros: bigint | number | string;
+  /** Check without changing: the platform's dry run where it has one, else credvault's checks ("simulated"). */
+  validateOnly?: boolean;
+  /** Change a budget other campaigns share (Google Ads), knowing it changes them too. */
+  allowShared?: boolean;
+}
+
+/** One platform's operations; each takes the connection (id, `platform:account`, or name) to act through. */
+export interface ProviderClient {
+  readonly platform: PlatformId;
+  readonly capabilities: PlatformCapabilities;
+  listCampaigns(connection: string): Promise<Campaign[]>;
+  updateCampaignBudget(connection: string, update: BudgetUpdate): Promise<BudgetChangeResult>;
+}
+
+export interface Vault {
+  getValidAccessToken(connection: string, options?: TokenOptions): Promise<AccessToken>;
+  provider(platform: PlatformId | string): ProviderClient;
+  capabilities(platform: PlatformId | string): PlatformCapabilities;
+  /** Closes the database (and, on the embedded database, lets other processes open it). */
+  close(): Promise<void>;
+  [Symbol.asyncDispose](): Promise<void>;
+}
+
+function minTtlSeconds(value: number | undefined): number {
+  if (value === undefined) return 60;
+  if (!Number.isInteger(value) || value < 0 || value > 86_400) {
+    throw new InvalidInputError(`minTtl must be whole seconds between 0 and 86400 (got ${value})`);
+  }
+  return value;
+}
+
+/** A connection of the expected platform, or an error naming both. */
+async function connectionOf(ctx: ServiceContext, ref: string, platform: PlatformId): Promise<string> {
+  const connection = await resolveConnection(ctx.db, ref);
+  if (connection.platform !== platform) {
+    throw new InvalidInputError(
+      `connection ${connectionRef(connection)} is a ${PLATFORMS[connection.platform as PlatformId].displayName} connection, not ${PLATFORMS[platform].displayName}`,
+      { hint: `Use provider('${connection.platform}') for it.` },
+    );
+  }
+  return connection.id;
+}
+
+/**
+ * Opens the vault with the CLI's configuration: options first, then the environment (DATABASE_URL,
+ * CREDVAULT_HOME, CREDENTIAL_MASTER_KEY…). On the embedded database the vault stays open (and
+ * locked to other processes, unless a daemon shares it) until `close()`.
+ */
+export async function openVault(options: VaultOptions = {}): Promise<Vault> {
+  const config = resolveConfig(
+    {
+      ...(options.home !== undefined ? { home: options.home } : {}),
+      ...(options.databaseUrl !== undefined ? { databaseUrl: options.databaseUrl } : {}),
+      ...(options.actor !== undefined ? { actor: options.actor } : {}),
+    },
+    options.env ?? process.env,
+  );
+  const ctx = await openContext(config);
+  let closed: Promise<void> | null = null;
+  const open = () => {
+    if (closed) throw new InvalidInputError('this vault was closed; open it again with openVault()');
+    return ctx;
+  };
+
+  const provider = (name: PlatformId | string): ProviderClient => {
+    const platform = parsePlatform(name);
+    return {
+      platform,
+      capabilities: { ...PLATFORMS[platform].capabilities },
+      async listCampaigns(connection) {
+        const ctx = open();
+        const id = await connectionOf(ctx, connection, platform);
+        return (await listCampaigns(ctx, id)).campaigns;
+      },
+      async updateCampaignBudget(connection, update) {
+        const ctx = open();
+        if (!update || typeof update.campaignId !== 'string' || update.campaignId.trim() === '') {
+          throw new InvalidInputError('updateCampaignBudget needs a campaignId');
+        }
+        const micros = toMicros(update.dailyBudgetMicros);
+        const id = await connectionOf(ctx, connection, platform);
+        const { connection: _row, ...result } = await setCampaignBudget(ctx, id, {
+          campaignId: update.campaignId,
+          dailyBudgetMicros: micros,
+          validateOnly: update.validateOnly === true,
+          allowShared: update.allowShared === true,
+        });
+        return result;
+      },
+    };
+  };
+
+  const close = (): Promise<void> => {
+    closed ??= ctx.close();
+    return closed;
+  };
+
+  return {
+    async getValidAccessToken(connection, tokenOptions = {}) {
+      const served = await getValidAccessToken(open(), connection, {
+        minTtlSeconds: minTtlSeconds(tokenOptions.minTtl),
+        purpose: tokenOptions.purpose ?? 'library',
+      });
+      return {
+        accessToken: served.accessToken.reveal(),
+        tokenType: served.tokenType,
+        expiresAt: served.expiresAt,
+        connectionId: served.connection.id,
+        platform: served.connection.platform as PlatformId,
+        externalAccountId: served.connection.externalAccountId,
+        refreshed: served.refreshed,
+      };
+    },
+    provider,
+    capabilities: (platform) => ({ ...PLATFORMS[parsePlatform(platform)].capabilities }),
+    close,
+    [Symbol.asyncDispose]: close,
+  };
+}

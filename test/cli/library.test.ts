@@ -1,0 +1,243 @@
+import { spawn } from 'node:child_process';
+import { mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { GOOGLE_ADWORDS_SCOPE, type GoogleDouble, startGoogleDouble } from '../doubles/index.js';
+import { addAppFor } from '../helpers/flows.js';
+import { ROOT } from '../helpers/paths.js';
+import { createVault, DB_KIND, type TestVault } from '../helpers/vault.js';
+
+/**
+ * The package as application code uses it: a program in its own folder that imports 'credvault'
+ * (resolved through node_modules to this package's exports, so the built dist/index.js and its
+ * declarations), opens the vault with options rather than the CLI's environment, and works
+ * through the Google Ads double.
+ */
+
+let vault: TestVault;
+let google: GoogleDouble;
+let appDir: string;
+let issuedAccessTokens: Set<string>;
+
+async function node(
+  file: string,
+  args: string[] = [],
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const child = spawn(process.execPath, [file, ...args], {
+    cwd: appDir,
+    // Nothing from the CLI's environment: the program passes home and database URL itself.
+    env: { PATH: process.env.PATH, HOME: vault.root },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (d: string) => {
+    stdout += d;
+  });
+  child.stderr.setEncoding('utf8').on('data', (d: string) => {
+    stderr += d;
+  });
+  const code = await new Promise<number>((resolve) => child.on('close', (c) => resolve(c ?? 1)));
+  return { code, stdout, stderr };
+}
+
+function program(name: string, body: string): string {
+  const file = join(appDir, name);
+  writeFileSync(
+    file,
+    `import { openVault, InvalidInputError, NotFoundError } from 'credvault';
+const vault = await openVault({ home: ${JSON.stringify(vault.home)}, databaseUrl: ${JSON.stringify(vault.databaseUrl ?? undefined)}, actor: 'billing-service', env: {} });
+const out = {};
+try {
+${body}
+} finally {
+  await vault.close();
+}
+process.stdout.write(JSON.stringify(out, (k, v) => (typeof v === 'bigint' ? \`\${v}n\` : v)));
+`,
+  );
+  return file;
+}
+
+beforeAll(async () => {
+  vault = await createVault();
+  google = await startGoogleDouble();
+  appDir = join(vault.root, 'billing-service');
+  mkdirSync(join(appDir, 'node_modules'), { recursive: true });
+  symlinkSync(ROOT, join(appDir, 'node_modules', 'credvault'), 'dir');
+  writeFileSync(join(appDir, 'package.json'), JSON.stringify({ name: 'billing-service', type: 'module' }));
+  const app = await addAppFor(vault, 'google_ads', google as never);
+  const grant = google.issueGrant({ clientId: app.clientId, scope: GOOGLE_ADWORDS_SCOPE } as never);
+  const added = await vault.cli(
+    [
+      'connections',
+      'add',
+      'google_ads',
+      '--app',
+      app.label,
+      '--account',
+      '1234567890',
+      '--name',
+      'acme-us',
+      '--refresh-token-file',
+      '-',
+    ],
+    { input: grant.refreshToken },
+  );
+  expect(added.code, added.stderr).toBe(0);
+  issuedAccessTokens = new Set(google.accessTokens.keys());
+});
+
+afterAll(async () => {
+  await google?.close();
+  await vault?.destroy();
+});
+
+describe("import { openVault } from 'credvault'", () => {
+  it('hands out a valid access token, refreshing only when minTtl asks for it, and audits it with the actor', async () => {
+    const before = google.refreshCount;
+    const file = program(
+      'token.mjs',
+      `// Google's tokens live an hour: asking for more than that refreshes now.
+const first = await vault.getValidAccessToken('google_ads:1234567890', { minTtl: 3700 });
+const second = await vault.getValidAccessToken('acme-us', { minTtl: 300 });
+out.first = { ...first, expiresAt: first.expiresAt?.toISOString() };
+out.second = { ...second, expiresAt: second.expiresAt?.toISOString() };
+out.caps = vault.capabilities('linkedin_ads');
+out.googleCaps = vault.provider('google_ads').capabilities;`,
+    );
+    const result = await node(file);
+    expect(result.code, result.stderr).toBe(0);
+    const out = JSON.parse(result.stdout);
+    // The token is one the platform issued (and is valid now), not one it had before.
+    expect(google.accessTokens.has(out.first.accessToken)).toBe(true);
+    expect(issuedAccessTokens.has(out.first.accessToken)).toBe(false);
+    expect(out.first).toMatchObject({
+      tokenType: 'Bearer',
+      platform: 'google_ads',
+      externalAccountId: '1234567890',
+      refreshed: true,
+    });
+    expect(out.second).toMatchObject({ accessToken: out.first.accessToken, refreshed: false });
+    expect(google.refreshCount).toBe(before + 1);
+    expect(out.caps).toMatchObject({ validate_only: 'simulated', keywords: false });
+    expect(out.googleCaps).toMatchObject({ validate_only: 'true', keywords: true, budget_unit: 'micros' });
+
+    const audit = await vault.json<Array<{ action: string; actor: string; detail: Record<string, unknown> }>>(
+      ['audit', 'list', '--actor', 'billing-service'],
+    );
+    const served = audit.filter((row) => row.action === 'token.serve');
+    expect(served).toHaveLength(2);
+    expect(served[0]!.detail).toMatchObject({ purpose: 'library' });
+  });
+
+  it('lists campaigns and changes a daily budget: validate-only is the platform dry run, then for real', async () => {
+    const mutatesBefore = google.requests.filter((r) => r.path.endsWith('/campaignBudgets:mutate')).length;
+    const file = program(
+      'budget.mjs',
+      `const ads = vault.provider('google_ads');
+const campaigns = await ads.listCampaigns('google_ads:1234567890');
+out.campaigns = campaigns.map((c) => ({ id: c.id, name: c.name, micros: c.dailyBudgetMicros, currency: c.currency, shared: c.budget.shared }));
+out.dry = await ads.updateCampaignBudget('google_ads:1234567890', { campaignId: '21000000001', dailyBudgetMicros: 75_500_000n, validateOnly: true });
+out.afterDry = (await ads.listCampaigns('google_ads:1234567890')).find((c) => c.id === '21000000001').dailyBudgetMicros;
+out.real = await ads.updateCampaignBudget('google_ads:1234567890', { campaignId: '21000000001', dailyBudgetMicros: '75500000' });
+try {
+  await vault.provider('linkedin_ads').listCampaigns('google_ads:1234567890');
+} catch (error) {
+  out.wrongPlatform = { invalid: error instanceof InvalidInputError, code: error.code, message: error.message };
+}
+try {
+  await ads.updateCampaignBudget('google_ads:1234567890', { campaignId: '99', dailyBudgetMicros: 1.5 });
+} catch (error) {
+  out.badMicros = { invalid: error instanceof InvalidInputError, message: error.message };
+}
+try {
+  await ads.listCampaigns('google_ads:999');
+} catch (error) {
+  out.missing = { notFound: error instanceof NotFoundError, code: error.code };
+}`,
+    );
+    const result = await node(file);
+    expect(result.code, result.stderr).toBe(0);
+    const out = JSON.parse(result.stdout);
+    expect(out.campaigns).toContainEqual({
+      id: '21000000001',
+      name: 'Brand Search',
+      micros: '50000000n',
+      currency: 'USD',
+      shared: false,
+    });
+    expect(out.campaigns.find((c: { id: string }) => c.id === '21000000002').shared).toBe(true);
+    expect(out.dry).toMatchObject({ mode: 'validated', previousMicros: '50000000n', newMicros: '75500000n' });
+    expect(out.afterDry).toBe('50000000n');
+    expect(out.real).toMatchObject({ mode: 'applied', previousMicros: '50000000n', newMicros: '75500000n' });
+    const mutates = google.requests.filter((r) => r.path.endsWith('/campaignBudgets:mutate'));
+    expect(mutates.length - mutatesBefore).toBe(2);
+    expect(JSON.parse(mutates.at(-2)!.body).validateOnly).toBe(true);
+    expect(out.wrongPlatform).toMatchObject({ invalid: true, code: 'invalid_input' });
+    expect(out.wrongPlatform.message).toContain('is a Google Ads connection, not LinkedIn Ads');
+    expect(out.badMicros).toMatchObject({ invalid: true });
+    expect(out.badMicros.message).toContain('integer number of micros');
+    expect(out.missing).toEqual({ notFound: true, code: 'not_found' });
+
+    // What the CLI sees afterwards: the new budget, and the change audited with the library's actor.
+    const listed = await vault.json<Array<{ id: string; daily_budget: string }>>([
+      'campaigns',
+      'list',
+      'google_ads:1234567890',
+    ]);
+    expect(listed.find((c) => c.id === '21000000001')?.daily_budget).toBe('75.50');
+    const audit = await vault.json<Array<{ action: string; detail: Record<string, unknown> }>>([
+      'audit',
+      'list',
+      '--actor',
+      'billing-service',
+    ]);
+    expect(audit.find((row) => row.action === 'campaign.budget')?.detail).toMatchObject({
+      previous_micros: '50000000',
+      new_micros: '75500000',
+      mode: 'applied',
+    });
+  });
+
+  // The declarations do not depend on the database: checked once.
+  it.skipIf(DB_KIND === 'postgres')(
+    'ships type declarations a TypeScript consumer compiles against',
+    async () => {
+      const file = join(appDir, 'consumer.ts');
+      writeFileSync(
+        file,
+        `import { openVault, type Campaign, type PlatformCapabilities, type Vault } from 'credvault';
+export async function daily(vault: Vault): Promise<bigint | null> {
+  const caps: PlatformCapabilities = vault.capabilities('google_ads');
+  const campaigns: Campaign[] = await vault.provider('google_ads').listCampaigns('acme');
+  return caps.keywords ? (campaigns[0]?.dailyBudgetMicros ?? null) : null;
+}
+export const opened: Promise<Vault> = openVault({ home: '/tmp/x' });
+// @ts-expect-error validateOnly is a boolean
+export const wrong = (v: Vault) => v.provider('google_ads').updateCampaignBudget('a', { campaignId: '1', dailyBudgetMicros: 1n, validateOnly: 'yes' });
+`,
+      );
+      writeFileSync(
+        join(appDir, 'tsconfig.json'),
+        JSON.stringify({
+          compilerOptions: {
+            strict: true,
+            module: 'NodeNext',
+            moduleResolution: 'NodeNext',
+            target: 'ES2022',
+            lib: ['ES2023'],
+            types: ['node'],
+            typeRoots: [join(ROOT, 'node_modules/@types')],
+            noEmit: true,
+            skipLibCheck: true,
+          },
+          files: ['consumer.ts'],
+        }),
+      );
+      const result = await node(join(ROOT, 'node_modules/typescript/bin/tsc'), ['-p', 'tsconfig.json']);
+      expect(result.stdout + result.stderr).toBe('');
+      expect(result.code).toBe(0);
+    },
+  );
+});
