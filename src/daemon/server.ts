@@ -10,8 +10,10 @@ import { openToken } from '../services/grants.js';
 import { freshGrant } from '../services/tokens.js';
 import { isLoopbackHost } from '../util/net.js';
 import { connectionJson } from '../views.js';
+import { ApiError, inScope, matchCallback, matchRoute, openApiDocument, runRoute } from './admin.js';
 import type { AuditBatcher } from './audit-batcher.js';
 import type { CachedToken, DaemonCache } from './cache.js';
+import { callbackPage } from './callback.js';
 import type { Logger } from './log.js';
 import type { DaemonMetrics } from './metrics.js';
 import type { DaemonOptions } from './options.js';
@@ -78,19 +80,53 @@ function hostAllowed(req: IncomingMessage, allowed: string[]): boolean {
   return name !== '' && (isLoopbackHost(name) || allowed.includes(name) || allowed.includes(host));
 }
 
+function hostOf(req: IncomingMessage): string {
+  return (req.headers.host ?? '').toLowerCase();
+}
+
+const MAX_BODY = 64 * 1024;
+
+/**
+ * A JSON request body, at most 64 KiB (413 beyond, without reading the rest). An empty body is
+ * undefined; anything but JSON is refused with the reason. Secret fields are wrapped at once.
+ */
+async function readJson(req: IncomingMessage): Promise<unknown> {
+  const declared = Number(req.headers['content-length'] ?? 0);
+  if (declared > MAX_BODY)
+    throw new HttpError(413, 'payload_too_large', 'the body is larger than 64 KiB', { connection: 'close' });
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > MAX_BODY)
+      throw new HttpError(413, 'payload_too_large', 'the body is larger than 64 KiB', {
+        connection: 'close',
+      });
+    chunks.push(chunk);
+  }
+  if (size === 0) return undefined;
+  const type = (req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
+  if (type !== 'application/json') {
+    throw new HttpError(
+      415,
+      'unsupported_media_type',
+      'send the body as JSON (Content-Type: application/json)',
+    );
+  }
+  try {
+    return JSON.parse(Buffer.concat(chunks).toString('utf8'));
+  } catch {
+    throw new HttpError(400, 'invalid_input', 'the body is not valid JSON');
+  }
+}
+
 function clientAddress(req: IncomingMessage): string {
   return req.socket.remoteAddress ?? 'unix';
 }
 
-/** Whether a client's scope reaches a connection. */
-export function inScope(client: ClientRow, connection: Pick<ConnectionRow, 'id' | 'platform'>): boolean {
-  if (client.scope.all) return true;
-  if (client.scope.platforms?.includes(connection.platform)) return true;
-  return client.scope.connections?.includes(connection.id) ?? false;
-}
-
 function errorFor(error: unknown): HttpError {
   if (error instanceof HttpError) return error;
+  if (error instanceof ApiError) return new HttpError(error.status, error.code, error.message);
   if (error instanceof CredvaultError) {
     if (error.code === 'not_found') return new HttpError(404, 'not_found', error.message);
     if (error.code === 'reauth_required') return new HttpError(409, 'reauth_required', error.message);
@@ -237,9 +273,89 @@ export function createTokenServer(deps: ServerDeps): Server {
     send(res, 200, views.filter((v) => inScope(client, v)).map(connectionJson));
   }
 
+  /** The OAuth callback: the one route a browser reaches, and only with --public-callback-url. */
+  async function callback(req: IncomingMessage, res: ServerResponse, platform: string, url: URL) {
+    if (!options.publicCallbackUrl) {
+      throw new HttpError(
+        404,
+        'not_found',
+        'the callback route is off (start the daemon with --public-callback-url)',
+      );
+    }
+    const actor = {
+      name: 'oauth-callback',
+      address: clientAddress(req),
+      userAgent: req.headers['user-agent']?.slice(0, 200) ?? null,
+    };
+    const page = await callbackPage(ctx.withActor(actor), platform, url.searchParams);
+    res.writeHead(page.status, {
+      'content-type': 'text/html; charset=utf-8',
+      'content-length': Buffer.byteLength(page.html),
+      'cache-control': 'no-store',
+      'x-content-type-options': 'nosniff',
+      // The URL carried an authorization code: never pass it on, never let the page load anything.
+      'referrer-policy': 'no-referrer',
+      'content-security-policy': "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
+    });
+    res.end(page.html);
+  }
+
+  /** An admin route: the client's role and scope, the body through its schema, an audit row whatever happens. */
+  async function admin(
+    req: IncomingMessage,
+    res: ServerResponse,
+    client: ClientRow,
+    found: Exclude<ReturnType<typeof matchRoute>, 'method' | null>,
+  ) {
+    const { route, params } = found;
+    const actor = {
+      name: client.id === LOCAL_CLIENT_ID ? localActor(req) : client.name,
+      address: clientAddress(req),
+      userAgent: req.headers['user-agent']?.slice(0, 200) ?? null,
+    };
+    const record = (outcome: 'success' | 'failure' | 'denied', status: number) =>
+      audit.write(
+        {
+          action: `api.${route.id}`,
+          targetType: 'api',
+          targetId: null,
+          outcome,
+          detail: { method: route.method, path: route.path, params, status },
+          actor,
+        },
+        client.id === LOCAL_CLIENT_ID ? null : client.id,
+      );
+    try {
+      const rawBody = req.method === 'POST' ? await readJson(req) : undefined;
+      const answer = await runRoute(route, {
+        ctx: ctx.withActor(actor),
+        client,
+        actor,
+        params,
+        rawBody,
+      });
+      // What this process changed is not announced back to it on the embedded database: forget what
+      // the change may have made stale (a revoked client, a revoked grant) before answering.
+      if (route.method === 'POST') cache.clear();
+      // Fail closed: the answer (a client token, say) leaves only after its audit record is committed.
+      await record('success', answer.status);
+      send(res, answer.status, answer.body);
+    } catch (error) {
+      const http = errorFor(error);
+      await record(http.status === 403 ? 'denied' : 'failure', http.status).catch(() => {});
+      throw http;
+    }
+  }
+
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<string> {
     if (req.headers.origin !== undefined) {
       throw new HttpError(403, 'forbidden', 'requests from browsers (with an Origin header) are refused');
+    }
+    const url = new URL(req.url ?? '/', 'http://daemon');
+    const callbackRoute = req.method === 'GET' ? matchCallback(url.pathname) : null;
+    if (callbackRoute && callbackHost && hostOf(req) === callbackHost) {
+      await callback(req, res, callbackRoute.platform, url);
+      return 'callback';
     }
     if (!hostAllowed(req, options.allowedHosts)) {
       throw new HttpError(
@@ -248,7 +364,14 @@ export function createTokenServer(deps: ServerDeps): Server {
         'this Host is not served (DNS rebinding protection); see --allowed-host',
       );
     }
-    const url = new URL(req.url ?? '/', 'http://daemon');
+    if (callbackRoute) {
+      await callback(req, res, callbackRoute.platform, url);
+      return 'callback';
+    }
+    if (url.pathname === '/openapi.json' && req.method === 'GET') {
+      send(res, 200, openApiDocument());
+      return 'openapi';
+    }
     if (url.pathname === '/healthz' && req.method === 'GET') {
       const health = await deps.health();
       send(res, health.ok ? 200 : 503, {
@@ -279,17 +402,22 @@ export function createTokenServer(deps: ServerDeps): Server {
       await serveToken(req, res, client, ref, url);
       return 'token';
     }
+    const found = matchRoute(req.method ?? 'GET', url.pathname);
+    if (found === 'method')
+      throw new HttpError(405, 'method_not_allowed', `${req.method} is not served here`);
+    if (found) {
+      await admin(req, res, client, found);
+      return found.route.id;
+    }
     throw new HttpError(404, 'not_found', 'no such route');
   }
 
+  const callbackHost = options.publicCallbackUrl
+    ? new URL(options.publicCallbackUrl).host.toLowerCase()
+    : null;
+
   const server = createServer({ maxHeaderSize: 16 * 1024 }, (req, res) => {
     const stop = metrics.requests.startTimer();
-    // The endpoint takes no request bodies; one that is sent is not read past 64 KiB.
-    let received = 0;
-    req.on('data', (chunk: Buffer) => {
-      received += chunk.length;
-      if (received > 64 * 1024) req.destroy();
-    });
     handle(req, res)
       .then((route) => stop({ route, status: String(res.statusCode) }))
       .catch((error: unknown) => {

@@ -64,11 +64,24 @@ export async function appForPlatform(db: Db, platform: PlatformId, ref: string |
   });
 }
 
+/**
+ * What the starter asked for, kept with the state for a callback that nobody is at a terminal to
+ * answer (the daemon's callback route): which accounts to connect, under what name, and who started.
+ */
+export interface StateRequest {
+  /** Account ids to connect, or 'all' the grant reaches; absent: the only one, else an error. */
+  accounts?: string[] | 'all';
+  name?: string | null;
+  /** The client of the daemon's API that started it (its scope is checked again at the callback). */
+  startedBy?: { clientId: string; clientName: string } | null;
+}
+
 export async function startAuthorization(
   ctx: ServiceContext,
   platform: PlatformId,
   appRef: string | null,
   redirectUri: string | null,
+  request: StateRequest = {},
 ): Promise<AuthorizationStart> {
   const provider = await providerFor(platform);
   const keyring = await ctx.keyring();
@@ -96,6 +109,7 @@ export async function startAuthorization(
           )
         : null,
       dataKeyId,
+      options: { ...request },
       createdBy: ctx.actor.name,
       expiresAt,
     });
@@ -127,13 +141,18 @@ interface ConsumedState {
   platform: PlatformId;
   redirectUri: string;
   codeVerifier: string | null;
+  request: StateRequest;
 }
 
 /**
  * Checks a returned state and uses it up, whatever happens next: a state is good for one callback.
  * Wrong, reused and expired states are refused before anything is exchanged.
  */
-async function consumeState(ctx: ServiceContext, state: string): Promise<ConsumedState> {
+async function consumeState(
+  ctx: ServiceContext,
+  state: string,
+  expectPlatform: PlatformId | null,
+): Promise<ConsumedState> {
   const keyring = await ctx.keyring();
   const outcome = await ctx.transaction(async (tx) => {
     const row = await stateStore.lockByHash(tx, hashState(state));
@@ -148,6 +167,7 @@ async function consumeState(ctx: ServiceContext, state: string): Promise<Consume
       return { problem } as const;
     };
     if (!row) return refuse('unknown state');
+    if (expectPlatform && row.platform !== expectPlatform) return refuse('state of another platform');
     if (row.usedAt) return refuse('state already used');
     if (row.expiresAt.getTime() < Date.now()) {
       await stateStore.markUsed(tx, row.id);
@@ -172,11 +192,18 @@ async function consumeState(ctx: ServiceContext, state: string): Promise<Consume
       outcome: 'success',
       detail: { platform: row.platform, app: app.label },
     });
-    return { app, platform: row.platform as PlatformId, redirectUri: row.redirectUri, codeVerifier };
+    return {
+      app,
+      platform: row.platform as PlatformId,
+      redirectUri: row.redirectUri,
+      codeVerifier,
+      request: row.options as StateRequest,
+    };
   });
   if ('problem' in outcome) {
     const messages: Record<string, string> = {
       'unknown state': 'this authorization was not started by credvault (unknown state); nothing was stored',
+      'state of another platform': 'this authorization was started for another platform; nothing was stored',
       'state already used':
         'this authorization was already used (a state is good for one callback); nothing was stored',
       'state expired': `this authorization expired (a state lives ${STATE_LIFETIME_MS / 60_000} minutes); nothing was stored`,
@@ -195,21 +222,64 @@ export interface DiscoveredAccounts {
 }
 
 /** Picks the accounts to connect among those discovered (the CLI asks, or takes --account). */
-export type AccountChooser = (found: DiscoveredAccounts, platform: PlatformId) => Promise<AdAccount[]>;
+export type AccountChooser = (
+  found: DiscoveredAccounts,
+  platform: PlatformId,
+  requested: StateRequest,
+) => Promise<AdAccount[]>;
 
 export interface CompleteOptions {
+  /** The connection name; null: the one asked for at the start, else the account's. */
   name: string | null;
   choose: AccountChooser;
+  /** Refuse a state started for another platform (the callback route names its platform). */
+  platform?: PlatformId;
 }
+
+/**
+ * The accounts asked for when the flow was started, for a callback nobody can be asked at: the ids
+ * named, every account with 'all', or the only one the grant reaches.
+ */
+export const chooseRequested: AccountChooser = async ({ accounts, problem }, platform, requested) => {
+  const reachable = accounts.map((a) => `${a.id}${a.name ? ` (${a.name})` : ''}`).join(', ');
+  const wanted = Array.isArray(requested.accounts) ? requested.accounts : [];
+  if (problem && !wanted.length) {
+    throw new InvalidInputError(
+      `could not list the accounts this grant reaches (${problem}); nothing was stored`,
+    );
+  }
+  if (wanted.length) {
+    if (problem) return wanted.map((id) => ({ id, name: null, currency: null, details: {} }));
+    const missing = wanted.filter((id) => !accounts.some((a) => a.id === id));
+    if (missing.length) {
+      throw new InvalidInputError(
+        `this grant does not reach account${missing.length > 1 ? 's' : ''} ${missing.join(', ')}; nothing was stored`,
+        { hint: reachable ? `It reaches: ${reachable}.` : 'It reaches no ad account.' },
+      );
+    }
+    return accounts.filter((a) => wanted.includes(a.id));
+  }
+  if (accounts.length === 0)
+    throw new InvalidInputError('this grant reaches no ad account; nothing was stored');
+  if (requested.accounts === 'all' || accounts.length === 1) return accounts;
+  throw new InvalidInputError(
+    `this grant reaches several ${PLATFORMS[platform].displayName} accounts (${reachable}); nothing was stored`,
+    { hint: 'Start again naming them in "accounts" (or "accounts": "all").' },
+  );
+};
 
 /** Finishes an authorization from its callback parameters: exchange, discover, choose, store. */
 export async function completeAuthorization(
-  ctx: ServiceContext,
+  base: ServiceContext,
   state: string,
   callback: URLSearchParams,
   options: CompleteOptions,
 ): Promise<ConnectionView[]> {
-  const consumed = await consumeState(ctx, state);
+  const consumed = await consumeState(base, state, options.platform ?? null);
+  // A flow started through the daemon's API finishes in the name of the client that started it (the
+  // browser that brings the callback back has no credential of its own).
+  const starter = consumed.request.startedBy;
+  const ctx = starter ? base.withActor({ ...base.actor, name: starter.clientName }) : base;
   const provider = await providerFor(consumed.platform);
   const name = PLATFORMS[consumed.platform].displayName;
   const error = callback.get('error');
@@ -244,7 +314,7 @@ export async function completeAuthorization(
   ).catch((e) => {
     throw providerFailure(e, `${name} refused the authorization code`);
   });
-  return storeConnections(ctx, provider, app, consumed.app, tokens, options, 'connect');
+  return storeConnections(ctx, provider, app, consumed.app, tokens, options, 'connect', consumed.request);
 }
 
 /**
@@ -307,12 +377,14 @@ async function storeConnections(
   tokens: TokenResult,
   options: CompleteOptions,
   via: 'connect' | 'adopt',
+  requested: StateRequest = {},
 ): Promise<ConnectionView[]> {
   const found = await discover(ctx, provider, opened, tokens);
-  const chosen = await options.choose(found, provider.id);
+  const chosen = await options.choose(found, provider.id, requested);
   if (chosen.length === 0) throw new InvalidInputError('no account was chosen; nothing was stored');
+  const name = options.name ?? requested.name ?? null;
   const ids = await ctx.transaction((tx) =>
-    storeGrant(ctx, tx, { app, tokens, accounts: chosen, name: options.name, via }),
+    storeGrant(ctx, tx, { app, tokens, accounts: chosen, name, via }),
   );
   return connectionStore.listViews(ctx.db, { ids });
 }

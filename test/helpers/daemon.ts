@@ -26,6 +26,12 @@ export interface RunningDaemon {
   listen: string;
   logs(): string;
   get(path: string, options?: { token?: string; headers?: Record<string, string> }): Promise<HttpAnswer>;
+  /** Any method; `body` is sent as JSON (a string is sent as it is). */
+  request(
+    method: string,
+    path: string,
+    options?: { token?: string; headers?: Record<string, string>; body?: unknown },
+  ): Promise<HttpAnswer>;
   /** Sends a signal and waits for the exit code. */
   stop(signal?: NodeJS.Signals): Promise<number>;
   exited: Promise<number>;
@@ -52,18 +58,32 @@ export async function startDaemon(
   const exited = new Promise<number>((resolve) =>
     child.on('close', (code, signal) => resolve(code ?? (signal === 'SIGKILL' ? 137 : 1))),
   );
-  const get = (path: string, opts: { token?: string; headers?: Record<string, string> } = {}) =>
+  const send = (
+    method: string,
+    path: string,
+    opts: { token?: string; headers?: Record<string, string>; body?: unknown } = {},
+  ) =>
     new Promise<HttpAnswer>((resolve, reject) => {
+      const payload =
+        opts.body === undefined
+          ? null
+          : typeof opts.body === 'string'
+            ? opts.body
+            : JSON.stringify(opts.body);
       const target = listen.startsWith('unix:')
         ? { socketPath: listen.slice(5) }
         : { host: '127.0.0.1', port: Number(listen.split(':')[1]) };
       const req = request(
         {
           ...target,
+          method,
           path,
           headers: {
             host: 'localhost',
             ...(opts.token ? { authorization: `Bearer ${opts.token}` } : {}),
+            ...(payload !== null
+              ? { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(payload)) }
+              : {}),
             ...opts.headers,
           },
         },
@@ -84,8 +104,10 @@ export async function startDaemon(
         },
       );
       req.on('error', reject);
-      req.end();
+      req.end(payload ?? undefined);
     });
+  const get = (path: string, opts: { token?: string; headers?: Record<string, string> } = {}) =>
+    send('GET', path, opts);
   const deadline = Date.now() + 60_000;
   for (;;) {
     const code = await Promise.race([exited, new Promise<null>((r) => setTimeout(() => r(null), 100))]);
@@ -99,6 +121,7 @@ export async function startDaemon(
     listen,
     logs: () => logs,
     get,
+    request: send,
     exited,
     async stop(signal: NodeJS.Signals = 'SIGTERM') {
       if (child.exitCode === null && child.signalCode === null) child.kill(signal);

@@ -1,0 +1,821 @@
+import { z } from 'zod';
+import type { ClientRow } from '../db/store/clients.js';
+import * as connectionStore from '../db/store/connections.js';
+import { NotFoundError } from '../errors.js';
+import { PLATFORM_IDS, PLATFORMS, type PlatformId } from '../providers/catalog.js';
+import { addApp, listApps, parseAppFields } from '../services/apps.js';
+import type { Actor } from '../services/audit.js';
+import {
+  clientJson,
+  createClient,
+  listClients,
+  ROLES,
+  type Role,
+  revokeClient,
+} from '../services/clients.js';
+import { startAuthorization } from '../services/connect.js';
+import { normalizeAccountId, resolveConnection } from '../services/connections.js';
+import type { ServiceContext } from '../services/context.js';
+import { listPlatforms } from '../services/platforms.js';
+import { revokeConnection } from '../services/revoke.js';
+import { refreshConnection } from '../services/tokens.js';
+import { VERSION } from '../version.js';
+import { appJson, connectionJson, platformJson } from '../views.js';
+
+/**
+ * The admin API: the seed's /integrations routes (under /v1 and at the seed's own paths), behind client
+ * tokens with roles. One table of routes drives the handlers, the body validation and the OpenAPI
+ * document, so what is documented is what is checked; responses are parsed through their schemas
+ * too, which drops any field a schema does not name (a new column never leaks by default).
+ */
+
+const ROLE_RANK: Record<Role, number> = { reader: 0, operator: 1, admin: 2 };
+
+export function roleAllows(client: Pick<ClientRow, 'role'>, needed: Role): boolean {
+  return (ROLE_RANK[client.role as Role] ?? -1) >= ROLE_RANK[needed];
+}
+
+/** Whether a client's scope covers a whole platform (to connect new accounts or manage its apps). */
+export function coversPlatform(client: Pick<ClientRow, 'scope'>, platform: string): boolean {
+  return client.scope.all === true || (client.scope.platforms?.includes(platform) ?? false);
+}
+
+export function inScope(
+  client: Pick<ClientRow, 'scope'>,
+  connection: { id: string; platform: string },
+): boolean {
+  return (
+    coversPlatform(client, connection.platform) ||
+    (client.scope.connections?.includes(connection.id) ?? false)
+  );
+}
+
+// ---- Schemas -------------------------------------------------------------------------------------
+
+/** The named schemas: components of the OpenAPI document. */
+const SCHEMAS = z.registry<{ id: string }>();
+
+const Platform = z.enum(PLATFORM_IDS).describe('A platform id');
+const Timestamp = z.string().describe('ISO 8601, UTC').nullable();
+const Text = (max: number) => z.string().trim().min(1).max(max);
+const Url = z.url({ protocol: /^https?$/ }).max(2048);
+
+const Capabilities = z
+  .object({
+    keywords: z.boolean(),
+    validate_only: z.enum(['true', 'simulated']),
+    budget_unit: z.enum(['micros', 'currency', 'decimal_string']),
+    developer_token: z.enum(['required', 'optional', 'none']),
+    pkce: z.boolean(),
+    refresh_token_rotation: z.boolean(),
+    refresh_token_lifetime: z.string(),
+    refresh_token_idle_days: z.number().nullable(),
+    refresh_token_fixed_expiry: z.boolean(),
+    access_token_lifetime: z.string(),
+    revocation_endpoint: z.boolean(),
+    any_loopback_port: z.boolean(),
+    client_auth: z.enum(['client_secret_post', 'client_secret_basic']),
+  })
+  .register(SCHEMAS, { id: 'Capabilities' });
+
+const PlatformOut = z
+  .object({ id: Platform, name: z.string(), capabilities: Capabilities })
+  .register(SCHEMAS, { id: 'Platform' });
+
+const AppIn = z
+  .strictObject({
+    label: z
+      .string()
+      .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/, 'letters, digits, ".", "_" and "-" (at most 63)'),
+    client_id: Text(512),
+    client_secret: Text(4096).optional().describe('Write-only: stored encrypted, never returned'),
+    redirect_uri: Url.optional(),
+    scopes: z.array(Text(512)).min(1).max(32).optional(),
+    developer_token: Text(4096).optional().describe('Write-only: stored encrypted, never returned'),
+    login_customer_id: z
+      .string()
+      .regex(/^\d{3}-?\d{3}-?\d{4}$/, '10 digits')
+      .optional(),
+    user_agent: Text(256).optional(),
+    api_version: Text(32).optional(),
+    authorize_url: Url.optional(),
+    token_url: Url.optional(),
+    revoke_url: Url.optional(),
+    api_base_url: Url.optional(),
+  })
+  .register(SCHEMAS, { id: 'AppInput' });
+
+const AppOut = z
+  .object({
+    id: z.string(),
+    platform: Platform,
+    label: z.string(),
+    client_id: z.string(),
+    redirect_uri: z.string(),
+    scopes: z.array(z.string()),
+    login_customer_id: z.string().nullable(),
+    user_agent: z.string().nullable(),
+    api_version: z.string().nullable(),
+    authorize_url: z.string().nullable(),
+    token_url: z.string().nullable(),
+    revoke_url: z.string().nullable(),
+    api_base_url: z.string().nullable(),
+    enabled: z.boolean(),
+    has_client_secret: z.boolean(),
+    has_developer_token: z.boolean(),
+    created_by: z.string(),
+    created_at: Timestamp,
+    updated_at: Timestamp,
+  })
+  .register(SCHEMAS, { id: 'App' });
+
+const ConnectionOut = z
+  .object({
+    id: z.string(),
+    platform: Platform,
+    app_id: z.string(),
+    app_label: z.string(),
+    external_account_id: z.string(),
+    account_name: z.string().nullable(),
+    name: z.string().nullable(),
+    status: z.string(),
+    status_message: z.string().nullable(),
+    consecutive_failures: z.number(),
+    access_token_expires_at: Timestamp,
+    refresh_token_expires_at: Timestamp,
+    last_refreshed_at: Timestamp,
+    connected_by: z.string(),
+    created_at: Timestamp,
+  })
+  .register(SCHEMAS, { id: 'Connection' });
+
+const StartIn = z
+  .strictObject({
+    app: Text(128).optional().describe("The app's label or id (default: the platform's only enabled app)"),
+    accounts: z
+      .union([z.array(Text(64)).min(1).max(100), z.literal('all')])
+      .optional()
+      .describe('Ad account ids to connect when the callback comes back, or "all"'),
+    name: z
+      .string()
+      .regex(/^[A-Za-z][A-Za-z0-9._-]{0,62}$/, 'a letter, then letters, digits, ".", "_" and "-"')
+      .optional(),
+  })
+  .register(SCHEMAS, { id: 'ConnectionStart' });
+
+const StartOut = z
+  .object({
+    authorize_url: z.string(),
+    state: z.string(),
+    redirect_uri: z.string(),
+    expires_at: z.string(),
+    platform: Platform,
+    app_id: z.string(),
+    app_label: z.string(),
+  })
+  .register(SCHEMAS, { id: 'AuthorizationStart' });
+
+const RefreshOut = z
+  .object({ connection: ConnectionOut, refreshed: z.boolean(), expires_at: Timestamp })
+  .register(SCHEMAS, { id: 'RefreshResult' });
+
+const RevokeOut = z
+  .object({
+    connections: z.array(ConnectionOut),
+    platform: z.enum(['revoked', 'no_endpoint', 'failed', 'already']),
+    message: z.string().nullable(),
+    consent_page: z.string().nullable(),
+  })
+  .register(SCHEMAS, { id: 'RevokeResult' });
+
+const Scope = z
+  .object({
+    all: z.boolean().optional(),
+    platforms: z.array(z.string()).optional(),
+    connections: z.array(z.string()).optional(),
+  })
+  .register(SCHEMAS, { id: 'ClientScope' });
+
+const ClientOut = z
+  .object({
+    id: z.string(),
+    name: z.string(),
+    role: z.enum(ROLES),
+    scope: Scope,
+    created_by: z.string(),
+    created_at: z.string(),
+    expires_at: Timestamp,
+    revoked_at: Timestamp,
+    last_used_at: Timestamp,
+  })
+  .register(SCHEMAS, { id: 'Client' });
+
+const ClientIn = z
+  .strictObject({
+    name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/, 'letters, digits, ".", "_" and "-"'),
+    role: z.enum(ROLES).default('reader'),
+    connections: z.array(Text(128)).max(1000).optional(),
+    platforms: z.array(Platform).max(4).optional(),
+    all: z.boolean().optional(),
+    expires_in: z
+      .string()
+      .regex(/^\d+(s|m|h|d)$/, 'a duration such as 90s, 30m, 12h or 7d')
+      .optional(),
+  })
+  .register(SCHEMAS, { id: 'ClientInput' });
+
+const CreatedClientOut = z
+  .object({
+    name: z.string(),
+    token: z.string().describe('Shown once; only its hash is kept'),
+    role: z.enum(ROLES),
+    scope: Scope,
+    expires_at: Timestamp,
+  })
+  .register(SCHEMAS, { id: 'CreatedClient' });
+
+export const ErrorOut = z
+  .object({ error: z.object({ code: z.string(), message: z.string() }) })
+  .register(SCHEMAS, { id: 'Error' });
+
+// ---- Routes --------------------------------------------------------------------------------------
+
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export interface RouteInput {
+  ctx: ServiceContext;
+  client: ClientRow;
+  actor: Actor;
+  params: Record<string, string>;
+  body: unknown;
+}
+
+interface Route {
+  id: string;
+  method: 'GET' | 'POST';
+  /** With `{name}` segments; served at `/v1…` and at the seed's path. */
+  path: string;
+  role: Role;
+  summary: string;
+  body?: z.ZodType;
+  status: number;
+  response: z.ZodType;
+  /** Whether the route's own service writes its audit row; otherwise the router writes `api.<id>`. */
+  audited: boolean;
+  handle(input: RouteInput): Promise<unknown>;
+}
+
+function forbid(message: string): never {
+  throw new ApiError(403, 'forbidden', message);
+}
+
+function platformParam(params: Record<string, string>): PlatformId {
+  const value = params.platform ?? '';
+  if (!(PLATFORM_IDS as readonly string[]).includes(value)) {
+    throw new ApiError(
+      404,
+      'not_found',
+      `unknown platform "${value}" (platforms: ${PLATFORM_IDS.join(', ')})`,
+    );
+  }
+  return value as PlatformId;
+}
+
+function needPlatform(client: ClientRow, platform: PlatformId, what: string): void {
+  if (!coversPlatform(client, platform)) {
+    forbid(`client ${client.name} is not scoped to all of ${platform}, which ${what} needs`);
+  }
+}
+
+/** A connection of the path's platform that the client may act on; others are "not found" or refused. */
+async function scopedConnection(input: RouteInput, platform: PlatformId) {
+  const connection = await resolveConnection(input.ctx.db, input.params.id ?? '');
+  if (connection.platform !== platform) {
+    throw new NotFoundError(`connection ${input.params.id} is not a ${platform} connection`);
+  }
+  if (!inScope(input.client, connection)) {
+    forbid(`client ${input.client.name} may not act on connection ${input.params.id}`);
+  }
+  return connection;
+}
+
+export const ROUTES: Route[] = [
+  {
+    id: 'platforms.list',
+    method: 'GET',
+    path: '/integrations/platforms',
+    role: 'reader',
+    summary: 'The platforms and their capabilities',
+    status: 200,
+    response: z.array(PlatformOut),
+    audited: false,
+    handle: async ({ ctx }) => (await listPlatforms(ctx)).map(platformJson),
+  },
+  {
+    id: 'platforms.capabilities',
+    method: 'GET',
+    path: '/integrations/{platform}/capabilities',
+    role: 'reader',
+    summary: "A platform's capabilities: keywords, validate-only (true or simulated), budget unit…",
+    status: 200,
+    response: Capabilities,
+    audited: false,
+    handle: async ({ params }) => PLATFORMS[platformParam(params)].capabilities,
+  },
+  {
+    id: 'apps.list',
+    method: 'GET',
+    path: '/integrations/{platform}/apps',
+    role: 'admin',
+    summary: "A platform's OAuth apps (never their secrets)",
+    status: 200,
+    response: z.array(AppOut),
+    audited: false,
+    handle: async ({ ctx, client, params }) => {
+      const platform = platformParam(params);
+      needPlatform(client, platform, 'reading its apps');
+      return (await listApps(ctx, platform)).map(appJson);
+    },
+  },
+  {
+    id: 'apps.create',
+    method: 'POST',
+    path: '/integrations/{platform}/apps',
+    role: 'admin',
+    summary: 'Register an OAuth app; its secrets are stored encrypted and never returned',
+    body: AppIn,
+    status: 201,
+    response: AppOut,
+    audited: true,
+    handle: async ({ ctx, client, params, body }) => {
+      const platform = platformParam(params);
+      needPlatform(client, platform, 'adding an app');
+      const fields = parseAppFields(body as z.infer<typeof AppIn>);
+      return appJson(await addApp(ctx, platform, fields));
+    },
+  },
+  {
+    id: 'connections.start',
+    method: 'POST',
+    path: '/integrations/{platform}/connections/start',
+    role: 'operator',
+    summary: 'Start connecting ad accounts: the URL to send a person to, and the state it carries',
+    body: StartIn,
+    status: 201,
+    response: StartOut,
+    audited: true,
+    handle: async ({ ctx, client, params, body }) => {
+      const platform = platformParam(params);
+      needPlatform(client, platform, 'connecting new accounts');
+      const request = (body ?? {}) as z.infer<typeof StartIn>;
+      const accounts = Array.isArray(request.accounts)
+        ? request.accounts.map((id) => normalizeAccountId(platform, id))
+        : request.accounts;
+      return startAuthorization(ctx, platform, request.app ?? null, null, {
+        ...(accounts ? { accounts } : {}),
+        name: request.name ?? null,
+        startedBy: { clientId: client.id, clientName: client.name },
+      });
+    },
+  },
+  {
+    id: 'connections.list',
+    method: 'GET',
+    path: '/integrations/{platform}/connections',
+    role: 'reader',
+    summary: "The platform's connections this client may read",
+    status: 200,
+    response: z.array(ConnectionOut),
+    audited: false,
+    handle: async ({ ctx, client, params }) => {
+      const platform = platformParam(params);
+      const views = await connectionStore.listViews(ctx.db, { platform });
+      return views.filter((v) => inScope(client, v)).map(connectionJson);
+    },
+  },
+  {
+    id: 'connections.refresh',
+    method: 'POST',
+    path: '/integrations/{platform}/connections/{id}/refresh',
+    role: 'operator',
+    summary: 'Refresh a connection now (the token itself is not returned: use the token route)',
+    status: 200,
+    response: RefreshOut,
+    audited: true,
+    handle: async (input) => {
+      const connection = await scopedConnection(input, platformParam(input.params));
+      const served = await refreshConnection(input.ctx, connection.id, false);
+      const [view] = await connectionStore.listViews(input.ctx.db, { ids: [connection.id] });
+      return {
+        connection: connectionJson(view!),
+        refreshed: served.refreshed,
+        expires_at: served.expiresAt?.toISOString() ?? null,
+      };
+    },
+  },
+  {
+    id: 'connections.revoke',
+    method: 'POST',
+    path: '/integrations/{platform}/connections/{id}/revoke',
+    role: 'operator',
+    summary: "Revoke a connection's grant at the platform (where it can be) and destroy its secrets",
+    status: 200,
+    response: RevokeOut,
+    audited: true,
+    handle: async (input) => {
+      const connection = await scopedConnection(input, platformParam(input.params));
+      const report = await revokeConnection(input.ctx, connection.id);
+      return { ...report, connections: report.connections.map(connectionJson) };
+    },
+  },
+  {
+    id: 'clients.list',
+    method: 'GET',
+    path: '/clients',
+    role: 'admin',
+    summary: 'The clients of this API (never their tokens)',
+    status: 200,
+    response: z.array(ClientOut),
+    audited: false,
+    handle: async ({ ctx, client }) => {
+      if (!client.scope.all) forbid(`client ${client.name} is not scoped to everything, which clients need`);
+      return (await listClients(ctx)).map(clientJson);
+    },
+  },
+  {
+    id: 'clients.create',
+    method: 'POST',
+    path: '/clients',
+    role: 'admin',
+    summary: 'Make a client token (shown once; only its hash is kept)',
+    body: ClientIn,
+    status: 201,
+    response: CreatedClientOut,
+    audited: true,
+    handle: async ({ ctx, client, body }) => {
+      if (!client.scope.all) forbid(`client ${client.name} is not scoped to everything, which clients need`);
+      const input = body as z.infer<typeof ClientIn>;
+      const created = await createClient(ctx, {
+        name: input.name,
+        role: input.role,
+        connections: input.connections ?? [],
+        platforms: input.platforms ?? [],
+        all: input.all === true,
+        expiresIn: input.expires_in ?? null,
+      });
+      return {
+        name: created.client.name,
+        token: created.token.reveal(),
+        role: created.client.role,
+        scope: created.client.scope,
+        expires_at: created.client.expiresAt?.toISOString() ?? null,
+      };
+    },
+  },
+  {
+    id: 'clients.revoke',
+    method: 'POST',
+    path: '/clients/{name}/revoke',
+    role: 'admin',
+    summary: 'Revoke a client: its token stops working at once',
+    status: 200,
+    response: ClientOut,
+    audited: true,
+    handle: async ({ ctx, client, params }) => {
+      if (!client.scope.all) forbid(`client ${client.name} is not scoped to everything, which clients need`);
+      return clientJson(await revokeClient(ctx, params.name ?? ''));
+    },
+  },
+];
+
+/** The callback route's path (a browser's, not a client's; served only with --public-callback-url). */
+export const CALLBACK_PATH = '/integrations/{platform}/callback';
+
+const compiled = ROUTES.map((route) => ({
+  route,
+  pattern: new RegExp(`^(?:/v1)?${route.path.replace(/\{(\w+)\}/g, '(?<$1>[^/]+)')}$`),
+}));
+const callbackPattern = new RegExp(`^(?:/v1)?${CALLBACK_PATH.replace(/\{(\w+)\}/g, '(?<$1>[^/]+)')}$`);
+
+export function matchCallback(pathname: string): { platform: string } | null {
+  const match = callbackPattern.exec(pathname);
+  return match ? { platform: decodeParam(match.groups!.platform!) } : null;
+}
+
+function decodeParam(value: string): string {
+  try {
+    return decodeURIComponent(value);
+  } catch {
+    throw new ApiError(400, 'invalid_input', 'a path segment is not valid URL encoding');
+  }
+}
+
+/** The route for a path: `{route, params}`, `'method'` when the path exists with another method, or null. */
+export function matchRoute(
+  method: string,
+  pathname: string,
+): { route: Route; params: Record<string, string> } | 'method' | null {
+  let other = false;
+  for (const { route, pattern } of compiled) {
+    const match = pattern.exec(pathname);
+    if (!match) continue;
+    if (route.method !== method) {
+      other = true;
+      continue;
+    }
+    const params: Record<string, string> = {};
+    for (const [key, value] of Object.entries(match.groups ?? {})) params[key] = decodeParam(value);
+    return { route, params };
+  }
+  return other ? 'method' : null;
+}
+
+/** A body error naming the field: `client_id: expected string, received number`. */
+export function describeIssues(error: z.ZodError): string {
+  return error.issues
+    .slice(0, 5)
+    .map((issue) => {
+      const path = issue.path.length ? issue.path.join('.') : 'body';
+      if (issue.code === 'unrecognized_keys')
+        return `unknown field${issue.keys.length > 1 ? 's' : ''} ${issue.keys.join(', ')}`;
+      return `${path}: ${issue.message}`;
+    })
+    .join('; ');
+}
+
+/** Runs a matched route: role, body, handler, response through its schema. */
+export async function runRoute(
+  route: Route,
+  input: Omit<RouteInput, 'body'> & { rawBody: unknown },
+): Promise<{ status: number; body: unknown }> {
+  if (!roleAllows(input.client, route.role)) {
+    forbid(`client ${input.client.name} has role ${input.client.role}; ${route.id} needs ${route.role}`);
+  }
+  let body: unknown;
+  if (route.body) {
+    const parsed = route.body.safeParse(input.rawBody ?? {});
+    if (!parsed.success) throw new ApiError(400, 'invalid_input', describeIssues(parsed.error));
+    body = parsed.data;
+  } else if (input.rawBody !== undefined && !isEmptyObject(input.rawBody)) {
+    throw new ApiError(400, 'invalid_input', `${route.id} takes no request body`);
+  }
+  const result = await route.handle({ ...input, body });
+  return { status: route.status, body: route.response.parse(result) };
+}
+
+function isEmptyObject(value: unknown): boolean {
+  return (
+    typeof value === 'object' && value !== null && !Array.isArray(value) && Object.keys(value).length === 0
+  );
+}
+
+// ---- OpenAPI -------------------------------------------------------------------------------------
+
+const TokenOut = z
+  .object({
+    access_token: z.string(),
+    token_type: z.string(),
+    expires_at: Timestamp,
+    connection_id: z.string(),
+    platform: Platform,
+    external_account_id: z.string(),
+  })
+  .register(SCHEMAS, { id: 'AccessToken' });
+
+const HealthOut = z
+  .object({
+    status: z.enum(['ok', 'unavailable']),
+    reasons: z.array(z.string()),
+    last_sweep_at: Timestamp,
+    shutting_down: z.boolean(),
+  })
+  .register(SCHEMAS, { id: 'Health' });
+
+/** Every named schema as JSON Schema (OpenAPI 3.0 flavour), referencing each other as components. */
+function componentSchemas(io: 'input' | 'output'): Record<string, Record<string, unknown>> {
+  const { schemas } = z.toJSONSchema(SCHEMAS, {
+    target: 'openapi-3.0',
+    io,
+    unrepresentable: 'any',
+    uri: (id) => `#/components/schemas/${id}`,
+  }) as { schemas: Record<string, Record<string, unknown>> };
+  for (const schema of Object.values(schemas)) {
+    delete schema.$schema;
+    delete schema.$id;
+  }
+  return schemas;
+}
+
+function ref(schema: z.ZodType): Record<string, unknown> {
+  if (schema instanceof z.ZodArray) return { type: 'array', items: ref(schema.element as z.ZodType) };
+  const id = SCHEMAS.get(schema)?.id;
+  if (!id) throw new Error('an API schema has no component name');
+  return { $ref: `#/components/schemas/${id}` };
+}
+
+const ERROR_STATUSES: Record<string, string> = {
+  '400': 'Invalid input: the message names the field',
+  '401': 'No client token, or an unknown, revoked or expired one',
+  '403': 'The role or scope of the client does not allow it',
+  '404': 'Unknown platform, connection, app or route',
+  '409': 'Conflict, or the connection needs a person to re-authorize',
+  '413': 'The body is larger than 64 KiB',
+  '503': 'The platform or the database is unavailable; see Retry-After',
+};
+
+function errorResponses(codes: string[]): Record<string, unknown> {
+  return Object.fromEntries(
+    codes.map((code) => [
+      code,
+      {
+        description: ERROR_STATUSES[code],
+        content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } },
+      },
+    ]),
+  );
+}
+
+function parameters(path: string): unknown[] {
+  return [...path.matchAll(/\{(\w+)\}/g)].map(([, name]) => ({
+    name,
+    in: 'path',
+    required: true,
+    schema: name === 'platform' ? { type: 'string', enum: [...PLATFORM_IDS] } : { type: 'string' },
+    description:
+      name === 'id'
+        ? 'A connection: its id, `platform:account`, or its name'
+        : name === 'name'
+          ? "The client's name"
+          : 'A platform id',
+  }));
+}
+
+/** The OpenAPI 3.0 document of the daemon's API, from the schemas the handlers use. */
+export function openApiDocument(): Record<string, unknown> {
+  const outputs = componentSchemas('output');
+  const inputs = componentSchemas('input');
+  const inputIds = new Set(ROUTES.flatMap((r) => (r.body ? [SCHEMAS.get(r.body)!.id] : [])));
+  // Request bodies are described as clients send them (defaults optional), the rest as answered.
+  const components = Object.fromEntries(
+    Object.keys(outputs).map((id) => [id, inputIds.has(id) ? inputs[id]! : outputs[id]!]),
+  );
+  const paths: Record<string, Record<string, unknown>> = {};
+  const add = (path: string, method: string, operation: Record<string, unknown>) => {
+    paths[path] ??= {};
+    paths[path][method] = operation;
+  };
+  for (const route of ROUTES) {
+    const schema = ref(route.response);
+    const errors = [
+      '401',
+      '403',
+      ...(route.body ? ['400', '413'] : []),
+      ...(route.path.includes('{') ? ['404'] : []),
+    ];
+    if (route.id.startsWith('connections.')) errors.push('409', '503');
+    for (const [prefix, suffix] of [
+      ['/v1', ''],
+      ['', '.seed'],
+    ] as const) {
+      add(`${prefix}${route.path}`, route.method.toLowerCase(), {
+        operationId: `${route.id}${suffix}`,
+        summary: route.summary,
+        ...(suffix ? { description: 'The same route at the seed API’s path.' } : {}),
+        tags: [route.id.split('.')[0]],
+        'x-credvault-role': route.role,
+        parameters: parameters(route.path),
+        ...(route.body
+          ? {
+              requestBody: {
+                required: true,
+                content: { 'application/json': { schema: ref(route.body) } },
+              },
+            }
+          : {}),
+        responses: {
+          [String(route.status)]: {
+            description: route.summary,
+            content: { 'application/json': { schema } },
+          },
+          ...errorResponses(errors),
+        },
+      });
+    }
+  }
+  add('/v1/connections/{id}/token', 'get', {
+    operationId: 'token.get',
+    summary: 'A valid access token for a connection (refreshed first when it expires within min_ttl)',
+    tags: ['token'],
+    'x-credvault-role': 'reader',
+    parameters: [
+      ...parameters('/{id}'),
+      {
+        name: 'min_ttl',
+        in: 'query',
+        required: false,
+        schema: { type: 'integer', minimum: 0, maximum: 86400 },
+      },
+    ],
+    responses: {
+      '200': { description: 'The token', content: { 'application/json': { schema: ref(TokenOut) } } },
+      ...errorResponses(['400', '401', '403', '404', '409', '503']),
+    },
+  });
+  add('/v1/connections', 'get', {
+    operationId: 'connections.all',
+    summary: 'Every connection this client may read',
+    tags: ['connections'],
+    'x-credvault-role': 'reader',
+    responses: {
+      '200': {
+        description: 'Connections',
+        content: { 'application/json': { schema: ref(z.array(ConnectionOut)) } },
+      },
+      ...errorResponses(['401']),
+    },
+  });
+  for (const prefix of ['/v1', '']) {
+    add(`${prefix}${CALLBACK_PATH}`, 'get', {
+      operationId: `oauth.callback${prefix ? '' : '.seed'}`,
+      summary:
+        'Where the platform sends the browser back (only with --public-callback-url): finishes the connection and answers a small HTML page',
+      tags: ['connections'],
+      security: [],
+      parameters: [
+        ...parameters(CALLBACK_PATH),
+        { name: 'state', in: 'query', required: true, schema: { type: 'string' } },
+        { name: 'code', in: 'query', required: false, schema: { type: 'string' } },
+        { name: 'error', in: 'query', required: false, schema: { type: 'string' } },
+      ],
+      responses: {
+        '200': { description: 'Connected', content: { 'text/html': { schema: { type: 'string' } } } },
+        '400': {
+          description: 'Wrong, used or expired state',
+          content: { 'text/html': { schema: { type: 'string' } } },
+        },
+        '403': {
+          description: 'Access was denied at the platform',
+          content: { 'text/html': { schema: { type: 'string' } } },
+        },
+        '404': { description: 'The daemon was started without --public-callback-url' },
+      },
+    });
+  }
+  add('/healthz', 'get', {
+    operationId: 'health',
+    summary: 'Database reachable, last sweep time; 503 while shutting down',
+    tags: ['operations'],
+    security: [],
+    responses: {
+      '200': { description: 'Healthy', content: { 'application/json': { schema: ref(HealthOut) } } },
+      '503': { description: 'Unhealthy', content: { 'application/json': { schema: ref(HealthOut) } } },
+    },
+  });
+  add('/metrics', 'get', {
+    operationId: 'metrics',
+    summary: 'Prometheus metrics',
+    tags: ['operations'],
+    responses: {
+      '200': {
+        description: 'Prometheus text format',
+        content: { 'text/plain': { schema: { type: 'string' } } },
+      },
+      ...errorResponses(['401']),
+    },
+  });
+  add('/openapi.json', 'get', {
+    operationId: 'openapi',
+    summary: 'This document',
+    tags: ['operations'],
+    security: [],
+    responses: {
+      '200': { description: 'OpenAPI 3.0', content: { 'application/json': { schema: { type: 'object' } } } },
+    },
+  });
+  return {
+    openapi: '3.0.3',
+    info: {
+      title: 'credvault daemon',
+      version: VERSION,
+      description:
+        'Valid access tokens for ad platform connections, and the admin API to manage apps, connections and clients. Every call but /healthz, /openapi.json and the OAuth callback needs `Authorization: Bearer <client token>` (`credvault clients create`). Roles: reader (tokens and connections in scope), operator (plus connect, refresh, revoke in scope), admin (plus apps and clients).',
+    },
+    servers: [{ url: 'http://127.0.0.1:8787' }],
+    security: [{ clientToken: [] }],
+    paths,
+    components: {
+      schemas: components,
+      securitySchemes: {
+        clientToken: { type: 'http', scheme: 'bearer', description: 'A credvault client token' },
+      },
+    },
+  };
+}

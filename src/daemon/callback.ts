@@ -1,0 +1,71 @@
+import { CredvaultError } from '../errors.js';
+import { isPlatformId, PLATFORMS } from '../providers/catalog.js';
+import { chooseRequested, completeAuthorization } from '../services/connect.js';
+import type { ServiceContext } from '../services/context.js';
+import { connectionRef } from '../views.js';
+
+/**
+ * The page a browser lands on when a platform sends it back to the daemon (an app whose redirect URI
+ * is the daemon's public callback URL). It finishes the flow started with `connections/start`: the
+ * state is checked and used up, the code exchanged, the accounts asked for at the start connected.
+ * The page says what happened in plain words, and nothing secret.
+ */
+
+export interface CallbackPage {
+  status: number;
+  html: string;
+}
+
+function escapeHtml(text: string): string {
+  return text.replace(
+    /[&<>"']/g,
+    (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!,
+  );
+}
+
+function page(status: number, title: string, lines: string[]): CallbackPage {
+  const body = lines.map((line) => `<p>${escapeHtml(line)}</p>`).join('\n');
+  return {
+    status,
+    html: `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="robots" content="noindex">
+<title>credvault: ${escapeHtml(title)}</title>
+<style>body{font:16px/1.5 system-ui,sans-serif;max-width:36rem;margin:4rem auto;padding:0 1rem;color:#222}h1{font-size:1.3rem}</style>
+</head><body><h1>${escapeHtml(title)}</h1>
+${body}
+</body></html>
+`,
+  };
+}
+
+export async function callbackPage(
+  ctx: ServiceContext,
+  platform: string,
+  params: URLSearchParams,
+): Promise<CallbackPage> {
+  if (!isPlatformId(platform))
+    return page(404, 'Unknown platform', [`credvault does not know "${platform}".`]);
+  const state = params.get('state');
+  if (!state) {
+    return page(400, 'Not connected', [
+      'This address was opened without the state credvault sent; nothing was stored.',
+    ]);
+  }
+  try {
+    const connections = await completeAuthorization(ctx, state, params, {
+      name: null,
+      choose: chooseRequested,
+      platform,
+    });
+    return page(200, `${PLATFORMS[platform].displayName} connected`, [
+      ...connections.map(
+        (c) => `Connected ${connectionRef(c)}${c.accountName ? ` (${c.accountName})` : ''}.`,
+      ),
+      'You can close this window.',
+    ]);
+  } catch (error) {
+    if (!(error instanceof CredvaultError)) throw error;
+    const status = error.code === 'reauth_required' ? 403 : error.code === 'unavailable' ? 503 : 400;
+    return page(status, 'Not connected', [error.message, ...(error.hint ? [error.hint] : [])]);
+  }
+}

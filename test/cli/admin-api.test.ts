@@ -1,0 +1,496 @@
+import { validate } from '@readme/openapi-parser';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { GOOGLE_ADWORDS_SCOPE, type GoogleDouble, startGoogleDouble } from '../doubles/index.js';
+import { type HttpAnswer, type RunningDaemon, startDaemon } from '../helpers/daemon.js';
+import { addAppFor, freePort } from '../helpers/flows.js';
+import { createVault, type TestVault } from '../helpers/vault.js';
+
+/**
+ * The admin API on a running daemon: every route with every role, bodies that are wrong in each way a
+ * client gets them wrong, the connect flow through connections/start and the public callback route,
+ * an app made over HTTP used at once by `token get`, the audit trail, and the OpenAPI document.
+ */
+
+let vault: TestVault;
+let google: GoogleDouble;
+let daemon: RunningDaemon;
+let port: number;
+let appLabel: string;
+let appClientId: string;
+const PUBLIC_HOST = 'credvault.example.test';
+const PUBLIC_URL = `https://${PUBLIC_HOST}`;
+const tokens: Record<string, string> = {};
+/** Connection ids by name. */
+const conn: Record<string, string> = {};
+
+async function adopt(name: string, account: string): Promise<string> {
+  const grant = google.issueGrant({ clientId: appClientId, scope: GOOGLE_ADWORDS_SCOPE } as never);
+  const [created] = await vault.json<Array<{ id: string }>>(
+    [
+      'connections',
+      'add',
+      'google_ads',
+      '--app',
+      appLabel,
+      '--account',
+      account,
+      '--name',
+      name,
+      '--refresh-token-file',
+      '-',
+    ],
+    { input: grant.refreshToken },
+  );
+  return created!.id;
+}
+
+async function client(name: string, role: string, scope: string[]): Promise<void> {
+  const made = await vault.json<{ token: string }>(['clients', 'create', name, '--role', role, ...scope]);
+  tokens[name] = made.token;
+}
+
+function call(method: string, path: string, as: string | null, body?: unknown): Promise<HttpAnswer> {
+  return daemon.request(method, path, { ...(as ? { token: tokens[as]! } : {}), body });
+}
+
+beforeAll(async () => {
+  vault = await createVault();
+  google = await startGoogleDouble();
+  const app = await addAppFor(vault, 'google_ads', google as never);
+  appLabel = app.label;
+  appClientId = app.clientId;
+  conn.main = await adopt('main', '1234567890');
+  conn.other = await adopt('other', '1112223334');
+  await client('reader', 'reader', ['--all']);
+  await client('operator', 'operator', ['--platform', 'google_ads']);
+  await client('admin', 'admin', ['--all']);
+  await client('op-main', 'operator', ['--connection', 'main']);
+  await client('admin-linkedin', 'admin', ['--platform', 'linkedin_ads']);
+  port = await freePort();
+  daemon = await startDaemon(vault, {
+    tcpPort: port,
+    args: ['--public-callback-url', PUBLIC_URL],
+  });
+});
+
+afterAll(async () => {
+  await daemon?.stop();
+  await google?.close();
+  await vault?.destroy();
+});
+
+describe('roles on every route', () => {
+  const appBody = (label: string) => ({
+    label,
+    client_id: `client-${label}`,
+    client_secret: `s3cret-${label}-do-not-echo`,
+    redirect_uri: 'http://127.0.0.1',
+  });
+  let made = 0;
+
+  // [method, path, body (or a function making a fresh one), expected status for reader, operator, admin]
+  const matrix: Array<[string, string, unknown, [number, number, number]]> = [
+    ['GET', '/v1/integrations/platforms', undefined, [200, 200, 200]],
+    ['GET', '/integrations/platforms', undefined, [200, 200, 200]],
+    ['GET', '/v1/integrations/google_ads/capabilities', undefined, [200, 200, 200]],
+    ['GET', '/v1/integrations/google_ads/apps', undefined, [403, 403, 200]],
+    ['POST', '/v1/integrations/google_ads/apps', () => appBody(`matrix-${++made}`), [403, 403, 201]],
+    ['POST', '/v1/integrations/google_ads/connections/start', () => ({ app: appLabel }), [403, 201, 201]],
+    ['POST', '/integrations/google_ads/connections/start', () => ({ app: appLabel }), [403, 201, 201]],
+    ['GET', '/v1/integrations/google_ads/connections', undefined, [200, 200, 200]],
+    ['POST', '/v1/integrations/google_ads/connections/main/refresh', undefined, [403, 200, 200]],
+    ['GET', '/v1/clients', undefined, [403, 403, 200]],
+    ['POST', '/v1/clients', () => ({ name: `made-${++made}`, role: 'reader', all: true }), [403, 403, 201]],
+  ];
+
+  for (const [method, path, body, expected] of matrix) {
+    it(`${method} ${path}: reader ${expected[0]}, operator ${expected[1]}, admin ${expected[2]}`, async () => {
+      const roles = ['reader', 'operator', 'admin'];
+      for (const [i, role] of roles.entries()) {
+        const answer = await call(method, path, role, typeof body === 'function' ? body() : body);
+        expect(answer.status, `${role}: ${answer.body}`).toBe(expected[i]);
+        expect(answer.headers['cache-control']).toBe('no-store');
+        expect(answer.headers['access-control-allow-origin']).toBeUndefined();
+        if (answer.status === 403) {
+          expect(answer.json<{ error: { code: string; message: string } }>().error).toMatchObject({
+            code: 'forbidden',
+            message: expect.stringContaining(`has role ${role}`),
+          });
+        }
+      }
+      const anonymous = await call(method, path, null, typeof body === 'function' ? body() : body);
+      expect(anonymous.status).toBe(401);
+    });
+  }
+
+  it('answers what each role may see, and never a secret', async () => {
+    const platforms = (await call('GET', '/v1/integrations/platforms', 'reader')).json<
+      Array<{ id: string }>
+    >();
+    expect(platforms.map((p) => p.id).sort()).toEqual([
+      'google_ads',
+      'linkedin_ads',
+      'microsoft_ads',
+      'reddit_ads',
+    ]);
+    const caps = (await call('GET', '/v1/integrations/linkedin_ads/capabilities', 'reader')).json();
+    expect(caps).toMatchObject({
+      validate_only: 'simulated',
+      keywords: false,
+      client_auth: 'client_secret_post',
+    });
+
+    const created = await call('POST', '/v1/integrations/google_ads/apps', 'admin', appBody('shown'));
+    expect(created.status).toBe(201);
+    expect(created.body).not.toContain('s3cret-shown');
+    expect(created.json()).toMatchObject({ label: 'shown', has_client_secret: true, platform: 'google_ads' });
+    const apps = await call('GET', '/v1/integrations/google_ads/apps', 'admin');
+    expect(apps.body).not.toContain('s3cret');
+    expect(apps.json<Array<{ label: string }>>().map((a) => a.label)).toContain('shown');
+
+    const start = await call('POST', '/v1/integrations/google_ads/connections/start', 'operator', {
+      app: appLabel,
+    });
+    const started = start.json<{
+      authorize_url: string;
+      state: string;
+      redirect_uri: string;
+      app_label: string;
+    }>();
+    expect(started.app_label).toBe(appLabel);
+    expect(new URL(started.authorize_url).searchParams.get('state')).toBe(started.state);
+
+    const madeClient = await call('POST', '/v1/clients', 'admin', {
+      name: 'ci-job',
+      role: 'reader',
+      connections: ['main'],
+    });
+    const token = madeClient.json<{ token: string; scope: unknown }>();
+    expect(token.scope).toEqual({ connections: [conn.main] });
+    const listed = await call('GET', '/v1/clients', 'admin');
+    expect(listed.body).not.toContain(token.token);
+    // The new client works at once, within its scope only.
+    expect((await daemon.get(`/v1/connections/main/token`, { token: token.token })).status).toBe(200);
+    expect((await daemon.get(`/v1/connections/other/token`, { token: token.token })).status).toBe(403);
+    const revoked = await call('POST', '/v1/clients/ci-job/revoke', 'admin');
+    expect(revoked.status).toBe(200);
+    expect(revoked.json<{ revoked_at: string | null }>().revoked_at).not.toBeNull();
+    expect((await daemon.get(`/v1/connections/main/token`, { token: token.token })).status).toBe(401);
+    expect((await call('POST', '/v1/clients/ci-job/revoke', 'operator')).status).toBe(403);
+  });
+
+  it('keeps each client inside its scope', async () => {
+    // Scoped to one connection: it may refresh that one, not another, and may not connect new accounts.
+    expect(
+      (await call('POST', `/v1/integrations/google_ads/connections/main/refresh`, 'op-main')).status,
+    ).toBe(200);
+    const other = await call('POST', `/v1/integrations/google_ads/connections/other/refresh`, 'op-main');
+    expect(other.status).toBe(403);
+    expect(other.json<{ error: { message: string } }>().error.message).toContain(
+      'may not act on connection other',
+    );
+    expect((await call('POST', '/v1/integrations/google_ads/connections/start', 'op-main', {})).status).toBe(
+      403,
+    );
+    const visible = (await call('GET', '/v1/integrations/google_ads/connections', 'op-main')).json<
+      Array<{ id: string }>
+    >();
+    expect(visible.map((c) => c.id)).toEqual([conn.main]);
+    // An admin of LinkedIn only: not Google's apps, and not the clients (they reach every connection).
+    expect((await call('GET', '/v1/integrations/google_ads/apps', 'admin-linkedin')).status).toBe(403);
+    expect((await call('GET', '/v1/integrations/linkedin_ads/apps', 'admin-linkedin')).status).toBe(200);
+    expect((await call('GET', '/v1/clients', 'admin-linkedin')).status).toBe(403);
+    // A connection of another platform under this platform's path is not found.
+    expect((await call('POST', `/v1/integrations/reddit_ads/connections/main/refresh`, 'admin')).status).toBe(
+      404,
+    );
+  });
+
+  it('revokes within scope: operator and admin each revoke one, reader may not', async () => {
+    const a = await adopt('to-revoke-a', '1234567890');
+    const b = await adopt('to-revoke-b', '1234567890');
+    expect((await call('POST', `/v1/integrations/google_ads/connections/${a}/revoke`, 'reader')).status).toBe(
+      403,
+    );
+    const byOperator = await call('POST', `/v1/integrations/google_ads/connections/${a}/revoke`, 'operator');
+    expect(byOperator.status).toBe(200);
+    expect(byOperator.json()).toMatchObject({
+      platform: 'revoked',
+      connections: [{ id: a, status: 'revoked' }],
+    });
+    const byAdmin = await call('POST', `/integrations/google_ads/connections/${b}/revoke`, 'admin');
+    expect(byAdmin.status).toBe(200);
+    const tokenAfter = await vault.cli(['token', 'get', 'to-revoke-b']);
+    expect(tokenAfter.code).toBe(4);
+  });
+});
+
+describe('bad requests', () => {
+  const post = (path: string, body: unknown, headers: Record<string, string> = {}) =>
+    daemon.request('POST', path, { token: tokens.admin!, body, headers });
+  const message = (answer: HttpAnswer) => answer.json<{ error: { code: string; message: string } }>().error;
+
+  it('names the field that is missing, of the wrong type, or unknown', async () => {
+    const missing = await post('/v1/integrations/google_ads/apps', {
+      label: 'x1',
+      client_secret: 'hush-123',
+    });
+    expect(missing.status).toBe(400);
+    expect(message(missing)).toMatchObject({
+      code: 'invalid_input',
+      message: expect.stringContaining('client_id'),
+    });
+    expect(missing.body).not.toContain('hush-123');
+
+    const wrongType = await post('/v1/integrations/google_ads/apps', { label: 'x2', client_id: 5 });
+    expect(wrongType.status).toBe(400);
+    expect(message(wrongType).message).toMatch(/client_id: .*string/);
+
+    const unknown = await post('/v1/integrations/google_ads/apps', {
+      label: 'x3',
+      client_id: 'c',
+      clientSecret: 'x',
+    });
+    expect(unknown.status).toBe(400);
+    expect(message(unknown).message).toContain('unknown field clientSecret');
+
+    const badAccounts = await post('/v1/integrations/google_ads/connections/start', { accounts: 'some' });
+    expect(badAccounts.status).toBe(400);
+    expect(message(badAccounts).message).toContain('accounts');
+
+    const badRole = await post('/v1/clients', { name: 'x', role: 'root', all: true });
+    expect(badRole.status).toBe(400);
+    expect(message(badRole).message).toContain('role');
+  });
+
+  it('refuses an unknown platform, a body that is not JSON, an oversized body and an unknown route', async () => {
+    const platform = await post('/v1/integrations/tiktok_ads/apps', { label: 'x', client_id: 'c' });
+    expect(platform.status).toBe(404);
+    expect(message(platform).message).toContain('unknown platform "tiktok_ads"');
+
+    const notJson = await post('/v1/integrations/google_ads/apps', '{"label":', {});
+    expect(notJson.status).toBe(400);
+    expect(message(notJson).message).toContain('not valid JSON');
+
+    const form = await post('/v1/integrations/google_ads/apps', 'label=x', {
+      'content-type': 'application/x-www-form-urlencoded',
+    });
+    expect(form.status).toBe(415);
+
+    const big = await post('/v1/integrations/google_ads/apps', {
+      label: 'big',
+      client_id: 'c',
+      scopes: ['x'.repeat(70_000)],
+    });
+    expect(big.status).toBe(413);
+    expect(message(big).code).toBe('payload_too_large');
+
+    const wrongMethod = await daemon.request('DELETE', '/v1/integrations/google_ads/apps', {
+      token: tokens.admin!,
+    });
+    expect(wrongMethod.status).toBe(405);
+    expect((await call('GET', '/v1/integrations/google_ads/nothing', 'admin')).status).toBe(404);
+    // Nothing half-made: none of these apps exists.
+    const apps = (await call('GET', '/v1/integrations/google_ads/apps', 'admin')).json<
+      Array<{ label: string }>
+    >();
+    expect(apps.map((a) => a.label).filter((l) => ['x1', 'x2', 'x3', 'big'].includes(l))).toEqual([]);
+  });
+
+  it('refuses browsers and foreign hosts on every admin route', async () => {
+    const origin = await daemon.request('GET', '/v1/integrations/platforms', {
+      token: tokens.admin!,
+      headers: { origin: 'https://evil.example' },
+    });
+    expect(origin.status).toBe(403);
+    const host = await daemon.request('GET', '/v1/integrations/platforms', {
+      token: tokens.admin!,
+      headers: { host: PUBLIC_HOST },
+    });
+    expect(host.status).toBe(403);
+  });
+});
+
+describe('connecting through the daemon', () => {
+  it('connections/start, the browser at the platform, the public callback route: the connection exists', async () => {
+    const callbackUrl = `${PUBLIC_URL}/v1/integrations/google_ads/callback`;
+    // The person who consents can reach one more account than the grants so far: Acme JP.
+    google.accounts.accessible.push('2345678901');
+    const registered = google.registerClient({
+      clientId: 'daemon-hosted-app',
+      clientSecret: 'daemon-hosted-secret-value',
+      redirectUris: [callbackUrl],
+    });
+    const created = await call('POST', '/v1/integrations/google_ads/apps', 'admin', {
+      label: 'hosted',
+      client_id: registered.clientId,
+      client_secret: 'daemon-hosted-secret-value',
+      developer_token: 'hosted-dev-token-value',
+      redirect_uri: callbackUrl,
+      authorize_url: google.endpoints.authorize,
+      token_url: google.endpoints.token,
+      revoke_url: google.endpoints.revoke!,
+      api_base_url: google.url,
+    });
+    expect(created.status, created.body).toBe(201);
+
+    const start = await call('POST', '/v1/integrations/google_ads/connections/start', 'operator', {
+      app: 'hosted',
+      accounts: ['234-567-8901'],
+      name: 'acme-jp',
+    });
+    expect(start.status, start.body).toBe(201);
+    const { authorize_url, state } = start.json<{ authorize_url: string; state: string }>();
+
+    // The person consents at the platform, which sends the browser to the public callback URL; the
+    // proxy in front of the daemon passes the public Host along.
+    const consent = await fetch(authorize_url, { redirect: 'manual' });
+    const location = new URL(consent.headers.get('location')!);
+    expect(location.origin).toBe(PUBLIC_URL);
+    const visit = (path: string) =>
+      daemon.request('GET', path, {
+        headers: { host: PUBLIC_HOST, 'user-agent': 'Mozilla/5.0 test' },
+      });
+    const landed = await visit(location.pathname + location.search);
+    expect(landed.status, landed.body).toBe(200);
+    expect(landed.headers['content-type']).toContain('text/html');
+    expect(landed.headers['referrer-policy']).toBe('no-referrer');
+    expect(landed.body).toContain('Google Ads connected');
+    expect(landed.body).toContain('Connected acme-jp');
+    expect(landed.body).not.toContain(location.searchParams.get('code')!);
+
+    const listed = await vault.json<
+      Array<{ name: string; external_account_id: string; connected_by: string }>
+    >(['connections', 'list']);
+    expect(listed.find((c) => c.name === 'acme-jp')).toMatchObject({
+      external_account_id: '2345678901',
+      connected_by: 'operator',
+    });
+    const token = await vault.cli(['token', 'get', 'acme-jp'], { secretOutput: true });
+    expect(token.code, token.stderr).toBe(0);
+    expect(google.accessTokens.has(token.stdout.trim())).toBe(true);
+
+    // The state was used up: the same callback again stores nothing.
+    const again = await visit(location.pathname + location.search);
+    expect(again.status).toBe(400);
+    expect(again.body).toContain('already used');
+    // A made-up state, and a denial at the platform, store nothing either.
+    const unknown = await visit(`/v1/integrations/google_ads/callback?state=${'x'.repeat(43)}&code=abc`);
+    expect(unknown.status).toBe(400);
+    expect(unknown.body).toContain('unknown state');
+    const second = await call('POST', '/integrations/google_ads/connections/start', 'operator', {
+      app: 'hosted',
+    });
+    const denied = await visit(
+      `/integrations/google_ads/callback?state=${second.json<{ state: string }>().state}&error=access_denied`,
+    );
+    expect(denied.status).toBe(403);
+    expect(denied.body).toContain('access was denied');
+    expect(state).not.toBe(second.json<{ state: string }>().state);
+    // The public Host opens the callback route only.
+    const other = await visit('/v1/integrations/platforms');
+    expect(other.status).toBe(403);
+  });
+
+  it('an app made over HTTP serves tokens at once, without a restart', async () => {
+    const created = await call('POST', '/integrations/google_ads/apps', 'admin', {
+      label: 'hot',
+      client_id: appClientId,
+      client_secret: google.defaultClient!.clientSecret!,
+      developer_token: 'hot-dev-token-value',
+      redirect_uri: 'http://127.0.0.1',
+      authorize_url: google.endpoints.authorize,
+      token_url: google.endpoints.token,
+      api_base_url: google.url,
+    });
+    expect(created.status, created.body).toBe(201);
+    const grant = google.issueGrant({ clientId: appClientId, scope: GOOGLE_ADWORDS_SCOPE } as never);
+    const added = await vault.cli(
+      [
+        'connections',
+        'add',
+        'google_ads',
+        '--app',
+        'hot',
+        '--account',
+        '1234567890',
+        '--name',
+        'hot-conn',
+        '--refresh-token-file',
+        '-',
+      ],
+      { input: grant.refreshToken },
+    );
+    expect(added.code, added.stderr).toBe(0);
+    const viaCli = await vault.cli(['token', 'get', 'hot-conn'], { secretOutput: true });
+    expect(viaCli.code, viaCli.stderr).toBe(0);
+    const viaHttp = await daemon.get('/v1/connections/hot-conn/token', { token: tokens.reader! });
+    expect(viaHttp.status).toBe(200);
+    expect(viaHttp.json<{ access_token: string }>().access_token).toBe(viaCli.stdout.trim());
+  });
+});
+
+describe('audit and documentation', () => {
+  it('records every admin call with the client that made it, refusals included', async () => {
+    const rows = await vault.json<
+      Array<{ action: string; actor: string; outcome: string; detail: { status: number } }>
+    >(['audit', 'list', '--limit', '2000']);
+    const api = rows.filter((r) => r.action.startsWith('api.'));
+    const seen = (actor: string, action: string, outcome: string) =>
+      api.some((r) => r.actor === actor && r.action === action && r.outcome === outcome);
+    expect(seen('reader', 'api.apps.list', 'denied')).toBe(true);
+    expect(seen('admin', 'api.apps.list', 'success')).toBe(true);
+    expect(seen('admin', 'api.apps.create', 'success')).toBe(true);
+    expect(seen('admin', 'api.apps.create', 'failure')).toBe(true);
+    expect(seen('operator', 'api.connections.start', 'success')).toBe(true);
+    expect(seen('op-main', 'api.connections.refresh', 'denied')).toBe(true);
+    expect(seen('operator', 'api.connections.revoke', 'success')).toBe(true);
+    expect(seen('admin', 'api.clients.create', 'success')).toBe(true);
+    expect(seen('reader', 'api.platforms.list', 'success')).toBe(true);
+    // The services' own rows carry the client's name too: the app it made, the connection it revoked.
+    expect(rows.some((r) => r.action === 'app.create' && r.actor === 'admin')).toBe(true);
+    expect(rows.some((r) => r.action === 'oauth.start' && r.actor === 'operator')).toBe(true);
+    expect(JSON.stringify(rows)).not.toMatch(/s3cret|daemon-hosted-secret-value|hot-dev-token-value/);
+    const verify = await vault.cli(['audit', 'verify']);
+    expect(verify.code, verify.stderr).toBe(0);
+    expect(daemon.logs()).not.toMatch(/s3cret|daemon-hosted-secret-value|hot-dev-token-value/);
+  });
+
+  it('serves an OpenAPI document that a parser accepts and that names every route', async () => {
+    const answer = await daemon.get('/openapi.json');
+    expect(answer.status).toBe(200);
+    const doc = answer.json<{ paths: Record<string, Record<string, { 'x-credvault-role'?: string }>> }>();
+    const result = await validate(structuredClone(doc) as never);
+    expect(result.valid, JSON.stringify(result)).toBe(true);
+    for (const path of [
+      '/v1/integrations/platforms',
+      '/integrations/platforms',
+      '/v1/integrations/{platform}/capabilities',
+      '/v1/integrations/{platform}/apps',
+      '/v1/integrations/{platform}/connections/start',
+      '/v1/integrations/{platform}/callback',
+      '/v1/integrations/{platform}/connections',
+      '/v1/integrations/{platform}/connections/{id}/refresh',
+      '/v1/integrations/{platform}/connections/{id}/revoke',
+      '/v1/connections/{id}/token',
+    ]) {
+      expect(Object.keys(doc.paths)).toContain(path);
+    }
+    expect(doc.paths['/v1/integrations/{platform}/apps']!.post!['x-credvault-role']).toBe('admin');
+  });
+});
+
+describe('without --public-callback-url', () => {
+  it('the callback route does not exist', async () => {
+    const v = await createVault();
+    const d = await startDaemon(v, { name: 'plain' });
+    try {
+      const answer = await d.get('/v1/integrations/google_ads/callback?state=abc&code=def');
+      expect(answer.status).toBe(404);
+      expect(answer.body).toContain('--public-callback-url');
+    } finally {
+      await d.stop();
+      await v.destroy();
+    }
+  });
+});
