@@ -203,6 +203,28 @@ describe('campaigns list', () => {
   });
 });
 
+describe('campaigns list without a known currency', () => {
+  it('reads the currency from the ad account when the connection does not know it (an imported token)', async () => {
+    await v.sql(
+      "update ad_account_connections set details = details - 'currency' where external_account_id = $1",
+      [String(JPY.id)],
+    );
+    const list = await v.json<CampaignJson[]>(['campaigns', 'list', `linkedin_ads:${JPY.id}`]);
+    expect(list).toEqual([
+      expect.objectContaining({
+        id: '70030001',
+        currency: 'JPY',
+        daily_budget: '5000',
+        daily_budget_micros: '5000000000',
+      }),
+    ]);
+    expect(apiCalls('GET').map((r) => r.path)).toEqual([
+      `/rest/adAccounts/${JPY.id}`,
+      `/rest/adAccounts/${JPY.id}/adCampaigns`,
+    ]);
+  });
+});
+
 describe('campaigns set-budget', () => {
   it('--validate-only is simulated: checked locally, no write sent, the answer says "simulated"', async () => {
     const json = await setBudget(USD, 70010008, '75', '--validate-only', '--json');
