@@ -12,7 +12,8 @@ import type { BudgetChange, BudgetChangeResult, Campaign } from '../types.js';
 const MINIMUM_DAILY_MICROS: Partial<Record<PlatformId, Record<string, bigint>>> = {
   // Microsoft Advertising: 0.05 a day in USD and EUR (learn.microsoft.com, "Currencies").
   microsoft_ads: { USD: 50_000n, EUR: 50_000n },
-  // LinkedIn: 10 a day in USD for most campaign types [unconfirmed for other currencies].
+  // LinkedIn: 10 a day in USD for most campaign types [unconfirmed: not in shared/providers.md;
+  // other currencies are not checked here and left to LinkedIn, whose 400 is passed on].
   linkedin_ads: { USD: 10_000_000n },
   // Reddit: 5 a day in USD [unconfirmed: third-party documentation of the Ads API].
   reddit_ads: { USD: 5_000_000n },

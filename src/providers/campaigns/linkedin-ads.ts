@@ -2,31 +2,97 @@ import type { Secret } from '../../crypto/secret.js';
 import { InvalidInputError } from '../../errors.js';
 import { apiUrl } from '../authorize.js';
 import { apiRequest } from '../http.js';
-import { decimalToMicros, formatMicros, isWholeMinorUnits } from '../money.js';
-import { linkedInApiBase, linkedInHeaders, readLinkedInError } from '../platforms/linkedin-ads.js';
+import { decimalToMicros, displayMoney, formatMicros } from '../money.js';
+import {
+  linkedInAccountId,
+  linkedInApiBase,
+  linkedInHeaders,
+  readLinkedInError,
+} from '../platforms/linkedin-ads.js';
 import type { CallOptions, Campaign, CampaignOps, CampaignTarget, ProviderApp } from '../types.js';
 import { assertSettable, checkDailyBudget, findCampaign, simulated } from './common.js';
 
 /**
- * LinkedIn Marketing API: `adCampaigns` search under the ad account (cursor paging), and a Rest.li
- * PARTIAL_UPDATE of `dailyBudget`, an amount as a decimal string in the account's currency (micros
- * converted exactly, never through a float). Every call carries `LinkedIn-Version`. No dry run: a
- * validate-only change is checked here and not sent.
+ * LinkedIn Marketing API: `adCampaigns` search under the ad account (cursor paging with
+ * pageSize/pageToken), and a Rest.li PARTIAL_UPDATE of `dailyBudget`: an amount as a decimal string in
+ * whole units of the account's currency (micros converted exactly, never through a float), answered
+ * 204. Every call carries `LinkedIn-Version` and `X-Restli-Protocol-Version: 2.0.0`. LinkedIn has no
+ * dry run for campaigns: a validate-only change is checked here and not sent ("simulated").
  */
 
 const PAGE_SIZE = 100;
-// Rest.li 2.0: the structural characters of the search expression stay as they are.
+// Rest.li 2.0: the structural characters of the search expression are sent as they are (a
+// percent-encoded `(` is data, not syntax, and LinkedIn answers 400 PARAM_INVALID).
 const SEARCH = 'search=(status:(values:List(ACTIVE,PAUSED,DRAFT)))';
+
+interface LinkedInMoney {
+  amount?: string;
+  currencyCode?: string;
+}
 
 interface LinkedInCampaign {
   id?: number | string;
   name?: string;
   status?: string;
-  dailyBudget?: { amount?: string; currencyCode?: string } | null;
+  dailyBudget?: LinkedInMoney | null;
+  totalBudget?: LinkedInMoney | null;
 }
 
-function accountId(target: CampaignTarget): string {
-  return target.accountId.replace(/^urn:li:sponsoredAccount:/, '');
+/** The ad account's currency: what the connection knows, else read from the account. */
+async function accountCurrency(
+  app: ProviderApp,
+  token: Secret,
+  target: CampaignTarget,
+  options: CallOptions,
+): Promise<string | null> {
+  if (target.currency) return target.currency;
+  const id = linkedInAccountId(target.accountId);
+  const { body } = await apiRequest<{ currency?: string } | null>({
+    method: 'GET',
+    url: apiUrl(linkedInApiBase(app), `/rest/adAccounts/${id}`),
+    headers: linkedInHeaders(app, token),
+    signal: options.signal,
+    secrets: [token.reveal()],
+    what: `reading LinkedIn ad account ${id}`,
+    readError: readLinkedInError,
+  });
+  return body?.currency ?? null;
+}
+
+function money(value: LinkedInMoney | null | undefined): { micros: bigint; currency: string | null } | null {
+  if (!value || value.amount === undefined || value.amount === null) return null;
+  return { micros: decimalToMicros(String(value.amount)), currency: value.currencyCode ?? null };
+}
+
+function toCampaign(c: LinkedInCampaign, accountCurrencyCode: string | null): Campaign {
+  const daily = money(c.dailyBudget);
+  const total = money(c.totalBudget);
+  // `currencyCode` must be the account's currency; the account's own word wins.
+  const currency = accountCurrencyCode ?? daily?.currency ?? total?.currency ?? null;
+  const id = String(c.id ?? '');
+  if (daily) {
+    return {
+      id,
+      name: c.name ?? '',
+      status: c.status ?? 'UNKNOWN',
+      dailyBudgetMicros: daily.micros,
+      currency,
+      budget: { level: 'campaign', id: null, shared: false, sharedBy: null, note: null },
+    };
+  }
+  // Only a total (lifetime) budget, or none: there is no daily budget to change. Adding one changes
+  // how LinkedIn paces the campaign's spend, which is more than a budget change: refused, with why.
+  const note = total
+    ? `it has only a total budget of ${displayMoney(total.micros, total.currency ?? currency)} for its whole run`
+    : 'it has no daily budget';
+  return {
+    id,
+    name: c.name ?? '',
+    status: c.status ?? 'UNKNOWN',
+    dailyBudgetMicros: null,
+    currency,
+    budget: { level: 'none', id: null, shared: false, sharedBy: null, note },
+  };
 }
 
 async function list(
@@ -35,9 +101,13 @@ async function list(
   target: CampaignTarget,
   options: CallOptions,
 ): Promise<Campaign[]> {
-  const base = apiUrl(linkedInApiBase(app), `/rest/adAccounts/${accountId(target)}/adCampaigns`);
+  const account = linkedInAccountId(target.accountId);
+  const currency = await accountCurrency(app, token, target, options);
+  const base = apiUrl(linkedInApiBase(app), `/rest/adAccounts/${account}/adCampaigns`);
   const campaigns: Campaign[] = [];
+  const seen = new Set<string>();
   let pageToken: string | null = null;
+  // 5,000 campaigns at most per account: 50 pages of 100; the bound only stops a platform that loops.
   for (let page = 0; page < 1000; page++) {
     const url = `${base}?q=search&${SEARCH}&pageSize=${PAGE_SIZE}${pageToken ? `&pageToken=${encodeURIComponent(pageToken)}` : ''}`;
     const response: {
@@ -48,23 +118,18 @@ async function list(
       headers: linkedInHeaders(app, token),
       signal: options.signal,
       secrets: [token.reveal()],
-      what: `listing the campaigns of LinkedIn ad account ${accountId(target)}`,
+      what: `listing the campaigns of LinkedIn ad account ${account}`,
       readError: readLinkedInError,
     });
-    for (const c of response.body?.elements ?? []) {
-      const budget = c.dailyBudget ?? null;
-      campaigns.push({
-        id: String(c.id ?? ''),
-        name: c.name ?? '',
-        status: c.status ?? 'UNKNOWN',
-        dailyBudgetMicros: budget?.amount !== undefined ? decimalToMicros(budget.amount) : null,
-        currency: budget?.currencyCode ?? target.currency,
-        // A campaign with only a total budget can be given a daily one: the budget is the campaign's.
-        budget: { level: 'campaign', id: null, shared: false, sharedBy: null, note: null },
-      });
+    for (const element of response.body?.elements ?? []) {
+      const campaign = toCampaign(element, currency);
+      if (seen.has(campaign.id)) continue;
+      seen.add(campaign.id);
+      campaigns.push(campaign);
     }
-    pageToken = response.body?.metadata?.nextPageToken || null;
-    if (!pageToken) break;
+    const next = response.body?.metadata?.nextPageToken || null;
+    if (!next || next === pageToken) break;
+    pageToken = next;
   }
   return campaigns;
 }
@@ -72,26 +137,24 @@ async function list(
 export const linkedInCampaigns: CampaignOps = {
   list,
   async setDailyBudget(app, token, target, change, options) {
+    const account = linkedInAccountId(target.accountId);
     const campaign = findCampaign(await list(app, token, target, options), change.campaignId, 'linkedin_ads');
     assertSettable(campaign, change, 'linkedin_ads');
-    const currency = campaign.currency ?? target.currency;
+    const currency = campaign.currency;
     if (!currency) {
-      throw new InvalidInputError(`the currency of LinkedIn ad account ${accountId(target)} is not known`, {
+      throw new InvalidInputError(`the currency of LinkedIn ad account ${account} is not known`, {
         hint: 'Connect the account again so that credvault reads it.',
       });
     }
-    // The wire takes whole currency units with the currency's digits: a remainder cannot be sent.
-    if (!isWholeMinorUnits(change.dailyBudgetMicros, currency))
-      checkDailyBudget('linkedin_ads', change.dailyBudgetMicros, currency);
-    if (change.validateOnly) {
-      checkDailyBudget('linkedin_ads', change.dailyBudgetMicros, currency);
-      return simulated(campaign, change);
-    }
+    // What LinkedIn would refuse, checked before anything is sent: more digits than the currency
+    // has (the wire takes whole units with the currency's digits), and the minimum daily budget.
+    checkDailyBudget('linkedin_ads', change.dailyBudgetMicros, currency);
+    if (change.validateOnly) return simulated(campaign, change);
     await apiRequest({
       method: 'POST',
       url: apiUrl(
         linkedInApiBase(app),
-        `/rest/adAccounts/${accountId(target)}/adCampaigns/${encodeURIComponent(campaign.id)}`,
+        `/rest/adAccounts/${account}/adCampaigns/${encodeURIComponent(campaign.id)}`,
       ),
       headers: { ...linkedInHeaders(app, token), 'x-restli-method': 'PARTIAL_UPDATE' },
       json: {
@@ -103,7 +166,7 @@ export const linkedInCampaigns: CampaignOps = {
       },
       signal: options.signal,
       secrets: [token.reveal()],
-      what: `changing the budget of LinkedIn campaign ${campaign.id}`,
+      what: `changing the daily budget of LinkedIn campaign ${campaign.id}`,
       readError: readLinkedInError,
     });
     return {

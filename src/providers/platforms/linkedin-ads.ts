@@ -17,15 +17,52 @@ const profile: OAuthProfile = {
   missingTokenType: 'Bearer',
 };
 
-/** LinkedIn errors: `{status, code, message}` or `{serviceErrorCode, message}`; 426 means the version is sunset. */
+interface LinkedInErrorBody {
+  code?: string;
+  serviceErrorCode?: number;
+  message?: string;
+  /** The newer 400 envelope (errorDetailType com.linkedin.common.error.BadRequest). */
+  errorDetails?: {
+    inputErrors?: Array<{
+      code?: string;
+      description?: string;
+      input?: { inputPath?: { fieldPath?: string } };
+    }>;
+  };
+}
+
+/** How long until LinkedIn's daily rate limits reset (midnight UTC), in words. */
+export function untilMidnightUtc(now = Date.now()): string {
+  const midnight = new Date(now);
+  midnight.setUTCHours(24, 0, 0, 0);
+  const minutes = Math.max(1, Math.ceil((midnight.getTime() - now) / 60_000));
+  const hours = Math.floor(minutes / 60);
+  return hours > 0 ? `${hours} h ${minutes % 60} min` : `${minutes} min`;
+}
+
+/**
+ * LinkedIn errors: `{status, code, message}`, `{serviceErrorCode, message}`, or the newer 400 envelope
+ * whose `errorDetails.inputErrors` say which field and why. 426: the version is sunset. 429: the app's
+ * or the member's daily limit, which resets at midnight UTC (LinkedIn sends no Retry-After).
+ */
 export const readLinkedInError: ErrorReader = (status, body) => {
-  const error = body as { code?: string; serviceErrorCode?: number; message?: string } | null;
+  const error = body as LinkedInErrorBody | null;
+  const input = error?.errorDetails?.inputErrors?.[0];
+  let message = error?.message ?? null;
+  if (input?.description && input.description !== message) {
+    const field = input.input?.inputPath?.fieldPath;
+    message = `${message ? `${message} ` : ''}(${field ? `${field}: ` : ''}${input.description})`;
+  }
+  if (status === 426)
+    message = `the LinkedIn-Version is no longer served (${message ?? 'upgrade required'}); set a current one with \`credvault apps update APP --api-version YYYYMM\``;
+  if (status === 429)
+    message = `${(message ?? 'rate limit reached').replace(/[.\s]+$/, '')}. LinkedIn's API limits are daily and reset at midnight UTC (in ${untilMidnightUtc()})`;
   return {
-    code: error?.code ?? (error?.serviceErrorCode !== undefined ? String(error.serviceErrorCode) : null),
-    message:
-      status === 426
-        ? `the LinkedIn-Version is no longer served (${error?.message ?? 'upgrade required'}); set a current one with \`credvault apps update APP --api-version YYYYMM\``
-        : (error?.message ?? null),
+    code:
+      error?.code ??
+      input?.code ??
+      (error?.serviceErrorCode !== undefined ? String(error.serviceErrorCode) : null),
+    message,
     kind: status === 426 ? 'invalid_request' : null,
   };
 };
