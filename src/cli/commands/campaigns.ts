@@ -105,8 +105,9 @@ export async function setBudget(
   const after = displayMoney(micros, campaign.currency);
   const where = `${connectionRef(connection)} campaign ${campaign.id} (${campaign.name})`;
   if (campaign.budget.shared) {
+    // A note says why the budget cannot be set through the campaign: then --shared does not help.
     rt.out.warn(
-      `this campaign's budget is shared${campaign.budget.sharedBy ? ` by ${campaign.budget.sharedBy} campaigns` : ''}: ${opts.shared ? 'changing it changes all of them' : 'it is left alone unless you pass --shared'}`,
+      `this campaign's budget is shared${campaign.budget.sharedBy ? ` by ${campaign.budget.sharedBy} campaigns` : ''}: ${campaign.budget.note ?? (opts.shared ? 'changing it changes all of them' : 'it is left alone unless you pass --shared')}`,
     );
   }
   if (mustAsk) {

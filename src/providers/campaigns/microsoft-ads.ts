@@ -2,24 +2,39 @@ import type { Secret } from '../../crypto/secret.js';
 import { InvalidInputError } from '../../errors.js';
 import { apiUrl } from '../authorize.js';
 import { ProviderError } from '../errors.js';
-import { apiRequest } from '../http.js';
+import { type ApiRequest, apiRequest } from '../http.js';
 import { microsToNumber, numberToMicros } from '../money.js';
 import { microsoftHeaders, readMicrosoftError } from '../platforms/microsoft-ads.js';
 import type { CallOptions, Campaign, CampaignOps, CampaignTarget, ProviderApp } from '../types.js';
 import { assertSettable, checkDailyBudget, findCampaign, simulated } from './common.js';
 
 /**
- * Microsoft Advertising, Campaign Management v13 over REST: `Campaigns/QueryByAccountId` (all at once;
- * without CampaignType only Search campaigns come back, so every type is asked for) and
- * `PUT Campaigns` with DailyBudget, a double in the account's currency. There is no dry run: a
- * validate-only change is checked here and not sent. A campaign on a shared budget cannot take a
- * DailyBudget (CampaignServiceCannotUpdateSharedBudget): the shared budget's Amount must change.
+ * Microsoft Advertising, Campaign Management v13 over REST: `Campaigns/QueryByAccountId` (all at once,
+ * the operation has no paging; without CampaignType only Search campaigns come back, so every type is
+ * asked for) and `PUT Campaigns` with DailyBudget, a double in the account's currency. There is no dry
+ * run: a validate-only change is checked here and not sent. A campaign on a shared budget cannot take
+ * a DailyBudget (CampaignServiceCannotUpdateSharedBudget): the shared budget's Amount must change.
  */
 
 const CAMPAIGN_API = 'https://campaign.api.bingads.microsoft.com';
 const CUSTOMER_API = 'https://clientcenter.api.bingads.microsoft.com';
-// Space-separated, as the flags enum is written in SOAP [unconfirmed for REST JSON].
-const CAMPAIGN_TYPES = 'Search Shopping DynamicSearchAds Audience PerformanceMax';
+
+/**
+ * The campaign types asked for: the v13 CampaignType value set, space-separated as the flags enum is
+ * written in SOAP. The REST JSON form of several flags is [unconfirmed] (providers.md §2.C), so the
+ * setting CREDVAULT_MICROSOFT_CAMPAIGN_TYPES, when set, is sent instead, as it is.
+ */
+export const MICROSOFT_CAMPAIGN_TYPES = 'Search Shopping DynamicSearchAds Audience Hotel PerformanceMax';
+
+function campaignTypes(): string {
+  return process.env.CREDVAULT_MICROSOFT_CAMPAIGN_TYPES?.trim() || MICROSOFT_CAMPAIGN_TYPES;
+}
+
+/**
+ * Error 117 CallRateExceeded counts calls in a sliding minute; Microsoft says to retry after 60 seconds
+ * (services protocol guide, "Handle Throttling") and sends no Retry-After.
+ */
+const THROTTLE_WAIT_SECONDS = 60;
 
 interface BingCampaign {
   Id?: string | number;
@@ -31,7 +46,44 @@ interface BingCampaign {
   CampaignType?: string;
 }
 
-function headers(app: ProviderApp, token: Secret, target: CampaignTarget): Record<string, string> {
+interface BingBatchError {
+  Code?: number;
+  ErrorCode?: string;
+  Message?: string;
+  Index?: number;
+}
+
+/** A Microsoft Advertising REST call: its faults read, throttling given Microsoft's documented wait. */
+async function call<T>(
+  app: ProviderApp,
+  token: Secret,
+  request: Omit<ApiRequest, 'secrets' | 'readError'>,
+): Promise<T | null> {
+  try {
+    const { body } = await apiRequest<T>({
+      ...request,
+      secrets: [token.reveal(), app.developerToken?.reveal()],
+      readError: readMicrosoftError,
+    });
+    return body ?? null;
+  } catch (error) {
+    if (error instanceof ProviderError && error.kind === 'rate_limited' && error.retryAfter === null) {
+      throw new ProviderError(error.kind, error.message, {
+        status: error.status,
+        platformCode: error.platformCode,
+        retryAfter: THROTTLE_WAIT_SECONDS,
+        cause: error,
+      });
+    }
+    throw error;
+  }
+}
+
+/**
+ * Campaign Management headers: DeveloperToken and Authorization, CustomerId (the customer operated
+ * from) and CustomerAccountId (the ad account, equal to the body's AccountId).
+ */
+function campaignHeaders(app: ProviderApp, token: Secret, target: CampaignTarget): Record<string, string> {
   const customerId = target.details.customer_id;
   if (!customerId) {
     throw new InvalidInputError(
@@ -44,7 +96,14 @@ function headers(app: ProviderApp, token: Secret, target: CampaignTarget): Recor
   return { ...microsoftHeaders(app, token), customerid: customerId, customeraccountid: target.accountId };
 }
 
-/** The account's currency: the connection's, else read from Customer Management. */
+function campaignUrl(app: ProviderApp, path: string): string {
+  return apiUrl(app.endpoints.apiBase ?? CAMPAIGN_API, `/CampaignManagement/${app.apiVersion}${path}`);
+}
+
+/**
+ * The account's currency: the connection's (read when it was connected), else Customer Management's
+ * SearchAccounts by AccountId (CustomerId/CustomerAccountId do not apply to Customer Management).
+ */
 async function accountCurrency(
   app: ProviderApp,
   token: Secret,
@@ -52,17 +111,26 @@ async function accountCurrency(
   options: CallOptions,
 ): Promise<string | null> {
   if (target.currency) return target.currency;
-  const { body } = await apiRequest<{ Account?: { CurrencyCode?: string } }>({
-    method: 'POST',
-    url: apiUrl(app.endpoints.apiBase ?? CUSTOMER_API, `/CustomerManagement/${app.apiVersion}/Account/Query`),
-    headers: headers(app, token, target),
-    json: { AccountId: target.accountId, ReturnAdditionalFields: null },
-    signal: options.signal,
-    secrets: [token.reveal(), app.developerToken?.reveal()],
-    what: `reading Microsoft Advertising account ${target.accountId}`,
-    readError: readMicrosoftError,
-  });
-  return body?.Account?.CurrencyCode ?? null;
+  const body = await call<{ Accounts?: Array<{ Id?: string | number; CurrencyCode?: string }> | null }>(
+    app,
+    token,
+    {
+      method: 'POST',
+      url: apiUrl(
+        app.endpoints.apiBase ?? CUSTOMER_API,
+        `/CustomerManagement/${app.apiVersion}/Accounts/Search`,
+      ),
+      headers: microsoftHeaders(app, token),
+      json: {
+        Predicates: [{ Field: 'AccountId', Operator: 'Equals', Value: target.accountId }],
+        PageInfo: { Index: 0, Size: 1 },
+      },
+      signal: options.signal,
+      what: `reading Microsoft Advertising account ${target.accountId}`,
+    },
+  );
+  const account = body?.Accounts?.find((a) => String(a.Id) === target.accountId);
+  return account?.CurrencyCode ?? null;
 }
 
 async function list(
@@ -71,20 +139,16 @@ async function list(
   target: CampaignTarget,
   options: CallOptions,
 ): Promise<Campaign[]> {
-  const [currency, { body }] = await Promise.all([
+  const headers = campaignHeaders(app, token, target);
+  const [currency, body] = await Promise.all([
     accountCurrency(app, token, target, options),
-    apiRequest<{ Campaigns?: BingCampaign[] | null }>({
+    call<{ Campaigns?: BingCampaign[] | null }>(app, token, {
       method: 'POST',
-      url: apiUrl(
-        app.endpoints.apiBase ?? CAMPAIGN_API,
-        `/CampaignManagement/${app.apiVersion}/Campaigns/QueryByAccountId`,
-      ),
-      headers: headers(app, token, target),
-      json: { AccountId: target.accountId, CampaignType: CAMPAIGN_TYPES, ReturnAdditionalFields: null },
+      url: campaignUrl(app, '/Campaigns/QueryByAccountId'),
+      headers,
+      json: { AccountId: target.accountId, CampaignType: campaignTypes(), ReturnAdditionalFields: null },
       signal: options.signal,
-      secrets: [token.reveal(), app.developerToken?.reveal()],
       what: `listing the campaigns of Microsoft Advertising account ${target.accountId}`,
-      readError: readMicrosoftError,
     }),
   ]);
   return (body?.Campaigns ?? []).map((c) => {
@@ -93,6 +157,7 @@ async function list(
       id: String(c.Id ?? ''),
       name: c.Name ?? '',
       status: c.Status ?? 'Unknown',
+      // With a shared budget this is the shared budget's amount.
       dailyBudgetMicros: typeof c.DailyBudget === 'number' ? numberToMicros(c.DailyBudget) : null,
       currency,
       budget: budgetId
@@ -101,7 +166,7 @@ async function list(
             id: budgetId,
             shared: true,
             sharedBy: null,
-            note: `on shared budget ${budgetId}: change its amount in Microsoft Advertising (Shared library › Budgets)`,
+            note: `on shared budget ${budgetId}, which can only be changed as a budget (Microsoft Advertising: Shared library › Budgets)`,
           }
         : { level: 'campaign' as const, id: null, shared: false, sharedBy: null, note: null },
     };
@@ -117,7 +182,8 @@ export const microsoftCampaigns: CampaignOps = {
       'microsoft_ads',
     );
     if (campaign.budget.shared) {
-      // Not a confirmation away: Microsoft refuses a DailyBudget on a campaign with a shared budget.
+      // Not a confirmation away (--shared does not help): Microsoft refuses a DailyBudget on a campaign
+      // with a shared budget (CampaignServiceCannotUpdateSharedBudget).
       throw new InvalidInputError(
         `Microsoft Advertising campaign ${campaign.id} uses shared budget ${campaign.budget.id}; its daily budget is the shared budget's amount and cannot be set on the campaign`,
         {
@@ -126,31 +192,30 @@ export const microsoftCampaigns: CampaignOps = {
       );
     }
     assertSettable(campaign, change, 'microsoft_ads');
-    if (change.validateOnly) {
-      checkDailyBudget('microsoft_ads', change.dailyBudgetMicros, campaign.currency);
-      return simulated(campaign, change);
-    }
-    const { body } = await apiRequest<{
-      PartialErrors?: Array<{ Code?: number; ErrorCode?: string; Message?: string }> | null;
-    }>({
+    // What Microsoft would refuse (a fraction of the smallest unit, less than the minimum) is refused
+    // here too, before anything is sent; with no dry run, validate-only stops here.
+    checkDailyBudget('microsoft_ads', change.dailyBudgetMicros, campaign.currency);
+    if (change.validateOnly) return simulated(campaign, change);
+    const body = await call<{ PartialErrors?: BingBatchError[] | null }>(app, token, {
       method: 'PUT',
-      url: apiUrl(app.endpoints.apiBase ?? CAMPAIGN_API, `/CampaignManagement/${app.apiVersion}/Campaigns`),
-      headers: headers(app, token, target),
-      // Only the fields sent change; DailyBudget is a JSON number in the account's currency.
+      url: campaignUrl(app, '/Campaigns'),
+      headers: campaignHeaders(app, token, target),
+      // Only the elements sent change; DailyBudget is a JSON number in the account's currency, the
+      // shortest decimal of the exact amount (1234567.89, 0.01).
       json: {
         AccountId: target.accountId,
         Campaigns: [{ Id: campaign.id, DailyBudget: microsToNumber(change.dailyBudgetMicros) }],
       },
       signal: options.signal,
-      secrets: [token.reveal(), app.developerToken?.reveal()],
       what: `changing the budget of Microsoft Advertising campaign ${campaign.id}`,
-      readError: readMicrosoftError,
     });
+    // Partial success: a refused campaign comes back as a BatchError with HTTP 200.
     const failure = body?.PartialErrors?.find(Boolean);
     if (failure) {
+      const code = failure.ErrorCode ?? (failure.Code !== undefined ? String(failure.Code) : 'error');
       throw new ProviderError(
         'invalid_request',
-        `Microsoft Advertising refused the budget of campaign ${campaign.id}: ${failure.ErrorCode ?? failure.Code ?? 'error'}: ${failure.Message ?? 'no detail'}`,
+        `Microsoft Advertising refused the daily budget of campaign ${campaign.id}: ${code}${failure.Code !== undefined && failure.ErrorCode ? ` (${failure.Code})` : ''}: ${failure.Message ?? 'no detail'}`,
         { status: 200, platformCode: failure.ErrorCode ?? null },
       );
     }
