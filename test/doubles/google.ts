@@ -106,7 +106,8 @@ export interface GoogleSettings {
   /** GAQL resources `googleAds:search` can query; add entries to extend (ad_group, …). */
   gaqlResources: Map<string, GaqlResource>;
   /**
-   * Rows per `googleAds:search` page. The API's page size is fixed at 10,000 (providers.md §1.C); lower
+   * Rows per `googleAds:search` page. The API's page size is fixed at 10,000 (PAGE_SIZE_NOT_SUPPORTED says
+   * so; providers.md §1.C only says not to send pageSize); lower
    * it to test paging. `searchStream` is never paged.
    */
   searchPageSize: number;
