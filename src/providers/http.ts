@@ -4,11 +4,19 @@ import { classifyStatus, ProviderError, type ProviderFailure, parseRetryAfter } 
 
 export const DEFAULT_USER_AGENT = `credvault/${VERSION}`;
 
-/** How a platform words an error body: its code, message and, where it says more than the status, the kind. */
+/**
+ * How a platform words an error body: its code, message and, where it says more than the status, the
+ * kind, and the wait it asks for when it says so in the body rather than in Retry-After (seconds).
+ */
 export type ErrorReader = (
   status: number,
   body: unknown,
-) => { code?: string | null; message?: string | null; kind?: ProviderFailure | null };
+) => {
+  code?: string | null;
+  message?: string | null;
+  kind?: ProviderFailure | null;
+  retryAfter?: number | null;
+};
 
 export interface ApiRequest {
   method: 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
@@ -84,7 +92,7 @@ export async function apiRequest<T = unknown>(request: ApiRequest): Promise<ApiR
       {
         status: response.status,
         platformCode: code,
-        retryAfter: parseRetryAfter(response.headers.get('retry-after')),
+        retryAfter: parseRetryAfter(response.headers.get('retry-after')) ?? read.retryAfter ?? null,
       },
     );
   }

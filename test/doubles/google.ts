@@ -106,7 +106,8 @@ export interface GoogleSettings {
   /** GAQL resources `googleAds:search` can query; add entries to extend (ad_group, …). */
   gaqlResources: Map<string, GaqlResource>;
   /**
-   * Rows per `googleAds:search` page. The API's page size is fixed at 10,000 (providers.md §1.C); lower
+   * Rows per `googleAds:search` page. The API's page size is fixed at 10,000 (PAGE_SIZE_NOT_SUPPORTED says
+   * so; providers.md §1.C only says not to send pageSize); lower
    * it to test paging. `searchStream` is never paged.
    */
   searchPageSize: number;
@@ -347,8 +348,16 @@ export function addGoogleCampaign(
       explicitlyShared: false,
       status: input.status === 'REMOVED' ? 'REMOVED' : 'ENABLED',
     });
-  } else if (!accounts.budgets.some((b) => b.id === budgetId && b.customerId === input.customerId)) {
-    throw new Error(`addGoogleCampaign: no budget ${budgetId} on customer ${input.customerId}`);
+  } else {
+    const budget = accounts.budgets.find((b) => b.id === budgetId && b.customerId === input.customerId);
+    if (!budget) throw new Error(`addGoogleCampaign: no budget ${budgetId} on customer ${input.customerId}`);
+    // CampaignBudget.explicitly_shared: a budget made for one campaign cannot be given to a second one
+    // ("Attempting to share the budget with a second campaign will result in an error").
+    const users = (accounts.campaigns ?? []).filter(
+      (c) => c.customerId === input.customerId && c.budgetId === budgetId && c.status !== 'REMOVED',
+    );
+    if (!budget.explicitlyShared && users.length > 0)
+      throw new Error(`addGoogleCampaign: budget ${budgetId} is not explicitly shared and already in use`);
   }
   const campaign: GoogleCampaign = {
     customerId: input.customerId,
@@ -563,16 +572,24 @@ function invalidPayload(field: string, description: string): Reply {
   });
 }
 
-function unauthenticated(reason: string): Reply {
+/**
+ * The body of Google's 401 for a missing, expired or revoked access token (plain google.rpc.Status).
+ * Exported so a test can inject the same answer with `double.faults.failNext(…)`.
+ */
+export function googleUnauthenticatedBody(
+  reason: 'missing' | 'invalid' = 'invalid',
+): Record<string, unknown> {
   const message =
     reason === 'missing'
       ? 'Request is missing required authentication credential. Expected OAuth 2 access token, login cookie or other valid authentication credential. See https://developers.google.com/identity/sign-in/web/devconsole-project.'
       : 'Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other valid authentication credential. See https://developers.google.com/identity/sign-in/web/devconsole-project.';
-  return json(
-    401,
-    { error: { code: 401, message, status: 'UNAUTHENTICATED' } },
-    { 'www-authenticate': 'Bearer' },
-  );
+  return { error: { code: 401, message, status: 'UNAUTHENTICATED' } };
+}
+
+function unauthenticated(reason: string): Reply {
+  return json(401, googleUnauthenticatedBody(reason === 'missing' ? 'missing' : 'invalid'), {
+    'www-authenticate': 'Bearer',
+  });
 }
 
 function descendants(accounts: GoogleAccounts, rootId: string): Array<{ id: string; level: number }> {
@@ -771,13 +788,27 @@ export function parseGaql(query: string): ParsedQuery {
   };
 }
 
+const fieldPaths = new Map<string, { resource: string; path: string[] }>();
+
+/** `campaign_budget.amount_micros` → resource key `campaignBudget`, path `['amountMicros']` (memoised). */
+function fieldPath(field: string): { resource: string; path: string[] } {
+  let parsed = fieldPaths.get(field);
+  if (!parsed) {
+    const dot = field.indexOf('.');
+    parsed = {
+      resource: camel(field.slice(0, dot)),
+      path: field
+        .slice(dot + 1)
+        .split('.')
+        .map((p) => camel(p)),
+    };
+    fieldPaths.set(field, parsed);
+  }
+  return parsed;
+}
+
 function getField(row: GaqlRow, field: string): unknown {
-  const dot = field.indexOf('.');
-  const resource = camel(field.slice(0, dot));
-  const path = field
-    .slice(dot + 1)
-    .split('.')
-    .map((p) => camel(p));
+  const { resource, path } = fieldPath(field);
   let value: unknown = row[resource];
   for (const key of path) {
     if (value === null || typeof value !== 'object') return undefined;
@@ -787,12 +818,7 @@ function getField(row: GaqlRow, field: string): unknown {
 }
 
 function setField(out: GaqlRow, field: string, value: unknown): void {
-  const dot = field.indexOf('.');
-  const resource = camel(field.slice(0, dot));
-  const path = field
-    .slice(dot + 1)
-    .split('.')
-    .map((p) => camel(p));
+  const { resource, path } = fieldPath(field);
   let target: Record<string, unknown> = out[resource] ?? {};
   out[resource] = target;
   path.forEach((key, i) => {
@@ -953,22 +979,37 @@ function budgetResourceName(b: { customerId: string; id: string }): string {
   return `customers/${b.customerId}/campaignBudgets/${b.id}`;
 }
 
-/** Campaigns that are not removed and use the budget (CampaignBudget.reference_count). */
+/**
+ * Campaigns that are not removed and use each budget (CampaignBudget.reference_count), by resource name.
+ * Counted once per query: an account can have tens of thousands of campaigns.
+ */
+function referenceCounts(accounts: GoogleAccounts): Map<string, number> {
+  const counts = new Map<string, number>();
+  for (const c of accounts.campaigns ?? []) {
+    if (c.status === 'REMOVED') continue;
+    const name = budgetResourceName({ customerId: c.customerId, id: c.budgetId });
+    counts.set(name, (counts.get(name) ?? 0) + 1);
+  }
+  return counts;
+}
+
 function referenceCount(accounts: GoogleAccounts, budget: GoogleCampaignBudget): number {
-  return (accounts.campaigns ?? []).filter(
-    (c) => c.customerId === budget.customerId && c.budgetId === budget.id && c.status !== 'REMOVED',
-  ).length;
+  return referenceCounts(accounts).get(budgetResourceName(budget)) ?? 0;
 }
 
 /** The CampaignBudget message as the REST API sends it (int64 as strings; optional fields present). */
-function budgetJson(accounts: GoogleAccounts, b: GoogleCampaignBudget): Record<string, unknown> {
+function budgetJson(
+  accounts: GoogleAccounts,
+  b: GoogleCampaignBudget,
+  counts?: Map<string, number>,
+): Record<string, unknown> {
   return {
     resourceName: budgetResourceName(b),
     id: b.id,
     name: b.name,
     amountMicros: b.amountMicros,
     explicitlyShared: b.explicitlyShared,
-    referenceCount: String(referenceCount(accounts, b)),
+    referenceCount: String(counts ? (counts.get(budgetResourceName(b)) ?? 0) : referenceCount(accounts, b)),
     status: b.status ?? 'ENABLED',
   };
 }
@@ -989,15 +1030,20 @@ function defaultGaqlResources(): Map<string, GaqlResource> {
           ...CAMPAIGN_BUDGET_FIELDS.map((f) => `campaign_budget.${f}`),
           ...CUSTOMER_FIELDS.map((f) => `customer.${f}`),
         ],
-        rows: (ctx) =>
-          (ctx.accounts.campaigns ?? [])
+        rows: (ctx) => {
+          const counts = referenceCounts(ctx.accounts);
+          const budgets = new Map(
+            (ctx.accounts.budgets ?? [])
+              .filter((b) => b.customerId === ctx.customerId)
+              .map((b) => [b.id, b] as const),
+          );
+          const customer = customerFor(ctx);
+          return (ctx.accounts.campaigns ?? [])
             .filter((c) => c.customerId === ctx.customerId)
             .map((c) => {
-              const budget = (ctx.accounts.budgets ?? []).find(
-                (b) => b.customerId === c.customerId && b.id === c.budgetId,
-              );
+              const budget = budgets.get(c.budgetId);
               const row: GaqlRow = {
-                ...customerFor(ctx),
+                ...customer,
                 campaign: {
                   resourceName: `customers/${c.customerId}/campaigns/${c.id}`,
                   id: c.id,
@@ -1006,9 +1052,10 @@ function defaultGaqlResources(): Map<string, GaqlResource> {
                   campaignBudget: budgetResourceName({ customerId: c.customerId, id: c.budgetId }),
                 },
               };
-              if (budget) row['campaignBudget'] = budgetJson(ctx.accounts, budget);
+              if (budget) row['campaignBudget'] = budgetJson(ctx.accounts, budget, counts);
               return row;
-            }),
+            });
+        },
       },
     ],
     [
@@ -1018,10 +1065,12 @@ function defaultGaqlResources(): Map<string, GaqlResource> {
           ...CAMPAIGN_BUDGET_FIELDS.map((f) => `campaign_budget.${f}`),
           ...CUSTOMER_FIELDS.map((f) => `customer.${f}`),
         ],
-        rows: (ctx) =>
-          (ctx.accounts.budgets ?? [])
+        rows: (ctx) => {
+          const counts = referenceCounts(ctx.accounts);
+          return (ctx.accounts.budgets ?? [])
             .filter((b) => b.customerId === ctx.customerId)
-            .map((b) => ({ ...customerFor(ctx), campaignBudget: budgetJson(ctx.accounts, b) })),
+            .map((b) => ({ ...customerFor(ctx), campaignBudget: budgetJson(ctx.accounts, b, counts) }));
+        },
       },
     ],
     [
@@ -1155,6 +1204,22 @@ function search(ctx: Ctx, stream: boolean): Reply {
     return googleAdsFailure(400, call.version, [
       { errorCode: { queryError: 'PROHIBITED_EMPTY_LIST_IN_CONDITION' }, message: 'Missing query.' },
     ]);
+  // The JSON front end refuses a field the request message does not have (SearchGoogleAdsRequest;
+  // SearchGoogleAdsStreamRequest has no paging fields).
+  const known = stream
+    ? ['customerId', 'query', 'summaryRowSetting']
+    : [
+        'customerId',
+        'query',
+        'pageToken',
+        'pageSize',
+        'validateOnly',
+        'returnTotalResultsCount',
+        'summaryRowSetting',
+        'searchSettings',
+      ];
+  const unknown = fieldsOf(body as Record<string, unknown>, known).unknown;
+  if (unknown !== undefined) return unknownName(unknown, '');
   const request = body as { query: string; pageSize?: unknown; pageToken?: unknown };
   if (!stream && request.pageSize !== undefined)
     return requestError(

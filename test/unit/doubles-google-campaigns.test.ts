@@ -447,4 +447,21 @@ describe('Google double: campaigns and budgets', () => {
     expect((revoked.body['error'] as Body)['status']).toBe('UNAUTHENTICATED');
     expect(g.settings.budgetWrites).toHaveLength(1);
   });
+
+  it('refuses a search field the request message lacks, and a second campaign on a budget made for one', async () => {
+    const res = await search(US, { query: CAMPAIGN_QUERY, pageLimit: 5 });
+    expect(res.status).toBe(400);
+    expect(res.body['error']).toMatchObject({
+      status: 'INVALID_ARGUMENT',
+      message: expect.stringContaining('Unknown name "pageLimit"'),
+    });
+    const stream = await call(`${US}/googleAds:searchStream`, { query: CAMPAIGN_QUERY, pageToken: 'x' });
+    expect(stream.status).toBe(400);
+    expect(() =>
+      addGoogleCampaign(g.accounts, { customerId: US, name: 'Second', budgetId: '13000000001' }),
+    ).toThrow(/not explicitly shared/);
+    expect(
+      addGoogleCampaign(g.accounts, { customerId: US, name: 'Third', budgetId: '13000000002' }).budgetId,
+    ).toBe('13000000002');
+  });
 });

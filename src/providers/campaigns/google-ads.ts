@@ -42,7 +42,10 @@ function loginCustomerId(app: ProviderApp, target: CampaignTarget): string | nul
 
 function toCampaign(row: CampaignRow, fallbackCurrency: string | null): Campaign {
   const budget = row.campaignBudget;
-  const shared = budget?.explicitlyShared === true;
+  // reference_count: the campaigns (not removed) using the budget. A budget is shared when it was made
+  // to be (explicitly_shared) or when several campaigns use it: changing it changes all of them.
+  const users = budget?.referenceCount !== undefined ? Number(budget.referenceCount) : null;
+  const shared = budget?.explicitlyShared === true || (users !== null && users > 1);
   const budgetId = budget?.id ?? row.campaign?.campaignBudget?.split('/').pop() ?? null;
   return {
     id: row.campaign?.id ?? '',
@@ -54,7 +57,7 @@ function toCampaign(row: CampaignRow, fallbackCurrency: string | null): Campaign
       level: budgetId ? 'campaign_budget' : 'none',
       id: budgetId,
       shared,
-      sharedBy: shared && budget?.referenceCount ? Number(budget.referenceCount) : null,
+      sharedBy: shared && users !== null && Number.isSafeInteger(users) ? users : null,
       note: budgetId ? null : 'the campaign has no campaign budget',
     },
   };

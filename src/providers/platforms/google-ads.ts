@@ -16,22 +16,50 @@ interface GoogleAdsFailure {
     code?: number;
     message?: string;
     status?: string;
-    details?: Array<{ errors?: Array<{ errorCode?: Record<string, string>; message?: string }> }>;
+    details?: Array<{
+      errors?: Array<{
+        errorCode?: Record<string, string>;
+        message?: string;
+        details?: { quotaErrorDetails?: { retryDelay?: string } };
+      }>;
+    }>;
   };
 }
 
-/** Google Ads errors: the GoogleAdsFailure's first error code (e.g. DEVELOPER_TOKEN_NOT_APPROVED) says most. */
+/** A protobuf Duration in JSON ("30s", "1.5s") as whole seconds, rounded up. */
+function durationSeconds(value: string | undefined): number | null {
+  const match = /^(\d+)(?:\.(\d+))?s$/.exec(value?.trim() ?? '');
+  if (!match) return null;
+  return Number(match[1]) + (match[2] && /[1-9]/.test(match[2]) ? 1 : 0);
+}
+
+/**
+ * Google Ads errors: the GoogleAdsFailure's first error code (e.g. DEVELOPER_TOKEN_NOT_APPROVED) says
+ * most. A quota error (429 RESOURCE_EXHAUSTED) carries its wait in the body, not in Retry-After:
+ * `details.quotaErrorDetails.retryDelay` ("40591s"; the shape of a real v21 answer quoted in
+ * PipedreamHQ/pipedream#21554 [not in providers.md]).
+ */
 export const readGoogleError: ErrorReader = (status, body) => {
   const error = (body as GoogleAdsFailure | null)?.error;
-  const first = error?.details?.flatMap((d) => d.errors ?? [])[0];
+  const errors = error?.details?.flatMap((d) => d.errors ?? []) ?? [];
+  const first = errors[0];
   const code = first?.errorCode ? Object.values(first.errorCode)[0] : (error?.status ?? null);
+  const retryDelays = errors
+    .map((e) => durationSeconds(e.details?.quotaErrorDetails?.retryDelay))
+    .filter((s): s is number => s !== null);
+  // A 401 about the developer token is the app's configuration, not the access token: no refresh helps.
+  const developerToken =
+    status === 401 && first?.errorCode?.['authenticationError']?.startsWith('DEVELOPER_TOKEN');
   return {
     code: code ?? null,
     message: first?.message ?? error?.message ?? null,
     kind:
       status === 429 || code === 'RESOURCE_EXHAUSTED' || code === 'RESOURCE_TEMPORARILY_EXHAUSTED'
         ? 'rate_limited'
-        : null,
+        : developerToken
+          ? 'client'
+          : null,
+    retryAfter: retryDelays.length > 0 ? Math.max(...retryDelays) : null,
   };
 };
 

@@ -1,0 +1,550 @@
+/**
+ * `credvault campaigns` on Google Ads, end to end: the built binary against the Google double, which
+ * answers as the Ads API REST interface does (providers.md §1.C/D): GAQL through googleAds:search paged
+ * by nextPageToken (fixed pages of 10,000 rows, pageSize refused), int64 values as JSON strings, budgets
+ * through campaignBudgets:mutate with validateOnly as a real dry run, quota errors as 429
+ * RESOURCE_EXHAUSTED with a retryDelay in the body.
+ *
+ * One vault and one double for the whole file (every CLI call costs about a second on the embedded
+ * database); each test reads what it needs from the double's state instead of assuming an order.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  exhaustGoogleAdsQuota,
+  GOOGLE_ADWORDS_SCOPE,
+  type GoogleDouble,
+  googleQuotaFailure,
+  googleUnauthenticatedBody,
+  startGoogleDouble,
+} from '../doubles/google.js';
+import type { RecordedRequest } from '../doubles/index.js';
+import { type AppSetup, addAppFor } from '../helpers/flows.js';
+import { createVault, type TestVault } from '../helpers/vault.js';
+
+const MANAGER = '1112223334';
+const US = '1234567890'; // USD, granted directly: no login-customer-id
+const JP = '2345678901'; // JPY, reached through the manager
+const BULK = '3456789012'; // EUR, through the manager, more campaigns than one search page holds
+const BULK_CAMPAIGNS = 10_001;
+
+interface CampaignJson {
+  id: string;
+  name: string;
+  status: string;
+  currency: string | null;
+  daily_budget: string | null;
+  daily_budget_micros: string | null;
+  budget_level: string;
+  budget_id: string | null;
+  shared_budget: boolean;
+  shared_by: number | null;
+}
+
+interface ResultJson {
+  campaign_id: string;
+  mode: 'applied' | 'validated' | 'simulated';
+  currency: string;
+  previous_daily_budget: string | null;
+  new_daily_budget: string;
+  previous_micros: string | null;
+  new_micros: string;
+  budget_level: string;
+  budget_id: string;
+}
+
+let double: GoogleDouble;
+let v: TestVault;
+/** The app with a developer token and no manager, on the default API version. */
+let direct: AppSetup & { id: string };
+/** The app with a login customer id (the manager), no developer token, API version v24. */
+let managed: AppSetup & { id: string };
+const refreshTokens: Record<string, string> = {};
+
+function budgetOf(customerId: string, budgetId: string) {
+  const budget = double.accounts.budgets?.find((b) => b.customerId === customerId && b.id === budgetId);
+  if (!budget) throw new Error(`no budget ${budgetId}`);
+  return budget;
+}
+
+/** Requests the double received since `mark` (an index into double.requests). */
+function since(mark: number, path?: string): RecordedRequest[] {
+  return double.requests.slice(mark).filter((r) => path === undefined || r.path === path);
+}
+
+const searchPath = (version: string, cid: string) => `/${version}/customers/${cid}/googleAds:search`;
+const mutatePath = (version: string, cid: string) => `/${version}/customers/${cid}/campaignBudgets:mutate`;
+
+function mutateBody(cid: string, budgetId: string, micros: string, validateOnly: boolean) {
+  return {
+    operations: [
+      {
+        update: { resourceName: `customers/${cid}/campaignBudgets/${budgetId}`, amountMicros: micros },
+        updateMask: 'amountMicros',
+      },
+    ],
+    validateOnly,
+    partialFailure: false,
+  };
+}
+
+async function adopt(app: AppSetup, account: string, name: string): Promise<void> {
+  const grant = double.issueGrant({ clientId: app.clientId, scope: GOOGLE_ADWORDS_SCOPE });
+  refreshTokens[name] = grant.refreshToken;
+  const added = await v.cli(
+    [
+      'connections',
+      'add',
+      'google_ads',
+      '--app',
+      app.label,
+      '--account',
+      account,
+      '--name',
+      name,
+      '--refresh-token-file',
+      '-',
+    ],
+    { input: grant.refreshToken },
+  );
+  expect(added.code, added.stderr).toBe(0);
+}
+
+beforeAll(async () => {
+  [double, v] = await Promise.all([startGoogleDouble(), createVault()]);
+  // A third client account under the manager with 10,001 campaigns, each on its own budget: two pages
+  // at the API's fixed page size.
+  const accounts = double.accounts;
+  accounts.customers.push({
+    id: BULK,
+    descriptiveName: 'Acme Bulk',
+    currencyCode: 'EUR',
+    timeZone: 'Europe/Berlin',
+    manager: false,
+    testAccount: false,
+    status: 'ENABLED',
+  });
+  accounts.links.push({ managerId: MANAGER, clientId: BULK });
+  for (let i = 1; i <= BULK_CAMPAIGNS; i++) {
+    const budgetId = String(14_000_000_000 + i);
+    accounts.budgets!.push({
+      customerId: BULK,
+      id: budgetId,
+      name: `Bulk ${i}`,
+      amountMicros: String(i * 10_000),
+      explicitlyShared: false,
+    });
+    accounts.campaigns!.push({
+      customerId: BULK,
+      id: String(22_000_000_000 + i),
+      name: `Bulk ${i}`,
+      status: i % 3 === 0 ? 'PAUSED' : 'ENABLED',
+      budgetId,
+    });
+  }
+  direct = await addAppFor(v, 'google_ads', double as never, { label: 'google-direct' });
+  managed = await addAppFor(v, 'google_ads', double as never, {
+    label: 'google-managed',
+    // No developer token (optional since 2026-09), the manager as login customer id, an older version.
+    extra: { developer_token: undefined, login_customer_id: MANAGER, api_version: 'v24' },
+  });
+  await adopt(direct, US, 'us');
+  await adopt(managed, JP, 'jp');
+  await adopt(managed, BULK, 'bulk');
+});
+
+afterAll(async () => {
+  await double?.close();
+  await v?.destroy();
+});
+
+describe('campaigns list on Google Ads', () => {
+  it('pages googleAds:search by nextPageToken (never pageSize), through the manager, on the app’s API version', async () => {
+    const mark = double.requests.length;
+    const campaigns = await v.json<CampaignJson[]>(['campaigns', 'list', 'bulk']);
+    expect(campaigns).toHaveLength(BULK_CAMPAIGNS);
+    expect(new Set(campaigns.map((c) => c.id)).size).toBe(BULK_CAMPAIGNS);
+    expect(campaigns.at(-1)).toMatchObject({
+      id: String(22_000_000_000 + BULK_CAMPAIGNS),
+      currency: 'EUR',
+      daily_budget: '100.01',
+      daily_budget_micros: '100010000',
+      budget_level: 'campaign_budget',
+      shared_budget: false,
+    });
+
+    const searches = since(mark, searchPath('v24', BULK));
+    expect(searches).toHaveLength(2);
+    const [first, second] = searches as [RecordedRequest, RecordedRequest];
+    const query = (first.json as { query: string }).query;
+    expect(query).toMatch(/^SELECT .*campaign_budget\.amount_micros.* FROM campaign WHERE /);
+    expect(first.json).toEqual({ query });
+    expect(second.json).toEqual({ query, pageToken: expect.any(String) });
+    for (const request of searches) {
+      expect(request.json).not.toHaveProperty('pageSize');
+      expect(request.headers['login-customer-id']).toBe(MANAGER);
+      // The app has no developer token: the header is not sent at all.
+      expect(request.headers).not.toHaveProperty('developer-token');
+    }
+    // Nothing went to the default version.
+    expect(since(mark).filter((r) => r.path.startsWith('/v26/'))).toEqual([]);
+  });
+
+  it('shows daily budgets in the currency, micros as strings, and flags a shared budget', async () => {
+    const mark = double.requests.length;
+    const table = await v.cli(['campaigns', 'list', 'us']);
+    expect(table.code, table.stderr).toBe(0);
+    const row = (name: string) => table.stdout.split('\n').find((l) => l.includes(name)) ?? '';
+    expect(row('Brand Search')).toMatch(/21000000001\s+Brand Search\s+ENABLED\s+[\d,.]+ USD\s+no\b/);
+    expect(row('Generic Search')).toMatch(/120\.00 USD\s+yes \(2 campaigns\)/);
+    expect(row('Display Prospecting')).toMatch(/PAUSED\s+120\.00 USD\s+yes \(2 campaigns\)/);
+    expect(table.stdout).not.toContain('Summer Sale 2025'); // removed
+
+    const campaigns = await v.json<CampaignJson[]>(['campaigns', 'list', 'us']);
+    expect(campaigns.map((c) => c.id)).toEqual(['21000000001', '21000000002', '21000000003', '21000000005']);
+    const generic = campaigns.find((c) => c.id === '21000000002')!;
+    expect(generic).toEqual({
+      id: '21000000002',
+      name: 'Generic Search',
+      status: 'ENABLED',
+      currency: 'USD',
+      daily_budget: '120.00',
+      daily_budget_micros: '120000000',
+      budget_level: 'campaign_budget',
+      budget_id: '13000000002',
+      shared_budget: true,
+      shared_by: 2,
+      budget_note: null,
+    });
+    expect(typeof campaigns[0]!.daily_budget_micros).toBe('string');
+
+    const searches = since(mark, searchPath('v26', US));
+    expect(searches).toHaveLength(2); // one page each
+    for (const request of searches) {
+      // A customer granted directly: no login-customer-id; the app's developer token is sent.
+      expect(request.headers).not.toHaveProperty('login-customer-id');
+      expect(request.headers['developer-token']).toBe(direct.developerToken);
+      expect(request.headers['authorization']).toMatch(/^Bearer ya29\./);
+    }
+  });
+});
+
+describe('campaigns set-budget on Google Ads', () => {
+  it('changes the budget for real at the edges (0.01, 1234567.89 USD), validates with Google’s dry run; list and audit show it', async () => {
+    const before = budgetOf(US, '13000000001').amountMicros;
+    let mark = double.requests.length;
+    const small = await v.cli(['campaigns', 'set-budget', 'us', '21000000001', '--daily', '0.01', '--yes']);
+    expect(small.code, small.stderr).toBe(0);
+    expect(small.stderr).toContain('us campaign 21000000001 (Brand Search): daily budget');
+    expect(small.stderr).toContain('→ 0.01 USD');
+    const [write] = since(mark, mutatePath('v26', US));
+    expect(write?.json).toEqual(mutateBody(US, '13000000001', '10000', false));
+    expect(double.settings.budgetWrites.at(-1)).toMatchObject({
+      budgetId: '13000000001',
+      previousAmountMicros: before,
+      amountMicros: '10000',
+    });
+
+    mark = double.requests.length;
+    const large = await v.json<ResultJson>([
+      'campaigns',
+      'set-budget',
+      'us',
+      '21000000005',
+      '--daily',
+      '1234567.89',
+      '--yes',
+    ]);
+    expect(large).toMatchObject({
+      campaign_id: '21000000005',
+      mode: 'applied',
+      currency: 'USD',
+      previous_daily_budget: '80.00',
+      new_daily_budget: '1234567.89',
+      previous_micros: '80000000',
+      new_micros: '1234567890000',
+      budget_level: 'campaign_budget',
+      budget_id: '13000000004',
+    });
+    expect(since(mark, mutatePath('v26', US))[0]?.json).toEqual(
+      mutateBody(US, '13000000004', '1234567890000', false),
+    );
+    expect(budgetOf(US, '13000000004').amountMicros).toBe('1234567890000');
+
+    // --validate-only: campaignBudgets:mutate with validateOnly, Google's own dry run; nothing changes.
+    const writes = double.settings.budgetWrites.length;
+    mark = double.requests.length;
+    const validated = await v.json<ResultJson>([
+      'campaigns',
+      'set-budget',
+      'us',
+      '21000000001',
+      '--daily',
+      '99.99',
+      '--validate-only',
+    ]);
+    expect(validated).toMatchObject({ mode: 'validated', previous_micros: '10000', new_micros: '99990000' });
+    expect(since(mark, mutatePath('v26', US)).map((r) => r.json)).toEqual([
+      mutateBody(US, '13000000001', '99990000', true),
+    ]);
+    expect(double.settings.budgetWrites).toHaveLength(writes);
+    expect(budgetOf(US, '13000000001').amountMicros).toBe('10000');
+
+    const campaigns = await v.json<CampaignJson[]>(['campaigns', 'list', 'us']);
+    const byId = new Map(campaigns.map((c) => [c.id, c]));
+    expect(byId.get('21000000001')).toMatchObject({ daily_budget: '0.01', daily_budget_micros: '10000' });
+    expect(byId.get('21000000005')).toMatchObject({
+      daily_budget: '1234567.89',
+      daily_budget_micros: '1234567890000',
+    });
+
+    const audit = await v.json<
+      Array<{ action: string; outcome: string; actor: string; detail: Record<string, unknown> }>
+    >(['audit', 'list', '--connection', 'us']);
+    const rows = audit.filter((a) => a.action === 'campaign.budget' && a.outcome === 'success');
+    expect(rows.map((a) => a.detail)).toEqual(
+      expect.arrayContaining([
+        expect.objectContaining({
+          campaign: '21000000001',
+          mode: 'applied',
+          currency: 'USD',
+          previous_micros: before,
+          new_micros: '10000',
+          budget_id: '13000000001',
+        }),
+        expect.objectContaining({
+          campaign: '21000000005',
+          previous_micros: '80000000',
+          new_micros: '1234567890000',
+        }),
+      ]),
+    );
+    expect(rows[0]?.actor).toBe('test-operator');
+    expect(audit.find((a) => a.action === 'campaign.budget.validate')).toMatchObject({
+      outcome: 'success',
+      detail: { mode: 'validated', previous_micros: '10000', new_micros: '99990000' },
+    });
+  });
+
+  it('a value Google refuses exits 2 with Google’s code and message, dry run or not, nothing written', async () => {
+    const before = budgetOf(US, '13000000001').amountMicros;
+    const writes = double.settings.budgetWrites.length;
+    const max = double.settings.maxBudgetAmountMicros;
+    double.settings.maxBudgetAmountMicros = 1_000_000_000_000n; // 1,000,000 a day
+    try {
+      for (const flag of ['--validate-only', '--yes']) {
+        const mark = double.requests.length;
+        const refused = await v.cli([
+          'campaigns',
+          'set-budget',
+          'us',
+          '21000000001',
+          '--daily',
+          '1234567.89',
+          flag,
+        ]);
+        expect(refused.code, refused.stderr).toBe(2);
+        expect(refused.stderr).toContain('MONEY_AMOUNT_TOO_LARGE');
+        expect(refused.stderr).toContain('A money amount was greater than the maximum allowed.');
+        expect(
+          since(mark, mutatePath('v26', US)).map((r) => (r.json as { validateOnly: boolean }).validateOnly),
+        ).toEqual([flag === '--validate-only']);
+      }
+    } finally {
+      double.settings.maxBudgetAmountMicros = max;
+    }
+    expect(double.settings.budgetWrites).toHaveLength(writes);
+    expect(budgetOf(US, '13000000001').amountMicros).toBe(before);
+  });
+
+  it('a shared budget is refused without --shared (exit 2, nothing sent) and changed for all with it', async () => {
+    expect(budgetOf(US, '13000000002').explicitlyShared).toBe(true);
+    let mark = double.requests.length;
+    const refused = await v.cli(['campaigns', 'set-budget', 'us', '21000000002', '--daily', '150', '--yes']);
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toContain('shared by 2 campaigns');
+    expect(refused.stderr).toContain('--shared');
+    expect(since(mark, mutatePath('v26', US))).toEqual([]);
+    expect(budgetOf(US, '13000000002').amountMicros).toBe('120000000');
+
+    mark = double.requests.length;
+    const changed = await v.json<ResultJson>([
+      'campaigns',
+      'set-budget',
+      'us',
+      '21000000002',
+      '--daily',
+      '150',
+      '--yes',
+      '--shared',
+    ]);
+    expect(changed).toMatchObject({ mode: 'applied', budget_id: '13000000002', new_daily_budget: '150.00' });
+    expect(since(mark, mutatePath('v26', US)).map((r) => r.json)).toEqual([
+      mutateBody(US, '13000000002', '150000000', false),
+    ]);
+    // One budget, two campaigns: both now spend up to 150 a day.
+    expect(budgetOf(US, '13000000002').amountMicros).toBe('150000000');
+    expect(double.accounts.campaigns!.filter((c) => c.budgetId === '13000000002').map((c) => c.id)).toEqual([
+      '21000000002',
+      '21000000003',
+    ]);
+  });
+
+  it('without --yes and without a terminal: exit 2, and nothing is asked of Google', async () => {
+    const mark = double.requests.length;
+    const result = await v.cli(['campaigns', 'set-budget', 'us', '21000000001', '--daily', '5']);
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain('--yes');
+    expect(since(mark)).toEqual([]);
+  });
+
+  it('JPY has no minor unit: 1000 is 1,000,000,000 micros, "1000.5" is refused before anything is sent', async () => {
+    const before = budgetOf(JP, '13000000011').amountMicros;
+    let mark = double.requests.length;
+    const refused = await v.cli([
+      'campaigns',
+      'set-budget',
+      'jp',
+      '21000000011',
+      '--daily',
+      '1000.5',
+      '--yes',
+    ]);
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toContain('JPY has no minor unit');
+    expect(since(mark, mutatePath('v24', JP))).toEqual([]);
+    expect(budgetOf(JP, '13000000011').amountMicros).toBe(before);
+
+    mark = double.requests.length;
+    const result = await v.json<ResultJson>([
+      'campaigns',
+      'set-budget',
+      'jp',
+      '21000000011',
+      '--daily',
+      '1000',
+      '--yes',
+    ]);
+    expect(result).toMatchObject({
+      mode: 'applied',
+      currency: 'JPY',
+      previous_daily_budget: '5000',
+      previous_micros: '5000000000',
+      new_daily_budget: '1000',
+      new_micros: '1000000000',
+    });
+    const [write] = since(mark, mutatePath('v24', JP));
+    expect(write?.json).toEqual(mutateBody(JP, '13000000011', '1000000000', false));
+    expect(write?.headers['login-customer-id']).toBe(MANAGER);
+    expect(write?.headers).not.toHaveProperty('developer-token');
+    expect(budgetOf(JP, '13000000011').amountMicros).toBe('1000000000');
+  });
+});
+
+describe('Google Ads API errors', () => {
+  /** Expires, at Google, the access tokens of one connection's grant (the vault still thinks them valid). */
+  function expireAtGoogle(name: string) {
+    const grant = double.findGrant(refreshTokens[name]!)!;
+    for (const token of grant.accessTokens) {
+      const record = double.accessTokens.get(token)!;
+      record.expiresAt = Math.min(record.expiresAt, double.now() - 1);
+    }
+  }
+
+  it('401 → exactly one refresh and a retry that succeeds; a second 401 → exit 4', async () => {
+    expireAtGoogle('us');
+    let refreshes = double.refreshAttempts;
+    let mark = double.requests.length;
+    const list = await v.cli(['campaigns', 'list', 'us', '--json']);
+    expect(list.code, list.stderr).toBe(0);
+    expect(JSON.parse(list.stdout)).toHaveLength(4);
+    expect(double.refreshAttempts - refreshes).toBe(1);
+    const [refused, retried] = since(mark, searchPath('v26', US));
+    expect(since(mark, searchPath('v26', US))).toHaveLength(2);
+    expect(retried!.headers['authorization']).not.toBe(refused!.headers['authorization']);
+    // The retry carried the new token: the double accepts it.
+    expect(double.authenticate(retried!).ok).toBe(true);
+
+    refreshes = double.refreshAttempts;
+    mark = double.requests.length;
+    double.faults.failNext(2, {
+      status: 401,
+      body: googleUnauthenticatedBody(),
+      headers: { 'www-authenticate': 'Bearer' },
+      path: `/v26/customers/${US}/`,
+    });
+    const writes = double.settings.budgetWrites.length;
+    const failed = await v.cli(['campaigns', 'set-budget', 'us', '21000000001', '--daily', '7', '--yes']);
+    expect(failed.code, failed.stderr).toBe(4);
+    expect(failed.stderr).toContain('Request had invalid authentication credentials');
+    expect(double.refreshAttempts - refreshes).toBe(1);
+    expect(since(mark, searchPath('v26', US))).toHaveLength(2);
+    expect(since(mark, mutatePath('v26', US))).toEqual([]);
+    expect(double.faults.pending.failures).toBe(0);
+    expect(double.settings.budgetWrites).toHaveLength(writes);
+  });
+
+  it('429 RESOURCE_EXHAUSTED → exit 5 with Google’s retry delay; no refresh, nothing written', async () => {
+    const refreshes = double.refreshAttempts;
+    exhaustGoogleAdsQuota(double, 1, { retryDelaySeconds: 42 });
+    const list = await v.cli(['campaigns', 'list', 'us']);
+    expect(list.code, list.stderr).toBe(5);
+    expect(list.stderr).toContain('RESOURCE_EXHAUSTED');
+    expect(list.stderr).toContain('Too many requests. Retry in 42 seconds.');
+    expect(list.stderr).toContain('wait 42 s');
+
+    // The short-term variant on the write itself (the campaign was read fine): exit 5, budget unchanged.
+    const before = budgetOf(US, '13000000001').amountMicros;
+    const quota = googleQuotaFailure('v26', {
+      quotaError: 'RESOURCE_TEMPORARILY_EXHAUSTED',
+      retryDelaySeconds: 7,
+    });
+    double.faults.failNext(1, {
+      status: quota.status,
+      body: JSON.parse(quota.body!),
+      path: mutatePath('v26', US),
+    });
+    const set = await v.cli([
+      'campaigns',
+      'set-budget',
+      'us',
+      '21000000001',
+      '--daily',
+      '8',
+      '--yes',
+      '--json',
+    ]);
+    expect(set.code, set.stderr).toBe(5);
+    expect(JSON.parse(set.stderr)).toEqual({
+      error: { code: 'unavailable', message: expect.stringContaining('RESOURCE_TEMPORARILY_EXHAUSTED') },
+    });
+    expect(budgetOf(US, '13000000001').amountMicros).toBe(before);
+    expect(double.refreshAttempts).toBe(refreshes);
+  });
+
+  it('a developer token Google insists on but the app lacks: exit 4 naming it, and no refresh', async () => {
+    const refreshes = double.refreshAttempts;
+    double.settings.requireDeveloperToken = true;
+    try {
+      const list = await v.cli(['campaigns', 'list', 'jp']);
+      expect(list.code, list.stderr).toBe(4);
+      expect(list.stderr).toContain('DEVELOPER_TOKEN_PARAMETER_MISSING');
+      expect(list.stderr).toContain('developer-token parameter is missing.');
+    } finally {
+      double.settings.requireDeveloperToken = false;
+    }
+    expect(double.refreshAttempts).toBe(refreshes);
+  });
+
+  it('prints no secret (tokens, client secret, developer token) in any output, errors included', () => {
+    // The full scan of tables and database files (expectNoSecretsLeaked) is the token tests' job;
+    // here the error paths above are what could have echoed a header or a body.
+    const printed = v.printed.join('\n');
+    const secrets = [
+      ...Object.values(refreshTokens),
+      direct.clientSecret,
+      direct.developerToken!,
+      ...double.accessTokens.keys(),
+    ];
+    for (const secret of secrets) expect(printed).not.toContain(secret);
+  });
+});
