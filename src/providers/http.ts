@@ -4,11 +4,21 @@ import { classifyStatus, ProviderError, type ProviderFailure, parseRetryAfter } 
 
 export const DEFAULT_USER_AGENT = `credvault/${VERSION}`;
 
-/** How a platform words an error body: its code, message and, where it says more than the status, the kind. */
+/**
+ * How a platform words an error body: its code, message and, where it says more than the status, the
+ * kind; and, for a platform that says how long to wait in its own headers rather than Retry-After, the
+ * wait in seconds.
+ */
 export type ErrorReader = (
   status: number,
   body: unknown,
-) => { code?: string | null; message?: string | null; kind?: ProviderFailure | null };
+  headers: Headers,
+) => {
+  code?: string | null;
+  message?: string | null;
+  kind?: ProviderFailure | null;
+  retryAfter?: number | null;
+};
 
 export interface ApiRequest {
   method: 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
@@ -73,7 +83,7 @@ export async function apiRequest<T = unknown>(request: ApiRequest): Promise<ApiR
     }
   }
   if (!response.ok) {
-    const read = request.readError?.(response.status, parsed) ?? {};
+    const read = request.readError?.(response.status, parsed, response.headers) ?? {};
     // At an API (not the token endpoint), 401 means the access token was refused.
     const kind = read.kind ?? (response.status === 401 ? 'unauthenticated' : classifyStatus(response.status));
     const detail = read.message ?? (parsed === null ? text : JSON.stringify(parsed));
@@ -84,7 +94,7 @@ export async function apiRequest<T = unknown>(request: ApiRequest): Promise<ApiR
       {
         status: response.status,
         platformCode: code,
-        retryAfter: parseRetryAfter(response.headers.get('retry-after')),
+        retryAfter: parseRetryAfter(response.headers.get('retry-after')) ?? read.retryAfter ?? null,
       },
     );
   }
