@@ -53,30 +53,31 @@ function api(app: ProviderApp, path: string): string {
 }
 
 /** goal_value as micros: an integer of micro-currency (JSON numbers up to 2^53 are exact). */
-function micros(goalValue: number | null | undefined): bigint | null {
+function goalMicros(goalValue: number | null | undefined): bigint | null {
   return typeof goalValue === 'number' && Number.isFinite(goalValue) ? BigInt(Math.round(goalValue)) : null;
 }
 
 function daily(goalType: string | null | undefined, goalValue: number | null | undefined): bigint | null {
-  return goalType === 'DAILY_SPEND' ? micros(goalValue) : null;
+  return goalType === 'DAILY_SPEND' ? goalMicros(goalValue) : null;
 }
 
-function goalWords(goalType: string): string {
-  return goalType === 'LIFETIME_SPEND' ? 'a lifetime budget' : `a ${goalType.toLowerCase()} goal`;
+/** "a lifetime budget of 1,000.00 USD", for a goal that is not a daily budget. */
+function goalWords(goalType: string, goalValue: number | null | undefined, currency: string | null): string {
+  const money = displayMoney(goalMicros(goalValue), currency);
+  const what = goalType === 'LIFETIME_SPEND' ? 'a lifetime budget' : `a ${goalType} goal`;
+  return money ? `${what} of ${money}` : what;
 }
 
-/** An amount for a note: "25.00 USD" (micros when the currency is not known). */
+/** An ad group's budget in a list: "25.00 USD a day", "1,000.00 USD lifetime", "no budget". */
 function amount(
   goalType: string | null | undefined,
   goalValue: number | null | undefined,
   currency: string | null,
-) {
-  const value = micros(goalValue);
-  if (!goalType || value === null) return 'no budget';
-  const money = displayMoney(value, currency);
-  return goalType === 'DAILY_SPEND'
-    ? `${money} a day`
-    : `${money} (${goalWords(goalType).replace(/^an? /, '')})`;
+): string {
+  const money = displayMoney(goalMicros(goalValue), currency);
+  if (!goalType || !money) return 'no budget';
+  if (goalType === 'DAILY_SPEND') return `${money} a day`;
+  return goalType === 'LIFETIME_SPEND' ? `${money} lifetime` : `${money} (${goalType})`;
 }
 
 /** Both collections at once; when one fails the other is stopped rather than paged to its end. */
@@ -148,7 +149,7 @@ async function list(
       // CBO: the campaign's goal is the budget of all its ad groups.
       if (c.goal_type && c.goal_type !== 'DAILY_SPEND') {
         return none(
-          `the campaign uses campaign budget optimization with ${goalWords(c.goal_type)} (${amount(c.goal_type, c.goal_value, currency)}), not a daily one`,
+          `the campaign uses campaign budget optimization with ${goalWords(c.goal_type, c.goal_value, currency)}, not a daily one`,
         );
       }
       return {
@@ -166,7 +167,7 @@ async function list(
       const group = groups[0]!;
       if (group.goal_type && group.goal_type !== 'DAILY_SPEND') {
         return none(
-          `its ad group ${group.id} has ${goalWords(group.goal_type)} (${amount(group.goal_type, group.goal_value, currency)}), not a daily one`,
+          `its ad group ${group.id} has ${goalWords(group.goal_type, group.goal_value, currency)}, not a daily one`,
         );
       }
       return {
@@ -237,14 +238,14 @@ export const redditCampaigns: CampaignOps = {
     });
     // The answer is the object as changed: a 200 that kept another value would be a silent refusal.
     const now = body?.data;
+    const kept = goalMicros(now?.goal_value);
     if (
-      now &&
-      'goal_value' in now &&
-      (now.goal_type !== 'DAILY_SPEND' || micros !== daily(now.goal_type, now.goal_value))
+      (kept !== null && kept !== change.dailyBudgetMicros) ||
+      (typeof now?.goal_type === 'string' && now.goal_type !== 'DAILY_SPEND')
     ) {
       throw new ProviderError(
         'invalid_response',
-        `${what}: Reddit answered 200 but reports ${amount(now.goal_type, now.goal_value, campaign.currency)}, not ${displayMoney(micros, campaign.currency)} a day`,
+        `${what}: Reddit answered 200 but reports goal_type ${now?.goal_type ?? 'null'}, goal_value ${now?.goal_value ?? 'null'} (sent DAILY_SPEND, ${micros}): the budget may not have changed`,
       );
     }
     return {
