@@ -171,7 +171,7 @@ describe('campaigns list', () => {
     const split = `no single daily budget: it is split over its 2 ad groups, each with its own: ${S.twoAdGroupsFirst} (r/programming) 25.00 USD a day, ${S.twoAdGroupsSecond} (r/devops) 30.00 USD a day`;
     expect(table.stderr).toContain(`${S.twoAdGroupsCampaign}: ${split}`);
     expect(table.stderr).toContain(
-      `${S.lifetimeCampaign}: its ad group ${S.lifetimeAdGroup} has a lifetime budget (1,000.00 USD (lifetime budget)), not a daily one`,
+      `${S.lifetimeCampaign}: its ad group ${S.lifetimeAdGroup} has a lifetime budget of 1,000.00 USD, not a daily one`,
     );
 
     // Five campaigns and six ad groups, two to a page: 3 + 3 pages, each next one by its next_url.
@@ -553,6 +553,28 @@ describe('errors from the API', () => {
     expect(double.refreshCount).toBe(refreshes);
     expect(double.adGroup(S.singleDailyAdGroup)!.goal_value).toBe(50_000_000);
     expect(double.faults.pending.failures).toBe(0);
+  });
+
+  it('a 200 whose object does not carry the new budget is not taken for a change (exit 5)', async () => {
+    // Reddit answers with the object as it is now; one that still has the old goal_value did not change.
+    double.faults.failNext(1, {
+      path: '/api/v3/ad_groups/',
+      status: 200,
+      body: { data: structuredClone(double.adGroup(S.singleDailyAdGroup)) },
+    });
+    const set = await v.cli([
+      'campaigns',
+      'set-budget',
+      USD,
+      S.singleDailyCampaign,
+      '--daily',
+      '60',
+      '--yes',
+    ]);
+    expect(set.code).toBe(5);
+    expect(set.stderr).toContain(
+      'Reddit answered 200 but reports goal_type DAILY_SPEND, goal_value 50000000 (sent DAILY_SPEND, 60000000): the budget may not have changed',
+    );
   });
 
   it('leaves no secret in the output or the database', async () => {
