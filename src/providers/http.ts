@@ -6,11 +6,13 @@ export const DEFAULT_USER_AGENT = `credvault/${VERSION}`;
 
 /**
  * How a platform words an error body: its code, message and, where it says more than the status, the
- * kind, and the wait it asks for when it says so in the body rather than in Retry-After (seconds).
+ * kind; and the wait it asks for (seconds) when it says so in its body or its own headers rather than
+ * in Retry-After.
  */
 export type ErrorReader = (
   status: number,
   body: unknown,
+  headers: Headers,
 ) => {
   code?: string | null;
   message?: string | null;
@@ -81,7 +83,7 @@ export async function apiRequest<T = unknown>(request: ApiRequest): Promise<ApiR
     }
   }
   if (!response.ok) {
-    const read = request.readError?.(response.status, parsed) ?? {};
+    const read = request.readError?.(response.status, parsed, response.headers) ?? {};
     // At an API (not the token endpoint), 401 means the access token was refused.
     const kind = read.kind ?? (response.status === 401 ? 'unauthenticated' : classifyStatus(response.status));
     const detail = read.message ?? (parsed === null ? text : JSON.stringify(parsed));

@@ -43,6 +43,8 @@ const COLUMNS: Column<Campaign>[] = [
 export async function list(rt: Runtime, ref: string): Promise<void> {
   const { connection, campaigns } = await withContext(rt, (ctx) => listCampaigns(ctx, ref));
   rt.out.list(campaigns, campaignJson, COLUMNS, `no campaigns in ${connectionRef(connection)}`);
+  // What the table cannot say (a budget split over ad groups, on a shared budget…), below it on stderr.
+  for (const c of campaigns) if (c.budget.note) rt.out.note(`${c.id}: ${c.budget.note}`);
 }
 
 export interface SetBudgetOptions {
@@ -111,6 +113,7 @@ export async function setBudget(
     );
   }
   if (mustAsk) {
+    if (campaign.budget.note) rt.out.note(`note: ${campaign.budget.note}`);
     rt.out.note(`${where}: daily budget ${before} → ${after}`);
     if (!(await confirm(rt, 'Change it?'))) {
       throw new InvalidInputError('nothing changed: the change was not confirmed');

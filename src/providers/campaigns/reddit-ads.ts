@@ -1,17 +1,32 @@
 import type { Secret } from '../../crypto/secret.js';
 import { InvalidInputError } from '../../errors.js';
 import { apiUrl } from '../authorize.js';
+import { ProviderError } from '../errors.js';
 import { apiRequest } from '../http.js';
+import { displayMoney, isWholeMinorUnits } from '../money.js';
 import { readRedditError, redditApiBase, redditHeaders, redditPages } from '../platforms/reddit-ads.js';
-import type { CallOptions, Campaign, CampaignOps, CampaignTarget, ProviderApp } from '../types.js';
+import type {
+  BudgetChangeResult,
+  CallOptions,
+  Campaign,
+  CampaignOps,
+  CampaignTarget,
+  ProviderApp,
+} from '../types.js';
 import { assertSettable, checkDailyBudget, findCampaign, simulated } from './common.js';
 
 /**
  * Reddit Ads API v3: campaigns and ad groups under the ad account (paged by `pagination.next_url`).
  * A daily budget (`goal_type` DAILY_SPEND, `goal_value` in micro-currency) lives on the ad group,
- * unless the campaign uses campaign budget optimisation; then it is the campaign's. Single objects are
- * changed at their bare paths (`PATCH /ad_groups/{id}`) with the `{"data": …}` envelope. No dry run:
- * a validate-only change is checked here and not sent.
+ * unless the campaign uses campaign budget optimisation (CBO); then it is the campaign's. Single
+ * objects are changed at their bare paths (`PATCH /ad_groups/{id}`, `PATCH /campaigns/{id}`) with the
+ * `{"data": …}` envelope. No dry run: a validate-only change is checked here and not sent.
+ *
+ * A campaign without CBO whose budget is split over several ad groups has no one daily budget: it is
+ * listed with none (budget on "ad group", no budget id) and a note naming each ad group and its
+ * budget, and set-budget refuses it rather than guess how to divide an amount between them (nothing
+ * is sent). A campaign with one ad group is what Reddit's own campaign flow makes; its budget is that
+ * ad group's.
  */
 
 interface RedditCampaign {
@@ -19,7 +34,7 @@ interface RedditCampaign {
   name?: string;
   configured_status?: string;
   effective_status?: string;
-  is_campaign_budget_optimization?: boolean;
+  is_campaign_budget_optimization?: boolean | null;
   goal_type?: string | null;
   goal_value?: number | null;
 }
@@ -37,8 +52,57 @@ function api(app: ProviderApp, path: string): string {
   return apiUrl(redditApiBase(app), `/api/${app.apiVersion}${path}`);
 }
 
+/** goal_value as micros: an integer of micro-currency (JSON numbers up to 2^53 are exact). */
+function goalMicros(goalValue: number | null | undefined): bigint | null {
+  return typeof goalValue === 'number' && Number.isFinite(goalValue) ? BigInt(Math.round(goalValue)) : null;
+}
+
 function daily(goalType: string | null | undefined, goalValue: number | null | undefined): bigint | null {
-  return goalType === 'DAILY_SPEND' && typeof goalValue === 'number' ? BigInt(Math.round(goalValue)) : null;
+  return goalType === 'DAILY_SPEND' ? goalMicros(goalValue) : null;
+}
+
+/** "a lifetime budget of 1,000.00 USD", for a goal that is not a daily budget. */
+function goalWords(goalType: string, goalValue: number | null | undefined, currency: string | null): string {
+  const money = displayMoney(goalMicros(goalValue), currency);
+  const what = goalType === 'LIFETIME_SPEND' ? 'a lifetime budget' : `a ${goalType} goal`;
+  return money ? `${what} of ${money}` : what;
+}
+
+/** An ad group's budget in a list: "25.00 USD a day", "1,000.00 USD lifetime", "no budget". */
+function amount(
+  goalType: string | null | undefined,
+  goalValue: number | null | undefined,
+  currency: string | null,
+): string {
+  const money = displayMoney(goalMicros(goalValue), currency);
+  if (!goalType || !money) return 'no budget';
+  if (goalType === 'DAILY_SPEND') return `${money} a day`;
+  return goalType === 'LIFETIME_SPEND' ? `${money} lifetime` : `${money} (${goalType})`;
+}
+
+/** Both collections at once; when one fails the other is stopped rather than paged to its end. */
+async function both<A, B>(
+  signal: AbortSignal,
+  first: (signal: AbortSignal) => Promise<A>,
+  second: (signal: AbortSignal) => Promise<B>,
+): Promise<[A, B]> {
+  const controller = new AbortController();
+  const abort = () => controller.abort(signal.reason);
+  if (signal.aborted) abort();
+  else signal.addEventListener('abort', abort, { once: true });
+  try {
+    const stopOnFailure = <T>(promise: Promise<T>) =>
+      promise.catch((error: unknown) => {
+        controller.abort(error);
+        throw error;
+      });
+    return await Promise.all([
+      stopOnFailure(first(controller.signal)),
+      stopOnFailure(second(controller.signal)),
+    ]);
+  } finally {
+    signal.removeEventListener('abort', abort);
+  }
 }
 
 async function list(
@@ -48,106 +112,146 @@ async function list(
   options: CallOptions,
 ): Promise<Campaign[]> {
   const account = encodeURIComponent(target.accountId);
-  const [campaigns, adGroups] = await Promise.all([
-    redditPages<RedditCampaign>(
-      app,
-      token,
-      api(app, `/ad_accounts/${account}/campaigns`),
-      options,
-      `listing the campaigns of Reddit ad account ${target.accountId}`,
-    ),
-    redditPages<RedditAdGroup>(
-      app,
-      token,
-      api(app, `/ad_accounts/${account}/ad_groups`),
-      options,
-      `listing the ad groups of Reddit ad account ${target.accountId}`,
-    ),
-  ]);
-  return campaigns.map((c) => {
-    const id = c.id ?? '';
+  const [campaigns, adGroups] = await both(
+    options.signal,
+    (signal) =>
+      redditPages<RedditCampaign>(
+        app,
+        token,
+        api(app, `/ad_accounts/${account}/campaigns`),
+        { signal },
+        `listing the campaigns of Reddit ad account ${target.accountId}`,
+      ),
+    (signal) =>
+      redditPages<RedditAdGroup>(
+        app,
+        token,
+        api(app, `/ad_accounts/${account}/ad_groups`),
+        { signal },
+        `listing the ad groups of Reddit ad account ${target.accountId}`,
+      ),
+  );
+  const currency = target.currency;
+  return campaigns.map((c): Campaign => {
+    const id = String(c.id ?? '');
     const base = {
       id,
       name: c.name ?? '',
       status: c.configured_status ?? c.effective_status ?? 'UNKNOWN',
-      currency: target.currency,
+      currency,
     };
+    const none = (note: string): Campaign => ({
+      ...base,
+      dailyBudgetMicros: null,
+      budget: { level: 'none', id: null, shared: false, sharedBy: null, note },
+    });
     if (c.is_campaign_budget_optimization) {
-      const micros = daily(c.goal_type, c.goal_value);
+      // CBO: the campaign's goal is the budget of all its ad groups.
+      if (c.goal_type && c.goal_type !== 'DAILY_SPEND') {
+        return none(
+          `the campaign uses campaign budget optimization with ${goalWords(c.goal_type, c.goal_value, currency)}, not a daily one`,
+        );
+      }
       return {
         ...base,
-        dailyBudgetMicros: micros,
-        budget:
-          micros !== null || !c.goal_type
-            ? { level: 'campaign' as const, id, shared: false, sharedBy: null, note: null }
-            : {
-                level: 'none' as const,
-                id: null,
-                shared: false,
-                sharedBy: null,
-                note: `the campaign has a ${c.goal_type.toLowerCase()} goal, not a daily budget`,
-              },
+        dailyBudgetMicros: daily(c.goal_type, c.goal_value),
+        budget: { level: 'campaign', id, shared: false, sharedBy: null, note: null },
       };
     }
-    const groups = adGroups.filter((g) => g.campaign_id === id);
-    const dailyGroups = groups.filter((g) => g.goal_type === 'DAILY_SPEND');
-    if (groups.length === 1 && dailyGroups.length === 1) {
-      const group = dailyGroups[0]!;
+    // Deleted ad groups spend nothing and cannot be changed.
+    const groups = adGroups.filter(
+      (g) => String(g.campaign_id ?? '') === id && g.configured_status !== 'DELETED',
+    );
+    if (groups.length === 0) return none('the campaign has no ad group to carry a budget');
+    if (groups.length === 1) {
+      const group = groups[0]!;
+      if (group.goal_type && group.goal_type !== 'DAILY_SPEND') {
+        return none(
+          `its ad group ${group.id} has ${goalWords(group.goal_type, group.goal_value, currency)}, not a daily one`,
+        );
+      }
       return {
         ...base,
         dailyBudgetMicros: daily(group.goal_type, group.goal_value),
-        budget: {
-          level: 'ad_group' as const,
-          id: group.id ?? null,
-          shared: false,
-          sharedBy: null,
-          note: null,
-        },
+        budget: { level: 'ad_group', id: String(group.id ?? ''), shared: false, sharedBy: null, note: null },
       };
     }
-    const note =
-      groups.length === 0
-        ? 'the campaign has no ad group to carry a budget'
-        : groups.length > 1
-          ? `the budget is on its ${groups.length} ad groups (${groups.map((g) => g.id).join(', ')}), each its own`
-          : `its ad group has a ${String(groups[0]!.goal_type ?? 'non-daily').toLowerCase()} goal, not a daily budget`;
+    const each = groups
+      .map((g) => `${g.id}${g.name ? ` (${g.name})` : ''} ${amount(g.goal_type, g.goal_value, currency)}`)
+      .join(', ');
     return {
       ...base,
       dailyBudgetMicros: null,
-      budget: { level: 'none' as const, id: null, shared: false, sharedBy: null, note },
+      budget: {
+        level: 'ad_group',
+        id: null,
+        shared: false,
+        sharedBy: null,
+        note: `no single daily budget: it is split over its ${groups.length} ad groups, each with its own: ${each}`,
+      },
     };
   });
 }
 
 export const redditCampaigns: CampaignOps = {
   list,
-  async setDailyBudget(app, token, target, change, options) {
+  async setDailyBudget(app, token, target, change, options): Promise<BudgetChangeResult> {
     const campaign = findCampaign(await list(app, token, target, options), change.campaignId, 'reddit_ads');
     assertSettable(campaign, change, 'reddit_ads');
-    if (change.dailyBudgetMicros > BigInt(Number.MAX_SAFE_INTEGER)) {
+    if (campaign.budget.id === null) {
+      // Several ad groups, each with its own budget: which share of a new amount goes where is the
+      // operator's decision, not credvault's.
+      throw new InvalidInputError(
+        `Reddit Ads campaign ${campaign.id} (${campaign.name}) has ${campaign.budget.note ?? 'no single daily budget'}; credvault does not divide one amount between ad groups, so nothing was changed`,
+        {
+          hint: 'Change each ad group in Reddit Ads Manager, or turn on campaign budget optimization so that the campaign has one budget.',
+        },
+      );
+    }
+    const micros = change.dailyBudgetMicros;
+    if (micros > BigInt(Number.MAX_SAFE_INTEGER)) {
       throw new InvalidInputError('that daily budget is larger than Reddit can take');
     }
     if (change.validateOnly) {
-      checkDailyBudget('reddit_ads', change.dailyBudgetMicros, campaign.currency);
+      checkDailyBudget('reddit_ads', micros, campaign.currency);
       return simulated(campaign, change);
     }
+    // What is certain is checked here (a whole number of the currency's smallest unit); a minimum is
+    // Reddit's to state, and its own message says it.
+    if (micros <= 0n) throw new InvalidInputError('a daily budget must be more than zero');
+    if (campaign.currency && !isWholeMinorUnits(micros, campaign.currency)) {
+      checkDailyBudget('reddit_ads', micros, campaign.currency);
+    }
     const level = campaign.budget.level as 'campaign' | 'ad_group';
-    const id = campaign.budget.id!;
-    await apiRequest({
+    const id = campaign.budget.id;
+    const what = `changing the budget of Reddit ${level === 'ad_group' ? `ad group ${id} (campaign ${campaign.id})` : `campaign ${campaign.id}`}`;
+    const { body } = await apiRequest<{ data?: { goal_type?: string | null; goal_value?: number | null } }>({
       method: 'PATCH',
       // Single objects at their bare paths; an account-scoped path would be a 404.
       url: api(app, `/${level === 'ad_group' ? 'ad_groups' : 'campaigns'}/${encodeURIComponent(id)}`),
       headers: redditHeaders(app, token),
-      json: { data: { goal_type: 'DAILY_SPEND', goal_value: Number(change.dailyBudgetMicros) } },
+      json: { data: { goal_type: 'DAILY_SPEND', goal_value: Number(micros) } },
       signal: options.signal,
       secrets: [token.reveal()],
-      what: `changing the budget of Reddit ${level === 'ad_group' ? `ad group ${id} (campaign ${campaign.id})` : `campaign ${campaign.id}`}`,
+      what,
       readError: readRedditError,
     });
+    // The answer is the object as changed: a 200 that kept another value would be a silent refusal.
+    const now = body?.data;
+    const kept = goalMicros(now?.goal_value);
+    if (
+      (kept !== null && kept !== change.dailyBudgetMicros) ||
+      (typeof now?.goal_type === 'string' && now.goal_type !== 'DAILY_SPEND')
+    ) {
+      throw new ProviderError(
+        'invalid_response',
+        `${what}: Reddit answered 200 but reports goal_type ${now?.goal_type ?? 'null'}, goal_value ${now?.goal_value ?? 'null'} (sent DAILY_SPEND, ${micros}): the budget may not have changed`,
+      );
+    }
     return {
       campaign,
       previousMicros: campaign.dailyBudgetMicros,
-      newMicros: change.dailyBudgetMicros,
+      newMicros: micros,
       mode: 'applied',
       target: { level, id },
     };

@@ -20,13 +20,39 @@ const profile: OAuthProfile = {
   headers: (app) => ({ 'user-agent': redditUserAgent(app) }),
 };
 
-export const readRedditError: ErrorReader = (_status, body) => {
-  const error = body as { message?: string; error?: unknown } | null;
+/**
+ * Reddit's error bodies: `{"message","error":<status>}` (reddit.com style: 401, 403, 404, 429) and the
+ * Ads API's `{"error":{"code":<status>,"message","fields":[{"field","message"}]}}` (field validation;
+ * the message alone can be a bare "Bad Request", so the fields' messages are kept). The numeric code
+ * only repeats the status. A throttled client is told when its window ends by `x-ratelimit-reset`
+ * (seconds), as reddit.com documents it; that ads-api.reddit.com sends it too is [unconfirmed].
+ */
+export const readRedditError: ErrorReader = (status, body, headers) => {
+  const error = body as { message?: unknown; error?: unknown } | null;
   const nested =
     error?.error && typeof error.error === 'object'
-      ? (error.error as { code?: string; message?: string })
+      ? (error.error as { code?: unknown; message?: unknown; fields?: unknown })
       : null;
-  return { code: nested?.code ?? null, message: nested?.message ?? error?.message ?? null };
+  const text = (value: unknown) => (typeof value === 'string' && value.trim() ? value.trim() : null);
+  let message = text(nested?.message) ?? text(error?.message);
+  const fields = Array.isArray(nested?.fields)
+    ? (nested.fields as Array<{ field?: unknown; message?: unknown }>)
+        .map((f) => {
+          const what = text(f?.message);
+          if (!what || what === message) return null;
+          const field = text(f?.field);
+          return field ? `${field}: ${what}` : what;
+        })
+        .filter((f): f is string => f !== null)
+    : [];
+  if (fields.length > 0) message = `${message ? `${message}: ` : ''}${fields.join('; ')}`;
+  const code = text(nested?.code);
+  const reset = Number(headers.get('x-ratelimit-reset') ?? Number.NaN);
+  return {
+    code,
+    message,
+    retryAfter: status === 429 && Number.isFinite(reset) && reset >= 0 ? Math.ceil(reset) : null,
+  };
 };
 
 export function redditHeaders(app: ProviderApp, accessToken: Secret): Record<string, string> {
