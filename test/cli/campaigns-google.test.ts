@@ -9,6 +9,7 @@
  * database); each test reads what it needs from the double's state instead of assuming an order.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { CampaignJson, BudgetResultJson as ResultJson } from '../../src/cli/commands/campaigns.js';
 import {
   exhaustGoogleAdsQuota,
   GOOGLE_ADWORDS_SCOPE,
@@ -26,31 +27,6 @@ const US = '1234567890'; // USD, granted directly: no login-customer-id
 const JP = '2345678901'; // JPY, reached through the manager
 const BULK = '3456789012'; // EUR, through the manager, more campaigns than one search page holds
 const BULK_CAMPAIGNS = 10_001;
-
-interface CampaignJson {
-  id: string;
-  name: string;
-  status: string;
-  currency: string | null;
-  daily_budget: string | null;
-  daily_budget_micros: string | null;
-  budget_level: string;
-  budget_id: string | null;
-  shared_budget: boolean;
-  shared_by: number | null;
-}
-
-interface ResultJson {
-  campaign_id: string;
-  mode: 'applied' | 'validated' | 'simulated';
-  currency: string;
-  previous_daily_budget: string | null;
-  new_daily_budget: string;
-  previous_micros: string | null;
-  new_micros: string;
-  budget_level: string;
-  budget_id: string;
-}
 
 let double: GoogleDouble;
 let v: TestVault;

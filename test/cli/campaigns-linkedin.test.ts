@@ -5,6 +5,7 @@
  * call costs about a second on the embedded database.
  */
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import type { CampaignJson, BudgetResultJson as ResultJson } from '../../src/cli/commands/campaigns.js';
 import type { RecordedRequest } from '../doubles/index.js';
 import {
   type LinkedInAccounts,
@@ -113,29 +114,6 @@ function apiCalls(method?: string): RecordedRequest[] {
 
 function campaign(id: number): LinkedInCampaign {
   return double.accounts.campaigns!.find((c) => c.id === id)!;
-}
-
-interface CampaignJson {
-  id: string;
-  name: string;
-  status: string;
-  currency: string | null;
-  daily_budget: string | null;
-  daily_budget_micros: string | null;
-  budget_level: string;
-  shared_budget: boolean;
-  budget_note: string | null;
-}
-
-interface ResultJson {
-  campaign_id: string;
-  mode: string;
-  currency: string;
-  previous_daily_budget: string | null;
-  new_daily_budget: string;
-  previous_micros: string | null;
-  new_micros: string;
-  budget_level: string;
 }
 
 async function setBudget(conn: { id: number }, id: number, daily: string, ...flags: string[]) {

@@ -5,6 +5,7 @@
  * every test, in order; each test looks only at the requests it caused.
  */
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import type { CampaignJson, BudgetResultJson as ResultJson } from '../../src/cli/commands/campaigns.js';
 import type { RecordedRequest } from '../doubles/index.js';
 import {
   adApiFault,
@@ -28,34 +29,9 @@ const CL = 'microsoft_ads:989';
 /** More campaigns than any page a paged API would send at once: GetCampaignsByAccountId has no paging. */
 const MANY = 250;
 
-interface CampaignJson {
-  id: string;
-  name: string;
-  status: string;
-  currency: string | null;
-  daily_budget: string | null;
-  daily_budget_micros: string | null;
-  budget_level: string;
-  budget_id: string | null;
-  shared_budget: boolean;
-  budget_note: string | null;
-}
-
 interface Fault {
   Errors?: Array<Record<string, unknown>>;
   OperationErrors?: Array<Record<string, unknown>>;
-}
-
-interface ResultJson {
-  campaign_id: string;
-  mode: string;
-  currency: string;
-  previous_daily_budget: string | null;
-  new_daily_budget: string;
-  previous_micros: string | null;
-  new_micros: string;
-  budget_level: string;
-  budget_id: string;
 }
 
 function searchCampaign(accountId: string, id: string, name: string, dailyBudget: number): MicrosoftCampaign {

@@ -7,6 +7,7 @@
  * the double's data is put back before each test.
  */
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import type { CampaignJson, BudgetResultJson as ResultJson } from '../../src/cli/commands/campaigns.js';
 import {
   REDDIT_DEFAULT_ACCOUNTS,
   REDDIT_SCOPES,
@@ -53,31 +54,6 @@ const ACCOUNTS: RedditAccounts = {
     }),
   ],
 };
-
-interface CampaignJson {
-  id: string;
-  name: string;
-  status: string;
-  currency: string | null;
-  daily_budget: string | null;
-  daily_budget_micros: string | null;
-  budget_level: string;
-  budget_id: string | null;
-  shared_budget: boolean;
-  budget_note: string | null;
-}
-
-interface ResultJson {
-  campaign_id: string;
-  mode: 'applied' | 'validated' | 'simulated';
-  currency: string;
-  previous_daily_budget: string | null;
-  new_daily_budget: string;
-  previous_micros: string | null;
-  new_micros: string;
-  budget_level: string;
-  budget_id: string;
-}
 
 interface AuditJson {
   action: string;

@@ -54,6 +54,11 @@ export interface SetBudgetOptions {
   shared?: boolean;
 }
 
+/** `campaigns list --json`: one element. */
+export type CampaignJson = ReturnType<typeof campaignJson>;
+/** `campaigns set-budget --json`. */
+export type BudgetResultJson = ReturnType<typeof resultJson>;
+
 function resultJson(result: BudgetChangeResult & { connection: { id: string } }) {
   const currency = result.campaign.currency;
   const money = (micros: bigint | null) =>
