@@ -18,7 +18,7 @@ const SECRETS = GRANTS * 2;
 type Env = Record<string, string | undefined>;
 
 /** Grants written straight into the tables, encrypted by credvault's own envelope code. */
-async function seed(sql: postgres.Sql, home: string, appId: string): Promise<void> {
+export async function seed(sql: postgres.Sql, home: string, appId: string): Promise<void> {
   const source = LocalKeySource.fromText(readFileSync(join(home, 'master.key'), 'utf8'), 'bench');
   const keyring = new Keyring(source, async () => null);
   const CHUNK = 2_500;

@@ -62,11 +62,12 @@ export async function rewrapDataKeys(
     );
     await dataKeys.rewrap(tx, updates);
     const rewrapped = rows.length;
-    const all = await dataKeys.listAll(tx);
-    const strays = all.filter((k) => k.kekId !== to.keyId);
-    if (strays.length) {
+    const byKek = await dataKeys.countByKek(tx);
+    const strays = byKek.filter((k) => k.kekId !== to.keyId);
+    const strayCount = strays.reduce((n, k) => n + k.n, 0);
+    if (strayCount) {
       throw new KeyError(
-        `${strays.length} data key${strays.length === 1 ? ' is' : 's are'} wrapped by key id ${strays[0]!.kekId}, which is neither the current key (${from.keyId}) nor the new one; nothing was changed`,
+        `${strayCount} data key${strayCount === 1 ? ' is' : 's are'} wrapped by key id ${strays[0]!.kekId}, which is neither the current key (${from.keyId}) nor the new one; nothing was changed`,
         { hint: 'Run with the key that wrapped them (see `credvault key status`).' },
       );
     }
@@ -83,7 +84,7 @@ export async function rewrapDataKeys(
         ...(inPlace ? { in_place: true } : {}),
       },
     });
-    return { rewrapped, total: all.length };
+    return { rewrapped, total: byKek.reduce((n, k) => n + k.n, 0) };
   });
 }
 
@@ -116,7 +117,9 @@ export interface ReencryptReport {
 /** Progress of a re-encryption; `waiting` counts grants left because a refresh holds them. */
 export type Progress = (done: number, total: number, waiting?: number) => void;
 
-const GRANT_BATCH = 200;
+// A batch is one transaction: large enough that its commit is a small part of it, small enough that a
+// refresh waiting on one of its rows waits a fraction of a second.
+const GRANT_BATCH = 500;
 const ROW_BATCH = 200;
 
 /**
@@ -131,7 +134,12 @@ export async function reencryptSecrets(
 ): Promise<ReencryptReport> {
   const scoped = new ServiceContext(ctx.database, ctx.config, ctx.actor, source);
   // Loads through `scoped.db`: inside a batch's transaction, the transaction (PGlite has one connection).
-  const keyring = new Keyring(source, (id) => dataKeys.getWrapped(scoped.db, id));
+  // Grant batches bring their data keys' wrapped forms along; anything else is read when needed.
+  const wrappedForms = new Map<string, WrappedDataKey>();
+  const keyring = new Keyring(
+    source,
+    async (id) => wrappedForms.get(id) ?? (await dataKeys.getWrapped(scoped.db, id)),
+  );
   const slotOf = {
     app: (id: string, column: 'client_secret_enc' | 'developer_token_enc') => secretSlot(id, column),
     state: (id: string): Slot => ({ table: 'oauth_states', column: 'code_verifier_enc', rowId: id }),
@@ -140,8 +148,8 @@ export async function reencryptSecrets(
   // Start, or resume: the first run retires the current keys in one transaction.
   const resumed = await scoped.transaction(async (tx) => {
     const pending =
-      (await dataKeys.idsWithStatus(tx, 'vault', 'retired')).length +
-      (await dataKeys.idsWithStatus(tx, 'grant', 'retiring')).length;
+      (await dataKeys.countWithStatus(tx, 'vault', 'retired')) +
+      (await dataKeys.countWithStatus(tx, 'grant', 'retiring'));
     if (pending) return true;
     await dataKeys.setStatus(tx, { scope: 'vault', from: 'active' }, 'retired');
     const id = randomUUID();
@@ -152,8 +160,9 @@ export async function reencryptSecrets(
   });
 
   const oldVaultKeys = await dataKeys.idsWithStatus(ctx.database.db, 'vault', 'retired');
-  const retiring = () => dataKeys.idsWithStatus(ctx.database.db, 'grant', 'retiring');
-  const total = await reencrypt.secretsOnKeys(ctx.database.db, [...oldVaultKeys, ...(await retiring())]);
+  const total =
+    (await reencrypt.secretsOnKeys(ctx.database.db, oldVaultKeys)) +
+    (await reencrypt.secretsOnRetiringKeys(ctx.database.db));
   let done = 0;
   let keysReplaced = 0;
   onProgress(done, total);
@@ -201,11 +210,13 @@ export async function reencryptSecrets(
 
   // Each grant gets a key of its own again; its old key is destroyed with the batch.
   for (let idle = 0; ; ) {
-    const keys = await retiring();
-    if (!keys.length) break;
     const moved = await scoped.transaction(async (tx) => {
-      const grants = await reencrypt.grantsOnKeys(tx, keys, GRANT_BATCH);
+      const grants = await reencrypt.grantsOnRetiringKeys(tx, GRANT_BATCH);
       if (!grants.length) return -1;
+      for (const grant of grants) {
+        const { dataKeyId: id, wrappedKey, kekId, kekKind } = grant;
+        wrappedForms.set(id, { id, wrappedKey, kekId, kekKind });
+      }
       const fresh: WrappedDataKey[] = [];
       const rows = [];
       let secrets = 0;
@@ -234,13 +245,22 @@ export async function reencryptSecrets(
         tx,
         grants.map((g) => g.dataKeyId),
       );
-      for (const grant of grants) keyring.forget(grant.dataKeyId);
+      for (const grant of grants) {
+        keyring.forget(grant.dataKeyId);
+        wrappedForms.delete(grant.dataKeyId);
+      }
       keysReplaced += grants.length;
       return secrets;
     });
     if (moved < 0) {
+      const waiting = await reencrypt.grantsOnRetiringKeysCount(ctx.database.db);
+      if (waiting === 0) {
+        // Every grant moved; a retiring key no grant uses any more (its grant was revoked) is done too.
+        await dataKeys.setStatus(ctx.database.db, { scope: 'grant', from: 'retiring' }, 'retired');
+        break;
+      }
       // Only grants being refreshed right now are left: wait for their leases.
-      if (idle === 0) onProgress(done, total, await reencrypt.grantsOnKeysCount(ctx.database.db, keys));
+      if (idle === 0) onProgress(done, total, waiting);
       if (++idle > 120)
         throw new KeyError(
           'some grants stayed leased for two minutes; run `key rotate --reencrypt` again to finish',

@@ -111,38 +111,72 @@ export async function secretCounts(db: Db): Promise<Map<string, number>> {
   return counts;
 }
 
-/** Every data key, locked: a rotation re-wraps them all in one transaction. */
+/**
+ * The data keys under a key-encryption key, with the table locked against writers for the rest of the
+ * transaction: a rotation re-wraps them all at once. EXCLUSIVE mode lets readers on (a running
+ * `token get` or daemon keeps opening secrets) but holds back every insert, update and row lock,
+ * including the FOR SHARE read of the active vault key that comes before making a new data key, so
+ * no key can be added under the old master key while this runs, or after it commits. One table lock
+ * instead of a row lock on each of many thousand rows.
+ */
 export async function lockAll(db: Db, kekId?: string) {
+  await db.execute(sql`lock table ${dataKeys} in exclusive mode`);
   return db
-    .select({ ...wrappedColumns, scope: dataKeys.scope, status: dataKeys.status })
+    .select(wrappedColumns)
     .from(dataKeys)
-    .where(kekId ? eq(dataKeys.kekId, kekId) : undefined)
-    .orderBy(dataKeys.id)
-    .for('update');
+    .where(kekId ? eq(dataKeys.kekId, kekId) : undefined);
 }
 
-/** New wrapped forms for data keys, in one statement per thousand. */
+/** How many data keys each key-encryption key wraps. */
+export async function countByKek(db: Db): Promise<Array<{ kekId: string; n: number }>> {
+  const rows = await db
+    .select({ kekId: dataKeys.kekId, n: sql<number>`count(*)::int` })
+    .from(dataKeys)
+    .groupBy(dataKeys.kekId);
+  return rows.map((r) => ({ kekId: r.kekId, n: Number(r.n) }));
+}
+
+/**
+ * New wrapped forms for data keys: one statement per 10,000, its rows in a single JSON parameter
+ * (a VALUES list would cost a bound parameter, and its parsing, per field).
+ */
 export async function rewrap(db: Db, keys: WrappedDataKey[]): Promise<void> {
-  for (let i = 0; i < keys.length; i += 1000) {
-    const chunk = keys.slice(i, i + 1000);
-    const values = sql.join(
-      chunk.map((k) => sql`(${k.id}::uuid, ${k.wrappedKey}::text, ${k.kekId}::text, ${k.kekKind}::text)`),
-      sql`, `,
-    );
+  for (let i = 0; i < keys.length; i += 10_000) {
+    const rows = keys.slice(i, i + 10_000).map((k) => ({
+      id: k.id,
+      wrapped_key: k.wrappedKey,
+      kek_id: k.kekId,
+      kek_kind: k.kekKind,
+    }));
     await db.execute(sql`
       update ${dataKeys} set wrapped_key = v.wrapped_key, kek_id = v.kek_id, kek_kind = v.kek_kind, rewrapped_at = now()
-      from (values ${values}) as v(id, wrapped_key, kek_id, kek_kind)
+      from json_to_recordset(${JSON.stringify(rows)}::json) as v(id uuid, wrapped_key text, kek_id text, kek_kind text)
       where ${dataKeys.id} = v.id`);
   }
 }
 
+/** How many data keys of a scope are in a status. */
+export async function countWithStatus(db: Db, scope: DataKeyScope, status: string): Promise<number> {
+  const [row] = await db
+    .select({ n: sql<number>`count(*)::int` })
+    .from(dataKeys)
+    .where(and(eq(dataKeys.scope, scope), eq(dataKeys.status, status)));
+  return Number(row?.n ?? 0);
+}
+
+/** Many data keys in one statement (their rows in one JSON parameter). */
 export async function insertMany(db: Db, keys: WrappedDataKey[], scope: DataKeyScope): Promise<void> {
   if (!keys.length) return;
-  await db
-    .insert(dataKeys)
-    .values(
-      keys.map((k) => ({ id: k.id, scope, wrappedKey: k.wrappedKey, kekId: k.kekId, kekKind: k.kekKind })),
-    );
+  const rows = keys.map((k) => ({
+    id: k.id,
+    wrapped_key: k.wrappedKey,
+    kek_id: k.kekId,
+    kek_kind: k.kekKind,
+  }));
+  await db.execute(sql`
+    insert into ${dataKeys} (id, scope, wrapped_key, kek_id, kek_kind)
+    select v.id, ${scope}, v.wrapped_key, v.kek_id, v.kek_kind
+    from json_to_recordset(${JSON.stringify(rows)}::json) as v(id uuid, wrapped_key text, kek_id text, kek_kind text)`);
 }
 
 export async function destroyMany(db: Db, ids: string[]): Promise<void> {
@@ -173,10 +207,9 @@ export async function idsWithStatus(db: Db, scope: DataKeyScope, status: string)
 /** Retires data keys whose rows moved to new keys; they are destroyed when the whole run ends. */
 export async function retireMany(db: Db, ids: string[]): Promise<void> {
   if (!ids.length) return;
-  await db
-    .update(dataKeys)
-    .set({ status: 'retired', retiredAt: sql`now()` })
-    .where(inArray(dataKeys.id, ids));
+  await db.execute(sql`
+    update ${dataKeys} set status = 'retired', retired_at = now()
+    where ${dataKeys.id} in (select value::uuid from json_array_elements_text(${JSON.stringify(ids)}::json))`);
 }
 
 /** Destroys every data key of a scope in a status (re-encryption's retired keys, at its end). */
