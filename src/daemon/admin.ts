@@ -159,7 +159,13 @@ const StartIn = z
     name: z
       .string()
       .regex(/^[A-Za-z][A-Za-z0-9._-]{0,62}$/, 'a letter, then letters, digits, ".", "_" and "-"')
-      .optional(),
+      .optional()
+      .describe('A name for the connection (one account only)'),
+  })
+  // Refused now, not after the person has consented at the platform.
+  .refine((body) => !(body.name && (body.accounts === 'all' || (body.accounts?.length ?? 0) > 1)), {
+    message: 'a name is for one connection; leave it out when connecting several accounts',
+    path: ['name'],
   })
   .register(SCHEMAS, { id: 'ConnectionStart' });
 
@@ -174,6 +180,15 @@ const StartOut = z
     app_label: z.string(),
   })
   .register(SCHEMAS, { id: 'AuthorizationStart' });
+
+const RefreshIn = z
+  .strictObject({
+    force: z
+      .boolean()
+      .optional()
+      .describe('Also try a connection that is in error or cooling down (the CLI’s --force)'),
+  })
+  .register(SCHEMAS, { id: 'RefreshOptions' });
 
 const RefreshOut = z
   .object({ connection: ConnectionOut, refreshed: z.boolean(), expires_at: Timestamp })
@@ -268,8 +283,8 @@ interface Route {
   body?: z.ZodType;
   status: number;
   response: z.ZodType;
-  /** Whether the route's own service writes its audit row; otherwise the router writes `api.<id>`. */
-  audited: boolean;
+  /** The body may be left out entirely (it then counts as `{}`). */
+  optionalBody?: boolean;
   handle(input: RouteInput): Promise<unknown>;
 }
 
@@ -277,16 +292,18 @@ function forbid(message: string): never {
   throw new ApiError(403, 'forbidden', message);
 }
 
+/** The path's platform (`google_ads` or `google-ads`); an unknown one is a path that does not exist. */
 function platformParam(params: Record<string, string>): PlatformId {
   const value = params.platform ?? '';
-  if (!(PLATFORM_IDS as readonly string[]).includes(value)) {
+  const normalized = value.trim().toLowerCase().replace(/-/g, '_');
+  if (!(PLATFORM_IDS as readonly string[]).includes(normalized)) {
     throw new ApiError(
       404,
       'not_found',
       `unknown platform "${value}" (platforms: ${PLATFORM_IDS.join(', ')})`,
     );
   }
-  return value as PlatformId;
+  return normalized as PlatformId;
 }
 
 function needPlatform(client: ClientRow, platform: PlatformId, what: string): void {
@@ -316,7 +333,6 @@ export const ROUTES: Route[] = [
     summary: 'The platforms and their capabilities',
     status: 200,
     response: z.array(PlatformOut),
-    audited: false,
     handle: async ({ ctx }) => (await listPlatforms(ctx)).map(platformJson),
   },
   {
@@ -327,7 +343,6 @@ export const ROUTES: Route[] = [
     summary: "A platform's capabilities: keywords, validate-only (true or simulated), budget unit…",
     status: 200,
     response: Capabilities,
-    audited: false,
     handle: async ({ params }) => PLATFORMS[platformParam(params)].capabilities,
   },
   {
@@ -338,7 +353,6 @@ export const ROUTES: Route[] = [
     summary: "A platform's OAuth apps (never their secrets)",
     status: 200,
     response: z.array(AppOut),
-    audited: false,
     handle: async ({ ctx, client, params }) => {
       const platform = platformParam(params);
       needPlatform(client, platform, 'reading its apps');
@@ -354,7 +368,6 @@ export const ROUTES: Route[] = [
     body: AppIn,
     status: 201,
     response: AppOut,
-    audited: true,
     handle: async ({ ctx, client, params, body }) => {
       const platform = platformParam(params);
       needPlatform(client, platform, 'adding an app');
@@ -369,9 +382,9 @@ export const ROUTES: Route[] = [
     role: 'operator',
     summary: 'Start connecting ad accounts: the URL to send a person to, and the state it carries',
     body: StartIn,
+    optionalBody: true,
     status: 201,
     response: StartOut,
-    audited: true,
     handle: async ({ ctx, client, params, body }) => {
       const platform = platformParam(params);
       needPlatform(client, platform, 'connecting new accounts');
@@ -394,7 +407,6 @@ export const ROUTES: Route[] = [
     summary: "The platform's connections this client may read",
     status: 200,
     response: z.array(ConnectionOut),
-    audited: false,
     handle: async ({ ctx, client, params }) => {
       const platform = platformParam(params);
       const views = await connectionStore.listViews(ctx.db, { platform });
@@ -407,12 +419,14 @@ export const ROUTES: Route[] = [
     path: '/integrations/{platform}/connections/{id}/refresh',
     role: 'operator',
     summary: 'Refresh a connection now (the token itself is not returned: use the token route)',
+    body: RefreshIn,
+    optionalBody: true,
     status: 200,
     response: RefreshOut,
-    audited: true,
     handle: async (input) => {
       const connection = await scopedConnection(input, platformParam(input.params));
-      const served = await refreshConnection(input.ctx, connection.id, false);
+      const { force } = (input.body ?? {}) as z.infer<typeof RefreshIn>;
+      const served = await refreshConnection(input.ctx, connection.id, force === true);
       const [view] = await connectionStore.listViews(input.ctx.db, { ids: [connection.id] });
       return {
         connection: connectionJson(view!),
@@ -429,9 +443,18 @@ export const ROUTES: Route[] = [
     summary: "Revoke a connection's grant at the platform (where it can be) and destroy its secrets",
     status: 200,
     response: RevokeOut,
-    audited: true,
     handle: async (input) => {
       const connection = await scopedConnection(input, platformParam(input.params));
+      // Revoking the consent revokes every connection that shares it: all of them must be in scope.
+      if (connection.tokenId) {
+        const sharing = await connectionStore.listByGrant(input.ctx.db, connection.tokenId);
+        const outside = sharing.filter((c) => !inScope(input.client, c));
+        if (outside.length) {
+          forbid(
+            `revoking ${input.params.id} revokes the consent it shares with ${outside.length} connection${outside.length > 1 ? 's' : ''} outside client ${input.client.name}'s scope`,
+          );
+        }
+      }
       const report = await revokeConnection(input.ctx, connection.id);
       return { ...report, connections: report.connections.map(connectionJson) };
     },
@@ -444,7 +467,6 @@ export const ROUTES: Route[] = [
     summary: 'The clients of this API (never their tokens)',
     status: 200,
     response: z.array(ClientOut),
-    audited: false,
     handle: async ({ ctx, client }) => {
       if (!client.scope.all) forbid(`client ${client.name} is not scoped to everything, which clients need`);
       return (await listClients(ctx)).map(clientJson);
@@ -459,7 +481,6 @@ export const ROUTES: Route[] = [
     body: ClientIn,
     status: 201,
     response: CreatedClientOut,
-    audited: true,
     handle: async ({ ctx, client, body }) => {
       if (!client.scope.all) forbid(`client ${client.name} is not scoped to everything, which clients need`);
       const input = body as z.infer<typeof ClientIn>;
@@ -488,7 +509,6 @@ export const ROUTES: Route[] = [
     summary: 'Revoke a client: its token stops working at once',
     status: 200,
     response: ClientOut,
-    audited: true,
     handle: async ({ ctx, client, params }) => {
       if (!client.scope.all) forbid(`client ${client.name} is not scoped to everything, which clients need`);
       return clientJson(await revokeClient(ctx, params.name ?? ''));
@@ -559,8 +579,13 @@ export async function runRoute(
   if (!roleAllows(input.client, route.role)) {
     forbid(`client ${input.client.name} has role ${input.client.role}; ${route.id} needs ${route.role}`);
   }
+  // The path before the body: an unknown platform is 404 whatever was sent.
+  if (input.params.platform !== undefined) platformParam(input.params);
   let body: unknown;
   if (route.body) {
+    if (input.rawBody === undefined && !route.optionalBody) {
+      throw new ApiError(400, 'invalid_input', `${route.id} needs a JSON body`);
+    }
     const parsed = route.body.safeParse(input.rawBody ?? {});
     if (!parsed.success) throw new ApiError(400, 'invalid_input', describeIssues(parsed.error));
     body = parsed.data;

@@ -1,8 +1,10 @@
-import { CredvaultError } from '../errors.js';
+import * as clientStore from '../db/store/clients.js';
+import { CredvaultError, InvalidInputError, ReauthRequiredError } from '../errors.js';
 import { isPlatformId, PLATFORMS } from '../providers/catalog.js';
 import { chooseRequested, completeAuthorization } from '../services/connect.js';
 import type { ServiceContext } from '../services/context.js';
 import { connectionRef } from '../views.js';
+import { coversPlatform, roleAllows } from './admin.js';
 
 /**
  * The page a browser lands on when a platform sends it back to the daemon (an app whose redirect URI
@@ -56,6 +58,26 @@ export async function callbackPage(
       name: null,
       choose: chooseRequested,
       platform,
+      quietUnknownState: true,
+      checkStarter: async (request, statePlatform) => {
+        // Only flows started through the API finish here, and only while their starter may still connect.
+        const started = request.startedBy;
+        if (!started) {
+          throw new InvalidInputError(
+            'this authorization was not started through the daemon (connections/start); nothing was stored',
+            { hint: 'Finish it where it was started, or start again through the daemon.' },
+          );
+        }
+        const [client] = await clientStore.getMany(ctx.db, [started.clientId]);
+        const live =
+          client && !client.revokedAt && !(client.expiresAt && client.expiresAt.getTime() <= Date.now());
+        if (!live || !roleAllows(client, 'operator') || !coversPlatform(client, statePlatform)) {
+          throw new ReauthRequiredError(
+            `the client that started this authorization (${started.clientName}) may no longer connect ${PLATFORMS[statePlatform].displayName} accounts; nothing was stored`,
+            { hint: 'Ask an operator to start again.' },
+          );
+        }
+      },
     });
     return page(200, `${PLATFORMS[platform].displayName} connected`, [
       ...connections.map(

@@ -86,6 +86,8 @@ function hostOf(req: IncomingMessage): string {
 
 const MAX_BODY = 64 * 1024;
 
+const PROXY_HEADERS = ['forwarded', 'x-forwarded-for', 'x-forwarded-host', 'x-forwarded-proto', 'x-real-ip'];
+
 /**
  * A JSON request body, at most 64 KiB (413 beyond, without reading the rest). An empty body is
  * undefined; anything but JSON is refused with the reason. Secret fields are wrapped at once.
@@ -139,6 +141,7 @@ function errorFor(error: unknown): HttpError {
     }
     if (error.code === 'invalid_input') return new HttpError(400, 'invalid_input', error.message);
     if (error.code === 'conflict') return new HttpError(409, 'conflict', error.message);
+    if (error.code === 'key_error') return new HttpError(500, 'key_error', error.message);
   }
   return new HttpError(500, 'internal', 'unexpected failure');
 }
@@ -381,6 +384,15 @@ export function createTokenServer(deps: ServerDeps): Server {
         shutting_down: health.shuttingDown,
       });
       return 'healthz';
+    }
+    // A reverse proxy may hand the public callback on with its own Host (127.0.0.1:8787): whatever
+    // else comes through it is refused, unless the operator opened the daemon beyond this machine.
+    if (!options.allowRemote && PROXY_HEADERS.some((h) => req.headers[h] !== undefined)) {
+      throw new HttpError(
+        403,
+        'forbidden',
+        'requests forwarded by a proxy reach only the OAuth callback (start the daemon with --allow-remote to serve more)',
+      );
     }
     const client = await authenticate(req);
     if (url.pathname === '/metrics' && req.method === 'GET') {

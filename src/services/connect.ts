@@ -152,11 +152,13 @@ async function consumeState(
   ctx: ServiceContext,
   state: string,
   expectPlatform: PlatformId | null,
+  quietUnknown = false,
 ): Promise<ConsumedState> {
   const keyring = await ctx.keyring();
   const outcome = await ctx.transaction(async (tx) => {
     const row = await stateStore.lockByHash(tx, hashState(state));
     const refuse = async (problem: string) => {
+      if (!row && quietUnknown) return { problem } as const;
       await recordAudit(tx, ctx.actor, {
         action: 'oauth.callback',
         targetType: 'oauth_state',
@@ -234,6 +236,13 @@ export interface CompleteOptions {
   choose: AccountChooser;
   /** Refuse a state started for another platform (the callback route names its platform). */
   platform?: PlatformId;
+  /**
+   * Checked once the state is used up, before the code is exchanged: whether whoever started the flow
+   * may still finish it (the daemon's callback checks the client that started it).
+   */
+  checkStarter?: (request: StateRequest, platform: PlatformId) => Promise<void>;
+  /** Leave an unknown state out of the audit log (a public callback: anyone may send one). */
+  quietUnknownState?: boolean;
 }
 
 /**
@@ -275,7 +284,8 @@ export async function completeAuthorization(
   callback: URLSearchParams,
   options: CompleteOptions,
 ): Promise<ConnectionView[]> {
-  const consumed = await consumeState(base, state, options.platform ?? null);
+  const consumed = await consumeState(base, state, options.platform ?? null, options.quietUnknownState);
+  await options.checkStarter?.(consumed.request, consumed.platform);
   // A flow started through the daemon's API finishes in the name of the client that started it (the
   // browser that brings the callback back has no credential of its own).
   const starter = consumed.request.startedBy;

@@ -1,5 +1,7 @@
+import { request as httpRequest } from 'node:http';
 import { validate } from '@readme/openapi-parser';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ROUTES } from '../../src/daemon/admin.js';
 import { GOOGLE_ADWORDS_SCOPE, type GoogleDouble, startGoogleDouble } from '../doubles/index.js';
 import { type HttpAnswer, type RunningDaemon, startDaemon } from '../helpers/daemon.js';
 import { addAppFor, freePort } from '../helpers/flows.js';
@@ -56,6 +58,19 @@ function call(method: string, path: string, as: string | null, body?: unknown): 
 beforeAll(async () => {
   vault = await createVault();
   google = await startGoogleDouble();
+  // More client accounts the grants reach, so that each revocation below has connections of its own.
+  for (const id of ['4567890123', '5678901234', '6789012345', '7890123456']) {
+    google.accounts.customers.push({
+      id,
+      descriptiveName: `Acme ${id.slice(0, 3)}`,
+      currencyCode: 'USD',
+      timeZone: 'America/New_York',
+      manager: false,
+      testAccount: false,
+      status: 'ENABLED',
+    });
+    google.accounts.accessible.push(id);
+  }
   const app = await addAppFor(vault, 'google_ads', google as never);
   appLabel = app.label;
   appClientId = app.clientId;
@@ -207,8 +222,9 @@ describe('roles on every route', () => {
   });
 
   it('revokes within scope: operator and admin each revoke one, reader may not', async () => {
-    const a = await adopt('to-revoke-a', '1234567890');
-    const b = await adopt('to-revoke-b', '1234567890');
+    const a = await adopt('to-revoke-a', '4567890123');
+    const b = await adopt('to-revoke-b', '5678901234');
+    expect(new Set([a, b, conn.main, conn.other]).size).toBe(4);
     expect((await call('POST', `/v1/integrations/google_ads/connections/${a}/revoke`, 'reader')).status).toBe(
       403,
     );
@@ -222,6 +238,48 @@ describe('roles on every route', () => {
     expect(byAdmin.status).toBe(200);
     const tokenAfter = await vault.cli(['token', 'get', 'to-revoke-b']);
     expect(tokenAfter.code).toBe(4);
+    // The other connections are untouched.
+    expect((await vault.cli(['token', 'get', 'main'], { secretOutput: true })).code).toBe(0);
+  });
+
+  it('refuses to revoke a consent that other connections outside the scope share', async () => {
+    // One consent, two accounts: two connections on one grant.
+    const grant = google.issueGrant({ clientId: appClientId, scope: GOOGLE_ADWORDS_SCOPE } as never);
+    const shared = await vault.json<Array<{ id: string; external_account_id: string }>>(
+      [
+        'connections',
+        'add',
+        'google_ads',
+        '--app',
+        appLabel,
+        '--account',
+        '6789012345',
+        '--account',
+        '7890123456',
+        '--refresh-token-file',
+        '-',
+      ],
+      { input: grant.refreshToken },
+    );
+    const [x, y] = [shared[0]!.id, shared[1]!.id];
+    await client('op-x', 'operator', ['--connection', x]);
+    const refused = await call('POST', `/v1/integrations/google_ads/connections/${x}/revoke`, 'op-x');
+    expect(refused.status).toBe(403);
+    expect(refused.json<{ error: { message: string } }>().error.message).toContain('1 connection outside');
+    expect((await vault.cli(['token', 'get', y], { secretOutput: true })).code).toBe(0);
+    const allowed = await call('POST', `/v1/integrations/google-ads/connections/${x}/revoke`, 'operator');
+    expect(allowed.status).toBe(200);
+    expect(
+      allowed
+        .json<{ connections: Array<{ id: string; status: string }> }>()
+        .connections.map((c) => [c.id, c.status])
+        .sort(),
+    ).toEqual(
+      [
+        [x, 'revoked'],
+        [y, 'revoked'],
+      ].sort(),
+    );
   });
 });
 
@@ -257,6 +315,22 @@ describe('bad requests', () => {
     const badAccounts = await post('/v1/integrations/google_ads/connections/start', { accounts: 'some' });
     expect(badAccounts.status).toBe(400);
     expect(message(badAccounts).message).toContain('accounts');
+
+    const badPlatform = await post('/v1/clients', { name: 'x', platforms: ['tiktok_ads'] });
+    expect(badPlatform.status).toBe(400);
+    expect(message(badPlatform).message).toContain('platforms.0');
+
+    const namedMany = await post('/v1/integrations/google_ads/connections/start', {
+      app: appLabel,
+      accounts: 'all',
+      name: 'one-name',
+    });
+    expect(namedMany.status).toBe(400);
+    expect(message(namedMany).message).toContain('name: a name is for one connection');
+
+    const noBody = await daemon.request('POST', '/v1/integrations/google_ads/apps', { token: tokens.admin! });
+    expect(noBody.status).toBe(400);
+    expect(message(noBody).message).toContain('needs a JSON body');
 
     const badRole = await post('/v1/clients', { name: 'x', role: 'root', all: true });
     expect(badRole.status).toBe(400);
@@ -295,6 +369,38 @@ describe('bad requests', () => {
       Array<{ label: string }>
     >();
     expect(apps.map((a) => a.label).filter((l) => ['x1', 'x2', 'x3', 'big'].includes(l))).toEqual([]);
+  });
+
+  it('stops reading a chunked body at 64 KiB', async () => {
+    const answer = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+      const req = httpRequest(
+        {
+          host: '127.0.0.1',
+          port,
+          method: 'POST',
+          path: '/v1/integrations/google_ads/apps',
+          headers: {
+            host: 'localhost',
+            authorization: `Bearer ${tokens.admin}`,
+            'content-type': 'application/json',
+            'transfer-encoding': 'chunked',
+          },
+        },
+        (res) => {
+          let body = '';
+          res.setEncoding('utf8').on('data', (d: string) => {
+            body += d;
+          });
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+        },
+      );
+      req.on('error', reject);
+      req.write(`{"label":"chunked","client_id":"c","scopes":["`);
+      for (let i = 0; i < 20; i++) req.write('x'.repeat(4096));
+      req.end('"]}');
+    });
+    expect(answer.status).toBe(413);
+    expect(answer.body).toContain('larger than 64 KiB');
   });
 
   it('refuses browsers and foreign hosts on every admin route', async () => {
@@ -392,6 +498,78 @@ describe('connecting through the daemon', () => {
     expect(other.status).toBe(403);
   });
 
+  it('finishes at the callback only flows the daemon started, for their platform, while their starter may', async () => {
+    const visit = (path: string, host = PUBLIC_HOST) => daemon.request('GET', path, { headers: { host } });
+    const start = async (as: string) =>
+      (await call('POST', '/v1/integrations/google_ads/connections/start', as, { app: 'hosted' })).json<{
+        state: string;
+      }>().state;
+
+    // A state from another platform's path: refused, and the state is still good for its own platform.
+    const state = await start('operator');
+    const elsewhere = await visit(`/v1/integrations/linkedin_ads/callback?state=${state}&code=abc`);
+    expect(elsewhere.status).toBe(400);
+    expect(elsewhere.body).toContain('started for another platform');
+    // A Host that is neither the public one nor loopback.
+    const foreign = await visit(
+      `/v1/integrations/google_ads/callback?state=${state}&code=abc`,
+      'evil.example',
+    );
+    expect(foreign.status).toBe(403);
+
+    // The starter revoked between the start and the callback: nothing is stored.
+    await client('short-lived', 'operator', ['--platform', 'google_ads']);
+    const late = await start('short-lived');
+    expect((await call('POST', '/v1/clients/short-lived/revoke', 'admin')).status).toBe(200);
+    const consent = await fetch(
+      (await call('POST', '/v1/integrations/google_ads/connections/start', 'operator', { app: 'hosted' }))
+        .json<{ authorize_url: string }>()
+        .authorize_url.replace(/state=[^&]+/, `state=${late}`),
+      { redirect: 'manual' },
+    );
+    const back = new URL(consent.headers.get('location')!);
+    const before = await vault.json<unknown[]>(['connections', 'list']);
+    const refused = await visit(back.pathname + back.search);
+    expect(refused.status).toBe(403);
+    expect(refused.body).toContain('short-lived');
+    expect(refused.body).toContain('nothing was stored');
+    expect(await vault.json<unknown[]>(['connections', 'list'])).toHaveLength(before.length);
+
+    // A flow started by the CLI (not through the daemon) is not finished by the public callback.
+    const cliStart = await vault.json<{ state: string }>([
+      'connections',
+      'start',
+      'google_ads',
+      '--app',
+      'hosted',
+    ]);
+    const notOurs = await visit(`/v1/integrations/google_ads/callback?state=${cliStart.state}&code=abc`);
+    expect(notOurs.status).toBe(400);
+    expect(notOurs.body).toContain('not started through the daemon');
+
+    // Made-up states from the internet leave no audit rows.
+    const rowsBefore = (await vault.json<unknown[]>(['audit', 'list', '--limit', '5000'])).length;
+    for (let i = 0; i < 3; i++)
+      await visit(`/v1/integrations/google_ads/callback?state=${'z'.repeat(40)}${i}&code=x`);
+    expect((await vault.json<unknown[]>(['audit', 'list', '--limit', '5000'])).length).toBe(rowsBefore);
+  });
+
+  it('answers nothing but the callback to requests a proxy forwarded', async () => {
+    const proxied = await daemon.request('GET', '/v1/integrations/platforms', {
+      token: tokens.admin!,
+      headers: { 'x-forwarded-for': '203.0.113.7' },
+    });
+    expect(proxied.status).toBe(403);
+    expect(proxied.body).toContain('--allow-remote');
+    const token = await daemon.request('GET', '/v1/connections/main/token', {
+      token: tokens.reader!,
+      headers: { forwarded: 'for=203.0.113.7' },
+    });
+    expect(token.status).toBe(403);
+    const health = await daemon.request('GET', '/healthz', { headers: { 'x-forwarded-for': '203.0.113.7' } });
+    expect(health.status).toBe(200);
+  });
+
   it('an app made over HTTP serves tokens at once, without a restart', async () => {
     const created = await call('POST', '/integrations/google_ads/apps', 'admin', {
       label: 'hot',
@@ -447,6 +625,12 @@ describe('audit and documentation', () => {
     expect(seen('operator', 'api.connections.revoke', 'success')).toBe(true);
     expect(seen('admin', 'api.clients.create', 'success')).toBe(true);
     expect(seen('reader', 'api.platforms.list', 'success')).toBe(true);
+    // Every route of the API left at least one row of a successful call.
+    for (const route of ROUTES)
+      expect(
+        api.some((r) => r.action === `api.${route.id}` && r.outcome === 'success'),
+        route.id,
+      ).toBe(true);
     // The services' own rows carry the client's name too: the app it made, the connection it revoked.
     expect(rows.some((r) => r.action === 'app.create' && r.actor === 'admin')).toBe(true);
     expect(rows.some((r) => r.action === 'oauth.start' && r.actor === 'operator')).toBe(true);
