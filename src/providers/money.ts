@@ -3,20 +3,52 @@ import { InvalidInputError } from '../errors.js';
 /**
  * Money as the platforms take it, exactly: amounts are integers of micros (a millionth of the
  * currency unit) in a bigint, parsed from and printed to decimal strings without passing through a
- * floating-point number. The digits after the point a currency has (USD 2, JPY 0, KWD 3) come from
- * ICU through Intl, which follows ISO 4217.
+ * floating-point number. The digits after the point a currency has (USD 2, JPY 0, KWD 3) are ISO
+ * 4217's. Not ICU's: Intl reports the digits used in cash, 0 for HUF, IDR, COP, PKR or IQD, whose
+ * ISO exponent (what the ad platforms bill in) is 2, or 3 for IQD.
  */
 
 export const MICROS_PER_UNIT = 1_000_000n;
 
 const CURRENCY = /^[A-Z]{3}$/;
 
-/** Digits after the decimal point of a currency (its minor unit). */
+/** ISO 4217 exponents other than 2, for the active currencies. */
+const ISO_EXPONENTS: Record<string, number> = {
+  ...Object.fromEntries(
+    [
+      'BIF',
+      'CLP',
+      'DJF',
+      'GNF',
+      'ISK',
+      'JPY',
+      'KMF',
+      'KRW',
+      'PYG',
+      'RWF',
+      'UGX',
+      'UYI',
+      'VND',
+      'VUV',
+      'XAF',
+      'XOF',
+      'XPF',
+    ].map((c) => [c, 0]),
+  ),
+  ...Object.fromEntries(['BHD', 'IQD', 'JOD', 'KWD', 'LYD', 'OMR', 'TND'].map((c) => [c, 3])),
+  CLF: 4,
+  UYW: 4,
+};
+
+let known: Set<string> | null = null;
+
+/** Digits after the decimal point of a currency (its minor unit, ISO 4217's exponent). */
 export function minorDigits(currency: string): number {
-  if (!CURRENCY.test(currency)) throw new InvalidInputError(`"${currency}" is not an ISO 4217 currency code`);
-  return (
-    new Intl.NumberFormat('en', { style: 'currency', currency }).resolvedOptions().maximumFractionDigits ?? 2
-  );
+  known ??= new Set(Intl.supportedValuesOf('currency'));
+  if (!CURRENCY.test(currency) || !known.has(currency)) {
+    throw new InvalidInputError(`"${currency}" is not an ISO 4217 currency code`);
+  }
+  return ISO_EXPONENTS[currency] ?? 2;
 }
 
 /** The smallest amount a currency can express, in micros (USD: 10,000; JPY: 1,000,000). */
@@ -111,13 +143,17 @@ export function isWholeMinorUnits(micros: bigint, currency: string): boolean {
 
 /** Parses an integer of micros given by a library caller: a bigint, a safe integer, or digits. */
 export function toMicros(value: bigint | number | string, what = 'dailyBudgetMicros'): bigint {
-  if (typeof value === 'bigint') return value;
-  if (typeof value === 'number') {
+  let micros: bigint;
+  if (typeof value === 'bigint') micros = value;
+  else if (typeof value === 'number') {
     if (!Number.isSafeInteger(value))
       throw new InvalidInputError(`${what} must be an integer number of micros`);
-    return BigInt(value);
+    micros = BigInt(value);
+  } else {
+    if (!/^\d+$/.test(value))
+      throw new InvalidInputError(`${what} must be an integer number of micros, not "${value}"`);
+    micros = BigInt(value);
   }
-  if (!/^\d+$/.test(value))
-    throw new InvalidInputError(`${what} must be an integer number of micros, not "${value}"`);
-  return BigInt(value);
+  if (micros <= 0n) throw new InvalidInputError(`${what} must be more than zero`);
+  return micros;
 }

@@ -89,6 +89,8 @@ export interface CampaignTarget {
   currency: string | null;
   /** Platform extras kept with the connection: Microsoft's customer_id, Google's login_customer_id. */
   details: Record<string, string>;
+  /** The vault's configuration environment (the library's `env`), for platform settings read from it. */
+  env?: NodeJS.ProcessEnv;
 }
 
 /** Where a campaign's daily budget lives. */

@@ -36,6 +36,7 @@ async function onConnection<T>(
     accountId: connection.externalAccountId,
     currency: connection.details.currency ?? null,
     details: connection.details,
+    env: ctx.config.env,
   };
   const attempt = async (forceRefresh: boolean) => {
     const served = await getValidAccessToken(ctx, connection.id, {
@@ -123,6 +124,7 @@ export async function setCampaignBudget(
       }),
     );
   let result: BudgetChangeResult;
+  let requested = request.dailyBudgetMicros;
   try {
     result = await onConnection(
       ctx,
@@ -139,6 +141,7 @@ export async function setCampaignBudget(
               `the currency of ${connectionRef(connection)} is not known; give micros`,
             );
           micros = parseAmount(request.amount ?? '', currency);
+          requested = micros;
         }
         return ops.setDailyBudget(
           app,
@@ -157,6 +160,7 @@ export async function setCampaignBudget(
   } catch (error) {
     const code = error instanceof CredvaultError ? error.code : 'internal';
     await audit('failure', {
+      requested_micros: requested?.toString() ?? null,
       error: code,
       message: error instanceof Error ? error.message.slice(0, 300) : null,
     }).catch(() => {});

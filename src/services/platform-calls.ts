@@ -60,7 +60,12 @@ export function errorForKind(
 /** A ProviderError as the contract's error; anything else is passed through. */
 export function providerFailure(error: unknown, context: string): CredvaultError | unknown {
   if (!(error instanceof ProviderError)) return error;
-  return errorForKind(error.kind, `${context}: ${error.message}`, {
+  // The wait goes into the message too: under --json an error is its code and message only.
+  const wait =
+    error.kind === 'rate_limited' && error.retryAfter && !/\bwait\b/i.test(error.message)
+      ? ` (retry after ${error.retryAfter} s)`
+      : '';
+  return errorForKind(error.kind, `${context}: ${error.message}${wait}`, {
     retryAfter: error.retryAfter,
     cause: error,
   });

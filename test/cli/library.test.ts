@@ -25,8 +25,16 @@ async function node(
 ): Promise<{ code: number; stdout: string; stderr: string }> {
   const child = spawn(process.execPath, [file, ...args], {
     cwd: appDir,
-    // Nothing from the CLI's environment: the program passes home and database URL itself.
-    env: { PATH: process.env.PATH, HOME: vault.root },
+    // The process environment points somewhere else entirely: the program passes home, database URL
+    // and an empty `env` itself, and nothing may be read from process.env.
+    env: {
+      PATH: process.env.PATH,
+      HOME: vault.root,
+      DATABASE_URL: 'postgres://nobody@127.0.0.1:1/nothing',
+      CREDVAULT_HOME: '/nonexistent/credvault',
+      CREDENTIAL_MASTER_KEY: 'not-a-key',
+      CREDVAULT_MICROSOFT_CAMPAIGN_TYPES: 'Nonsense',
+    },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let stdout = '';
@@ -53,6 +61,10 @@ ${body}
 } finally {
   await vault.close();
 }
+// Closed means closed: the database opens again at once, in this same process (no lock left behind).
+const again = await openVault({ home: ${JSON.stringify(vault.home)}, databaseUrl: ${JSON.stringify(vault.databaseUrl ?? undefined)}, env: { CREDVAULT_LOCK_TIMEOUT: '0' } });
+out.reopened = vault.capabilities('reddit_ads').validate_only;
+await again.close();
 process.stdout.write(JSON.stringify(out, (k, v) => (typeof v === 'bigint' ? \`\${v}n\` : v)));
 `,
   );
@@ -121,6 +133,7 @@ out.googleCaps = vault.provider('google_ads').capabilities;`,
     expect(out.second).toMatchObject({ accessToken: out.first.accessToken, refreshed: false });
     expect(google.refreshCount).toBe(before + 1);
     expect(out.caps).toMatchObject({ validate_only: 'simulated', keywords: false });
+    expect(out.reopened).toBe('simulated');
     expect(out.googleCaps).toMatchObject({ validate_only: 'true', keywords: true, budget_unit: 'micros' });
 
     const audit = await vault.json<Array<{ action: string; actor: string; detail: Record<string, unknown> }>>(
@@ -152,6 +165,11 @@ try {
   out.badMicros = { invalid: error instanceof InvalidInputError, message: error.message };
 }
 try {
+  await ads.updateCampaignBudget('google_ads:1234567890', { campaignId: '21000000001', dailyBudgetMicros: -5n });
+} catch (error) {
+  out.negative = { invalid: error instanceof InvalidInputError, message: error.message };
+}
+try {
   await ads.listCampaigns('google_ads:999');
 } catch (error) {
   out.missing = { notFound: error instanceof NotFoundError, code: error.code };
@@ -179,6 +197,7 @@ try {
     expect(out.badMicros).toMatchObject({ invalid: true });
     expect(out.badMicros.message).toContain('integer number of micros');
     expect(out.missing).toEqual({ notFound: true, code: 'not_found' });
+    expect(out.negative).toEqual({ invalid: true, message: 'dailyBudgetMicros must be more than zero' });
 
     // What the CLI sees afterwards: the new budget, and the change audited with the library's actor.
     const listed = await vault.json<Array<{ id: string; daily_budget: string }>>([

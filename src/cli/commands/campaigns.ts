@@ -1,4 +1,6 @@
 import { InvalidInputError } from '../../errors.js';
+import { assertSettable } from '../../providers/campaigns/common.js';
+import type { PlatformId } from '../../providers/catalog.js';
 import { displayMoney, formatMicros, parseAmount } from '../../providers/money.js';
 import type { BudgetChangeResult, Campaign } from '../../providers/types.js';
 import { getCampaign, listCampaigns, setCampaignBudget } from '../../services/campaigns.js';
@@ -108,6 +110,16 @@ export async function setBudget(
     });
   }
   const micros = parseAmount(opts.daily, campaign.currency);
+  // What the platform module would refuse (no daily budget, a shared one without --shared) is said
+  // before asking, not after.
+  // (A shared budget that cannot be set through the campaign at all is the platform module's to refuse.)
+  if (!(campaign.budget.shared && campaign.budget.note)) {
+    assertSettable(
+      campaign,
+      { campaignId: campaign.id, dailyBudgetMicros: micros, validateOnly, allowShared: opts.shared === true },
+      connection.platform as PlatformId,
+    );
+  }
   const before = displayMoney(campaign.dailyBudgetMicros, campaign.currency) ?? 'none';
   const after = displayMoney(micros, campaign.currency);
   const where = `${connectionRef(connection)} campaign ${campaign.id} (${campaign.name})`;

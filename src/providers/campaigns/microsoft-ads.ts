@@ -26,8 +26,8 @@ const CUSTOMER_API = 'https://clientcenter.api.bingads.microsoft.com';
  */
 export const MICROSOFT_CAMPAIGN_TYPES = 'Search Shopping DynamicSearchAds Audience Hotel PerformanceMax';
 
-function campaignTypes(): string {
-  return process.env.CREDVAULT_MICROSOFT_CAMPAIGN_TYPES?.trim() || MICROSOFT_CAMPAIGN_TYPES;
+function campaignTypes(env: NodeJS.ProcessEnv = process.env): string {
+  return env.CREDVAULT_MICROSOFT_CAMPAIGN_TYPES?.trim() || MICROSOFT_CAMPAIGN_TYPES;
 }
 
 /**
@@ -146,7 +146,11 @@ async function list(
       method: 'POST',
       url: campaignUrl(app, '/Campaigns/QueryByAccountId'),
       headers,
-      json: { AccountId: target.accountId, CampaignType: campaignTypes(), ReturnAdditionalFields: null },
+      json: {
+        AccountId: target.accountId,
+        CampaignType: campaignTypes(target.env),
+        ReturnAdditionalFields: null,
+      },
       signal: options.signal,
       what: `listing the campaigns of Microsoft Advertising account ${target.accountId}`,
     }),
@@ -195,6 +199,12 @@ export const microsoftCampaigns: CampaignOps = {
     // What Microsoft would refuse (a fraction of the smallest unit, less than the minimum) is refused
     // here too, before anything is sent; with no dry run, validate-only stops here.
     checkDailyBudget('microsoft_ads', change.dailyBudgetMicros, campaign.currency);
+    // DailyBudget is a double: an amount it cannot hold exactly is refused, never rounded.
+    if (numberToMicros(microsToNumber(change.dailyBudgetMicros)) !== change.dailyBudgetMicros) {
+      throw new InvalidInputError(
+        `${change.dailyBudgetMicros} micros cannot be sent to Microsoft Advertising exactly (its DailyBudget is a floating-point number)`,
+      );
+    }
     if (change.validateOnly) return simulated(campaign, change);
     const body = await call<{ PartialErrors?: BingBatchError[] | null }>(app, token, {
       method: 'PUT',

@@ -3,7 +3,7 @@ import { InvalidInputError } from '../../errors.js';
 import { apiUrl } from '../authorize.js';
 import { ProviderError } from '../errors.js';
 import { apiRequest } from '../http.js';
-import { displayMoney, isWholeMinorUnits } from '../money.js';
+import { displayMoney } from '../money.js';
 import { readRedditError, redditApiBase, redditHeaders, redditPages } from '../platforms/reddit-ads.js';
 import type {
   BudgetChangeResult,
@@ -212,16 +212,9 @@ export const redditCampaigns: CampaignOps = {
     if (micros > BigInt(Number.MAX_SAFE_INTEGER)) {
       throw new InvalidInputError('that daily budget is larger than Reddit can take');
     }
-    if (change.validateOnly) {
-      checkDailyBudget('reddit_ads', micros, campaign.currency);
-      return simulated(campaign, change);
-    }
-    // What is certain is checked here (a whole number of the currency's smallest unit); a minimum is
-    // Reddit's to state, and its own message says it.
-    if (micros <= 0n) throw new InvalidInputError('a daily budget must be more than zero');
-    if (campaign.currency && !isWholeMinorUnits(micros, campaign.currency)) {
-      checkDailyBudget('reddit_ads', micros, campaign.currency);
-    }
+    // The same checks for a real change as for a simulated one: validate-only predicts what happens.
+    checkDailyBudget('reddit_ads', micros, campaign.currency);
+    if (change.validateOnly) return simulated(campaign, change);
     const level = campaign.budget.level as 'campaign' | 'ad_group';
     const id = campaign.budget.id;
     const what = `changing the budget of Reddit ${level === 'ad_group' ? `ad group ${id} (campaign ${campaign.id})` : `campaign ${campaign.id}`}`;

@@ -1,0 +1,66 @@
+import { describe, expect, it } from 'vitest';
+import {
+  displayMoney,
+  formatMicros,
+  microsToNumber,
+  minorDigits,
+  numberToMicros,
+  parseAmount,
+  toMicros,
+} from '../../src/providers/money.js';
+
+describe('money in exact micros', () => {
+  it('takes the digits after the point from ISO 4217, not from how cash is counted', () => {
+    expect(minorDigits('USD')).toBe(2);
+    expect(minorDigits('JPY')).toBe(0);
+    expect(minorDigits('KWD')).toBe(3);
+    // ICU says 0 for these (cash); ISO 4217, which the platforms bill in, says 2 and 3.
+    expect(minorDigits('HUF')).toBe(2);
+    expect(minorDigits('IDR')).toBe(2);
+    expect(minorDigits('IQD')).toBe(3);
+    expect(() => minorDigits('XYZ')).toThrow('not an ISO 4217 currency code');
+    expect(() => minorDigits('usd')).toThrow('not an ISO 4217 currency code');
+  });
+
+  it('parses amounts as typed, exactly, and refuses what the currency cannot charge', () => {
+    expect(parseAmount('0.01', 'USD')).toBe(10_000n);
+    expect(parseAmount('1234567.89', 'USD')).toBe(1_234_567_890_000n);
+    expect(parseAmount('1,234,567.89', 'USD')).toBe(1_234_567_890_000n);
+    expect(parseAmount('75.50', 'EUR')).toBe(75_500_000n);
+    expect(parseAmount('1500.50', 'HUF')).toBe(1_500_500_000n);
+    expect(parseAmount('5000', 'JPY')).toBe(5_000_000_000n);
+    expect(parseAmount('1.005', 'KWD')).toBe(1_005_000n);
+    expect(() => parseAmount('1000.5', 'JPY')).toThrow('JPY has no minor unit');
+    expect(() => parseAmount('1.005', 'USD')).toThrow('USD has 2 digits after the decimal point');
+    expect(() => parseAmount('-5', 'USD')).toThrow('is not an amount');
+    expect(() => parseAmount('1e3', 'USD')).toThrow('is not an amount');
+    expect(() => parseAmount('0', 'USD')).toThrow('more than zero');
+  });
+
+  it('prints micros with the currency’s digits, and keeps a remainder rather than hide it', () => {
+    expect(formatMicros(75_500_000n, 'USD')).toBe('75.50');
+    expect(formatMicros(5_000_000_000n, 'JPY')).toBe('5000');
+    expect(formatMicros(1_234_567n, 'USD')).toBe('1.234567');
+    expect(displayMoney(1_234_567_890_000n, 'USD')).toBe('1,234,567.89 USD');
+    expect(displayMoney(null, 'USD')).toBeNull();
+  });
+
+  it('goes through a double only where the amount survives it exactly', () => {
+    expect(microsToNumber(1_234_567_890_000n)).toBe(1234567.89);
+    expect(microsToNumber(10_000n)).toBe(0.01);
+    expect(numberToMicros(0.1)).toBe(100_000n);
+    expect(numberToMicros(1234567.89)).toBe(1_234_567_890_000n);
+    const huge = 123_456_789_012_345_678_901n;
+    expect(numberToMicros(microsToNumber(huge))).not.toBe(huge);
+  });
+
+  it('takes micros from a library caller as a bigint, a safe integer or digits, more than zero', () => {
+    expect(toMicros(75_500_000n)).toBe(75_500_000n);
+    expect(toMicros(75_500_000)).toBe(75_500_000n);
+    expect(toMicros('75500000')).toBe(75_500_000n);
+    expect(() => toMicros(1.5)).toThrow('integer number of micros');
+    expect(() => toMicros('75.5')).toThrow('integer number of micros');
+    expect(() => toMicros(0n)).toThrow('more than zero');
+    expect(() => toMicros(-5)).toThrow('more than zero');
+  });
+});
