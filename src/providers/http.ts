@@ -49,8 +49,19 @@ export function networkFailure(error: unknown, what: string, signal: AbortSignal
   return new ProviderError('transient', `${what} ${reason}`, { cause: error });
 }
 
+let requestTimeoutMs = 15_000;
+
+/**
+ * The deadline of each request to a platform API (CREDVAULT_HTTP_TIMEOUT). An operation of many
+ * requests (a campaign list of many pages) has its own, longer deadline in the caller's signal.
+ */
+export function setRequestTimeout(ms: number): void {
+  requestTimeoutMs = ms;
+}
+
 /** A JSON API call to a platform. Non-2xx answers become ProviderErrors with a redacted excerpt. */
 export async function apiRequest<T = unknown>(request: ApiRequest): Promise<ApiResponse<T>> {
+  const signal = AbortSignal.any([request.signal, AbortSignal.timeout(requestTimeoutMs)]);
   const headers: Record<string, string> = {
     accept: 'application/json',
     'user-agent': DEFAULT_USER_AGENT,
@@ -67,11 +78,11 @@ export async function apiRequest<T = unknown>(request: ApiRequest): Promise<ApiR
       method: request.method,
       headers,
       body,
-      signal: request.signal,
+      signal,
       redirect: 'error',
     });
   } catch (error) {
-    throw networkFailure(error, request.what, request.signal);
+    throw networkFailure(error, request.what, signal);
   }
   const text = await response.text().catch(() => '');
   let parsed: unknown = null;

@@ -44,7 +44,8 @@ async function onConnection<T>(
       forceRefresh,
       purpose,
     });
-    return withDeadline(ctx, (signal) => call(app, served.accessToken, target, signal));
+    // A list may take many pages: up to 40 requests' worth of time in all, each request its own deadline.
+    return withDeadline(ctx, (signal) => call(app, served.accessToken, target, signal), 40);
   };
   try {
     try {

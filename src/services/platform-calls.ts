@@ -6,13 +6,20 @@ import {
   UnavailableError,
 } from '../errors.js';
 import { ProviderError, type ProviderFailure } from '../providers/errors.js';
+import { setRequestTimeout } from '../providers/http.js';
 
-/** Runs a platform call with a deadline (CREDVAULT_HTTP_TIMEOUT); the signal aborts the request when it passes. */
+/**
+ * Runs a platform call with a deadline (CREDVAULT_HTTP_TIMEOUT); the signal aborts the request when it
+ * passes. An operation of several requests (`requests`: the most it may make, a campaign list of many
+ * pages) gets that many deadlines; each API request also has one of its own (http.ts).
+ */
 export async function withDeadline<T>(
   ctx: { config: { httpTimeoutMs: number } },
   fn: (signal: AbortSignal) => Promise<T>,
+  requests = 1,
 ): Promise<T> {
-  return fn(AbortSignal.timeout(ctx.config.httpTimeoutMs));
+  setRequestTimeout(ctx.config.httpTimeoutMs);
+  return fn(AbortSignal.timeout(ctx.config.httpTimeoutMs * requests));
 }
 
 const HINTS: Partial<Record<ProviderFailure, string>> = {
