@@ -75,7 +75,18 @@ export async function daemon() {
     const port = barePort + 1;
     const d = spawn(
       process.execPath,
-      [BIN, 'daemon', '--listen', `127.0.0.1:${port}`, '--concurrency', '32'],
+      [
+        // CREDVAULT_BENCH_PROFILE=DIR writes the daemon's CPU profile there (for looking, not for figures).
+        ...(process.env.CREDVAULT_BENCH_PROFILE
+          ? ['--cpu-prof', `--cpu-prof-dir=${process.env.CREDVAULT_BENCH_PROFILE}`]
+          : []),
+        BIN,
+        'daemon',
+        '--listen',
+        `127.0.0.1:${port}`,
+        '--concurrency',
+        '32',
+      ],
       { env: env as NodeJS.ProcessEnv },
     );
     children.push(d);
