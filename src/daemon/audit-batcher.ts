@@ -1,5 +1,5 @@
 import * as clientStore from '../db/store/clients.js';
-import { type AuditEntry, recordAudit } from '../services/audit.js';
+import { type AuditEntry, type AuditHead, appendAudit, recordAudit } from '../services/audit.js';
 import type { ServiceContext } from '../services/context.js';
 import type { DaemonMetrics } from './metrics.js';
 
@@ -10,11 +10,11 @@ interface Pending {
 }
 
 /**
- * Audit records of served tokens, written in batches: the requests of one turn of the event loop
- * share one transaction, and each request is answered only after its batch committed (fail closed).
- * A failed batch fails every request in it. A few batches may be in flight at once: the next one
- * begins and queues on the chain head inside the database while the previous one commits, so no
- * request waits on a client round trip per request in series.
+ * Audit records of served tokens, written in batches: the requests that arrive while a batch is being
+ * written make the next one, and each request is answered only after its batch committed (fail
+ * closed). A failed batch fails every request in it. A batch is one statement, chained from the head
+ * the previous batch left (appendAudit); only when another process wrote in between does it take
+ * the locking path, so no request waits on a client round trip per request in series.
  */
 export class AuditBatcher {
   readonly #ctx: ServiceContext;
@@ -26,6 +26,8 @@ export class AuditBatcher {
   #scheduled = false;
   #idle: Array<() => void> = [];
   readonly #usedClients = new Set<string>();
+  /** The chain head as this daemon's last batch left it (null: unknown, read it under lock). */
+  #head: AuditHead | null = null;
 
   constructor(
     ctx: ServiceContext,
@@ -35,7 +37,9 @@ export class AuditBatcher {
     this.#ctx = ctx;
     this.#metrics = metrics;
     this.#maxBatch = options.maxBatch ?? 500;
-    this.#maxInFlight = options.maxInFlight ?? 3;
+    // One batch at a time: each is one statement chained from the previous one's head, and the
+    // requests that arrive meanwhile make the next batch.
+    this.#maxInFlight = options.maxInFlight ?? 1;
   }
 
   write(entry: AuditEntry, clientId: string | null): Promise<void> {
@@ -66,16 +70,16 @@ export class AuditBatcher {
 
   async #flush(batch: Pending[]): Promise<void> {
     try {
-      await this.#ctx.transaction((tx) =>
-        recordAudit(
-          tx,
-          this.#ctx.actor,
-          batch.map((p) => p.entry),
-        ),
-      );
+      const entries = batch.map((p) => p.entry);
+      // One statement chained from the head this daemon wrote last; when someone else wrote since
+      // (a CLI command, another daemon), the head is locked and read, and the chain continues from it.
+      let head = this.#head ? await appendAudit(this.#ctx.db, this.#ctx.actor, entries, this.#head) : null;
+      head ??= await this.#ctx.transaction((tx) => recordAudit(tx, this.#ctx.actor, entries));
+      this.#head = head;
       this.#metrics.auditBatch.observe(batch.length);
       for (const p of batch) p.resolve();
     } catch (error) {
+      this.#head = null;
       for (const p of batch) p.reject(error);
     }
   }

@@ -70,16 +70,14 @@ export function rowHash(row: Hashable): string {
 }
 
 /** Appends entries to the chain inside the caller's transaction. */
-export async function recordAudit(
-  db: Db,
-  actor: Actor,
-  entries: AuditEntry | AuditEntry[],
-  now = new Date(),
-) {
-  const list = Array.isArray(entries) ? entries : [entries];
-  if (list.length === 0) return;
-  for (const entry of list) assertNoSecret(entry.detail, entry.action);
-  const head = await store.lockHead(db);
+export interface AuditHead {
+  lastId: number;
+  lastHash: string;
+  rowCount: number;
+}
+
+/** The rows of `entries` chained after `head`, and the head they make. */
+function chain(head: AuditHead, actor: Actor, list: AuditEntry[], now: Date) {
   let prevHash = head.lastHash;
   let id = head.lastId;
   const rows: store.NewAuditRow[] = [];
@@ -105,7 +103,41 @@ export async function recordAudit(
     rows.push({ ...row, hash });
     prevHash = hash;
   }
-  await store.insertRows(db, rows, { lastId: id, lastHash: prevHash, rowCount: head.rowCount + list.length });
+  return { rows, head: { lastId: id, lastHash: prevHash, rowCount: head.rowCount + list.length } };
+}
+
+/** Writes audit rows inside the caller's transaction, with the chain head locked; returns the new head. */
+export async function recordAudit(
+  db: Db,
+  actor: Actor,
+  entries: AuditEntry | AuditEntry[],
+  now = new Date(),
+): Promise<AuditHead | null> {
+  const list = Array.isArray(entries) ? entries : [entries];
+  if (list.length === 0) return null;
+  for (const entry of list) assertNoSecret(entry.detail, entry.action);
+  const { rows, head } = chain(await store.lockHead(db), actor, list, new Date(now.getTime()));
+  await store.insertRows(db, rows, head);
+  return head;
+}
+
+/**
+ * Appends audit rows in one statement, chained from the head this process wrote last (the daemon's
+ * batches, one after another): no transaction and no lock round trip when nobody else wrote in
+ * between. Returns the new head, or null when the head had moved (the caller then uses recordAudit).
+ */
+export async function appendAudit(
+  db: Db,
+  actor: Actor,
+  entries: AuditEntry[],
+  known: AuditHead,
+  now = new Date(),
+): Promise<AuditHead | null> {
+  if (entries.length === 0) return known;
+  for (const entry of entries) assertNoSecret(entry.detail, entry.action);
+  const { rows, head } = chain(known, actor, entries, now);
+  const rowCount = await store.appendIfHead(db, rows, known, head);
+  return rowCount === null ? null : { ...head, rowCount };
 }
 
 export interface AuditProblem {

@@ -151,6 +151,30 @@ describe('the token endpoint', () => {
     expect(served.every((r) => r.client_address !== null)).toBe(true);
   });
 
+  it('keeps one unbroken audit chain while it serves in bursts and other processes write beside it', async () => {
+    const { v, adopt } = await setup();
+    await adopt('987', 'acct-a');
+    const reader = await client(v, ['reader', '--all']);
+    const daemon = await startDaemon(v);
+    cleanups.push(() => daemon.stop());
+    const burst = (n: number, ref = 'acct-a') =>
+      Promise.all(
+        Array.from({ length: n }, () => daemon.get(`/v1/connections/${ref}/token`, { token: reader })),
+      );
+    // Bursts from the daemon, each followed by a write from another process (which moves the chain
+    // head under the daemon), and a last burst that must pick the chain up from there.
+    const answers = [...(await burst(80))];
+    await client(v, ['second', '--all']);
+    answers.push(...(await burst(80)));
+    await v.cli(['connections', 'rename', 'acct-a', 'acct-renamed']);
+    answers.push(...(await burst(80, 'acct-renamed')));
+    expect(answers.map((a) => a.status).filter((s) => s !== 200)).toEqual([]);
+    const rows = await v.json<Array<{ action: string; actor: string }>>(['audit', 'list', '--limit', '1000']);
+    expect(rows.filter((r) => r.action === 'token.serve' && r.actor === 'reader')).toHaveLength(240);
+    const verify = await v.json<{ ok: boolean; problems: unknown[] }>(['audit', 'verify']);
+    expect(verify).toMatchObject({ ok: true, problems: [] });
+  });
+
   it('refuses to serve tokens when the audit log cannot be written (fail closed)', async () => {
     const { v, adopt } = await setup();
     await adopt('987', 'acct-a');

@@ -36,17 +36,8 @@ export async function readHead(
   return head ?? null;
 }
 
-/**
- * Appends chained rows and moves the head, in one statement. The rows travel as one JSON parameter,
- * so every batch size is the same statement (prepared once, cheap to build): this is the daemon's
- * hottest write, made while the head is locked.
- */
-export async function insertRows(
-  db: Db,
-  rows: NewAuditRow[],
-  head: { lastId: number; lastHash: string; rowCount: number },
-) {
-  const json = JSON.stringify(
+function rowsJson(rows: NewAuditRow[]): string {
+  return JSON.stringify(
     rows.map((r) => ({
       id: r.id,
       occurred_at: (r.occurredAt as Date).toISOString(),
@@ -63,18 +54,58 @@ export async function insertRows(
       hash: r.hash,
     })),
   );
+}
+
+const insertFromJson = (json: string) => sql`
+  insert into credential_access_audit
+    (id, occurred_at, actor, action, target_type, target_id, connection_id, client_address, user_agent, outcome, detail, prev_hash, hash)
+  select id, occurred_at, actor, action, target_type, target_id, connection_id, client_address, user_agent, outcome, detail, prev_hash, hash
+  from jsonb_to_recordset(${json}::jsonb) as r(
+    id bigint, occurred_at timestamptz, actor text, action text, target_type text, target_id text, connection_id uuid,
+    client_address text, user_agent text, outcome text, detail jsonb, prev_hash text, hash text)`;
+
+/**
+ * Appends rows and moves the head, in one statement (the rows travel as one JSON parameter): the
+ * hottest write, made while the head is locked.
+ */
+export async function insertRows(
+  db: Db,
+  rows: NewAuditRow[],
+  head: { lastId: number; lastHash: string; rowCount: number },
+) {
   await db.execute(sql`
-    with inserted as (
-      insert into credential_access_audit
-        (id, occurred_at, actor, action, target_type, target_id, connection_id, client_address, user_agent, outcome, detail, prev_hash, hash)
-      select id, occurred_at, actor, action, target_type, target_id, connection_id, client_address, user_agent, outcome, detail, prev_hash, hash
-      from jsonb_to_recordset(${json}::jsonb) as r(
-        id bigint, occurred_at timestamptz, actor text, action text, target_type text, target_id text, connection_id uuid,
-        client_address text, user_agent text, outcome text, detail jsonb, prev_hash text, hash text)
-      returning 1
-    )
+    with inserted as (${insertFromJson(rowsJson(rows))} returning 1)
     update audit_head set last_id = ${head.lastId}, last_hash = ${head.lastHash}, row_count = ${head.rowCount}
     where id = 1 and (select count(*) from inserted) = ${rows.length}`);
+}
+
+/**
+ * Appends rows chained from a head this process believes current, in one statement and without a
+ * transaction of its own: the head moves only if it is still exactly `expected` (last id and hash),
+ * and the rows are inserted only if it moved. Another writer in between makes it a no-op (false),
+ * and the caller appends again with the head locked. Atomic: one statement.
+ */
+export async function appendIfHead(
+  db: Db,
+  rows: NewAuditRow[],
+  expected: { lastId: number; lastHash: string },
+  next: { lastId: number; lastHash: string },
+): Promise<number | null> {
+  const result = await db.execute(sql`
+    with moved as (
+      update audit_head set last_id = ${next.lastId}, last_hash = ${next.lastHash}, row_count = row_count + ${rows.length}
+      where id = 1 and last_id = ${expected.lastId} and last_hash = ${expected.lastHash}
+      returning row_count
+    ), inserted as (
+      ${insertFromJson(rowsJson(rows))} where exists (select 1 from moved)
+      returning 1
+    )
+    select (select count(*) from inserted)::int as inserted, (select row_count from moved)::int as row_count`);
+  const [row] =
+    (result as unknown as { rows?: Array<{ inserted: number; row_count: number | null }> }).rows ??
+    (result as unknown as Array<{ inserted: number; row_count: number | null }>);
+  if (!row || Number(row.inserted) !== rows.length || row.row_count === null) return null;
+  return Number(row.row_count);
 }
 
 export async function pageAfter(db: Db, afterId: number, limit: number, upTo: number): Promise<AuditRow[]> {
