@@ -120,7 +120,17 @@ export async function daemon() {
     const started = Date.now();
     const sweeper = spawn(
       process.execPath,
-      [BIN, 'daemon', '--listen', `127.0.0.1:${port + 1}`, '--concurrency', '32'],
+      [
+        ...(process.env.CREDVAULT_BENCH_PROFILE
+          ? ['--cpu-prof', `--cpu-prof-dir=${process.env.CREDVAULT_BENCH_PROFILE}/sweep`]
+          : []),
+        BIN,
+        'daemon',
+        '--listen',
+        `127.0.0.1:${port + 1}`,
+        '--concurrency',
+        '32',
+      ],
       {
         env: env as NodeJS.ProcessEnv,
       },
