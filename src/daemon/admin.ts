@@ -2,7 +2,7 @@ import { z } from 'zod';
 import type { ClientRow } from '../db/store/clients.js';
 import * as connectionStore from '../db/store/connections.js';
 import { NotFoundError } from '../errors.js';
-import { PLATFORM_IDS, PLATFORMS, type PlatformId } from '../providers/catalog.js';
+import { PLATFORM_IDS, PLATFORMS, type PlatformId, parsePlatform } from '../providers/catalog.js';
 import { addApp, listApps, parseAppFields } from '../services/apps.js';
 import type { Actor } from '../services/audit.js';
 import {
@@ -295,15 +295,15 @@ function forbid(message: string): never {
 /** The path's platform (`google_ads` or `google-ads`); an unknown one is a path that does not exist. */
 function platformParam(params: Record<string, string>): PlatformId {
   const value = params.platform ?? '';
-  const normalized = value.trim().toLowerCase().replace(/-/g, '_');
-  if (!(PLATFORM_IDS as readonly string[]).includes(normalized)) {
+  try {
+    return parsePlatform(value);
+  } catch {
     throw new ApiError(
       404,
       'not_found',
       `unknown platform "${value}" (platforms: ${PLATFORM_IDS.join(', ')})`,
     );
   }
-  return normalized as PlatformId;
 }
 
 function needPlatform(client: ClientRow, platform: PlatformId, what: string): void {

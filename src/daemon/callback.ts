@@ -3,6 +3,7 @@ import { CredvaultError, InvalidInputError, ReauthRequiredError } from '../error
 import { isPlatformId, PLATFORMS } from '../providers/catalog.js';
 import { chooseRequested, completeAuthorization } from '../services/connect.js';
 import type { ServiceContext } from '../services/context.js';
+import { htmlPage } from '../util/html.js';
 import { connectionRef } from '../views.js';
 import { coversPlatform, roleAllows } from './admin.js';
 
@@ -18,26 +19,8 @@ export interface CallbackPage {
   html: string;
 }
 
-function escapeHtml(text: string): string {
-  return text.replace(
-    /[&<>"']/g,
-    (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!,
-  );
-}
-
 function page(status: number, title: string, lines: string[]): CallbackPage {
-  const body = lines.map((line) => `<p>${escapeHtml(line)}</p>`).join('\n');
-  return {
-    status,
-    html: `<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="robots" content="noindex">
-<title>credvault: ${escapeHtml(title)}</title>
-<style>body{font:16px/1.5 system-ui,sans-serif;max-width:36rem;margin:4rem auto;padding:0 1rem;color:#222}h1{font-size:1.3rem}</style>
-</head><body><h1>${escapeHtml(title)}</h1>
-${body}
-</body></html>
-`,
-  };
+  return { status, html: htmlPage(title, lines) };
 }
 
 export async function callbackPage(

@@ -8,6 +8,7 @@ import { resolveConnection } from '../services/connections.js';
 import type { ServiceContext } from '../services/context.js';
 import { openToken } from '../services/grants.js';
 import { freshGrant } from '../services/tokens.js';
+import { HTML_PAGE_HEADERS } from '../util/html.js';
 import { isLoopbackHost } from '../util/net.js';
 import { connectionJson } from '../views.js';
 import { ApiError, inScope, matchCallback, matchRoute, openApiDocument, runRoute } from './admin.js';
@@ -291,15 +292,7 @@ export function createTokenServer(deps: ServerDeps): Server {
       userAgent: req.headers['user-agent']?.slice(0, 200) ?? null,
     };
     const page = await callbackPage(ctx.withActor(actor), platform, url.searchParams);
-    res.writeHead(page.status, {
-      'content-type': 'text/html; charset=utf-8',
-      'content-length': Buffer.byteLength(page.html),
-      'cache-control': 'no-store',
-      'x-content-type-options': 'nosniff',
-      // The URL carried an authorization code: never pass it on, never let the page load anything.
-      'referrer-policy': 'no-referrer',
-      'content-security-policy': "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
-    });
+    res.writeHead(page.status, { ...HTML_PAGE_HEADERS, 'content-length': Buffer.byteLength(page.html) });
     res.end(page.html);
   }
 

@@ -2,6 +2,7 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { InvalidInputError, ReauthRequiredError } from '../errors.js';
+import { HTML_PAGE_HEADERS, htmlPage } from '../util/html.js';
 import { isLoopbackHost } from '../util/net.js';
 
 /**
@@ -48,7 +49,7 @@ export function loopbackTarget(redirectUri: string, anyPort: boolean): LoopbackT
 }
 
 function page(title: string, body: string): string {
-  return `<!doctype html><html><head><meta charset="utf-8"><title>${title}</title></head><body style="font-family:sans-serif;max-width:36em;margin:4em auto"><h1>${title}</h1><p>${body}</p></body></html>`;
+  return htmlPage(title, body ? [body] : []);
 }
 
 function digest(value: string): Buffer {
@@ -74,13 +75,7 @@ export async function startCallbackServer(
   let done = false;
 
   const answer = (res: ServerResponse, status: number, html: string) => {
-    res.writeHead(status, {
-      'content-type': 'text/html; charset=utf-8',
-      'cache-control': 'no-store',
-      'referrer-policy': 'no-referrer',
-      'x-content-type-options': 'nosniff',
-      connection: 'close',
-    });
+    res.writeHead(status, { ...HTML_PAGE_HEADERS, connection: 'close' });
     res.end(html);
   };
 
