@@ -74,7 +74,7 @@ export function resolveConfig(flags: GlobalFlags, env: NodeJS.ProcessEnv): Confi
   };
 }
 
-const DURATION = /^(\d+)(ms|s|m|h|d)$/;
+export const DURATION = /^(\d+)(ms|s|m|h|d)$/;
 const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
 
 /** `90s`, `30m`, `12h`, `7d` (and `250ms`) → milliseconds. */

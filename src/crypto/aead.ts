@@ -19,7 +19,6 @@ function freshNonce(): Buffer {
     poolOffset = 0;
   }
   const nonce = Buffer.from(NONCE_POOL.subarray(poolOffset, poolOffset + NONCE_BYTES));
-  NONCE_POOL.fill(0, poolOffset, poolOffset + NONCE_BYTES);
   poolOffset += NONCE_BYTES;
   return nonce;
 }

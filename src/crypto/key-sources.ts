@@ -15,6 +15,20 @@ export type KeyLocation =
   | { kind: 'file'; path: string; variable: string }
   | { kind: 'none'; homeKeyPath: string };
 
+/**
+ * Every variable that opens the vault (its key, or the KMS credentials that unwrap it) or reaches its
+ * database: none of them may reach a program credvault runs (`exec`).
+ */
+export const VAULT_SECRET_VARIABLES = [
+  'CREDENTIAL_MASTER_KEY',
+  'CREDENTIAL_MASTER_KEY_FILE',
+  'CREDENTIAL_KMS_URI',
+  'CREDENTIALS_DIRECTORY',
+  'VAULT_TOKEN',
+  'GOOGLE_OAUTH_ACCESS_TOKEN',
+  'DATABASE_URL',
+] as const;
+
 export function homeKeyPath(home: string): string {
   return join(home, 'master.key');
 }

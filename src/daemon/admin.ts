@@ -1,11 +1,13 @@
 import { z } from 'zod';
+import { DURATION } from '../config.js';
 import type { ClientRow } from '../db/store/clients.js';
 import * as connectionStore from '../db/store/connections.js';
 import { NotFoundError } from '../errors.js';
 import { PLATFORM_IDS, PLATFORMS, type PlatformId, parsePlatform } from '../providers/catalog.js';
-import { addApp, listApps, parseAppFields } from '../services/apps.js';
+import { APP_LABEL, addApp, listApps, parseAppFields } from '../services/apps.js';
 import type { Actor } from '../services/audit.js';
 import {
+  CLIENT_NAME,
   clientJson,
   createClient,
   listClients,
@@ -14,7 +16,12 @@ import {
   revokeClient,
 } from '../services/clients.js';
 import { startAuthorization } from '../services/connect.js';
-import { normalizeAccountId, resolveConnection } from '../services/connections.js';
+import {
+  CONNECTION_NAME,
+  normalizeAccountId,
+  parseConnectionName,
+  resolveConnection,
+} from '../services/connections.js';
 import type { ServiceContext } from '../services/context.js';
 import { listPlatforms } from '../services/platforms.js';
 import { revokeConnection } from '../services/revoke.js';
@@ -84,18 +91,14 @@ const PlatformOut = z
 
 const AppIn = z
   .strictObject({
-    label: z
-      .string()
-      .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/, 'letters, digits, ".", "_" and "-" (at most 63)'),
+    label: z.string().regex(APP_LABEL, 'letters, digits, ".", "_" and "-" (at most 63)'),
     client_id: Text(512),
     client_secret: Text(4096).optional().describe('Write-only: stored encrypted, never returned'),
     redirect_uri: Url.optional(),
     scopes: z.array(Text(512)).min(1).max(32).optional(),
     developer_token: Text(4096).optional().describe('Write-only: stored encrypted, never returned'),
-    login_customer_id: z
-      .string()
-      .regex(/^\d{3}-?\d{3}-?\d{4}$/, '10 digits')
-      .optional(),
+    // Its form (10 digits, dashes allowed) is checked by parseAppFields, as for the CLI.
+    login_customer_id: Text(32).optional(),
     user_agent: Text(256).optional(),
     api_version: Text(32).optional(),
     authorize_url: Url.optional(),
@@ -158,7 +161,7 @@ const StartIn = z
       .describe('Ad account ids to connect when the callback comes back, or "all"'),
     name: z
       .string()
-      .regex(/^[A-Za-z][A-Za-z0-9._-]{0,62}$/, 'a letter, then letters, digits, ".", "_" and "-"')
+      .regex(CONNECTION_NAME, 'a letter, then letters, digits, ".", "_" and "-"')
       .optional()
       .describe('A name for the connection (one account only)'),
   })
@@ -227,15 +230,12 @@ const ClientOut = z
 
 const ClientIn = z
   .strictObject({
-    name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/, 'letters, digits, ".", "_" and "-"'),
+    name: z.string().regex(CLIENT_NAME, 'letters, digits, ".", "_" and "-"'),
     role: z.enum(ROLES).default('reader'),
     connections: z.array(Text(128)).max(1000).optional(),
     platforms: z.array(Platform).max(4).optional(),
     all: z.boolean().optional(),
-    expires_in: z
-      .string()
-      .regex(/^\d+(s|m|h|d)$/, 'a duration such as 90s, 30m, 12h or 7d')
-      .optional(),
+    expires_in: z.string().regex(DURATION, 'a duration such as 90s, 30m, 12h or 7d').optional(),
   })
   .register(SCHEMAS, { id: 'ClientInput' });
 
@@ -249,7 +249,7 @@ const CreatedClientOut = z
   })
   .register(SCHEMAS, { id: 'CreatedClient' });
 
-export const ErrorOut = z
+const ErrorOut = z
   .object({ error: z.object({ code: z.string(), message: z.string() }) })
   .register(SCHEMAS, { id: 'Error' });
 
@@ -310,6 +310,11 @@ function needPlatform(client: ClientRow, platform: PlatformId, what: string): vo
   if (!coversPlatform(client, platform)) {
     forbid(`client ${client.name} is not scoped to all of ${platform}, which ${what} needs`);
   }
+}
+
+/** Clients reach every connection: only a client scoped to everything manages them. */
+function needAll(client: ClientRow): void {
+  if (!client.scope.all) forbid(`client ${client.name} is not scoped to everything, which clients need`);
 }
 
 /** A connection of the path's platform that the client may act on; others are "not found" or refused. */
@@ -394,7 +399,8 @@ export const ROUTES: Route[] = [
         : request.accounts;
       return startAuthorization(ctx, platform, request.app ?? null, null, {
         ...(accounts ? { accounts } : {}),
-        name: request.name ?? null,
+        // The CLI's rule (a name must not look like an id either), not only the schema's pattern.
+        name: request.name ? parseConnectionName(request.name) : null,
         startedBy: { clientId: client.id, clientName: client.name },
       });
     },
@@ -468,7 +474,7 @@ export const ROUTES: Route[] = [
     status: 200,
     response: z.array(ClientOut),
     handle: async ({ ctx, client }) => {
-      if (!client.scope.all) forbid(`client ${client.name} is not scoped to everything, which clients need`);
+      needAll(client);
       return (await listClients(ctx)).map(clientJson);
     },
   },
@@ -482,7 +488,7 @@ export const ROUTES: Route[] = [
     status: 201,
     response: CreatedClientOut,
     handle: async ({ ctx, client, body }) => {
-      if (!client.scope.all) forbid(`client ${client.name} is not scoped to everything, which clients need`);
+      needAll(client);
       const input = body as z.infer<typeof ClientIn>;
       const created = await createClient(ctx, {
         name: input.name,
@@ -510,7 +516,7 @@ export const ROUTES: Route[] = [
     status: 200,
     response: ClientOut,
     handle: async ({ ctx, client, params }) => {
-      if (!client.scope.all) forbid(`client ${client.name} is not scoped to everything, which clients need`);
+      needAll(client);
       return clientJson(await revokeClient(ctx, params.name ?? ''));
     },
   },
@@ -662,7 +668,7 @@ function errorResponses(codes: string[]): Record<string, unknown> {
       code,
       {
         description: ERROR_STATUSES[code],
-        content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } },
+        content: { 'application/json': { schema: ref(ErrorOut) } },
       },
     ]),
   );

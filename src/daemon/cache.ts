@@ -3,6 +3,7 @@ import type { Db } from '../db/client.js';
 import type { ClientRow } from '../db/store/clients.js';
 import type { ConnectionRow } from '../db/store/connections.js';
 import * as daemonStore from '../db/store/daemon.js';
+import { isLiveClient } from '../services/clients.js';
 
 /**
  * The daemon's memory: resolved connection refs, decrypted access tokens, authenticated clients.
@@ -120,7 +121,7 @@ export class DaemonCache {
     const clientRows = new Map(clients.map((row) => [row.id, row]));
     for (const [hash, hit] of this.#clients) {
       const row = clientRows.get(hit.client.id);
-      if (!row || row.revokedAt || (row.expiresAt && row.expiresAt.getTime() <= Date.now())) {
+      if (!row || !isLiveClient(row)) {
         this.#clients.delete(hash);
         dropped += 1;
       }

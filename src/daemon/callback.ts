@@ -1,6 +1,7 @@
 import * as clientStore from '../db/store/clients.js';
 import { CredvaultError, InvalidInputError, ReauthRequiredError } from '../errors.js';
 import { isPlatformId, PLATFORMS } from '../providers/catalog.js';
+import { isLiveClient } from '../services/clients.js';
 import { chooseRequested, completeAuthorization } from '../services/connect.js';
 import type { ServiceContext } from '../services/context.js';
 import { htmlPage } from '../util/html.js';
@@ -52,8 +53,7 @@ export async function callbackPage(
           );
         }
         const [client] = await clientStore.getMany(ctx.db, [started.clientId]);
-        const live =
-          client && !client.revokedAt && !(client.expiresAt && client.expiresAt.getTime() <= Date.now());
+        const live = client && isLiveClient(client);
         if (!live || !roleAllows(client, 'operator') || !coversPlatform(client, statePlatform)) {
           throw new ReauthRequiredError(
             `the client that started this authorization (${started.clientName}) may no longer connect ${PLATFORMS[statePlatform].displayName} accounts; nothing was stored`,

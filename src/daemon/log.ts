@@ -38,11 +38,19 @@ export function createLogger(
       { level, base: { pid: process.pid }, redact: { paths: REDACT_PATHS, censor: '[redacted]' } },
       stream,
     );
+    // Field values (an error's message, say) are scrubbed like the message itself, as on a terminal.
+    const scrub = (fields?: Record<string, unknown>) =>
+      Object.fromEntries(
+        Object.entries(fields ?? {}).map(([key, value]) => [
+          key,
+          typeof value === 'string' ? redact(value) : value,
+        ]),
+      );
     return {
-      info: (message, fields) => logger.info(fields ?? {}, redact(message)),
-      warn: (message, fields) => logger.warn(fields ?? {}, redact(message)),
-      error: (message, fields) => logger.error(fields ?? {}, redact(message)),
-      debug: (message, fields) => logger.debug(fields ?? {}, redact(message)),
+      info: (message, fields) => logger.info(scrub(fields), redact(message)),
+      warn: (message, fields) => logger.warn(scrub(fields), redact(message)),
+      error: (message, fields) => logger.error(scrub(fields), redact(message)),
+      debug: (message, fields) => logger.debug(scrub(fields), redact(message)),
       flush: () => logger.flush(),
     };
   }

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { chmodSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import type { Server } from 'node:http';
 import { dirname, join } from 'node:path';
 import { databaseLabel } from '../cli/fast-token.js';
@@ -54,6 +54,15 @@ function listen(server: Server, options: DaemonOptions): Promise<void> {
   });
 }
 
+/** The pid recorded in a run file, if it is there and readable. */
+function runFileOwner(path: string): number | null {
+  try {
+    return (JSON.parse(readFileSync(path, 'utf8')) as { pid?: number }).pid ?? null;
+  } catch {
+    return null;
+  }
+}
+
 export async function runDaemon(
   config: Config,
   options: DaemonOptions,
@@ -96,7 +105,8 @@ export async function runDaemon(
     await unlisten?.().catch(() => {});
     await database.close().catch(() => {});
     await embedded?.close().catch(() => {});
-    rmSync(runFile, { force: true });
+    // Only this daemon's: another one serving the same home keeps its fast path.
+    if (runFileOwner(runFile) === process.pid) rmSync(runFile, { force: true });
   };
 
   try {
@@ -104,7 +114,9 @@ export async function runDaemon(
     // The key must open this vault before the daemon says it is ready.
     await ctx.vaultDataKeyId();
 
-    if (database.listen) {
+    // On the embedded database nobody else can notify (every process comes through this daemon's
+    // socket, and notifications do not cross it): the cache is checked every second instead.
+    if (database.listen && !database.shared) {
       unlisten = await database.listen(CHANGES_CHANNEL, (payload) => cache.invalidate(payload));
     }
     const health = async (): Promise<Health> => {
@@ -143,7 +155,7 @@ export async function runDaemon(
           void cache
             .revalidate(ctx.db)
             .catch((e) => log.warn('cache check failed', { error: (e as Error).message })),
-        database.listen && !database.shared ? 30_000 : 1_000,
+        unlisten ? 30_000 : 1_000,
       ),
     );
     timers.push(setInterval(() => void refreshGauges(ctx, metrics, log).catch(() => {}), 15_000));

@@ -4,6 +4,7 @@ import * as tokenStore from '../db/store/tokens.js';
 import { PLATFORM_IDS, PLATFORMS } from '../providers/catalog.js';
 import type { ServiceContext } from '../services/context.js';
 import { leaseMs, type RefreshOutcome, refreshClaimed, refreshOwner } from '../services/tokens.js';
+import { redact } from '../util/redact.js';
 import type { Logger } from './log.js';
 import type { DaemonMetrics } from './metrics.js';
 import type { DaemonOptions } from './options.js';
@@ -92,7 +93,8 @@ export class RefreshScheduler {
         delay = await this.#untilNextDue();
         this.lastError = null;
       } catch (error) {
-        this.lastError = (error as Error).message;
+        // Shown by /healthz, which needs no token: scrubbed like a log line.
+        this.lastError = redact((error as Error).message);
         this.#log.error('refresh sweep failed', { error: this.lastError });
         delay = Math.min(delay, 10_000);
       }
@@ -151,7 +153,8 @@ export class RefreshScheduler {
       }
       this.#metrics.refreshes.inc({ platform: grant.platform, outcome });
       if (outcome === 'rate_limited') {
-        // Per-platform pacing: the next claims for this platform wait a minute (or what it asked).
+        // Per-platform pacing: the next claims for this platform wait a minute (a Retry-After the
+        // platform sent is honoured by the token service's own backoff for that grant).
         this.#pausedUntil.set(grant.platform, Date.now() + 60_000);
         this.#log.warn(`${grant.platform} is rate limiting refreshes; pausing it for a minute`);
       } else if (outcome !== 'success' && outcome !== 'skipped') {

@@ -3,7 +3,7 @@ import type { ClientRow } from '../db/store/clients.js';
 import type { ConnectionRow } from '../db/store/connections.js';
 import * as connectionStore from '../db/store/connections.js';
 import { CredvaultError, NotFoundError, UnavailableError } from '../errors.js';
-import { authenticateClient, hashClientToken, sameHash } from '../services/clients.js';
+import { authenticateClient, hashClientToken, isLiveClient, sameHash } from '../services/clients.js';
 import { resolveConnection } from '../services/connections.js';
 import type { ServiceContext } from '../services/context.js';
 import { openToken } from '../services/grants.js';
@@ -179,7 +179,7 @@ export function createTokenServer(deps: ServerDeps): Server {
       client = await authenticateClient(ctx.db, token);
       if (client) cache.rememberClient(hash, client);
     }
-    if (!client || client.revokedAt || (client.expiresAt && client.expiresAt.getTime() <= Date.now())) {
+    if (!client || !isLiveClient(client)) {
       throw new HttpError(401, 'unauthorized', 'the client token is unknown, revoked or expired', {
         'www-authenticate': 'Bearer error="invalid_token"',
       });

@@ -64,7 +64,7 @@ export interface AppFields {
   apiBaseUrl?: string | null;
 }
 
-const LABEL = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
+export const APP_LABEL = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 
 function text(value: unknown, field: string): string | undefined {
   if (value === undefined || value === null) return undefined;
@@ -141,7 +141,7 @@ export function parseAppFields(raw: RawAppFields): AppFields {
   const fields: AppFields = {};
   const label = text(raw.label, 'label');
   if (label !== undefined) {
-    if (!LABEL.test(label) || isUuid(label)) {
+    if (!APP_LABEL.test(label) || isUuid(label)) {
       throw new InvalidInputError(
         `label "${label}" must start with a letter or digit and use only letters, digits, ".", "_" and "-" (at most 63)`,
       );

@@ -69,7 +69,7 @@ export function rowHash(row: Hashable): string {
   return createHash('sha256').update(material).digest('hex');
 }
 
-/** Appends entries to the chain inside the caller's transaction. */
+/** Where the hash chain ends: the last row's id and hash, and how many rows it holds. */
 export interface AuditHead {
   lastId: number;
   lastHash: string;
@@ -116,8 +116,12 @@ export async function recordAudit(
   const list = Array.isArray(entries) ? entries : [entries];
   if (list.length === 0) return null;
   for (const entry of list) assertNoSecret(entry.detail, entry.action);
-  const { rows, head } = chain(await store.lockHead(db), actor, list, new Date(now.getTime()));
-  await store.insertRows(db, rows, head);
+  const locked = await store.lockHead(db);
+  const { rows, head } = chain(locked, actor, list, now);
+  // The head is locked: it is still what was read, and the append cannot miss it.
+  if ((await store.appendIfHead(db, rows, locked, head)) === null) {
+    throw new Error('the audit chain head moved while it was locked');
+  }
   return head;
 }
 

@@ -4,7 +4,6 @@ import type { ConnectionRow } from '../db/store/connections.js';
 import { CredvaultError, InvalidInputError, NotFoundError } from '../errors.js';
 import type { PlatformId } from '../providers/catalog.js';
 import { ProviderError } from '../providers/errors.js';
-import { parseAmount } from '../providers/money.js';
 import { campaignOpsFor } from '../providers/registry.js';
 import type { BudgetChangeResult, Campaign, CampaignTarget, ProviderApp } from '../providers/types.js';
 import { connectionRef } from '../views.js';
@@ -92,9 +91,8 @@ export async function getCampaign(
 
 export interface BudgetRequest {
   campaignId: string;
-  /** Micros, or an amount as typed in the account's currency (`amount`). */
-  dailyBudgetMicros?: bigint;
-  amount?: string;
+  /** The new daily budget in micros of the account's currency. */
+  dailyBudgetMicros: bigint;
   validateOnly: boolean;
   allowShared?: boolean;
 }
@@ -125,43 +123,29 @@ export async function setCampaignBudget(
       }),
     );
   let result: BudgetChangeResult;
-  let requested = request.dailyBudgetMicros;
   try {
     result = await onConnection(
       ctx,
       connection,
       request.validateOnly ? 'campaigns set-budget --validate-only' : 'campaigns set-budget',
-      async (app, token, target, signal) => {
-        let micros = request.dailyBudgetMicros;
-        if (micros === undefined) {
-          // An amount as typed needs the currency: the campaign's, which the platform says.
-          const current = (await ops.list(app, token, target, { signal })).find((c) => c.id === campaignId);
-          const currency = current?.currency ?? target.currency;
-          if (!currency)
-            throw new InvalidInputError(
-              `the currency of ${connectionRef(connection)} is not known; give micros`,
-            );
-          micros = parseAmount(request.amount ?? '', currency);
-          requested = micros;
-        }
-        return ops.setDailyBudget(
+      async (app, token, target, signal) =>
+        ops.setDailyBudget(
           app,
           token,
           target,
           {
             campaignId,
-            dailyBudgetMicros: micros,
+            dailyBudgetMicros: request.dailyBudgetMicros,
             validateOnly: request.validateOnly,
             allowShared: request.allowShared === true,
           },
           { signal },
-        );
-      },
+        ),
     );
   } catch (error) {
     const code = error instanceof CredvaultError ? error.code : 'internal';
     await audit('failure', {
-      requested_micros: requested?.toString() ?? null,
+      requested_micros: request.dailyBudgetMicros.toString(),
       error: code,
       message: error instanceof Error ? error.message.slice(0, 300) : null,
     }).catch(() => {});

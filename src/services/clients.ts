@@ -44,7 +44,7 @@ export function parseRole(value: string): Role {
   throw new InvalidInputError(`unknown role "${value}"`, { hint: `Roles: ${ROLES.join(', ')}.` });
 }
 
-const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
+export const CLIENT_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 
 export interface CreateClientInput {
   name: string;
@@ -61,7 +61,7 @@ export interface CreatedClient {
 }
 
 export async function createClient(ctx: ServiceContext, input: CreateClientInput): Promise<CreatedClient> {
-  if (!NAME.test(input.name)) {
+  if (!CLIENT_NAME.test(input.name)) {
     throw new InvalidInputError(
       `client name "${input.name}" must start with a letter or digit and use only letters, digits, ".", "_" and "-"`,
     );
@@ -142,13 +142,21 @@ export async function revokeClient(ctx: ServiceContext, name: string): Promise<C
   });
 }
 
+/** Whether a client may still be used: not revoked, not expired. */
+export function isLiveClient(
+  client: { revokedAt: Date | null; expiresAt: Date | null },
+  now = Date.now(),
+): boolean {
+  return !client.revokedAt && !(client.expiresAt && client.expiresAt.getTime() <= now);
+}
+
 /** The client a token belongs to, if it is live (not revoked, not expired). */
 export async function authenticateClient(db: Db, token: string, now = Date.now()): Promise<ClientRow | null> {
   if (!looksLikeClientToken(token)) return null;
   const hash = hashClientToken(token);
   const client = await store.getByTokenHash(db, hash);
   if (!client || !sameHash(client.tokenHash, hash)) return null;
-  if (client.revokedAt || (client.expiresAt && client.expiresAt.getTime() <= now)) return null;
+  if (!isLiveClient(client, now)) return null;
   return client;
 }
 

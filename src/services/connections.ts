@@ -66,12 +66,12 @@ export function parseStatus(value: string): ConnectionStatus {
   });
 }
 
-const NAME = /^[A-Za-z][A-Za-z0-9._-]{0,62}$/;
+export const CONNECTION_NAME = /^[A-Za-z][A-Za-z0-9._-]{0,62}$/;
 
 /** Names are refs too: they must not look like an id or a `platform:account` ref. */
 export function parseConnectionName(name: string): string {
   const trimmed = name.trim();
-  if (!NAME.test(trimmed) || isUuid(trimmed)) {
+  if (!CONNECTION_NAME.test(trimmed) || isUuid(trimmed)) {
     throw new InvalidInputError(
       `connection name "${name}" must start with a letter and use only letters, digits, ".", "_" and "-" (at most 63)`,
     );

@@ -6,6 +6,7 @@ import type { KeySource } from '../crypto/key-source.js';
 import { noKeyError, resolveKeySource } from '../crypto/key-sources.js';
 import { type Database, type Db, openDatabase } from '../db/client.js';
 import * as dataKeys from '../db/store/data-keys.js';
+import { setRequestTimeout } from '../providers/http.js';
 import type { Actor } from './audit.js';
 
 /**
@@ -114,6 +115,8 @@ export class ServiceContext {
 }
 
 export async function openContext(config: Config, actor?: Actor): Promise<ServiceContext> {
+  // The process's deadline for each platform API request (one setting per process, as the env is).
+  setRequestTimeout(config.httpTimeoutMs);
   const database = await openDatabase({
     url: config.databaseUrl,
     home: config.home,

@@ -165,7 +165,8 @@ export function parseEnvText(text: string, source: string): Map<string, string> 
     if (stray !== -1) {
       const line = lineOf(text, cursor) + stray;
       throw new InvalidInputError(
-        `${source} line ${line} is not an assignment (NAME=value): "${gap.split('\n')[stray]!.trim().slice(0, 40)}"`,
+        // Only the name it starts with: the rest of a broken line may well be a secret.
+        `${source} line ${line} is not an assignment (NAME=value): it starts "${/^[\w.-]{0,40}/.exec(gap.split('\n')[stray]!.trim())![0]}"`,
         {
           hint: 'Fix or remove that line; nothing was imported.',
         },

@@ -6,7 +6,6 @@ import {
   UnavailableError,
 } from '../errors.js';
 import { ProviderError, type ProviderFailure } from '../providers/errors.js';
-import { setRequestTimeout } from '../providers/http.js';
 
 /**
  * Runs a platform call with a deadline (CREDVAULT_HTTP_TIMEOUT); the signal aborts the request when it
@@ -18,7 +17,6 @@ export async function withDeadline<T>(
   fn: (signal: AbortSignal) => Promise<T>,
   requests = 1,
 ): Promise<T> {
-  setRequestTimeout(ctx.config.httpTimeoutMs);
   return fn(AbortSignal.timeout(ctx.config.httpTimeoutMs * requests));
 }
 

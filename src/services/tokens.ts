@@ -83,11 +83,9 @@ function isFresh(
   return grant.accessTokenExpiresAt.getTime() - Date.now() > minTtlMs;
 }
 
-const describeConnection = connectionRef;
-
 /** Refuses connections that need a person before any token can be had. */
 function assertUsable(connection: ConnectionRow): string {
-  const ref = describeConnection(connection);
+  const ref = connectionRef(connection);
   if (connection.status === 'revoked' || !connection.tokenId) {
     throw new ReauthRequiredError(`connection ${ref} was revoked`, {
       hint: `Connect it again with \`credvault connect ${connection.platform}\`.`,
@@ -106,8 +104,8 @@ function assertUsable(connection: ConnectionRow): string {
 function recordedFailure(grant: GrantRow, connection: ConnectionRow): CredvaultError {
   const until = grant.cooldownUntil!;
   const retryAfter = Math.max(1, Math.ceil((until.getTime() - Date.now()) / 1000));
-  const message = `the last refresh of ${describeConnection(connection)} failed at ${grant.lastErrorAt?.toISOString() ?? 'an unknown time'} (${grant.lastErrorMessage ?? 'no detail'}); not calling the platform again before ${until.toISOString()}`;
-  const hint = `Wait ${retryAfter}s, or force a refresh with \`credvault connections refresh ${describeConnection(connection)} --force\`.`;
+  const message = `the last refresh of ${connectionRef(connection)} failed at ${grant.lastErrorAt?.toISOString() ?? 'an unknown time'} (${grant.lastErrorMessage ?? 'no detail'}); not calling the platform again before ${until.toISOString()}`;
+  const hint = `Wait ${retryAfter}s, or force a refresh with \`credvault connections refresh ${connectionRef(connection)} --force\`.`;
   return errorForKind((grant.lastErrorCode as ProviderFailure | null) ?? 'transient', message, {
     retryAfter,
     hint,
@@ -129,13 +127,13 @@ export async function freshGrant(
   const grantId = assertUsable(connection);
   const minTtlMs = request.minTtlSeconds * 1000;
   const grant = await tokenStore.get(ctx.db, grantId);
-  if (!grant) throw new ReauthRequiredError(`connection ${describeConnection(connection)} has no tokens`);
+  if (!grant) throw new ReauthRequiredError(`connection ${connectionRef(connection)} has no tokens`);
   if (!request.forceRefresh && isFresh(grant, minTtlMs)) return { grant, refreshed: false };
   if (connection.status === 'error' && !request.bypassCooldown) {
     throw new ReauthRequiredError(
-      `connection ${describeConnection(connection)} failed to refresh ${connection.consecutiveFailures} times in a row (last: ${connection.statusMessage ?? 'unknown'})`,
+      `connection ${connectionRef(connection)} failed to refresh ${connection.consecutiveFailures} times in a row (last: ${connection.statusMessage ?? 'unknown'})`,
       {
-        hint: `Try \`credvault connections refresh ${describeConnection(connection)} --force\`, or connect it again.`,
+        hint: `Try \`credvault connections refresh ${connectionRef(connection)} --force\`, or connect it again.`,
       },
     );
   }
@@ -153,7 +151,7 @@ export async function getValidAccessToken(
   return ctx.transaction(async (tx) => {
     const accessToken = await openToken(ctx, served, 'access');
     if (!accessToken)
-      throw new ReauthRequiredError(`connection ${describeConnection(connection)} has no access token`);
+      throw new ReauthRequiredError(`connection ${connectionRef(connection)} has no access token`);
     // Fail closed: no audit row, no token.
     await recordAudit(tx, ctx.actor, {
       action: 'token.serve',
@@ -222,8 +220,7 @@ async function refreshLoop(
   let forced = request.forceRefresh === true;
   for (;;) {
     const row = await tokenStore.get(ctx.db, grantId);
-    if (!row)
-      throw new ReauthRequiredError(`connection ${describeConnection(connection)} was revoked meanwhile`);
+    if (!row) throw new ReauthRequiredError(`connection ${connectionRef(connection)} was revoked meanwhile`);
     if (!forced && isFresh(row, minTtlMs)) return row;
     if (!request.bypassCooldown && row.cooldownUntil && row.cooldownUntil.getTime() > Date.now()) {
       throw recordedFailure(row, connection);
@@ -232,7 +229,7 @@ async function refreshLoop(
     if (!leased) {
       if (Date.now() > giveUpAt) {
         throw new UnavailableError(
-          `another process has held the refresh of ${describeConnection(connection)} for too long`,
+          `another process has held the refresh of ${connectionRef(connection)} for too long`,
           { retryAfter: 5 },
         );
       }
@@ -327,7 +324,7 @@ async function refreshWithLease(
   } catch (error) {
     await recordRefreshFailure(ctx, grant, owner, error, attempts, unanswered);
     throw error instanceof ProviderError
-      ? providerFailure(error, `refreshing ${describeConnection(connection)} failed`)
+      ? providerFailure(error, `refreshing ${connectionRef(connection)} failed`)
       : error;
   }
   return storeRefreshed(

@@ -605,6 +605,13 @@ describe('connecting through the daemon', () => {
     const viaHttp = await daemon.get('/v1/connections/hot-conn/token', { token: tokens.reader! });
     expect(viaHttp.status).toBe(200);
     expect(viaHttp.json<{ access_token: string }>().access_token).toBe(viaCli.stdout.trim());
+    // The daemon itself refreshes through the new app (its client secret, read at once): a minimum
+    // lifetime no token has makes it go to the platform.
+    const refreshesBefore = google.refreshCount;
+    const fresh = await daemon.get('/v1/connections/hot-conn/token?min_ttl=86400', { token: tokens.reader! });
+    expect(fresh.status, fresh.body).toBe(200);
+    expect(google.refreshCount).toBe(refreshesBefore + 1);
+    expect(google.accessTokens.has(fresh.json<{ access_token: string }>().access_token)).toBe(true);
   });
 });
 

@@ -151,6 +151,39 @@ describe('the token endpoint', () => {
     expect(served.every((r) => r.client_address !== null)).toBe(true);
   });
 
+  it('stops serving at once what another process revoked while it was held in memory', async () => {
+    const { v, adopt } = await setup();
+    await adopt('987', 'acct-a');
+    const reader = await client(v, ['reader', '--all']);
+    const other = await client(v, ['other', '--all']);
+    const daemon = await startDaemon(v);
+    cleanups.push(() => daemon.stop());
+    // Cached now: the client, the connection and its decrypted token.
+    expect((await daemon.get('/v1/connections/acct-a/token', { token: reader })).status).toBe(200);
+    expect((await daemon.get('/v1/connections/acct-a/token', { token: other })).status).toBe(200);
+    const until = async (check: () => Promise<boolean>) => {
+      const deadline = Date.now() + 5_000;
+      while (!(await check())) {
+        if (Date.now() > deadline) return false;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      return true;
+    };
+    expect((await v.cli(['clients', 'revoke', 'reader'])).code).toBe(0);
+    expect(
+      await until(
+        async () => (await daemon.get('/v1/connections/acct-a/token', { token: reader })).status === 401,
+      ),
+    ).toBe(true);
+    const revoked = await v.cli(['connections', 'revoke', 'acct-a']);
+    expect(revoked.code, revoked.stderr).toBe(0);
+    expect(
+      await until(
+        async () => (await daemon.get('/v1/connections/acct-a/token', { token: other })).status === 409,
+      ),
+    ).toBe(true);
+  });
+
   it('keeps one unbroken audit chain while it serves in bursts and other processes write beside it', async () => {
     const { v, adopt } = await setup();
     await adopt('987', 'acct-a');

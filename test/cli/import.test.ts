@@ -308,9 +308,10 @@ describe('import env', () => {
   it('reports a broken line by its number and writes nothing', async () => {
     const v = await vault();
     const file = join(v.root, '.env');
+    const secret = fakeSecret('s');
     writeFileSync(
       file,
-      `GOOGLE_ADS_CLIENT_ID=abc.apps.googleusercontent.com\n# a comment\nGOOGLE_ADS_CLIENT_SECRET ${fakeSecret('s')}\nGOOGLE_ADS_REFRESH_TOKEN=${fakeSecret('r')}\n`,
+      `GOOGLE_ADS_CLIENT_ID=abc.apps.googleusercontent.com\n# a comment\nGOOGLE_ADS_CLIENT_SECRET ${secret}\nGOOGLE_ADS_REFRESH_TOKEN=${fakeSecret('r')}\n`,
     );
     const before = await v.dump();
     const result = await v.cli(['import', 'env', '--file', file]);
@@ -319,6 +320,7 @@ describe('import env', () => {
     expect(result.stderr).toContain('nothing was imported');
     // The secret on the broken line is not echoed back.
     expect(result.stderr).not.toMatch(/s-[0-9a-f]{24}/);
+    expect(result.stderr).not.toContain(secret.slice(0, 6));
     expect(await v.dump()).toBe(before);
   });
 

@@ -63,7 +63,8 @@ ${body}
 }
 // Closed means closed: the database opens again at once, in this same process (no lock left behind).
 const again = await openVault({ home: ${JSON.stringify(vault.home)}, databaseUrl: ${JSON.stringify(vault.databaseUrl ?? undefined)}, env: { CREDVAULT_LOCK_TIMEOUT: '0' } });
-out.reopened = vault.capabilities('reddit_ads').validate_only;
+// A call that reads the database through the reopened vault.
+out.reopened = (await again.getValidAccessToken('google_ads:1234567890', { minTtl: 0 })).platform;
 await again.close();
 process.stdout.write(JSON.stringify(out, (k, v) => (typeof v === 'bigint' ? \`\${v}n\` : v)));
 `,
@@ -133,7 +134,7 @@ out.googleCaps = vault.provider('google_ads').capabilities;`,
     expect(out.second).toMatchObject({ accessToken: out.first.accessToken, refreshed: false });
     expect(google.refreshCount).toBe(before + 1);
     expect(out.caps).toMatchObject({ validate_only: 'simulated', keywords: false });
-    expect(out.reopened).toBe('simulated');
+    expect(out.reopened).toBe('google_ads');
     expect(out.googleCaps).toMatchObject({ validate_only: 'true', keywords: true, budget_unit: 'micros' });
 
     const audit = await vault.json<Array<{ action: string; actor: string; detail: Record<string, unknown> }>>(

@@ -278,9 +278,15 @@ describe('token get formats and exec', () => {
 
     // 42 is no exit code of credvault's own; and the keys to the whole vault stay out of the child.
     const script =
-      'test "$GOOGLE_ADS_REFRESH_TOKEN" = "$EXPECTED" && test -n "$CREDVAULT_ACCESS_TOKEN" && test -z "$CREDENTIAL_MASTER_KEY_FILE" && test -z "$DATABASE_URL" && exit 42';
+      'test "$GOOGLE_ADS_REFRESH_TOKEN" = "$EXPECTED" && test -n "$CREDVAULT_ACCESS_TOKEN" && test -z "$CREDENTIAL_MASTER_KEY_FILE" && test -z "$VAULT_TOKEN" && test -z "$GOOGLE_OAUTH_ACCESS_TOKEN" && test -z "$DATABASE_URL" && exit 42';
     const ran = await v.cli(['exec', 'acct', '--', 'sh', '-c', script], {
-      env: { EXPECTED: grant.refreshToken, CREDENTIAL_MASTER_KEY_FILE: `${v.home}/master.key` },
+      // Set here (on PostgreSQL, DATABASE_URL is set too): each must be gone in the child.
+      env: {
+        EXPECTED: grant.refreshToken,
+        CREDENTIAL_MASTER_KEY_FILE: `${v.home}/master.key`,
+        VAULT_TOKEN: 'hvs.not-for-children',
+        GOOGLE_OAUTH_ACCESS_TOKEN: 'ya29.not-for-children',
+      },
     });
     expect(ran.code, ran.stderr).toBe(42);
     const nested = await v.cli(['exec', 'acct', '--', 'true'], { env: { CREDVAULT_EXEC: 'outer' } });

@@ -1,5 +1,5 @@
 import { InvalidInputError } from '../../errors.js';
-import { assertSettable } from '../../providers/campaigns/common.js';
+import { assertSettable, checkDailyBudget } from '../../providers/campaigns/common.js';
 import type { PlatformId } from '../../providers/catalog.js';
 import { displayMoney, formatMicros, parseAmount } from '../../providers/money.js';
 import type { BudgetChangeResult, Campaign } from '../../providers/types.js';
@@ -110,23 +110,22 @@ export async function setBudget(
     });
   }
   const micros = parseAmount(opts.daily, campaign.currency);
-  // What the platform module would refuse (no daily budget, a shared one without --shared) is said
-  // before asking, not after.
-  // (A shared budget that cannot be set through the campaign at all is the platform module's to refuse.)
-  if (!(campaign.budget.shared && campaign.budget.note)) {
-    assertSettable(
-      campaign,
-      { campaignId: campaign.id, dailyBudgetMicros: micros, validateOnly, allowShared: opts.shared === true },
-      connection.platform as PlatformId,
-    );
-  }
+  // What the platform module would refuse (no daily budget, a shared one, below a known minimum) is
+  // said before asking, not after.
+  const platform = connection.platform as PlatformId;
+  assertSettable(
+    campaign,
+    { campaignId: campaign.id, dailyBudgetMicros: micros, validateOnly, allowShared: opts.shared === true },
+    platform,
+  );
+  checkDailyBudget(platform, micros, campaign.currency);
   const before = displayMoney(campaign.dailyBudgetMicros, campaign.currency) ?? 'none';
   const after = displayMoney(micros, campaign.currency);
   const where = `${connectionRef(connection)} campaign ${campaign.id} (${campaign.name})`;
   if (campaign.budget.shared) {
-    // A note says why the budget cannot be set through the campaign: then --shared does not help.
+    // Only reached with --shared (assertSettable refused the rest).
     rt.out.warn(
-      `this campaign's budget is shared${campaign.budget.sharedBy ? ` by ${campaign.budget.sharedBy} campaigns` : ''}: ${campaign.budget.note ?? (opts.shared ? 'changing it changes all of them' : 'it is left alone unless you pass --shared')}`,
+      `this campaign's budget is shared${campaign.budget.sharedBy ? ` by ${campaign.budget.sharedBy} campaigns` : ''}: changing it changes all of them`,
     );
   }
   if (mustAsk) {

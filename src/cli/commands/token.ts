@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { VAULT_SECRET_VARIABLES } from '../../crypto/key-sources.js';
 import { Secret } from '../../crypto/secret.js';
 import { InvalidInputError } from '../../errors.js';
 import { type EnvValue, exportCredentials, googleAdsYaml } from '../../services/export.js';
@@ -62,16 +63,6 @@ export async function get(
   });
 }
 
-/** What opens the whole vault: none of it reaches a program run by `exec`. */
-const VAULT_SECRETS = [
-  'CREDENTIAL_MASTER_KEY',
-  'CREDENTIAL_MASTER_KEY_FILE',
-  'CREDENTIAL_KMS_URI',
-  'CREDENTIALS_DIRECTORY',
-  'VAULT_TOKEN',
-  'DATABASE_URL',
-];
-
 const SIGNALS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT'];
 const SIGNAL_NUMBERS: Record<string, number> = { SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGKILL: 9, SIGTERM: 15 };
 
@@ -103,7 +94,7 @@ export async function exec(
     CREDVAULT_EXEC: served.connection.name ?? served.connection.id,
   };
   // The child gets one connection's credentials, never the keys to the whole vault.
-  for (const name of VAULT_SECRETS) delete env[name];
+  for (const name of VAULT_SECRET_VARIABLES) delete env[name];
   for (const [name, value] of vars) env[name] = reveal(value);
   const child = spawn(program, args, { stdio: 'inherit', env });
   const forward = (signal: NodeJS.Signals) => child.kill(signal);

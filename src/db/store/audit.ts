@@ -65,25 +65,11 @@ const insertFromJson = (json: string) => sql`
     client_address text, user_agent text, outcome text, detail jsonb, prev_hash text, hash text)`;
 
 /**
- * Appends rows and moves the head, in one statement (the rows travel as one JSON parameter): the
- * hottest write, made while the head is locked.
- */
-export async function insertRows(
-  db: Db,
-  rows: NewAuditRow[],
-  head: { lastId: number; lastHash: string; rowCount: number },
-) {
-  await db.execute(sql`
-    with inserted as (${insertFromJson(rowsJson(rows))} returning 1)
-    update audit_head set last_id = ${head.lastId}, last_hash = ${head.lastHash}, row_count = ${head.rowCount}
-    where id = 1 and (select count(*) from inserted) = ${rows.length}`);
-}
-
-/**
- * Appends rows chained from a head this process believes current, in one statement and without a
- * transaction of its own: the head moves only if it is still exactly `expected` (last id and hash),
- * and the rows are inserted only if it moved. Another writer in between makes it a no-op (false),
- * and the caller appends again with the head locked. Atomic: one statement.
+ * Appends rows (one JSON parameter) and moves the head, in one statement: the head moves only if it is
+ * still exactly `expected` (last id and hash), and the rows are inserted only if it moved. With the
+ * head locked (recordAudit) it always moves; chained from a head a process believes current (the
+ * daemon's batches), another writer in between makes it a no-op (null), and the caller appends again
+ * with the head locked.
  */
 export async function appendIfHead(
   db: Db,

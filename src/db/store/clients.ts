@@ -1,4 +1,4 @@
-import { asc, eq, inArray, isNull, sql } from 'drizzle-orm';
+import { asc, eq, inArray, sql } from 'drizzle-orm';
 import type { Db } from '../client.js';
 import { apiClients } from '../schema/index.js';
 import { notifyChange } from './changes.js';
@@ -40,5 +40,3 @@ export async function touch(db: Db, ids: string[]): Promise<void> {
   if (!ids.length) return;
   await db.update(t).set({ lastUsedAt: sql`now()` }).where(inArray(t.id, ids));
 }
-
-export const activeOnly = isNull(t.revokedAt);

@@ -142,13 +142,12 @@ export async function updateByGrant(
   db: Db,
   tokenId: string,
   changes: Partial<NewConnectionRow>,
-  options: { notify?: boolean } = {},
 ): Promise<void> {
   await db
     .update(c)
     .set({ ...changes, updatedAt: sql`now()` })
     .where(eq(c.tokenId, tokenId));
-  if (options.notify !== false) await notifyChange(db, 'grant', tokenId);
+  await notifyChange(db, 'grant', tokenId);
 }
 
 export async function countByGrant(db: Db, tokenId: string): Promise<number> {

@@ -187,13 +187,11 @@ export async function setStatus(
   db: Db,
   where: { scope: DataKeyScope; from: string },
   to: string,
-): Promise<number> {
-  const changed = await db
+): Promise<void> {
+  await db
     .update(dataKeys)
     .set({ status: to, ...(to === 'retired' ? { retiredAt: sql`now()` } : {}) })
-    .where(and(eq(dataKeys.scope, where.scope), eq(dataKeys.status, where.from)))
-    .returning({ id: dataKeys.id });
-  return changed.length;
+    .where(and(eq(dataKeys.scope, where.scope), eq(dataKeys.status, where.from)));
 }
 
 export async function idsWithStatus(db: Db, scope: DataKeyScope, status: string): Promise<string[]> {
@@ -213,10 +211,6 @@ export async function retireMany(db: Db, ids: string[]): Promise<void> {
 }
 
 /** Destroys every data key of a scope in a status (re-encryption's retired keys, at its end). */
-export async function destroyWithStatus(db: Db, scope: DataKeyScope, status: string): Promise<number> {
-  const gone = await db
-    .delete(dataKeys)
-    .where(and(eq(dataKeys.scope, scope), eq(dataKeys.status, status)))
-    .returning({ id: dataKeys.id });
-  return gone.length;
+export async function destroyWithStatus(db: Db, scope: DataKeyScope, status: string): Promise<void> {
+  await db.delete(dataKeys).where(and(eq(dataKeys.scope, scope), eq(dataKeys.status, status)));
 }

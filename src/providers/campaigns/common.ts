@@ -54,6 +54,14 @@ export function assertSettable(campaign: Campaign, change: BudgetChange, platfor
       `${PLATFORMS[platform].displayName} campaign ${campaign.id} has no daily budget to change${budget.note ? `: ${budget.note}` : ''}`,
     );
   }
+  if (budget.shared && budget.note) {
+    // The note says why: the budget is set as a budget of its own, not through the campaign
+    // (Microsoft: CampaignServiceCannotUpdateSharedBudget). No flag changes that.
+    throw new InvalidInputError(
+      `${PLATFORMS[platform].displayName} campaign ${campaign.id} uses shared budget ${budget.id}; its daily budget is the shared budget's amount and cannot be set on the campaign`,
+      { hint: `Change the shared budget itself (${budget.note}), or move the campaign off it.` },
+    );
+  }
   if (budget.shared && !change.allowShared) {
     throw new InvalidInputError(
       `campaign ${campaign.id}'s budget is shared${budget.sharedBy ? ` by ${budget.sharedBy} campaigns` : ''}: changing it changes every campaign that uses it`,

@@ -4,7 +4,7 @@ import { apiUrl } from '../authorize.js';
 import { ProviderError } from '../errors.js';
 import { type ApiRequest, apiRequest } from '../http.js';
 import { microsToNumber, numberToMicros } from '../money.js';
-import { microsoftHeaders, readMicrosoftError } from '../platforms/microsoft-ads.js';
+import { CUSTOMER_API, microsoftHeaders, readMicrosoftError } from '../platforms/microsoft-ads.js';
 import type { CallOptions, Campaign, CampaignOps, CampaignTarget, ProviderApp } from '../types.js';
 import { assertSettable, checkDailyBudget, findCampaign, simulated } from './common.js';
 
@@ -17,24 +17,17 @@ import { assertSettable, checkDailyBudget, findCampaign, simulated } from './com
  */
 
 const CAMPAIGN_API = 'https://campaign.api.bingads.microsoft.com';
-const CUSTOMER_API = 'https://clientcenter.api.bingads.microsoft.com';
 
 /**
  * The campaign types asked for: the v13 CampaignType value set, space-separated as the flags enum is
  * written in SOAP. The REST JSON form of several flags is [unconfirmed] (providers.md §2.C), so the
  * setting CREDVAULT_MICROSOFT_CAMPAIGN_TYPES, when set, is sent instead, as it is.
  */
-export const MICROSOFT_CAMPAIGN_TYPES = 'Search Shopping DynamicSearchAds Audience Hotel PerformanceMax';
+const MICROSOFT_CAMPAIGN_TYPES = 'Search Shopping DynamicSearchAds Audience Hotel PerformanceMax';
 
 function campaignTypes(env: NodeJS.ProcessEnv = process.env): string {
   return env.CREDVAULT_MICROSOFT_CAMPAIGN_TYPES?.trim() || MICROSOFT_CAMPAIGN_TYPES;
 }
-
-/**
- * Error 117 CallRateExceeded counts calls in a sliding minute; Microsoft says to retry after 60 seconds
- * (services protocol guide, "Handle Throttling") and sends no Retry-After.
- */
-const THROTTLE_WAIT_SECONDS = 60;
 
 interface BingCampaign {
   Id?: string | number;
@@ -53,30 +46,18 @@ interface BingBatchError {
   Index?: number;
 }
 
-/** A Microsoft Advertising REST call: its faults read, throttling given Microsoft's documented wait. */
+/** A Microsoft Advertising REST call, its faults read (throttling with Microsoft's documented wait). */
 async function call<T>(
   app: ProviderApp,
   token: Secret,
   request: Omit<ApiRequest, 'secrets' | 'readError'>,
 ): Promise<T | null> {
-  try {
-    const { body } = await apiRequest<T>({
-      ...request,
-      secrets: [token.reveal(), app.developerToken?.reveal()],
-      readError: readMicrosoftError,
-    });
-    return body ?? null;
-  } catch (error) {
-    if (error instanceof ProviderError && error.kind === 'rate_limited' && error.retryAfter === null) {
-      throw new ProviderError(error.kind, error.message, {
-        status: error.status,
-        platformCode: error.platformCode,
-        retryAfter: THROTTLE_WAIT_SECONDS,
-        cause: error,
-      });
-    }
-    throw error;
-  }
+  const { body } = await apiRequest<T>({
+    ...request,
+    secrets: [token.reveal(), app.developerToken?.reveal()],
+    readError: readMicrosoftError,
+  });
+  return body ?? null;
 }
 
 /**
@@ -185,16 +166,6 @@ export const microsoftCampaigns: CampaignOps = {
       change.campaignId,
       'microsoft_ads',
     );
-    if (campaign.budget.shared) {
-      // Not a confirmation away (--shared does not help): Microsoft refuses a DailyBudget on a campaign
-      // with a shared budget (CampaignServiceCannotUpdateSharedBudget).
-      throw new InvalidInputError(
-        `Microsoft Advertising campaign ${campaign.id} uses shared budget ${campaign.budget.id}; its daily budget is the shared budget's amount and cannot be set on the campaign`,
-        {
-          hint: 'Change the shared budget in Microsoft Advertising (Shared library › Budgets), or move the campaign off it.',
-        },
-      );
-    }
     assertSettable(campaign, change, 'microsoft_ads');
     // What Microsoft would refuse (a fraction of the smallest unit, less than the minimum) is refused
     // here too, before anything is sent; with no dry run, validate-only stops here.

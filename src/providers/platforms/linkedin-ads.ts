@@ -31,11 +31,15 @@ interface LinkedInErrorBody {
   };
 }
 
-/** How long until LinkedIn's daily rate limits reset (midnight UTC), in words. */
-export function untilMidnightUtc(now = Date.now()): string {
+/** Seconds until LinkedIn's daily rate limits reset (midnight UTC). */
+function secondsToMidnightUtc(now = Date.now()): number {
   const midnight = new Date(now);
   midnight.setUTCHours(24, 0, 0, 0);
-  const minutes = Math.max(1, Math.ceil((midnight.getTime() - now) / 60_000));
+  return Math.max(60, Math.ceil((midnight.getTime() - now) / 1000));
+}
+
+function inWords(seconds: number): string {
+  const minutes = Math.ceil(seconds / 60);
   const hours = Math.floor(minutes / 60);
   return hours > 0 ? `${hours} h ${minutes % 60} min` : `${minutes} min`;
 }
@@ -55,8 +59,9 @@ export const readLinkedInError: ErrorReader = (status, body) => {
   }
   if (status === 426)
     message = `the LinkedIn-Version is no longer served (${message ?? 'upgrade required'}); set a current one with \`credvault apps update APP --api-version YYYYMM\``;
-  if (status === 429)
-    message = `${(message ?? 'rate limit reached').replace(/[.\s]+$/, '')}. LinkedIn's API limits are daily and reset at midnight UTC (in ${untilMidnightUtc()})`;
+  const wait = status === 429 ? secondsToMidnightUtc() : null;
+  if (wait !== null)
+    message = `${(message ?? 'rate limit reached').replace(/[.\s]+$/, '')}. LinkedIn's API limits are daily and reset at midnight UTC (in ${inWords(wait)})`;
   return {
     code:
       error?.code ??
@@ -64,6 +69,8 @@ export const readLinkedInError: ErrorReader = (status, body) => {
       (error?.serviceErrorCode !== undefined ? String(error.serviceErrorCode) : null),
     message,
     kind: status === 426 ? 'invalid_request' : null,
+    // The wait as a number too (library callers read UnavailableError.retryAfter).
+    retryAfter: wait,
   };
 };
 

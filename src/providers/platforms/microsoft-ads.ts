@@ -7,7 +7,7 @@ import { exchangeCode, type OAuthProfile, refreshGrant } from '../oauth.js';
 import type { AdAccount, CallOptions, Provider, ProviderApp } from '../types.js';
 
 const info = PLATFORMS.microsoft_ads;
-const CUSTOMER_API = 'https://clientcenter.api.bingads.microsoft.com';
+export const CUSTOMER_API = 'https://clientcenter.api.bingads.microsoft.com';
 
 const profile: OAuthProfile = {
   // Web apps send their secret in the body; public (native) clients must send none.
@@ -39,6 +39,9 @@ export const readMicrosoftError: ErrorReader = (_status, body) => {
     code: first?.ErrorCode ?? (first?.Code ? String(first.Code) : null),
     message: first?.Message ?? null,
     kind,
+    // 117 CallRateExceeded counts calls in a sliding minute; Microsoft says to retry after 60 seconds
+    // (services protocol guide, "Handle Throttling") and sends no Retry-After.
+    retryAfter: first?.Code === 117 ? 60 : null,
   };
 };
 
