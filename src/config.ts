@@ -33,7 +33,7 @@ export function defaultHome(env: NodeJS.ProcessEnv): string {
   return join(env.HOME || homedir(), '.local', 'share', 'credvault');
 }
 
-function osUser(env: NodeJS.ProcessEnv): string {
+export function osUser(env: NodeJS.ProcessEnv): string {
   try {
     return userInfo().username;
   } catch {

@@ -2,6 +2,7 @@
  * The JSON shapes of spec/cli.md, built from explicit field lists so that a new column never reaches
  * output by default. Shared by the CLI and the daemon.
  */
+import type { TokenDocument } from './cli/fast-token.js';
 import type { AppRecord } from './db/store/apps.js';
 import type { AuditRow } from './db/store/audit.js';
 import type { ConnectionView } from './db/store/connections.js';
@@ -87,5 +88,22 @@ export function connectionJson(c: ConnectionView) {
     last_refreshed_at: iso(c.lastRefreshedAt),
     connected_by: c.connectedBy,
     created_at: iso(c.createdAt),
+  };
+}
+
+/** spec/cli.md's `token get --format json` document, also the daemon's token answer. */
+export function tokenDocument(
+  accessToken: string,
+  tokenType: string,
+  expiresAt: Date | null,
+  connection: { id: string; platform: string; externalAccountId: string },
+): TokenDocument {
+  return {
+    access_token: accessToken,
+    token_type: tokenType,
+    expires_at: iso(expiresAt),
+    connection_id: connection.id,
+    platform: connection.platform,
+    external_account_id: connection.externalAccountId,
   };
 }

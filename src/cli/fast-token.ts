@@ -6,8 +6,8 @@
  */
 import { readFileSync } from 'node:fs';
 import { request } from 'node:http';
-import { homedir, userInfo } from 'node:os';
 import { join, resolve } from 'node:path';
+import { defaultHome, osUser } from '../config.js';
 
 export interface TokenDocument {
   access_token: string;
@@ -25,13 +25,9 @@ interface RunFile {
   database: string;
 }
 
-/** The same home as config.ts: CREDVAULT_HOME, else $XDG_DATA_HOME/credvault, else ~/.local/share/credvault. */
-export function homeFromEnv(env: NodeJS.ProcessEnv): string {
-  const explicit = (env.CREDVAULT_HOME ?? '').trim();
-  if (explicit) return resolve(explicit);
-  const xdg = env.XDG_DATA_HOME;
-  if (xdg?.startsWith('/')) return join(xdg, 'credvault');
-  return join(env.HOME || homedir(), '.local', 'share', 'credvault');
+/** The home config.ts resolves without flags (config.ts loads nothing but Node's own modules). */
+function homeFromEnv(env: NodeJS.ProcessEnv): string {
+  return resolve((env.CREDVAULT_HOME ?? '').trim() || defaultHome(env));
 }
 
 /** Which database a process means, in the form the daemon writes to its run file. */
@@ -60,18 +56,10 @@ export function tokenFromDaemon(
   env: NodeJS.ProcessEnv,
   ref: string,
   minTtl: number,
-  actor?: string,
 ): Promise<TokenDocument | null> {
   const run = readRunFile(homeFromEnv(env));
   if (!run || run.database !== databaseLabel(env.DATABASE_URL)) return Promise.resolve(null);
-  let who = actor ?? env.CREDVAULT_ACTOR?.trim();
-  if (!who) {
-    try {
-      who = userInfo().username;
-    } catch {
-      who = env.USER ?? 'unknown';
-    }
-  }
+  const who = env.CREDVAULT_ACTOR?.trim() || osUser(env);
   return new Promise((done) => {
     const req = request(
       {

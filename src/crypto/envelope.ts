@@ -69,7 +69,10 @@ export class Keyring {
   readonly #load: DataKeyLoader;
   readonly #keys = new Map<string, Promise<Buffer>>();
   readonly #reload: (() => Promise<KeySource | null>) | undefined;
-  #reloadedAt = 0;
+  /** When a reload last found no matching key (reloads are throttled after a miss only). */
+  #missedAt = 0;
+  /** A reload in progress: callers at the same moment wait for it instead of failing. */
+  #adopting: Promise<boolean> | null = null;
 
   /**
    * `reload` re-reads the configured key source: a long-running process (the daemon) whose key was
@@ -88,17 +91,25 @@ export class Keyring {
 
   /** The configured key again, if it is now the one that wrapped `kekId`. */
   async #adopt(kekId: string): Promise<boolean> {
-    if (!this.#reload || Date.now() - this.#reloadedAt < 1000) return false;
-    this.#reloadedAt = Date.now();
-    const fresh = await this.#reload().catch(() => null);
-    if (!fresh || fresh.keyId !== kekId) {
-      await fresh?.close?.();
-      return false;
-    }
-    const previous = this.#source;
-    this.#source = fresh;
-    await previous.close?.();
-    return true;
+    if (!this.#reload) return false;
+    if (this.#adopting) return (await this.#adopting) && this.#source.keyId === kekId;
+    if (Date.now() - this.#missedAt < 1000) return false;
+    const reload = this.#reload;
+    this.#adopting = (async () => {
+      const fresh = await reload().catch(() => null);
+      if (!fresh || fresh.keyId !== kekId) {
+        await fresh?.close?.();
+        this.#missedAt = Date.now();
+        return false;
+      }
+      const previous = this.#source;
+      this.#source = fresh;
+      await previous.close?.();
+      return true;
+    })().finally(() => {
+      this.#adopting = null;
+    });
+    return this.#adopting;
   }
 
   /** Makes a new random data key and its wrapped form; the caller stores the wrapped form. */

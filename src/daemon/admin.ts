@@ -255,11 +255,13 @@ const ErrorOut = z
 
 // ---- Routes --------------------------------------------------------------------------------------
 
+/** An answer other than 2xx: its status, the contract's error code, and any headers it needs. */
 export class ApiError extends Error {
   constructor(
     readonly status: number,
     readonly code: string,
     message: string,
+    readonly headers: Record<string, string> = {},
   ) {
     super(message);
   }
@@ -310,6 +312,12 @@ function needPlatform(client: ClientRow, platform: PlatformId, what: string): vo
   if (!coversPlatform(client, platform)) {
     forbid(`client ${client.name} is not scoped to all of ${platform}, which ${what} needs`);
   }
+}
+
+/** The connections a client may read (of one platform, or all), as JSON. */
+export async function visibleConnections(ctx: ServiceContext, client: ClientRow, platform?: PlatformId) {
+  const views = await connectionStore.listViews(ctx.db, platform ? { platform } : {});
+  return views.filter((v) => inScope(client, v)).map(connectionJson);
 }
 
 /** Clients reach every connection: only a client scoped to everything manages them. */
@@ -413,11 +421,7 @@ export const ROUTES: Route[] = [
     summary: "The platform's connections this client may read",
     status: 200,
     response: z.array(ConnectionOut),
-    handle: async ({ ctx, client, params }) => {
-      const platform = platformParam(params);
-      const views = await connectionStore.listViews(ctx.db, { platform });
-      return views.filter((v) => inScope(client, v)).map(connectionJson);
-    },
+    handle: async ({ ctx, client, params }) => visibleConnections(ctx, client, platformParam(params)),
   },
   {
     id: 'connections.refresh',

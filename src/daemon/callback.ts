@@ -52,7 +52,7 @@ export async function callbackPage(
             { hint: 'Finish it where it was started, or start again through the daemon.' },
           );
         }
-        const [client] = await clientStore.getMany(ctx.db, [started.clientId]);
+        const client = await clientStore.getById(ctx.db, started.clientId);
         const live = client && isLiveClient(client);
         if (!live || !roleAllows(client, 'operator') || !coversPlatform(client, statePlatform)) {
           throw new ReauthRequiredError(

@@ -1,7 +1,6 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { ClientRow } from '../db/store/clients.js';
 import type { ConnectionRow } from '../db/store/connections.js';
-import * as connectionStore from '../db/store/connections.js';
 import { CredvaultError, NotFoundError, UnavailableError } from '../errors.js';
 import { authenticateClient, hashClientToken, isLiveClient, sameHash } from '../services/clients.js';
 import { resolveConnection } from '../services/connections.js';
@@ -10,8 +9,16 @@ import { openToken } from '../services/grants.js';
 import { freshGrant } from '../services/tokens.js';
 import { HTML_PAGE_HEADERS } from '../util/html.js';
 import { isLoopbackHost } from '../util/net.js';
-import { connectionJson } from '../views.js';
-import { ApiError, inScope, matchCallback, matchRoute, openApiDocument, runRoute } from './admin.js';
+import { tokenDocument } from '../views.js';
+import {
+  ApiError,
+  inScope,
+  matchCallback,
+  matchRoute,
+  openApiDocument,
+  runRoute,
+  visibleConnections,
+} from './admin.js';
 import type { AuditBatcher } from './audit-batcher.js';
 import type { CachedToken, DaemonCache } from './cache.js';
 import { callbackPage } from './callback.js';
@@ -45,17 +52,6 @@ export interface ServerDeps {
 }
 
 const LOCAL_CLIENT_ID = '00000000-0000-0000-0000-000000000000';
-
-class HttpError extends Error {
-  constructor(
-    readonly status: number,
-    readonly code: string,
-    message: string,
-    readonly headers: Record<string, string> = {},
-  ) {
-    super(message);
-  }
-}
 
 function send(
   res: ServerResponse,
@@ -96,13 +92,13 @@ const PROXY_HEADERS = ['forwarded', 'x-forwarded-for', 'x-forwarded-host', 'x-fo
 async function readJson(req: IncomingMessage): Promise<unknown> {
   const declared = Number(req.headers['content-length'] ?? 0);
   if (declared > MAX_BODY)
-    throw new HttpError(413, 'payload_too_large', 'the body is larger than 64 KiB', { connection: 'close' });
+    throw new ApiError(413, 'payload_too_large', 'the body is larger than 64 KiB', { connection: 'close' });
   const chunks: Buffer[] = [];
   let size = 0;
   for await (const chunk of req as AsyncIterable<Buffer>) {
     size += chunk.length;
     if (size > MAX_BODY)
-      throw new HttpError(413, 'payload_too_large', 'the body is larger than 64 KiB', {
+      throw new ApiError(413, 'payload_too_large', 'the body is larger than 64 KiB', {
         connection: 'close',
       });
     chunks.push(chunk);
@@ -110,7 +106,7 @@ async function readJson(req: IncomingMessage): Promise<unknown> {
   if (size === 0) return undefined;
   const type = (req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
   if (type !== 'application/json') {
-    throw new HttpError(
+    throw new ApiError(
       415,
       'unsupported_media_type',
       'send the body as JSON (Content-Type: application/json)',
@@ -119,32 +115,36 @@ async function readJson(req: IncomingMessage): Promise<unknown> {
   try {
     return JSON.parse(Buffer.concat(chunks).toString('utf8'));
   } catch {
-    throw new HttpError(400, 'invalid_input', 'the body is not valid JSON');
+    throw new ApiError(400, 'invalid_input', 'the body is not valid JSON');
   }
+}
+
+/** Who made a request, for the audit log: a name, the peer's address and its user agent. */
+function actorOf(req: IncomingMessage, name: string) {
+  return { name, address: clientAddress(req), userAgent: req.headers['user-agent']?.slice(0, 200) ?? null };
 }
 
 function clientAddress(req: IncomingMessage): string {
   return req.socket.remoteAddress ?? 'unix';
 }
 
-function errorFor(error: unknown): HttpError {
-  if (error instanceof HttpError) return error;
-  if (error instanceof ApiError) return new HttpError(error.status, error.code, error.message);
+function errorFor(error: unknown): ApiError {
+  if (error instanceof ApiError) return error;
   if (error instanceof CredvaultError) {
-    if (error.code === 'not_found') return new HttpError(404, 'not_found', error.message);
-    if (error.code === 'reauth_required') return new HttpError(409, 'reauth_required', error.message);
+    if (error.code === 'not_found') return new ApiError(404, 'not_found', error.message);
+    if (error.code === 'reauth_required') return new ApiError(409, 'reauth_required', error.message);
     if (error.code === 'unavailable') {
       const retry = error instanceof UnavailableError && error.retryAfter ? error.retryAfter : 5;
-      return new HttpError(503, 'unavailable', error.message, { 'retry-after': String(retry) });
+      return new ApiError(503, 'unavailable', error.message, { 'retry-after': String(retry) });
     }
     if (error.code === 'database_error') {
-      return new HttpError(503, 'unavailable', 'the database is unreachable', { 'retry-after': '5' });
+      return new ApiError(503, 'unavailable', 'the database is unreachable', { 'retry-after': '5' });
     }
-    if (error.code === 'invalid_input') return new HttpError(400, 'invalid_input', error.message);
-    if (error.code === 'conflict') return new HttpError(409, 'conflict', error.message);
-    if (error.code === 'key_error') return new HttpError(500, 'key_error', error.message);
+    if (error.code === 'invalid_input') return new ApiError(400, 'invalid_input', error.message);
+    if (error.code === 'conflict') return new ApiError(409, 'conflict', error.message);
+    if (error.code === 'key_error') return new ApiError(500, 'key_error', error.message);
   }
-  return new HttpError(500, 'internal', 'unexpected failure');
+  return new ApiError(500, 'internal', 'unexpected failure');
 }
 
 export function createTokenServer(deps: ServerDeps): Server {
@@ -168,7 +168,7 @@ export function createTokenServer(deps: ServerDeps): Server {
     const header = req.headers.authorization ?? '';
     const match = /^Bearer ([A-Za-z0-9_-]{1,200})$/.exec(header);
     if (!match)
-      throw new HttpError(401, 'unauthorized', 'a client token is required (Authorization: Bearer …)', {
+      throw new ApiError(401, 'unauthorized', 'a client token is required (Authorization: Bearer …)', {
         'www-authenticate': 'Bearer',
       });
     const token = match[1]!;
@@ -180,7 +180,7 @@ export function createTokenServer(deps: ServerDeps): Server {
       if (client) cache.rememberClient(hash, client);
     }
     if (!client || !isLiveClient(client)) {
-      throw new HttpError(401, 'unauthorized', 'the client token is unknown, revoked or expired', {
+      throw new ApiError(401, 'unauthorized', 'the client token is unknown, revoked or expired', {
         'www-authenticate': 'Bearer error="invalid_token"',
       });
     }
@@ -230,11 +230,11 @@ export function createTokenServer(deps: ServerDeps): Server {
     const minTtlText = url.searchParams.get('min_ttl') ?? '60';
     const minTtl = Number(minTtlText);
     if (!/^\d{1,5}$/.test(minTtlText) || minTtl > 86_400) {
-      throw new HttpError(400, 'invalid_input', 'min_ttl must be whole seconds from 0 to 86400');
+      throw new ApiError(400, 'invalid_input', 'min_ttl must be whole seconds from 0 to 86400');
     }
     const connection = await connectionFor(ref);
     if (!inScope(client, connection)) {
-      throw new HttpError(403, 'forbidden', `client ${client.name} may not read connection ${ref}`);
+      throw new ApiError(403, 'forbidden', `client ${client.name} may not read connection ${ref}`);
     }
     const actor = client.id === LOCAL_CLIENT_ID ? localActor(req) : client.name;
     const token = await validToken(connection, minTtl, actor);
@@ -247,22 +247,11 @@ export function createTokenServer(deps: ServerDeps): Server {
         connectionId: connection.id,
         outcome: 'success',
         detail: { purpose: client.id === LOCAL_CLIENT_ID ? 'token get (daemon)' : 'daemon', min_ttl: minTtl },
-        actor: {
-          name: actor,
-          address: clientAddress(req),
-          userAgent: req.headers['user-agent']?.slice(0, 200) ?? null,
-        },
+        actor: actorOf(req, actor),
       },
       client.id === LOCAL_CLIENT_ID ? null : client.id,
     );
-    send(res, 200, {
-      access_token: token.accessToken.reveal(),
-      token_type: token.tokenType,
-      expires_at: token.expiresAt?.toISOString() ?? null,
-      connection_id: connection.id,
-      platform: connection.platform,
-      external_account_id: connection.externalAccountId,
-    });
+    send(res, 200, tokenDocument(token.accessToken.reveal(), token.tokenType, token.expiresAt, connection));
   }
 
   /** The CLI names who it runs as; only the local credential may. */
@@ -272,25 +261,16 @@ export function createTokenServer(deps: ServerDeps): Server {
     return name || 'local-cli';
   }
 
-  async function listConnections(res: ServerResponse, client: ClientRow) {
-    const views = await connectionStore.listViews(ctx.db, {});
-    send(res, 200, views.filter((v) => inScope(client, v)).map(connectionJson));
-  }
-
   /** The OAuth callback: the one route a browser reaches, and only with --public-callback-url. */
   async function callback(req: IncomingMessage, res: ServerResponse, platform: string, url: URL) {
     if (!options.publicCallbackUrl) {
-      throw new HttpError(
+      throw new ApiError(
         404,
         'not_found',
         'the callback route is off (start the daemon with --public-callback-url)',
       );
     }
-    const actor = {
-      name: 'oauth-callback',
-      address: clientAddress(req),
-      userAgent: req.headers['user-agent']?.slice(0, 200) ?? null,
-    };
+    const actor = actorOf(req, 'oauth-callback');
     const page = await callbackPage(ctx.withActor(actor), platform, url.searchParams);
     res.writeHead(page.status, { ...HTML_PAGE_HEADERS, 'content-length': Buffer.byteLength(page.html) });
     res.end(page.html);
@@ -304,11 +284,7 @@ export function createTokenServer(deps: ServerDeps): Server {
     found: Exclude<ReturnType<typeof matchRoute>, 'method' | null>,
   ) {
     const { route, params } = found;
-    const actor = {
-      name: client.id === LOCAL_CLIENT_ID ? localActor(req) : client.name,
-      address: clientAddress(req),
-      userAgent: req.headers['user-agent']?.slice(0, 200) ?? null,
-    };
+    const actor = actorOf(req, client.id === LOCAL_CLIENT_ID ? localActor(req) : client.name);
     const record = (outcome: 'success' | 'failure' | 'denied', status: number) =>
       audit.write(
         {
@@ -345,7 +321,7 @@ export function createTokenServer(deps: ServerDeps): Server {
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<string> {
     if (req.headers.origin !== undefined) {
-      throw new HttpError(403, 'forbidden', 'requests from browsers (with an Origin header) are refused');
+      throw new ApiError(403, 'forbidden', 'requests from browsers (with an Origin header) are refused');
     }
     const url = new URL(req.url ?? '/', 'http://daemon');
     const callbackRoute = req.method === 'GET' ? matchCallback(url.pathname) : null;
@@ -354,7 +330,7 @@ export function createTokenServer(deps: ServerDeps): Server {
       return 'callback';
     }
     if (!hostAllowed(req, options.allowedHosts)) {
-      throw new HttpError(
+      throw new ApiError(
         403,
         'forbidden',
         'this Host is not served (DNS rebinding protection); see --allowed-host',
@@ -381,7 +357,7 @@ export function createTokenServer(deps: ServerDeps): Server {
     // A reverse proxy may hand the public callback on with its own Host (127.0.0.1:8787): whatever
     // else comes through it is refused, unless the operator opened the daemon beyond this machine.
     if (!options.allowRemote && PROXY_HEADERS.some((h) => req.headers[h] !== undefined)) {
-      throw new HttpError(
+      throw new ApiError(
         403,
         'forbidden',
         'requests forwarded by a proxy reach only the OAuth callback (start the daemon with --allow-remote to serve more)',
@@ -393,7 +369,7 @@ export function createTokenServer(deps: ServerDeps): Server {
       return 'metrics';
     }
     if (url.pathname === '/v1/connections' && req.method === 'GET') {
-      await listConnections(res, client);
+      send(res, 200, await visibleConnections(ctx, client));
       return 'connections';
     }
     const match = /^\/v1\/connections\/([^/]+)\/token$/.exec(url.pathname);
@@ -402,19 +378,18 @@ export function createTokenServer(deps: ServerDeps): Server {
       try {
         ref = decodeURIComponent(match[1]!);
       } catch {
-        throw new HttpError(400, 'invalid_input', 'the connection reference is not valid URL encoding');
+        throw new ApiError(400, 'invalid_input', 'the connection reference is not valid URL encoding');
       }
       await serveToken(req, res, client, ref, url);
       return 'token';
     }
     const found = matchRoute(req.method ?? 'GET', url.pathname);
-    if (found === 'method')
-      throw new HttpError(405, 'method_not_allowed', `${req.method} is not served here`);
+    if (found === 'method') throw new ApiError(405, 'method_not_allowed', `${req.method} is not served here`);
     if (found) {
       await admin(req, res, client, found);
       return found.route.id;
     }
-    throw new HttpError(404, 'not_found', 'no such route');
+    throw new ApiError(404, 'not_found', 'no such route');
   }
 
   const callbackHost = options.publicCallbackUrl

@@ -1,5 +1,6 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
+import type { SQL } from 'drizzle-orm';
 import type { PgDatabase, PgQueryResultHKT } from 'drizzle-orm/pg-core';
 import type { Options as PostgresOptions, PostgresType } from 'postgres';
 import { DatabaseError } from '../errors.js';
@@ -47,6 +48,14 @@ export interface OpenOptions {
 }
 
 /** `postgres://user:secret@host:5432/db` → `postgres://user@host:5432/db`. */
+/**
+ * The rows of a raw statement: postgres.js answers an array of rows, PGlite an object with `rows`.
+ */
+export async function executeRows<T>(db: Db, query: SQL): Promise<T[]> {
+  const result = (await db.execute(query)) as unknown as { rows?: T[] } | T[];
+  return Array.isArray(result) ? result : (result.rows ?? []);
+}
+
 export function redactUrl(url: string): string {
   try {
     const parsed = new URL(url);

@@ -8,7 +8,7 @@ import { InvalidInputError } from '../errors.js';
  * ISO exponent (what the ad platforms bill in) is 2, or 3 for IQD.
  */
 
-export const MICROS_PER_UNIT = 1_000_000n;
+const MICROS_PER_UNIT = 1_000_000n;
 
 const CURRENCY = /^[A-Z]{3}$/;
 
@@ -52,7 +52,7 @@ export function minorDigits(currency: string): number {
 }
 
 /** The smallest amount a currency can express, in micros (USD: 10,000; JPY: 1,000,000). */
-export function minorUnitMicros(currency: string): bigint {
+function minorUnitMicros(currency: string): bigint {
   return 10n ** BigInt(6 - minorDigits(currency));
 }
 

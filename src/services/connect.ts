@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import type { Slot } from '../crypto/envelope.js';
 import type { Secret } from '../crypto/secret.js';
 import type { Db } from '../db/client.js';
 import type { AppRecord } from '../db/store/apps.js';
@@ -27,6 +28,11 @@ import { providerApp } from './provider-app.js';
  */
 
 export const STATE_LIFETIME_MS = 10 * 60 * 1000;
+
+/** Where a state's PKCE verifier is encrypted (its associated data). */
+export function stateSlot(id: string): Slot {
+  return { table: 'oauth_states', column: 'code_verifier_enc', rowId: id };
+}
 
 export interface AuthorizationStart {
   authorize_url: string;
@@ -101,13 +107,7 @@ export async function startAuthorization(
       platform,
       appId: app.id,
       redirectUri: actualRedirect,
-      codeVerifierEnc: verifier
-        ? await keyring.encrypt(
-            verifier,
-            { table: 'oauth_states', column: 'code_verifier_enc', rowId: id },
-            dataKeyId,
-          )
-        : null,
+      codeVerifierEnc: verifier ? await keyring.encrypt(verifier, stateSlot(id), dataKeyId) : null,
       dataKeyId,
       options: { ...request },
       createdBy: ctx.actor.name,
@@ -176,13 +176,7 @@ async function consumeState(
       return refuse('state expired');
     }
     const codeVerifier = row.codeVerifierEnc
-      ? (
-          await keyring.decrypt(row.codeVerifierEnc, {
-            table: 'oauth_states',
-            column: 'code_verifier_enc',
-            rowId: row.id,
-          })
-        ).reveal()
+      ? (await keyring.decrypt(row.codeVerifierEnc, stateSlot(row.id))).reveal()
       : null;
     await stateStore.markUsed(tx, row.id);
     const app = await appStore.getById(tx, row.appId);

@@ -532,12 +532,10 @@ async function importConnections(
     return;
   }
   if (!accounts.length) {
-    const name = {
-      google_ads: 'GOOGLE_ADS_CUSTOMER_ID',
-      microsoft_ads: 'MICROSOFT_ADS_ACCOUNT_ID',
-      linkedin_ads: 'LINKEDIN_AD_ACCOUNT_ID',
-      reddit_ads: 'REDDIT_AD_ACCOUNT_ID',
-    }[platform];
+    // The account setting's name in the file's own spelling (its prefix, or google-ads.yaml's key).
+    const fields = RECOGNISED.find((r) => r.platform === platform)!.fields;
+    const suffix = Object.keys(fields).find((key) => fields[key] === 'accounts')!;
+    const name = settingName(creds, suffix);
     throw new InvalidInputError(
       `${ENV_NAME(creds, 'refreshToken', 'a refresh token')} names no account to connect`,
       {

@@ -6,6 +6,7 @@ import * as reencrypt from '../db/store/reencrypt.js';
 import { KeyError } from '../errors.js';
 import { secretSlot } from './apps.js';
 import { recordAudit } from './audit.js';
+import { stateSlot } from './connect.js';
 import { ServiceContext } from './context.js';
 import { grantSlot } from './grants.js';
 
@@ -140,10 +141,6 @@ export async function reencryptSecrets(
     source,
     async (id) => wrappedForms.get(id) ?? (await dataKeys.getWrapped(scoped.db, id)),
   );
-  const slotOf = {
-    app: (id: string, column: 'client_secret_enc' | 'developer_token_enc') => secretSlot(id, column),
-    state: (id: string): Slot => ({ table: 'oauth_states', column: 'code_verifier_enc', rowId: id }),
-  };
 
   // Start, or resume: the first run retires the current keys in one transaction.
   const resumed = await scoped.transaction(async (tx) => {
@@ -168,7 +165,9 @@ export async function reencryptSecrets(
   onProgress(done, total);
 
   // App secrets and OAuth states move to the new vault key.
-  const vaultKey = await scoped.transaction(() => scoped.vaultDataKeyId());
+  // Made when the run started (or by the run it resumes); read, not opened through a second keyring.
+  const vaultKey = await dataKeys.activeVaultKeyId(ctx.database.db);
+  if (!vaultKey) throw new KeyError('the new vault data key is missing; run `key rotate --reencrypt` again');
   for (;;) {
     const moved = await scoped.transaction(async (tx) => {
       const apps = await reencrypt.appsOnKeys(tx, oldVaultKeys, ROW_BATCH);
@@ -181,8 +180,8 @@ export async function reencryptSecrets(
           apps.map(async (row) => ({
             id: row.id,
             dataKeyId: vaultKey,
-            clientSecretEnc: await reseal(row.clientSecretEnc, slotOf.app(row.id, 'client_secret_enc')),
-            developerTokenEnc: await reseal(row.developerTokenEnc, slotOf.app(row.id, 'developer_token_enc')),
+            clientSecretEnc: await reseal(row.clientSecretEnc, secretSlot(row.id, 'client_secret_enc')),
+            developerTokenEnc: await reseal(row.developerTokenEnc, secretSlot(row.id, 'developer_token_enc')),
           })),
         ),
       );
@@ -192,7 +191,7 @@ export async function reencryptSecrets(
           states.map(async (row) => ({
             id: row.id,
             dataKeyId: vaultKey,
-            codeVerifierEnc: await reseal(row.codeVerifierEnc, slotOf.state(row.id)),
+            codeVerifierEnc: await reseal(row.codeVerifierEnc, stateSlot(row.id)),
           })),
         ),
       );

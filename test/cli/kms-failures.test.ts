@@ -1,3 +1,5 @@
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { adopt, BACKENDS, useKmsDoubles, vaultWithConnection } from '../helpers/kms.js';
 
@@ -5,6 +7,24 @@ import { adopt, BACKENDS, useKmsDoubles, vaultWithConnection } from '../helpers/
 useKmsDoubles();
 
 describe.each(BACKENDS)('$kind key source', (backend) => {
+  it('a move to the KMS that the KMS refuses changes nothing: all or nothing', async () => {
+    const v = await vaultWithConnection();
+    Object.assign(v.env, backend.env());
+    const dump = await v.dump();
+    backend.deny();
+    try {
+      const refused = await v.cli(['key', 'rotate', '--to-kms', backend.uri()]);
+      expect(refused.code).toBe(6);
+      expect(refused.stderr).toMatch(backend.deniedText);
+    } finally {
+      backend.allow();
+    }
+    expect(await v.dump()).toBe(dump);
+    expect(existsSync(join(v.home, 'master.key'))).toBe(true);
+    const still = await v.cli(['token', 'get', 'google_ads:1234567890'], { secretOutput: true });
+    expect(still.code, still.stderr).toBe(0);
+  });
+
   it('exits 6 with the KMS own error when it refuses or is down, and writes nothing', async () => {
     const v = await vaultWithConnection();
     Object.assign(v.env, backend.env());

@@ -4,7 +4,9 @@ import { Secret } from '../../crypto/secret.js';
 import { InvalidInputError } from '../../errors.js';
 import { type EnvValue, exportCredentials, googleAdsYaml } from '../../services/export.js';
 import { getValidAccessToken } from '../../services/tokens.js';
+import { tokenDocument } from '../../views.js';
 import { withContext } from '../context.js';
+import { formatToken } from '../fast-token.js';
 import type { Runtime } from '../run.js';
 
 const FORMATS = ['raw', 'json', 'header', 'env', 'google-ads-yaml'] as const;
@@ -50,17 +52,14 @@ export async function get(
     return rt.out.raw(await withContext(rt, (ctx) => googleAdsYaml(ctx, ref, request)));
   }
   const served = await withContext(rt, (ctx) => getValidAccessToken(ctx, ref, request));
-  const token = served.accessToken.reveal();
-  if (format === 'raw') return rt.out.raw(token);
-  if (format === 'header') return rt.out.raw(`Authorization: ${served.tokenType} ${token}`);
-  rt.out.writeJson({
-    access_token: token,
-    token_type: served.tokenType,
-    expires_at: served.expiresAt?.toISOString() ?? null,
-    connection_id: served.connection.id,
-    platform: served.connection.platform,
-    external_account_id: served.connection.externalAccountId,
-  });
+  const doc = tokenDocument(
+    served.accessToken.reveal(),
+    served.tokenType,
+    served.expiresAt,
+    served.connection,
+  );
+  // The same printing as the fast path through a running daemon.
+  rt.out.raw(formatToken(doc, format));
 }
 
 const SIGNALS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT'];

@@ -84,8 +84,8 @@ class VaultTransitKeySource implements KeySource {
     this.#name = name;
     this.#env = env;
     this.origin = origin;
-    // The key's identity is Vault's address, mount and key name (not the namespace: the same path
-    // in another namespace would be another key, but the address is what the operator configures).
+    // The key's identity is Vault's address, mount and key name, and the namespace: the same path in
+    // another namespace is another key.
     this.keyId = kmsKeyId('vault-transit', `${origin}#${env.VAULT_NAMESPACE ?? ''}`);
   }
 

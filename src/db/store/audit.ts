@@ -1,5 +1,5 @@
 import { and, asc, desc, eq, gt, gte, lte, type SQL, sql } from 'drizzle-orm';
-import type { Db } from '../client.js';
+import { type Db, executeRows } from '../client.js';
 import { auditHead, credentialAccessAudit } from '../schema/index.js';
 
 export type AuditRow = typeof credentialAccessAudit.$inferSelect;
@@ -77,7 +77,9 @@ export async function appendIfHead(
   expected: { lastId: number; lastHash: string },
   next: { lastId: number; lastHash: string },
 ): Promise<number | null> {
-  const result = await db.execute(sql`
+  const [row] = await executeRows<{ inserted: number; row_count: number | null }>(
+    db,
+    sql`
     with moved as (
       update audit_head set last_id = ${next.lastId}, last_hash = ${next.lastHash}, row_count = row_count + ${rows.length}
       where id = 1 and last_id = ${expected.lastId} and last_hash = ${expected.lastHash}
@@ -86,10 +88,8 @@ export async function appendIfHead(
       ${insertFromJson(rowsJson(rows))} where exists (select 1 from moved)
       returning 1
     )
-    select (select count(*) from inserted)::int as inserted, (select row_count from moved)::int as row_count`);
-  const [row] =
-    (result as unknown as { rows?: Array<{ inserted: number; row_count: number | null }> }).rows ??
-    (result as unknown as Array<{ inserted: number; row_count: number | null }>);
+    select (select count(*) from inserted)::int as inserted, (select row_count from moved)::int as row_count`,
+  );
   if (!row || Number(row.inserted) !== rows.length || row.row_count === null) return null;
   return Number(row.row_count);
 }

@@ -22,9 +22,9 @@ export async function getByTokenHash(db: Db, tokenHash: string): Promise<ClientR
   return row ?? null;
 }
 
-export async function getMany(db: Db, ids: string[]): Promise<ClientRow[]> {
-  if (!ids.length) return [];
-  return db.select().from(t).where(inArray(t.id, ids));
+export async function getById(db: Db, id: string): Promise<ClientRow | null> {
+  const [row] = await db.select().from(t).where(eq(t.id, id));
+  return row ?? null;
 }
 
 export async function list(db: Db): Promise<ClientRow[]> {

@@ -1,5 +1,5 @@
 import { and, eq, inArray, isNull, lt, or, sql } from 'drizzle-orm';
-import type { Db } from '../client.js';
+import { type Db, executeRows } from '../client.js';
 import { oauthTokensVault } from '../schema/index.js';
 import { notifyChange } from './changes.js';
 
@@ -134,7 +134,9 @@ export async function claimDue(
         sql` `,
       )} end`
     : sql`null::interval`;
-  const rows = await db.execute(sql`
+  const claimed = await executeRows<{ id: string; in_flight: string | Date | null }>(
+    db,
+    sql`
     with due as (
       select ${t.id} as id, ${t.refreshInFlightSince} as in_flight from ${t}
       where (${t.leaseExpiresAt} is null or ${t.leaseExpiresAt} < now())
@@ -158,10 +160,8 @@ export async function claimDue(
       -- The refresh leaves right after the claim: it is in flight from here on.
       refresh_in_flight_since = coalesce(${t.refreshInFlightSince}, now())
     from due where ${t.id} = due.id
-    returning ${t.id} as id, due.in_flight as in_flight`);
-  const claimed =
-    (rows as unknown as { rows?: Array<{ id: string; in_flight: string | Date | null }> }).rows ??
-    (rows as unknown as Array<{ id: string; in_flight: string | Date | null }>);
+    returning ${t.id} as id, due.in_flight as in_flight`,
+  );
   if (!claimed.length) return [];
   const before = new Map(claimed.map((r) => [r.id, r.in_flight ? new Date(r.in_flight) : null]));
   const full = await db

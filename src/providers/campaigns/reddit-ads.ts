@@ -86,23 +86,14 @@ async function both<A, B>(
   first: (signal: AbortSignal) => Promise<A>,
   second: (signal: AbortSignal) => Promise<B>,
 ): Promise<[A, B]> {
-  const controller = new AbortController();
-  const abort = () => controller.abort(signal.reason);
-  if (signal.aborted) abort();
-  else signal.addEventListener('abort', abort, { once: true });
-  try {
-    const stopOnFailure = <T>(promise: Promise<T>) =>
-      promise.catch((error: unknown) => {
-        controller.abort(error);
-        throw error;
-      });
-    return await Promise.all([
-      stopOnFailure(first(controller.signal)),
-      stopOnFailure(second(controller.signal)),
-    ]);
-  } finally {
-    signal.removeEventListener('abort', abort);
-  }
+  const stop = new AbortController();
+  const either = AbortSignal.any([signal, stop.signal]);
+  const stopOnFailure = <T>(promise: Promise<T>) =>
+    promise.catch((error: unknown) => {
+      stop.abort(error);
+      throw error;
+    });
+  return Promise.all([stopOnFailure(first(either)), stopOnFailure(second(either))]);
 }
 
 async function list(
