@@ -102,6 +102,35 @@ export function postgresOptions(target: ConnectTarget): PostgresOptions<Record<s
   return { path: target.socket, user: 'postgres', database: 'postgres', prepare: false };
 }
 
+type Sql = import('postgres').Sql<Record<string, PostgresType>>;
+
+/**
+ * The client drizzle gets: the same, except that its statements are named prepared statements.
+ * drizzle asks postgres.js for unnamed ones, which cost a second round trip each (Parse and Describe,
+ * then Bind and Execute); prepared, a statement is parsed once per connection and then costs one.
+ * The connection's own setting still rules: `?prepare=false` in DATABASE_URL (for a pooler in
+ * transaction mode) and the daemon's socket (one shared PGlite session) keep unnamed statements.
+ */
+function preparing(sql: Sql): Sql {
+  return new Proxy(sql, {
+    get(target, property, receiver) {
+      if (property === 'unsafe') {
+        return (query: string, params?: never[], options?: object) =>
+          target.unsafe(query, params, { ...options, prepare: true });
+      }
+      if (property === 'begin' || property === 'savepoint') {
+        return (...args: unknown[]) => {
+          const fn = args.pop() as (inner: Sql) => unknown;
+          return (Reflect.get(target, property) as (...a: unknown[]) => unknown)(...args, (inner: Sql) =>
+            fn(preparing(inner)),
+          );
+        };
+      }
+      return Reflect.get(target, property, receiver);
+    },
+  });
+}
+
 async function openPostgres(target: ConnectTarget, options: OpenOptions): Promise<Database> {
   if ('url' in target && !/^postgres(ql)?:\/\//.test(target.url)) {
     throw new DatabaseError(
@@ -124,7 +153,7 @@ async function openPostgres(target: ConnectTarget, options: OpenOptions): Promis
     connection: { application_name: options.applicationName ?? 'credvault' },
   };
   const client = 'url' in target ? postgres(target.url, settings) : postgres(settings);
-  const db = drizzle({ client, schema }) as unknown as Db;
+  const db = drizzle({ client: preparing(client), schema }) as unknown as Db;
   return {
     db,
     kind: 'postgres',
