@@ -1,5 +1,6 @@
-import * as dataKeys from '../db/store/data-keys.js';
-import type { GrantRow } from '../db/store/tokens.js';
+import type { ConnectionRow } from '../db/store/connections.js';
+import * as connectionStore from '../db/store/connections.js';
+import type { ClaimedGrant } from '../db/store/tokens.js';
 import * as tokenStore from '../db/store/tokens.js';
 import { PLATFORM_IDS, PLATFORMS } from '../providers/catalog.js';
 import type { ServiceContext } from '../services/context.js';
@@ -11,9 +12,10 @@ import type { DaemonOptions } from './options.js';
 import { RefreshBatcher } from './refresh-batcher.js';
 
 /**
- * The refresh loop. Each sweep claims due grants a few at a time (as many as there are free slots,
- * with FOR UPDATE SKIP LOCKED and a lease, so several daemons share the work without a leader) and
- * refreshes them through the token service. Between sweeps it sleeps until the earliest upcoming
+ * The refresh loop. Each sweep claims due grants a round ahead (one statement claims up to twice the
+ * concurrency, with FOR UPDATE SKIP LOCKED and a lease, so several daemons share the work without a
+ * leader; their data keys and connections come with the claim) and refreshes them through the token
+ * service as slots free up. Between sweeps it sleeps until the earliest upcoming
  * expiry enters the window, never longer than --interval. A platform that answers 429 is paused for
  * the time it asked for; failing grants cool down (the token service records that).
  */
@@ -108,31 +110,47 @@ export class RefreshScheduler {
   async sweep(): Promise<number> {
     const lease = leaseMs(this.#ctx.config.httpTimeoutMs);
     const idle = keepAliveDays();
+    const { concurrency } = this.#options;
+    const ready: Array<{ claimed: ClaimedGrant; connection: ConnectionRow | undefined }> = [];
     let attempted = 0;
-    for (;;) {
-      if (this.#stop.signal.aborted) break;
-      const free = this.#options.concurrency - this.#inFlight.size;
-      if (free <= 0) {
+    let exhausted = false;
+    try {
+      while (!this.#stop.signal.aborted) {
+        while (ready.length && this.#inFlight.size < concurrency) {
+          const next = ready.shift()!;
+          attempted += 1;
+          this.#launch(next.claimed, next.connection);
+        }
+        // Claim the next round while this one runs, so a free slot never waits for a claim.
+        const wanted = 2 * concurrency - ready.length - this.#inFlight.size;
+        if (!exhausted && ready.length < concurrency && wanted > 0) {
+          const claimed = await tokenStore.claimDue(
+            this.#ctx.db,
+            this.#owner,
+            lease,
+            this.#options.refreshWindowMs,
+            idle,
+            wanted,
+          );
+          if (!claimed.length) exhausted = true;
+          else {
+            (await this.#ctx.keyring()).prime(claimed.map((c) => c.dataKey));
+            const connections = await connectionStore.firstByGrants(
+              this.#ctx.db,
+              claimed.map((c) => c.grant.id),
+            );
+            for (const c of claimed) ready.push({ claimed: c, connection: connections.get(c.grant.id) });
+          }
+          continue;
+        }
+        if (exhausted && !ready.length) break;
         await Promise.race(this.#inFlight);
-        continue;
       }
-      const claimed: GrantRow[] = await tokenStore.claimDue(
-        this.#ctx.db,
-        this.#owner,
-        lease,
-        this.#options.refreshWindowMs,
-        idle,
-        free,
+    } finally {
+      // Claims never sent (the daemon is stopping) go back at once instead of waiting for the lease.
+      await Promise.allSettled(
+        ready.map((r) => tokenStore.unclaim(this.#ctx.db, r.claimed.grant, this.#owner)),
       );
-      if (!claimed.length) break;
-      // The grants' own data keys, read in one query instead of one each.
-      const keyring = await this.#ctx.keyring();
-      const missing = [...new Set(claimed.map((g) => g.dataKeyId))].filter((id) => !keyring.has(id));
-      if (missing.length) keyring.prime(await dataKeys.getWrappedMany(this.#ctx.db, missing));
-      for (const grant of claimed) {
-        attempted += 1;
-        this.#launch(grant);
-      }
     }
     await Promise.allSettled([...this.#inFlight]);
     this.lastSweepAt = new Date();
@@ -140,13 +158,13 @@ export class RefreshScheduler {
     return attempted;
   }
 
-  #launch(grant: GrantRow): void {
+  #launch({ grant }: ClaimedGrant, connection: ConnectionRow | undefined): void {
     const job = (async () => {
       const paused = this.#pausedUntil.get(grant.platform) ?? 0;
       if (paused > Date.now()) await sleep(paused - Date.now(), this.#stop.signal);
       let outcome: RefreshOutcome;
       try {
-        outcome = await refreshClaimed(this.#ctx, grant, this.#owner, this.#writer.write);
+        outcome = await refreshClaimed(this.#ctx, grant, connection, this.#owner, this.#writer.write);
       } catch (error) {
         outcome = 'internal';
         this.#log.error('refresh failed unexpectedly', { grant: grant.id, error: (error as Error).message });

@@ -345,7 +345,7 @@ export interface RefreshResult {
   owner: string;
   /** The grant's connections had failures or another status to clear. */
   recovering: boolean;
-  changes: Partial<tokenStore.NewGrantRow>;
+  tokens: tokenStore.RefreshedTokens;
   audit: AuditEntry;
 }
 
@@ -362,24 +362,25 @@ export async function writeResults(
   tx: Db,
   results: RefreshResult[],
 ): Promise<Array<GrantRow | null>> {
-  const rows: Array<GrantRow | null> = [];
-  for (const result of results) {
-    const row = await tokenStore.writeRefreshed(
-      tx,
-      result.grant.id,
-      result.owner,
-      result.grant.version,
-      result.changes,
-    );
+  const written = await tokenStore.writeRefreshed(
+    tx,
+    results.map((result) => ({
+      id: result.grant.id,
+      owner: result.owner,
+      version: result.grant.version,
+      tokens: result.tokens,
+    })),
+  );
+  const rows = results.map((result) => written.get(result.grant.id) ?? null);
+  for (const [index, result] of results.entries()) {
     // Connections that were fine stay untouched; one that had failures is healthy again.
-    if (row && result.recovering) {
+    if (rows[index] && result.recovering) {
       await connectionStore.updateByGrant(tx, result.grant.id, {
         status: 'active',
         statusMessage: null,
         consecutiveFailures: 0,
       });
     }
-    rows.push(row);
   }
   // The audit records come last: the chain head is locked only for the end of the transaction.
   await recordAudit(
@@ -431,7 +432,7 @@ async function storeRefreshed(
     owner,
     recovering:
       connection.status !== 'active' || connection.consecutiveFailures > 0 || grant.lastErrorCode !== null,
-    changes: {
+    tokens: {
       accessTokenEnc,
       // A response without a refresh token keeps the stored one.
       ...(refreshTokenEnc ? { refreshTokenEnc } : {}),
@@ -555,17 +556,18 @@ export type RefreshOutcome = 'success' | ProviderFailure | 'lease_lost' | 'skipp
 /**
  * Refreshes a grant the daemon claimed (its lease is `owner`'s already): the same path as `token get`,
  * so one refresh per expiry holds whatever mix of daemons and CLI processes runs. Failures are recorded
- * on the grant as usual; the outcome is returned for metrics, never thrown.
+ * on the grant as usual; the outcome is returned for metrics, never thrown. `connection` is the
+ * grant's first connection as read with the claim.
  */
 export async function refreshClaimed(
   ctx: ServiceContext,
   grant: GrantRow,
+  connection: ConnectionRow | undefined,
   owner: string,
   writer?: ResultWriter,
 ): Promise<RefreshOutcome> {
-  const [connection] = await connectionStore.listByGrant(ctx.db, grant.id);
   if (!connection || connection.status === 'needs_reauth' || connection.status === 'revoked') {
-    await tokenStore.releaseLease(ctx.db, grant.id, owner);
+    await tokenStore.unclaim(ctx.db, grant, owner);
     return 'skipped';
   }
   try {

@@ -125,6 +125,19 @@ export async function listByGrant(db: Db, tokenId: string): Promise<ConnectionRo
   return db.select().from(c).where(eq(c.tokenId, tokenId)).orderBy(asc(c.externalAccountId));
 }
 
+/** The first connection (by account id, as listByGrant orders them) of each of several grants. */
+export async function firstByGrants(db: Db, tokenIds: string[]): Promise<Map<string, ConnectionRow>> {
+  const first = new Map<string, ConnectionRow>();
+  if (!tokenIds.length) return first;
+  const rows = await db
+    .select()
+    .from(c)
+    .where(inArray(c.tokenId, tokenIds))
+    .orderBy(asc(c.externalAccountId));
+  for (const row of rows) if (row.tokenId && !first.has(row.tokenId)) first.set(row.tokenId, row);
+  return first;
+}
+
 export async function insert(db: Db, row: NewConnectionRow): Promise<void> {
   await db.insert(c).values(row);
 }

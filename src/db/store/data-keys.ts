@@ -18,11 +18,6 @@ export async function getWrapped(db: Db, id: string): Promise<WrappedDataKey | n
   return row ?? null;
 }
 
-export async function getWrappedMany(db: Db, ids: string[]): Promise<WrappedDataKey[]> {
-  if (!ids.length) return [];
-  return db.select(wrappedColumns).from(dataKeys).where(inArray(dataKeys.id, ids));
-}
-
 export async function activeVaultKeyId(db: Db): Promise<string | null> {
   const [row] = await db
     .select({ id: dataKeys.id })

@@ -1,6 +1,7 @@
-import { and, eq, inArray, isNull, lt, or, sql } from 'drizzle-orm';
-import { type Db, executeRows } from '../client.js';
-import { oauthTokensVault } from '../schema/index.js';
+import { and, eq, getTableColumns, isNull, lt, or, sql } from 'drizzle-orm';
+import type { WrappedDataKey } from '../../crypto/envelope.js';
+import type { Db } from '../client.js';
+import { dataKeys, oauthTokensVault } from '../schema/index.js';
 import { notifyChange } from './changes.js';
 
 export type GrantRow = typeof oauthTokensVault.$inferSelect;
@@ -46,21 +47,64 @@ export async function releaseLease(db: Db, id: string, owner: string): Promise<v
     .where(and(eq(t.id, id), eq(t.leaseOwner, owner)));
 }
 
+/** What a successful refresh writes; a refresh token or scope left out keeps the stored one. */
+export interface RefreshedTokens {
+  accessTokenEnc: string;
+  refreshTokenEnc?: string;
+  tokenType: string;
+  scope?: string;
+  accessTokenExpiresAt: Date | null;
+  refreshTokenExpiresAt: Date | null;
+  lastRefreshedAt: Date;
+}
+
+const iso = (d: Date | null | undefined) => (d ? d.toISOString() : null);
+
 /**
- * Writes refreshed tokens if the version read is still current and the lease is still ours (or
- * lapsed unclaimed): a writer whose lease was taken over cannot overwrite a newer token.
+ * Gives back a claim that was never sent (the daemon stopped, or the connection went away meanwhile):
+ * the lease goes and the in-flight mark is what it was before the claim.
+ */
+export async function unclaim(db: Db, claimed: GrantRow, owner: string): Promise<void> {
+  await db
+    .update(t)
+    .set({ leaseOwner: null, leaseExpiresAt: null, refreshInFlightSince: claimed.refreshInFlightSince })
+    .where(and(eq(t.id, claimed.id), eq(t.leaseOwner, owner)));
+}
+
+/**
+ * Writes refreshed tokens, in one statement for several grants. Each row is written only if the
+ * version read is still current and the lease is still ours (or lapsed unclaimed): a writer whose
+ * lease was taken over cannot overwrite a newer token. Answers the rows written, by grant id.
  */
 export async function writeRefreshed(
   db: Db,
-  id: string,
-  owner: string,
-  version: number,
-  changes: Partial<NewGrantRow>,
-): Promise<GrantRow | null> {
-  const [row] = await db
+  results: Array<{ id: string; owner: string; version: number; tokens: RefreshedTokens }>,
+): Promise<Map<string, GrantRow>> {
+  const json = JSON.stringify(
+    results.map(({ id, owner, version, tokens }) => ({
+      id,
+      owner,
+      version,
+      access_token_enc: tokens.accessTokenEnc,
+      refresh_token_enc: tokens.refreshTokenEnc ?? null,
+      token_type: tokens.tokenType,
+      scope: tokens.scope ?? null,
+      access_token_expires_at: iso(tokens.accessTokenExpiresAt),
+      refresh_token_expires_at: iso(tokens.refreshTokenExpiresAt),
+      last_refreshed_at: iso(tokens.lastRefreshedAt),
+    })),
+  );
+  const rows = await db
     .update(t)
     .set({
-      ...changes,
+      accessTokenEnc: sql`v.access_token_enc`,
+      // A response without a refresh token (or scope) keeps the stored one.
+      refreshTokenEnc: sql`coalesce(v.refresh_token_enc, ${t.refreshTokenEnc})`,
+      tokenType: sql`v.token_type`,
+      scope: sql`coalesce(v.scope, ${t.scope})`,
+      accessTokenExpiresAt: sql`v.access_token_expires_at`,
+      refreshTokenExpiresAt: sql`v.refresh_token_expires_at`,
+      lastRefreshedAt: sql`v.last_refreshed_at`,
       version: sql`${t.version} + 1`,
       leaseOwner: null,
       leaseExpiresAt: null,
@@ -71,11 +115,18 @@ export async function writeRefreshed(
       lastErrorAt: null,
       updatedAt: sql`now()`,
     })
-    .where(and(eq(t.id, id), eq(t.version, version), or(eq(t.leaseOwner, owner), isNull(t.leaseOwner))))
-    .returning();
+    .from(
+      sql`json_to_recordset(${json}::json) as v(id uuid, owner text, version integer, access_token_enc text,
+        refresh_token_enc text, token_type text, scope text, access_token_expires_at timestamptz,
+        refresh_token_expires_at timestamptz, last_refreshed_at timestamptz)`,
+    )
+    .where(
+      sql`${t.id} = v.id and ${t.version} = v.version and (${t.leaseOwner} = v.owner or ${t.leaseOwner} is null)`,
+    )
+    .returning(getTableColumns(t));
   // No notification: a daemon holding the previous access token may keep serving it while it is
   // valid (it was not revoked), and reads the new one when it needs a fresher one.
-  return row ?? null;
+  return new Map(rows.map((row) => [row.id, row]));
 }
 
 /** Records a failed refresh: the error, the cool-down, and the lease released. The tokens stay. */
@@ -113,11 +164,19 @@ export async function remove(db: Db, id: string): Promise<void> {
   await notifyChange(db, 'grant', id);
 }
 
+/** A grant the sweep claimed, with what refreshing it needs first: its wrapped data key. */
+export interface ClaimedGrant {
+  grant: GrantRow;
+  dataKey: WrappedDataKey;
+}
+
 /**
  * Claims grants that are due for a refresh, for the daemon's sweep: access token expiring within the
  * window, or unused for long enough that the platform could drop the refresh token. Rows another
  * daemon is claiming right now are skipped (SKIP LOCKED), and the lease set here keeps them ours
- * while we refresh; a daemon that dies leaves leases that simply lapse.
+ * while we refresh; a daemon that dies leaves leases that simply lapse. One statement: the claim
+ * answers the rows as they were before it (an earlier refresh's unknown outcome included) and their
+ * wrapped data keys.
  */
 export async function claimDue(
   db: Db,
@@ -126,7 +185,7 @@ export async function claimDue(
   windowMs: number,
   keepAliveDays: Record<string, number>,
   limit: number,
-): Promise<GrantRow[]> {
+): Promise<ClaimedGrant[]> {
   const keepAlive = Object.entries(keepAliveDays);
   const idleCase = keepAlive.length
     ? sql`case ${t.platform} ${sql.join(
@@ -134,12 +193,21 @@ export async function claimDue(
         sql` `,
       )} end`
     : sql`null::interval`;
-  const claimed = await executeRows<{ id: string; in_flight: string | Date | null }>(
-    db,
-    sql`
-    with due as (
-      select ${t.id} as id, ${t.refreshInFlightSince} as in_flight from ${t}
-      where (${t.leaseExpiresAt} is null or ${t.leaseExpiresAt} < now())
+  const due = db.$with('due').as(
+    db
+      .select({
+        dueId: sql<string>`${t.id}`.as('due_id'),
+        inFlight: sql<Date | null>`${t.refreshInFlightSince}`
+          .mapWith(t.refreshInFlightSince)
+          .as('due_in_flight'),
+        wrappedKey: sql<string>`${dataKeys.wrappedKey}`.as('due_wrapped_key'),
+        kekId: sql<string>`${dataKeys.kekId}`.as('due_kek_id'),
+        kekKind: sql<string>`${dataKeys.kekKind}`.as('due_kek_kind'),
+      })
+      .from(t)
+      .innerJoin(dataKeys, eq(dataKeys.id, t.dataKeyId))
+      .where(
+        sql`(${t.leaseExpiresAt} is null or ${t.leaseExpiresAt} < now())
         and (${t.cooldownUntil} is null or ${t.cooldownUntil} < now())
         and ${t.refreshTokenEnc} is not null
         and exists (
@@ -151,25 +219,35 @@ export async function claimDue(
           or ${t.lastRefreshedAt} < now() - ${idleCase}
         )
         -- A platform whose tokens live shorter than the window would otherwise be refreshed in a loop.
-        and (${t.lastRefreshedAt} is null or ${t.lastRefreshedAt} < now() - interval '1 minute')
-      order by ${t.accessTokenExpiresAt} asc nulls last
-      limit ${limit}
-      for update skip locked
-    )
-    update ${t} set lease_owner = ${owner}, lease_expires_at = now() + ${`${leaseMs} milliseconds`}::interval,
-      -- The refresh leaves right after the claim: it is in flight from here on.
-      refresh_in_flight_since = coalesce(${t.refreshInFlightSince}, now())
-    from due where ${t.id} = due.id
-    returning ${t.id} as id, due.in_flight as in_flight`,
+        and (${t.lastRefreshedAt} is null or ${t.lastRefreshedAt} < now() - interval '1 minute')`,
+      )
+      .orderBy(sql`${t.accessTokenExpiresAt} asc nulls last`)
+      .limit(limit)
+      .for('update', { of: t, skipLocked: true }),
   );
-  if (!claimed.length) return [];
-  const before = new Map(claimed.map((r) => [r.id, r.in_flight ? new Date(r.in_flight) : null]));
-  const full = await db
-    .select()
-    .from(t)
-    .where(inArray(t.id, [...before.keys()]));
-  // As it was before the claim: an earlier refresh's unknown outcome, or none.
-  return full.map((row) => ({ ...row, refreshInFlightSince: before.get(row.id) ?? null }));
+  const rows = await db
+    .with(due)
+    .update(t)
+    .set({
+      leaseOwner: owner,
+      leaseExpiresAt: sql`now() + ${`${leaseMs} milliseconds`}::interval`,
+      // The refresh leaves right after the claim: it is in flight from here on.
+      refreshInFlightSince: sql`coalesce(${t.refreshInFlightSince}, now())`,
+    })
+    .from(due)
+    .where(eq(t.id, due.dueId))
+    .returning({
+      ...getTableColumns(t),
+      inFlightBefore: due.inFlight,
+      wrappedKey: due.wrappedKey,
+      kekId: due.kekId,
+      kekKind: due.kekKind,
+    });
+  return rows.map(({ inFlightBefore, wrappedKey, kekId, kekKind, ...grant }) => ({
+    // As it was before the claim: an earlier refresh's unknown outcome, or none.
+    grant: { ...grant, refreshInFlightSince: inFlightBefore },
+    dataKey: { id: grant.dataKeyId, wrappedKey, kekId, kekKind } as WrappedDataKey,
+  }));
 }
 
 /** When the next grant becomes due (its expiry minus the window), for the sweep's sleep. */
