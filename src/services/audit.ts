@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import * as nodeCrypto from 'node:crypto';
 import { Secret } from '../crypto/secret.js';
 import type { Db } from '../db/client.js';
 import * as store from '../db/store/audit.js';
@@ -39,18 +39,34 @@ function assertNoSecret(value: unknown, path: string): void {
   }
 }
 
-/** JSON with object keys sorted at every depth, so the hash does not depend on jsonb's key order. */
-function canonical(value: unknown): string {
-  if (Array.isArray(value)) return `[${value.map(canonical).join(',')}]`;
-  if (value && typeof value === 'object' && !(value instanceof Date)) {
-    const entries = Object.entries(value as Record<string, unknown>)
-      .filter(([, v]) => v !== undefined)
-      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-    return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonical(v)}`).join(',')}}`;
-  }
+/**
+ * JSON with object keys sorted at every depth (by UTF-16 code units), so the hash does not depend on
+ * jsonb's key order. Written as loops: the daemon hashes every token it serves.
+ */
+export function canonical(value: unknown): string {
+  if (value === null || typeof value !== 'object') return JSON.stringify(value ?? null);
   if (value instanceof Date) return JSON.stringify(value.toISOString());
-  return JSON.stringify(value ?? null);
+  if (Array.isArray(value)) {
+    let out = '[';
+    for (let i = 0; i < value.length; i++) out += (i ? ',' : '') + canonical(value[i]);
+    return `${out}]`;
+  }
+  const object = value as Record<string, unknown>;
+  let out = '{';
+  for (const key of Object.keys(object).sort()) {
+    const inner = object[key];
+    if (inner === undefined) continue;
+    out += `${out.length > 1 ? ',' : ''}${JSON.stringify(key)}:${canonical(inner)}`;
+  }
+  return `${out}}`;
 }
+
+// One call instead of a Hash object per row, where Node has it (20.12 and later; a namespace import,
+// so that older versions load this module at all).
+const oneShot = (nodeCrypto as Partial<typeof nodeCrypto>).hash;
+const sha256hex: (text: string) => string = oneShot
+  ? (text) => oneShot('sha256', text, 'hex')
+  : (text) => nodeCrypto.createHash('sha256').update(text).digest('hex');
 
 type Hashable = Omit<store.AuditRow, 'hash'>;
 
@@ -66,7 +82,7 @@ export function rowHash(row: Hashable): string {
   )},${text(row.targetId)},${text(row.connectionId)},${text(row.clientAddress)},${text(row.userAgent)},${text(
     row.outcome,
   )},${canonical(row.detail)},${text(row.prevHash)}]`;
-  return createHash('sha256').update(material).digest('hex');
+  return sha256hex(material);
 }
 
 /** Where the hash chain ends: the last row's id and hash, and how many rows it holds. */
