@@ -96,7 +96,14 @@ export class Keyring {
     if (Date.now() - this.#missedAt < 1000) return false;
     const reload = this.#reload;
     this.#adopting = (async () => {
-      const fresh = await reload().catch(() => null);
+      let fresh: KeySource | null = null;
+      // A rotation puts the new key in place just after its transaction commits: a data key read in
+      // between is wrapped by a key not there yet, so one more look a moment later.
+      for (let attempt = 0; attempt < 2 && fresh?.keyId !== kekId; attempt++) {
+        if (attempt) await new Promise((resolve) => setTimeout(resolve, 250));
+        await fresh?.close?.();
+        fresh = await reload().catch(() => null);
+      }
       if (!fresh || fresh.keyId !== kekId) {
         await fresh?.close?.();
         this.#missedAt = Date.now();

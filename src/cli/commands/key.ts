@@ -1,4 +1,4 @@
-import { existsSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, linkSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
 import type { KeySource } from '../../crypto/key-source.js';
 import { homeKeyPath, locateKey, noKeyError, resolveKeySource } from '../../crypto/key-sources.js';
 import { generateMasterKey, LocalKeySource } from '../../crypto/local-key.js';
@@ -165,12 +165,19 @@ export async function rotate(rt: Runtime, flags: RotateFlags): Promise<void> {
     // SIGHUP find it meanwhile); keep the old one beside it, named for what it is.
     if (keptInHome && !sameKey) {
       retiredFile = `${homeKey}.retired-${current.keyId}`;
-      renameSync(homeKey, retiredFile);
+      // The old key stays readable at its new name, and master.key is never missing: a daemon that
+      // looks for the new key at this moment finds one key or the other, each by an atomic rename.
+      linkSync(homeKey, retiredFile);
       if (next.kind === 'local') {
-        const source = generatedFile ?? (flags.newKeyFile === `${homeKey}.new` ? flags.newKeyFile : null);
-        if (source) renameSync(source, homeKey);
-        else writeFileSync(homeKey, `${newKeyText}\n`, { mode: 0o600 });
+        let source = generatedFile ?? (flags.newKeyFile === `${homeKey}.new` ? flags.newKeyFile : null);
+        if (!source) {
+          source = `${homeKey}.installing-${process.pid}`;
+          writeFileSync(source, `${newKeyText}\n`, { mode: 0o600, flag: 'wx' });
+        }
+        renameSync(source, homeKey);
         installed = homeKey;
+      } else {
+        unlinkSync(homeKey);
       }
     }
     let reencrypted = null;
