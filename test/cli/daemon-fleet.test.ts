@@ -109,4 +109,22 @@ describe.runIf(DB_KIND === 'postgres')('a fleet of daemons on one PostgreSQL', (
     expect(stuck).toEqual({ leased: 0, in_flight: 0, inactive: 0 });
     expect(await c.stop()).toBe(0);
   });
+
+  it('stopped with SIGTERM mid-sweep, stores what it sent and hands back at once the claims it never sent', async () => {
+    const { double, v } = await fleet(60);
+    double.faults.latencyMs = 300;
+    const before = double.refreshAttempts;
+    // Concurrency 4 claims a round ahead: 8 grants claimed, 4 of them waiting for a slot.
+    const a = await startDaemon(v, { args: ['--concurrency', '4'], name: 'a' });
+    for (let i = 0; i < 400 && double.refreshAttempts - before < 6; i++) await sleep(25);
+    expect(await a.stop()).toBe(0);
+    const sent = double.refreshAttempts - before;
+    const rows = await v.sql<{ version: number; lease_owner: string | null; in_flight: string | null }>(
+      'select version, lease_owner, refresh_in_flight_since as in_flight from oauth_tokens_vault',
+    );
+    // Every refresh that left was answered and stored; nothing else was touched or left leased.
+    expect(rows.filter((r) => r.version === 2)).toHaveLength(sent);
+    expect(sent).toBeLessThan(60);
+    expect(rows.filter((r) => r.lease_owner !== null || r.in_flight !== null)).toEqual([]);
+  });
 });

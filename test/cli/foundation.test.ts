@@ -2,7 +2,7 @@ import { statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { expectNoSecretsLeaked, fakeSecret } from '../helpers/secrets.js';
-import { createVault, type TestVault } from '../helpers/vault.js';
+import { createVault, DB_KIND, type TestVault } from '../helpers/vault.js';
 
 const vaults: TestVault[] = [];
 async function vault(options?: { initialized?: boolean }) {
@@ -95,6 +95,25 @@ describe('db', () => {
     expect(status.migrations[0]).toMatchObject({ tag: '0000_init', applied: true });
     expect(await v.json(['db', 'migrate'])).toEqual({ applied: [] });
   });
+
+  it.runIf(DB_KIND === 'postgres')(
+    'works with ?prepare=false in DATABASE_URL (a pooler in transaction mode)',
+    async () => {
+      const v = await vault();
+      const env = { DATABASE_URL: `${v.databaseUrl}?prepare=false` };
+      const added = await v.cli(
+        ['apps', 'add', 'google_ads', '--label', 'pooled', '--from-file', '-', '--json'],
+        {
+          env,
+          input: JSON.stringify({ client_id: 'id-1', client_secret: 'secret-1' }),
+        },
+      );
+      expect(added.code, added.stderr).toBe(0);
+      const listed = await v.cli(['apps', 'list', '--json'], { env });
+      expect(JSON.parse(listed.stdout).map((a: { label: string }) => a.label)).toEqual(['pooled']);
+      expect((await v.cli(['audit', 'verify'], { env })).code).toBe(0);
+    },
+  );
 });
 
 describe('platforms', () => {
