@@ -12,6 +12,7 @@ import type { PlatformId } from '../providers/catalog.js';
 import { ProviderError, type ProviderFailure } from '../providers/errors.js';
 import { providerFor } from '../providers/registry.js';
 import type { ProviderApp, TokenResult } from '../providers/types.js';
+import { withDeadline } from '../util/deadline.js';
 import { connectionRef } from '../views.js';
 import { type AuditEntry, recordAudit } from './audit.js';
 import { resolveConnection } from './connections.js';
@@ -307,9 +308,9 @@ async function refreshWithLease(
       attempts += 1;
       const remaining = budgetEnds - Date.now();
       try {
-        tokens = await provider.refresh(papp, refreshToken, {
-          signal: AbortSignal.timeout(Math.max(1, Math.min(ctx.config.httpTimeoutMs, remaining))),
-        });
+        tokens = await withDeadline(Math.max(1, Math.min(ctx.config.httpTimeoutMs, remaining)), (signal) =>
+          provider.refresh(papp, refreshToken, { signal }),
+        );
         break;
       } catch (error) {
         if (error instanceof ProviderError && error.status === null && error.kind === 'transient')
