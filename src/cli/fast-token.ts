@@ -5,7 +5,6 @@
  * else. Any doubt (no daemon, another database, a refusal) returns null and the full path runs.
  */
 import { readFileSync } from 'node:fs';
-import { request } from 'node:http';
 import { join, resolve } from 'node:path';
 import { defaultHome, osUser } from '../config.js';
 
@@ -52,14 +51,16 @@ function readRunFile(home: string): RunFile | null {
   }
 }
 
-export function tokenFromDaemon(
+export async function tokenFromDaemon(
   env: NodeJS.ProcessEnv,
   ref: string,
   minTtl: number,
 ): Promise<TokenDocument | null> {
   const run = readRunFile(homeFromEnv(env));
-  if (!run || run.database !== databaseLabel(env.DATABASE_URL)) return Promise.resolve(null);
+  if (!run || run.database !== databaseLabel(env.DATABASE_URL)) return null;
   const who = env.CREDVAULT_ACTOR?.trim() || osUser(env);
+  // Loaded only when a daemon is there to ask: without one, `token get` should not pay for it.
+  const { request } = await import('node:http');
   return new Promise((done) => {
     const req = request(
       {

@@ -17,10 +17,12 @@ function collect(value: string, previous: string[] = []): string[] {
 export function buildProgram(io: Io, onRuntime: (rt: Runtime) => void): Command {
   const program = new Command('credvault');
 
-  const runWith = (command: Command, handler: Handler) => {
+  // `plain`: the command prints data, never a table or colours (`token get`, `exec`): it does not
+  // wait for chalk and cli-table3 to load.
+  const runWith = (command: Command, handler: Handler, plain = false) => {
     const rt = createRuntime(command.optsWithGlobals() as GlobalFlags, io);
     onRuntime(rt);
-    return rt.out.prepare().then(() => handler(rt));
+    return plain ? handler(rt) : rt.out.prepare().then(() => handler(rt));
   };
 
   program
@@ -226,7 +228,7 @@ export function buildProgram(io: Io, onRuntime: (rt: Runtime) => void): Command 
     .option('--min-ttl <seconds>', 'refresh first if the token expires within this many seconds', '60')
     .option('--format <format>', 'raw, json, header, env or google-ads-yaml (default: raw; json with --json)')
     .action((ref: string, opts, cmd: Command) =>
-      runWith(cmd, async (rt) => (await import('./commands/token.js')).get(rt, ref, opts)),
+      runWith(cmd, async (rt) => (await import('./commands/token.js')).get(rt, ref, opts), true),
     );
 
   program
@@ -235,7 +237,7 @@ export function buildProgram(io: Io, onRuntime: (rt: Runtime) => void): Command 
     .usage('<conn> [--min-ttl SECONDS] -- <command> [args...]')
     .option('--min-ttl <seconds>', 'refresh first if the token expires within this many seconds', '60')
     .action((ref: string, command: string[], opts, cmd: Command) =>
-      runWith(cmd, async (rt) => (await import('./commands/token.js')).exec(rt, ref, command, opts)),
+      runWith(cmd, async (rt) => (await import('./commands/token.js')).exec(rt, ref, command, opts), true),
     );
 
   program
