@@ -73,16 +73,21 @@ type Hashable = Omit<store.AuditRow, 'hash'>;
 const text = (value: string | null) => (value === null ? 'null' : JSON.stringify(value));
 
 /**
- * SHA-256 over the canonical JSON array of the row's fields (the daemon hashes every record it
- * writes, so this is spelled out rather than walked: it equals `canonical([...fields])`).
+ * The canonical JSON array of a row's fields, which its hash covers (the daemon hashes every record
+ * it writes, so this is spelled out rather than walked: it equals `canonical([...fields])`). Without
+ * its closing bracket: with `,"<hash>"]` added it is also the row as it is written (store.appendIfHead).
  */
-export function rowHash(row: Hashable): string {
-  const material = `[${row.id},${JSON.stringify(row.occurredAt.toISOString())},${text(row.actor)},${text(row.action)},${text(
+function material(row: Hashable): string {
+  return `[${row.id},${JSON.stringify(row.occurredAt.toISOString())},${text(row.actor)},${text(row.action)},${text(
     row.targetType,
   )},${text(row.targetId)},${text(row.connectionId)},${text(row.clientAddress)},${text(row.userAgent)},${text(
     row.outcome,
-  )},${canonical(row.detail)},${text(row.prevHash)}]`;
-  return sha256hex(material);
+  )},${canonical(row.detail)},${text(row.prevHash)}`;
+}
+
+/** SHA-256 over the canonical JSON array of the row's fields. */
+export function rowHash(row: Hashable): string {
+  return sha256hex(`${material(row)}]`);
 }
 
 /** Where the hash chain ends: the last row's id and hash, and how many rows it holds. */
@@ -92,15 +97,15 @@ export interface AuditHead {
   rowCount: number;
 }
 
-/** The rows of `entries` chained after `head`, and the head they make. */
+/** The rows of `entries` chained after `head` (as store.appendIfHead writes them), and the head they make. */
 function chain(head: AuditHead, actor: Actor, list: AuditEntry[], now: Date) {
   let prevHash = head.lastHash;
   let id = head.lastId;
-  const rows: store.NewAuditRow[] = [];
+  const rows: string[] = [];
   for (const entry of list) {
     const who = entry.actor ?? actor;
     id += 1;
-    const row: Hashable = {
+    const fields = material({
       id,
       // timestamptz keeps microseconds, a JS Date milliseconds: hash what will be read back.
       occurredAt: new Date(now.getTime()),
@@ -114,9 +119,9 @@ function chain(head: AuditHead, actor: Actor, list: AuditEntry[], now: Date) {
       outcome: entry.outcome,
       detail: entry.detail ?? {},
       prevHash,
-    };
-    const hash = rowHash(row);
-    rows.push({ ...row, hash });
+    });
+    const hash = sha256hex(`${fields}]`);
+    rows.push(`${fields},"${hash}"]`);
     prevHash = hash;
   }
   return { rows, head: { lastId: id, lastHash: prevHash, rowCount: head.rowCount + list.length } };

@@ -455,6 +455,15 @@ describe('audit', () => {
     expect((await v.cli(['audit', 'list', '--since', 'yesterday'])).code).toBe(2);
   });
 
+  it('keeps an actor with quotes, backslashes and non-ASCII exactly, and the chain verifies', async () => {
+    const v = await vaultWithHistory();
+    const actor = 'Zoë "ops" \\ team\tnight ☃';
+    await v.json(['apps', 'disable', 'b'], { env: { CREDVAULT_ACTOR: actor } });
+    const rows = await v.json<Array<{ action: string; actor: string }>>(['audit', 'list', '--actor', actor]);
+    expect(rows).toEqual([expect.objectContaining({ action: 'app.disable', actor })]);
+    expect((await v.json<{ ok: boolean }>(['audit', 'verify'])).ok).toBe(true);
+  });
+
   it('fails closed: when the audit row cannot be written, nothing is written', async () => {
     const v = await vault();
     const before = await v.dump();

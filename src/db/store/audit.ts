@@ -36,33 +36,17 @@ export async function readHead(
   return head ?? null;
 }
 
-function rowsJson(rows: NewAuditRow[]): string {
-  return JSON.stringify(
-    rows.map((r) => ({
-      id: r.id,
-      occurred_at: (r.occurredAt as Date).toISOString(),
-      actor: r.actor,
-      action: r.action,
-      target_type: r.targetType,
-      target_id: r.targetId ?? null,
-      connection_id: r.connectionId ?? null,
-      client_address: r.clientAddress ?? null,
-      user_agent: r.userAgent ?? null,
-      outcome: r.outcome,
-      detail: r.detail ?? {},
-      prev_hash: r.prevHash,
-      hash: r.hash,
-    })),
-  );
-}
-
+/**
+ * Rows as JSON arrays, in this order: id, occurred_at, actor, action, target_type, target_id,
+ * connection_id, client_address, user_agent, outcome, detail, prev_hash, hash (the array the hash
+ * covers, with the hash added: see services/audit.ts).
+ */
 const insertFromJson = (json: string) => sql`
   insert into credential_access_audit
     (id, occurred_at, actor, action, target_type, target_id, connection_id, client_address, user_agent, outcome, detail, prev_hash, hash)
-  select id, occurred_at, actor, action, target_type, target_id, connection_id, client_address, user_agent, outcome, detail, prev_hash, hash
-  from jsonb_to_recordset(${json}::jsonb) as r(
-    id bigint, occurred_at timestamptz, actor text, action text, target_type text, target_id text, connection_id uuid,
-    client_address text, user_agent text, outcome text, detail jsonb, prev_hash text, hash text)`;
+  select (r->>0)::bigint, (r->>1)::timestamptz, r->>2, r->>3, r->>4, r->>5, (r->>6)::uuid, r->>7, r->>8, r->>9,
+    (r->10)::jsonb, r->>11, r->>12
+  from json_array_elements(${json}::json) as r`;
 
 /**
  * Appends rows (one JSON parameter) and moves the head, in one statement: the head moves only if it is
@@ -73,7 +57,7 @@ const insertFromJson = (json: string) => sql`
  */
 export async function appendIfHead(
   db: Db,
-  rows: NewAuditRow[],
+  rows: string[],
   expected: { lastId: number; lastHash: string },
   next: { lastId: number; lastHash: string },
 ): Promise<number | null> {
@@ -85,7 +69,7 @@ export async function appendIfHead(
       where id = 1 and last_id = ${expected.lastId} and last_hash = ${expected.lastHash}
       returning row_count
     ), inserted as (
-      ${insertFromJson(rowsJson(rows))} where exists (select 1 from moved)
+      ${insertFromJson(`[${rows.join(',')}]`)} where exists (select 1 from moved)
       returning 1
     )
     select (select count(*) from inserted)::int as inserted, (select row_count from moved)::int as row_count`,
