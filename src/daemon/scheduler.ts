@@ -111,7 +111,8 @@ export class RefreshScheduler {
     const lease = leaseMs(this.#ctx.config.httpTimeoutMs);
     const idle = keepAliveDays();
     const { concurrency } = this.#options;
-    const ready: Array<{ claimed: ClaimedGrant; connection: ConnectionRow | undefined }> = [];
+    const ready: Array<{ claimed: ClaimedGrant; connection: ConnectionRow | undefined; claimedAt: number }> =
+      [];
     let attempted = 0;
     let exhausted = false;
     try {
@@ -119,11 +120,14 @@ export class RefreshScheduler {
         while (ready.length && this.#inFlight.size < concurrency) {
           const next = ready.shift()!;
           attempted += 1;
-          this.#launch(next.claimed, next.connection);
+          this.#launch(next.claimed, next.connection, next.claimedAt + lease);
         }
         // Claim the next round while this one runs, so a free slot never waits for a claim.
         const wanted = 2 * concurrency - ready.length - this.#inFlight.size;
         if (!exhausted && ready.length < concurrency && wanted > 0) {
+          // The lease runs from before the claim was sent, by this host's clock (the database's may
+          // differ, which the lease's margin covers).
+          const claimedAt = Date.now();
           const claimed = await tokenStore.claimDue(
             this.#ctx.db,
             this.#owner,
@@ -139,7 +143,9 @@ export class RefreshScheduler {
               this.#ctx.db,
               claimed.map((c) => c.grant.id),
             );
-            for (const c of claimed) ready.push({ claimed: c, connection: connections.get(c.grant.id) });
+            for (const c of claimed) {
+              ready.push({ claimed: c, connection: connections.get(c.grant.id), claimedAt });
+            }
           }
           continue;
         }
@@ -158,13 +164,16 @@ export class RefreshScheduler {
     return attempted;
   }
 
-  #launch({ grant }: ClaimedGrant, connection: ConnectionRow | undefined): void {
+  #launch({ grant }: ClaimedGrant, connection: ConnectionRow | undefined, leaseEnds: number): void {
     const job = (async () => {
       const paused = this.#pausedUntil.get(grant.platform) ?? 0;
       if (paused > Date.now()) await sleep(paused - Date.now(), this.#stop.signal);
       let outcome: RefreshOutcome;
       try {
-        outcome = await refreshClaimed(this.#ctx, grant, connection, this.#owner, this.#writer.write);
+        // A claim that waited for a slot (or for a paused platform) has less of its lease left.
+        outcome = await refreshClaimed(this.#ctx, grant, connection, this.#owner, this.#writer.write, {
+          leaseLeftMs: leaseEnds - Date.now(),
+        });
       } catch (error) {
         outcome = 'internal';
         this.#log.error('refresh failed unexpectedly', { grant: grant.id, error: (error as Error).message });

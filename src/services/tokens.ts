@@ -558,7 +558,9 @@ export type RefreshOutcome = 'success' | ProviderFailure | 'lease_lost' | 'skipp
  * Refreshes a grant the daemon claimed (its lease is `owner`'s already): the same path as `token get`,
  * so one refresh per expiry holds whatever mix of daemons and CLI processes runs. Failures are recorded
  * on the grant as usual; the outcome is returned for metrics, never thrown. `connection` is the
- * grant's first connection as read with the claim.
+ * grant's first connection as read with the claim; `leaseLeftMs`, what is left of the lease (a claim
+ * made ahead of time waited for a slot). With less left than one attempt and the write need, the claim
+ * is given back instead: a refresh whose lease lapsed mid-call could meet another refresher's.
  */
 export async function refreshClaimed(
   ctx: ServiceContext,
@@ -566,14 +568,20 @@ export async function refreshClaimed(
   connection: ConnectionRow | undefined,
   owner: string,
   writer?: ResultWriter,
+  { leaseLeftMs = leaseMs(ctx.config.httpTimeoutMs) }: { leaseLeftMs?: number } = {},
 ): Promise<RefreshOutcome> {
-  if (!connection || connection.status === 'needs_reauth' || connection.status === 'revoked') {
+  if (
+    !connection ||
+    connection.status === 'needs_reauth' ||
+    connection.status === 'revoked' ||
+    leaseLeftMs < ctx.config.httpTimeoutMs + 10_000
+  ) {
     await tokenStore.unclaim(ctx.db, grant, owner);
     return 'skipped';
   }
   try {
     const before = grant.version;
-    const after = await refreshWithLease(ctx, connection, grant, owner, leaseMs(ctx.config.httpTimeoutMs), {
+    const after = await refreshWithLease(ctx, connection, grant, owner, leaseLeftMs, {
       claimed: true,
       writer,
     });
