@@ -4,8 +4,13 @@
  */
 
 const argv = process.argv.slice(2);
+// The command word, after the global options (`credvault --home /srv daemon` is the daemon too);
+// these are program.ts's global options that take a value.
+const withValue = new Set(['--database-url', '--home', '--actor']);
+let at = 0;
+while (at < argv.length && argv[at]!.startsWith('-')) at += withValue.has(argv[at]!) ? 2 : 1;
 const { setFlagsFromString } = await import('node:v8');
-if (argv[0] !== 'daemon') {
+if (argv[at] !== 'daemon') {
   // A short-lived command: compile the embedded database's WebAssembly with the baseline compiler
   // only. Optimizing it costs more CPU than a command's few queries win back (about half the start-up
   // time of a command on the embedded database). The daemon keeps the optimizing tier.

@@ -50,6 +50,9 @@ export class RefreshScheduler {
   readonly #log: Logger;
   readonly #owner = refreshOwner('daemon');
   readonly #stop = new AbortController();
+  readonly #stopped = new Promise<void>((resolve) =>
+    this.#stop.signal.addEventListener('abort', () => resolve(), { once: true }),
+  );
   #wake: AbortController = new AbortController();
   readonly #inFlight = new Set<Promise<void>>();
   readonly #pausedUntil = new Map<string, number>();
@@ -138,19 +141,25 @@ export class RefreshScheduler {
           );
           if (!claimed.length) exhausted = true;
           else {
+            // In the queue before anything else can fail, so that the finally below gives them back.
+            const round = claimed.map((c) => ({
+              claimed: c,
+              connection: undefined as ConnectionRow | undefined,
+              claimedAt,
+            }));
+            ready.push(...round);
             (await this.#ctx.keyring()).prime(claimed.map((c) => c.dataKey));
             const connections = await connectionStore.firstByGrants(
               this.#ctx.db,
               claimed.map((c) => c.grant.id),
             );
-            for (const c of claimed) {
-              ready.push({ claimed: c, connection: connections.get(c.grant.id), claimedAt });
-            }
+            for (const entry of round) entry.connection = connections.get(entry.claimed.grant.id);
           }
           continue;
         }
         if (exhausted && !ready.length) break;
-        await Promise.race(this.#inFlight);
+        // A stop wakes this at once: the claims still waiting go back now, not after a slow refresh.
+        await Promise.race([...this.#inFlight, this.#stopped]);
       }
     } finally {
       // Claims never sent (the daemon is stopping) go back at once instead of waiting for the lease.

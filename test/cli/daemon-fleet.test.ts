@@ -127,4 +127,26 @@ describe.runIf(DB_KIND === 'postgres')('a fleet of daemons on one PostgreSQL', (
     expect(sent).toBeLessThan(60);
     expect(rows.filter((r) => r.lease_owner !== null || r.in_flight !== null)).toEqual([]);
   });
+
+  it('gives back the claims waiting for a slot at once on SIGTERM, while a stalled refresh still runs', async () => {
+    const { double, v } = await fleet(20);
+    double.faults.latencyMs = 6_000;
+    const before = double.refreshAttempts;
+    // Concurrency 2: two refreshes stall at the platform, two more claims wait for a slot.
+    const a = await startDaemon(v, { args: ['--concurrency', '2'], name: 'a' });
+    for (let i = 0; i < 400 && double.refreshAttempts - before < 2; i++) await sleep(25);
+    const leased = async () =>
+      (
+        await v.sql<{ n: number }>(
+          'select count(*)::int as n from oauth_tokens_vault where lease_owner is not null',
+        )
+      )[0]!.n;
+    expect(await leased()).toBe(4);
+    a.child.kill('SIGTERM');
+    await sleep(1_000);
+    // The two refreshes in flight still hold their leases; the two that were never sent are free.
+    expect(await leased()).toBe(2);
+    expect(await a.exited).toBe(0);
+    expect(double.refreshAttempts - before).toBe(2);
+  });
 });

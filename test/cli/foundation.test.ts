@@ -97,10 +97,12 @@ describe('db', () => {
   });
 
   it.runIf(DB_KIND === 'postgres')(
-    'works with ?prepare=false in DATABASE_URL (a pooler in transaction mode)',
+    'accepts ?prepare=false in DATABASE_URL (a pooler in transaction mode) as a driver option, not a server setting',
     async () => {
       const v = await vault();
-      const env = { DATABASE_URL: `${v.databaseUrl}?prepare=false` };
+      const url = new URL(v.databaseUrl!);
+      url.searchParams.set('prepare', 'false');
+      const env = { DATABASE_URL: url.toString() };
       const added = await v.cli(
         ['apps', 'add', 'google_ads', '--label', 'pooled', '--from-file', '-', '--json'],
         {

@@ -167,7 +167,8 @@ export async function rotate(rt: Runtime, flags: RotateFlags): Promise<void> {
       retiredFile = `${homeKey}.retired-${current.keyId}`;
       // The old key stays readable at its new name, and master.key is never missing: a daemon that
       // looks for the new key at this moment finds one key or the other, each by an atomic rename.
-      linkSync(homeKey, retiredFile);
+      // (A retired file of that name holds this very key already: the name is the key's id.)
+      if (!existsSync(retiredFile)) linkSync(homeKey, retiredFile);
       if (next.kind === 'local') {
         let source = generatedFile ?? (flags.newKeyFile === `${homeKey}.new` ? flags.newKeyFile : null);
         if (!source) {
