@@ -43,6 +43,13 @@ const sleep = (ms: number, signal: AbortSignal) =>
     );
   });
 
+/** A claimed grant waiting for a slot. */
+interface Ready {
+  claimed: ClaimedGrant;
+  connection: ConnectionRow | undefined;
+  claimedAt: number;
+}
+
 export class RefreshScheduler {
   readonly #ctx: ServiceContext;
   readonly #options: DaemonOptions;
@@ -114,47 +121,19 @@ export class RefreshScheduler {
     const lease = leaseMs(this.#ctx.config.httpTimeoutMs);
     const idle = keepAliveDays();
     const { concurrency } = this.#options;
-    const ready: Array<{ claimed: ClaimedGrant; connection: ConnectionRow | undefined; claimedAt: number }> =
-      [];
+    const ready: Ready[] = [];
     let attempted = 0;
     let exhausted = false;
     try {
       while (!this.#stop.signal.aborted) {
         while (ready.length && this.#inFlight.size < concurrency) {
-          const next = ready.shift()!;
           attempted += 1;
-          this.#launch(next.claimed, next.connection, next.claimedAt + lease);
+          this.#launch(ready.shift()!, lease);
         }
         // Claim the next round while this one runs, so a free slot never waits for a claim.
         const wanted = 2 * concurrency - ready.length - this.#inFlight.size;
         if (!exhausted && ready.length < concurrency && wanted > 0) {
-          // The lease runs from before the claim was sent, by this host's clock (the database's may
-          // differ, which the lease's margin covers).
-          const claimedAt = Date.now();
-          const claimed = await tokenStore.claimDue(
-            this.#ctx.db,
-            this.#owner,
-            lease,
-            this.#options.refreshWindowMs,
-            idle,
-            wanted,
-          );
-          if (!claimed.length) exhausted = true;
-          else {
-            // In the queue before anything else can fail, so that the finally below gives them back.
-            const round = claimed.map((c) => ({
-              claimed: c,
-              connection: undefined as ConnectionRow | undefined,
-              claimedAt,
-            }));
-            ready.push(...round);
-            (await this.#ctx.keyring()).prime(claimed.map((c) => c.dataKey));
-            const connections = await connectionStore.firstByGrants(
-              this.#ctx.db,
-              claimed.map((c) => c.grant.id),
-            );
-            for (const entry of round) entry.connection = connections.get(entry.claimed.grant.id);
-          }
+          exhausted = (await this.#claimRound(lease, idle, wanted, ready)) === 0;
           continue;
         }
         if (exhausted && !ready.length) break;
@@ -173,15 +152,50 @@ export class RefreshScheduler {
     return attempted;
   }
 
-  #launch({ grant }: ClaimedGrant, connection: ConnectionRow | undefined, leaseEnds: number): void {
+  /**
+   * Claims up to `wanted` due grants and queues them in `ready` (before anything else can fail, so
+   * that the sweep gives them back should it stop); primes their data keys and reads their
+   * connections. Resolves how many were claimed.
+   */
+  async #claimRound(
+    lease: number,
+    idle: Record<string, number>,
+    wanted: number,
+    ready: Ready[],
+  ): Promise<number> {
+    // The lease runs from before the claim was sent, by this host's clock (the database's may
+    // differ, which the lease's margin covers).
+    const claimedAt = Date.now();
+    const claimed = await tokenStore.claimDue(
+      this.#ctx.db,
+      this.#owner,
+      lease,
+      this.#options.refreshWindowMs,
+      idle,
+      wanted,
+    );
+    const round: Ready[] = claimed.map((c) => ({ claimed: c, connection: undefined, claimedAt }));
+    ready.push(...round);
+    if (!claimed.length) return 0;
+    (await this.#ctx.keyring()).prime(claimed.map((c) => c.dataKey));
+    const connections = await connectionStore.firstByGrants(
+      this.#ctx.db,
+      claimed.map((c) => c.grant.id),
+    );
+    for (const entry of round) entry.connection = connections.get(entry.claimed.grant.id);
+    return claimed.length;
+  }
+
+  #launch({ claimed: { grant }, connection, claimedAt }: Ready, lease: number): void {
     const job = (async () => {
       const paused = this.#pausedUntil.get(grant.platform) ?? 0;
       if (paused > Date.now()) await sleep(paused - Date.now(), this.#stop.signal);
       let outcome: RefreshOutcome;
       try {
         // A claim that waited for a slot (or for a paused platform) has less of its lease left.
-        outcome = await refreshClaimed(this.#ctx, grant, connection, this.#owner, this.#writer.write, {
-          leaseLeftMs: leaseEnds - Date.now(),
+        outcome = await refreshClaimed(this.#ctx, grant, connection, this.#owner, {
+          writer: this.#writer.write,
+          leaseLeftMs: claimedAt + lease - Date.now(),
         });
       } catch (error) {
         outcome = 'internal';

@@ -45,6 +45,11 @@ export function leaseMs(httpTimeoutMs: number): number {
   return 2 * httpTimeoutMs + 10_000;
 }
 
+/** The least lease a refresh may start on: one whole attempt, and the 5 s kept for writing, with room. */
+function leaseToStartMs(httpTimeoutMs: number): number {
+  return httpTimeoutMs + 10_000;
+}
+
 function jitter(ms: number, spread = 0.2): number {
   return Math.round(ms * (1 - spread + Math.random() * 2 * spread));
 }
@@ -567,14 +572,16 @@ export async function refreshClaimed(
   grant: GrantRow,
   connection: ConnectionRow | undefined,
   owner: string,
-  writer?: ResultWriter,
-  { leaseLeftMs = leaseMs(ctx.config.httpTimeoutMs) }: { leaseLeftMs?: number } = {},
+  {
+    writer,
+    leaseLeftMs = leaseMs(ctx.config.httpTimeoutMs),
+  }: { writer?: ResultWriter; leaseLeftMs?: number } = {},
 ): Promise<RefreshOutcome> {
   if (
     !connection ||
     connection.status === 'needs_reauth' ||
     connection.status === 'revoked' ||
-    leaseLeftMs < ctx.config.httpTimeoutMs + 10_000
+    leaseLeftMs < leaseToStartMs(ctx.config.httpTimeoutMs)
   ) {
     await tokenStore.unclaim(ctx.db, grant, owner);
     return 'skipped';

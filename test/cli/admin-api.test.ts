@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ROUTES } from '../../src/daemon/admin.js';
 import { GOOGLE_ADWORDS_SCOPE, type GoogleDouble, startGoogleDouble } from '../doubles/index.js';
 import { type HttpAnswer, type RunningDaemon, startDaemon } from '../helpers/daemon.js';
-import { addAppFor, freePort } from '../helpers/flows.js';
+import { addAppFor, adoptGrant, freePort } from '../helpers/flows.js';
 import { createVault, type TestVault } from '../helpers/vault.js';
 
 /**
@@ -27,23 +27,12 @@ const conn: Record<string, string> = {};
 
 async function adopt(name: string, account: string): Promise<string> {
   const grant = google.issueGrant({ clientId: appClientId, scope: GOOGLE_ADWORDS_SCOPE } as never);
-  const [created] = await vault.json<Array<{ id: string }>>(
-    [
-      'connections',
-      'add',
-      'google_ads',
-      '--app',
-      appLabel,
-      '--account',
-      account,
-      '--name',
-      name,
-      '--refresh-token-file',
-      '-',
-    ],
-    { input: grant.refreshToken },
-  );
-  return created!.id;
+  const added = await adoptGrant(vault, 'google_ads', appLabel, grant.refreshToken, {
+    accounts: [account],
+    name,
+    json: true,
+  });
+  return (JSON.parse(added.stdout) as Array<{ id: string }>)[0]!.id;
 }
 
 async function client(name: string, role: string, scope: string[]): Promise<void> {

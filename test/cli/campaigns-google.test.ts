@@ -19,7 +19,7 @@ import {
   startGoogleDouble,
 } from '../doubles/google.js';
 import type { RecordedRequest } from '../doubles/index.js';
-import { type AppSetup, addAppFor } from '../helpers/flows.js';
+import { type AppSetup, addAppFor, adoptGrant } from '../helpers/flows.js';
 import { createVault, type TestVault } from '../helpers/vault.js';
 
 const MANAGER = '1112223334';
@@ -66,23 +66,7 @@ function mutateBody(cid: string, budgetId: string, micros: string, validateOnly:
 async function adopt(app: AppSetup, account: string, name: string): Promise<void> {
   const grant = double.issueGrant({ clientId: app.clientId, scope: GOOGLE_ADWORDS_SCOPE });
   refreshTokens[name] = grant.refreshToken;
-  const added = await v.cli(
-    [
-      'connections',
-      'add',
-      'google_ads',
-      '--app',
-      app.label,
-      '--account',
-      account,
-      '--name',
-      name,
-      '--refresh-token-file',
-      '-',
-    ],
-    { input: grant.refreshToken },
-  );
-  expect(added.code, added.stderr).toBe(0);
+  await adoptGrant(v, 'google_ads', app.label, grant.refreshToken, { accounts: [account], name });
 }
 
 beforeAll(async () => {

@@ -14,7 +14,7 @@ import {
   linkedInCampaign,
   startLinkedInDouble,
 } from '../doubles/linkedin.js';
-import { addAppFor } from '../helpers/flows.js';
+import { addAppFor, adoptGrant } from '../helpers/flows.js';
 import { expectNoSecretsLeaked } from '../helpers/secrets.js';
 import { createVault, type TestVault } from '../helpers/vault.js';
 
@@ -81,15 +81,10 @@ beforeAll(async () => {
   const app = await addAppFor(v, 'linkedin_ads', double as never);
   const grant = double.issueGrant({ clientId: app.clientId, scope: ['r_ads', 'rw_ads'] });
   secrets = [grant.refreshToken, grant.accessToken, app.clientSecret];
-  const added = await v.cli(
-    [
-      ...['connections', 'add', 'linkedin_ads', '--app', app.label],
-      ...['--account', String(USD.id), '--account', String(EUR.id), '--account', String(JPY.id)],
-      ...['--refresh-token-file', '-', '--json'],
-    ],
-    { input: grant.refreshToken },
-  );
-  expect(added.code, added.stderr).toBe(0);
+  await adoptGrant(v, 'linkedin_ads', app.label, grant.refreshToken, {
+    accounts: [USD, EUR, JPY].map((account) => String(account.id)),
+    json: true,
+  });
 });
 
 afterAll(async () => {

@@ -17,7 +17,7 @@ import {
   startMicrosoftDouble,
   throttleCampaignManagement,
 } from '../doubles/microsoft.js';
-import { type AppSetup, addAppFor } from '../helpers/flows.js';
+import { type AppSetup, addAppFor, adoptGrant } from '../helpers/flows.js';
 import { expectNoSecretsLeaked } from '../helpers/secrets.js';
 import { createVault, type TestVault } from '../helpers/vault.js';
 
@@ -93,20 +93,7 @@ beforeAll(async () => {
   app = await addAppFor(v, 'microsoft_ads', double as never);
   const grant = double.issueGrant({ clientId: app.clientId, scope: `${MICROSOFT_ADS_SCOPE} offline_access` });
   refreshToken = grant.refreshToken;
-  const added = await v.cli(
-    [
-      'connections',
-      'add',
-      'microsoft_ads',
-      '--app',
-      app.label,
-      ...['--account', '987', '--account', '988', '--account', '989'],
-      '--refresh-token-file',
-      '-',
-    ],
-    { input: grant.refreshToken },
-  );
-  expect(added.code, added.stderr).toBe(0);
+  await adoptGrant(v, 'microsoft_ads', app.label, grant.refreshToken, { accounts: ['987', '988', '989'] });
 });
 
 afterAll(async () => {

@@ -20,7 +20,7 @@ import {
   redditCampaign,
   startRedditDouble,
 } from '../doubles/index.js';
-import { addAppFor } from '../helpers/flows.js';
+import { addAppFor, adoptGrant } from '../helpers/flows.js';
 import { expectNoSecretsLeaked } from '../helpers/secrets.js';
 import { createVault, type TestVault } from '../helpers/vault.js';
 
@@ -76,21 +76,10 @@ beforeAll(async () => {
   const grant = double.issueGrant({ clientId: app.clientId, scope: REDDIT_SCOPES });
   refreshToken = grant.refreshToken;
   // One grant, three ad accounts: three connections sharing it.
-  const added = await v.cli(
-    [
-      'connections',
-      'add',
-      'reddit_ads',
-      '--app',
-      app.label,
-      ...['a2_xyz', 'a2_uvw', 'a2_jpy'].flatMap((a) => ['--account', a]),
-      '--refresh-token-file',
-      '-',
-      '--json',
-    ],
-    { input: refreshToken },
-  );
-  expect(added.code, added.stderr).toBe(0);
+  await adoptGrant(v, 'reddit_ads', app.label, refreshToken, {
+    accounts: ['a2_xyz', 'a2_uvw', 'a2_jpy'],
+    json: true,
+  });
 });
 
 afterAll(async () => {

@@ -29,6 +29,18 @@ async function fleet(count: number) {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** Waits (up to `limitMs`) until the platform has seen `count` refresh requests since `before`. */
+async function untilRefreshes(
+  double: { refreshAttempts: number },
+  before: number,
+  count: number,
+  limitMs = 30_000,
+) {
+  for (const end = Date.now() + limitMs; Date.now() < end && double.refreshAttempts - before < count; ) {
+    await sleep(25);
+  }
+}
+
 describe.runIf(DB_KIND === 'postgres')('a fleet of daemons on one PostgreSQL', () => {
   it('refreshes 200 expiring connections exactly once between two daemons', async () => {
     const { double, v } = await fleet(200);
@@ -43,7 +55,7 @@ describe.runIf(DB_KIND === 'postgres')('a fleet of daemons on one PostgreSQL', (
       () => a.stop(),
       () => b.stop(),
     );
-    for (let i = 0; i < 600 && double.refreshAttempts - before < 200; i++) await sleep(50);
+    await untilRefreshes(double, before, 200);
     await sleep(500); // would a double refresh show up late?
     expect(double.refreshAttempts - before).toBe(200);
     // Each grant once: 200 distinct refresh tokens were presented.
@@ -76,7 +88,7 @@ describe.runIf(DB_KIND === 'postgres')('a fleet of daemons on one PostgreSQL', (
     // A short platform deadline makes the lease short (2 × 1 s + 10 s), so the test need not wait long.
     const env = { CREDVAULT_HTTP_TIMEOUT: '1' };
     const a = await startDaemon(v, { args: ['--concurrency', '4'], env, name: 'a' });
-    for (let i = 0; i < 400 && double.refreshAttempts - before < 30; i++) await sleep(25);
+    await untilRefreshes(double, before, 30, 10_000);
     a.child.kill('SIGKILL');
     await a.exited;
     const done = double.refreshAttempts - before;
@@ -116,7 +128,7 @@ describe.runIf(DB_KIND === 'postgres')('a fleet of daemons on one PostgreSQL', (
     const before = double.refreshAttempts;
     // Concurrency 4 claims a round ahead: 8 grants claimed, 4 of them waiting for a slot.
     const a = await startDaemon(v, { args: ['--concurrency', '4'], name: 'a' });
-    for (let i = 0; i < 400 && double.refreshAttempts - before < 6; i++) await sleep(25);
+    await untilRefreshes(double, before, 6, 10_000);
     expect(await a.stop()).toBe(0);
     const sent = double.refreshAttempts - before;
     const rows = await v.sql<{ version: number; lease_owner: string | null; in_flight: string | null }>(
@@ -134,7 +146,7 @@ describe.runIf(DB_KIND === 'postgres')('a fleet of daemons on one PostgreSQL', (
     const before = double.refreshAttempts;
     // Concurrency 2: two refreshes stall at the platform, two more claims wait for a slot.
     const a = await startDaemon(v, { args: ['--concurrency', '2'], name: 'a' });
-    for (let i = 0; i < 400 && double.refreshAttempts - before < 2; i++) await sleep(25);
+    await untilRefreshes(double, before, 2, 10_000);
     const leased = async () =>
       (
         await v.sql<{ n: number }>(

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { MICROSOFT_ADS_SCOPE, startMicrosoftDouble } from '../doubles/index.js';
 import { startDaemon } from '../helpers/daemon.js';
-import { addAppFor, freePort } from '../helpers/flows.js';
+import { addAppFor, adoptGrant, freePort } from '../helpers/flows.js';
 import { createVault, DB_KIND, type TestVault } from '../helpers/vault.js';
 
 const cleanups: Array<() => Promise<unknown>> = [];
@@ -23,23 +23,7 @@ async function setup() {
       clientId: app.clientId,
       scope: `${MICROSOFT_ADS_SCOPE} offline_access`,
     } as never);
-    const result = await v.cli(
-      [
-        'connections',
-        'add',
-        'microsoft_ads',
-        '--app',
-        app.label,
-        '--account',
-        account,
-        '--name',
-        name,
-        '--refresh-token-file',
-        '-',
-      ],
-      { input: grant.refreshToken },
-    );
-    expect(result.code, result.stderr).toBe(0);
+    await adoptGrant(v, 'microsoft_ads', app.label, grant.refreshToken, { accounts: [account], name });
     return grant;
   };
   return { double, v, app, adopt };

@@ -3,7 +3,7 @@ import { mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GOOGLE_ADWORDS_SCOPE, type GoogleDouble, startGoogleDouble } from '../doubles/index.js';
-import { addAppFor } from '../helpers/flows.js';
+import { addAppFor, adoptGrant } from '../helpers/flows.js';
 import { ROOT } from '../helpers/paths.js';
 import { createVault, DB_KIND, type TestVault } from '../helpers/vault.js';
 
@@ -81,23 +81,10 @@ beforeAll(async () => {
   writeFileSync(join(appDir, 'package.json'), JSON.stringify({ name: 'billing-service', type: 'module' }));
   const app = await addAppFor(vault, 'google_ads', google as never);
   const grant = google.issueGrant({ clientId: app.clientId, scope: GOOGLE_ADWORDS_SCOPE } as never);
-  const added = await vault.cli(
-    [
-      'connections',
-      'add',
-      'google_ads',
-      '--app',
-      app.label,
-      '--account',
-      '1234567890',
-      '--name',
-      'acme-us',
-      '--refresh-token-file',
-      '-',
-    ],
-    { input: grant.refreshToken },
-  );
-  expect(added.code, added.stderr).toBe(0);
+  await adoptGrant(vault, 'google_ads', app.label, grant.refreshToken, {
+    accounts: ['1234567890'],
+    name: 'acme-us',
+  });
   issuedAccessTokens = new Set(google.accessTokens.keys());
 });
 

@@ -6,7 +6,7 @@ import {
   startGoogleDouble,
   startMicrosoftDouble,
 } from '../doubles/index.js';
-import { addAppFor } from '../helpers/flows.js';
+import { addAppFor, adoptGrant } from '../helpers/flows.js';
 import { expectNoSecretsLeaked } from '../helpers/secrets.js';
 import { type CliResult, createVault, DB_KIND, type TestVault } from '../helpers/vault.js';
 
@@ -42,23 +42,7 @@ async function connected(
         ? `${MICROSOFT_ADS_SCOPE} offline_access`
         : 'https://www.googleapis.com/auth/adwords',
   } as never);
-  const added = await v.cli(
-    [
-      'connections',
-      'add',
-      platform,
-      '--app',
-      app.label,
-      '--account',
-      account,
-      '--name',
-      'acct',
-      '--refresh-token-file',
-      '-',
-    ],
-    { input: grant.refreshToken },
-  );
-  expect(added.code, added.stderr).toBe(0);
+  await adoptGrant(v, platform, app.label, grant.refreshToken, { accounts: [account], name: 'acct' });
   await v.sql("update oauth_tokens_vault set access_token_expires_at = now() - interval '1 minute'");
   return { v, app, grant };
 }

@@ -28,6 +28,31 @@ export interface AppSetup {
 }
 
 /**
+ * Adopts a refresh token as connections (`connections add PLATFORM --app LABEL --account … --refresh-token-file -`),
+ * one per account; throws with credvault's stderr when it does not exit 0.
+ */
+export async function adoptGrant(
+  vault: TestVault,
+  platform: PlatformKey,
+  appLabel: string,
+  refreshToken: string,
+  options: { accounts: string[]; name?: string; json?: boolean },
+): Promise<CliResult> {
+  const added = await vault.cli(
+    [
+      ...['connections', 'add', platform, '--app', appLabel],
+      ...options.accounts.flatMap((account) => ['--account', account]),
+      ...(options.name ? ['--name', options.name] : []),
+      ...['--refresh-token-file', '-'],
+      ...(options.json ? ['--json'] : []),
+    ],
+    { input: refreshToken },
+  );
+  if (added.code !== 0) throw new Error(`connections add exited ${added.code}: ${added.stderr}`);
+  return added;
+}
+
+/**
  * Registers an app with credvault whose endpoints are the double's. Platforms with exact redirect URIs
  * (LinkedIn, Reddit) get a client registered on a free port, so parallel tests do not collide.
  */

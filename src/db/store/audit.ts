@@ -3,7 +3,6 @@ import { type Db, executeRows } from '../client.js';
 import { auditHead, credentialAccessAudit } from '../schema/index.js';
 
 export type AuditRow = typeof credentialAccessAudit.$inferSelect;
-export type NewAuditRow = typeof credentialAccessAudit.$inferInsert;
 
 export const GENESIS_HASH = '0'.repeat(64);
 
