@@ -1,4 +1,4 @@
-import { createCipheriv, createDecipheriv, randomFillSync } from 'node:crypto';
+import { createCipheriv, createDecipheriv, type KeyObject, randomFillSync } from 'node:crypto';
 
 /** AES-256-GCM with a fresh 96-bit nonce per value. Output: nonce (12) | ciphertext | tag (16). */
 export const NONCE_BYTES = 12;
@@ -18,24 +18,35 @@ function freshNonce(): Buffer {
     randomFillSync(NONCE_POOL);
     poolOffset = 0;
   }
-  const nonce = Buffer.from(NONCE_POOL.subarray(poolOffset, poolOffset + NONCE_BYTES));
+  // A view into the pool: the cipher copies it, and seal copies it into its output at once.
+  const nonce = NONCE_POOL.subarray(poolOffset, poolOffset + NONCE_BYTES);
   poolOffset += NONCE_BYTES;
   return nonce;
 }
 
-export function seal(key: Buffer, plaintext: Buffer, aad: Buffer): Buffer {
-  if (key.length !== KEY_BYTES) throw new RangeError('AES-256-GCM needs a 32-byte key');
+/**
+ * A key used for many values (the key-encryption key) is best given as a KeyObject: Node then skips
+ * copying the raw bytes into a new key object on every call.
+ */
+type AeadKey = Buffer | KeyObject;
+
+function keyBytes(key: AeadKey): number | undefined {
+  return Buffer.isBuffer(key) ? key.length : key.symmetricKeySize;
+}
+
+export function seal(key: AeadKey, plaintext: Buffer, aad: Buffer): Buffer {
+  if (keyBytes(key) !== KEY_BYTES) throw new RangeError('AES-256-GCM needs a 32-byte key');
   const nonce = freshNonce();
   const cipher = createCipheriv('aes-256-gcm', key, nonce);
   cipher.setAAD(aad);
   const body = cipher.update(plaintext);
-  const last = cipher.final();
-  return Buffer.concat([nonce, body, last, cipher.getAuthTag()]);
+  cipher.final(); // GCM is a stream mode: final() yields no bytes, it computes the tag.
+  return Buffer.concat([nonce, body, cipher.getAuthTag()]);
 }
 
 /** Returns null when the ciphertext, the key or the associated data does not authenticate. */
-export function open(key: Buffer, sealed: Buffer, aad: Buffer): Buffer | null {
-  if (key.length !== KEY_BYTES) throw new RangeError('AES-256-GCM needs a 32-byte key');
+export function open(key: AeadKey, sealed: Buffer, aad: Buffer): Buffer | null {
+  if (keyBytes(key) !== KEY_BYTES) throw new RangeError('AES-256-GCM needs a 32-byte key');
   if (sealed.length < NONCE_BYTES + TAG_BYTES) return null;
   const nonce = sealed.subarray(0, NONCE_BYTES);
   const tag = sealed.subarray(sealed.length - TAG_BYTES);
@@ -44,7 +55,9 @@ export function open(key: Buffer, sealed: Buffer, aad: Buffer): Buffer | null {
   decipher.setAAD(aad);
   decipher.setAuthTag(tag);
   try {
-    return Buffer.concat([decipher.update(body), decipher.final()]);
+    const plaintext = decipher.update(body);
+    decipher.final(); // No bytes (GCM is a stream mode): it checks the tag, and throws when it is wrong.
+    return plaintext;
   } catch {
     return null;
   }

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { Keyring, type Slot, type WrappedDataKey } from '../crypto/envelope.js';
 import type { KeySource } from '../crypto/key-source.js';
+import { LocalKeySource } from '../crypto/local-key.js';
 import * as dataKeys from '../db/store/data-keys.js';
 import * as reencrypt from '../db/store/reencrypt.js';
 import { KeyError } from '../errors.js';
@@ -22,6 +23,10 @@ export interface RewrapReport {
   total: number;
 }
 
+// Data keys re-wrapped per UPDATE: enough that a statement's overhead is small, few enough that the
+// database has the next one to write while this process re-wraps the chunk after it.
+const REWRAP_CHUNK = 5_000;
+
 /** Re-wraps every data key still under `from` with `to`; keys already under `to` are left as they are. */
 export async function rewrapDataKeys(
   ctx: ServiceContext,
@@ -34,35 +39,37 @@ export async function rewrapDataKeys(
       hint: 'Give a different key, or none to have one generated.',
     });
   }
+  // Both keys local: AES on this machine, without a promise per key. A KMS answers each call in
+  // milliseconds: a few calls at once.
+  const local = !inPlace && from instanceof LocalKeySource && to instanceof LocalKeySource;
   return ctx.transaction(async (tx) => {
     // Locked rows include the active vault key, which every process creating a data key reads FOR
     // SHARE: none can add a key under the old master key while this runs, or after it commits.
     const rows = await dataKeys.lockAll(tx, from.keyId);
-    // A KMS answers each call in milliseconds: a few at once, not one after another.
-    const updates = await mapLimit(
-      rows,
-      from.kind === 'local' && to.kind === 'local' ? 1 : 16,
-      async (row) => {
-        const context = { dataKeyId: row.id };
-        if (inPlace) {
-          // The KMS key was rotated: move the wrapped key to its newest version inside the KMS.
-          return {
-            id: row.id,
-            wrappedKey: await to.rewrap!(row.wrappedKey, context),
-            kekId: to.keyId,
-            kekKind: to.kind,
-          };
-        }
-        const key = await from.unwrap(row.wrappedKey, context);
-        try {
-          return { id: row.id, wrappedKey: await to.wrap(key, context), kekId: to.keyId, kekKind: to.kind };
-        } finally {
-          key.fill(0);
-        }
-      },
-    );
-    await dataKeys.rewrap(tx, updates);
-    const rewrapped = rows.length;
+    const rewrapChunk = local
+      ? rewrapLocally(from, to)
+      : (chunk: StoredKey[]) =>
+          mapLimit(chunk, 16, async (row): Promise<WrappedDataKey> => {
+            const context = { dataKeyId: row.id };
+            // The KMS key was rotated: move the wrapped key to its newest version inside the KMS.
+            if (inPlace) return rewrapped(to, row.id, await to.rewrap!(row.wrappedKey, context));
+            const key = await from.unwrap(row.wrappedKey, context);
+            try {
+              return rewrapped(to, row.id, await to.wrap(key, context));
+            } finally {
+              key.fill(0);
+            }
+          });
+    // Chunk by chunk, each chunk's UPDATE running in the database while the next one is re-wrapped.
+    let writing: Promise<void> | null = null;
+    for (let start = 0; start < rows.length; start += REWRAP_CHUNK) {
+      const updates = await rewrapChunk(rows.slice(start, start + REWRAP_CHUNK));
+      await writing;
+      writing = dataKeys.rewrap(tx, updates);
+      // Awaited in the next turn or after the loop; a failure before then must not go unhandled.
+      writing.catch(() => {});
+    }
+    await writing;
     const byKek = await dataKeys.countByKek(tx);
     const strays = byKek.filter((k) => k.kekId !== to.keyId);
     const strayCount = strays.reduce((n, k) => n + k.n, 0);
@@ -81,12 +88,39 @@ export async function rewrapDataKeys(
         from_kind: from.kind,
         to_key_id: to.keyId,
         to_kind: to.kind,
-        data_keys: rewrapped,
+        data_keys: rows.length,
         ...(inPlace ? { in_place: true } : {}),
       },
     });
-    return { rewrapped, total: byKek.reduce((n, k) => n + k.n, 0) };
+    return { rewrapped: rows.length, total: byKek.reduce((n, k) => n + k.n, 0) };
   });
+}
+
+type StoredKey = { id: string; wrappedKey: string };
+
+function rewrapped(to: KeySource, id: string, wrappedKey: string): WrappedDataKey {
+  return { id, wrappedKey, kekId: to.keyId, kekKind: to.kind };
+}
+
+/**
+ * Re-wraps a chunk from one local key to another, giving the event loop a turn every few hundred keys
+ * so that the previous chunk's UPDATE (larger than a socket buffer) goes on being sent meanwhile.
+ */
+function rewrapLocally(from: LocalKeySource, to: LocalKeySource) {
+  return async (chunk: StoredKey[]): Promise<WrappedDataKey[]> => {
+    const out: WrappedDataKey[] = [];
+    for (const row of chunk) {
+      if (out.length % 500 === 499) await new Promise(setImmediate);
+      const context = { dataKeyId: row.id };
+      const key = from.unwrapSync(row.wrappedKey, context);
+      try {
+        out.push(rewrapped(to, row.id, to.wrapSync(key, context)));
+      } finally {
+        key.fill(0);
+      }
+    }
+    return out;
+  };
 }
 
 /** `fn` over `items`, at most `limit` at a time, results in order; the first failure fails it all. */

@@ -1,7 +1,9 @@
+import { randomBytes, randomUUID } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { resolveConfig } from '../../src/config.js';
+import { LocalKeySource } from '../../src/crypto/local-key.js';
 import { oauthAppCredentials, oauthTokensVault } from '../../src/db/schema/index.js';
 import { secretSlot } from '../../src/services/apps.js';
 import { openContext } from '../../src/services/context.js';
@@ -96,6 +98,60 @@ describe('key rotate', () => {
     expect(toC.code, toC.stderr).toBe(0);
     expect(readFileSync(retiredA, 'utf8').trim()).toBe(keyA);
     expect(readFileSync(join(v.home, 'master.key'), 'utf8').trim()).not.toBe(keyA);
+    expect(await decryptAll(v)).toEqual([...secrets].sort());
+  });
+
+  it('re-wraps more data keys than one statement carries, each to the same key material; a key that does not open leaves every one as it was', async () => {
+    const { v, secrets } = await vaultWithSecrets(5);
+    const keyFile = join(v.home, 'master.key');
+    const before = LocalKeySource.fromText(readFileSync(keyFile, 'utf8'), keyFile);
+    // 12,000 more data keys, wrapped by credvault's own code: three UPDATE statements' worth.
+    const extra = Array.from({ length: 12_000 }, () => ({ id: randomUUID(), key: randomBytes(32) }));
+    const insert = async (keys: Array<{ id: string; wrapped: string }>) =>
+      v.sql(
+        `insert into data_keys (id, scope, wrapped_key, kek_id, kek_kind)
+         select id, 'grant', wrapped, $2, 'local' from json_to_recordset($1::text::json) as r(id uuid, wrapped text)`,
+        [JSON.stringify(keys), before.keyId],
+      );
+    await insert(extra.map((k) => ({ id: k.id, wrapped: before.wrapSync(k.key, { dataKeyId: k.id }) })));
+    const wrappedBefore = await v.sql('select id, wrapped_key, kek_id from data_keys order by id');
+
+    // One more, stored after the others, whose wrapped form does not open (a flipped character).
+    const bad = randomUUID();
+    const badWrapped = before.wrapSync(randomBytes(32), { dataKeyId: bad });
+    await insert([
+      {
+        id: bad,
+        wrapped: `${badWrapped.slice(0, 10)}${badWrapped[10] === 'A' ? 'B' : 'A'}${badWrapped.slice(11)}`,
+      },
+    ]);
+    const refused = await v.cli(['key', 'rotate', '--json']);
+    expect(refused.code, refused.stderr).toBe(6);
+    expect(refused.stderr).toContain(`data key ${bad} does not open with the master key`);
+    await v.sql('delete from data_keys where id = $1', [bad]);
+    expect(await v.sql('select id, wrapped_key, kek_id from data_keys order by id')).toEqual(wrappedBefore);
+    expect(LocalKeySource.fromText(readFileSync(keyFile, 'utf8'), keyFile).keyId).toBe(before.keyId);
+    // The key made for the refused run is gone with it (the next run would stop at it).
+    expect(existsSync(`${keyFile}.new`)).toBe(false);
+
+    const rotated = await v.json<{ data_keys_rewrapped: number; to_key_id: string }>(['key', 'rotate']);
+    expect(rotated.data_keys_rewrapped).toBe(12_006);
+    const after = LocalKeySource.fromText(readFileSync(keyFile, 'utf8'), keyFile);
+    expect(after.keyId).toBe(rotated.to_key_id);
+    const stored = new Map(
+      (
+        await v.sql<{ id: string; wrapped_key: string; kek_id: string }>(
+          'select id, wrapped_key, kek_id from data_keys',
+        )
+      ).map((r) => [r.id, r]),
+    );
+    const wrong = extra.filter((k) => {
+      const row = stored.get(k.id);
+      return (
+        row?.kek_id !== after.keyId || !after.unwrapSync(row.wrapped_key, { dataKeyId: k.id }).equals(k.key)
+      );
+    });
+    expect(wrong.map((k) => k.id)).toEqual([]);
     expect(await decryptAll(v)).toEqual([...secrets].sort());
   });
 

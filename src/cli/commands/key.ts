@@ -2,7 +2,7 @@ import { existsSync, linkSync, renameSync, unlinkSync, writeFileSync } from 'nod
 import type { KeySource } from '../../crypto/key-source.js';
 import { homeKeyPath, locateKey, noKeyError, resolveKeySource } from '../../crypto/key-sources.js';
 import { generateMasterKey, LocalKeySource } from '../../crypto/local-key.js';
-import { InvalidInputError } from '../../errors.js';
+import { InvalidInputError, KeyError } from '../../errors.js';
 import { keyStatus, newMasterKey } from '../../services/keys.js';
 import { reencryptSecrets, rewrapDataKeys } from '../../services/rotation.js';
 import { withContext } from '../context.js';
@@ -159,7 +159,14 @@ export async function rotate(rt: Runtime, flags: RotateFlags): Promise<void> {
   let installed: string | null = null;
   const report = await withContext(rt, async (ctx) => {
     const rewrap =
-      sameKey && !next.rewrap ? { rewrapped: 0, total: 0 } : await rewrapDataKeys(ctx, current, next);
+      sameKey && !next.rewrap
+        ? { rewrapped: 0, total: 0 }
+        : await rewrapDataKeys(ctx, current, next).catch((error: unknown) => {
+            // A key error is raised inside the transaction, before it commits: nothing uses the key
+            // made for this run, and leaving it would hold up the next rotation.
+            if (error instanceof KeyError && generatedFile) unlinkSync(generatedFile);
+            throw error;
+          });
     // The vault now answers to the new key only: put it where the old one was read from, when that
     // was the data folder's master.key (before re-encrypting, so that other processes and a daemon's
     // SIGHUP find it meanwhile); keep the old one beside it, named for what it is.

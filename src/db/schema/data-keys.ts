@@ -22,7 +22,6 @@ export const dataKeys = pgTable(
   },
   (t) => [
     index('data_keys_scope_status_idx').on(t.scope, t.status),
-    index('data_keys_kek_idx').on(t.kekId),
     // At most one active vault-wide key.
     uniqueIndex('data_keys_one_active_vault_uq')
       .on(t.scope)
