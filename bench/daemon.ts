@@ -39,6 +39,16 @@ async function load(url: string, headers: Record<string, string>) {
   return { rps: result.requests.average, p50: result.latency.p50, p99: result.latency.p99 };
 }
 
+/** The mean size of the daemon's audit batches so far, from its own /metrics. */
+async function meanAuditBatch(port: number, token: string): Promise<string> {
+  const text = await fetch(`http://127.0.0.1:${port}/metrics`, {
+    headers: { authorization: `Bearer ${token}` },
+  }).then((r) => r.text());
+  const value = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1] ?? Number.NaN);
+  const count = value('credvault_audit_batch_size_count');
+  return `${(value('credvault_audit_batch_size_sum') / count).toFixed(1)} rows (${count} batches)`;
+}
+
 const BARE = `
 const http = require('node:http');
 const body = JSON.stringify({ access_token: 'x'.repeat(48), token_type: 'Bearer', expires_at: new Date().toISOString() });
@@ -105,6 +115,12 @@ export async function daemon() {
       `${served.rps.toFixed(0)} req/s`,
       `${(served.rps / baseline.rps).toFixed(2)}×`,
       `p50 ${served.p50} ms, p99 ${served.p99} ms (targets ≥ 0.50×, p99 ≤ 10 ms)`,
+    ]);
+    rows.push([
+      'token endpoint: mean audit batch',
+      await meanAuditBatch(port, token),
+      '',
+      '(rows per statement)',
     ]);
     d.kill('SIGTERM');
     await new Promise((resolve) => d.on('close', resolve));
