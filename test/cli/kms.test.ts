@@ -65,6 +65,15 @@ describe.each(BACKENDS)('$kind key source', (backend) => {
     );
     expect(wrapped.every((k) => k.kek_kind === backend.kind)).toBe(true);
 
+    // key status opens the vault's key and one grant key with the KMS, not every grant's: a vault of
+    // 50,000 grants would otherwise cost 50,000 KMS calls per look.
+    const looked = await counting(backend, () =>
+      v.json<{ key_matches_vault: boolean; data_keys: unknown[] }>(['key', 'status']),
+    );
+    expect(looked.result.key_matches_vault).toBe(true);
+    expect(looked.result.data_keys).toHaveLength(3);
+    expect(looked.calls.filter((c) => c === backend.unwrapOp)).toHaveLength(2);
+
     // And back to a local master key.
     const local = (await v.cli(['key', 'generate'], { secretOutput: true })).stdout.trim();
     const back = await v.json<{ to_key_source: string; data_keys_rewrapped: number }>(

@@ -66,6 +66,25 @@ async function decryptAll(v: TestVault): Promise<string[]> {
   }
 }
 
+/**
+ * `count` more grant data keys, wrapped by credvault's own code with `source` and written straight
+ * into the table (far faster than as many grants); `broken` stores each with one character changed.
+ */
+async function addDataKeys(v: TestVault, source: LocalKeySource, count: number, { broken = false } = {}) {
+  const keys = Array.from({ length: count }, () => ({ id: randomUUID(), key: randomBytes(32) }));
+  const rows = keys.map((k) => {
+    const wrapped = source.wrapSync(k.key, { dataKeyId: k.id });
+    const flipped = wrapped[10] === 'A' ? 'B' : 'A';
+    return { id: k.id, wrapped: broken ? `${wrapped.slice(0, 10)}${flipped}${wrapped.slice(11)}` : wrapped };
+  });
+  await v.sql(
+    `insert into data_keys (id, scope, wrapped_key, kek_id, kek_kind)
+     select id, 'grant', wrapped, $2, 'local' from json_to_recordset($1::text::json) as r(id uuid, wrapped text)`,
+    [JSON.stringify(rows), source.keyId],
+  );
+  return keys;
+}
+
 /** The id of the seeded connection to account `seed-N` (a connection ref for the CLI and the daemon). */
 async function seeded(v: TestVault, n: number): Promise<string> {
   const [row] = await v.sql<{ id: string }>(
@@ -106,29 +125,15 @@ describe('key rotate', () => {
     const keyFile = join(v.home, 'master.key');
     const before = LocalKeySource.fromText(readFileSync(keyFile, 'utf8'), keyFile);
     // 12,000 more data keys, wrapped by credvault's own code: three UPDATE statements' worth.
-    const extra = Array.from({ length: 12_000 }, () => ({ id: randomUUID(), key: randomBytes(32) }));
-    const insert = async (keys: Array<{ id: string; wrapped: string }>) =>
-      v.sql(
-        `insert into data_keys (id, scope, wrapped_key, kek_id, kek_kind)
-         select id, 'grant', wrapped, $2, 'local' from json_to_recordset($1::text::json) as r(id uuid, wrapped text)`,
-        [JSON.stringify(keys), before.keyId],
-      );
-    await insert(extra.map((k) => ({ id: k.id, wrapped: before.wrapSync(k.key, { dataKeyId: k.id }) })));
+    const extra = await addDataKeys(v, before, 12_000);
     const wrappedBefore = await v.sql('select id, wrapped_key, kek_id from data_keys order by id');
 
-    // One more, stored after the others, whose wrapped form does not open (a flipped character).
-    const bad = randomUUID();
-    const badWrapped = before.wrapSync(randomBytes(32), { dataKeyId: bad });
-    await insert([
-      {
-        id: bad,
-        wrapped: `${badWrapped.slice(0, 10)}${badWrapped[10] === 'A' ? 'B' : 'A'}${badWrapped.slice(11)}`,
-      },
-    ]);
+    // One more, stored after the others, whose wrapped form does not open.
+    const [bad] = await addDataKeys(v, before, 1, { broken: true });
     const refused = await v.cli(['key', 'rotate', '--json']);
     expect(refused.code, refused.stderr).toBe(6);
-    expect(refused.stderr).toContain(`data key ${bad} does not open with the master key`);
-    await v.sql('delete from data_keys where id = $1', [bad]);
+    expect(refused.stderr).toContain(`data key ${bad!.id} does not open with the master key`);
+    await v.sql('delete from data_keys where id = $1', [bad!.id]);
     expect(await v.sql('select id, wrapped_key, kek_id from data_keys order by id')).toEqual(wrappedBefore);
     expect(LocalKeySource.fromText(readFileSync(keyFile, 'utf8'), keyFile).keyId).toBe(before.keyId);
     // The key made for the refused run is gone with it (the next run would stop at it).
@@ -153,6 +158,34 @@ describe('key rotate', () => {
     });
     expect(wrong.map((k) => k.id)).toEqual([]);
     expect(await decryptAll(v)).toEqual([...secrets].sort());
+  });
+
+  it('key status on 12,000 data keys: opens each once, counts grant keys by group, and shows one that does not open', async () => {
+    const { v } = await vaultWithSecrets(5);
+    const keyFile = join(v.home, 'master.key');
+    const source = LocalKeySource.fromText(readFileSync(keyFile, 'utf8'), keyFile);
+    await addDataKeys(v, source, 12_000);
+    const [bad] = await addDataKeys(v, source, 1, { broken: true });
+
+    const status = await v.json<{
+      key_matches_vault: boolean;
+      secrets: number;
+      data_keys: Array<{ id: string; scope: string; matches_key: boolean }>;
+    }>(['key', 'status']);
+    expect(status.data_keys).toHaveLength(12_007);
+    expect(status.key_matches_vault).toBe(false);
+    expect(status.data_keys.filter((k) => !k.matches_key).map((k) => k.id)).toEqual([bad!.id]);
+    expect(status.secrets).toBe(12);
+
+    // On a terminal: the vault key listed, the 12,006 grant keys in two lines (opening or not).
+    const shown = await v.cli(['key', 'status']);
+    expect(shown.code, shown.stderr).toBe(0);
+    expect(shown.stdout.split('\n').length).toBeLessThan(40);
+    expect(shown.stdout).toMatch(
+      new RegExp(`^12005\\s+active\\s+local ${source.keyId}\\s+yes\\s+10\\s*$`, 'm'),
+    );
+    expect(shown.stdout).toMatch(new RegExp(`^1\\s+active\\s+local ${source.keyId}\\s+NO\\s+0\\s*$`, 'm'));
+    expect(shown.stdout).toMatch(/opens this vault\s+NO/);
   });
 
   it('re-wraps the data keys of 1,000 secrets in one step; the old key is refused and the audit chain records it', async () => {

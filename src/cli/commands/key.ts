@@ -3,7 +3,7 @@ import type { KeySource } from '../../crypto/key-source.js';
 import { homeKeyPath, locateKey, noKeyError, resolveKeySource } from '../../crypto/key-sources.js';
 import { generateMasterKey, LocalKeySource } from '../../crypto/local-key.js';
 import { InvalidInputError, KeyError } from '../../errors.js';
-import { keyStatus, newMasterKey } from '../../services/keys.js';
+import { type DataKeyStatus, keyStatus, newMasterKey } from '../../services/keys.js';
 import { reencryptSecrets, rewrapDataKeys } from '../../services/rotation.js';
 import { withContext } from '../context.js';
 import { readFileOrStdin } from '../input.js';
@@ -38,9 +38,14 @@ export async function status(rt: Runtime): Promise<void> {
     ],
     ['secrets', report.secrets],
   ]);
-  if (report.data_keys.length) {
+  // Every grant has a data key of its own: past a screenful they are counted by status and wrapping
+  // key instead of listed one by one (--json lists them all).
+  const grantKeys = report.data_keys.filter((k) => k.scope === 'grant');
+  const summarize = grantKeys.length > LISTED_GRANT_KEYS;
+  const listed = summarize ? report.data_keys.filter((k) => k.scope !== 'grant') : report.data_keys;
+  if (listed.length) {
     out.raw('');
-    out.list(report.data_keys, (k) => k, [
+    out.list(listed, (k) => k, [
       { header: 'DATA KEY', value: (k) => k.id },
       { header: 'SCOPE', value: (k) => k.scope },
       { header: 'STATUS', value: (k) => k.status },
@@ -49,11 +54,37 @@ export async function status(rt: Runtime): Promise<void> {
         value: (k) => `${k.kek_kind} ${k.kek_id}`,
         style: (k, text, c) => (k.matches_key ? text : c.red(text)),
       },
+      { header: 'OPENS', value: (k) => (k.matches_key ? 'yes' : 'NO') },
       { header: 'SECRETS', value: (k) => k.secrets },
       { header: 'CREATED', value: (k) => k.created_at },
     ]);
   }
+  if (summarize) {
+    const groups = new Map<string, { keys: number; secrets: number; sample: DataKeyStatus }>();
+    for (const k of grantKeys) {
+      const name = `${k.status}\0${k.kek_kind}\0${k.kek_id}\0${k.matches_key}`;
+      const group = groups.get(name) ?? { keys: 0, secrets: 0, sample: k };
+      group.keys += 1;
+      group.secrets += k.secrets;
+      groups.set(name, group);
+    }
+    out.raw('');
+    out.list([...groups.values()], (g) => g, [
+      { header: 'GRANT DATA KEYS', value: (g) => g.keys },
+      { header: 'STATUS', value: (g) => g.sample.status },
+      {
+        header: 'WRAPPED BY',
+        value: (g) => `${g.sample.kek_kind} ${g.sample.kek_id}`,
+        style: (g, text, c) => (g.sample.matches_key ? text : c.red(text)),
+      },
+      { header: 'OPENS', value: (g) => (g.sample.matches_key ? 'yes' : 'NO') },
+      { header: 'SECRETS', value: (g) => g.secrets },
+    ]);
+  }
 }
+
+/** Grant data keys listed one by one in `key status`; more are counted by group. */
+const LISTED_GRANT_KEYS = 20;
 
 interface RotateFlags {
   newKeyFile?: string;

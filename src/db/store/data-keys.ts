@@ -66,6 +66,7 @@ export async function listAll(db: Db) {
       status: dataKeys.status,
       kekId: dataKeys.kekId,
       kekKind: dataKeys.kekKind,
+      wrappedKey: dataKeys.wrappedKey,
       createdAt: dataKeys.createdAt,
       rewrappedAt: dataKeys.rewrappedAt,
     })
