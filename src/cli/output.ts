@@ -50,10 +50,14 @@ const BORDERLESS = {
   middle: '  ',
 };
 
+/** Rows laid out by cli-table3 at a time (see Output.table). */
+const TABLE_SLICE = 100;
+
 export class Output {
   readonly json: boolean;
   c: Styler = PLAIN;
   #Table: typeof TableType | null = null;
+  #stringWidth: (text: string) => number = (text) => text.length;
   readonly #color: boolean;
   readonly #stdout: Stream;
   readonly #stderr: Stream;
@@ -74,8 +78,13 @@ export class Output {
    */
   async prepare(): Promise<void> {
     if (this.json || this.#Table) return;
-    const [{ Chalk }, table] = await Promise.all([import('chalk'), import('cli-table3')]);
+    const [{ Chalk }, table, stringWidth] = await Promise.all([
+      import('chalk'),
+      import('cli-table3'),
+      import('string-width'),
+    ]);
     this.#Table = table.default;
+    this.#stringWidth = stringWidth.default;
     if (this.#color) this.c = new Chalk({ level: 1 });
   }
 
@@ -101,22 +110,36 @@ export class Output {
 
   table<T>(rows: T[], columns: Column<T>[]): string {
     if (!this.#Table) throw new InternalError('output was not prepared for tables');
-    const table = new this.#Table({
-      head: columns.map((col) => this.c.bold(col.header)),
-      chars: BORDERLESS,
-      style: { head: [], border: [], 'padding-left': 0, 'padding-right': 0 },
-    });
-    for (const row of rows) {
-      table.push(
-        columns.map((col) => {
-          const value = col.value(row);
-          const text = value === null || value === undefined || value === '' ? '-' : String(value);
-          return col.style ? col.style(row, text, this.c) : text;
-        }),
-      );
+    const head = columns.map((col) => this.c.bold(col.header));
+    const cells = rows.map((row) =>
+      columns.map((col) => {
+        const value = col.value(row);
+        const text = value === null || value === undefined || value === '' ? '-' : String(value);
+        return col.style ? col.style(row, text, this.c) : text;
+      }),
+    );
+    // cli-table3 lays a table out in time quadratic in its rows (it checks each cell against the others
+    // for spans): `connections list` of 10,000 connections took 15 s. The rows go through it a few
+    // hundred at a time, each slice with the column widths of the whole table (measured as cli-table3
+    // measures: the widest line of a cell, colour codes left out).
+    const width = (cell: string) =>
+      cell.split('\n').reduce((widest, line) => Math.max(widest, this.#stringWidth(line)), 0);
+    const colWidths = head.map((header, i) =>
+      cells.reduce((widest, row) => Math.max(widest, width(row[i]!)), width(header)),
+    );
+    const slices: string[] = [];
+    for (let start = 0; start === 0 || start < cells.length; start += TABLE_SLICE) {
+      const table = new this.#Table({
+        ...(start === 0 ? { head } : {}),
+        colWidths,
+        chars: BORDERLESS,
+        style: { head: [], border: [], 'padding-left': 0, 'padding-right': 0 },
+      });
+      table.push(...cells.slice(start, start + TABLE_SLICE));
+      slices.push(table.toString());
     }
-    return table
-      .toString()
+    return slices
+      .join('\n')
       .split('\n')
       .map((line) => line.trimEnd())
       .join('\n');
