@@ -119,8 +119,8 @@ export class Output {
       }),
     );
     // cli-table3 lays a table out in time quadratic in its rows (it checks each cell against the others
-    // for spans): `connections list` of 10,000 connections took 15 s. The rows go through it a few
-    // hundred at a time, each slice with the column widths of the whole table (measured as cli-table3
+    // for spans): `connections list` of 10,000 connections took 15 s. The rows go through it a hundred
+    // at a time, each slice with the column widths of the whole table (measured as cli-table3
     // measures: the widest line of a cell, colour codes left out).
     const width = (cell: string) =>
       cell.split('\n').reduce((widest, line) => Math.max(widest, this.#stringWidth(line)), 0);

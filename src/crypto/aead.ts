@@ -54,11 +54,13 @@ export function open(key: AeadKey, sealed: Buffer, aad: Buffer): Buffer | null {
   const decipher = createDecipheriv('aes-256-gcm', key, nonce);
   decipher.setAAD(aad);
   decipher.setAuthTag(tag);
+  const plaintext = decipher.update(body);
   try {
-    const plaintext = decipher.update(body);
     decipher.final(); // No bytes (GCM is a stream mode): it checks the tag, and throws when it is wrong.
     return plaintext;
   } catch {
+    // Unauthenticated, but with only the associated data wrong these are the real bytes: gone at once.
+    plaintext.fill(0);
     return null;
   }
 }

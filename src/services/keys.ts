@@ -15,7 +15,11 @@ export interface DataKeyStatus {
   status: string;
   kek_id: string;
   kek_kind: string;
-  matches_key: boolean;
+  /**
+   * true: opened with the configured key; false: wrapped by another key, or did not open; null: wrapped
+   * by the configured key's id but not opened (with a KMS, only some are: a call each).
+   */
+  matches_key: boolean | null;
   secrets: number;
   created_at: string;
   rewrapped_at: string | null;
@@ -27,6 +31,8 @@ export interface KeyStatus {
   key_id: string | null;
   location: string;
   key_matches_vault: boolean | null;
+  /** How many data keys were opened to check them (all of them with a local key). */
+  data_keys_opened: number;
   data_keys: DataKeyStatus[];
   secrets: number;
 }
@@ -46,35 +52,37 @@ export async function keyStatus(ctx: ServiceContext): Promise<KeyStatus> {
   const source = keyring?.source;
   // Whether each data key opens with the configured key, tried on the wrapped forms just read. A local
   // key tries every one (AES, no I/O). A KMS would take a call per key, 50,000 for a vault of 50,000
-  // grants, so it tries every vault-wide key and one grant key per wrapping key id, and the other
-  // grant keys under that id count as opening when that one did.
-  const sampled = new Map<string, boolean>();
-  const opens = async (key: (typeof keys)[number]): Promise<boolean> => {
+  // grants: it opens the vault-wide keys and the first grant key, and the other grant keys under the
+  // configured key's id are reported as not checked (null), never as opening.
+  let grantOpened = false;
+  let opened = 0;
+  const opens = async (key: (typeof keys)[number]): Promise<boolean | null> => {
     if (!source || key.kekId !== source.keyId) return false;
-    const sample = source.kind !== 'local' && key.scope === 'grant';
-    if (sample && sampled.has(key.kekId)) return sampled.get(key.kekId)!;
-    let opened = false;
+    if (source.kind !== 'local' && key.scope === 'grant') {
+      if (grantOpened) return null;
+      grantOpened = true;
+    }
+    opened += 1;
     try {
       (await source.unwrap(key.wrappedKey, { dataKeyId: key.id })).fill(0);
-      opened = true;
+      return true;
     } catch (error) {
       if (!(error instanceof KeyError)) throw error;
+      return false;
     }
-    if (sample) sampled.set(key.kekId, opened);
-    return opened;
   };
   const rows: DataKeyStatus[] = [];
   let allOpen = keys.length > 0 ? true : null;
   for (const key of keys) {
-    const opened = await opens(key);
-    if (!opened) allOpen = false;
+    const matches = await opens(key);
+    if (matches === false) allOpen = false;
     rows.push({
       id: key.id,
       scope: key.scope,
       status: key.status,
       kek_id: key.kekId,
       kek_kind: key.kekKind,
-      matches_key: opened,
+      matches_key: matches,
       secrets: counts.get(key.id) ?? 0,
       created_at: key.createdAt.toISOString(),
       rewrapped_at: key.rewrappedAt?.toISOString() ?? null,
@@ -88,6 +96,7 @@ export async function keyStatus(ctx: ServiceContext): Promise<KeyStatus> {
     key_id: keyring?.source.keyId ?? null,
     location: location.kind,
     key_matches_vault: keyring ? allOpen : null,
+    data_keys_opened: opened,
     data_keys: rows,
     secrets: [...counts.values()].reduce((a, b) => a + b, 0),
   };

@@ -46,10 +46,13 @@ export async function rewrapDataKeys(
     // Locked rows include the active vault key, which every process creating a data key reads FOR
     // SHARE: none can add a key under the old master key while this runs, or after it commits.
     const rows = await dataKeys.lockAll(tx, from.keyId);
+    // A write that failed stops the KMS calls for the chunk after it (the transaction is lost anyway).
+    let writeFailed: unknown = null;
     const rewrapChunk = local
       ? rewrapLocally(from, to)
       : (chunk: StoredKey[]) =>
           mapLimit(chunk, 16, async (row): Promise<WrappedDataKey> => {
+            if (writeFailed) throw writeFailed;
             const context = { dataKeyId: row.id };
             // The KMS key was rotated: move the wrapped key to its newest version inside the KMS.
             if (inPlace) return rewrapped(to, row.id, await to.rewrap!(row.wrappedKey, context));
@@ -60,14 +63,17 @@ export async function rewrapDataKeys(
               key.fill(0);
             }
           });
-    // Chunk by chunk, each chunk's UPDATE running in the database while the next one is re-wrapped.
+    // Chunk by chunk; on PostgreSQL each chunk's UPDATE runs in the database while this process
+    // re-wraps the next one (PGlite runs it on this thread: no overlap, no harm).
     let writing: Promise<void> | null = null;
     for (let start = 0; start < rows.length; start += REWRAP_CHUNK) {
       const updates = await rewrapChunk(rows.slice(start, start + REWRAP_CHUNK));
       await writing;
       writing = dataKeys.rewrap(tx, updates);
       // Awaited in the next turn or after the loop; a failure before then must not go unhandled.
-      writing.catch(() => {});
+      writing.catch((error: unknown) => {
+        writeFailed = error;
+      });
     }
     await writing;
     const byKek = await dataKeys.countByKek(tx);

@@ -160,7 +160,7 @@ describe('key rotate', () => {
     expect(await decryptAll(v)).toEqual([...secrets].sort());
   });
 
-  it('key status on 12,000 data keys: opens each once, counts grant keys by group, and shows one that does not open', async () => {
+  it('key status on 12,000 data keys under a local key: opens every one, counts grant keys by group, and shows the one that does not open', async () => {
     const { v } = await vaultWithSecrets(5);
     const keyFile = join(v.home, 'master.key');
     const source = LocalKeySource.fromText(readFileSync(keyFile, 'utf8'), keyFile);
@@ -169,10 +169,12 @@ describe('key rotate', () => {
 
     const status = await v.json<{
       key_matches_vault: boolean;
+      data_keys_opened: number;
       secrets: number;
       data_keys: Array<{ id: string; scope: string; matches_key: boolean }>;
     }>(['key', 'status']);
     expect(status.data_keys).toHaveLength(12_007);
+    expect(status.data_keys_opened).toBe(12_007);
     expect(status.key_matches_vault).toBe(false);
     expect(status.data_keys.filter((k) => !k.matches_key).map((k) => k.id)).toEqual([bad!.id]);
     expect(status.secrets).toBe(12);

@@ -1,4 +1,4 @@
-import { existsSync, linkSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, linkSync, renameSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import type { KeySource } from '../../crypto/key-source.js';
 import { homeKeyPath, locateKey, noKeyError, resolveKeySource } from '../../crypto/key-sources.js';
 import { generateMasterKey, LocalKeySource } from '../../crypto/local-key.js';
@@ -34,10 +34,17 @@ export async function status(rt: Runtime): Promise<void> {
     ['key id', report.key_id],
     [
       'opens this vault',
-      report.key_matches_vault === null ? 'no data keys yet' : report.key_matches_vault ? 'yes' : 'NO',
+      report.key_matches_vault === null
+        ? 'no data keys yet'
+        : `${report.key_matches_vault ? 'yes' : 'NO'}${
+            report.data_keys_opened < report.data_keys.length
+              ? ` (opened ${report.data_keys_opened} of ${report.data_keys.length} data keys: a KMS call each)`
+              : ''
+          }`,
     ],
     ['secrets', report.secrets],
   ]);
+  const opens = (k: DataKeyStatus) => (k.matches_key === null ? 'not checked' : k.matches_key ? 'yes' : 'NO');
   // Every grant has a data key of its own: past a screenful they are counted by status and wrapping
   // key instead of listed one by one (--json lists them all).
   const grantKeys = report.data_keys.filter((k) => k.scope === 'grant');
@@ -52,9 +59,9 @@ export async function status(rt: Runtime): Promise<void> {
       {
         header: 'WRAPPED BY',
         value: (k) => `${k.kek_kind} ${k.kek_id}`,
-        style: (k, text, c) => (k.matches_key ? text : c.red(text)),
+        style: (k, text, c) => (k.matches_key === false ? c.red(text) : text),
       },
-      { header: 'OPENS', value: (k) => (k.matches_key ? 'yes' : 'NO') },
+      { header: 'OPENS', value: opens },
       { header: 'SECRETS', value: (k) => k.secrets },
       { header: 'CREATED', value: (k) => k.created_at },
     ]);
@@ -75,9 +82,9 @@ export async function status(rt: Runtime): Promise<void> {
       {
         header: 'WRAPPED BY',
         value: (g) => `${g.sample.kek_kind} ${g.sample.kek_id}`,
-        style: (g, text, c) => (g.sample.matches_key ? text : c.red(text)),
+        style: (g, text, c) => (g.sample.matches_key === false ? c.red(text) : text),
       },
-      { header: 'OPENS', value: (g) => (g.sample.matches_key ? 'yes' : 'NO') },
+      { header: 'OPENS', value: (g) => opens(g.sample) },
       { header: 'SECRETS', value: (g) => g.secrets },
     ]);
   }
@@ -195,7 +202,13 @@ export async function rotate(rt: Runtime, flags: RotateFlags): Promise<void> {
         : await rewrapDataKeys(ctx, current, next).catch((error: unknown) => {
             // A key error is raised inside the transaction, before it commits: nothing uses the key
             // made for this run, and leaving it would hold up the next rotation.
-            if (error instanceof KeyError && generatedFile) unlinkSync(generatedFile);
+            if (error instanceof KeyError && generatedFile) {
+              try {
+                rmSync(generatedFile, { force: true });
+              } catch {
+                // The error to report is the key error; a key file left behind only asks for --new-key-file.
+              }
+            }
             throw error;
           });
     // The vault now answers to the new key only: put it where the old one was read from, when that
