@@ -23,10 +23,24 @@ export function timeRun(args: string[], env: NodeJS.ProcessEnv): number {
   return ms;
 }
 
-/** Median wall time over `runs` runs, after `warmup` untimed ones. */
-export function medianRun(args: string[], env: NodeJS.ProcessEnv, runs = 15, warmup = 2): number {
-  for (let i = 0; i < warmup; i++) timeRun(args, env);
-  return median(Array.from({ length: runs }, () => timeRun(args, env)));
+/**
+ * Median wall times of several commands run in turn (a, b, c, a, b, c, …), so that the machine's
+ * drift during the measurement (on a shared virtual machine, tens of percent within minutes) touches
+ * each of them alike: a baseline measured before or after the others would not be comparable.
+ */
+export function medianRuns(
+  commands: Array<{ args: string[]; env: NodeJS.ProcessEnv }>,
+  runs = 15,
+  warmup = 2,
+): number[] {
+  const times = commands.map(() => [] as number[]);
+  for (let i = 0; i < warmup + runs; i++) {
+    commands.forEach(({ args, env }, c) => {
+      const ms = timeRun(args, env);
+      if (i >= warmup) times[c]!.push(ms);
+    });
+  }
+  return times.map(median);
 }
 
 export function machine() {

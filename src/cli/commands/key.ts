@@ -28,6 +28,7 @@ export async function status(rt: Runtime): Promise<void> {
   const report = await withContext(rt, (ctx) => keyStatus(ctx));
   const { out } = rt;
   if (out.json) return out.writeJson(report);
+  const notChecked = report.data_keys.filter((k) => k.matches_key === null).length;
   out.item(report, [
     ['key source', report.key_source],
     ['from', report.key_origin],
@@ -37,8 +38,8 @@ export async function status(rt: Runtime): Promise<void> {
       report.key_matches_vault === null
         ? 'no data keys yet'
         : `${report.key_matches_vault ? 'yes' : 'NO'}${
-            report.data_keys_opened < report.data_keys.length
-              ? ` (opened ${report.data_keys_opened} of ${report.data_keys.length} data keys: a KMS call each)`
+            notChecked
+              ? ` (${report.data_keys_opened} data keys opened, ${notChecked} not checked: a KMS call each)`
               : ''
           }`,
     ],
