@@ -18,14 +18,14 @@ const SECRETS = GRANTS * 2;
 type Env = Record<string, string | undefined>;
 
 /** Grants written straight into the tables, encrypted by credvault's own envelope code. */
-export async function seed(sql: postgres.Sql, home: string, appId: string): Promise<void> {
+export async function seed(sql: postgres.Sql, home: string, appId: string, count = GRANTS): Promise<void> {
   const source = LocalKeySource.fromText(readFileSync(join(home, 'master.key'), 'utf8'), 'bench');
   const keyring = new Keyring(source, async () => null);
   const CHUNK = 2_500;
-  for (let start = 0; start < GRANTS; start += CHUNK) {
+  for (let start = 0; start < count; start += CHUNK) {
     const keys: Array<Record<string, string>> = [];
     const grants: Array<Record<string, string | Date>> = [];
-    for (let i = start; i < Math.min(GRANTS, start + CHUNK); i++) {
+    for (let i = start; i < Math.min(count, start + CHUNK); i++) {
       const id = randomUUID();
       const dek = randomUUID();
       const { wrapped } = await keyring.createDataKey(dek);

@@ -1,9 +1,10 @@
 // `npm run bench`: every benchmark, each figure as a ratio to its baseline measured in the same run.
-// Usage: npm run bench [-- NAME...]   (names: startup, token, daemon, rotation)
+// Usage: npm run bench [-- NAME...]   (names: startup, token, daemon, rotation, scale)
 
 import { daemon } from './daemon.js';
 import { machine } from './lib.js';
 import { rotation } from './rotation.js';
+import { scale } from './scale.js';
 import { startup } from './startup.js';
 import { token } from './token.js';
 
@@ -12,6 +13,7 @@ const all: Record<string, () => Promise<{ title: string; rows: Array<Array<unkno
   token,
   daemon,
   rotation,
+  scale,
 };
 const wanted = process.argv.slice(2).filter((a) => !a.startsWith('-'));
 const selected = wanted.length ? wanted : Object.keys(all);
