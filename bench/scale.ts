@@ -5,7 +5,7 @@
 import { spawnSync } from 'node:child_process';
 import postgres from 'postgres';
 import { startGoogleDouble } from '../test/doubles/index.js';
-import { BIN, median, prepareVault, scratchDatabase, scratchHome, timeRun } from './lib.js';
+import { BIN, median, prepareVault, ratio, scratchDatabase, scratchHome, timeRun } from './lib.js';
 import { seed } from './rotation.js';
 
 const CONNECTIONS = 10_000;
@@ -59,11 +59,7 @@ export async function scale() {
     COMMANDS.forEach((args, i) => {
       const many = time(args, 3);
       rows.push([`${args.join(' ')} (one connection)`, one[i]!, '1.00×']);
-      rows.push([
-        `${args.join(' ')} (${CONNECTIONS.toLocaleString('en')})`,
-        many,
-        `${(many / one[i]!).toFixed(2)}×`,
-      ]);
+      rows.push([`${args.join(' ')} (${CONNECTIONS.toLocaleString('en')})`, many, ratio(many, one[i]!)]);
     });
   } finally {
     await sql.end();
