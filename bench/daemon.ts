@@ -8,8 +8,6 @@ import { GOOGLE_ADWORDS_SCOPE, startGoogleDouble } from '../test/doubles/index.j
 import { seedConnections } from '../test/helpers/daemon.js';
 import { BIN, prepareVault, runCli, scratchDatabase, scratchHome } from './lib.js';
 
-type Env = Record<string, string | undefined>;
-
 async function waitHealthy(port: number): Promise<void> {
   for (let i = 0; i < 300; i++) {
     const ok = await fetch(`http://127.0.0.1:${port}/healthz`)
@@ -61,14 +59,7 @@ export async function daemon() {
   const pg = await scratchDatabase();
   if (!pg) return { title: 'Daemon (skipped: PostgreSQL not reachable)', rows };
   const double = await startGoogleDouble({ accessTokenTtlSeconds: 3600 });
-  const { root, home, cleanup } = scratchHome();
-  const env: Env = {
-    PATH: process.env.PATH,
-    HOME: root,
-    CREDVAULT_HOME: home,
-    DATABASE_URL: pg.url,
-    NO_COLOR: '1',
-  };
+  const { root, home, env, cleanup } = scratchHome(pg.url);
   const children: ChildProcess[] = [];
   try {
     await prepareVault(env, double);

@@ -48,9 +48,21 @@ export function machine() {
   return `${cpu.length} × ${cpu[0]?.model.trim() ?? 'unknown CPU'}, ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}`;
 }
 
-export function scratchHome() {
+/**
+ * A scratch folder: `home` is the vault's data folder inside it, and `env` the environment of a
+ * credvault process on that vault (and on `databaseUrl`, when given).
+ */
+export function scratchHome(databaseUrl?: string) {
   const root = mkdtempSync(join(tmpdir(), 'credvault-bench-'));
-  return { root, home: join(root, 'home'), cleanup: () => rmSync(root, { recursive: true, force: true }) };
+  const home = join(root, 'home');
+  const env: Record<string, string | undefined> = {
+    PATH: process.env.PATH,
+    HOME: root,
+    CREDVAULT_HOME: home,
+    NO_COLOR: '1',
+    ...(databaseUrl ? { DATABASE_URL: databaseUrl } : {}),
+  };
+  return { root, home, env, cleanup: () => rmSync(root, { recursive: true, force: true }) };
 }
 
 /** A fresh PostgreSQL database for a benchmark, or null when none is reachable. */

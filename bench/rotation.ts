@@ -15,8 +15,6 @@ import { ratio, runCli, scratchDatabase, scratchHome } from './lib.js';
 const GRANTS = 50_000;
 const SECRETS = GRANTS * 2;
 
-type Env = Record<string, string | undefined>;
-
 /** Grants written straight into the tables, encrypted by credvault's own envelope code. */
 export async function seed(sql: postgres.Sql, home: string, appId: string, count = GRANTS): Promise<void> {
   const source = LocalKeySource.fromText(readFileSync(join(home, 'master.key'), 'utf8'), 'bench');
@@ -73,14 +71,7 @@ export async function rotation() {
   const rows: Array<[string, number | string, string, string?]> = [];
   const pg = await scratchDatabase();
   if (!pg) return { title: 'Key rotation (skipped: PostgreSQL not reachable)', rows };
-  const { root, home, cleanup } = scratchHome();
-  const env: Env = {
-    PATH: process.env.PATH,
-    HOME: root,
-    CREDVAULT_HOME: home,
-    DATABASE_URL: pg.url,
-    NO_COLOR: '1',
-  };
+  const { root, home, env, cleanup } = scratchHome(pg.url);
   const sql = postgres(pg.url, { max: 1, onnotice: () => {} });
   try {
     await runCli(['init', '--json'], env);

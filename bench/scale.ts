@@ -24,14 +24,7 @@ export async function scale() {
   const pg = await scratchDatabase();
   if (!pg) return { title: 'Whole-vault commands (skipped: PostgreSQL not reachable)', rows };
   const double = await startGoogleDouble({ accessTokenTtlSeconds: 3600 });
-  const { root, home, cleanup } = scratchHome();
-  const env = {
-    PATH: process.env.PATH,
-    HOME: root,
-    CREDVAULT_HOME: home,
-    DATABASE_URL: pg.url,
-    NO_COLOR: '1',
-  };
+  const { home, env, cleanup } = scratchHome(pg.url);
   const sql = postgres(pg.url, { max: 1, onnotice: () => {} });
   const time = (args: string[], runs: number) =>
     median(Array.from({ length: runs }, () => timeRun([BIN, ...args], env)));

@@ -1,21 +1,16 @@
 // Cold start of `credvault --version` and `credvault platforms list --json` against bare `node -e 0`,
 // median of several runs each, taken in turn with the baseline, on PostgreSQL and on the embedded
 // database.
-import { spawnSync } from 'node:child_process';
-import { BIN, medianRuns, ratio, scratchDatabase, scratchHome } from './lib.js';
+import { BIN, medianRuns, ratio, runCli, scratchDatabase, scratchHome } from './lib.js';
 
 export async function startup({ runs = 15 } = {}) {
   const rows = [];
   const { home, cleanup } = scratchHome();
   const baseEnv = { PATH: process.env.PATH, HOME: home, CREDVAULT_HOME: home, NO_COLOR: '1' };
-  const init = (env: NodeJS.ProcessEnv) => {
-    const done = spawnSync(process.execPath, [BIN, 'init', '--json'], { env, encoding: 'utf8' });
-    if (done.status !== 0) throw new Error(done.stderr);
-  };
   try {
     const pg = await scratchDatabase();
     const pgEnv = pg ? { ...baseEnv, DATABASE_URL: pg.url } : null;
-    if (pgEnv) init(pgEnv);
+    if (pgEnv) await runCli(['init', '--json'], pgEnv);
     const [bare, version, list] = medianRuns(
       [
         { args: ['-e', '0'], env: baseEnv },
@@ -31,7 +26,7 @@ export async function startup({ runs = 15 } = {}) {
       await pg.drop();
     }
     const embeddedEnv = { ...baseEnv, CREDVAULT_HOME: `${home}-embedded` };
-    init(embeddedEnv);
+    await runCli(['init', '--json'], embeddedEnv);
     const [bareAgain, embedded] = medianRuns(
       [
         { args: ['-e', '0'], env: baseEnv },

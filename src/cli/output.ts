@@ -56,8 +56,8 @@ const TABLE_SLICE = 100;
 export class Output {
   readonly json: boolean;
   c: Styler = PLAIN;
-  #Table: typeof TableType | null = null;
-  #stringWidth: (text: string) => number = (text) => text.length;
+  /** What human tables need, loaded by prepare(). */
+  #tables: { Table: typeof TableType; width: (text: string) => number } | null = null;
   readonly #color: boolean;
   readonly #stdout: Stream;
   readonly #stderr: Stream;
@@ -77,14 +77,13 @@ export class Output {
    * and scripts start faster.
    */
   async prepare(): Promise<void> {
-    if (this.json || this.#Table) return;
+    if (this.json || this.#tables) return;
     const [{ Chalk }, table, stringWidth] = await Promise.all([
       import('chalk'),
       import('cli-table3'),
       import('string-width'),
     ]);
-    this.#Table = table.default;
-    this.#stringWidth = stringWidth.default;
+    this.#tables = { Table: table.default, width: stringWidth.default };
     if (this.#color) this.c = new Chalk({ level: 1 });
   }
 
@@ -109,7 +108,8 @@ export class Output {
   }
 
   table<T>(rows: T[], columns: Column<T>[]): string {
-    if (!this.#Table) throw new InternalError('output was not prepared for tables');
+    if (!this.#tables) throw new InternalError('output was not prepared for tables');
+    const { Table, width: stringWidth } = this.#tables;
     const head = columns.map((col) => this.c.bold(col.header));
     const cells = rows.map((row) =>
       columns.map((col) => {
@@ -123,13 +123,13 @@ export class Output {
     // at a time, each slice with the column widths of the whole table (measured as cli-table3
     // measures: the widest line of a cell, colour codes left out).
     const width = (cell: string) =>
-      cell.split('\n').reduce((widest, line) => Math.max(widest, this.#stringWidth(line)), 0);
+      cell.split('\n').reduce((widest, line) => Math.max(widest, stringWidth(line)), 0);
     const colWidths = head.map((header, i) =>
       cells.reduce((widest, row) => Math.max(widest, width(row[i]!)), width(header)),
     );
     const slices: string[] = [];
     for (let start = 0; start === 0 || start < cells.length; start += TABLE_SLICE) {
-      const table = new this.#Table({
+      const table = new Table({
         ...(start === 0 ? { head } : {}),
         colWidths,
         chars: BORDERLESS,
