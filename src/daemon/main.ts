@@ -5,6 +5,7 @@ import { dirname, join } from 'node:path';
 import { databaseLabel } from '../cli/fast-token.js';
 import type { Config } from '../config.js';
 import { type Database, openDatabase } from '../db/client.js';
+import { maintainTables } from '../db/maintenance.js';
 import { assertMigrated } from '../db/migrate.js';
 import { CHANGES_CHANNEL } from '../db/store/changes.js';
 import * as daemonStore from '../db/store/daemon.js';
@@ -161,6 +162,11 @@ export async function runDaemon(
     timers.push(setInterval(() => void refreshGauges(ctx, metrics, log).catch(() => {}), 15_000));
     timers.push(setInterval(() => void audit.touchClients().catch(() => {}), 30_000));
     await refreshGauges(ctx, metrics, log).catch(() => {});
+    // Statistics before the first claim (see db/maintenance.ts); on the embedded database, which has
+    // no autovacuum, every minute too.
+    const maintain = maintenance(database, embedded !== null, log);
+    await maintain();
+    if (embedded) timers.push(setInterval(() => void maintain(), 60_000));
     scheduler.start();
 
     if (options.listen.kind === 'tcp' && options.allowRemote) {
@@ -221,6 +227,23 @@ export async function runDaemon(
       log.info('SIGHUP: reloaded the key source and cleared caches');
     });
   });
+}
+
+/** One maintenance pass at a time; a failure is logged, never fatal (the daemon works without it). */
+function maintenance(database: Database, vacuum: boolean, log: Logger): () => Promise<void> {
+  let running = false;
+  return async () => {
+    if (running) return;
+    running = true;
+    try {
+      const steps = await maintainTables(database, vacuum);
+      for (const step of steps) log.debug(`database maintenance: ${step.action} ${step.table}`);
+    } catch (error) {
+      log.warn('database maintenance failed', { error: (error as Error).message });
+    } finally {
+      running = false;
+    }
+  };
 }
 
 const warnedEnding = new Map<string, number>();
