@@ -1,6 +1,7 @@
 import { excerpt, safeCode } from '../util/redact.js';
 import { VERSION } from '../version.js';
 import { classifyStatus, ProviderError, type ProviderFailure, parseRetryAfter } from './errors.js';
+import { platformFetch } from './fetch.js';
 
 export const DEFAULT_USER_AGENT = `credvault/${VERSION}`;
 
@@ -74,7 +75,7 @@ export async function apiRequest<T = unknown>(request: ApiRequest): Promise<ApiR
   }
   let response: Response;
   try {
-    response = await fetch(request.url, {
+    response = await platformFetch(request.url, {
       method: request.method,
       headers,
       body,

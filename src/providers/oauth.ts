@@ -3,6 +3,7 @@ import { Secret } from '../crypto/secret.js';
 import { isLoopbackHost } from '../util/net.js';
 import { excerpt, safeCode } from '../util/redact.js';
 import { classifyStatus, ProviderError, parseRetryAfter } from './errors.js';
+import { platformFetch } from './fetch.js';
 import { DEFAULT_USER_AGENT, networkFailure } from './http.js';
 import type { CallOptions, CodeExchange, ProviderApp, TokenResult } from './types.js';
 
@@ -77,9 +78,9 @@ function requestOptions(
   options: CallOptions,
   extra?: Record<string, string>,
 ) {
-  const fetchImpl: typeof fetch = profile.missingTokenType
-    ? async (input, init) => withTokenType(await fetch(input, init), profile.missingTokenType!)
-    : fetch;
+  const fetchImpl: typeof platformFetch = profile.missingTokenType
+    ? async (input, init) => withTokenType(await platformFetch(input, init), profile.missingTokenType!)
+    : platformFetch;
   return {
     signal: options.signal,
     headers: { 'user-agent': DEFAULT_USER_AGENT, ...(profile.headers?.(app) ?? {}) },

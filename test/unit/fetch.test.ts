@@ -1,0 +1,193 @@
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterEach, describe, expect, it } from 'vitest';
+import { MAX_BODY_BYTES, platformFetch } from '../../src/providers/fetch.js';
+
+/** The platforms' HTTP client (node:http under a fetch-shaped function), against local servers. */
+const servers: Server[] = [];
+afterEach(async () => {
+  for (const s of servers.splice(0)) {
+    s.closeAllConnections();
+    await new Promise((r) => s.close(r));
+  }
+});
+
+async function serve(handler: (req: IncomingMessage, body: string, res: ServerResponse) => void) {
+  const connections: number[] = [];
+  const server = createServer((req, res) => {
+    let body = '';
+    req.setEncoding('utf8').on('data', (d: string) => {
+      body += d;
+    });
+    req.on('end', () => handler(req, body, res));
+  });
+  server.on('connection', (socket) => connections.push(socket.remotePort ?? 0));
+  servers.push(server);
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, connections };
+}
+
+describe('platformFetch', () => {
+  it('sends a form like fetch does and gives back a standard Response, on one kept-alive connection', async () => {
+    const seen: Array<{ method: string; type: string; length: string; body: string; ua: string }> = [];
+    const { url, connections } = await serve((req, body, res) => {
+      seen.push({
+        method: req.method!,
+        type: req.headers['content-type']!,
+        length: req.headers['content-length']!,
+        body,
+        ua: req.headers['user-agent']!,
+      });
+      res.writeHead(200, { 'content-type': 'application/json', 'x-request-id': 'abc' });
+      res.end(JSON.stringify({ access_token: 'at-1', n: seen.length }));
+    });
+    const form = new URLSearchParams({ grant_type: 'refresh_token', refresh_token: 'r t/é' });
+    const first = await platformFetch(`${url}/token`, {
+      method: 'POST',
+      headers: { 'User-Agent': 'credvault/test' },
+      body: form,
+    });
+    expect(first).toBeInstanceOf(Response);
+    expect(first.status).toBe(200);
+    expect(first.ok).toBe(true);
+    expect(first.headers.get('x-request-id')).toBe('abc');
+    expect(await first.json()).toEqual({ access_token: 'at-1', n: 1 });
+    const second = await platformFetch(new URL(`${url}/token`), { method: 'POST', body: form });
+    expect(await second.json()).toEqual({ access_token: 'at-1', n: 2 });
+    expect(seen[0]).toEqual({
+      method: 'POST',
+      type: 'application/x-www-form-urlencoded;charset=UTF-8',
+      length: String(Buffer.byteLength(form.toString())),
+      body: form.toString(),
+      ua: 'credvault/test',
+    });
+    expect(new URLSearchParams(seen[0]!.body).get('refresh_token')).toBe('r t/é');
+    expect(connections).toHaveLength(1);
+  });
+
+  it('hands back redirects without following them, or refuses them', async () => {
+    const { url } = await serve((_req, _body, res) => {
+      res.writeHead(302, { location: 'https://elsewhere.example/' });
+      res.end('moved');
+    });
+    const manual = await platformFetch(url, { redirect: 'manual' });
+    expect(manual.status).toBe(302);
+    expect(manual.headers.get('location')).toBe('https://elsewhere.example/');
+    const refused = await platformFetch(url, { redirect: 'error' }).catch((e: Error) => e);
+    expect(refused).toBeInstanceOf(TypeError);
+    expect(((refused as TypeError).cause as Error).message).toMatch(/redirected \(HTTP 302\)/);
+  });
+
+  it('rejects with the signal’s reason when aborted', async () => {
+    const { url } = await serve(() => {}); // never answers
+    const controller = new AbortController();
+    const pending = platformFetch(url, { signal: controller.signal });
+    setTimeout(() => controller.abort(new DOMException('took too long', 'TimeoutError')), 50);
+    const error = (await pending.catch((e: unknown) => e)) as DOMException;
+    expect(error.name).toBe('TimeoutError');
+    expect(error.message).toBe('took too long');
+  });
+
+  it('fails as a network failure when the answer is cut short, too large, or nobody listens', async () => {
+    const { url } = await serve((req, _body, res) => {
+      if (req.url === '/short') {
+        res.writeHead(200, { 'content-length': '100' });
+        res.write('{"partial":');
+        setTimeout(() => res.socket?.destroy(), 20);
+      } else {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(Buffer.alloc(MAX_BODY_BYTES + 1, 0x20));
+      }
+    });
+    for (const path of ['/short', '/huge']) {
+      const error = (await platformFetch(`${url}${path}`).catch((e: unknown) => e)) as TypeError;
+      expect(error, path).toBeInstanceOf(TypeError);
+      expect(error.message).toBe('fetch failed');
+    }
+    const closed = await serve(() => {});
+    servers.pop()!.close();
+    const refused = (await platformFetch(closed.url).catch((e: unknown) => e)) as TypeError;
+    expect((refused.cause as NodeJS.ErrnoException).code).toBe('ECONNREFUSED');
+  });
+
+  it('answers 204 with no body', async () => {
+    const { url } = await serve((_req, _body, res) => {
+      res.writeHead(204);
+      res.end();
+    });
+    const response = await platformFetch(url, { method: 'POST', body: new URLSearchParams({ token: 'x' }) });
+    expect(response.status).toBe(204);
+    expect(await response.text()).toBe('');
+  });
+
+  const openssl = spawnSync('openssl', ['version']).status === 0;
+  it.runIf(openssl)('speaks https, trusting what the process trusts (NODE_EXTRA_CA_CERTS)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'credvault-tls-'));
+    try {
+      const made = spawnSync('openssl', [
+        'req',
+        '-x509',
+        '-newkey',
+        'ec',
+        '-pkeyopt',
+        'ec_paramgen_curve:prime256v1',
+        '-nodes',
+        '-keyout',
+        join(dir, 'key.pem'),
+        '-out',
+        join(dir, 'cert.pem'),
+        '-days',
+        '1',
+        '-subj',
+        '/CN=localhost',
+        '-addext',
+        'subjectAltName=DNS:localhost,IP:127.0.0.1',
+      ]);
+      expect(made.status, made.stderr.toString()).toBe(0);
+      const server = createHttpsServer(
+        { key: readFileSync(join(dir, 'key.pem')), cert: readFileSync(join(dir, 'cert.pem')) },
+        (_req, res) => {
+          res.writeHead(200, { 'content-type': 'application/json' });
+          res.end('{"over":"tls"}');
+        },
+      );
+      servers.push(server);
+      await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+      const url = `https://localhost:${(server.address() as AddressInfo).port}/`;
+      const script = join(dir, 'call.mts');
+      const module = fileURLToPath(new URL('../../src/providers/fetch.ts', import.meta.url));
+      writeFileSync(
+        script,
+        `import { platformFetch } from ${JSON.stringify(module)};
+         const r = await platformFetch(process.argv[2]).catch((e) => ({ json: async () => ({ failed: String(e.cause?.code ?? e) }) }));
+         console.log(JSON.stringify(await r.json()));`,
+      );
+      const run = (env: Record<string, string | undefined>) =>
+        new Promise<string>((resolve) => {
+          // Asynchronous: this process's server must answer while the child calls it.
+          const merged = Object.entries({ ...process.env, ...env }).filter(([, v]) => v !== undefined);
+          const child = spawn(process.execPath, ['--import', 'tsx', script, url], {
+            env: Object.fromEntries(merged),
+          });
+          let out = '';
+          child.stdout.on('data', (d: Buffer) => {
+            out += d;
+          });
+          child.on('close', () => resolve(out.trim()));
+        });
+      expect(JSON.parse(await run({ NODE_EXTRA_CA_CERTS: join(dir, 'cert.pem') }))).toEqual({ over: 'tls' });
+      // Without the certificate, the server is not trusted.
+      expect(JSON.parse(await run({ NODE_EXTRA_CA_CERTS: undefined }))).toEqual({
+        failed: 'DEPTH_ZERO_SELF_SIGNED_CERT',
+      });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
