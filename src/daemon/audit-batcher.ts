@@ -1,6 +1,7 @@
 import * as clientStore from '../db/store/clients.js';
-import { type AuditEntry, type AuditHead, appendAudit, recordAudit } from '../services/audit.js';
+import { type AuditEntry, appendAudit, recordAudit } from '../services/audit.js';
 import type { ServiceContext } from '../services/context.js';
+import type { AuditChain } from './audit-chain.js';
 import type { DaemonMetrics } from './metrics.js';
 
 interface Pending {
@@ -26,15 +27,17 @@ export class AuditBatcher {
   #scheduled = false;
   #idle: Array<() => void> = [];
   readonly #usedClients = new Set<string>();
-  /** The chain head as this daemon's last batch left it (null: unknown, read it under lock). */
-  #head: AuditHead | null = null;
+  /** The chain head as this daemon last wrote it, shared with the sweep's writes. */
+  readonly #chain: AuditChain;
 
   constructor(
     ctx: ServiceContext,
     metrics: DaemonMetrics,
+    chain: AuditChain,
     options: { maxBatch?: number; maxInFlight?: number } = {},
   ) {
     this.#ctx = ctx;
+    this.#chain = chain;
     this.#metrics = metrics;
     this.#maxBatch = options.maxBatch ?? 500;
     // One batch at a time: each is one statement chained from the previous one's head, and the
@@ -71,15 +74,19 @@ export class AuditBatcher {
   async #flush(batch: Pending[]): Promise<void> {
     try {
       const entries = batch.map((p) => p.entry);
-      // One statement chained from the head this daemon wrote last; when someone else wrote since
-      // (a CLI command, another daemon), the head is locked and read, and the chain continues from it.
-      let head = this.#head ? await appendAudit(this.#ctx.db, this.#ctx.actor, entries, this.#head) : null;
-      head ??= await this.#ctx.transaction((tx) => recordAudit(tx, this.#ctx.actor, entries));
-      this.#head = head;
+      await this.#chain.inTurn(async () => {
+        // One statement chained from the head this daemon wrote last; when someone else wrote since
+        // (a CLI command, another daemon), the head is locked and read, and the chain continues from it.
+        const known = this.#chain.head;
+        let head = known ? await appendAudit(this.#ctx.db, this.#ctx.actor, entries, known) : null;
+        this.#chain.head = null;
+        head ??= await this.#ctx.transaction((tx) => recordAudit(tx, this.#ctx.actor, entries));
+        this.#chain.head = head;
+      });
       this.#metrics.auditBatch.observe(batch.length);
       for (const p of batch) p.resolve();
     } catch (error) {
-      this.#head = null;
+      this.#chain.head = null;
       for (const p of batch) p.reject(error);
     }
   }

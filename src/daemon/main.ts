@@ -13,6 +13,7 @@ import * as tokenStore from '../db/store/tokens.js';
 import { ServiceContext } from '../services/context.js';
 import { forgetOpenApps } from '../services/tokens.js';
 import { AuditBatcher } from './audit-batcher.js';
+import { AuditChain } from './audit-chain.js';
 import { DaemonCache } from './cache.js';
 import { type EmbeddedServer, serveEmbedded } from './embedded.js';
 import { createLogger, type Logger } from './log.js';
@@ -93,8 +94,10 @@ export async function runDaemon(
   const ctx = new ServiceContext(database, config, { name: 'daemon' });
   const metrics = new DaemonMetrics();
   const cache = new DaemonCache();
-  const audit = new AuditBatcher(ctx, metrics);
-  const scheduler = new RefreshScheduler(ctx, options, metrics, log);
+  // The audit chain's head as this daemon last wrote it: its two writers take turns after it.
+  const chain = new AuditChain();
+  const audit = new AuditBatcher(ctx, metrics, chain);
+  const scheduler = new RefreshScheduler(ctx, options, metrics, log, chain);
   const timers: NodeJS.Timeout[] = [];
   let shuttingDown = false;
   let unlisten: (() => Promise<void>) | null = null;

@@ -1,6 +1,12 @@
 import type { GrantRow } from '../db/store/tokens.js';
 import type { ServiceContext } from '../services/context.js';
-import { type RefreshResult, type ResultWriter, writeResults } from '../services/tokens.js';
+import {
+  type RefreshResult,
+  type ResultWriter,
+  writeResults,
+  writeResultsChained,
+} from '../services/tokens.js';
+import type { AuditChain } from './audit-chain.js';
 
 interface Pending {
   result: RefreshResult;
@@ -10,18 +16,22 @@ interface Pending {
 
 /**
  * The sweep's refresh results, written together: the results that finish during one turn of the
- * event loop share one transaction (each still version-checked on its own), so the audit chain's head
- * is locked once per group instead of once per refresh. Should a group fail, its results are written
- * one by one, so one bad row never costs the others their rotated refresh tokens.
+ * event loop share one statement with their audit records, chained after the head this daemon wrote
+ * last (each grant still version-checked), so a group costs one round trip and the audit head is
+ * never held across one. When that cannot be (someone else wrote to the audit log, a grant lost its
+ * lease), the group shares one transaction with the head locked. Should that fail, its results are
+ * written one by one, so one bad row never costs the others their rotated refresh tokens.
  */
 export class RefreshBatcher {
   readonly #ctx: ServiceContext;
+  readonly #chain: AuditChain;
   #queue: Pending[] = [];
   #scheduled = false;
   #inFlight = 0;
 
-  constructor(ctx: ServiceContext) {
+  constructor(ctx: ServiceContext, chain: AuditChain) {
     this.#ctx = ctx;
+    this.#chain = chain;
   }
 
   readonly write: ResultWriter = (result) =>
@@ -47,20 +57,30 @@ export class RefreshBatcher {
   }
 
   async #flush(batch: Pending[]): Promise<void> {
+    const results = batch.map((p) => p.result);
     try {
-      const rows = await this.#ctx.transaction((tx) =>
-        writeResults(
-          this.#ctx,
-          tx,
-          batch.map((p) => p.result),
-        ),
-      );
+      const rows = await this.#chain.inTurn(async () => {
+        // One statement after the head this daemon wrote last; else a transaction that locks it.
+        const known = this.#chain.head;
+        const fast = known ? await writeResultsChained(this.#ctx, results, known) : null;
+        if (fast) {
+          this.#chain.head = fast.head;
+          return fast.rows;
+        }
+        this.#chain.head = null;
+        const slow = await this.#ctx.transaction((tx) => writeResults(this.#ctx, tx, results));
+        this.#chain.head = slow.head;
+        return slow.rows;
+      });
       for (const [i, p] of batch.entries()) p.resolve(rows[i] ?? null);
     } catch {
+      this.#chain.head = null;
       for (const p of batch) {
         try {
-          const [row] = await this.#ctx.transaction((tx) => writeResults(this.#ctx, tx, [p.result]));
-          p.resolve(row ?? null);
+          const { rows } = await this.#chain.inTurn(() =>
+            this.#ctx.transaction((tx) => writeResults(this.#ctx, tx, [p.result])),
+          );
+          p.resolve(rows[0] ?? null);
         } catch (error) {
           p.reject(error);
         }

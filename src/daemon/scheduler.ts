@@ -6,6 +6,7 @@ import { PLATFORM_IDS, PLATFORMS } from '../providers/catalog.js';
 import type { ServiceContext } from '../services/context.js';
 import { leaseMs, type RefreshOutcome, refreshClaimed, refreshOwner } from '../services/tokens.js';
 import { redact } from '../util/redact.js';
+import type { AuditChain } from './audit-chain.js';
 import type { Logger } from './log.js';
 import type { DaemonMetrics } from './metrics.js';
 import type { DaemonOptions } from './options.js';
@@ -68,12 +69,18 @@ export class RefreshScheduler {
   lastSweepAt: Date | null = null;
   lastError: string | null = null;
 
-  constructor(ctx: ServiceContext, options: DaemonOptions, metrics: DaemonMetrics, log: Logger) {
+  constructor(
+    ctx: ServiceContext,
+    options: DaemonOptions,
+    metrics: DaemonMetrics,
+    log: Logger,
+    chain: AuditChain,
+  ) {
     this.#ctx = ctx;
     this.#options = options;
     this.#metrics = metrics;
     this.#log = log;
-    this.#writer = new RefreshBatcher(ctx);
+    this.#writer = new RefreshBatcher(ctx, chain);
   }
 
   start(): void {

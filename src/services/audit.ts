@@ -147,6 +147,16 @@ export async function recordAudit(
 }
 
 /**
+ * The rows of `entries` chained after a head this process believes current, as JSON arrays for
+ * store.insertFromJson, and the head they make: for a statement that appends them only if the head
+ * is still `known` (appendAudit, and the daemon's refresh writes).
+ */
+export function chainAfter(actor: Actor, entries: AuditEntry[], known: AuditHead, now = new Date()) {
+  for (const entry of entries) assertNoSecret(entry.detail, entry.action);
+  return chain(known, actor, entries, now);
+}
+
+/**
  * Appends audit rows in one statement, chained from the head this process wrote last (the daemon's
  * batches, one after another): no transaction and no lock round trip when nobody else wrote in
  * between. Returns the new head, or null when the head had moved (the caller then uses recordAudit).
@@ -159,8 +169,7 @@ export async function appendAudit(
   now = new Date(),
 ): Promise<AuditHead | null> {
   if (entries.length === 0) return known;
-  for (const entry of entries) assertNoSecret(entry.detail, entry.action);
-  const { rows, head } = chain(known, actor, entries, now);
+  const { rows, head } = chainAfter(actor, entries, known, now);
   const rowCount = await store.appendIfHead(db, rows, known, head);
   return rowCount === null ? null : { ...head, rowCount };
 }

@@ -14,7 +14,7 @@ import { providerFor } from '../providers/registry.js';
 import type { ProviderApp, TokenResult } from '../providers/types.js';
 import { withDeadline } from '../util/deadline.js';
 import { connectionRef } from '../views.js';
-import { type AuditEntry, recordAudit } from './audit.js';
+import { type AuditEntry, type AuditHead, chainAfter, recordAudit } from './audit.js';
 import { resolveConnection } from './connections.js';
 import type { ServiceContext } from './context.js';
 import { grantSlot, openToken, refreshTokenExpiry } from './grants.js';
@@ -362,12 +362,49 @@ export interface RefreshResult {
  */
 export type ResultWriter = (result: RefreshResult) => Promise<GrantRow | null>;
 
+/**
+ * Writes results in one statement with their audit records chained after `known`, the audit head
+ * this process wrote last (tokenStore.writeRefreshedChained): the daemon's sweep, when nothing else
+ * wrote to the audit log since. Null when that cannot be (another writer moved the head, a result
+ * lost its lease, or a connection has a status to clear): nothing is written then, and the caller
+ * uses writeResults.
+ */
+export async function writeResultsChained(
+  ctx: ServiceContext,
+  results: RefreshResult[],
+  known: AuditHead,
+): Promise<{ rows: GrantRow[]; head: AuditHead } | null> {
+  if (results.some((result) => result.recovering)) return null;
+  const { rows: auditRows, head } = chainAfter(
+    ctx.actor,
+    results.map((result) => result.audit),
+    known,
+  );
+  const written = await tokenStore.writeRefreshedChained(
+    ctx.db,
+    results.map((result) => ({
+      id: result.grant.id,
+      owner: result.owner,
+      version: result.grant.version,
+      tokens: result.tokens,
+    })),
+    auditRows,
+    known,
+    head,
+  );
+  if (!written) return null;
+  return {
+    rows: results.map((result) => written.rows.get(result.grant.id)!),
+    head: { ...head, rowCount: written.rowCount },
+  };
+}
+
 /** Writes results in the caller's transaction: version-checked tokens, the connections, then the audit records. */
 export async function writeResults(
   ctx: ServiceContext,
   tx: Db,
   results: RefreshResult[],
-): Promise<Array<GrantRow | null>> {
+): Promise<{ rows: Array<GrantRow | null>; head: AuditHead | null }> {
   const written = await tokenStore.writeRefreshed(
     tx,
     results.map((result) => ({
@@ -389,7 +426,7 @@ export async function writeResults(
     }
   }
   // The audit records come last: the chain head is locked only for the end of the transaction.
-  await recordAudit(
+  const head = await recordAudit(
     tx,
     ctx.actor,
     results.map((result, index) =>
@@ -405,13 +442,13 @@ export async function writeResults(
           },
     ),
   );
-  return rows;
+  return { rows, head };
 }
 
 const writeAlone =
   (ctx: ServiceContext): ResultWriter =>
   async (result) =>
-    (await ctx.transaction((tx) => writeResults(ctx, tx, [result])))[0] ?? null;
+    (await ctx.transaction((tx) => writeResults(ctx, tx, [result]))).rows[0] ?? null;
 
 async function storeRefreshed(
   ctx: ServiceContext,

@@ -2,6 +2,7 @@ import { and, eq, getTableColumns, isNull, lt, or, sql } from 'drizzle-orm';
 import type { WrappedDataKey } from '../../crypto/envelope.js';
 import type { Db } from '../client.js';
 import { dataKeys, oauthTokensVault } from '../schema/index.js';
+import { insertFromJson } from './audit.js';
 import { notifyChange } from './changes.js';
 
 export type GrantRow = typeof oauthTokensVault.$inferSelect;
@@ -76,10 +77,77 @@ export async function unclaim(db: Db, claimed: GrantRow, owner: string): Promise
  * version read is still current and the lease is still ours (or lapsed unclaimed): a writer whose
  * lease was taken over cannot overwrite a newer token. Answers the rows written, by grant id.
  */
-export async function writeRefreshed(
+export async function writeRefreshed(db: Db, results: Refreshed[]): Promise<Map<string, GrantRow>> {
+  const rows = await db
+    .update(t)
+    .set(REFRESHED_SET)
+    .from(refreshedValues(results))
+    .where(REFRESHED_MATCH)
+    .returning(getTableColumns(t));
+  // No notification: a daemon holding the previous access token may keep serving it while it is
+  // valid (it was not revoked), and reads the new one when it needs a fresher one.
+  return new Map(rows.map((row) => [row.id, row]));
+}
+
+/**
+ * writeRefreshed and the audit rows that record it, in one statement and so all or nothing, without a
+ * transaction's round trips: the rows are appended only if the audit chain's head is still `expected`
+ * (the head this process wrote last; see services/audit.ts chainAfter), and the tokens are written
+ * only if every one of them still matches (version and lease: they are locked first, so none can
+ * change before the update). Otherwise nothing is written and this answers null; the caller writes
+ * them the long way (a transaction with the head locked), which also sorts out the ones that lost
+ * their lease.
+ */
+export async function writeRefreshedChained(
   db: Db,
-  results: Array<{ id: string; owner: string; version: number; tokens: RefreshedTokens }>,
-): Promise<Map<string, GrantRow>> {
+  results: Refreshed[],
+  auditRows: string[],
+  expected: { lastId: number; lastHash: string },
+  next: { lastId: number; lastHash: string },
+): Promise<{ rows: Map<string, GrantRow>; rowCount: number } | null> {
+  const locked = db.$with('locked', { n: sql<number>`n` }).as(
+    sql`select count(*)::int as n from (select 1 from ${t}, ${refreshedValues(results)}
+        where ${REFRESHED_MATCH} for update of ${t}) as matching`,
+  );
+  const moved = db.$with('moved', { rowCount: sql<number>`row_count` }).as(
+    sql`update audit_head set last_id = ${next.lastId}, last_hash = ${next.lastHash},
+          row_count = row_count + ${auditRows.length}
+        where id = 1 and last_id = ${expected.lastId} and last_hash = ${expected.lastHash}
+          and (select n from locked) = ${results.length}
+        returning row_count`,
+  );
+  const appended = db
+    .$with('appended', { one: sql<number>`one` })
+    .as(
+      sql`${insertFromJson(`[${auditRows.join(',')}]`)} where exists (select 1 from moved) returning 1 as one`,
+    );
+  const rows = await db
+    .with(locked, moved, appended)
+    .update(t)
+    .set(REFRESHED_SET)
+    .from(refreshedValues(results))
+    .where(sql`${REFRESHED_MATCH} and exists (select 1 from moved)`)
+    .returning({ ...getTableColumns(t), headRowCount: sql<number>`(select row_count from moved)` });
+  if (rows.length === 0) return null;
+  if (rows.length !== results.length) {
+    // The locks make this impossible; were it to happen, the audit rows say more than was written.
+    throw new Error(`wrote ${rows.length} of ${results.length} refreshed grants with their audit rows`);
+  }
+  return {
+    rows: new Map(rows.map(({ headRowCount: _, ...row }) => [row.id, row])),
+    rowCount: Number(rows[0]!.headRowCount),
+  };
+}
+
+interface Refreshed {
+  id: string;
+  owner: string;
+  version: number;
+  tokens: RefreshedTokens;
+}
+
+/** The refreshed values as a table `v`, from one JSON parameter. */
+function refreshedValues(results: Refreshed[]) {
   const json = JSON.stringify(
     results.map(({ id, owner, version, tokens }) => ({
       id,
@@ -94,40 +162,33 @@ export async function writeRefreshed(
       last_refreshed_at: iso(tokens.lastRefreshedAt),
     })),
   );
-  const rows = await db
-    .update(t)
-    .set({
-      accessTokenEnc: sql`v.access_token_enc`,
-      // A response without a refresh token (or scope) keeps the stored one.
-      refreshTokenEnc: sql`coalesce(v.refresh_token_enc, ${t.refreshTokenEnc})`,
-      tokenType: sql`v.token_type`,
-      scope: sql`coalesce(v.scope, ${t.scope})`,
-      accessTokenExpiresAt: sql`v.access_token_expires_at`,
-      refreshTokenExpiresAt: sql`v.refresh_token_expires_at`,
-      lastRefreshedAt: sql`v.last_refreshed_at`,
-      version: sql`${t.version} + 1`,
-      leaseOwner: null,
-      leaseExpiresAt: null,
-      refreshInFlightSince: null,
-      cooldownUntil: null,
-      lastErrorCode: null,
-      lastErrorMessage: null,
-      lastErrorAt: null,
-      updatedAt: sql`now()`,
-    })
-    .from(
-      sql`json_to_recordset(${json}::json) as v(id uuid, owner text, version integer, access_token_enc text,
-        refresh_token_enc text, token_type text, scope text, access_token_expires_at timestamptz,
-        refresh_token_expires_at timestamptz, last_refreshed_at timestamptz)`,
-    )
-    .where(
-      sql`${t.id} = v.id and ${t.version} = v.version and (${t.leaseOwner} = v.owner or ${t.leaseOwner} is null)`,
-    )
-    .returning(getTableColumns(t));
-  // No notification: a daemon holding the previous access token may keep serving it while it is
-  // valid (it was not revoked), and reads the new one when it needs a fresher one.
-  return new Map(rows.map((row) => [row.id, row]));
+  return sql`json_to_recordset(${json}::json) as v(id uuid, owner text, version integer, access_token_enc text,
+    refresh_token_enc text, token_type text, scope text, access_token_expires_at timestamptz,
+    refresh_token_expires_at timestamptz, last_refreshed_at timestamptz)`;
 }
+
+/** A refreshed grant's row: still the version read, and the lease still ours (or lapsed unclaimed). */
+const REFRESHED_MATCH = sql`${t.id} = v.id and ${t.version} = v.version and (${t.leaseOwner} = v.owner or ${t.leaseOwner} is null)`;
+
+const REFRESHED_SET = {
+  accessTokenEnc: sql`v.access_token_enc`,
+  // A response without a refresh token (or scope) keeps the stored one.
+  refreshTokenEnc: sql`coalesce(v.refresh_token_enc, ${t.refreshTokenEnc})`,
+  tokenType: sql`v.token_type`,
+  scope: sql`coalesce(v.scope, ${t.scope})`,
+  accessTokenExpiresAt: sql`v.access_token_expires_at`,
+  refreshTokenExpiresAt: sql`v.refresh_token_expires_at`,
+  lastRefreshedAt: sql`v.last_refreshed_at`,
+  version: sql`${t.version} + 1`,
+  leaseOwner: null,
+  leaseExpiresAt: null,
+  refreshInFlightSince: null,
+  cooldownUntil: null,
+  lastErrorCode: null,
+  lastErrorMessage: null,
+  lastErrorAt: null,
+  updatedAt: sql`now()`,
+};
 
 /** Records a failed refresh: the error, the cool-down, and the lease released. The tokens stay. */
 export async function recordFailure(

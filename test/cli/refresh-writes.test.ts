@@ -1,0 +1,147 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { resolveConfig } from '../../src/config.js';
+import { readHead } from '../../src/db/store/audit.js';
+import * as tokenStore from '../../src/db/store/tokens.js';
+import type { AuditHead } from '../../src/services/audit.js';
+import { openContext, type ServiceContext } from '../../src/services/context.js';
+import { grantSlot } from '../../src/services/grants.js';
+import { type RefreshResult, writeResultsChained } from '../../src/services/tokens.js';
+import { GOOGLE_ADWORDS_SCOPE, startGoogleDouble } from '../doubles/index.js';
+import { seedConnections } from '../helpers/daemon.js';
+import { addAppFor } from '../helpers/flows.js';
+import { createVault, type TestVault } from '../helpers/vault.js';
+
+/**
+ * The daemon's one-statement refresh write (tokens and their audit rows after the audit head it wrote
+ * last): all of it or nothing, whatever else happened meanwhile. What it writes is what `token get`
+ * and `audit verify` then see.
+ */
+const cleanups: Array<() => Promise<unknown>> = [];
+afterEach(async () => {
+  for (const f of cleanups.splice(0).reverse()) await f();
+});
+
+async function setup() {
+  const double = await startGoogleDouble();
+  cleanups.push(() => double.close());
+  const v = await createVault();
+  cleanups.push(() => v.destroy());
+  const app = await addAppFor(v, 'google_ads', double as never);
+  await seedConnections(v, double as never, app.label, app.clientId, GOOGLE_ADWORDS_SCOPE, 3, 7200);
+  return v;
+}
+
+/** Runs `fn` with the vault open in this process (closed before the CLI runs again). */
+async function withContext<T>(v: TestVault, fn: (ctx: ServiceContext) => Promise<T>): Promise<T> {
+  const ctx = await openContext(resolveConfig({}, { ...v.env } as NodeJS.ProcessEnv), { name: 'daemon' });
+  try {
+    return await fn(ctx);
+  } finally {
+    await ctx.close();
+  }
+}
+
+/** Claims the three grants and makes their refresh results, new access tokens `fresh-<n>`. */
+async function results(ctx: ServiceContext, tag: string): Promise<RefreshResult[]> {
+  // Due again and unclaimed (refreshed an hour ago, say), as the sweep finds them.
+  await ctx.database.query(
+    "update oauth_tokens_vault set lease_owner = null, lease_expires_at = null, last_refreshed_at = now() - interval '58 minutes'",
+  );
+  const claimed = await tokenStore.claimDue(ctx.db, 'test-owner', 60_000, 3 * 3_600_000, {}, 10);
+  expect(claimed).toHaveLength(3);
+  const keyring = await ctx.keyring();
+  return Promise.all(
+    claimed.map(async ({ grant }, n) => ({
+      grant,
+      owner: 'test-owner',
+      recovering: false,
+      tokens: {
+        accessTokenEnc: await keyring.encrypt(
+          `${tag}-${n}`,
+          grantSlot(grant.id, 'access_token_enc'),
+          grant.dataKeyId,
+        ),
+        tokenType: 'Bearer',
+        accessTokenExpiresAt: new Date(Date.now() + 3_600_000),
+        refreshTokenExpiresAt: null,
+        lastRefreshedAt: new Date(),
+      },
+      audit: {
+        action: 'token.refresh',
+        targetType: 'grant',
+        targetId: grant.id,
+        outcome: 'success' as const,
+      },
+    })),
+  );
+}
+
+async function accessTokens(v: TestVault): Promise<string[]> {
+  const list = await v.json<Array<{ id: string }>>(['connections', 'list']);
+  expect(list).toHaveLength(3);
+  const tokens: string[] = [];
+  for (const c of list) {
+    const got = await v.cli(['token', 'get', c.id], { secretOutput: true });
+    expect(got.code, got.stderr).toBe(0);
+    tokens.push(got.stdout.trim());
+  }
+  return tokens.sort();
+}
+
+const auditRows = async (v: TestVault) =>
+  Number((await v.sql<{ n: number }>('select count(*)::int as n from credential_access_audit'))[0]!.n);
+
+describe("the daemon's one-statement refresh write", () => {
+  it('writes every token and its audit row after the head it knows, and nothing when the head moved', async () => {
+    const v = await setup();
+    const before = await accessTokens(v);
+    // Known head, then someone else writes to the audit log (a token read is audited): stale.
+    const stale = await withContext(v, async (ctx) => (await readHead(ctx.db)) as AuditHead);
+    await accessTokens(v);
+    const rowsBefore = await auditRows(v);
+    const refused = await withContext(v, async (ctx) =>
+      writeResultsChained(ctx, await results(ctx, 'late'), stale),
+    );
+    expect(refused).toBeNull();
+    expect(await accessTokens(v)).toEqual(before);
+    // token get wrote one audit row per connection: and nothing else was added.
+    expect(await auditRows(v)).toBe(rowsBefore + 3);
+
+    const written = await withContext(v, async (ctx) => {
+      const head = (await readHead(ctx.db)) as AuditHead;
+      const made = await writeResultsChained(ctx, await results(ctx, 'fresh'), head);
+      expect(made?.head.lastId).toBe(head.lastId + 3);
+      expect(made?.head.rowCount).toBe(head.rowCount + 3);
+      expect((await readHead(ctx.db))?.lastHash).toBe(made?.head.lastHash);
+      return made;
+    });
+    expect(written?.rows.map((row) => row.version)).toEqual([2, 2, 2]);
+    expect(await accessTokens(v)).toEqual(['fresh-0', 'fresh-1', 'fresh-2']);
+    const verify = await v.json<{ ok: boolean }>(['audit', 'verify']);
+    expect(verify.ok).toBe(true);
+    const refreshes = await v.sql(
+      "select target_id from credential_access_audit where action = 'token.refresh' and actor = 'daemon'",
+    );
+    expect(refreshes).toHaveLength(3);
+  });
+
+  it('writes nothing at all when one of the grants changed under it (another refresher won)', async () => {
+    const v = await setup();
+    const before = await accessTokens(v);
+    const rowsBefore = await auditRows(v);
+    const outcome = await withContext(v, async (ctx) => {
+      const head = (await readHead(ctx.db)) as AuditHead;
+      const made = await results(ctx, 'lost');
+      // Another refresher wrote the second grant meanwhile (its version moved on).
+      await ctx.database.query('update oauth_tokens_vault set version = version + 1 where id = $1', [
+        made[1]!.grant.id,
+      ]);
+      const written = await writeResultsChained(ctx, made, head);
+      return { written, head, after: await readHead(ctx.db) };
+    });
+    expect(outcome.written).toBeNull();
+    expect(outcome.after).toEqual(outcome.head);
+    expect(await auditRows(v)).toBe(rowsBefore);
+    expect(await accessTokens(v)).toEqual(before);
+  });
+});
