@@ -137,9 +137,11 @@ export class RefreshScheduler {
           attempted += 1;
           this.#launch(ready.shift()!, lease);
         }
-        // Claim the next round while this one runs, so a free slot never waits for a claim.
+        // Claim the next round while this one runs, so a free slot never waits for a claim; once half
+        // of the claims in hand are used up, not at every free slot (a claim of one grant costs the
+        // database as much as a claim of sixteen).
         const wanted = 2 * concurrency - ready.length - this.#inFlight.size;
-        if (!exhausted && ready.length < concurrency && wanted > 0) {
+        if (!exhausted && ready.length <= concurrency / 2 && wanted > 0) {
           exhausted = (await this.#claimRound(lease, idle, wanted, ready)) === 0;
           continue;
         }
