@@ -235,12 +235,21 @@ export async function runDaemon(
 /** One maintenance pass at a time; a failure is logged, never fatal (the daemon works without it). */
 function maintenance(database: Database, vacuum: boolean, log: Logger): () => Promise<void> {
   let running = false;
+  const warnedUnowned = new Set<string>();
   return async () => {
     if (running) return;
     running = true;
     try {
       const steps = await maintainTables(database, vacuum);
-      for (const step of steps) log.debug(`database maintenance: ${step.action} ${step.table}`);
+      for (const step of steps) {
+        if (step.action !== 'skipped') log.debug(`database maintenance: ${step.action} ${step.table}`);
+        else if (!warnedUnowned.has(step.table)) {
+          warnedUnowned.add(step.table);
+          log.warn(
+            `table ${step.table} needs ${vacuum ? 'vacuuming' : 'analysing'} but is owned by another role; its owner (or autovacuum) must see to it`,
+          );
+        }
+      }
     } catch (error) {
       log.warn('database maintenance failed', { error: (error as Error).message });
     } finally {

@@ -4,32 +4,35 @@ import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 /**
  * `fetch` for the platforms' APIs, over node:http(s) with keep-alive agents.
  *
- * Node's own fetch (undici) costs about three times the CPU of a node:http request per call (on the
- * machine of the README's benchmarks, 860 µs against 280 µs for a small token answer, most of it in
- * web streams): a daemon refreshing a fleet spends its time there. This one buffers the answer (a
- * token or API answer is small; past MAX_BODY_BYTES it fails) and hands back a standard Response, so
- * oauth4webapi (its customFetch) and our API calls read it as they read fetch's.
+ * Node's own fetch (undici) costs about twice the CPU of this per call (on the machine of the
+ * README's benchmarks, 860 µs against 450 µs for a small token answer: 280 µs for the node:http
+ * request, the rest building the Response; most of fetch's is web streams): a daemon refreshing a
+ * fleet spends its time there. This one buffers the answer (a token or API answer is small; past
+ * MAX_BODY_BYTES it fails) and hands back a standard Response, so oauth4webapi (its customFetch) and
+ * our API calls read it as they read fetch's.
  *
  * What it does as fetch does: the abort signal's reason as the rejection, a network failure as
  * TypeError('fetch failed', { cause }), a form body's content type, redirects never followed
  * ('manual') or refused ('error'), idle connections kept 4 s (undici's default) or less when the
- * server says so. What it does not do: compression (it sends no accept-encoding, so servers answer
- * uncompressed), cookies, proxies (Node's fetch ignores the proxy variables too).
+ * server says so, the proxy variables where Node itself honours them (NODE_USE_ENV_PROXY=1 or
+ * --use-env-proxy, Node 22.21 and 24.5 on). What it does not do: compression (it asks for the
+ * identity coding), cookies.
  */
 
 export const MAX_BODY_BYTES = 16 * 1024 * 1024;
 
-const agents = {
-  'http:': new HttpAgent({ keepAlive: true, timeout: 4_000 }),
-  'https:': new HttpsAgent({ keepAlive: true, timeout: 4_000 }),
-};
+// Node's global agents use the proxy variables when told to; agents of our own must be told too.
+const useEnvProxy = process.env.NODE_USE_ENV_PROXY === '1' || process.execArgv.includes('--use-env-proxy');
+const agentOptions = { keepAlive: true, timeout: 4_000, ...(useEnvProxy ? { proxyEnv: process.env } : {}) };
+const agents = { 'http:': new HttpAgent(agentOptions), 'https:': new HttpsAgent(agentOptions) };
 
 export interface PlatformFetchInit {
   method?: string;
   headers?: Record<string, string> | Headers;
   body?: string | URLSearchParams | Uint8Array | ArrayBuffer | ReadableStream | null;
   signal?: AbortSignal | null;
-  redirect?: 'follow' | 'error' | 'manual';
+  /** Redirects are never followed: handed back ('manual', the default here) or refused ('error'). */
+  redirect?: 'error' | 'manual';
 }
 
 /** Statuses whose Response must have no body. */
@@ -72,6 +75,8 @@ export function platformFetch(input: string | URL, init: PlatformFetchInit = {})
       reject(new TypeError('fetch failed: a streamed request body is not supported'));
       return;
     }
+    // Without it a server may pick any coding (RFC 9110 §12.5.3), and this reads the body as it comes.
+    headers['accept-encoding'] = 'identity';
     const method = (init.method ?? 'GET').toUpperCase();
     if (body !== undefined || method === 'POST' || method === 'PUT' || method === 'PATCH') {
       headers['content-length'] = String(body === undefined ? 0 : Buffer.byteLength(body));

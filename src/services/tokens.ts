@@ -375,6 +375,9 @@ export async function writeResultsChained(
   known: AuditHead,
 ): Promise<{ rows: GrantRow[]; head: AuditHead } | null> {
   if (results.some((result) => result.recovering)) return null;
+  // The same grant twice (claimed again by this daemon after its own lease lapsed): the statement's
+  // count of matching rows would not be the count of grants written.
+  if (new Set(results.map((result) => result.grant.id)).size !== results.length) return null;
   const { rows: auditRows, head } = chainAfter(
     ctx.actor,
     results.map((result) => result.audit),

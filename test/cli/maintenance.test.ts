@@ -22,7 +22,15 @@ async function seeded(count: number) {
   cleanups.push(() => v.destroy());
   const app = await addAppFor(v, 'google_ads', double as never);
   // On PostgreSQL, autovacuum must not get there first during the test (PGlite has none).
-  if (DB_KIND === 'postgres') await v.sql('alter table oauth_tokens_vault set (autovacuum_enabled = false)');
+  if (DB_KIND === 'postgres') {
+    for (const table of [
+      'oauth_tokens_vault',
+      'audit_head',
+      'credential_access_audit',
+      'ad_account_connections',
+    ])
+      await v.sql(`alter table ${table} set (autovacuum_enabled = false)`);
+  }
   // Access tokens valid for two hours: nothing is due, the daemon's sweep finds no work.
   await seedConnections(v, double as never, app.label, app.clientId, GOOGLE_ADWORDS_SCOPE, count, 7200);
   return v;
@@ -102,5 +110,24 @@ describe('database maintenance', () => {
     } finally {
       await database.close();
     }
+  });
+
+  it.runIf(DB_KIND === 'postgres')('leaves a table owned by another role to its owner', async () => {
+    const v = await seeded(100);
+    const role = `credvault_t_other_${process.pid}_${Date.now()}`;
+    await v.sql(`create role ${role} login`);
+    const url = new URL(v.databaseUrl!);
+    url.username = role;
+    const database = await openDatabase({ url: url.href, home: v.home, lockTimeoutMs: 30_000, direct: true });
+    try {
+      const steps = await maintainTables(database, false);
+      expect(steps).toContainEqual({ table: 'oauth_tokens_vault', action: 'skipped' });
+      expect(steps.every((step) => step.action === 'skipped')).toBe(true);
+    } finally {
+      await database.close();
+      await v.sql(`drop role ${role}`);
+    }
+    // Nothing was analysed: the owner's pass still finds the grants table without statistics.
+    expect((await grantStats(v)).rows).toBeLessThan(0);
   });
 });

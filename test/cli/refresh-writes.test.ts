@@ -1,3 +1,4 @@
+import postgres from 'postgres';
 import { afterEach, describe, expect, it } from 'vitest';
 import { resolveConfig } from '../../src/config.js';
 import { readHead } from '../../src/db/store/audit.js';
@@ -9,7 +10,7 @@ import { type RefreshResult, writeResultsChained } from '../../src/services/toke
 import { GOOGLE_ADWORDS_SCOPE, startGoogleDouble } from '../doubles/index.js';
 import { seedConnections } from '../helpers/daemon.js';
 import { addAppFor } from '../helpers/flows.js';
-import { createVault, type TestVault } from '../helpers/vault.js';
+import { createVault, DB_KIND, type TestVault } from '../helpers/vault.js';
 
 /**
  * The daemon's one-statement refresh write (tokens and their audit rows after the audit head it wrote
@@ -144,4 +145,39 @@ describe("the daemon's one-statement refresh write", () => {
     expect(await auditRows(v)).toBe(rowsBefore);
     expect(await accessTokens(v)).toEqual(before);
   });
+
+  it.runIf(DB_KIND === 'postgres')(
+    'writes nothing when another transaction changes a grant while the statement waits for its lock',
+    async () => {
+      const v = await setup();
+      const before = await accessTokens(v);
+      const rowsBefore = await auditRows(v);
+      const other = postgres(v.databaseUrl!, { max: 2, onnotice: () => {} });
+      try {
+        const outcome = await withContext(v, async (ctx) => {
+          const head = (await readHead(ctx.db)) as AuditHead;
+          const made = await results(ctx, 'raced');
+          // Another refresher holds the second grant's row, mid-write, and commits a newer version
+          // while the statement waits for that row.
+          const reserved = await other.reserve();
+          await reserved`begin`;
+          await reserved`update oauth_tokens_vault set version = version + 1 where id = ${made[1]!.grant.id}`;
+          const pending = writeResultsChained(ctx, made, head);
+          await new Promise((r) => setTimeout(r, 300));
+          const waiting = await other<{ n: number }[]>`
+            select count(*)::int as n from pg_stat_activity where wait_event_type = 'Lock' and datname = current_database()`;
+          await reserved`commit`;
+          reserved.release();
+          return { written: await pending, waited: waiting[0]!.n, head, after: await readHead(ctx.db) };
+        });
+        expect(outcome.waited).toBe(1);
+        expect(outcome.written).toBeNull();
+        expect(outcome.after).toEqual(outcome.head);
+      } finally {
+        await other.end();
+      }
+      expect(await auditRows(v)).toBe(rowsBefore);
+      expect(await accessTokens(v)).toEqual(before);
+    },
+  );
 });
