@@ -95,10 +95,9 @@ const auditRows = async (v: TestVault) =>
 describe("the daemon's one-statement refresh write", () => {
   it('writes every token and its audit row after the head it knows, and nothing when the head moved', async () => {
     const v = await setup();
-    const before = await accessTokens(v);
     // Known head, then someone else writes to the audit log (a token read is audited): stale.
     const stale = await withContext(v, async (ctx) => (await readHead(ctx.db)) as AuditHead);
-    await accessTokens(v);
+    const before = await accessTokens(v);
     const rowsBefore = await auditRows(v);
     const refused = await withContext(v, async (ctx) =>
       writeResultsChained(ctx, await results(ctx, 'late'), stale),
