@@ -45,7 +45,7 @@ interface TableStats {
   inserted: number;
 }
 
-/** The tables of the current schema that are past autovacuum's thresholds, and what each needs. */
+/** credvault's tables (in the current schema) that are past autovacuum's thresholds, and what each needs. */
 export async function maintenanceDue(
   database: Database,
   vacuum: boolean,
