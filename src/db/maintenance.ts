@@ -46,7 +46,7 @@ interface TableStats {
 }
 
 /** credvault's tables (in the current schema) that are past autovacuum's thresholds, and what each needs. */
-export async function maintenanceDue(
+async function maintenanceDue(
   database: Database,
   vacuum: boolean,
 ): Promise<Array<MaintenanceStep & { schema: string }>> {

@@ -1,5 +1,4 @@
-import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from 'node:http';
-import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
+import type { IncomingMessage, RequestOptions } from 'node:http';
 
 /**
  * `fetch` for the platforms' APIs, over node:http(s) with keep-alive agents.
@@ -21,10 +20,36 @@ import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 
 export const MAX_BODY_BYTES = 16 * 1024 * 1024;
 
-// Node's global agents use the proxy variables when told to; agents of our own must be told too.
-const useEnvProxy = process.env.NODE_USE_ENV_PROXY === '1' || process.execArgv.includes('--use-env-proxy');
-const agentOptions = { keepAlive: true, timeout: 4_000, ...(useEnvProxy ? { proxyEnv: process.env } : {}) };
-const agents = { 'http:': new HttpAgent(agentOptions), 'https:': new HttpsAgent(agentOptions) };
+type Send = (
+  url: URL,
+  options: RequestOptions,
+  onResponse: (res: IncomingMessage) => void,
+) => {
+  on(event: 'error', listener: (error: Error) => void): unknown;
+  end(body?: string | Uint8Array): unknown;
+};
+
+/**
+ * node:http and node:https with their keep-alive agents, loaded at the first platform call: most
+ * commands (token get on a valid token among them) make none, and start faster without them.
+ */
+let clients: Promise<Record<'http:' | 'https:', Send>> | null = null;
+
+function loadClients() {
+  clients ??= Promise.all([import('node:http'), import('node:https')]).then(([http, https]) => {
+    // Node's global agents use the proxy variables when told to; agents of our own must be told too.
+    const useEnvProxy =
+      process.env.NODE_USE_ENV_PROXY === '1' || process.execArgv.includes('--use-env-proxy');
+    const options = { keepAlive: true, timeout: 4_000, ...(useEnvProxy ? { proxyEnv: process.env } : {}) };
+    const httpAgent = new http.Agent(options);
+    const httpsAgent = new https.Agent(options);
+    return {
+      'http:': (url, opts, onResponse) => http.request(url, { ...opts, agent: httpAgent }, onResponse),
+      'https:': (url, opts, onResponse) => https.request(url, { ...opts, agent: httpsAgent }, onResponse),
+    };
+  });
+  return clients;
+}
 
 export interface PlatformFetchInit {
   method?: string;
@@ -45,7 +70,8 @@ function toHeaders(res: IncomingMessage): Headers {
   return headers;
 }
 
-export function platformFetch(input: string | URL, init: PlatformFetchInit = {}): Promise<Response> {
+export async function platformFetch(input: string | URL, init: PlatformFetchInit = {}): Promise<Response> {
+  const send = await loadClients();
   return new Promise<Response>((resolve, reject) => {
     const url = typeof input === 'string' ? new URL(input) : input;
     const protocol = url.protocol;
@@ -87,8 +113,7 @@ export function platformFetch(input: string | URL, init: PlatformFetchInit = {})
       settled = true;
       reject(signal?.aborted ? signal.reason : new TypeError('fetch failed', { cause: error }));
     };
-    const send = protocol === 'https:' ? httpsRequest : httpRequest;
-    const req = send(url, { method, headers, agent: agents[protocol], signal }, (res) => {
+    const req = send[protocol](url, { method, headers, signal }, (res) => {
       const status = res.statusCode ?? 0;
       if (status >= 300 && status < 400 && init.redirect === 'error') {
         res.resume();

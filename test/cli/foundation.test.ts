@@ -118,6 +118,25 @@ describe('db', () => {
   );
 });
 
+describe('start-up', () => {
+  it('loads no HTTP client for commands that make no HTTP call (platforms list, token get)', async () => {
+    const v = await vault();
+    const probe = join(v.root, 'modules.cjs');
+    writeFileSync(
+      probe,
+      `process.on('exit', () => process.stderr.write('LOADED ' + process.moduleLoadList.filter((m) => /^NativeModule (http|https|_http_client)$/.test(m)).join(',') + '\\n'));`,
+    );
+    const env = { NODE_OPTIONS: `--require ${probe}` };
+    for (const args of [
+      ['platforms', 'list', '--json'],
+      ['token', 'get', 'no-such-connection'],
+    ]) {
+      const run = await v.cli(args, { env });
+      expect(run.stderr, args.join(' ')).toMatch(/^LOADED $/m);
+    }
+  });
+});
+
 describe('platforms', () => {
   it('lists the four platforms with their capabilities', async () => {
     const v = await vault();
