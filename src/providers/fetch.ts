@@ -16,6 +16,11 @@ import type { IncomingMessage, RequestOptions } from 'node:http';
  * server says so, the proxy variables where Node itself honours them (NODE_USE_ENV_PROXY=1 or
  * --use-env-proxy, Node 22.21 and 24.5 on). What it does not do: compression (it asks for the
  * identity coding), cookies.
+ *
+ * A kept-alive connection can be closed by the server just as a request goes out on it. A GET, HEAD
+ * or OPTIONS that fails that way before any answer is sent again once, on a new connection (as
+ * Node's documentation advises with `request.reusedSocket`); a POST is not: a refresh token may have
+ * been spent by a request the server did read, and the token service decides what to do about that.
  */
 
 export const MAX_BODY_BYTES = 16 * 1024 * 1024;
@@ -25,7 +30,9 @@ type Send = (
   options: RequestOptions,
   onResponse: (res: IncomingMessage) => void,
 ) => {
-  on(event: 'error', listener: (error: Error) => void): unknown;
+  /** Sent on a connection kept alive from an earlier request. */
+  readonly reusedSocket: boolean;
+  on(event: 'error', listener: (error: Error & { code?: string }) => void): unknown;
   end(body?: string | Uint8Array): unknown;
 };
 
@@ -59,6 +66,11 @@ export interface PlatformFetchInit {
   /** Redirects are never followed: handed back ('manual', the default here) or refused ('error'). */
   redirect?: 'error' | 'manual';
 }
+
+/** Methods sent again after a kept-alive connection was closed under them (RFC 9110 §9.2.2). */
+const RETRIED = new Set(['GET', 'HEAD', 'OPTIONS']);
+/** How a closed kept-alive connection shows when a request is written to it. */
+const STALE_SOCKET = new Set(['ECONNRESET', 'EPIPE']);
 
 /** Statuses whose Response must have no body. */
 const NULL_BODY = new Set([101, 103, 204, 205, 304]);
@@ -113,7 +125,20 @@ export async function platformFetch(input: string | URL, init: PlatformFetchInit
       settled = true;
       reject(signal?.aborted ? signal.reason : new TypeError('fetch failed', { cause: error }));
     };
-    const req = send[protocol](url, { method, headers, signal }, (res) => {
+    const attempt = (retry: boolean) => {
+      let answered = false;
+      const req = send[protocol](url, { method, headers, signal }, (res) => {
+        answered = true;
+        onResponse(res);
+      });
+      req.on('error', (error) => {
+        const stale = !answered && req.reusedSocket && STALE_SOCKET.has(error.code ?? '');
+        if (retry && stale && !signal?.aborted) attempt(false);
+        else fail(error);
+      });
+      req.end(body);
+    };
+    const onResponse = (res: IncomingMessage) => {
       const status = res.statusCode ?? 0;
       if (status >= 300 && status < 400 && init.redirect === 'error') {
         res.resume();
@@ -148,8 +173,7 @@ export async function platformFetch(input: string | URL, init: PlatformFetchInit
           reject(new TypeError('fetch failed', { cause: error }));
         }
       });
-    });
-    req.on('error', fail);
-    req.end(body);
+    };
+    attempt(RETRIED.has(method));
   });
 }

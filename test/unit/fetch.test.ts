@@ -136,6 +136,39 @@ describe('platformFetch', () => {
     expect(await response.text()).toBe('');
   });
 
+  it('sends a GET again on a new connection when the kept-alive one is closed under it; never a POST', async () => {
+    // The server closes a connection as its second request arrives, unanswered: what a request sees
+    // when it goes out on a kept-alive connection that the server has just timed out.
+    const requests = new WeakMap<object, number>();
+    const seen: string[] = [];
+    const { url, connections } = await serve((req, _body, res) => {
+      seen.push(req.method!);
+      const n = (requests.get(req.socket) ?? 0) + 1;
+      requests.set(req.socket, n);
+      if (n > 1) {
+        req.socket.destroy();
+        return;
+      }
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ connection: connections.length }));
+    });
+    expect(await (await platformFetch(`${url}/accounts`)).json()).toEqual({ connection: 1 });
+    const again = await platformFetch(`${url}/accounts`);
+    expect(again.status).toBe(200);
+    expect(await again.json()).toEqual({ connection: 2 });
+    expect(seen).toEqual(['GET', 'GET', 'GET']);
+
+    // A POST (a refresh: its refresh token may be spent by the request the server read) fails instead.
+    const post = (await platformFetch(`${url}/token`, {
+      method: 'POST',
+      body: new URLSearchParams({ grant_type: 'refresh_token' }),
+    }).catch((e: unknown) => e)) as TypeError;
+    expect(post).toBeInstanceOf(TypeError);
+    expect((post.cause as NodeJS.ErrnoException).code).toBe('ECONNRESET');
+    expect(seen).toEqual(['GET', 'GET', 'GET', 'POST']);
+    expect(connections).toHaveLength(2);
+  });
+
   const openssl = spawnSync('openssl', ['version']).status === 0;
   it.runIf(openssl)('speaks https, trusting what the process trusts (NODE_EXTRA_CA_CERTS)', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'credvault-tls-'));
