@@ -1,4 +1,5 @@
 import type { GrantRow } from '../db/store/tokens.js';
+import * as tokenStore from '../db/store/tokens.js';
 import type { ServiceContext } from '../services/context.js';
 import {
   type RefreshResult,
@@ -7,6 +8,12 @@ import {
   writeResultsChained,
 } from '../services/tokens.js';
 import type { AuditChain } from './audit-chain.js';
+
+/** How a group is written (the token service's; a test may wrap them). */
+export interface Writers {
+  writeResultsChained: typeof writeResultsChained;
+  writeResults: typeof writeResults;
+}
 
 interface Pending {
   result: RefreshResult;
@@ -20,7 +27,9 @@ interface Pending {
  * last (each grant still version-checked), so a group costs one round trip and the audit head is
  * never held across one. When that cannot be (someone else wrote to the audit log, a grant lost its
  * lease), the group shares one transaction with the head locked. Should that fail, its results are
- * written one by one, so one bad row never costs the others their rotated refresh tokens.
+ * written one by one, so one bad row never costs the others their rotated refresh tokens; a result
+ * found already stored (the group's statement committed and its answer was lost with the connection)
+ * was written with its audit record, and is not written, or recorded as lost, again.
  */
 export class RefreshBatcher {
   readonly #ctx: ServiceContext;
@@ -28,10 +37,16 @@ export class RefreshBatcher {
   #queue: Pending[] = [];
   #scheduled = false;
   #inFlight = 0;
+  readonly #writers: Writers;
 
-  constructor(ctx: ServiceContext, chain: AuditChain) {
+  constructor(
+    ctx: ServiceContext,
+    chain: AuditChain,
+    writers: Writers = { writeResultsChained, writeResults },
+  ) {
     this.#ctx = ctx;
     this.#chain = chain;
+    this.#writers = writers;
   }
 
   readonly write: ResultWriter = (result) =>
@@ -62,13 +77,13 @@ export class RefreshBatcher {
       const rows = await this.#chain.inTurn(async () => {
         // One statement after the head this daemon wrote last; else a transaction that locks it.
         const known = this.#chain.head;
-        const fast = known ? await writeResultsChained(this.#ctx, results, known) : null;
+        const fast = known ? await this.#writers.writeResultsChained(this.#ctx, results, known) : null;
         if (fast) {
           this.#chain.head = fast.head;
           return fast.rows;
         }
         this.#chain.head = null;
-        const slow = await this.#ctx.transaction((tx) => writeResults(this.#ctx, tx, results));
+        const slow = await this.#ctx.transaction((tx) => this.#writers.writeResults(this.#ctx, tx, results));
         this.#chain.head = slow.head;
         return slow.rows;
       });
@@ -77,8 +92,15 @@ export class RefreshBatcher {
       this.#chain.head = null;
       for (const p of batch) {
         try {
+          // A sealed token is unique (a fresh nonce each time): finding this one stored means it was
+          // written, with its audit record, by the statement whose answer was lost.
+          const stored = await tokenStore.get(this.#ctx.db, p.result.grant.id);
+          if (stored && stored.accessTokenEnc === p.result.tokens.accessTokenEnc) {
+            p.resolve(stored);
+            continue;
+          }
           const { rows } = await this.#chain.inTurn(() =>
-            this.#ctx.transaction((tx) => writeResults(this.#ctx, tx, [p.result])),
+            this.#ctx.transaction((tx) => this.#writers.writeResults(this.#ctx, tx, [p.result])),
           );
           p.resolve(rows[0] ?? null);
         } catch (error) {

@@ -1,12 +1,14 @@
 import postgres from 'postgres';
 import { afterEach, describe, expect, it } from 'vitest';
 import { resolveConfig } from '../../src/config.js';
+import { AuditChain } from '../../src/daemon/audit-chain.js';
+import { RefreshBatcher } from '../../src/daemon/refresh-batcher.js';
 import { readHead } from '../../src/db/store/audit.js';
 import * as tokenStore from '../../src/db/store/tokens.js';
 import type { AuditHead } from '../../src/services/audit.js';
 import { openContext, type ServiceContext } from '../../src/services/context.js';
 import { grantSlot } from '../../src/services/grants.js';
-import { type RefreshResult, writeResultsChained } from '../../src/services/tokens.js';
+import { type RefreshResult, writeResults, writeResultsChained } from '../../src/services/tokens.js';
 import { GOOGLE_ADWORDS_SCOPE, startGoogleDouble } from '../doubles/index.js';
 import { seedConnections } from '../helpers/daemon.js';
 import { addAppFor } from '../helpers/flows.js';
@@ -148,6 +150,35 @@ describe("the daemon's one-statement refresh write", () => {
     expect(outcome.after).toEqual(outcome.head);
     expect(await auditRows(v)).toBe(rowsBefore);
     expect(await sealed(v)).toEqual(before);
+  });
+
+  it('does not write again, or record as lost, a group whose statement committed but whose answer was lost', async () => {
+    const v = await setup();
+    const rowsBefore = await auditRows(v);
+    const written = await withContext(v, async (ctx) => {
+      const chain = new AuditChain();
+      chain.head = await readHead(ctx.db);
+      // The statement commits; the connection drops before its answer arrives.
+      const batcher = new RefreshBatcher(ctx, chain, {
+        writeResults,
+        writeResultsChained: async (...args) => {
+          expect(await writeResultsChained(...args)).not.toBeNull();
+          throw new Error('write CONNECTION_CLOSED 127.0.0.1:5432');
+        },
+      });
+      return Promise.all((await results(ctx, 'kept')).map((result) => batcher.write(result)));
+    });
+    expect(written.map((row) => row?.version)).toEqual([2, 2, 2]);
+    expect(await accessTokens(v)).toEqual(['kept-0', 'kept-1', 'kept-2']);
+    const verify = await v.json<{ ok: boolean }>(['audit', 'verify']);
+    expect(verify.ok).toBe(true);
+    // One success per refresh, written by the statement; no "lease lost" failure after it.
+    const recorded = await v.sql<{ outcome: string }>(
+      "select outcome from credential_access_audit where action = 'token.refresh' and actor = 'daemon'",
+    );
+    expect(recorded.map((row) => row.outcome)).toEqual(['success', 'success', 'success']);
+    // The three refreshes, and the three token reads above.
+    expect(await auditRows(v)).toBe(rowsBefore + 6);
   });
 
   it.runIf(DB_KIND === 'postgres')(
