@@ -278,7 +278,7 @@ export function buildProgram(io: Io, onRuntime: (rt: Runtime) => void): Command 
     .option('--listen <address>', 'HOST:PORT or unix:PATH', '127.0.0.1:8787')
     .option('--refresh-window <duration>', 'refresh tokens expiring within this long', '30m')
     .option('--interval <duration>', 'the longest sleep between sweeps', '10m')
-    .option('--concurrency <n>', 'refreshes at once', '8')
+    .option('--concurrency <n>', 'refresh calls to the platforms at once', '8')
     .option(
       '--allowed-host <host>',
       'a Host header to accept besides loopback (repeat for several)',

@@ -16,7 +16,10 @@ import { RefreshBatcher } from './refresh-batcher.js';
  * The refresh loop. Each sweep claims due grants a round ahead (one statement claims up to twice the
  * concurrency, with FOR UPDATE SKIP LOCKED and a lease, so several daemons share the work without a
  * leader; their data keys and connections come with the claim) and refreshes them through the token
- * service as slots free up. Between sweeps it sleeps until the earliest upcoming
+ * service as slots free up. A slot is one platform call: it is free again once the platform has
+ * answered, while the answer is written (grouped with others by the RefreshBatcher), so the database's
+ * round trip does not idle the platform's concurrency; at most as many again wait for their write.
+ * Between sweeps it sleeps until the earliest upcoming
  * expiry enters the window, never longer than --interval. A platform that answers 429 is paused for
  * the time it asked for; failing grants cool down (the token service records that).
  */
@@ -62,7 +65,12 @@ export class RefreshScheduler {
     this.#stop.signal.addEventListener('abort', () => resolve(), { once: true }),
   );
   #wake: AbortController = new AbortController();
+  /** Refreshes started and not finished (their answers may be waiting to be written). */
   readonly #inFlight = new Set<Promise<void>>();
+  /** Of those, the ones still waiting for the platform: the slots in use. */
+  #calling = 0;
+  /** Wakes the sweep when a slot frees or a refresh finishes. */
+  #changed: (() => void) | null = null;
   readonly #pausedUntil = new Map<string, number>();
   readonly #writer: RefreshBatcher;
   #loop: Promise<void> | null = null;
@@ -133,21 +141,21 @@ export class RefreshScheduler {
     let exhausted = false;
     try {
       while (!this.#stop.signal.aborted) {
-        while (ready.length && this.#inFlight.size < concurrency) {
+        while (ready.length && this.#calling < concurrency && this.#inFlight.size < 2 * concurrency) {
           attempted += 1;
           this.#launch(ready.shift()!, lease);
         }
         // Claim the next round while this one runs, so a free slot never waits for a claim; once half
         // of the claims in hand are used up, not at every free slot (a claim of one grant costs the
         // database as much as a claim of sixteen).
-        const wanted = 2 * concurrency - ready.length - this.#inFlight.size;
+        const wanted = 2 * concurrency - ready.length - this.#calling;
         if (!exhausted && ready.length <= concurrency / 2 && wanted > 0) {
           exhausted = (await this.#claimRound(lease, idle, wanted, ready)) === 0;
           continue;
         }
         if (exhausted && !ready.length) break;
         // A stop wakes this at once: the claims still waiting go back now, not after a slow refresh.
-        await Promise.race([...this.#inFlight, this.#stopped]);
+        await Promise.race([new Promise<void>((resolve) => (this.#changed = resolve)), this.#stopped]);
       }
     } finally {
       // Claims never sent (the daemon is stopping) go back at once instead of waiting for the lease.
@@ -195,7 +203,21 @@ export class RefreshScheduler {
     return claimed.length;
   }
 
+  #wakeSweep(): void {
+    const changed = this.#changed;
+    this.#changed = null;
+    changed?.();
+  }
+
   #launch({ claimed: { grant }, connection, claimedAt }: Ready, lease: number): void {
+    this.#calling += 1;
+    let calling = true;
+    const answered = () => {
+      if (!calling) return;
+      calling = false;
+      this.#calling -= 1;
+      this.#wakeSweep();
+    };
     const job = (async () => {
       const paused = this.#pausedUntil.get(grant.platform) ?? 0;
       if (paused > Date.now()) await sleep(paused - Date.now(), this.#stop.signal);
@@ -203,7 +225,11 @@ export class RefreshScheduler {
       try {
         // A claim that waited for a slot (or for a paused platform) has less of its lease left.
         outcome = await refreshClaimed(this.#ctx, grant, connection, this.#owner, {
-          writer: this.#writer.write,
+          // The platform has answered: the slot is free while the answer is written.
+          writer: (result) => {
+            answered();
+            return this.#writer.write(result);
+          },
           leaseLeftMs: claimedAt + lease - Date.now(),
         });
       } catch (error) {
@@ -220,7 +246,11 @@ export class RefreshScheduler {
         this.#log.warn(`refresh of grant ${grant.id} (${grant.platform}) failed: ${outcome}`);
       }
     })();
-    const tracked = job.finally(() => this.#inFlight.delete(tracked));
+    const tracked = job.finally(() => {
+      this.#inFlight.delete(tracked);
+      answered();
+      this.#wakeSweep();
+    });
     this.#inFlight.add(tracked);
   }
 
