@@ -2,11 +2,13 @@ import { randomBytes } from 'node:crypto';
 import { chmodSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import type { Server } from 'node:http';
 import { dirname, join } from 'node:path';
+import { getTableName } from 'drizzle-orm';
 import { databaseLabel } from '../cli/fast-token.js';
 import type { Config } from '../config.js';
 import { type Database, openDatabase } from '../db/client.js';
 import { maintainTables } from '../db/maintenance.js';
 import { assertMigrated } from '../db/migrate.js';
+import { adAccountConnections, dataKeys, oauthTokensVault } from '../db/schema/index.js';
 import { CHANGES_CHANNEL } from '../db/store/changes.js';
 import * as daemonStore from '../db/store/daemon.js';
 import * as tokenStore from '../db/store/tokens.js';
@@ -166,10 +168,16 @@ export async function runDaemon(
     timers.push(setInterval(() => void audit.touchClients().catch(() => {}), 30_000));
     await refreshGauges(ctx, metrics, log).catch(() => {});
     // Statistics before the first claim (see db/maintenance.ts); on the embedded database, which has
-    // no autovacuum, every minute too.
+    // no autovacuum, every minute too. On PostgreSQL the first sweep waits only for the tables its
+    // claim reads; the others (the audit log, the largest) are analysed meanwhile.
     const maintain = maintenance(database, embedded !== null, log);
-    await maintain();
-    if (embedded) timers.push(setInterval(() => void maintain(), 60_000));
+    if (embedded) {
+      await maintain();
+      timers.push(setInterval(() => void maintain(), 60_000));
+    } else {
+      await maintain(CLAIM_TABLES);
+      void maintain();
+    }
     scheduler.start();
 
     if (options.listen.kind === 'tcp' && options.allowRemote) {
@@ -232,15 +240,22 @@ export async function runDaemon(
   });
 }
 
+/** The tables the sweep's claim reads (tokenStore.claimDue, connectionStore.firstByGrants). */
+const CLAIM_TABLES = [oauthTokensVault, dataKeys, adAccountConnections].map((table) => getTableName(table));
+
 /** One maintenance pass at a time; a failure is logged, never fatal (the daemon works without it). */
-function maintenance(database: Database, vacuum: boolean, log: Logger): () => Promise<void> {
+function maintenance(
+  database: Database,
+  vacuum: boolean,
+  log: Logger,
+): (only?: readonly string[]) => Promise<void> {
   let running = false;
   const warnedUnowned = new Set<string>();
-  return async () => {
+  return async (only) => {
     if (running) return;
     running = true;
     try {
-      const steps = await maintainTables(database, vacuum);
+      const steps = await maintainTables(database, vacuum, only);
       for (const step of steps) {
         if (step.action !== 'skipped') log.debug(`database maintenance: ${step.action} ${step.table}`);
         else if (!warnedUnowned.has(step.table)) {

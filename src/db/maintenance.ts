@@ -87,16 +87,25 @@ const quote = (name: string) => `"${name.replaceAll('"', '""')}"`;
  * database only: a PostgreSQL server's autovacuum owns vacuuming, and an ANALYZE there is only a
  * head start on it. A table someone else has locked (a vacuum, an index being built) is skipped, not
  * waited for: the daemon does this before its first sweep. Tables this role does not own are
- * reported as skipped (their owner, or autovacuum, looks after them).
+ * reported as skipped (their owner, or autovacuum, looks after them). `only` limits it to some tables.
+ * The steps run at once, each on a connection of its own where the pool has one (the embedded
+ * database, a single session, runs them in turn).
  */
-export async function maintainTables(database: Database, vacuum: boolean): Promise<MaintenanceStep[]> {
-  const due = await maintenanceDue(database, vacuum);
-  for (const { schema: namespace, table, action } of due) {
-    if (action === 'skipped') continue;
-    const name = `${quote(namespace)}.${quote(table)}`;
-    await database.query(
-      action === 'vacuum' ? `vacuum (analyze, skip_locked) ${name}` : `analyze (skip_locked) ${name}`,
-    );
-  }
+export async function maintainTables(
+  database: Database,
+  vacuum: boolean,
+  only?: readonly string[],
+): Promise<MaintenanceStep[]> {
+  const due = (await maintenanceDue(database, vacuum)).filter((step) => !only || only.includes(step.table));
+  await Promise.all(
+    due
+      .filter(({ action }) => action !== 'skipped')
+      .map(({ schema: namespace, table, action }) => {
+        const name = `${quote(namespace)}.${quote(table)}`;
+        return database.query(
+          action === 'vacuum' ? `vacuum (analyze, skip_locked) ${name}` : `analyze (skip_locked) ${name}`,
+        );
+      }),
+  );
   return due.map(({ table, action }) => ({ table, action }));
 }

@@ -82,9 +82,15 @@ describe('database maintenance', () => {
       expect(embedded).toBe(DB_KIND === 'pglite');
       // The first pass takes every table that holds rows and has no statistics (on the embedded
       // database, whose counters of dead rows start again at each open, it vacuums them too).
+      // The daemon on PostgreSQL first takes the tables its claim reads, the others after.
+      const action = embedded ? 'vacuum' : 'analyze';
+      expect(await maintainTables(database, embedded, ['oauth_tokens_vault', 'data_keys'])).toEqual([
+        { table: 'data_keys', action },
+        { table: 'oauth_tokens_vault', action },
+      ]);
       const first = await maintainTables(database, embedded);
-      expect(first).toContainEqual({ table: 'oauth_tokens_vault', action: embedded ? 'vacuum' : 'analyze' });
-      expect(first).toContainEqual({ table: 'audit_head', action: embedded ? 'vacuum' : 'analyze' });
+      expect(first).not.toContainEqual(expect.objectContaining({ table: 'oauth_tokens_vault' }));
+      expect(first).toContainEqual({ table: 'audit_head', action });
       expect(await maintainTables(database, embedded)).toEqual([]);
       // Every grant rewritten: 300 dead rows.
       await database.query("update oauth_tokens_vault set scope = scope || ''");
