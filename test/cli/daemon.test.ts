@@ -208,6 +208,37 @@ describe('the token endpoint', () => {
     expect(refused.body).not.toContain('access_token');
   });
 
+  it('refreshes a grant unused for a third of its platform’s idle limit, not a younger one', async () => {
+    const { double, v, adopt } = await setup();
+    await adopt('987', 'idle');
+    await adopt('988', 'recent');
+    // Both valid for two hours; Microsoft drops a refresh token unused for 90 days: kept alive at 30.
+    await v.sql(`update oauth_tokens_vault g set access_token_expires_at = now() + interval '2 hours',
+      last_refreshed_at = now() - (case c.name when 'idle' then interval '31 days' else interval '29 days' end)
+      from ad_account_connections c where c.token_id = g.id`);
+    const versions = () =>
+      v.sql<{ name: string; version: number }>(
+        'select c.name, g.version from oauth_tokens_vault g join ad_account_connections c on c.token_id = g.id order by c.name',
+      );
+    expect(await versions()).toEqual([
+      { name: 'idle', version: 1 },
+      { name: 'recent', version: 1 },
+    ]);
+    const attempts = double.refreshAttempts;
+    const daemon = await startDaemon(v);
+    // (The embedded database is the daemon's while it runs: the platform's side is watched instead.)
+    for (let i = 0; i < 200 && double.refreshAttempts === attempts; i++)
+      await new Promise((r) => setTimeout(r, 50));
+    // Its first sweep claimed every due grant at once: a second refresh would have come with it.
+    await new Promise((r) => setTimeout(r, 500));
+    expect(await daemon.stop('SIGTERM')).toBe(0);
+    expect(await versions()).toEqual([
+      { name: 'idle', version: 2 },
+      { name: 'recent', version: 1 },
+    ]);
+    expect(double.refreshAttempts).toBe(attempts + 1);
+  });
+
   it('finishes and stores a refresh in flight on SIGTERM, then exits 0', async () => {
     const { double, v, adopt } = await setup();
     await adopt('987', 'acct-a');

@@ -1,4 +1,4 @@
-import { and, asc, desc, eq, gt, gte, lte, type SQL, sql } from 'drizzle-orm';
+import { and, asc, desc, eq, gt, gte, lte, type Placeholder, type SQL, sql } from 'drizzle-orm';
 import { type Db, executeRows } from '../client.js';
 import { auditHead, credentialAccessAudit } from '../schema/index.js';
 
@@ -40,7 +40,7 @@ export async function readHead(
  * connection_id, client_address, user_agent, outcome, detail, prev_hash, hash (the array the hash
  * covers, with the hash added: see services/audit.ts).
  */
-export const insertFromJson = (json: string) => sql`
+export const insertFromJson = (json: string | Placeholder) => sql`
   insert into credential_access_audit
     (id, occurred_at, actor, action, target_type, target_id, connection_id, client_address, user_agent, outcome, detail, prev_hash, hash)
   select (r->>0)::bigint, (r->>1)::timestamptz, r->>2, r->>3, r->>4, r->>5, (r->>6)::uuid, r->>7, r->>8, r->>9,

@@ -8,6 +8,7 @@ import {
   oauthTokensVault,
 } from '../schema/index.js';
 import { notifyChange } from './changes.js';
+import { prepared } from './prepared.js';
 
 export type ConnectionRow = typeof adAccountConnections.$inferSelect;
 export type NewConnectionRow = typeof adAccountConnections.$inferInsert;
@@ -129,14 +130,21 @@ export async function listByGrant(db: Db, tokenId: string): Promise<ConnectionRo
 export async function firstByGrants(db: Db, tokenIds: string[]): Promise<Map<string, ConnectionRow>> {
   const first = new Map<string, ConnectionRow>();
   if (!tokenIds.length) return first;
-  const rows = await db
-    .select()
-    .from(c)
-    .where(inArray(c.tokenId, tokenIds))
-    .orderBy(asc(c.externalAccountId));
+  // A uuid[] literal: grant ids are uuids (their characters need no quoting).
+  const rows = await connectionsOfGrants(db, { ids: `{${tokenIds.join(',')}}` });
   for (const row of rows) if (row.tokenId && !first.has(row.tokenId)) first.set(row.tokenId, row);
   return first;
 }
+
+// The grant ids as one array parameter: one statement text whatever their number (prepared).
+const connectionsOfGrants = prepared('credvault_connections_of_grants', (db, name) =>
+  db
+    .select()
+    .from(c)
+    .where(sql`${c.tokenId} = any(${sql.placeholder('ids')}::uuid[])`)
+    .orderBy(asc(c.externalAccountId))
+    .prepare(name),
+);
 
 export async function insert(db: Db, row: NewConnectionRow): Promise<void> {
   await db.insert(c).values(row);

@@ -1,9 +1,10 @@
-import { and, eq, getTableColumns, isNull, lt, or, sql } from 'drizzle-orm';
+import { and, eq, getTableColumns, isNull, lt, or, type Placeholder, sql } from 'drizzle-orm';
 import type { WrappedDataKey } from '../../crypto/envelope.js';
 import type { Db } from '../client.js';
 import { dataKeys, oauthTokensVault } from '../schema/index.js';
 import { insertFromJson } from './audit.js';
 import { notifyChange } from './changes.js';
+import { prepared } from './prepared.js';
 
 export type GrantRow = typeof oauthTokensVault.$inferSelect;
 export type NewGrantRow = typeof oauthTokensVault.$inferInsert;
@@ -81,7 +82,7 @@ export async function writeRefreshed(db: Db, results: Refreshed[]): Promise<Map<
   const rows = await db
     .update(t)
     .set(REFRESHED_SET)
-    .from(refreshedValues(results))
+    .from(refreshedValues(refreshedJson(results)))
     .where(REFRESHED_MATCH)
     .returning(getTableColumns(t));
   // No notification: a daemon holding the previous access token may keep serving it while it is
@@ -105,29 +106,16 @@ export async function writeRefreshedChained(
   expected: { lastId: number; lastHash: string },
   next: { lastId: number; lastHash: string },
 ): Promise<{ rows: Map<string, GrantRow>; rowCount: number } | null> {
-  const locked = db.$with('locked', { n: sql<number>`n` }).as(
-    sql`select count(*)::int as n from (select 1 from ${t}, ${refreshedValues(results)}
-        where ${REFRESHED_MATCH} for update of ${t}) as matching`,
-  );
-  const moved = db.$with('moved', { rowCount: sql<number>`row_count` }).as(
-    sql`update audit_head set last_id = ${next.lastId}, last_hash = ${next.lastHash},
-          row_count = row_count + ${auditRows.length}
-        where id = 1 and last_id = ${expected.lastId} and last_hash = ${expected.lastHash}
-          and (select n from locked) = ${results.length}
-        returning row_count`,
-  );
-  const appended = db
-    .$with('appended', { one: sql<number>`one` })
-    .as(
-      sql`${insertFromJson(`[${auditRows.join(',')}]`)} where exists (select 1 from moved) returning 1 as one`,
-    );
-  const rows = await db
-    .with(locked, moved, appended)
-    .update(t)
-    .set(REFRESHED_SET)
-    .from(refreshedValues(results))
-    .where(sql`${REFRESHED_MATCH} and exists (select 1 from moved)`)
-    .returning({ ...getTableColumns(t), headRowCount: sql<number>`(select row_count from moved)` });
+  const rows = await writeChained(db, {
+    values: refreshedJson(results),
+    grants: results.length,
+    audit: `[${auditRows.join(',')}]`,
+    auditCount: auditRows.length,
+    expectedId: expected.lastId,
+    expectedHash: expected.lastHash,
+    nextId: next.lastId,
+    nextHash: next.lastHash,
+  });
   if (rows.length === 0) return null;
   if (rows.length !== results.length) {
     // The locks make this impossible; were it to happen, the audit rows say more than was written.
@@ -139,6 +127,32 @@ export async function writeRefreshedChained(
   };
 }
 
+const writeChained = prepared('credvault_write_refreshed_chained', (db, name) => {
+  const p = (key: string) => sql.placeholder(key);
+  const locked = db.$with('locked', { n: sql<number>`n` }).as(
+    sql`select count(*)::int as n from (select 1 from ${t}, ${refreshedValues(p('values'))}
+        where ${REFRESHED_MATCH} for update of ${t}) as matching`,
+  );
+  const moved = db.$with('moved', { rowCount: sql<number>`row_count` }).as(
+    sql`update audit_head set last_id = ${p('nextId')}, last_hash = ${p('nextHash')},
+          row_count = row_count + ${p('auditCount')}::int
+        where id = 1 and last_id = ${p('expectedId')} and last_hash = ${p('expectedHash')}
+          and (select n from locked) = ${p('grants')}::int
+        returning row_count`,
+  );
+  const appended = db
+    .$with('appended', { one: sql<number>`one` })
+    .as(sql`${insertFromJson(p('audit'))} where exists (select 1 from moved) returning 1 as one`);
+  return db
+    .with(locked, moved, appended)
+    .update(t)
+    .set(REFRESHED_SET)
+    .from(refreshedValues(p('values')))
+    .where(sql`${REFRESHED_MATCH} and exists (select 1 from moved)`)
+    .returning({ ...getTableColumns(t), headRowCount: sql<number>`(select row_count from moved)` })
+    .prepare(name);
+});
+
 interface Refreshed {
   id: string;
   owner: string;
@@ -146,9 +160,9 @@ interface Refreshed {
   tokens: RefreshedTokens;
 }
 
-/** The refreshed values as a table `v`, from one JSON parameter. */
-function refreshedValues(results: Refreshed[]) {
-  const json = JSON.stringify(
+/** The refreshed values as one JSON document, for refreshedValues. */
+function refreshedJson(results: Refreshed[]): string {
+  return JSON.stringify(
     results.map(({ id, owner, version, tokens }) => ({
       id,
       owner,
@@ -162,6 +176,10 @@ function refreshedValues(results: Refreshed[]) {
       last_refreshed_at: iso(tokens.lastRefreshedAt),
     })),
   );
+}
+
+/** The refreshed values (refreshedJson) as a table `v`, from one JSON parameter. */
+function refreshedValues(json: string | Placeholder) {
   return sql`json_to_recordset(${json}::json) as v(id uuid, owner text, version integer, access_token_enc text,
     refresh_token_enc text, token_type text, scope text, access_token_expires_at timestamptz,
     refresh_token_expires_at timestamptz, last_refreshed_at timestamptz)`;
@@ -247,13 +265,25 @@ export async function claimDue(
   keepAliveDays: Record<string, number>,
   limit: number,
 ): Promise<ClaimedGrant[]> {
-  const keepAlive = Object.entries(keepAliveDays);
-  const idleCase = keepAlive.length
-    ? sql`case ${t.platform} ${sql.join(
-        keepAlive.map(([platform, days]) => sql`when ${platform} then ${`${days} days`}::interval`),
-        sql` `,
-      )} end`
-    : sql`null::interval`;
+  const rows = await claim(db, {
+    owner,
+    lease: `${leaseMs} milliseconds`,
+    window: `${windowMs} milliseconds`,
+    // Per platform, how long a grant may go unused ({"google_ads": "60 days", …}); others never.
+    keepAlive: JSON.stringify(
+      Object.fromEntries(Object.entries(keepAliveDays).map(([platform, days]) => [platform, `${days} days`])),
+    ),
+    limit,
+  });
+  return rows.map(({ inFlightBefore, wrappedKey, kekId, kekKind, ...grant }) => ({
+    // As it was before the claim: an earlier refresh's unknown outcome, or none.
+    grant: { ...grant, refreshInFlightSince: inFlightBefore },
+    dataKey: { id: grant.dataKeyId, wrappedKey, kekId, kekKind } as WrappedDataKey,
+  }));
+}
+
+const claim = prepared('credvault_claim_due', (db, name) => {
+  const p = (key: string) => sql.placeholder(key);
   const due = db.$with('due').as(
     db
       .select({
@@ -276,22 +306,22 @@ export async function claimDue(
           where c.token_id = ${t.id} and c.status in ('active', 'error')
         )
         and (
-          ${t.accessTokenExpiresAt} < now() + ${`${windowMs} milliseconds`}::interval
-          or ${t.lastRefreshedAt} < now() - ${idleCase}
+          ${t.accessTokenExpiresAt} < now() + ${p('window')}::interval
+          or ${t.lastRefreshedAt} < now() - (${p('keepAlive')}::jsonb ->> ${t.platform})::interval
         )
         -- A platform whose tokens live shorter than the window would otherwise be refreshed in a loop.
         and (${t.lastRefreshedAt} is null or ${t.lastRefreshedAt} < now() - interval '1 minute')`,
       )
       .orderBy(sql`${t.accessTokenExpiresAt} asc nulls last`)
-      .limit(limit)
+      .limit(p('limit'))
       .for('update', { of: t, skipLocked: true }),
   );
-  const rows = await db
+  return db
     .with(due)
     .update(t)
     .set({
-      leaseOwner: owner,
-      leaseExpiresAt: sql`now() + ${`${leaseMs} milliseconds`}::interval`,
+      leaseOwner: sql`${p('owner')}`,
+      leaseExpiresAt: sql`now() + ${p('lease')}::interval`,
       // The refresh leaves right after the claim: it is in flight from here on.
       refreshInFlightSince: sql`coalesce(${t.refreshInFlightSince}, now())`,
     })
@@ -303,13 +333,9 @@ export async function claimDue(
       wrappedKey: due.wrappedKey,
       kekId: due.kekId,
       kekKind: due.kekKind,
-    });
-  return rows.map(({ inFlightBefore, wrappedKey, kekId, kekKind, ...grant }) => ({
-    // As it was before the claim: an earlier refresh's unknown outcome, or none.
-    grant: { ...grant, refreshInFlightSince: inFlightBefore },
-    dataKey: { id: grant.dataKeyId, wrappedKey, kekId, kekKind } as WrappedDataKey,
-  }));
-}
+    })
+    .prepare(name);
+});
 
 /** When the next grant becomes due (its expiry minus the window), for the sweep's sleep. */
 export async function nextExpiry(db: Db): Promise<Date | null> {
