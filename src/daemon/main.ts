@@ -106,8 +106,12 @@ export async function runDaemon(
   let server: Server | null = null;
   const runFile = runFilePath(config.home);
 
+  const maintain = maintenance(database, embedded !== null, log);
+
   const cleanup = async () => {
     for (const timer of timers) clearInterval(timer);
+    // A maintenance pass under way finishes (an ANALYZE takes a fraction of a second).
+    await maintain.idle();
     await unlisten?.().catch(() => {});
     await database.close().catch(() => {});
     await embedded?.close().catch(() => {});
@@ -170,13 +174,12 @@ export async function runDaemon(
     // Statistics before the first claim (see db/maintenance.ts); on the embedded database, which has
     // no autovacuum, every minute too. On PostgreSQL the first sweep waits only for the tables its
     // claim reads; the others (the audit log, the largest) are analysed meanwhile.
-    const maintain = maintenance(database, embedded !== null, log);
     if (embedded) {
-      await maintain();
-      timers.push(setInterval(() => void maintain(), 60_000));
+      await maintain.run();
+      timers.push(setInterval(() => void maintain.run(), 60_000));
     } else {
-      await maintain(CLAIM_TABLES);
-      void maintain();
+      await maintain.run(CLAIM_TABLES);
+      void maintain.run();
     }
     scheduler.start();
 
@@ -243,17 +246,14 @@ export async function runDaemon(
 /** The tables the sweep's claim reads (tokenStore.claimDue, connectionStore.firstByGrants). */
 const CLAIM_TABLES = [oauthTokensVault, dataKeys, adAccountConnections].map((table) => getTableName(table));
 
-/** One maintenance pass at a time; a failure is logged, never fatal (the daemon works without it). */
-function maintenance(
-  database: Database,
-  vacuum: boolean,
-  log: Logger,
-): (only?: readonly string[]) => Promise<void> {
-  let running = false;
+/**
+ * One maintenance pass at a time; a failure is logged, never fatal (the daemon works without it).
+ * `idle` waits for the pass under way, so that shutting down does not cut it off.
+ */
+function maintenance(database: Database, vacuum: boolean, log: Logger) {
+  let running: Promise<void> | null = null;
   const warnedUnowned = new Set<string>();
-  return async (only) => {
-    if (running) return;
-    running = true;
+  const pass = async (only?: readonly string[]) => {
     try {
       const steps = await maintainTables(database, vacuum, only);
       for (const step of steps) {
@@ -267,9 +267,18 @@ function maintenance(
       }
     } catch (error) {
       log.warn('database maintenance failed', { error: (error as Error).message });
-    } finally {
-      running = false;
     }
+  };
+  return {
+    run(only?: readonly string[]): Promise<void> {
+      if (running) return Promise.resolve();
+      const current = pass(only).finally(() => {
+        running = null;
+      });
+      running = current;
+      return current;
+    },
+    idle: (): Promise<void> => running ?? Promise.resolve(),
   };
 }
 

@@ -116,7 +116,7 @@ export class RefreshScheduler {
     while (!this.#stop.signal.aborted) {
       let delay = this.#options.intervalMs;
       try {
-        await this.sweep();
+        await this.#sweep();
         delay = await this.#untilNextDue();
         this.lastError = null;
       } catch (error) {
@@ -132,7 +132,7 @@ export class RefreshScheduler {
   }
 
   /** Refreshes everything due now; returns how many refreshes were attempted. */
-  async sweep(): Promise<number> {
+  async #sweep(): Promise<number> {
     const lease = leaseMs(this.#ctx.config.httpTimeoutMs);
     const idle = keepAliveDays();
     const { concurrency } = this.#options;
@@ -223,15 +223,25 @@ export class RefreshScheduler {
       if (paused > Date.now()) await sleep(paused - Date.now(), this.#stop.signal);
       let outcome: RefreshOutcome;
       try {
-        // A claim that waited for a slot (or for a paused platform) has less of its lease left.
-        outcome = await refreshClaimed(this.#ctx, grant, connection, this.#owner, {
-          // The platform has answered: the slot is free while the answer is written.
-          writer: (result) => {
-            answered();
-            return this.#writer.write(result);
-          },
-          leaseLeftMs: claimedAt + lease - Date.now(),
-        });
+        if (this.#stop.signal.aborted) {
+          // Stopped while its platform was paused: the claim goes back unsent.
+          await tokenStore.unclaim(this.#ctx.db, grant, this.#owner);
+          outcome = 'skipped';
+        } else {
+          // A claim that waited for a slot (or for a paused platform) has less of its lease left.
+          outcome = await refreshClaimed(this.#ctx, grant, connection, this.#owner, {
+            // The platform has answered: the slot is free while the answer is written.
+            writer: (result) => {
+              answered();
+              if (Date.now() > claimedAt + lease) {
+                // Still version-checked; but another refresher may have taken the grant over meanwhile.
+                this.#log.warn(`the answer for grant ${grant.id} is written after its lease ended`);
+              }
+              return this.#writer.write(result);
+            },
+            leaseLeftMs: claimedAt + lease - Date.now(),
+          });
+        }
       } catch (error) {
         outcome = 'internal';
         this.#log.error('refresh failed unexpectedly', { grant: grant.id, error: (error as Error).message });

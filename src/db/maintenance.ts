@@ -97,7 +97,7 @@ export async function maintainTables(
   only?: readonly string[],
 ): Promise<MaintenanceStep[]> {
   const due = (await maintenanceDue(database, vacuum)).filter((step) => !only || only.includes(step.table));
-  await Promise.all(
+  const outcomes = await Promise.allSettled(
     due
       .filter(({ action }) => action !== 'skipped')
       .map(({ schema: namespace, table, action }) => {
@@ -107,5 +107,8 @@ export async function maintainTables(
         );
       }),
   );
+  // Every step has ended (none is left running behind a failure); the first failure is reported.
+  const failed = outcomes.find((outcome) => outcome.status === 'rejected');
+  if (failed) throw failed.reason;
   return due.map(({ table, action }) => ({ table, action }));
 }

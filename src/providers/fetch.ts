@@ -18,9 +18,11 @@ import type { IncomingMessage, RequestOptions } from 'node:http';
  * identity coding), cookies.
  *
  * A kept-alive connection can be closed by the server just as a request goes out on it. A GET, HEAD
- * or OPTIONS that fails that way before any answer is sent again once, on a new connection (as
- * Node's documentation advises with `request.reusedSocket`); a POST is not: a refresh token may have
- * been spent by a request the server did read, and the token service decides what to do about that.
+ * or OPTIONS that fails that way before any answer is sent again, on the next kept-alive connection
+ * or a new one, until it goes out on a new one (as Node's documentation advises with
+ * `request.reusedSocket`; a server often closes its idle connections together, and each dead one
+ * leaves the pool as it fails); a POST is not: a refresh token may have been spent by a request the
+ * server did read, and the token service decides what to do about that.
  */
 
 export const MAX_BODY_BYTES = 16 * 1024 * 1024;
@@ -125,7 +127,8 @@ export async function platformFetch(input: string | URL, init: PlatformFetchInit
       settled = true;
       reject(signal?.aborted ? signal.reason : new TypeError('fetch failed', { cause: error }));
     };
-    const attempt = (retry: boolean) => {
+    const retry = RETRIED.has(method);
+    const attempt = () => {
       let answered = false;
       const req = send[protocol](url, { method, headers, signal }, (res) => {
         answered = true;
@@ -133,7 +136,7 @@ export async function platformFetch(input: string | URL, init: PlatformFetchInit
       });
       req.on('error', (error) => {
         const stale = !answered && req.reusedSocket && STALE_SOCKET.has(error.code ?? '');
-        if (retry && stale && !signal?.aborted) attempt(false);
+        if (retry && stale && !signal?.aborted) attempt();
         else fail(error);
       });
       req.end(body);
@@ -174,6 +177,6 @@ export async function platformFetch(input: string | URL, init: PlatformFetchInit
         }
       });
     };
-    attempt(RETRIED.has(method));
+    attempt();
   });
 }
