@@ -239,6 +239,32 @@ describe('the token endpoint', () => {
     expect(double.refreshAttempts).toBe(attempts + 1);
   });
 
+  it('gives back unsent, on SIGTERM, a claim waiting for its rate-limiting platform', async () => {
+    const { double, v, adopt } = await setup();
+    await adopt('987', 'first');
+    await adopt('988', 'second');
+    await v.sql(
+      "update oauth_tokens_vault set access_token_expires_at = now() + interval '1 minute', last_refreshed_at = now() - interval '59 minutes'",
+    );
+    // The first refresh is told to wait two minutes (past its lease): the platform is paused.
+    double.faults.failNext(1, { status: 429, headers: { 'retry-after': '120' } });
+    const attempts = double.refreshAttempts;
+    const daemon = await startDaemon(v, { args: ['--refresh-window', '30m', '--concurrency', '1'] });
+    for (let i = 0; i < 200 && !daemon.logs().includes('pausing it for a minute'); i++)
+      await new Promise((r) => setTimeout(r, 25));
+    expect(daemon.logs()).toContain('microsoft_ads is rate limiting refreshes; pausing it for a minute');
+    expect(await daemon.stop('SIGTERM')).toBe(0);
+    // The second claim waited for the pause and went back when the daemon stopped, never sent.
+    expect(double.refreshAttempts).toBe(attempts + 1);
+    const leases = await v.sql<{ lease_owner: string | null; refresh_in_flight_since: Date | null }>(
+      'select lease_owner, refresh_in_flight_since from oauth_tokens_vault',
+    );
+    expect(leases).toEqual([
+      { lease_owner: null, refresh_in_flight_since: null },
+      { lease_owner: null, refresh_in_flight_since: null },
+    ]);
+  });
+
   it('finishes and stores a refresh in flight on SIGTERM, then exits 0', async () => {
     const { double, v, adopt } = await setup();
     await adopt('987', 'acct-a');
