@@ -7,7 +7,7 @@ interface Prepared<R> {
 
 /**
  * A statement built once per database handle and run with placeholders. drizzle builds a query's
- * text anew at every run (100-200 µs for the daemon's claim and refresh write on the README's
+ * text anew at every run (90-180 µs for the daemon's claim and refresh write on the README's
  * machine, a tenth of the daemon's CPU in a sweep, which runs thousands of them); prepared, only its
  * values change. A transaction is a handle of its own: there it is built once per transaction.
  */
