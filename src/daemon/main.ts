@@ -170,7 +170,6 @@ export async function runDaemon(
     );
     timers.push(setInterval(() => void refreshGauges(ctx, metrics, log).catch(() => {}), 15_000));
     timers.push(setInterval(() => void audit.touchClients().catch(() => {}), 30_000));
-    await refreshGauges(ctx, metrics, log).catch(() => {});
     // Statistics before the first claim (see db/maintenance.ts); on the embedded database, which has
     // no autovacuum, every minute too. On PostgreSQL the first sweep waits only for the tables its
     // claim reads; the others (the audit log, the largest) are analysed meanwhile.
@@ -182,6 +181,8 @@ export async function runDaemon(
       void maintain.run();
     }
     scheduler.start();
+    // The gauges' first values (their queries read whole tables: after the statistics, beside the sweep).
+    void refreshGauges(ctx, metrics, log).catch(() => {});
 
     if (options.listen.kind === 'tcp' && options.allowRemote) {
       log.warn(
