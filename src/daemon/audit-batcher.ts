@@ -74,19 +74,21 @@ export class AuditBatcher {
   async #flush(batch: Pending[]): Promise<void> {
     try {
       const entries = batch.map((p) => p.entry);
-      await this.#chain.inTurn(async () => {
-        // One statement chained from the head this daemon wrote last; when someone else wrote since
-        // (a CLI command, another daemon), the head is locked and read, and the chain continues from it.
-        const known = this.#chain.head;
-        let head = known ? await appendAudit(this.#ctx.db, this.#ctx.actor, entries, known) : null;
-        this.#chain.head = null;
-        head ??= await this.#ctx.transaction((tx) => recordAudit(tx, this.#ctx.actor, entries));
-        this.#chain.head = head;
-      });
+      // One statement chained from the head this daemon wrote last; when someone else wrote since
+      // (a CLI command, another daemon), the head is locked and read, and the chain continues from it.
+      await this.#chain.write(
+        async () => ({
+          head: await this.#ctx.transaction((tx) => recordAudit(tx, this.#ctx.actor, entries)),
+          value: undefined,
+        }),
+        async (known) => {
+          const head = await appendAudit(this.#ctx.db, this.#ctx.actor, entries, known);
+          return head && { head, value: undefined };
+        },
+      );
       this.#metrics.auditBatch.observe(batch.length);
       for (const p of batch) p.resolve();
     } catch (error) {
-      this.#chain.head = null;
       for (const p of batch) p.reject(error);
     }
   }

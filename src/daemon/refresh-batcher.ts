@@ -71,25 +71,27 @@ export class RefreshBatcher {
     });
   }
 
+  /** The results in one transaction with the audit head locked, and the head they leave. */
+  async #locked(results: RefreshResult[]) {
+    const { rows, head } = await this.#ctx.transaction((tx) =>
+      this.#writers.writeResults(this.#ctx, tx, results),
+    );
+    return { head, value: rows };
+  }
+
   async #flush(batch: Pending[]): Promise<void> {
     const results = batch.map((p) => p.result);
     try {
-      const rows = await this.#chain.inTurn(async () => {
-        // One statement after the head this daemon wrote last; else a transaction that locks it.
-        const known = this.#chain.head;
-        const fast = known ? await this.#writers.writeResultsChained(this.#ctx, results, known) : null;
-        if (fast) {
-          this.#chain.head = fast.head;
-          return fast.rows;
-        }
-        this.#chain.head = null;
-        const slow = await this.#ctx.transaction((tx) => this.#writers.writeResults(this.#ctx, tx, results));
-        this.#chain.head = slow.head;
-        return slow.rows;
-      });
+      // One statement after the head this daemon wrote last; else a transaction that locks it.
+      const rows = await this.#chain.write<Array<GrantRow | null>>(
+        () => this.#locked(results),
+        async (known) => {
+          const fast = await this.#writers.writeResultsChained(this.#ctx, results, known);
+          return fast && { head: fast.head, value: fast.rows };
+        },
+      );
       for (const [i, p] of batch.entries()) p.resolve(rows[i] ?? null);
     } catch {
-      this.#chain.head = null;
       for (const p of batch) {
         try {
           // A sealed token is unique (a fresh nonce each time): finding this one stored means it was
@@ -99,10 +101,8 @@ export class RefreshBatcher {
             p.resolve(stored);
             continue;
           }
-          const { rows } = await this.#chain.inTurn(() =>
-            this.#ctx.transaction((tx) => this.#writers.writeResults(this.#ctx, tx, [p.result])),
-          );
-          p.resolve(rows[0] ?? null);
+          const [row] = await this.#chain.write(() => this.#locked([p.result]));
+          p.resolve(row ?? null);
         } catch (error) {
           p.reject(error);
         }
