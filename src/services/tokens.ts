@@ -389,6 +389,7 @@ export async function writeResultsChained(
       id: result.grant.id,
       owner: result.owner,
       version: result.grant.version,
+      dataKeyId: result.grant.dataKeyId,
       tokens: result.tokens,
     })),
     auditRows,
@@ -414,6 +415,7 @@ export async function writeResults(
       id: result.grant.id,
       owner: result.owner,
       version: result.grant.version,
+      dataKeyId: result.grant.dataKeyId,
       tokens: result.tokens,
     })),
   );

@@ -152,6 +152,44 @@ describe("the daemon's one-statement refresh write", () => {
     expect(await sealed(v)).toEqual(before);
   });
 
+  it('writes nothing from a refresher whose lease lapsed while a re-encryption moved its grants to new keys', async () => {
+    const v = await setup();
+    const tokens = await accessTokens(v);
+    const keysBefore = await v.sql<{ data_key_id: string }>('select data_key_id from oauth_tokens_vault');
+    // A refresher claims the grants and seals its answers under their data keys, then stalls past
+    // its lease (a paused process): the re-encryption takes grants whose lease lapsed.
+    const late = await withContext(v, async (ctx) => {
+      const made = await results(ctx, 'late');
+      await ctx.database.query(
+        "update oauth_tokens_vault set lease_expires_at = now() - interval '1 second'",
+      );
+      return made;
+    });
+    const rotated = await v.cli(['key', 'rotate', '--reencrypt', '--json']);
+    expect(rotated.code, rotated.stderr).toBe(0);
+    const keysAfter = await v.sql<{ data_key_id: string }>('select data_key_id from oauth_tokens_vault');
+    expect(keysAfter.map((k) => k.data_key_id)).not.toContain(keysBefore[0]!.data_key_id);
+    const before = await sealed(v);
+    const rowsBefore = await auditRows(v);
+    // The daemon's one-statement write and the CLI's transaction both refuse it; the CLI's records
+    // the discarded answers.
+    const chained = await withContext(v, async (ctx) =>
+      writeResultsChained(ctx, late, (await readHead(ctx.db)) as AuditHead),
+    );
+    expect(chained).toBeNull();
+    expect(await auditRows(v)).toBe(rowsBefore);
+    const written = await withContext(v, (ctx) => ctx.transaction((tx) => writeResults(ctx, tx, late)));
+    expect(written.rows).toEqual([null, null, null]);
+    expect(await sealed(v)).toEqual(before);
+    const discarded = await v.sql<{ outcome: string }>(
+      'select outcome from credential_access_audit order by id desc limit 3',
+    );
+    expect(discarded.map((row) => row.outcome)).toEqual(['failure', 'failure', 'failure']);
+    expect(await auditRows(v)).toBe(rowsBefore + 3);
+    // Every token still opens: the ones stored before, not the late answers.
+    expect(await accessTokens(v)).toEqual(tokens);
+  });
+
   it('does not write again, or record as lost, a group whose statement committed but whose answer was lost', async () => {
     const v = await setup();
     const rowsBefore = await auditRows(v);

@@ -83,7 +83,11 @@ export async function statesOnKeys(db: Db, keyIds: string[], limit: number) {
     .for('update', { skipLocked: true });
 }
 
-/** New ciphertexts and data key ids; the version is not moved (a refresh's check stays valid). */
+/**
+ * New ciphertexts and data key ids. The version is not moved: the daemon's cache and waiting readers
+ * see the same token. A refresher whose lease lapsed meanwhile cannot write its old-key ciphertexts
+ * over these: its write also checks the data key (tokens.ts, REFRESHED_MATCH).
+ */
 export async function updateGrants(
   db: Db,
   rows: Array<{

@@ -157,16 +157,19 @@ interface Refreshed {
   id: string;
   owner: string;
   version: number;
+  /** The data key the new ciphertexts are sealed under: the grant's when it was read. */
+  dataKeyId: string;
   tokens: RefreshedTokens;
 }
 
 /** The refreshed values as one JSON document, for refreshedValues. */
 function refreshedJson(results: Refreshed[]): string {
   return JSON.stringify(
-    results.map(({ id, owner, version, tokens }) => ({
+    results.map(({ id, owner, version, dataKeyId, tokens }) => ({
       id,
       owner,
       version,
+      data_key_id: dataKeyId,
       access_token_enc: tokens.accessTokenEnc,
       refresh_token_enc: tokens.refreshTokenEnc ?? null,
       token_type: tokens.tokenType,
@@ -180,13 +183,18 @@ function refreshedJson(results: Refreshed[]): string {
 
 /** The refreshed values (refreshedJson) as a table `v`, from one JSON parameter. */
 function refreshedValues(json: string | Placeholder) {
-  return sql`json_to_recordset(${json}::json) as v(id uuid, owner text, version integer, access_token_enc text,
+  return sql`json_to_recordset(${json}::json) as v(id uuid, owner text, version integer, data_key_id uuid, access_token_enc text,
     refresh_token_enc text, token_type text, scope text, access_token_expires_at timestamptz,
     refresh_token_expires_at timestamptz, last_refreshed_at timestamptz)`;
 }
 
-/** A refreshed grant's row: still the version read, and the lease still ours (or lapsed unclaimed). */
-const REFRESHED_MATCH = sql`${t.id} = v.id and ${t.version} = v.version and (${t.leaseOwner} = v.owner or ${t.leaseOwner} is null)`;
+/**
+ * A refreshed grant's row: still the version read, the lease still ours (or lapsed unclaimed), and
+ * still under the data key the new ciphertexts were sealed with. A re-encryption moves a grant whose
+ * lease lapsed to a new key without moving its version; a late writer's old-key ciphertexts would
+ * then be stored under the new key's id, and the key they need is deleted when the run ends.
+ */
+const REFRESHED_MATCH = sql`${t.id} = v.id and ${t.version} = v.version and (${t.leaseOwner} = v.owner or ${t.leaseOwner} is null) and ${t.dataKeyId} = v.data_key_id`;
 
 const REFRESHED_SET = {
   accessTokenEnc: sql`v.access_token_enc`,
