@@ -17,7 +17,7 @@ export interface TokenDocument {
   external_account_id: string;
 }
 
-interface RunFile {
+export interface RunFile {
   pid: number;
   listen: { kind: 'tcp'; host: string; port: number } | { kind: 'unix'; path: string };
   token: string;
@@ -41,9 +41,15 @@ export function databaseLabel(url: string | null | undefined): string {
   }
 }
 
-function readRunFile(home: string): RunFile | null {
+/** The local CLI's way in: written 0600 next to the data by the daemon. */
+export function runFilePath(home: string): string {
+  return join(home, 'run', 'daemon.json');
+}
+
+/** The run file of a daemon that is running (its process is alive), or null. */
+export function readRunFile(home: string): RunFile | null {
   try {
-    const run = JSON.parse(readFileSync(join(home, 'run', 'daemon.json'), 'utf8')) as RunFile;
+    const run = JSON.parse(readFileSync(runFilePath(home), 'utf8')) as RunFile;
     process.kill(run.pid, 0);
     return run;
   } catch {

@@ -247,6 +247,13 @@ export function buildProgram(io: Io, onRuntime: (rt: Runtime) => void): Command 
       runWith(cmd, async (rt) => (await import('./commands/status.js')).status(rt)),
     );
 
+  program
+    .command('doctor')
+    .description('check the key, the database, its migrations and the daemon; say what to do about each')
+    .action((_o, cmd: Command) =>
+      runWith(cmd, async (rt) => (await import('./commands/doctor.js')).doctor(rt)),
+    );
+
   const clients = program.command('clients').description("clients of the daemon's token endpoint");
   clients
     .command('create <name>')

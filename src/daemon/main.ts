@@ -1,9 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import { chmodSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import type { Server } from 'node:http';
-import { dirname, join } from 'node:path';
+import { dirname } from 'node:path';
 import { getTableName } from 'drizzle-orm';
-import { databaseLabel } from '../cli/fast-token.js';
+import { databaseLabel, runFilePath } from '../cli/fast-token.js';
 import type { Config } from '../config.js';
 import { type Database, openDatabase } from '../db/client.js';
 import { maintainTables } from '../db/maintenance.js';
@@ -32,11 +32,6 @@ import { createTokenServer, type Health } from './server.js';
  */
 
 const SHUTDOWN_DEADLINE_MS = 10_000;
-
-/** The local CLI's way in: written 0600 next to the data, read by `token get` for its fast path. */
-export function runFilePath(home: string): string {
-  return join(home, 'run', 'daemon.json');
-}
 
 function listen(server: Server, options: DaemonOptions): Promise<void> {
   return new Promise((resolve, reject) => {
@@ -143,13 +138,19 @@ export async function runDaemon(
     const localToken = `cvc_${randomBytes(32).toString('base64url')}`;
     server = createTokenServer({ ctx, cache, audit, metrics, log, options, health, localToken });
     await listen(server, options);
+    // Where it listens, with the port the system chose for `--listen HOST:0`.
+    const bound = server.address();
+    const listening =
+      options.listen.kind === 'tcp' && bound && typeof bound === 'object'
+        ? { ...options.listen, port: bound.port }
+        : options.listen;
 
     mkdirSync(dirname(runFile), { recursive: true, mode: 0o700 });
     writeFileSync(
       runFile,
       JSON.stringify({
         pid: process.pid,
-        listen: options.listen,
+        listen: listening,
         token: localToken,
         database: databaseLabel(config.databaseUrl),
       }),
@@ -186,11 +187,11 @@ export async function runDaemon(
 
     if (options.listen.kind === 'tcp' && options.allowRemote) {
       log.warn(
-        `listening on ${listenLabel(options.listen)} beyond this machine: terminate TLS in front of the daemon; client tokens travel in every request`,
+        `listening on ${listenLabel(listening)} beyond this machine: terminate TLS in front of the daemon; client tokens travel in every request`,
       );
     }
-    log.info(`credvault daemon listening on ${listenLabel(options.listen)} (${database.description})`);
-    await notifier.ready(`serving on ${listenLabel(options.listen)}`);
+    log.info(`credvault daemon listening on ${listenLabel(listening)} (${database.description})`);
+    await notifier.ready(`serving on ${listenLabel(listening)}`);
     notifier.startWatchdog(() => !shuttingDown && scheduler.lastError === null);
   } catch (error) {
     server?.close();

@@ -48,6 +48,12 @@ async function appliedMigrations(database: Database): Promise<Array<{ created_at
   }
 }
 
+/** When the newest migration applied to the database was made (its journal date), or null. */
+export async function lastAppliedMigration(database: Database): Promise<number | null> {
+  const applied = await appliedMigrations(database);
+  return applied.length ? Number(applied[applied.length - 1]!.created_at) : null;
+}
+
 export async function migrationStatus(database: Database): Promise<MigrationState[]> {
   const applied = await appliedMigrations(database);
   const last = applied.length ? Number(applied[applied.length - 1]!.created_at) : -1;

@@ -1,0 +1,316 @@
+import { existsSync, statSync } from 'node:fs';
+import { databaseLabel, readRunFile, runFilePath } from '../cli/fast-token.js';
+import type { Config } from '../config.js';
+import { locateKey } from '../crypto/key-sources.js';
+import { type Listen, listenLabel } from '../daemon/options.js';
+import { type Database, embeddedDataDir, embeddedSocketPath, openDatabase } from '../db/client.js';
+import { mapDatabaseError } from '../db/errors.js';
+import { lastAppliedMigration, migrationStatus } from '../db/migrate.js';
+import { CredvaultError, type ErrorCode } from '../errors.js';
+import { redact } from '../util/redact.js';
+import { ServiceContext } from './context.js';
+import { keyStatus } from './keys.js';
+import { vaultStatus } from './status.js';
+
+/**
+ * `credvault doctor`: the key, the database, its migrations and the daemon, each checked on its own so
+ * that one problem does not hide the next, with what to do about each. It changes nothing: no
+ * migration, no data folder made, no key created, nothing written to the audit log.
+ */
+
+export type CheckStatus = 'ok' | 'warning' | 'failed' | 'skipped';
+
+export interface Check {
+  name: 'database' | 'migrations' | 'key' | 'daemon' | 'connections';
+  status: CheckStatus;
+  message: string;
+  /** What to do about it, when anything. */
+  fix: string | null;
+  /** The contract's error class of a failed check (its exit code). */
+  code?: ErrorCode;
+}
+
+export interface DoctorReport {
+  /** No check failed (warnings allowed). */
+  ok: boolean;
+  checks: Check[];
+}
+
+const ok = (name: Check['name'], message: string): Check => ({ name, status: 'ok', message, fix: null });
+const warning = (name: Check['name'], message: string, fix: string | null): Check => ({
+  name,
+  status: 'warning',
+  message,
+  fix,
+});
+const failed = (name: Check['name'], code: ErrorCode, message: string, fix: string | null): Check => ({
+  name,
+  status: 'failed',
+  message,
+  fix,
+  code,
+});
+const skipped = (name: Check['name'], message: string): Check => ({
+  name,
+  status: 'skipped',
+  message,
+  fix: null,
+});
+
+/** A failure as a check: the contract's error class and hint when it is one of ours. */
+function asFailure(name: Check['name'], error: unknown, where: string, fallback: ErrorCode): Check {
+  const known = error instanceof CredvaultError ? error : mapDatabaseError(error, where);
+  if (known) return failed(name, known.code, known.message, known.hint ?? null);
+  return failed(name, fallback, redact((error as Error)?.message ?? String(error)), null);
+}
+
+export async function diagnose(config: Config): Promise<DoctorReport> {
+  const checks: Check[] = [];
+  const where = config.databaseUrl ? databaseLabel(config.databaseUrl) : embeddedDataDir(config.home);
+  let database: Database | null = null;
+  if (
+    !config.databaseUrl &&
+    !existsSync(embeddedDataDir(config.home)) &&
+    !existsSync(embeddedSocketPath(config.home))
+  ) {
+    // Opening it would make an empty database: a doctor changes nothing.
+    checks.push(
+      failed(
+        'database',
+        'database_error',
+        `there is no vault at ${config.home} (no embedded database, and DATABASE_URL is not set)`,
+        'Run `credvault init` to make one, or point CREDVAULT_HOME or DATABASE_URL at the vault you mean.',
+      ),
+    );
+  } else {
+    try {
+      database = await openDatabase({ url: config.databaseUrl, home: config.home, lockTimeoutMs: 3_000 });
+      const [row] = await database.query<{ version: string }>(
+        "select current_setting('server_version') as version",
+      );
+      const kind =
+        database.kind === 'pglite'
+          ? 'embedded'
+          : database.shared
+            ? 'embedded, through the daemon'
+            : 'PostgreSQL';
+      checks.push(ok('database', `${kind} ${row?.version ?? ''} at ${database.description}`.trim()));
+    } catch (error) {
+      checks.push(asFailure('database', error, where, 'database_error'));
+    }
+  }
+
+  let migrated = false;
+  if (!database) {
+    checks.push(skipped('migrations', 'needs the database'));
+  } else {
+    try {
+      const states = await migrationStatus(database);
+      const pending = states.filter((m) => !m.applied).length;
+      const newest = states.at(-1)?.createdAt.getTime() ?? 0;
+      const applied = await lastAppliedMigration(database);
+      if (pending) {
+        checks.push(
+          failed(
+            'migrations',
+            'database_error',
+            `${pending} of ${states.length} migrations are not applied`,
+            'Run `credvault db migrate` (or `credvault init`).',
+          ),
+        );
+      } else if (applied !== null && applied > newest) {
+        migrated = true;
+        checks.push(
+          warning(
+            'migrations',
+            'the database has migrations newer than this credvault knows: a newer version migrated it',
+            'Upgrade credvault on this machine to the version the rest of the fleet runs.',
+          ),
+        );
+      } else {
+        migrated = true;
+        checks.push(ok('migrations', `all ${states.length} applied`));
+      }
+    } catch (error) {
+      checks.push(asFailure('migrations', error, where, 'database_error'));
+    }
+  }
+
+  const ctx = database && migrated ? new ServiceContext(database, config, { name: config.actor }) : null;
+  checks.push(ctx ? await checkKey(ctx) : keyWithoutVault(config));
+  checks.push(await checkDaemon(config));
+  if (ctx) {
+    try {
+      const health = await vaultStatus(ctx);
+      const critical = health.filter((h) => h.urgency === 'critical').length;
+      const warned = health.filter((h) => h.urgency === 'warning').length;
+      const counts = `${health.length} connection${health.length === 1 ? '' : 's'}`;
+      checks.push(
+        critical || warned
+          ? warning(
+              'connections',
+              `${counts}: ${[critical && `${critical} need a person now`, warned && `${warned} need attention soon`].filter(Boolean).join(', ')}`,
+              '`credvault status` shows what to do for each.',
+            )
+          : ok('connections', health.length ? `${counts}, all healthy` : 'none yet'),
+      );
+    } catch (error) {
+      checks.push(asFailure('connections', error, where, 'database_error'));
+    }
+  } else {
+    checks.push(skipped('connections', 'needs a migrated database'));
+  }
+  await database?.close().catch(() => {});
+  return { ok: checks.every((c) => c.status !== 'failed'), checks };
+}
+
+/** The key alone, when there is no vault to try it on: is one configured and readable at all. */
+function keyWithoutVault(config: Config): Check {
+  const location = locateKey(config.env, config.home);
+  if (location.kind === 'none') {
+    return failed(
+      'key',
+      'key_error',
+      'no master key is configured',
+      `Set CREDENTIAL_MASTER_KEY, CREDENTIAL_MASTER_KEY_FILE or CREDENTIAL_KMS_URI, or run \`credvault init\` to create ${location.homeKeyPath}.`,
+    );
+  }
+  return skipped(
+    'key',
+    `a ${location.kind} key is configured; whether it opens the vault needs the database`,
+  );
+}
+
+async function checkKey(ctx: ServiceContext): Promise<Check> {
+  let report: Awaited<ReturnType<typeof keyStatus>>;
+  try {
+    report = await keyStatus(ctx);
+  } catch (error) {
+    return asFailure('key', error, ctx.database.description, 'key_error');
+  }
+  if (report.key_source === 'none') return keyWithoutVault(ctx.config);
+  const source = `${report.key_source} key ${report.key_id} (${report.key_origin})`;
+  const wrong = report.data_keys.find((k) => k.matches_key === false);
+  if (wrong) {
+    const count = report.data_keys.filter((k) => k.matches_key === false).length;
+    return failed(
+      'key',
+      'key_error',
+      `the master key does not match this vault (expected key id ${wrong.kek_id}, got ${report.key_id}): ${count} of ${report.data_keys.length} data keys do not open`,
+      'Use the key this vault was made with (see `credvault key status`).',
+    );
+  }
+  const location = locateKey(ctx.config.env, ctx.config.home);
+  if (location.kind === 'file') {
+    const mode = statSync(location.path).mode & 0o777;
+    if (mode & 0o077) {
+      return warning(
+        'key',
+        `${source} opens the vault, but the file is readable by others (mode ${mode.toString(8).padStart(4, '0')})`,
+        `chmod 600 ${location.path}`,
+      );
+    }
+  }
+  const retiring = report.data_keys.filter((k) => k.status === 'retiring').length;
+  if (retiring) {
+    return warning(
+      'key',
+      `${source} opens the vault; ${retiring} data key${retiring === 1 ? ' is' : 's are'} still being retired (a re-encryption did not finish)`,
+      'Run `credvault key rotate --reencrypt` again to finish it.',
+    );
+  }
+  return ok(
+    'key',
+    report.key_matches_vault === null
+      ? `${source}; the vault has no data keys yet`
+      : `${source} opens the vault`,
+  );
+}
+
+interface Health {
+  status: number;
+  body: { status?: string; reasons?: string[]; last_sweep_at?: string | null };
+}
+
+/** GET /healthz on the daemon's local endpoint (no client token needed). */
+async function healthOf(listen: Listen): Promise<Health> {
+  const { request } = await import('node:http');
+  return new Promise((resolve, reject) => {
+    const req = request(
+      {
+        ...(listen.kind === 'unix' ? { socketPath: listen.path } : { host: listen.host, port: listen.port }),
+        path: '/healthz',
+        headers: { host: 'localhost' },
+        timeout: 3_000,
+      },
+      (res) => {
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (chunk: string) => {
+          text += chunk;
+        });
+        res.on('end', () => {
+          try {
+            resolve({ status: res.statusCode ?? 0, body: JSON.parse(text) });
+          } catch {
+            resolve({ status: res.statusCode ?? 0, body: {} });
+          }
+        });
+        res.on('error', reject);
+      },
+    );
+    req.on('timeout', () => req.destroy(new Error('no answer within 3 s')));
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+async function checkDaemon(config: Config): Promise<Check> {
+  const path = runFilePath(config.home);
+  const run = readRunFile(config.home);
+  const start = 'Start one with `credvault daemon` (under systemd: `credvault daemon unit`).';
+  if (!run) {
+    if (existsSync(path)) {
+      return warning(
+        'daemon',
+        `the daemon that wrote ${path} is not running (it did not shut down cleanly)`,
+        start,
+      );
+    }
+    return warning(
+      'daemon',
+      'no daemon runs for this vault on this machine: tokens are refreshed only when something asks for one',
+      `${start} Daemons on other hosts sharing a PostgreSQL database are not seen from here.`,
+    );
+  }
+  if (run.database !== databaseLabel(config.databaseUrl)) {
+    return warning(
+      'daemon',
+      `the daemon on this machine (pid ${run.pid}) serves another database (${run.database})`,
+      null,
+    );
+  }
+  const where = `pid ${run.pid}, ${listenLabel(run.listen)}`;
+  let health: Health;
+  try {
+    health = await healthOf(run.listen);
+  } catch (error) {
+    return failed(
+      'daemon',
+      'unavailable',
+      `the daemon (${where}) does not answer: ${redact((error as Error).message)}`,
+      'Look at its log (journalctl -u credvault), or restart it.',
+    );
+  }
+  if (health.status !== 200) {
+    const reasons = health.body.reasons?.length ? health.body.reasons.join('; ') : `HTTP ${health.status}`;
+    return failed(
+      'daemon',
+      'unavailable',
+      `the daemon (${where}) is unhealthy: ${reasons}`,
+      'Look at its log (journalctl -u credvault).',
+    );
+  }
+  const sweep = health.body.last_sweep_at;
+  return ok('daemon', `running (${where})${sweep ? `, last sweep ${sweep}` : ', no sweep finished yet'}`);
+}

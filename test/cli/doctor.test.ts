@@ -1,0 +1,138 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { GOOGLE_ADWORDS_SCOPE, startGoogleDouble } from '../doubles/index.js';
+import { seedConnections } from '../helpers/daemon.js';
+import { addAppFor } from '../helpers/flows.js';
+import { createVault, DB_KIND, type TestVault } from '../helpers/vault.js';
+
+/** `credvault doctor`: every check reported with what to do, the contract's exit code, nothing changed. */
+const cleanups: Array<() => Promise<unknown>> = [];
+afterEach(async () => {
+  for (const f of cleanups.splice(0).reverse()) await f();
+});
+
+interface Report {
+  ok: boolean;
+  checks: Array<{ name: string; status: string; message: string; fix: string | null }>;
+}
+
+async function doctor(v: TestVault, env: Record<string, string | undefined> = {}) {
+  const result = await v.cli(['doctor', '--json'], { env });
+  const report = JSON.parse(result.stdout) as Report;
+  const by = Object.fromEntries(report.checks.map((c) => [c.name, c]));
+  return { ...result, report, by };
+}
+
+async function vault(options?: { initialized?: boolean }) {
+  const v = await createVault(options);
+  cleanups.push(() => v.destroy());
+  return v;
+}
+
+describe('credvault doctor', () => {
+  it('reports a healthy vault, connections that need a person, and the daemon running, gone or killed', async () => {
+    const v = await vault();
+    const fresh = await doctor(v);
+    expect(fresh.code, fresh.stderr).toBe(0);
+    expect(fresh.report.checks.map((c) => [c.name, c.status])).toEqual([
+      ['database', 'ok'],
+      ['migrations', 'ok'],
+      ['key', 'ok'],
+      ['daemon', 'warning'],
+      ['connections', 'ok'],
+    ]);
+    expect(fresh.report.ok).toBe(true);
+    expect(fresh.by.key!.message).toMatch(/^local key [0-9a-f]+ .*opens the vault/);
+    expect(fresh.by.daemon!.fix).toContain('credvault daemon');
+
+    const double = await startGoogleDouble();
+    cleanups.push(() => double.close());
+    const app = await addAppFor(v, 'google_ads', double as never);
+    await seedConnections(v, double as never, app.label, app.clientId, GOOGLE_ADWORDS_SCOPE, 2, 3600);
+    await v.sql(
+      "update ad_account_connections set status = 'needs_reauth' where external_account_id = 'seed-0'",
+    );
+    const attention = await doctor(v);
+    expect(attention.code).toBe(0);
+    expect(attention.by.connections).toMatchObject({
+      status: 'warning',
+      message: '2 connections: 1 need a person now',
+    });
+    expect(attention.by.connections!.fix).toContain('credvault status');
+
+    // A daemon on a port the system picks: its run file says which, and the doctor reaches it there.
+    const daemon = v.spawn(['daemon', '--listen', '127.0.0.1:0'], { env: { CREDVAULT_LOCK_TIMEOUT: '60' } });
+    cleanups.push(async () => daemon.kill('SIGKILL'));
+    let logs = '';
+    await new Promise<void>((resolve, reject) => {
+      daemon.stderr!.on('data', (d: Buffer) => {
+        logs += d.toString();
+        if (logs.includes('listening on')) resolve();
+      });
+      daemon.on('close', () => reject(new Error(`the daemon exited: ${logs}`)));
+    });
+    const run = JSON.parse(readFileSync(join(v.home, 'run', 'daemon.json'), 'utf8'));
+    expect(run.listen.port).toBeGreaterThan(0);
+    expect(logs).toContain(`listening on 127.0.0.1:${run.listen.port} `);
+    const running = await doctor(v);
+    expect(running.code, running.stderr).toBe(0);
+    expect(running.by.daemon).toMatchObject({ status: 'ok' });
+    expect(running.by.daemon!.message).toContain(`running (pid ${daemon.pid}, 127.0.0.1:${run.listen.port})`);
+    expect(running.by.database!.message).toContain(
+      DB_KIND === 'pglite' ? 'through the daemon' : 'PostgreSQL',
+    );
+
+    daemon.kill('SIGKILL');
+    await new Promise((resolve) => daemon.once('close', resolve));
+    const killed = await doctor(v, { CREDVAULT_LOCK_TIMEOUT: '60' });
+    expect(killed.code, killed.stderr).toBe(0);
+    expect(killed.by.daemon).toMatchObject({ status: 'warning' });
+    expect(killed.by.daemon!.message).toContain('did not shut down cleanly');
+  });
+
+  it('an uninitialized vault: exit 8, what to do for each problem, and nothing made', async () => {
+    const v = await vault({ initialized: false });
+    const result = await doctor(v);
+    expect(result.code).toBe(8);
+    expect(JSON.parse(result.stderr).error.code).toBe('database_error');
+    expect(result.report.ok).toBe(false);
+    if (DB_KIND === 'pglite') {
+      expect(result.by.database).toMatchObject({ status: 'failed' });
+      expect(result.by.database!.fix).toContain('credvault init');
+      expect(result.by.migrations!.status).toBe('skipped');
+      expect(existsSync(v.home)).toBe(false);
+    } else {
+      expect(result.by.database!.status).toBe('ok');
+      expect(result.by.migrations).toMatchObject({
+        status: 'failed',
+        fix: expect.stringContaining('db migrate'),
+      });
+      const tables = await v.sql("select 1 from information_schema.tables where table_schema = 'public'");
+      expect(tables).toEqual([]);
+    }
+    expect(result.by.key).toMatchObject({ status: 'failed', message: 'no master key is configured' });
+    expect(result.by.connections!.status).toBe('skipped');
+
+    const human = await v.cli(['doctor']);
+    expect(human.code).toBe(8);
+    expect(human.stdout).toMatch(/✗ key +no master key is configured\n +→ Set CREDENTIAL_MASTER_KEY/);
+    expect(human.stderr).toContain('2 checks failed: ');
+  });
+
+  it('a wrong master key: exit 6 naming both key ids, and the database unchanged', async () => {
+    const v = await vault();
+    const before = await v.dump();
+    const key = (await v.cli(['key', 'generate'])).stdout.trim();
+    const result = await doctor(v, { CREDENTIAL_MASTER_KEY: key });
+    expect(result.code).toBe(6);
+    expect(JSON.parse(result.stderr).error).toEqual({ code: 'key_error', message: '1 check failed: key' });
+    expect(result.by.key!.status).toBe('failed');
+    expect(result.by.key!.message).toMatch(
+      /^the master key does not match this vault \(expected key id [0-9a-f]+, got [0-9a-f]+\)/,
+    );
+    expect(result.by.database!.status).toBe('ok');
+    expect(await v.dump()).toEqual(before);
+    expect(JSON.stringify(result.report)).not.toContain(key);
+  });
+});
