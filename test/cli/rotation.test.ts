@@ -1,5 +1,5 @@
 import { randomBytes, randomUUID } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
+import { chmodSync, existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { resolveConfig } from '../../src/config.js';
@@ -117,6 +117,21 @@ describe('key rotate', () => {
     expect(toC.code, toC.stderr).toBe(0);
     expect(readFileSync(retiredA, 'utf8').trim()).toBe(keyA);
     expect(readFileSync(join(v.home, 'master.key'), 'utf8').trim()).not.toBe(keyA);
+    expect(await decryptAll(v)).toEqual([...secrets].sort());
+  });
+
+  it('installs a new key file the user wrote with any mode as master.key 0600', async () => {
+    const { v, secrets } = await vaultWithSecrets(1);
+    const key = (await v.cli(['key', 'generate'])).stdout.trim();
+    const file = join(v.home, 'master.key.new');
+    writeFileSync(file, `${key}\n`, { mode: 0o644 });
+    chmodSync(file, 0o644);
+    const rotated = await v.cli(['key', 'rotate', '--new-key-file', file, '--json']);
+    expect(rotated.code, rotated.stderr).toBe(0);
+    const installed = join(v.home, 'master.key');
+    expect(readFileSync(installed, 'utf8').trim()).toBe(key);
+    expect(statSync(installed).mode & 0o777).toBe(0o600);
+    expect(existsSync(file)).toBe(false);
     expect(await decryptAll(v)).toEqual([...secrets].sort());
   });
 

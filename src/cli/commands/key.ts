@@ -1,4 +1,4 @@
-import { existsSync, linkSync, renameSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, linkSync, renameSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import type { KeySource } from '../../crypto/key-source.js';
 import { homeKeyPath, locateKey, noKeyError, resolveKeySource } from '../../crypto/key-sources.js';
 import { generateMasterKey, LocalKeySource } from '../../crypto/local-key.js';
@@ -227,6 +227,8 @@ export async function rotate(rt: Runtime, flags: RotateFlags): Promise<void> {
           source = `${homeKey}.installing-${process.pid}`;
           writeFileSync(source, `${newKeyText}\n`, { mode: 0o600, flag: 'wx' });
         }
+        // A --new-key-file the user wrote may have any mode: master.key is 0600 whatever it came from.
+        chmodSync(source, 0o600);
         renameSync(source, homeKey);
         installed = homeKey;
       } else {
