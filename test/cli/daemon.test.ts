@@ -135,6 +135,20 @@ describe('the token endpoint', () => {
     expect(served.every((r) => r.client_address !== null)).toBe(true);
   });
 
+  it('listens beyond loopback only with --allow-remote, and then warns that TLS belongs in front', async () => {
+    const v = await createVault();
+    cleanups.push(() => v.destroy());
+    const port = await freePort();
+    const refused = await v.cli(['daemon', '--listen', `0.0.0.0:${port}`]);
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toContain('0.0.0.0');
+    expect(refused.stderr).toContain('--allow-remote');
+    const daemon = await startDaemon(v, { args: ['--allow-remote'], tcpPort: port, host: '0.0.0.0' });
+    cleanups.push(() => daemon.stop());
+    expect((await daemon.get('/healthz')).status).toBe(200);
+    expect(daemon.logs()).toContain(`listening on 0.0.0.0:${port} beyond this machine: terminate TLS`);
+  });
+
   it('stops serving at once what another process revoked while it was held in memory', async () => {
     const { v, adopt } = await setup();
     await adopt('987', 'acct-a');

@@ -141,6 +141,35 @@ describe('failures', () => {
     expect(await statusOf(v)).toMatchObject({ status: 'active', consecutive_failures: 0, urgency: 'ok' });
   });
 
+  it.skipIf(DB_KIND !== 'postgres')(
+    'the platform call gives up before the lease it holds lapses, and the lease is given back',
+    async () => {
+      const double = await microsoft();
+      const { v } = await connected(double);
+      double.faults.hangNext(100);
+      const started = Date.now();
+      const child = v.spawn(['connections', 'refresh', 'acct', '--force'], {
+        env: { CREDVAULT_HTTP_TIMEOUT: '1' },
+      });
+      child.stdin!.end();
+      const exited = new Promise<number>((resolve) => child.on('close', (code) => resolve(code ?? 1)));
+      // While the platform holds the request: the lease runs well past the platform call's deadline.
+      let leaseLeftMs = 0;
+      while (!leaseLeftMs && Date.now() - started < 5_000) {
+        const [row] = await v.sql<{ left_ms: number | null }>(
+          'select (extract(epoch from lease_expires_at - now()) * 1000)::int as left_ms from oauth_tokens_vault where lease_owner is not null',
+        );
+        leaseLeftMs = row?.left_ms ?? 0;
+      }
+      expect(leaseLeftMs).toBeGreaterThan(5_000);
+      expect(await exited).toBe(5);
+      // Given up at the deadline (1 s a try), before the lease would lapse; and the lease is released.
+      expect(Date.now() - started).toBeLessThan(leaseLeftMs);
+      const [row] = await v.sql<{ lease_owner: string | null }>('select lease_owner from oauth_tokens_vault');
+      expect(row!.lease_owner).toBeNull();
+    },
+  );
+
   it('honours Retry-After: 2 on a 429 and then succeeds', async () => {
     const double = await microsoft();
     const { v } = await connected(double);

@@ -1,3 +1,4 @@
+import { createDecipheriv, hkdfSync } from 'node:crypto';
 import { inspect } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { Keyring, type WrappedDataKey } from '../../src/crypto/envelope.js';
@@ -65,6 +66,38 @@ describe('master key', () => {
     expect(masterKeyId(key)).toBe(id);
     expect(masterKeyId(parseMasterKey(generateMasterKey(), 'x'))).not.toBe(id);
     expect(key.toString('hex')).not.toContain(id);
+  });
+
+  // Known answers: the master key 00 01 … 1f, and a data key ff fe … e0 wrapped by it in 2026. A vault
+  // made today must open with every later version; a change to the derivation breaks these.
+  const KAT_KEY = 'AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=';
+  const KAT_DEK = Buffer.from(Array.from({ length: 32 }, (_, i) => 255 - i));
+  const KAT_DEK_ID = '00000000-0000-4000-8000-000000000001';
+  const KAT_WRAPPED = 'lk1.4QC7skaOAmYeXVCjQN9CQjSdkKM3SRmn3tqTKPR2paO_1Qg4Gerh_A85EEAwhYJR0kD716UEVOOw3PIZ';
+
+  it('derives the key-encryption key with HKDF-SHA256 and a fixed label (known answers)', () => {
+    const master = parseMasterKey(KAT_KEY, 'test');
+    expect(masterKeyId(master)).toBe('67f43fb26f6b479b');
+    expect(
+      LocalKeySource.fromText(KAT_KEY, 'test').unwrapSync(KAT_WRAPPED, { dataKeyId: KAT_DEK_ID }),
+    ).toEqual(KAT_DEK);
+    // The same wrapped key, opened without credvault's code: AES-256-GCM under HKDF-SHA256(master key,
+    // salt "credvault", info "credvault/kek/v1"), nonce first and tag last, the data key's id and the
+    // key id as associated data.
+    const open = (kek: Buffer) => {
+      const sealed = Buffer.from(KAT_WRAPPED.slice('lk1.'.length), 'base64url');
+      const decipher = createDecipheriv('aes-256-gcm', kek, sealed.subarray(0, 12));
+      decipher.setAAD(Buffer.from(`credvault/dek/v1\0${KAT_DEK_ID}\0${masterKeyId(master)}`, 'utf8'));
+      decipher.setAuthTag(sealed.subarray(sealed.length - 16));
+      return Buffer.concat([decipher.update(sealed.subarray(12, sealed.length - 16)), decipher.final()]);
+    };
+    const kek = Buffer.from(hkdfSync('sha256', master, 'credvault', 'credvault/kek/v1', 32));
+    expect(open(kek)).toEqual(KAT_DEK);
+    // The master key itself is not the key-encryption key, nor is a key derived under another label.
+    expect(() => open(master)).toThrow();
+    expect(() =>
+      open(Buffer.from(hkdfSync('sha256', master, 'credvault', 'credvault/key-id/v1', 32))),
+    ).toThrow();
   });
 });
 
