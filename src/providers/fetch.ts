@@ -7,8 +7,8 @@ import type { IncomingMessage, RequestOptions } from 'node:http';
  * README's benchmarks, 860 µs against 450 µs for a small token answer: 280 µs for the node:http
  * request, the rest building the Response; most of fetch's is web streams): a daemon refreshing a
  * fleet spends its time there. This one buffers the answer (a token or API answer is small; past
- * MAX_BODY_BYTES it fails) and hands back a standard Response, so oauth4webapi (its customFetch) and
- * our API calls read it as they read fetch's.
+ * MAX_BODY_BYTES it fails) and hands back a BufferedResponse, which oauth4webapi (its customFetch) and
+ * our API calls read as they read fetch's Response.
  *
  * What it does as fetch does: the abort signal's reason as the rejection, a network failure as
  * TypeError('fetch failed', { cause }), a form body's content type, redirects never followed
@@ -76,6 +76,100 @@ const STALE_SOCKET = new Set(['ECONNRESET', 'EPIPE']);
 
 /** Statuses whose Response must have no body. */
 const NULL_BODY = new Set([101, 103, 204, 205, 304]);
+
+/**
+ * An answer already read into memory, with the part of Response that oauth4webapi and credvault use:
+ * status, ok, headers, text(), json(), arrayBuffer(), clone(), bodyUsed, body. It is a Response the
+ * way oauth4webapi checks (its prototype's Symbol.toStringTag; see isResponse for ours). undici's
+ * Response wraps even a buffered body in web streams: about 30 µs of a daemon's ~450 µs per refresh.
+ */
+export class BufferedResponse {
+  readonly status: number;
+  readonly statusText: string;
+  readonly headers: Headers;
+  readonly url: string;
+  readonly redirected = false;
+  readonly type = 'basic';
+  readonly #content: Buffer | null;
+  #used = false;
+  #stream: ReadableStream<Uint8Array> | null | undefined;
+
+  constructor(
+    content: Buffer | null,
+    init: { status: number; statusText?: string; headers: Headers; url?: string },
+  ) {
+    if (init.status < 200 || init.status > 599)
+      throw new RangeError(`HTTP status ${init.status} is not a response`);
+    this.#content = content;
+    this.status = init.status;
+    this.statusText = init.statusText ?? '';
+    this.headers = init.headers;
+    this.url = init.url ?? '';
+  }
+
+  get [Symbol.toStringTag](): string {
+    return 'Response';
+  }
+
+  get ok(): boolean {
+    return this.status >= 200 && this.status < 300;
+  }
+
+  get bodyUsed(): boolean {
+    return this.#used;
+  }
+
+  /** The body as a stream, made only when asked for (reading it uses the body up, as fetch's does). */
+  get body(): ReadableStream<Uint8Array> | null {
+    if (this.#stream === undefined) {
+      const content = this.#content;
+      this.#stream = content
+        ? new ReadableStream<Uint8Array>({
+            start: (controller) => {
+              this.#used = true;
+              controller.enqueue(new Uint8Array(content));
+              controller.close();
+            },
+          })
+        : null;
+    }
+    return this.#stream;
+  }
+
+  #take(): Buffer {
+    if (this.#used || this.#stream) throw new TypeError('Body is unusable: Body has already been read');
+    this.#used = true;
+    return this.#content ?? Buffer.alloc(0);
+  }
+
+  async text(): Promise<string> {
+    return new TextDecoder().decode(this.#take());
+  }
+
+  async json(): Promise<unknown> {
+    return JSON.parse(await this.text());
+  }
+
+  async arrayBuffer(): Promise<ArrayBuffer> {
+    const content = this.#take();
+    return content.buffer.slice(content.byteOffset, content.byteOffset + content.byteLength) as ArrayBuffer;
+  }
+
+  clone(): BufferedResponse {
+    if (this.#used || this.#stream) throw new TypeError('Response.clone: Body has already been consumed.');
+    return new BufferedResponse(this.#content, this);
+  }
+
+  /** As what platformFetch promises (fetch's signature): the members above are the ones read. */
+  asResponse(): Response {
+    return this as unknown as Response;
+  }
+}
+
+/** fetch's Response or platformFetch's: what a platform answered. */
+export function isResponse(value: unknown): value is Response | BufferedResponse {
+  return value instanceof BufferedResponse || value instanceof Response;
+}
 
 function toHeaders(res: IncomingMessage): Headers {
   const headers = new Headers();
@@ -169,7 +263,12 @@ export async function platformFetch(input: string | URL, init: PlatformFetchInit
         try {
           const content = NULL_BODY.has(status) ? null : Buffer.concat(chunks, size);
           resolve(
-            new Response(content, { status, statusText: res.statusMessage ?? '', headers: toHeaders(res) }),
+            new BufferedResponse(content, {
+              status,
+              statusText: res.statusMessage ?? '',
+              headers: toHeaders(res),
+              url: url.href,
+            }).asResponse(),
           );
         } catch (error) {
           // A status that a Response cannot carry (below 200 or past 599).

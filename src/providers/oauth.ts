@@ -3,7 +3,7 @@ import { Secret } from '../crypto/secret.js';
 import { isLoopbackHost } from '../util/net.js';
 import { excerpt, safeCode } from '../util/redact.js';
 import { classifyStatus, ProviderError, parseRetryAfter } from './errors.js';
-import { platformFetch } from './fetch.js';
+import { BufferedResponse, isResponse, platformFetch } from './fetch.js';
 import { DEFAULT_USER_AGENT, networkFailure } from './http.js';
 import type { CallOptions, CodeExchange, ProviderApp, TokenResult } from './types.js';
 
@@ -95,7 +95,7 @@ async function withTokenType(response: Response, tokenType: string): Promise<Res
   if (!response.ok || !response.headers.get('content-type')?.includes('json')) return response;
   const body = (await response.json()) as Record<string, unknown>;
   if (body.token_type === undefined) body.token_type = tokenType;
-  return new Response(JSON.stringify(body), { status: response.status, headers: response.headers });
+  return new BufferedResponse(Buffer.from(JSON.stringify(body)), response).asResponse();
 }
 
 function toTokenResult(json: oauth.TokenEndpointResponse, now: number): TokenResult {
@@ -159,7 +159,7 @@ function classify(
   }
   if (error instanceof oauth.OperationProcessingError) {
     const response = (error as { cause?: unknown }).cause;
-    if (response instanceof Response) {
+    if (isResponse(response)) {
       return new ProviderError(
         classifyStatus(response.status),
         `${what} failed with HTTP ${response.status}`,

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
-import { MAX_BODY_BYTES, platformFetch } from '../../src/providers/fetch.js';
+import { isResponse, MAX_BODY_BYTES, platformFetch } from '../../src/providers/fetch.js';
 
 /** The platforms' HTTP client (node:http under a fetch-shaped function), against local servers. */
 const servers: Server[] = [];
@@ -34,7 +34,7 @@ async function serve(handler: (req: IncomingMessage, body: string, res: ServerRe
 }
 
 describe('platformFetch', () => {
-  it('sends a form like fetch does and gives back a standard Response, on one kept-alive connection', async () => {
+  it('sends a form like fetch does and gives back an answer read like a Response, on one kept-alive connection', async () => {
     const seen: Array<{
       method: string;
       type: string;
@@ -61,11 +61,21 @@ describe('platformFetch', () => {
       headers: { 'User-Agent': 'credvault/test' },
       body: form,
     });
-    expect(first).toBeInstanceOf(Response);
+    // A Response as oauth4webapi checks one (its prototype's tag), and as ours (isResponse).
+    expect(Object.getPrototypeOf(first)[Symbol.toStringTag]).toBe('Response');
+    expect(isResponse(first)).toBe(true);
     expect(first.status).toBe(200);
     expect(first.ok).toBe(true);
     expect(first.headers.get('x-request-id')).toBe('abc');
+    const copy = first.clone();
+    expect(first.bodyUsed).toBe(false);
     expect(await first.json()).toEqual({ access_token: 'at-1', n: 1 });
+    // Read once, as fetch's: a second read fails, a copy made before still reads.
+    expect(first.bodyUsed).toBe(true);
+    await expect(first.text()).rejects.toThrow(TypeError);
+    expect(() => first.clone()).toThrow(TypeError);
+    expect(await new Response(copy.body).text()).toBe('{"access_token":"at-1","n":1}');
+    expect(copy.bodyUsed).toBe(true);
     const second = await platformFetch(new URL(`${url}/token`), { method: 'POST', body: form });
     expect(await second.json()).toEqual({ access_token: 'at-1', n: 2 });
     expect(seen[0]).toEqual({
