@@ -146,6 +146,10 @@ describe('the token endpoint', () => {
     const daemon = await startDaemon(v, { args: ['--allow-remote'], tcpPort: port, host: '0.0.0.0' });
     cleanups.push(() => daemon.stop());
     expect((await daemon.get('/healthz')).status).toBe(200);
+    // The start-up log comes once the daemon is ready (after its first maintenance), soon after /healthz.
+    for (let i = 0; i < 100 && !daemon.logs().includes('credvault daemon listening'); i++) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
     expect(daemon.logs()).toContain(`listening on 0.0.0.0:${port} beyond this machine: terminate TLS`);
   });
 
