@@ -29,21 +29,81 @@ interface Pending {
 /** Message types that end a sequence: Sync, simple Query, Terminate. */
 const SEQUENCE_ENDS = new Set(['S'.charCodeAt(0), 'Q'.charCodeAt(0), 'X'.charCodeAt(0)]);
 
-function endsSequence(message: Uint8Array): boolean {
-  // A startup or SSL/cancel request has no type byte: its first four bytes are its length.
-  const startup =
-    message.length >= 8 && new DataView(message.buffer, message.byteOffset).getInt32(0) === message.length;
-  return startup || SEQUENCE_ENDS.has(message[0]!);
+/** A startup or SSL/cancel request has no type byte: its first four bytes are its length. */
+function isUntyped(message: Uint8Array): boolean {
+  return (
+    message.length >= 8 && new DataView(message.buffer, message.byteOffset).getInt32(0) === message.length
+  );
 }
+
+function endsSequence(message: Uint8Array): boolean {
+  return isUntyped(message) || SEQUENCE_ENDS.has(message[0]!);
+}
+
+/**
+ * Finds NotificationResponse messages ('A': pid, channel, payload) in the wire protocol answers of
+ * one message, as they stream by in chunks that need not end where messages do.
+ */
+class NotificationScanner {
+  readonly #header = Buffer.alloc(5);
+  #headerLength = 0;
+  #remaining = 0;
+  #body: Buffer[] | null = null;
+  readonly #onNotification: (channel: string, payload: string) => void;
+
+  constructor(onNotification: (channel: string, payload: string) => void) {
+    this.#onNotification = onNotification;
+  }
+
+  push(chunk: Uint8Array): void {
+    const data = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+    let at = 0;
+    while (at < data.length) {
+      if (this.#headerLength < 5) {
+        const take = Math.min(5 - this.#headerLength, data.length - at);
+        data.copy(this.#header, this.#headerLength, at, at + take);
+        this.#headerLength += take;
+        at += take;
+        if (this.#headerLength < 5) return;
+        this.#remaining = this.#header.readInt32BE(1) - 4;
+        this.#body = this.#header[0] === NOTIFICATION ? [] : null;
+      }
+      const take = Math.min(this.#remaining, data.length - at);
+      this.#body?.push(Buffer.from(data.subarray(at, at + take)));
+      at += take;
+      this.#remaining -= take;
+      if (this.#remaining === 0) {
+        if (this.#body) {
+          const body = Buffer.concat(this.#body);
+          const channelEnd = body.indexOf(0, 4);
+          this.#onNotification(
+            body.toString('utf8', 4, channelEnd),
+            body.toString('utf8', channelEnd + 1, body.length - 1),
+          );
+        }
+        this.#headerLength = 0;
+        this.#body = null;
+      }
+    }
+  }
+}
+
+const NOTIFICATION = 'A'.charCodeAt(0);
 
 export class SessionQueue {
   readonly #db: PGlite;
+  readonly #onNotification: ((channel: string, payload: string) => void) | undefined;
   #queue: Pending[] = [];
   #owner: number | null = null;
   #running = false;
 
-  constructor(db: PGlite) {
+  /**
+   * `onNotification` sees the notifications in the answers (a NOTIFY committed through the socket
+   * reaches the session's own LISTEN): PGlite's listen() does not look at raw protocol answers.
+   */
+  constructor(db: PGlite, onNotification?: (channel: string, payload: string) => void) {
     this.#db = db;
+    this.#onNotification = onNotification;
   }
 
   enqueue(handlerId: number, message: Uint8Array, onData: (data: Uint8Array) => void): Promise<number> {
@@ -62,11 +122,17 @@ export class SessionQueue {
         if (index === -1 || this.#queue.length === 0) break;
         const [next] = this.#queue.splice(index, 1) as [Pending];
         let size = 0;
+        // A startup, SSL or cancel request has no type byte; its answer may not be typed either.
+        const scanner =
+          this.#onNotification && !isUntyped(next.message)
+            ? new NotificationScanner(this.#onNotification)
+            : null;
         try {
           await this.#db.runExclusive(() =>
             this.#db.execProtocolRawStream(next.message, {
               onRawData: (data) => {
                 size += data.length;
+                scanner?.push(data);
                 next.onData(data);
               },
             }),
@@ -110,7 +176,16 @@ export interface EmbeddedServer {
   close(): Promise<void>;
 }
 
-export async function serveEmbedded(home: string, lockTimeoutMs: number): Promise<EmbeddedServer> {
+/**
+ * Serves the embedded database on its socket. `notifications` listen on the session before anyone can
+ * connect: a NOTIFY that another command commits through the socket comes back in that command's own
+ * answer, where the queue sees it, before the command's statement returns.
+ */
+export async function serveEmbedded(
+  home: string,
+  lockTimeoutMs: number,
+  notifications?: { channel: string; onPayload: (payload: string) => void },
+): Promise<EmbeddedServer> {
   const lock = await acquireDatabaseLock(home, lockTimeoutMs, embeddedDataDir(home));
   const socketPath = embeddedSocketPath(home);
   try {
@@ -120,7 +195,14 @@ export async function serveEmbedded(home: string, lockTimeoutMs: number): Promis
     ]);
     const db = new PGlite(embeddedDataDir(home));
     await db.waitReady;
-    const queue = new SessionQueue(db);
+    const queue = new SessionQueue(
+      db,
+      notifications &&
+        ((channel, payload) => {
+          if (channel === notifications.channel) notifications.onPayload(payload);
+        }),
+    );
+    if (notifications) await db.exec(`LISTEN ${notifications.channel}`);
     const sockets = new Set<Socket>();
     const server: Server = createServer((socket) => {
       sockets.add(socket);

@@ -69,6 +69,7 @@ export async function runDaemon(
 ): Promise<number> {
   const log: Logger = createLogger(stderr, config.verbose ? 'debug' : 'info');
   const notifier = new SystemdNotifier(config.env);
+  const cache = new DaemonCache();
   let embedded: EmbeddedServer | null = null;
   let database: Database;
   if (config.databaseUrl) {
@@ -80,7 +81,10 @@ export async function runDaemon(
       applicationName: 'credvault-daemon',
     });
   } else {
-    embedded = await serveEmbedded(config.home, config.lockTimeoutMs);
+    embedded = await serveEmbedded(config.home, config.lockTimeoutMs, {
+      channel: CHANGES_CHANNEL,
+      onPayload: (payload) => cache.invalidate(payload),
+    });
     database = await openDatabase({
       url: null,
       home: config.home,
@@ -90,7 +94,6 @@ export async function runDaemon(
   }
   const ctx = new ServiceContext(database, config, { name: 'daemon' });
   const metrics = new DaemonMetrics();
-  const cache = new DaemonCache();
   // The audit chain's head as this daemon last wrote it: its two writers take turns after it.
   const chain = new AuditChain();
   const audit = new AuditBatcher(ctx, metrics, chain);
@@ -119,8 +122,7 @@ export async function runDaemon(
     // The key must open this vault before the daemon says it is ready.
     await ctx.vaultDataKeyId();
 
-    // On the embedded database nobody else can notify (every process comes through this daemon's
-    // socket, and notifications do not cross it): the cache is checked every second instead.
+    // On the embedded database the daemon's PGlite itself listens (see serveEmbedded).
     if (database.listen && !database.shared) {
       unlisten = await database.listen(CHANGES_CHANNEL, (payload) => cache.invalidate(payload));
     }
@@ -158,15 +160,15 @@ export async function runDaemon(
     );
     chmodSync(runFile, 0o600);
 
-    // The embedded database has no other process to notify; PostgreSQL's notifications can be lost
-    // with a dropped connection. Either way, cached entries are checked against the database.
+    // Notifications can be lost with a dropped PostgreSQL connection, and a change made outside
+    // credvault sends none: cached entries are also checked against the database now and then.
     timers.push(
       setInterval(
         () =>
           void cache
             .revalidate(ctx.db)
             .catch((e) => log.warn('cache check failed', { error: (e as Error).message })),
-        unlisten ? 30_000 : 1_000,
+        embedded || unlisten ? 30_000 : 1_000,
       ),
     );
     timers.push(setInterval(() => void refreshGauges(ctx, metrics, log).catch(() => {}), 15_000));

@@ -23,6 +23,42 @@ describe('the embedded database served to several connections', () => {
     rmSync(home, { recursive: true, force: true });
   });
 
+  it('hands the daemon the notifications other connections commit, before their statements return', async () => {
+    const own = mkdtempSync(join(tmpdir(), 'credvault-embedded-'));
+    const seen: string[] = [];
+    const server = await serveEmbedded(own, 5000, {
+      channel: 'credvault_changes',
+      onPayload: (p) => seen.push(p),
+    });
+    const sql = postgres({ ...postgresOptions({ socket: server.socketPath }), max: 2, onnotice: () => {} });
+    try {
+      await sql`select pg_notify('credvault_changes', 'client:1')`;
+      expect(seen).toEqual(['client:1']);
+      // Committed: delivered at the commit, after a large answer in the same transaction; rolled back:
+      // never. Another channel is not ours.
+      const long = 'x'.repeat(7000);
+      await sql.begin(async (tx) => {
+        await tx`select pg_notify('credvault_changes', ${`grant:${long}`})`;
+        await tx`select g, repeat('y', 100) from generate_series(1, 2000) g`;
+        await tx`select pg_notify('elsewhere', 'no')`;
+        expect(seen).toHaveLength(1);
+      });
+      expect(seen).toEqual(['client:1', `grant:${long}`]);
+      await sql
+        .begin(async (tx) => {
+          await tx`select pg_notify('credvault_changes', 'connection:9')`;
+          throw new Error('roll back');
+        })
+        .catch(() => {});
+      await sql`select 1`;
+      expect(seen).toHaveLength(2);
+    } finally {
+      await sql.end();
+      await server.close();
+      rmSync(own, { recursive: true, force: true });
+    }
+  });
+
   it('keeps concurrent parameterized queries and transactions of different connections apart', async () => {
     const clients = [1, 2, 3].map(() =>
       postgres({ ...postgresOptions({ socket: served.socketPath }), max: 4, onnotice: () => {} }),

@@ -3,8 +3,8 @@ import type { Db } from '../client.js';
 
 /**
  * Tells running daemons that something they may have cached changed. Sent inside the writer's
- * transaction, so PostgreSQL delivers it on commit (and never for a rolled-back change). The embedded
- * database has no other listener process; the daemon there polls instead.
+ * transaction, so PostgreSQL delivers it on commit (and never for a rolled-back change). On the
+ * embedded database it goes through the daemon's socket to the daemon's own PGlite, which listens.
  */
 export const CHANGES_CHANNEL = 'credvault_changes';
 
