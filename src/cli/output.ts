@@ -1,5 +1,6 @@
 import type { ChalkInstance } from 'chalk';
 import type TableType from 'cli-table3';
+import { errorMessage } from '../db/errors.js';
 import { CredvaultError, InternalError } from '../errors.js';
 
 /** The colours output uses; identity functions until `prepare()` loads chalk for a human at a terminal. */
@@ -174,7 +175,7 @@ export class Output {
 
   error(error: unknown): number {
     const known = error instanceof CredvaultError ? error : null;
-    const shown = known ?? new InternalError(`unexpected failure: ${describe(error)}`);
+    const shown = known ?? new InternalError(`unexpected failure: ${errorMessage(error)}`);
     if (this.json) {
       this.#stderr.write(`${JSON.stringify({ error: { code: shown.code, message: shown.message } })}\n`);
     } else {
@@ -191,19 +192,6 @@ export class Output {
     }
     return shown.exitCode;
   }
-}
-
-/** An unexpected error's own message, never a wrapped query with its parameters. */
-function describe(error: unknown): string {
-  if (error instanceof Error) {
-    const cause = (error as { cause?: unknown }).cause;
-    // drizzle's wrapper puts the whole query and its parameters in its message: never print that.
-    if (error.message.startsWith('Failed query:')) {
-      return cause instanceof Error ? cause.message : 'a database query failed';
-    }
-    return error.message;
-  }
-  return String(error);
 }
 
 export function formatValue(value: unknown): string {

@@ -6,6 +6,7 @@ import { getTableName } from 'drizzle-orm';
 import { databaseLabel, runFilePath } from '../cli/fast-token.js';
 import type { Config } from '../config.js';
 import { type Database, openDatabase } from '../db/client.js';
+import { errorMessage } from '../db/errors.js';
 import { maintainTables } from '../db/maintenance.js';
 import { assertMigrated } from '../db/migrate.js';
 import { adAccountConnections, dataKeys, oauthTokensVault } from '../db/schema/index.js';
@@ -167,7 +168,7 @@ export async function runDaemon(
         () =>
           void cache
             .revalidate(ctx.db)
-            .catch((e) => log.warn('cache check failed', { error: (e as Error).message })),
+            .catch((e) => log.warn('cache check failed', { error: errorMessage(e) })),
         embedded || unlisten ? 30_000 : 1_000,
       ),
     );
@@ -228,7 +229,7 @@ export async function runDaemon(
         clearTimeout(deadline);
         resolve(0);
       } catch (error) {
-        log.error('shutdown failed', { error: (error as Error).message });
+        log.error('shutdown failed', { error: errorMessage(error) });
         clearTimeout(deadline);
         resolve(1);
       }
@@ -270,7 +271,7 @@ function maintenance(database: Database, vacuum: boolean, log: Logger) {
         }
       }
     } catch (error) {
-      log.warn('database maintenance failed', { error: (error as Error).message });
+      log.warn('database maintenance failed', { error: errorMessage(error) });
     }
   };
   return {

@@ -1,3 +1,4 @@
+import { errorMessage } from '../db/errors.js';
 import type { ConnectionRow } from '../db/store/connections.js';
 import * as connectionStore from '../db/store/connections.js';
 import type { ClaimedGrant } from '../db/store/tokens.js';
@@ -123,7 +124,7 @@ export class RefreshScheduler {
         this.lastError = null;
       } catch (error) {
         // Shown by /healthz, which needs no token: scrubbed like a log line.
-        this.lastError = redact((error as Error).message);
+        this.lastError = redact(errorMessage(error));
         this.#log.error('refresh sweep failed', { error: this.lastError });
         delay = Math.min(delay, 10_000);
       }
@@ -274,7 +275,10 @@ export class RefreshScheduler {
         }
       } catch (error) {
         outcome = 'internal';
-        this.#log.error('refresh failed unexpectedly', { grant: grant.id, error: (error as Error).message });
+        this.#log.error('refresh failed unexpectedly', {
+          grant: grant.id,
+          error: redact(errorMessage(error)),
+        });
       }
       this.#metrics.refreshes.inc({ platform: grant.platform, outcome });
       if (outcome === 'rate_limited') {

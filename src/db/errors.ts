@@ -77,3 +77,18 @@ export function mapDatabaseError(error: unknown, where: string): CredvaultError 
   }
   return null;
 }
+
+/**
+ * An error's message fit to show or log: drizzle's wrapper puts the whole query and its parameters
+ * in its own ("Failed query: …"), so for that the driver's message is used instead.
+ */
+export function errorMessage(error: unknown): string {
+  if (error instanceof Error) {
+    const cause = (error as { cause?: unknown }).cause;
+    if (error.message.startsWith('Failed query:')) {
+      return cause instanceof Error ? cause.message : 'a database query failed';
+    }
+    return error.message;
+  }
+  return String(error);
+}

@@ -119,25 +119,36 @@ export class BufferedResponse {
     return this.#used;
   }
 
-  /** The body as a stream, made only when asked for (reading it uses the body up, as fetch's does). */
+  /**
+   * The body as a stream, made only when asked for. As fetch's: reading it (not asking for it) uses the
+   * body up, and the stream of a body already read fails.
+   */
   get body(): ReadableStream<Uint8Array> | null {
     if (this.#stream === undefined) {
       const content = this.#content;
       this.#stream = content
-        ? new ReadableStream<Uint8Array>({
-            start: (controller) => {
-              this.#used = true;
-              controller.enqueue(new Uint8Array(content));
-              controller.close();
+        ? new ReadableStream<Uint8Array>(
+            {
+              pull: (controller) => {
+                if (this.#used) {
+                  controller.error(new TypeError('Body is unusable: Body has already been read'));
+                  return;
+                }
+                this.#used = true;
+                controller.enqueue(new Uint8Array(content));
+                controller.close();
+              },
             },
-          })
+            // Nothing is pulled before someone reads.
+            { highWaterMark: 0 },
+          )
         : null;
     }
     return this.#stream;
   }
 
   #take(): Buffer {
-    if (this.#used || this.#stream) throw new TypeError('Body is unusable: Body has already been read');
+    if (this.#used) throw new TypeError('Body is unusable: Body has already been read');
     this.#used = true;
     return this.#content ?? Buffer.alloc(0);
   }
@@ -156,8 +167,8 @@ export class BufferedResponse {
   }
 
   clone(): BufferedResponse {
-    if (this.#used || this.#stream) throw new TypeError('Response.clone: Body has already been consumed.');
-    return new BufferedResponse(this.#content, this);
+    if (this.#used) throw new TypeError('Response.clone: Body has already been consumed.');
+    return new BufferedResponse(this.#content, { ...this, headers: new Headers(this.headers) });
   }
 
   /** As what platformFetch promises (fetch's signature): the members above are the ones read. */

@@ -3,7 +3,7 @@ import { databaseLabel, readRunFile, runFilePath } from '../cli/fast-token.js';
 import type { Config } from '../config.js';
 import { locateKey } from '../crypto/key-sources.js';
 import { type Listen, listenLabel } from '../daemon/options.js';
-import { type Database, embeddedDataDir, embeddedSocketPath, openDatabase } from '../db/client.js';
+import { type Database, embeddedDataDir, openDatabase } from '../db/client.js';
 import { mapDatabaseError } from '../db/errors.js';
 import { lastAppliedMigration, migrationStatus } from '../db/migrate.js';
 import { CredvaultError, type ErrorCode } from '../errors.js';
@@ -66,14 +66,24 @@ function asFailure(name: Check['name'], error: unknown, where: string, fallback:
 
 export async function diagnose(config: Config): Promise<DoctorReport> {
   const checks: Check[] = [];
+  const opened: { database: Database | null } = { database: null };
+  try {
+    return await runChecks(config, checks, opened);
+  } finally {
+    await opened.database?.close().catch(() => {});
+  }
+}
+
+async function runChecks(
+  config: Config,
+  checks: Check[],
+  opened: { database: Database | null },
+): Promise<DoctorReport> {
   const where = config.databaseUrl ? databaseLabel(config.databaseUrl) : embeddedDataDir(config.home);
   let database: Database | null = null;
-  if (
-    !config.databaseUrl &&
-    !existsSync(embeddedDataDir(config.home)) &&
-    !existsSync(embeddedSocketPath(config.home))
-  ) {
-    // Opening it would make an empty database: a doctor changes nothing.
+  if (!config.databaseUrl && !existsSync(embeddedDataDir(config.home))) {
+    // Opening it would make an empty database (a daemon's socket left behind without one would not
+    // stop that): a doctor changes nothing.
     checks.push(
       failed(
         'database',
@@ -84,7 +94,11 @@ export async function diagnose(config: Config): Promise<DoctorReport> {
     );
   } else {
     try {
-      database = await openDatabase({ url: config.databaseUrl, home: config.home, lockTimeoutMs: 3_000 });
+      database = opened.database = await openDatabase({
+        url: config.databaseUrl,
+        home: config.home,
+        lockTimeoutMs: config.lockTimeoutMs,
+      });
       const [row] = await database.query<{ version: string }>(
         "select current_setting('server_version') as version",
       );
@@ -160,7 +174,6 @@ export async function diagnose(config: Config): Promise<DoctorReport> {
   } else {
     checks.push(skipped('connections', 'needs a migrated database'));
   }
-  await database?.close().catch(() => {});
   return { ok: checks.every((c) => c.status !== 'failed'), checks };
 }
 
@@ -202,11 +215,11 @@ async function checkKey(ctx: ServiceContext): Promise<Check> {
   }
   const location = locateKey(ctx.config.env, ctx.config.home);
   if (location.kind === 'file') {
-    const mode = statSync(location.path).mode & 0o777;
+    const mode = statSync(location.path, { throwIfNoEntry: false })?.mode ?? 0;
     if (mode & 0o077) {
       return warning(
         'key',
-        `${source} opens the vault, but the file is readable by others (mode ${mode.toString(8).padStart(4, '0')})`,
+        `${source} opens the vault, but the file is readable by others (mode ${(mode & 0o777).toString(8).padStart(4, '0')})`,
         `chmod 600 ${location.path}`,
       );
     }

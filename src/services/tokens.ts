@@ -442,7 +442,8 @@ export async function writeResults(
             outcome: 'failure',
             detail: {
               ...result.audit.detail,
-              problem: 'lease lost to another refresher; this answer was discarded',
+              problem:
+                'the grant changed while this refresh was out (another refresher, or a re-encryption, after its lease lapsed); this answer was discarded',
             },
           },
     ),

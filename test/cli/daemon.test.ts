@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { existsSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { MICROSOFT_ADS_SCOPE, startMicrosoftDouble } from '../doubles/index.js';
@@ -138,20 +138,75 @@ describe('the token endpoint', () => {
   it('listens beyond loopback only with --allow-remote, and then warns that TLS belongs in front', async () => {
     const v = await createVault();
     cleanups.push(() => v.destroy());
-    const port = await freePort();
-    const refused = await v.cli(['daemon', '--listen', `0.0.0.0:${port}`]);
+    const refused = await v.cli(['daemon', '--listen', '0.0.0.0:0'], { timeoutMs: 15_000 });
     expect(refused.code).toBe(2);
     expect(refused.stderr).toContain('0.0.0.0');
     expect(refused.stderr).toContain('--allow-remote');
-    const daemon = await startDaemon(v, { args: ['--allow-remote'], tcpPort: port, host: '0.0.0.0' });
-    cleanups.push(() => daemon.stop());
-    expect((await daemon.get('/healthz')).status).toBe(200);
-    // The start-up log comes once the daemon is ready (after its first maintenance), soon after /healthz.
-    for (let i = 0; i < 100 && !daemon.logs().includes('credvault daemon listening'); i++) {
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
-    expect(daemon.logs()).toContain(`listening on 0.0.0.0:${port} beyond this machine: terminate TLS`);
+    // A port the system picks (no race with other tests for a free one), read from the run file.
+    const daemon = v.spawn(['daemon', '--listen', '0.0.0.0:0', '--allow-remote'], {
+      env: { CREDVAULT_LOCK_TIMEOUT: '60' },
+    });
+    cleanups.push(async () => daemon.kill('SIGKILL'));
+    let logs = '';
+    await new Promise<void>((resolve, reject) => {
+      daemon.stderr!.on('data', (d: Buffer) => {
+        logs += d.toString();
+        if (logs.includes('credvault daemon listening')) resolve();
+      });
+      daemon.on('close', () => reject(new Error(`the daemon exited: ${logs}`)));
+    });
+    const port = JSON.parse(readFileSync(join(v.home, 'run', 'daemon.json'), 'utf8')).listen.port as number;
+    expect((await fetch(`http://127.0.0.1:${port}/healthz`)).status).toBe(200);
+    expect(logs).toContain(`listening on 0.0.0.0:${port} beyond this machine: terminate TLS`);
   });
+
+  it.skipIf(DB_KIND !== 'postgres')(
+    'shows a failing claim on /healthz, gives nothing away meanwhile, and sweeps again once it works',
+    async () => {
+      const { v, adopt } = await setup();
+      await adopt('987', 'acct-a');
+      const daemon = await startDaemon(v);
+      cleanups.push(() => daemon.stop());
+      // The sweep's claim sets a lease; this trigger refuses exactly that (other updates pass).
+      await v.sql(`create function refuse_claims() returns trigger language plpgsql as $$
+        begin if new.lease_owner is not null then raise exception 'claims refused by the test'; end if;
+        return new; end $$`);
+      await v.sql(
+        'create trigger refuse_claims before update on oauth_tokens_vault for each row execute function refuse_claims()',
+      );
+      await v.sql(
+        "update oauth_tokens_vault set access_token_expires_at = now() + interval '1 minute', last_refreshed_at = now() - interval '1 hour'",
+      );
+      const [before] = await v.sql<{ version: number }>('select version from oauth_tokens_vault');
+      daemon.child.kill('SIGHUP'); // sweep now
+      const until = async (check: () => Promise<boolean>) => {
+        for (const deadline = Date.now() + 10_000; Date.now() < deadline; ) {
+          if (await check()) return true;
+          await new Promise((r) => setTimeout(r, 100));
+        }
+        return false;
+      };
+      expect(await until(async () => (await daemon.get('/healthz')).status === 503), daemon.logs()).toBe(
+        true,
+      );
+      const health = await daemon.get('/healthz');
+      expect(health.body).toContain('last sweep failed: ');
+      expect(health.body).toContain('claims refused by the test');
+      // The driver's message: never drizzle's, which carries the query and its parameters.
+      expect(health.body).not.toContain('Failed query');
+      expect(daemon.logs()).not.toContain('Failed query');
+      expect(await v.sql('select 1 from oauth_tokens_vault where lease_owner is not null')).toEqual([]);
+      await v.sql('drop trigger refuse_claims on oauth_tokens_vault');
+      daemon.child.kill('SIGHUP');
+      expect(await until(async () => (await daemon.get('/healthz')).status === 200), daemon.logs()).toBe(
+        true,
+      );
+      const [after] = await v.sql<{ version: number; lease_owner: string | null }>(
+        'select version, lease_owner from oauth_tokens_vault',
+      );
+      expect(after).toEqual({ version: before!.version + 1, lease_owner: null });
+    },
+  );
 
   it('stops serving at once what another process revoked while it was held in memory', async () => {
     const { v, adopt } = await setup();

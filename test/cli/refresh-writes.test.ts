@@ -181,10 +181,11 @@ describe("the daemon's one-statement refresh write", () => {
     const written = await withContext(v, (ctx) => ctx.transaction((tx) => writeResults(ctx, tx, late)));
     expect(written.rows).toEqual([null, null, null]);
     expect(await sealed(v)).toEqual(before);
-    const discarded = await v.sql<{ outcome: string }>(
-      'select outcome from credential_access_audit order by id desc limit 3',
+    const discarded = await v.sql<{ outcome: string; detail: { problem?: string } }>(
+      'select outcome, detail from credential_access_audit order by id desc limit 3',
     );
     expect(discarded.map((row) => row.outcome)).toEqual(['failure', 'failure', 'failure']);
+    expect(discarded[0]!.detail.problem).toContain('a re-encryption');
     expect(await auditRows(v)).toBe(rowsBefore + 3);
     // Every token still opens: the ones stored before, not the late answers.
     expect(await accessTokens(v)).toEqual(tokens);

@@ -39,17 +39,10 @@ export interface RunningDaemon {
 
 export async function startDaemon(
   vault: TestVault,
-  options: {
-    args?: string[];
-    env?: Record<string, string>;
-    tcpPort?: number;
-    /** The address to bind with tcpPort (127.0.0.1 unless given); requests go to 127.0.0.1. */
-    host?: string;
-    name?: string;
-  } = {},
+  options: { args?: string[]; env?: Record<string, string>; tcpPort?: number; name?: string } = {},
 ): Promise<RunningDaemon> {
   const listen = options.tcpPort
-    ? `${options.host ?? '127.0.0.1'}:${options.tcpPort}`
+    ? `127.0.0.1:${options.tcpPort}`
     : `unix:${join(vault.root, `${options.name ?? 'daemon'}.sock`)}`;
   const child = vault.spawn(['daemon', '--listen', listen, ...(options.args ?? [])], {
     env: { CREDVAULT_LOCK_TIMEOUT: '60', ...options.env },

@@ -6,8 +6,9 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import * as oauth from 'oauth4webapi';
 import { afterEach, describe, expect, it } from 'vitest';
-import { isResponse, MAX_BODY_BYTES, platformFetch } from '../../src/providers/fetch.js';
+import { BufferedResponse, isResponse, MAX_BODY_BYTES, platformFetch } from '../../src/providers/fetch.js';
 
 /** The platforms' HTTP client (node:http under a fetch-shaped function), against local servers. */
 const servers: Server[] = [];
@@ -245,5 +246,48 @@ describe('platformFetch', () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('BufferedResponse read by oauth4webapi', () => {
+  const as = { issuer: 'https://platform.example' };
+  const client = { client_id: 'app' };
+  const answer = (status: number, body: unknown, type = 'application/json') =>
+    new BufferedResponse(Buffer.from(typeof body === 'string' ? body : JSON.stringify(body)), {
+      status,
+      headers: new Headers({ 'content-type': type }),
+    }).asResponse();
+
+  it('processes a token answer, an OAuth error and a server error as it does fetch’s Response', async () => {
+    const ok = await oauth.processRefreshTokenResponse(
+      as,
+      client,
+      answer(200, { access_token: 'at', token_type: 'Bearer', expires_in: 3600 }),
+    );
+    expect(ok).toMatchObject({ access_token: 'at', token_type: 'bearer', expires_in: 3600 });
+    const refused = await oauth
+      .processRefreshTokenResponse(as, client, answer(400, { error: 'invalid_grant' }))
+      .catch((e: unknown) => e);
+    expect(refused).toBeInstanceOf(oauth.ResponseBodyError);
+    expect((refused as oauth.ResponseBodyError).error).toBe('invalid_grant');
+    const down = await oauth
+      .processRefreshTokenResponse(as, client, answer(503, 'busy', 'text/plain'))
+      .catch((e: unknown) => e);
+    expect(down).toBeInstanceOf(oauth.OperationProcessingError);
+    expect(isResponse((down as { cause?: unknown }).cause)).toBe(true);
+  });
+
+  it('uses its body once, as fetch’s: asking for the stream does not, reading it does', async () => {
+    const response = answer(200, { a: 1 });
+    expect(response.body).not.toBeNull();
+    expect(response.bodyUsed).toBe(false);
+    const copy = response.clone();
+    copy.headers.set('x-copy', '1');
+    expect(response.headers.get('x-copy')).toBeNull();
+    expect(await new Response(response.body).json()).toEqual({ a: 1 });
+    expect(response.bodyUsed).toBe(true);
+    await expect(response.json()).rejects.toThrow(TypeError);
+    expect(await copy.text()).toBe('{"a":1}');
+    await expect(new Response(copy.body).text()).rejects.toThrow(TypeError);
   });
 });

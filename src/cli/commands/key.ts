@@ -159,6 +159,9 @@ export async function rotate(rt: Runtime, flags: RotateFlags): Promise<void> {
       newKeyText,
       flags.newKeyFile === '-' ? 'standard input' : flags.newKeyFile,
     );
+    // master.key.new becomes master.key: 0600 whatever mode it was written with, before the vault
+    // answers to it (a file this user may not change stops the rotation here, not half-way).
+    if (flags.newKeyFile === `${homeKey}.new`) chmodSync(flags.newKeyFile, 0o600);
   } else if (current.kind !== 'local') {
     // A KMS key is rotated in the KMS; here that means renewing the wrapped keys (Vault's rewrap).
     next = current;
@@ -227,8 +230,6 @@ export async function rotate(rt: Runtime, flags: RotateFlags): Promise<void> {
           source = `${homeKey}.installing-${process.pid}`;
           writeFileSync(source, `${newKeyText}\n`, { mode: 0o600, flag: 'wx' });
         }
-        // A --new-key-file the user wrote may have any mode: master.key is 0600 whatever it came from.
-        chmodSync(source, 0o600);
         renameSync(source, homeKey);
         installed = homeKey;
       } else {
