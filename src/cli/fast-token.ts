@@ -65,17 +65,35 @@ export async function tokenFromDaemon(
   const run = readRunFile(homeFromEnv(env));
   if (!run || run.database !== databaseLabel(env.DATABASE_URL)) return null;
   const who = env.CREDVAULT_ACTOR?.trim() || osUser(env);
+  try {
+    const { status, body } = await getFromDaemon(
+      run.listen,
+      `/v1/connections/${encodeURIComponent(ref)}/token?min_ttl=${minTtl}`,
+      { authorization: `Bearer ${run.token}`, 'x-credvault-actor': who },
+      10_000,
+    );
+    return status === 200 ? (JSON.parse(body) as TokenDocument) : null;
+  } catch {
+    return null;
+  }
+}
+
+/** One GET on a running daemon's local endpoint: its status and body (or why there is none). */
+export async function getFromDaemon(
+  listen: RunFile['listen'],
+  path: string,
+  headers: Record<string, string>,
+  timeoutMs: number,
+): Promise<{ status: number; body: string }> {
   // Loaded only when a daemon is there to ask: without one, `token get` should not pay for it.
   const { request } = await import('node:http');
-  return new Promise((done) => {
+  return new Promise((resolve, reject) => {
     const req = request(
       {
-        ...(run.listen.kind === 'unix'
-          ? { socketPath: run.listen.path }
-          : { host: run.listen.host, port: run.listen.port }),
-        path: `/v1/connections/${encodeURIComponent(ref)}/token?min_ttl=${minTtl}`,
-        headers: { authorization: `Bearer ${run.token}`, 'x-credvault-actor': who, host: 'localhost' },
-        timeout: 10_000,
+        ...(listen.kind === 'unix' ? { socketPath: listen.path } : { host: listen.host, port: listen.port }),
+        path,
+        headers: { ...headers, host: 'localhost' },
+        timeout: timeoutMs,
       },
       (res) => {
         let body = '';
@@ -83,18 +101,12 @@ export async function tokenFromDaemon(
         res.on('data', (chunk: string) => {
           body += chunk;
         });
-        res.on('end', () => {
-          if (res.statusCode !== 200) return done(null);
-          try {
-            done(JSON.parse(body) as TokenDocument);
-          } catch {
-            done(null);
-          }
-        });
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+        res.on('error', reject);
       },
     );
-    req.on('timeout', () => req.destroy());
-    req.on('error', () => done(null));
+    req.on('timeout', () => req.destroy(new Error(`no answer within ${timeoutMs / 1000} s`)));
+    req.on('error', reject);
     req.end();
   });
 }

@@ -1,5 +1,5 @@
 import { existsSync, statSync } from 'node:fs';
-import { databaseLabel, readRunFile, runFilePath } from '../cli/fast-token.js';
+import { databaseLabel, getFromDaemon, readRunFile, runFilePath } from '../cli/fast-token.js';
 import type { Config } from '../config.js';
 import { locateKey } from '../crypto/key-sources.js';
 import { type Listen, listenLabel } from '../daemon/options.js';
@@ -247,35 +247,12 @@ interface Health {
 
 /** GET /healthz on the daemon's local endpoint (no client token needed). */
 async function healthOf(listen: Listen): Promise<Health> {
-  const { request } = await import('node:http');
-  return new Promise((resolve, reject) => {
-    const req = request(
-      {
-        ...(listen.kind === 'unix' ? { socketPath: listen.path } : { host: listen.host, port: listen.port }),
-        path: '/healthz',
-        headers: { host: 'localhost' },
-        timeout: 3_000,
-      },
-      (res) => {
-        let text = '';
-        res.setEncoding('utf8');
-        res.on('data', (chunk: string) => {
-          text += chunk;
-        });
-        res.on('end', () => {
-          try {
-            resolve({ status: res.statusCode ?? 0, body: JSON.parse(text) });
-          } catch {
-            resolve({ status: res.statusCode ?? 0, body: {} });
-          }
-        });
-        res.on('error', reject);
-      },
-    );
-    req.on('timeout', () => req.destroy(new Error('no answer within 3 s')));
-    req.on('error', reject);
-    req.end();
-  });
+  const { status, body } = await getFromDaemon(listen, '/healthz', {}, 3_000);
+  try {
+    return { status, body: JSON.parse(body) };
+  } catch {
+    return { status, body: {} };
+  }
 }
 
 async function checkDaemon(config: Config): Promise<Check> {

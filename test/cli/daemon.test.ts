@@ -1,9 +1,9 @@
 import { spawn } from 'node:child_process';
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { MICROSOFT_ADS_SCOPE, startMicrosoftDouble } from '../doubles/index.js';
-import { startDaemon } from '../helpers/daemon.js';
+import { spawnDaemonOnAnyPort, startDaemon } from '../helpers/daemon.js';
 import { addAppFor, adoptGrant, freePort } from '../helpers/flows.js';
 import { createVault, DB_KIND, type TestVault } from '../helpers/vault.js';
 
@@ -142,22 +142,10 @@ describe('the token endpoint', () => {
     expect(refused.code).toBe(2);
     expect(refused.stderr).toContain('0.0.0.0');
     expect(refused.stderr).toContain('--allow-remote');
-    // A port the system picks (no race with other tests for a free one), read from the run file.
-    const daemon = v.spawn(['daemon', '--listen', '0.0.0.0:0', '--allow-remote'], {
-      env: { CREDVAULT_LOCK_TIMEOUT: '60' },
-    });
+    const { child: daemon, port, logs } = await spawnDaemonOnAnyPort(v, '0.0.0.0', ['--allow-remote']);
     cleanups.push(async () => daemon.kill('SIGKILL'));
-    let logs = '';
-    await new Promise<void>((resolve, reject) => {
-      daemon.stderr!.on('data', (d: Buffer) => {
-        logs += d.toString();
-        if (logs.includes('credvault daemon listening')) resolve();
-      });
-      daemon.on('close', () => reject(new Error(`the daemon exited: ${logs}`)));
-    });
-    const port = JSON.parse(readFileSync(join(v.home, 'run', 'daemon.json'), 'utf8')).listen.port as number;
     expect((await fetch(`http://127.0.0.1:${port}/healthz`)).status).toBe(200);
-    expect(logs).toContain(`listening on 0.0.0.0:${port} beyond this machine: terminate TLS`);
+    expect(logs()).toContain(`listening on 0.0.0.0:${port} beyond this machine: terminate TLS`);
   });
 
   it.skipIf(DB_KIND !== 'postgres')(

@@ -1,8 +1,7 @@
-import { existsSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync } from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
 import { GOOGLE_ADWORDS_SCOPE, startGoogleDouble } from '../doubles/index.js';
-import { seedConnections } from '../helpers/daemon.js';
+import { seedConnections, spawnDaemonOnAnyPort } from '../helpers/daemon.js';
 import { addAppFor } from '../helpers/flows.js';
 import { createVault, DB_KIND, type TestVault } from '../helpers/vault.js';
 
@@ -62,23 +61,14 @@ describe('credvault doctor', () => {
     expect(attention.by.connections!.fix).toContain('credvault status');
 
     // A daemon on a port the system picks: its run file says which, and the doctor reaches it there.
-    const daemon = v.spawn(['daemon', '--listen', '127.0.0.1:0'], { env: { CREDVAULT_LOCK_TIMEOUT: '60' } });
+    const { child: daemon, port, logs } = await spawnDaemonOnAnyPort(v, '127.0.0.1');
     cleanups.push(async () => daemon.kill('SIGKILL'));
-    let logs = '';
-    await new Promise<void>((resolve, reject) => {
-      daemon.stderr!.on('data', (d: Buffer) => {
-        logs += d.toString();
-        if (logs.includes('listening on')) resolve();
-      });
-      daemon.on('close', () => reject(new Error(`the daemon exited: ${logs}`)));
-    });
-    const run = JSON.parse(readFileSync(join(v.home, 'run', 'daemon.json'), 'utf8'));
-    expect(run.listen.port).toBeGreaterThan(0);
-    expect(logs).toContain(`listening on 127.0.0.1:${run.listen.port} `);
+    expect(port).toBeGreaterThan(0);
+    expect(logs()).toContain(`listening on 127.0.0.1:${port} `);
     const running = await doctor(v);
     expect(running.code, running.stderr).toBe(0);
     expect(running.by.daemon).toMatchObject({ status: 'ok' });
-    expect(running.by.daemon!.message).toContain(`running (pid ${daemon.pid}, 127.0.0.1:${run.listen.port})`);
+    expect(running.by.daemon!.message).toContain(`running (pid ${daemon.pid}, 127.0.0.1:${port})`);
     expect(running.by.database!.message).toContain(
       DB_KIND === 'pglite' ? 'through the daemon' : 'PostgreSQL',
     );

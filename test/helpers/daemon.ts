@@ -3,6 +3,7 @@
  * socket or loopback TCP.
  */
 import type { ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { join } from 'node:path';
 import { resolveConfig } from '../../src/config.js';
@@ -172,4 +173,29 @@ export async function seedConnections(
     await ctx.close();
   }
   return issued;
+}
+
+/**
+ * `credvault daemon --listen HOST:0` (a port the system picks, so no race with other tests for a free
+ * one), once it has logged that it listens; the port is the one its run file gives.
+ */
+export async function spawnDaemonOnAnyPort(
+  vault: TestVault,
+  host: string,
+  args: string[] = [],
+): Promise<{ child: ChildProcess; port: number; logs(): string }> {
+  const child = vault.spawn(['daemon', '--listen', `${host}:0`, ...args], {
+    env: { CREDVAULT_LOCK_TIMEOUT: '60' },
+  });
+  child.stdin!.end();
+  let logs = '';
+  await new Promise<void>((resolve, reject) => {
+    child.stderr!.on('data', (d: Buffer) => {
+      logs += d.toString();
+      if (logs.includes('credvault daemon listening')) resolve();
+    });
+    child.on('close', () => reject(new Error(`the daemon exited: ${logs}`)));
+  });
+  const run = JSON.parse(readFileSync(join(vault.home, 'run', 'daemon.json'), 'utf8'));
+  return { child, port: run.listen.port as number, logs: () => logs };
 }
