@@ -169,7 +169,7 @@ export async function runDaemon(
           void cache
             .revalidate(ctx.db)
             .catch((e) => log.warn('cache check failed', { error: errorMessage(e) })),
-        embedded || unlisten ? 30_000 : 1_000,
+        30_000,
       ),
     );
     timers.push(setInterval(() => void refreshGauges(ctx, metrics, log).catch(() => {}), 15_000));

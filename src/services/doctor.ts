@@ -65,20 +65,17 @@ function asFailure(name: Check['name'], error: unknown, where: string, fallback:
 }
 
 export async function diagnose(config: Config): Promise<DoctorReport> {
-  const checks: Check[] = [];
   const opened: { database: Database | null } = { database: null };
   try {
-    return await runChecks(config, checks, opened);
+    return await runChecks(config, opened);
   } finally {
     await opened.database?.close().catch(() => {});
   }
 }
 
-async function runChecks(
-  config: Config,
-  checks: Check[],
-  opened: { database: Database | null },
-): Promise<DoctorReport> {
+/** The checks in order; `opened` holds the database it opened, for diagnose to close. */
+async function runChecks(config: Config, opened: { database: Database | null }): Promise<DoctorReport> {
+  const checks: Check[] = [];
   const where = config.databaseUrl ? databaseLabel(config.databaseUrl) : embeddedDataDir(config.home);
   let database: Database | null = null;
   if (!config.databaseUrl && !existsSync(embeddedDataDir(config.home))) {
@@ -94,21 +91,23 @@ async function runChecks(
     );
   } else {
     try {
-      database = opened.database = await openDatabase({
+      const opening = await openDatabase({
         url: config.databaseUrl,
         home: config.home,
         lockTimeoutMs: config.lockTimeoutMs,
       });
-      const [row] = await database.query<{ version: string }>(
+      opened.database = opening;
+      const [row] = await opening.query<{ version: string }>(
         "select current_setting('server_version') as version",
       );
       const kind =
-        database.kind === 'pglite'
+        opening.kind === 'pglite'
           ? 'embedded'
-          : database.shared
+          : opening.shared
             ? 'embedded, through the daemon'
             : 'PostgreSQL';
-      checks.push(ok('database', `${kind} ${row?.version ?? ''} at ${database.description}`.trim()));
+      checks.push(ok('database', `${kind} ${row?.version ?? ''} at ${opening.description}`.trim()));
+      database = opening;
     } catch (error) {
       checks.push(asFailure('database', error, where, 'database_error'));
     }
