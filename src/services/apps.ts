@@ -29,6 +29,8 @@ export interface RawAppFields {
   token_url?: unknown;
   revoke_url?: unknown;
   api_base_url?: unknown;
+  /** The platform the fields were written for (an app file may say so): checked, never stored. */
+  platform?: unknown;
 }
 
 export const APP_FILE_FIELDS: ReadonlyArray<keyof RawAppFields> = [
@@ -45,6 +47,7 @@ export const APP_FILE_FIELDS: ReadonlyArray<keyof RawAppFields> = [
   'token_url',
   'revoke_url',
   'api_base_url',
+  'platform',
 ];
 
 /** Validated app fields. `undefined` = not given (update leaves it), `null` = cleared. */
@@ -62,6 +65,8 @@ export interface AppFields {
   tokenUrl?: string | null;
   revokeUrl?: string | null;
   apiBaseUrl?: string | null;
+  /** The platform the fields were written for: the app's must be the same. */
+  platform?: PlatformId;
 }
 
 export const APP_LABEL = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
@@ -167,6 +172,8 @@ export function parseAppFields(raw: RawAppFields): AppFields {
   set('tokenUrl', endpoint(raw.token_url, 'token_url'));
   set('revokeUrl', endpoint(raw.revoke_url, 'revoke_url'));
   set('apiBaseUrl', endpoint(raw.api_base_url, 'api_base_url'));
+  const platform = text(raw.platform, 'platform');
+  if (platform !== undefined) fields.platform = parsePlatform(platform);
   return fields;
 }
 
@@ -221,8 +228,18 @@ function withDefaults(platform: PlatformId, fields: AppFields): AppFields {
   };
 }
 
+/** Fields written for one platform (a file that says `"platform"`) are not given to another's app. */
+function checkPlatform(platform: PlatformId, input: AppFields): void {
+  if (input.platform !== undefined && input.platform !== platform) {
+    throw new InvalidInputError(`these app fields are for ${input.platform}, and the app is ${platform}`, {
+      hint: `Give them to a ${input.platform} app, or correct the "platform" field.`,
+    });
+  }
+}
+
 /** Checks a new app before its secrets are asked for, assuming the required ones will be given. */
 export function checkNewApp(platform: PlatformId, input: AppFields): void {
+  checkPlatform(platform, input);
   const fields = withDefaults(platform, input);
   const tokenRequired = PLATFORMS[platform].capabilities.developer_token === 'required';
   checkComplete(platform, fields, true, Boolean(fields.developerToken) || tokenRequired);
@@ -237,6 +254,7 @@ export async function addApp(
   platform: PlatformId,
   input: AppFields,
 ): Promise<AppRecord> {
+  checkPlatform(platform, input);
   const fields = withDefaults(platform, input);
   checkComplete(platform, fields, Boolean(fields.clientSecret), Boolean(fields.developerToken));
   const keyring = await ctx.keyring();
@@ -338,7 +356,8 @@ export async function updateApp(ctx: ServiceContext, ref: string, input: AppFiel
     return await ctx.transaction(async (tx) => {
       const app = await resolveApp(tx, ref);
       const platform = app.platform as PlatformId;
-      const merged: AppFields = { ...app, ...input };
+      checkPlatform(platform, input);
+      const merged: AppFields = { ...app, ...input, platform };
       const hasSecret = input.clientSecret !== undefined ? input.clientSecret !== null : app.hasClientSecret;
       const hasToken =
         input.developerToken !== undefined ? input.developerToken !== null : app.hasDeveloperToken;

@@ -273,6 +273,31 @@ describe('apps', () => {
     expect(await v.dump()).toBe(before);
   });
 
+  it('takes a file that names its platform, and refuses it for another platform’s app', async () => {
+    const v = await vault();
+    const added = await v.cli(['apps', 'add', 'google_ads', '--from-file', '-', '--json'], {
+      input: JSON.stringify({ ...googleApp(), platform: 'google_ads' }),
+    });
+    expect(added.code, added.stderr).toBe(0);
+    expect(JSON.parse(added.stdout)).toMatchObject({ platform: 'google_ads', label: 'prod' });
+    const before = await v.dump();
+    const other = await v.cli(['apps', 'add', 'reddit_ads', '--from-file', '-'], {
+      input: JSON.stringify({ ...googleApp({ label: 'elsewhere' }), platform: 'google_ads' }),
+    });
+    expect(other.code).toBe(2);
+    expect(other.stderr).toContain('these app fields are for google_ads, and the app is reddit_ads');
+    const update = await v.cli(['apps', 'update', 'prod', '--from-file', '-'], {
+      input: JSON.stringify({ platform: 'linkedin_ads', client_id: 'changed' }),
+    });
+    expect(update.code).toBe(2);
+    expect(update.stderr).toContain('these app fields are for linkedin_ads, and the app is google_ads');
+    const unknown = await v.cli(['apps', 'update', 'prod', '--from-file', '-'], {
+      input: JSON.stringify({ platform: 'tiktok_ads' }),
+    });
+    expect(unknown.code).toBe(2);
+    expect(await v.dump()).toBe(before);
+  });
+
   it('without a terminal and without secret input, fails with exit 2 naming --from-file', async () => {
     const v = await vault();
     const result = await v.cli(['apps', 'add', 'google_ads', '--label', 'x', '--client-id', 'y']);
