@@ -100,12 +100,8 @@ async function runChecks(config: Config, opened: { database: Database | null }):
       const [row] = await opening.query<{ version: string }>(
         "select current_setting('server_version') as version",
       );
-      const kind =
-        opening.kind === 'pglite'
-          ? 'embedded'
-          : opening.shared
-            ? 'embedded, through the daemon'
-            : 'PostgreSQL';
+      // A daemon's socket (shared) is the embedded database too: its description says so.
+      const kind = opening.kind === 'pglite' || opening.shared ? 'embedded PostgreSQL' : 'PostgreSQL';
       checks.push(ok('database', `${kind} ${row?.version ?? ''} at ${opening.description}`.trim()));
       database = opening;
     } catch (error) {
