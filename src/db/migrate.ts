@@ -55,8 +55,7 @@ export async function lastAppliedMigration(database: Database): Promise<number |
 }
 
 export async function migrationStatus(database: Database): Promise<MigrationState[]> {
-  const applied = await appliedMigrations(database);
-  const last = applied.length ? Number(applied[applied.length - 1]!.created_at) : -1;
+  const last = (await lastAppliedMigration(database)) ?? -1;
   return readJournal().map((entry) => ({
     tag: entry.tag,
     createdAt: new Date(entry.when),

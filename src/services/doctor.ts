@@ -1,10 +1,10 @@
 import { existsSync, statSync } from 'node:fs';
 import { databaseLabel, getFromDaemon, readRunFile, runFilePath } from '../cli/fast-token.js';
 import type { Config } from '../config.js';
-import { locateKey } from '../crypto/key-sources.js';
+import { locateKey, noKeyError } from '../crypto/key-sources.js';
 import { type Listen, listenLabel } from '../daemon/options.js';
 import { type Database, embeddedDataDir, openDatabase } from '../db/client.js';
-import { mapDatabaseError } from '../db/errors.js';
+import { errorMessage, mapDatabaseError } from '../db/errors.js';
 import { lastAppliedMigration, migrationStatus } from '../db/migrate.js';
 import { CredvaultError, type ErrorCode } from '../errors.js';
 import { redact } from '../util/redact.js';
@@ -61,7 +61,7 @@ const skipped = (name: Check['name'], message: string): Check => ({
 function asFailure(name: Check['name'], error: unknown, where: string, fallback: ErrorCode): Check {
   const known = error instanceof CredvaultError ? error : mapDatabaseError(error, where);
   if (known) return failed(name, known.code, known.message, known.hint ?? null);
-  return failed(name, fallback, redact((error as Error)?.message ?? String(error)), null);
+  return failed(name, fallback, redact(errorMessage(error)), null);
 }
 
 export async function diagnose(config: Config): Promise<DoctorReport> {
@@ -176,12 +176,8 @@ async function runChecks(config: Config, opened: { database: Database | null }):
 function keyWithoutVault(config: Config): Check {
   const location = locateKey(config.env, config.home);
   if (location.kind === 'none') {
-    return failed(
-      'key',
-      'key_error',
-      'no master key is configured',
-      `Set CREDENTIAL_MASTER_KEY, CREDENTIAL_MASTER_KEY_FILE or CREDENTIAL_KMS_URI, or run \`credvault init\` to create ${location.homeKeyPath}.`,
-    );
+    const none = noKeyError(config.home);
+    return failed('key', none.code, none.message, none.hint ?? null);
   }
   return skipped(
     'key',
@@ -223,8 +219,8 @@ async function checkKey(ctx: ServiceContext): Promise<Check> {
   if (retiring) {
     return warning(
       'key',
-      `${source} opens the vault; ${retiring} data key${retiring === 1 ? ' is' : 's are'} still being retired (a re-encryption did not finish)`,
-      'Run `credvault key rotate --reencrypt` again to finish it.',
+      `${source} opens the vault; ${retiring} data key${retiring === 1 ? ' is' : 's are'} still being retired (a re-encryption is running, or did not finish)`,
+      'If none is running, run `credvault key rotate --reencrypt` again to finish it.',
     );
   }
   return ok(
