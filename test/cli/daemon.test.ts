@@ -353,6 +353,40 @@ describe('the token endpoint', () => {
   });
 });
 
+describe('token get beside a running daemon', () => {
+  it('asks the daemon (the same token, audited as the person), and reads the vault itself when the daemon cannot be asked as that person', async () => {
+    const { double, v, adopt } = await setup();
+    await adopt('987', 'acct-a');
+    const daemon = await startDaemon(v, { tcpPort: await freePort() });
+    cleanups.push(() => daemon.stop());
+    const served = await v.cli(['token', 'get', 'acct-a', '--format', 'json'], { secretOutput: true });
+    expect(served.code, served.stderr).toBe(0);
+    const doc = JSON.parse(served.stdout) as { access_token: string; external_account_id: string };
+    expect(double.accessTokens.has(doc.access_token)).toBe(true);
+    expect(doc.external_account_id).toBe('987');
+    // An actor's name Node's HTTP client could not send either (not Latin-1): the full path serves it.
+    const direct = await v.cli(['token', 'get', 'acct-a', '--format', 'header'], {
+      secretOutput: true,
+      env: { CREDVAULT_ACTOR: '运营', CREDVAULT_LOCK_TIMEOUT: '1' },
+    });
+    expect(direct.code, direct.stderr).toBe(0);
+    expect(direct.stdout).toBe(`Authorization: Bearer ${doc.access_token}\n`);
+    const audit = await v.json<Array<{ action: string; actor: string; detail: { purpose?: string } }>>([
+      'audit',
+      'list',
+      '--limit',
+      '5',
+    ]);
+    expect(audit.map((r) => [r.actor, r.detail.purpose])).toEqual(
+      expect.arrayContaining([
+        ['运营', 'token get --format header'],
+        ['test-operator', 'token get (daemon)'],
+      ]),
+    );
+    expect(await daemon.stop()).toBe(0);
+  });
+});
+
 describe.runIf(DB_KIND === 'pglite')('the embedded database while the daemon runs', () => {
   it('keeps every other command working through the daemon, token get included', async () => {
     const { double, v, app, adopt } = await setup();
