@@ -28,6 +28,12 @@ export class ServiceContext {
   }
 
   readonly #tx = new AsyncLocalStorage<Db>();
+  /**
+   * Transactions running now. While none is, the storage is disabled: an enabled AsyncLocalStorage
+   * makes Node 20 run a hook for every promise the process creates (a dozen per refresh in the
+   * daemon's sweep, 3–4% of its CPU), and outside a transaction there is nothing to look up.
+   */
+  #open = 0;
 
   /** The current transaction when called inside one, else the database. */
   get db(): Db {
@@ -43,7 +49,15 @@ export class ServiceContext {
     // Inside a transaction, a nested one is a savepoint. Everything that reads through `ctx.db` while
     // `fn` runs (the keyring loading a data key, say) uses the same transaction: PGlite has a
     // single connection, so a query outside it would wait for the transaction forever.
-    return this.db.transaction((tx) => this.#tx.run(tx as unknown as Db, () => fn(tx as unknown as Db)));
+    return this.db.transaction(async (tx) => {
+      this.#open += 1;
+      try {
+        return await this.#tx.run(tx as unknown as Db, () => fn(tx as unknown as Db));
+      } finally {
+        this.#open -= 1;
+        if (this.#open === 0) this.#tx.disable();
+      }
+    });
   }
 
   keyring(): Promise<Keyring> {
