@@ -828,11 +828,11 @@ export function openApiDocument(): Record<string, unknown> {
   });
   add('/openapi.json', 'get', {
     operationId: 'openapi',
-    summary: 'This document',
+    summary: 'This document (any client, whatever its role)',
     tags: ['operations'],
-    security: [],
     responses: {
       '200': { description: 'OpenAPI 3.0', content: { 'application/json': { schema: { type: 'object' } } } },
+      ...errorResponses(['401']),
     },
   });
   return {
@@ -841,7 +841,7 @@ export function openApiDocument(): Record<string, unknown> {
       title: 'credvault daemon',
       version: VERSION,
       description:
-        'Valid access tokens for ad platform connections, and the admin API to manage apps, connections and clients. Every call but /healthz, /openapi.json and the OAuth callback needs `Authorization: Bearer <client token>` (`credvault clients create`). Roles: reader (tokens and connections in scope), operator (plus connect, refresh, revoke in scope), admin (plus apps and clients).',
+        'Valid access tokens for ad platform connections, and the admin API to manage apps, connections and clients. Every call but /healthz and the OAuth callback (which a browser calls, when the daemon runs with --public-callback-url) needs `Authorization: Bearer <client token>` (`credvault clients create`). Roles: reader (tokens and connections in scope), operator (plus connect, refresh, revoke in scope), admin (plus apps and clients).',
     },
     servers: [{ url: 'http://127.0.0.1:8787' }],
     security: [{ clientToken: [] }],

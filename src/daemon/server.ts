@@ -340,10 +340,6 @@ export function createTokenServer(deps: ServerDeps): Server {
       await callback(req, res, callbackRoute.platform, url);
       return 'callback';
     }
-    if (url.pathname === '/openapi.json' && req.method === 'GET') {
-      send(res, 200, openApiDocument());
-      return 'openapi';
-    }
     if (url.pathname === '/healthz' && req.method === 'GET') {
       const health = await deps.health();
       send(res, health.ok ? 200 : 503, {
@@ -363,7 +359,12 @@ export function createTokenServer(deps: ServerDeps): Server {
         'requests forwarded by a proxy reach only the OAuth callback (start the daemon with --allow-remote to serve more)',
       );
     }
+    // Every request but /healthz carries a client token (cli.md), the API's own description included.
     const client = await authenticate(req);
+    if (url.pathname === '/openapi.json' && req.method === 'GET') {
+      send(res, 200, openApiDocument());
+      return 'openapi';
+    }
     if (url.pathname === '/metrics' && req.method === 'GET') {
       send(res, 200, await metrics.registry.metrics(), { 'content-type': metrics.registry.contentType });
       return 'metrics';

@@ -95,6 +95,7 @@ describe('roles on every route', () => {
   // [method, path, body (or a function making a fresh one), expected status for reader, operator, admin]
   const matrix: Array<[string, string, unknown, [number, number, number]]> = [
     ['GET', '/v1/integrations/platforms', undefined, [200, 200, 200]],
+    ['GET', '/openapi.json', undefined, [200, 200, 200]],
     ['GET', '/integrations/platforms', undefined, [200, 200, 200]],
     ['GET', '/v1/integrations/google_ads/capabilities', undefined, [200, 200, 200]],
     ['GET', '/v1/integrations/google_ads/apps', undefined, [403, 403, 200]],
@@ -637,7 +638,7 @@ describe('audit and documentation', () => {
   });
 
   it('serves an OpenAPI document that a parser accepts and that names every route', async () => {
-    const answer = await daemon.get('/openapi.json');
+    const answer = await call('GET', '/openapi.json', 'reader');
     expect(answer.status).toBe(200);
     const doc = answer.json<{ paths: Record<string, Record<string, { 'x-credvault-role'?: string }>> }>();
     const result = await validate(structuredClone(doc) as never);
