@@ -177,7 +177,9 @@ export class Output {
     const known = error instanceof CredvaultError ? error : null;
     const shown = known ?? new InternalError(`unexpected failure: ${errorMessage(error)}`);
     if (this.json) {
-      this.#stderr.write(`${JSON.stringify({ error: { code: shown.code, message: shown.message } })}\n`);
+      // The hint (what to do: which input to give, say) is part of the message: a script's log shows both.
+      const message = shown.hint ? `${shown.message}. ${shown.hint}` : shown.message;
+      this.#stderr.write(`${JSON.stringify({ error: { code: shown.code, message } })}\n`);
     } else {
       this.#stderr.write(`${this.c.red('error:')} ${shown.message}\n`);
       if (shown.hint) this.#stderr.write(`${shown.hint}\n`);

@@ -14,7 +14,11 @@ function collect(value: string, previous: string[] = []): string[] {
   return [...previous, value];
 }
 
-export function buildProgram(io: Io, onRuntime: (rt: Runtime) => void): Command {
+export function buildProgram(
+  io: Io,
+  onRuntime: (rt: Runtime) => void,
+  options: { json?: boolean } = {},
+): Command {
   const program = new Command('credvault');
 
   // `plain`: the command prints data, never a table or colours (`token get`, `exec`): it does not
@@ -41,7 +45,11 @@ export function buildProgram(io: Io, onRuntime: (rt: Runtime) => void): Command 
     .exitOverride()
     .configureOutput({
       writeOut: (text) => io.stdout.write(text),
-      writeErr: (text) => io.stderr.write(text),
+      // Help shown for a missing command goes to stderr, except under --json: there stderr holds the
+      // contract's one JSON error (run() writes it).
+      writeErr: (text) => {
+        if (!options.json) io.stderr.write(text);
+      },
       // Usage errors are printed by run() in the contract's format (JSON under --json).
       outputError: () => {},
     });

@@ -1,4 +1,4 @@
-import { CommanderError } from 'commander';
+import { type Command, CommanderError } from 'commander';
 import { type Config, type GlobalFlags, resolveConfig } from '../config.js';
 import { redactUrl } from '../db/client.js';
 import { mapDatabaseError } from '../db/errors.js';
@@ -45,9 +45,13 @@ export function createRuntime(flags: GlobalFlags, io: Io): Runtime {
 /** Parses argv, runs the command, and turns any failure into an exit code. Never exits the process. */
 export async function run(argv: string[], io: Io): Promise<number> {
   let runtime: Runtime | null = null;
-  const program = buildProgram(io, (rt) => {
-    runtime = rt;
-  });
+  const program = buildProgram(
+    io,
+    (rt) => {
+      runtime = rt;
+    },
+    { json: argv.includes('--json') },
+  );
   try {
     await program.parseAsync(argv, { from: 'user' });
     return (runtime as Runtime | null)?.exitCode ?? 0;
@@ -66,13 +70,33 @@ export async function run(argv: string[], io: Io): Promise<number> {
     if (error instanceof CommanderError) {
       // --help and a bare command group print their text and succeed; everything else is bad usage.
       if (error.code === 'commander.helpDisplayed' || error.code === 'commander.version') return 0;
-      if (error.code === 'commander.help') return 0;
+      // A group named without one of its commands (`credvault apps`): its help, then bad usage.
+      if (error.code === 'commander.help') {
+        return error.exitCode === 0 ? 0 : out.error(missingCommand(program, argv));
+      }
       return out.error(new InvalidInputError(error.message.replace(/^error: /, '')));
     }
     if (error instanceof CredvaultError) return out.error(error);
     if (isPromptCancel(error)) return out.error(new InvalidInputError('cancelled'));
     return out.error(mapDatabaseError(error, where(rt?.config ?? null)) ?? error);
   }
+}
+
+/** The group `argv` names (the deepest one), and the commands it has. */
+function missingCommand(program: Command, argv: string[]): InvalidInputError {
+  let group = program;
+  const path = ['credvault'];
+  for (const arg of argv) {
+    if (arg.startsWith('-')) continue;
+    const sub = group.commands.find((c) => c.name() === arg || c.aliases().includes(arg));
+    if (!sub) break;
+    group = sub;
+    path.push(arg);
+  }
+  const names = group.commands.map((c) => c.name()).filter((n) => n !== 'help');
+  return new InvalidInputError(`${path.join(' ')} needs a command: ${names.join(', ')}`, {
+    hint: `See \`${path.join(' ')} --help\`.`,
+  });
 }
 
 function isPromptCancel(error: unknown): boolean {

@@ -1,9 +1,9 @@
-import { existsSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import type { SQL } from 'drizzle-orm';
 import type { PgDatabase, PgQueryResultHKT } from 'drizzle-orm/pg-core';
 import type { Options as PostgresOptions, PostgresType } from 'postgres';
-import { DatabaseError } from '../errors.js';
+import { type CredvaultError, DatabaseError, InvalidInputError } from '../errors.js';
 import * as schema from './schema/index.js';
 
 export type Schema = typeof schema;
@@ -45,6 +45,27 @@ export interface OpenOptions {
   applicationName?: string;
   /** Never go through a running daemon's socket (the daemon itself opens the files). */
   direct?: boolean;
+  /** Make the embedded database when there is none (`init`, `db migrate`); else that is an error. */
+  create?: boolean;
+}
+
+/** A data folder that is there but is not a folder (`CREDVAULT_HOME` naming a file), or null. */
+export function homeProblem(home: string): InvalidInputError | null {
+  const stat = statSync(home, { throwIfNoEntry: false });
+  if (!stat || stat.isDirectory()) return null;
+  return new InvalidInputError(`the data folder ${home} is not a folder`, {
+    hint: 'Point CREDVAULT_HOME (or --home) at a folder: credvault keeps its database, key and run files there.',
+  });
+}
+
+/** Why a command finds no embedded database at `home` (it makes none: only `init` does). */
+export function noVaultError(home: string): CredvaultError {
+  return (
+    homeProblem(home) ??
+    new DatabaseError(`there is no vault at ${home} (no embedded database, and DATABASE_URL is not set)`, {
+      hint: 'Run `credvault init` to make one, or point CREDVAULT_HOME or DATABASE_URL at the vault you mean.',
+    })
+  );
 }
 
 /** `postgres://user:secret@host:5432/db` → `postgres://user@host:5432/db`. */
@@ -92,6 +113,7 @@ export async function openDatabase(options: OpenOptions): Promise<Database> {
       }
     }
   }
+  if (!options.create && !existsSync(embeddedDataDir(options.home))) throw noVaultError(options.home);
   return openEmbedded(options.home, options.lockTimeoutMs);
 }
 

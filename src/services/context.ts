@@ -128,13 +128,18 @@ export class ServiceContext {
   }
 }
 
-export async function openContext(config: Config, actor?: Actor): Promise<ServiceContext> {
+export async function openContext(
+  config: Config,
+  actor?: Actor,
+  options: { create?: boolean } = {},
+): Promise<ServiceContext> {
   // The process's deadline for each platform API request (one setting per process, as the env is).
   setRequestTimeout(config.httpTimeoutMs);
   const database = await openDatabase({
     url: config.databaseUrl,
     home: config.home,
     lockTimeoutMs: config.lockTimeoutMs,
+    create: options.create,
   });
   return new ServiceContext(database, config, actor ?? { name: config.actor });
 }

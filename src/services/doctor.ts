@@ -3,7 +3,7 @@ import { databaseLabel, getFromDaemon, readRunFile, runFilePath } from '../cli/f
 import type { Config } from '../config.js';
 import { locateKey, noKeyError } from '../crypto/key-sources.js';
 import { type Listen, listenLabel } from '../daemon/options.js';
-import { type Database, embeddedDataDir, openDatabase } from '../db/client.js';
+import { type Database, embeddedDataDir, noVaultError, openDatabase } from '../db/client.js';
 import { errorMessage, mapDatabaseError } from '../db/errors.js';
 import { lastAppliedMigration, migrationStatus } from '../db/migrate.js';
 import { CredvaultError, type ErrorCode } from '../errors.js';
@@ -81,14 +81,8 @@ async function runChecks(config: Config, opened: { database: Database | null }):
   if (!config.databaseUrl && !existsSync(embeddedDataDir(config.home))) {
     // Opening it would make an empty database (a daemon's socket left behind without one would not
     // stop that): a doctor changes nothing.
-    checks.push(
-      failed(
-        'database',
-        'database_error',
-        `there is no vault at ${config.home} (no embedded database, and DATABASE_URL is not set)`,
-        'Run `credvault init` to make one, or point CREDVAULT_HOME or DATABASE_URL at the vault you mean.',
-      ),
-    );
+    const missing = noVaultError(config.home);
+    checks.push(failed('database', missing.code, missing.message, missing.hint ?? null));
   } else {
     try {
       const opening = await openDatabase({

@@ -3,8 +3,9 @@ import type { Config } from '../config.js';
 import type { KeySource } from '../crypto/key-source.js';
 import { homeKeyPath, resolveKeySource } from '../crypto/key-sources.js';
 import { generateMasterKey, LocalKeySource } from '../crypto/local-key.js';
-import { openDatabase } from '../db/client.js';
+import { homeProblem, openDatabase } from '../db/client.js';
 import { migrate } from '../db/migrate.js';
+import { InvalidInputError } from '../errors.js';
 import { recordAudit } from './audit.js';
 import { ServiceContext } from './context.js';
 import { seedPlatforms } from './platforms.js';
@@ -24,7 +25,17 @@ export interface InitReport {
 
 /** Creates the data folder 0700 (and tightens it if it exists and is ours). */
 export function ensureHome(home: string): void {
-  mkdirSync(home, { recursive: true, mode: 0o700 });
+  const problem = homeProblem(home);
+  if (problem) throw problem;
+  try {
+    mkdirSync(home, { recursive: true, mode: 0o700 });
+  } catch (error) {
+    const { code } = error as NodeJS.ErrnoException;
+    if (code !== 'EACCES' && code !== 'ENOTDIR' && code !== 'EEXIST' && code !== 'EROFS') throw error;
+    throw new InvalidInputError(`cannot make the data folder ${home} (${code})`, {
+      hint: 'Point CREDVAULT_HOME (or --home) at a folder this user may write.',
+    });
+  }
   const stat = statSync(home);
   if ((stat.mode & 0o077) !== 0 && stat.uid === process.getuid?.()) chmodSync(home, 0o700);
 }
@@ -55,6 +66,7 @@ export async function initVault(config: Config): Promise<InitReport> {
     url: config.databaseUrl,
     home: config.home,
     lockTimeoutMs: config.lockTimeoutMs,
+    create: true,
   });
   const ctx = new ServiceContext(database, config, { name: config.actor }, source);
   try {

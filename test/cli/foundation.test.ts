@@ -1,4 +1,4 @@
-import { statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { expectNoSecretsLeaked, fakeSecret } from '../helpers/secrets.js';
@@ -75,12 +75,51 @@ describe('init', () => {
     expect(() => statSync(join(v.home, 'master.key'))).toThrow();
   });
 
-  it('reports a database that is not migrated with exit 8', async () => {
+  it.runIf(DB_KIND === 'postgres')('reports a database that is not migrated with exit 8', async () => {
     const v = await vault({ initialized: false });
     const result = await v.cli(['apps', 'list']);
     expect(result.code).toBe(8);
     expect(result.stderr).toMatch(/not migrated/);
     expect(result.stderr).toContain('credvault db migrate');
+  });
+
+  it.runIf(DB_KIND === 'pglite')(
+    'before init, a command finds no vault (exit 8) and makes nothing; init and db migrate make it',
+    async () => {
+      const v = await vault({ initialized: false });
+      for (const args of [
+        ['apps', 'list'],
+        ['connections', 'list', '--json'],
+        ['db', 'status'],
+      ]) {
+        const result = await v.cli(args);
+        expect(result.code, args.join(' ')).toBe(8);
+        expect(result.stderr).toContain(`there is no vault at ${v.home}`);
+        expect(result.stderr).toContain('credvault init');
+      }
+      expect(existsSync(join(v.home, 'pgdata'))).toBe(false);
+      expect(await v.json(['db', 'migrate'])).toMatchObject({
+        applied: expect.arrayContaining(['0000_init']),
+      });
+      expect((await v.cli(['init'])).code).toBe(0);
+      expect((await v.cli(['apps', 'list'])).code).toBe(0);
+    },
+  );
+
+  it('a data folder that is a file: exit 2 naming it, for init and for any other command', async () => {
+    const v = await vault({ initialized: false });
+    mkdirSync(v.root, { recursive: true });
+    const file = join(v.root, 'not-a-folder');
+    writeFileSync(file, 'x');
+    // On PostgreSQL a command that needs neither key nor embedded database never looks at the folder.
+    for (const args of DB_KIND === 'pglite' ? [['init'], ['connections', 'list']] : [['init']]) {
+      const result = await v.cli([...args, '--json'], { env: { CREDVAULT_HOME: file } });
+      expect(result.code, `${args.join(' ')}: ${result.stderr}`).toBe(2);
+      expect(JSON.parse(result.stderr).error).toMatchObject({
+        code: 'invalid_input',
+        message: expect.stringContaining(`the data folder ${file} is not a folder`),
+      });
+    }
   });
 });
 
@@ -189,7 +228,11 @@ describe('platforms', () => {
     const json = await v.cli(['apps', 'add', 'tiktok', '--label', 'x', '--json']);
     expect(json.code).toBe(2);
     expect(JSON.parse(json.stderr)).toEqual({
-      error: { code: 'invalid_input', message: 'unknown platform "tiktok"' },
+      error: {
+        code: 'invalid_input',
+        message:
+          'unknown platform "tiktok". Valid platforms: google_ads, microsoft_ads, linkedin_ads, reddit_ads (or the kebab forms google-ads, microsoft-ads, linkedin-ads, reddit-ads).',
+      },
     });
   });
 });
@@ -307,6 +350,32 @@ describe('apps', () => {
     const json = await v.cli(['apps', 'add', 'google_ads', '--label', 'x', '--client-id', 'y', '--json']);
     expect(json.code).toBe(2);
     expect(JSON.parse(json.stderr).error.code).toBe('invalid_input');
+    // Under --json too, the message says which input to give.
+    expect(JSON.parse(json.stderr).error.message).toContain('--from-file');
+  });
+
+  it('a group named without a command is bad usage: its help, then exit 2 naming its commands (one JSON error under --json)', async () => {
+    const v = await vault();
+    const text = await v.cli(['apps']);
+    expect(text.code).toBe(2);
+    expect(text.stdout).toBe('');
+    expect(text.stderr).toContain('Usage: credvault apps');
+    expect(text.stderr).toContain(
+      'credvault apps needs a command: add, list, show, update, disable, enable, remove',
+    );
+    const json = await v.cli(['key', '--json']);
+    expect(json.code).toBe(2);
+    expect(json.stdout).toBe('');
+    expect(JSON.parse(json.stderr)).toEqual({
+      error: {
+        code: 'invalid_input',
+        message: 'credvault key needs a command: generate, rotate, status. See `credvault key --help`.',
+      },
+    });
+    // Asking for help is not an error.
+    const help = await v.cli(['apps', '--help']);
+    expect(help.code).toBe(0);
+    expect(help.stdout).toContain('Usage: credvault apps');
   });
 
   it('reports a malformed JSON file with its position, exit 2, nothing written', async () => {
@@ -435,10 +504,19 @@ describe('master key', () => {
     expect(viaSystemd.key_origin).toBe(join(credsDir, 'credential_master_key'));
     // CREDENTIAL_MASTER_KEY comes before the file.
     const other = (await v.cli(['key', 'generate'])).stdout.trim();
-    const envFirst = await v.json<{ key_origin: string; key_matches_vault: boolean }>(['key', 'status'], {
+    const envFirst = await v.cli(['key', 'status', '--json'], {
       env: { CREDENTIAL_MASTER_KEY: other, CREDENTIAL_MASTER_KEY_FILE: homeKey },
     });
-    expect(envFirst).toMatchObject({ key_origin: 'CREDENTIAL_MASTER_KEY', key_matches_vault: false });
+    // The report, then exit 6: that key does not open this vault.
+    expect(JSON.parse(envFirst.stdout)).toMatchObject({
+      key_origin: 'CREDENTIAL_MASTER_KEY',
+      key_matches_vault: false,
+    });
+    expect(envFirst.code).toBe(6);
+    expect(JSON.parse(envFirst.stderr).error).toMatchObject({
+      code: 'key_error',
+      message: expect.stringContaining('from CREDENTIAL_MASTER_KEY'),
+    });
   });
 });
 
@@ -535,7 +613,9 @@ describe('output', () => {
     const missing = await v.cli(['apps', 'show', 'nope', '--json']);
     expect(missing.code).toBe(3);
     expect(missing.stdout).toBe('');
-    expect(JSON.parse(missing.stderr)).toEqual({ error: { code: 'not_found', message: 'no app "nope"' } });
+    expect(JSON.parse(missing.stderr)).toEqual({
+      error: { code: 'not_found', message: 'no app "nope". See `credvault apps list`.' },
+    });
     const unknownFlag = await v.cli(['apps', 'list', '--bogus']);
     expect(unknownFlag.code).toBe(2);
     expect(unknownFlag.stderr).toContain("unknown option '--bogus'");

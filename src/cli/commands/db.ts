@@ -4,21 +4,25 @@ import { withContext } from '../context.js';
 import type { Runtime } from '../run.js';
 
 export async function migrate(rt: Runtime): Promise<void> {
-  await withContext(rt, async (ctx) => {
-    const applied = await runMigrations(ctx.database);
-    if (applied.length) {
-      await ctx.transaction((tx) =>
-        recordAudit(tx, ctx.actor, {
-          action: 'db.migrate',
-          targetType: 'database',
-          outcome: 'success',
-          detail: { applied },
-        }),
-      );
-    }
-    if (rt.out.json) return rt.out.writeJson({ applied });
-    rt.out.success(applied.length ? `applied ${applied.join(', ')}` : 'database is up to date');
-  });
+  await withContext(
+    rt,
+    async (ctx) => {
+      const applied = await runMigrations(ctx.database);
+      if (applied.length) {
+        await ctx.transaction((tx) =>
+          recordAudit(tx, ctx.actor, {
+            action: 'db.migrate',
+            targetType: 'database',
+            outcome: 'success',
+            detail: { applied },
+          }),
+        );
+      }
+      if (rt.out.json) return rt.out.writeJson({ applied });
+      rt.out.success(applied.length ? `applied ${applied.join(', ')}` : 'database is up to date');
+    },
+    { create: true },
+  );
 }
 
 export async function status(rt: Runtime): Promise<void> {

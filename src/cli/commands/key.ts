@@ -27,7 +27,10 @@ export async function generate(rt: Runtime): Promise<void> {
 export async function status(rt: Runtime): Promise<void> {
   const report = await withContext(rt, (ctx) => keyStatus(ctx));
   const { out } = rt;
-  if (out.json) return out.writeJson(report);
+  if (out.json) {
+    out.writeJson(report);
+    return refuseUnopened(rt, report);
+  }
   const notChecked = report.data_keys.filter((k) => k.matches_key === null).length;
   out.item(report, [
     ['key source', report.key_source],
@@ -89,6 +92,24 @@ export async function status(rt: Runtime): Promise<void> {
       { header: 'SECRETS', value: (g) => g.secrets },
     ]);
   }
+  refuseUnopened(rt, report);
+}
+
+/**
+ * After the report, either way: a key that does not open the vault is exit 6, as for any command that
+ * needs it (a script's "is my key right?").
+ */
+function refuseUnopened(rt: Runtime, report: Awaited<ReturnType<typeof keyStatus>>): void {
+  if (report.key_matches_vault === false) {
+    const closed = report.data_keys.filter((k) => k.matches_key === false).length;
+    throw new KeyError(
+      `the key from ${report.key_origin} (key id ${report.key_id}) does not open ${closed} of this vault's ${report.data_keys.length} data keys`,
+      {
+        hint: 'Use the key the vault was made with (WRAPPED BY names its id), or finish a rotation with `credvault key rotate`.',
+      },
+    );
+  }
+  if (report.key_source === 'none' && report.data_keys.length) throw noKeyError(rt.config.home);
 }
 
 /** Grant data keys listed one by one in `key status`; more are counted by group. */
