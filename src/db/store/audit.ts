@@ -39,13 +39,17 @@ export async function readHead(
  * Rows as JSON arrays, in this order: id, occurred_at, actor, action, target_type, target_id,
  * connection_id, client_address, user_agent, outcome, detail, prev_hash, hash (the array the hash
  * covers, with the hash added: see services/audit.ts).
+ *
+ * Read as jsonb, parsed once: on `json` each of the thirteen `->>` parses the row's text again, which
+ * made a batch of 25 rows cost PostgreSQL twice as long (1.1–1.2 ms against 0.5–0.7 ms, measured
+ * from the client), and the daemon's audit batches take turns at the chain's head.
  */
 export const insertFromJson = (json: string | Placeholder) => sql`
   insert into credential_access_audit
     (id, occurred_at, actor, action, target_type, target_id, connection_id, client_address, user_agent, outcome, detail, prev_hash, hash)
   select (r->>0)::bigint, (r->>1)::timestamptz, r->>2, r->>3, r->>4, r->>5, (r->>6)::uuid, r->>7, r->>8, r->>9,
-    (r->10)::jsonb, r->>11, r->>12
-  from json_array_elements(${json}::json) as r`;
+    r->10, r->>11, r->>12
+  from jsonb_array_elements(${json}::jsonb) as r`;
 
 /**
  * Appends rows (one JSON parameter) and moves the head, in one statement: the head moves only if it is
