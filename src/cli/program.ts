@@ -33,7 +33,10 @@ export function buildProgram(
     .description('An encrypted vault for ad platforms’ OAuth credentials that hands out valid access tokens.')
     .version(VERSION, '-V, --version')
     .option('--database-url <url>', 'PostgreSQL URL (default: $DATABASE_URL, else the embedded database)')
-    .option('--home <dir>', 'data folder (default: $CREDVAULT_HOME, else $XDG_DATA_HOME/credvault, else ~/.local/share/credvault)')
+    .option(
+      '--home <dir>',
+      'data folder (default: $CREDVAULT_HOME, else $XDG_DATA_HOME/credvault, else ~/.local/share/credvault)',
+    )
     .option(
       '--actor <name>',
       'who is acting, for the audit log (default: $CREDVAULT_ACTOR, else the OS user)',
