@@ -14,14 +14,31 @@ const SCHEMES: Record<string, Exclude<KeySourceKind, 'local'>> = {
   'vault-transit://': 'vault-transit',
 };
 
+/**
+ * A KMS URI that names no key credvault can use: exit 6 when it comes from CREDENTIAL_KMS_URI (the
+ * configured key is unusable); `key rotate --to-kms` turns it into bad input (exit 2) with its name.
+ */
+export class KmsUriError extends KeyError {
+  readonly uri: string;
+  readonly problem: string;
+
+  constructor(uri: string, problem: string, hint: string) {
+    super(`CREDENTIAL_KMS_URI "${uri}" ${problem}`, { hint });
+    this.uri = uri;
+    this.problem = problem;
+  }
+}
+
 export async function openKmsKeySource(uri: string, env: NodeJS.ProcessEnv): Promise<KeySource> {
   const scheme = Object.keys(SCHEMES).find((s) => uri.startsWith(s));
   if (!scheme) {
-    throw new KeyError(`CREDENTIAL_KMS_URI "${uri}" names no KMS credvault knows`, {
-      hint: `Use one of ${Object.keys(SCHEMES)
+    throw new KmsUriError(
+      uri,
+      'names no KMS credvault knows',
+      `Use one of ${Object.keys(SCHEMES)
         .map((s) => `${s}…`)
         .join(', ')}.`,
-    });
+    );
   }
   const vaultName = vaultNameFrom(env);
   switch (SCHEMES[scheme]) {

@@ -132,6 +132,31 @@ describe.each(BACKENDS)('$kind key source', (backend) => {
   });
 });
 
+describe('a KMS URI that names no usable key', () => {
+  it('is the configured key being unusable from CREDENTIAL_KMS_URI (exit 6), bad input from --to-kms (exit 2); nothing written', async () => {
+    const v = await createVault();
+    vaults.push(v);
+    const dump = await v.dump();
+    for (const uri of ['bogus://x', 'aws-kms://', 'gcp-kms://projects/p', 'vault-transit://h/transit/nope']) {
+      const flag = await v.cli(['key', 'rotate', '--to-kms', uri, '--json']);
+      expect(flag.code, flag.stderr).toBe(2);
+      expect(JSON.parse(flag.stderr).error).toMatchObject({
+        code: 'invalid_input',
+        message: expect.stringMatching(
+          new RegExp(`^--to-kms "${uri.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}" `),
+        ),
+      });
+      const configured = await v.cli(['apps', 'list', '--json'], { env: { CREDENTIAL_KMS_URI: uri } });
+      // A command that reads no secret does not open the key; one that does is refused.
+      expect(configured.code).toBe(0);
+      const reading = await v.cli(['key', 'status', '--json'], { env: { CREDENTIAL_KMS_URI: uri } });
+      expect(reading.code, reading.stderr).toBe(6);
+      expect(JSON.parse(reading.stderr).error.message).toContain(`CREDENTIAL_KMS_URI "${uri}"`);
+    }
+    expect(await v.dump()).toBe(dump);
+  });
+});
+
 describe('aws-kms specifics', () => {
   it('names the vault and the data key in the encryption context, and signs with SigV4', async () => {
     const v = await createVault({ initialized: false });

@@ -172,8 +172,14 @@ export async function rotate(rt: Runtime, flags: RotateFlags): Promise<void> {
   let newKeyText: string | null = null;
   let generatedFile: string | null = null;
   if (flags.toKms) {
-    const { openKmsKeySource } = await import('../../crypto/kms.js');
-    next = await openKmsKeySource(flags.toKms, env);
+    const { KmsUriError, openKmsKeySource } = await import('../../crypto/kms.js');
+    try {
+      next = await openKmsKeySource(flags.toKms, env);
+    } catch (error) {
+      // The URI is this command's input here, not the configured key.
+      if (!(error instanceof KmsUriError)) throw error;
+      throw new InvalidInputError(`--to-kms "${error.uri}" ${error.problem}`, { hint: error.hint });
+    }
   } else if (flags.newKeyFile) {
     newKeyText = (await readFileOrStdin(rt, flags.newKeyFile, '--new-key-file')).trim();
     next = LocalKeySource.fromText(

@@ -7,7 +7,7 @@ import {
 } from '@aws-sdk/client-kms';
 import { KeyError } from '../../errors.js';
 import type { KeySource, WrapContext } from '../key-source.js';
-import { kmsKeyId, networkCause, parseWrapped, splitKmsUri, storeWrapped } from '../kms.js';
+import { KmsUriError, kmsKeyId, networkCause, parseWrapped, splitKmsUri, storeWrapped } from '../kms.js';
 
 const SCHEME = 'aws-kms://';
 const PREFIX = 'aws';
@@ -25,9 +25,11 @@ const PREFIX = 'aws';
 export function openAwsKms(uri: string, env: NodeJS.ProcessEnv, vaultName: string): KeySource {
   const { key, query } = splitKmsUri(uri, SCHEME);
   if (!key) {
-    throw new KeyError(`CREDENTIAL_KMS_URI "${uri}" names no key`, {
-      hint: 'Use aws-kms://KEY-ID, aws-kms://alias/NAME or aws-kms://arn:aws:kms:REGION:ACCOUNT:key/KEY-ID.',
-    });
+    throw new KmsUriError(
+      uri,
+      'names no key',
+      'Use aws-kms://KEY-ID, aws-kms://alias/NAME or aws-kms://arn:aws:kms:REGION:ACCOUNT:key/KEY-ID.',
+    );
   }
   const arnRegion = /^arn:aws[\w-]*:kms:([a-z0-9-]+):/.exec(key)?.[1];
   const config: KMSClientConfig = { maxAttempts: 3 };

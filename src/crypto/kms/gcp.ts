@@ -2,7 +2,7 @@ import { KeyManagementServiceClient } from '@google-cloud/kms';
 import { OAuth2Client } from 'google-auth-library';
 import { KeyError } from '../../errors.js';
 import type { KeySource, WrapContext } from '../key-source.js';
-import { kmsKeyId, networkCause, parseWrapped, splitKmsUri, storeWrapped } from '../kms.js';
+import { KmsUriError, kmsKeyId, networkCause, parseWrapped, splitKmsUri, storeWrapped } from '../kms.js';
 
 const SCHEME = 'gcp-kms://';
 const PREFIX = 'gcp';
@@ -24,9 +24,11 @@ type ClientOptions = NonNullable<ConstructorParameters<typeof KeyManagementServi
 export function openGcpKms(uri: string, env: NodeJS.ProcessEnv, vaultName: string): KeySource {
   const { key, query } = splitKmsUri(uri, SCHEME);
   if (!KEY_NAME.test(key)) {
-    throw new KeyError(`CREDENTIAL_KMS_URI "${uri}" is not a Cloud KMS key name`, {
-      hint: 'Use gcp-kms://projects/PROJECT/locations/LOCATION/keyRings/RING/cryptoKeys/KEY.',
-    });
+    throw new KmsUriError(
+      uri,
+      'is not a Cloud KMS key name',
+      'Use gcp-kms://projects/PROJECT/locations/LOCATION/keyRings/RING/cryptoKeys/KEY.',
+    );
   }
   const options: ClientOptions = { fallback: true };
   const endpoint = query.get('endpoint') ?? env.CLOUDSDK_API_ENDPOINT_OVERRIDES_CLOUDKMS;

@@ -3,7 +3,7 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { KeyError } from '../../errors.js';
 import type { KeySource, WrapContext } from '../key-source.js';
-import { kmsKeyId, networkCause } from '../kms.js';
+import { KmsUriError, kmsKeyId, networkCause } from '../kms.js';
 
 const SCHEME = 'vault-transit://';
 const TIMEOUT_MS = 15_000;
@@ -50,10 +50,12 @@ export function openVaultTransit(uri: string, env: NodeJS.ProcessEnv): KeySource
   );
 }
 
-function invalidUri(uri: string): KeyError {
-  return new KeyError(`CREDENTIAL_KMS_URI "${uri}" is not a Vault Transit key`, {
-    hint: 'Use vault-transit://HOST[:PORT]/MOUNT/keys/NAME, for example vault-transit://vault.internal:8200/transit/keys/credvault.',
-  });
+function invalidUri(uri: string): KmsUriError {
+  return new KmsUriError(
+    uri,
+    'is not a Vault Transit key',
+    'Use vault-transit://HOST[:PORT]/MOUNT/keys/NAME, for example vault-transit://vault.internal:8200/transit/keys/credvault.',
+  );
 }
 
 function vaultToken(env: NodeJS.ProcessEnv): string {
