@@ -73,7 +73,12 @@ export async function tokenFromDaemon(
       { authorization: `Bearer ${run.token}`, 'x-credvault-actor': who },
       10_000,
     );
-    return status === 200 ? (JSON.parse(body) as TokenDocument) : null;
+    if (status !== 200) return null;
+    // Only a token document is printed (a reused pid could put some other server behind the run file).
+    const doc = JSON.parse(body) as Partial<TokenDocument> | null;
+    return typeof doc?.access_token === 'string' && doc.access_token && typeof doc.token_type === 'string'
+      ? (doc as TokenDocument)
+      : null;
   } catch {
     return null;
   }

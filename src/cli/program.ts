@@ -10,6 +10,13 @@ import { createRuntime, type Io, type Runtime } from './run.js';
 
 type Handler = (rt: Runtime) => Promise<void>;
 
+const reached = new WeakMap<Command, Command>();
+
+/** The deepest command `program` dispatched to while parsing (itself when none). */
+export function reachedCommand(program: Command): Command {
+  return reached.get(program) ?? program;
+}
+
 function collect(value: string, previous: string[] = []): string[] {
   return [...previous, value];
 }
@@ -416,5 +423,14 @@ export function buildProgram(
     .action((shell: string, _o, cmd: Command) =>
       runWith(cmd, async (rt) => (await import('./commands/completion.js')).completion(rt, shell, program)),
     );
+  // Which group the words named, for `credvault --home X apps` with no command after it.
+  const track = (group: Command) => {
+    if (!group.commands.length) return;
+    group.hook('preSubcommand', (_group, sub) => {
+      reached.set(program, sub);
+    });
+    group.commands.forEach(track);
+  };
+  track(program);
   return program;
 }

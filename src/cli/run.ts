@@ -4,7 +4,7 @@ import { redactUrl } from '../db/client.js';
 import { mapDatabaseError } from '../db/errors.js';
 import { CredvaultError, InvalidInputError } from '../errors.js';
 import { Output, type Stream } from './output.js';
-import { buildProgram } from './program.js';
+import { buildProgram, reachedCommand } from './program.js';
 
 export interface Io {
   stdin: NodeJS.ReadableStream & { isTTY?: boolean };
@@ -82,17 +82,16 @@ export async function run(argv: string[], io: Io): Promise<number> {
   }
 }
 
-/** The group `argv` names (the deepest one), and the commands it has. */
+/** The group the words named (as commander reached it), and the commands it has. */
 function missingCommand(program: Command, argv: string[]): InvalidInputError {
-  let group = program;
-  const path = ['credvault'];
-  for (const arg of argv) {
-    if (arg.startsWith('-')) continue;
-    const sub = group.commands.find((c) => c.name() === arg || c.aliases().includes(arg));
-    if (!sub) break;
-    group = sub;
-    path.push(arg);
+  const group = reachedCommand(program);
+  // `credvault help NAME` with no such command shows the help too.
+  const asked = argv.includes('help') ? argv[argv.indexOf('help') + 1] : undefined;
+  if (group === program && asked) {
+    return new InvalidInputError(`unknown command '${asked}'`, { hint: 'See `credvault --help`.' });
   }
+  const path: string[] = [];
+  for (let c: Command | null = group; c; c = c.parent) path.unshift(c.name());
   const names = group.commands.map((c) => c.name()).filter((n) => n !== 'help');
   return new InvalidInputError(`${path.join(' ')} needs a command: ${names.join(', ')}`, {
     hint: `See \`${path.join(' ')} --help\`.`,

@@ -1,11 +1,11 @@
 import { randomBytes } from 'node:crypto';
-import { chmodSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import type { Server } from 'node:http';
 import { dirname } from 'node:path';
 import { getTableName } from 'drizzle-orm';
 import { databaseLabel, runFilePath } from '../cli/fast-token.js';
 import type { Config } from '../config.js';
-import { type Database, openDatabase } from '../db/client.js';
+import { type Database, embeddedDataDir, noVaultError, openDatabase } from '../db/client.js';
 import { errorMessage } from '../db/errors.js';
 import { maintainTables } from '../db/maintenance.js';
 import { assertMigrated } from '../db/migrate.js';
@@ -82,6 +82,8 @@ export async function runDaemon(
       applicationName: 'credvault-daemon',
     });
   } else {
+    // The daemon serves a vault; it does not make one (`credvault init` does).
+    if (!existsSync(embeddedDataDir(config.home))) throw noVaultError(config.home);
     embedded = await serveEmbedded(config.home, config.lockTimeoutMs, {
       channel: CHANGES_CHANNEL,
       onPayload: (payload) => cache.invalidate(payload),

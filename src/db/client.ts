@@ -49,13 +49,22 @@ export interface OpenOptions {
   create?: boolean;
 }
 
-/** A data folder that is there but is not a folder (`CREDVAULT_HOME` naming a file), or null. */
+/**
+ * A data folder that cannot be one (`CREDVAULT_HOME` naming a file, or a path through a file or a
+ * folder this user may not search), or null when it is a folder or can be made.
+ */
 export function homeProblem(home: string): InvalidInputError | null {
-  const stat = statSync(home, { throwIfNoEntry: false });
-  if (!stat || stat.isDirectory()) return null;
-  return new InvalidInputError(`the data folder ${home} is not a folder`, {
-    hint: 'Point CREDVAULT_HOME (or --home) at a folder: credvault keeps its database, key and run files there.',
-  });
+  const hint =
+    'Point CREDVAULT_HOME (or --home) at a folder: credvault keeps its database, key and run files there.';
+  try {
+    const stat = statSync(home, { throwIfNoEntry: false });
+    if (!stat || stat.isDirectory()) return null;
+    return new InvalidInputError(`the data folder ${home} is not a folder`, { hint });
+  } catch (error) {
+    const { code } = error as NodeJS.ErrnoException;
+    if (code !== 'ENOTDIR' && code !== 'EACCES' && code !== 'ELOOP') throw error;
+    return new InvalidInputError(`the data folder ${home} cannot be used (${code})`, { hint });
+  }
 }
 
 /** Why a command finds no embedded database at `home` (it makes none: only `init` does). */
@@ -202,6 +211,8 @@ async function openPostgres(target: ConnectTarget, options: OpenOptions): Promis
 const COMMAND_SHARED_BUFFERS = '16MB';
 
 async function openEmbedded(home: string, lockTimeoutMs: number): Promise<Database> {
+  const problem = homeProblem(home);
+  if (problem) throw problem;
   const { acquireDatabaseLock } = await import('./lock.js');
   const dataDir = embeddedDataDir(home);
   const lock = await acquireDatabaseLock(home, lockTimeoutMs, dataDir);

@@ -31,7 +31,8 @@ export function ensureHome(home: string): void {
     mkdirSync(home, { recursive: true, mode: 0o700 });
   } catch (error) {
     const { code } = error as NodeJS.ErrnoException;
-    if (code !== 'EACCES' && code !== 'ENOTDIR' && code !== 'EEXIST' && code !== 'EROFS') throw error;
+    // (A path that is a file, or runs through one, was refused above.)
+    if (code !== 'EACCES' && code !== 'EPERM' && code !== 'EROFS') throw error;
     throw new InvalidInputError(`cannot make the data folder ${home} (${code})`, {
       hint: 'Point CREDVAULT_HOME (or --home) at a folder this user may write.',
     });

@@ -357,7 +357,7 @@ describe('token get beside a running daemon', () => {
   it('asks the daemon (the same token, audited as the person), and reads the vault itself when the daemon cannot be asked as that person', async () => {
     const { double, v, adopt } = await setup();
     await adopt('987', 'acct-a');
-    const daemon = await startDaemon(v, { tcpPort: await freePort() });
+    const daemon = await startDaemon(v);
     cleanups.push(() => daemon.stop());
     const served = await v.cli(['token', 'get', 'acct-a', '--format', 'json'], { secretOutput: true });
     expect(served.code, served.stderr).toBe(0);

@@ -97,6 +97,10 @@ describe('init', () => {
         expect(result.stderr).toContain(`there is no vault at ${v.home}`);
         expect(result.stderr).toContain('credvault init');
       }
+      // Nor does the daemon make one.
+      const daemon = await v.cli(['daemon', '--listen', `unix:${join(v.root, 'd.sock')}`]);
+      expect(daemon.code, daemon.stderr).toBe(8);
+      expect(daemon.stderr).toContain(`there is no vault at ${v.home}`);
       expect(existsSync(join(v.home, 'pgdata'))).toBe(false);
       expect(await v.json(['db', 'migrate'])).toMatchObject({
         applied: expect.arrayContaining(['0000_init']),
@@ -112,13 +116,20 @@ describe('init', () => {
     const file = join(v.root, 'not-a-folder');
     writeFileSync(file, 'x');
     // On PostgreSQL a command that needs neither key nor embedded database never looks at the folder.
-    for (const args of DB_KIND === 'pglite' ? [['init'], ['connections', 'list']] : [['init']]) {
-      const result = await v.cli([...args, '--json'], { env: { CREDVAULT_HOME: file } });
-      expect(result.code, `${args.join(' ')}: ${result.stderr}`).toBe(2);
-      expect(JSON.parse(result.stderr).error).toMatchObject({
-        code: 'invalid_input',
-        message: expect.stringContaining(`the data folder ${file} is not a folder`),
-      });
+    const commands =
+      DB_KIND === 'pglite' ? [['init'], ['connections', 'list'], ['db', 'migrate']] : [['init']];
+    for (const [home, words] of [
+      [file, `the data folder ${file} is not a folder`],
+      [join(file, 'home'), `the data folder ${join(file, 'home')} cannot be used (ENOTDIR)`],
+    ] as const) {
+      for (const args of commands) {
+        const result = await v.cli([...args, '--json'], { env: { CREDVAULT_HOME: home } });
+        expect(result.code, `${args.join(' ')}: ${result.stderr}`).toBe(2);
+        expect(JSON.parse(result.stderr).error).toMatchObject({
+          code: 'invalid_input',
+          message: expect.stringContaining(words),
+        });
+      }
     }
   });
 });
@@ -372,6 +383,13 @@ describe('apps', () => {
         message: 'credvault key needs a command: generate, rotate, status. See `credvault key --help`.',
       },
     });
+    // The group is the one the words reached, global options and their values before it or not.
+    const afterOptions = await v.cli(['--actor', 'bob', 'connections', '--json']);
+    expect(afterOptions.code).toBe(2);
+    expect(JSON.parse(afterOptions.stderr).error.message).toMatch(/^credvault connections needs a command: /);
+    const unknown = await v.cli(['help', 'bogus']);
+    expect(unknown.code).toBe(2);
+    expect(unknown.stderr).toContain("unknown command 'bogus'");
     // Asking for help is not an error.
     const help = await v.cli(['apps', '--help']);
     expect(help.code).toBe(0);

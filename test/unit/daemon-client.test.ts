@@ -1,10 +1,10 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { type AddressInfo, createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { getFromDaemon, parseAnswer } from '../../src/cli/fast-token.js';
+import { fastTokenGet, getFromDaemon, parseAnswer } from '../../src/cli/fast-token.js';
 
 /**
  * `token get`'s fast path and `doctor` ask a running daemon with a request written on a bare socket
@@ -40,6 +40,8 @@ async function rawServer(pieces: Array<string | Buffer>, close = true) {
   const requests: string[] = [];
   const server = track(
     createServer((socket) => {
+      // The client may reset the connection (it stops reading a too-large answer): not this test's error.
+      socket.on('error', () => {});
       socket.once('data', async (d: Buffer) => {
         requests.push(d.toString('latin1'));
         for (const piece of pieces) {
@@ -146,5 +148,35 @@ describe('the daemon client', () => {
     await expect(getFromDaemon(listen, '/x HTTP/1.1\r\nX-A: b', {}, 2_000)).rejects.toThrow('path');
     await new Promise((r) => setTimeout(r, 50));
     expect(requests).toEqual([]);
+  });
+
+  it('prints only a token document: any other 200 sends token get down its full path', async () => {
+    const home = mkdtempSync(join(tmpdir(), 'credvault-fast-'));
+    cleanups.push(() => rmSync(home, { recursive: true, force: true }));
+    mkdirSync(join(home, 'run'));
+    const answer = (body: string) =>
+      `HTTP/1.1 200 OK\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`;
+    const env = { CREDVAULT_HOME: home, CREDVAULT_ACTOR: 'ops' } as NodeJS.ProcessEnv;
+    const printed: string[] = [];
+    for (const body of ['{"status":"ok"}', '{"access_token":"","token_type":"Bearer"}', 'null', 'not json']) {
+      // A run file whose pid is alive (this process) and whose port now answers something else.
+      const { listen } = await rawServer([answer(body)]);
+      writeFileSync(
+        join(home, 'run', 'daemon.json'),
+        JSON.stringify({ pid: process.pid, listen, token: 'cvc_x', database: 'embedded' }),
+      );
+      expect(await fastTokenGet(['token', 'get', 'acct'], env, (t) => printed.push(t)), body).toBe(false);
+    }
+    expect(printed).toEqual([]);
+    const doc = { access_token: 'ya29.x', token_type: 'Bearer', expires_at: null };
+    const { listen } = await rawServer([answer(JSON.stringify(doc))]);
+    writeFileSync(
+      join(home, 'run', 'daemon.json'),
+      JSON.stringify({ pid: process.pid, listen, token: 'cvc_x', database: 'embedded' }),
+    );
+    expect(
+      await fastTokenGet(['token', 'get', 'acct', '--format', 'header'], env, (t) => printed.push(t)),
+    ).toBe(true);
+    expect(printed).toEqual(['Authorization: Bearer ya29.x\n']);
   });
 });
