@@ -68,7 +68,7 @@ export async function run(argv: string[], io: Io): Promise<number> {
         stderr: io.stderr,
       });
     if (error instanceof CommanderError) {
-      // --help and a bare command group print their text and succeed; everything else is bad usage.
+      // --help (and `credvault help GROUP`) print their text and succeed; everything else is bad usage.
       if (error.code === 'commander.helpDisplayed' || error.code === 'commander.version') return 0;
       // A group named without one of its commands (`credvault apps`): its help, then bad usage.
       if (error.code === 'commander.help') {

@@ -1,11 +1,11 @@
 import { randomBytes } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import type { Server } from 'node:http';
 import { dirname } from 'node:path';
 import { getTableName } from 'drizzle-orm';
 import { databaseLabel, runFilePath } from '../cli/fast-token.js';
 import type { Config } from '../config.js';
-import { type Database, embeddedDataDir, noVaultError, openDatabase } from '../db/client.js';
+import { type Database, openDatabase, requireEmbeddedVault } from '../db/client.js';
 import { errorMessage } from '../db/errors.js';
 import { maintainTables } from '../db/maintenance.js';
 import { assertMigrated } from '../db/migrate.js';
@@ -83,7 +83,7 @@ export async function runDaemon(
     });
   } else {
     // The daemon serves a vault; it does not make one (`credvault init` does).
-    if (!existsSync(embeddedDataDir(config.home))) throw noVaultError(config.home);
+    requireEmbeddedVault(config.home);
     embedded = await serveEmbedded(config.home, config.lockTimeoutMs, {
       channel: CHANGES_CHANNEL,
       onPayload: (payload) => cache.invalidate(payload),

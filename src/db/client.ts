@@ -67,6 +67,11 @@ export function homeProblem(home: string): InvalidInputError | null {
   }
 }
 
+/** Refuses a `home` without an embedded database: commands (the daemon too) never make one. */
+export function requireEmbeddedVault(home: string): void {
+  if (!existsSync(embeddedDataDir(home))) throw noVaultError(home);
+}
+
 /** Why a command finds no embedded database at `home` (it makes none: only `init` does). */
 export function noVaultError(home: string): CredvaultError {
   return (
@@ -122,7 +127,7 @@ export async function openDatabase(options: OpenOptions): Promise<Database> {
       }
     }
   }
-  if (!options.create && !existsSync(embeddedDataDir(options.home))) throw noVaultError(options.home);
+  if (!options.create) requireEmbeddedVault(options.home);
   return openEmbedded(options.home, options.lockTimeoutMs);
 }
 

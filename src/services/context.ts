@@ -30,8 +30,9 @@ export class ServiceContext {
   readonly #tx = new AsyncLocalStorage<Db>();
   /**
    * Transactions running now. While none is, the storage is disabled: an enabled AsyncLocalStorage
-   * makes Node 20 run a hook for every promise the process creates (a dozen per refresh in the
-   * daemon's sweep, 3–4% of its CPU), and outside a transaction there is nothing to look up.
+   * makes Node 20 run a hook for every promise the process creates (3–4% of the daemon's sweep
+   * profile), for each enabled instance; the daemon's per-request contexts (withActor) would otherwise
+   * each leave one enabled for good. Outside a transaction there is nothing to look up.
    */
   #open = 0;
 
