@@ -73,7 +73,7 @@ export function requireEmbeddedVault(home: string): void {
 }
 
 /** Why a command finds no embedded database at `home` (it makes none: only `init` does). */
-export function noVaultError(home: string): CredvaultError {
+function noVaultError(home: string): CredvaultError {
   return (
     homeProblem(home) ??
     new DatabaseError(`there is no vault at ${home} (no embedded database, and DATABASE_URL is not set)`, {

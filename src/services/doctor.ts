@@ -3,13 +3,13 @@ import { databaseLabel, getFromDaemon, readRunFile, runFilePath } from '../cli/f
 import type { Config } from '../config.js';
 import { locateKey, noKeyError } from '../crypto/key-sources.js';
 import { type Listen, listenLabel } from '../daemon/options.js';
-import { type Database, embeddedDataDir, noVaultError, openDatabase } from '../db/client.js';
+import { type Database, embeddedDataDir, openDatabase } from '../db/client.js';
 import { errorMessage, mapDatabaseError } from '../db/errors.js';
 import { lastAppliedMigration, migrationStatus } from '../db/migrate.js';
 import { CredvaultError, type ErrorCode } from '../errors.js';
 import { redact } from '../util/redact.js';
 import { ServiceContext } from './context.js';
-import { keyStatus } from './keys.js';
+import { keyMismatch, keyStatus } from './keys.js';
 import { vaultStatus } from './status.js';
 
 /**
@@ -78,29 +78,23 @@ async function runChecks(config: Config, opened: { database: Database | null }):
   const checks: Check[] = [];
   const where = config.databaseUrl ? databaseLabel(config.databaseUrl) : embeddedDataDir(config.home);
   let database: Database | null = null;
-  if (!config.databaseUrl && !existsSync(embeddedDataDir(config.home))) {
-    // Opening it would make an empty database (a daemon's socket left behind without one would not
-    // stop that): a doctor changes nothing.
-    const missing = noVaultError(config.home);
-    checks.push(failed('database', missing.code, missing.message, missing.hint ?? null));
-  } else {
-    try {
-      const opening = await openDatabase({
-        url: config.databaseUrl,
-        home: config.home,
-        lockTimeoutMs: config.lockTimeoutMs,
-      });
-      opened.database = opening;
-      const [row] = await opening.query<{ version: string }>(
-        "select current_setting('server_version') as version",
-      );
-      // A daemon's socket (shared) is the embedded database too: its description says so.
-      const kind = opening.kind === 'pglite' || opening.shared ? 'embedded PostgreSQL' : 'PostgreSQL';
-      checks.push(ok('database', `${kind} ${row?.version ?? ''} at ${opening.description}`.trim()));
-      database = opening;
-    } catch (error) {
-      checks.push(asFailure('database', error, where, 'database_error'));
-    }
+  try {
+    // Never makes an embedded database (only init does): without one this is the "no vault" failure.
+    const opening = await openDatabase({
+      url: config.databaseUrl,
+      home: config.home,
+      lockTimeoutMs: config.lockTimeoutMs,
+    });
+    opened.database = opening;
+    const [row] = await opening.query<{ version: string }>(
+      "select current_setting('server_version') as version",
+    );
+    // A daemon's socket (shared) is the embedded database too: its description says so.
+    const kind = opening.kind === 'pglite' || opening.shared ? 'embedded PostgreSQL' : 'PostgreSQL';
+    checks.push(ok('database', `${kind} ${row?.version ?? ''} at ${opening.description}`.trim()));
+    database = opening;
+  } catch (error) {
+    checks.push(asFailure('database', error, where, 'database_error'));
   }
 
   let migrated = false;
@@ -188,16 +182,8 @@ async function checkKey(ctx: ServiceContext): Promise<Check> {
   }
   if (report.key_source === 'none') return keyWithoutVault(ctx.config);
   const source = `${report.key_source} key ${report.key_id} (${report.key_origin})`;
-  const wrong = report.data_keys.find((k) => k.matches_key === false);
-  if (wrong) {
-    const count = report.data_keys.filter((k) => k.matches_key === false).length;
-    return failed(
-      'key',
-      'key_error',
-      `the master key does not match this vault (expected key id ${wrong.kek_id}, got ${report.key_id}): ${count} of ${report.data_keys.length} data keys do not open`,
-      'Use the key this vault was made with (see `credvault key status`).',
-    );
-  }
+  const mismatch = keyMismatch(report);
+  if (mismatch) return failed('key', mismatch.code, mismatch.message, mismatch.hint ?? null);
   const location = locateKey(ctx.config.env, ctx.config.home);
   if (location.kind === 'file') {
     const mode = statSync(location.path, { throwIfNoEntry: false })?.mode ?? 0;

@@ -37,6 +37,22 @@ export interface KeyStatus {
   secrets: number;
 }
 
+/**
+ * Why the configured key does not open this vault, in the words the keyring uses (expected key id,
+ * got key id) with how many data keys stay shut; null when every data key it tried opened.
+ * `key status` exits with it after its report; `doctor` shows it as its key check.
+ */
+export function keyMismatch(report: KeyStatus): KeyError | null {
+  const shut = report.data_keys.filter((k) => k.matches_key === false);
+  if (!shut.length) return null;
+  return new KeyError(
+    `the master key does not match this vault (expected key id ${shut[0]!.kek_id}, got ${report.key_id}): the key from ${report.key_origin} does not open ${shut.length} of this vault's ${report.data_keys.length} data keys`,
+    {
+      hint: 'Use the key the vault was made with (WRAPPED BY in `credvault key status` names its id), or finish a rotation with `credvault key rotate`.',
+    },
+  );
+}
+
 /** Which key is configured, whether it opens this vault, and what each data key protects. */
 export async function keyStatus(ctx: ServiceContext): Promise<KeyStatus> {
   const location = locateKey(ctx.config.env, ctx.config.home);

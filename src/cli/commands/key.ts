@@ -3,7 +3,13 @@ import type { KeySource } from '../../crypto/key-source.js';
 import { homeKeyPath, locateKey, noKeyError, resolveKeySource } from '../../crypto/key-sources.js';
 import { generateMasterKey, LocalKeySource } from '../../crypto/local-key.js';
 import { InvalidInputError, KeyError } from '../../errors.js';
-import { type DataKeyStatus, keyStatus, newMasterKey } from '../../services/keys.js';
+import {
+  type DataKeyStatus,
+  type KeyStatus,
+  keyMismatch,
+  keyStatus,
+  newMasterKey,
+} from '../../services/keys.js';
 import { reencryptSecrets, rewrapDataKeys } from '../../services/rotation.js';
 import { withContext } from '../context.js';
 import { readFileOrStdin } from '../input.js';
@@ -99,16 +105,9 @@ export async function status(rt: Runtime): Promise<void> {
  * After the report, either way: a key that does not open the vault is exit 6, as for any command that
  * needs it (a script's "is my key right?").
  */
-function refuseUnopened(rt: Runtime, report: Awaited<ReturnType<typeof keyStatus>>): void {
-  if (report.key_matches_vault === false) {
-    const closed = report.data_keys.filter((k) => k.matches_key === false).length;
-    throw new KeyError(
-      `the key from ${report.key_origin} (key id ${report.key_id}) does not open ${closed} of this vault's ${report.data_keys.length} data keys`,
-      {
-        hint: 'Use the key the vault was made with (WRAPPED BY names its id), or finish a rotation with `credvault key rotate`.',
-      },
-    );
-  }
+function refuseUnopened(rt: Runtime, report: KeyStatus): void {
+  const mismatch = keyMismatch(report);
+  if (mismatch) throw mismatch;
   if (report.key_source === 'none' && report.data_keys.length) throw noKeyError(rt.config.home);
 }
 
