@@ -21,8 +21,12 @@ export interface OAuthProfile {
   clientAuth: 'client_secret_post' | 'client_secret_basic' | 'basic_raw' | 'post_or_none';
   /** Extra form parameters on the token endpoint (Microsoft requires `scope` on every refresh). */
   tokenParams?: (app: ProviderApp, grant: 'authorization_code' | 'refresh_token') => Record<string, string>;
-  /** Error codes that mean the refresh token is dead, besides `invalid_grant`. */
-  deadGrantErrors?: string[];
+  /**
+   * An error answer to a refresh that means the refresh token is dead, besides `invalid_grant`
+   * (LinkedIn answers a dead one with `invalid_request`). Only refreshes are judged by it: the same
+   * code elsewhere is about the request.
+   */
+  deadGrant?: (error: string, description: string) => boolean;
   /** The token response lacks `token_type` (LinkedIn); supply this one. */
   missingTokenType?: string;
   /** Headers on every token and revoke request (Reddit wants its descriptive User-Agent). */
@@ -120,10 +124,13 @@ function classify(
   what: string,
   options: CallOptions,
   secrets: Array<string | null>,
+  refreshing = false,
 ): ProviderError {
   if (error instanceof ProviderError) return error;
   if (error instanceof oauth.ResponseBodyError) {
-    const dead = error.error === 'invalid_grant' || (profile.deadGrantErrors ?? []).includes(error.error);
+    const dead =
+      error.error === 'invalid_grant' ||
+      (refreshing && profile.deadGrant?.(error.error, error.error_description ?? '') === true);
     // At the token endpoint, any other 4xx error (invalid_client, invalid_request, invalid_scope,
     // unsupported_grant_type…) is about the app or its configuration: a person has to look.
     const kind = dead
@@ -235,10 +242,14 @@ export async function refreshGrant(
     const now = Date.now();
     return toTokenResult(await oauth.processRefreshTokenResponse(as, client, response), now);
   } catch (error) {
-    throw classify(error, profile, what, options, [
-      refreshToken.reveal(),
-      app.clientSecret?.reveal() ?? null,
-    ]);
+    throw classify(
+      error,
+      profile,
+      what,
+      options,
+      [refreshToken.reveal(), app.clientSecret?.reveal() ?? null],
+      true,
+    );
   }
 }
 

@@ -149,7 +149,11 @@ describe.each(CASES)(
       expect(revoked.connections.map((c) => c.status)).toEqual(['revoked']);
       if (revokes) {
         expect(revoked.platform).toBe('revoked');
-        expect(double.revokeCount).toBe(revokesBefore + 1);
+        // LinkedIn's endpoint is unconfirmed: both of its tokens are revoked there.
+        expect(double.revokeCount).toBe(revokesBefore + (platform === 'linkedin_ads' ? 2 : 1));
+        // The grant is dead at the platform, not only its access token: the refresh token mints no more.
+        expect(double.findGrant(second)?.revoked).toBe(true);
+        expect(double.accessTokens.get(second)?.revoked).toBe(true);
       } else {
         expect(revoked.platform).toBe('no_endpoint');
         expect(revoked.consent_page).toContain('account.live.com');

@@ -11,8 +11,12 @@ const DEFAULT_API = 'https://api.linkedin.com';
 
 const profile: OAuthProfile = {
   clientAuth: 'client_secret_post',
-  // A dead or expired refresh token comes back as invalid_request, not invalid_grant.
-  deadGrantErrors: ['invalid_request'],
+  // A dead or expired refresh token comes back as invalid_request, not invalid_grant; so does a
+  // request without the app's client_id or client_secret ('A required parameter "client_id" is
+  // missing'), which is the app's configuration, not the grant.
+  deadGrant: (error, description) =>
+    error === 'invalid_request' &&
+    !/required parameter "?(client_id|client_secret|grant_type)\b/i.test(description),
   // LinkedIn's token answers have no token_type.
   missingTokenType: 'Bearer',
 };
@@ -152,10 +156,11 @@ export const linkedInAds: Provider = {
   refresh: (app, refreshToken, options) => refreshGrant(profile, app, refreshToken, options),
   async revoke(app, tokens, options) {
     // [unconfirmed in LinkedIn's docs] /oauth/v2/revoke with token, client_id and client_secret, as
-    // many integrations use it. Revoking the access token is what it accepts.
-    const token = tokens.accessToken ?? tokens.refreshToken;
-    if (token)
-      await revokeToken(profile, app, token, tokens.accessToken ? 'access_token' : 'refresh_token', options);
+    // many integrations use it. Which tokens it accepts, and whether revoking the refresh token ends
+    // the access tokens it made, is not documented: both are revoked, the refresh token first (an
+    // access token alone would leave the grant able to mint new ones).
+    if (tokens.refreshToken) await revokeToken(profile, app, tokens.refreshToken, 'refresh_token', options);
+    if (tokens.accessToken) await revokeToken(profile, app, tokens.accessToken, 'access_token', options);
     return 'revoked';
   },
   discoverAccounts,

@@ -1,0 +1,90 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Secret } from '../../src/crypto/secret.js';
+import { ProviderError } from '../../src/providers/errors.js';
+import { linkedInAds } from '../../src/providers/platforms/linkedin-ads.js';
+import type { ProviderApp } from '../../src/providers/types.js';
+import { LINKEDIN_DEFAULT_CLIENT, type LinkedInDouble, startLinkedInDouble } from '../doubles/linkedin.js';
+
+// LinkedIn answers a dead refresh token with invalid_request, as it does a request missing the app's
+// credentials: only the first means a person must reconnect.
+describe('LinkedIn refresh errors', () => {
+  let double: LinkedInDouble;
+  const options = () => ({ signal: AbortSignal.timeout(5000) });
+  const app = (secret: string): ProviderApp => ({
+    id: 'app',
+    platform: 'linkedin_ads',
+    label: 'test',
+    clientId: LINKEDIN_DEFAULT_CLIENT.clientId,
+    clientSecret: new Secret(secret),
+    developerToken: null,
+    redirectUri: LINKEDIN_DEFAULT_CLIENT.redirectUris[0]!,
+    scopes: ['r_ads', 'rw_ads'],
+    loginCustomerId: null,
+    userAgent: null,
+    apiVersion: '202601',
+    endpoints: { ...double.endpoints, apiBase: double.url },
+  });
+  const failure = (promise: Promise<unknown>) =>
+    promise.then(
+      () => {
+        throw new Error('expected a refusal');
+      },
+      (error: unknown) => {
+        expect(error).toBeInstanceOf(ProviderError);
+        return error as ProviderError;
+      },
+    );
+
+  beforeAll(async () => {
+    double = await startLinkedInDouble();
+  });
+  afterAll(() => double.close());
+
+  it('refreshes a live grant', async () => {
+    const grant = double.issueGrant({ scope: 'r_ads,rw_ads' });
+    const tokens = await linkedInAds.refresh(
+      app(LINKEDIN_DEFAULT_CLIENT.clientSecret),
+      new Secret(grant.refreshToken),
+      options(),
+    );
+    expect(double.accessTokens.get(tokens.accessToken.reveal())?.revoked).toBe(false);
+  });
+
+  it('a dead refresh token (invalid_request) is a dead grant', async () => {
+    const grant = double.issueGrant({ scope: 'r_ads,rw_ads' });
+    double.revokeGrant(grant.refreshToken);
+    const error = await failure(
+      linkedInAds.refresh(
+        app(LINKEDIN_DEFAULT_CLIENT.clientSecret),
+        new Secret(grant.refreshToken),
+        options(),
+      ),
+    );
+    expect(error.kind).toBe('dead_grant');
+    expect(error.platformCode).toBe('invalid_request');
+  });
+
+  it('a refused request naming a missing client_id (invalid_request too) is the app’s problem, not the grant’s', async () => {
+    // What LinkedIn answers a request without the app's credentials (providers.md, LinkedIn errors).
+    const grant = double.issueGrant({ scope: 'r_ads,rw_ads' });
+    double.faults.failNext(1, {
+      status: 400,
+      body: { error: 'invalid_request', error_description: 'A required parameter "client_id" is missing' },
+    });
+    const error = await failure(
+      linkedInAds.refresh(
+        app(LINKEDIN_DEFAULT_CLIENT.clientSecret),
+        new Secret(grant.refreshToken),
+        options(),
+      ),
+    );
+    expect(error.kind).toBe('client');
+    expect(error.platformCode).toBe('invalid_request');
+    // The grant itself is still good.
+    await linkedInAds.refresh(
+      app(LINKEDIN_DEFAULT_CLIENT.clientSecret),
+      new Secret(grant.refreshToken),
+      options(),
+    );
+  });
+});
