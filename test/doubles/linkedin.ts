@@ -3,7 +3,9 @@
  * api.linkedin.com/rest (versioned Marketing API: ad accounts, ad campaigns) on one port. See
  * shared/providers.md §3.
  */
+
 import type { IncomingMessage, Server } from 'node:http';
+import { minorDigits } from '../../src/providers/money.js';
 import {
   type ClientAuth,
   type CommonDoubleOptions,
@@ -462,13 +464,14 @@ function searchAdAccounts(ctx: Ctx): Reply {
 
 // --- Ad campaigns -----------------------------------------------------------------------------------
 
-/** Digits after the decimal point of a currency (USD 2, JPY 0, KWD 3), from ICU (ISO 4217). */
+/**
+ * Digits after the decimal point of a currency (USD 2, JPY 0, KWD 3): ISO 4217's minor unit, as
+ * Java's Currency gives it [guess: LinkedIn's API is a Java stack; its docs name no table]. Not
+ * ICU's, which gives cash digits for some (HUF, IDR, COP, PKR 0; IQD 0 instead of 3).
+ */
 export function linkedInCurrencyDigits(currency: string): number {
   try {
-    return (
-      new Intl.NumberFormat('en', { style: 'currency', currency }).resolvedOptions().maximumFractionDigits ??
-      2
-    );
+    return minorDigits(currency);
   } catch {
     return 2;
   }
