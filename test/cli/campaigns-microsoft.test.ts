@@ -259,22 +259,33 @@ describe('campaigns set-budget', () => {
     expect(double.settings.campaignWrites).toHaveLength(writes);
   });
 
-  it('sends 0.01 exactly; Microsoft’s PartialErrors refusal is exit 2 with its message, nothing changed', async () => {
-    // GBP: credvault knows no minimum, Microsoft's is 0.05.
-    const result = await v.cli(['campaigns', 'set-budget', UK, '700000101', '--daily', '0.01', '--yes']);
+  it('sends 0.51 exactly; Microsoft’s PartialErrors refusal is exit 2 with its message, nothing changed', async () => {
+    // Microsoft's table is "subject to change": here its GBP minimum has risen past the 0.05 that
+    // credvault checks, so credvault sends the change and Microsoft's own refusal comes through.
+    const before = double.settings.minDailyBudgets.GBP;
+    double.settings.minDailyBudgets.GBP = 1;
+    const result = await v.cli(['campaigns', 'set-budget', UK, '700000101', '--daily', '0.51', '--yes']);
+    double.settings.minDailyBudgets.GBP = before!;
     expect(result.code).toBe(2);
     expect(result.stderr).toContain('CampaignServiceInvalidDailyBudget');
     expect(result.stderr).toContain('The campaign daily budget is not valid.');
     const [put] = sent(UPDATE, 'PUT');
-    expect(put!.body).toBe('{"AccountId":"988","Campaigns":[{"Id":"700000101","DailyBudget":0.01}]}');
+    expect(put!.body).toBe('{"AccountId":"988","Campaigns":[{"Id":"700000101","DailyBudget":0.51}]}');
     expect(put!.headers.customeraccountid).toBe('988');
     expect(campaign('988', '700000101').dailyBudget).toBe(40);
   });
 
-  it('a currency with no minor unit (CLP): 1000.5 is refused (exit 2, nothing sent), 1000 is sent as 1000', async () => {
+  it('a currency with no minor unit (CLP): 1000.5 is refused (exit 2, nothing sent), so is 5 (below Microsoft’s 5.1), 1000 is sent as 1000', async () => {
     const half = await v.cli(['campaigns', 'set-budget', CL, '700000201', '--daily', '1000.5', '--yes']);
     expect(half.code).toBe(2);
     expect(half.stderr).toContain('CLP has no minor unit');
+    expect(sent(UPDATE, 'PUT')).toHaveLength(0);
+
+    // Microsoft's minimum for CLP is 5.1 (its currencies table): the simulated check knows every
+    // currency of that table, not only USD.
+    const low = await v.cli(['campaigns', 'set-budget', CL, '700000201', '--daily', '5', '--validate-only']);
+    expect(low.code).toBe(2);
+    expect(low.stderr).toContain('Microsoft Advertising refuses a daily budget below 5.1 CLP (asked: 5 CLP)');
     expect(sent(UPDATE, 'PUT')).toHaveLength(0);
 
     const whole = await v.json<ResultJson>([

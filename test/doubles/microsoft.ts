@@ -7,7 +7,9 @@
  * learn.microsoft.com/advertising/campaign-management-service and the Operation Error Codes guide; what
  * those pages do not say is marked [guess].
  */
+
 import { randomInt, randomUUID } from 'node:crypto';
+import { MICROSOFT_MIN_DAILY_BUDGET as MIN_DAILY_BUDGET_TABLE } from '../../src/providers/campaigns/common.js';
 import {
   type AuthorizeErrorKind,
   type ClientAuth,
@@ -264,40 +266,13 @@ function campaign(
 }
 
 /**
- * Minimum daily budget per account currency, from the "Bid and Budget Currencies" table of
- * https://learn.microsoft.com/advertising/guides/currencies (the guide names currencies, e.g. USDollar;
- * keyed here by the account's ISO CurrencyCode). "Subject to change" per the guide.
+ * Minimum daily budget per account currency: the "Bid and Budget Currencies" table of
+ * https://learn.microsoft.com/advertising/guides/currencies, kept once in credvault's source (its
+ * simulated validate-only checks the same table).
  */
-export const MICROSOFT_MIN_DAILY_BUDGET: Readonly<Record<string, number>> = {
-  ARS: 0.05,
-  AUD: 0.05,
-  BRL: 0.1,
-  CAD: 0.05,
-  CHF: 0.05,
-  CLP: 5.1,
-  COP: 18.05,
-  DKK: 0.06,
-  EUR: 0.05,
-  GBP: 0.05,
-  HKD: 1,
-  IDR: 480,
-  INR: 0.82,
-  MXN: 0.14,
-  MYR: 0.15,
-  NOK: 0.06,
-  NZD: 0.05,
-  PEN: 0.03,
-  PHP: 2,
-  PLN: 0.05,
-  SEK: 0.07,
-  SGD: 0.11,
-  THB: 2,
-  TRY: 0.05,
-  TWD: 100,
-  USD: 0.05,
-  VEF: 0.05,
-  ZAR: 0.1,
-};
+export const MICROSOFT_MIN_DAILY_BUDGET: Readonly<Record<string, number>> = Object.fromEntries(
+  Object.entries(MIN_DAILY_BUDGET_TABLE).map(([currency, amount]) => [currency, Number(amount)]),
+);
 
 // --- OAuth ------------------------------------------------------------------------------------------
 

@@ -9,15 +9,68 @@ import type { BudgetChange, BudgetChangeResult, Campaign } from '../types.js';
  * something on them too ("simulated"): the amount is a whole number of the currency's smallest unit
  * and at least the platform's minimum daily budget where that is known.
  */
-const MINIMUM_DAILY_MICROS: Partial<Record<PlatformId, Record<string, bigint>>> = {
-  // Microsoft Advertising: 0.05 a day in USD and EUR (learn.microsoft.com, "Currencies").
-  microsoft_ads: { USD: 50_000n, EUR: 50_000n },
-  // LinkedIn: 10 a day in USD for most campaign types [unconfirmed: not in shared/providers.md;
-  // other currencies are not checked here and left to LinkedIn, whose 400 is passed on].
-  linkedin_ads: { USD: 10_000_000n },
-  // Reddit: 5 a day in USD [unconfirmed: third-party documentation of the Ads API].
-  reddit_ads: { USD: 5_000_000n },
+/**
+ * Microsoft Advertising's minimum daily budget per account currency, from the "Bid and Budget
+ * Currencies" table of https://learn.microsoft.com/advertising/guides/currencies ("subject to
+ * change"; the guide names currencies, e.g. USDollar, keyed here by ISO code). Amounts in the
+ * currency, as the guide gives them (CLP 5.1 although the peso has no minor unit).
+ */
+export const MICROSOFT_MIN_DAILY_BUDGET: Readonly<Record<string, string>> = {
+  ARS: '0.05',
+  AUD: '0.05',
+  BRL: '0.1',
+  CAD: '0.05',
+  CHF: '0.05',
+  CLP: '5.1',
+  COP: '18.05',
+  DKK: '0.06',
+  EUR: '0.05',
+  GBP: '0.05',
+  HKD: '1',
+  IDR: '480',
+  INR: '0.82',
+  MXN: '0.14',
+  MYR: '0.15',
+  NOK: '0.06',
+  NZD: '0.05',
+  PEN: '0.03',
+  PHP: '2',
+  PLN: '0.05',
+  SEK: '0.07',
+  SGD: '0.11',
+  THB: '2',
+  TRY: '0.05',
+  TWD: '100',
+  USD: '0.05',
+  VEF: '0.05',
+  ZAR: '0.1',
 };
+
+/** '0.82' → 820,000 micros (the table's amounts have at most six decimals). */
+function decimalMicros(amount: string): bigint {
+  const [whole, fraction = ''] = amount.split('.');
+  return BigInt(whole!) * 1_000_000n + BigInt(fraction.padEnd(6, '0'));
+}
+
+/** The platform's minimum daily budget in the account's currency, in micros, where it is known. */
+function minimumDailyMicros(platform: PlatformId, currency: string): bigint | undefined {
+  switch (platform) {
+    case 'microsoft_ads': {
+      const amount = MICROSOFT_MIN_DAILY_BUDGET[currency];
+      return amount === undefined ? undefined : decimalMicros(amount);
+    }
+    // LinkedIn: 10 a day in USD for most campaign types [unconfirmed: not in shared/providers.md;
+    // other currencies are not checked here and left to LinkedIn, whose 400 is passed on].
+    case 'linkedin_ads':
+      return currency === 'USD' ? 10_000_000n : undefined;
+    // Reddit: 5 a day in USD [unconfirmed: third-party documentation of the Ads API]; none is
+    // documented for other currencies, which are left to Reddit, whose 400 is passed on.
+    case 'reddit_ads':
+      return currency === 'USD' ? 5_000_000n : undefined;
+    default:
+      return undefined;
+  }
+}
 
 export function checkDailyBudget(platform: PlatformId, micros: bigint, currency: string | null): void {
   if (micros <= 0n) throw new InvalidInputError('a daily budget must be more than zero');
@@ -28,7 +81,7 @@ export function checkDailyBudget(platform: PlatformId, micros: bigint, currency:
       { hint: `Give the amount with at most the digits ${currency} has after the decimal point.` },
     );
   }
-  const minimum = MINIMUM_DAILY_MICROS[platform]?.[currency];
+  const minimum = minimumDailyMicros(platform, currency);
   if (minimum !== undefined && micros < minimum) {
     throw new InvalidInputError(
       `${PLATFORMS[platform].displayName} refuses a daily budget below ${displayMoney(minimum, currency)} (asked: ${displayMoney(micros, currency)})`,
