@@ -43,6 +43,8 @@ export interface KeyStatus {
  * `key status` exits with it after its report; `doctor` shows it as its key check.
  */
 export function keyMismatch(report: KeyStatus): KeyError | null {
+  // No key at all is not a mismatch: the caller says that no key is configured (noKeyError).
+  if (report.key_source === 'none') return null;
   const shut = report.data_keys.filter((k) => k.matches_key === false);
   if (!shut.length) return null;
   return new KeyError(

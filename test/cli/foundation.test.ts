@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { expectNoSecretsLeaked, fakeSecret } from '../helpers/secrets.js';
@@ -491,6 +491,26 @@ describe('master key', () => {
     const init = await v.cli(['init'], { env: { CREDENTIAL_MASTER_KEY: wrong } });
     expect(init.code).toBe(6);
     expect(await v.dump()).toBe(before);
+  });
+
+  it('key status with no key configured on a vault that has data keys: the report says so, then exit 6 "no master key is configured"', async () => {
+    const v = await vault();
+    const added = await v.cli(['apps', 'add', 'google_ads', '--from-file', '-'], {
+      input: JSON.stringify(googleApp()),
+    });
+    expect(added.code, added.stderr).toBe(0);
+    renameSync(join(v.home, 'master.key'), join(v.home, 'master.key.away'));
+    const human = await v.cli(['key', 'status']);
+    expect(human.code).toBe(6);
+    expect(human.stdout).toMatch(/opens this vault +NO \(no key configured\)/);
+    expect(human.stderr).toContain('no master key is configured');
+    expect(human.stderr).not.toContain('does not match');
+    const json = await v.cli(['key', 'status', '--json']);
+    expect(json.code).toBe(6);
+    expect(JSON.parse(json.stderr).error).toMatchObject({
+      code: 'key_error',
+      message: expect.stringContaining('no master key is configured'),
+    });
   });
 
   it('a malformed key is exit 6 naming where it came from, never echoing it', async () => {

@@ -44,13 +44,15 @@ export async function status(rt: Runtime): Promise<void> {
     ['key id', report.key_id],
     [
       'opens this vault',
-      report.key_matches_vault === null
-        ? 'no data keys yet'
-        : `${report.key_matches_vault ? 'yes' : 'NO'}${
-            notChecked
-              ? ` (${report.data_keys_opened} data keys opened, ${notChecked} not checked: a KMS call each)`
-              : ''
-          }`,
+      report.key_source === 'none' && report.data_keys.length
+        ? 'NO (no key configured)'
+        : report.key_matches_vault === null
+          ? 'no data keys yet'
+          : `${report.key_matches_vault ? 'yes' : 'NO'}${
+              notChecked
+                ? ` (${report.data_keys_opened} data keys opened, ${notChecked} not checked: a KMS call each)`
+                : ''
+            }`,
     ],
     ['secrets', report.secrets],
   ]);
