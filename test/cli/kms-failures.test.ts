@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { adopt, BACKENDS, useKmsDoubles, vaultWithConnection } from '../helpers/kms.js';
+import { adopt, BACKENDS, transit, useKmsDoubles, vaultWithConnection } from '../helpers/kms.js';
 
 /** A KMS that refuses or is down: exit 6 with its own words, and nothing written (see helpers/kms.ts). */
 useKmsDoubles();
@@ -65,5 +65,40 @@ describe.each(BACKENDS)('$kind key source', (backend) => {
 
     const recovered = await v.cli(['token', 'get', 'google_ads:1234567890'], { secretOutput: true });
     expect(recovered.code, recovered.stderr).toBe(0);
+  });
+});
+
+describe('a move to the KMS whose re-encryption the KMS stops', () => {
+  it('says the rotation is done and how to go on (not "nothing was written", not `init`); going on finishes it', async () => {
+    const backend = BACKENDS.find((b) => b.kind === 'vault-transit')!;
+    const v = await vaultWithConnection();
+    Object.assign(v.env, backend.env());
+    // Re-wrapping to Vault only encrypts; re-encrypting first decrypts the re-wrapped data keys.
+    transit.downOn = 'decrypt';
+    let stopped: Awaited<ReturnType<typeof v.cli>>;
+    try {
+      stopped = await v.cli(['key', 'rotate', '--to-kms', backend.uri(), '--reencrypt']);
+    } finally {
+      transit.downOn = null;
+      transit.down = false;
+    }
+    expect(stopped.code).toBe(6);
+    expect(stopped.stderr).toMatch(/is unreachable/);
+    expect(stopped.stderr).toContain('The rotation itself is done');
+    expect(stopped.stderr).toContain(`Set CREDENTIAL_KMS_URI=${backend.uri()}`);
+    expect(stopped.stderr).toContain('credvault key rotate --reencrypt');
+    expect(stopped.stderr).not.toContain('nothing was written');
+    // The vault answers to the KMS now: the local key is gone from the data folder.
+    expect(existsSync(join(v.home, 'master.key'))).toBe(false);
+    const kek = await v.sql<{ kek_kind: string }>(
+      "select distinct kek_kind from data_keys where status = 'active'",
+    );
+    expect(kek.map((r) => r.kek_kind)).toContain('vault-transit');
+
+    v.env.CREDENTIAL_KMS_URI = backend.uri();
+    const resumed = await v.cli(['key', 'rotate', '--reencrypt', '--json']);
+    expect(resumed.code, resumed.stderr).toBe(0);
+    const token = await v.cli(['token', 'get', 'google_ads:1234567890'], { secretOutput: true });
+    expect(token.code, token.stderr).toBe(0);
   });
 });

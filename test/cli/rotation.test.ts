@@ -120,6 +120,20 @@ describe('key rotate', () => {
     expect(await decryptAll(v)).toEqual([...secrets].sort());
   });
 
+  it('a rotation that cannot reach the database leaves no master.key.new behind: the next one runs', async () => {
+    const { v, secrets } = await vaultWithSecrets(1);
+    const keyBefore = readFileSync(join(v.home, 'master.key'), 'utf8');
+    const unreachable = await v.cli(['key', 'rotate'], {
+      env: { DATABASE_URL: 'postgres://postgres@127.0.0.1:1/nowhere' },
+    });
+    expect(unreachable.code).toBe(8);
+    expect(existsSync(join(v.home, 'master.key.new'))).toBe(false);
+    expect(readFileSync(join(v.home, 'master.key'), 'utf8')).toBe(keyBefore);
+    const rotated = await v.cli(['key', 'rotate']);
+    expect(rotated.code, rotated.stderr).toBe(0);
+    expect(await decryptAll(v)).toEqual([...secrets].sort());
+  });
+
   it('installs a new key file the user wrote with any mode as master.key 0600', async () => {
     const { v, secrets } = await vaultWithSecrets(1);
     const key = (await v.cli(['key', 'generate'])).stdout.trim();

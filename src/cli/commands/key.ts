@@ -2,7 +2,7 @@ import { chmodSync, existsSync, linkSync, renameSync, rmSync, unlinkSync, writeF
 import type { KeySource } from '../../crypto/key-source.js';
 import { homeKeyPath, locateKey, noKeyError, resolveKeySource } from '../../crypto/key-sources.js';
 import { generateMasterKey, LocalKeySource } from '../../crypto/local-key.js';
-import { InvalidInputError, KeyError } from '../../errors.js';
+import { CredvaultError, InvalidInputError, KeyError } from '../../errors.js';
 import {
   type DataKeyStatus,
   type KeyStatus,
@@ -111,6 +111,33 @@ function refuseUnopened(rt: Runtime, report: KeyStatus): void {
   const mismatch = keyMismatch(report);
   if (mismatch) throw mismatch;
   if (report.key_source === 'none' && report.data_keys.length) throw noKeyError(rt.config.home);
+}
+
+/**
+ * A re-encryption that stopped after the rotation committed: the error that stopped it, with what
+ * already happened and how to go on instead of its own hint (a KMS's "nothing was written" is not
+ * true of the whole command, and running it again as it was would look for the retired key).
+ */
+function unfinishedReencryption(
+  error: unknown,
+  current: KeySource,
+  next: KeySource,
+  rewrapped: number,
+  nextStep: string | null,
+  installed: string | null,
+): unknown {
+  if (!(error instanceof CredvaultError)) return error;
+  const done =
+    next.keyId === current.keyId && next.kind === current.kind
+      ? 'The re-encryption stopped part-way'
+      : `The rotation itself is done: ${rewrapped} data key${rewrapped === 1 ? ' is' : 's are'} now under key id ${next.keyId}${installed ? ` (in ${installed})` : ''}, and the re-encryption stopped part-way`;
+  const own = error.hint
+    ? ` (${error.hint.replace(/;? nothing was written\.?$/, '').replace(/\.$/, '')})`
+    : '';
+  return new CredvaultError(error.code, error.message, {
+    cause: error,
+    hint: `${done}; what it finished is kept${own}. ${nextStep ? `${nextStep} Then run` : 'Run'} \`credvault key rotate --reencrypt\` to finish: it goes on where it stopped.`,
+  });
 }
 
 /** Grant data keys listed one by one in `key status`; more are counted by group. */
@@ -227,22 +254,40 @@ export async function rotate(rt: Runtime, flags: RotateFlags): Promise<void> {
   }
   let retiredFile: string | null = null;
   let installed: string | null = null;
+  let rewrapStarted = false;
+  let rewrapDone = false;
+  // Nothing uses the key made for this run when the command fails before the re-wrap starts (the
+  // database unreachable, say) or with a key error, raised inside its transaction before it commits;
+  // leaving the file would hold up the next rotation. Any other failure of the re-wrap may have
+  // come after its commit: the file stays, and the message says to run again with it. After the
+  // re-wrap the vault answers to that key: the file is never removed then.
+  const dropGeneratedKey = (error: unknown) => {
+    if (generatedFile && !rewrapDone && (!rewrapStarted || error instanceof KeyError)) {
+      try {
+        rmSync(generatedFile, { force: true });
+      } catch {
+        // The error to report is the one that stopped the rotation; a key file left behind only
+        // asks for --new-key-file.
+      }
+    }
+    throw error;
+  };
+  const nextStepAfter = () =>
+    installed !== null
+      ? null
+      : next.kind === 'local'
+        ? `Configure the new key (key id ${next.keyId}) where credvault reads it${generatedFile ? `: it is in ${generatedFile}` : ''}, and ${current.kind === 'local' ? 'remove the old one' : 'unset CREDENTIAL_KMS_URI'}; a running daemon then needs ${current.kind === 'local' ? 'SIGHUP' : 'a restart'}.`
+        : sameKey
+          ? null
+          : `Set CREDENTIAL_KMS_URI=${flags.toKms} for every credvault process${current.kind === 'local' ? ' (and remove the old master key)' : ''}; a running daemon then needs a restart.`;
   const report = await withContext(rt, async (ctx) => {
+    // Reach the database first (postgres.js connects at the first query): a database that cannot be
+    // reached fails here, before anything could have committed.
+    await ctx.database.query('select 1');
+    rewrapStarted = true;
     const rewrap =
-      sameKey && !next.rewrap
-        ? { rewrapped: 0, total: 0 }
-        : await rewrapDataKeys(ctx, current, next).catch((error: unknown) => {
-            // A key error is raised inside the transaction, before it commits: nothing uses the key
-            // made for this run, and leaving it would hold up the next rotation.
-            if (error instanceof KeyError && generatedFile) {
-              try {
-                rmSync(generatedFile, { force: true });
-              } catch {
-                // The error to report is the key error; a key file left behind only asks for --new-key-file.
-              }
-            }
-            throw error;
-          });
+      sameKey && !next.rewrap ? { rewrapped: 0, total: 0 } : await rewrapDataKeys(ctx, current, next);
+    rewrapDone = true;
     // The vault now answers to the new key only: put it where the old one was read from, when that
     // was the data folder's master.key (before re-encrypting, so that other processes and a daemon's
     // SIGHUP find it meanwhile); keep the old one beside it, named for what it is.
@@ -269,20 +314,16 @@ export async function rotate(rt: Runtime, flags: RotateFlags): Promise<void> {
       const bar = progressBar(rt);
       reencrypted = await reencryptSecrets(ctx, next, (done, total, waiting) =>
         bar.update(done, total, waiting),
-      );
+      ).catch((error: unknown) => {
+        bar.end();
+        throw unfinishedReencryption(error, current, next, rewrap.rewrapped, nextStepAfter(), installed);
+      });
       bar.end();
     }
     return { rewrap, reencrypted };
-  });
+  }).catch(dropGeneratedKey);
 
-  const nextStep =
-    installed !== null
-      ? null
-      : next.kind === 'local'
-        ? `Configure the new key (key id ${next.keyId}) where credvault reads it${generatedFile ? `: it is in ${generatedFile}` : ''}, and ${current.kind === 'local' ? 'remove the old one' : 'unset CREDENTIAL_KMS_URI'}; a running daemon then needs ${current.kind === 'local' ? 'SIGHUP' : 'a restart'}.`
-        : sameKey
-          ? null
-          : `Set CREDENTIAL_KMS_URI=${flags.toKms} for every credvault process${current.kind === 'local' ? ' (and remove the old master key)' : ''}; a running daemon then needs a restart.`;
+  const nextStep = nextStepAfter();
   const json = {
     from_key_id: current.keyId,
     to_key_id: next.keyId,

@@ -68,6 +68,8 @@ export interface VaultTransitDouble {
   mount: string;
   /** Every request has its socket destroyed without an answer (Vault unreachable). */
   down: boolean;
+  /** Vault goes down (as `down`) at the first request of this operation, e.g. 'decrypt'. */
+  downOn: string | null;
   /** Every request answers 503 {"errors":["Vault is sealed"]}. */
   sealed: boolean;
   requests: VaultRecordedRequest[];
@@ -449,6 +451,7 @@ export async function startVaultTransitDouble(
     token,
     mount,
     down: false,
+    downOn: null,
     sealed: false,
     requests,
     close: async () => {},
@@ -494,6 +497,7 @@ export async function startVaultTransitDouble(
       json: parseJsonObject(req.body),
     };
     requests.push(record);
+    if (double.downOn !== null && record.operation === double.downOn) double.down = true;
     if (double.down) return DROP;
     try {
       return handle(req, record);
