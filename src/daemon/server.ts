@@ -140,8 +140,11 @@ function errorFor(error: unknown): ApiError {
     if (error.code === 'database_error') {
       return new ApiError(503, 'unavailable', 'the database is unreachable', { 'retry-after': '5' });
     }
-    if (error.code === 'invalid_input') return new ApiError(400, 'invalid_input', error.message);
-    if (error.code === 'conflict') return new ApiError(409, 'conflict', error.message);
+    // Input the caller must change: the hint says how (which values to choose from, say), as it does
+    // in the CLI's JSON errors.
+    const message = error.hint ? `${error.message}. ${error.hint}` : error.message;
+    if (error.code === 'invalid_input') return new ApiError(400, 'invalid_input', message);
+    if (error.code === 'conflict') return new ApiError(409, 'conflict', message);
     if (error.code === 'key_error') return new ApiError(500, 'key_error', error.message);
   }
   return new ApiError(500, 'internal', 'unexpected failure');

@@ -66,7 +66,7 @@ export async function appForPlatform(db: Db, platform: PlatformId, ref: string |
     });
   }
   throw new InvalidInputError(`${platform} has several apps`, {
-    hint: `Say which with --app: ${apps.map((a) => a.label).join(', ')}.`,
+    hint: `Say which app (--app; "app" in the admin API): ${apps.map((a) => a.label).join(', ')}.`,
   });
 }
 

@@ -205,6 +205,35 @@ describe('roles on every route', () => {
     expect((await call('GET', '/v1/integrations/google_ads/apps', 'admin-linkedin')).status).toBe(403);
     expect((await call('GET', '/v1/integrations/linkedin_ads/apps', 'admin-linkedin')).status).toBe(200);
     expect((await call('GET', '/v1/clients', 'admin-linkedin')).status).toBe(403);
+    // Nor may it make itself more: no client with every connection, no app of another platform, no
+    // revoking another admin's client. Each refused, nothing made or changed.
+    const escalate = await call('POST', '/v1/clients', 'admin-linkedin', {
+      name: 'escalated',
+      role: 'admin',
+      all: true,
+    });
+    expect(escalate.status).toBe(403);
+    const googleApp = await call(
+      'POST',
+      '/v1/integrations/google_ads/apps',
+      'admin-linkedin',
+      appBody('sneaky'),
+    );
+    expect(googleApp.status).toBe(403);
+    expect((await call('POST', '/v1/clients/admin/revoke', 'admin-linkedin')).status).toBe(403);
+    const clients = await vault.json<Array<{ name: string; revoked_at: string | null }>>(['clients', 'list']);
+    expect(clients.map((c) => c.name)).not.toContain('escalated');
+    expect(clients.find((c) => c.name === 'admin')?.revoked_at).toBeNull();
+    const apps = await vault.json<Array<{ label: string }>>(['apps', 'list']);
+    expect(apps.map((a) => a.label)).not.toContain('sneaky');
+    // Google has several apps by now: a start that names none is told which it may name.
+    const ambiguous = await call('POST', '/v1/integrations/google_ads/connections/start', 'admin', {});
+    expect(ambiguous.status).toBe(400);
+    expect(ambiguous.json<{ error: { message: string } }>().error.message).toMatch(
+      new RegExp(
+        `google_ads has several apps\\. Say which app \\(--app; "app" in the admin API\\): .*${appLabel}`,
+      ),
+    );
     // A connection of another platform under this platform's path is not found.
     expect((await call('POST', `/v1/integrations/reddit_ads/connections/main/refresh`, 'admin')).status).toBe(
       404,
