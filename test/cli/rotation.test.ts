@@ -134,6 +134,19 @@ describe('key rotate', () => {
     expect(await decryptAll(v)).toEqual([...secrets].sort());
   });
 
+  it('a --new-key-file that holds no key is bad input (exit 2) naming the flag, never echoing it; nothing changes', async () => {
+    const { v, secrets } = await vaultWithSecrets(1);
+    const file = join(v.home, '..', 'not-a-key.txt');
+    writeFileSync(file, 'not-a-key-hunter2\n');
+    const before = await v.dump();
+    const refused = await v.cli(['key', 'rotate', '--new-key-file', file]);
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toContain(`--new-key-file: the master key from ${file} is not 32 bytes`);
+    expect(refused.stderr).not.toContain('hunter2');
+    expect(await v.dump()).toBe(before);
+    expect(await decryptAll(v)).toEqual([...secrets].sort());
+  });
+
   it('installs a new key file the user wrote with any mode as master.key 0600', async () => {
     const { v, secrets } = await vaultWithSecrets(1);
     const key = (await v.cli(['key', 'generate'])).stdout.trim();

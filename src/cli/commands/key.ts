@@ -210,10 +210,18 @@ export async function rotate(rt: Runtime, flags: RotateFlags): Promise<void> {
     }
   } else if (flags.newKeyFile) {
     newKeyText = (await readFileOrStdin(rt, flags.newKeyFile, '--new-key-file')).trim();
-    next = LocalKeySource.fromText(
-      newKeyText,
-      flags.newKeyFile === '-' ? 'standard input' : flags.newKeyFile,
-    );
+    try {
+      next = LocalKeySource.fromText(
+        newKeyText,
+        flags.newKeyFile === '-' ? 'standard input' : flags.newKeyFile,
+      );
+    } catch (error) {
+      // The file is this command's input, not the configured key (as --to-kms): bad input, exit 2.
+      if (!(error instanceof KeyError)) throw error;
+      throw new InvalidInputError(`--new-key-file: ${error.message}`, {
+        hint: 'Give a key made by `credvault key generate` (or none, to have one made).',
+      });
+    }
     // master.key.new becomes master.key: 0600 whatever mode it was written with, before the vault
     // answers to it (a file this user may not change stops the rotation here, not half-way).
     if (flags.newKeyFile === `${homeKey}.new`) chmodSync(flags.newKeyFile, 0o600);
