@@ -22,27 +22,42 @@ export function grantSlot(grantId: string, column: 'access_token_enc' | 'refresh
   return { table: 'oauth_tokens_vault', column, rowId: grantId };
 }
 
+/** When a refresh token stops working, and whether that is the platform's own date. */
+export interface RefreshTokenEnd {
+  at: Date | null;
+  /** The platform gave it: it holds until the platform gives another (a refresh does not move it). */
+  fixed: boolean;
+}
+
 /**
  * When the refresh token stops working: the platform's absolute date when it gave one (LinkedIn, Google
- * apps in Testing), else the last use plus how long the platform lets a refresh token sit unused.
+ * apps in Testing), kept while its answers give none; else the last use plus how long the platform
+ * lets a refresh token sit unused.
  */
 export function refreshTokenExpiry(
   platform: PlatformId,
   tokens: Pick<TokenResult, 'refreshTokenExpiresAt'>,
   now: Date,
-  previous: Date | null,
-): Date | null {
+  previous: RefreshTokenEnd | null,
+): RefreshTokenEnd {
+  const fixedByPlatform = PLATFORMS[platform].capabilities.refresh_token_fixed_expiry;
   if (tokens.refreshTokenExpiresAt) {
     // LinkedIn's end is fixed at the first consent: never move it later on a refresh.
-    return previous &&
-      PLATFORMS[platform].capabilities.refresh_token_fixed_expiry &&
-      previous < tokens.refreshTokenExpiresAt
-      ? previous
-      : tokens.refreshTokenExpiresAt;
+    const keep =
+      previous?.fixed && previous.at && fixedByPlatform && previous.at < tokens.refreshTokenExpiresAt;
+    return { at: keep ? previous.at : tokens.refreshTokenExpiresAt, fixed: true };
   }
-  if (PLATFORMS[platform].capabilities.refresh_token_fixed_expiry) return previous;
+  // An end the platform gave once (a Google app in Testing: 7 days from the consent) is not moved by
+  // a refresh whose answer says nothing of it.
+  if (previous?.fixed && previous.at) return previous;
+  if (fixedByPlatform) return { at: previous?.at ?? null, fixed: previous?.fixed ?? false };
   const idleDays = PLATFORMS[platform].capabilities.refresh_token_idle_days;
-  return idleDays ? new Date(now.getTime() + idleDays * 86_400_000) : null;
+  return { at: idleDays ? new Date(now.getTime() + idleDays * 86_400_000) : null, fixed: false };
+}
+
+/** A RefreshTokenEnd as the two columns that keep it. */
+export function expiryColumns(end: RefreshTokenEnd) {
+  return { refreshTokenExpiresAt: end.at, refreshTokenExpiryFixed: end.fixed };
 }
 
 export interface StoreGrantInput {
@@ -102,7 +117,7 @@ export async function storeGrant(ctx: ServiceContext, tx: Db, input: StoreGrantI
     tokenType: tokens.tokenType,
     scope: tokens.scope,
     accessTokenExpiresAt: tokens.expiresAt,
-    refreshTokenExpiresAt: refreshTokenExpiry(platform, tokens, now, null),
+    ...expiryColumns(refreshTokenExpiry(platform, tokens, now, null)),
     lastRefreshedAt: now,
     importedTokenSha256: input.importedTokenSha256 ?? null,
   });

@@ -17,7 +17,7 @@ import { connectionRef } from '../views.js';
 import { type AuditEntry, type AuditHead, chainAfter, recordAudit } from './audit.js';
 import { resolveConnection } from './connections.js';
 import type { ServiceContext } from './context.js';
-import { grantSlot, openToken, refreshTokenExpiry } from './grants.js';
+import { expiryColumns, grantSlot, openToken, refreshTokenExpiry } from './grants.js';
 import { errorForKind, providerFailure } from './platform-calls.js';
 import { providerApp } from './provider-app.js';
 
@@ -488,7 +488,12 @@ async function storeRefreshed(
       tokenType: tokens.tokenType,
       ...(tokens.scope ? { scope: tokens.scope } : {}),
       accessTokenExpiresAt: tokens.expiresAt,
-      refreshTokenExpiresAt: refreshTokenExpiry(platform, tokens, now, grant.refreshTokenExpiresAt),
+      ...expiryColumns(
+        refreshTokenExpiry(platform, tokens, now, {
+          at: grant.refreshTokenExpiresAt,
+          fixed: grant.refreshTokenExpiryFixed,
+        }),
+      ),
       lastRefreshedAt: now,
     },
     audit: {

@@ -175,6 +175,40 @@ describe.each(CASES)(
   },
 );
 
+describe('a refresh token with an end of its own', () => {
+  it('a Google app in Testing (7-day refresh tokens): the end holds through refreshes and status warns of it', async () => {
+    const google = doubles.google;
+    google.settings.refreshTokenTtlSeconds = 7 * 86_400;
+    try {
+      const v = await vault();
+      await addAppFor(v, 'google_ads', doubleFor('google_ads'));
+      const run = await connectViaDouble(v, 'google_ads', [
+        '--account',
+        '1234567890',
+        '--name',
+        'testing-app',
+      ]);
+      expect(run.result.code, run.result.stderr).toBe(0);
+      const [connection] = JSON.parse(run.result.stdout) as Array<{ refresh_token_expires_at: string }>;
+      const end = Date.parse(connection!.refresh_token_expires_at);
+      expect(Math.abs(end - (Date.now() + 7 * 86_400_000))).toBeLessThan(60_000);
+
+      // Google's refresh answers carry no refresh token and no end: the 7 days still hold.
+      const refreshed = await v.json<{ refresh_token_expires_at: string }>([
+        'connections',
+        'refresh',
+        'testing-app',
+        '--force',
+      ]);
+      expect(Date.parse(refreshed.refresh_token_expires_at)).toBe(end);
+      const status = await v.cli(['status']);
+      expect(status.stdout).toContain(`the refresh token expires ${new Date(end).toISOString()}`);
+    } finally {
+      google.settings.refreshTokenTtlSeconds = null;
+    }
+  });
+});
+
 describe('refusals', () => {
   it('access_denied at the platform: exit 4, nothing stored', async () => {
     const v = await vault();

@@ -67,6 +67,7 @@ async function results(ctx: ServiceContext, tag: string): Promise<RefreshResult[
         tokenType: 'Bearer',
         accessTokenExpiresAt: new Date(Date.now() + 3_600_000),
         refreshTokenExpiresAt: null,
+        refreshTokenExpiryFixed: false,
         lastRefreshedAt: new Date(),
       },
       audit: {

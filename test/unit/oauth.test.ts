@@ -68,19 +68,41 @@ describe('refreshTokenExpiry', () => {
   it("keeps LinkedIn's end fixed at the first consent: a refresh never moves it later", () => {
     const first = new Date('2027-11-26T00:00:00Z');
     const later = new Date('2027-12-26T00:00:00Z');
-    expect(refreshTokenExpiry('linkedin_ads', tokens(first), now, null)).toEqual(first);
-    expect(refreshTokenExpiry('linkedin_ads', tokens(later), now, first)).toEqual(first);
-    expect(refreshTokenExpiry('linkedin_ads', tokens(null), now, first)).toEqual(first);
+    const fixed = { at: first, fixed: true };
+    expect(refreshTokenExpiry('linkedin_ads', tokens(first), now, null)).toEqual(fixed);
+    expect(refreshTokenExpiry('linkedin_ads', tokens(later), now, fixed)).toEqual(fixed);
+    expect(refreshTokenExpiry('linkedin_ads', tokens(null), now, fixed)).toEqual(fixed);
   });
 
   it('counts idle lifetimes from the last use: Microsoft 90 days, Google 180', () => {
-    expect(refreshTokenExpiry('microsoft_ads', tokens(null), now, null)).toEqual(
-      new Date('2027-02-24T00:00:00Z'),
+    expect(refreshTokenExpiry('microsoft_ads', tokens(null), now, null)).toEqual({
+      at: new Date('2027-02-24T00:00:00Z'),
+      fixed: false,
+    });
+    const estimate = { at: new Date('2027-05-25T00:00:00Z'), fixed: false };
+    expect(refreshTokenExpiry('google_ads', tokens(null), now, null)).toEqual(estimate);
+    // An estimate moves on with every refresh.
+    const later = new Date('2026-12-26T00:00:00Z');
+    expect(refreshTokenExpiry('google_ads', tokens(null), later, estimate)).toEqual({
+      at: new Date('2027-06-24T00:00:00Z'),
+      fixed: false,
+    });
+    expect(refreshTokenExpiry('reddit_ads', tokens(null), now, null)).toEqual({ at: null, fixed: false });
+  });
+
+  it("keeps an end Google gave (an app in Testing: 7 days) when a refresh's answer says nothing of it", () => {
+    const sevenDays = new Date('2026-12-03T00:00:00Z');
+    const given = refreshTokenExpiry('google_ads', tokens(sevenDays), now, null);
+    expect(given).toEqual({ at: sevenDays, fixed: true });
+    expect(refreshTokenExpiry('google_ads', tokens(null), new Date('2026-11-30T00:00:00Z'), given)).toEqual(
+      given,
     );
-    expect(refreshTokenExpiry('google_ads', tokens(null), now, null)).toEqual(
-      new Date('2027-05-25T00:00:00Z'),
-    );
-    expect(refreshTokenExpiry('reddit_ads', tokens(null), now, null)).toBeNull();
+    // A new end from the platform replaces it (Google has no fixed-at-consent rule like LinkedIn's).
+    const renewed = new Date('2026-12-07T00:00:00Z');
+    expect(refreshTokenExpiry('google_ads', tokens(renewed), now, given)).toEqual({
+      at: renewed,
+      fixed: true,
+    });
   });
 });
 

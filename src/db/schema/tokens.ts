@@ -1,4 +1,4 @@
-import { index, integer, pgTable, text, uuid } from 'drizzle-orm/pg-core';
+import { boolean, index, integer, pgTable, text, uuid } from 'drizzle-orm/pg-core';
 import { oauthAppCredentials } from './apps.js';
 import { ts } from './columns.js';
 import { dataKeys } from './data-keys.js';
@@ -31,6 +31,12 @@ export const oauthTokensVault = pgTable(
     scope: text('scope'),
     accessTokenExpiresAt: ts('access_token_expires_at'),
     refreshTokenExpiresAt: ts('refresh_token_expires_at'),
+    /**
+     * refresh_token_expires_at is the platform's own end (LinkedIn's 365 days, a Google app in
+     * Testing): it holds until the platform gives another. Otherwise it is credvault's estimate from
+     * the platform's idle limit, moved on by every refresh.
+     */
+    refreshTokenExpiryFixed: boolean('refresh_token_expiry_fixed').notNull().default(false),
     lastRefreshedAt: ts('last_refreshed_at'),
     version: integer('version').notNull().default(1),
     leaseOwner: text('lease_owner'),

@@ -57,6 +57,7 @@ export interface RefreshedTokens {
   scope?: string;
   accessTokenExpiresAt: Date | null;
   refreshTokenExpiresAt: Date | null;
+  refreshTokenExpiryFixed: boolean;
   lastRefreshedAt: Date;
 }
 
@@ -176,6 +177,7 @@ function refreshedJson(results: Refreshed[]): string {
       scope: tokens.scope ?? null,
       access_token_expires_at: iso(tokens.accessTokenExpiresAt),
       refresh_token_expires_at: iso(tokens.refreshTokenExpiresAt),
+      refresh_token_expiry_fixed: tokens.refreshTokenExpiryFixed,
       last_refreshed_at: iso(tokens.lastRefreshedAt),
     })),
   );
@@ -185,7 +187,7 @@ function refreshedJson(results: Refreshed[]): string {
 function refreshedValues(json: string | Placeholder) {
   return sql`json_to_recordset(${json}::json) as v(id uuid, owner text, version integer, data_key_id uuid, access_token_enc text,
     refresh_token_enc text, token_type text, scope text, access_token_expires_at timestamptz,
-    refresh_token_expires_at timestamptz, last_refreshed_at timestamptz)`;
+    refresh_token_expires_at timestamptz, refresh_token_expiry_fixed boolean, last_refreshed_at timestamptz)`;
 }
 
 /**
@@ -204,6 +206,7 @@ const REFRESHED_SET = {
   scope: sql`coalesce(v.scope, ${t.scope})`,
   accessTokenExpiresAt: sql`v.access_token_expires_at`,
   refreshTokenExpiresAt: sql`v.refresh_token_expires_at`,
+  refreshTokenExpiryFixed: sql`v.refresh_token_expiry_fixed`,
   lastRefreshedAt: sql`v.last_refreshed_at`,
   version: sql`${t.version} + 1`,
   leaseOwner: null,
