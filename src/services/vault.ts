@@ -5,7 +5,7 @@ import { homeKeyPath, resolveKeySource } from '../crypto/key-sources.js';
 import { generateMasterKey, LocalKeySource } from '../crypto/local-key.js';
 import { homeProblem, openDatabase } from '../db/client.js';
 import { migrate } from '../db/migrate.js';
-import { InvalidInputError } from '../errors.js';
+import { InvalidInputError, KeyError } from '../errors.js';
 import { recordAudit } from './audit.js';
 import { ServiceContext } from './context.js';
 import { seedPlatforms } from './platforms.js';
@@ -58,25 +58,37 @@ export async function initVault(config: Config): Promise<InitReport> {
   ensureHome(config.home);
   let createdKeyFile: string | null = null;
   let source = await resolveKeySource(config.env, config.home);
-  if (!source) {
-    const created = createHomeKey(config.home);
-    source = created.source;
-    createdKeyFile = created.path;
-  }
   const database = await openDatabase({
     url: config.databaseUrl,
     home: config.home,
     lockTimeoutMs: config.lockTimeoutMs,
     create: true,
   });
-  const ctx = new ServiceContext(database, config, { name: config.actor }, source);
+  let ctx: ServiceContext | null = null;
   try {
     const applied = await migrate(database);
+    if (!source) {
+      // A new key only for a vault that has none yet: one whose data keys some other key wraps (a
+      // second host sharing the database, a master.key moved away) would get a key that opens none.
+      const [wrapped] = await database.query<{ kek_id: string }>(
+        'select kek_id from data_keys order by created_at limit 1',
+      );
+      if (wrapped) {
+        throw new KeyError('no master key is configured, and this vault already has one', {
+          hint: `Its data keys are wrapped by key id ${wrapped.kek_id}: set CREDENTIAL_MASTER_KEY, CREDENTIAL_MASTER_KEY_FILE or CREDENTIAL_KMS_URI to that key, or put its file back at ${homeKeyPath(config.home)}.`,
+        });
+      }
+      const created = createHomeKey(config.home);
+      source = created.source;
+      createdKeyFile = created.path;
+    }
+    const context = new ServiceContext(database, config, { name: config.actor }, source);
+    ctx = context;
     // The key check comes before any other write: a wrong key leaves a migrated vault untouched.
-    const report = await ctx.transaction(async (tx) => {
-      const vaultDataKey = await ctx.vaultDataKeyId();
-      const changed = await seedPlatforms(ctx);
-      await recordAudit(tx, ctx.actor, {
+    const report = await context.transaction(async (tx) => {
+      const vaultDataKey = await context.vaultDataKeyId();
+      const changed = await seedPlatforms(context);
+      await recordAudit(tx, context.actor, {
         action: 'vault.init',
         targetType: 'vault',
         outcome: 'success',
@@ -102,6 +114,6 @@ export async function initVault(config: Config): Promise<InitReport> {
       vault_data_key: report.vaultDataKey,
     };
   } finally {
-    await ctx.close();
+    await (ctx ?? database).close();
   }
 }

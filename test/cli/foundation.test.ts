@@ -75,6 +75,23 @@ describe('init', () => {
     expect(() => statSync(join(v.home, 'master.key'))).toThrow();
   });
 
+  it('init with no key on a vault that already has one: exit 6 naming its key id, no new master.key, nothing changed', async () => {
+    const v = await vault();
+    const keyId = (await v.json<{ key_id: string }>(['key', 'status'])).key_id;
+    renameSync(join(v.home, 'master.key'), join(v.home, 'master.key.away'));
+    const before = await v.dump();
+    for (let i = 0; i < 2; i++) {
+      const refused = await v.cli(['init']);
+      expect(refused.code).toBe(6);
+      expect(refused.stderr).toContain('no master key is configured, and this vault already has one');
+      expect(refused.stderr).toContain(`wrapped by key id ${keyId}`);
+      expect(existsSync(join(v.home, 'master.key'))).toBe(false);
+    }
+    expect(await v.dump()).toBe(before);
+    renameSync(join(v.home, 'master.key.away'), join(v.home, 'master.key'));
+    expect((await v.cli(['init'])).code).toBe(0);
+  });
+
   it.runIf(DB_KIND === 'postgres')('reports a database that is not migrated with exit 8', async () => {
     const v = await vault({ initialized: false });
     const result = await v.cli(['apps', 'list']);
