@@ -271,6 +271,11 @@ export class RefreshScheduler {
               return this.#writer.write(result);
             },
             leaseLeftMs: claimedAt + lease - Date.now(),
+            onInternal: (error) =>
+              this.#log.error('refresh failed; the grant waits before it is tried again', {
+                grant: grant.id,
+                error: redact(errorMessage(error)),
+              }),
           });
         }
       } catch (error) {
@@ -299,9 +304,9 @@ export class RefreshScheduler {
   }
 
   async #untilNextDue(): Promise<number> {
-    const next = await tokenStore.nextExpiry(this.#ctx.db);
+    const next = await tokenStore.nextDue(this.#ctx.db, this.#options.refreshWindowMs);
     if (!next) return this.#options.intervalMs;
-    const due = next.getTime() - this.#options.refreshWindowMs - Date.now();
+    const due = next.getTime() - Date.now();
     // A little jitter so a fleet of daemons does not wake in lock step.
     const jitter = Math.random() * Math.min(5_000, Math.max(0, due) * 0.1);
     return Math.min(this.#options.intervalMs, Math.max(1_000, due + jitter));

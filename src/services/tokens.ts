@@ -623,7 +623,8 @@ export async function refreshClaimed(
   {
     writer,
     leaseLeftMs = leaseMs(ctx.config.httpTimeoutMs),
-  }: { writer?: ResultWriter; leaseLeftMs?: number } = {},
+    onInternal,
+  }: { writer?: ResultWriter; leaseLeftMs?: number; onInternal?: (error: unknown) => void } = {},
 ): Promise<RefreshOutcome> {
   if (
     !connection ||
@@ -640,15 +641,29 @@ export async function refreshClaimed(
       claimed: true,
       writer,
     });
+    internalFailures.delete(grant.id);
     return after.version > before ? 'success' : 'lease_lost';
   } catch (error) {
     const cause = (error as { cause?: unknown })?.cause;
     if (cause instanceof ProviderError) return cause.kind;
     if (error instanceof ProviderError) return error.kind;
-    await tokenStore.releaseLease(ctx.db, grant.id, owner).catch(() => {});
+    // credvault's own failure (the answer could not be written: an audit log made read-only, say).
+    // The grant waits before it is claimed again, longer each time, as a platform failure does:
+    // claimed again at once, it would be refreshed at the platform every second and each answer
+    // thrown away (a platform that kills a grant whose used refresh token comes back would kill it).
+    const failures = (internalFailures.get(grant.id) ?? 0) + 1;
+    internalFailures.set(grant.id, failures);
+    onInternal?.(error);
+    await tokenStore
+      .backOff(ctx.db, grant.id, owner, new Date(Date.now() + cooldownMs(failures, null)))
+      .catch(() => tokenStore.releaseLease(ctx.db, grant.id, owner))
+      .catch(() => {});
     return 'internal';
   }
 }
+
+/** Consecutive failures of credvault's own (not the platform's) per grant, in this process. */
+const internalFailures = new Map<string, number>();
 
 export function refreshOwner(role: string): string {
   return `${hostname()}:${process.pid}:${role}:${randomUUID().slice(0, 8)}`;

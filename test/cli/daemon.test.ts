@@ -272,6 +272,35 @@ describe('the token endpoint', () => {
     expect(refused.body).not.toContain('access_token');
   });
 
+  it('a refresh whose answer cannot be written (audit read-only) is not retried at once: the grant waits, and the log says why', async () => {
+    const { double, v, adopt } = await setup();
+    await adopt('987', 'unwritable');
+    await v.sql(`create function refuse_audit() returns trigger language plpgsql as $$
+      begin raise exception 'audit is read-only' using errcode = '42501'; end $$`);
+    await v.sql(
+      'create trigger refuse_audit before insert on credential_access_audit for each row execute function refuse_audit()',
+    );
+    await v.sql(
+      "update oauth_tokens_vault set access_token_expires_at = now() + interval '1 minute', last_refreshed_at = now() - interval '1 hour'",
+    );
+    const attempts = double.refreshAttempts;
+    const daemon = await startDaemon(v);
+    for (let i = 0; i < 200 && double.refreshAttempts === attempts; i++)
+      await new Promise((r) => setTimeout(r, 50));
+    expect(double.refreshAttempts).toBe(attempts + 1);
+    // It was tried again every second before; now it waits about 30 s, then longer each time.
+    await new Promise((r) => setTimeout(r, 4_000));
+    expect(double.refreshAttempts).toBe(attempts + 1);
+    expect(daemon.logs()).toContain('audit is read-only');
+    expect(await daemon.stop('SIGTERM')).toBe(0);
+    const [row] = await v.sql<{ wait: number; leased: boolean }>(
+      `select extract(epoch from cooldown_until - now())::float as wait, lease_owner is not null as leased
+       from oauth_tokens_vault`,
+    );
+    expect(row!.wait).toBeGreaterThan(15);
+    expect(row!.leased).toBe(false);
+  });
+
   it('refreshes a grant unused for a third of its platform’s idle limit, not a younger one', async () => {
     const { double, v, adopt } = await setup();
     await adopt('987', 'idle');

@@ -42,6 +42,18 @@ export async function markInFlight(db: Db, id: string, owner: string): Promise<v
     .where(and(eq(t.id, id), eq(t.leaseOwner, owner)));
 }
 
+/**
+ * A claimed refresh that failed for credvault's own reason (its answer could not be written, say):
+ * the lease goes, and the grant waits until `until` before a sweep claims it again. No audit row:
+ * writing one may be what failed.
+ */
+export async function backOff(db: Db, id: string, owner: string, until: Date): Promise<void> {
+  await db
+    .update(t)
+    .set({ leaseOwner: null, leaseExpiresAt: null, cooldownUntil: until })
+    .where(and(eq(t.id, id), eq(t.leaseOwner, owner)));
+}
+
 export async function releaseLease(db: Db, id: string, owner: string): Promise<void> {
   await db
     .update(t)
@@ -349,6 +361,25 @@ const claim = prepared('credvault_claim_due', (db, name) => {
 });
 
 /** When the next grant becomes due (its expiry minus the window), for the sweep's sleep. */
+/**
+ * When the next sweep has work: the earliest access-token expiry less the refresh window, or later
+ * for a grant that is cooling down or leased (a sweep would not claim it before then).
+ */
+export async function nextDue(db: Db, windowMs: number): Promise<Date | null> {
+  const [row] = await db
+    .select({
+      at: sql<
+        Date | string | null
+      >`min(greatest(${t.accessTokenExpiresAt} - ${`${windowMs} milliseconds`}::interval,
+        ${t.cooldownUntil}, ${t.leaseExpiresAt}))`,
+    })
+    .from(t)
+    .where(sql`${t.refreshTokenEnc} is not null and ${t.accessTokenExpiresAt} is not null and exists (
+      select 1 from ad_account_connections c where c.token_id = ${t.id} and c.status in ('active', 'error'))`);
+  const at = row?.at;
+  return at ? new Date(at) : null;
+}
+
 export async function nextExpiry(db: Db): Promise<Date | null> {
   const [row] = await db
     .select({ at: sql<Date | string | null>`min(${t.accessTokenExpiresAt})` })
