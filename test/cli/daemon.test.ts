@@ -256,6 +256,32 @@ describe('the token endpoint', () => {
     expect(verify).toMatchObject({ ok: true, problems: [] });
   });
 
+  it('a token another process refreshes (connections refresh --force) is served new at once, not the one the daemon held', async () => {
+    const { v, adopt } = await setup();
+    await adopt('987', 'acct-a');
+    const reader = await client(v, ['reader', '--all']);
+    const daemon = await startDaemon(v);
+    cleanups.push(() => daemon.stop());
+    const served = async () =>
+      (await daemon.get('/v1/connections/acct-a/token', { token: reader })).json<{ access_token: string }>()
+        .access_token;
+    const before = await served();
+    expect(await served()).toBe(before); // held in the daemon's cache
+    const refreshed = await v.cli(['connections', 'refresh', 'acct-a', '--force']);
+    expect(refreshed.code, refreshed.stderr).toBe(0);
+    // --format env is not the fast path's: it reads the database, as without a daemon.
+    const direct = (await v.cli(['token', 'get', 'acct-a', '--format', 'env'], { secretOutput: true }))
+      .stdout;
+    let after = await served();
+    // The notification arrives after the refresh's commit; give it a moment, not the cache's 30 s.
+    for (let i = 0; i < 20 && after === before; i++) {
+      await new Promise((r) => setTimeout(r, 50));
+      after = await served();
+    }
+    expect(after).not.toBe(before);
+    expect(direct).toContain(after);
+  });
+
   it('refuses to serve tokens when the audit log cannot be written (fail closed)', async () => {
     const { v, adopt } = await setup();
     await adopt('987', 'acct-a');

@@ -3,7 +3,7 @@ import type { WrappedDataKey } from '../../crypto/envelope.js';
 import type { Db } from '../client.js';
 import { dataKeys, oauthTokensVault } from '../schema/index.js';
 import { insertFromJson } from './audit.js';
-import { notifyChange } from './changes.js';
+import { notifyChange, notifyChanges } from './changes.js';
 import { prepared } from './prepared.js';
 
 export type GrantRow = typeof oauthTokensVault.$inferSelect;
@@ -98,8 +98,16 @@ export async function writeRefreshed(db: Db, results: Refreshed[]): Promise<Map<
     .from(refreshedValues(refreshedJson(results)))
     .where(REFRESHED_MATCH)
     .returning(getTableColumns(t));
-  // No notification: a daemon holding the previous access token may keep serving it while it is
-  // valid (it was not revoked), and reads the new one when it needs a fresher one.
+  // Daemons drop the token they hold for these grants and read the new one: after `connections
+  // refresh --force` (an operator replacing a token the platform stopped taking, say) a daemon must
+  // not go on serving the old one. (The sweep's own writes, before the tokens expire, go through
+  // writeRefreshedChained and do not notify: the token a daemon holds is still valid then, and it
+  // reads the new one when it needs a fresher one.)
+  await notifyChanges(
+    db,
+    'grant',
+    rows.map((row) => row.id),
+  );
   return new Map(rows.map((row) => [row.id, row]));
 }
 
