@@ -47,6 +47,8 @@ export interface ServerDeps {
   log: Logger;
   options: DaemonOptions;
   health(): Promise<Health>;
+  /** True once SIGTERM came: /healthz says so (503) and nothing else is served while the daemon drains. */
+  shuttingDown(): boolean;
   /** The local CLI's credential (read from the 0600 run file), for `token get`'s fast path. */
   localToken: string | null;
 }
@@ -352,6 +354,11 @@ export function createTokenServer(deps: ServerDeps): Server {
         shutting_down: health.shuttingDown,
       });
       return 'healthz';
+    }
+    if (deps.shuttingDown()) {
+      // Still listening while in-flight refreshes finish, so that /healthz can say so; no new work.
+      res.shouldKeepAlive = false;
+      throw new ApiError(503, 'unavailable', 'the daemon is shutting down', { 'retry-after': '1' });
     }
     // A reverse proxy may hand the public callback on with its own Host (127.0.0.1:8787): whatever
     // else comes through it is refused, unless the operator opened the daemon beyond this machine.

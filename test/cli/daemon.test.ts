@@ -392,13 +392,29 @@ describe('the token endpoint', () => {
     await v.sql(
       "update oauth_tokens_vault set access_token_expires_at = now() + interval '1 minute', last_refreshed_at = now() - interval '59 minutes'",
     );
+    const reader = await client(v, ['reader', '--all']);
     double.faults.latencyMs = 2500;
     const attempts = double.refreshAttempts;
     const daemon = await startDaemon(v, { args: ['--refresh-window', '30m'] });
     for (let i = 0; i < 200 && double.refreshAttempts === attempts; i++)
       await new Promise((r) => setTimeout(r, 25));
     expect(double.refreshAttempts).toBe(attempts + 1);
-    expect(await daemon.stop('SIGTERM')).toBe(0);
+    daemon.child.kill('SIGTERM');
+    // While it drains: /healthz says so with 503, and no new work is taken.
+    let health = await daemon.get('/healthz');
+    for (let i = 0; i < 40 && health.status !== 503; i++) {
+      await new Promise((r) => setTimeout(r, 25));
+      health = await daemon.get('/healthz');
+    }
+    expect(health.status).toBe(503);
+    expect(health.json()).toMatchObject({
+      shutting_down: true,
+      reasons: expect.arrayContaining(['shutting down']),
+    });
+    const refused = await daemon.get('/v1/connections/acct-a/token', { token: reader });
+    expect(refused.status).toBe(503);
+    expect(refused.headers['retry-after']).toBe('1');
+    expect(await daemon.exited).toBe(0);
     const [after] = await v.sql<{ version: number; lease_owner: string | null }>(
       'select version, lease_owner from oauth_tokens_vault',
     );
@@ -406,6 +422,36 @@ describe('the token endpoint', () => {
     expect(after!.lease_owner).toBeNull();
     expect(daemon.logs()).toContain('SIGTERM: shutting down');
   });
+});
+
+describe('a refresh that outlasts the shutdown', () => {
+  it('SIGTERM while the platform does not answer: the daemon still ends within 10 s, its run file removed; the refresh stays marked in flight', async () => {
+    const { double, v, adopt } = await setup();
+    await adopt('987', 'acct-a');
+    await v.sql(
+      "update oauth_tokens_vault set access_token_expires_at = now() + interval '1 minute', last_refreshed_at = now() - interval '59 minutes'",
+    );
+    double.faults.latencyMs = 60_000;
+    const attempts = double.refreshAttempts;
+    const daemon = await startDaemon(v, { args: ['--refresh-window', '30m'] });
+    for (let i = 0; i < 200 && double.refreshAttempts === attempts; i++)
+      await new Promise((r) => setTimeout(r, 25));
+    expect(double.refreshAttempts).toBe(attempts + 1);
+    const signalled = Date.now();
+    const code = await daemon.stop('SIGTERM');
+    const took = Date.now() - signalled;
+    double.faults.latencyMs = 0;
+    expect(code).toBe(1);
+    expect(took).toBeLessThan(10_000);
+    expect(took).toBeGreaterThan(7_500); // it did wait for the refresh first
+    expect(daemon.logs()).toContain('shutdown took longer than 8.5s; exiting');
+    expect(existsSync(join(v.home, 'run', 'daemon.json'))).toBe(false);
+    // The refresh left without an answer: marked in flight (status reports it once its lease lapses).
+    const [grant] = await v.sql<{ in_flight: boolean }>(
+      'select refresh_in_flight_since is not null as in_flight from oauth_tokens_vault',
+    );
+    expect(grant!.in_flight).toBe(true);
+  }, 30_000);
 });
 
 describe('token get beside a running daemon', () => {
