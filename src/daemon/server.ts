@@ -1,4 +1,5 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { errorMessage } from '../db/errors.js';
 import type { ClientRow } from '../db/store/clients.js';
 import type { ConnectionRow } from '../db/store/connections.js';
 import { CredvaultError, NotFoundError, UnavailableError } from '../errors.js';
@@ -414,7 +415,8 @@ export function createTokenServer(deps: ServerDeps): Server {
       .catch((error: unknown) => {
         const http = errorFor(error);
         if (http.status >= 500 && http.code === 'internal') {
-          log.error('request failed', { path: req.url?.split('?')[0], error: (error as Error)?.message });
+          // The cause ("permission denied for table credential_access_audit"), not drizzle's query text.
+          log.error('request failed', { path: req.url?.split('?')[0], error: errorMessage(error) });
         }
         if (!res.headersSent)
           send(res, http.status, { error: { code: http.code, message: http.message } }, http.headers);

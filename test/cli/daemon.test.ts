@@ -296,7 +296,31 @@ describe('the token endpoint', () => {
     const refused = await daemon.get('/v1/connections/acct-a/token', { token: reader });
     expect(refused.status).toBeGreaterThanOrEqual(500);
     expect(refused.body).not.toContain('access_token');
+    // The log says why, not the statement that failed.
+    expect(daemon.logs()).toContain('audit is read-only');
+    expect(daemon.logs()).not.toContain('Failed query');
   });
+
+  it.runIf(DB_KIND === 'postgres')(
+    'a token it holds in memory is refused too once the audit log cannot be written',
+    async () => {
+      const { v, adopt } = await setup();
+      await adopt('987', 'acct-a');
+      const reader = await client(v, ['reader', '--all']);
+      const daemon = await startDaemon(v);
+      cleanups.push(() => daemon.stop());
+      for (let i = 0; i < 2; i++)
+        expect((await daemon.get('/v1/connections/acct-a/token', { token: reader })).status).toBe(200);
+      await v.sql(`create function refuse_audit() returns trigger language plpgsql as $$
+        begin raise exception 'audit is read-only' using errcode = '42501'; end $$`);
+      await v.sql(
+        'create trigger refuse_audit before insert on credential_access_audit for each row execute function refuse_audit()',
+      );
+      const refused = await daemon.get('/v1/connections/acct-a/token', { token: reader });
+      expect(refused.status).toBeGreaterThanOrEqual(500);
+      expect(refused.body).not.toContain('access_token');
+    },
+  );
 
   it('a refresh whose answer cannot be written (audit read-only) is not retried at once: the grant waits, and the log says why', async () => {
     const { double, v, adopt } = await setup();
