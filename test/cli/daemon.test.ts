@@ -38,7 +38,7 @@ describe('the token endpoint', () => {
   it('answers the whole matrix of refusals and serves only what a client may read', async () => {
     const { double, v, adopt } = await setup();
     const a = await adopt('987', 'acct-a');
-    await adopt('988', 'acct-b');
+    const bGrant = await adopt('988', 'acct-b');
     const reader = await client(v, ['reader-a', '--connection', 'acct-a']);
     const all = await client(v, ['everything', '--all', '--role', 'operator']);
     const revoked = await client(v, ['gone', '--all']);
@@ -57,6 +57,15 @@ describe('the token endpoint', () => {
     const doc = ok.json<{ access_token: string; external_account_id: string }>();
     expect(doc.external_account_id).toBe('987');
     expect(double.accessTokens.has(doc.access_token)).toBe(true);
+    // Each connection gets its own grant's token, served again from memory: never another's.
+    const grantOf = async (name: string) => {
+      const served = (await token(`/v1/connections/${name}/token`, all)).json<{ access_token: string }>();
+      return double.findGrant(served.access_token)?.id;
+    };
+    expect(double.findGrant(doc.access_token)?.id).toBe(a.grantId);
+    expect(await grantOf('acct-b')).toBe(bGrant.grantId);
+    expect(await grantOf('acct-a')).toBe(a.grantId);
+    expect(await grantOf('acct-b')).toBe(bGrant.grantId);
 
     const expectError = async (
       answer: Promise<{ status: number; body: string; headers: Record<string, unknown> }>,
@@ -439,6 +448,10 @@ describe('the token endpoint', () => {
     expect(refused.status).toBe(503);
     expect(refused.headers['retry-after']).toBe('1');
     expect(await daemon.exited).toBe(0);
+    // Not on a terminal: the log is JSON lines (pino).
+    const lines = daemon.logs().trim().split('\n');
+    const records = lines.map((line) => JSON.parse(line) as { level: number; msg: string });
+    expect(records.map((r) => r.msg)).toContain('SIGTERM: shutting down');
     const [after] = await v.sql<{ version: number; lease_owner: string | null }>(
       'select version, lease_owner from oauth_tokens_vault',
     );
@@ -581,9 +594,8 @@ describe('systemd', () => {
     expect(verify.code, verify.out).toBe(0);
   });
 
-  it('sends READY=1 and WATCHDOG=1 to NOTIFY_SOCKET', async () => {
-    const { v, adopt } = await setup();
-    await adopt('987', 'acct-a');
+  /** A unix datagram socket standing in for systemd's NOTIFY_SOCKET: what it heard, one line per message. */
+  async function notifyListener(v: TestVault) {
     const socket = join(v.root, 'notify.sock');
     const listener = spawn('python3', [
       '-c',
@@ -601,15 +613,41 @@ while True:
     let heard = '';
     listener.stdout.on('data', (d: Buffer) => (heard += d.toString()));
     for (let i = 0; i < 100 && !heard.includes('listening'); i++) await new Promise((r) => setTimeout(r, 20));
+    return { socket, heard: () => heard };
+  }
+
+  it('sends READY=1 only once the key opens the vault: a wrong key exits 6 without it', async () => {
+    const { v, adopt } = await setup();
+    await adopt('987', 'acct-a');
+    const { socket, heard } = await notifyListener(v);
+    const wrong = (await v.cli(['key', 'generate'])).stdout.trim();
+    const run = await v.cli(['daemon', '--listen', '127.0.0.1:0'], {
+      env: { NOTIFY_SOCKET: socket, CREDENTIAL_MASTER_KEY: wrong },
+    });
+    expect(run.code).toBe(6);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(heard()).not.toContain('READY=1');
+  });
+
+  it('sends READY=1 and WATCHDOG=1 to NOTIFY_SOCKET', async () => {
+    const { v, adopt } = await setup();
+    await adopt('987', 'acct-a');
+    const { socket, heard: heardNow } = await notifyListener(v);
+    let heard = heardNow();
     const daemon = await startDaemon(v, { env: { NOTIFY_SOCKET: socket, WATCHDOG_USEC: '1000000' } });
     cleanups.push(() => daemon.stop());
-    for (let i = 0; i < 100 && !heard.includes('WATCHDOG=1'); i++)
+    for (let i = 0; i < 100 && !heard.includes('WATCHDOG=1'); i++) {
       await new Promise((r) => setTimeout(r, 50));
+      heard = heardNow();
+    }
     expect(heard).toContain('READY=1');
     expect(heard).toContain(`MAINPID=${daemon.child.pid}`);
     expect(heard).toContain('WATCHDOG=1');
     expect(await daemon.stop()).toBe(0);
-    for (let i = 0; i < 40 && !heard.includes('STOPPING=1'); i++) await new Promise((r) => setTimeout(r, 50));
+    for (let i = 0; i < 40 && !heard.includes('STOPPING=1'); i++) {
+      await new Promise((r) => setTimeout(r, 50));
+      heard = heardNow();
+    }
     expect(heard).toContain('STOPPING=1');
   });
 });
