@@ -153,6 +153,39 @@ describe("the daemon's one-statement refresh write", () => {
     expect(await sealed(v)).toEqual(before);
   });
 
+  it('a refresher whose lease lapsed while another refreshed and wrote: its late answer and its late failure both write nothing', async () => {
+    const v = await setup();
+    const late = await withContext(v, async (ctx) => {
+      const made = await results(ctx, 'late');
+      // Its lease lapses; another refresher takes the grants, writes newer tokens and lets go (as a
+      // finished write leaves them: version moved on, no lease).
+      await ctx.database.query(
+        'update oauth_tokens_vault set version = version + 1, lease_owner = null, lease_expires_at = null',
+      );
+      return made;
+    });
+    const before = await sealed(v);
+    // The CLI's path (a transaction with the head locked): nothing written, the answers recorded as discarded.
+    const written = await withContext(v, (ctx) => ctx.transaction((tx) => writeResults(ctx, tx, late)));
+    expect(written.rows).toEqual([null, null, null]);
+    expect(await sealed(v)).toEqual(before);
+    // A late failure does not mark what the other refresher wrote.
+    const marked = await withContext(v, (ctx) =>
+      tokenStore.recordFailure(ctx.db, late[0]!.grant.id, 'test-owner', late[0]!.grant.version, {
+        code: 'unavailable',
+        message: 'late failure',
+        cooldownUntil: new Date(Date.now() + 60_000),
+        clearInFlight: true,
+      }),
+    );
+    expect(marked).toBe(false);
+    const [row] = await v.sql<{ last_error_code: string | null; cooldown_until: Date | null }>(
+      'select last_error_code, cooldown_until from oauth_tokens_vault where id = $1',
+      [late[0]!.grant.id],
+    );
+    expect(row).toEqual({ last_error_code: null, cooldown_until: null });
+  });
+
   it('writes nothing from a refresher whose lease lapsed while a re-encryption moved its grants to new keys', async () => {
     const v = await setup();
     const tokens = await accessTokens(v);
