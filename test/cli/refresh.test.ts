@@ -188,6 +188,32 @@ describe('failures', () => {
     expect(requests[1]!.at - requests[0]!.at).toBeGreaterThanOrEqual(2000);
   });
 
+  it('a platform error that echoes the refresh token and the client secret: neither reaches any output, the stored status or the audit log', async () => {
+    const double = await microsoft();
+    const { v, app, grant } = await connected(double);
+    const echo = (error: string) => ({
+      error,
+      error_description: `refresh token ${grant.refreshToken} presented by ${app.clientId} with secret ${app.clientSecret}`,
+    });
+    double.faults.failNext(5, { status: 503, body: echo('temporarily_unavailable') });
+    const transient = await v.cli(['connections', 'refresh', 'acct', '--force', '--json']);
+    expect(transient.code).toBe(5);
+    double.faults.reset();
+    double.faults.failNext(1, { status: 400, body: echo('invalid_grant') });
+    const dead = await v.cli(['connections', 'refresh', 'acct', '--force']);
+    expect(dead.code).toBe(4);
+    expect(dead.stderr).toContain('invalid_grant');
+    expect(dead.stderr).toContain('[redacted]');
+    for (const look of [
+      ['status'],
+      ['status', '--json'],
+      ['connections', 'show', 'acct', '--json'],
+      ['audit', 'list', '--json'],
+    ])
+      expect((await v.cli(look)).code).not.toBe(1);
+    await expectNoSecretsLeaked(v, [grant.refreshToken, app.clientSecret!]);
+  });
+
   it('transient failures keep the refresh token, cool down, and answer from the recorded failure', async () => {
     const double = await microsoft();
     const { v } = await connected(double);
