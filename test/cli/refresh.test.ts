@@ -214,6 +214,37 @@ describe('failures', () => {
     await expectNoSecretsLeaked(v, [grant.refreshToken, app.clientSecret!]);
   });
 
+  it('a stored secret copied to another row or column does not decrypt: exit 6 naming where it sits, nothing sent', async () => {
+    const double = await microsoft();
+    const { v, app } = await connected(double);
+    await addAppFor(v, 'microsoft_ads', double as never, { label: 'other-app' });
+    const attempts = double.refreshAttempts;
+    // Another app's client secret, copied over this app's (same key, same form; another row).
+    const [saved] = await v.sql<{ client_secret_enc: string }>(
+      'select client_secret_enc from oauth_app_credentials where label = $1',
+      [app.label],
+    );
+    await v.sql(
+      `update oauth_app_credentials set client_secret_enc = (select client_secret_enc from oauth_app_credentials where label = 'other-app')
+       where label = $1`,
+      [app.label],
+    );
+    const copiedRow = await v.cli(['token', 'get', 'acct']);
+    expect(copiedRow.code).toBe(6);
+    expect(copiedRow.stderr).toContain('oauth_app_credentials.client_secret_enc');
+    expect(copiedRow.stderr).toContain('it was altered or copied from elsewhere');
+    await v.sql('update oauth_app_credentials set client_secret_enc = $1 where label = $2', [
+      saved!.client_secret_enc,
+      app.label,
+    ]);
+    // The grant's access token, copied over its refresh token (same row, another column).
+    await v.sql('update oauth_tokens_vault set refresh_token_enc = access_token_enc');
+    const copiedColumn = await v.cli(['token', 'get', 'acct']);
+    expect(copiedColumn.code).toBe(6);
+    expect(copiedColumn.stderr).toContain('oauth_tokens_vault.refresh_token_enc');
+    expect(double.refreshAttempts).toBe(attempts);
+  });
+
   it('transient failures keep the refresh token, cool down, and answer from the recorded failure', async () => {
     const double = await microsoft();
     const { v } = await connected(double);
