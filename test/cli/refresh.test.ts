@@ -113,6 +113,9 @@ describe('failures', () => {
     expect((await v.cli(['token', 'get', 'acct'])).code).toBe(4);
     expect((await v.cli(['connections', 'refresh', 'acct', '--force'])).code).toBe(4);
     expect(double.refreshAttempts).toBe(attempts);
+    // The tables a person reads name the account by the platform's id too.
+    for (const table of [['status'], ['connections', 'list']])
+      expect((await v.cli(table)).stdout).toMatch(/ Acme Search US \(987\) /);
   });
 
   it('three timeouts in a row mark the connection error; the refresh token is kept', async () => {

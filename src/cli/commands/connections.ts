@@ -8,7 +8,7 @@ import {
 } from '../../services/connections.js';
 import { revokeConnection } from '../../services/revoke.js';
 import { refreshConnection } from '../../services/tokens.js';
-import { connectionJson, connectionRef } from '../../views.js';
+import { accountLabel, connectionJson, connectionRef } from '../../views.js';
 import { withContext } from '../context.js';
 import type { Column, Styler } from '../output.js';
 import type { Runtime } from '../run.js';
@@ -38,7 +38,7 @@ export function statusStyle(status: string, text: string, c: Styler): string {
 export const CONNECTION_COLUMNS: Column<ConnectionView>[] = [
   { header: 'ID', value: (v) => v.id },
   { header: 'CONNECTION', value: (v) => connectionRef(v) },
-  { header: 'ACCOUNT', value: (v) => v.accountName },
+  { header: 'ACCOUNT', value: (v) => accountLabel(v) },
   { header: 'APP', value: (v) => v.appLabel },
   { header: 'STATUS', value: (v) => v.status, style: (v, text, c) => statusStyle(v.status, text, c) },
   { header: 'ACCESS TOKEN', value: (v) => relative(v.accessTokenExpiresAt) },

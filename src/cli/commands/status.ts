@@ -1,5 +1,5 @@
 import { type ConnectionHealth, vaultStatus } from '../../services/status.js';
-import { connectionJson, connectionRef } from '../../views.js';
+import { accountLabel, connectionJson, connectionRef } from '../../views.js';
 import { withContext } from '../context.js';
 import type { Runtime } from '../run.js';
 import { relative } from './connections.js';
@@ -30,7 +30,7 @@ export async function status(rt: Runtime): Promise<void> {
         header: 'CONNECTION',
         value: (h) => connectionRef(h.connection),
       },
-      { header: 'ACCOUNT', value: (h) => h.connection.accountName },
+      { header: 'ACCOUNT', value: (h) => accountLabel(h.connection) },
       { header: 'STATUS', value: (h) => h.connection.status, style: (h, text) => paint(h, text) },
       { header: 'ACCESS TOKEN', value: (h) => relative(h.connection.accessTokenExpiresAt) },
       {
