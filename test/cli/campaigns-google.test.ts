@@ -27,6 +27,7 @@ const US = '1234567890'; // USD, granted directly: no login-customer-id
 const JP = '2345678901'; // JPY, reached through the manager
 const BULK = '3456789012'; // EUR, through the manager, more campaigns than one search page holds
 const BULK_CAMPAIGNS = 10_001;
+const OWN = '6667778889'; // granted directly and not under the manager, connected through the managed app
 
 let double: GoogleDouble;
 let v: TestVault;
@@ -101,6 +102,30 @@ beforeAll(async () => {
       budgetId,
     });
   }
+  accounts.customers.push({
+    id: OWN,
+    descriptiveName: 'Acme Own',
+    currencyCode: 'USD',
+    timeZone: 'America/New_York',
+    manager: false,
+    testAccount: false,
+    status: 'ENABLED',
+  });
+  accounts.accessible.push(OWN);
+  accounts.budgets!.push({
+    customerId: OWN,
+    id: '15000000001',
+    name: 'Own',
+    amountMicros: '5000000',
+    explicitlyShared: false,
+  });
+  accounts.campaigns!.push({
+    customerId: OWN,
+    id: '23000000001',
+    name: 'Own Search',
+    status: 'ENABLED',
+    budgetId: '15000000001',
+  });
   direct = await addAppFor(v, 'google_ads', double as never, { label: 'google-direct' });
   managed = await addAppFor(v, 'google_ads', double as never, {
     label: 'google-managed',
@@ -110,6 +135,7 @@ beforeAll(async () => {
   await adopt(direct, US, 'us');
   await adopt(managed, JP, 'jp');
   await adopt(managed, BULK, 'bulk');
+  await adopt(managed, OWN, 'own');
 });
 
 afterAll(async () => {
@@ -118,6 +144,18 @@ afterAll(async () => {
 });
 
 describe('campaigns list on Google Ads', () => {
+  it('an account granted directly, outside the app’s manager: its calls carry no login-customer-id', async () => {
+    const mark = double.requests.length;
+    const campaigns = await v.json<CampaignJson[]>(['campaigns', 'list', 'own']);
+    expect(campaigns.map((c) => c.id)).toEqual(['23000000001']);
+    const [search] = since(mark, searchPath('v24', OWN));
+    expect(search!.headers['login-customer-id']).toBeUndefined();
+    // Through the manager, it is sent.
+    const jp = double.requests.length;
+    expect((await v.cli(['campaigns', 'list', 'jp', '--json'])).code).toBe(0);
+    expect(since(jp, searchPath('v24', JP))[0]!.headers['login-customer-id']).toBe(MANAGER);
+  });
+
   it('pages googleAds:search by nextPageToken (never pageSize), through the manager, on the app’s API version', async () => {
     const mark = double.requests.length;
     const campaigns = await v.json<CampaignJson[]>(['campaigns', 'list', 'bulk']);

@@ -1,6 +1,6 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { type AllDoubles, type Double, startAllDoubles } from '../doubles/index.js';
-import { addAppFor, connectViaDouble, type PlatformKey } from '../helpers/flows.js';
+import { addAppFor, adoptGrant, connectViaDouble, type PlatformKey } from '../helpers/flows.js';
 import { expectNoSecretsLeaked } from '../helpers/secrets.js';
 import { createVault, type TestVault } from '../helpers/vault.js';
 
@@ -174,6 +174,46 @@ describe.each(CASES)(
     });
   },
 );
+
+describe('Google Ads accounts under a manager', () => {
+  it('finds an account under a sub-manager (two levels down) through the app’s manager', async () => {
+    const google = doubles.google;
+    const saved = structuredClone({ customers: google.accounts.customers, links: google.accounts.links });
+    google.accounts.customers.push(
+      {
+        ...google.accounts.customers[0]!,
+        id: '3334445556',
+        descriptiveName: 'Acme EMEA Manager',
+        manager: true,
+      },
+      { ...google.accounts.customers[1]!, id: '4445556667', descriptiveName: 'Acme DE', currencyCode: 'EUR' },
+    );
+    google.accounts.links.push(
+      { managerId: '1112223334', clientId: '3334445556' },
+      { managerId: '3334445556', clientId: '4445556667' },
+    );
+    try {
+      const v = await vault();
+      const app = await addAppFor(v, 'google_ads', doubleFor('google_ads'), {
+        label: 'google-mcc',
+        extra: { login_customer_id: '1112223334' },
+      });
+      const grant = google.issueGrant({
+        clientId: app.clientId,
+        scope: 'https://www.googleapis.com/auth/adwords',
+      });
+      const added = await adoptGrant(v, 'google_ads', app.label, grant.refreshToken, {
+        accounts: ['4445556667'],
+        json: true,
+      });
+      const [connection] = JSON.parse(added.stdout) as Array<Record<string, unknown>>;
+      expect(connection).toMatchObject({ external_account_id: '4445556667', account_name: 'Acme DE' });
+    } finally {
+      google.accounts.customers = saved.customers;
+      google.accounts.links = saved.links;
+    }
+  });
+});
 
 describe('a refresh token with an end of its own', () => {
   it('a Google app in Testing (7-day refresh tokens): the end holds through refreshes and status warns of it', async () => {

@@ -36,8 +36,12 @@ interface CampaignRow {
 }
 
 function loginCustomerId(app: ProviderApp, target: CampaignTarget): string | null {
-  // The manager the connection was reached through; an account reached directly needs none.
-  return target.details.login_customer_id ?? app.loginCustomerId ?? null;
+  // The manager the connection was reached through; an account granted directly needs none, and the
+  // app's manager may not reach it (USER_PERMISSION_DENIED). A connection that does not say how it
+  // was reached (adopted before discovery said so, imported) takes the app's manager, if any.
+  if (target.details.login_customer_id) return target.details.login_customer_id;
+  if (target.details.reached === 'direct') return null;
+  return app.loginCustomerId ?? null;
 }
 
 function toCampaign(row: CampaignRow, fallbackCurrency: string | null): Campaign {

@@ -153,16 +153,19 @@ async function discoverAccounts(
       id,
       name: row?.customer?.descriptiveName ?? null,
       currency: row?.customer?.currencyCode ?? null,
-      details: row?.customer?.manager ? { manager: 'true' } : {},
+      // Granted directly: its calls carry no login-customer-id (the app's manager may not reach it).
+      details: { ...(row?.customer?.manager ? { manager: 'true' } : {}), reached: 'direct' },
     });
   }
-  // Through a manager (the app's login customer id), the whole hierarchy below it.
+  // Through a manager (the app's login customer id), the whole hierarchy below it: customer_client
+  // holds every direct and indirect client, so accounts under a sub-manager are found too (Google's
+  // hierarchy sample filters on level <= 1 only because it walks the tree one manager at a time).
   if (app.loginCustomerId) {
     const rows = await googleSearch(
       app,
       accessToken,
       app.loginCustomerId,
-      'SELECT customer_client.client_customer, customer_client.level, customer_client.manager, customer_client.descriptive_name, customer_client.currency_code, customer_client.id FROM customer_client WHERE customer_client.level <= 1',
+      'SELECT customer_client.client_customer, customer_client.level, customer_client.manager, customer_client.descriptive_name, customer_client.currency_code, customer_client.id FROM customer_client',
       app.loginCustomerId,
       options,
       `listing the accounts under manager ${app.loginCustomerId}`,
