@@ -163,6 +163,36 @@ function secretsOf(c: Legacy): string[] {
 }
 
 describe('import env', () => {
+  it('reads the other prefixes too: MICROSOFT_ADS_ and LINKEDIN_ADS_ (and REDDIT_)', async () => {
+    const v = await vault();
+    const legacy = await legacySetup(v);
+    const file = join(v.root, '.env');
+    writeFileSync(
+      file,
+      realisticEnv(legacy)
+        .replaceAll('BING_ADS_', 'MICROSOFT_ADS_')
+        .replaceAll('LINKEDIN_', 'LINKEDIN_ADS_')
+        .replaceAll('REDDIT_ADS_', 'REDDIT_'),
+    );
+    const result = await v.json<ImportJson>(['import', 'env', '--file', file]);
+    expect(result.applied).toBe(true);
+    expect(result.unknown).toEqual(['DATABASE_URL', 'SLACK_WEBHOOK_URL']);
+    const created = result.plan.filter((p) => p.action === 'create').map((p) => `${p.platform} ${p.target}`);
+    expect(created.sort()).toEqual(
+      [
+        'google_ads 1234567890',
+        'google_ads 1234567891',
+        'linkedin_ads 5101',
+        'microsoft_ads 987',
+        'reddit_ads a2_xyz',
+      ].sort(),
+    );
+    const details = await v.sql<{ details: Record<string, string> }>(
+      "select details from ad_account_connections where platform = 'microsoft_ads'",
+    );
+    expect(details[0]!.details.customer_id).toBe('456');
+  });
+
   it('imports a realistic .env for all four platforms, then again changes nothing', async () => {
     const v = await vault();
     const legacy = await legacySetup(v);

@@ -214,3 +214,27 @@ describe('vault-transit specifics', () => {
     expect(token.code, token.stderr).toBe(0);
   });
 });
+
+describe('Vault namespaces', () => {
+  it('sends VAULT_NAMESPACE with every call: a key that lives in a namespace is reached only with it', async () => {
+    transit.createKey('team-kek', { namespace: 'team-a' });
+    const v = await vaultWithConnection();
+    const uri = `vault-transit://${new URL(transit.url).host}/transit/keys/team-kek`;
+    Object.assign(v.env, { VAULT_ADDR: transit.url, VAULT_TOKEN: transit.token });
+    const dump = await v.dump();
+    const outside = await v.cli(['key', 'rotate', '--to-kms', uri]);
+    expect(outside.code).toBe(6);
+    expect(await v.dump()).toBe(dump);
+
+    v.env.VAULT_NAMESPACE = 'team-a';
+    const mark = transit.requests.length;
+    const moved = await v.cli(['key', 'rotate', '--to-kms', uri, '--json']);
+    expect(moved.code, moved.stderr).toBe(0);
+    const calls = transit.requests.slice(mark);
+    expect(calls.length).toBeGreaterThan(0);
+    expect(calls.every((r) => r.namespace === 'team-a')).toBe(true);
+    v.env.CREDENTIAL_KMS_URI = uri;
+    const token = await v.cli(['token', 'get', 'google_ads:1234567890'], { secretOutput: true });
+    expect(token.code, token.stderr).toBe(0);
+  });
+});
