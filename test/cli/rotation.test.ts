@@ -299,6 +299,44 @@ describe('key rotate', () => {
     expect((await v.cli(['audit', 'verify'])).code).toBe(0);
   });
 
+  it('--reencrypt killed while its batches run (no lease to wait for) resumes on the next run, every secret readable', async () => {
+    const { v, secrets } = await vaultWithSecrets(1000);
+    const child = v.spawn(['key', 'rotate', '--reencrypt']);
+    child.stdin!.end();
+    let stderr = '';
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    // Off a terminal it prints a line at every tenth: the first after 0 comes once a batch of 500
+    // grants (1,000 secrets) has committed, while the next one runs. It is killed there.
+    await new Promise<void>((resolve, reject) => {
+      child.stderr!.on('data', (d: Buffer) => {
+        stderr += d.toString('utf8');
+        if (/re-encrypted [1-9]\d*\/2002 secrets/.test(stderr)) {
+          child.kill('SIGKILL');
+          resolve();
+        }
+      });
+      child.on('exit', () => reject(new Error(`key rotate ended before it was killed:\n${stderr}`)));
+    });
+    expect(await exited).toBeNull();
+    expect(await decryptAll(v)).toEqual([...secrets].sort());
+    const resumed = await v.json<{ reencrypted: { secrets: number; resumed: boolean } }>([
+      'key',
+      'rotate',
+      '--reencrypt',
+    ]);
+    expect(resumed.reencrypted.resumed).toBe(true);
+    expect(resumed.reencrypted.secrets).toBeLessThan(2002);
+    const keys = await v.sql<{ scope: string; status: string; n: number }>(
+      'select scope, status, count(*)::int as n from data_keys group by scope, status order by 1, 2',
+    );
+    expect(keys).toEqual([
+      { scope: 'grant', status: 'active', n: 1000 },
+      { scope: 'vault', status: 'active', n: 1 },
+    ]);
+    expect(await decryptAll(v)).toEqual([...secrets].sort());
+    expect((await v.cli(['audit', 'verify'])).code).toBe(0);
+  }, 120_000);
+
   it('--reencrypt killed half-way resumes on the next run; no secret is ever stored in the clear', async () => {
     const { v, secrets } = await vaultWithSecrets(100);
     // Half the grants are being refreshed (their lease is held): the run re-encrypts the other half,
