@@ -24,6 +24,8 @@ WatchdogSec=60s
 ${user}
 StateDirectory=credvault
 StateDirectoryMode=0700
+# /run/credvault: for an endpoint on a unix socket, --listen unix:/run/credvault/daemon.sock
+# (0600, for this service's user only); the embedded database's socket stays in the state folder.
 RuntimeDirectory=credvault
 RuntimeDirectoryMode=0700
 Environment=CREDVAULT_HOME=%S/credvault
