@@ -117,13 +117,14 @@ export async function runDaemon(
   };
   const cleanupOnce = async () => {
     for (const timer of timers) clearInterval(timer);
+    // First, so that a shutdown cut short at its deadline leaves no run file pointing at nothing.
+    // Only this daemon's: another one serving the same home keeps its fast path.
+    if (runFileOwner(runFile) === process.pid) rmSync(runFile, { force: true });
     // A maintenance pass under way finishes (an ANALYZE takes a fraction of a second).
     await maintain.idle();
     await unlisten?.().catch(() => {});
     await database.close().catch(() => {});
     await embedded?.close().catch(() => {});
-    // Only this daemon's: another one serving the same home keeps its fast path.
-    if (runFileOwner(runFile) === process.pid) rmSync(runFile, { force: true });
   };
 
   try {

@@ -271,11 +271,11 @@ export class RefreshScheduler {
               return this.#writer.write(result);
             },
             leaseLeftMs: claimedAt + lease - Date.now(),
-            onInternal: (error) =>
-              this.#log.error('refresh failed; the grant waits before it is tried again', {
-                grant: grant.id,
-                error: redact(errorMessage(error)),
-              }),
+            onInternal: (error, waits) =>
+              this.#log.error(
+                waits ? 'refresh failed; the grant waits before it is tried again' : 'refresh failed',
+                { grant: grant.id, error: redact(errorMessage(error)) },
+              ),
           });
         }
       } catch (error) {

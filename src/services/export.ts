@@ -3,6 +3,7 @@ import * as appStore from '../db/store/apps.js';
 import * as tokenStore from '../db/store/tokens.js';
 import { InvalidInputError, NotFoundError } from '../errors.js';
 import { PLATFORMS, type PlatformId } from '../providers/catalog.js';
+import { googleLoginCustomerId } from '../providers/platforms/google-ads.js';
 import { recordAudit } from './audit.js';
 import { resolveConnection } from './connections.js';
 import type { ServiceContext } from './context.js';
@@ -63,7 +64,7 @@ async function googleAdsConfig(
       client_id: papp.clientId,
       client_secret: papp.clientSecret,
       refresh_token: refreshToken,
-      login_customer_id: connection.details.login_customer_id ?? papp.loginCustomerId,
+      login_customer_id: googleLoginCustomerId(papp, connection.details),
     };
   });
 }

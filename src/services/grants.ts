@@ -141,8 +141,14 @@ export async function storeGrant(ctx: ServiceContext, tx: Db, input: StoreGrantI
       consecutiveFailures: 0,
       details: { ...account.details, ...(account.currency ? { currency: account.currency } : {}) },
     };
-    // An account taken as given (discovery failed) brings no details: keep what was known.
-    const known = existing ? { ...existing.details, ...fields.details } : fields.details;
+    // An account taken as given (discovery failed) brings no details: keep what was known. How a
+    // Google account is reached (directly, or through a manager) is replaced whole, not merged.
+    const kept = { ...existing?.details };
+    if ('reached' in fields.details || 'login_customer_id' in fields.details) {
+      delete kept.reached;
+      delete kept.login_customer_id;
+    }
+    const known = existing ? { ...kept, ...fields.details } : fields.details;
     if (existing) {
       if (existing.tokenId) replaced.add(existing.tokenId);
       await connectionStore.update(tx, existing.id, {

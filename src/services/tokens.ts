@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { Secret } from '../crypto/secret.js';
 import type { Db } from '../db/client.js';
+import { errorMessage } from '../db/errors.js';
 import * as appStore from '../db/store/apps.js';
 import type { ConnectionRow } from '../db/store/connections.js';
 import * as connectionStore from '../db/store/connections.js';
@@ -13,6 +14,7 @@ import { ProviderError, type ProviderFailure } from '../providers/errors.js';
 import { providerFor } from '../providers/registry.js';
 import type { ProviderApp, TokenResult } from '../providers/types.js';
 import { withDeadline } from '../util/deadline.js';
+import { redact } from '../util/redact.js';
 import { connectionRef } from '../views.js';
 import { type AuditEntry, type AuditHead, chainAfter, recordAudit } from './audit.js';
 import { resolveConnection } from './connections.js';
@@ -403,11 +405,16 @@ export async function writeResultsChained(
   };
 }
 
-/** Writes results in the caller's transaction: version-checked tokens, the connections, then the audit records. */
+/**
+ * Writes results in the caller's transaction: version-checked tokens, the connections, then the audit
+ * records. `notify`: tell daemons to drop the tokens they hold for these grants (a refresh outside the
+ * sweep: `token get`, `connections refresh`); the sweep's own writes do not (see writeRefreshed).
+ */
 export async function writeResults(
   ctx: ServiceContext,
   tx: Db,
   results: RefreshResult[],
+  { notify = false }: { notify?: boolean } = {},
 ): Promise<{ rows: Array<GrantRow | null>; head: AuditHead | null }> {
   const written = await tokenStore.writeRefreshed(
     tx,
@@ -418,6 +425,7 @@ export async function writeResults(
       dataKeyId: result.grant.dataKeyId,
       tokens: result.tokens,
     })),
+    { notify },
   );
   const rows = results.map((result) => written.get(result.grant.id) ?? null);
   for (const [index, result] of results.entries()) {
@@ -454,7 +462,7 @@ export async function writeResults(
 const writeAlone =
   (ctx: ServiceContext): ResultWriter =>
   async (result) =>
-    (await ctx.transaction((tx) => writeResults(ctx, tx, [result]))).rows[0] ?? null;
+    (await ctx.transaction((tx) => writeResults(ctx, tx, [result], { notify: true }))).rows[0] ?? null;
 
 async function storeRefreshed(
   ctx: ServiceContext,
@@ -624,7 +632,12 @@ export async function refreshClaimed(
     writer,
     leaseLeftMs = leaseMs(ctx.config.httpTimeoutMs),
     onInternal,
-  }: { writer?: ResultWriter; leaseLeftMs?: number; onInternal?: (error: unknown) => void } = {},
+  }: {
+    writer?: ResultWriter;
+    leaseLeftMs?: number;
+    /** Told of a failure of credvault's own, and whether the grant now waits before it is tried again. */
+    onInternal?: (error: unknown, waits: boolean) => void;
+  } = {},
 ): Promise<RefreshOutcome> {
   if (
     !connection ||
@@ -653,11 +666,16 @@ export async function refreshClaimed(
     // thrown away (a platform that kills a grant whose used refresh token comes back would kill it).
     const failures = (internalFailures.get(grant.id) ?? 0) + 1;
     internalFailures.set(grant.id, failures);
-    onInternal?.(error);
-    await tokenStore
-      .backOff(ctx.db, grant.id, owner, new Date(Date.now() + cooldownMs(failures, null)))
-      .catch(() => tokenStore.releaseLease(ctx.db, grant.id, owner))
-      .catch(() => {});
+    const waits = await tokenStore
+      .backOff(ctx.db, grant, owner, {
+        until: new Date(Date.now() + cooldownMs(failures, null)),
+        message: `credvault could not complete the refresh: ${redact(errorMessage(error))}`,
+      })
+      .catch(async () => {
+        await tokenStore.releaseLease(ctx.db, grant.id, owner).catch(() => {});
+        return false;
+      });
+    onInternal?.(error, waits);
     return 'internal';
   }
 }

@@ -154,6 +154,11 @@ describe('campaigns list on Google Ads', () => {
     const jp = double.requests.length;
     expect((await v.cli(['campaigns', 'list', 'jp', '--json'])).code).toBe(0);
     expect(since(jp, searchPath('v24', JP))[0]!.headers['login-customer-id']).toBe(MANAGER);
+    // The credentials handed to Google's own client libraries say the same.
+    const env = async (name: string) =>
+      (await v.cli(['token', 'get', name, '--format', 'env'], { secretOutput: true })).stdout;
+    expect(await env('own')).not.toContain('GOOGLE_ADS_LOGIN_CUSTOMER_ID');
+    expect(await env('jp')).toContain(`GOOGLE_ADS_LOGIN_CUSTOMER_ID=${MANAGER}`);
   });
 
   it('pages googleAds:search by nextPageToken (never pageSize), through the manager, on the app’s API version', async () => {

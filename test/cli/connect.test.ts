@@ -178,7 +178,11 @@ describe.each(CASES)(
 describe('Google Ads accounts under a manager', () => {
   it('finds an account under a sub-manager (two levels down) through the app’s manager', async () => {
     const google = doubles.google;
-    const saved = structuredClone({ customers: google.accounts.customers, links: google.accounts.links });
+    const saved = structuredClone({
+      customers: google.accounts.customers,
+      links: google.accounts.links,
+      accessible: google.accounts.accessible,
+    });
     google.accounts.customers.push(
       {
         ...google.accounts.customers[0]!,
@@ -208,9 +212,30 @@ describe('Google Ads accounts under a manager', () => {
       });
       const [connection] = JSON.parse(added.stdout) as Array<Record<string, unknown>>;
       expect(connection).toMatchObject({ external_account_id: '4445556667', account_name: 'Acme DE' });
+      const details = async () =>
+        (
+          await v.sql<{ details: Record<string, string> }>(
+            "select details from ad_account_connections where external_account_id = '4445556667'",
+          )
+        )[0]!.details;
+      expect(await details()).toMatchObject({ login_customer_id: '1112223334' });
+
+      // The account leaves the manager and is granted to the person directly; connected again, its
+      // calls must no longer name the manager.
+      google.accounts.links = google.accounts.links.filter((l) => l.clientId !== '4445556667');
+      google.accounts.accessible.push('4445556667');
+      const again = google.issueGrant({
+        clientId: app.clientId,
+        scope: 'https://www.googleapis.com/auth/adwords',
+      });
+      await adoptGrant(v, 'google_ads', app.label, again.refreshToken, { accounts: ['4445556667'] });
+      const after = await details();
+      expect(after.reached).toBe('direct');
+      expect(after.login_customer_id).toBeUndefined();
     } finally {
       google.accounts.customers = saved.customers;
       google.accounts.links = saved.links;
+      google.accounts.accessible = saved.accessible;
     }
   });
 });

@@ -352,12 +352,16 @@ describe('the token endpoint', () => {
     expect(double.refreshAttempts).toBe(attempts + 1);
     expect(daemon.logs()).toContain('audit is read-only');
     expect(await daemon.stop('SIGTERM')).toBe(0);
-    const [row] = await v.sql<{ wait: number; leased: boolean }>(
-      `select extract(epoch from cooldown_until - now())::float as wait, lease_owner is not null as leased
+    const [row] = await v.sql<{ wait: number; leased: boolean; code: string; message: string }>(
+      `select extract(epoch from cooldown_until - now())::float as wait, lease_owner is not null as leased,
+         last_error_code as code, last_error_message as message
        from oauth_tokens_vault`,
     );
     expect(row!.wait).toBeGreaterThan(15);
     expect(row!.leased).toBe(false);
+    // Reads meanwhile answer from the recorded reason, as after a platform failure.
+    expect(row!.code).toBe('transient');
+    expect(row!.message).toContain('audit is read-only');
   });
 
   it('refreshes a grant unused for a third of its platform’s idle limit, not a younger one', async () => {

@@ -87,4 +87,27 @@ describe('LinkedIn refresh errors', () => {
       options(),
     );
   });
+
+  it('revoke: the access token is still revoked when LinkedIn refuses to revoke the refresh token', async () => {
+    const grant = double.issueGrant({ scope: 'r_ads,rw_ads' });
+    double.faults.failNext(1, { status: 400, path: '/oauth/v2/revoke', body: { error: 'invalid_request' } });
+    const outcome = await linkedInAds.revoke(
+      app(LINKEDIN_DEFAULT_CLIENT.clientSecret),
+      { refreshToken: new Secret(grant.refreshToken), accessToken: new Secret(grant.accessToken) },
+      options(),
+    );
+    expect(outcome).toBe('revoked');
+    expect(double.accessTokens.get(grant.accessToken)?.revoked).toBe(true);
+    // Both refused: the refusal is reported, not "revoked".
+    const other = double.issueGrant({ scope: 'r_ads,rw_ads' });
+    double.faults.failNext(2, { status: 503, path: '/oauth/v2/revoke' });
+    const error = await failure(
+      linkedInAds.revoke(
+        app(LINKEDIN_DEFAULT_CLIENT.clientSecret),
+        { refreshToken: new Secret(other.refreshToken), accessToken: new Secret(other.accessToken) },
+        options(),
+      ),
+    );
+    expect(error.kind).not.toBe('dead_grant');
+  });
 });

@@ -43,15 +43,38 @@ export async function markInFlight(db: Db, id: string, owner: string): Promise<v
 }
 
 /**
- * A claimed refresh that failed for credvault's own reason (its answer could not be written, say):
- * the lease goes, and the grant waits until `until` before a sweep claims it again. No audit row:
- * writing one may be what failed.
+ * A claimed refresh that failed for credvault's own reason (its answer could not be written, a data
+ * key that does not open): the lease goes, and the grant waits until `until` before a sweep claims
+ * it again, with the reason recorded for the reads meanwhile (as a platform failure's is). Only over
+ * the version claimed, whether the lease is still ours or was already let go. No audit row: writing
+ * one may be what failed. True when the grant was marked.
  */
-export async function backOff(db: Db, id: string, owner: string, until: Date): Promise<void> {
-  await db
+export async function backOff(
+  db: Db,
+  claimed: { id: string; version: number },
+  owner: string,
+  failure: { until: Date; message: string },
+): Promise<boolean> {
+  const updated = await db
     .update(t)
-    .set({ leaseOwner: null, leaseExpiresAt: null, cooldownUntil: until })
-    .where(and(eq(t.id, id), eq(t.leaseOwner, owner)));
+    .set({
+      leaseOwner: null,
+      leaseExpiresAt: null,
+      cooldownUntil: failure.until,
+      lastErrorCode: 'transient',
+      lastErrorMessage: failure.message.slice(0, 1000),
+      lastErrorAt: sql`now()`,
+      updatedAt: sql`now()`,
+    })
+    .where(
+      and(
+        eq(t.id, claimed.id),
+        eq(t.version, claimed.version),
+        or(eq(t.leaseOwner, owner), isNull(t.leaseOwner)),
+      ),
+    )
+    .returning({ id: t.id });
+  return updated.length > 0;
 }
 
 export async function releaseLease(db: Db, id: string, owner: string): Promise<void> {
@@ -91,23 +114,28 @@ export async function unclaim(db: Db, claimed: GrantRow, owner: string): Promise
  * version read is still current and the lease is still ours (or lapsed unclaimed): a writer whose
  * lease was taken over cannot overwrite a newer token. Answers the rows written, by grant id.
  */
-export async function writeRefreshed(db: Db, results: Refreshed[]): Promise<Map<string, GrantRow>> {
+export async function writeRefreshed(
+  db: Db,
+  results: Refreshed[],
+  { notify }: { notify: boolean },
+): Promise<Map<string, GrantRow>> {
   const rows = await db
     .update(t)
     .set(REFRESHED_SET)
     .from(refreshedValues(refreshedJson(results)))
     .where(REFRESHED_MATCH)
     .returning(getTableColumns(t));
-  // Daemons drop the token they hold for these grants and read the new one: after `connections
-  // refresh --force` (an operator replacing a token the platform stopped taking, say) a daemon must
-  // not go on serving the old one. (The sweep's own writes, before the tokens expire, go through
-  // writeRefreshedChained and do not notify: the token a daemon holds is still valid then, and it
-  // reads the new one when it needs a fresher one.)
-  await notifyChanges(
-    db,
-    'grant',
-    rows.map((row) => row.id),
-  );
+  // With `notify`, daemons drop the token they hold for these grants and read the new one: after
+  // `connections refresh --force` (an operator replacing a token the platform stopped taking, say) a
+  // daemon must not go on serving the old one. The sweep's own writes (chained or locked) do not
+  // notify: the token a daemon holds is still valid then, it reads the new one when it needs a
+  // fresher one, and thousands of notifications would each cost every daemon a cache walk.
+  if (notify)
+    await notifyChanges(
+      db,
+      'grant',
+      rows.map((row) => row.id),
+    );
   return new Map(rows.map((row) => [row.id, row]));
 }
 

@@ -13,7 +13,8 @@ import type { BudgetChange, BudgetChangeResult, Campaign } from '../types.js';
  * Microsoft Advertising's minimum daily budget per account currency, from the "Bid and Budget
  * Currencies" table of https://learn.microsoft.com/advertising/guides/currencies ("subject to
  * change"; the guide names currencies, e.g. USDollar, keyed here by ISO code). Amounts in the
- * currency, as the guide gives them (CLP 5.1 although the peso has no minor unit).
+ * currency, as the guide gives them (CLP 5.1 although the peso has no minor unit). Rows ARS to DKK
+ * checked against the guide again on 2026-11-27 (CNY was missing); the rest as transcribed before.
  */
 export const MICROSOFT_MIN_DAILY_BUDGET: Readonly<Record<string, string>> = {
   ARS: '0.05',
@@ -22,6 +23,7 @@ export const MICROSOFT_MIN_DAILY_BUDGET: Readonly<Record<string, string>> = {
   CAD: '0.05',
   CHF: '0.05',
   CLP: '5.1',
+  CNY: '30',
   COP: '18.05',
   DKK: '0.06',
   EUR: '0.05',

@@ -2,7 +2,13 @@ import type { Secret } from '../../crypto/secret.js';
 import { InvalidInputError } from '../../errors.js';
 import { apiUrl } from '../authorize.js';
 import { apiRequest } from '../http.js';
-import { googleApiBase, googleHeaders, googleSearch, readGoogleError } from '../platforms/google-ads.js';
+import {
+  googleApiBase,
+  googleHeaders,
+  googleLoginCustomerId,
+  googleSearch,
+  readGoogleError,
+} from '../platforms/google-ads.js';
 import type { CallOptions, Campaign, CampaignOps, CampaignTarget, ProviderApp } from '../types.js';
 import { assertSettable, findCampaign } from './common.js';
 
@@ -35,14 +41,8 @@ interface CampaignRow {
   customer?: { currencyCode?: string };
 }
 
-function loginCustomerId(app: ProviderApp, target: CampaignTarget): string | null {
-  // The manager the connection was reached through; an account granted directly needs none, and the
-  // app's manager may not reach it (USER_PERMISSION_DENIED). A connection that does not say how it
-  // was reached (adopted before discovery said so, imported) takes the app's manager, if any.
-  if (target.details.login_customer_id) return target.details.login_customer_id;
-  if (target.details.reached === 'direct') return null;
-  return app.loginCustomerId ?? null;
-}
+const loginCustomerId = (app: ProviderApp, target: CampaignTarget) =>
+  googleLoginCustomerId(app, target.details);
 
 function toCampaign(row: CampaignRow, fallbackCurrency: string | null): Campaign {
   const budget = row.campaignBudget;

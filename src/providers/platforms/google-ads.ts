@@ -122,6 +122,21 @@ export async function googleSearch<R = SearchRow>(
   return rows;
 }
 
+/**
+ * The login-customer-id for a connection's calls: the manager it was reached through. An account
+ * granted directly needs none, and the app's manager may not reach it (USER_PERMISSION_DENIED). A
+ * connection that does not say how it was reached (adopted before discovery said so, imported) takes
+ * the app's manager, if any.
+ */
+export function googleLoginCustomerId(
+  app: { loginCustomerId: string | null },
+  details: Record<string, string>,
+): string | null {
+  if (details.login_customer_id) return details.login_customer_id;
+  if (details.reached === 'direct') return null;
+  return app.loginCustomerId ?? null;
+}
+
 async function discoverAccounts(
   app: ProviderApp,
   accessToken: Secret,

@@ -157,10 +157,24 @@ export const linkedInAds: Provider = {
   async revoke(app, tokens, options) {
     // [unconfirmed in LinkedIn's docs] /oauth/v2/revoke with token, client_id and client_secret, as
     // many integrations use it. Which tokens it accepts, and whether revoking the refresh token ends
-    // the access tokens it made, is not documented: both are revoked, the refresh token first (an
-    // access token alone would leave the grant able to mint new ones).
-    if (tokens.refreshToken) await revokeToken(profile, app, tokens.refreshToken, 'refresh_token', options);
-    if (tokens.accessToken) await revokeToken(profile, app, tokens.accessToken, 'access_token', options);
+    // the access tokens it made, is not documented: both are revoked, each on its own, the refresh
+    // token first (an access token alone would leave the grant able to mint new ones). Revoked when
+    // either was taken; the first refusal otherwise.
+    let taken = false;
+    let refusal: unknown = null;
+    for (const [token, hint] of [
+      [tokens.refreshToken, 'refresh_token'],
+      [tokens.accessToken, 'access_token'],
+    ] as const) {
+      if (!token) continue;
+      try {
+        await revokeToken(profile, app, token, hint, options);
+        taken = true;
+      } catch (error) {
+        refusal ??= error;
+      }
+    }
+    if (!taken && refusal) throw refusal;
     return 'revoked';
   },
   discoverAccounts,
