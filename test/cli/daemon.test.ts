@@ -364,6 +364,27 @@ describe('the token endpoint', () => {
     expect(row!.message).toContain('audit is read-only');
   });
 
+  it('a grant whose refresh token does not decrypt waits too, before any platform call, with the reason recorded', async () => {
+    const { double, v, adopt } = await setup();
+    await adopt('987', 'broken');
+    // Its access token copied over its refresh token: it does not open in that column.
+    await v.sql(
+      "update oauth_tokens_vault set refresh_token_enc = access_token_enc, access_token_expires_at = now() + interval '1 minute', last_refreshed_at = now() - interval '1 hour'",
+    );
+    const attempts = double.refreshAttempts;
+    const daemon = await startDaemon(v);
+    for (let i = 0; i < 100 && !daemon.logs().includes('the grant waits'); i++)
+      await new Promise((r) => setTimeout(r, 50));
+    expect(await daemon.stop('SIGTERM')).toBe(0);
+    expect(double.refreshAttempts).toBe(attempts);
+    const [row] = await v.sql<{ wait: number; message: string }>(
+      `select extract(epoch from cooldown_until - now())::float as wait, last_error_message as message
+       from oauth_tokens_vault`,
+    );
+    expect(row!.wait).toBeGreaterThan(15);
+    expect(row!.message).toContain('does not decrypt');
+  });
+
   it('refreshes a grant unused for a third of its platform’s idle limit, not a younger one', async () => {
     const { double, v, adopt } = await setup();
     await adopt('987', 'idle');
