@@ -61,12 +61,12 @@ export function auditJson(row: AuditRow) {
   };
 }
 
-/** How a connection is named to a person: its name, else `platform:account`. Both work as CONN. */
 /** An ad account as a person reads it in a table: its name and the platform's id for it. */
 export function accountLabel(c: { accountName: string | null; externalAccountId: string }): string {
   return c.accountName ? `${c.accountName} (${c.externalAccountId})` : c.externalAccountId;
 }
 
+/** How a connection is named to a person: its name, else `platform:account`. Both work as CONN. */
 export function connectionRef(c: {
   name: string | null;
   platform: string;

@@ -48,7 +48,10 @@ export interface ServerDeps {
   log: Logger;
   options: DaemonOptions;
   health(): Promise<Health>;
-  /** True once SIGTERM came: /healthz says so (503) and nothing else is served while the daemon drains. */
+  /**
+   * True once SIGTERM came: while the daemon drains, /healthz says so (503), an OAuth callback still
+   * completes its sign-in, and everything else is refused (503).
+   */
   shuttingDown(): boolean;
   /** The local CLI's credential (read from the 0600 run file), for `token get`'s fast path. */
   localToken: string | null;

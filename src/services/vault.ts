@@ -71,7 +71,7 @@ export async function initVault(config: Config): Promise<InitReport> {
       // A new key only for a vault that has none yet: one whose data keys some other key wraps (a
       // second host sharing the database, a master.key moved away) would get a key that opens none.
       const [wrapped] = await database.query<{ kek_id: string }>(
-        'select kek_id from data_keys order by created_at limit 1',
+        "select kek_id from data_keys order by (status = 'active') desc, created_at desc limit 1",
       );
       if (wrapped) {
         throw new KeyError('no master key is configured, and this vault already has one', {

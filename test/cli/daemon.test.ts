@@ -295,11 +295,7 @@ describe('the token endpoint', () => {
     const { v, adopt } = await setup();
     await adopt('987', 'acct-a');
     const reader = await client(v, ['reader', '--all']);
-    await v.sql(`create function refuse_audit() returns trigger language plpgsql as $$
-      begin raise exception 'audit is read-only' using errcode = '42501'; end $$`);
-    await v.sql(
-      'create trigger refuse_audit before insert on credential_access_audit for each row execute function refuse_audit()',
-    );
+    await v.refuseAuditWrites();
     const daemon = await startDaemon(v);
     cleanups.push(() => daemon.stop());
     const refused = await daemon.get('/v1/connections/acct-a/token', { token: reader });
@@ -320,11 +316,7 @@ describe('the token endpoint', () => {
       cleanups.push(() => daemon.stop());
       for (let i = 0; i < 2; i++)
         expect((await daemon.get('/v1/connections/acct-a/token', { token: reader })).status).toBe(200);
-      await v.sql(`create function refuse_audit() returns trigger language plpgsql as $$
-        begin raise exception 'audit is read-only' using errcode = '42501'; end $$`);
-      await v.sql(
-        'create trigger refuse_audit before insert on credential_access_audit for each row execute function refuse_audit()',
-      );
+      await v.refuseAuditWrites();
       const refused = await daemon.get('/v1/connections/acct-a/token', { token: reader });
       expect(refused.status).toBeGreaterThanOrEqual(500);
       expect(refused.body).not.toContain('access_token');
@@ -334,11 +326,7 @@ describe('the token endpoint', () => {
   it('a refresh whose answer cannot be written (audit read-only) is not retried at once: the grant waits, and the log says why', async () => {
     const { double, v, adopt } = await setup();
     await adopt('987', 'unwritable');
-    await v.sql(`create function refuse_audit() returns trigger language plpgsql as $$
-      begin raise exception 'audit is read-only' using errcode = '42501'; end $$`);
-    await v.sql(
-      'create trigger refuse_audit before insert on credential_access_audit for each row execute function refuse_audit()',
-    );
+    await v.refuseAuditWrites();
     await v.sql(
       "update oauth_tokens_vault set access_token_expires_at = now() + interval '1 minute', last_refreshed_at = now() - interval '1 hour'",
     );

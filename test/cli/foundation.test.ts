@@ -646,11 +646,7 @@ describe('audit', () => {
   it('fails closed: when the audit row cannot be written, nothing is written', async () => {
     const v = await vault();
     const before = await v.dump();
-    await v.sql(`create function refuse_audit() returns trigger language plpgsql as $$
-      begin raise exception 'audit is read-only' using errcode = '42501'; end $$`);
-    await v.sql(
-      'create trigger refuse_audit before insert on credential_access_audit for each row execute function refuse_audit()',
-    );
+    await v.refuseAuditWrites();
     const result = await v.cli(['apps', 'add', 'google_ads', '--from-file', '-'], {
       input: JSON.stringify(googleApp()),
     });

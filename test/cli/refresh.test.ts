@@ -379,11 +379,7 @@ describe('fail closed', () => {
     const double = await microsoft();
     const { v } = await connected(double);
     await v.sql("update oauth_tokens_vault set access_token_expires_at = now() + interval '1 hour'");
-    await v.sql(`create function refuse_audit() returns trigger language plpgsql as $$
-      begin raise exception 'audit is read-only' using errcode = '42501'; end $$`);
-    await v.sql(
-      'create trigger refuse_audit before insert on credential_access_audit for each row execute function refuse_audit()',
-    );
+    await v.refuseAuditWrites();
     const refused = await v.cli(['token', 'get', 'acct']);
     expect(refused.code).toBe(8);
     expect(refused.stdout).toBe('');

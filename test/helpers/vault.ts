@@ -113,6 +113,21 @@ export class TestVault {
     return this.session((query) => query<T>(text, params));
   }
 
+  /**
+   * Makes the audit log refuse every new row, as a revoked INSERT would (SQLSTATE 42501, "audit is
+   * read-only"): a trigger, which works on both databases. `drop trigger refuse_audit on
+   * credential_access_audit` undoes it.
+   */
+  async refuseAuditWrites(): Promise<void> {
+    await this.session(async (query) => {
+      await query(`create or replace function refuse_audit() returns trigger language plpgsql as $$
+        begin raise exception 'audit is read-only' using errcode = '42501'; end $$`);
+      await query(
+        'create trigger refuse_audit before insert on credential_access_audit for each row execute function refuse_audit()',
+      );
+    });
+  }
+
   /** Several statements on one connection (on the embedded database, one open of PGlite). */
   async session<R>(
     fn: (query: <T>(text: string, params?: unknown[]) => Promise<T[]>) => Promise<R>,

@@ -396,7 +396,6 @@ const claim = prepared('credvault_claim_due', (db, name) => {
     .prepare(name);
 });
 
-/** When the next grant becomes due (its expiry minus the window), for the sweep's sleep. */
 /**
  * When the next sweep has work: the earliest access-token expiry less the refresh window, or later
  * for a grant that is cooling down or leased (a sweep would not claim it before then).
@@ -416,6 +415,7 @@ export async function nextDue(db: Db, windowMs: number): Promise<Date | null> {
   return at ? new Date(at) : null;
 }
 
+/** The earliest access-token expiry among connections in use (the daemon's gauge of it). */
 export async function nextExpiry(db: Db): Promise<Date | null> {
   const [row] = await db
     .select({ at: sql<Date | string | null>`min(${t.accessTokenExpiresAt})` })
