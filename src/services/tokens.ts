@@ -330,7 +330,7 @@ async function refreshWithLease(
       }
     }
   } catch (error) {
-    await recordRefreshFailure(ctx, grant, owner, error, attempts, unanswered);
+    await recordRefreshFailure(ctx, grant, connection.id, owner, error, attempts, unanswered);
     throw error instanceof ProviderError
       ? providerFailure(error, `refreshing ${connectionRef(connection)} failed`)
       : error;
@@ -508,6 +508,8 @@ async function storeRefreshed(
       action: 'token.refresh',
       targetType: 'grant',
       targetId: grant.id,
+      // The connection the refresh was for (its grant may serve several): `audit list --connection`.
+      connectionId: connection.id,
       outcome: 'success',
       detail: {
         platform,
@@ -535,6 +537,7 @@ async function storeRefreshed(
 async function recordRefreshFailure(
   ctx: ServiceContext,
   grant: GrantRow,
+  connectionId: string,
   owner: string,
   error: unknown,
   attempts: number,
@@ -556,6 +559,8 @@ async function recordRefreshFailure(
     action: 'token.refresh',
     targetType: 'grant',
     targetId: grant.id,
+    // The connection the refresh was for (its grant may serve several): `audit list --connection`.
+    connectionId,
     outcome: 'failure',
     detail: {
       platform: grant.platform,

@@ -271,6 +271,15 @@ describe('failures', () => {
     const forced = await v.cli(['connections', 'refresh', 'acct', '--force']);
     expect(forced.code, forced.stderr).toBe(0);
     expect(double.refreshAttempts).toBe(attempts + 1);
+    // The connection's own audit trail holds its refreshes, the failed one and the one that worked.
+    const trail = await v.json<Array<{ action: string; outcome: string }>>([
+      'audit',
+      'list',
+      '--connection',
+      'acct',
+    ]);
+    const refreshes = trail.filter((r) => r.action === 'token.refresh').map((r) => r.outcome);
+    expect(refreshes).toEqual(expect.arrayContaining(['success', 'failure']));
   });
 });
 
