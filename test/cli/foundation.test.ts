@@ -328,6 +328,33 @@ describe('apps', () => {
     await expectNoSecretsLeaked(v, [fields.client_secret]);
   });
 
+  it('a Reddit app without a User-Agent: added, with a warning saying what Reddit asks for and how to set it', async () => {
+    const v = await vault();
+    const app = {
+      label: 'reddit-prod',
+      client_id: 'aBcDeFgHiJkLmN',
+      client_secret: fakeSecret('reddit'),
+      redirect_uri: 'http://localhost:8080/callback',
+    };
+    const added = await v.cli(['apps', 'add', 'reddit_ads', '--from-file', '-'], {
+      input: JSON.stringify(app),
+    });
+    expect(added.code, added.stderr).toBe(0);
+    expect(added.stderr).toContain('credvault sends credvault:aBcDeFgHiJkLmN:v1');
+    expect(added.stderr).toContain(
+      "credvault apps update reddit-prod --user-agent 'web:reddit-prod:v1 (by /u/",
+    );
+    // With one given, nothing to say.
+    const named = await v.cli(
+      ['apps', 'add', 'reddit_ads', '--from-file', '-', '--user-agent', 'web:acme:v1 (by /u/acme)'],
+      {
+        input: JSON.stringify({ ...app, label: 'reddit-named' }),
+      },
+    );
+    expect(named.code, named.stderr).toBe(0);
+    expect(named.stderr).not.toContain('User-Agent');
+  });
+
   it('refuses a duplicate label with exit 7 and writes nothing', async () => {
     const v = await vault();
     const fields = googleApp();

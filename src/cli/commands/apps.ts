@@ -111,6 +111,13 @@ export async function add(rt: Runtime, platformInput: string, flags: AppFlags): 
   const app = await withContext(rt, (ctx) => addApp(ctx, platform, fields));
   printApp(rt, app);
   rt.out.success(`added ${app.platform}/${app.label}`);
+  if (platform === 'reddit_ads' && !fields.userAgent) {
+    // Reddit's API rules ask for <platform>:<app id>:<version> (by /u/<reddit username>); the name
+    // is not something credvault can know.
+    rt.out.warn(
+      `Reddit asks every API client for a User-Agent that names the Reddit account behind it; until one is set, credvault sends credvault:${app.clientId}:v1. Set it with \`credvault apps update ${app.label} --user-agent 'web:${app.label}:v1 (by /u/YOUR_REDDIT_NAME)'\`.`,
+    );
+  }
 }
 
 interface UpdateFlags extends AppFlags {
