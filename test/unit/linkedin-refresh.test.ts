@@ -10,12 +10,12 @@ import { LINKEDIN_DEFAULT_CLIENT, type LinkedInDouble, startLinkedInDouble } fro
 describe('LinkedIn refresh errors', () => {
   let double: LinkedInDouble;
   const options = () => ({ signal: AbortSignal.timeout(5000) });
-  const app = (secret: string): ProviderApp => ({
+  const app = (): ProviderApp => ({
     id: 'app',
     platform: 'linkedin_ads',
     label: 'test',
     clientId: LINKEDIN_DEFAULT_CLIENT.clientId,
-    clientSecret: new Secret(secret),
+    clientSecret: new Secret(LINKEDIN_DEFAULT_CLIENT.clientSecret),
     developerToken: null,
     redirectUri: LINKEDIN_DEFAULT_CLIENT.redirectUris[0]!,
     scopes: ['r_ads', 'rw_ads'],
@@ -24,6 +24,15 @@ describe('LinkedIn refresh errors', () => {
     apiVersion: '202601',
     endpoints: { ...double.endpoints, apiBase: double.url },
   });
+  /** Refreshes at the double, as credvault does. */
+  const refresh = (refreshToken: string) => linkedInAds.refresh(app(), new Secret(refreshToken), options());
+  /** Revokes both of a grant's tokens at the double, as `connections revoke` does. */
+  const revoke = (grant: { refreshToken: string; accessToken: string }) =>
+    linkedInAds.revoke(
+      app(),
+      { refreshToken: new Secret(grant.refreshToken), accessToken: new Secret(grant.accessToken) },
+      options(),
+    );
   const failure = (promise: Promise<unknown>) =>
     promise.then(
       () => {
@@ -42,24 +51,14 @@ describe('LinkedIn refresh errors', () => {
 
   it('refreshes a live grant', async () => {
     const grant = double.issueGrant({ scope: 'r_ads,rw_ads' });
-    const tokens = await linkedInAds.refresh(
-      app(LINKEDIN_DEFAULT_CLIENT.clientSecret),
-      new Secret(grant.refreshToken),
-      options(),
-    );
+    const tokens = await refresh(grant.refreshToken);
     expect(double.accessTokens.get(tokens.accessToken.reveal())?.revoked).toBe(false);
   });
 
   it('a dead refresh token (invalid_request) is a dead grant', async () => {
     const grant = double.issueGrant({ scope: 'r_ads,rw_ads' });
     double.revokeGrant(grant.refreshToken);
-    const error = await failure(
-      linkedInAds.refresh(
-        app(LINKEDIN_DEFAULT_CLIENT.clientSecret),
-        new Secret(grant.refreshToken),
-        options(),
-      ),
-    );
+    const error = await failure(refresh(grant.refreshToken));
     expect(error.kind).toBe('dead_grant');
     expect(error.platformCode).toBe('invalid_request');
   });
@@ -71,43 +70,23 @@ describe('LinkedIn refresh errors', () => {
       status: 400,
       body: { error: 'invalid_request', error_description: 'A required parameter "client_id" is missing' },
     });
-    const error = await failure(
-      linkedInAds.refresh(
-        app(LINKEDIN_DEFAULT_CLIENT.clientSecret),
-        new Secret(grant.refreshToken),
-        options(),
-      ),
-    );
+    const error = await failure(refresh(grant.refreshToken));
     expect(error.kind).toBe('client');
     expect(error.platformCode).toBe('invalid_request');
     // The grant itself is still good.
-    await linkedInAds.refresh(
-      app(LINKEDIN_DEFAULT_CLIENT.clientSecret),
-      new Secret(grant.refreshToken),
-      options(),
-    );
+    await refresh(grant.refreshToken);
   });
 
   it('revoke: the access token is still revoked when LinkedIn refuses to revoke the refresh token', async () => {
     const grant = double.issueGrant({ scope: 'r_ads,rw_ads' });
     double.faults.failNext(1, { status: 400, path: '/oauth/v2/revoke', body: { error: 'invalid_request' } });
-    const outcome = await linkedInAds.revoke(
-      app(LINKEDIN_DEFAULT_CLIENT.clientSecret),
-      { refreshToken: new Secret(grant.refreshToken), accessToken: new Secret(grant.accessToken) },
-      options(),
-    );
+    const outcome = await revoke(grant);
     expect(outcome).toBe('revoked');
     expect(double.accessTokens.get(grant.accessToken)?.revoked).toBe(true);
     // Both refused: the refusal is reported, not "revoked".
     const other = double.issueGrant({ scope: 'r_ads,rw_ads' });
     double.faults.failNext(2, { status: 503, path: '/oauth/v2/revoke' });
-    const error = await failure(
-      linkedInAds.revoke(
-        app(LINKEDIN_DEFAULT_CLIENT.clientSecret),
-        { refreshToken: new Secret(other.refreshToken), accessToken: new Secret(other.accessToken) },
-        options(),
-      ),
-    );
+    const error = await failure(revoke(other));
     expect(error.kind).not.toBe('dead_grant');
   });
 });

@@ -113,9 +113,10 @@ export async function add(rt: Runtime, platformInput: string, flags: AppFlags): 
   rt.out.success(`added ${app.platform}/${app.label}`);
   if (platform === 'reddit_ads' && !fields.userAgent) {
     // Reddit's API rules ask for <platform>:<app id>:<version> (by /u/<reddit username>); the name
-    // is not something credvault can know.
+    // is not something credvault can know. (Loaded only here: the module brings the OAuth client.)
+    const { redditUserAgent } = await import('../../providers/platforms/reddit-ads.js');
     rt.out.warn(
-      `Reddit asks every API client for a User-Agent that names the Reddit account behind it; until one is set, credvault sends credvault:${app.clientId}:v1. Set it with \`credvault apps update ${app.label} --user-agent 'web:${app.label}:v1 (by /u/YOUR_REDDIT_NAME)'\`.`,
+      `Reddit asks every API client for a User-Agent that names the Reddit account behind it; until one is set, credvault sends ${redditUserAgent({ userAgent: null, clientId: app.clientId })}. Set it with \`credvault apps update ${app.label} --user-agent 'web:${app.label}:v1 (by /u/YOUR_REDDIT_NAME)'\`.`,
     );
   }
 }

@@ -11,7 +11,7 @@ const info = PLATFORMS.reddit_ads;
 const DEFAULT_API = 'https://ads-api.reddit.com';
 
 /** Reddit throttles generic user agents hard; every call carries the app's descriptive one. */
-export function redditUserAgent(app: ProviderApp): string {
+export function redditUserAgent(app: Pick<ProviderApp, 'userAgent' | 'clientId'>): string {
   return app.userAgent ?? `credvault:${app.clientId}:v1`;
 }
 
