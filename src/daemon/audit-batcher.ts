@@ -21,9 +21,8 @@ export class AuditBatcher {
   readonly #ctx: ServiceContext;
   readonly #metrics: DaemonMetrics;
   readonly #maxBatch: number;
-  readonly #maxInFlight: number;
   #queue: Pending[] = [];
-  #inFlight = 0;
+  #writing = false;
   #scheduled = false;
   #idle: Array<() => void> = [];
   readonly #usedClients = new Set<string>();
@@ -34,15 +33,12 @@ export class AuditBatcher {
     ctx: ServiceContext,
     metrics: DaemonMetrics,
     chain: AuditChain,
-    options: { maxBatch?: number; maxInFlight?: number } = {},
+    options: { maxBatch?: number } = {},
   ) {
     this.#ctx = ctx;
     this.#chain = chain;
     this.#metrics = metrics;
     this.#maxBatch = options.maxBatch ?? 500;
-    // One batch at a time: each is one statement chained from the previous one's head, and the
-    // requests that arrive meanwhile make the next batch.
-    this.#maxInFlight = options.maxInFlight ?? 1;
   }
 
   write(entry: AuditEntry, clientId: string | null): Promise<void> {
@@ -54,24 +50,43 @@ export class AuditBatcher {
   }
 
   #schedule(): void {
-    if (this.#scheduled || this.#inFlight >= this.#maxInFlight || !this.#queue.length) return;
+    if (this.#scheduled || this.#writing || !this.#queue.length) return;
     this.#scheduled = true;
     // Let the requests of this turn of the event loop join the batch.
     setImmediate(() => {
       this.#scheduled = false;
-      if (this.#inFlight >= this.#maxInFlight || !this.#queue.length) return;
-      const batch = this.#queue.splice(0, this.#maxBatch);
-      this.#inFlight += 1;
-      void this.#flush(batch).finally(() => {
-        this.#inFlight -= 1;
-        if (this.#queue.length) this.#schedule();
-        else if (this.#inFlight === 0 && !this.#scheduled) for (const done of this.#idle.splice(0)) done();
-      });
-      if (this.#queue.length) this.#schedule();
+      this.#next();
+      this.#whenIdle();
     });
   }
 
-  async #flush(batch: Pending[]): Promise<void> {
+  /**
+   * Sends what is queued as the next batch, unless one is being written: one batch at a time, each
+   * one statement chained from the previous one's head; the requests that arrive meanwhile make the
+   * next batch.
+   */
+  #next(): void {
+    if (this.#writing || !this.#queue.length) return;
+    const batch = this.#queue.splice(0, this.#maxBatch);
+    this.#writing = true;
+    void this.#flush(batch).then((failure) => {
+      this.#writing = false;
+      // The next batch leaves before this one's requests are answered: writing a few dozen answers
+      // keeps the daemon busy for a while, time the database can spend on the next batch.
+      this.#next();
+      for (const p of batch) failure ? p.reject(failure.error) : p.resolve();
+      this.#whenIdle();
+    });
+  }
+
+  #whenIdle(): void {
+    if (!this.#writing && !this.#scheduled && !this.#queue.length) {
+      for (const done of this.#idle.splice(0)) done();
+    }
+  }
+
+  /** Writes a batch; what went wrong, if anything (the caller answers the batch's requests). */
+  async #flush(batch: Pending[]): Promise<{ error: unknown } | undefined> {
     try {
       const entries = batch.map((p) => p.entry);
       // One statement chained from the head this daemon wrote last; when someone else wrote since
@@ -87,9 +102,9 @@ export class AuditBatcher {
         },
       );
       this.#metrics.auditBatch.observe(batch.length);
-      for (const p of batch) p.resolve();
+      return undefined;
     } catch (error) {
-      for (const p of batch) p.reject(error);
+      return { error };
     }
   }
 
@@ -103,7 +118,7 @@ export class AuditBatcher {
 
   /** Waits for every queued record to be written (or refused). */
   drain(): Promise<void> {
-    if (!this.#queue.length && this.#inFlight === 0 && !this.#scheduled) return Promise.resolve();
+    if (!this.#queue.length && !this.#writing && !this.#scheduled) return Promise.resolve();
     return new Promise((resolve) => this.#idle.push(resolve));
   }
 }

@@ -3,11 +3,12 @@ import { errorMessage } from '../db/errors.js';
 import type { ClientRow } from '../db/store/clients.js';
 import type { ConnectionRow } from '../db/store/connections.js';
 import { CredvaultError, NotFoundError, UnavailableError } from '../errors.js';
+import type { AuditEntry } from '../services/audit.js';
 import { authenticateClient, hashClientToken, isLiveClient, sameHash } from '../services/clients.js';
 import { resolveConnection } from '../services/connections.js';
 import type { ServiceContext } from '../services/context.js';
 import { openToken } from '../services/grants.js';
-import { freshGrant } from '../services/tokens.js';
+import { freshGrant, refusalEntry } from '../services/tokens.js';
 import { HTML_PAGE_HEADERS } from '../util/html.js';
 import { isLoopbackHost } from '../util/net.js';
 import { tokenDocument } from '../views.js';
@@ -242,11 +243,33 @@ export function createTokenServer(deps: ServerDeps): Server {
       throw new ApiError(400, 'invalid_input', 'min_ttl must be whole seconds from 0 to 86400');
     }
     const connection = await connectionFor(ref);
+    const local = client.id === LOCAL_CLIENT_ID;
+    const actor = local ? localActor(req) : client.name;
+    const detail = { purpose: local ? 'token get (daemon)' : 'daemon', min_ttl: minTtl };
+    // A refusal is recorded too, before it is answered; not for `token get`'s fast path, which takes
+    // its full path on any refusal and records it there.
+    const refused = async (entry: AuditEntry | null) => {
+      if (!entry || local) return;
+      await audit.write({ ...entry, actor: actorOf(req, actor) }, client.id).catch(() => {});
+    };
     if (!inScope(client, connection)) {
+      await refused({
+        action: 'token.serve',
+        targetType: 'connection',
+        targetId: connection.id,
+        connectionId: connection.id,
+        outcome: 'denied',
+        detail: { ...detail, error: 'forbidden' },
+      });
       throw new ApiError(403, 'forbidden', `client ${client.name} may not read connection ${ref}`);
     }
-    const actor = client.id === LOCAL_CLIENT_ID ? localActor(req) : client.name;
-    const token = await validToken(connection, minTtl, actor);
+    let token: CachedToken;
+    try {
+      token = await validToken(connection, minTtl, actor);
+    } catch (error) {
+      await refused(refusalEntry(connection, error, detail));
+      throw error;
+    }
     // Fail closed: the token leaves only after its audit record is committed.
     await audit.write(
       {
@@ -255,10 +278,10 @@ export function createTokenServer(deps: ServerDeps): Server {
         targetId: connection.id,
         connectionId: connection.id,
         outcome: 'success',
-        detail: { purpose: client.id === LOCAL_CLIENT_ID ? 'token get (daemon)' : 'daemon', min_ttl: minTtl },
+        detail,
         actor: actorOf(req, actor),
       },
-      client.id === LOCAL_CLIENT_ID ? null : client.id,
+      local ? null : client.id,
     );
     send(res, 200, tokenDocument(token.accessToken.reveal(), token.tokenType, token.expiresAt, connection));
   }

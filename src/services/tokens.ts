@@ -8,7 +8,7 @@ import type { ConnectionRow } from '../db/store/connections.js';
 import * as connectionStore from '../db/store/connections.js';
 import type { GrantRow } from '../db/store/tokens.js';
 import * as tokenStore from '../db/store/tokens.js';
-import { type CredvaultError, ReauthRequiredError, UnavailableError } from '../errors.js';
+import { CredvaultError, ReauthRequiredError, UnavailableError } from '../errors.js';
 import type { PlatformId } from '../providers/catalog.js';
 import { ProviderError, type ProviderFailure } from '../providers/errors.js';
 import { providerFor } from '../providers/registry.js';
@@ -155,7 +155,14 @@ export async function getValidAccessToken(
   request: TokenRequest,
 ): Promise<ServedToken> {
   const connection = await resolveConnection(ctx.db, ref);
-  const { grant: served, refreshed } = await freshGrant(ctx, connection, request);
+  let fresh: Awaited<ReturnType<typeof freshGrant>>;
+  try {
+    fresh = await freshGrant(ctx, connection, request);
+  } catch (error) {
+    await recordRefusal(ctx, connection, request, error);
+    throw error;
+  }
+  const { grant: served, refreshed } = fresh;
   return ctx.transaction(async (tx) => {
     const accessToken = await openToken(ctx, served, 'access');
     if (!accessToken)
@@ -177,6 +184,41 @@ export async function getValidAccessToken(
       refreshed,
     };
   });
+}
+
+/**
+ * The audit entry of a token asked for and not handed out: the connection needs a person, is cooling
+ * down, or its platform is down. Refreshes already audit themselves; this records the request, so
+ * `audit list --connection` shows who kept asking for a token it could not have.
+ */
+export function refusalEntry(
+  connection: ConnectionRow,
+  error: unknown,
+  detail: Record<string, unknown>,
+): AuditEntry | null {
+  if (!(error instanceof CredvaultError)) return null;
+  if (error.code !== 'reauth_required' && error.code !== 'unavailable') return null;
+  return {
+    action: 'token.serve',
+    targetType: 'connection',
+    targetId: connection.id,
+    connectionId: connection.id,
+    outcome: 'failure',
+    detail: { ...detail, error: error.code, status: connection.status },
+  };
+}
+
+async function recordRefusal(
+  ctx: ServiceContext,
+  connection: ConnectionRow,
+  request: TokenRequest,
+  error: unknown,
+): Promise<void> {
+  const entry = refusalEntry(connection, error, { purpose: request.purpose, min_ttl: request.minTtlSeconds });
+  if (!entry) return;
+  // Nothing is handed out either way: when the row cannot be written, the refusal's own error (what
+  // the caller must do) is the one to report, not the audit log's.
+  await ctx.transaction((tx) => recordAudit(tx, ctx.actor, entry)).catch(() => {});
 }
 
 /** Refreshes a connection now (`connections refresh`), whatever time its token has left. */

@@ -133,15 +133,27 @@ describe('the token endpoint', () => {
     expect(await daemon.stop()).toBe(0);
     for (const t of [doc.access_token, ...double.refreshTokens.keys()])
       expect(daemon.logs()).not.toContain(t);
-    const audit = await v.json<Array<{ action: string; actor: string; client_address: string | null }>>([
-      'audit',
-      'list',
-      '--limit',
-      '200',
-    ]);
+    const audit = await v.json<
+      Array<{
+        action: string;
+        actor: string;
+        client_address: string | null;
+        outcome: string;
+        detail: { error?: string };
+      }>
+    >(['audit', 'list', '--limit', '200']);
     const served = audit.filter((r) => r.action === 'token.serve');
     expect(served.map((r) => r.actor)).toContain('reader-a');
     expect(served.every((r) => r.client_address !== null)).toBe(true);
+    // Refusals of a known connection to a known client are recorded too (newest first); an unknown
+    // client or connection is not.
+    expect(
+      served.filter((r) => r.outcome !== 'success').map((r) => [r.actor, r.outcome, r.detail.error]),
+    ).toEqual([
+      ['everything', 'failure', 'unavailable'],
+      ['everything', 'failure', 'reauth_required'],
+      ['reader-a', 'denied', 'forbidden'],
+    ]);
   });
 
   it('listens beyond loopback only with --allow-remote, and then warns that TLS belongs in front', async () => {

@@ -113,6 +113,22 @@ describe('failures', () => {
     expect((await v.cli(['token', 'get', 'acct'])).code).toBe(4);
     expect((await v.cli(['connections', 'refresh', 'acct', '--force'])).code).toBe(4);
     expect(double.refreshAttempts).toBe(attempts);
+    // Each request is in the audit log, refused: the first after its failed refresh, the next two
+    // from the recorded state without a platform call.
+    const audit = await v.json<Array<{ action: string; outcome: string; detail: Record<string, unknown> }>>(
+      ['audit', 'list', '--connection', 'acct', '--limit', '10'],
+    );
+    expect(audit.slice(0, 3).map((r) => [r.action, r.outcome, r.detail.purpose, r.detail.error])).toEqual([
+      ['token.serve', 'failure', 'connections refresh', 'reauth_required'],
+      ['token.serve', 'failure', 'token get --format raw', 'reauth_required'],
+      ['token.serve', 'failure', 'token get --format raw', 'reauth_required'],
+    ]);
+    expect(audit.map((r) => `${r.action} ${r.outcome}`)).toContain('token.refresh failure');
+    // With the audit log read-only the refusal is still the answer: what to do, not the log's error.
+    await v.refuseAuditWrites();
+    const refused = await v.cli(['token', 'get', 'acct']);
+    expect(refused.code, refused.stderr).toBe(4);
+    expect(refused.stderr).toContain('credvault connect');
     // The tables a person reads name the account by the platform's id too.
     for (const table of [['status'], ['connections', 'list']])
       expect((await v.cli(table)).stdout).toMatch(/ Acme Search US \(987\) /);
