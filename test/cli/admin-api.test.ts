@@ -704,3 +704,88 @@ describe('without --public-callback-url', () => {
     }
   });
 });
+
+describe('a daemon shutting down', () => {
+  it('still completes an OAuth callback that arrives while it drains, then exits 0', async () => {
+    const v = await createVault();
+    const g = await startGoogleDouble();
+    let d: RunningDaemon | undefined;
+    try {
+      const callbackUrl = `${PUBLIC_URL}/v1/integrations/google_ads/callback`;
+      g.registerClient({
+        clientId: 'drain-app',
+        clientSecret: 'drain-secret-value',
+        redirectUris: [callbackUrl],
+      });
+      const app = await addAppFor(v, 'google_ads', g as never, {
+        extra: { client_id: 'drain-app', client_secret: 'drain-secret-value', redirect_uri: callbackUrl },
+      });
+      const grant = g.issueGrant({ clientId: 'drain-app', scope: GOOGLE_ADWORDS_SCOPE } as never);
+      const adopted = await adoptGrant(v, 'google_ads', app.label, grant.refreshToken, {
+        accounts: ['1234567890'],
+        name: 'due',
+      });
+      expect(adopted.code, adopted.stderr).toBe(0);
+      const operator = await v.json<{ token: string }>([
+        'clients',
+        'create',
+        'op',
+        '--role',
+        'operator',
+        '--all',
+      ]);
+      // Due for the sweep, at a platform slow enough that the refresh is still in flight at SIGTERM.
+      await v.sql(
+        "update oauth_tokens_vault set access_token_expires_at = now() + interval '1 minute', last_refreshed_at = now() - interval '59 minutes'",
+      );
+      g.faults.latencyMs = 3000;
+      const attempts = g.refreshAttempts;
+      d = await startDaemon(v, {
+        tcpPort: await freePort(),
+        args: ['--public-callback-url', PUBLIC_URL, '--refresh-window', '30m'],
+      });
+      const started = await d.request('POST', '/v1/integrations/google_ads/connections/start', {
+        token: operator.token,
+        body: { app: app.label, accounts: ['111-222-3334'], name: 'late' },
+      });
+      expect(started.status, started.body).toBe(201);
+      const consent = await fetch(started.json<{ authorize_url: string }>().authorize_url, {
+        redirect: 'manual',
+      });
+      const location = new URL(consent.headers.get('location')!);
+      for (let i = 0; i < 200 && g.refreshAttempts === attempts; i++)
+        await new Promise((r) => setTimeout(r, 25));
+      expect(g.refreshAttempts).toBe(attempts + 1);
+
+      d.child.kill('SIGTERM');
+      let health = await d.get('/healthz');
+      for (let i = 0; i < 40 && health.status !== 503; i++) {
+        await new Promise((r) => setTimeout(r, 25));
+        health = await d.get('/healthz');
+      }
+      expect(health.json()).toMatchObject({ shutting_down: true });
+      // Draining: new work is refused, the person's browser coming back from the platform is not.
+      const refused = await d.request('GET', '/v1/connections', { token: operator.token });
+      expect(refused.status).toBe(503);
+      const landed = await d.request('GET', location.pathname + location.search, {
+        headers: { host: PUBLIC_HOST, 'user-agent': 'Mozilla/5.0 test' },
+      });
+      expect(landed.status, landed.body).toBe(200);
+      expect(landed.body).toContain('Connected late');
+      expect(await d.exited).toBe(0);
+      d = undefined;
+      const listed = await v.json<Array<{ name: string; external_account_id: string }>>([
+        'connections',
+        'list',
+      ]);
+      expect(listed.map((c) => [c.name, c.external_account_id]).sort()).toEqual([
+        ['due', '1234567890'],
+        ['late', '1112223334'],
+      ]);
+    } finally {
+      await d?.stop();
+      await g.close();
+      await v.destroy();
+    }
+  });
+});

@@ -115,9 +115,14 @@ describe('failures', () => {
     expect(double.refreshAttempts).toBe(attempts);
     // Each request is in the audit log, refused: the first after its failed refresh, the next two
     // from the recorded state without a platform call.
-    const audit = await v.json<Array<{ action: string; outcome: string; detail: Record<string, unknown> }>>(
-      ['audit', 'list', '--connection', 'acct', '--limit', '10'],
-    );
+    const audit = await v.json<Array<{ action: string; outcome: string; detail: Record<string, unknown> }>>([
+      'audit',
+      'list',
+      '--connection',
+      'acct',
+      '--limit',
+      '10',
+    ]);
     expect(audit.slice(0, 3).map((r) => [r.action, r.outcome, r.detail.purpose, r.detail.error])).toEqual([
       ['token.serve', 'failure', 'connections refresh', 'reauth_required'],
       ['token.serve', 'failure', 'token get --format raw', 'reauth_required'],
