@@ -147,6 +147,16 @@ const SECRET_FIELDS = new Set<Field>(['clientSecret', 'developerToken', 'refresh
 const DOTENV_LINE =
   /(?:^|^)\s*(?:export\s+)?([\w.-]+)(?:\s*=\s*?|:\s+?)(\s*'(?:\\'|[^'])*'|\s*"(?:\\"|[^"])*"|\s*`(?:\\`|[^`])*`|[^#\r\n]+)?\s*(?:#.*)?(?:$|$)/gm;
 
+function isKnownVariable(name: string): boolean {
+  return RECOGNISED.some(({ prefixes, fields, ignored = [], unsupported = [] }) =>
+    prefixes.some((prefix) => {
+      if (!name.startsWith(prefix)) return false;
+      const rest = name.slice(prefix.length);
+      return rest in fields || ignored.includes(rest) || unsupported.includes(rest);
+    }),
+  );
+}
+
 function lineOf(text: string, index: number): number {
   let line = 1;
   for (let i = 0; i < index; i++) if (text.charCodeAt(i) === 10) line += 1;
@@ -154,36 +164,50 @@ function lineOf(text: string, index: number): number {
 }
 
 /**
- * Parses a .env file with dotenv, but refuses what dotenv would skip without a word: a line that is
- * neither blank, a comment nor an assignment is reported with its number, and nothing is imported.
+ * Parses a .env file with dotenv, but refuses what dotenv would take without a word, where a guess
+ * could store the wrong credential: a line that is neither blank, a comment nor an assignment (dotenv
+ * skips it), a name set twice (dotenv keeps the last), a quote that is opened and not closed (dotenv
+ * keeps the quote in the value). Each is reported with its line number, and nothing is imported.
  */
 export function parseEnvText(text: string, source: string): Map<string, string> {
+  const refuse = (line: number, what: string, hint = 'Fix or remove that line; nothing was imported.') => {
+    throw new InvalidInputError(`${source} line ${line} ${what}`, { hint });
+  };
+  const strayIn = (from: number, to: number) => {
+    const lines = text.slice(from, to).split('\n');
+    const stray = lines.findIndex((line) => line.trim() !== '' && !line.trim().startsWith('#'));
+    if (stray === -1) return;
+    // Only a variable credvault knows that it starts with: the rest of a broken line, or a line that
+    // is a value alone (a secret pasted or wrapped onto a line of its own), may well be a secret.
+    const word = /^(?:export\s+)?(\w+)(?=[\s:])/.exec(lines[stray]!.trim())?.[1];
+    const name = word && isKnownVariable(word) ? word : null;
+    refuse(
+      lineOf(text, from) + stray,
+      `is not an assignment (NAME=value)${name ? `: it starts "${name}"` : ''}`,
+    );
+  };
+  const seen = new Map<string, number>();
   let cursor = 0;
   for (const match of text.matchAll(DOTENV_LINE)) {
-    const gap = text.slice(cursor, match.index);
-    const stray = gap.split('\n').findIndex((line) => line.trim() !== '' && !line.trim().startsWith('#'));
-    if (stray !== -1) {
-      const line = lineOf(text, cursor) + stray;
-      throw new InvalidInputError(
-        // Only the name it starts with: the rest of a broken line may well be a secret.
-        `${source} line ${line} is not an assignment (NAME=value): it starts "${/^[\w.-]{0,40}/.exec(gap.split('\n')[stray]!.trim())![0]}"`,
-        {
-          hint: 'Fix or remove that line; nothing was imported.',
-        },
+    strayIn(cursor, match.index);
+    const line = lineOf(text, match.index + Math.max(0, match[0].search(/\S/)));
+    const name = match[1]!;
+    const first = seen.get(name);
+    if (first !== undefined) {
+      refuse(
+        line,
+        `sets ${name} again (first on line ${first}): credvault does not guess which one is meant`,
+        'Keep one of them (one .env file per environment or account); nothing was imported.',
       );
     }
-    cursor = match.index! + match[0].length;
+    seen.set(name, line);
+    const value = (match[2] ?? '').trim();
+    if (/^['"`]/.test(value) && (value.length < 2 || !value.endsWith(value[0]!))) {
+      refuse(line, `opens a quote in the value of ${name} and does not close it`);
+    }
+    cursor = match.index + match[0].length;
   }
-  const rest = text.slice(cursor);
-  const stray = rest.split('\n').findIndex((line) => line.trim() !== '' && !line.trim().startsWith('#'));
-  if (stray !== -1) {
-    throw new InvalidInputError(
-      `${source} line ${lineOf(text, cursor) + stray} is not an assignment (NAME=value)`,
-      {
-        hint: 'Fix or remove that line; nothing was imported.',
-      },
-    );
-  }
+  strayIn(cursor, text.length);
   return new Map(Object.entries(parseDotenv(text)));
 }
 

@@ -354,6 +354,38 @@ describe('import env', () => {
     expect(await v.dump()).toBe(before);
   });
 
+  it('refuses a secret alone on a line without echoing it, a name set twice, and an unclosed quote', async () => {
+    const v = await vault();
+    const file = join(v.root, '.env');
+    const secret = `GOCSPX-${fakeSecret('w').slice(2)}`;
+    const head = 'GOOGLE_ADS_CLIENT_ID=abc.apps.googleusercontent.com\n';
+    const tail = 'GOOGLE_ADS_LOGIN_CUSTOMER_ID=1234567890\n';
+    const cases: Array<[string, string]> = [
+      // A value pasted (or wrapped) onto a line of its own: the line is all secret.
+      [`${head}GOOGLE_ADS_CLIENT_SECRET=\n${secret}\n${tail}`, 'line 3 is not an assignment (NAME=value)\n'],
+      [`${head}${secret} # prod\n${tail}`, 'line 2 is not an assignment (NAME=value)\n'],
+      // Two accounts' tokens in one file: dotenv would keep the last without a word.
+      [
+        `${head}GOOGLE_ADS_REFRESH_TOKEN=${fakeSecret('r')}\nGOOGLE_ADS_REFRESH_TOKEN=${fakeSecret('q')}\n`,
+        'line 3 sets GOOGLE_ADS_REFRESH_TOKEN again (first on line 2)',
+      ],
+      // dotenv would keep the quote in the stored token.
+      [
+        `${head}GOOGLE_ADS_REFRESH_TOKEN="${fakeSecret('r')}\n`,
+        'line 2 opens a quote in the value of GOOGLE_ADS_REFRESH_TOKEN',
+      ],
+    ];
+    const before = await v.dump();
+    for (const [text, message] of cases) {
+      writeFileSync(file, text);
+      const result = await v.cli(['import', 'env', '--file', file, '--json']);
+      expect(result.code, result.stderr).toBe(2);
+      expect(JSON.parse(result.stderr).error.message).toContain(message.trim());
+      expect(result.stderr).not.toContain(secret.slice(0, 12));
+    }
+    expect(await v.dump()).toBe(before);
+  });
+
   it('lists unknown variables and refuses a file with no credentials it knows', async () => {
     const v = await vault();
     const file = join(v.root, '.env');
