@@ -122,6 +122,38 @@ export async function storeGrant(ctx: ServiceContext, tx: Db, input: StoreGrantI
     importedTokenSha256: input.importedTokenSha256 ?? null,
   });
 
+  const { ids, audit } = await attachAccounts(ctx, tx, { ...input, grantId });
+  audit.push({
+    action: 'token.store',
+    targetType: 'grant',
+    targetId: grantId,
+    outcome: 'success',
+    detail: {
+      platform,
+      app: app.label,
+      accounts: accounts.map((a) => a.id),
+      secrets: [
+        ...(tokens.accessToken ? ['access_token'] : []),
+        ...(tokens.refreshToken ? ['refresh_token'] : []),
+      ],
+    },
+  });
+  await recordAudit(tx, ctx.actor, audit);
+  return ids;
+}
+
+/**
+ * Points the connections of `accounts` at a grant, in the caller's transaction: new accounts become
+ * connections, connected ones are reconnected (a grant left with no connection is destroyed). Returns
+ * their ids and the audit entries for the caller to record.
+ */
+export async function attachAccounts(
+  ctx: ServiceContext,
+  tx: Db,
+  input: Pick<StoreGrantInput, 'app' | 'accounts' | 'name' | 'via'> & { grantId: string },
+): Promise<{ ids: string[]; audit: AuditEntry[] }> {
+  const { app, accounts, grantId } = input;
+  const platform = app.platform as PlatformId;
   const audit: AuditEntry[] = [];
   const replaced = new Set<string>();
   const ids: string[] = [];
@@ -194,25 +226,9 @@ export async function storeGrant(ctx: ServiceContext, tx: Db, input: StoreGrantI
     }
   }
   for (const old of replaced) {
-    if ((await connectionStore.countByGrant(tx, old)) === 0) await destroyGrant(tx, old);
+    if (old !== grantId && (await connectionStore.countByGrant(tx, old)) === 0) await destroyGrant(tx, old);
   }
-  audit.push({
-    action: 'token.store',
-    targetType: 'grant',
-    targetId: grantId,
-    outcome: 'success',
-    detail: {
-      platform,
-      app: app.label,
-      accounts: accounts.map((a) => a.id),
-      secrets: [
-        ...(tokens.accessToken ? ['access_token'] : []),
-        ...(tokens.refreshToken ? ['refresh_token'] : []),
-      ],
-    },
-  });
-  await recordAudit(tx, ctx.actor, audit);
-  return ids;
+  return { ids, audit };
 }
 
 /** Deletes a grant's tokens and its data key: what they protected cannot be read again. */

@@ -7,7 +7,7 @@ import type { AppRecord } from '../db/store/apps.js';
 import * as appStore from '../db/store/apps.js';
 import * as connectionStore from '../db/store/connections.js';
 import * as tokenStore from '../db/store/tokens.js';
-import { CredvaultError, type ErrorCode, InvalidInputError } from '../errors.js';
+import { ConflictError, CredvaultError, type ErrorCode, InvalidInputError } from '../errors.js';
 import { PLATFORMS, type PlatformId } from '../providers/catalog.js';
 import { providerFor } from '../providers/registry.js';
 import type { AdAccount } from '../providers/types.js';
@@ -16,7 +16,7 @@ import { type AppFields, addApp, parseAppFields, secretSlot, updateApp } from '.
 import { recordAudit } from './audit.js';
 import { normalizeAccountId } from './connections.js';
 import type { ServiceContext } from './context.js';
-import { openToken, storeGrant } from './grants.js';
+import { attachAccounts, openToken, storeGrant } from './grants.js';
 import { providerFailure } from './platform-calls.js';
 import { providerApp } from './provider-app.js';
 import { getValidAccessToken } from './tokens.js';
@@ -287,7 +287,8 @@ const YAML_KEYS: Record<string, string> = {
 export function parseGoogleAdsYaml(text: string, source: string): Recognised {
   let doc: unknown;
   try {
-    doc = parseYaml(text);
+    // Whole numbers as they are written: a long all-digit value would otherwise lose its last digits.
+    doc = parseYaml(text, { intAsBigInt: true });
   } catch (error) {
     const line = error instanceof YAMLError ? error.linePos?.[0]?.line : undefined;
     throw new InvalidInputError(
@@ -308,6 +309,18 @@ export function parseGoogleAdsYaml(text: string, source: string): Recognised {
   for (const [key, value] of Object.entries(doc)) {
     const name = YAML_KEYS[key] ?? `GOOGLE_ADS_${key.toUpperCase()}`;
     if (value === null || value === undefined) continue;
+    // The client library's template, not filled in: as if the key were not there.
+    if (typeof value === 'string' && /^INSERT_\w+_HERE$/.test(value)) continue;
+    // Accounts to connect as a YAML list, the same as the comma-separated form.
+    if (key === 'customer_id' && typeof value === 'object') {
+      if (!Array.isArray(value) || value.some((v) => v === null || typeof v === 'object')) {
+        throw new InvalidInputError(`${source}: customer_id is neither an account id nor a list of them`, {
+          hint: 'Write `customer_id: 1234567890`, `customer_id: 123-456-7890, 234-567-8901` or a YAML list of ids; nothing was imported.',
+        });
+      }
+      vars.set(name, value.map(String).join(','));
+      continue;
+    }
     if (typeof value === 'object') {
       // `logging` is a dictConfig mapping: a library setting, not a credential.
       if (key !== 'logging') unknownKeys.push(key);
@@ -340,8 +353,10 @@ export interface ImportResult {
   ignored: string[];
   unsupported: string[];
   applied: boolean;
-  /** Connection ids created or updated (for --verify). */
+  /** Connection ids created or updated. */
   connections: string[];
+  /** Every connection the file names, those it left unchanged too (for --verify). */
+  named: string[];
 }
 
 class DryRun extends Error {}
@@ -373,11 +388,12 @@ export async function importCredentials(
   }
   const plan: PlanItem[] = [];
   const touched: string[] = [];
+  const named: string[] = [];
   const run = async () =>
     ctx.transaction(async (tx) => {
       for (const [platform, creds] of found.platforms) {
         const app = await importApp(ctx, tx, platform, creds, plan);
-        await importConnections(ctx, tx, platform, app, creds, plan, touched);
+        await importConnections(ctx, tx, platform, app, creds, plan, touched, named);
       }
       await recordAudit(tx, ctx.actor, {
         action: 'import',
@@ -415,6 +431,7 @@ export async function importCredentials(
     unsupported: found.unsupported,
     applied: !options.dryRun,
     connections: touched,
+    named,
   };
 }
 
@@ -463,6 +480,12 @@ async function importApp(
     user_agent: creds.userAgent,
     redirect_uri: creds.redirectUri,
   });
+  if (existing && !existing.enabled) {
+    // The same refusal as connections add and connect: a disabled app takes no new grants.
+    throw new ConflictError(`app ${platform}/${existing.label} (client id ${creds.clientId}) is disabled`, {
+      hint: `Enable it with \`credvault apps enable ${platform}/${existing.label}\`, then import again; nothing was imported.`,
+    });
+  }
   if (!existing) requireForNewApp(platform, creds, fields);
   if (!existing) {
     const taken = new Set((await appStore.list(tx, platform)).map((a) => a.label));
@@ -532,6 +555,7 @@ async function importConnections(
   creds: PlatformCredentials,
   plan: PlanItem[],
   touched: string[],
+  named: string[],
 ): Promise<void> {
   const accounts = creds.accountIds.length
     ? creds.accountIds
@@ -568,12 +592,15 @@ async function importConnections(
     );
   }
   const fingerprint = createHash('sha256').update(token.reveal()).digest('hex');
-  // Accounts already connected with this very refresh token are left alone.
+  // Accounts already connected with this very refresh token are left alone, whatever their status: a
+  // token the platform refused stays refused, and importing it again must not say otherwise.
   const fresh: string[] = [];
+  /** The live grant that holds this token already: accounts new to the file join it. */
+  let holder: string | null = null;
   for (const account of accounts) {
     const existing = await connectionStore.getByAccount(tx, platform, account);
     let same = false;
-    if (existing?.tokenId && existing.appId === app.id && existing.status === 'active') {
+    if (existing?.tokenId && existing.appId === app.id) {
       const grant = await tokenStore.get(tx, existing.tokenId);
       // The token this file held was imported before (the platform may have rotated it since: the
       // stored one is newer and stays), or it is the very token stored.
@@ -584,12 +611,17 @@ async function importConnections(
       }
     }
     if (same) {
+      named.push(existing!.id);
+      if (existing!.status === 'active') holder ??= existing!.tokenId;
       plan.push({
         kind: 'connection',
         platform,
         target: account,
         action: 'unchanged',
-        detail: `app ${app.label}`,
+        detail:
+          existing!.status === 'active'
+            ? `app ${app.label}`
+            : `app ${app.label}; ${existing!.status}: this is the token that failed (connect the account again)`,
       });
     } else {
       fresh.push(account);
@@ -611,6 +643,22 @@ async function importConnections(
       ? { login_customer_id: normalizeAccountId(platform, creds.loginCustomerId) }
       : {}),
   };
+  const accountsOf = fresh.map((id) => ({ id, name: null, currency: null, details }));
+  if (holder) {
+    // One consent, one grant: a second copy of the token would be refreshed on its own, and where
+    // the platform rotates refresh tokens the first refresh would leave the other copy stale.
+    const { ids, audit } = await attachAccounts(ctx, tx, {
+      app,
+      grantId: holder,
+      accounts: accountsOf,
+      name: null,
+      via: 'import',
+    });
+    await recordAudit(tx, ctx.actor, audit);
+    touched.push(...ids);
+    named.push(...ids);
+    return;
+  }
   const ids = await storeGrant(ctx, tx, {
     app,
     tokens: {
@@ -623,13 +671,14 @@ async function importConnections(
       refreshTokenExpiresAt: null,
       scope: null,
     },
-    accounts: fresh.map((id) => ({ id, name: null, currency: null, details })),
+    accounts: accountsOf,
     name: null,
     via: 'import',
     accessTokenOnly,
     importedTokenSha256: fingerprint,
   });
   touched.push(...ids);
+  named.push(...ids);
 }
 
 export interface VerifyOutcome {

@@ -313,10 +313,55 @@ describe('import env', () => {
     const reddit = await v.json<{ status: string }>(['connections', 'show', 'reddit_ads:a2_xyz']);
     expect(reddit.status).toBe('needs_reauth');
 
-    // Human output names the broken one.
+    // Human output names the broken one. The same file again leaves it as it is (its token is the
+    // one that failed), verifies every connection it names, and says so again.
     const human = await v.cli(['import', 'env', '--file', file, '--verify']);
     expect(human.code).toBe(4);
     expect(human.stderr).toMatch(/reddit_ads:a2_xyz does not work/);
+    expect(human.stdout).toMatch(
+      /unchanged\s+connection\s+reddit_ads\s+a2_xyz\s+.*needs_reauth: this is the token that failed/,
+    );
+    expect((await v.json<{ status: string }>(['connections', 'show', 'reddit_ads:a2_xyz'])).status).toBe(
+      'needs_reauth',
+    );
+  });
+
+  it('adds accounts new to a file to the grant that holds its token, and refuses a disabled app', async () => {
+    const v = await vault();
+    const app = await addAppFor(v, 'microsoft_ads', doubleFor('microsoft_ads'));
+    const grant = doubles.microsoft.issueGrant({
+      clientId: app.clientId,
+      scope: SCOPES.microsoft_ads,
+    } as never);
+    const file = join(v.root, '.env');
+    const env = (accounts: string) =>
+      `MICROSOFT_ADS_CLIENT_ID=${app.clientId}\nMICROSOFT_ADS_CLIENT_SECRET=${app.clientSecret}\nMICROSOFT_ADS_DEVELOPER_TOKEN=${app.developerToken}\nMICROSOFT_ADS_REFRESH_TOKEN=${grant.refreshToken}\nMICROSOFT_ADS_CUSTOMER_ID=555\nMICROSOFT_ADS_ACCOUNT_ID=${accounts}\n`;
+    writeFileSync(file, env('987'));
+    expect((await v.cli(['import', 'env', '--file', file])).code).toBe(0);
+    writeFileSync(file, env('987,988'));
+    const second = await v.json<ImportJson>(['import', 'env', '--file', file, '--verify']);
+    expect(second.plan.map((p) => `${p.action} ${p.kind} ${p.target}`)).toEqual([
+      'unchanged app microsoft-app',
+      'unchanged connection 987',
+      'create connection 988',
+    ]);
+    expect(second.verify!.map((o) => [o.connection, o.ok])).toEqual([
+      ['microsoft_ads:987', true],
+      ['microsoft_ads:988', true],
+    ]);
+    // One grant for the one consent: Microsoft rotates the refresh token, and a second copy would
+    // be left holding the one it replaced.
+    const grants = await v.sql<{ n: number }>('select count(*)::int as n from oauth_tokens_vault');
+    expect(grants[0]!.n).toBe(1);
+
+    expect((await v.cli(['apps', 'disable', 'microsoft-app'])).code).toBe(0);
+    writeFileSync(file, env('987,988,989'));
+    const before = await vaultState(v);
+    const refused = await v.cli(['import', 'env', '--file', file]);
+    expect(refused.code, refused.stderr).toBe(7);
+    expect(refused.stderr).toContain('is disabled');
+    expect(refused.stderr).toContain('credvault apps enable microsoft_ads/microsoft-app');
+    expect(await vaultState(v)).toBe(before);
   });
 
   it('imports a LinkedIn access token without a refresh token and verifies it by listing accounts', async () => {
@@ -519,5 +564,27 @@ logging:
       'not imported, service-account settings (credvault keeps OAuth grants only): json_key_file_path',
     );
     expect(both.stdout).toMatch(/create\s+app\s+google_ads\s+imported/);
+  });
+
+  it('takes customer_id as a YAML list, and a value still the template placeholder as not set', async () => {
+    const v = await vault();
+    const file = join(v.root, 'google-ads.yaml');
+    const base = `client_id: x.apps.googleusercontent.com\nclient_secret: ${fakeSecret('cs')}\nrefresh_token: ${fakeSecret('rt')}\nlogin_customer_id: 1112223333\n`;
+    writeFileSync(
+      file,
+      `${base}developer_token: INSERT_DEVELOPER_TOKEN_HERE\ncustomer_id:\n  - 1234567890\n  - 123-456-7891\n`,
+    );
+    const listed = await v.json<ImportJson>(['import', 'google-ads-yaml', file, '--dry-run']);
+    expect(listed.plan.map((p) => `${p.action} ${p.kind} ${p.target}`)).toEqual([
+      'create app imported',
+      'create connection 1234567890',
+      'create connection 1234567891',
+    ]);
+    expect(listed.unknown).toEqual([]);
+    // Not the login customer id in its place: a customer_id that is not ids is refused.
+    writeFileSync(file, `${base}customer_id:\n  prod: 1234567890\n`);
+    const nested = await v.cli(['import', 'google-ads-yaml', file, '--dry-run']);
+    expect(nested.code).toBe(2);
+    expect(nested.stderr).toContain('customer_id is neither an account id nor a list of them');
   });
 });

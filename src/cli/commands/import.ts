@@ -35,7 +35,7 @@ export async function googleAdsYaml(rt: Runtime, file: string, flags: ImportFlag
 async function run(rt: Runtime, found: Recognised, source: string, flags: ImportFlags): Promise<void> {
   const { result, verified } = await withContext(rt, async (ctx) => {
     const result = await importCredentials(ctx, found, { dryRun: flags.dryRun === true, source });
-    const verified = flags.verify && !flags.dryRun ? await verifyImported(ctx, result.connections) : null;
+    const verified = flags.verify && !flags.dryRun ? await verifyImported(ctx, result.named) : null;
     return { result, verified };
   });
   const failed = verified?.filter((v) => !v.ok) ?? [];
