@@ -1,3 +1,6 @@
+import { spawn } from 'node:child_process';
+import { existsSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
   type GoogleDouble,
@@ -7,6 +10,7 @@ import {
   startMicrosoftDouble,
 } from '../doubles/index.js';
 import { addAppFor, adoptGrant } from '../helpers/flows.js';
+import { BIN } from '../helpers/paths.js';
 import { expectNoSecretsLeaked } from '../helpers/secrets.js';
 import { type CliResult, createVault, DB_KIND, type TestVault } from '../helpers/vault.js';
 
@@ -397,11 +401,63 @@ describe('token get formats and exec', () => {
     const nested = await v.cli(['exec', 'acct', '--', 'true'], { env: { CREDVAULT_EXEC: 'outer' } });
     expect(nested.code).toBe(2);
     expect(nested.stderr).toContain('does not nest');
+    expect((await v.cli(['exec', 'acct', '--', 'true'], { env: { CREDVAULT_EXEC: '' } })).code).toBe(2);
+    // A child killed by a signal: 128 + its number, as a shell says it (a crash is not a hangup).
+    expect((await v.cli(['exec', 'acct', '--', 'sh', '-c', 'kill -SEGV $$'])).code).toBe(139);
+    expect((await v.cli(['exec', 'acct', '--', 'sh', '-c', 'kill -USR1 $$'])).code).toBe(138);
+    // No terminal here: a signal sent to credvault alone is sent on to the child, once.
+    const waiting = v.spawn([
+      'exec',
+      'acct',
+      '--',
+      'sh',
+      '-c',
+      "n=0; trap 'n=$((n+1))' INT; echo ready; while [ $n -lt 2 ]; do sleep 0.05; [ -e stop ] && exit $((40+n)); done; exit 9",
+    ]);
+    waiting.stdin!.end();
+    const exited = new Promise<number | null>((resolve) => waiting.on('close', (code) => resolve(code)));
+    await new Promise<void>((resolve) => waiting.stdout!.once('data', () => resolve()));
+    waiting.kill('SIGINT');
+    await new Promise((r) => setTimeout(r, 400));
+    writeFileSync(join(v.root, 'stop'), '');
+    expect(await exited).toBe(41);
     const audit = await v.json<Array<{ action: string; detail: { revealed?: string[] } }>>(['audit', 'list']);
     expect(
       audit.filter((a) => a.action === 'credentials.export').map((a) => a.detail.revealed),
     ).toContainEqual(['refresh_token', 'client_secret', 'developer_token']);
   });
+
+  it.skipIf(!existsSync('/usr/bin/script'))(
+    'exec at a terminal: Ctrl-C reaches the child once (the terminal signals it; credvault does not again)',
+    async () => {
+      const double = await microsoft();
+      const { v } = await connected(double);
+      const trap = join(v.root, 'trap.sh');
+      writeFileSync(
+        trap,
+        "n=0; trap 'n=$((n+1))' INT; echo ready; i=0; while [ $i -lt 40 ]; do sleep 0.05; i=$((i+1)); done; exit $((40+n))\n",
+      );
+      // script(1) runs credvault on a pseudo-terminal; the ^C written to it is the terminal's SIGINT
+      // to the foreground process group.
+      const child = spawn(
+        '/usr/bin/script',
+        // `exec`: the shell script(1) starts must not stay between the terminal and credvault.
+        ['-qec', `exec '${process.execPath}' '${BIN}' exec acct -- sh '${trap}'`, '/dev/null'],
+        { env: { ...v.env } as NodeJS.ProcessEnv, cwd: v.root, stdio: ['pipe', 'pipe', 'pipe'] },
+      );
+      let out = '';
+      const ready = new Promise<void>((resolve) =>
+        child.stdout!.on('data', (d: Buffer) => {
+          out += d.toString();
+          if (out.includes('ready')) resolve();
+        }),
+      );
+      const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+      await ready;
+      child.stdin!.write('\x03');
+      expect(await exited, out).toBe(41);
+    },
+  );
 });
 
 describe('fail closed', () => {

@@ -1,4 +1,6 @@
 import { spawn } from 'node:child_process';
+import { constants } from 'node:os';
+import { isatty } from 'node:tty';
 import { VAULT_SECRET_VARIABLES } from '../../crypto/key-sources.js';
 import { Secret } from '../../crypto/secret.js';
 import { InvalidInputError } from '../../errors.js';
@@ -63,7 +65,6 @@ export async function get(
 }
 
 const SIGNALS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT'];
-const SIGNAL_NUMBERS: Record<string, number> = { SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGKILL: 9, SIGTERM: 15 };
 
 /** Runs COMMAND with the connection's variables; its exit code becomes credvault's. */
 export async function exec(
@@ -72,9 +73,9 @@ export async function exec(
   command: string[],
   opts: { minTtl: string },
 ): Promise<void> {
-  if (rt.io.env.CREDVAULT_EXEC) {
+  if (rt.io.env.CREDVAULT_EXEC !== undefined) {
     throw new InvalidInputError(
-      `already inside \`credvault exec\` (for ${rt.io.env.CREDVAULT_EXEC}); exec does not nest`,
+      `already inside \`credvault exec\` (CREDVAULT_EXEC=${rt.io.env.CREDVAULT_EXEC}); exec does not nest`,
       {
         hint: 'Run the inner command directly: its environment already has the variables.',
       },
@@ -92,11 +93,20 @@ export async function exec(
     ...rt.io.env,
     CREDVAULT_EXEC: served.connection.name ?? served.connection.id,
   };
-  // The child gets one connection's credentials, never the keys to the whole vault.
+  // The child gets one connection's credentials, not the variables that name the keys to the whole
+  // vault. (A child running as the same user can still read a key file it finds: run a command that
+  // must not reach the vault as another user.)
   for (const name of VAULT_SECRET_VARIABLES) delete env[name];
   for (const [name, value] of vars) env[name] = reveal(value);
   const child = spawn(program, args, { stdio: 'inherit', env });
-  const forward = (signal: NodeJS.Signals) => child.kill(signal);
+  // Ctrl-C and Ctrl-\ at a terminal reach the whole foreground process group, the child with it: as
+  // system(3) does, credvault then only waits for the child (sending them on would deliver each
+  // twice). Without a terminal (CI, systemd), whoever signals credvault means the child too.
+  const terminal = isatty(0) || isatty(1) || isatty(2);
+  const forward = (signal: NodeJS.Signals) => {
+    if (terminal && (signal === 'SIGINT' || signal === 'SIGQUIT')) return;
+    child.kill(signal);
+  };
   for (const signal of SIGNALS) process.on(signal, forward);
   try {
     rt.exitCode = await new Promise<number>((resolve, reject) => {
@@ -108,7 +118,8 @@ export async function exec(
         ),
       );
       child.once('exit', (code, signal) =>
-        resolve(code ?? 128 + (signal ? (SIGNAL_NUMBERS[signal] ?? 1) : 1)),
+        // As a shell reports it: 128 + the signal's number (SIGSEGV 139, SIGTERM 143).
+        resolve(code ?? 128 + ((signal && constants.signals[signal]) || 1)),
       );
     });
   } finally {
