@@ -20,7 +20,8 @@ const ref = connectionRef;
 
 /** What each connection needs, most urgent first. */
 export function assess(c: ConnectionView, now = Date.now()): ConnectionHealth {
-  const reconnect = `credvault connect ${c.platform} --account ${c.externalAccountId}`;
+  // With the app named: `connect` asks which app when a platform has several.
+  const reconnect = `credvault connect ${c.platform} --app ${c.appLabel} --account ${c.externalAccountId}`;
   if (c.status === 'revoked') {
     return {
       connection: c,
@@ -70,6 +71,19 @@ export function assess(c: ConnectionView, now = Date.now()): ConnectionHealth {
         urgency: 'warning',
         problem: `the refresh token expires ${c.refreshTokenExpiresAt.toISOString()}`,
         action: `${reconnect} before then`,
+      };
+    }
+  }
+  // An access token without a refresh token (LinkedIn apps outside its partner programme): nothing
+  // can renew it, so its end is the connection's.
+  if (c.hasRefreshToken === false && c.accessTokenExpiresAt) {
+    const left = c.accessTokenExpiresAt.getTime() - now;
+    if (left <= 14 * DAY) {
+      return {
+        connection: c,
+        urgency: left <= 3 * DAY ? 'critical' : 'warning',
+        problem: `the access token ${left <= 0 ? 'expired' : 'expires'} ${c.accessTokenExpiresAt.toISOString()}, and there is no refresh token to renew it`,
+        action: left <= 0 ? reconnect : `${reconnect} before then`,
       };
     }
   }
