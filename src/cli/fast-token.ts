@@ -52,10 +52,25 @@ export function readRunFile(home: string): RunFile | null {
   try {
     const run = JSON.parse(readFileSync(runFilePath(home), 'utf8')) as RunFile;
     process.kill(run.pid, 0);
-    return run;
+    return isDaemonProcess(run.pid) ? run : null;
   } catch {
     return null;
   }
+}
+
+/**
+ * Whether a live pid is still a credvault daemon: after a crash and a reboot (or in a container) the
+ * run file's pid may belong to another process of the same user. Where /proc cannot tell, the live
+ * pid is taken at its word.
+ */
+function isDaemonProcess(pid: number): boolean {
+  let cmdline: string;
+  try {
+    cmdline = readFileSync(`/proc/${pid}/cmdline`, 'latin1');
+  } catch {
+    return true;
+  }
+  return cmdline.split('\0').includes('daemon');
 }
 
 export async function tokenFromDaemon(

@@ -1,4 +1,5 @@
 import { existsSync, statSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { databaseLabel, getFromDaemon, readRunFile, runFilePath } from '../cli/fast-token.js';
 import type { Config } from '../config.js';
 import { locateKey, noKeyError } from '../crypto/key-sources.js';
@@ -56,6 +57,8 @@ const skipped = (name: Check['name'], message: string): Check => ({
   message,
   fix: null,
 });
+
+const octal = (mode: number) => (mode & 0o777).toString(8).padStart(4, '0');
 
 /** A failure as a check: the contract's error class and hint when it is one of ours. */
 function asFailure(name: Check['name'], error: unknown, where: string, fallback: ErrorCode): Check {
@@ -186,12 +189,23 @@ async function checkKey(ctx: ServiceContext): Promise<Check> {
   if (mismatch) return failed('key', mismatch.code, mismatch.message, mismatch.hint ?? null);
   const location = locateKey(ctx.config.env, ctx.config.home);
   if (location.kind === 'file') {
+    // As ssh treats a private key: a key file others may read is a failure, not a remark.
     const mode = statSync(location.path, { throwIfNoEntry: false })?.mode ?? 0;
     if (mode & 0o077) {
+      return failed(
+        'key',
+        'key_error',
+        `${source} opens the vault, and the file ${location.path} is open to other users (mode ${octal(mode)}): whoever reads it can decrypt every secret in the vault`,
+        `chmod 600 ${location.path}`,
+      );
+    }
+    const folder = dirname(location.path);
+    const folderMode = statSync(folder, { throwIfNoEntry: false })?.mode ?? 0;
+    if (location.variable === 'CREDVAULT_HOME' && folderMode & 0o077) {
       return warning(
         'key',
-        `${source} opens the vault, but the file is readable by others (mode ${(mode & 0o777).toString(8).padStart(4, '0')})`,
-        `chmod 600 ${location.path}`,
+        `${source} opens the vault, but its folder ${folder} is open to other users (mode ${octal(folderMode)}; init makes it 0700)`,
+        `chmod 700 ${folder}`,
       );
     }
   }

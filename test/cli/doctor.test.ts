@@ -1,4 +1,6 @@
-import { existsSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { chmodSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { GOOGLE_ADWORDS_SCOPE, startGoogleDouble } from '../doubles/index.js';
 import { seedConnections, spawnDaemonOnAnyPort } from '../helpers/daemon.js';
@@ -79,6 +81,34 @@ describe('credvault doctor', () => {
     expect(killed.code, killed.stderr).toBe(0);
     expect(killed.by.daemon).toMatchObject({ status: 'warning' });
     expect(killed.by.daemon!.message).toContain('did not shut down cleanly');
+
+    // After a crash and a reboot the run file's pid may be another process of the same user's: not
+    // a daemon that does not answer (exit 5), a run file left behind.
+    const other = spawn('sleep', ['30']);
+    cleanups.push(async () => other.kill('SIGKILL'));
+    const runFile = join(v.home, 'run', 'daemon.json');
+    const stale = JSON.parse(readFileSync(runFile, 'utf8')) as { pid: number };
+    writeFileSync(runFile, JSON.stringify({ ...stale, pid: other.pid }), { mode: 0o600 });
+    const reused = await doctor(v, { CREDVAULT_LOCK_TIMEOUT: '60' });
+    expect(reused.code, reused.stderr).toBe(0);
+    expect(reused.by.daemon!.message).toContain('did not shut down cleanly');
+  });
+
+  it('a master key file other users may read fails the key check (exit 6); an open folder is a warning', async () => {
+    const v = await vault();
+    const key = join(v.home, 'master.key');
+    chmodSync(key, 0o644);
+    const open = await doctor(v);
+    expect(open.code).toBe(6);
+    expect(open.by.key).toMatchObject({ status: 'failed', fix: `chmod 600 ${key}` });
+    expect(open.by.key!.message).toContain('is open to other users (mode 0644)');
+    chmodSync(key, 0o600);
+    chmodSync(v.home, 0o755);
+    const folder = await doctor(v);
+    expect(folder.code, folder.stderr).toBe(0);
+    expect(folder.by.key).toMatchObject({ status: 'warning', fix: `chmod 700 ${v.home}` });
+    chmodSync(v.home, 0o700);
+    expect((await doctor(v)).by.key!.status).toBe('ok');
   });
 
   it('an uninitialized vault: exit 8, what to do for each problem, and nothing made', async () => {
