@@ -141,6 +141,7 @@ export function buildProgram(
     .option('--new-client-secret', 'replace the client secret (asked for, or one line on stdin)')
     .option('--new-developer-token', 'replace the developer token (asked for, or one line on stdin)')
     .option('--clear-developer-token', 'remove the developer token')
+    .option('--force', 'change the client id although connections hold tokens issued to the old one')
     .action((ref: string, opts, cmd: Command) =>
       runWith(cmd, async (rt) => (await import('./commands/apps.js')).update(rt, ref, opts)),
     );

@@ -348,7 +348,12 @@ export async function showApp(ctx: ServiceContext, ref: string): Promise<AppReco
   return resolveApp(ctx.db, ref);
 }
 
-export async function updateApp(ctx: ServiceContext, ref: string, input: AppFields): Promise<AppRecord> {
+export async function updateApp(
+  ctx: ServiceContext,
+  ref: string,
+  input: AppFields,
+  options: { force?: boolean } = {},
+): Promise<AppRecord> {
   const keyring = Object.keys(input).some((k) => k === 'clientSecret' || k === 'developerToken')
     ? await ctx.keyring()
     : null;
@@ -388,6 +393,20 @@ export async function updateApp(ctx: ServiceContext, ref: string, input: AppFiel
         if (input[key] !== undefined && JSON.stringify(input[key]) !== JSON.stringify(app[key])) {
           (changes as Record<string, unknown>)[key] = input[key];
           changed.push(name);
+        }
+      }
+      // A grant belongs to the client it was issued to: the platform refuses its refresh token with
+      // any other client id, so every connection would fail at its next refresh.
+      if (changes.clientId !== undefined && !options.force) {
+        const holding = (await connectionStore.oneConnectionPerGrantOfApp(tx, app.id)).length;
+        if (holding) {
+          const n = await store.countConnections(tx, app.id);
+          throw new ConflictError(
+            `app ${platform}/${app.label} holds the tokens of ${n} connection${n === 1 ? '' : 's'}, issued to client id ${app.clientId}: the platform refuses them from another client`,
+            {
+              hint: 'Add the new client as an app of its own (`credvault apps add`) and connect the accounts through it; or give --force to change it anyway (each connection will need `credvault connect` again).',
+            },
+          );
         }
       }
       if (keyring && (input.clientSecret !== undefined || input.developerToken !== undefined)) {

@@ -354,6 +354,14 @@ describe('import env', () => {
     const grants = await v.sql<{ n: number }>('select count(*)::int as n from oauth_tokens_vault');
     expect(grants[0]!.n).toBe(1);
 
+    // The connections' tokens belong to this client: another client id is refused while they hold them.
+    const state = await vaultState(v);
+    const moved = await v.cli(['apps', 'update', 'microsoft-app', '--client-id', 'another-client']);
+    expect(moved.code, moved.stderr).toBe(7);
+    expect(moved.stderr).toContain(`holds the tokens of 2 connections, issued to client id ${app.clientId}`);
+    expect(moved.stderr).toContain('--force');
+    expect(await vaultState(v)).toBe(state);
+
     expect((await v.cli(['apps', 'disable', 'microsoft-app'])).code).toBe(0);
     writeFileSync(file, env('987,988,989'));
     const before = await vaultState(v);
@@ -362,6 +370,18 @@ describe('import env', () => {
     expect(refused.stderr).toContain('is disabled');
     expect(refused.stderr).toContain('credvault apps enable microsoft_ads/microsoft-app');
     expect(await vaultState(v)).toBe(before);
+    const forced = await v.cli([
+      'apps',
+      'update',
+      'microsoft-app',
+      '--client-id',
+      'another-client',
+      '--force',
+    ]);
+    expect(forced.code, forced.stderr).toBe(0);
+    expect((await v.json<{ client_id: string }>(['apps', 'show', 'microsoft-app'])).client_id).toBe(
+      'another-client',
+    );
   });
 
   it('imports a LinkedIn access token without a refresh token and verifies it by listing accounts', async () => {

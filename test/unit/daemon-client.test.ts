@@ -1,3 +1,4 @@
+import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { type AddressInfo, createServer, type Server, type Socket } from 'node:net';
@@ -158,12 +159,18 @@ describe('the daemon client', () => {
       `HTTP/1.1 200 OK\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`;
     const env = { CREDVAULT_HOME: home, CREDVAULT_ACTOR: 'ops' } as NodeJS.ProcessEnv;
     const printed: string[] = [];
+    // A live process that /proc shows as a daemon (a run file's pid must be one).
+    const daemon = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)', 'daemon']);
+    cleanups.push(() => {
+      daemon.kill('SIGKILL');
+    });
+    const pid = daemon.pid!;
     for (const body of ['{"status":"ok"}', '{"access_token":"","token_type":"Bearer"}', 'null', 'not json']) {
-      // A run file whose pid is alive (this process) and whose port now answers something else.
+      // A run file whose pid is alive and whose port now answers something else.
       const { listen } = await rawServer([answer(body)]);
       writeFileSync(
         join(home, 'run', 'daemon.json'),
-        JSON.stringify({ pid: process.pid, listen, token: 'cvc_x', database: 'embedded' }),
+        JSON.stringify({ pid, listen, token: 'cvc_x', database: 'embedded' }),
       );
       expect(await fastTokenGet(['token', 'get', 'acct'], env, (t) => printed.push(t)), body).toBe(false);
     }
@@ -172,11 +179,19 @@ describe('the daemon client', () => {
     const { listen } = await rawServer([answer(JSON.stringify(doc))]);
     writeFileSync(
       join(home, 'run', 'daemon.json'),
-      JSON.stringify({ pid: process.pid, listen, token: 'cvc_x', database: 'embedded' }),
+      JSON.stringify({ pid, listen, token: 'cvc_x', database: 'embedded' }),
     );
     expect(
       await fastTokenGet(['token', 'get', 'acct', '--format', 'header'], env, (t) => printed.push(t)),
     ).toBe(true);
     expect(printed).toEqual(['Authorization: Bearer ya29.x\n']);
+    // The same run file naming a live process that is no daemon (its pid reused): not asked at all.
+    const reused = await rawServer([answer(JSON.stringify(doc))]);
+    writeFileSync(
+      join(home, 'run', 'daemon.json'),
+      JSON.stringify({ pid: process.pid, listen: reused.listen, token: 'cvc_x', database: 'embedded' }),
+    );
+    expect(await fastTokenGet(['token', 'get', 'acct'], env, (t) => printed.push(t))).toBe(false);
+    expect(reused.requests).toEqual([]);
   });
 });

@@ -125,6 +125,7 @@ interface UpdateFlags extends AppFlags {
   newClientSecret?: boolean;
   newDeveloperToken?: boolean;
   clearDeveloperToken?: boolean;
+  force?: boolean;
 }
 
 async function newSecret(rt: Runtime, what: string): Promise<Secret> {
@@ -146,7 +147,7 @@ export async function update(rt: Runtime, ref: string, flags: UpdateFlags): Prom
   if (flags.newClientSecret) fields.clientSecret = await newSecret(rt, 'client secret');
   if (flags.newDeveloperToken) fields.developerToken = await newSecret(rt, 'developer token');
   if (flags.clearDeveloperToken) fields.developerToken = null;
-  const app = await withContext(rt, (ctx) => updateApp(ctx, ref, fields));
+  const app = await withContext(rt, (ctx) => updateApp(ctx, ref, fields, { force: flags.force === true }));
   printApp(rt, app);
   rt.out.success(`updated ${app.platform}/${app.label}`);
 }
