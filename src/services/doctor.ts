@@ -188,16 +188,14 @@ async function checkKey(ctx: ServiceContext): Promise<Check> {
   const mismatch = keyMismatch(report);
   if (mismatch) return failed('key', mismatch.code, mismatch.message, mismatch.hint ?? null);
   const location = locateKey(ctx.config.env, ctx.config.home);
-  if (location.kind === 'file') {
-    // As ssh treats a private key: a key file others may read is a failure, not a remark.
+  // systemd's credentials are its to guard (a LoadCredential= file reads 0440 where an ACL gives the
+  // service's user access); any other key file is checked as ssh checks a private key.
+  if (location.kind === 'file' && location.variable !== 'CREDENTIALS_DIRECTORY') {
     const mode = statSync(location.path, { throwIfNoEntry: false })?.mode ?? 0;
     if (mode & 0o077) {
-      return failed(
-        'key',
-        'key_error',
-        `${source} opens the vault, and the file ${location.path} is open to other users (mode ${octal(mode)}): whoever reads it can decrypt every secret in the vault`,
-        `chmod 600 ${location.path}`,
-      );
+      const message = `${source} opens the vault, and the file ${location.path} is open to ${mode & 0o007 ? 'every user' : 'its group'} (mode ${octal(mode)}): whoever reads it can decrypt every secret in the vault`;
+      const fix = `chmod 600 ${location.path}`;
+      return mode & 0o007 ? failed('key', 'key_error', message, fix) : warning('key', message, fix);
     }
     const folder = dirname(location.path);
     const folderMode = statSync(folder, { throwIfNoEntry: false })?.mode ?? 0;

@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { chmodSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { GOOGLE_ADWORDS_SCOPE, startGoogleDouble } from '../doubles/index.js';
@@ -94,14 +94,27 @@ describe('credvault doctor', () => {
     expect(reused.by.daemon!.message).toContain('did not shut down cleanly');
   });
 
-  it('a master key file other users may read fails the key check (exit 6); an open folder is a warning', async () => {
+  it('a master key file every user may read fails the key check (exit 6); its group or an open folder is a warning', async () => {
     const v = await vault();
     const key = join(v.home, 'master.key');
     chmodSync(key, 0o644);
     const open = await doctor(v);
     expect(open.code).toBe(6);
     expect(open.by.key).toMatchObject({ status: 'failed', fix: `chmod 600 ${key}` });
-    expect(open.by.key!.message).toContain('is open to other users (mode 0644)');
+    expect(open.by.key!.message).toContain('is open to every user (mode 0644)');
+    // Open to its group only: a warning (a deployment may share the key with a service's group).
+    chmodSync(key, 0o640);
+    const group = await doctor(v);
+    expect(group.code, group.stderr).toBe(0);
+    expect(group.by.key).toMatchObject({ status: 'warning', fix: `chmod 600 ${key}` });
+    // systemd's credential (0440 where an ACL lets the service's user read it) is systemd's to guard.
+    const credentials = join(v.root, 'credentials');
+    mkdirSync(credentials);
+    copyFileSync(key, join(credentials, 'credential_master_key'));
+    chmodSync(join(credentials, 'credential_master_key'), 0o440);
+    const systemd = await doctor(v, { CREDENTIALS_DIRECTORY: credentials });
+    expect(systemd.by.key, systemd.stderr).toMatchObject({ status: 'ok' });
+    expect(systemd.by.key!.message).toContain(join(credentials, 'credential_master_key'));
     chmodSync(key, 0o600);
     chmodSync(v.home, 0o755);
     const folder = await doctor(v);
