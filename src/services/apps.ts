@@ -398,11 +398,9 @@ export async function updateApp(
       // A grant belongs to the client it was issued to: the platform refuses its refresh token with
       // any other client id, so every connection would fail at its next refresh.
       if (changes.clientId !== undefined && !options.force) {
-        const holding = (await connectionStore.oneConnectionPerGrantOfApp(tx, app.id)).length;
-        if (holding) {
-          const n = await store.countConnections(tx, app.id);
+        if ((await connectionStore.oneConnectionPerGrantOfApp(tx, app.id)).length) {
           throw new ConflictError(
-            `app ${platform}/${app.label} holds the tokens of ${n} connection${n === 1 ? '' : 's'}, issued to client id ${app.clientId}: the platform refuses them from another client`,
+            `connections of app ${platform}/${app.label} hold tokens issued to client id ${app.clientId}: the platform refuses them from another client`,
             {
               hint: 'Add the new client as an app of its own (`credvault apps add`) and connect the accounts through it; or give --force to change it anyway (each connection will need `credvault connect` again).',
             },

@@ -188,22 +188,30 @@ export function parseEnvText(text: string, source: string): Map<string, string> 
   };
   const seen = new Map<string, number>();
   let cursor = 0;
+  // Line numbers counted as the matches go (counting from the start each time was quadratic).
+  let counted = 0;
+  let line = 1;
+  const lineAt = (index: number) => {
+    for (; counted < index; counted++) if (text.charCodeAt(counted) === 10) line += 1;
+    return line;
+  };
   for (const match of text.matchAll(DOTENV_LINE)) {
     strayIn(cursor, match.index);
-    const line = lineOf(text, match.index + Math.max(0, match[0].search(/\S/)));
+    const at = lineAt(match.index + Math.max(0, match[0].search(/\S/)));
     const name = match[1]!;
     const first = seen.get(name);
-    if (first !== undefined) {
+    // Only for what credvault reads: which of two DEBUG= lines wins is not its business.
+    if (first !== undefined && isKnownVariable(name)) {
       refuse(
-        line,
+        at,
         `sets ${name} again (first on line ${first}): credvault does not guess which one is meant`,
         'Keep one of them (one .env file per environment or account); nothing was imported.',
       );
     }
-    seen.set(name, line);
+    seen.set(name, at);
     const value = (match[2] ?? '').trim();
     if (/^['"`]/.test(value) && (value.length < 2 || !value.endsWith(value[0]!))) {
-      refuse(line, `opens a quote in the value of ${name} and does not close it`);
+      refuse(at, `opens a quote in the value of ${name} and does not close it`);
     }
     cursor = match.index + match[0].length;
   }
@@ -253,10 +261,21 @@ export function recognise(vars: Map<string, string>): Recognised {
     if (field === 'accounts') {
       for (const id of value.split(/[\s,]+/).filter(Boolean)) {
         const normalized = normalizeAccountId(rule.platform, id);
+        if (rule.platform === 'google_ads' && !/^\d{10}$/.test(normalized)) {
+          throw new InvalidInputError(
+            `${name} holds "${id}", which is not a Google Ads customer id (10 digits, dashes allowed)`,
+            { hint: 'Fix the value; nothing was imported.' },
+          );
+        }
         if (!creds.accountIds.includes(normalized)) creds.accountIds.push(normalized);
       }
     } else if (SECRET_FIELDS.has(field)) {
       (creds as unknown as Record<string, Secret>)[field] = new Secret(value);
+    } else if (field === 'loginCustomerId' && !/^\d{10}$/.test(normalizeAccountId(rule.platform, value))) {
+      throw new InvalidInputError(
+        `${name} holds "${value}", which is not a Google Ads customer id (10 digits, dashes allowed)`,
+        { hint: 'Fix the value; nothing was imported.' },
+      );
     } else {
       (creds as unknown as Record<string, string>)[field] = value;
     }
@@ -547,6 +566,12 @@ async function importApp(
   return app;
 }
 
+/** What the plan adds to an unchanged connection that is not active. */
+const STATUS_NOTE: Record<string, string> = {
+  needs_reauth: '; needs_reauth: the platform refused this token (connect the account again)',
+  error: '; error: its last refreshes failed (try `credvault connections refresh CONN --force`)',
+};
+
 async function importConnections(
   ctx: ServiceContext,
   tx: Db,
@@ -595,8 +620,11 @@ async function importConnections(
   // Accounts already connected with this very refresh token are left alone, whatever their status: a
   // token the platform refused stays refused, and importing it again must not say otherwise.
   const fresh: string[] = [];
-  /** The live grant that holds this token already: accounts new to the file join it. */
+  const freshItems: PlanItem[] = [];
+  /** The grant that holds this token already: accounts new to the file join it. */
   let holder: string | null = null;
+  /** An account whose connection holds this token and needs a person: the platform refused it. */
+  let refusedFor: string | null = null;
   for (const account of accounts) {
     const existing = await connectionStore.getByAccount(tx, platform, account);
     let same = false;
@@ -612,20 +640,17 @@ async function importConnections(
     }
     if (same) {
       named.push(existing!.id);
-      if (existing!.status === 'active') holder ??= existing!.tokenId;
+      if (existing!.status === 'needs_reauth') refusedFor ??= account;
+      else holder ??= existing!.tokenId;
       plan.push({
         kind: 'connection',
         platform,
         target: account,
         action: 'unchanged',
-        detail:
-          existing!.status === 'active'
-            ? `app ${app.label}`
-            : `app ${app.label}; ${existing!.status}: this is the token that failed (connect the account again)`,
+        detail: `app ${app.label}${STATUS_NOTE[existing!.status] ?? ''}`,
       });
     } else {
-      fresh.push(account);
-      plan.push({
+      const item: PlanItem = {
         kind: 'connection',
         platform,
         target: account,
@@ -633,8 +658,19 @@ async function importConnections(
         detail: existing
           ? `new ${accessTokenOnly ? 'access' : 'refresh'} token`
           : `app ${app.label}${accessTokenOnly ? ', access token only (no refresh token)' : ''}`,
-      });
+      };
+      fresh.push(account);
+      freshItems.push(item);
+      plan.push(item);
     }
+  }
+  if (refusedFor && !holder) {
+    // Not stored as active with a token the platform has refused.
+    for (const item of freshItems) {
+      item.action = 'skip';
+      item.detail = `the platform refused this token for ${refusedFor} (connect the accounts again)`;
+    }
+    return;
   }
   if (!fresh.length) return;
   const details: Record<string, string> = {

@@ -1,4 +1,4 @@
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { parse as parseYaml } from 'yaml';
@@ -319,7 +319,7 @@ describe('import env', () => {
     expect(human.code).toBe(4);
     expect(human.stderr).toMatch(/reddit_ads:a2_xyz does not work/);
     expect(human.stdout).toMatch(
-      /unchanged\s+connection\s+reddit_ads\s+a2_xyz\s+.*needs_reauth: this is the token that failed/,
+      /unchanged\s+connection\s+reddit_ads\s+a2_xyz\s+.*needs_reauth: the platform refused this token/,
     );
     expect((await v.json<{ status: string }>(['connections', 'show', 'reddit_ads:a2_xyz'])).status).toBe(
       'needs_reauth',
@@ -354,11 +354,36 @@ describe('import env', () => {
     const grants = await v.sql<{ n: number }>('select count(*)::int as n from oauth_tokens_vault');
     expect(grants[0]!.n).toBe(1);
 
+    // A connection in error (its refreshes failed for other reasons) still holds the grant new
+    // accounts join; one that needs a person holds a token the platform refused: new accounts are
+    // not stored with it.
+    const count = async (table: string) =>
+      (await v.sql<{ n: number }>(`select count(*)::int as n from ${table}`))[0]!.n;
+    await v.sql("update ad_account_connections set status = 'error' where external_account_id = '987'");
+    writeFileSync(file, env('987,988,990'));
+    const withError = await v.json<ImportJson>(['import', 'env', '--file', file]);
+    expect(withError.plan.map((p) => `${p.action} ${p.target}`)).toEqual([
+      'unchanged microsoft-app',
+      'unchanged 987',
+      'unchanged 988',
+      'create 990',
+    ]);
+    expect(withError.plan[1]!.detail).toContain('error: its last refreshes failed');
+    expect(await count('oauth_tokens_vault')).toBe(1);
+    await v.sql("update ad_account_connections set status = 'needs_reauth'");
+    writeFileSync(file, env('987,988,990,991'));
+    const dead = await v.json<ImportJson>(['import', 'env', '--file', file]);
+    expect(dead.plan.at(-1)).toMatchObject({ action: 'skip', target: '991' });
+    expect(dead.plan.at(-1)!.detail).toContain('the platform refused this token for 987');
+    expect(await count('ad_account_connections')).toBe(3);
+    await v.sql("update ad_account_connections set status = 'active'");
+    await v.sql("delete from ad_account_connections where external_account_id = '990'");
+
     // The connections' tokens belong to this client: another client id is refused while they hold them.
     const state = await vaultState(v);
     const moved = await v.cli(['apps', 'update', 'microsoft-app', '--client-id', 'another-client']);
     expect(moved.code, moved.stderr).toBe(7);
-    expect(moved.stderr).toContain(`holds the tokens of 2 connections, issued to client id ${app.clientId}`);
+    expect(moved.stderr).toContain(`hold tokens issued to client id ${app.clientId}`);
     expect(moved.stderr).toContain('--force');
     expect(await vaultState(v)).toBe(state);
 
@@ -440,6 +465,23 @@ describe('import env', () => {
         'line 2 opens a quote in the value of GOOGLE_ADS_REFRESH_TOKEN',
       ],
     ];
+    // A name credvault does not read may be set twice: which one wins is not its business.
+    writeFileSync(
+      file,
+      `DEBUG=1\n${head}DEBUG=2\nGOOGLE_ADS_CLIENT_SECRET=${fakeSecret('cs')}\nGOOGLE_ADS_LOGIN_CUSTOMER_ID=123-456-7890\n`,
+    );
+    const debug = await v.cli(['import', 'env', '--file', file, '--dry-run']);
+    expect(debug.code, debug.stderr).toBe(0);
+    // Not an account: a Google Ads customer id is ten digits.
+    writeFileSync(
+      file,
+      `${head}GOOGLE_ADS_REFRESH_TOKEN=${fakeSecret('r')}\nGOOGLE_ADS_CUSTOMER_ID=1234567890,true\n`,
+    );
+    const notId = await v.cli(['import', 'env', '--file', file, '--dry-run']);
+    expect(notId.code).toBe(2);
+    expect(notId.stderr).toContain(
+      'GOOGLE_ADS_CUSTOMER_ID holds "true", which is not a Google Ads customer id',
+    );
     const before = await v.dump();
     for (const [text, message] of cases) {
       writeFileSync(file, text);
@@ -601,6 +643,20 @@ logging:
       'create connection 1234567891',
     ]);
     expect(listed.unknown).toEqual([]);
+    // A developer token of digits only keeps every digit (a YAML number would lose the last ones).
+    writeFileSync(file, `${base}developer_token: 123456789012345678901234\ncustomer_id: 1234567890\n`);
+    expect((await v.json<ImportJson>(['import', 'google-ads-yaml', file])).plan.map((p) => p.action)).toEqual(
+      ['create', 'create'],
+    );
+    // The same settings as a .env (strings there): the stored token is the same, digit for digit.
+    const env = join(v.root, '.env');
+    const yaml = parseYaml(readFileSync(file, 'utf8')) as Record<string, string>;
+    writeFileSync(
+      env,
+      `GOOGLE_ADS_CLIENT_ID=${yaml.client_id}\nGOOGLE_ADS_CLIENT_SECRET=${yaml.client_secret}\nGOOGLE_ADS_DEVELOPER_TOKEN=123456789012345678901234\n`,
+    );
+    const same = await v.json<ImportJson>(['import', 'env', '--file', env, '--dry-run']);
+    expect(same.plan.map((p) => `${p.action} ${p.kind}`)).toEqual(['unchanged app']);
     // Not the login customer id in its place: a customer_id that is not ids is refused.
     writeFileSync(file, `${base}customer_id:\n  prod: 1234567890\n`);
     const nested = await v.cli(['import', 'google-ads-yaml', file, '--dry-run']);
