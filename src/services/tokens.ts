@@ -204,7 +204,7 @@ export function refusalEntry(
     targetId: connection.id,
     connectionId: connection.id,
     outcome: 'failure',
-    detail: { ...detail, error: error.code, status: connection.status },
+    detail: { ...detail, error: error.code },
   };
 }
 

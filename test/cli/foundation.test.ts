@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -711,5 +712,45 @@ describe('output', () => {
     expect(bash).toContain('complete -F _credvault credvault');
     expect(bash).toMatch(/"apps"\) words="[^"]*\badd\b/);
     expect((await v.cli(['completion', 'powershell'])).code).toBe(2);
+
+    // What bash offers at each point, in a folder with two files starting with "r".
+    const script = join(v.root, 'credvault.bash');
+    writeFileSync(script, bash);
+    writeFileSync(join(v.root, 'refresh.txt'), '');
+    writeFileSync(join(v.root, 'reddit.env'), '');
+    const offered = (line: string[]) =>
+      execFileSync(
+        'bash',
+        [
+          '-c',
+          `source ${script}; COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1)); _credvault; printf '%s\\n' "\${COMPREPLY[@]}" | sort | tr '\\n' ' '`,
+          'bash',
+          ...line,
+        ],
+        { cwd: v.root, encoding: 'utf8' },
+      ).trim();
+    expect(offered(['credvault', 'completion', ''])).toContain('bash fish');
+    expect(offered(['credvault', 'token', 'get', 'acct', '--format', ''])).toBe(
+      'env google-ads-yaml header json raw',
+    );
+    expect(offered(['credvault', 'connections', 'list', '--status', 'n'])).toBe('needs_reauth');
+    // A file option completes file names, not platforms; a free-text value offers nothing.
+    expect(offered(['credvault', 'connections', 'add', 'google_ads', '--refresh-token-file', 'r'])).toBe(
+      'reddit.env refresh.txt',
+    );
+    expect(offered(['credvault', 'apps', 'add', 'google_ads', '--label', ''])).toBe('');
+    expect(offered(['credvault', 'import', 'google-ads-yaml', 'r'])).toBe('reddit.env refresh.txt');
+    // After `--` the words are the command's own: credvault offers nothing of its own.
+    expect(offered(['credvault', 'exec', 'acct', '--', 'ls', '--format', ''])).toBe('');
+    for (const [shell, check] of [
+      ['zsh', ['-n']],
+      ['fish', ['-n']],
+    ] as const) {
+      const path = ['/usr/bin', '/bin'].map((d) => join(d, shell)).find((p) => existsSync(p));
+      if (!path) continue; // not installed here: bash above is
+      const file = join(v.root, `credvault.${shell}`);
+      writeFileSync(file, (await v.cli(['completion', shell])).stdout);
+      execFileSync(path, [...check, file]);
+    }
   });
 });

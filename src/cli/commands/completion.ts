@@ -1,19 +1,44 @@
 import type { Command } from 'commander';
 import { PLATFORM_IDS } from '../../providers/catalog.js';
+import { ROLES } from '../../services/clients.js';
+import { CONNECTION_STATUSES } from '../../services/connections.js';
 import type { Runtime } from '../run.js';
+import { FORMATS } from './token.js';
 
 /**
  * Shell completion generated from the command tree itself, so a new command or flag completes without
- * anyone editing a script: subcommands, flags, and platform names where an argument is a platform.
+ * anyone editing a script: subcommands, flags, platform names where an argument is a platform, and
+ * the values of options (their choices, or file names).
  */
+
+/** What an option's value completes to: a fixed list, a file name, or nothing (free text). */
+type Values = readonly string[] | 'file' | 'text';
+
+/** Values of options that credvault checks itself (commander does not know their choices). */
+const OPTION_VALUES: Record<string, readonly string[]> = {
+  '--format': FORMATS,
+  '--status': CONNECTION_STATUSES,
+  '--role': ROLES,
+  '--platform': PLATFORM_IDS,
+};
 
 interface Node {
   path: string;
   words: string[];
-  platformArg: boolean;
+  /** Values of the first argument: platform names, or its declared choices. */
+  argValues: readonly string[];
+  /** The first argument is a file. */
+  fileArg: boolean;
   description: string;
   children: Node[];
   flags: string[];
+  /** Options that take a value, by long name. */
+  values: Map<string, Values>;
+}
+
+function valuesOf(long: string): Values {
+  if (OPTION_VALUES[long]) return OPTION_VALUES[long];
+  return long === '--file' || long === '--home' || long.endsWith('-file') ? 'file' : 'text';
 }
 
 function walk(command: Command, prefix: string[]): Node {
@@ -21,15 +46,19 @@ function walk(command: Command, prefix: string[]): Node {
     .filter((c) => c.name() !== 'help')
     .map((c) => walk(c, [...prefix, c.name()]));
   const flags = command.options.flatMap((o) => [o.long, o.short].filter((f): f is string => Boolean(f)));
-  const firstArg = (command as unknown as { registeredArguments?: Array<{ name(): string }> })
-    .registeredArguments?.[0];
+  const values = new Map<string, Values>();
+  for (const o of command.options)
+    if (o.long && (o.required || o.optional)) values.set(o.long, valuesOf(o.long));
+  const firstArg = command.registeredArguments[0];
   return {
     path: prefix.join(' '),
     words: children.map((c) => c.path.split(' ').pop()!),
-    platformArg: firstArg?.name() === 'platform',
+    argValues: firstArg?.name() === 'platform' ? PLATFORM_IDS : (firstArg?.argChoices ?? []),
+    fileArg: firstArg?.name() === 'file',
     description: command.description(),
     children,
     flags: [...flags, '--help'],
+    values,
   };
 }
 
@@ -37,17 +66,46 @@ function flatten(node: Node): Node[] {
   return [node, ...node.children.flatMap(flatten)];
 }
 
+/** Every value-taking option in the tree, with what it completes to (the same name means the same). */
+function allValues(root: Node): Map<string, Values> {
+  const all = new Map<string, Values>();
+  for (const node of flatten(root)) for (const [flag, v] of node.values) all.set(flag, v);
+  return all;
+}
+
 function bash(root: Node, globals: string[]): string {
   const cases = flatten(root)
     .map((node) => {
-      const words = [...node.words, ...node.flags, ...globals, ...(node.platformArg ? PLATFORM_IDS : [])];
-      return `    "${node.path}") words="${[...new Set(words)].join(' ')}" ;;`;
+      const words = [...node.words, ...node.flags, ...globals, ...node.argValues];
+      return `    "${node.path}") words="${[...new Set(words)].join(' ')}"${node.fileArg ? '; files=1' : ''} ;;`;
     })
     .join('\n');
+  const values = [...allValues(root)];
+  const lists = values
+    .filter(([, v]) => Array.isArray(v))
+    .map(
+      ([flag, v]) =>
+        `    ${flag}) COMPREPLY=($(compgen -W "${(v as string[]).join(' ')}" -- "$cur")); return ;;`,
+    );
+  const files = values.filter(([, v]) => v === 'file').map(([flag]) => flag);
+  const text = values.filter(([, v]) => v === 'text').map(([flag]) => flag);
   return `# credvault bash completion. Load with: source <(credvault completion bash)
 _credvault() {
-  local cur path word i words
+  local cur prev path word i words files
   cur="\${COMP_WORDS[COMP_CWORD]}"
+  prev="\${COMP_WORDS[COMP_CWORD-1]}"
+  # After \`--\` (exec's command) the words are another program's: file names only.
+  for ((i = 1; i < COMP_CWORD; i++)); do
+    if [[ "\${COMP_WORDS[i]}" == "--" ]]; then
+      compopt -o default 2>/dev/null; COMPREPLY=(); return
+    fi
+  done
+  # The value of an option: its choices, a file name, or nothing to offer.
+  case "$prev" in
+${lists.join('\n')}
+    ${files.join('|')}) compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -f -- "$cur")); return ;;
+    ${text.join('|')}) COMPREPLY=(); return ;;
+  esac
   path=""
   for ((i = 1; i < COMP_CWORD; i++)); do
     word="\${COMP_WORDS[i]}"
@@ -64,6 +122,9 @@ ${cases}
     *) words="" ;;
   esac
   COMPREPLY=($(compgen -W "$words" -- "$cur"))
+  if [[ -n "$files" && "$cur" != -* ]]; then
+    compopt -o filenames 2>/dev/null; COMPREPLY+=($(compgen -f -- "$cur"))
+  fi
 }
 complete -F _credvault credvault
 `;
@@ -72,34 +133,51 @@ complete -F _credvault credvault
 function zsh(root: Node, globals: string[]): string {
   return `#compdef credvault
 # credvault zsh completion. Load with: source <(credvault completion zsh)
+# compinit -i: load the completion system if it is not, skipping (not asking about) insecure folders.
+(( $+functions[compdef] )) || { autoload -Uz compinit && compinit -i; }
 autoload -U +X bashcompinit && bashcompinit
 ${bash(root, globals).replace(/^# credvault bash completion.*\n/, '')}`;
 }
 
 function fish(root: Node, globals: string[]): string {
-  const quote = (text: string) => `'${text.replace(/'/g, "\\'")}'`;
+  const quote = (text: string) => `'${text.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`;
+  const option = (flag: string, values: Values | undefined) => {
+    const long = `-l ${flag.slice(2)}`;
+    if (!values) return long;
+    if (values === 'file') return `${long} -r -F`;
+    if (values === 'text') return `${long} -x`;
+    return `${long} -x -a ${quote(values.join(' '))}`;
+  };
+  const all = allValues(root);
   const lines = [
     '# credvault fish completion. Load with: credvault completion fish | source',
     'complete -c credvault -f',
   ];
-  for (const flag of globals) lines.push(`complete -c credvault -l ${flag.replace(/^--/, '')}`);
+  for (const flag of globals) lines.push(`complete -c credvault ${option(flag, all.get(flag))}`);
   for (const node of flatten(root)) {
-    const condition = node.path
-      ? `__fish_seen_subcommand_from ${node.path.split(' ').pop()}`
-      : '__fish_use_subcommand';
+    // Every word of the path seen (not only the last: `list` is under apps, connections and audit).
+    const seen = node.path
+      ? node.path.split(' ').map((word) => `__fish_seen_subcommand_from ${word}`)
+      : ['__fish_use_subcommand'];
+    const here = seen.join('; and ');
+    // A node's subcommands and argument values are offered until one of its subcommands is given.
+    const open = node.words.length
+      ? `${here}; and not __fish_seen_subcommand_from ${node.words.join(' ')}`
+      : here;
     for (const child of node.children) {
       lines.push(
-        `complete -c credvault -n ${quote(condition)} -a ${child.path.split(' ').pop()} -d ${quote(child.description)}`,
+        `complete -c credvault -n ${quote(open)} -a ${child.path.split(' ').pop()} -d ${quote(child.description)}`,
       );
     }
-    if (node.path) {
-      for (const flag of node.flags.filter((f) => f.startsWith('--'))) {
-        lines.push(`complete -c credvault -n ${quote(condition)} -l ${flag.slice(2)}`);
-      }
-      if (node.platformArg) {
-        lines.push(`complete -c credvault -n ${quote(condition)} -a ${quote(PLATFORM_IDS.join(' '))}`);
-      }
+    if (!node.path) continue;
+    const leaf = node.children.length ? open : here;
+    for (const flag of node.flags.filter((f) => f.startsWith('--'))) {
+      lines.push(`complete -c credvault -n ${quote(leaf)} ${option(flag, node.values.get(flag))}`);
     }
+    if (node.argValues.length) {
+      lines.push(`complete -c credvault -n ${quote(leaf)} -a ${quote(node.argValues.join(' '))}`);
+    }
+    if (node.fileArg) lines.push(`complete -c credvault -n ${quote(leaf)} -F`);
   }
   return `${lines.join('\n')}\n`;
 }

@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { constants } from 'node:os';
 import { isatty } from 'node:tty';
 import { VAULT_SECRET_VARIABLES } from '../../crypto/key-sources.js';
@@ -11,7 +12,7 @@ import { withContext } from '../context.js';
 import { formatToken } from '../fast-token.js';
 import type { Runtime } from '../run.js';
 
-const FORMATS = ['raw', 'json', 'header', 'env', 'google-ads-yaml'] as const;
+export const FORMATS = ['raw', 'json', 'header', 'env', 'google-ads-yaml'] as const;
 type Format = (typeof FORMATS)[number];
 
 function parseMinTtl(text: string): number {
@@ -66,6 +67,22 @@ export async function get(
 
 const SIGNALS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT'];
 
+/**
+ * Whether this process is in the foreground process group of its controlling terminal (where a
+ * terminal's Ctrl-C lands): /proc/self/stat's pgrp and tpgid. Where /proc cannot tell, whether any of
+ * the standard streams is a terminal.
+ */
+function inTerminalForeground(): boolean {
+  try {
+    const stat = readFileSync('/proc/self/stat', 'latin1');
+    // After the command name (in parentheses, which may hold anything): state ppid pgrp session tty_nr tpgid
+    const [, , pgrp, , tty, tpgid] = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return tty !== '0' && pgrp === tpgid;
+  } catch {
+    return isatty(0) || isatty(1) || isatty(2);
+  }
+}
+
 /** Runs COMMAND with the connection's variables; its exit code becomes credvault's. */
 export async function exec(
   rt: Runtime,
@@ -101,10 +118,9 @@ export async function exec(
   const child = spawn(program, args, { stdio: 'inherit', env });
   // Ctrl-C and Ctrl-\ at a terminal reach the whole foreground process group, the child with it: as
   // system(3) does, credvault then only waits for the child (sending them on would deliver each
-  // twice). Without a terminal (CI, systemd), whoever signals credvault means the child too.
-  const terminal = isatty(0) || isatty(1) || isatty(2);
+  // twice). Otherwise (no terminal, or in the background) whoever signals credvault means the child.
   const forward = (signal: NodeJS.Signals) => {
-    if (terminal && (signal === 'SIGINT' || signal === 'SIGQUIT')) return;
+    if ((signal === 'SIGINT' || signal === 'SIGQUIT') && inTerminalForeground()) return;
     child.kill(signal);
   };
   for (const signal of SIGNALS) process.on(signal, forward);
