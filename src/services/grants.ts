@@ -118,7 +118,9 @@ export async function storeGrant(ctx: ServiceContext, tx: Db, input: StoreGrantI
     scope: tokens.scope,
     accessTokenExpiresAt: tokens.expiresAt,
     ...expiryColumns(refreshTokenExpiry(platform, tokens, now, null)),
-    lastRefreshedAt: now,
+    // An imported refresh token was last used who knows when: credvault has not refreshed it yet (the
+    // daemon's next sweep does, before an idle platform drops it).
+    lastRefreshedAt: input.via === 'import' ? null : now,
     importedTokenSha256: input.importedTokenSha256 ?? null,
   });
 

@@ -11,6 +11,7 @@ import {
   REDDIT_TEST_USER_AGENT,
   startAllDoubles,
 } from '../doubles/index.js';
+import { startDaemon } from '../helpers/daemon.js';
 import { addAppFor, type PlatformKey } from '../helpers/flows.js';
 import { expectNoSecretsLeaked, fakeSecret } from '../helpers/secrets.js';
 import { createVault, type TestVault } from '../helpers/vault.js';
@@ -324,6 +325,44 @@ describe('import env', () => {
     expect((await v.json<{ status: string }>(['connections', 'show', 'reddit_ads:a2_xyz'])).status).toBe(
       'needs_reauth',
     );
+  });
+
+  it('an imported refresh token is refreshed by the daemon at once, not when its idle time is up', async () => {
+    const v = await vault();
+    const app = await addAppFor(v, 'microsoft_ads', doubleFor('microsoft_ads'));
+    const grant = doubles.microsoft.issueGrant({
+      clientId: app.clientId,
+      scope: SCOPES.microsoft_ads,
+    } as never);
+    const file = join(v.root, '.env');
+    writeFileSync(
+      file,
+      `MICROSOFT_ADS_CLIENT_ID=${app.clientId}\nMICROSOFT_ADS_CLIENT_SECRET=${app.clientSecret}\nMICROSOFT_ADS_DEVELOPER_TOKEN=${app.developerToken}\nMICROSOFT_ADS_REFRESH_TOKEN=${grant.refreshToken}\nMICROSOFT_ADS_CUSTOMER_ID=555\nMICROSOFT_ADS_ACCOUNT_ID=987\n`,
+    );
+    expect((await v.cli(['import', 'env', '--file', file])).code).toBe(0);
+    // Not refreshed by credvault yet: shown as such, not as refreshed at the import.
+    const imported = await v.json<{ last_refreshed_at: string | null }>([
+      'connections',
+      'show',
+      'microsoft_ads:987',
+    ]);
+    expect(imported.last_refreshed_at).toBeNull();
+    const before = doubles.microsoft.refreshAttempts;
+    const daemon = await startDaemon(v);
+    try {
+      for (let i = 0; i < 400 && doubles.microsoft.refreshAttempts === before; i++)
+        await new Promise((r) => setTimeout(r, 25));
+      expect(doubles.microsoft.refreshAttempts).toBe(before + 1);
+    } finally {
+      expect(await daemon.stop()).toBe(0);
+    }
+    const refreshed = await v.json<{ status: string; last_refreshed_at: string | null }>([
+      'connections',
+      'show',
+      'microsoft_ads:987',
+    ]);
+    expect(refreshed.status).toBe('active');
+    expect(refreshed.last_refreshed_at).not.toBeNull();
   });
 
   it('adds accounts new to a file to the grant that holds its token, and refuses a disabled app', async () => {

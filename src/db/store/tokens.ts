@@ -367,6 +367,9 @@ const claim = prepared('credvault_claim_due', (db, name) => {
         and (
           ${t.accessTokenExpiresAt} < now() + ${p('window')}::interval
           or ${t.lastRefreshedAt} < now() - (${p('keepAlive')}::jsonb ->> ${t.platform})::interval
+          -- A refresh token with no access token yet (imported): refreshed at once, which also shows
+          -- whether the platform still takes it, before an idle one is dropped.
+          or ${t.accessTokenEnc} is null
         )
         -- A platform whose tokens live shorter than the window would otherwise be refreshed in a loop.
         and (${t.lastRefreshedAt} is null or ${t.lastRefreshedAt} < now() - interval '1 minute')`,
@@ -405,11 +408,13 @@ export async function nextDue(db: Db, windowMs: number): Promise<Date | null> {
     .select({
       at: sql<
         Date | string | null
-      >`min(greatest(${t.accessTokenExpiresAt} - ${`${windowMs} milliseconds`}::interval,
+      >`min(greatest(case when ${t.accessTokenEnc} is null then now()
+        else ${t.accessTokenExpiresAt} - ${`${windowMs} milliseconds`}::interval end,
         ${t.cooldownUntil}, ${t.leaseExpiresAt}))`,
     })
     .from(t)
-    .where(sql`${t.refreshTokenEnc} is not null and ${t.accessTokenExpiresAt} is not null and exists (
+    .where(sql`${t.refreshTokenEnc} is not null
+      and (${t.accessTokenExpiresAt} is not null or ${t.accessTokenEnc} is null) and exists (
       select 1 from ad_account_connections c where c.token_id = ${t.id} and c.status in ('active', 'error'))`);
   const at = row?.at;
   return at ? new Date(at) : null;
