@@ -406,9 +406,7 @@ const claim = prepared('credvault_claim_due', (db, name) => {
 export async function nextDue(db: Db, windowMs: number): Promise<Date | null> {
   const [row] = await db
     .select({
-      at: sql<
-        Date | string | null
-      >`min(greatest(case when ${t.accessTokenEnc} is null then now()
+      at: sql<Date | string | null>`min(greatest(case when ${t.accessTokenEnc} is null then now()
         else ${t.accessTokenExpiresAt} - ${`${windowMs} milliseconds`}::interval end,
         ${t.cooldownUntil}, ${t.leaseExpiresAt}))`,
     })
