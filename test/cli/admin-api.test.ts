@@ -3,7 +3,7 @@ import { validate } from '@readme/openapi-parser';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ROUTES } from '../../src/daemon/admin.js';
 import { GOOGLE_ADWORDS_SCOPE, type GoogleDouble, startGoogleDouble } from '../doubles/index.js';
-import { type HttpAnswer, type RunningDaemon, startDaemon } from '../helpers/daemon.js';
+import { type HttpAnswer, type RunningDaemon, startDaemon, untilDraining } from '../helpers/daemon.js';
 import { addAppFor, adoptGrant, freePort } from '../helpers/flows.js';
 import { createVault, type TestVault } from '../helpers/vault.js';
 
@@ -758,11 +758,7 @@ describe('a daemon shutting down', () => {
       expect(g.refreshAttempts).toBe(attempts + 1);
 
       d.child.kill('SIGTERM');
-      let health = await d.get('/healthz');
-      for (let i = 0; i < 40 && health.status !== 503; i++) {
-        await new Promise((r) => setTimeout(r, 25));
-        health = await d.get('/healthz');
-      }
+      const health = await untilDraining(d);
       expect(health.json()).toMatchObject({ shutting_down: true });
       // Draining: new work is refused, the person's browser coming back from the platform is not.
       const refused = await d.request('GET', '/v1/connections', { token: operator.token });

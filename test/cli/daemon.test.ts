@@ -3,7 +3,7 @@ import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { MICROSOFT_ADS_SCOPE, startMicrosoftDouble } from '../doubles/index.js';
-import { spawnDaemonOnAnyPort, startDaemon } from '../helpers/daemon.js';
+import { spawnDaemonOnAnyPort, startDaemon, untilDraining } from '../helpers/daemon.js';
 import { addAppFor, adoptGrant, freePort } from '../helpers/flows.js';
 import { createVault, DB_KIND, type TestVault } from '../helpers/vault.js';
 
@@ -459,11 +459,7 @@ describe('the token endpoint', () => {
     expect(double.refreshAttempts).toBe(attempts + 1);
     daemon.child.kill('SIGTERM');
     // While it drains: /healthz says so with 503, and no new work is taken.
-    let health = await daemon.get('/healthz');
-    for (let i = 0; i < 40 && health.status !== 503; i++) {
-      await new Promise((r) => setTimeout(r, 25));
-      health = await daemon.get('/healthz');
-    }
+    const health = await untilDraining(daemon);
     expect(health.status).toBe(503);
     expect(health.json()).toMatchObject({
       shutting_down: true,

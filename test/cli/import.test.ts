@@ -87,6 +87,18 @@ const SCOPES: Record<PlatformKey, string> = {
   reddit_ads: REDDIT_SCOPES.join(' '),
 };
 
+/** A Microsoft app in the vault, a grant the double issued it, and the .env naming both (and `accounts`). */
+async function microsoftSetup(v: TestVault) {
+  const app = await addAppFor(v, 'microsoft_ads', doubleFor('microsoft_ads'));
+  const grant = doubles.microsoft.issueGrant({
+    clientId: app.clientId,
+    scope: SCOPES.microsoft_ads,
+  } as never);
+  const env = (accounts: string) =>
+    `MICROSOFT_ADS_CLIENT_ID=${app.clientId}\nMICROSOFT_ADS_CLIENT_SECRET=${app.clientSecret}\nMICROSOFT_ADS_DEVELOPER_TOKEN=${app.developerToken}\nMICROSOFT_ADS_REFRESH_TOKEN=${grant.refreshToken}\nMICROSOFT_ADS_CUSTOMER_ID=555\nMICROSOFT_ADS_ACCOUNT_ID=${accounts}\n`;
+  return { app, env };
+}
+
 /**
  * The apps registered with credvault first (step 1 of the migration), pointed at the doubles, and a
  * refresh token per platform issued by each double: what a team's .env holds.
@@ -329,16 +341,9 @@ describe('import env', () => {
 
   it('an imported refresh token is refreshed by the daemon at once, not when its idle time is up', async () => {
     const v = await vault();
-    const app = await addAppFor(v, 'microsoft_ads', doubleFor('microsoft_ads'));
-    const grant = doubles.microsoft.issueGrant({
-      clientId: app.clientId,
-      scope: SCOPES.microsoft_ads,
-    } as never);
+    const { env } = await microsoftSetup(v);
     const file = join(v.root, '.env');
-    writeFileSync(
-      file,
-      `MICROSOFT_ADS_CLIENT_ID=${app.clientId}\nMICROSOFT_ADS_CLIENT_SECRET=${app.clientSecret}\nMICROSOFT_ADS_DEVELOPER_TOKEN=${app.developerToken}\nMICROSOFT_ADS_REFRESH_TOKEN=${grant.refreshToken}\nMICROSOFT_ADS_CUSTOMER_ID=555\nMICROSOFT_ADS_ACCOUNT_ID=987\n`,
-    );
+    writeFileSync(file, env('987'));
     expect((await v.cli(['import', 'env', '--file', file])).code).toBe(0);
     // Not refreshed by credvault yet: shown as such, not as refreshed at the import.
     const imported = await v.json<{ last_refreshed_at: string | null }>([
@@ -367,14 +372,8 @@ describe('import env', () => {
 
   it('adds accounts new to a file to the grant that holds its token, and refuses a disabled app', async () => {
     const v = await vault();
-    const app = await addAppFor(v, 'microsoft_ads', doubleFor('microsoft_ads'));
-    const grant = doubles.microsoft.issueGrant({
-      clientId: app.clientId,
-      scope: SCOPES.microsoft_ads,
-    } as never);
+    const { app, env } = await microsoftSetup(v);
     const file = join(v.root, '.env');
-    const env = (accounts: string) =>
-      `MICROSOFT_ADS_CLIENT_ID=${app.clientId}\nMICROSOFT_ADS_CLIENT_SECRET=${app.clientSecret}\nMICROSOFT_ADS_DEVELOPER_TOKEN=${app.developerToken}\nMICROSOFT_ADS_REFRESH_TOKEN=${grant.refreshToken}\nMICROSOFT_ADS_CUSTOMER_ID=555\nMICROSOFT_ADS_ACCOUNT_ID=${accounts}\n`;
     writeFileSync(file, env('987'));
     expect((await v.cli(['import', 'env', '--file', file])).code).toBe(0);
     writeFileSync(file, env('987,988'));

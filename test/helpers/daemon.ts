@@ -199,3 +199,13 @@ export async function spawnDaemonOnAnyPort(
   const run = JSON.parse(readFileSync(join(vault.home, 'run', 'daemon.json'), 'utf8'));
   return { child, port: run.listen.port as number, logs: () => logs };
 }
+
+/** Polls /healthz (up to a second) until the daemon says it is shutting down (503); its last answer. */
+export async function untilDraining(daemon: RunningDaemon): Promise<HttpAnswer> {
+  let health = await daemon.get('/healthz');
+  for (let i = 0; i < 40 && health.status !== 503; i++) {
+    await new Promise((r) => setTimeout(r, 25));
+    health = await daemon.get('/healthz');
+  }
+  return health;
+}
