@@ -8,7 +8,7 @@ import { authenticateClient, hashClientToken, isLiveClient, sameHash } from '../
 import { resolveConnection } from '../services/connections.js';
 import type { ServiceContext } from '../services/context.js';
 import { openToken } from '../services/grants.js';
-import { freshGrant, refusalEntry } from '../services/tokens.js';
+import { freshGrant, refusalEntry, refusedServe } from '../services/tokens.js';
 import { HTML_PAGE_HEADERS } from '../util/html.js';
 import { isLoopbackHost } from '../util/net.js';
 import { tokenDocument } from '../views.js';
@@ -253,14 +253,7 @@ export function createTokenServer(deps: ServerDeps): Server {
       await audit.write({ ...entry, actor: actorOf(req, actor) }, client.id).catch(() => {});
     };
     if (!inScope(client, connection)) {
-      await refused({
-        action: 'token.serve',
-        targetType: 'connection',
-        targetId: connection.id,
-        connectionId: connection.id,
-        outcome: 'denied',
-        detail: { ...detail, error: 'forbidden' },
-      });
+      await refused(refusedServe(connection, 'denied', 'forbidden', detail));
       throw new ApiError(403, 'forbidden', `client ${client.name} may not read connection ${ref}`);
     }
     let token: CachedToken;

@@ -198,13 +198,23 @@ export function refusalEntry(
 ): AuditEntry | null {
   if (!(error instanceof CredvaultError)) return null;
   if (error.code !== 'reauth_required' && error.code !== 'unavailable') return null;
+  return refusedServe(connection, 'failure', error.code, detail);
+}
+
+/** The `token.serve` row of a token not handed out, with why (`error`). */
+export function refusedServe(
+  connection: ConnectionRow,
+  outcome: 'failure' | 'denied',
+  code: string,
+  detail: Record<string, unknown>,
+): AuditEntry {
   return {
     action: 'token.serve',
     targetType: 'connection',
     targetId: connection.id,
     connectionId: connection.id,
-    outcome: 'failure',
-    detail: { ...detail, error: error.code },
+    outcome,
+    detail: { ...detail, error: code },
   };
 }
 
