@@ -77,11 +77,20 @@ export function resolveConfig(flags: GlobalFlags, env: NodeJS.ProcessEnv): Confi
 export const DURATION = /^(\d+)(ms|s|m|h|d)$/;
 const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
 
-/** `90s`, `30m`, `12h`, `7d` (and `250ms`) → milliseconds. */
-export function parseDuration(text: string, what: string): number {
+/** The longest duration taken anywhere: a hundred years (dates beyond stop being dates). */
+const MAX_DURATION_MS = 36_500 * UNIT_MS.d!;
+
+/** `90s`, `30m`, `12h`, `7d` (and `250ms`) → milliseconds; zero only where `zero` allows it. */
+export function parseDuration(text: string, what: string, options: { zero?: boolean } = {}): number {
   const match = DURATION.exec(text.trim());
   if (!match) {
     throw new InvalidInputError(`${what} must be a duration like 90s, 30m, 12h or 7d (got "${text}")`);
   }
-  return Number(match[1]) * UNIT_MS[match[2]!]!;
+  const ms = Number(match[1]) * UNIT_MS[match[2]!]!;
+  if (!(ms <= MAX_DURATION_MS)) {
+    throw new InvalidInputError(`${what} is too long: at most 36500d, a hundred years (got "${text}")`);
+  }
+  if (ms === 0 && !options.zero)
+    throw new InvalidInputError(`${what} must be longer than zero (got "${text}")`);
+  return ms;
 }

@@ -501,6 +501,7 @@ export const ROUTES: Route[] = [
         platforms: input.platforms ?? [],
         all: input.all === true,
         expiresIn: input.expires_in ?? null,
+        expiresInField: 'expires_in',
       });
       return {
         name: created.client.name,

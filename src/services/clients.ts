@@ -53,6 +53,8 @@ export interface CreateClientInput {
   all: boolean;
   role: string;
   expiresIn: string | null;
+  /** How the caller spelled the expiry, for its errors (`--expires-in` on the command line). */
+  expiresInField?: string;
 }
 
 export interface CreatedClient {
@@ -74,7 +76,7 @@ export async function createClient(ctx: ServiceContext, input: CreateClientInput
   }
   const role = parseRole(input.role);
   const expiresAt = input.expiresIn
-    ? new Date(Date.now() + parseDuration(input.expiresIn, '--expires-in'))
+    ? new Date(Date.now() + parseDuration(input.expiresIn, input.expiresInField ?? '--expires-in'))
     : null;
   const token = new Secret(TOKEN_PREFIX + randomBytes(32).toString('base64url'));
   try {
@@ -88,7 +90,7 @@ export async function createClient(ctx: ServiceContext, input: CreateClientInput
         for (const ref of input.connections) ids.push((await resolveConnection(tx, ref)).id);
         scope = { connections: [...new Set(ids)] };
       }
-      if (await store.getByName(tx, input.name)) throw duplicate(input.name);
+      if (await store.getUnrevokedByName(tx, input.name)) throw duplicate(input.name);
       const id = randomUUID();
       await store.insert(tx, {
         id,
@@ -106,7 +108,7 @@ export async function createClient(ctx: ServiceContext, input: CreateClientInput
         outcome: 'success',
         detail: { name: input.name, role, scope, expires_at: expiresAt?.toISOString() ?? null },
       });
-      return (await store.getByName(tx, input.name))!;
+      return (await store.getById(tx, id))!;
     });
     return { client, token };
   } catch (error) {
@@ -117,7 +119,7 @@ export async function createClient(ctx: ServiceContext, input: CreateClientInput
 
 function duplicate(name: string): ConflictError {
   return new ConflictError(`a client named "${name}" already exists`, {
-    hint: 'Pick another name, or revoke the old one first.',
+    hint: `Pick another name, or revoke the old one first (\`credvault clients revoke ${name}\`); its name can then be given again.`,
   });
 }
 
@@ -138,7 +140,7 @@ export async function revokeClient(ctx: ServiceContext, name: string): Promise<C
       outcome: 'success',
       detail: { name },
     });
-    return (await store.getByName(tx, name))!;
+    return (await store.getById(tx, client.id))!;
   });
 }
 

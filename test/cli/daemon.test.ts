@@ -43,6 +43,20 @@ describe('the token endpoint', () => {
     const all = await client(v, ['everything', '--all', '--role', 'operator']);
     const revoked = await client(v, ['gone', '--all']);
     expect((await v.cli(['clients', 'revoke', 'gone'])).code).toBe(0);
+    // The name of a revoked client is given again (how a CI job's token is replaced); the old token
+    // stays refused and the revoked row stays listed.
+    const successor = await client(v, ['gone', '--all']);
+    const again = await v.cli(['clients', 'create', 'gone', '--all']);
+    expect(again.code).toBe(7);
+    expect(again.stderr).toContain('credvault clients revoke gone');
+    const clients = await v.json<Array<{ name: string; revoked_at: string | null }>>(['clients', 'list']);
+    expect(clients.filter((c) => c.name === 'gone').map((c) => c.revoked_at === null)).toEqual([false, true]);
+    for (const bad of ['0s', '99999999999d']) {
+      const refused = await v.cli(['clients', 'create', `bad-${bad}`, '--all', '--expires-in', bad]);
+      expect(refused.code, refused.stderr).toBe(2);
+      expect(refused.stderr).toMatch(/--expires-in (must be longer than zero|is too long)/);
+    }
+    expect((await v.json<unknown[]>(['clients', 'list'])).length).toBe(clients.length);
     const expiring = await client(v, ['brief', '--all', '--expires-in', '1s']);
     const daemon = await startDaemon(v);
     cleanups.push(() => daemon.stop());
@@ -85,6 +99,7 @@ describe('the token endpoint', () => {
       'unauthorized',
     );
     await expectError(token('/v1/connections/acct-a/token', revoked), 401, 'unauthorized');
+    expect((await token('/v1/connections/acct-a/token', successor)).status).toBe(200);
     await expectError(token('/v1/connections/acct-a/token', expiring), 401, 'unauthorized');
     await expectError(token('/v1/connections/acct-b/token', reader), 403, 'forbidden');
     await expectError(

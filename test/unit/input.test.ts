@@ -38,6 +38,14 @@ describe('parseDuration', () => {
   it('rejects what it cannot read, naming the flag', () => {
     expect(() => parseDuration('10 minutes', '--interval')).toThrow(/--interval must be a duration like 90s/);
   });
+
+  it('refuses zero unless the caller takes it, and more than a hundred years', () => {
+    expect(() => parseDuration('0s', '--expires-in')).toThrow(/--expires-in must be longer than zero/);
+    expect(parseDuration('0s', '--since', { zero: true })).toBe(0);
+    expect(parseDuration('36500d', '--expires-in')).toBe(36_500 * 86_400_000);
+    expect(() => parseDuration('36501d', '--expires-in')).toThrow(/--expires-in is too long: at most 36500d/);
+    expect(() => parseDuration('99999999999999999999d', '--expires-in')).toThrow(/too long/);
+  });
 });
 
 describe('parsePlatform', () => {

@@ -7,7 +7,8 @@ import { withContext } from '../context.js';
 import type { Runtime } from '../run.js';
 
 function parseSince(text: string, now: Date): Date {
-  if (/^\d+(ms|s|m|h|d)$/.test(text.trim())) return new Date(now.getTime() - parseDuration(text, '--since'));
+  if (/^\d+(ms|s|m|h|d)$/.test(text.trim()))
+    return new Date(now.getTime() - parseDuration(text, '--since', { zero: true }));
   const date = new Date(text);
   if (Number.isNaN(date.getTime()) || !/^\d{4}-\d{2}-\d{2}/.test(text.trim())) {
     throw new InvalidInputError(

@@ -1,3 +1,4 @@
+import { sql } from 'drizzle-orm';
 import { jsonb, pgTable, text, uniqueIndex, uuid } from 'drizzle-orm/pg-core';
 import { ts } from './columns.js';
 
@@ -23,7 +24,9 @@ export const apiClients = pgTable(
     lastUsedAt: ts('last_used_at'),
   },
   (t) => [
-    uniqueIndex('api_clients_name_uq').on(t.name),
+    // A name belongs to one live client; a revoked client's name can be given to its successor (the
+    // revoked row stays, for `clients list` and the audit log's sake).
+    uniqueIndex('api_clients_name_live_uq').on(t.name).where(sql`revoked_at is null`),
     uniqueIndex('api_clients_token_hash_uq').on(t.tokenHash),
   ],
 );

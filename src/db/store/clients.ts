@@ -1,4 +1,4 @@
-import { asc, eq, inArray, sql } from 'drizzle-orm';
+import { and, asc, desc, eq, inArray, isNull, sql } from 'drizzle-orm';
 import type { Db } from '../client.js';
 import { apiClients } from '../schema/index.js';
 import { notifyChange } from './changes.js';
@@ -12,8 +12,26 @@ export async function insert(db: Db, row: NewClientRow): Promise<void> {
   await db.insert(t).values(row);
 }
 
+/**
+ * The client of that name: the live one (at most one is), else the last one revoked (a name is
+ * given again after its client was revoked).
+ */
 export async function getByName(db: Db, name: string): Promise<ClientRow | null> {
-  const [row] = await db.select().from(t).where(eq(t.name, name));
+  const [row] = await db
+    .select()
+    .from(t)
+    .where(eq(t.name, name))
+    .orderBy(sql`${t.revokedAt} is null desc`, desc(t.createdAt))
+    .limit(1);
+  return row ?? null;
+}
+
+/** The client of that name that is not revoked (expired or not). */
+export async function getUnrevokedByName(db: Db, name: string): Promise<ClientRow | null> {
+  const [row] = await db
+    .select()
+    .from(t)
+    .where(and(eq(t.name, name), isNull(t.revokedAt)));
   return row ?? null;
 }
 
@@ -28,7 +46,7 @@ export async function getById(db: Db, id: string): Promise<ClientRow | null> {
 }
 
 export async function list(db: Db): Promise<ClientRow[]> {
-  return db.select().from(t).orderBy(asc(t.name));
+  return db.select().from(t).orderBy(asc(t.name), asc(t.createdAt));
 }
 
 export async function revoke(db: Db, id: string): Promise<void> {
