@@ -18,7 +18,7 @@ import {
 import { startAuthorization } from '../services/connect.js';
 import {
   CONNECTION_NAME,
-  normalizeAccountId,
+  parseAccountIds,
   parseConnectionName,
   resolveConnection,
 } from '../services/connections.js';
@@ -328,11 +328,12 @@ function needAll(client: ClientRow): void {
 /** A connection of the path's platform that the client may act on; others are "not found" or refused. */
 async function scopedConnection(input: RouteInput, platform: PlatformId) {
   const connection = await resolveConnection(input.ctx.db, input.params.id ?? '');
-  if (connection.platform !== platform) {
-    throw new NotFoundError(`connection ${input.params.id} is not a ${platform} connection`);
-  }
+  // Scope first: a client learns nothing of a connection outside it, not even its platform.
   if (!inScope(input.client, connection)) {
     forbid(`client ${input.client.name} may not act on connection ${input.params.id}`);
+  }
+  if (connection.platform !== platform) {
+    throw new NotFoundError(`connection ${input.params.id} is not a ${platform} connection`);
   }
   return connection;
 }
@@ -403,7 +404,7 @@ export const ROUTES: Route[] = [
       needPlatform(client, platform, 'connecting new accounts');
       const request = (body ?? {}) as z.infer<typeof StartIn>;
       const accounts = Array.isArray(request.accounts)
-        ? request.accounts.map((id) => normalizeAccountId(platform, id))
+        ? parseAccountIds(platform, request.accounts)
         : request.accounts;
       return startAuthorization(ctx, platform, request.app ?? null, null, {
         ...(accounts ? { accounts } : {}),

@@ -16,6 +16,7 @@ import type { AdAccount, Provider, ProviderApp, TokenResult } from '../providers
 import { safeCode } from '../util/redact.js';
 import { resolveApp } from './apps.js';
 import { recordAudit } from './audit.js';
+import { assertNameFree } from './connections.js';
 import type { ServiceContext } from './context.js';
 import { storeGrant } from './grants.js';
 import { providerFailure, withDeadline } from './platform-calls.js';
@@ -93,6 +94,7 @@ export async function startAuthorization(
   const keyring = await ctx.keyring();
   return ctx.transaction(async (tx) => {
     const app = await appForPlatform(tx, platform, appRef);
+    if (request.name) await assertNameFree(tx, platform, request.name, request.accounts);
     const papp = await providerApp(ctx, tx, app, { secrets: false });
     const state = newState();
     const verifier = provider.capabilities.pkce ? newCodeVerifier() : null;

@@ -108,6 +108,39 @@ export async function renameConnection(
   }
 }
 
+/**
+ * Account ids a person asked for, as the platform writes them; a Google Ads id must be one (10 digits,
+ * dashes allowed), refused here rather than after someone consented.
+ */
+export function parseAccountIds(platform: PlatformId, ids: string[]): string[] {
+  const normalized = ids.map((id) => {
+    const account = normalizeAccountId(platform, id);
+    if (platform === 'google_ads' && !/^\d{10}$/.test(account)) {
+      throw new InvalidInputError(`"${id}" is not a Google Ads customer id (10 digits, dashes allowed)`);
+    }
+    return account;
+  });
+  return [...new Set(normalized)];
+}
+
+/**
+ * Refuses, before anyone consents, a connection name that could only fail once the grant is stored:
+ * held by a connection of another platform, or of an account other than those asked for (a name
+ * held by this platform's connection may be its reconnection, when the accounts are not named).
+ */
+export async function assertNameFree(
+  db: Db,
+  platform: PlatformId,
+  name: string,
+  accounts?: string[] | 'all',
+): Promise<void> {
+  const holder = await store.getByName(db, name);
+  if (!holder) return;
+  const elsewhere =
+    holder.platform !== platform || (Array.isArray(accounts) && !accounts.includes(holder.externalAccountId));
+  if (elsewhere) throw nameTaken(name);
+}
+
 export function nameTaken(name: string): ConflictError {
   return new ConflictError(`a connection named "${name}" already exists`, { hint: 'Pick another name.' });
 }

@@ -81,6 +81,12 @@ export interface StoreGrantInput {
  * Stores a new grant and points its connections at it, in the caller's transaction. An account that
  * was connected before is reconnected (its old grant is destroyed once nothing uses it).
  */
+export function severalNamed(): InvalidInputError {
+  return new InvalidInputError('--name names one connection, but several accounts were chosen', {
+    hint: 'Connect with one --account, or rename the connections afterwards.',
+  });
+}
+
 export async function storeGrant(ctx: ServiceContext, tx: Db, input: StoreGrantInput): Promise<string[]> {
   const { app, tokens, accounts } = input;
   const platform = app.platform as PlatformId;
@@ -92,11 +98,7 @@ export async function storeGrant(ctx: ServiceContext, tx: Db, input: StoreGrantI
           : 'Check the app’s scopes and consent settings (Google: access_type=offline; Microsoft: offline_access; Reddit: duration=permanent).',
     });
   }
-  if (input.name && accounts.length > 1) {
-    throw new InvalidInputError('--name names one connection, but several accounts were chosen', {
-      hint: 'Connect with one --account, or rename the connections afterwards.',
-    });
-  }
+  if (input.name && accounts.length > 1) throw severalNamed();
   const keyring = await ctx.keyring();
   const now = ctx.now();
   const grantId = randomUUID();

@@ -194,6 +194,14 @@ describe('roles on every route', () => {
     expect(other.json<{ error: { message: string } }>().error.message).toContain(
       'may not act on connection other',
     );
+    // Outside its scope, a connection's platform is not told either: the same refusal under any path.
+    const elsewhere = await call(
+      'POST',
+      `/v1/integrations/linkedin_ads/connections/other/refresh`,
+      'op-main',
+    );
+    expect(elsewhere.status).toBe(403);
+    expect(elsewhere.body).not.toContain('google_ads');
     expect((await call('POST', '/v1/integrations/google_ads/connections/start', 'op-main', {})).status).toBe(
       403,
     );
@@ -346,6 +354,29 @@ describe('bad requests', () => {
     });
     expect(namedMany.status).toBe(400);
     expect(message(namedMany).message).toContain('name: a name is for one connection');
+
+    // What could only fail once the person consented is refused before: an id that is none, a name
+    // another connection holds.
+    const notAnId = await post('/v1/integrations/google_ads/connections/start', {
+      app: appLabel,
+      accounts: ['abc'],
+    });
+    expect(notAnId.status).toBe(400);
+    expect(message(notAnId).message).toContain('"abc" is not a Google Ads customer id');
+    const nameHeld = await post('/v1/integrations/google_ads/connections/start', {
+      app: appLabel,
+      accounts: ['456-789-0123'],
+      name: 'main',
+    });
+    expect(nameHeld.status).toBe(409);
+    expect(message(nameHeld).message).toContain('a connection named "main" already exists');
+    // Reconnecting the account that holds the name is what the name is for.
+    const reconnect = await post('/v1/integrations/google_ads/connections/start', {
+      app: appLabel,
+      accounts: ['123-456-7890'],
+      name: 'main',
+    });
+    expect(reconnect.status, reconnect.body).toBe(201);
 
     const noBody = await daemon.request('POST', '/v1/integrations/google_ads/apps', { token: tokens.admin! });
     expect(noBody.status).toBe(400);

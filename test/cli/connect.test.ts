@@ -399,6 +399,44 @@ describe('refusals', () => {
     );
     expect(grants[0]!.n).toBe(1);
   });
+
+  it('refuses before any URL is printed what could only fail after the person consented', async () => {
+    const v = await vault();
+    const app = await addAppFor(v, 'google_ads', doubleFor('google_ads'));
+    const grant = doubles.google.issueGrant({
+      clientId: app.clientId,
+      scope: 'https://www.googleapis.com/auth/adwords',
+    });
+    expect(
+      (
+        await adoptGrant(v, 'google_ads', app.label, grant.refreshToken, {
+          accounts: ['1234567890'],
+          name: 'main',
+        })
+      ).code,
+    ).toBe(0);
+    const exchanges = doubles.google.codeExchangeCount;
+    const refused = async (args: string[], code: number, message: string) => {
+      const run = await v.cli(['connect', 'google_ads', '--no-browser', ...args]);
+      expect(run.code, run.stderr).toBe(code);
+      expect(run.stderr).toContain(message);
+      expect(run.stderr).not.toContain('http://');
+    };
+    await refused(['--account', 'abc'], 2, '"abc" is not a Google Ads customer id');
+    await refused(
+      ['--account', '123-456-7890', '--account', '2345678901', '--name', 'both'],
+      2,
+      '--name names one connection, but several accounts were chosen',
+    );
+    await refused(
+      ['--account', '2345678901', '--name', 'main'],
+      7,
+      'a connection named "main" already exists',
+    );
+    await refused(['--timeout', '601'], 2, '--timeout must be seconds between 1 and 600');
+    expect(doubles.google.codeExchangeCount).toBe(exchanges);
+    expect(await v.sql('select name from ad_account_connections')).toEqual([{ name: 'main' }]);
+  });
 });
 
 describe('apps remove', () => {

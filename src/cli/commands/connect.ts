@@ -8,9 +8,16 @@ import {
   adoptRefreshToken,
   appForPlatform,
   completeAuthorization,
+  STATE_LIFETIME_MS,
   startAuthorization,
 } from '../../services/connect.js';
-import { type ConnectionView, normalizeAccountId, parseConnectionName } from '../../services/connections.js';
+import {
+  assertNameFree,
+  type ConnectionView,
+  parseAccountIds,
+  parseConnectionName,
+} from '../../services/connections.js';
+import { severalNamed } from '../../services/grants.js';
 import { connectionRef } from '../../views.js';
 import { withContext } from '../context.js';
 import { readFileOrStdin } from '../input.js';
@@ -24,7 +31,7 @@ function accountLabel(a: AdAccount): string {
 /** Which accounts to connect: --account, the only one, or a choice at the terminal. */
 export function chooseAccounts(rt: Runtime, requested: string[]): AccountChooser {
   return async ({ accounts, problem }, platform) => {
-    const wanted = [...new Set(requested.map((id) => normalizeAccountId(platform, id)))];
+    const wanted = parseAccountIds(platform, requested);
     const reachable = accounts.map((a) => `${a.id}${a.name ? ` (${a.name})` : ''}`).join(', ');
     if (wanted.length) {
       if (problem) {
@@ -76,10 +83,14 @@ export function chooseAccounts(rt: Runtime, requested: string[]): AccountChooser
   };
 }
 
+/** Seconds to wait for the browser: at most a state's life, after which the answer would be refused. */
 function parseTimeout(text: string): number {
   const seconds = Number(text);
-  if (!Number.isFinite(seconds) || seconds <= 0 || seconds > 3600) {
-    throw new InvalidInputError(`--timeout must be seconds between 1 and 3600 (got "${text}")`);
+  const most = STATE_LIFETIME_MS / 1000;
+  if (!Number.isFinite(seconds) || seconds <= 0 || seconds > most) {
+    throw new InvalidInputError(
+      `--timeout must be seconds between 1 and ${most}, the life of an authorization's state (got "${text}")`,
+    );
   }
   return seconds * 1000;
 }
@@ -116,9 +127,14 @@ export async function connect(rt: Runtime, platformInput: string, opts: ConnectO
   const timeoutMs = parseTimeout(opts.timeout);
   const name = opts.name ? parseConnectionName(opts.name) : null;
   const choose = chooseAccounts(rt, opts.account);
+  const wanted = parseAccountIds(platform, opts.account);
+  if (name && wanted.length > 1) throw severalNamed();
   // The database is opened per step, not held while a person is in the browser: on the embedded
   // database, other credvault commands can run meanwhile.
-  const app = await withContext(rt, (ctx) => appForPlatform(ctx.db, platform, opts.app ?? null));
+  const app = await withContext(rt, async (ctx) => {
+    if (name) await assertNameFree(ctx.db, platform, name, wanted.length ? wanted : undefined);
+    return appForPlatform(ctx.db, platform, opts.app ?? null);
+  });
   const target = loopbackTarget(app.redirectUri, PLATFORMS[platform].capabilities.any_loopback_port);
   let views: ConnectionView[];
   if (target) {
