@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { Keyring, type Slot, type WrappedDataKey } from '../crypto/envelope.js';
 import type { KeySource } from '../crypto/key-source.js';
 import { LocalKeySource } from '../crypto/local-key.js';
+import type { Db } from '../db/client.js';
 import * as dataKeys from '../db/store/data-keys.js';
 import * as reencrypt from '../db/store/reencrypt.js';
 import { KeyError } from '../errors.js';
@@ -168,6 +169,15 @@ const ROW_BATCH = 200;
  * active) and every grant key `retiring`; each batch then moves rows off those keys and destroys the
  * old grant keys, so an interrupted run leaves a vault that is consistent and simply resumes.
  */
+/** Whether a re-encryption started and did not finish (its old keys are still retiring). */
+export async function reencryptionPending(db: Db): Promise<boolean> {
+  return (
+    (await dataKeys.countWithStatus(db, 'vault', 'retired')) +
+      (await dataKeys.countWithStatus(db, 'grant', 'retiring')) >
+    0
+  );
+}
+
 export async function reencryptSecrets(
   ctx: ServiceContext,
   source: KeySource,
@@ -182,12 +192,35 @@ export async function reencryptSecrets(
     async (id) => wrappedForms.get(id) ?? (await dataKeys.getWrapped(scoped.db, id)),
   );
 
+  // Each batch's decryptions are on record with the batch, whether or not the run ever finishes.
+  const batchAudit = (tx: typeof ctx.db, secrets: number) =>
+    recordAudit(tx, ctx.actor, {
+      action: 'key.reencrypt.batch',
+      targetType: 'vault',
+      outcome: 'success',
+      detail: { secrets },
+    });
+
   // Start, or resume: the first run retires the current keys in one transaction.
   const resumed = await scoped.transaction(async (tx) => {
-    const pending =
-      (await dataKeys.countWithStatus(tx, 'vault', 'retired')) +
-      (await dataKeys.countWithStatus(tx, 'grant', 'retiring'));
-    if (pending) return true;
+    // Every data key must answer to the key this run has, before anything changes: with another
+    // key (a wrong one configured), the run would make the new vault key under it and then fail on
+    // the old ones, leaving a vault that neither key opens whole.
+    const strays = (await dataKeys.countByKek(tx)).filter((k) => k.kekId !== source.keyId);
+    if (strays.length) {
+      const n = strays.reduce((sum, k) => sum + k.n, 0);
+      throw new KeyError(
+        `${n} data key${n === 1 ? ' is' : 's are'} wrapped by key id ${strays[0]!.kekId}, not by the configured key (${source.keyId}); nothing was changed`,
+        { hint: 'Configure the key that opens this vault (`credvault key status` shows which is expected).' },
+      );
+    }
+    if (await reencryptionPending(tx)) return true;
+    await recordAudit(tx, ctx.actor, {
+      action: 'key.reencrypt.start',
+      targetType: 'vault',
+      outcome: 'success',
+      detail: { kek_id: source.keyId },
+    });
     await dataKeys.setStatus(tx, { scope: 'vault', from: 'active' }, 'retired');
     const id = randomUUID();
     const { wrapped } = await keyring.createDataKey(id);
@@ -235,12 +268,14 @@ export async function reencryptSecrets(
           })),
         ),
       );
-      return {
+      const result = {
         rows: apps.length + states.length,
         secrets:
           apps.reduce((n, r) => n + (r.clientSecretEnc ? 1 : 0) + (r.developerTokenEnc ? 1 : 0), 0) +
           states.reduce((n, r) => n + (r.codeVerifierEnc ? 1 : 0), 0),
       };
+      if (result.rows) await batchAudit(tx, result.secrets);
+      return result;
     });
     if (!moved.rows) break;
     done += moved.secrets;
@@ -289,6 +324,7 @@ export async function reencryptSecrets(
         wrappedForms.delete(grant.dataKeyId);
       }
       keysReplaced += grants.length;
+      await batchAudit(tx, secrets);
       return secrets;
     });
     if (moved < 0) {

@@ -147,6 +147,24 @@ describe('key rotate', () => {
     expect(await decryptAll(v)).toEqual([...secrets].sort());
   });
 
+  it('--reencrypt under a key that does not open the vault: exit 6 and nothing written, every secret still opens', async () => {
+    const { v, secrets } = await vaultWithSecrets(3);
+    const wrong = join(v.home, '..', 'wrong.key');
+    writeFileSync(wrong, (await v.cli(['key', 'generate'])).stdout, { mode: 0o600 });
+    const before = await v.dump();
+    // The wrong key configured and given as the "new" one: the same key, so no re-wrap would check it.
+    const refused = await v.cli(['key', 'rotate', '--new-key-file', wrong, '--reencrypt'], {
+      env: { CREDENTIAL_MASTER_KEY_FILE: wrong },
+    });
+    expect(refused.code, refused.stderr).toBe(6);
+    expect(refused.stderr).toMatch(/wrapped by key id \w+, not by the configured key .*nothing was changed/);
+    expect(await v.dump()).toBe(before);
+    expect(await decryptAll(v)).toEqual([...secrets].sort());
+    const again = await v.cli(['key', 'rotate', '--reencrypt', '--json']);
+    expect(again.code, again.stderr).toBe(0);
+    expect(await decryptAll(v)).toEqual([...secrets].sort());
+  });
+
   it('installs a new key file the user wrote with any mode as master.key 0600', async () => {
     const { v, secrets } = await vaultWithSecrets(1);
     const key = (await v.cli(['key', 'generate'])).stdout.trim();
@@ -391,13 +409,17 @@ describe('key rotate', () => {
     ]);
     expect(await decryptAll(v)).toEqual([...secrets].sort());
 
-    // The refreshes end; the next run (another new key) finishes the work.
+    // The refreshes end; the next run, as the hint says, finishes the work under the key configured
+    // now (the one the first run made and installed): no third key.
     await v.sql('update oauth_tokens_vault set lease_owner = null, lease_expires_at = null');
+    const keyBefore = readFileSync(join(v.home, 'master.key'), 'utf8');
     const resumed = await v.json<{ reencrypted: { secrets: number; data_keys: number; resumed: boolean } }>([
       'key',
       'rotate',
       '--reencrypt',
     ]);
+    expect(readFileSync(join(v.home, 'master.key'), 'utf8')).toBe(keyBefore);
+    expect(existsSync(join(v.home, 'master.key.new'))).toBe(false);
     expect(resumed.reencrypted).toEqual({ secrets: 100, data_keys: 50, resumed: true });
     const after = await v.sql<{ scope: string; status: string; n: number }>(
       'select scope, status, count(*)::int as n from data_keys group by scope, status order by 1, 2',
@@ -416,7 +438,14 @@ describe('key rotate', () => {
     const audit = await v.sql<{ action: string }>(
       "select action from credential_access_audit where action like 'key.%' order by id",
     );
-    expect(audit.map((a) => a.action)).toEqual(['key.rotate', 'key.rotate', 'key.reencrypt']);
+    // Each batch's decryptions are on record, the stopped run's included.
+    const actions = audit.map((a) => a.action);
+    expect(actions.filter((a) => a !== 'key.reencrypt.batch')).toEqual([
+      'key.rotate',
+      'key.reencrypt.start',
+      'key.reencrypt',
+    ]);
+    expect(actions.filter((a) => a === 'key.reencrypt.batch').length).toBeGreaterThanOrEqual(2);
     expect((await v.cli(['audit', 'verify'])).code).toBe(0);
   });
 

@@ -10,7 +10,7 @@ import {
   keyStatus,
   newMasterKey,
 } from '../../services/keys.js';
-import { reencryptSecrets, rewrapDataKeys } from '../../services/rotation.js';
+import { reencryptionPending, reencryptSecrets, rewrapDataKeys } from '../../services/rotation.js';
 import { withContext } from '../context.js';
 import { readFileOrStdin } from '../input.js';
 import type { Runtime } from '../run.js';
@@ -236,6 +236,13 @@ export async function rotate(rt: Runtime, flags: RotateFlags): Promise<void> {
         },
       );
     }
+  } else if (flags.reencrypt && (await withContext(rt, (ctx) => reencryptionPending(ctx.database.db)))) {
+    // An earlier --reencrypt stopped part-way (its hint says to run this again): it goes on under the
+    // key configured now, which it checks opens every data key; no third key is made.
+    next = current;
+    rt.out.note(
+      `resuming the re-encryption that stopped part-way, under the configured key (key id ${current.keyId})`,
+    );
   } else {
     generatedFile = `${homeKey}.new`;
     if (existsSync(generatedFile)) {
