@@ -236,8 +236,9 @@ export function buildProgram(
   connections
     .command('revoke <conn>')
     .description("revoke at the platform (where it can) and destroy the connection's tokens")
-    .action((ref: string, _o, cmd: Command) =>
-      runWith(cmd, async (rt) => (await import('./commands/connections.js')).revoke(rt, ref)),
+    .option('--force', 'destroy the tokens here even when the platform cannot be reached to be told')
+    .action((ref: string, opts, cmd: Command) =>
+      runWith(cmd, async (rt) => (await import('./commands/connections.js')).revoke(rt, ref, opts)),
     );
 
   const token = program.command('token').description('access tokens');

@@ -490,7 +490,7 @@ export async function removeApp(ctx: ServiceContext, ref: string, force: boolean
   }
   if (holding.length) {
     const { revokeConnection } = await import('./revoke.js');
-    for (const connectionId of holding) await revokeConnection(ctx, connectionId);
+    for (const connectionId of holding) await revokeConnection(ctx, connectionId, { force: true });
   }
   return ctx.transaction(async (tx) => {
     const current = await resolveApp(tx, app.id);

@@ -5,11 +5,13 @@ import * as tokenStore from '../db/store/tokens.js';
 import type { PlatformId } from '../providers/catalog.js';
 import { ProviderError } from '../providers/errors.js';
 import { providerFor } from '../providers/registry.js';
+import { jitter, sleep } from '../util/backoff.js';
+import { connectionRef } from '../views.js';
 import { type AuditEntry, recordAudit } from './audit.js';
 import { resolveConnection } from './connections.js';
 import type { ServiceContext } from './context.js';
 import { destroyGrant, openToken } from './grants.js';
-import { withDeadline } from './platform-calls.js';
+import { errorForKind, withDeadline } from './platform-calls.js';
 import { providerApp } from './provider-app.js';
 
 export interface RevokeReport {
@@ -22,12 +24,23 @@ export interface RevokeReport {
   consent_page: string | null;
 }
 
+/** Tries at the platform: a timeout, 5xx or 429 is tried again, at most this often in all. */
+const REVOKE_ATTEMPTS = 3;
+/** The longest wait between tries (a 429's Retry-After beyond it ends the tries). */
+const REVOKE_MAX_WAIT_MS = 10_000;
+
 /**
- * Revokes at the platform where it has an endpoint, then destroys the grant's secrets and its data key
- * whatever the platform said: nothing readable stays behind. A platform that could not be told is
- * reported with the page where a person removes the access.
+ * Revokes at the platform where it has an endpoint, then destroys the grant's secrets and its data key:
+ * nothing readable stays behind. A platform that refused is reported with the page where a person
+ * removes the access. A platform that could not be reached (after a few tries) changes nothing here:
+ * the tokens are what the platform can still be told with later, unless `force` destroys them anyway
+ * (an app being removed).
  */
-export async function revokeConnection(ctx: ServiceContext, ref: string): Promise<RevokeReport> {
+export async function revokeConnection(
+  ctx: ServiceContext,
+  ref: string,
+  options: { force?: boolean } = {},
+): Promise<RevokeReport> {
   const connection = await resolveConnection(ctx.db, ref);
   const platform = connection.platform as PlatformId;
   const provider = await providerFor(platform);
@@ -51,11 +64,34 @@ export async function revokeConnection(ctx: ServiceContext, ref: string): Promis
         openToken(ctx, grant, 'refresh'),
         openToken(ctx, grant, 'access'),
       ]);
-      outcome = await withDeadline(ctx, (signal) =>
-        provider.revoke(papp, { refreshToken, accessToken }, { signal }),
-      );
+      for (let attempt = 1; ; attempt++) {
+        try {
+          outcome = await withDeadline(ctx, (signal) =>
+            provider.revoke(papp, { refreshToken, accessToken }, { signal }),
+          );
+          break;
+        } catch (error) {
+          if (!(error instanceof ProviderError) || !error.retryable || attempt >= REVOKE_ATTEMPTS)
+            throw error;
+          const wait =
+            error.retryAfter !== null ? error.retryAfter * 1000 : jitter(500 * 2 ** (attempt - 1), 0.5);
+          if (wait > REVOKE_MAX_WAIT_MS) throw error;
+          await sleep(wait);
+        }
+      }
     } catch (error) {
       if (!(error instanceof ProviderError)) throw error;
+      if (error.retryable && !options.force) {
+        throw errorForKind(
+          error.kind,
+          `${provider.info.displayName} could not be told to revoke ${connectionRef(connection)} (${error.message}); nothing was changed here`,
+          {
+            retryAfter: error.retryAfter,
+            cause: error,
+            hint: `The tokens are kept so that the platform can still be told: run \`credvault connections revoke ${connectionRef(connection)}\` again later, or give --force to destroy them here now and remove the access at ${provider.consentPage}.`,
+          },
+        );
+      }
       outcome = 'failed';
       message = error.message;
     }

@@ -13,6 +13,7 @@ import type { PlatformId } from '../providers/catalog.js';
 import { ProviderError, type ProviderFailure } from '../providers/errors.js';
 import { providerFor } from '../providers/registry.js';
 import type { ProviderApp, TokenResult } from '../providers/types.js';
+import { jitter, sleep } from '../util/backoff.js';
 import { withDeadline } from '../util/deadline.js';
 import { redact } from '../util/redact.js';
 import { connectionRef } from '../views.js';
@@ -52,16 +53,10 @@ function leaseToStartMs(httpTimeoutMs: number): number {
   return httpTimeoutMs + 10_000;
 }
 
-function jitter(ms: number, spread = 0.2): number {
-  return Math.round(ms * (1 - spread + Math.random() * 2 * spread));
-}
-
 function cooldownMs(failures: number, retryAfterSeconds: number | null): number {
   const backoff = jitter(Math.min(COOLDOWN_MAX_MS, COOLDOWN_BASE_MS * 2 ** Math.max(0, failures - 1)));
   return Math.max(backoff, (retryAfterSeconds ?? 0) * 1000);
 }
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 export interface ServedToken {
   accessToken: Secret;

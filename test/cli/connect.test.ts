@@ -1,5 +1,5 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { type AllDoubles, type Double, startAllDoubles } from '../doubles/index.js';
+import { type AllDoubles, type Double, REDDIT_SCOPES, startAllDoubles } from '../doubles/index.js';
 import { addAppFor, adoptGrant, connectViaDouble, type PlatformKey } from '../helpers/flows.js';
 import { expectNoSecretsLeaked } from '../helpers/secrets.js';
 import { createVault, type TestVault } from '../helpers/vault.js';
@@ -436,6 +436,65 @@ describe('refusals', () => {
     await refused(['--timeout', '601'], 2, '--timeout must be seconds between 1 and 600');
     expect(doubles.google.codeExchangeCount).toBe(exchanges);
     expect(await v.sql('select name from ad_account_connections')).toEqual([{ name: 'main' }]);
+  });
+});
+
+describe('connections revoke when the platform does not take it', () => {
+  type Revoked = { platform: string; consent_page: string | null; connections: Array<{ status: string }> };
+
+  it('tries a 503 again; a platform that stays down changes nothing (exit 5) unless --force', async () => {
+    const v = await vault();
+    const reddit = doubles.reddit;
+    const app = await addAppFor(v, 'reddit_ads', doubleFor('reddit_ads'));
+    const adopt = async (account: string) => {
+      const grant = reddit.issueGrant({ clientId: app.clientId, scope: REDDIT_SCOPES } as never);
+      expect(
+        (await adoptGrant(v, 'reddit_ads', app.label, grant.refreshToken, { accounts: [account] })).code,
+      ).toBe(0);
+      return grant;
+    };
+    const path = '/api/v1/revoke_token';
+    const once = await adopt('a2_xyz');
+    reddit.faults.failNext(1, { status: 503, path, headers: { 'retry-after': '1' } });
+    const revoked = await v.json<Revoked>(['connections', 'revoke', 'reddit_ads:a2_xyz']);
+    expect(revoked.platform).toBe('revoked');
+    expect(reddit.findGrant(once.grantId)?.revoked).toBe(true);
+
+    const down = await adopt('a2_uvw');
+    reddit.faults.failNext(3, { status: 503, path });
+    const refused = await v.cli(['connections', 'revoke', 'reddit_ads:a2_uvw']);
+    expect(refused.code, refused.stderr).toBe(5);
+    expect(refused.stderr).toContain('could not be told to revoke reddit_ads:a2_uvw');
+    expect(refused.stderr).toContain('nothing was changed here');
+    expect(reddit.faults.pending.failures).toBe(0);
+    // Kept as it was: it still serves, and can be revoked once the platform answers.
+    expect((await v.cli(['token', 'get', 'reddit_ads:a2_uvw'], { secretOutput: true })).code).toBe(0);
+    reddit.faults.failNext(3, { status: 503, path });
+    const forced = await v.json<Revoked>(['connections', 'revoke', 'reddit_ads:a2_uvw', '--force']);
+    expect(forced.platform).toBe('failed');
+    expect(forced.consent_page).toBeTruthy();
+    expect(forced.connections.map((c) => c.status)).toEqual(['revoked']);
+    expect(reddit.findGrant(down.grantId)?.revoked).toBe(false);
+  });
+
+  it('LinkedIn: a refresh token the platform refused is not "revoked", even when its access token was', async () => {
+    const v = await vault();
+    const linkedin = doubles.linkedin;
+    const app = await addAppFor(v, 'linkedin_ads', doubleFor('linkedin_ads'));
+    const grant = linkedin.issueGrant({ clientId: app.clientId, scope: 'r_ads rw_ads' } as never);
+    expect(
+      (await adoptGrant(v, 'linkedin_ads', app.label, grant.refreshToken, { accounts: ['5101'] })).code,
+    ).toBe(0);
+    // The first call, the refresh token's, is refused for good; the access token's goes through.
+    linkedin.faults.failNext(1, {
+      status: 400,
+      path: '/oauth/v2/revoke',
+      body: { error: 'invalid_request', error_description: 'token not revocable' },
+    });
+    const revoked = await v.json<Revoked>(['connections', 'revoke', 'linkedin_ads:5101']);
+    expect(revoked.platform).toBe('failed');
+    expect(revoked.consent_page).toContain('linkedin.com');
+    expect(linkedin.findGrant(grant.grantId)?.revoked).toBe(false);
   });
 });
 

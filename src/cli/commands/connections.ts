@@ -91,8 +91,8 @@ export async function refresh(rt: Runtime, ref: string, opts: { force?: boolean 
   );
 }
 
-export async function revoke(rt: Runtime, ref: string): Promise<void> {
-  const report = await withContext(rt, (ctx) => revokeConnection(ctx, ref));
+export async function revoke(rt: Runtime, ref: string, opts: { force?: boolean } = {}): Promise<void> {
+  const report = await withContext(rt, (ctx) => revokeConnection(ctx, ref, { force: opts.force === true }));
   if (rt.out.json) {
     return rt.out.writeJson({
       connections: report.connections.map(connectionJson),

@@ -158,10 +158,9 @@ export const linkedInAds: Provider = {
     // [unconfirmed in LinkedIn's docs] /oauth/v2/revoke with token, client_id and client_secret, as
     // many integrations use it. Which tokens it accepts, and whether revoking the refresh token ends
     // the access tokens it made, is not documented: both are revoked, each on its own, the refresh
-    // token first (an access token alone would leave the grant able to mint new ones). Revoked when
-    // either was taken; the first refusal otherwise.
-    let taken = false;
-    let refusal: unknown = null;
+    // token first. Revoked only when the refresh token was taken (or there is none and the access
+    // token was): an access token revoked alone leaves the grant able to mint new ones.
+    const refusal = { refresh_token: null as unknown, access_token: null as unknown };
     for (const [token, hint] of [
       [tokens.refreshToken, 'refresh_token'],
       [tokens.accessToken, 'access_token'],
@@ -169,12 +168,12 @@ export const linkedInAds: Provider = {
       if (!token) continue;
       try {
         await revokeToken(profile, app, token, hint, options);
-        taken = true;
       } catch (error) {
-        refusal ??= error;
+        refusal[hint] = error;
       }
     }
-    if (!taken && refusal) throw refusal;
+    if (refusal.refresh_token) throw refusal.refresh_token;
+    if (!tokens.refreshToken && refusal.access_token) throw refusal.access_token;
     return 'revoked';
   },
   discoverAccounts,
