@@ -1,7 +1,7 @@
 import type { Secret } from '../crypto/secret.js';
 import * as appStore from '../db/store/apps.js';
 import type { ConnectionRow } from '../db/store/connections.js';
-import { CredvaultError, InvalidInputError, NotFoundError } from '../errors.js';
+import { CredvaultError, InvalidInputError, NotFoundError, UnavailableError } from '../errors.js';
 import type { PlatformId } from '../providers/catalog.js';
 import { ProviderError } from '../providers/errors.js';
 import { campaignOpsFor } from '../providers/registry.js';
@@ -99,22 +99,24 @@ export interface BudgetRequest {
 
 /**
  * Sets a campaign's daily budget (or validates it: the platform's dry run, or a simulation where it
- * has none). Audited with the old and new values, whatever the outcome.
+ * has none). Audited with the old and new values, whatever the outcome. A change is on record before
+ * it is sent (fail closed: no record, no change); when the outcome cannot be written after the
+ * platform made the change, the result says why (`unrecorded`) rather than deny the change.
  */
 export async function setCampaignBudget(
   ctx: ServiceContext,
   ref: string,
   request: BudgetRequest,
-): Promise<BudgetChangeResult & { connection: ConnectionRow }> {
+): Promise<BudgetChangeResult & { connection: ConnectionRow; unrecorded: string | null }> {
   const connection = await resolveConnection(ctx.db, ref);
   const platform = connection.platform as PlatformId;
   const ops = await campaignOpsFor(platform);
   const campaignId = request.campaignId.trim();
   if (!campaignId) throw new InvalidInputError('a campaign id is needed');
-  const audit = (outcome: 'success' | 'failure', detail: Record<string, unknown>) =>
+  const audit = (outcome: 'success' | 'failure', detail: Record<string, unknown>, action?: string) =>
     ctx.transaction((tx) =>
       recordAudit(tx, ctx.actor, {
-        action: request.validateOnly ? 'campaign.budget.validate' : 'campaign.budget',
+        action: action ?? (request.validateOnly ? 'campaign.budget.validate' : 'campaign.budget'),
         targetType: 'campaign',
         targetId: campaignId,
         connectionId: connection.id,
@@ -122,6 +124,13 @@ export async function setCampaignBudget(
         detail: { platform, account: connection.externalAccountId, campaign: campaignId, ...detail },
       }),
     );
+  if (!request.validateOnly) {
+    await audit(
+      'success',
+      { requested_micros: request.dailyBudgetMicros.toString() },
+      'campaign.budget.request',
+    );
+  }
   let result: BudgetChangeResult;
   try {
     result = await onConnection(
@@ -143,21 +152,45 @@ export async function setCampaignBudget(
         ),
     );
   } catch (error) {
+    // A change sent and never answered (a timeout, a connection lost) may have been made.
+    const cause = error instanceof CredvaultError ? error.cause : error;
+    const unanswered =
+      !request.validateOnly &&
+      cause instanceof ProviderError &&
+      cause.kind === 'transient' &&
+      cause.status === null;
     const code = error instanceof CredvaultError ? error.code : 'internal';
     await audit('failure', {
       requested_micros: request.dailyBudgetMicros.toString(),
       error: code,
+      ...(unanswered ? { result: 'unknown' } : {}),
       message: error instanceof Error ? error.message.slice(0, 300) : null,
     }).catch(() => {});
+    if (unanswered) {
+      throw new UnavailableError(
+        `${error instanceof Error ? error.message : 'the platform did not answer'}; the platform may or may not have changed the budget of campaign ${campaignId}`,
+        {
+          cause: error,
+          hint: `Check with \`credvault campaigns list ${connectionRef(connection)}\` before trying again (setting the same amount again is safe).`,
+        },
+      );
+    }
     throw error;
   }
-  await audit('success', {
+  const unrecorded = await audit('success', {
     mode: result.mode,
     currency: result.campaign.currency,
     previous_micros: result.previousMicros?.toString() ?? null,
     new_micros: result.newMicros.toString(),
     budget_level: result.target.level,
     budget_id: result.target.id,
-  });
-  return { ...result, connection };
+  }).then(
+    () => null,
+    (error: unknown) => {
+      // The change is made and its request is on record: say so rather than deny it.
+      if (request.validateOnly) throw error;
+      return error instanceof Error ? error.message : String(error);
+    },
+  );
+  return { ...result, connection, unrecorded };
 }

@@ -70,8 +70,15 @@ export function providerFailure(error: unknown, context: string): CredvaultError
     error.kind === 'rate_limited' && error.retryAfter && !/\bwait\b/i.test(error.message)
       ? ` (retry after ${error.retryAfter} s)`
       : '';
+  // Google's DEVELOPER_TOKEN_* errors are the app's configuration: no consent fixes them.
+  const developerToken = error.platformCode?.startsWith('DEVELOPER_TOKEN')
+    ? {
+        hint: `The platform refused the app's developer token (${error.platformCode}): give the app one it accepts with \`credvault apps update APP --new-developer-token\`; connecting again does not help.`,
+      }
+    : {};
   return errorForKind(error.kind, `${context}: ${error.message}${wait}`, {
     retryAfter: error.retryAfter,
     cause: error,
+    ...developerToken,
   });
 }

@@ -524,6 +524,60 @@ describe('Google Ads API errors', () => {
     expect(double.refreshAttempts).toBe(refreshes);
   });
 
+  it('a change is on record before it is sent; an outcome the log refuses is reported, not denied; an unanswered write may have happened', async () => {
+    const budget = () => budgetOf(US, '13000000001').amountMicros;
+    const setBudget = (daily: string, env: Record<string, string> = {}) =>
+      v.cli(['campaigns', 'set-budget', 'us', '21000000001', '--daily', daily, '--yes'], { env });
+
+    // The audit log refuses everything: nothing reaches Google.
+    await v.refuseAuditWrites();
+    let mark = double.requests.length;
+    const before = budget();
+    try {
+      const refused = await setBudget('9');
+      expect(refused.code, refused.stderr).toBe(8);
+      expect(since(mark, mutatePath('v26', US))).toEqual([]);
+      expect(budget()).toBe(before);
+    } finally {
+      await v.sql('drop trigger refuse_audit on credential_access_audit');
+    }
+
+    // Only the outcome row is refused: the change was made, and the command says so (exit 0).
+    await v.sql(`create or replace function refuse_outcome() returns trigger language plpgsql as $$
+      begin if new.action = 'campaign.budget' then raise exception 'audit is read-only' using errcode = '42501'; end if;
+      return new; end $$`);
+    await v.sql(
+      'create trigger refuse_outcome before insert on credential_access_audit for each row execute function refuse_outcome()',
+    );
+    try {
+      const made = await setBudget('9');
+      expect(made.code, made.stderr).toBe(0);
+      expect(made.stderr).toContain(
+        'the change was made, but its outcome could not be written to the audit log',
+      );
+      expect(budget()).toBe('9000000');
+    } finally {
+      await v.sql('drop trigger refuse_outcome on credential_access_audit');
+    }
+    const requests = await v.sql<{ detail: { requested_micros: string } }>(
+      "select detail from credential_access_audit where action = 'campaign.budget.request' order by id desc limit 1",
+    );
+    expect(requests[0]?.detail.requested_micros).toBe('9000000');
+
+    // Google takes the write and never answers: the budget may have changed, and the command says so.
+    mark = double.requests.length;
+    double.faults.hangNext(1, { path: mutatePath('v26', US) });
+    const hung = await setBudget('11', { CREDVAULT_HTTP_TIMEOUT: '2' });
+    expect(hung.code, hung.stderr).toBe(5);
+    expect(hung.stderr).toContain('may or may not have changed the budget of campaign 21000000001');
+    expect(hung.stderr).toContain('credvault campaigns list us');
+    expect(since(mark, mutatePath('v26', US))).toHaveLength(1);
+    const unknown = await v.sql<{ outcome: string; detail: { result?: string } }>(
+      "select outcome, detail from credential_access_audit where action = 'campaign.budget' order by id desc limit 1",
+    );
+    expect(unknown[0]).toMatchObject({ outcome: 'failure', detail: { result: 'unknown' } });
+  });
+
   it('a developer token Google insists on but the app lacks: exit 4 naming it, and no refresh', async () => {
     const refreshes = double.refreshAttempts;
     double.settings.requireDeveloperToken = true;
@@ -532,6 +586,8 @@ describe('Google Ads API errors', () => {
       expect(list.code, list.stderr).toBe(4);
       expect(list.stderr).toContain('DEVELOPER_TOKEN_PARAMETER_MISSING');
       expect(list.stderr).toContain('developer-token parameter is missing.');
+      expect(list.stderr).toContain('--new-developer-token');
+      expect(list.stderr).not.toContain('--new-client-secret');
     } finally {
       double.settings.requireDeveloperToken = false;
     }

@@ -143,6 +143,11 @@ export async function setBudget(
       allowShared: opts.shared === true,
     }),
   );
+  if (result.unrecorded) {
+    rt.out.warn(
+      `the change was made, but its outcome could not be written to the audit log (its request was): ${result.unrecorded}`,
+    );
+  }
   if (rt.out.json) return rt.out.writeJson(resultJson(result));
   const previous = displayMoney(result.previousMicros, result.campaign.currency) ?? 'none';
   const next = displayMoney(result.newMicros, result.campaign.currency);
