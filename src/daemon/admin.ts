@@ -275,7 +275,7 @@ export interface RouteInput {
   body: unknown;
 }
 
-interface Route {
+export interface Route {
   id: string;
   method: 'GET' | 'POST';
   /** With `{name}` segments; served at `/v1…` and at the seed's path. */
@@ -550,24 +550,27 @@ function decodeParam(value: string): string {
   }
 }
 
-/** The route for a path: `{route, params}`, `'method'` when the path exists with another method, or null. */
+/**
+ * The route for a path: `{route, params}`, `{allow}` (the methods it has) when the path exists with
+ * other methods only, or null.
+ */
 export function matchRoute(
   method: string,
   pathname: string,
-): { route: Route; params: Record<string, string> } | 'method' | null {
-  let other = false;
+): { route: Route; params: Record<string, string> } | { allow: string[] } | null {
+  const allow: string[] = [];
   for (const { route, pattern } of compiled) {
     const match = pattern.exec(pathname);
     if (!match) continue;
     if (route.method !== method) {
-      other = true;
+      allow.push(route.method);
       continue;
     }
     const params: Record<string, string> = {};
     for (const [key, value] of Object.entries(match.groups ?? {})) params[key] = decodeParam(value);
     return { route, params };
   }
-  return other ? 'method' : null;
+  return allow.length ? { allow } : null;
 }
 
 /** A body error naming the field: `client_id: expected string, received number`. */

@@ -71,6 +71,11 @@ export async function callbackPage(
   } catch (error) {
     if (!(error instanceof CredvaultError)) throw error;
     const status = error.code === 'reauth_required' ? 403 : error.code === 'unavailable' ? 503 : 400;
-    return page(status, 'Not connected', [error.message, ...(error.hint ? [error.hint] : [])]);
+    // A hint naming a credvault command speaks to an operator at a terminal, not to the person in
+    // this browser, who was sent here by whoever started the flow through the API.
+    const hint = error.hint?.includes('`credvault ')
+      ? 'Ask whoever sent you the sign-in link to start the connection again.'
+      : error.hint;
+    return page(status, 'Not connected', [error.message, ...(hint ? [hint] : [])]);
   }
 }

@@ -1,4 +1,5 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
 import { errorMessage } from '../db/errors.js';
 import type { ClientRow } from '../db/store/clients.js';
 import type { ConnectionRow } from '../db/store/connections.js';
@@ -18,6 +19,7 @@ import {
   matchCallback,
   matchRoute,
   openApiDocument,
+  type Route,
   runRoute,
   visibleConnections,
 } from './admin.js';
@@ -89,6 +91,22 @@ function hostOf(req: IncomingMessage): string {
 }
 
 const MAX_BODY = 64 * 1024;
+
+/** The daemon's own routes besides /healthz, answered to GET only (the admin API's are in ROUTES). */
+const OWN_GET_PATHS = new Set(['/openapi.json', '/metrics', '/v1/connections']);
+const TOKEN_PATH = /^\/v1\/connections\/([^/]+)\/token$/;
+
+/** 405 with the methods the path has (RFC 9110 §15.5.6: Allow is required). */
+function notAllowed(req: IncomingMessage, allow: string[]): never {
+  throw new ApiError(
+    405,
+    'method_not_allowed',
+    `${req.method} is not served here (it answers ${allow.join(', ')})`,
+    {
+      allow: allow.join(', '),
+    },
+  );
+}
 
 const PROXY_HEADERS = ['forwarded', 'x-forwarded-for', 'x-forwarded-host', 'x-forwarded-proto', 'x-real-ip'];
 
@@ -176,7 +194,8 @@ export function createTokenServer(deps: ServerDeps): Server {
 
   async function authenticate(req: IncomingMessage): Promise<ClientRow> {
     const header = req.headers.authorization ?? '';
-    const match = /^Bearer ([A-Za-z0-9_-]{1,200})$/.exec(header);
+    // The scheme is case-insensitive (RFC 9110 §11.1).
+    const match = /^Bearer +([A-Za-z0-9_-]{1,200})$/i.exec(header);
     if (!match)
       throw new ApiError(401, 'unauthorized', 'a client token is required (Authorization: Bearer …)', {
         'www-authenticate': 'Bearer',
@@ -306,7 +325,7 @@ export function createTokenServer(deps: ServerDeps): Server {
     req: IncomingMessage,
     res: ServerResponse,
     client: ClientRow,
-    found: Exclude<ReturnType<typeof matchRoute>, 'method' | null>,
+    found: { route: Route; params: Record<string, string> },
   ) {
     const { route, params } = found;
     const actor = actorOf(req, client.id === LOCAL_CLIENT_ID ? localActor(req) : client.name);
@@ -340,7 +359,8 @@ export function createTokenServer(deps: ServerDeps): Server {
     } catch (error) {
       const http = errorFor(error);
       await record(http.status === 403 ? 'denied' : 'failure', http.status).catch(() => {});
-      throw http;
+      // The error itself, not its answer: an internal one is logged with its cause.
+      throw error;
     }
   }
 
@@ -365,7 +385,8 @@ export function createTokenServer(deps: ServerDeps): Server {
       await callback(req, res, callbackRoute.platform, url);
       return 'callback';
     }
-    if (url.pathname === '/healthz' && req.method === 'GET') {
+    if (url.pathname === '/healthz') {
+      if (req.method !== 'GET' && req.method !== 'HEAD') notAllowed(req, ['GET', 'HEAD']);
       const health = await deps.health();
       send(res, health.ok ? 200 : 503, {
         status: health.ok ? 'ok' : 'unavailable',
@@ -391,6 +412,8 @@ export function createTokenServer(deps: ServerDeps): Server {
     }
     // Every request but /healthz carries a client token (cli.md), the API's own description included.
     const client = await authenticate(req);
+    const ownRoute = OWN_GET_PATHS.has(url.pathname) || TOKEN_PATH.test(url.pathname);
+    if (ownRoute && req.method !== 'GET') notAllowed(req, ['GET']);
     if (url.pathname === '/openapi.json' && req.method === 'GET') {
       send(res, 200, openApiDocument());
       return 'openapi';
@@ -403,7 +426,7 @@ export function createTokenServer(deps: ServerDeps): Server {
       send(res, 200, await visibleConnections(ctx, client));
       return 'connections';
     }
-    const match = /^\/v1\/connections\/([^/]+)\/token$/.exec(url.pathname);
+    const match = TOKEN_PATH.exec(url.pathname);
     if (match && req.method === 'GET') {
       let ref: string;
       try {
@@ -415,7 +438,7 @@ export function createTokenServer(deps: ServerDeps): Server {
       return 'token';
     }
     const found = matchRoute(req.method ?? 'GET', url.pathname);
-    if (found === 'method') throw new ApiError(405, 'method_not_allowed', `${req.method} is not served here`);
+    if (found && 'allow' in found) notAllowed(req, found.allow);
     if (found) {
       await admin(req, res, client, found);
       return found.route.id;
@@ -442,6 +465,30 @@ export function createTokenServer(deps: ServerDeps): Server {
         else res.destroy();
         stop({ route: 'error', status: String(http.status) });
       });
+  });
+  // A request Node's parser refuses (headers beyond 16 KiB, a malformed request line, a request that
+  // took too long) never reaches the handler: answered here with the headers every answer carries.
+  server.on('clientError', (error: NodeJS.ErrnoException, socket: Duplex) => {
+    if (error.code === 'ECONNRESET' || !socket.writable) {
+      socket.destroy();
+      return;
+    }
+    const [status, reason, code, message] =
+      error.code === 'HPE_HEADER_OVERFLOW'
+        ? [
+            431,
+            'Request Header Fields Too Large',
+            'invalid_input',
+            'the request headers are larger than 16 KiB',
+          ]
+        : error.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+          ? [408, 'Request Timeout', 'request_timeout', 'the request took too long to arrive']
+          : [400, 'Bad Request', 'invalid_input', 'the request is not valid HTTP'];
+    const body = JSON.stringify({ error: { code, message } });
+    socket.end(
+      `HTTP/1.1 ${status} ${reason}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n` +
+        `cache-control: no-store\r\nx-content-type-options: nosniff\r\nconnection: close\r\n\r\n${body}`,
+    );
   });
   server.requestTimeout = 15_000;
   server.headersTimeout = 5_000;

@@ -413,6 +413,7 @@ describe('bad requests', () => {
       token: tokens.admin!,
     });
     expect(wrongMethod.status).toBe(405);
+    expect(wrongMethod.headers['allow']).toBe('GET, POST');
     expect((await call('GET', '/v1/integrations/google_ads/nothing', 'admin')).status).toBe(404);
     // Nothing half-made: none of these apps exists.
     const apps = (await call('GET', '/v1/integrations/google_ads/apps', 'admin')).json<
@@ -454,16 +455,47 @@ describe('bad requests', () => {
   });
 
   it('refuses browsers and foreign hosts on every admin route', async () => {
-    const origin = await daemon.request('GET', '/v1/integrations/platforms', {
+    for (const route of ROUTES) {
+      const path = `/v1${route.path.replace('{platform}', 'google_ads').replace(/\{\w+\}/g, 'main')}`;
+      const foreign: Array<Record<string, string>> = [
+        { origin: 'https://evil.example' },
+        { host: PUBLIC_HOST },
+      ];
+      for (const headers of foreign) {
+        const refused = await daemon.request(route.method, path, { token: tokens.admin!, headers, body: {} });
+        expect(refused.status, `${route.method} ${path} ${JSON.stringify(headers)}`).toBe(403);
+        expect(refused.headers['cache-control']).toBe('no-store');
+      }
+    }
+  });
+
+  it('answers HTTP as HTTP: HEAD /healthz, 405 with Allow, any case of "Bearer", headers too large', async () => {
+    const head = await daemon.request('HEAD', '/healthz');
+    expect(head.status).toBe(200);
+    expect(head.body).toBe('');
+    const healthz = await daemon.request('DELETE', '/healthz');
+    expect(healthz.status).toBe(405);
+    expect(healthz.headers['allow']).toBe('GET, HEAD');
+    for (const path of ['/metrics', '/v1/connections', '/v1/connections/main/token']) {
+      const wrong = await call('POST', path, 'admin');
+      expect(wrong.status, path).toBe(405);
+      expect(wrong.headers['allow']).toBe('GET');
+    }
+    expect((await daemon.request('HEAD', '/v1/connections', { token: tokens.admin! })).status).toBe(405);
+    for (const scheme of ['bearer', 'BEARER']) {
+      const listed = await daemon.request('GET', '/v1/connections', {
+        headers: { authorization: `${scheme} ${tokens.reader}` },
+      });
+      expect(listed.status, scheme).toBe(200);
+    }
+    // Node's parser refuses it before any handler: still JSON, still no-store.
+    const huge = await daemon.request('GET', '/v1/connections', {
       token: tokens.admin!,
-      headers: { origin: 'https://evil.example' },
+      headers: { 'x-padding': 'x'.repeat(20_000) },
     });
-    expect(origin.status).toBe(403);
-    const host = await daemon.request('GET', '/v1/integrations/platforms', {
-      token: tokens.admin!,
-      headers: { host: PUBLIC_HOST },
-    });
-    expect(host.status).toBe(403);
+    expect(huge.status).toBe(431);
+    expect(huge.headers['cache-control']).toBe('no-store');
+    expect(huge.json<{ error: { code: string } }>().error.code).toBe('invalid_input');
   });
 });
 
@@ -534,6 +566,9 @@ describe('connecting through the daemon', () => {
     const unknown = await visit(`/v1/integrations/google_ads/callback?state=${'x'.repeat(43)}&code=abc`);
     expect(unknown.status).toBe(400);
     expect(unknown.body).toContain('unknown state');
+    // Advice for the person in the browser, not a command for an operator's terminal.
+    expect(unknown.body).toContain('Ask whoever sent you the sign-in link to start the connection again');
+    expect(unknown.body).not.toContain('credvault connect');
     const second = await call('POST', '/integrations/google_ads/connections/start', 'operator', {
       app: 'hosted',
     });
