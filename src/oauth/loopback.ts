@@ -1,5 +1,11 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
-import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import {
+  createServer,
+  type IncomingMessage,
+  type RequestListener,
+  type Server,
+  type ServerResponse,
+} from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { InvalidInputError, ReauthRequiredError } from '../errors.js';
 import { HTML_PAGE_HEADERS, htmlPage } from '../util/html.js';
@@ -12,8 +18,11 @@ import { isLoopbackHost } from '../util/net.js';
  */
 
 export interface LoopbackTarget {
-  /** Where to bind: 127.0.0.1 or ::1. */
-  bindHost: string;
+  /**
+   * Where to bind: the URI's own address, or for a name (localhost) both 127.0.0.1 and ::1, since a
+   * browser may try either (RFC 8252 §8.3): the code must not reach another program on the other one.
+   */
+  bindHosts: string[];
   port: number;
   path: string;
   /** The redirect URI as it will be sent to the platform (with the real port when it was free). */
@@ -24,7 +33,12 @@ export interface LoopbackTarget {
 export function loopbackTarget(redirectUri: string, anyPort: boolean): LoopbackTarget | null {
   const url = new URL(redirectUri);
   if (url.protocol !== 'http:' || !isLoopbackHost(url.hostname)) return null;
-  const bindHost = url.hostname === '[::1]' || url.hostname === '::1' ? '::1' : '127.0.0.1';
+  const bindHosts =
+    url.hostname === '[::1]' || url.hostname === '::1'
+      ? ['::1']
+      : /^127\.\d+\.\d+\.\d+$/.test(url.hostname)
+        ? [url.hostname]
+        : ['127.0.0.1', '::1'];
   const fixedPort = url.port !== '';
   if (!fixedPort && !anyPort) {
     throw new InvalidInputError(
@@ -35,7 +49,7 @@ export function loopbackTarget(redirectUri: string, anyPort: boolean): LoopbackT
     );
   }
   return {
-    bindHost,
+    bindHosts,
     port: fixedPort ? Number(url.port) : 0,
     path: url.pathname || '/',
     redirectUri(port: number) {
@@ -46,6 +60,56 @@ export function loopbackTarget(redirectUri: string, anyPort: boolean): LoopbackT
       return redirectUri.endsWith('/') || url.pathname !== '/' ? text : text.replace(/\/$/, '');
     },
   };
+}
+
+function listen(host: string, port: number, handler: RequestListener): Promise<Server> {
+  const server = createServer(handler);
+  server.requestTimeout = 10_000;
+  server.headersTimeout = 10_000;
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => resolve(server));
+  });
+}
+
+/**
+ * Listens on every address of the target, on one port: the registered one, or a free one that is
+ * free on all of them (tried a few times). An address this machine does not have (no IPv6) is left
+ * out; one where another program listens is an error, since the code could reach that program.
+ */
+async function listenAll(target: LoopbackTarget, handler: RequestListener): Promise<Server[]> {
+  for (let attempt = 1; ; attempt++) {
+    const servers: Server[] = [];
+    let port = target.port;
+    let host = target.bindHosts[0]!;
+    try {
+      for (host of target.bindHosts) {
+        try {
+          const server = await listen(host, port, handler);
+          servers.push(server);
+          port = (server.address() as AddressInfo).port;
+        } catch (error) {
+          const code = (error as NodeJS.ErrnoException).code;
+          if (servers.length && (code === 'EADDRNOTAVAIL' || code === 'EAFNOSUPPORT')) continue;
+          throw error;
+        }
+      }
+      return servers;
+    } catch (error) {
+      for (const server of servers) server.close();
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code === 'EADDRINUSE' && target.port === 0 && attempt < 5) continue;
+      throw new InvalidInputError(
+        `cannot listen for the callback on ${host.includes(':') ? `[${host}]` : host}:${port} (${code ?? (error as Error).message})`,
+        {
+          hint:
+            code === 'EADDRINUSE'
+              ? 'Another program uses that port; stop it, or register a redirect URI with another port.'
+              : 'Check the redirect URI.',
+        },
+      );
+    }
+  }
 }
 
 function page(title: string, body: string): string {
@@ -79,7 +143,7 @@ export async function startCallbackServer(
     res.end(html);
   };
 
-  const server = createServer((req: IncomingMessage, res: ServerResponse) => {
+  const handler = (req: IncomingMessage, res: ServerResponse) => {
     const host = (req.headers.host ?? '').replace(/:\d+$/, '');
     if (!isLoopbackHost(host))
       return answer(res, 403, page('Refused', 'This address only answers on loopback.'));
@@ -100,8 +164,17 @@ export async function startCallbackServer(
         ),
       );
     }
-    done = true;
     const error = url.searchParams.get('error');
+    // The right state and neither a code nor an error is no answer from the platform (the sign-in
+    // link itself opened here, say): the state is not used up, and the wait goes on.
+    if (!error && !url.searchParams.get('code')) {
+      return answer(
+        res,
+        400,
+        page('No answer yet', 'This carries no authorization from the platform; credvault is still waiting.'),
+      );
+    }
+    done = true;
     res.on('finish', () => settle?.resolve(url.searchParams));
     answer(
       res,
@@ -113,28 +186,10 @@ export async function startCallbackServer(
             'credvault received the authorization. You can close this tab and return to the terminal.',
           ),
     );
-  });
-  server.requestTimeout = 10_000;
-  server.headersTimeout = 10_000;
+  };
 
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', (error: NodeJS.ErrnoException) => {
-      reject(
-        new InvalidInputError(
-          `cannot listen for the callback on ${target.bindHost}:${target.port} (${error.code ?? error.message})`,
-          {
-            hint:
-              error.code === 'EADDRINUSE'
-                ? 'Another program uses that port; stop it, or register a redirect URI with another port.'
-                : 'Check the redirect URI.',
-          },
-        ),
-      );
-    });
-    server.listen(target.port, target.bindHost, () => resolve());
-  });
-
-  const port = (server.address() as AddressInfo).port;
+  const servers = await listenAll(target, handler);
+  const port = (servers[0]!.address() as AddressInfo).port;
   const timer = setTimeout(() => {
     settle?.reject(
       new ReauthRequiredError(
@@ -147,8 +202,10 @@ export async function startCallbackServer(
   }, timeoutMs);
   const close = () => {
     clearTimeout(timer);
-    server.close();
-    server.closeAllConnections();
+    for (const server of servers) {
+      server.close();
+      server.closeAllConnections();
+    }
   };
   result.then(close, close);
   return { redirectUri: target.redirectUri(port), result, close };

@@ -7,7 +7,7 @@ import * as appStore from '../db/store/apps.js';
 import type { ConnectionView } from '../db/store/connections.js';
 import * as connectionStore from '../db/store/connections.js';
 import * as stateStore from '../db/store/oauth-states.js';
-import { InvalidInputError, NotFoundError, ReauthRequiredError } from '../errors.js';
+import { InvalidInputError, NotFoundError, ReauthRequiredError, UnavailableError } from '../errors.js';
 import { codeChallenge, hashState, newCodeVerifier, newState } from '../oauth/pkce.js';
 import { PLATFORMS, type PlatformId } from '../providers/catalog.js';
 import { ProviderError } from '../providers/errors.js';
@@ -300,12 +300,7 @@ export async function completeAuthorization(
         detail: { platform: consumed.platform, error: code },
       }),
     );
-    throw new ReauthRequiredError(
-      code === 'access_denied'
-        ? `access was denied at ${name}; nothing was stored`
-        : `${name} answered the authorization with ${code}; nothing was stored`,
-      { hint: 'Run connect again and allow access.' },
-    );
+    throw authorizationError(name, code, callback.get('error_description'));
   }
   if (!callback.get('code')) throw new InvalidInputError('the callback carries no authorization code');
   const app = await providerApp(ctx, ctx.db, consumed.app, { secrets: true });
@@ -321,6 +316,37 @@ export async function completeAuthorization(
     throw providerFailure(e, `${name} refused the authorization code`);
   });
   return storeConnections(ctx, provider, app, consumed.app, tokens, options, 'connect', consumed.request);
+}
+
+/** RFC 6749 §4.1.2.1 errors that say the app's request was wrong, not the person's answer. */
+const APP_ERRORS = new Set([
+  'invalid_request',
+  'unauthorized_client',
+  'invalid_scope',
+  'unsupported_response_type',
+  'invalid_client',
+]);
+
+/**
+ * What an `error=` at the callback means: the person declined (exit 4), the platform is down for now
+ * (server_error, temporarily_unavailable: exit 5), or the app's own request was refused (exit 2, the
+ * app's settings to check). The platform's description is shown (Microsoft explains its errors there),
+ * printable characters only and cut short.
+ */
+function authorizationError(platformName: string, code: string, description: string | null) {
+  const said = description ? `: ${description.replace(/[^\x20-\x7e\u00a0-\uffff]/g, ' ').slice(0, 300)}` : '';
+  if (code === 'access_denied')
+    return new ReauthRequiredError(`access was denied at ${platformName}; nothing was stored`, {
+      hint: 'Run connect again and allow access.',
+    });
+  const message = `${platformName} answered the authorization with ${code}${said}; nothing was stored`;
+  if (code === 'server_error' || code === 'temporarily_unavailable')
+    return new UnavailableError(message, { hint: 'Run connect again in a while.' });
+  if (APP_ERRORS.has(code))
+    return new InvalidInputError(message, {
+      hint: "The platform refused the app's request: check its client id, redirect URI and scopes (`credvault apps show APP`).",
+    });
+  return new ReauthRequiredError(message, { hint: 'Run connect again and allow access.' });
 }
 
 /**

@@ -1,3 +1,4 @@
+import { createServer as createNetServer } from 'node:net';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { type AllDoubles, type Double, REDDIT_SCOPES, startAllDoubles } from '../doubles/index.js';
 import { addAppFor, adoptGrant, connectViaDouble, type PlatformKey } from '../helpers/flows.js';
@@ -307,6 +308,75 @@ describe('refusals', () => {
     });
     expect(run.result.code, run.result.stderr).toBe(0);
     expect(doubles.microsoft.codeExchangeCount).toBe(exchanges + 1);
+  });
+
+  it('a callback with the right state but no code nor error is no answer: the wait goes on', async () => {
+    const v = await vault();
+    await addAppFor(v, 'reddit_ads', doubleFor('reddit_ads'));
+    const run = await connectViaDouble(v, 'reddit_ads', ['--account', 'a2_xyz'], {
+      async beforeConsent(url) {
+        const authorize = new URL(url);
+        const early = new URL(authorize.searchParams.get('redirect_uri')!);
+        early.searchParams.set('state', authorize.searchParams.get('state')!);
+        const answer = await fetch(early);
+        expect(answer.status).toBe(400);
+        expect(await answer.text()).toContain('credvault is still waiting');
+      },
+    });
+    expect(run.result.code, run.result.stderr).toBe(0);
+  });
+
+  it.each([
+    ['temporarily_unavailable', 5, 'Run connect again in a while'],
+    ['invalid_scope', 2, "The platform refused the app's request"],
+  ])(
+    'error=%s at the callback: exit %i, the platform’s description shown, nothing stored',
+    async (error, exit, hint) => {
+      const v = await vault();
+      await addAppFor(v, 'reddit_ads', doubleFor('reddit_ads'));
+      const run = await connectViaDouble(v, 'reddit_ads', ['--account', 'a2_xyz'], {
+        async follow(url) {
+          const authorize = new URL(url);
+          const callback = new URL(authorize.searchParams.get('redirect_uri')!);
+          callback.searchParams.set('state', authorize.searchParams.get('state')!);
+          callback.searchParams.set('error', error);
+          callback.searchParams.set('error_description', 'The <b>reason</b>, in words');
+          const answer = await fetch(callback);
+          await answer.text();
+          return { callbackStatus: answer.status, callbackUrl: callback.toString() };
+        },
+      });
+      expect(run.result.code, run.result.stderr).toBe(exit);
+      const printed = JSON.parse(run.result.stderr.trim().split('\n').at(-1)!) as {
+        error: { message: string };
+      };
+      expect(printed.error.message).toContain(
+        `answered the authorization with ${error}: The <b>reason</b>, in words`,
+      );
+      expect(run.result.stderr).toContain(hint);
+      expect(await v.sql('select id from ad_account_connections')).toEqual([]);
+    },
+  );
+
+  it('localhost is heard on both loopback addresses: a program on the other one stops connect', async ({
+    skip,
+  }) => {
+    const v = await vault();
+    const app = await addAppFor(v, 'reddit_ads', doubleFor('reddit_ads'));
+    const port = Number(new URL(app.redirectUri).port);
+    const squatter = createNetServer();
+    const bound = await new Promise<boolean>((resolve) => {
+      squatter.once('error', () => resolve(false));
+      squatter.listen(port, '::1', () => resolve(true));
+    });
+    if (!bound) skip('this machine has no IPv6 loopback');
+    try {
+      const run = await v.cli(['connect', 'reddit_ads', '--no-browser', '--account', 'a2_xyz']);
+      expect(run.code, run.stderr).toBe(2);
+      expect(run.stderr).toContain(`cannot listen for the callback on [::1]:${port} (EADDRINUSE)`);
+    } finally {
+      squatter.close();
+    }
   });
 
   it('a reused or expired state is refused with exit 2 and stores nothing', async () => {

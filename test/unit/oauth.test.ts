@@ -32,8 +32,14 @@ describe('state', () => {
 describe('loopbackTarget', () => {
   it('keeps an explicit port and path', () => {
     const t = loopbackTarget('http://localhost:8080/callback', false)!;
-    expect(t).toMatchObject({ bindHost: '127.0.0.1', port: 8080, path: '/callback' });
+    expect(t).toMatchObject({ bindHosts: ['127.0.0.1', '::1'], port: 8080, path: '/callback' });
     expect(t.redirectUri(8080)).toBe('http://localhost:8080/callback');
+  });
+
+  it('binds the address the URI names; a name, both loopback addresses a browser may try', () => {
+    expect(loopbackTarget('http://127.0.0.2:9000/cb', false)!.bindHosts).toEqual(['127.0.0.2']);
+    expect(loopbackTarget('http://[::1]:9000/cb', false)!.bindHosts).toEqual(['::1']);
+    expect(loopbackTarget('http://localhost:9000/cb', false)!.bindHosts).toEqual(['127.0.0.1', '::1']);
   });
 
   it('takes a free port when the platform accepts any loopback port and the URI has none', () => {

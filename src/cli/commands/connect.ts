@@ -169,8 +169,15 @@ export async function connect(rt: Runtime, platformInput: string, opts: ConnectO
     const pasted = await input(
       {
         message: 'After allowing access, paste the whole URL the browser was sent to:',
-        validate: (value: string) =>
-          URL.canParse(value.trim()) ? true : 'paste the full URL, starting with https://',
+        // The sign-in link itself carries the same state: a URL with neither a code nor an error is
+        // asked for again rather than used up.
+        validate: (value: string) => {
+          if (!URL.canParse(value.trim())) return 'paste the full URL, starting with https://';
+          const params = new URL(value.trim()).searchParams;
+          return params.has('code') || params.has('error')
+            ? true
+            : 'this URL carries no answer from the platform (no code, no error): paste the address the browser was sent back to';
+        },
       },
       { input: rt.io.stdin as NodeJS.ReadableStream, output: rt.io.stderr as NodeJS.WritableStream },
     );
