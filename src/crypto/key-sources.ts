@@ -29,6 +29,22 @@ export const VAULT_SECRET_VARIABLES = [
   'DATABASE_URL',
 ] as const;
 
+/**
+ * The variables to keep from a program credvault runs: VAULT_SECRET_VARIABLES, and when the vault's
+ * key is in AWS KMS or Cloud KMS, the cloud credentials that unwrap it (left alone otherwise: they
+ * are what `exec -- aws …` is often run for).
+ */
+export function vaultSecretVariables(env: NodeJS.ProcessEnv): string[] {
+  const uri = env.CREDENTIAL_KMS_URI?.trim() ?? '';
+  return [
+    ...VAULT_SECRET_VARIABLES,
+    ...(uri.startsWith('aws-kms://')
+      ? ['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_TOKEN']
+      : []),
+    ...(uri.startsWith('gcp-kms://') ? ['GOOGLE_APPLICATION_CREDENTIALS'] : []),
+  ];
+}
+
 export function homeKeyPath(home: string): string {
   return join(home, 'master.key');
 }

@@ -5,7 +5,7 @@ import { LocalKeySource } from '../crypto/local-key.js';
 import type { Db } from '../db/client.js';
 import * as dataKeys from '../db/store/data-keys.js';
 import * as reencrypt from '../db/store/reencrypt.js';
-import { KeyError } from '../errors.js';
+import { ConflictError, KeyError } from '../errors.js';
 import { secretSlot } from './apps.js';
 import { recordAudit } from './audit.js';
 import { stateSlot } from './connect.js';
@@ -337,8 +337,9 @@ export async function reencryptSecrets(
       // Only grants being refreshed right now are left: wait for their leases.
       if (idle === 0) onProgress(done, total, waiting);
       if (++idle > 120)
-        throw new KeyError(
-          'some grants stayed leased for two minutes; run `key rotate --reencrypt` again to finish',
+        // The grants are busy, not the key wrong: a conflict, to be run again (exit 7).
+        throw new ConflictError(
+          'some grants stayed leased (being refreshed) for two minutes; run `key rotate --reencrypt` again to finish',
         );
       await new Promise((resolve) => setTimeout(resolve, 1000));
       continue;

@@ -165,6 +165,27 @@ describe('key rotate', () => {
     expect(await decryptAll(v)).toEqual([...secrets].sort());
   });
 
+  it('a key from the environment on PostgreSQL: the new key goes into a data folder made 0700, and the advice is a restart', async ({
+    skip,
+  }) => {
+    const { v, secrets } = await vaultWithSecrets(1);
+    if (v.kind !== 'postgres') skip('the embedded database lives in the data folder');
+    const home = join(v.root, 'no-such-home');
+    const rotated = await v.cli(['key', 'rotate'], {
+      env: {
+        CREDVAULT_HOME: home,
+        CREDENTIAL_MASTER_KEY: readFileSync(join(v.home, 'master.key'), 'utf8').trim(),
+      },
+    });
+    expect(rotated.code, rotated.stderr).toBe(0);
+    expect(statSync(home).mode & 0o777).toBe(0o700);
+    expect(statSync(join(home, 'master.key.new')).mode & 0o777).toBe(0o600);
+    expect(rotated.stderr).toContain('replace CREDENTIAL_MASTER_KEY');
+    expect(rotated.stderr).toContain('a running daemon then needs a restart');
+    writeFileSync(join(v.home, 'master.key'), readFileSync(join(home, 'master.key.new')));
+    expect(await decryptAll(v)).toEqual([...secrets].sort());
+  });
+
   it('installs a new key file the user wrote with any mode as master.key 0600', async () => {
     const { v, secrets } = await vaultWithSecrets(1);
     const key = (await v.cli(['key', 'generate'])).stdout.trim();

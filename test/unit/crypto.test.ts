@@ -2,6 +2,7 @@ import { createDecipheriv, hkdfSync } from 'node:crypto';
 import { inspect } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { Keyring, type WrappedDataKey } from '../../src/crypto/envelope.js';
+import { vaultSecretVariables } from '../../src/crypto/key-sources.js';
 import {
   generateMasterKey,
   LocalKeySource,
@@ -28,6 +29,22 @@ function keyringFor(key: string) {
     },
   };
 }
+
+describe('exec keeps the keys to the vault from its child', () => {
+  it('and the cloud credentials too, when they unwrap the vault: AWS for aws-kms, Google for gcp-kms', () => {
+    const base = vaultSecretVariables({});
+    expect(base).toEqual(expect.arrayContaining(['CREDENTIAL_MASTER_KEY', 'VAULT_TOKEN', 'DATABASE_URL']));
+    expect(base).not.toContain('AWS_SECRET_ACCESS_KEY');
+    expect(vaultSecretVariables({ CREDENTIAL_KMS_URI: 'aws-kms://alias/credvault' })).toEqual(
+      expect.arrayContaining(['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_TOKEN']),
+    );
+    expect(
+      vaultSecretVariables({
+        CREDENTIAL_KMS_URI: 'gcp-kms://projects/p/locations/l/keyRings/r/cryptoKeys/k',
+      }),
+    ).toContain('GOOGLE_APPLICATION_CREDENTIALS');
+  });
+});
 
 describe('master key', () => {
   it('accepts the key format Python Fernet.generate_key() prints', () => {

@@ -11,6 +11,7 @@ import {
   newMasterKey,
 } from '../../services/keys.js';
 import { reencryptionPending, reencryptSecrets, rewrapDataKeys } from '../../services/rotation.js';
+import { ensureHome } from '../../services/vault.js';
 import { withContext } from '../context.js';
 import { readFileOrStdin } from '../input.js';
 import type { Runtime } from '../run.js';
@@ -254,6 +255,9 @@ export async function rotate(rt: Runtime, flags: RotateFlags): Promise<void> {
       );
     }
     newKeyText = generateMasterKey();
+    // The data folder may not exist (the key in the environment, the vault on PostgreSQL): made
+    // 0700 as init makes it, never left open to others with a key in it.
+    ensureHome(home);
     writeFileSync(generatedFile, `${newKeyText}\n`, { mode: 0o600, flag: 'wx' });
     next = LocalKeySource.fromText(newKeyText, generatedFile);
     rt.out.note(
@@ -287,11 +291,15 @@ export async function rotate(rt: Runtime, flags: RotateFlags): Promise<void> {
     }
     throw error;
   };
+  // SIGHUP makes a daemon read its key file again; an environment variable, or systemd's copy of a
+  // credential, changes only with a new process.
+  const reloadable =
+    current.kind === 'local' && location.kind === 'file' && location.variable !== 'CREDENTIALS_DIRECTORY';
   const nextStepAfter = () =>
     installed !== null
       ? null
       : next.kind === 'local'
-        ? `Configure the new key (key id ${next.keyId}) where credvault reads it${generatedFile ? `: it is in ${generatedFile}` : ''}, and ${current.kind === 'local' ? 'remove the old one' : 'unset CREDENTIAL_KMS_URI'}; a running daemon then needs ${current.kind === 'local' ? 'SIGHUP' : 'a restart'}.`
+        ? `Configure the new key (key id ${next.keyId}) where credvault reads it${generatedFile ? `: it is in ${generatedFile}` : ''}, and ${current.kind !== 'local' ? 'unset CREDENTIAL_KMS_URI' : location.kind === 'env' ? 'replace CREDENTIAL_MASTER_KEY' : 'remove the old one'}; a running daemon then needs ${reloadable ? 'SIGHUP' : 'a restart'}.`
         : sameKey
           ? null
           : `Set CREDENTIAL_KMS_URI=${flags.toKms} for every credvault process${current.kind === 'local' ? ' (and remove the old master key)' : ''}; a running daemon then needs a restart.`;

@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { constants } from 'node:os';
 import { isatty } from 'node:tty';
-import { VAULT_SECRET_VARIABLES } from '../../crypto/key-sources.js';
+import { vaultSecretVariables } from '../../crypto/key-sources.js';
 import { Secret } from '../../crypto/secret.js';
 import { InvalidInputError } from '../../errors.js';
 import { type EnvValue, exportCredentials, googleAdsYaml } from '../../services/export.js';
@@ -113,7 +113,7 @@ export async function exec(
   // The child gets one connection's credentials, not the variables that name the keys to the whole
   // vault. (A child running as the same user can still read a key file it finds: run a command that
   // must not reach the vault as another user.)
-  for (const name of VAULT_SECRET_VARIABLES) delete env[name];
+  for (const name of vaultSecretVariables(rt.io.env)) delete env[name];
   for (const [name, value] of vars) env[name] = reveal(value);
   const child = spawn(program, args, { stdio: 'inherit', env });
   // Ctrl-C and Ctrl-\ at a terminal reach the whole foreground process group, the child with it: as

@@ -37,7 +37,15 @@ export function openGcpKms(uri: string, env: NodeJS.ProcessEnv, vaultName: strin
     try {
       url = new URL(endpoint);
     } catch {
-      throw new KeyError(`the Cloud KMS endpoint "${endpoint}" is not a URL`);
+      if (query.get('endpoint'))
+        throw new KmsUriError(
+          uri,
+          `has an endpoint that is not a URL ("${endpoint}")`,
+          'Give endpoint=https://HOST[:PORT].',
+        );
+      throw new KeyError(
+        `the Cloud KMS endpoint "${endpoint}" (CLOUDSDK_API_ENDPOINT_OVERRIDES_CLOUDKMS) is not a URL`,
+      );
     }
     options.apiEndpoint = url.hostname;
     options.protocol = url.protocol.replace(':', '');
