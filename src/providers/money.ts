@@ -42,9 +42,16 @@ const ISO_EXPONENTS: Record<string, number> = {
 
 let known: Set<string> | null = null;
 
+/**
+ * Codes an ad platform may still bill in that this Node's ICU does not list: the bolívar fuerte,
+ * replaced by VES in 2018 and still in Microsoft Advertising's currency table.
+ */
+const NOT_IN_ICU = ['VEF'];
+
 /** Digits after the decimal point of a currency (its minor unit, ISO 4217's exponent). */
 export function minorDigits(currency: string): number {
-  known ??= new Set(Intl.supportedValuesOf('currency'));
+  // ISO's own table first: CLF, UYI and UYW are in it and not in every ICU.
+  known ??= new Set([...Intl.supportedValuesOf('currency'), ...Object.keys(ISO_EXPONENTS), ...NOT_IN_ICU]);
   if (!CURRENCY.test(currency) || !known.has(currency)) {
     throw new InvalidInputError(`"${currency}" is not an ISO 4217 currency code`);
   }

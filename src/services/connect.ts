@@ -313,9 +313,16 @@ export async function completeAuthorization(
       ),
     ),
   ).catch((e) => {
-    throw providerFailure(e, `${name} refused the authorization code`);
+    throw providerFailure(e, `${failedAt(e, name)} the authorization code`);
   });
   return storeConnections(ctx, provider, app, consumed.app, tokens, options, 'connect', consumed.request);
+}
+
+/** "Google Ads refused", or, when it gave no usable answer (timeout, 5xx, 429), "Google Ads could not be asked about". */
+function failedAt(error: unknown, platformName: string): string {
+  return error instanceof ProviderError && error.retryable
+    ? `${platformName} could not be asked about`
+    : `${platformName} refused`;
 }
 
 /** RFC 6749 §4.1.2.1 errors that say the app's request was wrong, not the person's answer. */
@@ -438,7 +445,7 @@ export async function adoptRefreshToken(
   const tokens = await audited(ctx, app, 'token.adopt', () =>
     withDeadline(ctx, (signal) => provider.refresh(opened, refreshToken, { signal })),
   ).catch((e) => {
-    throw providerFailure(e, `${PLATFORMS[platform].displayName} refused the refresh token`);
+    throw providerFailure(e, `${failedAt(e, PLATFORMS[platform].displayName)} the refresh token`);
   });
   const kept: TokenResult = { ...tokens, refreshToken: tokens.refreshToken ?? refreshToken };
   return storeConnections(ctx, provider, opened, app, kept, options, 'adopt');

@@ -399,6 +399,10 @@ describe('amounts at the edges', () => {
   });
 
   it('JPY has no minor unit: 1500 is 1500000000 micro-currency; 1000.5 is refused (exit 2) before anything is sent', async () => {
+    // As a connection imported from a .env file: it knows no currency, and Reddit's accounts say it.
+    await v.sql(
+      `update ad_account_connections set details = details - 'currency' where external_account_id = 'a2_jpy'`,
+    );
     const fraction = await v.cli([
       'campaigns',
       'set-budget',

@@ -651,8 +651,38 @@ describe('connections add', () => {
       { input: dead.refreshToken },
     );
     expect(refused.code).toBe(4);
+    expect(refused.stderr).toContain('Google Ads refused the refresh token');
     expect(refused.stderr).toContain('invalid_grant');
     expect(refused.stderr).not.toContain(dead.refreshToken);
-    await expectNoSecretsLeaked(v, [grant.refreshToken, dead.refreshToken, app.clientSecret]);
+
+    // Google down is not Google refusing: exit 5, and said so.
+    const live = doubles.google.issueGrant({
+      clientId: app.clientId,
+      scope: 'https://www.googleapis.com/auth/adwords',
+    });
+    doubles.google.faults.failNext(1, { status: 503 });
+    const down = await v.cli(
+      [
+        'connections',
+        'add',
+        'google_ads',
+        '--app',
+        app.label,
+        '--account',
+        '2345678901',
+        '--refresh-token-file',
+        '-',
+      ],
+      { input: live.refreshToken },
+    );
+    expect(down.code, down.stderr).toBe(5);
+    expect(down.stderr).toContain('Google Ads could not be asked about the refresh token');
+    expect(doubles.google.faults.pending.failures).toBe(0);
+    await expectNoSecretsLeaked(v, [
+      grant.refreshToken,
+      dead.refreshToken,
+      live.refreshToken,
+      app.clientSecret,
+    ]);
   });
 });

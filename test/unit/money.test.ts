@@ -18,6 +18,10 @@ describe('money in exact micros', () => {
     expect(minorDigits('HUF')).toBe(2);
     expect(minorDigits('IDR')).toBe(2);
     expect(minorDigits('IQD')).toBe(3);
+    // Not in every ICU: ISO's own table (CLF 4, UYI 0), and VEF, still in Microsoft's currency table.
+    expect(minorDigits('CLF')).toBe(4);
+    expect(minorDigits('UYI')).toBe(0);
+    expect(minorDigits('VEF')).toBe(2);
     expect(() => minorDigits('XYZ')).toThrow('not an ISO 4217 currency code');
     expect(() => minorDigits('usd')).toThrow('not an ISO 4217 currency code');
   });

@@ -4,7 +4,13 @@ import { apiUrl } from '../authorize.js';
 import { ProviderError } from '../errors.js';
 import { apiRequest } from '../http.js';
 import { displayMoney } from '../money.js';
-import { readRedditError, redditApiBase, redditHeaders, redditPages } from '../platforms/reddit-ads.js';
+import {
+  discoverAccounts,
+  readRedditError,
+  redditApiBase,
+  redditHeaders,
+  redditPages,
+} from '../platforms/reddit-ads.js';
 import type {
   BudgetChangeResult,
   CallOptions,
@@ -80,6 +86,22 @@ function amount(
   return goalType === 'LIFETIME_SPEND' ? `${money} lifetime` : `${money} (${goalType})`;
 }
 
+/**
+ * The ad account's currency: the connection's (read when it was connected), else found the way
+ * connect finds accounts (the businesses' ad accounts, which carry it): a connection imported from
+ * a .env file knows none.
+ */
+async function accountCurrency(
+  app: ProviderApp,
+  token: Secret,
+  target: CampaignTarget,
+  options: CallOptions,
+): Promise<string | null> {
+  if (target.currency) return target.currency;
+  const accounts = await discoverAccounts(app, token, options);
+  return accounts.find((a) => a.id === target.accountId)?.currency ?? null;
+}
+
 /** Both collections at once; when one fails the other is stopped rather than paged to its end. */
 async function both<A, B>(
   signal: AbortSignal,
@@ -103,26 +125,28 @@ async function list(
   options: CallOptions,
 ): Promise<Campaign[]> {
   const account = encodeURIComponent(target.accountId);
-  const [campaigns, adGroups] = await both(
-    options.signal,
-    (signal) =>
-      redditPages<RedditCampaign>(
-        app,
-        token,
-        api(app, `/ad_accounts/${account}/campaigns`),
-        { signal },
-        `listing the campaigns of Reddit ad account ${target.accountId}`,
-      ),
-    (signal) =>
-      redditPages<RedditAdGroup>(
-        app,
-        token,
-        api(app, `/ad_accounts/${account}/ad_groups`),
-        { signal },
-        `listing the ad groups of Reddit ad account ${target.accountId}`,
-      ),
-  );
-  const currency = target.currency;
+  const [[campaigns, adGroups], currency] = await Promise.all([
+    both(
+      options.signal,
+      (signal) =>
+        redditPages<RedditCampaign>(
+          app,
+          token,
+          api(app, `/ad_accounts/${account}/campaigns`),
+          { signal },
+          `listing the campaigns of Reddit ad account ${target.accountId}`,
+        ),
+      (signal) =>
+        redditPages<RedditAdGroup>(
+          app,
+          token,
+          api(app, `/ad_accounts/${account}/ad_groups`),
+          { signal },
+          `listing the ad groups of Reddit ad account ${target.accountId}`,
+        ),
+    ),
+    accountCurrency(app, token, target, options),
+  ]);
   return campaigns.map((c): Campaign => {
     const id = String(c.id ?? '');
     const base = {

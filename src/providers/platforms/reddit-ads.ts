@@ -97,7 +97,7 @@ export async function redditPages<T>(
   return items;
 }
 
-async function discoverAccounts(
+export async function discoverAccounts(
   app: ProviderApp,
   accessToken: Secret,
   options: CallOptions,
