@@ -119,6 +119,15 @@ export class Keyring {
     return this.#adopting;
   }
 
+  /**
+   * Before making a data key: when the vault answers to another key than this process has (a
+   * rotation since it started), the configured key is read again, so that a long-running process
+   * wraps new keys with the new master key instead of being refused until someone sends SIGHUP.
+   */
+  async followRotation(vaultKekId: string | null): Promise<void> {
+    if (vaultKekId && vaultKekId !== this.#source.keyId) await this.#adopt(vaultKekId);
+  }
+
   /** Makes a new random data key and its wrapped form; the caller stores the wrapped form. */
   async createDataKey(id: string): Promise<{ key: Buffer; wrapped: WrappedDataKey }> {
     let key: Buffer;

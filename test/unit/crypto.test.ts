@@ -118,6 +118,29 @@ describe('master key', () => {
   });
 });
 
+describe('a long-running process after a rotation', () => {
+  it('reads the configured key again before making a data key the vault would refuse', async () => {
+    const before = LocalKeySource.fromText(generateMasterKey(), 'master.key');
+    const after = LocalKeySource.fromText(generateMasterKey(), 'master.key');
+    let reloads = 0;
+    const keyring = new Keyring(
+      before,
+      async () => null,
+      async () => {
+        reloads += 1;
+        return after;
+      },
+    );
+    await keyring.followRotation(before.keyId);
+    await keyring.followRotation(null);
+    expect(reloads).toBe(0);
+    await keyring.followRotation(after.keyId);
+    expect(reloads).toBe(1);
+    const { wrapped } = await keyring.createDataKey('dek-1');
+    expect(wrapped.kekId).toBe(after.keyId);
+  });
+});
+
 describe('envelope encryption', () => {
   const slot = { table: 'oauth_app_credentials', column: 'client_secret_enc', rowId: 'row-1' };
 

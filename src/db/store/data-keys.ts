@@ -26,6 +26,15 @@ export async function activeVaultKeyId(db: Db): Promise<string | null> {
   return row?.id ?? null;
 }
 
+/** The key id that wraps the active vault data key: the master key the vault answers to now. */
+export async function activeVaultKekId(db: Db): Promise<string | null> {
+  const [row] = await db
+    .select({ kekId: dataKeys.kekId })
+    .from(dataKeys)
+    .where(and(eq(dataKeys.scope, 'vault'), eq(dataKeys.status, 'active')));
+  return row?.kekId ?? null;
+}
+
 /**
  * Inserts a data key; returns false when another process made the active vault key first. Refuses a
  * key wrapped by another key-encryption key than the vault's: a process started before a rotation
