@@ -4,7 +4,7 @@ import { apiUrl } from '../authorize.js';
 import { ProviderError } from '../errors.js';
 import { type ApiRequest, apiRequest } from '../http.js';
 import { microsToNumber, numberToMicros } from '../money.js';
-import { CUSTOMER_API, microsoftHeaders, readMicrosoftError } from '../platforms/microsoft-ads.js';
+import { microsoftHeaders, microsoftServiceBase, readMicrosoftError } from '../platforms/microsoft-ads.js';
 import type { CallOptions, Campaign, CampaignOps, CampaignTarget, ProviderApp } from '../types.js';
 import { assertSettable, checkDailyBudget, findCampaign, simulated } from './common.js';
 
@@ -15,8 +15,6 @@ import { assertSettable, checkDailyBudget, findCampaign, simulated } from './com
  * run: a validate-only change is checked here and not sent. A campaign on a shared budget cannot take
  * a DailyBudget (CampaignServiceCannotUpdateSharedBudget): the shared budget's Amount must change.
  */
-
-const CAMPAIGN_API = 'https://campaign.api.bingads.microsoft.com';
 
 /**
  * The campaign types asked for: the v13 CampaignType value set, space-separated as the flags enum is
@@ -78,7 +76,7 @@ function campaignHeaders(app: ProviderApp, token: Secret, target: CampaignTarget
 }
 
 function campaignUrl(app: ProviderApp, path: string): string {
-  return apiUrl(app.endpoints.apiBase ?? CAMPAIGN_API, `/CampaignManagement/${app.apiVersion}${path}`);
+  return apiUrl(microsoftServiceBase(app, 'campaign'), `/CampaignManagement/${app.apiVersion}${path}`);
 }
 
 /**
@@ -98,7 +96,7 @@ async function accountCurrency(
     {
       method: 'POST',
       url: apiUrl(
-        app.endpoints.apiBase ?? CUSTOMER_API,
+        microsoftServiceBase(app, 'clientcenter'),
         `/CustomerManagement/${app.apiVersion}/Accounts/Search`,
       ),
       headers: microsoftHeaders(app, token),

@@ -8,6 +8,23 @@ import type { AdAccount, CallOptions, Provider, ProviderApp } from '../types.js'
 
 const info = PLATFORMS.microsoft_ads;
 export const CUSTOMER_API = 'https://clientcenter.api.bingads.microsoft.com';
+export const CAMPAIGN_API = 'https://campaign.api.bingads.microsoft.com';
+
+/**
+ * The base URL of one of Microsoft Advertising's services. Customer Management and Campaign
+ * Management have hosts of their own (clientcenter.api… and campaign.api…, in production and in the
+ * sandbox, *.api.sandbox.bingads.microsoft.com): an app's one API override naming either of them
+ * stands for the pair; any other override (a proxy, a test server) serves both.
+ */
+export function microsoftServiceBase(app: ProviderApp, service: 'clientcenter' | 'campaign'): string {
+  const override = app.endpoints.apiBase;
+  if (!override) return service === 'clientcenter' ? CUSTOMER_API : CAMPAIGN_API;
+  const url = new URL(override);
+  const match = /^(clientcenter|campaign)(\.api\.(?:sandbox\.)?bingads\.microsoft\.com)$/.exec(url.hostname);
+  if (!match) return override;
+  url.hostname = `${service}${match[2]}`;
+  return url.toString().replace(/\/$/, '');
+}
 
 const profile: OAuthProfile = {
   // Web apps send their secret in the body; public (native) clients must send none.
@@ -57,7 +74,7 @@ async function discoverAccounts(
   accessToken: Secret,
   options: CallOptions,
 ): Promise<AdAccount[]> {
-  const base = app.endpoints.apiBase ?? CUSTOMER_API;
+  const base = microsoftServiceBase(app, 'clientcenter');
   const secrets = [accessToken.reveal(), app.developerToken?.reveal()];
   // The documented path to both ids: GetUser, then SearchAccounts by user id.
   const user = await apiRequest<{ User?: { Id?: string | number } }>({
