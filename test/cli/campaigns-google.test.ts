@@ -11,6 +11,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { CampaignJson, BudgetResultJson as ResultJson } from '../../src/cli/commands/campaigns.js';
 import {
+  addGoogleCampaign,
   exhaustGoogleAdsQuota,
   GOOGLE_ADWORDS_SCOPE,
   type GoogleDouble,
@@ -357,6 +358,29 @@ describe('campaigns set-budget on Google Ads', () => {
     }
     expect(double.settings.budgetWrites).toHaveLength(writes);
     expect(budgetOf(US, '13000000001').amountMicros).toBe(before);
+  });
+
+  it('a campaign total budget (CUSTOM_PERIOD) is listed as such, and set-budget refuses it with nothing sent', async () => {
+    const campaign = addGoogleCampaign(double.accounts, { customerId: US, name: 'Launch (total budget)' });
+    const budget = double.accounts.budgets!.find((b) => b.id === campaign.budgetId)!;
+    Object.assign(budget, { period: 'CUSTOM_PERIOD', totalAmountMicros: '500000000' });
+    try {
+      const listed = await v.json<CampaignJson[]>(['campaigns', 'list', 'us']);
+      expect(listed.find((c) => c.id === campaign.id)).toMatchObject({
+        daily_budget: null,
+        budget_level: 'none',
+        budget_note: 'the campaign has a total budget of 500.00 USD for its whole run, not a daily one',
+      });
+      const mark = double.requests.length;
+      const refused = await v.cli(['campaigns', 'set-budget', 'us', campaign.id, '--daily', '20', '--yes']);
+      expect(refused.code, refused.stderr).toBe(2);
+      expect(refused.stderr).toContain('has no daily budget to change: the campaign has a total budget');
+      expect(since(mark, mutatePath('v26', US))).toEqual([]);
+      expect(budget.amountMicros).toBe('10000000');
+    } finally {
+      double.accounts.campaigns!.splice(double.accounts.campaigns!.indexOf(campaign), 1);
+      double.accounts.budgets!.splice(double.accounts.budgets!.indexOf(budget), 1);
+    }
   });
 
   it('a shared budget is refused without --shared (exit 2, nothing sent) and changed for all with it', async () => {

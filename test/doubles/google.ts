@@ -48,13 +48,20 @@ export interface GoogleCampaign {
   budgetId: string;
 }
 
-/** A campaign budget (`customers/{customerId}/campaignBudgets/{id}`), a daily budget. */
+/**
+ * A campaign budget (`customers/{customerId}/campaignBudgets/{id}`): an average daily budget, or a
+ * campaign total budget (period CUSTOM_PERIOD with total_amount_micros, BudgetPeriodEnum).
+ */
 export interface GoogleCampaignBudget {
   customerId: string;
   id: string;
   name: string;
-  /** Daily amount in micros of the customer's currency (int64 as a string). */
+  /** Daily amount in micros of the customer's currency (int64 as a string); not sent for a total budget. */
   amountMicros: string;
+  /** Default DAILY. */
+  period?: 'DAILY' | 'CUSTOM_PERIOD';
+  /** The lifetime amount of a CUSTOM_PERIOD budget, in micros. */
+  totalAmountMicros?: string;
   /** Shared on purpose (a shared library budget); false: the budget belongs to one campaign. */
   explicitlyShared: boolean;
   /** Output-only status; default 'ENABLED'. A non-shared budget follows its campaign's removal. */
@@ -970,6 +977,8 @@ const CAMPAIGN_BUDGET_FIELDS = [
   'id',
   'name',
   'amount_micros',
+  'total_amount_micros',
+  'period',
   'explicitly_shared',
   'reference_count',
   'status',
@@ -1007,7 +1016,11 @@ function budgetJson(
     resourceName: budgetResourceName(b),
     id: b.id,
     name: b.name,
-    amountMicros: b.amountMicros,
+    // proto3 JSON leaves an unset optional field out: a total budget has no daily amount.
+    ...(b.period === 'CUSTOM_PERIOD'
+      ? { totalAmountMicros: b.totalAmountMicros }
+      : { amountMicros: b.amountMicros }),
+    period: b.period ?? 'DAILY',
     explicitlyShared: b.explicitlyShared,
     referenceCount: String(counts ? (counts.get(budgetResourceName(b)) ?? 0) : referenceCount(accounts, b)),
     status: b.status ?? 'ENABLED',

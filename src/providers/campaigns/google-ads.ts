@@ -2,6 +2,7 @@ import type { Secret } from '../../crypto/secret.js';
 import { InvalidInputError } from '../../errors.js';
 import { apiUrl } from '../authorize.js';
 import { apiRequest } from '../http.js';
+import { displayMoney } from '../money.js';
 import {
   googleApiBase,
   googleHeaders,
@@ -25,6 +26,8 @@ const FIELDS = [
   'campaign.campaign_budget',
   'campaign_budget.id',
   'campaign_budget.amount_micros',
+  'campaign_budget.period',
+  'campaign_budget.total_amount_micros',
   'campaign_budget.explicitly_shared',
   'campaign_budget.reference_count',
   'customer.currency_code',
@@ -35,6 +38,8 @@ interface CampaignRow {
   campaignBudget?: {
     id?: string;
     amountMicros?: string;
+    period?: string;
+    totalAmountMicros?: string;
     explicitlyShared?: boolean;
     referenceCount?: string;
   };
@@ -51,18 +56,28 @@ function toCampaign(row: CampaignRow, fallbackCurrency: string | null): Campaign
   const users = budget?.referenceCount !== undefined ? Number(budget.referenceCount) : null;
   const shared = budget?.explicitlyShared === true || (users !== null && users > 1);
   const budgetId = budget?.id ?? row.campaign?.campaignBudget?.split('/').pop() ?? null;
+  const currency = row.customer?.currencyCode ?? fallbackCurrency;
+  // A campaign total budget (CUSTOM_PERIOD, total_amount_micros) is a lifetime amount: no daily one
+  // to set, as LinkedIn's and Reddit's lifetime budgets.
+  const total = budget?.period === 'CUSTOM_PERIOD';
+  const totalMoney =
+    total && budget?.totalAmountMicros ? displayMoney(BigInt(budget.totalAmountMicros), currency) : null;
   return {
     id: row.campaign?.id ?? '',
     name: row.campaign?.name ?? '',
     status: row.campaign?.status ?? 'UNKNOWN',
-    dailyBudgetMicros: budget?.amountMicros !== undefined ? BigInt(budget.amountMicros) : null,
-    currency: row.customer?.currencyCode ?? fallbackCurrency,
+    dailyBudgetMicros: !total && budget?.amountMicros !== undefined ? BigInt(budget.amountMicros) : null,
+    currency,
     budget: {
-      level: budgetId ? 'campaign_budget' : 'none',
+      level: budgetId && !total ? 'campaign_budget' : 'none',
       id: budgetId,
       shared,
       sharedBy: shared && users !== null && Number.isSafeInteger(users) ? users : null,
-      note: budgetId ? null : 'the campaign has no campaign budget',
+      note: !budgetId
+        ? 'the campaign has no campaign budget'
+        : total
+          ? `the campaign has a total budget${totalMoney ? ` of ${totalMoney}` : ''} for its whole run, not a daily one`
+          : null,
     },
   };
 }
