@@ -5,7 +5,6 @@
  */
 
 import type { IncomingMessage, Server } from 'node:http';
-import { minorDigits } from '../../src/providers/money.js';
 import {
   type ClientAuth,
   type CommonDoubleOptions,
@@ -470,11 +469,20 @@ function searchAdAccounts(ctx: Ctx): Reply {
  * ICU's, which gives cash digits for some (HUF, IDR, COP, PKR 0; IQD 0 instead of 3).
  */
 export function linkedInCurrencyDigits(currency: string): number {
-  try {
-    return minorDigits(currency);
-  } catch {
-    return 2;
-  }
+  // ISO 4217's exponents other than 2, of the currencies an ad account is likely to have; copied
+  // here rather than taken from credvault's own table, so that a mistake there is caught.
+  const iso: Record<string, number> = {
+    JPY: 0,
+    KRW: 0,
+    CLP: 0,
+    VND: 0,
+    ISK: 0,
+    KWD: 3,
+    BHD: 3,
+    JOD: 3,
+    OMR: 3,
+  };
+  return iso[currency] ?? 2;
 }
 
 /**

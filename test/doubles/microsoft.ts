@@ -9,7 +9,6 @@
  */
 
 import { randomInt, randomUUID } from 'node:crypto';
-import { MICROSOFT_MIN_DAILY_BUDGET as MIN_DAILY_BUDGET_TABLE } from '../../src/providers/campaigns/common.js';
 import {
   type AuthorizeErrorKind,
   type ClientAuth,
@@ -266,13 +265,17 @@ function campaign(
 }
 
 /**
- * Minimum daily budget per account currency: the "Bid and Budget Currencies" table of
- * https://learn.microsoft.com/advertising/guides/currencies, kept once in credvault's source (its
- * simulated validate-only checks the same table).
+ * Minimum daily budget per account currency, for the currencies the double's accounts and the tests
+ * use: rows of the "Bid and Budget Currencies" table of
+ * https://learn.microsoft.com/advertising/guides/currencies, copied here on their own so that a wrong
+ * row in credvault's table (its simulated validate-only) is caught, not shared.
  */
-export const MICROSOFT_MIN_DAILY_BUDGET: Readonly<Record<string, number>> = Object.fromEntries(
-  Object.entries(MIN_DAILY_BUDGET_TABLE).map(([currency, amount]) => [currency, Number(amount)]),
-);
+export const MICROSOFT_MIN_DAILY_BUDGET: Readonly<Record<string, number>> = {
+  CLP: 5.1,
+  EUR: 0.05,
+  GBP: 0.05,
+  USD: 0.05,
+};
 
 // --- OAuth ------------------------------------------------------------------------------------------
 
