@@ -1,4 +1,4 @@
-import { readFile } from 'node:fs/promises';
+import { createReadStream } from 'node:fs';
 import { Secret } from '../crypto/secret.js';
 import { InvalidInputError } from '../errors.js';
 import type { Runtime } from './run.js';
@@ -9,16 +9,21 @@ import type { Runtime } from './run.js';
 
 const MAX_INPUT_BYTES = 1024 * 1024;
 
-export async function readStdin(rt: Runtime): Promise<string> {
+/** Reads a stream to its end, refusing it as soon as it passes 1 MiB (never holding more). */
+async function readCapped(stream: AsyncIterable<unknown>, what: string): Promise<string> {
   const chunks: Buffer[] = [];
   let size = 0;
-  for await (const chunk of rt.io.stdin) {
+  for await (const chunk of stream) {
     const buffer = typeof chunk === 'string' ? Buffer.from(chunk) : (chunk as Buffer);
     size += buffer.length;
-    if (size > MAX_INPUT_BYTES) throw new InvalidInputError('standard input is larger than 1 MiB');
+    if (size > MAX_INPUT_BYTES) throw new InvalidInputError(`${what} is larger than 1 MiB`);
     chunks.push(buffer);
   }
   return Buffer.concat(chunks).toString('utf8');
+}
+
+export async function readStdin(rt: Runtime): Promise<string> {
+  return readCapped(rt.io.stdin, 'standard input');
 }
 
 /** Reads FILE, or standard input for "-". */
@@ -32,9 +37,13 @@ export async function readFileOrStdin(rt: Runtime, path: string, flag: string): 
     return readStdin(rt);
   }
   try {
-    const content = await readFile(path);
-    if (content.length > MAX_INPUT_BYTES) throw new InvalidInputError(`${path} is larger than 1 MiB`);
-    return content.toString('utf8');
+    // Read as a stream with the cap: /dev/zero or a huge file is refused at 1 MiB, not read whole.
+    const stream = createReadStream(path, { highWaterMark: 64 * 1024 });
+    try {
+      return await readCapped(stream, path);
+    } finally {
+      stream.destroy();
+    }
   } catch (error) {
     if (error instanceof InvalidInputError) throw error;
     const code = (error as NodeJS.ErrnoException).code;
@@ -44,12 +53,12 @@ export async function readFileOrStdin(rt: Runtime, path: string, flag: string): 
   }
 }
 
-/** One line from standard input (for a secret piped in), trimmed of its newline. */
+/** One line from standard input (for a secret piped in), trimmed as the prompt and a file are. */
 export async function readSecretLine(rt: Runtime, what: string): Promise<Secret> {
   const text = (await readStdin(rt)).replace(/\r?\n$/, '');
   if (text.includes('\n')) throw new InvalidInputError(`${what} on standard input must be a single line`);
-  if (!text) throw new InvalidInputError(`standard input was empty; expected ${what}`);
-  return new Secret(text);
+  if (!text.trim()) throw new InvalidInputError(`standard input was empty; expected ${what}`);
+  return new Secret(text.trim());
 }
 
 /** A hidden prompt on the terminal. Callers check `rt.interactive` first and say which input to give. */

@@ -11,6 +11,7 @@ import { PLATFORMS, type PlatformId, parsePlatform } from '../providers/catalog.
 import { isLoopbackHost } from '../util/net.js';
 import { recordAudit } from './audit.js';
 import type { ServiceContext } from './context.js';
+import type { RevokeReport } from './revoke.js';
 
 export type { AppRecord };
 
@@ -84,6 +85,11 @@ function secretField(value: unknown, field: string): Secret | undefined {
   return plain === undefined ? undefined : new Secret(plain);
 }
 
+/** A URL as it may be quoted in an error: whatever stands before an @ in it (user:password) left out. */
+function quotable(raw: string): string {
+  return raw.replace(/^([a-z][a-z0-9+.-]*:\/\/)?[^/?#]*@/i, '$1…@');
+}
+
 /** Endpoints must be https, except on a loopback host (local doubles, sandboxes behind a tunnel). */
 function endpoint(value: unknown, field: string): string | undefined {
   const raw = text(value, field);
@@ -92,14 +98,14 @@ function endpoint(value: unknown, field: string): string | undefined {
   try {
     url = new URL(raw);
   } catch {
-    throw new InvalidInputError(`${field} is not a URL: "${raw}"`);
+    throw new InvalidInputError(`${field} is not a URL: "${quotable(raw)}"`);
   }
+  if (url.username || url.password) throw new InvalidInputError(`${field} must not carry credentials`);
   if (url.protocol !== 'https:' && !(url.protocol === 'http:' && isLoopbackHost(url.hostname))) {
     throw new InvalidInputError(
       `${field} must be an https:// URL (http:// only for a loopback host): "${raw}"`,
     );
   }
-  if (url.username || url.password) throw new InvalidInputError(`${field} must not carry credentials`);
   return raw;
 }
 
@@ -110,8 +116,9 @@ function redirect(value: unknown): string | undefined {
   try {
     url = new URL(raw);
   } catch {
-    throw new InvalidInputError(`redirect_uri is not a URL: "${raw}"`);
+    throw new InvalidInputError(`redirect_uri is not a URL: "${quotable(raw)}"`);
   }
+  if (url.username || url.password) throw new InvalidInputError('redirect_uri must not carry credentials');
   if (url.hash) throw new InvalidInputError('redirect_uri must not have a #fragment');
   if (url.protocol !== 'https:' && !(url.protocol === 'http:' && isLoopbackHost(url.hostname))) {
     throw new InvalidInputError(`redirect_uri must be https:// or a loopback http:// URL: "${raw}"`);
@@ -476,7 +483,11 @@ export async function setAppEnabled(ctx: ServiceContext, ref: string, enabled: b
  * revocation at a time, and the app goes with its connection rows in one transaction. Interrupted, it
  * can simply be run again.
  */
-export async function removeApp(ctx: ServiceContext, ref: string, force: boolean): Promise<AppRecord> {
+export async function removeApp(
+  ctx: ServiceContext,
+  ref: string,
+  force: boolean,
+): Promise<{ app: AppRecord; revocations: RevokeReport[] }> {
   const app = await resolveApp(ctx.db, ref);
   const holding = await connectionStore.oneConnectionPerGrantOfApp(ctx.db, app.id);
   if (holding.length && !force) {
@@ -488,12 +499,22 @@ export async function removeApp(ctx: ServiceContext, ref: string, force: boolean
       },
     );
   }
+  const revocations: RevokeReport[] = [];
   if (holding.length) {
     const { revokeConnection } = await import('./revoke.js');
-    for (const connectionId of holding) await revokeConnection(ctx, connectionId, { force: true });
+    for (const connectionId of holding)
+      revocations.push(await revokeConnection(ctx, connectionId, { force: true }));
   }
-  return ctx.transaction(async (tx) => {
+  const removedApp = await ctx.transaction(async (tx) => {
     const current = await resolveApp(tx, app.id);
+    // A connection made through the app since the check above (connect, the daemon's API) holds
+    // tokens nobody revoked: its rows would go with the app's, its consent left live.
+    if ((await connectionStore.oneConnectionPerGrantOfApp(tx, current.id)).length) {
+      throw new ConflictError(
+        `a connection was made through app ${current.platform}/${current.label} while it was being removed; nothing was removed`,
+        { hint: 'Run the command again.' },
+      );
+    }
     const removed = await store.countConnections(tx, current.id);
     await connectionStore.removeAllOfApp(tx, current.id);
     await store.remove(tx, current.id);
@@ -511,4 +532,5 @@ export async function removeApp(ctx: ServiceContext, ref: string, force: boolean
     });
     return current;
   });
+  return { app: removedApp, revocations };
 }

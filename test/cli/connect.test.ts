@@ -603,6 +603,22 @@ describe('apps remove', () => {
     const audit = await v.json<Array<{ action: string }>>(['audit', 'list']);
     expect(audit.map((a) => a.action)).toEqual(expect.arrayContaining(['connection.revoke', 'app.remove']));
   });
+
+  it('--force says which consents the platform was not told of, and where to remove them', async () => {
+    const v = await vault();
+    const app = await addAppFor(v, 'reddit_ads', doubleFor('reddit_ads'));
+    const grant = doubles.reddit.issueGrant({ clientId: app.clientId, scope: REDDIT_SCOPES } as never);
+    await adoptGrant(v, 'reddit_ads', app.label, grant.refreshToken, { accounts: ['a2_xyz'] });
+    doubles.reddit.faults.failNext(3, { status: 503, path: '/api/v1/revoke_token' });
+    const removed = await v.cli(['apps', 'remove', app.label, '--force', '--json']);
+    expect(removed.code, removed.stderr).toBe(0);
+    expect(removed.stderr).toContain('reddit_ads:a2_xyz: ');
+    expect(removed.stderr).toContain("Remove the app's access at https://www.reddit.com/prefs/apps");
+    expect(JSON.parse(removed.stdout).revocations).toEqual([
+      expect.objectContaining({ platform: 'failed', consent_page: 'https://www.reddit.com/prefs/apps' }),
+    ]);
+    expect(doubles.reddit.findGrant(grant.grantId)?.revoked).toBe(false);
+  });
 });
 
 describe('connections add', () => {

@@ -475,6 +475,27 @@ describe('apps', () => {
     );
     expect(result.code).toBe(2);
     expect(result.stderr).toContain('token_url must be an https:// URL');
+    // A password in an endpoint is refused without being repeated.
+    for (const url of ['http://svc:hunter2@proxy.example/token', 'https://svc:hunter2@[bad/token']) {
+      const withPassword = await v.cli(
+        ['apps', 'add', 'google_ads', '--from-file', '-', '--token-url', url],
+        {
+          input: JSON.stringify(googleApp()),
+        },
+      );
+      expect(withPassword.code).toBe(2);
+      expect(withPassword.stderr).toMatch(/token_url (must not carry credentials|is not a URL)/);
+      expect(withPassword.stderr).not.toContain('hunter2');
+    }
+  });
+
+  it('reads a --from-file of any size only up to 1 MiB (/dev/zero is refused, not read to the end)', async () => {
+    const v = await vault();
+    const result = await v.cli(['apps', 'add', 'google_ads', '--from-file', '/dev/zero'], {
+      timeoutMs: 30_000,
+    });
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain('/dev/zero is larger than 1 MiB');
   });
 
   it('updates, disables, enables and removes an app, auditing each step', async () => {

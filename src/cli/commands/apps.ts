@@ -16,7 +16,7 @@ import {
   updateApp,
 } from '../../services/apps.js';
 import { parseJson } from '../../util/json.js';
-import { appJson } from '../../views.js';
+import { appJson, connectionRef } from '../../views.js';
 import { withContext } from '../context.js';
 import { promptSecret, readFileOrStdin, readSecretLine } from '../input.js';
 import type { Column } from '../output.js';
@@ -195,7 +195,24 @@ export async function setEnabled(rt: Runtime, ref: string, enabled: boolean): Pr
 }
 
 export async function remove(rt: Runtime, ref: string, force: boolean): Promise<void> {
-  const app = await withContext(rt, (ctx) => removeApp(ctx, ref, force));
-  if (rt.out.json) return rt.out.writeJson({ removed: appJson(app) });
+  const { app, revocations } = await withContext(rt, (ctx) => removeApp(ctx, ref, force));
+  // What the platforms were not told, as `connections revoke` says it: the consent is still there.
+  for (const r of revocations) {
+    if (r.platform === 'revoked' || r.platform === 'already') continue;
+    rt.out.warn(
+      `${r.connections.map(connectionRef).join(', ')}: ${r.message}. Remove the app's access at ${r.consent_page}`,
+    );
+  }
+  if (rt.out.json) {
+    return rt.out.writeJson({
+      removed: appJson(app),
+      revocations: revocations.map((r) => ({
+        connections: r.connections.map((c) => c.id),
+        platform: r.platform,
+        message: r.message,
+        consent_page: r.consent_page,
+      })),
+    });
+  }
   rt.out.success(`removed ${app.platform}/${app.label}`);
 }
