@@ -1,3 +1,4 @@
+import { assertNotBehind } from '../db/migrate.js';
 import { openContext, type ServiceContext } from '../services/context.js';
 import type { Runtime } from './run.js';
 
@@ -5,7 +6,7 @@ import type { Runtime } from './run.js';
 export async function withContext<T>(
   rt: Runtime,
   fn: (ctx: ServiceContext) => Promise<T>,
-  options: { create?: boolean } = {},
+  options: { create?: boolean; anySchema?: boolean } = {},
 ): Promise<T> {
   if (!rt.config.databaseUrl) {
     // A short-lived command on the embedded database: compile its WebAssembly with the baseline
@@ -15,6 +16,8 @@ export async function withContext<T>(
   }
   const ctx = await openContext(rt.config, undefined, options);
   try {
+    // `db migrate` and `db status` are how a schema that is behind gets seen and brought up.
+    if (!options.anySchema) await assertNotBehind(ctx.database);
     return await fn(ctx);
   } finally {
     await ctx.close();

@@ -95,6 +95,18 @@ export async function migrate(database: Database): Promise<string[]> {
   return after.filter((m) => m.applied && pending.includes(m.tag)).map((m) => m.tag);
 }
 
+/**
+ * Before a command uses the database: exit 8 when it is migrated only part of the way (this
+ * credvault is newer than the schema), rather than run on tables it does not expect. A database
+ * with no migration at all is left to the command, which says there is no vault.
+ */
+export async function assertNotBehind(database: Database): Promise<void> {
+  const last = await lastAppliedMigration(database);
+  if (last === null) return;
+  const newest = readJournal().at(-1)?.when ?? 0;
+  if (last < newest) await assertMigrated(database);
+}
+
 /** Throws the contract's database error (exit 8) when migrations are pending. */
 export async function assertMigrated(database: Database): Promise<void> {
   const pending = (await migrationStatus(database)).filter((m) => !m.applied);

@@ -164,6 +164,24 @@ describe('db', () => {
     expect(await v.json(['db', 'migrate'])).toEqual({ applied: [] });
   });
 
+  it('a schema behind this credvault (a migration pending): exit 8 naming db migrate; db status still says so', async () => {
+    const v = await vault();
+    await v.sql(
+      'delete from drizzle.__drizzle_migrations where created_at = (select max(created_at) from drizzle.__drizzle_migrations)',
+    );
+    for (const args of [
+      ['apps', 'list'],
+      ['clients', 'list'],
+    ]) {
+      const refused = await v.cli(args);
+      expect(refused.code, refused.stderr).toBe(8);
+      expect(refused.stderr).toContain('is not migrated (1 migration pending)');
+      expect(refused.stderr).toContain('credvault db migrate');
+    }
+    const status = await v.json<{ up_to_date: boolean }>(['db', 'status']);
+    expect(status.up_to_date).toBe(false);
+  });
+
   it.runIf(DB_KIND === 'postgres')(
     'accepts ?prepare=false in DATABASE_URL (a pooler in transaction mode) as a driver option, not a server setting',
     async () => {

@@ -21,39 +21,43 @@ export async function migrate(rt: Runtime): Promise<void> {
       if (rt.out.json) return rt.out.writeJson({ applied });
       rt.out.success(applied.length ? `applied ${applied.join(', ')}` : 'database is up to date');
     },
-    { create: true },
+    { create: true, anySchema: true },
   );
 }
 
 export async function status(rt: Runtime): Promise<void> {
-  await withContext(rt, async (ctx) => {
-    const states = await migrationStatus(ctx.database);
-    const pending = states.filter((m) => !m.applied).length;
-    if (rt.out.json) {
-      return rt.out.writeJson({
-        database: ctx.database.description,
-        kind: ctx.database.kind,
-        up_to_date: pending === 0,
-        migrations: states.map((m) => ({
-          tag: m.tag,
-          created_at: m.createdAt.toISOString(),
-          applied: m.applied,
-        })),
-      });
-    }
-    rt.out.list(states, (m) => m, [
-      { header: 'MIGRATION', value: (m) => m.tag },
-      { header: 'CREATED', value: (m) => m.createdAt.toISOString() },
-      {
-        header: 'STATE',
-        value: (m) => (m.applied ? 'applied' : 'pending'),
-        style: (m, text, c) => (m.applied ? c.green(text) : c.yellow(text)),
-      },
-    ]);
-    rt.out.note(
-      pending === 0
-        ? `${ctx.database.description} is up to date`
-        : `${pending} pending: run \`credvault db migrate\``,
-    );
-  });
+  await withContext(
+    rt,
+    async (ctx) => {
+      const states = await migrationStatus(ctx.database);
+      const pending = states.filter((m) => !m.applied).length;
+      if (rt.out.json) {
+        return rt.out.writeJson({
+          database: ctx.database.description,
+          kind: ctx.database.kind,
+          up_to_date: pending === 0,
+          migrations: states.map((m) => ({
+            tag: m.tag,
+            created_at: m.createdAt.toISOString(),
+            applied: m.applied,
+          })),
+        });
+      }
+      rt.out.list(states, (m) => m, [
+        { header: 'MIGRATION', value: (m) => m.tag },
+        { header: 'CREATED', value: (m) => m.createdAt.toISOString() },
+        {
+          header: 'STATE',
+          value: (m) => (m.applied ? 'applied' : 'pending'),
+          style: (m, text, c) => (m.applied ? c.green(text) : c.yellow(text)),
+        },
+      ]);
+      rt.out.note(
+        pending === 0
+          ? `${ctx.database.description} is up to date`
+          : `${pending} pending: run \`credvault db migrate\``,
+      );
+    },
+    { anySchema: true },
+  );
 }
