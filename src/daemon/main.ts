@@ -267,12 +267,20 @@ export async function runDaemon(
     process.on('SIGINT', () => void shutdown('SIGINT'));
     process.on('SIGHUP', () => {
       // Re-read the configuration that can change under a running daemon: the key (a rotated
-      // master key file or credential) and everything cached from the database.
-      ctx.reloadKeys();
-      forgetOpenApps();
-      cache.clear();
-      scheduler.poke();
-      log.info('SIGHUP: reloaded the key source and cleared caches');
+      // master key file or credential) and everything cached from the database. A key that does not
+      // open the vault is not taken: the daemon goes on with the one it has.
+      void ctx.reloadKeys().then(
+        () => {
+          forgetOpenApps();
+          cache.clear();
+          scheduler.poke();
+          log.info('SIGHUP: reloaded the key source and cleared caches');
+        },
+        (error: unknown) =>
+          log.error('SIGHUP: the configured key does not open this vault; going on with the key in use', {
+            error: errorMessage(error),
+          }),
+      );
     });
   });
 }

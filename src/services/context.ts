@@ -102,9 +102,28 @@ export class ServiceContext {
   }
 
   /** Forgets the key source and every unwrapped data key; the next use re-reads them (SIGHUP). */
-  reloadKeys(): void {
+  /**
+   * Reads the configured key source again (SIGHUP), and takes it only once it has opened the vault's
+   * data key: a wrong or missing key leaves the one in use in place (the error says why), rather than
+   * a daemon that answers every request with a key error while it reports itself healthy.
+   */
+  async reloadKeys(): Promise<void> {
+    const source = await resolveKeySource(this.config.env, this.config.home);
+    if (!source) throw noKeyError(this.config.home);
+    const candidate = new Keyring(
+      source,
+      (id) => dataKeys.getWrapped(this.db, id),
+      () => resolveKeySource(this.config.env, this.config.home),
+    );
+    try {
+      const vaultKey = await dataKeys.activeVaultKeyId(this.db);
+      if (vaultKey) await candidate.dataKey(vaultKey);
+    } catch (error) {
+      await candidate.close().catch(() => {});
+      throw error;
+    }
     const previous = this.#keyring;
-    this.#keyring = null;
+    this.#keyring = Promise.resolve(candidate);
     this.#source = undefined;
     previous?.then((keyring) => keyring.close()).catch(() => {});
   }

@@ -232,6 +232,38 @@ describe('the token endpoint', () => {
     },
   );
 
+  it('SIGHUP with a key that does not open the vault keeps the key in use, and says so', async () => {
+    const { v, adopt } = await setup();
+    await adopt('987', 'acct-a');
+    const reader = await client(v, ['reader', '--all']);
+    const daemon = await startDaemon(v);
+    cleanups.push(() => daemon.stop());
+    expect((await daemon.get('/v1/connections/acct-a/token', { token: reader })).status).toBe(200);
+    const keyFile = join(v.home, 'master.key');
+    const { readFileSync, writeFileSync } = await import('node:fs');
+    const right = readFileSync(keyFile, 'utf8');
+    writeFileSync(keyFile, (await v.cli(['key', 'generate'])).stdout);
+    try {
+      daemon.child.kill('SIGHUP');
+      const deadline = Date.now() + 10_000;
+      while (!daemon.logs().includes('does not open this vault') && Date.now() < deadline)
+        await new Promise((r) => setTimeout(r, 100));
+      expect(daemon.logs()).toContain(
+        'SIGHUP: the configured key does not open this vault; going on with the key in use',
+      );
+      // Still serving, from a cache cleared or not: the key in use opens what it must.
+      expect((await daemon.get('/v1/connections/acct-a/token', { token: reader })).status).toBe(200);
+    } finally {
+      writeFileSync(keyFile, right);
+    }
+    daemon.child.kill('SIGHUP');
+    const deadline = Date.now() + 10_000;
+    while (!daemon.logs().includes('SIGHUP: reloaded the key source') && Date.now() < deadline)
+      await new Promise((r) => setTimeout(r, 100));
+    expect(daemon.logs()).toContain('SIGHUP: reloaded the key source and cleared caches');
+    expect((await daemon.get('/v1/connections/acct-a/token', { token: reader })).status).toBe(200);
+  });
+
   it('stops serving at once what another process revoked while it was held in memory', async () => {
     const { v, adopt } = await setup();
     await adopt('987', 'acct-a');
