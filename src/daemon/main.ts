@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
-import { chmodSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, lstatSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import type { Server } from 'node:http';
+import { createConnection } from 'node:net';
 import { dirname } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { getTableName } from 'drizzle-orm';
@@ -14,6 +15,7 @@ import { adAccountConnections, dataKeys, oauthTokensVault } from '../db/schema/i
 import { CHANGES_CHANNEL } from '../db/store/changes.js';
 import * as daemonStore from '../db/store/daemon.js';
 import * as tokenStore from '../db/store/tokens.js';
+import { InvalidInputError } from '../errors.js';
 import { ServiceContext } from '../services/context.js';
 import { forgetOpenApps } from '../services/tokens.js';
 import { AuditBatcher } from './audit-batcher.js';
@@ -35,13 +37,66 @@ import { createTokenServer, type Health } from './server.js';
 
 const SHUTDOWN_DEADLINE_MS = 10_000;
 
-function listen(server: Server, options: DaemonOptions): Promise<void> {
-  return new Promise((resolve, reject) => {
-    server.once('error', reject);
+/**
+ * What is at a unix socket path before the daemon listens there: nothing, a socket left by a daemon
+ * that is gone (removed), or something that must not be touched (another daemon's live socket, a
+ * file that is not a socket): refused, exit 2.
+ */
+async function clearSocketPath(path: string): Promise<void> {
+  let stat: ReturnType<typeof lstatSync>;
+  try {
+    stat = lstatSync(path);
+  } catch {
+    return;
+  }
+  if (!stat.isSocket()) {
+    throw new InvalidInputError(`--listen unix:${path}: something that is not a socket is there`, {
+      hint: 'Give a path where the daemon may make its socket.',
+    });
+  }
+  const live = await new Promise<boolean>((resolve) => {
+    const probe = createConnection(path);
+    probe.once('connect', () => {
+      probe.destroy();
+      resolve(true);
+    });
+    probe.once('error', () => resolve(false));
+  });
+  if (live) {
+    throw new InvalidInputError(
+      `--listen unix:${path}: another process is listening there (another daemon?)`,
+      {
+        hint: 'Stop it, or give another path.',
+      },
+    );
+  }
+  rmSync(path, { force: true });
+}
+
+async function listen(server: Server, options: DaemonOptions): Promise<void> {
+  if (options.listen.kind === 'unix') {
+    mkdirSync(dirname(options.listen.path), { recursive: true, mode: 0o700 });
+    await clearSocketPath(options.listen.path);
+  }
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', (error: NodeJS.ErrnoException) => {
+      const where =
+        options.listen.kind === 'unix'
+          ? `unix:${options.listen.path}`
+          : `${options.listen.host}:${options.listen.port}`;
+      reject(
+        error.code === 'EADDRINUSE' || error.code === 'EACCES' || error.code === 'EADDRNOTAVAIL'
+          ? new InvalidInputError(`cannot listen on ${where} (${error.code})`, {
+              hint:
+                error.code === 'EADDRINUSE'
+                  ? 'Another program uses it; stop it, or give another --listen.'
+                  : 'Give another --listen.',
+            })
+          : error,
+      );
+    });
     if (options.listen.kind === 'unix') {
       const path = options.listen.path;
-      mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
-      rmSync(path, { force: true });
       // Created 0600 from the first instant: no window in which another user could connect.
       const previous = process.umask(0o177);
       server.listen(path, () => {

@@ -184,6 +184,38 @@ describe('the token endpoint', () => {
     expect(logs()).toContain(`listening on 0.0.0.0:${port} beyond this machine: terminate TLS`);
   });
 
+  it('--listen never removes what it did not make: a file, or a live socket; a busy port is exit 2', async () => {
+    const v = await createVault();
+    cleanups.push(() => v.destroy());
+    const { writeFileSync, readFileSync } = await import('node:fs');
+    const file = join(v.root, 'precious.txt');
+    writeFileSync(file, 'precious');
+    const onFile = await v.cli(['daemon', '--listen', `unix:${file}`], { timeoutMs: 30_000 });
+    expect(onFile.code, onFile.stderr).toBe(2);
+    expect(onFile.stderr).toContain('something that is not a socket is there');
+    expect(readFileSync(file, 'utf8')).toBe('precious');
+
+    const { createServer } = await import('node:net');
+    const other = createServer();
+    const socket = join(v.root, 'taken.sock');
+    await new Promise<void>((resolve) => other.listen(socket, resolve));
+    const port = await freePort();
+    const busy = createServer();
+    await new Promise<void>((resolve) => busy.listen(port, '127.0.0.1', resolve));
+    try {
+      const onSocket = await v.cli(['daemon', '--listen', `unix:${socket}`], { timeoutMs: 30_000 });
+      expect(onSocket.code, onSocket.stderr).toBe(2);
+      expect(onSocket.stderr).toContain('another process is listening there');
+      expect(existsSync(socket)).toBe(true);
+      const onPort = await v.cli(['daemon', '--listen', `127.0.0.1:${port}`], { timeoutMs: 30_000 });
+      expect(onPort.code, onPort.stderr).toBe(2);
+      expect(onPort.stderr).toContain(`cannot listen on 127.0.0.1:${port} (EADDRINUSE)`);
+    } finally {
+      other.close();
+      busy.close();
+    }
+  });
+
   it.skipIf(DB_KIND !== 'postgres')(
     'shows a failing claim on /healthz, gives nothing away meanwhile, and sweeps again once it works',
     async () => {
