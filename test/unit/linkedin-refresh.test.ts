@@ -77,12 +77,13 @@ describe('LinkedIn refresh errors', () => {
     await refresh(grant.refreshToken);
   });
 
-  it('revoke: the access token is still revoked when LinkedIn refuses to revoke the refresh token', async () => {
+  it('revoke: a refused refresh token is reported (the grant lives on), though its access token is revoked too', async () => {
     const grant = double.issueGrant({ scope: 'r_ads,rw_ads' });
     double.faults.failNext(1, { status: 400, path: '/oauth/v2/revoke', body: { error: 'invalid_request' } });
-    const outcome = await revoke(grant);
-    expect(outcome).toBe('revoked');
+    const refused = await failure(revoke(grant));
+    expect(refused.message).toContain('invalid_request');
     expect(double.accessTokens.get(grant.accessToken)?.revoked).toBe(true);
+    expect(double.findGrant(grant.grantId)?.revoked).toBe(false);
     // Both refused: the refusal is reported, not "revoked".
     const other = double.issueGrant({ scope: 'r_ads,rw_ads' });
     double.faults.failNext(2, { status: 503, path: '/oauth/v2/revoke' });

@@ -115,25 +115,32 @@ export async function exec(
   // must not reach the vault as another user.)
   for (const name of vaultSecretVariables(rt.io.env)) delete env[name];
   for (const [name, value] of vars) env[name] = reveal(value);
-  const child = spawn(program, args, { stdio: 'inherit', env });
   // Ctrl-C and Ctrl-\ at a terminal reach the whole foreground process group, the child with it: as
   // system(3) does, credvault then only waits for the child (sending them on would deliver each
   // twice). Otherwise (no terminal, or in the background) whoever signals credvault means the child.
+  // The handlers are in place before the child starts: a signal that comes as soon as the child is
+  // running (it may answer before this process runs its next line) is sent on, not taken by it.
+  let child: ReturnType<typeof spawn> | null = null;
+  const early: NodeJS.Signals[] = [];
   const forward = (signal: NodeJS.Signals) => {
     if ((signal === 'SIGINT' || signal === 'SIGQUIT') && inTerminalForeground()) return;
-    child.kill(signal);
+    if (child) child.kill(signal);
+    else early.push(signal);
   };
   for (const signal of SIGNALS) process.on(signal, forward);
   try {
+    const running = spawn(program, args, { stdio: 'inherit', env });
+    child = running;
+    for (const signal of early) running.kill(signal);
     rt.exitCode = await new Promise<number>((resolve, reject) => {
-      child.once('error', (error: NodeJS.ErrnoException) =>
+      running.once('error', (error: NodeJS.ErrnoException) =>
         reject(
           new InvalidInputError(
             `cannot run ${program}: ${error.code === 'ENOENT' ? 'command not found' : error.message}`,
           ),
         ),
       );
-      child.once('exit', (code, signal) =>
+      running.once('exit', (code, signal) =>
         // As a shell reports it: 128 + the signal's number (SIGSEGV 139, SIGTERM 143).
         resolve(code ?? 128 + ((signal && constants.signals[signal]) || 1)),
       );
