@@ -130,7 +130,9 @@ export class RefreshScheduler {
       }
       if (this.#stop.signal.aborted) break;
       this.#wake = new AbortController();
-      await sleep(delay, AbortSignal.any([this.#stop.signal, this.#wake.signal]));
+      // A timer holds at most 2^31-1 ms (24.8 days; a longer one fires at once): longer waits are
+      // taken in turns.
+      await sleep(Math.min(delay, 2 ** 31 - 1), AbortSignal.any([this.#stop.signal, this.#wake.signal]));
     }
   }
 

@@ -495,6 +495,42 @@ describe('the token endpoint', () => {
     expect(double.refreshAttempts).toBe(attempts + 1);
   });
 
+  it('a --refresh-window longer than the tokens live refreshes a grant half-way through its token’s life, not at every sweep', async () => {
+    const { double, v, adopt } = await setup();
+    await adopt('987', 'young');
+    await adopt('988', 'old');
+    // 1-hour tokens: one refreshed 2 minutes ago, one 40 minutes ago. A 2h window holds both; only
+    // the one past half its token's life is due.
+    await v.sql(`update oauth_tokens_vault g set
+      access_token_expires_at = now() + (case c.name when 'young' then interval '58 minutes' else interval '20 minutes' end),
+      last_refreshed_at = now() - (case c.name when 'young' then interval '2 minutes' else interval '40 minutes' end)
+      from ad_account_connections c where c.token_id = g.id`);
+    const attempts = double.refreshAttempts;
+    const daemon = await startDaemon(v, { args: ['--refresh-window', '2h'] });
+    for (let i = 0; i < 200 && double.refreshAttempts === attempts; i++)
+      await new Promise((r) => setTimeout(r, 50));
+    await new Promise((r) => setTimeout(r, 1_500));
+    expect(await daemon.stop('SIGTERM')).toBe(0);
+    const versions = await v.sql<{ name: string; version: number }>(
+      'select c.name, g.version from oauth_tokens_vault g join ad_account_connections c on c.token_id = g.id order by c.name',
+    );
+    expect(versions).toEqual([
+      { name: 'old', version: 2 },
+      { name: 'young', version: 1 },
+    ]);
+    expect(double.refreshAttempts).toBe(attempts + 1);
+  });
+
+  it('an --interval beyond what a timer holds (24.8 days) is slept in turns, not at once over and over', async () => {
+    const v = await createVault();
+    cleanups.push(() => v.destroy());
+    const daemon = await startDaemon(v, { args: ['--interval', '30d'] });
+    await new Promise((r) => setTimeout(r, 2_000));
+    expect(await daemon.stop('SIGTERM')).toBe(0);
+    expect(daemon.logs()).not.toContain('TimeoutOverflowWarning');
+    expect(daemon.logs().match(/refresh sweep/g) ?? []).toEqual([]);
+  });
+
   it('gives back unsent, on SIGTERM, a claim waiting for its rate-limiting platform', async () => {
     const { double, v, adopt } = await setup();
     await adopt('987', 'first');

@@ -365,7 +365,11 @@ const claim = prepared('credvault_claim_due', (db, name) => {
           where c.token_id = ${t.id} and c.status in ('active', 'error')
         )
         and (
-          ${t.accessTokenExpiresAt} < now() + ${p('window')}::interval
+          (${t.accessTokenExpiresAt} < now() + ${p('window')}::interval
+            -- Never earlier than half-way through the token's life: a window longer than a platform's
+            -- tokens live (2h for 1h tokens) would refresh each grant again at every sweep.
+            and (${t.lastRefreshedAt} is null
+              or ${t.accessTokenExpiresAt} < now() + (${t.accessTokenExpiresAt} - ${t.lastRefreshedAt}) / 2))
           or ${t.lastRefreshedAt} < now() - (${p('keepAlive')}::jsonb ->> ${t.platform})::interval
           -- A refresh token with no access token yet (imported): refreshed at once, which also shows
           -- whether the platform still takes it, before an idle one is dropped.
@@ -407,7 +411,8 @@ export async function nextDue(db: Db, windowMs: number): Promise<Date | null> {
   const [row] = await db
     .select({
       at: sql<Date | string | null>`min(greatest(case when ${t.accessTokenEnc} is null then now()
-        else ${t.accessTokenExpiresAt} - ${`${windowMs} milliseconds`}::interval end,
+        else ${t.accessTokenExpiresAt} - least(${`${windowMs} milliseconds`}::interval,
+          coalesce((${t.accessTokenExpiresAt} - ${t.lastRefreshedAt}) / 2, ${`${windowMs} milliseconds`}::interval)) end,
         ${t.cooldownUntil}, ${t.leaseExpiresAt}))`,
     })
     .from(t)
