@@ -85,7 +85,9 @@ export async function tokenFromDaemon(
     const { status, body } = await getFromDaemon(
       run.listen,
       `/v1/connections/${encodeURIComponent(ref)}/token?min_ttl=${minTtl}`,
-      { authorization: `Bearer ${run.token}`, 'x-credvault-actor': who },
+      // Percent-encoded: any name (a space, an umlaut, CJK) reaches the audit row as the full path
+      // would write it.
+      { authorization: `Bearer ${run.token}`, 'x-credvault-actor': encodeURIComponent(who) },
       10_000,
     );
     if (status !== 200) return null;

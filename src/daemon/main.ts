@@ -387,7 +387,9 @@ async function refreshGauges(ctx: ServiceContext, metrics: DaemonMetrics, log: L
   for (const row of counts)
     metrics.connections.set({ platform: row.platform, status: row.status }, Number(row.n));
   const next = await tokenStore.nextExpiry(ctx.db);
+  // No connection in use any more: no value, rather than the last one left standing.
   if (next) metrics.earliestExpiry.set((next.getTime() - Date.now()) / 1000);
+  else metrics.earliestExpiry.reset();
   // Early warning for refresh tokens with a fixed end (LinkedIn): someone must connect again.
   const ending = await daemonStore.refreshTokensEnding(ctx.db, 14);
   metrics.refreshTokenEnding.set(ending.length);

@@ -298,11 +298,22 @@ export function createTokenServer(deps: ServerDeps): Server {
     send(res, 200, tokenDocument(token.accessToken.reveal(), token.tokenType, token.expiresAt, connection));
   }
 
-  /** The CLI names who it runs as; only the local credential may. */
+  /** The CLI names who it runs as (percent-encoded); only the local credential may. */
   function localActor(req: IncomingMessage): string {
     const header = req.headers['x-credvault-actor'];
-    const name = typeof header === 'string' ? header.replace(/[^\w.@+-]/g, '').slice(0, 64) : '';
-    return name || 'local-cli';
+    let name = '';
+    try {
+      name = typeof header === 'string' ? decodeURIComponent(header) : '';
+    } catch {
+      name = '';
+    }
+    // Control characters never reach a row; the rest as the person's own process would record it.
+    return (
+      name
+        .replace(/\p{Cc}/gu, '')
+        .trim()
+        .slice(0, 200) || 'local-cli'
+    );
   }
 
   /** The OAuth callback: the one route a browser reaches, and only with --public-callback-url. */

@@ -4,6 +4,16 @@
  * RuntimeDirectory=. MemoryDenyWriteExecute= is left out on purpose: V8 needs writable+executable
  * memory for its JIT and dies under it.
  */
+/**
+ * One word of a command line in a unit file: as it is when it needs nothing, else in double quotes
+ * with \ and " escaped; % (specifiers) and $ (variables) doubled either way (systemd.service(5),
+ * "Command lines").
+ */
+export function unitWord(word: string): string {
+  const escaped = word.replace(/%/g, '%%').replace(/\$/g, '$$$$');
+  return /^[\w@+=:,./-]+$/.test(word) ? escaped : `"${escaped.replace(/\\/g, '\\\\').replace(/"/g, '\\"')}"`;
+}
+
 export function systemdUnit(options: { user: string | null; bin: string; listen: string }): string {
   const user = options.user ? `User=${options.user}\nGroup=${options.user}` : 'DynamicUser=yes';
   return `[Unit]
@@ -15,7 +25,7 @@ Wants=network-online.target
 [Service]
 Type=notify
 NotifyAccess=all
-ExecStart=${options.bin} daemon --listen ${options.listen}
+ExecStart=${unitWord(options.bin)} daemon --listen ${unitWord(options.listen)}
 ExecReload=/bin/kill -HUP $MAINPID
 Restart=on-failure
 RestartSec=5s

@@ -50,9 +50,17 @@ export function mapDatabaseError(error: unknown, where: string): CredvaultError 
   const driver = driverError(error);
   if (!driver?.code) return null;
   const code = driver.code;
-  if (CONNECTION_CODES.has(code)) {
+  // A unix socket that went away under a connection (the daemon sharing the embedded database
+  // stopped): ENOENT or EPIPE from the socket itself, not from a file.
+  const syscall = (driver as { syscall?: unknown }).syscall;
+  const socketGone =
+    (code === 'ENOENT' || code === 'EPIPE') && (syscall === 'connect' || syscall === 'write');
+  if (CONNECTION_CODES.has(code) || socketGone) {
+    const embedded = where.endsWith('/pgdata');
     return new DatabaseError(`cannot reach the database at ${where}: ${driver.message ?? code}`, {
-      hint: 'Check DATABASE_URL and that PostgreSQL is running.',
+      hint: embedded
+        ? 'The daemon that shares the embedded database may have stopped: run the command again.'
+        : 'Check DATABASE_URL and that PostgreSQL is running.',
       cause: error,
     });
   }

@@ -628,7 +628,7 @@ describe('a refresh that outlasts the shutdown', () => {
 });
 
 describe('token get beside a running daemon', () => {
-  it('asks the daemon (the same token, audited as the person), and reads the vault itself when the daemon cannot be asked as that person', async () => {
+  it('asks the daemon (the same token, audited as the person, whatever the characters of their name)', async () => {
     const { double, v, adopt } = await setup();
     await adopt('987', 'acct-a');
     const daemon = await startDaemon(v);
@@ -638,13 +638,18 @@ describe('token get beside a running daemon', () => {
     const doc = JSON.parse(served.stdout) as { access_token: string; external_account_id: string };
     expect(double.accessTokens.has(doc.access_token)).toBe(true);
     expect(doc.external_account_id).toBe('987');
-    // An actor's name Node's HTTP client could not send either (not Latin-1): the full path serves it.
+    // Names with spaces, punctuation and letters beyond ASCII are recorded as the full path would.
     const direct = await v.cli(['token', 'get', 'acct-a', '--format', 'header'], {
       secretOutput: true,
       env: { CREDVAULT_ACTOR: '运营', CREDVAULT_LOCK_TIMEOUT: '1' },
     });
     expect(direct.code, direct.stderr).toBe(0);
     expect(direct.stdout).toBe(`Authorization: Bearer ${doc.access_token}\n`);
+    const spaced = await v.cli(['token', 'get', 'acct-a'], {
+      secretOutput: true,
+      env: { CREDVAULT_ACTOR: 'Jörg Müller (deploy #42)', CREDVAULT_LOCK_TIMEOUT: '1' },
+    });
+    expect(spaced.code, spaced.stderr).toBe(0);
     const audit = await v.json<Array<{ action: string; actor: string; detail: { purpose?: string } }>>([
       'audit',
       'list',
@@ -653,7 +658,8 @@ describe('token get beside a running daemon', () => {
     ]);
     expect(audit.map((r) => [r.actor, r.detail.purpose])).toEqual(
       expect.arrayContaining([
-        ['运营', 'token get --format header'],
+        ['运营', 'token get (daemon)'],
+        ['Jörg Müller (deploy #42)', 'token get (daemon)'],
         ['test-operator', 'token get (daemon)'],
       ]),
     );

@@ -1,5 +1,10 @@
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { SystemdNotifier } from '../../src/daemon/notify.js';
+import { systemdUnit, unitWord } from '../../src/daemon/unit.js';
 
 describe('SystemdNotifier', () => {
   it('pings the watchdog at half of WATCHDOG_USEC, and only when systemd asked this process for one', () => {
@@ -19,5 +24,30 @@ describe('SystemdNotifier', () => {
     expect(new SystemdNotifier({ NOTIFY_SOCKET: socket }).watchdogMs).toBeNull();
     expect(new SystemdNotifier({ WATCHDOG_USEC: '30000000' }).watchdogMs).toBeNull();
     expect(new SystemdNotifier({}).enabled).toBe(false);
+  });
+});
+
+describe('the unit file', () => {
+  it('quotes what a command line in a unit needs quoted: spaces, quotes, % specifiers, $ variables', () => {
+    expect(unitWord('/usr/bin/credvault')).toBe('/usr/bin/credvault');
+    expect(unitWord('/opt/cred vault/bin/credvault')).toBe('"/opt/cred vault/bin/credvault"');
+    expect(unitWord('/opt/100%/credvault')).toBe('"/opt/100%%/credvault"');
+    expect(unitWord('/opt/$HOME/x')).toBe('"/opt/$$HOME/x"');
+    expect(unitWord('/opt/a"b')).toBe('"/opt/a\\"b"');
+  });
+
+  const analyze = ['/usr/bin/systemd-analyze', '/bin/systemd-analyze'].find((p) => existsSync(p));
+  it.runIf(analyze)('an ExecStart under a folder with a space passes systemd-analyze verify', async () => {
+    const root = mkdtempSync(join(tmpdir(), 'credvault unit '));
+    try {
+      const bin = join(root, 'credvault');
+      writeFileSync(bin, '#!/bin/sh\nexit 0\n', { mode: 0o755 });
+      const unit = join(root, 'credvault.service');
+      writeFileSync(unit, systemdUnit({ user: 'root', bin, listen: '127.0.0.1:8787' }));
+      const verify = spawnSync(analyze!, ['verify', unit], { encoding: 'utf8' });
+      expect(`${verify.stdout}${verify.stderr}`).not.toMatch(/is not executable|Failed to parse|Invalid/);
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
   });
 });

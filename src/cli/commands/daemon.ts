@@ -25,6 +25,13 @@ export async function unit(rt: Runtime, opts: { user?: string }): Promise<void> 
     throw new InvalidInputError(`--user must be a system user name (got "${opts.user}")`);
   }
   const bin = realpathSync(process.argv[1] ?? 'credvault');
+  // ProtectHome=yes hides /home, /root and /run/user from the service: a credvault installed there
+  // (nvm, ~/.local) would not start.
+  if (/^\/(home|root|run\/user)(\/|$)/.test(bin)) {
+    rt.out.warn(
+      `credvault is installed under ${bin.split('/').slice(0, 3).join('/')}, which ProtectHome=yes hides from the service: install it system-wide (npm install -g as root), or drop ProtectHome= from the unit`,
+    );
+  }
   const text = systemdUnit({ user: opts.user ?? null, bin, listen: DEFAULT_LISTEN });
   if (rt.out.json) return rt.out.writeJson({ unit: text });
   rt.out.raw(text);

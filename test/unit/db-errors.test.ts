@@ -1,0 +1,25 @@
+import { describe, expect, it } from 'vitest';
+import { mapDatabaseError } from '../../src/db/errors.js';
+
+const socketError = (code: string, syscall: string) =>
+  Object.assign(new Error(`${syscall} ${code} /home/u/.local/share/credvault/run/.s.PGSQL.5432`), {
+    code,
+    syscall,
+  });
+
+describe('database errors as the contract says them', () => {
+  it('a unix socket gone under a command (the daemon stopped) is the database unreachable, exit 8', () => {
+    for (const [code, syscall] of [
+      ['ENOENT', 'connect'],
+      ['EPIPE', 'write'],
+    ] as const) {
+      const mapped = mapDatabaseError(socketError(code, syscall), '/home/u/.local/share/credvault/pgdata');
+      expect(mapped?.exitCode).toBe(8);
+      expect(mapped?.hint).toContain('daemon that shares the embedded database may have stopped');
+    }
+  });
+
+  it('a file that is not there is not the database', () => {
+    expect(mapDatabaseError(socketError('ENOENT', 'open'), '/h/pgdata')).toBeNull();
+  });
+});
