@@ -359,7 +359,10 @@ describe('apps', () => {
       input: JSON.stringify(app),
     });
     expect(added.code, added.stderr).toBe(0);
-    expect(added.stderr).toContain('credvault sends credvault:aBcDeFgHiJkLmN:v1');
+    // What is sent, exactly: the default stored with the app.
+    expect(added.stderr).toContain(
+      'credvault sends credvault:aBcDeFgHiJkLmN:v1 (credvault app reddit-prod).',
+    );
     expect(added.stderr).toContain(
       "credvault apps update reddit-prod --user-agent 'web:reddit-prod:v1 (by /u/",
     );
@@ -699,6 +702,20 @@ describe('audit', () => {
     expect(recent[0]!.id).toBeGreaterThan(recent[1]!.id);
     expect(await v.json(['audit', 'list', '--since', '2999-01-01T00:00:00Z'])).toEqual([]);
     expect((await v.cli(['audit', 'list', '--since', 'yesterday'])).code).toBe(2);
+    // No zone is UTC whatever the machine's; a day the month lacks is refused, not rolled over.
+    // Five hours ahead in UTC: nothing yet; read as Tokyo's time it would be four hours ago.
+    const ahead = new Date(Date.now() + 5 * 3_600_000).toISOString().slice(0, 16);
+    const inTokyo = await v.json<unknown[]>(['audit', 'list', '--since', ahead], {
+      env: { TZ: 'Asia/Tokyo' },
+    });
+    expect(inTokyo).toEqual([]);
+    const february = await v.cli(['audit', 'list', '--since', '2026-02-30']);
+    expect(february.code).toBe(2);
+    expect(february.stderr).toContain('--since must be an ISO 8601 time');
+    // A connection that is gone is still found in the log by its id.
+    const gone = '0b6f4d3e-1d2c-4b5a-9e8f-7a6b5c4d3e2f';
+    expect(await v.json(['audit', 'list', '--connection', gone])).toEqual([]);
+    expect((await v.cli(['audit', 'list', '--connection', 'no-such-name'])).code).toBe(3);
   });
 
   it('keeps an actor with quotes, backslashes and non-ASCII exactly, and the chain verifies', async () => {

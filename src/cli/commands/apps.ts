@@ -116,7 +116,7 @@ export async function add(rt: Runtime, platformInput: string, flags: AppFlags): 
     // is not something credvault can know. (Loaded only here: the module brings the OAuth client.)
     const { redditUserAgent } = await import('../../providers/platforms/reddit-ads.js');
     rt.out.warn(
-      `Reddit asks every API client for a User-Agent that names the Reddit account behind it; until one is set, credvault sends ${redditUserAgent({ userAgent: null, clientId: app.clientId })}. Set it with \`credvault apps update ${app.label} --user-agent 'web:${app.label}:v1 (by /u/YOUR_REDDIT_NAME)'\`.`,
+      `Reddit asks every API client for a User-Agent that names the Reddit account behind it; until one is set, credvault sends ${redditUserAgent({ userAgent: app.userAgent, clientId: app.clientId })}. Set it with \`credvault apps update ${app.label} --user-agent 'web:${app.label}:v1 (by /u/YOUR_REDDIT_NAME)'\`.`,
     );
   }
 }

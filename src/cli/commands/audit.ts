@@ -1,18 +1,31 @@
 import { parseDuration } from '../../config.js';
 import type { AuditRow } from '../../db/store/audit.js';
-import { InvalidInputError } from '../../errors.js';
+import { InvalidInputError, NotFoundError } from '../../errors.js';
 import { auditBrokenError, listAudit, verifyAudit } from '../../services/audit.js';
 import { auditJson } from '../../views.js';
 import { withContext } from '../context.js';
 import type { Runtime } from '../run.js';
 
+const ISO_TIME =
+  /^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})?)?$/i;
+
+/**
+ * A duration back from now, or an ISO 8601 date or time. One without a zone is UTC (as a date alone
+ * is in JavaScript), whatever the machine's zone; a day the month does not have is refused.
+ */
 function parseSince(text: string, now: Date): Date {
-  if (/^\d+(ms|s|m|h|d)$/.test(text.trim()))
+  const trimmed = text.trim();
+  if (/^\d+(ms|s|m|h|d)$/.test(trimmed))
     return new Date(now.getTime() - parseDuration(text, '--since', { zero: true }));
-  const date = new Date(text);
-  if (Number.isNaN(date.getTime()) || !/^\d{4}-\d{2}-\d{2}/.test(text.trim())) {
+  const match = ISO_TIME.exec(trimmed);
+  const [, year, month, day, hour, , , zone] = match ?? [];
+  const date = match ? new Date(`${trimmed.replace(' ', 'T')}${hour && !zone ? 'Z' : ''}`) : null;
+  const realDay =
+    match !== null &&
+    new Date(Date.UTC(Number(year), Number(month) - 1, Number(day))).getUTCDate() === Number(day);
+  if (!date || Number.isNaN(date.getTime()) || !realDay) {
     throw new InvalidInputError(
-      `--since must be an ISO 8601 time (2026-11-01T00:00:00Z) or a duration such as 24h or 7d (got "${text}")`,
+      `--since must be an ISO 8601 time (2026-11-01T00:00:00Z; UTC when no zone is given) or a duration such as 24h or 7d (got "${text}")`,
     );
   }
   return date;
@@ -36,7 +49,14 @@ export async function list(
     let connectionId: string | undefined;
     if (opts.connection) {
       const { resolveConnection } = await import('../../services/connections.js');
-      connectionId = (await resolveConnection(ctx.db, opts.connection)).id;
+      const { isUuid } = await import('../../services/apps.js');
+      try {
+        connectionId = (await resolveConnection(ctx.db, opts.connection)).id;
+      } catch (error) {
+        // A connection that is gone (its app removed) keeps its audit trail: its id still finds it.
+        if (!(error instanceof NotFoundError) || !isUuid(opts.connection.trim())) throw error;
+        connectionId = opts.connection.trim().toLowerCase();
+      }
     }
     return listAudit(ctx.db, { connectionId, actor: opts.actor, since, limit });
   });
