@@ -13,6 +13,8 @@
  * the CLI does.
  */
 import { resolveConfig } from './config.js';
+import { redactUrl } from './db/client.js';
+import { mapDatabaseError } from './db/errors.js';
 import { InvalidInputError } from './errors.js';
 import { PLATFORMS, type PlatformCapabilities, type PlatformId, parsePlatform } from './providers/catalog.js';
 import { toMicros } from './providers/money.js';
@@ -131,7 +133,17 @@ export async function openVault(options: VaultOptions = {}): Promise<Vault> {
     },
     options.env ?? process.env,
   );
-  const ctx = await openContext(config);
+  // A driver's failure (the database unreachable, missing) becomes the contract's error, as in the
+  // CLI: a DatabaseError (code database_error), never drizzle's message with the query in it.
+  const where = config.databaseUrl ? redactUrl(config.databaseUrl) : `${config.home}/pgdata`;
+  const typed = async <T>(fn: () => Promise<T>): Promise<T> => {
+    try {
+      return await fn();
+    } catch (error) {
+      throw mapDatabaseError(error, where) ?? error;
+    }
+  };
+  const ctx = await typed(() => openContext(config));
   let closed: Promise<void> | null = null;
   const open = () => {
     if (closed) throw new InvalidInputError('this vault was closed; open it again with openVault()');
@@ -143,26 +155,28 @@ export async function openVault(options: VaultOptions = {}): Promise<Vault> {
     return {
       platform,
       capabilities: { ...PLATFORMS[platform].capabilities },
-      async listCampaigns(connection) {
-        const ctx = open();
-        const id = await connectionOf(ctx, connection, platform);
-        return (await listCampaigns(ctx, id)).campaigns;
-      },
-      async updateCampaignBudget(connection, update) {
-        const ctx = open();
-        if (!update || typeof update.campaignId !== 'string' || update.campaignId.trim() === '') {
-          throw new InvalidInputError('updateCampaignBudget needs a campaignId');
-        }
-        const micros = toMicros(update.dailyBudgetMicros);
-        const id = await connectionOf(ctx, connection, platform);
-        const { connection: _row, ...result } = await setCampaignBudget(ctx, id, {
-          campaignId: update.campaignId,
-          dailyBudgetMicros: micros,
-          validateOnly: update.validateOnly === true,
-          allowShared: update.allowShared === true,
-        });
-        return result;
-      },
+      listCampaigns: (connection) =>
+        typed(async () => {
+          const ctx = open();
+          const id = await connectionOf(ctx, connection, platform);
+          return (await listCampaigns(ctx, id)).campaigns;
+        }),
+      updateCampaignBudget: (connection, update) =>
+        typed(async () => {
+          const ctx = open();
+          if (!update || typeof update.campaignId !== 'string' || update.campaignId.trim() === '') {
+            throw new InvalidInputError('updateCampaignBudget needs a campaignId');
+          }
+          const micros = toMicros(update.dailyBudgetMicros);
+          const id = await connectionOf(ctx, connection, platform);
+          const { connection: _row, ...result } = await setCampaignBudget(ctx, id, {
+            campaignId: update.campaignId,
+            dailyBudgetMicros: micros,
+            validateOnly: update.validateOnly === true,
+            allowShared: update.allowShared === true,
+          });
+          return result;
+        }),
     };
   };
 
@@ -173,10 +187,12 @@ export async function openVault(options: VaultOptions = {}): Promise<Vault> {
 
   return {
     async getValidAccessToken(connection, tokenOptions = {}) {
-      const served = await getValidAccessToken(open(), connection, {
-        minTtlSeconds: minTtlSeconds(tokenOptions.minTtl),
-        purpose: tokenOptions.purpose ?? 'library',
-      });
+      const served = await typed(() =>
+        getValidAccessToken(open(), connection, {
+          minTtlSeconds: minTtlSeconds(tokenOptions.minTtl),
+          purpose: tokenOptions.purpose ?? 'library',
+        }),
+      );
       return {
         accessToken: served.accessToken.reveal(),
         tokenType: served.tokenType,

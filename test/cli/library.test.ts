@@ -207,6 +207,34 @@ try {
     });
   });
 
+  it.skipIf(DB_KIND === 'postgres')(
+    'a database it cannot reach is a DatabaseError (database_error) without the query, as in the CLI',
+    async () => {
+      const file = join(appDir, 'unreachable.mjs');
+      writeFileSync(
+        file,
+        `import { openVault, DatabaseError } from 'credvault';
+const vault = await openVault({ databaseUrl: 'postgres://nobody@127.0.0.1:1/nothing', env: { CREDENTIAL_MASTER_KEY: ${JSON.stringify(
+          'A'.repeat(43) + '=',
+        )} } });
+try {
+  await vault.getValidAccessToken('google_ads:1234567890');
+} catch (error) {
+  process.stdout.write(JSON.stringify({ typed: error instanceof DatabaseError, code: error.code, message: error.message }));
+} finally {
+  await vault.close();
+}
+`,
+      );
+      const result = await node(file);
+      expect(result.code, result.stderr).toBe(0);
+      const out = JSON.parse(result.stdout) as { typed: boolean; code: string; message: string };
+      expect(out).toMatchObject({ typed: true, code: 'database_error' });
+      expect(out.message).toContain('cannot reach the database at postgres://nobody@127.0.0.1:1/nothing');
+      expect(out.message).not.toContain('Failed query');
+    },
+  );
+
   // The declarations do not depend on the database: checked once.
   it.skipIf(DB_KIND === 'postgres')(
     'ships type declarations a TypeScript consumer compiles against',
