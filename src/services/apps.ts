@@ -163,22 +163,32 @@ export function parseAppFields(raw: RawAppFields): AppFields {
   const set = <K extends keyof AppFields>(key: K, value: AppFields[K] | undefined) => {
     if (value !== undefined) fields[key] = value;
   };
+  // The optional settings are cleared by null in a file or an empty flag (`--token-url ''`): back
+  // to the platform's default, without removing the app and connecting every account again.
+  const cleared = (value: unknown) => value === null || (typeof value === 'string' && value.trim() === '');
+  const clearable = <K extends keyof AppFields>(
+    key: K,
+    value: unknown,
+    parse: (v: unknown) => AppFields[K] | undefined,
+  ) => set(key, cleared(value) ? (null as AppFields[K]) : parse(value));
   set('clientId', text(raw.client_id, 'client_id'));
   set('clientSecret', secretField(raw.client_secret, 'client_secret'));
   set('developerToken', secretField(raw.developer_token, 'developer_token'));
   set('redirectUri', redirect(raw.redirect_uri));
   set('scopes', scopeList(raw.scopes));
-  set('loginCustomerId', customerId(raw.login_customer_id));
-  set('userAgent', text(raw.user_agent, 'user_agent'));
-  const version = text(raw.api_version, 'api_version');
-  if (version !== undefined && !/^[A-Za-z0-9._-]{1,32}$/.test(version)) {
-    throw new InvalidInputError(`api_version "${version}" is not a version string like v26 or 202601`);
-  }
-  set('apiVersion', version);
-  set('authorizeUrl', endpoint(raw.authorize_url, 'authorize_url'));
-  set('tokenUrl', endpoint(raw.token_url, 'token_url'));
-  set('revokeUrl', endpoint(raw.revoke_url, 'revoke_url'));
-  set('apiBaseUrl', endpoint(raw.api_base_url, 'api_base_url'));
+  clearable('loginCustomerId', raw.login_customer_id, customerId);
+  clearable('userAgent', raw.user_agent, (v) => text(v, 'user_agent'));
+  clearable('apiVersion', raw.api_version, (v) => {
+    const version = text(v, 'api_version');
+    if (version !== undefined && !/^[A-Za-z0-9._-]{1,32}$/.test(version)) {
+      throw new InvalidInputError(`api_version "${version}" is not a version string like v26 or 202601`);
+    }
+    return version;
+  });
+  clearable('authorizeUrl', raw.authorize_url, (v) => endpoint(v, 'authorize_url'));
+  clearable('tokenUrl', raw.token_url, (v) => endpoint(v, 'token_url'));
+  clearable('revokeUrl', raw.revoke_url, (v) => endpoint(v, 'revoke_url'));
+  clearable('apiBaseUrl', raw.api_base_url, (v) => endpoint(v, 'api_base_url'));
   const platform = text(raw.platform, 'platform');
   if (platform !== undefined) fields.platform = parsePlatform(platform);
   return fields;

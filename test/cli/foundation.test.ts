@@ -536,6 +536,26 @@ describe('apps', () => {
       '--clear-developer-token',
     ]);
     expect(cleared.has_developer_token).toBe(false);
+    // Settings go back to the platform's default: an empty flag, or null in a file.
+    const overridden = await v.json<Record<string, unknown>>([
+      'apps',
+      'update',
+      'prod',
+      '--token-url',
+      'https://oauth2.sandbox.example/token',
+      '--login-customer-id',
+      '111-222-3333',
+    ]);
+    expect(overridden).toMatchObject({
+      token_url: 'https://oauth2.sandbox.example/token',
+      login_customer_id: '1112223333',
+    });
+    const reset = await v.json<Record<string, unknown>>(['apps', 'update', 'prod', '--token-url', ''], {});
+    expect(reset.token_url).toBeNull();
+    const fromFile = await v.json<Record<string, unknown>>(['apps', 'update', 'prod', '--from-file', '-'], {
+      input: JSON.stringify({ api_version: null, login_customer_id: null }),
+    });
+    expect(fromFile).toMatchObject({ api_version: null, login_customer_id: null, token_url: null });
     expect((await v.json<Record<string, unknown>>(['apps', 'disable', 'prod'])).enabled).toBe(false);
     expect((await v.json<Record<string, unknown>>(['apps', 'enable', 'prod'])).enabled).toBe(true);
     const removed = await v.cli(['apps', 'remove', 'prod']);
@@ -552,7 +572,13 @@ describe('apps', () => {
     }
     expect(audit.find((a) => a.action === 'app.create')!.actor).toBe('test-operator');
     const updates = audit.filter((a) => a.action === 'app.update').map((a) => a.detail.changed);
-    expect(updates).toEqual([['developer_token'], ['api_version', 'client_secret']]);
+    expect(updates).toEqual([
+      ['login_customer_id', 'api_version'],
+      ['token_url'],
+      ['login_customer_id', 'token_url'],
+      ['developer_token'],
+      ['api_version', 'client_secret'],
+    ]);
     await expectNoSecretsLeaked(v, [fields.client_secret, fields.developer_token, newSecret]);
   });
 });
