@@ -8,7 +8,7 @@ import { recordAudit } from './audit.js';
 import { resolveConnection } from './connections.js';
 import type { ServiceContext } from './context.js';
 import { openToken } from './grants.js';
-import { providerApp } from './provider-app.js';
+import { assertEnabled, providerApp } from './provider-app.js';
 import { getValidAccessToken, type ServedToken, type TokenRequest } from './tokens.js';
 
 /**
@@ -74,6 +74,13 @@ export async function exportCredentials(
   ref: string,
   request: TokenRequest,
 ): Promise<CredentialExport> {
+  // What is printed needs the app's own settings on Google and Microsoft: a disabled app stops the
+  // command before a token is served (and recorded as served) for nothing to be printed.
+  const wanted = await resolveConnection(ctx.db, ref);
+  if (wanted.platform === 'google_ads' || wanted.platform === 'microsoft_ads') {
+    const app = await appStore.getById(ctx.db, wanted.appId);
+    if (app) assertEnabled(app);
+  }
   const served = await getValidAccessToken(ctx, ref, request);
   const c = served.connection;
   const platform = c.platform as PlatformId;

@@ -7,6 +7,14 @@ import type { ProviderApp } from '../providers/types.js';
 import { secretSlot } from './apps.js';
 import type { ServiceContext } from './context.js';
 
+export function assertEnabled(app: Pick<AppRecord, 'enabled' | 'platform' | 'label'>): void {
+  if (!app.enabled) {
+    throw new ConflictError(`app ${app.platform}/${app.label} is disabled`, {
+      hint: `Enable it with \`credvault apps enable ${app.platform}/${app.label}\`.`,
+    });
+  }
+}
+
 /**
  * An app as a provider needs it: endpoints resolved (the app's overrides, else the platform's
  * defaults), API version resolved, secrets decrypted. The caller audits the decryption.
@@ -17,11 +25,7 @@ export async function providerApp(
   app: AppRecord,
   options: { secrets: boolean },
 ): Promise<ProviderApp> {
-  if (!app.enabled) {
-    throw new ConflictError(`app ${app.platform}/${app.label} is disabled`, {
-      hint: `Enable it with \`credvault apps enable ${app.platform}/${app.label}\`.`,
-    });
-  }
+  assertEnabled(app);
   const keyring = options.secrets ? await ctx.keyring() : null;
   const stored = options.secrets
     ? await appStore.getEncryptedSecrets(db, app.id)

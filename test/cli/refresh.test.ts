@@ -385,6 +385,18 @@ describe('token get formats and exec', () => {
     expect(yaml.stdout).toContain(`refresh_token: ${grant.refreshToken}`);
     expect(yaml.stdout).toContain('use_proto_plus: true');
 
+    // A disabled app: refused before anything is served (and recorded as served) for nothing printed.
+    expect((await v.cli(['apps', 'disable', app.label])).code).toBe(0);
+    const servedBefore = (await v.sql("select id from credential_access_audit where action = 'token.serve'"))
+      .length;
+    const disabled = await v.cli(['token', 'get', 'acct', '--format', 'env'], { secretOutput: true });
+    expect(disabled.code).toBe(7);
+    expect(disabled.stdout).toBe('');
+    expect((await v.sql("select id from credential_access_audit where action = 'token.serve'")).length).toBe(
+      servedBefore,
+    );
+    expect((await v.cli(['apps', 'enable', app.label])).code).toBe(0);
+
     // 42 is no exit code of credvault's own; and the keys to the whole vault stay out of the child.
     const script =
       'test "$GOOGLE_ADS_REFRESH_TOKEN" = "$EXPECTED" && test -n "$CREDVAULT_ACCESS_TOKEN" && test -z "$CREDENTIAL_MASTER_KEY_FILE" && test -z "$VAULT_TOKEN" && test -z "$GOOGLE_OAUTH_ACCESS_TOKEN" && test -z "$DATABASE_URL" && exit 42';
