@@ -64,6 +64,16 @@ export async function initVault(config: Config): Promise<InitReport> {
     lockTimeoutMs: config.lockTimeoutMs,
     create: true,
   });
+  // Another init may have held the database until now and made the key meanwhile: look again.
+  source ??= await resolveKeySource(config.env, config.home);
+  // The data folder's own key file, readable by others: made 0600, as the folder is made 0700.
+  const homeKey = homeKeyPath(config.home);
+  try {
+    const stat = statSync(homeKey);
+    if ((stat.mode & 0o077) !== 0 && stat.uid === process.getuid?.()) chmodSync(homeKey, 0o600);
+  } catch {
+    // No key file in the data folder: nothing to tighten.
+  }
   let ctx: ServiceContext | null = null;
   try {
     const applied = await migrate(database);
@@ -78,9 +88,16 @@ export async function initVault(config: Config): Promise<InitReport> {
           hint: `Its data keys are wrapped by key id ${wrapped.kek_id}: set CREDENTIAL_MASTER_KEY, CREDENTIAL_MASTER_KEY_FILE or CREDENTIAL_KMS_URI to that key, or put its file back at ${homeKeyPath(config.home)}.`,
         });
       }
-      const created = createHomeKey(config.home);
-      source = created.source;
-      createdKeyFile = created.path;
+      try {
+        const created = createHomeKey(config.home);
+        source = created.source;
+        createdKeyFile = created.path;
+      } catch (error) {
+        // A concurrent init (on PostgreSQL, where nothing else holds them apart) made it first.
+        if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+        source = await resolveKeySource(config.env, config.home);
+        if (!source) throw error;
+      }
     }
     const context = new ServiceContext(database, config, { name: config.actor }, source);
     ctx = context;

@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { expectNoSecretsLeaked, fakeSecret } from '../helpers/secrets.js';
@@ -64,6 +64,21 @@ describe('init', () => {
     expect(second.platforms_changed).toEqual([]);
     expect(second.key_origin).toBe(join(v.home, 'master.key'));
     expect(statSync(join(v.home, 'master.key')).mode & 0o777).toBe(0o600);
+    // A key file opened to others is closed again, as the folder is.
+    chmodSync(join(v.home, 'master.key'), 0o644);
+    expect((await v.cli(['init'])).code).toBe(0);
+    expect(statSync(join(v.home, 'master.key')).mode & 0o777).toBe(0o600);
+  });
+
+  it('two inits at once on a new vault: both succeed, with the one key the first made', async () => {
+    const v = await vault({ initialized: false });
+    const env = { CREDVAULT_LOCK_TIMEOUT: '60' };
+    const [a, b] = await Promise.all([
+      v.json<{ key_id: string }>(['init'], { env }),
+      v.json<{ key_id: string }>(['init'], { env }),
+    ]);
+    expect(a.key_id).toBe(b.key_id);
+    expect((await v.cli(['key', 'status'])).code).toBe(0);
   });
 
   it('uses a key from CREDENTIAL_MASTER_KEY and writes no key file', async () => {
