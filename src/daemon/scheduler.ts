@@ -273,6 +273,7 @@ export class RefreshScheduler {
               return this.#writer.write(result);
             },
             leaseLeftMs: claimedAt + lease - Date.now(),
+            stop: this.#stop.signal,
             onInternal: (error, waits) =>
               this.#log.error(
                 waits ? 'refresh failed; the grant waits before it is tried again' : 'refresh failed',

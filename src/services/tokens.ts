@@ -340,7 +340,7 @@ async function refreshWithLease(
   grant: GrantRow,
   owner: string,
   lease: number,
-  options: { claimed?: boolean; writer?: ResultWriter } = {},
+  options: { claimed?: boolean; writer?: ResultWriter; stop?: AbortSignal } = {},
 ): Promise<GrantRow> {
   const platform = grant.platform as PlatformId;
   let tokens: TokenResult;
@@ -373,7 +373,9 @@ async function refreshWithLease(
         const wait =
           error.retryAfter !== null ? error.retryAfter * 1000 : jitter(500 * 2 ** (attempts - 1), 0.5);
         if (Date.now() + wait + 1000 > budgetEnds) throw error;
-        await sleep(wait);
+        // A daemon stopping does not sit out a platform's Retry-After: the failure is recorded now
+        // (the platform answered; nothing is in doubt) and the grant is tried again later.
+        if (!(await sleep(wait, options.stop))) throw error;
       }
     }
   } catch (error) {
@@ -684,11 +686,14 @@ export async function refreshClaimed(
     writer,
     leaseLeftMs = leaseMs(ctx.config.httpTimeoutMs),
     onInternal,
+    stop,
   }: {
     writer?: ResultWriter;
     leaseLeftMs?: number;
     /** Told of a failure of credvault's own, and whether the grant now waits before it is tried again. */
     onInternal?: (error: unknown, waits: boolean) => void;
+    /** The daemon is stopping: no wait between tries. */
+    stop?: AbortSignal;
   } = {},
 ): Promise<RefreshOutcome> {
   if (
@@ -705,6 +710,7 @@ export async function refreshClaimed(
     const after = await refreshWithLease(ctx, connection, grant, owner, leaseLeftMs, {
       claimed: true,
       writer,
+      ...(stop ? { stop } : {}),
     });
     internalFailures.delete(grant.id);
     return after.version > before ? 'success' : 'lease_lost';

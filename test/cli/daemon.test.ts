@@ -557,6 +557,30 @@ describe('the token endpoint', () => {
     ]);
   });
 
+  it('SIGTERM while a refresh waits out a Retry-After: the wait ends, the 429 is recorded, exit 0 at once', async () => {
+    const { double, v, adopt } = await setup();
+    await adopt('987', 'acct-a');
+    await v.sql(
+      "update oauth_tokens_vault set access_token_expires_at = now() + interval '1 minute', last_refreshed_at = now() - interval '59 minutes'",
+    );
+    // Within the lease: the token service would wait 20 s and try again.
+    double.faults.failNext(1, { status: 429, headers: { 'retry-after': '20' } });
+    const attempts = double.refreshAttempts;
+    const daemon = await startDaemon(v);
+    for (let i = 0; i < 200 && double.refreshAttempts === attempts; i++)
+      await new Promise((r) => setTimeout(r, 25));
+    await new Promise((r) => setTimeout(r, 500));
+    const signalled = Date.now();
+    expect(await daemon.stop('SIGTERM')).toBe(0);
+    expect(Date.now() - signalled).toBeLessThan(5_000);
+    expect(double.refreshAttempts).toBe(attempts + 1);
+    const [grant] = await v.sql<{ leased: boolean; in_flight: boolean; code: string | null }>(
+      `select lease_owner is not null as leased, refresh_in_flight_since is not null as in_flight,
+         last_error_code as code from oauth_tokens_vault`,
+    );
+    expect(grant).toEqual({ leased: false, in_flight: false, code: 'rate_limited' });
+  });
+
   it('finishes and stores a refresh in flight on SIGTERM, then exits 0', async () => {
     const { double, v, adopt } = await setup();
     await adopt('987', 'acct-a');
