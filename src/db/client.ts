@@ -69,7 +69,20 @@ export function homeProblem(home: string): InvalidInputError | null {
 
 /** Refuses a `home` without an embedded database: commands (the daemon too) never make one. */
 export function requireEmbeddedVault(home: string): void {
-  if (!existsSync(embeddedDataDir(home))) throw noVaultError(home);
+  const dir = embeddedDataDir(home);
+  if (existsSync(dir)) return;
+  // existsSync is false for a folder this user may not look into, too: say that, not "no vault".
+  try {
+    statSync(dir);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'EACCES' || code === 'EPERM') {
+      throw new DatabaseError(`the vault at ${home} cannot be read by this user (${code})`, {
+        hint: 'Run credvault as the user that owns the data folder (the daemon’s, under systemd), or point CREDVAULT_HOME at your own.',
+      });
+    }
+  }
+  throw noVaultError(home);
 }
 
 /** Why a command finds no embedded database at `home` (it makes none: only `init` does). */

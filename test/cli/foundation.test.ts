@@ -1,7 +1,8 @@
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { BIN } from '../helpers/paths.js';
 import { expectNoSecretsLeaked, fakeSecret } from '../helpers/secrets.js';
 import { createVault, DB_KIND, type TestVault } from '../helpers/vault.js';
 
@@ -488,6 +489,44 @@ describe('apps', () => {
     expect(result.stderr).toContain('line 4, column 3');
     expect(await v.dump()).toBe(before);
   });
+
+  it.skipIf(!existsSync('/usr/bin/script'))(
+    'at a terminal, a Microsoft app is asked for its client secret too (Enter: a public client)',
+    async () => {
+      const v = await vault();
+      const child = spawn(
+        '/usr/bin/script',
+        [
+          '-qec',
+          `exec '${process.execPath}' '${BIN}' apps add microsoft_ads --label ms --client-id c1 --redirect-uri http://localhost/cb`,
+          '/dev/null',
+        ],
+        { env: { ...v.env } as NodeJS.ProcessEnv, cwd: v.root, stdio: ['pipe', 'pipe', 'pipe'] },
+      );
+      let out = '';
+      const asked = (text: string) =>
+        new Promise<void>((resolve) => {
+          const check = () => out.includes(text) && resolve();
+          child.stdout!.on('data', (d: Buffer) => {
+            out += d.toString();
+            check();
+          });
+          check();
+        });
+      const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+      await asked('client secret (Enter for a public client)');
+      child.stdin!.write('ms-secret-1\r');
+      await asked('developer token');
+      child.stdin!.write('ms-devtoken-1\r');
+      expect(await exited, out).toBe(0);
+      const app = await v.json<{ has_client_secret: boolean; has_developer_token: boolean }>([
+        'apps',
+        'show',
+        'ms',
+      ]);
+      expect(app).toMatchObject({ has_client_secret: true, has_developer_token: true });
+    },
+  );
 
   it('requires a developer token for Microsoft and an exact redirect URI for LinkedIn', async () => {
     const v = await vault();

@@ -95,6 +95,15 @@ export async function add(rt: Runtime, platformInput: string, flags: AppFlags): 
   if (fields.clientSecret === undefined && platform !== 'microsoft_ads') {
     if (!rt.interactive) throw noSecretInput('client secret', 'apps add');
     fields.clientSecret = await promptSecret(rt, `${info.displayName} client secret`);
+  } else if (fields.clientSecret === undefined && rt.interactive) {
+    // A Microsoft web app has a secret; a public (desktop) client has none: asked for, Enter skips.
+    fields.clientSecret = await promptSecret(
+      rt,
+      `${info.displayName} client secret (Enter for a public client)`,
+      {
+        optional: true,
+      },
+    );
   }
   if (fields.developerToken === undefined && info.capabilities.developer_token !== 'none') {
     const required = info.capabilities.developer_token === 'required';
