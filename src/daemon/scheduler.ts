@@ -215,6 +215,9 @@ export class RefreshScheduler {
       this.#options.refreshWindowMs,
       idle,
       wanted,
+      // A platform rate limiting this daemon keeps its grants where they are until the pause ends,
+      // rather than claimed to wait in a slot that others' refreshes could use.
+      [...this.#pausedUntil].filter(([, until]) => until > Date.now()).map(([platform]) => platform),
     );
     const round: Ready[] = claimed.map((c) => ({
       claimed: c,
@@ -252,12 +255,13 @@ export class RefreshScheduler {
       this.#wakeSweep();
     };
     const job = (async () => {
-      const paused = this.#pausedUntil.get(grant.platform) ?? 0;
-      if (paused > Date.now()) await sleep(paused - Date.now(), this.#stop.signal);
+      const paused = (this.#pausedUntil.get(grant.platform) ?? 0) > Date.now();
       let outcome: RefreshOutcome;
       try {
-        if (this.#stop.signal.aborted) {
-          // Stopped while its platform was paused: the claim goes back unsent.
+        if (this.#stop.signal.aborted || paused) {
+          // Its platform is rate limiting (since this claim was made), or the daemon is stopping: the
+          // claim goes back unsent, and its slot to the others; claims skip the platform until the
+          // pause ends.
           await tokenStore.unclaim(this.#ctx.db, grant, this.#owner);
           outcome = 'skipped';
         } else {

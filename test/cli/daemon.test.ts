@@ -2,7 +2,12 @@ import { spawn } from 'node:child_process';
 import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { MICROSOFT_ADS_SCOPE, startMicrosoftDouble } from '../doubles/index.js';
+import {
+  GOOGLE_ADWORDS_SCOPE,
+  MICROSOFT_ADS_SCOPE,
+  startGoogleDouble,
+  startMicrosoftDouble,
+} from '../doubles/index.js';
 import { spawnDaemonOnAnyPort, startDaemon, untilDraining } from '../helpers/daemon.js';
 import { addAppFor, adoptGrant, freePort } from '../helpers/flows.js';
 import { createVault, DB_KIND, type TestVault } from '../helpers/vault.js';
@@ -555,6 +560,34 @@ describe('the token endpoint', () => {
       { lease_owner: null, refresh_in_flight_since: null },
       { lease_owner: null, refresh_in_flight_since: null },
     ]);
+  });
+
+  it('a platform rate limiting the daemon does not hold up the others: its claims go back, and are not made again until the pause ends', async () => {
+    const { double, v, adopt } = await setup();
+    await adopt('987', 'ms-1');
+    await adopt('988', 'ms-2');
+    const google = await startGoogleDouble();
+    cleanups.push(() => google.close());
+    const gapp = await addAppFor(v, 'google_ads', google as never);
+    const grant = google.issueGrant({ clientId: gapp.clientId, scope: GOOGLE_ADWORDS_SCOPE } as never);
+    await adoptGrant(v, 'google_ads', gapp.label, grant.refreshToken, {
+      accounts: ['1234567890'],
+      name: 'g',
+    });
+    // All due; Microsoft's first (they expire sooner): both claimed in the first round of two.
+    await v.sql(`update oauth_tokens_vault set last_refreshed_at = now() - interval '59 minutes',
+      access_token_expires_at = now() + case platform when 'google_ads' then interval '3 minutes' else interval '1 minute' end`);
+    double.faults.failNext(1, { status: 429, headers: { 'retry-after': '120' } });
+    const googleBefore = google.refreshAttempts;
+    const started = Date.now();
+    const daemon = await startDaemon(v, { args: ['--concurrency', '1'] });
+    for (let i = 0; i < 400 && google.refreshAttempts === googleBefore; i++)
+      await new Promise((r) => setTimeout(r, 25));
+    const waited = Date.now() - started;
+    expect(await daemon.stop('SIGTERM')).toBe(0);
+    expect(google.refreshAttempts).toBe(googleBefore + 1);
+    expect(waited).toBeLessThan(10_000);
+    expect(daemon.logs()).toContain('microsoft_ads is rate limiting refreshes; pausing it for a minute');
   });
 
   it('SIGTERM while a refresh waits out a Retry-After: the wait ends, the 429 is recorded, exit 0 at once', async () => {

@@ -323,9 +323,12 @@ export async function claimDue(
   windowMs: number,
   keepAliveDays: Record<string, number>,
   limit: number,
+  /** Platforms rate limiting this daemon for now: their grants are left for later. */
+  paused: string[] = [],
 ): Promise<ClaimedGrant[]> {
   const rows = await claim(db, {
     owner,
+    paused: JSON.stringify(paused),
     lease: `${leaseMs} milliseconds`,
     window: `${windowMs} milliseconds`,
     // Per platform, how long a grant may go unused ({"google_ads": "60 days", …}); others never.
@@ -360,6 +363,7 @@ const claim = prepared('credvault_claim_due', (db, name) => {
         sql`(${t.leaseExpiresAt} is null or ${t.leaseExpiresAt} < now())
         and (${t.cooldownUntil} is null or ${t.cooldownUntil} < now())
         and ${t.refreshTokenEnc} is not null
+        and not jsonb_exists(${p('paused')}::jsonb, ${t.platform})
         and exists (
           select 1 from ad_account_connections c
           where c.token_id = ${t.id} and c.status in ('active', 'error')
