@@ -30,6 +30,8 @@ export class ProviderError extends Error {
   readonly platformCode: string | null;
   /** Seconds the platform asked us to wait. */
   readonly retryAfter: number | null;
+  /** A change was sent and no answer came: the platform may have made it (a timeout on a write). */
+  inDoubt = false;
 
   constructor(
     kind: ProviderFailure,

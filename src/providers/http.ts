@@ -1,3 +1,4 @@
+import { withDeadline } from '../util/deadline.js';
 import { excerpt, safeCode } from '../util/redact.js';
 import { VERSION } from '../version.js';
 import { classifyStatus, ProviderError, type ProviderFailure, parseRetryAfter } from './errors.js';
@@ -32,6 +33,8 @@ export interface ApiRequest {
   /** What this call does, for messages: "listing accessible customers". */
   what: string;
   readError?: ErrorReader;
+  /** The request changes something at the platform: unanswered, its outcome is in doubt. */
+  changes?: boolean;
 }
 
 export interface ApiResponse<T> {
@@ -61,8 +64,16 @@ export function setRequestTimeout(ms: number): void {
 }
 
 /** A JSON API call to a platform. Non-2xx answers become ProviderErrors with a redacted excerpt. */
-export async function apiRequest<T = unknown>(request: ApiRequest): Promise<ApiResponse<T>> {
-  const signal = AbortSignal.any([request.signal, AbortSignal.timeout(requestTimeoutMs)]);
+export function apiRequest<T = unknown>(request: ApiRequest): Promise<ApiResponse<T>> {
+  // The request's own deadline on a timer of its own: an AbortSignal.timeout given only to
+  // AbortSignal.any can be collected with nothing else holding it, and then never fires (a hung
+  // request waited for the whole operation's deadline, 40 of them for a campaign list).
+  return withDeadline(requestTimeoutMs, (timeout) =>
+    requestWithin<T>(request, AbortSignal.any([request.signal, timeout])),
+  );
+}
+
+async function requestWithin<T>(request: ApiRequest, signal: AbortSignal): Promise<ApiResponse<T>> {
   const headers: Record<string, string> = {
     accept: 'application/json',
     'user-agent': DEFAULT_USER_AGENT,
@@ -83,7 +94,9 @@ export async function apiRequest<T = unknown>(request: ApiRequest): Promise<ApiR
       redirect: 'error',
     });
   } catch (error) {
-    throw networkFailure(error, request.what, signal);
+    const failure = networkFailure(error, request.what, signal);
+    failure.inDoubt = request.changes === true;
+    throw failure;
   }
   const text = await response.text().catch(() => '');
   let parsed: unknown = null;

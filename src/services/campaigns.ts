@@ -154,11 +154,7 @@ export async function setCampaignBudget(
   } catch (error) {
     // A change sent and never answered (a timeout, a connection lost) may have been made.
     const cause = error instanceof CredvaultError ? error.cause : error;
-    const unanswered =
-      !request.validateOnly &&
-      cause instanceof ProviderError &&
-      cause.kind === 'transient' &&
-      cause.status === null;
+    const unanswered = !request.validateOnly && cause instanceof ProviderError && cause.inDoubt;
     const code = error instanceof CredvaultError ? error.code : 'internal';
     await audit('failure', {
       requested_micros: request.dailyBudgetMicros.toString(),

@@ -600,6 +600,20 @@ describe('Google Ads API errors', () => {
       "select outcome, detail from credential_access_audit where action = 'campaign.budget' order by id desc limit 1",
     );
     expect(unknown[0]).toMatchObject({ outcome: 'failure', detail: { result: 'unknown' } });
+    // A read that was not answered leaves nothing in doubt: nothing was sent to change.
+    // (Each request has its own deadline: a hung read is given up after CREDVAULT_HTTP_TIMEOUT, not
+    // after the whole operation's.)
+    double.faults.hangNext(1, { path: searchPath('v26', US) });
+    const started = Date.now();
+    const unread = await setBudget('12', { CREDVAULT_HTTP_TIMEOUT: '2' });
+    expect(unread.code, unread.stderr).toBe(5);
+    expect(Date.now() - started).toBeLessThan(20_000);
+    double.faults.hangNext(1, { path: searchPath('v26', US) });
+    const listing = Date.now();
+    const list = await v.cli(['campaigns', 'list', 'us'], { env: { CREDVAULT_HTTP_TIMEOUT: '2' } });
+    expect(list.code, list.stderr).toBe(5);
+    expect(Date.now() - listing).toBeLessThan(20_000);
+    expect(unread.stderr).not.toContain('may or may not');
   });
 
   it('a developer token Google insists on but the app lacks: exit 4 naming it, and no refresh', async () => {

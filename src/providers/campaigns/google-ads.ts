@@ -135,6 +135,7 @@ export const googleCampaigns: CampaignOps = {
         `/${app.apiVersion}/customers/${target.accountId}/campaignBudgets:mutate`,
       ),
       headers: googleHeaders(app, token, loginCustomerId(app, target)),
+      changes: !change.validateOnly,
       // int64 as a JSON string (proto3 JSON); a dry run when validateOnly: only errors come back.
       json: {
         operations: [

@@ -157,6 +157,7 @@ export const linkedInCampaigns: CampaignOps = {
         `/rest/adAccounts/${account}/adCampaigns/${encodeURIComponent(campaign.id)}`,
       ),
       headers: { ...linkedInHeaders(app, token), 'x-restli-method': 'PARTIAL_UPDATE' },
+      changes: true,
       json: {
         patch: {
           $set: {

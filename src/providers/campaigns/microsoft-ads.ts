@@ -179,6 +179,7 @@ export const microsoftCampaigns: CampaignOps = {
       method: 'PUT',
       url: campaignUrl(app, '/Campaigns'),
       headers: campaignHeaders(app, token, target),
+      changes: true,
       // Only the elements sent change; DailyBudget is a JSON number in the account's currency, the
       // shortest decimal of the exact amount (1234567.89, 0.01).
       json: {

@@ -238,6 +238,7 @@ export const redditCampaigns: CampaignOps = {
       // Single objects at their bare paths; an account-scoped path would be a 404.
       url: api(app, `/${level === 'ad_group' ? 'ad_groups' : 'campaigns'}/${encodeURIComponent(id)}`),
       headers: redditHeaders(app, token),
+      changes: true,
       json: { data: { goal_type: 'DAILY_SPEND', goal_value: Number(micros) } },
       signal: options.signal,
       secrets: [token.reveal()],
