@@ -46,9 +46,9 @@ async function withContext<T>(v: TestVault, fn: (ctx: ServiceContext) => Promise
 
 /** Claims the three grants and makes their refresh results, new access tokens `fresh-<n>`. */
 async function results(ctx: ServiceContext, tag: string): Promise<RefreshResult[]> {
-  // Due again and unclaimed (refreshed an hour ago, say), as the sweep finds them.
+  // Due again and unclaimed (1-hour tokens refreshed 58 minutes ago), as the sweep finds them.
   await ctx.database.query(
-    "update oauth_tokens_vault set lease_owner = null, lease_expires_at = null, last_refreshed_at = now() - interval '58 minutes'",
+    "update oauth_tokens_vault set lease_owner = null, lease_expires_at = null, last_refreshed_at = now() - interval '58 minutes', access_token_expires_at = now() + interval '2 minutes'",
   );
   const claimed = await tokenStore.claimDue(ctx.db, 'test-owner', 60_000, 3 * 3_600_000, {}, 10);
   expect(claimed).toHaveLength(3);
