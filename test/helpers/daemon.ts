@@ -6,6 +6,7 @@ import type { ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { join } from 'node:path';
+import { sql } from 'drizzle-orm';
 import { resolveConfig } from '../../src/config.js';
 import { Secret } from '../../src/crypto/secret.js';
 import * as appStore from '../../src/db/store/apps.js';
@@ -133,7 +134,8 @@ export async function startDaemon(
 
 /**
  * Many connections at once, stored the way `connections add` stores them (in-process, through the
- * same services), each on its own grant issued by the double, with access tokens expiring soon.
+ * same services), each on its own grant issued by the double, with access tokens expiring soon: as
+ * 1-hour tokens issued an hour before they expire (the sweep refreshes a token past half its life).
  */
 export async function seedConnections(
   vault: TestVault,
@@ -168,6 +170,10 @@ export async function seedConnections(
           via: 'adopt',
         });
       }
+      await tx.execute(
+        sql`update oauth_tokens_vault set last_refreshed_at = least(now(), access_token_expires_at - interval '1 hour')
+          where last_refreshed_at > now() - interval '10 minutes'`,
+      );
     });
   } finally {
     await ctx.close();
