@@ -15,6 +15,7 @@
 import { resolveConfig } from './config.js';
 import { redactUrl } from './db/client.js';
 import { mapDatabaseError } from './db/errors.js';
+import { assertNotBehind } from './db/migrate.js';
 import { InvalidInputError } from './errors.js';
 import { PLATFORMS, type PlatformCapabilities, type PlatformId, parsePlatform } from './providers/catalog.js';
 import { toMicros } from './providers/money.js';
@@ -143,7 +144,17 @@ export async function openVault(options: VaultOptions = {}): Promise<Vault> {
       throw mapDatabaseError(error, where) ?? error;
     }
   };
-  const ctx = await typed(() => openContext(config));
+  const ctx = await typed(async () => {
+    const opened = await openContext(config);
+    // A schema behind this credvault: refused as the CLI refuses it (exit 8's DatabaseError).
+    try {
+      await assertNotBehind(opened.database);
+    } catch (error) {
+      await opened.close();
+      throw error;
+    }
+    return opened;
+  });
   let closed: Promise<void> | null = null;
   const open = () => {
     if (closed) throw new InvalidInputError('this vault was closed; open it again with openVault()');

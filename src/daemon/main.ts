@@ -324,18 +324,20 @@ export async function runDaemon(
       // Re-read the configuration that can change under a running daemon: the key (a rotated
       // master key file or credential) and everything cached from the database. A key that does not
       // open the vault is not taken: the daemon goes on with the one it has.
-      void ctx.reloadKeys().then(
-        () => {
+      void ctx
+        .reloadKeys()
+        .then(
+          () => log.info('SIGHUP: reloaded the key source and cleared caches'),
+          (error: unknown) =>
+            log.error('SIGHUP: the configured key does not open this vault; going on with the key in use', {
+              error: errorMessage(error),
+            }),
+        )
+        .finally(() => {
           forgetOpenApps();
           cache.clear();
           scheduler.poke();
-          log.info('SIGHUP: reloaded the key source and cleared caches');
-        },
-        (error: unknown) =>
-          log.error('SIGHUP: the configured key does not open this vault; going on with the key in use', {
-            error: errorMessage(error),
-          }),
-      );
+        });
     });
   });
 }
@@ -387,9 +389,8 @@ async function refreshGauges(ctx: ServiceContext, metrics: DaemonMetrics, log: L
   for (const row of counts)
     metrics.connections.set({ platform: row.platform, status: row.status }, Number(row.n));
   const next = await tokenStore.nextExpiry(ctx.db);
-  // No connection in use any more: no value, rather than the last one left standing.
-  if (next) metrics.earliestExpiry.set((next.getTime() - Date.now()) / 1000);
-  else metrics.earliestExpiry.reset();
+  // No connection in use any more: NaN (an alert on `< 300` stays quiet), not the last value, nor 0.
+  metrics.earliestExpiry.set(next ? (next.getTime() - Date.now()) / 1000 : Number.NaN);
   // Early warning for refresh tokens with a fixed end (LinkedIn): someone must connect again.
   const ending = await daemonStore.refreshTokensEnding(ctx.db, 14);
   metrics.refreshTokenEnding.set(ending.length);

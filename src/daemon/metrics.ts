@@ -17,7 +17,7 @@ export class DaemonMetrics {
   });
   readonly earliestExpiry = new Gauge({
     name: 'credvault_earliest_access_token_expiry_seconds',
-    help: 'Seconds until the earliest access token of a connection in use (active or in error) expires (negative: already expired).',
+    help: 'Seconds until the earliest access token of a connection in use (active or in error) expires (negative: already expired; NaN: none in use).',
     registers: [this.registry],
   });
   readonly requests = new Histogram({

@@ -423,17 +423,21 @@ export function createTokenServer(deps: ServerDeps): Server {
     }
     // Every request but /healthz carries a client token (cli.md), the API's own description included.
     const client = await authenticate(req);
-    const ownRoute = OWN_GET_PATHS.has(url.pathname) || TOKEN_PATH.test(url.pathname);
-    if (ownRoute && req.method !== 'GET') notAllowed(req, ['GET']);
-    if (url.pathname === '/openapi.json' && req.method === 'GET') {
+    // HEAD where GET reads without a side effect (RFC 9110 §9.3.2); the token route records every
+    // token it serves, so it answers GET only.
+    if (OWN_GET_PATHS.has(url.pathname) && req.method !== 'GET' && req.method !== 'HEAD')
+      notAllowed(req, ['GET', 'HEAD']);
+    if (TOKEN_PATH.test(url.pathname) && req.method !== 'GET') notAllowed(req, ['GET']);
+    const reads = req.method === 'GET' || req.method === 'HEAD';
+    if (url.pathname === '/openapi.json' && reads) {
       send(res, 200, openApiDocument());
       return 'openapi';
     }
-    if (url.pathname === '/metrics' && req.method === 'GET') {
+    if (url.pathname === '/metrics' && reads) {
       send(res, 200, await metrics.registry.metrics(), { 'content-type': metrics.registry.contentType });
       return 'metrics';
     }
-    if (url.pathname === '/v1/connections' && req.method === 'GET') {
+    if (url.pathname === '/v1/connections' && reads) {
       send(res, 200, await visibleConnections(ctx, client));
       return 'connections';
     }

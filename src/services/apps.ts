@@ -151,6 +151,13 @@ function customerId(value: unknown): string | undefined {
 /** Validates raw fields once; what comes out is typed and trusted. */
 export function parseAppFields(raw: RawAppFields): AppFields {
   const fields: AppFields = {};
+  // What every app must have cannot be cleared: an empty value is a mistake, said so (not ignored).
+  for (const field of ['label', 'client_id', 'redirect_uri'] as const) {
+    const value = raw[field];
+    if (value === null || (typeof value === 'string' && value.trim() === '')) {
+      throw new InvalidInputError(`${field} cannot be empty: every app has one`);
+    }
+  }
   const label = text(raw.label, 'label');
   if (label !== undefined) {
     if (!APP_LABEL.test(label) || isUuid(label)) {

@@ -280,6 +280,16 @@ export async function completeAuthorization(
   callback: URLSearchParams,
   options: CompleteOptions,
 ): Promise<ConnectionView[]> {
+  // Neither a code nor an error is no answer from the platform (the sign-in link itself opened, a
+  // bookmark): the state is not used up by it.
+  if (!callback.get('code') && !callback.get('error')) {
+    throw new InvalidInputError(
+      'this carries no answer from the platform (no code, no error); nothing was used up',
+      {
+        hint: 'Open the address the browser was sent back to after allowing access.',
+      },
+    );
+  }
   const consumed = await consumeState(base, state, options.platform ?? null, options.quietUnknownState);
   await options.checkStarter?.(consumed.request, consumed.platform);
   // A flow started through the daemon's API finishes in the name of the client that started it (the
@@ -302,7 +312,6 @@ export async function completeAuthorization(
     );
     throw authorizationError(name, code, callback.get('error_description'));
   }
-  if (!callback.get('code')) throw new InvalidInputError('the callback carries no authorization code');
   const app = await providerApp(ctx, ctx.db, consumed.app, { secrets: true });
   const tokens = await audited(ctx, consumed.app, 'oauth.exchange', () =>
     withDeadline(ctx, (signal) =>
@@ -341,7 +350,8 @@ const APP_ERRORS = new Set([
  * printable characters only and cut short.
  */
 function authorizationError(platformName: string, code: string, description: string | null) {
-  const said = description ? `: ${description.replace(/[^\x20-\x7e\u00a0-\uffff]/g, ' ').slice(0, 300)}` : '';
+  // Control and format characters (a right-to-left override, say) never reach the terminal.
+  const said = description ? `: ${description.replace(/[\p{C}\u2028\u2029]/gu, ' ').slice(0, 300)}` : '';
   if (code === 'access_denied')
     return new ReauthRequiredError(`access was denied at ${platformName}; nothing was stored`, {
       hint: 'Run connect again and allow access.',

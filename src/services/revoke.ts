@@ -82,9 +82,36 @@ export async function revokeConnection(
     } catch (error) {
       if (!(error instanceof ProviderError)) throw error;
       if (error.retryable && !options.force) {
+        // Kept for a later try at the platform, but no longer served or refreshed: whoever revokes
+        // means the connection to stop working now. On record, with the decryptions it took.
+        const held = connection.tokenId;
+        await ctx.transaction(async (tx) => {
+          const current = await connectionStore.listByGrant(tx, held);
+          await connectionStore.updateByGrant(tx, held, {
+            status: 'needs_reauth',
+            statusMessage: `revocation requested; ${provider.info.displayName} could not be told yet: run \`credvault connections revoke\` again`,
+          });
+          await recordAudit(
+            tx,
+            ctx.actor,
+            current.map((c) => ({
+              action: 'connection.revoke',
+              targetType: 'connection',
+              targetId: c.id,
+              connectionId: c.id,
+              outcome: 'failure' as const,
+              detail: {
+                platform,
+                account: c.externalAccountId,
+                at_platform: 'unreachable',
+                requested_for: connection.id,
+              },
+            })),
+          );
+        });
         throw errorForKind(
           error.kind,
-          `${provider.info.displayName} could not be told to revoke ${connectionRef(connection)} (${error.message}); nothing was changed here`,
+          `${provider.info.displayName} could not be told to revoke ${connectionRef(connection)} (${error.message}); its tokens are kept here to try again, and no longer served`,
           {
             retryAfter: error.retryAfter,
             cause: error,

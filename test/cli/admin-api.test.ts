@@ -476,12 +476,15 @@ describe('bad requests', () => {
     const healthz = await daemon.request('DELETE', '/healthz');
     expect(healthz.status).toBe(405);
     expect(healthz.headers['allow']).toBe('GET, HEAD');
-    for (const path of ['/metrics', '/v1/connections', '/v1/connections/main/token']) {
+    for (const path of ['/metrics', '/v1/connections']) {
       const wrong = await call('POST', path, 'admin');
       expect(wrong.status, path).toBe(405);
-      expect(wrong.headers['allow']).toBe('GET');
+      expect(wrong.headers['allow']).toBe('GET, HEAD');
+      expect((await daemon.request('HEAD', path, { token: tokens.admin! })).status, path).toBe(200);
     }
-    expect((await daemon.request('HEAD', '/v1/connections', { token: tokens.admin! })).status).toBe(405);
+    const token = await call('POST', '/v1/connections/main/token', 'admin');
+    expect(token.status).toBe(405);
+    expect(token.headers['allow']).toBe('GET');
     for (const scheme of ['bearer', 'BEARER']) {
       const listed = await daemon.request('GET', '/v1/connections', {
         headers: { authorization: `${scheme} ${tokens.reader}` },
@@ -590,8 +593,12 @@ describe('connecting through the daemon', () => {
         state: string;
       }>().state;
 
-    // A state from another platform's path: refused, and the state is still good for its own platform.
     const state = await start('operator');
+    // The state alone (no code, no error) is no answer: refused, and not used up.
+    const bare = await visit(`/v1/integrations/google_ads/callback?state=${state}`);
+    expect(bare.status).toBe(400);
+    expect(bare.body).toContain('carries no answer from the platform');
+    // A state from another platform's path: refused, and the state is still good for its own platform.
     const elsewhere = await visit(`/v1/integrations/linkedin_ads/callback?state=${state}&code=abc`);
     expect(elsewhere.status).toBe(400);
     expect(elsewhere.body).toContain('started for another platform');

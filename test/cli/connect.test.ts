@@ -535,10 +535,15 @@ describe('connections revoke when the platform does not take it', () => {
     const refused = await v.cli(['connections', 'revoke', 'reddit_ads:a2_uvw']);
     expect(refused.code, refused.stderr).toBe(5);
     expect(refused.stderr).toContain('could not be told to revoke reddit_ads:a2_uvw');
-    expect(refused.stderr).toContain('nothing was changed here');
+    expect(refused.stderr).toContain('its tokens are kept here to try again, and no longer served');
     expect(reddit.faults.pending.failures).toBe(0);
-    // Kept as it was: it still serves, and can be revoked once the platform answers.
-    expect((await v.cli(['token', 'get', 'reddit_ads:a2_uvw'], { secretOutput: true })).code).toBe(0);
+    // Its tokens are kept to tell the platform later, but nothing is served from them meanwhile;
+    // the attempt is on record.
+    expect((await v.cli(['token', 'get', 'reddit_ads:a2_uvw'], { secretOutput: true })).code).toBe(4);
+    const attempt = await v.sql<{ outcome: string; detail: { at_platform: string } }>(
+      "select outcome, detail from credential_access_audit where action = 'connection.revoke' order by id desc limit 1",
+    );
+    expect(attempt[0]).toMatchObject({ outcome: 'failure', detail: { at_platform: 'unreachable' } });
     reddit.faults.failNext(3, { status: 503, path });
     const forced = await v.json<Revoked>(['connections', 'revoke', 'reddit_ads:a2_uvw', '--force']);
     expect(forced.platform).toBe('failed');

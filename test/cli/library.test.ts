@@ -214,15 +214,16 @@ try {
       writeFileSync(
         file,
         `import { openVault, DatabaseError } from 'credvault';
-const vault = await openVault({ databaseUrl: 'postgres://nobody@127.0.0.1:1/nothing', env: { CREDENTIAL_MASTER_KEY: ${JSON.stringify(
-          'A'.repeat(43) + '=',
-        )} } });
+let vault;
 try {
+  vault = await openVault({ databaseUrl: 'postgres://nobody@127.0.0.1:1/nothing', env: { CREDENTIAL_MASTER_KEY: ${JSON.stringify(
+    'A'.repeat(43) + '=',
+  )} } });
   await vault.getValidAccessToken('google_ads:1234567890');
 } catch (error) {
   process.stdout.write(JSON.stringify({ typed: error instanceof DatabaseError, code: error.code, message: error.message }));
 } finally {
-  await vault.close();
+  await vault?.close();
 }
 `,
       );

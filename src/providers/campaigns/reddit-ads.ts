@@ -98,7 +98,8 @@ async function accountCurrency(
   options: CallOptions,
 ): Promise<string | null> {
   if (target.currency) return target.currency;
-  const accounts = await discoverAccounts(app, token, options);
+  // Without it the list still shows (amounts in micros), as before it was looked up.
+  const accounts = await discoverAccounts(app, token, options).catch(() => []);
   return accounts.find((a) => a.id === target.accountId)?.currency ?? null;
 }
 
