@@ -92,7 +92,7 @@ function hostOf(req: IncomingMessage): string {
 
 const MAX_BODY = 64 * 1024;
 
-/** The daemon's own routes besides /healthz, answered to GET only (the admin API's are in ROUTES). */
+/** The daemon's own reading routes besides /healthz, answered to GET and HEAD (the admin API's are in ROUTES). */
 const OWN_GET_PATHS = new Set(['/openapi.json', '/metrics', '/v1/connections']);
 const TOKEN_PATH = /^\/v1\/connections\/([^/]+)\/token$/;
 
@@ -428,21 +428,20 @@ export function createTokenServer(deps: ServerDeps): Server {
     if (OWN_GET_PATHS.has(url.pathname) && req.method !== 'GET' && req.method !== 'HEAD')
       notAllowed(req, ['GET', 'HEAD']);
     if (TOKEN_PATH.test(url.pathname) && req.method !== 'GET') notAllowed(req, ['GET']);
-    const reads = req.method === 'GET' || req.method === 'HEAD';
-    if (url.pathname === '/openapi.json' && reads) {
+    if (url.pathname === '/openapi.json') {
       send(res, 200, openApiDocument());
       return 'openapi';
     }
-    if (url.pathname === '/metrics' && reads) {
+    if (url.pathname === '/metrics') {
       send(res, 200, await metrics.registry.metrics(), { 'content-type': metrics.registry.contentType });
       return 'metrics';
     }
-    if (url.pathname === '/v1/connections' && reads) {
+    if (url.pathname === '/v1/connections') {
       send(res, 200, await visibleConnections(ctx, client));
       return 'connections';
     }
     const match = TOKEN_PATH.exec(url.pathname);
-    if (match && req.method === 'GET') {
+    if (match) {
       let ref: string;
       try {
         ref = decodeURIComponent(match[1]!);

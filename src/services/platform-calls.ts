@@ -6,6 +6,7 @@ import {
   UnavailableError,
 } from '../errors.js';
 import { ProviderError, type ProviderFailure } from '../providers/errors.js';
+import { jitter } from '../util/backoff.js';
 
 /**
  * Runs a platform call with a deadline (CREDVAULT_HTTP_TIMEOUT); the signal aborts the request when it
@@ -18,6 +19,14 @@ export async function withDeadline<T>(
   requests = 1,
 ): Promise<T> {
   return fn(AbortSignal.timeout(ctx.config.httpTimeoutMs * requests));
+}
+
+/**
+ * How long to wait before trying a platform call again after a retryable failure: the platform's
+ * Retry-After when it sent one, else half a second doubled per attempt, with jitter.
+ */
+export function retryDelayMs(error: ProviderError, attempt: number): number {
+  return error.retryAfter !== null ? error.retryAfter * 1000 : jitter(500 * 2 ** (attempt - 1), 0.5);
 }
 
 const HINTS: Partial<Record<ProviderFailure, string>> = {

@@ -5,13 +5,13 @@ import * as tokenStore from '../db/store/tokens.js';
 import type { PlatformId } from '../providers/catalog.js';
 import { ProviderError } from '../providers/errors.js';
 import { providerFor } from '../providers/registry.js';
-import { jitter, sleep } from '../util/backoff.js';
+import { sleep } from '../util/backoff.js';
 import { connectionRef } from '../views.js';
 import { type AuditEntry, recordAudit } from './audit.js';
 import { resolveConnection } from './connections.js';
 import type { ServiceContext } from './context.js';
 import { destroyGrant, openToken } from './grants.js';
-import { errorForKind, withDeadline } from './platform-calls.js';
+import { errorForKind, retryDelayMs, withDeadline } from './platform-calls.js';
 import { providerApp } from './provider-app.js';
 
 export interface RevokeReport {
@@ -32,9 +32,9 @@ const REVOKE_MAX_WAIT_MS = 10_000;
 /**
  * Revokes at the platform where it has an endpoint, then destroys the grant's secrets and its data key:
  * nothing readable stays behind. A platform that refused is reported with the page where a person
- * removes the access. A platform that could not be reached (after a few tries) changes nothing here:
- * the tokens are what the platform can still be told with later, unless `force` destroys them anyway
- * (an app being removed).
+ * removes the access. A platform that could not be reached (after a few tries) keeps the tokens, the
+ * means to tell it later, but the connection is no longer served (needs_reauth), unless `force`
+ * destroys them anyway (an app being removed).
  */
 export async function revokeConnection(
   ctx: ServiceContext,
@@ -73,8 +73,7 @@ export async function revokeConnection(
         } catch (error) {
           if (!(error instanceof ProviderError) || !error.retryable || attempt >= REVOKE_ATTEMPTS)
             throw error;
-          const wait =
-            error.retryAfter !== null ? error.retryAfter * 1000 : jitter(500 * 2 ** (attempt - 1), 0.5);
+          const wait = retryDelayMs(error, attempt);
           if (wait > REVOKE_MAX_WAIT_MS) throw error;
           await sleep(wait);
         }

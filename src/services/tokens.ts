@@ -21,7 +21,7 @@ import { type AuditEntry, type AuditHead, chainAfter, recordAudit } from './audi
 import { resolveConnection } from './connections.js';
 import type { ServiceContext } from './context.js';
 import { expiryColumns, grantSlot, openToken, refreshTokenExpiry } from './grants.js';
-import { errorForKind, providerFailure } from './platform-calls.js';
+import { errorForKind, providerFailure, retryDelayMs } from './platform-calls.js';
 import { providerApp } from './provider-app.js';
 
 /**
@@ -370,8 +370,7 @@ async function refreshWithLease(
         if (error instanceof ProviderError && error.status === null && error.kind === 'transient')
           unanswered = true;
         if (!(error instanceof ProviderError) || !error.retryable || attempts >= MAX_ATTEMPTS) throw error;
-        const wait =
-          error.retryAfter !== null ? error.retryAfter * 1000 : jitter(500 * 2 ** (attempts - 1), 0.5);
+        const wait = retryDelayMs(error, attempts);
         if (Date.now() + wait + 1000 > budgetEnds) throw error;
         // A daemon stopping does not sit out a platform's Retry-After: the failure is recorded now
         // (the platform answered; nothing is in doubt) and the grant is tried again later.
