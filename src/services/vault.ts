@@ -64,8 +64,6 @@ export async function initVault(config: Config): Promise<InitReport> {
     lockTimeoutMs: config.lockTimeoutMs,
     create: true,
   });
-  // Another init may have held the database until now and made the key meanwhile: look again.
-  source ??= await resolveKeySource(config.env, config.home);
   // The data folder's own key file, readable by others: made 0600, as the folder is made 0700.
   const homeKey = homeKeyPath(config.home);
   try {
@@ -77,26 +75,35 @@ export async function initVault(config: Config): Promise<InitReport> {
   let ctx: ServiceContext | null = null;
   try {
     const applied = await migrate(database);
+    // Another init may have held the database (or the migration lock) until now and made the key
+    // meanwhile: look again.
+    source ??= await resolveKeySource(config.env, config.home);
     if (!source) {
       // A new key only for a vault that has none yet: one whose data keys some other key wraps (a
       // second host sharing the database, a master.key moved away) would get a key that opens none.
       const [wrapped] = await database.query<{ kek_id: string }>(
         "select kek_id from data_keys order by (status = 'active') desc, created_at desc limit 1",
       );
+      // (A concurrent init writes its key file before its first data key: a data key seen here with no
+      // key found above may be that init's, whose file is there by now.)
       if (wrapped) {
-        throw new KeyError('no master key is configured, and this vault already has one', {
-          hint: `Its data keys are wrapped by key id ${wrapped.kek_id}: set CREDENTIAL_MASTER_KEY, CREDENTIAL_MASTER_KEY_FILE or CREDENTIAL_KMS_URI to that key, or put its file back at ${homeKeyPath(config.home)}.`,
-        });
-      }
-      try {
-        const created = createHomeKey(config.home);
-        source = created.source;
-        createdKeyFile = created.path;
-      } catch (error) {
-        // A concurrent init (on PostgreSQL, where nothing else holds them apart) made it first.
-        if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
         source = await resolveKeySource(config.env, config.home);
-        if (!source) throw error;
+        if (!source) {
+          throw new KeyError('no master key is configured, and this vault already has one', {
+            hint: `Its data keys are wrapped by key id ${wrapped.kek_id}: set CREDENTIAL_MASTER_KEY, CREDENTIAL_MASTER_KEY_FILE or CREDENTIAL_KMS_URI to that key, or put its file back at ${homeKeyPath(config.home)}.`,
+          });
+        }
+      } else {
+        try {
+          const created = createHomeKey(config.home);
+          source = created.source;
+          createdKeyFile = created.path;
+        } catch (error) {
+          // A concurrent init (on PostgreSQL, where nothing else holds them apart) made it first.
+          if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+          source = await resolveKeySource(config.env, config.home);
+          if (!source) throw error;
+        }
       }
     }
     const context = new ServiceContext(database, config, { name: config.actor }, source);
