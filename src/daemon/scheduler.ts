@@ -6,6 +6,7 @@ import * as tokenStore from '../db/store/tokens.js';
 import { PLATFORM_IDS, PLATFORMS } from '../providers/catalog.js';
 import type { ServiceContext } from '../services/context.js';
 import { leaseMs, type RefreshOutcome, refreshClaimed, refreshOwner } from '../services/tokens.js';
+import { sleep } from '../util/backoff.js';
 import { redact } from '../util/redact.js';
 import type { AuditChain } from './audit-chain.js';
 import type { Logger } from './log.js';
@@ -34,19 +35,6 @@ export function keepAliveDays(): Record<string, number> {
   }
   return days;
 }
-
-const sleep = (ms: number, signal: AbortSignal) =>
-  new Promise<void>((resolve) => {
-    const timer = setTimeout(resolve, ms);
-    signal.addEventListener(
-      'abort',
-      () => {
-        clearTimeout(timer);
-        resolve();
-      },
-      { once: true },
-    );
-  });
 
 /** A claimed grant waiting for a slot. */
 interface Ready {
