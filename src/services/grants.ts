@@ -103,7 +103,7 @@ export async function storeGrant(ctx: ServiceContext, tx: Db, input: StoreGrantI
   const now = ctx.now();
   const grantId = randomUUID();
   const dataKeyId = randomUUID();
-  await keyring.followRotation(await dataKeys.activeVaultKekId(tx));
+  await keyring.followRotation((await dataKeys.activeVaultKey(tx))?.kekId ?? null);
   const { wrapped } = await keyring.createDataKey(dataKeyId);
   await dataKeys.insert(tx, wrapped, 'grant');
   await tokenStore.insert(tx, {

@@ -1,7 +1,13 @@
 import { createServer as createNetServer } from 'node:net';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { type AllDoubles, type Double, REDDIT_SCOPES, startAllDoubles } from '../doubles/index.js';
-import { addAppFor, adoptGrant, connectViaDouble, type PlatformKey } from '../helpers/flows.js';
+import {
+  addAppFor,
+  addConnection,
+  adoptGrant,
+  connectViaDouble,
+  type PlatformKey,
+} from '../helpers/flows.js';
 import { expectNoSecretsLeaked } from '../helpers/secrets.js';
 import { createVault, type TestVault } from '../helpers/vault.js';
 
@@ -581,20 +587,9 @@ describe('apps remove', () => {
       clientId: app.clientId,
       scope: 'https://www.googleapis.com/auth/adwords',
     });
-    const added = await v.cli(
-      [
-        'connections',
-        'add',
-        'google_ads',
-        '--app',
-        app.label,
-        '--account',
-        '1234567890',
-        '--refresh-token-file',
-        '-',
-      ],
-      { input: grant.refreshToken },
-    );
+    const added = await addConnection(v, 'google_ads', app.label, grant.refreshToken, {
+      accounts: ['1234567890'],
+    });
     expect(added.code, added.stderr).toBe(0);
     const refused = await v.cli(['apps', 'remove', app.label]);
     expect(refused.code).toBe(7);
@@ -657,20 +652,9 @@ describe('connections add', () => {
       scope: 'https://www.googleapis.com/auth/adwords',
     });
     doubles.google.revokeGrant(dead.grantId);
-    const refused = await v.cli(
-      [
-        'connections',
-        'add',
-        'google_ads',
-        '--app',
-        app.label,
-        '--account',
-        '2345678901',
-        '--refresh-token-file',
-        '-',
-      ],
-      { input: dead.refreshToken },
-    );
+    const refused = await addConnection(v, 'google_ads', app.label, dead.refreshToken, {
+      accounts: ['2345678901'],
+    });
     expect(refused.code).toBe(4);
     expect(refused.stderr).toContain('Google Ads refused the refresh token');
     expect(refused.stderr).toContain('invalid_grant');
@@ -682,20 +666,9 @@ describe('connections add', () => {
       scope: 'https://www.googleapis.com/auth/adwords',
     });
     doubles.google.faults.failNext(1, { status: 503 });
-    const down = await v.cli(
-      [
-        'connections',
-        'add',
-        'google_ads',
-        '--app',
-        app.label,
-        '--account',
-        '2345678901',
-        '--refresh-token-file',
-        '-',
-      ],
-      { input: live.refreshToken },
-    );
+    const down = await addConnection(v, 'google_ads', app.label, live.refreshToken, {
+      accounts: ['2345678901'],
+    });
     expect(down.code, down.stderr).toBe(5);
     expect(down.stderr).toContain('Google Ads could not be asked about the refresh token');
     expect(doubles.google.faults.pending.failures).toBe(0);

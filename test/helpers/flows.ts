@@ -28,17 +28,17 @@ export interface AppSetup {
 }
 
 /**
- * Adopts a refresh token as connections (`connections add PLATFORM --app LABEL --account … --refresh-token-file -`),
- * one per account; throws with credvault's stderr when it does not exit 0.
+ * `connections add PLATFORM --app LABEL --account … --refresh-token-file -` with the refresh token on
+ * standard input, whatever it answers (adoptGrant, for one that must succeed).
  */
-export async function adoptGrant(
+export function addConnection(
   vault: TestVault,
   platform: PlatformKey,
   appLabel: string,
   refreshToken: string,
   options: { accounts: string[]; name?: string; json?: boolean },
 ): Promise<CliResult> {
-  const added = await vault.cli(
+  return vault.cli(
     [
       ...['connections', 'add', platform, '--app', appLabel],
       ...options.accounts.flatMap((account) => ['--account', account]),
@@ -48,6 +48,20 @@ export async function adoptGrant(
     ],
     { input: refreshToken },
   );
+}
+
+/**
+ * Adopts a refresh token as connections, one per account; throws with credvault's stderr when it
+ * does not exit 0.
+ */
+export async function adoptGrant(
+  vault: TestVault,
+  platform: PlatformKey,
+  appLabel: string,
+  refreshToken: string,
+  options: { accounts: string[]; name?: string; json?: boolean },
+): Promise<CliResult> {
+  const added = await addConnection(vault, platform, appLabel, refreshToken, options);
   if (added.code !== 0) throw new Error(`connections add exited ${added.code}: ${added.stderr}`);
   return added;
 }

@@ -18,21 +18,17 @@ export async function getWrapped(db: Db, id: string): Promise<WrappedDataKey | n
   return row ?? null;
 }
 
-export async function activeVaultKeyId(db: Db): Promise<string | null> {
+/** The active vault data key: its id, and the key id that wraps it (the master key the vault answers to now). */
+export async function activeVaultKey(db: Db): Promise<{ id: string; kekId: string } | null> {
   const [row] = await db
-    .select({ id: dataKeys.id })
+    .select({ id: dataKeys.id, kekId: dataKeys.kekId })
     .from(dataKeys)
     .where(and(eq(dataKeys.scope, 'vault'), eq(dataKeys.status, 'active')));
-  return row?.id ?? null;
+  return row ?? null;
 }
 
-/** The key id that wraps the active vault data key: the master key the vault answers to now. */
-export async function activeVaultKekId(db: Db): Promise<string | null> {
-  const [row] = await db
-    .select({ kekId: dataKeys.kekId })
-    .from(dataKeys)
-    .where(and(eq(dataKeys.scope, 'vault'), eq(dataKeys.status, 'active')));
-  return row?.kekId ?? null;
+export async function activeVaultKeyId(db: Db): Promise<string | null> {
+  return (await activeVaultKey(db))?.id ?? null;
 }
 
 /**
