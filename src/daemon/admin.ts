@@ -203,6 +203,9 @@ const RevokeOut = z
     platform: z.enum(['revoked', 'no_endpoint', 'failed', 'already']),
     message: z.string().nullable(),
     consent_page: z.string().nullable(),
+    warnings: z
+      .array(z.string())
+      .describe('what could not be done once the revocation committed (copies left in the database files)'),
   })
   .register(SCHEMAS, { id: 'RevokeResult' });
 

@@ -225,6 +225,12 @@ async function openPostgres(target: ConnectTarget, options: OpenOptions): Promis
   };
 }
 
+/**
+ * Settings of the embedded database, wherever it is opened: a log segment that is no longer needed
+ * is deleted, not renamed for reuse with its old contents (see db/shred.ts).
+ */
+export const EMBEDDED_SETTINGS = ['-c', 'wal_recycle=off'];
+
 /** Shared buffers of the embedded database opened by a command (not by the daemon). */
 const COMMAND_SHARED_BUFFERS = '16MB';
 
@@ -245,7 +251,12 @@ async function openEmbedded(home: string, lockTimeoutMs: number): Promise<Databa
     // vault of 15,000 grants took as long with 16 MB as with 128). The daemon, which keeps the
     // database open for everyone, keeps the default.
     const client = new PGlite(dataDir, {
-      startParams: [...PGlite.defaultStartParams, '-c', `shared_buffers=${COMMAND_SHARED_BUFFERS}`],
+      startParams: [
+        ...PGlite.defaultStartParams,
+        ...EMBEDDED_SETTINGS,
+        '-c',
+        `shared_buffers=${COMMAND_SHARED_BUFFERS}`,
+      ],
     });
     await client.waitReady;
     const db = drizzle({ client, schema }) as unknown as Db;

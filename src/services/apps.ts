@@ -3,6 +3,7 @@ import type { Slot } from '../crypto/envelope.js';
 import { Secret } from '../crypto/secret.js';
 import type { Db } from '../db/client.js';
 import { isUniqueViolation } from '../db/errors.js';
+import { shred } from '../db/shred.js';
 import type { AppRecord } from '../db/store/apps.js';
 import * as store from '../db/store/apps.js';
 import * as connectionStore from '../db/store/connections.js';
@@ -504,7 +505,7 @@ export async function removeApp(
   ctx: ServiceContext,
   ref: string,
   force: boolean,
-): Promise<{ app: AppRecord; revocations: RevokeReport[] }> {
+): Promise<{ app: AppRecord; revocations: RevokeReport[]; warnings: string[] }> {
   const app = await resolveApp(ctx.db, ref);
   const holding = await connectionStore.oneConnectionPerGrantOfApp(ctx.db, app.id);
   if (holding.length && !force) {
@@ -520,7 +521,7 @@ export async function removeApp(
   if (holding.length) {
     const { revokeConnection } = await import('./revoke.js');
     for (const connectionId of holding)
-      revocations.push(await revokeConnection(ctx, connectionId, { force: true }));
+      revocations.push(await revokeConnection(ctx, connectionId, { force: true, shred: false }));
   }
   const removedApp = await ctx.transaction(async (tx) => {
     const current = await resolveApp(tx, app.id);
@@ -549,5 +550,7 @@ export async function removeApp(
     });
     return current;
   });
-  return { app: removedApp, revocations };
+  // The revoked grants' secrets and the app's own, out of the database's files too.
+  const leftover = await shred(ctx.database, ['oauth_tokens_vault', 'data_keys', 'oauth_app_credentials']);
+  return { app: removedApp, revocations, warnings: leftover ? [leftover] : [] };
 }

@@ -1,3 +1,4 @@
+import { shred } from '../db/shred.js';
 import * as appStore from '../db/store/apps.js';
 import type { ConnectionView } from '../db/store/connections.js';
 import * as connectionStore from '../db/store/connections.js';
@@ -22,6 +23,8 @@ export interface RevokeReport {
   message: string | null;
   /** Where a person removes the app's access by hand when the platform was not told. */
   consent_page: string | null;
+  /** What could not be done after the revocation committed (see db/shred.ts), for the operator. */
+  warnings: string[];
 }
 
 /** Tries at the platform: a timeout, 5xx or 429 is tried again, at most this often in all. */
@@ -31,7 +34,8 @@ const REVOKE_MAX_WAIT_MS = 10_000;
 
 /**
  * Revokes at the platform where it has an endpoint, then destroys the grant's secrets and its data key:
- * nothing readable stays behind. A platform that refused is reported with the page where a person
+ * nothing readable stays behind, in the tables or in the database's files (db/shred.ts; `shred:
+ * false` leaves that to a caller revoking several). A platform that refused is reported with the page where a person
  * removes the access. A platform that could not be reached (after a few tries) keeps the tokens, the
  * means to tell it later, but the connection is no longer served (needs_reauth), unless `force`
  * destroys them anyway (an app being removed).
@@ -39,7 +43,7 @@ const REVOKE_MAX_WAIT_MS = 10_000;
 export async function revokeConnection(
   ctx: ServiceContext,
   ref: string,
-  options: { force?: boolean } = {},
+  options: { force?: boolean; shred?: boolean } = {},
 ): Promise<RevokeReport> {
   const connection = await resolveConnection(ctx.db, ref);
   const platform = connection.platform as PlatformId;
@@ -50,6 +54,7 @@ export async function revokeConnection(
       platform: 'already',
       message: 'this connection was already revoked',
       consent_page: null,
+      warnings: [],
     };
   }
   const grant = await tokenStore.get(ctx.db, connection.tokenId);
@@ -147,10 +152,13 @@ export async function revokeConnection(
     return current.map((c) => c.id);
   });
   if (grant) (await ctx.keyring()).forget(grant.dataKeyId);
+  const leftover =
+    options.shred === false ? null : await shred(ctx.database, ['oauth_tokens_vault', 'data_keys']);
   return {
     connections: await connectionStore.listViews(ctx.db, { ids: revoked }),
     platform: outcome,
     message,
     consent_page: outcome === 'revoked' ? null : provider.consentPage,
+    warnings: leftover ? [leftover] : [],
   };
 }

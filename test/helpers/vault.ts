@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { PGlite } from '@electric-sql/pglite';
 import postgres from 'postgres';
 import { inject } from 'vitest';
+import { EMBEDDED_SETTINGS } from '../../src/db/client.js';
 import { acquireDatabaseLock } from '../../src/db/lock.js';
 import { BIN, databaseUrlFor } from './paths.js';
 
@@ -144,7 +145,10 @@ export class TestVault {
       }
     }
     const lock = await acquireDatabaseLock(this.home, 30_000, 'test');
-    const db = new PGlite(join(this.home, 'pgdata'));
+    // As credvault opens it (a log segment it no longer needs is deleted, not kept for reuse).
+    const db = new PGlite(join(this.home, 'pgdata'), {
+      startParams: [...PGlite.defaultStartParams, ...EMBEDDED_SETTINGS],
+    });
     try {
       return await fn(
         async <T>(text: string, params: unknown[] = []) => (await db.query<T>(text, params)).rows,

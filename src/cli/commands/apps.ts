@@ -204,7 +204,8 @@ export async function setEnabled(rt: Runtime, ref: string, enabled: boolean): Pr
 }
 
 export async function remove(rt: Runtime, ref: string, force: boolean): Promise<void> {
-  const { app, revocations } = await withContext(rt, (ctx) => removeApp(ctx, ref, force));
+  const { app, revocations, warnings } = await withContext(rt, (ctx) => removeApp(ctx, ref, force));
+  for (const warning of warnings) rt.out.warn(warning);
   // What the platforms were not told, as `connections revoke` says it: the consent is still there.
   for (const r of revocations) {
     if (r.platform === 'revoked' || r.platform === 'already') continue;

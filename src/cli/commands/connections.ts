@@ -93,6 +93,7 @@ export async function refresh(rt: Runtime, ref: string, opts: { force?: boolean 
 
 export async function revoke(rt: Runtime, ref: string, opts: { force?: boolean } = {}): Promise<void> {
   const report = await withContext(rt, (ctx) => revokeConnection(ctx, ref, { force: opts.force === true }));
+  for (const warning of report.warnings) rt.out.warn(warning);
   if (rt.out.json) {
     return rt.out.writeJson({
       connections: report.connections.map(connectionJson),

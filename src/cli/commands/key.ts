@@ -2,6 +2,7 @@ import { chmodSync, existsSync, linkSync, renameSync, rmSync, unlinkSync, writeF
 import type { KeySource } from '../../crypto/key-source.js';
 import { homeKeyPath, locateKey, noKeyError, resolveKeySource } from '../../crypto/key-sources.js';
 import { generateMasterKey, LocalKeySource } from '../../crypto/local-key.js';
+import { shred } from '../../db/shred.js';
 import { CredvaultError, InvalidInputError, KeyError } from '../../errors.js';
 import {
   type DataKeyStatus,
@@ -343,6 +344,15 @@ export async function rotate(rt: Runtime, flags: RotateFlags): Promise<void> {
       });
       bar.end();
     }
+    // The data keys as wrapped under the old key (and, re-encrypted, the old ciphertexts) out of the
+    // database's files too: the old key must open nothing left in the data folder.
+    const leftover = await shred(
+      ctx.database,
+      reencrypted
+        ? ['data_keys', 'oauth_tokens_vault', 'oauth_app_credentials', 'oauth_states']
+        : ['data_keys'],
+    );
+    if (leftover) rt.out.warn(leftover);
     return { rewrap, reencrypted };
   }).catch(dropGeneratedKey);
 

@@ -1,0 +1,127 @@
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { type AllDoubles, startAllDoubles } from '../doubles/index.js';
+import { addAppFor, connectViaDouble } from '../helpers/flows.js';
+import { createVault, DB_KIND, type TestVault } from '../helpers/vault.js';
+
+/**
+ * "Revoking … destroys the connection's secrets (and its data key): nothing readable stays behind"
+ * (security.md), in the database's files as well as in its tables: a DELETE leaves the row in its
+ * page and in the write-ahead log, and ANALYZE keeps samples of a column's values. With master.key
+ * in the same folder, a copy of the data folder would still give the revoked refresh token (or, after
+ * a rotation, open the data keys with the key rotated away).
+ */
+
+let doubles: AllDoubles;
+beforeAll(async () => {
+  doubles = await startAllDoubles();
+});
+afterAll(() => doubles.close());
+
+const vaults: TestVault[] = [];
+afterEach(async () => {
+  await Promise.all(vaults.splice(0).map((v) => v.destroy()));
+});
+
+/** A vault with one Microsoft Advertising connection (no revocation endpoint: only the local copy goes). */
+async function connected(): Promise<TestVault> {
+  const v = await createVault();
+  vaults.push(v);
+  await addAppFor(v, 'microsoft_ads', doubles.microsoft as never);
+  const run = await connectViaDouble(v, 'microsoft_ads', ['--account', '987', '--name', 'msa']);
+  expect(run.result.code, run.result.stderr).toBe(0);
+  return v;
+}
+
+/** The strings stored for secrets: the grants' ciphertexts and every wrapped data key. */
+async function storedSecrets(v: TestVault) {
+  const [grant] = await v.sql<{ access: string; refresh: string; wrapped: string }>(
+    `select t.access_token_enc as access, t.refresh_token_enc as refresh, k.wrapped_key as wrapped
+       from oauth_tokens_vault t join data_keys k on k.id = t.data_key_id`,
+  );
+  const keys = await v.sql<{ wrapped: string }>('select wrapped_key as wrapped from data_keys');
+  return { grant: grant!, wrappedKeys: keys.map((k) => k.wrapped) };
+}
+
+/** Which of `values` some file of the embedded database's data folder still holds. */
+function inFiles(v: TestVault, values: string[]): string[] {
+  const files = v.rawDatabaseFiles();
+  expect(files.length).toBeGreaterThan(0);
+  return values.filter((value) => files.some((file) => file.includes(Buffer.from(value))));
+}
+
+/** Rows of pg_statistic (via pg_stats) kept for the columns that hold secrets, after an ANALYZE. */
+async function sampledSecretColumns(v: TestVault): Promise<string[]> {
+  await v.sql('analyze');
+  const rows = await v.sql<{ column: string }>(
+    `select tablename || '.' || attname as column from pg_stats
+      where schemaname = current_schema()
+        and (attname like '%\\_enc' or attname = 'wrapped_key') order by 1`,
+  );
+  return rows.map((row) => row.column);
+}
+
+describe('what a revocation or a rotation destroys', () => {
+  it.runIf(DB_KIND === 'pglite')(
+    'is in no file of the embedded database after `connections revoke`',
+    async () => {
+      const v = await connected();
+      const { grant } = await storedSecrets(v);
+      const destroyed = [grant.access, grant.refresh, grant.wrapped];
+      // The test looks for the right thing: before the revocation the files hold all three.
+      await v.cli(['connections', 'list']);
+      expect(inFiles(v, destroyed)).toEqual(destroyed);
+
+      const revoked = await v.cli(['connections', 'revoke', 'msa']);
+      expect(revoked.code, revoked.stderr).toBe(0);
+      expect(revoked.stderr).not.toContain('warning: the');
+      expect(await v.sql('select 1 from oauth_tokens_vault')).toHaveLength(0);
+      expect(inFiles(v, destroyed)).toEqual([]);
+    },
+  );
+
+  it.runIf(DB_KIND === 'pglite')(
+    'leaves no data key wrapped under the old key in any file after `key rotate`',
+    async () => {
+      const v = await connected();
+      const { wrappedKeys } = await storedSecrets(v);
+      expect(wrappedKeys.length).toBeGreaterThan(1);
+      expect(inFiles(v, wrappedKeys)).toEqual(wrappedKeys);
+
+      const rotated = await v.cli(['key', 'rotate', '--json']);
+      expect(rotated.code, rotated.stderr).toBe(0);
+      const after = await storedSecrets(v);
+      expect(after.wrappedKeys).toHaveLength(wrappedKeys.length);
+      expect(after.wrappedKeys.filter((k) => wrappedKeys.includes(k))).toEqual([]);
+      expect(inFiles(v, wrappedKeys)).toEqual([]);
+      // The vault still opens under the new key.
+      const token = await v.cli(['token', 'get', 'msa'], { secretOutput: true });
+      expect(token.code, token.stderr).toBe(0);
+    },
+  );
+
+  it.runIf(DB_KIND === 'postgres')(
+    'vacuums the tables on a PostgreSQL server after `connections revoke`',
+    async () => {
+      const v = await connected();
+      const vacuumed = () =>
+        v.sql<{ table: string }>(
+          `select relname as table from pg_stat_user_tables
+            where relname in ('oauth_tokens_vault', 'data_keys') and last_vacuum is not null order by 1`,
+        );
+      expect(await vacuumed()).toEqual([]);
+      const revoked = await v.cli(['connections', 'revoke', 'msa']);
+      expect(revoked.code, revoked.stderr).toBe(0);
+      expect((await vacuumed()).map((row) => row.table)).toEqual(['data_keys', 'oauth_tokens_vault']);
+    },
+  );
+
+  it('keeps no statistics samples of the columns that hold secrets', async () => {
+    const v = await connected();
+    expect(await sampledSecretColumns(v)).toEqual([]);
+    // The same ANALYZE keeps statistics of the other columns: the query above would see them.
+    const others = await v.sql<{ n: number }>(
+      "select count(*)::int as n from pg_stats where schemaname = current_schema() and tablename = 'oauth_tokens_vault'",
+    );
+    expect(others[0]!.n).toBeGreaterThan(0);
+  });
+});
