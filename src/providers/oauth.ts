@@ -82,9 +82,8 @@ function requestOptions(
   options: CallOptions,
   extra?: Record<string, string>,
 ) {
-  const fetchImpl: typeof platformFetch = profile.missingTokenType
-    ? async (input, init) => withTokenType(await platformFetch(input, init), profile.missingTokenType!)
-    : platformFetch;
+  const fetchImpl: typeof platformFetch = async (input, init) =>
+    tokenAnswer(await platformFetch(input, init), profile.missingTokenType);
   return {
     signal: options.signal,
     headers: { 'user-agent': DEFAULT_USER_AGENT, ...(profile.headers?.(app) ?? {}) },
@@ -94,12 +93,31 @@ function requestOptions(
   };
 }
 
-/** LinkedIn's token answers carry no token_type; oauth4webapi (rightly) insists on one. */
-async function withTokenType(response: Response, tokenType: string): Promise<Response> {
+/**
+ * A token answer as credvault takes it. An ID token goes: the platforms send one when `openid` was
+ * granted (an app may ask for it; Google adds it back for a client once granted, through
+ * include_granted_scopes), and oauth4webapi would check its issuer against the token endpoint's
+ * origin, which no platform's identity issuer is (accounts.google.com, login.microsoftonline.com/
+ * {tenant}/v2.0, www.linkedin.com/oauth): every exchange and refresh would fail. credvault keeps
+ * only the access and refresh tokens, and never reads who signed in. LinkedIn's answers carry no
+ * token_type, which oauth4webapi (rightly) insists on: `tokenType` supplies it.
+ */
+async function tokenAnswer(response: Response, tokenType: string | undefined): Promise<Response> {
   if (!response.ok || !response.headers.get('content-type')?.includes('json')) return response;
-  const body = (await response.json()) as Record<string, unknown>;
-  if (body.token_type === undefined) body.token_type = tokenType;
-  return new BufferedResponse(Buffer.from(JSON.stringify(body)), response).asResponse();
+  const text = await response.text();
+  let body: unknown;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    // Not JSON after all: oauth4webapi reports it as such.
+    return new BufferedResponse(Buffer.from(text), response).asResponse();
+  }
+  if (!body || typeof body !== 'object' || Array.isArray(body))
+    return new BufferedResponse(Buffer.from(text), response).asResponse();
+  const answer = body as Record<string, unknown>;
+  delete answer.id_token;
+  if (tokenType && answer.token_type === undefined) answer.token_type = tokenType;
+  return new BufferedResponse(Buffer.from(JSON.stringify(answer)), response).asResponse();
 }
 
 function toTokenResult(json: oauth.TokenEndpointResponse, now: number): TokenResult {

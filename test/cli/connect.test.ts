@@ -680,3 +680,30 @@ describe('connections add', () => {
     ]);
   });
 });
+
+describe.each([
+  {
+    platform: 'google_ads' as const,
+    account: '123-456-7890',
+    scopes: ['https://www.googleapis.com/auth/adwords', 'openid'],
+  },
+  {
+    platform: 'microsoft_ads' as const,
+    account: '987',
+    scopes: ['https://ads.microsoft.com/msads.manage', 'offline_access', 'openid'],
+  },
+])('$platform: an app that asks for openid', ({ platform, account, scopes }) => {
+  it('connects and refreshes although the answers carry an ID token from another issuer', async () => {
+    const double = doubleFor(platform);
+    const v = await vault();
+    await addAppFor(v, platform, double, { extra: { scopes } });
+    const run = await connectViaDouble(v, platform, ['--account', account, '--name', 'oidc']);
+    expect(run.result.code, run.result.stderr).toBe(0);
+    expect(new URL(run.authorizeUrl).searchParams.get('scope')?.split(' ')).toContain('openid');
+    const refreshed = await v.cli(['connections', 'refresh', 'oidc', '--force']);
+    expect(refreshed.code, refreshed.stderr).toBe(0);
+    const token = await v.cli(['token', 'get', 'oidc'], { secretOutput: true });
+    expect(token.code, token.stderr).toBe(0);
+    expect(double.accessTokens.get(token.stdout.trim())?.revoked).toBe(false);
+  });
+});

@@ -75,6 +75,21 @@ export function randomToken(bytes = 32): string {
 }
 
 /** Splits a scope parameter on spaces and commas (platforms differ), dropping empties. */
+/**
+ * An OpenID Connect ID token as a platform's token endpoint sends one when `openid` was granted:
+ * its issuer is the platform's identity issuer, never the token endpoint's origin. Signed with a key
+ * nobody can check here (a client that only wants the access token has no reason to).
+ */
+export function idToken(claims: { iss: string; aud: string; sub: string; [claim: string]: unknown }): string {
+  const part = (value: unknown) => Buffer.from(JSON.stringify(value)).toString('base64url');
+  const now = Math.floor(Date.now() / 1000);
+  return [
+    part({ alg: 'RS256', kid: 'double-signing-key', typ: 'JWT' }),
+    part({ iat: now, exp: now + 3600, ...claims }),
+    randomToken(64),
+  ].join('.');
+}
+
 export function splitScope(scope: string): string[] {
   return scope.split(/[\s,]+/).filter((s) => s.length > 0);
 }

@@ -10,6 +10,7 @@ import {
   type Double,
   escapeHtml,
   html,
+  idToken,
   json,
   type RecordedRequest,
   type Reply,
@@ -1668,6 +1669,13 @@ export async function startGoogleDouble(options: GoogleDoubleOptions = {}): Prom
           );
         body['scope'] = grant.scope.join(' ');
         body['token_type'] = 'Bearer';
+        if (grant.scope.includes('openid')) {
+          body['id_token'] = idToken({
+            iss: 'https://accounts.google.com',
+            aud: grant.clientId,
+            sub: '1170000',
+          });
+        }
         return body;
       },
       revoke,

@@ -18,6 +18,7 @@ import {
   type Double,
   escapeHtml,
   html,
+  idToken,
   json,
   type RecordedRequest,
   type Reply,
@@ -1210,6 +1211,17 @@ export async function startMicrosoftDouble(options: MicrosoftDoubleOptions = {})
           access_token: access.token,
         };
         if (refreshToken !== undefined) body['refresh_token'] = refreshToken;
+        if (grant.scope.includes('openid')) {
+          // The issuer names the account's tenant (here the personal-accounts one).
+          const tid = '9188040d-6c67-4c5b-b112-36a304b66dad';
+          body['id_token'] = idToken({
+            iss: `https://login.microsoftonline.com/${tid}/v2.0`,
+            aud: grant.clientId,
+            sub: 'AAAAAAAAAAAAAAAAAAAAAIkzqFVrSaSaFHy782bbtaQ',
+            tid,
+            ver: '2.0',
+          });
+        }
         return body;
       },
     },
