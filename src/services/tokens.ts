@@ -78,12 +78,28 @@ export interface TokenRequest {
 }
 
 function isFresh(
-  grant: Pick<GrantRow, 'accessTokenEnc' | 'accessTokenExpiresAt'>,
+  grant: Pick<GrantRow, 'accessTokenEnc' | 'accessTokenExpiresAt' | 'lastRefreshedAt'>,
   minTtlMs: number,
 ): boolean {
   if (!grant.accessTokenEnc) return false;
   if (!grant.accessTokenExpiresAt) return true; // the platform gave no lifetime: valid until refused
-  return grant.accessTokenExpiresAt.getTime() - Date.now() > minTtlMs;
+  return grant.accessTokenExpiresAt.getTime() - Date.now() > attainableTtlMs(grant, minTtlMs);
+}
+
+/**
+ * The time left a token must have to serve a caller asking for `minTtlMs`. A min-ttl that no refresh
+ * can meet (Google's tokens live 3599 s: `--min-ttl 3600`) asks for the newest token there is: one
+ * refreshed within the last minute (within the first half of its life, for tokens that live less
+ * than two), rather than a refresh at every call.
+ */
+function attainableTtlMs(
+  grant: Pick<GrantRow, 'accessTokenExpiresAt' | 'lastRefreshedAt'>,
+  minTtlMs: number,
+): number {
+  if (!grant.accessTokenExpiresAt || !grant.lastRefreshedAt) return minTtlMs;
+  const lifetime = grant.accessTokenExpiresAt.getTime() - grant.lastRefreshedAt.getTime();
+  if (lifetime <= 0 || minTtlMs < lifetime) return minTtlMs;
+  return lifetime - Math.min(60_000, lifetime / 2);
 }
 
 /** Refuses connections that need a person before any token can be had. */
@@ -116,7 +132,7 @@ function recordedFailure(grant: GrantRow, connection: ConnectionRow): CredvaultE
 }
 
 /** The one process-wide refresh per grant that concurrent callers share. */
-const inflight = new Map<string, Promise<GrantRow>>();
+const inflight = new Map<string, Promise<{ grant: GrantRow; refreshed: boolean }>>();
 
 /**
  * The connection's grant with an access token valid for `minTtlSeconds`, refreshed first when it is
@@ -140,8 +156,7 @@ export async function freshGrant(
       },
     );
   }
-  const fresh = await ensureFresh(ctx, connection, grantId, minTtlMs, request);
-  return { grant: fresh, refreshed: fresh.version !== grant.version };
+  return ensureFresh(ctx, connection, grant, minTtlMs, request);
 }
 
 export async function getValidAccessToken(
@@ -240,22 +255,29 @@ export async function refreshConnection(
   });
 }
 
+/**
+ * The grant refreshed for this caller, or by someone else since `read` was read: a refresh that
+ * finished after the caller asked serves it whatever its min-ttl (asking the platform again would
+ * bring a token no longer-lived: a min-ttl beyond what the platform gives is met by the newest token
+ * it gave, not by one refresh per caller). `refreshed`: this caller's own refresh (the audit says so).
+ */
 async function ensureFresh(
   ctx: ServiceContext,
   connection: ConnectionRow,
-  grantId: string,
+  read: GrantRow,
   minTtlMs: number,
   request: TokenRequest,
-): Promise<GrantRow> {
+): Promise<{ grant: GrantRow; refreshed: boolean }> {
   // Callers asking the same thing share one refresh; what it brings back must still meet each
-  // caller's own min-ttl (a forced refresh is met by any refresh that finishes after it was asked).
-  const key = `${grantId}:${request.forceRefresh ? 'force' : ''}:${request.bypassCooldown ? 'bypass' : ''}`;
+  // caller's own min-ttl, unless it is newer than what the caller read.
+  const key = `${read.id}:${request.forceRefresh ? 'force' : ''}:${request.bypassCooldown ? 'bypass' : ''}`;
   const shared = inflight.get(key);
   if (shared) {
-    const row = await shared;
-    if (request.forceRefresh || isFresh(row, minTtlMs)) return row;
+    const { grant } = await shared;
+    if (request.forceRefresh || isFresh(grant, minTtlMs) || grant.version !== read.version)
+      return { grant, refreshed: false };
   }
-  const pending = refreshLoop(ctx, connection, grantId, minTtlMs, request).finally(() =>
+  const pending = refreshLoop(ctx, connection, read.version, minTtlMs, request, read.id).finally(() =>
     inflight.delete(key),
   );
   inflight.set(key, pending);
@@ -265,10 +287,11 @@ async function ensureFresh(
 async function refreshLoop(
   ctx: ServiceContext,
   connection: ConnectionRow,
-  grantId: string,
+  readVersion: number,
   minTtlMs: number,
   request: TokenRequest,
-): Promise<GrantRow> {
+  grantId: string,
+): Promise<{ grant: GrantRow; refreshed: boolean }> {
   const owner = `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
   const lease = leaseMs(ctx.config.httpTimeoutMs);
   const giveUpAt = Date.now() + 2 * lease + 10_000;
@@ -276,7 +299,9 @@ async function refreshLoop(
   for (;;) {
     const row = await tokenStore.get(ctx.db, grantId);
     if (!row) throw new ReauthRequiredError(`connection ${connectionRef(connection)} was revoked meanwhile`);
-    if (!forced && isFresh(row, minTtlMs)) return row;
+    // Someone else's refresh since the caller read the grant is the caller's too.
+    if (!forced && (isFresh(row, minTtlMs) || row.version !== readVersion))
+      return { grant: row, refreshed: false };
     if (!request.bypassCooldown && row.cooldownUntil && row.cooldownUntil.getTime() > Date.now()) {
       throw recordedFailure(row, connection);
     }
@@ -292,11 +317,11 @@ async function refreshLoop(
       continue;
     }
     if (leased.version !== row.version) forced = false;
-    if (!forced && isFresh(leased, minTtlMs)) {
+    if (!forced && (isFresh(leased, minTtlMs) || leased.version !== readVersion)) {
       await tokenStore.releaseLease(ctx.db, grantId, owner);
-      return leased;
+      return { grant: leased, refreshed: false };
     }
-    return refreshWithLease(ctx, connection, leased, owner, lease);
+    return { grant: await refreshWithLease(ctx, connection, leased, owner, lease), refreshed: true };
   }
 }
 

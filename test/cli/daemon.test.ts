@@ -125,14 +125,22 @@ describe('the token endpoint', () => {
     const listed = await token('/v1/connections', reader);
     expect(listed.json<Array<{ name: string }>>().map((c) => c.name)).toEqual(['acct-a']);
 
-    // needs_reauth: the platform refuses the refresh token (a min_ttl beyond the token's life forces
-    // the refresh).
+    // A min_ttl beyond the time a token has left (within what the platform gives: the tokens are some
+    // seconds old) forces a refresh.
+    const beyondLeft = async (name: string) => {
+      const served = await token(`/v1/connections/${name}/token`, all);
+      const { expires_at } = served.json<{ expires_at: string }>();
+      return Math.ceil((Date.parse(expires_at) - Date.now()) / 1000) + 1;
+    };
+    // needs_reauth: the platform refuses the refresh token.
+    const pastA = await beyondLeft('acct-a');
     double.revokeGrant(a.refreshToken);
-    await expectError(token('/v1/connections/acct-a/token?min_ttl=86400', all), 409, 'reauth_required');
+    await expectError(token(`/v1/connections/acct-a/token?min_ttl=${pastA}`, all), 409, 'reauth_required');
     // Platform down: 503 with Retry-After.
+    const pastB = await beyondLeft('acct-b');
     double.faults.failNext(10, { status: 503, body: 'down' });
     const down = await expectError(
-      token('/v1/connections/acct-b/token?min_ttl=86400', all),
+      token(`/v1/connections/acct-b/token?min_ttl=${pastB}`, all),
       503,
       'unavailable',
     );

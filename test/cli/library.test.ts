@@ -95,10 +95,15 @@ afterAll(async () => {
 
 describe("import { openVault } from 'credvault'", () => {
   it('hands out a valid access token, refreshing only when minTtl asks for it, and audits it with the actor', async () => {
+    // The stored token was refreshed two minutes ago.
+    await vault.sql(
+      "update oauth_tokens_vault set last_refreshed_at = now() - interval '2 minutes', access_token_expires_at = now() + interval '3479 seconds'",
+    );
     const before = google.refreshCount;
     const file = program(
       'token.mjs',
-      `// Google's tokens live an hour: asking for more than that refreshes now.
+      `// Google's tokens live an hour: asking for more than that asks for the newest token (refreshed
+// within the last minute), so this one is refreshed now.
 const first = await vault.getValidAccessToken('google_ads:1234567890', { minTtl: 3700 });
 const second = await vault.getValidAccessToken('acme-us', { minTtl: 300 });
 out.first = { ...first, expiresAt: first.expiresAt?.toISOString() };

@@ -25,6 +25,12 @@ async function vault(): Promise<TestVault> {
   return v;
 }
 
+async function google(): Promise<GoogleDouble> {
+  const d = await startGoogleDouble();
+  cleanups.push(() => d.close());
+  return d;
+}
+
 async function microsoft(options: { strictRotation?: boolean } = {}): Promise<MicrosoftDouble> {
   const d = await startMicrosoftDouble(options);
   cleanups.push(() => d.close());
@@ -99,6 +105,33 @@ describe.each([
     const audit = await v.json<Array<{ action: string }>>(['audit', 'list', '--limit', '100']);
     expect(audit.filter((a) => a.action === 'token.serve')).toHaveLength(21);
     await expectNoSecretsLeaked(v, [grant.refreshToken, app.clientSecret, ...double.refreshTokens.keys()]);
+  });
+});
+
+describe('a --min-ttl longer than the platform gives', () => {
+  it('is met by the newest token: one refresh for callers at once, and one caller says it refreshed', async () => {
+    const double = await google();
+    const { v } = await connected(double, 'google_ads');
+    const before = double.refreshAttempts;
+    double.faults.latencyMs = 300;
+    // Google's access tokens live 3599 s: no refresh can meet 3601.
+    const runs = await Promise.all(
+      Array.from({ length: 8 }, () =>
+        v.cli(['token', 'get', 'acct', '--min-ttl', '3601'], {
+          env: TURNS,
+          secretOutput: true,
+          timeoutMs: 300_000,
+        }),
+      ),
+    );
+    expect(runs.map((r) => r.code)).toEqual(Array(8).fill(0));
+    expect(double.refreshAttempts - before).toBe(1);
+    expect(new Set(runs.map((r) => r.stdout.trim())).size).toBe(1);
+    const served = await v.sql<{ refreshed: boolean }>(
+      "select (detail->>'refreshed')::boolean as refreshed from credential_access_audit where action = 'token.serve'",
+    );
+    expect(served).toHaveLength(8);
+    expect(served.filter((row) => row.refreshed)).toHaveLength(1);
   });
 });
 
