@@ -231,7 +231,8 @@ export function createTokenServer(deps: ServerDeps): Server {
     actorName: string,
   ): Promise<CachedToken> {
     const grantId = connection.tokenId;
-    const cached = grantId ? cache.token(grantId) : null;
+    // Only an active connection is served from memory: the token service refuses the others.
+    const cached = grantId && connection.status === 'active' ? cache.token(grantId) : null;
     if (cached && (!cached.expiresAt || cached.expiresAt.getTime() - Date.now() > minTtlSeconds * 1000))
       return cached;
     const scoped = ctx.withActor({ name: actorName });

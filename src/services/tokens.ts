@@ -147,7 +147,8 @@ export async function freshGrant(
   const minTtlMs = request.minTtlSeconds * 1000;
   const grant = await tokenStore.get(ctx.db, grantId);
   if (!grant) throw new ReauthRequiredError(`connection ${connectionRef(connection)} has no tokens`);
-  if (!request.forceRefresh && isFresh(grant, minTtlMs)) return { grant, refreshed: false };
+  // A connection in `error` is refused whatever time its token has left (cli.md: exit 4, a person
+  // must look); the daemon's sweep keeps trying it, and a refresh that works makes it active again.
   if (connection.status === 'error' && !request.bypassCooldown) {
     throw new ReauthRequiredError(
       `connection ${connectionRef(connection)} failed to refresh ${connection.consecutiveFailures} times in a row (last: ${connection.statusMessage ?? 'unknown'})`,
@@ -156,6 +157,7 @@ export async function freshGrant(
       },
     );
   }
+  if (!request.forceRefresh && isFresh(grant, minTtlMs)) return { grant, refreshed: false };
   return ensureFresh(ctx, connection, grant, minTtlMs, request);
 }
 

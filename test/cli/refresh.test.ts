@@ -192,6 +192,8 @@ describe('failures', () => {
       consecutive_failures: 3,
       urgency: 'critical',
     });
+    // Refused (exit 4, cli.md) even while its access token has time left.
+    await v.sql("update oauth_tokens_vault set access_token_expires_at = now() + interval '50 minutes'");
     const blocked = await v.cli(['token', 'get', 'acct'], { env });
     expect(blocked.code).toBe(4);
     expect(blocked.stderr).toContain('failed to refresh 3 times in a row');
