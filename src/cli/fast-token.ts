@@ -8,6 +8,7 @@ import { readFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join, resolve } from 'node:path';
 import { defaultHome, osUser } from '../config.js';
+import { configuredKeyLabel } from '../crypto/key-sources.js';
 
 export interface TokenDocument {
   access_token: string;
@@ -78,8 +79,12 @@ export async function tokenFromDaemon(
   ref: string,
   minTtl: number,
 ): Promise<TokenDocument | null> {
-  const run = readRunFile(homeFromEnv(env));
+  const home = homeFromEnv(env);
+  const run = readRunFile(home);
   if (!run || run.database !== databaseLabel(env.DATABASE_URL)) return null;
+  // The daemon serves only a caller configured with its own key (no key, a wrong one: the full path).
+  const key = configuredKeyLabel(env, home);
+  if (!key) return null;
   const who = env.CREDVAULT_ACTOR?.trim() || osUser(env);
   try {
     const { status, body } = await getFromDaemon(
@@ -87,7 +92,11 @@ export async function tokenFromDaemon(
       `/v1/connections/${encodeURIComponent(ref)}/token?min_ttl=${minTtl}`,
       // Percent-encoded: any name (a space, an umlaut, CJK) reaches the audit row as the full path
       // would write it.
-      { authorization: `Bearer ${run.token}`, 'x-credvault-actor': encodeURIComponent(who) },
+      {
+        authorization: `Bearer ${run.token}`,
+        'x-credvault-actor': encodeURIComponent(who),
+        'x-credvault-key': key,
+      },
       10_000,
     );
     if (status !== 200) return null;
@@ -212,7 +221,7 @@ export async function fastTokenGet(
       format = argv[++i] as 'raw' | 'json' | 'header';
     } else return false;
   }
-  if (minTtl > 86_400) return false;
+  if (minTtl > 86_400 || (json && format && format !== 'json')) return false;
   const doc = await tokenFromDaemon(env, argv[2], minTtl);
   if (!doc) return false;
   write(formatToken(doc, format ?? (json ? 'json' : 'raw')));

@@ -2,7 +2,7 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { KeyError } from '../errors.js';
 import type { KeySource } from './key-source.js';
-import { LocalKeySource } from './local-key.js';
+import { LocalKeySource, masterKeyId, parseMasterKey } from './local-key.js';
 
 /**
  * Finds the key-encryption key in the contract's order: CREDENTIAL_KMS_URI, CREDENTIAL_MASTER_KEY,
@@ -100,6 +100,32 @@ export async function resolveKeySource(env: NodeJS.ProcessEnv, home: string): Pr
     case 'none':
       return null;
   }
+}
+
+/**
+ * Which key a process is configured with, named without opening it (no KMS call): `kms:URI`, or
+ * `local:KEY_ID` for a master key; null when none is configured or it cannot be read. `token get`
+ * sends it to a running daemon, which serves the fast path only to a caller with its own key: the
+ * caller's wrong or missing key is reported (exit 6) as it would be without a daemon.
+ */
+export function configuredKeyLabel(env: NodeJS.ProcessEnv, home: string): string | null {
+  try {
+    const location = locateKey(env, home);
+    if (location.kind === 'kms') return `kms:${location.uri}`;
+    if (location.kind === 'none') return null;
+    const text =
+      location.kind === 'env'
+        ? (env.CREDENTIAL_MASTER_KEY ?? '')
+        : readKeyFile(location.path, location.variable);
+    return `local:${masterKeyId(parseMasterKey(text, 'the configuration'))}`;
+  } catch {
+    return null;
+  }
+}
+
+/** The label of the key a process holds (configuredKeyLabel's form): `env` names the KMS URI it was given. */
+export function keySourceLabel(source: KeySource, env: NodeJS.ProcessEnv): string {
+  return source.kind === 'local' ? `local:${source.keyId}` : `kms:${env.CREDENTIAL_KMS_URI?.trim() ?? ''}`;
 }
 
 export function noKeyError(home: string): KeyError {

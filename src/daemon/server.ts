@@ -1,5 +1,6 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
+import { keySourceLabel } from '../crypto/key-sources.js';
 import { errorMessage } from '../db/errors.js';
 import type { ClientRow } from '../db/store/clients.js';
 import type { ConnectionRow } from '../db/store/connections.js';
@@ -262,8 +263,16 @@ export function createTokenServer(deps: ServerDeps): Server {
     if (!/^\d{1,5}$/.test(minTtlText) || minTtl > 86_400) {
       throw new ApiError(400, 'invalid_input', 'min_ttl must be whole seconds from 0 to 86400');
     }
-    const connection = await connectionFor(ref);
     const local = client.id === LOCAL_CLIENT_ID;
+    if (
+      local &&
+      req.headers['x-credvault-key'] !== keySourceLabel((await ctx.keyring()).source, ctx.config.env)
+    ) {
+      // `token get` with a key that is not this daemon's (or none): its full path reports that (exit 6)
+      // as it would were no daemon running.
+      throw new ApiError(403, 'forbidden', 'the caller is not configured with the key this daemon uses');
+    }
+    const connection = await connectionFor(ref);
     const actor = local ? localActor(req) : client.name;
     const detail = { purpose: local ? 'token get (daemon)' : 'daemon', min_ttl: minTtl };
     // A refusal is recorded too, before it is answered; not for `token get`'s fast path, which takes

@@ -134,6 +134,11 @@ describe.each(CASES)(
         connection_id: connection.id,
         platform,
       });
+      // --json is one JSON document: it does not go with a format that prints lines.
+      const mixed = await v.cli(['token', 'get', `${platform}-main`, '--format', 'env', '--json']);
+      expect(mixed.code).toBe(2);
+      expect(mixed.stdout).toBe('');
+      expect(JSON.parse(mixed.stderr).error.message).toContain('does not go with --format env');
       const header = await v.cli(['token', 'get', connection.id as string, '--format', 'header'], {
         secretOutput: true,
       });

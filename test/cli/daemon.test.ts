@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -727,6 +728,29 @@ describe('token get beside a running daemon', () => {
         ['test-operator', 'token get (daemon)'],
       ]),
     );
+    // A caller with another key, or with none, is told so (exit 6) as it would be without a daemon:
+    // the daemon serves only a caller configured with its own key.
+    const serves = async () =>
+      (
+        await v.json<Array<{ action: string }>>(['audit', 'list', '--limit', '1000'], {
+          env: { CREDVAULT_LOCK_TIMEOUT: '1' },
+        })
+      ).filter((r) => r.action === 'token.serve').length;
+    const servedBefore = await serves();
+    const otherKey = `${randomBytes(32).toString('base64url')}=`;
+    const wrong = await v.cli(['token', 'get', 'acct-a'], {
+      env: { CREDENTIAL_MASTER_KEY: otherKey, CREDVAULT_LOCK_TIMEOUT: '1' },
+    });
+    expect(wrong.code, wrong.stderr).toBe(6);
+    expect(wrong.stdout).toBe('');
+    expect(wrong.stderr).toContain('the master key does not match this vault');
+    const garbled = await v.cli(['token', 'get', 'acct-a'], {
+      env: { CREDENTIAL_MASTER_KEY: 'not-a-key', CREDVAULT_LOCK_TIMEOUT: '1' },
+    });
+    expect(garbled.code, garbled.stderr).toBe(6);
+    expect(garbled.stdout).toBe('');
+    // Refused without a row saying a token was served.
+    expect(await serves()).toBe(servedBefore);
     expect(await daemon.stop()).toBe(0);
   });
 });

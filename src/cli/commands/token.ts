@@ -25,6 +25,12 @@ function parseMinTtl(text: string): number {
 
 function parseFormat(text: string | undefined, json: boolean): Format {
   if (text === undefined) return json ? 'json' : 'raw';
+  // --json promises one JSON document; the other formats print lines (secrets among them, for env).
+  if (json && text !== 'json') {
+    throw new InvalidInputError(`--json prints the token as JSON and does not go with --format ${text}`, {
+      hint: 'Give one of them: --json (or --format json), or --format alone.',
+    });
+  }
   if ((FORMATS as readonly string[]).includes(text)) return text as Format;
   throw new InvalidInputError(`unknown --format "${text}"`, { hint: `Formats: ${FORMATS.join(', ')}.` });
 }
