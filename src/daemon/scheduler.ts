@@ -36,6 +36,9 @@ export function keepAliveDays(): Record<string, number> {
   return days;
 }
 
+/** The longest a platform's 429 pauses its refreshes. */
+const RATE_LIMIT_PAUSE_MAX_MS = 3_600_000;
+
 /** A claimed grant waiting for a slot. */
 interface Ready {
   claimed: ClaimedGrant;
@@ -245,6 +248,7 @@ export class RefreshScheduler {
     const job = (async () => {
       const paused = (this.#pausedUntil.get(grant.platform) ?? 0) > Date.now();
       let outcome: RefreshOutcome;
+      let retryAfterMs: number | null = null;
       try {
         if (this.#stop.signal.aborted || paused) {
           // Its platform is rate limiting (since this claim was made), or the daemon is stopping: the
@@ -266,6 +270,9 @@ export class RefreshScheduler {
             },
             leaseLeftMs: claimedAt + lease - Date.now(),
             stop: this.#stop.signal,
+            onRateLimited: (seconds) => {
+              retryAfterMs = seconds === null ? null : seconds * 1000;
+            },
             onInternal: (error, waits) =>
               this.#log.error(
                 waits ? 'refresh failed; the grant waits before it is tried again' : 'refresh failed',
@@ -282,10 +289,14 @@ export class RefreshScheduler {
       }
       this.#metrics.refreshes.inc({ platform: grant.platform, outcome });
       if (outcome === 'rate_limited') {
-        // Per-platform pacing: the next claims for this platform wait a minute (a Retry-After the
-        // platform sent is honoured by the token service's own backoff for that grant).
-        this.#pausedUntil.set(grant.platform, Date.now() + 60_000);
-        this.#log.warn(`${grant.platform} is rate limiting refreshes; pausing it for a minute`);
+        // Per-platform pacing: the next claims for this platform wait as long as it asked (at least a
+        // minute, at most an hour: a Retry-After of days would let the platform's tokens expire).
+        const pauseMs = Math.min(RATE_LIMIT_PAUSE_MAX_MS, Math.max(60_000, retryAfterMs ?? 0));
+        const until = Math.max(this.#pausedUntil.get(grant.platform) ?? 0, Date.now() + pauseMs);
+        this.#pausedUntil.set(grant.platform, until);
+        this.#log.warn(
+          `${grant.platform} is rate limiting refreshes; pausing it for ${Math.round(pauseMs / 1000)} s`,
+        );
       } else if (outcome !== 'success' && outcome !== 'skipped') {
         this.#log.warn(`refresh of grant ${grant.id} (${grant.platform}) failed: ${outcome}`);
       }

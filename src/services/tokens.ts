@@ -712,10 +712,13 @@ export async function refreshClaimed(
     writer,
     leaseLeftMs = leaseMs(ctx.config.httpTimeoutMs),
     onInternal,
+    onRateLimited,
     stop,
   }: {
     writer?: ResultWriter;
     leaseLeftMs?: number;
+    /** The platform answered 429: how long it asked to be left alone (seconds), when it said. */
+    onRateLimited?: (retryAfterSeconds: number | null) => void;
     /** Told of a failure of credvault's own, and whether the grant now waits before it is tried again. */
     onInternal?: (error: unknown, waits: boolean) => void;
     /** The daemon is stopping: no wait between tries. */
@@ -742,8 +745,11 @@ export async function refreshClaimed(
     return after.version > before ? 'success' : 'lease_lost';
   } catch (error) {
     const cause = (error as { cause?: unknown })?.cause;
-    if (cause instanceof ProviderError) return cause.kind;
-    if (error instanceof ProviderError) return error.kind;
+    const failure = cause instanceof ProviderError ? cause : error instanceof ProviderError ? error : null;
+    if (failure) {
+      if (failure.kind === 'rate_limited') onRateLimited?.(failure.retryAfter ?? null);
+      return failure.kind;
+    }
     // credvault's own failure (the answer could not be written: an audit log made read-only, say).
     // The grant waits before it is claimed again, longer each time, as a platform failure does:
     // claimed again at once, it would be refreshed at the platform every second and each answer
