@@ -119,10 +119,13 @@ function assertUsable(connection: ConnectionRow): string {
   return connection.tokenId;
 }
 
-/** The failure recorded on a grant that is cooling down, as the error its kind calls for. */
-function recordedFailure(grant: GrantRow, connection: ConnectionRow): CredvaultError {
+/**
+ * The failure recorded on a grant that is cooling down, as the error its kind calls for. `now` is the
+ * database's clock when the grant was read (cool-downs are written by it).
+ */
+function recordedFailure(grant: GrantRow, connection: ConnectionRow, now: Date): CredvaultError {
   const until = grant.cooldownUntil!;
-  const retryAfter = Math.max(1, Math.ceil((until.getTime() - Date.now()) / 1000));
+  const retryAfter = Math.max(1, Math.ceil((until.getTime() - now.getTime()) / 1000));
   const message = `the last refresh of ${connectionRef(connection)} failed at ${grant.lastErrorAt?.toISOString() ?? 'an unknown time'} (${grant.lastErrorMessage ?? 'no detail'}); not calling the platform again before ${until.toISOString()}`;
   const hint = `Wait ${retryAfter}s, or force a refresh with \`credvault connections refresh ${connectionRef(connection)} --force\`.`;
   return errorForKind((grant.lastErrorCode as ProviderFailure | null) ?? 'transient', message, {
@@ -299,13 +302,13 @@ async function refreshLoop(
   const giveUpAt = Date.now() + 2 * lease + 10_000;
   let forced = request.forceRefresh === true;
   for (;;) {
-    const row = await tokenStore.get(ctx.db, grantId);
+    const row = await tokenStore.getWithClock(ctx.db, grantId);
     if (!row) throw new ReauthRequiredError(`connection ${connectionRef(connection)} was revoked meanwhile`);
     // Someone else's refresh since the caller read the grant is the caller's too.
     if (!forced && (isFresh(row, minTtlMs) || row.version !== readVersion))
       return { grant: row, refreshed: false };
-    if (!request.bypassCooldown && row.cooldownUntil && row.cooldownUntil.getTime() > Date.now()) {
-      throw recordedFailure(row, connection);
+    if (!request.bypassCooldown && row.cooldownUntil && row.cooldownUntil > row.dbNow) {
+      throw recordedFailure(row, connection, row.dbNow);
     }
     const leased = await tokenStore.tryLease(ctx.db, grantId, owner, lease);
     if (!leased) {
@@ -315,7 +318,7 @@ async function refreshLoop(
           { retryAfter: 5 },
         );
       }
-      if (await waitForOthers(ctx, grantId, row.version)) forced = false; // their refresh is ours
+      if (await waitForOthers(ctx, grantId, row.version, giveUpAt)) forced = false; // their refresh is ours
       continue;
     }
     if (leased.version !== row.version) forced = false;
@@ -327,13 +330,21 @@ async function refreshLoop(
   }
 }
 
-/** Polls until the grant's version moves (true) or its lease lapses (false). */
-async function waitForOthers(ctx: ServiceContext, grantId: string, version: number): Promise<boolean> {
+/**
+ * Polls until the grant's version moves (true), or its lease lapses by the database's clock, or the
+ * caller's time is up (false).
+ */
+async function waitForOthers(
+  ctx: ServiceContext,
+  grantId: string,
+  version: number,
+  giveUpAt: number,
+): Promise<boolean> {
   for (let delay = 50; ; delay = Math.min(delay * 2, 400)) {
     await sleep(jitter(delay, 0.5));
-    const row = await tokenStore.get(ctx.db, grantId);
+    const row = await tokenStore.getWithClock(ctx.db, grantId);
     if (!row || row.version !== version) return true;
-    if (!row.leaseExpiresAt || row.leaseExpiresAt.getTime() < Date.now()) return false;
+    if (!row.leaseExpiresAt || row.leaseExpiresAt <= row.dbNow || Date.now() > giveUpAt) return false;
   }
 }
 
@@ -657,7 +668,7 @@ async function recordRefreshFailure(
     const applied = await tokenStore.recordFailure(tx, grant.id, owner, grant.version, {
       code: error.kind,
       message,
-      cooldownUntil: dead ? null : new Date(Date.now() + cooldownMs(failures, error.retryAfter)),
+      cooldownMs: dead ? null : cooldownMs(failures, error.retryAfter),
       // The platform answered (and no earlier answer is missing): nothing is in doubt. A timeout may
       // have been processed, so it stays on record until a refresh succeeds.
       clearInFlight: dead || (error.status !== null && !unanswered && !grant.refreshInFlightSince),
@@ -758,7 +769,7 @@ export async function refreshClaimed(
     internalFailures.set(grant.id, failures);
     const waits = await tokenStore
       .backOff(ctx.db, grant, owner, {
-        until: new Date(Date.now() + cooldownMs(failures, null)),
+        forMs: cooldownMs(failures, null),
         message: `credvault could not complete the refresh: ${redact(errorMessage(error))}`,
       })
       .catch(async () => {

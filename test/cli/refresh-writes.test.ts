@@ -174,7 +174,7 @@ describe("the daemon's one-statement refresh write", () => {
       tokenStore.recordFailure(ctx.db, late[0]!.grant.id, 'test-owner', late[0]!.grant.version, {
         code: 'unavailable',
         message: 'late failure',
-        cooldownUntil: new Date(Date.now() + 60_000),
+        cooldownMs: 60_000,
         clearInFlight: true,
       }),
     );

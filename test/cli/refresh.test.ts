@@ -135,6 +135,34 @@ describe('a --min-ttl longer than the platform gives', () => {
   });
 });
 
+// PostgreSQL's clock is the server's; the embedded database's is its process's own (and every process
+// that opens it runs on the same host, with the same clock).
+describe.runIf(DB_KIND === 'postgres')('a host whose clock is off', () => {
+  it('records a cool-down by the database clock, and another host honours it as recorded', async () => {
+    const double = await microsoft();
+    const { v } = await connected(double);
+    // This process's clock runs two hours ahead (as a host's can).
+    const ahead = join(v.root, 'ahead.cjs');
+    writeFileSync(ahead, 'const real = Date.now; Date.now = () => real() + 2 * 3600 * 1000;\n');
+    double.faults.failNext(20, { status: 503, body: 'down' });
+    const skewed = await v.cli(['token', 'get', 'acct'], {
+      env: { NODE_OPTIONS: `--require ${ahead}`, CREDVAULT_HTTP_TIMEOUT: '2' },
+    });
+    expect(skewed.code, skewed.stderr).toBe(5);
+    const [row] = await v.sql<{ left: number }>(
+      'select extract(epoch from cooldown_until - now())::float8 as left from oauth_tokens_vault',
+    );
+    // A first failure cools down for seconds, not for the two hours of the host's error.
+    expect(row!.left).toBeGreaterThan(0);
+    expect(row!.left).toBeLessThan(600);
+    const calls = double.refreshAttempts;
+    const waiting = await v.cli(['token', 'get', 'acct']);
+    expect(waiting.code, waiting.stderr).toBe(5);
+    expect(Number(/Wait (\d+)s/.exec(waiting.stderr)?.[1])).toBeLessThan(600);
+    expect(double.refreshAttempts).toBe(calls);
+  });
+});
+
 describe('failures', () => {
   it('invalid_grant marks needs_reauth at once (exit 4) and the platform is not called again', async () => {
     const double = await microsoft();

@@ -16,6 +16,19 @@ export async function get(db: Db, id: string): Promise<GrantRow | null> {
   return row ?? null;
 }
 
+/**
+ * The grant with the database's clock at the moment it was read (`dbNow`): leases and cool-downs are
+ * written by the database's clock, and are judged by it too, so a host whose clock is off neither
+ * waits for a lapsed lease nor calls a platform that is cooling down.
+ */
+export async function getWithClock(db: Db, id: string): Promise<(GrantRow & { dbNow: Date }) | null> {
+  const [row] = await db
+    .select({ ...getTableColumns(t), dbNow: sql`now()`.mapWith(t.updatedAt) })
+    .from(t)
+    .where(eq(t.id, id));
+  return row ?? null;
+}
+
 export async function insert(db: Db, row: NewGrantRow): Promise<void> {
   await db.insert(t).values(row);
 }
@@ -53,14 +66,14 @@ export async function backOff(
   db: Db,
   claimed: { id: string; version: number },
   owner: string,
-  failure: { until: Date; message: string },
+  failure: { forMs: number; message: string },
 ): Promise<boolean> {
   const updated = await db
     .update(t)
     .set({
       leaseOwner: null,
       leaseExpiresAt: null,
-      cooldownUntil: failure.until,
+      cooldownUntil: sql`now() + ${failure.forMs} * interval '1 millisecond'`,
       lastErrorCode: 'transient',
       lastErrorMessage: failure.message.slice(0, 1000),
       lastErrorAt: sql`now()`,
@@ -273,7 +286,7 @@ export async function recordFailure(
   id: string,
   owner: string,
   version: number,
-  failure: { code: string; message: string; cooldownUntil: Date | null; clearInFlight: boolean },
+  failure: { code: string; message: string; cooldownMs: number | null; clearInFlight: boolean },
 ): Promise<boolean> {
   const updated = await db
     .update(t)
@@ -281,7 +294,9 @@ export async function recordFailure(
       lastErrorCode: failure.code,
       lastErrorMessage: failure.message,
       lastErrorAt: sql`now()`,
-      cooldownUntil: failure.cooldownUntil,
+      // By the database's clock, as leases are: a host whose clock is off would stretch or erase it.
+      cooldownUntil:
+        failure.cooldownMs === null ? null : sql`now() + ${failure.cooldownMs} * interval '1 millisecond'`,
       leaseOwner: null,
       leaseExpiresAt: null,
       // Cleared only when no request with an unknown outcome is left (a timeout's may have rotated).
