@@ -378,7 +378,13 @@ async function refreshWithLease(
   grant: GrantRow,
   owner: string,
   lease: number,
-  options: { claimed?: boolean; writer?: ResultWriter; stop?: AbortSignal } = {},
+  options: {
+    claimed?: boolean;
+    writer?: ResultWriter;
+    stop?: AbortSignal;
+    /** Set once the first request has left for the platform. */
+    progress?: { sent: boolean };
+  } = {},
 ): Promise<GrantRow> {
   const platform = grant.platform as PlatformId;
   let tokens: TokenResult;
@@ -398,6 +404,7 @@ async function refreshWithLease(
     const budgetEnds = Date.now() + lease - 5_000;
     for (;;) {
       attempts += 1;
+      if (options.progress) options.progress.sent = true;
       const remaining = budgetEnds - Date.now();
       try {
         tokens = await withDeadline(Math.max(1, Math.min(ctx.config.httpTimeoutMs, remaining)), (signal) =>
@@ -745,11 +752,13 @@ export async function refreshClaimed(
     await tokenStore.unclaim(ctx.db, grant, owner);
     return 'skipped';
   }
+  const progress = { sent: false };
   try {
     const before = grant.version;
     const after = await refreshWithLease(ctx, connection, grant, owner, leaseLeftMs, {
       claimed: true,
       writer,
+      progress,
       ...(stop ? { stop } : {}),
     });
     internalFailures.delete(grant.id);
@@ -771,6 +780,9 @@ export async function refreshClaimed(
       .backOff(ctx.db, grant, owner, {
         forMs: cooldownMs(failures, null),
         message: `credvault could not complete the refresh: ${redact(errorMessage(error))}`,
+        // The claim marked a refresh in flight; none left (the app could not be opened, say): the
+        // mark goes back to what it was, so that `status` does not report an answer in doubt.
+        inFlightSince: progress.sent ? undefined : grant.refreshInFlightSince,
       })
       .catch(async () => {
         await tokenStore.releaseLease(ctx.db, grant.id, owner).catch(() => {});

@@ -544,6 +544,29 @@ describe('the token endpoint', () => {
     expect(daemon.logs()).not.toContain('TimeoutOverflowWarning');
   });
 
+  it('a claimed refresh that fails before anything is sent (its app disabled) leaves no refresh in doubt', async () => {
+    const { double, v, adopt } = await setup();
+    await adopt('987', 'acct-a');
+    await v.sql(
+      "update oauth_tokens_vault set access_token_expires_at = now() + interval '1 minute', last_refreshed_at = now() - interval '59 minutes'",
+    );
+    const [app] = await v.json<Array<{ label: string }>>(['apps', 'list']);
+    expect((await v.cli(['apps', 'disable', app!.label])).code).toBe(0);
+    const attempts = double.refreshAttempts;
+    const daemon = await startDaemon(v, { args: ['--refresh-window', '30m'] });
+    for (let i = 0; i < 200 && !daemon.logs().includes('the grant waits before it is tried again'); i++)
+      await new Promise((r) => setTimeout(r, 25));
+    expect(daemon.logs()).toContain('the grant waits before it is tried again');
+    expect(await daemon.stop('SIGTERM')).toBe(0);
+    expect(double.refreshAttempts).toBe(attempts);
+    const [grant] = await v.sql<{ in_flight: boolean; waits: boolean }>(
+      'select refresh_in_flight_since is not null as in_flight, cooldown_until > now() as waits from oauth_tokens_vault',
+    );
+    expect(grant).toEqual({ in_flight: false, waits: true });
+    const report = await v.json<{ connections: Array<{ problem: string | null }> }>(['status']);
+    expect(report.connections[0]!.problem ?? '').not.toContain('never recorded its answer');
+  });
+
   it('gives back unsent, on SIGTERM, a claim waiting for its rate-limiting platform', async () => {
     const { double, v, adopt } = await setup();
     await adopt('987', 'first');

@@ -57,22 +57,24 @@ export async function markInFlight(db: Db, id: string, owner: string): Promise<v
 
 /**
  * A claimed refresh that failed for credvault's own reason (its answer could not be written, a data
- * key that does not open): the lease goes, and the grant waits until `until` before a sweep claims
- * it again, with the reason recorded for the reads meanwhile (as a platform failure's is). Only over
- * the version claimed, whether the lease is still ours or was already let go. No audit row: writing
- * one may be what failed. True when the grant was marked.
+ * key that does not open): the lease goes, and the grant waits `forMs` (by the database's clock)
+ * before a sweep claims it again, with the reason recorded for the reads meanwhile (as a platform
+ * failure's is); `inFlightSince`, when given, is what the claim's in-flight mark goes back to (no
+ * request left). Only over the version claimed, whether the lease is still ours or was already let
+ * go. No audit row: writing one may be what failed. True when the grant was marked.
  */
 export async function backOff(
   db: Db,
   claimed: { id: string; version: number },
   owner: string,
-  failure: { forMs: number; message: string },
+  failure: { forMs: number; message: string; inFlightSince?: Date | null | undefined },
 ): Promise<boolean> {
   const updated = await db
     .update(t)
     .set({
       leaseOwner: null,
       leaseExpiresAt: null,
+      ...(failure.inFlightSince !== undefined ? { refreshInFlightSince: failure.inFlightSince } : {}),
       cooldownUntil: sql`now() + ${failure.forMs} * interval '1 millisecond'`,
       lastErrorCode: 'transient',
       lastErrorMessage: failure.message.slice(0, 1000),
