@@ -17,7 +17,8 @@ export type KeyLocation =
 
 /**
  * Every variable that opens the vault (its key, or the KMS credentials that unwrap it) or reaches its
- * database: none of them may reach a program credvault runs (`exec`).
+ * database (CREDVAULT_HOME holds the embedded one, and master.key by default): none of them may reach
+ * a program credvault runs (`exec`).
  */
 export const VAULT_SECRET_VARIABLES = [
   'CREDENTIAL_MASTER_KEY',
@@ -27,6 +28,7 @@ export const VAULT_SECRET_VARIABLES = [
   'VAULT_TOKEN',
   'GOOGLE_OAUTH_ACCESS_TOKEN',
   'DATABASE_URL',
+  'CREDVAULT_HOME',
 ] as const;
 
 /**

@@ -462,7 +462,7 @@ describe('token get formats and exec', () => {
 
     // 42 is no exit code of credvault's own; and the keys to the whole vault stay out of the child.
     const script =
-      'test "$GOOGLE_ADS_REFRESH_TOKEN" = "$EXPECTED" && test -n "$CREDVAULT_ACCESS_TOKEN" && test -z "$CREDENTIAL_MASTER_KEY_FILE" && test -z "$VAULT_TOKEN" && test -z "$GOOGLE_OAUTH_ACCESS_TOKEN" && test -z "$DATABASE_URL" && exit 42';
+      'test "$GOOGLE_ADS_REFRESH_TOKEN" = "$EXPECTED" && test -n "$CREDVAULT_ACCESS_TOKEN" && test -z "$CREDENTIAL_MASTER_KEY_FILE" && test -z "$VAULT_TOKEN" && test -z "$GOOGLE_OAUTH_ACCESS_TOKEN" && test -z "$DATABASE_URL" && test -z "$CREDVAULT_HOME" && exit 42';
     const ran = await v.cli(['exec', 'acct', '--', 'sh', '-c', script], {
       // Set here (on PostgreSQL, DATABASE_URL is set too): each must be gone in the child.
       env: {
