@@ -712,3 +712,52 @@ describe.each([
     expect(double.accessTokens.get(token.stdout.trim())?.revoked).toBe(false);
   });
 });
+
+describe('google_ads: the accounts a grant reaches', () => {
+  it('walks a manager granted directly without the app naming one, and leaves out cancelled accounts', async () => {
+    const v = await vault();
+    const app = await addAppFor(v, 'google_ads', doubles.google as never);
+    const customer = (id: string, name: string, manager: boolean, status = 'ENABLED') => ({
+      id,
+      descriptiveName: name,
+      currencyCode: 'EUR',
+      timeZone: 'Europe/Berlin',
+      manager,
+      testAccount: false,
+      status,
+    });
+    // An agency user granted its MCC only (and one account of its own, since closed).
+    const grant = doubles.google.issueGrant({
+      clientId: app.clientId,
+      scope: 'https://www.googleapis.com/auth/adwords',
+      accounts: {
+        customers: [
+          customer('5550001110', 'Agency MCC', true),
+          customer('5550001111', 'Client Live', false),
+          customer('5550001112', 'Client Cancelled', false, 'CANCELED'),
+          customer('5550001113', 'Own Closed', false, 'CLOSED'),
+        ],
+        links: [
+          { managerId: '5550001110', clientId: '5550001111' },
+          { managerId: '5550001110', clientId: '5550001112' },
+        ],
+        accessible: ['5550001110', '5550001113'],
+      },
+    } as never);
+    const asked = await addConnection(v, 'google_ads', app.label, grant.refreshToken, {
+      accounts: ['9999999999'],
+    });
+    expect(asked.code).toBe(2);
+    expect(asked.stderr).toContain('5550001111 (Client Live)');
+    expect(asked.stderr).not.toContain('5550001112');
+    expect(asked.stderr).not.toContain('5550001113');
+    // The client is connected through its manager, and its calls say so (login-customer-id).
+    await adoptGrant(v, 'google_ads', app.label, grant.refreshToken, {
+      accounts: ['5550001111'],
+      name: 'live',
+    });
+    const listed = await v.cli(['campaigns', 'list', 'live', '--json']);
+    expect(listed.code, listed.stderr).toBe(0);
+    expect(doubles.google.requests.at(-1)?.headers['login-customer-id']).toBe('5550001110');
+  });
+});

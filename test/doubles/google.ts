@@ -690,6 +690,15 @@ export function checkGoogleAdsCall(ctx: RouteContext<GoogleAccounts, GoogleSetti
           "User doesn't have permission to access customer. Note: If you're accessing a client customer, the manager's customer id must be set in the 'login-customer-id' header. See https://developers.google.com/google-ads/api/docs/concepts/call-structure#cid",
       },
     ]);
+  // A cancelled, suspended or closed account answers nothing but this (AuthorizationErrorEnum).
+  if (accounts.customers.find((c) => c.id === customerId)?.status !== 'ENABLED')
+    return googleAdsFailure(403, version, [
+      {
+        errorCode: { authorizationError: 'CUSTOMER_NOT_ENABLED' },
+        message:
+          "The customer account can't be accessed because it is not yet enabled or has been deactivated.",
+      },
+    ]);
   return { version, customerId, loginCustomerId, accounts };
 }
 

@@ -1,6 +1,7 @@
 import type { Secret } from '../../crypto/secret.js';
 import { apiUrl, buildAuthorizationUrl } from '../authorize.js';
 import { PLATFORMS } from '../catalog.js';
+import { ProviderError } from '../errors.js';
 import type { ErrorReader } from '../http.js';
 import { apiRequest } from '../http.js';
 import { exchangeCode, type OAuthProfile, refreshGrant, revokeToken } from '../oauth.js';
@@ -82,7 +83,13 @@ export function googleApiBase(app: ProviderApp): string {
 }
 
 interface SearchRow {
-  customer?: { id?: string; descriptiveName?: string; currencyCode?: string; manager?: boolean };
+  customer?: {
+    id?: string;
+    descriptiveName?: string;
+    currencyCode?: string;
+    manager?: boolean;
+    status?: string;
+  };
   customerClient?: {
     id?: string;
     clientCustomer?: string;
@@ -90,6 +97,8 @@ interface SearchRow {
     currencyCode?: string;
     manager?: boolean;
     level?: string;
+    /** ENABLED, or CANCELED, SUSPENDED, CLOSED (CustomerStatusEnum). */
+    status?: string;
   };
 }
 
@@ -154,16 +163,24 @@ async function discoverAccounts(
   });
   const ids = (body?.resourceNames ?? []).map((name) => name.replace(/^customers\//, ''));
   const accounts = new Map<string, AdAccount>();
+  const managers: string[] = [];
   for (const id of ids) {
+    let notEnabled = false;
     const [row] = await googleSearch(
       app,
       accessToken,
       id,
-      'SELECT customer.id, customer.descriptive_name, customer.currency_code, customer.manager FROM customer',
+      'SELECT customer.id, customer.descriptive_name, customer.currency_code, customer.manager, customer.status FROM customer',
       null,
       options,
       `reading Google Ads customer ${id}`,
-    ).catch(() => [] as SearchRow[]);
+    ).catch((error: unknown) => {
+      // A cancelled, suspended or closed account answers every call with this: nothing to connect.
+      notEnabled = error instanceof ProviderError && error.platformCode === 'CUSTOMER_NOT_ENABLED';
+      return [] as SearchRow[];
+    });
+    if (notEnabled || (row?.customer?.status && row.customer.status !== 'ENABLED')) continue;
+    if (row?.customer?.manager) managers.push(id);
     accounts.set(id, {
       id,
       name: row?.customer?.descriptiveName ?? null,
@@ -172,27 +189,32 @@ async function discoverAccounts(
       details: { ...(row?.customer?.manager ? { manager: 'true' } : {}), reached: 'direct' },
     });
   }
-  // Through a manager (the app's login customer id), the whole hierarchy below it: customer_client
-  // holds every direct and indirect client, so accounts under a sub-manager are found too (Google's
-  // hierarchy sample filters on level <= 1 only because it walks the tree one manager at a time).
-  if (app.loginCustomerId) {
+  // Through a manager, the whole hierarchy below it: customer_client holds every direct and indirect
+  // client, so accounts under a sub-manager are found too (Google's hierarchy sample filters on
+  // level <= 1 only because it walks the tree one manager at a time). The manager is the app's login
+  // customer id; without one, every manager the person was granted directly (an agency's user often
+  // has its MCC only), each one's clients then called through it.
+  for (const manager of app.loginCustomerId ? [app.loginCustomerId] : managers) {
     const rows = await googleSearch(
       app,
       accessToken,
-      app.loginCustomerId,
-      'SELECT customer_client.client_customer, customer_client.level, customer_client.manager, customer_client.descriptive_name, customer_client.currency_code, customer_client.id FROM customer_client',
-      app.loginCustomerId,
+      manager,
+      'SELECT customer_client.client_customer, customer_client.level, customer_client.manager, customer_client.descriptive_name, customer_client.currency_code, customer_client.status, customer_client.id FROM customer_client',
+      manager,
       options,
-      `listing the accounts under manager ${app.loginCustomerId}`,
+      `listing the accounts under manager ${manager}`,
     );
     for (const { customerClient: client } of rows) {
       const id = client?.id ?? client?.clientCustomer?.replace(/^customers\//, '');
-      if (!id || id === app.loginCustomerId || client?.manager) continue;
+      if (!id || id === manager || client?.manager) continue;
+      if (client?.status && client.status !== 'ENABLED') continue;
+      // Granted directly as well: reached without a manager, as it was listed above.
+      if (accounts.get(id)?.details.reached === 'direct' && !app.loginCustomerId) continue;
       accounts.set(id, {
         id,
         name: client?.descriptiveName ?? accounts.get(id)?.name ?? null,
         currency: client?.currencyCode ?? accounts.get(id)?.currency ?? null,
-        details: { login_customer_id: app.loginCustomerId },
+        details: { login_customer_id: manager },
       });
     }
   }
