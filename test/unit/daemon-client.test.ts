@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { type AddressInfo, createServer, type Server, type Socket } from 'node:net';
@@ -157,7 +158,12 @@ describe('the daemon client', () => {
     mkdirSync(join(home, 'run'));
     const answer = (body: string) =>
       `HTTP/1.1 200 OK\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`;
-    const env = { CREDVAULT_HOME: home, CREDVAULT_ACTOR: 'ops' } as NodeJS.ProcessEnv;
+    // The caller names its key to the daemon (a key is configured: without one the daemon is not asked).
+    const env = {
+      CREDVAULT_HOME: home,
+      CREDVAULT_ACTOR: 'ops',
+      CREDENTIAL_MASTER_KEY: `${randomBytes(32).toString('base64url')}=`,
+    } as NodeJS.ProcessEnv;
     const printed: string[] = [];
     // A live process that /proc shows as a daemon (a run file's pid must be one).
     const daemon = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)', 'daemon']);
@@ -185,6 +191,15 @@ describe('the daemon client', () => {
       await fastTokenGet(['token', 'get', 'acct', '--format', 'header'], env, (t) => printed.push(t)),
     ).toBe(true);
     expect(printed).toEqual(['Authorization: Bearer ya29.x\n']);
+    // No key configured: the daemon is not asked (the full path says no key is configured, exit 6).
+    const keyless = await rawServer([answer(JSON.stringify(doc))]);
+    writeFileSync(
+      join(home, 'run', 'daemon.json'),
+      JSON.stringify({ pid, listen: keyless.listen, token: 'cvc_x', database: 'embedded' }),
+    );
+    const { CREDENTIAL_MASTER_KEY: _, ...withoutKey } = env;
+    expect(await fastTokenGet(['token', 'get', 'acct'], withoutKey, (t) => printed.push(t))).toBe(false);
+    expect(keyless.requests).toEqual([]);
     // The same run file naming a live process that is no daemon (its pid reused): not asked at all.
     const reused = await rawServer([answer(JSON.stringify(doc))]);
     writeFileSync(
