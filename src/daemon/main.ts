@@ -123,8 +123,9 @@ export async function runDaemon(
   config: Config,
   options: DaemonOptions,
   stderr: NodeJS.WritableStream & { isTTY?: boolean },
+  { jsonLogs }: { jsonLogs?: boolean } = {},
 ): Promise<number> {
-  const log: Logger = createLogger(stderr, config.verbose ? 'debug' : 'info');
+  const log: Logger = createLogger(stderr, config.verbose ? 'debug' : 'info', jsonLogs);
   const notifier = new SystemdNotifier(config.env);
   const cache = new DaemonCache();
   let embedded: EmbeddedServer | null = null;

@@ -182,7 +182,8 @@ function preparing(sql: Sql): Sql {
 
 async function openPostgres(target: ConnectTarget, options: OpenOptions): Promise<Database> {
   if ('url' in target && !/^postgres(ql)?:\/\//.test(target.url)) {
-    throw new DatabaseError(
+    // Input to change (exit 2), not a database that could not be reached.
+    throw new InvalidInputError(
       `DATABASE_URL must start with postgres:// or postgresql:// (got ${redactUrl(target.url)})`,
       { hint: 'Unset DATABASE_URL to use the embedded database.' },
     );

@@ -11,6 +11,7 @@ import {
 } from '../doubles/index.js';
 import { spawnDaemonOnAnyPort, startDaemon, untilDraining } from '../helpers/daemon.js';
 import { addAppFor, adoptGrant, freePort } from '../helpers/flows.js';
+import { BIN } from '../helpers/paths.js';
 import { createVault, DB_KIND, type TestVault } from '../helpers/vault.js';
 
 const cleanups: Array<() => Promise<unknown>> = [];
@@ -813,6 +814,35 @@ describe.runIf(DB_KIND === 'pglite')('the embedded database while the daemon run
     expect(existsSync(join(v.home, 'run', '.s.PGSQL.5432'))).toBe(false);
     void app;
   });
+});
+
+describe('daemon --json', () => {
+  it.skipIf(!existsSync('/usr/bin/script'))(
+    'is taken (--json is every command’s): its log is JSON lines even at a terminal',
+    async () => {
+      const v = await createVault();
+      cleanups.push(() => v.destroy());
+      const port = await freePort();
+      const child = spawn(
+        '/usr/bin/script',
+        ['-qec', `exec '${process.execPath}' '${BIN}' daemon --json --listen 127.0.0.1:${port}`, '/dev/null'],
+        { env: { ...v.env } as NodeJS.ProcessEnv, cwd: v.root, stdio: ['pipe', 'pipe', 'pipe'] },
+      );
+      let out = '';
+      const exited = new Promise<void>((resolve) => child.on('close', () => resolve()));
+      child.stdout!.on('data', (d: Buffer) => {
+        out += d.toString();
+      });
+      for (let i = 0; i < 400 && !out.includes('listening on'); i++)
+        await new Promise((r) => setTimeout(r, 25));
+      child.kill('SIGTERM');
+      spawn('pkill', ['-TERM', '-f', `daemon --json --listen 127.0.0.1:${port}`]);
+      await exited;
+      const line = out.split(/\r?\n/).find((l) => l.includes('listening on'));
+      expect(line, out).toBeDefined();
+      expect(JSON.parse(line!.trim())).toMatchObject({ msg: expect.stringContaining('listening on') });
+    },
+  );
 });
 
 describe('systemd', () => {

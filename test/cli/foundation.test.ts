@@ -890,3 +890,16 @@ describe('output', () => {
     }
   });
 });
+
+describe('DATABASE_URL', () => {
+  it('of another kind of database is input to change (exit 2), named without its password', async () => {
+    const v = await vault();
+    const result = await v.cli(['platforms', 'list'], {
+      env: { DATABASE_URL: 'mysql://ops:hunter2-secret@db.internal:3306/credvault' },
+    });
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain('DATABASE_URL must start with postgres:// or postgresql://');
+    expect(result.stderr).toContain('db.internal');
+    expect(result.stderr).not.toContain('hunter2-secret');
+  });
+});

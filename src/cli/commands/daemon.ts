@@ -5,8 +5,6 @@ import { InvalidInputError } from '../../errors.js';
 import type { Runtime } from '../run.js';
 
 export async function daemon(rt: Runtime, flags: DaemonFlags): Promise<void> {
-  if (rt.out.json)
-    throw new InvalidInputError('the daemon logs JSON lines by itself when not on a terminal; drop --json');
   const options = parseDaemonOptions(flags);
   // A long-running process: let the heap grow to 1.5× the live data after a full collection, not
   // V8's up-to-4× for a busy process. A sweep of 10,000 refreshes then peaks at about 140 MB of RSS
@@ -17,6 +15,8 @@ export async function daemon(rt: Runtime, flags: DaemonFlags): Promise<void> {
     rt.config,
     options,
     rt.io.stderr as NodeJS.WritableStream & { isTTY?: boolean },
+    // Its output is its log: JSON lines (as when not on a terminal) under --json.
+    rt.out.json ? { jsonLogs: true } : {},
   );
 }
 
