@@ -53,6 +53,28 @@ export async function readFileOrStdin(rt: Runtime, path: string, flag: string): 
   }
 }
 
+/**
+ * The first line that arrives on standard input, without waiting for its end (a script writes it once
+ * it has it); null when the input ends first or nothing comes within `timeoutMs`. Not for secrets.
+ */
+export async function readFirstLine(rt: Runtime, timeoutMs: number): Promise<string | null> {
+  const { createInterface } = await import('node:readline');
+  const stdin = rt.io.stdin as NodeJS.ReadableStream;
+  const lines = createInterface({ input: stdin, crlfDelay: Number.POSITIVE_INFINITY });
+  return new Promise<string | null>((resolve) => {
+    const done = (line: string | null) => {
+      clearTimeout(timer);
+      lines.removeAllListeners();
+      lines.close();
+      stdin.pause();
+      resolve(line);
+    };
+    const timer = setTimeout(() => done(null), timeoutMs);
+    lines.once('line', (line) => done(line.slice(0, 16 * 1024)));
+    lines.once('close', () => done(null));
+  });
+}
+
 /** One line from standard input (for a secret piped in), trimmed as the prompt and a file are. */
 export async function readSecretLine(rt: Runtime, what: string): Promise<Secret> {
   const text = (await readStdin(rt)).replace(/\r?\n$/, '');

@@ -1,6 +1,12 @@
 import { createServer as createNetServer } from 'node:net';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { type AllDoubles, type Double, REDDIT_SCOPES, startAllDoubles } from '../doubles/index.js';
+import {
+  type AllDoubles,
+  type Double,
+  REDDIT_SCOPES,
+  REDDIT_TEST_USER_AGENT,
+  startAllDoubles,
+} from '../doubles/index.js';
 import {
   addAppFor,
   addConnection,
@@ -759,5 +765,85 @@ describe('google_ads: the accounts a grant reaches', () => {
     const listed = await v.cli(['campaigns', 'list', 'live', '--json']);
     expect(listed.code, listed.stderr).toBe(0);
     expect(doubles.google.requests.at(-1)?.headers['login-customer-id']).toBe('5550001110');
+  });
+});
+
+describe('reddit_ads: an app whose redirect URI is not on this machine (the paste flow)', () => {
+  async function remoteApp(v: TestVault) {
+    const client = doubles.reddit.registerClient({
+      clientId: `remote-${Math.random().toString(36).slice(2, 10)}`,
+      clientSecret: `secret-${Math.random().toString(36).slice(2)}`,
+      redirectUris: ['https://ads.example.com/oauth/callback'],
+      public: false,
+    });
+    const file = {
+      label: 'remote',
+      client_id: client.clientId,
+      client_secret: client.clientSecret,
+      redirect_uri: 'https://ads.example.com/oauth/callback',
+      authorize_url: doubles.reddit.endpoints.authorize,
+      token_url: doubles.reddit.endpoints.token,
+      revoke_url: doubles.reddit.endpoints.revoke,
+      api_base_url: doubles.reddit.url,
+      user_agent: REDDIT_TEST_USER_AGENT,
+    };
+    expect(
+      (await v.cli(['apps', 'add', 'reddit_ads', '--from-file', '-'], { input: JSON.stringify(file) })).code,
+    ).toBe(0);
+  }
+
+  it('without a terminal, takes the URL the browser was sent back to as a line on standard input', async () => {
+    const v = await vault();
+    await remoteApp(v);
+    const child = v.spawn([
+      'connect',
+      'reddit_ads',
+      '--app',
+      'remote',
+      '--no-browser',
+      '--account',
+      'a2_xyz',
+      '--json',
+    ]);
+    let stdout = '';
+    let stderr = '';
+    child.stdout!.on('data', (d: Buffer) => {
+      stdout += d.toString();
+    });
+    child.stderr!.on('data', (d: Buffer) => {
+      stderr += d.toString();
+    });
+    const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+    for (let i = 0; i < 400 && !/^https?:\/\/\S+$/m.test(stderr); i++)
+      await new Promise((r) => setTimeout(r, 25));
+    const authorizeUrl = /^(https?:\/\/\S+)$/m.exec(stderr)![1]!;
+    // The "browser": the consent redirects to the remote callback, which nobody here serves.
+    const consent = await fetch(authorizeUrl, {
+      redirect: 'manual',
+      headers: { 'user-agent': REDDIT_TEST_USER_AGENT },
+    });
+    const location = consent.headers.get('location')!;
+    expect(location).toMatch(/^https:\/\/ads\.example\.com\/oauth\/callback\?/);
+    child.stdin!.write(`${location}\n`);
+    expect(await exited, stderr).toBe(0);
+    const [connection] = JSON.parse(stdout) as Array<{ external_account_id: string; status: string }>;
+    expect(connection).toMatchObject({ external_account_id: 'a2_xyz', status: 'active' });
+  });
+
+  it('without a terminal and with nothing on standard input, ends with exit 2 and stores nothing', async () => {
+    const v = await vault();
+    await remoteApp(v);
+    const result = await v.cli([
+      'connect',
+      'reddit_ads',
+      '--app',
+      'remote',
+      '--no-browser',
+      '--account',
+      'a2_xyz',
+    ]);
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain('no URL came on standard input');
+    expect(await v.json<unknown[]>(['connections', 'list'])).toEqual([]);
   });
 });

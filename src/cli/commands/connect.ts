@@ -20,7 +20,7 @@ import {
 import { severalNamed } from '../../services/grants.js';
 import { connectionRef } from '../../views.js';
 import { withContext } from '../context.js';
-import { readFileOrStdin } from '../input.js';
+import { readFileOrStdin, readFirstLine } from '../input.js';
 import type { Runtime } from '../run.js';
 import { printConnections } from './connections.js';
 
@@ -155,32 +155,45 @@ export async function connect(rt: Runtime, platformInput: string, opts: ConnectO
       server.close();
     }
   } else {
-    if (!rt.interactive) {
-      throw new InvalidInputError(
-        `the app's redirect URI (${app.redirectUri}) is not on this machine, and there is no terminal to paste the URL the browser is sent back to`,
-        {
-          hint: 'Use `credvault connections start` and then `credvault connections complete --state S --callback-url URL`.',
-        },
-      );
-    }
     const started = await withContext(rt, (ctx) => startAuthorization(ctx, platform, app.id, null));
     await announce(rt, started.authorize_url, opts.browser);
-    const { input } = await import('@inquirer/prompts');
-    const pasted = await input(
-      {
-        message: 'After allowing access, paste the whole URL the browser was sent to:',
-        // The sign-in link itself carries the same state: a URL with neither a code nor an error is
-        // asked for again rather than used up.
-        validate: (value: string) => {
-          if (!URL.canParse(value.trim())) return 'paste the full URL, starting with https://';
-          const params = new URL(value.trim()).searchParams;
-          return params.has('code') || params.has('error')
-            ? true
-            : 'this URL carries no answer from the platform (no code, no error): paste the address the browser was sent back to';
+    // The sign-in link itself carries the same state: a URL with neither a code nor an error is
+    // asked for again (at a terminal) rather than used up.
+    const problem = (value: string) => {
+      if (!URL.canParse(value.trim())) return 'paste the full URL, starting with https://';
+      const params = new URL(value.trim()).searchParams;
+      return params.has('code') || params.has('error')
+        ? null
+        : 'this URL carries no answer from the platform (no code, no error): paste the address the browser was sent back to';
+    };
+    let pasted: string;
+    if (rt.interactive) {
+      const { input } = await import('@inquirer/prompts');
+      pasted = await input(
+        {
+          message: 'After allowing access, paste the whole URL the browser was sent to:',
+          validate: (value: string) => problem(value) ?? true,
         },
-      },
-      { input: rt.io.stdin as NodeJS.ReadableStream, output: rt.io.stderr as NodeJS.WritableStream },
-    );
+        { input: rt.io.stdin as NodeJS.ReadableStream, output: rt.io.stderr as NodeJS.WritableStream },
+      );
+    } else {
+      // No terminal: the URL the browser was sent back to comes as the first line of standard input.
+      rt.out.note(
+        `Waiting for the URL the browser is sent back to, as one line on standard input (up to ${Math.round(timeoutMs / 1000)}s)…`,
+      );
+      const line = await readFirstLine(rt, timeoutMs);
+      const hint =
+        'Write the URL as one line to standard input, or use `credvault connections start` and then `credvault connections complete --state S --callback-url URL`.';
+      if (line === null || !line.trim()) {
+        throw new InvalidInputError(
+          `the app's redirect URI (${app.redirectUri}) is not on this machine, and no URL came on standard input; nothing was stored`,
+          { hint },
+        );
+      }
+      const wrong = problem(line);
+      if (wrong) throw new InvalidInputError(`${wrong}; nothing was stored`, { hint });
+      pasted = line;
+    }
     const callback = new URL(pasted.trim()).searchParams;
     if (callback.get('state') !== started.state) {
       throw new InvalidInputError(
