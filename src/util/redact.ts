@@ -10,12 +10,16 @@ const TOKEN_SHAPES = [
   /[A-Za-z0-9._~+/=-]{32,}/g, // any long opaque run
 ];
 
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
 export function redact(text: string, known: Array<string | null | undefined> = []): string {
   let out = text;
   for (const value of known) {
     if (value && value.length >= 4) out = out.split(value).join('[redacted]');
   }
-  for (const shape of TOKEN_SHAPES) out = out.replace(shape, '[redacted]');
+  for (const shape of TOKEN_SHAPES)
+    // credvault's own ids (grants, connections: UUIDs) are not tokens, and a log needs them.
+    out = out.replace(shape, (match) => (UUID.test(match) ? match : '[redacted]'));
   return out;
 }
 

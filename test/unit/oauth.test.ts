@@ -122,6 +122,15 @@ describe('redact', () => {
     expect(out).not.toContain('eyJhbGci');
     expect(out).toContain('invalid token');
   });
+
+  it("keeps credvault's own ids (UUIDs) in a log line, and still hides a long opaque run around one", () => {
+    const id = '8f34682f-4996-4e20-9c93-491cb2b0d699';
+    expect(redact(`refresh of grant ${id} (microsoft_ads) failed`)).toBe(
+      `refresh of grant ${id} (microsoft_ads) failed`,
+    );
+    expect(redact(`token x${id}y`)).toBe('token [redacted]');
+    expect(redact('opaque 0123456789abcdef0123456789abcdef0123')).toBe('opaque [redacted]');
+  });
 });
 
 describe('parseRetryAfter', () => {
