@@ -17,8 +17,8 @@ export function redact(text: string, known: Array<string | null | undefined> = [
   for (const value of known) {
     if (value && value.length >= 4) out = out.split(value).join('[redacted]');
   }
+  // credvault's own ids (grants, connections: UUIDs) are not tokens, and a log needs them.
   for (const shape of TOKEN_SHAPES)
-    // credvault's own ids (grants, connections: UUIDs) are not tokens, and a log needs them.
     out = out.replace(shape, (match) => (UUID.test(match) ? match : '[redacted]'));
   return out;
 }

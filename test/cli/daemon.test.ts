@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
@@ -835,8 +835,9 @@ describe('daemon --json', () => {
       });
       for (let i = 0; i < 400 && !out.includes('listening on'); i++)
         await new Promise((r) => setTimeout(r, 25));
-      child.kill('SIGTERM');
-      spawn('pkill', ['-TERM', '-f', `daemon --json --listen 127.0.0.1:${port}`]);
+      // The daemon itself (script's child), by the pid in its run file.
+      const { pid } = JSON.parse(readFileSync(join(v.home, 'run', 'daemon.json'), 'utf8')) as { pid: number };
+      process.kill(pid, 'SIGTERM');
       await exited;
       const line = out.split(/\r?\n/).find((l) => l.includes('listening on'));
       expect(line, out).toBeDefined();
