@@ -27,6 +27,13 @@ export interface GlobalFlags {
   verbose?: boolean;
 }
 
+/**
+ * The longest `--min-ttl` (`min_ttl`, `minTtl`) a caller may ask for: a year. LinkedIn's access tokens
+ * live 60 days, so a week or a month is a fair request; one no refresh can meet gets the newest token
+ * (services/tokens.ts).
+ */
+export const MAX_MIN_TTL_SECONDS = 365 * 86_400;
+
 export function defaultHome(env: NodeJS.ProcessEnv): string {
   const xdg = env.XDG_DATA_HOME;
   if (xdg?.startsWith('/')) return join(xdg, 'credvault');

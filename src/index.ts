@@ -12,7 +12,7 @@
  * Every token handed out and every budget change is audited with `actor` (default: the OS user), as
  * the CLI does.
  */
-import { resolveConfig } from './config.js';
+import { MAX_MIN_TTL_SECONDS, resolveConfig } from './config.js';
 import { redactUrl } from './db/client.js';
 import { mapDatabaseError } from './db/errors.js';
 import { assertNotBehind } from './db/migrate.js';
@@ -102,8 +102,10 @@ export interface Vault {
 
 function minTtlSeconds(value: number | undefined): number {
   if (value === undefined) return 60;
-  if (!Number.isInteger(value) || value < 0 || value > 86_400) {
-    throw new InvalidInputError(`minTtl must be whole seconds between 0 and 86400 (got ${value})`);
+  if (!Number.isInteger(value) || value < 0 || value > MAX_MIN_TTL_SECONDS) {
+    throw new InvalidInputError(
+      `minTtl must be whole seconds between 0 and ${MAX_MIN_TTL_SECONDS} (a year; got ${value})`,
+    );
   }
   return value;
 }

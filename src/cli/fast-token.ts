@@ -7,7 +7,7 @@
 import { readFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join, resolve } from 'node:path';
-import { defaultHome, osUser } from '../config.js';
+import { defaultHome, MAX_MIN_TTL_SECONDS, osUser } from '../config.js';
 import { configuredKeyLabel } from '../crypto/key-sources.js';
 
 export interface TokenDocument {
@@ -216,12 +216,12 @@ export async function fastTokenGet(
   for (let i = 3; i < argv.length; i++) {
     const arg = argv[i]!;
     if (arg === '--json') json = true;
-    else if (arg === '--min-ttl' && /^\d{1,5}$/.test(argv[i + 1] ?? '')) minTtl = Number(argv[++i]);
+    else if (arg === '--min-ttl' && /^\d{1,8}$/.test(argv[i + 1] ?? '')) minTtl = Number(argv[++i]);
     else if (arg === '--format' && ['raw', 'json', 'header'].includes(argv[i + 1] ?? '')) {
       format = argv[++i] as 'raw' | 'json' | 'header';
     } else return false;
   }
-  if (minTtl > 86_400 || (json && format && format !== 'json')) return false;
+  if (minTtl > MAX_MIN_TTL_SECONDS || (json && format && format !== 'json')) return false;
   const doc = await tokenFromDaemon(env, argv[2], minTtl);
   if (!doc) return false;
   write(formatToken(doc, format ?? (json ? 'json' : 'raw')));

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { DURATION } from '../config.js';
+import { DURATION, MAX_MIN_TTL_SECONDS } from '../config.js';
 import type { ClientRow } from '../db/store/clients.js';
 import * as connectionStore from '../db/store/connections.js';
 import { NotFoundError } from '../errors.js';
@@ -764,7 +764,7 @@ export function openApiDocument(): Record<string, unknown> {
         name: 'min_ttl',
         in: 'query',
         required: false,
-        schema: { type: 'integer', minimum: 0, maximum: 86400 },
+        schema: { type: 'integer', minimum: 0, maximum: MAX_MIN_TTL_SECONDS },
       },
     ],
     responses: {

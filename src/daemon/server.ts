@@ -1,5 +1,6 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
+import { MAX_MIN_TTL_SECONDS } from '../config.js';
 import { keySourceLabel } from '../crypto/key-sources.js';
 import { errorMessage } from '../db/errors.js';
 import type { ClientRow } from '../db/store/clients.js';
@@ -260,8 +261,12 @@ export function createTokenServer(deps: ServerDeps): Server {
   ) {
     const minTtlText = url.searchParams.get('min_ttl') ?? '60';
     const minTtl = Number(minTtlText);
-    if (!/^\d{1,5}$/.test(minTtlText) || minTtl > 86_400) {
-      throw new ApiError(400, 'invalid_input', 'min_ttl must be whole seconds from 0 to 86400');
+    if (!/^\d{1,8}$/.test(minTtlText) || minTtl > MAX_MIN_TTL_SECONDS) {
+      throw new ApiError(
+        400,
+        'invalid_input',
+        `min_ttl must be whole seconds from 0 to ${MAX_MIN_TTL_SECONDS} (a year)`,
+      );
     }
     const local = client.id === LOCAL_CLIENT_ID;
     if (

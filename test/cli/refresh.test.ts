@@ -109,6 +109,16 @@ describe.each([
 });
 
 describe('a --min-ttl longer than the platform gives', () => {
+  it('may be a week (LinkedIn tokens live 60 days), and not beyond a year', async () => {
+    const double = await google();
+    const { v } = await connected(double, 'google_ads');
+    const week = await v.cli(['token', 'get', 'acct', '--min-ttl', '604800'], { secretOutput: true });
+    expect(week.code, week.stderr).toBe(0);
+    const tooLong = await v.cli(['token', 'get', 'acct', '--min-ttl', '31536001']);
+    expect(tooLong.code).toBe(2);
+    expect(tooLong.stderr).toContain('--min-ttl must be whole seconds from 0 to 31536000');
+  });
+
   it('is met by the newest token: one refresh for callers at once, and one caller says it refreshed', async () => {
     const double = await google();
     const { v } = await connected(double, 'google_ads');

@@ -2,6 +2,7 @@ import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { constants } from 'node:os';
 import { isatty } from 'node:tty';
+import { MAX_MIN_TTL_SECONDS } from '../../config.js';
 import { vaultSecretVariables } from '../../crypto/key-sources.js';
 import { Secret } from '../../crypto/secret.js';
 import { InvalidInputError } from '../../errors.js';
@@ -17,8 +18,10 @@ type Format = (typeof FORMATS)[number];
 
 function parseMinTtl(text: string): number {
   const n = Number(text);
-  if (!Number.isInteger(n) || n < 0 || n > 86_400) {
-    throw new InvalidInputError(`--min-ttl must be whole seconds from 0 to 86400 (got "${text}")`);
+  if (!Number.isInteger(n) || n < 0 || n > MAX_MIN_TTL_SECONDS) {
+    throw new InvalidInputError(
+      `--min-ttl must be whole seconds from 0 to ${MAX_MIN_TTL_SECONDS} (a year; got "${text}")`,
+    );
   }
   return n;
 }
