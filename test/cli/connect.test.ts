@@ -795,38 +795,16 @@ describe('reddit_ads: an app whose redirect URI is not on this machine (the past
   it('without a terminal, takes the URL the browser was sent back to as a line on standard input', async () => {
     const v = await vault();
     await remoteApp(v);
-    const child = v.spawn([
-      'connect',
-      'reddit_ads',
-      '--app',
-      'remote',
-      '--no-browser',
-      '--account',
-      'a2_xyz',
-      '--json',
-    ]);
-    let stdout = '';
-    let stderr = '';
-    child.stdout!.on('data', (d: Buffer) => {
-      stdout += d.toString();
+    const run = await connectViaDouble(v, 'reddit_ads', ['--app', 'remote', '--account', 'a2_xyz'], {
+      paste: true,
     });
-    child.stderr!.on('data', (d: Buffer) => {
-      stderr += d.toString();
-    });
-    const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
-    for (let i = 0; i < 400 && !/^https?:\/\/\S+$/m.test(stderr); i++)
-      await new Promise((r) => setTimeout(r, 25));
-    const authorizeUrl = /^(https?:\/\/\S+)$/m.exec(stderr)![1]!;
-    // The "browser": the consent redirects to the remote callback, which nobody here serves.
-    const consent = await fetch(authorizeUrl, {
-      redirect: 'manual',
-      headers: { 'user-agent': REDDIT_TEST_USER_AGENT },
-    });
-    const location = consent.headers.get('location')!;
-    expect(location).toMatch(/^https:\/\/ads\.example\.com\/oauth\/callback\?/);
-    child.stdin!.write(`${location}\n`);
-    expect(await exited, stderr).toBe(0);
-    const [connection] = JSON.parse(stdout) as Array<{ external_account_id: string; status: string }>;
+    // The consent sent the browser to the remote callback, which nobody here serves.
+    expect(run.callbackUrl).toMatch(/^https:\/\/ads\.example\.com\/oauth\/callback\?/);
+    expect(run.result.code, run.result.stderr).toBe(0);
+    const [connection] = JSON.parse(run.result.stdout) as Array<{
+      external_account_id: string;
+      status: string;
+    }>;
     expect(connection).toMatchObject({ external_account_id: 'a2_xyz', status: 'active' });
   });
 

@@ -146,13 +146,22 @@ function waitForUrl(child: ReturnType<TestVault['spawn']>, timeoutMs = 60_000): 
   });
 }
 
-/** A browser, minus the browser: follows the authorize URL through the double's consent redirect. */
-export async function followConsent(url: string): Promise<{ callbackStatus: number; callbackUrl: string }> {
+/**
+ * The consent alone: where the double's consent redirects the browser (a callback that may be on
+ * another machine, for the paste flow), not followed. `callbackStatus` is 0: nobody was called back.
+ */
+export async function consentOnly(url: string): Promise<{ callbackStatus: number; callbackUrl: string }> {
   const consent = await fetch(url, { redirect: 'manual', headers: { 'user-agent': REDDIT_TEST_USER_AGENT } });
   const location = consent.headers.get('location');
   if (consent.status !== 302 || !location) {
     throw new Error(`the double did not redirect (HTTP ${consent.status}): ${await consent.text()}`);
   }
+  return { callbackStatus: 0, callbackUrl: location };
+}
+
+/** A browser, minus the browser: follows the authorize URL through the double's consent redirect. */
+export async function followConsent(url: string): Promise<{ callbackStatus: number; callbackUrl: string }> {
+  const { callbackUrl: location } = await consentOnly(url);
   const callback = await fetch(location, { redirect: 'manual' });
   await callback.text();
   return { callbackStatus: callback.status, callbackUrl: location };
@@ -175,10 +184,12 @@ export async function connectViaDouble(
     beforeConsent?: (url: string) => Promise<void>;
     /** How the "browser" gets from the authorize URL to the callback (default: one consent redirect). */
     follow?: (url: string) => Promise<{ callbackStatus: number; callbackUrl: string }>;
+    /** The paste flow: the callback URL is written to credvault's standard input, not requested. */
+    paste?: boolean;
   } = {},
 ): Promise<ConnectRun> {
   const child = vault.spawn(['connect', platform, '--no-browser', '--json', ...args], { env: options.env });
-  child.stdin!.end();
+  if (!options.paste) child.stdin!.end();
   let stdout = '';
   let stderr = '';
   child.stdout!.setEncoding('utf8').on('data', (d: string) => {
@@ -190,7 +201,10 @@ export async function connectViaDouble(
   const exited = new Promise<number>((resolve) => child.on('close', (code) => resolve(code ?? 1)));
   const authorizeUrl = await waitForUrl(child);
   await options.beforeConsent?.(authorizeUrl);
-  const { callbackStatus, callbackUrl } = await (options.follow ?? followConsent)(authorizeUrl);
+  const { callbackStatus, callbackUrl } = await (
+    options.follow ?? (options.paste ? consentOnly : followConsent)
+  )(authorizeUrl);
+  if (options.paste) child.stdin!.end(`${callbackUrl}\n`);
   const code = await exited;
   vault.printed.push(stdout, stderr);
   return { result: { code, stdout, stderr }, authorizeUrl, callbackUrl, callbackStatus };
