@@ -282,9 +282,7 @@ async function ensureFresh(
     if (request.forceRefresh || isFresh(grant, minTtlMs) || grant.version !== read.version)
       return { grant, refreshed: false };
   }
-  const pending = refreshLoop(ctx, connection, read.version, minTtlMs, request, read.id).finally(() =>
-    inflight.delete(key),
-  );
+  const pending = refreshLoop(ctx, connection, read, minTtlMs, request).finally(() => inflight.delete(key));
   inflight.set(key, pending);
   return pending;
 }
@@ -292,11 +290,11 @@ async function ensureFresh(
 async function refreshLoop(
   ctx: ServiceContext,
   connection: ConnectionRow,
-  readVersion: number,
+  read: GrantRow,
   minTtlMs: number,
   request: TokenRequest,
-  grantId: string,
 ): Promise<{ grant: GrantRow; refreshed: boolean }> {
+  const grantId = read.id;
   const owner = `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
   const lease = leaseMs(ctx.config.httpTimeoutMs);
   const giveUpAt = Date.now() + 2 * lease + 10_000;
@@ -305,7 +303,7 @@ async function refreshLoop(
     const row = await tokenStore.getWithClock(ctx.db, grantId);
     if (!row) throw new ReauthRequiredError(`connection ${connectionRef(connection)} was revoked meanwhile`);
     // Someone else's refresh since the caller read the grant is the caller's too.
-    if (!forced && (isFresh(row, minTtlMs) || row.version !== readVersion))
+    if (!forced && (isFresh(row, minTtlMs) || row.version !== read.version))
       return { grant: row, refreshed: false };
     if (!request.bypassCooldown && row.cooldownUntil && row.cooldownUntil > row.dbNow) {
       throw recordedFailure(row, connection, row.dbNow);
@@ -322,7 +320,7 @@ async function refreshLoop(
       continue;
     }
     if (leased.version !== row.version) forced = false;
-    if (!forced && (isFresh(leased, minTtlMs) || leased.version !== readVersion)) {
+    if (!forced && (isFresh(leased, minTtlMs) || leased.version !== read.version)) {
       await tokenStore.releaseLease(ctx.db, grantId, owner);
       return { grant: leased, refreshed: false };
     }
