@@ -54,6 +54,20 @@ export async function readFileOrStdin(rt: Runtime, path: string, flag: string): 
 }
 
 /**
+ * A filter flag's value: undefined when the flag was not given; an empty one (an unset variable in a
+ * script) is refused rather than taken for "no filter", which would answer with everything.
+ */
+export function filterValue(value: string | undefined, flag: string): string | undefined {
+  if (value === undefined) return undefined;
+  if (!value.trim()) {
+    throw new InvalidInputError(`${flag} was given an empty value`, {
+      hint: `Give ${flag} a value, or leave it out.`,
+    });
+  }
+  return value;
+}
+
+/**
  * The first line that arrives on standard input, without waiting for its end (a script writes it once
  * it has it); null when the input ends first or nothing comes within `timeoutMs`. Not for secrets.
  */

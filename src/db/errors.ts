@@ -1,4 +1,4 @@
-import { ConflictError, type CredvaultError, DatabaseError } from '../errors.js';
+import { ConflictError, type CredvaultError, DatabaseError, InvalidInputError } from '../errors.js';
 
 /** The driver error behind drizzle's wrapper (DrizzleQueryError keeps it as `cause`). */
 function driverError(error: unknown): { code?: string; message?: string; constraint_name?: string } | null {
@@ -74,6 +74,13 @@ export function mapDatabaseError(error: unknown, where: string): CredvaultError 
     return new ConflictError(`already exists (${driver.constraint_name ?? 'unique constraint'})`, {
       cause: error,
     });
+  }
+  if (code === '22021' || code === '22P05') {
+    // A NUL character (or another byte PostgreSQL's text cannot hold) in something a person typed.
+    return new InvalidInputError(
+      'a value contains a character the database cannot store (a NUL character); remove it',
+      { cause: error },
+    );
   }
   if (code === '40001' || code === '40P01') {
     return new ConflictError('the change collided with another one; try again', { cause: error });

@@ -75,9 +75,12 @@ export async function createClient(ctx: ServiceContext, input: CreateClientInput
     );
   }
   const role = parseRole(input.role);
-  const expiresAt = input.expiresIn
-    ? new Date(Date.now() + parseDuration(input.expiresIn, input.expiresInField ?? '--expires-in'))
-    : null;
+  // An empty --expires-in (an unset variable in a script) is refused by parseDuration, not taken for
+  // "never expires".
+  const expiresAt =
+    input.expiresIn !== null && input.expiresIn !== undefined
+      ? new Date(Date.now() + parseDuration(input.expiresIn, input.expiresInField ?? '--expires-in'))
+      : null;
   const token = new Secret(TOKEN_PREFIX + randomBytes(32).toString('base64url'));
   try {
     const client = await ctx.transaction(async (tx) => {

@@ -6,7 +6,9 @@ import { InvalidInputError } from '../errors.js';
  * small scanner that walks the grammar up to the first error. Written by hand: it only locates errors;
  * parsing itself stays JSON.parse.
  */
-export function parseJson(text: string, source: string): unknown {
+export function parseJson(raw: string, source: string): unknown {
+  // A byte-order mark (Notepad, PowerShell) is no part of the document.
+  const text = raw.replace(/^\uFEFF/, '');
   try {
     return JSON.parse(text);
   } catch {

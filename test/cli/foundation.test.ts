@@ -903,3 +903,49 @@ describe('DATABASE_URL', () => {
     expect(result.stderr).not.toContain('hunter2-secret');
   });
 });
+
+describe('empty and odd values (an unset variable in a script, a file saved by another editor)', () => {
+  it('are refused with exit 2 naming the flag, not taken for "no filter", "never" or 0', async () => {
+    const v = await vault();
+    const refused = async (args: string[], flag: string) => {
+      const result = await v.cli(args);
+      expect(result.code, `${args.join(' ')}: ${result.stderr}`).toBe(2);
+      expect(result.stderr).toContain(flag);
+      expect(result.stdout).toBe('');
+    };
+    // A client token with an empty --expires-in was made to never expire.
+    await refused(['clients', 'create', 'ci', '--all', '--expires-in', ''], '--expires-in');
+    expect(await v.json<unknown[]>(['clients', 'list'])).toEqual([]);
+    await refused(['token', 'get', 'nope', '--min-ttl', ''], '--min-ttl');
+    await refused(['token', 'get', 'nope', '--min-ttl', '0x3c'], '--min-ttl');
+    await refused(['connections', 'list', '--platform', ''], '--platform');
+    await refused(['connections', 'list', '--status', ' '], '--status');
+    await refused(['apps', 'list', '--platform', ''], '--platform');
+    await refused(['audit', 'list', '--actor', ''], '--actor');
+    await refused(['audit', 'list', '--since', ''], '--since');
+    await refused(['audit', 'list', '--connection', ''], '--connection');
+  });
+
+  it('an app file: a control character in a field is refused naming the field; a byte-order mark is not', async () => {
+    const v = await vault();
+    const add = (platform: string, fields: Record<string, unknown>) =>
+      v.cli(['apps', 'add', platform, '--from-file', '-'], { input: JSON.stringify(fields) });
+    const ua = await add('reddit_ads', {
+      label: 'nl',
+      client_id: 'c1',
+      client_secret: 's1',
+      redirect_uri: 'http://localhost:8080/callback',
+      user_agent: 'web:acme:v1\r\nX-Injected: 1',
+    });
+    expect(ua.code, ua.stderr).toBe(2);
+    expect(ua.stderr).toContain('user_agent contains a control character');
+    const nul = await add('google_ads', { label: 'nul', client_id: 'c\u0000d', client_secret: 's' });
+    expect(nul.code, nul.stderr).toBe(2);
+    expect(nul.stderr).toContain('client_id contains a control character');
+    expect(await v.json<unknown[]>(['apps', 'list'])).toEqual([]);
+    const file = join(v.root, 'bom.json');
+    writeFileSync(file, `\uFEFF${JSON.stringify({ label: 'bom', client_id: 'c2', client_secret: 's2' })}`);
+    const bom = await v.cli(['apps', 'add', 'google_ads', '--from-file', file]);
+    expect(bom.code, bom.stderr).toBe(0);
+  });
+});

@@ -18,7 +18,7 @@ import {
 import { parseJson } from '../../util/json.js';
 import { appJson, connectionRef } from '../../views.js';
 import { withContext } from '../context.js';
-import { promptSecret, readFileOrStdin, readSecretLine } from '../input.js';
+import { filterValue, promptSecret, readFileOrStdin, readSecretLine } from '../input.js';
 import type { Column } from '../output.js';
 import type { Runtime } from '../run.js';
 
@@ -175,7 +175,8 @@ export const APP_COLUMNS: Column<AppRecord>[] = [
 ];
 
 export async function list(rt: Runtime, opts: { platform?: string }): Promise<void> {
-  const platform: PlatformId | undefined = opts.platform ? parsePlatform(opts.platform) : undefined;
+  const platformText = filterValue(opts.platform, '--platform');
+  const platform: PlatformId | undefined = platformText ? parsePlatform(platformText) : undefined;
   const apps = await withContext(rt, (ctx) => listApps(ctx, platform));
   rt.out.list(
     apps,

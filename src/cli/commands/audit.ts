@@ -4,6 +4,7 @@ import { InvalidInputError, NotFoundError } from '../../errors.js';
 import { auditBrokenError, listAudit, verifyAudit } from '../../services/audit.js';
 import { auditJson } from '../../views.js';
 import { withContext } from '../context.js';
+import { filterValue } from '../input.js';
 import type { Runtime } from '../run.js';
 
 const ISO_TIME =
@@ -44,7 +45,10 @@ export async function list(
   opts: { connection?: string; actor?: string; since?: string; limit: string },
 ): Promise<void> {
   const limit = parseLimit(opts.limit);
-  const since = opts.since ? parseSince(opts.since, new Date()) : undefined;
+  const sinceText = filterValue(opts.since, '--since');
+  const since = sinceText ? parseSince(sinceText, new Date()) : undefined;
+  filterValue(opts.connection, '--connection');
+  filterValue(opts.actor, '--actor');
   const rows = await withContext(rt, async (ctx) => {
     let connectionId: string | undefined;
     if (opts.connection) {

@@ -10,6 +10,7 @@ import { revokeConnection } from '../../services/revoke.js';
 import { refreshConnection } from '../../services/tokens.js';
 import { accountLabel, connectionJson, connectionRef } from '../../views.js';
 import { withContext } from '../context.js';
+import { filterValue } from '../input.js';
 import type { Column, Styler } from '../output.js';
 import type { Runtime } from '../run.js';
 
@@ -49,8 +50,10 @@ export function printConnections(rt: Runtime, views: ConnectionView[]): void {
 }
 
 export async function list(rt: Runtime, opts: { platform?: string; status?: string }): Promise<void> {
-  const platform = opts.platform ? parsePlatform(opts.platform) : undefined;
-  const status = opts.status ? parseStatus(opts.status) : undefined;
+  const platformText = filterValue(opts.platform, '--platform');
+  const statusText = filterValue(opts.status, '--status');
+  const platform = platformText ? parsePlatform(platformText) : undefined;
+  const status = statusText ? parseStatus(statusText) : undefined;
   const views = await withContext(rt, (ctx) => listConnections(ctx, { platform, status }));
   rt.out.list(
     views,

@@ -17,7 +17,8 @@ export const FORMATS = ['raw', 'json', 'header', 'env', 'google-ads-yaml'] as co
 type Format = (typeof FORMATS)[number];
 
 function parseMinTtl(text: string): number {
-  const n = Number(text);
+  // Digits only, as the daemon's route and the fast path take it: not "" (0), 0x3c or 1e2.
+  const n = /^\d{1,8}$/.test(text) ? Number(text) : Number.NaN;
   if (!Number.isInteger(n) || n < 0 || n > MAX_MIN_TTL_SECONDS) {
     throw new InvalidInputError(
       `--min-ttl must be whole seconds from 0 to ${MAX_MIN_TTL_SECONDS} (a year; got "${text}")`,
