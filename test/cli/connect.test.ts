@@ -522,6 +522,15 @@ describe('refusals', () => {
     );
     await refused(['--timeout', '601'], 2, '--timeout must be seconds between 1 and 600');
     expect(doubles.google.codeExchangeCount).toBe(exchanges);
+    // connections add too, before the refresh token is tried at the platform (which may rotate it).
+    const refreshes = doubles.google.refreshAttempts;
+    const adopted = await addConnection(v, 'google_ads', app.label, 'never-sent', {
+      accounts: ['2345678901'],
+      name: 'main',
+    });
+    expect(adopted.code, adopted.stderr).toBe(7);
+    expect(adopted.stderr).toContain('a connection named "main" already exists');
+    expect(doubles.google.refreshAttempts).toBe(refreshes);
     expect(await v.sql('select name from ad_account_connections')).toEqual([{ name: 'main' }]);
   });
 });

@@ -275,12 +275,17 @@ export async function add(rt: Runtime, platformInput: string, opts: AddFlags): P
     );
   }
   const name = opts.name ? parseConnectionName(opts.name) : null;
-  const views = await withContext(rt, (ctx) =>
-    adoptRefreshToken(ctx, platform, opts.app, new Secret(text), {
+  const wanted = parseAccountIds(platform, opts.account);
+  if (name && wanted.length > 1) throw severalNamed();
+  const views = await withContext(rt, async (ctx) => {
+    // Before the platform is asked: the refresh may rotate the token, and a name that could only fail
+    // afterwards would leave the person with a refresh token the platform no longer takes.
+    if (name) await assertNameFree(ctx.db, platform, name, wanted);
+    return adoptRefreshToken(ctx, platform, opts.app, new Secret(text), {
       name,
       choose: chooseAccounts(rt, opts.account),
-    }),
-  );
+    });
+  });
   printConnections(rt, views);
   rt.out.success(
     `adopted the refresh token for ${views.map((v) => `${v.platform}:${v.externalAccountId}`).join(', ')}`,
