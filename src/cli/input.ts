@@ -54,17 +54,28 @@ export async function readFileOrStdin(rt: Runtime, path: string, flag: string): 
 }
 
 /**
- * A filter flag's value: undefined when the flag was not given; an empty one (an unset variable in a
- * script) is refused rather than taken for "no filter", which would answer with everything.
+ * A filter flag's value, through `parse`: undefined when the flag was not given; an empty one (an
+ * unset variable in a script) is refused rather than taken for "no filter", which would answer with
+ * everything.
  */
-export function filterValue(value: string | undefined, flag: string): string | undefined {
+export function filterValue(value: string | undefined, flag: string): string | undefined;
+export function filterValue<T>(
+  value: string | undefined,
+  flag: string,
+  parse: (text: string) => T,
+): T | undefined;
+export function filterValue<T>(
+  value: string | undefined,
+  flag: string,
+  parse?: (text: string) => T,
+): T | string | undefined {
   if (value === undefined) return undefined;
   if (!value.trim()) {
     throw new InvalidInputError(`${flag} was given an empty value`, {
       hint: `Give ${flag} a value, or leave it out.`,
     });
   }
-  return value;
+  return parse ? parse(value) : value;
 }
 
 /**

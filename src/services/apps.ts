@@ -76,13 +76,13 @@ export const APP_LABEL = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 function text(value: unknown, field: string): string | undefined {
   if (value === undefined || value === null) return undefined;
   if (typeof value !== 'string') throw new InvalidInputError(`${field} must be a string`);
+  const trimmed = value.trim();
   // A control character (a NUL, a line break in a header value such as user_agent) would fail later,
   // at the database or at every platform call: refused here, naming the field (not the value).
-  if (/\p{Cc}/u.test(value.trim()))
+  if (/\p{Cc}/u.test(trimmed))
     throw new InvalidInputError(
       `${field} contains a control character (a line break, a tab, a NUL…); remove it`,
     );
-  const trimmed = value.trim();
   return trimmed === '' ? undefined : trimmed;
 }
 
@@ -139,9 +139,7 @@ function scopeList(value: unknown): string[] | undefined {
   if (!items || items.some((s) => typeof s !== 'string')) {
     throw new InvalidInputError('scopes must be a list of strings (or one space-separated string)');
   }
-  if ((items as string[]).some((s) => /\p{Cc}/u.test(s.trim())))
-    throw new InvalidInputError('scopes contain a control character; remove it');
-  const scopes = (items as string[]).map((s) => s.trim()).filter(Boolean);
+  const scopes = (items as string[]).map((s) => text(s, 'scopes')).filter((s): s is string => !!s);
   return scopes.length ? [...new Set(scopes)] : undefined;
 }
 

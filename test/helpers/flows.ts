@@ -27,6 +27,13 @@ export interface AppSetup {
   redirectUri: string;
 }
 
+/** The flags of `connections add` a test gives: the accounts, and a name or --json. */
+export interface AddOptions {
+  accounts: string[];
+  name?: string;
+  json?: boolean;
+}
+
 /**
  * `connections add PLATFORM --app LABEL --account … --refresh-token-file -` with the refresh token on
  * standard input, whatever it answers (adoptGrant, for one that must succeed).
@@ -36,7 +43,7 @@ export function addConnection(
   platform: PlatformKey,
   appLabel: string,
   refreshToken: string,
-  options: { accounts: string[]; name?: string; json?: boolean },
+  options: AddOptions,
 ): Promise<CliResult> {
   return vault.cli(
     [
@@ -59,7 +66,7 @@ export async function adoptGrant(
   platform: PlatformKey,
   appLabel: string,
   refreshToken: string,
-  options: { accounts: string[]; name?: string; json?: boolean },
+  options: AddOptions,
 ): Promise<CliResult> {
   const added = await addConnection(vault, platform, appLabel, refreshToken, options);
   if (added.code !== 0) throw new Error(`connections add exited ${added.code}: ${added.stderr}`);

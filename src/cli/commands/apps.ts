@@ -1,7 +1,7 @@
 import type { Secret } from '../../crypto/secret.js';
 import type { AppRecord } from '../../db/store/apps.js';
 import { InvalidInputError } from '../../errors.js';
-import { PLATFORMS, type PlatformId, parsePlatform } from '../../providers/catalog.js';
+import { PLATFORMS, parsePlatform } from '../../providers/catalog.js';
 import {
   APP_FILE_FIELDS,
   type AppFields,
@@ -175,8 +175,7 @@ export const APP_COLUMNS: Column<AppRecord>[] = [
 ];
 
 export async function list(rt: Runtime, opts: { platform?: string }): Promise<void> {
-  const platformText = filterValue(opts.platform, '--platform');
-  const platform: PlatformId | undefined = platformText ? parsePlatform(platformText) : undefined;
+  const platform = filterValue(opts.platform, '--platform', parsePlatform);
   const apps = await withContext(rt, (ctx) => listApps(ctx, platform));
   rt.out.list(
     apps,

@@ -45,24 +45,23 @@ export async function list(
   opts: { connection?: string; actor?: string; since?: string; limit: string },
 ): Promise<void> {
   const limit = parseLimit(opts.limit);
-  const sinceText = filterValue(opts.since, '--since');
-  const since = sinceText ? parseSince(sinceText, new Date()) : undefined;
-  filterValue(opts.connection, '--connection');
-  filterValue(opts.actor, '--actor');
+  const since = filterValue(opts.since, '--since', (text) => parseSince(text, new Date()));
+  const connection = filterValue(opts.connection, '--connection');
+  const actor = filterValue(opts.actor, '--actor');
   const rows = await withContext(rt, async (ctx) => {
     let connectionId: string | undefined;
-    if (opts.connection) {
+    if (connection) {
       const { resolveConnection } = await import('../../services/connections.js');
       const { isUuid } = await import('../../services/apps.js');
       try {
-        connectionId = (await resolveConnection(ctx.db, opts.connection)).id;
+        connectionId = (await resolveConnection(ctx.db, connection)).id;
       } catch (error) {
         // A connection that is gone (its app removed) keeps its audit trail: its id still finds it.
-        if (!(error instanceof NotFoundError) || !isUuid(opts.connection.trim())) throw error;
-        connectionId = opts.connection.trim().toLowerCase();
+        if (!(error instanceof NotFoundError) || !isUuid(connection.trim())) throw error;
+        connectionId = connection.trim().toLowerCase();
       }
     }
-    return listAudit(ctx.db, { connectionId, actor: opts.actor, since, limit });
+    return listAudit(ctx.db, { connectionId, actor, since, limit });
   });
   rt.out.list(
     rows,

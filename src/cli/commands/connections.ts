@@ -50,10 +50,8 @@ export function printConnections(rt: Runtime, views: ConnectionView[]): void {
 }
 
 export async function list(rt: Runtime, opts: { platform?: string; status?: string }): Promise<void> {
-  const platformText = filterValue(opts.platform, '--platform');
-  const statusText = filterValue(opts.status, '--status');
-  const platform = platformText ? parsePlatform(platformText) : undefined;
-  const status = statusText ? parseStatus(statusText) : undefined;
+  const platform = filterValue(opts.platform, '--platform', parsePlatform);
+  const status = filterValue(opts.status, '--status', parseStatus);
   const views = await withContext(rt, (ctx) => listConnections(ctx, { platform, status }));
   rt.out.list(
     views,
