@@ -173,7 +173,12 @@ export class SessionQueue {
 
 export interface EmbeddedServer {
   socketPath: string;
-  close(): Promise<void>;
+  /**
+   * Takes no new session at once; the sessions of commands under way (a refresh waiting for its
+   * platform's answer, whose rotated refresh token must be stored) go on until they end or until
+   * `drainUntil` (a time in ms since the epoch; none: cut at once), then the database closes.
+   */
+  close(drainUntil?: number): Promise<void>;
 }
 
 /**
@@ -229,10 +234,19 @@ export async function serveEmbedded(
     chmodSync(socketPath, 0o600);
     return {
       socketPath,
-      async close() {
+      async close(drainUntil = 0) {
         try {
+          // A command that starts now finds no daemon: it waits for the lock and opens the files itself.
+          const closed = new Promise((resolve) => server.close(resolve));
+          rmSync(socketPath, { force: true });
+          const wait = drainUntil - Date.now();
+          if (sockets.size > 0 && wait > 0) {
+            let timer: NodeJS.Timeout | undefined;
+            await Promise.race([closed, new Promise((resolve) => (timer = setTimeout(resolve, wait)))]);
+            clearTimeout(timer);
+          }
           for (const socket of sockets) socket.destroy();
-          await new Promise((resolve) => server.close(resolve));
+          await closed;
           await db.close();
         } finally {
           rmSync(socketPath, { force: true });

@@ -5,7 +5,7 @@ import { createConnection } from 'node:net';
 import { dirname } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { getTableName } from 'drizzle-orm';
-import { databaseLabel, runFilePath } from '../cli/fast-token.js';
+import { databaseLabel, readRunFile, runFilePath } from '../cli/fast-token.js';
 import type { Config } from '../config.js';
 import { type Database, openDatabase, requireEmbeddedVault } from '../db/client.js';
 import { errorMessage } from '../db/errors.js';
@@ -36,6 +36,7 @@ import { createTokenServer, type Health } from './server.js';
  */
 
 const SHUTDOWN_DEADLINE_MS = 10_000;
+const SIGNALS = ['SIGTERM', 'SIGINT', 'SIGHUP'] as const;
 
 /**
  * What is at a unix socket path before the daemon listens there: nothing, a socket left by a daemon
@@ -110,6 +111,18 @@ async function listen(server: Server, options: DaemonOptions): Promise<void> {
   });
 }
 
+function refuseSecondDaemon(home: string): void {
+  const other = readRunFile(home);
+  if (other && other.pid !== process.pid) {
+    throw new InvalidInputError(
+      `a credvault daemon (pid ${other.pid}, on ${listenLabel(other.listen)}) already runs for ${home}`,
+      {
+        hint: 'Stop it first. Daemons on one machine that share a PostgreSQL database need a CREDVAULT_HOME each.',
+      },
+    );
+  }
+}
+
 /** The pid recorded in a run file, if it is there and readable. */
 function runFileOwner(path: string): number | null {
   try {
@@ -125,7 +138,28 @@ export async function runDaemon(
   stderr: NodeJS.WritableStream & { isTTY?: boolean },
   { jsonLogs }: { jsonLogs?: boolean } = {},
 ): Promise<number> {
+  // One daemon per home: its run file is how the commands on this machine find it. (On the embedded
+  // database a second one would wait for the lock, and then give the advice for a command.)
+  refuseSecondDaemon(config.home);
   const log: Logger = createLogger(stderr, config.verbose ? 'debug' : 'info', jsonLogs);
+  // Signals are the daemon's from the first instant. Before it is ready, Node's defaults would end it
+  // without removing its lock and run file, and by SIGHUP (a `systemctl reload` right after start),
+  // which systemd takes for a clean exit and does not restart. Until then they wait their turn; a
+  // second SIGTERM or SIGINT ends the start at once.
+  const early: NodeJS.Signals[] = [];
+  let onSignal = (signal: NodeJS.Signals) => {
+    if (signal !== 'SIGHUP' && early.some((s) => s !== 'SIGHUP')) {
+      log.warn(`${signal} again while starting: exiting at once`);
+      process.exit(1);
+    }
+    early.push(signal);
+  };
+  const signalHandlers = SIGNALS.map((signal) => {
+    const handler = () => onSignal(signal);
+    process.on(signal, handler);
+    return () => process.off(signal, handler);
+  });
+  log.info(`credvault daemon starting (pid ${process.pid})`);
   const notifier = new SystemdNotifier(config.env);
   const cache = new DaemonCache();
   let embedded: EmbeddedServer | null = null;
@@ -166,6 +200,9 @@ export async function runDaemon(
 
   const maintain = maintenance(database, embedded !== null, log);
 
+  // Until when, once shutting down, the commands using the embedded database through the daemon may
+  // finish (see EmbeddedServer.close).
+  let drainUntil = 0;
   let cleaned: Promise<void> | null = null;
   const cleanup = () => {
     cleaned ??= cleanupOnce();
@@ -180,7 +217,7 @@ export async function runDaemon(
     await maintain.idle();
     await unlisten?.().catch(() => {});
     await database.close().catch(() => {});
-    await embedded?.close().catch(() => {});
+    await embedded?.close(drainUntil).catch(() => {});
   };
 
   try {
@@ -224,6 +261,8 @@ export async function runDaemon(
         : options.listen;
 
     mkdirSync(dirname(runFile), { recursive: true, mode: 0o700 });
+    // Another one may have started beside this one meanwhile (on PostgreSQL nothing else stops it).
+    refuseSecondDaemon(config.home);
     writeFileSync(
       runFile,
       JSON.stringify({
@@ -274,6 +313,7 @@ export async function runDaemon(
   } catch (error) {
     server?.close();
     await cleanup();
+    for (const off of signalHandlers) off();
     throw error;
   }
 
@@ -286,6 +326,7 @@ export async function runDaemon(
         return;
       }
       shuttingDown = true;
+      drainUntil = Date.now() + SHUTDOWN_DEADLINE_MS - 2500;
       log.info(`${signal}: shutting down`);
       void notifier.stopping();
       // Within SHUTDOWN_DEADLINE_MS whatever is in flight (a platform call that has not answered: its
@@ -319,9 +360,7 @@ export async function runDaemon(
         resolve(1);
       }
     };
-    process.on('SIGTERM', () => void shutdown('SIGTERM'));
-    process.on('SIGINT', () => void shutdown('SIGINT'));
-    process.on('SIGHUP', () => {
+    const reload = () => {
       // Re-read the configuration that can change under a running daemon: the key (a rotated
       // master key file or credential) and everything cached from the database. A key that does not
       // open the vault is not taken: the daemon goes on with the one it has.
@@ -339,7 +378,10 @@ export async function runDaemon(
           cache.clear();
           scheduler.poke();
         });
-    });
+    };
+    onSignal = (signal) => (signal === 'SIGHUP' ? reload() : void shutdown(signal));
+    // What came while starting, in order (a stop first ends the start it waited for).
+    for (const signal of early.splice(0)) onSignal(signal);
   });
 }
 

@@ -12,6 +12,13 @@ const TOKEN_SHAPES = [
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
+/**
+ * An absolute path (`/run/credentials/credvault.service/credential_master_key`): a run of token
+ * characters too, but one that an operator needs to read. Segments of a path are short and plain;
+ * a long token with a `/` in it has long segments or `+`/`=`.
+ */
+const PATH = /^(\/[A-Za-z0-9._~-]{1,31}){2,}\/?$/;
+
 export function redact(text: string, known: Array<string | null | undefined> = []): string {
   let out = text;
   for (const value of known) {
@@ -19,7 +26,7 @@ export function redact(text: string, known: Array<string | null | undefined> = [
   }
   // credvault's own ids (grants, connections: UUIDs) are not tokens, and a log needs them.
   for (const shape of TOKEN_SHAPES)
-    out = out.replace(shape, (match) => (UUID.test(match) ? match : '[redacted]'));
+    out = out.replace(shape, (match) => (UUID.test(match) || PATH.test(match) ? match : '[redacted]'));
   return out;
 }
 

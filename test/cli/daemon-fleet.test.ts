@@ -1,9 +1,11 @@
+import { chmodSync, copyFileSync, mkdirSync } from 'node:fs';
 import { hostname } from 'node:os';
+import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { GOOGLE_ADWORDS_SCOPE, startGoogleDouble } from '../doubles/index.js';
 import { seedConnections, startDaemon } from '../helpers/daemon.js';
 import { addAppFor } from '../helpers/flows.js';
-import { createVault, DB_KIND } from '../helpers/vault.js';
+import { createVault, DB_KIND, type TestVault } from '../helpers/vault.js';
 
 /**
  * Several daemons on several hosts share one PostgreSQL: they split the sweep without a leader and
@@ -27,6 +29,15 @@ async function fleet(count: number) {
   return { double, v };
 }
 
+/** Another host of the fleet: its own CREDVAULT_HOME, holding the vault's master key. */
+function host(v: TestVault, name: string): Record<string, string> {
+  const home = join(v.root, `host-${name}`);
+  mkdirSync(home, { recursive: true, mode: 0o700 });
+  copyFileSync(join(v.home, 'master.key'), join(home, 'master.key'));
+  chmodSync(join(home, 'master.key'), 0o600);
+  return { CREDVAULT_HOME: home };
+}
+
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Waits (up to `limitMs`) until the platform has seen `count` refresh requests since `before`. */
@@ -48,8 +59,8 @@ describe.runIf(DB_KIND === 'postgres')('a fleet of daemons on one PostgreSQL', (
     const before = double.refreshAttempts;
     const args = ['--concurrency', '8', '--refresh-window', '30m'];
     const [a, b] = await Promise.all([
-      startDaemon(v, { args, name: 'a' }),
-      startDaemon(v, { args, name: 'b' }),
+      startDaemon(v, { args, name: 'a', env: host(v, 'a') }),
+      startDaemon(v, { args, name: 'b', env: host(v, 'b') }),
     ]);
     cleanups.push(
       () => a.stop(),

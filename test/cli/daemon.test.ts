@@ -815,6 +815,88 @@ describe.runIf(DB_KIND === 'pglite')('the embedded database while the daemon run
     expect(existsSync(join(v.home, 'run', '.s.PGSQL.5432'))).toBe(false);
     void app;
   });
+
+  it('on SIGTERM lets a command using the database through it finish (its rotated refresh token is stored), and one that starts meanwhile waits for the files', async () => {
+    const { double, v, adopt } = await setup();
+    await adopt('987', 'acct-a');
+    const daemon = await startDaemon(v);
+    cleanups.push(() => daemon.stop());
+    double.faults.latencyMs = 2500;
+    const attempts = double.refreshAttempts;
+    const refreshing = v.cli(['connections', 'refresh', 'acct-a', '--force'], {
+      env: { CREDVAULT_LOCK_TIMEOUT: '1' },
+    });
+    for (let i = 0; i < 400 && double.refreshAttempts === attempts; i++)
+      await new Promise((r) => setTimeout(r, 25));
+    expect(double.refreshAttempts).toBe(attempts + 1);
+    daemon.child.kill('SIGTERM');
+    await new Promise((r) => setTimeout(r, 300));
+    const listing = v.json<Array<{ name: string }>>(['connections', 'list'], {
+      env: { CREDVAULT_LOCK_TIMEOUT: '20' },
+    });
+    const refreshed = await refreshing;
+    expect(refreshed.code, refreshed.stderr).toBe(0);
+    expect(await daemon.exited).toBe(0);
+    expect((await listing).map((c) => c.name)).toEqual(['acct-a']);
+    // Microsoft rotated the refresh token and took the old one back: the next refresh works only
+    // with the one that command stored.
+    double.faults.latencyMs = 0;
+    const again = await v.cli(['connections', 'refresh', 'acct-a', '--force']);
+    expect(again.code, again.stderr).toBe(0);
+  });
+});
+
+describe('starting', () => {
+  it('a SIGHUP or SIGTERM while the daemon starts waits for the start instead of ending it by default', async () => {
+    const { v } = await setup();
+    const start = () => {
+      const child = v.spawn(['daemon', '--listen', `unix:${join(v.root, 'd.sock')}`]);
+      child.stdin!.end();
+      let logs = '';
+      child.stderr!.on('data', (d: Buffer) => {
+        logs += d.toString();
+      });
+      const exited = new Promise<number | string>((resolve) =>
+        child.on('close', (code, signal) => resolve(code ?? signal ?? 'none')),
+      );
+      cleanups.push(async () => child.kill('SIGKILL'));
+      const until = async (text: string) => {
+        for (let i = 0; i < 600 && !logs.includes(text); i++) await new Promise((r) => setTimeout(r, 20));
+        expect(logs).toContain(text);
+      };
+      return { child, exited, until, logs: () => logs };
+    };
+    // systemctl start, then at once systemctl reload: the reload is done once the daemon is ready.
+    const reloaded = start();
+    await reloaded.until('credvault daemon starting');
+    reloaded.child.kill('SIGHUP');
+    await reloaded.until('SIGHUP: reloaded the key source');
+    expect(reloaded.logs().indexOf('listening on')).toBeLessThan(reloaded.logs().indexOf('SIGHUP: reloaded'));
+    reloaded.child.kill('SIGTERM');
+    expect(await reloaded.exited).toBe(0);
+    // A stop while starting: a clean stop (exit 0, run file removed), not a death by signal.
+    const stopped = start();
+    await stopped.until('credvault daemon starting');
+    stopped.child.kill('SIGTERM');
+    expect(await stopped.exited).toBe(0);
+    expect(stopped.logs()).toContain('SIGTERM: shutting down');
+    expect(existsSync(join(v.home, 'run', 'daemon.json'))).toBe(false);
+  });
+
+  it('refuses a second daemon for the same home at once (exit 2), naming the one that runs, whose run file stays', async () => {
+    const { v } = await setup();
+    const daemon = await startDaemon(v);
+    cleanups.push(() => daemon.stop());
+    const second = await v.cli(['daemon', '--listen', `unix:${join(v.root, 'second.sock')}`], {
+      timeoutMs: 20_000,
+    });
+    expect(second.code, second.stderr).toBe(2);
+    expect(second.stderr).toContain(`a credvault daemon (pid ${daemon.child.pid}, on unix:`);
+    expect(second.stderr).toContain('need a CREDVAULT_HOME each');
+    const run = JSON.parse(readFileSync(join(v.home, 'run', 'daemon.json'), 'utf8')) as { pid: number };
+    expect(run.pid).toBe(daemon.child.pid);
+    expect(await daemon.stop()).toBe(0);
+  });
 });
 
 describe('daemon --json', () => {

@@ -131,6 +131,19 @@ describe('redact', () => {
     expect(redact(`token x${id}y`)).toBe('token [redacted]');
     expect(redact('opaque 0123456789abcdef0123456789abcdef0123')).toBe('opaque [redacted]');
   });
+
+  it('keeps an absolute path an operator needs (a key file, a socket), and still hides a token with slashes in it', () => {
+    const key = '/run/credentials/credvault.service/credential_master_key';
+    expect(redact(`the master key from ${key} is not 32 bytes`)).toBe(
+      `the master key from ${key} is not 32 bytes`,
+    );
+    expect(redact('listening on unix:/var/lib/credvault/run/daemon.sock')).toBe(
+      'listening on unix:/var/lib/credvault/run/daemon.sock',
+    );
+    // Standard base64 (a Microsoft or Reddit token): long segments, or + and =.
+    expect(redact('token /Zk3pQ9wLm2Vx8Rt5Yb1Nc4Hs7Jd0Fg6Ka/AbC')).toBe('token [redacted]');
+    expect(redact('token /abc+def/ghi=jkl/mno0123456789/pq==')).toBe('token [redacted]');
+  });
 });
 
 describe('parseRetryAfter', () => {
