@@ -2,7 +2,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { Duplex } from 'node:stream';
 import { MAX_MIN_TTL_SECONDS } from '../config.js';
 import { keySourceLabel } from '../crypto/key-sources.js';
-import { errorMessage } from '../db/errors.js';
+import { errorMessage, mapDatabaseError } from '../db/errors.js';
 import type { ClientRow } from '../db/store/clients.js';
 import type { ConnectionRow } from '../db/store/connections.js';
 import { CredvaultError, NotFoundError, UnavailableError } from '../errors.js';
@@ -155,8 +155,12 @@ function clientAddress(req: IncomingMessage): string {
   return req.socket.remoteAddress ?? 'unix';
 }
 
+/** What a request that failed with `error` is answered. */
 function errorFor(error: unknown): ApiError {
   if (error instanceof ApiError) return error;
+  // A driver's own error that says what became of the database (unreachable, a privilege revoked):
+  // not a bug of credvault's, and something to retry.
+  error = error instanceof CredvaultError ? error : (mapDatabaseError(error, 'the database') ?? error);
   if (error instanceof CredvaultError) {
     if (error.code === 'not_found') return new ApiError(404, 'not_found', error.message);
     if (error.code === 'reauth_required') return new ApiError(409, 'reauth_required', error.message);
@@ -165,7 +169,8 @@ function errorFor(error: unknown): ApiError {
       return new ApiError(503, 'unavailable', error.message, { 'retry-after': String(retry) });
     }
     if (error.code === 'database_error') {
-      return new ApiError(503, 'unavailable', 'the database is unreachable', { 'retry-after': '5' });
+      // The cause (unreachable, or "permission denied for table …") is in the daemon's log.
+      return new ApiError(503, 'unavailable', 'the database cannot be used now', { 'retry-after': '5' });
     }
     // Input the caller must change: the hint says how (which values to choose from, say), as it does
     // in the CLI's JSON errors.
@@ -485,7 +490,9 @@ export function createTokenServer(deps: ServerDeps): Server {
       .then((route) => stop({ route, status: String(res.statusCode) }))
       .catch((error: unknown) => {
         const http = errorFor(error);
-        if (http.status >= 500 && http.code === 'internal') {
+        // A bug, or the database's own error (not one credvault raised), is logged with its cause.
+        const foreign = !(error instanceof CredvaultError || error instanceof ApiError);
+        if (http.status >= 500 && (http.code === 'internal' || foreign)) {
           // The cause ("permission denied for table credential_access_audit"), not drizzle's query text.
           log.error('request failed', { path: req.url?.split('?')[0], error: errorMessage(error) });
         }

@@ -27,6 +27,8 @@ export function isUniqueViolation(error: unknown): boolean {
 const CONNECTION_CODES = new Set([
   'ECONNREFUSED',
   'ECONNRESET',
+  // A connection the other end closed, written to ("This socket has been ended by the other party").
+  'EPIPE',
   'ENOTFOUND',
   'EAI_AGAIN',
   'ETIMEDOUT',
@@ -51,10 +53,9 @@ export function mapDatabaseError(error: unknown, where: string): CredvaultError 
   if (!driver?.code) return null;
   const code = driver.code;
   // A unix socket that went away under a connection (the daemon sharing the embedded database
-  // stopped): ENOENT or EPIPE from the socket itself, not from a file.
+  // stopped): ENOENT from the socket itself, not from a file.
   const syscall = (driver as { syscall?: unknown }).syscall;
-  const socketGone =
-    (code === 'ENOENT' || code === 'EPIPE') && (syscall === 'connect' || syscall === 'write');
+  const socketGone = code === 'ENOENT' && (syscall === 'connect' || syscall === 'write');
   if (CONNECTION_CODES.has(code) || socketGone) {
     const embedded = where.endsWith('/pgdata');
     return new DatabaseError(`cannot reach the database at ${where}: ${driver.message ?? code}`, {

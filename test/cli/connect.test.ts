@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { createServer as createNetServer } from 'node:net';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -311,20 +312,23 @@ describe('refusals', () => {
   it('a callback with a wrong state is refused and nothing is exchanged; the right one still works', async () => {
     const v = await vault();
     await addAppFor(v, 'microsoft_ads', doubleFor('microsoft_ads'));
-    const exchanges = doubles.microsoft.codeExchangeCount;
+    const attempts = doubles.microsoft.codeExchangeAttempts;
     const run = await connectViaDouble(v, 'microsoft_ads', ['--account', '987'], {
       async beforeConsent(url) {
-        const redirect = new URL(new URL(url).searchParams.get('redirect_uri')!);
-        redirect.searchParams.set('code', 'forged-code');
-        redirect.searchParams.set('state', 'not-the-state');
-        const forged = await fetch(redirect);
-        expect(forged.status).toBe(400);
-        expect(await forged.text()).toContain('not the sign-in credvault is waiting for');
-        expect(doubles.microsoft.codeExchangeCount).toBe(exchanges);
+        // A real code the platform would exchange (an attacker's own consent), under a state that
+        // is not the one credvault is waiting for: a login CSRF.
+        const consent = await fetch(url, { redirect: 'manual' });
+        const forged = new URL(consent.headers.get('location')!);
+        expect(forged.searchParams.get('code')).toBeTruthy();
+        forged.searchParams.set('state', 'not-the-state');
+        const answer = await fetch(forged);
+        expect(answer.status).toBe(400);
+        expect(await answer.text()).toContain('not the sign-in credvault is waiting for');
+        expect(doubles.microsoft.codeExchangeAttempts).toBe(attempts);
       },
     });
     expect(run.result.code, run.result.stderr).toBe(0);
-    expect(doubles.microsoft.codeExchangeCount).toBe(exchanges + 1);
+    expect(doubles.microsoft.codeExchangeAttempts).toBe(attempts + 1);
   });
 
   it('a callback with the right state but no code nor error is no answer: the wait goes on', async () => {
@@ -407,9 +411,16 @@ describe('refusals', () => {
     }>(['connections', 'start', 'microsoft_ads']);
     expect(Date.parse(started.expires_at) - Date.now()).toBeGreaterThan(9 * 60_000);
     expect(Date.parse(started.expires_at) - Date.now()).toBeLessThanOrEqual(10 * 60_000);
-    // Only its hash is stored.
-    const stored = await v.sql<{ state_hash: string }>('select state_hash from oauth_states');
+    // Only its hash is stored, in no column in any form; the PKCE verifier is stored encrypted.
+    const stored = await v.sql<{ row: Record<string, unknown> }>(
+      'select to_jsonb(s) as row from oauth_states s',
+    );
+    expect(stored).toHaveLength(1);
+    expect(stored[0]!.row.state_hash).toBe(createHash('sha256').update(started.state).digest('hex'));
     expect(JSON.stringify(stored)).not.toContain(started.state);
+    expect(stored[0]!.row.code_verifier_enc).toMatch(/^cv1:[0-9a-f-]{36}:/);
+    const challenge = new URL(started.authorize_url).searchParams.get('code_challenge');
+    expect(challenge).toBeTruthy();
 
     const consent = await fetch(started.authorize_url, { redirect: 'manual' });
     const callbackUrl = consent.headers.get('location')!;

@@ -9,7 +9,7 @@ import {
   startGoogleDouble,
   startMicrosoftDouble,
 } from '../doubles/index.js';
-import { spawnDaemonOnAnyPort, startDaemon, untilDraining } from '../helpers/daemon.js';
+import { type HttpAnswer, spawnDaemonOnAnyPort, startDaemon, untilDraining } from '../helpers/daemon.js';
 import { addAppFor, adoptGrant, freePort } from '../helpers/flows.js';
 import { BIN } from '../helpers/paths.js';
 import { createVault, DB_KIND, type TestVault } from '../helpers/vault.js';
@@ -39,6 +39,16 @@ async function setup() {
 async function client(v: TestVault, args: string[]): Promise<string> {
   const made = await v.json<{ token: string }>(['clients', 'create', ...args]);
   return made.token;
+}
+
+/** A 503 to retry (the database refused the audit row), carrying no token of any kind. */
+function expectRefusedUnaudited(answer: HttpAnswer, double: { accessTokens: Map<string, unknown> }) {
+  expect(answer.status).toBe(503);
+  expect(answer.headers['retry-after']).toBe('5');
+  expect(answer.json()).toEqual({
+    error: { code: 'unavailable', message: 'the database cannot be used now' },
+  });
+  for (const token of double.accessTokens.keys()) expect(answer.body).not.toContain(token);
 }
 
 describe('the token endpoint', () => {
@@ -399,15 +409,14 @@ describe('the token endpoint', () => {
   });
 
   it('refuses to serve tokens when the audit log cannot be written (fail closed)', async () => {
-    const { v, adopt } = await setup();
+    const { double, v, adopt } = await setup();
     await adopt('987', 'acct-a');
     const reader = await client(v, ['reader', '--all']);
     await v.refuseAuditWrites();
     const daemon = await startDaemon(v);
     cleanups.push(() => daemon.stop());
     const refused = await daemon.get('/v1/connections/acct-a/token', { token: reader });
-    expect(refused.status).toBeGreaterThanOrEqual(500);
-    expect(refused.body).not.toContain('access_token');
+    expectRefusedUnaudited(refused, double);
     // The log says why, not the statement that failed.
     expect(daemon.logs()).toContain('audit is read-only');
     expect(daemon.logs()).not.toContain('Failed query');
@@ -416,7 +425,7 @@ describe('the token endpoint', () => {
   it.runIf(DB_KIND === 'postgres')(
     'a token it holds in memory is refused too once the audit log cannot be written',
     async () => {
-      const { v, adopt } = await setup();
+      const { double, v, adopt } = await setup();
       await adopt('987', 'acct-a');
       const reader = await client(v, ['reader', '--all']);
       const daemon = await startDaemon(v);
@@ -425,8 +434,47 @@ describe('the token endpoint', () => {
         expect((await daemon.get('/v1/connections/acct-a/token', { token: reader })).status).toBe(200);
       await v.refuseAuditWrites();
       const refused = await daemon.get('/v1/connections/acct-a/token', { token: reader });
-      expect(refused.status).toBeGreaterThanOrEqual(500);
-      expect(refused.body).not.toContain('access_token');
+      expectRefusedUnaudited(refused, double);
+    },
+  );
+
+  it.runIf(DB_KIND === 'postgres')(
+    'answers 503 with Retry-After, not 500, while the database is unreachable',
+    async () => {
+      const { v, adopt } = await setup();
+      await adopt('987', 'acct-a');
+      const reader = await client(v, ['reader', '--all']);
+      // PostgreSQL behind a proxy this test can take away.
+      const { createServer, connect } = await import('node:net');
+      const upstream = new URL(v.databaseUrl!);
+      const piped = new Set<import('node:net').Socket>();
+      const proxy = createServer((socket) => {
+        const server = connect(Number(upstream.port || 5432), upstream.hostname);
+        for (const s of [socket, server]) {
+          piped.add(s);
+          s.on('error', () => {});
+          s.on('close', () => piped.delete(s));
+        }
+        socket.pipe(server).pipe(socket);
+      });
+      const port = await freePort();
+      await new Promise<void>((resolve) => proxy.listen(port, '127.0.0.1', resolve));
+      cleanups.push(async () => proxy.close());
+      const through = new URL(v.databaseUrl!);
+      through.host = `127.0.0.1:${port}`;
+      const daemon = await startDaemon(v, { env: { DATABASE_URL: through.toString() } });
+      cleanups.push(() => daemon.stop());
+      expect((await daemon.get('/v1/connections', { token: reader })).status).toBe(200);
+      proxy.close();
+      for (const s of piped) s.destroy();
+      const answer = await daemon.get('/v1/connections', { token: reader });
+      expect(answer.status, daemon.logs()).toBe(503);
+      expect(answer.headers['retry-after']).toBe('5');
+      expect(answer.json()).toEqual({
+        error: { code: 'unavailable', message: 'the database cannot be used now' },
+      });
+      // The cause is in the log.
+      expect(daemon.logs()).toContain('"msg":"request failed"');
     },
   );
 

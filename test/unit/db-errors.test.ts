@@ -19,6 +19,15 @@ describe('database errors as the contract says them', () => {
     }
   });
 
+  it("a TCP connection PostgreSQL's side closed (EPIPE, no syscall) is the database unreachable", () => {
+    const ended = Object.assign(new Error('This socket has been ended by the other party'), {
+      code: 'EPIPE',
+    });
+    const mapped = mapDatabaseError(ended, 'postgres://db.example/credvault');
+    expect(mapped?.exitCode).toBe(8);
+    expect(mapped?.message).toContain('cannot reach the database at postgres://db.example/credvault');
+  });
+
   it('a file that is not there is not the database', () => {
     expect(mapDatabaseError(socketError('ENOENT', 'open'), '/h/pgdata')).toBeNull();
   });
