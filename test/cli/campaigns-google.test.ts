@@ -636,6 +636,15 @@ describe('Google Ads API errors', () => {
     // The full scan of tables and database files (expectNoSecretsLeaked) is the token tests' job;
     // here the error paths above are what could have echoed a header or a body.
     const printed = v.printed.join('\n');
+    // The error paths' output is in what is scanned (run with the tests above, not alone with -t).
+    for (const error of [
+      'Request had invalid authentication credentials',
+      'RESOURCE_EXHAUSTED',
+      'MONEY_AMOUNT_TOO_LARGE',
+      'DEVELOPER_TOKEN_PARAMETER_MISSING',
+      'may or may not have changed the budget',
+    ])
+      expect(printed).toContain(error);
     const secrets = [
       ...Object.values(refreshTokens),
       direct.clientSecret,

@@ -589,7 +589,19 @@ describe('the token endpoint', () => {
     const v = await createVault();
     cleanups.push(() => v.destroy());
     const daemon = await startDaemon(v, { args: ['--interval', '30d'] });
+    const lastSweep = async () => {
+      for (let i = 0; i < 100; i++) {
+        const at = (await daemon.get('/healthz')).json<{ last_sweep_at: string | null }>().last_sweep_at;
+        if (at) return at;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      return null;
+    };
+    const first = await lastSweep();
+    expect(first).toBeTruthy();
     await new Promise((r) => setTimeout(r, 2_000));
+    // A sleep that a timer cut to 1 ms would have swept again and again meanwhile.
+    expect(await lastSweep()).toBe(first);
     expect(await daemon.stop('SIGTERM')).toBe(0);
     expect(daemon.logs()).not.toContain('TimeoutOverflowWarning');
   });
@@ -1028,7 +1040,9 @@ while True:
     cleanups.push(async () => listener.kill());
     let heard = '';
     listener.stdout.on('data', (d: Buffer) => (heard += d.toString()));
-    for (let i = 0; i < 100 && !heard.includes('listening'); i++) await new Promise((r) => setTimeout(r, 20));
+    for (let i = 0; i < 250 && !heard.includes('listening'); i++) await new Promise((r) => setTimeout(r, 20));
+    // Else "nothing heard" below would say nothing about the daemon.
+    expect(heard).toContain('listening');
     return { socket, heard: () => heard };
   }
 

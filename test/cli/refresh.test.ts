@@ -310,8 +310,10 @@ describe('failures', () => {
       ['status', '--json'],
       ['connections', 'show', 'acct', '--json'],
       ['audit', 'list', '--json'],
-    ])
-      expect((await v.cli(look)).code).not.toBe(1);
+    ]) {
+      const run = await v.cli(look);
+      expect(run.code, `${look.join(' ')}: ${run.stderr}`).toBe(0);
+    }
     await expectNoSecretsLeaked(v, [grant.refreshToken, app.clientSecret!]);
   });
 

@@ -155,6 +155,34 @@ describe('envelope encryption', () => {
     expect((await keyring.decrypt(a, slot)).reveal()).toBe('hunter2');
   });
 
+  it('is AES-256-GCM under the data key, a 96-bit nonce first, the tag last, and the slot and data key as associated data (opened without credvault)', async () => {
+    const { keyring, newDataKey } = keyringFor(PYTHON_FERNET_KEY);
+    const dek = await newDataKey();
+    const key = await keyring.dataKey(dek);
+    expect(key).toHaveLength(32);
+    const stored = await keyring.encrypt('hunter2', slot, dek);
+    const [version, dekId, body] = stored.split(':') as [string, string, string];
+    expect([version, dekId]).toEqual(['cv1', dek]);
+    const sealed = Buffer.from(body, 'base64url');
+    expect(sealed).toHaveLength(12 + 'hunter2'.length + 16);
+    const open = (aad: string) => {
+      const decipher = createDecipheriv('aes-256-gcm', key, sealed.subarray(0, 12));
+      decipher.setAAD(Buffer.from(aad, 'utf8'));
+      decipher.setAuthTag(sealed.subarray(sealed.length - 16));
+      return Buffer.concat([decipher.update(sealed.subarray(12, sealed.length - 16)), decipher.final()]);
+    };
+    const aad = `credvault/secret/v1\0${slot.table}\0${slot.column}\0${slot.rowId}\0${dek}`;
+    expect(open(aad).toString('utf8')).toBe('hunter2');
+    expect(() => open(aad.replace('row-1', 'row-2'))).toThrow();
+    // Every nonce differs, across more values than the nonce pool holds between refills (512).
+    const nonces = new Set<string>();
+    for (let i = 0; i < 1500; i++) {
+      const value = await keyring.encrypt('x', slot, dek);
+      nonces.add(Buffer.from(value.split(':')[2]!, 'base64url').subarray(0, 12).toString('hex'));
+    }
+    expect(nonces.size).toBe(1500);
+  });
+
   it('refuses a ciphertext moved to another row or column', async () => {
     const { keyring, newDataKey } = keyringFor(PYTHON_FERNET_KEY);
     const dek = await newDataKey();

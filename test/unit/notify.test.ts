@@ -46,6 +46,7 @@ describe('the unit file', () => {
       writeFileSync(unit, systemdUnit({ user: 'root', bin, listen: '127.0.0.1:8787' }));
       const verify = spawnSync(analyze!, ['verify', unit], { encoding: 'utf8' });
       expect(`${verify.stdout}${verify.stderr}`).not.toMatch(/is not executable|Failed to parse|Invalid/);
+      expect(verify.status, `${verify.stdout}${verify.stderr}`).toBe(0);
     } finally {
       rmSync(root, { recursive: true, force: true });
     }
