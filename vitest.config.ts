@@ -26,8 +26,8 @@ const projects = [
 ];
 if (!withPostgres && !process.env.VITEST_WORKER_ID) {
   // Said once, so that a plain `npm test` is not taken for the whole suite.
-  console.warn(
-    'credvault: CREDVAULT_TEST_DATABASE_URL is not set, so the tests run on the embedded database only; the PostgreSQL-only ones (a fleet of daemons, leases across hosts) are skipped. Set it (for example postgres://postgres@127.0.0.1:5432/test) to run them too, as .ci/run does.',
+  process.stderr.write(
+    'credvault: CREDVAULT_TEST_DATABASE_URL is not set, so the tests run on the embedded database only; the PostgreSQL-only ones (a fleet of daemons, leases across hosts) are skipped. Set it (for example postgres://postgres@127.0.0.1:5432/test) to run them too, as .ci/run does.\n',
   );
 }
 if (withPostgres) {
