@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -12,6 +12,7 @@ import {
 import { type HttpAnswer, spawnDaemonOnAnyPort, startDaemon, untilDraining } from '../helpers/daemon.js';
 import { addAppFor, adoptGrant, freePort } from '../helpers/flows.js';
 import { BIN } from '../helpers/paths.js';
+import { expectNoSecretsLeaked } from '../helpers/secrets.js';
 import { createVault, DB_KIND, type TestVault } from '../helpers/vault.js';
 
 const cleanups: Array<() => Promise<unknown>> = [];
@@ -195,6 +196,49 @@ describe('the token endpoint', () => {
       ['everything', 'failure', 'reauth_required'],
       ['reader-a', 'denied', 'forbidden'],
     ]);
+  });
+
+  it('twenty callers asking at once for a fresher token than it holds share one refresh', async () => {
+    const { double, v, adopt } = await setup();
+    await adopt('987', 'acct-a');
+    // Two minutes left: outside the sweep's window, inside what the callers ask for.
+    await v.sql(
+      "update oauth_tokens_vault set access_token_expires_at = now() + interval '2 minutes', last_refreshed_at = now() - interval '58 minutes'",
+    );
+    const reader = await client(v, ['reader', '--all']);
+    const daemon = await startDaemon(v, { args: ['--refresh-window', '1m'] });
+    cleanups.push(() => daemon.stop());
+    double.faults.latencyMs = 300;
+    const before = double.refreshAttempts;
+    const answers = await Promise.all(
+      Array.from({ length: 20 }, () =>
+        daemon.get('/v1/connections/acct-a/token?min_ttl=600', { token: reader }),
+      ),
+    );
+    expect(answers.map((a) => a.status)).toEqual(Array(20).fill(200));
+    expect(double.refreshAttempts - before).toBe(1);
+    const tokens = new Set(answers.map((a) => a.json<{ access_token: string }>().access_token));
+    expect(tokens.size).toBe(1);
+    expect(double.accessTokens.has([...tokens][0]!)).toBe(true);
+  });
+
+  it('keeps a client token only as its SHA-256 hash: shown once, then in no table, database file or output', async () => {
+    const { v } = await setup();
+    const made = await v.json<{ token: string }>(['clients', 'create', 'ci', '--all'], {
+      secretOutput: true,
+    });
+    const daemon = await startDaemon(v);
+    cleanups.push(() => daemon.stop());
+    expect((await daemon.get('/v1/connections', { token: made.token })).status).toBe(200);
+    // The hash of a token that differs in its last character is refused like any unknown one.
+    const other = `${made.token.slice(0, -1)}${made.token.endsWith('A') ? 'B' : 'A'}`;
+    expect((await daemon.get('/v1/connections', { token: other })).status).toBe(401);
+    const listed = await v.cli(['clients', 'list', '--json']);
+    expect(listed.code).toBe(0);
+    expect(await daemon.stop()).toBe(0);
+    const [row] = await v.sql<{ token_hash: string }>("select token_hash from api_clients where name = 'ci'");
+    expect(row!.token_hash).toBe(createHash('sha256').update(made.token).digest('hex'));
+    await expectNoSecretsLeaked(v, [made.token], [daemon.logs()]);
   });
 
   it('listens beyond loopback only with --allow-remote, and then warns that TLS belongs in front', async () => {

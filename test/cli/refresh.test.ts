@@ -432,6 +432,37 @@ describe('a refresh whose answer is lost after the platform rotated the token', 
 });
 
 describe('token get formats and exec', () => {
+  it('a refresh token leaves only for Google Ads, and only through env, google-ads-yaml and exec', async () => {
+    const leaks = async (
+      double: MicrosoftDouble | GoogleDouble,
+      platform: 'microsoft_ads' | 'google_ads',
+      formats: string[],
+    ) => {
+      const { v } = await connected(double, platform);
+      const printed: Record<string, string> = {};
+      for (const format of formats) {
+        const run = await v.cli(['token', 'get', 'acct', '--format', format], { secretOutput: true });
+        expect(run.code, run.stderr).toBe(0);
+        printed[format] = run.stdout;
+      }
+      const ran = await v.cli(['exec', 'acct', '--', 'env'], { secretOutput: true });
+      expect(ran.code, ran.stderr).toBe(0);
+      expect(ran.stdout).toContain('CREDVAULT_ACCESS_TOKEN=');
+      printed.exec = ran.stdout;
+      // Every refresh token the platform ever issued (Microsoft rotates them) is looked for.
+      const refreshTokens = [...double.refreshTokens.keys()];
+      expect(refreshTokens.length).toBeGreaterThan(0);
+      return Object.entries(printed)
+        .filter(([, out]) => refreshTokens.some((token) => out.includes(token)))
+        .map(([where]) => where);
+    };
+    expect(await leaks(await microsoft(), 'microsoft_ads', ['json', 'env'])).toEqual([]);
+    // (Google's env and exec carry it: the test below.)
+    const google = await startGoogleDouble();
+    cleanups.push(() => google.close());
+    expect(await leaks(google, 'google_ads', ['raw', 'json', 'header'])).toEqual(['exec']);
+  });
+
   it('env carries the Google Ads client library variables; exec runs with them and passes the exit code on', async () => {
     const double = await startGoogleDouble();
     cleanups.push(() => double.close());
