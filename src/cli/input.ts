@@ -47,9 +47,13 @@ export async function readFileOrStdin(rt: Runtime, path: string, flag: string): 
   } catch (error) {
     if (error instanceof InvalidInputError) throw error;
     const code = (error as NodeJS.ErrnoException).code;
-    throw new InvalidInputError(
-      `cannot read ${path} (${flag}): ${code === 'ENOENT' ? 'no such file' : code}`,
-    );
+    const why: Record<string, [string, string]> = {
+      ENOENT: ['no such file', 'Check the path (relative paths start from the current folder).'],
+      EISDIR: ['it is a folder', `Give ${flag} the file inside it.`],
+      EACCES: ['permission denied', 'Give this user read access to it, or copy it somewhere readable.'],
+    };
+    const [reason, hint] = why[code ?? ''] ?? [code ?? 'unreadable', 'Check the path.'];
+    throw new InvalidInputError(`cannot read ${path} (${flag}): ${reason}`, { hint });
   }
 }
 

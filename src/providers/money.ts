@@ -70,16 +70,19 @@ const GROUPED = /^\d{1,3}(?:,\d{3})+(?:\.\d+)?$/;
  * An amount as an operator types it ("75", "75.5", "1,234,567.89") in `currency`, as micros. More
  * digits after the point than the currency has (JPY "1000.5", USD "1.005") is refused, not rounded.
  */
-export function parseAmount(text: string, currency: string): bigint {
+export function parseAmount(text: string, currency: string): bigint;
+/** Without a currency (not known yet): the amount's form alone, in micros of whatever it will be. */
+export function parseAmount(text: string, currency: null): bigint;
+export function parseAmount(text: string, currency: string | null): bigint {
   const trimmed = text.trim();
   const plain = GROUPED.test(trimmed) ? trimmed.replace(/,/g, '') : trimmed;
   const match = AMOUNT.exec(plain);
   if (!match) {
     throw new InvalidInputError(`"${text}" is not an amount`, {
-      hint: `Give the amount in ${currency} as digits with an optional decimal point, for example 75 or 1234.50.`,
+      hint: `Give the amount in ${currency ?? "the account's currency"} as digits with an optional decimal point, for example 75 or 1234.50.`,
     });
   }
-  const digits = minorDigits(currency);
+  const digits = currency === null ? Number.POSITIVE_INFINITY : minorDigits(currency);
   const fraction = (match[2] ?? '').replace(/0+$/, '');
   if (fraction.length > digits) {
     throw new InvalidInputError(

@@ -233,6 +233,15 @@ describe('campaigns list on Google Ads', () => {
 });
 
 describe('campaigns set-budget on Google Ads', () => {
+  it('refuses an amount that is no amount before asking the platform anything', async () => {
+    const mark = double.requests.length;
+    for (const daily of ['abc', '0', '-5', '']) {
+      const run = await v.cli(['campaigns', 'set-budget', 'us', '21000000001', '--daily', daily, '--yes']);
+      expect(run.code, run.stderr).toBe(2);
+      expect(double.requests.slice(mark).map((r) => `${daily}: ${r.method} ${r.path}`)).toEqual([]);
+    }
+  });
+
   it('changes the budget for real at the edges (0.01, 1234567.89 USD), validates with Google’s dry run; list and audit show it', async () => {
     const before = budgetOf(US, '13000000001').amountMicros;
     let mark = double.requests.length;

@@ -930,6 +930,17 @@ describe('empty and odd values (an unset variable in a script, a file saved by a
     await refused(['audit', 'list', '--connection', ''], '--connection');
   });
 
+  it('a file that cannot be read is named with the reason and what to do: missing, a folder', async () => {
+    const v = await vault();
+    const missing = await v.cli(['apps', 'add', 'google_ads', '--from-file', join(v.root, 'nope.json')]);
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toContain('nope.json (--from-file): no such file');
+    const folder = await v.cli(['apps', 'add', 'google_ads', '--from-file', v.root]);
+    expect(folder.code).toBe(2);
+    expect(folder.stderr).toContain(`cannot read ${v.root} (--from-file): it is a folder`);
+    expect(folder.stderr).toContain('Give --from-file the file inside it.');
+  });
+
   it('an app file: a control character in a field is refused naming the field; a byte-order mark is not', async () => {
     const v = await vault();
     const add = (platform: string, fields: Record<string, unknown>) =>

@@ -96,6 +96,8 @@ export async function setBudget(
       hint: 'Give the new daily budget in the account currency, for example --daily 75.50.',
     });
   }
+  // Its form before any platform call (the currency's decimals once the campaign says which).
+  parseAmount(opts.daily, null);
   const validateOnly = opts.validateOnly === true;
   const mustAsk = !validateOnly && opts.yes !== true;
   if (mustAsk && !rt.interactive) {
