@@ -5,10 +5,17 @@ import { defineConfig } from 'vitest/config';
  * database tests run again on PostgreSQL. Unit tests need no database and run once.
  */
 const databaseTests = ['test/cli/**/*.test.ts', 'test/integration/**/*.test.ts'];
-// Tests of what does not depend on the database (the KMS key sources: their calls, errors and
-// encryption contexts) run once, on PostgreSQL when it is there (the faster of the two), else on the
-// embedded database.
-const onceTests = ['test/cli/kms.test.ts', 'test/cli/kms-failures.test.ts'];
+// Tests of what does not depend on the database run once, on PostgreSQL when it is there (the faster
+// of the two), else on the embedded database: the KMS key sources (their calls, errors and encryption
+// contexts), the campaign operations of the four platforms and the flows against oidc-provider
+// (requests and answers at the platform; the database only keeps what they store, through the same
+// statements every other test runs on both). That keeps the suite well under ten minutes on CI.
+const onceTests = [
+  'test/cli/kms.test.ts',
+  'test/cli/kms-failures.test.ts',
+  'test/cli/campaigns-*.test.ts',
+  'test/cli/oidc-provider.test.ts',
+];
 const withPostgres = Boolean(process.env.CREDVAULT_TEST_DATABASE_URL);
 const shared = { testTimeout: 180_000, hookTimeout: 120_000, globalSetup: ['test/helpers/global-setup.ts'] };
 
