@@ -627,13 +627,13 @@ async function importConnections(
   let refusedFor: string | null = null;
   for (const account of accounts) {
     const existing = await connectionStore.getByAccount(tx, platform, account);
+    const grant = existing?.tokenId ? await tokenStore.get(tx, existing.tokenId) : null;
     let same = false;
-    if (existing?.tokenId && existing.appId === app.id) {
-      const grant = await tokenStore.get(tx, existing.tokenId);
+    if (grant && existing!.appId === app.id) {
       // The token this file held was imported before (the platform may have rotated it since: the
       // stored one is newer and stays), or it is the very token stored.
-      same = grant?.importedTokenSha256 === fingerprint;
-      if (grant && !same) {
+      same = grant.importedTokenSha256 === fingerprint;
+      if (!same) {
         const stored = await openToken(ctx, grant, accessTokenOnly ? 'access' : 'refresh');
         same = stored?.reveal() === token.reveal();
       }
@@ -648,6 +648,24 @@ async function importConnections(
         target: account,
         action: 'unchanged',
         detail: `app ${app.label}${STATUS_NOTE[existing!.status] ?? ''}`,
+      });
+    } else if (existing && !grant?.importedTokenSha256) {
+      // A file's token replaces only a grant an import made. One that connect or connections add
+      // made (after the file's token was refused, say) is newer than anything the file knows, and a
+      // revoked connection stays revoked: replacing either would throw away what a person did.
+      named.push(existing.id);
+      // connections add adopts refresh tokens; an access token alone comes only from a consent.
+      const how = accessTokenOnly
+        ? `connect it again: credvault connect ${platform} --app ${app.label} --account ${account}`
+        : `to store the file's refresh token on it on purpose: credvault connections add ${platform} --app ${app.label} --account ${account} --refresh-token-file FILE`;
+      plan.push({
+        kind: 'connection',
+        platform,
+        target: account,
+        action: 'skip',
+        detail: grant
+          ? `kept: connected with connect or connections add, not by an import, so the file's token does not replace it; ${how}`
+          : `kept ${existing.status}: it holds no token, and an import does not revive it; ${how}`,
       });
     } else {
       const item: PlanItem = {

@@ -12,7 +12,7 @@ import {
   startAllDoubles,
 } from '../doubles/index.js';
 import { startDaemon } from '../helpers/daemon.js';
-import { addAppFor, type PlatformKey } from '../helpers/flows.js';
+import { addAppFor, adoptGrant, type PlatformKey } from '../helpers/flows.js';
 import { expectNoSecretsLeaked, fakeSecret } from '../helpers/secrets.js';
 import { createVault, type TestVault } from '../helpers/vault.js';
 
@@ -445,6 +445,56 @@ describe('import env', () => {
     expect((await v.json<{ client_id: string }>(['apps', 'show', 'microsoft-app'])).client_id).toBe(
       'another-client',
     );
+  });
+
+  it('keeps a grant that connections add made: importing the old .env again does not shred it', async () => {
+    const v = await vault();
+    const app = await addAppFor(v, 'google_ads', doubleFor('google_ads'));
+    const first = doubles.google.issueGrant({ clientId: app.clientId, scope: GOOGLE_ADWORDS_SCOPE });
+    const file = join(v.root, '.env');
+    writeFileSync(
+      file,
+      `GOOGLE_ADS_CLIENT_ID=${app.clientId}\nGOOGLE_ADS_REFRESH_TOKEN=${first.refreshToken}\nGOOGLE_ADS_CUSTOMER_ID=1234567890,1234567891\n`,
+    );
+    expect((await v.cli(['import', 'env', '--file', file])).code).toBe(0);
+    // Google refuses the imported token; a person adopts a new one for one of the two accounts.
+    doubles.google.revokeGrant(first.grantId);
+    const refused = await v.cli(['connections', 'refresh', 'google_ads:1234567890']);
+    expect(refused.code, refused.stderr).toBe(4);
+    const second = doubles.google.issueGrant({ clientId: app.clientId, scope: GOOGLE_ADWORDS_SCOPE });
+    await adoptGrant(v, 'google_ads', app.label, second.refreshToken, { accounts: ['1234567890'] });
+
+    // The deploy script imports the same file again: the adopted grant stays, and the plan says how
+    // to replace it on purpose; the other account still holds the refused imported token.
+    const state = await vaultState(v);
+    const again = await v.cli(['import', 'env', '--file', file]);
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.stdout).toMatch(
+      /skip\s+connection\s+google_ads\s+1234567890\s+kept: connected with connect/,
+    );
+    expect(again.stdout).toContain(
+      `credvault connections add google_ads --app ${app.label} --account 1234567890 --refresh-token-file FILE`,
+    );
+    expect(again.stdout).toMatch(/unchanged\s+connection\s+google_ads\s+1234567891\s+.*needs_reauth/);
+    expect(again.stderr).toContain('1 connection of');
+    expect(await vaultState(v)).toBe(state);
+    const token = await v.cli(['token', 'get', 'google_ads:1234567890'], { secretOutput: true });
+    expect(token.code, token.stderr).toBe(0);
+
+    // Under --json: the same, and no connection listed as changed.
+    const report = await v.json<ImportJson>(['import', 'env', '--file', file]);
+    expect(report.plan.find((p) => p.target === '1234567890')).toMatchObject({ action: 'skip' });
+    expect(report.connections).toEqual([]);
+
+    // A revoked connection holds no token: an import does not revive it either.
+    expect((await v.cli(['connections', 'revoke', 'google_ads:1234567890'])).code).toBe(0);
+    const revoked = await v.json<ImportJson>(['import', 'env', '--file', file]);
+    expect(revoked.plan.find((p) => p.target === '1234567890')).toMatchObject({ action: 'skip' });
+    expect(revoked.plan.find((p) => p.target === '1234567890')!.detail).toContain('kept revoked');
+    expect((await v.json<{ status: string }>(['connections', 'show', 'google_ads:1234567890'])).status).toBe(
+      'revoked',
+    );
+    await expectNoSecretsLeaked(v, [first.refreshToken, second.refreshToken, app.clientSecret]);
   });
 
   it('imports a LinkedIn access token without a refresh token and verifies it by listing accounts', async () => {

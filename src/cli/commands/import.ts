@@ -106,12 +106,20 @@ function print(rt: Runtime, result: ImportResult, verified: VerifyOutcome[] | nu
   }
   if (result.ignored.length) out.note(`left alone, client-library settings: ${result.ignored.join(', ')}`);
   const changes = result.plan.filter((p) => p.action === 'create' || p.action === 'update').length;
+  const skipped = result.plan.filter((p) => p.action === 'skip').length;
+  const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? '' : 's'}`;
   if (!result.applied) {
     out.note(`dry run: nothing was written. Run again without --dry-run to import from ${source}.`);
-  } else if (changes === 0) {
+  } else if (changes === 0 && skipped === 0) {
     out.success(`nothing to change: everything in ${source} is already in the vault`);
+  } else if (changes === 0) {
+    out.success(
+      `nothing to change; ${plural(skipped, 'connection')} of ${source} skipped (the plan says why)`,
+    );
   } else {
-    out.success(`imported ${source}: ${changes} change${changes === 1 ? '' : 's'} in one transaction`);
+    out.success(
+      `imported ${source}: ${plural(changes, 'change')} in one transaction${skipped ? `, ${plural(skipped, 'connection')} skipped (the plan says why)` : ''}`,
+    );
   }
   if (verified) {
     for (const v of verified) {
