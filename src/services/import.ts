@@ -566,6 +566,22 @@ async function importApp(
   return app;
 }
 
+/** The connection settings a file may give, by their key in a connection's details. */
+const DETAIL_NAMES: Record<string, string> = {
+  customer_id: 'customer id',
+  login_customer_id: 'login customer id',
+};
+
+/**
+ * A connection's details with the file's laid over them. How a Google account is reached (directly,
+ * or through a manager) is replaced whole, as a reconnect does: a login customer id ends `reached`.
+ */
+function withDetails(known: Record<string, string>, given: Record<string, string>): Record<string, string> {
+  const kept = { ...known };
+  if ('login_customer_id' in given) delete kept.reached;
+  return { ...kept, ...given };
+}
+
 /** What the plan adds to an unchanged connection that is not active. */
 const STATUS_NOTE: Record<string, string> = {
   needs_reauth: '; needs_reauth: the platform refused this token (connect the account again)',
@@ -625,6 +641,18 @@ async function importConnections(
   let holder: string | null = null;
   /** An account whose connection holds this token and needs a person: the platform refused it. */
   let refusedFor: string | null = null;
+  // The connection's own settings the file gives: they reach every connection the file's token is
+  // on, those whose token is unchanged too (a manager or customer id changes without a new consent).
+  const details: Record<string, string> = {
+    ...(creds.customerId ? { customer_id: creds.customerId } : {}),
+    ...(creds.loginCustomerId
+      ? { login_customer_id: normalizeAccountId(platform, creds.loginCustomerId) }
+      : {}),
+  };
+  const changedKeys = (known: Record<string, string>) =>
+    Object.keys(details).filter((key) => known[key] !== details[key]);
+  const describe = (known: Record<string, string>) =>
+    changedKeys(known).map((key) => `${DETAIL_NAMES[key]} ${details[key]} (was ${known[key] ?? 'not set'})`);
   for (const account of accounts) {
     const existing = await connectionStore.getByAccount(tx, platform, account);
     const grant = existing?.tokenId ? await tokenStore.get(tx, existing.tokenId) : null;
@@ -642,12 +670,31 @@ async function importConnections(
       named.push(existing!.id);
       if (existing!.status === 'needs_reauth') refusedFor ??= account;
       else holder ??= existing!.tokenId;
+      const changed = describe(existing!.details);
+      if (changed.length) {
+        await connectionStore.update(tx, existing!.id, { details: withDetails(existing!.details, details) });
+        await recordAudit(tx, ctx.actor, {
+          action: 'connection.update',
+          targetType: 'connection',
+          targetId: existing!.id,
+          connectionId: existing!.id,
+          outcome: 'success',
+          detail: {
+            platform,
+            account,
+            app: app.label,
+            via: 'import',
+            changed: changedKeys(existing!.details),
+          },
+        });
+        touched.push(existing!.id);
+      }
       plan.push({
         kind: 'connection',
         platform,
         target: account,
-        action: 'unchanged',
-        detail: `app ${app.label}${STATUS_NOTE[existing!.status] ?? ''}`,
+        action: changed.length ? 'update' : 'unchanged',
+        detail: `app ${app.label}${changed.length ? `, ${changed.join(', ')}` : ''}${STATUS_NOTE[existing!.status] ?? ''}`,
       });
     } else if (existing && !grant?.importedTokenSha256) {
       // A file's token replaces only a grant an import made. One that connect or connections add
@@ -674,7 +721,7 @@ async function importConnections(
         target: account,
         action: existing ? 'update' : 'create',
         detail: existing
-          ? `new ${accessTokenOnly ? 'access' : 'refresh'} token`
+          ? [`new ${accessTokenOnly ? 'access' : 'refresh'} token`, ...describe(existing.details)].join(', ')
           : `app ${app.label}${accessTokenOnly ? ', access token only (no refresh token)' : ''}`,
       };
       fresh.push(account);
@@ -691,12 +738,6 @@ async function importConnections(
     return;
   }
   if (!fresh.length) return;
-  const details: Record<string, string> = {
-    ...(creds.customerId ? { customer_id: creds.customerId } : {}),
-    ...(creds.loginCustomerId
-      ? { login_customer_id: normalizeAccountId(platform, creds.loginCustomerId) }
-      : {}),
-  };
   const accountsOf = fresh.map((id) => ({ id, name: null, currency: null, details }));
   if (holder) {
     // One consent, one grant: a second copy of the token would be refreshed on its own, and where

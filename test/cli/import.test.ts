@@ -497,6 +497,45 @@ describe('import env', () => {
     await expectNoSecretsLeaked(v, [first.refreshToken, second.refreshToken, app.clientSecret]);
   });
 
+  it('a changed customer id or login customer id reaches the connection when the token is unchanged', async () => {
+    const v = await vault();
+    const { env } = await microsoftSetup(v);
+    const file = join(v.root, '.env');
+    writeFileSync(file, env('987'));
+    expect((await v.cli(['import', 'env', '--file', file])).code).toBe(0);
+    const envOf = async (ref: string) =>
+      (await v.cli(['token', 'get', ref, '--format', 'env'], { secretOutput: true })).stdout;
+    expect(await envOf('microsoft_ads:987')).toContain('MICROSOFT_ADS_CUSTOMER_ID=555\n');
+    // token get refreshed: Microsoft rotated the refresh token, and the file still holds the first.
+    writeFileSync(file, env('987').replace('CUSTOMER_ID=555', 'CUSTOMER_ID=789'));
+    const changed = await v.json<ImportJson>(['import', 'env', '--file', file]);
+    expect(changed.plan.map((p) => `${p.action} ${p.kind} ${p.target}`)).toEqual([
+      'unchanged app microsoft-app',
+      'update connection 987',
+    ]);
+    expect(changed.plan[1]!.detail).toBe('app microsoft-app, customer id 789 (was 555)');
+    expect(changed.connections).toHaveLength(1);
+    expect(await envOf('microsoft_ads:987')).toContain('MICROSOFT_ADS_CUSTOMER_ID=789\n');
+    const again = await v.cli(['import', 'env', '--file', file]);
+    expect(again.stderr).toContain('nothing to change');
+    expect(await auditActions(v)).toContain('connection.update');
+
+    // Google: the login customer id is the app's and the connection's (the connection's wins).
+    const app = await addAppFor(v, 'google_ads', doubleFor('google_ads'));
+    const grant = doubles.google.issueGrant({ clientId: app.clientId, scope: GOOGLE_ADWORDS_SCOPE });
+    const google = (manager: string) =>
+      `GOOGLE_ADS_CLIENT_ID=${app.clientId}\nGOOGLE_ADS_REFRESH_TOKEN=${grant.refreshToken}\nGOOGLE_ADS_LOGIN_CUSTOMER_ID=${manager}\nGOOGLE_ADS_CUSTOMER_ID=1234567890\n`;
+    writeFileSync(file, google('111-222-3333'));
+    expect((await v.cli(['import', 'env', '--file', file])).code).toBe(0);
+    writeFileSync(file, google('222-333-4444'));
+    const manager = await v.json<ImportJson>(['import', 'env', '--file', file]);
+    expect(manager.plan.map((p) => `${p.action} ${p.kind} ${p.detail}`)).toEqual([
+      'update app login customer id',
+      'update connection app google-app, login customer id 2223334444 (was 1112223333)',
+    ]);
+    expect(await envOf('google_ads:1234567890')).toContain('GOOGLE_ADS_LOGIN_CUSTOMER_ID=2223334444\n');
+  });
+
   it('imports a LinkedIn access token without a refresh token and verifies it by listing accounts', async () => {
     const v = await vault();
     const app = await addAppFor(v, 'linkedin_ads', doubleFor('linkedin_ads'));
