@@ -145,7 +145,7 @@ const SECRET_FIELDS = new Set<Field>(['clientSecret', 'developerToken', 'refresh
 
 // dotenv's own line grammar (lib/main.js), used here only to find what it would silently skip.
 const DOTENV_LINE =
-  /(?:^|^)\s*(?:export\s+)?([\w.-]+)(?:\s*=\s*?|:\s+?)(\s*'(?:\\'|[^'])*'|\s*"(?:\\"|[^"])*"|\s*`(?:\\`|[^`])*`|[^#\r\n]+)?\s*(?:#.*)?(?:$|$)/gm;
+  /(?:^|^)\s*(?:export\s+)?([\w.-]+)(?:\s*=\s*?|:\s+?)(\s*'(?:\\'|[^'])*'|\s*"(?:\\"|[^"])*"|\s*`(?:\\`|[^`])*`|[^#\r\n]+)?\s*(?:#.*)?(?:$|$)/dgm;
 
 function isKnownVariable(name: string): boolean {
   return RECOGNISED.some(({ prefixes, fields, ignored = [], unsupported = [] }) =>
@@ -167,10 +167,17 @@ function lineOf(text: string, index: number): number {
  * Parses a .env file with dotenv, but refuses what dotenv would take without a word, where a guess
  * could store the wrong credential: a line that is neither blank, a comment nor an assignment (dotenv
  * skips it), a name set twice (dotenv keeps the last), a quote that is opened and not closed (dotenv
- * keeps the quote in the value). Each is reported with its line number, and nothing is imported.
+ * keeps the quote in the value), and in what credvault reads, a `#` inside an unquoted value (dotenv
+ * cuts the value there, a shell keeps it) and a `$NAME`, `${NAME}` or `$(…)` outside single quotes
+ * (a shell expands it, dotenv stores it as written). Each is reported with its line number, never
+ * with the value, and nothing is imported.
  */
 export function parseEnvText(text: string, source: string): Map<string, string> {
-  const refuse = (line: number, what: string, hint = 'Fix or remove that line; nothing was imported.') => {
+  const refuse = (
+    line: number,
+    what: string,
+    hint = 'Fix or remove that line; nothing was imported.',
+  ): never => {
     throw new InvalidInputError(`${source} line ${line} ${what}`, { hint });
   };
   const strayIn = (from: number, to: number) => {
@@ -213,10 +220,44 @@ export function parseEnvText(text: string, source: string): Map<string, string> 
     if (/^['"`]/.test(value) && (value.length < 2 || !value.endsWith(value[0]!))) {
       refuse(at, `opens a quote in the value of ${name} and does not close it`);
     }
+    if (isKnownVariable(name)) refuseGuess(at, name, match, text, refuse);
     cursor = match.index + match[0].length;
   }
   strayIn(cursor, text.length);
   return new Map(Object.entries(parseDotenv(text)));
+}
+
+/**
+ * Where dotenv and a shell read a credential differently: an unquoted value with a `#` that is not
+ * after a space (`dev#tok`: dotenv keeps `dev`, a shell `dev#tok`), and a variable or command outside
+ * single quotes (`${DEV_TOKEN}`: a shell expands it, dotenv stores those characters).
+ */
+function refuseGuess(
+  at: number,
+  name: string,
+  match: RegExpExecArray | RegExpMatchArray,
+  text: string,
+  refuse: (line: number, what: string, hint?: string) => never,
+): void {
+  const raw = match[2] ?? '';
+  const quote = /^\s*(['"`])/.exec(raw)?.[1];
+  // Where the value ends: after it, dotenv reads only spaces and a comment.
+  const nameEnd = match.indices![1]![1];
+  const end = match.indices![2]?.[1] ?? nameEnd + /^\s*[=:]/.exec(text.slice(nameEnd))![0].length;
+  if (!quote && text[end] === '#' && !/\s$/.test(raw)) {
+    refuse(
+      at,
+      `has a "#" in the value of ${name} that dotenv takes for a comment: it would keep only what comes before it (a shell keeps the whole value)`,
+      'Quote the value (\'…\' or "…") if the # belongs to it, or put a space before the comment; nothing was imported.',
+    );
+  }
+  if (quote !== "'" && /\$(?:\{|\(|[A-Za-z_])/.test(raw)) {
+    refuse(
+      at,
+      `refers to another variable or a command in the value of ${name} ($…): dotenv stores those characters as they are, not what a shell would put there`,
+      'Write the value itself (expand the file first, e.g. with envsubst), or single-quote it if the $ belongs to the value; nothing was imported.',
+    );
+  }
 }
 
 export interface Recognised {

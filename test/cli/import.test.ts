@@ -620,6 +620,57 @@ describe('import env', () => {
     expect(await v.dump()).toBe(before);
   });
 
+  it('refuses a # that dotenv would cut a value at, and a $VARIABLE it would store as written', async () => {
+    const v = await vault();
+    const file = join(v.root, '.env');
+    const head = `GOOGLE_ADS_CLIENT_ID=abc.apps.googleusercontent.com\nGOOGLE_ADS_CLIENT_SECRET=${fakeSecret('cs')}\n`;
+    const tail = fakeSecret('tail').slice(2, 14);
+    const cases: Array<[string, string]> = [
+      // dotenv keeps "dev"; bash keeps the whole value.
+      [
+        `GOOGLE_ADS_DEVELOPER_TOKEN=dev#${tail}`,
+        'line 3 has a "#" in the value of GOOGLE_ADS_DEVELOPER_TOKEN',
+      ],
+      [
+        `export GOOGLE_ADS_DEVELOPER_TOKEN=#${tail}`,
+        'line 3 has a "#" in the value of GOOGLE_ADS_DEVELOPER_TOKEN',
+      ],
+      [
+        `GOOGLE_ADS_DEVELOPER_TOKEN=\${DEV_TOKEN}`,
+        'line 3 refers to another variable or a command in the value of GOOGLE_ADS_DEVELOPER_TOKEN',
+      ],
+      [`GOOGLE_ADS_DEVELOPER_TOKEN="$DEV${tail}"`, 'line 3 refers to another variable'],
+      [`GOOGLE_ADS_DEVELOPER_TOKEN=$(pass ads/${tail})`, 'line 3 refers to another variable'],
+    ];
+    const before = await v.dump();
+    for (const [line, message] of cases) {
+      writeFileSync(file, `${head}${line}\n`);
+      const result = await v.cli(['import', 'env', '--file', file, '--dry-run', '--json']);
+      expect(result.code, result.stderr).toBe(2);
+      const error = JSON.parse(result.stderr).error;
+      expect(error.message).toContain(message);
+      expect(`${error.message} ${error.hint ?? ''}`).toMatch(/[Qq]uote|single-quote/);
+      expect(result.stderr).not.toContain(tail);
+    }
+    expect(await v.dump()).toBe(before);
+
+    // Quoted, or a comment after a space, reads the same in both; other programs' variables are
+    // not credvault's business.
+    writeFileSync(
+      file,
+      `${head}GOOGLE_ADS_DEVELOPER_TOKEN='dev#${tail}'  # quoted\nGOOGLE_ADS_REDIRECT_URI=http://localhost:8080/cb #comment\nDEBUG=a#b\nPGPASSWORD=\${SECRET}\n`,
+    );
+    const quoted = await v.cli(['import', 'env', '--file', file]);
+    expect(quoted.code, quoted.stderr).toBe(0);
+    // The whole value was stored: the same value double-quoted is unchanged, the cut one is not.
+    writeFileSync(file, `${head}GOOGLE_ADS_DEVELOPER_TOKEN="dev#${tail}"\n`);
+    const same = await v.json<ImportJson>(['import', 'env', '--file', file, '--dry-run']);
+    expect(same.plan.map((p) => p.action)).toEqual(['unchanged']);
+    writeFileSync(file, `${head}GOOGLE_ADS_DEVELOPER_TOKEN=dev # ${tail}\n`);
+    const cut = await v.json<ImportJson>(['import', 'env', '--file', file, '--dry-run']);
+    expect(cut.plan.map((p) => `${p.action} ${p.detail}`)).toEqual(['update developer token']);
+  });
+
   it('lists unknown variables and refuses a file with no credentials it knows', async () => {
     const v = await vault();
     const file = join(v.root, '.env');
