@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { parse as parseDotenv } from 'dotenv';
-import { parse as parseYaml, YAMLError } from 'yaml';
+import { type Document, LineCounter, parseDocument, visit } from 'yaml';
 import { Secret } from '../crypto/secret.js';
 import type { Db } from '../db/client.js';
 import type { AppRecord } from '../db/store/apps.js';
@@ -38,7 +38,7 @@ export interface PlatformCredentials {
   customerId?: string;
   userAgent?: string;
   redirectUri?: string;
-  /** Where each value came from (variable names), for messages. */
+  /** Where each value came from (the names the file uses: variables, or google-ads.yaml keys), for messages. */
   sources: Record<string, string>;
   /** How the file names a setting: `GOOGLE_ADS_` + suffix in a .env, the lower-case key in YAML. */
   prefix: string;
@@ -270,7 +270,8 @@ export interface Recognised {
   unsupported: string[];
 }
 
-export function recognise(vars: Map<string, string>): Recognised {
+/** `shown` names a variable as the user's file does (google-ads.yaml's keys are lower-case). */
+export function recognise(vars: Map<string, string>, shown = (name: string) => name): Recognised {
   const platforms = new Map<PlatformId, PlatformCredentials>();
   const unknown: string[] = [];
   const ignored: string[] = [];
@@ -290,21 +291,21 @@ export function recognise(vars: Map<string, string>): Recognised {
     if (value === '') continue;
     const creds = platforms.get(rule.platform) ?? { accountIds: [], sources: {}, prefix: prefix! };
     const previous = creds.sources[field];
-    if (previous && previous !== name) {
+    if (previous && previous !== shown(name)) {
       const same = field === 'accounts' ? true : readValue(creds, field) === value;
       if (!same) {
-        throw new InvalidInputError(`${previous} and ${name} disagree; nothing was imported`, {
+        throw new InvalidInputError(`${previous} and ${shown(name)} disagree; nothing was imported`, {
           hint: 'Keep one of them.',
         });
       }
     }
-    creds.sources[field] = name;
+    creds.sources[field] = shown(name);
     if (field === 'accounts') {
       for (const id of value.split(/[\s,]+/).filter(Boolean)) {
         const normalized = normalizeAccountId(rule.platform, id);
         if (rule.platform === 'google_ads' && !/^\d{10}$/.test(normalized)) {
           throw new InvalidInputError(
-            `${name} holds "${id}", which is not a Google Ads customer id (10 digits, dashes allowed)`,
+            `${shown(name)} holds "${id}", which is not a Google Ads customer id (10 digits, dashes allowed)`,
             { hint: 'Fix the value; nothing was imported.' },
           );
         }
@@ -314,7 +315,7 @@ export function recognise(vars: Map<string, string>): Recognised {
       (creds as unknown as Record<string, Secret>)[field] = new Secret(value);
     } else if (field === 'loginCustomerId' && !/^\d{10}$/.test(normalizeAccountId(rule.platform, value))) {
       throw new InvalidInputError(
-        `${name} holds "${value}", which is not a Google Ads customer id (10 digits, dashes allowed)`,
+        `${shown(name)} holds "${value}", which is not a Google Ads customer id (10 digits, dashes allowed)`,
         { hint: 'Fix the value; nothing was imported.' },
       );
     } else {
@@ -340,22 +341,58 @@ const YAML_KEYS: Record<string, string> = {
   customer_id: 'GOOGLE_ADS_CUSTOMER_ID',
 };
 
+/** What a YAML error code means, for messages that name the kind of problem and never the text. */
+function yamlProblem(code: string): string {
+  const kinds: Record<string, string> = {
+    BAD_ALIAS: 'an alias (*name) that cannot be resolved',
+    DUPLICATE_KEY: 'a key set twice',
+    TAG_RESOLVE_FAILED: 'an unknown tag (!name)',
+    MULTIPLE_DOCS: 'more than one document',
+    TAB_AS_INDENT: 'a tab used as indentation',
+    BAD_INDENT: 'bad indentation',
+  };
+  return kinds[code] ?? code.toLowerCase().replaceAll('_', ' ');
+}
+
+/**
+ * The YAML library's messages quote the line they are about, which in a google-ads.yaml may hold a
+ * secret (`client_secret: *GOCSPX-…` is an alias to the library): only the position and the kind of
+ * problem are reported, a warning (an unknown tag) is an error, and nothing goes to stderr by itself.
+ */
+function readYaml(text: string, source: string): unknown {
+  const lineCounter = new LineCounter();
+  const invalid = (at: { line: number; col: number } | undefined, kind: string) =>
+    new InvalidInputError(
+      `${source}${at ? ` line ${at.line}` : ''} is not valid YAML (${at ? `column ${at.col}: ` : ''}${kind})`,
+      { hint: 'Fix the file; nothing was imported.' },
+    );
+  // Whole numbers as they are written: a long all-digit value would otherwise lose its last digits.
+  const document: Document = parseDocument(text, { intAsBigInt: true, logLevel: 'silent', lineCounter });
+  const problem = document.errors[0] ?? document.warnings[0];
+  if (problem) throw invalid(problem.linePos?.[0], yamlProblem(problem.code));
+  let unresolved: { line: number; col: number } | undefined;
+  visit(document, {
+    Alias(_, node) {
+      if (node.resolve(document) !== undefined) return;
+      unresolved = node.range ? lineCounter.linePos(node.range[0]) : { line: 0, col: 0 };
+      return visit.BREAK;
+    },
+  });
+  if (unresolved) throw invalid(unresolved.line ? unresolved : undefined, yamlProblem('BAD_ALIAS'));
+  try {
+    return document.toJS();
+  } catch {
+    // An alias count that signals a resource exhaustion attack, say: the library's words, unread.
+    throw invalid(undefined, 'it cannot be read as data');
+  }
+}
+
 /**
  * Reads a google-ads.yaml as the official client does (the same keys as its GOOGLE_ADS_* variables,
  * lower-cased) and recognises it like the equivalent environment.
  */
 export function parseGoogleAdsYaml(text: string, source: string): Recognised {
-  let doc: unknown;
-  try {
-    // Whole numbers as they are written: a long all-digit value would otherwise lose its last digits.
-    doc = parseYaml(text, { intAsBigInt: true });
-  } catch (error) {
-    const line = error instanceof YAMLError ? error.linePos?.[0]?.line : undefined;
-    throw new InvalidInputError(
-      `${source}${line ? ` line ${line}` : ''} is not valid YAML: ${(error as Error).message.split('\n')[0]}`,
-      { hint: 'Fix the file; nothing was imported.' },
-    );
-  }
+  const doc = readYaml(text, source);
   if (doc === null || typeof doc !== 'object' || Array.isArray(doc)) {
     throw new InvalidInputError(
       `${source} is not a google-ads.yaml (expected keys such as client_id, refresh_token)`,
@@ -388,9 +425,9 @@ export function parseGoogleAdsYaml(text: string, source: string): Recognised {
     }
     vars.set(name, String(value));
   }
-  const found = recognise(vars);
-  for (const creds of found.platforms.values()) creds.yaml = true;
   const back = (name: string) => name.slice('GOOGLE_ADS_'.length).toLowerCase();
+  const found = recognise(vars, back);
+  for (const creds of found.platforms.values()) creds.yaml = true;
   return {
     ...found,
     unknown: [...found.unknown.map(back), ...unknownKeys].sort(),

@@ -806,6 +806,55 @@ logging:
     expect(both.stdout).toMatch(/create\s+app\s+google_ads\s+imported/);
   });
 
+  it('reports a YAML problem by position and kind, never with the line that may hold a secret', async () => {
+    const v = await vault();
+    const file = join(v.root, 'google-ads.yaml');
+    const secret = `GOCSPX-${fakeSecret('ys').slice(2)}`;
+    const cases: Array<[string, string]> = [
+      // To the YAML library, * starts an alias and ! a tag: its own messages quote the secret.
+      [
+        `client_id: a\nclient_secret: *${secret}\n`,
+        'line 2 is not valid YAML (column 16: an alias (*name) that cannot be resolved)',
+      ],
+      [
+        `client_id: a\nclient_secret: !${secret} x\n`,
+        'line 2 is not valid YAML (column 16: an unknown tag (!name))',
+      ],
+      [
+        `client_id: a\nclient_secret: ${secret}\nclient_secret: ${secret}\n`,
+        'line 3 is not valid YAML (column 1: a key set twice)',
+      ],
+    ];
+    for (const [text, message] of cases) {
+      writeFileSync(file, text);
+      const human = await v.cli(['import', 'google-ads-yaml', file, '--dry-run']);
+      expect(human.code).toBe(2);
+      expect(human.stderr).toContain(message);
+      expect(human.stderr).not.toContain('Warning');
+      const json = await v.cli(['import', 'google-ads-yaml', file, '--dry-run', '--json']);
+      expect(json.code).toBe(2);
+      // One JSON document on stderr, nothing else.
+      expect(JSON.parse(json.stderr).error.message).toContain(message);
+      for (const out of [human.stderr, human.stdout, json.stderr, json.stdout]) {
+        expect(out).not.toContain(secret.slice(7, 19));
+      }
+    }
+
+    // Messages name the keys the file uses, not the variables of a .env.
+    writeFileSync(
+      file,
+      `client_id: x.apps.googleusercontent.com\nclient_secret: ${fakeSecret('cs')}\nrefresh_token: ${fakeSecret('rt')}\n`,
+    );
+    const noAccount = await v.cli(['import', 'google-ads-yaml', file, '--dry-run']);
+    expect(noAccount.code).toBe(2);
+    expect(noAccount.stderr).toContain('refresh_token names no account to connect');
+    expect(noAccount.stderr).toContain('Add customer_id');
+    expect(noAccount.stderr).not.toContain('GOOGLE_ADS_');
+    writeFileSync(file, `client_id: x.apps.googleusercontent.com\ncustomer_id: 12345\n`);
+    const notId = await v.cli(['import', 'google-ads-yaml', file, '--dry-run']);
+    expect(notId.stderr).toContain('customer_id holds "12345", which is not a Google Ads customer id');
+  });
+
   it('takes customer_id as a YAML list, and a value still the template placeholder as not set', async () => {
     const v = await vault();
     const file = join(v.root, 'google-ads.yaml');
