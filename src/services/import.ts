@@ -470,25 +470,40 @@ export async function importCredentials(
   found: Recognised,
   options: { dryRun: boolean; source: string },
 ): Promise<ImportResult> {
-  if (found.unsupported.length && !found.platforms.get('google_ads')?.clientId) {
-    throw new InvalidInputError(
-      `${options.source} uses Google service-account authentication (${found.unsupported.join(', ')}), which credvault does not keep`,
-      {
-        hint: 'credvault keeps OAuth grants: register an OAuth client with `credvault apps add google_ads` and run `credvault connect google_ads`; nothing was imported.',
-      },
-    );
+  const plan: PlanItem[] = [];
+  const platforms = new Map(found.platforms);
+  const google = platforms.get('google_ads');
+  if (found.unsupported.length && !google?.clientId) {
+    // Google through a service account: the settings beside it (a developer token, a manager) go
+    // with that account, not with an OAuth client. They are listed as not imported; the rest of the
+    // file (another platform's OAuth grant) is, and only a file with nothing else is refused.
+    platforms.delete('google_ads');
+    const sa = `service-account authentication (${found.unsupported.join(', ')}), which credvault does not keep: it keeps OAuth grants`;
+    if (!platforms.size) {
+      throw new InvalidInputError(`${options.source} uses Google ${sa}`, {
+        hint: 'Register an OAuth client with `credvault apps add google_ads` and run `credvault connect google_ads`; nothing was imported.',
+      });
+    }
+    if (google) {
+      plan.push({
+        kind: 'app',
+        platform: 'google_ads',
+        target: '-',
+        action: 'skip',
+        detail: `${Object.values(google.sources).join(', ')} not imported: they go with Google ${sa} (add ${settingName(google, 'CLIENT_ID')} and the OAuth client's settings to import them)`,
+      });
+    }
   }
-  if (!found.platforms.size) {
+  if (!platforms.size) {
     throw new InvalidInputError(`${options.source} holds no ad platform credentials credvault recognises`, {
       hint: found.unknown.length ? `Unknown variables: ${found.unknown.join(', ')}.` : undefined,
     });
   }
-  const plan: PlanItem[] = [];
   const touched: string[] = [];
   const named: string[] = [];
   const run = async () =>
     ctx.transaction(async (tx) => {
-      for (const [platform, creds] of found.platforms) {
+      for (const [platform, creds] of platforms) {
         const app = await importApp(ctx, tx, platform, creds, plan);
         await importConnections(ctx, tx, platform, app, creds, plan, touched, named);
       }

@@ -476,7 +476,7 @@ describe('import env', () => {
       `credvault connections add google_ads --app ${app.label} --account 1234567890 --refresh-token-file FILE`,
     );
     expect(again.stdout).toMatch(/unchanged\s+connection\s+google_ads\s+1234567891\s+.*needs_reauth/);
-    expect(again.stderr).toContain('1 connection of');
+    expect(again.stderr).toContain('nothing to change; 1 skipped');
     expect(await vaultState(v)).toBe(state);
     const token = await v.cli(['token', 'get', 'google_ads:1234567890'], { secretOutput: true });
     expect(token.code, token.stderr).toBe(0);
@@ -669,6 +669,35 @@ describe('import env', () => {
     writeFileSync(file, `${head}GOOGLE_ADS_DEVELOPER_TOKEN=dev # ${tail}\n`);
     const cut = await v.json<ImportJson>(['import', 'env', '--file', file, '--dry-run']);
     expect(cut.plan.map((p) => `${p.action} ${p.detail}`)).toEqual(['update developer token']);
+  });
+
+  it('imports the rest of a file whose Google settings are for a service account', async () => {
+    const v = await vault();
+    const { env } = await microsoftSetup(v);
+    const file = join(v.root, '.env');
+    writeFileSync(
+      file,
+      `# Google Ads via a service account\nGOOGLE_ADS_DEVELOPER_TOKEN=${fakeSecret('dt')}\nGOOGLE_ADS_JSON_KEY_FILE_PATH=/secrets/sa.json\nGOOGLE_ADS_IMPERSONATED_EMAIL=ads@example.com\nGOOGLE_ADS_LOGIN_CUSTOMER_ID=1112223333\n${env('987')}`,
+    );
+    const report = await v.json<ImportJson>(['import', 'env', '--file', file]);
+    expect(report.plan.map((p) => `${p.action} ${p.kind} ${p.platform} ${p.target}`)).toEqual([
+      'skip app google_ads -',
+      'unchanged app microsoft_ads microsoft-app',
+      'create connection microsoft_ads 987',
+    ]);
+    expect(report.plan[0]!.detail).toContain(
+      'GOOGLE_ADS_DEVELOPER_TOKEN, GOOGLE_ADS_LOGIN_CUSTOMER_ID not imported: they go with Google service-account authentication',
+    );
+    expect(report.plan[0]!.detail).toContain('add GOOGLE_ADS_CLIENT_ID');
+    expect(report.unsupported).toEqual(['GOOGLE_ADS_IMPERSONATED_EMAIL', 'GOOGLE_ADS_JSON_KEY_FILE_PATH']);
+    expect(await v.json<unknown[]>(['apps', 'list', '--platform', 'google_ads'])).toEqual([]);
+    const human = await v.cli(['import', 'env', '--file', file]);
+    expect(human.code, human.stderr).toBe(0);
+    expect(human.stdout).toMatch(/skip\s+app\s+google_ads/);
+    expect(human.stderr).toContain(
+      'not imported, service-account settings (credvault keeps OAuth grants only): GOOGLE_ADS_IMPERSONATED_EMAIL, GOOGLE_ADS_JSON_KEY_FILE_PATH',
+    );
+    expect(human.stderr).toContain('nothing to change; 1 skipped');
   });
 
   it('lists unknown variables and refuses a file with no credentials it knows', async () => {

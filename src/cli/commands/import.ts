@@ -113,12 +113,10 @@ function print(rt: Runtime, result: ImportResult, verified: VerifyOutcome[] | nu
   } else if (changes === 0 && skipped === 0) {
     out.success(`nothing to change: everything in ${source} is already in the vault`);
   } else if (changes === 0) {
-    out.success(
-      `nothing to change; ${plural(skipped, 'connection')} of ${source} skipped (the plan says why)`,
-    );
+    out.success(`nothing to change; ${skipped} skipped (the plan says why)`);
   } else {
     out.success(
-      `imported ${source}: ${plural(changes, 'change')} in one transaction${skipped ? `, ${plural(skipped, 'connection')} skipped (the plan says why)` : ''}`,
+      `imported ${source}: ${plural(changes, 'change')} in one transaction${skipped ? `, ${skipped} skipped (the plan says why)` : ''}`,
     );
   }
   if (verified) {
