@@ -450,7 +450,7 @@ export interface ImportResult {
   ignored: string[];
   unsupported: string[];
   applied: boolean;
-  /** Connection ids created or updated. */
+  /** Connection ids created or updated (none on a dry run: nothing was). */
   connections: string[];
   /** Every connection the file names, those it left unchanged too (for --verify). */
   named: string[];
@@ -542,8 +542,9 @@ export async function importCredentials(
     ignored: found.ignored,
     unsupported: found.unsupported,
     applied: !options.dryRun,
-    connections: touched,
-    named,
+    // A dry run's ids are those of the rolled-back transaction: no such connection exists.
+    connections: options.dryRun ? [] : touched,
+    named: options.dryRun ? [] : named,
   };
 }
 

@@ -447,6 +447,33 @@ describe('import env', () => {
     );
   });
 
+  it('a dry run lists no connection ids (none exist), and refuses --verify, which would refresh', async () => {
+    const v = await vault();
+    const { env } = await microsoftSetup(v);
+    const file = join(v.root, '.env');
+    writeFileSync(file, env('987,988'));
+    const before = await vaultState(v);
+    const dry = await v.json<ImportJson>(['import', 'env', '--file', file, '--dry-run']);
+    expect(dry.applied).toBe(false);
+    expect(dry.plan.filter((p) => p.action === 'create').map((p) => p.target)).toEqual(['987', '988']);
+    expect(dry.connections).toEqual([]);
+    expect(dry.verify).toBeNull();
+
+    expect(await vaultState(v)).toBe(before);
+
+    // Refused before anything is read or written: not even the plan's audit record.
+    const dump = await v.dump();
+    const refreshes = doubles.microsoft.refreshAttempts;
+    const verify = await v.cli(['import', 'env', '--file', file, '--dry-run', '--verify', '--json']);
+    expect(verify.code).toBe(2);
+    expect(verify.stdout).toBe('');
+    expect(JSON.parse(verify.stderr).error.message).toContain(
+      '--verify does not go with --dry-run: verifying refreshes each connection at the platform',
+    );
+    expect(doubles.microsoft.refreshAttempts).toBe(refreshes);
+    expect(await v.dump()).toBe(dump);
+  });
+
   it('keeps a grant that connections add made: importing the old .env again does not shred it', async () => {
     const v = await vault();
     const app = await addAppFor(v, 'google_ads', doubleFor('google_ads'));

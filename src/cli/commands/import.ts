@@ -1,4 +1,4 @@
-import { EXIT_CODES } from '../../errors.js';
+import { EXIT_CODES, InvalidInputError } from '../../errors.js';
 import {
   type ImportResult,
   importCredentials,
@@ -18,7 +18,23 @@ interface ImportFlags {
   verify?: boolean;
 }
 
+/**
+ * --verify refreshes each connection at the platform, and a refresh writes: a platform that rotates
+ * refresh tokens (Microsoft Advertising does) answers with a new one, which a dry run would lose.
+ */
+function checkFlags(flags: ImportFlags): void {
+  if (flags.dryRun && flags.verify) {
+    throw new InvalidInputError(
+      '--verify does not go with --dry-run: verifying refreshes each connection at the platform, which may rotate its refresh token, and a dry run cannot keep the new one',
+      {
+        hint: 'Read the plan with --dry-run, then import with --verify.',
+      },
+    );
+  }
+}
+
 export async function env(rt: Runtime, flags: ImportFlags & { file?: string }): Promise<void> {
+  checkFlags(flags);
   const path = flags.file ?? '.env';
   const source = path === '-' ? 'standard input' : path;
   const text = await readFileOrStdin(rt, path, '--file');
@@ -27,6 +43,7 @@ export async function env(rt: Runtime, flags: ImportFlags & { file?: string }): 
 }
 
 export async function googleAdsYaml(rt: Runtime, file: string, flags: ImportFlags): Promise<void> {
+  checkFlags(flags);
   const source = file === '-' ? 'standard input' : file;
   const text = await readFileOrStdin(rt, file, 'FILE');
   await run(rt, parseGoogleAdsYaml(text, source), source, flags);
@@ -35,7 +52,7 @@ export async function googleAdsYaml(rt: Runtime, file: string, flags: ImportFlag
 async function run(rt: Runtime, found: Recognised, source: string, flags: ImportFlags): Promise<void> {
   const { result, verified } = await withContext(rt, async (ctx) => {
     const result = await importCredentials(ctx, found, { dryRun: flags.dryRun === true, source });
-    const verified = flags.verify && !flags.dryRun ? await verifyImported(ctx, result.named) : null;
+    const verified = flags.verify ? await verifyImported(ctx, result.named) : null;
     return { result, verified };
   });
   const failed = verified?.filter((v) => !v.ok) ?? [];
