@@ -358,6 +358,7 @@ function yamlProblem(code: string): string {
  * The YAML library's messages quote the line they are about, which in a google-ads.yaml may hold a
  * secret (`client_secret: *GOCSPX-…` is an alias to the library): only the position and the kind of
  * problem are reported, a warning (an unknown tag) is an error, and nothing goes to stderr by itself.
+ * A value that YAML reads as an alias or an anchor is refused as well.
  */
 function readYaml(text: string, source: string): unknown {
   const lineCounter = new LineCounter();
@@ -370,15 +371,24 @@ function readYaml(text: string, source: string): unknown {
   const document: Document = parseDocument(text, { intAsBigInt: true, logLevel: 'silent', lineCounter });
   const problem = document.errors[0] ?? document.warnings[0];
   if (problem) throw invalid(problem.linePos?.[0], yamlProblem(problem.code));
-  let unresolved: { line: number; col: number } | undefined;
+  // What YAML accepts and a google-ads.yaml never means: a secret that starts with * (an alias to
+  // nothing) or & (an anchor, leaving the key with no value) read as syntax.
+  let odd: { at: { line: number; col: number } | undefined; kind: string } | undefined;
+  const at = (node: { range?: [number, number, number] | null }) =>
+    node.range ? lineCounter.linePos(node.range[0]) : undefined;
   visit(document, {
     Alias(_, node) {
       if (node.resolve(document) !== undefined) return;
-      unresolved = node.range ? lineCounter.linePos(node.range[0]) : { line: 0, col: 0 };
+      odd = { at: at(node), kind: yamlProblem('BAD_ALIAS') };
+      return visit.BREAK;
+    },
+    Scalar(_, node) {
+      if (!node.anchor || node.value !== null) return;
+      odd = { at: at(node), kind: 'an anchor (&name) with no value' };
       return visit.BREAK;
     },
   });
-  if (unresolved) throw invalid(unresolved.line ? unresolved : undefined, yamlProblem('BAD_ALIAS'));
+  if (odd) throw invalid(odd.at, odd.kind);
   try {
     return document.toJS();
   } catch {

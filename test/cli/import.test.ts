@@ -867,7 +867,8 @@ logging:
     const file = join(v.root, 'google-ads.yaml');
     const secret = `GOCSPX-${fakeSecret('ys').slice(2)}`;
     const cases: Array<[string, string]> = [
-      // To the YAML library, * starts an alias and ! a tag: its own messages quote the secret.
+      // To the YAML library, * starts an alias, ! a tag and & an anchor: its own messages quote the
+      // secret, and an anchor alone leaves the key without a value.
       [
         `client_id: a\nclient_secret: *${secret}\n`,
         'line 2 is not valid YAML (column 16: an alias (*name) that cannot be resolved)',
@@ -876,6 +877,7 @@ logging:
         `client_id: a\nclient_secret: !${secret} x\n`,
         'line 2 is not valid YAML (column 16: an unknown tag (!name))',
       ],
+      [`client_id: a\nclient_secret: &${secret}\n`, 'an anchor (&name) with no value)'],
       [
         `client_id: a\nclient_secret: ${secret}\nclient_secret: ${secret}\n`,
         'line 3 is not valid YAML (column 1: a key set twice)',
