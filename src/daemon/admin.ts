@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { DURATION, MAX_MIN_TTL_SECONDS } from '../config.js';
 import type { ClientRow } from '../db/store/clients.js';
 import * as connectionStore from '../db/store/connections.js';
-import { NotFoundError } from '../errors.js';
+import { type CredvaultError, NotFoundError } from '../errors.js';
 import { PLATFORM_IDS, PLATFORMS, type PlatformId, parsePlatform } from '../providers/catalog.js';
 import { APP_LABEL, addApp, listApps, parseAppFields } from '../services/apps.js';
 import type { Actor } from '../services/audit.js';
@@ -63,6 +63,22 @@ export function inScope(
 const SCHEMAS = z.registry<{ id: string }>();
 
 const Platform = z.enum(PLATFORM_IDS).describe('A platform id');
+/**
+ * A platform named in a request body: read as the paths and the CLI read it (`google_ads`, or the kebab
+ * form `google-ads`), and handed on as its id.
+ */
+const PlatformIn = z
+  .string()
+  .transform((value, check) => {
+    try {
+      return parsePlatform(value);
+    } catch (error) {
+      const { message, hint } = error as CredvaultError;
+      check.issues.push({ code: 'custom', input: value, message: hint ? `${message}. ${hint}` : message });
+      return z.NEVER;
+    }
+  })
+  .describe('A platform id (google_ads), or its kebab form (google-ads)');
 const Timestamp = z.string().describe('ISO 8601, UTC').nullable();
 const Text = (max: number) => z.string().trim().min(1).max(max);
 const Url = z.url({ protocol: /^https?$/ }).max(2048);
@@ -105,6 +121,8 @@ const AppIn = z
     token_url: Url.optional(),
     revoke_url: Url.optional(),
     api_base_url: Url.optional(),
+    // An app file written for the CLI may say its platform: it must be the path's.
+    platform: PlatformIn.optional().describe("The platform the fields were written for: must be the path's"),
   })
   .register(SCHEMAS, { id: 'AppInput' });
 
@@ -236,7 +254,7 @@ const ClientIn = z
     name: z.string().regex(CLIENT_NAME, 'letters, digits, ".", "_" and "-"'),
     role: z.enum(ROLES).default('reader'),
     connections: z.array(Text(128)).max(1000).optional(),
-    platforms: z.array(Platform).max(4).optional(),
+    platforms: z.array(PlatformIn).max(4).optional(),
     all: z.boolean().optional(),
     expires_in: z.string().regex(DURATION, 'a duration such as 90s, 30m, 12h or 7d').optional(),
   })

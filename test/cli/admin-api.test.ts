@@ -387,6 +387,30 @@ describe('bad requests', () => {
     expect(message(badRole).message).toContain('role');
   });
 
+  it('takes a platform in a body in its kebab form, as the paths and the CLI do', async () => {
+    const kebab = await post('/v1/clients', { name: 'kebab', platforms: ['google-ads', 'LinkedIn-Ads'] });
+    expect(kebab.status, kebab.body).toBe(201);
+    expect(kebab.json<{ scope: unknown }>().scope).toEqual({ platforms: ['google_ads', 'linkedin_ads'] });
+    const unknown = await post('/v1/clients', { name: 'kebab-2', platforms: ['tiktok-ads'] });
+    expect(unknown.status).toBe(400);
+    expect(message(unknown).message).toMatch(/^platforms\.0: unknown platform "tiktok-ads"\. .*google-ads/);
+    // An app file written for the CLI may name its platform, in either form; another platform's is refused.
+    const app = (label: string, platform: string) => ({
+      label,
+      client_id: `client-${label}`,
+      client_secret: 'kebab-secret-value',
+      redirect_uri: 'http://127.0.0.1',
+      platform,
+    });
+    const made = await post('/v1/integrations/google_ads/apps', app('kebab-app', 'google-ads'));
+    expect(made.status, made.body).toBe(201);
+    const other = await post('/v1/integrations/google_ads/apps', app('kebab-app-2', 'linkedin-ads'));
+    expect(other.status).toBe(400);
+    expect(message(other).message).toContain(
+      'these app fields are for linkedin_ads, and the app is google_ads',
+    );
+  });
+
   it('refuses an unknown platform, a body that is not JSON, an oversized body and an unknown route', async () => {
     const platform = await post('/v1/integrations/tiktok_ads/apps', { label: 'x', client_id: 'c' });
     expect(platform.status).toBe(404);
