@@ -1,4 +1,10 @@
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import {
+  createServer,
+  type IncomingMessage,
+  type Server,
+  type ServerResponse,
+  STATUS_CODES,
+} from 'node:http';
 import type { Duplex } from 'node:stream';
 import { MAX_MIN_TTL_SECONDS } from '../config.js';
 import { keySourceLabel } from '../crypto/key-sources.js';
@@ -82,6 +88,15 @@ function send(
   res.end(text);
 }
 
+/** An error answered on the bare socket (Node gave no response object), then the connection closed. */
+function answerOnSocket(socket: Duplex, status: number, code: string, message: string): void {
+  const body = JSON.stringify({ error: { code, message } });
+  socket.end(
+    `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n` +
+      `cache-control: no-store\r\nx-content-type-options: nosniff\r\nconnection: close\r\n\r\n${body}`,
+  );
+}
+
 function hostAllowed(req: IncomingMessage, allowed: string[]): boolean {
   const host = (req.headers.host ?? '').toLowerCase();
   const name = host.startsWith('[') ? host.slice(1, host.indexOf(']')) : host.replace(/:\d+$/, '');
@@ -112,14 +127,20 @@ function notAllowed(req: IncomingMessage, allow: string[]): never {
 
 const PROXY_HEADERS = ['forwarded', 'x-forwarded-for', 'x-forwarded-host', 'x-forwarded-proto', 'x-real-ip'];
 
+/** Requests that carried `Expect: 100-continue` (Node leaves the interim answer to the 'checkContinue' listener). */
+const awaitingContinue = new WeakSet<IncomingMessage>();
+
 /**
  * A JSON request body, at most 64 KiB (413 beyond, without reading the rest). An empty body is
  * undefined; anything but JSON is refused with the reason. Secret fields are wrapped at once.
  */
-async function readJson(req: IncomingMessage): Promise<unknown> {
+async function readJson(req: IncomingMessage, res: ServerResponse): Promise<unknown> {
   const declared = Number(req.headers['content-length'] ?? 0);
   if (declared > MAX_BODY)
     throw new ApiError(413, 'payload_too_large', 'the body is larger than 64 KiB', { connection: 'close' });
+  // A client that waits for 100 Continue is asked for its body only now, once the request is one that
+  // reads it (a request refused before got its final answer instead, and never sent the body).
+  if (awaitingContinue.has(req) && !res.headersSent) res.writeContinue();
   const chunks: Buffer[] = [];
   let size = 0;
   for await (const chunk of req as AsyncIterable<Buffer>) {
@@ -373,7 +394,7 @@ export function createTokenServer(deps: ServerDeps): Server {
         client.id === LOCAL_CLIENT_ID ? null : client.id,
       );
     try {
-      const rawBody = req.method === 'POST' ? await readJson(req) : undefined;
+      const rawBody = req.method === 'POST' ? await readJson(req, res) : undefined;
       const answer = await runRoute(route, {
         ctx: ctx.withActor(actor),
         client,
@@ -484,9 +505,10 @@ export function createTokenServer(deps: ServerDeps): Server {
     ? new URL(options.publicCallbackUrl).host.toLowerCase()
     : null;
 
-  const server = createServer({ maxHeaderSize: 16 * 1024 }, (req, res) => {
+  /** Answers a request through `work`, or its error as `{"error":…}` with the headers every answer carries. */
+  function respond(req: IncomingMessage, res: ServerResponse, work: () => Promise<string>): void {
     const stop = metrics.requests.startTimer();
-    handle(req, res)
+    work()
       .then((route) => stop({ route, status: String(res.statusCode) }))
       .catch((error: unknown) => {
         const http = errorFor(error);
@@ -501,30 +523,46 @@ export function createTokenServer(deps: ServerDeps): Server {
         else res.destroy();
         stop({ route: 'error', status: String(http.status) });
       });
+  }
+
+  const server = createServer(
+    {
+      maxHeaderSize: 16 * 1024,
+      // A request without Host reaches the handler, which refuses it (403) as it refuses any Host it does
+      // not serve, instead of Node's bare 400.
+      requireHostHeader: false,
+    },
+    (req, res) => respond(req, res, () => handle(req, res)),
+  );
+  server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => {
+    awaitingContinue.add(req);
+    respond(req, res, () => handle(req, res));
   });
+  // An expectation other than 100-continue: 417 (RFC 9110 §10.1.1), answered like any other refusal
+  // instead of Node's bare one.
+  server.on('checkExpectation', (req: IncomingMessage, res: ServerResponse) =>
+    respond(req, res, async () => {
+      throw new ApiError(
+        417,
+        'expectation_failed',
+        'the daemon meets no expectation but 100-continue; send the request without this Expect header',
+      );
+    }),
+  );
   // A request Node's parser refuses (headers beyond 16 KiB, a malformed request line, a request that
-  // took too long) never reaches the handler: answered here with the headers every answer carries.
+  // took too long) never reaches the handler: answered here on the socket, with the headers every
+  // answer carries. Node answers nothing else itself: a request without Host, or with an Expect header,
+  // reaches the handlers above.
   server.on('clientError', (error: NodeJS.ErrnoException, socket: Duplex) => {
     if (error.code === 'ECONNRESET' || !socket.writable) {
       socket.destroy();
       return;
     }
-    const [status, reason, code, message] =
-      error.code === 'HPE_HEADER_OVERFLOW'
-        ? [
-            431,
-            'Request Header Fields Too Large',
-            'invalid_input',
-            'the request headers are larger than 16 KiB',
-          ]
-        : error.code === 'ERR_HTTP_REQUEST_TIMEOUT'
-          ? [408, 'Request Timeout', 'request_timeout', 'the request took too long to arrive']
-          : [400, 'Bad Request', 'invalid_input', 'the request is not valid HTTP'];
-    const body = JSON.stringify({ error: { code, message } });
-    socket.end(
-      `HTTP/1.1 ${status} ${reason}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n` +
-        `cache-control: no-store\r\nx-content-type-options: nosniff\r\nconnection: close\r\n\r\n${body}`,
-    );
+    if (error.code === 'HPE_HEADER_OVERFLOW')
+      answerOnSocket(socket, 431, 'invalid_input', 'the request headers are larger than 16 KiB');
+    else if (error.code === 'ERR_HTTP_REQUEST_TIMEOUT')
+      answerOnSocket(socket, 408, 'request_timeout', 'the request took too long to arrive');
+    else answerOnSocket(socket, 400, 'invalid_input', 'the request is not valid HTTP');
   });
   server.requestTimeout = 15_000;
   server.headersTimeout = 5_000;

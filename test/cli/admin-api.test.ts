@@ -1,4 +1,5 @@
 import { request as httpRequest } from 'node:http';
+import { connect } from 'node:net';
 import { validate } from '@readme/openapi-parser';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ROUTES } from '../../src/daemon/admin.js';
@@ -38,6 +39,40 @@ async function adopt(name: string, account: string): Promise<string> {
 async function client(name: string, role: string, scope: string[]): Promise<void> {
   const made = await vault.json<{ token: string }>(['clients', 'create', name, '--role', role, ...scope]);
   tokens[name] = made.token;
+}
+
+/**
+ * A request written on a bare socket, as given (what node:http would not send: no Host, say); `then`,
+ * if given, is written once the first answer (an interim 100, say) has arrived. Resolves with what came
+ * back once the final answer is complete (by its content-length) or the daemon closed the connection.
+ */
+function rawRequest(text: string, then?: string): Promise<{ raw: string; status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(port, '127.0.0.1', () => socket.write(text));
+    let raw = '';
+    let sent = false;
+    const finish = () => {
+      socket.destroy();
+      const final = raw.replace(/^HTTP\/1\.1 100 Continue\r\n\r\n/, '');
+      const [head = '', body = ''] = final.split('\r\n\r\n', 2);
+      resolve({ raw, status: Number(head.split(' ')[1] ?? 0), body });
+    };
+    socket.setEncoding('utf8');
+    socket.on('data', (chunk: string) => {
+      raw += chunk;
+      if (then !== undefined && !sent) {
+        sent = true;
+        socket.write(then);
+        return;
+      }
+      const final = raw.replace(/^HTTP\/1\.1 100 Continue\r\n\r\n/, '');
+      const length = /\r\ncontent-length: (\d+)\r\n/i.exec(final);
+      const end = final.indexOf('\r\n\r\n');
+      if (length && end >= 0 && final.length >= end + 4 + Number(length[1])) finish();
+    });
+    socket.on('end', finish);
+    socket.on('error', reject);
+  });
 }
 
 function call(method: string, path: string, as: string | null, body?: unknown): Promise<HttpAnswer> {
@@ -523,6 +558,36 @@ describe('bad requests', () => {
     expect(huge.status).toBe(431);
     expect(huge.headers['cache-control']).toBe('no-store');
     expect(huge.json<{ error: { code: string } }>().error.code).toBe('invalid_input');
+  });
+  it('answers a request without Host, or with an Expect header, as every other: JSON and no-store (not Node’s bare 400 and 417)', async () => {
+    const noHost = await rawRequest('GET /healthz HTTP/1.1\r\n\r\n');
+    expect(noHost.status, noHost.raw).toBe(403);
+    expect(noHost.raw).toMatch(/\r\ncache-control: no-store\r\n/i);
+    expect(JSON.parse(noHost.body)).toMatchObject({
+      error: { code: 'forbidden', message: expect.stringContaining('--allowed-host') },
+    });
+
+    const expectation = await rawRequest(
+      `GET /v1/connections HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer ${tokens.reader}\r\nExpect: foo\r\n\r\n`,
+    );
+    expect(expectation.status, expectation.raw).toBe(417);
+    expect(expectation.raw).toMatch(/\r\ncache-control: no-store\r\n/i);
+    expect(JSON.parse(expectation.body)).toMatchObject({
+      error: { code: 'expectation_failed', message: expect.stringContaining('100-continue') },
+    });
+
+    // Expect: 100-continue: a request refused before its body is read gets its answer at once, without
+    // being asked for the body; one that reads it is asked, and answered once it came.
+    const body = JSON.stringify({ name: 'continued', role: 'reader', all: true });
+    const head = (token: string) =>
+      `POST /v1/clients HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer ${token}\r\nContent-Type: application/json\r\n` +
+      `Content-Length: ${body.length}\r\nExpect: 100-continue\r\n\r\n`;
+    const refused = await rawRequest(head('cvc_unknown'));
+    expect(refused.status, refused.raw).toBe(401);
+    expect(refused.raw).not.toContain('100 Continue');
+    const made = await rawRequest(head(tokens.admin!), body);
+    expect(made.raw).toMatch(/^HTTP\/1\.1 100 Continue\r\n\r\nHTTP\/1\.1 201 /);
+    expect(JSON.parse(made.body)).toMatchObject({ name: 'continued', role: 'reader' });
   });
 });
 
