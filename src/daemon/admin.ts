@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { DURATION, MAX_MIN_TTL_SECONDS } from '../config.js';
 import type { ClientRow } from '../db/store/clients.js';
+import type { ConnectionRow } from '../db/store/connections.js';
 import * as connectionStore from '../db/store/connections.js';
 import { type CredvaultError, NotFoundError } from '../errors.js';
 import { PLATFORM_IDS, PLATFORMS, type PlatformId, parsePlatform } from '../providers/catalog.js';
@@ -288,12 +289,18 @@ export class ApiError extends Error {
   }
 }
 
-export interface RouteInput {
+/** A request to a route before its body is read. */
+export interface RouteRequest {
   ctx: ServiceContext;
   client: ClientRow;
   actor: Actor;
   params: Record<string, string>;
+}
+
+export interface RouteInput extends RouteRequest {
   body: unknown;
+  /** What the route's `authorize` found (the connection it acts on, say). */
+  target: unknown;
 }
 
 export interface Route {
@@ -308,6 +315,11 @@ export interface Route {
   response: z.ZodType;
   /** The body may be left out entirely (it then counts as `{}`). */
   optionalBody?: boolean;
+  /**
+   * The scope checks that need no body, made before the body is read: a refusal is a refusal (403,
+   * audited as denied) whatever was sent. What it returns is the handler's `target`.
+   */
+  authorize?(request: RouteRequest): unknown;
   handle(input: RouteInput): Promise<unknown>;
 }
 
@@ -347,7 +359,7 @@ function needAll(client: ClientRow): void {
 }
 
 /** A connection of the path's platform that the client may act on; others are "not found" or refused. */
-async function scopedConnection(input: RouteInput, platform: PlatformId) {
+async function scopedConnection(input: RouteRequest, platform: PlatformId): Promise<ConnectionRow> {
   const connection = await resolveConnection(input.ctx.db, input.params.id ?? '');
   // Scope first: a client learns nothing of a connection outside it, not even its platform.
   if (!inScope(input.client, connection)) {
@@ -388,11 +400,8 @@ export const ROUTES: Route[] = [
     summary: "A platform's OAuth apps (never their secrets)",
     status: 200,
     response: z.array(AppOut),
-    handle: async ({ ctx, client, params }) => {
-      const platform = platformParam(params);
-      needPlatform(client, platform, 'reading its apps');
-      return (await listApps(ctx, platform)).map(appJson);
-    },
+    authorize: ({ client, params }) => needPlatform(client, platformParam(params), 'reading its apps'),
+    handle: async ({ ctx, params }) => (await listApps(ctx, platformParam(params))).map(appJson),
   },
   {
     id: 'apps.create',
@@ -403,11 +412,10 @@ export const ROUTES: Route[] = [
     body: AppIn,
     status: 201,
     response: AppOut,
-    handle: async ({ ctx, client, params, body }) => {
-      const platform = platformParam(params);
-      needPlatform(client, platform, 'adding an app');
+    authorize: ({ client, params }) => needPlatform(client, platformParam(params), 'adding an app'),
+    handle: async ({ ctx, params, body }) => {
       const fields = parseAppFields(body as z.infer<typeof AppIn>);
-      return appJson(await addApp(ctx, platform, fields));
+      return appJson(await addApp(ctx, platformParam(params), fields));
     },
   },
   {
@@ -420,9 +428,9 @@ export const ROUTES: Route[] = [
     optionalBody: true,
     status: 201,
     response: StartOut,
+    authorize: ({ client, params }) => needPlatform(client, platformParam(params), 'connecting new accounts'),
     handle: async ({ ctx, client, params, body }) => {
       const platform = platformParam(params);
-      needPlatform(client, platform, 'connecting new accounts');
       const request = (body ?? {}) as z.infer<typeof StartIn>;
       const accounts = Array.isArray(request.accounts)
         ? parseAccountIds(platform, request.accounts)
@@ -455,8 +463,9 @@ export const ROUTES: Route[] = [
     optionalBody: true,
     status: 200,
     response: RefreshOut,
+    authorize: (request) => scopedConnection(request, platformParam(request.params)),
     handle: async (input) => {
-      const connection = await scopedConnection(input, platformParam(input.params));
+      const connection = input.target as ConnectionRow;
       const { force } = (input.body ?? {}) as z.infer<typeof RefreshIn>;
       const served = await refreshConnection(input.ctx, connection.id, force === true);
       const [view] = await connectionStore.listViews(input.ctx.db, { ids: [connection.id] });
@@ -475,18 +484,22 @@ export const ROUTES: Route[] = [
     summary: "Revoke a connection's grant at the platform (where it can be) and destroy its secrets",
     status: 200,
     response: RevokeOut,
-    handle: async (input) => {
-      const connection = await scopedConnection(input, platformParam(input.params));
+    authorize: async (request) => {
+      const connection = await scopedConnection(request, platformParam(request.params));
       // Revoking the consent revokes every connection that shares it: all of them must be in scope.
       if (connection.tokenId) {
-        const sharing = await connectionStore.listByGrant(input.ctx.db, connection.tokenId);
-        const outside = sharing.filter((c) => !inScope(input.client, c));
+        const sharing = await connectionStore.listByGrant(request.ctx.db, connection.tokenId);
+        const outside = sharing.filter((c) => !inScope(request.client, c));
         if (outside.length) {
           forbid(
-            `revoking ${input.params.id} revokes the consent it shares with ${outside.length} connection${outside.length > 1 ? 's' : ''} outside client ${input.client.name}'s scope`,
+            `revoking ${request.params.id} revokes the consent it shares with ${outside.length} connection${outside.length > 1 ? 's' : ''} outside client ${request.client.name}'s scope`,
           );
         }
       }
+      return connection;
+    },
+    handle: async (input) => {
+      const connection = input.target as ConnectionRow;
       const report = await revokeConnection(input.ctx, connection.id);
       return { ...report, connections: report.connections.map(connectionJson) };
     },
@@ -499,10 +512,8 @@ export const ROUTES: Route[] = [
     summary: 'The clients of this API (never their tokens)',
     status: 200,
     response: z.array(ClientOut),
-    handle: async ({ ctx, client }) => {
-      needAll(client);
-      return (await listClients(ctx)).map(clientJson);
-    },
+    authorize: ({ client }) => needAll(client),
+    handle: async ({ ctx }) => (await listClients(ctx)).map(clientJson),
   },
   {
     id: 'clients.create',
@@ -513,8 +524,8 @@ export const ROUTES: Route[] = [
     body: ClientIn,
     status: 201,
     response: CreatedClientOut,
-    handle: async ({ ctx, client, body }) => {
-      needAll(client);
+    authorize: ({ client }) => needAll(client),
+    handle: async ({ ctx, body }) => {
       const input = body as z.infer<typeof ClientIn>;
       const created = await createClient(ctx, {
         name: input.name,
@@ -542,10 +553,8 @@ export const ROUTES: Route[] = [
     summary: 'Revoke a client: its token stops working at once',
     status: 200,
     response: ClientOut,
-    handle: async ({ ctx, client, params }) => {
-      needAll(client);
-      return clientJson(await revokeClient(ctx, params.name ?? ''));
-    },
+    authorize: ({ client }) => needAll(client),
+    handle: async ({ ctx, params }) => clientJson(await revokeClient(ctx, params.name ?? '')),
   },
 ];
 
@@ -607,16 +616,23 @@ export function describeIssues(error: z.ZodError): string {
     .join('; ');
 }
 
-/** Runs a matched route: role, body, handler, response through its schema. */
+/**
+ * What a matched route checks before its body is read: the client's role, the path's platform (404
+ * whatever is sent) and the route's own scope checks. Returns the route's target.
+ */
+export async function authorizeRoute(route: Route, request: RouteRequest): Promise<unknown> {
+  if (!roleAllows(request.client, route.role)) {
+    forbid(`client ${request.client.name} has role ${request.client.role}; ${route.id} needs ${route.role}`);
+  }
+  if (request.params.platform !== undefined) platformParam(request.params);
+  return route.authorize?.(request);
+}
+
+/** Runs an authorized route: its body through the schema, the handler, the response through its schema. */
 export async function runRoute(
   route: Route,
   input: Omit<RouteInput, 'body'> & { rawBody: unknown },
 ): Promise<{ status: number; body: unknown }> {
-  if (!roleAllows(input.client, route.role)) {
-    forbid(`client ${input.client.name} has role ${input.client.role}; ${route.id} needs ${route.role}`);
-  }
-  // The path before the body: an unknown platform is 404 whatever was sent.
-  if (input.params.platform !== undefined) platformParam(input.params);
   let body: unknown;
   if (route.body) {
     if (input.rawBody === undefined && !route.optionalBody) {

@@ -23,6 +23,7 @@ import { isLoopbackHost } from '../util/net.js';
 import { tokenDocument } from '../views.js';
 import {
   ApiError,
+  authorizeRoute,
   inScope,
   matchCallback,
   matchRoute,
@@ -372,7 +373,45 @@ export function createTokenServer(deps: ServerDeps): Server {
     res.end(page.html);
   }
 
-  /** An admin route: the client's role and scope, the body through its schema, an audit row whatever happens. */
+  /** Who a client's call acts as, for the audit log: the person behind the local CLI, or the client. */
+  function callerOf(req: IncomingMessage, client: ClientRow) {
+    return actorOf(req, client.id === LOCAL_CLIENT_ID ? localActor(req) : client.name);
+  }
+
+  /** The audit row of a client's call to the API (`api.<route>`), with its outcome and answer. */
+  function recordCall(
+    client: ClientRow,
+    actor: ReturnType<typeof actorOf>,
+    action: string,
+    outcome: 'success' | 'failure' | 'denied',
+    detail: Record<string, unknown>,
+  ): Promise<void> {
+    return audit.write(
+      { action: `api.${action}`, targetType: 'api', targetId: null, outcome, detail, actor },
+      client.id === LOCAL_CLIENT_ID ? null : client.id,
+    );
+  }
+
+  /** 405 to a client, recorded (the path exists, not with this method). */
+  async function refuseMethod(
+    req: IncomingMessage,
+    client: ClientRow,
+    url: URL,
+    allow: string[],
+  ): Promise<never> {
+    await recordCall(client, callerOf(req, client), 'method_not_allowed', 'failure', {
+      method: req.method,
+      path: url.pathname.slice(0, 200),
+      allow: allow.join(', '),
+      status: 405,
+    }).catch(() => {});
+    notAllowed(req, allow);
+  }
+
+  /**
+   * An admin route: the client's role and scope (before the body is read, so that a refusal is one
+   * whatever was sent), the body through its schema, an audit row whatever happens.
+   */
   async function admin(
     req: IncomingMessage,
     res: ServerResponse,
@@ -380,28 +419,19 @@ export function createTokenServer(deps: ServerDeps): Server {
     found: { route: Route; params: Record<string, string> },
   ) {
     const { route, params } = found;
-    const actor = actorOf(req, client.id === LOCAL_CLIENT_ID ? localActor(req) : client.name);
+    const actor = callerOf(req, client);
     const record = (outcome: 'success' | 'failure' | 'denied', status: number) =>
-      audit.write(
-        {
-          action: `api.${route.id}`,
-          targetType: 'api',
-          targetId: null,
-          outcome,
-          detail: { method: route.method, path: route.path, params, status },
-          actor,
-        },
-        client.id === LOCAL_CLIENT_ID ? null : client.id,
-      );
-    try {
-      const rawBody = req.method === 'POST' ? await readJson(req, res) : undefined;
-      const answer = await runRoute(route, {
-        ctx: ctx.withActor(actor),
-        client,
-        actor,
+      recordCall(client, actor, route.id, outcome, {
+        method: route.method,
+        path: route.path,
         params,
-        rawBody,
+        status,
       });
+    try {
+      const request = { ctx: ctx.withActor(actor), client, actor, params };
+      const target = await authorizeRoute(route, request);
+      const rawBody = req.method === 'POST' ? await readJson(req, res) : undefined;
+      const answer = await runRoute(route, { ...request, target, rawBody });
       // What this process changed is not announced back to it on the embedded database: forget what
       // the change may have made stale (a revoked client, a revoked grant) before answering.
       if (route.method === 'POST') cache.clear();
@@ -467,10 +497,17 @@ export function createTokenServer(deps: ServerDeps): Server {
     // HEAD where GET reads without a side effect (RFC 9110 §9.3.2); the token route records every
     // token it serves, so it answers GET only.
     if (OWN_GET_PATHS.has(url.pathname) && req.method !== 'GET' && req.method !== 'HEAD')
-      notAllowed(req, ['GET', 'HEAD']);
-    if (TOKEN_PATH.test(url.pathname) && req.method !== 'GET') notAllowed(req, ['GET']);
+      return refuseMethod(req, client, url, ['GET', 'HEAD']);
+    if (TOKEN_PATH.test(url.pathname) && req.method !== 'GET') return refuseMethod(req, client, url, ['GET']);
     if (url.pathname === '/openapi.json') {
-      send(res, 200, openApiDocument());
+      const document = openApiDocument();
+      // A call of the admin API like the others: recorded, and answered only once it is.
+      await recordCall(client, callerOf(req, client), 'openapi', 'success', {
+        method: req.method,
+        path: url.pathname,
+        status: 200,
+      });
+      send(res, 200, document);
       return 'openapi';
     }
     if (url.pathname === '/metrics') {
@@ -493,7 +530,7 @@ export function createTokenServer(deps: ServerDeps): Server {
       return 'token';
     }
     const found = matchRoute(req.method ?? 'GET', url.pathname);
-    if (found && 'allow' in found) notAllowed(req, found.allow);
+    if (found && 'allow' in found) return refuseMethod(req, client, url, found.allow);
     if (found) {
       await admin(req, res, client, found);
       return found.route.id;

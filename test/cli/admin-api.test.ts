@@ -833,6 +833,42 @@ describe('audit and documentation', () => {
     expect(daemon.logs()).not.toMatch(/s3cret|daemon-hosted-secret-value|hot-dev-token-value/);
   });
 
+  it('records the calls that left no trace: the OpenAPI document, a 405, and a refusal whatever body came with it', async () => {
+    await client('auditee', 'reader', ['--all']);
+    expect((await call('GET', '/openapi.json', 'auditee')).status).toBe(200);
+    const wrongMethod = await call('DELETE', '/v1/integrations/google_ads/apps', 'auditee');
+    expect(wrongMethod.status).toBe(405);
+    expect((await call('PUT', '/v1/connections/main/token', 'auditee')).status).toBe(405);
+    // A reader may not make clients: refused as such (403, denied), the oversized body never read…
+    const big = await call('POST', '/v1/clients', 'auditee', { name: 'x'.repeat(70_000), all: true });
+    expect(big.status, big.body).toBe(403);
+    expect(big.json<{ error: { code: string } }>().error.code).toBe('forbidden');
+    // …nor asked for, when the client waits for 100 Continue.
+    const body = JSON.stringify({ name: 'continued-2', all: true });
+    const waiting = await rawRequest(
+      `POST /v1/clients HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer ${tokens.auditee}\r\n` +
+        `Content-Type: application/json\r\nContent-Length: ${body.length}\r\nExpect: 100-continue\r\n\r\n`,
+    );
+    expect(waiting.status, waiting.raw).toBe(403);
+    expect(waiting.raw).not.toContain('100 Continue');
+
+    const rows = await vault.json<
+      Array<{ action: string; outcome: string; detail: { status: number; allow?: string; path: string } }>
+    >(['audit', 'list', '--actor', 'auditee']);
+    const seen = rows
+      .map((r) => [r.action, r.outcome, r.detail.status, r.detail.allow ?? r.detail.path] as const)
+      .sort();
+    expect(seen).toEqual(
+      [
+        ['api.openapi', 'success', 200, '/openapi.json'],
+        ['api.method_not_allowed', 'failure', 405, 'GET, POST'],
+        ['api.method_not_allowed', 'failure', 405, 'GET'],
+        ['api.clients.create', 'denied', 403, '/clients'],
+        ['api.clients.create', 'denied', 403, '/clients'],
+      ].sort(),
+    );
+  });
+
   it('serves an OpenAPI document that a parser accepts and that names every route', async () => {
     const answer = await call('GET', '/openapi.json', 'reader');
     expect(answer.status).toBe(200);
@@ -865,6 +901,26 @@ describe('without --public-callback-url', () => {
       const answer = await d.get('/v1/integrations/google_ads/callback?state=abc&code=def');
       expect(answer.status).toBe(404);
       expect(answer.body).toContain('--public-callback-url');
+    } finally {
+      await d.stop();
+      await v.destroy();
+    }
+  });
+});
+
+describe('with the audit log read-only', () => {
+  it('answers no call it cannot record, the OpenAPI document included (fail closed)', async () => {
+    const v = await createVault();
+    const reader = await v.json<{ token: string }>(['clients', 'create', 'r', '--all']);
+    await v.refuseAuditWrites();
+    const d = await startDaemon(v, { name: 'read-only-audit' });
+    try {
+      for (const path of ['/openapi.json', '/v1/integrations/platforms']) {
+        const answer = await d.get(path, { token: reader.token });
+        expect(answer.status, path).toBeGreaterThanOrEqual(500);
+        expect(answer.body, path).not.toContain('openapi');
+        expect(answer.body, path).not.toContain('google_ads');
+      }
     } finally {
       await d.stop();
       await v.destroy();
