@@ -5,10 +5,18 @@ import type { ConnectionRow } from '../db/store/connections.js';
 import * as connectionStore from '../db/store/connections.js';
 import { type CredvaultError, NotFoundError } from '../errors.js';
 import { PLATFORM_IDS, PLATFORMS, type PlatformId, parsePlatform } from '../providers/catalog.js';
-import { APP_LABEL, addApp, listApps, parseAppFields } from '../services/apps.js';
+import {
+  APP_INPUTS,
+  APP_LABEL,
+  type AppInputNames,
+  addApp,
+  listApps,
+  parseAppFields,
+} from '../services/apps.js';
 import type { Actor } from '../services/audit.js';
 import {
   CLIENT_NAME,
+  type ClientInputNames,
   clientJson,
   createClient,
   listClients,
@@ -371,6 +379,17 @@ async function scopedConnection(input: RouteRequest, platform: PlatformId): Prom
   return connection;
 }
 
+/** What the services' errors ask for, named as the request body has it (not the CLI's flags). */
+const BODY_APP_NAMES = Object.fromEntries(
+  APP_INPUTS.map((field) => [field, `"${field}" in the JSON body`]),
+) as AppInputNames;
+const BODY_CLIENT_NAMES: ClientInputNames = {
+  connections: '"connections" (a list)',
+  platforms: '"platforms" (a list)',
+  all: '"all": true',
+  expiresIn: 'expires_in',
+};
+
 export const ROUTES: Route[] = [
   {
     id: 'platforms.list',
@@ -415,7 +434,7 @@ export const ROUTES: Route[] = [
     authorize: ({ client, params }) => needPlatform(client, platformParam(params), 'adding an app'),
     handle: async ({ ctx, params, body }) => {
       const fields = parseAppFields(body as z.infer<typeof AppIn>);
-      return appJson(await addApp(ctx, platformParam(params), fields));
+      return appJson(await addApp(ctx, platformParam(params), fields, BODY_APP_NAMES));
     },
   },
   {
@@ -534,7 +553,7 @@ export const ROUTES: Route[] = [
         platforms: input.platforms ?? [],
         all: input.all === true,
         expiresIn: input.expires_in ?? null,
-        expiresInField: 'expires_in',
+        names: BODY_CLIENT_NAMES,
       });
       return {
         name: created.client.name,

@@ -208,34 +208,51 @@ export function parseAppFields(raw: RawAppFields): AppFields {
   return fields;
 }
 
+/** The inputs an app's errors ask for, by their field names. */
+export const APP_INPUTS = ['label', 'client_id', 'redirect_uri', 'client_secret', 'developer_token'] as const;
+export type AppInput = (typeof APP_INPUTS)[number];
+
+/**
+ * How a caller's user gives each input an error asks for, completing "Give …" (the admin API names its
+ * body's fields; the command line its flags, file fields and prompts).
+ */
+export type AppInputNames = Record<AppInput, string>;
+
+const COMMAND_LINE_NAMES: AppInputNames = {
+  label: '--label',
+  client_id: '--client-id, or client_id in --from-file',
+  redirect_uri: '--redirect-uri (for example http://localhost:8080/callback), or redirect_uri in --from-file',
+  client_secret: 'it in --from-file (client_secret), or run in a terminal to be prompted',
+  developer_token: 'it in --from-file (developer_token), or run in a terminal to be prompted',
+};
+
 /** What an app of this platform must have; missing pieces are exit 2 naming the input. */
 function checkComplete(
   platform: PlatformId,
   fields: AppFields,
   hasClientSecret: boolean,
   hasDeveloperToken: boolean,
+  names: AppInputNames = COMMAND_LINE_NAMES,
 ) {
   const info = PLATFORMS[platform];
-  if (!fields.label) throw new InvalidInputError('an app needs a label', { hint: 'Give --label.' });
+  if (!fields.label) throw new InvalidInputError('an app needs a label', { hint: `Give ${names.label}.` });
   if (!fields.clientId) {
-    throw new InvalidInputError('an app needs a client id', {
-      hint: 'Give --client-id, or client_id in --from-file.',
-    });
+    throw new InvalidInputError('an app needs a client id', { hint: `Give ${names.client_id}.` });
   }
   if (!fields.redirectUri) {
     throw new InvalidInputError(`${info.displayName} needs the exact redirect URI registered with the app`, {
-      hint: 'Give --redirect-uri (for example http://localhost:8080/callback), or redirect_uri in --from-file.',
+      hint: `Give ${names.redirect_uri}.`,
     });
   }
   // Microsoft public (native) clients have no secret; every other platform authenticates the client.
   if (!hasClientSecret && platform !== 'microsoft_ads') {
     throw new InvalidInputError(`${info.displayName} apps need a client secret`, {
-      hint: 'Give it in --from-file (client_secret), or run in a terminal to be prompted.',
+      hint: `Give ${names.client_secret}.`,
     });
   }
   if (info.capabilities.developer_token === 'required' && !hasDeveloperToken) {
     throw new InvalidInputError(`${info.displayName} apps need a developer token`, {
-      hint: 'Give it in --from-file (developer_token), or run in a terminal to be prompted.',
+      hint: `Give ${names.developer_token}.`,
     });
   }
   if (info.capabilities.developer_token === 'none' && hasDeveloperToken) {
@@ -280,21 +297,23 @@ export function secretSlot(appId: string, column: 'client_secret_enc' | 'develop
   return { table: 'oauth_app_credentials', column, rowId: appId };
 }
 
+/** A new app; `names` says how the caller's user gives what an error asks for (the command line's flags unless given). */
 export async function addApp(
   ctx: ServiceContext,
   platform: PlatformId,
   input: AppFields,
+  names: AppInputNames = COMMAND_LINE_NAMES,
 ): Promise<AppRecord> {
   checkPlatform(platform, input);
   const fields = withDefaults(platform, input);
-  checkComplete(platform, fields, Boolean(fields.clientSecret), Boolean(fields.developerToken));
+  checkComplete(platform, fields, Boolean(fields.clientSecret), Boolean(fields.developerToken), names);
   const keyring = await ctx.keyring();
   const id = randomUUID();
   try {
     return await ctx.transaction(async (tx) => {
       const dataKeyId = await ctx.vaultDataKeyId();
       if ((await store.findByLabel(tx, fields.label!, platform)).length)
-        throw duplicateLabel(platform, fields.label!);
+        throw duplicateLabel(platform, fields.label!, names);
       await store.insert(tx, {
         id,
         platform,
@@ -333,14 +352,18 @@ export async function addApp(
       return (await store.getById(tx, id))!;
     });
   } catch (error) {
-    if (isUniqueViolation(error)) throw duplicateLabel(platform, fields.label!);
+    if (isUniqueViolation(error)) throw duplicateLabel(platform, fields.label!, names);
     throw error;
   }
 }
 
-function duplicateLabel(platform: string, label: string): ConflictError {
+function duplicateLabel(
+  platform: string,
+  label: string,
+  names: AppInputNames = COMMAND_LINE_NAMES,
+): ConflictError {
   return new ConflictError(`an app labelled "${label}" already exists for ${platform}`, {
-    hint: `Pick another --label, or change the existing one with \`credvault apps update ${platform}/${label}\`.`,
+    hint: `Give another ${names.label}, or change the existing one with \`credvault apps update ${platform}/${label}\`.`,
   });
 }
 

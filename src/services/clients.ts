@@ -46,6 +46,22 @@ export function parseRole(value: string): Role {
 
 export const CLIENT_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 
+/** What a caller calls createClient's inputs, for the errors that point at them. */
+export interface ClientInputNames {
+  connections: string;
+  platforms: string;
+  all: string;
+  expiresIn: string;
+}
+
+/** The command line's names (`credvault clients create`). */
+const FLAG_NAMES: ClientInputNames = {
+  connections: '--connection (repeatable)',
+  platforms: '--platform (repeatable)',
+  all: '--all',
+  expiresIn: '--expires-in',
+};
+
 export interface CreateClientInput {
   name: string;
   connections: string[];
@@ -53,8 +69,8 @@ export interface CreateClientInput {
   all: boolean;
   role: string;
   expiresIn: string | null;
-  /** How the caller spelled the expiry, for its errors (`--expires-in` on the command line). */
-  expiresInField?: string;
+  /** What the caller calls these inputs, for its errors (the command line's flags unless given). */
+  names?: ClientInputNames;
 }
 
 export interface CreatedClient {
@@ -68,10 +84,11 @@ export async function createClient(ctx: ServiceContext, input: CreateClientInput
       `client name "${input.name}" must start with a letter or digit and use only letters, digits, ".", "_" and "-"`,
     );
   }
+  const names = input.names ?? FLAG_NAMES;
   const kinds = [input.connections.length > 0, input.platforms.length > 0, input.all].filter(Boolean).length;
   if (kinds !== 1) {
     throw new InvalidInputError(
-      'give exactly one of --connection (repeatable), --platform (repeatable) and --all',
+      `give exactly one of ${names.connections}, ${names.platforms} and ${names.all}`,
     );
   }
   const role = parseRole(input.role);
@@ -79,7 +96,7 @@ export async function createClient(ctx: ServiceContext, input: CreateClientInput
   // "never expires".
   const expiresAt =
     input.expiresIn !== null && input.expiresIn !== undefined
-      ? new Date(Date.now() + parseDuration(input.expiresIn, input.expiresInField ?? '--expires-in'))
+      ? new Date(Date.now() + parseDuration(input.expiresIn, names.expiresIn))
       : null;
   const token = new Secret(TOKEN_PREFIX + randomBytes(32).toString('base64url'));
   try {

@@ -446,6 +446,53 @@ describe('bad requests', () => {
     );
   });
 
+  it('names the body’s fields, not the CLI’s flags, in what it asks for', async () => {
+    const noScope = await post('/v1/clients', { name: 'unscoped', role: 'reader', all: false });
+    expect(noScope.status).toBe(400);
+    expect(message(noScope).message).toBe(
+      'give exactly one of "connections" (a list), "platforms" (a list) and "all": true',
+    );
+    const badExpiry = await post('/v1/clients', { name: 'expiring', all: true, expires_in: '0s' });
+    expect(badExpiry.status).toBe(400);
+    expect(message(badExpiry).message).toContain('expires_in');
+    const noSecret = await post('/v1/integrations/google_ads/apps', {
+      label: 'secretless',
+      client_id: 'c',
+      redirect_uri: 'http://127.0.0.1',
+    });
+    expect(noSecret.status).toBe(400);
+    expect(message(noSecret).message).toBe(
+      'Google Ads apps need a client secret. Give "client_secret" in the JSON body.',
+    );
+    const noDeveloperToken = await post('/v1/integrations/microsoft_ads/apps', {
+      label: 'tokenless',
+      client_id: 'c',
+      redirect_uri: 'http://127.0.0.1',
+    });
+    expect(noDeveloperToken.status).toBe(400);
+    expect(message(noDeveloperToken).message).toContain(
+      'apps need a developer token. Give "developer_token" in the JSON body.',
+    );
+    const app = {
+      label: 'twice',
+      client_id: 'c',
+      client_secret: 'twice-secret',
+      redirect_uri: 'http://127.0.0.1',
+    };
+    expect((await post('/v1/integrations/google_ads/apps', app)).status).toBe(201);
+    const again = await post('/v1/integrations/google_ads/apps', app);
+    expect(again.status).toBe(409);
+    expect(message(again).message).toContain('Give another "label" in the JSON body');
+    for (const answer of [noScope, badExpiry, noSecret, noDeveloperToken, again])
+      expect(message(answer).message).not.toMatch(/--[a-z]|terminal/);
+    // The command line keeps its own words.
+    const cli = await vault.cli(['clients', 'create', 'unscoped']);
+    expect(cli.code).toBe(2);
+    expect(cli.stderr).toContain(
+      'give exactly one of --connection (repeatable), --platform (repeatable) and --all',
+    );
+  });
+
   it('refuses an unknown platform, a body that is not JSON, an oversized body and an unknown route', async () => {
     const platform = await post('/v1/integrations/tiktok_ads/apps', { label: 'x', client_id: 'c' });
     expect(platform.status).toBe(404);
