@@ -324,6 +324,11 @@ export interface Route {
   /** The body may be left out entirely (it then counts as `{}`). */
   optionalBody?: boolean;
   /**
+   * What its handler answers beyond what every route of its kind does (for the OpenAPI document): 404
+   * for an unknown thing the body names, 409 for a conflict or a connection that needs a person.
+   */
+  answers?: Array<404 | 409>;
+  /**
    * The scope checks that need no body, made before the body is read: a refusal is a refusal (403,
    * audited as denied) whatever was sent. What it returns is the handler's `target`.
    */
@@ -431,6 +436,7 @@ export const ROUTES: Route[] = [
     body: AppIn,
     status: 201,
     response: AppOut,
+    answers: [409],
     authorize: ({ client, params }) => needPlatform(client, platformParam(params), 'adding an app'),
     handle: async ({ ctx, params, body }) => {
       const fields = parseAppFields(body as z.infer<typeof AppIn>);
@@ -447,6 +453,7 @@ export const ROUTES: Route[] = [
     optionalBody: true,
     status: 201,
     response: StartOut,
+    answers: [409],
     authorize: ({ client, params }) => needPlatform(client, platformParam(params), 'connecting new accounts'),
     handle: async ({ ctx, client, params, body }) => {
       const platform = platformParam(params);
@@ -482,6 +489,7 @@ export const ROUTES: Route[] = [
     optionalBody: true,
     status: 200,
     response: RefreshOut,
+    answers: [409],
     authorize: (request) => scopedConnection(request, platformParam(request.params)),
     handle: async (input) => {
       const connection = input.target as ConnectionRow;
@@ -543,6 +551,7 @@ export const ROUTES: Route[] = [
     body: ClientIn,
     status: 201,
     response: CreatedClientOut,
+    answers: [404, 409],
     authorize: ({ client }) => needAll(client),
     handle: async ({ ctx, body }) => {
       const input = body as z.infer<typeof ClientIn>;
@@ -718,25 +727,50 @@ function ref(schema: z.ZodType): Record<string, unknown> {
 }
 
 const ERROR_STATUSES: Record<string, string> = {
-  '400': 'Invalid input: the message names the field',
+  '400': 'Invalid input: the message names the field (or the path segment, or the query parameter)',
   '401': 'No client token, or an unknown, revoked or expired one',
-  '403': 'The role or scope of the client does not allow it',
-  '404': 'Unknown platform, connection, app or route',
-  '409': 'Conflict, or the connection needs a person to re-authorize',
+  '403':
+    'The role or scope of the client does not allow it; or the request has an Origin header, a Host that is not served, or (without --allow-remote) proxy headers',
+  '404': 'Unknown platform, connection, app, client or route',
+  '409': 'Conflict (the name is taken), or the connection needs a person to re-authorize',
   '413': 'The body is larger than 64 KiB',
-  '503': 'The platform or the database is unavailable; see Retry-After',
+  '415': 'A body that is not application/json',
+  '503': 'The platform or the database is unavailable, or the daemon is shutting down; see Retry-After',
+};
+
+const ERROR_HEADERS: Record<string, Record<string, unknown>> = {
+  '401': { 'WWW-Authenticate': { schema: { type: 'string' }, description: 'Bearer' } },
+  '503': {
+    'Retry-After': { schema: { type: 'integer' }, description: 'Seconds to wait before trying again' },
+  },
 };
 
 function errorResponses(codes: string[]): Record<string, unknown> {
   return Object.fromEntries(
-    codes.map((code) => [
+    [...new Set(codes)].sort().map((code) => [
       code,
       {
         description: ERROR_STATUSES[code],
+        ...(ERROR_HEADERS[code] ? { headers: ERROR_HEADERS[code] } : {}),
         content: { 'application/json': { schema: ref(ErrorOut) } },
       },
     ]),
   );
+}
+
+/** What every route behind a client token may answer: no token, refused, unavailable or draining. */
+const CLIENT_ERRORS = ['401', '403', '503'];
+
+/** What a route answers besides its success: from its method, its path and what its handler adds. */
+function routeErrors(route: Route): string[] {
+  return [
+    ...CLIENT_ERRORS,
+    // Every POST body is read (even where the route takes none: then anything but {} is refused).
+    ...(route.method === 'POST' ? ['400', '413', '415'] : []),
+    // A path segment that is not valid URL encoding, or names nothing.
+    ...(route.path.includes('{') ? ['400', '404'] : []),
+    ...(route.answers ?? []).map(String),
+  ];
 }
 
 function parameters(path: string): unknown[] {
@@ -770,13 +804,6 @@ export function openApiDocument(): Record<string, unknown> {
   };
   for (const route of ROUTES) {
     const schema = ref(route.response);
-    const errors = [
-      '401',
-      '403',
-      ...(route.body ? ['400', '413'] : []),
-      ...(route.path.includes('{') ? ['404'] : []),
-    ];
-    if (route.id.startsWith('connections.')) errors.push('409', '503');
     for (const [prefix, suffix] of [
       ['/v1', ''],
       ['', '.seed'],
@@ -791,7 +818,7 @@ export function openApiDocument(): Record<string, unknown> {
         ...(route.body
           ? {
               requestBody: {
-                required: true,
+                required: !route.optionalBody,
                 content: { 'application/json': { schema: ref(route.body) } },
               },
             }
@@ -801,7 +828,7 @@ export function openApiDocument(): Record<string, unknown> {
             description: route.summary,
             content: { 'application/json': { schema } },
           },
-          ...errorResponses(errors),
+          ...errorResponses(routeErrors(route)),
         },
       });
     }
@@ -822,7 +849,7 @@ export function openApiDocument(): Record<string, unknown> {
     ],
     responses: {
       '200': { description: 'The token', content: { 'application/json': { schema: ref(TokenOut) } } },
-      ...errorResponses(['400', '401', '403', '404', '409', '503']),
+      ...errorResponses([...CLIENT_ERRORS, '400', '404', '409']),
     },
   });
   add('/v1/connections', 'get', {
@@ -835,7 +862,7 @@ export function openApiDocument(): Record<string, unknown> {
         description: 'Connections',
         content: { 'application/json': { schema: ref(z.array(ConnectionOut)) } },
       },
-      ...errorResponses(['401']),
+      ...errorResponses(CLIENT_ERRORS),
     },
   });
   for (const prefix of ['/v1', '']) {
@@ -858,10 +885,17 @@ export function openApiDocument(): Record<string, unknown> {
           content: { 'text/html': { schema: { type: 'string' } } },
         },
         '403': {
-          description: 'Access was denied at the platform',
-          content: { 'text/html': { schema: { type: 'string' } } },
+          description:
+            'Access was denied at the platform, or whoever started the flow may no longer connect this platform (an HTML page); or a request with an Origin header or a Host that is not served (JSON)',
+          content: {
+            'text/html': { schema: { type: 'string' } },
+            'application/json': { schema: ref(ErrorOut) },
+          },
         },
-        '404': { description: 'The daemon was started without --public-callback-url' },
+        '404': {
+          description: 'The daemon was started without --public-callback-url',
+          content: { 'application/json': { schema: ref(ErrorOut) } },
+        },
       },
     });
   }
@@ -873,6 +907,7 @@ export function openApiDocument(): Record<string, unknown> {
     responses: {
       '200': { description: 'Healthy', content: { 'application/json': { schema: ref(HealthOut) } } },
       '503': { description: 'Unhealthy', content: { 'application/json': { schema: ref(HealthOut) } } },
+      ...errorResponses(['403']),
     },
   });
   add('/metrics', 'get', {
@@ -884,7 +919,7 @@ export function openApiDocument(): Record<string, unknown> {
         description: 'Prometheus text format',
         content: { 'text/plain': { schema: { type: 'string' } } },
       },
-      ...errorResponses(['401']),
+      ...errorResponses(CLIENT_ERRORS),
     },
   });
   add('/openapi.json', 'get', {
@@ -893,7 +928,7 @@ export function openApiDocument(): Record<string, unknown> {
     tags: ['operations'],
     responses: {
       '200': { description: 'OpenAPI 3.0', content: { 'application/json': { schema: { type: 'object' } } } },
-      ...errorResponses(['401']),
+      ...errorResponses(CLIENT_ERRORS),
     },
   });
   return {
@@ -902,13 +937,25 @@ export function openApiDocument(): Record<string, unknown> {
       title: 'credvault daemon',
       version: VERSION,
       description:
-        'Valid access tokens for ad platform connections, and the admin API to manage apps, connections and clients. Every call but /healthz and the OAuth callback (which a browser calls, when the daemon runs with --public-callback-url) needs `Authorization: Bearer <client token>` (`credvault clients create`). Roles: reader (tokens and connections in scope), operator (plus connect, refresh, revoke in scope), admin (plus apps and clients).',
+        'Valid access tokens for ad platform connections, and the admin API to manage apps, connections and clients. Every call but /healthz and the OAuth callback (which a browser calls, when the daemon runs with --public-callback-url) needs `Authorization: Bearer <client token>` (`credvault clients create`). Roles: reader (tokens and connections in scope), operator (plus connect, refresh, revoke in scope), admin (plus apps and clients). Besides what each operation lists, any request may be answered 405 with Allow (a method the path does not have: components/responses/MethodNotAllowed), 417 (an Expect other than 100-continue; a client that sends 100-continue is asked for its body only once the request passed the token, role and scope checks), 431 (headers over 16 KiB), 408 (a request too slow to arrive) or 400 (not HTTP), all with the Error body. Every answer carries Cache-Control: no-store.',
     },
     servers: [{ url: 'http://127.0.0.1:8787' }],
     security: [{ clientToken: [] }],
     paths,
     components: {
       schemas: components,
+      responses: {
+        MethodNotAllowed: {
+          description: 'The path exists, not with this method',
+          headers: {
+            Allow: {
+              schema: { type: 'string' },
+              description: 'The methods the path has, such as "GET, POST"',
+            },
+          },
+          content: { 'application/json': { schema: ref(ErrorOut) } },
+        },
+      },
       securitySchemes: {
         clientToken: { type: 'http', scheme: 'bearer', description: 'A credvault client token' },
       },

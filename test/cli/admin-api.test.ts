@@ -23,6 +23,18 @@ let appClientId: string;
 const PUBLIC_HOST = 'credvault.example.test';
 const PUBLIC_URL = `https://${PUBLIC_HOST}`;
 const tokens: Record<string, string> = {};
+/** Every answer the main daemon gave through `daemon.request`, to check the OpenAPI document against. */
+const answered: Array<{ method: string; path: string; status: number; allow: string | undefined }> = [];
+
+/** The daemon, with each answer it gives through request/get written down in `answered`. */
+function recording(running: RunningDaemon): RunningDaemon {
+  const request: RunningDaemon['request'] = async (method, path, options) => {
+    const answer = await running.request(method, path, options);
+    answered.push({ method, path, status: answer.status, allow: answer.headers.allow as string | undefined });
+    return answer;
+  };
+  return { ...running, request, get: (path, options) => request('GET', path, options) };
+}
 /** Connection ids by name. */
 const conn: Record<string, string> = {};
 
@@ -106,10 +118,12 @@ beforeAll(async () => {
   await client('op-main', 'operator', ['--connection', 'main']);
   await client('admin-linkedin', 'admin', ['--platform', 'linkedin_ads']);
   port = await freePort();
-  daemon = await startDaemon(vault, {
-    tcpPort: port,
-    args: ['--public-callback-url', PUBLIC_URL],
-  });
+  daemon = recording(
+    await startDaemon(vault, {
+      tcpPort: port,
+      args: ['--public-callback-url', PUBLIC_URL],
+    }),
+  );
 });
 
 afterAll(async () => {
@@ -937,6 +951,73 @@ describe('audit and documentation', () => {
       expect(Object.keys(doc.paths)).toContain(path);
     }
     expect(doc.paths['/v1/integrations/{platform}/apps']!.post!['x-credvault-role']).toBe('admin');
+  });
+
+  it('documents every answer the daemon gave in this file, and bodies as optional where they are', async () => {
+    // A few the other tests do not provoke: a body where a route takes none, a start and a refresh
+    // without one.
+    const admin = (method: string, path: string, body?: unknown) =>
+      daemon.request(method, path, { token: tokens.admin!, body });
+    expect((await admin('POST', '/v1/clients/nobody/revoke', { force: true })).status).toBe(400);
+    expect((await admin('POST', '/v1/clients/nobody/revoke')).status).toBe(404);
+    const refreshed = await admin('POST', '/v1/integrations/google_ads/connections/other/refresh');
+    expect(refreshed.status, refreshed.body).toBe(200);
+    const started = await admin('POST', '/v1/integrations/google_ads/connections/start');
+    expect(started.body).not.toContain('needs a JSON body');
+    expect((await admin('GET', '/v1/integrations/%E0%A4%A/capabilities')).status).toBe(400);
+
+    const doc = (await call('GET', '/openapi.json', 'reader')).json<{
+      info: { description: string };
+      paths: Record<
+        string,
+        Record<string, { responses: Record<string, unknown>; requestBody?: { required: boolean } }>
+      >;
+    }>();
+    const templates = Object.keys(doc.paths).map((template) => ({
+      template,
+      pattern: new RegExp(`^${template.replace(/[.]/g, '\\.').replace(/\{\w+\}/g, '[^/]+')}$`),
+    }));
+    const statuses = new Set<number>();
+    for (const { method, path, status, allow } of answered) {
+      const what = `${method} ${path} ${status}`;
+      statuses.add(status);
+      const operations =
+        doc.paths[templates.find((t) => t.pattern.test(path.split('?')[0]!))?.template ?? ''];
+      if (!operations) {
+        expect(status, what).toBe(404);
+        continue;
+      }
+      if (status === 405) {
+        // The path's documented methods, and HEAD beside GET where the daemon answers it.
+        const documented = Object.keys(operations).map((m) => m.toUpperCase());
+        const allowed = (allow ?? '').split(', ');
+        expect(
+          documented.every((m) => allowed.includes(m)),
+          what,
+        ).toBe(true);
+        expect(
+          allowed.filter((m) => !documented.includes(m) && m !== 'HEAD'),
+          what,
+        ).toEqual([]);
+        expect(doc.info.description).toContain('405 with Allow');
+        continue;
+      }
+      if (status === 431) {
+        expect(doc.info.description).toContain('431');
+        continue;
+      }
+      const operation = operations[method === 'HEAD' ? 'get' : method.toLowerCase()];
+      expect(operation, what).toBeDefined();
+      expect(Object.keys(operation!.responses), what).toContain(String(status));
+    }
+    // The check above saw the answers that were missing from the document.
+    for (const status of [200, 201, 400, 401, 403, 404, 405, 409, 413, 415])
+      expect(statuses).toContain(status);
+    const body = (path: string) => doc.paths[path]!.post!.requestBody!.required;
+    expect(body('/v1/integrations/{platform}/connections/start')).toBe(false);
+    expect(body('/v1/integrations/{platform}/connections/{id}/refresh')).toBe(false);
+    expect(body('/v1/integrations/{platform}/apps')).toBe(true);
+    expect(body('/v1/clients')).toBe(true);
   });
 });
 
