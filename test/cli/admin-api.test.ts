@@ -650,6 +650,16 @@ describe('bad requests', () => {
     expect(made.raw).toMatch(/^HTTP\/1\.1 100 Continue\r\n\r\nHTTP\/1\.1 201 /);
     expect(JSON.parse(made.body)).toMatchObject({ name: 'continued', role: 'reader' });
   });
+  it('answers a client whose headers never finish with 408 after about 5 s (not up to 35 s)', async () => {
+    const started = Date.now();
+    const slow = await rawRequest(
+      `GET /v1/connections HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer ${tokens.reader}\r\n`,
+    );
+    expect(slow.status, slow.raw).toBe(408);
+    expect(Date.now() - started).toBeLessThan(10_000);
+    expect(slow.raw).toMatch(/\r\ncache-control: no-store\r\n/i);
+    expect(JSON.parse(slow.body)).toMatchObject({ error: { code: 'request_timeout' } });
+  }, 45_000);
 });
 
 describe('connecting through the daemon', () => {
