@@ -727,7 +727,8 @@ function ref(schema: z.ZodType): Record<string, unknown> {
 }
 
 const ERROR_STATUSES: Record<string, string> = {
-  '400': 'Invalid input: the message names the field (or the path segment, or the query parameter)',
+  '400':
+    'Invalid input: the message names the field, the path segment or the query parameter (a query parameter the operation does not list is refused)',
   '401': 'No client token, or an unknown, revoked or expired one',
   '403':
     'The role or scope of the client does not allow it; or the request has an Origin header, a Host that is not served, or (without --allow-remote) proxy headers',
@@ -765,10 +766,12 @@ const CLIENT_ERRORS = ['401', '403', '503'];
 function routeErrors(route: Route): string[] {
   return [
     ...CLIENT_ERRORS,
+    // A query parameter (the routes take none).
+    '400',
     // Every POST body is read (even where the route takes none: then anything but {} is refused).
-    ...(route.method === 'POST' ? ['400', '413', '415'] : []),
-    // A path segment that is not valid URL encoding, or names nothing.
-    ...(route.path.includes('{') ? ['400', '404'] : []),
+    ...(route.method === 'POST' ? ['413', '415'] : []),
+    // A path segment that names nothing.
+    ...(route.path.includes('{') ? ['404'] : []),
     ...(route.answers ?? []).map(String),
   ];
 }
@@ -855,6 +858,8 @@ export function openApiDocument(): Record<string, unknown> {
   add('/v1/connections', 'get', {
     operationId: 'connections.all',
     summary: 'Every connection this client may read',
+    description:
+      'No filters: a query parameter is refused (400). /v1/integrations/{platform}/connections answers one platform’s.',
     tags: ['connections'],
     'x-credvault-role': 'reader',
     responses: {
@@ -862,7 +867,7 @@ export function openApiDocument(): Record<string, unknown> {
         description: 'Connections',
         content: { 'application/json': { schema: ref(z.array(ConnectionOut)) } },
       },
-      ...errorResponses(CLIENT_ERRORS),
+      ...errorResponses([...CLIENT_ERRORS, '400']),
     },
   });
   for (const prefix of ['/v1', '']) {

@@ -126,6 +126,26 @@ function notAllowed(req: IncomingMessage, allow: string[]): never {
   );
 }
 
+/**
+ * A route that reads connections, tokens or the admin API's data takes only the query parameters it
+ * names: another one (a filter it does not have, `min-ttl` for `min_ttl`) is refused rather than
+ * ignored, so a script never acts on an answer it did not ask for. The fixed documents (/healthz,
+ * /metrics, /openapi.json) and the OAuth callback (whose query the platform writes) are not checked.
+ */
+function onlyQuery(url: URL, takes: string[], instead = ''): void {
+  const unknown = [...new Set(url.searchParams.keys())].filter((name) => !takes.includes(name));
+  if (!unknown.length) return;
+  const named = unknown
+    .slice(0, 5)
+    .map((name) => JSON.stringify(name.slice(0, 50)))
+    .join(', ');
+  throw new ApiError(
+    400,
+    'invalid_input',
+    `unknown query parameter${unknown.length > 1 ? 's' : ''} ${named}: ${takes.length ? `this route takes only ${takes.join(', ')}` : 'this route takes none'}${instead}`,
+  );
+}
+
 const PROXY_HEADERS = ['forwarded', 'x-forwarded-for', 'x-forwarded-host', 'x-forwarded-proto', 'x-real-ip'];
 
 /** Requests that carried `Expect: 100-continue` (Node leaves the interim answer to the 'checkContinue' listener). */
@@ -417,6 +437,7 @@ export function createTokenServer(deps: ServerDeps): Server {
     res: ServerResponse,
     client: ClientRow,
     found: { route: Route; params: Record<string, string> },
+    url: URL,
   ) {
     const { route, params } = found;
     const actor = callerOf(req, client);
@@ -430,6 +451,7 @@ export function createTokenServer(deps: ServerDeps): Server {
     try {
       const request = { ctx: ctx.withActor(actor), client, actor, params };
       const target = await authorizeRoute(route, request);
+      onlyQuery(url, []);
       const rawBody = req.method === 'POST' ? await readJson(req, res) : undefined;
       const answer = await runRoute(route, { ...request, target, rawBody });
       // What this process changed is not announced back to it on the embedded database: forget what
@@ -515,11 +537,17 @@ export function createTokenServer(deps: ServerDeps): Server {
       return 'metrics';
     }
     if (url.pathname === '/v1/connections') {
+      onlyQuery(
+        url,
+        [],
+        ' (it answers every connection the client may read; /v1/integrations/{platform}/connections answers one platform’s)',
+      );
       send(res, 200, await visibleConnections(ctx, client));
       return 'connections';
     }
     const match = TOKEN_PATH.exec(url.pathname);
     if (match) {
+      onlyQuery(url, ['min_ttl']);
       let ref: string;
       try {
         ref = decodeURIComponent(match[1]!);
@@ -532,7 +560,7 @@ export function createTokenServer(deps: ServerDeps): Server {
     const found = matchRoute(req.method ?? 'GET', url.pathname);
     if (found && 'allow' in found) return refuseMethod(req, client, url, found.allow);
     if (found) {
-      await admin(req, res, client, found);
+      await admin(req, res, client, found, url);
       return found.route.id;
     }
     throw new ApiError(404, 'not_found', 'no such route');

@@ -507,6 +507,42 @@ describe('bad requests', () => {
     );
   });
 
+  it('refuses a query parameter a route does not take, instead of answering as if it were not there', async () => {
+    const filtered = await call('GET', '/v1/connections?platform=google_ads&status=needs_reauth', 'reader');
+    expect(filtered.status).toBe(400);
+    expect(message(filtered)).toMatchObject({
+      code: 'invalid_input',
+      message: expect.stringMatching(
+        /^unknown query parameters "platform", "status": this route takes none \(.*\/v1\/integrations\/\{platform\}\/connections/,
+      ),
+    });
+    const typo = await call('GET', '/v1/connections/other/token?min-ttl=300', 'reader');
+    expect(typo.status).toBe(400);
+    expect(message(typo).message).toBe('unknown query parameter "min-ttl": this route takes only min_ttl');
+    const admin = await call('GET', '/v1/integrations/google_ads/connections?status=active', 'reader');
+    expect(admin.status).toBe(400);
+    expect(message(admin).message).toContain('"status"');
+    // What a route takes still works; the fixed documents take anything.
+    expect((await call('GET', '/v1/connections/other/token?min_ttl=60', 'reader')).status).toBe(200);
+    expect((await call('GET', '/v1/connections', 'reader')).status).toBe(200);
+    expect((await call('GET', '/metrics?name=x', 'reader')).status).toBe(200);
+    expect((await daemon.get('/healthz?probe=1')).status).toBe(200);
+    // The admin route's refusal is recorded like any other answer.
+    const rows = await vault.json<Array<{ action: string; outcome: string; detail: { status: number } }>>([
+      'audit',
+      'list',
+      '--actor',
+      'reader',
+      '--limit',
+      '5000',
+    ]);
+    expect(
+      rows.some(
+        (r) => r.action === 'api.connections.list' && r.outcome === 'failure' && r.detail.status === 400,
+      ),
+    ).toBe(true);
+  });
+
   it('refuses an unknown platform, a body that is not JSON, an oversized body and an unknown route', async () => {
     const platform = await post('/v1/integrations/tiktok_ads/apps', { label: 'x', client_id: 'c' });
     expect(platform.status).toBe(404);
