@@ -1,9 +1,15 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { adopt, BACKENDS, transit, useKmsDoubles, vaultWithConnection } from '../helpers/kms.js';
+import { AWS_TRANSIENT_FAULTS, awsFault } from '../doubles/kms/aws.js';
+import { GCP_TRANSIENT_FAULTS, gcpFault } from '../doubles/kms/gcp.js';
+import { startDaemon } from '../helpers/daemon.js';
+import { adopt, aws, BACKENDS, gcp, transit, useKmsDoubles, vaultWithConnection } from '../helpers/kms.js';
 
-/** A KMS that refuses or is down: exit 6 with its own words, and nothing written (see helpers/kms.ts). */
+/**
+ * A KMS that refuses (exit 6, key_error) or cannot answer now (exit 5, unavailable: down, throttled,
+ * sealed), with its own words, and nothing written (see helpers/kms.ts).
+ */
 useKmsDoubles();
 
 describe.each(BACKENDS)('$kind key source', (backend) => {
@@ -25,7 +31,7 @@ describe.each(BACKENDS)('$kind key source', (backend) => {
     expect(still.code, still.stderr).toBe(0);
   });
 
-  it('exits 6 with the KMS own error when it refuses or is down, and writes nothing', async () => {
+  it('exits 6 when the KMS refuses, 5 (retry later) when it is down or overloaded; writes nothing either way', async () => {
     const v = await vaultWithConnection();
     Object.assign(v.env, backend.env());
     expect((await v.cli(['key', 'rotate', '--to-kms', backend.uri()])).code).toBe(0);
@@ -33,6 +39,7 @@ describe.each(BACKENDS)('$kind key source', (backend) => {
     const app = await v.json<{ client_id: string }>(['apps', 'show', 'google-app']);
     const dump = await v.dump();
 
+    // A refusal is about the key or the identity: a person must change something (exit 6).
     backend.deny();
     try {
       const denied = await v.cli(['token', 'get', 'google_ads:1234567890'], { secretOutput: true });
@@ -50,21 +57,128 @@ describe.each(BACKENDS)('$kind key source', (backend) => {
     }
     expect(await v.dump()).toBe(dump);
 
-    backend.setDown(true);
-    try {
-      const down = await v.cli(['token', 'get', 'google_ads:1234567890'], { secretOutput: true });
-      expect(down.code).toBe(6);
-      expect(down.stderr).toMatch(/is unreachable/);
-      expect(down.stderr).toMatch(/ECONNRESET|socket hang up|other side closed|ECONNREFUSED|fetch failed/i);
-      const write = await adopt(v, app.client_id, '1112223334');
-      expect(write.code).toBe(6);
-    } finally {
-      backend.setDown(false);
+    // Out of reach, or saying it cannot serve now: the same command works later (exit 5, as a platform
+    // that is down), and a script or the daemon's caller retries instead of paging someone about a key.
+    for (const [fault, text] of [
+      [
+        (on: boolean) => backend.setDown(on),
+        /is unreachable.*(ECONNRESET|socket hang up|other side closed|ECONNREFUSED|fetch failed)/i,
+      ],
+      [(on: boolean) => backend.setOverloaded(on), backend.overloadedText],
+    ] as const) {
+      fault(true);
+      try {
+        const down = await v.cli(['token', 'get', 'google_ads:1234567890'], { secretOutput: true });
+        expect(down.code, down.stderr).toBe(5);
+        expect(down.stdout).toBe('');
+        expect(down.stderr).toMatch(text);
+        expect(down.stderr).toMatch(/try again|Unseal/i);
+        const json = await v.cli(['token', 'get', 'google_ads:1234567890', '--json'], { secretOutput: true });
+        expect(JSON.parse(json.stderr).error.code).toBe('unavailable');
+        const write = await adopt(v, app.client_id, '1112223334');
+        expect(write.code, write.stderr).toBe(5);
+      } finally {
+        fault(false);
+      }
+      expect(await v.dump()).toBe(dump);
     }
-    expect(await v.dump()).toBe(dump);
 
     const recovered = await v.cli(['token', 'get', 'google_ads:1234567890'], { secretOutput: true });
     expect(recovered.code, recovered.stderr).toBe(0);
+  });
+});
+
+describe('which KMS answers mean "retry later"', () => {
+  it('AWS: throttling, internal errors, dependency timeouts and an unavailable key store are exit 5; a disabled or deleted key exit 6', async () => {
+    const backend = BACKENDS.find((b) => b.kind === 'aws-kms')!;
+    const v = await vaultWithConnection();
+    Object.assign(v.env, backend.env());
+    expect((await v.cli(['key', 'rotate', '--to-kms', backend.uri()])).code).toBe(0);
+    v.env.CREDENTIAL_KMS_URI = backend.uri();
+    const dump = await v.dump();
+    for (const type of Object.keys(AWS_TRANSIENT_FAULTS) as Array<keyof typeof AWS_TRANSIENT_FAULTS>) {
+      aws.fault = awsFault(type);
+      try {
+        const got = await v.cli(['token', 'get', 'google_ads:1234567890', '--json'], { secretOutput: true });
+        expect(got.code, `${type}: ${got.stderr}`).toBe(5);
+        expect(JSON.parse(got.stderr).error).toMatchObject({
+          code: 'unavailable',
+          message: expect.stringContaining(`${type}: ${AWS_TRANSIENT_FAULTS[type].message}`),
+        });
+      } finally {
+        aws.fault = null;
+      }
+    }
+    for (const [change, undo, name] of [
+      [() => aws.disable('alias/credvault'), () => aws.enable('alias/credvault'), 'DisabledException'],
+      [
+        () => aws.scheduleDeletion('alias/credvault'),
+        () => aws.enable('alias/credvault'),
+        'KMSInvalidStateException',
+      ],
+    ] as const) {
+      change();
+      try {
+        const got = await v.cli(['token', 'get', 'google_ads:1234567890', '--json'], { secretOutput: true });
+        expect(got.code, got.stderr).toBe(6);
+        expect(JSON.parse(got.stderr).error.message).toContain(name);
+      } finally {
+        undo();
+      }
+    }
+    expect(await v.dump()).toBe(dump);
+  });
+
+  it('Cloud KMS: UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED and INTERNAL are exit 5', async () => {
+    const backend = BACKENDS.find((b) => b.kind === 'gcp-kms')!;
+    const v = await vaultWithConnection();
+    Object.assign(v.env, backend.env());
+    expect((await v.cli(['key', 'rotate', '--to-kms', backend.uri()])).code).toBe(0);
+    v.env.CREDENTIAL_KMS_URI = backend.uri();
+    const dump = await v.dump();
+    for (const status of Object.keys(GCP_TRANSIENT_FAULTS) as Array<keyof typeof GCP_TRANSIENT_FAULTS>) {
+      gcp.fault = gcpFault(status);
+      try {
+        const got = await v.cli(['token', 'get', 'google_ads:1234567890', '--json'], { secretOutput: true });
+        expect(got.code, `${status}: ${got.stderr}`).toBe(5);
+        expect(JSON.parse(got.stderr).error).toMatchObject({
+          code: 'unavailable',
+          message: expect.stringContaining(`${status}: ${GCP_TRANSIENT_FAULTS[status].message}`),
+        });
+      } finally {
+        gcp.fault = null;
+      }
+    }
+    expect(await v.dump()).toBe(dump);
+  });
+
+  it('the daemon answers a sealed Vault with 503 and Retry-After, not a key error', async () => {
+    const backend = BACKENDS.find((b) => b.kind === 'vault-transit')!;
+    const v = await vaultWithConnection();
+    Object.assign(v.env, backend.env());
+    expect((await v.cli(['key', 'rotate', '--to-kms', backend.uri()])).code).toBe(0);
+    v.env.CREDENTIAL_KMS_URI = backend.uri();
+    const { token } = await v.json<{ token: string }>(['clients', 'create', 'ci', '--all']);
+    const daemon = await startDaemon(v);
+    try {
+      // A connection added after the daemon started: its data key is not yet unwrapped in the daemon.
+      const app = await v.json<{ client_id: string }>(['apps', 'show', 'google-app']);
+      expect((await adopt(v, app.client_id, '1112223334')).code).toBe(0);
+      transit.sealed = true;
+      try {
+        const sealed = await daemon.get('/v1/connections/google_ads:1112223334/token', { token });
+        expect(sealed.status, sealed.body).toBe(503);
+        expect(sealed.json()).toMatchObject({ error: { code: 'unavailable' } });
+        expect(sealed.json<{ error: { message: string } }>().error.message).toContain('Vault is sealed');
+        expect(Number(sealed.headers['retry-after'])).toBeGreaterThan(0);
+      } finally {
+        transit.sealed = false;
+      }
+      const served = await daemon.get('/v1/connections/google_ads:1112223334/token', { token });
+      expect(served.status, served.body).toBe(200);
+    } finally {
+      await daemon.stop();
+    }
   });
 });
 
@@ -82,7 +196,8 @@ describe('a move to the KMS whose re-encryption the KMS stops', () => {
       transit.downOn = null;
       transit.down = false;
     }
-    expect(stopped.code).toBe(6);
+    // Vault out of reach is a retry-later (exit 5), with what the rotation already did.
+    expect(stopped.code).toBe(5);
     expect(stopped.stderr).toMatch(/is unreachable/);
     expect(stopped.stderr).toContain('The rotation itself is done');
     expect(stopped.stderr).toContain(`Set CREDENTIAL_KMS_URI=${backend.uri()}`);

@@ -1,7 +1,7 @@
 import { afterAll, afterEach, beforeAll } from 'vitest';
 import { type Double, GOOGLE_ADWORDS_SCOPE, type GoogleDouble, startGoogleDouble } from '../doubles/index.js';
-import { type AwsKmsDouble, startAwsKmsDouble } from '../doubles/kms/aws.js';
-import { type GcpKmsDouble, startGcpKmsDouble } from '../doubles/kms/gcp.js';
+import { type AwsKmsDouble, awsFault, startAwsKmsDouble } from '../doubles/kms/aws.js';
+import { type GcpKmsDouble, gcpFault, startGcpKmsDouble } from '../doubles/kms/gcp.js';
 import { startVaultTransitDouble, type VaultTransitDouble } from '../doubles/kms/vault.js';
 import { addAppFor } from './flows.js';
 import { createVault, type TestVault } from './vault.js';
@@ -55,8 +55,12 @@ export interface Backend {
   deny: () => void;
   allow: () => void;
   setDown: (down: boolean) => void;
+  /** The KMS answers that it cannot serve now: AWS throttles, Cloud KMS is UNAVAILABLE, Vault is sealed. */
+  setOverloaded: (overloaded: boolean) => void;
   /** What the KMS itself says when it refuses. */
   deniedText: RegExp;
+  /** What it says when it cannot serve now. */
+  overloadedText: RegExp;
 }
 
 export const BACKENDS: Backend[] = [
@@ -77,7 +81,11 @@ export const BACKENDS: Backend[] = [
     setDown: (down) => {
       aws.down = down;
     },
+    setOverloaded: (overloaded) => {
+      aws.fault = overloaded ? awsFault('ThrottlingException') : null;
+    },
     deniedText: /AccessDeniedException/,
+    overloadedText: /ThrottlingException: You have exceeded the rate at which you may call KMS/,
   },
   {
     kind: 'gcp-kms',
@@ -91,7 +99,11 @@ export const BACKENDS: Backend[] = [
     setDown: (down) => {
       gcp.down = down;
     },
+    setOverloaded: (overloaded) => {
+      gcp.fault = overloaded ? gcpFault('UNAVAILABLE') : null;
+    },
     deniedText: /PERMISSION_DENIED/,
+    overloadedText: /UNAVAILABLE: The service is currently unavailable/,
   },
   {
     kind: 'vault-transit',
@@ -105,7 +117,11 @@ export const BACKENDS: Backend[] = [
     setDown: (down) => {
       transit.down = down;
     },
+    setOverloaded: (overloaded) => {
+      transit.sealed = overloaded;
+    },
     deniedText: /permission denied/,
+    overloadedText: /\(HTTP 503\): Vault is sealed/,
   },
 ];
 

@@ -5,7 +5,7 @@ import {
   KMSClient,
   type KMSClientConfig,
 } from '@aws-sdk/client-kms';
-import { KeyError } from '../../errors.js';
+import { KeyError, UnavailableError } from '../../errors.js';
 import type { KeySource, WrapContext } from '../key-source.js';
 import { KmsUriError, kmsKeyId, networkCause, parseWrapped, splitKmsUri, storeWrapped } from '../kms.js';
 
@@ -126,7 +126,10 @@ class AwsKmsKeySource implements KeySource {
     return new KeyError(`AWS KMS answered ${operation} for ${this.#key} without the expected fields`);
   }
 
-  /** Runs one KMS call; any failure is a KeyError carrying KMS's own error name and message. */
+  /**
+   * Runs one KMS call. A refusal (access denied, a wrong key or context, bad credentials) is a
+   * KeyError; KMS being out of reach or saying to try again is an UnavailableError.
+   */
   async #call<T>(operation: string, context: WrapContext, fn: () => Promise<T>): Promise<T> {
     try {
       return await fn();
@@ -150,16 +153,37 @@ const HINTS: Record<string, string> = {
   ExpiredTokenException: 'Refresh the AWS session credentials.',
 };
 
-function describeAwsError(error: unknown, operation: string, key: string, context: WrapContext): KeyError {
-  if (error instanceof KeyError) return error;
+/**
+ * What AWS documents as "the request can be retried" for Encrypt, Decrypt and GenerateDataKey, and its
+ * request-rate throttling: KMS could not answer now, which says nothing about the key or the identity.
+ * KMSInvalidStateException is not here: it is the key's state (disabled, pending deletion), which a
+ * person must change.
+ */
+const TRANSIENT = new Set([
+  'ThrottlingException',
+  'KMSInternalException',
+  'DependencyTimeoutException',
+  'KeyUnavailableException',
+]);
+
+function describeAwsError(
+  error: unknown,
+  operation: string,
+  key: string,
+  context: WrapContext,
+): KeyError | UnavailableError {
+  if (error instanceof KeyError || error instanceof UnavailableError) return error;
   const e = error as { name?: string; message?: string; $metadata?: { httpStatusCode?: number } };
   const network = networkCause(error);
   const status = e.$metadata?.httpStatusCode;
-  if (network && !status) {
-    return new KeyError(`AWS KMS is unreachable (${operation} on ${key}): ${network}`, {
-      hint: 'Check the network path to KMS (endpoint, proxy, VPC endpoint) and try again; nothing was written.',
-      cause: error,
-    });
+  if ((network || e.name === 'TimeoutError') && !status) {
+    return new UnavailableError(
+      `AWS KMS is unreachable (${operation} on ${key}): ${network ?? e.message ?? 'no answer in time'}`,
+      {
+        hint: 'Check the network path to KMS (endpoint, proxy, VPC endpoint) and try again; nothing was written.',
+        cause: error,
+      },
+    );
   }
   if (e.name === 'CredentialsProviderError' || /Could not load credentials/i.test(e.message ?? '')) {
     return new KeyError(`no AWS credentials for KMS: ${e.message}`, {
@@ -175,8 +199,13 @@ function describeAwsError(error: unknown, operation: string, key: string, contex
   }
   const name = e.name ?? 'Error';
   const message = e.message && e.message !== 'UnknownError' ? `: ${e.message}` : '';
-  return new KeyError(
-    `AWS KMS refused ${operation} on ${key} for data key ${context.dataKeyId}${status ? ` (HTTP ${status})` : ''}: ${name}${message}`,
-    { hint: HINTS[name], cause: error },
-  );
+  const what = `${operation} on ${key} for data key ${context.dataKeyId}${status ? ` (HTTP ${status})` : ''}: ${name}${message}`;
+  // A 5xx with no name KMS documents is a server or a proxy in front of it failing: retried later too.
+  if (TRANSIENT.has(name) || (status !== undefined && status >= 500)) {
+    return new UnavailableError(`AWS KMS could not answer ${what}`, {
+      hint: "Try again later: KMS (or a proxy in front of it) could not answer now, and the SDK's own retries ran out; nothing was written.",
+      cause: error,
+    });
+  }
+  return new KeyError(`AWS KMS refused ${what}`, { hint: HINTS[name], cause: error });
 }

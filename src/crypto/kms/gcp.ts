@@ -1,6 +1,6 @@
 import { KeyManagementServiceClient } from '@google-cloud/kms';
 import { OAuth2Client } from 'google-auth-library';
-import { KeyError } from '../../errors.js';
+import { KeyError, UnavailableError } from '../../errors.js';
 import type { KeySource, WrapContext } from '../key-source.js';
 import { KmsUriError, kmsKeyId, networkCause, parseWrapped, splitKmsUri, storeWrapped } from '../kms.js';
 
@@ -131,7 +131,9 @@ const GRPC_STATUS: Record<number, string> = {
   4: 'DEADLINE_EXCEEDED',
   5: 'NOT_FOUND',
   7: 'PERMISSION_DENIED',
+  8: 'RESOURCE_EXHAUSTED',
   9: 'FAILED_PRECONDITION',
+  13: 'INTERNAL',
   14: 'UNAVAILABLE',
   16: 'UNAUTHENTICATED',
 };
@@ -147,12 +149,25 @@ const HINTS: Record<string, string> = {
 };
 
 /**
+ * The statuses Google's API guidance says to retry (with backoff): the service, not the key or the
+ * identity, could not answer now. RESOURCE_EXHAUSTED is a request quota here (Cloud KMS has no other
+ * resource a call can exhaust).
+ */
+const TRANSIENT = new Set(['UNAVAILABLE', 'DEADLINE_EXCEEDED', 'RESOURCE_EXHAUSTED', 'INTERNAL']);
+
+/**
  * Cloud KMS errors come in two shapes: google-gax's GoogleError (a gRPC code, a message) when its own
  * fetch made the call, and gaxios's GaxiosError (an HTTP status, the JSON body as its message) when a
- * google-auth-library client did. Both become a KeyError with Google's own status and message.
+ * google-auth-library client did. Both carry Google's own status and message: a refusal is a KeyError,
+ * the service being out of reach or saying to retry an UnavailableError.
  */
-function describeGcpError(error: unknown, operation: string, key: string, context: WrapContext): KeyError {
-  if (error instanceof KeyError) return error;
+function describeGcpError(
+  error: unknown,
+  operation: string,
+  key: string,
+  context: WrapContext,
+): KeyError | UnavailableError {
+  if (error instanceof KeyError || error instanceof UnavailableError) return error;
   const e = error as { code?: unknown; status?: unknown; message?: string; details?: string };
   let status: string | null = null;
   let message = e.details || e.message || String(error);
@@ -172,7 +187,7 @@ function describeGcpError(error: unknown, operation: string, key: string, contex
   if (!status && typeof e.code === 'number' && e.code < 100) status = GRPC_STATUS[e.code] ?? `code ${e.code}`;
   const network = networkCause(error);
   if (network && !http && (!status || status === 'UNAVAILABLE')) {
-    return new KeyError(`Cloud KMS is unreachable (${operation} on ${key}): ${network}`, {
+    return new UnavailableError(`Cloud KMS is unreachable (${operation} on ${key}): ${network}`, {
       hint: 'Check the network path to Cloud KMS and try again; nothing was written.',
       cause: error,
     });
@@ -183,8 +198,16 @@ function describeGcpError(error: unknown, operation: string, key: string, contex
       cause: error,
     });
   }
-  return new KeyError(
-    `Cloud KMS refused ${operation} on ${key} for data key ${context.dataKeyId}${http ? ` (HTTP ${http})` : ''}: ${status ? `${status}: ` : ''}${message.split('\n')[0]}`,
-    { hint: status ? HINTS[status] : undefined, cause: error },
-  );
+  const what = `${operation} on ${key} for data key ${context.dataKeyId}${http ? ` (HTTP ${http})` : ''}: ${status ? `${status}: ` : ''}${message.split('\n')[0]}`;
+  // A 5xx without a Google status is a proxy in front of the service failing: retried later too.
+  if ((status && TRANSIENT.has(status)) || (!status && http !== null && http >= 500)) {
+    return new UnavailableError(`Cloud KMS could not answer ${what}`, {
+      hint: "Try again later: Cloud KMS could not answer now, and the client's own retries ran out; nothing was written.",
+      cause: error,
+    });
+  }
+  return new KeyError(`Cloud KMS refused ${what}`, {
+    hint: status ? HINTS[status] : undefined,
+    cause: error,
+  });
 }

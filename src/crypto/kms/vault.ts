@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import { KeyError } from '../../errors.js';
+import { KeyError, UnavailableError } from '../../errors.js';
 import type { KeySource, WrapContext } from '../key-source.js';
 import { KmsUriError, kmsKeyId, networkCause } from '../kms.js';
 
@@ -142,10 +142,13 @@ class VaultTransitKeySource implements KeySource {
         (error as Error).name === 'TimeoutError'
           ? `no answer in ${TIMEOUT_MS / 1000}s`
           : (networkCause(error) ?? (error as Error).message);
-      throw new KeyError(`Vault is unreachable (${operation} with Transit key ${this.#name}): ${cause}`, {
-        hint: `Check that Vault at ${this.#base.replace(/\/v1\/.*$/, '')} is up and unsealed; nothing was written.`,
-        cause: error,
-      });
+      throw new UnavailableError(
+        `Vault is unreachable (${operation} with Transit key ${this.#name}): ${cause}`,
+        {
+          hint: `Check that Vault at ${this.#base.replace(/\/v1\/.*$/, '')} is up and unsealed; nothing was written.`,
+          cause: error,
+        },
+      );
     }
     const raw = await response.text();
     let json: { data?: Record<string, unknown>; errors?: unknown[] } = {};
@@ -159,19 +162,35 @@ class VaultTransitKeySource implements KeySource {
         Array.isArray(json.errors) && json.errors.length
           ? json.errors.map(String).join('; ')
           : raw.slice(0, 200) || 'no detail';
-      throw new KeyError(
-        `Vault refused ${operation} with Transit key ${this.#name} for data key ${context.dataKeyId} (HTTP ${response.status}): ${errors}`,
-        { hint: vaultHint(response.status, errors) },
-      );
+      const what = `${operation} with Transit key ${this.#name} for data key ${context.dataKeyId} (HTTP ${response.status}): ${errors}`;
+      if (transient(response.status)) {
+        const retryAfter = Number(response.headers.get('retry-after'));
+        throw new UnavailableError(`Vault could not answer ${what}`, {
+          hint:
+            response.status === 503
+              ? 'Vault is sealed or in maintenance: unseal it (or wait for it), then try again; nothing was written.'
+              : 'Try again later: Vault could not answer now; nothing was written.',
+          retryAfter: Number.isInteger(retryAfter) && retryAfter > 0 ? retryAfter : undefined,
+        });
+      }
+      throw new KeyError(`Vault refused ${what}`, { hint: vaultHint(response.status, errors) });
     }
     return json.data;
   }
 }
 
+/**
+ * What Vault's API documentation says to retry: 429 (a rate limit quota, with Retry-After), 500 ("an
+ * internal error has occurred, try again later"), 502 (a third party Vault called failed), 503
+ * ("down for maintenance or currently sealed"). Every other status is Vault refusing the request.
+ */
+function transient(status: number): boolean {
+  return status === 429 || status >= 500;
+}
+
 function vaultHint(status: number, errors: string): string | undefined {
   if (status === 403)
     return 'The Vault token lacks a policy allowing this path (update on transit/encrypt, decrypt, datakey, rewrap), or it expired.';
-  if (status === 503 || /sealed/i.test(errors)) return 'Unseal Vault, then try again; nothing was written.';
   if (/not found/i.test(errors))
     return 'Create the key (`vault write -f transit/keys/NAME`) or fix the key name in CREDENTIAL_KMS_URI.';
   return undefined;

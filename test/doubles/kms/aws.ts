@@ -38,6 +38,38 @@ export const AWS_KMS_OPERATIONS: readonly AwsKmsOperation[] = [
   'DescribeKey',
 ];
 
+/**
+ * The errors AWS documents as transient for Encrypt, Decrypt and GenerateDataKey, with their HTTP
+ * status; the messages are ThrottlingException's as KMS sends it and the others' API reference text.
+ */
+export const AWS_TRANSIENT_FAULTS = {
+  ThrottlingException: {
+    status: 400,
+    message: 'You have exceeded the rate at which you may call KMS. Reduce the frequency of your calls.',
+  },
+  KMSInternalException: {
+    status: 500,
+    message: 'The request was rejected because an internal exception occurred. The request can be retried.',
+  },
+  DependencyTimeoutException: {
+    status: 503,
+    message: 'The system timed out while trying to fulfill the request. You can retry the request.',
+  },
+  KeyUnavailableException: {
+    status: 500,
+    message:
+      'The request was rejected because the specified KMS key was not available. You can retry the request.',
+  },
+} as const;
+
+export function awsFault(type: keyof typeof AWS_TRANSIENT_FAULTS): {
+  type: string;
+  status: number;
+  message: string;
+} {
+  return { type, ...AWS_TRANSIENT_FAULTS[type] };
+}
+
 export type AwsKeyState = 'Enabled' | 'Disabled' | 'PendingDeletion';
 
 export interface AwsKmsRecordedRequest extends KmsHttpRequest {
@@ -77,6 +109,13 @@ export interface AwsKmsDouble {
   secretAccessKey: string;
   /** When true every request has its socket destroyed without an answer (service unreachable). */
   down: boolean;
+  /**
+   * While set, every signed request answers this error, as KMS does when it throttles
+   * (`ThrottlingException`, 400), fails inside (`KMSInternalException`, 500), times out on a
+   * dependency (`DependencyTimeoutException`, 503) or cannot reach a custom key store
+   * (`KeyUnavailableException`, 500). Use awsFault() for those, with KMS's own words.
+   */
+  fault: { type: string; status: number; message: string } | null;
   requests: AwsKmsRecordedRequest[];
   close(): Promise<void>;
   /** alias: `alias/NAME` or `NAME`. region/account default to the double's. */
@@ -426,6 +465,7 @@ export async function startAwsKmsDouble(options: AwsKmsDoubleOptions = {}): Prom
       throw new AwsError('UnknownOperationException', null, 404);
     }
     const caller = authenticate(req);
+    if (double.fault) throw new AwsError(double.fault.type, double.fault.message, double.fault.status);
     const contentType = (req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
     const target = req.headers['x-amz-target'] ?? '';
     if (contentType !== JSON_11 || !target.startsWith('TrentService.')) {
@@ -570,6 +610,7 @@ export async function startAwsKmsDouble(options: AwsKmsDoubleOptions = {}): Prom
     accessKeyId,
     secretAccessKey,
     down: false,
+    fault: null,
     requests,
     close: async () => {},
     createKey(opts = {}) {

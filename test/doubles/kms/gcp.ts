@@ -37,6 +37,26 @@ export const GCP_PERMISSIONS: Record<GcpKmsOperation, string> = {
   decrypt: 'cloudkms.cryptoKeyVersions.useToDecrypt',
 };
 
+/** The statuses Google's API guidance says to retry, with HTTP codes and words as Cloud KMS sends them. */
+export const GCP_TRANSIENT_FAULTS = {
+  UNAVAILABLE: { code: 503, message: 'The service is currently unavailable.' },
+  DEADLINE_EXCEEDED: { code: 504, message: 'Deadline exceeded.' },
+  RESOURCE_EXHAUSTED: {
+    code: 429,
+    message:
+      "Quota exceeded for quota metric 'Cryptographic requests' and limit 'Cryptographic requests per minute' of service 'cloudkms.googleapis.com'.",
+  },
+  INTERNAL: { code: 500, message: 'Internal error encountered.' },
+} as const;
+
+export function gcpFault(status: keyof typeof GCP_TRANSIENT_FAULTS): {
+  code: number;
+  status: string;
+  message: string;
+} {
+  return { status, ...GCP_TRANSIENT_FAULTS[status] };
+}
+
 export interface GcpKmsRecordedRequest extends KmsHttpRequest {
   at: number;
   /** The verb after ':' in the path (`encrypt`, `decrypt`, …); null when the path had none. */
@@ -57,6 +77,12 @@ export interface GcpKmsDouble {
   /** The bearer token the double accepts. */
   token: string;
   down: boolean;
+  /**
+   * While set, every authenticated request answers this error (see GCP_TRANSIENT_FAULTS for the
+   * statuses Google says to retry: UNAVAILABLE 503, DEADLINE_EXCEEDED 504, RESOURCE_EXHAUSTED 429,
+   * INTERNAL 500).
+   */
+  fault: { code: number; status: string; message: string } | null;
   requests: GcpKmsRecordedRequest[];
   close(): Promise<void>;
   /** `projects/P/locations/L/keyRings/R/cryptoKeys/K`; creates version 1 as primary. */
@@ -353,6 +379,7 @@ export async function startGcpKmsDouble(options: GcpKmsDoubleOptions = {}): Prom
 
   function handle(req: KmsHttpRequest, record: GcpKmsRecordedRequest): KmsReply {
     authenticate(req);
+    if (double.fault) throw new GcpError(double.fault.code, double.fault.status, double.fault.message);
     if (req.method !== 'POST' || record.name === null || record.operation === null) {
       throw new GcpError(404, 'NOT_FOUND', `Method not found: ${req.method} ${req.path}`);
     }
@@ -381,6 +408,7 @@ export async function startGcpKmsDouble(options: GcpKmsDoubleOptions = {}): Prom
     port: 0,
     token,
     down: false,
+    fault: null,
     requests,
     close: async () => {},
     createKey(name) {
