@@ -106,6 +106,17 @@ export function splitKmsUri(uri: string, scheme: string): { key: string; query: 
   };
 }
 
+/** An endpoint override as a URL: http or https with a host, else null (the caller names where it came from). */
+export function endpointUrl(value: string): URL | null {
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    return null;
+  }
+  return (url.protocol === 'https:' || url.protocol === 'http:') && url.hostname ? url : null;
+}
+
 /** A network failure's own words ("connect ECONNREFUSED 127.0.0.1:4599"), for messages. */
 export function networkCause(error: unknown): string | null {
   let current: unknown = error;

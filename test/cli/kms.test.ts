@@ -137,7 +137,17 @@ describe('a KMS URI that names no usable key', () => {
     const v = await createVault();
     vaults.push(v);
     const dump = await v.dump();
-    for (const uri of ['bogus://x', 'aws-kms://', 'gcp-kms://projects/p', 'vault-transit://h/transit/nope']) {
+    for (const uri of [
+      'bogus://x',
+      'aws-kms://',
+      'gcp-kms://projects/p',
+      'vault-transit://h/transit/nope',
+      // An endpoint that is no http(s) URL is the URI's fault for every KMS, checked before any call
+      // (AWS's used to reach the SDK and come back as "AWS KMS refused … Invalid URL").
+      'aws-kms://alias/credvault?endpoint=not-a-url',
+      'aws-kms://alias/credvault?endpoint=localhost:4566',
+      'gcp-kms://projects/p/locations/l/keyRings/r/cryptoKeys/k?endpoint=localhost:8443',
+    ]) {
       const flag = await v.cli(['key', 'rotate', '--to-kms', uri, '--json']);
       expect(flag.code, flag.stderr).toBe(2);
       expect(JSON.parse(flag.stderr).error).toMatchObject({
@@ -152,6 +162,9 @@ describe('a KMS URI that names no usable key', () => {
       const reading = await v.cli(['key', 'status', '--json'], { env: { CREDENTIAL_KMS_URI: uri } });
       expect(reading.code, reading.stderr).toBe(6);
       expect(JSON.parse(reading.stderr).error.message).toContain(`CREDENTIAL_KMS_URI "${uri}"`);
+      if (uri.includes('endpoint=')) {
+        expect(JSON.parse(flag.stderr).error.message).toContain('has an endpoint that is not an http(s) URL');
+      }
     }
     expect(await v.dump()).toBe(dump);
   });

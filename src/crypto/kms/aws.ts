@@ -7,7 +7,15 @@ import {
 } from '@aws-sdk/client-kms';
 import { KeyError, UnavailableError } from '../../errors.js';
 import type { KeySource, WrapContext } from '../key-source.js';
-import { KmsUriError, kmsKeyId, networkCause, parseWrapped, splitKmsUri, storeWrapped } from '../kms.js';
+import {
+  endpointUrl,
+  KmsUriError,
+  kmsKeyId,
+  networkCause,
+  parseWrapped,
+  splitKmsUri,
+  storeWrapped,
+} from '../kms.js';
 
 const SCHEME = 'aws-kms://';
 const PREFIX = 'aws';
@@ -36,7 +44,17 @@ export function openAwsKms(uri: string, env: NodeJS.ProcessEnv, vaultName: strin
   const region = arnRegion ?? query.get('region') ?? env.AWS_REGION ?? env.AWS_DEFAULT_REGION;
   if (region) config.region = region;
   const endpoint = query.get('endpoint');
-  if (endpoint) config.endpoint = endpoint;
+  if (endpoint) {
+    // Checked here, as for gcp-kms: the SDK would take it and fail at the first call, as a refusal.
+    if (!endpointUrl(endpoint)) {
+      throw new KmsUriError(
+        uri,
+        `has an endpoint that is not an http(s) URL ("${endpoint}")`,
+        'Give endpoint=https://HOST[:PORT].',
+      );
+    }
+    config.endpoint = endpoint;
+  }
   // The SDK warns on Node 20 (releases after January 2027 need Node 22) on every construction: a CLI
   // that CI runs many times keeps that out of its stderr. The installed version supports Node 20.
   const quiet = process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED;

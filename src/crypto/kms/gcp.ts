@@ -2,7 +2,15 @@ import { KeyManagementServiceClient } from '@google-cloud/kms';
 import { OAuth2Client } from 'google-auth-library';
 import { KeyError, UnavailableError } from '../../errors.js';
 import type { KeySource, WrapContext } from '../key-source.js';
-import { KmsUriError, kmsKeyId, networkCause, parseWrapped, splitKmsUri, storeWrapped } from '../kms.js';
+import {
+  endpointUrl,
+  KmsUriError,
+  kmsKeyId,
+  networkCause,
+  parseWrapped,
+  splitKmsUri,
+  storeWrapped,
+} from '../kms.js';
 
 const SCHEME = 'gcp-kms://';
 const PREFIX = 'gcp';
@@ -33,18 +41,16 @@ export function openGcpKms(uri: string, env: NodeJS.ProcessEnv, vaultName: strin
   const options: ClientOptions = { fallback: true };
   const endpoint = query.get('endpoint') ?? env.CLOUDSDK_API_ENDPOINT_OVERRIDES_CLOUDKMS;
   if (endpoint) {
-    let url: URL;
-    try {
-      url = new URL(endpoint);
-    } catch {
+    const url = endpointUrl(endpoint);
+    if (!url) {
       if (query.get('endpoint'))
         throw new KmsUriError(
           uri,
-          `has an endpoint that is not a URL ("${endpoint}")`,
+          `has an endpoint that is not an http(s) URL ("${endpoint}")`,
           'Give endpoint=https://HOST[:PORT].',
         );
       throw new KeyError(
-        `the Cloud KMS endpoint "${endpoint}" (CLOUDSDK_API_ENDPOINT_OVERRIDES_CLOUDKMS) is not a URL`,
+        `the Cloud KMS endpoint "${endpoint}" (CLOUDSDK_API_ENDPOINT_OVERRIDES_CLOUDKMS) is not an http(s) URL`,
       );
     }
     options.apiEndpoint = url.hostname;
