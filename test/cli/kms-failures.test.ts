@@ -152,6 +152,54 @@ describe('which KMS answers mean "retry later"', () => {
     expect(await v.dump()).toBe(dump);
   });
 
+  it('AWS: a wrong secret or a temporary key without its session token is refused by KMS (exit 6, with what to check)', async () => {
+    const backend = BACKENDS.find((b) => b.kind === 'aws-kms')!;
+    const v = await vaultWithConnection();
+    Object.assign(v.env, backend.env());
+    expect((await v.cli(['key', 'rotate', '--to-kms', backend.uri()])).code).toBe(0);
+    v.env.CREDENTIAL_KMS_URI = backend.uri();
+    const dump = await v.dump();
+
+    const wrongSecret = await v.cli(['token', 'get', 'google_ads:1234567890'], {
+      secretOutput: true,
+      env: { AWS_SECRET_ACCESS_KEY: `${aws.secretAccessKey.slice(1)}x` },
+    });
+    expect(wrongSecret.code, wrongSecret.stderr).toBe(6);
+    expect(wrongSecret.stderr).toContain(
+      '(HTTP 400): InvalidSignatureException: The request signature we calculated does not match the signature you provided.',
+    );
+    expect(wrongSecret.stderr).toContain('Check the AWS secret access key');
+
+    const temporary = aws.addAccessKey('ASIATEMPORARYKEY0001', { secretAccessKey: 'temporary-secret' });
+    const temporaryEnv = {
+      AWS_ACCESS_KEY_ID: temporary.accessKeyId,
+      AWS_SECRET_ACCESS_KEY: temporary.secretAccessKey,
+    };
+    const noToken = await v.cli(['token', 'get', 'google_ads:1234567890', '--json'], {
+      secretOutput: true,
+      env: temporaryEnv,
+    });
+    expect(noToken.code, noToken.stderr).toBe(6);
+    expect(JSON.parse(noToken.stderr).error).toMatchObject({
+      code: 'key_error',
+      message: expect.stringContaining(
+        'UnrecognizedClientException: The security token included in the request is invalid.',
+      ),
+    });
+    const hinted = await v.cli(['token', 'get', 'google_ads:1234567890'], {
+      secretOutput: true,
+      env: temporaryEnv,
+    });
+    expect(hinted.stderr).toContain('temporary ones (an ASIA… key id) need their AWS_SESSION_TOKEN too');
+    expect(await v.dump()).toBe(dump);
+
+    const withToken = await v.cli(['token', 'get', 'google_ads:1234567890'], {
+      secretOutput: true,
+      env: { ...temporaryEnv, AWS_SESSION_TOKEN: temporary.sessionToken! },
+    });
+    expect(withToken.code, withToken.stderr).toBe(0);
+  });
+
   it('the daemon answers a sealed Vault with 503 and Retry-After, not a key error', async () => {
     const backend = BACKENDS.find((b) => b.kind === 'vault-transit')!;
     const v = await vaultWithConnection();

@@ -218,6 +218,85 @@ describe('AWS KMS double with @aws-sdk/client-kms', () => {
     expect(((await bad.json()) as { __type: string }).__type).toBe('IncompleteSignatureException');
   });
 
+  it('verifies the SigV4 signature with the secret it holds, and a temporary key needs its session token', async () => {
+    const client = (credentials: { accessKeyId: string; secretAccessKey: string; sessionToken?: string }) =>
+      new KMSClient({ endpoint: double.url, region: double.region, credentials, maxAttempts: 1 });
+    const describe = async (kmsClient: KMSClient) => {
+      try {
+        return await failure(() => kmsClient.send(new DescribeKeyCommand({ KeyId: key.keyId })));
+      } finally {
+        kmsClient.destroy();
+      }
+    };
+
+    // A known access key with the wrong secret: the signature does not verify.
+    const wrongSecret = await describe(
+      client({ accessKeyId: double.accessKeyId, secretAccessKey: `${double.secretAccessKey}x` }),
+    );
+    expect(wrongSecret.name).toBe('InvalidSignatureException');
+    expect(wrongSecret.message).toBe(
+      'The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method. Consult the service documentation for details.',
+    );
+    expect((wrongSecret.$metadata as { httpStatusCode: number }).httpStatusCode).toBe(400);
+
+    // Temporary credentials: without their session token, or with another, the key is not recognized.
+    const temporary = double.addAccessKey('ASIAEXAMPLEEXAMPLE00');
+    expect(temporary.sessionToken).toBeTruthy();
+    const { sessionToken, ...withoutToken } = temporary;
+    const noToken = await describe(client(withoutToken));
+    expect(noToken.name).toBe('UnrecognizedClientException');
+    expect(noToken.message).toBe('The security token included in the request is invalid.');
+    expect((noToken.$metadata as { httpStatusCode: number }).httpStatusCode).toBe(400);
+    const otherToken = await describe(client({ ...temporary, sessionToken: `${sessionToken}x` }));
+    expect(otherToken.name).toBe('UnrecognizedClientException');
+    // A long-term key with a token it never had is not recognized either.
+    const stray = await describe(
+      client({ accessKeyId: double.accessKeyId, secretAccessKey: double.secretAccessKey, sessionToken: 'x' }),
+    );
+    expect(stray.name).toBe('UnrecognizedClientException');
+    const withToken = client(temporary);
+    const described = await withToken.send(new DescribeKeyCommand({ KeyId: key.keyId }));
+    expect(described.KeyMetadata?.Arn).toBe(key.arn);
+    withToken.destroy();
+  });
+
+  it('refuses a request signed more than 5 minutes from its clock, and the SDK corrects from its Date', async () => {
+    const skewed = (offsetMs: number, maxAttempts = 1) =>
+      new KMSClient({
+        endpoint: double.url,
+        region: double.region,
+        credentials: { accessKeyId: double.accessKeyId, secretAccessKey: double.secretAccessKey },
+        systemClockOffset: offsetMs,
+        maxAttempts,
+      });
+    for (const [offset, pattern] of [
+      [
+        -6 * 60_000,
+        /^Signature expired: \d{8}T\d{6}Z is now earlier than \d{8}T\d{6}Z \(\d{8}T\d{6}Z - 5 min\.\)$/,
+      ],
+      [
+        6 * 60_000,
+        /^Signature not yet current: \d{8}T\d{6}Z is still later than \d{8}T\d{6}Z \(\d{8}T\d{6}Z \+ 5 min\.\)$/,
+      ],
+    ] as const) {
+      const kmsClient = skewed(offset);
+      const err = await failure(() => kmsClient.send(new DescribeKeyCommand({ KeyId: key.keyId })));
+      kmsClient.destroy();
+      expect(err.name).toBe('InvalidSignatureException');
+      expect(err.message).toMatch(pattern);
+    }
+    // Within the window: accepted.
+    const close = skewed(-4 * 60_000);
+    expect((await close.send(new DescribeKeyCommand({ KeyId: key.keyId }))).KeyMetadata?.Arn).toBe(key.arn);
+    close.destroy();
+    // With retries, the SDK reads the double's Date header, corrects its offset and signs again.
+    const corrected = skewed(-10 * 60_000, 2);
+    expect((await corrected.send(new DescribeKeyCommand({ KeyId: key.keyId }))).KeyMetadata?.Arn).toBe(
+      key.arn,
+    );
+    corrected.destroy();
+  });
+
   it('is unreachable while down', async () => {
     double.down = true;
     try {

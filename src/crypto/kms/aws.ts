@@ -166,8 +166,10 @@ const HINTS: Record<string, string> = {
   InvalidCiphertextException:
     'The wrapped data key does not belong to this key, or its encryption context (vault name) differs.',
   IncorrectKeyException: 'The data key was wrapped by another KMS key; set CREDENTIAL_KMS_URI to that key.',
-  UnrecognizedClientException: 'Check the AWS credentials (AWS_ACCESS_KEY_ID, AWS_PROFILE …).',
-  InvalidSignatureException: 'Check the AWS secret access key.',
+  UnrecognizedClientException:
+    'Check the AWS credentials (AWS_ACCESS_KEY_ID, AWS_PROFILE …); temporary ones (an ASIA… key id) need their AWS_SESSION_TOKEN too.',
+  InvalidSignatureException:
+    "Check the AWS secret access key (AWS_SECRET_ACCESS_KEY, or the profile's), and that this machine's clock is within 5 minutes of the time.",
   ExpiredTokenException: 'Refresh the AWS session credentials.',
 };
 

@@ -6,11 +6,25 @@
  * version that made it (so Decrypt works without KeyId, as in real KMS) and binds the encryption
  * context as associated data: only the same key with the same context opens it.
  *
- * Authentication: SigV4 is checked for shape (algorithm, Credential scope, SignedHeaders, Signature,
- * X-Amz-Date, a known access key id) but the signature value is not verified. The region of the
- * request is the region of its credential scope; key ids and aliases resolve in that region.
+ * Authentication, as KMS answers it (its JSON protocol names the errors of the IAM troubleshooting
+ * guide's "signed requests" page, with HTTP 400):
+ * - the Authorization header's shape (algorithm, Credential scope, SignedHeaders, Signature) and
+ *   X-Amz-Date: IncompleteSignatureException, or InvalidSignatureException for a scope naming another
+ *   date, service or terminator;
+ * - an access key id the double does not know, a temporary one (ASIA…) without its X-Amz-Security-Token
+ *   or with another, or a long-term one with a token: UnrecognizedClientException, "The security token
+ *   included in the request is invalid.";
+ * - X-Amz-Date more than 5 minutes from the double's clock: InvalidSignatureException "Signature
+ *   expired: … is now earlier than … (… - 5 min.)" or "Signature not yet current: … is still later
+ *   than … (… + 5 min.)";
+ * - the signature itself, recomputed with the access key's secret over the signed headers by
+ *   @smithy/signature-v4 (the SDK's own signer; a bug in both would go unseen, a wrong secret, token,
+ *   region or date would not): InvalidSignatureException, "The request signature we calculated does
+ *   not match the signature you provided. …".
+ * The region of the request is the region of its credential scope; key ids and aliases resolve in it.
  */
-import { randomBytes, randomUUID } from 'node:crypto';
+import { createHash, createHmac, type Hash, type Hmac, randomBytes, randomUUID } from 'node:crypto';
+import { SignatureV4 } from '@smithy/signature-v4';
 import {
   DROP,
   decodeBase64Strict,
@@ -95,6 +109,13 @@ export interface AwsKmsDoubleOptions {
   secretAccessKey?: string;
 }
 
+export interface AwsTestCredentials {
+  accessKeyId: string;
+  secretAccessKey: string;
+  /** For temporary (ASIA…) keys only. */
+  sessionToken?: string;
+}
+
 export interface AwsCreatedKey {
   keyId: string;
   arn: string;
@@ -138,8 +159,16 @@ export interface AwsKmsDouble {
   scheduleDeletion(keyIdOrAlias: string): void;
   /** New key material (on-demand rotation): new ciphertexts use it, old ones still decrypt. */
   rotate(keyIdOrAlias: string): void;
-  /** Accepts one more access key id. */
-  addAccessKey(accessKeyId: string): void;
+  /**
+   * Accepts one more access key, with its secret (random by default). A temporary key (ASIA…) has a
+   * session token too (random by default) that every request must carry as X-Amz-Security-Token.
+   */
+  addAccessKey(
+    accessKeyId: string,
+    options?: { secretAccessKey?: string; sessionToken?: string },
+  ): AwsTestCredentials;
+  /** Added to the double's clock (its 5-minute window and its Date header): a client clock that is off. */
+  clockSkewMs: number;
   /** The key's state as DescribeKey would show it. */
   keyState(keyIdOrAlias: string): AwsKeyState;
 }
@@ -161,7 +190,36 @@ const JSON_11 = 'application/x-amz-json-1.1';
 const BLOB_MAGIC = Buffer.from([0x01, 0x02, 0x02, 0x00]);
 const ARN_RE = /^arn:(aws[a-z-]*):kms:([a-z0-9-]+):(\d{12}):(key|alias)\/(.+)$/;
 const UUID_RE = /^(mrk-[0-9a-f]{32}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$/;
-const AMZ_DATE_RE = /^(\d{8})T\d{6}Z$/;
+const AMZ_DATE_RE = /^(\d{8})T(\d{2})(\d{2})(\d{2})Z$/;
+/** How far X-Amz-Date may be from the service's clock, either way. */
+const SIGNATURE_WINDOW_MS = 5 * 60_000;
+
+/** node:crypto as the Hash interface @smithy/signature-v4 takes (HMAC when given a key). */
+type SourceData = string | ArrayBuffer | ArrayBufferView;
+
+function bytes(data: SourceData): string | Uint8Array {
+  if (typeof data === 'string') return data;
+  return ArrayBuffer.isView(data)
+    ? new Uint8Array(data.buffer, data.byteOffset, data.byteLength)
+    : new Uint8Array(data);
+}
+
+class NodeSha256 {
+  readonly #hash: Hash | Hmac;
+  constructor(secret?: SourceData) {
+    this.#hash = secret === undefined ? createHash('sha256') : createHmac('sha256', bytes(secret));
+  }
+  update(data: SourceData): void {
+    this.#hash.update(bytes(data));
+  }
+  async digest(): Promise<Uint8Array> {
+    return new Uint8Array(this.#hash.digest());
+  }
+}
+
+function amzDateOf(ms: number): string {
+  return `${new Date(ms).toISOString().replace(/[-:]/g, '').slice(0, 15)}Z`;
+}
 
 /** An error answer. `detail` null: the body has no message (real KMS sends none for some errors). */
 class AwsError extends Error {
@@ -277,7 +335,10 @@ export async function startAwsKmsDouble(options: AwsKmsDoubleOptions = {}): Prom
   const defaultAccount = options.account ?? '111122223333';
   const accessKeyId = options.accessKeyId ?? randomAccessKeyId();
   const secretAccessKey = options.secretAccessKey ?? randomBytes(30).toString('base64');
-  const accessKeys = new Set([accessKeyId]);
+  /** Access key id → its secret, and its session token for a temporary key. */
+  const accessKeys = new Map<string, { secretAccessKey: string; sessionToken: string | null }>([
+    [accessKeyId, { secretAccessKey, sessionToken: null }],
+  ]);
   const keysByArn = new Map<string, AwsKey>();
   /** `account:region:alias/NAME` → key ARN. */
   const aliases = new Map<string, string>();
@@ -378,7 +439,7 @@ export async function startAwsKmsDouble(options: AwsKmsDoubleOptions = {}): Prom
   // -------------------------------------------------------------------------------------------------
   // Authentication
 
-  function authenticate(req: KmsHttpRequest): { region: string; account: string } {
+  async function authenticate(req: KmsHttpRequest): Promise<{ region: string; account: string }> {
     const authorization = req.headers['authorization'];
     if (!authorization) {
       throw new AwsError('MissingAuthenticationTokenException', 'Missing Authentication Token', 403);
@@ -448,23 +509,96 @@ export async function startAwsKmsDouble(options: AwsKmsDoubleOptions = {}): Prom
         `Credential should be scoped with a valid terminator: 'aws4_request', not '${terminator}'. `,
       );
     }
-    if (!accessKeys.has(keyId)) {
+    const credentials = accessKeys.get(keyId);
+    const token = req.headers['x-amz-security-token'] ?? null;
+    if (!credentials || token !== credentials.sessionToken) {
       throw new AwsError(
         'UnrecognizedClientException',
         'The security token included in the request is invalid.',
       );
     }
+    const [, day, hh, mm, ss] = dateMatch as unknown as [string, string, string, string, string];
+    const signedAt = Date.UTC(
+      Number(day.slice(0, 4)),
+      Number(day.slice(4, 6)) - 1,
+      Number(day.slice(6, 8)),
+      Number(hh),
+      Number(mm),
+      Number(ss),
+    );
+    const now = Date.now() + double.clockSkewMs;
+    if (signedAt < now - SIGNATURE_WINDOW_MS) {
+      throw new AwsError(
+        'InvalidSignatureException',
+        `Signature expired: ${amzDate} is now earlier than ${amzDateOf(now - SIGNATURE_WINDOW_MS)} (${amzDateOf(now)} - 5 min.)`,
+      );
+    }
+    if (signedAt > now + SIGNATURE_WINDOW_MS) {
+      throw new AwsError(
+        'InvalidSignatureException',
+        `Signature not yet current: ${amzDate} is still later than ${amzDateOf(now + SIGNATURE_WINDOW_MS)} (${amzDateOf(now)} + 5 min.)`,
+      );
+    }
+    if ((await expectedSignature(req, signed, credentials, region, signedAt)) !== params.get('Signature')) {
+      throw new AwsError(
+        'InvalidSignatureException',
+        'The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method. Consult the service documentation for details.',
+      );
+    }
     return { region, account: defaultAccount };
+  }
+
+  /** The signature over the headers the request says it signed, with the secret the double holds. */
+  async function expectedSignature(
+    req: KmsHttpRequest,
+    signed: string[],
+    credentials: { secretAccessKey: string; sessionToken: string | null },
+    region: string,
+    signedAt: number,
+  ): Promise<string> {
+    const headers: Record<string, string> = {};
+    for (const name of signed) {
+      const value = req.headers[name];
+      if (value !== undefined) headers[name] = value;
+    }
+    const signer = new SignatureV4({
+      service: 'kms',
+      region,
+      sha256: NodeSha256,
+      // Only what the client signed: no x-amz-content-sha256 of the double's own.
+      applyChecksum: false,
+      credentials: {
+        accessKeyId: 'recomputed',
+        secretAccessKey: credentials.secretAccessKey,
+        ...(credentials.sessionToken && signed.includes('x-amz-security-token')
+          ? { sessionToken: credentials.sessionToken }
+          : {}),
+      },
+    });
+    const signedRequest = await signer.sign(
+      {
+        method: req.method,
+        protocol: 'http:',
+        hostname: (req.headers['host'] ?? '').replace(/:\d+$/, ''),
+        path: req.path,
+        query: Object.fromEntries(req.query),
+        headers,
+        body: req.body,
+      },
+      { signingDate: new Date(signedAt), signableHeaders: new Set(signed) },
+    );
+    const authorization = String(signedRequest.headers['authorization'] ?? '');
+    return /Signature=([0-9a-f]{64})/.exec(authorization)?.[1] ?? '';
   }
 
   // -------------------------------------------------------------------------------------------------
   // Operations
 
-  function handle(req: KmsHttpRequest, record: AwsKmsRecordedRequest): KmsReply {
+  async function handle(req: KmsHttpRequest, record: AwsKmsRecordedRequest): Promise<KmsReply> {
     if (req.method !== 'POST' || req.path !== '/') {
       throw new AwsError('UnknownOperationException', null, 404);
     }
-    const caller = authenticate(req);
+    const caller = await authenticate(req);
     if (double.fault) throw new AwsError(double.fault.type, double.fault.message, double.fault.status);
     const contentType = (req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
     const target = req.headers['x-amz-target'] ?? '';
@@ -663,15 +797,25 @@ export async function startAwsKmsDouble(options: AwsKmsDoubleOptions = {}): Prom
       if (key.materials.length >= 255) throw new Error('too many rotations');
       key.materials.push(newKeySecret());
     },
-    addAccessKey(id) {
-      accessKeys.add(id);
+    addAccessKey(id, opts = {}) {
+      const secret = opts.secretAccessKey ?? randomBytes(30).toString('base64');
+      const sessionToken = id.startsWith('ASIA')
+        ? (opts.sessionToken ?? randomBytes(96).toString('base64'))
+        : null;
+      accessKeys.set(id, { secretAccessKey: secret, sessionToken });
+      return {
+        accessKeyId: id,
+        secretAccessKey: secret,
+        ...(sessionToken ? { sessionToken } : {}),
+      };
     },
+    clockSkewMs: 0,
     keyState(keyIdOrAlias) {
       return controlKey(keyIdOrAlias).state;
     },
   };
 
-  const server = await startKmsServer((req) => {
+  const server = await startKmsServer(async (req) => {
     const json = parseJsonObject(req.body);
     const target = req.headers['x-amz-target'] ?? '';
     const keyId = json && typeof json['KeyId'] === 'string' ? json['KeyId'] : null;
@@ -685,12 +829,18 @@ export async function startAwsKmsDouble(options: AwsKmsDoubleOptions = {}): Prom
     };
     requests.push(record);
     if (double.down) return DROP;
+    let reply: KmsReply;
     try {
-      return handle(req, record);
+      reply = await handle(req, record);
     } catch (err) {
-      if (err instanceof AwsError) return errorReply(err);
-      throw err;
+      if (!(err instanceof AwsError)) throw err;
+      reply = errorReply(err);
     }
+    // The double's clock, which the SDK reads to correct its own after a "Signature expired".
+    return {
+      ...reply,
+      headers: { ...reply.headers, date: new Date(Date.now() + double.clockSkewMs).toUTCString() },
+    };
   });
   double.url = server.url;
   double.port = server.port;
