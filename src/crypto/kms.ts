@@ -117,12 +117,19 @@ export function endpointUrl(value: string): URL | null {
   return (url.protocol === 'https:' || url.protocol === 'http:') && url.hostname ? url : null;
 }
 
+/**
+ * The error codes of a network path failing (Node's and undici's): a KMS out of reach. A file the
+ * client could not read (ENOENT, EACCES) is not one of them.
+ */
+const NETWORK_CODES =
+  /^(ECONNREFUSED|ECONNRESET|ECONNABORTED|ETIMEDOUT|ESOCKETTIMEDOUT|ENOTFOUND|EAI_AGAIN|EHOSTUNREACH|EHOSTDOWN|ENETUNREACH|ENETDOWN|EPIPE|UND_ERR_[A-Z_]+)$/;
+
 /** A network failure's own words ("connect ECONNREFUSED 127.0.0.1:4599"), for messages. */
 export function networkCause(error: unknown): string | null {
   let current: unknown = error;
   for (let depth = 0; current && depth < 5; depth++) {
     const code = (current as { code?: unknown }).code;
-    if (typeof code === 'string' && /^E[A-Z]+$/.test(code)) {
+    if (typeof code === 'string' && NETWORK_CODES.test(code)) {
       return (current as Error).message || code;
     }
     current = (current as { cause?: unknown }).cause;

@@ -1,4 +1,5 @@
-import { existsSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import {
@@ -6,12 +7,15 @@ import {
   aws,
   BACKENDS,
   counting,
+  GCP_KEY,
+  gcp,
   transit,
   useKmsDoubles,
   vaults,
   vaultWithConnection,
 } from '../helpers/kms.js';
-import { createVault } from '../helpers/vault.js';
+import { ROOT } from '../helpers/paths.js';
+import { createVault, type TestVault } from '../helpers/vault.js';
 
 /** The KMS key sources against local servers speaking each service's protocol (see helpers/kms.ts). */
 useKmsDoubles();
@@ -249,5 +253,143 @@ describe('Vault namespaces', () => {
     v.env.CREDENTIAL_KMS_URI = uri;
     const token = await v.cli(['token', 'get', 'google_ads:1234567890'], { secretOutput: true });
     expect(token.code, token.stderr).toBe(0);
+  });
+});
+
+/**
+ * openVault({ env }) in a program of its own: `env` is the whole configuration, key source
+ * credentials included. The program's process.env holds other, working credentials and a dead
+ * endpoint; none of them may be used. Prints what getValidAccessToken gave or threw.
+ */
+async function libraryRun(
+  v: TestVault,
+  env: Record<string, string>,
+  processEnv: Record<string, string>,
+): Promise<{ ok: boolean; platform?: string; code?: string; message?: string; hint?: string }> {
+  const appDir = join(v.root, 'kms-app');
+  if (!existsSync(appDir)) {
+    mkdirSync(join(appDir, 'node_modules'), { recursive: true });
+    symlinkSync(ROOT, join(appDir, 'node_modules', 'credvault'), 'dir');
+    writeFileSync(join(appDir, 'package.json'), JSON.stringify({ name: 'kms-app', type: 'module' }));
+  }
+  const file = join(appDir, 'token.mjs');
+  writeFileSync(
+    file,
+    `import { openVault } from 'credvault';
+const vault = await openVault({ home: ${JSON.stringify(v.home)}, databaseUrl: ${JSON.stringify(v.databaseUrl ?? undefined)}, actor: 'kms-app', env: ${JSON.stringify(env)} });
+let out;
+try {
+  const token = await vault.getValidAccessToken('google_ads:1234567890', { minTtl: 0 });
+  out = { ok: true, platform: token.platform };
+} catch (error) {
+  out = { ok: false, code: error.code, message: error.message, hint: error.hint };
+} finally {
+  await vault.close();
+}
+process.stdout.write(JSON.stringify(out));
+`,
+  );
+  const child = spawn(process.execPath, [file], {
+    cwd: appDir,
+    env: { PATH: process.env.PATH, HOME: v.root, ...processEnv },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (d: string) => {
+    stdout += d;
+  });
+  child.stderr.setEncoding('utf8').on('data', (d: string) => {
+    stderr += d;
+  });
+  const code = await new Promise<number>((resolve) => child.on('close', (c) => resolve(c ?? 1)));
+  expect(code, stderr).toBe(0);
+  return JSON.parse(stdout);
+}
+
+describe('a vault opened by the library with its own env', () => {
+  const DEAD = 'http://127.0.0.1:9';
+
+  it('aws-kms: takes the credentials and endpoint from env, never from process.env', async () => {
+    const backend = BACKENDS.find((b) => b.kind === 'aws-kms')!;
+    const v = await vaultWithConnection();
+    Object.assign(v.env, backend.env());
+    expect((await v.cli(['key', 'rotate', '--to-kms', backend.uri()])).code).toBe(0);
+    // Working credentials of another identity in the process environment.
+    const other = aws.addAccessKey('AKIAPROCESSENVDECOY1');
+    const processEnv = {
+      AWS_ACCESS_KEY_ID: other.accessKeyId,
+      AWS_SECRET_ACCESS_KEY: other.secretAccessKey,
+      AWS_REGION: aws.region,
+      AWS_ENDPOINT_URL_KMS: aws.url,
+      // The chain's last resort, the instance role, is not asked here.
+      AWS_EC2_METADATA_DISABLED: 'true',
+    };
+    const signedBy = (from: number) =>
+      aws.requests
+        .slice(from)
+        .map((r) => /Credential=([A-Z0-9]+)\//.exec(r.headers.authorization ?? '')?.[1] ?? null);
+
+    // Everything in env: it works, signed with env's key, at env's endpoint.
+    let mark = aws.requests.length;
+    const served = await libraryRun(
+      v,
+      { ...backend.env(), CREDENTIAL_KMS_URI: backend.uri() },
+      { ...processEnv, AWS_ENDPOINT_URL_KMS: DEAD, AWS_REGION: 'us-west-2' },
+    );
+    expect(served).toEqual({ ok: true, platform: 'google_ads' });
+    expect(signedBy(mark)).not.toHaveLength(0);
+    expect(new Set(signedBy(mark))).toEqual(new Set([aws.accessKeyId]));
+
+    // No credentials in env: refused as having none, not served with the process's.
+    mark = aws.requests.length;
+    const { AWS_ACCESS_KEY_ID: _, AWS_SECRET_ACCESS_KEY: __, ...withoutKeys } = backend.env();
+    const refused = await libraryRun(v, { ...withoutKeys, CREDENTIAL_KMS_URI: backend.uri() }, processEnv);
+    expect(refused).toMatchObject({ ok: false, code: 'key_error' });
+    expect(refused.message).toMatch(/^no AWS credentials for KMS/);
+    expect(signedBy(mark)).not.toContain(other.accessKeyId);
+  });
+
+  it('gcp-kms: takes GOOGLE_APPLICATION_CREDENTIALS from env, never from process.env', async () => {
+    const backend = BACKENDS.find((b) => b.kind === 'gcp-kms')!;
+    const v = await vaultWithConnection();
+    Object.assign(v.env, backend.env());
+    expect((await v.cli(['key', 'rotate', '--to-kms', backend.uri()])).code).toBe(0);
+    // Two workload identities, each a credentials file with its subject token beside it.
+    const identity = (name: string) => {
+      const tokenFile = join(v.root, `${name}.token`);
+      const { json, subjectToken } = gcp.externalAccount(tokenFile);
+      writeFileSync(tokenFile, subjectToken);
+      writeFileSync(join(v.root, `${name}.json`), JSON.stringify(json));
+      return { file: join(v.root, `${name}.json`), subjectToken };
+    };
+    const mine = identity('env-identity');
+    const other = identity('process-identity');
+    const processEnv = {
+      GOOGLE_APPLICATION_CREDENTIALS: other.file,
+      CLOUDSDK_API_ENDPOINT_OVERRIDES_CLOUDKMS: gcp.url,
+    };
+    const env = {
+      CREDENTIAL_KMS_URI: `gcp-kms://${GCP_KEY}`,
+      CLOUDSDK_API_ENDPOINT_OVERRIDES_CLOUDKMS: gcp.url,
+    };
+
+    let mark = gcp.exchanged.length;
+    const served = await libraryRun(
+      v,
+      { ...env, GOOGLE_APPLICATION_CREDENTIALS: mine.file },
+      { ...processEnv, CLOUDSDK_API_ENDPOINT_OVERRIDES_CLOUDKMS: DEAD },
+    );
+    expect(served).toEqual({ ok: true, platform: 'google_ads' });
+    expect(gcp.exchanged.slice(mark).map((e) => e.subjectToken)).toEqual([mine.subjectToken]);
+
+    mark = gcp.exchanged.length;
+    const refused = await libraryRun(v, env, processEnv);
+    expect(refused).toMatchObject({
+      ok: false,
+      code: 'key_error',
+      message: 'no Google credentials in the environment credvault was given',
+    });
+    expect(gcp.exchanged.slice(mark)).toEqual([]);
   });
 });

@@ -1,3 +1,5 @@
+import { homedir } from 'node:os';
+import { join } from 'node:path';
 import {
   DecryptCommand,
   EncryptCommand,
@@ -5,6 +7,7 @@ import {
   KMSClient,
   type KMSClientConfig,
 } from '@aws-sdk/client-kms';
+import { defaultProvider } from '@aws-sdk/credential-provider-node';
 import { KeyError, UnavailableError } from '../../errors.js';
 import type { KeySource, WrapContext } from '../key-source.js';
 import {
@@ -26,9 +29,13 @@ const PREFIX = 'aws';
  * data key, so a wrapped key opens only for the row it belongs to, and an IAM condition on
  * `kms:EncryptionContext:credvault:vault` can confine a role to one vault.
  *
- * `aws-kms://KEY` takes a key id, key ARN, `alias/NAME` or alias ARN. Region: the ARN's, else
- * `?region=`, else the SDK's (AWS_REGION …). Endpoint: `?endpoint=`, else the SDK's
- * (AWS_ENDPOINT_URL_KMS …). Credentials: the SDK's default chain.
+ * `aws-kms://KEY` takes a key id, key ARN, `alias/NAME` or alias ARN. Everything comes from `env` (the
+ * process's environment for the CLI, the one given to openVault in the library), never from
+ * process.env behind its back, which is where the SDK would read it by itself:
+ * - region: the ARN's, else `?region=`, else AWS_REGION (or AWS_DEFAULT_REGION);
+ * - endpoint: `?endpoint=`, else AWS_ENDPOINT_URL_KMS, else AWS_ENDPOINT_URL (the SDK's names for
+ *   them; AWS_IGNORE_CONFIGURED_ENDPOINT_URLS=true skips the last two);
+ * - credentials: see awsCredentials.
  */
 export function openAwsKms(uri: string, env: NodeJS.ProcessEnv, vaultName: string): KeySource {
   const { key, query } = splitKmsUri(uri, SCHEME);
@@ -40,9 +47,25 @@ export function openAwsKms(uri: string, env: NodeJS.ProcessEnv, vaultName: strin
     );
   }
   const arnRegion = /^arn:aws[\w-]*:kms:([a-z0-9-]+):/.exec(key)?.[1];
-  const config: KMSClientConfig = { maxAttempts: 3 };
-  const region = arnRegion ?? query.get('region') ?? env.AWS_REGION ?? env.AWS_DEFAULT_REGION;
+  const config: KMSClientConfig = {
+    maxAttempts: 3,
+    credentials: awsCredentials(env),
+    // The endpoint is the one chosen below or the region's own, not one the SDK finds in process.env
+    // or ~/.aws/config.
+    ignoreConfiguredEndpointUrls: true,
+  };
+  const profile = env.AWS_PROFILE?.trim();
+  // The profile the SDK reads its other settings from (a region in ~/.aws/config, say).
+  if (profile) config.profile = profile;
+  const region =
+    arnRegion ?? query.get('region') ?? (env.AWS_REGION?.trim() || env.AWS_DEFAULT_REGION?.trim());
   if (region) config.region = region;
+  else if (env !== process.env) {
+    // The SDK would look in process.env: an environment given to the library is the whole of it.
+    throw new KeyError('no AWS region for KMS in the environment credvault was given', {
+      hint: 'Use a key ARN, add ?region=REGION to CREDENTIAL_KMS_URI, or set AWS_REGION in that environment.',
+    });
+  }
   const endpoint = query.get('endpoint');
   if (endpoint) {
     // Checked here, as for gcp-kms: the SDK would take it and fail at the first call, as a refusal.
@@ -54,6 +77,18 @@ export function openAwsKms(uri: string, env: NodeJS.ProcessEnv, vaultName: strin
       );
     }
     config.endpoint = endpoint;
+  } else if (!/^true$/i.test(env.AWS_IGNORE_CONFIGURED_ENDPOINT_URLS?.trim() ?? '')) {
+    for (const variable of ['AWS_ENDPOINT_URL_KMS', 'AWS_ENDPOINT_URL']) {
+      const value = env[variable]?.trim();
+      if (!value) continue;
+      if (!endpointUrl(value)) {
+        throw new KeyError(`${variable} "${value}" is not an http(s) URL`, {
+          hint: `Set ${variable}=https://HOST[:PORT], or unset it to use the region's KMS endpoint.`,
+        });
+      }
+      config.endpoint = value;
+      break;
+    }
   }
   // The SDK warns on Node 20 (releases after January 2027 need Node 22) on every construction: a CLI
   // that CI runs many times keeps that out of its stderr. The installed version supports Node 20.
@@ -67,6 +102,34 @@ export function openAwsKms(uri: string, env: NodeJS.ProcessEnv, vaultName: strin
   else process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = quiet;
   const origin = `aws-kms://${key}`;
   return new AwsKmsKeySource(client, key, origin, vaultName);
+}
+
+/**
+ * The SDK's credential chain, fed from `env`: AWS_PROFILE (from the shared files, which
+ * AWS_SHARED_CREDENTIALS_FILE / AWS_CONFIG_FILE or HOME locate), else AWS_ACCESS_KEY_ID and
+ * AWS_SECRET_ACCESS_KEY (with AWS_SESSION_TOKEN), else the default profile, a web identity token
+ * (AWS_WEB_IDENTITY_TOKEN_FILE with AWS_ROLE_ARN), or the container's or instance's role. The order is
+ * the SDK's own (a profile wins over keys); only where it reads each from changes: the chain's own
+ * first step reads keys from process.env, and is skipped by naming the profile.
+ */
+function awsCredentials(env: NodeJS.ProcessEnv): NonNullable<KMSClientConfig['credentials']> {
+  const profile = env.AWS_PROFILE?.trim();
+  const accessKeyId = env.AWS_ACCESS_KEY_ID?.trim();
+  const secretAccessKey = env.AWS_SECRET_ACCESS_KEY?.trim();
+  if (!profile && accessKeyId && secretAccessKey) {
+    const sessionToken = env.AWS_SESSION_TOKEN?.trim();
+    return { accessKeyId, secretAccessKey, ...(sessionToken ? { sessionToken } : {}) };
+  }
+  const home = env.HOME?.trim() || homedir();
+  return defaultProvider({
+    profile: profile || 'default',
+    filepath: env.AWS_SHARED_CREDENTIALS_FILE?.trim() || join(home, '.aws', 'credentials'),
+    configFilepath: env.AWS_CONFIG_FILE?.trim() || join(home, '.aws', 'config'),
+    // '' rather than absent: the web identity step would otherwise read these from process.env.
+    webIdentityTokenFile: env.AWS_WEB_IDENTITY_TOKEN_FILE?.trim() ?? '',
+    roleArn: env.AWS_ROLE_ARN?.trim() ?? '',
+    roleSessionName: env.AWS_ROLE_SESSION_NAME?.trim() || undefined,
+  });
 }
 
 class AwsKmsKeySource implements KeySource {
@@ -207,7 +270,7 @@ function describeAwsError(
   }
   if (e.name === 'CredentialsProviderError' || /Could not load credentials/i.test(e.message ?? '')) {
     return new KeyError(`no AWS credentials for KMS: ${e.message}`, {
-      hint: 'Provide credentials the AWS SDK finds (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, an instance role).',
+      hint: 'Provide credentials in the environment credvault reads (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, AWS_WEB_IDENTITY_TOKEN_FILE), or run with an instance or container role.',
       cause: error,
     });
   }

@@ -1,3 +1,6 @@
+import { existsSync, statSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
 import { KeyManagementServiceClient } from '@google-cloud/kms';
 import { OAuth2Client } from 'google-auth-library';
 import { KeyError, UnavailableError } from '../../errors.js';
@@ -25,9 +28,10 @@ type ClientOptions = NonNullable<ConstructorParameters<typeof KeyManagementServi
  * Decrypt with associated data naming the vault and the data key; Cloud KMS has no data-key
  * generation, so data keys are made locally and wrapped.
  *
- * `gcp-kms://projects/P/locations/L/keyRings/R/cryptoKeys/K`. Credentials: Application Default
- * Credentials, or an access token in GOOGLE_OAUTH_ACCESS_TOKEN (as Terraform's Google provider takes
- * it). Endpoint: `?endpoint=URL`, else CLOUDSDK_API_ENDPOINT_OVERRIDES_CLOUDKMS (gcloud's override).
+ * `gcp-kms://projects/P/locations/L/keyRings/R/cryptoKeys/K`. Credentials: an access token in
+ * GOOGLE_OAUTH_ACCESS_TOKEN (as Terraform's Google provider takes it), else Application Default
+ * Credentials (see googleCredentials). Endpoint: `?endpoint=URL`, else
+ * CLOUDSDK_API_ENDPOINT_OVERRIDES_CLOUDKMS (gcloud's override).
  */
 export function openGcpKms(uri: string, env: NodeJS.ProcessEnv, vaultName: string): KeySource {
   const { key, query } = splitKmsUri(uri, SCHEME);
@@ -57,14 +61,51 @@ export function openGcpKms(uri: string, env: NodeJS.ProcessEnv, vaultName: strin
     options.protocol = url.protocol.replace(':', '');
     options.port = Number(url.port || (url.protocol === 'http:' ? 80 : 443));
   }
+  Object.assign(options, googleCredentials(env));
+  return new GcpKmsKeySource(new KeyManagementServiceClient(options), key, vaultName);
+}
+
+/**
+ * Credentials from `env` (the process's environment for the CLI, the one given to openVault in the
+ * library): GOOGLE_OAUTH_ACCESS_TOKEN, else the file GOOGLE_APPLICATION_CREDENTIALS names, else
+ * Application Default Credentials. google-auth-library reads ADC's variables from process.env itself:
+ * with another environment, its well-known file (gcloud's, under CLOUDSDK_CONFIG or HOME) is looked up
+ * here, and a GOOGLE_APPLICATION_CREDENTIALS found only in process.env is refused rather than used.
+ */
+function googleCredentials(env: NodeJS.ProcessEnv): Pick<ClientOptions, 'authClient' | 'keyFilename'> {
   const token = env.GOOGLE_OAUTH_ACCESS_TOKEN?.trim();
   if (token) {
     const auth = new OAuth2Client();
     // No refresh token and no expiry: the token is used as given until Google refuses it.
     auth.setCredentials({ access_token: token });
-    options.authClient = auth as unknown as ClientOptions['authClient'];
+    return { authClient: auth as unknown as ClientOptions['authClient'] };
   }
-  return new GcpKmsKeySource(new KeyManagementServiceClient(options), key, vaultName);
+  const file = env.GOOGLE_APPLICATION_CREDENTIALS?.trim();
+  if (file) return { keyFilename: readableFile(file, 'GOOGLE_APPLICATION_CREDENTIALS') };
+  if (env === process.env) return {};
+  const gcloud = env.CLOUDSDK_CONFIG?.trim() || join(env.HOME?.trim() || homedir(), '.config', 'gcloud');
+  const wellKnown = join(gcloud, 'application_default_credentials.json');
+  if (existsSync(wellKnown)) return { keyFilename: readableFile(wellKnown, 'gcloud') };
+  if (process.env.GOOGLE_APPLICATION_CREDENTIALS?.trim()) {
+    throw new KeyError('no Google credentials in the environment credvault was given', {
+      hint: "Set GOOGLE_APPLICATION_CREDENTIALS or GOOGLE_OAUTH_ACCESS_TOKEN in it: this process's own GOOGLE_APPLICATION_CREDENTIALS is not used for a vault opened with another environment.",
+    });
+  }
+  // Left to ADC: the metadata server, on Google Cloud.
+  return {};
+}
+
+/** A credentials file, checked before the client reads it (its error would look like a network one). */
+function readableFile(path: string, from: string): string {
+  try {
+    if (statSync(path).isFile()) return path;
+  } catch (error) {
+    throw new KeyError(
+      `cannot read the Google credentials file ${path} (from ${from}): ${(error as NodeJS.ErrnoException).code ?? 'unreadable'}`,
+      { hint: 'Check the path and its permissions.', cause: error },
+    );
+  }
+  throw new KeyError(`the Google credentials file ${path} (from ${from}) is not a file`);
 }
 
 class GcpKmsKeySource implements KeySource {

@@ -94,6 +94,16 @@ export interface GcpKmsDouble {
   allow(name: string, operations?: readonly GcpKmsOperation[]): void;
   /** Accepts one more bearer token. */
   addToken(token: string): void;
+  /**
+   * An external account (workload identity federation) credentials file, as
+   * GOOGLE_APPLICATION_CREDENTIALS names one: its subject token is read from `subjectTokenFile`, and
+   * exchanged at the double's Security Token Service (`POST /v1/token`, RFC 8693 as sts.googleapis.com
+   * takes it) for an access token the double then accepts. Returns the file's JSON and the subject
+   * token to write to `subjectTokenFile`.
+   */
+  externalAccount(subjectTokenFile: string): { json: Record<string, unknown>; subjectToken: string };
+  /** What the Security Token Service exchanged, in order. */
+  exchanged: Array<{ subjectToken: string; accessToken: string }>;
 }
 
 interface GcpKey {
@@ -210,6 +220,33 @@ export async function startGcpKmsDouble(options: GcpKmsDoubleOptions = {}): Prom
   const keys = new Map<string, GcpKey>();
   const denied = new Map<string, Set<GcpKmsOperation>>();
   const requests: GcpKmsRecordedRequest[] = [];
+  const subjectTokens = new Set<string>();
+  const exchanged: Array<{ subjectToken: string; accessToken: string }> = [];
+  const AUDIENCE = '//iam.googleapis.com/locations/global/workforcePools/credvault-test/providers/double';
+
+  /** sts.googleapis.com's token exchange, as google-auth-library's StsCredentials sends it. */
+  function exchangeToken(req: KmsHttpRequest): KmsReply {
+    const form = new URLSearchParams(req.body);
+    const oauthError = (error: string, description: string) =>
+      jsonReply(400, { error, error_description: description });
+    if (form.get('grant_type') !== 'urn:ietf:params:oauth:grant-type:token-exchange') {
+      return oauthError('unsupported_grant_type', `Unsupported grant type: ${form.get('grant_type')}`);
+    }
+    if (form.get('audience') !== AUDIENCE)
+      return oauthError('invalid_target', 'The target audience is invalid.');
+    if (!subjectTokens.has(form.get('subject_token') ?? '')) {
+      return oauthError('invalid_grant', 'The subject token is invalid.');
+    }
+    const issued = `ya29.sts.${randomBytes(24).toString('base64url')}`;
+    tokens.add(issued);
+    exchanged.push({ subjectToken: form.get('subject_token')!, accessToken: issued });
+    return jsonReply(200, {
+      access_token: issued,
+      issued_token_type: 'urn:ietf:params:oauth:token-type:access_token',
+      token_type: 'Bearer',
+      expires_in: 3600,
+    });
+  }
 
   function authenticate(req: KmsHttpRequest): void {
     const header = req.headers['authorization'];
@@ -438,6 +475,22 @@ export async function startGcpKmsDouble(options: GcpKmsDoubleOptions = {}): Prom
     addToken(extra) {
       tokens.add(extra);
     },
+    externalAccount(subjectTokenFile) {
+      const subjectToken = `subject.${randomBytes(24).toString('base64url')}`;
+      subjectTokens.add(subjectToken);
+      return {
+        subjectToken,
+        json: {
+          type: 'external_account',
+          audience: AUDIENCE,
+          subject_token_type: 'urn:ietf:params:oauth:token-type:jwt',
+          token_url: `${double.url}/v1/token`,
+          credential_source: { file: subjectTokenFile },
+          workforce_pool_user_project: 'acme-ads',
+        },
+      };
+    },
+    exchanged,
   };
 
   const server = await startKmsServer((req) => {
@@ -462,6 +515,7 @@ export async function startGcpKmsDouble(options: GcpKmsDoubleOptions = {}): Prom
     };
     requests.push(record);
     if (double.down) return DROP;
+    if (req.method === 'POST' && req.path === '/v1/token') return exchangeToken(req);
     try {
       return handle(req, record);
     } catch (err) {
