@@ -2,9 +2,18 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { AWS_TRANSIENT_FAULTS, awsFault } from '../doubles/kms/aws.js';
-import { GCP_TRANSIENT_FAULTS, gcpFault } from '../doubles/kms/gcp.js';
+import { GCP_TRANSIENT_FAULTS, type GcpCorruptibleField, gcpFault } from '../doubles/kms/gcp.js';
 import { startDaemon } from '../helpers/daemon.js';
-import { adopt, aws, BACKENDS, gcp, transit, useKmsDoubles, vaultWithConnection } from '../helpers/kms.js';
+import {
+  adopt,
+  aws,
+  BACKENDS,
+  counting,
+  gcp,
+  transit,
+  useKmsDoubles,
+  vaultWithConnection,
+} from '../helpers/kms.js';
 
 /**
  * A KMS that refuses (exit 6, key_error) or cannot answer now (exit 5, unavailable: down, throttled,
@@ -226,6 +235,89 @@ describe('which KMS answers mean "retry later"', () => {
       expect(served.status, served.body).toBe(200);
     } finally {
       await daemon.stop();
+    }
+  });
+});
+
+describe('Cloud KMS answers damaged on the way', () => {
+  it('are discarded: a rotation, a write and a read refuse them (exit 6, nothing written); one damaged answer is asked for again', async () => {
+    const backend = BACKENDS.find((b) => b.kind === 'gcp-kms')!;
+    const v = await vaultWithConnection();
+    Object.assign(v.env, backend.env());
+    const app = await v.json<{ client_id: string }>(['apps', 'show', 'google-app']);
+    let dump = await v.dump();
+
+    // A wrapped key whose bytes changed on the way would be stored, and found broken only when the
+    // secrets it protects are next read.
+    gcp.corrupt = { operation: 'encrypt', field: 'ciphertext' };
+    try {
+      const moved = await v.cli(['key', 'rotate', '--to-kms', backend.uri()]);
+      expect(moved.code, moved.stderr).toBe(6);
+      expect(moved.stderr).toContain(
+        "Cloud KMS's answer to encrypt on projects/acme-ads/locations/europe-west1/keyRings/credvault/cryptoKeys/kek for data key",
+      );
+      expect(moved.stderr).toContain(
+        'failed its integrity check twice (ciphertext_crc32c does not match the ciphertext); it was discarded',
+      );
+      expect(moved.stderr).toContain('Nothing was written.');
+    } finally {
+      gcp.corrupt = null;
+    }
+    expect(await v.dump()).toBe(dump);
+    expect(existsSync(join(v.home, 'master.key'))).toBe(true);
+
+    expect((await v.cli(['key', 'rotate', '--to-kms', backend.uri()])).code).toBe(0);
+    v.env.CREDENTIAL_KMS_URI = backend.uri();
+    // A refused `connections add` has exchanged the refresh token at the platform already (its audit
+    // row says the app's secret was used); what it must not leave is a data key, connection or grant.
+    const stored = async () =>
+      JSON.stringify([
+        await v.sql('select id, wrapped_key, status from data_keys order by id'),
+        await v.sql('select id from ad_account_connections order by id'),
+        await v.sql('select id from oauth_tokens_vault order by id'),
+      ]);
+    const before = await stored();
+    for (const [field, problem] of [
+      ['verifiedPlaintextCrc32c', 'verified_plaintext_crc32c is not true'],
+      [
+        'verifiedAdditionalAuthenticatedDataCrc32c',
+        'verified_additional_authenticated_data_crc32c is not true',
+      ],
+      ['ciphertextCrc32c', 'ciphertext_crc32c does not match the ciphertext'],
+      ['name', 'it names the key version projects/elsewhere/'],
+    ] as Array<[GcpCorruptibleField, string]>) {
+      gcp.corrupt = { operation: 'encrypt', field };
+      try {
+        const write = await adopt(v, app.client_id, '1112223334');
+        expect(write.code, `${field}: ${write.stderr}`).toBe(6);
+        expect(write.stderr).toContain(problem);
+      } finally {
+        gcp.corrupt = null;
+      }
+    }
+    expect(await stored()).toBe(before);
+    dump = await v.dump();
+    gcp.corrupt = { operation: 'decrypt', field: 'plaintext' };
+    try {
+      const read = await v.cli(['token', 'get', 'google_ads:1234567890'], { secretOutput: true });
+      expect(read.code, read.stderr).toBe(6);
+      expect(read.stdout).toBe('');
+      expect(read.stderr).toContain('plaintext_crc32c does not match the plaintext');
+    } finally {
+      gcp.corrupt = null;
+    }
+    expect(await v.dump()).toBe(dump);
+
+    // Once: the answer is discarded and asked for again.
+    gcp.corrupt = { operation: 'decrypt', field: 'plaintext', times: 1 };
+    try {
+      const read = await counting(backend, () =>
+        v.cli(['token', 'get', 'google_ads:1234567890'], { secretOutput: true }),
+      );
+      expect(read.result.code, read.result.stderr).toBe(0);
+      expect(read.calls.filter((c) => c === 'decrypt')).toHaveLength(2);
+    } finally {
+      gcp.corrupt = null;
     }
   });
 });

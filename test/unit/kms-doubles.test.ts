@@ -13,6 +13,7 @@ import {
 } from '@aws-sdk/client-kms';
 import { KeyManagementServiceClient } from '@google-cloud/kms';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { crc32c as credvaultCrc32c } from '../../src/crypto/kms/gcp.js';
 import { type AwsKmsDouble, startAwsKmsDouble } from '../doubles/kms/aws.js';
 import { crc32c, type GcpKmsDouble, startGcpKmsDouble } from '../doubles/kms/gcp.js';
 import { startVaultTransitDouble, type VaultTransitDouble } from '../doubles/kms/vault.js';
@@ -313,6 +314,19 @@ describe('AWS KMS double with @aws-sdk/client-kms', () => {
 });
 
 const KEY = 'projects/credvault-test/locations/global/keyRings/ring/cryptoKeys/dek-wrap';
+
+describe('CRC32C', () => {
+  it("credvault's and the double's give the standard check value, and agree on any input", () => {
+    // The CRC catalogue's check value for CRC-32C (Castagnoli): the checksum of "123456789".
+    expect(credvaultCrc32c(Buffer.from('123456789'))).toBe(0xe3069283);
+    expect(crc32c(Buffer.from('123456789'))).toBe(0xe3069283);
+    expect(credvaultCrc32c(Buffer.alloc(0))).toBe(0);
+    for (let n = 1; n < 200; n += 7) {
+      const data = Buffer.from(Array.from({ length: n }, (_, i) => (i * 31 + n) & 0xff));
+      expect(credvaultCrc32c(data)).toBe(crc32c(data));
+    }
+  });
+});
 
 /**
  * What makes @google-cloud/kms 5 (google-gax 5) speak REST over plain http to the double: fallback mode,

@@ -128,45 +128,128 @@ class GcpKmsKeySource implements KeySource {
     return Buffer.from(`credvault:vault=${vaultName};data-key=${context.dataKeyId}`, 'utf8');
   }
 
+  /**
+   * Both calls carry CRC32C checksums of what they send, and their answers are checked against
+   * theirs, as Google's EncryptResponse and DecryptResponse documentation asks: a request Cloud KMS
+   * received damaged is refused by it (INVALID_ARGUMENT), and an answer damaged on the way back is
+   * discarded here and asked for once more before it is an error. A ciphertext stored unchecked would
+   * be found damaged only when the secrets it protects are next read.
+   */
   async wrap(dataKey: Buffer, context: WrapContext): Promise<string> {
-    const [out] = await this.#call('encrypt', context, () =>
-      this.#client.encrypt(
+    const aad = this.#aad(this.#vaultName, context);
+    const ciphertext = await this.#call('encrypt', context, async () => {
+      const [out] = await this.#client.encrypt(
         {
           name: this.#key,
           plaintext: dataKey,
-          additionalAuthenticatedData: this.#aad(this.#vaultName, context),
+          additionalAuthenticatedData: aad,
+          plaintextCrc32c: { value: crc32c(dataKey) },
+          additionalAuthenticatedDataCrc32c: { value: crc32c(aad) },
         },
         { timeout: TIMEOUT_MS, maxRetries: 2 },
-      ),
-    );
-    if (!out.ciphertext)
-      throw new KeyError(`Cloud KMS answered encrypt for ${this.#key} without a ciphertext`);
-    return storeWrapped(PREFIX, this.#vaultName, toBuffer(out.ciphertext));
+      );
+      if (!out.ciphertext)
+        throw new KeyError(`Cloud KMS answered encrypt for ${this.#key} without a ciphertext`);
+      const bytes = toBuffer(out.ciphertext);
+      if (!out.verifiedPlaintextCrc32c) throw new IntegrityFailure('verified_plaintext_crc32c is not true');
+      if (!out.verifiedAdditionalAuthenticatedDataCrc32c)
+        throw new IntegrityFailure('verified_additional_authenticated_data_crc32c is not true');
+      if (int64(out.ciphertextCrc32c) !== BigInt(crc32c(bytes)))
+        throw new IntegrityFailure('ciphertext_crc32c does not match the ciphertext');
+      // The key version that encrypted: one of this key's, not another key's answer.
+      if (!out.name?.startsWith(`${this.#key}/cryptoKeyVersions/`))
+        throw new IntegrityFailure(`it names ${out.name ? `the key version ${out.name}` : 'no key version'}`);
+      return bytes;
+    });
+    return storeWrapped(PREFIX, this.#vaultName, ciphertext);
   }
 
   async unwrap(wrapped: string, context: WrapContext): Promise<Buffer> {
     const { vaultName, ciphertext } = parseWrapped(PREFIX, wrapped, context.dataKeyId, 'Cloud KMS');
-    const [out] = await this.#call('decrypt', context, () =>
-      this.#client.decrypt(
-        { name: this.#key, ciphertext, additionalAuthenticatedData: this.#aad(vaultName, context) },
+    const aad = this.#aad(vaultName, context);
+    return this.#call('decrypt', context, async () => {
+      const [out] = await this.#client.decrypt(
+        {
+          name: this.#key,
+          ciphertext,
+          additionalAuthenticatedData: aad,
+          ciphertextCrc32c: { value: crc32c(ciphertext) },
+          additionalAuthenticatedDataCrc32c: { value: crc32c(aad) },
+        },
         { timeout: TIMEOUT_MS, maxRetries: 2 },
-      ),
-    );
-    if (!out.plaintext) throw new KeyError(`Cloud KMS answered decrypt for ${this.#key} without a plaintext`);
-    return toBuffer(out.plaintext);
+      );
+      if (!out.plaintext)
+        throw new KeyError(`Cloud KMS answered decrypt for ${this.#key} without a plaintext`);
+      const plaintext = toBuffer(out.plaintext);
+      if (int64(out.plaintextCrc32c) !== BigInt(crc32c(plaintext))) {
+        plaintext.fill(0);
+        throw new IntegrityFailure('plaintext_crc32c does not match the plaintext');
+      }
+      return plaintext;
+    });
   }
 
   async close(): Promise<void> {
     await this.#client.close();
   }
 
+  /**
+   * One call and the check of its answer; an answer that fails its integrity check is asked for once
+   * more (Google: "discard the response and retry a limited number of times").
+   */
   async #call<T>(operation: string, context: WrapContext, fn: () => Promise<T>): Promise<T> {
-    try {
-      return await fn();
-    } catch (error) {
-      throw describeGcpError(error, operation, this.#key, context);
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await fn();
+      } catch (error) {
+        if (error instanceof IntegrityFailure && attempt < 2) continue;
+        if (error instanceof IntegrityFailure) {
+          throw new KeyError(
+            `Cloud KMS's answer to ${operation} on ${this.#key} for data key ${context.dataKeyId} failed its integrity check twice (${error.message}); it was discarded`,
+            {
+              hint: 'Nothing was written. Something between credvault and Cloud KMS (a proxy, a TLS-inspecting middlebox) may be altering its answers: check the network path, then try again.',
+            },
+          );
+        }
+        throw describeGcpError(error, operation, this.#key, context);
+      }
     }
   }
+}
+
+/** An answer whose checksums or key version do not match what was asked: discarded, never used. */
+class IntegrityFailure extends Error {}
+
+/** A `google.protobuf.Int64Value` as the client decodes it (a number, a string or a Long); null when absent. */
+function int64(value: { value?: unknown } | null | undefined): bigint | null {
+  const inner = value?.value;
+  if (inner === null || inner === undefined) return null;
+  try {
+    return BigInt(String(inner));
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * CRC32C (Castagnoli, reflected polynomial 0x82F63B78), the checksum of Cloud KMS's *_crc32c fields.
+ * Table-driven here: no CRC32C package is among the dependencies (node:zlib's crc32 is the IEEE
+ * polynomial), and a data key and its associated data are a few dozen bytes.
+ */
+const CRC32C_TABLE = (() => {
+  const table = new Uint32Array(256);
+  for (let n = 0; n < 256; n++) {
+    let c = n;
+    for (let k = 0; k < 8; k++) c = c & 1 ? (c >>> 1) ^ 0x82f63b78 : c >>> 1;
+    table[n] = c >>> 0;
+  }
+  return table;
+})();
+
+export function crc32c(data: Uint8Array): number {
+  let c = 0xffffffff;
+  for (const byte of data) c = CRC32C_TABLE[(c ^ byte) & 0xff]! ^ (c >>> 8);
+  return (c ^ 0xffffffff) >>> 0;
 }
 
 function toBuffer(value: Uint8Array | string): Buffer {

@@ -57,6 +57,15 @@ export function gcpFault(status: keyof typeof GCP_TRANSIENT_FAULTS): {
   return { status, ...GCP_TRANSIENT_FAULTS[status] };
 }
 
+export type GcpCorruptibleField =
+  | 'ciphertext'
+  | 'ciphertextCrc32c'
+  | 'verifiedPlaintextCrc32c'
+  | 'verifiedAdditionalAuthenticatedDataCrc32c'
+  | 'name'
+  | 'plaintext'
+  | 'plaintextCrc32c';
+
 export interface GcpKmsRecordedRequest extends KmsHttpRequest {
   at: number;
   /** The verb after ':' in the path (`encrypt`, `decrypt`, …); null when the path had none. */
@@ -83,6 +92,13 @@ export interface GcpKmsDouble {
    * INTERNAL 500).
    */
   fault: { code: number; status: string; message: string } | null;
+  /**
+   * While set, successful answers to `operation` arrive damaged (as by a faulty path between client and
+   * service), `times` times (default: every one): `field` names what is damaged — a bit flipped in
+   * `ciphertext` or `plaintext` (their checksum left as computed), `ciphertextCrc32c` or
+   * `plaintextCrc32c` off by one, a `verified…` flag missing, or `name` naming another key's version.
+   */
+  corrupt: { operation: GcpKmsOperation; field: GcpCorruptibleField; times?: number } | null;
   requests: GcpKmsRecordedRequest[];
   close(): Promise<void>;
   /** `projects/P/locations/L/keyRings/R/cryptoKeys/K`; creates version 1 as primary. */
@@ -367,6 +383,7 @@ export async function startGcpKmsDouble(options: GcpKmsDoubleOptions = {}): Prom
     if (verifiedPlaintext) response['verifiedPlaintextCrc32c'] = true;
     if (verifiedAad) response['verifiedAdditionalAuthenticatedDataCrc32c'] = true;
     response['protectionLevel'] = intEnums ? 1 : 'SOFTWARE';
+    damage('encrypt', response);
     return jsonReply(200, response);
   }
 
@@ -411,7 +428,30 @@ export async function startGcpKmsDouble(options: GcpKmsDoubleOptions = {}): Prom
     };
     if (version === key.primary) response['usedPrimary'] = true;
     response['protectionLevel'] = intEnums ? 1 : 'SOFTWARE';
+    damage('decrypt', response);
     return jsonReply(200, response);
+  }
+
+  /** The `corrupt` fault, applied to an answer about to be sent. */
+  function damage(operation: GcpKmsOperation, response: Record<string, unknown>): void {
+    const fault = double.corrupt;
+    if (!fault || fault.operation !== operation) return;
+    if (fault.times !== undefined) {
+      if (fault.times <= 0) return;
+      fault.times -= 1;
+    }
+    const field = fault.field;
+    if (field === 'ciphertext' || field === 'plaintext') {
+      const bytes = Buffer.from(String(response[field]), 'base64');
+      bytes[bytes.length - 1]! ^= 0x01;
+      response[field] = bytes.toString('base64');
+    } else if (field === 'ciphertextCrc32c' || field === 'plaintextCrc32c') {
+      response[field] = String((Number(response[field]) + 1) % 2 ** 32);
+    } else if (field === 'name') {
+      response['name'] = 'projects/elsewhere/locations/global/keyRings/r/cryptoKeys/k/cryptoKeyVersions/1';
+    } else {
+      delete response[field];
+    }
   }
 
   function handle(req: KmsHttpRequest, record: GcpKmsRecordedRequest): KmsReply {
@@ -446,6 +486,7 @@ export async function startGcpKmsDouble(options: GcpKmsDoubleOptions = {}): Prom
     token,
     down: false,
     fault: null,
+    corrupt: null,
     requests,
     close: async () => {},
     createKey(name) {
