@@ -332,7 +332,7 @@ function describeGcpError(
   // A 5xx without a Google status is a proxy in front of the service failing: retried later too.
   if ((status && TRANSIENT.has(status)) || (!status && http !== null && http >= 500)) {
     return new UnavailableError(`Cloud KMS could not answer ${what}`, {
-      hint: "Try again later: Cloud KMS could not answer now, and the client's own retries ran out; nothing was written.",
+      hint: 'Try again later: Cloud KMS could not answer now; nothing was written.',
       cause: error,
     });
   }
