@@ -27,6 +27,7 @@ await build({
     '@electric-sql/pglite/*',
     '@electric-sql/pglite-socket',
     '@aws-sdk/client-kms',
+    '@aws-sdk/credential-provider-node',
     '@google-cloud/kms',
     'google-auth-library',
   ],
