@@ -1,5 +1,5 @@
 import pino from 'pino';
-import { redact } from '../util/redact.js';
+import { redact as redactText } from '../util/redact.js';
 
 /**
  * The daemon's log: JSON lines (pino) when stderr is not a terminal, short human lines when it is.
@@ -28,11 +28,14 @@ const REDACT_PATHS = [
   '*.client_secret',
 ];
 
+/** `keepUnder`: the folders whose paths log lines keep (see redact). */
 export function createLogger(
   stream: NodeJS.WritableStream & { isTTY?: boolean },
   level = 'info',
   json?: boolean,
+  keepUnder: readonly string[] = [],
 ): Logger {
+  const redact = (text: string) => redactText(text, [], { keepUnder });
   if (json ?? !stream.isTTY) {
     const logger = pino(
       { level, base: { pid: process.pid }, redact: { paths: REDACT_PATHS, censor: '[redacted]' } },

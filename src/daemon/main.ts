@@ -1,8 +1,8 @@
 import { randomBytes } from 'node:crypto';
-import { chmodSync, lstatSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, lstatSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import type { Server } from 'node:http';
 import { createConnection } from 'node:net';
-import { dirname } from 'node:path';
+import { dirname, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { getTableName } from 'drizzle-orm';
 import { databaseLabel, readRunFile, runFilePath } from '../cli/fast-token.js';
@@ -141,7 +141,14 @@ export async function runDaemon(
   // One daemon per home: its run file is how the commands on this machine find it. (On the embedded
   // database a second one would wait for the lock, and then give the advice for a command.)
   refuseSecondDaemon(config.home);
-  const log: Logger = createLogger(stderr, config.verbose ? 'debug' : 'info', jsonLogs);
+  // Paths under these stay readable in the log (a key file named in a SIGHUP error, the socket).
+  const keepUnder = [
+    config.home,
+    config.env.CREDENTIALS_DIRECTORY,
+    config.env.CREDENTIAL_MASTER_KEY_FILE && dirname(resolve(config.env.CREDENTIAL_MASTER_KEY_FILE)),
+    options.listen.kind === 'unix' ? dirname(options.listen.path) : undefined,
+  ].filter((folder): folder is string => Boolean(folder && folder !== '/'));
+  const log: Logger = createLogger(stderr, config.verbose ? 'debug' : 'info', jsonLogs, keepUnder);
   // Signals are the daemon's from the first instant. Before it is ready, Node's defaults would end it
   // without removing its lock and run file, and by SIGHUP (a `systemctl reload` right after start),
   // which systemd takes for a clean exit and does not restart. Until then they wait their turn; a
@@ -262,17 +269,24 @@ export async function runDaemon(
 
     mkdirSync(dirname(runFile), { recursive: true, mode: 0o700 });
     // Another one may have started beside this one meanwhile (on PostgreSQL nothing else stops it).
+    // Made only if no other daemon's is there ('wx'): of two starting together, one writes it.
     refuseSecondDaemon(config.home);
-    writeFileSync(
-      runFile,
-      JSON.stringify({
-        pid: process.pid,
-        listen: listening,
-        token: localToken,
-        database: databaseLabel(config.databaseUrl),
-      }),
-      { mode: 0o600 },
-    );
+    if (existsSync(runFile)) rmSync(runFile, { force: true }); // a dead daemon's (checked just above)
+    try {
+      writeFileSync(
+        runFile,
+        JSON.stringify({
+          pid: process.pid,
+          listen: listening,
+          token: localToken,
+          database: databaseLabel(config.databaseUrl),
+        }),
+        { mode: 0o600, flag: 'wx' },
+      );
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'EEXIST') refuseSecondDaemon(config.home);
+      throw error;
+    }
     chmodSync(runFile, 0o600);
 
     // Notifications can be lost with a dropped PostgreSQL connection, and a change made outside
@@ -317,7 +331,12 @@ export async function runDaemon(
     throw error;
   }
 
-  return new Promise<number>((resolve) => {
+  return new Promise<number>((settle) => {
+    // Once settled, signals are Node's again (the process is about to end).
+    const resolve = (code: number) => {
+      for (const off of signalHandlers) off();
+      settle(code);
+    };
     const shutdown = async (signal: string) => {
       if (shuttingDown) {
         log.warn(`${signal} again: exiting at once`);

@@ -224,6 +224,9 @@ function errorFor(error: unknown): ApiError {
   return new ApiError(500, 'internal', 'unexpected failure');
 }
 
+/** The OpenAPI document: the routes are fixed, so it is built once (about 10 ms of work). */
+let openApi: Record<string, unknown> | undefined;
+
 export function createTokenServer(deps: ServerDeps): Server {
   const { ctx, cache, audit, metrics, log, options } = deps;
   const localClient: ClientRow | null = deps.localToken
@@ -522,7 +525,8 @@ export function createTokenServer(deps: ServerDeps): Server {
       return refuseMethod(req, client, url, ['GET', 'HEAD']);
     if (TOKEN_PATH.test(url.pathname) && req.method !== 'GET') return refuseMethod(req, client, url, ['GET']);
     if (url.pathname === '/openapi.json') {
-      const document = openApiDocument();
+      openApi ??= openApiDocument();
+      const document = openApi;
       // A call of the admin API like the others: recorded, and answered only once it is.
       await recordCall(client, callerOf(req, client), 'openapi', 'success', {
         method: req.method,

@@ -804,7 +804,8 @@ async function importConnections(
       // A file's token replaces only a grant an import made. One that connect or connections add
       // made (after the file's token was refused, say) is newer than anything the file knows, and a
       // revoked connection stays revoked: replacing either would throw away what a person did.
-      named.push(existing.id);
+      // (Verified only when it holds a grant: a revoked one has no token to ask for.)
+      if (grant) named.push(existing.id);
       // connections add adopts refresh tokens; an access token alone comes only from a consent.
       const how = accessTokenOnly
         ? `connect it again: credvault connect ${platform} --app ${app.label} --account ${account}`

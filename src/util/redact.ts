@@ -13,20 +13,25 @@ const TOKEN_SHAPES = [
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /**
- * An absolute path (`/run/credentials/credvault.service/credential_master_key`): a run of token
- * characters too, but one that an operator needs to read. Segments of a path are short and plain;
- * a long token with a `/` in it has long segments or `+`/`=`.
+ * `keepUnder`: folders whose paths an operator needs to read in a log (the data folder, the
+ * credentials folder: `/run/credentials/credvault.service/credential_master_key` is a run of token
+ * characters too). Only paths under those are kept; any other token-shaped run, a base64 secret
+ * that happens to start with a `/` included, is not.
  */
-const PATH = /^(\/[A-Za-z0-9._~-]{1,31}){2,}\/?$/;
-
-export function redact(text: string, known: Array<string | null | undefined> = []): string {
+export function redact(
+  text: string,
+  known: Array<string | null | undefined> = [],
+  { keepUnder = [] }: { keepUnder?: readonly string[] } = {},
+): string {
   let out = text;
   for (const value of known) {
     if (value && value.length >= 4) out = out.split(value).join('[redacted]');
   }
   // credvault's own ids (grants, connections: UUIDs) are not tokens, and a log needs them.
   for (const shape of TOKEN_SHAPES)
-    out = out.replace(shape, (match) => (UUID.test(match) || PATH.test(match) ? match : '[redacted]'));
+    out = out.replace(shape, (match) =>
+      UUID.test(match) || keepUnder.some((folder) => match.startsWith(`${folder}/`)) ? match : '[redacted]',
+    );
   return out;
 }
 

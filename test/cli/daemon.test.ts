@@ -935,6 +935,7 @@ describe.runIf(DB_KIND === 'pglite')('the embedded database while the daemon run
     expect(double.refreshAttempts).toBe(attempts + 1);
     daemon.child.kill('SIGTERM');
     await new Promise((r) => setTimeout(r, 300));
+    // The drain may outlast the default lock wait (5 s) on a slow machine: this one waits it out.
     const listing = v.json<Array<{ name: string }>>(['connections', 'list'], {
       env: { CREDVAULT_LOCK_TIMEOUT: '20' },
     });

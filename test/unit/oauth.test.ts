@@ -133,17 +133,23 @@ describe('redact', () => {
     expect(redact('opaque 0123456789abcdef0123456789abcdef0123')).toBe('opaque [redacted]');
   });
 
-  it('keeps an absolute path an operator needs (a key file, a socket), and still hides a token with slashes in it', () => {
+  it('keeps a path under a folder the caller names (a key file, a socket), and hides any other token-shaped run', () => {
+    const keepUnder = ['/run/credentials/credvault.service', '/var/lib/credvault'];
     const key = '/run/credentials/credvault.service/credential_master_key';
-    expect(redact(`the master key from ${key} is not 32 bytes`)).toBe(
+    expect(redact(`the master key from ${key} is not 32 bytes`, [], { keepUnder })).toBe(
       `the master key from ${key} is not 32 bytes`,
     );
-    expect(redact('listening on unix:/var/lib/credvault/run/daemon.sock')).toBe(
+    expect(redact('listening on unix:/var/lib/credvault/run/daemon.sock', [], { keepUnder })).toBe(
       'listening on unix:/var/lib/credvault/run/daemon.sock',
     );
-    // Standard base64 (a Microsoft or Reddit token): long segments, or + and =.
-    expect(redact('token /Zk3pQ9wLm2Vx8Rt5Yb1Nc4Hs7Jd0Fg6Ka/AbC')).toBe('token [redacted]');
-    expect(redact('token /abc+def/ghi=jkl/mno0123456789/pq==')).toBe('token [redacted]');
+    expect(redact(`the master key from ${key} is not 32 bytes`)).toBe(
+      'the master key from [redacted] is not 32 bytes',
+    );
+    // A base64 secret that starts with a slash looks like a path, and is not kept.
+    expect(
+      redact('signing key /wJalrXUtnFEMIK7MDENGbPxRfiCY/EXAMPLEKEY was refused', [], { keepUnder }),
+    ).toBe('signing key [redacted] was refused');
+    expect(redact('/var/lib/credvaultX/0123456789abcdef0123456789', [], { keepUnder })).toBe('[redacted]');
   });
 });
 

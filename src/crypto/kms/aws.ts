@@ -55,7 +55,8 @@ export function openAwsKms(uri: string, env: NodeJS.ProcessEnv, vaultName: strin
     ignoreConfiguredEndpointUrls: true,
   };
   const profile = env.AWS_PROFILE?.trim();
-  // The profile the SDK reads its other settings from (a region in ~/.aws/config, say).
+  // The profile the SDK reads its other settings from: a region in ~/.aws/config, when the
+  // environment is the process's own (one given to the library must name the region itself).
   if (profile) config.profile = profile;
   const region =
     arnRegion ?? query.get('region') ?? (env.AWS_REGION?.trim() || env.AWS_DEFAULT_REGION?.trim());

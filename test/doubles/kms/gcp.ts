@@ -134,20 +134,16 @@ const VERSION_NAME_RE =
 const CIPHERTEXT_FORMAT = 0x01;
 const MAX_DATA_BYTES = 65536;
 
-const CRC32C_TABLE = (() => {
-  const table = new Uint32Array(256);
-  for (let i = 0; i < 256; i++) {
-    let c = i;
-    for (let k = 0; k < 8; k++) c = c & 1 ? (c >>> 1) ^ 0x82f63b78 : c >>> 1;
-    table[i] = c >>> 0;
-  }
-  return table;
-})();
-
-/** CRC32C (Castagnoli), the checksum Cloud KMS uses for its *Crc32c fields. */
+/**
+ * CRC32C (Castagnoli), the checksum Cloud KMS uses for its *Crc32c fields, bit by bit: not
+ * credvault's table-driven code, so that the two agreeing checks something.
+ */
 export function crc32c(data: Uint8Array): number {
   let c = 0xffffffff;
-  for (const byte of data) c = CRC32C_TABLE[(c ^ byte) & 0xff]! ^ (c >>> 8);
+  for (const byte of data) {
+    c ^= byte;
+    for (let k = 0; k < 8; k++) c = c & 1 ? (c >>> 1) ^ 0x82f63b78 : c >>> 1;
+  }
   return (c ^ 0xffffffff) >>> 0;
 }
 
