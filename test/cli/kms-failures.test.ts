@@ -8,6 +8,7 @@ import {
   adopt,
   aws,
   BACKENDS,
+  type Backend,
   counting,
   gcp,
   transit,
@@ -20,6 +21,15 @@ import {
  * sealed), with its own words, and nothing written (see helpers/kms.ts).
  */
 useKmsDoubles();
+
+/** A vault with a connection, moved to `backend` and configured with it, as an operator's would be. */
+async function vaultOnKms(backend: Backend) {
+  const v = await vaultWithConnection();
+  Object.assign(v.env, backend.env());
+  expect((await v.cli(['key', 'rotate', '--to-kms', backend.uri()])).code).toBe(0);
+  v.env.CREDENTIAL_KMS_URI = backend.uri();
+  return v;
+}
 
 describe.each(BACKENDS)('$kind key source', (backend) => {
   it('a move to the KMS that the KMS refuses changes nothing: all or nothing', async () => {
@@ -41,10 +51,7 @@ describe.each(BACKENDS)('$kind key source', (backend) => {
   });
 
   it('exits 6 when the KMS refuses, 5 (retry later) when it is down or overloaded; writes nothing either way', async () => {
-    const v = await vaultWithConnection();
-    Object.assign(v.env, backend.env());
-    expect((await v.cli(['key', 'rotate', '--to-kms', backend.uri()])).code).toBe(0);
-    v.env.CREDENTIAL_KMS_URI = backend.uri();
+    const v = await vaultOnKms(backend);
     const app = await v.json<{ client_id: string }>(['apps', 'show', 'google-app']);
     const dump = await v.dump();
 
@@ -100,10 +107,7 @@ describe.each(BACKENDS)('$kind key source', (backend) => {
 describe('which KMS answers mean "retry later"', () => {
   it('AWS: throttling, internal errors, dependency timeouts and an unavailable key store are exit 5; a disabled or deleted key exit 6', async () => {
     const backend = BACKENDS.find((b) => b.kind === 'aws-kms')!;
-    const v = await vaultWithConnection();
-    Object.assign(v.env, backend.env());
-    expect((await v.cli(['key', 'rotate', '--to-kms', backend.uri()])).code).toBe(0);
-    v.env.CREDENTIAL_KMS_URI = backend.uri();
+    const v = await vaultOnKms(backend);
     const dump = await v.dump();
     for (const type of Object.keys(AWS_TRANSIENT_FAULTS) as Array<keyof typeof AWS_TRANSIENT_FAULTS>) {
       aws.fault = awsFault(type);
@@ -140,10 +144,7 @@ describe('which KMS answers mean "retry later"', () => {
 
   it('Cloud KMS: UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED and INTERNAL are exit 5', async () => {
     const backend = BACKENDS.find((b) => b.kind === 'gcp-kms')!;
-    const v = await vaultWithConnection();
-    Object.assign(v.env, backend.env());
-    expect((await v.cli(['key', 'rotate', '--to-kms', backend.uri()])).code).toBe(0);
-    v.env.CREDENTIAL_KMS_URI = backend.uri();
+    const v = await vaultOnKms(backend);
     const dump = await v.dump();
     for (const status of Object.keys(GCP_TRANSIENT_FAULTS) as Array<keyof typeof GCP_TRANSIENT_FAULTS>) {
       gcp.fault = gcpFault(status);
@@ -163,10 +164,7 @@ describe('which KMS answers mean "retry later"', () => {
 
   it('AWS: a wrong secret or a temporary key without its session token is refused by KMS (exit 6, with what to check)', async () => {
     const backend = BACKENDS.find((b) => b.kind === 'aws-kms')!;
-    const v = await vaultWithConnection();
-    Object.assign(v.env, backend.env());
-    expect((await v.cli(['key', 'rotate', '--to-kms', backend.uri()])).code).toBe(0);
-    v.env.CREDENTIAL_KMS_URI = backend.uri();
+    const v = await vaultOnKms(backend);
     const dump = await v.dump();
 
     const wrongSecret = await v.cli(['token', 'get', 'google_ads:1234567890'], {
@@ -211,10 +209,7 @@ describe('which KMS answers mean "retry later"', () => {
 
   it('the daemon answers a sealed Vault with 503 and Retry-After, not a key error', async () => {
     const backend = BACKENDS.find((b) => b.kind === 'vault-transit')!;
-    const v = await vaultWithConnection();
-    Object.assign(v.env, backend.env());
-    expect((await v.cli(['key', 'rotate', '--to-kms', backend.uri()])).code).toBe(0);
-    v.env.CREDENTIAL_KMS_URI = backend.uri();
+    const v = await vaultOnKms(backend);
     const { token } = await v.json<{ token: string }>(['clients', 'create', 'ci', '--all']);
     const daemon = await startDaemon(v);
     try {
