@@ -232,8 +232,14 @@ async function openPostgres(target: ConnectTarget, options: OpenOptions): Promis
  */
 export const EMBEDDED_SETTINGS = ['-c', 'wal_recycle=off'];
 
-/** Shared buffers of the embedded database opened by a command (not by the daemon). */
-const COMMAND_SHARED_BUFFERS = '16MB';
+/**
+ * Settings of the embedded database opened by a command for one action (not by the daemon).
+ * PostgreSQL's default 128 MB of shared buffers is zeroed in WebAssembly memory at every start: about
+ * 350 ms and 130 MB of memory per command, for a cache a one-shot command barely fills (re-encrypting,
+ * listing or verifying a vault of 15,000 grants took as long with 16 MB as with 128). The daemon,
+ * which keeps the database open for everyone, keeps the default.
+ */
+export const COMMAND_SETTINGS = [...EMBEDDED_SETTINGS, '-c', 'shared_buffers=16MB'];
 
 async function openEmbedded(home: string, lockTimeoutMs: number): Promise<Database> {
   const problem = homeProblem(home);
@@ -246,19 +252,7 @@ async function openEmbedded(home: string, lockTimeoutMs: number): Promise<Databa
       import('@electric-sql/pglite'),
       import('drizzle-orm/pglite'),
     ]);
-    // A command holds the embedded database for one action. PostgreSQL's default 128 MB of shared
-    // buffers is zeroed in WebAssembly memory at every start: about 60 ms and 130 MB of memory per
-    // command, for a cache a one-shot command barely fills (re-encrypting, listing or verifying a
-    // vault of 15,000 grants took as long with 16 MB as with 128). The daemon, which keeps the
-    // database open for everyone, keeps the default.
-    const client = new PGlite(dataDir, {
-      startParams: [
-        ...PGlite.defaultStartParams,
-        ...EMBEDDED_SETTINGS,
-        '-c',
-        `shared_buffers=${COMMAND_SHARED_BUFFERS}`,
-      ],
-    });
+    const client = new PGlite(dataDir, { startParams: [...PGlite.defaultStartParams, ...COMMAND_SETTINGS] });
     await client.waitReady;
     const db = drizzle({ client, schema }) as unknown as Db;
     return {

@@ -3,19 +3,42 @@
  * fresh PostgreSQL database cloned from the template. `cli()` runs the real built binary.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { appendFileSync, cpSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PGlite } from '@electric-sql/pglite';
 import postgres from 'postgres';
-import { inject } from 'vitest';
-import { EMBEDDED_SETTINGS } from '../../src/db/client.js';
+import { expect, inject } from 'vitest';
+import { COMMAND_SETTINGS } from '../../src/db/client.js';
 import { acquireDatabaseLock } from '../../src/db/lock.js';
 import { BIN, databaseUrlFor } from './paths.js';
 
 export type DbKind = 'pglite' | 'postgres';
 
 export const DB_KIND: DbKind = process.env.CREDVAULT_TEST_DB === 'postgres' ? 'postgres' : 'pglite';
+
+/**
+ * True in the one project where a test of what the database does not change runs: on PostgreSQL when
+ * the suite has it, else on the embedded database. For `it.runIf(ONCE)` and `describe.runIf(ONCE)`
+ * on tests whose subject is a platform's protocol, parsing a user's input or the shape of an answer,
+ * where the database only keeps rows through statements that tests on both databases run too. A test
+ * of locking, concurrency, leases, what is on disk or the daemon sharing the embedded database runs
+ * on both.
+ */
+export const ONCE = DB_KIND === 'postgres' || !process.env.CREDVAULT_TEST_DATABASE_URL;
+
+/**
+ * With CREDVAULT_TEST_TRACE=FILE, one JSON line per credvault process and per opening of the
+ * database by a test (file, database, what, milliseconds): what a test costs is mostly these.
+ */
+const TRACE = process.env.CREDVAULT_TEST_TRACE;
+function trace(kind: 'process' | 'session', what: string, startedAt: number): void {
+  if (!TRACE) return;
+  const file = (expect.getState().testPath ?? '').split('/').pop();
+  const test = expect.getState().currentTestName;
+  const ms = Math.round(performance.now() - startedAt);
+  appendFileSync(TRACE, `${JSON.stringify({ file, test, db: DB_KIND, kind, what, ms })}\n`);
+}
 
 export interface CliResult {
   code: number;
@@ -72,11 +95,14 @@ export class TestVault {
 
   /** Starts the binary; for tests that need the process itself (signals, concurrency). */
   spawn(args: string[], options: CliOptions = {}): ChildProcess {
-    return spawn(process.execPath, [BIN, ...args], {
+    const startedAt = performance.now();
+    const child = spawn(process.execPath, [BIN, ...args], {
       env: { ...this.env, ...options.env } as NodeJS.ProcessEnv,
       cwd: options.cwd ?? this.root,
       stdio: ['pipe', 'pipe', 'pipe'],
     });
+    if (TRACE) child.on('close', () => trace('process', args.slice(0, 2).join(' '), startedAt));
+    return child;
   }
 
   async cli(args: string[], options: CliOptions = {}): Promise<CliResult> {
@@ -133,6 +159,17 @@ export class TestVault {
   async session<R>(
     fn: (query: <T>(text: string, params?: unknown[]) => Promise<T[]>) => Promise<R>,
   ): Promise<R> {
+    const startedAt = performance.now();
+    try {
+      return await this.#session(fn);
+    } finally {
+      trace('session', '', startedAt);
+    }
+  }
+
+  async #session<R>(
+    fn: (query: <T>(text: string, params?: unknown[]) => Promise<T[]>) => Promise<R>,
+  ): Promise<R> {
     if (this.databaseUrl) {
       const client = postgres(this.databaseUrl, { max: 1, onnotice: () => {} });
       try {
@@ -145,9 +182,11 @@ export class TestVault {
       }
     }
     const lock = await acquireDatabaseLock(this.home, 30_000, 'test');
-    // As credvault opens it (a log segment it no longer needs is deleted, not kept for reuse).
+    // As a credvault command opens it (a log segment it no longer needs is deleted, not kept for
+    // reuse; shared buffers a few statements need, not the 128 MB that take a third of a second to
+    // zero at every open).
     const db = new PGlite(join(this.home, 'pgdata'), {
-      startParams: [...PGlite.defaultStartParams, ...EMBEDDED_SETTINGS],
+      startParams: [...PGlite.defaultStartParams, ...COMMAND_SETTINGS],
     });
     try {
       return await fn(
