@@ -34,12 +34,14 @@ async function connected(): Promise<TestVault> {
 
 /** The strings stored for secrets: the grants' ciphertexts and every wrapped data key. */
 async function storedSecrets(v: TestVault) {
-  const [grant] = await v.sql<{ access: string; refresh: string; wrapped: string }>(
-    `select t.access_token_enc as access, t.refresh_token_enc as refresh, k.wrapped_key as wrapped
-       from oauth_tokens_vault t join data_keys k on k.id = t.data_key_id`,
-  );
-  const keys = await v.sql<{ wrapped: string }>('select wrapped_key as wrapped from data_keys');
-  return { grant: grant!, wrappedKeys: keys.map((k) => k.wrapped) };
+  return v.session(async (query) => {
+    const [grant] = await query<{ access: string; refresh: string; wrapped: string }>(
+      `select t.access_token_enc as access, t.refresh_token_enc as refresh, k.wrapped_key as wrapped
+         from oauth_tokens_vault t join data_keys k on k.id = t.data_key_id`,
+    );
+    const keys = await query<{ wrapped: string }>('select wrapped_key as wrapped from data_keys');
+    return { grant: grant!, wrappedKeys: keys.map((k) => k.wrapped) };
+  });
 }
 
 /** Which of `values` some file of the embedded database's data folder still holds. */
@@ -49,15 +51,23 @@ function inFiles(v: TestVault, values: string[]): string[] {
   return values.filter((value) => files.some((file) => file.includes(Buffer.from(value))));
 }
 
-/** Rows of pg_statistic (via pg_stats) kept for the columns that hold secrets, after an ANALYZE. */
-async function sampledSecretColumns(v: TestVault): Promise<string[]> {
-  await v.sql('analyze');
-  const rows = await v.sql<{ column: string }>(
-    `select tablename || '.' || attname as column from pg_stats
-      where schemaname = current_schema()
-        and (attname like '%\\_enc' or attname = 'wrapped_key') order by 1`,
-  );
-  return rows.map((row) => row.column);
+/**
+ * After an ANALYZE: the columns holding secrets that pg_statistic (via pg_stats) keeps rows for, and
+ * how many rows it keeps for the other columns of the grants' table.
+ */
+async function sampledColumns(v: TestVault): Promise<{ secret: string[]; otherGrantColumns: number }> {
+  return v.session(async (query) => {
+    await query('analyze');
+    const rows = await query<{ column: string }>(
+      `select tablename || '.' || attname as column from pg_stats
+        where schemaname = current_schema()
+          and (attname like '%\\_enc' or attname = 'wrapped_key') order by 1`,
+    );
+    const [others] = await query<{ n: number }>(
+      "select count(*)::int as n from pg_stats where schemaname = current_schema() and tablename = 'oauth_tokens_vault'",
+    );
+    return { secret: rows.map((row) => row.column), otherGrantColumns: others!.n };
+  });
 }
 
 describe('what a revocation or a rotation destroys', () => {
@@ -91,17 +101,21 @@ describe('what a revocation or a rotation destroys', () => {
         ['data_keys', 'wrapped_key'],
         ['oauth_tokens_vault', 'refresh_token_enc'],
       ];
-      for (const [table, column] of columns) {
-        await v.sql(`alter table ${table} alter column ${column} set statistics -1`);
-        await v.sql(`analyze ${table}`);
-      }
-      expect(
-        await v.sql("select 1 from pg_stats where attname in ('wrapped_key', 'refresh_token_enc')"),
-      ).toHaveLength(2);
-      for (const [table, column] of columns) {
-        await v.sql(`alter table ${table} alter column ${column} set statistics 0`);
-        await v.sql(`alter table ${table} alter column ${column} set data type text`);
-      }
+      const sampled = await v.session(async (query) => {
+        for (const [table, column] of columns) {
+          await query(`alter table ${table} alter column ${column} set statistics -1`);
+          await query(`analyze ${table}`);
+        }
+        const rows = await query(
+          "select 1 from pg_stats where attname in ('wrapped_key', 'refresh_token_enc')",
+        );
+        for (const [table, column] of columns) {
+          await query(`alter table ${table} alter column ${column} set statistics 0`);
+          await query(`alter table ${table} alter column ${column} set data type text`);
+        }
+        return rows;
+      });
+      expect(sampled).toHaveLength(2);
       const revoked = await v.cli(['connections', 'revoke', 'msa']);
       expect(revoked.code, revoked.stderr).toBe(0);
       expect(inFiles(v, destroyed)).toEqual([]);
@@ -146,11 +160,9 @@ describe('what a revocation or a rotation destroys', () => {
 
   it('keeps no statistics samples of the columns that hold secrets', async () => {
     const v = await connected();
-    expect(await sampledSecretColumns(v)).toEqual([]);
+    const sampled = await sampledColumns(v);
+    expect(sampled.secret).toEqual([]);
     // The same ANALYZE keeps statistics of the other columns: the query above would see them.
-    const others = await v.sql<{ n: number }>(
-      "select count(*)::int as n from pg_stats where schemaname = current_schema() and tablename = 'oauth_tokens_vault'",
-    );
-    expect(others[0]!.n).toBeGreaterThan(0);
+    expect(sampled.otherGrantColumns).toBeGreaterThan(0);
   });
 });
