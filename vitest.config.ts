@@ -6,10 +6,12 @@ import { defineConfig } from 'vitest/config';
  */
 const databaseTests = ['test/cli/**/*.test.ts', 'test/integration/**/*.test.ts'];
 // Tests of what does not depend on the database run once, on PostgreSQL when it is there (the faster
-// of the two), else on the embedded database: the KMS key sources (their calls, errors and encryption
-// contexts), the campaign operations of the four platforms and the flows against oidc-provider
-// (requests and answers at the platform; the database only keeps what they store, through the same
-// statements every other test runs on both). That keeps the suite well under ten minutes on CI.
+// of the two), else on the embedded database: these whole files (the KMS key sources' calls, errors
+// and encryption contexts, the campaign operations of the four platforms, the flows against
+// oidc-provider), and the tests marked `ONCE` in the others (test/helpers/vault.ts says which
+// qualify). The database only keeps what they store, through statements that tests on both run too.
+// Everything about locking, leases, concurrency, transactions, what is on disk and the daemon
+// sharing the embedded database runs on both. That keeps the suite well under ten minutes on CI.
 const onceTests = [
   'test/cli/kms.test.ts',
   'test/cli/kms-failures.test.ts',
