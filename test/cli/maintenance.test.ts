@@ -4,7 +4,7 @@ import { maintainTables } from '../../src/db/maintenance.js';
 import { GOOGLE_ADWORDS_SCOPE, startGoogleDouble } from '../doubles/index.js';
 import { seedConnections, startDaemon } from '../helpers/daemon.js';
 import { addAppFor } from '../helpers/flows.js';
-import { createVault, DB_KIND, type TestVault } from '../helpers/vault.js';
+import { createVault, DB_KIND } from '../helpers/vault.js';
 
 /**
  * The planner's statistics and dead rows, which the embedded database (no autovacuum) would never
@@ -23,13 +23,15 @@ async function seeded(count: number) {
   const app = await addAppFor(v, 'google_ads', double as never);
   // On PostgreSQL, autovacuum must not get there first during the test (PGlite has none).
   if (DB_KIND === 'postgres') {
-    for (const table of [
-      'oauth_tokens_vault',
-      'audit_head',
-      'credential_access_audit',
-      'ad_account_connections',
-    ])
-      await v.sql(`alter table ${table} set (autovacuum_enabled = false)`);
+    await v.session(async (query) => {
+      for (const table of [
+        'oauth_tokens_vault',
+        'audit_head',
+        'credential_access_audit',
+        'ad_account_connections',
+      ])
+        await query(`alter table ${table} set (autovacuum_enabled = false)`);
+    });
   }
   // Access tokens valid for two hours: nothing is due, the daemon's sweep finds no work.
   await seedConnections(v, double as never, app.label, app.clientId, GOOGLE_ADWORDS_SCOPE, count, 7200);
@@ -38,9 +40,11 @@ async function seeded(count: number) {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+type Query = <T>(text: string, params?: unknown[]) => Promise<T[]>;
+
 /** What the planner knows of the grants table: rows as of its statistics, and the last manual ANALYZE. */
-async function grantStats(v: TestVault) {
-  const [row] = await v.sql<{ rows: number; analyzed: Date | null }>(
+async function grantStats(query: Query) {
+  const [row] = await query<{ rows: number; analyzed: Date | null }>(
     `select c.reltuples::int as rows, s.last_analyze as analyzed
        from pg_class c join pg_stat_user_tables s on s.relid = c.oid where c.relname = 'oauth_tokens_vault'`,
   );
@@ -50,7 +54,7 @@ async function grantStats(v: TestVault) {
 describe('database maintenance', () => {
   it('gives the planner statistics of a bulk-loaded vault before the daemon first sweeps it', async () => {
     const v = await seeded(400);
-    const before = await grantStats(v);
+    const before = await v.session(grantStats);
     // Never analysed (autovacuum, on PostgreSQL, has not had a minute yet; PGlite has none).
     expect(before.rows).toBeLessThan(0);
     const daemon = await startDaemon(v);
@@ -62,7 +66,7 @@ describe('database maintenance', () => {
       await sleep(50);
     }
     expect(await daemon.stop()).toBe(0);
-    const after = await grantStats(v);
+    const after = await v.session(grantStats);
     expect(after.rows).toBe(400);
     // On PostgreSQL, a manual ANALYZE (autovacuum's own sets last_autoanalyze); PGlite forgets this
     // counter when it closes, but keeps the statistics.
@@ -125,15 +129,19 @@ describe('database maintenance', () => {
     const url = new URL(v.databaseUrl!);
     url.username = role;
     const database = await openDatabase({ url: url.href, home: v.home, lockTimeoutMs: 30_000, direct: true });
+    let after: Awaited<ReturnType<typeof grantStats>>;
     try {
       const steps = await maintainTables(database, false);
       expect(steps).toContainEqual({ table: 'oauth_tokens_vault', action: 'skipped' });
       expect(steps.every((step) => step.action === 'skipped')).toBe(true);
     } finally {
       await database.close();
-      await v.sql(`drop role ${role}`);
+      after = await v.session(async (query) => {
+        await query(`drop role ${role}`);
+        return grantStats(query);
+      });
     }
     // Nothing was analysed: the owner's pass still finds the grants table without statistics.
-    expect((await grantStats(v)).rows).toBeLessThan(0);
+    expect(after.rows).toBeLessThan(0);
   });
 });
