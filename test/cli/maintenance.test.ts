@@ -96,23 +96,28 @@ describe('database maintenance', () => {
       expect(first).not.toContainEqual(expect.objectContaining({ table: 'oauth_tokens_vault' }));
       expect(first).toContainEqual({ table: 'audit_head', action });
       expect(await maintainTables(database, embedded)).toEqual([]);
-      // Every grant rewritten: 300 dead rows.
+      // Every grant rewritten: 300 rows changed since the first pass, 300 dead rows.
       await database.query("update oauth_tokens_vault set scope = scope || ''");
-      const dead = async () =>
-        Number(
-          (
-            await database.query<{ n: number }>(
-              "select n_dead_tup as n from pg_stat_user_tables where relname = 'oauth_tokens_vault'",
-            )
-          )[0]!.n,
+      const counters = async () => {
+        const [row] = await database.query<{ changed: number; dead: number }>(
+          "select n_mod_since_analyze as changed, n_dead_tup as dead from pg_stat_user_tables where relname = 'oauth_tokens_vault'",
         );
-      // Statistics reach the counters within a second or so of the statement.
-      for (let i = 0; i < 60 && (await dead()) < 300; i++) await sleep(100);
-      expect(await dead()).toBe(300);
+        return { changed: Number(row!.changed), dead: Number(row!.dead) };
+      };
+      // Statistics reach the counters within a second or so of the statement (the changes and the
+      // dead rows of one statement together).
+      for (let i = 0; i < 60 && (await counters()).changed < 300; i++) await sleep(100);
+      const { changed, dead } = await counters();
+      expect(changed).toBe(300);
+      // The first pass vacuumed the embedded database: the update's are its only dead rows. A server's
+      // counter also holds the bulk load's (the seeding rewrote each grant it inserted, and the first
+      // pass only analysed), less any that page pruning has removed since.
+      if (embedded) expect(dead).toBe(300);
+      else expect(dead).toBeGreaterThanOrEqual(300);
       const second = await maintainTables(database, embedded);
       if (embedded) {
         expect(second).toEqual([{ table: 'oauth_tokens_vault', action: 'vacuum' }]);
-        expect(await dead()).toBe(0);
+        expect((await counters()).dead).toBe(0);
       } else {
         // Vacuuming is autovacuum's on a server: only the statistics are brought up to date.
         expect(second).toEqual([{ table: 'oauth_tokens_vault', action: 'analyze' }]);
