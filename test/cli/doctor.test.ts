@@ -2,6 +2,7 @@ import { spawn } from 'node:child_process';
 import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { generateMasterKey } from '../../src/crypto/local-key.js';
 import { GOOGLE_ADWORDS_SCOPE, startGoogleDouble } from '../doubles/index.js';
 import { seedConnections, spawnDaemonOnAnyPort } from '../helpers/daemon.js';
 import { addAppFor } from '../helpers/flows.js';
@@ -156,7 +157,7 @@ describe('credvault doctor', () => {
   it('a wrong master key: exit 6 naming both key ids, and the database unchanged', async () => {
     const v = await vault();
     const before = await v.dump();
-    const key = (await v.cli(['key', 'generate'])).stdout.trim();
+    const key = generateMasterKey(); // what `credvault key generate` prints
     const result = await doctor(v, { CREDENTIAL_MASTER_KEY: key });
     expect(result.code).toBe(6);
     expect(JSON.parse(result.stderr).error).toEqual({ code: 'key_error', message: '1 check failed: key' });
