@@ -3,6 +3,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { generateMasterKey } from '../../src/crypto/local-key.js';
 import {
   GOOGLE_ADWORDS_SCOPE,
   MICROSOFT_ADS_SCOPE,
@@ -67,14 +68,15 @@ describe('the token endpoint', () => {
     const again = await v.cli(['clients', 'create', 'gone', '--all']);
     expect(again.code).toBe(7);
     expect(again.stderr).toContain('credvault clients revoke gone');
-    const clients = await v.json<Array<{ name: string; revoked_at: string | null }>>(['clients', 'list']);
-    expect(clients.filter((c) => c.name === 'gone').map((c) => c.revoked_at === null)).toEqual([false, true]);
     for (const bad of ['0s', '99999999999d']) {
       const refused = await v.cli(['clients', 'create', `bad-${bad}`, '--all', '--expires-in', bad]);
       expect(refused.code, refused.stderr).toBe(2);
       expect(refused.stderr).toMatch(/--expires-in (must be longer than zero|is too long)/);
     }
-    expect((await v.json<unknown[]>(['clients', 'list'])).length).toBe(clients.length);
+    // One listing for all of it: the refused creates (the name taken, the bad durations) made nothing.
+    const clients = await v.json<Array<{ name: string; revoked_at: string | null }>>(['clients', 'list']);
+    expect(clients.filter((c) => c.name === 'gone').map((c) => c.revoked_at === null)).toEqual([false, true]);
+    expect(clients.map((c) => c.name).sort()).toEqual(['everything', 'gone', 'gone', 'reader-a']);
     const expiring = await client(v, ['brief', '--all', '--expires-in', '1s']);
     const daemon = await startDaemon(v);
     cleanups.push(() => daemon.stop());
@@ -223,7 +225,8 @@ describe('the token endpoint', () => {
   });
 
   it('keeps a client token only as its SHA-256 hash: shown once, then in no table, database file or output', async () => {
-    const { v } = await setup();
+    const v = await createVault();
+    cleanups.push(() => v.destroy());
     const made = await v.json<{ token: string }>(['clients', 'create', 'ci', '--all'], {
       secretOutput: true,
     });
@@ -294,16 +297,18 @@ describe('the token endpoint', () => {
       const daemon = await startDaemon(v);
       cleanups.push(() => daemon.stop());
       // The sweep's claim sets a lease; this trigger refuses exactly that (other updates pass).
-      await v.sql(`create function refuse_claims() returns trigger language plpgsql as $$
-        begin if new.lease_owner is not null then raise exception 'claims refused by the test'; end if;
-        return new; end $$`);
-      await v.sql(
-        'create trigger refuse_claims before update on oauth_tokens_vault for each row execute function refuse_claims()',
-      );
-      await v.sql(
-        "update oauth_tokens_vault set access_token_expires_at = now() + interval '1 minute', last_refreshed_at = now() - interval '1 hour'",
-      );
-      const [before] = await v.sql<{ version: number }>('select version from oauth_tokens_vault');
+      const [before] = await v.session(async (query) => {
+        await query(`create function refuse_claims() returns trigger language plpgsql as $$
+          begin if new.lease_owner is not null then raise exception 'claims refused by the test'; end if;
+          return new; end $$`);
+        await query(
+          'create trigger refuse_claims before update on oauth_tokens_vault for each row execute function refuse_claims()',
+        );
+        await query(
+          "update oauth_tokens_vault set access_token_expires_at = now() + interval '1 minute', last_refreshed_at = now() - interval '1 hour'",
+        );
+        return query<{ version: number }>('select version from oauth_tokens_vault');
+      });
       daemon.child.kill('SIGHUP'); // sweep now
       const until = async (check: () => Promise<boolean>) => {
         for (const deadline = Date.now() + 10_000; Date.now() < deadline; ) {
@@ -321,8 +326,12 @@ describe('the token endpoint', () => {
       // The driver's message: never drizzle's, which carries the query and its parameters.
       expect(health.body).not.toContain('Failed query');
       expect(daemon.logs()).not.toContain('Failed query');
-      expect(await v.sql('select 1 from oauth_tokens_vault where lease_owner is not null')).toEqual([]);
-      await v.sql('drop trigger refuse_claims on oauth_tokens_vault');
+      const leased = await v.session(async (query) => {
+        const rows = await query('select 1 from oauth_tokens_vault where lease_owner is not null');
+        await query('drop trigger refuse_claims on oauth_tokens_vault');
+        return rows;
+      });
+      expect(leased).toEqual([]);
       daemon.child.kill('SIGHUP');
       expect(await until(async () => (await daemon.get('/healthz')).status === 200), daemon.logs()).toBe(
         true,
@@ -344,7 +353,7 @@ describe('the token endpoint', () => {
     const keyFile = join(v.home, 'master.key');
     const { readFileSync, writeFileSync } = await import('node:fs');
     const right = readFileSync(keyFile, 'utf8');
-    writeFileSync(keyFile, (await v.cli(['key', 'generate'])).stdout);
+    writeFileSync(keyFile, `${generateMasterKey()}\n`); // what `credvault key generate` prints
     try {
       daemon.child.kill('SIGHUP');
       const deadline = Date.now() + 10_000;
@@ -576,15 +585,16 @@ describe('the token endpoint', () => {
     const { double, v, adopt } = await setup();
     await adopt('987', 'idle');
     await adopt('988', 'recent');
+    const versions =
+      'select c.name, g.version from oauth_tokens_vault g join ad_account_connections c on c.token_id = g.id order by c.name';
     // Both valid for two hours; Microsoft drops a refresh token unused for 90 days: kept alive at 30.
-    await v.sql(`update oauth_tokens_vault g set access_token_expires_at = now() + interval '2 hours',
-      last_refreshed_at = now() - (case c.name when 'idle' then interval '31 days' else interval '29 days' end)
-      from ad_account_connections c where c.token_id = g.id`);
-    const versions = () =>
-      v.sql<{ name: string; version: number }>(
-        'select c.name, g.version from oauth_tokens_vault g join ad_account_connections c on c.token_id = g.id order by c.name',
-      );
-    expect(await versions()).toEqual([
+    const set = await v.session(async (query) => {
+      await query(`update oauth_tokens_vault g set access_token_expires_at = now() + interval '2 hours',
+        last_refreshed_at = now() - (case c.name when 'idle' then interval '31 days' else interval '29 days' end)
+        from ad_account_connections c where c.token_id = g.id`);
+      return query<{ name: string; version: number }>(versions);
+    });
+    expect(set).toEqual([
       { name: 'idle', version: 1 },
       { name: 'recent', version: 1 },
     ]);
@@ -596,7 +606,7 @@ describe('the token endpoint', () => {
     // Its first sweep claimed every due grant at once: a second refresh would have come with it.
     await new Promise((r) => setTimeout(r, 500));
     expect(await daemon.stop('SIGTERM')).toBe(0);
-    expect(await versions()).toEqual([
+    expect(await v.sql<{ name: string; version: number }>(versions)).toEqual([
       { name: 'idle', version: 2 },
       { name: 'recent', version: 1 },
     ]);
@@ -651,13 +661,12 @@ describe('the token endpoint', () => {
   });
 
   it('a claimed refresh that fails before anything is sent (its app disabled) leaves no refresh in doubt', async () => {
-    const { double, v, adopt } = await setup();
+    const { double, v, app, adopt } = await setup();
     await adopt('987', 'acct-a');
     await v.sql(
       "update oauth_tokens_vault set access_token_expires_at = now() + interval '1 minute', last_refreshed_at = now() - interval '59 minutes'",
     );
-    const [app] = await v.json<Array<{ label: string }>>(['apps', 'list']);
-    expect((await v.cli(['apps', 'disable', app!.label])).code).toBe(0);
+    expect((await v.cli(['apps', 'disable', app.label])).code).toBe(0);
     const attempts = double.refreshAttempts;
     const daemon = await startDaemon(v, { args: ['--refresh-window', '30m'] });
     for (let i = 0; i < 200 && !daemon.logs().includes('the grant waits before it is tried again'); i++)
@@ -755,11 +764,13 @@ describe('the token endpoint', () => {
   it('finishes and stores a refresh in flight on SIGTERM, then exits 0', async () => {
     const { double, v, adopt } = await setup();
     await adopt('987', 'acct-a');
-    const [before] = await v.sql<{ version: number }>('select version from oauth_tokens_vault');
     // Refreshed 59 minutes ago, expiring in one: due for the daemon.
-    await v.sql(
-      "update oauth_tokens_vault set access_token_expires_at = now() + interval '1 minute', last_refreshed_at = now() - interval '59 minutes'",
-    );
+    const [before] = await v.session(async (query) => {
+      await query(
+        "update oauth_tokens_vault set access_token_expires_at = now() + interval '1 minute', last_refreshed_at = now() - interval '59 minutes'",
+      );
+      return query<{ version: number }>('select version from oauth_tokens_vault');
+    });
     const reader = await client(v, ['reader', '--all']);
     double.faults.latencyMs = 2500;
     const attempts = double.refreshAttempts;
@@ -845,12 +856,13 @@ describe('token get beside a running daemon', () => {
       env: { CREDVAULT_ACTOR: 'Jörg Müller (deploy #42)', CREDVAULT_LOCK_TIMEOUT: '1' },
     });
     expect(spaced.code, spaced.stderr).toBe(0);
-    const audit = await v.json<Array<{ action: string; actor: string; detail: { purpose?: string } }>>([
-      'audit',
-      'list',
-      '--limit',
-      '5',
-    ]);
+    const auditRows = () =>
+      v.json<Array<{ action: string; actor: string; detail: { purpose?: string } }>>(
+        ['audit', 'list', '--limit', '1000'],
+        { env: { CREDVAULT_LOCK_TIMEOUT: '1' } },
+      );
+    const serves = (rows: Array<{ action: string }>) => rows.filter((r) => r.action === 'token.serve').length;
+    const audit = await auditRows();
     expect(audit.map((r) => [r.actor, r.detail.purpose])).toEqual(
       expect.arrayContaining([
         ['运营', 'token get (daemon)'],
@@ -860,13 +872,7 @@ describe('token get beside a running daemon', () => {
     );
     // A caller with another key, or with none, is told so (exit 6) as it would be without a daemon:
     // the daemon serves only a caller configured with its own key.
-    const serves = async () =>
-      (
-        await v.json<Array<{ action: string }>>(['audit', 'list', '--limit', '1000'], {
-          env: { CREDVAULT_LOCK_TIMEOUT: '1' },
-        })
-      ).filter((r) => r.action === 'token.serve').length;
-    const servedBefore = await serves();
+    const servedBefore = serves(audit);
     const otherKey = `${randomBytes(32).toString('base64url')}=`;
     const wrong = await v.cli(['token', 'get', 'acct-a'], {
       env: { CREDENTIAL_MASTER_KEY: otherKey, CREDVAULT_LOCK_TIMEOUT: '1' },
@@ -880,7 +886,7 @@ describe('token get beside a running daemon', () => {
     expect(garbled.code, garbled.stderr).toBe(6);
     expect(garbled.stdout).toBe('');
     // Refused without a row saying a token was served.
-    expect(await serves()).toBe(servedBefore);
+    expect(serves(await auditRows())).toBe(servedBefore);
     expect(await daemon.stop()).toBe(0);
   });
 });
@@ -953,7 +959,8 @@ describe.runIf(DB_KIND === 'pglite')('the embedded database while the daemon run
 
 describe('starting', () => {
   it('a SIGHUP or SIGTERM while the daemon starts waits for the start instead of ending it by default', async () => {
-    const { v } = await setup();
+    const v = await createVault();
+    cleanups.push(() => v.destroy());
     const start = () => {
       const child = v.spawn(['daemon', '--listen', `unix:${join(v.root, 'd.sock')}`]);
       child.stdin!.end();
@@ -989,7 +996,8 @@ describe('starting', () => {
   });
 
   it('refuses a second daemon for the same home at once (exit 2), naming the one that runs, whose run file stays', async () => {
-    const { v } = await setup();
+    const v = await createVault();
+    cleanups.push(() => v.destroy());
     const daemon = await startDaemon(v);
     cleanups.push(() => daemon.stop());
     const second = await v.cli(['daemon', '--listen', `unix:${join(v.root, 'second.sock')}`], {
@@ -1092,10 +1100,11 @@ while True:
   }
 
   it('sends READY=1 only once the key opens the vault: a wrong key exits 6 without it', async () => {
-    const { v, adopt } = await setup();
-    await adopt('987', 'acct-a');
+    // The vault's data key, made by init, is what the key must open.
+    const v = await createVault();
+    cleanups.push(() => v.destroy());
     const { socket, heard } = await notifyListener(v);
-    const wrong = (await v.cli(['key', 'generate'])).stdout.trim();
+    const wrong = generateMasterKey(); // what `credvault key generate` prints
     const run = await v.cli(['daemon', '--listen', '127.0.0.1:0'], {
       env: { NOTIFY_SOCKET: socket, CREDENTIAL_MASTER_KEY: wrong },
     });
@@ -1105,8 +1114,8 @@ while True:
   });
 
   it('sends READY=1 and WATCHDOG=1 to NOTIFY_SOCKET', async () => {
-    const { v, adopt } = await setup();
-    await adopt('987', 'acct-a');
+    const v = await createVault();
+    cleanups.push(() => v.destroy());
     const { socket, heard: heardNow } = await notifyListener(v);
     let heard = heardNow();
     const daemon = await startDaemon(v, { env: { NOTIFY_SOCKET: socket, WATCHDOG_USEC: '1000000' } });
