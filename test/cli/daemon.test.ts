@@ -14,7 +14,7 @@ import { type HttpAnswer, spawnDaemonOnAnyPort, startDaemon, untilDraining } fro
 import { addAppFor, adoptGrant, freePort } from '../helpers/flows.js';
 import { BIN } from '../helpers/paths.js';
 import { expectNoSecretsLeaked } from '../helpers/secrets.js';
-import { createVault, DB_KIND, type TestVault } from '../helpers/vault.js';
+import { createVault, DB_KIND, ONCE, type TestVault } from '../helpers/vault.js';
 
 const cleanups: Array<() => Promise<unknown>> = [];
 afterEach(async () => {
@@ -244,50 +244,59 @@ describe('the token endpoint', () => {
     await expectNoSecretsLeaked(v, [made.token], [daemon.logs()]);
   });
 
-  it('listens beyond loopback only with --allow-remote, and then warns that TLS belongs in front', async () => {
-    const v = await createVault();
-    cleanups.push(() => v.destroy());
-    const refused = await v.cli(['daemon', '--listen', '0.0.0.0:0'], { timeoutMs: 15_000 });
-    expect(refused.code).toBe(2);
-    expect(refused.stderr).toContain('0.0.0.0');
-    expect(refused.stderr).toContain('--allow-remote');
-    const { child: daemon, port, logs } = await spawnDaemonOnAnyPort(v, '0.0.0.0', ['--allow-remote']);
-    cleanups.push(async () => daemon.kill('SIGKILL'));
-    expect((await fetch(`http://127.0.0.1:${port}/healthz`)).status).toBe(200);
-    expect(logs()).toContain(`listening on 0.0.0.0:${port} beyond this machine: terminate TLS`);
-  });
+  // What --listen takes and what the daemon logs: the same whatever database it serves.
+  it.runIf(ONCE)(
+    'listens beyond loopback only with --allow-remote, and then warns that TLS belongs in front',
+    async () => {
+      const v = await createVault();
+      cleanups.push(() => v.destroy());
+      const refused = await v.cli(['daemon', '--listen', '0.0.0.0:0'], { timeoutMs: 15_000 });
+      expect(refused.code).toBe(2);
+      expect(refused.stderr).toContain('0.0.0.0');
+      expect(refused.stderr).toContain('--allow-remote');
+      const { child: daemon, port, logs } = await spawnDaemonOnAnyPort(v, '0.0.0.0', ['--allow-remote']);
+      cleanups.push(async () => daemon.kill('SIGKILL'));
+      expect((await fetch(`http://127.0.0.1:${port}/healthz`)).status).toBe(200);
+      expect(logs()).toContain(`listening on 0.0.0.0:${port} beyond this machine: terminate TLS`);
+    },
+  );
 
-  it('--listen never removes what it did not make: a file, or a live socket; a busy port is exit 2', async () => {
-    const v = await createVault();
-    cleanups.push(() => v.destroy());
-    const { writeFileSync, readFileSync } = await import('node:fs');
-    const file = join(v.root, 'precious.txt');
-    writeFileSync(file, 'precious');
-    const onFile = await v.cli(['daemon', '--listen', `unix:${file}`], { timeoutMs: 30_000 });
-    expect(onFile.code, onFile.stderr).toBe(2);
-    expect(onFile.stderr).toContain('something that is not a socket is there');
-    expect(readFileSync(file, 'utf8')).toBe('precious');
+  // How --listen treats what is at its address; the database is not asked. (A start that fails after
+  // opening the embedded database still ends cleanly there: the wrong-key start under systemd below.)
+  it.runIf(ONCE)(
+    '--listen never removes what it did not make: a file, or a live socket; a busy port is exit 2',
+    async () => {
+      const v = await createVault();
+      cleanups.push(() => v.destroy());
+      const { writeFileSync, readFileSync } = await import('node:fs');
+      const file = join(v.root, 'precious.txt');
+      writeFileSync(file, 'precious');
+      const onFile = await v.cli(['daemon', '--listen', `unix:${file}`], { timeoutMs: 30_000 });
+      expect(onFile.code, onFile.stderr).toBe(2);
+      expect(onFile.stderr).toContain('something that is not a socket is there');
+      expect(readFileSync(file, 'utf8')).toBe('precious');
 
-    const { createServer } = await import('node:net');
-    const other = createServer();
-    const socket = join(v.root, 'taken.sock');
-    await new Promise<void>((resolve) => other.listen(socket, resolve));
-    const port = await freePort();
-    const busy = createServer();
-    await new Promise<void>((resolve) => busy.listen(port, '127.0.0.1', resolve));
-    try {
-      const onSocket = await v.cli(['daemon', '--listen', `unix:${socket}`], { timeoutMs: 30_000 });
-      expect(onSocket.code, onSocket.stderr).toBe(2);
-      expect(onSocket.stderr).toContain('another process is listening there');
-      expect(existsSync(socket)).toBe(true);
-      const onPort = await v.cli(['daemon', '--listen', `127.0.0.1:${port}`], { timeoutMs: 30_000 });
-      expect(onPort.code, onPort.stderr).toBe(2);
-      expect(onPort.stderr).toContain(`cannot listen on 127.0.0.1:${port} (EADDRINUSE)`);
-    } finally {
-      other.close();
-      busy.close();
-    }
-  });
+      const { createServer } = await import('node:net');
+      const other = createServer();
+      const socket = join(v.root, 'taken.sock');
+      await new Promise<void>((resolve) => other.listen(socket, resolve));
+      const port = await freePort();
+      const busy = createServer();
+      await new Promise<void>((resolve) => busy.listen(port, '127.0.0.1', resolve));
+      try {
+        const onSocket = await v.cli(['daemon', '--listen', `unix:${socket}`], { timeoutMs: 30_000 });
+        expect(onSocket.code, onSocket.stderr).toBe(2);
+        expect(onSocket.stderr).toContain('another process is listening there');
+        expect(existsSync(socket)).toBe(true);
+        const onPort = await v.cli(['daemon', '--listen', `127.0.0.1:${port}`], { timeoutMs: 30_000 });
+        expect(onPort.code, onPort.stderr).toBe(2);
+        expect(onPort.stderr).toContain(`cannot listen on 127.0.0.1:${port} (EADDRINUSE)`);
+      } finally {
+        other.close();
+        busy.close();
+      }
+    },
+  );
 
   it.skipIf(DB_KIND !== 'postgres')(
     'shows a failing claim on /healthz, gives nothing away meanwhile, and sweeps again once it works',
@@ -560,105 +569,122 @@ describe('the token endpoint', () => {
     expect(row!.message).toContain('audit is read-only');
   });
 
-  it('a grant whose refresh token does not decrypt waits too, before any platform call, with the reason recorded', async () => {
-    const { double, v, adopt } = await setup();
-    await adopt('987', 'broken');
-    // Its access token copied over its refresh token: it does not open in that column.
-    await v.sql(
-      "update oauth_tokens_vault set refresh_token_enc = access_token_enc, access_token_expires_at = now() + interval '1 minute', last_refreshed_at = now() - interval '1 hour'",
-    );
-    const attempts = double.refreshAttempts;
-    const daemon = await startDaemon(v);
-    for (let i = 0; i < 100 && !daemon.logs().includes('the grant waits'); i++)
-      await new Promise((r) => setTimeout(r, 50));
-    expect(await daemon.stop('SIGTERM')).toBe(0);
-    expect(double.refreshAttempts).toBe(attempts);
-    const [row] = await v.sql<{ wait: number; message: string }>(
-      `select extract(epoch from cooldown_until - now())::float as wait, last_error_message as message
+  // What the sweep does with a grant it cannot open; the cooldown it records is written by the same
+  // statement as after the unwritable refresh above, which runs on both databases.
+  it.runIf(ONCE)(
+    'a grant whose refresh token does not decrypt waits too, before any platform call, with the reason recorded',
+    async () => {
+      const { double, v, adopt } = await setup();
+      await adopt('987', 'broken');
+      // Its access token copied over its refresh token: it does not open in that column.
+      await v.sql(
+        "update oauth_tokens_vault set refresh_token_enc = access_token_enc, access_token_expires_at = now() + interval '1 minute', last_refreshed_at = now() - interval '1 hour'",
+      );
+      const attempts = double.refreshAttempts;
+      const daemon = await startDaemon(v);
+      for (let i = 0; i < 100 && !daemon.logs().includes('the grant waits'); i++)
+        await new Promise((r) => setTimeout(r, 50));
+      expect(await daemon.stop('SIGTERM')).toBe(0);
+      expect(double.refreshAttempts).toBe(attempts);
+      const [row] = await v.sql<{ wait: number; message: string }>(
+        `select extract(epoch from cooldown_until - now())::float as wait, last_error_message as message
        from oauth_tokens_vault`,
-    );
-    expect(row!.wait).toBeGreaterThan(15);
-    expect(row!.message).toContain('does not decrypt');
-  });
+      );
+      expect(row!.wait).toBeGreaterThan(15);
+      expect(row!.message).toContain('does not decrypt');
+    },
+  );
 
-  it('refreshes a grant unused for a third of its platform’s idle limit, not a younger one', async () => {
-    const { double, v, adopt } = await setup();
-    await adopt('987', 'idle');
-    await adopt('988', 'recent');
-    const versions =
-      'select c.name, g.version from oauth_tokens_vault g join ad_account_connections c on c.token_id = g.id order by c.name';
-    // Both valid for two hours; Microsoft drops a refresh token unused for 90 days: kept alive at 30.
-    const set = await v.session(async (query) => {
-      await query(`update oauth_tokens_vault g set access_token_expires_at = now() + interval '2 hours',
+  // Which grants are due is the claim statement's condition, the same statement every sweep on both
+  // databases runs; so is the half-life rule of the next test.
+  it.runIf(ONCE)(
+    'refreshes a grant unused for a third of its platform’s idle limit, not a younger one',
+    async () => {
+      const { double, v, adopt } = await setup();
+      await adopt('987', 'idle');
+      await adopt('988', 'recent');
+      const versions =
+        'select c.name, g.version from oauth_tokens_vault g join ad_account_connections c on c.token_id = g.id order by c.name';
+      // Both valid for two hours; Microsoft drops a refresh token unused for 90 days: kept alive at 30.
+      const set = await v.session(async (query) => {
+        await query(`update oauth_tokens_vault g set access_token_expires_at = now() + interval '2 hours',
         last_refreshed_at = now() - (case c.name when 'idle' then interval '31 days' else interval '29 days' end)
         from ad_account_connections c where c.token_id = g.id`);
-      return query<{ name: string; version: number }>(versions);
-    });
-    expect(set).toEqual([
-      { name: 'idle', version: 1 },
-      { name: 'recent', version: 1 },
-    ]);
-    const attempts = double.refreshAttempts;
-    const daemon = await startDaemon(v);
-    // (The embedded database is the daemon's while it runs: the platform's side is watched instead.)
-    for (let i = 0; i < 200 && double.refreshAttempts === attempts; i++)
-      await new Promise((r) => setTimeout(r, 50));
-    // Its first sweep claimed every due grant at once: a second refresh would have come with it.
-    await new Promise((r) => setTimeout(r, 500));
-    expect(await daemon.stop('SIGTERM')).toBe(0);
-    expect(await v.sql<{ name: string; version: number }>(versions)).toEqual([
-      { name: 'idle', version: 2 },
-      { name: 'recent', version: 1 },
-    ]);
-    expect(double.refreshAttempts).toBe(attempts + 1);
-  });
+        return query<{ name: string; version: number }>(versions);
+      });
+      expect(set).toEqual([
+        { name: 'idle', version: 1 },
+        { name: 'recent', version: 1 },
+      ]);
+      const attempts = double.refreshAttempts;
+      const daemon = await startDaemon(v);
+      // (The embedded database is the daemon's while it runs: the platform's side is watched instead.)
+      for (let i = 0; i < 200 && double.refreshAttempts === attempts; i++)
+        await new Promise((r) => setTimeout(r, 50));
+      // Its first sweep claimed every due grant at once: a second refresh would have come with it.
+      await new Promise((r) => setTimeout(r, 500));
+      expect(await daemon.stop('SIGTERM')).toBe(0);
+      expect(await v.sql<{ name: string; version: number }>(versions)).toEqual([
+        { name: 'idle', version: 2 },
+        { name: 'recent', version: 1 },
+      ]);
+      expect(double.refreshAttempts).toBe(attempts + 1);
+    },
+  );
 
-  it('a --refresh-window longer than the tokens live refreshes a grant half-way through its token’s life, not at every sweep', async () => {
-    const { double, v, adopt } = await setup();
-    await adopt('987', 'young');
-    await adopt('988', 'old');
-    // 1-hour tokens: one refreshed 2 minutes ago, one 40 minutes ago. A 2h window holds both; only
-    // the one past half its token's life is due.
-    await v.sql(`update oauth_tokens_vault g set
+  it.runIf(ONCE)(
+    'a --refresh-window longer than the tokens live refreshes a grant half-way through its token’s life, not at every sweep',
+    async () => {
+      const { double, v, adopt } = await setup();
+      await adopt('987', 'young');
+      await adopt('988', 'old');
+      // 1-hour tokens: one refreshed 2 minutes ago, one 40 minutes ago. A 2h window holds both; only
+      // the one past half its token's life is due.
+      await v.sql(`update oauth_tokens_vault g set
       access_token_expires_at = now() + (case c.name when 'young' then interval '58 minutes' else interval '20 minutes' end),
       last_refreshed_at = now() - (case c.name when 'young' then interval '2 minutes' else interval '40 minutes' end)
       from ad_account_connections c where c.token_id = g.id`);
-    const attempts = double.refreshAttempts;
-    const daemon = await startDaemon(v, { args: ['--refresh-window', '2h'] });
-    for (let i = 0; i < 200 && double.refreshAttempts === attempts; i++)
-      await new Promise((r) => setTimeout(r, 50));
-    await new Promise((r) => setTimeout(r, 1_500));
-    expect(await daemon.stop('SIGTERM')).toBe(0);
-    const versions = await v.sql<{ name: string; version: number }>(
-      'select c.name, g.version from oauth_tokens_vault g join ad_account_connections c on c.token_id = g.id order by c.name',
-    );
-    expect(versions).toEqual([
-      { name: 'old', version: 2 },
-      { name: 'young', version: 1 },
-    ]);
-    expect(double.refreshAttempts).toBe(attempts + 1);
-  });
-
-  it('an --interval beyond what a timer holds (24.8 days) is slept in turns, not at once over and over', async () => {
-    const v = await createVault();
-    cleanups.push(() => v.destroy());
-    const daemon = await startDaemon(v, { args: ['--interval', '30d'] });
-    const lastSweep = async () => {
-      for (let i = 0; i < 100; i++) {
-        const at = (await daemon.get('/healthz')).json<{ last_sweep_at: string | null }>().last_sweep_at;
-        if (at) return at;
+      const attempts = double.refreshAttempts;
+      const daemon = await startDaemon(v, { args: ['--refresh-window', '2h'] });
+      for (let i = 0; i < 200 && double.refreshAttempts === attempts; i++)
         await new Promise((r) => setTimeout(r, 50));
-      }
-      return null;
-    };
-    const first = await lastSweep();
-    expect(first).toBeTruthy();
-    await new Promise((r) => setTimeout(r, 2_000));
-    // A sleep that a timer cut to 1 ms would have swept again and again meanwhile.
-    expect(await lastSweep()).toBe(first);
-    expect(await daemon.stop('SIGTERM')).toBe(0);
-    expect(daemon.logs()).not.toContain('TimeoutOverflowWarning');
-  });
+      await new Promise((r) => setTimeout(r, 1_500));
+      expect(await daemon.stop('SIGTERM')).toBe(0);
+      const versions = await v.sql<{ name: string; version: number }>(
+        'select c.name, g.version from oauth_tokens_vault g join ad_account_connections c on c.token_id = g.id order by c.name',
+      );
+      expect(versions).toEqual([
+        { name: 'old', version: 2 },
+        { name: 'young', version: 1 },
+      ]);
+      expect(double.refreshAttempts).toBe(attempts + 1);
+    },
+  );
+
+  // The sweep's timer, whatever database it sweeps.
+  it.runIf(ONCE)(
+    'an --interval beyond what a timer holds (24.8 days) is slept in turns, not at once over and over',
+    async () => {
+      const v = await createVault();
+      cleanups.push(() => v.destroy());
+      const daemon = await startDaemon(v, { args: ['--interval', '30d'] });
+      const lastSweep = async () => {
+        for (let i = 0; i < 100; i++) {
+          const at = (await daemon.get('/healthz')).json<{ last_sweep_at: string | null }>().last_sweep_at;
+          if (at) return at;
+          await new Promise((r) => setTimeout(r, 50));
+        }
+        return null;
+      };
+      const first = await lastSweep();
+      expect(first).toBeTruthy();
+      await new Promise((r) => setTimeout(r, 2_000));
+      // A sleep that a timer cut to 1 ms would have swept again and again meanwhile.
+      expect(await lastSweep()).toBe(first);
+      expect(await daemon.stop('SIGTERM')).toBe(0);
+      expect(daemon.logs()).not.toContain('TimeoutOverflowWarning');
+    },
+  );
 
   it('a claimed refresh that fails before anything is sent (its app disabled) leaves no refresh in doubt', async () => {
     const { double, v, app, adopt } = await setup();
@@ -1012,7 +1038,8 @@ describe('starting', () => {
   });
 });
 
-describe('daemon --json', () => {
+// The log's format, whatever database the daemon serves.
+describe.runIf(ONCE)('daemon --json', () => {
   it.skipIf(!existsSync('/usr/bin/script'))(
     'is taken (--json is every command’s): its log is JSON lines even at a terminal',
     async () => {
@@ -1044,7 +1071,8 @@ describe('daemon --json', () => {
 
 describe('systemd', () => {
   const analyze = ['/usr/bin/systemd-analyze', '/bin/systemd-analyze'].find((p) => existsSync(p));
-  it.runIf(analyze)('daemon unit passes systemd-analyze verify', async () => {
+  // The unit file is printed without opening any database.
+  it.runIf(analyze && ONCE)('daemon unit passes systemd-analyze verify', async () => {
     const v = await createVault({ initialized: false });
     cleanups.push(() => v.destroy());
     const unit = await v.cli(['daemon', 'unit', '--user', 'credvault']);
@@ -1113,7 +1141,9 @@ while True:
     expect(heard()).not.toContain('READY=1');
   });
 
-  it('sends READY=1 and WATCHDOG=1 to NOTIFY_SOCKET', async () => {
+  // systemd's protocol, whatever database the daemon serves (a start that fails on the embedded
+  // database is the test above).
+  it.runIf(ONCE)('sends READY=1 and WATCHDOG=1 to NOTIFY_SOCKET', async () => {
     const v = await createVault();
     cleanups.push(() => v.destroy());
     const { socket, heard: heardNow } = await notifyListener(v);
