@@ -58,6 +58,9 @@ describe('the token endpoint', () => {
     const { double, v, adopt } = await setup();
     const a = await adopt('987', 'acct-a');
     const bGrant = await adopt('988', 'acct-b');
+    // Made first, so that its second has mostly passed by the time the daemon answers.
+    const brief = ['clients', 'create', 'brief', '--all', '--expires-in', '1s'];
+    const expiring = await v.json<{ token: string; expires_at: string }>(brief);
     const reader = await client(v, ['reader-a', '--connection', 'acct-a']);
     const all = await client(v, ['everything', '--all', '--role', 'operator']);
     const revoked = await client(v, ['gone', '--all']);
@@ -76,11 +79,12 @@ describe('the token endpoint', () => {
     // One listing for all of it: the refused creates (the name taken, the bad durations) made nothing.
     const clients = await v.json<Array<{ name: string; revoked_at: string | null }>>(['clients', 'list']);
     expect(clients.filter((c) => c.name === 'gone').map((c) => c.revoked_at === null)).toEqual([false, true]);
-    expect(clients.map((c) => c.name).sort()).toEqual(['everything', 'gone', 'gone', 'reader-a']);
-    const expiring = await client(v, ['brief', '--all', '--expires-in', '1s']);
+    expect(clients.map((c) => c.name).sort()).toEqual(['brief', 'everything', 'gone', 'gone', 'reader-a']);
     const daemon = await startDaemon(v);
     cleanups.push(() => daemon.stop());
-    await new Promise((r) => setTimeout(r, 1100));
+    // Until its expiry has passed (usually while the daemon started).
+    const expiresAt = Date.parse(expiring.expires_at);
+    while (Date.now() <= expiresAt) await new Promise((r) => setTimeout(r, expiresAt - Date.now() + 1));
 
     const token = (path: string, t?: string, headers?: Record<string, string>) =>
       daemon.get(path, { token: t, headers });
@@ -120,7 +124,7 @@ describe('the token endpoint', () => {
     );
     await expectError(token('/v1/connections/acct-a/token', revoked), 401, 'unauthorized');
     expect((await token('/v1/connections/acct-a/token', successor)).status).toBe(200);
-    await expectError(token('/v1/connections/acct-a/token', expiring), 401, 'unauthorized');
+    await expectError(token('/v1/connections/acct-a/token', expiring.token), 401, 'unauthorized');
     await expectError(token('/v1/connections/acct-b/token', reader), 403, 'forbidden');
     await expectError(
       token('/v1/connections/acct-a/token', reader, { host: 'evil.example' }),
@@ -966,7 +970,10 @@ describe.runIf(DB_KIND === 'pglite')('the embedded database while the daemon run
       await new Promise((r) => setTimeout(r, 25));
     expect(double.refreshAttempts).toBe(attempts + 1);
     daemon.child.kill('SIGTERM');
-    await new Promise((r) => setTimeout(r, 300));
+    // Once the daemon has taken the signal, so that the listing below starts during the drain.
+    for (let i = 0; i < 200 && !daemon.logs().includes('SIGTERM: shutting down'); i++)
+      await new Promise((r) => setTimeout(r, 25));
+    expect(daemon.logs()).toContain('SIGTERM: shutting down');
     // The drain may outlast the default lock wait (5 s) on a slow machine: this one waits it out.
     const listing = v.json<Array<{ name: string }>>(['connections', 'list'], {
       env: { CREDVAULT_LOCK_TIMEOUT: '20' },
