@@ -37,10 +37,14 @@ async function microsoft(options: { strictRotation?: boolean } = {}): Promise<Mi
   return d;
 }
 
-/** A vault with one Microsoft connection, adopted from a grant the double issued, its access token expired. */
+/**
+ * A vault with one connection (Microsoft unless told), adopted from a grant the double issued, its
+ * access token expired (unless `expired: false`); `stored` is then its refresh token as sealed.
+ */
 async function connected(
   double: MicrosoftDouble | GoogleDouble,
   platform: 'microsoft_ads' | 'google_ads' = 'microsoft_ads',
+  options: { expired?: boolean } = {},
 ) {
   const v = await vault();
   const app = await addAppFor(v, platform, double as never);
@@ -53,8 +57,11 @@ async function connected(
         : 'https://www.googleapis.com/auth/adwords',
   } as never);
   await adoptGrant(v, platform, app.label, grant.refreshToken, { accounts: [account], name: 'acct' });
-  await v.sql("update oauth_tokens_vault set access_token_expires_at = now() - interval '1 minute'");
-  return { v, app, grant };
+  if (options.expired === false) return { v, app, grant, stored: null };
+  const [row] = await v.sql<{ refresh_token_enc: string }>(
+    "update oauth_tokens_vault set access_token_expires_at = now() - interval '1 minute' returning refresh_token_enc",
+  );
+  return { v, app, grant, stored: row!.refresh_token_enc };
 }
 
 async function refreshTokenCiphertext(v: TestVault): Promise<string> {
@@ -216,8 +223,7 @@ describe('failures', () => {
 
   it('three timeouts in a row mark the connection error; the refresh token is kept', async () => {
     const double = await microsoft();
-    const { v } = await connected(double);
-    const stored = await refreshTokenCiphertext(v);
+    const { v, stored } = await connected(double);
     const env = { CREDVAULT_HTTP_TIMEOUT: '0.5' };
     double.faults.hangNext(100);
     const results: CliResult[] = [];
@@ -230,12 +236,15 @@ describe('failures', () => {
       consecutive_failures: 3,
       urgency: 'critical',
     });
-    // Refused (exit 4, cli.md) even while its access token has time left.
-    await v.sql("update oauth_tokens_vault set access_token_expires_at = now() + interval '50 minutes'");
+    // The refresh token is kept; and the connection is refused (exit 4, cli.md) even while its access
+    // token has time left.
+    const [kept] = await v.sql<{ refresh_token_enc: string }>(
+      "update oauth_tokens_vault set access_token_expires_at = now() + interval '50 minutes' returning refresh_token_enc",
+    );
+    expect(kept!.refresh_token_enc).toBe(stored);
     const blocked = await v.cli(['token', 'get', 'acct'], { env });
     expect(blocked.code).toBe(4);
     expect(blocked.stderr).toContain('failed to refresh 3 times in a row');
-    expect(await refreshTokenCiphertext(v)).toBe(stored);
     double.faults.reset();
     const recovered = await v.cli(['connections', 'refresh', 'acct', '--force'], { env });
     expect(recovered.code, recovered.stderr).toBe(0);
@@ -254,22 +263,27 @@ describe('failures', () => {
       });
       child.stdin!.end();
       const exited = new Promise<number>((resolve) => child.on('close', (code) => resolve(code ?? 1)));
-      // While the platform holds the request: the lease runs well past the platform call's deadline.
-      let leaseLeftMs = 0;
-      let seenAt = 0;
-      while (!leaseLeftMs && Date.now() - started < 30_000) {
-        const [row] = await v.sql<{ left_ms: number | null }>(
-          'select (extract(epoch from lease_expires_at - now()) * 1000)::int as left_ms from oauth_tokens_vault where lease_owner is not null',
+      // One connection watches it all (a statement each time, so each sees what was committed).
+      await v.session(async (query) => {
+        // While the platform holds the request: the lease runs well past the platform call's deadline.
+        let leaseLeftMs = 0;
+        let seenAt = 0;
+        while (!leaseLeftMs && Date.now() - started < 30_000) {
+          const [row] = await query<{ left_ms: number | null }>(
+            'select (extract(epoch from lease_expires_at - now()) * 1000)::int as left_ms from oauth_tokens_vault where lease_owner is not null',
+          );
+          leaseLeftMs = row?.left_ms ?? 0;
+          seenAt = Date.now();
+        }
+        expect(leaseLeftMs).toBeGreaterThan(5_000);
+        expect(await exited).toBe(5);
+        // Given up at the deadline (1 s a try), before the lease would lapse; and the lease is released.
+        expect(Date.now() - seenAt).toBeLessThan(leaseLeftMs);
+        const [row] = await query<{ lease_owner: string | null }>(
+          'select lease_owner from oauth_tokens_vault',
         );
-        leaseLeftMs = row?.left_ms ?? 0;
-        seenAt = Date.now();
-      }
-      expect(leaseLeftMs).toBeGreaterThan(5_000);
-      expect(await exited).toBe(5);
-      // Given up at the deadline (1 s a try), before the lease would lapse; and the lease is released.
-      expect(Date.now() - seenAt).toBeLessThan(leaseLeftMs);
-      const [row] = await v.sql<{ lease_owner: string | null }>('select lease_owner from oauth_tokens_vault');
-      expect(row!.lease_owner).toBeNull();
+        expect(row!.lease_owner).toBeNull();
+      });
     },
   );
 
@@ -323,25 +337,31 @@ describe('failures', () => {
     await addAppFor(v, 'microsoft_ads', double as never, { label: 'other-app' });
     const attempts = double.refreshAttempts;
     // Another app's client secret, copied over this app's (same key, same form; another row).
-    const [saved] = await v.sql<{ client_secret_enc: string }>(
-      'select client_secret_enc from oauth_app_credentials where label = $1',
-      [app.label],
-    );
-    await v.sql(
-      `update oauth_app_credentials set client_secret_enc = (select client_secret_enc from oauth_app_credentials where label = 'other-app')
-       where label = $1`,
-      [app.label],
-    );
+    const saved = await v.session(async (query) => {
+      const [row] = await query<{ client_secret_enc: string }>(
+        'select client_secret_enc from oauth_app_credentials where label = $1',
+        [app.label],
+      );
+      await query(
+        `update oauth_app_credentials set client_secret_enc = (select client_secret_enc from oauth_app_credentials where label = 'other-app')
+         where label = $1`,
+        [app.label],
+      );
+      return row!.client_secret_enc;
+    });
     const copiedRow = await v.cli(['token', 'get', 'acct']);
     expect(copiedRow.code).toBe(6);
     expect(copiedRow.stderr).toContain('oauth_app_credentials.client_secret_enc');
     expect(copiedRow.stderr).toContain('it was altered or copied from elsewhere');
-    await v.sql('update oauth_app_credentials set client_secret_enc = $1 where label = $2', [
-      saved!.client_secret_enc,
-      app.label,
-    ]);
-    // The grant's access token, copied over its refresh token (same row, another column).
-    await v.sql('update oauth_tokens_vault set refresh_token_enc = access_token_enc');
+    // The app's own secret back; and the grant's access token, copied over its refresh token (same
+    // row, another column).
+    await v.session(async (query) => {
+      await query('update oauth_app_credentials set client_secret_enc = $1 where label = $2', [
+        saved,
+        app.label,
+      ]);
+      await query('update oauth_tokens_vault set refresh_token_enc = access_token_enc');
+    });
     const copiedColumn = await v.cli(['token', 'get', 'acct']);
     expect(copiedColumn.code).toBe(6);
     expect(copiedColumn.stderr).toContain('oauth_tokens_vault.refresh_token_enc');
@@ -350,8 +370,7 @@ describe('failures', () => {
 
   it('transient failures keep the refresh token, cool down, and answer from the recorded failure', async () => {
     const double = await microsoft();
-    const { v } = await connected(double);
-    const stored = await refreshTokenCiphertext(v);
+    const { v, stored } = await connected(double);
     double.faults.failNext(3, { status: 503, body: 'upstream unavailable' });
     const failed = await v.cli(['token', 'get', 'acct']);
     expect(failed.code).toBe(5);
@@ -581,8 +600,8 @@ describe('token get formats and exec', () => {
 describe('fail closed', () => {
   it('token get hands out no token when its audit record cannot be written', async () => {
     const double = await microsoft();
-    const { v } = await connected(double);
-    await v.sql("update oauth_tokens_vault set access_token_expires_at = now() + interval '1 hour'");
+    // Its access token as the grant's adoption left it: an hour or more to live, served without a refresh.
+    const { v } = await connected(double, 'microsoft_ads', { expired: false });
     await v.refuseAuditWrites();
     const refused = await v.cli(['token', 'get', 'acct']);
     expect(refused.code).toBe(8);
