@@ -12,7 +12,7 @@ import {
 import { addAppFor, adoptGrant } from '../helpers/flows.js';
 import { BIN } from '../helpers/paths.js';
 import { expectNoSecretsLeaked } from '../helpers/secrets.js';
-import { type CliResult, createVault, DB_KIND, type TestVault } from '../helpers/vault.js';
+import { type CliResult, createVault, DB_KIND, ONCE, type TestVault } from '../helpers/vault.js';
 
 const cleanups: Array<() => Promise<void>> = [];
 afterEach(async () => {
@@ -123,7 +123,8 @@ describe.each([
 });
 
 describe('a --min-ttl longer than the platform gives', () => {
-  it('may be a week (LinkedIn tokens live 60 days), and not beyond a year', async () => {
+  // Parsing the flag (the database only keeps the refresh every other test makes): once.
+  it.runIf(ONCE)('may be a week (LinkedIn tokens live 60 days), and not beyond a year', async () => {
     const double = await google();
     const { v } = await connected(double, 'google_ads');
     const week = await v.cli(['token', 'get', 'acct', '--min-ttl', '604800'], { secretOutput: true });
@@ -296,7 +297,8 @@ describe('failures', () => {
     },
   );
 
-  it('honours Retry-After: 2 on a 429 and then succeeds', async () => {
+  // The platform's protocol (the database only keeps the refresh): once.
+  it.runIf(ONCE)('honours Retry-After: 2 on a 429 and then succeeds', async () => {
     const double = await microsoft();
     const { v } = await connected(double);
     const before = double.tokenRequests('refresh_token').length;
@@ -340,42 +342,47 @@ describe('failures', () => {
     await expectNoSecretsLeaked(v, [grant.refreshToken, app.clientSecret!]);
   });
 
-  it('a stored secret copied to another row or column does not decrypt: exit 6 naming where it sits, nothing sent', async () => {
-    const double = await microsoft();
-    const { v, app } = await connected(double);
-    await addAppFor(v, 'microsoft_ads', double as never, { label: 'other-app' });
-    const attempts = double.refreshAttempts;
-    // Another app's client secret, copied over this app's (same key, same form; another row).
-    const saved = await v.session(async (query) => {
-      const [row] = await query<{ client_secret_enc: string }>(
-        'select client_secret_enc from oauth_app_credentials where label = $1',
-        [app.label],
-      );
-      await query(
-        `update oauth_app_credentials set client_secret_enc = (select client_secret_enc from oauth_app_credentials where label = 'other-app')
+  // Each secret is sealed with its row and column as associated data: the cipher's doing, whatever
+  // database holds the bytes (every test on both opens secrets it stored). Once.
+  it.runIf(ONCE)(
+    'a stored secret copied to another row or column does not decrypt: exit 6 naming where it sits, nothing sent',
+    async () => {
+      const double = await microsoft();
+      const { v, app } = await connected(double);
+      await addAppFor(v, 'microsoft_ads', double as never, { label: 'other-app' });
+      const attempts = double.refreshAttempts;
+      // Another app's client secret, copied over this app's (same key, same form; another row).
+      const saved = await v.session(async (query) => {
+        const [row] = await query<{ client_secret_enc: string }>(
+          'select client_secret_enc from oauth_app_credentials where label = $1',
+          [app.label],
+        );
+        await query(
+          `update oauth_app_credentials set client_secret_enc = (select client_secret_enc from oauth_app_credentials where label = 'other-app')
          where label = $1`,
-        [app.label],
-      );
-      return row!.client_secret_enc;
-    });
-    const copiedRow = await v.cli(['token', 'get', 'acct']);
-    expect(copiedRow.code).toBe(6);
-    expect(copiedRow.stderr).toContain('oauth_app_credentials.client_secret_enc');
-    expect(copiedRow.stderr).toContain('it was altered or copied from elsewhere');
-    // The app's own secret back; and the grant's access token, copied over its refresh token (same
-    // row, another column).
-    await v.session(async (query) => {
-      await query('update oauth_app_credentials set client_secret_enc = $1 where label = $2', [
-        saved,
-        app.label,
-      ]);
-      await query('update oauth_tokens_vault set refresh_token_enc = access_token_enc');
-    });
-    const copiedColumn = await v.cli(['token', 'get', 'acct']);
-    expect(copiedColumn.code).toBe(6);
-    expect(copiedColumn.stderr).toContain('oauth_tokens_vault.refresh_token_enc');
-    expect(double.refreshAttempts).toBe(attempts);
-  });
+          [app.label],
+        );
+        return row!.client_secret_enc;
+      });
+      const copiedRow = await v.cli(['token', 'get', 'acct']);
+      expect(copiedRow.code).toBe(6);
+      expect(copiedRow.stderr).toContain('oauth_app_credentials.client_secret_enc');
+      expect(copiedRow.stderr).toContain('it was altered or copied from elsewhere');
+      // The app's own secret back; and the grant's access token, copied over its refresh token (same
+      // row, another column).
+      await v.session(async (query) => {
+        await query('update oauth_app_credentials set client_secret_enc = $1 where label = $2', [
+          saved,
+          app.label,
+        ]);
+        await query('update oauth_tokens_vault set refresh_token_enc = access_token_enc');
+      });
+      const copiedColumn = await v.cli(['token', 'get', 'acct']);
+      expect(copiedColumn.code).toBe(6);
+      expect(copiedColumn.stderr).toContain('oauth_tokens_vault.refresh_token_enc');
+      expect(double.refreshAttempts).toBe(attempts);
+    },
+  );
 
   it('transient failures keep the refresh token, cool down, and answer from the recorded failure', async () => {
     const double = await microsoft();
@@ -412,25 +419,33 @@ describe('failures', () => {
 });
 
 describe('a refresh whose answer is lost after the platform rotated the token', () => {
-  it('on a platform that tolerates the old token: the retry succeeds and nothing is wrong', async () => {
-    const double = await microsoft({ strictRotation: false });
-    const { v } = await connected(double);
-    double.faults.dropAfterRotate(1);
-    const result = await v.cli(['token', 'get', 'acct'], { secretOutput: true });
-    expect(result.code, result.stderr).toBe(0);
-    expect(await statusOf(v)).toMatchObject({ status: 'active', urgency: 'ok' });
-  });
+  // How the platform answers the retry (the database only keeps the state the tests of failures on
+  // both record too): once. A process killed mid-refresh, what it left committed, is tried on both.
+  it.runIf(ONCE)(
+    'on a platform that tolerates the old token: the retry succeeds and nothing is wrong',
+    async () => {
+      const double = await microsoft({ strictRotation: false });
+      const { v } = await connected(double);
+      double.faults.dropAfterRotate(1);
+      const result = await v.cli(['token', 'get', 'acct'], { secretOutput: true });
+      expect(result.code, result.stderr).toBe(0);
+      expect(await statusOf(v)).toMatchObject({ status: 'active', urgency: 'ok' });
+    },
+  );
 
-  it('on a platform that kills the grant on reuse: needs_reauth, and status says why', async () => {
-    const double = await microsoft({ strictRotation: true });
-    const { v } = await connected(double);
-    double.faults.dropAfterRotate(1);
-    const result = await v.cli(['token', 'get', 'acct']);
-    expect(result.code).toBe(4);
-    const status = await statusOf(v);
-    expect(status).toMatchObject({ status: 'needs_reauth', urgency: 'critical' });
-    expect(status.problem).toContain('got no answer; the platform probably rotated the refresh token then');
-  });
+  it.runIf(ONCE)(
+    'on a platform that kills the grant on reuse: needs_reauth, and status says why',
+    async () => {
+      const double = await microsoft({ strictRotation: true });
+      const { v } = await connected(double);
+      double.faults.dropAfterRotate(1);
+      const result = await v.cli(['token', 'get', 'acct']);
+      expect(result.code).toBe(4);
+      const status = await statusOf(v);
+      expect(status).toMatchObject({ status: 'needs_reauth', urgency: 'critical' });
+      expect(status.problem).toContain('got no answer; the platform probably rotated the refresh token then');
+    },
+  );
 
   it('a process killed mid-refresh leaves a record that status reports, and the next refresh clears it', async () => {
     const double = await microsoft();
@@ -459,7 +474,9 @@ describe('a refresh whose answer is lost after the platform rotated the token', 
   });
 });
 
-describe('token get formats and exec', () => {
+// What each format prints and how exec runs its child: once (the database only serves the token, as
+// every test on both has it do).
+describe.runIf(ONCE)('token get formats and exec', () => {
   it('a refresh token leaves only for Google Ads, and only through env, google-ads-yaml and exec', async () => {
     const leaks = async (
       double: MicrosoftDouble | GoogleDouble,
