@@ -24,14 +24,24 @@ afterEach(async () => {
   for (const f of cleanups.splice(0).reverse()) await f();
 });
 
-async function setup() {
+/** A vault with three seeded Google Ads connections; `seeded` are their access tokens as issued. */
+async function setup(): Promise<{ v: TestVault; seeded: string[] }> {
   const double = await startGoogleDouble();
   cleanups.push(() => double.close());
   const v = await createVault();
   cleanups.push(() => v.destroy());
   const app = await addAppFor(v, 'google_ads', double as never);
-  await seedConnections(v, double as never, app.label, app.clientId, GOOGLE_ADWORDS_SCOPE, 3, 7200);
-  return v;
+  const issued = await seedConnections(
+    v,
+    double as never,
+    app.label,
+    app.clientId,
+    GOOGLE_ADWORDS_SCOPE,
+    3,
+    7200,
+  );
+  // Issued as access token, refresh token, for each grant in turn.
+  return { v, seeded: issued.filter((_, i) => i % 2 === 0).sort() };
 }
 
 /** Runs `fn` with the vault open in this process (closed before the CLI runs again). */
@@ -43,6 +53,13 @@ async function withContext<T>(v: TestVault, fn: (ctx: ServiceContext) => Promise
     await ctx.close();
   }
 }
+
+/** Plain SQL: through a context already open, or a session of the test's. */
+type Query = <T = Record<string, unknown>>(text: string, params?: unknown[]) => Promise<T[]>;
+const through =
+  (ctx: ServiceContext): Query =>
+  (text, params) =>
+    ctx.database.query(text, params);
 
 /** Claims the three grants and makes their refresh results, new access tokens `fresh-<n>`. */
 async function results(ctx: ServiceContext, tag: string): Promise<RefreshResult[]> {
@@ -80,12 +97,18 @@ async function results(ctx: ServiceContext, tag: string): Promise<RefreshResult[
   );
 }
 
-async function accessTokens(v: TestVault): Promise<string[]> {
-  const list = await v.json<Array<{ id: string }>>(['connections', 'list']);
-  expect(list).toHaveLength(3);
+/** The three connections' ids, for `token get`. */
+async function connectionIds(query: Query): Promise<string[]> {
+  const rows = await query<{ id: string }>('select id from ad_account_connections order by id');
+  expect(rows).toHaveLength(3);
+  return rows.map((row) => row.id);
+}
+
+/** What `token get` serves for each connection, sorted. */
+async function accessTokens(v: TestVault, ids: string[]): Promise<string[]> {
   const tokens: string[] = [];
-  for (const c of list) {
-    const got = await v.cli(['token', 'get', c.id], { secretOutput: true });
+  for (const id of ids) {
+    const got = await v.cli(['token', 'get', id], { secretOutput: true });
     expect(got.code, got.stderr).toBe(0);
     tokens.push(got.stdout.trim());
   }
@@ -93,143 +116,149 @@ async function accessTokens(v: TestVault): Promise<string[]> {
 }
 
 /** The access tokens as stored (sealed): equal snapshots mean no token was written. */
-const sealed = (v: TestVault) => v.sql('select id, access_token_enc from oauth_tokens_vault order by id');
+const sealed = (query: Query) => query('select id, access_token_enc from oauth_tokens_vault order by id');
 
-const auditRows = async (v: TestVault) =>
-  Number((await v.sql<{ n: number }>('select count(*)::int as n from credential_access_audit'))[0]!.n);
+const auditRows = async (query: Query) =>
+  Number((await query<{ n: number }>('select count(*)::int as n from credential_access_audit'))[0]!.n);
 
 describe("the daemon's one-statement refresh write", () => {
   it('writes every token and its audit row after the head it knows, and nothing when the head moved', async () => {
-    const v = await setup();
+    const { v } = await setup();
     // Known head, then someone else writes to the audit log (a token read is audited): stale.
-    const stale = await withContext(v, async (ctx) => (await readHead(ctx.db)) as AuditHead);
-    const [first] = await v.json<Array<{ id: string }>>(['connections', 'list']);
-    const read = await v.cli(['token', 'get', first!.id], { secretOutput: true });
+    const { stale, ids } = await withContext(v, async (ctx) => ({
+      stale: (await readHead(ctx.db)) as AuditHead,
+      ids: await connectionIds(through(ctx)),
+    }));
+    const read = await v.cli(['token', 'get', ids[0]!], { secretOutput: true });
     expect(read.code, read.stderr).toBe(0);
-    const before = await sealed(v);
-    const rowsBefore = await auditRows(v);
-    const refused = await withContext(v, async (ctx) =>
-      writeResultsChained(ctx, await results(ctx, 'late'), stale),
-    );
-    expect(refused).toBeNull();
-    expect(await sealed(v)).toEqual(before);
-    expect(await auditRows(v)).toBe(rowsBefore);
 
     const written = await withContext(v, async (ctx) => {
+      const query = through(ctx);
+      const before = await sealed(query);
+      const rowsBefore = await auditRows(query);
+      const refused = await writeResultsChained(ctx, await results(ctx, 'late'), stale);
+      expect(refused).toBeNull();
+      expect(await sealed(query)).toEqual(before);
+      expect(await auditRows(query)).toBe(rowsBefore);
+
       const head = (await readHead(ctx.db)) as AuditHead;
       const made = await writeResultsChained(ctx, await results(ctx, 'fresh'), head);
       expect(made?.head.lastId).toBe(head.lastId + 3);
       expect(made?.head.rowCount).toBe(head.rowCount + 3);
       expect((await readHead(ctx.db))?.lastHash).toBe(made?.head.lastHash);
+      const refreshes = await query(
+        "select target_id from credential_access_audit where action = 'token.refresh' and actor = 'daemon'",
+      );
+      expect(refreshes).toHaveLength(3);
       return made;
     });
     expect(written?.rows.map((row) => row.version)).toEqual([2, 2, 2]);
-    expect(await accessTokens(v)).toEqual(['fresh-0', 'fresh-1', 'fresh-2']);
+    expect(await accessTokens(v, ids)).toEqual(['fresh-0', 'fresh-1', 'fresh-2']);
     const verify = await v.json<{ ok: boolean }>(['audit', 'verify']);
     expect(verify.ok).toBe(true);
-    const refreshes = await v.sql(
-      "select target_id from credential_access_audit where action = 'token.refresh' and actor = 'daemon'",
-    );
-    expect(refreshes).toHaveLength(3);
   });
 
   it('writes nothing at all when one of the grants changed under it (another refresher won)', async () => {
-    const v = await setup();
-    const before = await sealed(v);
-    const rowsBefore = await auditRows(v);
-    const outcome = await withContext(v, async (ctx) => {
+    const { v } = await setup();
+    await withContext(v, async (ctx) => {
+      const query = through(ctx);
+      const before = await sealed(query);
+      const rowsBefore = await auditRows(query);
       const head = (await readHead(ctx.db)) as AuditHead;
       const made = await results(ctx, 'lost');
       // Another refresher wrote the second grant meanwhile (its version moved on).
       await ctx.database.query('update oauth_tokens_vault set version = version + 1 where id = $1', [
         made[1]!.grant.id,
       ]);
-      const written = await writeResultsChained(ctx, made, head);
-      return { written, head, after: await readHead(ctx.db) };
+      expect(await writeResultsChained(ctx, made, head)).toBeNull();
+      expect(await readHead(ctx.db)).toEqual(head);
+      expect(await auditRows(query)).toBe(rowsBefore);
+      expect(await sealed(query)).toEqual(before);
     });
-    expect(outcome.written).toBeNull();
-    expect(outcome.after).toEqual(outcome.head);
-    expect(await auditRows(v)).toBe(rowsBefore);
-    expect(await sealed(v)).toEqual(before);
   });
 
   it('a refresher whose lease lapsed while another refreshed and wrote: its late answer and its late failure both write nothing', async () => {
-    const v = await setup();
-    const late = await withContext(v, async (ctx) => {
-      const made = await results(ctx, 'late');
+    const { v } = await setup();
+    await withContext(v, async (ctx) => {
+      const query = through(ctx);
+      const late = await results(ctx, 'late');
       // Its lease lapses; another refresher takes the grants, writes newer tokens and lets go (as a
       // finished write leaves them: version moved on, no lease).
       await ctx.database.query(
         'update oauth_tokens_vault set version = version + 1, lease_owner = null, lease_expires_at = null',
       );
-      return made;
+      const before = await sealed(query);
+      // The CLI's path (a transaction with the head locked): nothing written, the answers recorded as discarded.
+      const written = await ctx.transaction((tx) => writeResults(ctx, tx, late));
+      expect(written.rows).toEqual([null, null, null]);
+      expect(await sealed(query)).toEqual(before);
+      // A late failure does not mark what the other refresher wrote.
+      const marked = await tokenStore.recordFailure(
+        ctx.db,
+        late[0]!.grant.id,
+        'test-owner',
+        late[0]!.grant.version,
+        {
+          code: 'unavailable',
+          message: 'late failure',
+          cooldownMs: 60_000,
+          clearInFlight: true,
+        },
+      );
+      expect(marked).toBe(false);
+      const [row] = await query<{ last_error_code: string | null; cooldown_until: Date | null }>(
+        'select last_error_code, cooldown_until from oauth_tokens_vault where id = $1',
+        [late[0]!.grant.id],
+      );
+      expect(row).toEqual({ last_error_code: null, cooldown_until: null });
     });
-    const before = await sealed(v);
-    // The CLI's path (a transaction with the head locked): nothing written, the answers recorded as discarded.
-    const written = await withContext(v, (ctx) => ctx.transaction((tx) => writeResults(ctx, tx, late)));
-    expect(written.rows).toEqual([null, null, null]);
-    expect(await sealed(v)).toEqual(before);
-    // A late failure does not mark what the other refresher wrote.
-    const marked = await withContext(v, (ctx) =>
-      tokenStore.recordFailure(ctx.db, late[0]!.grant.id, 'test-owner', late[0]!.grant.version, {
-        code: 'unavailable',
-        message: 'late failure',
-        cooldownMs: 60_000,
-        clearInFlight: true,
-      }),
-    );
-    expect(marked).toBe(false);
-    const [row] = await v.sql<{ last_error_code: string | null; cooldown_until: Date | null }>(
-      'select last_error_code, cooldown_until from oauth_tokens_vault where id = $1',
-      [late[0]!.grant.id],
-    );
-    expect(row).toEqual({ last_error_code: null, cooldown_until: null });
   });
 
   it('writes nothing from a refresher whose lease lapsed while a re-encryption moved its grants to new keys', async () => {
-    const v = await setup();
-    const tokens = await accessTokens(v);
-    const keysBefore = await v.sql<{ data_key_id: string }>('select data_key_id from oauth_tokens_vault');
+    const { v, seeded } = await setup();
     // A refresher claims the grants and seals its answers under their data keys, then stalls past
     // its lease (a paused process): the re-encryption takes grants whose lease lapsed.
-    const late = await withContext(v, async (ctx) => {
+    const { late, ids, keysBefore } = await withContext(v, async (ctx) => {
+      const query = through(ctx);
+      const keysBefore = await query<{ data_key_id: string }>('select data_key_id from oauth_tokens_vault');
       const made = await results(ctx, 'late');
       await ctx.database.query(
         "update oauth_tokens_vault set lease_expires_at = now() - interval '1 second'",
       );
-      return made;
+      return { late: made, ids: await connectionIds(query), keysBefore };
     });
     const rotated = await v.cli(['key', 'rotate', '--reencrypt', '--json']);
     expect(rotated.code, rotated.stderr).toBe(0);
-    const keysAfter = await v.sql<{ data_key_id: string }>('select data_key_id from oauth_tokens_vault');
-    expect(keysAfter.map((k) => k.data_key_id)).not.toContain(keysBefore[0]!.data_key_id);
-    const before = await sealed(v);
-    const rowsBefore = await auditRows(v);
-    // The daemon's one-statement write and the CLI's transaction both refuse it; the CLI's records
-    // the discarded answers.
-    const chained = await withContext(v, async (ctx) =>
-      writeResultsChained(ctx, late, (await readHead(ctx.db)) as AuditHead),
-    );
-    expect(chained).toBeNull();
-    expect(await auditRows(v)).toBe(rowsBefore);
-    const written = await withContext(v, (ctx) => ctx.transaction((tx) => writeResults(ctx, tx, late)));
-    expect(written.rows).toEqual([null, null, null]);
-    expect(await sealed(v)).toEqual(before);
-    const discarded = await v.sql<{ outcome: string; detail: { problem?: string } }>(
-      'select outcome, detail from credential_access_audit order by id desc limit 3',
-    );
-    expect(discarded.map((row) => row.outcome)).toEqual(['failure', 'failure', 'failure']);
-    expect(discarded[0]!.detail.problem).toContain('a re-encryption');
-    expect(await auditRows(v)).toBe(rowsBefore + 3);
-    // Every token still opens: the ones stored before, not the late answers.
-    expect(await accessTokens(v)).toEqual(tokens);
+    await withContext(v, async (ctx) => {
+      const query = through(ctx);
+      const keysAfter = await query<{ data_key_id: string }>('select data_key_id from oauth_tokens_vault');
+      expect(keysAfter.map((k) => k.data_key_id)).not.toContain(keysBefore[0]!.data_key_id);
+      const before = await sealed(query);
+      const rowsBefore = await auditRows(query);
+      // The daemon's one-statement write and the CLI's transaction both refuse it; the CLI's records
+      // the discarded answers.
+      const chained = await writeResultsChained(ctx, late, (await readHead(ctx.db)) as AuditHead);
+      expect(chained).toBeNull();
+      expect(await auditRows(query)).toBe(rowsBefore);
+      const written = await ctx.transaction((tx) => writeResults(ctx, tx, late));
+      expect(written.rows).toEqual([null, null, null]);
+      expect(await sealed(query)).toEqual(before);
+      const discarded = await query<{ outcome: string; detail: { problem?: string } }>(
+        'select outcome, detail from credential_access_audit order by id desc limit 3',
+      );
+      expect(discarded.map((row) => row.outcome)).toEqual(['failure', 'failure', 'failure']);
+      expect(discarded[0]!.detail.problem).toContain('a re-encryption');
+      expect(await auditRows(query)).toBe(rowsBefore + 3);
+    });
+    // Every token still opens: the ones issued and stored before, not the late answers.
+    expect(await accessTokens(v, ids)).toEqual(seeded);
   });
 
   it('does not write again, or record as lost, a group whose statement committed but whose answer was lost', async () => {
-    const v = await setup();
-    const rowsBefore = await auditRows(v);
+    const { v } = await setup();
     const committed: Array<Awaited<ReturnType<typeof writeResultsChained>>> = [];
-    const written = await withContext(v, async (ctx) => {
+    const { written, ids, rowsBefore } = await withContext(v, async (ctx) => {
+      const rowsBefore = await auditRows(through(ctx));
       const chain = new AuditChain();
       chain.head = await readHead(ctx.db);
       // The statement commits; the connection drops before its answer arrives.
@@ -240,31 +269,36 @@ describe("the daemon's one-statement refresh write", () => {
           throw new Error('write CONNECTION_CLOSED 127.0.0.1:5432');
         },
       });
-      return Promise.all((await results(ctx, 'kept')).map((result) => batcher.write(result)));
+      const written = await Promise.all((await results(ctx, 'kept')).map((result) => batcher.write(result)));
+      return { written, ids: await connectionIds(through(ctx)), rowsBefore };
     });
     // One group, written by its one statement.
     expect(committed.map((group) => group?.rows.length)).toEqual([3]);
     expect(written.map((row) => row?.version)).toEqual([2, 2, 2]);
-    expect(await accessTokens(v)).toEqual(['kept-0', 'kept-1', 'kept-2']);
+    expect(await accessTokens(v, ids)).toEqual(['kept-0', 'kept-1', 'kept-2']);
     const verify = await v.json<{ ok: boolean }>(['audit', 'verify']);
     expect(verify.ok).toBe(true);
-    // One success per refresh, written by the statement; no "lease lost" failure after it.
-    const recorded = await v.sql<{ outcome: string }>(
-      "select outcome from credential_access_audit where action = 'token.refresh' and actor = 'daemon'",
-    );
-    expect(recorded.map((row) => row.outcome)).toEqual(['success', 'success', 'success']);
-    // The three refreshes, and the three token reads above.
-    expect(await auditRows(v)).toBe(rowsBefore + 6);
+    await v.session(async (query) => {
+      // One success per refresh, written by the statement; no "lease lost" failure after it.
+      const recorded = await query<{ outcome: string }>(
+        "select outcome from credential_access_audit where action = 'token.refresh' and actor = 'daemon'",
+      );
+      expect(recorded.map((row) => row.outcome)).toEqual(['success', 'success', 'success']);
+      // The three refreshes, and the three token reads above.
+      expect(await auditRows(query)).toBe(rowsBefore + 6);
+    });
   });
 
   it.runIf(DB_KIND === 'postgres')(
     'writes nothing when another transaction changes a grant while the statement waits for its lock',
     async () => {
-      const v = await setup();
-      const before = await sealed(v);
-      const rowsBefore = await auditRows(v);
+      const { v } = await setup();
       const other = postgres(v.databaseUrl!, { max: 2, onnotice: () => {} });
+      const byOther: Query = async (text, params = []) =>
+        (await other.unsafe(text, params as never[])) as unknown as never[];
       try {
+        const before = await sealed(byOther);
+        const rowsBefore = await auditRows(byOther);
         const outcome = await withContext(v, async (ctx) => {
           const head = (await readHead(ctx.db)) as AuditHead;
           const made = await results(ctx, 'raced');
@@ -284,11 +318,11 @@ describe("the daemon's one-statement refresh write", () => {
         expect(outcome.waited).toBe(1);
         expect(outcome.written).toBeNull();
         expect(outcome.after).toEqual(outcome.head);
+        expect(await auditRows(byOther)).toBe(rowsBefore);
+        expect(await sealed(byOther)).toEqual(before);
       } finally {
         await other.end();
       }
-      expect(await auditRows(v)).toBe(rowsBefore);
-      expect(await sealed(v)).toEqual(before);
     },
   );
 });
