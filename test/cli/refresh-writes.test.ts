@@ -308,12 +308,17 @@ describe("the daemon's one-statement refresh write", () => {
           await reserved`begin`;
           await reserved`update oauth_tokens_vault set version = version + 1 where id = ${made[1]!.grant.id}`;
           const pending = writeResultsChained(ctx, made, head);
-          await new Promise((r) => setTimeout(r, 300));
-          const waiting = await other<{ n: number }[]>`
-            select count(*)::int as n from pg_stat_activity where wait_event_type = 'Lock' and datname = current_database()`;
+          // Until the statement waits for that row's lock (ten seconds at most).
+          let waited = 0;
+          for (const deadline = Date.now() + 10_000; waited === 0 && Date.now() < deadline; ) {
+            const [row] = await other<{ n: number }[]>`
+              select count(*)::int as n from pg_stat_activity where wait_event_type = 'Lock' and datname = current_database()`;
+            waited = row!.n;
+            if (waited === 0) await new Promise((r) => setTimeout(r, 20));
+          }
           await reserved`commit`;
           reserved.release();
-          return { written: await pending, waited: waiting[0]!.n, head, after: await readHead(ctx.db) };
+          return { written: await pending, waited, head, after: await readHead(ctx.db) };
         });
         expect(outcome.waited).toBe(1);
         expect(outcome.written).toBeNull();
