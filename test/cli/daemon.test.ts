@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { generateMasterKey } from '../../src/crypto/local-key.js';
 import {
   GOOGLE_ADWORDS_SCOPE,
@@ -539,8 +539,8 @@ describe('the token endpoint', () => {
       expect(answer.json()).toEqual({
         error: { code: 'unavailable', message: 'the database cannot be used now' },
       });
-      // The cause is in the log.
-      expect(daemon.logs()).toContain('"msg":"request failed"');
+      // The cause is in the log, written once the answer has gone (so not always there yet).
+      await vi.waitFor(() => expect(daemon.logs()).toContain('"msg":"request failed"'), { timeout: 5_000 });
     },
   );
 
