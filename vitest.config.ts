@@ -1,8 +1,9 @@
 import { defineConfig } from 'vitest/config';
 
 /**
- * `npm test` runs everything on the embedded database; when CREDVAULT_TEST_DATABASE_URL is set, the
- * database tests run again on PostgreSQL. Unit tests need no database and run once.
+ * `npm test` runs the database tests on the embedded database; when CREDVAULT_TEST_DATABASE_URL is
+ * set, they run again on PostgreSQL, except those of what does not depend on the database (below),
+ * which then run on PostgreSQL only. Unit tests need no database and run once.
  */
 const databaseTests = ['test/cli/**/*.test.ts', 'test/integration/**/*.test.ts'];
 // Tests of what does not depend on the database run once, on PostgreSQL when it is there (the faster

@@ -704,68 +704,64 @@ describe('apps remove', () => {
 });
 
 describe('connections add', () => {
-  it.runIf(ONCE)(
-    'adopts an existing refresh token after one successful refresh, and refuses a dead one with exit 4',
-    async () => {
-      const v = await vault();
-      const app = await addAppFor(v, 'google_ads', doubleFor('google_ads'));
-      const grant = doubles.google.issueGrant({
-        clientId: app.clientId,
-        scope: 'https://www.googleapis.com/auth/adwords',
-      });
-      const before = doubles.google.refreshCount;
-      const added = await v.json<Array<{ external_account_id: string; status: string }>>(
-        [
-          'connections',
-          'add',
-          'google-ads',
-          '--app',
-          app.label,
-          '--account',
-          '1234567890',
-          '--refresh-token-file',
-          '-',
-        ],
-        { input: `${grant.refreshToken}\n` },
-      );
-      expect(added).toEqual([
-        expect.objectContaining({ external_account_id: '1234567890', status: 'active' }),
-      ]);
-      expect(doubles.google.refreshCount).toBe(before + 1);
+  // On both databases: its secret scan reads the embedded database's files for the refused tokens.
+  it('adopts an existing refresh token after one successful refresh, and refuses a dead one with exit 4', async () => {
+    const v = await vault();
+    const app = await addAppFor(v, 'google_ads', doubleFor('google_ads'));
+    const grant = doubles.google.issueGrant({
+      clientId: app.clientId,
+      scope: 'https://www.googleapis.com/auth/adwords',
+    });
+    const before = doubles.google.refreshCount;
+    const added = await v.json<Array<{ external_account_id: string; status: string }>>(
+      [
+        'connections',
+        'add',
+        'google-ads',
+        '--app',
+        app.label,
+        '--account',
+        '1234567890',
+        '--refresh-token-file',
+        '-',
+      ],
+      { input: `${grant.refreshToken}\n` },
+    );
+    expect(added).toEqual([expect.objectContaining({ external_account_id: '1234567890', status: 'active' })]);
+    expect(doubles.google.refreshCount).toBe(before + 1);
 
-      const dead = doubles.google.issueGrant({
-        clientId: app.clientId,
-        scope: 'https://www.googleapis.com/auth/adwords',
-      });
-      doubles.google.revokeGrant(dead.grantId);
-      const refused = await addConnection(v, 'google_ads', app.label, dead.refreshToken, {
-        accounts: ['2345678901'],
-      });
-      expect(refused.code).toBe(4);
-      expect(refused.stderr).toContain('Google Ads refused the refresh token');
-      expect(refused.stderr).toContain('invalid_grant');
-      expect(refused.stderr).not.toContain(dead.refreshToken);
+    const dead = doubles.google.issueGrant({
+      clientId: app.clientId,
+      scope: 'https://www.googleapis.com/auth/adwords',
+    });
+    doubles.google.revokeGrant(dead.grantId);
+    const refused = await addConnection(v, 'google_ads', app.label, dead.refreshToken, {
+      accounts: ['2345678901'],
+    });
+    expect(refused.code).toBe(4);
+    expect(refused.stderr).toContain('Google Ads refused the refresh token');
+    expect(refused.stderr).toContain('invalid_grant');
+    expect(refused.stderr).not.toContain(dead.refreshToken);
 
-      // Google down is not Google refusing: exit 5, and said so.
-      const live = doubles.google.issueGrant({
-        clientId: app.clientId,
-        scope: 'https://www.googleapis.com/auth/adwords',
-      });
-      doubles.google.faults.failNext(1, { status: 503 });
-      const down = await addConnection(v, 'google_ads', app.label, live.refreshToken, {
-        accounts: ['2345678901'],
-      });
-      expect(down.code, down.stderr).toBe(5);
-      expect(down.stderr).toContain('Google Ads could not be asked about the refresh token');
-      expect(doubles.google.faults.pending.failures).toBe(0);
-      await expectNoSecretsLeaked(v, [
-        grant.refreshToken,
-        dead.refreshToken,
-        live.refreshToken,
-        app.clientSecret,
-      ]);
-    },
-  );
+    // Google down is not Google refusing: exit 5, and said so.
+    const live = doubles.google.issueGrant({
+      clientId: app.clientId,
+      scope: 'https://www.googleapis.com/auth/adwords',
+    });
+    doubles.google.faults.failNext(1, { status: 503 });
+    const down = await addConnection(v, 'google_ads', app.label, live.refreshToken, {
+      accounts: ['2345678901'],
+    });
+    expect(down.code, down.stderr).toBe(5);
+    expect(down.stderr).toContain('Google Ads could not be asked about the refresh token');
+    expect(doubles.google.faults.pending.failures).toBe(0);
+    await expectNoSecretsLeaked(v, [
+      grant.refreshToken,
+      dead.refreshToken,
+      live.refreshToken,
+      app.clientSecret,
+    ]);
+  });
 });
 
 describe.each([

@@ -265,8 +265,8 @@ describe('the token endpoint', () => {
     },
   );
 
-  // How --listen treats what is at its address; the database is not asked. (A start that fails after
-  // opening the embedded database still ends cleanly there: the wrong-key start under systemd below.)
+  // How --listen treats what is at its address, not the database (which is open by then: a start
+  // that fails after opening it ends cleanly on both, as the wrong-key start under systemd below shows).
   it.runIf(ONCE)(
     '--listen never removes what it did not make: a file, or a live socket; a busy port is exit 2',
     async () => {
@@ -599,71 +599,64 @@ describe('the token endpoint', () => {
     },
   );
 
-  // Which grants are due is the claim statement's condition, the same statement every sweep on both
-  // databases runs; so is the half-life rule of the next test.
-  it.runIf(ONCE)(
-    'refreshes a grant unused for a third of its platform’s idle limit, not a younger one',
-    async () => {
-      const { double, v, adopt } = await setup();
-      await adopt('987', 'idle');
-      await adopt('988', 'recent');
-      const versions =
-        'select c.name, g.version from oauth_tokens_vault g join ad_account_connections c on c.token_id = g.id order by c.name';
-      // Both valid for two hours; Microsoft drops a refresh token unused for 90 days: kept alive at 30.
-      const set = await v.session(async (query) => {
-        await query(`update oauth_tokens_vault g set access_token_expires_at = now() + interval '2 hours',
+  // On both databases: which grants are due is the lease-claiming statement's condition.
+  it('refreshes a grant unused for a third of its platform’s idle limit, not a younger one', async () => {
+    const { double, v, adopt } = await setup();
+    await adopt('987', 'idle');
+    await adopt('988', 'recent');
+    const versions =
+      'select c.name, g.version from oauth_tokens_vault g join ad_account_connections c on c.token_id = g.id order by c.name';
+    // Both valid for two hours; Microsoft drops a refresh token unused for 90 days: kept alive at 30.
+    const set = await v.session(async (query) => {
+      await query(`update oauth_tokens_vault g set access_token_expires_at = now() + interval '2 hours',
         last_refreshed_at = now() - (case c.name when 'idle' then interval '31 days' else interval '29 days' end)
         from ad_account_connections c where c.token_id = g.id`);
-        return query<{ name: string; version: number }>(versions);
-      });
-      expect(set).toEqual([
-        { name: 'idle', version: 1 },
-        { name: 'recent', version: 1 },
-      ]);
-      const attempts = double.refreshAttempts;
-      const daemon = await startDaemon(v);
-      // (The embedded database is the daemon's while it runs: the platform's side is watched instead.)
-      for (let i = 0; i < 200 && double.refreshAttempts === attempts; i++)
-        await new Promise((r) => setTimeout(r, 50));
-      // Its first sweep claimed every due grant at once: a second refresh would have come with it.
-      await new Promise((r) => setTimeout(r, 500));
-      expect(await daemon.stop('SIGTERM')).toBe(0);
-      expect(await v.sql<{ name: string; version: number }>(versions)).toEqual([
-        { name: 'idle', version: 2 },
-        { name: 'recent', version: 1 },
-      ]);
-      expect(double.refreshAttempts).toBe(attempts + 1);
-    },
-  );
+      return query<{ name: string; version: number }>(versions);
+    });
+    expect(set).toEqual([
+      { name: 'idle', version: 1 },
+      { name: 'recent', version: 1 },
+    ]);
+    const attempts = double.refreshAttempts;
+    const daemon = await startDaemon(v);
+    // (The embedded database is the daemon's while it runs: the platform's side is watched instead.)
+    for (let i = 0; i < 200 && double.refreshAttempts === attempts; i++)
+      await new Promise((r) => setTimeout(r, 50));
+    // Its first sweep claimed every due grant at once: a second refresh would have come with it.
+    await new Promise((r) => setTimeout(r, 500));
+    expect(await daemon.stop('SIGTERM')).toBe(0);
+    expect(await v.sql<{ name: string; version: number }>(versions)).toEqual([
+      { name: 'idle', version: 2 },
+      { name: 'recent', version: 1 },
+    ]);
+    expect(double.refreshAttempts).toBe(attempts + 1);
+  });
 
-  it.runIf(ONCE)(
-    'a --refresh-window longer than the tokens live refreshes a grant half-way through its token’s life, not at every sweep',
-    async () => {
-      const { double, v, adopt } = await setup();
-      await adopt('987', 'young');
-      await adopt('988', 'old');
-      // 1-hour tokens: one refreshed 2 minutes ago, one 40 minutes ago. A 2h window holds both; only
-      // the one past half its token's life is due.
-      await v.sql(`update oauth_tokens_vault g set
+  it('a --refresh-window longer than the tokens live refreshes a grant half-way through its token’s life, not at every sweep', async () => {
+    const { double, v, adopt } = await setup();
+    await adopt('987', 'young');
+    await adopt('988', 'old');
+    // 1-hour tokens: one refreshed 2 minutes ago, one 40 minutes ago. A 2h window holds both; only
+    // the one past half its token's life is due.
+    await v.sql(`update oauth_tokens_vault g set
       access_token_expires_at = now() + (case c.name when 'young' then interval '58 minutes' else interval '20 minutes' end),
       last_refreshed_at = now() - (case c.name when 'young' then interval '2 minutes' else interval '40 minutes' end)
       from ad_account_connections c where c.token_id = g.id`);
-      const attempts = double.refreshAttempts;
-      const daemon = await startDaemon(v, { args: ['--refresh-window', '2h'] });
-      for (let i = 0; i < 200 && double.refreshAttempts === attempts; i++)
-        await new Promise((r) => setTimeout(r, 50));
-      await new Promise((r) => setTimeout(r, 1_500));
-      expect(await daemon.stop('SIGTERM')).toBe(0);
-      const versions = await v.sql<{ name: string; version: number }>(
-        'select c.name, g.version from oauth_tokens_vault g join ad_account_connections c on c.token_id = g.id order by c.name',
-      );
-      expect(versions).toEqual([
-        { name: 'old', version: 2 },
-        { name: 'young', version: 1 },
-      ]);
-      expect(double.refreshAttempts).toBe(attempts + 1);
-    },
-  );
+    const attempts = double.refreshAttempts;
+    const daemon = await startDaemon(v, { args: ['--refresh-window', '2h'] });
+    for (let i = 0; i < 200 && double.refreshAttempts === attempts; i++)
+      await new Promise((r) => setTimeout(r, 50));
+    await new Promise((r) => setTimeout(r, 1_500));
+    expect(await daemon.stop('SIGTERM')).toBe(0);
+    const versions = await v.sql<{ name: string; version: number }>(
+      'select c.name, g.version from oauth_tokens_vault g join ad_account_connections c on c.token_id = g.id order by c.name',
+    );
+    expect(versions).toEqual([
+      { name: 'old', version: 2 },
+      { name: 'young', version: 1 },
+    ]);
+    expect(double.refreshAttempts).toBe(attempts + 1);
+  });
 
   // The sweep's timer, whatever database it sweeps.
   it.runIf(ONCE)(

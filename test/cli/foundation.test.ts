@@ -1,8 +1,8 @@
 import { execFileSync, spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { generateMasterKey } from '../../src/crypto/local-key.js';
 import { BIN } from '../helpers/paths.js';
 import { expectNoSecretsLeaked, fakeSecret } from '../helpers/secrets.js';
 import { createVault, DB_KIND, ONCE, type TestVault } from '../helpers/vault.js';
@@ -681,8 +681,8 @@ describe('master key', () => {
     const v = await vault();
     const before = await v.dump();
     const keyId = keyIdIn(before);
-    // A well-formed master key (32 random bytes, as `key generate` prints them) that is not this vault's.
-    const wrong = `${randomBytes(32).toString('base64url')}=`;
+    // A well-formed master key (as `key generate` makes one) that is not this vault's.
+    const wrong = generateMasterKey();
     const result = await v.cli(['apps', 'add', 'google_ads', '--from-file', '-'], {
       input: JSON.stringify(googleApp()),
       env: { CREDENTIAL_MASTER_KEY: wrong },

@@ -458,7 +458,6 @@ describe('import env', () => {
     expect(refused.stderr).toContain('is disabled');
     expect(refused.stderr).toContain('credvault apps enable microsoft_ads/microsoft-app');
     expect(await vaultState(v)).toBe(before);
-    // The app as the update read it back from the database before committing.
     const forced = await v.json<{ client_id: string }>([
       'apps',
       'update',
@@ -468,6 +467,10 @@ describe('import env', () => {
       '--force',
     ]);
     expect(forced.client_id).toBe('another-client');
+    // Committed, not only read back inside the update's transaction.
+    expect(await v.sql("select client_id from oauth_app_credentials where label = 'microsoft-app'")).toEqual([
+      { client_id: 'another-client' },
+    ]);
   });
 
   it.runIf(ONCE)(

@@ -248,13 +248,11 @@ describe('failures', () => {
     });
     // The refresh token is kept; and the connection is refused (exit 4, cli.md) even while its access
     // token has time left.
-    const [kept] = await v.sql<{ refresh_token_enc: string }>(
-      "update oauth_tokens_vault set access_token_expires_at = now() + interval '50 minutes' returning refresh_token_enc",
-    );
-    expect(kept!.refresh_token_enc).toBe(stored);
+    await v.sql("update oauth_tokens_vault set access_token_expires_at = now() + interval '50 minutes'");
     const blocked = await v.cli(['token', 'get', 'acct'], { env });
     expect(blocked.code).toBe(4);
     expect(blocked.stderr).toContain('failed to refresh 3 times in a row');
+    expect(await refreshTokenCiphertext(v)).toBe(stored);
     double.faults.reset();
     const recovered = await v.cli(['connections', 'refresh', 'acct', '--force'], { env });
     expect(recovered.code, recovered.stderr).toBe(0);

@@ -20,16 +20,18 @@ export const DB_KIND: DbKind = process.env.CREDVAULT_TEST_DB === 'postgres' ? 'p
 /**
  * True in the one project where a test of what the database does not change runs: on PostgreSQL when
  * the suite has it, else on the embedded database. For `it.runIf(ONCE)` and `describe.runIf(ONCE)`
- * on tests whose subject is a platform's protocol, parsing a user's input or the shape of an answer,
- * where the database only keeps rows through statements that tests on both databases run too. A test
- * of locking, concurrency, leases, what is on disk or the daemon sharing the embedded database runs
- * on both.
+ * on tests whose subject is a platform's protocol, parsing a user's input, the shape of an answer or
+ * a decision made in memory, and whose writes go through statements that tests on both databases run
+ * too. A test of locking, concurrency, leases, transactions and their rollback, what is on disk (a
+ * secret scan of the embedded database's files included) or the daemon sharing the embedded database
+ * runs on both.
  */
 export const ONCE = DB_KIND === 'postgres' || !process.env.CREDVAULT_TEST_DATABASE_URL;
 
 /**
- * With CREDVAULT_TEST_TRACE=FILE, one JSON line per credvault process and per opening of the
- * database by a test (file, database, what, milliseconds): what a test costs is mostly these.
+ * With CREDVAULT_TEST_TRACE=FILE, one JSON line per credvault process and per `session` (`sql`,
+ * `dump`) of a test (file, test, database, what, milliseconds): what a test costs is mostly these.
+ * Openings in the test's own process (openContext, seedConnections) are not counted.
  */
 const TRACE = process.env.CREDVAULT_TEST_TRACE;
 function trace(kind: 'process' | 'session', what: string, startedAt: number): void {
