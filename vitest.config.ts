@@ -12,7 +12,8 @@ const databaseTests = ['test/cli/**/*.test.ts', 'test/integration/**/*.test.ts']
 // oidc-provider), and the tests marked `ONCE` in the others (test/helpers/vault.ts says which
 // qualify). The database only keeps what they store, through statements that tests on both run too.
 // Everything about locking, leases, concurrency, transactions, what is on disk and the daemon
-// sharing the embedded database runs on both. That keeps the suite well under ten minutes on CI.
+// sharing the embedded database runs on both. CI has ten minutes for the suite; a command on the
+// embedded database costs about three times one on PostgreSQL.
 const onceTests = [
   'test/cli/kms.test.ts',
   'test/cli/kms-failures.test.ts',
