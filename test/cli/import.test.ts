@@ -14,7 +14,7 @@ import {
 import { startDaemon } from '../helpers/daemon.js';
 import { addAppFor, adoptGrant, type PlatformKey } from '../helpers/flows.js';
 import { expectNoSecretsLeaked, fakeSecret } from '../helpers/secrets.js';
-import { createVault, ONCE, type TestVault } from '../helpers/vault.js';
+import { createVault, ONCE, type Query, type TestVault } from '../helpers/vault.js';
 
 let doubles: AllDoubles;
 beforeAll(async () => {
@@ -48,8 +48,6 @@ interface ImportJson {
   connections: string[];
   verify: Array<{ connection: string; ok: boolean; error_code: string | null; message: string }> | null;
 }
-
-type Query = Parameters<Parameters<TestVault['session']>[0]>[0];
 
 /** Everything but the audit log: what an import may change (in an opening of the database). */
 async function stateIn(query: Query): Promise<string> {

@@ -4,7 +4,7 @@ import { maintainTables } from '../../src/db/maintenance.js';
 import { GOOGLE_ADWORDS_SCOPE, startGoogleDouble } from '../doubles/index.js';
 import { seedConnections, startDaemon } from '../helpers/daemon.js';
 import { addAppFor } from '../helpers/flows.js';
-import { createVault, DB_KIND } from '../helpers/vault.js';
+import { createVault, DB_KIND, type Query } from '../helpers/vault.js';
 
 /**
  * The planner's statistics and dead rows, which the embedded database (no autovacuum) would never
@@ -39,8 +39,6 @@ async function seeded(count: number) {
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-type Query = <T>(text: string, params?: unknown[]) => Promise<T[]>;
 
 /** What the planner knows of the grants table: rows as of its statistics, and the last manual ANALYZE. */
 async function grantStats(query: Query) {

@@ -12,7 +12,7 @@ import { type RefreshResult, writeResults, writeResultsChained } from '../../src
 import { GOOGLE_ADWORDS_SCOPE, startGoogleDouble } from '../doubles/index.js';
 import { seedConnections } from '../helpers/daemon.js';
 import { addAppFor } from '../helpers/flows.js';
-import { createVault, DB_KIND, type TestVault } from '../helpers/vault.js';
+import { createVault, DB_KIND, type Query, type TestVault } from '../helpers/vault.js';
 
 /**
  * The daemon's one-statement refresh write (tokens and their audit rows after the audit head it wrote
@@ -55,7 +55,6 @@ async function withContext<T>(v: TestVault, fn: (ctx: ServiceContext) => Promise
 }
 
 /** Plain SQL: through a context already open, or a session of the test's. */
-type Query = <T = Record<string, unknown>>(text: string, params?: unknown[]) => Promise<T[]>;
 const through =
   (ctx: ServiceContext): Query =>
   (text, params) =>

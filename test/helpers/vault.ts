@@ -42,6 +42,9 @@ function trace(kind: 'process' | 'session', what: string, startedAt: number): vo
   appendFileSync(TRACE, `${JSON.stringify({ file, test, db: DB_KIND, kind, what, ms })}\n`);
 }
 
+/** A statement on a `session`'s connection, answered with its rows. */
+export type Query = <T = Record<string, unknown>>(text: string, params?: unknown[]) => Promise<T[]>;
+
 export interface CliResult {
   code: number;
   stdout: string;
@@ -158,9 +161,7 @@ export class TestVault {
   }
 
   /** Several statements on one connection (on the embedded database, one open of PGlite). */
-  async session<R>(
-    fn: (query: <T>(text: string, params?: unknown[]) => Promise<T[]>) => Promise<R>,
-  ): Promise<R> {
+  async session<R>(fn: (query: Query) => Promise<R>): Promise<R> {
     const startedAt = performance.now();
     try {
       return await this.#session(fn);
@@ -169,9 +170,7 @@ export class TestVault {
     }
   }
 
-  async #session<R>(
-    fn: (query: <T>(text: string, params?: unknown[]) => Promise<T[]>) => Promise<R>,
-  ): Promise<R> {
+  async #session<R>(fn: (query: Query) => Promise<R>): Promise<R> {
     if (this.databaseUrl) {
       const client = postgres(this.databaseUrl, { max: 1, onnotice: () => {} });
       try {
