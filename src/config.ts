@@ -1,6 +1,6 @@
 import { homedir, userInfo } from 'node:os';
 import { join, resolve } from 'node:path';
-import { InvalidInputError } from './errors.js';
+import { InvalidInputError, quoted } from './errors.js';
 
 /** Configuration: environment first, flags override (spec/cli.md, "Configuration"). */
 export interface Config {
@@ -56,13 +56,13 @@ export function resolveConfig(flags: GlobalFlags, env: NodeJS.ProcessEnv): Confi
   const lockSeconds = env.CREDVAULT_LOCK_TIMEOUT ? Number(env.CREDVAULT_LOCK_TIMEOUT) : 5;
   if (!Number.isFinite(lockSeconds) || lockSeconds < 0) {
     throw new InvalidInputError(
-      `CREDVAULT_LOCK_TIMEOUT must be a number of seconds (got "${env.CREDVAULT_LOCK_TIMEOUT}")`,
+      `CREDVAULT_LOCK_TIMEOUT must be a number of seconds (got ${quoted(env.CREDVAULT_LOCK_TIMEOUT)})`,
     );
   }
   const httpSeconds = env.CREDVAULT_HTTP_TIMEOUT ? Number(env.CREDVAULT_HTTP_TIMEOUT) : 15;
   if (!Number.isFinite(httpSeconds) || httpSeconds <= 0 || httpSeconds > 300) {
     throw new InvalidInputError(
-      `CREDVAULT_HTTP_TIMEOUT must be seconds between 0 and 300 (got "${env.CREDVAULT_HTTP_TIMEOUT}")`,
+      `CREDVAULT_HTTP_TIMEOUT must be seconds between 0 and 300 (got ${quoted(env.CREDVAULT_HTTP_TIMEOUT)})`,
     );
   }
   const actor = (flags.actor ?? env.CREDVAULT_ACTOR ?? '').trim() || osUser(env);
@@ -91,13 +91,13 @@ const MAX_DURATION_MS = 36_500 * UNIT_MS.d!;
 export function parseDuration(text: string, what: string, options: { zero?: boolean } = {}): number {
   const match = DURATION.exec(text.trim());
   if (!match) {
-    throw new InvalidInputError(`${what} must be a duration like 90s, 30m, 12h or 7d (got "${text}")`);
+    throw new InvalidInputError(`${what} must be a duration like 90s, 30m, 12h or 7d (got ${quoted(text)})`);
   }
   const ms = Number(match[1]) * UNIT_MS[match[2]!]!;
   if (!(ms <= MAX_DURATION_MS)) {
-    throw new InvalidInputError(`${what} is too long: at most 36500d, a hundred years (got "${text}")`);
+    throw new InvalidInputError(`${what} is too long: at most 36500d, a hundred years (got ${quoted(text)})`);
   }
   if (ms === 0 && !options.zero)
-    throw new InvalidInputError(`${what} must be longer than zero (got "${text}")`);
+    throw new InvalidInputError(`${what} must be longer than zero (got ${quoted(text)})`);
   return ms;
 }

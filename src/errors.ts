@@ -104,3 +104,88 @@ export class DatabaseError extends CredvaultError {
 export function isCredvaultError(value: unknown): value is CredvaultError {
   return value instanceof CredvaultError;
 }
+
+/**
+ * What a terminal may act on rather than show: C0 and C1 controls (an escape sequence, a carriage
+ * return that rewrites the line), format characters (bidi overrides, zero-width ones), the line and
+ * paragraph separators, and a lone surrogate.
+ */
+const UNPRINTABLE = /[\p{Cc}\p{Cf}\p{Cs}\u2028\u2029]/u;
+const SHORT_ESCAPES: Record<string, string> = {
+  '\n': '\\n',
+  '\r': '\\r',
+  '\t': '\\t',
+  '\b': '\\b',
+  '\f': '\\f',
+};
+
+/** One character as JSON would write it when unprintable (`\u001b`, `\n`), else itself. */
+function shownChar(char: string): string {
+  if (!UNPRINTABLE.test(char)) return char;
+  const short = SHORT_ESCAPES[char];
+  if (short) return short;
+  let escaped = '';
+  for (let i = 0; i < char.length; i++) escaped += `\\u${char.charCodeAt(i).toString(16).padStart(4, '0')}`;
+  return escaped;
+}
+
+/** Unprintable characters escaped as JSON writes them: seen, never acted on by a terminal. */
+export function escapeUnprintable(text: string): string {
+  return Array.from(text, shownChar).join('');
+}
+
+/**
+ * Pieces (each a character as it is shown) cut in the middle with an ellipsis when they are longer
+ * than `max`, keeping `head` of it and what is left of `max` at the end (no escape is cut in two).
+ */
+function cutMiddle(pieces: string[], max: number, head: number, mark: string): string {
+  const all = pieces.join('');
+  if (all.length <= max) return all;
+  const take = (from: string[], budget: number) => {
+    const kept: string[] = [];
+    let length = 0;
+    for (const piece of from) {
+      if (length + piece.length > budget) break;
+      kept.push(piece);
+      length += piece.length;
+    }
+    return kept;
+  };
+  const start = take(pieces, head);
+  const end = take([...pieces].reverse(), max - head - mark.length).reverse();
+  return `${start.join('')}${mark}${end.join('')}`;
+}
+
+/** The longest input `quoted` shows, in characters as shown, before it cuts it. */
+export const QUOTED_MAX = 160;
+
+/**
+ * A user's input as an error message quotes it: in double quotes, as JSON would (a quote or a
+ * backslash in it escaped, a control character as `\u001b`), cut in the middle with an ellipsis when
+ * longer than QUOTED_MAX (a 100,000-character label is not written back whole; a long URL keeps its
+ * beginning and its end).
+ */
+export function quoted(input: unknown): string {
+  const pieces = Array.from(String(input), (char) =>
+    char === '"' || char === '\\' ? `\\${char}` : shownChar(char),
+  );
+  return `"${cutMiddle(pieces, QUOTED_MAX, 110, '…')}"`;
+}
+
+/** A stretch without spaces longer than this (input that was not `quoted`) is cut in its middle. */
+const RUN_MAX = 200;
+/** A whole message or hint longer than this is cut in its middle. */
+const TEXT_MAX = 2000;
+
+/**
+ * An error's message or hint as it may reach a terminal or a log, whatever input it echoes: its
+ * unprintable characters escaped, an overlong stretch without spaces (then an overlong text) cut in
+ * the middle with an ellipsis, keeping what the message says after the input.
+ */
+export function printable(text: string): string {
+  const runs = text.replace(/\S+/g, (run) =>
+    run.length <= RUN_MAX ? escapeUnprintable(run) : cutMiddle(Array.from(run, shownChar), RUN_MAX, 140, '…'),
+  );
+  // Whitespace that is unprintable (a line break, a tab) is escaped here, after the runs.
+  return cutMiddle(Array.from(runs, shownChar), TEXT_MAX, 1200, ' … ');
+}

@@ -1,7 +1,7 @@
 import type { ChalkInstance } from 'chalk';
 import type TableType from 'cli-table3';
 import { errorMessage } from '../db/errors.js';
-import { CredvaultError, InternalError } from '../errors.js';
+import { CredvaultError, escapeUnprintable, InternalError, printable } from '../errors.js';
 
 /** The colours output uses; identity functions until `prepare()` loads chalk for a human at a terminal. */
 export type Styler = Pick<ChalkInstance, 'bold' | 'dim' | 'red' | 'green' | 'yellow' | 'cyan'>;
@@ -165,7 +165,8 @@ export class Output {
 
   /** A warning always reaches stderr, even under --json. */
   warn(text: string): void {
-    this.#stderr.write(`${this.c.yellow('warning:')} ${text}\n`);
+    // A warning may name what a file held (an unknown key of a google-ads.yaml): never a control sequence.
+    this.#stderr.write(`${this.c.yellow('warning:')} ${escapeUnprintable(text)}\n`);
   }
 
   /** Something a script must see even under --json (an authorize URL to open, say): a line of its own. */
@@ -176,21 +177,28 @@ export class Output {
   error(error: unknown): number {
     const known = error instanceof CredvaultError ? error : null;
     const shown = known ?? new InternalError(`unexpected failure: ${errorMessage(error)}`);
+    // What the user typed or a file held comes back in messages: an escape sequence in it is shown
+    // escaped, never acted on by the terminal, and an overlong one is cut (under --json too, where a
+    // script may print the message).
+    const text = printable(shown.message);
+    const hint = shown.hint ? printable(shown.hint) : undefined;
     if (this.json) {
       // The hint (what to do: which input to give, say) is part of the message: a script's log shows both.
-      const message = shown.hint ? `${shown.message}. ${shown.hint}` : shown.message;
+      const message = hint ? `${text}. ${hint}` : text;
       this.#stderr.write(`${JSON.stringify({ error: { code: shown.code, message } })}\n`);
     } else {
-      this.#stderr.write(`${this.c.red('error:')} ${shown.message}\n`);
-      if (shown.hint) this.#stderr.write(`${shown.hint}\n`);
+      this.#stderr.write(`${this.c.red('error:')} ${text}\n`);
+      if (hint) this.#stderr.write(`${hint}\n`);
       if (!known && !this.#verbose)
         this.#stderr.write('Run again with --verbose (or CREDVAULT_DEBUG=1) for details.\n');
     }
     if (this.#verbose) {
+      // A stack starts with the message, raw: its lines escaped one by one.
+      const lines = (stack: string) => stack.split('\n').map(escapeUnprintable).join('\n');
       const stack = error instanceof Error ? error.stack : undefined;
-      if (stack) this.#stderr.write(`${stack}\n`);
+      if (stack) this.#stderr.write(`${lines(stack)}\n`);
       const cause = (error as { cause?: unknown })?.cause;
-      if (cause instanceof Error && cause.stack) this.#stderr.write(`caused by: ${cause.stack}\n`);
+      if (cause instanceof Error && cause.stack) this.#stderr.write(`caused by: ${lines(cause.stack)}\n`);
     }
     return shown.exitCode;
   }

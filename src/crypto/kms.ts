@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { KeyError } from '../errors.js';
+import { KeyError, quoted } from '../errors.js';
 import type { KeySource, KeySourceKind } from './key-source.js';
 
 /**
@@ -23,7 +23,7 @@ export class KmsUriError extends KeyError {
   readonly problem: string;
 
   constructor(uri: string, problem: string, hint: string) {
-    super(`CREDENTIAL_KMS_URI "${uri}" ${problem}`, { hint });
+    super(`CREDENTIAL_KMS_URI ${quoted(uri)} ${problem}`, { hint });
     this.uri = uri;
     this.problem = problem;
   }
@@ -62,7 +62,7 @@ export function vaultNameFrom(env: NodeJS.ProcessEnv): string {
   const name = env.CREDVAULT_VAULT_NAME?.trim() || 'credvault';
   if (!VAULT_NAME.test(name)) {
     throw new KeyError(
-      `CREDVAULT_VAULT_NAME "${name}" may use only letters, digits, ".", "_" and "-" (at most 64)`,
+      `CREDVAULT_VAULT_NAME ${quoted(name)} may use only letters, digits, ".", "_" and "-" (at most 64)`,
     );
   }
   return name;

@@ -1,5 +1,5 @@
 import { parseDuration } from '../config.js';
-import { InvalidInputError } from '../errors.js';
+import { InvalidInputError, quoted } from '../errors.js';
 import { isLoopbackHost } from '../util/net.js';
 
 export type Listen = { kind: 'tcp'; host: string; port: number } | { kind: 'unix'; path: string };
@@ -30,13 +30,13 @@ export function parseListen(value: string): Listen {
   if (value.startsWith('unix:')) {
     const path = value.slice(5);
     if (!path.startsWith('/'))
-      throw new InvalidInputError(`--listen unix:PATH needs an absolute path (got "${value}")`);
+      throw new InvalidInputError(`--listen unix:PATH needs an absolute path (got ${quoted(value)})`);
     return { kind: 'unix', path };
   }
   const match = /^(\[[^\]]+\]|[^:]+):(\d{1,5})$/.exec(value);
   const port = Number(match?.[2]);
   if (!match || port > 65535) {
-    throw new InvalidInputError(`--listen must be HOST:PORT or unix:PATH (got "${value}")`);
+    throw new InvalidInputError(`--listen must be HOST:PORT or unix:PATH (got ${quoted(value)})`);
   }
   return { kind: 'tcp', host: match[1]!.replace(/^\[|\]$/g, ''), port };
 }
@@ -58,13 +58,13 @@ export function parseDaemonOptions(flags: DaemonFlags): DaemonOptions {
   const concurrency = Number(flags.concurrency);
   if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 256) {
     throw new InvalidInputError(
-      `--concurrency must be a whole number from 1 to 256 (got "${flags.concurrency}")`,
+      `--concurrency must be a whole number from 1 to 256 (got ${quoted(flags.concurrency)})`,
     );
   }
   let publicCallbackUrl: string | null = null;
   if (flags.publicCallbackUrl) {
     if (!URL.canParse(flags.publicCallbackUrl)) {
-      throw new InvalidInputError(`--public-callback-url is not a URL: "${flags.publicCallbackUrl}"`);
+      throw new InvalidInputError(`--public-callback-url is not a URL: ${quoted(flags.publicCallbackUrl)}`);
     }
     publicCallbackUrl = flags.publicCallbackUrl;
   }

@@ -1,4 +1,4 @@
-import { InvalidInputError } from '../errors.js';
+import { InvalidInputError, quoted } from '../errors.js';
 
 /**
  * The four platforms as data: default endpoints, scopes, API versions and capabilities. Facts and
@@ -166,7 +166,7 @@ export const PLATFORMS: Record<PlatformId, PlatformInfo> = {
 export function parsePlatform(input: string): PlatformId {
   const normalized = input.trim().toLowerCase().replace(/-/g, '_');
   if ((PLATFORM_IDS as readonly string[]).includes(normalized)) return normalized as PlatformId;
-  throw new InvalidInputError(`unknown platform "${input}"`, {
+  throw new InvalidInputError(`unknown platform ${quoted(input)}`, {
     hint: `Valid platforms: ${PLATFORM_IDS.join(', ')} (or the kebab forms ${PLATFORM_IDS.map((p) => p.replace(/_/g, '-')).join(', ')}).`,
   });
 }

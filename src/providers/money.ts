@@ -1,4 +1,4 @@
-import { InvalidInputError } from '../errors.js';
+import { InvalidInputError, quoted } from '../errors.js';
 
 /**
  * Money as the platforms take it, exactly: amounts are integers of micros (a millionth of the
@@ -78,7 +78,7 @@ export function parseAmount(text: string, currency: string | null): bigint {
   const plain = GROUPED.test(trimmed) ? trimmed.replace(/,/g, '') : trimmed;
   const match = AMOUNT.exec(plain);
   if (!match) {
-    throw new InvalidInputError(`"${text}" is not an amount`, {
+    throw new InvalidInputError(`${quoted(text)} is not an amount`, {
       hint: `Give the amount in ${currency ?? "the account's currency"} as digits with an optional decimal point, for example 75 or 1234.50.`,
     });
   }
@@ -87,8 +87,8 @@ export function parseAmount(text: string, currency: string | null): bigint {
   if (fraction.length > digits) {
     throw new InvalidInputError(
       digits === 0
-        ? `${currency} has no minor unit: "${text}" cannot be charged`
-        : `${currency} has ${digits} digits after the decimal point: "${text}" cannot be charged`,
+        ? `${currency} has no minor unit: ${quoted(text)} cannot be charged`
+        : `${currency} has ${digits} digits after the decimal point: ${quoted(text)} cannot be charged`,
       { hint: `Give a whole number of ${digits === 0 ? currency : `${currency} cents`}.` },
     );
   }
@@ -121,7 +121,7 @@ export function displayMoney(micros: bigint | null, currency: string | null): st
 /** A decimal string ("75.00", "0.05", "1234567.89") as micros, exactly. */
 export function decimalToMicros(value: string): bigint {
   const match = /^(-?)(\d+)(?:\.(\d{1,6})0*)?$/.exec(value.trim());
-  if (!match) throw new InvalidInputError(`"${value}" is not a decimal amount`);
+  if (!match) throw new InvalidInputError(`${quoted(value)} is not a decimal amount`);
   const micros = BigInt(match[2]!) * MICROS_PER_UNIT + BigInt((match[3] ?? '').padEnd(6, '0') || '0');
   return match[1] ? -micros : micros;
 }
@@ -161,7 +161,7 @@ export function toMicros(value: bigint | number | string, what = 'dailyBudgetMic
     micros = BigInt(value);
   } else {
     if (!/^\d+$/.test(value))
-      throw new InvalidInputError(`${what} must be an integer number of micros, not "${value}"`);
+      throw new InvalidInputError(`${what} must be an integer number of micros, not ${quoted(value)}`);
     micros = BigInt(value);
   }
   if (micros <= 0n) throw new InvalidInputError(`${what} must be more than zero`);

@@ -7,7 +7,7 @@ import { shred } from '../db/shred.js';
 import type { AppRecord } from '../db/store/apps.js';
 import * as store from '../db/store/apps.js';
 import * as connectionStore from '../db/store/connections.js';
-import { ConflictError, InvalidInputError, NotFoundError } from '../errors.js';
+import { ConflictError, InvalidInputError, NotFoundError, quoted } from '../errors.js';
 import { PLATFORMS, type PlatformId, parsePlatform } from '../providers/catalog.js';
 import { isLoopbackHost } from '../util/net.js';
 import { recordAudit } from './audit.js';
@@ -105,12 +105,12 @@ function endpoint(value: unknown, field: string): string | undefined {
   try {
     url = new URL(raw);
   } catch {
-    throw new InvalidInputError(`${field} is not a URL: "${quotable(raw)}"`);
+    throw new InvalidInputError(`${field} is not a URL: ${quoted(quotable(raw))}`);
   }
   if (url.username || url.password) throw new InvalidInputError(`${field} must not carry credentials`);
   if (url.protocol !== 'https:' && !(url.protocol === 'http:' && isLoopbackHost(url.hostname))) {
     throw new InvalidInputError(
-      `${field} must be an https:// URL (http:// only for a loopback host): "${raw}"`,
+      `${field} must be an https:// URL (http:// only for a loopback host): ${quoted(raw)}`,
     );
   }
   return raw;
@@ -123,12 +123,12 @@ function redirect(value: unknown): string | undefined {
   try {
     url = new URL(raw);
   } catch {
-    throw new InvalidInputError(`redirect_uri is not a URL: "${quotable(raw)}"`);
+    throw new InvalidInputError(`redirect_uri is not a URL: ${quoted(quotable(raw))}`);
   }
   if (url.username || url.password) throw new InvalidInputError('redirect_uri must not carry credentials');
   if (url.hash) throw new InvalidInputError('redirect_uri must not have a #fragment');
   if (url.protocol !== 'https:' && !(url.protocol === 'http:' && isLoopbackHost(url.hostname))) {
-    throw new InvalidInputError(`redirect_uri must be https:// or a loopback http:// URL: "${raw}"`);
+    throw new InvalidInputError(`redirect_uri must be https:// or a loopback http:// URL: ${quoted(raw)}`);
   }
   return raw;
 }
@@ -149,7 +149,7 @@ function customerId(value: unknown): string | undefined {
   const digits = raw.replace(/-/g, '');
   if (!/^\d{10}$/.test(digits)) {
     throw new InvalidInputError(
-      `login_customer_id must be a 10-digit Google Ads customer id, like 123-456-7890 (got "${raw}")`,
+      `login_customer_id must be a 10-digit Google Ads customer id, like 123-456-7890 (got ${quoted(raw)})`,
     );
   }
   return digits;
@@ -169,7 +169,7 @@ export function parseAppFields(raw: RawAppFields): AppFields {
   if (label !== undefined) {
     if (!APP_LABEL.test(label) || isUuid(label)) {
       throw new InvalidInputError(
-        `label "${label}" must start with a letter or digit and use only letters, digits, ".", "_" and "-" (at most 63)`,
+        `label ${quoted(label)} must start with a letter or digit and use only letters, digits, ".", "_" and "-" (at most 63)`,
       );
     }
     fields.label = label;
@@ -195,7 +195,9 @@ export function parseAppFields(raw: RawAppFields): AppFields {
   clearable('apiVersion', raw.api_version, (v) => {
     const version = text(v, 'api_version');
     if (version !== undefined && !/^[A-Za-z0-9._-]{1,32}$/.test(version)) {
-      throw new InvalidInputError(`api_version "${version}" is not a version string like v26 or 202601`);
+      throw new InvalidInputError(
+        `api_version ${quoted(version)} is not a version string like v26 or 202601`,
+      );
     }
     return version;
   });
@@ -362,7 +364,7 @@ function duplicateLabel(
   label: string,
   names: AppInputNames = COMMAND_LINE_NAMES,
 ): ConflictError {
-  return new ConflictError(`an app labelled "${label}" already exists for ${platform}`, {
+  return new ConflictError(`an app labelled ${quoted(label)} already exists for ${platform}`, {
     hint: `Give another ${names.label}, or change the existing one with \`credvault apps update ${platform}/${label}\`.`,
   });
 }
@@ -388,8 +390,8 @@ export async function resolveApp(db: Db, ref: string): Promise<AppRecord> {
       : await store.findByLabel(db, trimmed);
   if (matches.length === 1) return matches[0]!;
   if (matches.length === 0)
-    throw new NotFoundError(`no app "${trimmed}"`, { hint: 'See `credvault apps list`.' });
-  throw new InvalidInputError(`the label "${trimmed}" is used on several platforms`, {
+    throw new NotFoundError(`no app ${quoted(trimmed)}`, { hint: 'See `credvault apps list`.' });
+  throw new InvalidInputError(`the label ${quoted(trimmed)} is used on several platforms`, {
     hint: `Say which: ${matches.map((a) => `${a.platform}/${a.label}`).join(', ')}.`,
   });
 }

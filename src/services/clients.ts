@@ -6,7 +6,7 @@ import { isUniqueViolation } from '../db/errors.js';
 import type { ClientScope } from '../db/schema/api-clients.js';
 import type { ClientRow } from '../db/store/clients.js';
 import * as store from '../db/store/clients.js';
-import { ConflictError, InvalidInputError, NotFoundError } from '../errors.js';
+import { ConflictError, InvalidInputError, NotFoundError, quoted } from '../errors.js';
 import { parsePlatform } from '../providers/catalog.js';
 import { recordAudit } from './audit.js';
 import { resolveConnection } from './connections.js';
@@ -41,7 +41,7 @@ export function looksLikeClientToken(value: string): boolean {
 
 export function parseRole(value: string): Role {
   if ((ROLES as readonly string[]).includes(value)) return value as Role;
-  throw new InvalidInputError(`unknown role "${value}"`, { hint: `Roles: ${ROLES.join(', ')}.` });
+  throw new InvalidInputError(`unknown role ${quoted(value)}`, { hint: `Roles: ${ROLES.join(', ')}.` });
 }
 
 export const CLIENT_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
@@ -81,7 +81,7 @@ export interface CreatedClient {
 export async function createClient(ctx: ServiceContext, input: CreateClientInput): Promise<CreatedClient> {
   if (!CLIENT_NAME.test(input.name)) {
     throw new InvalidInputError(
-      `client name "${input.name}" must start with a letter or digit and use only letters, digits, ".", "_" and "-"`,
+      `client name ${quoted(input.name)} must start with a letter or digit and use only letters, digits, ".", "_" and "-"`,
     );
   }
   const names = input.names ?? FLAG_NAMES;
@@ -138,7 +138,7 @@ export async function createClient(ctx: ServiceContext, input: CreateClientInput
 }
 
 function duplicate(name: string): ConflictError {
-  return new ConflictError(`a client named "${name}" already exists`, {
+  return new ConflictError(`a client named ${quoted(name)} already exists`, {
     hint: `Pick another name, or revoke the old one first (\`credvault clients revoke ${name}\`); its name can then be given again.`,
   });
 }
@@ -150,7 +150,8 @@ export async function listClients(ctx: ServiceContext): Promise<ClientRow[]> {
 export async function revokeClient(ctx: ServiceContext, name: string): Promise<ClientRow> {
   return ctx.transaction(async (tx) => {
     const client = await store.getByName(tx, name);
-    if (!client) throw new NotFoundError(`no client "${name}"`, { hint: 'See `credvault clients list`.' });
+    if (!client)
+      throw new NotFoundError(`no client ${quoted(name)}`, { hint: 'See `credvault clients list`.' });
     if (client.revokedAt) return client;
     await store.revoke(tx, client.id);
     await recordAudit(tx, ctx.actor, {

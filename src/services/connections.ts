@@ -2,7 +2,7 @@ import type { Db } from '../db/client.js';
 import { isUniqueViolation } from '../db/errors.js';
 import type { ConnectionRow, ConnectionView } from '../db/store/connections.js';
 import * as store from '../db/store/connections.js';
-import { ConflictError, InvalidInputError, NotFoundError } from '../errors.js';
+import { ConflictError, InvalidInputError, NotFoundError, quoted } from '../errors.js';
 import { isPlatformId, type PlatformId } from '../providers/catalog.js';
 import { isUuid } from './apps.js';
 import { recordAudit } from './audit.js';
@@ -42,7 +42,7 @@ export async function resolveConnection(db: Db, ref: string): Promise<Connection
   }
   const byName = await store.getByName(db, trimmed);
   if (byName) return byName;
-  throw new NotFoundError(`no connection "${trimmed}"`, {
+  throw new NotFoundError(`no connection ${quoted(trimmed)}`, {
     hint: 'Give an id, platform:account_id (e.g. google_ads:1234567890) or a name; see `credvault connections list`.',
   });
 }
@@ -61,7 +61,7 @@ export async function listConnections(
 
 export function parseStatus(value: string): ConnectionStatus {
   if ((CONNECTION_STATUSES as readonly string[]).includes(value)) return value as ConnectionStatus;
-  throw new InvalidInputError(`unknown status "${value}"`, {
+  throw new InvalidInputError(`unknown status ${quoted(value)}`, {
     hint: `Valid: ${CONNECTION_STATUSES.join(', ')}.`,
   });
 }
@@ -73,7 +73,7 @@ export function parseConnectionName(name: string): string {
   const trimmed = name.trim();
   if (!CONNECTION_NAME.test(trimmed) || isUuid(trimmed)) {
     throw new InvalidInputError(
-      `connection name "${name}" must start with a letter and use only letters, digits, ".", "_" and "-" (at most 63)`,
+      `connection name ${quoted(name)} must start with a letter and use only letters, digits, ".", "_" and "-" (at most 63)`,
     );
   }
   return trimmed;
@@ -116,7 +116,9 @@ export function parseAccountIds(platform: PlatformId, ids: string[]): string[] {
   const normalized = ids.map((id) => {
     const account = normalizeAccountId(platform, id);
     if (platform === 'google_ads' && !/^\d{10}$/.test(account)) {
-      throw new InvalidInputError(`"${id}" is not a Google Ads customer id (10 digits, dashes allowed)`);
+      throw new InvalidInputError(
+        `${quoted(id)} is not a Google Ads customer id (10 digits, dashes allowed)`,
+      );
     }
     return account;
   });
@@ -142,5 +144,7 @@ export async function assertNameFree(
 }
 
 export function nameTaken(name: string): ConflictError {
-  return new ConflictError(`a connection named "${name}" already exists`, { hint: 'Pick another name.' });
+  return new ConflictError(`a connection named ${quoted(name)} already exists`, {
+    hint: 'Pick another name.',
+  });
 }

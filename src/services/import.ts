@@ -7,7 +7,7 @@ import type { AppRecord } from '../db/store/apps.js';
 import * as appStore from '../db/store/apps.js';
 import * as connectionStore from '../db/store/connections.js';
 import * as tokenStore from '../db/store/tokens.js';
-import { ConflictError, CredvaultError, type ErrorCode, InvalidInputError } from '../errors.js';
+import { ConflictError, CredvaultError, type ErrorCode, InvalidInputError, quoted } from '../errors.js';
 import { PLATFORMS, type PlatformId } from '../providers/catalog.js';
 import { providerFor } from '../providers/registry.js';
 import type { AdAccount } from '../providers/types.js';
@@ -190,7 +190,7 @@ export function parseEnvText(text: string, source: string): Map<string, string> 
     const name = word && isKnownVariable(word) ? word : null;
     refuse(
       lineOf(text, from) + stray,
-      `is not an assignment (NAME=value)${name ? `: it starts "${name}"` : ''}`,
+      `is not an assignment (NAME=value)${name ? `: it starts ${quoted(name)}` : ''}`,
     );
   };
   const seen = new Map<string, number>();
@@ -305,7 +305,7 @@ export function recognise(vars: Map<string, string>, shown = (name: string) => n
         const normalized = normalizeAccountId(rule.platform, id);
         if (rule.platform === 'google_ads' && !/^\d{10}$/.test(normalized)) {
           throw new InvalidInputError(
-            `${shown(name)} holds "${id}", which is not a Google Ads customer id (10 digits, dashes allowed)`,
+            `${shown(name)} holds ${quoted(id)}, which is not a Google Ads customer id (10 digits, dashes allowed)`,
             { hint: 'Fix the value; nothing was imported.' },
           );
         }
@@ -315,7 +315,7 @@ export function recognise(vars: Map<string, string>, shown = (name: string) => n
       (creds as unknown as Record<string, Secret>)[field] = new Secret(value);
     } else if (field === 'loginCustomerId' && !/^\d{10}$/.test(normalizeAccountId(rule.platform, value))) {
       throw new InvalidInputError(
-        `${shown(name)} holds "${value}", which is not a Google Ads customer id (10 digits, dashes allowed)`,
+        `${shown(name)} holds ${quoted(value)}, which is not a Google Ads customer id (10 digits, dashes allowed)`,
         { hint: 'Fix the value; nothing was imported.' },
       );
     } else {

@@ -1,6 +1,6 @@
 import { parseDuration } from '../../config.js';
 import type { AuditRow } from '../../db/store/audit.js';
-import { InvalidInputError, NotFoundError } from '../../errors.js';
+import { InvalidInputError, NotFoundError, quoted } from '../../errors.js';
 import { auditBrokenError, listAudit, verifyAudit } from '../../services/audit.js';
 import { auditJson } from '../../views.js';
 import { withContext } from '../context.js';
@@ -26,7 +26,7 @@ function parseSince(text: string, now: Date): Date {
     new Date(Date.UTC(Number(year), Number(month) - 1, Number(day))).getUTCDate() === Number(day);
   if (!date || Number.isNaN(date.getTime()) || !realDay) {
     throw new InvalidInputError(
-      `--since must be an ISO 8601 time (2026-11-01T00:00:00Z; UTC when no zone is given) or a duration such as 24h or 7d (got "${text}")`,
+      `--since must be an ISO 8601 time (2026-11-01T00:00:00Z; UTC when no zone is given) or a duration such as 24h or 7d (got ${quoted(text)})`,
     );
   }
   return date;
@@ -35,7 +35,7 @@ function parseSince(text: string, now: Date): Date {
 function parseLimit(text: string): number {
   const n = Number(text);
   if (!Number.isInteger(n) || n < 1 || n > 100_000) {
-    throw new InvalidInputError(`--limit must be a whole number from 1 to 100000 (got "${text}")`);
+    throw new InvalidInputError(`--limit must be a whole number from 1 to 100000 (got ${quoted(text)})`);
   }
   return n;
 }

@@ -1,5 +1,5 @@
 import { Secret } from '../../crypto/secret.js';
-import { InvalidInputError } from '../../errors.js';
+import { InvalidInputError, quoted } from '../../errors.js';
 import { loopbackTarget, startCallbackServer } from '../../oauth/loopback.js';
 import { PLATFORMS, type PlatformId, parsePlatform } from '../../providers/catalog.js';
 import type { AdAccount } from '../../providers/types.js';
@@ -89,7 +89,7 @@ function parseTimeout(text: string): number {
   const most = STATE_LIFETIME_MS / 1000;
   if (!Number.isFinite(seconds) || seconds <= 0 || seconds > most) {
     throw new InvalidInputError(
-      `--timeout must be seconds between 1 and ${most}, the life of an authorization's state (got "${text}")`,
+      `--timeout must be seconds between 1 and ${most}, the life of an authorization's state (got ${quoted(text)})`,
     );
   }
   return seconds * 1000;
@@ -238,7 +238,7 @@ export async function complete(rt: Runtime, opts: CompleteFlags): Promise<void> 
   let callback: URLSearchParams;
   if (opts.callbackUrl) {
     if (!URL.canParse(opts.callbackUrl))
-      throw new InvalidInputError(`--callback-url is not a URL: "${opts.callbackUrl}"`);
+      throw new InvalidInputError(`--callback-url is not a URL: ${quoted(opts.callbackUrl)}`);
     callback = new URL(opts.callbackUrl).searchParams;
     const inUrl = callback.get('state');
     if (inUrl !== null && inUrl !== opts.state) {

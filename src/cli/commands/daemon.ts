@@ -1,7 +1,7 @@
 import { realpathSync } from 'node:fs';
 import { type DaemonFlags, DEFAULT_LISTEN, parseDaemonOptions } from '../../daemon/options.js';
 import { systemdUnit } from '../../daemon/unit.js';
-import { InvalidInputError } from '../../errors.js';
+import { InvalidInputError, quoted } from '../../errors.js';
 import type { Runtime } from '../run.js';
 
 export async function daemon(rt: Runtime, flags: DaemonFlags): Promise<void> {
@@ -22,7 +22,7 @@ export async function daemon(rt: Runtime, flags: DaemonFlags): Promise<void> {
 
 export async function unit(rt: Runtime, opts: { user?: string }): Promise<void> {
   if (opts.user !== undefined && !/^[a-z_][a-z0-9_-]{0,31}$/.test(opts.user)) {
-    throw new InvalidInputError(`--user must be a system user name (got "${opts.user}")`);
+    throw new InvalidInputError(`--user must be a system user name (got ${quoted(opts.user)})`);
   }
   const bin = realpathSync(process.argv[1] ?? 'credvault');
   // ProtectHome=yes hides /home, /root and /run/user from the service: a credvault installed there

@@ -3,7 +3,7 @@ import type { KeySource } from '../../crypto/key-source.js';
 import { homeKeyPath, locateKey, noKeyError, resolveKeySource } from '../../crypto/key-sources.js';
 import { generateMasterKey, LocalKeySource } from '../../crypto/local-key.js';
 import { shred } from '../../db/shred.js';
-import { CredvaultError, InvalidInputError, KeyError } from '../../errors.js';
+import { CredvaultError, InvalidInputError, KeyError, quoted } from '../../errors.js';
 import {
   type DataKeyStatus,
   type KeyStatus,
@@ -208,7 +208,7 @@ export async function rotate(rt: Runtime, flags: RotateFlags): Promise<void> {
     } catch (error) {
       // The URI is this command's input here, not the configured key.
       if (!(error instanceof KmsUriError)) throw error;
-      throw new InvalidInputError(`--to-kms "${error.uri}" ${error.problem}`, { hint: error.hint });
+      throw new InvalidInputError(`--to-kms ${quoted(error.uri)} ${error.problem}`, { hint: error.hint });
     }
   } else if (flags.newKeyFile) {
     newKeyText = (await readFileOrStdin(rt, flags.newKeyFile, '--new-key-file')).trim();

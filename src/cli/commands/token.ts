@@ -5,7 +5,7 @@ import { isatty } from 'node:tty';
 import { MAX_MIN_TTL_SECONDS } from '../../config.js';
 import { vaultSecretVariables } from '../../crypto/key-sources.js';
 import { Secret } from '../../crypto/secret.js';
-import { InvalidInputError } from '../../errors.js';
+import { InvalidInputError, quoted } from '../../errors.js';
 import { type EnvValue, exportCredentials, googleAdsYaml } from '../../services/export.js';
 import { getValidAccessToken } from '../../services/tokens.js';
 import { tokenDocument } from '../../views.js';
@@ -21,7 +21,7 @@ function parseMinTtl(text: string): number {
   const n = /^\d{1,8}$/.test(text) ? Number(text) : Number.NaN;
   if (!Number.isInteger(n) || n < 0 || n > MAX_MIN_TTL_SECONDS) {
     throw new InvalidInputError(
-      `--min-ttl must be whole seconds from 0 to ${MAX_MIN_TTL_SECONDS} (a year; got "${text}")`,
+      `--min-ttl must be whole seconds from 0 to ${MAX_MIN_TTL_SECONDS} (a year; got ${quoted(text)})`,
     );
   }
   return n;
@@ -36,7 +36,9 @@ function parseFormat(text: string | undefined, json: boolean): Format {
     });
   }
   if ((FORMATS as readonly string[]).includes(text)) return text as Format;
-  throw new InvalidInputError(`unknown --format "${text}"`, { hint: `Formats: ${FORMATS.join(', ')}.` });
+  throw new InvalidInputError(`unknown --format ${quoted(text)}`, {
+    hint: `Formats: ${FORMATS.join(', ')}.`,
+  });
 }
 
 function reveal(value: EnvValue): string {

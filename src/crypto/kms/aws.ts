@@ -8,7 +8,7 @@ import {
   type KMSClientConfig,
 } from '@aws-sdk/client-kms';
 import { defaultProvider } from '@aws-sdk/credential-provider-node';
-import { KeyError, UnavailableError } from '../../errors.js';
+import { KeyError, quoted, UnavailableError } from '../../errors.js';
 import type { KeySource, WrapContext } from '../key-source.js';
 import {
   endpointUrl,
@@ -73,7 +73,7 @@ export function openAwsKms(uri: string, env: NodeJS.ProcessEnv, vaultName: strin
     if (!endpointUrl(endpoint)) {
       throw new KmsUriError(
         uri,
-        `has an endpoint that is not an http(s) URL ("${endpoint}")`,
+        `has an endpoint that is not an http(s) URL (${quoted(endpoint)})`,
         'Give endpoint=https://HOST[:PORT].',
       );
     }
@@ -83,7 +83,7 @@ export function openAwsKms(uri: string, env: NodeJS.ProcessEnv, vaultName: strin
       const value = env[variable]?.trim();
       if (!value) continue;
       if (!endpointUrl(value)) {
-        throw new KeyError(`${variable} "${value}" is not an http(s) URL`, {
+        throw new KeyError(`${variable} ${quoted(value)} is not an http(s) URL`, {
           hint: `Set ${variable}=https://HOST[:PORT], or unset it to use the region's KMS endpoint.`,
         });
       }

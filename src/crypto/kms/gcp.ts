@@ -3,7 +3,7 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { KeyManagementServiceClient } from '@google-cloud/kms';
 import { OAuth2Client } from 'google-auth-library';
-import { KeyError, UnavailableError } from '../../errors.js';
+import { KeyError, quoted, UnavailableError } from '../../errors.js';
 import type { KeySource, WrapContext } from '../key-source.js';
 import {
   endpointUrl,
@@ -50,11 +50,11 @@ export function openGcpKms(uri: string, env: NodeJS.ProcessEnv, vaultName: strin
       if (query.get('endpoint'))
         throw new KmsUriError(
           uri,
-          `has an endpoint that is not an http(s) URL ("${endpoint}")`,
+          `has an endpoint that is not an http(s) URL (${quoted(endpoint)})`,
           'Give endpoint=https://HOST[:PORT].',
         );
       throw new KeyError(
-        `the Cloud KMS endpoint "${endpoint}" (CLOUDSDK_API_ENDPOINT_OVERRIDES_CLOUDKMS) is not an http(s) URL`,
+        `the Cloud KMS endpoint ${quoted(endpoint)} (CLOUDSDK_API_ENDPOINT_OVERRIDES_CLOUDKMS) is not an http(s) URL`,
       );
     }
     options.apiEndpoint = url.hostname;

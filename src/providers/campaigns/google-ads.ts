@@ -1,5 +1,5 @@
 import type { Secret } from '../../crypto/secret.js';
-import { InvalidInputError } from '../../errors.js';
+import { InvalidInputError, quoted } from '../../errors.js';
 import { apiUrl } from '../authorize.js';
 import { apiRequest } from '../http.js';
 import { displayMoney } from '../money.js';
@@ -115,7 +115,7 @@ export const googleCampaigns: CampaignOps = {
 
   async setDailyBudget(app, token, target, change, options) {
     if (!/^\d+$/.test(change.campaignId)) {
-      throw new InvalidInputError(`"${change.campaignId}" is not a Google Ads campaign id (digits)`);
+      throw new InvalidInputError(`${quoted(change.campaignId)} is not a Google Ads campaign id (digits)`);
     }
     const [found] = await query(
       app,
