@@ -3,7 +3,10 @@
  * do, the contract's exit code, nothing written. Parsing input does not depend on the database: these
  * tests run once (test/helpers/vault.ts), on one vault for the file.
  */
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { fakeSecret } from '../helpers/secrets.js';
 import { createVault, ONCE, type TestVault } from '../helpers/vault.js';
 
 let v: TestVault;
@@ -24,6 +27,57 @@ function jsonError(stderr: string): { code: string; message: string } {
   expect(stderr.trim().split('\n')).toHaveLength(1);
   return (JSON.parse(stderr) as { error: { code: string; message: string } }).error;
 }
+
+describe.runIf(ONCE)('an app file with an empty secret', () => {
+  it('names the empty field and what to do (exit 2), for apps add and apps update', async () => {
+    const file = join(v.root, 'app.json');
+    const app = {
+      client_id: '1234-abc.apps.googleusercontent.com',
+      redirect_uri: 'http://127.0.0.1:8080/callback',
+      client_secret: '',
+    };
+    writeFileSync(file, JSON.stringify(app));
+    const empty = await v.cli(['apps', 'add', 'linkedin_ads', '--label', 'li', '--from-file', file]);
+    expect(empty.code, empty.stderr).toBe(2);
+    expect(empty.stderr).toContain(`error: client_secret in ${file} is empty\n`);
+    expect(empty.stderr).toContain("Put the app's client secret in it, or leave client_secret out");
+    // Not the message for a secret not given at all, which sent the user back to the very file.
+    expect(empty.stderr).not.toContain('Give it in --from-file');
+
+    writeFileSync(file, JSON.stringify({ ...app, client_secret: '   ' }));
+    const spaces = await v.cli([
+      'apps',
+      'add',
+      'linkedin_ads',
+      '--label',
+      'li',
+      '--from-file',
+      file,
+      '--json',
+    ]);
+    expect(spaces.code).toBe(2);
+    expect(jsonError(spaces.stderr)).toEqual({
+      code: 'invalid_input',
+      message: `client_secret in ${file} is empty. Put the app's client secret in it, or leave client_secret out to be asked for it at a terminal.`,
+    });
+
+    // An update: an empty developer token was taken for "not given" and the update said it was done.
+    const secret = fakeSecret('GOCSPX');
+    const added = await v.json<{ has_developer_token: boolean }>(
+      ['apps', 'add', 'google_ads', '--label', 'g', '--from-file', '-'],
+      { input: JSON.stringify({ ...app, client_secret: secret, developer_token: fakeSecret('dev') }) },
+    );
+    expect(added.has_developer_token).toBe(true);
+    const update = await v.cli(['apps', 'update', 'google_ads/g', '--from-file', '-'], {
+      input: JSON.stringify({ developer_token: '' }),
+    });
+    expect(update.code, update.stderr).toBe(2);
+    expect(update.stderr).toContain('error: developer_token in standard input is empty');
+    expect(update.stderr).toContain(
+      'leave developer_token out to keep the stored one (--clear-developer-token removes it)',
+    );
+  });
+});
 
 describe.runIf(ONCE)('input echoed back in an error', () => {
   const evil = 'a\u001b[31mRED\u0007\u009b2J\u202e"q';

@@ -37,7 +37,30 @@ interface AppFlags {
   fromFile?: string;
 }
 
-async function readAppFile(rt: Runtime, path: string): Promise<RawAppFields> {
+/**
+ * A secret field the file names and leaves empty ("", spaces, null) is a mistake to point at: taken
+ * for "not given", it got the prompt's or the missing-secret message, which sent the user back to the
+ * very file.
+ */
+function checkSecretFields(parsed: Record<string, unknown>, source: string, command: 'add' | 'update') {
+  for (const [field, what] of [
+    ['client_secret', 'client secret'],
+    ['developer_token', 'developer token'],
+  ] as const) {
+    if (!(field in parsed)) continue;
+    const value = parsed[field];
+    if (value !== null && !(typeof value === 'string' && value.trim() === '')) continue;
+    const leaveOut =
+      command === 'add'
+        ? `leave ${field} out to be asked for it at a terminal`
+        : `leave ${field} out to keep the stored one${field === 'developer_token' ? ' (--clear-developer-token removes it)' : ''}`;
+    throw new InvalidInputError(`${field} in ${source} is empty`, {
+      hint: `Put the app's ${command === 'update' ? 'new ' : ''}${what} in it, or ${leaveOut}.`,
+    });
+  }
+}
+
+async function readAppFile(rt: Runtime, path: string, command: 'add' | 'update'): Promise<RawAppFields> {
   const source = path === '-' ? 'standard input' : path;
   const parsed = parseJson(await readFileOrStdin(rt, path, '--from-file'), source);
   if (!parsed || typeof parsed !== 'object' || Array.isArray(parsed)) {
@@ -52,12 +75,13 @@ async function readAppFile(rt: Runtime, path: string): Promise<RawAppFields> {
       },
     );
   }
+  checkSecretFields(parsed as Record<string, unknown>, source, command);
   return parsed as RawAppFields;
 }
 
 /** File first, flags win over it. */
-async function gatherFields(rt: Runtime, flags: AppFlags): Promise<RawAppFields> {
-  const file = flags.fromFile ? await readAppFile(rt, flags.fromFile) : {};
+async function gatherFields(rt: Runtime, flags: AppFlags, command: 'add' | 'update'): Promise<RawAppFields> {
+  const file = flags.fromFile ? await readAppFile(rt, flags.fromFile, command) : {};
   const fromFlags: RawAppFields = {
     label: flags.label,
     client_id: flags.clientId,
@@ -90,7 +114,7 @@ function noSecretInput(what: string, command: string): InvalidInputError {
 export async function add(rt: Runtime, platformInput: string, flags: AppFlags): Promise<void> {
   const platform = parsePlatform(platformInput);
   const info = PLATFORMS[platform];
-  const fields = parseAppFields(await gatherFields(rt, flags));
+  const fields = parseAppFields(await gatherFields(rt, flags, 'add'));
   checkNewApp(platform, fields);
   if (fields.clientSecret === undefined && platform !== 'microsoft_ads') {
     if (!rt.interactive) throw noSecretInput('client secret', 'apps add');
@@ -152,7 +176,7 @@ export async function update(rt: Runtime, ref: string, flags: UpdateFlags): Prom
   if (flags.newDeveloperToken && flags.clearDeveloperToken) {
     throw new InvalidInputError('--new-developer-token and --clear-developer-token contradict each other');
   }
-  const fields: AppFields = parseAppFields(await gatherFields(rt, flags));
+  const fields: AppFields = parseAppFields(await gatherFields(rt, flags, 'update'));
   if (flags.newClientSecret) fields.clientSecret = await newSecret(rt, 'client secret');
   if (flags.newDeveloperToken) fields.developerToken = await newSecret(rt, 'developer token');
   if (flags.clearDeveloperToken) fields.developerToken = null;
