@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { parse as parseDotenv } from 'dotenv';
-import { type Document, LineCounter, parseDocument, visit } from 'yaml';
+import { type Document, isAlias, isMap, isScalar, isSeq, LineCounter, parseDocument, visit } from 'yaml';
 import { Secret } from '../crypto/secret.js';
 import type { Db } from '../db/client.js';
 import type { AppRecord } from '../db/store/apps.js';
@@ -281,7 +281,8 @@ export function recognise(vars: Map<string, string>, shown = (name: string) => n
     const rule = RECOGNISED.find((r) => r.prefixes.some((p) => name.startsWith(p)));
     const prefix = rule?.prefixes.find((p) => name.startsWith(p));
     const suffix = prefix ? name.slice(prefix.length) : '';
-    const field = rule?.fields[suffix];
+    // Own keys only: GOOGLE_ADS_toString names no setting (it named Object's method).
+    const field = rule && Object.hasOwn(rule.fields, suffix) ? rule.fields[suffix] : undefined;
     if (!rule || !field) {
       if (rule?.ignored?.includes(suffix)) ignored.push(name);
       else if (rule?.unsupported?.includes(suffix)) unsupported.push(name);
@@ -354,6 +355,44 @@ function yamlProblem(code: string): string {
   return kinds[code] ?? code.toLowerCase().replaceAll('_', ' ');
 }
 
+/** The keys whose values are ids: a bare number is their natural form in many a google-ads.yaml. */
+const ID_KEYS = new Set(['login_customer_id', 'customer_id']);
+
+/**
+ * The credentials' values are text, and YAML reads an unquoted value that looks like a number or a
+ * boolean as one, which may change it (0123 is 123, 0x1F is 31, 1.0 is 1; true is no token): such a
+ * value is refused, naming its key (never the value, which may be a secret), rather than imported
+ * changed. An id written as plain digits (login_customer_id: 1234567890) reads back exactly, whole
+ * numbers being kept as big integers, and is taken.
+ */
+function checkTextValues(document: Document, lineCounter: LineCounter, source: string): void {
+  if (!isMap(document.contents)) return;
+  for (const pair of document.contents.items) {
+    const key = isScalar(pair.key) ? pair.key.value : undefined;
+    if (typeof key !== 'string' || !Object.hasOwn(YAML_KEYS, key)) continue;
+    const values = isSeq(pair.value) ? pair.value.items : [pair.value];
+    for (const item of values) {
+      const node = isAlias(item) ? item.resolve(document) : item;
+      if (!isScalar(node)) continue;
+      const value = node.value;
+      if (value === null || value === undefined || typeof value === 'string') continue;
+      const id = ID_KEYS.has(key);
+      if (id && typeof value === 'bigint' && node.source === value.toString()) continue;
+      const at = node.range ? ` line ${lineCounter.linePos(node.range[0]).line}` : '';
+      throw new InvalidInputError(
+        typeof value === 'boolean'
+          ? `${source}${at}: ${key} is a boolean to YAML (true or false), not text`
+          : id
+            ? `${source}${at}: ${key} is a number to YAML that does not read back as it is written (a leading zero, a sign, a decimal point, 0x…)`
+            : `${source}${at}: ${key} is a number to YAML, not text, and may not read back as it is written (0123 reads as 123, 0x1F as 31, 1.0 as 1)`,
+        {
+          hint: `Quote the value (${key}: "…") so that it is read as written${id ? ', or write the id as its digits alone' : ''}; nothing was imported.`,
+        },
+      );
+    }
+  }
+}
+
 /**
  * The YAML library's messages quote the line they are about, which in a google-ads.yaml may hold a
  * secret (`client_secret: *GOCSPX-…` is an alias to the library): only the position and the kind of
@@ -389,6 +428,7 @@ function readYaml(text: string, source: string): unknown {
     },
   });
   if (odd) throw invalid(odd.at, odd.kind);
+  checkTextValues(document, lineCounter, source);
   try {
     return document.toJS();
   } catch {
@@ -414,7 +454,8 @@ export function parseGoogleAdsYaml(text: string, source: string): Recognised {
   const vars = new Map<string, string>();
   const unknownKeys: string[] = [];
   for (const [key, value] of Object.entries(doc)) {
-    const name = YAML_KEYS[key] ?? `GOOGLE_ADS_${key.toUpperCase()}`;
+    // Own keys only: a key named like an object's property (toString, constructor) is an unknown key.
+    const name = Object.hasOwn(YAML_KEYS, key) ? YAML_KEYS[key]! : `GOOGLE_ADS_${key.toUpperCase()}`;
     if (value === null || value === undefined) continue;
     // The client library's template, not filled in: as if the key were not there.
     if (typeof value === 'string' && /^INSERT_\w+_HERE$/.test(value)) continue;

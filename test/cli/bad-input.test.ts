@@ -79,6 +79,93 @@ describe.runIf(ONCE)('an app file with an empty secret', () => {
   });
 });
 
+describe.runIf(ONCE)('import google-ads-yaml: a value YAML reads as a number or a boolean', () => {
+  const base = (overrides: Record<string, string>) => {
+    const keys: Record<string, string> = {
+      client_id: '"x.apps.googleusercontent.com"',
+      client_secret: `"${fakeSecret('cs')}"`,
+      developer_token: `"${fakeSecret('dev')}"`,
+      refresh_token: `"1//${fakeSecret('rt')}"`,
+      customer_id: '1234567890',
+      ...overrides,
+    };
+    return Object.entries(keys)
+      .map(([key, value]) => `${key}: ${value}\n`)
+      .join('');
+  };
+
+  it('is refused naming the key and its line, telling to quote it (exit 2); the value is not echoed', async () => {
+    const file = join(v.root, 'google-ads.yaml');
+    // A leading zero YAML drops (0123… reads as 123…), a boolean, and a long id as a bare number.
+    for (const [key, value, line, what] of [
+      ['client_secret', '0012345678901234567890', 2, 'a number to YAML, not text'],
+      ['developer_token', 'true', 3, 'a boolean to YAML (true or false), not text'],
+      ['client_id', '123456789012345678901234', 1, 'a number to YAML, not text'],
+    ] as const) {
+      writeFileSync(file, base({ [key]: value }));
+      const run = await v.cli(['import', 'google-ads-yaml', file, '--dry-run']);
+      expect(run.code, run.stderr).toBe(2);
+      expect(run.stderr).toContain(`error: ${file} line ${line}: ${key} is ${what}`);
+      expect(run.stderr).toContain(
+        `Quote the value (${key}: "…") so that it is read as written; nothing was imported.`,
+      );
+      if (value !== 'true') expect(run.stderr).not.toContain(value.replace(/^0+/, ''));
+    }
+  });
+
+  it('takes login_customer_id and customer_id as numbers written as their digits, refuses one that does not read back; toString is an unknown key', async () => {
+    const file = join(v.root, 'google-ads.yaml');
+    writeFileSync(file, base({ login_customer_id: '0123456789' }));
+    const zero = await v.cli(['import', 'google-ads-yaml', file, '--dry-run', '--json']);
+    expect(zero.code, zero.stderr).toBe(2);
+    expect(jsonError(zero.stderr).message).toBe(
+      `${file} line 6: login_customer_id is a number to YAML that does not read back as it is written (a leading zero, a sign, a decimal point, 0x…). Quote the value (login_customer_id: "…") so that it is read as written, or write the id as its digits alone; nothing was imported.`,
+    );
+    // What many a real google-ads.yaml holds: ids as bare numbers, a list of them too. (And keys named
+    // like an object's properties, which stopped the import with an internal error: unknown keys.)
+    writeFileSync(
+      file,
+      base({
+        login_customer_id: '1112223333',
+        customer_id: '[1234567890, 2345678901]',
+        toString: '1',
+        constructor: '"x"',
+      }),
+    );
+    const plan = await v.json<{
+      applied: boolean;
+      plan: Array<{ action: string; target: string }>;
+      unknown: string[];
+    }>(['import', 'google-ads-yaml', file, '--dry-run']);
+    expect(plan.applied).toBe(false);
+    expect(plan.unknown).toEqual(['constructor', 'tostring']);
+    expect(plan.plan.map((p) => `${p.action} ${p.target}`)).toEqual([
+      'create imported',
+      'create 1234567890',
+      'create 2345678901',
+    ]);
+  });
+});
+
+describe.runIf(ONCE)('import env: a variable named like an object property', () => {
+  it('is listed as unknown, not taken for a setting (GOOGLE_ADS_toString was swallowed)', async () => {
+    const file = join(v.root, 'props.env');
+    writeFileSync(
+      file,
+      `GOOGLE_ADS_toString=x\nGOOGLE_ADS_constructor=y\nGOOGLE_ADS_CLIENT_ID=c.apps.googleusercontent.com\nGOOGLE_ADS_CLIENT_SECRET=${fakeSecret('cs')}\n`,
+    );
+    const plan = await v.json<{ plan: Array<{ action: string; kind: string }>; unknown: string[] }>([
+      'import',
+      'env',
+      '--file',
+      file,
+      '--dry-run',
+    ]);
+    expect(plan.unknown).toEqual(['GOOGLE_ADS_constructor', 'GOOGLE_ADS_toString']);
+    expect(plan.plan.map((p) => `${p.action} ${p.kind}`)).toEqual(['create app']);
+  });
+});
+
 describe.runIf(ONCE)('input echoed back in an error', () => {
   const evil = 'a\u001b[31mRED\u0007\u009b2J\u202e"q';
 
