@@ -1,4 +1,5 @@
-import { createReadStream } from 'node:fs';
+import { createReadStream, existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { Secret } from '../crypto/secret.js';
 import { InvalidInputError } from '../errors.js';
 import type { Runtime } from './run.js';
@@ -26,8 +27,16 @@ export async function readStdin(rt: Runtime): Promise<string> {
   return readCapped(rt.io.stdin, 'standard input');
 }
 
-/** Reads FILE, or standard input for "-". */
-export async function readFileOrStdin(rt: Runtime, path: string, flag: string): Promise<string> {
+/**
+ * Reads FILE, or standard input for "-". `usual` is the name the file usually has (`.env`): given a
+ * folder that holds one, the hint names it.
+ */
+export async function readFileOrStdin(
+  rt: Runtime,
+  path: string,
+  flag: string,
+  usual?: string,
+): Promise<string> {
   if (path === '-') {
     if (rt.io.stdin.isTTY) {
       throw new InvalidInputError(`${flag} - reads standard input, but standard input is a terminal`, {
@@ -47,9 +56,15 @@ export async function readFileOrStdin(rt: Runtime, path: string, flag: string): 
   } catch (error) {
     if (error instanceof InvalidInputError) throw error;
     const code = (error as NodeJS.ErrnoException).code;
+    const inside = usual && code === 'EISDIR' ? join(path, usual) : null;
     const why: Record<string, [string, string]> = {
       ENOENT: ['no such file', 'Check the path (relative paths start from the current folder).'],
-      EISDIR: ['it is a folder', `Give ${flag} the file inside it.`],
+      EISDIR: [
+        'it is a folder',
+        inside && existsSync(inside)
+          ? `Give ${flag} the file inside it: ${inside}.`
+          : `Give ${flag} the file inside it.`,
+      ],
       EACCES: ['permission denied', 'Give this user read access to it, or copy it somewhere readable.'],
     };
     const [reason, hint] = why[code ?? ''] ?? [code ?? 'unreadable', 'Check the path.'];

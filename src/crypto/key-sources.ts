@@ -73,7 +73,17 @@ export function locateKey(env: NodeJS.ProcessEnv, home: string): KeyLocation {
 function readKeyFile(path: string, variable: string): string {
   try {
     const stat = statSync(path);
-    if (!stat.isFile()) throw new KeyError(`the master key file ${path} (from ${variable}) is not a file`);
+    if (!stat.isFile()) {
+      throw new KeyError(
+        `the master key file ${path} (from ${variable}) is ${stat.isDirectory() ? 'a folder' : 'not a file'}`,
+        {
+          hint:
+            variable === 'CREDENTIAL_MASTER_KEY_FILE'
+              ? 'Set CREDENTIAL_MASTER_KEY_FILE to the key file itself, not the folder that holds it.'
+              : 'Put the key in a file there, or point CREDENTIAL_MASTER_KEY_FILE at it.',
+        },
+      );
+    }
     return readFileSync(path, 'utf8');
   } catch (error) {
     if (error instanceof KeyError) throw error;

@@ -3,7 +3,7 @@
  * do, the contract's exit code, nothing written. Parsing input does not depend on the database: these
  * tests run once (test/helpers/vault.ts), on one vault for the file.
  */
-import { writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fakeSecret } from '../helpers/secrets.js';
@@ -201,5 +201,44 @@ describe.runIf(ONCE)('input echoed back in an error', () => {
     expect(error.code).toBe('invalid_input');
     expect(error.message).toMatch(/^label "(ab ){36}ab…( ab){15} end" must start with a letter or digit/);
     expect(error.message.length).toBeLessThan(400);
+  });
+});
+
+describe.runIf(ONCE)('a folder where a file is expected', () => {
+  it('says so, and names the file inside it when it holds the usual one', async () => {
+    const folder = join(v.root, 'creds');
+    mkdirSync(folder);
+    writeFileSync(join(folder, 'google-ads.yaml'), '');
+    writeFileSync(join(folder, '.env'), '');
+    const yaml = await v.cli(['import', 'google-ads-yaml', folder]);
+    expect(yaml.code).toBe(2);
+    expect(yaml.stderr).toBe(
+      `error: cannot read ${folder} (FILE): it is a folder\nGive FILE the file inside it: ${folder}/google-ads.yaml.\n`,
+    );
+    const env = await v.cli(['import', 'env', '--file', folder, '--json']);
+    expect(env.code).toBe(2);
+    expect(jsonError(env.stderr).message).toBe(
+      `cannot read ${folder} (--file): it is a folder. Give --file the file inside it: ${folder}/.env.`,
+    );
+    const token = await v.cli([
+      'connections',
+      'add',
+      'google_ads',
+      '--app',
+      'g',
+      '--account',
+      '1234567890',
+      '--refresh-token-file',
+      folder,
+    ]);
+    expect(token.code).toBe(2);
+    expect(token.stderr).toBe(
+      `error: cannot read ${folder} (--refresh-token-file): it is a folder\nGive --refresh-token-file the file inside it.\n`,
+    );
+    const key = await v.cli(['key', 'status'], { env: { CREDENTIAL_MASTER_KEY_FILE: folder } });
+    expect(key.code).toBe(6);
+    expect(key.stderr).toBe(
+      `error: the master key file ${folder} (from CREDENTIAL_MASTER_KEY_FILE) is a folder\nSet CREDENTIAL_MASTER_KEY_FILE to the key file itself, not the folder that holds it.\n`,
+    );
   });
 });

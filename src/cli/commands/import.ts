@@ -37,7 +37,7 @@ export async function env(rt: Runtime, flags: ImportFlags & { file?: string }): 
   checkFlags(flags);
   const path = flags.file ?? '.env';
   const source = path === '-' ? 'standard input' : path;
-  const text = await readFileOrStdin(rt, path, '--file');
+  const text = await readFileOrStdin(rt, path, '--file', '.env');
   // Parsed and recognised before the database is opened: a broken file writes nothing.
   await run(rt, recognise(parseEnvText(text, source)), source, flags);
 }
@@ -45,7 +45,7 @@ export async function env(rt: Runtime, flags: ImportFlags & { file?: string }): 
 export async function googleAdsYaml(rt: Runtime, file: string, flags: ImportFlags): Promise<void> {
   checkFlags(flags);
   const source = file === '-' ? 'standard input' : file;
-  const text = await readFileOrStdin(rt, file, 'FILE');
+  const text = await readFileOrStdin(rt, file, 'FILE', 'google-ads.yaml');
   await run(rt, parseGoogleAdsYaml(text, source), source, flags);
 }
 
