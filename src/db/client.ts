@@ -57,11 +57,14 @@ export function homeProblem(home: string): InvalidInputError | null {
   const hint =
     'Point CREDVAULT_HOME (or --home) at a folder: credvault keeps its database, key and run files there.';
   try {
-    const stat = statSync(home, { throwIfNoEntry: false });
-    if (!stat || stat.isDirectory()) return null;
+    // Not `throwIfNoEntry: false`: since Node 22 it also hides ENOTDIR (a path through a file), which
+    // is to be reported, not taken for a folder still to be made.
+    const stat = statSync(home);
+    if (stat.isDirectory()) return null;
     return new InvalidInputError(`the data folder ${home} is not a folder`, { hint });
   } catch (error) {
     const { code } = error as NodeJS.ErrnoException;
+    if (code === 'ENOENT') return null;
     if (code !== 'ENOTDIR' && code !== 'EACCES' && code !== 'ELOOP') throw error;
     return new InvalidInputError(`the data folder ${home} cannot be used (${code})`, { hint });
   }

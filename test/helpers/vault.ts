@@ -3,7 +3,16 @@
  * fresh PostgreSQL database cloned from the template. `cli()` runs the real built binary.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { appendFileSync, cpSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import {
+  appendFileSync,
+  chmodSync,
+  cpSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PGlite } from '@electric-sql/pglite';
@@ -250,7 +259,11 @@ export async function createVault(options: { initialized?: boolean } = {}): Prom
   const root = mkdtempSync(join(tmpdir(), 'credvault-test-'));
   const home = join(root, 'home');
   const initialized = options.initialized !== false;
-  if (initialized) cpSync(inject('templateHome'), home, { recursive: true });
+  if (initialized) {
+    cpSync(inject('templateHome'), home, { recursive: true });
+    // As init left it: cpSync keeps the folder's mode on Node 20, not on 22 and later.
+    chmodSync(home, 0o700);
+  }
   let database: string | null = null;
   const baseUrl = process.env.CREDVAULT_TEST_DATABASE_URL ?? null;
   if (DB_KIND === 'postgres') {
