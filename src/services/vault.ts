@@ -1,4 +1,4 @@
-import { chmodSync, mkdirSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, statSync } from 'node:fs';
 import type { Config } from '../config.js';
 import type { KeySource } from '../crypto/key-source.js';
 import { homeKeyPath, resolveKeySource } from '../crypto/key-sources.js';
@@ -6,6 +6,7 @@ import { generateMasterKey, LocalKeySource } from '../crypto/local-key.js';
 import { homeProblem, openDatabase } from '../db/client.js';
 import { migrate } from '../db/migrate.js';
 import { InvalidInputError, KeyError } from '../errors.js';
+import { createFileAtomically } from '../util/files.js';
 import { recordAudit } from './audit.js';
 import { ServiceContext } from './context.js';
 import { seedPlatforms } from './platforms.js';
@@ -46,7 +47,7 @@ function createHomeKey(home: string): { source: KeySource; path: string } {
   ensureHome(home);
   const path = homeKeyPath(home);
   const key = generateMasterKey();
-  writeFileSync(path, `${key}\n`, { mode: 0o600, flag: 'wx' });
+  createFileAtomically(path, `${key}\n`);
   return { source: LocalKeySource.fromText(key, path), path };
 }
 

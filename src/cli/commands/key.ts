@@ -13,6 +13,7 @@ import {
 } from '../../services/keys.js';
 import { reencryptionPending, reencryptSecrets, rewrapDataKeys } from '../../services/rotation.js';
 import { ensureHome } from '../../services/vault.js';
+import { createFileAtomically } from '../../util/files.js';
 import { withContext } from '../context.js';
 import { readFileOrStdin } from '../input.js';
 import type { Runtime } from '../run.js';
@@ -259,7 +260,7 @@ export async function rotate(rt: Runtime, flags: RotateFlags): Promise<void> {
     // The data folder may not exist (the key in the environment, the vault on PostgreSQL): made
     // 0700 as init makes it, never left open to others with a key in it.
     ensureHome(home);
-    writeFileSync(generatedFile, `${newKeyText}\n`, { mode: 0o600, flag: 'wx' });
+    createFileAtomically(generatedFile, `${newKeyText}\n`);
     next = LocalKeySource.fromText(newKeyText, generatedFile);
     rt.out.note(
       `wrote the new master key to ${generatedFile} (0600); if this is interrupted, run again with --new-key-file ${generatedFile}`,
