@@ -7,7 +7,13 @@ import * as appStore from '../db/store/apps.js';
 import type { ConnectionView } from '../db/store/connections.js';
 import * as connectionStore from '../db/store/connections.js';
 import * as stateStore from '../db/store/oauth-states.js';
-import { InvalidInputError, NotFoundError, ReauthRequiredError, UnavailableError } from '../errors.js';
+import {
+  ConflictError,
+  InvalidInputError,
+  NotFoundError,
+  ReauthRequiredError,
+  UnavailableError,
+} from '../errors.js';
 import { codeChallenge, hashState, newCodeVerifier, newState } from '../oauth/pkce.js';
 import { PLATFORMS, type PlatformId } from '../providers/catalog.js';
 import { ProviderError } from '../providers/errors.js';
@@ -108,6 +114,7 @@ export async function startAuthorization(
       stateHash: hashState(state),
       platform,
       appId: app.id,
+      clientId: app.clientId,
       redirectUri: actualRedirect,
       codeVerifierEnc: verifier ? await keyring.encrypt(verifier, stateSlot(id), dataKeyId) : null,
       dataKeyId,
@@ -146,9 +153,61 @@ interface ConsumedState {
   request: StateRequest;
 }
 
+type StateProblem =
+  | 'unknown state'
+  | 'state of another platform'
+  | 'state already used'
+  | 'state expired'
+  | 'app removed'
+  | 'app disabled'
+  | 'client id changed';
+
+/** What a refused state is told as: the state itself is wrong (exit 2), or its app changed since (3, 7). */
+function stateRefusal(problem: StateProblem, app: AppRecord | null) {
+  const hint = { hint: 'Start again with `credvault connect`.' };
+  const ref = app ? `${app.platform}/${app.label}` : null;
+  const started = `the app this authorization was started for${ref ? ` (${ref})` : ''}`;
+  switch (problem) {
+    case 'unknown state':
+      return new InvalidInputError(
+        'this authorization was not started by credvault (unknown state); nothing was stored',
+        hint,
+      );
+    case 'state of another platform':
+      return new InvalidInputError(
+        'this authorization was started for another platform; nothing was stored',
+        hint,
+      );
+    case 'state already used':
+      return new InvalidInputError(
+        'this authorization was already used (a state is good for one callback); nothing was stored',
+        hint,
+      );
+    case 'state expired':
+      return new InvalidInputError(
+        `this authorization expired (a state lives ${STATE_LIFETIME_MS / 60_000} minutes); nothing was stored`,
+        hint,
+      );
+    case 'app removed':
+      return new NotFoundError(`${started} was removed since; nothing was stored`, {
+        hint: 'Start again through another app.',
+      });
+    case 'app disabled':
+      return new ConflictError(`${started} was disabled since; nothing was stored`, {
+        hint: `Enable it (\`credvault apps enable ${ref}\`) and start again.`,
+      });
+    case 'client id changed':
+      // The code was issued to the client of the start: the platform takes it from no other, and it
+      // is not sent to the platform with another client's credentials.
+      return new ConflictError(`${started} has another client id since; nothing was stored`, hint);
+  }
+}
+
 /**
  * Checks a returned state and uses it up, whatever happens next: a state is good for one callback.
- * Wrong, reused and expired states are refused before anything is exchanged.
+ * Wrong, reused and expired states are refused before anything is exchanged, and so is a state whose
+ * app was removed, disabled or given another client id since the start (it is bound to the app as
+ * it was then).
  */
 async function consumeState(
   ctx: ServiceContext,
@@ -159,8 +218,11 @@ async function consumeState(
   const keyring = await ctx.keyring();
   const outcome = await ctx.transaction(async (tx) => {
     const row = await stateStore.lockByHash(tx, hashState(state));
-    const refuse = async (problem: string) => {
-      if (!row && quietUnknown) return { problem } as const;
+    /** Refuses it (used up too, with `useUp`: the callback it was good for came), audited. */
+    const refuse = async (problem: StateProblem, options: { app?: AppRecord; useUp?: boolean } = {}) => {
+      const refused = { problem, app: options.app ?? null } as const;
+      if (!row && quietUnknown) return refused;
+      if (row && options.useUp) await stateStore.markUsed(tx, row.id);
       await recordAudit(tx, ctx.actor, {
         action: 'oauth.callback',
         targetType: 'oauth_state',
@@ -168,21 +230,22 @@ async function consumeState(
         outcome: 'denied',
         detail: { problem },
       });
-      return { problem } as const;
+      return refused;
     };
     if (!row) return refuse('unknown state');
     if (expectPlatform && row.platform !== expectPlatform) return refuse('state of another platform');
     if (row.usedAt) return refuse('state already used');
-    if (row.expiresAt.getTime() < Date.now()) {
-      await stateStore.markUsed(tx, row.id);
-      return refuse('state expired');
-    }
+    if (row.expiresAt.getTime() < Date.now()) return refuse('state expired', { useUp: true });
+    // Bound to its app as it was at the start: still there, still enabled, still the client the
+    // platform issued the code to.
+    const app = row.appId ? await appStore.getById(tx, row.appId) : null;
+    if (!app) return refuse('app removed', { useUp: true });
+    if (!app.enabled) return refuse('app disabled', { app, useUp: true });
+    if (app.clientId !== row.clientId) return refuse('client id changed', { app, useUp: true });
     const codeVerifier = row.codeVerifierEnc
       ? (await keyring.decrypt(row.codeVerifierEnc, stateSlot(row.id))).reveal()
       : null;
     await stateStore.markUsed(tx, row.id);
-    const app = await appStore.getById(tx, row.appId);
-    if (!app) throw new NotFoundError('the app this authorization was started for no longer exists');
     await recordAudit(tx, ctx.actor, {
       action: 'oauth.callback',
       targetType: 'oauth_state',
@@ -198,18 +261,7 @@ async function consumeState(
       request: row.options as StateRequest,
     };
   });
-  if ('problem' in outcome) {
-    const messages: Record<string, string> = {
-      'unknown state': 'this authorization was not started by credvault (unknown state); nothing was stored',
-      'state of another platform': 'this authorization was started for another platform; nothing was stored',
-      'state already used':
-        'this authorization was already used (a state is good for one callback); nothing was stored',
-      'state expired': `this authorization expired (a state lives ${STATE_LIFETIME_MS / 60_000} minutes); nothing was stored`,
-    };
-    throw new InvalidInputError(messages[outcome.problem]!, {
-      hint: 'Start again with `credvault connect`.',
-    });
-  }
+  if ('problem' in outcome) throw stateRefusal(outcome.problem, outcome.app);
   return outcome;
 }
 

@@ -3,6 +3,7 @@
  * whose printed URL a test client follows through the double's consent to credvault's callback.
  */
 
+import type { ChildProcess } from 'node:child_process';
 import type { AddressInfo } from 'node:net';
 import { createServer } from 'node:net';
 import type { Double } from '../doubles/index.js';
@@ -189,8 +190,11 @@ export async function connectViaDouble(
   options: {
     env?: Record<string, string>;
     beforeConsent?: (url: string) => Promise<void>;
-    /** How the "browser" gets from the authorize URL to the callback (default: one consent redirect). */
-    follow?: (url: string) => Promise<{ callbackStatus: number; callbackUrl: string }>;
+    /**
+     * How the "browser" gets from the authorize URL to the callback (default: one consent redirect);
+     * it is given the connect process too, to see that it is still running.
+     */
+    follow?: (url: string, child: ChildProcess) => Promise<{ callbackStatus: number; callbackUrl: string }>;
     /** The paste flow: the callback URL is written to credvault's standard input, not requested. */
     paste?: boolean;
   } = {},
@@ -210,7 +214,7 @@ export async function connectViaDouble(
   await options.beforeConsent?.(authorizeUrl);
   const { callbackStatus, callbackUrl } = await (
     options.follow ?? (options.paste ? consentOnly : followConsent)
-  )(authorizeUrl);
+  )(authorizeUrl, child);
   if (options.paste) child.stdin!.end(`${callbackUrl}\n`);
   const code = await exited;
   vault.printed.push(stdout, stderr);

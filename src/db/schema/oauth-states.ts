@@ -6,7 +6,9 @@ import { platforms } from './platforms.js';
 
 /**
  * Pending authorizations. Only the SHA-256 of `state` is kept; the PKCE verifier is encrypted.
- * A state lives 10 minutes and is used once (`used_at`).
+ * A state lives 10 minutes and is used once (`used_at`). It is bound to its platform and app: to the
+ * app's row (null once the app is removed, so that its callback is refused as such rather than as a
+ * state nobody made) and to the client id the code will have been issued to.
  */
 export const oauthStates = pgTable(
   'oauth_states',
@@ -16,9 +18,8 @@ export const oauthStates = pgTable(
     platform: text('platform')
       .notNull()
       .references(() => platforms.id),
-    appId: uuid('app_id')
-      .notNull()
-      .references(() => oauthAppCredentials.id, { onDelete: 'cascade' }),
+    appId: uuid('app_id').references(() => oauthAppCredentials.id, { onDelete: 'set null' }),
+    clientId: text('client_id').notNull(),
     redirectUri: text('redirect_uri').notNull(),
     codeVerifierEnc: text('code_verifier_enc'),
     dataKeyId: uuid('data_key_id')

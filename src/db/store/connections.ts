@@ -190,7 +190,9 @@ export async function removeAllOfApp(db: Db, appId: string): Promise<void> {
   const grants = await db.select({ id: g.id, dataKeyId: g.dataKeyId }).from(g).where(eq(g.appId, appId));
   await db.delete(c).where(eq(c.appId, appId));
   await notifyChange(db, 'app', appId);
-  await db.delete(oauthStates).where(eq(oauthStates.appId, appId));
+  // Its pending states stay (their app_id goes null with the app) so that a callback is refused as
+  // the answer to a removed app's authorization; their PKCE verifiers go now.
+  await db.update(oauthStates).set({ codeVerifierEnc: null }).where(eq(oauthStates.appId, appId));
   if (grants.length) {
     await db.delete(g).where(
       inArray(

@@ -1,0 +1,347 @@
+/**
+ * The OAuth flow's rules in spec/security.md: a state is bound to the platform and app it was started
+ * for, and the callback server of `connect` answers a wrong state without exchanging anything, takes
+ * one valid callback, then closes.
+ */
+import type { ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { connect as tcpConnect } from 'node:net';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { type AllDoubles, type Double, startAllDoubles } from '../doubles/index.js';
+import { addAppFor, connectViaDouble, consentOnly, type PlatformKey } from '../helpers/flows.js';
+import { createVault, ONCE, type TestVault } from '../helpers/vault.js';
+
+let doubles: AllDoubles;
+beforeAll(async () => {
+  doubles = await startAllDoubles();
+});
+afterAll(() => doubles.close());
+
+const vaults: TestVault[] = [];
+async function vault() {
+  const v = await createVault();
+  vaults.push(v);
+  return v;
+}
+afterEach(async () => {
+  doubles.reddit.faults.reset();
+  await Promise.all(vaults.splice(0).map((v) => v.destroy()));
+});
+
+function double(platform: 'reddit_ads' | 'linkedin_ads'): Double<unknown, unknown> {
+  return (platform === 'reddit_ads' ? doubles.reddit : doubles.linkedin) as unknown as Double<
+    unknown,
+    unknown
+  >;
+}
+
+/** Requests to the token endpoints of the doubles these tests use, whatever their grant type. */
+const tokenRequests = () => doubles.reddit.tokenRequests().length + doubles.linkedin.tokenRequests().length;
+
+const running = (child: ChildProcess) => child.exitCode === null && child.signalCode === null;
+
+/** 'open' when a TCP connection to host:port is accepted, else the error code (ECONNREFUSED …). */
+function probe(host: string, port: number): Promise<string> {
+  return new Promise((resolve) => {
+    const socket = tcpConnect({ host, port });
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve('open');
+    });
+    socket.once('error', (error: NodeJS.ErrnoException) => resolve(error.code ?? error.message));
+  });
+}
+
+async function until(condition: () => boolean, what: string, timeoutMs = 30_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > end) throw new Error(`timed out waiting until ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+/** The error code under a failed fetch (undici puts it on the cause, or on one of its errors). */
+async function fetchFailure(url: string): Promise<string> {
+  try {
+    const answer = await fetch(url);
+    return `HTTP ${answer.status}`;
+  } catch (error) {
+    const cause = (error as { cause?: NodeJS.ErrnoException & { errors?: NodeJS.ErrnoException[] } }).cause;
+    return cause?.code ?? cause?.errors?.[0]?.code ?? String(error);
+  }
+}
+
+interface Started {
+  authorize_url: string;
+  state: string;
+  redirect_uri: string;
+  expires_at: string;
+}
+
+/** `connections start` for an app, and the consent at the double: the callback URL it sends back. */
+async function startAndConsent(
+  v: TestVault,
+  platform: PlatformKey,
+  app: string,
+): Promise<Started & { callbackUrl: string }> {
+  const started = await v.json<Started>(['connections', 'start', platform, '--app', app]);
+  return { ...started, callbackUrl: (await consentOnly(started.authorize_url)).callbackUrl };
+}
+
+/** What a flow stores: connections and grants, and whether each state (by hash) was used up. */
+async function storedRows(v: TestVault) {
+  return v.session(async (query) => ({
+    connections: await query<{ app_id: string; external_account_id: string }>(
+      'select app_id, external_account_id from ad_account_connections',
+    ),
+    grants: (await query('select id from oauth_tokens_vault')).length,
+    states: await query<{ state_hash: string; app_id: string | null; used: boolean }>(
+      'select state_hash, app_id, used_at is not null as used from oauth_states order by created_at',
+    ),
+  }));
+}
+
+describe('the callback server of connect', () => {
+  // What it decides is made in memory, before the database is asked anything (the state consumed at
+  // the end goes through statements the tests below run on both databases).
+  it.runIf(ONCE)(
+    'answers a wrong state, or none, with an error page and exchanges nothing; connect waits on and the right callback completes',
+    async () => {
+      const v = await vault();
+      const app = await addAppFor(v, 'reddit_ads', double('reddit_ads'), { label: 'reddit-a' });
+      await addAppFor(v, 'linkedin_ads', double('linkedin_ads'), { label: 'linkedin-l' });
+      // Another flow credvault did start, on another platform: its consent carries a real state too.
+      const elsewhere = await startAndConsent(v, 'linkedin_ads', 'linkedin-l');
+      const before = tokenRequests();
+
+      const run = await connectViaDouble(v, 'reddit_ads', ['--account', 'a2_xyz'], {
+        async follow(url, child) {
+          // The person's own answer, held back until the wrong ones were tried.
+          const { callbackUrl } = await consentOnly(url);
+          const right = new URL(callbackUrl);
+          // Real codes from consents of the same app (an attacker's own, say), under another state
+          // (a login CSRF), and under none.
+          const forged = new URL((await consentOnly(url)).callbackUrl);
+          forged.searchParams.set('state', 'not-the-state');
+          const stateless = new URL((await consentOnly(url)).callbackUrl);
+          stateless.searchParams.delete('state');
+          expect(stateless.searchParams.get('code')).toBeTruthy();
+          // LinkedIn's answer brought to this callback: a state credvault issued, for another flow.
+          const misrouted = new URL(
+            `${right.pathname}${new URL(elsewhere.callbackUrl).search}`,
+            right.origin,
+          );
+          for (const wrong of [forged, stateless, misrouted]) {
+            const answer = await fetch(wrong);
+            expect(answer.status, wrong.search).toBe(400);
+            expect(await answer.text()).toContain(
+              'This is not the sign-in credvault is waiting for; nothing was done.',
+            );
+          }
+          // No platform was asked anything, nothing was stored or used up, and connect still waits.
+          expect(tokenRequests()).toBe(before);
+          const meanwhile = await storedRows(v);
+          expect(meanwhile.connections).toEqual([]);
+          expect(meanwhile.grants).toBe(0);
+          expect(meanwhile.states.map((s) => s.used)).toEqual([false, false]);
+          expect(running(child)).toBe(true);
+
+          const answer = await fetch(right);
+          expect(await answer.text()).toContain('Signed in');
+          return { callbackStatus: answer.status, callbackUrl };
+        },
+      });
+      expect(run.result.code, run.result.stderr).toBe(0);
+      expect(run.callbackStatus).toBe(200);
+      expect(doubles.reddit.tokenRequests().length + doubles.linkedin.tokenRequests().length).toBe(
+        before + 1,
+      );
+      const after = await storedRows(v);
+      expect(after.connections).toEqual([{ app_id: app.id, external_account_id: 'a2_xyz' }]);
+      expect(after.grants).toBe(1);
+      // The LinkedIn flow's state was not touched by being shown to the wrong callback.
+      expect(after.states.map((s) => s.used)).toEqual([false, true]);
+    },
+  );
+
+  it.runIf(ONCE)(
+    'closes right after the one valid callback, while connect is still at work: a replay is refused at the TCP level',
+    async () => {
+      const v = await vault();
+      const app = await addAppFor(v, 'reddit_ads', double('reddit_ads'));
+      const port = Number(new URL(app.redirectUri).port);
+      const before = doubles.reddit.codeExchangeAttempts;
+      // The code exchange takes its time at the platform: connect is past the callback and still running.
+      doubles.reddit.faults.latencyMs = 3_000;
+
+      const run = await connectViaDouble(v, 'reddit_ads', ['--account', 'a2_xyz'], {
+        async follow(url, child) {
+          const { callbackUrl } = await consentOnly(url);
+          // localhost: it listens on 127.0.0.1, and on ::1 where the machine has it.
+          const listening: string[] = [];
+          for (const host of ['127.0.0.1', '::1'])
+            if ((await probe(host, port)) === 'open') listening.push(host);
+          expect(listening).toContain('127.0.0.1');
+          // A connection opened before the callback and kept idle must not outlive the listener.
+          const idle = tcpConnect({ host: '127.0.0.1', port });
+          await once(idle, 'connect');
+          const idleClosed = once(idle, 'close');
+
+          const answer = await fetch(callbackUrl);
+          expect(answer.status).toBe(200);
+          await answer.text();
+          await until(() => doubles.reddit.codeExchangeAttempts === before + 1, 'the code exchange began');
+          expect(running(child)).toBe(true);
+          for (const host of listening) expect(await probe(host, port), host).toBe('ECONNREFUSED');
+          await idleClosed;
+          // The same valid URL again: nothing listens any more.
+          expect(await fetchFailure(callbackUrl)).toBe('ECONNREFUSED');
+          expect(running(child)).toBe(true);
+          return { callbackStatus: answer.status, callbackUrl };
+        },
+      });
+      expect(run.result.code, run.result.stderr).toBe(0);
+      expect(doubles.reddit.codeExchangeAttempts).toBe(before + 1);
+      const stored = await storedRows(v);
+      expect(stored.connections).toEqual([{ app_id: app.id, external_account_id: 'a2_xyz' }]);
+      expect(stored.grants).toBe(1);
+    },
+  );
+});
+
+describe('a state is bound to the platform and app it was started for', () => {
+  // Storing and using up states: on both databases.
+  it("refuses another app's or platform's answer for it, using nothing up; the right answer still completes", async () => {
+    const v = await vault();
+    const a = await addAppFor(v, 'reddit_ads', double('reddit_ads'), { label: 'reddit-a' });
+    await addAppFor(v, 'reddit_ads', double('reddit_ads'), { label: 'reddit-b' });
+    await addAppFor(v, 'linkedin_ads', double('linkedin_ads'), { label: 'linkedin-l' });
+    const sa = await startAndConsent(v, 'reddit_ads', 'reddit-a');
+    const sb = await startAndConsent(v, 'reddit_ads', 'reddit-b');
+    const sl = await startAndConsent(v, 'linkedin_ads', 'linkedin-l');
+    const before = tokenRequests();
+
+    const complete = (state: string, ...rest: string[]) =>
+      v.cli(['connections', 'complete', '--state', state, ...rest]);
+    // There is no way to name another app: the state says which.
+    const otherApp = await complete(sa.state, '--app', 'reddit-b', '--callback-url', sa.callbackUrl);
+    expect(otherApp.code).toBe(2);
+    expect(otherApp.stderr).toContain("unknown option '--app'");
+    // Another app's consent (same platform), another platform's, and the other way round.
+    for (const [state, callbackUrl] of [
+      [sa.state, sb.callbackUrl],
+      [sa.state, sl.callbackUrl],
+      [sl.state, sa.callbackUrl],
+    ] as const) {
+      const refused = await complete(state, '--callback-url', callbackUrl, '--account', 'a2_xyz');
+      expect(refused.code, refused.stderr).toBe(2);
+      expect(refused.stderr).toContain(
+        'the callback URL answers another authorization (its state differs from --state); nothing was stored',
+      );
+    }
+    expect(tokenRequests()).toBe(before);
+    let stored = await storedRows(v);
+    expect(stored.connections).toEqual([]);
+    expect(stored.grants).toBe(0);
+    expect(stored.states.map((s) => s.used)).toEqual([false, false, false]);
+
+    // A bare code says nothing of the consent it came from: given with another app's state, the
+    // platform's own binding of a code to its client refuses it (exit 4), and nothing is stored.
+    const code = new URL(sa.callbackUrl).searchParams.get('code')!;
+    const foreignCode = await complete(sb.state, '--code', code, '--account', 'a2_xyz');
+    expect(foreignCode.code, foreignCode.stderr).toBe(4);
+    expect(foreignCode.stderr).toContain('Reddit Ads refused the authorization code');
+    expect(tokenRequests()).toBe(before + 1);
+    expect((await storedRows(v)).connections).toEqual([]);
+
+    const done = await v.json<Array<{ app_id: string; external_account_id: string }>>([
+      'connections',
+      'complete',
+      '--state',
+      sa.state,
+      '--callback-url',
+      sa.callbackUrl,
+      '--account',
+      'a2_xyz',
+    ]);
+    expect(done).toEqual([expect.objectContaining({ app_id: a.id, external_account_id: 'a2_xyz' })]);
+    stored = await storedRows(v);
+    expect(stored.connections).toEqual([{ app_id: a.id, external_account_id: 'a2_xyz' }]);
+    expect(stored.grants).toBe(1);
+    expect(stored.states.map((s) => s.used)).toEqual([true, true, false]);
+  });
+
+  it('refuses a state whose app was disabled, removed or given another client id since: exchanges nothing, stores nothing, uses it up, audits it', async () => {
+    const v = await vault();
+    const reddit = double('reddit_ads');
+    for (const label of ['disabled', 'removed', 'moved']) await addAppFor(v, 'reddit_ads', reddit, { label });
+    const started = {
+      disabled: await startAndConsent(v, 'reddit_ads', 'disabled'),
+      removed: await startAndConsent(v, 'reddit_ads', 'removed'),
+      moved: await startAndConsent(v, 'reddit_ads', 'moved'),
+    };
+    const changes = [
+      ['apps', 'disable', 'reddit_ads/disabled'],
+      ['apps', 'remove', 'reddit_ads/removed'],
+      ['apps', 'update', 'reddit_ads/moved', '--client-id', 'another-client'],
+    ];
+    for (const change of changes) {
+      const changed = await v.cli(change);
+      expect(changed.code, changed.stderr).toBe(0);
+    }
+    const before = doubles.reddit.tokenRequests().length;
+
+    // Exit 3 (not found) for the removed app, 7 (changed underneath) for the others.
+    const cases = [
+      ['disabled', 7, 'conflict', '(reddit_ads/disabled) was disabled since; nothing was stored'],
+      ['removed', 3, 'not_found', 'was removed since; nothing was stored'],
+      ['moved', 7, 'conflict', '(reddit_ads/moved) has another client id since; nothing was stored'],
+    ] as const;
+    for (const [label, exit, code, message] of cases) {
+      const refused = await v.cli([
+        'connections',
+        'complete',
+        '--state',
+        started[label].state,
+        '--callback-url',
+        started[label].callbackUrl,
+        '--account',
+        'a2_xyz',
+        '--json',
+      ]);
+      expect(refused.code, refused.stderr).toBe(exit);
+      const { error } = JSON.parse(refused.stderr) as { error: { code: string; message: string } };
+      expect(error.code).toBe(code);
+      expect(error.message).toContain(`the app this authorization was started for ${message}`);
+    }
+    expect(doubles.reddit.tokenRequests().length).toBe(before);
+    const stored = await storedRows(v);
+    expect(stored.connections).toEqual([]);
+    expect(stored.grants).toBe(0);
+    // Each was used up by its refusal (a state is good for one callback), and its verifier is gone.
+    expect(stored.states.map((s) => s.used)).toEqual([true, true, true]);
+    expect(await v.sql('select id from oauth_states where code_verifier_enc is not null')).toEqual([]);
+    const denied = await v.sql<{ problem: string }>(
+      "select detail->>'problem' as problem from credential_access_audit where action = 'oauth.callback' and outcome = 'denied' order by id",
+    );
+    expect(denied.map((d) => d.problem)).toEqual(['app disabled', 'app removed', 'client id changed']);
+    const audit = await v.cli(['audit', 'verify']);
+    expect(audit.code, audit.stderr).toBe(0);
+
+    // Enabled again, the app does not bring the state back.
+    expect((await v.cli(['apps', 'enable', 'reddit_ads/disabled'])).code).toBe(0);
+    const again = await v.cli([
+      'connections',
+      'complete',
+      '--state',
+      started.disabled.state,
+      '--callback-url',
+      started.disabled.callbackUrl,
+      '--account',
+      'a2_xyz',
+    ]);
+    expect(again.code).toBe(2);
+    expect(again.stderr).toContain('already used');
+    expect(doubles.reddit.tokenRequests().length).toBe(before);
+  });
+});
