@@ -12,8 +12,9 @@ const databaseTests = ['test/cli/**/*.test.ts', 'test/integration/**/*.test.ts']
 // oidc-provider), and the tests marked `ONCE` in the others (test/helpers/vault.ts says which
 // qualify). The database only keeps what they store, through statements that tests on both run too.
 // Everything about locking, leases, concurrency, transactions, what is on disk and the daemon
-// sharing the embedded database runs on both. CI has ten minutes for the suite; a command on the
-// embedded database costs about three times one on PostgreSQL.
+// sharing the embedded database runs on both. The suite is to stay well under ten minutes on a 2-core
+// CI machine (CI itself allows 90); a command on the embedded database costs about three times one on
+// PostgreSQL.
 const onceTests = [
   'test/cli/kms.test.ts',
   'test/cli/kms-failures.test.ts',
