@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { createServer as createNetServer } from 'node:net';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   type AllDoubles,
   type Double,
@@ -16,7 +16,7 @@ import {
   type PlatformKey,
 } from '../helpers/flows.js';
 import { expectNoSecretsLeaked } from '../helpers/secrets.js';
-import { createVault, ONCE, type TestVault } from '../helpers/vault.js';
+import { ONCE, type TestVault, vaultsPerTest } from '../helpers/vault.js';
 
 let doubles: AllDoubles;
 beforeAll(async () => {
@@ -24,15 +24,7 @@ beforeAll(async () => {
 });
 afterAll(() => doubles.close());
 
-const vaults: TestVault[] = [];
-async function vault() {
-  const v = await createVault();
-  vaults.push(v);
-  return v;
-}
-afterEach(async () => {
-  await Promise.all(vaults.splice(0).map((v) => v.destroy()));
-});
+const vault = vaultsPerTest();
 
 const CONNECTION_FIELDS = [
   'id',

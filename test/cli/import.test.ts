@@ -1,6 +1,6 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse as parseYaml } from 'yaml';
 import {
   type AllDoubles,
@@ -14,7 +14,7 @@ import {
 import { startDaemon } from '../helpers/daemon.js';
 import { addAppFor, adoptGrant, type PlatformKey } from '../helpers/flows.js';
 import { expectNoSecretsLeaked, fakeSecret } from '../helpers/secrets.js';
-import { createVault, ONCE, type Query, type TestVault } from '../helpers/vault.js';
+import { ONCE, type Query, type TestVault, vaultsPerTest } from '../helpers/vault.js';
 
 let doubles: AllDoubles;
 beforeAll(async () => {
@@ -22,15 +22,7 @@ beforeAll(async () => {
 });
 afterAll(() => doubles.close());
 
-const vaults: TestVault[] = [];
-async function vault() {
-  const v = await createVault();
-  vaults.push(v);
-  return v;
-}
-afterEach(async () => {
-  await Promise.all(vaults.splice(0).map((v) => v.destroy()));
-});
+const vault = vaultsPerTest();
 
 interface PlanRow {
   action: string;

@@ -9,7 +9,7 @@ import { connect as tcpConnect } from 'node:net';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { type AllDoubles, type Double, startAllDoubles } from '../doubles/index.js';
 import { addAppFor, connectViaDouble, consentOnly, type PlatformKey } from '../helpers/flows.js';
-import { createVault, ONCE, type TestVault } from '../helpers/vault.js';
+import { ONCE, type TestVault, vaultsPerTest } from '../helpers/vault.js';
 
 let doubles: AllDoubles;
 beforeAll(async () => {
@@ -17,16 +17,8 @@ beforeAll(async () => {
 });
 afterAll(() => doubles.close());
 
-const vaults: TestVault[] = [];
-async function vault() {
-  const v = await createVault();
-  vaults.push(v);
-  return v;
-}
-afterEach(async () => {
-  doubles.reddit.faults.reset();
-  await Promise.all(vaults.splice(0).map((v) => v.destroy()));
-});
+const vault = vaultsPerTest();
+afterEach(() => doubles.reddit.faults.reset());
 
 function double(platform: 'reddit_ads' | 'linkedin_ads'): Double<unknown, unknown> {
   return (platform === 'reddit_ads' ? doubles.reddit : doubles.linkedin) as unknown as Double<

@@ -17,7 +17,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PGlite } from '@electric-sql/pglite';
 import postgres from 'postgres';
-import { expect, inject } from 'vitest';
+import { afterEach, expect, inject } from 'vitest';
 import { COMMAND_SETTINGS } from '../../src/db/client.js';
 import { acquireDatabaseLock } from '../../src/db/lock.js';
 import { BIN, databaseUrlFor } from './paths.js';
@@ -250,6 +250,22 @@ export class TestVault {
 }
 
 let counter = 0;
+
+/**
+ * A test file's `vault()`: each call makes a vault (as createVault does), destroyed after the test
+ * that made it. Call it at the top level of the file.
+ */
+export function vaultsPerTest(): (options?: { initialized?: boolean }) => Promise<TestVault> {
+  const made: TestVault[] = [];
+  afterEach(async () => {
+    await Promise.all(made.splice(0).map((v) => v.destroy()));
+  });
+  return async (options) => {
+    const v = await createVault(options);
+    made.push(v);
+    return v;
+  };
+}
 
 /**
  * A vault for one test. `initialized: false` gives an empty data folder (for testing `init` itself);
