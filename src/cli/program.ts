@@ -17,6 +17,43 @@ export function reachedCommand(program: Command): Command {
   return reached.get(program) ?? program;
 }
 
+/** Whether `arg` is one of `command`'s options that takes its value from the next word. */
+function takesNextWord(command: Command, arg: string): boolean {
+  if (!arg.startsWith('-') || arg.includes('=')) return false;
+  const option = command.options.find((o) => o.long === arg || o.short === arg);
+  return Boolean(option && (option.required || option.optional));
+}
+
+/**
+ * `exec CONN COMMAND ARG…` read as `exec CONN -- COMMAND ARG…`: everything from the command on is the
+ * command's, as sudo, env and aws-vault read it. Left to the parser, a flag of the command's that
+ * credvault also has was taken as credvault's (`exec CONN psql --home X`, `… --json`), any other
+ * was refused (`exec CONN ls -la`), and a `--` among the command's arguments was dropped. Nothing
+ * changes for argv that already has `--` before the command, or is not an exec.
+ */
+export function execArgv(program: Command, argv: string[]): string[] {
+  const exec = program.commands.find((c) => c.name() === 'exec');
+  if (!exec) return argv;
+  let i = 0;
+  // The program's own options, up to the command's name.
+  for (; i < argv.length && argv[i] !== '--' && argv[i]!.startsWith('-'); i++) {
+    if (takesNextWord(program, argv[i]!)) i++;
+  }
+  if (argv[i] !== 'exec') return argv;
+  let operands = 0;
+  for (i++; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (arg === '--') return argv;
+    if (arg.startsWith('-') && arg !== '-') {
+      if (takesNextWord(exec, arg) || takesNextWord(program, arg)) i++;
+      continue;
+    }
+    // The first word is CONN; the second is the command.
+    if (++operands === 2) return [...argv.slice(0, i), '--', ...argv.slice(i)];
+  }
+  return argv;
+}
+
 function collect(value: string, previous: string[] = []): string[] {
   return [...previous, value];
 }
@@ -251,8 +288,9 @@ export function buildProgram(
       runWith(cmd, async (rt) => (await import('./commands/token.js')).get(rt, ref, opts), true),
     );
 
+  // [command...]: exec itself says what is missing, and how to give it.
   program
-    .command('exec <conn> <command...>')
+    .command('exec <conn> [command...]')
     .description("run COMMAND with the connection's token and variables in its environment")
     .usage('<conn> [--min-ttl SECONDS] -- <command> [args...]')
     .option('--min-ttl <seconds>', 'refresh first if the token expires within this many seconds', '60')

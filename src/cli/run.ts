@@ -4,7 +4,7 @@ import { redactUrl } from '../db/client.js';
 import { mapDatabaseError } from '../db/errors.js';
 import { CredvaultError, InvalidInputError } from '../errors.js';
 import { Output, type Stream } from './output.js';
-import { buildProgram, reachedCommand } from './program.js';
+import { buildProgram, execArgv, reachedCommand } from './program.js';
 
 export interface Io {
   stdin: NodeJS.ReadableStream & { isTTY?: boolean };
@@ -43,27 +43,34 @@ export function createRuntime(flags: GlobalFlags, io: Io): Runtime {
 }
 
 /** Parses argv, runs the command, and turns any failure into an exit code. Never exits the process. */
-export async function run(argv: string[], io: Io): Promise<number> {
+export async function run(given: string[], io: Io): Promise<number> {
   let runtime: Runtime | null = null;
+  // Read when commander prints, after exec's command is told apart from credvault's words below.
+  const options = { json: false };
   const program = buildProgram(
     io,
     (rt) => {
       runtime = rt;
     },
-    { json: argv.includes('--json') },
+    options,
   );
+  const argv = execArgv(program, given);
+  // Words after `--` are operands (exec's command and its arguments): never credvault's flags.
+  const own = argv.includes('--') ? argv.slice(0, argv.indexOf('--')) : argv;
+  const flag = (name: string) => own.includes(name);
+  options.json = flag('--json');
   try {
     await program.parseAsync(argv, { from: 'user' });
     return (runtime as Runtime | null)?.exitCode ?? 0;
   } catch (error) {
     const rt = runtime as Runtime | null;
-    const fallbackJson = argv.includes('--json');
+    const fallbackJson = flag('--json');
     const out =
       rt?.out ??
       new Output({
         json: fallbackJson,
-        color: !io.env.NO_COLOR && !argv.includes('--no-color'),
-        verbose: argv.includes('--verbose'),
+        color: !io.env.NO_COLOR && !flag('--no-color'),
+        verbose: flag('--verbose'),
         stdout: io.stdout,
         stderr: io.stderr,
       });

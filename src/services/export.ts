@@ -23,7 +23,7 @@ export type EnvValue = string | Secret;
 export interface CredentialExport {
   served: ServedToken;
   platform: PlatformId;
-  vars: Array<[string, EnvValue]>;
+  vars: Array<[ExportedVariable, EnvValue]>;
 }
 
 /** The Google Ads client library's configuration, as a google-ads.yaml or GOOGLE_ADS_* variables. */
@@ -69,6 +69,38 @@ async function googleAdsConfig(
   });
 }
 
+/**
+ * Every variable exportCredentials may set, whatever the platform (keep it in step). `exec` takes them
+ * out of what its child inherits before it sets the connection's: one left in the caller's environment
+ * (another account's GOOGLE_ADS_LOGIN_CUSTOMER_ID, another app's client secret) would otherwise stand
+ * beside this connection's credentials wherever this connection has no value of its own.
+ */
+export const EXPORTED_VARIABLES = [
+  'CREDVAULT_ACCESS_TOKEN',
+  'CREDVAULT_TOKEN_TYPE',
+  'CREDVAULT_EXPIRES_AT',
+  'CREDVAULT_CONNECTION_ID',
+  'CREDVAULT_PLATFORM',
+  'CREDVAULT_ACCOUNT_ID',
+  'GOOGLE_ADS_DEVELOPER_TOKEN',
+  'GOOGLE_ADS_CLIENT_ID',
+  'GOOGLE_ADS_CLIENT_SECRET',
+  'GOOGLE_ADS_REFRESH_TOKEN',
+  'GOOGLE_ADS_LOGIN_CUSTOMER_ID',
+  'GOOGLE_ADS_CUSTOMER_ID',
+  'GOOGLE_ADS_USE_PROTO_PLUS',
+  'MICROSOFT_ADS_CUSTOMER_ID',
+  'MICROSOFT_ADS_ACCOUNT_ID',
+  'MICROSOFT_ADS_DEVELOPER_TOKEN',
+  'LINKEDIN_AD_ACCOUNT_ID',
+  'LINKEDIN_VERSION',
+  'REDDIT_AD_ACCOUNT_ID',
+  'REDDIT_USER_AGENT',
+] as const;
+
+/** A name exportCredentials sets: one EXPORTED_VARIABLES lists (the compiler sees to it). */
+export type ExportedVariable = (typeof EXPORTED_VARIABLES)[number];
+
 export async function exportCredentials(
   ctx: ServiceContext,
   ref: string,
@@ -84,7 +116,7 @@ export async function exportCredentials(
   const served = await getValidAccessToken(ctx, ref, request);
   const c = served.connection;
   const platform = c.platform as PlatformId;
-  const vars: Array<[string, EnvValue]> = [
+  const vars: Array<[ExportedVariable, EnvValue]> = [
     ['CREDVAULT_ACCESS_TOKEN', served.accessToken],
     ['CREDVAULT_TOKEN_TYPE', served.tokenType],
     ['CREDVAULT_EXPIRES_AT', served.expiresAt?.toISOString() ?? ''],

@@ -1,12 +1,18 @@
 import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { accessSync, constants as fsConstants, readFileSync, statSync } from 'node:fs';
 import { constants } from 'node:os';
+import { join } from 'node:path';
 import { isatty } from 'node:tty';
 import { MAX_MIN_TTL_SECONDS } from '../../config.js';
 import { vaultSecretVariables } from '../../crypto/key-sources.js';
 import { Secret } from '../../crypto/secret.js';
-import { InvalidInputError, quoted } from '../../errors.js';
-import { type EnvValue, exportCredentials, googleAdsYaml } from '../../services/export.js';
+import { CredvaultError, type ErrorOptions, InvalidInputError, quoted } from '../../errors.js';
+import {
+  type EnvValue,
+  EXPORTED_VARIABLES,
+  exportCredentials,
+  googleAdsYaml,
+} from '../../services/export.js';
 import { getValidAccessToken } from '../../services/tokens.js';
 import { tokenDocument } from '../../views.js';
 import { withContext } from '../context.js';
@@ -77,7 +83,84 @@ export async function get(
   rt.out.raw(formatToken(doc, format));
 }
 
-const SIGNALS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT'];
+// What a person or a supervisor sends to ask something of the program: all for the child. SIGUSR1 too:
+// left to Node, it would open a debugger in credvault (the process that holds the vault's key) and
+// never reach the child; SIGUSR2 would end credvault and leave the child running on its own.
+const SIGNALS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2'];
+
+/**
+ * The command could not be run: a shell's exit codes, not credvault's, since everything from the
+ * command on speaks for the child (127: not found; 126: found, but it cannot be run).
+ */
+class CommandNotRunError extends CredvaultError {
+  readonly #exitCode: 126 | 127;
+  constructor(exitCode: 126 | 127, message: string, options?: ErrorOptions) {
+    super(exitCode === 127 ? 'not_found' : 'invalid_input', message, options);
+    this.#exitCode = exitCode;
+  }
+  override get exitCode(): number {
+    return this.#exitCode;
+  }
+}
+
+function notFound(program: string): CommandNotRunError {
+  return program.includes('/')
+    ? new CommandNotRunError(127, `cannot run ${quoted(program)}: no such file`, {
+        hint: 'Check the path.',
+      })
+    : new CommandNotRunError(127, `cannot run ${quoted(program)}: command not found`, {
+        hint: "No folder in PATH has it: check the name, or give the command's path.",
+      });
+}
+
+function notRunnable(program: string, why: string, hint: string): CommandNotRunError {
+  return new CommandNotRunError(126, `cannot run ${quoted(program)}: ${why}`, { hint });
+}
+
+const RUNNABLE = 'Give an executable file (chmod +x FILE), or its interpreter first (sh FILE).';
+
+/**
+ * Finds PROGRAM as execvp(3) will (a path when it has a slash, else each folder of the child's PATH),
+ * before any credential is read: a mistyped command costs no refresh and serves no token.
+ */
+function locateProgram(program: string, path: string | undefined): void {
+  const candidates = program.includes('/')
+    ? [program]
+    : (path ?? '/usr/bin:/bin').split(':').map((dir) => join(dir || '.', program));
+  let refused: string | null = null;
+  for (const file of candidates) {
+    try {
+      if (statSync(file).isDirectory()) {
+        refused ??= 'it is a folder';
+        continue;
+      }
+      accessSync(file, fsConstants.X_OK);
+      return;
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code === 'EACCES') refused ??= 'permission denied (it is not executable)';
+    }
+  }
+  throw refused ? notRunnable(program, refused, RUNNABLE) : notFound(program);
+}
+
+/** Why spawn could not start a program locateProgram found (it changed since, or its #! names none). */
+function spawnFailure(program: string, path: string | undefined, error: NodeJS.ErrnoException) {
+  if (error.code === 'ENOENT') {
+    try {
+      locateProgram(program, path);
+    } catch (gone) {
+      return gone as CommandNotRunError;
+    }
+    return notRunnable(
+      program,
+      'the interpreter its first line (#!) names was not found',
+      'Correct its #! line, or give its interpreter first (python3 FILE).',
+    );
+  }
+  if (error.code === 'EACCES') return notRunnable(program, 'permission denied', RUNNABLE);
+  return notRunnable(program, error.code ?? error.message, RUNNABLE);
+}
 
 /**
  * Whether this process is in the foreground process group of its controlling terminal (where a
@@ -115,8 +198,10 @@ export async function exec(
     throw new InvalidInputError('exec needs a command after --', {
       hint: 'credvault exec CONN -- COMMAND [ARG]...',
     });
+  const minTtlSeconds = parseMinTtl(opts.minTtl);
+  locateProgram(program, rt.io.env.PATH);
   const { vars, served } = await withContext(rt, (ctx) =>
-    exportCredentials(ctx, ref, { minTtlSeconds: parseMinTtl(opts.minTtl), purpose: `exec ${program}` }),
+    exportCredentials(ctx, ref, { minTtlSeconds, purpose: `exec ${program}` }),
   );
   const env: NodeJS.ProcessEnv = {
     ...rt.io.env,
@@ -126,6 +211,9 @@ export async function exec(
   // vault. (A child running as the same user can still read a key file it finds: run a command that
   // must not reach the vault as another user.)
   for (const name of vaultSecretVariables(rt.io.env)) delete env[name];
+  // Nor one the caller's environment had from another account or app (a login customer id this
+  // connection has none of): the child sees this connection's variables only.
+  for (const name of EXPORTED_VARIABLES) delete env[name];
   for (const [name, value] of vars) env[name] = reveal(value);
   // Ctrl-C and Ctrl-\ at a terminal reach the whole foreground process group, the child with it: as
   // system(3) does, credvault then only waits for the child (sending them on would deliver each
@@ -145,13 +233,7 @@ export async function exec(
     child = running;
     for (const signal of early) running.kill(signal);
     rt.exitCode = await new Promise<number>((resolve, reject) => {
-      running.once('error', (error: NodeJS.ErrnoException) =>
-        reject(
-          new InvalidInputError(
-            `cannot run ${program}: ${error.code === 'ENOENT' ? 'command not found' : error.message}`,
-          ),
-        ),
-      );
+      running.once('error', (error: NodeJS.ErrnoException) => reject(spawnFailure(program, env.PATH, error)));
       running.once('exit', (code, signal) =>
         // As a shell reports it: 128 + the signal's number (SIGSEGV 139, SIGTERM 143).
         resolve(code ?? 128 + ((signal && constants.signals[signal]) || 1)),

@@ -1,0 +1,137 @@
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import {
+  type GoogleDouble,
+  MICROSOFT_ADS_SCOPE,
+  type MicrosoftDouble,
+  startGoogleDouble,
+  startMicrosoftDouble,
+} from '../doubles/index.js';
+import { addAppFor, adoptGrant } from '../helpers/flows.js';
+import { createVault, ONCE, type TestVault } from '../helpers/vault.js';
+
+/**
+ * `exec`, `status` and `doctor` as an operator at a terminal or a CI job uses them: the exit codes a
+ * shell gives, the child's arguments and environment as given, signals that reach the child, advice
+ * whose commands work when pasted, and fixes that name the real remedy.
+ */
+
+const cleanups: Array<() => Promise<unknown>> = [];
+afterEach(async () => {
+  for (const f of cleanups.splice(0).reverse()) await f();
+});
+
+async function vault(): Promise<TestVault> {
+  const v = await createVault();
+  cleanups.push(() => v.destroy());
+  return v;
+}
+
+/** A vault with one connection named `acct`, adopted from a grant the double issued. */
+async function connected(platform: 'google_ads' | 'microsoft_ads') {
+  const double: GoogleDouble | MicrosoftDouble =
+    platform === 'google_ads' ? await startGoogleDouble() : await startMicrosoftDouble();
+  cleanups.push(() => double.close());
+  const v = await vault();
+  const app = await addAppFor(v, platform, double as never);
+  const grant = double.issueGrant({
+    clientId: app.clientId,
+    scope:
+      platform === 'google_ads'
+        ? 'https://www.googleapis.com/auth/adwords'
+        : `${MICROSOFT_ADS_SCOPE} offline_access`,
+  } as never);
+  const account = platform === 'google_ads' ? '1234567890' : '987';
+  await adoptGrant(v, platform, app.label, grant.refreshToken, { accounts: [account], name: 'acct' });
+  return { v, double };
+}
+
+// What exec does with its words, its child and the signals it gets: once (the database only serves
+// the token, as every test on both has it do).
+describe.runIf(ONCE)('exec', () => {
+  it('a command that cannot be run exits as a shell says it (127 not found, 126 not runnable), before any token is served', async () => {
+    const { v } = await connected('microsoft_ads');
+    const missing = await v.cli(['exec', 'acct', '--', 'no-such-command-credvault-test']);
+    expect(missing.code, missing.stderr).toBe(127);
+    expect(missing.stderr).toContain('command not found');
+    const script = join(v.root, 'report.sh');
+    writeFileSync(script, '#!/bin/sh\nexit 0\n', { mode: 0o644 });
+    const notExecutable = await v.cli(['exec', 'acct', '--', script]);
+    expect(notExecutable.code, notExecutable.stderr).toBe(126);
+    expect(notExecutable.stderr).toContain('permission denied');
+    expect(notExecutable.stderr).toContain('chmod +x');
+    const folder = await v.cli(['exec', 'acct', '--', v.root]);
+    expect(folder.code, folder.stderr).toBe(126);
+    // Nothing was refreshed, served or exported for commands that never ran.
+    const served = await v.sql<{ n: number }>(
+      "select count(*)::int as n from credential_access_audit where detail::text like '%exec %'",
+    );
+    expect(served[0]!.n).toBe(0);
+  });
+
+  it("everything from the command on is the command's, with or without --; the child has this connection's variables only", async () => {
+    const { v } = await connected('google_ads');
+    // Without --: flags that credvault has too (--min-ttl, --json, --home) and a -- of the command's
+    // own reach the command as given. The caller's login customer id (another account's) does not.
+    const args = ['sh', '-c', 'printf "%s|" "$@"; echo "login=$GOOGLE_ADS_LOGIN_CUSTOMER_ID"', 'sh'];
+    const ran = await v.cli(
+      ['exec', 'acct', ...args, '--min-ttl', '5', '--json', '--home', '/x', '--', '-la'],
+      {
+        env: { GOOGLE_ADS_LOGIN_CUSTOMER_ID: '1112223334' },
+        secretOutput: true,
+      },
+    );
+    expect(ran.code, ran.stderr).toBe(0);
+    expect(ran.stdout).toBe('--min-ttl|5|--json|--home|/x|--|-la|login=\n');
+    // A flag only the command knows, without --: the command's, not refused as credvault's.
+    const listed = await v.cli(['exec', 'acct', 'ls', '-d', v.root]);
+    expect(listed.code, listed.stderr).toBe(0);
+    expect(listed.stdout).toBe(`${v.root}\n`);
+    // The child's --json is not credvault's: a refusal of credvault's own words stays plain text.
+    const refused = await v.cli(['exec', 'acct', '--bogus', '--', 'tool', '--json']);
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toMatch(/^error: unknown option '--bogus'/);
+  });
+
+  it('SIGUSR1 and SIGUSR2 sent to credvault reach the child, and credvault exits after it with its code', async () => {
+    const { v } = await connected('microsoft_ads');
+    // The child counts USR1 and ends on USR2 with 40 + the count (9 if nothing comes in 10 s).
+    const child = v.spawn([
+      'exec',
+      'acct',
+      '--',
+      'sh',
+      '-c',
+      "n=0; trap 'n=$((n+1)); echo usr1' USR1; trap 'exit $((40+n))' USR2; echo ready; i=0; while [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done; exit 9",
+    ]);
+    child.stdin!.end();
+    let out = '';
+    let err = '';
+    child.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+    });
+    child.stderr!.on('data', (d: Buffer) => {
+      err += d.toString();
+    });
+    const exited = new Promise<[number | null, string | null]>((resolve) =>
+      child.on('close', (code, signal) => resolve([code, signal])),
+    );
+    cleanups.push(async () => child.kill('SIGKILL'));
+    // Whether the child printed `text` in time, before credvault ended.
+    const printed = async (text: string, ms: number) => {
+      for (const end = Date.now() + ms; !out.includes(text); ) {
+        if (Date.now() > end) return false;
+        if (Array.isArray(await Promise.race([exited, new Promise((r) => setTimeout(r, 20))]))) return false;
+      }
+      return true;
+    };
+    expect(await printed('ready', 30_000), err).toBe(true);
+    child.kill('SIGUSR1');
+    expect(await printed('usr1', 3000), `the child did not get SIGUSR1: ${err}`).toBe(true);
+    child.kill('SIGUSR2');
+    expect(await exited, err).toEqual([41, null]);
+    // Node's debugger never opened in the process that holds the vault's key.
+    expect(err).not.toContain('Debugger');
+  });
+});
