@@ -46,17 +46,31 @@ export function assess(c: ConnectionView, now = Date.now()): ConnectionHealth {
       action: `credvault connections refresh ${ref(c)} --force, then ${reconnect} if it still fails`,
     };
   }
+  // Without --force, a refresh during a cool-down answers from the recorded failure.
+  const cooling = c.cooldownUntil !== null && c.cooldownUntil.getTime() > now;
+  const refresh = `credvault connections refresh ${ref(c)}${cooling ? ' --force' : ''}`;
   // A refresh was sent and its answer never recorded (the process died, or the answer was lost).
   if (c.refreshInFlightSince && (!c.leaseExpiresAt || c.leaseExpiresAt.getTime() < now)) {
     return {
       connection: c,
       urgency: 'warning',
       problem: `a refresh sent at ${c.refreshInFlightSince.toISOString()} never recorded its answer; the platform may have rotated the refresh token`,
-      action: `credvault connections refresh ${ref(c)} to find out; if the platform refuses it, ${reconnect}`,
+      action: `${refresh} to find out; if the platform refuses it, ${reconnect}`,
     };
   }
   if (c.refreshTokenExpiresAt) {
     const left = c.refreshTokenExpiresAt.getTime() - now;
+    // An end from disuse (Google's 6 idle months, Microsoft's 90 days) moves with every refresh: one
+    // renews it, no person needed. The platform's own end (LinkedIn's year, a Google app in Testing)
+    // and one already passed need a new consent.
+    if (left > 0 && left <= 14 * DAY && c.refreshTokenExpiryFixed === false) {
+      return {
+        connection: c,
+        urgency: left <= 3 * DAY ? 'critical' : 'warning',
+        problem: `the refresh token expires ${c.refreshTokenExpiresAt.toISOString()} unless it is used before then`,
+        action: `${refresh} (a refresh renews it); if the platform refuses it, ${reconnect}`,
+      };
+    }
     if (left <= 3 * DAY) {
       return {
         connection: c,

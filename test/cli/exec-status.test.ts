@@ -1,6 +1,7 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { relative } from '../../src/cli/commands/connections.js';
 import {
   type GoogleDouble,
   MICROSOFT_ADS_SCOPE,
@@ -133,5 +134,49 @@ describe.runIf(ONCE)('exec', () => {
     expect(await exited, err).toEqual([41, null]);
     // Node's debugger never opened in the process that holds the vault's key.
     expect(err).not.toContain('Debugger');
+  });
+});
+
+/** The action's first command, as an operator pastes it (`credvault` and the words after it). */
+function firstCommand(action: string): string[] {
+  const words = /^credvault ([^;(]+?)(?: to find out| \(|;|$)/.exec(action)?.[1];
+  if (!words) throw new Error(`no command at the start of: ${action}`);
+  return words.split(' ');
+}
+
+describe.runIf(ONCE)('status', () => {
+  it('the command it suggests works: --force in a cool-down, a refresh for a refresh token ending from disuse', async () => {
+    const { v } = await connected('microsoft_ads');
+    const statusOf = async () =>
+      (await v.json<{ connections: Array<{ urgency: string; problem: string; action: string }> }>(['status']))
+        .connections[0]!;
+
+    // A refresh whose answer was never recorded, during a cool-down after a failure.
+    await v.sql(
+      `update oauth_tokens_vault set refresh_in_flight_since = now() - interval '1 hour',
+         lease_expires_at = now() - interval '50 minutes', cooldown_until = now() + interval '5 minutes',
+         last_error_code = 'unavailable', last_error_message = 'HTTP 503', last_error_at = now()`,
+    );
+    const inDoubt = await statusOf();
+    expect(inDoubt.problem).toContain('never recorded its answer');
+    expect(firstCommand(inDoubt.action)).toEqual(['connections', 'refresh', 'acct', '--force']);
+    const recovered = await v.cli(firstCommand(inDoubt.action));
+    expect(recovered.code, recovered.stderr).toBe(0);
+
+    // Microsoft's refresh token ends after 90 unused days: a refresh moves the end, no person needed.
+    await v.sql("update oauth_tokens_vault set refresh_token_expires_at = now() + interval '2 days'");
+    const idle = await statusOf();
+    expect(idle.urgency).toBe('critical');
+    expect(idle.problem).toContain('unless it is used before then');
+    expect(firstCommand(idle.action)).toEqual(['connections', 'refresh', 'acct']);
+    const renewed = await v.json<{ refresh_token_expires_at: string }>(firstCommand(idle.action));
+    expect(Date.parse(renewed.refresh_token_expires_at) - Date.now()).toBeGreaterThan(80 * 86_400_000);
+  });
+
+  it('a time a moment ago reads "0s ago", not "in 0s"', () => {
+    const now = Date.now();
+    expect(relative(new Date(now - 400), now)).toBe('0s ago');
+    expect(relative(new Date(now + 400), now)).toBe('in 0s');
+    expect(relative(new Date(now - 5 * 60_000), now)).toBe('5m ago');
   });
 });

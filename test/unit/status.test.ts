@@ -24,6 +24,7 @@ function view(overrides: Partial<ConnectionView>): ConnectionView {
     appLabel: 'staging',
     accessTokenExpiresAt: new Date(NOW + 50 * DAY),
     refreshTokenExpiresAt: null,
+    refreshTokenExpiryFixed: false,
     lastRefreshedAt: new Date(NOW - 10 * DAY),
     hasRefreshToken: true,
     refreshInFlightSince: null,

@@ -17,8 +17,8 @@ import type { Runtime } from '../run.js';
 /** "in 42m", "3d ago": how far a time is from now, the way an operator reads it. */
 export function relative(date: Date | null, now = Date.now()): string | null {
   if (!date) return null;
-  const seconds = Math.round((date.getTime() - now) / 1000);
-  const abs = Math.abs(seconds);
+  const ms = date.getTime() - now;
+  const abs = Math.abs(Math.round(ms / 1000));
   const text =
     abs < 90
       ? `${abs}s`
@@ -27,7 +27,8 @@ export function relative(date: Date | null, now = Date.now()): string | null {
         : abs < 36 * 3600
           ? `${Math.round(abs / 3600)}h`
           : `${Math.round(abs / 86400)}d`;
-  return seconds >= 0 ? `in ${text}` : `${text} ago`;
+  // By the time itself, not its rounding: a refresh half a second ago is "0s ago", not "in 0s".
+  return ms >= 0 ? `in ${text}` : `${text} ago`;
 }
 
 export function statusStyle(status: string, text: string, c: Styler): string {

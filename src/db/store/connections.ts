@@ -35,6 +35,7 @@ const viewColumns = {
   updatedAt: c.updatedAt,
   accessTokenExpiresAt: g.accessTokenExpiresAt,
   refreshTokenExpiresAt: g.refreshTokenExpiresAt,
+  refreshTokenExpiryFixed: g.refreshTokenExpiryFixed,
   lastRefreshedAt: g.lastRefreshedAt,
   hasRefreshToken: sql<boolean>`${g.refreshTokenEnc} is not null`,
   refreshInFlightSince: g.refreshInFlightSince,
@@ -67,6 +68,8 @@ export interface ConnectionView
   /** The grant's fields; null when the connection has no grant (revoked). */
   accessTokenExpiresAt: Date | null;
   refreshTokenExpiresAt: Date | null;
+  /** The platform's own end, which a refresh does not move (else one from disuse, which it does). */
+  refreshTokenExpiryFixed: boolean | null;
   lastRefreshedAt: Date | null;
   hasRefreshToken: boolean | null;
   refreshInFlightSince: Date | null;
