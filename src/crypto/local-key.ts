@@ -18,19 +18,23 @@ export function generateMasterKey(): string {
 
 const FERNET_KEY = /^[A-Za-z0-9_-]{43}=?$/;
 
+// A vault with secrets opens only with the key it was made with: a new one is for a new vault.
+const KEY_HINT =
+  'Give the key this vault was made with, whole (44 characters); a new vault takes one from `credvault key generate`.';
+
 /** Parses a master key; `origin` names where it came from so the error can say which input is wrong. */
 export function parseMasterKey(text: string, origin: string): Buffer {
   const trimmed = text.trim();
   if (!FERNET_KEY.test(trimmed)) {
     throw new KeyError(
       `the master key from ${origin} is not 32 bytes of URL-safe base64 (the format Fernet.generate_key() prints)`,
-      { hint: 'Generate one with `credvault key generate`.' },
+      { hint: KEY_HINT },
     );
   }
   const bytes = Buffer.from(trimmed.replace(/=$/, ''), 'base64url');
   if (bytes.length !== 32) {
     throw new KeyError(`the master key from ${origin} does not decode to 32 bytes`, {
-      hint: 'Generate one with `credvault key generate`.',
+      hint: KEY_HINT,
     });
   }
   return bytes;

@@ -1,4 +1,5 @@
-import { writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { chmodSync, copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { relative } from '../../src/cli/commands/connections.js';
@@ -178,5 +179,37 @@ describe.runIf(ONCE)('status', () => {
     expect(relative(new Date(now - 400), now)).toBe('0s ago');
     expect(relative(new Date(now + 400), now)).toBe('in 0s');
     expect(relative(new Date(now - 5 * 60_000), now)).toBe('5m ago');
+  });
+});
+
+describe.runIf(ONCE)('doctor', () => {
+  it('names fixes that work: the vault’s own key for a malformed one, a quoted chmod for a key file in a folder with a space', async () => {
+    const v = await vault();
+    const doctor = async (env: Record<string, string>) => {
+      const result = await v.cli(['doctor', '--json'], { env });
+      const report = JSON.parse(result.stdout) as {
+        checks: Array<{ name: string; status: string; fix: string | null }>;
+      };
+      return { code: result.code, key: report.checks.find((c) => c.name === 'key')! };
+    };
+    // A key cut short: a new key would not open this vault, the one it was made with would.
+    const malformed = await doctor({ CREDENTIAL_MASTER_KEY: 'c2hvcnQ=' });
+    expect(malformed.code).toBe(6);
+    expect(malformed.key.status).toBe('failed');
+    expect(malformed.key.fix).toContain('the key this vault was made with');
+
+    const folder = join(v.root, 'key store');
+    mkdirSync(folder);
+    const file = join(folder, 'master.key');
+    copyFileSync(join(v.home, 'master.key'), file);
+    chmodSync(file, 0o644);
+    const open = await doctor({ CREDENTIAL_MASTER_KEY_FILE: file });
+    expect(open.code).toBe(6);
+    expect(open.key.fix).toBe(`chmod 600 '${file}'`);
+    // The fix as pasted into a shell.
+    execFileSync('sh', ['-c', open.key.fix!]);
+    const fixed = await doctor({ CREDENTIAL_MASTER_KEY_FILE: file });
+    expect(fixed.code).toBe(0);
+    expect(fixed.key.status).toBe('ok');
   });
 });
