@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, statSync } from 'node:fs';
+import { createConnection } from 'node:net';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { generateMasterKey } from '../../src/crypto/local-key.js';
@@ -380,6 +381,22 @@ describe('the token endpoint', () => {
     } finally {
       writeFileSync(keyFile, right);
     }
+    // SIGUSR1 opens no debugger (one on 127.0.0.1:9229 would let any local user run code beside the key).
+    const inspector = () =>
+      new Promise<string>((resolve) => {
+        const socket = createConnection(9229, '127.0.0.1');
+        socket.on('connect', () => {
+          socket.destroy();
+          resolve('open');
+        });
+        socket.on('error', (error: NodeJS.ErrnoException) => resolve(error.code ?? 'error'));
+      });
+    const before = await inspector();
+    daemon.child.kill('SIGUSR1');
+    await new Promise((r) => setTimeout(r, 300));
+    // (Unless something else on this machine has the inspector's port.)
+    if (before === 'ECONNREFUSED') expect(await inspector()).toBe('ECONNREFUSED');
+    expect(daemon.logs()).not.toContain('Debugger listening');
     daemon.child.kill('SIGHUP');
     const deadline = Date.now() + 10_000;
     while (!daemon.logs().includes('SIGHUP: reloaded the key source') && Date.now() < deadline)
