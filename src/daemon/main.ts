@@ -234,7 +234,24 @@ export async function runDaemon(
 
     // On the embedded database the daemon's PGlite itself listens (see serveEmbedded).
     if (database.listen && !database.shared) {
-      unlisten = await database.listen(CHANGES_CHANNEL, (payload) => cache.invalidate(payload));
+      // What other processes changed while the LISTEN connection was down (a restart of PostgreSQL,
+      // a failover) was notified to no one: once it is back, the cache is checked at once rather than
+      // at the next 30-second check.
+      let listening = false;
+      unlisten = await database.listen(
+        CHANGES_CHANNEL,
+        (payload) => cache.invalidate(payload),
+        () => {
+          if (!listening) {
+            listening = true;
+            return;
+          }
+          log.info('listening for changes again: checking what the cache holds');
+          void cache
+            .revalidate(ctx.db)
+            .catch((e) => log.warn('cache check failed', { error: errorMessage(e) }));
+        },
+      );
     }
     const health = async (): Promise<Health> => {
       const reasons: string[] = [];

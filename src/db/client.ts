@@ -29,8 +29,16 @@ export interface Database {
   readonly target: ConnectTarget | null;
   /** Runs plain SQL and returns its rows, whatever the driver. */
   query<T = Record<string, unknown>>(text: string, params?: unknown[]): Promise<T[]>;
-  /** LISTEN on a channel (PostgreSQL servers only); resolves to a function that stops listening. */
-  listen?(channel: string, onPayload: (payload: string) => void): Promise<() => Promise<void>>;
+  /**
+   * LISTEN on a channel (PostgreSQL servers only), on a connection of its own that the driver opens
+   * again when it drops; `onListen` runs each time the LISTEN is in place (the first time and after
+   * every reconnection). Resolves to a function that stops listening.
+   */
+  listen?(
+    channel: string,
+    onPayload: (payload: string) => void,
+    onListen?: () => void,
+  ): Promise<() => Promise<void>>;
   close(): Promise<void>;
 }
 
@@ -219,8 +227,8 @@ async function openPostgres(target: ConnectTarget, options: OpenOptions): Promis
     async query<T>(text: string, params: unknown[] = []) {
       return (await client.unsafe(text, params as never[])) as unknown as T[];
     },
-    async listen(channel, onPayload) {
-      const { unlisten } = await client.listen(channel, onPayload);
+    async listen(channel, onPayload, onListen) {
+      const { unlisten } = await client.listen(channel, onPayload, onListen);
       return unlisten;
     },
     async close() {

@@ -441,6 +441,38 @@ describe('the token endpoint', () => {
     ).toBe(true);
   });
 
+  it.runIf(DB_KIND === 'postgres')(
+    'checks what it holds as soon as its LISTEN connection is back: a change no one was told of is seen at once',
+    async () => {
+      const { v, adopt } = await setup();
+      await adopt('987', 'acct-a');
+      const reader = await client(v, ['reader', '--all']);
+      const daemon = await startDaemon(v);
+      cleanups.push(() => daemon.stop());
+      expect((await daemon.get('/v1/connections/acct-a/token', { token: reader })).status).toBe(200);
+      // What the daemon misses while its LISTEN connection is down (PostgreSQL restarting, a failover):
+      // a change made without a notification reaching it. Then the connection drops and comes back.
+      await v.session(async (query) => {
+        await query("update ad_account_connections set status = 'needs_reauth' where name = 'acct-a'");
+        const listeners = await query<{ pid: number }>(
+          "select pid from pg_stat_activity where datname = current_database() and query ilike 'listen %'",
+        );
+        expect(listeners).toHaveLength(1);
+        await query('select pg_terminate_backend($1)', [listeners[0]!.pid]);
+      });
+      await vi.waitFor(() => expect(daemon.logs()).toContain('listening for changes again'), {
+        timeout: 10_000,
+        interval: 100,
+      });
+      // Well before the 30-second check would have seen it.
+      await vi.waitFor(
+        async () =>
+          expect((await daemon.get('/v1/connections/acct-a/token', { token: reader })).status).toBe(409),
+        { timeout: 5_000, interval: 100 },
+      );
+    },
+  );
+
   it('keeps one unbroken audit chain while it serves in bursts and other processes write beside it', async () => {
     const { v, adopt } = await setup();
     await adopt('987', 'acct-a');
