@@ -55,9 +55,12 @@ function trace(kind: 'process' | 'session', what: string, startedAt: number): vo
 export type Query = <T = Record<string, unknown>>(text: string, params?: unknown[]) => Promise<T[]>;
 
 export interface CliResult {
+  /** The exit code; 128 when a signal ended the process (see signal). */
   code: number;
   stdout: string;
   stderr: string;
+  /** The signal that ended the process, when one did. */
+  signal?: NodeJS.Signals;
 }
 
 export interface CliOptions {
@@ -132,12 +135,12 @@ export class TestVault {
     child.stdin!.on('error', () => {});
     child.stdin!.end(options.input ?? '');
     const timeout = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs ?? 60_000);
-    const code = await new Promise<number>((resolve) =>
-      child.on('close', (c, signal) => resolve(c ?? (signal ? 128 : 1))),
+    const [code, signal] = await new Promise<[number, NodeJS.Signals | null]>((resolve) =>
+      child.on('close', (c, signal) => resolve([c ?? (signal ? 128 : 1), signal])),
     );
     clearTimeout(timeout);
     this.printed.push(options.secretOutput ? '' : stdout, stderr);
-    return { code, stdout, stderr };
+    return signal ? { code, stdout, stderr, signal } : { code, stdout, stderr };
   }
 
   /** Runs and parses a `--json` command that must succeed. */
