@@ -22,6 +22,17 @@ export interface Runtime {
   interactive: boolean;
   /** Set by a command whose exit code is not the contract's (exec passes its child's on). */
   exitCode?: number;
+  /**
+   * Set by exec when its child was killed by SIGINT, SIGTERM or SIGHUP: credvault ends by the same
+   * signal (src/cli/main.ts), with exitCode (128 + its number) if it outlives it.
+   */
+  exitSignal?: NodeJS.Signals;
+}
+
+/** How the process is to end: with an exit code, or by a signal (the code if it outlives it). */
+export interface Ending {
+  code: number;
+  signal?: NodeJS.Signals;
 }
 
 function where(config: Config | null): string {
@@ -42,8 +53,11 @@ export function createRuntime(flags: GlobalFlags, io: Io): Runtime {
   return { config, out, io, interactive };
 }
 
-/** Parses argv, runs the command, and turns any failure into an exit code. Never exits the process. */
-export async function run(given: string[], io: Io): Promise<number> {
+/**
+ * Parses argv, runs the command, and turns any failure into an exit code. Never exits the process:
+ * src/cli/main.ts ends it as the answer says.
+ */
+export async function run(given: string[], io: Io): Promise<Ending> {
   let runtime: Runtime | null = null;
   // Read when commander prints, after exec's command is told apart from credvault's words below.
   const options = { json: false };
@@ -61,32 +75,44 @@ export async function run(given: string[], io: Io): Promise<number> {
   options.json = flag('--json');
   try {
     await program.parseAsync(argv, { from: 'user' });
-    return (runtime as Runtime | null)?.exitCode ?? 0;
-  } catch (error) {
     const rt = runtime as Runtime | null;
-    const fallbackJson = flag('--json');
-    const out =
-      rt?.out ??
-      new Output({
-        json: fallbackJson,
-        color: !io.env.NO_COLOR && !flag('--no-color'),
-        verbose: flag('--verbose'),
-        stdout: io.stdout,
-        stderr: io.stderr,
-      });
-    if (error instanceof CommanderError) {
-      // --help (and `credvault help GROUP`) print their text and succeed; everything else is bad usage.
-      if (error.code === 'commander.helpDisplayed' || error.code === 'commander.version') return 0;
-      // A group named without one of its commands (`credvault apps`): its help, then bad usage.
-      if (error.code === 'commander.help') {
-        return error.exitCode === 0 ? 0 : out.error(missingCommand(program, argv));
-      }
-      return out.error(new InvalidInputError(error.message.replace(/^error: /, '')));
-    }
-    if (error instanceof CredvaultError) return out.error(error);
-    if (isPromptCancel(error)) return out.error(new InvalidInputError('cancelled'));
-    return out.error(mapDatabaseError(error, where(rt?.config ?? null)) ?? error);
+    const code = rt?.exitCode ?? 0;
+    return rt?.exitSignal ? { code, signal: rt.exitSignal } : { code };
+  } catch (error) {
+    return { code: failed(error, runtime, program, argv, io, flag) };
   }
+}
+
+/** Reports what a command threw, and gives its exit code. */
+function failed(
+  error: unknown,
+  rt: Runtime | null,
+  program: Command,
+  argv: string[],
+  io: Io,
+  flag: (name: string) => boolean,
+): number {
+  const out =
+    rt?.out ??
+    new Output({
+      json: flag('--json'),
+      color: !io.env.NO_COLOR && !flag('--no-color'),
+      verbose: flag('--verbose'),
+      stdout: io.stdout,
+      stderr: io.stderr,
+    });
+  if (error instanceof CommanderError) {
+    // --help (and `credvault help GROUP`) print their text and succeed; everything else is bad usage.
+    if (error.code === 'commander.helpDisplayed' || error.code === 'commander.version') return 0;
+    // A group named without one of its commands (`credvault apps`): its help, then bad usage.
+    if (error.code === 'commander.help') {
+      return error.exitCode === 0 ? 0 : out.error(missingCommand(program, argv));
+    }
+    return out.error(new InvalidInputError(error.message.replace(/^error: /, '')));
+  }
+  if (error instanceof CredvaultError) return out.error(error);
+  if (isPromptCancel(error)) return out.error(new InvalidInputError('cancelled'));
+  return out.error(mapDatabaseError(error, where(rt?.config ?? null)) ?? error);
 }
 
 /** The group the words named (as commander reached it), and the commands it has. */

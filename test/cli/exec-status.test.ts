@@ -1,4 +1,4 @@
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { chmodSync, copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -11,6 +11,7 @@ import {
   startMicrosoftDouble,
 } from '../doubles/index.js';
 import { addAppFor, adoptGrant } from '../helpers/flows.js';
+import { BIN } from '../helpers/paths.js';
 import { createVault, ONCE, type TestVault } from '../helpers/vault.js';
 
 /**
@@ -136,7 +137,105 @@ describe.runIf(ONCE)('exec', () => {
     // Node's debugger never opened in the process that holds the vault's key.
     expect(err).not.toContain('Debugger');
   });
+
+  it('a child killed by SIGINT, SIGTERM or SIGHUP ends credvault by the same signal; any other by exit 128 + its number, credvault dumping no core', async () => {
+    const { v } = await connected('microsoft_ads');
+    const killedBy = (signal: string) => v.cli(['exec', 'acct', '--', 'sh', '-c', `kill -${signal} $$`]);
+    // What a shell or systemd reads as a request to stop that was obeyed: a death by it, not 130/143/129.
+    for (const signal of ['INT', 'TERM', 'HUP']) {
+      const ended = await killedBy(signal);
+      expect(ended.signal, `SIG${signal}: exit ${ended.code} ${ended.stderr}`).toBe(`SIG${signal}`);
+      expect(ended.stderr).toBe('');
+    }
+    // A crash and a quit would dump credvault's core (the process that held the secrets); a broken
+    // pipe is told as a shell tells it too. An exit code, not a death: no core.
+    for (const [signal, code] of [
+      ['SEGV', 139],
+      ['QUIT', 131],
+      ['PIPE', 141],
+    ] as const) {
+      const ended = await killedBy(signal);
+      expect([ended.code, ended.signal], `SIG${signal}: ${ended.stderr}`).toEqual([code, undefined]);
+    }
+  });
+
+  it('a bash loop over exec stops at Ctrl-C, as one over the command itself does', async () => {
+    const { v } = await connected('microsoft_ads');
+    // A script at a terminal: Ctrl-C reaches bash with its command. bash gives up the loop (and dies
+    // of SIGINT itself) only when the command it waited for died of SIGINT; one that exited, even
+    // with 130, caught the interrupt and chose to go on ("wait and cooperative exit").
+    const script = await bash(
+      v,
+      `for i in 1 2 3; do credvault exec acct -- sh -c 'echo ready; exec sleep 30'; echo "next $i"; done; echo done`,
+      true,
+    );
+    expect(script.out, script.err).toBe('ready\n');
+    expect([script.code, script.signal]).toEqual([null, 'SIGINT']);
+
+    // A shell with job control (an interactive one; `set -m` here) sends no SIGINT to itself: Ctrl-C
+    // reaches the job alone, and bash breaks the loop when the job died of SIGINT.
+    const jobs = await bash(
+      v,
+      `set -m; for i in 1 2 3; do credvault exec acct -- sh -c 'kill -INT $$'; echo "next $i"; done; echo done`,
+    );
+    expect(jobs.out, jobs.err).toBe('');
+    expect(jobs.code).toBe(130);
+
+    // Without job control, bash does not see a SIGINT it was not sent: the loop goes on, as it does
+    // over `sh -c 'kill -INT $$'` itself. (credvault changes nothing in what bash decides.)
+    const bare = await bash(v, `for i in 1 2; do sh -c 'kill -INT $$'; echo "next $i"; done; echo done`);
+    const wrapped = await bash(
+      v,
+      `for i in 1 2; do credvault exec acct -- sh -c 'kill -INT $$'; echo "next $i"; done; echo done`,
+    );
+    expect(bare.out).toBe('next 1\nnext 2\ndone\n');
+    expect(wrapped.out, wrapped.err).toBe(bare.out);
+  });
 });
+
+/**
+ * Runs SCRIPT with bash -c, not interactive, in a process group of its own and without a terminal (as
+ * a CI job runs it); `credvault` in it is the built binary, run with the vault's environment. With
+ * `interrupt`, once the script printed `ready`, SIGINT goes to the whole group: what a terminal's Ctrl-C
+ * does to the foreground group (the shell with its command). What bash printed, and how it ended (a
+ * bash still running 10 s after the interrupt is killed: SIGKILL).
+ */
+async function bash(v: TestVault, script: string, interrupt = false) {
+  const credvault = `'${process.execPath}' '${BIN}'`;
+  const shell = spawn('bash', ['-c', script.replaceAll('credvault ', `${credvault} `)], {
+    env: { ...v.env } as NodeJS.ProcessEnv,
+    cwd: v.root,
+    detached: true,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const group = shell.pid!;
+  const kill = (signal: NodeJS.Signals) => {
+    try {
+      process.kill(-group, signal);
+    } catch {}
+  };
+  cleanups.push(async () => kill('SIGKILL'));
+  let out = '';
+  let err = '';
+  shell.stdout!.on('data', (d: Buffer) => {
+    out += d.toString();
+  });
+  shell.stderr!.on('data', (d: Buffer) => {
+    err += d.toString();
+  });
+  const ended = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    shell.on('close', (code, signal) => resolve({ code, signal })),
+  );
+  if (interrupt) {
+    for (const end = Date.now() + 30_000; !out.includes('ready') && Date.now() < end; ) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    expect(out, err).toContain('ready');
+    kill('SIGINT');
+    setTimeout(() => kill('SIGKILL'), 10_000).unref();
+  }
+  return { ...(await ended), out, err };
+}
 
 /** The action's first command, as an operator pastes it (`credvault` and the words after it). */
 function firstCommand(action: string): string[] {

@@ -89,6 +89,25 @@ export async function get(
 const SIGNALS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2'];
 
 /**
+ * A child ended by one of these ends credvault by the same signal, as sudo does: to whoever started
+ * credvault, a request to stop was obeyed only if it died of it. bash stops a `for` loop at Ctrl-C only
+ * when the command it waited for died of SIGINT (an exit status of 130 reads as a command that caught
+ * the interrupt and chose to go on); systemd counts a main process killed by SIGTERM, SIGINT or SIGHUP
+ * as a clean stop, and an exit status of 143 as a failure.
+ *
+ * Any other signal becomes 128 + its number, as a shell reports it: dying of it would say something
+ * untrue about credvault. SIGSEGV, SIGABRT, SIGBUS or SIGQUIT would dump the core of the process that
+ * held the vault's secrets (sudo, which re-raises every signal, turns core dumps off first: Node cannot);
+ * SIGKILL would read as credvault itself killed (by the OOM killer, say). SIGPIPE (the child wrote to a
+ * reader that left: `credvault exec c -- cmd | head`) stays 141, as a shell that ran the command ends:
+ * bash prints nothing for a SIGPIPE death, and `set -o pipefail` and PIPESTATUS show 141 whichever way
+ * credvault ends, so no pipeline gains from it; credvault never wrote to that pipe (its own EPIPE ends
+ * it with 0). sudo and timeout(1) would die of it, and systemd counts a SIGPIPE death as clean: a
+ * service that wants that says SuccessExitStatus=141.
+ */
+const ENDS_AS_THE_CHILD = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
+
+/**
  * The command could not be run: a shell's exit codes, not credvault's, since everything from the
  * command on speaks for the child (127: not found; 126: found, but it cannot be run).
  */
@@ -178,7 +197,10 @@ function inTerminalForeground(): boolean {
   }
 }
 
-/** Runs COMMAND with the connection's variables; its exit code becomes credvault's. */
+/**
+ * Runs COMMAND with the connection's variables; its exit code becomes credvault's, and its death by
+ * one of ENDS_AS_THE_CHILD credvault's own.
+ */
 export async function exec(
   rt: Runtime,
   ref: string,
@@ -232,13 +254,19 @@ export async function exec(
     const running = spawn(program, args, { stdio: 'inherit', env });
     child = running;
     for (const signal of early) running.kill(signal);
-    rt.exitCode = await new Promise<number>((resolve, reject) => {
-      running.once('error', (error: NodeJS.ErrnoException) => reject(spawnFailure(program, env.PATH, error)));
-      running.once('exit', (code, signal) =>
-        // As a shell reports it: 128 + the signal's number (SIGSEGV 139, SIGTERM 143).
-        resolve(code ?? 128 + ((signal && constants.signals[signal]) || 1)),
-      );
-    });
+    const ended = await new Promise<{ code: number | null; signal: NodeJS.Signals | null }>(
+      (resolve, reject) => {
+        running.once('error', (error: NodeJS.ErrnoException) =>
+          reject(spawnFailure(program, env.PATH, error)),
+        );
+        running.once('exit', (code, signal) => resolve({ code, signal }));
+      },
+    );
+    // As a shell reports a signal's end: 128 + its number (SIGSEGV 139, SIGTERM 143).
+    rt.exitCode = ended.code ?? 128 + ((ended.signal && constants.signals[ended.signal]) || 1);
+    if (ended.signal && (ENDS_AS_THE_CHILD as readonly string[]).includes(ended.signal)) {
+      rt.exitSignal = ended.signal;
+    }
   } finally {
     for (const signal of SIGNALS) process.removeListener(signal, forward);
   }
