@@ -4,11 +4,13 @@ import type { Secret } from '../crypto/secret.js';
 import type { Db } from '../db/client.js';
 import type { AppRecord } from '../db/store/apps.js';
 import * as appStore from '../db/store/apps.js';
-import type { ConnectionView } from '../db/store/connections.js';
+import type { ConnectionRow, ConnectionView } from '../db/store/connections.js';
 import * as connectionStore from '../db/store/connections.js';
 import * as stateStore from '../db/store/oauth-states.js';
+import * as tokenStore from '../db/store/tokens.js';
 import {
   ConflictError,
+  CredvaultError,
   InvalidInputError,
   NotFoundError,
   ReauthRequiredError,
@@ -20,13 +22,15 @@ import { ProviderError } from '../providers/errors.js';
 import { providerFor } from '../providers/registry.js';
 import type { AdAccount, Provider, ProviderApp, TokenResult } from '../providers/types.js';
 import { safeCode } from '../util/redact.js';
+import { connectionRef } from '../views.js';
 import { resolveApp } from './apps.js';
-import { recordAudit } from './audit.js';
+import { type AuditEntry, recordAudit } from './audit.js';
 import { assertNameFree } from './connections.js';
 import type { ServiceContext } from './context.js';
-import { storeGrant } from './grants.js';
+import { attachAccounts, destroyGrant, storeGrant, tokenSha256 } from './grants.js';
 import { providerFailure, withDeadline } from './platform-calls.js';
 import { providerApp } from './provider-app.js';
+import { getValidAccessToken } from './tokens.js';
 
 /**
  * Connecting ad accounts: a state bound to platform and app (stored hashed, 10 minutes, single use),
@@ -427,6 +431,7 @@ async function audited<T>(
   app: AppRecord,
   action: string,
   call: () => Promise<T>,
+  extra: Record<string, unknown> = {},
 ): Promise<T> {
   const record = (outcome: 'success' | 'failure', detail: Record<string, unknown>) =>
     ctx.transaction((tx) =>
@@ -435,7 +440,7 @@ async function audited<T>(
         targetType: 'app',
         targetId: app.id,
         outcome,
-        detail: { platform: app.platform, app: app.label, decrypted: ['client_secret'], ...detail },
+        detail: { platform: app.platform, app: app.label, decrypted: ['client_secret'], ...extra, ...detail },
       }),
     );
   try {
@@ -455,13 +460,11 @@ async function discover(
   ctx: ServiceContext,
   provider: Provider,
   app: ProviderApp,
-  tokens: TokenResult,
+  accessToken: Secret,
 ): Promise<DiscoveredAccounts> {
   try {
     return {
-      accounts: await withDeadline(ctx, (signal) =>
-        provider.discoverAccounts(app, tokens.accessToken, { signal }),
-      ),
+      accounts: await withDeadline(ctx, (signal) => provider.discoverAccounts(app, accessToken, { signal })),
       problem: null,
     };
   } catch (error) {
@@ -479,20 +482,59 @@ async function storeConnections(
   options: CompleteOptions,
   via: 'connect' | 'adopt',
   requested: StateRequest = {},
+  store: {
+    refreshTokenSha256?: string;
+    /** More to do in the storing transaction, once the connections are stored. */
+    within?: (tx: Db, ids: string[]) => Promise<void>;
+  } = {},
 ): Promise<ConnectionView[]> {
-  const found = await discover(ctx, provider, opened, tokens);
+  const found = await discover(ctx, provider, opened, tokens.accessToken);
   const chosen = await options.choose(found, provider.id, requested);
   if (chosen.length === 0) throw new InvalidInputError('no account was chosen; nothing was stored');
   const name = options.name ?? requested.name ?? null;
-  const ids = await ctx.transaction((tx) =>
-    storeGrant(ctx, tx, { app, tokens, accounts: chosen, name, via }),
-  );
+  const ids = await ctx.transaction(async (tx) => {
+    const ids = await storeGrant(ctx, tx, { app, tokens, accounts: chosen, name, via, ...store });
+    await store.within?.(tx, ids);
+    return ids;
+  });
   return connectionStore.listViews(ctx.db, { ids });
+}
+
+/** What `connections add` did with the refresh token it was given. */
+export interface Adopted {
+  /** The connections of the accounts added (spec/cli.md's connection list). */
+  connections: ConnectionView[];
+  /** The vault held the token already, on a working grant: the accounts joined it. */
+  joined: boolean;
+  /** The other connections (refs) of the grant joined. */
+  sharedWith: string[];
+  /**
+   * The vault held the token on a grant that needed a person: the connections (refs) left on it,
+   * whose grant the new one replaced (they stay as they were, with no tokens, until connected again).
+   */
+  replaced: string[];
+}
+
+/** A connection whose grant still works, or may (refreshes failing for now): one to join. */
+function isLive(connection: ConnectionRow): boolean {
+  return connection.status === 'active' || connection.status === 'error';
 }
 
 /**
  * `connections add`: adopts a refresh token from elsewhere. It is refreshed once first, so only a
  * working one is stored; a rotated refresh token replaces the given one.
+ *
+ * One consent is one grant: a refresh token the vault holds already for this app (recognised by the
+ * SHA-256 of the token each grant was stored with, kept when the platform rotates it) is not stored
+ * again. While the grant holding it works, the accounts join that grant, as `--account X --account Y`
+ * in one run would have made them share it: revoking any revokes them all. The given token is then
+ * never presented to the platform: where refresh tokens rotate (Microsoft, Reddit) the one a person
+ * adopted is used up at the first refresh, and presenting it again is refused, or ends the whole
+ * grant where the platform treats it as a stolen token. The held grant is refreshed once instead (its
+ * current token, under its lease), which proves it works as an adoption's refresh would. A grant
+ * holding it that needs a person (the platform refused it, or a revocation it could not be told of
+ * is pending) takes no new account: the given token is refreshed as any adopted token, and, when
+ * it works, its new grant replaces the dead one (whose tokens are destroyed: one consent, one grant).
  */
 export async function adoptRefreshToken(
   ctx: ServiceContext,
@@ -500,9 +542,16 @@ export async function adoptRefreshToken(
   appRef: string,
   refreshToken: Secret,
   options: CompleteOptions,
-): Promise<ConnectionView[]> {
+): Promise<Adopted> {
   const provider = await providerFor(platform);
   const app = await appForPlatform(ctx.db, platform, appRef);
+  const fingerprint = tokenSha256(refreshToken);
+  const held: Array<{ grant: tokenStore.GrantRow; connections: ConnectionRow[] }> = [];
+  for (const grant of await tokenStore.listByTokenSha256(ctx.db, app.id, fingerprint))
+    held.push({ grant, connections: await connectionStore.listByGrant(ctx.db, grant.id) });
+  const live = held.find((h) => h.connections.some(isLive));
+  if (live) return joinHeldGrant(ctx, provider, app, live, options);
+
   const opened = await providerApp(ctx, ctx.db, app, { secrets: true });
   const tokens = await audited(ctx, app, 'token.adopt', () =>
     withDeadline(ctx, (signal) => provider.refresh(opened, refreshToken, { signal })),
@@ -510,5 +559,137 @@ export async function adoptRefreshToken(
     throw providerFailure(e, `${failedAt(e, PLATFORMS[platform].displayName)} the refresh token`);
   });
   const kept: TokenResult = { ...tokens, refreshToken: tokens.refreshToken ?? refreshToken };
-  return storeConnections(ctx, provider, opened, app, kept, options, 'adopt');
+  const replaced: string[] = [];
+  const connections = await storeConnections(
+    ctx,
+    provider,
+    opened,
+    app,
+    kept,
+    options,
+    'adopt',
+    {},
+    {
+      refreshTokenSha256: fingerprint,
+      within: async (tx, ids) => {
+        const added = await connectionStore.listViews(tx, { ids });
+        for (const { grant } of held) replaced.push(...(await replaceDeadGrant(ctx, tx, grant.id, added)));
+      },
+    },
+  );
+  return { connections, joined: false, sharedWith: [], replaced };
+}
+
+/**
+ * Destroys a grant that needed a person and held the refresh token a new grant now holds, in the
+ * caller's transaction: the connections left on it keep their status, with no tokens, and say why.
+ * Returns their refs.
+ */
+async function replaceDeadGrant(
+  ctx: ServiceContext,
+  tx: Db,
+  grantId: string,
+  added: ConnectionView[],
+): Promise<string[]> {
+  const left = await connectionStore.listByGrant(tx, grantId);
+  // Reconnected since it was read (a connection this adoption named among them): nothing to replace.
+  if (!left.length || left.some(isLive)) return [];
+  const holders = added.map(connectionRef).join(', ');
+  const audit: AuditEntry[] = [];
+  for (const connection of left) {
+    await connectionStore.update(tx, connection.id, {
+      statusMessage: `its refresh token was adopted again for ${holders} (connections add), whose grant holds it now; connect this account again to use it`,
+    });
+    audit.push({
+      action: 'connection.update',
+      targetType: 'connection',
+      targetId: connection.id,
+      connectionId: connection.id,
+      outcome: 'success',
+      detail: {
+        platform: connection.platform,
+        account: connection.externalAccountId,
+        via: 'adopt',
+        grant: grantId,
+        tokens: 'destroyed',
+        replaced_by: added[0]?.tokenId ?? null,
+        status: connection.status,
+      },
+    });
+  }
+  await destroyGrant(tx, grantId);
+  await recordAudit(tx, ctx.actor, audit);
+  return left.map(connectionRef);
+}
+
+/**
+ * The accounts join a working grant that holds the given refresh token: it is refreshed once (its
+ * own current token, under its lease: the given one is not sent), its accounts listed with the new
+ * access token, and the chosen ones attached to it in one transaction.
+ */
+async function joinHeldGrant(
+  ctx: ServiceContext,
+  provider: Provider,
+  app: AppRecord,
+  held: { grant: tokenStore.GrantRow; connections: ConnectionRow[] },
+  options: CompleteOptions,
+): Promise<Adopted> {
+  const holders = held.connections.map(connectionRef);
+  const said = `the vault already holds this refresh token (the grant of ${holders.join(', ')})`;
+  // The app as the adoption needs it (enabled: refused before anything else otherwise).
+  const opened = await providerApp(ctx, ctx.db, app, { secrets: true });
+  const through = held.connections.find((c) => c.status === 'active') ?? held.connections.find(isLive)!;
+  let accessToken: Secret;
+  try {
+    ({ accessToken } = await getValidAccessToken(ctx, through.id, {
+      minTtlSeconds: 0,
+      forceRefresh: true,
+      purpose: 'connections add',
+    }));
+  } catch (error) {
+    if (!(error instanceof CredvaultError)) throw error;
+    throw new CredvaultError(
+      error.code,
+      `${said}, and ${error.message.replace(/\.$/, '')}; nothing was stored`,
+      {
+        hint: error.hint,
+        cause: error,
+      },
+    );
+  }
+  const found = await audited(ctx, app, 'token.adopt', () => discover(ctx, provider, opened, accessToken), {
+    joined: held.grant.id,
+    decrypted: app.hasDeveloperToken ? ['developer_token'] : [],
+  });
+  const chosen = await options.choose(found, provider.id, {});
+  if (chosen.length === 0) throw new InvalidInputError('no account was chosen; nothing was stored');
+  const ids = await ctx.transaction(async (tx) => {
+    // Still there and still working: a revocation meanwhile waits for this transaction, or came first.
+    const grant = await tokenStore.lock(tx, held.grant.id);
+    const current = grant ? await connectionStore.listByGrant(tx, held.grant.id) : [];
+    if (!current.some(isLive)) {
+      throw new ConflictError(`${said}, but it was revoked or found dead meanwhile; nothing was stored`, {
+        hint: 'Run `credvault connections list` to see why, then add the account again.',
+      });
+    }
+    const { ids, audit } = await attachAccounts(ctx, tx, {
+      app,
+      grantId: held.grant.id,
+      accounts: chosen,
+      name: options.name ?? null,
+      via: 'adopt',
+    });
+    const sharedWith = current.filter((c) => !ids.includes(c.id)).map((c) => c.externalAccountId);
+    for (const entry of audit)
+      entry.detail = { ...entry.detail, grant: held.grant.id, shared_with: sharedWith };
+    await recordAudit(tx, ctx.actor, audit);
+    return ids;
+  });
+  const connections = await connectionStore.listViews(ctx.db, { ids });
+  return {
+    connections,
+    joined: true,
+    sharedWith: holders.filter((ref) => !connections.some((c) => connectionRef(c) === ref)),
+    replaced: [],
+  };
 }

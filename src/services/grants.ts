@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import type { Slot } from '../crypto/envelope.js';
 import type { Secret } from '../crypto/secret.js';
 import type { Db } from '../db/client.js';
@@ -75,6 +75,19 @@ export interface StoreGrantInput {
   accessTokenOnly?: boolean;
   /** For an import: the SHA-256 of the token the file held (see oauth_tokens_vault). */
   importedTokenSha256?: string;
+  /**
+   * The SHA-256 of the refresh token as it was given (tokenSha256), when the one stored is not it
+   * (`connections add`: the platform may have rotated it at the first refresh). Default: the stored one's.
+   */
+  refreshTokenSha256?: string;
+}
+
+/**
+ * A refresh token's SHA-256 (hex), as oauth_tokens_vault.refresh_token_sha256 keeps it: recognises a
+ * token the vault holds without opening any grant. Never printed or audited.
+ */
+export function tokenSha256(token: Secret): string {
+  return createHash('sha256').update(token.reveal()).digest('hex');
 }
 
 /**
@@ -125,6 +138,8 @@ export async function storeGrant(ctx: ServiceContext, tx: Db, input: StoreGrantI
     // daemon's next sweep does, before an idle platform drops it).
     lastRefreshedAt: input.via === 'import' ? null : now,
     importedTokenSha256: input.importedTokenSha256 ?? null,
+    refreshTokenSha256:
+      input.refreshTokenSha256 ?? (tokens.refreshToken ? tokenSha256(tokens.refreshToken) : null),
   });
 
   const { ids, audit } = await attachAccounts(ctx, tx, { ...input, grantId });

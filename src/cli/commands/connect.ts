@@ -277,7 +277,7 @@ export async function add(rt: Runtime, platformInput: string, opts: AddFlags): P
   const name = opts.name ? parseConnectionName(opts.name) : null;
   const wanted = parseAccountIds(platform, opts.account);
   if (name && wanted.length > 1) throw severalNamed();
-  const views = await withContext(rt, async (ctx) => {
+  const adopted = await withContext(rt, async (ctx) => {
     // Before the platform is asked: the refresh may rotate the token, and a name that could only fail
     // afterwards would leave the person with a refresh token the platform no longer takes.
     if (name) await assertNameFree(ctx.db, platform, name, wanted);
@@ -286,8 +286,26 @@ export async function add(rt: Runtime, platformInput: string, opts: AddFlags): P
       choose: chooseAccounts(rt, opts.account),
     });
   });
+  const views = adopted.connections;
   printConnections(rt, views);
+  const added = views.map((v) => `${v.platform}:${v.externalAccountId}`).join(', ');
+  if (adopted.joined) {
+    rt.out.note(
+      adopted.sharedWith.length
+        ? `the vault already holds this refresh token: ${added} ${views.length === 1 ? 'shares' : 'share'} the grant of ${adopted.sharedWith.join(', ')} (one consent: revoking one revokes them all)`
+        : `the vault already holds this refresh token, on the grant of ${added}: it was refreshed, not stored again`,
+    );
+  }
+  if (adopted.replaced.length) {
+    const held = adopted.replaced.join(', ');
+    const one = adopted.replaced.length === 1;
+    rt.out.note(
+      `this refresh token was held by ${held}, which ${one ? 'needs' : 'need'} a person: the new grant takes the place of that one (its tokens are destroyed); ${held} ${one ? 'stays' : 'stay'} needs_reauth until connected again`,
+    );
+  }
   rt.out.success(
-    `adopted the refresh token for ${views.map((v) => `${v.platform}:${v.externalAccountId}`).join(', ')}`,
+    adopted.joined
+      ? `connected ${added} through the grant already held`
+      : `adopted the refresh token for ${added}`,
   );
 }

@@ -52,6 +52,15 @@ export const oauthTokensVault = pgTable(
      * recognised even after the platform rotated the refresh token, so a stale copy never replaces it.
      */
     importedTokenSha256: text('imported_token_sha256'),
+    /**
+     * SHA-256 of the refresh token the grant was stored with (a consent's, one `connections add` was
+     * given, an import's; never the token), kept when the platform rotates it: a refresh token the
+     * vault already holds is recognised, and joins this grant rather than making a second one, without
+     * being presented to the platform again (a rotated-away one would be refused, or end the grant).
+     * Unsalted, as client tokens' hashes are: refresh tokens are long random strings, so it confirms
+     * only a token one already has, and it goes with the row when the grant is destroyed.
+     */
+    refreshTokenSha256: text('refresh_token_sha256'),
     createdAt: ts('created_at').notNull().defaultNow(),
     updatedAt: ts('updated_at').notNull().defaultNow(),
   },

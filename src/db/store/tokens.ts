@@ -1,4 +1,4 @@
-import { and, eq, getTableColumns, isNull, lt, or, type Placeholder, sql } from 'drizzle-orm';
+import { and, asc, eq, getTableColumns, isNotNull, isNull, lt, or, type Placeholder, sql } from 'drizzle-orm';
 import type { WrappedDataKey } from '../../crypto/envelope.js';
 import type { Db } from '../client.js';
 import { dataKeys, oauthTokensVault } from '../schema/index.js';
@@ -26,6 +26,30 @@ export async function getWithClock(db: Db, id: string): Promise<(GrantRow & { db
     .select({ ...getTableColumns(t), dbNow: sql`now()`.mapWith(t.updatedAt) })
     .from(t)
     .where(eq(t.id, id));
+  return row ?? null;
+}
+
+/**
+ * The grants of an app that hold a refresh token stored with this SHA-256 (an import's, matched by its
+ * own column too: grants imported before refresh_token_sha256 have only that), oldest first.
+ */
+export async function listByTokenSha256(db: Db, appId: string, sha256: string): Promise<GrantRow[]> {
+  return db
+    .select()
+    .from(t)
+    .where(
+      and(
+        eq(t.appId, appId),
+        isNotNull(t.refreshTokenEnc),
+        or(eq(t.refreshTokenSha256, sha256), eq(t.importedTokenSha256, sha256)),
+      ),
+    )
+    .orderBy(asc(t.createdAt), asc(t.id));
+}
+
+/** The grant, locked until the caller's transaction ends (a revocation waits for it). */
+export async function lock(db: Db, id: string): Promise<GrantRow | null> {
+  const [row] = await db.select().from(t).where(eq(t.id, id)).for('update');
   return row ?? null;
 }
 
