@@ -13,7 +13,7 @@ import {
 } from '../doubles/index.js';
 import { type HttpAnswer, spawnDaemonOnAnyPort, startDaemon, untilDraining } from '../helpers/daemon.js';
 import { addAppFor, adoptGrant, freePort } from '../helpers/flows.js';
-import { BIN } from '../helpers/paths.js';
+import { BIN, ROOT } from '../helpers/paths.js';
 import { expectNoSecretsLeaked } from '../helpers/secrets.js';
 import { createVault, DB_KIND, ONCE, type TestVault } from '../helpers/vault.js';
 
@@ -1151,6 +1151,42 @@ describe('systemd', () => {
     });
     expect(verify.code, verify.out).toBe(0);
   });
+
+  // PrivateTmp=yes gives the service an empty /tmp: a credvault installed there (an npx cache, an
+  // unpacked tarball) would not start, as one under /home would not (ProtectHome=yes).
+  it.runIf(ONCE)(
+    'daemon unit warns of a credvault installed under /tmp, and says where to install it',
+    async () => {
+      const { copyFileSync, mkdirSync, mkdtempSync, rmSync, symlinkSync } = await import('node:fs');
+      const install = mkdtempSync('/tmp/credvault-unit-');
+      cleanups.push(async () => rmSync(install, { recursive: true, force: true }));
+      // The entry point copied there (its real path is what the unit runs), the rest linked.
+      mkdirSync(join(install, 'bin'));
+      copyFileSync(BIN, join(install, 'bin', 'credvault'));
+      copyFileSync(join(ROOT, 'bin', 'package.json'), join(install, 'bin', 'package.json'));
+      for (const name of ['dist', 'node_modules', 'drizzle', 'package.json'])
+        symlinkSync(join(ROOT, name), join(install, name));
+      const printed = await new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
+        const child = spawn(process.execPath, [join(install, 'bin', 'credvault'), 'daemon', 'unit'], {
+          env: { PATH: process.env.PATH, HOME: install, NO_COLOR: '1' },
+        });
+        let stdout = '';
+        let stderr = '';
+        child.stdout.on('data', (d) => (stdout += d));
+        child.stderr.on('data', (d) => (stderr += d));
+        child.on('close', (code) => resolve({ code: code ?? 1, stdout, stderr }));
+      });
+      expect(printed.code, printed.stderr).toBe(0);
+      expect(printed.stdout).toContain(`ExecStart=${install}/bin/credvault daemon`);
+      expect(printed.stdout).toContain('PrivateTmp=yes');
+      expect(printed.stderr).toContain(
+        'warning: credvault is installed under /tmp, which PrivateTmp=yes hides from the service',
+      );
+      expect(printed.stderr).toContain(
+        'install credvault system-wide, e.g. `npm install -g` as root, outside /home, /root and /tmp',
+      );
+    },
+  );
 
   /** A unix datagram socket standing in for systemd's NOTIFY_SOCKET: what it heard, one line per message. */
   async function notifyListener(v: TestVault) {

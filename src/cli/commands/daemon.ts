@@ -25,14 +25,30 @@ export async function unit(rt: Runtime, opts: { user?: string }): Promise<void> 
     throw new InvalidInputError(`--user must be a system user name (got ${quoted(opts.user)})`);
   }
   const bin = realpathSync(process.argv[1] ?? 'credvault');
-  // ProtectHome=yes hides /home, /root and /run/user from the service: a credvault installed there
-  // (nvm, ~/.local) would not start.
-  if (/^\/(home|root|run\/user)(\/|$)/.test(bin)) {
+  const hidden = hiddenFromUnit(bin);
+  if (hidden) {
     rt.out.warn(
-      `credvault is installed under ${bin.split('/').slice(0, 3).join('/')}, which ProtectHome=yes hides from the service: install it system-wide (npm install -g as root), or drop ProtectHome= from the unit`,
+      `credvault is installed under ${hidden.under}, which ${hidden.why}, so the service would not start: install credvault system-wide, e.g. \`npm install -g\` as root, outside /home, /root and /tmp`,
     );
   }
   const text = systemdUnit({ user: opts.user ?? null, bin, listen: DEFAULT_LISTEN });
   if (rt.out.json) return rt.out.writeJson({ unit: text });
   rt.out.raw(text);
+}
+
+/**
+ * Where the unit's sandbox hides the running binary from the service, if it does: ProtectHome=yes
+ * hides /home, /root and /run/user (a credvault installed with nvm, in ~/.local), PrivateTmp=yes
+ * gives the service an empty /tmp and /var/tmp of its own (an npx cache, an unpacked tarball).
+ */
+export function hiddenFromUnit(bin: string): { under: string; why: string } | null {
+  const home = /^\/(home|root|run\/user)(\/|$)/.exec(bin);
+  if (home)
+    return { under: bin.split('/').slice(0, 3).join('/'), why: 'ProtectHome=yes hides from the service' };
+  const tmp = /^\/(tmp|var\/tmp)(\/|$)/.exec(bin);
+  if (tmp) {
+    const under = `/${tmp[1]}`;
+    return { under, why: `PrivateTmp=yes hides from the service (it gets an empty ${under} of its own)` };
+  }
+  return null;
 }
