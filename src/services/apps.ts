@@ -10,6 +10,7 @@ import * as connectionStore from '../db/store/connections.js';
 import { ConflictError, InvalidInputError, NotFoundError, quoted } from '../errors.js';
 import { PLATFORMS, type PlatformId, parsePlatform } from '../providers/catalog.js';
 import { isLoopbackHost } from '../util/net.js';
+import { connectionRef } from '../views.js';
 import { recordAudit } from './audit.js';
 import type { ServiceContext } from './context.js';
 import type { RevokeReport } from './revoke.js';
@@ -540,11 +541,15 @@ export async function removeApp(
   const app = await resolveApp(ctx.db, ref);
   const holding = await connectionStore.oneConnectionPerGrantOfApp(ctx.db, app.id);
   if (holding.length && !force) {
-    const n = await store.countConnections(ctx.db, app.id);
+    // What blocks the removal: connections still holding tokens (a consent the platform may still
+    // honour). Revoked ones hold none, and are removed with the app.
+    const holders = (await connectionStore.listHoldingOfApp(ctx.db, app.id)).map(connectionRef);
+    const n = holders.length;
+    const named = n > 5 ? `${holders.slice(0, 5).join(', ')} and ${n - 5} more` : holders.join(', ');
     throw new ConflictError(
-      `app ${app.platform}/${app.label} is used by ${n} connection${n === 1 ? '' : 's'}`,
+      `app ${app.platform}/${app.label} is used by ${n} connection${n === 1 ? '' : 's'} that still ${n === 1 ? 'holds' : 'hold'} tokens: ${named}`,
       {
-        hint: 'Revoke them first (`credvault connections list`), or give --force to revoke them and remove the app.',
+        hint: `Revoke ${n === 1 ? 'it' : 'them'} first (\`credvault connections revoke CONN\`; revoked connections are removed with the app), or give --force to revoke ${n === 1 ? 'it' : 'them'} and remove the app.`,
       },
     );
   }

@@ -59,6 +59,10 @@ export async function listConnections(
   return store.listViews(ctx.db, filter);
 }
 
+export async function countConnections(ctx: ServiceContext): Promise<number> {
+  return store.countAll(ctx.db);
+}
+
 export function parseStatus(value: string): ConnectionStatus {
   if ((CONNECTION_STATUSES as readonly string[]).includes(value)) return value as ConnectionStatus;
   throw new InvalidInputError(`unknown status ${quoted(value)}`, {

@@ -693,6 +693,40 @@ describe('apps remove', () => {
       expect(doubles.reddit.findGrant(grant.grantId)?.revoked).toBe(false);
     },
   );
+
+  it.runIf(ONCE)(
+    'counts and names only the connections that still hold tokens; a list filter that matches none says so',
+    async () => {
+      const v = await vault();
+      const app = await addAppFor(v, 'google_ads', doubleFor('google_ads'));
+      for (const account of ['1234567890', '2345678901']) {
+        const grant = doubles.google.issueGrant({
+          clientId: app.clientId,
+          scope: 'https://www.googleapis.com/auth/adwords',
+        });
+        await adoptGrant(v, 'google_ads', app.label, grant.refreshToken, { accounts: [account] });
+      }
+      expect((await v.cli(['connections', 'revoke', 'google_ads:1234567890'])).code).toBe(0);
+
+      // The revoked connection holds no token and goes with the app: only the other one blocks.
+      const refused = await v.cli(['apps', 'remove', app.label]);
+      expect(refused.code, refused.stderr).toBe(7);
+      expect(refused.stderr).toContain(
+        `app google_ads/${app.label} is used by 1 connection that still holds tokens: google_ads:2345678901`,
+      );
+      expect(refused.stderr).not.toContain('1234567890');
+      expect(refused.stderr).toContain('revoked connections are removed with the app');
+
+      // Connections exist, none matches: said as such, with the filter.
+      const none = await v.cli(['connections', 'list', '--status', 'needs_reauth']);
+      expect(none.code, none.stderr).toBe(0);
+      expect(none.stdout).toBe('');
+      expect(none.stderr).toContain('no connection matches --status needs_reauth (2 connections in all');
+      expect(none.stderr).not.toContain('no connections yet');
+      const other = await v.cli(['connections', 'list', '--platform', 'reddit-ads', '--status', 'active']);
+      expect(other.stderr).toContain('no connection matches --platform reddit_ads --status active');
+    },
+  );
 });
 
 describe('connections add', () => {

@@ -2,6 +2,7 @@ import { parsePlatform } from '../../providers/catalog.js';
 import {
   type ConnectionView,
   connectionView,
+  countConnections,
   listConnections,
   parseStatus,
   renameConnection,
@@ -53,12 +54,23 @@ export function printConnections(rt: Runtime, views: ConnectionView[]): void {
 export async function list(rt: Runtime, opts: { platform?: string; status?: string }): Promise<void> {
   const platform = filterValue(opts.platform, '--platform', parsePlatform);
   const status = filterValue(opts.status, '--status', parseStatus);
-  const views = await withContext(rt, (ctx) => listConnections(ctx, { platform, status }));
+  const filters = [
+    ...(platform ? [`--platform ${platform}`] : []),
+    ...(status ? [`--status ${status}`] : []),
+  ];
+  const { views, all } = await withContext(rt, async (ctx) => {
+    const views = await listConnections(ctx, { platform, status });
+    // Nothing matched a filter: whether there are connections at all says which message is true.
+    const all = views.length === 0 && filters.length && !rt.out.json ? await countConnections(ctx) : 0;
+    return { views, all };
+  });
   rt.out.list(
     views,
     connectionJson,
     CONNECTION_COLUMNS,
-    'no connections yet: connect one with `credvault connect PLATFORM`',
+    all
+      ? `no connection matches ${filters.join(' ')} (${all} connection${all === 1 ? '' : 's'} in all: \`credvault connections list\` shows them)`
+      : 'no connections yet: connect one with `credvault connect PLATFORM`',
   );
 }
 

@@ -174,6 +174,11 @@ export async function updateByGrant(
   await notifyChange(db, 'grant', tokenId);
 }
 
+export async function countAll(db: Db): Promise<number> {
+  const [row] = await db.select({ n: sql<number>`count(*)::int` }).from(c);
+  return Number(row?.n ?? 0);
+}
+
 export async function countByGrant(db: Db, tokenId: string): Promise<number> {
   const [row] = await db.select({ n: sql<number>`count(*)::int` }).from(c).where(eq(c.tokenId, tokenId));
   return Number(row?.n ?? 0);
@@ -186,6 +191,15 @@ export async function oneConnectionPerGrantOfApp(db: Db, appId: string): Promise
     .from(c)
     .where(and(eq(c.appId, appId), sql`${c.tokenId} is not null`));
   return rows.map((r) => r.id);
+}
+
+/** An app's connections that hold tokens (a revoked one holds none), by platform and account. */
+export async function listHoldingOfApp(db: Db, appId: string): Promise<ConnectionRow[]> {
+  return db
+    .select()
+    .from(c)
+    .where(and(eq(c.appId, appId), sql`${c.tokenId} is not null`))
+    .orderBy(asc(c.platform), asc(c.externalAccountId));
 }
 
 /** Deletes an app's connections, their grants' tokens and the grants' own data keys. */
