@@ -1,5 +1,6 @@
 import { mkdirSync, readFileSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
+import { basename } from 'node:path';
 import { DatabaseError } from '../errors.js';
 
 /**
@@ -18,8 +19,27 @@ import { DatabaseError } from '../errors.js';
 interface Owner {
   pid: number;
   host: string;
+  /** The CLI's command words (`apps list`); empty for a program using credvault as a library. */
   command: string;
+  /** Who holds it, as a person reads it (absent from locks written before it was added: the CLI's). */
+  holder?: string;
   since: string;
+}
+
+/** Set by the CLI's entry point: this process is `credvault …`, not a program using the library. */
+let cli = false;
+
+export function markCli(): void {
+  cli = true;
+}
+
+/** This process as a person waiting for its lock reads it: `credvault apps list`, or the program's name. */
+function holderName(command: string): string {
+  if (cli) return `credvault ${command}`.trim();
+  const script = process.argv[1] ? basename(process.argv[1]) : '';
+  return script
+    ? `${script}, a program using credvault as a library`
+    : 'a program using credvault as a library';
 }
 
 export interface DatabaseLock {
@@ -88,10 +108,12 @@ export async function acquireDatabaseLock(
 ): Promise<DatabaseLock> {
   mkdirSync(folder, { recursive: true, mode: 0o700 });
   const path = `${folder}/credvault.lock`;
+  const command = cli ? process.argv.slice(2, 4).join(' ') : '';
   const me: Owner = {
     pid: process.pid,
     host: hostname(),
-    command: process.argv.slice(2, 4).join(' '),
+    command,
+    holder: holderName(command),
     since: new Date().toISOString(),
   };
   const deadline = Date.now() + timeoutMs;
@@ -104,7 +126,7 @@ export async function acquireDatabaseLock(
     if (Date.now() >= deadline) {
       const owner = readOwner(path);
       const who = owner
-        ? `process ${owner.pid} (credvault ${owner.command}) on ${owner.host}`
+        ? `process ${owner.pid} (${owner.holder ?? `credvault ${owner.command}`.trim()}) on ${owner.host}`
         : 'another process';
       throw new DatabaseError(
         `the embedded database at ${description} is in use by ${who}; gave up after ${Math.round(timeoutMs / 1000)}s`,

@@ -1,7 +1,9 @@
+import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { acquireDatabaseLock } from '../../src/db/lock.js';
+import { ROOT } from '../helpers/paths.js';
 import { fakeSecret } from '../helpers/secrets.js';
 import { createVault, DB_KIND, type TestVault } from '../helpers/vault.js';
 
@@ -51,6 +53,41 @@ describe.runIf(DB_KIND === 'pglite')('the embedded database shared by several pr
       lock.release();
     }
     expect((await v.cli(['apps', 'list'])).code).toBe(0);
+  });
+
+  it('names a program holding the lock through the library by its script, not as an empty credvault command', async () => {
+    const v = await createVault();
+    vaults.push(v);
+    const script = join(v.root, 'nightly-report.mjs');
+    writeFileSync(
+      script,
+      `const { openVault } = await import(${JSON.stringify(join(ROOT, 'dist', 'index.js'))});
+const vault = await openVault({ home: ${JSON.stringify(v.home)}, env: {} });
+process.stdout.write('open\\n');
+process.stdin.resume();
+process.stdin.on('end', () => vault.close());
+`,
+    );
+    const holder = spawn(process.execPath, [script], {
+      env: { PATH: process.env.PATH, HOME: v.root },
+      stdio: ['pipe', 'pipe', 'inherit'],
+    });
+    const exited = new Promise((resolve) => holder.on('close', resolve));
+    try {
+      await new Promise<void>((resolve, reject) => {
+        holder.stdout!.on('data', (d: Buffer) => d.toString().includes('open') && resolve());
+        holder.on('close', () => reject(new Error('the library program ended before opening the vault')));
+      });
+      const result = await v.cli(['apps', 'list'], { env: { CREDVAULT_LOCK_TIMEOUT: '1' } });
+      expect(result.code).toBe(8);
+      expect(result.stderr).toContain(
+        `is in use by process ${holder.pid} (nightly-report.mjs, a program using credvault as a library) on `,
+      );
+      expect(result.stderr).not.toContain('(credvault )');
+    } finally {
+      holder.stdin!.end();
+      await exited;
+    }
   });
 
   it('takes over a lock left by a process that died', async () => {
