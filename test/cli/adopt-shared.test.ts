@@ -16,7 +16,7 @@ import {
 } from '../doubles/index.js';
 import { addAppFor, addConnection, adoptGrant } from '../helpers/flows.js';
 import { expectNoSecretsLeaked } from '../helpers/secrets.js';
-import { createVault, ONCE, type TestVault } from '../helpers/vault.js';
+import { ONCE, type TestVault, vaultsPerTest } from '../helpers/vault.js';
 
 let doubles: AllDoubles;
 beforeAll(async () => {
@@ -24,16 +24,11 @@ beforeAll(async () => {
 });
 afterAll(() => doubles.close());
 
+const vault = vaultsPerTest();
 const cleanups: Array<() => Promise<void>> = [];
 afterEach(async () => {
   await Promise.all(cleanups.splice(0).map((f) => f()));
 });
-
-async function vault(): Promise<TestVault> {
-  const v = await createVault();
-  cleanups.push(() => v.destroy());
-  return v;
-}
 
 const ADWORDS = 'https://www.googleapis.com/auth/adwords';
 
