@@ -4,13 +4,11 @@ import type { Secret } from '../crypto/secret.js';
 import type { Db } from '../db/client.js';
 import type { AppRecord } from '../db/store/apps.js';
 import * as appStore from '../db/store/apps.js';
-import type { ConnectionRow, ConnectionView } from '../db/store/connections.js';
+import type { ConnectionView } from '../db/store/connections.js';
 import * as connectionStore from '../db/store/connections.js';
 import * as stateStore from '../db/store/oauth-states.js';
-import * as tokenStore from '../db/store/tokens.js';
 import {
   ConflictError,
-  CredvaultError,
   InvalidInputError,
   NotFoundError,
   ReauthRequiredError,
@@ -24,13 +22,19 @@ import type { AdAccount, Provider, ProviderApp, TokenResult } from '../providers
 import { safeCode } from '../util/redact.js';
 import { connectionRef } from '../views.js';
 import { resolveApp } from './apps.js';
-import { type AuditEntry, recordAudit } from './audit.js';
+import { recordAudit } from './audit.js';
 import { assertNameFree } from './connections.js';
 import type { ServiceContext } from './context.js';
-import { attachAccounts, destroyGrant, storeGrant, tokenSha256 } from './grants.js';
+import { storeGrant, tokenSha256 } from './grants.js';
+import {
+  findHeldGrants,
+  type HeldGrant,
+  joinGrantIn,
+  refreshHeldGrant,
+  replaceDeadGrant,
+} from './held-grants.js';
 import { providerFailure, withDeadline } from './platform-calls.js';
 import { providerApp } from './provider-app.js';
-import { getValidAccessToken } from './tokens.js';
 
 /**
  * Connecting ad accounts: a state bound to platform and app (stored hashed, 10 minutes, single use),
@@ -515,11 +519,6 @@ export interface Adopted {
   replaced: string[];
 }
 
-/** A connection whose grant still works, or may (refreshes failing for now): one to join. */
-function isLive(connection: ConnectionRow): boolean {
-  return connection.status === 'active' || connection.status === 'error';
-}
-
 /**
  * `connections add`: adopts a refresh token from elsewhere. It is refreshed once first, so only a
  * working one is stored; a rotated refresh token replaces the given one.
@@ -545,20 +544,10 @@ export async function adoptRefreshToken(
 ): Promise<Adopted> {
   const provider = await providerFor(platform);
   const app = await appForPlatform(ctx.db, platform, appRef);
-  const fingerprint = tokenSha256(refreshToken);
-  const held: Array<{ grant: tokenStore.GrantRow; connections: ConnectionRow[] }> = [];
-  for (const grant of await tokenStore.listByTokenSha256(ctx.db, app.id, fingerprint))
-    held.push({ grant, connections: await connectionStore.listByGrant(ctx.db, grant.id) });
-  const live = held.find((h) => h.connections.some(isLive));
+  const { held, live } = await findHeldGrants(ctx.db, app.id, refreshToken);
   if (live) return joinHeldGrant(ctx, provider, app, live, options);
 
-  const opened = await providerApp(ctx, ctx.db, app, { secrets: true });
-  const tokens = await audited(ctx, app, 'token.adopt', () =>
-    withDeadline(ctx, (signal) => provider.refresh(opened, refreshToken, { signal })),
-  ).catch((e) => {
-    throw providerFailure(e, `${failedAt(e, PLATFORMS[platform].displayName)} the refresh token`);
-  });
-  const kept: TokenResult = { ...tokens, refreshToken: tokens.refreshToken ?? refreshToken };
+  const { opened, tokens: kept } = await refreshGivenToken(ctx, provider, app, refreshToken);
   const replaced: string[] = [];
   const connections = await storeConnections(
     ctx,
@@ -570,10 +559,11 @@ export async function adoptRefreshToken(
     'adopt',
     {},
     {
-      refreshTokenSha256: fingerprint,
+      refreshTokenSha256: tokenSha256(refreshToken),
       within: async (tx, ids) => {
         const added = await connectionStore.listViews(tx, { ids });
-        for (const { grant } of held) replaced.push(...(await replaceDeadGrant(ctx, tx, grant.id, added)));
+        for (const { grant } of held)
+          replaced.push(...(await replaceDeadGrant(ctx, tx, grant.id, added, 'adopt')));
       },
     },
   );
@@ -581,45 +571,29 @@ export async function adoptRefreshToken(
 }
 
 /**
- * Destroys a grant that needed a person and held the refresh token a new grant now holds, in the
- * caller's transaction: the connections left on it keep their status, with no tokens, and say why.
- * Returns their refs.
+ * A refresh token given to credvault (adopted, or an import's that replaces a dead grant holding it),
+ * refreshed once before it is stored, so only a working one is: the app opened for it, and the tokens
+ * to store (a refresh token the platform rotated replaces the given one). Audited as an adoption.
  */
-async function replaceDeadGrant(
+export async function refreshGivenToken(
   ctx: ServiceContext,
-  tx: Db,
-  grantId: string,
-  added: ConnectionView[],
-): Promise<string[]> {
-  const left = await connectionStore.listByGrant(tx, grantId);
-  // Reconnected since it was read (a connection this adoption named among them): nothing to replace.
-  if (!left.length || left.some(isLive)) return [];
-  const holders = added.map(connectionRef).join(', ');
-  const audit: AuditEntry[] = [];
-  for (const connection of left) {
-    await connectionStore.update(tx, connection.id, {
-      statusMessage: `its refresh token was adopted again for ${holders} (connections add), whose grant holds it now; connect this account again to use it`,
-    });
-    audit.push({
-      action: 'connection.update',
-      targetType: 'connection',
-      targetId: connection.id,
-      connectionId: connection.id,
-      outcome: 'success',
-      detail: {
-        platform: connection.platform,
-        account: connection.externalAccountId,
-        via: 'adopt',
-        grant: grantId,
-        tokens: 'destroyed',
-        replaced_by: added[0]?.tokenId ?? null,
-        status: connection.status,
-      },
-    });
-  }
-  await destroyGrant(tx, grantId);
-  await recordAudit(tx, ctx.actor, audit);
-  return left.map(connectionRef);
+  provider: Provider,
+  app: AppRecord,
+  refreshToken: Secret,
+  extra: Record<string, unknown> = {},
+): Promise<{ opened: ProviderApp; tokens: TokenResult }> {
+  const opened = await providerApp(ctx, ctx.db, app, { secrets: true });
+  const platform = app.platform as PlatformId;
+  const tokens = await audited(
+    ctx,
+    app,
+    'token.adopt',
+    () => withDeadline(ctx, (signal) => provider.refresh(opened, refreshToken, { signal })),
+    extra,
+  ).catch((e) => {
+    throw providerFailure(e, `${failedAt(e, PLATFORMS[platform].displayName)} the refresh token`);
+  });
+  return { opened, tokens: { ...tokens, refreshToken: tokens.refreshToken ?? refreshToken } };
 }
 
 /**
@@ -631,60 +605,30 @@ async function joinHeldGrant(
   ctx: ServiceContext,
   provider: Provider,
   app: AppRecord,
-  held: { grant: tokenStore.GrantRow; connections: ConnectionRow[] },
+  held: HeldGrant,
   options: CompleteOptions,
 ): Promise<Adopted> {
   const holders = held.connections.map(connectionRef);
-  const said = `the vault already holds this refresh token (the grant of ${holders.join(', ')})`;
   // The app as the adoption needs it (enabled: refused before anything else otherwise).
   const opened = await providerApp(ctx, ctx.db, app, { secrets: true });
-  const through = held.connections.find((c) => c.status === 'active') ?? held.connections.find(isLive)!;
-  let accessToken: Secret;
-  try {
-    ({ accessToken } = await getValidAccessToken(ctx, through.id, {
-      minTtlSeconds: 0,
-      forceRefresh: true,
-      purpose: 'connections add',
-    }));
-  } catch (error) {
-    if (!(error instanceof CredvaultError)) throw error;
-    throw new CredvaultError(
-      error.code,
-      `${said}, and ${error.message.replace(/\.$/, '')}; nothing was stored`,
-      {
-        hint: error.hint,
-        cause: error,
-      },
-    );
-  }
+  const { accessToken } = await refreshHeldGrant(ctx, held, 'connections add', 'nothing was stored');
   const found = await audited(ctx, app, 'token.adopt', () => discover(ctx, provider, opened, accessToken), {
     joined: held.grant.id,
     decrypted: app.hasDeveloperToken ? ['developer_token'] : [],
   });
   const chosen = await options.choose(found, provider.id, {});
   if (chosen.length === 0) throw new InvalidInputError('no account was chosen; nothing was stored');
-  const ids = await ctx.transaction(async (tx) => {
-    // Still there and still working: a revocation meanwhile waits for this transaction, or came first.
-    const grant = await tokenStore.lock(tx, held.grant.id);
-    const current = grant ? await connectionStore.listByGrant(tx, held.grant.id) : [];
-    if (!current.some(isLive)) {
-      throw new ConflictError(`${said}, but it was revoked or found dead meanwhile; nothing was stored`, {
-        hint: 'Run `credvault connections list` to see why, then add the account again.',
-      });
-    }
-    const { ids, audit } = await attachAccounts(ctx, tx, {
+  const ids = await ctx.transaction((tx) =>
+    joinGrantIn(ctx, tx, {
       app,
-      grantId: held.grant.id,
+      held,
       accounts: chosen,
       name: options.name ?? null,
       via: 'adopt',
-    });
-    const sharedWith = current.filter((c) => !ids.includes(c.id)).map((c) => c.externalAccountId);
-    for (const entry of audit)
-      entry.detail = { ...entry.detail, grant: held.grant.id, shared_with: sharedWith };
-    await recordAudit(tx, ctx.actor, audit);
-    return ids;
-  });
+      nothing: 'nothing was stored',
+      hint: 'Run `credvault connections list` to see why, then add the account again.',
+    }),
+  );
   const connections = await connectionStore.listViews(ctx.db, { ids });
   return {
     connections,
