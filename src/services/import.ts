@@ -10,13 +10,21 @@ import * as tokenStore from '../db/store/tokens.js';
 import { ConflictError, CredvaultError, type ErrorCode, InvalidInputError, quoted } from '../errors.js';
 import { PLATFORMS, type PlatformId } from '../providers/catalog.js';
 import { providerFor } from '../providers/registry.js';
-import type { AdAccount } from '../providers/types.js';
+import type { AdAccount, TokenResult } from '../providers/types.js';
 import { connectionRef } from '../views.js';
 import { type AppFields, addApp, parseAppFields, secretSlot, updateApp } from './apps.js';
 import { recordAudit } from './audit.js';
+import { refreshGivenToken } from './connect.js';
 import { normalizeAccountId } from './connections.js';
 import type { ServiceContext } from './context.js';
 import { attachAccounts, openToken, storeGrant } from './grants.js';
+import {
+  findHeldGrants,
+  type HeldGrant,
+  joinGrantIn,
+  refreshHeldGrant,
+  replaceDeadGrant,
+} from './held-grants.js';
 import { providerFailure } from './platform-calls.js';
 import { providerApp } from './provider-app.js';
 import { getValidAccessToken } from './tokens.js';
@@ -491,8 +499,38 @@ export interface PlanItem {
   kind: 'app' | 'connection';
   platform: PlatformId;
   target: string;
-  action: 'create' | 'update' | 'unchanged' | 'skip';
+  /** `join`: the account joins a grant of other accounts that holds the file's refresh token already. */
+  action: 'create' | 'update' | 'unchanged' | 'skip' | 'join';
   detail: string;
+}
+
+/**
+ * What an import must ask the platform before it writes, by platform (a file holds one refresh token
+ * per platform): the grant of other accounts that holds the file's token already, refreshed once to
+ * join it, or the file's token refreshed to replace the dead grants holding it.
+ */
+type Need =
+  | { kind: 'join'; held: HeldGrant }
+  | { kind: 'replace'; app: AppRecord; dead: HeldGrant[]; refreshToken: Secret };
+
+/** What was asked (the import's second pass writes with it). */
+interface Prepared {
+  /** Held grants refreshed, by id. */
+  joined: Set<string>;
+  /** The file's token refreshed, by platform: the tokens its new grant stores. */
+  adopted: Map<PlatformId, TokenResult>;
+}
+
+/** The import's transaction, rolled back: a dry run's, or a first pass that found a platform call to make. */
+class Rollback extends Error {}
+
+const NOTHING = 'nothing was imported';
+
+function changedMeanwhile(platform: PlatformId): ConflictError {
+  return new ConflictError(
+    `the ${PLATFORMS[platform].displayName} grants holding the file's refresh token changed while importing; ${NOTHING}`,
+    { hint: 'Run the import again (read the plan with --dry-run first).' },
+  );
 }
 
 export interface ImportResult {
@@ -506,8 +544,6 @@ export interface ImportResult {
   /** Every connection the file names, those it left unchanged too (for --verify). */
   named: string[];
 }
-
-class DryRun extends Error {}
 
 const ENV_NAME = (creds: PlatformCredentials, field: Field, fallback: string) =>
   creds.sources[field] ?? fallback;
@@ -552,12 +588,21 @@ export async function importCredentials(
   }
   const touched: string[] = [];
   const named: string[] = [];
-  const run = async () =>
+  const before = plan.length;
+  const needs = new Map<PlatformId, Need>();
+  const run = async (prepared: Prepared | null) =>
     ctx.transaction(async (tx) => {
+      plan.length = before;
+      touched.length = 0;
+      named.length = 0;
+      needs.clear();
       for (const [platform, creds] of platforms) {
         const app = await importApp(ctx, tx, platform, creds, plan);
-        await importConnections(ctx, tx, platform, app, creds, plan, touched, named);
+        await importConnections(ctx, tx, platform, app, creds, plan, touched, named, { needs, prepared });
       }
+      // A grant to join, or to replace, is asked about before anything is written: the plan (and
+      // every refusal it may end in) comes first, and this pass is rolled back.
+      if (options.dryRun || (needs.size && !prepared)) throw new Rollback();
       await recordAudit(tx, ctx.actor, {
         action: 'import',
         targetType: 'vault',
@@ -568,12 +613,17 @@ export async function importCredentials(
           unknown: found.unknown,
         },
       });
-      if (options.dryRun) throw new DryRun();
     });
-  try {
-    await run();
-  } catch (error) {
-    if (!(error instanceof DryRun)) throw error;
+  const rolledBack = await run(null).then(
+    () => false,
+    (error) => {
+      if (!(error instanceof Rollback)) throw error;
+      return true;
+    },
+  );
+  if (rolledBack && !options.dryRun) {
+    await run(await prepare(ctx, needs));
+  } else if (options.dryRun) {
     // The plan compared stored secrets with the file's: that read is recorded, nothing else is.
     await ctx.transaction((tx) =>
       recordAudit(tx, ctx.actor, {
@@ -597,6 +647,45 @@ export async function importCredentials(
     connections: options.dryRun ? [] : touched,
     named: options.dryRun ? [] : named,
   };
+}
+
+/**
+ * The platform calls an import makes before it writes, as `connections add` makes them: a grant of
+ * other accounts that holds the file's refresh token is refreshed once under its lease (the file's
+ * token is not presented: where tokens rotate it may be used up, and a reused one can end the whole
+ * grant); where only grants that need a person hold it, the file's token is refreshed, so that only a
+ * working one replaces them. Any failure ends the import with nothing written.
+ */
+async function prepare(ctx: ServiceContext, needs: Map<PlatformId, Need>): Promise<Prepared> {
+  const prepared: Prepared = { joined: new Set(), adopted: new Map() };
+  for (const [platform, need] of needs) {
+    if (need.kind === 'join') {
+      await refreshHeldGrant(ctx, need.held, 'import', NOTHING);
+      prepared.joined.add(need.held.grant.id);
+      continue;
+    }
+    try {
+      const { tokens } = await refreshGivenToken(
+        ctx,
+        await providerFor(platform),
+        need.app,
+        need.refreshToken,
+        {
+          via: 'import',
+        },
+      );
+      prepared.adopted.set(platform, tokens);
+    } catch (error) {
+      if (!(error instanceof CredvaultError)) throw error;
+      const held = need.dead.map((h) => h.connections.map(connectionRef).join(', ')).join('; ');
+      throw new CredvaultError(
+        error.code,
+        `the vault holds the file's ${PLATFORMS[platform].displayName} refresh token on the grant of ${held}, which needs a person, and refreshing it to replace that grant failed: ${error.message.replace(/\.$/, '')}; ${NOTHING}`,
+        { hint: error.hint, cause: error },
+      );
+    }
+  }
+  return prepared;
 }
 
 /** What `apps add` would refuse, asked for by the names the user's file uses. */
@@ -742,6 +831,7 @@ async function importConnections(
   plan: PlanItem[],
   touched: string[],
   named: string[],
+  pass: { needs: Map<PlatformId, Need>; prepared: Prepared | null },
 ): Promise<void> {
   const accounts = creds.accountIds.length
     ? creds.accountIds
@@ -805,7 +895,7 @@ async function importConnections(
     if (grant && existing!.appId === app.id) {
       // The token this file held was imported before (the platform may have rotated it since: the
       // stored one is newer and stays), or it is the very token stored.
-      same = grant.importedTokenSha256 === fingerprint;
+      same = grant.importedTokenSha256 === fingerprint || grant.refreshTokenSha256 === fingerprint;
       if (!same) {
         const stored = await openToken(ctx, grant, accessTokenOnly ? 'access' : 'refresh');
         same = stored?.reveal() === token.reveal();
@@ -885,6 +975,45 @@ async function importConnections(
   }
   if (!fresh.length) return;
   const accountsOf = fresh.map((id) => ({ id, name: null, currency: null, details }));
+  // One consent, one grant, as `connections add` keeps it: the file's refresh token may be held
+  // already by a grant of accounts the file does not name (connect, connections add, another file).
+  const held = !holder && creds.refreshToken ? await findHeldGrants(tx, app.id, creds.refreshToken) : null;
+  if (held?.live) {
+    const live = held.live;
+    const refs = live.connections.map(connectionRef).join(', ');
+    for (const item of freshItems) {
+      item.action = 'join';
+      item.detail = `app ${app.label}, the grant of ${refs}, which holds this refresh token already (one consent: revoking one revokes them all); that grant is refreshed once, the file's token is not sent`;
+    }
+    pass.needs.set(platform, { kind: 'join', held: live });
+    if (!pass.prepared) return;
+    if (!pass.prepared.joined.has(live.grant.id)) throw changedMeanwhile(platform);
+    const ids = await joinGrantIn(ctx, tx, {
+      app,
+      held: live,
+      accounts: accountsOf,
+      name: null,
+      via: 'import',
+      nothing: NOTHING,
+      hint: 'Run `credvault connections list` to see why, then import again.',
+    });
+    touched.push(...ids);
+    named.push(...ids);
+    return;
+  }
+  let adopted: TokenResult | undefined;
+  if (held?.held.length) {
+    // Only grants that need a person hold it: as `connections add`, the file's token is refreshed
+    // (proving it works), and its new grant replaces them.
+    const refs = held.held.flatMap((h) => h.connections.map(connectionRef)).join(', ');
+    for (const item of freshItems) {
+      item.detail += `; replaces the grant of ${refs}, which holds this refresh token and needs a person (its tokens are destroyed): the file's token is refreshed first`;
+    }
+    pass.needs.set(platform, { kind: 'replace', app, dead: held.held, refreshToken: creds.refreshToken! });
+    if (!pass.prepared) return;
+    adopted = pass.prepared.adopted.get(platform);
+    if (!adopted) throw changedMeanwhile(platform);
+  }
   if (holder) {
     // One consent, one grant: a second copy of the token would be refreshed on its own, and where
     // the platform rotates refresh tokens the first refresh would leave the other copy stale.
@@ -902,7 +1031,9 @@ async function importConnections(
   }
   const ids = await storeGrant(ctx, tx, {
     app,
-    tokens: {
+    // The file's token refreshed to replace a dead grant: what the platform gave (a rotated refresh
+    // token replaces the file's).
+    tokens: adopted ?? {
       // With a refresh token, no access token is kept: the first `token get` (or --verify)
       // refreshes. An access token alone has an unknown lifetime: it serves until refused.
       accessToken: accessTokenOnly ? creds.accessToken! : null,
@@ -917,9 +1048,15 @@ async function importConnections(
     via: 'import',
     accessTokenOnly,
     importedTokenSha256: fingerprint,
+    // As given (the platform may have rotated it when it was refreshed to replace a dead grant).
+    refreshTokenSha256: creds.refreshToken ? fingerprint : undefined,
   });
   touched.push(...ids);
   named.push(...ids);
+  if (held?.held.length) {
+    const added = await connectionStore.listViews(tx, { ids });
+    for (const { grant } of held.held) await replaceDeadGrant(ctx, tx, grant.id, added, 'import');
+  }
 }
 
 export interface VerifyOutcome {

@@ -100,7 +100,7 @@ function print(rt: Runtime, result: ImportResult, verified: VerifyOutcome[] | nu
       header: result.applied ? 'DONE' : 'WOULD',
       value: (p) => p.action,
       style: (p, text, c) =>
-        p.action === 'create'
+        p.action === 'create' || p.action === 'join'
           ? c.green(text)
           : p.action === 'update'
             ? c.yellow(text)
@@ -122,7 +122,9 @@ function print(rt: Runtime, result: ImportResult, verified: VerifyOutcome[] | nu
     );
   }
   if (result.ignored.length) out.note(`left alone, client-library settings: ${result.ignored.join(', ')}`);
-  const changes = result.plan.filter((p) => p.action === 'create' || p.action === 'update').length;
+  const changes = result.plan.filter(
+    (p) => p.action === 'create' || p.action === 'update' || p.action === 'join',
+  ).length;
   const skipped = result.plan.filter((p) => p.action === 'skip').length;
   const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? '' : 's'}`;
   if (!result.applied) {
