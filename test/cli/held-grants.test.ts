@@ -1,0 +1,425 @@
+/**
+ * One consent, one grant. `connections add` or `import` given a refresh token the vault already holds
+ * for the same app joins that grant (the new account shares it, as `--account X --account Y` in one
+ * run does; import's plan says `join`), so revoking any of them revokes them all. The held grant is
+ * refreshed once under its lease; the given token is never presented to the platform again (a
+ * rotated-away one would be refused, or end the grant). A held grant that needs a person takes no new
+ * account: the given token, once it proves to work, makes a grant that replaces it. A dry run of the
+ * import shows the join and writes nothing.
+ */
+import { createHash } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import {
+  type AllDoubles,
+  GOOGLE_ADWORDS_SCOPE,
+  MICROSOFT_ADS_SCOPE,
+  type MicrosoftDouble,
+  startAllDoubles,
+  startMicrosoftDouble,
+} from '../doubles/index.js';
+import { type AppSetup, addAppFor, addConnection, adoptGrant } from '../helpers/flows.js';
+import { expectNoSecretsLeaked } from '../helpers/secrets.js';
+import { ONCE, type TestVault, vaultsPerTest } from '../helpers/vault.js';
+
+let doubles: AllDoubles;
+beforeAll(async () => {
+  doubles = await startAllDoubles();
+});
+afterAll(() => doubles.close());
+
+const vault = vaultsPerTest();
+const cleanups: Array<() => Promise<void>> = [];
+afterEach(async () => {
+  await Promise.all(cleanups.splice(0).map((f) => f()));
+});
+
+interface ImportJson {
+  applied: boolean;
+  plan: Array<{ action: string; kind: string; platform: string; target: string; detail: string }>;
+  connections: string[];
+}
+
+interface Row {
+  external_account_id: string;
+  status: string;
+  token_id: string | null;
+  status_message: string | null;
+}
+
+function connections(v: TestVault): Promise<Row[]> {
+  return v.sql<Row>(
+    'select external_account_id, status, token_id, status_message from ad_account_connections order by external_account_id',
+  );
+}
+
+/** A Google Ads app and its grant, adopted by `connections add` for 1234567890. */
+async function googleHeld(v: TestVault) {
+  const app = await addAppFor(v, 'google_ads', doubles.google as never);
+  const grant = doubles.google.issueGrant({ clientId: app.clientId, scope: GOOGLE_ADWORDS_SCOPE });
+  await adoptGrant(v, 'google_ads', app.label, grant.refreshToken, { accounts: ['1234567890'] });
+  return { app, grant };
+}
+
+/**
+ * A Microsoft Ads app whose double revokes the whole grant when a rotated-away refresh token is
+ * presented again (as a platform detecting refresh token reuse does), its grant adopted for 987, and
+ * how many times the original token was presented (once, by that adoption).
+ */
+async function microsoftHeld() {
+  const microsoft: MicrosoftDouble = await startMicrosoftDouble({ strictRotation: true });
+  cleanups.push(() => microsoft.close());
+  const v = await vault();
+  const app = await addAppFor(v, 'microsoft_ads', microsoft as never);
+  const grant = microsoft.issueGrant({
+    clientId: app.clientId,
+    scope: `${MICROSOFT_ADS_SCOPE} offline_access`,
+  } as never);
+  await adoptGrant(v, 'microsoft_ads', app.label, grant.refreshToken, { accounts: ['987'] });
+  const presented = () =>
+    microsoft
+      .tokenRequests('refresh_token')
+      .filter((r) => r.form?.get('refresh_token') === grant.refreshToken).length;
+  expect(presented()).toBe(1);
+  return { microsoft, v, app, grant, presented };
+}
+
+/** 987 and 988 active on one grant, which the double still holds live. */
+async function expectMicrosoftJoined(held: Awaited<ReturnType<typeof microsoftHeld>>): Promise<void> {
+  expect(held.presented()).toBe(1);
+  expect(held.microsoft.findGrant(held.grant.grantId)?.revoked).toBe(false);
+  const rows = await connections(held.v);
+  expect(rows.map((r) => [r.external_account_id, r.status])).toEqual([
+    ['987', 'active'],
+    ['988', 'active'],
+  ]);
+  expect(rows[0]!.token_id).toBe(rows[1]!.token_id);
+  await expectNoSecretsLeaked(held.v, [held.grant.refreshToken, held.app.clientSecret]);
+}
+
+/** Leaves the grant as a revocation the platform could not be told of does (tokens kept, no longer served); its id. */
+async function revocationPending(v: TestVault): Promise<string> {
+  await v.sql(
+    "update ad_account_connections set status = 'needs_reauth', status_message = 'revocation requested; Google Ads could not be told yet'",
+  );
+  const [dead] = await v.sql<{ id: string }>('select id from oauth_tokens_vault');
+  return dead!.id;
+}
+
+/** The dead grant replaced: 1234567890 left needs_reauth without tokens, 2345678901 active on the one new grant. */
+async function expectDeadGrantReplaced(v: TestVault, deadId: string): Promise<Row[]> {
+  const grants = await v.sql<{ id: string }>('select id from oauth_tokens_vault');
+  expect(grants).toHaveLength(1);
+  expect(grants[0]!.id).not.toBe(deadId);
+  const rows = await connections(v);
+  expect(rows).toEqual([
+    expect.objectContaining({
+      external_account_id: '1234567890',
+      status: 'needs_reauth',
+      token_id: null,
+    }),
+    expect.objectContaining({
+      external_account_id: '2345678901',
+      status: 'active',
+      token_id: grants[0]!.id,
+    }),
+  ]);
+  return rows;
+}
+
+/** Revoking one connection revokes both, and the grant is gone. */
+async function expectBothRevoked(v: TestVault, connection: string): Promise<void> {
+  const revoked = await v.json<{ connections: Array<{ external_account_id: string; status: string }> }>([
+    'connections',
+    'revoke',
+    connection,
+  ]);
+  expect(revoked.connections.map((c) => [c.external_account_id, c.status])).toEqual([
+    ['1234567890', 'revoked'],
+    ['2345678901', 'revoked'],
+  ]);
+  expect(await v.sql('select id from oauth_tokens_vault')).toEqual([]);
+}
+
+/** A .env naming the app by its client id, the refresh token, and the accounts. */
+function writeEnv(
+  v: TestVault,
+  prefix: string,
+  app: AppSetup,
+  refreshToken: string,
+  accounts: string,
+): string {
+  const file = join(v.root, '.env');
+  const account = prefix === 'GOOGLE_ADS_' ? 'CUSTOMER_ID' : 'ACCOUNT_ID';
+  writeFileSync(
+    file,
+    [
+      `${prefix}CLIENT_ID=${app.clientId}`,
+      `${prefix}CLIENT_SECRET=${app.clientSecret}`,
+      `${prefix}DEVELOPER_TOKEN=${app.developerToken}`,
+      `${prefix}REFRESH_TOKEN=${refreshToken}`,
+      `${prefix}${account}=${accounts}`,
+      '',
+    ].join('\n'),
+  );
+  return file;
+}
+
+/** The dump without the audit log (a dry run records that it read the stored secrets). */
+function withoutAudit(dump: string): string {
+  return dump.slice(0, dump.indexOf('credential_access_audit: '));
+}
+
+describe('connections add with a refresh token the vault already holds', () => {
+  it('joins the held grant: one grant, the token not sent again, and revoking either revokes both', async () => {
+    const v = await vault();
+    const { app, grant } = await googleHeld(v);
+    const refreshes = doubles.google.refreshAttempts;
+
+    const second = await addConnection(v, 'google_ads', app.label, grant.refreshToken, {
+      accounts: ['2345678901'],
+      json: true,
+    });
+    expect(second.code, second.stderr).toBe(0);
+    // The contract's connection list: the account added, active.
+    expect(JSON.parse(second.stdout)).toEqual([
+      expect.objectContaining({ external_account_id: '2345678901', status: 'active' }),
+    ]);
+    // Proven to work as any adopted token is, by one refresh: the held grant's, under its lease.
+    expect(doubles.google.refreshAttempts).toBe(refreshes + 1);
+
+    const fingerprint = createHash('sha256').update(grant.refreshToken).digest('hex');
+    await v.session(async (query) => {
+      const grants = await query<{ id: string; refresh_token_sha256: string }>(
+        'select id, refresh_token_sha256 from oauth_tokens_vault',
+      );
+      expect(grants).toHaveLength(1);
+      expect(grants[0]!.refresh_token_sha256).toBe(fingerprint);
+      const rows = await query<{ token_id: string }>('select token_id from ad_account_connections');
+      expect(rows.map((r) => r.token_id)).toEqual([grants[0]!.id, grants[0]!.id]);
+      // Audited as its neighbours: the account's creation (via adopt, the grant it joined) and the
+      // held access token read to list the accounts, with what it was for.
+      const audit = await query<{ action: string; target_type: string; detail: Record<string, unknown> }>(
+        "select action, target_type, detail from credential_access_audit where id > (select max(id) from credential_access_audit where action = 'token.store')",
+      );
+      expect(audit).toEqual(
+        expect.arrayContaining([
+          expect.objectContaining({
+            action: 'token.serve',
+            detail: expect.objectContaining({ purpose: 'connections add' }),
+          }),
+          expect.objectContaining({
+            action: 'connection.create',
+            detail: expect.objectContaining({
+              account: '2345678901',
+              via: 'adopt',
+              grant: grants[0]!.id,
+              shared_with: ['1234567890'],
+            }),
+          }),
+        ]),
+      );
+      expect(audit.map((a) => a.action)).not.toContain('token.store');
+      // Neither the token nor its hash is written anywhere but the grant's row.
+      expect(JSON.stringify(audit)).not.toContain(fingerprint);
+    });
+
+    await expectBothRevoked(v, 'google_ads:1234567890');
+    await expectNoSecretsLeaked(v, [grant.refreshToken, app.clientSecret], [second.stdout]);
+    expect(v.printed.join('\n')).not.toContain(fingerprint);
+  });
+
+  it.runIf(ONCE)(
+    'joins a Microsoft grant whose token rotated since: the original is never presented again',
+    async () => {
+      const held = await microsoftHeld();
+      const { v, app, grant } = held;
+
+      // The same original token again, for the other account: a person re-running the setup.
+      const second = await addConnection(v, 'microsoft_ads', app.label, grant.refreshToken, {
+        accounts: ['988'],
+      });
+      expect(second.code, second.stderr).toBe(0);
+      expect(second.stderr).toContain('the vault already holds this refresh token');
+      expect(second.stderr).toContain('microsoft_ads:988 shares the grant of microsoft_ads:987');
+      await expectMicrosoftJoined(held);
+    },
+  );
+
+  it.runIf(ONCE)(
+    'a held grant that needs a person is not joined: the token, once it works, makes the grant that replaces it',
+    async () => {
+      const v = await vault();
+      const { app, grant } = await googleHeld(v);
+      const dead = await revocationPending(v);
+      const refreshes = doubles.google.refreshAttempts;
+
+      const again = await addConnection(v, 'google_ads', app.label, grant.refreshToken, {
+        accounts: ['2345678901'],
+      });
+      expect(again.code, again.stderr).toBe(0);
+      // Proven to work first, as any adopted token.
+      expect(doubles.google.refreshAttempts).toBe(refreshes + 1);
+      const rows = await expectDeadGrantReplaced(v, dead);
+      expect(rows[0]!.status_message).toContain('google_ads:2345678901');
+      expect(again.stderr).toContain('google_ads:1234567890');
+
+      // Joining a live grant proves it works too: a consent revoked at the platform since is found
+      // dead by that refresh (marked so, as any refresh would), and nothing joins it: exit 4.
+      doubles.google.revokeGrant(grant.grantId);
+      const refused = await addConnection(v, 'google_ads', app.label, grant.refreshToken, {
+        accounts: ['1234567890'],
+      });
+      expect(refused.code, refused.stderr).toBe(4);
+      expect(refused.stderr).toContain('the vault already holds this refresh token');
+      expect(await connections(v)).toEqual([
+        rows[0],
+        expect.objectContaining({ external_account_id: '2345678901', status: 'needs_reauth' }),
+      ]);
+      await expectNoSecretsLeaked(v, [grant.refreshToken, app.clientSecret]);
+    },
+  );
+});
+
+describe('import of a refresh token the vault already holds for other accounts', () => {
+  it('joins the held grant: one grant, refreshed once under its lease, and revoking either revokes both', async () => {
+    const v = await vault();
+    const { app, grant } = await googleHeld(v);
+    const file = writeEnv(v, 'GOOGLE_ADS_', app, grant.refreshToken, '2345678901');
+    const refreshes = doubles.google.refreshAttempts;
+
+    const result = await v.json<ImportJson>(['import', 'env', '--file', file]);
+    expect(result.plan.map((p) => `${p.action} ${p.kind} ${p.target}`)).toEqual([
+      'unchanged app google-app',
+      'join connection 2345678901',
+    ]);
+    expect(result.plan[1]!.detail).toContain('the grant of google_ads:1234567890');
+    expect(result.connections).toHaveLength(1);
+    // Proven to work by one refresh: the held grant's, under its lease (Google does not rotate: it is
+    // the same token, presented once, not once per copy).
+    expect(doubles.google.refreshAttempts).toBe(refreshes + 1);
+
+    const fingerprint = createHash('sha256').update(grant.refreshToken).digest('hex');
+    await v.session(async (query) => {
+      const grants = await query<{ id: string }>('select id from oauth_tokens_vault');
+      expect(grants).toHaveLength(1);
+      const rows = await query<{ token_id: string; status: string }>(
+        'select token_id, status from ad_account_connections order by external_account_id',
+      );
+      expect(rows).toEqual([
+        { token_id: grants[0]!.id, status: 'active' },
+        { token_id: grants[0]!.id, status: 'active' },
+      ]);
+      // Audited as its neighbours: the held token served to the import, the account's creation (via
+      // import, the grant it joined), and the import with its plan; no grant stored.
+      const audit = await query<{ action: string; detail: Record<string, unknown> }>(
+        "select action, detail from credential_access_audit where id > (select max(id) from credential_access_audit where action = 'token.store')",
+      );
+      expect(audit).toEqual(
+        expect.arrayContaining([
+          expect.objectContaining({
+            action: 'token.serve',
+            detail: expect.objectContaining({ purpose: 'import', refreshed: true }),
+          }),
+          expect.objectContaining({
+            action: 'connection.create',
+            detail: expect.objectContaining({
+              account: '2345678901',
+              via: 'import',
+              grant: grants[0]!.id,
+              shared_with: ['1234567890'],
+            }),
+          }),
+          expect.objectContaining({
+            action: 'import',
+            detail: expect.objectContaining({
+              plan: ['unchanged app google_ads google-app', 'join connection google_ads 2345678901'],
+            }),
+          }),
+        ]),
+      );
+      expect(audit.map((a) => a.action)).not.toContain('token.store');
+      expect(JSON.stringify(audit)).not.toContain(fingerprint);
+    });
+
+    await expectBothRevoked(v, 'google_ads:2345678901');
+    expect(doubles.google.findGrant(grant.grantId)?.revoked).toBe(true);
+    await expectNoSecretsLeaked(v, [grant.refreshToken, app.clientSecret]);
+    expect(v.printed.join('\n')).not.toContain(fingerprint);
+  });
+
+  it('--dry-run shows the join, asks the platform nothing and writes nothing', async () => {
+    const v = await vault();
+    const { app, grant } = await googleHeld(v);
+    const file = writeEnv(v, 'GOOGLE_ADS_', app, grant.refreshToken, '2345678901');
+    const refreshes = doubles.google.refreshAttempts;
+    const before = await v.dump();
+
+    const dry = await v.cli(['import', 'env', '--file', file, '--dry-run']);
+    expect(dry.code, dry.stderr).toBe(0);
+    expect(dry.stdout).toMatch(
+      /join\s+connection\s+google_ads\s+2345678901\s+app google-app, the grant of google_ads:1234567890/,
+    );
+    expect(dry.stderr).toContain('dry run: nothing was written');
+    expect(doubles.google.refreshAttempts).toBe(refreshes);
+
+    const after = await v.dump();
+    expect(withoutAudit(after)).toBe(withoutAudit(before));
+    // The one row it adds: that the plan read the stored secrets.
+    const audit = await v.sql<{ action: string; detail: { plan: string[] } }>(
+      'select action, detail from credential_access_audit order by id desc limit 1',
+    );
+    expect(audit).toEqual([
+      expect.objectContaining({
+        action: 'import.plan',
+        detail: expect.objectContaining({
+          plan: ['unchanged app google_ads google-app', 'join connection google_ads 2345678901'],
+        }),
+      }),
+    ]);
+  });
+
+  it.runIf(ONCE)(
+    'joins a Microsoft grant whose token rotated since: the file’s token is never presented again',
+    async () => {
+      const held = await microsoftHeld();
+      const { v, app, grant, microsoft } = held;
+      const refreshes = microsoft.refreshAttempts;
+
+      // The .env the token came from, naming another account.
+      const file = writeEnv(v, 'MICROSOFT_ADS_', app, grant.refreshToken, '988');
+      const result = await v.json<ImportJson>(['import', 'env', '--file', file]);
+      expect(result.plan.map((p) => `${p.action} ${p.kind} ${p.target}`)).toEqual([
+        'unchanged app microsoft-app',
+        'join connection 988',
+      ]);
+      expect(result.plan[1]!.detail).toContain('the grant of microsoft_ads:987');
+      expect(microsoft.refreshAttempts).toBe(refreshes + 1);
+      await expectMicrosoftJoined(held);
+    },
+  );
+
+  it.runIf(ONCE)(
+    'a held grant that needs a person is not joined: the file’s token, once it works, makes the grant that replaces it',
+    async () => {
+      const v = await vault();
+      const { app, grant } = await googleHeld(v);
+      const file = writeEnv(v, 'GOOGLE_ADS_', app, grant.refreshToken, '2345678901');
+      const dead = await revocationPending(v);
+      const refreshes = doubles.google.refreshAttempts;
+
+      const result = await v.json<ImportJson>(['import', 'env', '--file', file]);
+      expect(result.plan.map((p) => `${p.action} ${p.kind} ${p.target}`)).toEqual([
+        'unchanged app google-app',
+        'create connection 2345678901',
+      ]);
+      expect(result.plan[1]!.detail).toContain('replaces the grant of google_ads:1234567890');
+      // Proven to work first, as an adopted token is.
+      expect(doubles.google.refreshAttempts).toBe(refreshes + 1);
+      const rows = await expectDeadGrantReplaced(v, dead);
+      expect(rows[0]!.status_message).toContain('imported again for google_ads:2345678901');
+      await expectNoSecretsLeaked(v, [grant.refreshToken, app.clientSecret]);
+    },
+  );
+});
