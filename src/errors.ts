@@ -157,7 +157,7 @@ function cutMiddle(pieces: string[], max: number, head: number, mark: string): s
 }
 
 /** The longest input `quoted` shows, in characters as shown, before it cuts it. */
-export const QUOTED_MAX = 160;
+const QUOTED_MAX = 160;
 
 /**
  * A user's input as an error message quotes it: in double quotes, as JSON would (a quote or a
@@ -172,10 +172,16 @@ export function quoted(input: unknown): string {
   return `"${cutMiddle(pieces, QUOTED_MAX, 110, '…')}"`;
 }
 
-/** A stretch without spaces longer than this (input that was not `quoted`) is cut in its middle. */
-const RUN_MAX = 200;
-/** A whole message or hint longer than this is cut in its middle. */
-const TEXT_MAX = 2000;
+/**
+ * A stretch without spaces longer than this (input that was not `quoted`) is cut in its middle: the
+ * longest path Linux takes (4096) is still shown whole, a hint must name a file a person can find.
+ */
+const RUN_MAX = 4096;
+/**
+ * A whole message or hint longer than this is cut in its middle: long enough for every account a
+ * manager's grant reaches, listed for the choice of --account.
+ */
+const TEXT_MAX = 32_768;
 
 /**
  * An error's message or hint as it may reach a terminal or a log, whatever input it echoes: its
@@ -184,8 +190,10 @@ const TEXT_MAX = 2000;
  */
 export function printable(text: string): string {
   const runs = text.replace(/\S+/g, (run) =>
-    run.length <= RUN_MAX ? escapeUnprintable(run) : cutMiddle(Array.from(run, shownChar), RUN_MAX, 140, '…'),
+    run.length <= RUN_MAX
+      ? escapeUnprintable(run)
+      : cutMiddle(Array.from(run, shownChar), RUN_MAX, 2800, '…'),
   );
   // Whitespace that is unprintable (a line break, a tab) is escaped here, after the runs.
-  return cutMiddle(Array.from(runs, shownChar), TEXT_MAX, 1200, ' … ');
+  return cutMiddle(Array.from(runs, shownChar), TEXT_MAX, 20_000, ' … ');
 }

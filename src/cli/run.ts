@@ -108,7 +108,10 @@ function failed(
     if (error.code === 'commander.help') {
       return error.exitCode === 0 ? 0 : out.error(missingCommand(program, argv));
     }
-    return out.error(new InvalidInputError(error.message.replace(/^error: /, '')));
+    // Commander puts a suggestion on a line of its own ("(Did you mean list?)"): it is the hint.
+    const [message, ...rest] = error.message.replace(/^error: /, '').split('\n');
+    const hint = rest.join(' ').trim();
+    return out.error(new InvalidInputError(message!, hint ? { hint } : {}));
   }
   if (error instanceof CredvaultError) return out.error(error);
   if (isPromptCancel(error)) return out.error(new InvalidInputError('cancelled'));

@@ -1,6 +1,6 @@
 import { parseDuration } from '../config.js';
 import { InvalidInputError, quoted } from '../errors.js';
-import { isLoopbackHost } from '../util/net.js';
+import { isLoopbackHost, quotableUrl } from '../util/net.js';
 
 export type Listen = { kind: 'tcp'; host: string; port: number } | { kind: 'unix'; path: string };
 
@@ -64,7 +64,9 @@ export function parseDaemonOptions(flags: DaemonFlags): DaemonOptions {
   let publicCallbackUrl: string | null = null;
   if (flags.publicCallbackUrl) {
     if (!URL.canParse(flags.publicCallbackUrl)) {
-      throw new InvalidInputError(`--public-callback-url is not a URL: ${quoted(flags.publicCallbackUrl)}`);
+      throw new InvalidInputError(
+        `--public-callback-url is not a URL: ${quoted(quotableUrl(flags.publicCallbackUrl))}`,
+      );
     }
     publicCallbackUrl = flags.publicCallbackUrl;
   }

@@ -9,7 +9,7 @@ import * as store from '../db/store/apps.js';
 import * as connectionStore from '../db/store/connections.js';
 import { ConflictError, InvalidInputError, NotFoundError, quoted } from '../errors.js';
 import { PLATFORMS, type PlatformId, parsePlatform } from '../providers/catalog.js';
-import { isLoopbackHost } from '../util/net.js';
+import { isLoopbackHost, quotableUrl } from '../util/net.js';
 import { connectionRef } from '../views.js';
 import { recordAudit } from './audit.js';
 import type { ServiceContext } from './context.js';
@@ -93,11 +93,6 @@ function secretField(value: unknown, field: string): Secret | undefined {
   return plain === undefined ? undefined : new Secret(plain);
 }
 
-/** A URL as it may be quoted in an error: whatever stands before an @ in it (user:password) left out. */
-function quotable(raw: string): string {
-  return raw.replace(/^([a-z][a-z0-9+.-]*:\/\/)?[^/?#]*@/i, '$1…@');
-}
-
 /** Endpoints must be https, except on a loopback host (local doubles, sandboxes behind a tunnel). */
 function endpoint(value: unknown, field: string): string | undefined {
   const raw = text(value, field);
@@ -106,7 +101,7 @@ function endpoint(value: unknown, field: string): string | undefined {
   try {
     url = new URL(raw);
   } catch {
-    throw new InvalidInputError(`${field} is not a URL: ${quoted(quotable(raw))}`);
+    throw new InvalidInputError(`${field} is not a URL: ${quoted(quotableUrl(raw))}`);
   }
   if (url.username || url.password) throw new InvalidInputError(`${field} must not carry credentials`);
   if (url.protocol !== 'https:' && !(url.protocol === 'http:' && isLoopbackHost(url.hostname))) {
@@ -124,7 +119,7 @@ function redirect(value: unknown): string | undefined {
   try {
     url = new URL(raw);
   } catch {
-    throw new InvalidInputError(`redirect_uri is not a URL: ${quoted(quotable(raw))}`);
+    throw new InvalidInputError(`redirect_uri is not a URL: ${quoted(quotableUrl(raw))}`);
   }
   if (url.username || url.password) throw new InvalidInputError('redirect_uri must not carry credentials');
   if (url.hash) throw new InvalidInputError('redirect_uri must not have a #fragment');

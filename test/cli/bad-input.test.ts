@@ -185,6 +185,27 @@ describe.runIf(ONCE)('input echoed back in an error', () => {
     const command = await v.cli([evil]);
     expect(command.code).toBe(2);
     expect(command.stderr).toBe("error: unknown command 'a\\u001b[31mRED\\u0007\\u009b2J\\u202e\"q'\n");
+    // Its suggestion on a line of its own is the hint: a second line, not an escaped line break.
+    const typo = await v.cli(['apps', 'lst']);
+    expect(typo.code).toBe(2);
+    expect(typo.stderr).toBe("error: unknown command 'lst'\n(Did you mean list?)\n");
+    // A callback address that is not a URL is quoted without its query: that is where the code is.
+    const callback = await v.cli([
+      'connections',
+      'complete',
+      '--state',
+      'x',
+      '--callback-url',
+      '127.0.0.1:8080/callback?code=4-0AbCdEfGhIjKl&state=x',
+    ]);
+    expect(callback.code).toBe(2);
+    expect(callback.stderr).toContain('--callback-url is not a URL: "127.0.0.1:8080/callback?…"');
+    expect(callback.stderr).not.toContain('AbCdEfGhIjKl');
+    // doctor prints its checks itself: the same escaping there.
+    const doctor = await v.cli(['doctor'], { env: { CREDENTIAL_MASTER_KEY_FILE: join(v.root, evil) } });
+    expect(doctor.code).toBe(6);
+    expect(rawControls(doctor.stdout + doctor.stderr)).toEqual([]);
+    expect(doctor.stdout).toContain('a\\u001b[31mRED');
   });
 
   it('cuts a 100,000-character value with an ellipsis, keeping what the message says after it', async () => {

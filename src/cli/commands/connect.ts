@@ -18,6 +18,7 @@ import {
   parseConnectionName,
 } from '../../services/connections.js';
 import { severalNamed } from '../../services/grants.js';
+import { quotableUrl } from '../../util/net.js';
 import { connectionRef } from '../../views.js';
 import { withContext } from '../context.js';
 import { readFileOrStdin, readFirstLine } from '../input.js';
@@ -238,7 +239,10 @@ export async function complete(rt: Runtime, opts: CompleteFlags): Promise<void> 
   let callback: URLSearchParams;
   if (opts.callbackUrl) {
     if (!URL.canParse(opts.callbackUrl))
-      throw new InvalidInputError(`--callback-url is not a URL: ${quoted(opts.callbackUrl)}`);
+      throw new InvalidInputError(
+        `--callback-url is not a URL: ${quoted(quotableUrl(opts.callbackUrl, { withQuery: false }))}`,
+        { hint: 'Give the whole address the browser was sent back to, from http:// on.' },
+      );
     callback = new URL(opts.callbackUrl).searchParams;
     const inUrl = callback.get('state');
     if (inUrl !== null && inUrl !== opts.state) {

@@ -41,7 +41,7 @@ export async function unit(rt: Runtime, opts: { user?: string }): Promise<void> 
  * hides /home, /root and /run/user (a credvault installed with nvm, in ~/.local), PrivateTmp=yes
  * gives the service an empty /tmp and /var/tmp of its own (an npx cache, an unpacked tarball).
  */
-export function hiddenFromUnit(bin: string): { under: string; why: string } | null {
+function hiddenFromUnit(bin: string): { under: string; why: string } | null {
   const home = /^\/(home|root|run\/user)(\/|$)/.exec(bin);
   if (home)
     return { under: bin.split('/').slice(0, 3).join('/'), why: 'ProtectHome=yes hides from the service' };

@@ -1,4 +1,4 @@
-import { CredvaultError } from '../../errors.js';
+import { CredvaultError, escapeUnprintable } from '../../errors.js';
 import { type CheckStatus, diagnose } from '../../services/doctor.js';
 import type { Runtime } from '../run.js';
 
@@ -27,9 +27,13 @@ export async function doctor(rt: Runtime): Promise<void> {
             ? c.red(text)
             : c.dim(text);
     const width = Math.max(...report.checks.map((check) => check.name.length));
+    // A check's text may carry what a variable or a file held (a key path, an error's words): shown
+    // escaped, never acted on by the terminal, and whole (a fix is to be pasted).
     for (const check of report.checks) {
-      out.raw(`${paint(check.status, MARK[check.status])} ${check.name.padEnd(width)}  ${check.message}`);
-      if (check.fix) out.raw(`  ${' '.repeat(width)}  → ${check.fix}`);
+      out.raw(
+        `${paint(check.status, MARK[check.status])} ${check.name.padEnd(width)}  ${escapeUnprintable(check.message)}`,
+      );
+      if (check.fix) out.raw(`  ${' '.repeat(width)}  → ${escapeUnprintable(check.fix)}`);
     }
   }
   const failures = report.checks.filter((check) => check.status === 'failed');

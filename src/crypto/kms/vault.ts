@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { KeyError, quoted, UnavailableError } from '../../errors.js';
+import { quotableUrl } from '../../util/net.js';
 import type { KeySource, WrapContext } from '../key-source.js';
 import { KmsUriError, kmsKeyId, networkCause } from '../kms.js';
 
@@ -38,7 +39,7 @@ export function openVaultTransit(uri: string, env: NodeJS.ProcessEnv): KeySource
       const addr = new URL(env.VAULT_ADDR);
       if (addr.host === url.host) scheme = addr.protocol;
     } catch {
-      throw new KeyError(`VAULT_ADDR ${quoted(env.VAULT_ADDR)} is not a URL`);
+      throw new KeyError(`VAULT_ADDR ${quoted(quotableUrl(env.VAULT_ADDR))} is not a URL`);
     }
   }
   const base = `${scheme}//${url.host}/v1/${mount}`;
