@@ -3,11 +3,7 @@
  * bin/credvault before this module loads.)
  */
 
-import { markCli } from '../db/lock.js';
-
 const argv = process.argv.slice(2);
-// A process waiting for the embedded database's lock this one holds is told `credvault <command>`.
-markCli();
 // A reader that stopped reading (`credvault … | head`) is not an error.
 process.stdout.on('error', (error: NodeJS.ErrnoException) => {
   if (error.code === 'EPIPE') process.exit(0);

@@ -232,6 +232,9 @@ export async function runDaemon(
     // The key must open this vault before the daemon says it is ready.
     await ctx.vaultDataKeyId();
 
+    /** Drops what the cache holds that the database no longer says (see DaemonCache.revalidate). */
+    const checkCache = () =>
+      void cache.revalidate(ctx.db).catch((e) => log.warn('cache check failed', { error: errorMessage(e) }));
     // On the embedded database the daemon's PGlite itself listens (see serveEmbedded).
     if (database.listen && !database.shared) {
       // What other processes changed while the LISTEN connection was down (a restart of PostgreSQL,
@@ -247,9 +250,7 @@ export async function runDaemon(
             return;
           }
           log.info('listening for changes again: checking what the cache holds');
-          void cache
-            .revalidate(ctx.db)
-            .catch((e) => log.warn('cache check failed', { error: errorMessage(e) }));
+          checkCache();
         },
       );
     }
@@ -308,15 +309,7 @@ export async function runDaemon(
 
     // Notifications can be lost with a dropped PostgreSQL connection, and a change made outside
     // credvault sends none: cached entries are also checked against the database now and then.
-    timers.push(
-      setInterval(
-        () =>
-          void cache
-            .revalidate(ctx.db)
-            .catch((e) => log.warn('cache check failed', { error: errorMessage(e) })),
-        30_000,
-      ),
-    );
+    timers.push(setInterval(checkCache, 30_000));
     timers.push(setInterval(() => void refreshGauges(ctx, metrics, log).catch(() => {}), 15_000));
     timers.push(setInterval(() => void audit.touchClients().catch(() => {}), 30_000));
     // Statistics before the first claim (see db/maintenance.ts); on the embedded database, which has

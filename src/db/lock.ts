@@ -26,12 +26,12 @@ interface Owner {
   since: string;
 }
 
-/** Set by the CLI's entry point: this process is `credvault …`, not a program using the library. */
-let cli = false;
-
-export function markCli(): void {
-  cli = true;
-}
+/**
+ * This process is `credvault …` (bin/credvault, under whatever link npm made to it), not a program
+ * using the library: read off the script Node runs, so that nothing has to set it before this module
+ * loads (it loads only with the embedded database).
+ */
+const cli = basename(process.argv[1] ?? '') === 'credvault';
 
 /** This process as a person waiting for its lock reads it: `credvault apps list`, or the program's name. */
 function holderName(command: string): string {

@@ -9,6 +9,7 @@ import { errorMessage, mapDatabaseError } from '../db/errors.js';
 import { lastAppliedMigration, migrationStatus } from '../db/migrate.js';
 import { CredvaultError, type ErrorCode } from '../errors.js';
 import { redact } from '../util/redact.js';
+import { shellQuote } from '../util/shell.js';
 import { ServiceContext } from './context.js';
 import { keyMismatch, keyStatus } from './keys.js';
 import { vaultStatus } from './status.js';
@@ -59,10 +60,6 @@ const skipped = (name: Check['name'], message: string): Check => ({
 });
 
 const octal = (mode: number) => (mode & 0o777).toString(8).padStart(4, '0');
-
-/** A path as a shell takes it, for a fix to be pasted: quoted unless plainly safe. */
-const shellWord = (path: string) =>
-  /^[A-Za-z0-9_./:+=@%,-]+$/.test(path) ? path : `'${path.replace(/'/g, `'\\''`)}'`;
 
 /** A failure as a check: the contract's error class and hint when it is one of ours. */
 function asFailure(name: Check['name'], error: unknown, where: string, fallback: ErrorCode): Check {
@@ -198,7 +195,7 @@ async function checkKey(ctx: ServiceContext): Promise<Check> {
     const mode = statSync(location.path, { throwIfNoEntry: false })?.mode ?? 0;
     if (mode & 0o077) {
       const message = `${source} opens the vault, and the file ${location.path} is open to ${mode & 0o007 ? 'every user' : 'its group'} (mode ${octal(mode)}): whoever reads it can decrypt every secret in the vault`;
-      const fix = `chmod 600 ${shellWord(location.path)}`;
+      const fix = `chmod 600 ${shellQuote(location.path)}`;
       return mode & 0o007 ? failed('key', 'key_error', message, fix) : warning('key', message, fix);
     }
     const folder = dirname(location.path);
@@ -207,7 +204,7 @@ async function checkKey(ctx: ServiceContext): Promise<Check> {
       return warning(
         'key',
         `${source} opens the vault, but its folder ${folder} is open to other users (mode ${octal(folderMode)}; init makes it 0700)`,
-        `chmod 700 ${shellWord(folder)}`,
+        `chmod 700 ${shellQuote(folder)}`,
       );
     }
   }

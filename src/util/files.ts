@@ -9,13 +9,7 @@ import { closeSync, fsyncSync, linkSync, openSync, rmSync, writeFileSync, writeS
  */
 export function createFileAtomically(path: string, content: string, mode = 0o600): void {
   const temporary = `${path}.${process.pid}-${randomBytes(4).toString('hex')}.tmp`;
-  const fd = openSync(temporary, 'wx', mode);
-  try {
-    writeSync(fd, content);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
+  writeNewFileFlushed(temporary, content, mode);
   try {
     linkSync(temporary, path);
   } catch (error) {
@@ -25,5 +19,16 @@ export function createFileAtomically(path: string, content: string, mode = 0o600
     writeFileSync(path, content, { mode, flag: 'wx' });
   } finally {
     rmSync(temporary, { force: true });
+  }
+}
+
+/** Creates `path` (never over an existing file) with `content`, flushed to the disk before it returns. */
+export function writeNewFileFlushed(path: string, content: string, mode = 0o600): void {
+  const fd = openSync(path, 'wx', mode);
+  try {
+    writeSync(fd, content);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
   }
 }

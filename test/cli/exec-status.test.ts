@@ -12,7 +12,7 @@ import {
 } from '../doubles/index.js';
 import { addAppFor, adoptGrant } from '../helpers/flows.js';
 import { BIN } from '../helpers/paths.js';
-import { createVault, ONCE, type TestVault } from '../helpers/vault.js';
+import { ONCE, type TestVault, vaultsPerTest } from '../helpers/vault.js';
 
 /**
  * `exec`, `status` and `doctor` as an operator at a terminal or a CI job uses them: the exit codes a
@@ -20,16 +20,11 @@ import { createVault, ONCE, type TestVault } from '../helpers/vault.js';
  * whose commands work when pasted, and fixes that name the real remedy.
  */
 
+const vault = vaultsPerTest();
 const cleanups: Array<() => Promise<unknown>> = [];
 afterEach(async () => {
   for (const f of cleanups.splice(0).reverse()) await f();
 });
-
-async function vault(): Promise<TestVault> {
-  const v = await createVault();
-  cleanups.push(() => v.destroy());
-  return v;
-}
 
 /** A vault with one connection named `acct`, adopted from a grant the double issued. */
 async function connected(platform: 'google_ads' | 'microsoft_ads') {

@@ -1,4 +1,4 @@
-import { chmodSync, existsSync, linkSync, renameSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, linkSync, renameSync, rmSync, unlinkSync } from 'node:fs';
 import type { KeySource } from '../../crypto/key-source.js';
 import { homeKeyPath, locateKey, noKeyError, resolveKeySource } from '../../crypto/key-sources.js';
 import { generateMasterKey, LocalKeySource } from '../../crypto/local-key.js';
@@ -13,7 +13,7 @@ import {
 } from '../../services/keys.js';
 import { reencryptionPending, reencryptSecrets, rewrapDataKeys } from '../../services/rotation.js';
 import { ensureHome } from '../../services/vault.js';
-import { createFileAtomically } from '../../util/files.js';
+import { createFileAtomically, writeNewFileFlushed } from '../../util/files.js';
 import { withContext } from '../context.js';
 import { readFileOrStdin } from '../input.js';
 import type { Runtime } from '../run.js';
@@ -326,7 +326,8 @@ export async function rotate(rt: Runtime, flags: RotateFlags): Promise<void> {
         let source = generatedFile ?? (flags.newKeyFile === `${homeKey}.new` ? flags.newKeyFile : null);
         if (!source) {
           source = `${homeKey}.installing-${process.pid}`;
-          writeFileSync(source, `${newKeyText}\n`, { mode: 0o600, flag: 'wx' });
+          // Flushed before the rename puts it in master.key's place: a crash leaves one whole key there.
+          writeNewFileFlushed(source, `${newKeyText}\n`);
         }
         renameSync(source, homeKey);
         installed = homeKey;

@@ -14,6 +14,7 @@ import {
   googleAdsYaml,
 } from '../../services/export.js';
 import { getValidAccessToken } from '../../services/tokens.js';
+import { shellQuote } from '../../util/shell.js';
 import { tokenDocument } from '../../views.js';
 import { withContext } from '../context.js';
 import { formatToken } from '../fast-token.js';
@@ -53,9 +54,7 @@ function reveal(value: EnvValue): string {
 
 /** KEY=value lines a POSIX shell can eval: values quoted unless they are plainly safe. */
 function shellLine(name: string, value: string): string {
-  return /^[A-Za-z0-9_./:+=@%,-]*$/.test(value)
-    ? `${name}=${value}`
-    : `${name}='${value.replace(/'/g, `'\\''`)}'`;
+  return `${name}=${value === '' ? '' : shellQuote(value)}`;
 }
 
 export async function get(
