@@ -11,7 +11,11 @@ export type ErrorCode =
   | 'unavailable'
   | 'key_error'
   | 'conflict'
-  | 'database_error';
+  | 'database_error'
+  // `exec` only: the command it was given cannot be run, told with a shell's exit codes (the command's
+  // own codes pass through exec, so credvault's 2 or 3 would read as the command's).
+  | 'command_not_found'
+  | 'command_cannot_run';
 
 export const EXIT_CODES: Record<ErrorCode, number> = {
   internal: 1,
@@ -22,6 +26,8 @@ export const EXIT_CODES: Record<ErrorCode, number> = {
   key_error: 6,
   conflict: 7,
   database_error: 8,
+  command_not_found: 127,
+  command_cannot_run: 126,
 };
 
 export interface ErrorOptions {

@@ -53,6 +53,10 @@ describe.runIf(ONCE)('exec', () => {
     const missing = await v.cli(['exec', 'acct', '--', 'no-such-command-credvault-test']);
     expect(missing.code, missing.stderr).toBe(127);
     expect(missing.stderr).toContain('command not found');
+    // Under --json with an error code of its own, as the exit code is (not_found would say 3).
+    const asJson = await v.cli(['exec', 'acct', '--json', '--', 'no-such-command-credvault-test']);
+    expect(asJson.code).toBe(127);
+    expect(JSON.parse(asJson.stderr).error.code).toBe('command_not_found');
     const script = join(v.root, 'report.sh');
     writeFileSync(script, '#!/bin/sh\nexit 0\n', { mode: 0o644 });
     const notExecutable = await v.cli(['exec', 'acct', '--', script]);

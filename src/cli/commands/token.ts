@@ -111,13 +111,8 @@ const ENDS_AS_THE_CHILD = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
  * command on speaks for the child (127: not found; 126: found, but it cannot be run).
  */
 class CommandNotRunError extends CredvaultError {
-  readonly #exitCode: 126 | 127;
   constructor(exitCode: 126 | 127, message: string, options?: ErrorOptions) {
-    super(exitCode === 127 ? 'not_found' : 'invalid_input', message, options);
-    this.#exitCode = exitCode;
-  }
-  override get exitCode(): number {
-    return this.#exitCode;
+    super(exitCode === 127 ? 'command_not_found' : 'command_cannot_run', message, options);
   }
 }
 
