@@ -90,6 +90,8 @@ export async function revokeConnection(
         // means the connection to stop working now. On record, with the decryptions it took.
         const held = connection.tokenId;
         await ctx.transaction(async (tx) => {
+          // Locked first, as the final transaction below does: an account joining meanwhile is read here.
+          await tokenStore.lock(tx, held);
           const current = await connectionStore.listByGrant(tx, held);
           await connectionStore.updateByGrant(tx, held, {
             status: 'needs_reauth',
@@ -132,6 +134,11 @@ export async function revokeConnection(
   }
   const grantId = connection.tokenId;
   const revoked = await ctx.transaction(async (tx) => {
+    // The grant is locked before its connections are read: an account joining it (joinGrantIn locks
+    // it too) either committed first, and is read and revoked with the others, or waits and then
+    // finds the grant gone. Read without the lock, a join committing between that read and the
+    // grant's DELETE would be left active with no tokens (the foreign key's SET NULL) and no record.
+    await tokenStore.lock(tx, grantId);
     // Who shares the grant is read again here: a connection reconnected to a new grant meanwhile
     // keeps its new tokens and is not revoked.
     const current = await connectionStore.listByGrant(tx, grantId);

@@ -10,6 +10,7 @@
 import { createHash } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import postgres from 'postgres';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import {
   type AllDoubles,
@@ -21,7 +22,7 @@ import {
 } from '../doubles/index.js';
 import { type AppSetup, addAppFor, addConnection, adoptGrant } from '../helpers/flows.js';
 import { expectNoSecretsLeaked } from '../helpers/secrets.js';
-import { ONCE, type TestVault, vaultsPerTest } from '../helpers/vault.js';
+import { DB_KIND, ONCE, type TestVault, vaultsPerTest } from '../helpers/vault.js';
 
 let doubles: AllDoubles;
 beforeAll(async () => {
@@ -422,4 +423,61 @@ describe('import of a refresh token the vault already holds for other accounts',
       await expectNoSecretsLeaked(v, [grant.refreshToken, app.clientSecret]);
     },
   );
+});
+
+/**
+ * Runs `statements` in a transaction of another session of the vault's PostgreSQL database, starts
+ * the command, waits until it waits for a lock that transaction holds (ten seconds at most), then
+ * commits: what another process's transaction committing at that moment would do. The command's
+ * result, and whether it was seen waiting.
+ */
+async function whileHeld(v: TestVault, statements: string[], args: string[]) {
+  const other = postgres(v.databaseUrl!, { max: 2, onnotice: () => {} });
+  try {
+    const reserved = await other.reserve();
+    await reserved`begin`;
+    for (const statement of statements) await reserved.unsafe(statement);
+    const command = v.cli(args);
+    let waited = 0;
+    for (const deadline = Date.now() + 10_000; waited === 0 && Date.now() < deadline; ) {
+      const [row] = await other<{ n: number }[]>`
+        select count(*)::int as n from pg_stat_activity where wait_event_type = 'Lock' and datname = current_database()`;
+      waited = row!.n;
+      if (waited === 0) await new Promise((r) => setTimeout(r, 20));
+    }
+    await reserved`commit`;
+    reserved.release();
+    return { result: await command, waited };
+  } finally {
+    await other.end();
+  }
+}
+
+describe.runIf(DB_KIND === 'postgres')('a join and a revocation of the same grant at once', () => {
+  it('an account joining while the grant is revoked is revoked with the others, on record', async () => {
+    const v = await vault();
+    await googleHeld(v);
+    // A join (as joinGrantIn makes it: the grant locked, then the account attached) that commits
+    // while the revocation is under way.
+    const { result, waited } = await whileHeld(
+      v,
+      [
+        'select id from oauth_tokens_vault for update',
+        `insert into ad_account_connections (id, platform, app_id, token_id, external_account_id, status, connected_by)
+           select gen_random_uuid(), platform, app_id, token_id, '2345678901', 'active', 'joiner' from ad_account_connections`,
+      ],
+      ['connections', 'revoke', 'google_ads:1234567890', '--json'],
+    );
+    expect(result.code, result.stderr).toBe(0);
+    expect(waited).toBe(1);
+    // Not left active with no tokens: revoked with the account it joined, and each on record.
+    expect((await connections(v)).map((r) => [r.external_account_id, r.status, r.token_id])).toEqual([
+      ['1234567890', 'revoked', null],
+      ['2345678901', 'revoked', null],
+    ]);
+    const audit = await v.sql<{ account: string }>(
+      "select detail->>'account' as account from credential_access_audit where action = 'connection.revoke' order by 1",
+    );
+    expect(audit.map((a) => a.account)).toEqual(['1234567890', '2345678901']);
+  });
 });
