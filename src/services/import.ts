@@ -17,7 +17,7 @@ import { recordAudit } from './audit.js';
 import { refreshGivenToken } from './connect.js';
 import { normalizeAccountId } from './connections.js';
 import type { ServiceContext } from './context.js';
-import { attachAccounts, openToken, storeGrant } from './grants.js';
+import { openToken, storeGrant } from './grants.js';
 import {
   findHeldGrants,
   type HeldGrant,
@@ -873,7 +873,7 @@ async function importConnections(
   const fresh: string[] = [];
   const freshItems: PlanItem[] = [];
   /** The grant that holds this token already: accounts new to the file join it. */
-  let holder: string | null = null;
+  let holder: tokenStore.GrantRow | null = null;
   /** An account whose connection holds this token and needs a person: the platform refused it. */
   let refusedFor: string | null = null;
   // The connection's own settings the file gives: they reach every connection the file's token is
@@ -904,7 +904,7 @@ async function importConnections(
     if (same) {
       named.push(existing!.id);
       if (existing!.status === 'needs_reauth') refusedFor ??= account;
-      else holder ??= existing!.tokenId;
+      else holder ??= grant;
       const changed = describe(existing!.details);
       if (changed.length) {
         await connectionStore.update(tx, existing!.id, { details: withDetails(existing!.details, details) });
@@ -1016,15 +1016,17 @@ async function importConnections(
   }
   if (holder) {
     // One consent, one grant: a second copy of the token would be refreshed on its own, and where
-    // the platform rotates refresh tokens the first refresh would leave the other copy stale.
-    const { ids, audit } = await attachAccounts(ctx, tx, {
+    // the platform rotates refresh tokens the first refresh would leave the other copy stale. Joined
+    // as any held grant is: locked, and seen live still (a revocation meanwhile came first, or waits).
+    const ids = await joinGrantIn(ctx, tx, {
       app,
-      grantId: holder,
+      held: { grant: holder, connections: await connectionStore.listByGrant(tx, holder.id) },
       accounts: accountsOf,
       name: null,
       via: 'import',
+      nothing: NOTHING,
+      hint: 'Run `credvault connections list` to see why, then import again.',
     });
-    await recordAudit(tx, ctx.actor, audit);
     touched.push(...ids);
     named.push(...ids);
     return;

@@ -480,4 +480,28 @@ describe.runIf(DB_KIND === 'postgres')('a join and a revocation of the same gran
     );
     expect(audit.map((a) => a.account)).toEqual(['1234567890', '2345678901']);
   });
+
+  it('an import adding accounts to the grant of its own token waits for a revocation under way, and then joins nothing', async () => {
+    const v = await vault();
+    const { app, grant } = await googleHeld(v);
+    // The file names the account connected with its token and a new one: the new one joins that grant.
+    const file = writeEnv(v, 'GOOGLE_ADS_', app, grant.refreshToken, '1234567890,2345678901');
+    // A revocation (as connections revoke makes it: the grant locked, its connections revoked, the
+    // grant destroyed) that commits while the import is under way.
+    const { result, waited } = await whileHeld(
+      v,
+      [
+        'select id from oauth_tokens_vault for update',
+        "update ad_account_connections set status = 'revoked'",
+        'delete from oauth_tokens_vault',
+      ],
+      ['import', 'env', '--file', file],
+    );
+    expect(waited).toBe(1);
+    expect(result.code, result.stderr).toBe(7);
+    expect(result.stderr).toContain('it was revoked or found dead meanwhile; nothing was imported');
+    expect((await connections(v)).map((r) => [r.external_account_id, r.status, r.token_id])).toEqual([
+      ['1234567890', 'revoked', null],
+    ]);
+  });
 });
