@@ -7,6 +7,7 @@ import * as appStore from '../db/store/apps.js';
 import type { ConnectionView } from '../db/store/connections.js';
 import * as connectionStore from '../db/store/connections.js';
 import * as stateStore from '../db/store/oauth-states.js';
+import * as tokenStore from '../db/store/tokens.js';
 import {
   ConflictError,
   InvalidInputError,
@@ -488,6 +489,11 @@ async function storeConnections(
   requested: StateRequest = {},
   store: {
     refreshTokenSha256?: string;
+    /**
+     * First in the storing transaction: the connections' ids when it attached the accounts itself
+     * (nothing is stored then), else null.
+     */
+    before?: (tx: Db, accounts: AdAccount[], name: string | null) => Promise<string[] | null>;
     /** More to do in the storing transaction, once the connections are stored. */
     within?: (tx: Db, ids: string[]) => Promise<void>;
   } = {},
@@ -497,7 +503,16 @@ async function storeConnections(
   if (chosen.length === 0) throw new InvalidInputError('no account was chosen; nothing was stored');
   const name = options.name ?? requested.name ?? null;
   const ids = await ctx.transaction(async (tx) => {
-    const ids = await storeGrant(ctx, tx, { app, tokens, accounts: chosen, name, via, ...store });
+    const attached = await store.before?.(tx, chosen, name);
+    if (attached) return attached;
+    const ids = await storeGrant(ctx, tx, {
+      app,
+      tokens,
+      accounts: chosen,
+      name,
+      via,
+      refreshTokenSha256: store.refreshTokenSha256,
+    });
     await store.within?.(tx, ids);
     return ids;
   });
@@ -544,11 +559,15 @@ export async function adoptRefreshToken(
 ): Promise<Adopted> {
   const provider = await providerFor(platform);
   const app = await appForPlatform(ctx.db, platform, appRef);
-  const { held, live } = await findHeldGrants(ctx.db, app.id, refreshToken);
+  const sha256 = tokenSha256(refreshToken);
+  const { live } = await findHeldGrants(ctx.db, app.id, refreshToken);
   if (live) return joinHeldGrant(ctx, provider, app, live, options);
 
   const { opened, tokens: kept } = await refreshGivenToken(ctx, provider, app, refreshToken);
   const replaced: string[] = [];
+  /** A grant holding the token stored meanwhile (another process given it at once): joined. */
+  let joined: HeldGrant | undefined;
+  let dead: HeldGrant[] = [];
   const connections = await storeConnections(
     ctx,
     provider,
@@ -559,14 +578,46 @@ export async function adoptRefreshToken(
     'adopt',
     {},
     {
-      refreshTokenSha256: tokenSha256(refreshToken),
+      refreshTokenSha256: sha256,
+      // Looked for again under the token's lock: a process given the same token at once stored its
+      // grant after the look above (each found none, and each refreshed the token). Its grant is
+      // joined, as it would have been had it come first; the tokens this refresh obtained are not
+      // stored (a second grant of one consent is what this prevents). Where refresh tokens rotate,
+      // both processes presented the given token: a platform that took the second presentation for
+      // reuse refused one refresh (that process stored nothing) or ended the consent (the grant is
+      // then found dead at its next refresh), as for any token used twice; the vault keeps one grant.
+      before: async (tx, accounts, name) => {
+        await tokenStore.lockTokenSha256(tx, app.id, sha256);
+        const now = await findHeldGrants(tx, app.id, refreshToken);
+        dead = now.held;
+        if (!now.live) return null;
+        joined = now.live;
+        return joinGrantIn(ctx, tx, {
+          app,
+          held: now.live,
+          accounts,
+          name,
+          via: 'adopt',
+          nothing: 'nothing was stored',
+          hint: 'Run `credvault connections list` to see why, then add the account again.',
+        });
+      },
       within: async (tx, ids) => {
         const added = await connectionStore.listViews(tx, { ids });
-        for (const { grant } of held)
+        for (const { grant } of dead)
           replaced.push(...(await replaceDeadGrant(ctx, tx, grant.id, added, 'adopt')));
       },
     },
   );
+  if (joined) {
+    const holders = joined.connections.map(connectionRef);
+    return {
+      connections,
+      joined: true,
+      sharedWith: holders.filter((ref) => !connections.some((c) => connectionRef(c) === ref)),
+      replaced: [],
+    };
+  }
   return { connections, joined: false, sharedWith: [], replaced };
 }
 

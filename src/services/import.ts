@@ -868,6 +868,10 @@ async function importConnections(
     );
   }
   const fingerprint = createHash('sha256').update(token.reveal()).digest('hex');
+  // Everything below, the look for grants holding this token included, under the token's lock: a
+  // process given the same token at once (another import, connections add) stores its grant first,
+  // and this one, once it has the lock, finds and joins it rather than storing a second grant.
+  await tokenStore.lockTokenSha256(tx, app.id, fingerprint);
   // Accounts already connected with this very refresh token are left alone, whatever their status: a
   // token the platform refused stays refused, and importing it again must not say otherwise.
   const fresh: string[] = [];

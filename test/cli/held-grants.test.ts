@@ -22,7 +22,7 @@ import {
 } from '../doubles/index.js';
 import { type AppSetup, addAppFor, addConnection, adoptGrant } from '../helpers/flows.js';
 import { expectNoSecretsLeaked } from '../helpers/secrets.js';
-import { DB_KIND, ONCE, type TestVault, vaultsPerTest } from '../helpers/vault.js';
+import { type CliResult, DB_KIND, ONCE, type TestVault, vaultsPerTest } from '../helpers/vault.js';
 
 let doubles: AllDoubles;
 beforeAll(async () => {
@@ -427,27 +427,27 @@ describe('import of a refresh token the vault already holds for other accounts',
 
 /**
  * Runs `statements` in a transaction of another session of the vault's PostgreSQL database, starts
- * the command, waits until it waits for a lock that transaction holds (ten seconds at most), then
- * commits: what another process's transaction committing at that moment would do. The command's
- * result, and whether it was seen waiting.
+ * the commands, waits until each waits for a lock (ten seconds at most), then commits: what another
+ * process's transaction committing at that moment would do. The commands' results, and how many
+ * were seen waiting.
  */
-async function whileHeld(v: TestVault, statements: string[], args: string[]) {
+async function whileHeld(v: TestVault, statements: string[], ...commands: Array<() => Promise<CliResult>>) {
   const other = postgres(v.databaseUrl!, { max: 2, onnotice: () => {} });
   try {
     const reserved = await other.reserve();
     await reserved`begin`;
     for (const statement of statements) await reserved.unsafe(statement);
-    const command = v.cli(args);
+    const running = commands.map((command) => command());
     let waited = 0;
-    for (const deadline = Date.now() + 10_000; waited === 0 && Date.now() < deadline; ) {
+    for (const deadline = Date.now() + 10_000; waited < commands.length && Date.now() < deadline; ) {
       const [row] = await other<{ n: number }[]>`
         select count(*)::int as n from pg_stat_activity where wait_event_type = 'Lock' and datname = current_database()`;
       waited = row!.n;
-      if (waited === 0) await new Promise((r) => setTimeout(r, 20));
+      if (waited < commands.length) await new Promise((r) => setTimeout(r, 20));
     }
     await reserved`commit`;
     reserved.release();
-    return { result: await command, waited };
+    return { results: await Promise.all(running), waited };
   } finally {
     await other.end();
   }
@@ -459,16 +459,19 @@ describe.runIf(DB_KIND === 'postgres')('a join and a revocation of the same gran
     await googleHeld(v);
     // A join (as joinGrantIn makes it: the grant locked, then the account attached) that commits
     // while the revocation is under way.
-    const { result, waited } = await whileHeld(
+    const {
+      results: [result],
+      waited,
+    } = await whileHeld(
       v,
       [
         'select id from oauth_tokens_vault for update',
         `insert into ad_account_connections (id, platform, app_id, token_id, external_account_id, status, connected_by)
            select gen_random_uuid(), platform, app_id, token_id, '2345678901', 'active', 'joiner' from ad_account_connections`,
       ],
-      ['connections', 'revoke', 'google_ads:1234567890', '--json'],
+      () => v.cli(['connections', 'revoke', 'google_ads:1234567890', '--json']),
     );
-    expect(result.code, result.stderr).toBe(0);
+    expect(result!.code, result!.stderr).toBe(0);
     expect(waited).toBe(1);
     // Not left active with no tokens: revoked with the account it joined, and each on record.
     expect((await connections(v)).map((r) => [r.external_account_id, r.status, r.token_id])).toEqual([
@@ -488,20 +491,51 @@ describe.runIf(DB_KIND === 'postgres')('a join and a revocation of the same gran
     const file = writeEnv(v, 'GOOGLE_ADS_', app, grant.refreshToken, '1234567890,2345678901');
     // A revocation (as connections revoke makes it: the grant locked, its connections revoked, the
     // grant destroyed) that commits while the import is under way.
-    const { result, waited } = await whileHeld(
+    const {
+      results: [result],
+      waited,
+    } = await whileHeld(
       v,
       [
         'select id from oauth_tokens_vault for update',
         "update ad_account_connections set status = 'revoked'",
         'delete from oauth_tokens_vault',
       ],
-      ['import', 'env', '--file', file],
+      () => v.cli(['import', 'env', '--file', file]),
     );
     expect(waited).toBe(1);
-    expect(result.code, result.stderr).toBe(7);
-    expect(result.stderr).toContain('it was revoked or found dead meanwhile; nothing was imported');
+    expect(result!.code, result!.stderr).toBe(7);
+    expect(result!.stderr).toContain('it was revoked or found dead meanwhile; nothing was imported');
     expect((await connections(v)).map((r) => [r.external_account_id, r.status, r.token_id])).toEqual([
       ['1234567890', 'revoked', null],
     ]);
+  });
+
+  it('connections add and an import given the same new refresh token at once store one grant: the second joins it', async () => {
+    const v = await vault();
+    const app = await addAppFor(v, 'google_ads', doubles.google as never);
+    const grant = doubles.google.issueGrant({ clientId: app.clientId, scope: GOOGLE_ADWORDS_SCOPE });
+    const file = writeEnv(v, 'GOOGLE_ADS_', app, grant.refreshToken, '2345678901');
+    const sha = createHash('sha256').update(grant.refreshToken).digest('hex');
+    // Both wait for the token's lock (held here), then take turns: whichever comes second finds the
+    // first one's grant. Without it, each found no grant holding the token and stored its own.
+    const { results, waited } = await whileHeld(
+      v,
+      [
+        `select pg_advisory_xact_lock(hashtextextended(id::text || ':' || '${sha}', 0)) from oauth_app_credentials`,
+      ],
+      () => addConnection(v, 'google_ads', app.label, grant.refreshToken, { accounts: ['1234567890'] }),
+      () => v.cli(['import', 'env', '--file', file]),
+    );
+    for (const result of results) expect(result.code, result.stderr).toBe(0);
+    const grants = await v.sql<{ id: string }>('select id from oauth_tokens_vault');
+    expect(grants).toHaveLength(1);
+    expect(waited).toBe(2);
+    expect((await connections(v)).map((r) => [r.external_account_id, r.status, r.token_id])).toEqual([
+      ['1234567890', 'active', grants[0]!.id],
+      ['2345678901', 'active', grants[0]!.id],
+    ]);
+    await expectBothRevoked(v, 'google_ads:1234567890');
+    await expectNoSecretsLeaked(v, [grant.refreshToken, app.clientSecret]);
   });
 });

@@ -53,6 +53,18 @@ export async function lock(db: Db, id: string): Promise<GrantRow | null> {
   return row ?? null;
 }
 
+/**
+ * Until the caller's transaction ends, it alone stores or joins a grant of this app holding the
+ * refresh token of this SHA-256: a transaction-scoped advisory lock keyed on both (no row to lock
+ * exists before the first grant holding it is stored). Two processes given the same token at once
+ * take turns, and the second, looking again under it, finds the first one's grant.
+ */
+export async function lockTokenSha256(db: Db, appId: string, sha256: string): Promise<void> {
+  await db.execute(
+    sql`select pg_advisory_xact_lock(hashtextextended(${appId}::text || ':' || ${sha256}::text, 0))`,
+  );
+}
+
 export async function insert(db: Db, row: NewGrantRow): Promise<void> {
   await db.insert(t).values(row);
 }
