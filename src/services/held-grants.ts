@@ -65,7 +65,14 @@ export async function refreshHeldGrant(
 ): Promise<ServedToken> {
   const through = held.connections.find((c) => c.status === 'active') ?? held.connections.find(isLive)!;
   try {
-    return await getValidAccessToken(ctx, through.id, { minTtlSeconds: 0, forceRefresh: true, purpose });
+    // A person is acting (connections add, import), as `connections refresh --force`: a grant in
+    // `error` or cooling down is tried, not answered from its recorded failure.
+    return await getValidAccessToken(ctx, through.id, {
+      minTtlSeconds: 0,
+      forceRefresh: true,
+      bypassCooldown: true,
+      purpose,
+    });
   } catch (error) {
     if (!(error instanceof CredvaultError)) throw error;
     throw new CredvaultError(

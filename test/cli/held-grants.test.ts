@@ -281,6 +281,33 @@ describe('connections add with a refresh token the vault already holds', () => {
       await expectNoSecretsLeaked(v, [grant.refreshToken, app.clientSecret]);
     },
   );
+  it.runIf(ONCE)(
+    'joins a held grant in error and cooling down: a person is acting, so it is tried (as refresh --force)',
+    async () => {
+      const v = await vault();
+      const { app, grant } = await googleHeld(v);
+      await v.sql(
+        "update ad_account_connections set status = 'error', consecutive_failures = 3, status_message = 'the platform timed out'",
+      );
+      await v.sql(
+        "update oauth_tokens_vault set cooldown_until = now() + interval '10 minutes', last_error_at = now(), last_error_code = 'transient', last_error_message = 'the platform timed out'",
+      );
+      const refreshes = doubles.google.refreshAttempts;
+
+      const second = await addConnection(v, 'google_ads', app.label, grant.refreshToken, {
+        accounts: ['2345678901'],
+      });
+      expect(second.code, second.stderr).toBe(0);
+      expect(doubles.google.refreshAttempts).toBe(refreshes + 1);
+      const rows = await connections(v);
+      // The refresh that worked made the held grant's connection active again, as any refresh does.
+      expect(rows.map((r) => [r.external_account_id, r.status])).toEqual([
+        ['1234567890', 'active'],
+        ['2345678901', 'active'],
+      ]);
+      expect(rows[0]!.token_id).toBe(rows[1]!.token_id);
+    },
+  );
 });
 
 describe('import of a refresh token the vault already holds for other accounts', () => {
