@@ -26,10 +26,11 @@ import { resolveApp } from './apps.js';
 import { recordAudit } from './audit.js';
 import { assertNameFree } from './connections.js';
 import type { ServiceContext } from './context.js';
-import { storeGrant, tokenSha256 } from './grants.js';
+import { openToken, storeGrant, tokenSha256 } from './grants.js';
 import {
   findHeldGrants,
   type HeldGrant,
+  heldBy,
   joinGrantIn,
   refreshHeldGrant,
   replaceDeadGrant,
@@ -662,11 +663,23 @@ async function joinHeldGrant(
   const holders = held.connections.map(connectionRef);
   // The app as the adoption needs it (enabled: refused before anything else otherwise).
   const opened = await providerApp(ctx, ctx.db, app, { secrets: true });
-  const { accessToken } = await refreshHeldGrant(ctx, held, 'connections add', 'nothing was stored');
-  const found = await audited(ctx, app, 'token.adopt', () => discover(ctx, provider, opened, accessToken), {
-    joined: held.grant.id,
-    decrypted: app.hasDeveloperToken ? ['developer_token'] : [],
-  });
+  const grant = await refreshHeldGrant(ctx, held, 'connections add', 'nothing was stored');
+  // The held grant's access token, opened here to list the accounts it reaches: recorded with the
+  // listing, whatever its outcome.
+  const found = await audited(
+    ctx,
+    app,
+    'token.adopt',
+    async () => {
+      const accessToken = await openToken(ctx, grant, 'access');
+      if (!accessToken) throw new ReauthRequiredError(`${heldBy(held)}, but it has no access token`);
+      return discover(ctx, provider, opened, accessToken);
+    },
+    {
+      joined: held.grant.id,
+      decrypted: [...(app.hasDeveloperToken ? ['developer_token'] : []), 'access_token'],
+    },
+  );
   const chosen = await options.choose(found, provider.id, {});
   if (chosen.length === 0) throw new InvalidInputError('no account was chosen; nothing was stored');
   const ids = await ctx.transaction((tx) =>

@@ -10,7 +10,7 @@ import { connectionRef } from '../views.js';
 import { type AuditEntry, recordAudit } from './audit.js';
 import type { ServiceContext } from './context.js';
 import { attachAccounts, destroyGrant, tokenSha256 } from './grants.js';
-import { getValidAccessToken, type ServedToken } from './tokens.js';
+import { freshGrant } from './tokens.js';
 
 /**
  * One consent, one grant: a refresh token the vault already holds for an app (recognised by the
@@ -54,25 +54,28 @@ export function heldBy(held: HeldGrant): string {
 
 /**
  * Refreshes the held grant once (its own current token, under its lease: never the given one), which
- * proves it works as an adoption's refresh would. A failure is the refresh's own (a dead grant is
- * marked so, as any refresh does), said of the held grant; `nothing` ends the message.
+ * proves it works as an adoption's refresh would, and returns it as refreshed. Opens nothing and
+ * audits only the refresh (freshGrant): a caller that reads its access token opens it and records
+ * that. A failure is the refresh's own (a dead grant is marked so, as any refresh does), said of the
+ * held grant; `nothing` ends the message.
  */
 export async function refreshHeldGrant(
   ctx: ServiceContext,
   held: HeldGrant,
   purpose: string,
   nothing: string,
-): Promise<ServedToken> {
+): Promise<tokenStore.GrantRow> {
   const through = held.connections.find((c) => c.status === 'active') ?? held.connections.find(isLive)!;
   try {
     // A person is acting (connections add, import), as `connections refresh --force`: a grant in
     // `error` or cooling down is tried, not answered from its recorded failure.
-    return await getValidAccessToken(ctx, through.id, {
+    const { grant } = await freshGrant(ctx, through, {
       minTtlSeconds: 0,
       forceRefresh: true,
       bypassCooldown: true,
       purpose,
     });
+    return grant;
   } catch (error) {
     if (!(error instanceof CredvaultError)) throw error;
     throw new CredvaultError(

@@ -199,16 +199,22 @@ describe('connections add with a refresh token the vault already holds', () => {
       expect(grants[0]!.refresh_token_sha256).toBe(fingerprint);
       const rows = await query<{ token_id: string }>('select token_id from ad_account_connections');
       expect(rows.map((r) => r.token_id)).toEqual([grants[0]!.id, grants[0]!.id]);
-      // Audited as its neighbours: the account's creation (via adopt, the grant it joined) and the
-      // held access token read to list the accounts, with what it was for.
+      // Audited as its neighbours: the held grant's refresh, its access token opened to list the
+      // accounts (with the grant joined), and the account's creation (via adopt, the grant it joined).
+      // Nothing is served: no token leaves the process.
       const audit = await query<{ action: string; target_type: string; detail: Record<string, unknown> }>(
         "select action, target_type, detail from credential_access_audit where id > (select max(id) from credential_access_audit where action = 'token.store')",
       );
+      expect(audit.map((a) => a.action)).not.toContain('token.serve');
       expect(audit).toEqual(
         expect.arrayContaining([
+          expect.objectContaining({ action: 'token.refresh', target_type: 'grant' }),
           expect.objectContaining({
-            action: 'token.serve',
-            detail: expect.objectContaining({ purpose: 'connections add' }),
+            action: 'token.adopt',
+            detail: expect.objectContaining({
+              joined: grants[0]!.id,
+              decrypted: expect.arrayContaining(['access_token']),
+            }),
           }),
           expect.objectContaining({
             action: 'connection.create',
@@ -339,16 +345,18 @@ describe('import of a refresh token the vault already holds for other accounts',
         { token_id: grants[0]!.id, status: 'active' },
         { token_id: grants[0]!.id, status: 'active' },
       ]);
-      // Audited as its neighbours: the held token served to the import, the account's creation (via
-      // import, the grant it joined), and the import with its plan; no grant stored.
+      // Audited as its neighbours: the held grant's refresh, the account's creation (via import, the
+      // grant it joined), and the import with its plan; no grant stored. The access token the
+      // refresh brought is not opened, nor served: the import hands out nothing.
       const audit = await query<{ action: string; detail: Record<string, unknown> }>(
         "select action, detail from credential_access_audit where id > (select max(id) from credential_access_audit where action = 'token.store')",
       );
+      expect(audit.map((a) => a.action)).not.toContain('token.serve');
       expect(audit).toEqual(
         expect.arrayContaining([
           expect.objectContaining({
-            action: 'token.serve',
-            detail: expect.objectContaining({ purpose: 'import', refreshed: true }),
+            action: 'token.refresh',
+            detail: expect.objectContaining({ attempts: 1 }),
           }),
           expect.objectContaining({
             action: 'connection.create',
