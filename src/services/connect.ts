@@ -677,7 +677,12 @@ async function joinHeldGrant(
     },
     {
       joined: held.grant.id,
-      decrypted: [...(app.hasDeveloperToken ? ['developer_token'] : []), 'access_token'],
+      // What was opened: the app's secrets (providerApp) and the grant's access token.
+      decrypted: [
+        ...(opened.clientSecret ? ['client_secret'] : []),
+        ...(opened.developerToken ? ['developer_token'] : []),
+        'access_token',
+      ],
     },
   );
   const chosen = await options.choose(found, provider.id, {});

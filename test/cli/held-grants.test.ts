@@ -213,7 +213,8 @@ describe('connections add with a refresh token the vault already holds', () => {
             action: 'token.adopt',
             detail: expect.objectContaining({
               joined: grants[0]!.id,
-              decrypted: expect.arrayContaining(['access_token']),
+              // The app's client secret and developer token (to list the accounts), the access token.
+              decrypted: ['client_secret', 'developer_token', 'access_token'],
             }),
           }),
           expect.objectContaining({
