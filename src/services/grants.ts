@@ -134,9 +134,12 @@ export async function storeGrant(ctx: ServiceContext, tx: Db, input: StoreGrantI
     scope: tokens.scope,
     accessTokenExpiresAt: tokens.expiresAt,
     ...expiryColumns(refreshTokenExpiry(platform, tokens, now, null)),
-    // An imported refresh token was last used who knows when: credvault has not refreshed it yet (the
-    // daemon's next sweep does, before an idle platform drops it).
-    lastRefreshedAt: input.via === 'import' ? null : now,
+    // Refreshed just now when it comes with an access token the platform gave (a consent, an
+    // adoption, an import's token refreshed to replace a dead grant). An imported refresh token
+    // stored as the file gave it (no access token), or a file's access token alone, was last used who
+    // knows when: credvault has not refreshed it yet (the daemon's next sweep does, before an idle
+    // platform drops it).
+    lastRefreshedAt: tokens.accessToken && !input.accessTokenOnly ? now : null,
     importedTokenSha256: input.importedTokenSha256 ?? null,
     refreshTokenSha256:
       input.refreshTokenSha256 ?? (tokens.refreshToken ? tokenSha256(tokens.refreshToken) : null),

@@ -456,6 +456,11 @@ describe('import of a refresh token the vault already holds for other accounts',
       expect(doubles.google.refreshAttempts).toBe(refreshes + 1);
       const rows = await expectDeadGrantReplaced(v, dead);
       expect(rows[0]!.status_message).toContain('imported again for google_ads:2345678901');
+      // Stored as refreshed now (it was, to prove it works): not left for the daemon's first sweep.
+      const [stored] = await v.sql<{ refreshed: boolean }>(
+        'select last_refreshed_at is not null as refreshed from oauth_tokens_vault',
+      );
+      expect(stored!.refreshed).toBe(true);
       await expectNoSecretsLeaked(v, [grant.refreshToken, app.clientSecret]);
     },
   );
