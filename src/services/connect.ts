@@ -561,7 +561,7 @@ export async function adoptRefreshToken(
   const provider = await providerFor(platform);
   const app = await appForPlatform(ctx.db, platform, appRef);
   const sha256 = tokenSha256(refreshToken);
-  const { live } = await findHeldGrants(ctx.db, app.id, refreshToken);
+  const { live } = await findHeldGrants(ctx.db, app.id, sha256);
   if (live) return joinHeldGrant(ctx, provider, app, live, options);
 
   const { opened, tokens: kept } = await refreshGivenToken(ctx, provider, app, refreshToken);
@@ -589,7 +589,7 @@ export async function adoptRefreshToken(
       // then found dead at its next refresh), as for any token used twice; the vault keeps one grant.
       before: async (tx, accounts, name) => {
         await tokenStore.lockTokenSha256(tx, app.id, sha256);
-        const now = await findHeldGrants(tx, app.id, refreshToken);
+        const now = await findHeldGrants(tx, app.id, sha256);
         dead = now.held;
         if (!now.live) return null;
         joined = now.live;

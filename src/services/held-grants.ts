@@ -1,4 +1,3 @@
-import type { Secret } from '../crypto/secret.js';
 import type { Db } from '../db/client.js';
 import type { AppRecord } from '../db/store/apps.js';
 import type { ConnectionRow, ConnectionView } from '../db/store/connections.js';
@@ -9,7 +8,7 @@ import type { AdAccount } from '../providers/types.js';
 import { connectionRef } from '../views.js';
 import { type AuditEntry, recordAudit } from './audit.js';
 import type { ServiceContext } from './context.js';
-import { attachAccounts, destroyGrant, tokenSha256 } from './grants.js';
+import { attachAccounts, destroyGrant } from './grants.js';
 import { freshGrant } from './tokens.js';
 
 /**
@@ -33,16 +32,16 @@ export function isLive(connection: ConnectionRow): boolean {
 }
 
 /**
- * The app's grants that hold this refresh token (oldest first), and the one to join: the first whose
- * connections include a live one. Never reveals the token or its hash.
+ * The app's grants that hold the refresh token of this SHA-256 (tokenSha256; oldest first), and the
+ * one to join: the first whose connections include a live one. Never reveals the token or its hash.
  */
 export async function findHeldGrants(
   db: Db,
   appId: string,
-  refreshToken: Secret,
+  sha256: string,
 ): Promise<{ held: HeldGrant[]; live: HeldGrant | undefined }> {
   const held: HeldGrant[] = [];
-  for (const grant of await tokenStore.listByTokenSha256(db, appId, tokenSha256(refreshToken)))
+  for (const grant of await tokenStore.listByTokenSha256(db, appId, sha256))
     held.push({ grant, connections: await connectionStore.listByGrant(db, grant.id) });
   return { held, live: held.find((h) => h.connections.some(isLive)) };
 }

@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import { parse as parseDotenv } from 'dotenv';
 import { type Document, isAlias, isMap, isScalar, isSeq, LineCounter, parseDocument, visit } from 'yaml';
 import { Secret } from '../crypto/secret.js';
@@ -17,7 +16,7 @@ import { recordAudit } from './audit.js';
 import { refreshGivenToken } from './connect.js';
 import { normalizeAccountId } from './connections.js';
 import type { ServiceContext } from './context.js';
-import { openToken, storeGrant } from './grants.js';
+import { openToken, storeGrant, tokenSha256 } from './grants.js';
 import {
   findHeldGrants,
   type HeldGrant,
@@ -867,7 +866,7 @@ async function importConnections(
       },
     );
   }
-  const fingerprint = createHash('sha256').update(token.reveal()).digest('hex');
+  const fingerprint = tokenSha256(token);
   // Everything below, the look for grants holding this token included, under the token's lock: a
   // process given the same token at once (another import, connections add) stores its grant first,
   // and this one, once it has the lock, finds and joins it rather than storing a second grant.
@@ -981,7 +980,7 @@ async function importConnections(
   const accountsOf = fresh.map((id) => ({ id, name: null, currency: null, details }));
   // One consent, one grant, as `connections add` keeps it: the file's refresh token may be held
   // already by a grant of accounts the file does not name (connect, connections add, another file).
-  const held = !holder && creds.refreshToken ? await findHeldGrants(tx, app.id, creds.refreshToken) : null;
+  const held = !holder && creds.refreshToken ? await findHeldGrants(tx, app.id, fingerprint) : null;
   if (held?.live) {
     const live = held.live;
     const refs = live.connections.map(connectionRef).join(', ');
