@@ -157,6 +157,11 @@ export async function startAuthorization(
 
 interface ConsumedState {
   app: AppRecord;
+  /**
+   * The app as a provider needs it, secrets decrypted, read with the checks above in the transaction
+   * that used the state up (null when not asked for: an `error=` answer exchanges nothing).
+   */
+  provider: ProviderApp | null;
   platform: PlatformId;
   redirectUri: string;
   codeVerifier: string | null;
@@ -223,7 +228,8 @@ async function consumeState(
   ctx: ServiceContext,
   state: string,
   expectPlatform: PlatformId | null,
-  quietUnknown = false,
+  quietUnknown: boolean,
+  withSecrets: boolean,
 ): Promise<ConsumedState> {
   const keyring = await ctx.keyring();
   const outcome = await ctx.transaction(async (tx) => {
@@ -247,11 +253,14 @@ async function consumeState(
     if (row.usedAt) return refuse('state already used');
     if (row.expiresAt.getTime() < Date.now()) return refuse('state expired', { useUp: true });
     // Bound to its app as it was at the start: still there, still enabled, still the client the
-    // platform issued the code to.
-    const app = row.appId ? await appStore.getById(tx, row.appId) : null;
+    // platform issued the code to. The row is read FOR SHARE and the secrets the exchange sends are
+    // read with it: an update or a disable committing after this transaction does not mix another
+    // client secret with this client id, nor reach an exchange these checks let through.
+    const app = row.appId ? await appStore.getByIdForShare(tx, row.appId) : null;
     if (!app) return refuse('app removed', { useUp: true });
     if (!app.enabled) return refuse('app disabled', { app, useUp: true });
     if (app.clientId !== row.clientId) return refuse('client id changed', { app, useUp: true });
+    const provider = withSecrets ? await providerApp(ctx, tx, app, { secrets: true }) : null;
     const codeVerifier = row.codeVerifierEnc
       ? (await keyring.decrypt(row.codeVerifierEnc, stateSlot(row.id))).reveal()
       : null;
@@ -265,6 +274,7 @@ async function consumeState(
     });
     return {
       app,
+      provider,
       platform: row.platform as PlatformId,
       redirectUri: row.redirectUri,
       codeVerifier,
@@ -352,7 +362,13 @@ export async function completeAuthorization(
       },
     );
   }
-  const consumed = await consumeState(base, state, options.platform ?? null, options.quietUnknownState);
+  const consumed = await consumeState(
+    base,
+    state,
+    options.platform ?? null,
+    options.quietUnknownState ?? false,
+    !callback.get('error'),
+  );
   await options.checkStarter?.(consumed.request, consumed.platform);
   // A flow started through the daemon's API finishes in the name of the client that started it (the
   // browser that brings the callback back has no credential of its own).
@@ -374,7 +390,8 @@ export async function completeAuthorization(
     );
     throw authorizationError(name, code, callback.get('error_description'));
   }
-  const app = await providerApp(ctx, ctx.db, consumed.app, { secrets: true });
+  // The app as it was when the state was used up (not read again: see consumeState).
+  const app = consumed.provider!;
   const tokens = await audited(ctx, consumed.app, 'oauth.exchange', () =>
     withDeadline(ctx, (signal) =>
       provider.exchangeCode(

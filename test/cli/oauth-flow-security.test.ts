@@ -6,10 +6,12 @@
 import type { ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { connect as tcpConnect } from 'node:net';
+import postgres from 'postgres';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { type AllDoubles, type Double, startAllDoubles } from '../doubles/index.js';
-import { addAppFor, connectViaDouble, consentOnly, type PlatformKey } from '../helpers/flows.js';
-import { ONCE, type TestVault, vaultsPerTest } from '../helpers/vault.js';
+import { startDaemon } from '../helpers/daemon.js';
+import { addAppFor, connectViaDouble, consentOnly, freePort, type PlatformKey } from '../helpers/flows.js';
+import { DB_KIND, ONCE, type TestVault, vaultsPerTest } from '../helpers/vault.js';
 
 let doubles: AllDoubles;
 beforeAll(async () => {
@@ -335,5 +337,82 @@ describe('a state is bound to the platform and app it was started for', () => {
     expect(again.code).toBe(2);
     expect(again.stderr).toContain('already used');
     expect(doubles.reddit.tokenRequests().length).toBe(before);
+  });
+});
+
+// PostgreSQL only: the test holds a lock from a connection of its own while the daemon works, which
+// the embedded database (one connection, the daemon's) cannot have.
+describe.runIf(DB_KIND === 'postgres')('the exchange after the state is used up', () => {
+  it('sends the client id and secret the app had when the state was used up, whatever an update commits after', async () => {
+    const v = await vault();
+    const google = doubles.google;
+    const publicHost = 'credvault.example.test';
+    const callbackUrl = `https://${publicHost}/v1/integrations/google_ads/callback`;
+    const client = google.registerClient({
+      clientId: `gap-${Math.random().toString(36).slice(2, 10)}`,
+      clientSecret: 'gap-secret-at-the-callback',
+      redirectUris: [callbackUrl],
+    });
+    await addAppFor(v, 'google_ads', google as never, {
+      label: 'gap',
+      extra: { client_id: client.clientId, client_secret: client.clientSecret, redirect_uri: callbackUrl },
+    });
+    const operator = await v.json<{ token: string }>([
+      'clients',
+      'create',
+      'op',
+      '--role',
+      'operator',
+      '--all',
+    ]);
+    const daemon = await startDaemon(v, {
+      tcpPort: await freePort(),
+      args: ['--public-callback-url', `https://${publicHost}`],
+    });
+    const locker = postgres(v.databaseUrl!, { max: 1, onnotice: () => {} });
+    try {
+      const start = await daemon.request('POST', '/v1/integrations/google_ads/connections/start', {
+        token: operator.token,
+        body: { app: 'gap', accounts: ['111-222-3334'], name: 'gap' },
+      });
+      expect(start.status, start.body).toBe(201);
+      const consent = await fetch(start.json<{ authorize_url: string }>().authorize_url, {
+        redirect: 'manual',
+      });
+      const back = new URL(consent.headers.get('location')!);
+      const exchanges = google.tokenRequests('authorization_code').length;
+
+      // The daemon's callback uses the state up, then reads the client that started the flow: with
+      // api_clients locked, it waits there, between the two, while the app is changed.
+      await locker.unsafe('begin');
+      await locker.unsafe('lock table api_clients in access exclusive mode');
+      const landing = daemon.request('GET', back.pathname + back.search, { headers: { host: publicHost } });
+      const waiting = async () =>
+        (await v.sql("select 1 from pg_locks where relation = 'api_clients'::regclass and not granted"))
+          .length > 0;
+      for (let i = 0; i < 600 && !(await waiting()); i++) await new Promise((r) => setTimeout(r, 50));
+      expect(await waiting()).toBe(true);
+      expect(await v.sql('select id from oauth_states where used_at is null')).toEqual([]);
+      const updated = await v.cli(
+        ['apps', 'update', 'google_ads/gap', '--client-id', 'gap-another-client', '--new-client-secret'],
+        { input: 'gap-secret-given-later\n' },
+      );
+      expect(updated.code, updated.stderr).toBe(0);
+      await locker.unsafe('commit');
+
+      const landed = await landing;
+      const sent = google.tokenRequests('authorization_code').slice(exchanges);
+      expect(sent).toHaveLength(1);
+      const credentials = (r: (typeof sent)[number]) => [
+        r.form?.get('client_id') ?? r.basic?.user,
+        r.form?.get('client_secret') ?? r.basic?.pass,
+      ];
+      expect(credentials(sent[0]!)).toEqual([client.clientId, 'gap-secret-at-the-callback']);
+      expect(landed.status, landed.body).toBe(200);
+      expect(landed.body).toContain('Connected gap');
+    } finally {
+      await locker.end();
+      await daemon.stop();
+    }
   });
 });

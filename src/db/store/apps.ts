@@ -46,6 +46,15 @@ export async function getById(db: Db, id: string): Promise<AppRecord | null> {
   return (await selectRecords(db, eq(t.id, id)))[0] ?? null;
 }
 
+/**
+ * The app, its row locked FOR SHARE for the rest of the transaction: no update or removal of it
+ * commits until then, so what is read of it (its secrets too) is one version of it.
+ */
+export async function getByIdForShare(db: Db, id: string): Promise<AppRecord | null> {
+  const [row] = await db.select(recordColumns).from(t).where(eq(t.id, id)).for('share');
+  return row ?? null;
+}
+
 export async function findByLabel(db: Db, label: string, platform?: string): Promise<AppRecord[]> {
   return selectRecords(db, platform ? and(eq(t.label, label), eq(t.platform, platform)) : eq(t.label, label));
 }
