@@ -55,13 +55,25 @@ function inFiles(v: TestVault, values: string[]): string[] {
  * After an ANALYZE: the columns holding secrets that pg_statistic (via pg_stats) keeps rows for, and
  * how many rows it keeps for the other columns of the grants' table.
  */
+/**
+ * The columns that hold a secret other than as an `_enc` ciphertext: wrapped data keys, and the
+ * hashes by which a state, a client's token and a grant's refresh token are recognised.
+ */
+const OTHER_SECRET_COLUMNS = [
+  'wrapped_key',
+  'state_hash',
+  'token_hash',
+  'refresh_token_sha256',
+  'imported_token_sha256',
+];
+
 async function sampledColumns(v: TestVault): Promise<{ secret: string[]; otherGrantColumns: number }> {
   return v.session(async (query) => {
     await query('analyze');
     const rows = await query<{ column: string }>(
       `select tablename || '.' || attname as column from pg_stats
         where schemaname = current_schema()
-          and (attname like '%\\_enc' or attname = 'wrapped_key') order by 1`,
+          and (attname like '%\\_enc' or attname in (${OTHER_SECRET_COLUMNS.map((c) => `'${c}'`).join(', ')})) order by 1`,
     );
     const [others] = await query<{ n: number }>(
       "select count(*)::int as n from pg_stats where schemaname = current_schema() and tablename = 'oauth_tokens_vault'",
@@ -158,8 +170,17 @@ describe('what a revocation or a rotation destroys', () => {
     },
   );
 
-  it('keeps no statistics samples of the columns that hold secrets', async () => {
+  it('keeps no statistics samples of the columns that hold secrets or their hashes', async () => {
     const v = await connected();
+    // A client, so that its token hash is there to be sampled.
+    expect((await v.cli(['clients', 'create', 'ci', '--role', 'reader', '--all'])).code).toBe(0);
+    const held = await v.sql<Record<string, number>>(
+      `select (select count(*)::int from oauth_states where state_hash is not null) as state_hash,
+              (select count(*)::int from api_clients where token_hash is not null) as token_hash,
+              (select count(*)::int from oauth_tokens_vault where refresh_token_sha256 is not null) as refresh_token_sha256`,
+    );
+    // The test looks at columns that hold something (an empty column has nothing to sample).
+    expect(held[0]).toEqual({ state_hash: 1, token_hash: 1, refresh_token_sha256: 1 });
     const sampled = await sampledColumns(v);
     expect(sampled.secret).toEqual([]);
     // The same ANALYZE keeps statistics of the other columns: the query above would see them.
