@@ -265,29 +265,39 @@ describe('a state is bound to the platform and app it was started for', () => {
 
   it('refuses a state whose app was disabled, removed or given another client id since: exchanges nothing, stores nothing, uses it up, audits it', async () => {
     const v = await vault();
-    const reddit = double('reddit_ads');
-    for (const label of ['disabled', 'removed', 'moved']) await addAppFor(v, 'reddit_ads', reddit, { label });
+    // Google: a PKCE platform, so that each state holds a code verifier.
+    const google = doubles.google as unknown as Double<unknown, unknown>;
+    for (const label of ['disabled', 'removed', 'moved']) await addAppFor(v, 'google_ads', google, { label });
     const started = {
-      disabled: await startAndConsent(v, 'reddit_ads', 'disabled'),
-      removed: await startAndConsent(v, 'reddit_ads', 'removed'),
-      moved: await startAndConsent(v, 'reddit_ads', 'moved'),
+      disabled: await startAndConsent(v, 'google_ads', 'disabled'),
+      removed: await startAndConsent(v, 'google_ads', 'removed'),
+      moved: await startAndConsent(v, 'google_ads', 'moved'),
     };
+    const verifiers = async () =>
+      (
+        await v.sql<{ verifier: boolean }>(
+          'select code_verifier_enc is not null as verifier from oauth_states order by created_at',
+        )
+      ).map((s) => s.verifier);
+    expect(await verifiers()).toEqual([true, true, true]);
     const changes = [
-      ['apps', 'disable', 'reddit_ads/disabled'],
-      ['apps', 'remove', 'reddit_ads/removed'],
-      ['apps', 'update', 'reddit_ads/moved', '--client-id', 'another-client'],
+      ['apps', 'disable', 'google_ads/disabled'],
+      ['apps', 'remove', 'google_ads/removed'],
+      ['apps', 'update', 'google_ads/moved', '--client-id', 'another-client'],
     ];
     for (const change of changes) {
       const changed = await v.cli(change);
       expect(changed.code, changed.stderr).toBe(0);
+      // The removed app's pending state keeps no verifier from the removal on, before any callback.
+      if (change[1] === 'remove') expect(await verifiers()).toEqual([true, false, true]);
     }
-    const before = doubles.reddit.tokenRequests().length;
+    const before = doubles.google.tokenRequests().length;
 
     // Exit 3 (not found) for the removed app, 7 (changed underneath) for the others.
     const cases = [
-      ['disabled', 7, 'conflict', '(reddit_ads/disabled) was disabled since; nothing was stored'],
+      ['disabled', 7, 'conflict', '(google_ads/disabled) was disabled since; nothing was stored'],
       ['removed', 3, 'not_found', 'was removed since; nothing was stored'],
-      ['moved', 7, 'conflict', '(reddit_ads/moved) has another client id since; nothing was stored'],
+      ['moved', 7, 'conflict', '(google_ads/moved) has another client id since; nothing was stored'],
     ] as const;
     for (const [label, exit, code, message] of cases) {
       const refused = await v.cli([
@@ -298,7 +308,7 @@ describe('a state is bound to the platform and app it was started for', () => {
         '--callback-url',
         started[label].callbackUrl,
         '--account',
-        'a2_xyz',
+        '1112223334',
         '--json',
       ]);
       expect(refused.code, refused.stderr).toBe(exit);
@@ -306,7 +316,7 @@ describe('a state is bound to the platform and app it was started for', () => {
       expect(error.code).toBe(code);
       expect(error.message).toContain(`the app this authorization was started for ${message}`);
     }
-    expect(doubles.reddit.tokenRequests().length).toBe(before);
+    expect(doubles.google.tokenRequests().length).toBe(before);
     const stored = await storedRows(v);
     expect(stored.connections).toEqual([]);
     expect(stored.grants).toBe(0);
@@ -323,7 +333,7 @@ describe('a state is bound to the platform and app it was started for', () => {
     expect(audit.code, audit.stderr).toBe(0);
 
     // Enabled again, the app does not bring the state back.
-    expect((await v.cli(['apps', 'enable', 'reddit_ads/disabled'])).code).toBe(0);
+    expect((await v.cli(['apps', 'enable', 'google_ads/disabled'])).code).toBe(0);
     const again = await v.cli([
       'connections',
       'complete',
@@ -332,11 +342,11 @@ describe('a state is bound to the platform and app it was started for', () => {
       '--callback-url',
       started.disabled.callbackUrl,
       '--account',
-      'a2_xyz',
+      '1112223334',
     ]);
     expect(again.code).toBe(2);
     expect(again.stderr).toContain('already used');
-    expect(doubles.reddit.tokenRequests().length).toBe(before);
+    expect(doubles.google.tokenRequests().length).toBe(before);
   });
 });
 
