@@ -14,6 +14,7 @@ import { assertMigrated } from '../db/migrate.js';
 import { adAccountConnections, dataKeys, oauthTokensVault } from '../db/schema/index.js';
 import { CHANGES_CHANNEL } from '../db/store/changes.js';
 import * as daemonStore from '../db/store/daemon.js';
+import * as stateStore from '../db/store/oauth-states.js';
 import * as tokenStore from '../db/store/tokens.js';
 import { InvalidInputError } from '../errors.js';
 import { ServiceContext } from '../services/context.js';
@@ -322,6 +323,14 @@ export async function runDaemon(
       await maintain.run(CLAIM_TABLES);
       void maintain.run();
     }
+    // OAuth states long expired (those of a removed app among them, which no connect through it will
+    // purge): at the start, then hourly, not only when a connect starts.
+    const purgeStates = () =>
+      stateStore
+        .purgeExpired(ctx.db)
+        .catch((e) => log.warn('purging expired OAuth states failed', { error: errorMessage(e) }));
+    await purgeStates();
+    timers.push(setInterval(() => void purgeStates(), 60 * 60_000));
     scheduler.start();
     // The gauges' first values (their queries read whole tables: after the statistics, beside the sweep).
     void refreshGauges(ctx, metrics, log).catch(() => {});

@@ -263,6 +263,35 @@ describe('a state is bound to the platform and app it was started for', () => {
     expect(stored.states.map((s) => s.used)).toEqual([true, true, false]);
   });
 
+  it("drops a removed app's expired states with it; its pending ones stay, bound to no app, another app's expired ones stay", async () => {
+    const v = await vault();
+    const google = doubles.google as unknown as Double<unknown, unknown>;
+    for (const label of ['kept', 'gone']) await addAppFor(v, 'google_ads', google, { label });
+    await startAndConsent(v, 'google_ads', 'kept');
+    await startAndConsent(v, 'google_ads', 'gone');
+    await startAndConsent(v, 'google_ads', 'gone');
+    // The first of each app expired a minute ago (too recently for a connect's purge to take it).
+    await v.sql(
+      `update oauth_states set expires_at = now() - interval '1 minute'
+        where id in (select distinct on (app_id) id from oauth_states order by app_id, created_at)`,
+    );
+    const states = () =>
+      v.sql<{ app: string | null; expired: boolean }>(
+        `select a.label as app, s.expires_at < now() as expired
+           from oauth_states s left join oauth_app_credentials a on a.id = s.app_id order by s.created_at`,
+      );
+    expect(await states()).toEqual([
+      { app: 'kept', expired: true },
+      { app: 'gone', expired: true },
+      { app: 'gone', expired: false },
+    ]);
+    expect((await v.cli(['apps', 'remove', 'google_ads/gone'])).code).toBe(0);
+    expect(await states()).toEqual([
+      { app: 'kept', expired: true },
+      { app: null, expired: false },
+    ]);
+  });
+
   it('refuses a state whose app was disabled, removed or given another client id since: exchanges nothing, stores nothing, uses it up, audits it', async () => {
     const v = await vault();
     // Google: a PKCE platform, so that each state holds a code verifier.

@@ -1,4 +1,4 @@
-import { and, asc, eq, inArray, type SQL, sql } from 'drizzle-orm';
+import { and, asc, eq, inArray, lt, type SQL, sql } from 'drizzle-orm';
 import type { Db } from '../client.js';
 import {
   adAccountConnections,
@@ -208,7 +208,12 @@ export async function removeAllOfApp(db: Db, appId: string): Promise<void> {
   await db.delete(c).where(eq(c.appId, appId));
   await notifyChange(db, 'app', appId);
   // Its pending states stay (their app_id goes null with the app) so that a callback is refused as
-  // the answer to a removed app's authorization; their PKCE verifiers go now.
+  // the answer to a removed app's authorization; their PKCE verifiers go now. Those expired already
+  // go too: no callback can use them, and nothing would purge them until the next connect starts
+  // (or the daemon's next pass).
+  await db
+    .delete(oauthStates)
+    .where(and(eq(oauthStates.appId, appId), lt(oauthStates.expiresAt, sql`now()`)));
   await db.update(oauthStates).set({ codeVerifierEnc: null }).where(eq(oauthStates.appId, appId));
   if (grants.length) {
     await db.delete(g).where(
