@@ -259,7 +259,8 @@ async function consumeState(
     const app = row.appId ? await appStore.getByIdForShare(tx, row.appId) : null;
     if (!app) return refuse('app removed', { useUp: true });
     if (!app.enabled) return refuse('app disabled', { app, useUp: true });
-    if (app.clientId !== row.clientId) return refuse('client id changed', { app, useUp: true });
+    if (row.clientId !== null && app.clientId !== row.clientId)
+      return refuse('client id changed', { app, useUp: true });
     const provider = withSecrets ? await providerApp(ctx, tx, app, { secrets: true }) : null;
     const codeVerifier = row.codeVerifierEnc
       ? (await keyring.decrypt(row.codeVerifierEnc, stateSlot(row.id))).reveal()

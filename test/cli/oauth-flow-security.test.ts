@@ -263,6 +263,25 @@ describe('a state is bound to the platform and app it was started for', () => {
     expect(stored.states.map((s) => s.used)).toEqual([true, true, false]);
   });
 
+  it('completes a state an older credvault started (it records no client id): bound to its app alone', async () => {
+    const v = await vault();
+    const a = await addAppFor(v, 'reddit_ads', double('reddit_ads'), { label: 'reddit-a' });
+    const sa = await startAndConsent(v, 'reddit_ads', 'reddit-a');
+    // What a credvault from before migration 0007 inserts, beside this one, in a fleet being upgraded.
+    await v.sql('update oauth_states set client_id = null');
+    const done = await v.json<Array<{ app_id: string; external_account_id: string }>>([
+      'connections',
+      'complete',
+      '--state',
+      sa.state,
+      '--callback-url',
+      sa.callbackUrl,
+      '--account',
+      'a2_xyz',
+    ]);
+    expect(done).toEqual([expect.objectContaining({ app_id: a.id, external_account_id: 'a2_xyz' })]);
+  });
+
   it("drops a removed app's expired states with it; its pending ones stay, bound to no app, another app's expired ones stay", async () => {
     const v = await vault();
     const google = doubles.google as unknown as Double<unknown, unknown>;

@@ -19,7 +19,10 @@ export const oauthStates = pgTable(
       .notNull()
       .references(() => platforms.id),
     appId: uuid('app_id').references(() => oauthAppCredentials.id, { onDelete: 'set null' }),
-    clientId: text('client_id').notNull(),
+    // Null only in a state an older credvault started (it does not know the column): a fleet being
+    // upgraded runs both, and an older one must still be able to start a flow. Such a state is bound
+    // to its app's row alone.
+    clientId: text('client_id'),
     redirectUri: text('redirect_uri').notNull(),
     codeVerifierEnc: text('code_verifier_enc'),
     dataKeyId: uuid('data_key_id')
