@@ -978,6 +978,20 @@ async function importConnections(
   }
   if (!fresh.length) return;
   const accountsOf = fresh.map((id) => ({ id, name: null, currency: null, details }));
+  /** The file's new accounts join a grant holding its token (locked, and seen live still). */
+  const join = async (grant: HeldGrant) => {
+    const ids = await joinGrantIn(ctx, tx, {
+      app,
+      held: grant,
+      accounts: accountsOf,
+      name: null,
+      via: 'import',
+      nothing: NOTHING,
+      hint: 'Run `credvault connections list` to see why, then import again.',
+    });
+    touched.push(...ids);
+    named.push(...ids);
+  };
   // One consent, one grant, as `connections add` keeps it: the file's refresh token may be held
   // already by a grant of accounts the file does not name (connect, connections add, another file).
   const held = !holder && creds.refreshToken ? await findHeldGrants(tx, app.id, fingerprint) : null;
@@ -991,17 +1005,7 @@ async function importConnections(
     pass.needs.set(platform, { kind: 'join', held: live });
     if (!pass.prepared) return;
     if (!pass.prepared.joined.has(live.grant.id)) throw changedMeanwhile(platform);
-    const ids = await joinGrantIn(ctx, tx, {
-      app,
-      held: live,
-      accounts: accountsOf,
-      name: null,
-      via: 'import',
-      nothing: NOTHING,
-      hint: 'Run `credvault connections list` to see why, then import again.',
-    });
-    touched.push(...ids);
-    named.push(...ids);
+    await join(live);
     return;
   }
   let adopted: TokenResult | undefined;
@@ -1021,17 +1025,7 @@ async function importConnections(
     // One consent, one grant: a second copy of the token would be refreshed on its own, and where
     // the platform rotates refresh tokens the first refresh would leave the other copy stale. Joined
     // as any held grant is: locked, and seen live still (a revocation meanwhile came first, or waits).
-    const ids = await joinGrantIn(ctx, tx, {
-      app,
-      held: { grant: holder, connections: await connectionStore.listByGrant(tx, holder.id) },
-      accounts: accountsOf,
-      name: null,
-      via: 'import',
-      nothing: NOTHING,
-      hint: 'Run `credvault connections list` to see why, then import again.',
-    });
-    touched.push(...ids);
-    named.push(...ids);
+    await join({ grant: holder, connections: await connectionStore.listByGrant(tx, holder.id) });
     return;
   }
   const ids = await storeGrant(ctx, tx, {

@@ -82,6 +82,20 @@ async function startAndConsent(
   return { ...started, callbackUrl: (await consentOnly(started.authorize_url)).callbackUrl };
 }
 
+/** `connections complete` with a started flow's state and the callback URL its consent sent back. */
+function completeFor(v: TestVault, started: Started & { callbackUrl: string }, account: string) {
+  return v.json<Array<{ app_id: string; external_account_id: string }>>([
+    'connections',
+    'complete',
+    '--state',
+    started.state,
+    '--callback-url',
+    started.callbackUrl,
+    '--account',
+    account,
+  ]);
+}
+
 /** What a flow stores: connections and grants, and each state's app and whether it was used up. */
 async function storedRows(v: TestVault) {
   return v.session(async (query) => ({
@@ -246,16 +260,7 @@ describe('a state is bound to the platform and app it was started for', () => {
     expect(tokenRequests()).toBe(before + 1);
     expect((await storedRows(v)).connections).toEqual([]);
 
-    const done = await v.json<Array<{ app_id: string; external_account_id: string }>>([
-      'connections',
-      'complete',
-      '--state',
-      sa.state,
-      '--callback-url',
-      sa.callbackUrl,
-      '--account',
-      'a2_xyz',
-    ]);
+    const done = await completeFor(v, sa, 'a2_xyz');
     expect(done).toEqual([expect.objectContaining({ app_id: a.id, external_account_id: 'a2_xyz' })]);
     stored = await storedRows(v);
     expect(stored.connections).toEqual([{ app_id: a.id, external_account_id: 'a2_xyz' }]);
@@ -269,16 +274,7 @@ describe('a state is bound to the platform and app it was started for', () => {
     const sa = await startAndConsent(v, 'reddit_ads', 'reddit-a');
     // What a credvault from before migration 0007 inserts, beside this one, in a fleet being upgraded.
     await v.sql('update oauth_states set client_id = null');
-    const done = await v.json<Array<{ app_id: string; external_account_id: string }>>([
-      'connections',
-      'complete',
-      '--state',
-      sa.state,
-      '--callback-url',
-      sa.callbackUrl,
-      '--account',
-      'a2_xyz',
-    ]);
+    const done = await completeFor(v, sa, 'a2_xyz');
     expect(done).toEqual([expect.objectContaining({ app_id: a.id, external_account_id: 'a2_xyz' })]);
   });
 
