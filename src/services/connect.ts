@@ -393,7 +393,7 @@ export async function completeAuthorization(
   }
   // The app as it was when the state was used up (not read again: see consumeState).
   const app = consumed.provider!;
-  const tokens = await audited(ctx, consumed.app, 'oauth.exchange', () =>
+  const tokens = await audited(ctx, consumed.app, app, 'oauth.exchange', () =>
     withDeadline(ctx, (signal) =>
       provider.exchangeCode(
         app,
@@ -446,17 +446,28 @@ function authorizationError(platformName: string, code: string, description: str
   return new ReauthRequiredError(message, { hint: 'Run connect again and allow access.' });
 }
 
+/** The app's secrets providerApp decrypted for a call (a public client has no client secret). */
+function decryptedFor(opened: ProviderApp): string[] {
+  return [
+    ...(opened.clientSecret ? ['client_secret'] : []),
+    ...(opened.developerToken ? ['developer_token'] : []),
+  ];
+}
+
 /**
- * Runs a platform call that used the app's decrypted client secret and records it, whatever the
- * outcome: every decryption leaves a trace, failed exchanges included.
+ * Runs a platform call that used the app's decrypted secrets and records it, with which were
+ * decrypted, whatever the outcome: every decryption leaves a trace, failed exchanges included.
  */
+
 async function audited<T>(
   ctx: ServiceContext,
   app: AppRecord,
+  opened: ProviderApp,
   action: string,
   call: () => Promise<T>,
   extra: Record<string, unknown> = {},
 ): Promise<T> {
+  const decrypted = decryptedFor(opened);
   const record = (outcome: 'success' | 'failure', detail: Record<string, unknown>) =>
     ctx.transaction((tx) =>
       recordAudit(tx, ctx.actor, {
@@ -464,7 +475,7 @@ async function audited<T>(
         targetType: 'app',
         targetId: app.id,
         outcome,
-        detail: { platform: app.platform, app: app.label, decrypted: ['client_secret'], ...extra, ...detail },
+        detail: { platform: app.platform, app: app.label, decrypted, ...extra, ...detail },
       }),
     );
   try {
@@ -657,6 +668,7 @@ export async function refreshGivenToken(
   const tokens = await audited(
     ctx,
     app,
+    opened,
     'token.adopt',
     () => withDeadline(ctx, (signal) => provider.refresh(opened, refreshToken, { signal })),
     extra,
@@ -687,6 +699,7 @@ async function joinHeldGrant(
   const found = await audited(
     ctx,
     app,
+    opened,
     'token.adopt',
     async () => {
       const accessToken = await openToken(ctx, grant, 'access');
@@ -695,12 +708,8 @@ async function joinHeldGrant(
     },
     {
       joined: held.grant.id,
-      // What was opened: the app's secrets (providerApp) and the grant's access token.
-      decrypted: [
-        ...(opened.clientSecret ? ['client_secret'] : []),
-        ...(opened.developerToken ? ['developer_token'] : []),
-        'access_token',
-      ],
+      // What was opened: the app's secrets (as audited lists them) and the grant's access token.
+      decrypted: [...decryptedFor(opened), 'access_token'],
     },
   );
   const chosen = await options.choose(found, provider.id, {});

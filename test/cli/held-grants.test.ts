@@ -192,6 +192,12 @@ describe('connections add with a refresh token the vault already holds', () => {
 
     const fingerprint = createHash('sha256').update(grant.refreshToken).digest('hex');
     await v.session(async (query) => {
+      // The first adoption's refresh decrypted the app's client secret and its developer token: both
+      // on record (it listed the client secret alone).
+      const [adoption] = await query<{ detail: { decrypted: string[] } }>(
+        "select detail from credential_access_audit where action = 'token.adopt' order by id limit 1",
+      );
+      expect(adoption!.detail.decrypted).toEqual(['client_secret', 'developer_token']);
       const grants = await query<{ id: string; refresh_token_sha256: string }>(
         'select id, refresh_token_sha256 from oauth_tokens_vault',
       );
