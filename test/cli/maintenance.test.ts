@@ -49,6 +49,15 @@ async function grantStats(query: Query) {
   return row!;
 }
 
+/** Until the daemon's /healthz reports a sweep (at most ten seconds). */
+async function untilFirstSweep(daemon: Awaited<ReturnType<typeof startDaemon>>): Promise<void> {
+  for (let i = 0; i < 200; i++) {
+    const health = await daemon.get('/healthz');
+    if (health.json<{ last_sweep_at: string | null }>().last_sweep_at) return;
+    await sleep(50);
+  }
+}
+
 describe('database maintenance', () => {
   it('gives the planner statistics of a bulk-loaded vault before the daemon first sweeps it', async () => {
     const v = await seeded(400);
@@ -58,11 +67,7 @@ describe('database maintenance', () => {
     const daemon = await startDaemon(v);
     cleanups.push(() => daemon.stop());
     // The first sweep starts after the maintenance.
-    for (let i = 0; i < 200; i++) {
-      const health = await daemon.get('/healthz');
-      if (health.json<{ last_sweep_at: string | null }>().last_sweep_at) break;
-      await sleep(50);
-    }
+    await untilFirstSweep(daemon);
     expect(await daemon.stop()).toBe(0);
     const after = await v.session(grantStats);
     expect(after.rows).toBe(400);
@@ -171,11 +176,7 @@ describe('expired OAuth states', () => {
     const daemon = await startDaemon(v);
     cleanups.push(() => daemon.stop());
     // The first sweep starts after the purge.
-    for (let i = 0; i < 200; i++) {
-      const health = await daemon.get('/healthz');
-      if (health.json<{ last_sweep_at: string | null }>().last_sweep_at) break;
-      await sleep(50);
-    }
+    await untilFirstSweep(daemon);
     expect(await daemon.stop()).toBe(0);
     expect(await states()).toEqual([{ orphaned: false }]);
   });
