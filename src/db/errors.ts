@@ -42,6 +42,17 @@ const CONNECTION_CODES = new Set([
   '3D000', // invalid_catalog_name: the database does not exist
   '28P01', // invalid_password
   '28000', // invalid_authorization_specification
+  // A server that takes no connection now: `ALTER DATABASE … ALLOW_CONNECTIONS false` ("database …
+  // is not currently accepting connections"), too many clients, a crash restart, the database dropped.
+  '55000', // object_not_in_prerequisite_state
+  '53300', // too_many_connections
+  '57P02', // crash_shutdown
+  '57P04', // database_dropped
+  '08000', // connection_exception
+  '08003', // connection_does_not_exist
+  '08006', // connection_failure
+  '08001', // sqlclient_unable_to_establish_sqlconnection
+  '08004', // sqlserver_rejected_establishment_of_sqlconnection
 ]);
 
 /**

@@ -1,6 +1,7 @@
 import { execFileSync, spawn } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import postgres from 'postgres';
 import { afterEach, describe, expect, it } from 'vitest';
 import { generateMasterKey } from '../../src/crypto/local-key.js';
 import { BIN } from '../helpers/paths.js';
@@ -128,6 +129,30 @@ describe('init', () => {
     expect(result.stderr).toMatch(/not migrated/);
     expect(result.stderr).toContain('credvault db migrate');
   });
+
+  it.runIf(DB_KIND === 'postgres')(
+    'a database that takes no connections now is exit 8 (database_error) naming why, not an internal error',
+    async () => {
+      const v = await vault();
+      const name = new URL(v.databaseUrl!).pathname.slice(1);
+      // From another database: the vault's own takes no connection meanwhile.
+      const admin = new URL(v.databaseUrl!);
+      admin.pathname = '/postgres';
+      const client = postgres(admin.toString(), { max: 1, onnotice: () => {} });
+      await client.unsafe(`alter database "${name}" allow_connections false`);
+      try {
+        const refused = await v.cli(['connections', 'list', '--json']);
+        expect(refused.code, refused.stderr).toBe(8);
+        const { error } = JSON.parse(refused.stderr);
+        expect(error.code).toBe('database_error');
+        expect(error.message).toContain(`database "${name}" is not currently accepting connections`);
+      } finally {
+        await client.unsafe(`alter database "${name}" allow_connections true`);
+        await client.end();
+      }
+      expect((await v.cli(['connections', 'list', '--json'])).code).toBe(0);
+    },
+  );
 
   it.runIf(DB_KIND === 'pglite')(
     'before init, a command finds no vault (exit 8) and makes nothing; init and db migrate make it',
