@@ -13,8 +13,12 @@ import { isLoopbackHost } from '../util/net.js';
 
 /**
  * The one-shot callback server of `credvault connect`: it listens on loopback only, on the redirect
- * URI's host and path, answers exactly one callback carrying the expected state, then closes. A
- * callback with another state is answered with an error page and nothing is exchanged.
+ * URI's host and path, answers exactly one callback carrying the expected state, then closes. An
+ * answer (a code or an error) under another state, or none, is answered with an error page, nothing
+ * is exchanged, and the sign-in ends with exit 2 (cli.md: "a wrong or reused state end with a clear
+ * message"): a stale tab's answer, another sign-in's, or a forged one (login CSRF) cannot be told
+ * apart here, and waiting on would leave the person at a browser page saying it failed while the
+ * terminal waits. A request with neither a code nor an error is no answer: the wait goes on.
  */
 
 export interface LoopbackTarget {
@@ -131,6 +135,8 @@ export async function startCallbackServer(
   target: LoopbackTarget,
   expectedState: () => string,
   timeoutMs: number,
+  /** The command that starts the sign-in again, for the hints. */
+  again = 'credvault connect',
 ): Promise<CallbackServer> {
   let settle: { resolve: (p: URLSearchParams) => void; reject: (e: Error) => void } | undefined;
   const result = new Promise<URLSearchParams>((resolve, reject) => {
@@ -151,22 +157,9 @@ export async function startCallbackServer(
     if (req.method !== 'GET' || url.pathname !== target.path) return answer(res, 404, page('Not found', ''));
     if (done)
       return answer(res, 410, page('Already done', 'This sign-in has finished. You can close this tab.'));
-    const state = url.searchParams.get('state') ?? '';
-    const expected = expectedState();
-    // Until the authorization exists there is no state to match: nothing can be accepted.
-    if (!expected || !timingSafeEqual(digest(state), digest(expected))) {
-      return answer(
-        res,
-        400,
-        page(
-          'Not the expected sign-in',
-          'This is not the sign-in credvault is waiting for; nothing was done.',
-        ),
-      );
-    }
     const error = url.searchParams.get('error');
-    // The right state and neither a code nor an error is no answer from the platform (the sign-in
-    // link itself opened here, say): the state is not used up, and the wait goes on.
+    // Neither a code nor an error is no answer from the platform (the redirect URI opened by hand,
+    // say): nothing is decided, and the wait goes on.
     if (!error && !url.searchParams.get('code')) {
       return answer(
         res,
@@ -174,7 +167,28 @@ export async function startCallbackServer(
         page('No answer yet', 'This carries no authorization from the platform; credvault is still waiting.'),
       );
     }
+    const state = url.searchParams.get('state') ?? '';
+    const expected = expectedState();
     done = true;
+    // Until the authorization exists there is no state to match: nothing can be accepted.
+    if (!expected || !timingSafeEqual(digest(state), digest(expected))) {
+      res.on('close', () =>
+        settle?.reject(
+          new InvalidInputError(
+            `the answer at the callback carried ${state ? 'a state this sign-in did not issue' : 'no state'} (a stale browser tab, the answer to another sign-in, or a forged request); nothing was exchanged or stored`,
+            { hint: `Run \`${again}\` again, and finish the sign-in in the browser tab it opens.` },
+          ),
+        ),
+      );
+      return answer(
+        res,
+        400,
+        page(
+          'Not the expected sign-in',
+          'This is not the sign-in credvault was waiting for; nothing was done, and credvault stopped. Run connect again.',
+        ),
+      );
+    }
     res.on('finish', () => settle?.resolve(url.searchParams));
     answer(
       res,
@@ -195,7 +209,7 @@ export async function startCallbackServer(
       new ReauthRequiredError(
         `no authorization arrived within ${Math.round(timeoutMs / 1000)}s; nothing was stored`,
         {
-          hint: 'Run connect again (and finish in the browser sooner), or give a longer --timeout.',
+          hint: `Run \`${again}\` again (and finish in the browser sooner), or give a longer --timeout.`,
         },
       ),
     );

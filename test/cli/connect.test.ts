@@ -325,13 +325,14 @@ describe('refusals', () => {
   });
 
   it.runIf(ONCE)(
-    'a callback with a wrong state is refused and nothing is exchanged; the right one still works',
+    'a callback with a wrong state is refused and nothing is exchanged: connect ends with exit 2 and says how to start again',
     async () => {
       const v = await vault();
       await addAppFor(v, 'microsoft_ads', doubleFor('microsoft_ads'));
       const attempts = doubles.microsoft.codeExchangeAttempts;
+      let page = '';
       const run = await connectViaDouble(v, 'microsoft_ads', ['--account', '987'], {
-        async beforeConsent(url) {
+        async follow(url) {
           // A real code the platform would exchange (an attacker's own consent), under a state that
           // is not the one credvault is waiting for: a login CSRF.
           const consent = await fetch(url, { redirect: 'manual' });
@@ -339,13 +340,23 @@ describe('refusals', () => {
           expect(forged.searchParams.get('code')).toBeTruthy();
           forged.searchParams.set('state', 'not-the-state');
           const answer = await fetch(forged);
-          expect(answer.status).toBe(400);
-          expect(await answer.text()).toContain('not the sign-in credvault is waiting for');
-          expect(doubles.microsoft.codeExchangeAttempts).toBe(attempts);
+          page = await answer.text();
+          return { callbackStatus: answer.status, callbackUrl: forged.toString() };
         },
       });
-      expect(run.result.code, run.result.stderr).toBe(0);
-      expect(doubles.microsoft.codeExchangeAttempts).toBe(attempts + 1);
+      expect(run.callbackStatus).toBe(400);
+      expect(page).toContain('not the sign-in credvault was waiting for');
+      expect(run.result.code, run.result.stderr).toBe(2);
+      expect(JSON.parse(run.result.stderr.trim().split('\n').at(-1)!).error).toEqual({
+        code: 'invalid_input',
+        message:
+          'the answer at the callback carried a state this sign-in did not issue (a stale browser tab, the answer to another sign-in, or a forged request); nothing was exchanged or stored. Run `credvault connect microsoft_ads` again, and finish the sign-in in the browser tab it opens.',
+      });
+      expect(doubles.microsoft.codeExchangeAttempts).toBe(attempts);
+      await v.session(async (query) => {
+        expect(await query('select id from ad_account_connections')).toEqual([]);
+        expect(await query('select id from oauth_tokens_vault')).toEqual([]);
+      });
     },
   );
 

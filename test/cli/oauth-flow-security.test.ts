@@ -96,6 +96,14 @@ function completeFor(v: TestVault, started: Started & { callbackUrl: string }, a
   ]);
 }
 
+/** A copy of the URL with one query parameter set, or removed (null). */
+function withParam(url: URL, name: string, value: string | null): URL {
+  const copy = new URL(url);
+  if (value === null) copy.searchParams.delete(name);
+  else copy.searchParams.set(name, value);
+  return copy;
+}
+
 /** What a flow stores: connections and grants, and each state's app and whether it was used up. */
 async function storedRows(v: TestVault) {
   return v.session(async (query) => ({
@@ -113,60 +121,86 @@ describe('the callback server of connect', () => {
   // What it decides is made in memory, before the database is asked anything (the state consumed at
   // the end goes through statements the tests below run on both databases).
   it.runIf(ONCE)(
-    'answers a wrong state, or none, with an error page and exchanges nothing; connect waits on and the right callback completes',
+    'an answer under a wrong state, or none, is refused and exchanged with nothing: connect ends with exit 2, its port closed',
     async () => {
       const v = await vault();
-      const app = await addAppFor(v, 'reddit_ads', double('reddit_ads'), { label: 'reddit-a' });
+      await addAppFor(v, 'reddit_ads', double('reddit_ads'), { label: 'reddit-a' });
       await addAppFor(v, 'linkedin_ads', double('linkedin_ads'), { label: 'linkedin-l' });
       // Another flow credvault did start, on another platform: its consent carries a real state too.
       const elsewhere = await startAndConsent(v, 'linkedin_ads', 'linkedin-l');
       const before = tokenRequests();
+      // Real codes from consents of the same app (an attacker's own, say), under another state (a
+      // login CSRF), under none, and LinkedIn's answer (a state credvault issued, for another flow).
+      const wrongs: Array<[string, (right: URL) => URL]> = [
+        ['another state', (right) => withParam(right, 'state', 'not-the-state')],
+        ['no state', (right) => withParam(right, 'state', null)],
+        [
+          "another flow's state",
+          (right) => new URL(`${right.pathname}${new URL(elsewhere.callbackUrl).search}`, right.origin),
+        ],
+      ];
+      for (const [what, wrong] of wrongs) {
+        let page = '';
+        let port = 0;
+        const run = await connectViaDouble(v, 'reddit_ads', ['--account', 'a2_xyz'], {
+          async follow(url) {
+            const callbackUrl = wrong(new URL((await consentOnly(url)).callbackUrl));
+            expect(callbackUrl.searchParams.get('code'), what).toBeTruthy();
+            port = Number(callbackUrl.port);
+            const answer = await fetch(callbackUrl);
+            page = await answer.text();
+            return { callbackStatus: answer.status, callbackUrl: callbackUrl.toString() };
+          },
+        });
+        expect(run.callbackStatus, what).toBe(400);
+        expect(page).toContain('This is not the sign-in credvault was waiting for; nothing was done');
+        expect(run.result.code, run.result.stderr).toBe(2);
+        expect(JSON.parse(run.result.stderr.trim().split('\n').at(-1)!).error.message).toContain(
+          `the answer at the callback carried ${what === 'no state' ? 'no state' : 'a state this sign-in did not issue'} (a stale browser tab, the answer to another sign-in, or a forged request); nothing was exchanged or stored.`,
+        );
+        // The one callback it listened for has come: nothing listens any more.
+        expect(await probe('127.0.0.1', port), what).toBe('ECONNREFUSED');
+      }
+      // No platform was asked anything, nothing was stored, and no state was used up: the LinkedIn
+      // flow's is untouched by being shown to the wrong callback, and can still finish.
+      expect(tokenRequests()).toBe(before);
+      const after = await storedRows(v);
+      expect(after.connections).toEqual([]);
+      expect(after.grants).toBe(0);
+      expect(after.states.map((s) => s.used)).toEqual([false, false, false, false]);
+      expect(await completeFor(v, elsewhere, '5101')).toHaveLength(1);
+    },
+  );
 
+  it.runIf(ONCE)(
+    'a request with neither a code nor an error is no answer, whatever its state: connect waits on, and the right callback completes',
+    async () => {
+      const v = await vault();
+      const app = await addAppFor(v, 'reddit_ads', double('reddit_ads'));
+      const before = tokenRequests();
       const run = await connectViaDouble(v, 'reddit_ads', ['--account', 'a2_xyz'], {
         async follow(url, child) {
-          // The person's own answer, held back until the wrong ones were tried.
           const { callbackUrl } = await consentOnly(url);
           const right = new URL(callbackUrl);
-          // Real codes from consents of the same app (an attacker's own, say), under another state
-          // (a login CSRF), and under none.
-          const forged = new URL((await consentOnly(url)).callbackUrl);
-          forged.searchParams.set('state', 'not-the-state');
-          const stateless = new URL((await consentOnly(url)).callbackUrl);
-          stateless.searchParams.delete('state');
-          expect(stateless.searchParams.get('code')).toBeTruthy();
-          // LinkedIn's answer brought to this callback: a state credvault issued, for another flow.
-          const misrouted = new URL(
-            `${right.pathname}${new URL(elsewhere.callbackUrl).search}`,
-            right.origin,
-          );
-          for (const wrong of [forged, stateless, misrouted]) {
-            const answer = await fetch(wrong);
-            expect(answer.status, wrong.search).toBe(400);
-            expect(await answer.text()).toContain(
-              'This is not the sign-in credvault is waiting for; nothing was done.',
-            );
+          // The redirect URI opened by hand, with a state or without.
+          for (const bare of [
+            withParam(withParam(right, 'code', null), 'state', 'not-the-state'),
+            withParam(withParam(right, 'code', null), 'state', null),
+          ]) {
+            const answer = await fetch(bare);
+            expect(answer.status, bare.search).toBe(400);
+            expect(await answer.text()).toContain('credvault is still waiting');
           }
-          // No platform was asked anything, nothing was stored or used up, and connect still waits.
-          expect(tokenRequests()).toBe(before);
-          const meanwhile = await storedRows(v);
-          expect(meanwhile.connections).toEqual([]);
-          expect(meanwhile.grants).toBe(0);
-          expect(meanwhile.states.map((s) => s.used)).toEqual([false, false]);
           expect(running(child)).toBe(true);
-
           const answer = await fetch(right);
           expect(await answer.text()).toContain('Signed in');
           return { callbackStatus: answer.status, callbackUrl };
         },
       });
       expect(run.result.code, run.result.stderr).toBe(0);
-      expect(run.callbackStatus).toBe(200);
       expect(tokenRequests()).toBe(before + 1);
       const after = await storedRows(v);
       expect(after.connections).toEqual([{ app_id: app.id, external_account_id: 'a2_xyz' }]);
-      expect(after.grants).toBe(1);
-      // The LinkedIn flow's state was not touched by being shown to the wrong callback.
-      expect(after.states.map((s) => s.used)).toEqual([false, true]);
     },
   );
 

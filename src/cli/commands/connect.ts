@@ -19,6 +19,7 @@ import {
 } from '../../services/connections.js';
 import { severalNamed } from '../../services/grants.js';
 import { quotableUrl } from '../../util/net.js';
+import { shellQuote } from '../../util/shell.js';
 import { connectionRef } from '../../views.js';
 import { withContext } from '../context.js';
 import { readFileOrStdin, readFirstLine } from '../input.js';
@@ -140,7 +141,8 @@ export async function connect(rt: Runtime, platformInput: string, opts: ConnectO
   let views: ConnectionView[];
   if (target) {
     let state = '';
-    const server = await startCallbackServer(target, () => state, timeoutMs);
+    const again = `credvault connect ${platform}${opts.app ? ` --app ${shellQuote(app.label)}` : ''}`;
+    const server = await startCallbackServer(target, () => state, timeoutMs, again);
     try {
       const started = await withContext(rt, (ctx) =>
         startAuthorization(ctx, platform, app.id, server.redirectUri),
