@@ -653,8 +653,9 @@ export async function adoptRefreshToken(
 
 /**
  * A refresh token given to credvault (adopted, or an import's that replaces a dead grant holding it),
- * refreshed once before it is stored, so only a working one is: the app opened for it, and the tokens
- * to store (a refresh token the platform rotated replaces the given one). Audited as an adoption.
+ * refreshed once before it is stored, so only a working one is: the app opened for it (or as the
+ * caller opened it: an import's, as its file makes it), and the tokens to store (a refresh token the
+ * platform rotated replaces the given one). Audited as an adoption.
  */
 export async function refreshGivenToken(
   ctx: ServiceContext,
@@ -662,8 +663,9 @@ export async function refreshGivenToken(
   app: AppRecord,
   refreshToken: Secret,
   extra: Record<string, unknown> = {},
+  given?: ProviderApp,
 ): Promise<{ opened: ProviderApp; tokens: TokenResult }> {
-  const opened = await providerApp(ctx, ctx.db, app, { secrets: true });
+  const opened = given ?? (await providerApp(ctx, ctx.db, app, { secrets: true }));
   const platform = app.platform as PlatformId;
   const tokens = await audited(
     ctx,

@@ -4,7 +4,7 @@ import type { ConnectionRow, ConnectionView } from '../db/store/connections.js';
 import * as connectionStore from '../db/store/connections.js';
 import * as tokenStore from '../db/store/tokens.js';
 import { ConflictError, CredvaultError } from '../errors.js';
-import type { AdAccount } from '../providers/types.js';
+import type { AdAccount, ProviderApp } from '../providers/types.js';
 import { connectionRef } from '../views.js';
 import { type AuditEntry, recordAudit } from './audit.js';
 import type { ServiceContext } from './context.js';
@@ -56,13 +56,15 @@ export function heldBy(held: HeldGrant): string {
  * proves it works as an adoption's refresh would, and returns it as refreshed. Opens nothing and
  * audits only the refresh (freshGrant): a caller that reads its access token opens it and records
  * that. A failure is the refresh's own (a dead grant is marked so, as any refresh does), said of the
- * held grant; `nothing` ends the message.
+ * held grant; `nothing` ends the message. `app`: the app to refresh with instead of the stored one
+ * (an import's, as its file makes it; see TokenRequest.app).
  */
 export async function refreshHeldGrant(
   ctx: ServiceContext,
   held: HeldGrant,
   purpose: string,
   nothing: string,
+  app?: ProviderApp,
 ): Promise<tokenStore.GrantRow> {
   const through = held.connections.find((c) => c.status === 'active') ?? held.connections.find(isLive)!;
   try {
@@ -73,6 +75,7 @@ export async function refreshHeldGrant(
       forceRefresh: true,
       bypassCooldown: true,
       purpose,
+      ...(app ? { app } : {}),
     });
     return grant;
   } catch (error) {

@@ -8,8 +8,9 @@ import * as connectionStore from '../db/store/connections.js';
 import * as tokenStore from '../db/store/tokens.js';
 import { ConflictError, CredvaultError, type ErrorCode, InvalidInputError, quoted } from '../errors.js';
 import { PLATFORMS, type PlatformId } from '../providers/catalog.js';
+import { ProviderError } from '../providers/errors.js';
 import { providerFor } from '../providers/registry.js';
-import type { AdAccount, TokenResult } from '../providers/types.js';
+import type { AdAccount, ProviderApp, TokenResult } from '../providers/types.js';
 import { connectionRef } from '../views.js';
 import { type AppFields, addApp, parseAppFields, secretSlot, updateApp } from './apps.js';
 import { recordAudit } from './audit.js';
@@ -508,9 +509,22 @@ export interface PlanItem {
  * per platform): the grant of other accounts that holds the file's token already, refreshed once to
  * join it, or the file's token refreshed to replace the dead grants holding it.
  */
-type Need =
+type Need = (
   | { kind: 'join'; held: HeldGrant }
-  | { kind: 'replace'; app: AppRecord; dead: HeldGrant[]; refreshToken: Secret };
+  | { kind: 'replace'; dead: HeldGrant[]; refreshToken: Secret }
+) & {
+  /** The app as the import's transaction makes it (the file's settings on it), and whether they change it. */
+  app: AppRecord;
+  changed: boolean;
+  /** Where the file gives the app's client secret (its variable, or google-ads.yaml's key), for messages. */
+  secretSource: string | undefined;
+  /**
+   * That app opened (secrets decrypted) in the first pass, where it is as the file makes it, before
+   * that pass is rolled back: the platform calls use the file's client secret, not the stored one
+   * (opened for a replace, and for a join where the file changes the app).
+   */
+  opened?: ProviderApp;
+};
 
 /** What was asked (the import's second pass writes with it). */
 interface Prepared {
@@ -596,12 +610,23 @@ export async function importCredentials(
       named.length = 0;
       needs.clear();
       for (const [platform, creds] of platforms) {
-        const app = await importApp(ctx, tx, platform, creds, plan);
-        await importConnections(ctx, tx, platform, app, creds, plan, touched, named, { needs, prepared });
+        const imported = await importApp(ctx, tx, platform, creds, plan);
+        await importConnections(ctx, tx, platform, imported, creds, plan, touched, named, {
+          needs,
+          prepared,
+        });
       }
       // A grant to join, or to replace, is asked about before anything is written: the plan (and
-      // every refusal it may end in) comes first, and this pass is rolled back.
-      if (options.dryRun || (needs.size && !prepared)) throw new Rollback();
+      // every refusal it may end in) comes first, and this pass is rolled back. The app a call uses
+      // where the file changes it is opened here, where the file's settings are on it.
+      if (options.dryRun) throw new Rollback();
+      if (needs.size && !prepared) {
+        for (const need of needs.values()) {
+          if (need.kind === 'replace' || need.changed)
+            need.opened = await providerApp(ctx, tx, need.app, { secrets: true });
+        }
+        throw new Rollback();
+      }
       await recordAudit(tx, ctx.actor, {
         action: 'import',
         targetType: 'vault',
@@ -649,42 +674,64 @@ export async function importCredentials(
 }
 
 /**
- * The platform calls an import makes before it writes, as `connections add` makes them: a grant of
- * other accounts that holds the file's refresh token is refreshed once under its lease (the file's
- * token is not presented: where tokens rotate it may be used up, and a reused one can end the whole
- * grant); where only grants that need a person hold it, the file's token is refreshed, so that only a
- * working one replaces them. Any failure ends the import with nothing written.
+ * The platform calls an import makes before it writes, as `connections add` makes them, with the app
+ * as the file makes it (a client secret the file changes is the one sent: the stored one may be the
+ * secret the file's replaced at the platform). A grant of other accounts that holds the file's refresh
+ * token is refreshed once under its lease (the file's token is not presented: where tokens rotate it
+ * may be used up, and a reused one can end the whole grant); where only grants that need a person hold
+ * it, the file's token is refreshed, so that only a working one replaces them. Any failure ends the
+ * import with nothing written.
  */
 async function prepare(ctx: ServiceContext, needs: Map<PlatformId, Need>): Promise<Prepared> {
   const prepared: Prepared = { joined: new Set(), adopted: new Map() };
   for (const [platform, need] of needs) {
-    if (need.kind === 'join') {
-      await refreshHeldGrant(ctx, need.held, 'import', NOTHING);
-      prepared.joined.add(need.held.grant.id);
-      continue;
-    }
+    // The file's app, where it changes the stored one; else the stored one, as any refresh of the grant.
+    const fileApp = need.changed ? need.opened : undefined;
     try {
+      if (need.kind === 'join') {
+        await refreshHeldGrant(ctx, need.held, 'import', NOTHING, fileApp);
+        prepared.joined.add(need.held.grant.id);
+        continue;
+      }
       const { tokens } = await refreshGivenToken(
         ctx,
         await providerFor(platform),
         need.app,
         need.refreshToken,
-        {
-          via: 'import',
-        },
+        { via: 'import' },
+        need.opened,
       );
       prepared.adopted.set(platform, tokens);
     } catch (error) {
       if (!(error instanceof CredvaultError)) throw error;
+      const hint = need.changed && refusedApp(error) ? fileAppHint(platform, need) : error.hint;
+      if (need.kind === 'join') {
+        throw hint === error.hint
+          ? error
+          : new CredvaultError(error.code, error.message, { hint, cause: error });
+      }
       const held = need.dead.map((h) => h.connections.map(connectionRef).join(', ')).join('; ');
       throw new CredvaultError(
         error.code,
         `the vault holds the file's ${PLATFORMS[platform].displayName} refresh token on the grant of ${held}, which needs a person, and refreshing it to replace that grant failed: ${error.message.replace(/\.$/, '')}; ${NOTHING}`,
-        { hint: error.hint, cause: error },
+        { hint, cause: error },
       );
     }
   }
   return prepared;
+}
+
+/** The platform refused the app itself (invalid_client…), anywhere down the error's causes. */
+function refusedApp(error: unknown): boolean {
+  for (let e = error; e instanceof Error; e = (e as { cause?: unknown }).cause) {
+    if (e instanceof ProviderError) return e.kind === 'client';
+  }
+  return false;
+}
+
+/** What to do when the platform refused the app as the file makes it: the file's settings are wrong. */
+function fileAppHint(platform: PlatformId, need: Need): string {
+  return `The platform was asked with the app as the file makes it (its settings replace those of app ${platform}/${need.app.label}): check ${need.secretSource ?? 'the client secret'} in the file, then import again; the stored app is unchanged.`;
 }
 
 /** What `apps add` would refuse, asked for by the names the user's file uses. */
@@ -707,13 +754,14 @@ function requireForNewApp(platform: PlatformId, creds: PlatformCredentials, fiel
   }
 }
 
+/** The app the file's settings are for, as they make it (created, updated, or as stored), and whether they change it. */
 async function importApp(
   ctx: ServiceContext,
   tx: Db,
   platform: PlatformId,
   creds: PlatformCredentials,
   plan: PlanItem[],
-): Promise<AppRecord> {
+): Promise<{ app: AppRecord; changed: boolean }> {
   const display = PLATFORMS[platform].displayName;
   if (!creds.clientId) {
     throw new InvalidInputError(
@@ -751,7 +799,7 @@ async function importApp(
       action: 'create',
       detail: `client id ${creds.clientId}`,
     });
-    return app;
+    return { app, changed: true };
   }
   // What differs from the stored app (secrets compared after decrypting them).
   const keyring = await ctx.keyring();
@@ -792,11 +840,11 @@ async function importApp(
       action: 'unchanged',
       detail: `client id ${creds.clientId}`,
     });
-    return existing;
+    return { app: existing, changed: false };
   }
   const app = await updateApp(ctx, existing.id, changes);
   plan.push({ kind: 'app', platform, target: existing.label, action: 'update', detail: changed.join(', ') });
-  return app;
+  return { app, changed: true };
 }
 
 /** The connection settings a file may give, by their key in a connection's details. */
@@ -825,13 +873,16 @@ async function importConnections(
   ctx: ServiceContext,
   tx: Db,
   platform: PlatformId,
-  app: AppRecord,
+  imported: { app: AppRecord; changed: boolean },
   creds: PlatformCredentials,
   plan: PlanItem[],
   touched: string[],
   named: string[],
   pass: { needs: Map<PlatformId, Need>; prepared: Prepared | null },
 ): Promise<void> {
+  const { app } = imported;
+  /** What each platform call of this platform's need goes with: the app as the file makes it. */
+  const callsWith = { ...imported, secretSource: creds.sources.clientSecret };
   const accounts = creds.accountIds.length
     ? creds.accountIds
     : platform === 'google_ads' && creds.loginCustomerId
@@ -1002,7 +1053,7 @@ async function importConnections(
       item.action = 'join';
       item.detail = `app ${app.label}, the grant of ${refs}, which holds this refresh token already (one consent: revoking one revokes them all); that grant is refreshed once, the file's token is not sent`;
     }
-    pass.needs.set(platform, { kind: 'join', held: live });
+    pass.needs.set(platform, { kind: 'join', held: live, ...callsWith });
     if (!pass.prepared) return;
     if (!pass.prepared.joined.has(live.grant.id)) throw changedMeanwhile(platform);
     await join(live);
@@ -1016,7 +1067,12 @@ async function importConnections(
     for (const item of freshItems) {
       item.detail += `; replaces the grant of ${refs}, which holds this refresh token and needs a person (its tokens are destroyed): the file's token is refreshed first`;
     }
-    pass.needs.set(platform, { kind: 'replace', app, dead: held.held, refreshToken: creds.refreshToken! });
+    pass.needs.set(platform, {
+      kind: 'replace',
+      dead: held.held,
+      refreshToken: creds.refreshToken!,
+      ...callsWith,
+    });
     if (!pass.prepared) return;
     adopted = pass.prepared.adopted.get(platform);
     if (!adopted) throw changedMeanwhile(platform);

@@ -75,6 +75,13 @@ export interface TokenRequest {
   bypassCooldown?: boolean;
   /** What the token is for, for the audit log. */
   purpose: string;
+  /**
+   * The app to refresh with instead of the one stored (secrets opened): an import's, as its file makes
+   * it before it is stored. Such a refresh is this caller's own (not shared with others in the
+   * process), and a refusal of the app itself (the platform's invalid_client) is not recorded on the
+   * grant: it says nothing of the grant, nor of the app as stored.
+   */
+  app?: ProviderApp;
 }
 
 function isFresh(
@@ -273,6 +280,8 @@ async function ensureFresh(
   minTtlMs: number,
   request: TokenRequest,
 ): Promise<{ grant: GrantRow; refreshed: boolean }> {
+  // Refreshing with credentials of its own, a caller shares no one's refresh, and no one shares its.
+  if (request.app) return refreshLoop(ctx, connection, read, minTtlMs, request);
   // Callers asking the same thing share one refresh; what it brings back must still meet each
   // caller's own min-ttl, unless it is newer than what the caller read.
   const key = `${read.id}:${request.forceRefresh ? 'force' : ''}:${request.bypassCooldown ? 'bypass' : ''}`;
@@ -316,15 +325,19 @@ async function refreshLoop(
           { retryAfter: 5 },
         );
       }
-      if (await waitForOthers(ctx, grantId, row.version, giveUpAt)) forced = false; // their refresh is ours
+      // Their refresh is ours (not one with an app of the caller's own: it is that app's to prove).
+      if ((await waitForOthers(ctx, grantId, row.version, giveUpAt)) && !request.app) forced = false;
       continue;
     }
-    if (leased.version !== row.version) forced = false;
+    if (leased.version !== row.version && !request.app) forced = false;
     if (!forced && (isFresh(leased, minTtlMs) || leased.version !== read.version)) {
       await tokenStore.releaseLease(ctx.db, grantId, owner);
       return { grant: leased, refreshed: false };
     }
-    return { grant: await refreshWithLease(ctx, connection, leased, owner, lease), refreshed: true };
+    return {
+      grant: await refreshWithLease(ctx, connection, leased, owner, lease, { app: request.app }),
+      refreshed: true,
+    };
   }
 }
 
@@ -382,6 +395,8 @@ async function refreshWithLease(
     stop?: AbortSignal;
     /** Set once the first request has left for the platform. */
     progress?: { sent: boolean };
+    /** The app to refresh with instead of the stored one (TokenRequest.app). */
+    app?: ProviderApp | undefined;
   } = {},
 ): Promise<GrantRow> {
   const platform = grant.platform as PlatformId;
@@ -391,7 +406,7 @@ async function refreshWithLease(
   let unanswered = false;
   try {
     const [papp, refreshToken, provider] = await Promise.all([
-      openApp(ctx, grant.appId),
+      options.app ?? openApp(ctx, grant.appId),
       openToken(ctx, grant, 'refresh'),
       providerFor(platform),
     ]);
@@ -421,7 +436,11 @@ async function refreshWithLease(
       }
     }
   } catch (error) {
-    await recordRefreshFailure(ctx, grant, connection.id, owner, error, attempts, unanswered);
+    if (options.app && error instanceof ProviderError && error.kind === 'client') {
+      await recordRefusedApp(ctx, grant, connection.id, owner, error, attempts, unanswered);
+    } else {
+      await recordRefreshFailure(ctx, grant, connection.id, owner, error, attempts, unanswered);
+    }
     throw error instanceof ProviderError
       ? providerFailure(error, `refreshing ${connectionRef(connection)} failed`)
       : error;
@@ -707,6 +726,43 @@ async function recordRefreshFailure(
     }
     await recordAudit(tx, ctx.actor, entries);
   });
+}
+
+/**
+ * The platform refused the app a caller refreshed with instead of the stored one (an import's, as its
+ * file makes it): the grant is left as it was (no failure counted, no cool-down, its connections'
+ * status unchanged; the lease goes and, unless an earlier attempt got no answer, the in-flight mark
+ * is what it was before this refresh), and the refusal is on record.
+ */
+async function recordRefusedApp(
+  ctx: ServiceContext,
+  grant: GrantRow,
+  connectionId: string,
+  owner: string,
+  error: ProviderError,
+  attempts: number,
+  unanswered: boolean,
+): Promise<void> {
+  if (unanswered) await tokenStore.releaseLease(ctx.db, grant.id, owner);
+  else await tokenStore.unclaim(ctx.db, grant, owner);
+  await ctx.transaction((tx) =>
+    recordAudit(tx, ctx.actor, {
+      action: 'token.refresh',
+      targetType: 'grant',
+      targetId: grant.id,
+      connectionId,
+      outcome: 'failure',
+      detail: {
+        platform: grant.platform,
+        kind: error.kind,
+        code: error.platformCode,
+        status: error.status,
+        attempts,
+        problem:
+          'the platform refused the app as given for this refresh (not the stored one); not recorded on the grant',
+      },
+    }),
+  );
 }
 
 export type RefreshOutcome = 'success' | ProviderFailure | 'lease_lost' | 'skipped' | 'internal';

@@ -16,6 +16,7 @@ import {
   type AllDoubles,
   GOOGLE_ADWORDS_SCOPE,
   MICROSOFT_ADS_SCOPE,
+  MICROSOFT_DEFAULT_CLIENT,
   type MicrosoftDouble,
   startAllDoubles,
   startMicrosoftDouble,
@@ -84,6 +85,52 @@ async function microsoftHeld() {
       .filter((r) => r.form?.get('refresh_token') === grant.refreshToken).length;
   expect(presented()).toBe(1);
   return { microsoft, v, app, grant, presented };
+}
+
+/**
+ * A Microsoft Ads app on a double of its own that revokes the whole grant when a rotated-away refresh
+ * token is presented again, and the grant that the import of a .env stored for 987 (the file's token
+ * as given, not sent to the platform), since refused by the platform (needs_reauth); how many times
+ * the file's token was presented (not yet).
+ */
+async function microsoftImportedDead(given?: TestVault) {
+  const microsoft: MicrosoftDouble = await startMicrosoftDouble({ strictRotation: true });
+  cleanups.push(() => microsoft.close());
+  const v = given ?? (await vault());
+  const app = await addAppFor(v, 'microsoft_ads', microsoft as never);
+  const grant = microsoft.issueGrant({
+    clientId: app.clientId,
+    scope: `${MICROSOFT_ADS_SCOPE} offline_access`,
+  } as never);
+  const first = await v.cli([
+    'import',
+    'env',
+    '--file',
+    writeEnv(v, 'MICROSOFT_ADS_', app, grant.refreshToken, '987'),
+  ]);
+  expect(first.code, first.stderr).toBe(0);
+  await v.sql(
+    "update ad_account_connections set status = 'needs_reauth', status_message = 'Microsoft Advertising refused the refresh token' where platform = 'microsoft_ads'",
+  );
+  await v.sql(
+    "update oauth_tokens_vault set last_error_code = 'dead_grant' where platform = 'microsoft_ads'",
+  );
+  const presented = () =>
+    microsoft
+      .tokenRequests('refresh_token')
+      .filter((r) => r.form?.get('refresh_token') === grant.refreshToken).length;
+  expect(presented()).toBe(0);
+  return { microsoft, v, app, grant, presented };
+}
+
+/** The Microsoft connections: 987 left needing a person without tokens, 988 active on a grant of its own. */
+async function expectMicrosoftReplaced(v: TestVault): Promise<void> {
+  const rows = (await connections(v)).filter((r) => /^98\d$/.test(r.external_account_id));
+  expect(rows).toEqual([
+    expect.objectContaining({ external_account_id: '987', status: 'needs_reauth', token_id: null }),
+    expect.objectContaining({ external_account_id: '988', status: 'active', token_id: expect.any(String) }),
+  ]);
+  expect(rows[0]!.status_message).toContain('imported again for microsoft_ads:988');
 }
 
 /** 987 and 988 active on one grant, which the double still holds live. */
@@ -468,6 +515,102 @@ describe('import of a refresh token the vault already holds for other accounts',
       );
       expect(stored!.refreshed).toBe(true);
       await expectNoSecretsLeaked(v, [grant.refreshToken, app.clientSecret]);
+    },
+  );
+});
+
+describe("an import's platform calls use the app as its file makes it", () => {
+  it.runIf(ONCE)(
+    'a client secret the file changes (rotated at the platform) is the one sent to replace a dead grant, and stored',
+    async () => {
+      const { microsoft, v, app, grant, presented } = await microsoftImportedDead();
+      // The client secret rotated at Microsoft: the one stored is refused from now on.
+      const rotated = { ...app, clientSecret: 'msft~rotated~secret' };
+      microsoft.registerClient({ ...MICROSOFT_DEFAULT_CLIENT, clientSecret: rotated.clientSecret });
+
+      const file = writeEnv(v, 'MICROSOFT_ADS_', rotated, grant.refreshToken, '988');
+      const result = await v.json<ImportJson>(['import', 'env', '--file', file]);
+      expect(result.plan.map((p) => `${p.action} ${p.kind} ${p.target}`)).toEqual([
+        'update app microsoft-app',
+        'create connection 988',
+      ]);
+      expect(result.plan[0]!.detail).toBe('client secret');
+      expect(result.plan[1]!.detail).toContain('replaces the grant of microsoft_ads:987');
+      // The file's token, refreshed once with the file's secret (the stored one was refused before).
+      expect(presented()).toBe(1);
+      expect(microsoft.tokenRequests('refresh_token').at(-1)!.form?.get('client_secret')).toBe(
+        rotated.clientSecret,
+      );
+      await expectMicrosoftReplaced(v);
+      // Stored with it: the next refresh works.
+      const refreshed = await v.cli(['connections', 'refresh', 'microsoft_ads:988']);
+      expect(refreshed.code, refreshed.stderr).toBe(0);
+      await expectNoSecretsLeaked(v, [grant.refreshToken, app.clientSecret, rotated.clientSecret]);
+    },
+  );
+
+  it.runIf(ONCE)(
+    'a held grant the file’s accounts join is refreshed with the client secret the file gives',
+    async () => {
+      const held = await microsoftHeld();
+      const { v, app, grant, microsoft } = held;
+      const rotated = { ...app, clientSecret: 'msft~rotated~secret' };
+      microsoft.registerClient({ ...MICROSOFT_DEFAULT_CLIENT, clientSecret: rotated.clientSecret });
+
+      const file = writeEnv(v, 'MICROSOFT_ADS_', rotated, grant.refreshToken, '988');
+      const result = await v.json<ImportJson>(['import', 'env', '--file', file]);
+      expect(result.plan.map((p) => `${p.action} ${p.kind} ${p.target}`)).toEqual([
+        'update app microsoft-app',
+        'join connection 988',
+      ]);
+      expect(microsoft.tokenRequests('refresh_token').at(-1)!.form?.get('client_secret')).toBe(
+        rotated.clientSecret,
+      );
+      await expectMicrosoftJoined(held);
+      await expectNoSecretsLeaked(v, [rotated.clientSecret]);
+    },
+  );
+
+  it.runIf(ONCE)(
+    'a client secret in the file that the platform refuses is not stored, and counts nothing against the grant to join',
+    async () => {
+      const { v, app, grant, microsoft } = await microsoftHeld();
+      const state = () =>
+        v.sql(
+          'select c.status, c.status_message, c.consecutive_failures, t.cooldown_until, t.last_error_code, t.refresh_in_flight_since, t.lease_owner from ad_account_connections c join oauth_tokens_vault t on t.id = c.token_id',
+        );
+      const before = await state();
+      const mistyped = { ...app, clientSecret: 'msft~mistyped~secret' };
+
+      const refused = await v.cli([
+        'import',
+        'env',
+        '--file',
+        writeEnv(v, 'MICROSOFT_ADS_', mistyped, grant.refreshToken, '988'),
+      ]);
+      expect(refused.code, refused.stderr).toBe(4);
+      expect(refused.stderr).toContain('the vault already holds this refresh token');
+      expect(refused.stderr).toContain('nothing was imported');
+      expect(refused.stderr).toContain('check MICROSOFT_ADS_CLIENT_SECRET in the file');
+      expect(microsoft.tokenRequests('refresh_token').at(-1)!.form?.get('client_secret')).toBe(
+        mistyped.clientSecret,
+      );
+      // The grant as it was (no failure counted, no cool-down, nothing in doubt), the refusal on record.
+      expect(await state()).toEqual(before);
+      const [audit] = await v.sql<{ outcome: string; detail: { kind: string; problem: string } }>(
+        "select outcome, detail from credential_access_audit where action = 'token.refresh' order by id desc limit 1",
+      );
+      expect(audit).toEqual({
+        outcome: 'failure',
+        detail: expect.objectContaining({
+          kind: 'client',
+          problem: expect.stringContaining('not the stored one'),
+        }),
+      });
+      // The app keeps the secret that works.
+      const refreshed = await v.cli(['connections', 'refresh', 'microsoft_ads:987']);
+      expect(refreshed.code, refreshed.stderr).toBe(0);
+      await expectNoSecretsLeaked(v, [grant.refreshToken, app.clientSecret, mistyped.clientSecret]);
     },
   );
 });
