@@ -36,7 +36,7 @@ import {
   replaceDeadGrant,
 } from './held-grants.js';
 import { providerFailure, withDeadline } from './platform-calls.js';
-import { providerApp } from './provider-app.js';
+import { decryptedFor, providerApp } from './provider-app.js';
 
 /**
  * Connecting ad accounts: a state bound to platform and app (stored hashed, 10 minutes, single use),
@@ -446,14 +446,6 @@ function authorizationError(platformName: string, code: string, description: str
   return new ReauthRequiredError(message, { hint: 'Run connect again and allow access.' });
 }
 
-/** The app's secrets providerApp decrypted for a call (a public client has no client secret). */
-function decryptedFor(opened: ProviderApp): string[] {
-  return [
-    ...(opened.clientSecret ? ['client_secret'] : []),
-    ...(opened.developerToken ? ['developer_token'] : []),
-  ];
-}
-
 /**
  * Runs a platform call that used the app's decrypted secrets and records it, with which were
  * decrypted, whatever the outcome: every decryption leaves a trace, failed exchanges included.
@@ -652,28 +644,20 @@ export async function adoptRefreshToken(
 }
 
 /**
- * A refresh token given to credvault (adopted, or an import's that replaces a dead grant holding it),
- * refreshed once before it is stored, so only a working one is: the app opened for it (or as the
- * caller opened it: an import's, as its file makes it), and the tokens to store (a refresh token the
- * platform rotated replaces the given one). Audited as an adoption.
+ * A refresh token given to `connections add`, refreshed once before it is stored, so only a working
+ * one is: the app opened for it, and the tokens to store (a refresh token the platform rotated
+ * replaces the given one). Audited as an adoption.
  */
-export async function refreshGivenToken(
+async function refreshGivenToken(
   ctx: ServiceContext,
   provider: Provider,
   app: AppRecord,
   refreshToken: Secret,
-  extra: Record<string, unknown> = {},
-  given?: ProviderApp,
 ): Promise<{ opened: ProviderApp; tokens: TokenResult }> {
-  const opened = given ?? (await providerApp(ctx, ctx.db, app, { secrets: true }));
+  const opened = await providerApp(ctx, ctx.db, app, { secrets: true });
   const platform = app.platform as PlatformId;
-  const tokens = await audited(
-    ctx,
-    app,
-    opened,
-    'token.adopt',
-    () => withDeadline(ctx, (signal) => provider.refresh(opened, refreshToken, { signal })),
-    extra,
+  const tokens = await audited(ctx, app, opened, 'token.adopt', () =>
+    withDeadline(ctx, (signal) => provider.refresh(opened, refreshToken, { signal })),
   ).catch((e) => {
     throw providerFailure(e, `${failedAt(e, PLATFORMS[platform].displayName)} the refresh token`);
   });

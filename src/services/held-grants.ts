@@ -1,15 +1,28 @@
+import type { Secret } from '../crypto/secret.js';
 import type { Db } from '../db/client.js';
 import type { AppRecord } from '../db/store/apps.js';
 import type { ConnectionRow, ConnectionView } from '../db/store/connections.js';
 import * as connectionStore from '../db/store/connections.js';
 import * as tokenStore from '../db/store/tokens.js';
 import { ConflictError, CredvaultError } from '../errors.js';
-import type { AdAccount, ProviderApp } from '../providers/types.js';
+import { PLATFORMS, type PlatformId } from '../providers/catalog.js';
+import { ProviderError } from '../providers/errors.js';
+import { providerFor } from '../providers/registry.js';
+import type { AdAccount, ProviderApp, TokenResult } from '../providers/types.js';
 import { connectionRef } from '../views.js';
 import { type AuditEntry, recordAudit } from './audit.js';
 import type { ServiceContext } from './context.js';
-import { attachAccounts, destroyGrant } from './grants.js';
-import { freshGrant } from './tokens.js';
+import {
+  attachAccounts,
+  destroyGrant,
+  expiryColumns,
+  grantSlot,
+  openToken,
+  refreshTokenExpiry,
+} from './grants.js';
+import { providerFailure, withDeadline } from './platform-calls.js';
+import { decryptedFor } from './provider-app.js';
+import { freshGrant, leaseMs, type RefreshResult, refreshOwner, writeResults } from './tokens.js';
 
 /**
  * One consent, one grant: a refresh token the vault already holds for an app (recognised by the
@@ -86,6 +99,181 @@ export async function refreshHeldGrant(
       { hint: error.hint, cause: error },
     );
   }
+}
+
+/** What refreshing the consent of a grant that needs a person brought (refreshDeadGrant). */
+export interface DeadGrantRefresh {
+  /** The grant as written, the platform's answer on it. */
+  grant: tokenStore.GrantRow;
+  /** The token presented was the newer one the grant held, not the given one (which was not sent). */
+  presentedHeld: boolean;
+  /** The platform answered with another refresh token: the one presented is used up where tokens rotate. */
+  rotated: boolean;
+}
+
+/**
+ * Refreshes the consent that a grant needing a person holds, so that only a working token replaces it
+ * (an import's second pass moves what this writes to the grant of the file's accounts). Under the
+ * grant's lease, one attempt, with the app given (as the import's file makes it). The token presented
+ * is the newest of that consent that the platform has not refused: the grant's own when it differs
+ * from the given one and its last refresh was not refused (a refresh like this one, whose import then
+ * failed, left its answer there), else the given one.
+ *
+ * The platform's answer is written onto the grant at once, as every refresh's is, a rotated refresh
+ * token included: whatever fails after it (another platform's call, the import's transaction, the
+ * process), the answer is in the vault, and the next import of the file finds it there and presents
+ * it. The grant's connections keep their status: nothing is served from it meanwhile. A refusal of
+ * the token presented is recorded on the grant (the next try presents the given one); any other
+ * failure only in the audit log (an answer that never came leaves the grant's refresh marked in doubt,
+ * as any refresh's does).
+ */
+export async function refreshDeadGrant(
+  ctx: ServiceContext,
+  dead: HeldGrant,
+  given: Secret,
+  app: ProviderApp,
+  input: { purpose: 'import'; nothing: string; hint: string },
+): Promise<DeadGrantRefresh> {
+  const platform = dead.grant.platform as PlatformId;
+  const name = PLATFORMS[platform].displayName;
+  const changed = () =>
+    new ConflictError(
+      `${heldBy(dead)}, needing a person, and it was revoked, replaced or connected again meanwhile; ${input.nothing}`,
+      { hint: input.hint },
+    );
+  const owner = refreshOwner(input.purpose);
+  const leased = await tokenStore.tryLease(ctx.db, dead.grant.id, owner, leaseMs(ctx.config.httpTimeoutMs));
+  if (!leased) {
+    if (!(await tokenStore.get(ctx.db, dead.grant.id))) throw changed();
+    throw new ConflictError(
+      `${heldBy(dead)}, needing a person, and another process is refreshing it right now; ${input.nothing}`,
+      { hint: input.hint },
+    );
+  }
+  /** The lease is given back on the way out, unless a write (the answer, or the failure) let it go. */
+  let holding = true;
+  try {
+    if ((await connectionStore.listByGrant(ctx.db, leased.id)).some(isLive)) throw changed();
+    const stored = await openToken(ctx, leased, 'refresh');
+    const presentedHeld =
+      stored !== null && stored.reveal() !== given.reveal() && leased.lastErrorCode !== 'dead_grant';
+    const presented = presentedHeld ? stored : given;
+    const provider = await providerFor(platform);
+    const entry = (outcome: 'success' | 'failure', detail: Record<string, unknown>): AuditEntry => ({
+      action: 'token.refresh',
+      targetType: 'grant',
+      targetId: leased.id,
+      connectionId: dead.connections[0]?.id ?? null,
+      outcome,
+      detail: {
+        platform,
+        via: input.purpose,
+        attempts: 1,
+        // Which token was sent: the one given (the file's), or the newer one the grant held.
+        token: presentedHeld ? 'held' : 'given',
+        decrypted: decryptedFor(app),
+        ...detail,
+      },
+    });
+    await tokenStore.markInFlight(ctx.db, leased.id, owner);
+    let tokens: TokenResult;
+    try {
+      tokens = await withDeadline(ctx, (signal) => provider.refresh(app, presented, { signal }));
+    } catch (error) {
+      if (!(error instanceof ProviderError)) throw error;
+      holding = false;
+      await recordDeadGrantFailure(ctx, leased, owner, error, entry);
+      const unanswered = error.status === null && error.kind === 'transient';
+      const what = presentedHeld
+        ? "the newer refresh token that grant holds (the file's was not sent)"
+        : 'the refresh token';
+      const doubt =
+        unanswered && PLATFORMS[platform].capabilities.refresh_token_rotation
+          ? ` (no answer came: if ${name} took the refresh, ${presentedHeld ? 'that token' : "the file's token"} is used up)`
+          : '';
+      throw providerFailure(
+        error,
+        `${error.retryable ? `${name} could not be asked about` : `${name} refused`} ${what}${doubt}`,
+      );
+    }
+    const keyring = await ctx.keyring();
+    const now = new Date();
+    const rotated = tokens.refreshToken !== null && tokens.refreshToken.reveal() !== presented.reveal();
+    const result: RefreshResult = {
+      grant: leased,
+      owner,
+      // Its connections keep their status: it still needs a person, and nothing is served from it.
+      recovering: false,
+      tokens: {
+        accessTokenEnc: await keyring.encrypt(
+          tokens.accessToken,
+          grantSlot(leased.id, 'access_token_enc'),
+          leased.dataKeyId,
+        ),
+        // The token presented, when the answer carries none: it is the one that works.
+        refreshTokenEnc: await keyring.encrypt(
+          tokens.refreshToken ?? presented,
+          grantSlot(leased.id, 'refresh_token_enc'),
+          leased.dataKeyId,
+        ),
+        tokenType: tokens.tokenType,
+        ...(tokens.scope ? { scope: tokens.scope } : {}),
+        accessTokenExpiresAt: tokens.expiresAt,
+        ...expiryColumns(
+          refreshTokenExpiry(platform, tokens, now, {
+            at: leased.refreshTokenExpiresAt,
+            fixed: leased.refreshTokenExpiryFixed,
+          }),
+        ),
+        lastRefreshedAt: now,
+      },
+      audit: entry('success', { rotated }),
+    };
+    const {
+      rows: [written],
+    } = await ctx.transaction((tx) => writeResults(ctx, tx, [result]));
+    holding = !written;
+    if (!written) {
+      // Only when the lease lapsed and another process wrote the grant, or it was revoked meanwhile.
+      throw new ConflictError(
+        `${heldBy(dead)}, needing a person, and it changed while it was refreshed: what ${name} answered could not be kept${rotated ? `, and the ${presentedHeld ? 'token it held' : "file's token"} is used up` : ''}; ${input.nothing}`,
+        { hint: input.hint },
+      );
+    }
+    return { grant: written, presentedHeld, rotated };
+  } finally {
+    if (holding) await tokenStore.releaseLease(ctx.db, leased.id, owner).catch(() => {});
+  }
+}
+
+/**
+ * A failed refresh of a dead grant's consent: a refusal of the token presented is recorded on the
+ * grant (its connections need a person already); any other failure leaves the grant as it was, the
+ * in-flight mark kept when no answer came (the platform may have taken it). On record either way.
+ */
+async function recordDeadGrantFailure(
+  ctx: ServiceContext,
+  leased: tokenStore.GrantRow,
+  owner: string,
+  error: ProviderError,
+  entry: (outcome: 'failure', detail: Record<string, unknown>) => AuditEntry,
+): Promise<void> {
+  const failure = entry('failure', { kind: error.kind, code: error.platformCode, status: error.status });
+  await ctx.transaction(async (tx) => {
+    if (error.kind === 'dead_grant') {
+      await tokenStore.recordFailure(tx, leased.id, owner, leased.version, {
+        code: error.kind,
+        message: error.message.slice(0, 1000),
+        cooldownMs: null,
+        clearInFlight: true,
+      });
+    } else if (error.status === null && error.kind === 'transient') {
+      await tokenStore.releaseLease(tx, leased.id, owner);
+    } else {
+      await tokenStore.unclaim(tx, leased, owner);
+    }
+    await recordAudit(tx, ctx.actor, failure);
+  });
 }
 
 /**

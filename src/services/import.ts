@@ -14,14 +14,15 @@ import type { AdAccount, ProviderApp, TokenResult } from '../providers/types.js'
 import { connectionRef } from '../views.js';
 import { type AppFields, addApp, parseAppFields, secretSlot, updateApp } from './apps.js';
 import { recordAudit } from './audit.js';
-import { refreshGivenToken } from './connect.js';
 import { normalizeAccountId } from './connections.js';
 import type { ServiceContext } from './context.js';
 import { openToken, storeGrant, tokenSha256 } from './grants.js';
 import {
+  type DeadGrantRefresh,
   findHeldGrants,
   type HeldGrant,
   joinGrantIn,
+  refreshDeadGrant,
   refreshHeldGrant,
   replaceDeadGrant,
 } from './held-grants.js';
@@ -32,7 +33,8 @@ import { getValidAccessToken } from './tokens.js';
 /**
  * Importing credentials from where ad-ops code kept them: `.env` files (the variable names the
  * platforms' client libraries and common integrations use) and google-ads.yaml. One transaction for
- * everything; running it again changes nothing; --dry-run plans without writing.
+ * everything it changes (a refresh it makes before, to join or replace a grant, is written at once, as
+ * every refresh is); running it again changes nothing; --dry-run plans without writing.
  */
 
 export interface PlatformCredentials {
@@ -507,7 +509,7 @@ export interface PlanItem {
 /**
  * What an import must ask the platform before it writes, by platform (a file holds one refresh token
  * per platform): the grant of other accounts that holds the file's token already, refreshed once to
- * join it, or the file's token refreshed to replace the dead grants holding it.
+ * join it, or the consent of the dead grants holding it refreshed to replace them.
  */
 type Need = (
   | { kind: 'join'; held: HeldGrant }
@@ -530,8 +532,11 @@ type Need = (
 interface Prepared {
   /** Held grants refreshed, by id. */
   joined: Set<string>;
-  /** The file's token refreshed, by platform: the tokens its new grant stores. */
-  adopted: Map<PlatformId, TokenResult>;
+  /**
+   * By platform, the dead grant whose consent was refreshed, the answer written on it: the second pass
+   * moves it to the new grant of the file's accounts.
+   */
+  replaced: Map<PlatformId, DeadGrantRefresh & { refs: string }>;
 }
 
 /** The import's transaction, rolled back: a dry run's, or a first pass that found a platform call to make. */
@@ -646,7 +651,13 @@ export async function importCredentials(
     },
   );
   if (rolledBack && !options.dryRun) {
-    await run(await prepare(ctx, needs));
+    const prepared: Prepared = { joined: new Set(), replaced: new Map() };
+    try {
+      await prepare(ctx, needs, prepared);
+      await run(prepared);
+    } catch (error) {
+      throw withKept(error, prepared);
+    }
   } else if (options.dryRun) {
     // The plan compared stored secrets with the file's: that read is recorded, nothing else is.
     await ctx.transaction((tx) =>
@@ -679,11 +690,12 @@ export async function importCredentials(
  * secret the file's replaced at the platform). A grant of other accounts that holds the file's refresh
  * token is refreshed once under its lease (the file's token is not presented: where tokens rotate it
  * may be used up, and a reused one can end the whole grant); where only grants that need a person hold
- * it, the file's token is refreshed, so that only a working one replaces them. Any failure ends the
- * import with nothing written.
+ * it, their consent is refreshed (the file's token, or a newer one such a grant holds), so that only a
+ * working one replaces them. Each answer is written at once onto the grant it refreshed, as every
+ * refresh's is: a failure after it (the next call, the second pass) loses no token. Any failure ends
+ * the import with nothing of its own written; `prepared` says what was refreshed by then.
  */
-async function prepare(ctx: ServiceContext, needs: Map<PlatformId, Need>): Promise<Prepared> {
-  const prepared: Prepared = { joined: new Set(), adopted: new Map() };
+async function prepare(ctx: ServiceContext, needs: Map<PlatformId, Need>, prepared: Prepared): Promise<void> {
   for (const [platform, need] of needs) {
     // The file's app, where it changes the stored one; else the stored one, as any refresh of the grant.
     const fileApp = need.changed ? need.opened : undefined;
@@ -693,15 +705,15 @@ async function prepare(ctx: ServiceContext, needs: Map<PlatformId, Need>): Promi
         prepared.joined.add(need.held.grant.id);
         continue;
       }
-      const { tokens } = await refreshGivenToken(
-        ctx,
-        await providerFor(platform),
-        need.app,
-        need.refreshToken,
-        { via: 'import' },
-        need.opened,
-      );
-      prepared.adopted.set(platform, tokens);
+      // The grant whose consent is refreshed: one that kept a working answer of an earlier import of
+      // this file (its last refresh was not refused) before the others.
+      const dead = need.dead.find((h) => h.grant.lastErrorCode !== 'dead_grant') ?? need.dead[0]!;
+      const refreshed = await refreshDeadGrant(ctx, dead, need.refreshToken, need.opened!, {
+        purpose: 'import',
+        nothing: NOTHING,
+        hint: 'Run `credvault connections list` to see why, then import again.',
+      });
+      prepared.replaced.set(platform, { ...refreshed, refs: dead.connections.map(connectionRef).join(', ') });
     } catch (error) {
       if (!(error instanceof CredvaultError)) throw error;
       const hint = need.changed && refusedApp(error) ? fileAppHint(platform, need) : error.hint;
@@ -718,7 +730,6 @@ async function prepare(ctx: ServiceContext, needs: Map<PlatformId, Need>): Promi
       );
     }
   }
-  return prepared;
 }
 
 /** The platform refused the app itself (invalid_client…), anywhere down the error's causes. */
@@ -732,6 +743,28 @@ function refusedApp(error: unknown): boolean {
 /** What to do when the platform refused the app as the file makes it: the file's settings are wrong. */
 function fileAppHint(platform: PlatformId, need: Need): string {
   return `The platform was asked with the app as the file makes it (its settings replace those of app ${platform}/${need.app.label}): check ${need.secretSource ?? 'the client secret'} in the file, then import again; the stored app is unchanged.`;
+}
+
+/**
+ * An import that failed after a refresh to replace a dead grant rotated the file's refresh token: the
+ * file's token is used up, and what the platform gave is kept on that grant (refreshDeadGrant wrote it
+ * at once). The error says so, and that importing the file again uses it.
+ */
+function withKept(error: unknown, prepared: Prepared): unknown {
+  if (!(error instanceof CredvaultError)) return error;
+  const kept = [...prepared.replaced].filter(([, r]) => r.rotated);
+  if (!kept.length) return error;
+  const said = kept.map(([platform, r]) => {
+    const which = r.presentedHeld
+      ? `the refresh token kept on the grant of ${r.refs} when it was refreshed to replace that grant`
+      : `the file's refresh token when it was refreshed to replace the grant of ${r.refs}`;
+    return `${PLATFORMS[platform].displayName} rotated ${which}: that token is used up, and the new one is kept on that grant (nothing is served from it: it still needs a person)`;
+  });
+  return new CredvaultError(
+    error.code,
+    `${error.message.replace(/\.$/, '')}. ${said.join('; ')}; importing the file again uses it, and does not send the file's token`,
+    { hint: error.hint, cause: error },
+  );
 }
 
 /** What `apps add` would refuse, asked for by the names the user's file uses. */
@@ -1061,11 +1094,11 @@ async function importConnections(
   }
   let adopted: TokenResult | undefined;
   if (held?.held.length) {
-    // Only grants that need a person hold it: as `connections add`, the file's token is refreshed
-    // (proving it works), and its new grant replaces them.
+    // Only grants that need a person hold it: as `connections add`, their consent is refreshed
+    // (proving it works), and the file's accounts' new grant takes what that refresh gave.
     const refs = held.held.flatMap((h) => h.connections.map(connectionRef)).join(', ');
     for (const item of freshItems) {
-      item.detail += `; replaces the grant of ${refs}, which holds this refresh token and needs a person (its tokens are destroyed): the file's token is refreshed first`;
+      item.detail += `; replaces the grant of ${refs}, which holds this refresh token and needs a person (its tokens are destroyed): the file's token is refreshed first (or a newer one of the same consent that grant holds, which the platform has not refused)`;
     }
     pass.needs.set(platform, {
       kind: 'replace',
@@ -1074,7 +1107,9 @@ async function importConnections(
       ...callsWith,
     });
     if (!pass.prepared) return;
-    adopted = pass.prepared.adopted.get(platform);
+    const refreshed = pass.prepared.replaced.get(platform);
+    if (!refreshed) throw changedMeanwhile(platform);
+    adopted = await refreshedTokens(ctx, tx, held.held, refreshed.grant);
     if (!adopted) throw changedMeanwhile(platform);
   }
   if (holder) {
@@ -1086,8 +1121,8 @@ async function importConnections(
   }
   const ids = await storeGrant(ctx, tx, {
     app,
-    // The file's token refreshed to replace a dead grant: what the platform gave (a rotated refresh
-    // token replaces the file's).
+    // The consent refreshed to replace a dead grant: what the platform gave (a rotated refresh token
+    // replaces the file's).
     tokens: adopted ?? {
       // With a refresh token, no access token is kept: the first `token get` (or --verify)
       // refreshes. An access token alone has an unknown lifetime: it serves until refused.
@@ -1112,6 +1147,36 @@ async function importConnections(
     const added = await connectionStore.listViews(tx, { ids });
     for (const { grant } of held.held) await replaceDeadGrant(ctx, tx, grant.id, added, 'import');
   }
+}
+
+/**
+ * The tokens that the refresh to replace a dead grant wrote onto it, read under its lock in the second
+ * pass: none when the grant is not as that refresh left it (gone, written since, or someone's refresh
+ * of it under way), the import then failing with nothing written and the tokens where they are.
+ */
+async function refreshedTokens(
+  ctx: ServiceContext,
+  tx: Db,
+  dead: HeldGrant[],
+  refreshed: tokenStore.GrantRow,
+): Promise<TokenResult | undefined> {
+  if (!dead.some((h) => h.grant.id === refreshed.id)) return undefined;
+  const row = await tokenStore.lock(tx, refreshed.id);
+  if (!row || row.version !== refreshed.version || row.leaseOwner !== null) return undefined;
+  const [accessToken, refreshToken] = await Promise.all([
+    openToken(ctx, row, 'access'),
+    openToken(ctx, row, 'refresh'),
+  ]);
+  if (!accessToken || !refreshToken) return undefined;
+  return {
+    accessToken,
+    refreshToken,
+    tokenType: row.tokenType,
+    expiresAt: row.accessTokenExpiresAt,
+    // The platform's own end, when it gave one; else the new grant's is reckoned from now.
+    refreshTokenExpiresAt: row.refreshTokenExpiryFixed ? row.refreshTokenExpiresAt : null,
+    scope: row.scope,
+  };
 }
 
 export interface VerifyOutcome {

@@ -57,3 +57,11 @@ export async function providerApp(
     },
   };
 }
+
+/** The app's secrets providerApp decrypted for a call (a public client has no client secret). */
+export function decryptedFor(opened: ProviderApp): string[] {
+  return [
+    ...(opened.clientSecret ? ['client_secret'] : []),
+    ...(opened.developerToken ? ['developer_token'] : []),
+  ];
+}

@@ -190,6 +190,18 @@ async function expectBothRevoked(v: TestVault, connection: string): Promise<void
   expect(await v.sql('select id from oauth_tokens_vault')).toEqual([]);
 }
 
+/** A .env's lines naming the app by its client id, the refresh token, and the accounts. */
+function envLines(prefix: string, app: AppSetup, refreshToken: string, accounts: string): string[] {
+  const account = prefix === 'GOOGLE_ADS_' ? 'CUSTOMER_ID' : 'ACCOUNT_ID';
+  return [
+    `${prefix}CLIENT_ID=${app.clientId}`,
+    `${prefix}CLIENT_SECRET=${app.clientSecret}`,
+    `${prefix}DEVELOPER_TOKEN=${app.developerToken}`,
+    `${prefix}REFRESH_TOKEN=${refreshToken}`,
+    `${prefix}${account}=${accounts}`,
+  ];
+}
+
 /** A .env naming the app by its client id, the refresh token, and the accounts. */
 function writeEnv(
   v: TestVault,
@@ -198,19 +210,12 @@ function writeEnv(
   refreshToken: string,
   accounts: string,
 ): string {
+  return writeLines(v, envLines(prefix, app, refreshToken, accounts));
+}
+
+function writeLines(v: TestVault, lines: string[]): string {
   const file = join(v.root, '.env');
-  const account = prefix === 'GOOGLE_ADS_' ? 'CUSTOMER_ID' : 'ACCOUNT_ID';
-  writeFileSync(
-    file,
-    [
-      `${prefix}CLIENT_ID=${app.clientId}`,
-      `${prefix}CLIENT_SECRET=${app.clientSecret}`,
-      `${prefix}DEVELOPER_TOKEN=${app.developerToken}`,
-      `${prefix}REFRESH_TOKEN=${refreshToken}`,
-      `${prefix}${account}=${accounts}`,
-      '',
-    ].join('\n'),
-  );
+  writeFileSync(file, [...lines, ''].join('\n'));
   return file;
 }
 
@@ -614,6 +619,94 @@ describe("an import's platform calls use the app as its file makes it", () => {
     },
   );
 });
+
+describe('an import that fails after its refresh to replace a dead grant rotated the file’s token', () => {
+  it('keeps what the platform gave on the dead grant, says so, and the next import uses it instead of the file’s', async () => {
+    const v = await vault();
+    const { app: googleApp, grant: googleGrant } = await googleHeld(v);
+    const { microsoft, app, grant, presented } = await microsoftImportedDead(v);
+    // Microsoft's call comes first (the file's order), then Google's, which cannot be reached.
+    const file = writeLines(v, [
+      ...envLines('MICROSOFT_ADS_', app, grant.refreshToken, '988'),
+      ...envLines('GOOGLE_ADS_', googleApp, googleGrant.refreshToken, '2345678901'),
+    ]);
+    cleanups.push(async () => {
+      doubles.google.faults.reset();
+    });
+    doubles.google.faults.failNext(3, { status: 503 });
+    const before = await connections(v);
+
+    const failed = await v.cli(['import', 'env', '--file', file]);
+    expect(failed.code, failed.stderr).toBe(5);
+    expect(failed.stderr).toContain('nothing was imported');
+    expect(failed.stderr).toContain(
+      "Microsoft Advertising rotated the file's refresh token when it was refreshed to replace the grant of microsoft_ads:987: that token is used up, and the new one is kept on that grant",
+    );
+    expect(failed.stderr).toContain("importing the file again uses it, and does not send the file's token");
+    expect(presented()).toBe(1);
+    // Nothing of the import's own was written: the same connections on the same grants (Google's
+    // failed refresh is on record on its grant, as any refresh's failure is).
+    const shape = (rows: Row[]) => rows.map((r) => [r.external_account_id, r.status, r.token_id]);
+    expect(shape(await connections(v))).toEqual(shape(before));
+
+    // Imported again once Google answers: the token kept is presented, not the file's, which Microsoft
+    // would take for a stolen one (this double then ends the whole grant).
+    const again = await v.json<ImportJson>(['import', 'env', '--file', file]);
+    expect(again.plan.map((p) => `${p.action} ${p.kind} ${p.target}`)).toEqual([
+      'unchanged app microsoft-app',
+      'create connection 988',
+      'unchanged app google-app',
+      'join connection 2345678901',
+    ]);
+    expect(presented()).toBe(1);
+    expect(microsoft.findGrant(grant.grantId)?.revoked).toBe(false);
+    await expectMicrosoftReplaced(v);
+    // What is stored is what Microsoft takes now.
+    const refreshed = await v.cli(['connections', 'refresh', 'microsoft_ads:988']);
+    expect(refreshed.code, refreshed.stderr).toBe(0);
+    expect(microsoft.findGrant(grant.grantId)?.revoked).toBe(false);
+    await expectNoSecretsLeaked(v, [grant.refreshToken, googleGrant.refreshToken, app.clientSecret]);
+  });
+});
+
+describe.runIf(DB_KIND === 'postgres')(
+  'an import whose transaction fails after its refresh rotated the file’s token',
+  () => {
+    it('keeps the new token on the dead grant when the app is disabled while Microsoft answers', async () => {
+      const { microsoft, v, app, grant, presented } = await microsoftImportedDead();
+      const file = writeEnv(v, 'MICROSOFT_ADS_', app, grant.refreshToken, '988');
+      // Microsoft answers the refresh four seconds after it is asked: the app is disabled meanwhile,
+      // which the import's second pass refuses (a disabled app takes no import).
+      microsoft.faults.latencyMs = 4000;
+      const running = v.cli(['import', 'env', '--file', file]);
+      for (const deadline = Date.now() + 20_000; presented() === 0 && Date.now() < deadline; )
+        await new Promise((r) => setTimeout(r, 20));
+      expect(presented()).toBe(1);
+      const disabled = await v.cli(['apps', 'disable', `microsoft_ads/${app.label}`]);
+      expect(disabled.code, disabled.stderr).toBe(0);
+      const failed = await running;
+      expect(failed.code, failed.stderr).toBe(7);
+      expect(failed.stderr).toContain('is disabled');
+      expect(failed.stderr).toContain(
+        "Microsoft Advertising rotated the file's refresh token when it was refreshed to replace the grant of microsoft_ads:987: that token is used up, and the new one is kept on that grant",
+      );
+      microsoft.faults.latencyMs = 0;
+
+      const enabled = await v.cli(['apps', 'enable', `microsoft_ads/${app.label}`]);
+      expect(enabled.code, enabled.stderr).toBe(0);
+      const again = await v.json<ImportJson>(['import', 'env', '--file', file]);
+      expect(again.plan.map((p) => `${p.action} ${p.kind} ${p.target}`)).toEqual([
+        'unchanged app microsoft-app',
+        'create connection 988',
+      ]);
+      expect(presented()).toBe(1);
+      await expectMicrosoftReplaced(v);
+      const refreshed = await v.cli(['connections', 'refresh', 'microsoft_ads:988']);
+      expect(refreshed.code, refreshed.stderr).toBe(0);
+      expect(microsoft.findGrant(grant.grantId)?.revoked).toBe(false);
+    });
+  },
+);
 
 /**
  * Runs `statements` in a transaction of another session of the vault's PostgreSQL database, starts
