@@ -20,7 +20,7 @@ import { connectionRef } from '../views.js';
 import { type AuditEntry, type AuditHead, chainAfter, recordAudit } from './audit.js';
 import { resolveConnection } from './connections.js';
 import type { ServiceContext } from './context.js';
-import { expiryColumns, grantSlot, openToken, refreshTokenExpiry } from './grants.js';
+import { expiryColumns, grantSlot, openToken, refreshTokenExpiry, tokenSha256 } from './grants.js';
 import { errorForKind, providerFailure, retryDelayMs } from './platform-calls.js';
 import { providerApp } from './provider-app.js';
 
@@ -404,6 +404,7 @@ async function refreshWithLease(
   let attempts = 0;
   // An attempt that got no answer (timeout, dropped connection) may still have been processed.
   let unanswered = false;
+  let presentedTokenSha256: string | undefined;
   try {
     const [papp, refreshToken, provider] = await Promise.all([
       options.app ?? openApp(ctx, grant.appId),
@@ -412,6 +413,15 @@ async function refreshWithLease(
     ]);
     if (!refreshToken)
       throw new ProviderError('dead_grant', 'no refresh token is stored for this connection');
+    // A grant stored before refresh_token_sha256 existed (migration 0008) has none, so a person
+    // re-adding its token would make a second grant of the same consent. The token is open here
+    // anyway (and the refresh is audited): its hash goes with the answer, in the same write. The one
+    // presented, not the one a rotation brings back: a person re-adding a token has the one they gave
+    // credvault (or the platform gave them), which is the token the grant holds until a refresh rotates
+    // it; where tokens do not rotate (Google, LinkedIn, Reddit) it is still the one presented. A rotated
+    // token was issued to this process just now and has never left it, so nobody could give it back;
+    // and grants stored since 0008 keep the hash of the token as given too, not of a rotated one.
+    if (grant.refreshTokenSha256 === null) presentedTokenSha256 = tokenSha256(refreshToken);
     // (A claim by the daemon's sweep marked it already.)
     if (!options.claimed) await tokenStore.markInFlight(ctx.db, grant.id, owner);
     const budgetEnds = Date.now() + lease - 5_000;
@@ -453,6 +463,7 @@ async function refreshWithLease(
     tokens,
     attempts,
     platform,
+    presentedTokenSha256,
     options.writer ?? writeAlone(ctx),
   );
 }
@@ -582,6 +593,8 @@ async function storeRefreshed(
   tokens: TokenResult,
   attempts: number,
   platform: PlatformId,
+  /** The presented refresh token's SHA-256, for a grant that has none (see refreshWithLease). */
+  presentedTokenSha256: string | undefined,
   writer: ResultWriter,
 ): Promise<GrantRow> {
   const keyring = await ctx.keyring();
@@ -613,6 +626,7 @@ async function storeRefreshed(
         }),
       ),
       lastRefreshedAt: now,
+      ...(presentedTokenSha256 ? { presentedTokenSha256 } : {}),
     },
     audit: {
       action: 'token.refresh',

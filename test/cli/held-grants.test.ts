@@ -21,6 +21,7 @@ import {
   startAllDoubles,
   startMicrosoftDouble,
 } from '../doubles/index.js';
+import { startDaemon } from '../helpers/daemon.js';
 import { type AppSetup, addAppFor, addConnection, adoptGrant } from '../helpers/flows.js';
 import { expectNoSecretsLeaked } from '../helpers/secrets.js';
 import { type CliResult, DB_KIND, ONCE, type TestVault, vaultsPerTest } from '../helpers/vault.js';
@@ -373,6 +374,74 @@ describe('connections add with a refresh token the vault already holds', () => {
       expect(rows[0]!.token_id).toBe(rows[1]!.token_id);
     },
   );
+});
+
+/**
+ * Makes the Google grant look as one stored before migration 0008 does: no refresh_token_sha256 (an
+ * adoption made it: no imported_token_sha256 either). Answers the SHA-256 of its refresh token.
+ */
+async function storedBefore0008(v: TestVault, refreshToken: string): Promise<string> {
+  await v.sql('update oauth_tokens_vault set refresh_token_sha256 = null');
+  expect(await v.sql('select imported_token_sha256 from oauth_tokens_vault')).toEqual([
+    { imported_token_sha256: null },
+  ]);
+  return createHash('sha256').update(refreshToken).digest('hex');
+}
+
+/** Adding 2345678901 with the grant's token joins it: one grant, both accounts on it. */
+async function expectReaddJoins(v: TestVault, app: AppSetup, refreshToken: string): Promise<void> {
+  const again = await addConnection(v, 'google_ads', app.label, refreshToken, { accounts: ['2345678901'] });
+  expect(again.code, again.stderr).toBe(0);
+  expect(again.stderr).toContain('google_ads:2345678901 shares the grant of google_ads:1234567890');
+  const grants = await v.sql<{ id: string }>('select id from oauth_tokens_vault');
+  expect(grants).toHaveLength(1);
+  expect((await connections(v)).map((r) => [r.external_account_id, r.status, r.token_id])).toEqual([
+    ['1234567890', 'active', grants[0]!.id],
+    ['2345678901', 'active', grants[0]!.id],
+  ]);
+}
+
+describe('a grant stored before the token hash was kept (migration 0008)', () => {
+  it('is recognised once refreshed: the refresh records the hash of the token it presented', async () => {
+    const v = await vault();
+    const { app, grant } = await googleHeld(v);
+    const fingerprint = await storedBefore0008(v, grant.refreshToken);
+
+    const refreshed = await v.cli(['connections', 'refresh', 'google_ads:1234567890']);
+    expect(refreshed.code, refreshed.stderr).toBe(0);
+    expect(await v.sql('select refresh_token_sha256 from oauth_tokens_vault')).toEqual([
+      { refresh_token_sha256: fingerprint },
+    ]);
+    // Neither the hash nor the token anywhere else: not in the refresh's audit row either.
+    const audit = await v.sql<{ detail: unknown }>('select detail from credential_access_audit');
+    expect(JSON.stringify(audit)).not.toContain(fingerprint);
+
+    // The person who adopted it runs the setup again for another account: the grant is joined.
+    await expectReaddJoins(v, app, grant.refreshToken);
+    expect(v.printed.join('\n')).not.toContain(fingerprint);
+    await expectNoSecretsLeaked(v, [grant.refreshToken, app.clientSecret]);
+  });
+
+  it.runIf(ONCE)("is recognised once the daemon's sweep has refreshed it", async () => {
+    const v = await vault();
+    const { app, grant } = await googleHeld(v);
+    const fingerprint = await storedBefore0008(v, grant.refreshToken);
+    // Due: a 1-hour token refreshed 58 minutes ago (the sweep takes it past half its life).
+    await v.sql(
+      "update oauth_tokens_vault set last_refreshed_at = now() - interval '58 minutes', access_token_expires_at = now() + interval '2 minutes'",
+    );
+    const refreshes = doubles.google.refreshAttempts;
+    const daemon = await startDaemon(v);
+    cleanups.push(async () => void (await daemon.stop()));
+    for (let i = 0; i < 200 && doubles.google.refreshAttempts === refreshes; i++)
+      await new Promise((r) => setTimeout(r, 50));
+    expect(await daemon.stop()).toBe(0);
+    expect(await v.sql('select refresh_token_sha256, version from oauth_tokens_vault')).toEqual([
+      { refresh_token_sha256: fingerprint, version: 2 },
+    ]);
+
+    await expectReaddJoins(v, app, grant.refreshToken);
+  });
 });
 
 describe('import of a refresh token the vault already holds for other accounts', () => {

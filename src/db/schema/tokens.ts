@@ -58,7 +58,9 @@ export const oauthTokensVault = pgTable(
      * vault already holds is recognised, and joins this grant rather than making a second one, without
      * being presented to the platform again (a rotated-away one would be refused, or end the grant).
      * Unsalted, as client tokens' hashes are: refresh tokens are long random strings, so it confirms
-     * only a token one already has, and it goes with the row when the grant is destroyed.
+     * only a token one already has, and it goes with the row when the grant is destroyed. A grant
+     * stored before this column has none until its next refresh, which records the token it presented
+     * (services/tokens.ts, refreshWithLease).
      */
     refreshTokenSha256: text('refresh_token_sha256'),
     createdAt: ts('created_at').notNull().defaultNow(),

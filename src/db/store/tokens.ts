@@ -145,6 +145,11 @@ export interface RefreshedTokens {
   refreshTokenExpiresAt: Date | null;
   refreshTokenExpiryFixed: boolean;
   lastRefreshedAt: Date;
+  /**
+   * For a grant with no refresh_token_sha256 (stored before migration 0008): the SHA-256 of the
+   * refresh token this refresh presented, recorded with its answer. A grant that has one keeps it.
+   */
+  presentedTokenSha256?: string;
 }
 
 const iso = (d: Date | null | undefined) => (d ? d.toISOString() : null);
@@ -278,6 +283,7 @@ function refreshedJson(results: Refreshed[]): string {
       refresh_token_expires_at: iso(tokens.refreshTokenExpiresAt),
       refresh_token_expiry_fixed: tokens.refreshTokenExpiryFixed,
       last_refreshed_at: iso(tokens.lastRefreshedAt),
+      presented_token_sha256: tokens.presentedTokenSha256 ?? null,
     })),
   );
 }
@@ -286,7 +292,8 @@ function refreshedJson(results: Refreshed[]): string {
 function refreshedValues(json: string | Placeholder) {
   return sql`json_to_recordset(${json}::json) as v(id uuid, owner text, version integer, data_key_id uuid, access_token_enc text,
     refresh_token_enc text, token_type text, scope text, access_token_expires_at timestamptz,
-    refresh_token_expires_at timestamptz, refresh_token_expiry_fixed boolean, last_refreshed_at timestamptz)`;
+    refresh_token_expires_at timestamptz, refresh_token_expiry_fixed boolean, last_refreshed_at timestamptz,
+    presented_token_sha256 text)`;
 }
 
 /**
@@ -307,6 +314,9 @@ const REFRESHED_SET = {
   refreshTokenExpiresAt: sql`v.refresh_token_expires_at`,
   refreshTokenExpiryFixed: sql`v.refresh_token_expiry_fixed`,
   lastRefreshedAt: sql`v.last_refreshed_at`,
+  // Filled once, for a grant stored before the column: never replaced (it names the token the grant
+  // was stored with, which a rotation does not change).
+  refreshTokenSha256: sql`coalesce(${t.refreshTokenSha256}, v.presented_token_sha256)`,
   version: sql`${t.version} + 1`,
   leaseOwner: null,
   leaseExpiresAt: null,
