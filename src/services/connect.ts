@@ -28,6 +28,7 @@ import { assertNameFree } from './connections.js';
 import type { ServiceContext } from './context.js';
 import { openToken, storeGrant, tokenSha256 } from './grants.js';
 import {
+  claimAdoption,
   findHeldGrants,
   type HeldGrant,
   heldBy,
@@ -571,6 +572,11 @@ export interface Adopted {
  * holding it that needs a person (the platform refused it, or a revocation it could not be told of
  * is pending) takes no new account: the given token is refreshed as any adopted token, and, when
  * it works, its new grant replaces the dead one (whose tokens are destroyed: one consent, one grant).
+ *
+ * A token the vault does not hold yet is presented by one process at a time (claimAdoption): another
+ * given the same token at once (the same setup run twice, a retry) waits until the first has stored
+ * its grant, and joins it rather than presenting the token a second time, which where tokens rotate
+ * would be a reuse. The grant stored meanwhile is not refreshed again: its adoption just proved it.
  */
 export async function adoptRefreshToken(
   ctx: ServiceContext,
@@ -585,9 +591,33 @@ export async function adoptRefreshToken(
   const { live } = await findHeldGrants(ctx.db, app.id, sha256);
   if (live) return joinHeldGrant(ctx, provider, app, live, options);
 
+  // Presenting the token and storing its grant is one process's at a time: another given the same
+  // token at once waits here, then finds the grant stored meanwhile and joins it.
+  const claim = await claimAdoption(ctx, app.id, sha256);
+  try {
+    if (claim.live) {
+      await claim.release();
+      // Its refresh of a moment ago proved it works: not refreshed again while its token is valid.
+      return await joinHeldGrant(ctx, provider, app, claim.live, options, { refreshedMeanwhile: true });
+    }
+    return await adoptClaimed(ctx, provider, app, refreshToken, sha256, options);
+  } finally {
+    await claim.release().catch(() => {});
+  }
+}
+
+/** The given token presented and its grant stored, under the adoption's claim (adoptRefreshToken). */
+async function adoptClaimed(
+  ctx: ServiceContext,
+  provider: Provider,
+  app: AppRecord,
+  refreshToken: Secret,
+  sha256: string,
+  options: CompleteOptions,
+): Promise<Adopted> {
   const { opened, tokens: kept } = await refreshGivenToken(ctx, provider, app, refreshToken);
   const replaced: string[] = [];
-  /** A grant holding the token stored meanwhile (another process given it at once): joined. */
+  /** A grant holding the token stored meanwhile (see `before`): joined. */
   let joined: HeldGrant | undefined;
   let dead: HeldGrant[] = [];
   const connections = await storeConnections(
@@ -601,13 +631,11 @@ export async function adoptRefreshToken(
     {},
     {
       refreshTokenSha256: sha256,
-      // Looked for again under the token's lock: a process given the same token at once stored its
-      // grant after the look above (each found none, and each refreshed the token). Its grant is
-      // joined, as it would have been had it come first; the tokens this refresh obtained are not
-      // stored (a second grant of one consent is what this prevents). Where refresh tokens rotate,
-      // both processes presented the given token: a platform that took the second presentation for
-      // reuse refused one refresh (that process stored nothing) or ended the consent (the grant is
-      // then found dead at its next refresh), as for any token used twice; the vault keeps one grant.
+      // Looked for again under the token's lock: a grant holding the token may have been stored
+      // since the claim was had, by an import (which stores a file's token without the claim, and
+      // without presenting it) or by an adoption whose claim lapsed before it was done. It is joined,
+      // as it would have been had it come first; the tokens this refresh obtained are not stored (a
+      // second grant of one consent is what this prevents).
       before: async (tx, accounts, name) => {
         await tokenStore.lockTokenSha256(tx, app.id, sha256);
         const now = await findHeldGrants(tx, app.id, sha256);
@@ -667,7 +695,9 @@ async function refreshGivenToken(
 /**
  * The accounts join a working grant that holds the given refresh token: it is refreshed once (its
  * own current token, under its lease: the given one is not sent), its accounts listed with the new
- * access token, and the chosen ones attached to it in one transaction.
+ * access token, and the chosen ones attached to it in one transaction. `refreshedMeanwhile`: another
+ * adoption stored it while this one waited for its claim, and its refresh then is this one's (it is
+ * refreshed only if its access token has expired since).
  */
 async function joinHeldGrant(
   ctx: ServiceContext,
@@ -675,11 +705,14 @@ async function joinHeldGrant(
   app: AppRecord,
   held: HeldGrant,
   options: CompleteOptions,
+  { refreshedMeanwhile = false }: { refreshedMeanwhile?: boolean } = {},
 ): Promise<Adopted> {
   const holders = held.connections.map(connectionRef);
   // The app as the adoption needs it (enabled: refused before anything else otherwise).
   const opened = await providerApp(ctx, ctx.db, app, { secrets: true });
-  const grant = await refreshHeldGrant(ctx, held, 'connections add', 'nothing was stored');
+  const grant = await refreshHeldGrant(ctx, held, 'connections add', 'nothing was stored', {
+    force: !refreshedMeanwhile,
+  });
   // The held grant's access token, opened here to list the accounts it reaches: recorded with the
   // listing, whatever its outcome.
   const found = await audited(

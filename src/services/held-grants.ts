@@ -1,14 +1,16 @@
 import type { Secret } from '../crypto/secret.js';
 import type { Db } from '../db/client.js';
+import * as adoptionLeases from '../db/store/adoption-leases.js';
 import type { AppRecord } from '../db/store/apps.js';
 import type { ConnectionRow, ConnectionView } from '../db/store/connections.js';
 import * as connectionStore from '../db/store/connections.js';
 import * as tokenStore from '../db/store/tokens.js';
-import { ConflictError, CredvaultError } from '../errors.js';
+import { ConflictError, CredvaultError, UnavailableError } from '../errors.js';
 import { PLATFORMS, type PlatformId } from '../providers/catalog.js';
 import { ProviderError } from '../providers/errors.js';
 import { providerFor } from '../providers/registry.js';
 import type { AdAccount, ProviderApp, TokenResult } from '../providers/types.js';
+import { jitter, sleep } from '../util/backoff.js';
 import { connectionRef } from '../views.js';
 import { type AuditEntry, recordAudit } from './audit.js';
 import type { ServiceContext } from './context.js';
@@ -30,7 +32,9 @@ import { freshGrant, leaseMs, type RefreshResult, refreshOwner, writeResults } f
  * import's file held) is not stored a second time. `connections add` and `import` share these steps:
  * a working grant holding it is joined (refreshed once under its lease first: the given token is never
  * presented again, since where refresh tokens rotate it may be used up, and a reused one can end the
- * whole grant), and one that needs a person is replaced by the new grant of the given token.
+ * whole grant), and one that needs a person is replaced by the new grant of the given token. Two
+ * processes given a token the vault does not hold yet take turns presenting it (claimAdoption): the
+ * second finds the grant the first stored, and joins it.
  */
 
 /** A grant of the app that holds the given refresh token, and the connections on it. */
@@ -64,6 +68,67 @@ export function heldBy(held: HeldGrant): string {
   return `the vault already holds this refresh token (the grant of ${held.connections.map(connectionRef).join(', ')})`;
 }
 
+/** An adoption of a refresh token claimed by this process (claimAdoption). */
+export interface AdoptionClaim {
+  /** The app's grants holding the token, looked for once the claim was had (findHeldGrants). */
+  held: HeldGrant[];
+  /** The one to join, stored since the caller first looked (by whoever held the claim before). */
+  live: HeldGrant | undefined;
+  /** Gives the claim back (idempotent); it lapses on its own otherwise. */
+  release(): Promise<void>;
+}
+
+/**
+ * Claims the adoption of a refresh token the vault does not hold yet, for as long as presenting it to
+ * the platform and storing the grant it brings may take: another process given the same token waits
+ * here until that grant is stored, and finds it in `live` (it joins it, and the token is presented to
+ * the platform once). Without the claim, both present it before either stores anything, and where
+ * refresh tokens rotate (Microsoft) the second presentation is a reuse, which can end the whole grant.
+ *
+ * A lease row (adoption_leases), not an advisory lock, because it is held across platform calls:
+ * - pg_advisory_xact_lock would keep a transaction open across them, and everything the adoption
+ *   reads and audits meanwhile would run in it (ServiceContext routes it there): a failed refresh's
+ *   audit row rolled back with it, and, through the daemon that holds the embedded database, its one
+ *   session taken from every other command and from the daemon's own token serving for that long.
+ * - pg_advisory_lock (session level) would keep one of the pool's few connections (4 for a command)
+ *   out of use, needs unlocking on that same connection, and its waiters queue in the server with no
+ *   deadline of their own; through the daemon's socket every command shares PGlite's one session,
+ *   where an advisory lock is re-entrant: it would exclude nobody.
+ * - The embedded database opened directly is one process at a time anyway (its file lock).
+ * The lease holds no connection and no transaction; it is judged by the database's clock and lapses
+ * on its own (leaseMs: the refresh's and the account listing's deadlines, and the write), so a dead
+ * holder delays others at most that long; waiters poll (50 ms doubling to 400 ms), hold nothing while
+ * they do, and give up after one lease and a margin (UnavailableError, exit 5: to run again). The
+ * storing transaction still takes the token's lock and looks again (a holder that overran its lease,
+ * an import, which stores a token without presenting it).
+ */
+export async function claimAdoption(
+  ctx: ServiceContext,
+  appId: string,
+  sha256: string,
+): Promise<AdoptionClaim> {
+  const owner = refreshOwner('adopt');
+  const lease = leaseMs(ctx.config.httpTimeoutMs);
+  const giveUpAt = Date.now() + lease + 10_000;
+  for (let delay = 50; !(await adoptionLeases.tryTake(ctx.db, appId, sha256, owner, lease)); ) {
+    if (Date.now() > giveUpAt) {
+      throw new UnavailableError('another process has been adopting this refresh token for too long', {
+        retryAfter: 5,
+        hint: 'Run connections add again in a while: the vault may hold the token by then.',
+      });
+    }
+    await sleep(jitter(delay, 0.5));
+    delay = Math.min(delay * 2, 400);
+  }
+  const release = () => adoptionLeases.release(ctx.db, appId, sha256, owner);
+  try {
+    return { ...(await findHeldGrants(ctx.db, appId, sha256)), release };
+  } catch (error) {
+    await release().catch(() => {});
+    throw error;
+  }
+}
+
 /**
  * Refreshes the held grant once (its own current token, under its lease: never the given one), which
  * proves it works as an adoption's refresh would, and returns it as refreshed. Opens nothing and
@@ -77,15 +142,17 @@ export async function refreshHeldGrant(
   held: HeldGrant,
   purpose: string,
   nothing: string,
-  app?: ProviderApp,
+  { force = true, app }: { force?: boolean; app?: ProviderApp } = {},
 ): Promise<tokenStore.GrantRow> {
   const through = held.connections.find((c) => c.status === 'active') ?? held.connections.find(isLive)!;
   try {
     // A person is acting (connections add, import), as `connections refresh --force`: a grant in
-    // `error` or cooling down is tried, not answered from its recorded failure.
+    // `error` or cooling down is tried, not answered from its recorded failure. Not `force`: a grant
+    // refreshed since the caller first looked (see claimAdoption) was proven to work by that refresh,
+    // and is refreshed again only if its access token has expired (or it has none).
     const { grant } = await freshGrant(ctx, through, {
       minTtlSeconds: 0,
-      forceRefresh: true,
+      forceRefresh: force,
       bypassCooldown: true,
       purpose,
       ...(app ? { app } : {}),

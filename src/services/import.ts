@@ -701,7 +701,7 @@ async function prepare(ctx: ServiceContext, needs: Map<PlatformId, Need>, prepar
     const fileApp = need.changed ? need.opened : undefined;
     try {
       if (need.kind === 'join') {
-        await refreshHeldGrant(ctx, need.held, 'import', NOTHING, fileApp);
+        await refreshHeldGrant(ctx, need.held, 'import', NOTHING, { app: fileApp });
         prepared.joined.add(need.held.grant.id);
         continue;
       }

@@ -376,6 +376,49 @@ describe('connections add with a refresh token the vault already holds', () => {
   );
 });
 
+describe('two connections add given the same new refresh token at once', () => {
+  it('present it to the platform once: the second waits for the first and joins the grant it stored', async () => {
+    const microsoft = await startMicrosoftDouble({ strictRotation: true });
+    cleanups.push(() => microsoft.close());
+    const v = await vault();
+    const app = await addAppFor(v, 'microsoft_ads', microsoft as never);
+    const grant = microsoft.issueGrant({
+      clientId: app.clientId,
+      scope: `${MICROSOFT_ADS_SCOPE} offline_access`,
+    } as never);
+    // The embedded database is opened by one process at a time, so two commands run at once on it
+    // only through a daemon that holds it (every command then shares its one session).
+    const daemon = DB_KIND === 'pglite' ? await startDaemon(v) : null;
+    if (daemon) cleanups.push(async () => void (await daemon.stop()));
+    // Every refresh is answered 3 s late: both processes are under way before either could store a
+    // grant, and without waiting for each other both present the token (the second presentation of a
+    // token rotated away ends the whole grant here, as Microsoft may).
+    microsoft.faults.latencyMs = 3_000;
+
+    const results = await Promise.all(
+      ['987', '988'].map((account) =>
+        addConnection(v, 'microsoft_ads', app.label, grant.refreshToken, { accounts: [account] }),
+      ),
+    );
+    for (const result of results) expect(result.code, result.stderr).toBe(0);
+    expect(microsoft.tokenRequests('refresh_token')).toHaveLength(1);
+    expect(microsoft.findGrant(grant.grantId)?.revoked).toBe(false);
+    // One stored the grant, the other joined it (which one depends on who started first).
+    const joined = results.filter((r) => r.stderr.includes('the vault already holds this refresh token'));
+    expect(joined).toHaveLength(1);
+    expect(joined[0]!.stderr).toMatch(/microsoft_ads:98[78] shares the grant of microsoft_ads:98[78]/);
+
+    if (daemon) expect(await daemon.stop()).toBe(0);
+    const grants = await v.sql<{ id: string }>('select id from oauth_tokens_vault');
+    expect(grants).toHaveLength(1);
+    expect((await connections(v)).map((r) => [r.external_account_id, r.status, r.token_id])).toEqual([
+      ['987', 'active', grants[0]!.id],
+      ['988', 'active', grants[0]!.id],
+    ]);
+    await expectNoSecretsLeaked(v, [grant.refreshToken, app.clientSecret]);
+  });
+});
+
 /**
  * Makes the Google grant look as one stored before migration 0008 does: no refresh_token_sha256 (an
  * adoption made it: no imported_token_sha256 either). Answers the SHA-256 of its refresh token.

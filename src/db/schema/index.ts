@@ -1,3 +1,4 @@
+export * from './adoption-leases.js';
 export * from './api-clients.js';
 export * from './apps.js';
 export * from './audit.js';

@@ -1,0 +1,40 @@
+import { and, eq, lt, sql } from 'drizzle-orm';
+import type { Db } from '../client.js';
+import { adoptionLeases } from '../schema/index.js';
+
+const t = adoptionLeases;
+
+/** The lease's key: the one tokenStore.lockTokenSha256 locks, of the app and the token's SHA-256. */
+function key(appId: string, sha256: string) {
+  return sql`hashtextextended(${appId}::text || ':' || ${sha256}::text, 0)`;
+}
+
+/**
+ * Takes the lease on adopting the refresh token of this SHA-256 for the app, if nobody holds a live
+ * one (a lapsed lease, whose holder died or overran it, is dropped first). The database's clock
+ * decides, as for a grant's refresh lease. True when taken.
+ */
+export async function tryTake(
+  db: Db,
+  appId: string,
+  sha256: string,
+  owner: string,
+  leaseMs: number,
+): Promise<boolean> {
+  await db.delete(t).where(lt(t.expiresAt, sql`now()`));
+  const taken = await db
+    .insert(t)
+    .values({
+      lockKey: key(appId, sha256),
+      owner,
+      expiresAt: sql`now() + ${`${leaseMs} milliseconds`}::interval`,
+    })
+    .onConflictDoNothing({ target: t.lockKey })
+    .returning({ owner: t.owner });
+  return taken.length > 0;
+}
+
+/** Gives the lease back, if it is still this owner's (a lapsed one may have been taken over). */
+export async function release(db: Db, appId: string, sha256: string, owner: string): Promise<void> {
+  await db.delete(t).where(and(eq(t.lockKey, key(appId, sha256)), eq(t.owner, owner)));
+}
