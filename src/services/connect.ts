@@ -592,14 +592,15 @@ export async function adoptRefreshToken(
   if (live) return joinHeldGrant(ctx, provider, app, live, options);
 
   // Presenting the token and storing its grant is one process's at a time: another given the same
-  // token at once waits here, then finds the grant stored meanwhile and joins it.
+  // token at once waits here, then finds the grant stored meanwhile and joins it. A claim that could
+  // not be given back (the database failing meanwhile) lapses on its own.
   const claim = await claimAdoption(ctx, app.id, sha256);
+  if (claim.live) {
+    await claim.release().catch(() => {});
+    // Its refresh of a moment ago proved it works: not refreshed again while its token is valid.
+    return joinHeldGrant(ctx, provider, app, claim.live, options, { refreshedMeanwhile: true });
+  }
   try {
-    if (claim.live) {
-      await claim.release();
-      // Its refresh of a moment ago proved it works: not refreshed again while its token is valid.
-      return await joinHeldGrant(ctx, provider, app, claim.live, options, { refreshedMeanwhile: true });
-    }
     return await adoptClaimed(ctx, provider, app, refreshToken, sha256, options);
   } finally {
     await claim.release().catch(() => {});

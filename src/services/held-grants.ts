@@ -74,7 +74,7 @@ export interface AdoptionClaim {
   held: HeldGrant[];
   /** The one to join, stored since the caller first looked (by whoever held the claim before). */
   live: HeldGrant | undefined;
-  /** Gives the claim back (idempotent); it lapses on its own otherwise. */
+  /** Gives the claim back; it lapses on its own otherwise. */
   release(): Promise<void>;
 }
 
@@ -110,11 +110,12 @@ export async function claimAdoption(
   const owner = refreshOwner('adopt');
   const lease = leaseMs(ctx.config.httpTimeoutMs);
   const giveUpAt = Date.now() + lease + 10_000;
-  for (let delay = 50; !(await adoptionLeases.tryTake(ctx.db, appId, sha256, owner, lease)); ) {
+  let delay = 50;
+  while (!(await adoptionLeases.tryTake(ctx.db, appId, sha256, owner, lease))) {
     if (Date.now() > giveUpAt) {
       throw new UnavailableError('another process has been adopting this refresh token for too long', {
         retryAfter: 5,
-        hint: 'Run connections add again in a while: the vault may hold the token by then.',
+        hint: 'Run `credvault connections add` again in a while: the vault may hold the token by then.',
       });
     }
     await sleep(jitter(delay, 0.5));
