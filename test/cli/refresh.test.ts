@@ -312,12 +312,14 @@ describe('failures', () => {
     expect(requests[1]!.at - requests[0]!.at).toBeGreaterThanOrEqual(2000);
   });
 
-  it('a platform error that echoes the refresh token and the client secret: neither reaches any output, the stored status or the audit log', async () => {
+  it('a platform error that echoes the refresh token, the client secret and a token credvault never had: none reaches any output, the stored status or the audit log', async () => {
     const double = await microsoft();
     const { v, app, grant } = await connected(double);
+    // A secret of the platform's own, shorter than a refresh token: only its shape says what it is.
+    const unknown = 'sk_live_abcdefghijklmnop123456';
     const echo = (error: string) => ({
       error,
-      error_description: `refresh token ${grant.refreshToken} presented by ${app.clientId} with secret ${app.clientSecret}`,
+      error_description: `refresh token ${grant.refreshToken} presented by ${app.clientId} with secret ${app.clientSecret} (key ${unknown})`,
     });
     double.faults.failNext(5, { status: 503, body: echo('temporarily_unavailable') });
     const transient = await v.cli(['connections', 'refresh', 'acct', '--force', '--json']);
@@ -337,7 +339,7 @@ describe('failures', () => {
       const run = await v.cli(look);
       expect(run.code, `${look.join(' ')}: ${run.stderr}`).toBe(0);
     }
-    await expectNoSecretsLeaked(v, [grant.refreshToken, app.clientSecret!]);
+    await expectNoSecretsLeaked(v, [grant.refreshToken, app.clientSecret!, unknown]);
   });
 
   // Each secret is sealed with its row and column as associated data: the cipher's doing, whatever

@@ -5,7 +5,7 @@ import { loopbackTarget } from '../../src/oauth/loopback.js';
 import { codeChallenge, hashState, newCodeVerifier, newState } from '../../src/oauth/pkce.js';
 import { parseRetryAfter } from '../../src/providers/errors.js';
 import { refreshTokenExpiry } from '../../src/services/grants.js';
-import { redact } from '../../src/util/redact.js';
+import { excerpt, redact } from '../../src/util/redact.js';
 
 describe('PKCE', () => {
   it('matches the RFC 7636 Appendix B test vector', async () => {
@@ -150,6 +150,18 @@ describe('redact', () => {
       redact('signing key /wJalrXUtnFEMIK7MDENGbPxRfiCY/EXAMPLEKEY was refused', [], { keepUnder }),
     ).toBe('signing key [redacted] was refused');
     expect(redact('/var/lib/credvaultX/0123456789abcdef0123456789', [], { keepUnder })).toBe('[redacted]');
+  });
+});
+
+describe('excerpt (a platform\'s error text)', () => {
+  it('hides shorter token-shaped runs too: an API key, 30 characters of base64; keeps error names, ids and words', () => {
+    const body =
+      'AADSTS700082: key sk_live_abcdefghijklmnop123456 and Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5MA were refused (OAUTH_TOKEN_INVALID_OR_EXPIRED, request 8f34682f-4996-4e20-9c93-491cb2b0d699)';
+    expect(excerpt(body)).toBe(
+      'AADSTS700082: key [redacted] and [redacted] were refused (OAUTH_TOKEN_INVALID_OR_EXPIRED, request 8f34682f-4996-4e20-9c93-491cb2b0d699)',
+    );
+    // credvault's own log lines keep a label of that shape.
+    expect(redact('refreshed google-ads-1234567890-main')).toBe('refreshed google-ads-1234567890-main');
   });
 });
 
