@@ -153,7 +153,7 @@ describe('redact', () => {
   });
 });
 
-describe('excerpt (a platform\'s error text)', () => {
+describe("excerpt (a platform's error text)", () => {
   it('hides shorter token-shaped runs too: an API key, 30 characters of base64; keeps error names, ids and words', () => {
     const body =
       'AADSTS700082: key sk_live_abcdefghijklmnop123456 and Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5MA were refused (OAUTH_TOKEN_INVALID_OR_EXPIRED, request 8f34682f-4996-4e20-9c93-491cb2b0d699)';
