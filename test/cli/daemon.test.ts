@@ -11,7 +11,13 @@ import {
   startGoogleDouble,
   startMicrosoftDouble,
 } from '../doubles/index.js';
-import { type HttpAnswer, spawnDaemonOnAnyPort, startDaemon, untilDraining } from '../helpers/daemon.js';
+import {
+  type HttpAnswer,
+  listeningAddresses,
+  spawnDaemonOnAnyPort,
+  startDaemon,
+  untilDraining,
+} from '../helpers/daemon.js';
 import { addAppFor, adoptGrant, freePort } from '../helpers/flows.js';
 import { BIN, ROOT } from '../helpers/paths.js';
 import { expectNoSecretsLeaked } from '../helpers/secrets.js';
@@ -90,7 +96,9 @@ describe('the token endpoint', () => {
 
     const token = (path: string, t?: string, headers?: Record<string, string>) =>
       daemon.get(path, { token: t, headers });
-    const ok = await token('/v1/connections/acct-a/token?min_ttl=60', reader);
+    const ok = await token('/v1/connections/acct-a/token?min_ttl=60', reader, {
+      'user-agent': 'deploy-job/1.0 (ci)',
+    });
     expect(ok.status, ok.body).toBe(200);
     expect(ok.headers['cache-control']).toBe('no-store');
     expect(ok.headers['access-control-allow-origin']).toBeUndefined();
@@ -190,6 +198,7 @@ describe('the token endpoint', () => {
         action: string;
         actor: string;
         client_address: string | null;
+        user_agent: string | null;
         outcome: string;
         detail: { error?: string };
       }>
@@ -197,6 +206,11 @@ describe('the token endpoint', () => {
     const served = audit.filter((r) => r.action === 'token.serve');
     expect(served.map((r) => r.actor)).toContain('reader-a');
     expect(served.every((r) => r.client_address !== null)).toBe(true);
+    // Who asked, as the client said it: the first token served carried a User-Agent.
+    expect(served.filter((r) => r.outcome === 'success').at(-1)).toMatchObject({
+      actor: 'reader-a',
+      user_agent: 'deploy-job/1.0 (ci)',
+    });
     // Refusals of a known connection to a known client are recorded too (newest first); an unknown
     // client or connection is not.
     expect(
@@ -268,6 +282,28 @@ describe('the token endpoint', () => {
       expect(logs()).toContain(`listening on 0.0.0.0:${port} beyond this machine: terminate TLS`);
     },
   );
+
+  // The contract's default address is fixed (8787): one test on it, once.
+  it.runIf(ONCE)('listens on 127.0.0.1:8787 by default, and on no other address', async () => {
+    const v = await createVault();
+    cleanups.push(() => v.destroy());
+    const child = v.spawn(['daemon'], { env: { CREDVAULT_LOCK_TIMEOUT: '60' } });
+    child.stdin!.end();
+    cleanups.push(async () => {
+      child.kill('SIGKILL');
+    });
+    let logs = '';
+    await new Promise<void>((resolve, reject) => {
+      child.stderr!.on('data', (d: Buffer) => {
+        logs += d.toString();
+        if (logs.includes('credvault daemon listening')) resolve();
+      });
+      child.on('close', () => reject(new Error(`the daemon exited: ${logs}`)));
+    });
+    expect(logs).toContain('listening on 127.0.0.1:8787');
+    expect(listeningAddresses(8787)).toEqual(['127.0.0.1']);
+    expect((await fetch('http://127.0.0.1:8787/healthz')).status).toBe(200);
+  });
 
   // How --listen treats what is at its address, not the database (which is open by then: a start
   // that fails after opening it ends cleanly on both, as the wrong-key start under systemd below shows).

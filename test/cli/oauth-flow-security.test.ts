@@ -9,7 +9,7 @@ import { connect as tcpConnect } from 'node:net';
 import postgres from 'postgres';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { type AllDoubles, type Double, startAllDoubles } from '../doubles/index.js';
-import { startDaemon } from '../helpers/daemon.js';
+import { listeningAddresses, startDaemon } from '../helpers/daemon.js';
 import { addAppFor, connectViaDouble, consentOnly, freePort, type PlatformKey } from '../helpers/flows.js';
 import { DB_KIND, ONCE, type TestVault, vaultsPerTest } from '../helpers/vault.js';
 
@@ -222,6 +222,8 @@ describe('the callback server of connect', () => {
           for (const host of ['127.0.0.1', '::1'])
             if ((await probe(host, port)) === 'open') listening.push(host);
           expect(listening).toContain('127.0.0.1');
+          // On loopback only: no socket on the machine's other addresses (0.0.0.0, ::) either.
+          expect(listeningAddresses(port)).toEqual(listening.sort());
           // A connection opened before the callback and kept idle must not outlive the listener.
           const idle = tcpConnect({ host: '127.0.0.1', port });
           await once(idle, 'connect');

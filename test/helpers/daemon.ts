@@ -215,3 +215,36 @@ export async function untilDraining(daemon: RunningDaemon): Promise<HttpAnswer> 
   }
   return health;
 }
+
+/**
+ * The addresses that sockets of this machine listen on at a TCP port, as the kernel lists them
+ * (/proc/net/tcp and tcp6): `127.0.0.1`, `::1`, `0.0.0.0`, `::`, or another. What a probe from
+ * loopback cannot show: whether the port is open on the other interfaces too.
+ */
+export function listeningAddresses(port: number): string[] {
+  const found: string[] = [];
+  for (const [file, v6] of [
+    ['/proc/net/tcp', false],
+    ['/proc/net/tcp6', true],
+  ] as const) {
+    let text = '';
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch {
+      continue; // no IPv6 on this machine
+    }
+    for (const line of text.trim().split('\n').slice(1)) {
+      const [, local, , state] = line.trim().split(/\s+/);
+      const [hex, portHex] = local!.split(':');
+      // 0A: LISTEN. Addresses are written as 32-bit words in the machine's (little-endian) order.
+      if (state !== '0A' || Number.parseInt(portHex!, 16) !== port) continue;
+      const bytes = (hex!.match(/.{8}/g) ?? []).flatMap((word) => word.match(/../g)!.reverse());
+      found.push(
+        v6
+          ? new URL(`http://[${(bytes.join('').match(/.{4}/g) ?? []).join(':')}]`).hostname.slice(1, -1)
+          : bytes.map((b) => Number.parseInt(b, 16)).join('.'),
+      );
+    }
+  }
+  return found.sort();
+}
