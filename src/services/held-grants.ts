@@ -14,17 +14,17 @@ import { jitter, sleep } from '../util/backoff.js';
 import { connectionRef } from '../views.js';
 import { type AuditEntry, recordAudit } from './audit.js';
 import type { ServiceContext } from './context.js';
-import {
-  attachAccounts,
-  destroyGrant,
-  expiryColumns,
-  grantSlot,
-  openToken,
-  refreshTokenExpiry,
-} from './grants.js';
+import { attachAccounts, destroyGrant, openToken } from './grants.js';
 import { providerFailure, withDeadline } from './platform-calls.js';
 import { decryptedFor } from './provider-app.js';
-import { freshGrant, leaseMs, type RefreshResult, refreshOwner, writeResults } from './tokens.js';
+import {
+  freshGrant,
+  leaseMs,
+  type RefreshResult,
+  refreshOwner,
+  sealRefreshed,
+  writeResults,
+} from './tokens.js';
 
 /**
  * One consent, one grant: a refresh token the vault already holds for an app (recognised by the
@@ -264,37 +264,14 @@ export async function refreshDeadGrant(
         `${error.retryable ? `${name} could not be asked about` : `${name} refused`} ${what}${doubt}`,
       );
     }
-    const keyring = await ctx.keyring();
-    const now = new Date();
     const rotated = tokens.refreshToken !== null && tokens.refreshToken.reveal() !== presented.reveal();
     const result: RefreshResult = {
       grant: leased,
       owner,
       // Its connections keep their status: it still needs a person, and nothing is served from it.
       recovering: false,
-      tokens: {
-        accessTokenEnc: await keyring.encrypt(
-          tokens.accessToken,
-          grantSlot(leased.id, 'access_token_enc'),
-          leased.dataKeyId,
-        ),
-        // The token presented, when the answer carries none: it is the one that works.
-        refreshTokenEnc: await keyring.encrypt(
-          tokens.refreshToken ?? presented,
-          grantSlot(leased.id, 'refresh_token_enc'),
-          leased.dataKeyId,
-        ),
-        tokenType: tokens.tokenType,
-        ...(tokens.scope ? { scope: tokens.scope } : {}),
-        accessTokenExpiresAt: tokens.expiresAt,
-        ...expiryColumns(
-          refreshTokenExpiry(platform, tokens, now, {
-            at: leased.refreshTokenExpiresAt,
-            fixed: leased.refreshTokenExpiryFixed,
-          }),
-        ),
-        lastRefreshedAt: now,
-      },
+      // The token presented, when the answer carries none: it is the one that works.
+      tokens: await sealRefreshed(ctx, leased, { ...tokens, refreshToken: tokens.refreshToken ?? presented }),
       audit: entry('success', { rotated }),
     };
     const {

@@ -479,6 +479,51 @@ export interface RefreshResult {
 }
 
 /**
+ * What a refresh's answer writes on the grant (RefreshResult.tokens): its tokens sealed under the
+ * grant's data key, and when the refresh token stops working (refreshTokenExpiry, from the grant's
+ * end as read). A response without a refresh token (or scope) keeps the stored one. Every writer of a
+ * refresh's answer builds it here: the token service, the refresh of a dead grant's consent an import
+ * makes (held-grants), and an adoption's answer kept on a grant stored while it was out.
+ */
+export async function sealRefreshed(
+  ctx: ServiceContext,
+  grant: Pick<
+    GrantRow,
+    'id' | 'platform' | 'dataKeyId' | 'refreshTokenExpiresAt' | 'refreshTokenExpiryFixed'
+  >,
+  tokens: TokenResult,
+): Promise<tokenStore.RefreshedTokens> {
+  const keyring = await ctx.keyring();
+  const now = new Date();
+  return {
+    accessTokenEnc: await keyring.encrypt(
+      tokens.accessToken,
+      grantSlot(grant.id, 'access_token_enc'),
+      grant.dataKeyId,
+    ),
+    ...(tokens.refreshToken
+      ? {
+          refreshTokenEnc: await keyring.encrypt(
+            tokens.refreshToken,
+            grantSlot(grant.id, 'refresh_token_enc'),
+            grant.dataKeyId,
+          ),
+        }
+      : {}),
+    tokenType: tokens.tokenType,
+    ...(tokens.scope ? { scope: tokens.scope } : {}),
+    accessTokenExpiresAt: tokens.expiresAt,
+    ...expiryColumns(
+      refreshTokenExpiry(grant.platform as PlatformId, tokens, now, {
+        at: grant.refreshTokenExpiresAt,
+        fixed: grant.refreshTokenExpiryFixed,
+      }),
+    ),
+    lastRefreshedAt: now,
+  };
+}
+
+/**
  * Writes refresh results. The token service writes each in its own transaction; the daemon's sweep
  * groups the results that finish together into one (see RefreshBatcher), so the audit chain's head
  * is locked once per group, not once per refresh.
@@ -597,35 +642,13 @@ async function storeRefreshed(
   presentedTokenSha256: string | undefined,
   writer: ResultWriter,
 ): Promise<GrantRow> {
-  const keyring = await ctx.keyring();
-  const now = new Date();
-  const accessTokenEnc = await keyring.encrypt(
-    tokens.accessToken,
-    grantSlot(grant.id, 'access_token_enc'),
-    grant.dataKeyId,
-  );
-  const refreshTokenEnc = tokens.refreshToken
-    ? await keyring.encrypt(tokens.refreshToken, grantSlot(grant.id, 'refresh_token_enc'), grant.dataKeyId)
-    : undefined;
   const written = await writer({
     grant,
     owner,
     recovering:
       connection.status !== 'active' || connection.consecutiveFailures > 0 || grant.lastErrorCode !== null,
     tokens: {
-      accessTokenEnc,
-      // A response without a refresh token keeps the stored one.
-      ...(refreshTokenEnc ? { refreshTokenEnc } : {}),
-      tokenType: tokens.tokenType,
-      ...(tokens.scope ? { scope: tokens.scope } : {}),
-      accessTokenExpiresAt: tokens.expiresAt,
-      ...expiryColumns(
-        refreshTokenExpiry(platform, tokens, now, {
-          at: grant.refreshTokenExpiresAt,
-          fixed: grant.refreshTokenExpiryFixed,
-        }),
-      ),
-      lastRefreshedAt: now,
+      ...(await sealRefreshed(ctx, grant, tokens)),
       ...(presentedTokenSha256 ? { presentedTokenSha256 } : {}),
     },
     audit: {
