@@ -33,8 +33,8 @@ import {
  * a working grant holding it is joined (refreshed once under its lease first: the given token is never
  * presented again, since where refresh tokens rotate it may be used up, and a reused one can end the
  * whole grant), and one that needs a person is replaced by the new grant of the given token. Two
- * processes given a token the vault does not hold yet take turns presenting it (claimAdoption): the
- * second finds the grant the first stored, and joins it.
+ * processes about to present a token no working grant holds (connections add; an import replacing a
+ * dead grant) take turns (claimAdoption): the second finds the grant the first stored, and joins it.
  */
 
 /** A grant of the app that holds the given refresh token, and the connections on it. */
@@ -74,6 +74,12 @@ export interface AdoptionClaim {
   held: HeldGrant[];
   /** The one to join, stored since the caller first looked (by whoever held the claim before). */
   live: HeldGrant | undefined;
+  /**
+   * Makes the claim last `forMs` from now (one lease by default), for a holder with more than one
+   * lease's work to do under it (an import with several platforms to ask); false when it had lapsed
+   * already (another process may have adopted the token meanwhile).
+   */
+  renew(forMs?: number): Promise<boolean>;
   /** Gives the claim back; it lapses on its own otherwise. */
   release(): Promise<void>;
 }
@@ -84,6 +90,8 @@ export interface AdoptionClaim {
  * here until that grant is stored, and finds it in `live` (it joins it, and the token is presented to
  * the platform once). Without the claim, both present it before either stores anything, and where
  * refresh tokens rotate (Microsoft) the second presentation is a reuse, which can end the whole grant.
+ * `connections add` claims a token no working grant holds; an import claims the file's token where it
+ * refreshes it to replace a dead grant (`command` names the one to run again in a give-up's hint).
  *
  * A lease row (adoption_leases), not an advisory lock, because it is held across platform calls:
  * - pg_advisory_xact_lock would keep a transaction open across them, and everything the adoption
@@ -100,14 +108,18 @@ export interface AdoptionClaim {
  * holder delays others at most that long; waiters poll (50 ms doubling to 400 ms), hold nothing while
  * they do, and give up after one lease and a margin (UnavailableError, exit 5: to run again). The
  * storing transaction still takes the token's lock and looks again (a holder that overran its lease,
- * an import, which stores a token without presenting it).
+ * an import, which stores a token it does not present without a claim). A holder with more than one
+ * lease's work (an import asking several platforms) renews it before each step for as long as that
+ * step may take (`renew`), rather than taking one long enough for all of them at first: that is how
+ * long a dead holder would keep everyone waiting.
  */
 export async function claimAdoption(
   ctx: ServiceContext,
   appId: string,
   sha256: string,
+  { command = 'connections add' }: { command?: 'connections add' | 'import' } = {},
 ): Promise<AdoptionClaim> {
-  const owner = refreshOwner('adopt');
+  const owner = refreshOwner(command === 'import' ? 'import' : 'adopt');
   const lease = leaseMs(ctx.config.httpTimeoutMs);
   const giveUpAt = Date.now() + lease + 10_000;
   let delay = 50;
@@ -115,15 +127,16 @@ export async function claimAdoption(
     if (Date.now() > giveUpAt) {
       throw new UnavailableError('another process has been adopting this refresh token for too long', {
         retryAfter: 5,
-        hint: 'Run `credvault connections add` again in a while: the vault may hold the token by then.',
+        hint: `Run \`credvault ${command}\` again in a while: the vault may hold the token by then.`,
       });
     }
     await sleep(jitter(delay, 0.5));
     delay = Math.min(delay * 2, 400);
   }
   const release = () => adoptionLeases.release(ctx.db, appId, sha256, owner);
+  const renew = (forMs = lease) => adoptionLeases.renew(ctx.db, appId, sha256, owner, forMs);
   try {
-    return { ...(await findHeldGrants(ctx.db, appId, sha256)), release };
+    return { ...(await findHeldGrants(ctx.db, appId, sha256)), renew, release };
   } catch (error) {
     await release().catch(() => {});
     throw error;

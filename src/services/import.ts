@@ -6,7 +6,14 @@ import type { AppRecord } from '../db/store/apps.js';
 import * as appStore from '../db/store/apps.js';
 import * as connectionStore from '../db/store/connections.js';
 import * as tokenStore from '../db/store/tokens.js';
-import { ConflictError, CredvaultError, type ErrorCode, InvalidInputError, quoted } from '../errors.js';
+import {
+  ConflictError,
+  CredvaultError,
+  type ErrorCode,
+  InvalidInputError,
+  quoted,
+  UnavailableError,
+} from '../errors.js';
 import { PLATFORMS, type PlatformId } from '../providers/catalog.js';
 import { ProviderError } from '../providers/errors.js';
 import { providerFor } from '../providers/registry.js';
@@ -18,6 +25,8 @@ import { normalizeAccountId } from './connections.js';
 import type { ServiceContext } from './context.js';
 import { openToken, storeGrant, tokenSha256 } from './grants.js';
 import {
+  type AdoptionClaim,
+  claimAdoption,
   type DeadGrantRefresh,
   findHeldGrants,
   type HeldGrant,
@@ -28,7 +37,7 @@ import {
 } from './held-grants.js';
 import { providerFailure } from './platform-calls.js';
 import { providerApp } from './provider-app.js';
-import { getValidAccessToken } from './tokens.js';
+import { getValidAccessToken, leaseMs, longestRefreshMs } from './tokens.js';
 
 /**
  * Importing credentials from where ad-ops code kept them: `.env` files (the variable names the
@@ -652,11 +661,19 @@ export async function importCredentials(
   );
   if (rolledBack && !options.dryRun) {
     const prepared: Prepared = { joined: new Set(), replaced: new Map() };
+    const claims = new Map<PlatformId, AdoptionClaim>();
     try {
-      await prepare(ctx, needs, prepared);
+      await claimReplacements(ctx, needs, claims);
+      await prepare(ctx, needs, prepared, claims);
+      // The second pass is one transaction, with no platform call: a lease covers it.
+      await keepClaims(claims);
       await run(prepared);
     } catch (error) {
       throw withKept(error, prepared);
+    } finally {
+      // Held until the second pass has committed (or failed): the grant it stored is what another
+      // process given the file's token finds then. One not given back lapses on its own.
+      for (const claim of claims.values()) await claim.release().catch(() => {});
     }
   } else if (options.dryRun) {
     // The plan compared stored secrets with the file's: that read is recorded, nothing else is.
@@ -695,8 +712,19 @@ export async function importCredentials(
  * refresh's is: a failure after it (the next call, the second pass) loses no token. Any failure ends
  * the import with nothing of its own written; `prepared` says what was refreshed by then.
  */
-async function prepare(ctx: ServiceContext, needs: Map<PlatformId, Need>, prepared: Prepared): Promise<void> {
+async function prepare(
+  ctx: ServiceContext,
+  needs: Map<PlatformId, Need>,
+  prepared: Prepared,
+  claims: Map<PlatformId, AdoptionClaim>,
+): Promise<void> {
   for (const [platform, need] of needs) {
+    // The claims last until this call is done: a join's refresh may first wait for another process's
+    // refresh of that grant (longestRefreshMs), a replacement's is one request and its write.
+    await keepClaims(
+      claims,
+      need.kind === 'join' ? longestRefreshMs(ctx.config.httpTimeoutMs) : leaseMs(ctx.config.httpTimeoutMs),
+    );
     // The file's app, where it changes the stored one; else the stored one, as any refresh of the grant.
     const fileApp = need.changed ? need.opened : undefined;
     try {
@@ -729,6 +757,56 @@ async function prepare(ctx: ServiceContext, needs: Map<PlatformId, Need>, prepar
         { hint, cause: error },
       );
     }
+  }
+}
+
+/**
+ * Claims the file's refresh token for each platform whose dead grants the import replaces, as
+ * `connections add` claims a token it adopts (claimAdoption), before anything is asked: the replacement
+ * presents the file's token, and so would `connections add` given the same token meanwhile (it finds
+ * the same dead grants, and no working one): where tokens rotate (Microsoft) the second presentation
+ * is a reuse, which can end the whole consent. With the claim, whichever comes second waits for the
+ * first. `connections add` then finds the grant this import stored and joins it; an import finds the
+ * grant the adoption stored (claim.live): its plan (replace) is stale, and it ends with nothing asked
+ * or written (changedMeanwhile, exit 7), the next run joining that grant. Claimed in the order of the
+ * platforms' ids, so two imports of files naming the same tokens take them in the same order.
+ *
+ * The claims are kept (`claims`, released by the caller) until the second pass has committed: the
+ * refresh of a replacement writes its answer onto the dead grant, which anyone given the file's token
+ * still finds dead until the second pass moves it to the new grant. A claim lasts one lease
+ * (leaseMs: one refresh and its write), and an import with several platforms asks each in turn, so
+ * it is renewed before each platform call and before the second pass (keepClaims), each time for as
+ * long as that step may take: however many platforms, it lapses only if this process stops (then
+ * within a step's length) or stalls beyond it.
+ */
+async function claimReplacements(
+  ctx: ServiceContext,
+  needs: Map<PlatformId, Need>,
+  claims: Map<PlatformId, AdoptionClaim>,
+): Promise<void> {
+  for (const platform of [...needs.keys()].sort()) {
+    const need = needs.get(platform)!;
+    if (need.kind !== 'replace') continue;
+    const claim = await claimAdoption(ctx, need.app.id, tokenSha256(need.refreshToken), {
+      command: 'import',
+    });
+    claims.set(platform, claim);
+    // Stored since the plan was made (connections add, or another import, given the same token).
+    if (claim.live) throw changedMeanwhile(platform);
+  }
+}
+
+/**
+ * Makes each claim last `forMs` (default: one lease) from now; ends the import when one has lapsed
+ * (this process stalled): another process given that token may be presenting it.
+ */
+async function keepClaims(claims: Map<PlatformId, AdoptionClaim>, forMs?: number): Promise<void> {
+  for (const [platform, claim] of claims) {
+    if (await claim.renew(forMs)) continue;
+    throw new UnavailableError(
+      `the import took longer than its claim on the file's ${PLATFORMS[platform].displayName} refresh token lasts, and another process given that token may be using it; ${NOTHING}`,
+      { retryAfter: 5, hint: 'Run the import again (read the plan with --dry-run first).' },
+    );
   }
 }
 

@@ -48,6 +48,19 @@ export function leaseMs(httpTimeoutMs: number): number {
   return 2 * httpTimeoutMs + 10_000;
 }
 
+/** How long a refresh waits for another process's refresh of the same grant before it gives up. */
+function waitForOthersMs(httpTimeoutMs: number): number {
+  return 2 * leaseMs(httpTimeoutMs) + 10_000;
+}
+
+/**
+ * The longest a caller's refresh of a grant may take (freshGrant): waiting for another process's
+ * refresh of it until it gives up, then one of its own under a lease.
+ */
+export function longestRefreshMs(httpTimeoutMs: number): number {
+  return waitForOthersMs(httpTimeoutMs) + leaseMs(httpTimeoutMs);
+}
+
 /** The least lease a refresh may start on: one whole attempt, and the 5 s kept for writing, with room. */
 function leaseToStartMs(httpTimeoutMs: number): number {
   return httpTimeoutMs + 10_000;
@@ -306,7 +319,7 @@ async function refreshLoop(
   const grantId = read.id;
   const owner = `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
   const lease = leaseMs(ctx.config.httpTimeoutMs);
-  const giveUpAt = Date.now() + 2 * lease + 10_000;
+  const giveUpAt = Date.now() + waitForOthersMs(ctx.config.httpTimeoutMs);
   let forced = request.forceRefresh === true;
   for (;;) {
     const row = await tokenStore.getWithClock(ctx.db, grantId);

@@ -934,3 +934,93 @@ describe.runIf(DB_KIND === 'postgres')('a join and a revocation of the same gran
     await expectNoSecretsLeaked(v, [grant.refreshToken, app.clientSecret]);
   });
 });
+
+/**
+ * Runs commands against the vault at once: on the embedded database through a daemon that holds it
+ * (opened directly, it is one process's at a time; through the daemon every command shares its one
+ * session), on PostgreSQL as they are. `stopDaemon` before the test reads the database itself.
+ */
+async function concurrently(v: TestVault): Promise<{ stopDaemon: () => Promise<void> }> {
+  const daemon = DB_KIND === 'pglite' ? await startDaemon(v) : null;
+  if (daemon) cleanups.push(async () => void (await daemon.stop()));
+  return {
+    stopDaemon: async () => {
+      if (daemon) expect(await daemon.stop()).toBe(0);
+    },
+  };
+}
+
+/** Waits (20 s at most) until the double has been asked `n` times with the token. */
+async function presentedTimes(presented: () => number, n: number): Promise<void> {
+  for (const deadline = Date.now() + 20_000; presented() < n && Date.now() < deadline; )
+    await new Promise((r) => setTimeout(r, 20));
+  expect(presented()).toBe(n);
+}
+
+describe('an import and connections add given the same refresh token at once (Microsoft: rotated at each refresh)', () => {
+  it('an import replacing a dead grant holds the token while it presents it: connections add waits, and joins the grant it stored', async () => {
+    const { microsoft, v, app, grant, presented } = await microsoftImportedDead();
+    const file = writeEnv(v, 'MICROSOFT_ADS_', app, grant.refreshToken, '988');
+    const { stopDaemon } = await concurrently(v);
+    // Refreshes are answered 3 s late: connections add starts while the import's refresh is out.
+    microsoft.faults.latencyMs = 3_000;
+
+    const importing = v.cli(['import', 'env', '--file', file]);
+    await presentedTimes(presented, 1);
+    const adding = addConnection(v, 'microsoft_ads', app.label, grant.refreshToken, { accounts: ['987'] });
+    const [imported, added] = await Promise.all([importing, adding]);
+    expect(imported.code, imported.stderr).toBe(0);
+    expect(added.code, added.stderr).toBe(0);
+    expect(added.stderr).toContain('microsoft_ads:987 shares the grant of microsoft_ads:988');
+    // Presented once: a second presentation, a reuse, would have ended the whole consent here.
+    expect(presented()).toBe(1);
+    expect(microsoft.findGrant(grant.grantId)?.revoked).toBe(false);
+
+    microsoft.faults.latencyMs = 0;
+    const refreshed = await v.cli(['connections', 'refresh', 'microsoft_ads:987']);
+    expect(refreshed.code, refreshed.stderr).toBe(0);
+    await stopDaemon();
+    const grants = await v.sql<{ id: string }>('select id from oauth_tokens_vault');
+    expect(grants).toHaveLength(1);
+    expect((await connections(v)).map((r) => [r.external_account_id, r.status, r.token_id])).toEqual([
+      ['987', 'active', grants[0]!.id],
+      ['988', 'active', grants[0]!.id],
+    ]);
+    await expectNoSecretsLeaked(v, [grant.refreshToken, app.clientSecret]);
+  });
+
+  it('an import that would replace a dead grant waits for connections add presenting the token, then stops: its plan is stale, and the next import joins', async () => {
+    const { microsoft, v, app, grant, presented } = await microsoftImportedDead();
+    const file = writeEnv(v, 'MICROSOFT_ADS_', app, grant.refreshToken, '988');
+    const { stopDaemon } = await concurrently(v);
+    microsoft.faults.latencyMs = 3_000;
+
+    const adding = addConnection(v, 'microsoft_ads', app.label, grant.refreshToken, { accounts: ['987'] });
+    await presentedTimes(presented, 1);
+    const imported = await v.cli(['import', 'env', '--file', file]);
+    const added = await adding;
+    expect(added.code, added.stderr).toBe(0);
+    expect(imported.code, imported.stderr).toBe(7);
+    expect(imported.stderr).toContain(
+      "the Microsoft Advertising grants holding the file's refresh token changed while importing; nothing was imported",
+    );
+    expect(imported.stderr).toContain('Run the import again');
+    expect(presented()).toBe(1);
+    microsoft.faults.latencyMs = 0;
+
+    const again = await v.json<ImportJson>(['import', 'env', '--file', file]);
+    expect(again.plan.map((p) => `${p.action} ${p.kind} ${p.target}`)).toEqual([
+      'unchanged app microsoft-app',
+      'join connection 988',
+    ]);
+    expect(presented()).toBe(1);
+    expect(microsoft.findGrant(grant.grantId)?.revoked).toBe(false);
+    await stopDaemon();
+    const grants = await v.sql<{ id: string }>('select id from oauth_tokens_vault');
+    expect(grants).toHaveLength(1);
+    expect((await connections(v)).map((r) => [r.external_account_id, r.status, r.token_id])).toEqual([
+      ['987', 'active', grants[0]!.id],
+      ['988', 'active', grants[0]!.id],
+    ]);
+  });
+});

@@ -1,4 +1,4 @@
-import { and, eq, lt, sql } from 'drizzle-orm';
+import { and, eq, gt, lt, sql } from 'drizzle-orm';
 import type { Db } from '../client.js';
 import { adoptionLeases } from '../schema/index.js';
 
@@ -37,4 +37,23 @@ export async function tryTake(
 /** Gives the lease back, if it is still this owner's (a lapsed one may have been taken over). */
 export async function release(db: Db, appId: string, sha256: string, owner: string): Promise<void> {
   await db.delete(t).where(and(eq(t.lockKey, key(appId, sha256)), eq(t.owner, owner)));
+}
+
+/**
+ * Lengthens the lease to `leaseMs` from now, if it is still this owner's and has not lapsed (a lapsed
+ * one may be taken over at any moment, or have been and given back). True when it was.
+ */
+export async function renew(
+  db: Db,
+  appId: string,
+  sha256: string,
+  owner: string,
+  leaseMs: number,
+): Promise<boolean> {
+  const renewed = await db
+    .update(t)
+    .set({ expiresAt: sql`now() + ${`${leaseMs} milliseconds`}::interval` })
+    .where(and(eq(t.lockKey, key(appId, sha256)), eq(t.owner, owner), gt(t.expiresAt, sql`now()`)))
+    .returning({ owner: t.owner });
+  return renewed.length > 0;
 }
