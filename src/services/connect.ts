@@ -33,6 +33,7 @@ import {
   type HeldGrant,
   heldBy,
   joinGrantIn,
+  keepAnswerOn,
   refreshHeldGrant,
   replaceDeadGrant,
 } from './held-grants.js';
@@ -555,6 +556,11 @@ export interface Adopted {
    * whose grant the new one replaced (they stay as they were, with no tokens, until connected again).
    */
   replaced: string[];
+  /**
+   * The grant joined was stored while the given token was refreshed (an import of it), and the
+   * platform rotated the token at that refresh: its answer, the new refresh token, is kept on that grant.
+   */
+  keptOnJoined: boolean;
 }
 
 /**
@@ -617,9 +623,13 @@ async function adoptClaimed(
   options: CompleteOptions,
 ): Promise<Adopted> {
   const { opened, tokens: kept } = await refreshGivenToken(ctx, provider, app, refreshToken);
+  // The platform answered with another refresh token: the given one is used up.
+  const rotated = kept.refreshToken!.reveal() !== refreshToken.reveal();
   const replaced: string[] = [];
   /** A grant holding the token stored meanwhile (see `before`): joined. */
   let joined: HeldGrant | undefined;
+  /** This refresh's answer was written onto it (the platform had rotated the token). */
+  let keptOnJoined = false;
   let dead: HeldGrant[] = [];
   const connections = await storeConnections(
     ctx,
@@ -635,13 +645,21 @@ async function adoptClaimed(
       // Looked for again under the token's lock: a grant holding the token may have been stored
       // since the claim was had, by an import (which stores a file's token without the claim, and
       // without presenting it) or by an adoption whose claim lapsed before it was done. It is joined,
-      // as it would have been had it come first; the tokens this refresh obtained are not stored (a
-      // second grant of one consent is what this prevents).
+      // as it would have been had it come first: no second grant of one consent. Where the platform
+      // rotated the token at this refresh, that grant holds the used-up one, and this refresh's answer
+      // is the consent's working token: it is written onto that grant first, as any refresh's answer
+      // (keepAnswerOn). When it cannot be (another process is refreshing that grant right now, with
+      // the used-up token), the answer is stored on a grant of its own instead: two grants of one
+      // consent for a while, rather than a lost token.
       before: async (tx, accounts, name) => {
         await tokenStore.lockTokenSha256(tx, app.id, sha256);
         const now = await findHeldGrants(tx, app.id, sha256);
         dead = now.held;
         if (!now.live) return null;
+        if (rotated) {
+          if (!(await keepAnswerOn(ctx, tx, now.live, kept, 'adopt'))) return null;
+          keptOnJoined = true;
+        }
         joined = now.live;
         return joinGrantIn(ctx, tx, {
           app,
@@ -667,9 +685,10 @@ async function adoptClaimed(
       joined: true,
       sharedWith: holders.filter((ref) => !connections.some((c) => connectionRef(c) === ref)),
       replaced: [],
+      keptOnJoined,
     };
   }
-  return { connections, joined: false, sharedWith: [], replaced };
+  return { connections, joined: false, sharedWith: [], replaced, keptOnJoined: false };
 }
 
 /**
@@ -751,5 +770,6 @@ async function joinHeldGrant(
     joined: true,
     sharedWith: holders.filter((ref) => !connections.some((c) => connectionRef(c) === ref)),
     replaced: [],
+    keptOnJoined: false,
   };
 }

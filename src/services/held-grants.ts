@@ -335,6 +335,62 @@ async function recordDeadGrantFailure(
 }
 
 /**
+ * Writes the answer to an adoption's refresh of the given token onto a grant holding that token that
+ * was stored while the refresh was out (by an import, which stores a file's token without presenting
+ * it and without the adoption's claim), in the caller's transaction, which joins the grant next: where
+ * the platform rotated the token, the grant holds the one this refresh used up, and the answer is the
+ * consent's only working token. Written as any refresh's answer is, at once and version-checked
+ * (writeResults): the grant locked, seen live still, and its refresh lease taken here (the write
+ * clears it); its connections made active if they were not; audited as a refresh (token.refresh,
+ * `via`). Null, with nothing written, when the grant went or needs a person meanwhile, or another
+ * process is refreshing it right now (with the used-up token: the caller then stores the answer on a
+ * grant of its own rather than lose it).
+ */
+export async function keepAnswerOn(
+  ctx: ServiceContext,
+  tx: Db,
+  held: HeldGrant,
+  tokens: TokenResult,
+  via: 'adopt',
+): Promise<tokenStore.GrantRow | null> {
+  const locked = await tokenStore.lock(tx, held.grant.id);
+  const current = locked ? await connectionStore.listByGrant(tx, locked.id) : [];
+  if (!locked || !current.some(isLive)) return null;
+  const owner = refreshOwner(via);
+  const leased = await tokenStore.tryLease(tx, locked.id, owner, leaseMs(ctx.config.httpTimeoutMs));
+  if (!leased) return null;
+  const through = current.find((c) => c.status === 'active') ?? current.find(isLive)!;
+  const result: RefreshResult = {
+    grant: leased,
+    owner,
+    recovering:
+      current.some((c) => c.status !== 'active' || c.consecutiveFailures > 0) ||
+      leased.lastErrorCode !== null,
+    tokens: await sealRefreshed(ctx, leased, tokens),
+    audit: {
+      action: 'token.refresh',
+      targetType: 'grant',
+      targetId: leased.id,
+      connectionId: through.id,
+      outcome: 'success',
+      detail: {
+        platform: leased.platform,
+        via,
+        attempts: 1,
+        rotated: true,
+        // Not this grant's own token that was sent: the one it was stored with, given to the adoption.
+        token: 'given',
+        by: owner.split(':').slice(0, 2).join(':'),
+      },
+    },
+  };
+  const {
+    rows: [written],
+  } = await writeResults(ctx, tx, [result], { notify: true });
+  return written ?? null;
+}
+
+/**
  * Attaches the accounts to the held grant in the caller's transaction, once it is locked and seen to
  * work still (a revocation meanwhile waits for this transaction, or came first: then nothing joins
  * it). Records the connections' audit entries with the grant joined and the accounts it is shared

@@ -1023,4 +1023,64 @@ describe('an import and connections add given the same refresh token at once (Mi
       ['988', 'active', grants[0]!.id],
     ]);
   });
+
+  it('connections add whose refresh is out while an import stores the token keeps the rotated token on the grant it joins', async () => {
+    const microsoft = await startMicrosoftDouble({ strictRotation: true });
+    cleanups.push(() => microsoft.close());
+    const v = await vault();
+    const app = await addAppFor(v, 'microsoft_ads', microsoft as never);
+    const grant = microsoft.issueGrant({
+      clientId: app.clientId,
+      scope: `${MICROSOFT_ADS_SCOPE} offline_access`,
+    } as never);
+    const presented = () =>
+      microsoft
+        .tokenRequests('refresh_token')
+        .filter((r) => r.form?.get('refresh_token') === grant.refreshToken).length;
+    const file = writeEnv(v, 'MICROSOFT_ADS_', app, grant.refreshToken, '988');
+    const { stopDaemon } = await concurrently(v);
+    // connections add presents the token (answered 3 s late); meanwhile the import stores the same
+    // token as its file gives it (a token no grant holds is stored without being presented).
+    microsoft.faults.latencyMs = 3_000;
+
+    const adding = addConnection(v, 'microsoft_ads', app.label, grant.refreshToken, { accounts: ['987'] });
+    await presentedTimes(presented, 1);
+    const imported = await v.json<ImportJson>(['import', 'env', '--file', file]);
+    expect(imported.plan.map((p) => `${p.action} ${p.kind} ${p.target}`)).toEqual([
+      'unchanged app microsoft-app',
+      'create connection 988',
+    ]);
+    const added = await adding;
+    expect(added.code, added.stderr).toBe(0);
+    expect(added.stderr).toContain('microsoft_ads:987 shares the grant of microsoft_ads:988');
+    expect(added.stderr).toContain(
+      'Microsoft Advertising rotated it: the new refresh token is kept on that grant, the one given is used up',
+    );
+    microsoft.faults.latencyMs = 0;
+
+    // The grant holds the rotated token, which Microsoft takes: the used-up one, presented again,
+    // would be a reuse (this double then ends the whole consent).
+    for (const account of ['988', '987']) {
+      const refreshed = await v.cli(['connections', 'refresh', `microsoft_ads:${account}`]);
+      expect(refreshed.code, refreshed.stderr).toBe(0);
+    }
+    expect(presented()).toBe(1);
+    expect(microsoft.findGrant(grant.grantId)?.revoked).toBe(false);
+    await stopDaemon();
+    const grants = await v.sql<{ id: string }>('select id from oauth_tokens_vault');
+    expect(grants).toHaveLength(1);
+    expect((await connections(v)).map((r) => [r.external_account_id, r.status, r.token_id])).toEqual([
+      ['987', 'active', grants[0]!.id],
+      ['988', 'active', grants[0]!.id],
+    ]);
+    // On record as a refresh of that grant, by the adoption.
+    const audit = await v.sql<{ target_id: string; detail: Record<string, unknown> }>(
+      "select target_id, detail from credential_access_audit where action = 'token.refresh' order by id",
+    );
+    expect(audit[0]).toEqual({
+      target_id: grants[0]!.id,
+      detail: expect.objectContaining({ via: 'adopt', rotated: true, token: 'given' }),
+    });
+    await expectNoSecretsLeaked(v, [grant.refreshToken, app.clientSecret]);
+  });
 });

@@ -301,6 +301,11 @@ export async function add(rt: Runtime, platformInput: string, opts: AddFlags): P
         ? `the vault already holds this refresh token: ${added} ${views.length === 1 ? 'shares' : 'share'} the grant of ${adopted.sharedWith.join(', ')} (one consent: revoking one revokes them all)`
         : `the vault already holds this refresh token, on the grant of ${added}: it was refreshed, not stored again`,
     );
+    if (adopted.keptOnJoined) {
+      rt.out.note(
+        `that grant was stored while this refresh token was being refreshed (an import of it, say), and ${PLATFORMS[platform].displayName} rotated it: the new refresh token is kept on that grant, the one given is used up`,
+      );
+    }
   }
   if (adopted.replaced.length) {
     const held = adopted.replaced.join(', ');
