@@ -10,7 +10,7 @@ import type { Config } from '../config.js';
 import { type Database, openDatabase, requireEmbeddedVault } from '../db/client.js';
 import { errorMessage } from '../db/errors.js';
 import { maintainTables } from '../db/maintenance.js';
-import { assertMigrated } from '../db/migrate.js';
+import { assertMigrated, newerMigrations, newerWarning } from '../db/migrate.js';
 import { adAccountConnections, dataKeys, oauthTokensVault } from '../db/schema/index.js';
 import { CHANGES_CHANNEL } from '../db/store/changes.js';
 import * as daemonStore from '../db/store/daemon.js';
@@ -230,6 +230,8 @@ export async function runDaemon(
 
   try {
     await assertMigrated(database);
+    const newer = await newerMigrations(database);
+    if (newer) log.warn(newerWarning(newer), { newer_migrations: newer });
     // The key must open this vault before the daemon says it is ready.
     await ctx.vaultDataKeyId();
 

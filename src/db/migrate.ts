@@ -54,6 +54,21 @@ export async function lastAppliedMigration(database: Database): Promise<number |
   return applied.length ? Number(applied[applied.length - 1]!.created_at) : null;
 }
 
+/**
+ * How many migrations applied to the database this credvault does not know: a newer version migrated
+ * it (a fleet being upgraded). Such a schema only adds to what this one reads (README: rolling
+ * upgrades), but this copy is behind the rest of the fleet and should be upgraded.
+ */
+export async function newerMigrations(database: Database): Promise<number> {
+  const newest = readJournal().at(-1)?.when ?? 0;
+  return (await appliedMigrations(database)).filter((m) => Number(m.created_at) > newest).length;
+}
+
+/** What to tell the operator of a copy whose database a newer credvault migrated. */
+export function newerWarning(newer: number): string {
+  return `the database also has ${newer} migration${newer === 1 ? '' : 's'} this credvault does not know: a newer version migrated it. Upgrade credvault here to the version the rest of the fleet runs`;
+}
+
 export async function migrationStatus(database: Database): Promise<MigrationState[]> {
   const last = (await lastAppliedMigration(database)) ?? -1;
   return readJournal().map((entry) => ({

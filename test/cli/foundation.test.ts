@@ -1,9 +1,11 @@
 import { execFileSync, spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { chmodSync, existsSync, mkdirSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import postgres from 'postgres';
 import { afterEach, describe, expect, it } from 'vitest';
 import { generateMasterKey } from '../../src/crypto/local-key.js';
+import { spawnDaemonOnAnyPort } from '../helpers/daemon.js';
 import { BIN } from '../helpers/paths.js';
 import { expectNoSecretsLeaked, fakeSecret } from '../helpers/secrets.js';
 import { createVault, DB_KIND, ONCE, type TestVault } from '../helpers/vault.js';
@@ -233,6 +235,30 @@ describe('db', () => {
     }
     const status = await v.json<{ up_to_date: boolean }>(['db', 'status']);
     expect(status.up_to_date).toBe(false);
+  });
+
+  it('a schema a newer credvault migrated: commands run, and db status, db migrate and the daemon say to upgrade this copy', async () => {
+    const v = await vault();
+    await v.sql(
+      "insert into drizzle.__drizzle_migrations (hash, created_at) select 'from-a-newer-credvault', max(created_at) + 1000 from drizzle.__drizzle_migrations",
+    );
+    expect((await v.cli(['apps', 'list'])).code).toBe(0);
+    const status = await v.json<{ up_to_date: boolean; newer_migrations: number }>(['db', 'status']);
+    expect(status).toMatchObject({ up_to_date: true, newer_migrations: 1 });
+    const warning =
+      'the database also has 1 migration this credvault does not know: a newer version migrated it. Upgrade credvault here to the version the rest of the fleet runs';
+    for (const args of [
+      ['db', 'status'],
+      ['db', 'migrate'],
+    ]) {
+      const run = await v.cli(args);
+      expect(run.code, run.stderr).toBe(0);
+      expect(run.stderr).toContain(warning);
+    }
+    const { child, logs } = await spawnDaemonOnAnyPort(v, '127.0.0.1');
+    child.kill('SIGTERM');
+    await once(child, 'close');
+    expect(logs()).toContain(warning);
   });
 
   it.runIf(DB_KIND === 'postgres')(

@@ -1,4 +1,9 @@
-import { migrationStatus, migrate as runMigrations } from '../../db/migrate.js';
+import {
+  migrationStatus,
+  newerMigrations,
+  newerWarning,
+  migrate as runMigrations,
+} from '../../db/migrate.js';
 import { recordAudit } from '../../services/audit.js';
 import { withContext } from '../context.js';
 import type { Runtime } from '../run.js';
@@ -20,6 +25,8 @@ export async function migrate(rt: Runtime): Promise<void> {
       }
       if (rt.out.json) return rt.out.writeJson({ applied });
       rt.out.success(applied.length ? `applied ${applied.join(', ')}` : 'database is up to date');
+      const newer = await newerMigrations(ctx.database);
+      if (newer) rt.out.warn(newerWarning(newer));
     },
     { create: true, anySchema: true },
   );
@@ -31,11 +38,13 @@ export async function status(rt: Runtime): Promise<void> {
     async (ctx) => {
       const states = await migrationStatus(ctx.database);
       const pending = states.filter((m) => !m.applied).length;
+      const newer = await newerMigrations(ctx.database);
       if (rt.out.json) {
         return rt.out.writeJson({
           database: ctx.database.description,
           kind: ctx.database.kind,
           up_to_date: pending === 0,
+          newer_migrations: newer,
           migrations: states.map((m) => ({
             tag: m.tag,
             created_at: m.createdAt.toISOString(),
@@ -57,6 +66,7 @@ export async function status(rt: Runtime): Promise<void> {
           ? `${ctx.database.description} is up to date`
           : `${pending} pending: run \`credvault db migrate\``,
       );
+      if (newer) rt.out.warn(newerWarning(newer));
     },
     { anySchema: true },
   );
