@@ -14,7 +14,33 @@ export function unitWord(word: string): string {
   return /^[\w@+=:,./-]+$/.test(word) ? escaped : `"${escaped.replace(/\\/g, '\\\\').replace(/"/g, '\\"')}"`;
 }
 
-export function systemdUnit(options: { user: string | null; bin: string; listen: string }): string {
+/**
+ * The key's lines: the master key through LoadCredential= (a missing file stops the service from
+ * starting, status 243/CREDENTIALS), or, when the key is a KMS key (CREDENTIAL_KMS_URI where the
+ * unit is printed), its URI and where the KMS's own credentials go.
+ */
+function keyLines(kmsUri: string | null): string {
+  if (!kmsUri) {
+    return `# Put the master key in /etc/credstore/credvault.master-key (0600, root), or use systemd-creds.
+LoadCredential=credential_master_key:/etc/credstore/credvault.master-key`;
+  }
+  // Environment= in double quotes: \ and " escaped, % (specifiers) doubled; $ is not expanded there.
+  const value = `CREDENTIAL_KMS_URI=${kmsUri}`
+    .replace(/%/g, '%%')
+    .replace(/\\/g, '\\\\')
+    .replace(/"/g, '\\"');
+  return `# The key-encryption key is a KMS key. Its credentials go in /etc/credvault/daemon.env (0600):
+# AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (or an instance role, nothing to set), VAULT_TOKEN for
+# Vault Transit, GOOGLE_APPLICATION_CREDENTIALS naming a key file the service's user can read.
+Environment="${value}"`;
+}
+
+export function systemdUnit(options: {
+  user: string | null;
+  bin: string;
+  listen: string;
+  kmsUri?: string | null;
+}): string {
   const user = options.user ? `User=${options.user}\nGroup=${options.user}` : 'DynamicUser=yes';
   return `[Unit]
 Description=credvault daemon: keeps ad platform tokens fresh and serves them locally
@@ -39,8 +65,7 @@ StateDirectoryMode=0700
 RuntimeDirectory=credvault
 RuntimeDirectoryMode=0700
 Environment=CREDVAULT_HOME=%S/credvault
-# Put the master key in /etc/credstore/credvault.master-key (0600, root), or use systemd-creds.
-LoadCredential=credential_master_key:/etc/credstore/credvault.master-key
+${keyLines(options.kmsUri ?? null)}
 # For PostgreSQL, put DATABASE_URL=postgres://… in this file (0600).
 EnvironmentFile=-/etc/credvault/daemon.env
 UMask=0077

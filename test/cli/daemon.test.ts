@@ -1180,15 +1180,31 @@ describe('systemd', () => {
     expect(unit.stdout).not.toContain('MemoryDenyWriteExecute');
     const { writeFileSync } = await import('node:fs');
     const path = join(v.root, 'credvault.service');
-    writeFileSync(path, unit.stdout);
-    const verify = await new Promise<{ code: number; out: string }>((resolve) => {
-      const child = spawn(analyze!, ['verify', path]);
-      let out = '';
-      child.stdout.on('data', (d) => (out += d));
-      child.stderr.on('data', (d) => (out += d));
-      child.on('close', (code) => resolve({ code: code ?? 1, out }));
-    });
-    expect(verify.code, verify.out).toBe(0);
+    const verify = (text: string) => {
+      writeFileSync(path, text);
+      return new Promise<{ code: number; out: string }>((resolve) => {
+        const child = spawn(analyze!, ['verify', path]);
+        let out = '';
+        child.stdout.on('data', (d) => (out += d));
+        child.stderr.on('data', (d) => (out += d));
+        child.on('close', (code) => resolve({ code: code ?? 1, out }));
+      });
+    };
+    const verified = await verify(unit.stdout);
+    expect(verified.code, verified.out).toBe(0);
+
+    // With a KMS key: its URI in the unit, and no master key credential (a missing file would stop
+    // the service from starting).
+    const uri = 'vault-transit://vault.internal:8200/transit/keys/credvault?label=50%"off"';
+    const kms = await v.cli(['daemon', 'unit'], { env: { CREDENTIAL_KMS_URI: uri } });
+    expect(kms.code, kms.stderr).toBe(0);
+    expect(kms.stdout).not.toContain('LoadCredential=');
+    expect(kms.stdout).toContain(
+      'Environment="CREDENTIAL_KMS_URI=vault-transit://vault.internal:8200/transit/keys/credvault?label=50%%\\"off\\""',
+    );
+    expect(kms.stdout).toContain('VAULT_TOKEN');
+    const withKms = await verify(kms.stdout);
+    expect(withKms.code, withKms.out).toBe(0);
   });
 
   // PrivateTmp=yes gives the service an empty /tmp: a credvault installed there (an npx cache, an

@@ -31,7 +31,13 @@ export async function unit(rt: Runtime, opts: { user?: string }): Promise<void> 
       `credvault is installed under ${hidden.under}, which ${hidden.why}, so the service would not start: install credvault system-wide, e.g. \`npm install -g\` as root, outside /home, /root and /tmp`,
     );
   }
-  const text = systemdUnit({ user: opts.user ?? null, bin, listen: DEFAULT_LISTEN });
+  const kmsUri = rt.io.env.CREDENTIAL_KMS_URI?.trim() || null;
+  // A line break would end the unit's Environment= line and start another setting.
+  if (kmsUri && /[\x00-\x1f\x7f]/.test(kmsUri))
+    throw new InvalidInputError(
+      'CREDENTIAL_KMS_URI holds a control character, which a unit file cannot carry',
+    );
+  const text = systemdUnit({ user: opts.user ?? null, bin, listen: DEFAULT_LISTEN, kmsUri });
   if (rt.out.json) return rt.out.writeJson({ unit: text });
   rt.out.raw(text);
 }
