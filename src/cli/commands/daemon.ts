@@ -33,7 +33,7 @@ export async function unit(rt: Runtime, opts: { user?: string }): Promise<void> 
   }
   const kmsUri = rt.io.env.CREDENTIAL_KMS_URI?.trim() || null;
   // A line break would end the unit's Environment= line and start another setting.
-  if (kmsUri && /[\x00-\x1f\x7f]/.test(kmsUri))
+  if (kmsUri && /\p{Cc}/u.test(kmsUri))
     throw new InvalidInputError(
       'CREDENTIAL_KMS_URI holds a control character, which a unit file cannot carry',
     );
