@@ -694,6 +694,32 @@ async function storeRefreshed(
   return row;
 }
 
+/** The audit entry of a refresh the platform did not answer with tokens. */
+function failedRefreshEntry(
+  grant: GrantRow,
+  connectionId: string,
+  error: ProviderError,
+  attempts: number,
+  problem?: string,
+): AuditEntry {
+  return {
+    action: 'token.refresh',
+    targetType: 'grant',
+    targetId: grant.id,
+    // The connection the refresh was for (its grant may serve several): `audit list --connection`.
+    connectionId,
+    outcome: 'failure',
+    detail: {
+      platform: grant.platform,
+      kind: error.kind,
+      code: error.platformCode,
+      status: error.status,
+      attempts,
+      ...(problem ? { problem } : {}),
+    },
+  };
+}
+
 async function recordRefreshFailure(
   ctx: ServiceContext,
   grant: GrantRow,
@@ -715,21 +741,7 @@ async function recordRefreshFailure(
       ? ' An earlier attempt of this refresh got no answer; the platform probably rotated the refresh token then.'
       : '';
   const message = `${error.message}${dead ? lost : ''}`.slice(0, 1000);
-  const refreshEntry: AuditEntry = {
-    action: 'token.refresh',
-    targetType: 'grant',
-    targetId: grant.id,
-    // The connection the refresh was for (its grant may serve several): `audit list --connection`.
-    connectionId,
-    outcome: 'failure',
-    detail: {
-      platform: grant.platform,
-      kind: error.kind,
-      code: error.platformCode,
-      status: error.status,
-      attempts,
-    },
-  };
+  const refreshEntry = failedRefreshEntry(grant, connectionId, error, attempts);
   await ctx.transaction(async (tx) => {
     // Counted from what the connections say now, not from before the platform call.
     const current = await connectionStore.listByGrant(tx, grant.id);
@@ -796,22 +808,17 @@ async function recordRefusedApp(
   if (unanswered) await tokenStore.releaseLease(ctx.db, grant.id, owner);
   else await tokenStore.unclaim(ctx.db, grant, owner);
   await ctx.transaction((tx) =>
-    recordAudit(tx, ctx.actor, {
-      action: 'token.refresh',
-      targetType: 'grant',
-      targetId: grant.id,
-      connectionId,
-      outcome: 'failure',
-      detail: {
-        platform: grant.platform,
-        kind: error.kind,
-        code: error.platformCode,
-        status: error.status,
+    recordAudit(
+      tx,
+      ctx.actor,
+      failedRefreshEntry(
+        grant,
+        connectionId,
+        error,
         attempts,
-        problem:
-          'the platform refused the app as given for this refresh (not the stored one); not recorded on the grant',
-      },
-    }),
+        'the platform refused the app as given for this refresh (not the stored one); not recorded on the grant',
+      ),
+    ),
   );
 }
 

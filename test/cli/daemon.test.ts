@@ -15,6 +15,7 @@ import {
   type HttpAnswer,
   listeningAddresses,
   spawnDaemonOnAnyPort,
+  spawnListeningDaemon,
   startDaemon,
   untilDraining,
 } from '../helpers/daemon.js';
@@ -287,20 +288,12 @@ describe('the token endpoint', () => {
   it.runIf(ONCE)('listens on 127.0.0.1:8787 by default, and on no other address', async () => {
     const v = await createVault();
     cleanups.push(() => v.destroy());
-    const child = v.spawn(['daemon'], { env: { CREDVAULT_LOCK_TIMEOUT: '60' } });
-    child.stdin!.end();
+    const { child, port, logs } = await spawnListeningDaemon(v, []);
     cleanups.push(async () => {
       child.kill('SIGKILL');
     });
-    let logs = '';
-    await new Promise<void>((resolve, reject) => {
-      child.stderr!.on('data', (d: Buffer) => {
-        logs += d.toString();
-        if (logs.includes('credvault daemon listening')) resolve();
-      });
-      child.on('close', () => reject(new Error(`the daemon exited: ${logs}`)));
-    });
-    expect(logs).toContain('listening on 127.0.0.1:8787');
+    expect(port).toBe(8787);
+    expect(logs()).toContain('listening on 127.0.0.1:8787');
     expect(listeningAddresses(8787)).toEqual(['127.0.0.1']);
     expect((await fetch('http://127.0.0.1:8787/healthz')).status).toBe(200);
   });

@@ -185,12 +185,20 @@ export async function seedConnections(
  * `credvault daemon --listen HOST:0` (a port the system picks, so no race with other tests for a free
  * one), once it has logged that it listens; the port is the one its run file gives.
  */
-export async function spawnDaemonOnAnyPort(
+export function spawnDaemonOnAnyPort(
   vault: TestVault,
   host: string,
   args: string[] = [],
 ): Promise<{ child: ChildProcess; port: number; logs(): string }> {
-  const child = vault.spawn(['daemon', '--listen', `${host}:0`, ...args], {
+  return spawnListeningDaemon(vault, ['--listen', `${host}:0`, ...args]);
+}
+
+/** `credvault daemon ARGS`, once it has logged that it listens; the port is the one its run file gives. */
+export async function spawnListeningDaemon(
+  vault: TestVault,
+  args: string[],
+): Promise<{ child: ChildProcess; port: number; logs(): string }> {
+  const child = vault.spawn(['daemon', ...args], {
     env: { CREDVAULT_LOCK_TIMEOUT: '60' },
   });
   child.stdin!.end();
