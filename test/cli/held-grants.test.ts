@@ -66,26 +66,36 @@ async function googleHeld(v: TestVault) {
 }
 
 /**
- * A Microsoft Ads app whose double revokes the whole grant when a rotated-away refresh token is
- * presented again (as a platform detecting refresh token reuse does), its grant adopted for 987, and
- * how many times the original token was presented (once, by that adoption).
+ * A Microsoft Ads app on a double of its own that revokes the whole grant when a rotated-away refresh
+ * token is presented again (as a platform detecting refresh token reuse does), a grant it issued
+ * (stored nowhere yet), and how many times that grant's first token was presented.
  */
-async function microsoftHeld() {
+async function strictMicrosoft(given?: TestVault) {
   const microsoft: MicrosoftDouble = await startMicrosoftDouble({ strictRotation: true });
   cleanups.push(() => microsoft.close());
-  const v = await vault();
+  const v = given ?? (await vault());
   const app = await addAppFor(v, 'microsoft_ads', microsoft as never);
   const grant = microsoft.issueGrant({
     clientId: app.clientId,
     scope: `${MICROSOFT_ADS_SCOPE} offline_access`,
   } as never);
-  await adoptGrant(v, 'microsoft_ads', app.label, grant.refreshToken, { accounts: ['987'] });
   const presented = () =>
     microsoft
       .tokenRequests('refresh_token')
       .filter((r) => r.form?.get('refresh_token') === grant.refreshToken).length;
-  expect(presented()).toBe(1);
   return { microsoft, v, app, grant, presented };
+}
+
+/**
+ * A Microsoft Ads app whose double revokes the whole grant when a rotated-away refresh token is
+ * presented again (as a platform detecting refresh token reuse does), its grant adopted for 987, and
+ * how many times the original token was presented (once, by that adoption).
+ */
+async function microsoftHeld() {
+  const held = await strictMicrosoft();
+  await adoptGrant(held.v, 'microsoft_ads', held.app.label, held.grant.refreshToken, { accounts: ['987'] });
+  expect(held.presented()).toBe(1);
+  return held;
 }
 
 /**
@@ -95,14 +105,8 @@ async function microsoftHeld() {
  * the file's token was presented (not yet).
  */
 async function microsoftImportedDead(given?: TestVault) {
-  const microsoft: MicrosoftDouble = await startMicrosoftDouble({ strictRotation: true });
-  cleanups.push(() => microsoft.close());
-  const v = given ?? (await vault());
-  const app = await addAppFor(v, 'microsoft_ads', microsoft as never);
-  const grant = microsoft.issueGrant({
-    clientId: app.clientId,
-    scope: `${MICROSOFT_ADS_SCOPE} offline_access`,
-  } as never);
+  const held = await strictMicrosoft(given);
+  const { v, app, grant } = held;
   const first = await v.cli([
     'import',
     'env',
@@ -116,12 +120,8 @@ async function microsoftImportedDead(given?: TestVault) {
   await v.sql(
     "update oauth_tokens_vault set last_error_code = 'dead_grant' where platform = 'microsoft_ads'",
   );
-  const presented = () =>
-    microsoft
-      .tokenRequests('refresh_token')
-      .filter((r) => r.form?.get('refresh_token') === grant.refreshToken).length;
-  expect(presented()).toBe(0);
-  return { microsoft, v, app, grant, presented };
+  expect(held.presented()).toBe(0);
+  return held;
 }
 
 /** The Microsoft connections: 987 left needing a person without tokens, 988 active on a grant of its own. */
@@ -378,14 +378,7 @@ describe('connections add with a refresh token the vault already holds', () => {
 
 describe('two connections add given the same new refresh token at once', () => {
   it('present it to the platform once: the second waits for the first and joins the grant it stored', async () => {
-    const microsoft = await startMicrosoftDouble({ strictRotation: true });
-    cleanups.push(() => microsoft.close());
-    const v = await vault();
-    const app = await addAppFor(v, 'microsoft_ads', microsoft as never);
-    const grant = microsoft.issueGrant({
-      clientId: app.clientId,
-      scope: `${MICROSOFT_ADS_SCOPE} offline_access`,
-    } as never);
+    const { microsoft, v, app, grant } = await strictMicrosoft();
     // The embedded database is opened by one process at a time, so two commands run at once on it
     // only through a daemon that holds it (every command then shares its one session).
     const daemon = DB_KIND === 'pglite' ? await startDaemon(v) : null;
@@ -1025,18 +1018,7 @@ describe('an import and connections add given the same refresh token at once (Mi
   });
 
   it('connections add whose refresh is out while an import stores the token keeps the rotated token on the grant it joins', async () => {
-    const microsoft = await startMicrosoftDouble({ strictRotation: true });
-    cleanups.push(() => microsoft.close());
-    const v = await vault();
-    const app = await addAppFor(v, 'microsoft_ads', microsoft as never);
-    const grant = microsoft.issueGrant({
-      clientId: app.clientId,
-      scope: `${MICROSOFT_ADS_SCOPE} offline_access`,
-    } as never);
-    const presented = () =>
-      microsoft
-        .tokenRequests('refresh_token')
-        .filter((r) => r.form?.get('refresh_token') === grant.refreshToken).length;
+    const { microsoft, v, app, grant, presented } = await strictMicrosoft();
     const file = writeEnv(v, 'MICROSOFT_ADS_', app, grant.refreshToken, '988');
     const { stopDaemon } = await concurrently(v);
     // connections add presents the token (answered 3 s late); meanwhile the import stores the same
