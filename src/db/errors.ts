@@ -42,9 +42,8 @@ const CONNECTION_CODES = new Set([
   '3D000', // invalid_catalog_name: the database does not exist
   '28P01', // invalid_password
   '28000', // invalid_authorization_specification
-  // A server that takes no connection now: `ALTER DATABASE … ALLOW_CONNECTIONS false` ("database …
-  // is not currently accepting connections"), too many clients, a crash restart, the database dropped.
-  '55000', // object_not_in_prerequisite_state
+  // A server that takes no connection now: too many clients, a crash restart, the database dropped
+  // (and 55000 when it says so: see mapDatabaseError).
   '53300', // too_many_connections
   '57P02', // crash_shutdown
   '57P04', // database_dropped
@@ -67,7 +66,11 @@ export function mapDatabaseError(error: unknown, where: string): CredvaultError 
   // stopped): ENOENT from the socket itself, not from a file.
   const syscall = (driver as { syscall?: unknown }).syscall;
   const socketGone = code === 'ENOENT' && (syscall === 'connect' || syscall === 'write');
-  if (CONNECTION_CODES.has(code) || socketGone) {
+  // object_not_in_prerequisite_state: at connection, "database … is not currently accepting
+  // connections" (ALLOW_CONNECTIONS false); within a session it means other things (a sequence's
+  // currval not yet defined…), which are not an unreachable database.
+  const refusing = code === '55000' && /accepting connections/.test(driver.message ?? '');
+  if (CONNECTION_CODES.has(code) || socketGone || refusing) {
     const embedded = where.endsWith('/pgdata');
     return new DatabaseError(`cannot reach the database at ${where}: ${driver.message ?? code}`, {
       hint: embedded

@@ -36,13 +36,14 @@ export function redact(
 }
 
 /**
- * In a platform's own text, shorter runs count too: 20 or more letters, digits, `_` and `-` with a
- * digit and a letter among them (an API key such as `sk_live_…`, 30 characters of base64) is a token
- * there. Not in credvault's own log lines, where a connection's label (`google-ads-1234567890`) is
- * what the reader needs; a platform's error names (`OAUTH_TOKEN_INVALID_OR_EXPIRED`,
- * `AADSTS700082`) are kept.
+ * In a platform's own text, shorter runs count too: 20 or more letters, digits, `_`, `-`, `+` and
+ * `=` with a digit and a letter among them (an API key such as `sk_live_…`, 30 characters of base64)
+ * is a token there. A `/` ends such a run, so that a path (`/api/v1/access_token`) stays readable:
+ * a short standard-base64 secret with a `/` in it passes in pieces under 20. Not in credvault's own
+ * log lines, where a connection's label (`google-ads-1234567890`) is what the reader needs; a
+ * platform's error names (`OAUTH_TOKEN_INVALID_OR_EXPIRED`, `AADSTS700082`) are kept.
  */
-const SHORT_TOKEN = /[A-Za-z0-9_-]{20,}/g;
+const SHORT_TOKEN = /[A-Za-z0-9_+=-]{20,}/g;
 
 /** A short, redacted excerpt of a platform's response body for an error message. */
 export function excerpt(text: string, known: Array<string | null | undefined> = [], max = 300): string {

@@ -28,6 +28,19 @@ describe('database errors as the contract says them', () => {
     expect(mapped?.message).toContain('cannot reach the database at postgres://db.example/credvault');
   });
 
+  it('55000 is the database unreachable only when the server says it takes no connections', () => {
+    const pg = (message: string) => Object.assign(new Error(message), { code: '55000' });
+    const refusing = mapDatabaseError(
+      pg('database "credvault" is not currently accepting connections'),
+      'postgres://db.example/credvault',
+    );
+    expect(refusing?.exitCode).toBe(8);
+    // Within a session it means something else: a bug to report, not a server to check.
+    expect(
+      mapDatabaseError(pg('currval of sequence "s" is not yet defined in this session'), 'postgres://db'),
+    ).toBeNull();
+  });
+
   it('a file that is not there is not the database', () => {
     expect(mapDatabaseError(socketError('ENOENT', 'open'), '/h/pgdata')).toBeNull();
   });

@@ -156,9 +156,9 @@ describe('redact', () => {
 describe("excerpt (a platform's error text)", () => {
   it('hides shorter token-shaped runs too: an API key, 30 characters of base64; keeps error names, ids and words', () => {
     const body =
-      'AADSTS700082: key sk_live_abcdefghijklmnop123456 and Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5MA were refused (OAUTH_TOKEN_INVALID_OR_EXPIRED, request 8f34682f-4996-4e20-9c93-491cb2b0d699)';
+      'AADSTS700082: key sk_live_abcdefghijklmnop123456 and Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5MA and Zm9vYmFyYmF6+cXV4cXV1eHh5eXp6== were refused at /api/v1/access_token (OAUTH_TOKEN_INVALID_OR_EXPIRED, request 8f34682f-4996-4e20-9c93-491cb2b0d699)';
     expect(excerpt(body)).toBe(
-      'AADSTS700082: key [redacted] and [redacted] were refused (OAUTH_TOKEN_INVALID_OR_EXPIRED, request 8f34682f-4996-4e20-9c93-491cb2b0d699)',
+      'AADSTS700082: key [redacted] and [redacted] and [redacted] were refused at /api/v1/access_token (OAUTH_TOKEN_INVALID_OR_EXPIRED, request 8f34682f-4996-4e20-9c93-491cb2b0d699)',
     );
     // credvault's own log lines keep a label of that shape.
     expect(redact('refreshed google-ads-1234567890-main')).toBe('refreshed google-ads-1234567890-main');
