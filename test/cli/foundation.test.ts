@@ -216,7 +216,7 @@ describe('db', () => {
     }>(['db', 'status']);
     expect(status.up_to_date).toBe(true);
     expect(status.migrations[0]).toMatchObject({ tag: '0000_init', applied: true });
-    expect(await v.json(['db', 'migrate'])).toEqual({ applied: [] });
+    expect(await v.json(['db', 'migrate'])).toEqual({ applied: [], newer_migrations: 0 });
   });
 
   it('a schema behind this credvault (a migration pending): exit 8 naming db migrate; db status still says so', async () => {
@@ -245,6 +245,7 @@ describe('db', () => {
     expect((await v.cli(['apps', 'list'])).code).toBe(0);
     const status = await v.json<{ up_to_date: boolean; newer_migrations: number }>(['db', 'status']);
     expect(status).toMatchObject({ up_to_date: true, newer_migrations: 1 });
+    expect(await v.json(['db', 'migrate'])).toEqual({ applied: [], newer_migrations: 1 });
     const warning =
       'the database also has 1 migration this credvault does not know: a newer version migrated it. Upgrade credvault here to the version the rest of the fleet runs';
     for (const args of [

@@ -23,9 +23,9 @@ export async function migrate(rt: Runtime): Promise<void> {
           }),
         );
       }
-      if (rt.out.json) return rt.out.writeJson({ applied });
-      rt.out.success(applied.length ? `applied ${applied.join(', ')}` : 'database is up to date');
       const newer = await newerMigrations(ctx.database);
+      if (rt.out.json) return rt.out.writeJson({ applied, newer_migrations: newer });
+      rt.out.success(applied.length ? `applied ${applied.join(', ')}` : 'database is up to date');
       if (newer) rt.out.warn(newerWarning(newer));
     },
     { create: true, anySchema: true },
