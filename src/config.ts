@@ -14,6 +14,12 @@ export interface Config {
   lockTimeoutMs: number;
   /** Deadline of one request to a platform (CREDVAULT_HTTP_TIMEOUT, seconds). */
   httpTimeoutMs: number;
+  /**
+   * The daemon's limit on one database statement (CREDVAULT_DB_TIMEOUT, seconds; 0: none): its
+   * statement_timeout, a third of it for lock waits, and how long a connection may stay silent under
+   * a statement before the daemon drops it (see db/client.ts, DatabaseDeadline).
+   */
+  dbTimeoutMs: number;
   /** The environment the key sources read (CREDENTIAL_MASTER_KEY, CREDENTIALS_DIRECTORY …). */
   env: NodeJS.ProcessEnv;
 }
@@ -65,6 +71,12 @@ export function resolveConfig(flags: GlobalFlags, env: NodeJS.ProcessEnv): Confi
       `CREDVAULT_HTTP_TIMEOUT must be seconds between 0 and 300 (got ${quoted(env.CREDVAULT_HTTP_TIMEOUT)})`,
     );
   }
+  const dbSeconds = env.CREDVAULT_DB_TIMEOUT ? Number(env.CREDVAULT_DB_TIMEOUT) : 30;
+  if (!Number.isFinite(dbSeconds) || dbSeconds < 0 || dbSeconds > 3600) {
+    throw new InvalidInputError(
+      `CREDVAULT_DB_TIMEOUT must be seconds between 0 (no limit) and 3600 (got ${quoted(env.CREDVAULT_DB_TIMEOUT)})`,
+    );
+  }
   const actor = (flags.actor ?? env.CREDVAULT_ACTOR ?? '').trim() || osUser(env);
   const noColor = flags.color === false || (env.NO_COLOR !== undefined && env.NO_COLOR !== '');
   return {
@@ -77,6 +89,7 @@ export function resolveConfig(flags: GlobalFlags, env: NodeJS.ProcessEnv): Confi
     verbose: flags.verbose === true || truthy(env.CREDVAULT_DEBUG),
     lockTimeoutMs: lockSeconds * 1000,
     httpTimeoutMs: httpSeconds * 1000,
+    dbTimeoutMs: Math.round(dbSeconds * 1000),
     env,
   };
 }

@@ -19,6 +19,7 @@ import * as tokenStore from '../db/store/tokens.js';
 import { InvalidInputError } from '../errors.js';
 import { ServiceContext } from '../services/context.js';
 import { forgetOpenApps } from '../services/tokens.js';
+import { redact } from '../util/redact.js';
 import { AuditBatcher } from './audit-batcher.js';
 import { AuditChain } from './audit-chain.js';
 import { DaemonCache } from './cache.js';
@@ -179,6 +180,7 @@ export async function runDaemon(
       lockTimeoutMs: config.lockTimeoutMs,
       poolSize: options.concurrency + 8,
       applicationName: 'credvault-daemon',
+      deadlineMs: config.dbTimeoutMs,
     });
   } else {
     // The daemon serves a vault; it does not make one (`credvault init` does).
@@ -192,6 +194,7 @@ export async function runDaemon(
       home: config.home,
       lockTimeoutMs: config.lockTimeoutMs,
       poolSize: options.concurrency + 8,
+      deadlineMs: config.dbTimeoutMs,
     });
   }
   const ctx = new ServiceContext(database, config, { name: 'daemon' });
@@ -237,7 +240,7 @@ export async function runDaemon(
 
     /** Drops what the cache holds that the database no longer says (see DaemonCache.revalidate). */
     const checkCache = () =>
-      void cache.revalidate(ctx.db).catch((e) => log.warn('cache check failed', { error: errorMessage(e) }));
+      cache.revalidate(ctx.db).catch((e) => log.warn('cache check failed', { error: errorMessage(e) }));
     // On the embedded database the daemon's PGlite itself listens (see serveEmbedded).
     if (database.listen && !database.shared) {
       // What other processes changed while the LISTEN connection was down (a restart of PostgreSQL,
@@ -253,18 +256,16 @@ export async function runDaemon(
             return;
           }
           log.info('listening for changes again: checking what the cache holds');
-          checkCache();
+          void checkCache();
         },
       );
     }
+    const databaseCheck = probeDatabase(database, healthDeadlineMs(config.dbTimeoutMs));
     const health = async (): Promise<Health> => {
       const reasons: string[] = [];
       if (shuttingDown) reasons.push('shutting down');
-      try {
-        await database.query('select 1');
-      } catch {
-        reasons.push('database unreachable');
-      }
+      const problem = await databaseCheck();
+      if (problem) reasons.push(problem);
       if (scheduler.lastError) reasons.push(`last sweep failed: ${scheduler.lastError}`);
       return { ok: reasons.length === 0, reasons, lastSweepAt: scheduler.lastSweepAt, shuttingDown };
     };
@@ -312,15 +313,17 @@ export async function runDaemon(
 
     // Notifications can be lost with a dropped PostgreSQL connection, and a change made outside
     // credvault sends none: cached entries are also checked against the database now and then.
-    timers.push(setInterval(checkCache, 30_000));
-    timers.push(setInterval(() => void refreshGauges(ctx, metrics, log).catch(() => {}), 15_000));
-    timers.push(setInterval(() => void audit.touchClients().catch(() => {}), 30_000));
+    // A timer's run does not start while its last one is still under way (a database that does not
+    // answer would otherwise take another connection at every tick until the pool is gone).
+    timers.push(every(30_000, checkCache));
+    timers.push(every(15_000, () => refreshGauges(ctx, metrics, log).catch(() => {})));
+    timers.push(every(30_000, () => audit.touchClients().catch(() => {})));
     // Statistics before the first claim (see db/maintenance.ts); on the embedded database, which has
     // no autovacuum, every minute too. On PostgreSQL the first sweep waits only for the tables its
     // claim reads; the others (the audit log, the largest) are analysed meanwhile.
     if (embedded) {
       await maintain.run();
-      timers.push(setInterval(() => void maintain.run(), 60_000));
+      timers.push(every(60_000, () => maintain.run()));
     } else {
       await maintain.run(CLAIM_TABLES);
       void maintain.run();
@@ -332,7 +335,7 @@ export async function runDaemon(
         .purgeExpired(ctx.db)
         .catch((e) => log.warn('purging expired OAuth states failed', { error: errorMessage(e) }));
     await purgeStates();
-    timers.push(setInterval(() => void purgeStates(), 60 * 60_000));
+    timers.push(every(60 * 60_000, purgeStates));
     scheduler.start();
     // The gauges' first values (their queries read whole tables: after the statistics, beside the sweep).
     void refreshGauges(ctx, metrics, log).catch(() => {});
@@ -423,6 +426,55 @@ export async function runDaemon(
     // What came while starting, in order (a stop first ends the start it waited for).
     for (const signal of early.splice(0)) onSignal(signal);
   });
+}
+
+/**
+ * Runs `run` every `ms`, except while its previous run is still under way: that tick is skipped.
+ */
+function every(ms: number, run: () => Promise<unknown>): NodeJS.Timeout {
+  let running = false;
+  return setInterval(() => {
+    if (running) return;
+    running = true;
+    void run().finally(() => {
+      running = false;
+    });
+  }, ms);
+}
+
+/** How long /healthz waits for the database's answer: 5 s, or the daemon's limit if shorter. */
+function healthDeadlineMs(dbTimeoutMs: number): number {
+  return dbTimeoutMs > 0 ? Math.min(5000, dbTimeoutMs) : 5000;
+}
+
+/**
+ * /healthz's look at the database: `select 1`, answered within `deadlineMs` or reported as not
+ * answering. One at a time: requests that come while one is out wait for the same answer (a load
+ * balancer polling a daemon whose database hangs takes one connection, not one per request).
+ * Resolves the reason the database is not usable, or null.
+ */
+function probeDatabase(database: Database, deadlineMs: number): () => Promise<string | null> {
+  let probe: Promise<string | null> | null = null;
+  return () => {
+    probe ??= database.query('select 1').then(
+      () => null,
+      (error: unknown) => `database unreachable: ${redact(errorMessage(error))}`,
+    );
+    const current = probe;
+    void current.finally(() => {
+      if (probe === current) probe = null;
+    });
+    let timer: NodeJS.Timeout | undefined;
+    return Promise.race([
+      current,
+      new Promise<string>((resolve) => {
+        timer = setTimeout(
+          () => resolve(`database unreachable: no answer within ${deadlineMs / 1000} s`),
+          deadlineMs,
+        );
+      }),
+    ]).finally(() => clearTimeout(timer));
+  };
 }
 
 /** The tables the sweep's claim reads (tokenStore.claimDue, connectionStore.firstByGrants). */

@@ -1,4 +1,5 @@
 import { existsSync, statSync } from 'node:fs';
+import { createConnection, type Socket } from 'node:net';
 import { join } from 'node:path';
 import type { SQL } from 'drizzle-orm';
 import type { PgDatabase, PgQueryResultHKT } from 'drizzle-orm/pg-core';
@@ -40,6 +41,8 @@ export interface Database {
     onListen?: () => void,
   ): Promise<() => Promise<void>>;
   close(): Promise<void>;
+  /** What waits on the database now, when `deadlineMs` was given (for the daemon's shutdown message). */
+  readonly waiting?: () => { count: number; oldestMs: number };
 }
 
 export interface OpenOptions {
@@ -55,6 +58,12 @@ export interface OpenOptions {
   direct?: boolean;
   /** Make the embedded database when there is none (`init`, `db migrate`); else that is an error. */
   create?: boolean;
+  /**
+   * The daemon's limit on one statement (Config.dbTimeoutMs; 0 or unset: none, as for the commands,
+   * whose work a person or a job waits for, and some of which, `key rotate --reencrypt` or a
+   * migration, may take long). See DatabaseDeadline.
+   */
+  deadlineMs?: number;
 }
 
 /**
@@ -164,31 +173,178 @@ export function postgresOptions(target: ConnectTarget): PostgresOptions<Record<s
 
 type Sql = import('postgres').Sql<Record<string, PostgresType>>;
 
+/** A statement that waits for the database: call it once answered. */
+type Done = () => void;
+
+/**
+ * Keeps the daemon's waits for the database bounded. On a PostgreSQL server, statement_timeout and
+ * lock_timeout (set by openPostgres) end a statement that runs or waits for a lock too long. Nothing on
+ * the server ends a wait for a connection whose answers no longer arrive: a network partition, a
+ * server that took the connection and then hung. TCP gives up on those only after many minutes (never,
+ * through a proxy that keeps accepting). So every statement is tracked from when it is sent until it is
+ * answered, and every connection by when it last received a byte; once a statement has waited longer
+ * than `limitMs`, the connections that have received nothing for that long are dropped. That fails the
+ * statements they carry (postgres.js opens new connections for the next ones). A connection that was
+ * merely idle meanwhile (none is, for that long, unless a transaction stays open) is opened again when
+ * it is needed. On the embedded database reached through the daemon's socket, where a command holding
+ * PGlite's one session makes the daemon's statements wait their turn, the same applies.
+ */
+export class DatabaseDeadline {
+  readonly limitMs: number;
+  readonly #sockets = new Map<Socket, { bytes: number; at: number }>();
+  readonly #waiting = new Map<number, number>();
+  #next = 0;
+  #timer: NodeJS.Timeout | null = null;
+
+  constructor(limitMs: number) {
+    this.limitMs = limitMs;
+  }
+
+  /**
+   * postgres.js's `socket` option: the connection it would open itself, opened here so that it can be
+   * watched (postgres.js writes its startup message on it at once; Node sends it once connected). Its
+   * byte count is read, not its events: under TLS the bytes pass through it without 'data' events.
+   */
+  readonly socket = (options: { host: string[]; port: number[]; path?: string | false }): Socket => {
+    let socket: Socket;
+    if (options.path) {
+      socket = createConnection(options.path);
+    } else {
+      const [host, port] = [options.host[0]!, options.port[0]!];
+      socket = createConnection(port, host);
+      // What postgres.js sets on a socket it opens (its errors name them).
+      Object.assign(socket, { host, port });
+    }
+    this.#sockets.set(socket, { bytes: 0, at: Date.now() });
+    this.#watch();
+    return socket;
+  };
+
+  /** A statement sent: the returned function says it was answered (or failed). */
+  track(): Done {
+    const id = this.#next++;
+    this.#waiting.set(id, Date.now());
+    this.#watch();
+    return () => {
+      this.#waiting.delete(id);
+    };
+  }
+
+  /** How many statements wait, and for how long the oldest has. */
+  waiting(): { count: number; oldestMs: number } {
+    let oldest = Number.POSITIVE_INFINITY;
+    for (const since of this.#waiting.values()) oldest = Math.min(oldest, since);
+    return { count: this.#waiting.size, oldestMs: this.#waiting.size ? Date.now() - oldest : 0 };
+  }
+
+  close(): void {
+    if (this.#timer) clearInterval(this.#timer);
+    this.#timer = null;
+  }
+
+  #watch(): void {
+    if (this.#timer) return;
+    this.#timer = setInterval(() => this.#check(), Math.min(1000, Math.max(50, this.limitMs / 4)));
+    this.#timer.unref();
+  }
+
+  #check(): void {
+    const now = Date.now();
+    for (const [socket, seen] of this.#sockets) {
+      if (socket.destroyed) {
+        this.#sockets.delete(socket);
+      } else if (socket.bytesRead !== seen.bytes) {
+        seen.bytes = socket.bytesRead;
+        seen.at = now;
+      }
+    }
+    if (this.waiting().oldestMs <= this.limitMs) return;
+    for (const [socket, seen] of this.#sockets) {
+      if (now - seen.at <= this.limitMs) continue;
+      this.#sockets.delete(socket);
+      const error = Object.assign(
+        new Error(
+          `the database did not answer for ${Math.round((now - seen.at) / 1000)} s; connection dropped`,
+        ),
+        { code: 'CONNECTION_DESTROYED' },
+      );
+      socket.destroy(error);
+    }
+  }
+}
+
 /**
  * The client drizzle gets: the same, except that its statements are named prepared statements.
  * drizzle asks postgres.js for unnamed ones, which cost a second round trip each (Parse and Describe,
  * then Bind and Execute); prepared, a statement is parsed once per connection and then costs one.
  * The connection's own setting still rules: `?prepare=false` in DATABASE_URL (for a pooler in
  * transaction mode) and the daemon's socket (one shared PGlite session) keep unnamed statements.
+ * With a `deadline`, every statement is tracked until it is answered, a transaction's BEGIN (until
+ * its work starts) and its COMMIT or ROLLBACK (from when its work ends) included.
  */
-function preparing(sql: Sql): Sql {
+function preparing(sql: Sql, deadline?: DatabaseDeadline): Sql {
   return new Proxy(sql, {
     get(target, property, receiver) {
       if (property === 'unsafe') {
         return (query: string, params?: never[], options?: object) =>
-          target.unsafe(query, params, { ...options, prepare: true });
+          tracked(target.unsafe(query, params, { ...options, prepare: true }), deadline);
       }
       if (property === 'begin' || property === 'savepoint') {
         return (...args: unknown[]) => {
           const fn = args.pop() as (inner: Sql) => unknown;
-          return (Reflect.get(target, property) as (...a: unknown[]) => unknown)(...args, (inner: Sql) =>
-            fn(preparing(inner)),
+          const opening = deadline?.track();
+          let closing: Done | undefined;
+          const result = (Reflect.get(target, property) as (...a: unknown[]) => Promise<unknown>)(
+            ...args,
+            (inner: Sql) => {
+              opening?.();
+              const work = fn(preparing(inner, deadline));
+              if (!deadline || Array.isArray(work)) return work;
+              return Promise.resolve(work).finally(() => {
+                closing = deadline.track();
+              });
+            },
           );
+          if (!deadline) return result;
+          const settle = () => {
+            opening?.();
+            closing?.();
+          };
+          result.then(settle, settle);
+          return result;
         };
       }
       return Reflect.get(target, property, receiver);
     },
   });
+}
+
+/** A postgres.js query, tracked until it settles (its `then` sends it; drizzle awaits it at once). */
+function tracked<Q extends Promise<unknown>>(query: Q, deadline?: DatabaseDeadline): Q {
+  if (!deadline) return query;
+  const done = deadline.track();
+  query.then(done, done);
+  return query;
+}
+
+/**
+ * The server's side of the daemon's limit (see DatabaseDeadline), set when each connection starts:
+ * a statement ends after `deadlineMs` (statement_timeout) and a wait for a lock after a third of it
+ * (lock_timeout, so that a table locked by someone else is reported as that), and a transaction left
+ * idle after twice it. Values given in
+ * DATABASE_URL's query (`?statement_timeout=…`) win. Not through a pooler in transaction mode
+ * (`?prepare=false`, which it needs), which refuses startup parameters it does not know: set them on
+ * the role there (`ALTER ROLE … SET statement_timeout = …`).
+ */
+function serverLimits(url: string, deadlineMs: number): Record<string, number> {
+  if (URL.canParse(url) && new URL(url).searchParams.get('prepare') === 'false') return {};
+  return {
+    statement_timeout: deadlineMs,
+    lock_timeout: Math.max(1, Math.round(deadlineMs / 3)),
+    // A transaction of the daemon's left idle that long is one whose connection is gone (a partition):
+    // the server ends it rather than keep its locks, which the daemon's next connections would wait for.
+    idle_in_transaction_session_timeout: 2 * deadlineMs,
+  };
 }
 
 async function openPostgres(target: ConnectTarget, options: OpenOptions): Promise<Database> {
@@ -203,18 +359,30 @@ async function openPostgres(target: ConnectTarget, options: OpenOptions): Promis
     import('postgres'),
     import('drizzle-orm/postgres-js'),
   ]);
+  // One host only: postgres.js tries the hosts of a multi-host URL in turn itself, which a socket
+  // opened here would not; those connections keep the server's limits only.
+  const deadline =
+    options.deadlineMs && ('socket' in target || !/^postgres(ql)?:\/\/[^/?#]*,/.test(target.url))
+      ? new DatabaseDeadline(options.deadlineMs + Math.min(5000, options.deadlineMs))
+      : undefined;
   const settings: PostgresOptions<Record<string, PostgresType>> = {
     ...postgresOptions(target),
     max: options.poolSize ?? 4,
     onnotice: () => {},
-    connect_timeout: 'url' in target ? 10 : 2,
+    // Within the daemon's limit too: a connection that does not start is one more wait.
+    connect_timeout: Math.min('url' in target ? 10 : 2, options.deadlineMs ? options.deadlineMs / 1000 : 10),
     // No round trip on connect to learn custom array types: credvault uses none.
     fetch_types: false,
     idle_timeout: 30,
-    connection: { application_name: options.applicationName ?? 'credvault' },
-  };
+    connection: {
+      application_name: options.applicationName ?? 'credvault',
+      // Not on the daemon's socket: every connection there shares PGlite's one session.
+      ...('url' in target && options.deadlineMs ? serverLimits(target.url, options.deadlineMs) : {}),
+    },
+    ...(deadline ? { socket: deadline.socket } : {}),
+  } as PostgresOptions<Record<string, PostgresType>>;
   const client = 'url' in target ? postgres(target.url, settings) : postgres(settings);
-  const db = drizzle({ client: preparing(client), schema }) as unknown as Db;
+  const db = drizzle({ client: preparing(client, deadline), schema }) as unknown as Db;
   return {
     db,
     kind: 'postgres',
@@ -225,15 +393,20 @@ async function openPostgres(target: ConnectTarget, options: OpenOptions): Promis
         : `${embeddedDataDir(join(target.socket, '..', '..'))} (through the daemon)`,
     target,
     async query<T>(text: string, params: unknown[] = []) {
-      return (await client.unsafe(text, params as never[])) as unknown as T[];
+      return (await tracked(client.unsafe(text, params as never[]), deadline)) as unknown as T[];
     },
     async listen(channel, onPayload, onListen) {
       const { unlisten } = await client.listen(channel, onPayload, onListen);
       return unlisten;
     },
     async close() {
-      await client.end({ timeout: 5 });
+      try {
+        await client.end({ timeout: 5 });
+      } finally {
+        deadline?.close();
+      }
     },
+    ...(deadline ? { waiting: () => deadline.waiting() } : {}),
   };
 }
 

@@ -3,6 +3,8 @@ import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { createConnection } from 'node:net';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import postgres from 'postgres';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { generateMasterKey } from '../../src/crypto/local-key.js';
 import {
@@ -19,6 +21,7 @@ import {
   startDaemon,
   untilDraining,
 } from '../helpers/daemon.js';
+import { startDbProxy } from '../helpers/db-proxy.js';
 import { addAppFor, adoptGrant, freePort } from '../helpers/flows.js';
 import { BIN, ROOT } from '../helpers/paths.js';
 import { expectNoSecretsLeaked } from '../helpers/secrets.js';
@@ -44,6 +47,25 @@ async function setup() {
     return grant;
   };
   return { double, v, app, adopt };
+}
+
+/** Makes every grant due for the sweep: refreshed 59 minutes ago, expiring in one. */
+const MAKE_DUE =
+  "update oauth_tokens_vault set access_token_expires_at = now() + interval '1 minute', last_refreshed_at = now() - interval '59 minutes'";
+
+/** Polls /healthz (every 100 ms, up to `ms`) until `until` holds; its last answer. */
+async function healthUntil(
+  daemon: { get(path: string): Promise<HttpAnswer> },
+  until: (answer: HttpAnswer) => boolean,
+  ms = 15_000,
+): Promise<HttpAnswer> {
+  const deadline = Date.now() + ms;
+  let answer = await daemon.get('/healthz');
+  while (!until(answer) && Date.now() < deadline) {
+    await sleep(100);
+    answer = await daemon.get('/healthz');
+  }
+  return answer;
 }
 
 async function client(v: TestVault, args: string[]): Promise<string> {
@@ -935,6 +957,78 @@ describe('a refresh that outlasts the shutdown', () => {
     );
     expect(grant!.in_flight).toBe(true);
   }, 30_000);
+});
+
+describe.runIf(DB_KIND === 'postgres')('a database that stops answering', () => {
+  it('a table someone locked (psql: lock table … in access exclusive mode): the sweep gives up at the lock timeout, /healthz says why, and the sweep refreshes once the lock is gone', async () => {
+    const { double, v, adopt } = await setup();
+    await adopt('987', 'acct-a');
+    const daemon = await startDaemon(v, { args: ['--interval', '1s'], env: { CREDVAULT_DB_TIMEOUT: '3' } });
+    cleanups.push(() => daemon.stop());
+    const attempts = double.refreshAttempts;
+    // The lock, held as from psql; the same transaction makes the grant due, which the daemon sees
+    // once the lock is gone.
+    const locker = postgres(v.databaseUrl!, { max: 1, onnotice: () => {} });
+    cleanups.push(() => locker.end());
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => (release = resolve));
+    cleanups.push(async () => release());
+    let locked!: () => void;
+    const isLocked = new Promise<void>((resolve) => (locked = resolve));
+    const held = locker.begin(async (tx) => {
+      await tx.unsafe('lock table oauth_tokens_vault in access exclusive mode');
+      await tx.unsafe(MAKE_DUE);
+      locked();
+      await released;
+    });
+    await isLocked;
+    const stuck = await healthUntil(daemon, (h) => h.status !== 200, 10_000);
+    expect(stuck.status).toBe(503);
+    expect(stuck.json<{ reasons: string[] }>().reasons).toContain(
+      'last sweep failed: canceling statement due to lock timeout',
+    );
+    expect(daemon.logs()).toContain('canceling statement due to lock timeout');
+    release();
+    await held;
+    const healthy = await healthUntil(daemon, (h) => h.status === 200 && double.refreshAttempts > attempts);
+    expect(healthy.status).toBe(200);
+    expect(double.refreshAttempts).toBe(attempts + 1);
+  });
+
+  it('a partition (connections taken, nothing answered): /healthz answers 503 within its deadline, and once the database answers again the sweep goes on by itself', async () => {
+    const { double, v, adopt } = await setup();
+    await adopt('987', 'acct-a');
+    const proxy = await startDbProxy(v.databaseUrl!);
+    cleanups.push(() => proxy.close());
+    const daemon = await startDaemon(v, {
+      args: ['--interval', '1s'],
+      env: { DATABASE_URL: proxy.url, CREDVAULT_DB_TIMEOUT: '2' },
+    });
+    cleanups.push(() => daemon.stop());
+    const attempts = double.refreshAttempts;
+    proxy.blackhole();
+    await v.sql(MAKE_DUE); // straight to the server
+    for (let i = 0; i < 3; i++) {
+      const asked = Date.now();
+      const health = await daemon.get('/healthz');
+      expect(Date.now() - asked).toBeLessThan(3500);
+      expect(health.status).toBe(503);
+      // No answer within /healthz's deadline, or a connection that did not start within the daemon's.
+      const { reasons } = health.json<{ reasons: string[] }>();
+      expect(
+        reasons.some((r) => r.startsWith('database unreachable: ')),
+        reasons.join('; '),
+      ).toBe(true);
+    }
+    // Long enough for the sweep's statements to be lost in the partition and given up.
+    await sleep(3000);
+    expect(double.refreshAttempts).toBe(attempts);
+    proxy.restore();
+    const healthy = await healthUntil(daemon, (h) => h.status === 200 && double.refreshAttempts > attempts);
+    expect(healthy.status).toBe(200);
+    expect(double.refreshAttempts).toBe(attempts + 1);
+    expect(daemon.logs()).toContain('the database did not answer for');
+  }, 60_000);
 });
 
 describe('token get beside a running daemon', () => {
