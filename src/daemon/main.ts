@@ -267,6 +267,8 @@ export async function runDaemon(
       const problem = await databaseCheck();
       if (problem) reasons.push(problem);
       if (scheduler.lastError) reasons.push(`last sweep failed: ${scheduler.lastError}`);
+      const stalled = scheduler.stalled();
+      if (stalled) reasons.push(stalled);
       return { ok: reasons.length === 0, reasons, lastSweepAt: scheduler.lastSweepAt, shuttingDown };
     };
     const localToken = `cvc_${randomBytes(32).toString('base64url')}`;
@@ -337,6 +339,7 @@ export async function runDaemon(
     await purgeStates();
     timers.push(every(60 * 60_000, purgeStates));
     scheduler.start();
+    timers.push(setInterval(() => scheduler.checkStall(), 1000));
     // The gauges' first values (their queries read whole tables: after the statistics, beside the sweep).
     void refreshGauges(ctx, metrics, log).catch(() => {});
 
@@ -347,7 +350,11 @@ export async function runDaemon(
     }
     log.info(`credvault daemon listening on ${listenLabel(listening)} (${database.description})`);
     await notifier.ready(`serving on ${listenLabel(listening)}`);
-    notifier.startWatchdog(() => !shuttingDown && scheduler.lastError === null);
+    // The watchdog says the process is alive and its sweep is not stuck: pings come from the event
+    // loop, and stop while a sweep under way makes no progress (systemd then restarts the daemon). A
+    // database that is down is not a reason: the sweep fails and tries again, /healthz says 503, and
+    // a restart would only fail to start (exit 8) until the database is back.
+    notifier.startWatchdog(() => !scheduler.stuck());
   } catch (error) {
     server?.close();
     await cleanup();

@@ -36,6 +36,17 @@ export function keepAliveDays(): Record<string, number> {
   return days;
 }
 
+/**
+ * The longest the loop may go without progress while it sweeps: a refresh's lease (a platform call
+ * with its retries ends within it) and a database statement's limit (the write of its answer, a claim),
+ * beyond which nothing the sweep waits for should take. With no database limit (CREDVAULT_DB_TIMEOUT=0)
+ * the lease alone.
+ */
+export function progressBoundMs(config: { httpTimeoutMs: number; dbTimeoutMs: number }): number {
+  const db = config.dbTimeoutMs;
+  return leaseMs(config.httpTimeoutMs) + (db > 0 ? db + Math.min(5000, db) : 0);
+}
+
 /** The longest a platform's 429 pauses its refreshes. */
 const RATE_LIMIT_PAUSE_MAX_MS = 3_600_000;
 
@@ -70,6 +81,13 @@ export class RefreshScheduler {
   #loop: Promise<void> | null = null;
   lastSweepAt: Date | null = null;
   lastError: string | null = null;
+  /** When the loop started, when the sweep under way did (null between sweeps), and the last sign of
+   * progress: a sweep started or ended, a claim answered, a platform answered, a refresh finished. */
+  #startedAt: number | null = null;
+  #sweepingSince: number | null = null;
+  #progressAt = Date.now();
+  /** Since when the loop has been reported stalled (checkStall), or null. */
+  #stalledSince: number | null = null;
 
   constructor(
     ctx: ServiceContext,
@@ -86,7 +104,49 @@ export class RefreshScheduler {
   }
 
   start(): void {
+    this.#startedAt ??= Date.now();
     this.#loop ??= this.#run();
+  }
+
+  /**
+   * Why the refresh loop is stalled, or null: a sweep under way that has made no progress for longer
+   * than anything it waits for may take (progressBoundMs), or, between sweeps, no sweep completed for
+   * twice --interval and that bound (the sweeps keep failing, or the loop stopped turning).
+   */
+  stalled(now = Date.now()): string | null {
+    const bound = progressBoundMs(this.#ctx.config);
+    if (this.#sweepingSince !== null) {
+      const quiet = now - this.#progressAt;
+      if (quiet <= bound) return null;
+      return `sweep stalled: no progress for ${Math.round(quiet / 1000)} s (sweeping since ${new Date(this.#sweepingSince).toISOString()})`;
+    }
+    if (this.#startedAt === null || this.#stop.signal.aborted) return null;
+    const since = this.lastSweepAt?.getTime() ?? this.#startedAt;
+    if (now - since <= 2 * this.#options.intervalMs + bound) return null;
+    return `sweep stalled: none completed ${this.lastSweepAt ? `since ${this.lastSweepAt.toISOString()}` : 'since the daemon started'} (${Math.round((now - since) / 1000)} s)`;
+  }
+
+  /** A sweep under way that has stopped making progress: what the systemd watchdog is withheld for. */
+  stuck(now = Date.now()): boolean {
+    return this.#sweepingSince !== null && now - this.#progressAt > progressBoundMs(this.#ctx.config);
+  }
+
+  /** Logs when the loop becomes stalled (a warning, with the reason) and when it goes on again. */
+  checkStall(now = Date.now()): void {
+    const reason = this.stalled(now);
+    if (reason && this.#stalledSince === null) {
+      this.#stalledSince = now;
+      this.#log.warn(`refresh ${reason}`);
+    } else if (!reason && this.#stalledSince !== null) {
+      this.#log.info(
+        `refresh sweep progressing again after ${Math.round((now - this.#stalledSince) / 1000)} s stalled`,
+      );
+      this.#stalledSince = null;
+    }
+  }
+
+  #progress(): void {
+    this.#progressAt = Date.now();
   }
 
   /** Sweeps now instead of waiting (SIGHUP, tests). */
@@ -109,6 +169,8 @@ export class RefreshScheduler {
   async #run(): Promise<void> {
     while (!this.#stop.signal.aborted) {
       let delay = this.#options.intervalMs;
+      this.#sweepingSince = Date.now();
+      this.#progress();
       try {
         await this.#sweep();
         delay = await this.#untilNextDue();
@@ -118,6 +180,9 @@ export class RefreshScheduler {
         this.lastError = redact(errorMessage(error));
         this.#log.error('refresh sweep failed', { error: this.lastError });
         delay = Math.min(delay, 10_000);
+      } finally {
+        this.#sweepingSince = null;
+        this.#progress();
       }
       if (this.#stop.signal.aborted) break;
       this.#wake = new AbortController();
@@ -164,6 +229,7 @@ export class RefreshScheduler {
             )
             .finally(() => {
               claiming = null;
+              this.#progress();
               this.#wakeSweep();
             });
           continue;
@@ -240,6 +306,7 @@ export class RefreshScheduler {
     this.#calling += 1;
     let calling = true;
     const answered = () => {
+      this.#progress();
       if (!calling) return;
       calling = false;
       this.#calling -= 1;

@@ -53,6 +53,15 @@ async function setup() {
 const MAKE_DUE =
   "update oauth_tokens_vault set access_token_expires_at = now() + interval '1 minute', last_refreshed_at = now() - interval '59 minutes'";
 
+/**
+ * Waits until the daemon has finished starting (its sweep started): /healthz answers 200 from when it
+ * listens, before its start-up maintenance.
+ */
+async function untilStarted(daemon: { logs(): string }): Promise<void> {
+  for (let i = 0; i < 200 && !daemon.logs().includes('credvault daemon listening'); i++) await sleep(50);
+  expect(daemon.logs()).toContain('credvault daemon listening');
+}
+
 /** Polls /healthz (every 100 ms, up to `ms`) until `until` holds; its last answer. */
 async function healthUntil(
   daemon: { get(path: string): Promise<HttpAnswer> },
@@ -66,6 +75,33 @@ async function healthUntil(
     answer = await daemon.get('/healthz');
   }
   return answer;
+}
+
+/**
+ * `begin; lock table oauth_tokens_vault in access exclusive mode;` from another session (as from
+ * psql), whose transaction also makes every grant due (seen once it commits). Resolves once the lock is
+ * held, to the function that commits it.
+ */
+async function lockTokensTable(v: TestVault): Promise<() => Promise<void>> {
+  const locker = postgres(v.databaseUrl!, { max: 1, onnotice: () => {} });
+  let release!: () => void;
+  const released = new Promise<void>((resolve) => (release = resolve));
+  let locked!: () => void;
+  const isLocked = new Promise<void>((resolve) => (locked = resolve));
+  const held = locker.begin(async (tx) => {
+    await tx.unsafe('lock table oauth_tokens_vault in access exclusive mode');
+    await tx.unsafe(MAKE_DUE);
+    locked();
+    await released;
+  });
+  const commit = async () => {
+    release();
+    await held.catch(() => {});
+    await locker.end();
+  };
+  cleanups.push(commit);
+  await isLocked;
+  return commit;
 }
 
 async function client(v: TestVault, args: string[]): Promise<string> {
@@ -965,31 +1001,18 @@ describe.runIf(DB_KIND === 'postgres')('a database that stops answering', () => 
     await adopt('987', 'acct-a');
     const daemon = await startDaemon(v, { args: ['--interval', '1s'], env: { CREDVAULT_DB_TIMEOUT: '3' } });
     cleanups.push(() => daemon.stop());
+    await untilStarted(daemon);
     const attempts = double.refreshAttempts;
     // The lock, held as from psql; the same transaction makes the grant due, which the daemon sees
     // once the lock is gone.
-    const locker = postgres(v.databaseUrl!, { max: 1, onnotice: () => {} });
-    cleanups.push(() => locker.end());
-    let release!: () => void;
-    const released = new Promise<void>((resolve) => (release = resolve));
-    cleanups.push(async () => release());
-    let locked!: () => void;
-    const isLocked = new Promise<void>((resolve) => (locked = resolve));
-    const held = locker.begin(async (tx) => {
-      await tx.unsafe('lock table oauth_tokens_vault in access exclusive mode');
-      await tx.unsafe(MAKE_DUE);
-      locked();
-      await released;
-    });
-    await isLocked;
+    const release = await lockTokensTable(v);
     const stuck = await healthUntil(daemon, (h) => h.status !== 200, 10_000);
     expect(stuck.status).toBe(503);
     expect(stuck.json<{ reasons: string[] }>().reasons).toContain(
       'last sweep failed: canceling statement due to lock timeout',
     );
     expect(daemon.logs()).toContain('canceling statement due to lock timeout');
-    release();
-    await held;
+    await release();
     const healthy = await healthUntil(daemon, (h) => h.status === 200 && double.refreshAttempts > attempts);
     expect(healthy.status).toBe(200);
     expect(double.refreshAttempts).toBe(attempts + 1);
@@ -1005,10 +1028,11 @@ describe.runIf(DB_KIND === 'postgres')('a database that stops answering', () => 
       env: { DATABASE_URL: proxy.url, CREDVAULT_DB_TIMEOUT: '2' },
     });
     cleanups.push(() => daemon.stop());
+    await untilStarted(daemon);
     const attempts = double.refreshAttempts;
     proxy.blackhole();
     await v.sql(MAKE_DUE); // straight to the server
-    for (let i = 0; i < 3; i++) {
+    for (let i = 0; i < 2; i++) {
       const asked = Date.now();
       const health = await daemon.get('/healthz');
       expect(Date.now() - asked).toBeLessThan(3500);
@@ -1367,6 +1391,91 @@ while True:
     await new Promise((r) => setTimeout(r, 300));
     expect(heard()).not.toContain('READY=1');
   });
+
+  it.runIf(DB_KIND === 'postgres')(
+    'keeps sending WATCHDOG=1 while its database is down (it answers 503 meanwhile), and is healthy again by itself once the database is back',
+    async () => {
+      const v = await createVault();
+      cleanups.push(() => v.destroy());
+      const proxy = await startDbProxy(v.databaseUrl!);
+      cleanups.push(() => proxy.close());
+      const { socket, heard } = await notifyListener(v);
+      const daemon = await startDaemon(v, {
+        args: ['--interval', '1s'],
+        env: {
+          DATABASE_URL: proxy.url,
+          NOTIFY_SOCKET: socket,
+          WATCHDOG_USEC: '1000000',
+          CREDVAULT_DB_TIMEOUT: '2',
+        },
+      });
+      cleanups.push(() => daemon.stop());
+      await untilStarted(daemon);
+      const pings = () => heard().split('WATCHDOG=1').length - 1;
+      proxy.down();
+      const down = await healthUntil(daemon, (h) =>
+        h.json<{ reasons: string[] }>().reasons.some((r) => r.startsWith('last sweep failed')),
+      );
+      expect(down.status).toBe(503);
+      // Pings every half second (half of WATCHDOG_USEC) go on: the process is alive and its sweep
+      // turns, failing; a restart would only fail to start (exit 8) while the database is down.
+      const before = pings();
+      await sleep(2500);
+      expect(pings()).toBeGreaterThanOrEqual(before + 3);
+      proxy.restore();
+      const healthy = await healthUntil(daemon, (h) => h.status === 200);
+      expect(healthy.status).toBe(200);
+    },
+  );
+
+  it.runIf(DB_KIND === 'postgres')(
+    'a sweep stuck on a locked table with no database limit (CREDVAULT_DB_TIMEOUT=0): /healthz says it is stalled, a warning is logged and WATCHDOG=1 stops; once the lock is gone it goes on and says so',
+    async () => {
+      const { double, v, adopt } = await setup();
+      await adopt('987', 'acct-a');
+      const { socket, heard } = await notifyListener(v);
+      // A refresh's lease is then 11 s: the longest the sweep may go without progress.
+      const daemon = await startDaemon(v, {
+        args: ['--interval', '1s'],
+        env: {
+          NOTIFY_SOCKET: socket,
+          WATCHDOG_USEC: '1000000',
+          CREDVAULT_DB_TIMEOUT: '0',
+          CREDVAULT_HTTP_TIMEOUT: '0.5',
+        },
+      });
+      cleanups.push(() => daemon.stop());
+      await untilStarted(daemon);
+      const pings = () => heard().split('WATCHDOG=1').length - 1;
+      const attempts = double.refreshAttempts;
+      const release = await lockTokensTable(v);
+      const stalled = await healthUntil(
+        daemon,
+        (h) => h.json<{ reasons: string[] }>().reasons.some((r) => r.startsWith('sweep stalled: ')),
+        20_000,
+      );
+      expect(stalled.status).toBe(503);
+      expect(stalled.json<{ reasons: string[] }>().reasons).toContainEqual(
+        expect.stringMatching(/^sweep stalled: no progress for \d+ s \(sweeping since /),
+      );
+      // Checked every second: logged within one.
+      for (let i = 0; i < 20 && !daemon.logs().includes('refresh sweep stalled'); i++) await sleep(100);
+      expect(daemon.logs()).toContain('refresh sweep stalled: no progress for');
+      await sleep(700); // a ping already on its way
+      const withheld = pings();
+      await sleep(1500);
+      expect(pings()).toBe(withheld);
+      await release();
+      const healthy = await healthUntil(daemon, (h) => h.status === 200 && double.refreshAttempts > attempts);
+      expect(healthy.status).toBe(200);
+      for (let i = 0; i < 20 && !daemon.logs().includes('progressing again'); i++) await sleep(100);
+      expect(daemon.logs()).toMatch(/refresh sweep progressing again after \d+ s stalled/);
+      const resumed = pings();
+      await sleep(1500);
+      expect(pings()).toBeGreaterThan(resumed);
+    },
+    60_000,
+  );
 
   // systemd's protocol, whatever database the daemon serves (a start that fails on the embedded
   // database is the test above).
