@@ -38,6 +38,8 @@ import { createTokenServer, type Health } from './server.js';
  */
 
 const SHUTDOWN_DEADLINE_MS = 10_000;
+/** When a shutdown stops waiting for what is in flight: a second and a half to close and exit. */
+const GIVE_UP_MS = SHUTDOWN_DEADLINE_MS - 1500;
 const SIGNALS = ['SIGTERM', 'SIGINT', 'SIGHUP'] as const;
 
 /**
@@ -156,12 +158,25 @@ export async function runDaemon(
   // which systemd takes for a clean exit and does not restart. Until then they wait their turn; a
   // second SIGTERM or SIGINT ends the start at once.
   const early: NodeJS.Signals[] = [];
+  // When the first SIGTERM or SIGINT came: the shutdown's deadline runs from then, a start still
+  // under way included (one waiting for the database ends with the rest, see startDeadline).
+  let stopAt: number | null = null;
+  let startDeadline: NodeJS.Timeout | null = null;
   let onSignal = (signal: NodeJS.Signals) => {
     if (signal !== 'SIGHUP' && early.some((s) => s !== 'SIGHUP')) {
       log.warn(`${signal} again while starting: exiting at once`);
       process.exit(1);
     }
     early.push(signal);
+    if (signal !== 'SIGHUP' && stopAt === null) {
+      stopAt = Date.now();
+      startDeadline = setTimeout(() => {
+        log.error(
+          `${signal} came while starting, and the start did not end within ${GIVE_UP_MS / 1000}s; exiting, abandoning ${abandoned()}`,
+        );
+        void Promise.race([cleanup(), sleep(700)]).finally(() => process.exit(1));
+      }, GIVE_UP_MS);
+    }
   };
   const signalHandlers = SIGNALS.map((signal) => {
     const handler = () => onSignal(signal);
@@ -172,7 +187,8 @@ export async function runDaemon(
   const notifier = new SystemdNotifier(config.env);
   const cache = new DaemonCache();
   let embedded: EmbeddedServer | null = null;
-  let database: Database;
+  let database: Database | undefined;
+  let scheduler: RefreshScheduler | undefined;
   if (config.databaseUrl) {
     database = await openDatabase({
       url: config.databaseUrl,
@@ -202,7 +218,7 @@ export async function runDaemon(
   // The audit chain's head as this daemon last wrote it: its two writers take turns after it.
   const chain = new AuditChain();
   const audit = new AuditBatcher(ctx, metrics, chain);
-  const scheduler = new RefreshScheduler(ctx, options, metrics, log, chain);
+  scheduler = new RefreshScheduler(ctx, options, metrics, log, chain);
   const timers: NodeJS.Timeout[] = [];
   let shuttingDown = false;
   let unlisten: (() => Promise<void>) | null = null;
@@ -227,8 +243,31 @@ export async function runDaemon(
     // A maintenance pass under way finishes (an ANALYZE takes a fraction of a second).
     await maintain.idle();
     await unlisten?.().catch(() => {});
-    await database.close().catch(() => {});
+    // Not yet opened, when a stop cuts a start short.
+    await database?.close().catch(() => {});
     await embedded?.close(drainUntil).catch(() => {});
+  };
+
+  /**
+   * What a shutdown (or a start) cut short at its deadline leaves unfinished, for its log line: the
+   * refreshes whose platform has not answered (their grants stay marked in flight, which `status`
+   * reports once their leases lapse) and the database statements not answered.
+   */
+  const abandoned = (): string => {
+    const parts: string[] = [];
+    const refreshes = scheduler?.unfinished() ?? [];
+    if (refreshes.length) {
+      parts.push(
+        `${refreshes.length} refresh${refreshes.length > 1 ? 'es' : ''} in flight (left marked in flight): ${refreshes.join(', ')}`,
+      );
+    }
+    const waiting = database?.waiting?.();
+    if (waiting?.count) {
+      parts.push(
+        `${waiting.count} database statement${waiting.count > 1 ? 's' : ''} unanswered (the oldest sent ${Math.round(waiting.oldestMs / 1000)} s ago)`,
+      );
+    }
+    return parts.length ? parts.join('; ') : 'nothing in flight';
   };
 
   try {
@@ -356,6 +395,7 @@ export async function runDaemon(
     // a restart would only fail to start (exit 8) until the database is back.
     notifier.startWatchdog(() => !scheduler.stuck());
   } catch (error) {
+    if (startDeadline) clearTimeout(startDeadline);
     server?.close();
     await cleanup();
     for (const off of signalHandlers) off();
@@ -376,19 +416,26 @@ export async function runDaemon(
         return;
       }
       shuttingDown = true;
-      drainUntil = Date.now() + SHUTDOWN_DEADLINE_MS - 2500;
+      // From the signal, a start it waited for included.
+      const since = stopAt ?? Date.now();
+      if (startDeadline) clearTimeout(startDeadline);
+      drainUntil = since + SHUTDOWN_DEADLINE_MS - 2500;
       log.info(`${signal}: shutting down`);
       void notifier.stopping();
       // Within SHUTDOWN_DEADLINE_MS whatever is in flight (a platform call that has not answered: its
-      // grant keeps its in-flight mark, which `status` reports): a second to close the database and
-      // remove the run file, then the process ends, before systemd's stop timeout would kill it.
-      const deadline = setTimeout(() => {
-        log.error(`shutdown took longer than ${(SHUTDOWN_DEADLINE_MS - 1500) / 1000}s; exiting`);
-        void Promise.race([cleanup(), sleep(700)]).finally(() => {
-          resolve(1);
-          setTimeout(() => process.exit(1), 100).unref();
-        });
-      }, SHUTDOWN_DEADLINE_MS - 1500);
+      // grant keeps its in-flight mark, which `status` reports; a statement the database has not
+      // answered): a second to close the database and remove the run file, then the process ends,
+      // before systemd's stop timeout would kill it. The log line names what was left.
+      const deadline = setTimeout(
+        () => {
+          log.error(`shutdown took longer than ${GIVE_UP_MS / 1000}s; exiting, abandoning ${abandoned()}`);
+          void Promise.race([cleanup(), sleep(700)]).finally(() => {
+            resolve(1);
+            setTimeout(() => process.exit(1), 100).unref();
+          });
+        },
+        Math.max(0, since + GIVE_UP_MS - Date.now()),
+      );
       deadline.unref();
       try {
         // The server keeps listening while the refreshes in flight finish: /healthz answers 503

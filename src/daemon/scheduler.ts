@@ -72,6 +72,8 @@ export class RefreshScheduler {
   #wake: AbortController = new AbortController();
   /** Refreshes started and not finished (their answers may be waiting to be written). */
   readonly #inFlight = new Set<Promise<void>>();
+  /** What each of those refreshes, for a shutdown that has to leave them: `grant ID (platform, connection)`. */
+  readonly #refreshing = new Map<Promise<void>, string>();
   /** Of those, the ones still waiting for the platform: the slots in use. */
   #calling = 0;
   /** Wakes the sweep when a slot frees or a refresh finishes. */
@@ -164,6 +166,11 @@ export class RefreshScheduler {
 
   get inFlight(): number {
     return this.#inFlight.size;
+  }
+
+  /** The refreshes started and not finished: `grant ID (platform, connection)` each. */
+  unfinished(): string[] {
+    return [...this.#refreshing.values()];
   }
 
   async #run(): Promise<void> {
@@ -370,10 +377,14 @@ export class RefreshScheduler {
     })();
     const tracked = job.finally(() => {
       this.#inFlight.delete(tracked);
+      this.#refreshing.delete(tracked);
       answered();
       this.#wakeSweep();
     });
     this.#inFlight.add(tracked);
+    const account =
+      connection && (connection.name ?? `${connection.platform}:${connection.externalAccountId}`);
+    this.#refreshing.set(tracked, `grant ${grant.id} (${grant.platform}${account ? `, ${account}` : ''})`);
   }
 
   async #untilNextDue(): Promise<number> {

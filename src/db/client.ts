@@ -41,7 +41,7 @@ export interface Database {
     onListen?: () => void,
   ): Promise<() => Promise<void>>;
   close(): Promise<void>;
-  /** What waits on the database now, when `deadlineMs` was given (for the daemon's shutdown message). */
+  /** What waits on the database now, when `deadlineMs` was given, 0 too (for the daemon's shutdown message). */
   readonly waiting?: () => { count: number; oldestMs: number };
 }
 
@@ -59,9 +59,9 @@ export interface OpenOptions {
   /** Make the embedded database when there is none (`init`, `db migrate`); else that is an error. */
   create?: boolean;
   /**
-   * The daemon's limit on one statement (Config.dbTimeoutMs; 0 or unset: none, as for the commands,
-   * whose work a person or a job waits for, and some of which, `key rotate --reencrypt` or a
-   * migration, may take long). See DatabaseDeadline.
+   * The daemon's limit on one statement (Config.dbTimeoutMs; see DatabaseDeadline). 0: none, the
+   * statements still tracked (Database.waiting). Unset: neither, as for the commands, whose work a
+   * person or a job waits for, and some of which (`key rotate --reencrypt`, a migration) may take long.
    */
   deadlineMs?: number;
 }
@@ -243,7 +243,7 @@ export class DatabaseDeadline {
   }
 
   #watch(): void {
-    if (this.#timer) return;
+    if (this.#timer || this.limitMs === Number.POSITIVE_INFINITY) return;
     this.#timer = setInterval(() => this.#check(), Math.min(1000, Math.max(50, this.limitMs / 4)));
     this.#timer.unref();
   }
@@ -361,10 +361,15 @@ async function openPostgres(target: ConnectTarget, options: OpenOptions): Promis
   ]);
   // One host only: postgres.js tries the hosts of a multi-host URL in turn itself, which a socket
   // opened here would not; those connections keep the server's limits only.
+  // With no limit (0) the statements are still tracked, for the daemon's shutdown to say what it left.
+  const limited =
+    Boolean(options.deadlineMs) && ('socket' in target || !/^postgres(ql)?:\/\/[^/?#]*,/.test(target.url));
   const deadline =
-    options.deadlineMs && ('socket' in target || !/^postgres(ql)?:\/\/[^/?#]*,/.test(target.url))
-      ? new DatabaseDeadline(options.deadlineMs + Math.min(5000, options.deadlineMs))
-      : undefined;
+    options.deadlineMs === undefined
+      ? undefined
+      : new DatabaseDeadline(
+          limited ? options.deadlineMs + Math.min(5000, options.deadlineMs) : Number.POSITIVE_INFINITY,
+        );
   const settings: PostgresOptions<Record<string, PostgresType>> = {
     ...postgresOptions(target),
     max: options.poolSize ?? 4,
@@ -379,7 +384,7 @@ async function openPostgres(target: ConnectTarget, options: OpenOptions): Promis
       // Not on the daemon's socket: every connection there shares PGlite's one session.
       ...('url' in target && options.deadlineMs ? serverLimits(target.url, options.deadlineMs) : {}),
     },
-    ...(deadline ? { socket: deadline.socket } : {}),
+    ...(deadline && limited ? { socket: deadline.socket } : {}),
   } as PostgresOptions<Record<string, PostgresType>>;
   const client = 'url' in target ? postgres(target.url, settings) : postgres(settings);
   const db = drizzle({ client: preparing(client, deadline), schema }) as unknown as Db;

@@ -79,18 +79,18 @@ async function healthUntil(
 
 /**
  * `begin; lock table oauth_tokens_vault in access exclusive mode;` from another session (as from
- * psql), whose transaction also makes every grant due (seen once it commits). Resolves once the lock is
+ * psql), whose transaction also makes every grant due (seen once it commits); or another table. Resolves once the lock is
  * held, to the function that commits it.
  */
-async function lockTokensTable(v: TestVault): Promise<() => Promise<void>> {
+async function lockTokensTable(v: TestVault, table = 'oauth_tokens_vault'): Promise<() => Promise<void>> {
   const locker = postgres(v.databaseUrl!, { max: 1, onnotice: () => {} });
   let release!: () => void;
   const released = new Promise<void>((resolve) => (release = resolve));
   let locked!: () => void;
   const isLocked = new Promise<void>((resolve) => (locked = resolve));
   const held = locker.begin(async (tx) => {
-    await tx.unsafe('lock table oauth_tokens_vault in access exclusive mode');
-    await tx.unsafe(MAKE_DUE);
+    await tx.unsafe(`lock table ${table} in access exclusive mode`);
+    if (table === 'oauth_tokens_vault') await tx.unsafe(MAKE_DUE);
     locked();
     await released;
   });
@@ -985,7 +985,11 @@ describe('a refresh that outlasts the shutdown', () => {
     expect(code).toBe(1);
     expect(took).toBeLessThan(10_000);
     expect(took).toBeGreaterThan(7_500); // it did wait for the refresh first
-    expect(daemon.logs()).toContain('shutdown took longer than 8.5s; exiting');
+    // It names what it left: the grant whose platform did not answer, and its connection.
+    const [{ id }] = (await v.sql<{ id: string }>('select id from oauth_tokens_vault')) as [{ id: string }];
+    expect(daemon.logs()).toContain(
+      `shutdown took longer than 8.5s; exiting, abandoning 1 refresh in flight (left marked in flight): grant ${id} (microsoft_ads, acct-a)`,
+    );
     expect(existsSync(join(v.home, 'run', 'daemon.json'))).toBe(false);
     // The refresh left without an answer: marked in flight (status reports it once its lease lapses).
     const [grant] = await v.sql<{ in_flight: boolean }>(
@@ -1053,6 +1057,55 @@ describe.runIf(DB_KIND === 'postgres')('a database that stops answering', () => 
     expect(double.refreshAttempts).toBe(attempts + 1);
     expect(daemon.logs()).toContain('the database did not answer for');
   }, 60_000);
+});
+
+describe.runIf(DB_KIND === 'postgres')('a shutdown while a statement hangs (no database limit)', () => {
+  it('SIGTERM while the sweep waits on a locked table: the daemon ends within 10 s, its run file removed, and says it left the statement unanswered', async () => {
+    const { v, adopt } = await setup();
+    await adopt('987', 'acct-a');
+    const daemon = await startDaemon(v, { args: ['--interval', '1s'], env: { CREDVAULT_DB_TIMEOUT: '0' } });
+    await untilStarted(daemon);
+    await lockTokensTable(v);
+    await sleep(1500); // the next sweep's claim now waits for the lock
+    const signalled = Date.now();
+    const code = await daemon.stop('SIGTERM');
+    const took = Date.now() - signalled;
+    expect(code).toBe(1);
+    expect(took).toBeLessThan(10_000);
+    expect(daemon.logs()).toMatch(
+      /shutdown took longer than 8\.5s; exiting, abandoning \d+ database statements? unanswered \(the oldest sent \d+ s ago\)/,
+    );
+    expect(existsSync(join(v.home, 'run', 'daemon.json'))).toBe(false);
+  }, 30_000);
+
+  it('SIGTERM while the daemon starts and waits on a locked table: it does not wait for the start, and ends within 10 s saying so', async () => {
+    const v = await createVault();
+    cleanups.push(() => v.destroy());
+    await lockTokensTable(v, 'data_keys'); // the start reads the vault's data key
+    const child = v.spawn(['daemon', '--listen', `unix:${join(v.root, 'daemon.sock')}`], {
+      env: { CREDVAULT_DB_TIMEOUT: '0' },
+    });
+    child.stdin!.end();
+    let logs = '';
+    child.stderr!.on('data', (d: Buffer) => (logs += d.toString()));
+    const exited = new Promise<number | null>((resolve) => child.on('close', (c) => resolve(c)));
+    cleanups.push(async () => {
+      child.kill('SIGKILL');
+      await exited;
+    });
+    for (let i = 0; i < 100 && !logs.includes('credvault daemon starting'); i++) await sleep(50);
+    await sleep(1000);
+    expect(logs).not.toContain('listening on');
+    const signalled = Date.now();
+    child.kill('SIGTERM');
+    const code = await Promise.race([exited, sleep(15_000).then(() => 'still running')]);
+    const took = Date.now() - signalled;
+    expect(code).toBe(1);
+    expect(took).toBeLessThan(10_000);
+    expect(logs).toMatch(
+      /SIGTERM came while starting, and the start did not end within 8\.5s; exiting, abandoning 1 database statement unanswered/,
+    );
+  }, 30_000);
 });
 
 describe('token get beside a running daemon', () => {
