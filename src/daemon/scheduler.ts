@@ -83,8 +83,10 @@ export class RefreshScheduler {
   #loop: Promise<void> | null = null;
   lastSweepAt: Date | null = null;
   lastError: string | null = null;
-  /** When the loop started, when the sweep under way did (null between sweeps), and the last sign of
-   * progress: a sweep started or ended, a claim answered, a platform answered, a refresh finished. */
+  /**
+   * When the loop started, when the sweep under way did (null between sweeps), and the last sign of
+   * progress: a sweep started or ended, a claim answered, a platform answered, a refresh finished.
+   */
   #startedAt: number | null = null;
   #sweepingSince: number | null = null;
   #progressAt = Date.now();
