@@ -10,6 +10,7 @@ import * as stateStore from '../db/store/oauth-states.js';
 import * as tokenStore from '../db/store/tokens.js';
 import {
   ConflictError,
+  CredvaultError,
   InvalidInputError,
   NotFoundError,
   ReauthRequiredError,
@@ -29,13 +30,16 @@ import type { ServiceContext } from './context.js';
 import { openToken, storeGrant, tokenSha256 } from './grants.js';
 import {
   claimAdoption,
+  type DeadGrantRefresh,
   findHeldGrants,
   type HeldGrant,
   heldBy,
   joinGrantIn,
   keepAnswerOn,
+  refreshDeadGrant,
   refreshHeldGrant,
   replaceDeadGrant,
+  tokensWrittenOn,
 } from './held-grants.js';
 import { providerFailure, withDeadline } from './platform-calls.js';
 import { decryptedFor, providerApp } from './provider-app.js';
@@ -561,6 +565,12 @@ export interface Adopted {
    * platform rotated the token at that refresh: its answer, the new refresh token, is kept on that grant.
    */
   keptOnJoined: boolean;
+  /**
+   * The grant replaced held a newer refresh token of the consent than the given one (left there by an
+   * import or adoption that failed after refreshing it), and that one was presented: the given one was
+   * not sent.
+   */
+  presentedKept: boolean;
 }
 
 /**
@@ -576,8 +586,13 @@ export interface Adopted {
  * grant where the platform treats it as a stolen token. The held grant is refreshed once instead (its
  * current token, under its lease), which proves it works as an adoption's refresh would. A grant
  * holding it that needs a person (the platform refused it, or a revocation it could not be told of
- * is pending) takes no new account: the given token is refreshed as any adopted token, and, when
- * it works, its new grant replaces the dead one (whose tokens are destroyed: one consent, one grant).
+ * is pending) takes no new account: its consent is refreshed (refreshDeadGrant), with the newest
+ * token of it the platform has not refused: the given one, or a newer one that grant holds (where an
+ * import or adoption refreshed it, the platform rotated it, and what came after failed). The answer is
+ * written onto the dead grant at once, so that a failure after it (the account listing, an account the
+ * grant does not reach, the storing transaction) loses no working token: the next `connections add` or
+ * import of the token presents it. When all goes well, the new grant of the accounts takes what was
+ * written, and replaces the dead one (whose tokens are destroyed: one consent, one grant).
  *
  * A token the vault does not hold yet is presented by one process at a time (claimAdoption): another
  * given the same token at once (the same setup run twice, a retry) waits until the first has stored
@@ -607,13 +622,18 @@ export async function adoptRefreshToken(
     return joinHeldGrant(ctx, provider, app, claim.live, options, { refreshedMeanwhile: true });
   }
   try {
-    return await adoptClaimed(ctx, provider, app, refreshToken, sha256, options);
+    return await adoptClaimed(ctx, provider, app, refreshToken, sha256, options, claim.held);
   } finally {
     await claim.release().catch(() => {});
   }
 }
 
-/** The given token presented and its grant stored, under the adoption's claim (adoptRefreshToken). */
+/**
+ * The token presented and its grant stored, under the adoption's claim (adoptRefreshToken): the given
+ * one, or, where only grants that need a person hold it (`deadHeld`, found under the claim), the
+ * newest of their consent (refreshDeadConsent). A failure once such a refresh rotated the token says
+ * where the new one is kept (withKept).
+ */
 async function adoptClaimed(
   ctx: ServiceContext,
   provider: Provider,
@@ -621,8 +641,37 @@ async function adoptClaimed(
   refreshToken: Secret,
   sha256: string,
   options: CompleteOptions,
+  deadHeld: HeldGrant[],
 ): Promise<Adopted> {
-  const { opened, tokens: kept } = await refreshGivenToken(ctx, provider, app, refreshToken);
+  if (!deadHeld.length) {
+    const { opened, tokens } = await refreshGivenToken(ctx, provider, app, refreshToken);
+    return storeAdopted(ctx, provider, app, refreshToken, sha256, options, opened, tokens);
+  }
+  const { opened, tokens, refreshed } = await refreshDeadConsent(ctx, app, deadHeld, refreshToken);
+  try {
+    return await storeAdopted(ctx, provider, app, refreshToken, sha256, options, opened, tokens, refreshed);
+  } catch (error) {
+    throw withKept(error, app, refreshed);
+  }
+}
+
+/**
+ * The accounts listed with the refreshed tokens, the chosen ones stored on a new grant (or on a grant
+ * holding the token stored meanwhile: joined), and the grants needing a person that held the token
+ * replaced. `refreshed`: the refresh of the dead grant's consent whose answer `kept` is (written on it
+ * already, and checked under its lock to be so still when the new grant takes it).
+ */
+async function storeAdopted(
+  ctx: ServiceContext,
+  provider: Provider,
+  app: AppRecord,
+  refreshToken: Secret,
+  sha256: string,
+  options: CompleteOptions,
+  opened: ProviderApp,
+  kept: TokenResult,
+  refreshed?: DeadGrantRefresh & { refs: string },
+): Promise<Adopted> {
   // The platform answered with another refresh token: the given one is used up.
   const rotated = kept.refreshToken!.reveal() !== refreshToken.reveal();
   const replaced: string[] = [];
@@ -655,7 +704,17 @@ async function adoptClaimed(
         await tokenStore.lockTokenSha256(tx, app.id, sha256);
         const now = await findHeldGrants(tx, app.id, sha256);
         dead = now.held;
-        if (!now.live) return null;
+        if (!now.live) {
+          // What the refresh of the dead grant's consent wrote on it, as it left it: else nothing is
+          // stored (the tokens stay where they are, for the next try).
+          if (refreshed && !(await tokensWrittenOn(ctx, tx, now.held, refreshed.grant))) {
+            throw new ConflictError(
+              `the grant of ${refreshed.refs}, which held this refresh token and needs a person, changed while it was refreshed to replace it; nothing was stored`,
+              { hint: 'Run `credvault connections list` to see why, then add the account again.' },
+            );
+          }
+          return null;
+        }
         if (rotated) {
           if (!(await keepAnswerOn(ctx, tx, now.live, kept, 'adopt'))) return null;
           keptOnJoined = true;
@@ -686,9 +745,89 @@ async function adoptClaimed(
       sharedWith: holders.filter((ref) => !connections.some((c) => connectionRef(c) === ref)),
       replaced: [],
       keptOnJoined,
+      presentedKept: false,
     };
   }
-  return { connections, joined: false, sharedWith: [], replaced, keptOnJoined: false };
+  return {
+    connections,
+    joined: false,
+    sharedWith: [],
+    replaced,
+    keptOnJoined: false,
+    presentedKept: refreshed?.presentedHeld ?? false,
+  };
+}
+
+/**
+ * Refreshes the consent of the grants needing a person that hold the given token (refreshDeadGrant,
+ * with the stored app): the newest token of it the platform has not refused is presented (the given
+ * one, or a newer one such a grant holds), and the answer written onto that grant at once. Returns
+ * what was written (tokensWrittenOn), to list the accounts with and to store on the new grant.
+ * Audited as an adoption (the app's secrets decrypted) and as that grant's refresh.
+ */
+async function refreshDeadConsent(
+  ctx: ServiceContext,
+  app: AppRecord,
+  dead: HeldGrant[],
+  refreshToken: Secret,
+): Promise<{ opened: ProviderApp; tokens: TokenResult; refreshed: DeadGrantRefresh & { refs: string } }> {
+  const opened = await providerApp(ctx, ctx.db, app, { secrets: true });
+  // One that kept a working answer of an earlier import or adoption (its last refresh was not
+  // refused) before the others, as an import chooses.
+  const target = dead.find((h) => h.grant.lastErrorCode !== 'dead_grant') ?? dead[0]!;
+  const refs = target.connections.map(connectionRef).join(', ');
+  const hint = 'Run `credvault connections list` to see why, then add the account again.';
+  const refreshed = await audited(
+    ctx,
+    app,
+    opened,
+    'token.adopt',
+    () =>
+      refreshDeadGrant(ctx, target, refreshToken, opened, {
+        purpose: 'adopt',
+        nothing: 'nothing was stored',
+        hint,
+      }),
+    { replacing: target.grant.id },
+  ).catch((error) => {
+    // A platform's failure is said of the grant replaced; the others say so already.
+    if (!(error instanceof CredvaultError) || !(error.cause instanceof ProviderError)) throw error;
+    throw new CredvaultError(
+      error.code,
+      `the vault holds this refresh token on the grant of ${refs}, which needs a person, and refreshing it to replace that grant failed: ${error.message.replace(/\.$/, '')}; nothing was stored`,
+      { hint: error.hint, cause: error },
+    );
+  });
+  const kept = { ...refreshed, refs };
+  const tokens = await tokensWrittenOn(ctx, ctx.db, dead, refreshed.grant);
+  if (!tokens) {
+    throw withKept(
+      new ConflictError(
+        `the grant of ${refs}, which held this refresh token and needs a person, changed while it was refreshed to replace it; nothing was stored`,
+        { hint },
+      ),
+      app,
+      kept,
+    );
+  }
+  return { opened, tokens, refreshed: kept };
+}
+
+/**
+ * A `connections add` that failed after the refresh of a dead grant's consent rotated the token: the
+ * token presented is used up, and what the platform gave is kept on that grant (refreshDeadGrant wrote
+ * it at once). The error says so, and that adding the token again (or importing it) uses it.
+ */
+function withKept(error: unknown, app: AppRecord, refreshed: DeadGrantRefresh & { refs: string }): unknown {
+  if (!(error instanceof CredvaultError) || !refreshed.rotated) return error;
+  const which = refreshed.presentedHeld
+    ? `the refresh token kept on the grant of ${refreshed.refs} when it was refreshed to replace that grant`
+    : `the given refresh token when it was refreshed to replace the grant of ${refreshed.refs}`;
+  return new CredvaultError(
+    error.code,
+    `${error.message.replace(/\.$/, '')}. ${PLATFORMS[app.platform as PlatformId].displayName} rotated ${which}: that token is used up, and the new one is kept on that grant (nothing is served from it: it still needs a person); adding this refresh token again (connections add, or an import of it) uses it, and does not send the given one`,
+    { hint: error.hint, cause: error },
+  );
 }
 
 /**
@@ -771,5 +910,6 @@ async function joinHeldGrant(
     sharedWith: holders.filter((ref) => !connections.some((c) => connectionRef(c) === ref)),
     replaced: [],
     keptOnJoined: false,
+    presentedKept: false,
   };
 }

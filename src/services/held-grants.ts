@@ -32,7 +32,9 @@ import {
  * import's file held) is not stored a second time. `connections add` and `import` share these steps:
  * a working grant holding it is joined (refreshed once under its lease first: the given token is never
  * presented again, since where refresh tokens rotate it may be used up, and a reused one can end the
- * whole grant), and one that needs a person is replaced by the new grant of the given token. Two
+ * whole grant), and one that needs a person is replaced by a new grant of its consent, refreshed with
+ * the newest token of it the platform has not refused (refreshDeadGrant: the given one, or a newer one
+ * an earlier such refresh left on the dead grant). Two
  * processes about to present a token no working grant holds (connections add; an import replacing a
  * dead grant) take turns (claimAdoption): the second finds the grant the first stored, and joins it.
  */
@@ -194,29 +196,32 @@ export interface DeadGrantRefresh {
 
 /**
  * Refreshes the consent that a grant needing a person holds, so that only a working token replaces it
- * (an import's second pass moves what this writes to the grant of the file's accounts). Under the
- * grant's lease, one attempt, with the app given (as the import's file makes it). The token presented
- * is the newest of that consent that the platform has not refused: the grant's own when it differs
- * from the given one and its last refresh was not refused (a refresh like this one, whose import then
+ * (an import's second pass, or `connections add`, moves what this writes to the new grant of the
+ * accounts: tokensWrittenOn). Under the grant's lease, one attempt, with the app given (as the
+ * import's file makes it; the stored one for `connections add`). The token presented is the newest of
+ * that consent that the platform has not refused: the grant's own when it differs from the given one
+ * and its last refresh was not refused (a refresh like this one, whose import or adoption then
  * failed, left its answer there), else the given one.
  *
  * The platform's answer is written onto the grant at once, as every refresh's is, a rotated refresh
- * token included: whatever fails after it (another platform's call, the import's transaction, the
- * process), the answer is in the vault, and the next import of the file finds it there and presents
- * it. The grant's connections keep their status: nothing is served from it meanwhile. A refusal of
- * the token presented is recorded on the grant (the next try presents the given one); any other
- * failure only in the audit log (an answer that never came leaves the grant's refresh marked in doubt,
- * as any refresh's does).
+ * token included: whatever fails after it (another platform's call, the account listing, the storing
+ * transaction, the process), the answer is in the vault, and the next import of the file or
+ * `connections add` of the token finds it there and presents it. The grant's connections keep their
+ * status: nothing is served from it meanwhile. A refusal of the token presented is recorded on the
+ * grant (the next try presents the given one); any other failure only in the audit log (an answer that
+ * never came leaves the grant's refresh marked in doubt, as any refresh's does). `purpose`: who asks
+ * (the audit entry's `via`), and how messages name the given token (the file's, or the given one).
  */
 export async function refreshDeadGrant(
   ctx: ServiceContext,
   dead: HeldGrant,
   given: Secret,
   app: ProviderApp,
-  input: { purpose: 'import'; nothing: string; hint: string },
+  input: { purpose: 'import' | 'adopt'; nothing: string; hint: string },
 ): Promise<DeadGrantRefresh> {
   const platform = dead.grant.platform as PlatformId;
   const name = PLATFORMS[platform].displayName;
+  const givenToken = input.purpose === 'import' ? "the file's token" : 'the given token';
   const changed = () =>
     new ConflictError(
       `${heldBy(dead)}, needing a person, and it was revoked, replaced or connected again meanwhile; ${input.nothing}`,
@@ -266,11 +271,11 @@ export async function refreshDeadGrant(
       await recordDeadGrantFailure(ctx, leased, owner, error, entry);
       const unanswered = error.status === null && error.kind === 'transient';
       const what = presentedHeld
-        ? "the newer refresh token that grant holds (the file's was not sent)"
+        ? `the newer refresh token that grant holds (${input.purpose === 'import' ? "the file's" : 'the given one'} was not sent)`
         : 'the refresh token';
       const doubt =
         unanswered && PLATFORMS[platform].capabilities.refresh_token_rotation
-          ? ` (no answer came: if ${name} took the refresh, ${presentedHeld ? 'that token' : "the file's token"} is used up)`
+          ? ` (no answer came: if ${name} took the refresh, ${presentedHeld ? 'that token' : givenToken} is used up)`
           : '';
       throw providerFailure(
         error,
@@ -294,7 +299,7 @@ export async function refreshDeadGrant(
     if (!written) {
       // Only when the lease lapsed and another process wrote the grant, or it was revoked meanwhile.
       throw new ConflictError(
-        `${heldBy(dead)}, needing a person, and it changed while it was refreshed: what ${name} answered could not be kept${rotated ? `, and the ${presentedHeld ? 'token it held' : "file's token"} is used up` : ''}; ${input.nothing}`,
+        `${heldBy(dead)}, needing a person, and it changed while it was refreshed: what ${name} answered could not be kept${rotated ? `, and ${presentedHeld ? 'the token it held' : givenToken} is used up` : ''}; ${input.nothing}`,
         { hint: input.hint },
       );
     }
@@ -302,6 +307,37 @@ export async function refreshDeadGrant(
   } finally {
     if (holding) await tokenStore.releaseLease(ctx.db, leased.id, owner).catch(() => {});
   }
+}
+
+/**
+ * The tokens that a refresh of a dead grant's consent wrote onto it (refreshDeadGrant), read under its
+ * lock in the caller's transaction: none when the grant is not among `dead` or not as that refresh left
+ * it (gone, written since, or someone's refresh of it under way). The caller then stores nothing, and
+ * the tokens stay where they are. Read as the new grant of the accounts stores them: the platform's own
+ * end of the refresh token, when it gave one (else the new grant's is reckoned from now).
+ */
+export async function tokensWrittenOn(
+  ctx: ServiceContext,
+  tx: Db,
+  dead: HeldGrant[],
+  written: tokenStore.GrantRow,
+): Promise<TokenResult | undefined> {
+  if (!dead.some((h) => h.grant.id === written.id)) return undefined;
+  const row = await tokenStore.lock(tx, written.id);
+  if (!row || row.version !== written.version || row.leaseOwner !== null) return undefined;
+  const [accessToken, refreshToken] = await Promise.all([
+    openToken(ctx, row, 'access'),
+    openToken(ctx, row, 'refresh'),
+  ]);
+  if (!accessToken || !refreshToken) return undefined;
+  return {
+    accessToken,
+    refreshToken,
+    tokenType: row.tokenType,
+    expiresAt: row.accessTokenExpiresAt,
+    refreshTokenExpiresAt: row.refreshTokenExpiryFixed ? row.refreshTokenExpiresAt : null,
+    scope: row.scope,
+  };
 }
 
 /**

@@ -772,6 +772,112 @@ describe('an import that fails after its refresh to replace a dead grant rotated
     expect(microsoft.findGrant(grant.grantId)?.revoked).toBe(false);
     await expectNoSecretsLeaked(v, [grant.refreshToken, googleGrant.refreshToken, app.clientSecret]);
   });
+
+  it('connections add given the file’s used-up token presents the one kept on the dead grant, not the file’s', async () => {
+    const v = await vault();
+    const { app: googleApp, grant: googleGrant } = await googleHeld(v);
+    const { microsoft, app, grant, presented } = await microsoftImportedDead(v);
+    const file = writeLines(v, [
+      ...envLines('MICROSOFT_ADS_', app, grant.refreshToken, '988'),
+      ...envLines('GOOGLE_ADS_', googleApp, googleGrant.refreshToken, '2345678901'),
+    ]);
+    cleanups.push(async () => {
+      doubles.google.faults.reset();
+    });
+    doubles.google.faults.failNext(3, { status: 503 });
+    const failed = await v.cli(['import', 'env', '--file', file]);
+    expect(failed.code, failed.stderr).toBe(5);
+    expect(presented()).toBe(1);
+
+    // The same token as the file's, given to connections add: Microsoft is asked with the token kept
+    // on the dead grant (the file's, presented again, would be a reuse: this double ends the consent).
+    const added = await addConnection(v, 'microsoft_ads', app.label, grant.refreshToken, {
+      accounts: ['988'],
+    });
+    expect(added.code, added.stderr).toBe(0);
+    expect(presented()).toBe(1);
+    expect(microsoft.findGrant(grant.grantId)?.revoked).toBe(false);
+    expect(added.stderr).toContain('this refresh token was held by microsoft_ads:987');
+    const rows = (await connections(v)).filter((r) => /^98\d$/.test(r.external_account_id));
+    expect(rows).toEqual([
+      expect.objectContaining({ external_account_id: '987', status: 'needs_reauth', token_id: null }),
+      expect.objectContaining({ external_account_id: '988', status: 'active', token_id: expect.any(String) }),
+    ]);
+    expect(rows[0]!.status_message).toContain('adopted again for microsoft_ads:988');
+    // On record as the refresh of the dead grant's consent, with the token it held.
+    const [refresh] = await v.sql<{ detail: Record<string, unknown> }>(
+      "select detail from credential_access_audit where action = 'token.refresh' and detail->>'via' = 'adopt' order by id desc limit 1",
+    );
+    expect(refresh!.detail).toEqual(expect.objectContaining({ token: 'held', rotated: true }));
+    // What is stored is what Microsoft takes now.
+    const refreshed = await v.cli(['connections', 'refresh', 'microsoft_ads:988']);
+    expect(refreshed.code, refreshed.stderr).toBe(0);
+    expect(microsoft.findGrant(grant.grantId)?.revoked).toBe(false);
+    await expectNoSecretsLeaked(v, [grant.refreshToken, googleGrant.refreshToken, app.clientSecret]);
+  });
+});
+
+describe('connections add that fails after its refresh to replace a dead grant rotated the given token', () => {
+  it('keeps what the platform gave on the dead grant, says so, and the next connections add uses it', async () => {
+    const { microsoft, v, app, grant, presented } = await microsoftImportedDead();
+    const before = await connections(v);
+
+    // An account the grant does not reach: refused once the accounts are listed, after the refresh.
+    const wrong = await addConnection(v, 'microsoft_ads', app.label, grant.refreshToken, {
+      accounts: ['999'],
+    });
+    expect(wrong.code, wrong.stderr).toBe(2);
+    expect(wrong.stderr).toContain('this grant does not reach account 999; nothing was stored');
+    expect(wrong.stderr).toContain(
+      'Microsoft Advertising rotated the given refresh token when it was refreshed to replace the grant of microsoft_ads:987: that token is used up, and the new one is kept on that grant',
+    );
+    expect(presented()).toBe(1);
+    expect(await connections(v)).toEqual(before);
+
+    // Added again with the right account: the token kept is presented, not the given one.
+    const added = await addConnection(v, 'microsoft_ads', app.label, grant.refreshToken, {
+      accounts: ['988'],
+    });
+    expect(added.code, added.stderr).toBe(0);
+    expect(presented()).toBe(1);
+    expect(microsoft.findGrant(grant.grantId)?.revoked).toBe(false);
+    const grants = await v.sql<{ id: string }>('select id from oauth_tokens_vault');
+    expect(grants).toHaveLength(1);
+
+    expect(added.stderr).toContain(
+      'the given refresh token was not sent to Microsoft Advertising: that grant held a newer one of the same consent',
+    );
+    const rows = (await connections(v)).filter((r) => /^98\d$/.test(r.external_account_id));
+    expect(rows.map((r) => [r.external_account_id, r.status, r.token_id])).toEqual([
+      ['987', 'needs_reauth', null],
+      ['988', 'active', grants[0]!.id],
+    ]);
+    // What is stored is what Microsoft takes now.
+    const refreshed = await v.cli(['connections', 'refresh', 'microsoft_ads:988']);
+    expect(refreshed.code, refreshed.stderr).toBe(0);
+    expect(presented()).toBe(1);
+    expect(microsoft.findGrant(grant.grantId)?.revoked).toBe(false);
+    await expectNoSecretsLeaked(v, [grant.refreshToken, app.clientSecret]);
+  });
+
+  it('an import after it presents the token kept on the dead grant, not the file’s', async () => {
+    const { microsoft, v, app, grant, presented } = await microsoftImportedDead();
+    const wrong = await addConnection(v, 'microsoft_ads', app.label, grant.refreshToken, {
+      accounts: ['999'],
+    });
+    expect(wrong.code, wrong.stderr).toBe(2);
+    expect(presented()).toBe(1);
+
+    const file = writeEnv(v, 'MICROSOFT_ADS_', app, grant.refreshToken, '988');
+    const imported = await v.cli(['import', 'env', '--file', file]);
+    expect(imported.code, imported.stderr).toBe(0);
+    expect(presented()).toBe(1);
+    expect(microsoft.findGrant(grant.grantId)?.revoked).toBe(false);
+    await expectMicrosoftReplaced(v);
+    const refreshed = await v.cli(['connections', 'refresh', 'microsoft_ads:988']);
+    expect(refreshed.code, refreshed.stderr).toBe(0);
+    expect(microsoft.findGrant(grant.grantId)?.revoked).toBe(false);
+  });
 });
 
 describe.runIf(DB_KIND === 'postgres')(

@@ -313,6 +313,11 @@ export async function add(rt: Runtime, platformInput: string, opts: AddFlags): P
     rt.out.note(
       `this refresh token was held by ${held}, which ${one ? 'needs' : 'need'} a person: the new grant takes the place of that one (its tokens are destroyed); ${held} ${one ? 'stays' : 'stay'} needs_reauth until connected again`,
     );
+    if (adopted.presentedKept) {
+      rt.out.note(
+        `the given refresh token was not sent to ${PLATFORMS[platform].displayName}: that grant held a newer one of the same consent (kept there when an earlier import or connections add failed after refreshing it), which was refreshed instead`,
+      );
+    }
   }
   rt.out.success(
     adopted.joined
