@@ -5,7 +5,13 @@ import type { ClaimedGrant } from '../db/store/tokens.js';
 import * as tokenStore from '../db/store/tokens.js';
 import { PLATFORM_IDS, PLATFORMS } from '../providers/catalog.js';
 import type { ServiceContext } from '../services/context.js';
-import { leaseMs, type RefreshOutcome, refreshClaimed, refreshOwner } from '../services/tokens.js';
+import {
+  leaseMs,
+  type RecordedFailure,
+  type RefreshOutcome,
+  refreshClaimed,
+  refreshOwner,
+} from '../services/tokens.js';
 import { sleep } from '../util/backoff.js';
 import { redact } from '../util/redact.js';
 import type { AuditChain } from './audit-chain.js';
@@ -13,6 +19,7 @@ import type { Logger } from './log.js';
 import type { DaemonMetrics } from './metrics.js';
 import type { DaemonOptions } from './options.js';
 import { RefreshBatcher } from './refresh-batcher.js';
+import { RefreshLog } from './refresh-log.js';
 
 /**
  * The refresh loop. Each sweep claims due grants a round ahead (one statement claims up to twice the
@@ -80,6 +87,8 @@ export class RefreshScheduler {
   #changed: (() => void) | null = null;
   readonly #pausedUntil = new Map<string, number>();
   readonly #writer: RefreshBatcher;
+  /** What the refreshes and the sweep write to the log (see RefreshLog). */
+  readonly #events: RefreshLog;
   #loop: Promise<void> | null = null;
   lastSweepAt: Date | null = null;
   lastError: string | null = null;
@@ -105,6 +114,7 @@ export class RefreshScheduler {
     this.#metrics = metrics;
     this.#log = log;
     this.#writer = new RefreshBatcher(ctx, chain);
+    this.#events = new RefreshLog(log);
   }
 
   start(): void {
@@ -184,10 +194,11 @@ export class RefreshScheduler {
         await this.#sweep();
         delay = await this.#untilNextDue();
         this.lastError = null;
+        this.#events.sweepWorked();
       } catch (error) {
         // Shown by /healthz, which needs no token: scrubbed like a log line.
         this.lastError = redact(errorMessage(error));
-        this.#log.error('refresh sweep failed', { error: this.lastError });
+        this.#events.sweepFailed(error, this.lastError);
         delay = Math.min(delay, 10_000);
       } finally {
         this.#sweepingSince = null;
@@ -325,6 +336,8 @@ export class RefreshScheduler {
       const paused = (this.#pausedUntil.get(grant.platform) ?? 0) > Date.now();
       let outcome: RefreshOutcome;
       let retryAfterMs: number | null = null;
+      let failure: RecordedFailure | null = null;
+      let internal: { error: unknown; waits: boolean; until: Date | null } | null = null;
       try {
         if (this.#stop.signal.aborted || paused) {
           // Its platform is rate limiting (since this claim was made), or the daemon is stopping: the
@@ -349,33 +362,29 @@ export class RefreshScheduler {
             onRateLimited: (seconds) => {
               retryAfterMs = seconds === null ? null : seconds * 1000;
             },
-            onInternal: (error, waits) =>
-              this.#log.error(
-                waits ? 'refresh failed; the grant waits before it is tried again' : 'refresh failed',
-                { grant: grant.id, error: redact(errorMessage(error)) },
-              ),
+            onInternal: (error, waits, until) => {
+              internal = { error, waits, until };
+            },
+            onFailure: (recorded) => {
+              failure = recorded;
+            },
           });
         }
       } catch (error) {
         outcome = 'internal';
-        this.#log.error('refresh failed unexpectedly', {
-          grant: grant.id,
-          error: redact(errorMessage(error)),
-        });
+        internal = { error, waits: false, until: null };
       }
       this.#metrics.refreshes.inc({ platform: grant.platform, outcome });
+      let pauseMs: number | null = null;
       if (outcome === 'rate_limited') {
         // Per-platform pacing: the next claims for this platform wait as long as it asked (at least a
         // minute, at most an hour: a Retry-After of days would let the platform's tokens expire).
-        const pauseMs = Math.min(RATE_LIMIT_PAUSE_MAX_MS, Math.max(60_000, retryAfterMs ?? 0));
+        pauseMs = Math.min(RATE_LIMIT_PAUSE_MAX_MS, Math.max(60_000, retryAfterMs ?? 0));
         const until = Math.max(this.#pausedUntil.get(grant.platform) ?? 0, Date.now() + pauseMs);
         this.#pausedUntil.set(grant.platform, until);
-        this.#log.warn(
-          `${grant.platform} is rate limiting refreshes; pausing it for ${Math.round(pauseMs / 1000)} s`,
-        );
-      } else if (outcome !== 'success' && outcome !== 'skipped') {
-        this.#log.warn(`refresh of grant ${grant.id} (${grant.platform}) failed: ${outcome}`);
       }
+      // One line per event, with what to do (see RefreshLog).
+      this.#events.refreshed(grant, connection, outcome, { failure, internal, pauseMs });
     })();
     const tracked = job.finally(() => {
       this.#inFlight.delete(tracked);

@@ -54,14 +54,9 @@ const CONNECTION_CODES = new Set([
   '08004', // sqlserver_rejected_establishment_of_sqlconnection
 ]);
 
-/**
- * Turns a driver failure into the contract's error, or returns null when it is not one credvault
- * expects (a bug). Messages never include query parameters.
- */
-export function mapDatabaseError(error: unknown, where: string): CredvaultError | null {
-  const driver = driverError(error);
-  if (!driver?.code) return null;
-  const code = driver.code;
+/** A driver error that says the database cannot be reached (or takes no connection now). */
+function unreachable(driver: { code?: string; message?: string }): boolean {
+  const code = driver.code ?? '';
   // A unix socket that went away under a connection (the daemon sharing the embedded database
   // stopped): ENOENT from the socket itself, not from a file.
   const syscall = (driver as { syscall?: unknown }).syscall;
@@ -70,7 +65,41 @@ export function mapDatabaseError(error: unknown, where: string): CredvaultError 
   // connections" (ALLOW_CONNECTIONS false); within a session it means other things (a sequence's
   // currval not yet defined…), which are not an unreachable database.
   const refusing = code === '55000' && /accepting connections/.test(driver.message ?? '');
-  if (CONNECTION_CODES.has(code) || socketGone || refusing) {
+  return CONNECTION_CODES.has(code) || socketGone || refusing;
+}
+
+/**
+ * What a failure says of the database, for a log line, or null when it is not the database's:
+ * unreachable (no connection, a connection dropped, refused), too slow (a statement cancelled by its
+ * timeout), or refusing the operation (a privilege revoked, a trigger refusing a write). A
+ * DatabaseError credvault raised after mapping one counts too.
+ */
+export function databaseFailure(error: unknown): string | null {
+  const driver = driverError(error);
+  const code = driver?.code;
+  if (driver && code) {
+    if (unreachable(driver)) return 'the database is unreachable';
+    if (code === '57014' || code === '55P03') return 'the database did not answer in time';
+    // 42501: insufficient_privilege; P0001: an exception raised by a trigger or function.
+    if (code === '42501' || code === 'P0001') return 'the database refused the operation';
+  }
+  if (error instanceof DatabaseError) {
+    return error.message.startsWith('cannot reach the database')
+      ? 'the database is unreachable'
+      : 'the database failed';
+  }
+  return null;
+}
+
+/**
+ * Turns a driver failure into the contract's error, or returns null when it is not one credvault
+ * expects (a bug). Messages never include query parameters.
+ */
+export function mapDatabaseError(error: unknown, where: string): CredvaultError | null {
+  const driver = driverError(error);
+  if (!driver?.code) return null;
+  const code = driver.code;
+  if (unreachable(driver)) {
     const embedded = where.endsWith('/pgdata');
     return new DatabaseError(`cannot reach the database at ${where}: ${driver.message ?? code}`, {
       hint: embedded

@@ -410,6 +410,8 @@ async function refreshWithLease(
     progress?: { sent: boolean };
     /** The app to refresh with instead of the stored one (TokenRequest.app). */
     app?: ProviderApp | undefined;
+    /** Told what a failure of the platform's made of the grant (recordRefreshFailure). */
+    onFailure?: ((failure: RecordedFailure) => void) | undefined;
   } = {},
 ): Promise<GrantRow> {
   const platform = grant.platform as PlatformId;
@@ -418,12 +420,14 @@ async function refreshWithLease(
   // An attempt that got no answer (timeout, dropped connection) may still have been processed.
   let unanswered = false;
   let presentedTokenSha256: string | undefined;
+  let appLabel: string | null = null;
   try {
     const [papp, refreshToken, provider] = await Promise.all([
       options.app ?? openApp(ctx, grant.appId),
       openToken(ctx, grant, 'refresh'),
       providerFor(platform),
     ]);
+    appLabel = papp.label;
     if (!refreshToken)
       throw new ProviderError('dead_grant', 'no refresh token is stored for this connection');
     // A grant stored before refresh_token_sha256 existed (migration 0008) has none, so a person
@@ -462,7 +466,16 @@ async function refreshWithLease(
     if (options.app && error instanceof ProviderError && error.kind === 'client') {
       await recordRefusedApp(ctx, grant, connection.id, owner, error, attempts, unanswered);
     } else {
-      await recordRefreshFailure(ctx, grant, connection.id, owner, error, attempts, unanswered);
+      const recorded = await recordRefreshFailure(
+        ctx,
+        grant,
+        connection.id,
+        owner,
+        error,
+        attempts,
+        unanswered,
+      );
+      if (recorded) options.onFailure?.({ ...recorded, appLabel });
     }
     throw error instanceof ProviderError
       ? providerFailure(error, `refreshing ${connectionRef(connection)} failed`)
@@ -728,11 +741,11 @@ async function recordRefreshFailure(
   error: unknown,
   attempts: number,
   unanswered: boolean,
-): Promise<void> {
+): Promise<RecordedFailure | null> {
   if (!(error instanceof ProviderError)) {
     // Not the platform's answer (a key or database problem): free the lease, record nothing.
     await tokenStore.releaseLease(ctx.db, grant.id, owner).catch(() => {});
-    return;
+    return null;
   }
   const dead = error.kind === 'dead_grant';
   const lost = grant.refreshInFlightSince
@@ -742,7 +755,7 @@ async function recordRefreshFailure(
       : '';
   const message = `${error.message}${dead ? lost : ''}`.slice(0, 1000);
   const refreshEntry = failedRefreshEntry(grant, connectionId, error, attempts);
-  await ctx.transaction(async (tx) => {
+  return ctx.transaction(async (tx): Promise<RecordedFailure> => {
     // Counted from what the connections say now, not from before the platform call.
     const current = await connectionStore.listByGrant(tx, grant.id);
     const failures = (current[0]?.consecutiveFailures ?? 0) + 1;
@@ -751,10 +764,23 @@ async function recordRefreshFailure(
       : failures >= ERROR_THRESHOLD
         ? 'error'
         : (current[0]?.status ?? 'active');
+    const waitMs = dead ? null : cooldownMs(failures, error.retryAfter);
+    const record: RecordedFailure = {
+      kind: error.kind,
+      httpStatus: error.status,
+      platformCode: error.platformCode,
+      message,
+      connections: current,
+      appLabel: null,
+      recorded: false,
+      status,
+      consecutiveFailures: failures,
+      retryAfter: waitMs === null ? null : new Date(Date.now() + waitMs),
+    };
     const applied = await tokenStore.recordFailure(tx, grant.id, owner, grant.version, {
       code: error.kind,
       message,
-      cooldownMs: dead ? null : cooldownMs(failures, error.retryAfter),
+      cooldownMs: waitMs,
       // The platform answered (and no earlier answer is missing): nothing is in doubt. A timeout may
       // have been processed, so it stays on record until a refresh succeeds.
       clearInFlight: dead || (error.status !== null && !unanswered && !grant.refreshInFlightSince),
@@ -767,7 +793,7 @@ async function recordRefreshFailure(
           problem: 'another process refreshed meanwhile; this failure was not recorded',
         },
       });
-      return;
+      return record;
     }
     await connectionStore.updateByGrant(tx, grant.id, {
       status,
@@ -787,7 +813,30 @@ async function recordRefreshFailure(
       });
     }
     await recordAudit(tx, ctx.actor, entries);
+    return { ...record, recorded: true };
   });
+}
+
+/** What a failed refresh made of a grant, for the daemon's log (recordRefreshFailure). */
+export interface RecordedFailure {
+  kind: ProviderFailure;
+  /** The platform's HTTP status; null when it did not answer (a timeout, a network failure). */
+  httpStatus: number | null;
+  /** The platform's own error code (`invalid_grant`, `AADSTS70000` …), when it gave one. */
+  platformCode: string | null;
+  /** The reason as recorded: what `status` and `connections show` say (status_message). */
+  message: string;
+  /** The grant's connections as they were before this failure (their status among them). */
+  connections: ConnectionRow[];
+  /** The label of the app it was refreshed with (null: its app could not be opened). */
+  appLabel: string | null;
+  /** False: another process refreshed the grant meanwhile, and this failure was not recorded. */
+  recorded: boolean;
+  /** The connections' status now, and their failures in a row. */
+  status: string;
+  consecutiveFailures: number;
+  /** The end of the grant's cool-down (by this host's clock); null: not before a person connects it again. */
+  retryAfter: Date | null;
 }
 
 /**
@@ -841,6 +890,7 @@ export async function refreshClaimed(
     writer,
     leaseLeftMs = leaseMs(ctx.config.httpTimeoutMs),
     onInternal,
+    onFailure,
     onRateLimited,
     stop,
   }: {
@@ -848,8 +898,13 @@ export async function refreshClaimed(
     leaseLeftMs?: number;
     /** The platform answered 429: how long it asked to be left alone (seconds), when it said. */
     onRateLimited?: (retryAfterSeconds: number | null) => void;
-    /** Told of a failure of credvault's own, and whether the grant now waits before it is tried again. */
-    onInternal?: (error: unknown, waits: boolean) => void;
+    /**
+     * Told of a failure of credvault's own, and whether the grant now waits before it is tried
+     * again (and until when).
+     */
+    onInternal?: (error: unknown, waits: boolean, until: Date | null) => void;
+    /** Told what a failure of the platform's made of the grant. */
+    onFailure?: (failure: RecordedFailure) => void;
     /** The daemon is stopping: no wait between tries. */
     stop?: AbortSignal;
   } = {},
@@ -870,6 +925,7 @@ export async function refreshClaimed(
       claimed: true,
       writer,
       progress,
+      onFailure,
       ...(stop ? { stop } : {}),
     });
     internalFailures.delete(grant.id);
@@ -887,9 +943,10 @@ export async function refreshClaimed(
     // thrown away (a platform that kills a grant whose used refresh token comes back would kill it).
     const failures = (internalFailures.get(grant.id) ?? 0) + 1;
     internalFailures.set(grant.id, failures);
+    const forMs = cooldownMs(failures, null);
     const waits = await tokenStore
       .backOff(ctx.db, grant, owner, {
-        forMs: cooldownMs(failures, null),
+        forMs,
         message: `credvault could not complete the refresh: ${redact(errorMessage(error))}`,
         // The claim marked a refresh in flight; none left (the app could not be opened, say): the
         // mark goes back to what it was, so that `status` does not report an answer in doubt.
@@ -899,7 +956,7 @@ export async function refreshClaimed(
         await tokenStore.releaseLease(ctx.db, grant.id, owner).catch(() => {});
         return false;
       });
-    onInternal?.(error, waits);
+    onInternal?.(error, waits, waits ? new Date(Date.now() + forMs) : null);
     return 'internal';
   }
 }

@@ -1,0 +1,208 @@
+/**
+ * What `credvault daemon` tells the person on call: its log lines (one per event, with the
+ * connections, the reason, the count, the next attempt and what to do, as fields) and its metrics,
+ * including while the database is down.
+ */
+import { existsSync } from 'node:fs';
+import postgres from 'postgres';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { embeddedSocketPath } from '../../src/db/client.js';
+import { MICROSOFT_ADS_SCOPE, startMicrosoftDouble } from '../doubles/index.js';
+import { type RunningDaemon, startDaemon } from '../helpers/daemon.js';
+import { addAppFor, adoptGrant } from '../helpers/flows.js';
+import { expectNoSecretsLeaked } from '../helpers/secrets.js';
+import { createVault, type TestVault } from '../helpers/vault.js';
+
+const cleanups: Array<() => Promise<unknown>> = [];
+afterEach(async () => {
+  for (const f of cleanups.splice(0).reverse()) await f();
+});
+
+async function setup() {
+  const double = await startMicrosoftDouble();
+  cleanups.push(() => double.close());
+  const v = await createVault();
+  cleanups.push(() => v.destroy());
+  const app = await addAppFor(v, 'microsoft_ads', double as never);
+  const adopt = async (account: string, name: string) => {
+    const grant = double.issueGrant({
+      clientId: app.clientId,
+      scope: `${MICROSOFT_ADS_SCOPE} offline_access`,
+    } as never);
+    await adoptGrant(v, 'microsoft_ads', app.label, grant.refreshToken, { accounts: [account], name });
+    return grant;
+  };
+  return { double, v, app, adopt };
+}
+
+// biome-ignore lint/suspicious/noExplicitAny: log lines are whatever JSON the daemon wrote
+type Line = Record<string, any>;
+
+/** The daemon's log as it wrote it: one JSON document per line (stderr is not a terminal here). */
+function lines(daemon: RunningDaemon): Line[] {
+  return daemon
+    .logs()
+    .split('\n')
+    .filter((line) => line.trim())
+    .map((line) => {
+      try {
+        return JSON.parse(line) as Line;
+      } catch {
+        throw new Error(`a log line that is not JSON: ${line}`);
+      }
+    });
+}
+
+async function waitForLine(daemon: RunningDaemon, match: (line: Line) => boolean, timeout = 20_000) {
+  await vi.waitFor(() => expect(lines(daemon).some(match), daemon.logs()).toBe(true), {
+    timeout,
+    interval: 100,
+  });
+  return lines(daemon).filter(match);
+}
+
+/**
+ * SQL against the vault while its daemon runs: on the embedded database, through the socket the
+ * daemon serves it on (its files are the daemon's), as every credvault command reaches it then.
+ */
+async function sql(v: TestVault, ...statements: string[]): Promise<void> {
+  const socket = embeddedSocketPath(v.home);
+  if (v.databaseUrl || !existsSync(socket)) {
+    await v.session(async (query) => {
+      for (const text of statements) await query(text);
+    });
+    return;
+  }
+  const client = postgres({
+    path: socket,
+    user: 'postgres',
+    database: 'postgres',
+    prepare: false,
+    max: 1,
+    onnotice: () => {},
+  });
+  try {
+    for (const text of statements) await client.unsafe(text);
+  } finally {
+    await client.end();
+  }
+}
+
+/** Makes the grants of these connections due for the sweep now, out of any cool-down. */
+async function makeDue(v: TestVault, names: string[]) {
+  await sql(
+    v,
+    `update oauth_tokens_vault set access_token_expires_at = now() + interval '1 minute',
+       last_refreshed_at = now() - interval '1 hour', cooldown_until = null
+     where id in (select token_id from ad_account_connections where name in (${names.map((n) => `'${n}'`).join(', ')}))`,
+  );
+}
+
+describe('the log of refreshes', () => {
+  it('says which connection failed, why, how often, when it is tried again and what to do; entering error, needs_reauth and recovering once each', async () => {
+    const { double, v, app, adopt } = await setup();
+    const a = await adopt('987', 'acct-a');
+    const b = await adopt('988', 'acct-b');
+    const ids = Object.fromEntries(
+      (await v.sql<{ name: string; id: string }>('select name, id from ad_account_connections')).map((r) => [
+        r.name,
+        r.id,
+      ]),
+    );
+    // acct-a has failed once already; the platform answers 503 to every try of its next refresh.
+    await v.sql("update ad_account_connections set consecutive_failures = 1 where name = 'acct-a'");
+    await makeDue(v, ['acct-a']);
+    double.faults.failNext(3, { status: 503, body: 'upstream unavailable' });
+    const daemon = await startDaemon(v);
+    cleanups.push(() => daemon.stop());
+
+    // A failure that leaves it active: one warning naming the connection, with its facts as fields.
+    const [failed] = await waitForLine(daemon, (l) => l.event === 'refresh_failed');
+    expect(failed).toMatchObject({
+      level: 40,
+      connections: ['acct-a'],
+      connection_ids: [ids['acct-a']],
+      platform: 'microsoft_ads',
+      app: app.label,
+      outcome: 'transient',
+      http_status: 503,
+      consecutive_failures: 2,
+      status: 'active',
+    });
+    expect(failed!.reason).toContain('503');
+    expect(Date.parse(failed!.next_attempt_after)).toBeGreaterThan(Date.now());
+    expect(failed!.msg).toContain(
+      'refresh of connection acct-a (microsoft_ads) failed (transient, 2 in a row',
+    );
+    expect(failed!.msg).toContain('it is tried again after');
+    // The ref it gives is one `connections show` takes, and `status` shows the same reason.
+    const shown = await v.json<{ id: string; consecutive_failures: number; status_message: string }>([
+      'connections',
+      'show',
+      failed!.connections[0],
+    ]);
+    expect(shown).toMatchObject({ id: failed!.connection_ids[0], consecutive_failures: 2 });
+    expect(shown.status_message).toBe(failed!.reason);
+
+    // The third failure in a row: the connection enters error, said once, with what to do.
+    double.faults.failNext(3, { status: 503, body: 'upstream unavailable' });
+    await makeDue(v, ['acct-a']);
+    daemon.child.kill('SIGHUP');
+    const [entered] = await waitForLine(daemon, (l) => l.event === 'connection_error');
+    expect(entered).toMatchObject({
+      level: 50,
+      connections: ['acct-a'],
+      outcome: 'transient',
+      consecutive_failures: 3,
+      status: 'error',
+      previous_status: 'active',
+    });
+    expect(entered!.msg).toContain(
+      'connection acct-a (microsoft_ads) is now in error: 3 refreshes failed in a row',
+    );
+    expect(entered!.action).toContain('credvault connections refresh acct-a --force');
+    expect(entered!.action).toContain(`credvault connect microsoft_ads --app ${app.label} --account 987`);
+
+    // A dead refresh token: needs_reauth, said once, with the command that connects it again.
+    double.revokeGrant(b.refreshToken);
+    await makeDue(v, ['acct-b']);
+    daemon.child.kill('SIGHUP');
+    const [dead] = await waitForLine(daemon, (l) => l.event === 'needs_reauth');
+    const reconnect = `credvault connect microsoft_ads --app ${app.label} --account 988`;
+    expect(dead).toMatchObject({
+      level: 50,
+      connections: ['acct-b'],
+      outcome: 'dead_grant',
+      status: 'needs_reauth',
+      previous_status: 'active',
+      next_attempt_after: null,
+      action: reconnect,
+    });
+    expect(dead!.msg).toContain(`connection acct-b (microsoft_ads) needs a person`);
+    expect(dead!.msg).toContain(reconnect);
+
+    // The platform works again: acct-a recovers, said once.
+    await makeDue(v, ['acct-a']);
+    daemon.child.kill('SIGHUP');
+    const [recovered] = await waitForLine(daemon, (l) => l.event === 'recovered');
+    expect(recovered).toMatchObject({
+      level: 30,
+      connections: ['acct-a'],
+      previous_status: 'error',
+      status: 'active',
+    });
+    expect(recovered!.msg).toContain('refresh of connection acct-a (microsoft_ads) works again');
+
+    expect(await daemon.stop()).toBe(0);
+    const all = lines(daemon);
+    for (const event of ['connection_error', 'needs_reauth', 'recovered'])
+      expect(all.filter((l) => l.event === event)).toHaveLength(1);
+    // No line names a grant without its connections any more, and none carries a token.
+    expect(daemon.logs()).not.toContain('refresh of grant');
+    await expectNoSecretsLeaked(
+      v,
+      [a.refreshToken, b.refreshToken, ...double.refreshTokens.keys(), ...double.accessTokens.keys()],
+      [daemon.logs()],
+    );
+  });
+});
