@@ -1,5 +1,6 @@
 import { type Command, CommanderError } from 'commander';
 import { type Config, type GlobalFlags, resolveConfig } from '../config.js';
+import { jsonLog, logFolders, writeStartFailure } from '../daemon/log-format.js';
 import { redactUrl } from '../db/client.js';
 import { mapDatabaseError } from '../db/errors.js';
 import { CredvaultError, InvalidInputError } from '../errors.js';
@@ -101,21 +102,46 @@ function failed(
       stdout: io.stdout,
       stderr: io.stderr,
     });
+  // `credvault daemon` whose log is JSON lines (stderr not a terminal, or --json): why it could not
+  // start is one line of that log too, not plain text among them (see writeStartFailure).
+  const reached = reachedCommand(program);
+  const daemonLog = reached.name() === 'daemon' && reached.parent === program;
+  const report =
+    daemonLog && jsonLog(io.stderr, flag('--json') || undefined)
+      ? (shown: unknown) => writeStartFailure(io.stderr, shown, daemonLogFolders(rt, io, argv))
+      : (shown: unknown) => out.error(shown);
   if (error instanceof CommanderError) {
     // --help (and `credvault help GROUP`) print their text and succeed; everything else is bad usage.
     if (error.code === 'commander.helpDisplayed' || error.code === 'commander.version') return 0;
     // A group named without one of its commands (`credvault apps`): its help, then bad usage.
     if (error.code === 'commander.help') {
-      return error.exitCode === 0 ? 0 : out.error(missingCommand(program, argv));
+      return error.exitCode === 0 ? 0 : report(missingCommand(program, argv));
     }
     // Commander puts a suggestion on a line of its own ("(Did you mean list?)"): it is the hint.
     const [message, ...rest] = error.message.replace(/^error: /, '').split('\n');
     const hint = rest.join(' ').trim();
-    return out.error(new InvalidInputError(message!, hint ? { hint } : {}));
+    return report(new InvalidInputError(message!, hint ? { hint } : {}));
   }
-  if (error instanceof CredvaultError) return out.error(error);
-  if (isPromptCancel(error)) return out.error(new InvalidInputError('cancelled'));
-  return out.error(mapDatabaseError(error, where(rt?.config ?? null)) ?? error);
+  if (error instanceof CredvaultError) return report(error);
+  if (isPromptCancel(error)) return report(new InvalidInputError('cancelled'));
+  return report(mapDatabaseError(error, where(rt?.config ?? null)) ?? error);
+}
+
+/** The folders whose paths a failed daemon start's log line keeps (logFolders): the socket's among them. */
+function daemonLogFolders(rt: Runtime | null, io: Io, argv: string[]): string[] {
+  const at = argv.findIndex((arg) => arg === '--listen' || arg.startsWith('--listen='));
+  const listen =
+    at < 0 ? undefined : argv[at]!.includes('=') ? argv[at]!.split('=').slice(1).join('=') : argv[at + 1];
+  const socket = listen?.startsWith('unix:') ? listen.slice(5) : undefined;
+  let config: Pick<Config, 'home' | 'env'> | null = rt?.config ?? null;
+  if (!config) {
+    try {
+      config = resolveConfig({}, io.env);
+    } catch {
+      config = null;
+    }
+  }
+  return config ? logFolders(config, socket) : [];
 }
 
 /** The group the words named (as commander reached it), and the commands it has. */

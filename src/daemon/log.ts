@@ -1,5 +1,6 @@
 import pino from 'pino';
 import { redact as redactText } from '../util/redact.js';
+import { jsonLog } from './log-format.js';
 
 /**
  * The daemon's log: JSON lines (pino) when stderr is not a terminal, short human lines when it is.
@@ -36,7 +37,7 @@ export function createLogger(
   keepUnder: readonly string[] = [],
 ): Logger {
   const redact = (text: string) => redactText(text, [], { keepUnder });
-  if (json ?? !stream.isTTY) {
+  if (jsonLog(stream, json)) {
     const logger = pino(
       { level, base: { pid: process.pid }, redact: { paths: REDACT_PATHS, censor: '[redacted]' } },
       stream,

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, lstatSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import type { Server } from 'node:http';
 import { createConnection } from 'node:net';
-import { dirname, resolve } from 'node:path';
+import { dirname } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { getTableName } from 'drizzle-orm';
 import { databaseLabel, readRunFile, runFilePath } from '../cli/fast-token.js';
@@ -25,6 +25,7 @@ import { AuditChain } from './audit-chain.js';
 import { DaemonCache } from './cache.js';
 import { type EmbeddedServer, serveEmbedded } from './embedded.js';
 import { createLogger, type Logger } from './log.js';
+import { logFolders } from './log-format.js';
 import { DaemonMetrics } from './metrics.js';
 import { SystemdNotifier } from './notify.js';
 import { type DaemonOptions, listenLabel } from './options.js';
@@ -146,12 +147,7 @@ export async function runDaemon(
   // database a second one would wait for the lock, and then give the advice for a command.)
   refuseSecondDaemon(config.home);
   // Paths under these stay readable in the log (a key file named in a SIGHUP error, the socket).
-  const keepUnder = [
-    config.home,
-    config.env.CREDENTIALS_DIRECTORY,
-    config.env.CREDENTIAL_MASTER_KEY_FILE && dirname(resolve(config.env.CREDENTIAL_MASTER_KEY_FILE)),
-    options.listen.kind === 'unix' ? dirname(options.listen.path) : undefined,
-  ].filter((folder): folder is string => Boolean(folder && folder !== '/'));
+  const keepUnder = logFolders(config, options.listen.kind === 'unix' ? options.listen.path : undefined);
   const log: Logger = createLogger(stderr, config.verbose ? 'debug' : 'info', jsonLogs, keepUnder);
   // Signals are the daemon's from the first instant. Before it is ready, Node's defaults would end it
   // without removing its lock and run file, and by SIGHUP (a `systemctl reload` right after start),

@@ -3,15 +3,17 @@
  * connections, the reason, the count, the next attempt and what to do, as fields) and its metrics,
  * including while the database is down.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import postgres from 'postgres';
 import { afterEach, describe, expect, it, vi } from 'vitest';
+import { generateMasterKey } from '../../src/crypto/local-key.js';
 import { embeddedSocketPath } from '../../src/db/client.js';
 import { MICROSOFT_ADS_SCOPE, startMicrosoftDouble } from '../doubles/index.js';
 import { type RunningDaemon, startDaemon } from '../helpers/daemon.js';
-import { addAppFor, adoptGrant } from '../helpers/flows.js';
+import { addAppFor, adoptGrant, freePort } from '../helpers/flows.js';
 import { expectNoSecretsLeaked } from '../helpers/secrets.js';
-import { createVault, type TestVault } from '../helpers/vault.js';
+import { createVault, ONCE, type TestVault } from '../helpers/vault.js';
 
 const cleanups: Array<() => Promise<unknown>> = [];
 afterEach(async () => {
@@ -204,5 +206,54 @@ describe('the log of refreshes', () => {
       [a.refreshToken, b.refreshToken, ...double.refreshTokens.keys(), ...double.accessTokens.keys()],
       [daemon.logs()],
     );
+  });
+});
+
+describe.runIf(ONCE)('a start that fails', () => {
+  it('is reported as a JSON line of the daemon’s log when that log is JSON lines', async () => {
+    const v = await createVault();
+    cleanups.push(() => v.destroy());
+    const file = join(v.root, 'not-a-socket');
+    writeFileSync(file, 'x');
+    const cases: Array<{
+      args: string[];
+      env?: Record<string, string>;
+      code: number;
+      error: string;
+      says: string;
+    }> = [
+      // Before the daemon opens anything, and after it logged that it starts (the key is checked then).
+      {
+        args: ['--listen', `unix:${file}`],
+        code: 2,
+        error: 'invalid_input',
+        says: 'something that is not a socket',
+      },
+      {
+        args: ['--listen', `127.0.0.1:${await freePort()}`],
+        env: { CREDENTIAL_MASTER_KEY: generateMasterKey() },
+        code: 6,
+        error: 'key_error',
+        says: 'does not match this vault',
+      },
+      { args: ['--no-such-flag'], code: 2, error: 'invalid_input', says: "unknown option '--no-such-flag'" },
+    ];
+    for (const c of cases) {
+      const run = await v.cli(['daemon', ...c.args], { timeoutMs: 60_000, ...(c.env ? { env: c.env } : {}) });
+      expect(run.code, run.stderr).toBe(c.code);
+      const logged = run.stderr
+        .trim()
+        .split('\n')
+        .map((line) => JSON.parse(line) as Line);
+      expect(logged.at(-1)).toMatchObject({
+        level: 60,
+        event: 'start_failed',
+        exit_code: c.code,
+        error: { code: c.error, message: expect.stringContaining(c.says) },
+        msg: expect.stringContaining(`credvault daemon could not start: `),
+      });
+      expect(logged.at(-1)!.msg).toContain(c.says);
+      expect(typeof logged.at(-1)!.time).toBe('number');
+    }
   });
 });
