@@ -104,6 +104,8 @@ export class AuditBatcher {
       this.#metrics.auditBatch.observe(batch.length);
       return undefined;
     } catch (error) {
+      // Every request of the batch is refused (fail closed): credvault_audit_write_failures_total.
+      this.#metrics.auditFailures.inc(batch.length);
       return { error };
     }
   }

@@ -56,6 +56,21 @@ export class DaemonCache {
     return hit.client;
   }
 
+  /**
+   * The client a token was last verified as, however long ago (since the caches were last cleared),
+   * unless it is known to be revoked or expired: only for /metrics while the database cannot be read
+   * (see the server's authenticate).
+   */
+  verifiedClient(tokenHash: string): ClientRow | null {
+    const hit = this.#clients.get(tokenHash);
+    return hit && isLiveClient(hit.client) ? hit.client : null;
+  }
+
+  /** The database no longer knows a token (or its client is revoked or expired): forget it. */
+  forgetClient(tokenHash: string): void {
+    this.#clients.delete(tokenHash);
+  }
+
   rememberClient(tokenHash: string, client: ClientRow): void {
     this.#clients.set(tokenHash, { client, at: Date.now() });
   }

@@ -8,15 +8,13 @@ import { getTableName } from 'drizzle-orm';
 import { databaseLabel, readRunFile, runFilePath } from '../cli/fast-token.js';
 import type { Config } from '../config.js';
 import { type Database, openDatabase, requireEmbeddedVault } from '../db/client.js';
-import { errorMessage } from '../db/errors.js';
+import { databaseFailure, errorMessage } from '../db/errors.js';
 import { maintainTables } from '../db/maintenance.js';
 import { assertMigrated, newerMigrations, newerWarning } from '../db/migrate.js';
 import { adAccountConnections, dataKeys, oauthTokensVault } from '../db/schema/index.js';
 import { CHANGES_CHANNEL } from '../db/store/changes.js';
-import * as daemonStore from '../db/store/daemon.js';
 import * as stateStore from '../db/store/oauth-states.js';
-import * as tokenStore from '../db/store/tokens.js';
-import { InvalidInputError } from '../errors.js';
+import { CredvaultError, InvalidInputError } from '../errors.js';
 import { ServiceContext } from '../services/context.js';
 import { forgetOpenApps } from '../services/tokens.js';
 import { redact } from '../util/redact.js';
@@ -24,7 +22,8 @@ import { AuditBatcher } from './audit-batcher.js';
 import { AuditChain } from './audit-chain.js';
 import { DaemonCache } from './cache.js';
 import { type EmbeddedServer, serveEmbedded } from './embedded.js';
-import { createLogger, type Logger } from './log.js';
+import { databaseGauges } from './gauges.js';
+import { createLogger, type Logger, RepeatedLines } from './log.js';
 import { logFolders } from './log-format.js';
 import { DaemonMetrics } from './metrics.js';
 import { SystemdNotifier } from './notify.js';
@@ -215,6 +214,8 @@ export async function runDaemon(
   const chain = new AuditChain();
   const audit = new AuditBatcher(ctx, metrics, chain);
   scheduler = new RefreshScheduler(ctx, options, metrics, log, chain);
+  // Their failures are logged (see databaseGauges), not swallowed.
+  const updateGauges = databaseGauges(ctx, metrics, log);
   const timers: NodeJS.Timeout[] = [];
   let shuttingDown = false;
   let unlisten: (() => Promise<void>) | null = null;
@@ -274,8 +275,21 @@ export async function runDaemon(
     await ctx.vaultDataKeyId();
 
     /** Drops what the cache holds that the database no longer says (see DaemonCache.revalidate). */
+    // Every 30 s: while the database is down, one line, then a count now and then (RepeatedLines).
+    const cacheCheckFailures = new RepeatedLines(log, { firstMs: 120_000 });
     const checkCache = () =>
-      cache.revalidate(ctx.db).catch((e) => log.warn('cache check failed', { error: errorMessage(e) }));
+      cache.revalidate(ctx.db).catch((e) => {
+        const what = databaseFailure(e);
+        cacheCheckFailures.log(
+          'warn',
+          what ?? errorMessage(e),
+          `cache check failed${what ? `: ${what}` : ''}`,
+          {
+            event: 'cache_check_failed',
+            error: errorMessage(e),
+          },
+        );
+      });
     // On the embedded database the daemon's PGlite itself listens (see serveEmbedded).
     if (database.listen && !database.shared) {
       // What other processes changed while the LISTEN connection was down (a restart of PostgreSQL,
@@ -353,7 +367,7 @@ export async function runDaemon(
     // A timer's run does not start while its last one is still under way (a database that does not
     // answer would otherwise take another connection at every tick until the pool is gone).
     timers.push(every(30_000, checkCache));
-    timers.push(every(15_000, () => refreshGauges(ctx, metrics, log).catch(() => {})));
+    timers.push(every(15_000, () => updateGauges()));
     timers.push(every(30_000, () => audit.touchClients().catch(() => {})));
     // Statistics before the first claim (see db/maintenance.ts); on the embedded database, which has
     // no autovacuum, every minute too. On PostgreSQL the first sweep waits only for the tables its
@@ -376,7 +390,7 @@ export async function runDaemon(
     scheduler.start();
     timers.push(setInterval(() => scheduler.checkStall(), 1000));
     // The gauges' first values (their queries read whole tables: after the statistics, beside the sweep).
-    void refreshGauges(ctx, metrics, log).catch(() => {});
+    void updateGauges();
 
     if (options.listen.kind === 'tcp' && options.allowRemote) {
       log.warn(
@@ -461,10 +475,7 @@ export async function runDaemon(
         .reloadKeys()
         .then(
           () => log.info('SIGHUP: reloaded the key source and cleared caches'),
-          (error: unknown) =>
-            log.error('SIGHUP: the configured key does not open this vault; going on with the key in use', {
-              error: errorMessage(error),
-            }),
+          (error: unknown) => log.error(...reloadFailure(error)),
         )
         .finally(() => {
           forgetOpenApps();
@@ -566,25 +577,27 @@ function maintenance(database: Database, vacuum: boolean, log: Logger) {
   };
 }
 
-const warnedEnding = new Map<string, number>();
-
-async function refreshGauges(ctx: ServiceContext, metrics: DaemonMetrics, log: Logger): Promise<void> {
-  const counts = await daemonStore.connectionCounts(ctx.db);
-  metrics.connections.reset();
-  for (const row of counts)
-    metrics.connections.set({ platform: row.platform, status: row.status }, Number(row.n));
-  const next = await tokenStore.nextExpiry(ctx.db);
-  // No connection in use any more: NaN (an alert on `< 300` stays quiet), not the last value, nor 0.
-  metrics.earliestExpiry.set(next ? (next.getTime() - Date.now()) / 1000 : Number.NaN);
-  // Early warning for refresh tokens with a fixed end (LinkedIn): someone must connect again.
-  const ending = await daemonStore.refreshTokensEnding(ctx.db, 14);
-  metrics.refreshTokenEnding.set(ending.length);
-  for (const row of ending) {
-    const last = warnedEnding.get(row.id) ?? 0;
-    if (Date.now() - last < 86_400_000) continue;
-    warnedEnding.set(row.id, Date.now());
-    log.warn(
-      `the refresh token of ${row.name ?? `${row.platform}:${row.account}`} ends ${new Date(row.endsAt!).toISOString()}; connect it again before then`,
-    );
+/**
+ * What a SIGHUP whose key was not taken logs: a key that does not open the vault is not a database
+ * that cannot be read to check it (nor a KMS that does not answer), and each says what to do.
+ */
+function reloadFailure(error: unknown): [string, Record<string, unknown>] {
+  const fields = { event: 'reload_failed', error: errorMessage(error) };
+  const database = databaseFailure(error);
+  if (database) {
+    return [
+      `SIGHUP: the key was not reloaded: ${database}, so the configured key could not be checked against this vault; going on with the key in use (send SIGHUP again once the database answers)`,
+      { ...fields, reason: 'database' },
+    ];
   }
+  if (error instanceof CredvaultError && error.code === 'key_error') {
+    return [
+      'SIGHUP: the configured key does not open this vault; going on with the key in use',
+      { ...fields, reason: 'key' },
+    ];
+  }
+  return [
+    'SIGHUP: the configured key could not be checked; going on with the key in use',
+    { ...fields, reason: error instanceof CredvaultError ? error.code : 'internal' },
+  ];
 }

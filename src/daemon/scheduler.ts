@@ -198,6 +198,7 @@ export class RefreshScheduler {
       } catch (error) {
         // Shown by /healthz, which needs no token: scrubbed like a log line.
         this.lastError = redact(errorMessage(error));
+        this.#metrics.sweepFailures.inc();
         this.#events.sweepFailed(error, this.lastError);
         delay = Math.min(delay, 10_000);
       } finally {
@@ -268,6 +269,7 @@ export class RefreshScheduler {
     await Promise.allSettled([...this.#inFlight]);
     this.lastSweepAt = new Date();
     this.#metrics.sweeps.inc();
+    this.#metrics.lastSweep.set(this.lastSweepAt.getTime() / 1000);
     return attempted;
   }
 

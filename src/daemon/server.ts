@@ -8,7 +8,7 @@ import {
 import type { Duplex } from 'node:stream';
 import { MAX_MIN_TTL_SECONDS } from '../config.js';
 import { keySourceLabel } from '../crypto/key-sources.js';
-import { errorMessage, mapDatabaseError } from '../db/errors.js';
+import { databaseFailure, errorMessage, mapDatabaseError } from '../db/errors.js';
 import type { ClientRow } from '../db/store/clients.js';
 import type { ConnectionRow } from '../db/store/connections.js';
 import { CredvaultError, NotFoundError, UnavailableError } from '../errors.js';
@@ -35,7 +35,7 @@ import {
 import type { AuditBatcher } from './audit-batcher.js';
 import type { CachedToken, DaemonCache } from './cache.js';
 import { callbackPage } from './callback.js';
-import type { Logger } from './log.js';
+import { type Logger, RepeatedLines } from './log.js';
 import type { DaemonMetrics } from './metrics.js';
 import type { DaemonOptions } from './options.js';
 
@@ -224,6 +224,34 @@ function errorFor(error: unknown): ApiError {
   return new ApiError(500, 'internal', 'unexpected failure');
 }
 
+/**
+ * The route a request is for, as credvault_http_request_duration_seconds labels it: the names the
+ * handler answers under (`token`, `connections`, `metrics`, `healthz`, `openapi`, `callback`, an admin
+ * route's id), `method_not_allowed` or `not_found`. A fixed set, never a path.
+ */
+function routeOf(req: IncomingMessage): string {
+  let pathname: string;
+  try {
+    pathname = new URL(req.url ?? '/', 'http://daemon').pathname;
+  } catch {
+    return 'not_found';
+  }
+  const method = req.method ?? 'GET';
+  if (pathname === '/healthz') return 'healthz';
+  if (pathname === '/metrics') return 'metrics';
+  if (pathname === '/openapi.json') return 'openapi';
+  if (pathname === '/v1/connections') return 'connections';
+  if (TOKEN_PATH.test(pathname)) return 'token';
+  try {
+    if (matchCallback(pathname)) return 'callback';
+    const found = matchRoute(method, pathname);
+    if (found) return 'allow' in found ? 'method_not_allowed' : found.route.id;
+  } catch {
+    // A path segment that is not valid URL encoding.
+  }
+  return 'not_found';
+}
+
 /** The OpenAPI document: the routes are fixed, so it is built once (about 10 ms of work). */
 let openApi: Record<string, unknown> | undefined;
 
@@ -244,7 +272,15 @@ export function createTokenServer(deps: ServerDeps): Server {
       }
     : null;
 
-  async function authenticate(req: IncomingMessage): Promise<ClientRow> {
+  /**
+   * The client a request's token belongs to. `forMetrics`: a request for /metrics, which a client whose
+   * token was verified before may keep reading while the database cannot be read to verify it again
+   * (its cache entry lasts 60 s): an outage is when its metrics matter most, and they hold no secret.
+   * Never for any other route: tokens, connections and the admin API fail closed (503). A token the
+   * database says is unknown, revoked or expired is forgotten at once, so only a failure to read it
+   * falls back on what was verified.
+   */
+  async function authenticate(req: IncomingMessage, { forMetrics = false } = {}): Promise<ClientRow> {
     const header = req.headers.authorization ?? '';
     // The scheme is case-insensitive (RFC 9110 §11.1).
     const match = /^Bearer +([A-Za-z0-9_-]{1,200})$/i.exec(header);
@@ -257,8 +293,15 @@ export function createTokenServer(deps: ServerDeps): Server {
     if (localClient && sameHash(hash, localClient.tokenHash)) return localClient;
     let client = cache.client(hash);
     if (!client) {
-      client = await authenticateClient(ctx.db, token);
-      if (client) cache.rememberClient(hash, client);
+      try {
+        client = await authenticateClient(ctx.db, token);
+      } catch (error) {
+        const verified = forMetrics ? cache.verifiedClient(hash) : null;
+        if (!verified) throw error;
+        return verified;
+      }
+      if (client && isLiveClient(client)) cache.rememberClient(hash, client);
+      else cache.forgetClient(hash);
     }
     if (!client || !isLiveClient(client)) {
       throw new ApiError(401, 'unauthorized', 'the client token is unknown, revoked or expired', {
@@ -518,7 +561,7 @@ export function createTokenServer(deps: ServerDeps): Server {
       );
     }
     // Every request but /healthz carries a client token (cli.md), the API's own description included.
-    const client = await authenticate(req);
+    const client = await authenticate(req, { forMetrics: url.pathname === '/metrics' });
     // HEAD where GET reads without a side effect (RFC 9110 §9.3.2); the token route records every
     // token it serves, so it answers GET only.
     if (OWN_GET_PATHS.has(url.pathname) && req.method !== 'GET' && req.method !== 'HEAD')
@@ -574,23 +617,53 @@ export function createTokenServer(deps: ServerDeps): Server {
     ? new URL(options.publicCallbackUrl).host.toLowerCase()
     : null;
 
-  /** Answers a request through `work`, or its error as `{"error":…}` with the headers every answer carries. */
-  function respond(req: IncomingMessage, res: ServerResponse, work: () => Promise<string>): void {
+  // A failure every request meets (the database down: each of 300 requests would log it) is logged
+  // once, then counted: "… (299 more in the last 10 s)" (see RepeatedLines).
+  const failures = new RepeatedLines(log);
+
+  /**
+   * Answers a request through `work`, or its error as `{"error":…}` with the headers every answer
+   * carries. Its latency is recorded under its route (routeOf), whether it succeeded or failed.
+   */
+  function respond(
+    req: IncomingMessage,
+    res: ServerResponse,
+    work: () => Promise<string>,
+    fixedRoute?: string,
+  ): void {
     const stop = metrics.requests.startTimer();
     work()
       .then((route) => stop({ route, status: String(res.statusCode) }))
       .catch((error: unknown) => {
         const http = errorFor(error);
+        const route = fixedRoute ?? routeOf(req);
         // A bug, or the database's own error (not one credvault raised), is logged with its cause.
         const foreign = !(error instanceof CredvaultError || error instanceof ApiError);
         if (http.status >= 500 && (http.code === 'internal' || foreign)) {
           // The cause ("permission denied for table credential_access_audit"), not drizzle's query text.
-          log.error('request failed', { path: req.url?.split('?')[0], error: errorMessage(error) });
+          const cause = errorMessage(error);
+          const what = databaseFailure(error);
+          failures.log(
+            'error',
+            // One kind per cause: connections reset, then refused, is one outage of the database.
+            `${route}:${http.status}:${what ?? cause}`,
+            what
+              ? `request failed: ${what}; the requests that need it are answered ${http.status} meanwhile`
+              : 'request failed',
+            {
+              event: 'request_failed',
+              route,
+              status: http.status,
+              path: req.url?.split('?')[0],
+              ...(what ? { cause: what } : {}),
+              error: cause,
+            },
+          );
         }
         if (!res.headersSent)
           send(res, http.status, { error: { code: http.code, message: http.message } }, http.headers);
         else res.destroy();
-        stop({ route: 'error', status: String(http.status) });
+        stop({ route, status: String(http.status) });
       });
   }
 
@@ -613,13 +686,18 @@ export function createTokenServer(deps: ServerDeps): Server {
   // An expectation other than 100-continue: 417 (RFC 9110 §10.1.1), answered like any other refusal
   // instead of Node's bare one.
   server.on('checkExpectation', (req: IncomingMessage, res: ServerResponse) =>
-    respond(req, res, async () => {
-      throw new ApiError(
-        417,
-        'expectation_failed',
-        'the daemon meets no expectation but 100-continue; send the request without this Expect header',
-      );
-    }),
+    respond(
+      req,
+      res,
+      async () => {
+        throw new ApiError(
+          417,
+          'expectation_failed',
+          'the daemon meets no expectation but 100-continue; send the request without this Expect header',
+        );
+      },
+      'expectation_failed',
+    ),
   );
   // A request Node's parser refuses (headers beyond 16 KiB, a malformed request line, a request that
   // took too long) never reaches the handler: answered here on the socket, with the headers every
@@ -636,6 +714,8 @@ export function createTokenServer(deps: ServerDeps): Server {
       answerOnSocket(socket, 408, 'request_timeout', 'the request took too long to arrive');
     else answerOnSocket(socket, 400, 'invalid_input', 'the request is not valid HTTP');
   });
+  // What is still counted is logged as the daemon stops.
+  server.on('close', () => failures.flush());
   server.requestTimeout = 15_000;
   server.headersTimeout = 5_000;
   server.keepAliveTimeout = 5_000;

@@ -4,6 +4,7 @@
  * including while the database is down.
  */
 import { existsSync, writeFileSync } from 'node:fs';
+import type { Socket } from 'node:net';
 import { join } from 'node:path';
 import postgres from 'postgres';
 import { afterEach, describe, expect, it, vi } from 'vitest';
@@ -13,7 +14,7 @@ import { MICROSOFT_ADS_SCOPE, startMicrosoftDouble } from '../doubles/index.js';
 import { type RunningDaemon, startDaemon } from '../helpers/daemon.js';
 import { addAppFor, adoptGrant, freePort } from '../helpers/flows.js';
 import { expectNoSecretsLeaked } from '../helpers/secrets.js';
-import { createVault, ONCE, type TestVault } from '../helpers/vault.js';
+import { createVault, DB_KIND, ONCE, type TestVault } from '../helpers/vault.js';
 
 const cleanups: Array<() => Promise<unknown>> = [];
 afterEach(async () => {
@@ -35,6 +36,11 @@ async function setup() {
     return grant;
   };
   return { double, v, app, adopt };
+}
+
+async function client(v: TestVault, args: string[]): Promise<string> {
+  const made = await v.json<{ token: string }>(['clients', 'create', ...args]);
+  return made.token;
 }
 
 // biome-ignore lint/suspicious/noExplicitAny: log lines are whatever JSON the daemon wrote
@@ -61,6 +67,12 @@ async function waitForLine(daemon: RunningDaemon, match: (line: Line) => boolean
     interval: 100,
   });
   return lines(daemon).filter(match);
+}
+
+/** The value of a metric's series in Prometheus text, or undefined when it is not there. */
+function sample(text: string, series: string): number | undefined {
+  const line = text.split('\n').find((l) => l.startsWith(`${series} `));
+  return line === undefined ? undefined : Number(line.slice(series.length + 1));
 }
 
 /**
@@ -209,6 +221,62 @@ describe('the log of refreshes', () => {
   });
 });
 
+describe('the metrics', () => {
+  it('count audit failures under the route that failed, the sweeps, and say the build, the process and the platform of ending refresh tokens', async () => {
+    const { double, v, adopt } = await setup();
+    await adopt('987', 'acct-a');
+    // A refresh token with an end within 14 days.
+    await v.sql("update oauth_tokens_vault set refresh_token_expires_at = now() + interval '3 days'");
+    const reader = await client(v, ['reader', '--all']);
+    const daemon = await startDaemon(v);
+    cleanups.push(() => daemon.stop());
+    expect((await daemon.get('/v1/connections/acct-a/token', { token: reader })).status).toBe(200);
+    await sql(
+      v,
+      `create or replace function refuse_audit() returns trigger language plpgsql as $$
+         begin raise exception 'audit is read-only' using errcode = '42501'; end $$`,
+      'create trigger refuse_audit before insert on credential_access_audit for each row execute function refuse_audit()',
+    );
+    const refused = await daemon.get('/v1/connections/acct-a/token', { token: reader });
+    expect(refused.status).toBe(503);
+    for (const token of double.accessTokens.keys()) expect(refused.body).not.toContain(token);
+
+    const read = async () => (await daemon.get('/metrics', { token: reader })).body;
+    await vi.waitFor(
+      async () =>
+        expect(sample(await read(), 'credvault_sweep_last_success_timestamp_seconds')).toBeGreaterThan(0),
+      { timeout: 20_000, interval: 200 },
+    );
+    const text = await read();
+    // The refused token: an audit failure, and a 503 of the token route (not of a route "error").
+    expect(sample(text, 'credvault_audit_write_failures_total')).toBe(1);
+    expect(sample(text, 'credvault_http_request_duration_seconds_count{route="token",status="503"}')).toBe(1);
+    expect(sample(text, 'credvault_http_request_duration_seconds_count{route="token",status="200"}')).toBe(1);
+    expect(text).not.toContain('route="error"');
+    expect(sample(text, 'credvault_sweep_failures_total')).toBe(0);
+    expect(sample(text, 'credvault_sweep_last_success_timestamp_seconds')).toBeLessThanOrEqual(
+      Date.now() / 1000,
+    );
+    expect(text).toMatch(/^credvault_build_info\{version="\d+\.\d+\.\d+[^"]*"\} 1$/m);
+    expect(sample(text, 'credvault_refresh_tokens_ending_soon{platform="microsoft_ads"}')).toBe(1);
+    expect(sample(text, 'credvault_database_gauges_updated_timestamp_seconds')).toBeGreaterThan(0);
+    // The process's own, under their standard names.
+    for (const name of [
+      'process_open_fds',
+      'process_resident_memory_bytes',
+      'nodejs_eventloop_lag_seconds',
+      'nodejs_heap_size_used_bytes',
+    ])
+      expect(text).toMatch(new RegExp(`^${name} `, 'm'));
+    // Help texts say what they cover: every route, not "the token endpoint".
+    expect(text).not.toContain('token endpoint');
+    expect(text).toContain('# TYPE credvault_audit_write_failures_total counter');
+    // The log says what failed, once.
+    expect(daemon.logs()).toContain('"msg":"request failed: the database refused the operation');
+    expect(lines(daemon).filter((l) => l.event === 'request_failed' && l.route === 'token')).toHaveLength(1);
+  });
+});
+
 describe.runIf(ONCE)('a start that fails', () => {
   it('is reported as a JSON line of the daemon’s log when that log is JSON lines', async () => {
     const v = await createVault();
@@ -255,5 +323,93 @@ describe.runIf(ONCE)('a start that fails', () => {
       expect(logged.at(-1)!.msg).toContain(c.says);
       expect(typeof logged.at(-1)!.time).toBe('number');
     }
+  });
+});
+
+// A database this test can take away: PostgreSQL behind a proxy.
+describe.runIf(DB_KIND === 'postgres')('while the database is unreachable', () => {
+  it('logs a failing request once and then counts it, keeps /metrics for a client it verified, and a SIGHUP says the database failed, not the key', async () => {
+    const { v, adopt } = await setup();
+    await adopt('987', 'acct-a');
+    const reader = await client(v, ['reader', '--all']);
+    const { createServer, connect } = await import('node:net');
+    const upstream = new URL(v.databaseUrl!);
+    const piped = new Set<Socket>();
+    const proxy = createServer((socket) => {
+      const server = connect(Number(upstream.port || 5432), upstream.hostname);
+      for (const s of [socket, server]) {
+        piped.add(s);
+        s.on('error', () => {});
+        s.on('close', () => piped.delete(s));
+      }
+      socket.pipe(server).pipe(socket);
+    });
+    const port = await freePort();
+    await new Promise<void>((resolve) => proxy.listen(port, '127.0.0.1', resolve));
+    cleanups.push(async () => proxy.close());
+    const through = new URL(v.databaseUrl!);
+    through.host = `127.0.0.1:${port}`;
+    // Sweeping every 5 s, so that sweeps fail meanwhile.
+    const daemon = await startDaemon(v, {
+      env: { DATABASE_URL: through.toString() },
+      args: ['--interval', '5s'],
+    });
+    cleanups.push(() => daemon.stop());
+    expect((await daemon.get('/v1/connections/acct-a/token', { token: reader })).status).toBe(200);
+    expect((await daemon.get('/metrics', { token: reader })).status).toBe(200);
+    const verifiedAt = Date.now();
+    const unknown = `cvc_${'x'.repeat(43)}`;
+
+    proxy.close();
+    for (const s of piped) s.destroy();
+    // 40 token requests: each refused (no audit row, no token), one log line saying why.
+    const answers = await Promise.all(
+      Array.from({ length: 40 }, () => daemon.get('/v1/connections/acct-a/token', { token: reader })),
+    );
+    expect(answers.map((a) => a.status)).toEqual(Array(40).fill(503));
+    const [first] = await waitForLine(daemon, (l) => l.event === 'request_failed' && l.route === 'token');
+    expect(first).toMatchObject({
+      level: 50,
+      route: 'token',
+      status: 503,
+      cause: 'the database is unreachable',
+      msg: expect.stringContaining('request failed: the database is unreachable'),
+    });
+    // Then one line with the count of the others.
+    const [summary] = await waitForLine(
+      daemon,
+      (l) => l.event === 'request_failed' && l.route === 'token' && l.repeated !== undefined,
+    );
+    expect(summary).toMatchObject({ repeated: 39, cause: 'the database is unreachable' });
+    expect(summary!.msg).toMatch(/\(39 more in the last \d+ s\)$/);
+    // The gauges read from the database: said once that they are stale; and the sweep fails.
+    await waitForLine(daemon, (l) => l.event === 'gauges_stale');
+    const [sweep] = await waitForLine(daemon, (l) => l.event === 'sweep_failed');
+    expect(sweep!.msg).toContain('refresh sweep failed: the database is unreachable');
+
+    // Past the 60 s for which a verified client is remembered: /metrics still answers that client
+    // (nothing secret there), and only it; the token and connection routes fail closed.
+    await new Promise((r) => setTimeout(r, Math.max(0, verifiedAt + 62_000 - Date.now())));
+    const metrics = await daemon.get('/metrics', { token: reader });
+    expect(metrics.status, metrics.body).toBe(200);
+    expect(sample(metrics.body, 'credvault_audit_write_failures_total')).toBe(40);
+    expect(sample(metrics.body, 'credvault_sweep_failures_total')).toBeGreaterThan(0);
+    const updated = sample(metrics.body, 'credvault_database_gauges_updated_timestamp_seconds')!;
+    expect(updated).toBeLessThan(verifiedAt / 1000 + 15);
+    expect((await daemon.get('/metrics', { token: unknown })).status).toBe(503);
+    expect((await daemon.get('/v1/connections', { token: reader })).status).toBe(503);
+    for (const event of ['gauges_stale', 'sweep_failed'])
+      expect(lines(daemon).filter((l) => l.event === event && l.repeated === undefined)).toHaveLength(1);
+
+    // SIGHUP: the key cannot be checked because the database cannot be read; it is not a wrong key.
+    daemon.child.kill('SIGHUP');
+    const [reload] = await waitForLine(daemon, (l) => l.event === 'reload_failed');
+    expect(reload).toMatchObject({ level: 50, reason: 'database' });
+    expect(reload!.msg).toContain('SIGHUP: the key was not reloaded: the database is unreachable');
+    expect(daemon.logs()).not.toContain('does not open this vault');
+    // Each token request's failure is in the log once or in a count, never a line each.
+    expect(
+      lines(daemon).filter((l) => l.event === 'request_failed' && l.route === 'token').length,
+    ).toBeLessThan(5);
   });
 });

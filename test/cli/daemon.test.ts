@@ -679,7 +679,10 @@ describe('the token endpoint', () => {
         error: { code: 'unavailable', message: 'the database cannot be used now' },
       });
       // The cause is in the log, written once the answer has gone (so not always there yet).
-      await vi.waitFor(() => expect(daemon.logs()).toContain('"msg":"request failed"'), { timeout: 5_000 });
+      await vi.waitFor(
+        () => expect(daemon.logs()).toContain('"msg":"request failed: the database is unreachable'),
+        { timeout: 5_000 },
+      );
     },
   );
 
