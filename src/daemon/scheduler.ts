@@ -150,11 +150,13 @@ export class RefreshScheduler {
     const reason = this.stalled(now);
     if (reason && this.#stalledSince === null) {
       this.#stalledSince = now;
-      this.#log.warn(`refresh ${reason}`);
+      this.#log.warn(`refresh ${reason}`, { event: 'sweep_stalled' });
     } else if (!reason && this.#stalledSince !== null) {
-      this.#log.info(
-        `refresh sweep progressing again after ${Math.round((now - this.#stalledSince) / 1000)} s stalled`,
-      );
+      const seconds = Math.round((now - this.#stalledSince) / 1000);
+      this.#log.info(`refresh sweep progressing again after ${seconds} s stalled`, {
+        event: 'sweep_progressing',
+        stalled_seconds: seconds,
+      });
       this.#stalledSince = null;
     }
   }

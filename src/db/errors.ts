@@ -78,6 +78,9 @@ export function databaseFailure(error: unknown): string | null {
   const driver = driverError(error);
   const code = driver?.code;
   if (driver && code) {
+    // A connection the daemon dropped because its answers stopped (DatabaseDeadline, db/client.ts).
+    if (/^the database did not answer for /.test(driver.message ?? ''))
+      return 'the database did not answer in time';
     if (unreachable(driver)) return 'the database is unreachable';
     if (code === '57014' || code === '55P03') return 'the database did not answer in time';
     // 42501: insufficient_privilege; P0001: an exception raised by a trigger or function.

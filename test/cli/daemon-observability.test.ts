@@ -4,7 +4,6 @@
  * including while the database is down.
  */
 import { existsSync, writeFileSync } from 'node:fs';
-import type { Socket } from 'node:net';
 import { join } from 'node:path';
 import postgres from 'postgres';
 import { afterEach, describe, expect, it, vi } from 'vitest';
@@ -12,6 +11,7 @@ import { generateMasterKey } from '../../src/crypto/local-key.js';
 import { embeddedSocketPath } from '../../src/db/client.js';
 import { MICROSOFT_ADS_SCOPE, startMicrosoftDouble } from '../doubles/index.js';
 import { type RunningDaemon, startDaemon } from '../helpers/daemon.js';
+import { startDbProxy } from '../helpers/db-proxy.js';
 import { addAppFor, adoptGrant, freePort } from '../helpers/flows.js';
 import { expectNoSecretsLeaked } from '../helpers/secrets.js';
 import { createVault, DB_KIND, ONCE, type TestVault } from '../helpers/vault.js';
@@ -326,32 +326,17 @@ describe.runIf(ONCE)('a start that fails', () => {
   });
 });
 
-// A database this test can take away: PostgreSQL behind a proxy.
+// A database this test can take away: PostgreSQL behind a proxy (startDbProxy).
 describe.runIf(DB_KIND === 'postgres')('while the database is unreachable', () => {
   it('logs a failing request once and then counts it, keeps /metrics for a client it verified, and a SIGHUP says the database failed, not the key', async () => {
     const { v, adopt } = await setup();
     await adopt('987', 'acct-a');
     const reader = await client(v, ['reader', '--all']);
-    const { createServer, connect } = await import('node:net');
-    const upstream = new URL(v.databaseUrl!);
-    const piped = new Set<Socket>();
-    const proxy = createServer((socket) => {
-      const server = connect(Number(upstream.port || 5432), upstream.hostname);
-      for (const s of [socket, server]) {
-        piped.add(s);
-        s.on('error', () => {});
-        s.on('close', () => piped.delete(s));
-      }
-      socket.pipe(server).pipe(socket);
-    });
-    const port = await freePort();
-    await new Promise<void>((resolve) => proxy.listen(port, '127.0.0.1', resolve));
-    cleanups.push(async () => proxy.close());
-    const through = new URL(v.databaseUrl!);
-    through.host = `127.0.0.1:${port}`;
+    const proxy = await startDbProxy(v.databaseUrl!);
+    cleanups.push(() => proxy.close());
     // Sweeping every 5 s, so that sweeps fail meanwhile.
     const daemon = await startDaemon(v, {
-      env: { DATABASE_URL: through.toString() },
+      env: { DATABASE_URL: proxy.url },
       args: ['--interval', '5s'],
     });
     cleanups.push(() => daemon.stop());
@@ -360,8 +345,7 @@ describe.runIf(DB_KIND === 'postgres')('while the database is unreachable', () =
     const verifiedAt = Date.now();
     const unknown = `cvc_${'x'.repeat(43)}`;
 
-    proxy.close();
-    for (const s of piped) s.destroy();
+    proxy.down();
     // 40 token requests: each refused (no audit row, no token), one log line saying why.
     const answers = await Promise.all(
       Array.from({ length: 40 }, () => daemon.get('/v1/connections/acct-a/token', { token: reader })),

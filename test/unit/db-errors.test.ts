@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { mapDatabaseError } from '../../src/db/errors.js';
+import { databaseFailure, mapDatabaseError } from '../../src/db/errors.js';
 
 const socketError = (code: string, syscall: string) =>
   Object.assign(new Error(`${syscall} ${code} /home/u/.local/share/credvault/run/.s.PGSQL.5432`), {
@@ -43,5 +43,25 @@ describe('database errors as the contract says them', () => {
 
   it('a file that is not there is not the database', () => {
     expect(mapDatabaseError(socketError('ENOENT', 'open'), '/h/pgdata')).toBeNull();
+  });
+});
+
+describe('what a failure says of the database, for the daemon’s log', () => {
+  const driver = (code: string, message = code) => ({ cause: Object.assign(new Error(message), { code }) });
+  it('tells an unreachable database, one too slow, and one refusing the operation apart', () => {
+    expect(databaseFailure(driver('ECONNRESET', 'read ECONNRESET'))).toBe('the database is unreachable');
+    expect(databaseFailure(driver('ECONNREFUSED'))).toBe('the database is unreachable');
+    // A connection the daemon dropped because its answers stopped (db/client.ts).
+    expect(
+      databaseFailure(
+        driver('CONNECTION_DESTROYED', 'the database did not answer for 35 s; connection dropped'),
+      ),
+    ).toBe('the database did not answer in time');
+    expect(databaseFailure(driver('57014', 'canceling statement due to statement timeout'))).toBe(
+      'the database did not answer in time',
+    );
+    expect(databaseFailure(driver('42501', 'audit is read-only'))).toBe('the database refused the operation');
+    expect(databaseFailure(driver('55000', 'currval of sequence "s" is not yet defined'))).toBeNull();
+    expect(databaseFailure(new Error('a bug'))).toBeNull();
   });
 });
