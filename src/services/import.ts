@@ -623,6 +623,11 @@ export async function importCredentials(
       touched.length = 0;
       named.length = 0;
       needs.clear();
+      // The file's tokens' locks, then the grants holding them, before anything writes an audit row
+      // (which locks the audit chain's head): the order `connections add` and every refresh take them
+      // in. Taken later (after the app's update was audited), an import and a `connections add` of the
+      // same token each waited for the other's, and PostgreSQL ended one of them.
+      await lockFileTokens(tx, await fileTokens(tx, platforms));
       for (const [platform, creds] of platforms) {
         const imported = await importApp(ctx, tx, platform, creds, plan);
         await importConnections(ctx, tx, platform, imported, creds, plan, touched, named, {
@@ -652,30 +657,37 @@ export async function importCredentials(
         },
       });
     });
-  const rolledBack = await run(null).then(
-    () => false,
-    (error) => {
-      if (!(error instanceof Rollback)) throw error;
-      return true;
-    },
-  );
-  if (rolledBack && !options.dryRun) {
-    const prepared: Prepared = { joined: new Set(), replaced: new Map() };
-    const claims = new Map<PlatformId, AdoptionClaim>();
-    try {
-      await claimReplacements(ctx, needs, claims);
-      await prepare(ctx, needs, prepared, claims);
-      // The second pass is one transaction, with no platform call: a lease covers it.
+  const claims = new Map<PlatformId, AdoptionClaim>();
+  try {
+    if (!options.dryRun) {
+      await claimFileTokens(ctx, platforms, claims);
+      // The first claim may have waited for the next: each lasts a lease from now.
       await keepClaims(claims);
-      await run(prepared);
-    } catch (error) {
-      throw withKept(error, prepared);
-    } finally {
-      // Held until the second pass has committed (or failed): the grant it stored is what another
-      // process given the file's token finds then. One not given back lapses on its own.
-      for (const claim of claims.values()) await claim.release().catch(() => {});
     }
-  } else if (options.dryRun) {
+    const rolledBack = await run(null).then(
+      () => false,
+      (error) => {
+        if (!(error instanceof Rollback)) throw error;
+        return true;
+      },
+    );
+    if (rolledBack && !options.dryRun) {
+      const prepared: Prepared = { joined: new Set(), replaced: new Map() };
+      try {
+        await prepare(ctx, needs, prepared, claims);
+        // The second pass is one transaction, with no platform call: a lease covers it.
+        await keepClaims(claims);
+        await run(prepared);
+      } catch (error) {
+        throw withKept(error, prepared);
+      }
+    }
+  } finally {
+    // Held until the import's last transaction has committed (or failed): the grant it stored is what
+    // another process given the file's token finds then. One not given back lapses on its own.
+    for (const claim of claims.values()) await claim.release().catch(() => {});
+  }
+  if (options.dryRun) {
     // The plan compared stored secrets with the file's: that read is recorded, nothing else is.
     await ctx.transaction((tx) =>
       recordAudit(tx, ctx.actor, {
@@ -760,39 +772,82 @@ async function prepare(
   }
 }
 
+/** The token a file gives for a platform: its refresh token, or LinkedIn's access token alone. */
+function fileToken(
+  platform: PlatformId,
+  creds: PlatformCredentials,
+): { token: Secret | undefined; accessTokenOnly: boolean } {
+  // LinkedIn gives most apps no refresh token: its 60-day access token is imported as it is.
+  const accessTokenOnly = !creds.refreshToken && platform === 'linkedin_ads' && Boolean(creds.accessToken);
+  return { token: creds.refreshToken ?? (accessTokenOnly ? creds.accessToken : undefined), accessTokenOnly };
+}
+
+/** A file's token on an app the vault holds already (matched by client id, as importApp matches it). */
+interface FileToken {
+  platform: PlatformId;
+  appId: string;
+  sha256: string;
+  refresh: boolean;
+}
+
 /**
- * Claims the file's refresh token for each platform whose dead grants the import replaces, as
- * `connections add` claims a token it adopts (claimAdoption), before anything is asked: the replacement
- * presents the file's token, and so would `connections add` given the same token meanwhile (it finds
- * the same dead grants, and no working one): where tokens rotate (Microsoft) the second presentation
- * is a reuse, which can end the whole consent. With the claim, whichever comes second waits for the
- * first. `connections add` then finds the grant this import stored and joins it; an import finds the
- * grant the adoption stored (claim.live): its plan (replace) is stale, and it ends with nothing asked
- * or written (changedMeanwhile, exit 7), the next run joining that grant. Claimed in the order of the
- * platforms' ids, so two imports of files naming the same tokens take them in the same order.
- *
- * The claims are kept (`claims`, released by the caller) until the second pass has committed: the
- * refresh of a replacement writes its answer onto the dead grant, which anyone given the file's token
- * still finds dead until the second pass moves it to the new grant. A claim lasts one lease
- * (leaseMs: one refresh and its write), and an import with several platforms asks each in turn, so
- * it is renewed before each platform call and before the second pass (keepClaims), each time for as
- * long as that step may take: however many platforms, it lapses only if this process stops (then
- * within a step's length) or stalls beyond it.
+ * The file's tokens whose app exists, in the order their locks and claims are taken (app, then the
+ * token's SHA-256), so that two imports naming the same tokens take them in the same order. A token
+ * of an app the file creates needs neither: nobody else can be storing a grant of an app not there yet.
  */
-async function claimReplacements(
+async function fileTokens(db: Db, platforms: Map<PlatformId, PlatformCredentials>): Promise<FileToken[]> {
+  const found: FileToken[] = [];
+  for (const [platform, creds] of platforms) {
+    const { token, accessTokenOnly } = fileToken(platform, creds);
+    if (!token || !creds.clientId) continue;
+    const app = (await appStore.list(db, platform)).find((a) => a.clientId === creds.clientId);
+    if (app) found.push({ platform, appId: app.id, sha256: tokenSha256(token), refresh: !accessTokenOnly });
+  }
+  const key = (t: FileToken) => `${t.appId}:${t.sha256}`;
+  return found.sort((a, b) => (key(a) < key(b) ? -1 : key(a) > key(b) ? 1 : 0));
+}
+
+/**
+ * Takes the file's tokens' locks (tokenStore.lockTokenSha256), then the rows of the grants holding
+ * them, in one order: token locks, grant rows, and only then the audit chain's head, as `connections
+ * add`'s storing transaction and every refresh's write take them.
+ */
+async function lockFileTokens(tx: Db, tokens: FileToken[]): Promise<void> {
+  for (const { appId, sha256 } of tokens) await tokenStore.lockTokenSha256(tx, appId, sha256);
+  const ids = new Set<string>();
+  for (const { appId, sha256 } of tokens)
+    for (const grant of await tokenStore.listByTokenSha256(tx, appId, sha256)) ids.add(grant.id);
+  for (const id of [...ids].sort()) await tokenStore.lock(tx, id);
+}
+
+/**
+ * Claims each refresh token of the file whose app exists, as `connections add` claims a token it
+ * adopts (claimAdoption), before the import's first pass: another process presenting that token (a
+ * `connections add` of it under way) finishes first, and the plan, made with the claim held, joins the
+ * grant it stored; one starting meanwhile waits until the import has stored its grant, and joins it.
+ * Without the claim, an import storing a token it does not present (a new grant) did so while a
+ * `connections add` of it was out at the platform, and anything refreshing the import's grant then
+ * (token get, the daemon's sweep) presented the token a second time: where tokens rotate (Microsoft)
+ * a reuse, which can end the whole consent. A replacement presents the file's token itself, under the
+ * same claim. Claimed in the order of fileTokens, so two imports of files naming the same tokens take
+ * them in the same order.
+ *
+ * The claims are kept (`claims`, released by the caller) until the import's last transaction has
+ * committed: the refresh of a replacement writes its answer onto the dead grant, which anyone given
+ * the file's token still finds dead until the second pass moves it to the new grant. A claim lasts
+ * one lease (leaseMs: one refresh and its write), and an import with several platforms asks each in
+ * turn, so it is renewed before each platform call and before the second pass (keepClaims), each time
+ * for as long as that step may take: however many platforms, it lapses only if this process stops
+ * (then within a step's length) or stalls beyond it.
+ */
+async function claimFileTokens(
   ctx: ServiceContext,
-  needs: Map<PlatformId, Need>,
+  platforms: Map<PlatformId, PlatformCredentials>,
   claims: Map<PlatformId, AdoptionClaim>,
 ): Promise<void> {
-  for (const platform of [...needs.keys()].sort()) {
-    const need = needs.get(platform)!;
-    if (need.kind !== 'replace') continue;
-    const claim = await claimAdoption(ctx, need.app.id, tokenSha256(need.refreshToken), {
-      command: 'import',
-    });
-    claims.set(platform, claim);
-    // Stored since the plan was made (connections add, or another import, given the same token).
-    if (claim.live) throw changedMeanwhile(platform);
+  for (const { platform, appId, sha256, refresh } of await fileTokens(ctx.db, platforms)) {
+    if (!refresh) continue;
+    claims.set(platform, await claimAdoption(ctx, appId, sha256, { command: 'import' }));
   }
 }
 
@@ -999,9 +1054,7 @@ async function importConnections(
     : platform === 'google_ads' && creds.loginCustomerId
       ? [normalizeAccountId(platform, creds.loginCustomerId)]
       : [];
-  // LinkedIn gives most apps no refresh token: its 60-day access token is imported as it is.
-  const accessTokenOnly = !creds.refreshToken && platform === 'linkedin_ads' && Boolean(creds.accessToken);
-  const token = creds.refreshToken ?? (accessTokenOnly ? creds.accessToken : undefined);
+  const { token, accessTokenOnly } = fileToken(platform, creds);
   if (!token) {
     if (accounts.length) {
       plan.push({

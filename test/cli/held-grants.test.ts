@@ -978,7 +978,7 @@ describe.runIf(DB_KIND === 'postgres')('a join and a revocation of the same gran
     expect(audit.map((a) => a.account)).toEqual(['1234567890', '2345678901']);
   });
 
-  it('an import adding accounts to the grant of its own token waits for a revocation under way, and then joins nothing', async () => {
+  it('an import adding accounts to the grant of its own token waits for a revocation under way, and then finds it revoked', async () => {
     const v = await vault();
     const { app, grant } = await googleHeld(v);
     // The file names the account connected with its token and a new one: the new one joins that grant.
@@ -998,11 +998,24 @@ describe.runIf(DB_KIND === 'postgres')('a join and a revocation of the same gran
       () => v.cli(['import', 'env', '--file', file]),
     );
     expect(waited).toBe(1);
-    expect(result!.code, result!.stderr).toBe(7);
-    expect(result!.stderr).toContain('it was revoked or found dead meanwhile; nothing was imported');
-    expect((await connections(v)).map((r) => [r.external_account_id, r.status, r.token_id])).toEqual([
-      ['1234567890', 'revoked', null],
+    // The import takes the grant's row before it writes anything, so it plans once the revocation
+    // has committed, as an import run after it: the revoked connection is kept revoked, and the file's
+    // new account takes a grant of its own (the platform refuses the revoked token at its first refresh).
+    expect(result!.code, result!.stderr).toBe(0);
+    const plan = await v.sql<{ detail: { plan: string[] } }>(
+      "select detail from credential_access_audit where action = 'import'",
+    );
+    expect(plan[0]!.detail.plan).toEqual([
+      'unchanged app google_ads google-app',
+      'skip connection google_ads 1234567890',
+      'create connection google_ads 2345678901',
     ]);
+    const rows = await connections(v);
+    expect(rows.map((r) => [r.external_account_id, r.status])).toEqual([
+      ['1234567890', 'revoked'],
+      ['2345678901', 'active'],
+    ]);
+    expect(rows[0]!.token_id).toBeNull();
   });
 
   it('connections add and an import given the same new refresh token at once store one grant: the second joins it', async () => {
@@ -1011,8 +1024,9 @@ describe.runIf(DB_KIND === 'postgres')('a join and a revocation of the same gran
     const grant = doubles.google.issueGrant({ clientId: app.clientId, scope: GOOGLE_ADWORDS_SCOPE });
     const file = writeEnv(v, 'GOOGLE_ADS_', app, grant.refreshToken, '2345678901');
     const sha = createHash('sha256').update(grant.refreshToken).digest('hex');
-    // Both wait for the token's lock (held here), then take turns: whichever comes second finds the
-    // first one's grant. Without it, each found no grant holding the token and stored its own.
+    // connections add claims the token and waits for its lock (held here); the import waits for that
+    // claim, then finds the grant connections add stored and joins it. Without them, each found no
+    // grant holding the token and stored its own.
     const { results, waited } = await whileHeld(
       v,
       [
@@ -1024,7 +1038,7 @@ describe.runIf(DB_KIND === 'postgres')('a join and a revocation of the same gran
     for (const result of results) expect(result.code, result.stderr).toBe(0);
     const grants = await v.sql<{ id: string }>('select id from oauth_tokens_vault');
     expect(grants).toHaveLength(1);
-    expect(waited).toBe(2);
+    expect(waited).toBe(1);
     expect((await connections(v)).map((r) => [r.external_account_id, r.status, r.token_id])).toEqual([
       ['1234567890', 'active', grants[0]!.id],
       ['2345678901', 'active', grants[0]!.id],
@@ -1033,6 +1047,63 @@ describe.runIf(DB_KIND === 'postgres')('a join and a revocation of the same gran
     await expectNoSecretsLeaked(v, [grant.refreshToken, app.clientSecret]);
   });
 });
+
+describe.runIf(DB_KIND === 'postgres')(
+  'an import and a storing transaction of the same token at once',
+  () => {
+    it("takes the token's lock before it writes an audit row (the app it updates): no deadlock with connections add", async () => {
+      const v = await vault();
+      const app = await addAppFor(v, 'google_ads', doubles.google as never);
+      const grant = doubles.google.issueGrant({ clientId: app.clientId, scope: GOOGLE_ADWORDS_SCOPE });
+      // The file changes the app (its redirect URI): the import writes an audit row for that update.
+      const file = writeLines(v, [
+        ...envLines('GOOGLE_ADS_', app, grant.refreshToken, '2345678901'),
+        'GOOGLE_ADS_REDIRECT_URI=https://example.com/oauth/changed',
+      ]);
+      const sha = createHash('sha256').update(grant.refreshToken).digest('hex');
+      // Another session does what `connections add`'s storing transaction does: the token's lock, then
+      // (while the import waits for that lock) an audit row, which locks the audit chain's head. An
+      // import that had written its app's audit row before taking the token's lock held that head:
+      // each waited for the other, and PostgreSQL ended one of them (a deadlock).
+      const other = postgres(v.databaseUrl!, { max: 2, onnotice: () => {} });
+      try {
+        const reserved = await other.reserve();
+        await reserved`begin`;
+        await reserved.unsafe(
+          `select pg_advisory_xact_lock(hashtextextended(id::text || ':' || '${sha}', 0)) from oauth_app_credentials`,
+        );
+        const importing = v.cli(['import', 'env', '--file', file]);
+        let waited = 0;
+        for (const deadline = Date.now() + 10_000; waited < 1 && Date.now() < deadline; ) {
+          const [row] = await other<{ n: number }[]>`
+          select count(*)::int as n from pg_stat_activity where wait_event_type = 'Lock' and datname = current_database()`;
+          waited = row!.n;
+          if (waited < 1) await new Promise((r) => setTimeout(r, 20));
+        }
+        expect(waited).toBe(1);
+        await reserved`set local lock_timeout = '5s'`;
+        const head = await reserved`select last_id from audit_head for update`.then(
+          () => 'locked',
+          (error: Error) => error.message,
+        );
+        await reserved`commit`;
+        reserved.release();
+        expect(head).toBe('locked');
+        const imported = await importing;
+        expect(imported.code, imported.stderr).toBe(0);
+      } finally {
+        await other.end();
+      }
+      const plan = await v.sql<{ detail: { plan: string[] } }>(
+        "select detail from credential_access_audit where action = 'import'",
+      );
+      expect(plan[0]!.detail.plan).toEqual([
+        'update app google_ads google-app',
+        'create connection google_ads 2345678901',
+      ]);
+    });
+  },
+);
 
 /**
  * Runs commands against the vault at once: on the embedded database through a daemon that holds it
@@ -1088,7 +1159,7 @@ describe('an import and connections add given the same refresh token at once (Mi
     await expectNoSecretsLeaked(v, [grant.refreshToken, app.clientSecret]);
   });
 
-  it('an import that would replace a dead grant waits for connections add presenting the token, then stops: its plan is stale, and the next import joins', async () => {
+  it('an import that would replace a dead grant waits for connections add presenting the token, then joins the grant it stored', async () => {
     const { microsoft, v, app, grant, presented } = await microsoftImportedDead();
     const file = writeEnv(v, 'MICROSOFT_ADS_', app, grant.refreshToken, '988');
     const { stopDaemon } = await concurrently(v);
@@ -1096,23 +1167,17 @@ describe('an import and connections add given the same refresh token at once (Mi
 
     const adding = addConnection(v, 'microsoft_ads', app.label, grant.refreshToken, { accounts: ['987'] });
     await presentedTimes(presented, 1);
-    const imported = await v.cli(['import', 'env', '--file', file]);
+    // The import claims the file's token before it plans: it waits for connections add, and its plan,
+    // made then, joins the grant connections add stored (refreshed once, the file's token not sent).
+    const imported = await v.json<ImportJson>(['import', 'env', '--file', file]);
     const added = await adding;
     expect(added.code, added.stderr).toBe(0);
-    expect(imported.code, imported.stderr).toBe(7);
-    expect(imported.stderr).toContain(
-      "the Microsoft Advertising grants holding the file's refresh token changed while importing; nothing was imported",
-    );
-    expect(imported.stderr).toContain('Run the import again');
-    expect(presented()).toBe(1);
-    microsoft.faults.latencyMs = 0;
-
-    const again = await v.json<ImportJson>(['import', 'env', '--file', file]);
-    expect(again.plan.map((p) => `${p.action} ${p.kind} ${p.target}`)).toEqual([
+    expect(imported.plan.map((p) => `${p.action} ${p.kind} ${p.target}`)).toEqual([
       'unchanged app microsoft-app',
       'join connection 988',
     ]);
     expect(presented()).toBe(1);
+    microsoft.faults.latencyMs = 0;
     expect(microsoft.findGrant(grant.grantId)?.revoked).toBe(false);
     await stopDaemon();
     const grants = await v.sql<{ id: string }>('select id from oauth_tokens_vault');
@@ -1123,12 +1188,13 @@ describe('an import and connections add given the same refresh token at once (Mi
     ]);
   });
 
-  it('connections add whose refresh is out while an import stores the token keeps the rotated token on the grant it joins', async () => {
+  it('an import given a new token while connections add presents it waits for it, and joins the grant it stored (the token is presented once)', async () => {
     const { microsoft, v, app, grant, presented } = await strictMicrosoft();
     const file = writeEnv(v, 'MICROSOFT_ADS_', app, grant.refreshToken, '988');
     const { stopDaemon } = await concurrently(v);
-    // connections add presents the token (answered 3 s late); meanwhile the import stores the same
-    // token as its file gives it (a token no grant holds is stored without being presented).
+    // connections add presents the token (answered 3 s late); meanwhile the import is given the same
+    // token, which no grant holds yet. Before, the import stored it as it was (used up once
+    // connections add's refresh rotated it) without waiting; now it waits for connections add's claim.
     microsoft.faults.latencyMs = 3_000;
 
     const adding = addConnection(v, 'microsoft_ads', app.label, grant.refreshToken, { accounts: ['987'] });
@@ -1136,14 +1202,10 @@ describe('an import and connections add given the same refresh token at once (Mi
     const imported = await v.json<ImportJson>(['import', 'env', '--file', file]);
     expect(imported.plan.map((p) => `${p.action} ${p.kind} ${p.target}`)).toEqual([
       'unchanged app microsoft-app',
-      'create connection 988',
+      'join connection 988',
     ]);
     const added = await adding;
     expect(added.code, added.stderr).toBe(0);
-    expect(added.stderr).toContain('microsoft_ads:987 shares the grant of microsoft_ads:988');
-    expect(added.stderr).toContain(
-      'Microsoft Advertising rotated it: the new refresh token is kept on that grant, the one given is used up',
-    );
     microsoft.faults.latencyMs = 0;
 
     // The grant holds the rotated token, which Microsoft takes: the used-up one, presented again,
@@ -1161,14 +1223,6 @@ describe('an import and connections add given the same refresh token at once (Mi
       ['987', 'active', grants[0]!.id],
       ['988', 'active', grants[0]!.id],
     ]);
-    // On record as a refresh of that grant, by the adoption.
-    const audit = await v.sql<{ target_id: string; detail: Record<string, unknown> }>(
-      "select target_id, detail from credential_access_audit where action = 'token.refresh' order by id",
-    );
-    expect(audit[0]).toEqual({
-      target_id: grants[0]!.id,
-      detail: expect.objectContaining({ via: 'adopt', rotated: true, token: 'given' }),
-    });
     await expectNoSecretsLeaked(v, [grant.refreshToken, app.clientSecret]);
   });
 });
