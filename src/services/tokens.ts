@@ -854,10 +854,12 @@ async function recordRefusedApp(
   attempts: number,
   unanswered: boolean,
 ): Promise<void> {
-  if (unanswered) await tokenStore.releaseLease(ctx.db, grant.id, owner);
-  else await tokenStore.unclaim(ctx.db, grant, owner);
-  await ctx.transaction((tx) =>
-    recordAudit(
+  // One transaction, as recordDeadGrantFailure's: the lease goes back only with the refusal on record
+  // (the grant's row, then the audit head, the order every refresh's write takes them in).
+  await ctx.transaction(async (tx) => {
+    if (unanswered) await tokenStore.releaseLease(tx, grant.id, owner);
+    else await tokenStore.unclaim(tx, grant, owner);
+    await recordAudit(
       tx,
       ctx.actor,
       failedRefreshEntry(
@@ -867,8 +869,8 @@ async function recordRefusedApp(
         attempts,
         'the platform refused the app as given for this refresh (not the stored one); not recorded on the grant',
       ),
-    ),
-  );
+    );
+  });
 }
 
 export type RefreshOutcome = 'success' | ProviderFailure | 'lease_lost' | 'skipped' | 'internal';

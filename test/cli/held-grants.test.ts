@@ -725,6 +725,60 @@ describe("an import's platform calls use the app as its file makes it", () => {
   );
 });
 
+describe.runIf(DB_KIND === 'postgres')(
+  'a refresh with the app as an import’s file makes it, refused by the platform',
+  () => {
+    it('gives the lease back in the transaction that records the refusal, not before it', async () => {
+      const { v, app, grant, microsoft } = await microsoftHeld();
+      const mistyped = { ...app, clientSecret: 'msft~mistyped~secret' };
+      const file = writeEnv(v, 'MICROSOFT_ADS_', mistyped, grant.refreshToken, '988');
+      const asked = microsoft.tokenRequests('refresh_token').length;
+      // Microsoft answers 3 s late; meanwhile another session takes the audit chain's head, so the
+      // refusal's audit row waits: the grant's lease must still be held (uncommitted) then, else the
+      // lease would be back with nothing on record had that write failed.
+      microsoft.faults.latencyMs = 3_000;
+      const other = postgres(v.databaseUrl!, { max: 2, onnotice: () => {} });
+      let leaseWhileWaiting: string | null = null;
+      let waited = 0;
+      try {
+        const refusing = v.cli(['import', 'env', '--file', file]);
+        for (const deadline = Date.now() + 20_000; ; ) {
+          if (microsoft.tokenRequests('refresh_token').length > asked || Date.now() > deadline) break;
+          await new Promise((r) => setTimeout(r, 20));
+        }
+        const reserved = await other.reserve();
+        await reserved`begin`;
+        await reserved`select last_id from audit_head for update`;
+        for (const deadline = Date.now() + 10_000; waited < 1 && Date.now() < deadline; ) {
+          const [row] = await other<{ n: number }[]>`
+          select count(*)::int as n from pg_stat_activity where wait_event_type = 'Lock' and datname = current_database()`;
+          waited = row!.n;
+          if (waited < 1) await new Promise((r) => setTimeout(r, 20));
+        }
+        const [row] = await other<
+          { lease_owner: string | null }[]
+        >`select lease_owner from oauth_tokens_vault`;
+        leaseWhileWaiting = row!.lease_owner;
+        await reserved`commit`;
+        reserved.release();
+        const refused = await refusing;
+        expect(refused.code, refused.stderr).toBe(4);
+      } finally {
+        microsoft.faults.latencyMs = 0;
+        await other.end();
+      }
+      expect(waited).toBe(1);
+      expect(leaseWhileWaiting).not.toBeNull();
+      const after = await v.sql<{ lease_owner: string | null }>('select lease_owner from oauth_tokens_vault');
+      expect(after).toEqual([{ lease_owner: null }]);
+      const audit = await v.sql<{ outcome: string }>(
+        "select outcome from credential_access_audit where action = 'token.refresh' order by id desc limit 1",
+      );
+      expect(audit).toEqual([{ outcome: 'failure' }]);
+    });
+  },
+);
+
 describe('an import that fails after its refresh to replace a dead grant rotated the file’s token', () => {
   it('keeps what the platform gave on the dead grant, says so, and the next import uses it instead of the file’s', async () => {
     const v = await vault();
