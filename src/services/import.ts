@@ -672,6 +672,10 @@ export async function importCredentials(
       },
     );
     if (rolledBack && !options.dryRun) {
+      // The first pass, rolled back, read the stored app's secrets (to compare them with the file's,
+      // and to open the app the platform calls use): that read is recorded now, in a transaction of
+      // its own, whatever stops the import before its second pass commits.
+      await recordPlanRead(ctx, plan, options.source);
       const prepared: Prepared = { joined: new Set(), replaced: new Map() };
       try {
         await prepare(ctx, needs, prepared, claims);
@@ -687,20 +691,8 @@ export async function importCredentials(
     // another process given the file's token finds then. One not given back lapses on its own.
     for (const claim of claims.values()) await claim.release().catch(() => {});
   }
-  if (options.dryRun) {
-    // The plan compared stored secrets with the file's: that read is recorded, nothing else is.
-    await ctx.transaction((tx) =>
-      recordAudit(tx, ctx.actor, {
-        action: 'import.plan',
-        targetType: 'vault',
-        outcome: 'success',
-        detail: {
-          source: options.source,
-          plan: plan.map((p) => `${p.action} ${p.kind} ${p.platform} ${p.target}`),
-        },
-      }),
-    );
-  }
+  // The plan compared stored secrets with the file's: that read is recorded, nothing else is.
+  if (options.dryRun) await recordPlanRead(ctx, plan, options.source);
   return {
     plan,
     unknown: found.unknown,
@@ -711,6 +703,18 @@ export async function importCredentials(
     connections: options.dryRun ? [] : touched,
     named: options.dryRun ? [] : named,
   };
+}
+
+/** Records that an import's plan, made in a transaction rolled back, read the stored secrets. */
+async function recordPlanRead(ctx: ServiceContext, plan: PlanItem[], source: string): Promise<void> {
+  await ctx.transaction((tx) =>
+    recordAudit(tx, ctx.actor, {
+      action: 'import.plan',
+      targetType: 'vault',
+      outcome: 'success',
+      detail: { source, plan: plan.map((p) => `${p.action} ${p.kind} ${p.platform} ${p.target}`) },
+    }),
+  );
 }
 
 /**

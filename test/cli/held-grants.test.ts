@@ -779,6 +779,34 @@ describe.runIf(DB_KIND === 'postgres')(
   },
 );
 
+describe('an import that stops before it writes, after its plan read the stored app’s secrets', () => {
+  it('has that read on record (the plan’s transaction is rolled back)', async () => {
+    const { v, app, grant } = await microsoftImportedDead();
+    const file = writeEnv(v, 'MICROSOFT_ADS_', app, grant.refreshToken, '988');
+    // Another process holds the dead grant's refresh lease: the import stops before it asks anything.
+    await v.sql(
+      "update oauth_tokens_vault set lease_owner = 'elsewhere', lease_expires_at = now() + interval '1 hour'",
+    );
+    const [{ last }] = (await v.sql<{ last: number }>(
+      'select coalesce(max(id), 0)::int as last from credential_access_audit',
+    )) as [{ last: number }];
+    const stopped = await v.cli(['import', 'env', '--file', file]);
+    expect(stopped.code, stopped.stderr).toBe(7);
+    const audit = await v.sql<{ action: string; detail: { source: string; plan: string[] } }>(
+      `select action, detail from credential_access_audit where id > ${last} order by id`,
+    );
+    expect(audit).toEqual([
+      {
+        action: 'import.plan',
+        detail: expect.objectContaining({
+          source: expect.stringContaining('.env'),
+          plan: ['unchanged app microsoft_ads microsoft-app', 'create connection microsoft_ads 988'],
+        }),
+      },
+    ]);
+  });
+});
+
 describe('an import that fails after its refresh to replace a dead grant rotated the file’s token', () => {
   it('keeps what the platform gave on the dead grant, says so, and the next import uses it instead of the file’s', async () => {
     const v = await vault();
