@@ -1,7 +1,8 @@
 import { parse as parseDotenv } from 'dotenv';
 import { type Document, isAlias, isMap, isScalar, isSeq, LineCounter, parseDocument, visit } from 'yaml';
 import { Secret } from '../crypto/secret.js';
-import type { Db } from '../db/client.js';
+import { type Db, redactUrl } from '../db/client.js';
+import { mapDatabaseError } from '../db/errors.js';
 import type { AppRecord } from '../db/store/apps.js';
 import * as appStore from '../db/store/apps.js';
 import * as connectionStore from '../db/store/connections.js';
@@ -683,7 +684,7 @@ export async function importCredentials(
         await keepClaims(claims);
         await run(prepared);
       } catch (error) {
-        throw withKept(error, prepared);
+        throw withKept(ctx, error, prepared);
       }
     }
   } finally {
@@ -887,10 +888,13 @@ function fileAppHint(platform: PlatformId, need: Need): string {
  * file's token is used up, and what the platform gave is kept on that grant (refreshDeadGrant wrote it
  * at once). The error says so, and that importing the file again uses it.
  */
-function withKept(error: unknown, prepared: Prepared): unknown {
-  if (!(error instanceof CredvaultError)) return error;
+function withKept(ctx: ServiceContext, failure: unknown, prepared: Prepared): unknown {
   const kept = [...prepared.replaced].filter(([, r]) => r.rotated);
-  if (!kept.length) return error;
+  if (!kept.length) return failure;
+  // A driver's error (a deadlock, a connection gone) as the command would report it, then with the note.
+  const where = ctx.config.databaseUrl ? redactUrl(ctx.config.databaseUrl) : `${ctx.config.home}/pgdata`;
+  const error = failure instanceof CredvaultError ? failure : mapDatabaseError(failure, where);
+  if (!error) return failure;
   const said = kept.map(([platform, r]) => {
     const which = r.presentedHeld
       ? `the refresh token kept on the grant of ${r.refs} when it was refreshed to replace that grant`

@@ -1001,6 +1001,48 @@ describe.runIf(DB_KIND === 'postgres')(
   },
 );
 
+describe.runIf(DB_KIND === 'postgres')(
+  'an import whose second pass fails with a database error after its refresh rotated the file’s token',
+  () => {
+    it('says the token is used up and kept on the dead grant when the database refuses the second pass', async () => {
+      const { microsoft, v, app, grant, presented } = await microsoftImportedDead();
+      const file = writeEnv(v, 'MICROSOFT_ADS_', app, grant.refreshToken, '988');
+      // Microsoft answers 3 s late; meanwhile the apps' table is renamed away (as a database restored
+      // from an older dump would be), so the second pass fails with the driver's error (42P01), not
+      // one of credvault's; it is put back once the import has ended.
+      microsoft.faults.latencyMs = 3_000;
+      const other = postgres(v.databaseUrl!, { max: 1, onnotice: () => {} });
+      let failed: CliResult;
+      try {
+        const running = v.cli(['import', 'env', '--file', file]);
+        await presentedTimes(presented, 1);
+        await other`alter table oauth_app_credentials rename to oauth_app_credentials_away`;
+        try {
+          failed = await running;
+        } finally {
+          await other`alter table oauth_app_credentials_away rename to oauth_app_credentials`;
+        }
+      } finally {
+        microsoft.faults.latencyMs = 0;
+        await other.end();
+      }
+      expect(failed.stderr).toContain('is not migrated');
+      expect(failed.code, failed.stderr).not.toBe(0);
+      expect(failed.stderr).toContain(
+        "Microsoft Advertising rotated the file's refresh token when it was refreshed to replace the grant of microsoft_ads:987: that token is used up, and the new one is kept on that grant",
+      );
+      // The next import uses what was kept, and does not send the file's token again.
+      const again = await v.json<ImportJson>(['import', 'env', '--file', file]);
+      expect(again.plan.map((p) => `${p.action} ${p.kind} ${p.target}`)).toEqual([
+        'unchanged app microsoft-app',
+        'create connection 988',
+      ]);
+      expect(presented()).toBe(1);
+      await expectMicrosoftReplaced(v);
+    });
+  },
+);
+
 /**
  * Runs `statements` in a transaction of another session of the vault's PostgreSQL database, starts
  * the commands, waits until each waits for a lock (ten seconds at most), then commits: what another
