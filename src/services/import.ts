@@ -35,6 +35,7 @@ import {
   refreshDeadGrant,
   refreshHeldGrant,
   replaceDeadGrant,
+  tokensWrittenOn,
 } from './held-grants.js';
 import { providerFailure } from './platform-calls.js';
 import { providerApp } from './provider-app.js';
@@ -1248,7 +1249,7 @@ async function importConnections(
     if (!pass.prepared) return;
     const refreshed = pass.prepared.replaced.get(platform);
     if (!refreshed) throw changedMeanwhile(platform);
-    adopted = await refreshedTokens(ctx, tx, held.held, refreshed.grant);
+    adopted = await tokensWrittenOn(ctx, tx, held.held, refreshed.grant);
     if (!adopted) throw changedMeanwhile(platform);
   }
   if (holder) {
@@ -1286,36 +1287,6 @@ async function importConnections(
     const added = await connectionStore.listViews(tx, { ids });
     for (const { grant } of held.held) await replaceDeadGrant(ctx, tx, grant.id, added, 'import');
   }
-}
-
-/**
- * The tokens that the refresh to replace a dead grant wrote onto it, read under its lock in the second
- * pass: none when the grant is not as that refresh left it (gone, written since, or someone's refresh
- * of it under way), the import then failing with nothing written and the tokens where they are.
- */
-async function refreshedTokens(
-  ctx: ServiceContext,
-  tx: Db,
-  dead: HeldGrant[],
-  refreshed: tokenStore.GrantRow,
-): Promise<TokenResult | undefined> {
-  if (!dead.some((h) => h.grant.id === refreshed.id)) return undefined;
-  const row = await tokenStore.lock(tx, refreshed.id);
-  if (!row || row.version !== refreshed.version || row.leaseOwner !== null) return undefined;
-  const [accessToken, refreshToken] = await Promise.all([
-    openToken(ctx, row, 'access'),
-    openToken(ctx, row, 'refresh'),
-  ]);
-  if (!accessToken || !refreshToken) return undefined;
-  return {
-    accessToken,
-    refreshToken,
-    tokenType: row.tokenType,
-    expiresAt: row.accessTokenExpiresAt,
-    // The platform's own end, when it gave one; else the new grant's is reckoned from now.
-    refreshTokenExpiresAt: row.refreshTokenExpiryFixed ? row.refreshTokenExpiresAt : null,
-    scope: row.scope,
-  };
 }
 
 export interface VerifyOutcome {
