@@ -25,13 +25,17 @@ function standIn(log: string[]) {
       });
     },
   } as unknown as AuditChain;
-  const metrics = { auditBatch: { observe: () => {} } } as unknown as DaemonMetrics;
+  const failed = { rows: 0 };
+  const metrics = {
+    auditBatch: { observe: () => {} },
+    auditFailures: { inc: (n = 1) => void (failed.rows += n) },
+  } as unknown as DaemonMetrics;
   const batcher = new AuditBatcher({} as ServiceContext, metrics, chain);
   const next = async () => {
     for (let i = 0; i < 50 && !pending.length; i++) await new Promise((r) => setImmediate(r));
     return pending.shift()!;
   };
-  return { batcher, next };
+  return { batcher, next, failed };
 }
 
 const entry = (i: number): AuditEntry => ({
@@ -44,7 +48,7 @@ const entry = (i: number): AuditEntry => ({
 describe('the audit batcher', () => {
   it('answers a batch only after it commits, and sends the next batch before answering', async () => {
     const log: string[] = [];
-    const { batcher, next } = standIn(log);
+    const { batcher, next, failed } = standIn(log);
     const ask = (i: number) =>
       batcher.write(entry(i), null).then(
         () => log.push(`answer${i}`),
@@ -77,6 +81,8 @@ describe('the audit batcher', () => {
       'refused4: audit is read-only',
     ]);
     expect(drained).toBe(false);
+    // Both refused requests count as audit-write failures (credvault_audit_write_failures_total).
+    expect(failed.rows).toBe(2);
     (await next()).settle();
     await Promise.all(third);
     await drain;
