@@ -28,7 +28,11 @@ function standIn(log: string[]) {
   const failed = { rows: 0 };
   const metrics = {
     auditBatch: { observe: () => {} },
-    auditFailures: { inc: (n = 1) => void (failed.rows += n) },
+    auditFailures: {
+      inc: (n = 1) => {
+        failed.rows += n;
+      },
+    },
   } as unknown as DaemonMetrics;
   const batcher = new AuditBatcher({} as ServiceContext, metrics, chain);
   const next = async () => {
