@@ -10,7 +10,7 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import { generateMasterKey } from '../../src/crypto/local-key.js';
 import { embeddedSocketPath } from '../../src/db/client.js';
 import { MICROSOFT_ADS_SCOPE, startMicrosoftDouble } from '../doubles/index.js';
-import { type RunningDaemon, startDaemon } from '../helpers/daemon.js';
+import { client, microsoftVault, type RunningDaemon, startDaemon } from '../helpers/daemon.js';
 import { startDbProxy } from '../helpers/db-proxy.js';
 import { addAppFor, adoptGrant, freePort } from '../helpers/flows.js';
 import { expectNoSecretsLeaked } from '../helpers/secrets.js';
@@ -21,27 +21,7 @@ afterEach(async () => {
   for (const f of cleanups.splice(0).reverse()) await f();
 });
 
-async function setup() {
-  const double = await startMicrosoftDouble();
-  cleanups.push(() => double.close());
-  const v = await createVault();
-  cleanups.push(() => v.destroy());
-  const app = await addAppFor(v, 'microsoft_ads', double as never);
-  const adopt = async (account: string, name: string) => {
-    const grant = double.issueGrant({
-      clientId: app.clientId,
-      scope: `${MICROSOFT_ADS_SCOPE} offline_access`,
-    } as never);
-    await adoptGrant(v, 'microsoft_ads', app.label, grant.refreshToken, { accounts: [account], name });
-    return grant;
-  };
-  return { double, v, app, adopt };
-}
-
-async function client(v: TestVault, args: string[]): Promise<string> {
-  const made = await v.json<{ token: string }>(['clients', 'create', ...args]);
-  return made.token;
-}
+const setup = () => microsoftVault(cleanups);
 
 // biome-ignore lint/suspicious/noExplicitAny: log lines are whatever JSON the daemon wrote
 type Line = Record<string, any>;

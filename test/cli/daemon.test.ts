@@ -14,8 +14,10 @@ import {
   startMicrosoftDouble,
 } from '../doubles/index.js';
 import {
+  client,
   type HttpAnswer,
   listeningAddresses,
+  microsoftVault,
   spawnDaemonOnAnyPort,
   spawnListeningDaemon,
   startDaemon,
@@ -32,22 +34,7 @@ afterEach(async () => {
   for (const f of cleanups.splice(0).reverse()) await f();
 });
 
-async function setup() {
-  const double = await startMicrosoftDouble();
-  cleanups.push(() => double.close());
-  const v = await createVault();
-  cleanups.push(() => v.destroy());
-  const app = await addAppFor(v, 'microsoft_ads', double as never);
-  const adopt = async (account: string, name: string) => {
-    const grant = double.issueGrant({
-      clientId: app.clientId,
-      scope: `${MICROSOFT_ADS_SCOPE} offline_access`,
-    } as never);
-    await adoptGrant(v, 'microsoft_ads', app.label, grant.refreshToken, { accounts: [account], name });
-    return grant;
-  };
-  return { double, v, app, adopt };
-}
+const setup = () => microsoftVault(cleanups);
 
 /** Makes every grant due for the sweep: refreshed 59 minutes ago, expiring in one. */
 const MAKE_DUE =
@@ -102,11 +89,6 @@ async function lockTokensTable(v: TestVault, table = 'oauth_tokens_vault'): Prom
   cleanups.push(commit);
   await isLocked;
   return commit;
-}
-
-async function client(v: TestVault, args: string[]): Promise<string> {
-  const made = await v.json<{ token: string }>(['clients', 'create', ...args]);
-  return made.token;
 }
 
 /** A 503 to retry (the database refused the audit row), carrying no token of any kind. */

@@ -12,8 +12,10 @@ import { Secret } from '../../src/crypto/secret.js';
 import * as appStore from '../../src/db/store/apps.js';
 import { openContext } from '../../src/services/context.js';
 import { storeGrant } from '../../src/services/grants.js';
-import type { Double } from '../doubles/index.js';
+import { type Double, MICROSOFT_ADS_SCOPE, startMicrosoftDouble } from '../doubles/index.js';
+import { addAppFor, adoptGrant } from './flows.js';
 import type { TestVault } from './vault.js';
+import { createVault } from './vault.js';
 
 export interface HttpAnswer {
   status: number;
@@ -255,4 +257,31 @@ export function listeningAddresses(port: number): string[] {
     }
   }
   return found.sort();
+}
+
+/**
+ * A vault with a Microsoft Ads app on a double of its own, and adopt(account, name): a grant the
+ * double issues, adopted by `connections add` for that account. What to close goes on `cleanups`.
+ */
+export async function microsoftVault(cleanups: Array<() => Promise<unknown>>) {
+  const double = await startMicrosoftDouble();
+  cleanups.push(() => double.close());
+  const v = await createVault();
+  cleanups.push(() => v.destroy());
+  const app = await addAppFor(v, 'microsoft_ads', double as never);
+  const adopt = async (account: string, name: string) => {
+    const grant = double.issueGrant({
+      clientId: app.clientId,
+      scope: `${MICROSOFT_ADS_SCOPE} offline_access`,
+    } as never);
+    await adoptGrant(v, 'microsoft_ads', app.label, grant.refreshToken, { accounts: [account], name });
+    return grant;
+  };
+  return { double, v, app, adopt };
+}
+
+/** `credvault clients create ARGS`: the token it shows once. */
+export async function client(v: TestVault, args: string[]): Promise<string> {
+  const made = await v.json<{ token: string }>(['clients', 'create', ...args]);
+  return made.token;
 }
