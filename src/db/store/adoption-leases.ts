@@ -1,13 +1,9 @@
 import { and, eq, gt, lt, sql } from 'drizzle-orm';
 import type { Db } from '../client.js';
 import { adoptionLeases } from '../schema/index.js';
+import { tokenLockKey as key, leaseEnd } from './tokens.js';
 
 const t = adoptionLeases;
-
-/** The lease's key: the one tokenStore.lockTokenSha256 locks, of the app and the token's SHA-256. */
-function key(appId: string, sha256: string) {
-  return sql`hashtextextended(${appId}::text || ':' || ${sha256}::text, 0)`;
-}
 
 /**
  * Takes the lease on adopting the refresh token of this SHA-256 for the app, if nobody holds a live
@@ -27,7 +23,7 @@ export async function tryTake(
     .values({
       lockKey: key(appId, sha256),
       owner,
-      expiresAt: sql`now() + ${`${leaseMs} milliseconds`}::interval`,
+      expiresAt: leaseEnd(leaseMs),
     })
     .onConflictDoNothing({ target: t.lockKey })
     .returning({ owner: t.owner });
@@ -52,7 +48,7 @@ export async function renew(
 ): Promise<boolean> {
   const renewed = await db
     .update(t)
-    .set({ expiresAt: sql`now() + ${`${leaseMs} milliseconds`}::interval` })
+    .set({ expiresAt: leaseEnd(leaseMs) })
     .where(and(eq(t.lockKey, key(appId, sha256)), eq(t.owner, owner), gt(t.expiresAt, sql`now()`)))
     .returning({ owner: t.owner });
   return renewed.length > 0;

@@ -60,9 +60,17 @@ export async function lock(db: Db, id: string): Promise<GrantRow | null> {
  * take turns, and the second, looking again under it, finds the first one's grant.
  */
 export async function lockTokenSha256(db: Db, appId: string, sha256: string): Promise<void> {
-  await db.execute(
-    sql`select pg_advisory_xact_lock(hashtextextended(${appId}::text || ':' || ${sha256}::text, 0))`,
-  );
+  await db.execute(sql`select pg_advisory_xact_lock(${tokenLockKey(appId, sha256)})`);
+}
+
+/** The 64-bit key of the app and a refresh token's SHA-256: this lock's, and an adoption lease's. */
+export function tokenLockKey(appId: string, sha256: string) {
+  return sql`hashtextextended(${appId}::text || ':' || ${sha256}::text, 0)`;
+}
+
+/** A lease's end, `ms` from now by the database's clock (every lease is judged by it). */
+export function leaseEnd(ms: number) {
+  return sql`now() + ${`${ms} milliseconds`}::interval`;
 }
 
 export async function insert(db: Db, row: NewGrantRow): Promise<void> {
@@ -76,7 +84,7 @@ export async function insert(db: Db, row: NewGrantRow): Promise<void> {
 export async function tryLease(db: Db, id: string, owner: string, leaseMs: number): Promise<GrantRow | null> {
   const [row] = await db
     .update(t)
-    .set({ leaseOwner: owner, leaseExpiresAt: sql`now() + ${`${leaseMs} milliseconds`}::interval` })
+    .set({ leaseOwner: owner, leaseExpiresAt: leaseEnd(leaseMs) })
     .where(and(eq(t.id, id), or(isNull(t.leaseExpiresAt), lt(t.leaseExpiresAt, sql`now()`))))
     .returning();
   return row ?? null;
