@@ -875,12 +875,14 @@ describe('the token endpoint', () => {
     const googleBefore = google.refreshAttempts;
     const started = Date.now();
     const daemon = await startDaemon(v, { args: ['--concurrency', '1'] });
-    for (let i = 0; i < 400 && google.refreshAttempts === googleBefore; i++)
+    // Google's refresh comes long before Microsoft's 120 s pause ends (the daemon's start included:
+    // on a slow, busy machine the embedded database alone can take ten seconds to open).
+    while (google.refreshAttempts === googleBefore && Date.now() - started < 60_000)
       await new Promise((r) => setTimeout(r, 25));
     const waited = Date.now() - started;
     expect(await daemon.stop('SIGTERM')).toBe(0);
     expect(google.refreshAttempts).toBe(googleBefore + 1);
-    expect(waited).toBeLessThan(10_000);
+    expect(waited).toBeLessThan(60_000);
     expect(daemon.logs()).toContain('microsoft_ads is rate limiting refreshes; pausing it for 120 s');
   });
 
@@ -894,12 +896,15 @@ describe('the token endpoint', () => {
     double.faults.failNext(1, { status: 429, headers: { 'retry-after': '20' } });
     const attempts = double.refreshAttempts;
     const daemon = await startDaemon(v);
-    for (let i = 0; i < 200 && double.refreshAttempts === attempts; i++)
+    const asked = Date.now();
+    while (double.refreshAttempts === attempts && Date.now() - asked < 30_000)
       await new Promise((r) => setTimeout(r, 25));
     await new Promise((r) => setTimeout(r, 500));
     const signalled = Date.now();
     expect(await daemon.stop('SIGTERM')).toBe(0);
-    expect(Date.now() - signalled).toBeLessThan(5_000);
+    // Well before the 20 s the wait had left, and before the 10 s after which a shutdown stops
+    // waiting for refreshes in flight (a slow, busy machine takes a few seconds to close the database).
+    expect(Date.now() - signalled).toBeLessThan(9_000);
     expect(double.refreshAttempts).toBe(attempts + 1);
     const [grant] = await v.sql<{ leased: boolean; in_flight: boolean; code: string | null }>(
       `select lease_owner is not null as leased, refresh_in_flight_since is not null as in_flight,

@@ -6,6 +6,9 @@
 import type { ChildProcess } from 'node:child_process';
 import type { AddressInfo } from 'node:net';
 import { createServer } from 'node:net';
+import { resolveConfig } from '../../src/config.js';
+import { addApp, checkNewApp, parseAppFields } from '../../src/services/apps.js';
+import { openContext } from '../../src/services/context.js';
 import type { Double } from '../doubles/index.js';
 import { REDDIT_TEST_USER_AGENT } from '../doubles/index.js';
 import type { CliResult, TestVault } from './vault.js';
@@ -77,6 +80,11 @@ export async function adoptGrant(
 /**
  * Registers an app with credvault whose endpoints are the double's. Platforms with exact redirect URIs
  * (LinkedIn, Reddit) get a client registered on a free port, so parallel tests do not collide.
+ *
+ * It is a test's setup, not its subject (foundation.test.ts runs `apps add` itself): the app is added
+ * in this process, through what `apps add --from-file` runs (parseAppFields, checkNewApp, addApp, and
+ * its audit row), not by starting the binary, which on the embedded database costs a start of
+ * PostgreSQL per call (more than a tenth of the embedded suite's time went to it).
  */
 export async function addAppFor(
   vault: TestVault,
@@ -116,9 +124,11 @@ export async function addAppFor(
     ...(platform === 'reddit_ads' ? { user_agent: REDDIT_TEST_USER_AGENT } : {}),
     ...options.extra,
   };
-  const app = await vault.json<{ id: string }>(['apps', 'add', platform, '--from-file', '-'], {
-    input: JSON.stringify(file),
-  });
+  const fields = parseAppFields(file);
+  checkNewApp(platform, fields);
+  // As the binary would: the vault's environment, its CREDVAULT_ACTOR the audit row's actor.
+  const ctx = await openContext(resolveConfig({}, { ...vault.env } as NodeJS.ProcessEnv));
+  const app = await addApp(ctx, platform, fields).finally(() => ctx.close());
   return {
     id: app.id,
     label,
