@@ -108,7 +108,7 @@ function failed(
   const daemonLog = reached.name() === 'daemon' && reached.parent === program;
   const report =
     daemonLog && jsonLog(io.stderr, flag('--json') || undefined)
-      ? (shown: unknown) => writeStartFailure(io.stderr, shown, daemonLogFolders(rt, io, argv))
+      ? (shown: unknown) => writeStartFailure(io.stderr, shown, daemonLogFolders(rt, io, argv), io.env)
       : (shown: unknown) => out.error(shown);
   if (error instanceof CommanderError) {
     // --help (and `credvault help GROUP`) print their text and succeed; everything else is bad usage.

@@ -1,6 +1,6 @@
 import pino from 'pino';
 import { redact as redactText } from '../util/redact.js';
-import { jsonLog } from './log-format.js';
+import { jsonLog, syslogPriority } from './log-format.js';
 
 /**
  * The daemon's log: JSON lines (pino) when stderr is not a terminal, short human lines when it is.
@@ -29,18 +29,37 @@ const REDACT_PATHS = [
   '*.client_secret',
 ];
 
-/** `keepUnder`: the folders whose paths log lines keep (see redact). */
+/**
+ * `keepUnder`: the folders whose paths log lines keep (see redact). `journal`: the stream is the
+ * systemd journal's (toJournal): each JSON line starts with its syslog priority.
+ */
 export function createLogger(
   stream: NodeJS.WritableStream & { isTTY?: boolean },
   level = 'info',
   json?: boolean,
   keepUnder: readonly string[] = [],
+  journal = false,
 ): Logger {
   const redact = (text: string) => redactText(text, [], { keepUnder });
   if (jsonLog(stream, json)) {
+    // pino writes each line within the call that logs it: the prefix is that call's level.
+    let prefix = '';
+    const destination = journal ? { write: (line: string) => stream.write(`${prefix}${line}`) } : stream;
     const logger = pino(
-      { level, base: { pid: process.pid }, redact: { paths: REDACT_PATHS, censor: '[redacted]' } },
-      stream,
+      {
+        level,
+        base: { pid: process.pid },
+        redact: { paths: REDACT_PATHS, censor: '[redacted]' },
+        ...(journal && {
+          hooks: {
+            logMethod(args, method, levelValue) {
+              prefix = `<${syslogPriority(levelValue)}>`;
+              method.apply(this, args);
+            },
+          },
+        }),
+      },
+      destination,
     );
     // Field values (an error's message, say) are scrubbed like the message itself, as on a terminal:
     // those in lists and objects too (the connections a line names).

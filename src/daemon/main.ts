@@ -24,7 +24,7 @@ import { DaemonCache } from './cache.js';
 import { type EmbeddedServer, serveEmbedded } from './embedded.js';
 import { databaseGauges } from './gauges.js';
 import { createLogger, type Logger, RepeatedLines } from './log.js';
-import { logFolders } from './log-format.js';
+import { logFolders, toJournal } from './log-format.js';
 import { DaemonMetrics } from './metrics.js';
 import { SystemdNotifier } from './notify.js';
 import { type DaemonOptions, listenLabel } from './options.js';
@@ -147,7 +147,13 @@ export async function runDaemon(
   refuseSecondDaemon(config.home);
   // Paths under these stay readable in the log (a key file named in a SIGHUP error, the socket).
   const keepUnder = logFolders(config, options.listen.kind === 'unix' ? options.listen.path : undefined);
-  const log: Logger = createLogger(stderr, config.verbose ? 'debug' : 'info', jsonLogs, keepUnder);
+  const log: Logger = createLogger(
+    stderr,
+    config.verbose ? 'debug' : 'info',
+    jsonLogs,
+    keepUnder,
+    toJournal(stderr, config.env),
+  );
   // Signals are the daemon's from the first instant. Before it is ready, Node's defaults would end it
   // without removing its lock and run file, and by SIGHUP (a `systemctl reload` right after start),
   // which systemd takes for a clean exit and does not restart. Until then they wait their turn; a

@@ -1,18 +1,13 @@
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, openSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { createConnection } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import postgres from 'postgres';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { generateMasterKey } from '../../src/crypto/local-key.js';
-import {
-  GOOGLE_ADWORDS_SCOPE,
-  MICROSOFT_ADS_SCOPE,
-  startGoogleDouble,
-  startMicrosoftDouble,
-} from '../doubles/index.js';
+import { GOOGLE_ADWORDS_SCOPE, startGoogleDouble } from '../doubles/index.js';
 import {
   client,
   type HttpAnswer,
@@ -437,7 +432,6 @@ describe('the token endpoint', () => {
     cleanups.push(() => daemon.stop());
     expect((await daemon.get('/v1/connections/acct-a/token', { token: reader })).status).toBe(200);
     const keyFile = join(v.home, 'master.key');
-    const { readFileSync, writeFileSync } = await import('node:fs');
     const right = readFileSync(keyFile, 'utf8');
     writeFileSync(keyFile, `${generateMasterKey()}\n`); // what `credvault key generate` prints
     try {
@@ -1332,7 +1326,6 @@ describe('systemd', () => {
       expect(unit.stdout).toContain(line);
     }
     expect(unit.stdout).not.toContain('MemoryDenyWriteExecute');
-    const { writeFileSync } = await import('node:fs');
     const path = join(v.root, 'credvault.service');
     const verify = (text: string) => {
       writeFileSync(path, text);
@@ -1420,6 +1413,77 @@ while True:
     expect(heard).toContain('listening');
     return { socket, heard: () => heard };
   }
+
+  it.runIf(ONCE)(
+    'writes to the journal each line with its syslog priority first, and to anything else the JSON alone',
+    async () => {
+      const v = await createVault();
+      cleanups.push(() => v.destroy());
+      // The journal as systemd connects it: the stream's device and inode in JOURNAL_STREAM.
+      const journal = (name: string) => {
+        const path = join(v.root, name);
+        const fd = openSync(path, 'w');
+        const { dev, ino } = fstatSync(fd, { bigint: true });
+        return {
+          path,
+          fd,
+          stream: `${dev}:${ino}`,
+          lines: () => readFileSync(path, 'utf8').trim().split('\n'),
+        };
+      };
+      const run = (stderr: number, env: Record<string, string>) => {
+        const child = spawn(process.execPath, [BIN, 'daemon', '--listen', `127.0.0.1:${0}`], {
+          env: { ...v.env, ...env } as NodeJS.ProcessEnv,
+          cwd: v.root,
+          stdio: ['ignore', 'ignore', stderr],
+        });
+        return { child, exited: new Promise<number | null>((resolve) => child.on('close', resolve)) };
+      };
+      const until = async (what: () => boolean) => {
+        for (const started = Date.now(); !what() && Date.now() - started < 60_000; ) await sleep(50);
+      };
+
+      const a = journal('journal-a.log');
+      const daemon = run(a.fd, { JOURNAL_STREAM: a.stream });
+      await until(() => readFileSync(a.path, 'utf8').includes('listening on'));
+      const keyFile = join(v.home, 'master.key');
+      const right = readFileSync(keyFile, 'utf8');
+      writeFileSync(keyFile, `${generateMasterKey()}\n`);
+      daemon.child.kill('SIGHUP');
+      await until(() => readFileSync(a.path, 'utf8').includes('does not open this vault'));
+      writeFileSync(keyFile, right);
+      daemon.child.kill('SIGTERM');
+      expect(await daemon.exited).toBe(0);
+      const priorities = { 20: '<7>', 30: '<6>', 40: '<4>', 50: '<3>', 60: '<2>' } as Record<number, string>;
+      const lines = a.lines();
+      for (const line of lines) {
+        const [, prefix, json] = /^(<\d>)(\{.*)$/.exec(line) ?? [];
+        expect(prefix, line).toBeDefined();
+        expect(prefix).toBe(priorities[(JSON.parse(json!) as { level: number }).level]);
+      }
+      expect(lines.find((l) => l.includes('listening on'))).toMatch(/^<6>\{"level":30,/);
+      expect(lines.find((l) => l.includes('does not open this vault'))).toMatch(/^<[34]>\{"level":[45]0,/);
+
+      // A start that fails: its one line is fatal (crit).
+      const b = journal('journal-b.log');
+      const wrongKey = run(b.fd, { JOURNAL_STREAM: b.stream, CREDENTIAL_MASTER_KEY: generateMasterKey() });
+      expect(await wrongKey.exited).toBe(6);
+      expect(b.lines()).toEqual([
+        expect.stringMatching(/^<6>\{"level":30,.*"msg":"credvault daemon starting/),
+        expect.stringMatching(/^<2>\{"level":60,.*"event":"start_failed"/),
+      ]);
+
+      // stderr redirected elsewhere under systemd (JOURNAL_STREAM names another stream): JSON alone.
+      const c = journal('elsewhere.log');
+      const redirected = run(c.fd, { JOURNAL_STREAM: a.stream, CREDENTIAL_MASTER_KEY: generateMasterKey() });
+      expect(await redirected.exited).toBe(6);
+      expect(c.lines()).toEqual([
+        expect.stringMatching(/^\{"level":30,.*starting/),
+        expect.stringMatching(/^\{"level":60,/),
+      ]);
+      for (const { fd } of [a, b, c]) closeSync(fd);
+    },
+  );
 
   it('sends READY=1 only once the key opens the vault: a wrong key exits 6 without it', async () => {
     // The vault's data key, made by init, is what the key must open.
