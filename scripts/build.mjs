@@ -4,6 +4,7 @@ import { spawnSync } from 'node:child_process';
 import { readFileSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { build } from 'esbuild';
+import { postgresGuard } from './postgres-guard.mjs';
 
 const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8'));
 
@@ -38,6 +39,8 @@ await build({
   sourcemap: 'linked',
   chunkNames: 'chunks/[name]-[hash]',
   define: { __CREDVAULT_VERSION__: JSON.stringify(pkg.version) },
+  // postgres.js with a guard for a known crash (see scripts/postgres-guard.mjs).
+  plugins: [postgresGuard],
   logLevel: 'warning',
 });
 

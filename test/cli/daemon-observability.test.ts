@@ -9,10 +9,9 @@ import postgres from 'postgres';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { generateMasterKey } from '../../src/crypto/local-key.js';
 import { embeddedSocketPath } from '../../src/db/client.js';
-import { MICROSOFT_ADS_SCOPE, startMicrosoftDouble } from '../doubles/index.js';
 import { client, microsoftVault, type RunningDaemon, startDaemon } from '../helpers/daemon.js';
 import { startDbProxy } from '../helpers/db-proxy.js';
-import { addAppFor, adoptGrant, freePort } from '../helpers/flows.js';
+import { freePort } from '../helpers/flows.js';
 import { expectNoSecretsLeaked } from '../helpers/secrets.js';
 import { createVault, DB_KIND, ONCE, type TestVault } from '../helpers/vault.js';
 
