@@ -2,7 +2,7 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { build } from 'esbuild';
+import { build, type Plugin } from 'esbuild';
 import { afterAll, describe, expect, it } from 'vitest';
 import { postgresGuard } from '../../scripts/postgres-guard.mjs';
 import { ROOT } from '../helpers/paths.js';
@@ -40,7 +40,7 @@ describe.runIf(DB_KIND === 'postgres')('the PostgreSQL driver as bundled', () =>
     rmSync(dir, { recursive: true, force: true });
     for (const v of made) await v.destroy();
   });
-  const bundle = async (name: string, plugins: (typeof postgresGuard)[]) => {
+  const bundle = async (name: string, plugins: Plugin[]) => {
     const outfile = join(dir, `${name}.mjs`);
     await build({
       stdin: { contents: SCRIPT, resolveDir: ROOT, loader: 'js' },
