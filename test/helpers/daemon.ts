@@ -16,6 +16,7 @@ import { type Double, MICROSOFT_ADS_SCOPE, startMicrosoftDouble } from '../doubl
 import { addAppFor, adoptGrant } from './flows.js';
 import type { TestVault } from './vault.js';
 import { createVault } from './vault.js';
+import { until } from './wait.js';
 
 export interface HttpAnswer {
   status: number;
@@ -112,14 +113,17 @@ export async function startDaemon(
     });
   const get = (path: string, opts: { token?: string; headers?: Record<string, string> } = {}) =>
     send('GET', path, opts);
-  const deadline = Date.now() + 60_000;
-  for (;;) {
-    const code = await Promise.race([exited, new Promise<null>((r) => setTimeout(() => r(null), 100))]);
-    if (code !== null) throw new Error(`the daemon exited with ${code} before it was ready:\n${logs}`);
-    const health = await get('/healthz').catch(() => null);
-    if (health?.status === 200) break;
-    if (Date.now() > deadline) throw new Error(`the daemon did not become ready:\n${logs}`);
-  }
+  const ended: { code: number | null } = { code: null };
+  void exited.then((code) => {
+    ended.code = code;
+  });
+  const ready = await until(
+    async () => ended.code !== null || (await get('/healthz').catch(() => null))?.status === 200,
+    { intervalMs: 100 },
+  );
+  if (ended.code !== null)
+    throw new Error(`the daemon exited with ${ended.code} before it was ready:\n${logs}`);
+  if (!ready) throw new Error(`the daemon did not become ready:\n${logs}`);
   return {
     child,
     listen,
@@ -216,13 +220,22 @@ export async function spawnListeningDaemon(
   return { child, port: run.listen.port as number, logs: () => logs };
 }
 
-/** Polls /healthz (up to a second) until the daemon says it is shutting down (503); its last answer. */
+/**
+ * Polls /healthz until the daemon says it is shutting down (503), while it runs (WAIT_MS at most); its
+ * last answer.
+ */
 export async function untilDraining(daemon: RunningDaemon): Promise<HttpAnswer> {
   let health = await daemon.get('/healthz');
-  for (let i = 0; i < 40 && health.status !== 503; i++) {
-    await new Promise((r) => setTimeout(r, 25));
-    health = await daemon.get('/healthz');
-  }
+  let ended = false;
+  void daemon.exited.then(() => {
+    ended = true;
+  });
+  await until(async () => {
+    if (health.status === 503 || ended) return true;
+    // Kept when it fails: the daemon ends and closes its socket after it drained.
+    health = await daemon.get('/healthz').catch(() => health);
+    return health.status === 503;
+  });
   return health;
 }
 
