@@ -23,6 +23,7 @@ import { addAppFor, adoptGrant, freePort } from '../helpers/flows.js';
 import { BIN, ROOT } from '../helpers/paths.js';
 import { expectNoSecretsLeaked } from '../helpers/secrets.js';
 import { createVault, DB_KIND, ONCE, type TestVault } from '../helpers/vault.js';
+import { until } from '../helpers/wait.js';
 
 const cleanups: Array<() => Promise<unknown>> = [];
 afterEach(async () => {
@@ -40,22 +41,25 @@ const MAKE_DUE =
  * listens, before its start-up maintenance.
  */
 async function untilStarted(daemon: { logs(): string }): Promise<void> {
-  for (let i = 0; i < 200 && !daemon.logs().includes('credvault daemon listening'); i++) await sleep(50);
+  await until(() => daemon.logs().includes('credvault daemon listening'), { intervalMs: 50 });
   expect(daemon.logs()).toContain('credvault daemon listening');
 }
 
-/** Polls /healthz (every 100 ms, up to `ms`) until `until` holds; its last answer. */
+/** Polls /healthz (every 100 ms, up to `ms`: WAIT_MS unless given) until `holds`; its last answer. */
 async function healthUntil(
   daemon: { get(path: string): Promise<HttpAnswer> },
-  until: (answer: HttpAnswer) => boolean,
-  ms = 15_000,
+  holds: (answer: HttpAnswer) => boolean,
+  ms?: number,
 ): Promise<HttpAnswer> {
-  const deadline = Date.now() + ms;
   let answer = await daemon.get('/healthz');
-  while (!until(answer) && Date.now() < deadline) {
-    await sleep(100);
-    answer = await daemon.get('/healthz');
-  }
+  await until(
+    async () => {
+      if (holds(answer)) return true;
+      answer = await daemon.get('/healthz');
+      return holds(answer);
+    },
+    { timeoutMs: ms, intervalMs: 100 },
+  );
   return answer;
 }
 
@@ -391,16 +395,9 @@ describe('the token endpoint', () => {
         return query<{ version: number }>('select version from oauth_tokens_vault');
       });
       daemon.child.kill('SIGHUP'); // sweep now
-      const until = async (check: () => Promise<boolean>) => {
-        for (const deadline = Date.now() + 10_000; Date.now() < deadline; ) {
-          if (await check()) return true;
-          await new Promise((r) => setTimeout(r, 100));
-        }
-        return false;
-      };
-      expect(await until(async () => (await daemon.get('/healthz')).status === 503), daemon.logs()).toBe(
-        true,
-      );
+      const healthIs = (status: number) =>
+        until(async () => (await daemon.get('/healthz')).status === status, { intervalMs: 100 });
+      expect(await healthIs(503), daemon.logs()).toBe(true);
       const health = await daemon.get('/healthz');
       expect(health.body).toContain('last sweep failed: ');
       expect(health.body).toContain('claims refused by the test');
@@ -414,9 +411,7 @@ describe('the token endpoint', () => {
       });
       expect(leased).toEqual([]);
       daemon.child.kill('SIGHUP');
-      expect(await until(async () => (await daemon.get('/healthz')).status === 200), daemon.logs()).toBe(
-        true,
-      );
+      expect(await healthIs(200), daemon.logs()).toBe(true);
       const [after] = await v.sql<{ version: number; lease_owner: string | null }>(
         'select version, lease_owner from oauth_tokens_vault',
       );
@@ -436,9 +431,7 @@ describe('the token endpoint', () => {
     writeFileSync(keyFile, `${generateMasterKey()}\n`); // what `credvault key generate` prints
     try {
       daemon.child.kill('SIGHUP');
-      const deadline = Date.now() + 10_000;
-      while (!daemon.logs().includes('does not open this vault') && Date.now() < deadline)
-        await new Promise((r) => setTimeout(r, 100));
+      await until(() => daemon.logs().includes('does not open this vault'), { intervalMs: 100 });
       expect(daemon.logs()).toContain(
         'SIGHUP: the configured key does not open this vault; going on with the key in use',
       );
@@ -464,9 +457,7 @@ describe('the token endpoint', () => {
     if (before === 'ECONNREFUSED') expect(await inspector()).toBe('ECONNREFUSED');
     expect(daemon.logs()).not.toContain('Debugger listening');
     daemon.child.kill('SIGHUP');
-    const deadline = Date.now() + 10_000;
-    while (!daemon.logs().includes('SIGHUP: reloaded the key source') && Date.now() < deadline)
-      await new Promise((r) => setTimeout(r, 100));
+    await until(() => daemon.logs().includes('SIGHUP: reloaded the key source'), { intervalMs: 100 });
     expect(daemon.logs()).toContain('SIGHUP: reloaded the key source and cleared caches');
     expect((await daemon.get('/v1/connections/acct-a/token', { token: reader })).status).toBe(200);
   });
@@ -483,7 +474,8 @@ describe('the token endpoint', () => {
     expect((await daemon.get('/v1/connections/acct-a/token', { token: other })).status).toBe(200);
     // On the embedded database the command's notification runs in the daemon's own PGlite, before the
     // command returns: the next request is refused. PostgreSQL delivers it a moment after the commit.
-    const until = async (check: () => Promise<boolean>) => {
+    // (5 s from the command's end, not the shared wait: the daemon's 30-second check would see it too.)
+    const soon = async (check: () => Promise<boolean>) => {
       if (DB_KIND === 'pglite') return check();
       const deadline = Date.now() + 5_000;
       while (!(await check())) {
@@ -494,14 +486,14 @@ describe('the token endpoint', () => {
     };
     expect((await v.cli(['clients', 'revoke', 'reader'])).code).toBe(0);
     expect(
-      await until(
+      await soon(
         async () => (await daemon.get('/v1/connections/acct-a/token', { token: reader })).status === 401,
       ),
     ).toBe(true);
     const revoked = await v.cli(['connections', 'revoke', 'acct-a']);
     expect(revoked.code, revoked.stderr).toBe(0);
     expect(
-      await until(
+      await soon(
         async () => (await daemon.get('/v1/connections/acct-a/token', { token: other })).status === 409,
       ),
     ).toBe(true);
@@ -526,10 +518,8 @@ describe('the token endpoint', () => {
         expect(listeners).toHaveLength(1);
         await query('select pg_terminate_backend($1)', [listeners[0]!.pid]);
       });
-      await vi.waitFor(() => expect(daemon.logs()).toContain('listening for changes again'), {
-        timeout: 10_000,
-        interval: 100,
-      });
+      await until(() => daemon.logs().includes('listening for changes again'), { intervalMs: 100 });
+      expect(daemon.logs()).toContain('listening for changes again');
       // Well before the 30-second check would have seen it.
       await vi.waitFor(
         async () =>
@@ -655,10 +645,8 @@ describe('the token endpoint', () => {
         error: { code: 'unavailable', message: 'the database cannot be used now' },
       });
       // The cause is in the log, written once the answer has gone (so not always there yet).
-      await vi.waitFor(
-        () => expect(daemon.logs()).toContain('"msg":"request failed: the database is unreachable'),
-        { timeout: 5_000 },
-      );
+      await until(() => daemon.logs().includes('"msg":"request failed: the database is unreachable'));
+      expect(daemon.logs()).toContain('"msg":"request failed: the database is unreachable');
     },
   );
 
@@ -671,8 +659,7 @@ describe('the token endpoint', () => {
     );
     const attempts = double.refreshAttempts;
     const daemon = await startDaemon(v);
-    for (let i = 0; i < 200 && double.refreshAttempts === attempts; i++)
-      await new Promise((r) => setTimeout(r, 50));
+    await until(() => double.refreshAttempts !== attempts, { intervalMs: 50 });
     expect(double.refreshAttempts).toBe(attempts + 1);
     // It was tried again every second before; now it waits about 30 s, then longer each time.
     await new Promise((r) => setTimeout(r, 4_000));
@@ -704,8 +691,7 @@ describe('the token endpoint', () => {
       );
       const attempts = double.refreshAttempts;
       const daemon = await startDaemon(v);
-      for (let i = 0; i < 100 && !daemon.logs().includes('the grant waits'); i++)
-        await new Promise((r) => setTimeout(r, 50));
+      await until(() => daemon.logs().includes('the grant waits'), { intervalMs: 50 });
       expect(await daemon.stop('SIGTERM')).toBe(0);
       expect(double.refreshAttempts).toBe(attempts);
       const [row] = await v.sql<{ wait: number; message: string }>(
@@ -738,8 +724,7 @@ describe('the token endpoint', () => {
     const attempts = double.refreshAttempts;
     const daemon = await startDaemon(v);
     // (The embedded database is the daemon's while it runs: the platform's side is watched instead.)
-    for (let i = 0; i < 200 && double.refreshAttempts === attempts; i++)
-      await new Promise((r) => setTimeout(r, 50));
+    await until(() => double.refreshAttempts !== attempts, { intervalMs: 50 });
     // Its first sweep claimed every due grant at once: a second refresh would have come with it.
     await new Promise((r) => setTimeout(r, 500));
     expect(await daemon.stop('SIGTERM')).toBe(0);
@@ -762,8 +747,7 @@ describe('the token endpoint', () => {
       from ad_account_connections c where c.token_id = g.id`);
     const attempts = double.refreshAttempts;
     const daemon = await startDaemon(v, { args: ['--refresh-window', '2h'] });
-    for (let i = 0; i < 200 && double.refreshAttempts === attempts; i++)
-      await new Promise((r) => setTimeout(r, 50));
+    await until(() => double.refreshAttempts !== attempts, { intervalMs: 50 });
     await new Promise((r) => setTimeout(r, 1_500));
     expect(await daemon.stop('SIGTERM')).toBe(0);
     const versions = await v.sql<{ name: string; version: number }>(
@@ -784,12 +768,15 @@ describe('the token endpoint', () => {
       cleanups.push(() => v.destroy());
       const daemon = await startDaemon(v, { args: ['--interval', '30d'] });
       const lastSweep = async () => {
-        for (let i = 0; i < 100; i++) {
-          const at = (await daemon.get('/healthz')).json<{ last_sweep_at: string | null }>().last_sweep_at;
-          if (at) return at;
-          await new Promise((r) => setTimeout(r, 50));
-        }
-        return null;
+        let at: string | null = null;
+        await until(
+          async () => {
+            at = (await daemon.get('/healthz')).json<{ last_sweep_at: string | null }>().last_sweep_at;
+            return at !== null;
+          },
+          { intervalMs: 50 },
+        );
+        return at;
       };
       const first = await lastSweep();
       expect(first).toBeTruthy();
@@ -810,8 +797,7 @@ describe('the token endpoint', () => {
     expect((await v.cli(['apps', 'disable', app.label])).code).toBe(0);
     const attempts = double.refreshAttempts;
     const daemon = await startDaemon(v, { args: ['--refresh-window', '30m'] });
-    for (let i = 0; i < 200 && !daemon.logs().includes('the grant waits before it is tried again'); i++)
-      await new Promise((r) => setTimeout(r, 25));
+    await until(() => daemon.logs().includes('the grant waits before it is tried again'));
     expect(daemon.logs()).toContain('the grant waits before it is tried again');
     expect(await daemon.stop('SIGTERM')).toBe(0);
     expect(double.refreshAttempts).toBe(attempts);
@@ -834,8 +820,7 @@ describe('the token endpoint', () => {
     double.faults.failNext(1, { status: 429, headers: { 'retry-after': '120' } });
     const attempts = double.refreshAttempts;
     const daemon = await startDaemon(v, { args: ['--refresh-window', '30m', '--concurrency', '1'] });
-    for (let i = 0; i < 200 && !daemon.logs().includes('pausing it for'); i++)
-      await new Promise((r) => setTimeout(r, 25));
+    await until(() => daemon.logs().includes('pausing it for'));
     // For as long as it asked (not a fixed minute).
     expect(daemon.logs()).toContain('microsoft_ads is rate limiting refreshes; pausing it for 120 s');
     expect(await daemon.stop('SIGTERM')).toBe(0);
@@ -921,8 +906,7 @@ describe('the token endpoint', () => {
     double.faults.latencyMs = 2500;
     const attempts = double.refreshAttempts;
     const daemon = await startDaemon(v, { args: ['--refresh-window', '30m'] });
-    for (let i = 0; i < 200 && double.refreshAttempts === attempts; i++)
-      await new Promise((r) => setTimeout(r, 25));
+    await until(() => double.refreshAttempts !== attempts);
     expect(double.refreshAttempts).toBe(attempts + 1);
     daemon.child.kill('SIGTERM');
     // While it drains: /healthz says so with 503, and no new work is taken.
@@ -959,8 +943,7 @@ describe('a refresh that outlasts the shutdown', () => {
     double.faults.latencyMs = 60_000;
     const attempts = double.refreshAttempts;
     const daemon = await startDaemon(v, { args: ['--refresh-window', '30m'] });
-    for (let i = 0; i < 200 && double.refreshAttempts === attempts; i++)
-      await new Promise((r) => setTimeout(r, 25));
+    await until(() => double.refreshAttempts !== attempts);
     expect(double.refreshAttempts).toBe(attempts + 1);
     const signalled = Date.now();
     const code = await daemon.stop('SIGTERM');
@@ -994,7 +977,7 @@ describe.runIf(DB_KIND === 'postgres')('a database that stops answering', () => 
     // The lock, held as from psql; the same transaction makes the grant due, which the daemon sees
     // once the lock is gone.
     const release = await lockTokensTable(v);
-    const stuck = await healthUntil(daemon, (h) => h.status !== 200, 10_000);
+    const stuck = await healthUntil(daemon, (h) => h.status !== 200);
     expect(stuck.status).toBe(503);
     expect(stuck.json<{ reasons: string[] }>().reasons).toContain(
       'last sweep failed: canceling statement due to lock timeout',
@@ -1077,7 +1060,7 @@ describe.runIf(DB_KIND === 'postgres')('a shutdown while a statement hangs (no d
       child.kill('SIGKILL');
       await exited;
     });
-    for (let i = 0; i < 100 && !logs.includes('credvault daemon starting'); i++) await sleep(50);
+    await until(() => logs.includes('credvault daemon starting'), { intervalMs: 50 });
     await sleep(1000);
     expect(logs).not.toContain('listening on');
     const signalled = Date.now();
@@ -1195,13 +1178,11 @@ describe.runIf(DB_KIND === 'pglite')('the embedded database while the daemon run
     const refreshing = v.cli(['connections', 'refresh', 'acct-a', '--force'], {
       env: { CREDVAULT_LOCK_TIMEOUT: '1' },
     });
-    for (let i = 0; i < 400 && double.refreshAttempts === attempts; i++)
-      await new Promise((r) => setTimeout(r, 25));
+    await until(() => double.refreshAttempts !== attempts);
     expect(double.refreshAttempts).toBe(attempts + 1);
     daemon.child.kill('SIGTERM');
     // Once the daemon has taken the signal, so that the listing below starts during the drain.
-    for (let i = 0; i < 200 && !daemon.logs().includes('SIGTERM: shutting down'); i++)
-      await new Promise((r) => setTimeout(r, 25));
+    await until(() => daemon.logs().includes('SIGTERM: shutting down'));
     expect(daemon.logs()).toContain('SIGTERM: shutting down');
     // The drain may outlast the default lock wait (5 s) on a slow machine: this one waits it out.
     const listing = v.json<Array<{ name: string }>>(['connections', 'list'], {
@@ -1234,23 +1215,23 @@ describe('starting', () => {
         child.on('close', (code, signal) => resolve(code ?? signal ?? 'none')),
       );
       cleanups.push(async () => child.kill('SIGKILL'));
-      const until = async (text: string) => {
-        for (let i = 0; i < 600 && !logs.includes(text); i++) await new Promise((r) => setTimeout(r, 20));
+      const logged = async (text: string) => {
+        await until(() => logs.includes(text), { intervalMs: 20 });
         expect(logs).toContain(text);
       };
-      return { child, exited, until, logs: () => logs };
+      return { child, exited, logged, logs: () => logs };
     };
     // systemctl start, then at once systemctl reload: the reload is done once the daemon is ready.
     const reloaded = start();
-    await reloaded.until('credvault daemon starting');
+    await reloaded.logged('credvault daemon starting');
     reloaded.child.kill('SIGHUP');
-    await reloaded.until('SIGHUP: reloaded the key source');
+    await reloaded.logged('SIGHUP: reloaded the key source');
     expect(reloaded.logs().indexOf('listening on')).toBeLessThan(reloaded.logs().indexOf('SIGHUP: reloaded'));
     reloaded.child.kill('SIGTERM');
     expect(await reloaded.exited).toBe(0);
     // A stop while starting: a clean stop (exit 0, run file removed), not a death by signal.
     const stopped = start();
-    await stopped.until('credvault daemon starting');
+    await stopped.logged('credvault daemon starting');
     stopped.child.kill('SIGTERM');
     expect(await stopped.exited).toBe(0);
     expect(stopped.logs()).toContain('SIGTERM: shutting down');
@@ -1292,8 +1273,7 @@ describe.runIf(ONCE)('daemon --json', () => {
       child.stdout!.on('data', (d: Buffer) => {
         out += d.toString();
       });
-      for (let i = 0; i < 400 && !out.includes('listening on'); i++)
-        await new Promise((r) => setTimeout(r, 25));
+      await until(() => out.includes('listening on'));
       // The daemon itself (script's child), by the pid in its run file.
       const { pid } = JSON.parse(readFileSync(join(v.home, 'run', 'daemon.json'), 'utf8')) as { pid: number };
       process.kill(pid, 'SIGTERM');
@@ -1408,7 +1388,7 @@ while True:
     cleanups.push(async () => listener.kill());
     let heard = '';
     listener.stdout.on('data', (d: Buffer) => (heard += d.toString()));
-    for (let i = 0; i < 250 && !heard.includes('listening'); i++) await new Promise((r) => setTimeout(r, 20));
+    await until(() => heard.includes('listening'), { intervalMs: 20 });
     // Else "nothing heard" below would say nothing about the daemon.
     expect(heard).toContain('listening');
     return { socket, heard: () => heard };
@@ -1556,6 +1536,7 @@ while True:
       const pings = () => heard().split('WATCHDOG=1').length - 1;
       const attempts = double.refreshAttempts;
       const release = await lockTokensTable(v);
+      // Within 20 s of the lock (not the shared wait): said once the 11 s have passed, not at any time.
       const stalled = await healthUntil(
         daemon,
         (h) => h.json<{ reasons: string[] }>().reasons.some((r) => r.startsWith('sweep stalled: ')),
@@ -1575,7 +1556,7 @@ while True:
       await release();
       const healthy = await healthUntil(daemon, (h) => h.status === 200 && double.refreshAttempts > attempts);
       expect(healthy.status).toBe(200);
-      for (let i = 0; i < 20 && !daemon.logs().includes('progressing again'); i++) await sleep(100);
+      await until(() => daemon.logs().includes('progressing again'), { intervalMs: 100 });
       expect(daemon.logs()).toMatch(/refresh sweep progressing again after \d+ s stalled/);
       const resumed = pings();
       await sleep(1500);
@@ -1593,18 +1574,24 @@ while True:
     let heard = heardNow();
     const daemon = await startDaemon(v, { env: { NOTIFY_SOCKET: socket, WATCHDOG_USEC: '1000000' } });
     cleanups.push(() => daemon.stop());
-    for (let i = 0; i < 100 && !heard.includes('WATCHDOG=1'); i++) {
-      await new Promise((r) => setTimeout(r, 50));
-      heard = heardNow();
-    }
+    await until(
+      () => {
+        heard = heardNow();
+        return heard.includes('WATCHDOG=1');
+      },
+      { intervalMs: 50 },
+    );
     expect(heard).toContain('READY=1');
     expect(heard).toContain(`MAINPID=${daemon.child.pid}`);
     expect(heard).toContain('WATCHDOG=1');
     expect(await daemon.stop()).toBe(0);
-    for (let i = 0; i < 40 && !heard.includes('STOPPING=1'); i++) {
-      await new Promise((r) => setTimeout(r, 50));
-      heard = heardNow();
-    }
+    await until(
+      () => {
+        heard = heardNow();
+        return heard.includes('STOPPING=1');
+      },
+      { intervalMs: 50 },
+    );
     expect(heard).toContain('STOPPING=1');
   });
 });
