@@ -7,6 +7,7 @@ import { GOOGLE_ADWORDS_SCOPE, type GoogleDouble, startGoogleDouble } from '../d
 import { type HttpAnswer, type RunningDaemon, startDaemon, untilDraining } from '../helpers/daemon.js';
 import { addAppFor, adoptGrant, freePort } from '../helpers/flows.js';
 import { createVault, ONCE, type TestVault } from '../helpers/vault.js';
+import { until } from '../helpers/wait.js';
 
 /**
  * The admin API on a running daemon: every route with every role, bodies that are wrong in each way a
@@ -1151,8 +1152,7 @@ describe('a daemon shutting down', () => {
         redirect: 'manual',
       });
       const location = new URL(consent.headers.get('location')!);
-      for (let i = 0; i < 200 && g.refreshAttempts === attempts; i++)
-        await new Promise((r) => setTimeout(r, 25));
+      await until(() => g.refreshAttempts !== attempts);
       expect(g.refreshAttempts).toBe(attempts + 1);
 
       d.child.kill('SIGTERM');

@@ -6,6 +6,7 @@ import { GOOGLE_ADWORDS_SCOPE, startGoogleDouble } from '../doubles/index.js';
 import { seedConnections, startDaemon } from '../helpers/daemon.js';
 import { addAppFor } from '../helpers/flows.js';
 import { createVault, DB_KIND, type TestVault } from '../helpers/vault.js';
+import { until } from '../helpers/wait.js';
 
 /**
  * Several daemons on several hosts share one PostgreSQL: they split the sweep without a leader and
@@ -40,16 +41,9 @@ function host(v: TestVault, name: string): Record<string, string> {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** Waits (up to `limitMs`) until the platform has seen `count` refresh requests since `before`. */
-async function untilRefreshes(
-  double: { refreshAttempts: number },
-  before: number,
-  count: number,
-  limitMs = 30_000,
-) {
-  for (const end = Date.now() + limitMs; Date.now() < end && double.refreshAttempts - before < count; ) {
-    await sleep(25);
-  }
+/** Waits (WAIT_MS at most) until the platform has seen `count` refresh requests since `before`. */
+async function untilRefreshes(double: { refreshAttempts: number }, before: number, count: number) {
+  await until(() => double.refreshAttempts - before >= count);
 }
 
 describe.runIf(DB_KIND === 'postgres')('a fleet of daemons on one PostgreSQL', () => {
@@ -99,7 +93,7 @@ describe.runIf(DB_KIND === 'postgres')('a fleet of daemons on one PostgreSQL', (
     // A short platform deadline makes the lease short (2 × 1 s + 10 s), so the test need not wait long.
     const env = { CREDVAULT_HTTP_TIMEOUT: '1' };
     const a = await startDaemon(v, { args: ['--concurrency', '4'], env, name: 'a' });
-    await untilRefreshes(double, before, 30, 10_000);
+    await untilRefreshes(double, before, 30);
     a.child.kill('SIGKILL');
     await a.exited;
     const done = double.refreshAttempts - before;
@@ -107,14 +101,15 @@ describe.runIf(DB_KIND === 'postgres')('a fleet of daemons on one PostgreSQL', (
     expect(done).toBeLessThan(120);
     const b = await startDaemon(v, { args: ['--concurrency', '8', '--interval', '2s'], env, name: 'b' });
     cleanups.push(() => b.stop());
-    const deadline = Date.now() + 60_000;
-    for (;;) {
-      const [row] = await v.sql<{ n: number }>(
-        'select count(*)::int as n from oauth_tokens_vault where version < 2',
-      );
-      if (row!.n === 0 || Date.now() > deadline) break;
-      await sleep(250);
-    }
+    await until(
+      async () => {
+        const [row] = await v.sql<{ n: number }>(
+          'select count(*)::int as n from oauth_tokens_vault where version < 2',
+        );
+        return row!.n === 0;
+      },
+      { intervalMs: 250 },
+    );
     const rows = await v.sql<{ version: number; in_flight: string | null }>(
       'select version, refresh_in_flight_since as in_flight from oauth_tokens_vault',
     );
@@ -139,7 +134,7 @@ describe.runIf(DB_KIND === 'postgres')('a fleet of daemons on one PostgreSQL', (
     const before = double.refreshAttempts;
     // Concurrency 4 claims a round ahead: 8 grants claimed, 4 of them waiting for a slot.
     const a = await startDaemon(v, { args: ['--concurrency', '4'], name: 'a' });
-    await untilRefreshes(double, before, 6, 10_000);
+    await untilRefreshes(double, before, 6);
     expect(await a.stop()).toBe(0);
     const sent = double.refreshAttempts - before;
     const rows = await v.sql<{ version: number; lease_owner: string | null; in_flight: string | null }>(
@@ -157,7 +152,7 @@ describe.runIf(DB_KIND === 'postgres')('a fleet of daemons on one PostgreSQL', (
     const before = double.refreshAttempts;
     // Concurrency 2: two refreshes stall at the platform, two more claims wait for a slot.
     const a = await startDaemon(v, { args: ['--concurrency', '2'], name: 'a' });
-    await untilRefreshes(double, before, 2, 10_000);
+    await untilRefreshes(double, before, 2);
     const leased = async () =>
       (
         await v.sql<{ n: number }>(

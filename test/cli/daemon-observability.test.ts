@@ -6,7 +6,7 @@
 import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import postgres from 'postgres';
-import { afterEach, describe, expect, it, vi } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { generateMasterKey } from '../../src/crypto/local-key.js';
 import { embeddedSocketPath } from '../../src/db/client.js';
 import { client, microsoftVault, type RunningDaemon, startDaemon } from '../helpers/daemon.js';
@@ -14,6 +14,7 @@ import { startDbProxy } from '../helpers/db-proxy.js';
 import { freePort } from '../helpers/flows.js';
 import { expectNoSecretsLeaked } from '../helpers/secrets.js';
 import { createVault, DB_KIND, ONCE, type TestVault } from '../helpers/vault.js';
+import { until } from '../helpers/wait.js';
 
 const cleanups: Array<() => Promise<unknown>> = [];
 afterEach(async () => {
@@ -40,11 +41,18 @@ function lines(daemon: RunningDaemon): Line[] {
     });
 }
 
-async function waitForLine(daemon: RunningDaemon, match: (line: Line) => boolean, timeout = 20_000) {
-  await vi.waitFor(() => expect(lines(daemon).some(match), daemon.logs()).toBe(true), {
-    timeout,
-    interval: 100,
-  });
+async function waitForLine(daemon: RunningDaemon, match: (line: Line) => boolean) {
+  await until(
+    () => {
+      try {
+        return lines(daemon).some(match);
+      } catch {
+        return false; // a line not all written yet; the assertion below says so if it stays
+      }
+    },
+    { intervalMs: 100 },
+  );
+  expect(lines(daemon).some(match), daemon.logs()).toBe(true);
   return lines(daemon).filter(match);
 }
 
@@ -221,12 +229,12 @@ describe('the metrics', () => {
     for (const token of double.accessTokens.keys()) expect(refused.body).not.toContain(token);
 
     const read = async () => (await daemon.get('/metrics', { token: reader })).body;
-    await vi.waitFor(
-      async () =>
-        expect(sample(await read(), 'credvault_sweep_last_success_timestamp_seconds')).toBeGreaterThan(0),
-      { timeout: 20_000, interval: 200 },
+    await until(
+      async () => (sample(await read(), 'credvault_sweep_last_success_timestamp_seconds') ?? 0) > 0,
+      { intervalMs: 200 },
     );
     const text = await read();
+    expect(sample(text, 'credvault_sweep_last_success_timestamp_seconds')).toBeGreaterThan(0);
     // The refused token: an audit failure, and a 503 of the token route (not of a route "error").
     expect(sample(text, 'credvault_audit_write_failures_total')).toBe(1);
     expect(sample(text, 'credvault_http_request_duration_seconds_count{route="token",status="503"}')).toBe(1);

@@ -15,6 +15,7 @@ import { startDaemon } from '../helpers/daemon.js';
 import { addAppFor, adoptGrant, type PlatformKey } from '../helpers/flows.js';
 import { expectNoSecretsLeaked, fakeSecret } from '../helpers/secrets.js';
 import { ONCE, type Query, type TestVault, vaultsPerTest } from '../helpers/vault.js';
+import { until } from '../helpers/wait.js';
 
 let doubles: AllDoubles;
 beforeAll(async () => {
@@ -367,8 +368,7 @@ describe('import env', () => {
     const before = doubles.microsoft.refreshAttempts;
     const daemon = await startDaemon(v);
     try {
-      for (let i = 0; i < 400 && doubles.microsoft.refreshAttempts === before; i++)
-        await new Promise((r) => setTimeout(r, 25));
+      await until(() => doubles.microsoft.refreshAttempts !== before);
       expect(doubles.microsoft.refreshAttempts).toBe(before + 1);
     } finally {
       expect(await daemon.stop()).toBe(0);

@@ -5,6 +5,7 @@ import { GOOGLE_ADWORDS_SCOPE, startGoogleDouble } from '../doubles/index.js';
 import { seedConnections, startDaemon } from '../helpers/daemon.js';
 import { addAppFor } from '../helpers/flows.js';
 import { createVault, DB_KIND, type Query } from '../helpers/vault.js';
+import { until } from '../helpers/wait.js';
 
 /**
  * The planner's statistics and dead rows, which the embedded database (no autovacuum) would never
@@ -38,8 +39,6 @@ async function seeded(count: number) {
   return v;
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
 /** What the planner knows of the grants table: rows as of its statistics, and the last manual ANALYZE. */
 async function grantStats(query: Query) {
   const [row] = await query<{ rows: number; analyzed: Date | null }>(
@@ -49,13 +48,13 @@ async function grantStats(query: Query) {
   return row!;
 }
 
-/** Until the daemon's /healthz reports a sweep (at most ten seconds). */
+/** Until the daemon's /healthz reports a sweep (WAIT_MS at most). */
 async function untilFirstSweep(daemon: Awaited<ReturnType<typeof startDaemon>>): Promise<void> {
-  for (let i = 0; i < 200; i++) {
-    const health = await daemon.get('/healthz');
-    if (health.json<{ last_sweep_at: string | null }>().last_sweep_at) return;
-    await sleep(50);
-  }
+  await until(
+    async () =>
+      Boolean((await daemon.get('/healthz')).json<{ last_sweep_at: string | null }>().last_sweep_at),
+    { intervalMs: 50 },
+  );
 }
 
 describe('database maintenance', () => {
@@ -109,7 +108,7 @@ describe('database maintenance', () => {
       };
       // Statistics reach the counters within a second or so of the statement (the changes and the
       // dead rows of one statement together).
-      for (let i = 0; i < 60 && (await counters()).changed < 300; i++) await sleep(100);
+      await until(async () => (await counters()).changed >= 300, { intervalMs: 100 });
       const { changed, dead } = await counters();
       expect(changed).toBe(300);
       // The first pass vacuumed the embedded database: the update's are its only dead rows. A server's
