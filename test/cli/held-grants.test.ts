@@ -25,6 +25,7 @@ import { startDaemon } from '../helpers/daemon.js';
 import { type AppSetup, addAppFor, addConnection, adoptGrant } from '../helpers/flows.js';
 import { expectNoSecretsLeaked } from '../helpers/secrets.js';
 import { type CliResult, DB_KIND, ONCE, type TestVault, vaultsPerTest } from '../helpers/vault.js';
+import { until } from '../helpers/wait.js';
 
 let doubles: AllDoubles;
 beforeAll(async () => {
@@ -469,8 +470,7 @@ describe('a grant stored before the token hash was kept (migration 0008)', () =>
     const refreshes = doubles.google.refreshAttempts;
     const daemon = await startDaemon(v);
     cleanups.push(async () => void (await daemon.stop()));
-    for (let i = 0; i < 200 && doubles.google.refreshAttempts === refreshes; i++)
-      await new Promise((r) => setTimeout(r, 50));
+    await until(() => doubles.google.refreshAttempts !== refreshes, { intervalMs: 50 });
     expect(await daemon.stop()).toBe(0);
     expect(await v.sql('select refresh_token_sha256, version from oauth_tokens_vault')).toEqual([
       { refresh_token_sha256: fingerprint, version: 2 },
@@ -742,19 +742,19 @@ describe.runIf(DB_KIND === 'postgres')(
       let waited = 0;
       try {
         const refusing = v.cli(['import', 'env', '--file', file]);
-        for (const deadline = Date.now() + 20_000; ; ) {
-          if (microsoft.tokenRequests('refresh_token').length > asked || Date.now() > deadline) break;
-          await new Promise((r) => setTimeout(r, 20));
-        }
+        await until(() => microsoft.tokenRequests('refresh_token').length > asked, { intervalMs: 20 });
         const reserved = await other.reserve();
         await reserved`begin`;
         await reserved`select last_id from audit_head for update`;
-        for (const deadline = Date.now() + 10_000; waited < 1 && Date.now() < deadline; ) {
-          const [row] = await other<{ n: number }[]>`
-          select count(*)::int as n from pg_stat_activity where wait_event_type = 'Lock' and datname = current_database()`;
-          waited = row!.n;
-          if (waited < 1) await new Promise((r) => setTimeout(r, 20));
-        }
+        await until(
+          async () => {
+            const [row] = await other<{ n: number }[]>`
+            select count(*)::int as n from pg_stat_activity where wait_event_type = 'Lock' and datname = current_database()`;
+            waited = row!.n;
+            return waited >= 1;
+          },
+          { intervalMs: 20 },
+        );
         const [row] = await other<
           { lease_owner: string | null }[]
         >`select lease_owner from oauth_tokens_vault`;
@@ -972,8 +972,7 @@ describe.runIf(DB_KIND === 'postgres')(
       // which the import's second pass refuses (a disabled app takes no import).
       microsoft.faults.latencyMs = 4000;
       const running = v.cli(['import', 'env', '--file', file]);
-      for (const deadline = Date.now() + 20_000; presented() === 0 && Date.now() < deadline; )
-        await new Promise((r) => setTimeout(r, 20));
+      await until(() => presented() !== 0, { intervalMs: 20 });
       expect(presented()).toBe(1);
       const disabled = await v.cli(['apps', 'disable', `microsoft_ads/${app.label}`]);
       expect(disabled.code, disabled.stderr).toBe(0);
@@ -1045,9 +1044,9 @@ describe.runIf(DB_KIND === 'postgres')(
 
 /**
  * Runs `statements` in a transaction of another session of the vault's PostgreSQL database, starts
- * the commands, waits until each waits for a lock (ten seconds at most), then commits: what another
- * process's transaction committing at that moment would do. The commands' results, and how many
- * were seen waiting.
+ * the commands, waits until each waits for a lock (until one does, WAIT_MS at most; then ten seconds
+ * at most for the others), then commits: what another process's transaction committing at that
+ * moment would do. The commands' results, and how many were seen waiting.
  */
 async function whileHeld(v: TestVault, statements: string[], ...commands: Array<() => Promise<CliResult>>) {
   const other = postgres(v.databaseUrl!, { max: 2, onnotice: () => {} });
@@ -1057,12 +1056,17 @@ async function whileHeld(v: TestVault, statements: string[], ...commands: Array<
     for (const statement of statements) await reserved.unsafe(statement);
     const running = commands.map((command) => command());
     let waited = 0;
-    for (const deadline = Date.now() + 10_000; waited < commands.length && Date.now() < deadline; ) {
+    const seen = async (n: number) => {
       const [row] = await other<{ n: number }[]>`
         select count(*)::int as n from pg_stat_activity where wait_event_type = 'Lock' and datname = current_database()`;
       waited = row!.n;
-      if (waited < commands.length) await new Promise((r) => setTimeout(r, 20));
-    }
+      return waited >= n;
+    };
+    // The first wait is awaited (however long the processes take to start on a busy machine); the
+    // others' 10 s are also the time a command that waits otherwise (an import waiting for a claim,
+    // not a lock) has to get under way before the commit.
+    if (await until(() => seen(1), { intervalMs: 20 }))
+      await until(() => seen(commands.length), { timeoutMs: 10_000, intervalMs: 20 });
     await reserved`commit`;
     reserved.release();
     return { results: await Promise.all(running), waited };
@@ -1198,12 +1202,15 @@ describe.runIf(DB_KIND === 'postgres')(
         );
         const importing = v.cli(['import', 'env', '--file', file]);
         let waited = 0;
-        for (const deadline = Date.now() + 10_000; waited < 1 && Date.now() < deadline; ) {
-          const [row] = await other<{ n: number }[]>`
-          select count(*)::int as n from pg_stat_activity where wait_event_type = 'Lock' and datname = current_database()`;
-          waited = row!.n;
-          if (waited < 1) await new Promise((r) => setTimeout(r, 20));
-        }
+        await until(
+          async () => {
+            const [row] = await other<{ n: number }[]>`
+            select count(*)::int as n from pg_stat_activity where wait_event_type = 'Lock' and datname = current_database()`;
+            waited = row!.n;
+            return waited >= 1;
+          },
+          { intervalMs: 20 },
+        );
         expect(waited).toBe(1);
         await reserved`set local lock_timeout = '5s'`;
         const head = await reserved`select last_id from audit_head for update`.then(
@@ -1244,10 +1251,9 @@ async function concurrently(v: TestVault): Promise<{ stopDaemon: () => Promise<v
   };
 }
 
-/** Waits (20 s at most) until the double has been asked `n` times with the token. */
+/** Waits (WAIT_MS at most) until the double has been asked `n` times with the token. */
 async function presentedTimes(presented: () => number, n: number): Promise<void> {
-  for (const deadline = Date.now() + 20_000; presented() < n && Date.now() < deadline; )
-    await new Promise((r) => setTimeout(r, 20));
+  await until(() => presented() >= n, { intervalMs: 20 });
   expect(presented()).toBe(n);
 }
 
