@@ -13,6 +13,7 @@ import {
 import { addAppFor, adoptGrant } from '../helpers/flows.js';
 import { BIN } from '../helpers/paths.js';
 import { ONCE, type TestVault, vaultsPerTest } from '../helpers/vault.js';
+import { until } from '../helpers/wait.js';
 
 /**
  * `exec`, `status` and `doctor` as an operator at a terminal or a CI job uses them: the exit codes a
@@ -120,17 +121,18 @@ describe.runIf(ONCE)('exec', () => {
       child.on('close', (code, signal) => resolve([code, signal])),
     );
     cleanups.push(async () => child.kill('SIGKILL'));
-    // Whether the child printed `text` in time, before credvault ended.
-    const printed = async (text: string, ms: number) => {
-      for (const end = Date.now() + ms; !out.includes(text); ) {
-        if (Date.now() > end) return false;
-        if (Array.isArray(await Promise.race([exited, new Promise((r) => setTimeout(r, 20))]))) return false;
-      }
-      return true;
+    let ended = false;
+    void exited.then(() => {
+      ended = true;
+    });
+    // Whether the child printed `text` before credvault ended (the child ends by itself after 10 s).
+    const printed = async (text: string) => {
+      await until(() => out.includes(text) || ended, { intervalMs: 20 });
+      return out.includes(text);
     };
-    expect(await printed('ready', 30_000), err).toBe(true);
+    expect(await printed('ready'), err).toBe(true);
     child.kill('SIGUSR1');
-    expect(await printed('usr1', 3000), `the child did not get SIGUSR1: ${err}`).toBe(true);
+    expect(await printed('usr1'), `the child did not get SIGUSR1: ${err}`).toBe(true);
     child.kill('SIGUSR2');
     expect(await exited, err).toEqual([41, null]);
     // Node's debugger never opened in the process that holds the vault's key.
@@ -226,9 +228,7 @@ async function bash(v: TestVault, script: string, interrupt = false) {
     shell.on('close', (code, signal) => resolve({ code, signal })),
   );
   if (interrupt) {
-    for (const end = Date.now() + 30_000; !out.includes('ready') && Date.now() < end; ) {
-      await new Promise((r) => setTimeout(r, 20));
-    }
+    await until(() => out.includes('ready'), { intervalMs: 20 });
     expect(out, err).toContain('ready');
     kill('SIGINT');
     setTimeout(() => kill('SIGKILL'), 10_000).unref();

@@ -12,6 +12,7 @@ import { type AllDoubles, type Double, startAllDoubles } from '../doubles/index.
 import { listeningAddresses, startDaemon } from '../helpers/daemon.js';
 import { addAppFor, connectViaDouble, consentOnly, freePort, type PlatformKey } from '../helpers/flows.js';
 import { DB_KIND, ONCE, type TestVault, vaultsPerTest } from '../helpers/vault.js';
+import { until } from '../helpers/wait.js';
 
 let doubles: AllDoubles;
 beforeAll(async () => {
@@ -44,14 +45,6 @@ function probe(host: string, port: number): Promise<string> {
     });
     socket.once('error', (error: NodeJS.ErrnoException) => resolve(error.code ?? error.message));
   });
-}
-
-async function until(condition: () => boolean, what: string, timeoutMs = 30_000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > end) throw new Error(`timed out waiting until ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
 }
 
 /** The error code under a failed fetch (undici puts it on the cause, or on one of its errors). */
@@ -232,7 +225,8 @@ describe('the callback server of connect', () => {
           const answer = await fetch(callbackUrl);
           expect(answer.status).toBe(200);
           await answer.text();
-          await until(() => doubles.reddit.codeExchangeAttempts === before + 1, 'the code exchange began');
+          await until(() => doubles.reddit.codeExchangeAttempts === before + 1, { intervalMs: 20 });
+          expect(doubles.reddit.codeExchangeAttempts, 'the code exchange began').toBe(before + 1);
           expect(running(child)).toBe(true);
           for (const host of listening) expect(await probe(host, port), host).toBe('ECONNREFUSED');
           await idleClosed;
@@ -480,7 +474,7 @@ describe.runIf(DB_KIND === 'postgres')('the exchange after the state is used up'
       const waiting = async () =>
         (await v.sql("select 1 from pg_locks where relation = 'api_clients'::regclass and not granted"))
           .length > 0;
-      for (let i = 0; i < 600 && !(await waiting()); i++) await new Promise((r) => setTimeout(r, 50));
+      await until(waiting, { intervalMs: 50 });
       expect(await waiting()).toBe(true);
       expect(await v.sql('select id from oauth_states where used_at is null')).toEqual([]);
       const updated = await v.cli(

@@ -13,6 +13,7 @@ import { addAppFor, adoptGrant } from '../helpers/flows.js';
 import { BIN } from '../helpers/paths.js';
 import { expectNoSecretsLeaked } from '../helpers/secrets.js';
 import { type CliResult, createVault, DB_KIND, ONCE, type TestVault } from '../helpers/vault.js';
+import { until } from '../helpers/wait.js';
 
 const cleanups: Array<() => Promise<void>> = [];
 afterEach(async () => {
@@ -265,7 +266,6 @@ describe('failures', () => {
       const double = await microsoft();
       const { v } = await connected(double);
       double.faults.hangNext(100);
-      const started = Date.now();
       const child = v.spawn(['connections', 'refresh', 'acct', '--force'], {
         env: { CREDVAULT_HTTP_TIMEOUT: '1' },
       });
@@ -276,13 +276,17 @@ describe('failures', () => {
         // While the platform holds the request: the lease runs well past the platform call's deadline.
         let leaseLeftMs = 0;
         let seenAt = 0;
-        while (!leaseLeftMs && Date.now() - started < 30_000) {
-          const [row] = await query<{ left_ms: number | null }>(
-            'select (extract(epoch from lease_expires_at - now()) * 1000)::int as left_ms from oauth_tokens_vault where lease_owner is not null',
-          );
-          leaseLeftMs = row?.left_ms ?? 0;
-          seenAt = Date.now();
-        }
+        await until(
+          async () => {
+            const [row] = await query<{ left_ms: number | null }>(
+              'select (extract(epoch from lease_expires_at - now()) * 1000)::int as left_ms from oauth_tokens_vault where lease_owner is not null',
+            );
+            leaseLeftMs = row?.left_ms ?? 0;
+            seenAt = Date.now();
+            return leaseLeftMs !== 0;
+          },
+          { intervalMs: 10 },
+        );
         expect(leaseLeftMs).toBeGreaterThan(5_000);
         expect(await exited).toBe(5);
         // Given up at the deadline (1 s a try), before the lease would lapse; and the lease is released.
@@ -454,8 +458,7 @@ describe('a refresh whose answer is lost after the platform rotated the token', 
     const before = double.refreshAttempts;
     const child = v.spawn(['token', 'get', 'acct']);
     child.stdin!.end();
-    for (let i = 0; i < 600 && double.refreshAttempts === before; i++)
-      await new Promise((r) => setTimeout(r, 50));
+    await until(() => double.refreshAttempts !== before, { intervalMs: 50 });
     expect(double.refreshAttempts).toBe(before + 1);
     child.kill('SIGKILL');
     await new Promise((resolve) => child.on('close', resolve));
