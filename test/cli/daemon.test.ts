@@ -312,7 +312,7 @@ describe('the token endpoint', () => {
     async () => {
       const v = await createVault();
       cleanups.push(() => v.destroy());
-      const refused = await v.cli(['daemon', '--listen', '0.0.0.0:0'], { timeoutMs: 15_000 });
+      const refused = await v.cli(['daemon', '--listen', '0.0.0.0:0']);
       expect(refused.code).toBe(2);
       expect(refused.stderr).toContain('0.0.0.0');
       expect(refused.stderr).toContain('--allow-remote');
@@ -347,7 +347,7 @@ describe('the token endpoint', () => {
       const { writeFileSync, readFileSync } = await import('node:fs');
       const file = join(v.root, 'precious.txt');
       writeFileSync(file, 'precious');
-      const onFile = await v.cli(['daemon', '--listen', `unix:${file}`], { timeoutMs: 30_000 });
+      const onFile = await v.cli(['daemon', '--listen', `unix:${file}`]);
       expect(onFile.code, onFile.stderr).toBe(2);
       expect(onFile.stderr).toContain('something that is not a socket is there');
       expect(readFileSync(file, 'utf8')).toBe('precious');
@@ -360,11 +360,11 @@ describe('the token endpoint', () => {
       const busy = createServer();
       await new Promise<void>((resolve) => busy.listen(port, '127.0.0.1', resolve));
       try {
-        const onSocket = await v.cli(['daemon', '--listen', `unix:${socket}`], { timeoutMs: 30_000 });
+        const onSocket = await v.cli(['daemon', '--listen', `unix:${socket}`]);
         expect(onSocket.code, onSocket.stderr).toBe(2);
         expect(onSocket.stderr).toContain('another process is listening there');
         expect(existsSync(socket)).toBe(true);
-        const onPort = await v.cli(['daemon', '--listen', `127.0.0.1:${port}`], { timeoutMs: 30_000 });
+        const onPort = await v.cli(['daemon', '--listen', `127.0.0.1:${port}`]);
         expect(onPort.code, onPort.stderr).toBe(2);
         expect(onPort.stderr).toContain(`cannot listen on 127.0.0.1:${port} (EADDRINUSE)`);
       } finally {
@@ -1243,9 +1243,7 @@ describe('starting', () => {
     cleanups.push(() => v.destroy());
     const daemon = await startDaemon(v);
     cleanups.push(() => daemon.stop());
-    const second = await v.cli(['daemon', '--listen', `unix:${join(v.root, 'second.sock')}`], {
-      timeoutMs: 20_000,
-    });
+    const second = await v.cli(['daemon', '--listen', `unix:${join(v.root, 'second.sock')}`]);
     expect(second.code, second.stderr).toBe(2);
     expect(second.stderr).toContain(`a credvault daemon (pid ${daemon.child.pid}, on unix:`);
     expect(second.stderr).toContain('need a CREDVAULT_HOME each');
