@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type GoogleDouble, startGoogleDouble } from '../doubles/index.js';
 import { addAppFor, connectViaDouble } from '../helpers/flows.js';
 import { createVault } from '../helpers/vault.js';
+import { until } from '../helpers/wait.js';
 
 /** Debian's chromium, driven by playwright-core; never a browser a tool downloads by itself. */
 const CHROMIUM = '/usr/bin/chromium';
@@ -41,7 +42,8 @@ describe.runIf(available)('a real browser', () => {
             await page.goto(url);
             await page.click('#allow');
             await page.waitForURL(/^http:\/\/127\.0\.0\.1:\d+\/?\?/);
-            await expect.poll(() => page.textContent('h1')).toBe('Signed in');
+            await until(async () => (await page.textContent('h1')) === 'Signed in');
+            expect(await page.textContent('h1')).toBe('Signed in');
             return { callbackStatus: 200, callbackUrl: page.url() };
           },
         });
