@@ -4,9 +4,11 @@
 // `null.write` and the TypeError, thrown from a timer, ends the process with a stack trace
 // (https://github.com/porsager/postgres/issues/1154, #1208; unmerged fixes #1168, #1176). Seen here:
 // a few in a hundred credvault commands whose sessions were terminated under them died that way
-// instead of exiting 8. The guard drops the write when the socket is gone (the query it carried was
-// already failed with CONNECTION_CLOSED, which credvault reports as exit 8), and a close forgets a
-// pending write, so that the connection, when it reconnects, sends nothing left from its dead session.
+// instead of exiting 8. The guard drops the write when the socket is gone and fails the queries
+// waiting on that connection with CONNECTION_CLOSED, which credvault reports as exit 8 (dropping the
+// write alone, as the upstream pull requests do, left a query on a reserved connection waiting
+// forever); the connection then takes its next query afresh. A close also forgets a pending write, so
+// that the connection, when it reconnects, sends nothing left from its dead session.
 // The build fails if the code it patches is not found (a new postgres.js release: check whether the
 // bug is fixed there, then drop or adapt this).
 import { readFile } from 'node:fs/promises';
