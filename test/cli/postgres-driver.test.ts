@@ -22,7 +22,10 @@ const sql = postgres(url, { max: 1, onnotice: () => {} });
 const reserved = await sql.reserve();
 const [{ pid }] = await reserved\`select pg_backend_pid() as pid\`;
 await admin\`select pg_terminate_backend(\${pid})\`;
-await new Promise((r) => setTimeout(r, 200));
+// Gone on the server, and the client has had time to see its connection close.
+while ((await admin\`select 1 from pg_stat_activity where pid = \${pid}\`).length)
+  await new Promise((r) => setTimeout(r, 20));
+await new Promise((r) => setTimeout(r, 500));
 try {
   await reserved\`select 1\`;
   console.log('answered');
