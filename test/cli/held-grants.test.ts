@@ -25,7 +25,7 @@ import { startDaemon } from '../helpers/daemon.js';
 import { type AppSetup, addAppFor, addConnection, adoptGrant } from '../helpers/flows.js';
 import { expectNoSecretsLeaked } from '../helpers/secrets.js';
 import { type CliResult, DB_KIND, ONCE, type TestVault, vaultsPerTest } from '../helpers/vault.js';
-import { until } from '../helpers/wait.js';
+import { until, untilLockWaits } from '../helpers/wait.js';
 
 let doubles: AllDoubles;
 beforeAll(async () => {
@@ -746,15 +746,7 @@ describe.runIf(DB_KIND === 'postgres')(
         const reserved = await other.reserve();
         await reserved`begin`;
         await reserved`select last_id from audit_head for update`;
-        await until(
-          async () => {
-            const [row] = await other<{ n: number }[]>`
-            select count(*)::int as n from pg_stat_activity where wait_event_type = 'Lock' and datname = current_database()`;
-            waited = row!.n;
-            return waited >= 1;
-          },
-          { intervalMs: 20 },
-        );
+        waited = await untilLockWaits(other);
         const [row] = await other<
           { lease_owner: string | null }[]
         >`select lease_owner from oauth_tokens_vault`;
@@ -1055,18 +1047,11 @@ async function whileHeld(v: TestVault, statements: string[], ...commands: Array<
     await reserved`begin`;
     for (const statement of statements) await reserved.unsafe(statement);
     const running = commands.map((command) => command());
-    let waited = 0;
-    const seen = async (n: number) => {
-      const [row] = await other<{ n: number }[]>`
-        select count(*)::int as n from pg_stat_activity where wait_event_type = 'Lock' and datname = current_database()`;
-      waited = row!.n;
-      return waited >= n;
-    };
     // The first wait is awaited (however long the processes take to start on a busy machine); the
     // others' 10 s are also the time a command that waits otherwise (an import waiting for a claim,
     // not a lock) has to get under way before the commit.
-    if (await until(() => seen(1), { intervalMs: 20 }))
-      await until(() => seen(commands.length), { timeoutMs: 10_000, intervalMs: 20 });
+    let waited = await untilLockWaits(other);
+    if (waited >= 1) waited = await untilLockWaits(other, commands.length, { timeoutMs: 10_000 });
     await reserved`commit`;
     reserved.release();
     return { results: await Promise.all(running), waited };
@@ -1201,16 +1186,7 @@ describe.runIf(DB_KIND === 'postgres')(
           `select pg_advisory_xact_lock(hashtextextended(id::text || ':' || '${sha}', 0)) from oauth_app_credentials`,
         );
         const importing = v.cli(['import', 'env', '--file', file]);
-        let waited = 0;
-        await until(
-          async () => {
-            const [row] = await other<{ n: number }[]>`
-            select count(*)::int as n from pg_stat_activity where wait_event_type = 'Lock' and datname = current_database()`;
-            waited = row!.n;
-            return waited >= 1;
-          },
-          { intervalMs: 20 },
-        );
+        const waited = await untilLockWaits(other);
         expect(waited).toBe(1);
         await reserved`set local lock_timeout = '5s'`;
         const head = await reserved`select last_id from audit_head for update`.then(

@@ -13,7 +13,7 @@ import { GOOGLE_ADWORDS_SCOPE, startGoogleDouble } from '../doubles/index.js';
 import { seedConnections } from '../helpers/daemon.js';
 import { addAppFor } from '../helpers/flows.js';
 import { createVault, DB_KIND, type Query, type TestVault } from '../helpers/vault.js';
-import { until } from '../helpers/wait.js';
+import { untilLockWaits } from '../helpers/wait.js';
 
 /**
  * The daemon's one-statement refresh write (tokens and their audit rows after the audit head it wrote
@@ -309,16 +309,7 @@ describe("the daemon's one-statement refresh write", () => {
           await reserved`update oauth_tokens_vault set version = version + 1 where id = ${made[1]!.grant.id}`;
           const pending = writeResultsChained(ctx, made, head);
           // Until the statement waits for that row's lock.
-          let waited = 0;
-          await until(
-            async () => {
-              const [row] = await other<{ n: number }[]>`
-              select count(*)::int as n from pg_stat_activity where wait_event_type = 'Lock' and datname = current_database()`;
-              waited = row!.n;
-              return waited > 0;
-            },
-            { intervalMs: 20 },
-          );
+          const waited = await untilLockWaits(other);
           await reserved`commit`;
           reserved.release();
           return { written: await pending, waited, head, after: await readHead(ctx.db) };

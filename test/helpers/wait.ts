@@ -12,6 +12,7 @@
  * event it is about.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
+import type { Sql } from 'postgres';
 
 /** How long a wait for something that is to happen lasts at most (tests have 180 s each). */
 export const WAIT_MS = 60_000;
@@ -32,4 +33,27 @@ export async function until(
     if (left <= 0) return false;
     await sleep(Math.min(intervalMs, left));
   }
+}
+
+/**
+ * Waits (WAIT_MS unless told) until at least `n` sessions of the database `sql` is connected to wait
+ * for a lock: the commands or statements a test started are where it wants them (behind a lock it
+ * holds). How many waited at the last look.
+ */
+export async function untilLockWaits(
+  sql: Sql,
+  n = 1,
+  options: { timeoutMs?: number; intervalMs?: number } = {},
+): Promise<number> {
+  let waiting = 0;
+  await until(
+    async () => {
+      const [row] = await sql<Array<{ n: number }>>`
+        select count(*)::int as n from pg_stat_activity where wait_event_type = 'Lock' and datname = current_database()`;
+      waiting = row!.n;
+      return waiting >= n;
+    },
+    { intervalMs: 20, ...options },
+  );
+  return waiting;
 }
