@@ -856,8 +856,7 @@ describe('the token endpoint', () => {
     const daemon = await startDaemon(v, { args: ['--concurrency', '1'] });
     // Google's refresh comes long before Microsoft's 120 s pause ends (the daemon's start included:
     // on a slow, busy machine the embedded database alone can take ten seconds to open).
-    while (google.refreshAttempts === googleBefore && Date.now() - started < 60_000)
-      await new Promise((r) => setTimeout(r, 25));
+    await until(() => google.refreshAttempts !== googleBefore);
     const waited = Date.now() - started;
     expect(await daemon.stop('SIGTERM')).toBe(0);
     expect(google.refreshAttempts).toBe(googleBefore + 1);
@@ -875,9 +874,7 @@ describe('the token endpoint', () => {
     double.faults.failNext(1, { status: 429, headers: { 'retry-after': '20' } });
     const attempts = double.refreshAttempts;
     const daemon = await startDaemon(v);
-    const asked = Date.now();
-    while (double.refreshAttempts === attempts && Date.now() - asked < 30_000)
-      await new Promise((r) => setTimeout(r, 25));
+    await until(() => double.refreshAttempts !== attempts);
     await new Promise((r) => setTimeout(r, 500));
     const signalled = Date.now();
     expect(await daemon.stop('SIGTERM')).toBe(0);
@@ -1416,9 +1413,6 @@ while True:
           stdio: ['ignore', 'ignore', stderr],
         });
         return { child, exited: new Promise<number | null>((resolve) => child.on('close', resolve)) };
-      };
-      const until = async (what: () => boolean) => {
-        for (const started = Date.now(); !what() && Date.now() - started < 60_000; ) await sleep(50);
       };
 
       const a = journal('journal-a.log');
