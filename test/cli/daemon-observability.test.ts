@@ -145,11 +145,16 @@ describe('the log of refreshes', () => {
     expect(shown).toMatchObject({ id: failed!.connection_ids[0], consecutive_failures: 2 });
     expect(shown.status_message).toBe(failed!.reason);
 
+    /** The next line of `event` after the connection is made due and a SIGHUP starts a sweep. */
+    const sweepFor = async (name: string, event: string) => {
+      await makeDue(v, [name]);
+      daemon.child.kill('SIGHUP');
+      return (await waitForLine(daemon, (l) => l.event === event))[0];
+    };
+
     // The third failure in a row: the connection enters error, said once, with what to do.
     double.faults.failNext(3, { status: 503, body: 'upstream unavailable' });
-    await makeDue(v, ['acct-a']);
-    daemon.child.kill('SIGHUP');
-    const [entered] = await waitForLine(daemon, (l) => l.event === 'connection_error');
+    const entered = await sweepFor('acct-a', 'connection_error');
     expect(entered).toMatchObject({
       level: 50,
       connections: ['acct-a'],
@@ -166,9 +171,7 @@ describe('the log of refreshes', () => {
 
     // A dead refresh token: needs_reauth, said once, with the command that connects it again.
     double.revokeGrant(b.refreshToken);
-    await makeDue(v, ['acct-b']);
-    daemon.child.kill('SIGHUP');
-    const [dead] = await waitForLine(daemon, (l) => l.event === 'needs_reauth');
+    const dead = await sweepFor('acct-b', 'needs_reauth');
     const reconnect = `credvault connect microsoft_ads --app ${app.label} --account 988`;
     expect(dead).toMatchObject({
       level: 50,
@@ -183,9 +186,7 @@ describe('the log of refreshes', () => {
     expect(dead!.msg).toContain(reconnect);
 
     // The platform works again: acct-a recovers, said once.
-    await makeDue(v, ['acct-a']);
-    daemon.child.kill('SIGHUP');
-    const [recovered] = await waitForLine(daemon, (l) => l.event === 'recovered');
+    const recovered = await sweepFor('acct-a', 'recovered');
     expect(recovered).toMatchObject({
       level: 30,
       connections: ['acct-a'],

@@ -800,11 +800,15 @@ describe('an import that stops before it writes, after its plan read the stored 
 });
 
 describe('an import that fails after its refresh to replace a dead grant rotated the file’s token', () => {
-  it('keeps what the platform gave on the dead grant, says so, and the next import uses it instead of the file’s', async () => {
+  /**
+   * A vault with a Google grant and a Microsoft grant that needs a person, whose consent's newest token
+   * only the file has; the file imported while Google cannot be reached. Microsoft's call comes first
+   * (the file's order) and rotates the token; Google's then fails, and with it the import.
+   */
+  async function failedImport() {
     const v = await vault();
     const { app: googleApp, grant: googleGrant } = await googleHeld(v);
     const { microsoft, app, grant, presented } = await microsoftImportedDead(v);
-    // Microsoft's call comes first (the file's order), then Google's, which cannot be reached.
     const file = writeLines(v, [
       ...envLines('MICROSOFT_ADS_', app, grant.refreshToken, '988'),
       ...envLines('GOOGLE_ADS_', googleApp, googleGrant.refreshToken, '2345678901'),
@@ -814,9 +818,13 @@ describe('an import that fails after its refresh to replace a dead grant rotated
     });
     doubles.google.faults.failNext(3, { status: 503 });
     const before = await connections(v);
-
     const failed = await v.cli(['import', 'env', '--file', file]);
     expect(failed.code, failed.stderr).toBe(5);
+    return { v, googleApp, googleGrant, microsoft, app, grant, presented, file, before, failed };
+  }
+
+  it('keeps what the platform gave on the dead grant, says so, and the next import uses it instead of the file’s', async () => {
+    const { v, googleGrant, microsoft, app, grant, presented, file, before, failed } = await failedImport();
     expect(failed.stderr).toContain('nothing was imported');
     expect(failed.stderr).toContain(
       "Microsoft Advertising rotated the file's refresh token when it was refreshed to replace the grant of microsoft_ads:987: that token is used up, and the new one is kept on that grant",
@@ -848,19 +856,7 @@ describe('an import that fails after its refresh to replace a dead grant rotated
   });
 
   it('connections add given the file’s used-up token presents the one kept on the dead grant, not the file’s', async () => {
-    const v = await vault();
-    const { app: googleApp, grant: googleGrant } = await googleHeld(v);
-    const { microsoft, app, grant, presented } = await microsoftImportedDead(v);
-    const file = writeLines(v, [
-      ...envLines('MICROSOFT_ADS_', app, grant.refreshToken, '988'),
-      ...envLines('GOOGLE_ADS_', googleApp, googleGrant.refreshToken, '2345678901'),
-    ]);
-    cleanups.push(async () => {
-      doubles.google.faults.reset();
-    });
-    doubles.google.faults.failNext(3, { status: 503 });
-    const failed = await v.cli(['import', 'env', '--file', file]);
-    expect(failed.code, failed.stderr).toBe(5);
+    const { v, googleGrant, microsoft, app, grant, presented } = await failedImport();
     expect(presented()).toBe(1);
 
     // The same token as the file's, given to connections add: Microsoft is asked with the token kept
