@@ -32,6 +32,7 @@ import {
   claimAdoption,
   type DeadGrantRefresh,
   findHeldGrants,
+  grantOf,
   type HeldGrant,
   heldBy,
   joinGrantIn,
@@ -645,7 +646,15 @@ async function adoptClaimed(
 ): Promise<Adopted> {
   if (!deadHeld.length) {
     const { opened, tokens } = await refreshGivenToken(ctx, provider, app, refreshToken);
-    return storeAdopted(ctx, provider, app, refreshToken, sha256, options, opened, tokens);
+    // The platform kept the given token: it still works, and nothing is lost if what follows fails.
+    if (tokens.refreshToken!.reveal() === refreshToken.reveal())
+      return storeAdopted(ctx, provider, app, refreshToken, sha256, options, opened, tokens);
+    const kept = await keepAdoptedAnswer(ctx, app, tokens, sha256);
+    try {
+      return await storeAdopted(ctx, provider, app, refreshToken, sha256, options, opened, tokens, kept);
+    } catch (error) {
+      throw withKept(error, app, kept);
+    }
   }
   const { opened, tokens, refreshed } = await refreshDeadConsent(ctx, app, deadHeld, refreshToken);
   try {
@@ -670,7 +679,7 @@ async function storeAdopted(
   options: CompleteOptions,
   opened: ProviderApp,
   kept: TokenResult,
-  refreshed?: DeadGrantRefresh & { refs: string },
+  refreshed?: Kept,
 ): Promise<Adopted> {
   // The platform answered with another refresh token: the given one is used up.
   const rotated = kept.refreshToken!.reveal() !== refreshToken.reveal();
@@ -709,7 +718,7 @@ async function storeAdopted(
           // stored (the tokens stay where they are, for the next try).
           if (refreshed && !(await tokensWrittenOn(ctx, tx, now.held, refreshed.grant))) {
             throw new ConflictError(
-              `the grant of ${refreshed.refs}, which held this refresh token and needs a person, changed while it was refreshed to replace it; nothing was stored`,
+              `${refreshed.holder}, which held this refresh token and needs a person, changed while it was refreshed to replace it; nothing was stored`,
               { hint: 'Run `credvault connections list` to see why, then add the account again.' },
             );
           }
@@ -718,6 +727,8 @@ async function storeAdopted(
         if (rotated) {
           if (!(await keepAnswerOn(ctx, tx, now.live, kept, 'adopt'))) return null;
           keptOnJoined = true;
+          // The grant of its own where this adoption kept the answer first: the grant joined holds it now.
+          if (refreshed?.ownGrant) await replaceDeadGrant(ctx, tx, refreshed.grant.id, [], 'adopt');
         }
         joined = now.live;
         return joinGrantIn(ctx, tx, {
@@ -770,12 +781,12 @@ async function refreshDeadConsent(
   app: AppRecord,
   dead: HeldGrant[],
   refreshToken: Secret,
-): Promise<{ opened: ProviderApp; tokens: TokenResult; refreshed: DeadGrantRefresh & { refs: string } }> {
+): Promise<{ opened: ProviderApp; tokens: TokenResult; refreshed: Kept }> {
   const opened = await providerApp(ctx, ctx.db, app, { secrets: true });
   // One that kept a working answer of an earlier import or adoption (its last refresh was not
   // refused) before the others, as an import chooses.
   const target = dead.find((h) => h.grant.lastErrorCode !== 'dead_grant') ?? dead[0]!;
-  const refs = target.connections.map(connectionRef).join(', ');
+  const holder = grantOf(target.connections);
   const hint = 'Run `credvault connections list` to see why, then add the account again.';
   const refreshed = await audited(
     ctx,
@@ -794,16 +805,16 @@ async function refreshDeadConsent(
     if (!(error instanceof CredvaultError) || !(error.cause instanceof ProviderError)) throw error;
     throw new CredvaultError(
       error.code,
-      `the vault holds this refresh token on the grant of ${refs}, which needs a person, and refreshing it to replace that grant failed: ${error.message.replace(/\.$/, '')}; nothing was stored`,
+      `the vault holds this refresh token on ${holder}, which needs a person, and refreshing it to replace that grant failed: ${error.message.replace(/\.$/, '')}; nothing was stored`,
       { hint: error.hint, cause: error },
     );
   });
-  const kept = { ...refreshed, refs };
+  const kept = { ...refreshed, holder };
   const tokens = await tokensWrittenOn(ctx, ctx.db, dead, refreshed.grant);
   if (!tokens) {
     throw withKept(
       new ConflictError(
-        `the grant of ${refs}, which held this refresh token and needs a person, changed while it was refreshed to replace it; nothing was stored`,
+        `${holder}, which held this refresh token and needs a person, changed while it was refreshed to replace it; nothing was stored`,
         { hint },
       ),
       app,
@@ -814,20 +825,66 @@ async function refreshDeadConsent(
 }
 
 /**
- * A `connections add` that failed after the refresh of a dead grant's consent rotated the token: the
- * token presented is used up, and what the platform gave is kept on that grant (refreshDeadGrant wrote
- * it at once). The error says so, and that adding the token again (or importing it) uses it.
+ * A `connections add` that failed after a refresh rotated the token: the token presented is used up,
+ * and what the platform gave is kept in the vault, on the dead grant whose consent was refreshed
+ * (refreshDeadGrant wrote it at once) or, for a token the vault did not hold, on a grant of its own
+ * with no account yet (keepAdoptedAnswer). The error says so, and that adding the token again (or
+ * importing it) uses it.
  */
-function withKept(error: unknown, app: AppRecord, refreshed: DeadGrantRefresh & { refs: string }): unknown {
+function withKept(error: unknown, app: AppRecord, refreshed: Kept): unknown {
   if (!(error instanceof CredvaultError) || !refreshed.rotated) return error;
   const which = refreshed.presentedHeld
-    ? `the refresh token kept on the grant of ${refreshed.refs} when it was refreshed to replace that grant`
-    : `the given refresh token when it was refreshed to replace the grant of ${refreshed.refs}`;
+    ? `the refresh token kept on ${refreshed.holder} when it was refreshed to replace that grant`
+    : refreshed.ownGrant
+      ? 'the given refresh token when it was refreshed'
+      : `the given refresh token when it was refreshed to replace ${refreshed.holder}`;
+  const where = refreshed.ownGrant
+    ? 'kept in the vault, on a grant with no account yet (nothing is served from it)'
+    : 'kept on that grant (nothing is served from it: it still needs a person)';
   return new CredvaultError(
     error.code,
-    `${error.message.replace(/\.$/, '')}. ${PLATFORMS[app.platform as PlatformId].displayName} rotated ${which}: that token is used up, and the new one is kept on that grant (nothing is served from it: it still needs a person); adding this refresh token again (connections add, or an import of it) uses it, and does not send the given one`,
+    `${error.message.replace(/\.$/, '')}. ${PLATFORMS[app.platform as PlatformId].displayName} rotated ${which}: that token is used up, and the new one is ${where}; adding this refresh token again (connections add, or an import of it) uses it, and does not send the given one`,
     { hint: error.hint, cause: error },
   );
+}
+
+/**
+ * Where an adoption's refresh that rotated the token left the platform's answer: on a dead grant of
+ * the consent (`holder` names it), or on a grant of its own with no account yet (`ownGrant`).
+ */
+type Kept = DeadGrantRefresh & { holder: string; ownGrant?: boolean };
+
+/**
+ * The answer to the refresh of a token the vault did not hold, where the platform rotated it: written
+ * at once onto a grant of its own with no account yet, which holds it as a grant of the consent that
+ * needs a person would (found by the given token's SHA-256). Whatever fails after it (the account
+ * listing, an account the grant does not reach, the storing transaction, the process), the working
+ * token is in the vault, and the next `connections add` (or import) of the given token presents it
+ * instead of the used-up one (refreshDeadConsent). When all goes well, the grant of the accounts takes
+ * it, and this one is destroyed in the same transaction (replaceDeadGrant). Nothing refreshes or
+ * serves it meanwhile: the daemon's sweep and `token get` reach grants through connections. Audited
+ * as any grant stored (token.store, with no account).
+ */
+async function keepAdoptedAnswer(
+  ctx: ServiceContext,
+  app: AppRecord,
+  tokens: TokenResult,
+  sha256: string,
+): Promise<Kept> {
+  const grantId = randomUUID();
+  const grant = await ctx.transaction(async (tx) => {
+    await storeGrant(ctx, tx, {
+      app,
+      tokens,
+      accounts: [],
+      name: null,
+      via: 'adopt',
+      refreshTokenSha256: sha256,
+      grantId,
+    });
+    return tokenStore.get(tx, grantId);
+  });
+  return { grant: grant!, presentedHeld: false, rotated: true, holder: grantOf([]), ownGrant: true };
 }
 
 /**

@@ -7,6 +7,7 @@ import { type Listen, listenLabel } from '../daemon/options.js';
 import { type Database, embeddedDataDir, openDatabase } from '../db/client.js';
 import { errorMessage, mapDatabaseError } from '../db/errors.js';
 import { lastAppliedMigration, migrationStatus } from '../db/migrate.js';
+import * as tokenStore from '../db/store/tokens.js';
 import { CredvaultError, type ErrorCode } from '../errors.js';
 import { redact } from '../util/redact.js';
 import { shellQuote } from '../util/shell.js';
@@ -143,15 +144,25 @@ async function runChecks(config: Config, opened: { database: Database | null }):
   if (ctx) {
     try {
       const health = await vaultStatus(ctx);
+      const kept = await tokenStore.countUnattached(ctx.db);
       const critical = health.filter((h) => h.urgency === 'critical').length;
       const warned = health.filter((h) => h.urgency === 'warning').length;
       const counts = `${health.length} connection${health.length === 1 ? '' : 's'}`;
+      const unattached =
+        kept &&
+        `${kept} refresh token${kept === 1 ? '' : 's'} kept with no account by a \`connections add\` that did not finish (the platform had rotated the one given)`;
       checks.push(
-        critical || warned
+        critical || warned || kept
           ? warning(
               'connections',
-              `${counts}: ${[critical && `${critical} need a person now`, warned && `${warned} need attention soon`].filter(Boolean).join(', ')}`,
-              '`credvault status` shows what to do for each.',
+              `${counts}: ${[critical && `${critical} need a person now`, warned && `${warned} need attention soon`, unattached].filter(Boolean).join(', ')}`,
+              [
+                (critical || warned) && '`credvault status` shows what to do for each.',
+                kept &&
+                  'Run that `credvault connections add` again with the same refresh token: it uses the one kept, not the given one.',
+              ]
+                .filter(Boolean)
+                .join(' '),
             )
           : ok('connections', health.length ? `${counts}, all healthy` : 'none yet'),
       );

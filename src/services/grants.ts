@@ -73,6 +73,8 @@ export interface StoreGrantInput {
   via: 'connect' | 'adopt' | 'import';
   /** Accept a grant with an access token and no refresh token (imported LinkedIn tokens). */
   accessTokenOnly?: boolean;
+  /** The grant's id (a new one by default). */
+  grantId?: string;
   /** For an import: the SHA-256 of the token the file held (see oauth_tokens_vault). */
   importedTokenSha256?: string;
   /**
@@ -114,7 +116,7 @@ export async function storeGrant(ctx: ServiceContext, tx: Db, input: StoreGrantI
   if (input.name && accounts.length > 1) throw severalNamed();
   const keyring = await ctx.keyring();
   const now = ctx.now();
-  const grantId = randomUUID();
+  const grantId = input.grantId ?? randomUUID();
   const dataKeyId = randomUUID();
   await keyring.followRotation((await dataKeys.activeVaultKey(tx))?.kekId ?? null);
   const { wrapped } = await keyring.createDataKey(dataKeyId);

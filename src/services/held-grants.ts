@@ -65,9 +65,19 @@ export async function findHeldGrants(
   return { held, live: held.find((h) => h.connections.some(isLive)) };
 }
 
+/**
+ * How a message names a grant holding the token: by its connections; one with none is where a
+ * `connections add` that did not finish kept the platform's answer (keepAdoptedAnswer, in connect.ts).
+ */
+export function grantOf(connections: ConnectionRow[]): string {
+  return connections.length
+    ? `the grant of ${connections.map(connectionRef).join(', ')}`
+    : 'the grant that a `connections add` of it which did not finish left with no account';
+}
+
 /** How a message names the grant holding the token. */
 export function heldBy(held: HeldGrant): string {
-  return `the vault already holds this refresh token (the grant of ${held.connections.map(connectionRef).join(', ')})`;
+  return `the vault already holds this refresh token (${grantOf(held.connections)})`;
 }
 
 /** An adoption of a refresh token claimed by this process (claimAdoption). */
@@ -485,8 +495,24 @@ export async function replaceDeadGrant(
   via: 'adopt' | 'import',
 ): Promise<string[]> {
   const left = await connectionStore.listByGrant(tx, grantId);
-  // Reconnected since it was read (a connection this adoption named among them): nothing to replace.
-  if (!left.length || left.some(isLive)) return [];
+  if (left.some(isLive)) return [];
+  if (!left.length) {
+    // Reconnected since it was read (the accounts of its connections were among this adoption's, and
+    // the grant went with the last of them: attachAccounts), nothing to replace. Else it is the answer
+    // a `connections add` that did not finish kept, on a grant with no account: the new grant holds
+    // it now (one consent, one grant).
+    const grant = await tokenStore.get(tx, grantId);
+    if (!grant) return [];
+    await destroyGrant(tx, grantId);
+    await recordAudit(tx, ctx.actor, {
+      action: 'token.destroy',
+      targetType: 'grant',
+      targetId: grantId,
+      outcome: 'success',
+      detail: { platform: grant.platform, via, kept_by: 'adopt', replaced_by: added[0]?.tokenId ?? null },
+    });
+    return [];
+  }
   const holders = added.map(connectionRef).join(', ');
   const audit: AuditEntry[] = [];
   for (const connection of left) {

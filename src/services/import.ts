@@ -30,6 +30,7 @@ import {
   claimAdoption,
   type DeadGrantRefresh,
   findHeldGrants,
+  grantOf,
   type HeldGrant,
   joinGrantIn,
   refreshDeadGrant,
@@ -547,7 +548,7 @@ interface Prepared {
    * By platform, the dead grant whose consent was refreshed, the answer written on it: the second pass
    * moves it to the new grant of the file's accounts.
    */
-  replaced: Map<PlatformId, DeadGrantRefresh & { refs: string }>;
+  replaced: Map<PlatformId, DeadGrantRefresh & { holder: string }>;
 }
 
 /** The import's transaction, rolled back: a dry run's, or a first pass that found a platform call to make. */
@@ -759,7 +760,7 @@ async function prepare(
         nothing: NOTHING,
         hint: 'Run `credvault connections list` to see why, then import again.',
       });
-      prepared.replaced.set(platform, { ...refreshed, refs: dead.connections.map(connectionRef).join(', ') });
+      prepared.replaced.set(platform, { ...refreshed, holder: grantOf(dead.connections) });
     } catch (error) {
       if (!(error instanceof CredvaultError)) throw error;
       const hint = need.changed && refusedApp(error) ? fileAppHint(platform, need) : error.hint;
@@ -768,10 +769,10 @@ async function prepare(
           ? error
           : new CredvaultError(error.code, error.message, { hint, cause: error });
       }
-      const held = need.dead.map((h) => h.connections.map(connectionRef).join(', ')).join('; ');
+      const held = need.dead.map((h) => grantOf(h.connections)).join('; ');
       throw new CredvaultError(
         error.code,
-        `the vault holds the file's ${PLATFORMS[platform].displayName} refresh token on the grant of ${held}, which needs a person, and refreshing it to replace that grant failed: ${error.message.replace(/\.$/, '')}; ${NOTHING}`,
+        `the vault holds the file's ${PLATFORMS[platform].displayName} refresh token on ${held}, which needs a person, and refreshing it to replace that grant failed: ${error.message.replace(/\.$/, '')}; ${NOTHING}`,
         { hint, cause: error },
       );
     }
@@ -898,8 +899,8 @@ function withKept(ctx: ServiceContext, failure: unknown, prepared: Prepared): un
   if (!error) return failure;
   const said = kept.map(([platform, r]) => {
     const which = r.presentedHeld
-      ? `the refresh token kept on the grant of ${r.refs} when it was refreshed to replace that grant`
-      : `the file's refresh token when it was refreshed to replace the grant of ${r.refs}`;
+      ? `the refresh token kept on ${r.holder} when it was refreshed to replace that grant`
+      : `the file's refresh token when it was refreshed to replace ${r.holder}`;
     return `${PLATFORMS[platform].displayName} rotated ${which}: that token is used up, and the new one is kept on that grant (nothing is served from it: it still needs a person)`;
   });
   return new CredvaultError(
@@ -1236,9 +1237,9 @@ async function importConnections(
   if (held?.held.length) {
     // Only grants that need a person hold it: as `connections add`, their consent is refreshed
     // (proving it works), and the file's accounts' new grant takes what that refresh gave.
-    const refs = held.held.flatMap((h) => h.connections.map(connectionRef)).join(', ');
+    const holders = held.held.map((h) => grantOf(h.connections)).join('; ');
     for (const item of freshItems) {
-      item.detail += `; replaces the grant of ${refs}, which holds this refresh token and needs a person (its tokens are destroyed): the file's token is refreshed first (or a newer one of the same consent that grant holds, which the platform has not refused)`;
+      item.detail += `; replaces ${holders}, which holds this refresh token and needs a person (its tokens are destroyed): the file's token is refreshed first (or a newer one of the same consent that grant holds, which the platform has not refused)`;
     }
     pass.needs.set(platform, {
       kind: 'replace',

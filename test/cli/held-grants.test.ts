@@ -950,6 +950,90 @@ describe('connections add that fails after its refresh to replace a dead grant r
   });
 });
 
+describe('connections add of a token the vault does not hold, failing after the platform rotated it', () => {
+  /**
+   * `connections add` of the token for an account its grant does not reach: refused once the accounts
+   * are listed, after the refresh that rotated it. Before, the new token was only in the process's
+   * memory then: the given one used up, the consent lost to everyone who held it.
+   */
+  async function failedAdd() {
+    const held = await strictMicrosoft();
+    const { v, app, grant, presented } = held;
+    const wrong = await addConnection(v, 'microsoft_ads', app.label, grant.refreshToken, {
+      accounts: ['999'],
+    });
+    expect(wrong.code, wrong.stderr).toBe(2);
+    expect(wrong.stderr).toContain('this grant does not reach account 999; nothing was stored');
+    expect(wrong.stderr).toContain(
+      'Microsoft Advertising rotated the given refresh token when it was refreshed: that token is used up, and the new one is kept in the vault, on a grant with no account yet (nothing is served from it); adding this refresh token again (connections add, or an import of it) uses it, and does not send the given one',
+    );
+    expect(presented()).toBe(1);
+    expect(await connections(v)).toEqual([]);
+    expect(await v.sql('select id from oauth_tokens_vault')).toHaveLength(1);
+    return held;
+  }
+
+  /** One grant left, the one 987's connection is active on, and Microsoft takes what it holds. */
+  async function expectOneWorkingGrant({
+    v,
+    microsoft,
+    grant,
+    presented,
+  }: Awaited<ReturnType<typeof failedAdd>>) {
+    expect(presented()).toBe(1);
+    const grants = await v.sql<{ id: string }>('select id from oauth_tokens_vault');
+    expect(grants).toHaveLength(1);
+    expect((await connections(v)).map((r) => [r.external_account_id, r.status, r.token_id])).toEqual([
+      ['987', 'active', grants[0]!.id],
+    ]);
+    const refreshed = await v.cli(['connections', 'refresh', 'microsoft_ads:987']);
+    expect(refreshed.code, refreshed.stderr).toBe(0);
+    expect(presented()).toBe(1);
+    expect(microsoft.findGrant(grant.grantId)?.revoked).toBe(false);
+    // The grant that kept the answer went once the new one held it, on record; the chain is whole.
+    const destroyed = await v.sql<{ target_id: string }>(
+      "select target_id from credential_access_audit where action = 'token.destroy'",
+    );
+    expect(destroyed).toHaveLength(1);
+    expect(destroyed[0]!.target_id).not.toBe(grants[0]!.id);
+    const verified = await v.cli(['audit', 'verify']);
+    expect(verified.code, verified.stderr).toBe(0);
+  }
+
+  it('keeps the new token in the vault, says so, and the next connections add presents it, not the given one', async () => {
+    const held = await failedAdd();
+    // doctor says a token is kept, and how to use it.
+    const doctor = await held.v.cli(['doctor', '--json']);
+    const checks: Array<{ name: string; status: string; message: string; fix: string }> = JSON.parse(
+      doctor.stdout,
+    ).checks;
+    expect(checks.find((c) => c.name === 'connections')).toEqual({
+      name: 'connections',
+      status: 'warning',
+      message:
+        '0 connections: 1 refresh token kept with no account by a `connections add` that did not finish (the platform had rotated the one given)',
+      fix: 'Run that `credvault connections add` again with the same refresh token: it uses the one kept, not the given one.',
+    });
+    const added = await addConnection(held.v, 'microsoft_ads', held.app.label, held.grant.refreshToken, {
+      accounts: ['987'],
+    });
+    expect(added.code, added.stderr).toBe(0);
+    expect(added.stderr).toContain(
+      'the given refresh token was not sent to Microsoft Advertising: an earlier connections add of it failed after Microsoft Advertising rotated it, and kept the new one in the vault, which was refreshed instead',
+    );
+    await expectOneWorkingGrant(held);
+    await expectNoSecretsLeaked(held.v, [held.grant.refreshToken, held.app.clientSecret]);
+  });
+
+  it('an import of the token after it presents the one kept, not the file’s', async () => {
+    const held = await failedAdd();
+    const file = writeEnv(held.v, 'MICROSOFT_ADS_', held.app, held.grant.refreshToken, '987');
+    const imported = await held.v.cli(['import', 'env', '--file', file]);
+    expect(imported.code, imported.stderr).toBe(0);
+    await expectOneWorkingGrant(held);
+  });
+});
+
 describe.runIf(DB_KIND === 'postgres')(
   'an import whose transaction fails after its refresh rotated the file’s token',
   () => {

@@ -318,6 +318,10 @@ export async function add(rt: Runtime, platformInput: string, opts: AddFlags): P
         `the given refresh token was not sent to ${PLATFORMS[platform].displayName}: that grant held a newer one of the same consent (kept there when an earlier import or connections add failed after refreshing it), which was refreshed instead`,
       );
     }
+  } else if (adopted.presentedKept) {
+    rt.out.note(
+      `the given refresh token was not sent to ${PLATFORMS[platform].displayName}: an earlier connections add of it failed after ${PLATFORMS[platform].displayName} rotated it, and kept the new one in the vault, which was refreshed instead`,
+    );
   }
   rt.out.success(
     adopted.joined

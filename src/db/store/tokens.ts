@@ -498,6 +498,18 @@ export async function nextDue(db: Db, windowMs: number): Promise<Date | null> {
   return at ? new Date(at) : null;
 }
 
+/**
+ * Grants no connection holds: where a `connections add` that did not finish kept the platform's answer
+ * to its refresh (services/connect.ts, keepAdoptedAnswer), waiting for the same token to be added again.
+ */
+export async function countUnattached(db: Db): Promise<number> {
+  const [row] = await db
+    .select({ n: sql<number>`count(*)::int` })
+    .from(t)
+    .where(sql`not exists (select 1 from ad_account_connections c where c.token_id = ${t.id})`);
+  return Number(row?.n ?? 0);
+}
+
 /** The earliest access-token expiry among connections in use (the daemon's gauge of it). */
 export async function nextExpiry(db: Db): Promise<Date | null> {
   const [row] = await db
