@@ -13,7 +13,7 @@
  * the CLI does.
  */
 import { MAX_MIN_TTL_SECONDS, resolveConfig } from './config.js';
-import { redactUrl } from './db/client.js';
+import { databaseWhere } from './db/client.js';
 import { mapDatabaseError } from './db/errors.js';
 import { assertNotBehind } from './db/migrate.js';
 import { InvalidInputError } from './errors.js';
@@ -138,7 +138,7 @@ export async function openVault(options: VaultOptions = {}): Promise<Vault> {
   );
   // A driver's failure (the database unreachable, missing) becomes the contract's error, as in the
   // CLI: a DatabaseError (code database_error), never drizzle's message with the query in it.
-  const where = config.databaseUrl ? redactUrl(config.databaseUrl) : `${config.home}/pgdata`;
+  const where = databaseWhere(config);
   const typed = async <T>(fn: () => Promise<T>): Promise<T> => {
     try {
       return await fn();

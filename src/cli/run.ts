@@ -1,7 +1,7 @@
 import { type Command, CommanderError } from 'commander';
 import { type Config, type GlobalFlags, resolveConfig } from '../config.js';
 import { jsonLog, logFolders, writeStartFailure } from '../daemon/log-format.js';
-import { redactUrl } from '../db/client.js';
+import { databaseWhere } from '../db/client.js';
 import { mapDatabaseError } from '../db/errors.js';
 import { CredvaultError, InvalidInputError } from '../errors.js';
 import { Output, type Stream } from './output.js';
@@ -38,7 +38,7 @@ export interface Ending {
 
 function where(config: Config | null): string {
   if (!config) return 'the configured database';
-  return config.databaseUrl ? redactUrl(config.databaseUrl) : `${config.home}/pgdata`;
+  return databaseWhere(config);
 }
 
 export function createRuntime(flags: GlobalFlags, io: Io): Runtime {

@@ -134,6 +134,11 @@ export function redactUrl(url: string): string {
   }
 }
 
+/** The database as messages name it: its URL without the password, or the embedded data folder. */
+export function databaseWhere(config: { databaseUrl?: string | null; home: string }): string {
+  return config.databaseUrl ? redactUrl(config.databaseUrl) : `${config.home}/pgdata`;
+}
+
 export function embeddedDataDir(home: string): string {
   return join(home, 'pgdata');
 }

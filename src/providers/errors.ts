@@ -32,6 +32,11 @@ export class ProviderError extends Error {
   readonly retryAfter: number | null;
   /** A change was sent and no answer came: the platform may have made it (a timeout on a write). */
   inDoubt = false;
+  /**
+   * The request never reached the platform: its name did not resolve, or no connection to it could
+   * be made (networkFailure). Nothing it asked can have been done there.
+   */
+  unsent = false;
 
   constructor(
     kind: ProviderFailure,
@@ -56,6 +61,14 @@ export class ProviderError extends Error {
 
   get retryable(): boolean {
     return this.kind === 'transient' || this.kind === 'rate_limited';
+  }
+
+  /**
+   * Sent, and no answer came (a timeout, a connection dropped): the platform may have processed it,
+   * a refresh included, whose rotated refresh token would then be lost.
+   */
+  get unanswered(): boolean {
+    return this.kind === 'transient' && this.status === null && !this.unsent;
   }
 }
 

@@ -43,14 +43,33 @@ export interface ApiResponse<T> {
   body: T;
 }
 
+/**
+ * The errors of a request that never left: the platform's name did not resolve, or no connection to
+ * it could be made (refused, no route). A connection reset or a timeout may come after the request
+ * was sent, so neither is among them.
+ */
+const NOT_SENT = new Set([
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'ECONNREFUSED',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ENETDOWN',
+  'EHOSTDOWN',
+]);
+
 /** Turns a fetch failure (network error, abort, timeout) into a transient ProviderError. */
 export function networkFailure(error: unknown, what: string, signal: AbortSignal): ProviderError {
+  const cause = (error as Error)?.cause;
   const reason = signal.aborted
     ? signal.reason instanceof Error && signal.reason.name === 'TimeoutError'
       ? 'timed out'
       : 'was cancelled'
-    : `failed: ${(error as Error)?.cause instanceof Error ? ((error as Error).cause as Error).message : ((error as Error)?.message ?? String(error))}`;
-  return new ProviderError('transient', `${what} ${reason}`, { cause: error });
+    : `failed: ${cause instanceof Error ? cause.message : ((error as Error)?.message ?? String(error))}`;
+  const failure = new ProviderError('transient', `${what} ${reason}`, { cause: error });
+  failure.unsent =
+    !signal.aborted && NOT_SENT.has(String((cause as NodeJS.ErrnoException | undefined)?.code));
+  return failure;
 }
 
 let requestTimeoutMs = 15_000;

@@ -1,7 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import type { Slot } from '../crypto/envelope.js';
 import type { Secret } from '../crypto/secret.js';
-import type { Db } from '../db/client.js';
+import { type Db, databaseWhere } from '../db/client.js';
+import { mapDatabaseError } from '../db/errors.js';
 import type { AppRecord } from '../db/store/apps.js';
 import * as appStore from '../db/store/apps.js';
 import type { ConnectionView } from '../db/store/connections.js';
@@ -653,14 +654,14 @@ async function adoptClaimed(
     try {
       return await storeAdopted(ctx, provider, app, refreshToken, sha256, options, opened, tokens, kept);
     } catch (error) {
-      throw withKept(error, app, kept);
+      throw withKept(ctx, error, app, kept);
     }
   }
   const { opened, tokens, refreshed } = await refreshDeadConsent(ctx, app, deadHeld, refreshToken);
   try {
     return await storeAdopted(ctx, provider, app, refreshToken, sha256, options, opened, tokens, refreshed);
   } catch (error) {
-    throw withKept(error, app, refreshed);
+    throw withKept(ctx, error, app, refreshed);
   }
 }
 
@@ -718,20 +719,27 @@ async function storeAdopted(
           // stored (the tokens stay where they are, for the next try).
           if (refreshed && !(await tokensWrittenOn(ctx, tx, now.held, refreshed.grant))) {
             throw new ConflictError(
-              `${refreshed.holder}, which held this refresh token and needs a person, changed while it was refreshed to replace it; nothing was stored`,
+              refreshed.ownGrant
+                ? 'the refresh token this connections add kept was taken on by another process meanwhile (it waited longer than its turn lasts); nothing was stored'
+                : `${refreshed.holder}, which held this refresh token and needs a person, changed while it was refreshed to replace it; nothing was stored`,
               { hint: 'Run `credvault connections list` to see why, then add the account again.' },
             );
           }
           return null;
         }
-        if (rotated) {
+        // This refresh's answer is the consent's working token only while what it kept first (on a
+        // dead grant of the consent, or on a grant of its own) is as it left it. Else another process
+        // took it on meanwhile (this one's claim lapsed: a person slow to choose the accounts) and
+        // presented it, and the answer here is used up: written over the grant joined, it would
+        // replace that process's working token.
+        const current =
+          rotated && (!refreshed || (await tokensWrittenOn(ctx, tx, now.held, refreshed.grant)));
+        if (current) {
           if (!(await keepAnswerOn(ctx, tx, now.live, kept, 'adopt'))) return null;
           keptOnJoined = true;
-          // The grant of its own where this adoption kept the answer first: the grant joined holds it now.
-          if (refreshed?.ownGrant) await replaceDeadGrant(ctx, tx, refreshed.grant.id, [], 'adopt');
         }
         joined = now.live;
-        return joinGrantIn(ctx, tx, {
+        const ids = await joinGrantIn(ctx, tx, {
           app,
           held: now.live,
           accounts,
@@ -740,6 +748,12 @@ async function storeAdopted(
           nothing: 'nothing was stored',
           hint: 'Run `credvault connections list` to see why, then add the account again.',
         });
+        // The grant of its own where this adoption kept the answer first: the grant joined holds it now.
+        if (current && refreshed?.ownGrant) {
+          const added = await connectionStore.listViews(tx, { ids });
+          await replaceDeadGrant(ctx, tx, refreshed.grant.id, added, 'adopt');
+        }
+        return ids;
       },
       within: async (tx, ids) => {
         const added = await connectionStore.listViews(tx, { ids });
@@ -813,6 +827,7 @@ async function refreshDeadConsent(
   const tokens = await tokensWrittenOn(ctx, ctx.db, dead, refreshed.grant);
   if (!tokens) {
     throw withKept(
+      ctx,
       new ConflictError(
         `${holder}, which held this refresh token and needs a person, changed while it was refreshed to replace it; nothing was stored`,
         { hint },
@@ -831,8 +846,12 @@ async function refreshDeadConsent(
  * with no account yet (keepAdoptedAnswer). The error says so, and that adding the token again (or
  * importing it) uses it.
  */
-function withKept(error: unknown, app: AppRecord, refreshed: Kept): unknown {
-  if (!(error instanceof CredvaultError) || !refreshed.rotated) return error;
+function withKept(ctx: ServiceContext, failure: unknown, app: AppRecord, refreshed: Kept): unknown {
+  if (!refreshed.rotated) return failure;
+  // A driver's error (a deadlock, a connection gone) as the command would report it, then with the note.
+  const error =
+    failure instanceof CredvaultError ? failure : mapDatabaseError(failure, databaseWhere(ctx.config));
+  if (!error) return failure;
   const which = refreshed.presentedHeld
     ? `the refresh token kept on ${refreshed.holder} when it was refreshed to replace that grant`
     : refreshed.ownGrant
@@ -872,18 +891,33 @@ async function keepAdoptedAnswer(
   sha256: string,
 ): Promise<Kept> {
   const grantId = randomUUID();
-  const grant = await ctx.transaction(async (tx) => {
-    await storeGrant(ctx, tx, {
-      app,
-      tokens,
-      accounts: [],
-      name: null,
-      via: 'adopt',
-      refreshTokenSha256: sha256,
-      grantId,
+  let grant: tokenStore.GrantRow | null;
+  try {
+    grant = await ctx.transaction(async (tx) => {
+      await storeGrant(ctx, tx, {
+        app,
+        tokens,
+        accounts: [],
+        name: null,
+        via: 'adopt',
+        refreshTokenSha256: sha256,
+        grantId,
+      });
+      return tokenStore.get(tx, grantId);
     });
-    return tokenStore.get(tx, grantId);
-  });
+  } catch (failure) {
+    const error =
+      failure instanceof CredvaultError ? failure : mapDatabaseError(failure, databaseWhere(ctx.config));
+    if (!error) throw failure;
+    throw new CredvaultError(
+      error.code,
+      `${PLATFORMS[app.platform as PlatformId].displayName} rotated the given refresh token when it was refreshed, and the new one could not be kept: ${error.message.replace(/\.$/, '')}; the given token is used up, and nothing was stored`,
+      {
+        hint: 'Connect the account again (`credvault connect`) once the vault can be written to.',
+        cause: error,
+      },
+    );
+  }
   return { grant: grant!, presentedHeld: false, rotated: true, holder: grantOf([]), ownGrant: true };
 }
 

@@ -144,13 +144,14 @@ async function runChecks(config: Config, opened: { database: Database | null }):
   if (ctx) {
     try {
       const health = await vaultStatus(ctx);
-      const kept = await tokenStore.countUnattached(ctx.db);
+      const unattachedByApp = await tokenStore.countUnattached(ctx.db);
+      const kept = unattachedByApp.reduce((sum, row) => sum + row.n, 0);
       const critical = health.filter((h) => h.urgency === 'critical').length;
       const warned = health.filter((h) => h.urgency === 'warning').length;
       const counts = `${health.length} connection${health.length === 1 ? '' : 's'}`;
       const unattached =
         kept &&
-        `${kept} refresh token${kept === 1 ? '' : 's'} kept with no account by a \`connections add\` that did not finish (the platform had rotated the one given)`;
+        `${kept} refresh token${kept === 1 ? '' : 's'} kept with no account by a \`connections add\` that did not finish (the platform had rotated the one given; ${unattachedByApp.map((r) => `${r.platform} app ${r.app}${r.n > 1 ? ` ×${r.n}` : ''}`).join(', ')})`;
       checks.push(
         critical || warned || kept
           ? warning(

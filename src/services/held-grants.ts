@@ -278,8 +278,12 @@ export async function refreshDeadGrant(
     } catch (error) {
       if (!(error instanceof ProviderError)) throw error;
       holding = false;
-      await recordDeadGrantFailure(ctx, leased, owner, error, entry);
-      const unanswered = error.status === null && error.kind === 'transient';
+      // A grant with no account (what a `connections add` that did not finish kept) whose token the
+      // platform refuses holds nothing of use: it goes (the given token, presented to the platform
+      // before it, was rotated away then).
+      const drop = error.kind === 'dead_grant' && dead.connections.length === 0;
+      await recordDeadGrantFailure(ctx, leased, owner, error, entry, drop);
+      const unanswered = error.unanswered;
       const what = presentedHeld
         ? `the newer refresh token that grant holds (${input.purpose === 'import' ? "the file's" : 'the given one'} was not sent)`
         : 'the refresh token';
@@ -287,9 +291,12 @@ export async function refreshDeadGrant(
         unanswered && PLATFORMS[platform].capabilities.refresh_token_rotation
           ? ` (no answer came: if ${name} took the refresh, ${presentedHeld ? 'that token' : givenToken} is used up)`
           : '';
+      const dropped = drop
+        ? ` (it was kept when an earlier connections add of the given one failed after ${name} rotated that one away; it is dropped from the vault: connect the account again with \`credvault connect\`)`
+        : '';
       throw providerFailure(
         error,
-        `${error.retryable ? `${name} could not be asked about` : `${name} refused`} ${what}${doubt}`,
+        `${error.retryable ? `${name} could not be asked about` : `${name} refused`} ${what}${doubt}${dropped}`,
       );
     }
     const rotated = tokens.refreshToken !== null && tokens.refreshToken.reveal() !== presented.reveal();
@@ -353,7 +360,9 @@ export async function tokensWrittenOn(
 /**
  * A failed refresh of a dead grant's consent: a refusal of the token presented is recorded on the
  * grant (its connections need a person already); any other failure leaves the grant as it was, the
- * in-flight mark kept when no answer came (the platform may have taken it). On record either way.
+ * in-flight mark kept when no answer came (the platform may have taken it). A refused grant with no
+ * account (`drop`: what a `connections add` that did not finish kept) is destroyed instead. On record
+ * either way.
  */
 async function recordDeadGrantFailure(
   ctx: ServiceContext,
@@ -361,9 +370,24 @@ async function recordDeadGrantFailure(
   owner: string,
   error: ProviderError,
   entry: (outcome: 'failure', detail: Record<string, unknown>) => AuditEntry,
+  drop: boolean,
 ): Promise<void> {
   const failure = entry('failure', { kind: error.kind, code: error.platformCode, status: error.status });
   await ctx.transaction(async (tx) => {
+    if (drop) {
+      await destroyGrant(tx, leased.id);
+      await recordAudit(tx, ctx.actor, [
+        failure,
+        {
+          action: 'token.destroy',
+          targetType: 'grant',
+          targetId: leased.id,
+          outcome: 'success',
+          detail: { platform: leased.platform, kept_by: 'adopt', reason: 'refused' },
+        },
+      ]);
+      return;
+    }
     if (error.kind === 'dead_grant') {
       await tokenStore.recordFailure(tx, leased.id, owner, leased.version, {
         code: error.kind,
@@ -371,7 +395,7 @@ async function recordDeadGrantFailure(
         cooldownMs: null,
         clearInFlight: true,
       });
-    } else if (error.status === null && error.kind === 'transient') {
+    } else if (error.unanswered) {
       await tokenStore.releaseLease(tx, leased.id, owner);
     } else {
       await tokenStore.unclaim(tx, leased, owner);

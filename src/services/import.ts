@@ -1,7 +1,7 @@
 import { parse as parseDotenv } from 'dotenv';
 import { type Document, isAlias, isMap, isScalar, isSeq, LineCounter, parseDocument, visit } from 'yaml';
 import { Secret } from '../crypto/secret.js';
-import { type Db, redactUrl } from '../db/client.js';
+import { type Db, databaseWhere } from '../db/client.js';
 import { mapDatabaseError } from '../db/errors.js';
 import type { AppRecord } from '../db/store/apps.js';
 import * as appStore from '../db/store/apps.js';
@@ -894,8 +894,8 @@ function withKept(ctx: ServiceContext, failure: unknown, prepared: Prepared): un
   const kept = [...prepared.replaced].filter(([, r]) => r.rotated);
   if (!kept.length) return failure;
   // A driver's error (a deadlock, a connection gone) as the command would report it, then with the note.
-  const where = ctx.config.databaseUrl ? redactUrl(ctx.config.databaseUrl) : `${ctx.config.home}/pgdata`;
-  const error = failure instanceof CredvaultError ? failure : mapDatabaseError(failure, where);
+  const error =
+    failure instanceof CredvaultError ? failure : mapDatabaseError(failure, databaseWhere(ctx.config));
   if (!error) return failure;
   const said = kept.map(([platform, r]) => {
     const which = r.presentedHeld

@@ -452,8 +452,7 @@ async function refreshWithLease(
         );
         break;
       } catch (error) {
-        if (error instanceof ProviderError && error.status === null && error.kind === 'transient')
-          unanswered = true;
+        if (error instanceof ProviderError && error.unanswered) unanswered = true;
         if (!(error instanceof ProviderError) || !error.retryable || attempts >= MAX_ATTEMPTS) throw error;
         const wait = retryDelayMs(error, attempts);
         if (Date.now() + wait + 1000 > budgetEnds) throw error;
@@ -781,9 +780,10 @@ async function recordRefreshFailure(
       code: error.kind,
       message,
       cooldownMs: waitMs,
-      // The platform answered (and no earlier answer is missing): nothing is in doubt. A timeout may
-      // have been processed, so it stays on record until a refresh succeeds.
-      clearInFlight: dead || (error.status !== null && !unanswered && !grant.refreshInFlightSince),
+      // The platform answered, or was never reached (and no earlier answer is missing): nothing is in
+      // doubt. A timeout may have been processed, so it stays on record until a refresh succeeds.
+      clearInFlight:
+        dead || ((error.status !== null || error.unsent) && !unanswered && !grant.refreshInFlightSince),
     });
     if (!applied) {
       await recordAudit(tx, ctx.actor, {

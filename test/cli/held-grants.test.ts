@@ -973,6 +973,13 @@ describe('connections add of a token the vault does not hold, failing after the 
     return held;
   }
 
+  /** doctor's check of the connections. */
+  async function connectionsCheck(v: TestVault) {
+    const doctor = await v.cli(['doctor', '--json']);
+    const report: { checks: Array<{ name: string }> } = JSON.parse(doctor.stdout);
+    return report.checks.find((c) => c.name === 'connections');
+  }
+
   /** One grant left, the one 987's connection is active on, and Microsoft takes what it holds. */
   async function expectOneWorkingGrant({
     v,
@@ -1002,16 +1009,11 @@ describe('connections add of a token the vault does not hold, failing after the 
 
   it('keeps the new token in the vault, says so, and the next connections add presents it, not the given one', async () => {
     const held = await failedAdd();
-    // doctor says a token is kept, and how to use it.
-    const doctor = await held.v.cli(['doctor', '--json']);
-    const checks: Array<{ name: string; status: string; message: string; fix: string }> = JSON.parse(
-      doctor.stdout,
-    ).checks;
-    expect(checks.find((c) => c.name === 'connections')).toEqual({
+    // doctor says a token is kept, of which app, and how to use it.
+    expect(await connectionsCheck(held.v)).toEqual({
       name: 'connections',
       status: 'warning',
-      message:
-        '0 connections: 1 refresh token kept with no account by a `connections add` that did not finish (the platform had rotated the one given)',
+      message: `0 connections: 1 refresh token kept with no account by a \`connections add\` that did not finish (the platform had rotated the one given; microsoft_ads app ${held.app.label})`,
       fix: 'Run that `credvault connections add` again with the same refresh token: it uses the one kept, not the given one.',
     });
     const added = await addConnection(held.v, 'microsoft_ads', held.app.label, held.grant.refreshToken, {
@@ -1023,6 +1025,22 @@ describe('connections add of a token the vault does not hold, failing after the 
     );
     await expectOneWorkingGrant(held);
     await expectNoSecretsLeaked(held.v, [held.grant.refreshToken, held.app.clientSecret]);
+  });
+
+  it('a kept token the platform refuses is dropped, and the error says to connect the account again', async () => {
+    const held = await failedAdd();
+    held.microsoft.revokeGrant(held.grant.grantId);
+    const again = await addConnection(held.v, 'microsoft_ads', held.app.label, held.grant.refreshToken, {
+      accounts: ['987'],
+    });
+    expect(again.code, again.stderr).toBe(4);
+    expect(again.stderr).toContain(
+      'it is dropped from the vault: connect the account again with `credvault connect`',
+    );
+    expect(await held.v.sql('select id from oauth_tokens_vault')).toEqual([]);
+    expect(await connectionsCheck(held.v)).toMatchObject({ status: 'ok', message: 'none yet' });
+    const verified = await held.v.cli(['audit', 'verify']);
+    expect(verified.code, verified.stderr).toBe(0);
   });
 
   it('an import of the token after it presents the one kept, not the file’s', async () => {

@@ -388,6 +388,27 @@ describe('failures', () => {
     },
   );
 
+  it.runIf(ONCE)(
+    'a platform that cannot be reached (connection refused) leaves no refresh in doubt: status says it cools down, not that an answer was lost',
+    async () => {
+      const double = await microsoft();
+      const { v, stored } = await connected(double);
+      await double.close();
+      const failed = await v.cli(['token', 'get', 'acct']);
+      expect(failed.code).toBe(5);
+      expect(failed.stderr).toContain('ECONNREFUSED');
+      expect(await refreshTokenCiphertext(v)).toBe(stored);
+      const status = await statusOf(v);
+      expect(status).toMatchObject({ status: 'active', urgency: 'warning', consecutive_failures: 1 });
+      expect(status.problem).toContain('ECONNREFUSED');
+      expect(status.problem).not.toContain('never recorded its answer');
+      const [grant] = await v.sql<{ refresh_in_flight_since: Date | null }>(
+        'select refresh_in_flight_since from oauth_tokens_vault',
+      );
+      expect(grant!.refresh_in_flight_since).toBeNull();
+    },
+  );
+
   it('transient failures keep the refresh token, cool down, and answer from the recorded failure', async () => {
     const double = await microsoft();
     const { v, stored } = await connected(double);

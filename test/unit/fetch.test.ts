@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url';
 import * as oauth from 'oauth4webapi';
 import { afterEach, describe, expect, it } from 'vitest';
 import { BufferedResponse, isResponse, MAX_BODY_BYTES, platformFetch } from '../../src/providers/fetch.js';
+import { networkFailure } from '../../src/providers/http.js';
 
 /** The platforms' HTTP client (node:http under a fetch-shaped function), against local servers. */
 const servers: Server[] = [];
@@ -289,5 +290,37 @@ describe('BufferedResponse read by oauth4webapi', () => {
     await expect(response.json()).rejects.toThrow(TypeError);
     expect(await copy.text()).toBe('{"a":1}');
     await expect(new Response(copy.body).text()).rejects.toThrow(TypeError);
+  });
+});
+
+describe('a request that fails before an answer', () => {
+  const fail = (url: string) =>
+    platformFetch(url, { method: 'POST', body: 'x', signal: AbortSignal.timeout(5000) }).then(
+      () => {
+        throw new Error('answered');
+      },
+      (error: unknown) => networkFailure(error, 'refreshing the token', AbortSignal.timeout(5000)),
+    );
+
+  it('is known never to have reached the platform when no connection could be made, or its name did not resolve', async () => {
+    // A port nothing listens on: refused.
+    const closed = createServer();
+    await new Promise<void>((r) => closed.listen(0, '127.0.0.1', r));
+    const port = (closed.address() as AddressInfo).port;
+    await new Promise((r) => closed.close(r));
+    const refused = await fail(`http://127.0.0.1:${port}/token`);
+    expect(refused.message).toContain('ECONNREFUSED');
+    expect([refused.unsent, refused.unanswered]).toEqual([true, false]);
+    // No name service here at all, or a name that does not resolve: either way nothing was sent.
+    const unresolved = await fail('http://credvault-test.invalid/token');
+    expect([unresolved.unsent, unresolved.unanswered]).toEqual([true, false]);
+  });
+
+  it('may have been processed when the connection was dropped after the request went out', async () => {
+    const server = createServer((req) => req.socket.destroy());
+    servers.push(server);
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const dropped = await fail(`http://127.0.0.1:${(server.address() as AddressInfo).port}/token`);
+    expect([dropped.unsent, dropped.unanswered]).toEqual([false, true]);
   });
 });

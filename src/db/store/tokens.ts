@@ -1,7 +1,7 @@
 import { and, asc, eq, getTableColumns, isNotNull, isNull, lt, or, type Placeholder, sql } from 'drizzle-orm';
 import type { WrappedDataKey } from '../../crypto/envelope.js';
 import type { Db } from '../client.js';
-import { dataKeys, oauthTokensVault } from '../schema/index.js';
+import { dataKeys, oauthAppCredentials, oauthTokensVault } from '../schema/index.js';
 import { insertFromJson } from './audit.js';
 import { notifyChange, notifyChanges } from './changes.js';
 import { prepared } from './prepared.js';
@@ -502,12 +502,14 @@ export async function nextDue(db: Db, windowMs: number): Promise<Date | null> {
  * Grants no connection holds: where a `connections add` that did not finish kept the platform's answer
  * to its refresh (services/connect.ts, keepAdoptedAnswer), waiting for the same token to be added again.
  */
-export async function countUnattached(db: Db): Promise<number> {
-  const [row] = await db
-    .select({ n: sql<number>`count(*)::int` })
+export function countUnattached(db: Db): Promise<Array<{ platform: string; app: string; n: number }>> {
+  return db
+    .select({ platform: t.platform, app: oauthAppCredentials.label, n: sql<number>`count(*)::int` })
     .from(t)
-    .where(sql`not exists (select 1 from ad_account_connections c where c.token_id = ${t.id})`);
-  return Number(row?.n ?? 0);
+    .innerJoin(oauthAppCredentials, eq(oauthAppCredentials.id, t.appId))
+    .where(sql`not exists (select 1 from ad_account_connections c where c.token_id = ${t.id})`)
+    .groupBy(t.platform, oauthAppCredentials.label)
+    .orderBy(t.platform, oauthAppCredentials.label);
 }
 
 /** The earliest access-token expiry among connections in use (the daemon's gauge of it). */
