@@ -7,8 +7,10 @@ import { shred } from '../db/shred.js';
 import type { AppRecord } from '../db/store/apps.js';
 import * as store from '../db/store/apps.js';
 import * as connectionStore from '../db/store/connections.js';
+import * as tokenStore from '../db/store/tokens.js';
 import { ConflictError, InvalidInputError, NotFoundError, quoted } from '../errors.js';
 import { PLATFORMS, type PlatformId, parsePlatform } from '../providers/catalog.js';
+import { providerFor } from '../providers/registry.js';
 import { isLoopbackHost, quotableUrl } from '../util/net.js';
 import { connectionRef } from '../views.js';
 import { recordAudit } from './audit.js';
@@ -549,6 +551,7 @@ export async function removeApp(
     );
   }
   const revocations: RevokeReport[] = [];
+  let kept = 0;
   if (holding.length) {
     const { revokeConnection } = await import('./revoke.js');
     for (const connectionId of holding)
@@ -565,6 +568,10 @@ export async function removeApp(
       );
     }
     const removed = await store.countConnections(tx, current.id);
+    // What a `connections add` that did not finish kept (a grant with no account): it goes with the
+    // app, the platform not told (nothing revokes a grant no connection holds).
+    const [keptRow] = await tokenStore.countUnattached(tx, current.id);
+    kept = keptRow?.n ?? 0;
     await connectionStore.removeAllOfApp(tx, current.id);
     await store.remove(tx, current.id);
     await recordAudit(tx, ctx.actor, {
@@ -577,11 +584,20 @@ export async function removeApp(
         label: current.label,
         connections_removed: removed,
         revoked: holding.length,
+        ...(kept ? { kept_tokens_destroyed: kept } : {}),
       },
     });
     return current;
   });
   // The revoked grants' secrets and the app's own, out of the database's files too.
   const leftover = await shred(ctx.database, ['oauth_tokens_vault', 'data_keys', 'oauth_app_credentials']);
-  return { app: removedApp, revocations, warnings: leftover ? [leftover] : [] };
+  const warnings = leftover ? [leftover] : [];
+  if (kept) {
+    const platform = removedApp.platform as PlatformId;
+    const { consentPage } = await providerFor(platform);
+    warnings.push(
+      `${kept} refresh token${kept === 1 ? '' : 's'} that a connections add which did not finish kept (with no account) went with the app, and ${PLATFORMS[platform].displayName} was not told: ${kept === 1 ? 'its consent stays' : 'their consents stay'} listed there until removed at ${consentPage}`,
+    );
+  }
+  return { app: removedApp, revocations, warnings };
 }

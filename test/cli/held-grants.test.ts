@@ -1043,6 +1043,23 @@ describe('connections add of a token the vault does not hold, failing after the 
     expect(verified.code, verified.stderr).toBe(0);
   });
 
+  it.runIf(ONCE)(
+    'apps remove takes a kept token with the app, and says the platform was not told',
+    async () => {
+      const held = await failedAdd();
+      const removed = await held.v.cli(['apps', 'remove', held.app.label]);
+      expect(removed.code, removed.stderr).toBe(0);
+      expect(removed.stderr).toContain(
+        '1 refresh token that a connections add which did not finish kept (with no account) went with the app, and Microsoft Advertising was not told: its consent stays listed there until removed at https://',
+      );
+      expect(await held.v.sql('select id from oauth_tokens_vault')).toEqual([]);
+      const [entry] = await held.v.sql<{ detail: Record<string, unknown> }>(
+        "select detail from credential_access_audit where action = 'app.remove'",
+      );
+      expect(entry!.detail).toMatchObject({ connections_removed: 0, revoked: 0, kept_tokens_destroyed: 1 });
+    },
+  );
+
   it('an import of the token after it presents the one kept, not the file’s', async () => {
     const held = await failedAdd();
     const file = writeEnv(held.v, 'MICROSOFT_ADS_', held.app, held.grant.refreshToken, '987');

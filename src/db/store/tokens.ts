@@ -502,12 +502,20 @@ export async function nextDue(db: Db, windowMs: number): Promise<Date | null> {
  * Grants no connection holds: where a `connections add` that did not finish kept the platform's answer
  * to its refresh (services/connect.ts, keepAdoptedAnswer), waiting for the same token to be added again.
  */
-export function countUnattached(db: Db): Promise<Array<{ platform: string; app: string; n: number }>> {
+export function countUnattached(
+  db: Db,
+  appId?: string,
+): Promise<Array<{ platform: string; app: string; n: number }>> {
   return db
     .select({ platform: t.platform, app: oauthAppCredentials.label, n: sql<number>`count(*)::int` })
     .from(t)
     .innerJoin(oauthAppCredentials, eq(oauthAppCredentials.id, t.appId))
-    .where(sql`not exists (select 1 from ad_account_connections c where c.token_id = ${t.id})`)
+    .where(
+      and(
+        sql`not exists (select 1 from ad_account_connections c where c.token_id = ${t.id})`,
+        appId ? eq(t.appId, appId) : undefined,
+      ),
+    )
     .groupBy(t.platform, oauthAppCredentials.label)
     .orderBy(t.platform, oauthAppCredentials.label);
 }
