@@ -722,7 +722,11 @@ async function storeAdopted(
               refreshed.ownGrant
                 ? 'the refresh token this connections add kept was taken on by another process meanwhile (it waited longer than its turn lasts); nothing was stored'
                 : `${refreshed.holder}, which held this refresh token and needs a person, changed while it was refreshed to replace it; nothing was stored`,
-              { hint: 'Run `credvault connections list` to see why, then add the account again.' },
+              {
+                hint: refreshed.ownGrant
+                  ? 'Run `credvault connections list`: the other process may have stored the accounts; if not, add the account again (the token kept is used, not the given one).'
+                  : 'Run `credvault connections list` to see why, then add the account again.',
+              },
             );
           }
           return null;
