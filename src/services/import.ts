@@ -1179,13 +1179,24 @@ async function importConnections(
           : `kept ${existing.status}: it holds no token, and an import does not revive it; ${how}`,
       });
     } else {
+      // A connection of another app (another OAuth client: a staging one, say) moves to this one.
+      const movedFrom =
+        existing && existing.appId !== app.id
+          ? (await appStore.getById(tx, existing.appId))?.label
+          : undefined;
       const item: PlanItem = {
         kind: 'connection',
         platform,
         target: account,
         action: existing ? 'update' : 'create',
         detail: existing
-          ? [`new ${accessTokenOnly ? 'access' : 'refresh'} token`, ...describe(existing.details)].join(', ')
+          ? [
+              `new ${accessTokenOnly ? 'access' : 'refresh'} token`,
+              ...(existing.appId !== app.id
+                ? [`app ${app.label} (was ${movedFrom ?? 'an app since removed'})`]
+                : []),
+              ...describe(existing.details),
+            ].join(', ')
           : `app ${app.label}${accessTokenOnly ? ', access token only (no refresh token)' : ''}`,
       };
       fresh.push(account);

@@ -493,6 +493,39 @@ describe('import env', () => {
     },
   );
 
+  it.runIf(ONCE)('says when a connection moves to another app (a file of another OAuth client)', async () => {
+    const v = await vault();
+    const app = await addAppFor(v, 'google_ads', doubleFor('google_ads'));
+    const first = doubles.google.issueGrant({ clientId: app.clientId, scope: GOOGLE_ADWORDS_SCOPE });
+    const file = join(v.root, '.env');
+    writeFileSync(
+      file,
+      `GOOGLE_ADS_CLIENT_ID=${app.clientId}\nGOOGLE_ADS_REFRESH_TOKEN=${first.refreshToken}\nGOOGLE_ADS_CUSTOMER_ID=1234567890\n`,
+    );
+    expect((await v.cli(['import', 'env', '--file', file])).code).toBe(0);
+    // The staging client's .env, for the same account.
+    const staging = doubles.google.registerClient({
+      clientId: `staging-${Date.now()}.apps.googleusercontent.com`,
+      clientSecret: 'staging-secret',
+      redirectUris: ['http://127.0.0.1/callback'],
+      public: false,
+    });
+    const second = doubles.google.issueGrant({ clientId: staging.clientId, scope: GOOGLE_ADWORDS_SCOPE });
+    const other = join(v.root, 'staging.env');
+    writeFileSync(
+      other,
+      `GOOGLE_ADS_CLIENT_ID=${staging.clientId}\nGOOGLE_ADS_CLIENT_SECRET=staging-secret\nGOOGLE_ADS_REFRESH_TOKEN=${second.refreshToken}\nGOOGLE_ADS_CUSTOMER_ID=1234567890\n`,
+    );
+    const plan = await v.json<ImportJson>(['import', 'env', '--file', other, '--dry-run']);
+    expect(plan.plan.find((p) => p.kind === 'connection')).toEqual({
+      kind: 'connection',
+      platform: 'google_ads',
+      target: '1234567890',
+      action: 'update',
+      detail: `new refresh token, app imported (was ${app.label})`,
+    });
+  });
+
   it('keeps a grant that connections add made: importing the old .env again does not shred it', async () => {
     const v = await vault();
     const app = await addAppFor(v, 'google_ads', doubleFor('google_ads'));
