@@ -44,7 +44,29 @@ export function vaultSecretVariables(env: NodeJS.ProcessEnv): string[] {
       ? ['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_TOKEN']
       : []),
     ...(uri.startsWith('gcp-kms://') ? ['GOOGLE_APPLICATION_CREDENTIALS'] : []),
+    // On PostgreSQL, the password (or password file) the driver takes when DATABASE_URL has none.
+    ...(env.DATABASE_URL?.trim() ? ['PGPASSWORD', 'PGPASSFILE'] : []),
   ];
+}
+
+/**
+ * Runs `start`, which starts a program that is not credvault's (the browser's launcher), with the
+ * vault's secret variables out of this process's environment, and puts them back after: the program
+ * inherits the environment as it is when it starts. (`open` takes no environment of its own.)
+ */
+export async function withoutVaultSecrets<T>(start: () => Promise<T>): Promise<T> {
+  const saved = new Map<string, string>();
+  for (const name of vaultSecretVariables(process.env)) {
+    const value = process.env[name];
+    if (value === undefined) continue;
+    saved.set(name, value);
+    delete process.env[name];
+  }
+  try {
+    return await start();
+  } finally {
+    for (const [name, value] of saved) process.env[name] = value;
+  }
 }
 
 export function homeKeyPath(home: string): string {

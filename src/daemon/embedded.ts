@@ -2,7 +2,7 @@ import { chmodSync, mkdirSync, rmSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { dirname } from 'node:path';
 import type { PGlite } from '@electric-sql/pglite';
-import { EMBEDDED_SETTINGS, embeddedDataDir, embeddedSocketPath } from '../db/client.js';
+import { EMBEDDED_SETTINGS, embeddedDataDir, embeddedSocketPath, guardDataDir } from '../db/client.js';
 import { acquireDatabaseLock } from '../db/lock.js';
 
 /**
@@ -198,6 +198,7 @@ export async function serveEmbedded(
       import('@electric-sql/pglite'),
       import('@electric-sql/pglite-socket'),
     ]);
+    guardDataDir(embeddedDataDir(home));
     const db = new PGlite(embeddedDataDir(home), {
       startParams: [...PGlite.defaultStartParams, ...EMBEDDED_SETTINGS],
     });

@@ -1,4 +1,5 @@
 import { execFile } from 'node:child_process';
+import { vaultSecretVariables } from '../crypto/key-sources.js';
 
 /**
  * systemd's notification protocol. Node has no unix datagram sockets, so messages go through
@@ -26,11 +27,11 @@ export class SystemdNotifier {
   send(...assignments: string[]): Promise<void> {
     if (!this.#socket) return Promise.resolve();
     return new Promise((resolve) => {
-      execFile(
-        'systemd-notify',
-        [`--pid=${process.pid}`, ...assignments],
-        { env: { ...process.env, NOTIFY_SOCKET: this.#socket }, timeout: 5_000 },
-        () => resolve(),
+      // systemd-notify needs the socket, not the variables that reach the vault (the master key…).
+      const env: NodeJS.ProcessEnv = { ...process.env, NOTIFY_SOCKET: this.#socket };
+      for (const name of vaultSecretVariables(process.env)) delete env[name];
+      execFile('systemd-notify', [`--pid=${process.pid}`, ...assignments], { env, timeout: 5_000 }, () =>
+        resolve(),
       );
     });
   }

@@ -100,6 +100,8 @@ function answerOnSocket(socket: Duplex, status: number, code: string, message: s
 
 function hostAllowed(req: IncomingMessage, allowed: string[]): boolean {
   const host = (req.headers.host ?? '').toLowerCase();
+  // An IPv6 literal is the whole of it, with a port at most (`[::1]evil.com` is not `[::1]`).
+  if (host.startsWith('[') && !/^\[[^\]]+\](:\d+)?$/.test(host)) return false;
   const name = host.startsWith('[') ? host.slice(1, host.indexOf(']')) : host.replace(/:\d+$/, '');
   return name !== '' && (isLoopbackHost(name) || allowed.includes(name) || allowed.includes(host));
 }

@@ -1,4 +1,4 @@
-import { existsSync, statSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, statSync } from 'node:fs';
 import { createConnection, type Socket } from 'node:net';
 import { join } from 'node:path';
 import type { SQL } from 'drizzle-orm';
@@ -141,6 +141,21 @@ export function databaseWhere(config: { databaseUrl?: string | null; home: strin
 
 export function embeddedDataDir(home: string): string {
   return join(home, 'pgdata');
+}
+
+/**
+ * The embedded database's folder, made (or kept) 0700 before PGlite opens it: PGlite writes its files
+ * world-readable and -writable (0666, whatever the umask), so the folder is what keeps other local
+ * users out, in a home that `init` did not make 0700 (one a CI job made with mkdir, say).
+ */
+export function guardDataDir(dataDir: string): void {
+  mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  try {
+    if ((statSync(dataDir).mode & 0o077) !== 0) chmodSync(dataDir, 0o700);
+  } catch (error) {
+    // Another user's folder this one may only use: theirs to keep closed.
+    if ((error as NodeJS.ErrnoException).code !== 'EPERM') throw error;
+  }
 }
 
 /** Where a daemon running on the embedded database serves it (a 0600 socket in a 0700 folder). */
@@ -446,6 +461,7 @@ async function openEmbedded(home: string, lockTimeoutMs: number): Promise<Databa
       import('@electric-sql/pglite'),
       import('drizzle-orm/pglite'),
     ]);
+    guardDataDir(dataDir);
     const client = new PGlite(dataDir, { startParams: [...PGlite.defaultStartParams, ...COMMAND_SETTINGS] });
     await client.waitReady;
     const db = drizzle({ client, schema }) as unknown as Db;

@@ -1,5 +1,7 @@
 import { createHash } from 'node:crypto';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer as createNetServer } from 'node:net';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   type AllDoubles,
@@ -938,5 +940,39 @@ describe.runIf(ONCE)('reddit_ads: an app whose redirect URI is not on this machi
     expect(result.code).toBe(2);
     expect(result.stderr).toContain('no URL came on standard input');
     expect(await v.json<unknown[]>(['connections', 'list'])).toEqual([]);
+  });
+});
+
+describe.runIf(ONCE)('the browser connect opens', () => {
+  it('gets none of the variables that reach the vault (the key, the database), and the flow completes', async () => {
+    const v = await vault();
+    await addAppFor(v, 'google_ads', doubleFor('google_ads'));
+    const bin = join(v.root, 'bin');
+    mkdirSync(bin, { recursive: true });
+    const seen = join(v.root, 'browser-environment');
+    // The "browser": notes its environment, then follows the authorize URL to the callback.
+    const browser = join(bin, 'fake-browser');
+    writeFileSync(
+      browser,
+      `#!/bin/sh\nenv > '${seen}'\nexec '${process.execPath}' -e 'fetch(process.argv[1]).then((r) => r.text())' "$1"\n`,
+      { mode: 0o755 },
+    );
+    // The system's xdg-open (where open runs it), or open's own copy, which runs $BROWSER.
+    writeFileSync(join(bin, 'xdg-open'), `#!/bin/sh\nexec '${browser}' "$1"\n`, { mode: 0o755 });
+    const connected = await v.cli(['connect', 'google_ads', '--account', '1234567890', '--json'], {
+      env: {
+        PATH: `${bin}:${process.env.PATH}`,
+        BROWSER: browser,
+        DISPLAY: '',
+        CREDENTIAL_MASTER_KEY_FILE: join(v.home, 'master.key'),
+        VAULT_TOKEN: 'hvs.not-for-the-browser',
+      },
+      timeoutMs: 60_000,
+    });
+    expect(connected.code, connected.stderr).toBe(0);
+    const environment = readFileSync(seen, 'utf8');
+    expect(environment).toContain(`BROWSER=${browser}`);
+    for (const name of ['CREDENTIAL_MASTER_KEY_FILE', 'VAULT_TOKEN', 'CREDVAULT_HOME', 'DATABASE_URL'])
+      expect(environment).not.toMatch(new RegExp(`^${name}=`, 'm'));
   });
 });

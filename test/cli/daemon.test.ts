@@ -181,6 +181,12 @@ describe('the token endpoint', () => {
       403,
       'forbidden',
     );
+    // An IPv6 literal with a name after it is not that loopback address.
+    await expectError(
+      token('/v1/connections/acct-a/token', reader, { host: '[::1]evil.example' }),
+      403,
+      'forbidden',
+    );
     await expectError(
       token('/v1/connections/acct-a/token', reader, { origin: 'http://localhost' }),
       403,

@@ -183,6 +183,24 @@ describe('init', () => {
     },
   );
 
+  it.runIf(DB_KIND === 'pglite')(
+    'keeps the embedded database folder 0700 in a home others may enter (PGlite writes its files 0666)',
+    async () => {
+      // A home a CI job made with mkdir (0755), the key in the environment: init never ran.
+      const v = await vault({ initialized: false });
+      mkdirSync(v.home, { recursive: true, mode: 0o755 });
+      chmodSync(v.home, 0o755);
+      const env = { CREDENTIAL_MASTER_KEY: generateMasterKey() };
+      expect((await v.cli(['db', 'migrate'], { env })).code).toBe(0);
+      const pgdata = join(v.home, 'pgdata');
+      expect(statSync(pgdata).mode & 0o777).toBe(0o700);
+      // Opened up since (a restore, a chmod -R): the next command closes it again.
+      chmodSync(pgdata, 0o755);
+      expect((await v.cli(['platforms', 'list'], { env })).code).toBe(0);
+      expect(statSync(pgdata).mode & 0o777).toBe(0o700);
+    },
+  );
+
   it('a data folder that is a file: exit 2 naming it, for init and for any other command', async () => {
     const v = await vault({ initialized: false });
     mkdirSync(v.root, { recursive: true });

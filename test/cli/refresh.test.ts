@@ -573,8 +573,10 @@ describe.runIf(ONCE)('token get formats and exec', () => {
     expect((await v.cli(['apps', 'enable', app.label])).code).toBe(0);
 
     // 42 is no exit code of credvault's own; and the keys to the whole vault stay out of the child.
-    const script =
-      'test "$GOOGLE_ADS_REFRESH_TOKEN" = "$EXPECTED" && test -n "$CREDVAULT_ACCESS_TOKEN" && test -z "$CREDENTIAL_MASTER_KEY_FILE" && test -z "$VAULT_TOKEN" && test -z "$GOOGLE_OAUTH_ACCESS_TOKEN" && test -z "$DATABASE_URL" && test -z "$CREDVAULT_HOME" && exit 42';
+    // PGPASSWORD reaches the vault only on PostgreSQL (the driver takes it when DATABASE_URL has none).
+    const pgPassword =
+      DB_KIND === 'postgres' ? 'test -z "$PGPASSWORD"' : 'test "$PGPASSWORD" = other-database';
+    const script = `test "$GOOGLE_ADS_REFRESH_TOKEN" = "$EXPECTED" && test -n "$CREDVAULT_ACCESS_TOKEN" && test -z "$CREDENTIAL_MASTER_KEY_FILE" && test -z "$VAULT_TOKEN" && test -z "$GOOGLE_OAUTH_ACCESS_TOKEN" && test -z "$DATABASE_URL" && test -z "$CREDVAULT_HOME" && ${pgPassword} && exit 42`;
     const ran = await v.cli(['exec', 'acct', '--', 'sh', '-c', script], {
       // Set here (on PostgreSQL, DATABASE_URL is set too): each must be gone in the child.
       env: {
@@ -582,6 +584,7 @@ describe.runIf(ONCE)('token get formats and exec', () => {
         CREDENTIAL_MASTER_KEY_FILE: `${v.home}/master.key`,
         VAULT_TOKEN: 'hvs.not-for-children',
         GOOGLE_OAUTH_ACCESS_TOKEN: 'ya29.not-for-children',
+        PGPASSWORD: 'other-database',
       },
     });
     expect(ran.code, ran.stderr).toBe(42);

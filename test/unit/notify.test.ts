@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -24,6 +24,27 @@ describe('SystemdNotifier', () => {
     expect(new SystemdNotifier({ NOTIFY_SOCKET: socket }).watchdogMs).toBeNull();
     expect(new SystemdNotifier({ WATCHDOG_USEC: '30000000' }).watchdogMs).toBeNull();
     expect(new SystemdNotifier({}).enabled).toBe(false);
+  });
+
+  it('runs systemd-notify with the socket and without the variables that reach the vault', async () => {
+    const root = mkdtempSync(join(tmpdir(), 'credvault-notify-'));
+    const saved = { PATH: process.env.PATH, CREDENTIAL_MASTER_KEY: process.env.CREDENTIAL_MASTER_KEY };
+    try {
+      const seen = join(root, 'environment');
+      writeFileSync(join(root, 'systemd-notify'), `#!/bin/sh\nenv > '${seen}'\n`, { mode: 0o755 });
+      process.env.PATH = `${root}:${process.env.PATH}`;
+      process.env.CREDENTIAL_MASTER_KEY = 'not-for-systemd-notify';
+      await new SystemdNotifier({ NOTIFY_SOCKET: '/run/systemd/notify' }).ready('serving');
+      const environment = readFileSync(seen, 'utf8');
+      expect(environment).toMatch(/^NOTIFY_SOCKET=\/run\/systemd\/notify$/m);
+      expect(environment).not.toContain('CREDENTIAL_MASTER_KEY');
+    } finally {
+      for (const [name, value] of Object.entries(saved)) {
+        if (value === undefined) delete process.env[name];
+        else process.env[name] = value;
+      }
+      rmSync(root, { recursive: true, force: true });
+    }
   });
 });
 

@@ -107,8 +107,13 @@ async function announce(rt: Runtime, url: string, browser: boolean): Promise<voi
   rt.out.note('Opening your browser to authorize. If it does not open, visit:');
   rt.out.line(url);
   try {
-    const { default: open } = await import('open');
-    const child = await open(url);
+    const [{ default: open }, { withoutVaultSecrets }] = await Promise.all([
+      import('open'),
+      import('../../crypto/key-sources.js'),
+    ]);
+    // The browser (and its launcher) gets none of the variables that reach the vault: the master key
+    // in the environment would stay in the browser's for as long as it runs.
+    const child = await withoutVaultSecrets(() => open(url));
     child.on('error', () => {});
     child.unref();
   } catch {
