@@ -1005,7 +1005,8 @@ async function importApp(
   ] as const) {
     if (fields[key] !== undefined && fields[key] !== existing[key]) {
       (changes as Record<string, unknown>)[key] = fields[key];
-      changed.push(name);
+      // Not secrets: the plan shows them, as it shows a connection's settings.
+      changed.push(`${name} ${fields[key]} (was ${existing[key] ?? 'not set'})`);
     }
   }
   if (!changed.length) {

@@ -246,7 +246,7 @@ describe('import env', () => {
       ].sort(),
     );
     expect(result.plan.find((p) => p.kind === 'app' && p.platform === 'google_ads')!.detail).toBe(
-      'login customer id',
+      'login customer id 1112223333 (was not set)',
     );
     expect(result.unknown).toEqual(['DATABASE_URL', 'SLACK_WEBHOOK_URL']);
     expect(result.ignored).toEqual(['GOOGLE_ADS_USE_PROTO_PLUS']);
@@ -611,7 +611,7 @@ describe('import env', () => {
       writeFileSync(file, google('222-333-4444'));
       const manager = await v.json<ImportJson>(['import', 'env', '--file', file]);
       expect(manager.plan.map((p) => `${p.action} ${p.kind} ${p.detail}`)).toEqual([
-        'update app login customer id',
+        'update app login customer id 2223334444 (was 1112223333)',
         'update connection app google-app, login customer id 2223334444 (was 1112223333)',
       ]);
       expect(await envOf('google_ads:1234567890')).toContain('GOOGLE_ADS_LOGIN_CUSTOMER_ID=2223334444\n');
