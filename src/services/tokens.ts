@@ -170,11 +170,19 @@ export async function freshGrant(
   const minTtlMs = request.minTtlSeconds * 1000;
   const grant = await tokenStore.get(ctx.db, grantId);
   if (!grant) throw new ReauthRequiredError(`connection ${connectionRef(connection)} has no tokens`);
-  // A connection in `error` is refused whatever time its token has left (cli.md: exit 4, a person
-  // must look); the daemon's sweep keeps trying it, and a refresh that works makes it active again.
+  // A connection in `error` is refused while it cools down, whatever time its token has left (cli.md:
+  // exit 4, a person must look). Once the cool-down is over, a caller tries the platform again, as the
+  // daemon's sweep does: a platform that was down or rate limiting for a while must not leave every
+  // caller without a daemon refused until a person forces a refresh. A refresh that works makes it
+  // active again; one that fails counts, and cools down longer.
   if (connection.status === 'error' && !request.bypassCooldown) {
+    const current = await tokenStore.getWithClock(ctx.db, grantId);
+    if (!current) throw new ReauthRequiredError(`connection ${connectionRef(connection)} has no tokens`);
+    const until =
+      current.cooldownUntil && current.cooldownUntil > current.dbNow ? current.cooldownUntil : null;
+    if (!until) return ensureFresh(ctx, connection, current, minTtlMs, { ...request, forceRefresh: true });
     throw new ReauthRequiredError(
-      `connection ${connectionRef(connection)} failed to refresh ${connection.consecutiveFailures} times in a row (last: ${connection.statusMessage ?? 'unknown'})`,
+      `connection ${connectionRef(connection)} failed to refresh ${connection.consecutiveFailures} times in a row (last: ${connection.statusMessage ?? 'unknown'}); it is tried again after ${until.toISOString()}`,
       {
         hint: `Try \`credvault connections refresh ${connectionRef(connection)} --force\`, or connect it again.`,
       },

@@ -254,9 +254,29 @@ describe('failures', () => {
     expect(blocked.code).toBe(4);
     expect(blocked.stderr).toContain('failed to refresh 3 times in a row');
     expect(await refreshTokenCiphertext(v)).toBe(stored);
+    expect(blocked.stderr).toContain('it is tried again after');
     double.faults.reset();
     const recovered = await v.cli(['connections', 'refresh', 'acct', '--force'], { env });
     expect(recovered.code, recovered.stderr).toBe(0);
+    expect(await statusOf(v)).toMatchObject({ status: 'active', consecutive_failures: 0, urgency: 'ok' });
+  });
+
+  it('a connection in error is tried again by token get once its cool-down is over, and is active again when that works', async () => {
+    const double = await microsoft();
+    const { v } = await connected(double);
+    double.faults.failNext(9, { status: 503, body: 'upstream unavailable' });
+    for (let i = 0; i < 3; i++) {
+      await v.sql('update oauth_tokens_vault set cooldown_until = null');
+      expect((await v.cli(['token', 'get', 'acct'])).code).toBe(5);
+    }
+    expect(await statusOf(v)).toMatchObject({ status: 'error', consecutive_failures: 3 });
+    // The platform is back, and the cool-down over: no person needed.
+    double.faults.reset();
+    await v.sql("update oauth_tokens_vault set cooldown_until = now() - interval '1 second'");
+    const attempts = double.refreshAttempts;
+    const served = await v.cli(['token', 'get', 'acct'], { secretOutput: true });
+    expect(served.code, served.stderr).toBe(0);
+    expect(double.refreshAttempts).toBe(attempts + 1);
     expect(await statusOf(v)).toMatchObject({ status: 'active', consecutive_failures: 0, urgency: 'ok' });
   });
 
