@@ -113,17 +113,39 @@ export async function renameConnection(
 }
 
 /**
- * Account ids a person asked for, as the platform writes them; a Google Ads id must be one (10 digits,
- * dashes allowed), refused here rather than after someone consented.
+ * What is wrong with an account id (normalized), in words that do not repeat it (an import's file may
+ * hold a secret where the id should be), or undefined when it is one: a Google Ads customer id is 10
+ * digits; Microsoft Advertising's account and customer ids are numbers (an account also has a
+ * *number*, letters and digits like F149ABCD, which the API does not take).
+ */
+export function accountIdProblem(
+  platform: string,
+  id: string,
+  kind: 'account' | 'customer' = 'account',
+): string | undefined {
+  if (platform === 'google_ads') {
+    return /^\d{10}$/.test(id) ? undefined : 'is not a Google Ads customer id (10 digits, dashes allowed)';
+  }
+  if (platform === 'microsoft_ads') {
+    if (/^\d{1,19}$/.test(id)) return undefined;
+    const what = `is not a Microsoft Advertising ${kind} id (digits only, the ${kind === 'account' ? 'aid' : 'cid'}= of the web UI's address)`;
+    const numbers = id.split(/[;|]/);
+    return kind === 'account' && numbers.every((part) => /^(?=.*[A-Za-z])[A-Za-z0-9]{6,10}$/.test(part))
+      ? `${what}: it looks like the account number (letters and digits, like F149ABCD), which the API does not take`
+      : what;
+  }
+  return undefined;
+}
+
+/**
+ * Account ids a person asked for, as the platform writes them; one that is not an id of the platform
+ * (see accountIdProblem) is refused here rather than after someone consented.
  */
 export function parseAccountIds(platform: PlatformId, ids: string[]): string[] {
   const normalized = ids.map((id) => {
     const account = normalizeAccountId(platform, id);
-    if (platform === 'google_ads' && !/^\d{10}$/.test(account)) {
-      throw new InvalidInputError(
-        `${quoted(id)} is not a Google Ads customer id (10 digits, dashes allowed)`,
-      );
-    }
+    const problem = accountIdProblem(platform, account);
+    if (problem) throw new InvalidInputError(`${quoted(id)} ${problem}`);
     return account;
   });
   return [...new Set(normalized)];
