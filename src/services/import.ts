@@ -1,5 +1,15 @@
 import { parse as parseDotenv } from 'dotenv';
-import { type Document, isAlias, isMap, isScalar, isSeq, LineCounter, parseDocument, visit } from 'yaml';
+import {
+  type Document,
+  isAlias,
+  isMap,
+  isScalar,
+  isSeq,
+  LineCounter,
+  parseAllDocuments,
+  parseDocument,
+  visit,
+} from 'yaml';
 import { Secret } from '../crypto/secret.js';
 import { type Db, databaseWhere } from '../db/client.js';
 import { mapDatabaseError } from '../db/errors.js';
@@ -22,7 +32,7 @@ import type { AdAccount, ProviderApp, TokenResult } from '../providers/types.js'
 import { connectionRef } from '../views.js';
 import { type AppFields, addApp, parseAppFields, secretSlot, updateApp } from './apps.js';
 import { recordAudit } from './audit.js';
-import { normalizeAccountId } from './connections.js';
+import { accountIdProblem, normalizeAccountId } from './connections.js';
 import type { ServiceContext } from './context.js';
 import { openToken, storeGrant, tokenSha256 } from './grants.js';
 import {
@@ -179,6 +189,13 @@ function isKnownVariable(name: string): boolean {
   );
 }
 
+/** Whether credvault takes the variable's value (not only a known setting it ignores, like a path). */
+function isReadVariable(name: string): boolean {
+  return RECOGNISED.some(({ prefixes, fields }) =>
+    prefixes.some((prefix) => name.startsWith(prefix) && Object.hasOwn(fields, name.slice(prefix.length))),
+  );
+}
+
 function lineOf(text: string, index: number): number {
   let line = 1;
   for (let i = 0; i < index; i++) if (text.charCodeAt(i) === 10) line += 1;
@@ -194,7 +211,8 @@ function lineOf(text: string, index: number): number {
  * (a shell expands it, dotenv stores it as written). Each is reported with its line number, never
  * with the value, and nothing is imported.
  */
-export function parseEnvText(text: string, source: string): Map<string, string> {
+export function parseEnvText(text: string, source: string): FileVars {
+  checkEncoding(text, source);
   const refuse = (
     line: number,
     what: string,
@@ -246,7 +264,28 @@ export function parseEnvText(text: string, source: string): Map<string, string> 
     cursor = match.index + match[0].length;
   }
   strayIn(cursor, text.length);
-  return new Map(Object.entries(parseDotenv(text)));
+  return withWhere(new Map(Object.entries(parseDotenv(text))), (name) => ({ source, line: seen.get(name) }));
+}
+
+/**
+ * The file must be UTF-8 text: read as UTF-8, a UTF-16 file (a Windows editor's "Unicode") is a
+ * line of noise, and a byte that is not UTF-8 (Latin-1, say) becomes U+FFFD in the value, a
+ * credential changed without a word.
+ */
+function checkEncoding(text: string, source: string): void {
+  const hint =
+    'Save the file as UTF-8 (most editors offer it under "Save as" or "Encoding"); nothing was imported.';
+  // FF FE or FE FF read as UTF-8 is two replacement characters; without them, a NUL every other byte.
+  if (/^\uFFFD\uFFFD/.test(text) || /^(?:[^\0]\0){2}|^(?:\0[^\0]){2}/.test(text)) {
+    throw new InvalidInputError(`${source} is UTF-16 text, not UTF-8`, { hint });
+  }
+  const bad = text.indexOf('\uFFFD');
+  if (bad !== -1) {
+    throw new InvalidInputError(
+      `${source} line ${lineOf(text, bad)} is not UTF-8 text (a byte that is not UTF-8, or the character U+FFFD that stands for one)`,
+      { hint },
+    );
+  }
 }
 
 /**
@@ -273,6 +312,22 @@ function refuseGuess(
       'Quote the value (\'…\' or "…") if the # belongs to it, or put a space before the comment; nothing was imported.',
     );
   }
+  // A setting credvault does not take may hold a backslash (a Windows path): only a command is refused.
+  const read = isReadVariable(name);
+  if (quote !== "'" && raw.includes('`')) {
+    refuse(
+      at,
+      `refers to a command in the value of ${name} (\`…\`): dotenv stores those characters as they are, not what a shell would put there`,
+      'Write the value itself, or single-quote it if the ` belongs to the value; nothing was imported.',
+    );
+  }
+  if (read && quote !== "'" && raw.includes('\\')) {
+    refuse(
+      at,
+      `has a backslash in the value of ${name}, which dotenv and a shell read differently (in "…" dotenv keeps \\" as it is and makes \\n a line break; a shell drops the backslash)`,
+      "Single-quote the value ('…') if the backslash belongs to it (both read it as written then), or remove it; nothing was imported.",
+    );
+  }
   if (quote !== "'" && /\$(?:\{|\(|[A-Za-z_])/.test(raw)) {
     refuse(
       at,
@@ -292,12 +347,50 @@ export interface Recognised {
   unsupported: string[];
 }
 
+/** Where a file sets a variable (named as the file names it): for messages that never quote values. */
+export type Where = (shown: string) => { source: string; line?: number };
+
+/** A file's variables, with where each is set. */
+export type FileVars = Map<string, string> & { where?: Where };
+
+function withWhere(vars: Map<string, string>, where: Where): FileVars {
+  return Object.assign(vars, { where });
+}
+
+/**
+ * What is wrong with a credential's value, in words that do not repeat it: a control character (a
+ * line break, a tab, a NUL) or an invisible format character (a zero-width space, a byte-order mark
+ * inside the text) is in no client id, secret, token or id, and stored it would fail at the platform
+ * with nothing to see.
+ */
+function valueProblem(value: string): string | undefined {
+  if (/[\r\n]/.test(value)) return 'holds a line break';
+  if (/\p{Cc}/u.test(value)) return 'holds a control character';
+  if (/\p{Cf}/u.test(value)) {
+    return 'holds an invisible character (a zero-width space, a byte-order mark or another format character)';
+  }
+  return undefined;
+}
+
 /** `shown` names a variable as the user's file does (google-ads.yaml's keys are lower-case). */
-export function recognise(vars: Map<string, string>, shown = (name: string) => name): Recognised {
+export function recognise(vars: FileVars, shown = (name: string) => name): Recognised {
   const platforms = new Map<PlatformId, PlatformCredentials>();
   const unknown: string[] = [];
   const ignored: string[] = [];
   const unsupported: string[] = [];
+  const where: Where = vars.where ?? (() => ({ source: '' }));
+  // "FILE line N: " before a message about a variable (where it is known).
+  const at = (name: string) => {
+    const { source, line } = where(name);
+    return source ? `${source}${line ? ` line ${line}` : ''}: ` : '';
+  };
+  const lineOfVar = (name: string) => {
+    const { line } = where(name);
+    return line ? ` (line ${line})` : '';
+  };
+  const refuse = (name: string, problem: string, hint: string): never => {
+    throw new InvalidInputError(`${at(name)}${name} ${problem}`, { hint: `${hint}; nothing was imported.` });
+  };
   for (const [name, raw] of vars) {
     const value = raw.trim();
     const rule = RECOGNISED.find((r) => r.prefixes.some((p) => name.startsWith(p)));
@@ -311,37 +404,44 @@ export function recognise(vars: Map<string, string>, shown = (name: string) => n
       else unknown.push(name);
       continue;
     }
+    // The value as the file gives it (quoted, a trailing line break is part of it).
+    const problem = valueProblem(raw);
+    if (problem) {
+      refuse(
+        shown(name),
+        problem,
+        'Write the value on one line, with nothing but its own characters (copy it again from where it was issued)',
+      );
+    }
     if (value === '') continue;
     const creds = platforms.get(rule.platform) ?? { accountIds: [], sources: {}, prefix: prefix! };
     const previous = creds.sources[field];
     if (previous && previous !== shown(name)) {
       const same = field === 'accounts' ? true : readValue(creds, field) === value;
       if (!same) {
-        throw new InvalidInputError(`${previous} and ${shown(name)} disagree; nothing was imported`, {
-          hint: 'Keep one of them.',
-        });
+        const { source } = where(previous);
+        throw new InvalidInputError(
+          `${source ? `${source}: ` : ''}${previous}${lineOfVar(previous)} and ${shown(name)}${lineOfVar(shown(name))} disagree; nothing was imported`,
+          { hint: 'Keep one of them.' },
+        );
       }
     }
     creds.sources[field] = shown(name);
+    const checkId = (id: string, kind: 'account' | 'customer') => {
+      const normalized = normalizeAccountId(rule.platform, id);
+      const wrong = accountIdProblem(rule.platform, normalized, kind);
+      if (wrong) refuse(shown(name), wrong, 'Fix the value');
+      return normalized;
+    };
     if (field === 'accounts') {
       for (const id of value.split(/[\s,]+/).filter(Boolean)) {
-        const normalized = normalizeAccountId(rule.platform, id);
-        if (rule.platform === 'google_ads' && !/^\d{10}$/.test(normalized)) {
-          throw new InvalidInputError(
-            `${shown(name)} holds ${quoted(id)}, which is not a Google Ads customer id (10 digits, dashes allowed)`,
-            { hint: 'Fix the value; nothing was imported.' },
-          );
-        }
+        const normalized = checkId(id, 'account');
         if (!creds.accountIds.includes(normalized)) creds.accountIds.push(normalized);
       }
     } else if (SECRET_FIELDS.has(field)) {
       (creds as unknown as Record<string, Secret>)[field] = new Secret(value);
-    } else if (field === 'loginCustomerId' && !/^\d{10}$/.test(normalizeAccountId(rule.platform, value))) {
-      throw new InvalidInputError(
-        `${shown(name)} holds ${quoted(value)}, which is not a Google Ads customer id (10 digits, dashes allowed)`,
-        { hint: 'Fix the value; nothing was imported.' },
-      );
     } else {
+      if (field === 'loginCustomerId' || field === 'customerId') checkId(value, 'customer');
       (creds as unknown as Record<string, string>)[field] = value;
     }
     platforms.set(rule.platform, creds);
@@ -421,22 +521,42 @@ function checkTextValues(document: Document, lineCounter: LineCounter, source: s
  * problem are reported, a warning (an unknown tag) is an error, and nothing goes to stderr by itself.
  * A value that YAML reads as an alias or an anchor is refused as well.
  */
-function readYaml(text: string, source: string): unknown {
+function readYaml(text: string, source: string): { data: unknown; lines: Map<string, number> } {
   const lineCounter = new LineCounter();
   const invalid = (at: { line: number; col: number } | undefined, kind: string) =>
     new InvalidInputError(
       `${source}${at ? ` line ${at.line}` : ''} is not valid YAML (${at ? `column ${at.col}: ` : ''}${kind})`,
       { hint: 'Fix the file; nothing was imported.' },
     );
+  const at = (node: { range?: [number, number, number] | null }) =>
+    node.range ? lineCounter.linePos(node.range[0]) : undefined;
   // Whole numbers as they are written: a long all-digit value would otherwise lose its last digits.
-  const document: Document = parseDocument(text, { intAsBigInt: true, logLevel: 'silent', lineCounter });
+  // Every document: parseDocument, silent, drops a second one (after ---) without a word.
+  const options = { intAsBigInt: true, logLevel: 'silent', lineCounter } as const;
+  const all = parseAllDocuments(text, options);
+  const document: Document = Array.isArray(all) && all[0] ? all[0] : parseDocument(text, options);
   const problem = document.errors[0] ?? document.warnings[0];
-  if (problem) throw invalid(problem.linePos?.[0], yamlProblem(problem.code));
+  if (problem) {
+    // A quote left open is reported where the file ends: the line that opens it is the one to fix.
+    let where = problem.linePos?.[0];
+    let kind = yamlProblem(problem.code);
+    if (problem.code === 'MISSING_CHAR' && /quote/i.test(problem.message)) {
+      kind = 'a quote that is opened and not closed';
+      visit(document, {
+        Scalar(_, node) {
+          if (node.type !== 'QUOTE_DOUBLE' && node.type !== 'QUOTE_SINGLE') return;
+          if (!node.range || node.range[0] > problem.pos[0] || node.range[2] < problem.pos[0]) return;
+          where = at(node);
+          return visit.BREAK;
+        },
+      });
+    }
+    throw invalid(where, kind);
+  }
+  if (Array.isArray(all) && all.length > 1) throw invalid(at(all[1]!), yamlProblem('MULTIPLE_DOCS'));
   // What YAML accepts and a google-ads.yaml never means: a secret that starts with * (an alias to
   // nothing) or & (an anchor, leaving the key with no value) read as syntax.
   let odd: { at: { line: number; col: number } | undefined; kind: string } | undefined;
-  const at = (node: { range?: [number, number, number] | null }) =>
-    node.range ? lineCounter.linePos(node.range[0]) : undefined;
   visit(document, {
     Alias(_, node) {
       if (node.resolve(document) !== undefined) return;
@@ -451,8 +571,17 @@ function readYaml(text: string, source: string): unknown {
   });
   if (odd) throw invalid(odd.at, odd.kind);
   checkTextValues(document, lineCounter, source);
+  // The line of each top-level key, for messages about its value.
+  const lines = new Map<string, number>();
+  if (isMap(document.contents)) {
+    for (const pair of document.contents.items) {
+      const key = isScalar(pair.key) ? pair.key : undefined;
+      const line = key ? at(key)?.line : undefined;
+      if (typeof key?.value === 'string' && line) lines.set(key.value, line);
+    }
+  }
   try {
-    return document.toJS();
+    return { data: document.toJS(), lines };
   } catch {
     // An alias count that signals a resource exhaustion attack, say: the library's words, unread.
     throw invalid(undefined, 'it cannot be read as data');
@@ -464,7 +593,8 @@ function readYaml(text: string, source: string): unknown {
  * lower-cased) and recognises it like the equivalent environment.
  */
 export function parseGoogleAdsYaml(text: string, source: string): Recognised {
-  const doc = readYaml(text, source);
+  checkEncoding(text, source);
+  const { data: doc, lines } = readYaml(text, source);
   if (doc === null || typeof doc !== 'object' || Array.isArray(doc)) {
     throw new InvalidInputError(
       `${source} is not a google-ads.yaml (expected keys such as client_id, refresh_token)`,
@@ -477,7 +607,13 @@ export function parseGoogleAdsYaml(text: string, source: string): Recognised {
   const unknownKeys: string[] = [];
   for (const [key, value] of Object.entries(doc)) {
     // Own keys only: a key named like an object's property (toString, constructor) is an unknown key.
-    const name = Object.hasOwn(YAML_KEYS, key) ? YAML_KEYS[key]! : `GOOGLE_ADS_${key.toUpperCase()}`;
+    // Keys are case-sensitive, as the client library reads them: CLIENT_SECRET is not client_secret.
+    const known = Object.hasOwn(YAML_KEYS, key);
+    if (!known && key !== key.toLowerCase()) {
+      unknownKeys.push(key);
+      continue;
+    }
+    const name = known ? YAML_KEYS[key]! : `GOOGLE_ADS_${key.toUpperCase()}`;
     if (value === null || value === undefined) continue;
     // The client library's template, not filled in: as if the key were not there.
     if (typeof value === 'string' && /^INSERT_\w+_HERE$/.test(value)) continue;
@@ -499,7 +635,10 @@ export function parseGoogleAdsYaml(text: string, source: string): Recognised {
     vars.set(name, String(value));
   }
   const back = (name: string) => name.slice('GOOGLE_ADS_'.length).toLowerCase();
-  const found = recognise(vars, back);
+  const found = recognise(
+    withWhere(vars, (key) => ({ source, line: lines.get(key) })),
+    back,
+  );
   for (const creds of found.platforms.values()) creds.yaml = true;
   return {
     ...found,

@@ -697,7 +697,7 @@ describe('import env', () => {
       const notId = await v.cli(['import', 'env', '--file', file, '--dry-run']);
       expect(notId.code).toBe(2);
       expect(notId.stderr).toContain(
-        'GOOGLE_ADS_CUSTOMER_ID holds "true", which is not a Google Ads customer id',
+        'line 3: GOOGLE_ADS_CUSTOMER_ID is not a Google Ads customer id (10 digits, dashes allowed)',
       );
       const before = await v.dump();
       for (const [text, message] of cases) {
@@ -822,7 +822,9 @@ describe('import env', () => {
     writeFileSync(file, 'LINKEDIN_CLIENT_ID=one\nLINKEDIN_ADS_CLIENT_ID=two\n');
     const clash = await v.cli(['import', 'env', '--file', file]);
     expect(clash.code).toBe(2);
-    expect(clash.stderr).toContain('LINKEDIN_CLIENT_ID and LINKEDIN_ADS_CLIENT_ID disagree');
+    expect(clash.stderr).toContain(
+      `${file}: LINKEDIN_CLIENT_ID (line 1) and LINKEDIN_ADS_CLIENT_ID (line 2) disagree`,
+    );
 
     // A new app needs what `apps add` needs, asked for by the file's own names.
     writeFileSync(
@@ -984,7 +986,8 @@ logging:
     expect(noAccount.stderr).not.toContain('GOOGLE_ADS_');
     writeFileSync(file, `client_id: x.apps.googleusercontent.com\ncustomer_id: 12345\n`);
     const notId = await v.cli(['import', 'google-ads-yaml', file, '--dry-run']);
-    expect(notId.stderr).toContain('customer_id holds "12345", which is not a Google Ads customer id');
+    expect(notId.stderr).toContain('line 2: customer_id is not a Google Ads customer id');
+    expect(notId.stderr).not.toContain('12345');
   });
 
   it('takes customer_id as a YAML list, and a value still the template placeholder as not set', async () => {
@@ -1022,5 +1025,221 @@ logging:
     const nested = await v.cli(['import', 'google-ads-yaml', file, '--dry-run']);
     expect(nested.code).toBe(2);
     expect(nested.stderr).toContain('customer_id is neither an account id nor a list of them');
+  });
+  describe('reading a file: values are refused by file, line and name, never echoed', () => {
+    /** Runs a dry-run import of `text` (written as given: a Buffer for bytes) and returns its JSON error. */
+    async function refusal(
+      v: TestVault,
+      kind: 'env' | 'yaml',
+      text: string | Buffer,
+    ): Promise<{ message: string; hint: string; stderr: string }> {
+      const file = join(v.root, kind === 'env' ? '.env' : 'google-ads.yaml');
+      writeFileSync(file, text);
+      const args = kind === 'env' ? ['import', 'env', '--file', file] : ['import', 'google-ads-yaml', file];
+      const json = await v.cli([...args, '--dry-run', '--json']);
+      expect(json.code, json.stderr).toBe(2);
+      const { error } = JSON.parse(json.stderr) as { error: { message: string; hint?: string } };
+      const human = await v.cli([...args, '--dry-run']);
+      expect(human.code, human.stderr).toBe(2);
+      // --json puts the hint after the message.
+      return {
+        message: error.message,
+        hint: error.hint ?? error.message,
+        stderr: `${json.stderr}\n${human.stderr}`,
+      };
+    }
+
+    it.runIf(ONCE)('an id that is not one is named by file, line and variable, not quoted', async () => {
+      const v = await vault();
+      const leak = 'FAKE_RT_SECRETLEAK';
+      const head = 'GOOGLE_ADS_CLIENT_ID=abc.apps.googleusercontent.com\n';
+      const env = await refusal(v, 'env', `${head}GOOGLE_ADS_LOGIN_CUSTOMER_ID=1//${leak}\n`);
+      expect(env.message).toContain(
+        `${join(v.root, '.env')} line 2: GOOGLE_ADS_LOGIN_CUSTOMER_ID is not a Google Ads customer id (10 digits, dashes allowed)`,
+      );
+      expect(env.hint).toContain('Fix the value');
+      expect(env.stderr).not.toContain(leak);
+      // An alias to the developer token where the login customer id goes.
+      const yaml = await refusal(
+        v,
+        'yaml',
+        `client_id: x.apps.googleusercontent.com\ndeveloper_token: &dt 1//${leak}\nlogin_customer_id: *dt\n`,
+      );
+      expect(yaml.message).toContain(
+        'google-ads.yaml line 3: login_customer_id is not a Google Ads customer id',
+      );
+      expect(yaml.stderr).not.toContain(leak);
+    });
+
+    it.runIf(ONCE)('Microsoft Advertising ids are digits: an account number is named as one', async () => {
+      const v = await vault();
+      const head = 'MICROSOFT_ADS_CLIENT_ID=00000000-0000-0000-0000-00000000d0b1\n';
+      const number = await refusal(v, 'env', `${head}MICROSOFT_ADS_ACCOUNT_ID=F987WXYZ;X7654321\n`);
+      expect(number.message).toContain(
+        'line 2: MICROSOFT_ADS_ACCOUNT_ID is not a Microsoft Advertising account id',
+      );
+      expect(number.message).toContain('it looks like the account number');
+      expect(number.stderr).not.toContain('F987WXYZ');
+      const customer = await refusal(v, 'env', `${head}BING_ADS_CUSTOMER_ID=C-555\n`);
+      expect(customer.message).toContain(
+        'line 2: BING_ADS_CUSTOMER_ID is not a Microsoft Advertising customer id',
+      );
+      expect(customer.stderr).not.toContain('C-555');
+      // connect --account agrees (the CLI's own argument may be quoted back).
+      const connect = await v.cli(['connect', 'microsoft_ads', '--no-browser', '--account', 'F149ABCD']);
+      expect(connect.code, connect.stderr).toBe(2);
+      expect(connect.stderr).toContain('"F149ABCD" is not a Microsoft Advertising account id');
+    });
+
+    it.runIf(ONCE)(
+      'refuses backticks, backslashes outside single quotes, and what a shell reads otherwise',
+      async () => {
+        const v = await vault();
+        const head = 'GOOGLE_ADS_CLIENT_ID=abc.apps.googleusercontent.com\n';
+        const tail = fakeSecret('bt').slice(2, 14);
+        const cases: Array<[string, string, RegExp]> = [
+          [
+            'GOOGLE_ADS_REFRESH_TOKEN=`cat /run/secrets/rt`',
+            'line 2 refers to a command in the value of GOOGLE_ADS_REFRESH_TOKEN',
+            /single-quote/,
+          ],
+          ['GOOGLE_ADS_REFRESH_TOKEN="`cat /run/secrets/rt`"', 'line 2 refers to a command', /single-quote/],
+          [
+            `GOOGLE_ADS_CLIENT_SECRET="ab\\"${tail}"`,
+            'line 2 has a backslash in the value of GOOGLE_ADS_CLIENT_SECRET',
+            /Single-quote/,
+          ],
+          [
+            `GOOGLE_ADS_CLIENT_SECRET="FAKE\\n${tail}"`,
+            'line 2 has a backslash in the value of GOOGLE_ADS_CLIENT_SECRET',
+            /Single-quote/,
+          ],
+          [
+            `GOOGLE_ADS_DEVELOPER_TOKEN=ab\\${tail}`,
+            'line 2 has a backslash in the value of GOOGLE_ADS_DEVELOPER_TOKEN',
+            /Single-quote/,
+          ],
+        ];
+        for (const [line, message, hint] of cases) {
+          const refused = await refusal(v, 'env', `${head}${line}\n`);
+          expect(refused.message).toContain(message);
+          expect(refused.hint).toMatch(hint);
+          expect(refused.stderr).not.toContain(tail);
+        }
+        // Single-quoted, both read it as written; a setting credvault does not take may hold a path.
+        const file = join(v.root, '.env');
+        writeFileSync(
+          file,
+          `${head}GOOGLE_ADS_CLIENT_SECRET='ab\\"${tail}'\nGOOGLE_ADS_CONFIGURATION_FILE_PATH=C:\\ads\\google-ads.yaml\n`,
+        );
+        const quoted = await v.cli(['import', 'env', '--file', file, '--dry-run']);
+        expect(quoted.code, quoted.stderr).toBe(0);
+      },
+    );
+
+    it.runIf(ONCE)('refuses line breaks, control and invisible characters in every credential', async () => {
+      const v = await vault();
+      const head = 'GOOGLE_ADS_CLIENT_ID=abc.apps.googleusercontent.com\n';
+      const tail = fakeSecret('cc').slice(2, 14);
+      const cases: Array<[string, string]> = [
+        [`GOOGLE_ADS_REFRESH_TOKEN="FAKE\n${tail}"`, 'line 2: GOOGLE_ADS_REFRESH_TOKEN holds a line break'],
+        [
+          `GOOGLE_ADS_CLIENT_SECRET='a\tb${tail}'`,
+          'line 2: GOOGLE_ADS_CLIENT_SECRET holds a control character',
+        ],
+        [
+          `GOOGLE_ADS_DEVELOPER_TOKEN="x\u0007${tail}"`,
+          'line 2: GOOGLE_ADS_DEVELOPER_TOKEN holds a control character',
+        ],
+        [
+          `LINKEDIN_ACCESS_TOKEN=ab\u200b${tail}`,
+          'line 2: LINKEDIN_ACCESS_TOKEN holds an invisible character',
+        ],
+        [
+          `GOOGLE_ADS_REFRESH_TOKEN=ab\uFEFF${tail}`,
+          'line 2: GOOGLE_ADS_REFRESH_TOKEN holds an invisible character',
+        ],
+      ];
+      for (const [line, message] of cases) {
+        const refused = await refusal(v, 'env', `${head}${line}\n`);
+        expect(refused.message).toContain(message);
+        expect(refused.stderr).not.toContain(tail);
+      }
+      // In the client id, named by the file's variable and line (apps add's own words named client_id).
+      const id = await refusal(v, 'env', `GOOGLE_ADS_CLIENT_ID="abc\n${tail}"\n`);
+      expect(id.message).toContain('.env line 1: GOOGLE_ADS_CLIENT_ID holds a line break');
+      expect(id.stderr).not.toContain(tail);
+      const yamlCases: Array<[string, string]> = [
+        [`refresh_token: "FAKE\\n${tail}"`, 'google-ads.yaml line 2: refresh_token holds a line break'],
+        [`client_secret: |\n  FAKE\n  ${tail}`, 'google-ads.yaml line 2: client_secret holds a line break'],
+        [`developer_token: "ab\\u200b${tail}"`, 'line 2: developer_token holds an invisible character'],
+      ];
+      for (const [line, message] of yamlCases) {
+        const refused = await refusal(v, 'yaml', `client_id: x.apps.googleusercontent.com\n${line}\n`);
+        expect(refused.message).toContain(message);
+        expect(refused.stderr).not.toContain(tail);
+      }
+    });
+
+    it.runIf(ONCE)('refuses a file that is not UTF-8, naming UTF-16 as such', async () => {
+      const v = await vault();
+      const text = `GOOGLE_ADS_CLIENT_ID=abc.apps.googleusercontent.com\nGOOGLE_ADS_REFRESH_TOKEN=${fakeSecret('r')}\n`;
+      const le = await refusal(
+        v,
+        'env',
+        Buffer.concat([Buffer.from([0xff, 0xfe]), Buffer.from(text, 'utf16le')]),
+      );
+      expect(le.message).toContain('is UTF-16 text, not UTF-8');
+      expect(le.hint).toContain('Save the file as UTF-8');
+      const be = Buffer.from(text, 'utf16le').swap16();
+      const big = await refusal(v, 'yaml', Buffer.concat([Buffer.from([0xfe, 0xff]), be]));
+      expect(big.message).toContain('is UTF-16 text, not UTF-8');
+      // A Latin-1 byte in a value: not silently U+FFFD.
+      const latin = await refusal(
+        v,
+        'env',
+        Buffer.concat([
+          Buffer.from('GOOGLE_ADS_CLIENT_ID=abc\nGOOGLE_ADS_CLIENT_SECRET=caf'),
+          Buffer.from([0xe9, 0x0a]),
+        ]),
+      );
+      expect(latin.message).toContain('.env line 2 is not UTF-8 text');
+    });
+
+    it.runIf(ONCE)(
+      'google-ads.yaml: keys are case-sensitive, one document only, an open quote where it opens',
+      async () => {
+        const v = await vault();
+        const file = join(v.root, 'google-ads.yaml');
+        const secret = fakeSecret('cs');
+        writeFileSync(
+          file,
+          `client_id: x.apps.googleusercontent.com\nclient_secret: ${secret}\nCLIENT_SECRET: other\n`,
+        );
+        const report = await v.json<ImportJson>(['import', 'google-ads-yaml', file, '--dry-run']);
+        expect(report.unknown).toEqual(['CLIENT_SECRET']);
+        expect(report.plan.map((p) => `${p.action} ${p.kind}`)).toEqual(['create app']);
+        // The stored secret is the lower-case key's: the file without the other key changes nothing.
+        expect((await v.cli(['import', 'google-ads-yaml', file])).code).toBe(0);
+        writeFileSync(file, `client_id: x.apps.googleusercontent.com\nclient_secret: ${secret}\n`);
+        const same = await v.json<ImportJson>(['import', 'google-ads-yaml', file, '--dry-run']);
+        expect(same.plan.map((p) => p.action)).toEqual(['unchanged']);
+
+        const docs = await refusal(
+          v,
+          'yaml',
+          `client_id: x.apps.googleusercontent.com\n---\nclient_secret: ${secret}\n`,
+        );
+        expect(docs.message).toContain('more than one document');
+        const open = await refusal(
+          v,
+          'yaml',
+          `client_id: x.apps.googleusercontent.com\nclient_secret: "${secret}\nrefresh_token: x\ndeveloper_token: y\nlogin_customer_id: 1234567890\n`,
+        );
+        expect(open.message).toContain('google-ads.yaml line 2 is not valid YAML');
+        expect(open.message).toContain('a quote that is opened and not closed');
+        expect(open.stderr).not.toContain(secret.slice(2, 14));
+      },
+    );
   });
 });
