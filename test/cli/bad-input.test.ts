@@ -138,7 +138,8 @@ describe.runIf(ONCE)('import google-ads-yaml: a value YAML reads as a number or 
       unknown: string[];
     }>(['import', 'google-ads-yaml', file, '--dry-run']);
     expect(plan.applied).toBe(false);
-    expect(plan.unknown).toEqual(['constructor', 'tostring']);
+    // Listed as the file spells them: keys are case-sensitive (toString is no tostring).
+    expect(plan.unknown).toEqual(['constructor', 'toString']);
     expect(plan.plan.map((p) => `${p.action} ${p.target}`)).toEqual([
       'create imported',
       'create 1234567890',
