@@ -4,10 +4,15 @@
  */
 
 const argv = process.argv.slice(2);
-// A reader that stopped reading (`credvault … | head`) is not an error.
-process.stdout.on('error', (error: NodeJS.ErrnoException) => {
-  if (error.code === 'EPIPE') process.exit(0);
-});
+// A reader that stopped reading (`credvault … | head`) is not an error; any other failure to write is
+// (bin/credvault says so and ends with exit 1; this is for a start without it: `npm run dev`).
+if (process.stdout.listenerCount('error') === 0) {
+  process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+    if (error.code === 'EPIPE') process.exit(0);
+    process.stderr.write(`error: could not write to standard output (${error.message})\n`);
+    process.exit(1);
+  });
+}
 // The event loop ran dry while the command still waited: a promise nothing will settle (on the embedded
 // database, a query outside the transaction that holds its only connection). Never a silent exit 0.
 let settled = false;

@@ -173,7 +173,7 @@ export async function runDaemon(
       stopAt = Date.now();
       startDeadline = setTimeout(() => {
         log.error(
-          `${signal} came while starting, and the start did not end within ${GIVE_UP_MS / 1000}s; exiting, abandoning ${abandoned()}`,
+          `${signal} came while starting, and the start did not end within ${GIVE_UP_MS / 1000}s; exiting, ${abandoned()}`,
         );
         void Promise.race([cleanup(), sleep(700)]).finally(() => process.exit(1));
       }, GIVE_UP_MS);
@@ -270,7 +270,7 @@ export async function runDaemon(
         `${waiting.count} database statement${waiting.count > 1 ? 's' : ''} unanswered (the oldest sent ${Math.round(waiting.oldestMs / 1000)} s ago)`,
       );
     }
-    return parts.length ? parts.join('; ') : 'nothing in flight';
+    return parts.length ? `abandoning ${parts.join('; ')}` : 'with nothing of its own in flight';
   };
 
   try {
@@ -444,7 +444,7 @@ export async function runDaemon(
       // before systemd's stop timeout would kill it. The log line names what was left.
       const deadline = setTimeout(
         () => {
-          log.error(`shutdown took longer than ${GIVE_UP_MS / 1000}s; exiting, abandoning ${abandoned()}`);
+          log.error(`shutdown took longer than ${GIVE_UP_MS / 1000}s; exiting, ${abandoned()}`);
           void Promise.race([cleanup(), sleep(700)]).finally(() => {
             resolve(1);
             setTimeout(() => process.exit(1), 100).unref();

@@ -24,6 +24,11 @@ export function normalizeAccountId(platform: string, id: string): string {
 /** CONN ref: an id, `platform:external_account_id` (kebab platform accepted), or a connection's name. */
 export async function resolveConnection(db: Db, ref: string): Promise<ConnectionRow> {
   const trimmed = ref.trim();
+  if (!trimmed) {
+    throw new InvalidInputError('no connection was named', {
+      hint: 'Name it by its name, its id, or PLATFORM:ACCOUNT (`credvault connections list` shows them).',
+    });
+  }
   if (isUuid(trimmed)) {
     const row = await store.getById(db, trimmed.toLowerCase());
     if (row) return row;

@@ -756,9 +756,9 @@ async function recordRefreshFailure(
   }
   const dead = error.kind === 'dead_grant';
   const lost = grant.refreshInFlightSince
-    ? ` An earlier refresh, sent at ${grant.refreshInFlightSince.toISOString()}, never recorded its answer; the platform probably rotated the refresh token then.`
+    ? `; an earlier refresh, sent at ${grant.refreshInFlightSince.toISOString()}, never recorded its answer: the platform probably rotated the refresh token then`
     : unanswered && attempts > 1
-      ? ' An earlier attempt of this refresh got no answer; the platform probably rotated the refresh token then.'
+      ? '; an earlier attempt of this refresh got no answer: the platform probably rotated the refresh token then'
       : '';
   const message = `${error.message}${dead ? lost : ''}`.slice(0, 1000);
   const refreshEntry = failedRefreshEntry(grant, connectionId, error, attempts);

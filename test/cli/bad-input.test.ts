@@ -264,3 +264,16 @@ describe.runIf(ONCE)('a folder where a file is expected', () => {
     );
   });
 });
+
+describe.runIf(ONCE)('an empty connection name', () => {
+  it('is bad usage (exit 2) saying how to name one, not "not found"', async () => {
+    for (const args of [
+      ['token', 'get', ''],
+      ['connections', 'show', ' '],
+    ]) {
+      const result = await v.cli(args);
+      expect(result.code, result.stderr).toBe(2);
+      expect(result.stderr).toContain('error: no connection was named\n');
+    }
+  });
+});

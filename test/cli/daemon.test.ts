@@ -1079,6 +1079,51 @@ describe.runIf(DB_KIND === 'postgres')('a shutdown while a statement hangs (no d
 });
 
 describe('token get beside a running daemon', () => {
+  it.runIf(ONCE)(
+    'a reader that stopped reading ends it quietly (exit 0); output it cannot write (a full disk) ends it with one line and exit 1, with or without a daemon',
+    async () => {
+      const { v, adopt } = await setup();
+      await adopt('987', 'acct-a');
+      /** `credvault ARGS` with its stdout a pipe closed at once, or a file descriptor. */
+      const run = (args: string[], stdout: 'closed' | number) =>
+        new Promise<{ code: number | null; stderr: string }>((resolve) => {
+          const child = spawn(process.execPath, [BIN, ...args], {
+            env: v.env as NodeJS.ProcessEnv,
+            stdio: ['ignore', stdout === 'closed' ? 'pipe' : stdout, 'pipe'],
+          });
+          if (stdout === 'closed') child.stdout!.destroy();
+          let stderr = '';
+          child.stderr!.on('data', (d: Buffer) => {
+            stderr += d.toString();
+          });
+          child.on('close', (code) => resolve({ code, stderr }));
+        });
+      const full = openSync('/dev/full', 'w');
+      try {
+        const expectBoth = async () => {
+          for (const args of [
+            ['token', 'get', 'acct-a'],
+            ['connections', 'list', '--json'],
+          ]) {
+            const closed = await run(args, 'closed');
+            expect([closed.code, closed.stderr], args.join(' ')).toEqual([0, '']);
+            const noSpace = await run(args, full);
+            expect(noSpace.code, noSpace.stderr).toBe(1);
+            expect(noSpace.stderr.trim().split('\n')).toHaveLength(1);
+            expect(noSpace.stderr).toContain('could not write to standard output (ENOSPC');
+          }
+        };
+        await expectBoth();
+        // token get through the daemon (the fast path) too.
+        const daemon = await startDaemon(v);
+        cleanups.push(() => daemon.stop());
+        await expectBoth();
+      } finally {
+        closeSync(full);
+      }
+    },
+  );
+
   it('asks the daemon (the same token, audited as the person, whatever the characters of their name)', async () => {
     const { double, v, adopt } = await setup();
     await adopt('987', 'acct-a');

@@ -488,7 +488,7 @@ describe('a refresh whose answer is lost after the platform rotated the token', 
       expect(result.code).toBe(4);
       const status = await statusOf(v);
       expect(status).toMatchObject({ status: 'needs_reauth', urgency: 'critical' });
-      expect(status.problem).toContain('got no answer; the platform probably rotated the refresh token then');
+      expect(status.problem).toContain('got no answer: the platform probably rotated the refresh token then');
     },
   );
 
