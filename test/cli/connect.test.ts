@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   type AllDoubles,
   type Double,
+  GOOGLE_ADWORDS_SCOPE,
   REDDIT_SCOPES,
   REDDIT_TEST_USER_AGENT,
   startAllDoubles,
@@ -974,5 +975,31 @@ describe.runIf(ONCE)('the browser connect opens', () => {
     expect(environment).toContain(`BROWSER=${browser}`);
     for (const name of ['CREDENTIAL_MASTER_KEY_FILE', 'VAULT_TOKEN', 'CREDVAULT_HOME', 'DATABASE_URL'])
       expect(environment).not.toMatch(new RegExp(`^${name}=`, 'm'));
+  });
+});
+
+describe.runIf(ONCE)('connections add of an account connected already', () => {
+  it('says when the connection it reconnects gets another name (a script asking for the old one finds nothing)', async () => {
+    const v = await vault();
+    const app = await addAppFor(v, 'google_ads', doubleFor('google_ads'));
+    const first = doubles.google.issueGrant({ clientId: app.clientId, scope: GOOGLE_ADWORDS_SCOPE });
+    await adoptGrant(v, 'google_ads', app.label, first.refreshToken, {
+      accounts: ['1234567890'],
+      name: 'acme',
+    });
+    const second = doubles.google.issueGrant({ clientId: app.clientId, scope: GOOGLE_ADWORDS_SCOPE });
+    const again = await adoptGrant(v, 'google_ads', app.label, second.refreshToken, {
+      accounts: ['1234567890'],
+      name: 'acme-us',
+    });
+    expect(again.stderr).toContain(
+      `google_ads:1234567890 was connected already (named acme, through app ${app.label}): it is now connected named acme-us, through app ${app.label}`,
+    );
+    // Connected again with nothing changed but the grant: no note.
+    const third = doubles.google.issueGrant({ clientId: app.clientId, scope: GOOGLE_ADWORDS_SCOPE });
+    const same = await adoptGrant(v, 'google_ads', app.label, third.refreshToken, {
+      accounts: ['1234567890'],
+    });
+    expect(same.stderr).not.toContain('was connected already');
   });
 });

@@ -1,4 +1,5 @@
 import { Secret } from '../../crypto/secret.js';
+import * as connectionStore from '../../db/store/connections.js';
 import { InvalidInputError, quoted } from '../../errors.js';
 import { loopbackTarget, startCallbackServer } from '../../oauth/loopback.js';
 import { PLATFORMS, type PlatformId, parsePlatform } from '../../providers/catalog.js';
@@ -288,10 +289,12 @@ export async function add(rt: Runtime, platformInput: string, opts: AddFlags): P
   const name = opts.name ? parseConnectionName(opts.name) : null;
   const wanted = parseAccountIds(platform, opts.account);
   if (name && wanted.length > 1) throw severalNamed();
+  let before: ConnectionView[] = [];
   const adopted = await withContext(rt, async (ctx) => {
     // Before the platform is asked: the refresh may rotate the token, and a name that could only fail
     // afterwards would leave the person with a refresh token the platform no longer takes.
     if (name) await assertNameFree(ctx.db, platform, name, wanted);
+    before = await connectionStore.listViews(ctx.db, { platform, accounts: wanted });
     return adoptRefreshToken(ctx, platform, opts.app, new Secret(text), {
       name,
       choose: chooseAccounts(rt, opts.account),
@@ -299,6 +302,17 @@ export async function add(rt: Runtime, platformInput: string, opts: AddFlags): P
   });
   const views = adopted.connections;
   printConnections(rt, views);
+  // An account connected already is connected again (its connection keeps its id): where that moves
+  // it to another app or gives it another name, say so, or a script still asking for the old name
+  // finds nothing.
+  for (const view of views) {
+    const was = before.find((b) => b.id === view.id);
+    if (!was || (was.appLabel === view.appLabel && was.name === view.name)) continue;
+    const as = (v: ConnectionView) => `${v.name ? `named ${v.name}, ` : ''}through app ${v.appLabel}`;
+    rt.out.note(
+      `${view.platform}:${view.externalAccountId} was connected already (${as(was)}): it is now connected ${as(view)}`,
+    );
+  }
   const added = views.map((v) => `${v.platform}:${v.externalAccountId}`).join(', ');
   if (adopted.joined) {
     rt.out.note(

@@ -94,9 +94,14 @@ export async function view(db: Db, id: string): Promise<ConnectionView | null> {
   return (await selectViews(db, eq(c.id, id)))[0] ?? null;
 }
 
-export async function listViews(db: Db, filter: { platform?: string; status?: string; ids?: string[] }) {
+export async function listViews(
+  db: Db,
+  filter: { platform?: string; status?: string; ids?: string[]; accounts?: string[] },
+) {
   const where: SQL[] = [];
   if (filter.platform) where.push(eq(c.platform, filter.platform));
+  if (filter.accounts)
+    where.push(inArray(c.externalAccountId, filter.accounts.length ? filter.accounts : ['']));
   if (filter.status) where.push(eq(c.status, filter.status));
   if (filter.ids)
     where.push(inArray(c.id, filter.ids.length ? filter.ids : ['00000000-0000-0000-0000-000000000000']));
