@@ -373,7 +373,12 @@ function needAll(client: ClientRow): void {
 
 /** A connection of the path's platform that the client may act on; others are "not found" or refused. */
 async function scopedConnection(input: RouteRequest, platform: PlatformId): Promise<ConnectionRow> {
-  const connection = await resolveConnection(input.ctx.db, input.params.id ?? '');
+  const connection = await resolveConnection(input.ctx.db, input.params.id ?? '').catch((error: unknown) => {
+    // Nor whether one of that name or account exists, unless it may see them all.
+    if (error instanceof NotFoundError && !input.client.scope.all)
+      forbid(`client ${input.client.name} may not act on connection ${input.params.id}`);
+    throw error;
+  });
   // Scope first: a client learns nothing of a connection outside it, not even its platform.
   if (!inScope(input.client, connection)) {
     forbid(`client ${input.client.name} may not act on connection ${input.params.id}`);

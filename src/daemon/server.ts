@@ -372,7 +372,13 @@ export function createTokenServer(deps: ServerDeps): Server {
       // as it would were no daemon running.
       throw new ApiError(403, 'forbidden', 'the caller is not configured with the key this daemon uses');
     }
-    const connection = await connectionFor(ref);
+    const connection = await connectionFor(ref).catch((error: unknown) => {
+      // A client scoped to part of the vault learns nothing of what is outside it, not even whether a
+      // connection of that name or account exists: refused as one outside its scope is.
+      if (error instanceof NotFoundError && !local && !client.scope.all)
+        throw new ApiError(403, 'forbidden', `client ${client.name} may not read connection ${ref}`);
+      throw error;
+    });
     const actor = local ? localActor(req) : client.name;
     const detail = { purpose: local ? 'token get (daemon)' : 'daemon', min_ttl: minTtl };
     // A refusal is recorded too, before it is answered; not for `token get`'s fast path, which takes

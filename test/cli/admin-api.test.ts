@@ -296,6 +296,14 @@ describe('roles on every route', () => {
     expect((await call('POST', `/v1/integrations/reddit_ads/connections/main/refresh`, 'admin')).status).toBe(
       404,
     );
+    // A client scoped to part of the vault cannot tell a connection that does not exist from one
+    // outside its scope: both refused alike.
+    for (const ref of ['nosuch', 'main'])
+      expect(
+        (await call('POST', `/v1/integrations/google_ads/connections/${ref}/refresh`, 'admin-linkedin'))
+          .status,
+        ref,
+      ).toBe(403);
   });
 
   it('revokes within scope: operator and admin each revoke one, reader may not', async () => {

@@ -193,6 +193,8 @@ describe('the token endpoint', () => {
       'forbidden',
     );
     await expectError(token('/v1/connections/nope/token', all), 404, 'not_found');
+    // A client scoped to acct-a cannot tell a connection that does not exist from one it may not read.
+    await expectError(token('/v1/connections/nope/token', reader), 403, 'forbidden');
     await expectError(token('/nowhere', all), 404, 'not_found');
     await expectError(token('/v1/connections/acct-a/token?min_ttl=forever', all), 400, 'invalid_input');
     await expectError(token('/v1/connections/acct-a/token?min_ttl=31536001', all), 400, 'invalid_input');
