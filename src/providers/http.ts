@@ -72,6 +72,9 @@ export function networkFailure(error: unknown, what: string, signal: AbortSignal
   return failure;
 }
 
+/** A server's failures that say nothing of whether a change it was sent was made. */
+const IN_DOUBT_STATUSES = new Set([500, 502, 504]);
+
 let requestTimeoutMs = 15_000;
 
 /**
@@ -132,7 +135,7 @@ async function requestWithin<T>(request: ApiRequest, signal: AbortSignal): Promi
     const kind = read.kind ?? (response.status === 401 ? 'unauthenticated' : classifyStatus(response.status));
     const detail = read.message ?? (parsed === null ? text : JSON.stringify(parsed));
     const code = read.code ? safeCode(read.code) : null;
-    throw new ProviderError(
+    const failure = new ProviderError(
       kind,
       `${request.what} failed with HTTP ${response.status}${code ? ` ${code}` : ''}: ${excerpt(detail, request.secrets)}`,
       {
@@ -141,6 +144,10 @@ async function requestWithin<T>(request: ApiRequest, signal: AbortSignal): Promi
         retryAfter: parseRetryAfter(response.headers.get('retry-after')) ?? read.retryAfter ?? null,
       },
     );
+    // A change answered with a server's failure (500, or a gateway's 502 or 504) is not proof that it
+    // was not made: the platform may have made it before failing, or behind the gateway that timed out.
+    failure.inDoubt = request.changes === true && IN_DOUBT_STATUSES.has(response.status);
+    throw failure;
   }
   if (response.status !== 204 && parsed === null && text) {
     throw new ProviderError(

@@ -65,6 +65,10 @@ function minorUnitMicros(currency: string): bigint {
 
 const AMOUNT = /^(\d+)(?:\.(\d+))?$/;
 const GROUPED = /^\d{1,3}(?:,\d{3})+(?:\.\d+)?$/;
+/** "1,500": a thousands separator, or a decimal comma (one and a half)? Said in full, it is clear. */
+const AMBIGUOUS = /^\d{1,3},\d{3}$/;
+/** The most any platform's budget field holds: micros as a signed 64-bit integer (Google's int64). */
+const MAX_MICROS = 2n ** 63n - 1n;
 
 /**
  * An amount as an operator types it ("75", "75.5", "1,234,567.89") in `currency`, as micros. More
@@ -75,6 +79,14 @@ export function parseAmount(text: string, currency: string): bigint;
 export function parseAmount(text: string, currency: null): bigint;
 export function parseAmount(text: string, currency: string | null): bigint {
   const trimmed = text.trim();
+  if (AMBIGUOUS.test(trimmed)) {
+    const [whole, part] = trimmed.split(',') as [string, string];
+    const decimal = `${whole}.${part.replace(/0+$/, '') || '0'}`;
+    throw new InvalidInputError(
+      `${quoted(text)} could be ${whole}${part} or ${decimal}: a comma is read as a thousands separator only in an amount that cannot be taken for a decimal comma`,
+      { hint: `Write it without the comma: ${whole}${part}, or ${decimal}.` },
+    );
+  }
   const plain = GROUPED.test(trimmed) ? trimmed.replace(/,/g, '') : trimmed;
   const match = AMOUNT.exec(plain);
   if (!match) {
@@ -89,11 +101,21 @@ export function parseAmount(text: string, currency: string | null): bigint {
       digits === 0
         ? `${currency} has no minor unit: ${quoted(text)} cannot be charged`
         : `${currency} has ${digits} digits after the decimal point: ${quoted(text)} cannot be charged`,
-      { hint: `Give a whole number of ${digits === 0 ? currency : `${currency} cents`}.` },
+      {
+        hint:
+          digits === 0
+            ? `Give a whole number of ${currency}.`
+            : `Give at most ${digits} digit${digits === 1 ? '' : 's'} after the decimal point.`,
+      },
     );
   }
   const micros = BigInt(match[1]!) * MICROS_PER_UNIT + BigInt((fraction || '0').padEnd(6, '0'));
   if (micros <= 0n) throw new InvalidInputError('a daily budget must be more than zero');
+  if (micros > MAX_MICROS) {
+    throw new InvalidInputError(`${quoted(text)} is more than any platform's budget field holds`, {
+      hint: 'Check the amount: it is per day, in the account’s currency.',
+    });
+  }
   return micros;
 }
 

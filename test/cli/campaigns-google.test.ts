@@ -609,6 +609,11 @@ describe('Google Ads API errors', () => {
       "select outcome, detail from credential_access_audit where action = 'campaign.budget' order by id desc limit 1",
     );
     expect(unknown[0]).toMatchObject({ outcome: 'failure', detail: { result: 'unknown' } });
+    // A write answered with a server's failure (500, a gateway's 502 or 504) may have been made too.
+    double.faults.failNext(1, { status: 502, body: 'Bad Gateway', path: mutatePath('v26', US) });
+    const gateway = await setBudget('11');
+    expect(gateway.code, gateway.stderr).toBe(5);
+    expect(gateway.stderr).toContain('may or may not have changed the budget of campaign 21000000001');
     // A read that was not answered leaves nothing in doubt: nothing was sent to change.
     // (Each request has its own deadline: a hung read is given up after CREDVAULT_HTTP_TIMEOUT, not
     // after the whole operation's.)

@@ -39,6 +39,17 @@ describe('money in exact micros', () => {
     expect(() => parseAmount('-5', 'USD')).toThrow('is not an amount');
     expect(() => parseAmount('1e3', 'USD')).toThrow('is not an amount');
     expect(() => parseAmount('0', 'USD')).toThrow('more than zero');
+    // "1,500": one and a half where a comma is the decimal mark; said in full, it is clear.
+    expect(() => parseAmount('1,500', 'EUR')).toThrow('"1,500" could be 1500 or 1.5');
+    expect(() => parseAmount('12,340', 'KWD')).toThrow('"12,340" could be 12340 or 12.34');
+    expect(parseAmount('1,500.00', 'EUR')).toBe(1_500_000_000n);
+    expect(parseAmount('1,500,000', 'JPY')).toBe(1_500_000_000_000n);
+    // Beyond an int64 of micros (Google's field), refused before anything is sent.
+    expect(parseAmount('9223372036854', 'USD')).toBe(9_223_372_036_854_000_000n);
+    expect(() => parseAmount('99999999999999999999', 'USD')).toThrow(
+      "more than any platform's budget field holds",
+    );
+    expect(() => parseAmount('1.0005', 'KWD')).toThrow('KWD has 3 digits after the decimal point');
   });
 
   it('prints micros with the currency’s digits, and keeps a remainder rather than hide it', () => {
