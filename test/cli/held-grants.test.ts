@@ -887,20 +887,26 @@ describe('an import that fails after its refresh to replace a dead grant rotated
   });
 });
 
+/**
+ * `connections add` of the Microsoft token for account 999, which its grant does not reach: refused
+ * once the accounts are listed, after the refresh; the error says where the rotated token is (`kept`).
+ */
+async function addForUnreachable(v: TestVault, app: AppSetup, token: string, kept: string): Promise<void> {
+  const wrong = await addConnection(v, 'microsoft_ads', app.label, token, { accounts: ['999'] });
+  expect(wrong.code, wrong.stderr).toBe(2);
+  expect(wrong.stderr).toContain('this grant does not reach account 999; nothing was stored');
+  expect(wrong.stderr).toContain(kept);
+}
+
+/** Where a refresh to replace the dead grant of 987 left the token it rotated. */
+const KEPT_ON_DEAD =
+  'Microsoft Advertising rotated the given refresh token when it was refreshed to replace the grant of microsoft_ads:987: that token is used up, and the new one is kept on that grant';
+
 describe('connections add that fails after its refresh to replace a dead grant rotated the given token', () => {
   it('keeps what the platform gave on the dead grant, says so, and the next connections add uses it', async () => {
     const { microsoft, v, app, grant, presented } = await microsoftImportedDead();
     const before = await connections(v);
-
-    // An account the grant does not reach: refused once the accounts are listed, after the refresh.
-    const wrong = await addConnection(v, 'microsoft_ads', app.label, grant.refreshToken, {
-      accounts: ['999'],
-    });
-    expect(wrong.code, wrong.stderr).toBe(2);
-    expect(wrong.stderr).toContain('this grant does not reach account 999; nothing was stored');
-    expect(wrong.stderr).toContain(
-      'Microsoft Advertising rotated the given refresh token when it was refreshed to replace the grant of microsoft_ads:987: that token is used up, and the new one is kept on that grant',
-    );
+    await addForUnreachable(v, app, grant.refreshToken, KEPT_ON_DEAD);
     expect(presented()).toBe(1);
     expect(await connections(v)).toEqual(before);
 
@@ -932,10 +938,7 @@ describe('connections add that fails after its refresh to replace a dead grant r
 
   it('an import after it presents the token kept on the dead grant, not the file’s', async () => {
     const { microsoft, v, app, grant, presented } = await microsoftImportedDead();
-    const wrong = await addConnection(v, 'microsoft_ads', app.label, grant.refreshToken, {
-      accounts: ['999'],
-    });
-    expect(wrong.code, wrong.stderr).toBe(2);
+    await addForUnreachable(v, app, grant.refreshToken, KEPT_ON_DEAD);
     expect(presented()).toBe(1);
 
     const file = writeEnv(v, 'MICROSOFT_ADS_', app, grant.refreshToken, '988');
@@ -959,12 +962,10 @@ describe('connections add of a token the vault does not hold, failing after the 
   async function failedAdd() {
     const held = await strictMicrosoft();
     const { v, app, grant, presented } = held;
-    const wrong = await addConnection(v, 'microsoft_ads', app.label, grant.refreshToken, {
-      accounts: ['999'],
-    });
-    expect(wrong.code, wrong.stderr).toBe(2);
-    expect(wrong.stderr).toContain('this grant does not reach account 999; nothing was stored');
-    expect(wrong.stderr).toContain(
+    await addForUnreachable(
+      v,
+      app,
+      grant.refreshToken,
       'Microsoft Advertising rotated the given refresh token when it was refreshed: that token is used up, and the new one is kept in the vault, on a grant with no account yet (nothing is served from it); adding this refresh token again (connections add, or an import of it) uses it, and does not send the given one',
     );
     expect(presented()).toBe(1);

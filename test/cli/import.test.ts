@@ -70,6 +70,19 @@ function auditActions(v: TestVault): Promise<string[]> {
   return v.session(auditActionsIn);
 }
 
+/** A vault, a Google Ads app on the double, a grant it issued, and a .env of them for ACCOUNTS. */
+async function googleEnv(accounts: string) {
+  const v = await vault();
+  const app = await addAppFor(v, 'google_ads', doubleFor('google_ads'));
+  const first = doubles.google.issueGrant({ clientId: app.clientId, scope: GOOGLE_ADWORDS_SCOPE });
+  const file = join(v.root, '.env');
+  writeFileSync(
+    file,
+    `GOOGLE_ADS_CLIENT_ID=${app.clientId}\nGOOGLE_ADS_REFRESH_TOKEN=${first.refreshToken}\nGOOGLE_ADS_CUSTOMER_ID=${accounts}\n`,
+  );
+  return { v, app, first, file };
+}
+
 /** The vault's state and its audit log, in one opening. */
 function stateAndAudit(v: TestVault): Promise<{ state: string; audit: string[] }> {
   return v.session(async (query) => ({ state: await stateIn(query), audit: await auditActionsIn(query) }));
@@ -494,14 +507,7 @@ describe('import env', () => {
   );
 
   it.runIf(ONCE)('says when a connection moves to another app (a file of another OAuth client)', async () => {
-    const v = await vault();
-    const app = await addAppFor(v, 'google_ads', doubleFor('google_ads'));
-    const first = doubles.google.issueGrant({ clientId: app.clientId, scope: GOOGLE_ADWORDS_SCOPE });
-    const file = join(v.root, '.env');
-    writeFileSync(
-      file,
-      `GOOGLE_ADS_CLIENT_ID=${app.clientId}\nGOOGLE_ADS_REFRESH_TOKEN=${first.refreshToken}\nGOOGLE_ADS_CUSTOMER_ID=1234567890\n`,
-    );
+    const { v, app, file } = await googleEnv('1234567890');
     expect((await v.cli(['import', 'env', '--file', file])).code).toBe(0);
     // The staging client's .env, for the same account.
     const staging = doubles.google.registerClient({
@@ -527,14 +533,7 @@ describe('import env', () => {
   });
 
   it('keeps a grant that connections add made: importing the old .env again does not shred it', async () => {
-    const v = await vault();
-    const app = await addAppFor(v, 'google_ads', doubleFor('google_ads'));
-    const first = doubles.google.issueGrant({ clientId: app.clientId, scope: GOOGLE_ADWORDS_SCOPE });
-    const file = join(v.root, '.env');
-    writeFileSync(
-      file,
-      `GOOGLE_ADS_CLIENT_ID=${app.clientId}\nGOOGLE_ADS_REFRESH_TOKEN=${first.refreshToken}\nGOOGLE_ADS_CUSTOMER_ID=1234567890,1234567891\n`,
-    );
+    const { v, app, first, file } = await googleEnv('1234567890,1234567891');
     expect((await v.cli(['import', 'env', '--file', file])).code).toBe(0);
     // Google refuses the imported token; a person adopts a new one for one of the two accounts.
     doubles.google.revokeGrant(first.grantId);
