@@ -274,17 +274,52 @@ async function recordRefusal(
   await ctx.transaction((tx) => recordAudit(tx, ctx.actor, entry)).catch(() => {});
 }
 
-/** Refreshes a connection now (`connections refresh`), whatever time its token has left. */
+/** What `connections refresh` did: the connection as it is now, and its access token's end. */
+export interface RefreshedConnection {
+  connection: ConnectionRow;
+  /** This caller's refresh, not one another process made meanwhile. */
+  refreshed: boolean;
+  expiresAt: Date | null;
+}
+
+/**
+ * Refreshes a connection now (`connections refresh`, the admin API's refresh route), whatever time
+ * its token has left. It hands out no token, so it opens none: the request is on record as
+ * `connection.refresh` (the platform call as `token.refresh`), a refusal as any token request's is.
+ */
 export async function refreshConnection(
   ctx: ServiceContext,
   ref: string,
   force: boolean,
-): Promise<ServedToken> {
-  return getValidAccessToken(ctx, ref, {
+): Promise<RefreshedConnection> {
+  const connection = await resolveConnection(ctx.db, ref);
+  const request: TokenRequest = {
     minTtlSeconds: 0,
     forceRefresh: true,
     bypassCooldown: force,
     purpose: 'connections refresh',
+  };
+  let fresh: Awaited<ReturnType<typeof freshGrant>>;
+  try {
+    fresh = await freshGrant(ctx, connection, request);
+  } catch (error) {
+    await recordRefusal(ctx, connection, request, error);
+    throw error;
+  }
+  return ctx.transaction(async (tx) => {
+    await recordAudit(tx, ctx.actor, {
+      action: 'connection.refresh',
+      targetType: 'connection',
+      targetId: connection.id,
+      connectionId: connection.id,
+      outcome: 'success',
+      detail: { refreshed: fresh.refreshed, force },
+    });
+    return {
+      connection: (await connectionStore.getById(tx, connection.id)) ?? connection,
+      refreshed: fresh.refreshed,
+      expiresAt: fresh.grant.accessTokenExpiresAt,
+    };
   });
 }
 
