@@ -135,6 +135,9 @@ function notAllowed(req: IncomingMessage, allow: string[]): never {
  * /metrics, /openapi.json) and the OAuth callback (whose query the platform writes) are not checked.
  */
 function onlyQuery(url: URL, takes: string[], instead = ''): void {
+  // Given twice (min_ttl=60&min_ttl=600): which one counts is not for the daemon to guess.
+  const twice = takes.find((name) => url.searchParams.getAll(name).length > 1);
+  if (twice) throw new ApiError(400, 'invalid_input', `query parameter ${twice} is given more than once`);
   const unknown = [...new Set(url.searchParams.keys())].filter((name) => !takes.includes(name));
   if (!unknown.length) return;
   const named = unknown

@@ -198,6 +198,7 @@ describe('the token endpoint', () => {
     await expectError(token('/nowhere', all), 404, 'not_found');
     await expectError(token('/v1/connections/acct-a/token?min_ttl=forever', all), 400, 'invalid_input');
     await expectError(token('/v1/connections/acct-a/token?min_ttl=31536001', all), 400, 'invalid_input');
+    await expectError(token('/v1/connections/acct-a/token?min_ttl=1&min_ttl=600', all), 400, 'invalid_input');
 
     // Listing shows only what the client may read.
     const listed = await token('/v1/connections', reader);
