@@ -198,14 +198,7 @@ export async function getValidAccessToken(
   request: TokenRequest,
 ): Promise<ServedToken> {
   const connection = await resolveConnection(ctx.db, ref);
-  let fresh: Awaited<ReturnType<typeof freshGrant>>;
-  try {
-    fresh = await freshGrant(ctx, connection, request);
-  } catch (error) {
-    await recordRefusal(ctx, connection, request, error);
-    throw error;
-  }
-  const { grant: served, refreshed } = fresh;
+  const { grant: served, refreshed } = await freshOrRefused(ctx, connection, request);
   return ctx.transaction(async (tx) => {
     const accessToken = await openToken(ctx, served, 'access');
     if (!accessToken)
@@ -274,6 +267,20 @@ async function recordRefusal(
   await ctx.transaction((tx) => recordAudit(tx, ctx.actor, entry)).catch(() => {});
 }
 
+/** freshGrant, with a refusal put on record before it is thrown (recordRefusal). */
+async function freshOrRefused(
+  ctx: ServiceContext,
+  connection: ConnectionRow,
+  request: TokenRequest,
+): ReturnType<typeof freshGrant> {
+  try {
+    return await freshGrant(ctx, connection, request);
+  } catch (error) {
+    await recordRefusal(ctx, connection, request, error);
+    throw error;
+  }
+}
+
 /** What `connections refresh` did: the connection as it is now, and its access token's end. */
 export interface RefreshedConnection {
   connection: ConnectionRow;
@@ -299,13 +306,7 @@ export async function refreshConnection(
     bypassCooldown: force,
     purpose: 'connections refresh',
   };
-  let fresh: Awaited<ReturnType<typeof freshGrant>>;
-  try {
-    fresh = await freshGrant(ctx, connection, request);
-  } catch (error) {
-    await recordRefusal(ctx, connection, request, error);
-    throw error;
-  }
+  const fresh = await freshOrRefused(ctx, connection, request);
   return ctx.transaction(async (tx) => {
     await recordAudit(tx, ctx.actor, {
       action: 'connection.refresh',
