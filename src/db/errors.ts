@@ -1,4 +1,4 @@
-import { ConflictError, type CredvaultError, DatabaseError, InvalidInputError } from '../errors.js';
+import { ConflictError, CredvaultError, DatabaseError, InvalidInputError } from '../errors.js';
 
 /** The driver error behind drizzle's wrapper (DrizzleQueryError keeps it as `cause`). */
 function driverError(error: unknown): { code?: string; message?: string; constraint_name?: string } | null {
@@ -92,6 +92,14 @@ export function databaseFailure(error: unknown): string | null {
       : 'the database failed';
   }
   return null;
+}
+
+/**
+ * A failure as a command reports it: credvault's own error as it is, a driver's mapped to the
+ * contract's (mapDatabaseError); null when it is neither (a bug).
+ */
+export function asReported(error: unknown, where: string): CredvaultError | null {
+  return error instanceof CredvaultError ? error : mapDatabaseError(error, where);
 }
 
 /**

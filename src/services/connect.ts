@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { Slot } from '../crypto/envelope.js';
 import type { Secret } from '../crypto/secret.js';
 import { type Db, databaseWhere } from '../db/client.js';
-import { mapDatabaseError } from '../db/errors.js';
+import { asReported } from '../db/errors.js';
 import type { AppRecord } from '../db/store/apps.js';
 import * as appStore from '../db/store/apps.js';
 import type { ConnectionView } from '../db/store/connections.js';
@@ -853,8 +853,7 @@ async function refreshDeadConsent(
 function withKept(ctx: ServiceContext, failure: unknown, app: AppRecord, refreshed: Kept): unknown {
   if (!refreshed.rotated) return failure;
   // A driver's error (a deadlock, a connection gone) as the command would report it, then with the note.
-  const error =
-    failure instanceof CredvaultError ? failure : mapDatabaseError(failure, databaseWhere(ctx.config));
+  const error = asReported(failure, databaseWhere(ctx.config));
   if (!error) return failure;
   const which = refreshed.presentedHeld
     ? `the refresh token kept on ${refreshed.holder} when it was refreshed to replace that grant`
@@ -910,8 +909,7 @@ async function keepAdoptedAnswer(
       return tokenStore.get(tx, grantId);
     });
   } catch (failure) {
-    const error =
-      failure instanceof CredvaultError ? failure : mapDatabaseError(failure, databaseWhere(ctx.config));
+    const error = asReported(failure, databaseWhere(ctx.config));
     if (!error) throw failure;
     throw new CredvaultError(
       error.code,

@@ -5,7 +5,7 @@ import type { Config } from '../config.js';
 import { locateKey, noKeyError } from '../crypto/key-sources.js';
 import { type Listen, listenLabel } from '../daemon/options.js';
 import { type Database, embeddedDataDir, openDatabase } from '../db/client.js';
-import { errorMessage, mapDatabaseError } from '../db/errors.js';
+import { asReported, errorMessage } from '../db/errors.js';
 import { lastAppliedMigration, migrationStatus } from '../db/migrate.js';
 import * as tokenStore from '../db/store/tokens.js';
 import { CredvaultError, type ErrorCode } from '../errors.js';
@@ -64,7 +64,7 @@ const octal = (mode: number) => (mode & 0o777).toString(8).padStart(4, '0');
 
 /** A failure as a check: the contract's error class and hint when it is one of ours. */
 function asFailure(name: Check['name'], error: unknown, where: string, fallback: ErrorCode): Check {
-  const known = error instanceof CredvaultError ? error : mapDatabaseError(error, where);
+  const known = asReported(error, where);
   if (known) return failed(name, known.code, known.message, known.hint ?? null);
   return failed(name, fallback, redact(errorMessage(error)), null);
 }

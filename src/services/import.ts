@@ -12,7 +12,7 @@ import {
 } from 'yaml';
 import { Secret } from '../crypto/secret.js';
 import { type Db, databaseWhere } from '../db/client.js';
-import { mapDatabaseError } from '../db/errors.js';
+import { asReported } from '../db/errors.js';
 import type { AppRecord } from '../db/store/apps.js';
 import * as appStore from '../db/store/apps.js';
 import * as connectionStore from '../db/store/connections.js';
@@ -1033,8 +1033,7 @@ function withKept(ctx: ServiceContext, failure: unknown, prepared: Prepared): un
   const kept = [...prepared.replaced].filter(([, r]) => r.rotated);
   if (!kept.length) return failure;
   // A driver's error (a deadlock, a connection gone) as the command would report it, then with the note.
-  const error =
-    failure instanceof CredvaultError ? failure : mapDatabaseError(failure, databaseWhere(ctx.config));
+  const error = asReported(failure, databaseWhere(ctx.config));
   if (!error) return failure;
   const said = kept.map(([platform, r]) => {
     const which = r.presentedHeld
