@@ -7,8 +7,10 @@ import { type Listen, listenLabel } from '../daemon/options.js';
 import { type Database, embeddedDataDir, openDatabase } from '../db/client.js';
 import { asReported, errorMessage } from '../db/errors.js';
 import { lastAppliedMigration, migrationStatus } from '../db/migrate.js';
+import * as appStore from '../db/store/apps.js';
 import * as tokenStore from '../db/store/tokens.js';
-import { CredvaultError, type ErrorCode } from '../errors.js';
+import type { ErrorCode } from '../errors.js';
+import { describeAtRisk, fixForAtRisk, versionAtRisk } from '../providers/versions.js';
 import { redact } from '../util/redact.js';
 import { shellQuote } from '../util/shell.js';
 import { ServiceContext } from './context.js';
@@ -24,7 +26,7 @@ import { vaultStatus } from './status.js';
 export type CheckStatus = 'ok' | 'warning' | 'failed' | 'skipped';
 
 export interface Check {
-  name: 'database' | 'migrations' | 'key' | 'daemon' | 'connections';
+  name: 'database' | 'migrations' | 'key' | 'daemon' | 'connections' | 'apps';
   status: CheckStatus;
   message: string;
   /** What to do about it, when anything. */
@@ -173,7 +175,28 @@ async function runChecks(config: Config, opened: { database: Database | null }):
   } else {
     checks.push(skipped('connections', 'needs a migrated database'));
   }
+  checks.push(ctx ? await checkApps(ctx, where) : skipped('apps', 'needs a migrated database'));
   return { ok: checks.every((c) => c.status !== 'failed'), checks };
+}
+
+/** Apps whose platform stops serving their API version soon (or already has). */
+async function checkApps(ctx: ServiceContext, where: string): Promise<Check> {
+  try {
+    const apps = (await appStore.list(ctx.db)).filter((app) => app.enabled);
+    const now = new Date();
+    const risks = apps.flatMap((app) => versionAtRisk(app, now) ?? []);
+    if (!risks.length) {
+      return ok(
+        'apps',
+        apps.length
+          ? `${apps.length} enabled app${apps.length === 1 ? '' : 's'}, none on an API version near its end`
+          : 'none yet',
+      );
+    }
+    return warning('apps', risks.map(describeAtRisk).join('; '), fixForAtRisk(risks, now));
+  } catch (error) {
+    return asFailure('apps', error, where, 'database_error');
+  }
 }
 
 /** The key alone, when there is no vault to try it on: is one configured and readable at all. */

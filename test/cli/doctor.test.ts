@@ -6,7 +6,7 @@ import { generateMasterKey } from '../../src/crypto/local-key.js';
 import { GOOGLE_ADWORDS_SCOPE, startGoogleDouble } from '../doubles/index.js';
 import { seedConnections, spawnDaemonOnAnyPort } from '../helpers/daemon.js';
 import { addAppFor } from '../helpers/flows.js';
-import { createVault, DB_KIND, type TestVault } from '../helpers/vault.js';
+import { createVault, DB_KIND, ONCE, type TestVault } from '../helpers/vault.js';
 
 /** `credvault doctor`: every check reported with what to do, the contract's exit code, nothing changed. */
 const cleanups: Array<() => Promise<unknown>> = [];
@@ -43,6 +43,7 @@ describe('credvault doctor', () => {
       ['key', 'ok'],
       ['daemon', 'warning'],
       ['connections', 'ok'],
+      ['apps', 'ok'],
     ]);
     expect(fresh.report.ok).toBe(true);
     expect(fresh.by.key!.message).toMatch(/^local key [0-9a-f]+ .*opens the vault/);
@@ -125,6 +126,61 @@ describe('credvault doctor', () => {
     expect((await doctor(v)).by.key!.status).toBe('ok');
   });
 
+  // What doctor reads of the apps is one list: once, on PostgreSQL when there.
+  it.runIf(ONCE)(
+    'warns of an app on an API version its platform no longer serves, or stops serving within 90 days',
+    async () => {
+      const v = await vault();
+      const add = async (platform: string, label: string, version: string | null) => {
+        const file = {
+          client_id: `${label}-client`,
+          client_secret: `secret-of-${label}`,
+          redirect_uri: 'http://localhost:8080/callback',
+        };
+        const args = ['apps', 'add', platform, '--label', label, '--from-file', '-'];
+        const added = await v.cli(version ? [...args, '--api-version', version] : args, {
+          input: JSON.stringify(file),
+        });
+        expect(added.code, added.stderr).toBe(0);
+      };
+      await add('google_ads', 'current', null); // v26: no end announced
+      await add('linkedin_ads', 'next-century', '209912');
+      const fine = await doctor(v);
+      expect(fine.by.apps).toEqual({
+        name: 'apps',
+        status: 'ok',
+        message: '2 enabled apps, none on an API version near its end',
+        fix: null,
+      });
+
+      await add('google_ads', 'old', 'v21'); // Google ended v21 on 2026-08-05
+      await add('linkedin_ads', 'ancient', '202411'); // LinkedIn serves a month's version at least a year
+      await add('linkedin_ads', 'parked', '202411');
+      expect((await v.cli(['apps', 'disable', 'linkedin_ads/parked'])).code).toBe(0);
+      const warned = await doctor(v);
+      expect(warned.code, warned.stderr).toBe(0);
+      expect(warned.report.ok).toBe(true);
+      expect(warned.by.apps!.status).toBe('warning');
+      expect(warned.by.apps!.message).toBe(
+        'google_ads/old uses API version v21, which the platform no longer serves (since 2026-08-05); ' +
+          'linkedin_ads/ancient uses LinkedIn-Version 202411, which LinkedIn promises to serve only until about 2025-11-01 (a year from its month) and may no longer serve',
+      );
+      expect(warned.by.apps!.fix).toContain(
+        "`credvault apps update google_ads/old --api-version ''` moves it to the default v26",
+      );
+      expect(warned.by.apps!.fix).toContain(
+        '`credvault apps update linkedin_ads/ancient --api-version VERSION` pins a later version',
+      );
+      expect(warned.by.apps!.fix).toContain('tokens still refresh');
+
+      const human = await v.cli(['doctor']);
+      expect(human.code).toBe(0);
+      expect(human.stdout).toMatch(
+        /\n! apps +google_ads\/old uses API version v21, .*\n +→ `credvault apps update google_ads\/old/,
+      );
+    },
+  );
+
   it('an uninitialized vault: exit 8, what to do for each problem, and nothing made', async () => {
     const v = await vault({ initialized: false });
     const result = await doctor(v);
@@ -147,6 +203,7 @@ describe('credvault doctor', () => {
     }
     expect(result.by.key).toMatchObject({ status: 'failed', message: 'no master key is configured' });
     expect(result.by.connections!.status).toBe('skipped');
+    expect(result.by.apps!.status).toBe('skipped');
 
     const human = await v.cli(['doctor']);
     expect(human.code).toBe(8);
