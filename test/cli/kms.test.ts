@@ -170,6 +170,15 @@ describe('a KMS URI that names no usable key', () => {
         expect(JSON.parse(flag.stderr).error.message).toContain('has an endpoint that is not an http(s) URL');
       }
     }
+    // A usable URI with no Google credentials to call it with (no token, no ADC under HOME, no
+    // metadata server here): the key error (exit 6) alone, no crash after it.
+    const noCredentials = await v.cli(['key', 'rotate', '--to-kms', `gcp-kms://${GCP_KEY}`, '--json'], {
+      env: { CLOUDSDK_API_ENDPOINT_OVERRIDES_CLOUDKMS: gcp.url },
+      timeoutMs: 30_000,
+    });
+    expect(noCredentials.code, noCredentials.stderr).toBe(6);
+    expect(JSON.parse(noCredentials.stderr).error.message).toMatch(/^no Google credentials for Cloud KMS/);
+    expect(existsSync(join(v.home, 'master.key'))).toBe(true);
     expect(await v.dump()).toBe(dump);
   });
 });

@@ -33,6 +33,24 @@ type ClientOptions = NonNullable<ConstructorParameters<typeof KeyManagementServi
  * Credentials (see googleCredentials). Endpoint: `?endpoint=URL`, else
  * CLOUDSDK_API_ENDPOINT_OVERRIDES_CLOUDKMS (gcloud's override).
  */
+/**
+ * gcp-metadata warns on stderr (process.emitWarning) when its probe of the metadata server fails in a
+ * way it did not expect (off Google Cloud, a network that refuses link-local addresses): a line that
+ * is no part of credvault's output (and breaks --json's one document on stderr). Credentials not
+ * found are reported as a KeyError instead; other warnings pass through.
+ */
+let metadataWarningsQuiet = false;
+function quietMetadataWarnings(): void {
+  if (metadataWarningsQuiet) return;
+  metadataWarningsQuiet = true;
+  const emit = process.emitWarning.bind(process) as (...args: unknown[]) => void;
+  process.emitWarning = ((warning: string | Error, ...rest: unknown[]) => {
+    const type = typeof rest[0] === 'string' ? rest[0] : (rest[0] as { type?: string } | undefined)?.type;
+    if (type === 'MetadataLookupWarning') return;
+    emit(warning, ...rest);
+  }) as typeof process.emitWarning;
+}
+
 export function openGcpKms(uri: string, env: NodeJS.ProcessEnv, vaultName: string): KeySource {
   const { key, query } = splitKmsUri(uri, SCHEME);
   if (!KEY_NAME.test(key)) {
@@ -62,6 +80,7 @@ export function openGcpKms(uri: string, env: NodeJS.ProcessEnv, vaultName: strin
     options.port = Number(url.port || (url.protocol === 'http:' ? 80 : 443));
   }
   Object.assign(options, googleCredentials(env));
+  if (!options.authClient) quietMetadataWarnings();
   return new GcpKmsKeySource(new KeyManagementServiceClient(options), key, vaultName);
 }
 
@@ -190,7 +209,12 @@ class GcpKmsKeySource implements KeySource {
   }
 
   async close(): Promise<void> {
-    await this.#client.close();
+    try {
+      await this.#client.close();
+    } catch {
+      // A client that never started (no credentials found: #call reported it) has nothing to close;
+      // its close() answers with the error that stopped it starting.
+    }
   }
 
   /**
@@ -200,6 +224,12 @@ class GcpKmsKeySource implements KeySource {
   async #call<T>(operation: string, context: WrapContext, fn: () => Promise<T>): Promise<T> {
     for (let attempt = 1; ; attempt++) {
       try {
+        // The client finds its credentials when it starts. Its methods start it with
+        // `initialize().catch((err) => { throw err; })`: credentials it cannot find (no ADC, no
+        // metadata server) would be a rejection nobody handles, ending the process with a stack
+        // instead of the KeyError below. Started and awaited here first, a failure is mapped as any
+        // other, and a method is never called on a client that did not start.
+        await this.#client.initialize();
         return await fn();
       } catch (error) {
         if (error instanceof IntegrityFailure && attempt < 2) continue;
@@ -323,10 +353,13 @@ function describeGcpError(
     });
   }
   if (/Could not load the default credentials/i.test(message)) {
-    return new KeyError(`no Google credentials for Cloud KMS: ${message.split('\n')[0]}`, {
-      hint: 'Set up Application Default Credentials (GOOGLE_APPLICATION_CREDENTIALS, a workload identity) or GOOGLE_OAUTH_ACCESS_TOKEN.',
-      cause: error,
-    });
+    return new KeyError(
+      `no Google credentials for Cloud KMS: ${message.split('\n')[0]!.replace(/\.+$/, '')}`,
+      {
+        hint: 'Set up Application Default Credentials (GOOGLE_APPLICATION_CREDENTIALS, a workload identity) or GOOGLE_OAUTH_ACCESS_TOKEN.',
+        cause: error,
+      },
+    );
   }
   const what = `${operation} on ${key} for data key ${context.dataKeyId}${http ? ` (HTTP ${http})` : ''}: ${status ? `${status}: ` : ''}${message.split('\n')[0]}`;
   // A 5xx without a Google status is a proxy in front of the service failing: retried later too.
