@@ -47,13 +47,30 @@ export function keyMismatch(report: KeyStatus): KeyError | null {
   if (report.key_source === 'none') return null;
   const shut = report.data_keys.filter((k) => k.matches_key === false);
   if (!shut.length) return null;
+  const other = shut.filter((k) => k.kek_id !== report.key_id);
+  const refusal = refusals.get(report);
+  if (!other.length && refusal) {
+    // Every data key that stayed shut is wrapped by the configured key: the key is the right one and
+    // its KMS refused to unwrap (access denied, a disabled key), or a wrapped data key is damaged.
+    // Its own words say which; "expected key id X, got X" would say neither.
+    return new KeyError(
+      `${refusal.message.replace(/\.$/, '')}; the key from ${report.key_origin} (key id ${report.key_id}, the one that wrapped them) did not open ${shut.length} of this vault's ${report.data_keys.length} data keys`,
+      { hint: refusal.hint, cause: refusal },
+    );
+  }
   return new KeyError(
-    `the master key does not match this vault (expected key id ${shut[0]!.kek_id}, got ${report.key_id}): the key from ${report.key_origin} does not open ${shut.length} of this vault's ${report.data_keys.length} data keys`,
+    `the master key does not match this vault (expected key id ${(other[0] ?? shut[0])!.kek_id}, got ${report.key_id}): the key from ${report.key_origin} does not open ${shut.length} of this vault's ${report.data_keys.length} data keys`,
     {
       hint: 'Use the key the vault was made with (WRAPPED BY in `credvault key status` names its id), or finish a rotation with `credvault key rotate`.',
     },
   );
 }
+
+/**
+ * The first error a data key wrapped by the configured key's id failed to open with (the KMS refusing,
+ * a damaged wrapped key): what keyMismatch reports then. Kept beside the report, out of its JSON.
+ */
+const refusals = new WeakMap<KeyStatus, KeyError>();
 
 /** Which key is configured, whether it opens this vault, and what each data key protects. */
 export async function keyStatus(ctx: ServiceContext): Promise<KeyStatus> {
@@ -72,6 +89,7 @@ export async function keyStatus(ctx: ServiceContext): Promise<KeyStatus> {
   // key tries every one (AES, no I/O). A KMS would take a call per key, 50,000 for a vault of 50,000
   // grants: it opens the vault-wide keys and the first grant key, and the other grant keys under the
   // configured key's id are reported as not checked (null), never as opening.
+  let refusal: KeyError | null = null;
   let grantOpened = false;
   let opened = 0;
   const opens = async (key: (typeof keys)[number]): Promise<boolean | null> => {
@@ -86,6 +104,7 @@ export async function keyStatus(ctx: ServiceContext): Promise<KeyStatus> {
       return true;
     } catch (error) {
       if (!(error instanceof KeyError)) throw error;
+      refusal ??= error;
       return false;
     }
   };
@@ -107,7 +126,7 @@ export async function keyStatus(ctx: ServiceContext): Promise<KeyStatus> {
     });
   }
   if (keyProblem && location.kind !== 'none') throw keyProblem;
-  return {
+  const report: KeyStatus = {
     key_source: keyring?.source.kind ?? 'none',
     key_origin:
       keyring?.source.origin ?? (location.kind === 'none' ? `none (would be ${location.homeKeyPath})` : ''),
@@ -118,4 +137,6 @@ export async function keyStatus(ctx: ServiceContext): Promise<KeyStatus> {
     data_keys: rows,
     secrets: [...counts.values()].reduce((a, b) => a + b, 0),
   };
+  if (refusal) refusals.set(report, refusal);
+  return report;
 }

@@ -68,10 +68,36 @@ describe.each(BACKENDS)('$kind key source', (backend) => {
       const write = await adopt(v, app.client_id, '1112223334');
       expect(write.code).toBe(6);
       expect(write.stderr).toMatch(backend.deniedText);
+      // key status reports the KMS's refusal, not a mismatch of the key with itself ("expected key id
+      // X, got X"): the configured key is the vault's.
+      const status = await v.cli(['key', 'status']);
+      expect(status.code).toBe(6);
+      expect(status.stderr).toMatch(backend.deniedText);
+      expect(status.stderr).not.toContain('does not match this vault');
     } finally {
       backend.allow();
     }
     expect(await v.dump()).toBe(dump);
+
+    if (backend.kind === 'gcp-kms') {
+      // No Google credentials at all (no token, no ADC file under HOME, no metadata server here):
+      // a key error (exit 6) with what to set, never a crash; --json's stderr is one JSON document.
+      for (const args of [
+        ['token', 'get', 'google_ads:1234567890', '--json'],
+        ['key', 'status', '--json'],
+      ]) {
+        const none = await v.cli(args, {
+          secretOutput: true,
+          env: { GOOGLE_OAUTH_ACCESS_TOKEN: undefined },
+          timeoutMs: 30_000,
+        });
+        expect(none.code, none.stderr).toBe(6);
+        expect(JSON.parse(none.stderr).error).toMatchObject({
+          code: 'key_error',
+          message: expect.stringContaining('no Google credentials for Cloud KMS'),
+        });
+      }
+    }
 
     // Out of reach, or saying it cannot serve now: the same command works later (exit 5, as a platform
     // that is down), and a script or the daemon's caller retries instead of paging someone about a key.
