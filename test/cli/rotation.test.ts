@@ -1,5 +1,5 @@
 import { randomBytes, randomUUID } from 'node:crypto';
-import { chmodSync, existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { resolveConfig } from '../../src/config.js';
@@ -10,8 +10,9 @@ import { openContext } from '../../src/services/context.js';
 import { openToken } from '../../src/services/grants.js';
 import { type Double, GOOGLE_ADWORDS_SCOPE, type GoogleDouble, startGoogleDouble } from '../doubles/index.js';
 import { seedConnections, startDaemon } from '../helpers/daemon.js';
+import { startDbProxy } from '../helpers/db-proxy.js';
 import { addAppFor } from '../helpers/flows.js';
-import { createVault, type TestVault } from '../helpers/vault.js';
+import { createVault, DB_KIND, type TestVault } from '../helpers/vault.js';
 
 let google: GoogleDouble;
 beforeAll(async () => {
@@ -130,6 +131,8 @@ describe('key rotate', () => {
       env: { DATABASE_URL: 'postgres://postgres@127.0.0.1:1/nowhere' },
     });
     expect(unreachable.code).toBe(8);
+    // The database is checked before a key file is written or announced.
+    expect(unreachable.stderr).not.toContain('master.key.new');
     expect(existsSync(join(v.home, 'master.key.new'))).toBe(false);
     expect(readFileSync(join(v.home, 'master.key'), 'utf8')).toBe(keyBefore);
     const rotated = await v.cli(['key', 'rotate']);
@@ -187,6 +190,24 @@ describe('key rotate', () => {
     expect(rotated.stderr).toContain('a running daemon then needs a restart');
     writeFileSync(join(v.home, 'master.key'), readFileSync(join(home, 'master.key.new')));
     expect(await decryptAll(v)).toEqual([...secrets].sort());
+
+    // The new key configured, now from a key file: master.key.new, left behind, holds the key in use.
+    // The next rotation says the one that made it finished (not "may not have finished", whose
+    // --new-key-file would be "the key already in use").
+    const keyFile = join(v.root, 'configured.key');
+    writeFileSync(keyFile, readFileSync(join(home, 'master.key.new')), { mode: 0o600 });
+    const fromFile = { CREDVAULT_HOME: home, CREDENTIAL_MASTER_KEY_FILE: keyFile };
+    const leftover = await v.cli(['key', 'rotate'], { env: fromFile });
+    expect(leftover.code).toBe(2);
+    expect(leftover.stderr).toContain(`${join(home, 'master.key.new')} holds the key in use`);
+    expect(leftover.stderr).toContain('the rotation that made it finished');
+    expect(leftover.stderr).toContain(`Delete ${join(home, 'master.key.new')} once the key is kept`);
+    rmSync(join(home, 'master.key.new'));
+    const again = await v.cli(['key', 'rotate'], { env: fromFile });
+    expect(again.code, again.stderr).toBe(0);
+    // The file's contents are what to change, not "remove the old one".
+    expect(again.stderr).toContain(`replace the contents of ${keyFile} (CREDENTIAL_MASTER_KEY_FILE) with it`);
+    expect(again.stderr).toContain('a running daemon then needs SIGHUP');
   });
 
   it('installs a new key file the user wrote with any mode as master.key 0600', async () => {
@@ -341,32 +362,41 @@ describe('key rotate', () => {
     expect((await v.cli(['audit', 'verify'])).code).toBe(0);
   });
 
-  it('--reencrypt killed while its batches run (no lease to wait for) resumes on the next run, every secret readable', async () => {
+  it('--reencrypt interrupted (Ctrl-C) while its batches run (no lease to wait for) resumes on the next run as its first note says, every secret readable', async () => {
     const { v, secrets } = await vaultWithSecrets(1000);
+    const keyBefore = readFileSync(join(v.home, 'master.key'), 'utf8');
     const child = v.spawn(['key', 'rotate', '--reencrypt']);
     child.stdin!.end();
     let stderr = '';
-    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    let interrupted = false;
+    const exited = new Promise<[number | null, NodeJS.Signals | null]>((resolve) =>
+      child.on('close', (code, signal) => resolve([code, signal])),
+    );
     // Off a terminal it prints a line at every tenth: the first after 0 comes once a batch of 500
-    // grants (1,000 secrets) has committed, while the second of two runs. It is killed there.
-    await new Promise<void>((resolve, reject) => {
-      child.stderr!.on('data', (d: Buffer) => {
-        stderr += d.toString('utf8');
-        if (/re-encrypted [1-9]\d*\/2002 secrets/.test(stderr)) {
-          child.kill('SIGKILL');
-          resolve();
-        }
-      });
-      child.on('exit', () => reject(new Error(`key rotate ended before it was killed:\n${stderr}`)));
+    // grants (1,000 secrets) has committed, while the second of two runs. It is interrupted there.
+    child.stderr!.on('data', (d: Buffer) => {
+      stderr += d.toString('utf8');
+      if (!interrupted && /re-encrypted [1-9]\d*\/2002 secrets/.test(stderr)) {
+        interrupted = true;
+        child.kill('SIGINT');
+      }
     });
-    expect(await exited).toBeNull();
+    expect(await exited, stderr).toEqual([null, 'SIGINT']);
+    expect(interrupted, stderr).toBe(true);
+    expect(readFileSync(join(v.home, 'master.key'), 'utf8')).not.toBe(keyBefore);
+    expect(existsSync(join(v.home, 'master.key.new'))).toBe(false);
+    // What the start said to do if interrupted is still true now that master.key.new is master.key.
+    expect(stderr).toContain(
+      `If this is interrupted, run \`credvault key rotate --new-key-file ${join(v.home, 'master.key.new')} --reencrypt\` while ${join(v.home, 'master.key.new')} exists; once it is gone, \`credvault key rotate --reencrypt\` goes on where it stopped`,
+    );
     expect(await decryptAll(v)).toEqual([...secrets].sort());
-    const resumed = await v.json<{ reencrypted: { secrets: number; resumed: boolean } }>([
-      'key',
-      'rotate',
-      '--reencrypt',
-    ]);
+    const resumed = await v.json<{
+      reencrypted: { secrets: number; resumed: boolean };
+      next_step: string | null;
+    }>(['key', 'rotate', '--reencrypt']);
     expect(resumed.reencrypted.resumed).toBe(true);
+    // The configured key is the one the vault answers to: nothing to configure, nothing to remove.
+    expect(resumed.next_step).toBeNull();
     expect(resumed.reencrypted.secrets).toBeLessThan(2002);
     const keys = await v.sql<{ scope: string; status: string; n: number }>(
       'select scope, status, count(*)::int as n from data_keys group by scope, status order by 1, 2',
@@ -472,6 +502,61 @@ describe('key rotate', () => {
     expect(actions.filter((a) => a === 'key.reencrypt.batch').length).toBeGreaterThanOrEqual(2);
     expect((await v.cli(['audit', 'verify'])).code).toBe(0);
   });
+
+  it.runIf(DB_KIND === 'postgres')(
+    '--reencrypt that loses its PostgreSQL connection part-way says the rotation is done and where the new key is; going on as it says finishes it',
+    async () => {
+      const { v, secrets } = await vaultWithSecrets(20);
+      const oldKey = readFileSync(join(v.home, 'master.key'), 'utf8').trim();
+      const newKeyFile = join(v.home, 'master.key.new');
+      // The key from the environment: the new one stays in master.key.new for the user to configure.
+      v.env.CREDENTIAL_MASTER_KEY = oldKey;
+      // Half the grants are being refreshed: the run re-encrypts the rest, then waits for them, polling
+      // the database. The database goes away there (after the rotation committed).
+      await v.sql(
+        `update oauth_tokens_vault set lease_owner = 'test:1:elsewhere', lease_expires_at = now() + interval '10 minutes'
+         where id in (select id from oauth_tokens_vault order by id limit 10)`,
+      );
+      const proxy = await startDbProxy(v.databaseUrl!);
+      try {
+        const child = v.spawn(['key', 'rotate', '--reencrypt'], { env: { DATABASE_URL: proxy.url } });
+        child.stdin!.end();
+        let stderr = '';
+        const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+        child.stderr!.on('data', (d: Buffer) => {
+          stderr += d.toString('utf8');
+          if (/waiting for 10 grants being refreshed/.test(stderr)) proxy.down();
+        });
+        expect(await exited, stderr).toBe(8);
+        expect(stderr).toContain('cannot reach the database');
+        expect(stderr).toMatch(/The rotation itself is done: \d+ data keys are now under key id (\w+)/);
+        const newId = /now under key id (\w+)/.exec(stderr)![1]!;
+        expect(stderr).toContain(
+          `Configure the new key (key id ${newId}) where credvault reads it: it is in ${newKeyFile}, and replace CREDENTIAL_MASTER_KEY with it`,
+        );
+        expect(stderr).toContain('Then run `credvault key rotate --reencrypt` to finish');
+      } finally {
+        await proxy.close();
+      }
+      await v.sql('update oauth_tokens_vault set lease_owner = null, lease_expires_at = null');
+      // Run again with the old key still configured: pointed at the key that master.key.new holds.
+      const stale = await v.cli(['key', 'rotate', '--reencrypt']);
+      expect(stale.code).toBe(6);
+      expect(stale.stderr).toContain(`${newKeyFile} holds key id`);
+      expect(stale.stderr).toContain(`credvault key rotate --reencrypt --new-key-file ${newKeyFile}`);
+      expect(stale.stderr).not.toMatch(/Configure the new key \(key id/);
+      // As the first hint says: the new key configured, the same command finishes.
+      v.env.CREDENTIAL_MASTER_KEY = readFileSync(newKeyFile, 'utf8').trim();
+      const resumed = await v.json<{ reencrypted: { resumed: boolean }; next_step: string | null }>([
+        'key',
+        'rotate',
+        '--reencrypt',
+      ]);
+      expect(resumed.reencrypted.resumed).toBe(true);
+      expect(resumed.next_step).toBeNull();
+      expect(await decryptAll(v)).toEqual([...secrets].sort());
+    },
+  );
 
   it('a running daemon keeps serving tokens through a rotation with --reencrypt', async () => {
     const { v, tokens } = await vaultWithSecrets(40);

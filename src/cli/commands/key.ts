@@ -1,7 +1,9 @@
-import { chmodSync, existsSync, linkSync, renameSync, rmSync, unlinkSync } from 'node:fs';
+import { chmodSync, existsSync, linkSync, readFileSync, renameSync, rmSync, unlinkSync } from 'node:fs';
 import type { KeySource } from '../../crypto/key-source.js';
 import { homeKeyPath, locateKey, noKeyError, resolveKeySource } from '../../crypto/key-sources.js';
 import { generateMasterKey, LocalKeySource } from '../../crypto/local-key.js';
+import { databaseWhere } from '../../db/client.js';
+import { asReported } from '../../db/errors.js';
 import { shred } from '../../db/shred.js';
 import { CredvaultError, InvalidInputError, KeyError, quoted } from '../../errors.js';
 import {
@@ -122,14 +124,19 @@ function refuseUnopened(rt: Runtime, report: KeyStatus): void {
  * true of the whole command, and running it again as it was would look for the retired key).
  */
 function unfinishedReencryption(
-  error: unknown,
+  failure: unknown,
+  where: string,
   current: KeySource,
   next: KeySource,
   rewrapped: number,
   nextStep: string | null,
   installed: string | null,
+  elsewhere: string | null,
 ): unknown {
-  if (!(error instanceof CredvaultError)) return error;
+  // A driver's error (the connection lost part-way) as the command reports it, so that it too says
+  // what already happened; only a bug's error goes on as it is.
+  const error = asReported(failure, where);
+  if (!error) return failure;
   const done =
     next.keyId === current.keyId && next.kind === current.kind
       ? 'The re-encryption stopped part-way'
@@ -139,8 +146,22 @@ function unfinishedReencryption(
     : '';
   return new CredvaultError(error.code, error.message, {
     cause: error,
-    hint: `${done}; what it finished is kept${own}. ${nextStep ? `${nextStep} Then run` : 'Run'} \`credvault key rotate --reencrypt\` to finish: it goes on where it stopped.`,
+    hint: `${done}; what it finished is kept${own}. ${elsewhere ?? `${nextStep ? `${nextStep} Then run` : 'Run'} \`credvault key rotate --reencrypt\` to finish: it goes on where it stopped.`}`,
   });
+}
+
+/**
+ * The key in a master.key.new an earlier `key rotate` made, when it is not the configured key (that
+ * rotation may be what the vault answers to now); null when there is none, or it is the configured one.
+ */
+function leftoverNewKey(path: string, current: KeySource): { keyId: string } | null {
+  if (!existsSync(path)) return null;
+  try {
+    const key = LocalKeySource.fromText(readFileSync(path, 'utf8'), path);
+    return key.keyId === current.keyId && current.kind === 'local' ? null : { keyId: key.keyId };
+  } catch {
+    return null;
+  }
 }
 
 /** Grant data keys listed one by one in `key status`; more are counted by group. */
@@ -201,6 +222,9 @@ export async function rotate(rt: Runtime, flags: RotateFlags): Promise<void> {
 
   let next: KeySource;
   let newKeyText: string | null = null;
+  // A re-encryption resumed under the configured key while master.key.new holds another one: said in
+  // the hint when the resumed run stops.
+  let elsewhere: string | null = null;
   let generatedFile: string | null = null;
   if (flags.toKms) {
     const { KmsUriError, openKmsKeySource } = await import('../../crypto/kms.js');
@@ -246,8 +270,26 @@ export async function rotate(rt: Runtime, flags: RotateFlags): Promise<void> {
     rt.out.note(
       `resuming the re-encryption that stopped part-way, under the configured key (key id ${current.keyId})`,
     );
+    const leftover = leftoverNewKey(`${homeKey}.new`, current);
+    if (leftover) {
+      elsewhere = `${homeKey}.new holds key id ${leftover.keyId}, made by an earlier \`key rotate\`: if the data keys are wrapped by it (WRAPPED BY in \`credvault key status\`), run \`credvault key rotate --reencrypt --new-key-file ${homeKey}.new\` to finish (it goes on where it stopped), or configure that key and run \`credvault key rotate --reencrypt\`.`;
+    }
   } else {
     generatedFile = `${homeKey}.new`;
+    if (existsSync(generatedFile) && !leftoverNewKey(generatedFile, current)) {
+      // The key in it is the one configured now: the rotation that made it finished (the key was
+      // configured by hand, from CREDENTIAL_MASTER_KEY or a key file). Running with it would be
+      // "the new key is the key already in use".
+      const readFromIt = location.kind === 'file' && location.path === generatedFile;
+      throw new InvalidInputError(
+        `${generatedFile} holds the key in use (key id ${current.keyId}): the rotation that made it finished`,
+        {
+          hint: readFromIt
+            ? `credvault reads its key from that very file (${location.kind === 'file' ? location.variable : ''}): move it elsewhere and point the variable there, then run \`credvault key rotate\` again.`
+            : `Delete ${generatedFile} once the key is kept where credvault reads it (and backed up), then run \`credvault key rotate\` again.`,
+        },
+      );
+    }
     if (existsSync(generatedFile)) {
       throw new InvalidInputError(
         `${generatedFile} exists: an earlier rotation made it and may not have finished`,
@@ -257,14 +299,9 @@ export async function rotate(rt: Runtime, flags: RotateFlags): Promise<void> {
       );
     }
     newKeyText = generateMasterKey();
-    // The data folder may not exist (the key in the environment, the vault on PostgreSQL): made
-    // 0700 as init makes it, never left open to others with a key in it.
-    ensureHome(home);
-    createFileAtomically(generatedFile, `${newKeyText}\n`);
+    // Written to generatedFile once the database has answered (below): a vault that cannot be
+    // reached never gets a key file announced and then removed.
     next = LocalKeySource.fromText(newKeyText, generatedFile);
-    rt.out.note(
-      `wrote the new master key to ${generatedFile} (0600); if this is interrupted, run again with --new-key-file ${generatedFile}`,
-    );
   }
 
   const sameKey = next.keyId === current.keyId && next.kind === current.kind;
@@ -275,6 +312,7 @@ export async function rotate(rt: Runtime, flags: RotateFlags): Promise<void> {
   }
   let retiredFile: string | null = null;
   let installed: string | null = null;
+  let generatedWritten = false;
   let rewrapStarted = false;
   let rewrapDone = false;
   // Nothing uses the key made for this run when the command fails before the re-wrap starts (the
@@ -283,7 +321,7 @@ export async function rotate(rt: Runtime, flags: RotateFlags): Promise<void> {
   // come after its commit: the file stays, and the message says to run again with it. After the
   // re-wrap the vault answers to that key: the file is never removed then.
   const dropGeneratedKey = (error: unknown) => {
-    if (generatedFile && !rewrapDone && (!rewrapStarted || error instanceof KeyError)) {
+    if (generatedFile && generatedWritten && !rewrapDone && (!rewrapStarted || error instanceof KeyError)) {
       try {
         rmSync(generatedFile, { force: true });
       } catch {
@@ -297,18 +335,43 @@ export async function rotate(rt: Runtime, flags: RotateFlags): Promise<void> {
   // credential, changes only with a new process.
   const reloadable =
     current.kind === 'local' && location.kind === 'file' && location.variable !== 'CREDENTIALS_DIRECTORY';
+  // Where the old key was read from, as what to change there (the data folder's master.key is
+  // replaced by the rotation itself).
+  const oldKeyPlace =
+    location.kind === 'env'
+      ? 'CREDENTIAL_MASTER_KEY'
+      : location.kind === 'file' && location.variable === 'CREDENTIALS_DIRECTORY'
+        ? `the systemd credential credential_master_key (${location.path})`
+        : location.kind === 'file'
+          ? `the contents of ${location.path} (${location.variable})`
+          : 'the old key';
+  // Nothing to configure when the configured key is already the new one (a resumed re-encryption,
+  // a Vault rewrap): telling to "remove the old one" then would be removing the only key.
   const nextStepAfter = () =>
-    installed !== null
+    installed !== null || sameKey
       ? null
       : next.kind === 'local'
-        ? `Configure the new key (key id ${next.keyId}) where credvault reads it${generatedFile ? `: it is in ${generatedFile}` : ''}, and ${current.kind !== 'local' ? 'unset CREDENTIAL_KMS_URI' : location.kind === 'env' ? 'replace CREDENTIAL_MASTER_KEY' : 'remove the old one'}; a running daemon then needs ${reloadable ? 'SIGHUP' : 'a restart'}.`
-        : sameKey
-          ? null
-          : `Set CREDENTIAL_KMS_URI=${flags.toKms} for every credvault process${current.kind === 'local' ? ' (and remove the old master key)' : ''}; a running daemon then needs a restart.`;
+        ? `Configure the new key (key id ${next.keyId}) where credvault reads it${generatedFile ? `: it is in ${generatedFile}` : ''}, and ${current.kind !== 'local' ? 'unset CREDENTIAL_KMS_URI' : `replace ${oldKeyPlace} with it`}; a running daemon then needs ${reloadable ? 'SIGHUP' : 'a restart'}.`
+        : `Set CREDENTIAL_KMS_URI=${flags.toKms} for every credvault process${current.kind === 'local' && !keptInHome ? ` (and remove the old master key: ${location.kind === 'env' ? 'unset CREDENTIAL_MASTER_KEY' : location.kind === 'file' && location.variable === 'CREDENTIALS_DIRECTORY' ? 'the systemd credential credential_master_key' : location.kind === 'file' ? `${location.path}, and unset ${location.variable}` : 'where it was kept'})` : ''}; a running daemon then needs a restart.`;
   const report = await withContext(rt, async (ctx) => {
     // Reach the database first (postgres.js connects at the first query): a database that cannot be
     // reached fails here, before anything could have committed.
     await ctx.database.query('select 1');
+    if (generatedFile && newKeyText) {
+      // The data folder may not exist (the key in the environment, the vault on PostgreSQL): made
+      // 0700 as init makes it, never left open to others with a key in it.
+      ensureHome(home);
+      createFileAtomically(generatedFile, `${newKeyText}\n`);
+      generatedWritten = true;
+      // What to run if this is interrupted (Ctrl-C, a SIGKILL: nothing is printed then), true at
+      // every point: master.key.new becomes master.key once the vault answers to it.
+      const again = `credvault key rotate --new-key-file ${generatedFile}${flags.reencrypt ? ' --reencrypt' : ''}`;
+      rt.out.note(
+        keptInHome
+          ? `wrote the new master key to ${generatedFile} (0600); it becomes ${homeKey} once the data keys are re-wrapped (the old one is kept as ${homeKey}.retired-${current.keyId}). If this is interrupted, run \`${again}\` while ${generatedFile} exists; once it is gone, ${flags.reencrypt ? '`credvault key rotate --reencrypt` goes on where it stopped' : 'the rotation is done'}`
+          : `wrote the new master key to ${generatedFile} (0600); if this is interrupted, run \`${again}\` (with the key configured now)`,
+      );
+    }
     rewrapStarted = true;
     const rewrap =
       sameKey && !next.rewrap ? { rewrapped: 0, total: 0 } : await rewrapDataKeys(ctx, current, next);
@@ -342,7 +405,16 @@ export async function rotate(rt: Runtime, flags: RotateFlags): Promise<void> {
         bar.update(done, total, waiting),
       ).catch((error: unknown) => {
         bar.end();
-        throw unfinishedReencryption(error, current, next, rewrap.rewrapped, nextStepAfter(), installed);
+        throw unfinishedReencryption(
+          error,
+          databaseWhere(rt.config),
+          current,
+          next,
+          rewrap.rewrapped,
+          nextStepAfter(),
+          installed,
+          elsewhere,
+        );
       });
       bar.end();
     }
@@ -394,6 +466,10 @@ export async function rotate(rt: Runtime, flags: RotateFlags): Promise<void> {
   if (installed)
     rt.out.note(
       `the new key is in ${installed}; the old one was kept as ${retiredFile}: back up the new one, then delete the old`,
+    );
+  else if (retiredFile)
+    rt.out.note(
+      `the old master key was kept as ${retiredFile}: delete it once the vault works with ${next.origin}`,
     );
   if (nextStep) rt.out.warn(nextStep);
 }
