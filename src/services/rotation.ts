@@ -81,9 +81,11 @@ export async function rewrapDataKeys(
     const strays = byKek.filter((k) => k.kekId !== to.keyId);
     const strayCount = strays.reduce((n, k) => n + k.n, 0);
     if (strayCount) {
+      // The contract's words for a key that does not open the vault (what `key status` and every
+      // other command say), then what this command found.
       throw new KeyError(
-        `${strayCount} data key${strayCount === 1 ? ' is' : 's are'} wrapped by key id ${strays[0]!.kekId}, which is neither the current key (${from.keyId}) nor the new one; nothing was changed`,
-        { hint: 'Run with the key that wrapped them (see `credvault key status`).' },
+        `the master key does not match this vault (expected key id ${strays[0]!.kekId}, got ${from.keyId}): ${strayCount} data key${strayCount === 1 ? ' is' : 's are'} wrapped by key id ${strays[0]!.kekId}, neither the configured key nor the new one (${to.keyId}); nothing was changed`,
+        { hint: 'Run with the key that wrapped them (WRAPPED BY in `credvault key status`).' },
       );
     }
     await recordAudit(tx, ctx.actor, {

@@ -165,6 +165,13 @@ describe('key rotate', () => {
     expect(refused.code, refused.stderr).toBe(6);
     expect(refused.stderr).toMatch(/wrapped by key id \w+, not by the configured key .*nothing was changed/);
     expect(await v.dump()).toBe(before);
+    // A plain rotation under that key: the contract's words for a key that does not open the vault.
+    const rotate = await v.cli(['key', 'rotate'], { env: { CREDENTIAL_MASTER_KEY_FILE: wrong } });
+    expect(rotate.code, rotate.stderr).toBe(6);
+    expect(rotate.stderr).toMatch(
+      /the master key does not match this vault \(expected key id \w+, got \w+\)/,
+    );
+    expect(existsSync(join(v.home, 'master.key.new'))).toBe(false);
     expect(await decryptAll(v)).toEqual([...secrets].sort());
     const again = await v.cli(['key', 'rotate', '--reencrypt', '--json']);
     expect(again.code, again.stderr).toBe(0);
