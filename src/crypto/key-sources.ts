@@ -162,7 +162,16 @@ export function keySourceLabel(source: KeySource, env: NodeJS.ProcessEnv): strin
   return source.kind === 'local' ? `local:${source.keyId}` : `kms:${env.CREDENTIAL_KMS_URI?.trim() ?? ''}`;
 }
 
-export function noKeyError(home: string): KeyError {
+/**
+ * No key configured. `wrappedBy` is what wraps the vault's data keys, when known: a vault moved to a
+ * KMS is told to set CREDENTIAL_KMS_URI, not to run `init` (which would refuse: the vault has a key).
+ */
+export function noKeyError(home: string, wrappedBy?: { kekId: string; kekKind: string } | null): KeyError {
+  if (wrappedBy && wrappedBy.kekKind !== 'local') {
+    return new KeyError('no master key is configured', {
+      hint: `This vault's data keys are wrapped by a KMS key (${wrappedBy.kekKind}, key id ${wrappedBy.kekId}): set CREDENTIAL_KMS_URI to that key's URI (${wrappedBy.kekKind}://…, as given to \`key rotate --to-kms\`) for every credvault process.`,
+    });
+  }
   return new KeyError('no master key is configured', {
     hint: `Set CREDENTIAL_MASTER_KEY, CREDENTIAL_MASTER_KEY_FILE or CREDENTIAL_KMS_URI, or run \`credvault init\` to create ${homeKeyPath(home)}.`,
   });

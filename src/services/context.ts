@@ -68,7 +68,10 @@ export class ServiceContext {
           this.#source === undefined
             ? await resolveKeySource(this.config.env, this.config.home)
             : this.#source;
-        if (!source) throw noKeyError(this.config.home);
+        if (!source) {
+          // What wraps the data keys says which key to configure (a KMS URI after `--to-kms`).
+          throw noKeyError(this.config.home, await dataKeys.vaultKek(this.db).catch(() => null));
+        }
         const reload =
           this.#source === undefined ? () => resolveKeySource(this.config.env, this.config.home) : undefined;
         return new Keyring(source, (id) => dataKeys.getWrapped(this.db, id), reload);

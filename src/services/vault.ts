@@ -82,8 +82,8 @@ export async function initVault(config: Config): Promise<InitReport> {
     if (!source) {
       // A new key only for a vault that has none yet: one whose data keys some other key wraps (a
       // second host sharing the database, a master.key moved away) would get a key that opens none.
-      const [wrapped] = await database.query<{ kek_id: string }>(
-        "select kek_id from data_keys order by (status = 'active') desc, created_at desc limit 1",
+      const [wrapped] = await database.query<{ kek_id: string; kek_kind: string }>(
+        "select kek_id, kek_kind from data_keys order by (status = 'active') desc, created_at desc limit 1",
       );
       // (A concurrent init writes its key file before its first data key: a data key seen here with no
       // key found above may be that init's, whose file is there by now.)
@@ -91,7 +91,10 @@ export async function initVault(config: Config): Promise<InitReport> {
         source = await resolveKeySource(config.env, config.home);
         if (!source) {
           throw new KeyError('no master key is configured, and this vault already has one', {
-            hint: `Its data keys are wrapped by key id ${wrapped.kek_id}: set CREDENTIAL_MASTER_KEY, CREDENTIAL_MASTER_KEY_FILE or CREDENTIAL_KMS_URI to that key, or put its file back at ${homeKeyPath(config.home)}.`,
+            hint:
+              wrapped.kek_kind !== 'local'
+                ? `Its data keys are wrapped by a KMS key (${wrapped.kek_kind}, key id ${wrapped.kek_id}): set CREDENTIAL_KMS_URI to that key's URI (${wrapped.kek_kind}://…, as given to \`key rotate --to-kms\`).`
+                : `Its data keys are wrapped by key id ${wrapped.kek_id}: set CREDENTIAL_MASTER_KEY, CREDENTIAL_MASTER_KEY_FILE or CREDENTIAL_KMS_URI to that key, or put its file back at ${homeKeyPath(config.home)}.`,
           });
         }
       } else {

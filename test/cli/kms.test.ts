@@ -41,7 +41,17 @@ describe.each(BACKENDS)('$kind key source', (backend) => {
     expect(existsSync(join(v.home, 'master.key'))).toBe(false);
     const stale = await v.cli(['token', 'get', 'google_ads:1234567890'], { secretOutput: true });
     expect(stale.code).toBe(6);
-    expect(stale.stderr).toMatch(/no master key is configured|does not match this vault/);
+    // The data keys know their wrapping key's kind: the way on is CREDENTIAL_KMS_URI, not `init` (which
+    // says the same, not "put its file back at master.key").
+    expect(stale.stderr).toContain('no master key is configured');
+    expect(stale.stderr).toContain(`wrapped by a KMS key (${backend.kind}`);
+    expect(stale.stderr).toContain('set CREDENTIAL_KMS_URI');
+    expect(stale.stderr).not.toContain('credvault init');
+    const init = await v.cli(['init']);
+    expect(init.code).toBe(6);
+    expect(init.stderr).toContain('set CREDENTIAL_KMS_URI');
+    expect(init.stderr).not.toContain('put its file back');
+    expect(existsSync(join(v.home, 'master.key'))).toBe(false);
 
     v.env.CREDENTIAL_KMS_URI = backend.uri();
     const status = await v.json<{

@@ -115,7 +115,10 @@ export async function status(rt: Runtime): Promise<void> {
 function refuseUnopened(rt: Runtime, report: KeyStatus): void {
   const mismatch = keyMismatch(report);
   if (mismatch) throw mismatch;
-  if (report.key_source === 'none' && report.data_keys.length) throw noKeyError(rt.config.home);
+  if (report.key_source === 'none' && report.data_keys.length) {
+    const wrapped = report.data_keys.find((k) => k.status === 'active') ?? report.data_keys[0]!;
+    throw noKeyError(rt.config.home, { kekId: wrapped.kek_id, kekKind: wrapped.kek_kind });
+  }
 }
 
 /**

@@ -27,6 +27,19 @@ export async function activeVaultKey(db: Db): Promise<{ id: string; kekId: strin
   return row ?? null;
 }
 
+/**
+ * What wraps the vault's data keys now (the active vault key's, else the newest data key's): its key
+ * id and kind (local, or a KMS). Null for a vault with no data key yet.
+ */
+export async function vaultKek(db: Db): Promise<{ kekId: string; kekKind: string } | null> {
+  const [row] = await db
+    .select({ kekId: dataKeys.kekId, kekKind: dataKeys.kekKind })
+    .from(dataKeys)
+    .orderBy(sql`(${dataKeys.status} = 'active') desc`, sql`${dataKeys.createdAt} desc`)
+    .limit(1);
+  return row ?? null;
+}
+
 export async function activeVaultKeyId(db: Db): Promise<string | null> {
   return (await activeVaultKey(db))?.id ?? null;
 }
