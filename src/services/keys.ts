@@ -54,7 +54,7 @@ export function keyMismatch(report: KeyStatus): KeyError | null {
     // its KMS refused to unwrap (access denied, a disabled key), or a wrapped data key is damaged.
     // Its own words say which; "expected key id X, got X" would say neither.
     return new KeyError(
-      `${refusal.message.replace(/\.$/, '')}; the key from ${report.key_origin} (key id ${report.key_id}, the one that wrapped them) did not open ${shut.length} of this vault's ${report.data_keys.length} data keys`,
+      `${refusal.message.replace(/\.$/, '')}; the key from ${report.key_origin} (key id ${report.key_id}, the one that wrapped them) does not open ${shut.length} of this vault's ${report.data_keys.length} data keys`,
       { hint: refusal.hint, cause: refusal },
     );
   }

@@ -153,19 +153,18 @@ function unfinishedReencryption(
   });
 }
 
-/**
- * The key in a master.key.new an earlier `key rotate` made, when it is not the configured key (that
- * rotation may be what the vault answers to now); null when there is none, or it is the configured one.
- */
-function leftoverNewKey(path: string, current: KeySource): { keyId: string } | null {
+/** The key id of the key in a master.key.new an earlier `key rotate` made; null when none can be read there. */
+function keyIdIn(path: string): string | null {
   if (!existsSync(path)) return null;
   try {
-    const key = LocalKeySource.fromText(readFileSync(path, 'utf8'), path);
-    return key.keyId === current.keyId && current.kind === 'local' ? null : { keyId: key.keyId };
+    return LocalKeySource.fromText(readFileSync(path, 'utf8'), path).keyId;
   } catch {
     return null;
   }
 }
+
+/** Whether `keyId` (a local key's) is the key configured now. */
+const isCurrent = (keyId: string, current: KeySource) => current.kind === 'local' && current.keyId === keyId;
 
 /** Grant data keys listed one by one in `key status`; more are counted by group. */
 const LISTED_GRANT_KEYS = 20;
@@ -273,13 +272,14 @@ export async function rotate(rt: Runtime, flags: RotateFlags): Promise<void> {
     rt.out.note(
       `resuming the re-encryption that stopped part-way, under the configured key (key id ${current.keyId})`,
     );
-    const leftover = leftoverNewKey(`${homeKey}.new`, current);
-    if (leftover) {
-      elsewhere = `${homeKey}.new holds key id ${leftover.keyId}, made by an earlier \`key rotate\`: if the data keys are wrapped by it (WRAPPED BY in \`credvault key status\`), run \`credvault key rotate --reencrypt --new-key-file ${homeKey}.new\` to finish (it goes on where it stopped), or configure that key and run \`credvault key rotate --reencrypt\`.`;
+    const leftover = keyIdIn(`${homeKey}.new`);
+    if (leftover && !isCurrent(leftover, current)) {
+      elsewhere = `${homeKey}.new holds key id ${leftover}, made by an earlier \`key rotate\`: if the data keys are wrapped by it (WRAPPED BY in \`credvault key status\`), run \`credvault key rotate --reencrypt --new-key-file ${homeKey}.new\` to finish (it goes on where it stopped), or configure that key and run \`credvault key rotate --reencrypt\`.`;
     }
   } else {
     generatedFile = `${homeKey}.new`;
-    if (existsSync(generatedFile) && !leftoverNewKey(generatedFile, current)) {
+    const leftover = keyIdIn(generatedFile);
+    if (leftover && isCurrent(leftover, current)) {
       // The key in it is the one configured now: the rotation that made it finished (the key was
       // configured by hand, from CREDENTIAL_MASTER_KEY or a key file). Running with it would be
       // "the new key is the key already in use".
