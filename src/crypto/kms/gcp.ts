@@ -23,17 +23,6 @@ const TIMEOUT_MS = 15_000;
 type ClientOptions = NonNullable<ConstructorParameters<typeof KeyManagementServiceClient>[0]>;
 
 /**
- * Google Cloud KMS through @google-cloud/kms, on its HTTP/JSON transport (`fallback: true`: no gRPC
- * channel to open for two calls, and the same requests a proxy or a test server sees). Encrypt and
- * Decrypt with associated data naming the vault and the data key; Cloud KMS has no data-key
- * generation, so data keys are made locally and wrapped.
- *
- * `gcp-kms://projects/P/locations/L/keyRings/R/cryptoKeys/K`. Credentials: an access token in
- * GOOGLE_OAUTH_ACCESS_TOKEN (as Terraform's Google provider takes it), else Application Default
- * Credentials (see googleCredentials). Endpoint: `?endpoint=URL`, else
- * CLOUDSDK_API_ENDPOINT_OVERRIDES_CLOUDKMS (gcloud's override).
- */
-/**
  * gcp-metadata warns on stderr (process.emitWarning) when its probe of the metadata server fails in a
  * way it did not expect (off Google Cloud, a network that refuses link-local addresses): a line that
  * is no part of credvault's output (and breaks --json's one document on stderr). Credentials not
@@ -51,6 +40,17 @@ function quietMetadataWarnings(): void {
   }) as typeof process.emitWarning;
 }
 
+/**
+ * Google Cloud KMS through @google-cloud/kms, on its HTTP/JSON transport (`fallback: true`: no gRPC
+ * channel to open for two calls, and the same requests a proxy or a test server sees). Encrypt and
+ * Decrypt with associated data naming the vault and the data key; Cloud KMS has no data-key
+ * generation, so data keys are made locally and wrapped.
+ *
+ * `gcp-kms://projects/P/locations/L/keyRings/R/cryptoKeys/K`. Credentials: an access token in
+ * GOOGLE_OAUTH_ACCESS_TOKEN (as Terraform's Google provider takes it), else Application Default
+ * Credentials (see googleCredentials). Endpoint: `?endpoint=URL`, else
+ * CLOUDSDK_API_ENDPOINT_OVERRIDES_CLOUDKMS (gcloud's override).
+ */
 export function openGcpKms(uri: string, env: NodeJS.ProcessEnv, vaultName: string): KeySource {
   const { key, query } = splitKmsUri(uri, SCHEME);
   if (!KEY_NAME.test(key)) {
