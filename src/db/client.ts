@@ -165,23 +165,29 @@ export function embeddedSocketPath(home: string): string {
 
 export async function openDatabase(options: OpenOptions): Promise<Database> {
   if (options.url) return openPostgres({ url: options.url }, options);
-  if (!options.direct) {
-    const socket = embeddedSocketPath(options.home);
-    if (existsSync(socket)) {
-      // A daemon holds the embedded database: every other command goes through it, not "locked".
-      const shared = await openPostgres({ socket }, options).catch(() => null);
-      if (shared) {
-        try {
-          await shared.query('select 1');
-          return shared;
-        } catch {
-          await shared.close().catch(() => {});
-        }
-      }
-    }
-  }
+  // A daemon holds the embedded database: every other command goes through it, not "locked". Also
+  // when the daemon starts while the command waits for the lock (a restart under systemd): the wait
+  // ends as soon as its socket answers.
+  const viaDaemon = options.direct ? null : () => openThroughDaemon(options);
+  const shared = await viaDaemon?.();
+  if (shared) return shared;
   if (!options.create) requireEmbeddedVault(options.home);
-  return openEmbedded(options.home, options.lockTimeoutMs);
+  return openEmbedded(options.home, options.lockTimeoutMs, viaDaemon);
+}
+
+/** The embedded database through the daemon's socket, when a daemon serves it there; else null. */
+async function openThroughDaemon(options: OpenOptions): Promise<Database | null> {
+  const socket = embeddedSocketPath(options.home);
+  if (!existsSync(socket)) return null;
+  const shared = await openPostgres({ socket }, options).catch(() => null);
+  if (!shared) return null;
+  try {
+    await shared.query('select 1');
+    return shared;
+  } catch {
+    await shared.close().catch(() => {});
+    return null;
+  }
 }
 
 export function postgresOptions(target: ConnectTarget): PostgresOptions<Record<string, PostgresType>> {
@@ -450,12 +456,27 @@ export const EMBEDDED_SETTINGS = ['-c', 'wal_recycle=off'];
  */
 export const COMMAND_SETTINGS = [...EMBEDDED_SETTINGS, '-c', 'shared_buffers=16MB'];
 
-async function openEmbedded(home: string, lockTimeoutMs: number): Promise<Database> {
+async function openEmbedded(
+  home: string,
+  lockTimeoutMs: number,
+  viaDaemon: (() => Promise<Database | null>) | null,
+): Promise<Database> {
   const problem = homeProblem(home);
   if (problem) throw problem;
   const { acquireDatabaseLock } = await import('./lock.js');
   const dataDir = embeddedDataDir(home);
-  const lock = await acquireDatabaseLock(home, lockTimeoutMs, dataDir);
+  const through: { daemon: Database | null } = { daemon: null };
+  const lock = await acquireDatabaseLock(
+    home,
+    lockTimeoutMs,
+    dataDir,
+    viaDaemon &&
+      (async () => {
+        through.daemon = await viaDaemon();
+        return through.daemon !== null;
+      }),
+  );
+  if (!lock) return through.daemon!;
   try {
     const [{ PGlite }, { drizzle }] = await Promise.all([
       import('@electric-sql/pglite'),

@@ -101,11 +101,28 @@ function takeOver(path: string): void {
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
+/**
+ * The lock, waiting for it up to `timeoutMs`. `givesWay`, asked between attempts, may end the wait
+ * (the database can be reached another way: a daemon that started meanwhile serves it on its
+ * socket); the answer is then null.
+ */
 export async function acquireDatabaseLock(
   folder: string,
   timeoutMs: number,
   description: string,
-): Promise<DatabaseLock> {
+): Promise<DatabaseLock>;
+export async function acquireDatabaseLock(
+  folder: string,
+  timeoutMs: number,
+  description: string,
+  givesWay: (() => Promise<boolean>) | null,
+): Promise<DatabaseLock | null>;
+export async function acquireDatabaseLock(
+  folder: string,
+  timeoutMs: number,
+  description: string,
+  givesWay: (() => Promise<boolean>) | null = null,
+): Promise<DatabaseLock | null> {
   mkdirSync(folder, { recursive: true, mode: 0o700 });
   const path = `${folder}/credvault.lock`;
   const command = cli ? process.argv.slice(2, 4).join(' ') : '';
@@ -123,6 +140,7 @@ export async function acquireDatabaseLock(
       takeOver(path);
       continue;
     }
+    if (givesWay && (await givesWay())) return null;
     if (Date.now() >= deadline) {
       const owner = readOwner(path);
       const who = owner

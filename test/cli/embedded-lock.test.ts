@@ -1,11 +1,12 @@
 import { spawn } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { acquireDatabaseLock } from '../../src/db/lock.js';
 import { ROOT } from '../helpers/paths.js';
 import { fakeSecret } from '../helpers/secrets.js';
 import { createVault, DB_KIND, type TestVault } from '../helpers/vault.js';
+import { until } from '../helpers/wait.js';
 
 const vaults: TestVault[] = [];
 afterEach(async () => {
@@ -53,6 +54,37 @@ describe.runIf(DB_KIND === 'pglite')('the embedded database shared by several pr
       lock.release();
     }
     expect((await v.cli(['apps', 'list'])).code).toBe(0);
+  });
+
+  it('a command waiting for the lock of a daemon that is starting goes through its socket once it serves', async () => {
+    const v = await createVault();
+    vaults.push(v);
+    const daemon = v.spawn(['daemon', '--listen', '127.0.0.1:0'], { env: { CREDVAULT_LOCK_TIMEOUT: '60' } });
+    daemon.stdin!.end();
+    let logs = '';
+    daemon.stderr!.on('data', (d: Buffer) => {
+      logs += d.toString();
+    });
+    const closed = new Promise((resolve) => daemon.once('close', resolve));
+    try {
+      // The daemon holds the lock and has not opened its socket yet (it starts PGlite first).
+      const lockFile = join(v.home, 'credvault.lock');
+      expect(
+        await until(
+          () => existsSync(lockFile) && readFileSync(lockFile, 'utf8').includes(`"pid":${daemon.pid}`),
+        ),
+      ).toBe(true);
+      expect(logs).not.toContain('credvault daemon listening');
+      const listed = await v.cli(['apps', 'list', '--json'], { env: { CREDVAULT_LOCK_TIMEOUT: '30' } });
+      expect(listed.code, listed.stderr).toBe(0);
+      expect(JSON.parse(listed.stdout)).toEqual([]);
+      // It went through the daemon's socket (before, it waited for the lock the running daemon holds,
+      // and failed with exit 8 after CREDVAULT_LOCK_TIMEOUT): the daemon still runs.
+      expect(daemon.exitCode).toBeNull();
+    } finally {
+      daemon.kill('SIGTERM');
+      await closed;
+    }
   });
 
   it('names a program holding the lock through the library by its script, not as an empty credvault command', async () => {
