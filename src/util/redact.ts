@@ -11,11 +11,13 @@ const TOKEN_SHAPES = [
 ];
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+/** A name in snake case, lower-case letters only (a metric, an error name): no token is made so. */
+const SNAKE_NAME = /^[a-z]+(?:_[a-z]+)+$/;
 
 /**
  * `keepUnder`: folders whose paths an operator needs to read in a log (the data folder, the
  * credentials folder: `/run/credentials/credvault.service/credential_master_key` is a run of token
- * characters too). Only paths under those are kept; any other token-shaped run, a base64 secret
+ * characters too). Only those folders and the paths under them are kept; any other token-shaped run, a base64 secret
  * that happens to start with a `/` included, is not.
  */
 export function redact(
@@ -30,7 +32,11 @@ export function redact(
   // credvault's own ids (grants, connections: UUIDs) are not tokens, and a log needs them.
   for (const shape of TOKEN_SHAPES)
     out = out.replace(shape, (match) =>
-      UUID.test(match) || keepUnder.some((folder) => match.startsWith(`${folder}/`)) ? match : '[redacted]',
+      UUID.test(match) ||
+      SNAKE_NAME.test(match) ||
+      keepUnder.some((folder) => match === folder || match.startsWith(`${folder}/`))
+        ? match
+        : '[redacted]',
     );
   return out;
 }

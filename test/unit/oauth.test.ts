@@ -150,6 +150,19 @@ describe('redact', () => {
       redact('signing key /wJalrXUtnFEMIK7MDENGbPxRfiCY/EXAMPLEKEY was refused', [], { keepUnder }),
     ).toBe('signing key [redacted] was refused');
     expect(redact('/var/lib/credvaultX/0123456789abcdef0123456789', [], { keepUnder })).toBe('[redacted]');
+    // The folder itself too: "there is no vault at /home/alice/.local/share/credvault".
+    const home = ['/home/alice/.local/share/credvault'];
+    expect(
+      redact('there is no vault at /home/alice/.local/share/credvault (no', [], { keepUnder: home }),
+    ).toBe('there is no vault at /home/alice/.local/share/credvault (no');
+  });
+
+  it('keeps a lower-case snake-case name (a metric, an error name), not a run with capitals or digits', () => {
+    expect(redact('credvault_database_gauges_updated_timestamp_seconds says how old')).toBe(
+      'credvault_database_gauges_updated_timestamp_seconds says how old',
+    );
+    expect(redact('token abcdefghij_klmnopqrst_uvwxyzabcd_EFGH')).toBe('token [redacted]');
+    expect(redact('token abcdefghij_klmnopqrst_uvwxyzabcd_1234')).toBe('token [redacted]');
   });
 });
 
