@@ -15,7 +15,12 @@ import type { DaemonMetrics } from './metrics.js';
  * then, and once more when they are read again). The earliest expiry is counted at each scrape from
  * the time read, so it keeps counting down meanwhile.
  */
-export function databaseGauges(ctx: ServiceContext, metrics: DaemonMetrics, log: Logger) {
+export function databaseGauges(
+  ctx: ServiceContext,
+  metrics: DaemonMetrics,
+  log: Logger,
+  stopping: () => boolean,
+) {
   const warnedEnding = new Map<string, number>();
   // Read every 15 s: counted over a minute at least, so that an outage is one line, then a count.
   const repeats = new RepeatedLines(log, { firstMs: 60_000 });
@@ -58,6 +63,8 @@ export function databaseGauges(ctx: ServiceContext, metrics: DaemonMetrics, log:
     try {
       await read();
     } catch (error) {
+      // A read the shutdown cut short (the database closed under it) is no outage.
+      if (stopping()) return;
       failingSince ??= new Date();
       const what = databaseFailure(error) ?? 'reading them failed';
       repeats.log(

@@ -221,7 +221,7 @@ export async function runDaemon(
   const audit = new AuditBatcher(ctx, metrics, chain);
   scheduler = new RefreshScheduler(ctx, options, metrics, log, chain);
   // Their failures are logged (see databaseGauges), not swallowed.
-  const updateGauges = databaseGauges(ctx, metrics, log);
+  const updateGauges = databaseGauges(ctx, metrics, log, () => shuttingDown);
   const timers: NodeJS.Timeout[] = [];
   let shuttingDown = false;
   let unlisten: (() => Promise<void>) | null = null;
@@ -597,8 +597,12 @@ function reloadFailure(error: unknown): [string, Record<string, unknown>] {
     ];
   }
   if (error instanceof CredvaultError && error.code === 'key_error') {
+    // A key that opens nothing of this vault, or none to try (a missing file, a malformed key).
+    const mismatch = /does not match this vault|does not open/.test(error.message);
     return [
-      'SIGHUP: the configured key does not open this vault; going on with the key in use',
+      mismatch
+        ? 'SIGHUP: the configured key does not open this vault; going on with the key in use'
+        : `SIGHUP: the configured key could not be read (${error.message}); going on with the key in use`,
       { ...fields, reason: 'key' },
     ];
   }

@@ -446,6 +446,16 @@ describe('the token endpoint', () => {
       );
       // Still serving, from a cache cleared or not: the key in use opens what it must.
       expect((await daemon.get('/v1/connections/acct-a/token', { token: reader })).status).toBe(200);
+      // No key at all to try is said as such, not as a key that does not open the vault.
+      writeFileSync(keyFile, 'not a key\n');
+      daemon.child.kill('SIGHUP');
+      expect(
+        await until(() => daemon.logs().includes('SIGHUP: the configured key could not be read ('), {
+          intervalMs: 100,
+          timeoutMs: 20_000,
+        }),
+      ).toBe(true);
+      expect(daemon.logs().match(/does not open this vault/g)).toHaveLength(1);
     } finally {
       writeFileSync(keyFile, right);
     }
