@@ -41,6 +41,11 @@ export class AuditBatcher {
     this.#maxBatch = options.maxBatch ?? 500;
   }
 
+  /** A client token was used (any route): `clients list` shows when, written by touchClients. */
+  used(clientId: string): void {
+    this.#usedClients.add(clientId);
+  }
+
   write(entry: AuditEntry, clientId: string | null): Promise<void> {
     if (clientId) this.#usedClients.add(clientId);
     return new Promise<void>((resolve, reject) => {

@@ -573,6 +573,8 @@ export function createTokenServer(deps: ServerDeps): Server {
     }
     // Every request but /healthz carries a client token (cli.md), the API's own description included.
     const client = await authenticate(req, { forMetrics: url.pathname === '/metrics' });
+    // Its LAST USED in `clients list`, whatever the route (a metrics scraper's token included).
+    if (client !== localClient) audit.used(client.id);
     // HEAD where GET reads without a side effect (RFC 9110 §9.3.2); the token route records every
     // token it serves, so it answers GET only.
     if (OWN_GET_PATHS.has(url.pathname) && req.method !== 'GET' && req.method !== 'HEAD')

@@ -216,9 +216,12 @@ describe('the metrics', () => {
     // A refresh token with an end within 14 days.
     await v.sql("update oauth_tokens_vault set refresh_token_expires_at = now() + interval '3 days'");
     const reader = await client(v, ['reader', '--all']);
+    const scraper = await client(v, ['scraper', '--all']);
+    await client(v, ['idle', '--all']);
     const daemon = await startDaemon(v);
     cleanups.push(() => daemon.stop());
     expect((await daemon.get('/v1/connections/acct-a/token', { token: reader })).status).toBe(200);
+    expect((await daemon.get('/metrics', { token: scraper })).status).toBe(200);
     await sql(
       v,
       `create or replace function refuse_audit() returns trigger language plpgsql as $$
@@ -262,6 +265,13 @@ describe('the metrics', () => {
     // The log says what failed, once.
     expect(daemon.logs()).toContain('"msg":"request failed: the database refused the operation');
     expect(lines(daemon).filter((l) => l.event === 'request_failed' && l.route === 'token')).toHaveLength(1);
+
+    // `clients list` says when each was last used, whatever the route: a metrics scraper too (only
+    // the token route counted before: a scraper looked unused, and was a candidate for revoking).
+    expect(await daemon.stop()).toBe(0);
+    const listed = await v.json<Array<{ name: string; last_used_at: string | null }>>(['clients', 'list']);
+    const used = Object.fromEntries(listed.map((c) => [c.name, c.last_used_at !== null]));
+    expect(used).toEqual({ reader: true, scraper: true, idle: false });
   });
 });
 
