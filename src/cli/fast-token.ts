@@ -9,6 +9,7 @@ import { connect } from 'node:net';
 import { join, resolve } from 'node:path';
 import { defaultHome, MAX_MIN_TTL_SECONDS, osUser } from '../config.js';
 import { configuredKeyLabel } from '../crypto/key-sources.js';
+import { urlWithoutPassword } from '../util/database-url.js';
 
 export interface TokenDocument {
   access_token: string;
@@ -34,13 +35,7 @@ function homeFromEnv(env: NodeJS.ProcessEnv): string {
 /** Which database a process means, in the form the daemon writes to its run file. */
 export function databaseLabel(url: string | null | undefined): string {
   if (!url?.trim()) return 'embedded';
-  try {
-    const parsed = new URL(url.trim());
-    parsed.password = '';
-    return parsed.toString();
-  } catch {
-    return 'unparsable';
-  }
+  return urlWithoutPassword(url) ?? 'unparsable';
 }
 
 /** The local CLI's way in: written 0600 next to the data by the daemon. */

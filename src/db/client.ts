@@ -5,6 +5,7 @@ import type { SQL } from 'drizzle-orm';
 import type { PgDatabase, PgQueryResultHKT } from 'drizzle-orm/pg-core';
 import type { Options as PostgresOptions, PostgresType } from 'postgres';
 import { type CredvaultError, DatabaseError, InvalidInputError } from '../errors.js';
+import { urlWithoutPassword } from '../util/database-url.js';
 import * as schema from './schema/index.js';
 
 export type Schema = typeof schema;
@@ -125,13 +126,7 @@ export async function executeRows<T>(db: Db, query: SQL): Promise<T[]> {
 }
 
 export function redactUrl(url: string): string {
-  try {
-    const parsed = new URL(url);
-    parsed.password = '';
-    return parsed.toString();
-  } catch {
-    return 'an unparsable DATABASE_URL';
-  }
+  return urlWithoutPassword(url) ?? 'an unparsable DATABASE_URL';
 }
 
 /** The database as messages name it: its URL without the password, or the embedded data folder. */

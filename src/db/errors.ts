@@ -140,6 +140,14 @@ export function mapDatabaseError(error: unknown, where: string): CredvaultError 
   if (code === '40001' || code === '40P01') {
     return new ConflictError('the change collided with another one; try again', { cause: error });
   }
+  if (code === '42704' && /unrecognized configuration parameter/.test(driver.message ?? '')) {
+    // postgres.js sends a DATABASE_URL query parameter it does not know itself as a setting of the
+    // session, which the server refuses when it has no such setting (`?password=…`, a typo).
+    return new DatabaseError(`the database at ${where} refused a setting: ${driver.message}`, {
+      hint: 'DATABASE_URL has a query parameter that neither the driver nor PostgreSQL knows: remove it (a password goes before the host: postgres://USER:PASSWORD@HOST/DB).',
+      cause: error,
+    });
+  }
   if (code === '42501') {
     return new DatabaseError(`the database refused the operation: ${driver.message ?? code}`, {
       cause: error,

@@ -298,6 +298,13 @@ describe('db', () => {
       const listed = await v.cli(['apps', 'list', '--json'], { env });
       expect(JSON.parse(listed.stdout).map((a: { label: string }) => a.label)).toEqual(['pooled']);
       expect((await v.cli(['audit', 'verify'], { env })).code).toBe(0);
+      // One neither the driver nor PostgreSQL knows: the database's refusal, exit 8, not an internal error.
+      url.searchParams.set('password', 'hunter2-secret');
+      const refused = await v.cli(['apps', 'list'], { env: { DATABASE_URL: url.toString() } });
+      expect(refused.code, refused.stderr).toBe(8);
+      expect(refused.stderr).toContain('refused a setting: unrecognized configuration parameter "password"');
+      expect(refused.stderr).toContain('remove it');
+      expect(refused.stderr).not.toContain('hunter2-secret');
     },
   );
 });
