@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { tokenTimes } from '../../src/cli/commands/connections.js';
 import type { ConnectionView } from '../../src/db/store/connections.js';
 import { assess } from '../../src/services/status.js';
 
@@ -60,5 +61,34 @@ describe('status advice', () => {
     expect(at(-1).problem).toContain('expired');
     // With a refresh token, an access token's end is only the next refresh.
     expect(assess(view({ accessTokenExpiresAt: new Date(NOW - DAY) }), NOW).urgency).toBe('ok');
+  });
+});
+
+describe('the token columns of status and connections list', () => {
+  const times = {
+    accessTokenExpiresAt: new Date(NOW + 3_600_000),
+    refreshTokenExpiresAt: new Date(NOW + 180 * DAY),
+    hasRefreshToken: true,
+    cooldownUntil: null,
+  };
+
+  it('shows the times of a connection token get serves', () => {
+    expect(tokenTimes({ ...times, status: 'active' }, NOW)).toEqual({ access: 'in 60m', refresh: 'in 180d' });
+  });
+
+  // token get exits 4 for them, whatever time the tokens had left (it showed "in 60m", "in 180d").
+  it.each(['needs_reauth', 'revoked'])('shows no usable time for %s', (status) => {
+    expect(tokenTimes({ ...times, status }, NOW)).toEqual({ access: 'refused', refresh: 'refused' });
+  });
+
+  it('in error: the access token is refused while it cools down, then refreshed before it is served', () => {
+    expect(tokenTimes({ ...times, status: 'error', cooldownUntil: new Date(NOW + 240_000) }, NOW)).toEqual({
+      access: 'refused, retry in 4m',
+      refresh: 'in 180d',
+    });
+    expect(tokenTimes({ ...times, status: 'error', cooldownUntil: new Date(NOW - 1000) }, NOW)).toEqual({
+      access: 'refreshed first',
+      refresh: 'in 180d',
+    });
   });
 });

@@ -32,6 +32,33 @@ export function relative(date: Date | null, now = Date.now()): string | null {
   return ms >= 0 ? `in ${text}` : `${text} ago`;
 }
 
+/**
+ * The ACCESS TOKEN and REFRESH TOKEN columns of the human tables (connections list, status): the times
+ * as they are only while `token get` would serve them. A connection that needs a person or was revoked
+ * is refused whatever time its tokens have left (`refused`). One in `error` is refused while it cools
+ * down after failed refreshes (`refused, retry in 4m`), and after that a refresh is tried before any
+ * token is served (`refreshed first`); its refresh token is not refused by the platform (its time
+ * stands). The JSON keeps the stored times (spec/cli.md) beside the status.
+ */
+export function tokenTimes(
+  v: Pick<
+    ConnectionView,
+    'status' | 'accessTokenExpiresAt' | 'refreshTokenExpiresAt' | 'hasRefreshToken' | 'cooldownUntil'
+  >,
+  now = Date.now(),
+): { access: string | null; refresh: string | null } {
+  if (v.status === 'needs_reauth' || v.status === 'revoked') return { access: 'refused', refresh: 'refused' };
+  const refresh = relative(v.refreshTokenExpiresAt, now) ?? (v.hasRefreshToken ? 'no end' : null);
+  if (v.status === 'error') {
+    const cooling = v.cooldownUntil && v.cooldownUntil.getTime() > now;
+    return {
+      access: cooling ? `refused, retry ${relative(v.cooldownUntil, now)}` : 'refreshed first',
+      refresh,
+    };
+  }
+  return { access: relative(v.accessTokenExpiresAt, now), refresh };
+}
+
 export function statusStyle(status: string, text: string, c: Styler): string {
   if (status === 'active') return c.green(text);
   if (status === 'error') return c.yellow(text);
@@ -44,7 +71,7 @@ export const CONNECTION_COLUMNS: Column<ConnectionView>[] = [
   { header: 'ACCOUNT', value: (v) => accountLabel(v) },
   { header: 'APP', value: (v) => v.appLabel },
   { header: 'STATUS', value: (v) => v.status, style: (v, text, c) => statusStyle(v.status, text, c) },
-  { header: 'ACCESS TOKEN', value: (v) => relative(v.accessTokenExpiresAt) },
+  { header: 'ACCESS TOKEN', value: (v) => tokenTimes(v).access },
 ];
 
 export function printConnections(rt: Runtime, views: ConnectionView[]): void {

@@ -2,7 +2,7 @@ import { type ConnectionHealth, vaultStatus } from '../../services/status.js';
 import { accountLabel, connectionJson, connectionRef } from '../../views.js';
 import { withContext } from '../context.js';
 import type { Runtime } from '../run.js';
-import { relative } from './connections.js';
+import { relative, tokenTimes } from './connections.js';
 
 export async function status(rt: Runtime): Promise<void> {
   const health = await withContext(rt, (ctx) => vaultStatus(ctx));
@@ -32,12 +32,9 @@ export async function status(rt: Runtime): Promise<void> {
       },
       { header: 'ACCOUNT', value: (h) => accountLabel(h.connection) },
       { header: 'STATUS', value: (h) => h.connection.status, style: (h, text) => paint(h, text) },
-      { header: 'ACCESS TOKEN', value: (h) => relative(h.connection.accessTokenExpiresAt) },
-      {
-        header: 'REFRESH TOKEN',
-        value: (h) =>
-          relative(h.connection.refreshTokenExpiresAt) ?? (h.connection.hasRefreshToken ? 'no end' : null),
-      },
+      // As `token get` would serve them: not a dead grant's times as if usable (tokenTimes).
+      { header: 'ACCESS TOKEN', value: (h) => tokenTimes(h.connection).access },
+      { header: 'REFRESH TOKEN', value: (h) => tokenTimes(h.connection).refresh },
       { header: 'LAST REFRESH', value: (h) => relative(h.connection.lastRefreshedAt) },
     ],
     'no connections yet: connect one with `credvault connect PLATFORM`',
