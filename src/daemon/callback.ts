@@ -38,7 +38,7 @@ export async function callbackPage(
     ]);
   }
   try {
-    const connections = await completeAuthorization(ctx, state, params, {
+    const { connections } = await completeAuthorization(ctx, state, params, {
       name: null,
       choose: chooseRequested,
       platform,

@@ -124,6 +124,12 @@ function digest(value: string): Buffer {
   return createHash('sha256').update(value).digest();
 }
 
+/** The loopback's refusal of an answer whose state this sign-in did not issue (connect records it). */
+export class ForeignCallbackError extends InvalidInputError {}
+
+/** No answer came to the loopback in time. */
+export class CallbackTimeoutError extends ReauthRequiredError {}
+
 export interface CallbackServer {
   redirectUri: string;
   /** Resolves with the callback's parameters (code, or error) once the right state arrives. */
@@ -174,7 +180,7 @@ export async function startCallbackServer(
     if (!expected || !timingSafeEqual(digest(state), digest(expected))) {
       res.on('close', () =>
         settle?.reject(
-          new InvalidInputError(
+          new ForeignCallbackError(
             `the answer at the callback carried ${state ? 'a state this sign-in did not issue' : 'no state'} (a stale browser tab, the answer to another sign-in, or a forged request); nothing was exchanged or stored`,
             { hint: `Run \`${again}\` again, and finish the sign-in in the browser tab it opens.` },
           ),
@@ -206,7 +212,7 @@ export async function startCallbackServer(
   const port = (servers[0]!.address() as AddressInfo).port;
   const timer = setTimeout(() => {
     settle?.reject(
-      new ReauthRequiredError(
+      new CallbackTimeoutError(
         `no authorization arrived within ${Math.round(timeoutMs / 1000)}s; nothing was stored`,
         {
           hint: `Run \`${again}\` again (and finish in the browser sooner), or give a longer --timeout.`,

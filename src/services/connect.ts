@@ -28,7 +28,7 @@ import { resolveApp } from './apps.js';
 import { recordAudit } from './audit.js';
 import { assertNameFree } from './connections.js';
 import type { ServiceContext } from './context.js';
-import { openToken, storeGrant, tokenSha256 } from './grants.js';
+import { type DestroyedGrant, openToken, settleDestroyed, storeGrant, tokenSha256 } from './grants.js';
 import {
   claimAdoption,
   type DeadGrantRefresh,
@@ -160,6 +160,48 @@ export async function startAuthorization(
       app_id: app.id,
       app_label: app.label,
     };
+  });
+}
+
+/** Why `connect` gave up on its own authorization before any callback was taken (abandonAuthorization). */
+export type Abandoned = 'wrong state' | 'no answer in time' | 'stopped';
+
+/**
+ * Uses up the state of an authorization `connect` gave up on before it took a callback (a wrong or
+ * forged answer at its loopback, or a pasted URL of another flow; no answer in time; any other
+ * failure before the exchange): nobody can complete it later (`connections complete` with that state
+ * is refused as already used). A wrong answer is recorded as the refusal consumeState records
+ * (oauth.callback, denied); giving up otherwise as oauth.abandon.
+ */
+export async function abandonAuthorization(
+  ctx: ServiceContext,
+  state: string,
+  why: Abandoned,
+): Promise<void> {
+  await ctx.transaction(async (tx) => {
+    const row = await stateStore.lockByHash(tx, hashState(state));
+    if (!row) return;
+    if (!row.usedAt) await stateStore.markUsed(tx, row.id);
+    else if (why !== 'wrong state') return;
+    await recordAudit(
+      tx,
+      ctx.actor,
+      why === 'wrong state'
+        ? {
+            action: 'oauth.callback',
+            targetType: 'oauth_state',
+            targetId: row.id,
+            outcome: 'denied',
+            detail: { problem: 'wrong state', platform: row.platform, at: 'connect' },
+          }
+        : {
+            action: 'oauth.abandon',
+            targetType: 'oauth_state',
+            targetId: row.id,
+            outcome: 'failure',
+            detail: { problem: why, platform: row.platform },
+          },
+    );
   });
 }
 
@@ -360,7 +402,7 @@ export async function completeAuthorization(
   state: string,
   callback: URLSearchParams,
   options: CompleteOptions,
-): Promise<ConnectionView[]> {
+): Promise<Stored> {
   // Neither a code nor an error is no answer from the platform (the sign-in link itself opened, a
   // bookmark): the state is not used up by it.
   if (!callback.get('code') && !callback.get('error')) {
@@ -520,22 +562,32 @@ async function storeConnections(
   store: {
     refreshTokenSha256?: string;
     /**
-     * First in the storing transaction: the connections' ids when it attached the accounts itself
-     * (nothing is stored then), else null.
+     * First in the storing transaction: the connections' ids (and the grants that replaced) when it
+     * attached the accounts itself (nothing is stored then), else null.
      */
-    before?: (tx: Db, accounts: AdAccount[], name: string | null) => Promise<string[] | null>;
+    before?: (
+      tx: Db,
+      accounts: AdAccount[],
+      name: string | null,
+    ) => Promise<{ ids: string[]; destroyed: DestroyedGrant[] } | null>;
     /** More to do in the storing transaction, once the connections are stored. */
     within?: (tx: Db, ids: string[]) => Promise<void>;
   } = {},
-): Promise<ConnectionView[]> {
+): Promise<Stored> {
   const found = await discover(ctx, provider, opened, tokens.accessToken);
   const chosen = await options.choose(found, provider.id, requested);
   if (chosen.length === 0) throw new InvalidInputError('no account was chosen; nothing was stored');
   const name = options.name ?? requested.name ?? null;
-  const ids = await ctx.transaction(async (tx) => {
+  let previous: ConnectionView[] = [];
+  const { ids, destroyed } = await ctx.transaction(async (tx) => {
+    // The accounts connected already, as they were: a reconnect may rename or move them (the CLI says so).
+    previous = await connectionStore.listViews(tx, {
+      platform: provider.id,
+      accounts: chosen.map((a) => a.id),
+    });
     const attached = await store.before?.(tx, chosen, name);
     if (attached) return attached;
-    const ids = await storeGrant(ctx, tx, {
+    const stored = await storeGrant(ctx, tx, {
       app,
       tokens,
       accounts: chosen,
@@ -543,16 +595,32 @@ async function storeConnections(
       via,
       refreshTokenSha256: store.refreshTokenSha256,
     });
-    await store.within?.(tx, ids);
-    return ids;
+    await store.within?.(tx, stored.ids);
+    return stored;
   });
-  return connectionStore.listViews(ctx.db, { ids });
+  // The grants of reconnected accounts, destroyed in that transaction (not revoked at the platform:
+  // see attachAccounts): their data keys forgotten, their bytes out of the database's files.
+  const warnings = await settleDestroyed(ctx, destroyed);
+  return { connections: await connectionStore.listViews(ctx.db, { ids }), destroyed, warnings, previous };
+}
+
+/** The connections a consent (or an adopted token) was stored for, and what that replaced. */
+export interface Stored {
+  /** The connections of the accounts stored (spec/cli.md's connection list). */
+  connections: ConnectionView[];
+  /**
+   * The grants of accounts connected already, replaced by this one and destroyed here (their tokens
+   * were not revoked at the platform: see attachAccounts).
+   */
+  destroyed: DestroyedGrant[];
+  /** What could not be done once the connections were stored (see db/shred.ts). */
+  warnings: string[];
+  /** Those of the connections that existed before, as they were (a reconnect may rename or move them). */
+  previous?: ConnectionView[];
 }
 
 /** What `connections add` did with the refresh token it was given. */
-export interface Adopted {
-  /** The connections of the accounts added (spec/cli.md's connection list). */
-  connections: ConnectionView[];
+export interface Adopted extends Stored {
   /** The vault held the token already, on a working grant: the accounts joined it. */
   joined: boolean;
   /** The other connections (refs) of the grant joined. */
@@ -690,7 +758,7 @@ async function storeAdopted(
   /** This refresh's answer was written onto it (the platform had rotated the token). */
   let keptOnJoined = false;
   let dead: HeldGrant[] = [];
-  const connections = await storeConnections(
+  const { connections, destroyed, warnings } = await storeConnections(
     ctx,
     provider,
     opened,
@@ -743,7 +811,7 @@ async function storeAdopted(
           keptOnJoined = true;
         }
         joined = now.live;
-        const ids = await joinGrantIn(ctx, tx, {
+        const attached = await joinGrantIn(ctx, tx, {
           app,
           held: now.live,
           accounts,
@@ -754,10 +822,10 @@ async function storeAdopted(
         });
         // The grant of its own where this adoption kept the answer first: the grant joined holds it now.
         if (current && refreshed?.ownGrant) {
-          const added = await connectionStore.listViews(tx, { ids });
+          const added = await connectionStore.listViews(tx, { ids: attached.ids });
           await replaceDeadGrant(ctx, tx, refreshed.grant.id, added, 'adopt');
         }
-        return ids;
+        return attached;
       },
       within: async (tx, ids) => {
         const added = await connectionStore.listViews(tx, { ids });
@@ -770,6 +838,8 @@ async function storeAdopted(
     const holders = joined.connections.map(connectionRef);
     return {
       connections,
+      destroyed,
+      warnings,
       joined: true,
       sharedWith: holders.filter((ref) => !connections.some((c) => connectionRef(c) === ref)),
       replaced: [],
@@ -779,6 +849,8 @@ async function storeAdopted(
   }
   return {
     connections,
+    destroyed,
+    warnings,
     joined: false,
     sharedWith: [],
     replaced,
@@ -985,7 +1057,7 @@ async function joinHeldGrant(
   );
   const chosen = await options.choose(found, provider.id, {});
   if (chosen.length === 0) throw new InvalidInputError('no account was chosen; nothing was stored');
-  const ids = await ctx.transaction((tx) =>
+  const { ids, destroyed } = await ctx.transaction((tx) =>
     joinGrantIn(ctx, tx, {
       app,
       held,
@@ -996,9 +1068,12 @@ async function joinHeldGrant(
       hint: 'Run `credvault connections list` to see why, then add the account again.',
     }),
   );
+  const warnings = await settleDestroyed(ctx, destroyed);
   const connections = await connectionStore.listViews(ctx.db, { ids });
   return {
     connections,
+    destroyed,
+    warnings,
     joined: true,
     sharedWith: holders.filter((ref) => !connections.some((c) => connectionRef(c) === ref)),
     replaced: [],

@@ -2,6 +2,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import type { Slot } from '../crypto/envelope.js';
 import type { Secret } from '../crypto/secret.js';
 import type { Db } from '../db/client.js';
+import { shred } from '../db/shred.js';
 import type { AppRecord } from '../db/store/apps.js';
 import * as connectionStore from '../db/store/connections.js';
 import * as dataKeys from '../db/store/data-keys.js';
@@ -102,7 +103,11 @@ export function severalNamed(): InvalidInputError {
   });
 }
 
-export async function storeGrant(ctx: ServiceContext, tx: Db, input: StoreGrantInput): Promise<string[]> {
+export async function storeGrant(
+  ctx: ServiceContext,
+  tx: Db,
+  input: StoreGrantInput,
+): Promise<{ ids: string[]; destroyed: DestroyedGrant[] }> {
   const { app, tokens, accounts } = input;
   const platform = app.platform as PlatformId;
   if (!tokens.refreshToken && !(input.accessTokenOnly && tokens.accessToken)) {
@@ -147,7 +152,7 @@ export async function storeGrant(ctx: ServiceContext, tx: Db, input: StoreGrantI
       input.refreshTokenSha256 ?? (tokens.refreshToken ? tokenSha256(tokens.refreshToken) : null),
   });
 
-  const { ids, audit } = await attachAccounts(ctx, tx, { ...input, grantId });
+  const { ids, audit, destroyed } = await attachAccounts(ctx, tx, { ...input, grantId });
   audit.push({
     action: 'token.store',
     targetType: 'grant',
@@ -164,23 +169,38 @@ export async function storeGrant(ctx: ServiceContext, tx: Db, input: StoreGrantI
     },
   });
   await recordAudit(tx, ctx.actor, audit);
-  return ids;
+  return { ids, destroyed };
+}
+
+/** A grant a reconnect replaced and destroyed (see attachAccounts, settleDestroyed). */
+export interface DestroyedGrant {
+  grantId: string;
+  dataKeyId: string;
+  /** The connections (`platform:account`) that moved off it to the new grant. */
+  connections: string[];
 }
 
 /**
  * Points the connections of `accounts` at a grant, in the caller's transaction: new accounts become
- * connections, connected ones are reconnected (a grant left with no connection is destroyed). Returns
- * their ids and the audit entries for the caller to record.
+ * connections, connected ones are reconnected (a grant left with no connection is destroyed, with a
+ * `token.destroy` entry). Returns their ids, the audit entries for the caller to record, and the grants
+ * destroyed: once the transaction has committed, the caller hands them to settleDestroyed.
+ *
+ * A destroyed grant is not revoked at the platform: on Google, revoking any token of a user+client
+ * authorization revokes the whole authorization, the new grant of this reconnect included (a new
+ * consent of the same person to the same client is that same authorization). The old refresh token is
+ * destroyed here only; the platform lets it lapse (README, "connect and connections").
  */
 export async function attachAccounts(
   ctx: ServiceContext,
   tx: Db,
   input: Pick<StoreGrantInput, 'app' | 'accounts' | 'name' | 'via'> & { grantId: string },
-): Promise<{ ids: string[]; audit: AuditEntry[] }> {
+): Promise<{ ids: string[]; audit: AuditEntry[]; destroyed: DestroyedGrant[] }> {
   const { app, accounts, grantId } = input;
   const platform = app.platform as PlatformId;
   const audit: AuditEntry[] = [];
-  const replaced = new Set<string>();
+  /** Grants the reconnected accounts were on: their connections' refs. */
+  const replaced = new Map<string, string[]>();
   const ids: string[] = [];
   for (const account of accounts) {
     if (input.name) {
@@ -207,7 +227,11 @@ export async function attachAccounts(
     }
     const known = existing ? { ...kept, ...fields.details } : fields.details;
     if (existing) {
-      if (existing.tokenId) replaced.add(existing.tokenId);
+      if (existing.tokenId)
+        replaced.set(existing.tokenId, [
+          ...(replaced.get(existing.tokenId) ?? []),
+          `${platform}:${account.id}`,
+        ]);
       await connectionStore.update(tx, existing.id, {
         ...fields,
         details: known,
@@ -227,6 +251,7 @@ export async function attachAccounts(
           app: app.label,
           via: input.via,
           previous_status: existing.status,
+          ...(input.name && existing.name !== input.name ? { renamed_from: existing.name } : {}),
         },
       });
     } else {
@@ -250,19 +275,48 @@ export async function attachAccounts(
       });
     }
   }
-  for (const old of replaced) {
-    if (old !== grantId && (await connectionStore.countByGrant(tx, old)) === 0) await destroyGrant(tx, old);
+  const destroyed: DestroyedGrant[] = [];
+  for (const [old, refs] of replaced) {
+    if (old === grantId || (await connectionStore.countByGrant(tx, old)) > 0) continue;
+    // Not revoked at the platform: see above (it would end the new grant too, on Google).
+    const dataKeyId = await destroyGrant(tx, old);
+    if (!dataKeyId) continue;
+    destroyed.push({ grantId: old, dataKeyId, connections: refs });
+    audit.push({
+      action: 'token.destroy',
+      targetType: 'grant',
+      targetId: old,
+      outcome: 'success',
+      detail: { platform, via: input.via, reason: 'reconnected', replaced_by: grantId, connections: refs },
+    });
   }
-  return { ids, audit };
+  return { ids, audit, destroyed };
 }
 
-/** Deletes a grant's tokens and its data key: what they protected cannot be read again. */
-export async function destroyGrant(tx: Db, grantId: string): Promise<void> {
+/**
+ * Once the transaction that destroyed grants has committed: their data keys are forgotten and what
+ * they leave in the database's files removed (db/shred.ts), as a revocation does. Resolves warnings
+ * for what could not be done (the action itself is done by then).
+ */
+export async function settleDestroyed(ctx: ServiceContext, destroyed: DestroyedGrant[]): Promise<string[]> {
+  if (!destroyed.length) return [];
+  const keyring = await ctx.keyring();
+  for (const grant of destroyed) keyring.forget(grant.dataKeyId);
+  const leftover = await shred(ctx.database, ['oauth_tokens_vault', 'data_keys']);
+  return leftover ? [leftover] : [];
+}
+
+/**
+ * Deletes a grant's tokens and its data key: what they protected cannot be read again. Resolves the
+ * data key's id (null: there was no such grant).
+ */
+export async function destroyGrant(tx: Db, grantId: string): Promise<string | null> {
   const grant = await tokenStore.get(tx, grantId);
-  if (!grant) return;
+  if (!grant) return null;
   await connectionStore.updateByGrant(tx, grantId, { tokenId: null });
   await tokenStore.remove(tx, grantId);
   await dataKeys.destroy(tx, grant.dataKeyId);
+  return grant.dataKeyId;
 }
 
 /** One of a grant's tokens, decrypted: the one place a grant's secrets are opened. Callers audit. */

@@ -14,7 +14,7 @@ import { jitter, sleep } from '../util/backoff.js';
 import { connectionRef } from '../views.js';
 import { type AuditEntry, recordAudit } from './audit.js';
 import type { ServiceContext } from './context.js';
-import { attachAccounts, destroyGrant, openToken } from './grants.js';
+import { attachAccounts, type DestroyedGrant, destroyGrant, openToken } from './grants.js';
 import { providerFailure, withDeadline } from './platform-calls.js';
 import { decryptedFor } from './provider-app.js';
 import {
@@ -478,7 +478,7 @@ export async function joinGrantIn(
     nothing: string;
     hint: string;
   },
-): Promise<string[]> {
+): Promise<{ ids: string[]; destroyed: DestroyedGrant[] }> {
   const { held } = input;
   const grant = await tokenStore.lock(tx, held.grant.id);
   const current = grant ? await connectionStore.listByGrant(tx, held.grant.id) : [];
@@ -487,7 +487,7 @@ export async function joinGrantIn(
       hint: input.hint,
     });
   }
-  const { ids, audit } = await attachAccounts(ctx, tx, {
+  const { ids, audit, destroyed } = await attachAccounts(ctx, tx, {
     app: input.app,
     grantId: held.grant.id,
     accounts: input.accounts,
@@ -496,9 +496,10 @@ export async function joinGrantIn(
   });
   const sharedWith = current.filter((c) => !ids.includes(c.id)).map((c) => c.externalAccountId);
   for (const entry of audit)
-    entry.detail = { ...entry.detail, grant: held.grant.id, shared_with: sharedWith };
+    if (entry.action !== 'token.destroy')
+      entry.detail = { ...entry.detail, grant: held.grant.id, shared_with: sharedWith };
   await recordAudit(tx, ctx.actor, audit);
-  return ids;
+  return { ids, destroyed };
 }
 
 const AGAIN = {

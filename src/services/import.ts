@@ -34,7 +34,7 @@ import { type AppFields, addApp, parseAppFields, secretSlot, updateApp } from '.
 import { recordAudit } from './audit.js';
 import { accountIdProblem, normalizeAccountId } from './connections.js';
 import type { ServiceContext } from './context.js';
-import { openToken, storeGrant, tokenSha256 } from './grants.js';
+import { type DestroyedGrant, openToken, settleDestroyed, storeGrant, tokenSha256 } from './grants.js';
 import {
   type AdoptionClaim,
   claimAdoption,
@@ -712,6 +712,10 @@ export interface ImportResult {
   connections: string[];
   /** Every connection the file names, those it left unchanged too (for --verify). */
   named: string[];
+  /** The grants of connections the import reconnected, destroyed (their tokens replaced by the file's). */
+  destroyed: DestroyedGrant[];
+  /** What could not be done after the import committed (see db/shred.ts). */
+  warnings: string[];
 }
 
 const ENV_NAME = (creds: PlatformCredentials, field: Field, fallback: string) =>
@@ -757,6 +761,8 @@ export async function importCredentials(
   }
   const touched: string[] = [];
   const named: string[] = [];
+  /** Grants of reconnected accounts the import destroyed (the last pass's). */
+  const destroyed: DestroyedGrant[] = [];
   const before = plan.length;
   const needs = new Map<PlatformId, Need>();
   const run = async (prepared: Prepared | null) =>
@@ -764,6 +770,7 @@ export async function importCredentials(
       plan.length = before;
       touched.length = 0;
       named.length = 0;
+      destroyed.length = 0;
       needs.clear();
       // The file's tokens' locks, then the grants holding them, before anything writes an audit row
       // (which locks the audit chain's head): the order `connections add` and every refresh take them
@@ -775,6 +782,7 @@ export async function importCredentials(
         await importConnections(ctx, tx, platform, imported, creds, plan, touched, named, {
           needs,
           prepared,
+          destroyed,
         });
       }
       // A grant to join, or to replace, is asked about before anything is written: the plan (and
@@ -835,6 +843,9 @@ export async function importCredentials(
   }
   // The plan compared stored secrets with the file's: that read is recorded, nothing else is.
   if (options.dryRun) await recordPlanRead(ctx, plan, options.source);
+  // The old tokens of reconnected accounts: gone from the database's files too (not revoked at the
+  // platform: see attachAccounts).
+  const warnings = options.dryRun ? [] : await settleDestroyed(ctx, destroyed);
   return {
     plan,
     unknown: found.unknown,
@@ -844,6 +855,8 @@ export async function importCredentials(
     // A dry run's ids are those of the rolled-back transaction: no such connection exists.
     connections: options.dryRun ? [] : touched,
     named: options.dryRun ? [] : named,
+    destroyed: options.dryRun ? [] : destroyed,
+    warnings,
   };
 }
 
@@ -1193,7 +1206,7 @@ async function importConnections(
   plan: PlanItem[],
   touched: string[],
   named: string[],
-  pass: { needs: Map<PlatformId, Need>; prepared: Prepared | null },
+  pass: { needs: Map<PlatformId, Need>; prepared: Prepared | null; destroyed: DestroyedGrant[] },
 ): Promise<void> {
   const { app } = imported;
   /** What each platform call of this platform's need goes with: the app as the file makes it. */
@@ -1355,7 +1368,7 @@ async function importConnections(
   const accountsOf = fresh.map((id) => ({ id, name: null, currency: null, details }));
   /** The file's new accounts join a grant holding its token (locked, and seen live still). */
   const join = async (grant: HeldGrant) => {
-    const ids = await joinGrantIn(ctx, tx, {
+    const { ids, destroyed } = await joinGrantIn(ctx, tx, {
       app,
       held: grant,
       accounts: accountsOf,
@@ -1366,6 +1379,7 @@ async function importConnections(
     });
     touched.push(...ids);
     named.push(...ids);
+    pass.destroyed.push(...destroyed);
   };
   // One consent, one grant, as `connections add` keeps it: the file's refresh token may be held
   // already by a grant of accounts the file does not name (connect, connections add, another file).
@@ -1410,7 +1424,7 @@ async function importConnections(
     await join({ grant: holder, connections: await connectionStore.listByGrant(tx, holder.id) });
     return;
   }
-  const ids = await storeGrant(ctx, tx, {
+  const { ids, destroyed } = await storeGrant(ctx, tx, {
     app,
     // The consent refreshed to replace a dead grant: what the platform gave (a rotated refresh token
     // replaces the file's).
@@ -1434,6 +1448,7 @@ async function importConnections(
   });
   touched.push(...ids);
   named.push(...ids);
+  pass.destroyed.push(...destroyed);
   if (held?.held.length) {
     const added = await connectionStore.listViews(tx, { ids });
     for (const { grant } of held.held) await replaceDeadGrant(ctx, tx, grant.id, added, 'import');

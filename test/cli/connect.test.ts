@@ -334,12 +334,14 @@ describe('refusals', () => {
       await addAppFor(v, 'microsoft_ads', doubleFor('microsoft_ads'));
       const attempts = doubles.microsoft.codeExchangeAttempts;
       let page = '';
+      let real = '';
       const run = await connectViaDouble(v, 'microsoft_ads', ['--account', '987'], {
         async follow(url) {
           // A real code the platform would exchange (an attacker's own consent), under a state that
           // is not the one credvault is waiting for: a login CSRF.
           const consent = await fetch(url, { redirect: 'manual' });
-          const forged = new URL(consent.headers.get('location')!);
+          real = consent.headers.get('location')!;
+          const forged = new URL(real);
           expect(forged.searchParams.get('code')).toBeTruthy();
           forged.searchParams.set('state', 'not-the-state');
           const answer = await fetch(forged);
@@ -360,6 +362,37 @@ describe('refusals', () => {
         expect(await query('select id from ad_account_connections')).toEqual([]);
         expect(await query('select id from oauth_tokens_vault')).toEqual([]);
       });
+      // On record, as `connections complete` records a wrong state.
+      expect(
+        await v.sql(
+          "select detail->>'problem' as problem from credential_access_audit where action = 'oauth.callback' and outcome = 'denied'",
+        ),
+      ).toEqual([{ problem: 'wrong state' }]);
+      // The flow connect gave up is used up: its own state, with the real answer, completes nothing.
+      const state = new URL(run.authorizeUrl).searchParams.get('state')!;
+      const late = await v.cli(['connections', 'complete', '--state', state, '--callback-url', real]);
+      expect(late.code, late.stderr).toBe(2);
+      expect(late.stderr).toContain('this authorization was already used');
+      expect(doubles.microsoft.codeExchangeAttempts).toBe(attempts);
+      expect(await v.sql('select id from ad_account_connections')).toEqual([]);
+
+      // No answer in time: given up as well, on record.
+      const waited = await v.cli([
+        'connect',
+        'microsoft_ads',
+        '--no-browser',
+        '--account',
+        '987',
+        '--timeout',
+        '1s',
+      ]);
+      expect(waited.code, waited.stderr).toBe(4);
+      expect(waited.stderr).toContain('no authorization arrived within 1s');
+      const abandoned = await v.sql<{ problem: string }>(
+        "select detail->>'problem' as problem from credential_access_audit where action = 'oauth.abandon'",
+      );
+      expect(abandoned).toEqual([{ problem: 'no answer in time' }]);
+      expect(await v.sql('select id from oauth_states where used_at is null')).toEqual([]);
     },
   );
 
@@ -579,7 +612,11 @@ describe('refusals', () => {
       7,
       'a connection named "main" already exists',
     );
-    await refused(['--timeout', '601'], 2, '--timeout must be seconds between 1 and 600');
+    await refused(
+      ['--timeout', '601'],
+      2,
+      '--timeout must be whole seconds (or a duration like 90s or 5m) from 1s to 600s',
+    );
     expect(doubles.google.codeExchangeCount).toBe(exchanges);
     // connections add too, before the refresh token is tried at the platform (which may rotate it).
     const refreshes = doubles.google.refreshAttempts;
@@ -1001,5 +1038,36 @@ describe.runIf(ONCE)('connections add of an account connected already', () => {
       accounts: ['1234567890'],
     });
     expect(same.stderr).not.toContain('was connected already');
+    // Each reconnect destroyed the grant it replaced, said so, and left it unrevoked at the platform
+    // (on Google that would revoke the authorization the new grant belongs to).
+    expect(again.stderr).toContain(
+      'the previous tokens of google_ads:1234567890 were destroyed here (the new grant replaces them); they were not revoked at the platform',
+    );
+    expect(doubles.google.findGrant(first.refreshToken)?.revoked).toBe(false);
+
+    // connect says a rename as connections add does, and the audit of the reconnect carries it.
+    const renamed = await connectViaDouble(v, 'google_ads', ['--account', '1234567890', '--name', 'jp2'], {
+      json: false,
+    });
+    expect(renamed.result.code, renamed.result.stderr).toBe(0);
+    expect(renamed.result.stderr).toContain(
+      `google_ads:1234567890 was connected already (named acme-us, through app ${app.label}): it is now connected named jp2, through app ${app.label}`,
+    );
+    expect(renamed.result.stderr).toContain(
+      'the previous tokens of google_ads:1234567890 were destroyed here',
+    );
+    const reconnects = await v.sql<{ via: string; renamed_from: string | null }>(
+      "select detail->>'via' as via, detail->>'renamed_from' as renamed_from from credential_access_audit where action = 'connection.reconnect' order by id",
+    );
+    expect(reconnects).toEqual([
+      { via: 'adopt', renamed_from: 'acme' },
+      { via: 'adopt', renamed_from: null },
+      { via: 'connect', renamed_from: 'acme-us' },
+    ]);
+    const destroyedGrants = await v.sql<{ via: string }>(
+      "select detail->>'via' as via from credential_access_audit where action = 'token.destroy' order by id",
+    );
+    expect(destroyedGrants.map((d) => d.via)).toEqual(['adopt', 'adopt', 'connect']);
+    expect(await v.sql('select id from oauth_tokens_vault')).toHaveLength(1);
   });
 });

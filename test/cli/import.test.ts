@@ -530,6 +530,20 @@ describe('import env', () => {
       action: 'update',
       detail: `new refresh token, app imported (was ${app.label})`,
     });
+    // Applied: the grant the file's token replaces is destroyed here, on record and said (the
+    // platform is not told: on Google that would end the file's grant too).
+    const [old] = await v.sql<{ id: string }>('select id from oauth_tokens_vault');
+    const applied = await v.cli(['import', 'env', '--file', other]);
+    expect(applied.code, applied.stderr).toBe(0);
+    expect(applied.stderr).toContain(
+      'the previous tokens of google_ads:1234567890 were destroyed here (the new grant replaces them); they were not revoked at the platform',
+    );
+    expect(
+      await v.sql(
+        "select target_id, detail->>'via' as via from credential_access_audit where action = 'token.destroy'",
+      ),
+    ).toEqual([{ target_id: old!.id, via: 'import' }]);
+    expect(await v.sql('select id from oauth_tokens_vault where id = $1', [old!.id])).toEqual([]);
   });
 
   it('keeps a grant that connections add made: importing the old .env again does not shred it', async () => {

@@ -154,13 +154,19 @@ describe('the callback server of connect', () => {
         // The one callback it listened for has come: nothing listens any more.
         expect(await probe('127.0.0.1', port), what).toBe('ECONNREFUSED');
       }
-      // No platform was asked anything, nothing was stored, and no state was used up: the LinkedIn
-      // flow's is untouched by being shown to the wrong callback, and can still finish.
+      // No platform was asked anything and nothing was stored. Each reddit flow connect gave up is
+      // used up (it cannot be completed later), and its refusal on record; the LinkedIn flow's state
+      // is untouched by being shown to the wrong callback, and can still finish.
       expect(tokenRequests()).toBe(before);
       const after = await storedRows(v);
       expect(after.connections).toEqual([]);
       expect(after.grants).toBe(0);
-      expect(after.states.map((s) => s.used)).toEqual([false, false, false, false]);
+      expect(after.states.map((s) => s.used)).toEqual([false, true, true, true]);
+      expect(
+        await v.sql(
+          "select count(*)::int as n from credential_access_audit where action = 'oauth.callback' and outcome = 'denied'",
+        ),
+      ).toEqual([{ n: 3 }]);
       expect(await completeFor(v, elsewhere, '5101')).toHaveLength(1);
     },
   );

@@ -102,6 +102,45 @@ describe('what a revocation or a rotation destroys', () => {
   );
 
   it.runIf(DB_KIND === 'pglite')(
+    'is in no file of the embedded database after a reconnect replaced the grant, which is on record and said',
+    async () => {
+      const v = await connected();
+      const { grant } = await storedSecrets(v);
+      const destroyed = [grant.access, grant.refresh, grant.wrapped];
+      await v.cli(['connections', 'list']);
+      expect(inFiles(v, destroyed)).toEqual(destroyed);
+      const [old] = await v.sql<{ id: string }>('select id from oauth_tokens_vault');
+
+      // The same account connected again: its connection moves to the new grant, the old one goes.
+      const again = await connectViaDouble(v, 'microsoft_ads', ['--account', '987'], { json: false });
+      expect(again.result.code, again.result.stderr).toBe(0);
+      expect(again.result.stderr).not.toContain('warning: the');
+      const grants = await v.sql<{ id: string }>('select id from oauth_tokens_vault');
+      expect(grants).toHaveLength(1);
+      expect(grants[0]!.id).not.toBe(old!.id);
+      expect(inFiles(v, destroyed)).toEqual([]);
+      // On record in the reconnect's transaction (no secret in it), and said to the operator.
+      const entries = await v.sql<{ action: string; target_id: string; detail: Record<string, unknown> }>(
+        "select action, target_id, detail from credential_access_audit where action in ('connection.reconnect', 'token.destroy') order by id",
+      );
+      expect(entries.map((e) => e.action)).toEqual(['connection.reconnect', 'token.destroy']);
+      expect(entries[1]).toMatchObject({
+        target_id: old!.id,
+        detail: {
+          platform: 'microsoft_ads',
+          via: 'connect',
+          reason: 'reconnected',
+          replaced_by: grants[0]!.id,
+          connections: ['microsoft_ads:987'],
+        },
+      });
+      expect(again.result.stderr).toContain(
+        'the previous tokens of microsoft_ads:987 were destroyed here (the new grant replaces them); they were not revoked at the platform',
+      );
+    },
+  );
+
+  it.runIf(DB_KIND === 'pglite')(
     'in a vault made before ANALYZE stopped sampling those columns: after a revocation, none in any file',
     async () => {
       const v = await connected();

@@ -207,9 +207,14 @@ export async function connectViaDouble(
     follow?: (url: string, child: ChildProcess) => Promise<{ callbackStatus: number; callbackUrl: string }>;
     /** The paste flow: the callback URL is written to credvault's standard input, not requested. */
     paste?: boolean;
+    /** false: without --json (the table on stdout, the notes on stderr). */
+    json?: boolean;
   } = {},
 ): Promise<ConnectRun> {
-  const child = vault.spawn(['connect', platform, '--no-browser', '--json', ...args], { env: options.env });
+  const child = vault.spawn(
+    ['connect', platform, '--no-browser', ...(options.json === false ? [] : ['--json']), ...args],
+    { env: options.env },
+  );
   if (!options.paste) child.stdin!.end();
   let stdout = '';
   let stderr = '';

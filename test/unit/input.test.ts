@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { parseTimeout } from '../../src/cli/commands/connect.js';
 import { parseDuration } from '../../src/config.js';
 import { InvalidInputError } from '../../src/errors.js';
 import { parsePlatform } from '../../src/providers/catalog.js';
@@ -56,4 +57,27 @@ describe('parsePlatform', () => {
   it('lists the valid platforms for an unknown one', () => {
     expect(() => parsePlatform('tiktok')).toThrow(/unknown platform "tiktok"/);
   });
+});
+
+describe('connect --timeout', () => {
+  it.each([
+    ['300', 300_000],
+    ['1', 1000],
+    ['90s', 90_000],
+    ['5m', 300_000],
+    ['10m', 600_000],
+  ])('takes %s (whole seconds, or a duration)', (text, ms) => {
+    expect(parseTimeout(text)).toBe(ms);
+  });
+
+  // Number() took these: hex, exponents, spaces, fractions.
+  it.each(['0x3', '1e0', ' 2', '2 ', '1.5', '', '0', '0s', '601', '11m', '500ms', '-1', 'abc'])(
+    'refuses %j, as strictly as --min-ttl',
+    (text) => {
+      expect(() => parseTimeout(text)).toThrow(InvalidInputError);
+      expect(() => parseTimeout(text)).toThrow(
+        /--timeout must be whole seconds \(or a duration like 90s or 5m\) from 1s to 600s/,
+      );
+    },
+  );
 });

@@ -1,15 +1,24 @@
+import { DURATION, parseDuration } from '../../config.js';
 import { Secret } from '../../crypto/secret.js';
 import * as connectionStore from '../../db/store/connections.js';
 import { InvalidInputError, quoted } from '../../errors.js';
-import { loopbackTarget, startCallbackServer } from '../../oauth/loopback.js';
+import {
+  CallbackTimeoutError,
+  ForeignCallbackError,
+  loopbackTarget,
+  startCallbackServer,
+} from '../../oauth/loopback.js';
 import { PLATFORMS, type PlatformId, parsePlatform } from '../../providers/catalog.js';
 import type { AdAccount } from '../../providers/types.js';
 import {
+  type Abandoned,
   type AccountChooser,
+  abandonAuthorization,
   adoptRefreshToken,
   appForPlatform,
   completeAuthorization,
   STATE_LIFETIME_MS,
+  type Stored,
   startAuthorization,
 } from '../../services/connect.js';
 import {
@@ -18,7 +27,7 @@ import {
   parseAccountIds,
   parseConnectionName,
 } from '../../services/connections.js';
-import { severalNamed } from '../../services/grants.js';
+import { type DestroyedGrant, severalNamed } from '../../services/grants.js';
 import { quotableUrl } from '../../util/net.js';
 import { shellQuote } from '../../util/shell.js';
 import { connectionRef } from '../../views.js';
@@ -86,16 +95,57 @@ export function chooseAccounts(rt: Runtime, requested: string[]): AccountChooser
   };
 }
 
-/** Seconds to wait for the browser: at most a state's life, after which the answer would be refused. */
-function parseTimeout(text: string): number {
-  const seconds = Number(text);
-  const most = STATE_LIFETIME_MS / 1000;
-  if (!Number.isFinite(seconds) || seconds <= 0 || seconds > most) {
-    throw new InvalidInputError(
-      `--timeout must be seconds between 1 and ${most}, the life of an authorization's state (got ${quoted(text)})`,
+/**
+ * What storing the connections did besides: an account connected already is connected again (its
+ * connection keeps its id), and where that moves it to another app or gives it another name, it is
+ * said, or a script still asking for the old name finds nothing; the grant it was on, destroyed
+ * here, is said too (and what could not be done after, as warnings).
+ */
+export function reportStored(
+  rt: Runtime,
+  stored: Pick<Stored, 'connections' | 'destroyed' | 'warnings'>,
+  before: ConnectionView[],
+): void {
+  for (const warning of stored.warnings) rt.out.warn(warning);
+  for (const view of stored.connections) {
+    const was = before.find((b) => b.id === view.id);
+    if (!was || (was.appLabel === view.appLabel && was.name === view.name)) continue;
+    const as = (v: ConnectionView) => `${v.name ? `named ${v.name}, ` : ''}through app ${v.appLabel}`;
+    rt.out.note(
+      `${view.platform}:${view.externalAccountId} was connected already (${as(was)}): it is now connected ${as(view)}`,
     );
   }
-  return seconds * 1000;
+  noteDestroyed(rt, stored.destroyed);
+}
+
+/** Says which grants a reconnect destroyed here, and that the platform was not told. */
+export function noteDestroyed(rt: Runtime, destroyed: DestroyedGrant[]): void {
+  for (const grant of destroyed) {
+    const refs = grant.connections.join(', ');
+    rt.out.note(
+      `the previous tokens of ${refs} were destroyed here (the new grant replaces them); they were not revoked at the platform, where revoking them could end the new grant too (Google revokes the whole authorization), and they lapse there unused`,
+    );
+  }
+}
+
+/**
+ * How long to wait for the browser, in ms: plain whole seconds (`300`, the default) or a duration
+ * (`90s`, `5m`), as strict as --min-ttl (no `0x3`, `1e0` or spaces), and at most a state's life, after
+ * which the answer would be refused.
+ */
+export function parseTimeout(text: string): number {
+  const most = STATE_LIFETIME_MS / 1000;
+  const ms = /^\d{1,8}$/.test(text)
+    ? Number(text) * 1000
+    : DURATION.test(text)
+      ? parseDuration(text, '--timeout', { zero: true })
+      : Number.NaN;
+  if (!(ms >= 1000 && ms <= STATE_LIFETIME_MS)) {
+    throw new InvalidInputError(
+      `--timeout must be whole seconds (or a duration like 90s or 5m) from 1s to ${most}s, the life of an authorization's state (got ${quoted(text)})`,
+    );
+  }
+  return ms;
 }
 
 /** Shows the authorization URL: alone on its own stderr line, so a script or another machine can open it. */
@@ -144,7 +194,7 @@ export async function connect(rt: Runtime, platformInput: string, opts: ConnectO
     return appForPlatform(ctx.db, platform, opts.app ?? null);
   });
   const target = loopbackTarget(app.redirectUri, PLATFORMS[platform].capabilities.any_loopback_port);
-  let views: ConnectionView[];
+  let stored: Stored;
   if (target) {
     let state = '';
     const again = `credvault connect ${platform}${opts.app ? ` --app ${shellQuote(app.label)}` : ''}`;
@@ -154,67 +204,109 @@ export async function connect(rt: Runtime, platformInput: string, opts: ConnectO
         startAuthorization(ctx, platform, app.id, server.redirectUri),
       );
       state = started.state;
-      await announce(rt, started.authorize_url, opts.browser);
-      rt.out.note(
-        `Waiting for the authorization on ${server.redirectUri} (up to ${Math.round(timeoutMs / 1000)}s)…`,
-      );
-      const callback = await server.result;
-      views = await withContext(rt, (ctx) => completeAuthorization(ctx, state, callback, { name, choose }));
+      const callback = await orAbandon(rt, state, async () => {
+        await announce(rt, started.authorize_url, opts.browser);
+        rt.out.note(
+          `Waiting for the authorization on ${server.redirectUri} (up to ${Math.round(timeoutMs / 1000)}s)…`,
+        );
+        return server.result;
+      });
+      stored = await withContext(rt, (ctx) => completeAuthorization(ctx, state, callback, { name, choose }));
     } finally {
       server.close();
     }
   } else {
     const started = await withContext(rt, (ctx) => startAuthorization(ctx, platform, app.id, null));
-    await announce(rt, started.authorize_url, opts.browser);
-    // The sign-in link itself carries the same state: a URL with neither a code nor an error is
-    // asked for again (at a terminal) rather than used up.
-    const problem = (value: string) => {
-      if (!URL.canParse(value.trim())) return 'paste the full URL, starting with https://';
-      const params = new URL(value.trim()).searchParams;
-      return params.has('code') || params.has('error')
-        ? null
-        : 'this URL carries no answer from the platform (no code, no error): paste the address the browser was sent back to';
-    };
-    let pasted: string;
-    if (rt.interactive) {
-      const { input } = await import('@inquirer/prompts');
-      pasted = await input(
-        {
-          message: 'After allowing access, paste the whole URL the browser was sent to:',
-          validate: (value: string) => problem(value) ?? true,
-        },
-        { input: rt.io.stdin as NodeJS.ReadableStream, output: rt.io.stderr as NodeJS.WritableStream },
-      );
-    } else {
-      // No terminal: the URL the browser was sent back to comes as the first line of standard input.
-      rt.out.note(
-        `Waiting for the URL the browser is sent back to, as one line on standard input (up to ${Math.round(timeoutMs / 1000)}s)…`,
-      );
-      const line = await readFirstLine(rt, timeoutMs);
-      const hint =
-        'Write the URL as one line to standard input, or use `credvault connections start` and then `credvault connections complete --state S --callback-url URL`.';
-      if (line === null || !line.trim()) {
-        throw new InvalidInputError(
-          `the app's redirect URI (${app.redirectUri}) is not on this machine, and no URL came on standard input; nothing was stored`,
-          { hint },
-        );
-      }
-      const wrong = problem(line);
-      if (wrong) throw new InvalidInputError(`${wrong}; nothing was stored`, { hint });
-      pasted = line;
-    }
-    const callback = new URL(pasted.trim()).searchParams;
-    if (callback.get('state') !== started.state) {
-      throw new InvalidInputError(
-        'the pasted URL is not the answer to this authorization (its state differs); nothing was stored',
-      );
-    }
-    views = await withContext(rt, (ctx) =>
+    const callback = await orAbandon(rt, started.state, () =>
+      pastedAnswer(rt, started, app.redirectUri, opts.browser, timeoutMs),
+    );
+    stored = await withContext(rt, (ctx) =>
       completeAuthorization(ctx, started.state, callback, { name, choose }),
     );
   }
+  const views = stored.connections;
   printConnections(rt, views);
+  reportStored(rt, stored, stored.previous ?? []);
   rt.out.success(`connected ${views.map(connectionRef).join(', ')}`);
+}
+
+/**
+ * Runs what comes before connect hands a callback to completeAuthorization (which uses the state up
+ * itself): when that fails (a wrong or forged answer, no answer in time, anything else), connect gives
+ * its authorization up, so that its state cannot be completed later, and a wrong answer is on record.
+ */
+async function orAbandon<T>(rt: Runtime, state: string, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (error) {
+    const why: Abandoned =
+      error instanceof ForeignCallbackError
+        ? 'wrong state'
+        : error instanceof CallbackTimeoutError
+          ? 'no answer in time'
+          : 'stopped';
+    await withContext(rt, (ctx) => abandonAuthorization(ctx, state, why)).catch((failure) =>
+      rt.out.warn(
+        `this authorization could not be given up (${failure instanceof Error ? failure.message : String(failure)}): its state stays usable until it expires, ${STATE_LIFETIME_MS / 60_000} minutes after the start`,
+      ),
+    );
+    throw error;
+  }
+}
+
+/** The answer pasted (at a terminal) or written to standard input, for a redirect URI not on this machine. */
+async function pastedAnswer(
+  rt: Runtime,
+  started: { authorize_url: string; state: string },
+  redirectUri: string,
+  browser: boolean,
+  timeoutMs: number,
+): Promise<URLSearchParams> {
+  await announce(rt, started.authorize_url, browser);
+  // The sign-in link itself carries the same state: a URL with neither a code nor an error is
+  // asked for again (at a terminal) rather than used up.
+  const problem = (value: string) => {
+    if (!URL.canParse(value.trim())) return 'paste the full URL, starting with https://';
+    const params = new URL(value.trim()).searchParams;
+    return params.has('code') || params.has('error')
+      ? null
+      : 'this URL carries no answer from the platform (no code, no error): paste the address the browser was sent back to';
+  };
+  let pasted: string;
+  if (rt.interactive) {
+    const { input } = await import('@inquirer/prompts');
+    pasted = await input(
+      {
+        message: 'After allowing access, paste the whole URL the browser was sent to:',
+        validate: (value: string) => problem(value) ?? true,
+      },
+      { input: rt.io.stdin as NodeJS.ReadableStream, output: rt.io.stderr as NodeJS.WritableStream },
+    );
+  } else {
+    // No terminal: the URL the browser was sent back to comes as the first line of standard input.
+    rt.out.note(
+      `Waiting for the URL the browser is sent back to, as one line on standard input (up to ${Math.round(timeoutMs / 1000)}s)…`,
+    );
+    const line = await readFirstLine(rt, timeoutMs);
+    const hint =
+      'Write the URL as one line to standard input, or use `credvault connections start` and then `credvault connections complete --state S --callback-url URL`.';
+    if (line === null || !line.trim()) {
+      throw new InvalidInputError(
+        `the app's redirect URI (${redirectUri}) is not on this machine, and no URL came on standard input; nothing was stored`,
+        { hint },
+      );
+    }
+    const wrong = problem(line);
+    if (wrong) throw new InvalidInputError(`${wrong}; nothing was stored`, { hint });
+    pasted = line;
+  }
+  const callback = new URL(pasted.trim()).searchParams;
+  if (callback.get('state') !== started.state) {
+    throw new ForeignCallbackError(
+      'the pasted URL is not the answer to this authorization (its state differs); nothing was stored',
+    );
+  }
+  return callback;
 }
 
 export async function start(rt: Runtime, platformInput: string, opts: { app?: string }): Promise<void> {
@@ -263,10 +355,12 @@ export async function complete(rt: Runtime, opts: CompleteFlags): Promise<void> 
     callback = new URLSearchParams({ code: opts.code!, state: opts.state });
   }
   const name = opts.name ? parseConnectionName(opts.name) : null;
-  const views = await withContext(rt, (ctx) =>
+  const stored = await withContext(rt, (ctx) =>
     completeAuthorization(ctx, opts.state, callback, { name, choose: chooseAccounts(rt, opts.account) }),
   );
+  const views = stored.connections;
   printConnections(rt, views);
+  reportStored(rt, stored, stored.previous ?? []);
   rt.out.success(`connected ${views.length} account${views.length === 1 ? '' : 's'}`);
 }
 
@@ -302,17 +396,7 @@ export async function add(rt: Runtime, platformInput: string, opts: AddFlags): P
   });
   const views = adopted.connections;
   printConnections(rt, views);
-  // An account connected already is connected again (its connection keeps its id): where that moves
-  // it to another app or gives it another name, say so, or a script still asking for the old name
-  // finds nothing.
-  for (const view of views) {
-    const was = before.find((b) => b.id === view.id);
-    if (!was || (was.appLabel === view.appLabel && was.name === view.name)) continue;
-    const as = (v: ConnectionView) => `${v.name ? `named ${v.name}, ` : ''}through app ${v.appLabel}`;
-    rt.out.note(
-      `${view.platform}:${view.externalAccountId} was connected already (${as(was)}): it is now connected ${as(view)}`,
-    );
-  }
+  reportStored(rt, adopted, before);
   const added = views.map((v) => `${v.platform}:${v.externalAccountId}`).join(', ');
   if (adopted.joined) {
     rt.out.note(

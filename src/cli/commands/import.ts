@@ -12,6 +12,7 @@ import {
 import { withContext } from '../context.js';
 import { readFileOrStdin } from '../input.js';
 import type { Runtime } from '../run.js';
+import { noteDestroyed } from './connect.js';
 
 interface ImportFlags {
   dryRun?: boolean;
@@ -63,8 +64,10 @@ async function run(rt: Runtime, found: Recognised, source: string, flags: Import
       ? EXIT_CODES.reauth_required
       : Math.max(...codes);
   }
+  for (const warning of result.warnings) rt.out.warn(warning);
   if (rt.out.json) return rt.out.writeJson(importJson(result, verified));
   print(rt, result, verified, source);
+  noteDestroyed(rt, result.destroyed);
 }
 
 function importJson(result: ImportResult, verified: VerifyOutcome[] | null) {
