@@ -189,7 +189,7 @@ export interface DestroyedGrant {
  * A destroyed grant is not revoked at the platform: on Google, revoking any token of a user+client
  * authorization revokes the whole authorization, the new grant of this reconnect included (a new
  * consent of the same person to the same client is that same authorization). The old refresh token is
- * destroyed here only; the platform lets it lapse (README, "connect and connections").
+ * destroyed here only; the platform ends it when it ends unused tokens (README, "connect and connections").
  */
 export async function attachAccounts(
   ctx: ServiceContext,

@@ -123,7 +123,7 @@ export function noteDestroyed(rt: Runtime, destroyed: DestroyedGrant[]): void {
   for (const grant of destroyed) {
     const refs = grant.connections.join(', ');
     rt.out.note(
-      `the previous tokens of ${refs} were destroyed here (the new grant replaces them); they were not revoked at the platform, where revoking them could end the new grant too (Google revokes the whole authorization), and they lapse there unused`,
+      `the previous tokens of ${refs} were destroyed here (the new grant replaces them); they were not revoked at the platform, where revoking them could end the new grant too (Google revokes the whole authorization)`,
     );
   }
 }
