@@ -1,7 +1,9 @@
 import { ConflictError, CredvaultError, DatabaseError, InvalidInputError } from '../errors.js';
 
 /** The driver error behind drizzle's wrapper (DrizzleQueryError keeps it as `cause`). */
-function driverError(error: unknown): { code?: string; message?: string; constraint_name?: string } | null {
+function driverError(
+  error: unknown,
+): { code?: string; message?: string; constraint_name?: string; constraint?: string } | null {
   let current: unknown = error;
   for (let depth = 0; depth < 5 && current && typeof current === 'object'; depth++) {
     const candidate = current as { code?: unknown; cause?: unknown };
@@ -20,8 +22,21 @@ export function isUndefinedTable(error: unknown): boolean {
   return code === '42P01' || code === '3F000';
 }
 
+/**
+ * The audit log's primary key. The next record's id is the chain head's plus one: a row already there
+ * is one credvault did not write (inserted past the head), which `audit verify` names.
+ */
+const AUDIT_KEY = 'credential_access_audit_pkey';
+
+/** The constraint a unique violation broke (postgres.js: constraint_name; PGlite: constraint). */
+function violatedConstraint(error: unknown): string | undefined {
+  const driver = driverError(error);
+  return driver?.constraint_name ?? driver?.constraint;
+}
+
+/** A unique violation of the caller's own write (a name taken): not the audit log's key (see AUDIT_KEY). */
 export function isUniqueViolation(error: unknown): boolean {
-  return pgErrorCode(error) === '23505';
+  return pgErrorCode(error) === '23505' && violatedConstraint(error) !== AUDIT_KEY;
 }
 
 const CONNECTION_CODES = new Set([
@@ -125,8 +140,17 @@ export function mapDatabaseError(error: unknown, where: string): CredvaultError 
       cause: error,
     });
   }
+  if (code === '23505' && violatedConstraint(error) === AUDIT_KEY) {
+    return new ConflictError(
+      'the audit log holds a record past the end of its chain, one credvault did not write: nothing that records to it can be done until it is removed; nothing was changed',
+      {
+        hint: 'Run `credvault audit verify` to see which, and compare with a backup of the database.',
+        cause: error,
+      },
+    );
+  }
   if (code === '23505') {
-    return new ConflictError(`already exists (${driver.constraint_name ?? 'unique constraint'})`, {
+    return new ConflictError(`already exists (${violatedConstraint(error) ?? 'unique constraint'})`, {
       cause: error,
     });
   }

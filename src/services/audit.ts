@@ -239,6 +239,21 @@ export async function verifyAudit(db: Db, pageSize = 2000): Promise<AuditVerific
     }
   } else if (rows > 0) {
     problems.push({ id: 0, problem: 'the chain head is missing' });
+  } else if (await store.hasDataKeys(db)) {
+    // init records the vault's making with its first data key: a vault with keys has records.
+    problems.push({
+      id: 0,
+      problem: 'the audit log is empty, but the vault has data keys: its records were deleted',
+    });
+  }
+  for (const row of await store.rowsOffChain(db, 100)) {
+    problems.push({
+      id: row.id,
+      problem:
+        row.problem === 'time'
+          ? 'its time was changed (credvault writes whole milliseconds)'
+          : `a record credvault did not write (its id is ${row.id < 1 ? 'below 1' : 'past the head of the chain'})`,
+    });
   }
   return { ok: problems.length === 0, rows, last_id: afterId, problems };
 }

@@ -892,6 +892,53 @@ describe('audit', () => {
     expect(message).toContain(`row ${last}: the newest row (${last}) deleted`);
   });
 
+  it('verify finds records credvault did not write, a time moved by under a millisecond, and a log wiped whole; a record past the head stops what would record (exit 7)', async () => {
+    const v = await vaultWithApps('a');
+    const insert = `insert into credential_access_audit (id, occurred_at, actor, action, target_type, outcome, detail, prev_hash, hash)
+      select $1::bigint, now(), 'mallory', 'token.serve', 'connection', 'success', '{}', last_hash, repeat('a', 64) from audit_head`;
+    const [past, moved] = await v.session(async (query) => {
+      const [head] = await query<{ last_id: string }>('select last_id from audit_head');
+      const past = Number(head!.last_id) + 1;
+      await query(insert, [past]);
+      await query(insert, [0]);
+      // The second row's time, 400 µs later: the same millisecond, so the same hash.
+      await query(
+        "update credential_access_audit set occurred_at = occurred_at + interval '400 microseconds' where id = 2",
+      );
+      return [past, 2];
+    });
+    const result = await v.cli(['audit', 'verify', '--json']);
+    expect(result.code, result.stderr).toBe(7);
+    expect(JSON.parse(result.stdout).problems).toEqual([
+      { id: 0, problem: 'a record credvault did not write (its id is below 1)' },
+      { id: moved, problem: 'its time was changed (credvault writes whole milliseconds)' },
+      { id: past, problem: 'a record credvault did not write (its id is past the head of the chain)' },
+    ]);
+    // The next record's id is taken: what would record is refused as that, not as a name taken.
+    for (const args of [
+      ['apps', 'disable', 'a'],
+      ['apps', 'update', 'a', '--label', 'b'],
+    ]) {
+      const refused = await v.cli(args);
+      expect(refused.code, args.join(' ')).toBe(7);
+      expect(refused.stderr).toContain('the audit log holds a record past the end of its chain');
+      expect(refused.stderr).toContain('credvault audit verify');
+    }
+    expect((await v.json<Array<{ label: string; enabled: boolean }>>(['apps', 'list']))[0]).toMatchObject({
+      label: 'a',
+      enabled: true,
+    });
+
+    // The whole log and its head deleted: a vault with data keys has records.
+    await v.sql('delete from credential_access_audit');
+    await v.sql('delete from audit_head');
+    const wiped = await v.cli(['audit', 'verify', '--json']);
+    expect(wiped.code).toBe(7);
+    expect(JSON.parse(wiped.stdout).problems).toEqual([
+      { id: 0, problem: 'the audit log is empty, but the vault has data keys: its records were deleted' },
+    ]);
+  });
+
   it('list filters by actor and time, newest first', async () => {
     const v = await vaultWithApps('a');
     await v.json(['apps', 'disable', 'a'], { env: { CREDVAULT_ACTOR: 'alice' } });

@@ -81,6 +81,34 @@ export async function appendIfHead(
   return Number(row.row_count);
 }
 
+/**
+ * Rows no walk of the chain reads or judges, in one statement (one snapshot, the head with them):
+ * ids below 1 or past the head (rows credvault did not write: it numbers each record the head's id
+ * plus one, in the transaction that moves the head), and times finer than a millisecond (credvault
+ * writes milliseconds, and hashes what it wrote: a time moved by less would still match its hash).
+ */
+export async function rowsOffChain(
+  db: Db,
+  limit: number,
+): Promise<Array<{ id: number; problem: 'outside' | 'time' }>> {
+  const rows = await executeRows<{ id: string | number; problem: 'outside' | 'time' }>(
+    db,
+    sql`with head as (select coalesce((select last_id from audit_head where id = 1), ${Number.MAX_SAFE_INTEGER}) as last_id)
+      select id, case when id < 1 or id > head.last_id then 'outside' else 'time' end as problem
+      from credential_access_audit, head
+      where id < 1 or id > head.last_id or occurred_at <> date_trunc('milliseconds', occurred_at)
+      order by id
+      limit ${limit}`,
+  );
+  return rows.map((r) => ({ id: Number(r.id), problem: r.problem }));
+}
+
+/** Whether the vault has any data key (init makes one, with the first audit record). */
+export async function hasDataKeys(db: Db): Promise<boolean> {
+  const [row] = await executeRows<{ any: boolean }>(db, sql`select exists (select 1 from data_keys) as any`);
+  return Boolean(row?.any);
+}
+
 export async function pageAfter(db: Db, afterId: number, limit: number, upTo: number): Promise<AuditRow[]> {
   return db
     .select()
