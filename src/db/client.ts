@@ -1,6 +1,6 @@
-import { chmodSync, existsSync, mkdirSync, statSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, realpathSync, statSync } from 'node:fs';
 import { createConnection, type Socket } from 'node:net';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import type { SQL } from 'drizzle-orm';
 import type { PgDatabase, PgQueryResultHKT } from 'drizzle-orm/pg-core';
 import type { Options as PostgresOptions, PostgresType } from 'postgres';
@@ -451,6 +451,35 @@ export const EMBEDDED_SETTINGS = ['-c', 'wal_recycle=off'];
  */
 export const COMMAND_SETTINGS = [...EMBEDDED_SETTINGS, '-c', 'shared_buffers=16MB'];
 
+/** The embedded database this process has open in one data folder, and the handles that use it. */
+interface EmbeddedOpen {
+  /** The PGlite instance, or null when the folder turned out to be served by a daemon. */
+  opening: Promise<{ db: Db; query: Database['query']; close: () => Promise<void> } | null>;
+  handles: number;
+}
+
+/**
+ * The embedded databases open in this process, by data folder. PGlite holds its folder alone, and
+ * the lock file keeps other processes out; within one process, every handle of the folder (two
+ * modules of an application, each calling `openVault()`) shares the one PGlite, which the last
+ * handle's `close()` closes. Sound because PGlite runs every statement and every transaction of an
+ * instance under one mutex (`query` and `exec` wait for a running `transaction` to end; drizzle's
+ * transactions are PGlite's), so the handles' transactions never interleave, and credvault keeps no
+ * session state (no SET, no temporary tables, no session advisory locks: the refresh lease is a row
+ * with a per-request owner).
+ */
+const embeddedOpen = new Map<string, EmbeddedOpen>();
+/** Folders whose last handle is closing: a new open waits for the close (and the lock's release). */
+const embeddedClosing = new Map<string, Promise<void>>();
+
+function embeddedKey(home: string): string {
+  try {
+    return realpathSync(home);
+  } catch {
+    return resolve(home);
+  }
+}
+
 async function openEmbedded(
   home: string,
   lockTimeoutMs: number,
@@ -458,9 +487,72 @@ async function openEmbedded(
 ): Promise<Database> {
   const problem = homeProblem(home);
   if (problem) throw problem;
-  const { acquireDatabaseLock } = await import('./lock.js');
+  const key = embeddedKey(home);
+  await embeddedClosing.get(key);
   const dataDir = embeddedDataDir(home);
-  const through: { daemon: Database | null } = { daemon: null };
+  let entry = embeddedOpen.get(key);
+  let daemon: Database | null = null;
+  if (!entry) {
+    const through: { daemon: Database | null } = { daemon: null };
+    const created: EmbeddedOpen = {
+      handles: 0,
+      opening: startEmbedded(home, dataDir, lockTimeoutMs, viaDaemon, through).then((opened) => {
+        daemon = through.daemon;
+        return opened;
+      }),
+    };
+    entry = created;
+    embeddedOpen.set(key, created);
+    // Failed, or served by a daemon: nothing stays open here for the next handle.
+    const forget = () => {
+      if (embeddedOpen.get(key) === created) embeddedOpen.delete(key);
+    };
+    created.opening.then((opened) => opened ?? forget(), forget);
+  }
+  const opened = await entry.opening;
+  if (!opened) {
+    // A daemon serves the folder: the first opener has its connection; any other makes its own.
+    if (daemon) return daemon;
+    return openEmbedded(home, lockTimeoutMs, viaDaemon);
+  }
+  const shared = entry;
+  shared.handles += 1;
+  let closed: Promise<void> | null = null;
+  return {
+    db: opened.db,
+    kind: 'pglite',
+    shared: false,
+    description: dataDir,
+    target: null,
+    query: opened.query,
+    close() {
+      closed ??= (async () => {
+        shared.handles -= 1;
+        if (shared.handles > 0) return;
+        if (embeddedOpen.get(key) === shared) embeddedOpen.delete(key);
+        const closing = opened.close();
+        const settled = closing.catch(() => {});
+        embeddedClosing.set(key, settled);
+        try {
+          await closing;
+        } finally {
+          if (embeddedClosing.get(key) === settled) embeddedClosing.delete(key);
+        }
+      })();
+      return closed;
+    },
+  };
+}
+
+/** Opens the embedded database under its lock; null when a daemon started serving it meanwhile. */
+async function startEmbedded(
+  home: string,
+  dataDir: string,
+  lockTimeoutMs: number,
+  viaDaemon: (() => Promise<Database | null>) | null,
+  through: { daemon: Database | null },
+): Promise<{ db: Db; query: Database['query']; close: () => Promise<void> } | null> {
+  const { acquireDatabaseLock } = await import('./lock.js');
   const lock = await acquireDatabaseLock(
     home,
     lockTimeoutMs,
@@ -471,7 +563,7 @@ async function openEmbedded(
         return through.daemon !== null;
       }),
   );
-  if (!lock) return through.daemon!;
+  if (!lock) return null;
   try {
     const [{ PGlite }, { drizzle }] = await Promise.all([
       import('@electric-sql/pglite'),
@@ -483,10 +575,6 @@ async function openEmbedded(
     const db = drizzle({ client, schema }) as unknown as Db;
     return {
       db,
-      kind: 'pglite',
-      shared: false,
-      description: dataDir,
-      target: null,
       async query<T>(text: string, params: unknown[] = []) {
         return (await client.query<T>(text, params)).rows;
       },

@@ -140,6 +140,18 @@ export async function acquireDatabaseLock(
       takeOver(path);
       continue;
     }
+    const holder = readOwner(path);
+    if (holder && holder.pid === process.pid && holder.host === me.host) {
+      // Waiting for ourselves would only time out. The handles of one credvault share the folder's
+      // database (db/client.ts); this is another copy of credvault loaded in this process, or the
+      // folder reached under a path that does not resolve to the same one.
+      throw new DatabaseError(
+        `this process already has the embedded database at ${description} open (a vault opened by another copy of credvault loaded in this process, or the daemon's)`,
+        {
+          hint: 'Use the vault already open, or close() it first; one copy of credvault per process shares one open vault among its openVault() calls.',
+        },
+      );
+    }
     if (givesWay && (await givesWay())) return null;
     if (Date.now() >= deadline) {
       const owner = readOwner(path);

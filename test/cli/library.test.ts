@@ -105,6 +105,16 @@ describe("import { openVault } from 'credvault'", () => {
       `// Google's tokens live an hour: asking for more than that asks for the newest token (refreshed
 // within the last minute), so this one is refreshed now.
 const first = await vault.getValidAccessToken('google_ads:1234567890', { minTtl: 3700 });
+// Two more modules of the application open the vault while this one is open, both at once (no
+// waiting: a lock timeout of 0): on the embedded database they share this process's one database,
+// and closing theirs (one of them twice) leaves this vault working.
+const more = { home: ${JSON.stringify(vault.home)}, databaseUrl: ${JSON.stringify(vault.databaseUrl ?? undefined)}, env: { CREDVAULT_LOCK_TIMEOUT: '0' } };
+const [other, third] = await Promise.all([openVault(more), openVault(more)]);
+const theirs = await Promise.all([other, third].map((v) => v.getValidAccessToken('acme-us', { minTtl: 0 })));
+await other.close();
+await other.close();
+out.modules = [...theirs, await third.getValidAccessToken('acme-us', { minTtl: 0 })].map((t) => t.accessToken === first.accessToken);
+await third.close();
 const second = await vault.getValidAccessToken('acme-us', { minTtl: 300 });
 out.first = { ...first, expiresAt: first.expiresAt?.toISOString() };
 out.second = { ...second, expiresAt: second.expiresAt?.toISOString() };
@@ -124,6 +134,7 @@ out.googleCaps = vault.provider('google_ads').capabilities;`,
       refreshed: true,
     });
     expect(out.second).toMatchObject({ accessToken: out.first.accessToken, refreshed: false });
+    expect(out.modules).toEqual([true, true, true]);
     expect(google.refreshCount).toBe(before + 1);
     expect(out.caps).toMatchObject({ validate_only: 'simulated', keywords: false });
     expect(out.reopened).toBe('google_ads');
