@@ -110,6 +110,47 @@ function minTtlSeconds(value: number | undefined): number {
   return value;
 }
 
+/** What a caller passed where a string was expected, as a message names it. */
+function kindOf(value: unknown): string {
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return 'an array';
+  return typeof value === 'object' ? 'an object' : typeof value;
+}
+
+/**
+ * The connection a method is given: a string (name, id or `platform:account`), else an
+ * InvalidInputError, not the TypeError a plain JavaScript caller would otherwise meet deep inside.
+ */
+function connectionArg(value: unknown): string {
+  if (typeof value === 'string') return value;
+  throw new InvalidInputError(`the connection must be a string (got ${kindOf(value)})`, {
+    hint: "Name it by its name, its id, or PLATFORM:ACCOUNT ('google_ads:1234567890').",
+  });
+}
+
+/** A platform name given to provider() or capabilities(): a string, else an InvalidInputError. */
+function platformArg(value: unknown): PlatformId {
+  if (typeof value !== 'string') {
+    throw new InvalidInputError(`the platform must be a string (got ${kindOf(value)})`, {
+      hint: `Valid platforms: ${Object.keys(PLATFORMS).join(', ')}.`,
+    });
+  }
+  return parsePlatform(value);
+}
+
+/** getValidAccessToken's options: an object (or null, taken for none), with a string purpose. */
+function tokenOptionsArg(value: unknown): TokenOptions {
+  if (value === null || value === undefined) return {};
+  if (typeof value !== 'object' || Array.isArray(value)) {
+    throw new InvalidInputError(`the token options must be an object (got ${kindOf(value)})`);
+  }
+  const options = value as TokenOptions;
+  if (options.purpose !== undefined && typeof options.purpose !== 'string') {
+    throw new InvalidInputError(`purpose must be a string (got ${kindOf(options.purpose)})`);
+  }
+  return options;
+}
+
 /** A connection of the expected platform, or an error naming both. */
 async function connectionOf(ctx: ServiceContext, ref: string, platform: PlatformId): Promise<string> {
   const connection = await resolveConnection(ctx.db, ref);
@@ -164,14 +205,14 @@ export async function openVault(options: VaultOptions = {}): Promise<Vault> {
   };
 
   const provider = (name: PlatformId | string): ProviderClient => {
-    const platform = parsePlatform(name);
+    const platform = platformArg(name);
     return {
       platform,
       capabilities: { ...PLATFORMS[platform].capabilities },
       listCampaigns: (connection) =>
         typed(async () => {
           const ctx = open();
-          const id = await connectionOf(ctx, connection, platform);
+          const id = await connectionOf(ctx, connectionArg(connection), platform);
           return (await listCampaigns(ctx, id)).campaigns;
         }),
       updateCampaignBudget: (connection, update) =>
@@ -181,7 +222,7 @@ export async function openVault(options: VaultOptions = {}): Promise<Vault> {
             throw new InvalidInputError('updateCampaignBudget needs a campaignId');
           }
           const micros = toMicros(update.dailyBudgetMicros);
-          const id = await connectionOf(ctx, connection, platform);
+          const id = await connectionOf(ctx, connectionArg(connection), platform);
           const { connection: _row, ...result } = await setCampaignBudget(ctx, id, {
             campaignId: update.campaignId,
             dailyBudgetMicros: micros,
@@ -200,12 +241,14 @@ export async function openVault(options: VaultOptions = {}): Promise<Vault> {
 
   return {
     async getValidAccessToken(connection, tokenOptions = {}) {
-      const served = await typed(() =>
-        getValidAccessToken(open(), connection, {
-          minTtlSeconds: minTtlSeconds(tokenOptions.minTtl),
-          purpose: tokenOptions.purpose ?? 'library',
-        }),
-      );
+      const served = await typed(() => {
+        const ref = connectionArg(connection);
+        const options = tokenOptionsArg(tokenOptions);
+        return getValidAccessToken(open(), ref, {
+          minTtlSeconds: minTtlSeconds(options.minTtl),
+          purpose: options.purpose ?? 'library',
+        });
+      });
       return {
         accessToken: served.accessToken.reveal(),
         tokenType: served.tokenType,
@@ -217,7 +260,7 @@ export async function openVault(options: VaultOptions = {}): Promise<Vault> {
       };
     },
     provider,
-    capabilities: (platform) => ({ ...PLATFORMS[parsePlatform(platform)].capabilities }),
+    capabilities: (platform) => ({ ...PLATFORMS[platformArg(platform)].capabilities }),
     close,
     [Symbol.asyncDispose]: close,
   };

@@ -177,7 +177,27 @@ try {
   await ads.listCampaigns('google_ads:999');
 } catch (error) {
   out.missing = { notFound: error instanceof NotFoundError, code: error.code };
-}`,
+}
+// What a plain JavaScript caller may pass where a string is expected.
+out.nonString = {};
+const calls = {
+  tokenNull: () => vault.getValidAccessToken(null),
+  tokenUndefined: () => vault.getValidAccessToken(),
+  list: () => ads.listCampaigns(42),
+  update: () => ads.updateCampaignBudget({}, { campaignId: '21000000001', dailyBudgetMicros: 1n }),
+  provider: () => vault.provider(null),
+  capabilities: () => vault.capabilities(undefined),
+  purpose: () => vault.getValidAccessToken('acme-us', { purpose: 5 }),
+};
+for (const [name, call] of Object.entries(calls)) {
+  try {
+    await call();
+    out.nonString[name] = 'no error';
+  } catch (error) {
+    out.nonString[name] = { invalid: error instanceof InvalidInputError, code: error.code, message: error.message };
+  }
+}
+out.nullOptions = (await vault.getValidAccessToken('acme-us', null)).platform;`,
     );
     const result = await node(file);
     expect(result.code, result.stderr).toBe(0);
@@ -202,6 +222,14 @@ try {
     expect(out.badMicros.message).toContain('integer number of micros');
     expect(out.missing).toEqual({ notFound: true, code: 'not_found' });
     expect(out.negative).toEqual({ invalid: true, message: 'dailyBudgetMicros must be more than zero' });
+    for (const [name, answer] of Object.entries(out.nonString)) {
+      expect(answer, name).toMatchObject({ invalid: true, code: 'invalid_input' });
+      expect((answer as { message: string }).message, name).toMatch(
+        /must be a string \(got (null|undefined|number|an object)\)$/,
+      );
+    }
+    expect(out.nonString.tokenNull.message).toBe('the connection must be a string (got null)');
+    expect(out.nullOptions).toBe('google_ads');
 
     // What the CLI sees afterwards: the new budget, and the change audited with the library's actor.
     const listed = await vault.json<Array<{ id: string; daily_budget: string }>>([
