@@ -1065,15 +1065,37 @@ describe.runIf(ONCE)('output', () => {
 
   // CI installs both shells (CREDVAULT_REQUIRE_SHELLS=1); elsewhere a missing one is reported skipped.
   it.for(['zsh', 'fish'])(
-    'the %s completion script passes the shell’s own -n check',
+    'the %s completion script passes the shell’s own -n check, and completes in that shell',
     async (shell, { skip }) => {
       const path = ['/usr/bin', '/bin'].map((d) => join(d, shell)).find((p) => existsSync(p));
       if (!path && process.env.CREDVAULT_REQUIRE_SHELLS === '1') throw new Error(`${shell} is not installed`);
       if (!path) return void skip(`${shell} is not installed here`);
       const v = await vault();
       const file = join(v.root, `credvault.${shell}`);
-      writeFileSync(file, (await v.cli(['completion', shell])).stdout);
+      const script = (await v.cli(['completion', shell])).stdout;
+      writeFileSync(file, script);
       execFileSync(path, ['-n', file]);
+      const env = { PATH: process.env.PATH, HOME: v.root };
+      if (shell === 'fish') {
+        // Commands still complete after a global option's value (fish's __fish_use_subcommand took
+        // the value for the command).
+        const offered = (line: string) =>
+          execFileSync(path, ['-c', `source ${file}; complete -C'${line}'`], {
+            encoding: 'utf8',
+            env,
+            cwd: v.root,
+          })
+            .split('\n')
+            .map((row) => row.split('\t')[0]);
+        for (const line of [
+          'credvault --home /tmp ',
+          'credvault --database-url postgres://x/y ',
+          'credvault --json ',
+        ])
+          expect(offered(line), line).toContain('audit');
+        expect(offered('credvault --home /tmp apps ')).toContain('add');
+        expect(offered('credvault --home ')).toContain('credvault.fish');
+      }
     },
   );
 });

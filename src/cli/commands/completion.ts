@@ -149,16 +149,36 @@ function fish(root: Node, globals: string[]): string {
     return `${long} -x -a ${quote(values.join(' '))}`;
   };
   const all = allValues(root);
+  // The global options' values are skipped when deciding whether a command was given:
+  // __fish_use_subcommand takes the `/tmp` of `credvault --home /tmp` for the command, and offers none.
+  const valued = globals.filter((flag) => all.get(flag) !== undefined);
   const lines = [
     '# credvault fish completion. Load with: credvault completion fish | source',
     'complete -c credvault -f',
+    'function __credvault_needs_command',
+    '    set -l tokens (commandline -opc)',
+    '    set -e tokens[1]',
+    '    set -l skip 0',
+    '    for token in $tokens',
+    '        if test $skip = 1',
+    '            set skip 0',
+    '            continue',
+    '        end',
+    '        switch $token',
+    ...(valued.length ? [`            case ${valued.join(' ')}`, '                set skip 1'] : []),
+    "            case '-*'",
+    "            case '*'",
+    '                return 1',
+    '        end',
+    '    end',
+    'end',
   ];
   for (const flag of globals) lines.push(`complete -c credvault ${option(flag, all.get(flag))}`);
   for (const node of flatten(root)) {
     // Every word of the path seen (not only the last: `list` is under apps, connections and audit).
     const seen = node.path
       ? node.path.split(' ').map((word) => `__fish_seen_subcommand_from ${word}`)
-      : ['__fish_use_subcommand'];
+      : ['__credvault_needs_command'];
     const here = seen.join('; and ');
     // A node's subcommands and argument values are offered until one of its subcommands is given.
     const open = node.words.length
