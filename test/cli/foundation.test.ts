@@ -1095,7 +1095,41 @@ describe.runIf(ONCE)('output', () => {
           expect(offered(line), line).toContain('audit');
         expect(offered('credvault --home /tmp apps ')).toContain('add');
         expect(offered('credvault --home ')).toContain('credvault.fish');
+        return;
       }
+      // Saved on $fpath as _credvault, as its #compdef line invites: compinit registers it, and the
+      // first completion (the one that loads the file) offers the commands too, not only the later
+      // ones. A stand-in compadd prints what would be offered (no completion widget runs here).
+      const dir = join(v.root, 'zfunc');
+      mkdirSync(dir, { recursive: true });
+      writeFileSync(join(dir, '_credvault'), script);
+      const out = execFileSync(
+        path,
+        [
+          '-f',
+          '-c',
+          `fpath=(${dir} $fpath); autoload -Uz compinit; compinit -u -D
+print -r -- "before=$_comps[credvault]"
+compadd() { print -r -- "compadd $*" }
+words=(credvault aud); CURRENT=2; _credvault
+print -r -- "after=$_comps[credvault]"`,
+        ],
+        { encoding: 'utf8', env },
+      );
+      expect(out).toMatch(/^before=_credvault$/m);
+      expect(out).toMatch(/^compadd .*\baudit\b/m);
+      expect(out).toMatch(/^after=_bash_complete -F _credvault$/m);
+      // Sourced (as the README says), the script only registers itself.
+      const sourced = execFileSync(
+        path,
+        [
+          '-f',
+          '-c',
+          `compadd() { print -r -- "compadd $*" }; source ${file}; print -r -- "comps=$_comps[credvault]"`,
+        ],
+        { encoding: 'utf8', env },
+      );
+      expect(sourced).toBe('comps=_bash_complete -F _credvault\n');
     },
   );
 });

@@ -133,10 +133,16 @@ complete -F _credvault credvault
 function zsh(root: Node, globals: string[]): string {
   return `#compdef credvault
 # credvault zsh completion. Load with: source <(credvault completion zsh)
+# Or save it as _credvault in a folder on $fpath (before compinit runs).
 # compinit -i: load the completion system if it is not, skipping (not asking about) insecure folders.
 (( $+functions[compdef] )) || { autoload -Uz compinit && compinit -i; }
 autoload -U +X bashcompinit && bashcompinit
-${bash(root, globals).replace(/^# credvault bash completion.*\n/, '')}`;
+${bash(root, globals).replace(/^# credvault bash completion.*\n/, '')}# Autoloaded from $fpath (the first TAB runs this file as _credvault): that TAB is a completion too,
+# so complete it now; later ones go straight to the function registered above.
+if [[ \${zsh_eval_context[-1]} == loadautofunc ]]; then
+  _bash_complete -F _credvault
+fi
+`;
 }
 
 function fish(root: Node, globals: string[]): string {
