@@ -27,6 +27,11 @@ export interface OAuthProfile {
    * code elsewhere is about the request.
    */
   deadGrant?: (error: string, description: string) => boolean;
+  /**
+   * A refresh answered with this HTTP status means the refresh token is dead even when the body is
+   * no OAuth error (Reddit answers an unknown or revoked one with 400 and `{"error": 400}`).
+   */
+  deadRefreshStatus?: number;
   /** The token response lacks `token_type` (LinkedIn); supply this one. */
   missingTokenType?: string;
   /** Headers on every token and revoke request (Reddit wants its descriptive User-Agent). */
@@ -115,6 +120,13 @@ async function tokenAnswer(response: Response, tokenType: string | undefined): P
   if (!body || typeof body !== 'object' || Array.isArray(body))
     return new BufferedResponse(Buffer.from(text), response).asResponse();
   const answer = body as Record<string, unknown>;
+  if (typeof answer.error === 'string' && answer.error && answer.access_token === undefined) {
+    // Reddit answers a refused grant with HTTP 200 and an error body: prawcore (Reddit's official
+    // client, auth.py _request_token) checks `if "error" in payload:  # Why are these OKAY
+    // responses?` after a 200. Read as the 400 it means, so it is judged as that OAuth error.
+    const init = { status: 400, statusText: 'Bad Request', headers: response.headers, url: response.url };
+    return new BufferedResponse(Buffer.from(text), init).asResponse();
+  }
   delete answer.id_token;
   if (tokenType && answer.token_type === undefined) answer.token_type = tokenType;
   return new BufferedResponse(Buffer.from(JSON.stringify(answer)), response).asResponse();
@@ -185,6 +197,13 @@ function classify(
   if (error instanceof oauth.OperationProcessingError) {
     const response = (error as { cause?: unknown }).cause;
     if (isResponse(response)) {
+      if (refreshing && profile.deadRefreshStatus === response.status) {
+        return new ProviderError(
+          'dead_grant',
+          `${what} was refused (HTTP ${response.status}): the refresh token is no longer accepted`,
+          { status: response.status },
+        );
+      }
       return new ProviderError(
         classifyStatus(response.status),
         `${what} failed with HTTP ${response.status}`,

@@ -447,6 +447,28 @@ describe('refusals', () => {
     },
   );
 
+  // Reddit refuses a bad code with HTTP 200 and `{"error":"invalid_grant"}` (test/doubles/reddit.ts);
+  // before, that was "not a valid OAuth response", retried as if Reddit were down.
+  it.runIf(ONCE)('a code Reddit refuses (HTTP 200 with an error body) is shown as refused', async () => {
+    const v = await vault();
+    await addAppFor(v, 'reddit_ads', doubleFor('reddit_ads'));
+    const run = await connectViaDouble(v, 'reddit_ads', ['--account', 'a2_xyz'], {
+      async follow(url) {
+        const authorize = new URL(url);
+        const callback = new URL(authorize.searchParams.get('redirect_uri')!);
+        callback.searchParams.set('state', authorize.searchParams.get('state')!);
+        callback.searchParams.set('code', 'not-a-code-reddit-issued');
+        const answer = await fetch(callback);
+        await answer.text();
+        return { callbackStatus: answer.status, callbackUrl: callback.toString() };
+      },
+    });
+    expect(run.result.code, run.result.stderr).toBe(4);
+    expect(run.result.stderr).toContain('was refused: invalid_grant');
+    expect(run.result.stderr).not.toContain('not a valid OAuth response');
+    expect(await v.sql('select id from ad_account_connections')).toEqual([]);
+  });
+
   it.runIf(ONCE)(
     'localhost is heard on both loopback addresses: a program on the other one stops connect',
     async ({ skip }) => {

@@ -8,6 +8,7 @@ import {
   type MicrosoftDouble,
   startGoogleDouble,
   startMicrosoftDouble,
+  startRedditDouble,
 } from '../doubles/index.js';
 import { addAppFor, adoptGrant } from '../helpers/flows.js';
 import { BIN } from '../helpers/paths.js';
@@ -493,6 +494,23 @@ describe('a refresh whose answer is lost after the platform rotated the token', 
       expect(status.problem).toContain('got no answer: the platform probably rotated the refresh token then');
     },
   );
+
+  // Reddit answers an unknown or revoked refresh token with HTTP 400 and `{"error": 400}`, no OAuth
+  // error code (see test/doubles/reddit.ts); before, that was taken for a malformed request.
+  it('a revoked Reddit grant marks needs_reauth at once (exit 4)', async () => {
+    const double = await startRedditDouble();
+    cleanups.push(() => double.close());
+    const v = await vault();
+    const app = await addAppFor(v, 'reddit_ads', double as never);
+    const grant = double.issueGrant({ clientId: app.clientId, scope: 'adsread' });
+    await adoptGrant(v, 'reddit_ads', app.label, grant.refreshToken, { accounts: ['a2_xyz'], name: 'acct' });
+    await v.sql("update oauth_tokens_vault set access_token_expires_at = now() - interval '1 minute'");
+    double.revokeGrant(grant.refreshToken);
+    const result = await v.cli(['token', 'get', 'acct']);
+    expect(result.code, result.stderr).toBe(4);
+    expect(result.stderr).toContain('credvault connect');
+    expect(await statusOf(v)).toMatchObject({ status: 'needs_reauth', urgency: 'critical' });
+  });
 
   it('a process killed mid-refresh leaves a record that status reports, and the next refresh clears it', async () => {
     const double = await microsoft();

@@ -424,10 +424,22 @@ function userAgentRule({ req, double }: { req: RecordedRequest; double: BaseDoub
 
 // --- OAuth ------------------------------------------------------------------------------------------
 
-function tokenError(kind: TokenErrorKind, _detail: string): Reply {
-  if (kind === 'missing_parameter') return json(400, { error: 'invalid_request' });
-  if (kind === 'unsupported_grant_type') return json(400, { error: 'unsupported_grant_type' });
-  return json(400, { error: 'invalid_grant' });
+/**
+ * Reddit answers most token errors with HTTP 200 and an error body: prawcore (auth.py
+ * `_request_token`) checks `if "error" in payload:  # Why are these OKAY responses?` after a 200, and
+ * its recorded bad-code exchange is a 200 `{"error": "invalid_grant"}`
+ * (tests/integration/cassettes/TestAuthorizer.test_authorize__with_invalid_code.json). Reddit's
+ * server code (r2/controllers/oauth2.py) answers an unknown grant type and a missing code or
+ * redirect_uri the same way. A refresh is the exception: an unknown or revoked refresh token gets
+ * HTTP 400, recorded as `{"error": 400}` (…test_refresh__with_invalid_token.json).
+ */
+function tokenError(kind: TokenErrorKind, detail: string): Reply {
+  if (kind.startsWith('refresh_') || (kind === 'missing_parameter' && detail === 'refresh_token'))
+    return json(400, { error: 400 });
+  if (kind === 'unsupported_grant_type' || (kind === 'missing_parameter' && detail === 'grant_type'))
+    return json(200, { error: 'unsupported_grant_type' });
+  if (kind === 'missing_parameter') return json(200, { error: 'invalid_request' });
+  return json(200, { error: 'invalid_grant' });
 }
 
 /** HTTP Basic only (installed apps: empty password); a client_secret in the body is refused. */

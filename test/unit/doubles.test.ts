@@ -592,6 +592,19 @@ describe('Reddit double', () => {
     expect(refreshed.status).toBe(200);
     expect(refreshed.body).not.toHaveProperty('refresh_token');
     expect(refreshed.body['token_type']).toBe('bearer');
+    // A refused code, an unknown grant type, a missing parameter: HTTP 200 with an error body.
+    const refused = async (form: Record<string, string>) => {
+      const res = await post(r.endpoints.token, form, { ...UA, authorization: auth() });
+      return [res.status, res.body];
+    };
+    expect(
+      await refused({ grant_type: 'authorization_code', code: permanent, redirect_uri: redirectUri }),
+    ).toEqual([200, { error: 'invalid_grant' }]);
+    expect(await refused({ grant_type: 'password' })).toEqual([200, { error: 'unsupported_grant_type' }]);
+    expect(await refused({ grant_type: 'authorization_code', redirect_uri: redirectUri })).toEqual([
+      200,
+      { error: 'invalid_request' },
+    ]);
   });
 
   it('pages ad accounts with absolute next_url values', async () => {
@@ -741,7 +754,7 @@ describe('consent modes and faults', () => {
         error: 'invalid_request',
         error_description: 'The provided authorization grant or refresh token is invalid, expired or revoked',
       });
-      expect(rr.body).toEqual({ error: 'invalid_grant' });
+      expect(rr.body).toEqual({ error: 400 });
     } finally {
       await all.close();
     }

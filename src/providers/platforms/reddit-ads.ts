@@ -18,6 +18,13 @@ export function redditUserAgent(app: Pick<ProviderApp, 'userAgent' | 'clientId'>
 const profile: OAuthProfile = {
   clientAuth: 'basic_raw',
   headers: (app) => ({ 'user-agent': redditUserAgent(app) }),
+  // A refused code comes back as HTTP 200 with `{"error":"invalid_grant"}` (oauth.ts reads it), but
+  // an unknown or revoked refresh token as HTTP 400 with `{"error": 400}`: prawcore's recorded
+  // answer (tests/integration/cassettes/TestAuthorizer.test_refresh__with_invalid_token.json), and
+  // `invalid_request` in Reddit's published server code (r2/controllers/oauth2.py). credvault always
+  // sends the refresh token, so either means the token is dead.
+  deadRefreshStatus: 400,
+  deadGrant: (error) => error === 'invalid_request',
 };
 
 /**
