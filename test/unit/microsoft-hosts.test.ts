@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { microsoftServiceBase } from '../../src/providers/platforms/microsoft-ads.js';
+import { Secret } from '../../src/crypto/secret.js';
+import { microsoftHeaders, microsoftServiceBase } from '../../src/providers/platforms/microsoft-ads.js';
 import type { ProviderApp } from '../../src/providers/types.js';
 
 const app = (apiBase: string | null) => ({ endpoints: { apiBase } }) as unknown as ProviderApp;
@@ -32,6 +33,20 @@ describe("Microsoft Advertising's two service hosts", () => {
     );
     expect(microsoftServiceBase(app('http://127.0.0.1:9000/ms'), 'campaign')).toBe(
       'http://127.0.0.1:9000/ms',
+    );
+  });
+});
+
+describe('Microsoft Advertising headers', () => {
+  it('carry the developer token, and without one refuse before any call (no empty header)', () => {
+    const withToken = { label: 'ms', developerToken: new Secret('dev-123') } as unknown as ProviderApp;
+    expect(microsoftHeaders(withToken, new Secret('at'))).toEqual({
+      authorization: 'Bearer at',
+      developertoken: 'dev-123',
+    });
+    const without = { label: 'ms', developerToken: null } as unknown as ProviderApp;
+    expect(() => microsoftHeaders(without, new Secret('at'))).toThrow(
+      'app ms has no developer token, which Microsoft Advertising requires on every call',
     );
   });
 });

@@ -1,6 +1,7 @@
 import type { Secret } from '../../crypto/secret.js';
 import { apiUrl, buildAuthorizationUrl } from '../authorize.js';
 import { PLATFORMS } from '../catalog.js';
+import { ProviderError } from '../errors.js';
 import type { ErrorReader } from '../http.js';
 import { apiRequest } from '../http.js';
 import { exchangeCode, type OAuthProfile, refreshGrant } from '../oauth.js';
@@ -62,11 +63,15 @@ export const readMicrosoftError: ErrorReader = (_status, body) => {
   };
 };
 
+/** Microsoft requires a developer token on every call (`apps add` and `import` require one too). */
 export function microsoftHeaders(app: ProviderApp, accessToken: Secret): Record<string, string> {
-  return {
-    authorization: `Bearer ${accessToken.reveal()}`,
-    developertoken: app.developerToken?.reveal() ?? '',
-  };
+  const developerToken = app.developerToken?.reveal();
+  if (!developerToken)
+    throw new ProviderError(
+      'client',
+      `app ${app.label} has no developer token, which ${info.displayName} requires on every call`,
+    );
+  return { authorization: `Bearer ${accessToken.reveal()}`, developertoken: developerToken };
 }
 
 async function discoverAccounts(
