@@ -26,6 +26,15 @@ export interface CredentialExport {
   vars: Array<[ExportedVariable, EnvValue]>;
 }
 
+/**
+ * What `developer_token` / GOOGLE_ADS_DEVELOPER_TOKEN say for a Google app that has none (optional
+ * since 2026-09-09, when Google made the header "optional and ignored"). google-ads-python still
+ * refuses a configuration without the key: config.py `_REQUIRED_KEYS = ("developer_token",
+ * "use_proto_plus")`, "A required field in the configuration data was not found". Imports read it
+ * back as no developer token.
+ */
+export const GOOGLE_ADS_DEVELOPER_TOKEN_PLACEHOLDER = 'NONE-developer-token-optional-since-2026-09';
+
 /** The Google Ads client library's configuration, as a google-ads.yaml or GOOGLE_ADS_* variables. */
 export interface GoogleAdsConfig {
   developer_token: Secret | null;
@@ -126,7 +135,10 @@ export async function exportCredentials(
   ];
   if (platform === 'google_ads') {
     const config = await googleAdsConfig(ctx, served, request.purpose);
-    if (config.developer_token) vars.push(['GOOGLE_ADS_DEVELOPER_TOKEN', config.developer_token]);
+    vars.push([
+      'GOOGLE_ADS_DEVELOPER_TOKEN',
+      config.developer_token ?? GOOGLE_ADS_DEVELOPER_TOKEN_PLACEHOLDER,
+    ]);
     vars.push(['GOOGLE_ADS_CLIENT_ID', config.client_id]);
     if (config.client_secret) vars.push(['GOOGLE_ADS_CLIENT_SECRET', config.client_secret]);
     vars.push(['GOOGLE_ADS_REFRESH_TOKEN', config.refresh_token]);
@@ -185,7 +197,7 @@ export async function googleAdsYaml(
   const yaml = (await import('yaml')) as typeof import('yaml') & { default?: typeof import('yaml') };
   const stringify = yaml.stringify ?? yaml.default!.stringify;
   return stringify({
-    ...(config.developer_token ? { developer_token: config.developer_token.reveal() } : {}),
+    developer_token: config.developer_token?.reveal() ?? GOOGLE_ADS_DEVELOPER_TOKEN_PLACEHOLDER,
     client_id: config.client_id,
     ...(config.client_secret ? { client_secret: config.client_secret.reveal() } : {}),
     refresh_token: config.refresh_token.reveal(),

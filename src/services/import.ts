@@ -34,6 +34,7 @@ import { type AppFields, addApp, parseAppFields, secretSlot, updateApp } from '.
 import { recordAudit } from './audit.js';
 import { accountIdProblem, normalizeAccountId } from './connections.js';
 import type { ServiceContext } from './context.js';
+import { GOOGLE_ADS_DEVELOPER_TOKEN_PLACEHOLDER } from './export.js';
 import { type DestroyedGrant, openToken, settleDestroyed, storeGrant, tokenSha256 } from './grants.js';
 import {
   type AdoptionClaim,
@@ -414,6 +415,11 @@ export function recognise(vars: FileVars, shown = (name: string) => name): Recog
       );
     }
     if (value === '') continue;
+    // What `token get` exports for a Google app without a developer token: no token.
+    if (field === 'developerToken' && value === GOOGLE_ADS_DEVELOPER_TOKEN_PLACEHOLDER) {
+      ignored.push(name);
+      continue;
+    }
     const creds = platforms.get(rule.platform) ?? { accountIds: [], sources: {}, prefix: prefix! };
     const previous = creds.sources[field];
     if (previous && previous !== shown(name)) {

@@ -919,6 +919,32 @@ logging:
     expect(again.plan.map((p) => p.action)).toEqual(['unchanged', 'unchanged']);
   });
 
+  it('a Google app without a developer token exports a placeholder for it, read back as none', async () => {
+    const v = await vault();
+    const app = await addAppFor(v, 'google_ads', doubleFor('google_ads'), {
+      extra: { developer_token: undefined },
+    });
+    const grant = doubles.google.issueGrant({ clientId: app.clientId, scope: GOOGLE_ADWORDS_SCOPE });
+    await adoptGrant(v, 'google_ads', app.label, grant.refreshToken, { accounts: ['1234567890'] });
+    const placeholder = 'NONE-developer-token-optional-since-2026-09';
+    // google-ads-python refuses a configuration without developer_token.
+    const out = await v.cli(['token', 'get', 'google_ads:1234567890', '--format', 'google-ads-yaml'], {
+      secretOutput: true,
+    });
+    expect(out.code, out.stderr).toBe(0);
+    expect(parseYaml(out.stdout)).toMatchObject({ developer_token: placeholder, use_proto_plus: true });
+    const env = await v.cli(['token', 'get', 'google_ads:1234567890', '--format', 'env'], {
+      secretOutput: true,
+    });
+    expect(env.code, env.stderr).toBe(0);
+    expect(env.stdout).toMatch(new RegExp(`^(export )?GOOGLE_ADS_DEVELOPER_TOKEN='?${placeholder}'?$`, 'm'));
+    const exported = join(v.root, 'exported.yaml');
+    writeFileSync(exported, `${out.stdout}customer_id: 1234567890\n`);
+    const again = await v.json<ImportJson>(['import', 'google-ads-yaml', exported, '--dry-run']);
+    expect(again.ignored).toContain('developer_token');
+    expect(again.plan[0]).toMatchObject({ kind: 'app', action: 'unchanged' });
+  });
+
   it('reports invalid YAML with its line, and service-account settings as unsupported', async () => {
     const v = await vault();
     const file = join(v.root, 'google-ads.yaml');
