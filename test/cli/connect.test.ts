@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   type AllDoubles,
   type Double,
+  exhaustGoogleAdsQuota,
   GOOGLE_ADWORDS_SCOPE,
   REDDIT_SCOPES,
   REDDIT_TEST_USER_AGENT,
@@ -941,6 +942,51 @@ describe('google_ads: the accounts a grant reaches', () => {
       const listed = await v.cli(['campaigns', 'list', 'live', '--json']);
       expect(listed.code, listed.stderr).toBe(0);
       expect(doubles.google.requests.at(-1)?.headers['login-customer-id']).toBe('5550001110');
+    },
+  );
+
+  // Before, every failed lookup of a customer was taken for "not enabled": the manager left out with
+  // its clients, or offered without name and currency.
+  it.runIf(ONCE)(
+    "a customer's lookup that fails fails the listing; one the user may not read is left out",
+    async () => {
+      const v = await vault();
+      const app = await addAppFor(v, 'google_ads', doubles.google as never);
+      const grant = doubles.google.issueGrant({
+        clientId: app.clientId,
+        scope: 'https://www.googleapis.com/auth/adwords',
+        accounts: {
+          customers: [
+            { id: '5550002220', descriptiveName: 'Agency MCC', manager: true },
+            { id: '5550002221', descriptiveName: 'Client Live', manager: false },
+          ].map((c) => ({
+            ...c,
+            currencyCode: 'EUR',
+            timeZone: 'Europe/Berlin',
+            testAccount: false,
+            status: 'ENABLED',
+          })),
+          links: [{ managerId: '5550002220', clientId: '5550002221' }],
+          // 5550002229: listed, but reading it is refused (USER_PERMISSION_DENIED).
+          accessible: ['5550002220', '5550002229'],
+        },
+      } as never);
+      const asked = await addConnection(v, 'google_ads', app.label, grant.refreshToken, {
+        accounts: ['9999999999'],
+      });
+      expect(asked.code, asked.stderr).toBe(2);
+      expect(asked.stderr).toContain('5550002221 (Client Live)');
+      expect(asked.stderr).not.toContain('5550002229');
+      // A throttled lookup is a failed listing, said as such (an account named is then taken as given;
+      // connect without one stops), no longer a manager silently left out with its clients.
+      exhaustGoogleAdsQuota(doubles.google, 1, { customerId: '5550002220' });
+      const throttled = await addConnection(v, 'google_ads', app.label, grant.refreshToken, {
+        accounts: ['5550002221'],
+      });
+      expect(throttled.code, throttled.stderr).toBe(0);
+      expect(throttled.stderr).toContain(
+        'could not list the accounts this grant reaches (reading Google Ads customer 5550002220 failed with HTTP 429 RESOURCE_EXHAUSTED',
+      );
     },
   );
 });

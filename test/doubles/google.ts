@@ -159,6 +159,8 @@ export interface GoogleQuotaFault {
   rateName?: string;
   /** Extra response headers (Google sends no Retry-After on these as far as known). */
   headers?: Record<string, string>;
+  /** Only calls on this customer (the URL's) take it; listAccessibleCustomers never does. */
+  customerId?: string;
 }
 
 export interface GoogleDoubleOptions extends CommonDoubleOptions<GoogleAccounts> {
@@ -553,8 +555,10 @@ export function exhaustGoogleAdsQuota(double: GoogleDouble, n: number, fault: Go
   double.settings.quotaFaults.push({ ...fault, remaining: n });
 }
 
-function takeQuotaFault(double: GoogleDouble, version: string): Reply | undefined {
-  const armed = double.settings.quotaFaults.find((f) => f.remaining > 0);
+function takeQuotaFault(double: GoogleDouble, version: string, customerId?: string): Reply | undefined {
+  const armed = double.settings.quotaFaults.find(
+    (f) => f.remaining > 0 && (f.customerId === undefined || f.customerId === customerId),
+  );
   if (!armed) return undefined;
   armed.remaining -= 1;
   return googleQuotaFailure(version, armed);
@@ -1220,7 +1224,7 @@ function searchPage(double: GoogleDouble, cursor: Omit<PageCursor, 'expiresAt'>)
 function search(ctx: Ctx, stream: boolean): Reply {
   const call = checkGoogleAdsCall(ctx);
   if ('status' in call) return call;
-  const quota = takeQuotaFault(ctx.double, call.version);
+  const quota = takeQuotaFault(ctx.double, call.version, call.customerId);
   if (quota) return quota;
   const body = ctx.req.json;
   if (body === null || typeof body !== 'object' || typeof (body as { query?: unknown }).query !== 'string')
@@ -1504,7 +1508,7 @@ function mutateCampaignBudgets(ctx: Ctx): Reply {
   const call = checkGoogleAdsCall(ctx);
   if ('status' in call) return call;
   const { double } = ctx;
-  const quota = takeQuotaFault(double, call.version);
+  const quota = takeQuotaFault(double, call.version, call.customerId);
   if (quota) return quota;
   const body = ctx.req.json;
   if (!isRecord(body)) return invalidPayload('', 'Expected a JSON object.');

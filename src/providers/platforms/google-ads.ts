@@ -165,7 +165,7 @@ async function discoverAccounts(
   const accounts = new Map<string, AdAccount>();
   const managers: string[] = [];
   for (const id of ids) {
-    let notEnabled = false;
+    let unusable = false;
     const [row] = await googleSearch(
       app,
       accessToken,
@@ -175,11 +175,18 @@ async function discoverAccounts(
       options,
       `reading Google Ads customer ${id}`,
     ).catch((error: unknown) => {
-      // A cancelled, suspended or closed account answers every call with this: nothing to connect.
-      notEnabled = error instanceof ProviderError && error.platformCode === 'CUSTOMER_NOT_ENABLED';
+      // Skipped, as nothing this grant can call: a cancelled, suspended or closed account
+      // (CUSTOMER_NOT_ENABLED on every call), and one this user may not read directly
+      // (USER_PERMISSION_DENIED: its calls would be refused alike, and a manager it cannot read
+      // would refuse its customer_client list too). Anything else (quota, Google down, the token or
+      // the developer token refused) fails the listing, so that connect is tried again rather than
+      // offering accounts without their names or leaving out a manager's clients.
+      const code = error instanceof ProviderError ? error.platformCode : null;
+      if (code !== 'CUSTOMER_NOT_ENABLED' && code !== 'USER_PERMISSION_DENIED') throw error;
+      unusable = true;
       return [] as SearchRow[];
     });
-    if (notEnabled || (row?.customer?.status && row.customer.status !== 'ENABLED')) continue;
+    if (unusable || (row?.customer?.status && row.customer.status !== 'ENABLED')) continue;
     if (row?.customer?.manager) managers.push(id);
     accounts.set(id, {
       id,
