@@ -48,6 +48,22 @@ const CONNECTION_FIELDS = [
   'created_at',
 ].sort();
 
+/**
+ * A `follow` for connectViaDouble that answers at credvault's callback itself, with the authorization's
+ * state and these parameters (an error, a code the platform never issued), instead of the consent.
+ */
+function answerWith(params: Record<string, string>) {
+  return async (url: string) => {
+    const authorize = new URL(url);
+    const callback = new URL(authorize.searchParams.get('redirect_uri')!);
+    callback.searchParams.set('state', authorize.searchParams.get('state')!);
+    for (const [name, value] of Object.entries(params)) callback.searchParams.set(name, value);
+    const answer = await fetch(callback);
+    await answer.text();
+    return { callbackStatus: answer.status, callbackUrl: callback.toString() };
+  };
+}
+
 function doubleFor(platform: PlatformKey): Double<unknown, unknown> {
   return {
     google_ads: doubles.google,
@@ -425,16 +441,7 @@ describe('refusals', () => {
       const v = await vault();
       await addAppFor(v, 'reddit_ads', doubleFor('reddit_ads'));
       const run = await connectViaDouble(v, 'reddit_ads', ['--account', 'a2_xyz'], {
-        async follow(url) {
-          const authorize = new URL(url);
-          const callback = new URL(authorize.searchParams.get('redirect_uri')!);
-          callback.searchParams.set('state', authorize.searchParams.get('state')!);
-          callback.searchParams.set('error', error);
-          callback.searchParams.set('error_description', 'The <b>reason</b>, in words');
-          const answer = await fetch(callback);
-          await answer.text();
-          return { callbackStatus: answer.status, callbackUrl: callback.toString() };
-        },
+        follow: answerWith({ error, error_description: 'The <b>reason</b>, in words' }),
       });
       expect(run.result.code, run.result.stderr).toBe(exit);
       const printed = JSON.parse(run.result.stderr.trim().split('\n').at(-1)!) as {
@@ -454,15 +461,7 @@ describe('refusals', () => {
     const v = await vault();
     await addAppFor(v, 'reddit_ads', doubleFor('reddit_ads'));
     const run = await connectViaDouble(v, 'reddit_ads', ['--account', 'a2_xyz'], {
-      async follow(url) {
-        const authorize = new URL(url);
-        const callback = new URL(authorize.searchParams.get('redirect_uri')!);
-        callback.searchParams.set('state', authorize.searchParams.get('state')!);
-        callback.searchParams.set('code', 'not-a-code-reddit-issued');
-        const answer = await fetch(callback);
-        await answer.text();
-        return { callbackStatus: answer.status, callbackUrl: callback.toString() };
-      },
+      follow: answerWith({ code: 'not-a-code-reddit-issued' }),
     });
     expect(run.result.code, run.result.stderr).toBe(4);
     expect(run.result.stderr).toContain('was refused: invalid_grant');

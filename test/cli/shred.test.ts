@@ -32,6 +32,19 @@ async function connected(): Promise<TestVault> {
   return v;
 }
 
+/**
+ * A connected vault and its grant's secrets (the two tokens' ciphertexts, its wrapped data key), found
+ * in the embedded database's files: the tests look for the right thing before they destroy it.
+ */
+async function connectedInFiles(): Promise<{ v: TestVault; destroyed: string[] }> {
+  const v = await connected();
+  const { grant } = await storedSecrets(v);
+  const destroyed = [grant.access, grant.refresh, grant.wrapped];
+  await v.cli(['connections', 'list']);
+  expect(inFiles(v, destroyed)).toEqual(destroyed);
+  return { v, destroyed };
+}
+
 /** The strings stored for secrets: the grants' ciphertexts and every wrapped data key. */
 async function storedSecrets(v: TestVault) {
   return v.session(async (query) => {
@@ -86,12 +99,7 @@ describe('what a revocation or a rotation destroys', () => {
   it.runIf(DB_KIND === 'pglite')(
     'is in no file of the embedded database after `connections revoke`',
     async () => {
-      const v = await connected();
-      const { grant } = await storedSecrets(v);
-      const destroyed = [grant.access, grant.refresh, grant.wrapped];
-      // The test looks for the right thing: before the revocation the files hold all three.
-      await v.cli(['connections', 'list']);
-      expect(inFiles(v, destroyed)).toEqual(destroyed);
+      const { v, destroyed } = await connectedInFiles();
 
       const revoked = await v.cli(['connections', 'revoke', 'msa']);
       expect(revoked.code, revoked.stderr).toBe(0);
@@ -104,11 +112,7 @@ describe('what a revocation or a rotation destroys', () => {
   it.runIf(DB_KIND === 'pglite')(
     'is in no file of the embedded database after a reconnect replaced the grant, which is on record and said',
     async () => {
-      const v = await connected();
-      const { grant } = await storedSecrets(v);
-      const destroyed = [grant.access, grant.refresh, grant.wrapped];
-      await v.cli(['connections', 'list']);
-      expect(inFiles(v, destroyed)).toEqual(destroyed);
+      const { v, destroyed } = await connectedInFiles();
       const [old] = await v.sql<{ id: string }>('select id from oauth_tokens_vault');
 
       // The same account connected again: its connection moves to the new grant, the old one goes.
