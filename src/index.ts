@@ -128,6 +128,29 @@ function connectionArg(value: unknown): string {
   });
 }
 
+/**
+ * openVault's options: an object (null or none: every setting from the environment) whose settings
+ * are strings and whose env is an object, else an InvalidInputError naming the setting.
+ */
+function vaultOptionsArg(value: unknown): VaultOptions {
+  if (value === null || value === undefined) return {};
+  if (typeof value !== 'object' || Array.isArray(value)) {
+    throw new InvalidInputError(`openVault's options must be an object (got ${kindOf(value)})`);
+  }
+  const options = value as Record<string, unknown>;
+  for (const name of ['home', 'databaseUrl', 'actor'] as const) {
+    if (options[name] !== undefined && typeof options[name] !== 'string') {
+      throw new InvalidInputError(`openVault's ${name} must be a string (got ${kindOf(options[name])})`);
+    }
+  }
+  if (options.env !== undefined && (options.env === null || typeof options.env !== 'object')) {
+    throw new InvalidInputError(
+      `openVault's env must be an object of variables (got ${kindOf(options.env)})`,
+    );
+  }
+  return options as VaultOptions;
+}
+
 /** A platform name given to provider() or capabilities(): a string, else an InvalidInputError. */
 function platformArg(value: unknown): PlatformId {
   if (typeof value !== 'string') {
@@ -168,7 +191,8 @@ async function connectionOf(ctx: ServiceContext, ref: string, platform: Platform
  * CREDVAULT_HOME, CREDENTIAL_MASTER_KEY…). On the embedded database the vault stays open (and
  * locked to other processes, unless a daemon shares it) until `close()`.
  */
-export async function openVault(options: VaultOptions = {}): Promise<Vault> {
+export async function openVault(given: VaultOptions | null = {}): Promise<Vault> {
+  const options = vaultOptionsArg(given);
   const config = resolveConfig(
     {
       ...(options.home !== undefined ? { home: options.home } : {}),

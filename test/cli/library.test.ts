@@ -188,6 +188,8 @@ const calls = {
   provider: () => vault.provider(null),
   capabilities: () => vault.capabilities(undefined),
   purpose: () => vault.getValidAccessToken('acme-us', { purpose: 5 }),
+  openHome: () => openVault({ home: 42 }),
+  openEnv: () => openVault({ env: 'HOME=/tmp' }),
 };
 for (const [name, call] of Object.entries(calls)) {
   try {
@@ -225,7 +227,7 @@ out.nullOptions = (await vault.getValidAccessToken('acme-us', null)).platform;`,
     for (const [name, answer] of Object.entries(out.nonString)) {
       expect(answer, name).toMatchObject({ invalid: true, code: 'invalid_input' });
       expect((answer as { message: string }).message, name).toMatch(
-        /must be a string \(got (null|undefined|number|an object)\)$/,
+        /must be (a string|an object of variables) \(got (null|undefined|number|string|an object)\)$/,
       );
     }
     expect(out.nonString.tokenNull.message).toBe('the connection must be a string (got null)');
