@@ -88,15 +88,34 @@ function isStale(path: string): boolean {
   return owner.host === hostname() && !alive(owner.pid);
 }
 
-function takeOver(path: string): void {
+/** `stale`: whether the lock at `path` may be taken over (checked again under the takeover guard). */
+function takeOver(path: string, stale: (path: string) => boolean = isStale): void {
   const guard = `${path}.takeover`;
   if (ageMs(guard) > 10_000) rmSync(guard, { force: true });
   if (!tryCreate(guard, String(process.pid))) return;
   try {
-    if (isStale(path)) unlinkSync(path);
+    if (stale(path)) unlinkSync(path);
   } finally {
     rmSync(guard, { force: true });
   }
+}
+
+/**
+ * The lock files this process holds, shared by every copy of credvault loaded in it (a global
+ * symbol): a lock file naming this process's pid that is not among them was written by an earlier
+ * process that had the same pid (a container restarted after a crash: PID 1 again), and is stale.
+ */
+function heldHere(): Set<string> {
+  const key = Symbol.for('credvault.heldDatabaseLocks');
+  const global = globalThis as { [key: symbol]: Set<string> | undefined };
+  global[key] ??= new Set();
+  return global[key];
+}
+
+/** The lock names this process (pid and host) but not one it holds: an earlier life's. */
+function ownPidLeftover(path: string): boolean {
+  const owner = readOwner(path);
+  return owner !== null && owner.pid === process.pid && owner.host === hostname() && !heldHere().has(path);
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -140,6 +159,10 @@ export async function acquireDatabaseLock(
       takeOver(path);
       continue;
     }
+    if (ownPidLeftover(path)) {
+      takeOver(path, ownPidLeftover);
+      continue;
+    }
     const holder = readOwner(path);
     if (holder && holder.pid === process.pid && holder.host === me.host) {
       // Waiting for ourselves would only time out. The handles of one credvault share the folder's
@@ -168,9 +191,11 @@ export async function acquireDatabaseLock(
     await sleep(Math.min(25 * 2 ** Math.min(attempt, 3), 200));
   }
   let held = true;
+  heldHere().add(path);
   const release = () => {
     if (!held) return;
     held = false;
+    heldHere().delete(path);
     const owner = readOwner(path);
     if (owner && owner.pid === process.pid && owner.host === me.host) rmSync(path, { force: true });
   };
