@@ -28,10 +28,11 @@ export interface OAuthProfile {
    */
   deadGrant?: (error: string, description: string) => boolean;
   /**
-   * A refresh answered with this HTTP status means the refresh token is dead even when the body is
-   * no OAuth error (Reddit answers an unknown or revoked one with 400 and `{"error": 400}`).
+   * An error answer of the token endpoint that is no OAuth error but means the grant is refused
+   * (Reddit answers an unknown or revoked refresh token with 400 and `{"error": 400}`): read as
+   * invalid_grant. Only that shape: any other answer (a proxy's HTML 400) is judged by its status.
    */
-  deadRefreshStatus?: number;
+  refusedGrant?: (status: number, body: Record<string, unknown>) => boolean;
   /** The token response lacks `token_type` (LinkedIn); supply this one. */
   missingTokenType?: string;
   /** Headers on every token and revoke request (Reddit wants its descriptive User-Agent). */
@@ -88,7 +89,7 @@ function requestOptions(
   extra?: Record<string, string>,
 ) {
   const fetchImpl: typeof platformFetch = async (input, init) =>
-    tokenAnswer(await platformFetch(input, init), profile.missingTokenType);
+    tokenAnswer(await platformFetch(input, init), profile);
   return {
     signal: options.signal,
     headers: { 'user-agent': DEFAULT_USER_AGENT, ...(profile.headers?.(app) ?? {}) },
@@ -107,8 +108,11 @@ function requestOptions(
  * only the access and refresh tokens, and never reads who signed in. LinkedIn's answers carry no
  * token_type, which oauth4webapi (rightly) insists on: `tokenType` supplies it.
  */
-async function tokenAnswer(response: Response, tokenType: string | undefined): Promise<Response> {
-  if (!response.ok || !response.headers.get('content-type')?.includes('json')) return response;
+async function tokenAnswer(response: Response, profile: OAuthProfile): Promise<Response> {
+  if (!response.headers.get('content-type')?.includes('json')) return response;
+  if (!response.ok)
+    return profile.refusedGrant ? refusedGrantAnswer(response, profile.refusedGrant) : response;
+  const tokenType = profile.missingTokenType;
   const text = await response.text();
   let body: unknown;
   try {
@@ -130,6 +134,35 @@ async function tokenAnswer(response: Response, tokenType: string | undefined): P
   delete answer.id_token;
   if (tokenType && answer.token_type === undefined) answer.token_type = tokenType;
   return new BufferedResponse(Buffer.from(JSON.stringify(answer)), response).asResponse();
+}
+
+/** An error answer `refused` recognises, rewritten as the invalid_grant it means; others as they came. */
+async function refusedGrantAnswer(
+  response: Response,
+  refused: NonNullable<OAuthProfile['refusedGrant']>,
+): Promise<Response> {
+  const text = await response.text();
+  let body: unknown = null;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    // Not JSON: judged by its status.
+  }
+  const recognised =
+    body !== null && typeof body === 'object' && !Array.isArray(body)
+      ? refused(response.status, body as Record<string, unknown>)
+      : false;
+  const init = {
+    status: response.status,
+    statusText: response.statusText,
+    headers: response.headers,
+    url: response.url,
+  };
+  const rewritten = JSON.stringify({
+    error: 'invalid_grant',
+    error_description: `the grant was refused (HTTP ${response.status}, ${text.slice(0, 200)})`,
+  });
+  return new BufferedResponse(Buffer.from(recognised ? rewritten : text), init).asResponse();
 }
 
 function toTokenResult(json: oauth.TokenEndpointResponse, now: number): TokenResult {
@@ -197,13 +230,6 @@ function classify(
   if (error instanceof oauth.OperationProcessingError) {
     const response = (error as { cause?: unknown }).cause;
     if (isResponse(response)) {
-      if (refreshing && profile.deadRefreshStatus === response.status) {
-        return new ProviderError(
-          'dead_grant',
-          `${what} was refused (HTTP ${response.status}): the refresh token is no longer accepted`,
-          { status: response.status },
-        );
-      }
       return new ProviderError(
         classifyStatus(response.status),
         `${what} failed with HTTP ${response.status}`,

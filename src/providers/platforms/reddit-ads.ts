@@ -22,8 +22,9 @@ const profile: OAuthProfile = {
   // an unknown or revoked refresh token as HTTP 400 with `{"error": 400}`: prawcore's recorded
   // answer (tests/integration/cassettes/TestAuthorizer.test_refresh__with_invalid_token.json), and
   // `invalid_request` in Reddit's published server code (r2/controllers/oauth2.py). credvault always
-  // sends the refresh token, so either means the token is dead.
-  deadRefreshStatus: 400,
+  // sends the refresh token, so either means the token is dead. Only those shapes: a proxy's HTML 400
+  // is judged by its status (a person looks; the grant is not given up).
+  refusedGrant: (status, body) => status === 400 && typeof body.error === 'number',
   deadGrant: (error) => error === 'invalid_request',
 };
 
