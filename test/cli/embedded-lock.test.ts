@@ -1,12 +1,12 @@
 import { spawn } from 'node:child_process';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { serveEmbedded } from '../../src/daemon/embedded.js';
 import { acquireDatabaseLock } from '../../src/db/lock.js';
 import { ROOT } from '../helpers/paths.js';
 import { fakeSecret } from '../helpers/secrets.js';
 import { createVault, DB_KIND, type TestVault } from '../helpers/vault.js';
-import { until } from '../helpers/wait.js';
 
 const vaults: TestVault[] = [];
 afterEach(async () => {
@@ -59,31 +59,25 @@ describe.runIf(DB_KIND === 'pglite')('the embedded database shared by several pr
   it('a command waiting for the lock of a daemon that is starting goes through its socket once it serves', async () => {
     const v = await createVault();
     vaults.push(v);
-    const daemon = v.spawn(['daemon', '--listen', '127.0.0.1:0'], { env: { CREDVAULT_LOCK_TIMEOUT: '60' } });
-    daemon.stdin!.end();
-    let logs = '';
-    daemon.stderr!.on('data', (d: Buffer) => {
-      logs += d.toString();
-    });
-    const closed = new Promise((resolve) => daemon.once('close', resolve));
+    // This process plays the daemon: it holds the lock while the command starts and waits for it…
+    const held = await acquireDatabaseLock(v.home, 1000, 'test');
+    const listing = v.cli(['apps', 'list', '--json'], { env: { CREDVAULT_LOCK_TIMEOUT: '30' } });
+    await new Promise((r) => setTimeout(r, 2000));
+    // …then serves the database on its socket, as a daemon does once started. The lock changes hands
+    // within one turn of this process's event loop (serveEmbedded takes it before its first await):
+    // the command, polling every 200 ms at most, never finds it free.
+    held.release();
+    const served = serveEmbedded(v.home, 1000);
     try {
-      // The daemon holds the lock and has not opened its socket yet (it starts PGlite first).
-      const lockFile = join(v.home, 'credvault.lock');
-      expect(
-        await until(
-          () => existsSync(lockFile) && readFileSync(lockFile, 'utf8').includes(`"pid":${daemon.pid}`),
-        ),
-      ).toBe(true);
-      expect(logs).not.toContain('credvault daemon listening');
-      const listed = await v.cli(['apps', 'list', '--json'], { env: { CREDVAULT_LOCK_TIMEOUT: '30' } });
+      await served;
+      const listed = await listing;
+      // Through the socket: before, it waited for the lock (held here throughout) and failed with
+      // exit 8 after CREDVAULT_LOCK_TIMEOUT.
       expect(listed.code, listed.stderr).toBe(0);
       expect(JSON.parse(listed.stdout)).toEqual([]);
-      // It went through the daemon's socket (before, it waited for the lock the running daemon holds,
-      // and failed with exit 8 after CREDVAULT_LOCK_TIMEOUT): the daemon still runs.
-      expect(daemon.exitCode).toBeNull();
+      expect(readFileSync(join(v.home, 'credvault.lock'), 'utf8')).toContain(`"pid":${process.pid}`);
     } finally {
-      daemon.kill('SIGTERM');
-      await closed;
+      await (await served).close();
     }
   });
 
