@@ -28,6 +28,8 @@ export async function callbackPage(
   ctx: ServiceContext,
   platform: string,
   params: URLSearchParams,
+  /** What could not be done once the connections were stored (a grant's bytes left in the files). */
+  warn: (warning: string) => void = () => {},
 ): Promise<CallbackPage> {
   if (!isPlatformId(platform))
     return page(404, 'Unknown platform', [`credvault does not know "${platform}".`]);
@@ -38,7 +40,7 @@ export async function callbackPage(
     ]);
   }
   try {
-    const { connections } = await completeAuthorization(ctx, state, params, {
+    const { connections, warnings } = await completeAuthorization(ctx, state, params, {
       name: null,
       choose: chooseRequested,
       platform,
@@ -62,6 +64,7 @@ export async function callbackPage(
         }
       },
     });
+    for (const warning of warnings) warn(warning);
     return page(200, `${PLATFORMS[platform].displayName} connected`, [
       ...connections.map(
         (c) => `Connected ${connectionRef(c)}${c.accountName ? ` (${c.accountName})` : ''}.`,

@@ -598,7 +598,9 @@ function reloadFailure(error: unknown): [string, Record<string, unknown>] {
   }
   if (error instanceof CredvaultError && error.code === 'key_error') {
     // A key that opens nothing of this vault, or none to try (a missing file, a malformed key).
-    const mismatch = /does not match this vault|does not open/.test(error.message);
+    // The contract's mismatch; a KMS's refusal ("…; the key … does not open N of M data keys") and a
+    // key that cannot be read keep their own words.
+    const mismatch = error.message.startsWith('the master key does not match this vault');
     return [
       mismatch
         ? 'SIGHUP: the configured key does not open this vault; going on with the key in use'

@@ -445,7 +445,9 @@ export function createTokenServer(deps: ServerDeps): Server {
       );
     }
     const actor = actorOf(req, 'oauth-callback');
-    const page = await callbackPage(ctx.withActor(actor), platform, url.searchParams);
+    const page = await callbackPage(ctx.withActor(actor), platform, url.searchParams, (warning) =>
+      log.warn(warning, { event: 'shred_failed', route: 'callback' }),
+    );
     res.writeHead(page.status, { ...HTML_PAGE_HEADERS, 'content-length': Buffer.byteLength(page.html) });
     res.end(page.html);
   }

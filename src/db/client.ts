@@ -509,14 +509,22 @@ async function openEmbedded(
     };
     created.opening.then((opened) => opened ?? forget(), forget);
   }
-  const opened = await entry.opening;
+  // Counted before the wait: the last other handle closing meanwhile must not close it under this one.
+  const shared = entry;
+  shared.handles += 1;
+  let opened: Awaited<EmbeddedOpen['opening']>;
+  try {
+    opened = await shared.opening;
+  } catch (error) {
+    shared.handles -= 1;
+    throw error;
+  }
   if (!opened) {
+    shared.handles -= 1;
     // A daemon serves the folder: the first opener has its connection; any other makes its own.
     if (daemon) return daemon;
     return openEmbedded(home, lockTimeoutMs, viaDaemon);
   }
-  const shared = entry;
-  shared.handles += 1;
   let closed: Promise<void> | null = null;
   return {
     db: opened.db,

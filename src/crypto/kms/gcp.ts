@@ -1,6 +1,6 @@
 import { existsSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { KeyManagementServiceClient } from '@google-cloud/kms';
 import { OAuth2Client } from 'google-auth-library';
 import { KeyError, quoted, UnavailableError } from '../../errors.js';
@@ -80,7 +80,8 @@ export function openGcpKms(uri: string, env: NodeJS.ProcessEnv, vaultName: strin
     options.port = Number(url.port || (url.protocol === 'http:' ? 80 : 443));
   }
   Object.assign(options, googleCredentials(env));
-  if (!options.authClient) quietMetadataWarnings();
+  // Only in credvault's own processes: a program using the library keeps its process's warnings.
+  if (!options.authClient && basename(process.argv[1] ?? '') === 'credvault') quietMetadataWarnings();
   return new GcpKmsKeySource(new KeyManagementServiceClient(options), key, vaultName);
 }
 
