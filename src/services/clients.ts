@@ -111,6 +111,8 @@ export async function createClient(ctx: ServiceContext, input: CreateClientInput
         scope = { connections: [...new Set(ids)] };
       }
       if (await store.getUnrevokedByName(tx, input.name)) throw duplicate(input.name);
+      // Older credvault builds in the fleet must not find a revoked client by the name (migration 0012).
+      await store.renameRevoked(tx, input.name);
       const id = randomUUID();
       await store.insert(tx, {
         id,

@@ -114,7 +114,8 @@ describe('the token endpoint', () => {
     const revoked = await client(v, ['gone', '--all']);
     expect((await v.cli(['clients', 'revoke', 'gone'])).code).toBe(0);
     // The name of a revoked client is given again (how a CI job's token is replaced); the old token
-    // stays refused and the revoked row stays listed.
+    // stays refused and the revoked row stays listed, renamed gone.revoked-<id>: a credvault from
+    // before names could be reused finds a client by its name alone (migration 0012).
     const successor = await client(v, ['gone', '--all']);
     const again = await v.cli(['clients', 'create', 'gone', '--all']);
     expect(again.code).toBe(7);
@@ -126,8 +127,32 @@ describe('the token endpoint', () => {
     }
     // One listing for all of it: the refused creates (the name taken, the bad durations) made nothing.
     const clients = await v.json<Array<{ name: string; revoked_at: string | null }>>(['clients', 'list']);
-    expect(clients.filter((c) => c.name === 'gone').map((c) => c.revoked_at === null)).toEqual([false, true]);
-    expect(clients.map((c) => c.name).sort()).toEqual(['brief', 'everything', 'gone', 'gone', 'reader-a']);
+    expect(clients.filter((c) => c.name === 'gone').map((c) => c.revoked_at === null)).toEqual([true]);
+    const renamed = clients.find((c) => /^gone\.revoked-[0-9a-f]{8}$/.test(c.name));
+    expect(renamed?.revoked_at).not.toBeNull();
+    expect(clients.map((c) => c.name).sort()).toEqual([
+      'brief',
+      'everything',
+      'gone',
+      renamed!.name,
+      'reader-a',
+    ]);
+    // The migration renames what an earlier version left (a revoked and a live client of one name).
+    await v.sql(
+      "insert into api_clients (id, name, token_hash, role, scope, created_by, revoked_at) select gen_random_uuid(), 'reused', md5(random()::text), 'reader', '{\"all\":true}', 'test', now()",
+    );
+    await v.sql(
+      "insert into api_clients (id, name, token_hash, role, scope, created_by) select gen_random_uuid(), 'reused', md5(random()::text), 'reader', '{\"all\":true}', 'test'",
+    );
+    await v.sql(readFileSync(join(ROOT, 'drizzle', '0012_revoked_client_names.sql'), 'utf8'));
+    const reused = await v.sql<{ name: string; revoked: boolean }>(
+      "select name, revoked_at is not null as revoked from api_clients where name like 'reused%' order by revoked",
+    );
+    expect(reused.map((r) => [r.name.replace(/[0-9a-f]{8}$/, 'ID'), r.revoked])).toEqual([
+      ['reused', false],
+      ['reused.revoked-ID', true],
+    ]);
+    await v.sql("delete from api_clients where name like 'reused%'");
     const daemon = await startDaemon(v);
     cleanups.push(() => daemon.stop());
     // Until its expiry has passed (usually while the daemon started).

@@ -1,4 +1,4 @@
-import { and, asc, desc, eq, inArray, isNull, sql } from 'drizzle-orm';
+import { and, asc, desc, eq, inArray, isNotNull, isNull, sql } from 'drizzle-orm';
 import type { Db } from '../client.js';
 import { apiClients } from '../schema/index.js';
 import { notifyChange } from './changes.js';
@@ -24,6 +24,18 @@ export async function getByName(db: Db, name: string): Promise<ClientRow | null>
     .orderBy(sql`${t.revokedAt} is null desc`, desc(t.createdAt))
     .limit(1);
   return row ?? null;
+}
+
+/**
+ * Renames the revoked clients of `name` NAME.revoked-<first 8 of the id>, in the transaction of the
+ * live client about to take the name (migration 0012 says why: builds from before 0005 find a client
+ * by name alone).
+ */
+export async function renameRevoked(db: Db, name: string): Promise<void> {
+  await db
+    .update(t)
+    .set({ name: sql`${t.name} || '.revoked-' || left(${t.id}::text, 8)` })
+    .where(and(eq(t.name, name), isNotNull(t.revokedAt)));
 }
 
 /** The client of that name that is not revoked (expired or not). */
