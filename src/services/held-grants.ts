@@ -271,7 +271,13 @@ export async function refreshDeadGrant(
         ...detail,
       },
     });
-    await tokenStore.markInFlight(ctx.db, leased.id, owner);
+    // Not sent once the lease has lapsed (a stall): another process may hold the grant by now.
+    if (!(await tokenStore.markInFlight(ctx.db, leased.id, owner))) {
+      throw new ConflictError(
+        `${heldBy(dead)}, needing a person, and this process lost its lease on it before its refresh left; ${input.nothing}`,
+        { hint: input.hint },
+      );
+    }
     let tokens: TokenResult;
     try {
       tokens = await withDeadline(ctx, (signal) => provider.refresh(app, presented, { signal }));

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { Secret } from '../crypto/secret.js';
 import type { Db } from '../db/client.js';
-import { errorMessage } from '../db/errors.js';
+import { databaseFailure, errorMessage } from '../db/errors.js';
 import * as appStore from '../db/store/apps.js';
 import type { ConnectionRow } from '../db/store/connections.js';
 import * as connectionStore from '../db/store/connections.js';
@@ -374,6 +374,9 @@ async function refreshLoop(
     if (!request.bypassCooldown && row.cooldownUntil && row.cooldownUntil > row.dbNow) {
       throw recordedFailure(row, connection, row.dbNow);
     }
+    // Before the statement that takes the lease: its end, counted from here, is never later than the
+    // database's.
+    const leasedAt = Date.now();
     const leased = await tokenStore.tryLease(ctx.db, grantId, owner, lease);
     if (!leased) {
       if (Date.now() > giveUpAt) {
@@ -391,10 +394,20 @@ async function refreshLoop(
       await tokenStore.releaseLease(ctx.db, grantId, owner);
       return { grant: leased, refreshed: false };
     }
-    return {
-      grant: await refreshWithLease(ctx, connection, leased, owner, lease, { app: request.app }),
-      refreshed: true,
-    };
+    try {
+      return {
+        grant: await refreshWithLease(ctx, connection, leased, owner, lease, {
+          app: request.app,
+          leasedAt,
+        }),
+        refreshed: true,
+      };
+    } catch (error) {
+      if (!(error instanceof LeaseLost)) throw error;
+      // Nothing was sent: the lease (and an in-flight mark) go back if still ours; read the grant
+      // again (another refresher's answer is ours), and lease again.
+      await tokenStore.unclaim(ctx.db, leased, owner);
+    }
   }
 }
 
@@ -440,6 +453,17 @@ export function forgetOpenApps(): void {
   openApps.clear();
 }
 
+/**
+ * A refresh that did not send its request because its lease was no longer safely its own: lapsed (by
+ * the database's clock: another refresher may have taken it and used the refresh token since), or too
+ * little of it left for a platform call to end within it (the process stalled: a VM paused, a
+ * container frozen). Nothing was sent and nothing is recorded; the caller reads the grant again.
+ */
+class LeaseLost extends Error {}
+
+/** The least of its budget a refresh must have left to send its request (a call's shortest deadline). */
+const LEASE_TO_SEND_MS = 1_000;
+
 async function refreshWithLease(
   ctx: ServiceContext,
   connection: ConnectionRow,
@@ -447,6 +471,8 @@ async function refreshWithLease(
   owner: string,
   lease: number,
   options: {
+    /** When (Date.now()) `lease` ms of the lease were left: the lease's end is counted from it. */
+    leasedAt?: number;
     claimed?: boolean;
     writer?: ResultWriter;
     stop?: AbortSignal;
@@ -459,6 +485,9 @@ async function refreshWithLease(
   } = {},
 ): Promise<GrantRow> {
   const platform = grant.platform as PlatformId;
+  // The platform call's deadline ends within the lease, counted from when it was taken, not from
+  // whenever this gets to send: time spent opening the app and the token (or a stall) is the lease's.
+  const budgetEnds = (options.leasedAt ?? Date.now()) + lease - 5_000;
   let tokens: TokenResult;
   let attempts = 0;
   // An attempt that got no answer (timeout, dropped connection) may still have been processed.
@@ -483,9 +512,14 @@ async function refreshWithLease(
     // token was issued to this process just now and has never left it, so nobody could give it back;
     // and grants stored since 0008 keep the hash of the token as given too, not of a rotated one.
     if (grant.refreshTokenSha256 === null) presentedTokenSha256 = tokenSha256(refreshToken);
+    const tooLate = () => budgetEnds - Date.now() < LEASE_TO_SEND_MS;
+    if (tooLate()) throw new LeaseLost(`too little of the lease on ${connectionRef(connection)} is left`);
     // (A claim by the daemon's sweep marked it already.)
-    if (!options.claimed) await tokenStore.markInFlight(ctx.db, grant.id, owner);
-    const budgetEnds = Date.now() + lease - 5_000;
+    if (!options.claimed && !(await tokenStore.markInFlight(ctx.db, grant.id, owner))) {
+      throw new LeaseLost(`the lease on ${connectionRef(connection)} lapsed before its refresh left`);
+    }
+    // Checked again right before sending: a stall during the mark counts too.
+    if (tooLate()) throw new LeaseLost(`too little of the lease on ${connectionRef(connection)} is left`);
     for (;;) {
       attempts += 1;
       if (options.progress) options.progress.sent = true;
@@ -503,9 +537,13 @@ async function refreshWithLease(
         // A daemon stopping does not sit out a platform's Retry-After: the failure is recorded now
         // (the platform answered; nothing is in doubt) and the grant is tried again later.
         if (!(await sleep(wait, options.stop))) throw error;
+        // Woken later than asked (a stall): a try that could not end within the lease is not made.
+        if (budgetEnds - Date.now() < 1000) throw error;
       }
     }
   } catch (error) {
+    // Nothing left: nothing to record (the caller reads the grant again).
+    if (error instanceof LeaseLost) throw error;
     if (options.app && error instanceof ProviderError && error.kind === 'client') {
       await recordRefusedApp(ctx, grant, connection.id, owner, error, attempts, unanswered);
     } else {
@@ -694,10 +732,36 @@ export async function writeResults(
   return { rows, head };
 }
 
+/**
+ * A refresh's answer written by itself (token get, exec, connections refresh). The answer, a rotated
+ * refresh token included, exists only in this process until it is written: a write lost with its
+ * connection (a failover, a session terminated, a statement or lock timeout) is tried again on a new
+ * one, a few times over a few seconds, as the daemon's writes are (RefreshBatcher). A write that
+ * committed and whose answer was lost is found stored (a sealed token is unique: a fresh nonce each
+ * time) and not written again. The version check still keeps a lapsed writer from a newer token.
+ */
 const writeAlone =
   (ctx: ServiceContext): ResultWriter =>
-  async (result) =>
-    (await ctx.transaction((tx) => writeResults(ctx, tx, [result], { notify: true }))).rows[0] ?? null;
+  async (result) => {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return (
+          (await ctx.transaction((tx) => writeResults(ctx, tx, [result], { notify: true }))).rows[0] ?? null
+        );
+      } catch (error) {
+        const failure = databaseFailure(error);
+        const passing =
+          failure === 'the database is unreachable' || failure === 'the database did not answer in time';
+        if (!passing || attempt >= WRITE_ATTEMPTS) throw error;
+        await sleep(jitter(250 * 2 ** (attempt - 1), 0.3));
+        const stored = await tokenStore.get(ctx.db, result.grant.id).catch(() => null);
+        if (stored && stored.accessTokenEnc === result.tokens.accessTokenEnc) return stored;
+      }
+    }
+  };
+
+/** How many times writeAlone tries (over about 4 s). */
+const WRITE_ATTEMPTS = 5;
 
 async function storeRefreshed(
   ctx: ServiceContext,
@@ -965,9 +1029,11 @@ export async function refreshClaimed(
     return 'skipped';
   }
   const progress = { sent: false };
+  const leasedAt = Date.now();
   try {
     const before = grant.version;
     const after = await refreshWithLease(ctx, connection, grant, owner, leaseLeftMs, {
+      leasedAt,
       claimed: true,
       writer,
       progress,
@@ -977,6 +1043,11 @@ export async function refreshClaimed(
     internalFailures.delete(grant.id);
     return after.version > before ? 'success' : 'lease_lost';
   } catch (error) {
+    if (error instanceof LeaseLost) {
+      // Nothing was sent: the claim goes back (its in-flight mark with it), to be claimed again.
+      await tokenStore.unclaim(ctx.db, grant, owner);
+      return 'lease_lost';
+    }
     const cause = (error as { cause?: unknown })?.cause;
     const failure = cause instanceof ProviderError ? cause : error instanceof ProviderError ? error : null;
     if (failure) {

@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process';
 import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import postgres from 'postgres';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
   type GoogleDouble,
@@ -14,7 +15,7 @@ import { addAppFor, adoptGrant } from '../helpers/flows.js';
 import { BIN } from '../helpers/paths.js';
 import { expectNoSecretsLeaked } from '../helpers/secrets.js';
 import { type CliResult, createVault, DB_KIND, ONCE, type TestVault } from '../helpers/vault.js';
-import { until } from '../helpers/wait.js';
+import { until, untilLockWaits } from '../helpers/wait.js';
 
 const cleanups: Array<() => Promise<void>> = [];
 afterEach(async () => {
@@ -463,6 +464,82 @@ describe('failures', () => {
     ]);
     const refreshes = trail.filter((r) => r.action === 'token.refresh').map((r) => r.outcome);
     expect(refreshes).toEqual(expect.arrayContaining(['success', 'failure']));
+  });
+});
+
+// The refresher's own state against another session's: PostgreSQL, where sessions truly run beside
+// each other. Microsoft kills the grant when a used refresh token comes back (strictRotation): a
+// refresh token sent twice, or a rotated one lost, shows as a refused refresh.
+describe.runIf(DB_KIND === 'postgres')('a refresher that stalls or loses its write', () => {
+  it('sends nothing once its lease is no longer its own (it stalled after taking it), and refreshes under a new one', async () => {
+    const double = await microsoft({ strictRotation: true });
+    const { v } = await connected(double);
+    const other = postgres(v.databaseUrl!, { max: 2, onnotice: () => {} });
+    const asked = double.refreshAttempts;
+    let handedOver = 0;
+    try {
+      // The apps table locked: token get takes its lease, then waits to read its app (a stall).
+      const reserved = await other.reserve();
+      await reserved`begin`;
+      await reserved`lock table oauth_app_credentials in access exclusive mode`;
+      const getting = v.cli(['token', 'get', 'acct'], { secretOutput: true });
+      expect(await until(async () => (await untilLockWaits(other, 1, { timeoutMs: 200 })) >= 1)).toBe(true);
+      const [leased] = await other<
+        { lease_owner: string | null }[]
+      >`select lease_owner from oauth_tokens_vault`;
+      expect(leased!.lease_owner).toMatch(/:\d+:/);
+      // Meanwhile its lease lapsed and another refresher took the grant (for 3 s).
+      await other`update oauth_tokens_vault set lease_owner = 'another-host:1:x', lease_expires_at = now() + interval '3 seconds'`;
+      handedOver = Date.now();
+      await reserved`commit`;
+      reserved.release();
+      const result = await getting;
+      expect(result.code, result.stderr).toBe(0);
+    } finally {
+      await other.end();
+    }
+    // One refresh, sent only once the other's lease had lapsed (before, it was sent at once, under
+    // the lease it had lost, and its answer could not be written: exit 5).
+    const sent = double.tokenRequests('refresh_token');
+    expect(sent.length - asked).toBe(1);
+    expect(sent.at(-1)!.at - handedOver).toBeGreaterThan(2_500);
+    expect((await v.cli(['connections', 'refresh', 'acct', '--force'])).code).toBe(0);
+    expect(await statusOf(v)).toMatchObject({ status: 'active' });
+  });
+
+  it('writes the rotated token again when the write is lost with its connection', async () => {
+    const double = await microsoft({ strictRotation: true });
+    const { v } = await connected(double);
+    const other = postgres(v.databaseUrl!, { max: 2, onnotice: () => {} });
+    double.faults.latencyMs = 1_500;
+    const asked = double.refreshAttempts;
+    try {
+      const getting = v.cli(['token', 'get', 'acct'], { secretOutput: true });
+      // While the platform answers, the grant's row is locked: the write waits behind it, and its
+      // session is then terminated (a failover, a proxy cutting connections).
+      expect(await until(() => double.refreshAttempts > asked, { intervalMs: 20 })).toBe(true);
+      const reserved = await other.reserve();
+      await reserved`begin`;
+      await reserved`select id from oauth_tokens_vault for update`;
+      expect(await untilLockWaits(other)).toBeGreaterThanOrEqual(1);
+      await other`select pg_terminate_backend(pid) from pg_stat_activity
+        where wait_event_type = 'Lock' and datname = current_database() and pid <> pg_backend_pid()`;
+      await reserved`rollback`;
+      reserved.release();
+      const result = await getting;
+      // Before, exit 8 with the rotated token lost: the next refresh presented the used one.
+      expect(result.code, result.stderr).toBe(0);
+    } finally {
+      double.faults.latencyMs = 0;
+      await other.end();
+    }
+    const [row] = await v.sql<{ version: number; refresh_token_in_flight: boolean }>(
+      'select version, refresh_in_flight_since is not null as refresh_token_in_flight from oauth_tokens_vault',
+    );
+    expect(row).toMatchObject({ version: 2, refresh_token_in_flight: false });
+    const again = await v.cli(['connections', 'refresh', 'acct', '--force']);
+    expect(again.code, again.stderr).toBe(0);
+    expect(await statusOf(v)).toMatchObject({ status: 'active' });
   });
 });
 

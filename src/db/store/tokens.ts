@@ -90,13 +90,19 @@ export async function tryLease(db: Db, id: string, owner: string, leaseMs: numbe
   return row ?? null;
 }
 
-/** Notes that a refresh request is about to leave, so a lost answer is visible afterwards. */
-export async function markInFlight(db: Db, id: string, owner: string): Promise<void> {
-  await db
+/**
+ * Notes that a refresh request is about to leave, so a lost answer is visible afterwards; only while
+ * the lease is still the owner's and has not lapsed (by the database's clock). False when it is not:
+ * the request must not leave (another refresher may have used the refresh token since).
+ */
+export async function markInFlight(db: Db, id: string, owner: string): Promise<boolean> {
+  const rows = await db
     .update(t)
     // The earliest request whose answer is unknown is the one that matters.
     .set({ refreshInFlightSince: sql`coalesce(${t.refreshInFlightSince}, now())` })
-    .where(and(eq(t.id, id), eq(t.leaseOwner, owner)));
+    .where(and(eq(t.id, id), eq(t.leaseOwner, owner), sql`${t.leaseExpiresAt} > now()`))
+    .returning({ id: t.id });
+  return rows.length > 0;
 }
 
 /**
