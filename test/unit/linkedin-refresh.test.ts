@@ -1,9 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Secret } from '../../src/crypto/secret.js';
-import { ProviderError } from '../../src/providers/errors.js';
 import { linkedInAds } from '../../src/providers/platforms/linkedin-ads.js';
 import type { ProviderApp } from '../../src/providers/types.js';
 import { LINKEDIN_DEFAULT_CLIENT, type LinkedInDouble, startLinkedInDouble } from '../doubles/linkedin.js';
+import { refusal } from '../helpers/provider.js';
 
 // LinkedIn answers a dead refresh token with invalid_request, as it does a request missing the app's
 // credentials: only the first means a person must reconnect.
@@ -33,16 +33,6 @@ describe('LinkedIn refresh errors', () => {
       { refreshToken: new Secret(grant.refreshToken), accessToken: new Secret(grant.accessToken) },
       options(),
     );
-  const failure = (promise: Promise<unknown>) =>
-    promise.then(
-      () => {
-        throw new Error('expected a refusal');
-      },
-      (error: unknown) => {
-        expect(error).toBeInstanceOf(ProviderError);
-        return error as ProviderError;
-      },
-    );
 
   beforeAll(async () => {
     double = await startLinkedInDouble();
@@ -58,7 +48,7 @@ describe('LinkedIn refresh errors', () => {
   it('a dead refresh token (invalid_request) is a dead grant', async () => {
     const grant = double.issueGrant({ scope: 'r_ads,rw_ads' });
     double.revokeGrant(grant.refreshToken);
-    const error = await failure(refresh(grant.refreshToken));
+    const error = await refusal(refresh(grant.refreshToken));
     expect(error.kind).toBe('dead_grant');
     expect(error.platformCode).toBe('invalid_request');
   });
@@ -70,7 +60,7 @@ describe('LinkedIn refresh errors', () => {
       status: 400,
       body: { error: 'invalid_request', error_description: 'A required parameter "client_id" is missing' },
     });
-    const error = await failure(refresh(grant.refreshToken));
+    const error = await refusal(refresh(grant.refreshToken));
     expect(error.kind).toBe('client');
     expect(error.platformCode).toBe('invalid_request');
     // The grant itself is still good.
@@ -80,14 +70,14 @@ describe('LinkedIn refresh errors', () => {
   it('revoke: a refused refresh token is reported (the grant lives on), though its access token is revoked too', async () => {
     const grant = double.issueGrant({ scope: 'r_ads,rw_ads' });
     double.faults.failNext(1, { status: 400, path: '/oauth/v2/revoke', body: { error: 'invalid_request' } });
-    const refused = await failure(revoke(grant));
+    const refused = await refusal(revoke(grant));
     expect(refused.message).toContain('invalid_request');
     expect(double.accessTokens.get(grant.accessToken)?.revoked).toBe(true);
     expect(double.findGrant(grant.grantId)?.revoked).toBe(false);
     // Both refused: the refusal is reported, not "revoked".
     const other = double.issueGrant({ scope: 'r_ads,rw_ads' });
     double.faults.failNext(2, { status: 503, path: '/oauth/v2/revoke' });
-    const error = await failure(revoke(other));
+    const error = await refusal(revoke(other));
     expect(error.kind).not.toBe('dead_grant');
   });
 });

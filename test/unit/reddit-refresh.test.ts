@@ -1,9 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Secret } from '../../src/crypto/secret.js';
-import { ProviderError } from '../../src/providers/errors.js';
 import { redditAds } from '../../src/providers/platforms/reddit-ads.js';
 import type { ProviderApp } from '../../src/providers/types.js';
 import { REDDIT_DEFAULT_CLIENT, type RedditDouble, startRedditDouble } from '../doubles/reddit.js';
+import { refusal } from '../helpers/provider.js';
 
 // Reddit refuses a dead refresh token with HTTP 400 and `{"error": 400}`, no OAuth error code: that
 // shape is a dead grant; any other 400 (a proxy's page, another JSON) is not, so no grant is given up
@@ -25,15 +25,7 @@ describe('Reddit refresh errors', () => {
     endpoints: { ...double.endpoints, apiBase: double.url },
   });
   const refused = (refreshToken: string) =>
-    redditAds.refresh(app(), new Secret(refreshToken), { signal: AbortSignal.timeout(5000) }).then(
-      () => {
-        throw new Error('expected a refusal');
-      },
-      (error: unknown) => {
-        expect(error).toBeInstanceOf(ProviderError);
-        return error as ProviderError;
-      },
-    );
+    refusal(redditAds.refresh(app(), new Secret(refreshToken), { signal: AbortSignal.timeout(5000) }));
 
   beforeAll(async () => {
     double = await startRedditDouble();
