@@ -4,6 +4,7 @@ import type { Secret } from '../crypto/secret.js';
 import type { Db } from '../db/client.js';
 import { databaseFailure, errorMessage } from '../db/errors.js';
 import * as appStore from '../db/store/apps.js';
+import * as auditStore from '../db/store/audit.js';
 import type { ConnectionRow } from '../db/store/connections.js';
 import * as connectionStore from '../db/store/connections.js';
 import type { GrantRow } from '../db/store/tokens.js';
@@ -200,6 +201,24 @@ export async function getValidAccessToken(
   const connection = await resolveConnection(ctx.db, ref);
   const { grant: served, refreshed } = await freshOrRefused(ctx, connection, request);
   return ctx.transaction(async (tx) => {
+    // Still this connection's grant, read once the audit log's head is this transaction's: a revocation
+    // (or a reconnect) writes its own record under that lock before it commits, so one that committed
+    // while this process was between its refresh and here (a stall) is seen and not served past, and
+    // one still under way is recorded after this serve. Plain reads after the head: no lock taken on
+    // the grant, so no lock order against the writers that take the grant first (a refresh's write).
+    await auditStore.lockHead(tx);
+    const current = await connectionStore.getById(tx, connection.id);
+    if (!current || current.status === 'revoked' || !(await tokenStore.get(tx, served.id))) {
+      throw new ReauthRequiredError(`connection ${connectionRef(connection)} was revoked meanwhile`, {
+        hint: `Connect it again with \`credvault connect ${connection.platform}\`.`,
+      });
+    }
+    if (current.tokenId !== served.id) {
+      throw new UnavailableError(
+        `connection ${connectionRef(connection)} was connected again meanwhile; ask for its token again`,
+        { retryAfter: 1 },
+      );
+    }
     const accessToken = await openToken(ctx, served, 'access');
     if (!accessToken)
       throw new ReauthRequiredError(`connection ${connectionRef(connection)} has no access token`);
@@ -216,7 +235,7 @@ export async function getValidAccessToken(
       accessToken,
       tokenType: served.tokenType,
       expiresAt: served.accessTokenExpiresAt,
-      connection: (await connectionStore.getById(tx, connection.id)) ?? connection,
+      connection: current,
       refreshed,
     };
   });

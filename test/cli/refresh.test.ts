@@ -507,6 +507,37 @@ describe.runIf(DB_KIND === 'postgres')('a refresher that stalls or loses its wri
     expect(await statusOf(v)).toMatchObject({ status: 'active' });
   });
 
+  it('serves nothing once a revocation committed while it was between its read and its serve', async () => {
+    const double = await microsoft();
+    const { v } = await connected(double, 'microsoft_ads', { expired: false });
+    const other = postgres(v.databaseUrl!, { max: 2, onnotice: () => {} });
+    try {
+      // The audit log's head held: token get has read its grant and waits to record the serve.
+      const reserved = await other.reserve();
+      await reserved`begin`;
+      await reserved`select last_id from audit_head for update`;
+      const getting = v.cli(['token', 'get', 'acct'], { secretOutput: true });
+      expect(await untilLockWaits(other)).toBeGreaterThanOrEqual(1);
+      // Meanwhile the connection is revoked (as connections revoke leaves it) and that commits.
+      await reserved`update ad_account_connections set status = 'revoked'`;
+      await reserved`delete from oauth_tokens_vault`;
+      await reserved`commit`;
+      reserved.release();
+      const result = await getting;
+      // Before, exit 0 and the token printed after the revocation had returned.
+      expect(result.code, result.stderr).toBe(4);
+      expect(result.stdout).toBe('');
+      expect(result.stderr).toContain('was revoked meanwhile');
+    } finally {
+      await other.end();
+    }
+    expect(
+      await v.sql(
+        "select 1 from credential_access_audit where action = 'token.serve' and outcome = 'success'",
+      ),
+    ).toEqual([]);
+  });
+
   it('writes the rotated token again when the write is lost with its connection', async () => {
     const double = await microsoft({ strictRotation: true });
     const { v } = await connected(double);
