@@ -730,6 +730,10 @@ export async function writeResults(
       });
     }
   }
+  // Of the answers not written, those whose grant is gone: revoked (or replaced by a reconnect) meanwhile.
+  const gone = new Set<string>();
+  for (const [index, result] of results.entries())
+    if (!rows[index] && !(await tokenStore.get(tx, result.grant.id))) gone.add(result.grant.id);
   // The audit records come last: the chain head is locked only for the end of the transaction.
   const head = await recordAudit(
     tx,
@@ -742,8 +746,9 @@ export async function writeResults(
             outcome: 'failure',
             detail: {
               ...result.audit.detail,
-              problem:
-                'the grant changed while this refresh was out (another refresher, or a re-encryption, after its lease lapsed); this answer was discarded',
+              problem: gone.has(result.grant.id)
+                ? 'the grant was revoked (or replaced by a reconnect) while this refresh was out; this answer was discarded'
+                : 'the grant changed while this refresh was out (another refresher, or a re-encryption, after its lease lapsed); this answer was discarded',
             },
           },
     ),

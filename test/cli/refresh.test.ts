@@ -538,6 +538,32 @@ describe.runIf(DB_KIND === 'postgres')('a refresher that stalls or loses its wri
     ).toEqual([]);
   });
 
+  it('a refresh out at the platform while the connection is revoked serves nothing, and its record says revoked', async () => {
+    const double = await microsoft();
+    const { v } = await connected(double);
+    double.faults.latencyMs = 1_500;
+    const asked = double.refreshAttempts;
+    try {
+      const getting = v.cli(['token', 'get', 'acct'], { secretOutput: true });
+      expect(await until(() => double.refreshAttempts > asked, { intervalMs: 20 })).toBe(true);
+      const revoked = await v.cli(['connections', 'revoke', 'acct']);
+      expect(revoked.code, revoked.stderr).toBe(0);
+      const result = await getting;
+      expect(result.code, result.stderr).toBe(4);
+      expect(result.stdout).toBe('');
+    } finally {
+      double.faults.latencyMs = 0;
+    }
+    const [refresh] = await v.sql<{ outcome: string; detail: { problem?: string } }>(
+      "select outcome, detail from credential_access_audit where action = 'token.refresh' order by id desc limit 1",
+    );
+    // Before, 'the grant changed while this refresh was out (another refresher, or a re-encryption…)'.
+    expect(refresh).toMatchObject({
+      outcome: 'failure',
+      detail: { problem: expect.stringContaining('the grant was revoked (or replaced by a reconnect)') },
+    });
+  });
+
   it('writes the rotated token again when the write is lost with its connection', async () => {
     const double = await microsoft({ strictRotation: true });
     const { v } = await connected(double);
