@@ -2,6 +2,7 @@ import { mkdirSync, readFileSync, rmSync, statSync, unlinkSync, writeFileSync } 
 import { hostname } from 'node:os';
 import { basename } from 'node:path';
 import { DatabaseError } from '../errors.js';
+import { isCredvaultProcess } from '../util/own-process.js';
 
 /**
  * An exclusive lock on the embedded database folder, so that two processes never open the same
@@ -26,12 +27,8 @@ interface Owner {
   since: string;
 }
 
-/**
- * This process is `credvault …` (bin/credvault, under whatever link npm made to it), not a program
- * using the library: read off the script Node runs, so that nothing has to set it before this module
- * loads (it loads only with the embedded database).
- */
-const cli = basename(process.argv[1] ?? '') === 'credvault';
+/** This process is `credvault …`, not a program using the library (see isCredvaultProcess). */
+const cli = isCredvaultProcess;
 
 /** This process as a person waiting for its lock reads it: `credvault apps list`, or the program's name. */
 function holderName(command: string): string {

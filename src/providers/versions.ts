@@ -25,7 +25,7 @@ const VERSIONS_PAGE: Partial<Record<PlatformId, string>> = {
 };
 
 /** How long ahead of a version's end doctor warns. */
-export const SUNSET_WARNING_DAYS = 90;
+const SUNSET_WARNING_DAYS = 90;
 
 export interface VersionSunset {
   /** The day the platform stops serving it (YYYY-MM-DD, UTC). */
@@ -55,6 +55,10 @@ export interface VersionAtRisk {
 
 const DAY_MS = 86_400_000;
 
+/** Whole days from `now` to the start (UTC) of the day YYYY-MM-DD; 0 or less: that day has come. */
+const daysUntil = (day: string, now: Date) =>
+  Math.ceil((Date.parse(`${day}T00:00:00Z`) - now.getTime()) / DAY_MS);
+
 /** The app's API version when it ends within SUNSET_WARNING_DAYS of `now` (or has ended), else null. */
 export function versionAtRisk(
   app: { platform: string; label: string; apiVersion: string | null },
@@ -66,7 +70,7 @@ export function versionAtRisk(
   const version = app.apiVersion ?? info.defaults.apiVersion;
   const sunset = versionSunset(platform, version);
   if (!sunset) return null;
-  const days = Math.ceil((Date.parse(`${sunset.date}T00:00:00Z`) - now.getTime()) / DAY_MS);
+  const days = daysUntil(sunset.date, now);
   if (days > SUNSET_WARNING_DAYS) return null;
   return {
     platform,
@@ -108,8 +112,7 @@ export function fixForAtRisk(risks: VersionAtRisk[], now: Date): string {
     }
     const later = Object.entries(ANNOUNCED[risk.platform] ?? {}).filter(
       ([version, date]) =>
-        versionNumber(version) > versionNumber(risk.version) &&
-        Date.parse(`${date}T00:00:00Z`) - now.getTime() > SUNSET_WARNING_DAYS * DAY_MS,
+        versionNumber(version) > versionNumber(risk.version) && daysUntil(date, now) > SUNSET_WARNING_DAYS,
     );
     const known = later.length
       ? ` (announced: ${later.map(([version, date]) => `${version} served until ${date}`).join(', ')})`

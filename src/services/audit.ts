@@ -127,17 +127,24 @@ function chain(head: AuditHead, actor: Actor, list: AuditEntry[], now: Date) {
   return { rows, head: { lastId: id, lastHash: prevHash, rowCount: head.rowCount + list.length } };
 }
 
-/** Writes audit rows inside the caller's transaction, with the chain head locked; returns the new head. */
+/** Locks the audit log's head in the caller's transaction (to be handed to recordAudit): its state. */
+export const lockAuditHead = (db: Db): Promise<AuditHead> => store.lockHead(db);
+
+/**
+ * Writes audit rows inside the caller's transaction, with the chain head locked; returns the new head.
+ * `held`: the head as the caller's transaction already locked it (lockAuditHead), not read again.
+ */
 export async function recordAudit(
   db: Db,
   actor: Actor,
   entries: AuditEntry | AuditEntry[],
   now = new Date(),
+  held?: AuditHead,
 ): Promise<AuditHead | null> {
   const list = Array.isArray(entries) ? entries : [entries];
   if (list.length === 0) return null;
   for (const entry of list) assertNoSecret(entry.detail, entry.action);
-  const locked = await store.lockHead(db);
+  const locked = held ?? (await store.lockHead(db));
   const { rows, head } = chain(locked, actor, list, now);
   // The head is locked: it is still what was read, and the append cannot miss it.
   if ((await store.appendIfHead(db, rows, locked, head)) === null) {

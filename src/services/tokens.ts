@@ -4,7 +4,6 @@ import type { Secret } from '../crypto/secret.js';
 import type { Db } from '../db/client.js';
 import { databaseFailure, errorMessage } from '../db/errors.js';
 import * as appStore from '../db/store/apps.js';
-import * as auditStore from '../db/store/audit.js';
 import type { ConnectionRow } from '../db/store/connections.js';
 import * as connectionStore from '../db/store/connections.js';
 import type { GrantRow } from '../db/store/tokens.js';
@@ -18,7 +17,7 @@ import { jitter, sleep } from '../util/backoff.js';
 import { withDeadline } from '../util/deadline.js';
 import { redact } from '../util/redact.js';
 import { connectionRef } from '../views.js';
-import { type AuditEntry, type AuditHead, chainAfter, recordAudit } from './audit.js';
+import { type AuditEntry, type AuditHead, chainAfter, lockAuditHead, recordAudit } from './audit.js';
 import { resolveConnection } from './connections.js';
 import type { ServiceContext } from './context.js';
 import { expiryColumns, grantSlot, openToken, refreshTokenExpiry, tokenSha256 } from './grants.js';
@@ -204,11 +203,12 @@ export async function getValidAccessToken(
     // Still this connection's grant, read once the audit log's head is this transaction's: a revocation
     // (or a reconnect) writes its own record under that lock before it commits, so one that committed
     // while this process was between its refresh and here (a stall) is seen and not served past, and
-    // one still under way is recorded after this serve. Plain reads after the head: no lock taken on
+    // one still under way is recorded after this serve. A plain read after the head: no lock taken on
     // the grant, so no lock order against the writers that take the grant first (a refresh's write).
-    await auditStore.lockHead(tx);
+    // A grant deleted leaves its connections' token_id null (the foreign key's SET NULL).
+    const head = await lockAuditHead(tx);
     const current = await connectionStore.getById(tx, connection.id);
-    if (!current || current.status === 'revoked' || !(await tokenStore.get(tx, served.id))) {
+    if (!current || current.status === 'revoked' || current.tokenId === null) {
       throw new ReauthRequiredError(`connection ${connectionRef(connection)} was revoked meanwhile`, {
         hint: `Connect it again with \`credvault connect ${connection.platform}\`.`,
       });
@@ -223,14 +223,20 @@ export async function getValidAccessToken(
     if (!accessToken)
       throw new ReauthRequiredError(`connection ${connectionRef(connection)} has no access token`);
     // Fail closed: no audit row, no token.
-    await recordAudit(tx, ctx.actor, {
-      action: 'token.serve',
-      targetType: 'connection',
-      targetId: connection.id,
-      connectionId: connection.id,
-      outcome: 'success',
-      detail: { purpose: request.purpose, min_ttl: request.minTtlSeconds, refreshed },
-    });
+    await recordAudit(
+      tx,
+      ctx.actor,
+      {
+        action: 'token.serve',
+        targetType: 'connection',
+        targetId: connection.id,
+        connectionId: connection.id,
+        outcome: 'success',
+        detail: { purpose: request.purpose, min_ttl: request.minTtlSeconds, refreshed },
+      },
+      new Date(),
+      head,
+    );
     return {
       accessToken,
       tokenType: served.tokenType,

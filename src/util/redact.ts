@@ -16,9 +16,7 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
  * metric's name): kept whole. Named one by one: a shape (lower-case words joined by `_`) would let a
  * passphrase through (`correct_horse_battery_staple_…`).
  */
-export const OWN_NAMES: ReadonlySet<string> = new Set([
-  'credvault_database_gauges_updated_timestamp_seconds',
-]);
+const OWN_NAMES: ReadonlySet<string> = new Set(['credvault_database_gauges_updated_timestamp_seconds']);
 
 /**
  * `keepUnder`: folders whose paths an operator needs to read in a log (the data folder, the

@@ -1,9 +1,10 @@
 import { existsSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
-import { basename, join } from 'node:path';
+import { join } from 'node:path';
 import { KeyManagementServiceClient } from '@google-cloud/kms';
 import { OAuth2Client } from 'google-auth-library';
 import { KeyError, quoted, UnavailableError } from '../../errors.js';
+import { isCredvaultProcess } from '../../util/own-process.js';
 import type { KeySource, WrapContext } from '../key-source.js';
 import {
   endpointUrl,
@@ -81,7 +82,7 @@ export function openGcpKms(uri: string, env: NodeJS.ProcessEnv, vaultName: strin
   }
   Object.assign(options, googleCredentials(env));
   // Only in credvault's own processes: a program using the library keeps its process's warnings.
-  if (!options.authClient && basename(process.argv[1] ?? '') === 'credvault') quietMetadataWarnings();
+  if (!options.authClient && isCredvaultProcess) quietMetadataWarnings();
   return new GcpKmsKeySource(new KeyManagementServiceClient(options), key, vaultName);
 }
 
