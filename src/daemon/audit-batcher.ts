@@ -1,8 +1,13 @@
+import { errorMessage } from '../db/errors.js';
 import * as clientStore from '../db/store/clients.js';
 import { type AuditEntry, appendAudit, recordAudit } from '../services/audit.js';
 import type { ServiceContext } from '../services/context.js';
+import { redact } from '../util/redact.js';
 import type { AuditChain } from './audit-chain.js';
 import type { DaemonMetrics } from './metrics.js';
+
+/** Thrown to roll back /healthz's trial record. */
+const ROLLED_BACK = Symbol('rolled back');
 
 interface Pending {
   entry: AuditEntry;
@@ -28,6 +33,11 @@ export class AuditBatcher {
   readonly #usedClients = new Set<string>();
   /** The chain head as this daemon last wrote it, shared with the sweep's writes. */
   readonly #chain: AuditChain;
+  /** Why the last batch was refused, until one is written or a trial write succeeds; else null. */
+  #refused: string | null = null;
+  /** Counts refused batches, so that a trial that began before one does not clear it. */
+  #refusals = 0;
+  #trial: Promise<string | null> | null = null;
 
   constructor(
     ctx: ServiceContext,
@@ -107,12 +117,47 @@ export class AuditBatcher {
         },
       );
       this.#metrics.auditBatch.observe(batch.length);
+      this.#refused = null;
       return undefined;
     } catch (error) {
       // Every request of the batch is refused (fail closed): credvault_audit_write_failures_total.
       this.#metrics.auditFailures.inc(batch.length);
+      this.#refused = redact(errorMessage(error));
+      this.#refusals++;
       return { error };
     }
+  }
+
+  /**
+   * For /healthz: null while the audit log takes records, else why it refused the last batch (the
+   * daemon serves no token it cannot record). After a refusal, each look tries a record in a
+   * transaction that is rolled back (nothing is written, the chain does not move), so that a daemon
+   * no request reaches any more (a load balancer took it out on the 503) sees the log mended too.
+   */
+  refusal(): Promise<string | null> {
+    if (this.#refused === null) return Promise.resolve(null);
+    this.#trial ??= this.#tryRecord().finally(() => {
+      this.#trial = null;
+    });
+    return this.#trial;
+  }
+
+  async #tryRecord(): Promise<string | null> {
+    const refusals = this.#refusals;
+    try {
+      await this.#ctx.transaction(async (tx) => {
+        await recordAudit(tx, this.#ctx.actor, {
+          action: 'daemon.health',
+          targetType: 'daemon',
+          outcome: 'success',
+        });
+        throw ROLLED_BACK;
+      });
+    } catch (error) {
+      if (error !== ROLLED_BACK) return redact(errorMessage(error));
+    }
+    if (this.#refusals === refusals) this.#refused = null;
+    return this.#refused;
   }
 
   /** Records when clients were last seen: now and then, not once per request. */

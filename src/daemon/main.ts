@@ -315,12 +315,18 @@ export async function runDaemon(
         },
       );
     }
-    const databaseCheck = probeDatabase(database, healthDeadlineMs(config.dbTimeoutMs));
+    const healthDeadline = healthDeadlineMs(config.dbTimeoutMs);
+    const databaseCheck = probeDatabase(database, healthDeadline);
     const health = async (): Promise<Health> => {
       const reasons: string[] = [];
       if (shuttingDown) reasons.push('shutting down');
       const problem = await databaseCheck();
       if (problem) reasons.push(problem);
+      else {
+        // The database answers, but a daemon whose audit log refuses records serves no token.
+        const refused = await withDeadline(audit.refusal(), healthDeadline, 'no answer');
+        if (refused) reasons.push(`the audit log refuses records (no token is served): ${refused}`);
+      }
       if (scheduler.lastError) reasons.push(`last sweep failed: ${scheduler.lastError}`);
       const stalled = scheduler.stalled();
       if (stalled) reasons.push(stalled);
@@ -531,17 +537,19 @@ function probeDatabase(database: Database, deadlineMs: number): () => Promise<st
     void current.finally(() => {
       if (probe === current) probe = null;
     });
-    let timer: NodeJS.Timeout | undefined;
-    return Promise.race([
-      current,
-      new Promise<string>((resolve) => {
-        timer = setTimeout(
-          () => resolve(`database unreachable: no answer within ${deadlineMs / 1000} s`),
-          deadlineMs,
-        );
-      }),
-    ]).finally(() => clearTimeout(timer));
+    return withDeadline(current, deadlineMs, 'database unreachable: no answer');
   };
+}
+
+/** `answer`, or `late` and the deadline when it has not come within `deadlineMs`. */
+function withDeadline(answer: Promise<string | null>, deadlineMs: number, late: string) {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([
+    answer,
+    new Promise<string>((resolve) => {
+      timer = setTimeout(() => resolve(`${late} within ${deadlineMs / 1000} s`), deadlineMs);
+    }),
+  ]).finally(() => clearTimeout(timer));
 }
 
 /** The tables the sweep's claim reads (tokenStore.claimDue, connectionStore.firstByGrants). */

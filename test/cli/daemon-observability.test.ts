@@ -65,14 +65,16 @@ function sample(text: string, series: string): number | undefined {
 /**
  * SQL against the vault while its daemon runs: on the embedded database, through the socket the
  * daemon serves it on (its files are the daemon's), as every credvault command reaches it then.
+ * Answers the last statement's rows.
  */
-async function sql(v: TestVault, ...statements: string[]): Promise<void> {
+async function sql(v: TestVault, ...statements: string[]): Promise<Array<Record<string, unknown>>> {
+  let rows: Array<Record<string, unknown>> = [];
   const socket = embeddedSocketPath(v.home);
   if (v.databaseUrl || !existsSync(socket)) {
     await v.session(async (query) => {
-      for (const text of statements) await query(text);
+      for (const text of statements) rows = await query(text);
     });
-    return;
+    return rows;
   }
   const client = postgres({
     path: socket,
@@ -83,10 +85,11 @@ async function sql(v: TestVault, ...statements: string[]): Promise<void> {
     onnotice: () => {},
   });
   try {
-    for (const text of statements) await client.unsafe(text);
+    for (const text of statements) rows = [...(await client.unsafe(text))];
   } finally {
     await client.end();
   }
+  return rows;
 }
 
 /** Makes the grants of these connections due for the sweep now, out of any cool-down. */
@@ -231,6 +234,21 @@ describe('the metrics', () => {
     const refused = await daemon.get('/v1/connections/acct-a/token', { token: reader });
     expect(refused.status).toBe(503);
     for (const token of double.accessTokens.keys()) expect(refused.body).not.toContain(token);
+    // /healthz says so (it answered 200 while no token could be served), and says when the log takes
+    // records again without a token request in between (a load balancer sends none to a 503), having
+    // written nothing itself.
+    const rows = async () => (await sql(v, 'select count(*)::int as n from credential_access_audit'))[0]!.n;
+    const before = await rows();
+    const unhealthy = await daemon.get('/healthz');
+    expect(unhealthy.status).toBe(503);
+    expect(JSON.parse(unhealthy.body).reasons).toEqual([
+      'the audit log refuses records (no token is served): audit is read-only',
+    ]);
+    await sql(v, 'drop trigger refuse_audit on credential_access_audit');
+    const healthy = await daemon.get('/healthz');
+    expect(healthy.status, healthy.body).toBe(200);
+    expect(await rows()).toBe(before);
+    expect((await v.cli(['audit', 'verify'])).code).toBe(0);
 
     const read = async () => (await daemon.get('/metrics', { token: reader })).body;
     await until(
