@@ -113,7 +113,10 @@ export const PLATFORMS: Record<PlatformId, PlatformInfo> = {
       authorizeUrl: 'https://www.linkedin.com/oauth/v2/authorization',
       tokenUrl: 'https://www.linkedin.com/oauth/v2/accessToken',
       revokeUrl: 'https://www.linkedin.com/oauth/v2/revoke',
-      apiVersion: '202601',
+      // The newest version LinkedIn's recent-changes page lists (August 2026); none of the calls credvault
+      // makes (adAccountUsers, adAccounts, the adCampaigns search and its budget update) changed since
+      // 202601. Served at least a year from its month (doctor warns ahead of that).
+      apiVersion: '202608',
       scopes: ['r_ads', 'rw_ads'],
       redirectUri: null,
     },

@@ -161,7 +161,7 @@ describe('campaigns list', () => {
     expect(first.query.get('pageToken')).toBeNull();
     expect(second.query.get('pageToken')).toBeTruthy();
     for (const r of apiCalls()) {
-      expect(r.headers['linkedin-version']).toBe('202601');
+      expect(r.headers['linkedin-version']).toBe('202608');
       expect(r.headers['x-restli-protocol-version']).toBe('2.0.0');
       expect(r.headers.authorization).toMatch(/^Bearer AQV/);
     }
@@ -239,7 +239,7 @@ describe('campaigns set-budget', () => {
     const write = writes[0]!;
     expect(write.path).toBe(`/rest/adAccounts/${USD.id}/adCampaigns/70010007`);
     expect(write.headers['x-restli-method']).toBe('PARTIAL_UPDATE');
-    expect(write.headers['linkedin-version']).toBe('202601');
+    expect(write.headers['linkedin-version']).toBe('202608');
     expect(write.headers['content-type']).toMatch(/^application\/json/);
     expect(JSON.parse(write.body)).toEqual({
       patch: { $set: { dailyBudget: { amount: '1234567.89', currencyCode: 'USD' } } },

@@ -169,7 +169,7 @@ describe('credvault doctor', () => {
         "`credvault apps update google_ads/old --api-version ''` moves it to the default v26",
       );
       expect(warned.by.apps!.fix).toContain(
-        '`credvault apps update linkedin_ads/ancient --api-version VERSION` pins a later version',
+        "`credvault apps update linkedin_ads/ancient --api-version ''` moves it to the default 202608",
       );
       expect(warned.by.apps!.fix).toContain('tokens still refresh');
 
