@@ -435,7 +435,10 @@ export function buildProgram(
     .description('list audit records, newest first')
     .option('--connection <conn>', 'only this connection')
     .option('--actor <actor>', 'only this actor')
-    .option('--since <when>', 'only after this time (ISO 8601, or a duration such as 24h or 7d)')
+    .option('--action <action>', 'only this action (token.serve), or a group of them (token.*)')
+    .option('--outcome <outcome>', 'only this outcome: success, failure or denied')
+    .option('--since <when>', 'only from this time (ISO 8601, or a duration back such as 24h or 7d)')
+    .option('--until <when>', 'only before this time (ISO 8601, or a duration back such as 1h)')
     .option('--limit <n>', 'at most this many rows', '50')
     .action((opts, cmd: Command) =>
       // The program's global --actor (who is acting) claims the flag; `audit list` writes nothing, so

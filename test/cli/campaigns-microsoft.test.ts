@@ -368,6 +368,13 @@ describe('the record', () => {
     };
     const rows = await v.json<Row[]>(['audit', 'list', '--limit', '100']);
     const budget = rows.filter((r) => r.action.startsWith('campaign.budget'));
+    // The same rows found by action (one, or a group) and outcome.
+    const failed = await v.json<Row[]>(['audit', 'list', '--action', 'campaign.*', '--outcome', 'failure']);
+    expect(failed.length).toBeGreaterThan(0);
+    expect(failed).toEqual(rows.filter((r) => r.action.startsWith('campaign.') && r.outcome === 'failure'));
+    const validated = await v.json<Row[]>(['audit', 'list', '--action', 'campaign.budget.validate']);
+    expect(validated.length).toBeGreaterThan(0);
+    expect(validated).toEqual(rows.filter((r) => r.action === 'campaign.budget.validate'));
     expect(budget.find((r) => r.target_id === '700000001')).toMatchObject({
       action: 'campaign.budget',
       outcome: 'success',

@@ -939,9 +939,29 @@ describe('audit', () => {
     ]);
   });
 
-  it('list filters by actor and time, newest first', async () => {
+  it('list filters by actor, action, outcome and time, newest first', async () => {
     const v = await vaultWithApps('a');
     await v.json(['apps', 'disable', 'a'], { env: { CREDVAULT_ACTOR: 'alice' } });
+    type Row = { id: number; action: string; outcome: string; occurred_at: string };
+    const all = await v.json<Row[]>(['audit', 'list']);
+    const apps = await v.json<Row[]>(['audit', 'list', '--action', 'app.*', '--outcome', 'success']);
+    expect(apps.map((r) => r.action)).toEqual(['app.disable', 'app.create']);
+    expect(await v.json(['audit', 'list', '--action', 'app.create'])).toEqual([all[1]]);
+    expect(await v.json(['audit', 'list', '--outcome', 'denied'])).toEqual([]);
+    // --until: strictly before that time (the newest record's time leaves it out).
+    const before = await v.json<Row[]>(['audit', 'list', '--until', all[0]!.occurred_at]);
+    expect(before).toEqual(all.filter((r) => r.occurred_at < all[0]!.occurred_at));
+    expect(before.length).toBeGreaterThan(0);
+    for (const [args, says] of [
+      [['--action', 'app.'], '--action must be an action such as token.serve, or a group such as token.*'],
+      [['--outcome', 'failed'], '--outcome must be one of success, failure, denied (got "failed")'],
+      [['--since', '1h', '--until', '2h'], 'must be later than --since'],
+      [['--until', 'tomorrow'], '--until must be an ISO 8601 time'],
+    ] as const) {
+      const refused = await v.cli(['audit', 'list', ...args]);
+      expect(refused.code, refused.stderr).toBe(2);
+      expect(refused.stderr).toContain(says);
+    }
     const alice = await v.json<Array<{ action: string; actor: string }>>([
       'audit',
       'list',

@@ -1,7 +1,7 @@
 import { parseDuration } from '../../config.js';
 import type { AuditRow } from '../../db/store/audit.js';
 import { InvalidInputError, NotFoundError, quoted } from '../../errors.js';
-import { auditBrokenError, listAudit, verifyAudit } from '../../services/audit.js';
+import { AUDIT_OUTCOMES, auditBrokenError, listAudit, verifyAudit } from '../../services/audit.js';
 import { auditJson } from '../../views.js';
 import { withContext } from '../context.js';
 import { filterValue } from '../input.js';
@@ -14,10 +14,10 @@ const ISO_TIME =
  * A duration back from now, or an ISO 8601 date or time. One without a zone is UTC (as a date alone
  * is in JavaScript), whatever the machine's zone; a day the month does not have is refused.
  */
-function parseSince(text: string, now: Date): Date {
+function parseTime(text: string, now: Date, flag: '--since' | '--until'): Date {
   const trimmed = text.trim();
   if (/^\d+(ms|s|m|h|d)$/.test(trimmed))
-    return new Date(now.getTime() - parseDuration(text, '--since', { zero: true }));
+    return new Date(now.getTime() - parseDuration(text, flag, { zero: true }));
   const match = ISO_TIME.exec(trimmed);
   const [, year, month, day, hour, , , zone] = match ?? [];
   const date = match ? new Date(`${trimmed.replace(' ', 'T')}${hour && !zone ? 'Z' : ''}`) : null;
@@ -26,10 +26,31 @@ function parseSince(text: string, now: Date): Date {
     new Date(Date.UTC(Number(year), Number(month) - 1, Number(day))).getUTCDate() === Number(day);
   if (!date || Number.isNaN(date.getTime()) || !realDay) {
     throw new InvalidInputError(
-      `--since must be an ISO 8601 time (2026-11-01T00:00:00Z; UTC when no zone is given) or a duration such as 24h or 7d (got ${quoted(text)})`,
+      `${flag} must be an ISO 8601 time (2026-11-01T00:00:00Z; UTC when no zone is given) or a duration back from now such as 24h or 7d (got ${quoted(text)})`,
     );
   }
   return date;
+}
+
+/** `token.serve`, or `token.*` for every action under `token.` (the store's prefix form, `token.`). */
+function parseAction(text: string): string {
+  const match = /^([a-z][a-z_]*(?:\.[a-z][a-z_]*)*)(\.\*)?$/.exec(text.trim());
+  if (!match) {
+    throw new InvalidInputError(
+      `--action must be an action such as token.serve, or a group such as token.* (got ${quoted(text)}); \`credvault audit list\` shows the actions recorded`,
+    );
+  }
+  return match[2] ? `${match[1]}.` : match[1]!;
+}
+
+function parseOutcome(text: string): string {
+  const outcome = text.trim().toLowerCase();
+  if (!(AUDIT_OUTCOMES as readonly string[]).includes(outcome)) {
+    throw new InvalidInputError(
+      `--outcome must be one of ${AUDIT_OUTCOMES.join(', ')} (got ${quoted(text)})`,
+    );
+  }
+  return outcome;
 }
 
 function parseLimit(text: string): number {
@@ -42,12 +63,29 @@ function parseLimit(text: string): number {
 
 export async function list(
   rt: Runtime,
-  opts: { connection?: string; actor?: string; since?: string; limit: string },
+  opts: {
+    connection?: string;
+    actor?: string;
+    action?: string;
+    outcome?: string;
+    since?: string;
+    until?: string;
+    limit: string;
+  },
 ): Promise<void> {
   const limit = parseLimit(opts.limit);
-  const since = filterValue(opts.since, '--since', (text) => parseSince(text, new Date()));
+  const now = new Date();
+  const since = filterValue(opts.since, '--since', (text) => parseTime(text, now, '--since'));
+  const until = filterValue(opts.until, '--until', (text) => parseTime(text, now, '--until'));
+  if (since && until && until <= since) {
+    throw new InvalidInputError(
+      `--until (${until.toISOString()}) must be later than --since (${since.toISOString()}): nothing is both`,
+    );
+  }
   const connection = filterValue(opts.connection, '--connection');
   const actor = filterValue(opts.actor, '--actor');
+  const action = filterValue(opts.action, '--action', parseAction);
+  const outcome = filterValue(opts.outcome, '--outcome', parseOutcome);
   const rows = await withContext(rt, async (ctx) => {
     let connectionId: string | undefined;
     if (connection) {
@@ -61,7 +99,7 @@ export async function list(
         connectionId = connection.trim().toLowerCase();
       }
     }
-    return listAudit(ctx.db, { connectionId, actor, since, limit });
+    return listAudit(ctx.db, { connectionId, actor, action, outcome, since, until, limit });
   });
   rt.out.list(
     rows,

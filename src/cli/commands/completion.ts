@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import { PLATFORM_IDS } from '../../providers/catalog.js';
+import { AUDIT_OUTCOMES } from '../../services/audit.js';
 import { ROLES } from '../../services/clients.js';
 import { CONNECTION_STATUSES } from '../../services/connections.js';
 import type { Runtime } from '../run.js';
@@ -20,6 +21,7 @@ const OPTION_VALUES: Record<string, readonly string[]> = {
   '--status': CONNECTION_STATUSES,
   '--role': ROLES,
   '--platform': PLATFORM_IDS,
+  '--outcome': AUDIT_OUTCOMES,
 };
 
 interface Node {

@@ -1,4 +1,4 @@
-import { and, asc, desc, eq, gt, gte, lte, type Placeholder, type SQL, sql } from 'drizzle-orm';
+import { and, asc, desc, eq, gt, gte, like, lt, lte, type Placeholder, type SQL, sql } from 'drizzle-orm';
 import { type Db, executeRows } from '../client.js';
 import { auditHead, credentialAccessAudit } from '../schema/index.js';
 
@@ -121,7 +121,12 @@ export async function pageAfter(db: Db, afterId: number, limit: number, upTo: nu
 export interface AuditFilter {
   connectionId?: string;
   actor?: string;
+  /** One action (`token.serve`), or those under a prefix (`token.`: every `token.…`). */
+  action?: string;
+  outcome?: string;
   since?: Date;
+  /** Before this time (exclusive). */
+  until?: Date;
   limit: number;
 }
 
@@ -129,7 +134,16 @@ export async function listRows(db: Db, filter: AuditFilter): Promise<AuditRow[]>
   const where: SQL[] = [];
   if (filter.connectionId) where.push(eq(credentialAccessAudit.connectionId, filter.connectionId));
   if (filter.actor) where.push(eq(credentialAccessAudit.actor, filter.actor));
+  if (filter.action) {
+    where.push(
+      filter.action.endsWith('.')
+        ? like(credentialAccessAudit.action, `${filter.action.replaceAll('_', '\\_')}%`)
+        : eq(credentialAccessAudit.action, filter.action),
+    );
+  }
+  if (filter.outcome) where.push(eq(credentialAccessAudit.outcome, filter.outcome));
   if (filter.since) where.push(gte(credentialAccessAudit.occurredAt, filter.since));
+  if (filter.until) where.push(lt(credentialAccessAudit.occurredAt, filter.until));
   return db
     .select()
     .from(credentialAccessAudit)
