@@ -466,6 +466,12 @@ export function buildProgram(
     .action((shell: string, _o, cmd: Command) =>
       runWith(cmd, async (rt) => (await import('./commands/completion.js')).completion(rt, shell, program)),
     );
+  // What the completion scripts call for the names of connections, apps and clients (not in --help).
+  program
+    .command('__names <kind>', { hidden: true })
+    .action((kind: string, _o, cmd: Command) =>
+      runWith(cmd, async (rt) => (await import('./commands/names.js')).names(rt, kind)),
+    );
   // Which group the words named, for `credvault --home X apps` with no command after it.
   const track = (group: Command) => {
     if (!group.commands.length) return;

@@ -1,6 +1,6 @@
 import { execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { chmodSync, existsSync, mkdirSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, renameSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import postgres from 'postgres';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -1081,6 +1081,51 @@ describe.runIf(ONCE)('output', () => {
     expect(offered(['credvault', 'import', 'google-ads-yaml', 'r'])).toBe('reddit.env refresh.txt');
     // After `--` the words are the command's own: credvault offers nothing of its own.
     expect(offered(['credvault', 'exec', 'acct', '--', 'ls', '--format', ''])).toBe('');
+    // No credvault on PATH: no names, and nothing else goes wrong.
+    expect(offered(['credvault', 'apps', 'show', 'p'])).toBe('');
+
+    // The vault's own names, asked of the credvault on PATH: apps, clients (a revoked one left out),
+    // each where an argument or option names one, and only for the first argument.
+    await v.json(['apps', 'add', 'google_ads', '--from-file', '-'], {
+      input: JSON.stringify(googleApp({ label: 'prod' })),
+    });
+    await v.json(['apps', 'add', 'google_ads', '--from-file', '-'], {
+      input: JSON.stringify(googleApp({ label: 'preview' })),
+    });
+    for (const name of ['ci', 'cron', 'old'])
+      expect((await v.cli(['clients', 'create', name, '--all'])).code).toBe(0);
+    expect((await v.cli(['clients', 'revoke', 'old'])).code).toBe(0);
+    const bin = join(v.root, 'bin');
+    mkdirSync(bin);
+    symlinkSync(BIN, join(bin, 'credvault'));
+    const env = { ...process.env, ...v.env, PATH: `${bin}:${process.env.PATH}` };
+    const named = (line: string[]) =>
+      execFileSync(
+        'bash',
+        [
+          '-c',
+          `source ${script}; COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1)); _credvault; printf '%s\n' "\${COMPREPLY[@]}" | sort | tr '\n' ' '`,
+          'bash',
+          ...line,
+        ],
+        { cwd: v.root, encoding: 'utf8', env },
+      ).trim();
+    expect(named(['credvault', 'apps', 'show', 'g'])).toBe('google_ads/preview google_ads/prod');
+    expect(named(['credvault', 'apps', 'update', 'google_ads/prod', 'g'])).toBe('');
+    expect(named(['credvault', 'connect', 'google_ads', '--app', 'google_ads/pre'])).toBe(
+      'google_ads/preview',
+    );
+    expect(named(['credvault', 'clients', 'revoke', 'c'])).toBe('ci cron');
+    expect(named(['credvault', 'clients', 'revoke', 'o'])).toBe('');
+    // --home on the line is the vault asked (on the embedded database): another one has no apps.
+    if (!v.databaseUrl)
+      expect(named(['credvault', '--home', join(v.root, 'elsewhere'), 'apps', 'show', 'g'])).toBe('');
+    // What the scripts call prints no secret, wrote no audit row, and is not in --help.
+    const before = (await v.json<unknown[]>(['audit', 'list', '--limit', '1000'])).length;
+    const names = await v.cli(['__names', 'apps']);
+    expect(names).toMatchObject({ code: 0, stdout: 'google_ads/preview\ngoogle_ads/prod\n' });
+    expect((await v.json<unknown[]>(['audit', 'list', '--limit', '1000'])).length).toBe(before);
+    expect((await v.cli(['--help'])).stdout).not.toContain('__names');
   });
 
   // CI installs both shells (CREDVAULT_REQUIRE_SHELLS=1); elsewhere a missing one is reported skipped.
@@ -1115,6 +1160,26 @@ describe.runIf(ONCE)('output', () => {
           expect(offered(line), line).toContain('audit');
         expect(offered('credvault --home /tmp apps ')).toContain('add');
         expect(offered('credvault --home ')).toContain('credvault.fish');
+        // The vault's names, from the credvault on PATH: the first argument and --app only.
+        await v.json(['apps', 'add', 'google_ads', '--from-file', '-'], {
+          input: JSON.stringify(googleApp({ label: 'prod' })),
+        });
+        const bin = join(v.root, 'bin');
+        mkdirSync(bin);
+        symlinkSync(BIN, join(bin, 'credvault'));
+        const named = (line: string) =>
+          execFileSync(path, ['-c', `source ${file}; complete -C'${line}'`], {
+            encoding: 'utf8',
+            env: { ...process.env, ...v.env, PATH: `${bin}:${process.env.PATH}` },
+            cwd: v.root,
+          })
+            .split('\n')
+            .map((row) => row.split('\t')[0])
+            .filter(Boolean);
+        expect(named('credvault apps show ')).toEqual(['google_ads/prod']);
+        expect(named('credvault --actor me apps show ')).toEqual(['google_ads/prod']);
+        expect(named('credvault apps show google_ads/prod ')).toEqual([]);
+        expect(named('credvault connect google_ads --app ')).toEqual(['google_ads/prod']);
         return;
       }
       // Saved on $fpath as _credvault, as its #compdef line invites: compinit registers it, and the

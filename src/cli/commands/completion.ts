@@ -4,6 +4,7 @@ import { AUDIT_OUTCOMES } from '../../services/audit.js';
 import { ROLES } from '../../services/clients.js';
 import { CONNECTION_STATUSES } from '../../services/connections.js';
 import type { Runtime } from '../run.js';
+import type { NameKind } from './names.js';
 import { FORMATS } from './token.js';
 
 /**
@@ -12,8 +13,17 @@ import { FORMATS } from './token.js';
  * the values of options (their choices, or file names).
  */
 
-/** What an option's value completes to: a fixed list, a file name, or nothing (free text). */
-type Values = readonly string[] | 'file' | 'text';
+/**
+ * What an option's value completes to: a fixed list, a file name, the names of the vault's
+ * connections, apps or clients (asked of `credvault __names`), or nothing (free text).
+ */
+type Values = readonly string[] | 'file' | 'text' | { names: NameKind };
+
+/** Options whose value is a connection or an app of the vault. */
+const OPTION_NAMES: Record<string, NameKind> = { '--connection': 'connections', '--app': 'apps' };
+
+/** Commands whose first argument is a connection, an app or a client, by the argument's name. */
+const ARGUMENT_NAMES: Record<string, NameKind> = { conn: 'connections', app: 'apps' };
 
 /** Values of options that credvault checks itself (commander does not know their choices). */
 const OPTION_VALUES: Record<string, readonly string[]> = {
@@ -31,6 +41,8 @@ interface Node {
   argValues: readonly string[];
   /** The first argument is a file. */
   fileArg: boolean;
+  /** The first argument is the name of one of the vault's connections, apps or clients. */
+  nameArg: NameKind | null;
   description: string;
   children: Node[];
   flags: string[];
@@ -40,12 +52,13 @@ interface Node {
 
 function valuesOf(long: string): Values {
   if (OPTION_VALUES[long]) return OPTION_VALUES[long];
+  if (OPTION_NAMES[long]) return { names: OPTION_NAMES[long] };
   return long === '--file' || long === '--home' || long.endsWith('-file') ? 'file' : 'text';
 }
 
 function walk(command: Command, prefix: string[]): Node {
   const children = command.commands
-    .filter((c) => c.name() !== 'help')
+    .filter((c) => c.name() !== 'help' && !(c as unknown as { _hidden?: boolean })._hidden)
     .map((c) => walk(c, [...prefix, c.name()]));
   const flags = command.options.flatMap((o) => [o.long, o.short].filter((f): f is string => Boolean(f)));
   const values = new Map<string, Values>();
@@ -57,6 +70,8 @@ function walk(command: Command, prefix: string[]): Node {
     words: children.map((c) => c.path.split(' ').pop()!),
     argValues: firstArg?.name() === 'platform' ? PLATFORM_IDS : (firstArg?.argChoices ?? []),
     fileArg: firstArg?.name() === 'file',
+    nameArg:
+      prefix.join(' ') === 'clients revoke' ? 'clients' : (ARGUMENT_NAMES[firstArg?.name() ?? ''] ?? null),
     description: command.description(),
     children,
     flags: [...flags, '--help'],
@@ -79,7 +94,7 @@ function bash(root: Node, globals: string[]): string {
   const cases = flatten(root)
     .map((node) => {
       const words = [...node.words, ...node.flags, ...globals, ...node.argValues];
-      return `    "${node.path}") words="${[...new Set(words)].join(' ')}"${node.fileArg ? '; files=1' : ''} ;;`;
+      return `    "${node.path}") words="${[...new Set(words)].join(' ')}"${node.fileArg ? '; files=1' : ''}${node.nameArg ? `; names=${node.nameArg}` : ''} ;;`;
     })
     .join('\n');
   const values = [...allValues(root)];
@@ -89,11 +104,30 @@ function bash(root: Node, globals: string[]): string {
       ([flag, v]) =>
         `    ${flag}) COMPREPLY=($(compgen -W "${(v as string[]).join(' ')}" -- "$cur")); return ;;`,
     );
+  const named = values
+    .filter(
+      (entry): entry is [string, { names: NameKind }] => typeof entry[1] === 'object' && 'names' in entry[1],
+    )
+    .map(
+      ([flag, v]) =>
+        `    ${flag}) COMPREPLY=($(compgen -W "$(__credvault_names ${v.names})" -- "$cur")); return ;;`,
+    );
   const files = values.filter(([, v]) => v === 'file').map(([flag]) => flag);
   const text = values.filter(([, v]) => v === 'text').map(([flag]) => flag);
   return `# credvault bash completion. Load with: source <(credvault completion bash)
+# The names of connections, apps and clients: asked of credvault itself (with the --home or
+# --database-url given on the line), nothing when it cannot say within its half second.
+__credvault_names() {
+  local i args=()
+  for ((i = 1; i < COMP_CWORD - 1; i++)); do
+    case "\${COMP_WORDS[i]}" in
+      --home|--database-url) args+=("\${COMP_WORDS[i]}" "\${COMP_WORDS[i+1]}") ;;
+    esac
+  done
+  command credvault "\${args[@]}" __names "$1" 2>/dev/null
+}
 _credvault() {
-  local cur prev path word i words files
+  local cur prev path word i words files names nargs
   cur="\${COMP_WORDS[COMP_CWORD]}"
   prev="\${COMP_WORDS[COMP_CWORD-1]}"
   # After \`--\` (exec's command) the words are another program's: file names only.
@@ -104,11 +138,13 @@ _credvault() {
   done
   # The value of an option: its choices, a file name, or nothing to offer.
   case "$prev" in
-${lists.join('\n')}
+${[...lists, ...named].join('\n')}
     ${files.join('|')}) compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -f -- "$cur")); return ;;
     ${text.join('|')}) COMPREPLY=(); return ;;
   esac
+  # The command's path, and how many arguments follow it (an option's value is not one).
   path=""
+  nargs=0
   for ((i = 1; i < COMP_CWORD; i++)); do
     word="\${COMP_WORDS[i]}"
     [[ "$word" == -* ]] && continue
@@ -117,6 +153,10 @@ ${flatten(root)
   .filter((n) => n.path)
   .map((n) => `      "${n.path}") path="${n.path}" ;;`)
   .join('\n')}
+      *) case "\${COMP_WORDS[i-1]}" in
+           ${[...allValues(root).keys()].join('|')}) ;;
+           *) nargs=$((nargs + 1)) ;;
+         esac ;;
     esac
   done
   case "$path" in
@@ -124,6 +164,9 @@ ${cases}
     *) words="" ;;
   esac
   COMPREPLY=($(compgen -W "$words" -- "$cur"))
+  if [[ -n "$names" && $nargs -eq 0 && "$cur" != -* ]]; then
+    COMPREPLY+=($(compgen -W "$(__credvault_names "$names")" -- "$cur"))
+  fi
   if [[ -n "$files" && "$cur" != -* ]]; then
     compopt -o filenames 2>/dev/null; COMPREPLY+=($(compgen -f -- "$cur"))
   fi
@@ -154,6 +197,7 @@ function fish(root: Node, globals: string[]): string {
     if (!values) return long;
     if (values === 'file') return `${long} -r -F`;
     if (values === 'text') return `${long} -x`;
+    if ('names' in values) return `${long} -x -a ${quote(`(__credvault_names ${values.names})`)}`;
     return `${long} -x -a ${quote(values.join(' '))}`;
   };
   const all = allValues(root);
@@ -179,6 +223,43 @@ function fish(root: Node, globals: string[]): string {
     '                return 1',
     '        end',
     '    end',
+    'end',
+    // The names of connections, apps and clients, asked of credvault (with the --home or
+    // --database-url given on the line); nothing when it cannot say within its half second.
+    'function __credvault_names',
+    '    set -l tokens (commandline -opc)',
+    '    set -l args',
+    '    for i in (seq 2 (count $tokens))',
+    '        switch $tokens[$i]',
+    '            case --home --database-url',
+    '                set -a args $tokens[$i] $tokens[(math $i + 1)]',
+    '        end',
+    '    end',
+    '    command credvault $args __names $argv[1] 2>/dev/null',
+    'end',
+    // True when the word being completed is the first argument of the command named by $argv
+    // (its words given, no argument after them yet, no `--`): an option's value is not an argument.
+    'function __credvault_first_argument',
+    '    set -l tokens (commandline -opc)',
+    '    set -e tokens[1]',
+    '    set -l skip 0',
+    '    set -l words 0',
+    '    for token in $tokens',
+    '        if test $skip = 1',
+    '            set skip 0',
+    '            continue',
+    '        end',
+    '        switch $token',
+    "            case '--'",
+    '                return 1',
+    `            case ${[...all.keys()].join(' ')}`,
+    '                set skip 1',
+    "            case '-*'",
+    "            case '*'",
+    '                set words (math $words + 1)',
+    '        end',
+    '    end',
+    '    test $words = (count $argv)',
     'end',
   ];
   for (const flag of globals) lines.push(`complete -c credvault ${option(flag, all.get(flag))}`);
@@ -206,6 +287,11 @@ function fish(root: Node, globals: string[]): string {
       lines.push(`complete -c credvault -n ${quote(leaf)} -a ${quote(node.argValues.join(' '))}`);
     }
     if (node.fileArg) lines.push(`complete -c credvault -n ${quote(leaf)} -F`);
+    if (node.nameArg) {
+      lines.push(
+        `complete -c credvault -n ${quote(`${leaf}; and __credvault_first_argument ${node.path}`)} -a ${quote(`(__credvault_names ${node.nameArg})`)}`,
+      );
+    }
   }
   return `${lines.join('\n')}\n`;
 }
