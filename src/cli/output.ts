@@ -2,6 +2,7 @@ import type { ChalkInstance } from 'chalk';
 import type TableType from 'cli-table3';
 import { errorMessage } from '../db/errors.js';
 import { CredvaultError, escapeUnprintable, InternalError, printable } from '../errors.js';
+import { redact } from '../util/redact.js';
 
 /** The colours output uses; identity functions until `prepare()` loads chalk for a human at a terminal. */
 export type Styler = Pick<ChalkInstance, 'bold' | 'dim' | 'red' | 'green' | 'yellow' | 'cyan'>;
@@ -63,9 +64,19 @@ export class Output {
   readonly #stdout: Stream;
   readonly #stderr: Stream;
   readonly #verbose: boolean;
+  readonly #keepUnder: readonly string[];
 
-  constructor(options: { json: boolean; color: boolean; verbose: boolean; stdout: Stream; stderr: Stream }) {
+  constructor(options: {
+    json: boolean;
+    color: boolean;
+    verbose: boolean;
+    stdout: Stream;
+    stderr: Stream;
+    /** Folders whose paths an unexpected failure's text keeps (the data folder): see redact. */
+    keepUnder?: readonly string[];
+  }) {
     this.json = options.json;
+    this.#keepUnder = options.keepUnder ?? [];
     this.#stdout = options.stdout;
     this.#stderr = options.stderr;
     this.#verbose = options.verbose;
@@ -176,7 +187,13 @@ export class Output {
 
   error(error: unknown): number {
     const known = error instanceof CredvaultError ? error : null;
-    const shown = known ?? new InternalError(`unexpected failure: ${errorMessage(error)}`);
+    // An unexpected failure's text is not credvault's own (a library's, a server's): anything in it
+    // shaped like a token is redacted, as in the daemon's log. credvault's own messages are shown whole.
+    const shown =
+      known ??
+      new InternalError(
+        `unexpected failure: ${redact(errorMessage(error), [], { keepUnder: this.#keepUnder })}`,
+      );
     // What the user typed or a file held comes back in messages: an escape sequence in it is shown
     // escaped, never acted on by the terminal, and an overlong one is cut (under --json too, where a
     // script may print the message).
@@ -193,8 +210,15 @@ export class Output {
         this.#stderr.write('Run again with --verbose (or CREDVAULT_DEBUG=1) for details.\n');
     }
     if (this.#verbose) {
-      // A stack starts with the message, raw: its lines escaped one by one.
-      const lines = (stack: string) => stack.split('\n').map(escapeUnprintable).join('\n');
+      // A stack starts with the message: its lines escaped one by one, and those that are not frames
+      // (the message, over one line or more) redacted as above.
+      const lines = (stack: string) =>
+        stack
+          .split('\n')
+          .map((line) =>
+            escapeUnprintable(/^\s+at /.test(line) ? line : redact(line, [], { keepUnder: this.#keepUnder })),
+          )
+          .join('\n');
       const stack = error instanceof Error ? error.stack : undefined;
       if (stack) this.#stderr.write(`${lines(stack)}\n`);
       const cause = (error as { cause?: unknown })?.cause;

@@ -49,6 +49,7 @@ export function createRuntime(flags: GlobalFlags, io: Io): Runtime {
     verbose: config.verbose,
     stdout: io.stdout,
     stderr: io.stderr,
+    keepUnder: [config.home],
   });
   const interactive = Boolean(io.stdin.isTTY && io.stderr.isTTY) && !config.json;
   return { config, out, io, interactive };

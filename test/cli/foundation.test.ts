@@ -1037,6 +1037,31 @@ describe.runIf(ONCE)('output', () => {
     expect(unknownFlag.stderr).toContain("unknown option '--bogus'");
   });
 
+  it('says an unexpected failure as exit 1 `internal`, with anything shaped like a token redacted, --verbose too', async () => {
+    const v = await vault();
+    // A failure no code of credvault's expects, whose text carries a secret (a library echoing what it
+    // was given, say): every Date's toISOString throws it.
+    const secret = `sk_live_${'a1'.repeat(20)}`;
+    const preload = join(v.root, 'boom.cjs');
+    writeFileSync(
+      preload,
+      `Object.defineProperty(Date.prototype, 'toISOString', { value() { throw new Error('boom ${secret}'); } });`,
+    );
+    const env = { NODE_OPTIONS: `--require ${preload}` };
+    const json = await v.cli(['audit', 'list', '--json'], { env });
+    expect(json.code, json.stderr).toBe(1);
+    expect(json.stdout).toBe('');
+    expect(JSON.parse(json.stderr)).toEqual({
+      error: { code: 'internal', message: 'unexpected failure: boom [redacted]' },
+    });
+    const verbose = await v.cli(['audit', 'list', '--verbose'], { env });
+    expect(verbose.code).toBe(1);
+    expect(verbose.stderr).toContain('error: unexpected failure: boom [redacted]');
+    // The stack is there (its frames whole), its message redacted.
+    expect(verbose.stderr).toContain(`at Date.value (${preload}:1:`);
+    expect(verbose.stderr).not.toContain(secret);
+  });
+
   it('prints completion scripts for bash, zsh and fish that know the commands', async () => {
     const v = await vault();
     const scripts: Record<string, string> = {};
