@@ -838,4 +838,31 @@ describe('fail closed', () => {
     expect(served.code).toBe(0);
     expect(served.stdout.trim().length).toBeGreaterThan(10);
   });
+
+  it('neither do exec nor the formats that hand out the refresh token and client secret', async () => {
+    const double = await google();
+    const { v, app, grant } = await connected(double, 'google_ads', { expired: false });
+    await v.refuseAuditWrites();
+    const marker = join(v.root, 'ran');
+    for (const args of [
+      ['token', 'get', 'acct', '--format', 'env'],
+      ['token', 'get', 'acct', '--format', 'google-ads-yaml'],
+      ['exec', 'acct', '--', 'sh', '-c', `touch ${marker}; env`],
+    ]) {
+      const refused = await v.cli(args);
+      expect(refused.code, `${args.join(' ')}: ${refused.stderr}`).toBe(8);
+      expect(refused.stdout, args.join(' ')).toBe('');
+    }
+    // exec's command never ran.
+    expect(existsSync(marker)).toBe(false);
+    await expectNoSecretsLeaked(v, [grant.refreshToken, app.clientSecret, ...double.accessTokens.keys()]);
+    // The same commands once the log takes records again.
+    await v.sql('drop trigger refuse_audit on credential_access_audit');
+    const ran = await v.cli(['exec', 'acct', '--', 'sh', '-c', `touch ${marker}`]);
+    expect(ran.code, ran.stderr).toBe(0);
+    expect(existsSync(marker)).toBe(true);
+    const env = await v.cli(['token', 'get', 'acct', '--format', 'env'], { secretOutput: true });
+    expect(env.code, env.stderr).toBe(0);
+    expect(env.stdout).toContain(grant.refreshToken);
+  });
 });
