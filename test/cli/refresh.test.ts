@@ -207,7 +207,10 @@ describe('failures', () => {
     const attempts = double.refreshAttempts;
     const status = await statusOf(v);
     expect(status).toMatchObject({ status: 'needs_reauth', urgency: 'critical' });
-    expect((await v.cli(['token', 'get', 'acct'])).code).toBe(4);
+    // A script reading --json sees the contract's code.
+    const json = await v.cli(['token', 'get', 'acct', '--json']);
+    expect(json.code).toBe(4);
+    expect(JSON.parse(json.stderr).error.code).toBe('reauth_required');
     expect((await v.cli(['connections', 'refresh', 'acct', '--force'])).code).toBe(4);
     expect(double.refreshAttempts).toBe(attempts);
     // Each request is in the audit log, refused: the first after its failed refresh, the next two
@@ -222,7 +225,7 @@ describe('failures', () => {
     ]);
     expect(audit.slice(0, 3).map((r) => [r.action, r.outcome, r.detail.purpose, r.detail.error])).toEqual([
       ['token.serve', 'failure', 'connections refresh', 'reauth_required'],
-      ['token.serve', 'failure', 'token get --format raw', 'reauth_required'],
+      ['token.serve', 'failure', 'token get --format json', 'reauth_required'],
       ['token.serve', 'failure', 'token get --format raw', 'reauth_required'],
     ]);
     expect(audit.map((r) => `${r.action} ${r.outcome}`)).toContain('token.refresh failure');
