@@ -168,6 +168,15 @@ describe('the token endpoint', () => {
     expect(ok.headers['cache-control']).toBe('no-store');
     expect(ok.headers['access-control-allow-origin']).toBeUndefined();
     const doc = ok.json<{ access_token: string; external_account_id: string }>();
+    // The contract's document, the one `token get --format json` prints: nothing more (no refresh token).
+    expect(Object.keys(doc).sort()).toEqual([
+      'access_token',
+      'connection_id',
+      'expires_at',
+      'external_account_id',
+      'platform',
+      'token_type',
+    ]);
     expect(doc.external_account_id).toBe('987');
     expect(double.accessTokens.has(doc.access_token)).toBe(true);
     // Each connection gets its own grant's token, served again from memory: never another's.
