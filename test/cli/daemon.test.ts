@@ -1349,6 +1349,21 @@ describe('starting', () => {
 });
 
 // The log's format, whatever database the daemon serves.
+describe.runIf(ONCE)('daemon --allowed-host', () => {
+  it('serves the names it is given (any case, with a port) beside loopback, and still refuses any other', async () => {
+    const v = await createVault();
+    cleanups.push(() => v.destroy());
+    const daemon = await startDaemon(v, { args: ['--allowed-host', 'Creds.Internal'] });
+    cleanups.push(() => daemon.stop());
+    const health = (host: string) => daemon.get('/healthz', { headers: { host } });
+    await until(async () => (await health('localhost')).status === 200);
+    for (const host of ['creds.internal', 'CREDS.internal:8787', '127.0.0.1:8787'])
+      expect((await health(host)).status, host).toBe(200);
+    for (const host of ['other.internal', 'creds.internal.evil.example', 'evil.example:8787'])
+      expect((await health(host)).status, host).toBe(403);
+  });
+});
+
 describe.runIf(ONCE)('daemon --json', () => {
   it.skipIf(!existsSync('/usr/bin/script'))(
     'is taken (--json is every command’s): its log is JSON lines even at a terminal',
