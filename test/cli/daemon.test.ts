@@ -1350,7 +1350,7 @@ describe('starting', () => {
 
 // The log's format, whatever database the daemon serves.
 describe.runIf(ONCE)('daemon --allowed-host', () => {
-  it('serves the names it is given (any case, with a port) beside loopback, and still refuses any other', async () => {
+  it('serves the names it is given (any case, with a port) beside loopback, refuses any other, and a CORS preflight', async () => {
     const v = await createVault();
     cleanups.push(() => v.destroy());
     const daemon = await startDaemon(v, { args: ['--allowed-host', 'Creds.Internal'] });
@@ -1361,6 +1361,17 @@ describe.runIf(ONCE)('daemon --allowed-host', () => {
       expect((await health(host)).status, host).toBe(200);
     for (const host of ['other.internal', 'creds.internal.evil.example', 'evil.example:8787'])
       expect((await health(host)).status, host).toBe(403);
+    // A browser's CORS preflight, from an allowed host too: refused, and no access-control-* header.
+    const preflight = await daemon.request('OPTIONS', '/v1/connections/acct/token', {
+      headers: {
+        host: 'creds.internal',
+        origin: 'https://creds.internal',
+        'access-control-request-method': 'GET',
+        'access-control-request-headers': 'authorization',
+      },
+    });
+    expect(preflight.status).toBe(403);
+    expect(Object.keys(preflight.headers).filter((h) => h.startsWith('access-control-'))).toEqual([]);
   });
 });
 
