@@ -2,10 +2,12 @@ import type { GrantRow } from '../db/store/tokens.js';
 import * as tokenStore from '../db/store/tokens.js';
 import type { ServiceContext } from '../services/context.js';
 import {
+  holdUnstored,
   type RefreshResult,
   type ResultWriter,
   writeResults,
   writeResultsChained,
+  writeUntilStored,
 } from '../services/tokens.js';
 import type { AuditChain } from './audit-chain.js';
 
@@ -38,22 +40,30 @@ export class RefreshBatcher {
   #scheduled = false;
   #inFlight = 0;
   readonly #writers: Writers;
+  /** How long an answer is kept and tried while the database cannot be reached (see writeUntilStored). */
+  readonly #patienceMs: number;
 
   constructor(
     ctx: ServiceContext,
     chain: AuditChain,
     writers: Writers = { writeResultsChained, writeResults },
+    patienceMs = 10 * 60_000,
   ) {
     this.#ctx = ctx;
     this.#chain = chain;
     this.#writers = writers;
+    this.#patienceMs = patienceMs;
   }
 
-  readonly write: ResultWriter = (result) =>
-    new Promise((resolve, reject) => {
+  readonly write: ResultWriter = (result) => {
+    // Held from here until written: a sweep of this daemon that claims the grant again meanwhile
+    // (its lease lapsed while the database was down) sends nothing.
+    const release = holdUnstored(result.grant.id);
+    return new Promise<GrantRow | null>((resolve, reject) => {
       this.#queue.push({ result, resolve, reject });
       this.#schedule();
-    });
+    }).finally(release);
+  };
 
   #schedule(): void {
     if (this.#scheduled || this.#inFlight >= 2) return;
@@ -92,21 +102,27 @@ export class RefreshBatcher {
       );
       for (const [i, p] of batch.entries()) p.resolve(rows[i] ?? null);
     } catch {
-      for (const p of batch) {
-        try {
-          // A sealed token is unique (a fresh nonce each time): finding this one stored means it was
-          // written, with its audit record, by the statement whose answer was lost.
-          const stored = await tokenStore.get(this.#ctx.db, p.result.grant.id);
-          if (stored && stored.accessTokenEnc === p.result.tokens.accessTokenEnc) {
-            p.resolve(stored);
-            continue;
+      // One by one, each kept trying while the database cannot be reached (a restart, a failover):
+      // the answers, rotated refresh tokens among them, exist only here until written.
+      await Promise.all(
+        batch.map(async (p) => {
+          try {
+            // A sealed token is unique (a fresh nonce each time): finding this one stored means it was
+            // written, with its audit record, by the statement whose answer was lost.
+            const stored = await tokenStore.get(this.#ctx.db, p.result.grant.id).catch(() => null);
+            if (stored && stored.accessTokenEnc === p.result.tokens.accessTokenEnc) return p.resolve(stored);
+            const row = await writeUntilStored(
+              this.#ctx,
+              p.result,
+              async () => (await this.#chain.write(() => this.#locked([p.result])))[0] ?? null,
+              this.#patienceMs,
+            );
+            p.resolve(row);
+          } catch (error) {
+            p.reject(error);
           }
-          const [row] = await this.#chain.write(() => this.#locked([p.result]));
-          p.resolve(row ?? null);
-        } catch (error) {
-          p.reject(error);
-        }
-      }
+        }),
+      );
     }
   }
 }

@@ -25,7 +25,7 @@ import type { AdAccount, Provider, ProviderApp, TokenResult } from '../providers
 import { safeCode } from '../util/redact.js';
 import { connectionRef } from '../views.js';
 import { resolveApp } from './apps.js';
-import { recordAudit } from './audit.js';
+import { type AuditEntry, recordAudit } from './audit.js';
 import { assertNameFree } from './connections.js';
 import type { ServiceContext } from './context.js';
 import { type DestroyedGrant, openToken, settleDestroyed, storeGrant, tokenSha256 } from './grants.js';
@@ -45,6 +45,7 @@ import {
 } from './held-grants.js';
 import { providerFailure, withDeadline } from './platform-calls.js';
 import { decryptedFor, providerApp } from './provider-app.js';
+import { untilReachable } from './reachable.js';
 
 /**
  * Connecting ad accounts: a state bound to platform and app (stored hashed, 10 minutes, single use),
@@ -714,11 +715,13 @@ async function adoptClaimed(
   deadHeld: HeldGrant[],
 ): Promise<Adopted> {
   if (!deadHeld.length) {
-    const { opened, tokens } = await refreshGivenToken(ctx, provider, app, refreshToken);
+    const { opened, tokens, adopted } = await refreshGivenToken(ctx, provider, app, refreshToken);
     // The platform kept the given token: it still works, and nothing is lost if what follows fails.
-    if (tokens.refreshToken!.reveal() === refreshToken.reveal())
+    if (tokens.refreshToken!.reveal() === refreshToken.reveal()) {
+      await ctx.transaction((tx) => recordAudit(tx, ctx.actor, adopted));
       return storeAdopted(ctx, provider, app, refreshToken, sha256, options, opened, tokens);
-    const kept = await keepAdoptedAnswer(ctx, app, tokens, sha256);
+    }
+    const kept = await keepAdoptedAnswer(ctx, app, tokens, sha256, adopted);
     try {
       return await storeAdopted(ctx, provider, app, refreshToken, sha256, options, opened, tokens, kept);
     } catch (error) {
@@ -964,22 +967,30 @@ async function keepAdoptedAnswer(
   app: AppRecord,
   tokens: TokenResult,
   sha256: string,
+  adopted: AuditEntry,
 ): Promise<Kept> {
   const grantId = randomUUID();
   let grant: tokenStore.GrantRow | null;
   try {
-    grant = await ctx.transaction(async (tx) => {
-      await storeGrant(ctx, tx, {
-        app,
-        tokens,
-        accounts: [],
-        name: null,
-        via: 'adopt',
-        refreshTokenSha256: sha256,
-        grantId,
-      });
-      return tokenStore.get(tx, grantId);
-    });
+    // Kept trying while the database cannot be reached (a restart, a failover): the answer exists
+    // only in this process. A try that committed unseen is found by its grant's id.
+    grant = await untilReachable(
+      () =>
+        ctx.transaction(async (tx) => {
+          await recordAudit(tx, ctx.actor, adopted);
+          await storeGrant(ctx, tx, {
+            app,
+            tokens,
+            accounts: [],
+            name: null,
+            via: 'adopt',
+            refreshTokenSha256: sha256,
+            grantId,
+          });
+          return tokenStore.get(tx, grantId);
+        }),
+      () => tokenStore.get(ctx.db, grantId),
+    );
   } catch (failure) {
     const error = asReported(failure, databaseWhere(ctx.config));
     if (!error) throw failure;
@@ -1005,15 +1016,39 @@ async function refreshGivenToken(
   provider: Provider,
   app: AppRecord,
   refreshToken: Secret,
-): Promise<{ opened: ProviderApp; tokens: TokenResult }> {
+): Promise<{ opened: ProviderApp; tokens: TokenResult; adopted: AuditEntry }> {
   const opened = await providerApp(ctx, ctx.db, app, { secrets: true });
   const platform = app.platform as PlatformId;
-  const tokens = await audited(ctx, app, opened, 'token.adopt', () =>
-    withDeadline(ctx, (signal) => provider.refresh(opened, refreshToken, { signal })),
-  ).catch((e) => {
-    throw providerFailure(e, `${failedAt(e, PLATFORMS[platform].displayName)} the refresh token`);
+  const entry = (outcome: 'success' | 'failure', detail: Record<string, unknown> = {}): AuditEntry => ({
+    action: 'token.adopt',
+    targetType: 'app',
+    targetId: app.id,
+    outcome,
+    detail: { platform: app.platform, app: app.label, decrypted: decryptedFor(opened), ...detail },
   });
-  return { opened, tokens: { ...tokens, refreshToken: tokens.refreshToken ?? refreshToken } };
+  let tokens: TokenResult;
+  try {
+    tokens = await withDeadline(ctx, (signal) => provider.refresh(opened, refreshToken, { signal }));
+  } catch (error) {
+    await ctx.transaction((tx) =>
+      recordAudit(
+        tx,
+        ctx.actor,
+        entry(
+          'failure',
+          error instanceof ProviderError ? { kind: error.kind, code: error.platformCode } : {},
+        ),
+      ),
+    );
+    throw providerFailure(error, `${failedAt(error, PLATFORMS[platform].displayName)} the refresh token`);
+  }
+  // Its success is recorded by the caller with what it keeps of the answer (keepAdoptedAnswer), so
+  // that a record that cannot be written does not cost a rotated refresh token.
+  return {
+    opened,
+    tokens: { ...tokens, refreshToken: tokens.refreshToken ?? refreshToken },
+    adopted: entry('success'),
+  };
 }
 
 /**

@@ -8,7 +8,7 @@ import type { ConnectionRow } from '../db/store/connections.js';
 import * as connectionStore from '../db/store/connections.js';
 import type { GrantRow } from '../db/store/tokens.js';
 import * as tokenStore from '../db/store/tokens.js';
-import { CredvaultError, ReauthRequiredError, UnavailableError } from '../errors.js';
+import { CredvaultError, DatabaseError, ReauthRequiredError, UnavailableError } from '../errors.js';
 import type { PlatformId } from '../providers/catalog.js';
 import { ProviderError, type ProviderFailure } from '../providers/errors.js';
 import { providerFor } from '../providers/registry.js';
@@ -23,6 +23,7 @@ import type { ServiceContext } from './context.js';
 import { expiryColumns, grantSlot, openToken, refreshTokenExpiry, tokenSha256 } from './grants.js';
 import { errorForKind, providerFailure, retryDelayMs } from './platform-calls.js';
 import { providerApp } from './provider-app.js';
+import { untilReachable, WRITE_PATIENCE_MS } from './reachable.js';
 
 /**
  * Valid access tokens, refreshed at most once per expiry across processes and hosts.
@@ -486,6 +487,16 @@ export function forgetOpenApps(): void {
  */
 class LeaseLost extends Error {}
 
+/** A refresh not sent because this process still holds the previous one's answer, unstored. */
+class AnswerUnstored extends UnavailableError {
+  constructor(connection: ConnectionRow) {
+    super(
+      `the last refresh of ${connectionRef(connection)} is still waiting for the database to store its answer; try again in a few seconds`,
+      { retryAfter: 5 },
+    );
+  }
+}
+
 /** The least of its budget a refresh must have left to send its request (a call's shortest deadline). */
 const LEASE_TO_SEND_MS = 1_000;
 
@@ -539,6 +550,9 @@ async function refreshWithLease(
     if (grant.refreshTokenSha256 === null) presentedTokenSha256 = tokenSha256(refreshToken);
     const tooLate = () => budgetEnds - Date.now() < LEASE_TO_SEND_MS;
     if (tooLate()) throw new LeaseLost(`too little of the lease on ${connectionRef(connection)} is left`);
+    // This process holds the answer of the last refresh, still to be stored: sending the stored
+    // refresh token again would present the one that answer replaced.
+    if (unstoredAnswers.has(grant.id)) throw new AnswerUnstored(connection);
     // (A claim by the daemon's sweep marked it already.)
     if (!options.claimed && !(await tokenStore.markInFlight(ctx.db, grant.id, owner))) {
       throw new LeaseLost(`the lease on ${connectionRef(connection)} lapsed before its refresh left`);
@@ -569,6 +583,10 @@ async function refreshWithLease(
   } catch (error) {
     // Nothing left: nothing to record (the caller reads the grant again).
     if (error instanceof LeaseLost) throw error;
+    if (error instanceof AnswerUnstored) {
+      await tokenStore.unclaim(ctx.db, grant, owner).catch(() => {});
+      throw error;
+    }
     if (options.app && error instanceof ProviderError && error.kind === 'client') {
       await recordRefusedApp(ctx, grant, connection.id, owner, error, attempts, unanswered);
     } else {
@@ -772,26 +790,71 @@ export async function writeResults(
  */
 const writeAlone =
   (ctx: ServiceContext): ResultWriter =>
-  async (result) => {
-    for (let attempt = 1; ; attempt++) {
-      try {
-        return (
-          (await ctx.transaction((tx) => writeResults(ctx, tx, [result], { notify: true }))).rows[0] ?? null
-        );
-      } catch (error) {
-        const failure = databaseFailure(error);
-        const passing =
-          failure === 'the database is unreachable' || failure === 'the database did not answer in time';
-        if (!passing || attempt >= WRITE_ATTEMPTS) throw error;
-        await sleep(jitter(250 * 2 ** (attempt - 1), 0.3));
-        const stored = await tokenStore.get(ctx.db, result.grant.id).catch(() => null);
-        if (stored && stored.accessTokenEnc === result.tokens.accessTokenEnc) return stored;
-      }
-    }
-  };
+  (result) =>
+    writeUntilStored(
+      ctx,
+      result,
+      async () =>
+        (await ctx.transaction((tx) => writeResults(ctx, tx, [result], { notify: true }))).rows[0] ?? null,
+      WRITE_PATIENCE_MS,
+    );
 
-/** How many times writeAlone tries (over about 4 s). */
-const WRITE_ATTEMPTS = 5;
+/**
+ * Refresh answers this process holds and has not yet stored, by grant: no refresh of theirs is sent
+ * from this process meanwhile (it would present the refresh token the platform has just replaced).
+ */
+const unstoredAnswers = new Map<string, number>();
+
+/** Marks an answer of `grantId` as held by this process until the function returned is called. */
+export function holdUnstored(grantId: string): () => void {
+  unstoredAnswers.set(grantId, (unstoredAnswers.get(grantId) ?? 0) + 1);
+  let released = false;
+  return () => {
+    if (released) return;
+    released = true;
+    const left = (unstoredAnswers.get(grantId) ?? 1) - 1;
+    if (left > 0) unstoredAnswers.set(grantId, left);
+    else unstoredAnswers.delete(grantId);
+  };
+}
+
+/**
+ * Writes a refresh's answer with `write`; while the database cannot be reached or does not answer,
+ * tries again (with back-off, up to `patienceMs`), finding one that committed unseen stored (a sealed
+ * token is unique: a fresh nonce each time). The version check keeps a writer that waited from
+ * overwriting a newer token. Past the patience, the error says what was lost.
+ */
+export async function writeUntilStored(
+  ctx: ServiceContext,
+  result: RefreshResult,
+  write: () => Promise<GrantRow | null>,
+  patienceMs: number,
+): Promise<GrantRow | null> {
+  const release = holdUnstored(result.grant.id);
+  try {
+    return await untilReachable(
+      write,
+      async () => {
+        const stored = await tokenStore.get(ctx.db, result.grant.id);
+        return stored && stored.accessTokenEnc === result.tokens.accessTokenEnc ? stored : null;
+      },
+      { patienceMs, giveUp: (failure, cause) => unstoredError(result, failure, cause) },
+    );
+  } finally {
+    release();
+  }
+}
+
+/** What a refresh whose answer could not be stored lost: a rotated refresh token, or only an access token. */
+function unstoredError(result: RefreshResult, failure: string, cause: unknown): CredvaultError {
+  const rotated = result.tokens.refreshTokenEnc !== undefined;
+  return new DatabaseError(
+    rotated
+      ? `the platform answered the refresh of grant ${result.grant.id} with a new refresh token, and it could not be stored (${failure}) before giving up: the platform has probably ended the old one, so its connections may need \`credvault connect\` again`
+      : `the refresh of grant ${result.grant.id} could not be stored (${failure}); the stored refresh token still works: try again once the database answers`,
+    { cause },
+  );
+}
 
 async function storeRefreshed(
   ctx: ServiceContext,

@@ -1076,6 +1076,41 @@ describe.runIf(DB_KIND === 'postgres')('a database that stops answering', () => 
   });
 });
 
+describe.runIf(DB_KIND === 'postgres')('a database restart while the platform answers a refresh', () => {
+  it('the daemon keeps the rotated refresh token and stores it once the database is back: no second refresh with the used one', async () => {
+    const { double, v, adopt } = await setup();
+    double.settings.strictRotation = true;
+    await adopt('987', 'acct-a');
+    const proxy = await startDbProxy(v.databaseUrl!);
+    cleanups.push(() => proxy.close());
+    const daemon = await startDaemon(v, { args: ['--interval', '1s'], env: { DATABASE_URL: proxy.url } });
+    cleanups.push(() => daemon.stop());
+    await untilStarted(daemon);
+    const attempts = double.refreshAttempts;
+    double.faults.latencyMs = 1_500;
+    try {
+      await v.sql(MAKE_DUE); // straight to the server
+      expect(await until(() => double.refreshAttempts > attempts, { intervalMs: 20 })).toBe(true);
+      // Every connection closed and refused for longer than one try and its one retry took.
+      proxy.down();
+      await sleep(8_000);
+      proxy.restore();
+    } finally {
+      double.faults.latencyMs = 0;
+    }
+    const version = async () =>
+      (await v.sql<{ version: number }>('select version from oauth_tokens_vault'))[0]!.version;
+    // Before, the answer was given up at once and the next sweep sent the used refresh token: the
+    // platform ended the grant (needs_reauth).
+    expect(await until(async () => (await version()) === 2, { timeoutMs: 30_000, intervalMs: 200 })).toBe(
+      true,
+    );
+    expect(double.refreshAttempts).toBe(attempts + 1);
+    const forced = await v.cli(['connections', 'refresh', 'acct-a', '--force']);
+    expect(forced.code, forced.stderr).toBe(0);
+  });
+});
+
 describe.runIf(DB_KIND === 'postgres')('a shutdown while a statement hangs (no database limit)', () => {
   it('SIGTERM while the sweep waits on a locked table: the daemon ends within 10 s, its run file removed, and says it left the statement unanswered', async () => {
     const { v, adopt } = await setup();

@@ -11,6 +11,7 @@ import {
   startMicrosoftDouble,
   startRedditDouble,
 } from '../doubles/index.js';
+import { startDbProxy } from '../helpers/db-proxy.js';
 import { addAppFor, adoptGrant } from '../helpers/flows.js';
 import { BIN } from '../helpers/paths.js';
 import { expectNoSecretsLeaked } from '../helpers/secrets.js';
@@ -600,6 +601,83 @@ describe.runIf(DB_KIND === 'postgres')('a refresher that stalls or loses its wri
     const again = await v.cli(['connections', 'refresh', 'acct', '--force']);
     expect(again.code, again.stderr).toBe(0);
     expect(await statusOf(v)).toMatchObject({ status: 'active' });
+  });
+});
+
+describe.runIf(DB_KIND === 'postgres')('a database outage while the platform answers', () => {
+  it('keeps the rotated refresh token until the database is back, and stores it then', async () => {
+    const double = await microsoft({ strictRotation: true });
+    const { v } = await connected(double);
+    const proxy = await startDbProxy(v.databaseUrl!);
+    cleanups.push(() => proxy.close());
+    double.faults.latencyMs = 1_500;
+    const asked = double.refreshAttempts;
+    try {
+      const getting = v.cli(['token', 'get', 'acct'], {
+        secretOutput: true,
+        env: { DATABASE_URL: proxy.url },
+        timeoutMs: 120_000,
+      });
+      expect(await until(() => double.refreshAttempts > asked, { intervalMs: 20 })).toBe(true);
+      // PostgreSQL restarting (with crash recovery, or a failover) for longer than the few seconds a
+      // write was tried before: every connection closed and refused.
+      proxy.down();
+      await new Promise((r) => setTimeout(r, 8_000));
+      proxy.restore();
+      const result = await getting;
+      // Before, exit 8 after about 4 s with the rotated token lost: the next refresh ended the grant.
+      expect(result.code, result.stderr).toBe(0);
+      expect(result.stdout.trim()).not.toBe('');
+    } finally {
+      double.faults.latencyMs = 0;
+    }
+    const [row] = await v.sql<{ version: number; in_flight: boolean }>(
+      'select version, refresh_in_flight_since is not null as in_flight from oauth_tokens_vault',
+    );
+    expect(row).toMatchObject({ version: 2, in_flight: false });
+    const again = await v.cli(['connections', 'refresh', 'acct', '--force']);
+    expect(again.code, again.stderr).toBe(0);
+    expect(await statusOf(v)).toMatchObject({ status: 'active' });
+  });
+
+  it('connections add keeps the token the platform rotated the given one into, and stores the connection', async () => {
+    const double = await microsoft({ strictRotation: true });
+    const v = await vault();
+    const app = await addAppFor(v, 'microsoft_ads', double as never);
+    const grant = double.issueGrant({
+      clientId: app.clientId,
+      scope: `${MICROSOFT_ADS_SCOPE} offline_access`,
+    } as never);
+    const proxy = await startDbProxy(v.databaseUrl!);
+    cleanups.push(() => proxy.close());
+    double.faults.latencyMs = 1_500;
+    const asked = double.refreshAttempts;
+    try {
+      const adding = v.cli(
+        [
+          ...['connections', 'add', 'microsoft_ads', '--app', app.label, '--account', '987'],
+          ...['--name', 'acct', '--refresh-token-file', '-'],
+        ],
+        { input: grant.refreshToken, env: { DATABASE_URL: proxy.url }, timeoutMs: 120_000 },
+      );
+      expect(await until(() => double.refreshAttempts > asked, { intervalMs: 20 })).toBe(true);
+      proxy.down();
+      await new Promise((r) => setTimeout(r, 3_000));
+      proxy.restore();
+      const added = await adding;
+      // Before, exit 8 at once (its audit record could not be written, and the answer went with it),
+      // and adding the token again, as the message said, ended the grant at the platform (exit 4).
+      expect(added.code, added.stderr).toBe(0);
+    } finally {
+      double.faults.latencyMs = 0;
+    }
+    expect(await statusOf(v)).toMatchObject({ status: 'active' });
+    const refreshed = await v.cli(['connections', 'refresh', 'acct', '--force']);
+    expect(refreshed.code, refreshed.stderr).toBe(0);
+    const audit = await v.sql<{ action: string; outcome: string }>(
+      "select action, outcome from credential_access_audit where action = 'token.adopt'",
+    );
+    expect(audit).toEqual([{ action: 'token.adopt', outcome: 'success' }]);
   });
 });
 
