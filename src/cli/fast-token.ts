@@ -73,6 +73,7 @@ export async function tokenFromDaemon(
   env: NodeJS.ProcessEnv,
   ref: string,
   minTtl: number,
+  format: 'raw' | 'json' | 'header' = 'raw',
 ): Promise<TokenDocument | null> {
   const home = homeFromEnv(env);
   const run = readRunFile(home);
@@ -91,6 +92,8 @@ export async function tokenFromDaemon(
         authorization: `Bearer ${run.token}`,
         'x-credvault-actor': encodeURIComponent(who),
         'x-credvault-key': key,
+        // Its audit record says what the full path's would: `token get --format raw`.
+        'x-credvault-format': format,
       },
       10_000,
     );
@@ -217,8 +220,9 @@ export async function fastTokenGet(
     } else return false;
   }
   if (minTtl > MAX_MIN_TTL_SECONDS || (json && format && format !== 'json')) return false;
-  const doc = await tokenFromDaemon(env, argv[2], minTtl);
+  const chosen = format ?? (json ? 'json' : 'raw');
+  const doc = await tokenFromDaemon(env, argv[2], minTtl, chosen);
   if (!doc) return false;
-  write(formatToken(doc, format ?? (json ? 'json' : 'raw')));
+  write(formatToken(doc, chosen));
   return true;
 }

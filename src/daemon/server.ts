@@ -329,14 +329,14 @@ export function createTokenServer(deps: ServerDeps): Server {
     connection: ConnectionRow,
     minTtlSeconds: number,
     actorName: string,
-  ): Promise<CachedToken> {
+  ): Promise<{ token: CachedToken; refreshed: boolean }> {
     const grantId = connection.tokenId;
     // Only an active connection is served from memory: the token service refuses the others.
     const cached = grantId && connection.status === 'active' ? cache.token(grantId) : null;
     if (cached && (!cached.expiresAt || cached.expiresAt.getTime() - Date.now() > minTtlSeconds * 1000))
-      return cached;
+      return { token: cached, refreshed: false };
     const scoped = ctx.withActor({ name: actorName });
-    const { grant } = await freshGrant(scoped, connection, { minTtlSeconds, purpose: 'daemon' });
+    const { grant, refreshed } = await freshGrant(scoped, connection, { minTtlSeconds, purpose: 'daemon' });
     const accessToken = await openToken(ctx, grant, 'access');
     if (!accessToken) throw new NotFoundError('this connection has no access token');
     const token: CachedToken = {
@@ -347,7 +347,7 @@ export function createTokenServer(deps: ServerDeps): Server {
       expiresAt: grant.accessTokenExpiresAt,
     };
     cache.rememberToken(token);
-    return token;
+    return { token, refreshed };
   }
 
   async function serveToken(
@@ -383,7 +383,16 @@ export function createTokenServer(deps: ServerDeps): Server {
       throw error;
     });
     const actor = local ? localActor(req) : client.name;
-    const detail = { purpose: local ? 'token get (daemon)' : 'daemon', min_ttl: minTtl };
+    // `token get`'s fast path is recorded as its full path would be (`token get --format raw`), with
+    // `via` saying it came through the daemon.
+    const format = req.headers['x-credvault-format'];
+    const detail = local
+      ? {
+          purpose: `token get --format ${typeof format === 'string' && /^(raw|json|header)$/.test(format) ? format : 'raw'}`,
+          min_ttl: minTtl,
+          via: 'daemon',
+        }
+      : { purpose: 'daemon', min_ttl: minTtl };
     // A refusal is recorded too, before it is answered; not for `token get`'s fast path, which takes
     // its full path on any refusal and records it there.
     const refused = async (entry: AuditEntry | null) => {
@@ -395,8 +404,9 @@ export function createTokenServer(deps: ServerDeps): Server {
       throw new ApiError(403, 'forbidden', `client ${client.name} may not read connection ${ref}`);
     }
     let token: CachedToken;
+    let refreshed: boolean;
     try {
-      token = await validToken(connection, minTtl, actor);
+      ({ token, refreshed } = await validToken(connection, minTtl, actor));
     } catch (error) {
       await refused(refusalEntry(connection, error, detail));
       throw error;
@@ -409,7 +419,7 @@ export function createTokenServer(deps: ServerDeps): Server {
         targetId: connection.id,
         connectionId: connection.id,
         outcome: 'success',
-        detail,
+        detail: { ...detail, refreshed },
         actor: actorOf(req, actor),
       },
       local ? null : client.id,
@@ -426,13 +436,8 @@ export function createTokenServer(deps: ServerDeps): Server {
     } catch {
       name = '';
     }
-    // Control characters never reach a row; the rest as the person's own process would record it.
-    return (
-      name
-        .replace(/\p{Cc}/gu, '')
-        .trim()
-        .slice(0, 200) || 'local-cli'
-    );
+    // As the person's own process would record it (a tab included); NUL cannot be stored in text.
+    return name.replaceAll('\0', '').trim().slice(0, 200) || 'local-cli';
   }
 
   /** The OAuth callback: the one route a browser reaches, and only with --public-callback-url. */

@@ -1229,22 +1229,37 @@ describe('token get beside a running daemon', () => {
     });
     expect(spaced.code, spaced.stderr).toBe(0);
     const auditRows = () =>
-      v.json<Array<{ action: string; actor: string; detail: { purpose?: string } }>>(
-        ['audit', 'list', '--limit', '1000'],
-        { env: { CREDVAULT_LOCK_TIMEOUT: '1' } },
-      );
+      v.json<
+        Array<{
+          action: string;
+          actor: string;
+          detail: { purpose?: string; via?: string; refreshed?: boolean };
+        }>
+      >(['audit', 'list', '--limit', '1000'], { env: { CREDVAULT_LOCK_TIMEOUT: '1' } });
     const serves = (rows: Array<{ action: string }>) => rows.filter((r) => r.action === 'token.serve').length;
     const audit = await auditRows();
-    expect(audit.map((r) => [r.actor, r.detail.purpose])).toEqual(
+    // Recorded as the full path records it (its purpose, whether it refreshed), through the daemon.
+    expect(
+      audit
+        .filter((r) => r.action === 'token.serve')
+        .map((r) => [r.actor, r.detail.purpose, r.detail.via, r.detail.refreshed]),
+    ).toEqual(
       expect.arrayContaining([
-        ['运营', 'token get (daemon)'],
-        ['Jörg Müller (deploy #42)', 'token get (daemon)'],
-        ['test-operator', 'token get (daemon)'],
+        ['运营', 'token get --format header', 'daemon', false],
+        ['Jörg Müller (deploy #42)', 'token get --format raw', 'daemon', false],
+        ['test-operator', 'token get --format json', 'daemon', false],
       ]),
     );
+    // A name with a tab (a control character) is kept as the full path keeps it.
+    const tabbed = await v.cli(['token', 'get', 'acct-a'], {
+      secretOutput: true,
+      env: { CREDVAULT_ACTOR: 'night\tshift', CREDVAULT_LOCK_TIMEOUT: '1' },
+    });
+    expect(tabbed.code, tabbed.stderr).toBe(0);
+    expect((await auditRows()).map((r) => r.actor)).toContain('night\tshift');
     // A caller with another key, or with none, is told so (exit 6) as it would be without a daemon:
     // the daemon serves only a caller configured with its own key.
-    const servedBefore = serves(audit);
+    const servedBefore = serves(await auditRows());
     const otherKey = `${randomBytes(32).toString('base64url')}=`;
     const wrong = await v.cli(['token', 'get', 'acct-a'], {
       env: { CREDENTIAL_MASTER_KEY: otherKey, CREDVAULT_LOCK_TIMEOUT: '1' },
@@ -1291,7 +1306,7 @@ describe.runIf(DB_KIND === 'pglite')('the embedded database while the daemon run
     ]);
     expect(audit.find((r) => r.action === 'token.serve')).toMatchObject({
       actor: 'test-operator',
-      detail: { purpose: 'token get (daemon)' },
+      detail: { purpose: 'token get --format raw', via: 'daemon' },
     });
     expect(await daemon.stop()).toBe(0);
     expect(existsSync(join(v.home, 'run', '.s.PGSQL.5432'))).toBe(false);
