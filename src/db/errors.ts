@@ -172,6 +172,20 @@ export function mapDatabaseError(error: unknown, where: string): CredvaultError 
       cause: error,
     });
   }
+  if (code === '53100') {
+    // disk_full: "could not extend file …: No space left on device". Nothing of the statement that
+    // failed was kept; the way out is the disk's owner's.
+    const embedded = where.endsWith('/pgdata');
+    return new DatabaseError(
+      `the disk that holds the database at ${where} is full: ${driver.message ?? code}`,
+      {
+        hint: embedded
+          ? `Free space on the disk that holds ${where.slice(0, -'/pgdata'.length)} (df -h ${where}), then try again.`
+          : "Free space on the PostgreSQL server's data disk (its administrator), then try again.",
+        cause: error,
+      },
+    );
+  }
   if (code === '42501') {
     return new DatabaseError(`the database refused the operation: ${driver.message ?? code}`, {
       cause: error,

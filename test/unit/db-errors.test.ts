@@ -41,6 +41,21 @@ describe('database errors as the contract says them', () => {
     ).toBeNull();
   });
 
+  it("a full disk (SQLSTATE 53100) is exit 8 naming the database's folder, or the server's disk", () => {
+    const full = Object.assign(new Error('could not extend file "base/5/16411": No space left on device'), {
+      code: '53100',
+    });
+    const embedded = mapDatabaseError(full, '/home/u/.local/share/credvault/pgdata');
+    expect(embedded?.exitCode).toBe(8);
+    expect(embedded?.message).toContain(
+      'the disk that holds the database at /home/u/.local/share/credvault/pgdata is full',
+    );
+    expect(embedded?.hint).toContain('Free space on the disk that holds /home/u/.local/share/credvault');
+    const server = mapDatabaseError({ cause: full }, 'postgres://db.example/credvault');
+    expect(server?.exitCode).toBe(8);
+    expect(server?.hint).toContain("PostgreSQL server's data disk");
+  });
+
   it('a file that is not there is not the database', () => {
     expect(mapDatabaseError(socketError('ENOENT', 'open'), '/h/pgdata')).toBeNull();
   });
