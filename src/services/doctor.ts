@@ -64,11 +64,20 @@ const skipped = (name: Check['name'], message: string): Check => ({
 
 const octal = (mode: number) => (mode & 0o777).toString(8).padStart(4, '0');
 
-/** A failure as a check: the contract's error class and hint when it is one of ours. */
-function asFailure(name: Check['name'], error: unknown, where: string, fallback: ErrorCode): Check {
+/**
+ * A failure as a check: the contract's error class and hint when it is one of ours. Another's text is
+ * redacted but for paths under `home` (the data folder's files are what its reader has to find).
+ */
+function asFailure(
+  name: Check['name'],
+  error: unknown,
+  where: string,
+  fallback: ErrorCode,
+  home: string,
+): Check {
   const known = asReported(error, where);
   if (known) return failed(name, known.code, known.message, known.hint ?? null);
-  return failed(name, fallback, redact(errorMessage(error)), null);
+  return failed(name, fallback, redact(errorMessage(error), [], { keepUnder: [home] }), null);
 }
 
 export async function diagnose(config: Config): Promise<DoctorReport> {
@@ -101,7 +110,7 @@ async function runChecks(config: Config, opened: { database: Database | null }):
     checks.push(ok('database', `${kind} ${row?.version ?? ''} at ${opening.description}`.trim()));
     database = opening;
   } catch (error) {
-    checks.push(asFailure('database', error, where, 'database_error'));
+    checks.push(asFailure('database', error, where, 'database_error', config.home));
   }
 
   let migrated = false;
@@ -136,7 +145,7 @@ async function runChecks(config: Config, opened: { database: Database | null }):
         checks.push(ok('migrations', `all ${states.length} applied`));
       }
     } catch (error) {
-      checks.push(asFailure('migrations', error, where, 'database_error'));
+      checks.push(asFailure('migrations', error, where, 'database_error', config.home));
     }
   }
 
@@ -170,7 +179,7 @@ async function runChecks(config: Config, opened: { database: Database | null }):
           : ok('connections', health.length ? `${counts}, all healthy` : 'none yet'),
       );
     } catch (error) {
-      checks.push(asFailure('connections', error, where, 'database_error'));
+      checks.push(asFailure('connections', error, where, 'database_error', config.home));
     }
   } else {
     checks.push(skipped('connections', 'needs a migrated database'));
@@ -195,7 +204,7 @@ async function checkApps(ctx: ServiceContext, where: string): Promise<Check> {
     }
     return warning('apps', risks.map(describeAtRisk).join('; '), fixForAtRisk(risks, now));
   } catch (error) {
-    return asFailure('apps', error, where, 'database_error');
+    return asFailure('apps', error, where, 'database_error', ctx.config.home);
   }
 }
 
@@ -217,7 +226,7 @@ async function checkKey(ctx: ServiceContext): Promise<Check> {
   try {
     report = await keyStatus(ctx);
   } catch (error) {
-    return asFailure('key', error, ctx.database.description, 'key_error');
+    return asFailure('key', error, ctx.database.description, 'key_error', ctx.config.home);
   }
   if (report.key_source === 'none') return keyWithoutVault(ctx.config);
   const source = `${report.key_source} key ${report.key_id} (${report.key_origin})`;
