@@ -1,10 +1,11 @@
-import { spawn } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import { chmodSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { serveEmbedded } from '../../src/daemon/embedded.js';
 import { acquireDatabaseLock } from '../../src/db/lock.js';
-import { ROOT } from '../helpers/paths.js';
+import { BIN, ROOT } from '../helpers/paths.js';
 import { fakeSecret } from '../helpers/secrets.js';
 import { createVault, DB_KIND, type TestVault } from '../helpers/vault.js';
 
@@ -131,5 +132,105 @@ process.stdin.on('end', () => vault.close());
     );
     const result = await v.cli(['apps', 'list'], { env: { CREDVAULT_LOCK_TIMEOUT: '1' } });
     expect(result.code).toBe(0);
+  });
+
+  it('does not take over a lock naming another host, and says which file to delete if nothing runs there', async () => {
+    const v = await createVault();
+    vaults.push(v);
+    // A daemon killed in a container that is gone: its hostname is not this machine's.
+    const lock = join(v.home, 'credvault.lock');
+    const since = '2026-01-02T03:04:05.000Z';
+    writeFileSync(lock, JSON.stringify({ pid: 7, host: 'ctr-gone-1234', command: 'daemon', since }));
+    const result = await v.cli(['apps', 'list'], { env: { CREDVAULT_LOCK_TIMEOUT: '1' } });
+    expect(result.code).toBe(8);
+    expect(result.stderr).toContain('process 7 (credvault daemon) on ctr-gone-1234');
+    expect(result.stderr).toContain(`since ${since}`);
+    expect(result.stderr).toContain(`If no credvault runs on ctr-gone-1234 any more`);
+    expect(result.stderr).toContain(`delete ${lock}`);
+    expect(existsSync(lock)).toBe(true);
+    const doctor = await v.cli(['doctor', '--json'], { env: { CREDVAULT_LOCK_TIMEOUT: '1' } });
+    expect(doctor.code).toBe(8);
+    const database = (
+      JSON.parse(doctor.stdout) as { checks: Array<{ name: string; message: string; fix: string }> }
+    ).checks.find((check) => check.name === 'database');
+    expect(database?.message).toContain('on ctr-gone-1234');
+    expect(database?.fix).toContain(`delete ${lock}`);
+  });
+
+  it('takes over at once a lock whose pid a process that started after it now has (a reboot reused it)', async () => {
+    const v = await createVault();
+    vaults.push(v);
+    const sleeper = spawn('sleep', ['30'], { stdio: 'ignore' });
+    try {
+      const anHourAgo = new Date(Date.now() - 3600_000).toISOString();
+      writeFileSync(
+        join(v.home, 'credvault.lock'),
+        JSON.stringify({ pid: sleeper.pid, host: hostname(), command: 'daemon', since: anHourAgo }),
+      );
+      const result = await v.cli(['apps', 'list'], { env: { CREDVAULT_LOCK_TIMEOUT: '1' } });
+      expect(result.code, result.stderr).toBe(0);
+    } finally {
+      sleeper.kill();
+    }
+  });
+
+  it('a stale lock with a takeover guard left over (a full disk) neither spins nor outlasts CREDVAULT_LOCK_TIMEOUT', async () => {
+    const v = await createVault();
+    vaults.push(v);
+    // What a full disk leaves: an empty guard, and a lock naming a process that is gone.
+    writeFileSync(
+      join(v.home, 'credvault.lock'),
+      JSON.stringify({
+        pid: 4194305,
+        host: hostname(),
+        command: 'apps add',
+        since: new Date().toISOString(),
+      }),
+    );
+    writeFileSync(join(v.home, 'credvault.lock.takeover'), '');
+    const started = Date.now();
+    const result = await v.cli(['apps', 'list'], { env: { CREDVAULT_LOCK_TIMEOUT: '1' } });
+    // Before: it looped without sleeping or looking at its deadline until the guard was 10 s old.
+    expect(Date.now() - started).toBeLessThan(8000);
+    expect(result.code, result.stderr).toBe(0);
+  });
+
+  it('a data folder this user cannot write is exit 8 naming the folder and the fix, in doctor too', async () => {
+    const v = await createVault();
+    vaults.push(v);
+    const root = process.getuid?.() === 0;
+    if (process.getuid === undefined) return; // no uids to show it with (Windows)
+    // root writes anywhere: the folder is then given to `nobody` and the command run as it.
+    const asUser = root ? { uid: 65534, gid: 65534 } : {};
+    if (root) {
+      chmodSync(v.root, 0o755);
+      execFileSync('chown', ['-R', '65534:65534', v.home]);
+    }
+    chmodSync(v.home, 0o555);
+    const run = (args: string[]) =>
+      new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+        const child = spawn(process.execPath, [BIN, ...args], {
+          env: { ...v.env, CREDVAULT_LOCK_TIMEOUT: '1' } as NodeJS.ProcessEnv,
+          cwd: v.home,
+          ...asUser,
+        });
+        let stdout = '';
+        let stderr = '';
+        child.stdout.on('data', (d: Buffer) => (stdout += d));
+        child.stderr.on('data', (d: Buffer) => (stderr += d));
+        child.on('close', (code) => resolve({ code, stdout, stderr }));
+      });
+    try {
+      const result = await run(['apps', 'list']);
+      expect(result.code, result.stderr).toBe(8);
+      expect(result.stderr).toContain(`the data folder ${v.home} is not writable`);
+      expect(result.stderr).not.toContain('unexpected failure');
+      const doctor = await run(['doctor']);
+      expect(doctor.code).toBe(8);
+      expect(doctor.stdout).toContain(`the data folder ${v.home} is not writable`);
+      expect(doctor.stdout).not.toContain('[redacted]');
+    } finally {
+      chmodSync(v.home, 0o700);
+    }
   });
 });
