@@ -31,7 +31,17 @@ export function ensureHome(home: string): void {
   try {
     mkdirSync(home, { recursive: true, mode: 0o700 });
   } catch (error) {
-    const { code } = error as NodeJS.ErrnoException;
+    let { code } = error as NodeJS.ErrnoException;
+    if (code === 'ENOENT') {
+      // Node 20's recursive mkdir says ENOENT where the folder's parent exists on a read-only file
+      // system: one level, made again, says why (EROFS).
+      try {
+        mkdirSync(home, { mode: 0o700 });
+      } catch (again) {
+        code = (again as NodeJS.ErrnoException).code;
+      }
+      if (code === 'ENOENT') throw error;
+    }
     // (A path that is a file, or runs through one, was refused above.)
     if (code !== 'EACCES' && code !== 'EPERM' && code !== 'EROFS') throw error;
     throw new InvalidInputError(`cannot make the data folder ${home} (${code})`, {

@@ -1,5 +1,5 @@
 import { execFileSync, spawn } from 'node:child_process';
-import { chmodSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -240,6 +240,32 @@ process.stdin.on('end', () => vault.close());
       expect(doctor.stdout).not.toContain('[redacted]');
     } finally {
       chmodSync(v.home, 0o700);
+    }
+  });
+
+  it('a data folder on a read-only file system is exit 8 naming it, and init under one says why', async (context) => {
+    const v = await createVault();
+    vaults.push(v);
+    // A read-only bind mount of the vault's root: only root can make one, and not in every container.
+    const readOnly = join(v.root, 'ro');
+    mkdirSync(readOnly);
+    try {
+      execFileSync('mount', ['--bind', '-o', 'ro', v.root, readOnly], { stdio: 'ignore' });
+    } catch {
+      return context.skip();
+    }
+    try {
+      const home = join(readOnly, 'home');
+      const result = await v.cli(['apps', 'list'], { env: { CREDVAULT_HOME: home } });
+      expect(result.code, result.stderr).toBe(8);
+      expect(result.stderr).toContain(`the data folder ${home} is on a read-only file system`);
+      expect(result.stderr).not.toContain('unexpected failure');
+      const init = await v.cli(['init'], { env: { CREDVAULT_HOME: join(readOnly, 'new') } });
+      // Before: exit 1, "unexpected failure: ENOENT … mkdir" (Node's recursive mkdir hid the EROFS).
+      expect(init.stderr).toContain(`cannot make the data folder ${join(readOnly, 'new')} (EROFS)`);
+      expect(init.code).toBe(2);
+    } finally {
+      execFileSync('umount', [readOnly]);
     }
   });
 });
