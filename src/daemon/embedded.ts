@@ -2,7 +2,13 @@ import { chmodSync, mkdirSync, rmSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { dirname } from 'node:path';
 import type { PGlite } from '@electric-sql/pglite';
-import { EMBEDDED_SETTINGS, embeddedDataDir, embeddedSocketPath, guardDataDir } from '../db/client.js';
+import {
+  EMBEDDED_SETTINGS,
+  embeddedDataDir,
+  embeddedSocketPath,
+  guardDataDir,
+  requireOwnVault,
+} from '../db/client.js';
 import { acquireDatabaseLock } from '../db/lock.js';
 
 /**
@@ -191,6 +197,7 @@ export async function serveEmbedded(
   lockTimeoutMs: number,
   notifications?: { channel: string; onPayload: (payload: string) => void },
 ): Promise<EmbeddedServer> {
+  requireOwnVault(home);
   const lock = await acquireDatabaseLock(home, lockTimeoutMs, embeddedDataDir(home));
   const socketPath = embeddedSocketPath(home);
   try {

@@ -1,4 +1,4 @@
-import { chmodSync, existsSync, mkdirSync, realpathSync, statSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, realpathSync, statSync } from 'node:fs';
 import { createConnection, type Socket } from 'node:net';
 import { join, resolve } from 'node:path';
 import type { SQL } from 'drizzle-orm';
@@ -104,6 +104,49 @@ export function requireEmbeddedVault(home: string): void {
     }
   }
   throw noVaultError(home);
+}
+
+/** The name /etc/passwd gives `uid`, or null (no such line, no such file). */
+function userName(uid: number): string | null {
+  try {
+    for (const line of readFileSync('/etc/passwd', 'utf8').split('\n')) {
+      const [name, , id] = line.split(':');
+      if (name && id === String(uid)) return name;
+    }
+  } catch {
+    // No /etc/passwd (or not readable): the uid alone names the owner.
+  }
+  return null;
+}
+
+/**
+ * Refuses to open the embedded database of another user (`sudo credvault doctor` on a service's
+ * vault): PGlite rewrites some of its files on every start, as this process's user and 0600, after
+ * which the owner's own commands and daemon fail to start it. The embedded data folder decides, else
+ * (none yet) the home. Going through the owner's running daemon is not affected: that path never
+ * opens the files.
+ */
+export function requireOwnVault(home: string): void {
+  const uid = process.getuid?.();
+  if (uid === undefined) return;
+  for (const path of [embeddedDataDir(home), home]) {
+    let owner: number;
+    try {
+      owner = statSync(path).uid;
+    } catch {
+      continue;
+    }
+    if (owner === uid) return;
+    const name = userName(owner);
+    const who = name ? `${name} (uid ${owner})` : `uid ${owner}`;
+    const sudoUser = name ?? `#${owner}`;
+    throw new DatabaseError(
+      `the vault at ${home} belongs to ${who}, not to this user (uid ${uid}): opening its embedded database as this user would leave files its owner cannot read`,
+      {
+        hint: `Run the command as its owner (sudo -u ${sudoUser} credvault …), or start the owner's daemon (credvault daemon, as ${name ?? `uid ${owner}`}): commands then go through its socket and open no files.`,
+      },
+    );
+  }
 }
 
 /** Why a command finds no embedded database at `home` (it makes none: only `init` does). */
@@ -487,6 +530,7 @@ async function openEmbedded(
 ): Promise<Database> {
   const problem = homeProblem(home);
   if (problem) throw problem;
+  requireOwnVault(home);
   const key = embeddedKey(home);
   await embeddedClosing.get(key);
   const dataDir = embeddedDataDir(home);

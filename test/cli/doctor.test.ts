@@ -1,5 +1,15 @@
 import { spawn } from 'node:child_process';
-import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  chownSync,
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { generateMasterKey } from '../../src/crypto/local-key.js';
@@ -210,6 +220,43 @@ describe('credvault doctor', () => {
     expect(human.stdout).toMatch(/✗ key +no master key is configured\n +→ Set CREDENTIAL_MASTER_KEY/);
     expect(human.stderr).toContain('2 checks failed: ');
   });
+
+  it.runIf(DB_KIND === 'pglite' && process.getuid?.() === 0)(
+    "another user's embedded vault: doctor, apps list and daemon refuse (exit 8) naming its owner and the fix, and leave its files as they were",
+    async () => {
+      const v = await vault();
+      // The vault of a service user (nobody, uid 65534) whose daemon is down; these tests run as root.
+      const files = (dir: string): string[] =>
+        readdirSync(dir, { withFileTypes: true }).flatMap((e) =>
+          e.isDirectory() ? [join(dir, e.name), ...files(join(dir, e.name))] : [join(dir, e.name)],
+        );
+      for (const path of [v.home, ...files(v.home)]) chownSync(path, 65534, 65534);
+      const state = () =>
+        files(v.home).map((path) => {
+          const stat = statSync(path);
+          return `${path} ${stat.uid} ${(stat.mode & 0o777).toString(8)} ${stat.mtimeMs}`;
+        });
+      const before = state();
+
+      const result = await doctor(v);
+      expect(result.code).toBe(8);
+      expect(result.by.database).toMatchObject({ status: 'failed' });
+      expect(result.by.database!.message).toContain(`the vault at ${v.home} belongs to nobody (uid 65534)`);
+      expect(result.by.database!.fix).toContain('sudo -u nobody credvault');
+      expect(result.by.migrations!.status).toBe('skipped');
+
+      const list = await v.cli(['apps', 'list']);
+      expect(list.code).toBe(8);
+      expect(list.stderr).toContain('belongs to nobody (uid 65534)');
+      expect(list.stderr).toContain('sudo -u nobody credvault');
+
+      const daemon = await v.cli(['daemon', '--listen', '127.0.0.1:0'], { timeoutMs: 20_000 });
+      expect(daemon.code).toBe(8);
+      expect(daemon.stderr).toContain('belongs to nobody (uid 65534)');
+
+      expect(state()).toEqual(before);
+    },
+  );
 
   it('a wrong master key: exit 6 naming both key ids, and the database unchanged', async () => {
     const v = await vault();
