@@ -10,6 +10,8 @@ import {
   requireOwnVault,
 } from '../db/client.js';
 import { acquireDatabaseLock } from '../db/lock.js';
+import { InvalidInputError } from '../errors.js';
+import { socketPathFits, UNIX_SOCKET_PATH_MAX } from '../util/net.js';
 
 /**
  * The embedded database, held by the daemon and served on a 0600 unix socket in a 0700 folder, so
@@ -198,8 +200,17 @@ export async function serveEmbedded(
   notifications?: { channel: string; onPayload: (payload: string) => void },
 ): Promise<EmbeddedServer> {
   requireOwnVault(home);
-  const lock = await acquireDatabaseLock(home, lockTimeoutMs, embeddedDataDir(home));
   const socketPath = embeddedSocketPath(home);
+  if (!socketPathFits(socketPath)) {
+    // Node would listen on the path cut short, where no command looks for it.
+    throw new InvalidInputError(
+      `the daemon cannot serve the embedded database at ${home}: its socket path ${socketPath} is ${Buffer.byteLength(socketPath)} bytes long, over the ${UNIX_SOCKET_PATH_MAX} a unix socket's path may have here`,
+      {
+        hint: `Use a CREDVAULT_HOME of at most ${UNIX_SOCKET_PATH_MAX - (Buffer.byteLength(socketPath) - Buffer.byteLength(home))} bytes (move the folder, or link a short path to it: ln -s ${home} /tmp/credvault), or PostgreSQL (DATABASE_URL).`,
+      },
+    );
+  }
+  const lock = await acquireDatabaseLock(home, lockTimeoutMs, embeddedDataDir(home));
   try {
     const [{ PGlite }, { PGLiteSocketHandler }] = await Promise.all([
       import('@electric-sql/pglite'),

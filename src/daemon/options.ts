@@ -1,6 +1,6 @@
 import { parseDuration } from '../config.js';
 import { InvalidInputError, quoted } from '../errors.js';
-import { isLoopbackHost, quotableUrl } from '../util/net.js';
+import { isLoopbackHost, quotableUrl, socketPathFits, UNIX_SOCKET_PATH_MAX } from '../util/net.js';
 
 export type Listen = { kind: 'tcp'; host: string; port: number } | { kind: 'unix'; path: string };
 
@@ -31,6 +31,12 @@ export function parseListen(value: string): Listen {
     const path = value.slice(5);
     if (!path.startsWith('/'))
       throw new InvalidInputError(`--listen unix:PATH needs an absolute path (got ${quoted(value)})`);
+    if (!socketPathFits(path)) {
+      throw new InvalidInputError(
+        `--listen unix:PATH is ${Buffer.byteLength(path)} bytes long, over the ${UNIX_SOCKET_PATH_MAX} a unix socket's path may have here`,
+        { hint: 'Give a shorter path (under /run or /tmp, say).' },
+      );
+    }
     return { kind: 'unix', path };
   }
   const match = /^(\[[^\]]+\]|[^:]+):(\d{1,5})$/.exec(value);

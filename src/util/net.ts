@@ -13,3 +13,15 @@ export function quotableUrl(raw: string, { withQuery = true }: { withQuery?: boo
   const shown = raw.replace(/^([a-z][a-z0-9+.-]*:\/\/)?[^/?#]*@/i, '$1…@');
   return withQuery ? shown : shown.replace(/[?#][\s\S]*$/, '?…');
 }
+
+/**
+ * The longest unix socket path the system takes, in bytes: sun_path's 108 on Linux (which needs no
+ * closing NUL), 104 less the NUL on macOS and the BSDs. Node cuts a longer path short without a word
+ * and listens on that other path, so every socket path is checked against it first.
+ */
+export const UNIX_SOCKET_PATH_MAX = process.platform === 'linux' ? 108 : 103;
+
+/** Whether the system can listen on (and connect to) a unix socket at `path`. */
+export function socketPathFits(path: string): boolean {
+  return Buffer.byteLength(path) <= UNIX_SOCKET_PATH_MAX;
+}

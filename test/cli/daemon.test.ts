@@ -417,6 +417,41 @@ describe('the token endpoint', () => {
     },
   );
 
+  it.runIf(DB_KIND === 'pglite')(
+    'a CREDVAULT_HOME too long for its socket path: the daemon refuses (exit 2) naming the limit and the fix, and leaves no socket',
+    async () => {
+      const v = await createVault();
+      cleanups.push(() => v.destroy());
+      const { cpSync, readdirSync } = await import('node:fs');
+      // $HOME/run/.s.PGSQL.5432 one byte over Linux's 108 (a deep CI workspace reaches it).
+      const home = join(v.root, 'h'.repeat(109 - '/run/.s.PGSQL.5432'.length - v.root.length - 1));
+      cpSync(v.home, home, { recursive: true });
+      const socket = join(home, 'run', '.s.PGSQL.5432');
+      expect(Buffer.byteLength(socket)).toBe(109);
+      const env = { CREDVAULT_HOME: home };
+      const daemon = await v.cli(['daemon', '--listen', '127.0.0.1:0'], { env, timeoutMs: 30_000 });
+      expect(daemon.code, daemon.stderr).toBe(2);
+      expect(daemon.stderr).toContain(`its socket path ${socket} is 109 bytes long, over the 108`);
+      expect(daemon.stderr).toContain('Use a CREDVAULT_HOME of at most 90 bytes');
+      expect(existsSync(join(home, 'run')) ? readdirSync(join(home, 'run')) : []).toEqual([]);
+      // The commands, which open the files themselves, still work.
+      const list = await v.cli(['apps', 'list'], { env });
+      expect(list.code, list.stderr).toBe(0);
+    },
+  );
+
+  it.runIf(ONCE)('--listen unix:PATH longer than a socket path may be: exit 2 naming the limit', async () => {
+    const v = await createVault();
+    cleanups.push(() => v.destroy());
+    const path = join(v.root, 's'.repeat(120));
+    const result = await v.cli(['daemon', '--listen', `unix:${path}`], { timeoutMs: 30_000 });
+    expect(result.code, result.stderr).toBe(2);
+    expect(result.stderr).toContain(
+      `--listen unix:PATH is ${Buffer.byteLength(path)} bytes long, over the 108`,
+    );
+    expect(existsSync(path.slice(0, 108))).toBe(false);
+  });
+
   it.skipIf(DB_KIND !== 'postgres')(
     'shows a failing claim on /healthz, gives nothing away meanwhile, and sweeps again once it works',
     async () => {
