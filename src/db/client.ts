@@ -5,7 +5,7 @@ import type { SQL } from 'drizzle-orm';
 import type { PgDatabase, PgQueryResultHKT } from 'drizzle-orm/pg-core';
 import type { Options as PostgresOptions, PostgresType } from 'postgres';
 import { type CredvaultError, DatabaseError, InvalidInputError } from '../errors.js';
-import { urlWithoutPassword } from '../util/database-url.js';
+import { type PostgresConnection, readDatabaseUrl, urlWithoutPassword } from '../util/database-url.js';
 import * as schema from './schema/index.js';
 
 export type Schema = typeof schema;
@@ -228,8 +228,30 @@ async function openThroughDaemon(options: OpenOptions): Promise<Database | null>
   }
 }
 
+/**
+ * DATABASE_URL as postgres.js is to be given it (see readDatabaseUrl); one it cannot read is input to
+ * change (exit 2), named without its password.
+ */
+export function postgresConnection(url: string): PostgresConnection {
+  if (!/^postgres(ql)?:\/\//.test(url)) {
+    // Input to change (exit 2), not a database that could not be reached.
+    throw new InvalidInputError(
+      `DATABASE_URL must start with postgres:// or postgresql:// (got ${redactUrl(url)})`,
+      { hint: 'Unset DATABASE_URL to use the embedded database.' },
+    );
+  }
+  const read = readDatabaseUrl(url);
+  if ('problem' in read) throw new InvalidInputError(read.problem, { hint: read.hint });
+  return read;
+}
+
 export function postgresOptions(target: ConnectTarget): PostgresOptions<Record<string, PostgresType>> {
-  if ('url' in target) return {};
+  if ('url' in target) {
+    const { host, port, path } = postgresConnection(target.url);
+    return { ...(host && port ? { host, port } : {}), ...(path ? { path } : {}) } as PostgresOptions<
+      Record<string, PostgresType>
+    >;
+  }
   // Every connection to the daemon's socket shares PGlite's one session, so named prepared
   // statements of different connections would collide: unnamed statements only.
   return { path: target.socket, user: 'postgres', database: 'postgres', prepare: false };
@@ -412,13 +434,7 @@ function serverLimits(url: string, deadlineMs: number): Record<string, number> {
 }
 
 async function openPostgres(target: ConnectTarget, options: OpenOptions): Promise<Database> {
-  if ('url' in target && !/^postgres(ql)?:\/\//.test(target.url)) {
-    // Input to change (exit 2), not a database that could not be reached.
-    throw new InvalidInputError(
-      `DATABASE_URL must start with postgres:// or postgresql:// (got ${redactUrl(target.url)})`,
-      { hint: 'Unset DATABASE_URL to use the embedded database.' },
-    );
-  }
+  const connection = 'url' in target ? postgresConnection(target.url) : null;
   const [{ default: postgres }, { drizzle }] = await Promise.all([
     import('postgres'),
     import('drizzle-orm/postgres-js'),
@@ -446,11 +462,11 @@ async function openPostgres(target: ConnectTarget, options: OpenOptions): Promis
     connection: {
       application_name: options.applicationName ?? 'credvault',
       // Not on the daemon's socket: every connection there shares PGlite's one session.
-      ...('url' in target && options.deadlineMs ? serverLimits(target.url, options.deadlineMs) : {}),
+      ...(connection && options.deadlineMs ? serverLimits(connection.url, options.deadlineMs) : {}),
     },
     ...(deadline && limited ? { socket: deadline.socket } : {}),
   } as PostgresOptions<Record<string, PostgresType>>;
-  const client = 'url' in target ? postgres(target.url, settings) : postgres(settings);
+  const client = connection ? postgres(connection.url, settings) : postgres(settings);
   const db = drizzle({ client: preparing(client, deadline), schema }) as unknown as Db;
   return {
     db,

@@ -186,6 +186,14 @@ export function mapDatabaseError(error: unknown, where: string): CredvaultError 
       },
     );
   }
+  if (code === '22023' && /^invalid value for parameter/.test(driver.message ?? '')) {
+    // A session setting in DATABASE_URL's query (`?statement_timeout=abc`): credvault sets none of its
+    // own that could be refused, so the URL is what to change.
+    return new InvalidInputError(`DATABASE_URL sets what the database refuses: ${driver.message}`, {
+      hint: 'Correct or remove that query parameter of DATABASE_URL (statement_timeout takes milliseconds: ?statement_timeout=5000).',
+      cause: error,
+    });
+  }
   if (code === '42501') {
     return new DatabaseError(`the database refused the operation: ${driver.message ?? code}`, {
       cause: error,

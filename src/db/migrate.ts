@@ -2,7 +2,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { DatabaseError } from '../errors.js';
-import { type Database, postgresOptions } from './client.js';
+import { type Database, postgresConnection, postgresOptions } from './client.js';
 import { isUndefinedTable } from './errors.js';
 
 interface JournalEntry {
@@ -97,7 +97,8 @@ export async function migrate(database: Database): Promise<string[]> {
       import('drizzle-orm/postgres-js/migrator'),
     ]);
     const options = { ...postgresOptions(target), max: 1, onnotice: () => {}, fetch_types: false };
-    const client = 'url' in target ? postgres(target.url, options) : postgres(options);
+    const client =
+      'url' in target ? postgres(postgresConnection(target.url).url, options) : postgres(options);
     try {
       await client`select pg_advisory_lock(hashtext('credvault:migrate'))`;
       await run(drizzle({ client }), config);

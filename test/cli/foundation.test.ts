@@ -281,6 +281,33 @@ describe('db', () => {
   });
 
   it.runIf(DB_KIND === 'postgres')(
+    "takes libpq's unix socket form (postgres://USER@/DB?host=/folder, Cloud SQL's), and refuses a setting's bad value in the URL with exit 2",
+    async () => {
+      const v = await vault();
+      const url = new URL(v.databaseUrl!);
+      const folder = ['/var/run/postgresql', '/run/postgresql', '/tmp'].find((f) =>
+        existsSync(join(f, `.s.PGSQL.${url.port || 5432}`)),
+      );
+      if (folder) {
+        const socketUrl = `postgres://${url.username}@${url.pathname}?host=${folder}${url.port ? `&port=${url.port}` : ''}`;
+        const listed = await v.cli(['apps', 'list', '--json'], { env: { DATABASE_URL: socketUrl } });
+        expect(listed.code, listed.stderr).toBe(0);
+        expect(JSON.parse(listed.stdout)).toEqual([]);
+      }
+      // Several hosts with their ports, which a URL parser cannot read, still go to the driver as given.
+      const hosts = `${url.hostname}:${url.port || 5432},${url.hostname}:${url.port || 5432}`;
+      const several = `postgres://${url.username}${url.password ? `:${url.password}` : ''}@${hosts}${url.pathname}`;
+      const multi = await v.cli(['apps', 'list', '--json'], { env: { DATABASE_URL: several } });
+      expect(multi.code, multi.stderr).toBe(0);
+      url.searchParams.set('statement_timeout', 'abc');
+      const refused = await v.cli(['apps', 'list'], { env: { DATABASE_URL: url.toString() } });
+      expect(refused.code, refused.stderr).toBe(2);
+      expect(refused.stderr).toContain('DATABASE_URL sets what the database refuses');
+      expect(refused.stderr).toContain('statement_timeout');
+    },
+  );
+
+  it.runIf(DB_KIND === 'postgres')(
     'accepts ?prepare=false in DATABASE_URL (a pooler in transaction mode) as a driver option, not a server setting',
     async () => {
       const v = await vault();
@@ -1255,6 +1282,62 @@ describe.runIf(ONCE)('DATABASE_URL', () => {
     expect(result.stderr).toContain('DATABASE_URL must start with postgres:// or postgresql://');
     expect(result.stderr).toContain('db.internal');
     expect(result.stderr).not.toContain('hunter2-secret');
+  });
+
+  it('that cannot be read (a /, ? or # left unencoded in the password, a port over 65535) is exit 2 saying what to change, never the password', async () => {
+    const v = await vault();
+    const cases: Array<[string, string, string]> = [
+      [
+        'postgres://ops:hunter2/secret@db.internal:5432/credvault',
+        'a /, ? or # in its user name or password',
+        '/ as %2F',
+      ],
+      [
+        'postgres://ops:hunter2#secret@db.internal:5432/credvault',
+        'a /, ? or # in its user name or password',
+        '# as %23',
+      ],
+      [
+        'postgres://ops:4242#secret@db.internal:5432/credvault',
+        'a /, ? or # in its user name or password',
+        '# as %23',
+      ],
+      [
+        'postgres://ops:hunter2?secret@db.internal:5432/credvault',
+        'a /, ? or # in its user name or password',
+        '? as %3F',
+      ],
+      [
+        'postgres://ops:hunter2-secret@db.internal:70000/credvault',
+        'DATABASE_URL has port 70000, over the highest there is (65535)',
+        '5432',
+      ],
+    ];
+    for (const [url, problem, fix] of cases) {
+      const result = await v.cli(['apps', 'list'], { env: { DATABASE_URL: url } });
+      expect(result.code, `${url}: ${result.stderr}`).toBe(2);
+      expect(result.stderr).toContain('DATABASE_URL');
+      expect(result.stderr).toContain(problem);
+      expect(result.stderr).toContain(fix);
+      expect(result.stderr).not.toContain('unexpected failure');
+      expect(result.stderr).not.toContain('secret');
+      expect(result.stderr).not.toContain('hunter2');
+    }
+  });
+
+  it('with an IPv6 literal host ([::1]) connects to that address, not to a host named "["', async () => {
+    const v = await vault();
+    const port = process.env.CREDVAULT_TEST_DATABASE_URL
+      ? new URL(process.env.CREDVAULT_TEST_DATABASE_URL).port || '5432'
+      : '5432';
+    const result = await v.cli(['apps', 'list'], {
+      env: { DATABASE_URL: `postgres://postgres@[::1]:${port}/credvault_nowhere` },
+    });
+    expect(result.stderr).not.toContain('ENOTFOUND');
+    // PostgreSQL listening on ::1 answers (the database does not exist: exit 8); else the address is
+    // refused, by name.
+    expect(result.code, result.stderr).toBe(8);
+    expect(result.stderr).toMatch(/ECONNREFUSED ::1|credvault_nowhere/);
   });
 });
 
