@@ -1,0 +1,52 @@
+import { describe, expect, it } from 'vitest';
+import { readDatabaseUrl, urlWithoutPassword } from '../../src/util/database-url.js';
+
+/** How DATABASE_URL is handed to postgres.js (see readDatabaseUrl); the CLI tests connect with them. */
+describe('readDatabaseUrl', () => {
+  const env = {};
+
+  it('hands an ordinary URL, or several hosts, to the driver as given', () => {
+    for (const url of [
+      'postgres://u:p%2Fw@db.internal:5432/credvault?sslmode=require',
+      'postgres://u@h1:5432,h2:5433/credvault',
+    ])
+      expect(readDatabaseUrl(url, env)).toEqual({ url });
+  });
+
+  it('gives an IPv6 host without its brackets, and its port, apart', () => {
+    expect(readDatabaseUrl('postgres://u@[::1]:6543/db', env)).toMatchObject({ host: ['::1'], port: [6543] });
+    expect(readDatabaseUrl('postgres://u@[fe80::1]/db', { PGPORT: '5433' })).toMatchObject({
+      host: ['fe80::1'],
+      port: [5433],
+    });
+  });
+
+  it("takes libpq's socket folder (?host=/folder, ?port=) as the socket file, not as settings", () => {
+    const read = readDatabaseUrl('postgres://u:pw@/db?host=/cloudsql/p:r:i&port=6432&sslmode=disable', env);
+    expect(read).toMatchObject({ path: '/cloudsql/p:r:i/.s.PGSQL.6432', port: [6432] });
+    expect('url' in read && new URL(read.url).searchParams.get('host')).toBe(null);
+    expect('url' in read && new URL(read.url).searchParams.get('sslmode')).toBe('disable');
+    expect(readDatabaseUrl('postgres:///db', { PGHOST: '/var/run/postgresql' })).toMatchObject({
+      path: '/var/run/postgresql/.s.PGSQL.5432',
+    });
+    expect(urlWithoutPassword('postgres://u:pw@/db?host=/x')).toBe('postgres://u@/db?host=/x');
+  });
+
+  it('says what is wrong with a URL it cannot read, without the URL', () => {
+    const problems = [
+      'postgres://u:hunter2/x@db.internal/db',
+      'postgres://u:4242#hunter2@db.internal/db',
+      'postgres://u:hunter2?x@db.internal/db',
+      'postgres://u:hunter2@db.internal:99999/db',
+      'postgres://u:hunter2@db.internal/db?port=http',
+    ].map((url) => readDatabaseUrl(url, env));
+    for (const read of problems) {
+      expect(read).toHaveProperty('problem');
+      expect(JSON.stringify(read)).not.toMatch(/hunter2|4242|db\.internal/);
+    }
+    // An @ in a query parameter's value is not taken for one in the password.
+    expect(readDatabaseUrl('postgres://h/db?application_name=a@b', env)).toEqual({
+      url: 'postgres://h/db?application_name=a@b',
+    });
+  });
+});
