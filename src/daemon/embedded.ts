@@ -9,7 +9,7 @@ import {
   guardDataDir,
   requireOwnVault,
 } from '../db/client.js';
-import { acquireDatabaseLock } from '../db/lock.js';
+import { acquireDatabaseLock, daemonHolding } from '../db/lock.js';
 import { InvalidInputError } from '../errors.js';
 import { socketPathFits, UNIX_SOCKET_PATH_MAX } from '../util/net.js';
 
@@ -210,7 +210,14 @@ export async function serveEmbedded(
       },
     );
   }
-  const lock = await acquireDatabaseLock(home, lockTimeoutMs, embeddedDataDir(home));
+  // Another daemon that holds it (two started at once: both found no run file) is not waited for.
+  const lock = (await acquireDatabaseLock(home, lockTimeoutMs, embeddedDataDir(home), async () => {
+    const other = daemonHolding(home);
+    if (other === null) return false;
+    throw new InvalidInputError(`a credvault daemon (pid ${other}) already runs for ${home}`, {
+      hint: 'Stop it first. Daemons on one machine that share a PostgreSQL database need a CREDVAULT_HOME each.',
+    });
+  }))!;
   try {
     const [{ PGlite }, { PGLiteSocketHandler }] = await Promise.all([
       import('@electric-sql/pglite'),

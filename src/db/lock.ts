@@ -124,6 +124,17 @@ function readOwner(path: string): Owner | null {
   }
 }
 
+/**
+ * The pid of a live `credvault daemon` holding the lock in `folder` (on this host, checked as the lock
+ * is), or null: a daemon starting beside it is refused at once rather than after the lock's wait.
+ */
+export function daemonHolding(folder: string): number | null {
+  const owner = readOwner(`${folder}/credvault.lock`);
+  if (!owner || !/(^| )daemon( |$)/.test(owner.command) || !checkable(owner)) return null;
+  if (owner.boot && BOOT_ID && owner.boot !== BOOT_ID) return null;
+  return alive(owner.pid) && !pidReused(owner) && owner.pid !== process.pid ? owner.pid : null;
+}
+
 function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);

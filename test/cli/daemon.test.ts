@@ -1431,6 +1431,35 @@ describe('starting', () => {
     expect(run.pid).toBe(daemon.child.pid);
     expect(await daemon.stop()).toBe(0);
   });
+
+  it.runIf(DB_KIND === 'pglite')(
+    'two daemons started at the same moment on the embedded database: one runs, the other is refused (exit 2), not after the lock’s wait',
+    async () => {
+      const v = await createVault();
+      cleanups.push(() => v.destroy());
+      // A long wait for the lock: before, the one that lost waited all of it and exited 8 ("in use").
+      const env = { CREDVAULT_LOCK_TIMEOUT: '60' };
+      const started = ['a', 'b'].map((name) => {
+        const child = v.spawn(['daemon', '--listen', `unix:${join(v.root, `${name}.sock`)}`], { env });
+        cleanups.push(async () => {
+          child.kill('SIGKILL');
+        });
+        let stderr = '';
+        child.stderr!.on('data', (d: Buffer) => {
+          stderr += d.toString();
+        });
+        const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+        return { child, exited, stderr: () => stderr };
+      });
+      const first = await Promise.race(started.map(async (d) => ({ d, code: await d.exited })));
+      expect(first.code, first.d.stderr()).toBe(2);
+      expect(first.d.stderr()).toMatch(/a credvault daemon \(pid \d+\) already runs for /);
+      // The other one runs, and stops cleanly.
+      const other = started.find((d) => d !== first.d)!;
+      other.child.kill('SIGTERM');
+      expect(await other.exited).toBe(0);
+    },
+  );
 });
 
 // The log's format, whatever database the daemon serves.
