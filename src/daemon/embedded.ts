@@ -1,4 +1,4 @@
-import { chmodSync, mkdirSync, rmSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, rmSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { dirname } from 'node:path';
 import type { PGlite } from '@electric-sql/pglite';
@@ -198,6 +198,8 @@ export async function serveEmbedded(
   home: string,
   lockTimeoutMs: number,
   notifications?: { channel: string; onPayload: (payload: string) => void },
+  /** Told when the socket was found gone and is served again. */
+  onRelisten?: (socketPath: string) => void,
 ): Promise<EmbeddedServer> {
   requireOwnVault(home);
   const socketPath = embeddedSocketPath(home);
@@ -237,33 +239,58 @@ export async function serveEmbedded(
     );
     if (notifications) await db.exec(`LISTEN ${notifications.channel}`);
     const sockets = new Set<Socket>();
-    const server: Server = createServer((socket) => {
+    const serve = (socket: Socket) => {
       sockets.add(socket);
       socket.on('close', () => sockets.delete(socket));
       // The handler's queue type is not exported; SessionQueue has the same four methods.
       const handler = new PGLiteSocketHandler({ queryQueue: queue as never, closeOnDetach: true });
       handler.attach(socket).catch(() => socket.destroy());
-    });
-    mkdirSync(dirname(socketPath), { recursive: true, mode: 0o700 });
-    chmodSync(dirname(socketPath), 0o700);
-    // We hold the lock, so a socket file here is a leftover of a daemon that died.
-    rmSync(socketPath, { force: true });
-    const previous = process.umask(0o177);
-    try {
-      await new Promise<void>((resolve, reject) => {
-        server.once('error', reject);
-        server.listen(socketPath, () => resolve());
-      });
-    } finally {
-      process.umask(previous);
-    }
-    chmodSync(socketPath, 0o600);
+    };
+    /** Every server made: the first, and one more each time the socket was found removed. */
+    const servers: Server[] = [];
+    const listenAt = async () => {
+      mkdirSync(dirname(socketPath), { recursive: true, mode: 0o700 });
+      chmodSync(dirname(socketPath), 0o700);
+      // We hold the lock, so a socket file here is a leftover of a daemon that died.
+      rmSync(socketPath, { force: true });
+      const server = createServer(serve);
+      const previous = process.umask(0o177);
+      try {
+        await new Promise<void>((resolve, reject) => {
+          server.once('error', reject);
+          server.listen(socketPath, () => resolve());
+        });
+      } finally {
+        process.umask(previous);
+      }
+      chmodSync(socketPath, 0o600);
+      servers.push(server);
+    };
+    await listenAt();
+    // The socket removed under the daemon (`rm -r run/`, a cleaner of old files): every command would
+    // take the daemon's lock for a holder that never answers. Served again at the same path; the
+    // connections made before keep their server.
+    let relistening = false;
+    const watch = setInterval(() => {
+      if (relistening || existsSync(socketPath)) return;
+      relistening = true;
+      listenAt()
+        .then(() => onRelisten?.(socketPath))
+        .catch(() => {})
+        .finally(() => {
+          relistening = false;
+        });
+    }, 2_000);
+    watch.unref();
     return {
       socketPath,
       async close(drainUntil = 0) {
+        clearInterval(watch);
         try {
           // A command that starts now finds no daemon: it waits for the lock and opens the files itself.
-          const closed = new Promise((resolve) => server.close(resolve));
+          const closed = Promise.all(
+            servers.map((server) => new Promise((resolve) => server.close(resolve))),
+          );
           rmSync(socketPath, { force: true });
           const wait = drainUntil - Date.now();
           if (sockets.size > 0 && wait > 0) {

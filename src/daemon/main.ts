@@ -202,10 +202,15 @@ export async function runDaemon(
   } else {
     // The daemon serves a vault; it does not make one (`credvault init` does).
     requireEmbeddedVault(config.home);
-    embedded = await serveEmbedded(config.home, config.lockTimeoutMs, {
-      channel: CHANGES_CHANNEL,
-      onPayload: (payload) => cache.invalidate(payload),
-    });
+    embedded = await serveEmbedded(
+      config.home,
+      config.lockTimeoutMs,
+      { channel: CHANGES_CHANNEL, onPayload: (payload) => cache.invalidate(payload) },
+      (socketPath) =>
+        log.warn(`the embedded database's socket ${socketPath} was removed; serving it there again`, {
+          event: 'socket_restored',
+        }),
+    );
     database = await openDatabase({
       url: null,
       home: config.home,

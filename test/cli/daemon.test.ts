@@ -1,6 +1,15 @@
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { closeSync, existsSync, fstatSync, openSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  fstatSync,
+  openSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { createConnection } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -1314,6 +1323,24 @@ describe('token get beside a running daemon', () => {
 });
 
 describe.runIf(DB_KIND === 'pglite')('the embedded database while the daemon runs', () => {
+  it('serves its socket again when it is removed under it (rm of run/, a cleaner of old files)', async () => {
+    const { v, adopt } = await setup();
+    await adopt('987', 'acct-a');
+    const daemon = await startDaemon(v);
+    cleanups.push(() => daemon.stop());
+    const socket = join(v.home, 'run', '.s.PGSQL.5432');
+    rmSync(socket);
+    const list = () => v.cli(['connections', 'list', '--json'], { env: { CREDVAULT_LOCK_TIMEOUT: '1' } });
+    // Before, every command failed from then on: "in use by process … (credvault daemon)".
+    expect(await until(async () => (await list()).code === 0, { timeoutMs: 15_000, intervalMs: 500 })).toBe(
+      true,
+    );
+    expect(statSync(socket).mode & 0o777).toBe(0o600);
+    expect(daemon.logs()).toContain('"event":"socket_restored"');
+    expect(await daemon.stop()).toBe(0);
+    expect(existsSync(socket)).toBe(false);
+  });
+
   it('keeps every other command working through the daemon, token get included', async () => {
     const { double, v, app, adopt } = await setup();
     await adopt('987', 'acct-a');
