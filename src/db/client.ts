@@ -91,7 +91,15 @@ export function homeProblem(home: string): InvalidInputError | null {
 /** Refuses a `home` without an embedded database: commands (the daemon too) never make one. */
 export function requireEmbeddedVault(home: string): void {
   const dir = embeddedDataDir(home);
-  if (existsSync(dir)) return;
+  // PG_VERSION is the database's first file to be whole: a folder without it (left by an `init` that
+  // was stopped early) would be made into a new, empty database by any command that opened it.
+  if (existsSync(join(dir, 'PG_VERSION'))) return;
+  if (existsSync(dir)) {
+    throw new DatabaseError(
+      `the data folder ${home} holds an unfinished embedded database (${dir} has no PG_VERSION: an \`init\` stopped before it finished?)`,
+      { hint: 'Run `credvault init` to finish it.' },
+    );
+  }
   // existsSync is false for a folder this user may not look into, too: say that, not "no vault".
   try {
     statSync(dir);

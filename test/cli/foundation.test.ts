@@ -1,6 +1,15 @@
 import { execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { chmodSync, existsSync, mkdirSync, renameSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  renameSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import postgres from 'postgres';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -1269,6 +1278,22 @@ print -r -- "after=$_comps[credvault]"`,
       expect(sourced).toBe('comps=_bash_complete -F _credvault\n');
     },
   );
+});
+
+describe.runIf(DB_KIND === 'pglite')('an init stopped early', () => {
+  it('leaves a pgdata folder that no command makes into a database: exit 8 saying to run init, which finishes it', async () => {
+    const v = await vault({ initialized: false });
+    const pgdata = join(v.home, 'pgdata');
+    mkdirSync(pgdata, { recursive: true, mode: 0o700 });
+    const listed = await v.cli(['connections', 'list']);
+    expect(listed.code, listed.stderr).toBe(8);
+    expect(listed.stderr).toContain('holds an unfinished embedded database');
+    expect(listed.stderr).toContain('Run `credvault init` to finish it.');
+    // Before, a 39 MB database was made there, then "not migrated".
+    expect(readdirSync(pgdata)).toEqual([]);
+    expect((await v.cli(['init'])).code).toBe(0);
+    expect((await v.cli(['connections', 'list'])).code).toBe(0);
+  });
 });
 
 // Refused while reading the URL, before any database is opened.
