@@ -706,6 +706,11 @@ const HealthOut = z
     reasons: z.array(z.string()),
     last_sweep_at: Timestamp,
     shutting_down: z.boolean(),
+    listening: z
+      .boolean()
+      .describe(
+        'Whether the daemon serves tokens and clients from memory: true while it knows every change reaches it (PostgreSQL LISTEN in place, its heartbeat answered; always on the embedded database); false while it reads them from the database at every request, which does not make it unhealthy',
+      ),
   })
   .register(SCHEMAS, { id: 'Health' });
 

@@ -9,7 +9,14 @@ import { isLiveClient } from '../services/clients.js';
  * The daemon's memory: resolved connection refs, decrypted access tokens, authenticated clients.
  * Entries are dropped when another process changes what they were read from: at once on PostgreSQL
  * (LISTEN/NOTIFY), and by `revalidate()` (the embedded database has no other process to notify, and
- * on PostgreSQL it catches a notification lost with a dropped connection).
+ * on PostgreSQL it catches a change made without a notification).
+ *
+ * It answers only while the daemon knows that every change is notified to it: `suspend()` (its
+ * LISTEN is not in place) makes every lookup a miss, so that requests read the database, and keeps
+ * what it holds for `revalidate()` and `resume()` once the LISTEN is back. What a request read from
+ * the database is remembered only if nothing was suspended, invalidated or cleared since it began
+ * reading (`mark()`): an entry read before a change and stored after its notification was handled
+ * would otherwise be served on, stale.
  */
 
 export interface CachedToken {
@@ -30,27 +37,66 @@ export class DaemonCache {
   readonly #tokens = new Map<string, CachedToken>();
   /** token hash → client. */
   readonly #clients = new Map<string, { client: ClientRow; at: number }>();
+  #serving: boolean;
+  /** Moves on at every suspend, resume, invalidation and clear (see mark()). */
+  #epoch = 0;
+
+  /** `serving`: false to start suspended (until the daemon listens). */
+  constructor({ serving = true }: { serving?: boolean } = {}) {
+    this.#serving = serving;
+  }
+
+  /** Whether lookups answer from memory. */
+  get serving(): boolean {
+    return this.#serving;
+  }
+
+  /** Lookups miss from now on, and nothing is remembered; what is held stays, for revalidate(). */
+  suspend(): void {
+    this.#serving = false;
+    this.#epoch += 1;
+  }
+
+  /** Lookups answer again (once what is held was revalidated with the LISTEN in place). */
+  resume(): void {
+    this.#serving = true;
+    this.#epoch += 1;
+  }
+
+  /** Taken before reading what a remember… call will store: stored only if nothing moved since. */
+  mark(): number {
+    return this.#epoch;
+  }
+
+  #current(since: number): boolean {
+    return this.#serving && since === this.#epoch;
+  }
 
   connectionByRef(ref: string): ConnectionRow | null {
+    if (!this.#serving) return null;
     const id = this.#refs.get(ref);
     return id ? (this.#connections.get(id) ?? null) : null;
   }
 
-  rememberConnection(ref: string, connection: ConnectionRow): void {
+  rememberConnection(ref: string, connection: ConnectionRow, since: number): void {
+    if (!this.#current(since)) return;
     this.#connections.set(connection.id, connection);
     this.#refs.set(ref, connection.id);
   }
 
   token(grantId: string): CachedToken | null {
+    if (!this.#serving) return null;
     return this.#tokens.get(grantId) ?? null;
   }
 
-  rememberToken(token: CachedToken): void {
+  rememberToken(token: CachedToken, since: number): void {
+    if (!this.#current(since)) return;
     const current = this.#tokens.get(token.grantId);
     if (!current || current.version <= token.version) this.#tokens.set(token.grantId, token);
   }
 
   client(tokenHash: string, now = Date.now()): ClientRow | null {
+    if (!this.#serving) return null;
     const hit = this.#clients.get(tokenHash);
     if (!hit || now - hit.at > CLIENT_TTL_MS) return null;
     return hit.client;
@@ -59,7 +105,8 @@ export class DaemonCache {
   /**
    * The client a token was last verified as, however long ago (since the caches were last cleared),
    * unless it is known to be revoked or expired: only for /metrics while the database cannot be read
-   * (see the server's authenticate).
+   * (see the server's authenticate), suspended or not (the database being down is when the LISTEN is
+   * down too, and /metrics holds no secret).
    */
   verifiedClient(tokenHash: string): ClientRow | null {
     const hit = this.#clients.get(tokenHash);
@@ -71,12 +118,14 @@ export class DaemonCache {
     this.#clients.delete(tokenHash);
   }
 
-  rememberClient(tokenHash: string, client: ClientRow): void {
+  rememberClient(tokenHash: string, client: ClientRow, since: number): void {
+    if (!this.#current(since)) return;
     this.#clients.set(tokenHash, { client, at: Date.now() });
   }
 
   /** A change notification: `grant:ID`, `connection:ID`, `client:ID` or `app:ID`. */
   invalidate(change: string): void {
+    this.#epoch += 1;
     const [kind, id] = change.split(':', 2) as [string, string | undefined];
     if (!id) return this.clear();
     if (kind === 'grant') {
@@ -100,6 +149,7 @@ export class DaemonCache {
   }
 
   clear(): void {
+    this.#epoch += 1;
     this.#refs.clear();
     this.#connections.clear();
     this.#tokens.clear();

@@ -9,6 +9,7 @@ import { databaseLabel, readRunFile, runFilePath } from '../cli/fast-token.js';
 import type { Config } from '../config.js';
 import { type Database, openDatabase, requireEmbeddedVault } from '../db/client.js';
 import { databaseFailure, errorMessage } from '../db/errors.js';
+import type { ChangeListener } from '../db/listener.js';
 import { maintainTables } from '../db/maintenance.js';
 import { assertMigrated, newerMigrations, newerWarning } from '../db/migrate.js';
 import { adAccountConnections, dataKeys, oauthTokensVault } from '../db/schema/index.js';
@@ -23,6 +24,7 @@ import { AuditChain } from './audit-chain.js';
 import { DaemonCache } from './cache.js';
 import { type EmbeddedServer, serveEmbedded } from './embedded.js';
 import { databaseGauges } from './gauges.js';
+import { listenForChanges } from './listening.js';
 import { createLogger, type Logger, RepeatedLines } from './log.js';
 import { logFolders, toJournal } from './log-format.js';
 import { DaemonMetrics } from './metrics.js';
@@ -229,7 +231,7 @@ export async function runDaemon(
   const updateGauges = databaseGauges(ctx, metrics, log, () => shuttingDown);
   const timers: NodeJS.Timeout[] = [];
   let shuttingDown = false;
-  let unlisten: (() => Promise<void>) | null = null;
+  let listener: ChangeListener | null = null;
   let server: Server | null = null;
   const runFile = runFilePath(config.home);
 
@@ -250,7 +252,7 @@ export async function runDaemon(
     if (runFileOwner(runFile) === process.pid) rmSync(runFile, { force: true });
     // A maintenance pass under way finishes (an ANALYZE takes a fraction of a second).
     await maintain.idle();
-    await unlisten?.().catch(() => {});
+    await listener?.close().catch(() => {});
     // Not yet opened, when a stop cuts a start short.
     await database?.close().catch(() => {});
     await embedded?.close(drainUntil).catch(() => {});
@@ -288,37 +290,32 @@ export async function runDaemon(
     /** Drops what the cache holds that the database no longer says (see DaemonCache.revalidate). */
     // Every 30 s: while the database is down, one line, then a count now and then (RepeatedLines).
     const cacheCheckFailures = new RepeatedLines(log, { firstMs: 120_000 });
+    // Resolves whether the check was made.
     const checkCache = () =>
-      cache.revalidate(ctx.db).catch((e) => {
-        const what = databaseFailure(e);
-        cacheCheckFailures.log(
-          'warn',
-          what ?? errorMessage(e),
-          `cache check failed${what ? `: ${what}` : ''}`,
-          {
-            event: 'cache_check_failed',
-            error: errorMessage(e),
-          },
-        );
-      });
-    // On the embedded database the daemon's PGlite itself listens (see serveEmbedded).
-    if (database.listen && !database.shared) {
-      // What other processes changed while the LISTEN connection was down (a restart of PostgreSQL,
-      // a failover) was notified to no one: once it is back, the cache is checked at once rather than
-      // at the next 30-second check.
-      let listening = false;
-      unlisten = await database.listen(
-        CHANGES_CHANNEL,
-        (payload) => cache.invalidate(payload),
-        () => {
-          if (!listening) {
-            listening = true;
-            return;
-          }
-          log.info('listening for changes again: checking what the cache holds');
-          void checkCache();
+      cache.revalidate(ctx.db).then(
+        () => true,
+        (e) => {
+          const what = databaseFailure(e);
+          cacheCheckFailures.log(
+            'warn',
+            what ?? errorMessage(e),
+            `cache check failed${what ? `: ${what}` : ''}`,
+            {
+              event: 'cache_check_failed',
+              error: errorMessage(e),
+            },
+          );
+          return false;
         },
       );
+    // On the embedded database the daemon's PGlite itself listens (see serveEmbedded), in this
+    // process: the cache answers from the start. On PostgreSQL it answers only while the daemon knows
+    // it is listening (see listenForChanges).
+    const listenOn = database.shared ? undefined : database.listen;
+    if (listenOn) {
+      listener = listenForChanges(listenOn, cache, checkCache, log, metrics);
+    } else {
+      metrics.listening.set(1);
     }
     const healthDeadline = healthDeadlineMs(config.dbTimeoutMs);
     const databaseCheck = probeDatabase(database, healthDeadline);
@@ -335,7 +332,14 @@ export async function runDaemon(
       if (scheduler.lastError) reasons.push(`last sweep failed: ${scheduler.lastError}`);
       const stalled = scheduler.stalled();
       if (stalled) reasons.push(stalled);
-      return { ok: reasons.length === 0, reasons, lastSweepAt: scheduler.lastSweepAt, shuttingDown };
+      return {
+        ok: reasons.length === 0,
+        reasons,
+        lastSweepAt: scheduler.lastSweepAt,
+        shuttingDown,
+        // Not a reason to take the daemon out: it serves all the same, reading the database.
+        listening: cache.serving,
+      };
     };
     const localToken = `cvc_${randomBytes(32).toString('base64url')}`;
     server = createTokenServer({

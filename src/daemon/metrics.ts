@@ -55,6 +55,11 @@ export class DaemonMetrics {
     help: 'Refresh sweeps that failed (the database unreachable, say); the next one starts within 10 s.',
     registers: [this.registry],
   });
+  readonly listening = new Gauge({
+    name: 'credvault_listening',
+    help: '1 while the daemon serves tokens and clients from memory, knowing every change reaches it (PostgreSQL LISTEN in place, its heartbeat answered; always on the embedded database); 0 while it reads them from the database at every request.',
+    registers: [this.registry],
+  });
   readonly lastSweep = new Gauge({
     name: 'credvault_sweep_last_success_timestamp_seconds',
     help: 'Unix time the last refresh sweep completed (0: none yet).',

@@ -50,6 +50,11 @@ export interface Health {
   reasons: string[];
   lastSweepAt: Date | null;
   shuttingDown: boolean;
+  /**
+   * Whether tokens and clients are served from memory: the daemon knows it hears every change (see
+   * listenForChanges). False while they are read from the database at every request.
+   */
+  listening: boolean;
 }
 
 export interface ServerDeps {
@@ -298,6 +303,7 @@ export function createTokenServer(deps: ServerDeps): Server {
     if (localClient && sameHash(hash, localClient.tokenHash)) return localClient;
     let client = cache.client(hash);
     if (!client) {
+      const since = cache.mark();
       try {
         client = await authenticateClient(ctx.db, token);
       } catch (error) {
@@ -305,7 +311,7 @@ export function createTokenServer(deps: ServerDeps): Server {
         if (!verified) throw error;
         return verified;
       }
-      if (client && isLiveClient(client)) cache.rememberClient(hash, client);
+      if (client && isLiveClient(client)) cache.rememberClient(hash, client, since);
       else cache.forgetClient(hash);
     }
     if (!client || !isLiveClient(client)) {
@@ -319,8 +325,9 @@ export function createTokenServer(deps: ServerDeps): Server {
   async function connectionFor(ref: string): Promise<ConnectionRow> {
     const cached = cache.connectionByRef(ref);
     if (cached) return cached;
+    const since = cache.mark();
     const connection = await resolveConnection(ctx.db, ref);
-    cache.rememberConnection(ref, connection);
+    cache.rememberConnection(ref, connection, since);
     return connection;
   }
 
@@ -336,6 +343,7 @@ export function createTokenServer(deps: ServerDeps): Server {
     if (cached && (!cached.expiresAt || cached.expiresAt.getTime() - Date.now() > minTtlSeconds * 1000))
       return { token: cached, refreshed: false };
     const scoped = ctx.withActor({ name: actorName });
+    const since = cache.mark();
     const { grant, refreshed } = await freshGrant(scoped, connection, { minTtlSeconds, purpose: 'daemon' });
     const accessToken = await openToken(ctx, grant, 'access');
     if (!accessToken) throw new NotFoundError('this connection has no access token');
@@ -346,7 +354,7 @@ export function createTokenServer(deps: ServerDeps): Server {
       tokenType: grant.tokenType,
       expiresAt: grant.accessTokenExpiresAt,
     };
-    cache.rememberToken(token);
+    cache.rememberToken(token, since);
     return { token, refreshed };
   }
 
@@ -561,6 +569,7 @@ export function createTokenServer(deps: ServerDeps): Server {
         reasons: health.reasons,
         last_sweep_at: health.lastSweepAt?.toISOString() ?? null,
         shutting_down: health.shuttingDown,
+        listening: health.listening,
       });
       return 'healthz';
     }

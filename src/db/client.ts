@@ -6,6 +6,7 @@ import type { PgDatabase, PgQueryResultHKT } from 'drizzle-orm/pg-core';
 import type { Options as PostgresOptions, PostgresType } from 'postgres';
 import { type CredvaultError, DatabaseError, InvalidInputError } from '../errors.js';
 import { type PostgresConnection, readDatabaseUrl, urlWithoutPassword } from '../util/database-url.js';
+import { type ChangeListener, type ListenHandlers, PostgresListener } from './listener.js';
 import * as schema from './schema/index.js';
 
 export type Schema = typeof schema;
@@ -32,15 +33,10 @@ export interface Database {
   /** Runs plain SQL and returns its rows, whatever the driver. */
   query<T = Record<string, unknown>>(text: string, params?: unknown[]): Promise<T[]>;
   /**
-   * LISTEN on a channel (PostgreSQL servers only), on a connection of its own that the driver opens
-   * again when it drops; `onListen` runs each time the LISTEN is in place (the first time and after
-   * every reconnection). Resolves to a function that stops listening.
+   * LISTEN on a channel (PostgreSQL servers only), on a connection of its own that is opened again
+   * whenever it drops, and that says whether it listens (see PostgresListener). Starts at once.
    */
-  listen?(
-    channel: string,
-    onPayload: (payload: string) => void,
-    onListen?: () => void,
-  ): Promise<() => Promise<void>>;
+  listen?(channel: string, handlers: ListenHandlers): ChangeListener;
   close(): Promise<void>;
   /** What waits on the database now, when `deadlineMs` was given, 0 too (for the daemon's shutdown message). */
   readonly waiting?: () => { count: number; oldestMs: number };
@@ -488,9 +484,21 @@ async function openPostgres(target: ConnectTarget, options: OpenOptions): Promis
     async query<T>(text: string, params: unknown[] = []) {
       return (await tracked(client.unsafe(text, params as never[]), deadline)) as unknown as T[];
     },
-    async listen(channel, onPayload, onListen) {
-      const { unlisten } = await client.listen(channel, onPayload, onListen);
-      return unlisten;
+    listen(channel, handlers) {
+      // A connection of its own, named apart in pg_stat_activity, on a socket the listener opens (not
+      // the deadline's: the listener drops a connection that stops answering itself).
+      const open = (overrides: Partial<PostgresOptions<Record<string, PostgresType>>>) => {
+        const merged = {
+          ...settings,
+          ...overrides,
+          connection: {
+            ...settings.connection,
+            application_name: `${options.applicationName ?? 'credvault'}-listen`,
+          },
+        } as PostgresOptions<Record<string, PostgresType>>;
+        return connection ? postgres(connection.url, merged) : postgres(merged);
+      };
+      return new PostgresListener(open, channel, handlers);
     },
     async close() {
       try {

@@ -610,7 +610,7 @@ describe('the token endpoint', () => {
       await v.session(async (query) => {
         await query("update ad_account_connections set status = 'needs_reauth' where name = 'acct-a'");
         const listeners = await query<{ pid: number }>(
-          "select pid from pg_stat_activity where datname = current_database() and query ilike 'listen %'",
+          "select pid from pg_stat_activity where datname = current_database() and application_name = 'credvault-daemon-listen'",
         );
         expect(listeners).toHaveLength(1);
         await query('select pg_terminate_backend($1)', [listeners[0]!.pid]);
@@ -623,6 +623,93 @@ describe('the token endpoint', () => {
           expect((await daemon.get('/v1/connections/acct-a/token', { token: reader })).status).toBe(409),
         { timeout: 5_000, interval: 100 },
       );
+    },
+  );
+
+  it.runIf(DB_KIND === 'postgres')(
+    'serves nothing from memory while its LISTEN connection is not back after PostgreSQL restarted: a connection and a client revoked meanwhile are refused at once, not served on (their notifications reached no one)',
+    async () => {
+      const { v, adopt } = await setup();
+      await adopt('987', 'acct-a');
+      await adopt('988', 'acct-b');
+      const reader = await client(v, ['reader', '--all']);
+      const other = await client(v, ['other', '--all']);
+      const proxy = await startDbProxy(v.databaseUrl!);
+      cleanups.push(() => proxy.close());
+      const daemon = await startDaemon(v, { env: { DATABASE_URL: proxy.url } });
+      cleanups.push(() => daemon.stop());
+      const token = (ref: string, as: string) => daemon.get(`/v1/connections/${ref}/token`, { token: as });
+      // Held in memory now: both clients, both connections and their decrypted tokens.
+      for (const as of [reader, other])
+        for (const ref of ['acct-a', 'acct-b']) expect((await token(ref, as)).status).toBe(200);
+      // PostgreSQL stopped, then started again: the daemon's pool connects again at once, its LISTEN
+      // connection does not (postgres.js tried again only 4 to 18 s later; here it gets through only
+      // once restore() lets it).
+      proxy.down();
+      await sleep(2000);
+      proxy.restore();
+      proxy.blackholeListeners();
+      await until(async () => (await token('acct-b', reader)).status === 200, { intervalMs: 100 });
+      // Revoked on the database itself, not through the proxy: the notifications are sent, and no
+      // daemon hears them.
+      const revoked = await v.cli(['connections', 'revoke', 'acct-a']);
+      expect(revoked.code, revoked.stderr).toBe(0);
+      const refused = await token('acct-a', reader);
+      expect(refused.status, refused.body).toBe(409);
+      expect((await v.cli(['clients', 'revoke', 'other'])).code).toBe(0);
+      expect((await token('acct-b', other)).status).toBe(401);
+      // While it does not listen it still serves, from the database, and /healthz says it is up.
+      expect((await token('acct-b', reader)).status).toBe(200);
+      const health = await daemon.get('/healthz');
+      expect(health.status, health.body).toBe(200);
+      expect(health.json()).toMatchObject({ status: 'ok', listening: false });
+      // Its LISTEN back: the daemon checks what it holds, serves from memory again, and hears changes.
+      proxy.restore();
+      await until(() => daemon.logs().includes('listening for changes again'), { intervalMs: 100 });
+      expect(daemon.logs()).toContain('listening for changes again');
+      expect((await daemon.get('/healthz')).json()).toMatchObject({ listening: true });
+      expect((await token('acct-b', reader)).status).toBe(200);
+      expect((await v.cli(['connections', 'revoke', 'acct-b'])).code).toBe(0);
+      await vi.waitFor(async () => expect((await token('acct-b', reader)).status).toBe(409), {
+        timeout: 5_000,
+        interval: 100,
+      });
+      expect(daemon.logs().match(/not listening for changes/g)).toHaveLength(1);
+    },
+  );
+
+  it.runIf(DB_KIND === 'postgres')(
+    'finds out within seconds that its LISTEN connection stopped answering (a partition: nothing closes it), and from then on serves nothing from memory: a connection and a client revoked are refused at once',
+    async () => {
+      const { v, adopt } = await setup();
+      await adopt('987', 'acct-a');
+      await adopt('988', 'acct-b');
+      const reader = await client(v, ['reader', '--all']);
+      const other = await client(v, ['other', '--all']);
+      const proxy = await startDbProxy(v.databaseUrl!);
+      cleanups.push(() => proxy.close());
+      const daemon = await startDaemon(v, { env: { DATABASE_URL: proxy.url } });
+      cleanups.push(() => daemon.stop());
+      const token = (ref: string, as: string) => daemon.get(`/v1/connections/${ref}/token`, { token: as });
+      for (const as of [reader, other])
+        for (const ref of ['acct-a', 'acct-b']) expect((await token(ref, as)).status).toBe(200);
+      const cutAt = Date.now();
+      proxy.blackholeListeners();
+      // Its heartbeat (a notification to itself) does not come back: within seconds it says so.
+      await until(() => daemon.logs().includes('not listening for changes'), {
+        timeoutMs: 10_000,
+        intervalMs: 50,
+      });
+      const noticedIn = Date.now() - cutAt;
+      const revoked = await v.cli(['connections', 'revoke', 'acct-a']);
+      expect(revoked.code, revoked.stderr).toBe(0);
+      const refused = await token('acct-a', reader);
+      expect(refused.status, refused.body).toBe(409);
+      expect((await v.cli(['clients', 'revoke', 'other'])).code).toBe(0);
+      expect((await token('acct-b', other)).status).toBe(401);
+      expect((await token('acct-b', reader)).status).toBe(200);
+      expect(daemon.logs()).toContain('not listening for changes');
+      expect(noticedIn).toBeLessThan(8_000);
     },
   );
 

@@ -4,7 +4,10 @@
  * connection open and passes nothing more either way, and takes new connections without passing them
  * on (a partition, or a server that accepted and then hung); `down()` closes every connection and
  * each new one at once (a server stopped); `restore()` passes new connections on again. Connections
- * blackholed stay so: what was sent on them is lost.
+ * blackholed stay so: what was sent on them is lost. `blackholeListeners()` does to the connections
+ * that sent a LISTEN what `blackhole()` does to all, and to each that sends one from then on until
+ * `restore()`, as it sends it: the rest go on (a partition, or a stopped server come back, that only
+ * a daemon's LISTEN connection does not get over).
  */
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 
@@ -12,6 +15,8 @@ export interface DbProxy {
   /** DATABASE_URL through the proxy. */
   url: string;
   blackhole(): void;
+  /** Only the connections that sent a LISTEN, and those that send one until restore(). */
+  blackholeListeners(): void;
   down(): void;
   restore(): void;
   close(): Promise<void>;
@@ -20,7 +25,10 @@ export interface DbProxy {
 export async function startDbProxy(databaseUrl: string): Promise<DbProxy> {
   const target = new URL(databaseUrl);
   let mode: 'pass' | 'blackhole' | 'down' = 'pass';
-  type Pair = { client: Socket; server: Socket | null; lost: boolean };
+  let listenersLost = false;
+  /** A LISTEN statement (its channel quoted, as postgres.js and credvault write it). */
+  const LISTEN = /\blisten\s+"[^"]+"/i;
+  type Pair = { client: Socket; server: Socket | null; lost: boolean; listens: boolean };
   const pairs = new Set<Pair>();
   const cut = (pair: Pair) => {
     pair.lost = true;
@@ -35,7 +43,7 @@ export async function startDbProxy(databaseUrl: string): Promise<DbProxy> {
   const proxy: Server = createServer((client) => {
     client.on('error', () => {});
     if (mode === 'down') return void client.destroy();
-    const pair: Pair = { client, server: null, lost: false };
+    const pair: Pair = { client, server: null, lost: false, listens: false };
     pairs.add(pair);
     client.on('close', () => {
       pairs.delete(pair);
@@ -49,7 +57,18 @@ export async function startDbProxy(databaseUrl: string): Promise<DbProxy> {
       // A server connection ends with its client, unless the client no longer hears anything.
       if (!pair.lost) client.destroy();
     });
-    client.pipe(server);
+    // Looked at on its way, to know the connections that LISTEN.
+    client.on('data', (chunk: Buffer) => {
+      if (!pair.listens && LISTEN.test(chunk.toString('latin1'))) pair.listens = true;
+      if (pair.listens && listenersLost) return cut(pair);
+      if (!server.write(chunk)) {
+        client.pause();
+        server.once('drain', () => client.resume());
+      }
+    });
+    client.on('end', () => {
+      if (!pair.lost) server.end();
+    });
     server.pipe(client);
   });
   await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
@@ -63,6 +82,10 @@ export async function startDbProxy(databaseUrl: string): Promise<DbProxy> {
       mode = 'blackhole';
       for (const pair of pairs) cut(pair);
     },
+    blackholeListeners() {
+      listenersLost = true;
+      for (const pair of pairs) if (pair.listens) cut(pair);
+    },
     down() {
       mode = 'down';
       for (const pair of pairs) {
@@ -72,6 +95,7 @@ export async function startDbProxy(databaseUrl: string): Promise<DbProxy> {
     },
     restore() {
       mode = 'pass';
+      listenersLost = false;
     },
     async close() {
       for (const pair of pairs) {
