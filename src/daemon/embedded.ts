@@ -264,8 +264,15 @@ export async function serveEmbedded(
         process.umask(previous);
       }
       chmodSync(socketPath, 0o600);
+      if (closing) {
+        // close() ran while this one was being made: it serves nothing more.
+        server.close();
+        rmSync(socketPath, { force: true });
+        return;
+      }
       servers.push(server);
     };
+    let closing = false;
     await listenAt();
     // The socket removed under the daemon (`rm -r run/`, a cleaner of old files): every command would
     // take the daemon's lock for a holder that never answers. Served again at the same path; the
@@ -285,6 +292,7 @@ export async function serveEmbedded(
     return {
       socketPath,
       async close(drainUntil = 0) {
+        closing = true;
         clearInterval(watch);
         try {
           // A command that starts now finds no daemon: it waits for the lock and opens the files itself.

@@ -17,7 +17,7 @@ import { CHANGES_CHANNEL } from '../db/store/changes.js';
 import * as stateStore from '../db/store/oauth-states.js';
 import { CredvaultError, InvalidInputError } from '../errors.js';
 import { ServiceContext } from '../services/context.js';
-import { forgetOpenApps } from '../services/tokens.js';
+import { forgetOpenApps, unstoredGrants } from '../services/tokens.js';
 import { redact } from '../util/redact.js';
 import { AuditBatcher } from './audit-batcher.js';
 import { AuditChain } from './audit-chain.js';
@@ -269,6 +269,12 @@ export async function runDaemon(
     if (refreshes.length) {
       parts.push(
         `${refreshes.length} refresh${refreshes.length > 1 ? 'es' : ''} in flight (left marked in flight): ${refreshes.join(', ')}`,
+      );
+    }
+    const unstored = unstoredGrants();
+    if (unstored.length) {
+      parts.push(
+        `${unstored.length} refresh answer${unstored.length > 1 ? 's' : ''} the database did not take, lost with this process (where the platform rotated the refresh token, its connections need \`credvault connect\` again once it ends the old one): grant${unstored.length > 1 ? 's' : ''} ${unstored.join(', ')}`,
       );
     }
     const waiting = database?.waiting?.();

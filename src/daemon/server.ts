@@ -445,7 +445,7 @@ export function createTokenServer(deps: ServerDeps): Server {
       name = '';
     }
     // As the person's own process would record it (a tab included); NUL cannot be stored in text.
-    return name.replaceAll('\0', '').trim().slice(0, 200) || 'local-cli';
+    return name.replaceAll('\0', '').trim() || 'local-cli';
   }
 
   /** The OAuth callback: the one route a browser reaches, and only with --public-callback-url. */

@@ -104,6 +104,26 @@ function checkable(owner: Owner): boolean {
 const cli = isCredvaultProcess;
 
 /** This process as a person waiting for its lock reads it: `credvault apps list`, or the program's name. */
+/** Global options that take a value (the value is not a command word). */
+const VALUED_GLOBALS = new Set(['--home', '--database-url', '--actor']);
+
+/**
+ * The command's first two words (`apps list`, `daemon`), past the global options before them
+ * (`credvault --home /srv/x daemon`): what the lock names its holder by.
+ */
+export function commandWords(args: string[]): string {
+  const words: string[] = [];
+  for (let i = 0; i < args.length && words.length < 2; i++) {
+    const arg = args[i]!;
+    if (VALUED_GLOBALS.has(arg)) i++;
+    else if (arg.startsWith('-')) {
+      // `daemon`'s options take values too (--listen ADDRESS): its one subcommand is `unit`.
+      if (words[0] === 'daemon') break;
+    } else words.push(arg);
+  }
+  return words.join(' ');
+}
+
 function holderName(command: string): string {
   if (cli) return `credvault ${command}`.trim();
   const script = process.argv[1] ? basename(process.argv[1]) : '';
@@ -319,7 +339,7 @@ async function waitForLock(
   givesWay: (() => Promise<boolean>) | null,
 ): Promise<DatabaseLock | null> {
   const path = `${folder}/credvault.lock`;
-  const command = cli ? process.argv.slice(2, 4).join(' ') : '';
+  const command = cli ? commandWords(process.argv.slice(2)) : '';
   const me: Owner = {
     pid: process.pid,
     host: hostname(),

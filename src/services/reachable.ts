@@ -11,9 +11,10 @@ export const WRITE_PATIENCE_MS = 60_000;
 
 /**
  * `attempt`, tried again with back-off while the database cannot be reached or does not answer, for
- * up to `patienceMs`; before each new try, `committed` looks for a try that committed and whose answer
- * was lost with its connection (its result, or null). Any other failure, or the last one past the
- * patience (through `giveUp` when given), is thrown.
+ * up to `patienceMs`. A try that got no answer may have committed (its COMMIT reached the server, its
+ * answer did not): before the next one, `committed` looks for what it stored (its result, or null),
+ * and only once the database answers it is the write made again. Any other failure, or the last one
+ * past the patience (through `giveUp` when given), is thrown.
  */
 export async function untilReachable<T>(
   attempt: () => Promise<T>,
@@ -24,18 +25,22 @@ export async function untilReachable<T>(
   }: { patienceMs?: number; giveUp?: (failure: string, cause: unknown) => Error } = {},
 ): Promise<T> {
   const giveUpAt = Date.now() + patienceMs;
+  let unanswered = false;
   for (let tries = 1; ; tries++) {
     try {
+      if (unanswered) {
+        const found = await committed();
+        if (found !== null) return found;
+      }
       return await attempt();
     } catch (error) {
       const failure = databaseFailure(error);
       if (failure !== 'the database is unreachable' && failure !== 'the database did not answer in time')
         throw error;
+      unanswered = true;
       const wait = jitter(Math.min(250 * 2 ** (tries - 1), 5_000), 0.3);
       if (Date.now() + wait > giveUpAt) throw giveUp ? giveUp(failure, error) : error;
       await sleep(wait);
-      const found = await committed().catch(() => null);
-      if (found !== null) return found;
     }
   }
 }

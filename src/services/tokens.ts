@@ -745,8 +745,10 @@ export async function writeResults(
   );
   const rows = results.map((result) => written.get(result.grant.id) ?? null);
   for (const [index, result] of results.entries()) {
-    // Connections that were fine stay untouched; one that had failures is healthy again.
-    if (rows[index] && result.recovering) {
+    // Connections that were fine stay untouched; one that had failures is healthy again. Read here,
+    // not from before the platform call: another refresher may have marked them since (its refresh
+    // token refused while this answer waited to be stored), and this answer is the grant's now.
+    if (rows[index] && (result.recovering || (await connectionStore.needsRecovery(tx, result.grant.id)))) {
       await connectionStore.updateByGrant(tx, result.grant.id, {
         status: 'active',
         statusMessage: null,
@@ -804,6 +806,11 @@ const writeAlone =
  * from this process meanwhile (it would present the refresh token the platform has just replaced).
  */
 const unstoredAnswers = new Map<string, number>();
+
+/** The grants whose refresh answers this process holds unstored (a daemon stopping names them). */
+export function unstoredGrants(): string[] {
+  return [...unstoredAnswers.keys()];
+}
 
 /** Marks an answer of `grantId` as held by this process until the function returned is called. */
 export function holdUnstored(grantId: string): () => void {
@@ -1141,6 +1148,9 @@ export async function refreshClaimed(
       await tokenStore.unclaim(ctx.db, grant, owner);
       return 'lease_lost';
     }
+    // This process still holds the previous answer, unstored (refreshWithLease gave the claim back):
+    // nothing was sent, and nothing is wrong with the grant.
+    if (error instanceof AnswerUnstored) return 'skipped';
     const cause = (error as { cause?: unknown })?.cause;
     const failure = cause instanceof ProviderError ? cause : error instanceof ProviderError ? error : null;
     if (failure) {

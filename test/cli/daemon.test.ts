@@ -1224,7 +1224,7 @@ describe.runIf(DB_KIND === 'postgres')('a database restart while the platform an
       expect(await until(() => double.refreshAttempts > attempts, { intervalMs: 20 })).toBe(true);
       // Every connection closed and refused for longer than one try and its one retry took.
       proxy.down();
-      await sleep(8_000);
+      await sleep(4_000);
       proxy.restore();
     } finally {
       double.faults.latencyMs = 0;

@@ -1165,7 +1165,8 @@ describe.runIf(ONCE)('output', () => {
         'bash',
         [
           '-c',
-          `source ${script}; COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1)); _credvault; printf '%s\n' "\${COMPREPLY[@]}" | sort | tr '\n' ' '`,
+          // As bash sets them: the line as typed too (COMP_WORDS is split at ':' and '=' as well).
+          `source ${script}; COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1)); COMP_LINE="$*"; COMP_POINT=\${#COMP_LINE}; _credvault; printf '%s\n' "\${COMPREPLY[@]}" | sort | tr '\n' ' '`,
           'bash',
           ...line,
         ],
@@ -1180,7 +1181,8 @@ describe.runIf(ONCE)('output', () => {
     expect(named(['credvault', 'clients', 'revoke', 'o'])).toBe('');
     // --home on the line is the vault asked (on the embedded database): another one has no apps.
     if (!v.databaseUrl)
-      expect(named(['credvault', '--home', join(v.root, 'elsewhere'), 'apps', 'show', 'g'])).toBe('');
+      for (const home of [['--home', join(v.root, 'elsewhere')], [`--home=${join(v.root, 'elsewhere')}`]])
+        expect(named(['credvault', ...home, 'apps', 'show', 'g']), home.join(' ')).toBe('');
     // What the scripts call prints no secret, wrote no audit row, and is not in --help.
     const before = (await v.json<unknown[]>(['audit', 'list', '--limit', '1000'])).length;
     const names = await v.cli(['__names', 'apps']);

@@ -622,7 +622,7 @@ describe.runIf(DB_KIND === 'postgres')('a database outage while the platform ans
       // PostgreSQL restarting (with crash recovery, or a failover) for longer than the few seconds a
       // write was tried before: every connection closed and refused.
       proxy.down();
-      await new Promise((r) => setTimeout(r, 8_000));
+      await new Promise((r) => setTimeout(r, 6_000));
       proxy.restore();
       const result = await getting;
       // Before, exit 8 after about 4 s with the rotated token lost: the next refresh ended the grant.

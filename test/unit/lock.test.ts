@@ -3,7 +3,7 @@ import { mkdtempSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'no
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { acquireDatabaseLock } from '../../src/db/lock.js';
+import { acquireDatabaseLock, commandWords } from '../../src/db/lock.js';
 
 /** The embedded database's lock file, when it names this very process. */
 describe('acquireDatabaseLock and this process’s own pid', () => {
@@ -157,5 +157,16 @@ describe('acquireDatabaseLock and locks left by others', () => {
     const started = Date.now();
     await expect(acquireDatabaseLock(home, 500, 'test')).rejects.toThrow('gave up after');
     expect(Date.now() - started).toBeLessThan(4000);
+  });
+});
+
+describe('the command a lock names its holder by', () => {
+  it('is the command’s words past the global options before them, and the daemon’s alone', () => {
+    expect(commandWords(['apps', 'list', '--json'])).toBe('apps list');
+    expect(commandWords(['--home', '/srv/cv', 'daemon', '--listen', 'unix:/run/cv.sock'])).toBe('daemon');
+    expect(commandWords(['--database-url', 'postgres://x/y', '--actor', 'ops', 'token', 'get', 'acct'])).toBe(
+      'token get',
+    );
+    expect(commandWords(['--home=/srv/cv', 'daemon', 'unit'])).toBe('daemon unit');
   });
 });

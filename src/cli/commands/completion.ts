@@ -118,10 +118,13 @@ function bash(root: Node, globals: string[]): string {
 # The names of connections, apps and clients: asked of credvault itself (with the --home or
 # --database-url given on the line), nothing when it cannot say within its half second.
 __credvault_names() {
-  local i args=()
-  for ((i = 1; i < COMP_CWORD - 1; i++)); do
-    case "\${COMP_WORDS[i]}" in
-      --home|--database-url) args+=("\${COMP_WORDS[i]}" "\${COMP_WORDS[i+1]}") ;;
+  local i words args=()
+  # The line as typed, split at blanks only: COMP_WORDS is also split at ':' and '=' (a URL's port).
+  if [[ -n "$COMP_LINE" ]]; then read -ra words <<< "\${COMP_LINE:0:COMP_POINT}"; else words=("\${COMP_WORDS[@]}"); fi
+  for ((i = 1; i < \${#words[@]} - 1; i++)); do
+    case "\${words[i]}" in
+      --home|--database-url) args+=("\${words[i]}" "\${words[i+1]}"); i=$((i + 1)) ;;
+      --home=*|--database-url=*) args+=("\${words[i]}") ;;
     esac
   done
   command credvault "\${args[@]}" __names "$1" 2>/dev/null

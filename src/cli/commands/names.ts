@@ -22,6 +22,8 @@ export async function names(rt: Runtime, kind: string): Promise<void> {
     throw new InvalidInputError(`names of ${quoted(kind)}: say ${NAME_KINDS.join(', ')}`);
   }
   const quick = { ...rt, config: { ...rt.config, lockTimeoutMs: Math.min(rt.config.lockTimeoutMs, 500) } };
+  // A TAB must not hang on a database that does not answer: nothing is offered after two seconds.
+  setTimeout(() => process.exit(0), 2_000).unref();
   const list = await withContext(quick, async (ctx): Promise<string[]> => {
     if (kind === 'apps') {
       return (await appStore.list(ctx.db))
