@@ -39,6 +39,9 @@ export interface PostgresConnection {
  * (porsager/postgres#663), and takes neither an empty host nor libpq's `?host=/folder`: those three are
  * handed to it apart. Any other URL goes to it as it was given.
  */
+/** libpq's sslmode values, which postgres.js takes. */
+const SSL_MODES = ['disable', 'allow', 'prefer', 'require', 'verify-ca', 'verify-full'];
+
 export function readDatabaseUrl(
   raw: string,
   env: Record<string, string | undefined> = process.env,
@@ -61,6 +64,15 @@ export function readDatabaseUrl(
     return {
       problem: 'DATABASE_URL has a /, ? or # in its user name or password',
       hint: encode,
+    };
+  }
+  // postgres.js takes any other sslmode for a check of the certificate (verify-full), silently: a
+  // typo, or node-postgres's `no-verify`, would fail later as a certificate error.
+  const sslmode = /[?&]sslmode=([^&#]*)/.exec(url)?.[1];
+  if (sslmode !== undefined && !SSL_MODES.includes(decodeURIComponent(sslmode))) {
+    return {
+      problem: `DATABASE_URL has sslmode=${sslmode.slice(0, 40)}, which is not one of ${SSL_MODES.join(', ')}`,
+      hint: 'Give one of those (require encrypts without checking the certificate; verify-full checks it).',
     };
   }
   // Several hosts (`h1:5432,h2:5432`), which URL cannot read: postgres.js reads them itself.

@@ -13,6 +13,18 @@ describe('readDatabaseUrl', () => {
       expect(readDatabaseUrl(url, env)).toEqual({ url });
   });
 
+  it('refuses an sslmode libpq does not have (a typo, node-postgres’s no-verify), which the driver would take for verify-full', () => {
+    for (const mode of ['bogus', 'no-verify', 'requre']) {
+      const read = readDatabaseUrl(`postgres://u:secret-pw@db/x?sslmode=${mode}`, env);
+      expect(read).toMatchObject({
+        problem: expect.stringContaining(`sslmode=${mode}, which is not one of`),
+      });
+      expect(JSON.stringify(read)).not.toContain('secret-pw');
+    }
+    for (const mode of ['disable', 'allow', 'prefer', 'require', 'verify-ca', 'verify-full'])
+      expect(readDatabaseUrl(`postgres://u@db/x?sslmode=${mode}`, env)).not.toHaveProperty('problem');
+  });
+
   it('gives an IPv6 host without its brackets, and its port, apart', () => {
     expect(readDatabaseUrl('postgres://u@[::1]:6543/db', env)).toMatchObject({ host: ['::1'], port: [6543] });
     expect(readDatabaseUrl('postgres://u@[fe80::1]/db', { PGPORT: '5433' })).toMatchObject({
