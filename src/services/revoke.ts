@@ -1,8 +1,11 @@
+import { databaseWhere } from '../db/client.js';
+import { asReported } from '../db/errors.js';
 import { shred } from '../db/shred.js';
 import * as appStore from '../db/store/apps.js';
 import type { ConnectionView } from '../db/store/connections.js';
 import * as connectionStore from '../db/store/connections.js';
 import * as tokenStore from '../db/store/tokens.js';
+import { CredvaultError } from '../errors.js';
 import type { PlatformId } from '../providers/catalog.js';
 import { ProviderError } from '../providers/errors.js';
 import { providerFor } from '../providers/registry.js';
@@ -133,31 +136,51 @@ export async function revokeConnection(
     message = `${provider.info.displayName} has no revocation endpoint; the refresh token was destroyed here`;
   }
   const grantId = connection.tokenId;
-  const revoked = await ctx.transaction(async (tx) => {
-    // The grant is locked before its connections are read: an account joining it (joinGrantIn locks
-    // it too) either committed first, and is read and revoked with the others, or waits and then
-    // finds the grant gone. Read without the lock, a join committing between that read and the
-    // grant's DELETE would be left active with no tokens (the foreign key's SET NULL) and no record.
-    await tokenStore.lock(tx, grantId);
-    // Who shares the grant is read again here: a connection reconnected to a new grant meanwhile
-    // keeps its new tokens and is not revoked.
-    const current = await connectionStore.listByGrant(tx, grantId);
-    const entries: AuditEntry[] = current.map((c) => ({
-      action: 'connection.revoke',
-      targetType: 'connection',
-      targetId: c.id,
-      connectionId: c.id,
-      outcome: 'success',
-      detail: { platform, account: c.externalAccountId, at_platform: outcome, requested_for: connection.id },
-    }));
-    await connectionStore.updateByGrant(tx, grantId, {
-      status: 'revoked',
-      statusMessage: outcome === 'revoked' ? 'revoked' : `revoked here; ${message}`,
+  const revoked = await ctx
+    .transaction(async (tx) => {
+      // The grant is locked before its connections are read: an account joining it (joinGrantIn locks
+      // it too) either committed first, and is read and revoked with the others, or waits and then
+      // finds the grant gone. Read without the lock, a join committing between that read and the
+      // grant's DELETE would be left active with no tokens (the foreign key's SET NULL) and no record.
+      await tokenStore.lock(tx, grantId);
+      // Who shares the grant is read again here: a connection reconnected to a new grant meanwhile
+      // keeps its new tokens and is not revoked.
+      const current = await connectionStore.listByGrant(tx, grantId);
+      const entries: AuditEntry[] = current.map((c) => ({
+        action: 'connection.revoke',
+        targetType: 'connection',
+        targetId: c.id,
+        connectionId: c.id,
+        outcome: 'success',
+        detail: {
+          platform,
+          account: c.externalAccountId,
+          at_platform: outcome,
+          requested_for: connection.id,
+        },
+      }));
+      await connectionStore.updateByGrant(tx, grantId, {
+        status: 'revoked',
+        statusMessage: outcome === 'revoked' ? 'revoked' : `revoked here; ${message}`,
+      });
+      await destroyGrant(tx, grantId);
+      await recordAudit(tx, ctx.actor, entries);
+      return current.map((c) => c.id);
+    })
+    .catch((failure: unknown) => {
+      // The platform has ended the grant; only forgetting it here failed (the database went away):
+      // said, so that whoever reads the error knows what is already done and what is left.
+      const error = outcome === 'revoked' ? asReported(failure, databaseWhere(ctx.config)) : null;
+      if (!error) throw failure;
+      throw new CredvaultError(
+        error.code,
+        `${error.message.replace(/\.$/, '')}; ${provider.info.displayName} has already revoked the grant of ${connectionRef(connection)}, which is not yet destroyed here`,
+        {
+          hint: `Run \`credvault connections revoke ${connectionRef(connection)}\` again once the database answers: it destroys the tokens here (the platform has nothing left to revoke).`,
+          cause: error,
+        },
+      );
     });
-    await destroyGrant(tx, grantId);
-    await recordAudit(tx, ctx.actor, entries);
-    return current.map((c) => c.id);
-  });
   if (grant) (await ctx.keyring()).forget(grant.dataKeyId);
   const leftover =
     options.shred === false ? null : await shred(ctx.database, ['oauth_tokens_vault', 'data_keys']);

@@ -640,6 +640,41 @@ describe.runIf(DB_KIND === 'postgres')('a database outage while the platform ans
     expect(await statusOf(v)).toMatchObject({ status: 'active' });
   });
 
+  it('connections revoke whose local step fails after the platform revoked says what is done, and a second run finishes it', async () => {
+    const double = await google();
+    const { v } = await connected(double, 'google_ads', { expired: false });
+    const proxy = await startDbProxy(v.databaseUrl!);
+    cleanups.push(() => proxy.close());
+    double.faults.latencyPath = '/revoke';
+    double.faults.latencyMs = 1_500;
+    const asked = double.requests.length;
+    let revoking: Promise<CliResult>;
+    try {
+      revoking = v.cli(['connections', 'revoke', 'acct'], { env: { DATABASE_URL: proxy.url } });
+      expect(
+        await until(() => double.requests.slice(asked).some((r) => r.path.startsWith('/revoke')), {
+          intervalMs: 20,
+        }),
+      ).toBe(true);
+      proxy.down();
+      const first = await revoking;
+      expect(first.code, first.stderr).toBe(8);
+      // Before, only "cannot reach the database": nothing said the platform had revoked already.
+      expect(first.stderr).toContain(
+        'Google Ads has already revoked the grant of acct, which is not yet destroyed here',
+      );
+      expect(first.stderr).toContain(
+        'Run `credvault connections revoke acct` again once the database answers',
+      );
+    } finally {
+      double.faults.latencyMs = 0;
+      proxy.restore();
+    }
+    const again = await v.cli(['connections', 'revoke', 'acct']);
+    expect(again.code, again.stderr).toBe(0);
+    expect(await v.sql('select id from oauth_tokens_vault')).toEqual([]);
+  });
+
   it('connections add keeps the token the platform rotated the given one into, and stores the connection', async () => {
     const double = await microsoft({ strictRotation: true });
     const v = await vault();
