@@ -745,10 +745,8 @@ export async function writeResults(
   );
   const rows = results.map((result) => written.get(result.grant.id) ?? null);
   for (const [index, result] of results.entries()) {
-    // Connections that were fine stay untouched; one that had failures is healthy again. Read here,
-    // not from before the platform call: another refresher may have marked them since (its refresh
-    // token refused while this answer waited to be stored), and this answer is the grant's now.
-    if (rows[index] && (result.recovering || (await connectionStore.needsRecovery(tx, result.grant.id)))) {
+    // Connections that were fine stay untouched; one that had failures is healthy again.
+    if (rows[index] && result.recovering) {
       await connectionStore.updateByGrant(tx, result.grant.id, {
         status: 'active',
         statusMessage: null,

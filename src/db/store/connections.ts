@@ -179,21 +179,6 @@ export async function updateByGrant(
   await notifyChange(db, 'grant', tokenId);
 }
 
-/** Whether a connection of the grant is marked by a failure (not revoked, which stays so). */
-export async function needsRecovery(db: Db, tokenId: string): Promise<boolean> {
-  const [row] = await db
-    .select({ id: c.id })
-    .from(c)
-    .where(
-      and(
-        eq(c.tokenId, tokenId),
-        sql`(${c.status} in ('needs_reauth', 'error') or ${c.consecutiveFailures} > 0)`,
-      ),
-    )
-    .limit(1);
-  return row !== undefined;
-}
-
 export async function countAll(db: Db): Promise<number> {
   const [row] = await db.select({ n: sql<number>`count(*)::int` }).from(c);
   return Number(row?.n ?? 0);
