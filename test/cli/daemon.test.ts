@@ -99,6 +99,26 @@ async function lockTokensTable(v: TestVault, table = 'oauth_tokens_vault'): Prom
   return commit;
 }
 
+/**
+ * A daemon on PostgreSQL behind a proxy (startDbProxy), two connections (acct-a, acct-b) and two
+ * clients (reader, other), every client, connection and token held in its memory already.
+ */
+async function daemonBehindProxy() {
+  const { v, adopt } = await setup();
+  await adopt('987', 'acct-a');
+  await adopt('988', 'acct-b');
+  const reader = await client(v, ['reader', '--all']);
+  const other = await client(v, ['other', '--all']);
+  const proxy = await startDbProxy(v.databaseUrl!);
+  cleanups.push(() => proxy.close());
+  const daemon = await startDaemon(v, { env: { DATABASE_URL: proxy.url } });
+  cleanups.push(() => daemon.stop());
+  const token = (ref: string, as: string) => daemon.get(`/v1/connections/${ref}/token`, { token: as });
+  for (const as of [reader, other])
+    for (const ref of ['acct-a', 'acct-b']) expect((await token(ref, as)).status).toBe(200);
+  return { v, reader, other, proxy, daemon, token };
+}
+
 /** A 503 to retry (the database refused the audit row), carrying no token of any kind. */
 function expectRefusedUnaudited(answer: HttpAnswer, double: { accessTokens: Map<string, unknown> }) {
   expect(answer.status).toBe(503);
@@ -629,19 +649,7 @@ describe('the token endpoint', () => {
   it.runIf(DB_KIND === 'postgres')(
     'serves nothing from memory while its LISTEN connection is not back after PostgreSQL restarted: a connection and a client revoked meanwhile are refused at once, not served on (their notifications reached no one)',
     async () => {
-      const { v, adopt } = await setup();
-      await adopt('987', 'acct-a');
-      await adopt('988', 'acct-b');
-      const reader = await client(v, ['reader', '--all']);
-      const other = await client(v, ['other', '--all']);
-      const proxy = await startDbProxy(v.databaseUrl!);
-      cleanups.push(() => proxy.close());
-      const daemon = await startDaemon(v, { env: { DATABASE_URL: proxy.url } });
-      cleanups.push(() => daemon.stop());
-      const token = (ref: string, as: string) => daemon.get(`/v1/connections/${ref}/token`, { token: as });
-      // Held in memory now: both clients, both connections and their decrypted tokens.
-      for (const as of [reader, other])
-        for (const ref of ['acct-a', 'acct-b']) expect((await token(ref, as)).status).toBe(200);
+      const { v, reader, other, proxy, daemon, token } = await daemonBehindProxy();
       // PostgreSQL stopped, then started again: the daemon's pool connects again at once, its LISTEN
       // connection does not (postgres.js tried again only 4 to 18 s later; here it gets through only
       // once restore() lets it).
@@ -681,18 +689,7 @@ describe('the token endpoint', () => {
   it.runIf(DB_KIND === 'postgres')(
     'finds out within seconds that its LISTEN connection stopped answering (a partition: nothing closes it), and from then on serves nothing from memory: a connection and a client revoked are refused at once',
     async () => {
-      const { v, adopt } = await setup();
-      await adopt('987', 'acct-a');
-      await adopt('988', 'acct-b');
-      const reader = await client(v, ['reader', '--all']);
-      const other = await client(v, ['other', '--all']);
-      const proxy = await startDbProxy(v.databaseUrl!);
-      cleanups.push(() => proxy.close());
-      const daemon = await startDaemon(v, { env: { DATABASE_URL: proxy.url } });
-      cleanups.push(() => daemon.stop());
-      const token = (ref: string, as: string) => daemon.get(`/v1/connections/${ref}/token`, { token: as });
-      for (const as of [reader, other])
-        for (const ref of ['acct-a', 'acct-b']) expect((await token(ref, as)).status).toBe(200);
+      const { v, reader, other, proxy, daemon, token } = await daemonBehindProxy();
       const cutAt = Date.now();
       proxy.blackholeListeners();
       // Its heartbeat (a notification to itself) does not come back: within seconds it says so.
