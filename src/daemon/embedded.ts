@@ -12,6 +12,7 @@ import {
 import { acquireDatabaseLock, daemonHolding } from '../db/lock.js';
 import { InvalidInputError } from '../errors.js';
 import { socketPathFits, UNIX_SOCKET_PATH_MAX } from '../util/net.js';
+import { secondDaemonError } from './options.js';
 
 /**
  * The embedded database, held by the daemon and served on a 0600 unix socket in a 0700 folder, so
@@ -216,9 +217,7 @@ export async function serveEmbedded(
   const lock = (await acquireDatabaseLock(home, lockTimeoutMs, embeddedDataDir(home), async () => {
     const other = daemonHolding(home);
     if (other === null) return false;
-    throw new InvalidInputError(`a credvault daemon (pid ${other}) already runs for ${home}`, {
-      hint: 'Stop it first. Daemons on one machine that share a PostgreSQL database need a CREDVAULT_HOME each.',
-    });
+    throw secondDaemonError(home, `pid ${other}`);
   }))!;
   try {
     const [{ PGlite }, { PGLiteSocketHandler }] = await Promise.all([

@@ -29,7 +29,7 @@ import { createLogger, type Logger, RepeatedLines } from './log.js';
 import { logFolders, toJournal } from './log-format.js';
 import { DaemonMetrics } from './metrics.js';
 import { SystemdNotifier } from './notify.js';
-import { type DaemonOptions, listenLabel } from './options.js';
+import { type DaemonOptions, listenLabel, secondDaemonError } from './options.js';
 import { RefreshScheduler } from './scheduler.js';
 import { createTokenServer, type Health } from './server.js';
 
@@ -120,12 +120,7 @@ async function listen(server: Server, options: DaemonOptions): Promise<void> {
 function refuseSecondDaemon(home: string): void {
   const other = readRunFile(home);
   if (other && other.pid !== process.pid) {
-    throw new InvalidInputError(
-      `a credvault daemon (pid ${other.pid}, on ${listenLabel(other.listen)}) already runs for ${home}`,
-      {
-        hint: 'Stop it first. Daemons on one machine that share a PostgreSQL database need a CREDVAULT_HOME each.',
-      },
-    );
+    throw secondDaemonError(home, `pid ${other.pid}, on ${listenLabel(other.listen)}`);
   }
 }
 

@@ -2,6 +2,13 @@ import { parseDuration } from '../config.js';
 import { InvalidInputError, quoted } from '../errors.js';
 import { isLoopbackHost, quotableUrl, socketPathFits, UNIX_SOCKET_PATH_MAX } from '../util/net.js';
 
+/** A daemon refused because another already runs for this home (`who`: its pid, and where it listens if known). */
+export function secondDaemonError(home: string, who: string): InvalidInputError {
+  return new InvalidInputError(`a credvault daemon (${who}) already runs for ${home}`, {
+    hint: 'Stop it first. Daemons on one machine that share a PostgreSQL database need a CREDVAULT_HOME each.',
+  });
+}
+
 export type Listen = { kind: 'tcp'; host: string; port: number } | { kind: 'unix'; path: string };
 
 export interface DaemonOptions {

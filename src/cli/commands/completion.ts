@@ -116,7 +116,7 @@ function bash(root: Node, globals: string[]): string {
   const text = values.filter(([, v]) => v === 'text').map(([flag]) => flag);
   return `# credvault bash completion. Load with: source <(credvault completion bash)
 # The names of connections, apps and clients: asked of credvault itself (with the --home or
-# --database-url given on the line), nothing when it cannot say within its half second.
+# --database-url given on the line), nothing when it cannot say within two seconds.
 __credvault_names() {
   local i words args=()
   # The line as typed, split at blanks only: COMP_WORDS is also split at ':' and '=' (a URL's port).
@@ -204,45 +204,13 @@ function fish(root: Node, globals: string[]): string {
     return `${long} -x -a ${quote(values.join(' '))}`;
   };
   const all = allValues(root);
-  // The global options' values are skipped when deciding whether a command was given:
-  // __fish_use_subcommand takes the `/tmp` of `credvault --home /tmp` for the command, and offers none.
-  const valued = globals.filter((flag) => all.get(flag) !== undefined);
   const lines = [
     '# credvault fish completion. Load with: credvault completion fish | source',
     'complete -c credvault -f',
-    'function __credvault_needs_command',
-    '    set -l tokens (commandline -opc)',
-    '    set -e tokens[1]',
-    '    set -l skip 0',
-    '    for token in $tokens',
-    '        if test $skip = 1',
-    '            set skip 0',
-    '            continue',
-    '        end',
-    '        switch $token',
-    ...(valued.length ? [`            case ${valued.join(' ')}`, '                set skip 1'] : []),
-    "            case '-*'",
-    "            case '*'",
-    '                return 1',
-    '        end',
-    '    end',
-    'end',
-    // The names of connections, apps and clients, asked of credvault (with the --home or
-    // --database-url given on the line); nothing when it cannot say within its half second.
-    'function __credvault_names',
-    '    set -l tokens (commandline -opc)',
-    '    set -l args',
-    '    for i in (seq 2 (count $tokens))',
-    '        switch $tokens[$i]',
-    '            case --home --database-url',
-    '                set -a args $tokens[$i] $tokens[(math $i + 1)]',
-    '        end',
-    '    end',
-    '    command credvault $args __names $argv[1] 2>/dev/null',
-    'end',
-    // True when the word being completed is the first argument of the command named by $argv
-    // (its words given, no argument after them yet, no `--`): an option's value is not an argument.
-    'function __credvault_first_argument',
+    // How many words (neither options nor their values) follow `credvault` on the line; nothing, and
+    // false, after `--` (exec's command). Options' values are skipped: __fish_use_subcommand takes the
+    // `/tmp` of `credvault --home /tmp` for the command, and offers none.
+    'function __credvault_words',
     '    set -l tokens (commandline -opc)',
     '    set -e tokens[1]',
     '    set -l skip 0',
@@ -262,7 +230,32 @@ function fish(root: Node, globals: string[]): string {
     '                set words (math $words + 1)',
     '        end',
     '    end',
+    '    echo $words',
+    'end',
+    'function __credvault_needs_command',
+    '    set -l words (__credvault_words); or return 1',
+    '    test $words = 0',
+    'end',
+    // True when the word being completed is the first argument of the command named by $argv (its
+    // words given, no argument after them yet).
+    'function __credvault_first_argument',
+    '    set -l words (__credvault_words); or return 1',
     '    test $words = (count $argv)',
+    'end',
+    // The names of connections, apps and clients, asked of credvault (with the --home or
+    // --database-url given on the line); nothing when it cannot say within two seconds.
+    'function __credvault_names',
+    '    set -l tokens (commandline -opc)',
+    '    set -l args',
+    '    for i in (seq 2 (count $tokens))',
+    '        switch $tokens[$i]',
+    '            case --home --database-url',
+    '                set -a args $tokens[$i] $tokens[(math $i + 1)]',
+    "            case '--home=*' '--database-url=*'",
+    '                set -a args $tokens[$i]',
+    '        end',
+    '    end',
+    '    command credvault $args __names $argv[1] 2>/dev/null',
     'end',
   ];
   for (const flag of globals) lines.push(`complete -c credvault ${option(flag, all.get(flag))}`);
