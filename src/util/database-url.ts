@@ -53,6 +53,16 @@ export function readDatabaseUrl(
   const authorityEnd = rest.search(/[/?#]/);
   const authority = authorityEnd === -1 ? rest : rest.slice(0, authorityEnd);
   const lastAt = rest.lastIndexOf('@');
+  // postgres.js decodes the user name, the password and the host, and a % that begins no escape
+  // (`50%off` for `50%25off`) makes it throw a bare "URI malformed".
+  try {
+    decodeURIComponent(authority);
+  } catch {
+    return {
+      problem: 'DATABASE_URL has a % in its user name, password or host that is not percent-encoding',
+      hint: encode,
+    };
+  }
   // `postgres://user:pa/ss@host/db`: the host is read as "user", the rest as a path (or a query, or a
   // fragment). An @ past the end of the authority, before any query parameter's `=`, betrays it.
   if (

@@ -1311,7 +1311,7 @@ describe.runIf(ONCE)('DATABASE_URL', () => {
     expect(result.stderr).not.toContain('hunter2-secret');
   });
 
-  it('that cannot be read (a /, ? or # left unencoded in the password, a port over 65535) is exit 2 saying what to change, never the password', async () => {
+  it('that cannot be read (a /, ?, # or % left unencoded in the password, a port over 65535) is exit 2 saying what to change, never the password', async () => {
     const v = await vault();
     const cases: Array<[string, string, string]> = [
       [
@@ -1333,6 +1333,11 @@ describe.runIf(ONCE)('DATABASE_URL', () => {
         'postgres://ops:hunter2?secret@db.internal:5432/credvault',
         'a /, ? or # in its user name or password',
         '? as %3F',
+      ],
+      [
+        'postgres://ops:50%hunter2-secret@db.internal:5432/credvault',
+        'a % in its user name, password or host that is not percent-encoding',
+        '% as %25',
       ],
       [
         'postgres://ops:hunter2-secret@db.internal:70000/credvault',

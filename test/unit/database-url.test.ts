@@ -51,6 +51,9 @@ describe('readDatabaseUrl', () => {
       'postgres://u:hunter2?x@db.internal/db',
       'postgres://u:hunter2@db.internal:99999/db',
       'postgres://u:hunter2@db.internal/db?port=http',
+      'postgres://u:50%hunter2@db.internal/db',
+      'postgres://u:hunter2%@db.internal/db',
+      'postgres://u:hunter2%zz@db.internal/db',
     ].map((url) => readDatabaseUrl(url, env));
     for (const read of problems) {
       expect(read).toHaveProperty('problem');
