@@ -155,7 +155,12 @@ function missingCommand(program: Command, argv: string[]): InvalidInputError {
   }
   const path: string[] = [];
   for (let c: Command | null = group; c; c = c.parent) path.unshift(c.name());
-  const names = group.commands.map((c) => c.name()).filter((n) => n !== 'help');
+  // As --help lists them: a hidden command (`__names`, for shell completion) is not offered.
+  const names = group
+    .createHelp()
+    .visibleCommands(group)
+    .map((c) => c.name())
+    .filter((n) => n !== 'help');
   return new InvalidInputError(`${path.join(' ')} needs a command: ${names.join(', ')}`, {
     hint: `See \`${path.join(' ')} --help\`.`,
   });

@@ -614,6 +614,11 @@ describe('apps', () => {
       expect(JSON.parse(afterOptions.stderr).error.message).toMatch(
         /^credvault connections needs a command: /,
       );
+      // credvault alone: every command --help lists, and no hidden one (shell completion's __names).
+      const bare = await v.cli([]);
+      expect(bare.code).toBe(2);
+      expect(bare.stderr).toMatch(/credvault needs a command: init, db, .*, completion\n/);
+      expect(bare.stderr).not.toContain('__names');
       const unknown = await v.cli(['help', 'bogus']);
       expect(unknown.code).toBe(2);
       expect(unknown.stderr).toContain("unknown command 'bogus'");
