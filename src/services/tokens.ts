@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { Secret } from '../crypto/secret.js';
 import type { Db } from '../db/client.js';
-import { databaseFailure, errorMessage } from '../db/errors.js';
+import { errorMessage } from '../db/errors.js';
 import * as appStore from '../db/store/apps.js';
 import type { ConnectionRow } from '../db/store/connections.js';
 import * as connectionStore from '../db/store/connections.js';

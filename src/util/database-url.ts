@@ -21,6 +21,19 @@ export function urlWithoutPassword(url: string): string | null {
 }
 
 /**
+ * Whether a URL carries a password (in its user information, or as libpq's `?password=`): on a
+ * command line, where every user of the machine can read it (`ps`), that is refused.
+ */
+export function urlHasPassword(url: string): boolean {
+  const rest = url.trim().replace(/^[a-z][a-z0-9+.-]*:\/\//i, '');
+  // The user information ends at the last @ before any query parameter's value (which may hold one);
+  // a password left unencoded may hold /, ? or #, so the authority is not cut at those first.
+  const head = rest.includes('=') ? rest.slice(0, rest.indexOf('=')) : rest;
+  const userinfo = head.includes('@') ? head.slice(0, head.lastIndexOf('@')) : '';
+  return /:./.test(userinfo) || /[?&](ssl)?password=[^&#]/i.test(rest);
+}
+
+/**
  * How postgres.js is to connect for one DATABASE_URL: the URL it is given, and, where it would read
  * the URL wrong, the host and port (or the unix socket) given apart.
  */

@@ -1305,6 +1305,27 @@ describe.runIf(DB_KIND === 'pglite')('an init stopped early', () => {
 
 // Refused while reading the URL, before any database is opened.
 describe.runIf(ONCE)('DATABASE_URL', () => {
+  it('given as --database-url with a password (in it or as ?password=) is refused (exit 2): ps shows it to every user', async () => {
+    const v = await vault();
+    for (const url of [
+      'postgres://ops:hunter2-secret@127.0.0.1:5432/credvault',
+      'postgres://ops@127.0.0.1:5432/credvault?sslmode=require&password=hunter2-secret',
+    ]) {
+      const result = await v.cli(['--database-url', url, 'apps', 'list', '--json']);
+      expect(result.code, result.stderr).toBe(2);
+      expect(JSON.parse(result.stderr).error.message).toBe(
+        '--database-url carries a password, which every user of this machine can read in its process list. Give the URL in DATABASE_URL instead, or leave the password out of it and set PGPASSWORD.',
+      );
+      expect(result.stderr).not.toContain('hunter2');
+    }
+    // Without a password it is taken (this vault's own database, on PostgreSQL).
+    if (v.databaseUrl) {
+      const { DATABASE_URL: _, ...env } = v.env;
+      const apps = await v.cli(['--database-url', v.databaseUrl, 'apps', 'list', '--json'], { env });
+      expect(apps.code, apps.stderr).toBe(0);
+    }
+  });
+
   it('of another kind of database is input to change (exit 2), named without its password', async () => {
     const v = await vault();
     const result = await v.cli(['platforms', 'list'], {
