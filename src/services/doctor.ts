@@ -270,7 +270,7 @@ async function checkKey(ctx: ServiceContext): Promise<Check> {
 
 interface Health {
   status: number;
-  body: { status?: string; reasons?: string[]; last_sweep_at?: string | null };
+  body: { status?: string; reasons?: string[]; last_sweep_at?: string | null; listening?: boolean };
 }
 
 /** GET /healthz on the daemon's local endpoint (no client token needed). */
@@ -330,5 +330,15 @@ async function checkDaemon(config: Config): Promise<Check> {
     );
   }
   const sweep = health.body.last_sweep_at;
-  return ok('daemon', `running (${where})${sweep ? `, last sweep ${sweep}` : ', no sweep finished yet'}`);
+  const running = `running (${where})${sweep ? `, last sweep ${sweep}` : ', no sweep finished yet'}`;
+  // Absent from an older daemon's answer: only an explicit false is a problem. Not a failure: the
+  // daemon serves correctly, only at the cost of a database read per request.
+  if (health.body.listening === false) {
+    return warning(
+      'daemon',
+      `${running}, but not listening for changes: it does not hear other processes' revocations and refreshes, so it reads the database at every token request`,
+      "Check the daemon's connection to the database: a pooler in transaction mode (PgBouncer's pool_mode = transaction) breaks LISTEN, so point the daemon at the server or at a session-mode pool. Its log (journalctl -u credvault) says why: `not listening for changes (…)`, event listen_lost.",
+    );
+  }
+  return ok('daemon', running);
 }

@@ -671,11 +671,30 @@ describe('the token endpoint', () => {
       const health = await daemon.get('/healthz');
       expect(health.status, health.body).toBe(200);
       expect(health.json()).toMatchObject({ status: 'ok', listening: false });
+      // doctor says so, with what to do: a warning (exit 0), since every answer is still right.
+      const doctor = await v.cli(['doctor', '--json'], { env: { DATABASE_URL: proxy.url } });
+      expect(doctor.code, doctor.stderr).toBe(0);
+      const report = JSON.parse(doctor.stdout) as { ok: boolean; checks: Array<Record<string, unknown>> };
+      expect(report.ok).toBe(true);
+      const check = report.checks.find((c) => c.name === 'daemon')!;
+      expect(Object.keys(check)).toEqual(['name', 'status', 'message', 'fix']);
+      expect(check.status).toBe('warning');
+      expect(check.message).toMatch(/^running \(pid \d+, unix:.*\), .*not listening for changes/);
+      expect(check.message).toContain('it reads the database at every token request');
+      expect(check.fix).toContain('a pooler in transaction mode');
+      expect(check.fix).toContain('listen_lost');
       // Its LISTEN back: the daemon checks what it holds, serves from memory again, and hears changes.
       proxy.restore();
       await until(() => daemon.logs().includes('listening for changes again'), { intervalMs: 100 });
       expect(daemon.logs()).toContain('listening for changes again');
       expect((await daemon.get('/healthz')).json()).toMatchObject({ listening: true });
+      const listening = await v.cli(['doctor', '--json'], { env: { DATABASE_URL: proxy.url } });
+      expect(
+        JSON.parse(listening.stdout).checks.find((c: { name: string }) => c.name === 'daemon'),
+      ).toMatchObject({
+        status: 'ok',
+        fix: null,
+      });
       expect((await token('acct-b', reader)).status).toBe(200);
       expect((await v.cli(['connections', 'revoke', 'acct-b'])).code).toBe(0);
       await vi.waitFor(async () => expect((await token('acct-b', reader)).status).toBe(409), {
