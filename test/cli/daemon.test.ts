@@ -1256,6 +1256,34 @@ describe.runIf(DB_KIND === 'postgres')('a database restart while the platform an
     const forced = await v.cli(['connections', 'refresh', 'acct-a', '--force']);
     expect(forced.code, forced.stderr).toBe(0);
   });
+
+  it('SIGTERM while the refresh answer waits for the database: the daemon ends at its deadline naming the grant whose rotated refresh token is lost', async () => {
+    const { double, v, adopt } = await setup();
+    double.settings.strictRotation = true;
+    await adopt('987', 'acct-a');
+    const proxy = await startDbProxy(v.databaseUrl!);
+    cleanups.push(() => proxy.close());
+    const daemon = await startDaemon(v, { args: ['--interval', '1s'], env: { DATABASE_URL: proxy.url } });
+    cleanups.push(() => daemon.stop());
+    await untilStarted(daemon);
+    const attempts = double.refreshAttempts;
+    double.faults.latencyMs = 700;
+    try {
+      await v.sql(MAKE_DUE); // straight to the server
+      expect(await until(() => double.refreshAttempts > attempts, { intervalMs: 20 })).toBe(true);
+      proxy.down();
+      await sleep(1_500); // the answer comes; its write fails and is tried again
+    } finally {
+      double.faults.latencyMs = 0;
+    }
+    expect(await daemon.stop('SIGTERM')).toBe(1);
+    const [{ id }] = (await v.sql<{ id: string }>('select id from oauth_tokens_vault')) as [{ id: string }];
+    // One line names the grant and its connection, that its answer is lost, and what that costs.
+    expect(daemon.logs()).toContain(
+      `shutdown took longer than 8.5s; exiting, abandoning 1 refresh in flight (left marked in flight): grant ${id} (microsoft_ads, acct-a); 1 refresh answer the database did not take, lost with this process (where the platform rotated the refresh token, its connections need \`credvault connect\` again once it ends the old one): grant ${id}`,
+    );
+    expect(double.refreshAttempts).toBe(attempts + 1);
+  });
 });
 
 describe.runIf(DB_KIND === 'postgres')('a shutdown while a statement hangs (no database limit)', () => {
