@@ -11,6 +11,7 @@ import {
   type RefreshOutcome,
   refreshClaimed,
   refreshOwner,
+  unstoredGrants,
 } from '../services/tokens.js';
 import { sleep } from '../util/backoff.js';
 import { redact } from '../util/redact.js';
@@ -299,6 +300,7 @@ export class RefreshScheduler {
       // A platform rate limiting this daemon keeps its grants where they are until the pause ends,
       // rather than claimed to wait in a slot that others' refreshes could use.
       [...this.#pausedUntil].filter(([, until]) => until > Date.now()).map(([platform]) => platform),
+      unstoredGrants(),
     );
     const round: Ready[] = claimed.map((c) => ({
       claimed: c,

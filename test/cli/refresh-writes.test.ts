@@ -325,3 +325,33 @@ describe("the daemon's one-statement refresh write", () => {
     },
   );
 });
+
+describe("the sweep's claim", () => {
+  it('leaves out the grants whose last answer this process still holds unstored, and claims the others', async () => {
+    const { v } = await setup();
+    await withContext(v, async (ctx) => {
+      await ctx.database.query(
+        "update oauth_tokens_vault set last_refreshed_at = now() - interval '58 minutes', access_token_expires_at = now() + interval '2 minutes'",
+      );
+      const ids = (
+        await ctx.database.query<{ id: string }>('select id from oauth_tokens_vault order by id')
+      ).map((row) => row.id);
+      expect(ids).toHaveLength(3);
+      const claimed = await tokenStore.claimDue(
+        ctx.db,
+        'test-owner',
+        60_000,
+        3_600_000,
+        {},
+        10,
+        [],
+        [ids[1]!],
+      );
+      expect(claimed.map(({ grant }) => grant.id).sort()).toEqual([ids[0], ids[2]]);
+      const leased = await ctx.database.query<{ id: string; lease_owner: string | null }>(
+        'select id, lease_owner from oauth_tokens_vault order by id',
+      );
+      expect(leased.map((row) => row.lease_owner)).toEqual(['test-owner', null, 'test-owner']);
+    });
+  });
+});

@@ -402,10 +402,17 @@ export async function claimDue(
   limit: number,
   /** Platforms rate limiting this daemon for now: their grants are left for later. */
   paused: string[] = [],
+  /**
+   * Grants whose last answer this process holds, not yet stored: claimed, they would be given back at
+   * once (nothing may be sent until the answer is stored) and claimed again, round after round, and
+   * a lease taken meanwhile by another owner than the held answer's would keep its write out.
+   */
+  held: string[] = [],
 ): Promise<ClaimedGrant[]> {
   const rows = await claim(db, {
     owner,
     paused: JSON.stringify(paused),
+    held: JSON.stringify(held),
     lease: `${leaseMs} milliseconds`,
     window: `${windowMs} milliseconds`,
     // Per platform, how long a grant may go unused ({"google_ads": "60 days", …}); others never.
@@ -441,6 +448,7 @@ const claim = prepared('credvault_claim_due', (db, name) => {
         and (${t.cooldownUntil} is null or ${t.cooldownUntil} < now())
         and ${t.refreshTokenEnc} is not null
         and not jsonb_exists(${p('paused')}::jsonb, ${t.platform})
+        and not jsonb_exists(${p('held')}::jsonb, ${t.id}::text)
         and exists (
           select 1 from ad_account_connections c
           where c.token_id = ${t.id} and c.status in ('active', 'error')
