@@ -22,7 +22,12 @@ const onceTests = [
   'test/cli/oidc-provider.test.ts',
 ];
 const withPostgres = Boolean(process.env.CREDVAULT_TEST_DATABASE_URL);
-const shared = { testTimeout: 180_000, hookTimeout: 120_000, globalSetup: ['test/helpers/global-setup.ts'] };
+const shared = {
+  testTimeout: 180_000,
+  hookTimeout: 120_000,
+  globalSetup: ['test/helpers/global-setup.ts'],
+  setupFiles: ['test/helpers/cpu-trace.ts'],
+};
 
 const projects = [
   { test: { ...shared, name: 'unit', include: ['test/unit/**/*.test.ts'], globalSetup: [] } },

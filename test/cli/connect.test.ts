@@ -491,7 +491,7 @@ describe('refusals', () => {
     },
   );
 
-  it('a reused or expired state is refused with exit 2 and stores nothing', async () => {
+  it.runIf(ONCE)('a reused or expired state is refused with exit 2 and stores nothing', async () => {
     const v = await vault();
     await addAppFor(v, 'microsoft_ads', doubleFor('microsoft_ads'));
     const started = await v.json<{
@@ -601,100 +601,106 @@ describe('refusals', () => {
     expect(grants[0]!.n).toBe(1);
   });
 
-  it('refuses before any URL is printed what could only fail after the person consented', async () => {
-    const v = await vault();
-    const app = await addAppFor(v, 'google_ads', doubleFor('google_ads'));
-    const grant = doubles.google.issueGrant({
-      clientId: app.clientId,
-      scope: 'https://www.googleapis.com/auth/adwords',
-    });
-    expect(
-      (
-        await adoptGrant(v, 'google_ads', app.label, grant.refreshToken, {
-          accounts: ['1234567890'],
-          name: 'main',
-        })
-      ).code,
-    ).toBe(0);
-    const exchanges = doubles.google.codeExchangeCount;
-    const refused = async (args: string[], code: number, message: string) => {
-      const run = await v.cli(['connect', 'google_ads', '--no-browser', ...args]);
-      expect(run.code, run.stderr).toBe(code);
-      expect(run.stderr).toContain(message);
-      expect(run.stderr).not.toContain('http://');
-    };
-    await refused(['--account', 'abc'], 2, '"abc" is not a Google Ads customer id');
-    await refused(
-      ['--account', '123-456-7890', '--account', '2345678901', '--name', 'both'],
-      2,
-      '--name names one connection, but several accounts were chosen',
-    );
-    await refused(
-      ['--account', '2345678901', '--name', 'main'],
-      7,
-      'a connection named "main" already exists',
-    );
-    await refused(
-      ['--timeout', '601'],
-      2,
-      '--timeout must be whole seconds (or a duration like 90s or 5m) from 1s to 600s',
-    );
-    expect(doubles.google.codeExchangeCount).toBe(exchanges);
-    // connections add too, before the refresh token is tried at the platform (which may rotate it).
-    const refreshes = doubles.google.refreshAttempts;
-    const adopted = await addConnection(v, 'google_ads', app.label, 'never-sent', {
-      accounts: ['2345678901'],
-      name: 'main',
-    });
-    expect(adopted.code, adopted.stderr).toBe(7);
-    expect(adopted.stderr).toContain('a connection named "main" already exists');
-    expect(doubles.google.refreshAttempts).toBe(refreshes);
-    expect(await v.sql('select name from ad_account_connections')).toEqual([{ name: 'main' }]);
-  });
+  it.runIf(ONCE)(
+    'refuses before any URL is printed what could only fail after the person consented',
+    async () => {
+      const v = await vault();
+      const app = await addAppFor(v, 'google_ads', doubleFor('google_ads'));
+      const grant = doubles.google.issueGrant({
+        clientId: app.clientId,
+        scope: 'https://www.googleapis.com/auth/adwords',
+      });
+      expect(
+        (
+          await adoptGrant(v, 'google_ads', app.label, grant.refreshToken, {
+            accounts: ['1234567890'],
+            name: 'main',
+          })
+        ).code,
+      ).toBe(0);
+      const exchanges = doubles.google.codeExchangeCount;
+      const refused = async (args: string[], code: number, message: string) => {
+        const run = await v.cli(['connect', 'google_ads', '--no-browser', ...args]);
+        expect(run.code, run.stderr).toBe(code);
+        expect(run.stderr).toContain(message);
+        expect(run.stderr).not.toContain('http://');
+      };
+      await refused(['--account', 'abc'], 2, '"abc" is not a Google Ads customer id');
+      await refused(
+        ['--account', '123-456-7890', '--account', '2345678901', '--name', 'both'],
+        2,
+        '--name names one connection, but several accounts were chosen',
+      );
+      await refused(
+        ['--account', '2345678901', '--name', 'main'],
+        7,
+        'a connection named "main" already exists',
+      );
+      await refused(
+        ['--timeout', '601'],
+        2,
+        '--timeout must be whole seconds (or a duration like 90s or 5m) from 1s to 600s',
+      );
+      expect(doubles.google.codeExchangeCount).toBe(exchanges);
+      // connections add too, before the refresh token is tried at the platform (which may rotate it).
+      const refreshes = doubles.google.refreshAttempts;
+      const adopted = await addConnection(v, 'google_ads', app.label, 'never-sent', {
+        accounts: ['2345678901'],
+        name: 'main',
+      });
+      expect(adopted.code, adopted.stderr).toBe(7);
+      expect(adopted.stderr).toContain('a connection named "main" already exists');
+      expect(doubles.google.refreshAttempts).toBe(refreshes);
+      expect(await v.sql('select name from ad_account_connections')).toEqual([{ name: 'main' }]);
+    },
+  );
 });
 
 describe('connections revoke when the platform does not take it', () => {
   type Revoked = { platform: string; consent_page: string | null; connections: Array<{ status: string }> };
 
-  it('tries a 503 again; a platform that stays down changes nothing (exit 5) unless --force', async () => {
-    const v = await vault();
-    const reddit = doubles.reddit;
-    const app = await addAppFor(v, 'reddit_ads', doubleFor('reddit_ads'));
-    const adopt = async (account: string) => {
-      const grant = reddit.issueGrant({ clientId: app.clientId, scope: REDDIT_SCOPES } as never);
-      expect(
-        (await adoptGrant(v, 'reddit_ads', app.label, grant.refreshToken, { accounts: [account] })).code,
-      ).toBe(0);
-      return grant;
-    };
-    const path = '/api/v1/revoke_token';
-    const once = await adopt('a2_xyz');
-    reddit.faults.failNext(1, { status: 503, path, headers: { 'retry-after': '1' } });
-    const revoked = await v.json<Revoked>(['connections', 'revoke', 'reddit_ads:a2_xyz']);
-    expect(revoked.platform).toBe('revoked');
-    expect(reddit.findGrant(once.grantId)?.revoked).toBe(true);
+  it.runIf(ONCE)(
+    'tries a 503 again; a platform that stays down changes nothing (exit 5) unless --force',
+    async () => {
+      const v = await vault();
+      const reddit = doubles.reddit;
+      const app = await addAppFor(v, 'reddit_ads', doubleFor('reddit_ads'));
+      const adopt = async (account: string) => {
+        const grant = reddit.issueGrant({ clientId: app.clientId, scope: REDDIT_SCOPES } as never);
+        expect(
+          (await adoptGrant(v, 'reddit_ads', app.label, grant.refreshToken, { accounts: [account] })).code,
+        ).toBe(0);
+        return grant;
+      };
+      const path = '/api/v1/revoke_token';
+      const once = await adopt('a2_xyz');
+      reddit.faults.failNext(1, { status: 503, path, headers: { 'retry-after': '1' } });
+      const revoked = await v.json<Revoked>(['connections', 'revoke', 'reddit_ads:a2_xyz']);
+      expect(revoked.platform).toBe('revoked');
+      expect(reddit.findGrant(once.grantId)?.revoked).toBe(true);
 
-    const down = await adopt('a2_uvw');
-    reddit.faults.failNext(3, { status: 503, path });
-    const refused = await v.cli(['connections', 'revoke', 'reddit_ads:a2_uvw']);
-    expect(refused.code, refused.stderr).toBe(5);
-    expect(refused.stderr).toContain('could not be told to revoke reddit_ads:a2_uvw');
-    expect(refused.stderr).toContain('its tokens are kept here to try again, and no longer served');
-    expect(reddit.faults.pending.failures).toBe(0);
-    // Its tokens are kept to tell the platform later, but nothing is served from them meanwhile;
-    // the attempt is on record.
-    expect((await v.cli(['token', 'get', 'reddit_ads:a2_uvw'], { secretOutput: true })).code).toBe(4);
-    const attempt = await v.sql<{ outcome: string; detail: { at_platform: string } }>(
-      "select outcome, detail from credential_access_audit where action = 'connection.revoke' order by id desc limit 1",
-    );
-    expect(attempt[0]).toMatchObject({ outcome: 'failure', detail: { at_platform: 'unreachable' } });
-    reddit.faults.failNext(3, { status: 503, path });
-    const forced = await v.json<Revoked>(['connections', 'revoke', 'reddit_ads:a2_uvw', '--force']);
-    expect(forced.platform).toBe('failed');
-    expect(forced.consent_page).toBeTruthy();
-    expect(forced.connections.map((c) => c.status)).toEqual(['revoked']);
-    expect(reddit.findGrant(down.grantId)?.revoked).toBe(false);
-  });
+      const down = await adopt('a2_uvw');
+      reddit.faults.failNext(3, { status: 503, path });
+      const refused = await v.cli(['connections', 'revoke', 'reddit_ads:a2_uvw']);
+      expect(refused.code, refused.stderr).toBe(5);
+      expect(refused.stderr).toContain('could not be told to revoke reddit_ads:a2_uvw');
+      expect(refused.stderr).toContain('its tokens are kept here to try again, and no longer served');
+      expect(reddit.faults.pending.failures).toBe(0);
+      // Its tokens are kept to tell the platform later, but nothing is served from them meanwhile;
+      // the attempt is on record.
+      expect((await v.cli(['token', 'get', 'reddit_ads:a2_uvw'], { secretOutput: true })).code).toBe(4);
+      const attempt = await v.sql<{ outcome: string; detail: { at_platform: string } }>(
+        "select outcome, detail from credential_access_audit where action = 'connection.revoke' order by id desc limit 1",
+      );
+      expect(attempt[0]).toMatchObject({ outcome: 'failure', detail: { at_platform: 'unreachable' } });
+      reddit.faults.failNext(3, { status: 503, path });
+      const forced = await v.json<Revoked>(['connections', 'revoke', 'reddit_ads:a2_uvw', '--force']);
+      expect(forced.platform).toBe('failed');
+      expect(forced.consent_page).toBeTruthy();
+      expect(forced.connections.map((c) => c.status)).toEqual(['revoked']);
+      expect(reddit.findGrant(down.grantId)?.revoked).toBe(false);
+    },
+  );
 
   it.runIf(ONCE)(
     'LinkedIn: a refresh token the platform refused is not "revoked", even when its access token was',

@@ -103,194 +103,205 @@ async function makeDue(v: TestVault, names: string[]) {
 }
 
 describe('the log of refreshes', () => {
-  it('says which connection failed, why, how often, when it is tried again and what to do; entering error, needs_reauth and recovering once each', async () => {
-    const { double, v, app, adopt } = await setup();
-    const a = await adopt('987', 'acct-a');
-    const b = await adopt('988', 'acct-b');
-    const ids = Object.fromEntries(
-      (await v.sql<{ name: string; id: string }>('select name, id from ad_account_connections')).map((r) => [
-        r.name,
-        r.id,
-      ]),
-    );
-    // acct-a has failed once already; the platform answers 503 to every try of its next refresh.
-    await v.sql("update ad_account_connections set consecutive_failures = 1 where name = 'acct-a'");
-    await makeDue(v, ['acct-a']);
-    double.faults.failNext(3, { status: 503, body: 'upstream unavailable' });
-    const daemon = await startDaemon(v);
-    cleanups.push(() => daemon.stop());
+  it.runIf(ONCE)(
+    'says which connection failed, why, how often, when it is tried again and what to do; entering error, needs_reauth and recovering once each',
+    async () => {
+      const { double, v, app, adopt } = await setup();
+      const a = await adopt('987', 'acct-a');
+      const b = await adopt('988', 'acct-b');
+      const ids = Object.fromEntries(
+        (await v.sql<{ name: string; id: string }>('select name, id from ad_account_connections')).map(
+          (r) => [r.name, r.id],
+        ),
+      );
+      // acct-a has failed once already; the platform answers 503 to every try of its next refresh.
+      await v.sql("update ad_account_connections set consecutive_failures = 1 where name = 'acct-a'");
+      await makeDue(v, ['acct-a']);
+      double.faults.failNext(3, { status: 503, body: 'upstream unavailable' });
+      const daemon = await startDaemon(v);
+      cleanups.push(() => daemon.stop());
 
-    // A failure that leaves it active: one warning naming the connection, with its facts as fields.
-    const [failed] = await waitForLine(daemon, (l) => l.event === 'refresh_failed');
-    expect(failed).toMatchObject({
-      level: 40,
-      connections: ['acct-a'],
-      connection_ids: [ids['acct-a']],
-      platform: 'microsoft_ads',
-      app: app.label,
-      outcome: 'transient',
-      http_status: 503,
-      consecutive_failures: 2,
-      status: 'active',
-    });
-    expect(failed!.reason).toContain('503');
-    expect(Date.parse(failed!.next_attempt_after)).toBeGreaterThan(Date.now());
-    expect(failed!.msg).toContain(
-      'refresh of connection acct-a (microsoft_ads) failed (transient, 2 in a row',
-    );
-    expect(failed!.msg).toContain('it is tried again after');
-    // The ref it gives is one `connections show` takes, and `status` shows the same reason.
-    const shown = await v.json<{ id: string; consecutive_failures: number; status_message: string }>([
-      'connections',
-      'show',
-      failed!.connections[0],
-    ]);
-    expect(shown).toMatchObject({ id: failed!.connection_ids[0], consecutive_failures: 2 });
-    expect(shown.status_message).toBe(failed!.reason);
+      // A failure that leaves it active: one warning naming the connection, with its facts as fields.
+      const [failed] = await waitForLine(daemon, (l) => l.event === 'refresh_failed');
+      expect(failed).toMatchObject({
+        level: 40,
+        connections: ['acct-a'],
+        connection_ids: [ids['acct-a']],
+        platform: 'microsoft_ads',
+        app: app.label,
+        outcome: 'transient',
+        http_status: 503,
+        consecutive_failures: 2,
+        status: 'active',
+      });
+      expect(failed!.reason).toContain('503');
+      expect(Date.parse(failed!.next_attempt_after)).toBeGreaterThan(Date.now());
+      expect(failed!.msg).toContain(
+        'refresh of connection acct-a (microsoft_ads) failed (transient, 2 in a row',
+      );
+      expect(failed!.msg).toContain('it is tried again after');
+      // The ref it gives is one `connections show` takes, and `status` shows the same reason.
+      const shown = await v.json<{ id: string; consecutive_failures: number; status_message: string }>([
+        'connections',
+        'show',
+        failed!.connections[0],
+      ]);
+      expect(shown).toMatchObject({ id: failed!.connection_ids[0], consecutive_failures: 2 });
+      expect(shown.status_message).toBe(failed!.reason);
 
-    /** The next line of `event` after the connection is made due and a SIGHUP starts a sweep. */
-    const sweepFor = async (name: string, event: string) => {
-      await makeDue(v, [name]);
-      daemon.child.kill('SIGHUP');
-      return (await waitForLine(daemon, (l) => l.event === event))[0];
-    };
+      /** The next line of `event` after the connection is made due and a SIGHUP starts a sweep. */
+      const sweepFor = async (name: string, event: string) => {
+        await makeDue(v, [name]);
+        daemon.child.kill('SIGHUP');
+        return (await waitForLine(daemon, (l) => l.event === event))[0];
+      };
 
-    // The third failure in a row: the connection enters error, said once, with what to do.
-    double.faults.failNext(3, { status: 503, body: 'upstream unavailable' });
-    const entered = await sweepFor('acct-a', 'connection_error');
-    expect(entered).toMatchObject({
-      level: 50,
-      connections: ['acct-a'],
-      outcome: 'transient',
-      consecutive_failures: 3,
-      status: 'error',
-      previous_status: 'active',
-    });
-    expect(entered!.msg).toContain(
-      'connection acct-a (microsoft_ads) is now in error: 3 refreshes failed in a row',
-    );
-    expect(entered!.action).toContain('credvault connections refresh acct-a --force');
-    expect(entered!.action).toContain(`credvault connect microsoft_ads --app ${app.label} --account 987`);
+      // The third failure in a row: the connection enters error, said once, with what to do.
+      double.faults.failNext(3, { status: 503, body: 'upstream unavailable' });
+      const entered = await sweepFor('acct-a', 'connection_error');
+      expect(entered).toMatchObject({
+        level: 50,
+        connections: ['acct-a'],
+        outcome: 'transient',
+        consecutive_failures: 3,
+        status: 'error',
+        previous_status: 'active',
+      });
+      expect(entered!.msg).toContain(
+        'connection acct-a (microsoft_ads) is now in error: 3 refreshes failed in a row',
+      );
+      expect(entered!.action).toContain('credvault connections refresh acct-a --force');
+      expect(entered!.action).toContain(`credvault connect microsoft_ads --app ${app.label} --account 987`);
 
-    // A dead refresh token: needs_reauth, said once, with the command that connects it again.
-    double.revokeGrant(b.refreshToken);
-    const dead = await sweepFor('acct-b', 'needs_reauth');
-    const reconnect = `credvault connect microsoft_ads --app ${app.label} --account 988`;
-    expect(dead).toMatchObject({
-      level: 50,
-      connections: ['acct-b'],
-      outcome: 'dead_grant',
-      status: 'needs_reauth',
-      previous_status: 'active',
-      next_attempt_after: null,
-      action: reconnect,
-    });
-    expect(dead!.msg).toContain(`connection acct-b (microsoft_ads) needs a person`);
-    expect(dead!.msg).toContain(reconnect);
+      // A dead refresh token: needs_reauth, said once, with the command that connects it again.
+      double.revokeGrant(b.refreshToken);
+      const dead = await sweepFor('acct-b', 'needs_reauth');
+      const reconnect = `credvault connect microsoft_ads --app ${app.label} --account 988`;
+      expect(dead).toMatchObject({
+        level: 50,
+        connections: ['acct-b'],
+        outcome: 'dead_grant',
+        status: 'needs_reauth',
+        previous_status: 'active',
+        next_attempt_after: null,
+        action: reconnect,
+      });
+      expect(dead!.msg).toContain(`connection acct-b (microsoft_ads) needs a person`);
+      expect(dead!.msg).toContain(reconnect);
 
-    // The platform works again: acct-a recovers, said once.
-    const recovered = await sweepFor('acct-a', 'recovered');
-    expect(recovered).toMatchObject({
-      level: 30,
-      connections: ['acct-a'],
-      previous_status: 'error',
-      status: 'active',
-    });
-    expect(recovered!.msg).toContain('refresh of connection acct-a (microsoft_ads) works again');
+      // The platform works again: acct-a recovers, said once.
+      const recovered = await sweepFor('acct-a', 'recovered');
+      expect(recovered).toMatchObject({
+        level: 30,
+        connections: ['acct-a'],
+        previous_status: 'error',
+        status: 'active',
+      });
+      expect(recovered!.msg).toContain('refresh of connection acct-a (microsoft_ads) works again');
 
-    expect(await daemon.stop()).toBe(0);
-    const all = lines(daemon);
-    for (const event of ['connection_error', 'needs_reauth', 'recovered'])
-      expect(all.filter((l) => l.event === event)).toHaveLength(1);
-    // No line names a grant without its connections any more, and none carries a token.
-    expect(daemon.logs()).not.toContain('refresh of grant');
-    await expectNoSecretsLeaked(
-      v,
-      [a.refreshToken, b.refreshToken, ...double.refreshTokens.keys(), ...double.accessTokens.keys()],
-      [daemon.logs()],
-    );
-  });
+      expect(await daemon.stop()).toBe(0);
+      const all = lines(daemon);
+      for (const event of ['connection_error', 'needs_reauth', 'recovered'])
+        expect(all.filter((l) => l.event === event)).toHaveLength(1);
+      // No line names a grant without its connections any more, and none carries a token.
+      expect(daemon.logs()).not.toContain('refresh of grant');
+      await expectNoSecretsLeaked(
+        v,
+        [a.refreshToken, b.refreshToken, ...double.refreshTokens.keys(), ...double.accessTokens.keys()],
+        [daemon.logs()],
+      );
+    },
+  );
 });
 
 describe('the metrics', () => {
-  it('count audit failures under the route that failed, the sweeps, and say the build, the process and the platform of ending refresh tokens', async () => {
-    const { double, v, adopt } = await setup();
-    await adopt('987', 'acct-a');
-    // A refresh token with an end within 14 days.
-    await v.sql("update oauth_tokens_vault set refresh_token_expires_at = now() + interval '3 days'");
-    const reader = await client(v, ['reader', '--all']);
-    const scraper = await client(v, ['scraper', '--all']);
-    await client(v, ['idle', '--all']);
-    const daemon = await startDaemon(v);
-    cleanups.push(() => daemon.stop());
-    expect((await daemon.get('/v1/connections/acct-a/token', { token: reader })).status).toBe(200);
-    expect((await daemon.get('/metrics', { token: scraper })).status).toBe(200);
-    await sql(
-      v,
-      `create or replace function refuse_audit() returns trigger language plpgsql as $$
+  it.runIf(ONCE)(
+    'count audit failures under the route that failed, the sweeps, and say the build, the process and the platform of ending refresh tokens',
+    async () => {
+      const { double, v, adopt } = await setup();
+      await adopt('987', 'acct-a');
+      // A refresh token with an end within 14 days.
+      await v.sql("update oauth_tokens_vault set refresh_token_expires_at = now() + interval '3 days'");
+      const reader = await client(v, ['reader', '--all']);
+      const scraper = await client(v, ['scraper', '--all']);
+      await client(v, ['idle', '--all']);
+      const daemon = await startDaemon(v);
+      cleanups.push(() => daemon.stop());
+      expect((await daemon.get('/v1/connections/acct-a/token', { token: reader })).status).toBe(200);
+      expect((await daemon.get('/metrics', { token: scraper })).status).toBe(200);
+      await sql(
+        v,
+        `create or replace function refuse_audit() returns trigger language plpgsql as $$
          begin raise exception 'audit is read-only' using errcode = '42501'; end $$`,
-      'create trigger refuse_audit before insert on credential_access_audit for each row execute function refuse_audit()',
-    );
-    const refused = await daemon.get('/v1/connections/acct-a/token', { token: reader });
-    expect(refused.status).toBe(503);
-    for (const token of double.accessTokens.keys()) expect(refused.body).not.toContain(token);
-    // /healthz says so (it answered 200 while no token could be served), and says when the log takes
-    // records again without a token request in between (a load balancer sends none to a 503), having
-    // written nothing itself.
-    const rows = async () => (await sql(v, 'select count(*)::int as n from credential_access_audit'))[0]!.n;
-    const before = await rows();
-    const unhealthy = await daemon.get('/healthz');
-    expect(unhealthy.status).toBe(503);
-    expect(JSON.parse(unhealthy.body).reasons).toEqual([
-      'the audit log refuses records (no token is served): audit is read-only',
-    ]);
-    await sql(v, 'drop trigger refuse_audit on credential_access_audit');
-    const healthy = await daemon.get('/healthz');
-    expect(healthy.status, healthy.body).toBe(200);
-    expect(await rows()).toBe(before);
-    expect((await v.cli(['audit', 'verify'])).code).toBe(0);
+        'create trigger refuse_audit before insert on credential_access_audit for each row execute function refuse_audit()',
+      );
+      const refused = await daemon.get('/v1/connections/acct-a/token', { token: reader });
+      expect(refused.status).toBe(503);
+      for (const token of double.accessTokens.keys()) expect(refused.body).not.toContain(token);
+      // /healthz says so (it answered 200 while no token could be served), and says when the log takes
+      // records again without a token request in between (a load balancer sends none to a 503), having
+      // written nothing itself.
+      const rows = async () => (await sql(v, 'select count(*)::int as n from credential_access_audit'))[0]!.n;
+      const before = await rows();
+      const unhealthy = await daemon.get('/healthz');
+      expect(unhealthy.status).toBe(503);
+      expect(JSON.parse(unhealthy.body).reasons).toEqual([
+        'the audit log refuses records (no token is served): audit is read-only',
+      ]);
+      await sql(v, 'drop trigger refuse_audit on credential_access_audit');
+      const healthy = await daemon.get('/healthz');
+      expect(healthy.status, healthy.body).toBe(200);
+      expect(await rows()).toBe(before);
+      expect((await v.cli(['audit', 'verify'])).code).toBe(0);
 
-    const read = async () => (await daemon.get('/metrics', { token: reader })).body;
-    await until(
-      async () => (sample(await read(), 'credvault_sweep_last_success_timestamp_seconds') ?? 0) > 0,
-      { intervalMs: 200 },
-    );
-    const text = await read();
-    expect(sample(text, 'credvault_sweep_last_success_timestamp_seconds')).toBeGreaterThan(0);
-    // The refused token: an audit failure, and a 503 of the token route (not of a route "error").
-    expect(sample(text, 'credvault_audit_write_failures_total')).toBe(1);
-    expect(sample(text, 'credvault_http_request_duration_seconds_count{route="token",status="503"}')).toBe(1);
-    expect(sample(text, 'credvault_http_request_duration_seconds_count{route="token",status="200"}')).toBe(1);
-    expect(text).not.toContain('route="error"');
-    expect(sample(text, 'credvault_sweep_failures_total')).toBe(0);
-    expect(sample(text, 'credvault_sweep_last_success_timestamp_seconds')).toBeLessThanOrEqual(
-      Date.now() / 1000,
-    );
-    expect(text).toMatch(/^credvault_build_info\{version="\d+\.\d+\.\d+[^"]*"\} 1$/m);
-    expect(sample(text, 'credvault_refresh_tokens_ending_soon{platform="microsoft_ads"}')).toBe(1);
-    expect(sample(text, 'credvault_database_gauges_updated_timestamp_seconds')).toBeGreaterThan(0);
-    // The process's own, under their standard names.
-    for (const name of [
-      'process_open_fds',
-      'process_resident_memory_bytes',
-      'nodejs_eventloop_lag_seconds',
-      'nodejs_heap_size_used_bytes',
-    ])
-      expect(text).toMatch(new RegExp(`^${name} `, 'm'));
-    // Help texts say what they cover: every route, not "the token endpoint".
-    expect(text).not.toContain('token endpoint');
-    expect(text).toContain('# TYPE credvault_audit_write_failures_total counter');
-    // The log says what failed, once.
-    expect(daemon.logs()).toContain('"msg":"request failed: the database refused the operation');
-    expect(lines(daemon).filter((l) => l.event === 'request_failed' && l.route === 'token')).toHaveLength(1);
+      const read = async () => (await daemon.get('/metrics', { token: reader })).body;
+      await until(
+        async () => (sample(await read(), 'credvault_sweep_last_success_timestamp_seconds') ?? 0) > 0,
+        { intervalMs: 200 },
+      );
+      const text = await read();
+      expect(sample(text, 'credvault_sweep_last_success_timestamp_seconds')).toBeGreaterThan(0);
+      // The refused token: an audit failure, and a 503 of the token route (not of a route "error").
+      expect(sample(text, 'credvault_audit_write_failures_total')).toBe(1);
+      expect(sample(text, 'credvault_http_request_duration_seconds_count{route="token",status="503"}')).toBe(
+        1,
+      );
+      expect(sample(text, 'credvault_http_request_duration_seconds_count{route="token",status="200"}')).toBe(
+        1,
+      );
+      expect(text).not.toContain('route="error"');
+      expect(sample(text, 'credvault_sweep_failures_total')).toBe(0);
+      expect(sample(text, 'credvault_sweep_last_success_timestamp_seconds')).toBeLessThanOrEqual(
+        Date.now() / 1000,
+      );
+      expect(text).toMatch(/^credvault_build_info\{version="\d+\.\d+\.\d+[^"]*"\} 1$/m);
+      expect(sample(text, 'credvault_refresh_tokens_ending_soon{platform="microsoft_ads"}')).toBe(1);
+      expect(sample(text, 'credvault_database_gauges_updated_timestamp_seconds')).toBeGreaterThan(0);
+      // The process's own, under their standard names.
+      for (const name of [
+        'process_open_fds',
+        'process_resident_memory_bytes',
+        'nodejs_eventloop_lag_seconds',
+        'nodejs_heap_size_used_bytes',
+      ])
+        expect(text).toMatch(new RegExp(`^${name} `, 'm'));
+      // Help texts say what they cover: every route, not "the token endpoint".
+      expect(text).not.toContain('token endpoint');
+      expect(text).toContain('# TYPE credvault_audit_write_failures_total counter');
+      // The log says what failed, once.
+      expect(daemon.logs()).toContain('"msg":"request failed: the database refused the operation');
+      expect(lines(daemon).filter((l) => l.event === 'request_failed' && l.route === 'token')).toHaveLength(
+        1,
+      );
 
-    // `clients list` says when each was last used, whatever the route: a metrics scraper too (only
-    // the token route counted before: a scraper looked unused, and was a candidate for revoking).
-    expect(await daemon.stop()).toBe(0);
-    const listed = await v.json<Array<{ name: string; last_used_at: string | null }>>(['clients', 'list']);
-    const used = Object.fromEntries(listed.map((c) => [c.name, c.last_used_at !== null]));
-    expect(used).toEqual({ reader: true, scraper: true, idle: false });
-  });
+      // `clients list` says when each was last used, whatever the route: a metrics scraper too (only
+      // the token route counted before: a scraper looked unused, and was a candidate for revoking).
+      expect(await daemon.stop()).toBe(0);
+      const listed = await v.json<Array<{ name: string; last_used_at: string | null }>>(['clients', 'list']);
+      const used = Object.fromEntries(listed.map((c) => [c.name, c.last_used_at !== null]));
+      expect(used).toEqual({ reader: true, scraper: true, idle: false });
+    },
+  );
 });
 
 describe.runIf(ONCE)('a start that fails', () => {

@@ -130,7 +130,7 @@ function expectRefusedUnaudited(answer: HttpAnswer, double: { accessTokens: Map<
 }
 
 describe('the token endpoint', () => {
-  it('answers the whole matrix of refusals and serves only what a client may read', async () => {
+  it.runIf(ONCE)('answers the whole matrix of refusals and serves only what a client may read', async () => {
     const { double, v, adopt } = await setup();
     const a = await adopt('987', 'acct-a');
     const bGrant = await adopt('988', 'acct-b');
@@ -334,29 +334,32 @@ describe('the token endpoint', () => {
     ]);
   });
 
-  it('twenty callers asking at once for a fresher token than it holds share one refresh', async () => {
-    const { double, v, adopt } = await setup();
-    await adopt('987', 'acct-a');
-    // Two minutes left: outside the sweep's window, inside what the callers ask for.
-    await v.sql(
-      "update oauth_tokens_vault set access_token_expires_at = now() + interval '2 minutes', last_refreshed_at = now() - interval '58 minutes'",
-    );
-    const reader = await client(v, ['reader', '--all']);
-    const daemon = await startDaemon(v, { args: ['--refresh-window', '1m'] });
-    cleanups.push(() => daemon.stop());
-    double.faults.latencyMs = 300;
-    const before = double.refreshAttempts;
-    const answers = await Promise.all(
-      Array.from({ length: 20 }, () =>
-        daemon.get('/v1/connections/acct-a/token?min_ttl=600', { token: reader }),
-      ),
-    );
-    expect(answers.map((a) => a.status)).toEqual(Array(20).fill(200));
-    expect(double.refreshAttempts - before).toBe(1);
-    const tokens = new Set(answers.map((a) => a.json<{ access_token: string }>().access_token));
-    expect(tokens.size).toBe(1);
-    expect(double.accessTokens.has([...tokens][0]!)).toBe(true);
-  });
+  it.runIf(ONCE)(
+    'twenty callers asking at once for a fresher token than it holds share one refresh',
+    async () => {
+      const { double, v, adopt } = await setup();
+      await adopt('987', 'acct-a');
+      // Two minutes left: outside the sweep's window, inside what the callers ask for.
+      await v.sql(
+        "update oauth_tokens_vault set access_token_expires_at = now() + interval '2 minutes', last_refreshed_at = now() - interval '58 minutes'",
+      );
+      const reader = await client(v, ['reader', '--all']);
+      const daemon = await startDaemon(v, { args: ['--refresh-window', '1m'] });
+      cleanups.push(() => daemon.stop());
+      double.faults.latencyMs = 300;
+      const before = double.refreshAttempts;
+      const answers = await Promise.all(
+        Array.from({ length: 20 }, () =>
+          daemon.get('/v1/connections/acct-a/token?min_ttl=600', { token: reader }),
+        ),
+      );
+      expect(answers.map((a) => a.status)).toEqual(Array(20).fill(200));
+      expect(double.refreshAttempts - before).toBe(1);
+      const tokens = new Set(answers.map((a) => a.json<{ access_token: string }>().access_token));
+      expect(tokens.size).toBe(1);
+      expect(double.accessTokens.has([...tokens][0]!)).toBe(true);
+    },
+  );
 
   it('keeps a client token only as its SHA-256 hash: shown once, then in no table, database file or output', async () => {
     const v = await createVault();
@@ -526,58 +529,61 @@ describe('the token endpoint', () => {
     },
   );
 
-  it('SIGHUP with a key that does not open the vault keeps the key in use, and says so', async () => {
-    const { v, adopt } = await setup();
-    await adopt('987', 'acct-a');
-    const reader = await client(v, ['reader', '--all']);
-    const daemon = await startDaemon(v);
-    cleanups.push(() => daemon.stop());
-    expect((await daemon.get('/v1/connections/acct-a/token', { token: reader })).status).toBe(200);
-    const keyFile = join(v.home, 'master.key');
-    const right = readFileSync(keyFile, 'utf8');
-    writeFileSync(keyFile, `${generateMasterKey()}\n`); // what `credvault key generate` prints
-    try {
-      daemon.child.kill('SIGHUP');
-      await until(() => daemon.logs().includes('does not open this vault'), { intervalMs: 100 });
-      expect(daemon.logs()).toContain(
-        'SIGHUP: the configured key does not open this vault; going on with the key in use',
-      );
-      // Still serving, from a cache cleared or not: the key in use opens what it must.
+  it.runIf(ONCE)(
+    'SIGHUP with a key that does not open the vault keeps the key in use, and says so',
+    async () => {
+      const { v, adopt } = await setup();
+      await adopt('987', 'acct-a');
+      const reader = await client(v, ['reader', '--all']);
+      const daemon = await startDaemon(v);
+      cleanups.push(() => daemon.stop());
       expect((await daemon.get('/v1/connections/acct-a/token', { token: reader })).status).toBe(200);
-      // No key at all to try is said as such, not as a key that does not open the vault.
-      writeFileSync(keyFile, 'not a key\n');
-      daemon.child.kill('SIGHUP');
-      expect(
-        await until(() => daemon.logs().includes('SIGHUP: the configured key could not be read ('), {
-          intervalMs: 100,
-          timeoutMs: 20_000,
-        }),
-      ).toBe(true);
-      expect(daemon.logs().match(/does not open this vault/g)).toHaveLength(1);
-    } finally {
-      writeFileSync(keyFile, right);
-    }
-    // SIGUSR1 opens no debugger (one on 127.0.0.1:9229 would let any local user run code beside the key).
-    const inspector = () =>
-      new Promise<string>((resolve) => {
-        const socket = createConnection(9229, '127.0.0.1');
-        socket.on('connect', () => {
-          socket.destroy();
-          resolve('open');
+      const keyFile = join(v.home, 'master.key');
+      const right = readFileSync(keyFile, 'utf8');
+      writeFileSync(keyFile, `${generateMasterKey()}\n`); // what `credvault key generate` prints
+      try {
+        daemon.child.kill('SIGHUP');
+        await until(() => daemon.logs().includes('does not open this vault'), { intervalMs: 100 });
+        expect(daemon.logs()).toContain(
+          'SIGHUP: the configured key does not open this vault; going on with the key in use',
+        );
+        // Still serving, from a cache cleared or not: the key in use opens what it must.
+        expect((await daemon.get('/v1/connections/acct-a/token', { token: reader })).status).toBe(200);
+        // No key at all to try is said as such, not as a key that does not open the vault.
+        writeFileSync(keyFile, 'not a key\n');
+        daemon.child.kill('SIGHUP');
+        expect(
+          await until(() => daemon.logs().includes('SIGHUP: the configured key could not be read ('), {
+            intervalMs: 100,
+            timeoutMs: 20_000,
+          }),
+        ).toBe(true);
+        expect(daemon.logs().match(/does not open this vault/g)).toHaveLength(1);
+      } finally {
+        writeFileSync(keyFile, right);
+      }
+      // SIGUSR1 opens no debugger (one on 127.0.0.1:9229 would let any local user run code beside the key).
+      const inspector = () =>
+        new Promise<string>((resolve) => {
+          const socket = createConnection(9229, '127.0.0.1');
+          socket.on('connect', () => {
+            socket.destroy();
+            resolve('open');
+          });
+          socket.on('error', (error: NodeJS.ErrnoException) => resolve(error.code ?? 'error'));
         });
-        socket.on('error', (error: NodeJS.ErrnoException) => resolve(error.code ?? 'error'));
-      });
-    const before = await inspector();
-    daemon.child.kill('SIGUSR1');
-    await new Promise((r) => setTimeout(r, 300));
-    // (Unless something else on this machine has the inspector's port.)
-    if (before === 'ECONNREFUSED') expect(await inspector()).toBe('ECONNREFUSED');
-    expect(daemon.logs()).not.toContain('Debugger listening');
-    daemon.child.kill('SIGHUP');
-    await until(() => daemon.logs().includes('SIGHUP: reloaded the key source'), { intervalMs: 100 });
-    expect(daemon.logs()).toContain('SIGHUP: reloaded the key source and cleared caches');
-    expect((await daemon.get('/v1/connections/acct-a/token', { token: reader })).status).toBe(200);
-  });
+      const before = await inspector();
+      daemon.child.kill('SIGUSR1');
+      await new Promise((r) => setTimeout(r, 300));
+      // (Unless something else on this machine has the inspector's port.)
+      if (before === 'ECONNREFUSED') expect(await inspector()).toBe('ECONNREFUSED');
+      expect(daemon.logs()).not.toContain('Debugger listening');
+      daemon.child.kill('SIGHUP');
+      await until(() => daemon.logs().includes('SIGHUP: reloaded the key source'), { intervalMs: 100 });
+      expect(daemon.logs()).toContain('SIGHUP: reloaded the key source and cleared caches');
+      expect((await daemon.get('/v1/connections/acct-a/token', { token: reader })).status).toBe(200);
+    },
+  );
 
   it('stops serving at once what another process revoked while it was held in memory', async () => {
     const { v, adopt } = await setup();
@@ -850,33 +856,36 @@ describe('the token endpoint', () => {
     },
   );
 
-  it('a refresh whose answer cannot be written (audit read-only) is not retried at once: the grant waits, and the log says why', async () => {
-    const { double, v, adopt } = await setup();
-    await adopt('987', 'unwritable');
-    await v.refuseAuditWrites();
-    await v.sql(
-      "update oauth_tokens_vault set access_token_expires_at = now() + interval '1 minute', last_refreshed_at = now() - interval '1 hour'",
-    );
-    const attempts = double.refreshAttempts;
-    const daemon = await startDaemon(v);
-    await until(() => double.refreshAttempts !== attempts, { intervalMs: 50 });
-    expect(double.refreshAttempts).toBe(attempts + 1);
-    // It was tried again every second before; now it waits about 30 s, then longer each time.
-    await new Promise((r) => setTimeout(r, 4_000));
-    expect(double.refreshAttempts).toBe(attempts + 1);
-    expect(daemon.logs()).toContain('audit is read-only');
-    expect(await daemon.stop('SIGTERM')).toBe(0);
-    const [row] = await v.sql<{ wait: number; leased: boolean; code: string; message: string }>(
-      `select extract(epoch from cooldown_until - now())::float as wait, lease_owner is not null as leased,
+  it.runIf(ONCE)(
+    'a refresh whose answer cannot be written (audit read-only) is not retried at once: the grant waits, and the log says why',
+    async () => {
+      const { double, v, adopt } = await setup();
+      await adopt('987', 'unwritable');
+      await v.refuseAuditWrites();
+      await v.sql(
+        "update oauth_tokens_vault set access_token_expires_at = now() + interval '1 minute', last_refreshed_at = now() - interval '1 hour'",
+      );
+      const attempts = double.refreshAttempts;
+      const daemon = await startDaemon(v);
+      await until(() => double.refreshAttempts !== attempts, { intervalMs: 50 });
+      expect(double.refreshAttempts).toBe(attempts + 1);
+      // It was tried again every second before; now it waits about 30 s, then longer each time.
+      await new Promise((r) => setTimeout(r, 4_000));
+      expect(double.refreshAttempts).toBe(attempts + 1);
+      expect(daemon.logs()).toContain('audit is read-only');
+      expect(await daemon.stop('SIGTERM')).toBe(0);
+      const [row] = await v.sql<{ wait: number; leased: boolean; code: string; message: string }>(
+        `select extract(epoch from cooldown_until - now())::float as wait, lease_owner is not null as leased,
          last_error_code as code, last_error_message as message
        from oauth_tokens_vault`,
-    );
-    expect(row!.wait).toBeGreaterThan(15);
-    expect(row!.leased).toBe(false);
-    // Reads meanwhile answer from the recorded reason, as after a platform failure.
-    expect(row!.code).toBe('transient');
-    expect(row!.message).toContain('audit is read-only');
-  });
+      );
+      expect(row!.wait).toBeGreaterThan(15);
+      expect(row!.leased).toBe(false);
+      // Reads meanwhile answer from the recorded reason, as after a platform failure.
+      expect(row!.code).toBe('transient');
+      expect(row!.message).toContain('audit is read-only');
+    },
+  );
 
   // What the sweep does with a grant it cannot open; the cooldown it records is written by the same
   // statement as after the unwritable refresh above, which runs on both databases.
@@ -904,61 +913,67 @@ describe('the token endpoint', () => {
   );
 
   // On both databases: which grants are due is the lease-claiming statement's condition.
-  it('refreshes a grant unused for a third of its platform’s idle limit, not a younger one', async () => {
-    const { double, v, adopt } = await setup();
-    await adopt('987', 'idle');
-    await adopt('988', 'recent');
-    const versions =
-      'select c.name, g.version from oauth_tokens_vault g join ad_account_connections c on c.token_id = g.id order by c.name';
-    // Both valid for two hours; Microsoft drops a refresh token unused for 90 days: kept alive at 30.
-    const set = await v.session(async (query) => {
-      await query(`update oauth_tokens_vault g set access_token_expires_at = now() + interval '2 hours',
+  it.runIf(ONCE)(
+    'refreshes a grant unused for a third of its platform’s idle limit, not a younger one',
+    async () => {
+      const { double, v, adopt } = await setup();
+      await adopt('987', 'idle');
+      await adopt('988', 'recent');
+      const versions =
+        'select c.name, g.version from oauth_tokens_vault g join ad_account_connections c on c.token_id = g.id order by c.name';
+      // Both valid for two hours; Microsoft drops a refresh token unused for 90 days: kept alive at 30.
+      const set = await v.session(async (query) => {
+        await query(`update oauth_tokens_vault g set access_token_expires_at = now() + interval '2 hours',
         last_refreshed_at = now() - (case c.name when 'idle' then interval '31 days' else interval '29 days' end)
         from ad_account_connections c where c.token_id = g.id`);
-      return query<{ name: string; version: number }>(versions);
-    });
-    expect(set).toEqual([
-      { name: 'idle', version: 1 },
-      { name: 'recent', version: 1 },
-    ]);
-    const attempts = double.refreshAttempts;
-    const daemon = await startDaemon(v);
-    // (The embedded database is the daemon's while it runs: the platform's side is watched instead.)
-    await until(() => double.refreshAttempts !== attempts, { intervalMs: 50 });
-    // Its first sweep claimed every due grant at once: a second refresh would have come with it.
-    await new Promise((r) => setTimeout(r, 500));
-    expect(await daemon.stop('SIGTERM')).toBe(0);
-    expect(await v.sql<{ name: string; version: number }>(versions)).toEqual([
-      { name: 'idle', version: 2 },
-      { name: 'recent', version: 1 },
-    ]);
-    expect(double.refreshAttempts).toBe(attempts + 1);
-  });
+        return query<{ name: string; version: number }>(versions);
+      });
+      expect(set).toEqual([
+        { name: 'idle', version: 1 },
+        { name: 'recent', version: 1 },
+      ]);
+      const attempts = double.refreshAttempts;
+      const daemon = await startDaemon(v);
+      // (The embedded database is the daemon's while it runs: the platform's side is watched instead.)
+      await until(() => double.refreshAttempts !== attempts, { intervalMs: 50 });
+      // Its first sweep claimed every due grant at once: a second refresh would have come with it.
+      await new Promise((r) => setTimeout(r, 500));
+      expect(await daemon.stop('SIGTERM')).toBe(0);
+      expect(await v.sql<{ name: string; version: number }>(versions)).toEqual([
+        { name: 'idle', version: 2 },
+        { name: 'recent', version: 1 },
+      ]);
+      expect(double.refreshAttempts).toBe(attempts + 1);
+    },
+  );
 
-  it('a --refresh-window longer than the tokens live refreshes a grant half-way through its token’s life, not at every sweep', async () => {
-    const { double, v, adopt } = await setup();
-    await adopt('987', 'young');
-    await adopt('988', 'old');
-    // 1-hour tokens: one refreshed 2 minutes ago, one 40 minutes ago. A 2h window holds both; only
-    // the one past half its token's life is due.
-    await v.sql(`update oauth_tokens_vault g set
+  it.runIf(ONCE)(
+    'a --refresh-window longer than the tokens live refreshes a grant half-way through its token’s life, not at every sweep',
+    async () => {
+      const { double, v, adopt } = await setup();
+      await adopt('987', 'young');
+      await adopt('988', 'old');
+      // 1-hour tokens: one refreshed 2 minutes ago, one 40 minutes ago. A 2h window holds both; only
+      // the one past half its token's life is due.
+      await v.sql(`update oauth_tokens_vault g set
       access_token_expires_at = now() + (case c.name when 'young' then interval '58 minutes' else interval '20 minutes' end),
       last_refreshed_at = now() - (case c.name when 'young' then interval '2 minutes' else interval '40 minutes' end)
       from ad_account_connections c where c.token_id = g.id`);
-    const attempts = double.refreshAttempts;
-    const daemon = await startDaemon(v, { args: ['--refresh-window', '2h'] });
-    await until(() => double.refreshAttempts !== attempts, { intervalMs: 50 });
-    await new Promise((r) => setTimeout(r, 1_500));
-    expect(await daemon.stop('SIGTERM')).toBe(0);
-    const versions = await v.sql<{ name: string; version: number }>(
-      'select c.name, g.version from oauth_tokens_vault g join ad_account_connections c on c.token_id = g.id order by c.name',
-    );
-    expect(versions).toEqual([
-      { name: 'old', version: 2 },
-      { name: 'young', version: 1 },
-    ]);
-    expect(double.refreshAttempts).toBe(attempts + 1);
-  });
+      const attempts = double.refreshAttempts;
+      const daemon = await startDaemon(v, { args: ['--refresh-window', '2h'] });
+      await until(() => double.refreshAttempts !== attempts, { intervalMs: 50 });
+      await new Promise((r) => setTimeout(r, 1_500));
+      expect(await daemon.stop('SIGTERM')).toBe(0);
+      const versions = await v.sql<{ name: string; version: number }>(
+        'select c.name, g.version from oauth_tokens_vault g join ad_account_connections c on c.token_id = g.id order by c.name',
+      );
+      expect(versions).toEqual([
+        { name: 'old', version: 2 },
+        { name: 'young', version: 1 },
+      ]);
+      expect(double.refreshAttempts).toBe(attempts + 1);
+    },
+  );
 
   // The sweep's timer, whatever database it sweeps.
   it.runIf(ONCE)(
@@ -988,106 +1003,118 @@ describe('the token endpoint', () => {
     },
   );
 
-  it('a claimed refresh that fails before anything is sent (its app disabled) leaves no refresh in doubt', async () => {
-    const { double, v, app, adopt } = await setup();
-    await adopt('987', 'acct-a');
-    await v.sql(
-      "update oauth_tokens_vault set access_token_expires_at = now() + interval '1 minute', last_refreshed_at = now() - interval '59 minutes'",
-    );
-    expect((await v.cli(['apps', 'disable', app.label])).code).toBe(0);
-    const attempts = double.refreshAttempts;
-    const daemon = await startDaemon(v, { args: ['--refresh-window', '30m'] });
-    await until(() => daemon.logs().includes('the grant waits before it is tried again'));
-    expect(daemon.logs()).toContain('the grant waits before it is tried again');
-    expect(await daemon.stop('SIGTERM')).toBe(0);
-    expect(double.refreshAttempts).toBe(attempts);
-    const [grant] = await v.sql<{ in_flight: boolean; waits: boolean }>(
-      'select refresh_in_flight_since is not null as in_flight, cooldown_until > now() as waits from oauth_tokens_vault',
-    );
-    expect(grant).toEqual({ in_flight: false, waits: true });
-    const report = await v.json<{ connections: Array<{ problem: string | null }> }>(['status']);
-    expect(report.connections[0]!.problem ?? '').not.toContain('never recorded its answer');
-  });
+  it.runIf(ONCE)(
+    'a claimed refresh that fails before anything is sent (its app disabled) leaves no refresh in doubt',
+    async () => {
+      const { double, v, app, adopt } = await setup();
+      await adopt('987', 'acct-a');
+      await v.sql(
+        "update oauth_tokens_vault set access_token_expires_at = now() + interval '1 minute', last_refreshed_at = now() - interval '59 minutes'",
+      );
+      expect((await v.cli(['apps', 'disable', app.label])).code).toBe(0);
+      const attempts = double.refreshAttempts;
+      const daemon = await startDaemon(v, { args: ['--refresh-window', '30m'] });
+      await until(() => daemon.logs().includes('the grant waits before it is tried again'));
+      expect(daemon.logs()).toContain('the grant waits before it is tried again');
+      expect(await daemon.stop('SIGTERM')).toBe(0);
+      expect(double.refreshAttempts).toBe(attempts);
+      const [grant] = await v.sql<{ in_flight: boolean; waits: boolean }>(
+        'select refresh_in_flight_since is not null as in_flight, cooldown_until > now() as waits from oauth_tokens_vault',
+      );
+      expect(grant).toEqual({ in_flight: false, waits: true });
+      const report = await v.json<{ connections: Array<{ problem: string | null }> }>(['status']);
+      expect(report.connections[0]!.problem ?? '').not.toContain('never recorded its answer');
+    },
+  );
 
-  it('gives back unsent, on SIGTERM, a claim waiting for its rate-limiting platform', async () => {
-    const { double, v, adopt } = await setup();
-    await adopt('987', 'first');
-    await adopt('988', 'second');
-    await v.sql(
-      "update oauth_tokens_vault set access_token_expires_at = now() + interval '1 minute', last_refreshed_at = now() - interval '59 minutes'",
-    );
-    // The first refresh is told to wait two minutes (past its lease): the platform is paused.
-    double.faults.failNext(1, { status: 429, headers: { 'retry-after': '120' } });
-    const attempts = double.refreshAttempts;
-    const daemon = await startDaemon(v, { args: ['--refresh-window', '30m', '--concurrency', '1'] });
-    await until(() => daemon.logs().includes('pausing it for'));
-    // For as long as it asked (not a fixed minute).
-    expect(daemon.logs()).toContain('microsoft_ads is rate limiting refreshes; pausing it for 120 s');
-    expect(await daemon.stop('SIGTERM')).toBe(0);
-    // The second claim waited for the pause and went back when the daemon stopped, never sent.
-    expect(double.refreshAttempts).toBe(attempts + 1);
-    const leases = await v.sql<{ lease_owner: string | null; refresh_in_flight_since: Date | null }>(
-      'select lease_owner, refresh_in_flight_since from oauth_tokens_vault',
-    );
-    expect(leases).toEqual([
-      { lease_owner: null, refresh_in_flight_since: null },
-      { lease_owner: null, refresh_in_flight_since: null },
-    ]);
-  });
+  it.runIf(ONCE)(
+    'gives back unsent, on SIGTERM, a claim waiting for its rate-limiting platform',
+    async () => {
+      const { double, v, adopt } = await setup();
+      await adopt('987', 'first');
+      await adopt('988', 'second');
+      await v.sql(
+        "update oauth_tokens_vault set access_token_expires_at = now() + interval '1 minute', last_refreshed_at = now() - interval '59 minutes'",
+      );
+      // The first refresh is told to wait two minutes (past its lease): the platform is paused.
+      double.faults.failNext(1, { status: 429, headers: { 'retry-after': '120' } });
+      const attempts = double.refreshAttempts;
+      const daemon = await startDaemon(v, { args: ['--refresh-window', '30m', '--concurrency', '1'] });
+      await until(() => daemon.logs().includes('pausing it for'));
+      // For as long as it asked (not a fixed minute).
+      expect(daemon.logs()).toContain('microsoft_ads is rate limiting refreshes; pausing it for 120 s');
+      expect(await daemon.stop('SIGTERM')).toBe(0);
+      // The second claim waited for the pause and went back when the daemon stopped, never sent.
+      expect(double.refreshAttempts).toBe(attempts + 1);
+      const leases = await v.sql<{ lease_owner: string | null; refresh_in_flight_since: Date | null }>(
+        'select lease_owner, refresh_in_flight_since from oauth_tokens_vault',
+      );
+      expect(leases).toEqual([
+        { lease_owner: null, refresh_in_flight_since: null },
+        { lease_owner: null, refresh_in_flight_since: null },
+      ]);
+    },
+  );
 
-  it('a platform rate limiting the daemon does not hold up the others: its claims go back, and are not made again until the pause ends', async () => {
-    const { double, v, adopt } = await setup();
-    await adopt('987', 'ms-1');
-    await adopt('988', 'ms-2');
-    const google = await startGoogleDouble();
-    cleanups.push(() => google.close());
-    const gapp = await addAppFor(v, 'google_ads', google as never);
-    const grant = google.issueGrant({ clientId: gapp.clientId, scope: GOOGLE_ADWORDS_SCOPE } as never);
-    await adoptGrant(v, 'google_ads', gapp.label, grant.refreshToken, {
-      accounts: ['1234567890'],
-      name: 'g',
-    });
-    // All due; Microsoft's first (they expire sooner): both claimed in the first round of two.
-    await v.sql(`update oauth_tokens_vault set last_refreshed_at = now() - interval '59 minutes',
+  it.runIf(ONCE)(
+    'a platform rate limiting the daemon does not hold up the others: its claims go back, and are not made again until the pause ends',
+    async () => {
+      const { double, v, adopt } = await setup();
+      await adopt('987', 'ms-1');
+      await adopt('988', 'ms-2');
+      const google = await startGoogleDouble();
+      cleanups.push(() => google.close());
+      const gapp = await addAppFor(v, 'google_ads', google as never);
+      const grant = google.issueGrant({ clientId: gapp.clientId, scope: GOOGLE_ADWORDS_SCOPE } as never);
+      await adoptGrant(v, 'google_ads', gapp.label, grant.refreshToken, {
+        accounts: ['1234567890'],
+        name: 'g',
+      });
+      // All due; Microsoft's first (they expire sooner): both claimed in the first round of two.
+      await v.sql(`update oauth_tokens_vault set last_refreshed_at = now() - interval '59 minutes',
       access_token_expires_at = now() + case platform when 'google_ads' then interval '3 minutes' else interval '1 minute' end`);
-    double.faults.failNext(1, { status: 429, headers: { 'retry-after': '120' } });
-    const googleBefore = google.refreshAttempts;
-    const started = Date.now();
-    const daemon = await startDaemon(v, { args: ['--concurrency', '1'] });
-    // Google's refresh comes long before Microsoft's 120 s pause ends (the daemon's start included:
-    // on a slow, busy machine the embedded database alone can take ten seconds to open).
-    await until(() => google.refreshAttempts !== googleBefore);
-    const waited = Date.now() - started;
-    expect(await daemon.stop('SIGTERM')).toBe(0);
-    expect(google.refreshAttempts).toBe(googleBefore + 1);
-    expect(waited).toBeLessThan(60_000);
-    expect(daemon.logs()).toContain('microsoft_ads is rate limiting refreshes; pausing it for 120 s');
-  });
+      double.faults.failNext(1, { status: 429, headers: { 'retry-after': '120' } });
+      const googleBefore = google.refreshAttempts;
+      const started = Date.now();
+      const daemon = await startDaemon(v, { args: ['--concurrency', '1'] });
+      // Google's refresh comes long before Microsoft's 120 s pause ends (the daemon's start included:
+      // on a slow, busy machine the embedded database alone can take ten seconds to open).
+      await until(() => google.refreshAttempts !== googleBefore);
+      const waited = Date.now() - started;
+      expect(await daemon.stop('SIGTERM')).toBe(0);
+      expect(google.refreshAttempts).toBe(googleBefore + 1);
+      expect(waited).toBeLessThan(60_000);
+      expect(daemon.logs()).toContain('microsoft_ads is rate limiting refreshes; pausing it for 120 s');
+    },
+  );
 
-  it('SIGTERM while a refresh waits out a Retry-After: the wait ends, the 429 is recorded, exit 0 at once', async () => {
-    const { double, v, adopt } = await setup();
-    await adopt('987', 'acct-a');
-    await v.sql(
-      "update oauth_tokens_vault set access_token_expires_at = now() + interval '1 minute', last_refreshed_at = now() - interval '59 minutes'",
-    );
-    // Within the lease: the token service would wait 20 s and try again.
-    double.faults.failNext(1, { status: 429, headers: { 'retry-after': '20' } });
-    const attempts = double.refreshAttempts;
-    const daemon = await startDaemon(v);
-    await until(() => double.refreshAttempts !== attempts);
-    await new Promise((r) => setTimeout(r, 500));
-    const signalled = Date.now();
-    expect(await daemon.stop('SIGTERM')).toBe(0);
-    // Well before the 20 s the wait had left, and before the 10 s after which a shutdown stops
-    // waiting for refreshes in flight (a slow, busy machine takes a few seconds to close the database).
-    expect(Date.now() - signalled).toBeLessThan(9_000);
-    expect(double.refreshAttempts).toBe(attempts + 1);
-    const [grant] = await v.sql<{ leased: boolean; in_flight: boolean; code: string | null }>(
-      `select lease_owner is not null as leased, refresh_in_flight_since is not null as in_flight,
+  it.runIf(ONCE)(
+    'SIGTERM while a refresh waits out a Retry-After: the wait ends, the 429 is recorded, exit 0 at once',
+    async () => {
+      const { double, v, adopt } = await setup();
+      await adopt('987', 'acct-a');
+      await v.sql(
+        "update oauth_tokens_vault set access_token_expires_at = now() + interval '1 minute', last_refreshed_at = now() - interval '59 minutes'",
+      );
+      // Within the lease: the token service would wait 20 s and try again.
+      double.faults.failNext(1, { status: 429, headers: { 'retry-after': '20' } });
+      const attempts = double.refreshAttempts;
+      const daemon = await startDaemon(v);
+      await until(() => double.refreshAttempts !== attempts);
+      await new Promise((r) => setTimeout(r, 500));
+      const signalled = Date.now();
+      expect(await daemon.stop('SIGTERM')).toBe(0);
+      // Well before the 20 s the wait had left, and before the 10 s after which a shutdown stops
+      // waiting for refreshes in flight (a slow, busy machine takes a few seconds to close the database).
+      expect(Date.now() - signalled).toBeLessThan(9_000);
+      expect(double.refreshAttempts).toBe(attempts + 1);
+      const [grant] = await v.sql<{ leased: boolean; in_flight: boolean; code: string | null }>(
+        `select lease_owner is not null as leased, refresh_in_flight_since is not null as in_flight,
          last_error_code as code from oauth_tokens_vault`,
-    );
-    expect(grant).toEqual({ leased: false, in_flight: false, code: 'rate_limited' });
-  });
+      );
+      expect(grant).toEqual({ leased: false, in_flight: false, code: 'rate_limited' });
+    },
+  );
 
   it('finishes and stores a refresh in flight on SIGTERM, then exits 0', async () => {
     const { double, v, adopt } = await setup();

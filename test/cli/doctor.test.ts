@@ -106,35 +106,38 @@ describe('credvault doctor', () => {
     expect(reused.by.daemon!.message).toContain('did not shut down cleanly');
   });
 
-  it('a master key file every user may read fails the key check (exit 6); its group or an open folder is a warning', async () => {
-    const v = await vault();
-    const key = join(v.home, 'master.key');
-    chmodSync(key, 0o644);
-    const open = await doctor(v);
-    expect(open.code).toBe(6);
-    expect(open.by.key).toMatchObject({ status: 'failed', fix: `chmod 600 ${key}` });
-    expect(open.by.key!.message).toContain('is open to every user (mode 0644)');
-    // Open to its group only: a warning (a deployment may share the key with a service's group).
-    chmodSync(key, 0o640);
-    const group = await doctor(v);
-    expect(group.code, group.stderr).toBe(0);
-    expect(group.by.key).toMatchObject({ status: 'warning', fix: `chmod 600 ${key}` });
-    // systemd's credential (0440 where an ACL lets the service's user read it) is systemd's to guard.
-    const credentials = join(v.root, 'credentials');
-    mkdirSync(credentials);
-    copyFileSync(key, join(credentials, 'credential_master_key'));
-    chmodSync(join(credentials, 'credential_master_key'), 0o440);
-    const systemd = await doctor(v, { CREDENTIALS_DIRECTORY: credentials });
-    expect(systemd.by.key, systemd.stderr).toMatchObject({ status: 'ok' });
-    expect(systemd.by.key!.message).toContain(join(credentials, 'credential_master_key'));
-    chmodSync(key, 0o600);
-    chmodSync(v.home, 0o755);
-    const folder = await doctor(v);
-    expect(folder.code, folder.stderr).toBe(0);
-    expect(folder.by.key).toMatchObject({ status: 'warning', fix: `chmod 700 ${v.home}` });
-    chmodSync(v.home, 0o700);
-    expect((await doctor(v)).by.key!.status).toBe('ok');
-  });
+  it.runIf(ONCE)(
+    'a master key file every user may read fails the key check (exit 6); its group or an open folder is a warning',
+    async () => {
+      const v = await vault();
+      const key = join(v.home, 'master.key');
+      chmodSync(key, 0o644);
+      const open = await doctor(v);
+      expect(open.code).toBe(6);
+      expect(open.by.key).toMatchObject({ status: 'failed', fix: `chmod 600 ${key}` });
+      expect(open.by.key!.message).toContain('is open to every user (mode 0644)');
+      // Open to its group only: a warning (a deployment may share the key with a service's group).
+      chmodSync(key, 0o640);
+      const group = await doctor(v);
+      expect(group.code, group.stderr).toBe(0);
+      expect(group.by.key).toMatchObject({ status: 'warning', fix: `chmod 600 ${key}` });
+      // systemd's credential (0440 where an ACL lets the service's user read it) is systemd's to guard.
+      const credentials = join(v.root, 'credentials');
+      mkdirSync(credentials);
+      copyFileSync(key, join(credentials, 'credential_master_key'));
+      chmodSync(join(credentials, 'credential_master_key'), 0o440);
+      const systemd = await doctor(v, { CREDENTIALS_DIRECTORY: credentials });
+      expect(systemd.by.key, systemd.stderr).toMatchObject({ status: 'ok' });
+      expect(systemd.by.key!.message).toContain(join(credentials, 'credential_master_key'));
+      chmodSync(key, 0o600);
+      chmodSync(v.home, 0o755);
+      const folder = await doctor(v);
+      expect(folder.code, folder.stderr).toBe(0);
+      expect(folder.by.key).toMatchObject({ status: 'warning', fix: `chmod 700 ${v.home}` });
+      chmodSync(v.home, 0o700);
+      expect((await doctor(v)).by.key!.status).toBe('ok');
+    },
+  );
 
   // What doctor reads of the apps is one list: once, on PostgreSQL when there.
   it.runIf(ONCE)(

@@ -106,7 +106,7 @@ describe('init', () => {
     expect((await v.cli(['key', 'status'])).code).toBe(0);
   });
 
-  it('uses a key from CREDENTIAL_MASTER_KEY and writes no key file', async () => {
+  it.runIf(ONCE)('uses a key from CREDENTIAL_MASTER_KEY and writes no key file', async () => {
     const v = await vault({ initialized: false });
     const key = (await v.cli(['key', 'generate'])).stdout.trim();
     expect(key).toMatch(/^[A-Za-z0-9_-]{43}=$/);
@@ -116,22 +116,25 @@ describe('init', () => {
     expect(() => statSync(join(v.home, 'master.key'))).toThrow();
   });
 
-  it('init with no key on a vault that already has one: exit 6 naming its key id, no new master.key, nothing changed', async () => {
-    const v = await vault();
-    renameSync(join(v.home, 'master.key'), join(v.home, 'master.key.away'));
-    const before = await v.dump();
-    const keyId = keyIdIn(before);
-    for (let i = 0; i < 2; i++) {
-      const refused = await v.cli(['init']);
-      expect(refused.code).toBe(6);
-      expect(refused.stderr).toContain('no master key is configured, and this vault already has one');
-      expect(refused.stderr).toContain(`wrapped by key id ${keyId}`);
-      expect(existsSync(join(v.home, 'master.key'))).toBe(false);
-    }
-    expect(await v.dump()).toBe(before);
-    renameSync(join(v.home, 'master.key.away'), join(v.home, 'master.key'));
-    expect((await v.cli(['init'])).code).toBe(0);
-  });
+  it.runIf(ONCE)(
+    'init with no key on a vault that already has one: exit 6 naming its key id, no new master.key, nothing changed',
+    async () => {
+      const v = await vault();
+      renameSync(join(v.home, 'master.key'), join(v.home, 'master.key.away'));
+      const before = await v.dump();
+      const keyId = keyIdIn(before);
+      for (let i = 0; i < 2; i++) {
+        const refused = await v.cli(['init']);
+        expect(refused.code).toBe(6);
+        expect(refused.stderr).toContain('no master key is configured, and this vault already has one');
+        expect(refused.stderr).toContain(`wrapped by key id ${keyId}`);
+        expect(existsSync(join(v.home, 'master.key'))).toBe(false);
+      }
+      expect(await v.dump()).toBe(before);
+      renameSync(join(v.home, 'master.key.away'), join(v.home, 'master.key'));
+      expect((await v.cli(['init'])).code).toBe(0);
+    },
+  );
 
   it.runIf(DB_KIND === 'postgres')('reports a database that is not migrated with exit 8', async () => {
     const v = await vault({ initialized: false });
@@ -730,7 +733,7 @@ describe('apps', () => {
     },
   );
 
-  it('updates, disables, enables and removes an app, auditing each step', async () => {
+  it.runIf(ONCE)('updates, disables, enables and removes an app, auditing each step', async () => {
     const v = await vault();
     const fields = googleApp();
     await v.json(['apps', 'add', 'google_ads', '--from-file', '-'], { input: JSON.stringify(fields) });
@@ -980,7 +983,7 @@ describe('audit', () => {
     ]);
   });
 
-  it('list filters by actor, action, outcome and time, newest first', async () => {
+  it.runIf(ONCE)('list filters by actor, action, outcome and time, newest first', async () => {
     const v = await vaultWithApps('a');
     await v.json(['apps', 'disable', 'a'], { env: { CREDVAULT_ACTOR: 'alice' } });
     type Row = { id: number; action: string; outcome: string; occurred_at: string };

@@ -223,7 +223,7 @@ describe('import env', () => {
     expect(details[0]!.details.customer_id).toBe('456');
   });
 
-  it('imports a realistic .env for all four platforms, then again changes nothing', async () => {
+  it.runIf(ONCE)('imports a realistic .env for all four platforms, then again changes nothing', async () => {
     const v = await vault();
     const legacy = await legacySetup(v);
     const file = join(v.root, '.env');
@@ -395,86 +395,89 @@ describe('import env', () => {
     expect(refreshed.last_refreshed_at).not.toBeNull();
   });
 
-  it('adds accounts new to a file to the grant that holds its token, and refuses a disabled app', async () => {
-    const v = await vault();
-    const { app, env } = await microsoftSetup(v);
-    const file = join(v.root, '.env');
-    writeFileSync(file, env('987'));
-    expect((await v.cli(['import', 'env', '--file', file])).code).toBe(0);
-    writeFileSync(file, env('987,988'));
-    const second = await v.json<ImportJson>(['import', 'env', '--file', file, '--verify']);
-    expect(second.plan.map((p) => `${p.action} ${p.kind} ${p.target}`)).toEqual([
-      'unchanged app microsoft-app',
-      'unchanged connection 987',
-      'create connection 988',
-    ]);
-    expect(second.verify!.map((o) => [o.connection, o.ok])).toEqual([
-      ['microsoft_ads:987', true],
-      ['microsoft_ads:988', true],
-    ]);
-    // A connection in error (its refreshes failed for other reasons) still holds the grant new
-    // accounts join; one that needs a person holds a token the platform refused: new accounts are
-    // not stored with it.
-    const count = async (query: Query, table: string) =>
-      (await query<{ n: number }>(`select count(*)::int as n from ${table}`))[0]!.n;
-    await v.session(async (query) => {
-      // One grant for the one consent: Microsoft rotates the refresh token, and a second copy would
-      // be left holding the one it replaced.
-      expect(await count(query, 'oauth_tokens_vault')).toBe(1);
-      await query("update ad_account_connections set status = 'error' where external_account_id = '987'");
-    });
-    writeFileSync(file, env('987,988,990'));
-    const withError = await v.json<ImportJson>(['import', 'env', '--file', file]);
-    expect(withError.plan.map((p) => `${p.action} ${p.target}`)).toEqual([
-      'unchanged microsoft-app',
-      'unchanged 987',
-      'unchanged 988',
-      'create 990',
-    ]);
-    expect(withError.plan[1]!.detail).toContain('error: its last refreshes failed');
-    await v.session(async (query) => {
-      expect(await count(query, 'oauth_tokens_vault')).toBe(1);
-      await query("update ad_account_connections set status = 'needs_reauth'");
-    });
-    writeFileSync(file, env('987,988,990,991'));
-    const dead = await v.json<ImportJson>(['import', 'env', '--file', file]);
-    expect(dead.plan.at(-1)).toMatchObject({ action: 'skip', target: '991' });
-    expect(dead.plan.at(-1)!.detail).toContain('the platform refused this token for 987');
-    // The connections' tokens belong to this client: another client id is refused while they hold them.
-    const state = await v.session(async (query) => {
-      expect(await count(query, 'ad_account_connections')).toBe(3);
-      await query("update ad_account_connections set status = 'active'");
-      await query("delete from ad_account_connections where external_account_id = '990'");
-      return stateIn(query);
-    });
-    const moved = await v.cli(['apps', 'update', 'microsoft-app', '--client-id', 'another-client']);
-    expect(moved.code, moved.stderr).toBe(7);
-    expect(moved.stderr).toContain(`hold tokens issued to client id ${app.clientId}`);
-    expect(moved.stderr).toContain('--force');
-    expect(await vaultState(v)).toBe(state);
+  it.runIf(ONCE)(
+    'adds accounts new to a file to the grant that holds its token, and refuses a disabled app',
+    async () => {
+      const v = await vault();
+      const { app, env } = await microsoftSetup(v);
+      const file = join(v.root, '.env');
+      writeFileSync(file, env('987'));
+      expect((await v.cli(['import', 'env', '--file', file])).code).toBe(0);
+      writeFileSync(file, env('987,988'));
+      const second = await v.json<ImportJson>(['import', 'env', '--file', file, '--verify']);
+      expect(second.plan.map((p) => `${p.action} ${p.kind} ${p.target}`)).toEqual([
+        'unchanged app microsoft-app',
+        'unchanged connection 987',
+        'create connection 988',
+      ]);
+      expect(second.verify!.map((o) => [o.connection, o.ok])).toEqual([
+        ['microsoft_ads:987', true],
+        ['microsoft_ads:988', true],
+      ]);
+      // A connection in error (its refreshes failed for other reasons) still holds the grant new
+      // accounts join; one that needs a person holds a token the platform refused: new accounts are
+      // not stored with it.
+      const count = async (query: Query, table: string) =>
+        (await query<{ n: number }>(`select count(*)::int as n from ${table}`))[0]!.n;
+      await v.session(async (query) => {
+        // One grant for the one consent: Microsoft rotates the refresh token, and a second copy would
+        // be left holding the one it replaced.
+        expect(await count(query, 'oauth_tokens_vault')).toBe(1);
+        await query("update ad_account_connections set status = 'error' where external_account_id = '987'");
+      });
+      writeFileSync(file, env('987,988,990'));
+      const withError = await v.json<ImportJson>(['import', 'env', '--file', file]);
+      expect(withError.plan.map((p) => `${p.action} ${p.target}`)).toEqual([
+        'unchanged microsoft-app',
+        'unchanged 987',
+        'unchanged 988',
+        'create 990',
+      ]);
+      expect(withError.plan[1]!.detail).toContain('error: its last refreshes failed');
+      await v.session(async (query) => {
+        expect(await count(query, 'oauth_tokens_vault')).toBe(1);
+        await query("update ad_account_connections set status = 'needs_reauth'");
+      });
+      writeFileSync(file, env('987,988,990,991'));
+      const dead = await v.json<ImportJson>(['import', 'env', '--file', file]);
+      expect(dead.plan.at(-1)).toMatchObject({ action: 'skip', target: '991' });
+      expect(dead.plan.at(-1)!.detail).toContain('the platform refused this token for 987');
+      // The connections' tokens belong to this client: another client id is refused while they hold them.
+      const state = await v.session(async (query) => {
+        expect(await count(query, 'ad_account_connections')).toBe(3);
+        await query("update ad_account_connections set status = 'active'");
+        await query("delete from ad_account_connections where external_account_id = '990'");
+        return stateIn(query);
+      });
+      const moved = await v.cli(['apps', 'update', 'microsoft-app', '--client-id', 'another-client']);
+      expect(moved.code, moved.stderr).toBe(7);
+      expect(moved.stderr).toContain(`hold tokens issued to client id ${app.clientId}`);
+      expect(moved.stderr).toContain('--force');
+      expect(await vaultState(v)).toBe(state);
 
-    expect((await v.cli(['apps', 'disable', 'microsoft-app'])).code).toBe(0);
-    writeFileSync(file, env('987,988,989'));
-    const before = await vaultState(v);
-    const refused = await v.cli(['import', 'env', '--file', file]);
-    expect(refused.code, refused.stderr).toBe(7);
-    expect(refused.stderr).toContain('is disabled');
-    expect(refused.stderr).toContain('credvault apps enable microsoft_ads/microsoft-app');
-    expect(await vaultState(v)).toBe(before);
-    const forced = await v.json<{ client_id: string }>([
-      'apps',
-      'update',
-      'microsoft-app',
-      '--client-id',
-      'another-client',
-      '--force',
-    ]);
-    expect(forced.client_id).toBe('another-client');
-    // Committed, not only read back inside the update's transaction.
-    expect(await v.sql("select client_id from oauth_app_credentials where label = 'microsoft-app'")).toEqual([
-      { client_id: 'another-client' },
-    ]);
-  });
+      expect((await v.cli(['apps', 'disable', 'microsoft-app'])).code).toBe(0);
+      writeFileSync(file, env('987,988,989'));
+      const before = await vaultState(v);
+      const refused = await v.cli(['import', 'env', '--file', file]);
+      expect(refused.code, refused.stderr).toBe(7);
+      expect(refused.stderr).toContain('is disabled');
+      expect(refused.stderr).toContain('credvault apps enable microsoft_ads/microsoft-app');
+      expect(await vaultState(v)).toBe(before);
+      const forced = await v.json<{ client_id: string }>([
+        'apps',
+        'update',
+        'microsoft-app',
+        '--client-id',
+        'another-client',
+        '--force',
+      ]);
+      expect(forced.client_id).toBe('another-client');
+      // Committed, not only read back inside the update's transaction.
+      expect(
+        await v.sql("select client_id from oauth_app_credentials where label = 'microsoft-app'"),
+      ).toEqual([{ client_id: 'another-client' }]);
+    },
+  );
 
   it.runIf(ONCE)(
     'a dry run lists no connection ids (none exist), and refuses --verify, which would refresh',
@@ -546,48 +549,51 @@ describe('import env', () => {
     expect(await v.sql('select id from oauth_tokens_vault where id = $1', [old!.id])).toEqual([]);
   });
 
-  it('keeps a grant that connections add made: importing the old .env again does not shred it', async () => {
-    const { v, app, first, file } = await googleEnv('1234567890,1234567891');
-    expect((await v.cli(['import', 'env', '--file', file])).code).toBe(0);
-    // Google refuses the imported token; a person adopts a new one for one of the two accounts.
-    doubles.google.revokeGrant(first.grantId);
-    const refused = await v.cli(['connections', 'refresh', 'google_ads:1234567890']);
-    expect(refused.code, refused.stderr).toBe(4);
-    const second = doubles.google.issueGrant({ clientId: app.clientId, scope: GOOGLE_ADWORDS_SCOPE });
-    await adoptGrant(v, 'google_ads', app.label, second.refreshToken, { accounts: ['1234567890'] });
+  it.runIf(ONCE)(
+    'keeps a grant that connections add made: importing the old .env again does not shred it',
+    async () => {
+      const { v, app, first, file } = await googleEnv('1234567890,1234567891');
+      expect((await v.cli(['import', 'env', '--file', file])).code).toBe(0);
+      // Google refuses the imported token; a person adopts a new one for one of the two accounts.
+      doubles.google.revokeGrant(first.grantId);
+      const refused = await v.cli(['connections', 'refresh', 'google_ads:1234567890']);
+      expect(refused.code, refused.stderr).toBe(4);
+      const second = doubles.google.issueGrant({ clientId: app.clientId, scope: GOOGLE_ADWORDS_SCOPE });
+      await adoptGrant(v, 'google_ads', app.label, second.refreshToken, { accounts: ['1234567890'] });
 
-    // The deploy script imports the same file again: the adopted grant stays, and the plan says how
-    // to replace it on purpose; the other account still holds the refused imported token.
-    const state = await vaultState(v);
-    const again = await v.cli(['import', 'env', '--file', file]);
-    expect(again.code, again.stderr).toBe(0);
-    expect(again.stdout).toMatch(
-      /skip\s+connection\s+google_ads\s+1234567890\s+kept: connected with connect/,
-    );
-    expect(again.stdout).toContain(
-      `credvault connections add google_ads --app ${app.label} --account 1234567890 --refresh-token-file FILE`,
-    );
-    expect(again.stdout).toMatch(/unchanged\s+connection\s+google_ads\s+1234567891\s+.*needs_reauth/);
-    expect(again.stderr).toContain('nothing to change; 1 skipped');
-    expect(await vaultState(v)).toBe(state);
-    const token = await v.cli(['token', 'get', 'google_ads:1234567890'], { secretOutput: true });
-    expect(token.code, token.stderr).toBe(0);
+      // The deploy script imports the same file again: the adopted grant stays, and the plan says how
+      // to replace it on purpose; the other account still holds the refused imported token.
+      const state = await vaultState(v);
+      const again = await v.cli(['import', 'env', '--file', file]);
+      expect(again.code, again.stderr).toBe(0);
+      expect(again.stdout).toMatch(
+        /skip\s+connection\s+google_ads\s+1234567890\s+kept: connected with connect/,
+      );
+      expect(again.stdout).toContain(
+        `credvault connections add google_ads --app ${app.label} --account 1234567890 --refresh-token-file FILE`,
+      );
+      expect(again.stdout).toMatch(/unchanged\s+connection\s+google_ads\s+1234567891\s+.*needs_reauth/);
+      expect(again.stderr).toContain('nothing to change; 1 skipped');
+      expect(await vaultState(v)).toBe(state);
+      const token = await v.cli(['token', 'get', 'google_ads:1234567890'], { secretOutput: true });
+      expect(token.code, token.stderr).toBe(0);
 
-    // Under --json: the same, and no connection listed as changed.
-    const report = await v.json<ImportJson>(['import', 'env', '--file', file]);
-    expect(report.plan.find((p) => p.target === '1234567890')).toMatchObject({ action: 'skip' });
-    expect(report.connections).toEqual([]);
+      // Under --json: the same, and no connection listed as changed.
+      const report = await v.json<ImportJson>(['import', 'env', '--file', file]);
+      expect(report.plan.find((p) => p.target === '1234567890')).toMatchObject({ action: 'skip' });
+      expect(report.connections).toEqual([]);
 
-    // A revoked connection holds no token: an import does not revive it either.
-    expect((await v.cli(['connections', 'revoke', 'google_ads:1234567890'])).code).toBe(0);
-    const revoked = await v.json<ImportJson>(['import', 'env', '--file', file]);
-    expect(revoked.plan.find((p) => p.target === '1234567890')).toMatchObject({ action: 'skip' });
-    expect(revoked.plan.find((p) => p.target === '1234567890')!.detail).toContain('kept revoked');
-    expect((await v.json<{ status: string }>(['connections', 'show', 'google_ads:1234567890'])).status).toBe(
-      'revoked',
-    );
-    await expectNoSecretsLeaked(v, [first.refreshToken, second.refreshToken, app.clientSecret]);
-  });
+      // A revoked connection holds no token: an import does not revive it either.
+      expect((await v.cli(['connections', 'revoke', 'google_ads:1234567890'])).code).toBe(0);
+      const revoked = await v.json<ImportJson>(['import', 'env', '--file', file]);
+      expect(revoked.plan.find((p) => p.target === '1234567890')).toMatchObject({ action: 'skip' });
+      expect(revoked.plan.find((p) => p.target === '1234567890')!.detail).toContain('kept revoked');
+      expect(
+        (await v.json<{ status: string }>(['connections', 'show', 'google_ads:1234567890'])).status,
+      ).toBe('revoked');
+      await expectNoSecretsLeaked(v, [first.refreshToken, second.refreshToken, app.clientSecret]);
+    },
+  );
 
   it.runIf(ONCE)(
     'a changed customer id or login customer id reaches the connection when the token is unchanged',

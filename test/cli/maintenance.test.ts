@@ -4,7 +4,7 @@ import { maintainTables } from '../../src/db/maintenance.js';
 import { GOOGLE_ADWORDS_SCOPE, startGoogleDouble } from '../doubles/index.js';
 import { seedConnections, startDaemon } from '../helpers/daemon.js';
 import { addAppFor } from '../helpers/flows.js';
-import { createVault, DB_KIND, type Query } from '../helpers/vault.js';
+import { createVault, DB_KIND, ONCE, type Query } from '../helpers/vault.js';
 import { until } from '../helpers/wait.js';
 
 /**
@@ -154,29 +154,34 @@ describe('database maintenance', () => {
 });
 
 describe('expired OAuth states', () => {
-  it("are purged by the daemon, a removed app's among them, not only when a connect starts", async () => {
-    const double = await startGoogleDouble();
-    cleanups.push(() => double.close());
-    const v = await createVault();
-    cleanups.push(() => v.destroy());
-    for (const label of ['kept', 'gone']) await addAppFor(v, 'google_ads', double as never, { label });
-    for (const app of ['kept', 'gone']) {
-      const started = await v.cli(['connections', 'start', 'google_ads', '--app', app]);
-      expect(started.code, started.stderr).toBe(0);
-    }
-    // The removed app's state outlives it (bound to no app), pending until it expired two days ago;
-    // nobody has started a connect since, which would have purged it.
-    expect((await v.cli(['apps', 'remove', 'google_ads/gone'])).code).toBe(0);
-    await v.sql("update oauth_states set expires_at = now() - interval '2 days' where app_id is null");
-    const states = () =>
-      v.sql<{ orphaned: boolean }>('select app_id is null as orphaned from oauth_states order by created_at');
-    expect(await states()).toEqual([{ orphaned: false }, { orphaned: true }]);
+  it.runIf(ONCE)(
+    "are purged by the daemon, a removed app's among them, not only when a connect starts",
+    async () => {
+      const double = await startGoogleDouble();
+      cleanups.push(() => double.close());
+      const v = await createVault();
+      cleanups.push(() => v.destroy());
+      for (const label of ['kept', 'gone']) await addAppFor(v, 'google_ads', double as never, { label });
+      for (const app of ['kept', 'gone']) {
+        const started = await v.cli(['connections', 'start', 'google_ads', '--app', app]);
+        expect(started.code, started.stderr).toBe(0);
+      }
+      // The removed app's state outlives it (bound to no app), pending until it expired two days ago;
+      // nobody has started a connect since, which would have purged it.
+      expect((await v.cli(['apps', 'remove', 'google_ads/gone'])).code).toBe(0);
+      await v.sql("update oauth_states set expires_at = now() - interval '2 days' where app_id is null");
+      const states = () =>
+        v.sql<{ orphaned: boolean }>(
+          'select app_id is null as orphaned from oauth_states order by created_at',
+        );
+      expect(await states()).toEqual([{ orphaned: false }, { orphaned: true }]);
 
-    const daemon = await startDaemon(v);
-    cleanups.push(() => daemon.stop());
-    // The first sweep starts after the purge.
-    await untilFirstSweep(daemon);
-    expect(await daemon.stop()).toBe(0);
-    expect(await states()).toEqual([{ orphaned: false }]);
-  });
+      const daemon = await startDaemon(v);
+      cleanups.push(() => daemon.stop());
+      // The first sweep starts after the purge.
+      await untilFirstSweep(daemon);
+      expect(await daemon.stop()).toBe(0);
+      expect(await states()).toEqual([{ orphaned: false }]);
+    },
+  );
 });

@@ -253,56 +253,59 @@ describe('the callback server of connect', () => {
 
 describe('a state is bound to the platform and app it was started for', () => {
   // Storing and using up states: on both databases.
-  it("refuses another app's or platform's answer for it, using nothing up; the right answer still completes", async () => {
-    const v = await vault();
-    const a = await addAppFor(v, 'reddit_ads', double('reddit_ads'), { label: 'reddit-a' });
-    await addAppFor(v, 'reddit_ads', double('reddit_ads'), { label: 'reddit-b' });
-    await addAppFor(v, 'linkedin_ads', double('linkedin_ads'), { label: 'linkedin-l' });
-    const sa = await startAndConsent(v, 'reddit_ads', 'reddit-a');
-    const sb = await startAndConsent(v, 'reddit_ads', 'reddit-b');
-    const sl = await startAndConsent(v, 'linkedin_ads', 'linkedin-l');
-    const before = tokenRequests();
+  it.runIf(ONCE)(
+    "refuses another app's or platform's answer for it, using nothing up; the right answer still completes",
+    async () => {
+      const v = await vault();
+      const a = await addAppFor(v, 'reddit_ads', double('reddit_ads'), { label: 'reddit-a' });
+      await addAppFor(v, 'reddit_ads', double('reddit_ads'), { label: 'reddit-b' });
+      await addAppFor(v, 'linkedin_ads', double('linkedin_ads'), { label: 'linkedin-l' });
+      const sa = await startAndConsent(v, 'reddit_ads', 'reddit-a');
+      const sb = await startAndConsent(v, 'reddit_ads', 'reddit-b');
+      const sl = await startAndConsent(v, 'linkedin_ads', 'linkedin-l');
+      const before = tokenRequests();
 
-    const complete = (state: string, ...rest: string[]) =>
-      v.cli(['connections', 'complete', '--state', state, ...rest]);
-    // There is no way to name another app: the state says which.
-    const otherApp = await complete(sa.state, '--app', 'reddit-b', '--callback-url', sa.callbackUrl);
-    expect(otherApp.code).toBe(2);
-    expect(otherApp.stderr).toContain("unknown option '--app'");
-    // Another app's consent (same platform), another platform's, and the other way round.
-    for (const [state, callbackUrl] of [
-      [sa.state, sb.callbackUrl],
-      [sa.state, sl.callbackUrl],
-      [sl.state, sa.callbackUrl],
-    ] as const) {
-      const refused = await complete(state, '--callback-url', callbackUrl, '--account', 'a2_xyz');
-      expect(refused.code, refused.stderr).toBe(2);
-      expect(refused.stderr).toContain(
-        'the callback URL answers another authorization (its state differs from --state); nothing was stored',
-      );
-    }
-    expect(tokenRequests()).toBe(before);
-    let stored = await storedRows(v);
-    expect(stored.connections).toEqual([]);
-    expect(stored.grants).toBe(0);
-    expect(stored.states.map((s) => s.used)).toEqual([false, false, false]);
+      const complete = (state: string, ...rest: string[]) =>
+        v.cli(['connections', 'complete', '--state', state, ...rest]);
+      // There is no way to name another app: the state says which.
+      const otherApp = await complete(sa.state, '--app', 'reddit-b', '--callback-url', sa.callbackUrl);
+      expect(otherApp.code).toBe(2);
+      expect(otherApp.stderr).toContain("unknown option '--app'");
+      // Another app's consent (same platform), another platform's, and the other way round.
+      for (const [state, callbackUrl] of [
+        [sa.state, sb.callbackUrl],
+        [sa.state, sl.callbackUrl],
+        [sl.state, sa.callbackUrl],
+      ] as const) {
+        const refused = await complete(state, '--callback-url', callbackUrl, '--account', 'a2_xyz');
+        expect(refused.code, refused.stderr).toBe(2);
+        expect(refused.stderr).toContain(
+          'the callback URL answers another authorization (its state differs from --state); nothing was stored',
+        );
+      }
+      expect(tokenRequests()).toBe(before);
+      let stored = await storedRows(v);
+      expect(stored.connections).toEqual([]);
+      expect(stored.grants).toBe(0);
+      expect(stored.states.map((s) => s.used)).toEqual([false, false, false]);
 
-    // A bare code says nothing of the consent it came from: given with another app's state, the
-    // platform's own binding of a code to its client refuses it (exit 4), and nothing is stored.
-    const code = new URL(sa.callbackUrl).searchParams.get('code')!;
-    const foreignCode = await complete(sb.state, '--code', code, '--account', 'a2_xyz');
-    expect(foreignCode.code, foreignCode.stderr).toBe(4);
-    expect(foreignCode.stderr).toContain('Reddit Ads refused the authorization code');
-    expect(tokenRequests()).toBe(before + 1);
-    expect((await storedRows(v)).connections).toEqual([]);
+      // A bare code says nothing of the consent it came from: given with another app's state, the
+      // platform's own binding of a code to its client refuses it (exit 4), and nothing is stored.
+      const code = new URL(sa.callbackUrl).searchParams.get('code')!;
+      const foreignCode = await complete(sb.state, '--code', code, '--account', 'a2_xyz');
+      expect(foreignCode.code, foreignCode.stderr).toBe(4);
+      expect(foreignCode.stderr).toContain('Reddit Ads refused the authorization code');
+      expect(tokenRequests()).toBe(before + 1);
+      expect((await storedRows(v)).connections).toEqual([]);
 
-    const done = await completeFor(v, sa, 'a2_xyz');
-    expect(done).toEqual([expect.objectContaining({ app_id: a.id, external_account_id: 'a2_xyz' })]);
-    stored = await storedRows(v);
-    expect(stored.connections).toEqual([{ app_id: a.id, external_account_id: 'a2_xyz' }]);
-    expect(stored.grants).toBe(1);
-    expect(stored.states.map((s) => s.used)).toEqual([true, true, false]);
-  });
+      const done = await completeFor(v, sa, 'a2_xyz');
+      expect(done).toEqual([expect.objectContaining({ app_id: a.id, external_account_id: 'a2_xyz' })]);
+      stored = await storedRows(v);
+      expect(stored.connections).toEqual([{ app_id: a.id, external_account_id: 'a2_xyz' }]);
+      expect(stored.grants).toBe(1);
+      expect(stored.states.map((s) => s.used)).toEqual([true, true, false]);
+    },
+  );
 
   it('completes a state an older credvault started (it records no client id): bound to its app alone', async () => {
     const v = await vault();
@@ -314,120 +317,127 @@ describe('a state is bound to the platform and app it was started for', () => {
     expect(done).toEqual([expect.objectContaining({ app_id: a.id, external_account_id: 'a2_xyz' })]);
   });
 
-  it("drops a removed app's expired states with it; its pending ones stay, bound to no app, another app's expired ones stay", async () => {
-    const v = await vault();
-    const google = doubles.google as unknown as Double<unknown, unknown>;
-    for (const label of ['kept', 'gone']) await addAppFor(v, 'google_ads', google, { label });
-    await startAndConsent(v, 'google_ads', 'kept');
-    await startAndConsent(v, 'google_ads', 'gone');
-    await startAndConsent(v, 'google_ads', 'gone');
-    // The first of each app expired a minute ago (too recently for a connect's purge to take it).
-    await v.sql(
-      `update oauth_states set expires_at = now() - interval '1 minute'
+  it.runIf(ONCE)(
+    "drops a removed app's expired states with it; its pending ones stay, bound to no app, another app's expired ones stay",
+    async () => {
+      const v = await vault();
+      const google = doubles.google as unknown as Double<unknown, unknown>;
+      for (const label of ['kept', 'gone']) await addAppFor(v, 'google_ads', google, { label });
+      await startAndConsent(v, 'google_ads', 'kept');
+      await startAndConsent(v, 'google_ads', 'gone');
+      await startAndConsent(v, 'google_ads', 'gone');
+      // The first of each app expired a minute ago (too recently for a connect's purge to take it).
+      await v.sql(
+        `update oauth_states set expires_at = now() - interval '1 minute'
         where id in (select distinct on (app_id) id from oauth_states order by app_id, created_at)`,
-    );
-    const states = () =>
-      v.sql<{ app: string | null; expired: boolean }>(
-        `select a.label as app, s.expires_at < now() as expired
-           from oauth_states s left join oauth_app_credentials a on a.id = s.app_id order by s.created_at`,
       );
-    expect(await states()).toEqual([
-      { app: 'kept', expired: true },
-      { app: 'gone', expired: true },
-      { app: 'gone', expired: false },
-    ]);
-    expect((await v.cli(['apps', 'remove', 'google_ads/gone'])).code).toBe(0);
-    expect(await states()).toEqual([
-      { app: 'kept', expired: true },
-      { app: null, expired: false },
-    ]);
-  });
+      const states = () =>
+        v.sql<{ app: string | null; expired: boolean }>(
+          `select a.label as app, s.expires_at < now() as expired
+           from oauth_states s left join oauth_app_credentials a on a.id = s.app_id order by s.created_at`,
+        );
+      expect(await states()).toEqual([
+        { app: 'kept', expired: true },
+        { app: 'gone', expired: true },
+        { app: 'gone', expired: false },
+      ]);
+      expect((await v.cli(['apps', 'remove', 'google_ads/gone'])).code).toBe(0);
+      expect(await states()).toEqual([
+        { app: 'kept', expired: true },
+        { app: null, expired: false },
+      ]);
+    },
+  );
 
-  it('refuses a state whose app was disabled, removed or given another client id since: exchanges nothing, stores nothing, uses it up, audits it', async () => {
-    const v = await vault();
-    // Google: a PKCE platform, so that each state holds a code verifier.
-    const google = doubles.google as unknown as Double<unknown, unknown>;
-    for (const label of ['disabled', 'removed', 'moved']) await addAppFor(v, 'google_ads', google, { label });
-    const started = {
-      disabled: await startAndConsent(v, 'google_ads', 'disabled'),
-      removed: await startAndConsent(v, 'google_ads', 'removed'),
-      moved: await startAndConsent(v, 'google_ads', 'moved'),
-    };
-    const verifiers = async () =>
-      (
-        await v.sql<{ verifier: boolean }>(
-          'select code_verifier_enc is not null as verifier from oauth_states order by created_at',
-        )
-      ).map((s) => s.verifier);
-    expect(await verifiers()).toEqual([true, true, true]);
-    const changes = [
-      ['apps', 'disable', 'google_ads/disabled'],
-      ['apps', 'remove', 'google_ads/removed'],
-      ['apps', 'update', 'google_ads/moved', '--client-id', 'another-client'],
-    ];
-    for (const change of changes) {
-      const changed = await v.cli(change);
-      expect(changed.code, changed.stderr).toBe(0);
-      // The removed app's pending state keeps no verifier from the removal on, before any callback.
-      if (change[1] === 'remove') expect(await verifiers()).toEqual([true, false, true]);
-    }
-    const before = doubles.google.tokenRequests().length;
+  it.runIf(ONCE)(
+    'refuses a state whose app was disabled, removed or given another client id since: exchanges nothing, stores nothing, uses it up, audits it',
+    async () => {
+      const v = await vault();
+      // Google: a PKCE platform, so that each state holds a code verifier.
+      const google = doubles.google as unknown as Double<unknown, unknown>;
+      for (const label of ['disabled', 'removed', 'moved'])
+        await addAppFor(v, 'google_ads', google, { label });
+      const started = {
+        disabled: await startAndConsent(v, 'google_ads', 'disabled'),
+        removed: await startAndConsent(v, 'google_ads', 'removed'),
+        moved: await startAndConsent(v, 'google_ads', 'moved'),
+      };
+      const verifiers = async () =>
+        (
+          await v.sql<{ verifier: boolean }>(
+            'select code_verifier_enc is not null as verifier from oauth_states order by created_at',
+          )
+        ).map((s) => s.verifier);
+      expect(await verifiers()).toEqual([true, true, true]);
+      const changes = [
+        ['apps', 'disable', 'google_ads/disabled'],
+        ['apps', 'remove', 'google_ads/removed'],
+        ['apps', 'update', 'google_ads/moved', '--client-id', 'another-client'],
+      ];
+      for (const change of changes) {
+        const changed = await v.cli(change);
+        expect(changed.code, changed.stderr).toBe(0);
+        // The removed app's pending state keeps no verifier from the removal on, before any callback.
+        if (change[1] === 'remove') expect(await verifiers()).toEqual([true, false, true]);
+      }
+      const before = doubles.google.tokenRequests().length;
 
-    // Exit 3 (not found) for the removed app, 7 (changed underneath) for the others.
-    const cases = [
-      ['disabled', 7, 'conflict', '(google_ads/disabled) was disabled since; nothing was stored'],
-      ['removed', 3, 'not_found', 'was removed since; nothing was stored'],
-      ['moved', 7, 'conflict', '(google_ads/moved) has another client id since; nothing was stored'],
-    ] as const;
-    for (const [label, exit, code, message] of cases) {
-      const refused = await v.cli([
+      // Exit 3 (not found) for the removed app, 7 (changed underneath) for the others.
+      const cases = [
+        ['disabled', 7, 'conflict', '(google_ads/disabled) was disabled since; nothing was stored'],
+        ['removed', 3, 'not_found', 'was removed since; nothing was stored'],
+        ['moved', 7, 'conflict', '(google_ads/moved) has another client id since; nothing was stored'],
+      ] as const;
+      for (const [label, exit, code, message] of cases) {
+        const refused = await v.cli([
+          'connections',
+          'complete',
+          '--state',
+          started[label].state,
+          '--callback-url',
+          started[label].callbackUrl,
+          '--account',
+          '1112223334',
+          '--json',
+        ]);
+        expect(refused.code, refused.stderr).toBe(exit);
+        const { error } = JSON.parse(refused.stderr) as { error: { code: string; message: string } };
+        expect(error.code).toBe(code);
+        expect(error.message).toContain(`the app this authorization was started for ${message}`);
+      }
+      expect(doubles.google.tokenRequests().length).toBe(before);
+      const stored = await storedRows(v);
+      expect(stored.connections).toEqual([]);
+      expect(stored.grants).toBe(0);
+      // Each was used up by its refusal (a state is good for one callback), and its verifier is gone.
+      expect(stored.states.map((s) => s.used)).toEqual([true, true, true]);
+      // The removed app's state outlived it, bound to no app.
+      expect(stored.states.map((s) => s.app_id === null)).toEqual([false, true, false]);
+      expect(await v.sql('select id from oauth_states where code_verifier_enc is not null')).toEqual([]);
+      const denied = await v.sql<{ problem: string }>(
+        "select detail->>'problem' as problem from credential_access_audit where action = 'oauth.callback' and outcome = 'denied' order by id",
+      );
+      expect(denied.map((d) => d.problem)).toEqual(['app disabled', 'app removed', 'client id changed']);
+      const audit = await v.cli(['audit', 'verify']);
+      expect(audit.code, audit.stderr).toBe(0);
+
+      // Enabled again, the app does not bring the state back.
+      expect((await v.cli(['apps', 'enable', 'google_ads/disabled'])).code).toBe(0);
+      const again = await v.cli([
         'connections',
         'complete',
         '--state',
-        started[label].state,
+        started.disabled.state,
         '--callback-url',
-        started[label].callbackUrl,
+        started.disabled.callbackUrl,
         '--account',
         '1112223334',
-        '--json',
       ]);
-      expect(refused.code, refused.stderr).toBe(exit);
-      const { error } = JSON.parse(refused.stderr) as { error: { code: string; message: string } };
-      expect(error.code).toBe(code);
-      expect(error.message).toContain(`the app this authorization was started for ${message}`);
-    }
-    expect(doubles.google.tokenRequests().length).toBe(before);
-    const stored = await storedRows(v);
-    expect(stored.connections).toEqual([]);
-    expect(stored.grants).toBe(0);
-    // Each was used up by its refusal (a state is good for one callback), and its verifier is gone.
-    expect(stored.states.map((s) => s.used)).toEqual([true, true, true]);
-    // The removed app's state outlived it, bound to no app.
-    expect(stored.states.map((s) => s.app_id === null)).toEqual([false, true, false]);
-    expect(await v.sql('select id from oauth_states where code_verifier_enc is not null')).toEqual([]);
-    const denied = await v.sql<{ problem: string }>(
-      "select detail->>'problem' as problem from credential_access_audit where action = 'oauth.callback' and outcome = 'denied' order by id",
-    );
-    expect(denied.map((d) => d.problem)).toEqual(['app disabled', 'app removed', 'client id changed']);
-    const audit = await v.cli(['audit', 'verify']);
-    expect(audit.code, audit.stderr).toBe(0);
-
-    // Enabled again, the app does not bring the state back.
-    expect((await v.cli(['apps', 'enable', 'google_ads/disabled'])).code).toBe(0);
-    const again = await v.cli([
-      'connections',
-      'complete',
-      '--state',
-      started.disabled.state,
-      '--callback-url',
-      started.disabled.callbackUrl,
-      '--account',
-      '1112223334',
-    ]);
-    expect(again.code).toBe(2);
-    expect(again.stderr).toContain('already used');
-    expect(doubles.google.tokenRequests().length).toBe(before);
-  });
+      expect(again.code).toBe(2);
+      expect(again.stderr).toContain('already used');
+      expect(doubles.google.tokenRequests().length).toBe(before);
+    },
+  );
 });
 
 // PostgreSQL only: the test holds a lock from a connection of its own while the daemon works, which

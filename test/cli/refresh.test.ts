@@ -197,50 +197,48 @@ describe.runIf(DB_KIND === 'postgres')('a host whose clock is off', () => {
 });
 
 describe('failures', () => {
-  it('invalid_grant marks needs_reauth at once (exit 4) and the platform is not called again', async () => {
-    const double = await microsoft();
-    const { v, grant } = await connected(double);
-    double.revokeGrant(grant.refreshToken);
-    const result = await v.cli(['token', 'get', 'acct']);
-    expect(result.code).toBe(4);
-    expect(result.stderr).toContain('invalid_grant');
-    expect(result.stderr).toContain('credvault connect');
-    const attempts = double.refreshAttempts;
-    const status = await statusOf(v);
-    expect(status).toMatchObject({ status: 'needs_reauth', urgency: 'critical' });
-    // A script reading --json sees the contract's code.
-    const json = await v.cli(['token', 'get', 'acct', '--json']);
-    expect(json.code).toBe(4);
-    expect(JSON.parse(json.stderr).error.code).toBe('reauth_required');
-    expect((await v.cli(['connections', 'refresh', 'acct', '--force'])).code).toBe(4);
-    expect(double.refreshAttempts).toBe(attempts);
-    // Each request is in the audit log, refused: the first after its failed refresh, the next two
-    // from the recorded state without a platform call.
-    const audit = await v.json<Array<{ action: string; outcome: string; detail: Record<string, unknown> }>>([
-      'audit',
-      'list',
-      '--connection',
-      'acct',
-      '--limit',
-      '10',
-    ]);
-    expect(audit.slice(0, 3).map((r) => [r.action, r.outcome, r.detail.purpose, r.detail.error])).toEqual([
-      ['token.serve', 'failure', 'connections refresh', 'reauth_required'],
-      ['token.serve', 'failure', 'token get --format json', 'reauth_required'],
-      ['token.serve', 'failure', 'token get --format raw', 'reauth_required'],
-    ]);
-    expect(audit.map((r) => `${r.action} ${r.outcome}`)).toContain('token.refresh failure');
-    // With the audit log read-only the refusal is still the answer: what to do, not the log's error.
-    await v.refuseAuditWrites();
-    const refused = await v.cli(['token', 'get', 'acct']);
-    expect(refused.code, refused.stderr).toBe(4);
-    expect(refused.stderr).toContain('credvault connect');
-    // The tables a person reads name the account by the platform's id too.
-    for (const table of [['status'], ['connections', 'list']])
-      expect((await v.cli(table)).stdout).toMatch(/ Acme Search US \(987\) /);
-  });
+  it.runIf(ONCE)(
+    'invalid_grant marks needs_reauth at once (exit 4) and the platform is not called again',
+    async () => {
+      const double = await microsoft();
+      const { v, grant } = await connected(double);
+      double.revokeGrant(grant.refreshToken);
+      const result = await v.cli(['token', 'get', 'acct']);
+      expect(result.code).toBe(4);
+      expect(result.stderr).toContain('invalid_grant');
+      expect(result.stderr).toContain('credvault connect');
+      const attempts = double.refreshAttempts;
+      const status = await statusOf(v);
+      expect(status).toMatchObject({ status: 'needs_reauth', urgency: 'critical' });
+      // A script reading --json sees the contract's code.
+      const json = await v.cli(['token', 'get', 'acct', '--json']);
+      expect(json.code).toBe(4);
+      expect(JSON.parse(json.stderr).error.code).toBe('reauth_required');
+      expect((await v.cli(['connections', 'refresh', 'acct', '--force'])).code).toBe(4);
+      expect(double.refreshAttempts).toBe(attempts);
+      // Each request is in the audit log, refused: the first after its failed refresh, the next two
+      // from the recorded state without a platform call.
+      const audit = await v.json<Array<{ action: string; outcome: string; detail: Record<string, unknown> }>>(
+        ['audit', 'list', '--connection', 'acct', '--limit', '10'],
+      );
+      expect(audit.slice(0, 3).map((r) => [r.action, r.outcome, r.detail.purpose, r.detail.error])).toEqual([
+        ['token.serve', 'failure', 'connections refresh', 'reauth_required'],
+        ['token.serve', 'failure', 'token get --format json', 'reauth_required'],
+        ['token.serve', 'failure', 'token get --format raw', 'reauth_required'],
+      ]);
+      expect(audit.map((r) => `${r.action} ${r.outcome}`)).toContain('token.refresh failure');
+      // With the audit log read-only the refusal is still the answer: what to do, not the log's error.
+      await v.refuseAuditWrites();
+      const refused = await v.cli(['token', 'get', 'acct']);
+      expect(refused.code, refused.stderr).toBe(4);
+      expect(refused.stderr).toContain('credvault connect');
+      // The tables a person reads name the account by the platform's id too.
+      for (const table of [['status'], ['connections', 'list']])
+        expect((await v.cli(table)).stdout).toMatch(/ Acme Search US \(987\) /);
+    },
+  );
 
-  it('three timeouts in a row mark the connection error; the refresh token is kept', async () => {
+  it.runIf(ONCE)('three timeouts in a row mark the connection error; the refresh token is kept', async () => {
     const double = await microsoft();
     const { v, stored } = await connected(double);
     const env = { CREDVAULT_HTTP_TIMEOUT: '0.5' };
@@ -269,24 +267,27 @@ describe('failures', () => {
     expect(await statusOf(v)).toMatchObject({ status: 'active', consecutive_failures: 0, urgency: 'ok' });
   });
 
-  it('a connection in error is tried again by token get once its cool-down is over, and is active again when that works', async () => {
-    const double = await microsoft();
-    const { v } = await connected(double);
-    double.faults.failNext(9, { status: 503, body: 'upstream unavailable' });
-    for (let i = 0; i < 3; i++) {
-      await v.sql('update oauth_tokens_vault set cooldown_until = null');
-      expect((await v.cli(['token', 'get', 'acct'])).code).toBe(5);
-    }
-    expect(await statusOf(v)).toMatchObject({ status: 'error', consecutive_failures: 3 });
-    // The platform is back, and the cool-down over: no person needed.
-    double.faults.reset();
-    await v.sql("update oauth_tokens_vault set cooldown_until = now() - interval '1 second'");
-    const attempts = double.refreshAttempts;
-    const served = await v.cli(['token', 'get', 'acct'], { secretOutput: true });
-    expect(served.code, served.stderr).toBe(0);
-    expect(double.refreshAttempts).toBe(attempts + 1);
-    expect(await statusOf(v)).toMatchObject({ status: 'active', consecutive_failures: 0, urgency: 'ok' });
-  });
+  it.runIf(ONCE)(
+    'a connection in error is tried again by token get once its cool-down is over, and is active again when that works',
+    async () => {
+      const double = await microsoft();
+      const { v } = await connected(double);
+      double.faults.failNext(9, { status: 503, body: 'upstream unavailable' });
+      for (let i = 0; i < 3; i++) {
+        await v.sql('update oauth_tokens_vault set cooldown_until = null');
+        expect((await v.cli(['token', 'get', 'acct'])).code).toBe(5);
+      }
+      expect(await statusOf(v)).toMatchObject({ status: 'error', consecutive_failures: 3 });
+      // The platform is back, and the cool-down over: no person needed.
+      double.faults.reset();
+      await v.sql("update oauth_tokens_vault set cooldown_until = now() - interval '1 second'");
+      const attempts = double.refreshAttempts;
+      const served = await v.cli(['token', 'get', 'acct'], { secretOutput: true });
+      expect(served.code, served.stderr).toBe(0);
+      expect(double.refreshAttempts).toBe(attempts + 1);
+      expect(await statusOf(v)).toMatchObject({ status: 'active', consecutive_failures: 0, urgency: 'ok' });
+    },
+  );
 
   it.skipIf(DB_KIND !== 'postgres')(
     'the platform call gives up before the lease it holds lapses, and the lease is given back',
@@ -344,35 +345,38 @@ describe('failures', () => {
     expect(requests[1]!.at - requests[0]!.at).toBeGreaterThanOrEqual(2000);
   });
 
-  it('a platform error that echoes the refresh token, the client secret and a token credvault never had: none reaches any output, the stored status or the audit log', async () => {
-    const double = await microsoft();
-    const { v, app, grant } = await connected(double);
-    // A secret of the platform's own, shorter than a refresh token: only its shape says what it is.
-    const unknown = 'sk_live_abcdefghijklmnop123456';
-    const echo = (error: string) => ({
-      error,
-      error_description: `refresh token ${grant.refreshToken} presented by ${app.clientId} with secret ${app.clientSecret} (key ${unknown})`,
-    });
-    double.faults.failNext(5, { status: 503, body: echo('temporarily_unavailable') });
-    const transient = await v.cli(['connections', 'refresh', 'acct', '--force', '--json']);
-    expect(transient.code).toBe(5);
-    double.faults.reset();
-    double.faults.failNext(1, { status: 400, body: echo('invalid_grant') });
-    const dead = await v.cli(['connections', 'refresh', 'acct', '--force']);
-    expect(dead.code).toBe(4);
-    expect(dead.stderr).toContain('invalid_grant');
-    expect(dead.stderr).toContain('[redacted]');
-    for (const look of [
-      ['status'],
-      ['status', '--json'],
-      ['connections', 'show', 'acct', '--json'],
-      ['audit', 'list', '--json'],
-    ]) {
-      const run = await v.cli(look);
-      expect(run.code, `${look.join(' ')}: ${run.stderr}`).toBe(0);
-    }
-    await expectNoSecretsLeaked(v, [grant.refreshToken, app.clientSecret!, unknown]);
-  });
+  it.runIf(ONCE)(
+    'a platform error that echoes the refresh token, the client secret and a token credvault never had: none reaches any output, the stored status or the audit log',
+    async () => {
+      const double = await microsoft();
+      const { v, app, grant } = await connected(double);
+      // A secret of the platform's own, shorter than a refresh token: only its shape says what it is.
+      const unknown = 'sk_live_abcdefghijklmnop123456';
+      const echo = (error: string) => ({
+        error,
+        error_description: `refresh token ${grant.refreshToken} presented by ${app.clientId} with secret ${app.clientSecret} (key ${unknown})`,
+      });
+      double.faults.failNext(5, { status: 503, body: echo('temporarily_unavailable') });
+      const transient = await v.cli(['connections', 'refresh', 'acct', '--force', '--json']);
+      expect(transient.code).toBe(5);
+      double.faults.reset();
+      double.faults.failNext(1, { status: 400, body: echo('invalid_grant') });
+      const dead = await v.cli(['connections', 'refresh', 'acct', '--force']);
+      expect(dead.code).toBe(4);
+      expect(dead.stderr).toContain('invalid_grant');
+      expect(dead.stderr).toContain('[redacted]');
+      for (const look of [
+        ['status'],
+        ['status', '--json'],
+        ['connections', 'show', 'acct', '--json'],
+        ['audit', 'list', '--json'],
+      ]) {
+        const run = await v.cli(look);
+        expect(run.code, `${look.join(' ')}: ${run.stderr}`).toBe(0);
+      }
+      await expectNoSecretsLeaked(v, [grant.refreshToken, app.clientSecret!, unknown]);
+    },
+  );
 
   // Each secret is sealed with its row and column as associated data: the cipher's doing, whatever
   // database holds the bytes (every test on both opens secrets it stored). Once.
@@ -437,38 +441,41 @@ describe('failures', () => {
     },
   );
 
-  it('transient failures keep the refresh token, cool down, and answer from the recorded failure', async () => {
-    const double = await microsoft();
-    const { v, stored } = await connected(double);
-    double.faults.failNext(3, { status: 503, body: 'upstream unavailable' });
-    const failed = await v.cli(['token', 'get', 'acct']);
-    expect(failed.code).toBe(5);
-    expect(failed.stderr).toContain('HTTP 503');
-    expect(await refreshTokenCiphertext(v)).toBe(stored);
-    const attempts = double.refreshAttempts;
-    const cooling = await v.cli(['token', 'get', 'acct']);
-    expect(cooling.code).toBe(5);
-    expect(cooling.stderr).toContain('not calling the platform again before');
-    expect(cooling.stderr).toContain('--force');
-    expect(double.refreshAttempts).toBe(attempts);
-    expect(await statusOf(v)).toMatchObject({
-      status: 'active',
-      consecutive_failures: 1,
-      urgency: 'warning',
-    });
-    const forced = await v.cli(['connections', 'refresh', 'acct', '--force']);
-    expect(forced.code, forced.stderr).toBe(0);
-    expect(double.refreshAttempts).toBe(attempts + 1);
-    // The connection's own audit trail holds its refreshes, the failed one and the one that worked.
-    const trail = await v.json<Array<{ action: string; outcome: string }>>([
-      'audit',
-      'list',
-      '--connection',
-      'acct',
-    ]);
-    const refreshes = trail.filter((r) => r.action === 'token.refresh').map((r) => r.outcome);
-    expect(refreshes).toEqual(expect.arrayContaining(['success', 'failure']));
-  });
+  it.runIf(ONCE)(
+    'transient failures keep the refresh token, cool down, and answer from the recorded failure',
+    async () => {
+      const double = await microsoft();
+      const { v, stored } = await connected(double);
+      double.faults.failNext(3, { status: 503, body: 'upstream unavailable' });
+      const failed = await v.cli(['token', 'get', 'acct']);
+      expect(failed.code).toBe(5);
+      expect(failed.stderr).toContain('HTTP 503');
+      expect(await refreshTokenCiphertext(v)).toBe(stored);
+      const attempts = double.refreshAttempts;
+      const cooling = await v.cli(['token', 'get', 'acct']);
+      expect(cooling.code).toBe(5);
+      expect(cooling.stderr).toContain('not calling the platform again before');
+      expect(cooling.stderr).toContain('--force');
+      expect(double.refreshAttempts).toBe(attempts);
+      expect(await statusOf(v)).toMatchObject({
+        status: 'active',
+        consecutive_failures: 1,
+        urgency: 'warning',
+      });
+      const forced = await v.cli(['connections', 'refresh', 'acct', '--force']);
+      expect(forced.code, forced.stderr).toBe(0);
+      expect(double.refreshAttempts).toBe(attempts + 1);
+      // The connection's own audit trail holds its refreshes, the failed one and the one that worked.
+      const trail = await v.json<Array<{ action: string; outcome: string }>>([
+        'audit',
+        'list',
+        '--connection',
+        'acct',
+      ]);
+      const refreshes = trail.filter((r) => r.action === 'token.refresh').map((r) => r.outcome);
+      expect(refreshes).toEqual(expect.arrayContaining(['success', 'failure']));
+    },
+  );
 });
 
 // The refresher's own state against another session's: PostgreSQL, where sessions truly run beside
@@ -955,30 +962,33 @@ describe('fail closed', () => {
     expect(served.stdout.trim().length).toBeGreaterThan(10);
   });
 
-  it('neither do exec nor the formats that hand out the refresh token and client secret', async () => {
-    const double = await google();
-    const { v, app, grant } = await connected(double, 'google_ads', { expired: false });
-    await v.refuseAuditWrites();
-    const marker = join(v.root, 'ran');
-    for (const args of [
-      ['token', 'get', 'acct', '--format', 'env'],
-      ['token', 'get', 'acct', '--format', 'google-ads-yaml'],
-      ['exec', 'acct', '--', 'sh', '-c', `touch ${marker}; env`],
-    ]) {
-      const refused = await v.cli(args);
-      expect(refused.code, `${args.join(' ')}: ${refused.stderr}`).toBe(8);
-      expect(refused.stdout, args.join(' ')).toBe('');
-    }
-    // exec's command never ran.
-    expect(existsSync(marker)).toBe(false);
-    await expectNoSecretsLeaked(v, [grant.refreshToken, app.clientSecret, ...double.accessTokens.keys()]);
-    // The same commands once the log takes records again.
-    await v.sql('drop trigger refuse_audit on credential_access_audit');
-    const ran = await v.cli(['exec', 'acct', '--', 'sh', '-c', `touch ${marker}`]);
-    expect(ran.code, ran.stderr).toBe(0);
-    expect(existsSync(marker)).toBe(true);
-    const env = await v.cli(['token', 'get', 'acct', '--format', 'env'], { secretOutput: true });
-    expect(env.code, env.stderr).toBe(0);
-    expect(env.stdout).toContain(grant.refreshToken);
-  });
+  it.runIf(ONCE)(
+    'neither do exec nor the formats that hand out the refresh token and client secret',
+    async () => {
+      const double = await google();
+      const { v, app, grant } = await connected(double, 'google_ads', { expired: false });
+      await v.refuseAuditWrites();
+      const marker = join(v.root, 'ran');
+      for (const args of [
+        ['token', 'get', 'acct', '--format', 'env'],
+        ['token', 'get', 'acct', '--format', 'google-ads-yaml'],
+        ['exec', 'acct', '--', 'sh', '-c', `touch ${marker}; env`],
+      ]) {
+        const refused = await v.cli(args);
+        expect(refused.code, `${args.join(' ')}: ${refused.stderr}`).toBe(8);
+        expect(refused.stdout, args.join(' ')).toBe('');
+      }
+      // exec's command never ran.
+      expect(existsSync(marker)).toBe(false);
+      await expectNoSecretsLeaked(v, [grant.refreshToken, app.clientSecret, ...double.accessTokens.keys()]);
+      // The same commands once the log takes records again.
+      await v.sql('drop trigger refuse_audit on credential_access_audit');
+      const ran = await v.cli(['exec', 'acct', '--', 'sh', '-c', `touch ${marker}`]);
+      expect(ran.code, ran.stderr).toBe(0);
+      expect(existsSync(marker)).toBe(true);
+      const env = await v.cli(['token', 'get', 'acct', '--format', 'env'], { secretOutput: true });
+      expect(env.code, env.stderr).toBe(0);
+      expect(env.stdout).toContain(grant.refreshToken);
+    },
+  );
 });
