@@ -367,17 +367,14 @@ export async function runDaemon(
     // Made only if no other daemon's is there ('wx'): of two starting together, one writes it.
     refuseSecondDaemon(config.home);
     if (existsSync(runFile)) rmSync(runFile, { force: true }); // a dead daemon's (checked just above)
+    const runText = JSON.stringify({
+      pid: process.pid,
+      listen: listening,
+      token: localToken,
+      database: databaseLabel(config.databaseUrl),
+    });
     try {
-      writeFileSync(
-        runFile,
-        JSON.stringify({
-          pid: process.pid,
-          listen: listening,
-          token: localToken,
-          database: databaseLabel(config.databaseUrl),
-        }),
-        { mode: 0o600, flag: 'wx' },
-      );
+      writeFileSync(runFile, runText, { mode: 0o600, flag: 'wx' });
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code === 'EEXIST') refuseSecondDaemon(config.home);
       throw error;
@@ -389,6 +386,25 @@ export async function runDaemon(
     // A timer's run does not start while its last one is still under way (a database that does not
     // answer would otherwise take another connection at every tick until the pool is gone).
     timers.push(every(30_000, checkCache));
+    // Removed under the daemon (`rm -r run/`, a cleaner of old files), the run file is written again:
+    // without it `token get` stops asking the daemon and `doctor` says none runs. Never over another's.
+    timers.push(
+      every(2_000, async () => {
+        if (shuttingDown || existsSync(runFile)) return;
+        try {
+          mkdirSync(dirname(runFile), { recursive: true, mode: 0o700 });
+          writeFileSync(runFile, runText, { mode: 0o600, flag: 'wx' });
+          log.warn(`its run file ${runFile} was removed; written again`, { event: 'run_file_restored' });
+        } catch (error) {
+          log.warn(
+            `its run file ${runFile} was removed and could not be written again: ${errorMessage(error)}`,
+            {
+              event: 'run_file_lost',
+            },
+          );
+        }
+      }),
+    );
     timers.push(every(15_000, () => updateGauges()));
     timers.push(every(30_000, () => audit.touchClients().catch(() => {})));
     // Statistics before the first claim (see db/maintenance.ts); on the embedded database, which has

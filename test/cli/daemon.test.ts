@@ -1481,13 +1481,15 @@ describe('token get beside a running daemon', () => {
 });
 
 describe.runIf(DB_KIND === 'pglite')('the embedded database while the daemon runs', () => {
-  it('serves its socket again when it is removed under it (rm of run/, a cleaner of old files)', async () => {
+  it('serves its socket and writes its run file again when they are removed under it (rm -r run/, a cleaner of old files)', async () => {
     const { v, adopt } = await setup();
     await adopt('987', 'acct-a');
     const daemon = await startDaemon(v);
     cleanups.push(() => daemon.stop());
     const socket = join(v.home, 'run', '.s.PGSQL.5432');
-    rmSync(socket);
+    const runFile = join(v.home, 'run', 'daemon.json');
+    const runText = readFileSync(runFile, 'utf8');
+    rmSync(join(v.home, 'run'), { recursive: true });
     const list = () => v.cli(['connections', 'list', '--json'], { env: { CREDVAULT_LOCK_TIMEOUT: '1' } });
     // Before, every command failed from then on: "in use by process … (credvault daemon)".
     expect(await until(async () => (await list()).code === 0, { timeoutMs: 15_000, intervalMs: 500 })).toBe(
@@ -1495,8 +1497,16 @@ describe.runIf(DB_KIND === 'pglite')('the embedded database while the daemon run
     );
     expect(statSync(socket).mode & 0o777).toBe(0o600);
     expect(daemon.logs()).toContain('"event":"socket_restored"');
+    // The run file too (before, doctor said no daemon ran, and token get stopped asking it).
+    expect(await until(async () => existsSync(runFile), { timeoutMs: 10_000, intervalMs: 200 })).toBe(true);
+    expect(readFileSync(runFile, 'utf8')).toBe(runText);
+    expect(statSync(runFile).mode & 0o777).toBe(0o600);
+    expect(daemon.logs()).toContain('"event":"run_file_restored"');
+    const doctor = await v.json<{ checks: Array<{ name: string; status: string }> }>(['doctor']);
+    expect(doctor.checks.find((c) => c.name === 'daemon')).toMatchObject({ status: 'ok' });
     expect(await daemon.stop()).toBe(0);
     expect(existsSync(socket)).toBe(false);
+    expect(existsSync(runFile)).toBe(false);
   });
 
   it('keeps every other command working through the daemon, token get included', async () => {

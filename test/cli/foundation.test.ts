@@ -622,6 +622,12 @@ describe('apps', () => {
       expect(bare.code).toBe(2);
       expect(bare.stderr).toMatch(/credvault needs a command: init, db, .*, completion\n/);
       expect(bare.stderr).not.toContain('__names');
+      // An empty list filtered by platform says which platform had none.
+      const none = await v.cli(['apps', 'list', '--platform', 'reddit_ads']);
+      expect(none.code).toBe(0);
+      expect(none.stdout + none.stderr).toContain(
+        'no reddit_ads apps: add one with `credvault apps add reddit_ads',
+      );
       const unknown = await v.cli(['help', 'bogus']);
       expect(unknown.code).toBe(2);
       expect(unknown.stderr).toContain("unknown command 'bogus'");

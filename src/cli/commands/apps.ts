@@ -205,7 +205,9 @@ export async function list(rt: Runtime, opts: { platform?: string }): Promise<vo
     apps,
     appJson,
     APP_COLUMNS,
-    'no apps yet: add one with `credvault apps add PLATFORM --label L`',
+    platform
+      ? `no ${platform} apps: add one with \`credvault apps add ${platform} --label L\``
+      : 'no apps yet: add one with `credvault apps add PLATFORM --label L`',
   );
 }
 
