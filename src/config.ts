@@ -1,7 +1,6 @@
 import { homedir, userInfo } from 'node:os';
 import { join, resolve } from 'node:path';
 import { InvalidInputError, quoted } from './errors.js';
-import { urlHasPassword } from './util/database-url.js';
 
 /** Configuration: environment first, flags override (spec/cli.md, "Configuration"). */
 export interface Config {
@@ -76,14 +75,6 @@ export function resolveConfig(flags: GlobalFlags, env: NodeJS.ProcessEnv): Confi
   if (!Number.isFinite(dbSeconds) || dbSeconds < 0 || dbSeconds > 3600) {
     throw new InvalidInputError(
       `CREDVAULT_DB_TIMEOUT must be seconds between 0 (no limit) and 3600 (got ${quoted(env.CREDVAULT_DB_TIMEOUT)})`,
-    );
-  }
-  if (flags.databaseUrl && urlHasPassword(flags.databaseUrl)) {
-    throw new InvalidInputError(
-      '--database-url carries a password, which every user of this machine can read in its process list',
-      {
-        hint: 'Give the URL in DATABASE_URL instead, or leave the password out of it and set PGPASSWORD.',
-      },
     );
   }
   const actor = (flags.actor ?? env.CREDVAULT_ACTOR ?? '').trim() || osUser(env);

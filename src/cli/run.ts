@@ -4,6 +4,7 @@ import { jsonLog, logFolders, writeStartFailure } from '../daemon/log-format.js'
 import { databaseWhere } from '../db/client.js';
 import { mapDatabaseError } from '../db/errors.js';
 import { CredvaultError, InvalidInputError } from '../errors.js';
+import { urlHasPassword } from '../util/database-url.js';
 import { Output, type Stream } from './output.js';
 import { buildProgram, execArgv, reachedCommand } from './program.js';
 
@@ -42,6 +43,15 @@ function where(config: Config | null): string {
 }
 
 export function createRuntime(flags: GlobalFlags, io: Io): Runtime {
+  // From the command line only: the library's openVault({ databaseUrl }) is in no process list.
+  if (flags.databaseUrl && urlHasPassword(flags.databaseUrl)) {
+    throw new InvalidInputError(
+      '--database-url carries a password, which every user of this machine can read in its process list',
+      {
+        hint: 'Give the URL in DATABASE_URL instead, or leave the password out of it and set PGPASSWORD.',
+      },
+    );
+  }
   const config = resolveConfig(flags, io.env);
   const out = new Output({
     json: config.json,

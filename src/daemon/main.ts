@@ -388,6 +388,8 @@ export async function runDaemon(
     timers.push(every(30_000, checkCache));
     // Removed under the daemon (`rm -r run/`, a cleaner of old files), the run file is written again:
     // without it `token get` stops asking the daemon and `doctor` says none runs. Never over another's.
+    // A failure that lasts (run/ made a file, or read-only) is one line, then a count now and then.
+    const runFileFailures = new RepeatedLines(log, { firstMs: 120_000 });
     timers.push(
       every(2_000, async () => {
         if (shuttingDown || existsSync(runFile)) return;
@@ -396,11 +398,13 @@ export async function runDaemon(
           writeFileSync(runFile, runText, { mode: 0o600, flag: 'wx' });
           log.warn(`its run file ${runFile} was removed; written again`, { event: 'run_file_restored' });
         } catch (error) {
-          log.warn(
+          // Another's, written meanwhile (a second daemon is refused while this one runs): left alone.
+          if ((error as NodeJS.ErrnoException).code === 'EEXIST') return;
+          runFileFailures.log(
+            'warn',
+            'run_file',
             `its run file ${runFile} was removed and could not be written again: ${errorMessage(error)}`,
-            {
-              event: 'run_file_lost',
-            },
+            { event: 'run_file_lost' },
           );
         }
       }),

@@ -25,12 +25,22 @@ export function urlWithoutPassword(url: string): string | null {
  * command line, where every user of the machine can read it (`ps`), that is refused.
  */
 export function urlHasPassword(url: string): boolean {
-  const rest = url.trim().replace(/^[a-z][a-z0-9+.-]*:\/\//i, '');
-  // The user information ends at the last @ before any query parameter's value (which may hold one);
-  // a password left unencoded may hold /, ? or #, so the authority is not cut at those first.
-  const head = rest.includes('=') ? rest.slice(0, rest.indexOf('=')) : rest;
-  const userinfo = head.includes('@') ? head.slice(0, head.lastIndexOf('@')) : '';
-  return /:./.test(userinfo) || /[?&](ssl)?password=[^&#]/i.test(rest);
+  const text = url.trim();
+  try {
+    // As urlWithoutPassword reads it: libpq's empty host (`u@/db?host=/x`) with a stand-in.
+    const emptyHost = /^[a-z][a-z0-9+.-]*:\/\/[^/?#]*@(?=[/?#]|$)/i.test(text);
+    const parsed = new URL(emptyHost ? text.replace(/@(?=[/?#]|$)/, '@localhost') : text);
+    return (
+      parsed.password !== '' ||
+      Boolean(parsed.searchParams.get('password')) ||
+      Boolean(parsed.searchParams.get('sslpassword'))
+    );
+  } catch {
+    // Not a URL as given (a password with / ? # in it, several hosts): anything before the last @
+    // with a colon in it may be one.
+    const rest = text.replace(/^[a-z][a-z0-9+.-]*:\/\//i, '');
+    return /:[^@]+@/.test(rest.slice(0, rest.lastIndexOf('@') + 1)) || /[?&](ssl)?password=[^&#]/i.test(rest);
+  }
 }
 
 /**

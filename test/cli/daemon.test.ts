@@ -856,36 +856,33 @@ describe('the token endpoint', () => {
     },
   );
 
-  it.runIf(ONCE)(
-    'a refresh whose answer cannot be written (audit read-only) is not retried at once: the grant waits, and the log says why',
-    async () => {
-      const { double, v, adopt } = await setup();
-      await adopt('987', 'unwritable');
-      await v.refuseAuditWrites();
-      await v.sql(
-        "update oauth_tokens_vault set access_token_expires_at = now() + interval '1 minute', last_refreshed_at = now() - interval '1 hour'",
-      );
-      const attempts = double.refreshAttempts;
-      const daemon = await startDaemon(v);
-      await until(() => double.refreshAttempts !== attempts, { intervalMs: 50 });
-      expect(double.refreshAttempts).toBe(attempts + 1);
-      // It was tried again every second before; now it waits about 30 s, then longer each time.
-      await new Promise((r) => setTimeout(r, 4_000));
-      expect(double.refreshAttempts).toBe(attempts + 1);
-      expect(daemon.logs()).toContain('audit is read-only');
-      expect(await daemon.stop('SIGTERM')).toBe(0);
-      const [row] = await v.sql<{ wait: number; leased: boolean; code: string; message: string }>(
-        `select extract(epoch from cooldown_until - now())::float as wait, lease_owner is not null as leased,
+  it('a refresh whose answer cannot be written (audit read-only) is not retried at once: the grant waits, and the log says why', async () => {
+    const { double, v, adopt } = await setup();
+    await adopt('987', 'unwritable');
+    await v.refuseAuditWrites();
+    await v.sql(
+      "update oauth_tokens_vault set access_token_expires_at = now() + interval '1 minute', last_refreshed_at = now() - interval '1 hour'",
+    );
+    const attempts = double.refreshAttempts;
+    const daemon = await startDaemon(v);
+    await until(() => double.refreshAttempts !== attempts, { intervalMs: 50 });
+    expect(double.refreshAttempts).toBe(attempts + 1);
+    // It was tried again every second before; now it waits about 30 s, then longer each time.
+    await new Promise((r) => setTimeout(r, 4_000));
+    expect(double.refreshAttempts).toBe(attempts + 1);
+    expect(daemon.logs()).toContain('audit is read-only');
+    expect(await daemon.stop('SIGTERM')).toBe(0);
+    const [row] = await v.sql<{ wait: number; leased: boolean; code: string; message: string }>(
+      `select extract(epoch from cooldown_until - now())::float as wait, lease_owner is not null as leased,
          last_error_code as code, last_error_message as message
        from oauth_tokens_vault`,
-      );
-      expect(row!.wait).toBeGreaterThan(15);
-      expect(row!.leased).toBe(false);
-      // Reads meanwhile answer from the recorded reason, as after a platform failure.
-      expect(row!.code).toBe('transient');
-      expect(row!.message).toContain('audit is read-only');
-    },
-  );
+    );
+    expect(row!.wait).toBeGreaterThan(15);
+    expect(row!.leased).toBe(false);
+    // Reads meanwhile answer from the recorded reason, as after a platform failure.
+    expect(row!.code).toBe('transient');
+    expect(row!.message).toContain('audit is read-only');
+  });
 
   // What the sweep does with a grant it cannot open; the cooldown it records is written by the same
   // statement as after the unwritable refresh above, which runs on both databases.

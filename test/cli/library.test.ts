@@ -49,12 +49,20 @@ async function node(
   return { code, stdout, stderr };
 }
 
+/**
+ * The vault's URL as a service would hold it, with a password (PostgreSQL here trusts local
+ * connections and ignores it): the library takes one, which only the CLI's --database-url refuses.
+ */
+function serviceUrl(): string | undefined {
+  return vault.databaseUrl?.replace(/^(postgres(?:ql)?:\/\/[^:@/]+)@/, '$1:service-password@') ?? undefined;
+}
+
 function program(name: string, body: string): string {
   const file = join(appDir, name);
   writeFileSync(
     file,
     `import { openVault, InvalidInputError, NotFoundError } from 'credvault';
-const vault = await openVault({ home: ${JSON.stringify(vault.home)}, databaseUrl: ${JSON.stringify(vault.databaseUrl ?? undefined)}, actor: 'billing-service', env: {} });
+const vault = await openVault({ home: ${JSON.stringify(vault.home)}, databaseUrl: ${JSON.stringify(serviceUrl())}, actor: 'billing-service', env: {} });
 const out = {};
 try {
 ${body}

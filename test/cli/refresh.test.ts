@@ -345,38 +345,35 @@ describe('failures', () => {
     expect(requests[1]!.at - requests[0]!.at).toBeGreaterThanOrEqual(2000);
   });
 
-  it.runIf(ONCE)(
-    'a platform error that echoes the refresh token, the client secret and a token credvault never had: none reaches any output, the stored status or the audit log',
-    async () => {
-      const double = await microsoft();
-      const { v, app, grant } = await connected(double);
-      // A secret of the platform's own, shorter than a refresh token: only its shape says what it is.
-      const unknown = 'sk_live_abcdefghijklmnop123456';
-      const echo = (error: string) => ({
-        error,
-        error_description: `refresh token ${grant.refreshToken} presented by ${app.clientId} with secret ${app.clientSecret} (key ${unknown})`,
-      });
-      double.faults.failNext(5, { status: 503, body: echo('temporarily_unavailable') });
-      const transient = await v.cli(['connections', 'refresh', 'acct', '--force', '--json']);
-      expect(transient.code).toBe(5);
-      double.faults.reset();
-      double.faults.failNext(1, { status: 400, body: echo('invalid_grant') });
-      const dead = await v.cli(['connections', 'refresh', 'acct', '--force']);
-      expect(dead.code).toBe(4);
-      expect(dead.stderr).toContain('invalid_grant');
-      expect(dead.stderr).toContain('[redacted]');
-      for (const look of [
-        ['status'],
-        ['status', '--json'],
-        ['connections', 'show', 'acct', '--json'],
-        ['audit', 'list', '--json'],
-      ]) {
-        const run = await v.cli(look);
-        expect(run.code, `${look.join(' ')}: ${run.stderr}`).toBe(0);
-      }
-      await expectNoSecretsLeaked(v, [grant.refreshToken, app.clientSecret!, unknown]);
-    },
-  );
+  it('a platform error that echoes the refresh token, the client secret and a token credvault never had: none reaches any output, the stored status or the audit log', async () => {
+    const double = await microsoft();
+    const { v, app, grant } = await connected(double);
+    // A secret of the platform's own, shorter than a refresh token: only its shape says what it is.
+    const unknown = 'sk_live_abcdefghijklmnop123456';
+    const echo = (error: string) => ({
+      error,
+      error_description: `refresh token ${grant.refreshToken} presented by ${app.clientId} with secret ${app.clientSecret} (key ${unknown})`,
+    });
+    double.faults.failNext(5, { status: 503, body: echo('temporarily_unavailable') });
+    const transient = await v.cli(['connections', 'refresh', 'acct', '--force', '--json']);
+    expect(transient.code).toBe(5);
+    double.faults.reset();
+    double.faults.failNext(1, { status: 400, body: echo('invalid_grant') });
+    const dead = await v.cli(['connections', 'refresh', 'acct', '--force']);
+    expect(dead.code).toBe(4);
+    expect(dead.stderr).toContain('invalid_grant');
+    expect(dead.stderr).toContain('[redacted]');
+    for (const look of [
+      ['status'],
+      ['status', '--json'],
+      ['connections', 'show', 'acct', '--json'],
+      ['audit', 'list', '--json'],
+    ]) {
+      const run = await v.cli(look);
+      expect(run.code, `${look.join(' ')}: ${run.stderr}`).toBe(0);
+    }
+    await expectNoSecretsLeaked(v, [grant.refreshToken, app.clientSecret!, unknown]);
+  });
 
   // Each secret is sealed with its row and column as associated data: the cipher's doing, whatever
   // database holds the bytes (every test on both opens secrets it stored). Once.
@@ -962,33 +959,30 @@ describe('fail closed', () => {
     expect(served.stdout.trim().length).toBeGreaterThan(10);
   });
 
-  it.runIf(ONCE)(
-    'neither do exec nor the formats that hand out the refresh token and client secret',
-    async () => {
-      const double = await google();
-      const { v, app, grant } = await connected(double, 'google_ads', { expired: false });
-      await v.refuseAuditWrites();
-      const marker = join(v.root, 'ran');
-      for (const args of [
-        ['token', 'get', 'acct', '--format', 'env'],
-        ['token', 'get', 'acct', '--format', 'google-ads-yaml'],
-        ['exec', 'acct', '--', 'sh', '-c', `touch ${marker}; env`],
-      ]) {
-        const refused = await v.cli(args);
-        expect(refused.code, `${args.join(' ')}: ${refused.stderr}`).toBe(8);
-        expect(refused.stdout, args.join(' ')).toBe('');
-      }
-      // exec's command never ran.
-      expect(existsSync(marker)).toBe(false);
-      await expectNoSecretsLeaked(v, [grant.refreshToken, app.clientSecret, ...double.accessTokens.keys()]);
-      // The same commands once the log takes records again.
-      await v.sql('drop trigger refuse_audit on credential_access_audit');
-      const ran = await v.cli(['exec', 'acct', '--', 'sh', '-c', `touch ${marker}`]);
-      expect(ran.code, ran.stderr).toBe(0);
-      expect(existsSync(marker)).toBe(true);
-      const env = await v.cli(['token', 'get', 'acct', '--format', 'env'], { secretOutput: true });
-      expect(env.code, env.stderr).toBe(0);
-      expect(env.stdout).toContain(grant.refreshToken);
-    },
-  );
+  it('neither do exec nor the formats that hand out the refresh token and client secret', async () => {
+    const double = await google();
+    const { v, app, grant } = await connected(double, 'google_ads', { expired: false });
+    await v.refuseAuditWrites();
+    const marker = join(v.root, 'ran');
+    for (const args of [
+      ['token', 'get', 'acct', '--format', 'env'],
+      ['token', 'get', 'acct', '--format', 'google-ads-yaml'],
+      ['exec', 'acct', '--', 'sh', '-c', `touch ${marker}; env`],
+    ]) {
+      const refused = await v.cli(args);
+      expect(refused.code, `${args.join(' ')}: ${refused.stderr}`).toBe(8);
+      expect(refused.stdout, args.join(' ')).toBe('');
+    }
+    // exec's command never ran.
+    expect(existsSync(marker)).toBe(false);
+    await expectNoSecretsLeaked(v, [grant.refreshToken, app.clientSecret, ...double.accessTokens.keys()]);
+    // The same commands once the log takes records again.
+    await v.sql('drop trigger refuse_audit on credential_access_audit');
+    const ran = await v.cli(['exec', 'acct', '--', 'sh', '-c', `touch ${marker}`]);
+    expect(ran.code, ran.stderr).toBe(0);
+    expect(existsSync(marker)).toBe(true);
+    const env = await v.cli(['token', 'get', 'acct', '--format', 'env'], { secretOutput: true });
+    expect(env.code, env.stderr).toBe(0);
+    expect(env.stdout).toContain(grant.refreshToken);
+  });
 });

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { readDatabaseUrl, urlWithoutPassword } from '../../src/util/database-url.js';
+import { readDatabaseUrl, urlHasPassword, urlWithoutPassword } from '../../src/util/database-url.js';
 
 /** How DATABASE_URL is handed to postgres.js (see readDatabaseUrl); the CLI tests connect with them. */
 describe('readDatabaseUrl', () => {
@@ -63,5 +63,29 @@ describe('readDatabaseUrl', () => {
     expect(readDatabaseUrl('postgres://h/db?application_name=a@b', env)).toEqual({
       url: 'postgres://h/db?application_name=a@b',
     });
+  });
+
+  it('tells a URL that carries a password (for --database-url, which refuses one)', () => {
+    for (const url of [
+      'postgres://u:pw@h/db',
+      'postgres://u:abc123==@h:5432/db',
+      'postgres://u:a=b@h:5432/db?sslmode=require',
+      'postgres://u@h/db?sslmode=require&password=pw',
+      'postgres://u@h/db?sslpassword=pw',
+      'postgres://u:pw@h1:5432,h2:5433/db',
+      'postgres://u:pa/ss@h/db',
+      'postgres://u:pw@/db?host=/var/run/postgresql',
+    ])
+      expect(urlHasPassword(url), url).toBe(true);
+    for (const url of [
+      'postgres://u@h/db',
+      'postgres://u:@h/db',
+      'postgres://h/db?application_name=a@b:c',
+      'postgres://u@h/db?password=',
+      'postgres://u@h1:5432,h2:5433/db',
+      'postgres://u@/db?host=/var/run/postgresql',
+      'postgres://u@[::1]:5432/db',
+    ])
+      expect(urlHasPassword(url), url).toBe(false);
   });
 });
