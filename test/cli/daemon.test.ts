@@ -1248,7 +1248,12 @@ describe.runIf(DB_KIND === 'postgres')('a database that stops answering', () => 
 });
 
 describe.runIf(DB_KIND === 'postgres')('a database restart while the platform answers a refresh', () => {
-  it('the daemon keeps the rotated refresh token and stores it once the database is back: no second refresh with the used one', async () => {
+  /**
+   * A daemon behind the proxy refreshing a Microsoft grant (rotating, strict) that the platform
+   * answers `latencyMs` after the request; the database is cut (proxy.down()) once the request is out
+   * and stays so for `downMs`. Resolves the platform's refresh count before that request.
+   */
+  async function answerWhileDown(latencyMs: number, downMs: number) {
     const { double, v, adopt } = await setup();
     double.settings.strictRotation = true;
     await adopt('987', 'acct-a');
@@ -1258,17 +1263,22 @@ describe.runIf(DB_KIND === 'postgres')('a database restart while the platform an
     cleanups.push(() => daemon.stop());
     await untilStarted(daemon);
     const attempts = double.refreshAttempts;
-    double.faults.latencyMs = 1_500;
+    double.faults.latencyMs = latencyMs;
     try {
       await v.sql(MAKE_DUE); // straight to the server
       expect(await until(() => double.refreshAttempts > attempts, { intervalMs: 20 })).toBe(true);
-      // Every connection closed and refused for longer than one try and its one retry took.
       proxy.down();
-      await sleep(4_000);
-      proxy.restore();
+      await sleep(downMs);
     } finally {
       double.faults.latencyMs = 0;
     }
+    return { double, v, proxy, daemon, attempts };
+  }
+
+  it('the daemon keeps the rotated refresh token and stores it once the database is back: no second refresh with the used one', async () => {
+    // Every connection closed and refused for longer than one try and its one retry took.
+    const { double, v, proxy, attempts } = await answerWhileDown(1_500, 4_000);
+    proxy.restore();
     const version = async () =>
       (await v.sql<{ version: number }>('select version from oauth_tokens_vault'))[0]!.version;
     // Before, the answer was given up at once and the next sweep sent the used refresh token: the
@@ -1282,24 +1292,8 @@ describe.runIf(DB_KIND === 'postgres')('a database restart while the platform an
   });
 
   it('SIGTERM while the refresh answer waits for the database: the daemon ends at its deadline naming the grant whose rotated refresh token is lost', async () => {
-    const { double, v, adopt } = await setup();
-    double.settings.strictRotation = true;
-    await adopt('987', 'acct-a');
-    const proxy = await startDbProxy(v.databaseUrl!);
-    cleanups.push(() => proxy.close());
-    const daemon = await startDaemon(v, { args: ['--interval', '1s'], env: { DATABASE_URL: proxy.url } });
-    cleanups.push(() => daemon.stop());
-    await untilStarted(daemon);
-    const attempts = double.refreshAttempts;
-    double.faults.latencyMs = 700;
-    try {
-      await v.sql(MAKE_DUE); // straight to the server
-      expect(await until(() => double.refreshAttempts > attempts, { intervalMs: 20 })).toBe(true);
-      proxy.down();
-      await sleep(1_500); // the answer comes; its write fails and is tried again
-    } finally {
-      double.faults.latencyMs = 0;
-    }
+    // The answer comes while the database is down; its write fails and is tried again.
+    const { double, v, daemon, attempts } = await answerWhileDown(700, 1_500);
     expect(await daemon.stop('SIGTERM')).toBe(1);
     const [{ id }] = (await v.sql<{ id: string }>('select id from oauth_tokens_vault')) as [{ id: string }];
     // One line names the grant and its connection, that its answer is lost, and what that costs.
