@@ -49,6 +49,24 @@ const MAKE_DUE =
  * Waits until the daemon has finished starting (its sweep started): /healthz answers 200 from when it
  * listens, before its start-up maintenance.
  */
+/**
+ * Starts a daemon (with `args`) until its first sweep has sent a refresh, waits `settleMs` more for
+ * any other it would send with it, and stops it (exit 0). Resolves the platform's count before.
+ */
+async function firstSweep(
+  v: TestVault,
+  double: { refreshAttempts: number },
+  args: string[],
+  settleMs: number,
+): Promise<number> {
+  const attempts = double.refreshAttempts;
+  const daemon = await startDaemon(v, { args });
+  await until(() => double.refreshAttempts !== attempts, { intervalMs: 50 });
+  await sleep(settleMs);
+  expect(await daemon.stop('SIGTERM')).toBe(0);
+  return attempts;
+}
+
 async function untilStarted(daemon: { logs(): string }): Promise<void> {
   await until(() => daemon.logs().includes('credvault daemon listening'), { intervalMs: 50 });
   expect(daemon.logs()).toContain('credvault daemon listening');
@@ -909,7 +927,8 @@ describe('the token endpoint', () => {
     },
   );
 
-  // On both databases: which grants are due is the lease-claiming statement's condition.
+  // Which grants are due is the claiming statement's condition: the statement every sweep runs on
+  // both databases; what is checked here is its clauses' interval arithmetic, PostgreSQL's on both.
   it.runIf(ONCE)(
     'refreshes a grant unused for a third of its platform’s idle limit, not a younger one',
     async () => {
@@ -929,13 +948,9 @@ describe('the token endpoint', () => {
         { name: 'idle', version: 1 },
         { name: 'recent', version: 1 },
       ]);
-      const attempts = double.refreshAttempts;
-      const daemon = await startDaemon(v);
-      // (The embedded database is the daemon's while it runs: the platform's side is watched instead.)
-      await until(() => double.refreshAttempts !== attempts, { intervalMs: 50 });
       // Its first sweep claimed every due grant at once: a second refresh would have come with it.
-      await new Promise((r) => setTimeout(r, 500));
-      expect(await daemon.stop('SIGTERM')).toBe(0);
+      // (The platform's side is watched: on the embedded database the data is the daemon's meanwhile.)
+      const attempts = await firstSweep(v, double, [], 500);
       expect(await v.sql<{ name: string; version: number }>(versions)).toEqual([
         { name: 'idle', version: 2 },
         { name: 'recent', version: 1 },
@@ -956,11 +971,7 @@ describe('the token endpoint', () => {
       access_token_expires_at = now() + (case c.name when 'young' then interval '58 minutes' else interval '20 minutes' end),
       last_refreshed_at = now() - (case c.name when 'young' then interval '2 minutes' else interval '40 minutes' end)
       from ad_account_connections c where c.token_id = g.id`);
-      const attempts = double.refreshAttempts;
-      const daemon = await startDaemon(v, { args: ['--refresh-window', '2h'] });
-      await until(() => double.refreshAttempts !== attempts, { intervalMs: 50 });
-      await new Promise((r) => setTimeout(r, 1_500));
-      expect(await daemon.stop('SIGTERM')).toBe(0);
+      const attempts = await firstSweep(v, double, ['--refresh-window', '2h'], 1_500);
       const versions = await v.sql<{ name: string; version: number }>(
         'select c.name, g.version from oauth_tokens_vault g join ad_account_connections c on c.token_id = g.id order by c.name',
       );
