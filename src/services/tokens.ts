@@ -214,6 +214,9 @@ export async function getValidAccessToken(
         hint: `Connect it again with \`credvault connect ${connection.platform}\`.`,
       });
     }
+    // Marked meanwhile as needing a person (a revocation the platform could not be told of yet,
+    // another process's refused refresh): no longer served, as it would not be from here on.
+    if (current.status === 'needs_reauth') assertUsable(current);
     if (current.tokenId !== served.id) {
       throw new UnavailableError(
         `connection ${connectionRef(connection)} was connected again meanwhile; ask for its token again`,
@@ -746,13 +749,7 @@ export async function writeResults(
   const rows = results.map((result) => written.get(result.grant.id) ?? null);
   for (const [index, result] of results.entries()) {
     // Connections that were fine stay untouched; one that had failures is healthy again.
-    if (rows[index] && result.recovering) {
-      await connectionStore.updateByGrant(tx, result.grant.id, {
-        status: 'active',
-        statusMessage: null,
-        consecutiveFailures: 0,
-      });
-    }
+    if (rows[index] && result.recovering) await connectionStore.reviveByGrant(tx, result.grant.id);
   }
   // Of the answers not written, those whose grant is gone: revoked (or replaced by a reconnect) meanwhile.
   const gone = new Set<string>();

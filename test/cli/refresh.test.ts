@@ -572,6 +572,39 @@ describe.runIf(DB_KIND === 'postgres')('a refresher that stalls or loses its wri
     });
   });
 
+  it('a refresh that works while a revocation is requested leaves the connection unserved, however it had failed before', async () => {
+    const double = await google();
+    const { v } = await connected(double, 'google_ads');
+    // A connection that had failed: a refresh that works makes it healthy again (cli.md: status).
+    await v.sql(
+      "update ad_account_connections set status = 'error', status_message = 'three timeouts', consecutive_failures = 3",
+    );
+    double.faults.latencyMs = 3_000;
+    const asked = double.refreshAttempts;
+    try {
+      const getting = v.cli(['token', 'get', 'acct'], { secretOutput: true });
+      expect(await until(() => double.refreshAttempts > asked, { intervalMs: 20 })).toBe(true);
+      // While the refresh is out, the operator revokes and Google cannot be told: no longer served.
+      double.faults.failNext(3, { status: 503, path: '/revoke', headers: { 'retry-after': '0' } });
+      const refused = await v.cli(['connections', 'revoke', 'acct']);
+      expect(refused.code, refused.stderr).toBe(5);
+      expect(double.refreshAttempts - asked, 'the refresh was answered before the revocation').toBe(1);
+      const result = await getting;
+      // Before, exit 0 with the token, and the connection active again: the revocation undone.
+      expect(result.code, result.stderr).toBe(4);
+      expect(result.stdout).toBe('');
+      expect(result.stderr).toContain('revocation requested');
+    } finally {
+      double.faults.latencyMs = 0;
+    }
+    expect(await statusOf(v)).toMatchObject({ status: 'needs_reauth' });
+    expect((await v.cli(['token', 'get', 'acct'], { secretOutput: true })).code).toBe(4);
+    // The refreshed tokens were kept, to revoke with once Google answers.
+    const revoked = await v.cli(['connections', 'revoke', 'acct']);
+    expect(revoked.code, revoked.stderr).toBe(0);
+    expect(double.faults.pending.failures).toBe(0);
+  });
+
   it('writes the rotated token again when the write is lost with its connection', async () => {
     const double = await microsoft({ strictRotation: true });
     const { v } = await connected(double);

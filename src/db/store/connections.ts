@@ -179,6 +179,20 @@ export async function updateByGrant(
   await notifyChange(db, 'grant', tokenId);
 }
 
+/**
+ * A grant's connections healthy again after a refresh worked: those in `error` or counting failures.
+ * Not one that needs a person (or was revoked): nothing refreshes such a connection, so that status
+ * was set by someone else while this refresh was out (a revocation the platform could not be told of,
+ * another process's refused refresh), and it stands.
+ */
+export async function reviveByGrant(db: Db, tokenId: string): Promise<void> {
+  await db
+    .update(c)
+    .set({ status: 'active', statusMessage: null, consecutiveFailures: 0, updatedAt: sql`now()` })
+    .where(and(eq(c.tokenId, tokenId), inArray(c.status, ['active', 'error'])));
+  await notifyChange(db, 'grant', tokenId);
+}
+
 export async function countAll(db: Db): Promise<number> {
   const [row] = await db.select({ n: sql<number>`count(*)::int` }).from(c);
   return Number(row?.n ?? 0);
