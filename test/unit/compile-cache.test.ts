@@ -85,7 +85,7 @@ describe("Node's compile cache (22 and later)", () => {
   it.runIf(NODE_MAJOR >= 22)('the built binary fills the private folder, and nothing under TMPDIR', () => {
     const cache = folder();
     const tmp = folder();
-    const env = { ...process.env, XDG_CACHE_HOME: cache, TMPDIR: tmp };
+    const env: NodeJS.ProcessEnv = { ...process.env, XDG_CACHE_HOME: cache, TMPDIR: tmp };
     delete env.NODE_COMPILE_CACHE;
     const run = spawnSync(process.execPath, [BIN, 'completion', 'bash'], { env, encoding: 'utf8' });
     expect(run.status, run.stderr).toBe(0);
