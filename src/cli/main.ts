@@ -13,6 +13,8 @@ if (process.stdout.listenerCount('error') === 0) {
     process.exit(1);
   });
 }
+// Standard error that cannot be written loses what it would say, not the exit code (as bin/credvault).
+if (process.stderr.listenerCount('error') === 0) process.stderr.on('error', () => {});
 // The event loop ran dry while the command still waited: a promise nothing will settle (on the embedded
 // database, a query outside the transaction that holds its only connection). Never a silent exit 0.
 let settled = false;

@@ -828,6 +828,25 @@ describe('a refresh whose answer is lost after the platform rotated the token', 
 // What each format prints and how exec runs its child: once (the database only serves the token, as
 // every test on both has it do).
 describe.runIf(ONCE)('token get formats and exec', () => {
+  it('end with their own exit code when standard error is a pipe its reader closed (2>&1 | head -1)', async () => {
+    const { v } = await connected(await google(), 'google_ads', { expired: false });
+    /** `credvault ARGS` with its standard error a pipe closed at once. */
+    const run = (args: string[]) =>
+      new Promise<number | null>((resolve) => {
+        const child = spawn(process.execPath, [BIN, ...args], {
+          env: v.env as NodeJS.ProcessEnv,
+          stdio: ['ignore', 'ignore', 'pipe'],
+        });
+        child.stderr!.destroy();
+        child.on('close', (code) => resolve(code));
+      });
+    // Before, 1 (the error line's second write met EPIPE, unhandled): a script could not tell a missing
+    // connection (3) or a missing program (127) from a bug.
+    expect(await run(['token', 'get', 'nosuch'])).toBe(3);
+    expect(await run(['exec', 'acct', '--', 'credvault-no-such-program'])).toBe(127);
+    expect(await run(['apps', 'show', 'nosuch', '--json'])).toBe(3);
+  });
+
   it('a refresh token leaves only for Google Ads, and only through env, google-ads-yaml and exec', async () => {
     const leaks = async (
       double: MicrosoftDouble | GoogleDouble,
