@@ -260,16 +260,19 @@ export async function runDaemon(
    */
   const abandoned = (): string => {
     const parts: string[] = [];
-    const refreshes = scheduler?.unfinished() ?? [];
+    const unfinished = scheduler?.unfinished() ?? [];
+    const unstored = unstoredGrants();
+    // A refresh whose answer came and waits to be stored is named once, as that: not in flight.
+    const refreshes = unfinished.filter((r) => !unstored.includes(r.grantId)).map((r) => r.label);
     if (refreshes.length) {
       parts.push(
         `${refreshes.length} refresh${refreshes.length > 1 ? 'es' : ''} in flight (left marked in flight): ${refreshes.join(', ')}`,
       );
     }
-    const unstored = unstoredGrants();
     if (unstored.length) {
+      const named = unstored.map((id) => unfinished.find((r) => r.grantId === id)?.label ?? `grant ${id}`);
       parts.push(
-        `${unstored.length} refresh answer${unstored.length > 1 ? 's' : ''} the database did not take, lost with this process (where the platform rotated the refresh token, its connections need \`credvault connect\` again once it ends the old one): grant${unstored.length > 1 ? 's' : ''} ${unstored.join(', ')}`,
+        `${unstored.length} refresh answer${unstored.length > 1 ? 's' : ''} the database did not take, lost with this process (where the platform rotated the refresh token, its connections need \`credvault connect\` again once it ends the old one): ${named.join(', ')}`,
       );
     }
     const waiting = database?.waiting?.();

@@ -81,7 +81,7 @@ export class RefreshScheduler {
   /** Refreshes started and not finished (their answers may be waiting to be written). */
   readonly #inFlight = new Set<Promise<void>>();
   /** What each of those refreshes, for a shutdown that has to leave them: `grant ID (platform, connection)`. */
-  readonly #refreshing = new Map<Promise<void>, string>();
+  readonly #refreshing = new Map<Promise<void>, { grantId: string; label: string }>();
   /** Of those, the ones still waiting for the platform: the slots in use. */
   #calling = 0;
   /** Wakes the sweep when a slot frees or a refresh finishes. */
@@ -184,7 +184,7 @@ export class RefreshScheduler {
   }
 
   /** The refreshes started and not finished: `grant ID (platform, connection)` each. */
-  unfinished(): string[] {
+  unfinished(): Array<{ grantId: string; label: string }> {
     return [...this.#refreshing.values()];
   }
 
@@ -401,7 +401,10 @@ export class RefreshScheduler {
     this.#inFlight.add(tracked);
     const account =
       connection && (connection.name ?? `${connection.platform}:${connection.externalAccountId}`);
-    this.#refreshing.set(tracked, `grant ${grant.id} (${grant.platform}${account ? `, ${account}` : ''})`);
+    this.#refreshing.set(tracked, {
+      grantId: grant.id,
+      label: `grant ${grant.id} (${grant.platform}${account ? `, ${account}` : ''})`,
+    });
   }
 
   async #untilNextDue(): Promise<number> {
