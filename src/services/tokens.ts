@@ -111,7 +111,9 @@ function isFresh(
  * The time left a token must have to serve a caller asking for `minTtlMs`. A min-ttl that no refresh
  * can meet (Google's tokens live 3599 s: `--min-ttl 3600`) asks for the newest token there is: one
  * refreshed within the last minute (within the first half of its life, for tokens that live less
- * than two), rather than a refresh at every call.
+ * than two), rather than a refresh at every call. So does one that only a token a few seconds old
+ * meets (`--min-ttl 3595`): taken as asked, it had every caller (a daemon client too) refresh the
+ * grant every few seconds.
  */
 function attainableTtlMs(
   grant: Pick<GrantRow, 'accessTokenExpiresAt' | 'lastRefreshedAt'>,
@@ -119,8 +121,8 @@ function attainableTtlMs(
 ): number {
   if (!grant.accessTokenExpiresAt || !grant.lastRefreshedAt) return minTtlMs;
   const lifetime = grant.accessTokenExpiresAt.getTime() - grant.lastRefreshedAt.getTime();
-  if (lifetime <= 0 || minTtlMs < lifetime) return minTtlMs;
-  return lifetime - Math.min(60_000, lifetime / 2);
+  if (lifetime <= 0) return minTtlMs;
+  return Math.min(minTtlMs, lifetime - Math.min(60_000, lifetime / 2));
 }
 
 /** Refuses connections that need a person before any token can be had. */

@@ -140,6 +140,33 @@ describe('a --min-ttl longer than the platform gives', () => {
     expect(tooLong.stderr).toContain('--min-ttl must be whole seconds from 0 to 31536000');
   });
 
+  it.runIf(ONCE)(
+    'nor does one just short of the token’s life: a token refreshed within the last minute meets it',
+    async () => {
+      const double = await google();
+      const { v } = await connected(double, 'google_ads', { expired: false });
+      // Refreshed 10 s ago, living 3599 s as Google's do: 3589 s left.
+      await v.sql(
+        "update oauth_tokens_vault set last_refreshed_at = now() - interval '10 seconds', access_token_expires_at = now() + interval '3589 seconds'",
+      );
+      const before = double.refreshAttempts;
+      // Before, 3595 s was taken as asked: a refresh now, and again every few seconds after (one caller
+      // asking every second made the platform rotate its tokens all day).
+      for (const minTtl of ['3595', '3590', '3560']) {
+        const got = await v.cli(['token', 'get', 'acct', '--min-ttl', minTtl], { secretOutput: true });
+        expect(got.code, got.stderr).toBe(0);
+      }
+      expect(double.refreshAttempts - before).toBe(0);
+      // A token refreshed over a minute ago does not: a refresh, once.
+      await v.sql(
+        "update oauth_tokens_vault set last_refreshed_at = now() - interval '100 seconds', access_token_expires_at = now() + interval '3499 seconds'",
+      );
+      expect((await v.cli(['token', 'get', 'acct', '--min-ttl', '3590'], { secretOutput: true })).code).toBe(0);
+      expect((await v.cli(['token', 'get', 'acct', '--min-ttl', '3590'], { secretOutput: true })).code).toBe(0);
+      expect(double.refreshAttempts - before).toBe(1);
+    },
+  );
+
   it('is met by the newest token: one refresh for callers at once, and one caller says it refreshed', async () => {
     const double = await google();
     const { v } = await connected(double, 'google_ads');
