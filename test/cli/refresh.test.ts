@@ -161,8 +161,10 @@ describe('a --min-ttl longer than the platform gives', () => {
       await v.sql(
         "update oauth_tokens_vault set last_refreshed_at = now() - interval '100 seconds', access_token_expires_at = now() + interval '3499 seconds'",
       );
-      expect((await v.cli(['token', 'get', 'acct', '--min-ttl', '3590'], { secretOutput: true })).code).toBe(0);
-      expect((await v.cli(['token', 'get', 'acct', '--min-ttl', '3590'], { secretOutput: true })).code).toBe(0);
+      for (let i = 0; i < 2; i++) {
+        const got = await v.cli(['token', 'get', 'acct', '--min-ttl', '3590'], { secretOutput: true });
+        expect(got.code, got.stderr).toBe(0);
+      }
       expect(double.refreshAttempts - before).toBe(1);
     },
   );
