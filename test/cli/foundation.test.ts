@@ -1072,6 +1072,16 @@ describe('audit', () => {
   });
 });
 
+/** Two connections of the app `prod` (no tokens): 1234567890 without a name, 2345678901 `acct-main`. */
+async function twoConnections(v: TestVault) {
+  await v.sql(
+    `insert into ad_account_connections (id, platform, app_id, external_account_id, name, connected_by)
+     select gen_random_uuid(), 'google_ads', id, account, name, 'test'
+     from oauth_app_credentials, (values ('1234567890', null), ('2345678901', 'acct-main')) as c(account, name)
+     where label = 'prod'`,
+  );
+}
+
 // The shape of errors and the completion scripts (which read no database at all).
 describe.runIf(ONCE)('output', () => {
   it('prints errors as JSON on stderr under --json, and usage errors as exit 2', async () => {
@@ -1193,6 +1203,29 @@ describe.runIf(ONCE)('output', () => {
     );
     expect(named(['credvault', 'clients', 'revoke', 'c'])).toBe('ci cron');
     expect(named(['credvault', 'clients', 'revoke', 'o'])).toBe('');
+    // Connections by name, and one without a name by its platform:account, which bash splits into
+    // three words at the ':' (COMP_WORDBREAKS): the line is what is completed, and the offers lose
+    // what bash keeps before the ':'. Before, such a connection was not offered at all.
+    await twoConnections(v);
+    const asBashSplits = (line: string) =>
+      execFileSync(
+        'bash',
+        [
+          '-c',
+          `source ${script}; COMP_LINE="$1"; COMP_POINT=\${#COMP_LINE}; shift; COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1)); _credvault; printf '%s\n' "\${COMPREPLY[@]}" | sort | tr '\n' ' '`,
+          'bash',
+          line,
+          ...line.split(' ').flatMap((word) => word.split(/(:)/)),
+        ],
+        { cwd: v.root, encoding: 'utf8', env },
+      ).trim();
+    expect(asBashSplits('credvault token get ')).toMatch(/ acct-main google_ads:1234567890$/);
+    expect(asBashSplits('credvault token get g')).toBe('google_ads:1234567890');
+    expect(asBashSplits('credvault token get google_ads:12')).toBe('1234567890');
+    expect(asBashSplits('credvault token get google_ads:')).toBe('1234567890');
+    expect(asBashSplits('credvault audit list --connection google_ads:1')).toBe('1234567890');
+    // An argument after the connection is not a connection: nothing of the vault's offered.
+    expect(asBashSplits('credvault exec google_ads:1234567890 a')).toBe('');
     // --home on the line is the vault asked (on the embedded database): another one has no apps.
     if (!v.databaseUrl)
       for (const home of [['--home', join(v.root, 'elsewhere')], [`--home=${join(v.root, 'elsewhere')}`]])
@@ -1257,6 +1290,9 @@ describe.runIf(ONCE)('output', () => {
         expect(named('credvault --actor me apps show ')).toEqual(['google_ads/prod']);
         expect(named('credvault apps show google_ads/prod ')).toEqual([]);
         expect(named('credvault connect google_ads --app ')).toEqual(['google_ads/prod']);
+        await twoConnections(v);
+        expect(named('credvault token get ')).toEqual(['acct-main', 'google_ads:1234567890']);
+        expect(named('credvault token get google_ads:')).toEqual(['google_ads:1234567890']);
         return;
       }
       // Saved on $fpath as _credvault, as its #compdef line invites: compinit registers it, and the
@@ -1292,6 +1328,36 @@ print -r -- "after=$_comps[credvault]"`,
         { encoding: 'utf8', env },
       );
       expect(sourced).toBe('comps=_bash_complete -F _credvault\n');
+      // The vault's names, from the credvault on PATH. Before, none: the script's \`path\` variable is
+      // zsh's PATH (no credvault found), and zsh's read has no -a (an error printed at each TAB).
+      await v.json(['apps', 'add', 'google_ads', '--from-file', '-'], {
+        input: JSON.stringify(googleApp({ label: 'prod' })),
+      });
+      await twoConnections(v);
+      const bin = join(v.root, 'bin');
+      mkdirSync(bin);
+      symlinkSync(BIN, join(bin, 'credvault'));
+      const named = (words: string[]) =>
+        execFileSync(
+          path,
+          [
+            '-f',
+            '-c',
+            `fpath=(${dir} $fpath); autoload -Uz compinit; compinit -u -D
+compadd() { print -r -- "compadd $*" }
+words=(${words.map((w) => `'${w}'`).join(' ')}); CURRENT=${words.length}; _credvault 2>&1`,
+          ],
+          {
+            encoding: 'utf8',
+            env: { ...process.env, ...v.env, HOME: v.root, PATH: `${bin}:${process.env.PATH}` },
+          },
+        );
+      const apps = named(['credvault', 'apps', 'show', 'g']);
+      expect(apps).toMatch(/^compadd .* google_ads\/prod$/m);
+      expect(apps).not.toMatch(/bad option|modifier|not found/);
+      expect(named(['credvault', 'token', 'get', 'google_ads:1'])).toMatch(
+        /^compadd .* acct-main google_ads:1234567890$/m,
+      );
     },
   );
 });

@@ -110,17 +110,27 @@ function bash(root: Node, globals: string[]): string {
     )
     .map(
       ([flag, v]) =>
-        `    ${flag}) COMPREPLY=($(compgen -W "$(__credvault_names ${v.names})" -- "$cur")); return ;;`,
+        `    ${flag}) COMPREPLY=($(compgen -W "$(__credvault_names ${v.names})" -- "$cur")); __credvault_unbreak; return ;;`,
     );
   const files = values.filter(([, v]) => v === 'file').map(([flag]) => flag);
   const text = values.filter(([, v]) => v === 'text').map(([flag]) => flag);
   return `# credvault bash completion. Load with: source <(credvault completion bash)
 # The names of connections, apps and clients: asked of credvault itself (with the --home or
 # --database-url given on the line), nothing when it cannot say within two seconds.
+__credvault_words() {
+  # The line as typed up to the cursor, split at blanks only, into the array words: bash's COMP_WORDS
+  # is also split at ':' and '=' (COMP_WORDBREAKS: a URL's port, a connection's platform:account).
+  # zsh (bashcompinit) splits COMP_WORDS at blanks already, and its read has no -a.
+  if [[ -n "\${BASH_VERSION-}" && -n "$COMP_LINE" ]]; then
+    read -ra words <<< "\${COMP_LINE:0:COMP_POINT}"
+    [[ \${#words[@]} -eq 0 || "\${COMP_LINE:COMP_POINT-1:1}" == [[:blank:]] ]] && words+=("")
+  else
+    words=("\${COMP_WORDS[@]:0:$((COMP_CWORD + 1))}")
+  fi
+}
 __credvault_names() {
   local i words args=()
-  # The line as typed, split at blanks only: COMP_WORDS is also split at ':' and '=' (a URL's port).
-  if [[ -n "$COMP_LINE" ]]; then read -ra words <<< "\${COMP_LINE:0:COMP_POINT}"; else words=("\${COMP_WORDS[@]}"); fi
+  __credvault_words
   for ((i = 1; i < \${#words[@]} - 1; i++)); do
     case "\${words[i]}" in
       --home|--database-url) args+=("\${words[i]}" "\${words[i+1]}"); i=$((i + 1)) ;;
@@ -130,12 +140,16 @@ __credvault_names() {
   command credvault "\${args[@]}" __names "$1" 2>/dev/null
 }
 _credvault() {
-  local cur prev path word i words files names nargs
-  cur="\${COMP_WORDS[COMP_CWORD]}"
-  prev="\${COMP_WORDS[COMP_CWORD-1]}"
+  # Not \`path\`: zsh ties that name to PATH, and the names would be asked of no credvault.
+  local cur prev cmd word i words line cword files names nargs
+  __credvault_words
+  line=("\${words[@]}")
+  cword=$((\${#line[@]} - 1))
+  cur="\${line[cword]}"
+  prev="\${line[cword-1]}"
   # After \`--\` (exec's command) the words are another program's: file names only.
-  for ((i = 1; i < COMP_CWORD; i++)); do
-    if [[ "\${COMP_WORDS[i]}" == "--" ]]; then
+  for ((i = 1; i < cword; i++)); do
+    if [[ "\${line[i]}" == "--" ]]; then
       compopt -o default 2>/dev/null; COMPREPLY=(); return
     fi
   done
@@ -146,23 +160,23 @@ ${[...lists, ...named].join('\n')}
     ${text.join('|')}) COMPREPLY=(); return ;;
   esac
   # The command's path, and how many arguments follow it (an option's value is not one).
-  path=""
+  cmd=""
   nargs=0
-  for ((i = 1; i < COMP_CWORD; i++)); do
-    word="\${COMP_WORDS[i]}"
+  for ((i = 1; i < cword; i++)); do
+    word="\${line[i]}"
     [[ "$word" == -* ]] && continue
-    case "$path\${path:+ }$word" in
+    case "$cmd\${cmd:+ }$word" in
 ${flatten(root)
   .filter((n) => n.path)
-  .map((n) => `      "${n.path}") path="${n.path}" ;;`)
+  .map((n) => `      "${n.path}") cmd="${n.path}" ;;`)
   .join('\n')}
-      *) case "\${COMP_WORDS[i-1]}" in
+      *) case "\${line[i-1]}" in
            ${[...allValues(root).keys()].join('|')}) ;;
            *) nargs=$((nargs + 1)) ;;
          esac ;;
     esac
   done
-  case "$path" in
+  case "$cmd" in
 ${cases}
     *) words="" ;;
   esac
@@ -172,6 +186,15 @@ ${cases}
   fi
   if [[ -n "$files" && "$cur" != -* ]]; then
     compopt -o filenames 2>/dev/null; COMPREPLY+=($(compgen -f -- "$cur"))
+  fi
+  __credvault_unbreak
+}
+# Bash replaces only what follows the last ':' or '=' of the word (they break words for it): the
+# offers lose what comes before, so that \`google_ads:12\` becomes \`google_ads:1234567890\`.
+__credvault_unbreak() {
+  local head="\${cur%"\${cur##*[:=]}"}"
+  if [[ -n "\${BASH_VERSION-}" && -n "$head" && "$COMP_WORDBREAKS" == *"\${head: -1}"* ]]; then
+    COMPREPLY=("\${COMPREPLY[@]#"$head"}")
   fi
 }
 complete -F _credvault credvault

@@ -8,6 +8,9 @@ import { CONNECTION_NAME } from '../../services/connections.js';
 import { withContext } from '../context.js';
 import type { Runtime } from '../run.js';
 
+/** A platform:account ref a shell word holds as it is. */
+const PLATFORM_REF = /^[a-z_]+:[A-Za-z0-9_.-]+$/;
+
 export const NAME_KINDS = ['connections', 'apps', 'clients'] as const;
 export type NameKind = (typeof NAME_KINDS)[number];
 
@@ -35,10 +38,11 @@ export async function names(rt: Runtime, kind: string): Promise<void> {
         .filter((client) => !client.revokedAt && CLIENT_NAME.test(client.name))
         .map((client) => client.name);
     }
+    // A connection by its name, or one without a name by its platform:account.
     return (await connectionStore.listViews(ctx.db, {}))
       .filter((connection) => connection.status !== 'revoked')
-      .map((connection) => connection.name)
-      .filter((name): name is string => name !== null && CONNECTION_NAME.test(name));
+      .map((connection) => connection.name ?? `${connection.platform}:${connection.externalAccountId}`)
+      .filter((ref) => CONNECTION_NAME.test(ref) || PLATFORM_REF.test(ref));
   });
   rt.out.raw(list.length ? `${[...new Set(list)].sort().join('\n')}\n` : '');
 }
