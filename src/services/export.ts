@@ -107,6 +107,24 @@ export const EXPORTED_VARIABLES = [
   'REDDIT_USER_AGENT',
 ] as const;
 
+/**
+ * Variables the Google Ads client libraries read that would have `exec`'s child act as another
+ * identity, for another account, or from another configuration than the connection's (providers.md):
+ * a service account's key file and the user it impersonates, application default credentials, a
+ * linked customer, and a configuration file that env loading reads instead of the variables. `exec`
+ * takes them out of what its child inherits, as EXPORTED_VARIABLES. Settings that change no identity
+ * (GOOGLE_ADS_ENDPOINT, GOOGLE_ADS_LOGGING, GOOGLE_ADS_HTTP_PROXY) stay the caller's.
+ */
+export const FOREIGN_VARIABLES = [
+  'GOOGLE_ADS_JSON_KEY_FILE_PATH',
+  'GOOGLE_ADS_PATH_TO_PRIVATE_KEY_FILE',
+  'GOOGLE_ADS_IMPERSONATED_EMAIL',
+  'GOOGLE_ADS_DELEGATED_ACCOUNT',
+  'GOOGLE_ADS_USE_APPLICATION_DEFAULT_CREDENTIALS',
+  'GOOGLE_ADS_LINKED_CUSTOMER_ID',
+  'GOOGLE_ADS_CONFIGURATION_FILE_PATH',
+] as const;
+
 /** A name exportCredentials sets: one EXPORTED_VARIABLES lists (the compiler sees to it). */
 export type ExportedVariable = (typeof EXPORTED_VARIABLES)[number];
 

@@ -951,7 +951,11 @@ describe.runIf(ONCE)('token get formats and exec', () => {
     // PGPASSWORD reaches the vault only on PostgreSQL (the driver takes it when DATABASE_URL has none).
     const pgPassword =
       DB_KIND === 'postgres' ? 'test -z "$PGPASSWORD"' : 'test "$PGPASSWORD" = other-database';
-    const script = `test "$GOOGLE_ADS_REFRESH_TOKEN" = "$EXPECTED" && test -n "$CREDVAULT_ACCESS_TOKEN" && test -z "$CREDENTIAL_MASTER_KEY_FILE" && test -z "$VAULT_TOKEN" && test -z "$GOOGLE_OAUTH_ACCESS_TOKEN" && test -z "$DATABASE_URL" && test -z "$CREDVAULT_HOME" && ${pgPassword} && exit 42`;
+    // Nor what would have the Google Ads client library act as someone else or read another
+    // configuration (a service account, another linked customer); a setting of no identity stays.
+    const foreign =
+      'test -z "$GOOGLE_ADS_JSON_KEY_FILE_PATH$GOOGLE_ADS_CONFIGURATION_FILE_PATH$GOOGLE_ADS_LINKED_CUSTOMER_ID$GOOGLE_ADS_USE_APPLICATION_DEFAULT_CREDENTIALS" && test "$GOOGLE_ADS_ENDPOINT" = googleads.example:443';
+    const script = `test "$GOOGLE_ADS_REFRESH_TOKEN" = "$EXPECTED" && test -n "$CREDVAULT_ACCESS_TOKEN" && test -z "$CREDENTIAL_MASTER_KEY_FILE" && test -z "$VAULT_TOKEN" && test -z "$GOOGLE_OAUTH_ACCESS_TOKEN" && test -z "$DATABASE_URL" && test -z "$CREDVAULT_HOME" && ${pgPassword} && ${foreign} && exit 42`;
     const ran = await v.cli(['exec', 'acct', '--', 'sh', '-c', script], {
       // Set here (on PostgreSQL, DATABASE_URL is set too): each must be gone in the child.
       env: {
@@ -960,6 +964,11 @@ describe.runIf(ONCE)('token get formats and exec', () => {
         VAULT_TOKEN: 'hvs.not-for-children',
         GOOGLE_OAUTH_ACCESS_TOKEN: 'ya29.not-for-children',
         PGPASSWORD: 'other-database',
+        GOOGLE_ADS_JSON_KEY_FILE_PATH: '/elsewhere/service-account.json',
+        GOOGLE_ADS_CONFIGURATION_FILE_PATH: '/elsewhere/google-ads.yaml',
+        GOOGLE_ADS_LINKED_CUSTOMER_ID: '9998887776',
+        GOOGLE_ADS_USE_APPLICATION_DEFAULT_CREDENTIALS: 'True',
+        GOOGLE_ADS_ENDPOINT: 'googleads.example:443',
       },
     });
     expect(ran.code, ran.stderr).toBe(42);

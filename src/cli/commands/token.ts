@@ -11,6 +11,7 @@ import {
   type EnvValue,
   EXPORTED_VARIABLES,
   exportCredentials,
+  FOREIGN_VARIABLES,
   googleAdsYaml,
 } from '../../services/export.js';
 import { getValidAccessToken } from '../../services/tokens.js';
@@ -229,7 +230,7 @@ export async function exec(
   for (const name of vaultSecretVariables(rt.io.env)) delete env[name];
   // Nor one the caller's environment had from another account or app (a login customer id this
   // connection has none of): the child sees this connection's variables only.
-  for (const name of EXPORTED_VARIABLES) delete env[name];
+  for (const name of [...EXPORTED_VARIABLES, ...FOREIGN_VARIABLES]) delete env[name];
   for (const [name, value] of vars) env[name] = reveal(value);
   // Ctrl-C and Ctrl-\ at a terminal reach the whole foreground process group, the child with it: as
   // system(3) does, credvault then only waits for the child (sending them on would deliver each
