@@ -10,6 +10,12 @@ import type { ServiceContext } from './context.js';
 
 export type { ConnectionRow, ConnectionView };
 
+/**
+ * How the status message of a connection whose revocation the platform could not be told of yet
+ * begins (revoke.ts): its tokens are kept, no longer served, for `connections revoke` to try again.
+ */
+export const REVOCATION_REQUESTED = 'revocation requested';
+
 export const CONNECTION_STATUSES = ['active', 'needs_reauth', 'error', 'revoked'] as const;
 export type ConnectionStatus = (typeof CONNECTION_STATUSES)[number];
 

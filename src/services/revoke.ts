@@ -12,7 +12,7 @@ import { providerFor } from '../providers/registry.js';
 import { sleep } from '../util/backoff.js';
 import { connectionRef } from '../views.js';
 import { type AuditEntry, recordAudit } from './audit.js';
-import { resolveConnection } from './connections.js';
+import { REVOCATION_REQUESTED, resolveConnection } from './connections.js';
 import type { ServiceContext } from './context.js';
 import { destroyGrant, openToken } from './grants.js';
 import { errorForKind, retryDelayMs, withDeadline } from './platform-calls.js';
@@ -98,7 +98,7 @@ export async function revokeConnection(
           const current = await connectionStore.listByGrant(tx, held);
           await connectionStore.updateByGrant(tx, held, {
             status: 'needs_reauth',
-            statusMessage: `revocation requested; ${provider.info.displayName} could not be told yet: run \`credvault connections revoke\` again`,
+            statusMessage: `${REVOCATION_REQUESTED}; ${provider.info.displayName} could not be told yet: run \`credvault connections revoke\` again`,
           });
           await recordAudit(
             tx,

@@ -2,6 +2,7 @@ import type { ConnectionView } from '../db/store/connections.js';
 import * as connectionStore from '../db/store/connections.js';
 import { connectionRef } from '../views.js';
 import type { ServiceContext } from './context.js';
+import { REVOCATION_REQUESTED } from './connections.js';
 
 export type Urgency = 'ok' | 'warning' | 'critical';
 
@@ -31,11 +32,15 @@ export function assess(c: ConnectionView, now = Date.now()): ConnectionHealth {
     };
   }
   if (c.status === 'needs_reauth') {
+    // A revocation the platform could not be told of: what is left to do is that revocation.
+    const revoking = c.tokenId !== null && c.statusMessage?.startsWith(REVOCATION_REQUESTED) === true;
     return {
       connection: c,
       urgency: 'critical',
       problem: c.statusMessage ?? 'the platform refused the refresh token',
-      action: reconnect,
+      action: revoking
+        ? `credvault connections revoke ${ref(c)} (again, once the platform answers; --force destroys the tokens here without telling it)`
+        : reconnect,
     };
   }
   if (c.status === 'error') {

@@ -693,6 +693,13 @@ describe('connections revoke when the platform does not take it', () => {
         "select outcome, detail from credential_access_audit where action = 'connection.revoke' order by id desc limit 1",
       );
       expect(attempt[0]).toMatchObject({ outcome: 'failure', detail: { at_platform: 'unreachable' } });
+      // What is left to do is that revocation, not a new consent (before, status said to connect again).
+      const status = await v.json<{ connections: Array<{ external_account_id: string; action: string }> }>([
+        'status',
+      ]);
+      expect(status.connections.find((c) => c.external_account_id === 'a2_uvw')?.action).toContain(
+        'credvault connections revoke reddit_ads:a2_uvw',
+      );
       reddit.faults.failNext(3, { status: 503, path });
       const forced = await v.json<Revoked>(['connections', 'revoke', 'reddit_ads:a2_uvw', '--force']);
       expect(forced.platform).toBe('failed');
