@@ -1,8 +1,8 @@
 import type { ConnectionView } from '../db/store/connections.js';
 import * as connectionStore from '../db/store/connections.js';
 import { connectionRef } from '../views.js';
-import type { ServiceContext } from './context.js';
 import { REVOCATION_REQUESTED } from './connections.js';
+import type { ServiceContext } from './context.js';
 
 export type Urgency = 'ok' | 'warning' | 'critical';
 
