@@ -1109,7 +1109,9 @@ async function importApp(
     client_id: creds.clientId,
     client_secret: creds.clientSecret,
     developer_token: creds.developerToken,
-    login_customer_id: creds.loginCustomerId,
+    // Not the file's login customer id: that is how the file's accounts are reached, kept on their
+    // connections. On the app it would reach every other connection of the app (another file's
+    // accounts, granted directly), and the next file naming another manager would change it again.
     user_agent: creds.userAgent,
     redirect_uri: creds.redirectUri,
   });
@@ -1156,7 +1158,6 @@ async function importApp(
     changed.push('developer token');
   }
   for (const [key, name] of [
-    ['loginCustomerId', 'login customer id'],
     ['userAgent', 'user agent'],
     ['redirectUri', 'redirect uri'],
   ] as const) {
@@ -1181,20 +1182,39 @@ async function importApp(
   return { app, changed: true };
 }
 
-/** The connection settings a file may give, by their key in a connection's details. */
-const DETAIL_NAMES: Record<string, string> = {
-  customer_id: 'customer id',
-  login_customer_id: 'login customer id',
-};
-
 /**
  * A connection's details with the file's laid over them. How a Google account is reached (directly,
- * or through a manager) is replaced whole, as a reconnect does: a login customer id ends `reached`.
+ * or through a manager) is replaced whole, as a reconnect does: a login customer id ends `reached`,
+ * and `reached: direct` (a file that names no login customer id) ends a login customer id.
  */
 function withDetails(known: Record<string, string>, given: Record<string, string>): Record<string, string> {
   const kept = { ...known };
-  if ('login_customer_id' in given) delete kept.reached;
+  if ('login_customer_id' in given || 'reached' in given) {
+    delete kept.reached;
+    delete kept.login_customer_id;
+  }
   return { ...kept, ...given };
+}
+
+/** The details a file sets, compared with a connection's: the keys that change, and in words. */
+function detailChanges(
+  known: Record<string, string>,
+  given: Record<string, string>,
+): { keys: string[]; said: string[] } {
+  const after = withDetails(known, given);
+  const keys = ['customer_id', 'login_customer_id', 'reached'].filter((key) => known[key] !== after[key]);
+  const said: string[] = [];
+  if (keys.includes('customer_id')) {
+    said.push(`customer id ${after.customer_id} (was ${known.customer_id ?? 'not set'})`);
+  }
+  if (after.login_customer_id && keys.includes('login_customer_id')) {
+    said.push(`login customer id ${after.login_customer_id} (was ${known.login_customer_id ?? 'not set'})`);
+  } else if (after.reached === 'direct' && (keys.includes('login_customer_id') || keys.includes('reached'))) {
+    said.push(
+      `reached directly, no login customer id (was ${known.login_customer_id ? `login customer id ${known.login_customer_id}` : "not said: the app's login customer id, if any"})`,
+    );
+  }
+  return { keys, said };
 }
 
 /** What the plan adds to an unchanged connection that is not active. */
@@ -1264,16 +1284,19 @@ async function importConnections(
   let refusedFor: string | null = null;
   // The connection's own settings the file gives: they reach every connection the file's token is
   // on, those whose token is unchanged too (a manager or customer id changes without a new consent).
+  // A Google file says how its accounts are reached: through the manager it names as login customer
+  // id, or, naming none, directly (the official client sends no login-customer-id then), whatever
+  // manager the app or another file names.
   const details: Record<string, string> = {
     ...(creds.customerId ? { customer_id: creds.customerId } : {}),
-    ...(creds.loginCustomerId
-      ? { login_customer_id: normalizeAccountId(platform, creds.loginCustomerId) }
-      : {}),
+    ...(platform !== 'google_ads'
+      ? {}
+      : creds.loginCustomerId
+        ? { login_customer_id: normalizeAccountId(platform, creds.loginCustomerId) }
+        : { reached: 'direct' }),
   };
-  const changedKeys = (known: Record<string, string>) =>
-    Object.keys(details).filter((key) => known[key] !== details[key]);
-  const describe = (known: Record<string, string>) =>
-    changedKeys(known).map((key) => `${DETAIL_NAMES[key]} ${details[key]} (was ${known[key] ?? 'not set'})`);
+  const changedKeys = (known: Record<string, string>) => detailChanges(known, details).keys;
+  const describe = (known: Record<string, string>) => detailChanges(known, details).said;
   for (const account of accounts) {
     const existing = await connectionStore.getByAccount(tx, platform, account);
     const grant = existing?.tokenId ? await tokenStore.get(tx, existing.tokenId) : null;

@@ -246,8 +246,9 @@ describe('import env', () => {
     const rows = result.plan.map((p) => `${p.action} ${p.kind} ${p.platform} ${p.target}`).sort();
     expect(rows).toEqual(
       [
-        // The apps were registered first with the same client ids: only what the .env adds changes.
-        'update app google_ads google-app',
+        // The apps were registered first with the same client ids: only what the .env adds changes
+        // (the login customer id goes with the file's connections, not the app).
+        'unchanged app google_ads google-app',
         'unchanged app microsoft_ads microsoft-app',
         'unchanged app linkedin_ads linkedin-app',
         'unchanged app reddit_ads reddit-app',
@@ -258,8 +259,8 @@ describe('import env', () => {
         'create connection reddit_ads a2_xyz',
       ].sort(),
     );
-    expect(result.plan.find((p) => p.kind === 'app' && p.platform === 'google_ads')!.detail).toBe(
-      'login customer id 1112223333 (was not set)',
+    expect(result.plan.find((p) => p.kind === 'connection' && p.platform === 'google_ads')!.detail).toBe(
+      'app google-app',
     );
     expect(result.unknown).toEqual(['DATABASE_URL', 'SLACK_WEBHOOK_URL']);
     expect(result.ignored).toEqual(['GOOGLE_ADS_USE_PROTO_PLUS']);
@@ -620,7 +621,7 @@ describe('import env', () => {
       expect(again.stderr).toContain('nothing to change');
       expect(await auditActions(v)).toContain('connection.update');
 
-      // Google: the login customer id is the app's and the connection's (the connection's wins).
+      // Google: the login customer id is the connection's (the app's is left as it is).
       const app = await addAppFor(v, 'google_ads', doubleFor('google_ads'));
       const grant = doubles.google.issueGrant({ clientId: app.clientId, scope: GOOGLE_ADWORDS_SCOPE });
       const google = (manager: string) =>
@@ -630,10 +631,68 @@ describe('import env', () => {
       writeFileSync(file, google('222-333-4444'));
       const manager = await v.json<ImportJson>(['import', 'env', '--file', file]);
       expect(manager.plan.map((p) => `${p.action} ${p.kind} ${p.detail}`)).toEqual([
-        'update app login customer id 2223334444 (was 1112223333)',
+        `unchanged app client id ${app.clientId}`,
         'update connection app google-app, login customer id 2223334444 (was 1112223333)',
       ]);
       expect(await envOf('google_ads:1234567890')).toContain('GOOGLE_ADS_LOGIN_CUSTOMER_ID=2223334444\n');
+    },
+  );
+
+  it.runIf(ONCE)(
+    "one file's login customer id does not reach another file's accounts, granted directly",
+    async () => {
+      const v = await vault();
+      const app = await addAppFor(v, 'google_ads', doubleFor('google_ads'));
+      // Two consents of the one OAuth client: one granted the account directly (its file names no
+      // manager, and the official client sends no login-customer-id), the other reaches another
+      // account through a manager its file names.
+      const direct = doubles.google.issueGrant({ clientId: app.clientId, scope: GOOGLE_ADWORDS_SCOPE });
+      const other = doubles.google.issueGrant({ clientId: app.clientId, scope: GOOGLE_ADWORDS_SCOPE });
+      const directFile = join(v.root, 'direct.env');
+      const otherFile = join(v.root, 'other.env');
+      writeFileSync(
+        directFile,
+        `GOOGLE_ADS_CLIENT_ID=${app.clientId}\nGOOGLE_ADS_REFRESH_TOKEN=${direct.refreshToken}\nGOOGLE_ADS_CUSTOMER_ID=1234567890\n`,
+      );
+      writeFileSync(
+        otherFile,
+        `GOOGLE_ADS_CLIENT_ID=${app.clientId}\nGOOGLE_ADS_REFRESH_TOKEN=${other.refreshToken}\nGOOGLE_ADS_LOGIN_CUSTOMER_ID=5556667778\nGOOGLE_ADS_CUSTOMER_ID=2345678901\n`,
+      );
+      expect((await v.cli(['import', 'env', '--file', directFile])).code).toBe(0);
+      const second = await v.json<ImportJson>(['import', 'env', '--file', otherFile]);
+      expect(second.plan.map((p) => `${p.action} ${p.kind} ${p.target} ${p.detail}`)).toEqual([
+        `unchanged app ${app.label} client id ${app.clientId}`,
+        `create connection 2345678901 app ${app.label}`,
+      ]);
+      // The first file's account is called as that file's client would call it: no login-customer-id.
+      const env = await v.cli(['token', 'get', 'google_ads:1234567890', '--format', 'env'], {
+        secretOutput: true,
+      });
+      expect(env.code, env.stderr).toBe(0);
+      expect(env.stdout).not.toContain('GOOGLE_ADS_LOGIN_CUSTOMER_ID');
+      const campaigns = await v.cli(['campaigns', 'list', 'google_ads:1234567890', '--json']);
+      expect(campaigns.code, campaigns.stderr).toBe(0);
+      // Each file again, in turn: nothing changes.
+      for (const file of [directFile, otherFile]) {
+        const again = await v.cli(['import', 'env', '--file', file]);
+        expect(again.code, again.stderr).toBe(0);
+        expect(again.stderr).toContain('nothing to change');
+      }
+      // The second file without its manager: its account is reached directly from now on.
+      writeFileSync(
+        otherFile,
+        readFileSync(otherFile, 'utf8').replace(/^GOOGLE_ADS_LOGIN_CUSTOMER_ID=.*\n/m, ''),
+      );
+      const direct2 = await v.json<ImportJson>(['import', 'env', '--file', otherFile]);
+      expect(direct2.plan.map((p) => `${p.action} ${p.kind} ${p.target} ${p.detail}`)).toEqual([
+        `unchanged app ${app.label} client id ${app.clientId}`,
+        `update connection 2345678901 app ${app.label}, reached directly, no login customer id (was login customer id 5556667778)`,
+      ]);
+      const env2 = await v.cli(['token', 'get', 'google_ads:2345678901', '--format', 'env'], {
+        secretOutput: true,
+      });
+      expect(env2.code, env2.stderr).toBe(0);
+      expect(env2.stdout).not.toContain('GOOGLE_ADS_LOGIN_CUSTOMER_ID');
     },
   );
 
@@ -899,7 +958,8 @@ logging:
     );
     const report = await v.json<ImportJson>(['import', 'google-ads-yaml', file]);
     expect(report.plan.map((p) => `${p.action} ${p.kind} ${p.target}`)).toEqual([
-      'update app google-app',
+      // The login customer id is the connection's (exported below), not the app's.
+      'unchanged app google-app',
       'create connection 1112223333',
     ]);
     expect(report.ignored).toEqual(['use_proto_plus']);
