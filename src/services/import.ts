@@ -208,19 +208,19 @@ function lineOf(text: string, index: number): number {
  * could store the wrong credential: a line that is neither blank, a comment nor an assignment (dotenv
  * skips it), a name set twice (dotenv keeps the last), a quote that is opened and not closed (dotenv
  * keeps the quote in the value), and in what credvault reads, a `#` inside an unquoted value (dotenv
- * cuts the value there, a shell keeps it) and a `$NAME`, `${NAME}` or `$(…)` outside single quotes
- * (a shell expands it, dotenv stores it as written). Each is reported with its line number, never
+ * cuts the value there, a shell keeps it), a `$NAME`, `${NAME}`, `$(…)` or `$1`, `$$`… outside single
+ * quotes (a shell expands it, dotenv stores it as written), and a space or a quote a shell reads as its
+ * own syntax (`ab cd`, `ab'cd`, `"ab" "cd"`; dotenv keeps them). Each is reported with its line number, never
  * with the value, and nothing is imported.
  */
 export function parseEnvText(text: string, source: string): FileVars {
   checkEncoding(text, source);
-  const refuse = (
-    line: number,
-    what: string,
-    hint = 'Fix or remove that line; nothing was imported.',
-  ): never => {
-    throw new InvalidInputError(`${source} line ${line} ${what}`, { hint });
-  };
+  const refuse = Object.assign(
+    (line: number, what: string, hint = 'Fix or remove that line; nothing was imported.'): never => {
+      throw new InvalidInputError(`${source} line ${line} ${what}`, { hint });
+    },
+    { source },
+  );
   const strayIn = (from: number, to: number) => {
     const lines = text.slice(from, to).split('\n');
     const stray = lines.findIndex((line) => line.trim() !== '' && !line.trim().startsWith('#'));
@@ -291,18 +291,30 @@ function checkEncoding(text: string, source: string): void {
 
 /**
  * Where dotenv and a shell read a credential differently: an unquoted value with a `#` that is not
- * after a space (`dev#tok`: dotenv keeps `dev`, a shell `dev#tok`), and a variable or command outside
- * single quotes (`${DEV_TOKEN}`: a shell expands it, dotenv stores those characters).
+ * after a space (`dev#tok`: dotenv keeps `dev`, a shell `dev#tok`), a variable or command outside
+ * single quotes (`${DEV_TOKEN}`, `$1`: a shell expands it, dotenv stores those characters), a space or
+ * a quote inside an unquoted value, quotes inside a quoted one, and what valueProblem refuses in the
+ * value as written (dotenv trims a no-break space around it, a shell keeps it).
  */
 function refuseGuess(
   at: number,
   name: string,
   match: RegExpExecArray | RegExpMatchArray,
   text: string,
-  refuse: (line: number, what: string, hint?: string) => never,
+  refuse: ((line: number, what: string, hint?: string) => never) & { source: string },
 ): void {
   const raw = match[2] ?? '';
   const quote = /^\s*(['"`])/.exec(raw)?.[1];
+  // A setting credvault does not take may hold a backslash (a Windows path): only a command is refused.
+  const read = isReadVariable(name);
+  // The value as written (but for the spaces and tabs around it, which both drop): dotenv trims every
+  // kind of space around it (a no-break space too) and a shell does not, so the checks of what a
+  // value may hold are made here as well as on what dotenv gives.
+  const written = raw.replace(/^[ \t]+|[ \t]+$/g, '');
+  const problem = read ? valueProblem(written) : undefined;
+  if (problem) {
+    throw new InvalidInputError(`${refuse.source} line ${at}: ${name} ${problem}`, { hint: VALUE_HINT });
+  }
   // Where the value ends: after it, dotenv reads only spaces and a comment.
   const nameEnd = match.indices![1]![1];
   const end = match.indices![2]?.[1] ?? nameEnd + /^\s*[=:]/.exec(text.slice(nameEnd))![0].length;
@@ -313,8 +325,6 @@ function refuseGuess(
       'Quote the value (\'…\' or "…") if the # belongs to it, or put a space before the comment; nothing was imported.',
     );
   }
-  // A setting credvault does not take may hold a backslash (a Windows path): only a command is refused.
-  const read = isReadVariable(name);
   if (quote !== "'" && raw.includes('`')) {
     refuse(
       at,
@@ -329,11 +339,34 @@ function refuseGuess(
       "Single-quote the value ('…') if the backslash belongs to it (both read it as written then), or remove it; nothing was imported.",
     );
   }
-  if (quote !== "'" && /\$(?:\{|\(|[A-Za-z_])/.test(raw)) {
+  // $NAME, ${…}, $(…), and the shell's own: $1, $0, $$, $?, $@, $*, $!, $#, $-.
+  if (quote !== "'" && /\$[{(\w$?@*!#-]/.test(raw)) {
     refuse(
       at,
       `refers to another variable or a command in the value of ${name} ($…): dotenv stores those characters as they are, not what a shell would put there`,
       'Write the value itself (expand the file first, e.g. with envsubst), or single-quote it if the $ belongs to the value; nothing was imported.',
+    );
+  }
+  // What a shell reads as its own syntax, not as the value's characters (dotenv keeps them).
+  if (read && !quote && /\s/.test(written)) {
+    refuse(
+      at,
+      `has a space in the unquoted value of ${name}: a shell ends the value there (and runs the rest as a command), dotenv keeps the whole line`,
+      'Quote the value (\'…\' or "…") if the space belongs to it, or remove the space; nothing was imported.',
+    );
+  }
+  if (read && !quote && /['"]/.test(written)) {
+    refuse(
+      at,
+      `has a quote inside the unquoted value of ${name}, which a shell reads as quoting (ab'cd is a quote it never sees closed) and dotenv keeps as a character`,
+      'Quote the whole value (\'…\' or "…") and leave no quote inside it, or remove the quote; nothing was imported.',
+    );
+  }
+  if (read && quote && written.slice(1, -1).includes(quote)) {
+    refuse(
+      at,
+      `has quotes inside the quoted value of ${name} ("ab" "cd"): dotenv keeps the inner ones as characters, a shell reads them as quoting`,
+      'Quote the whole value once (\'…\' or "…") with no quote of the same kind inside it; nothing was imported.',
     );
   }
 }
@@ -366,12 +399,20 @@ function withWhere(vars: Map<string, string>, where: Where): FileVars {
  */
 function valueProblem(value: string): string | undefined {
   if (/[\r\n]/.test(value)) return 'holds a line break';
+  if (/[\p{Zl}\p{Zp}]/u.test(value)) return 'holds a line break (a Unicode line or paragraph separator)';
   if (/\p{Cc}/u.test(value)) return 'holds a control character';
   if (/\p{Cf}/u.test(value)) {
     return 'holds an invisible character (a zero-width space, a byte-order mark or another format character)';
   }
+  if (/(?! )\p{Zs}/u.test(value)) {
+    return 'holds a space that is not a plain space (a no-break space, an ideographic space or another)';
+  }
   return undefined;
 }
+
+/** What to do about a value valueProblem refuses. */
+const VALUE_HINT =
+  'Write the value on one line, with nothing but its own characters (copy it again from where it was issued); nothing was imported.';
 
 /** `shown` names a variable as the user's file does (google-ads.yaml's keys are lower-case). */
 export function recognise(vars: FileVars, shown = (name: string) => name): Recognised {
@@ -408,11 +449,7 @@ export function recognise(vars: FileVars, shown = (name: string) => name): Recog
     // The value as the file gives it (quoted, a trailing line break is part of it).
     const problem = valueProblem(raw);
     if (problem) {
-      refuse(
-        shown(name),
-        problem,
-        'Write the value on one line, with nothing but its own characters (copy it again from where it was issued)',
-      );
+      refuse(shown(name), problem, VALUE_HINT.replace(/; nothing was imported\.$/, ''));
     }
     if (value === '') continue;
     // What `token get` exports for a Google app without a developer token: no token.

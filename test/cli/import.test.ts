@@ -921,7 +921,7 @@ describe('import env', () => {
     const file = join(v.root, '.env');
     writeFileSync(
       file,
-      `REDDIT_CLIENT_ID=abc\nREDDIT_CLIENT_SECRET=def\nREDDIT_REDIRECT_URI=http://localhost:8080/callback\nREDDIT_USER_AGENT=web:acme-ads:v1 (by /u/acme)\nREDDIT_REFRESH_TOKEN=${fakeSecret('r')}\n`,
+      `REDDIT_CLIENT_ID=abc\nREDDIT_CLIENT_SECRET=def\nREDDIT_REDIRECT_URI=http://localhost:8080/callback\nREDDIT_USER_AGENT='web:acme-ads:v1 (by /u/acme)'\nREDDIT_REFRESH_TOKEN=${fakeSecret('r')}\n`,
     );
     const before = await v.dump();
     const noAccount = await v.cli(['import', 'env', '--file', file]);
@@ -1285,6 +1285,75 @@ logging:
         expect(refused.stderr).not.toContain(tail);
       }
     });
+
+    it.runIf(ONCE)(
+      'refuses what a shell reads otherwise: odd spaces and separators, spaces and quotes, $1 and $$',
+      async () => {
+        const v = await vault();
+        const head = 'GOOGLE_ADS_CLIENT_ID=abc.apps.googleusercontent.com\n';
+        const tail = fakeSecret('sh').slice(2, 14);
+        const cases: Array<[string, string]> = [
+          [`GOOGLE_ADS_REFRESH_TOKEN=ab\u2028${tail}`, 'line 2: GOOGLE_ADS_REFRESH_TOKEN holds a line break'],
+          [
+            `GOOGLE_ADS_REFRESH_TOKEN="ab\u2029${tail}"`,
+            'line 2: GOOGLE_ADS_REFRESH_TOKEN holds a line break',
+          ],
+          [
+            `GOOGLE_ADS_CLIENT_SECRET=ab\u00a0${tail}`,
+            'line 2: GOOGLE_ADS_CLIENT_SECRET holds a space that is not a plain space',
+          ],
+          [
+            `GOOGLE_ADS_DEVELOPER_TOKEN='ab\u3000${tail}'`,
+            'line 2: GOOGLE_ADS_DEVELOPER_TOKEN holds a space that is not a plain space',
+          ],
+          // dotenv trims it; a shell keeps it.
+          [
+            `GOOGLE_ADS_DEVELOPER_TOKEN=${tail}\u00a0`,
+            'line 2: GOOGLE_ADS_DEVELOPER_TOKEN holds a space that is not a plain space',
+          ],
+          [
+            `GOOGLE_ADS_CLIENT_SECRET=GOCSPX-double ${tail}`,
+            'line 2 has a space in the unquoted value of GOOGLE_ADS_CLIENT_SECRET',
+          ],
+          [
+            `GOOGLE_ADS_DEVELOPER_TOKEN="dev" "${tail}"`,
+            'line 2 has quotes inside the quoted value of GOOGLE_ADS_DEVELOPER_TOKEN',
+          ],
+          [
+            `GOOGLE_ADS_DEVELOPER_TOKEN=ab'${tail}`,
+            'line 2 has a quote inside the unquoted value of GOOGLE_ADS_DEVELOPER_TOKEN',
+          ],
+          [
+            `GOOGLE_ADS_REFRESH_TOKEN=ab$1${tail}`,
+            'line 2 refers to another variable or a command in the value of GOOGLE_ADS_REFRESH_TOKEN',
+          ],
+          [`GOOGLE_ADS_REFRESH_TOKEN="ab$$9${tail}"`, 'line 2 refers to another variable'],
+        ];
+        for (const [line, message] of cases) {
+          const refused = await refusal(v, 'env', `${head}${line}\n`);
+          expect(refused.message, line).toContain(message);
+          expect(refused.hint).toMatch(/[Qq]uote|Write the value|single-quote/);
+          expect(refused.stderr).not.toContain(tail);
+        }
+        const yaml = await refusal(
+          v,
+          'yaml',
+          `client_id: x.apps.googleusercontent.com\nclient_secret: "ab\\u00a0${tail}"\n`,
+        );
+        expect(yaml.message).toContain(
+          'google-ads.yaml line 2: client_secret holds a space that is not a plain space',
+        );
+        expect(yaml.stderr).not.toContain(tail);
+        // Quoted, a space is the value's; single-quoted, so is a $; a comment after a space is none of it.
+        const file = join(v.root, '.env');
+        writeFileSync(
+          file,
+          `${head}GOOGLE_ADS_CLIENT_SECRET="GOCSPX-double ${tail}"\nGOOGLE_ADS_DEVELOPER_TOKEN='ab$1${tail}'   # ok\n`,
+        );
+        const quoted = await v.cli(['import', 'env', '--file', file, '--dry-run']);
+        expect(quoted.code, quoted.stderr).toBe(0);
+      },
+    );
 
     it.runIf(ONCE)('refuses a file that is not UTF-8, naming UTF-16 as such', async () => {
       const v = await vault();
