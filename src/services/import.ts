@@ -6,6 +6,7 @@ import {
   isScalar,
   isSeq,
   LineCounter,
+  type Pair,
   parseAllDocuments,
   parseDocument,
   visit,
@@ -531,10 +532,8 @@ const ID_KEYS = new Set(['login_customer_id', 'customer_id']);
  * numbers being kept as big integers, and is taken.
  */
 function checkTextValues(document: Document, lineCounter: LineCounter, source: string): void {
-  if (!isMap(document.contents)) return;
-  for (const pair of document.contents.items) {
-    const key = isScalar(pair.key) ? pair.key.value : undefined;
-    if (typeof key !== 'string' || !Object.hasOwn(YAML_KEYS, key)) continue;
+  for (const [key, pair] of topLevelPairs(document)) {
+    if (!Object.hasOwn(YAML_KEYS, key)) continue;
     const values = isSeq(pair.value) ? pair.value.items : [pair.value];
     for (const item of values) {
       const node = isAlias(item) ? item.resolve(document) : item;
@@ -558,6 +557,37 @@ function checkTextValues(document: Document, lineCounter: LineCounter, source: s
   }
 }
 
+/** A YAML merge key (`<<: *defaults`), as the library reads it with merges on. */
+function isMergeKey(node: unknown): boolean {
+  return isScalar(node) && typeof node.value === 'symbol' && node.value.description === '<<';
+}
+
+/**
+ * The top-level keys and their pairs as the data has them, merges resolved as PyYAML's safe_load (what
+ * the official client reads the file with) resolves them: a key of the mapping itself first, then
+ * those of the mappings it merges (`<<: *defaults`, or a list of them, the first one winning), so
+ * that a merged value is checked and named by the line that sets it.
+ */
+function topLevelPairs(document: Document): Map<string, Pair> {
+  const pairs = new Map<string, Pair>();
+  const add = (node: unknown, depth: number) => {
+    const map = isAlias(node) ? node.resolve(document) : node;
+    if (!isMap(map) || depth > 8) return;
+    const merged: unknown[] = [];
+    for (const pair of map.items) {
+      if (isMergeKey(pair.key)) {
+        merged.push(...(isSeq(pair.value) ? pair.value.items : [pair.value]));
+        continue;
+      }
+      const key = isScalar(pair.key) ? pair.key.value : undefined;
+      if (typeof key === 'string' && !pairs.has(key)) pairs.set(key, pair as Pair);
+    }
+    for (const source of merged) add(source, depth + 1);
+  };
+  add(document.contents, 0);
+  return pairs;
+}
+
 /**
  * The YAML library's messages quote the line they are about, which in a google-ads.yaml may hold a
  * secret (`client_secret: *GOCSPX-…` is an alias to the library): only the position and the kind of
@@ -575,7 +605,8 @@ function readYaml(text: string, source: string): { data: unknown; lines: Map<str
     node.range ? lineCounter.linePos(node.range[0]) : undefined;
   // Whole numbers as they are written: a long all-digit value would otherwise lose its last digits.
   // Every document: parseDocument, silent, drops a second one (after ---) without a word.
-  const options = { intAsBigInt: true, logLevel: 'silent', lineCounter } as const;
+  // Merge keys (`<<: *defaults`) resolved, as PyYAML's safe_load, which the official client uses, does.
+  const options = { intAsBigInt: true, merge: true, logLevel: 'silent', lineCounter } as const;
   const all = parseAllDocuments(text, options);
   const document: Document = Array.isArray(all) && all[0] ? all[0] : parseDocument(text, options);
   const problem = document.errors[0] ?? document.warnings[0];
@@ -615,17 +646,19 @@ function readYaml(text: string, source: string): { data: unknown; lines: Map<str
   if (odd) throw invalid(odd.at, odd.kind);
   checkTextValues(document, lineCounter, source);
   // The line of each top-level key, for messages about its value.
+  // (A merged key's is the line in the mapping it is merged from, where its value is written.)
   const lines = new Map<string, number>();
-  if (isMap(document.contents)) {
-    for (const pair of document.contents.items) {
-      const key = isScalar(pair.key) ? pair.key : undefined;
-      const line = key ? at(key)?.line : undefined;
-      if (typeof key?.value === 'string' && line) lines.set(key.value, line);
-    }
+  for (const [key, pair] of topLevelPairs(document)) {
+    const line = isScalar(pair.key) ? at(pair.key)?.line : undefined;
+    if (line) lines.set(key, line);
   }
   try {
     return { data: document.toJS(), lines };
-  } catch {
+  } catch (error) {
+    // `<<: 5`: the library says merge sources must be mappings.
+    if (error instanceof Error && /merge/i.test(error.message)) {
+      throw invalid(undefined, 'a merge key (<<) that does not name a mapping');
+    }
     // An alias count that signals a resource exhaustion attack, say: the library's words, unread.
     throw invalid(undefined, 'it cannot be read as data');
   }

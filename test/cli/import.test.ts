@@ -1131,6 +1131,42 @@ logging:
     expect(nested.code).toBe(2);
     expect(nested.stderr).toContain('customer_id is neither an account id nor a list of them');
   });
+
+  it('resolves a YAML merge key (<<: *defaults), as the official client reads the file', async () => {
+    const v = await vault();
+    const app = await addAppFor(v, 'google_ads', doubleFor('google_ads'));
+    const grant = doubles.google.issueGrant({ clientId: app.clientId, scope: GOOGLE_ADWORDS_SCOPE });
+    const file = join(v.root, 'google-ads.yaml');
+    // Shared settings under an anchor, merged in; a key of the file's own wins over a merged one.
+    writeFileSync(
+      file,
+      `defaults: &d\n  client_id: ${app.clientId}\n  client_secret: other\n  developer_token: ${JSON.stringify(app.developerToken)}\n<<: *d\nclient_secret: ${JSON.stringify(app.clientSecret)}\nrefresh_token: ${grant.refreshToken}\ncustomer_id: 1234567890\n`,
+    );
+    const merged = await v.json<ImportJson>(['import', 'google-ads-yaml', file]);
+    expect(merged.plan.map((p) => `${p.action} ${p.kind} ${p.target}`)).toEqual([
+      `unchanged app ${app.label}`,
+      'create connection 1234567890',
+    ]);
+    expect(merged.unknown).toEqual(['defaults']);
+    const out = await v.cli(['token', 'get', 'google_ads:1234567890', '--format', 'google-ads-yaml'], {
+      secretOutput: true,
+    });
+    expect(out.code, out.stderr).toBe(0);
+    expect(parseYaml(out.stdout)).toMatchObject({
+      client_id: app.clientId,
+      client_secret: app.clientSecret,
+      developer_token: app.developerToken,
+      refresh_token: grant.refreshToken,
+    });
+    // A merged value is checked as any other, and named by the line that writes it.
+    writeFileSync(
+      file,
+      `defaults: &d\n  client_id: x.apps.googleusercontent.com\n  developer_token: 0x1F\n<<: *d\n`,
+    );
+    const number = await v.cli(['import', 'google-ads-yaml', file, '--dry-run']);
+    expect(number.code).toBe(2);
+    expect(number.stderr).toContain('google-ads.yaml line 3: developer_token is a number to YAML');
+  });
   describe('reading a file: values are refused by file, line and name, never echoed', () => {
     /** Runs a dry-run import of `text` (written as given: a Buffer for bytes) and returns its JSON error. */
     async function refusal(
