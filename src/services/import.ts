@@ -198,9 +198,13 @@ function isReadVariable(name: string): boolean {
   );
 }
 
+/** The line of `index`, a line ending as dotenv and YAML end one: \n, \r\n, or a \r alone (old Mac files). */
 function lineOf(text: string, index: number): number {
   let line = 1;
-  for (let i = 0; i < index; i++) if (text.charCodeAt(i) === 10) line += 1;
+  for (let i = 0; i < index; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 10 || (c === 13 && text.charCodeAt(i + 1) !== 10)) line += 1;
+  }
   return line;
 }
 
@@ -214,7 +218,9 @@ function lineOf(text: string, index: number): number {
  * own syntax (`ab cd`, `ab'cd`, `"ab" "cd"`; dotenv keeps them). Each is reported with its line number, never
  * with the value, and nothing is imported.
  */
-export function parseEnvText(text: string, source: string): FileVars {
+export function parseEnvText(file: string, source: string): FileVars {
+  // Line endings as dotenv reads them (a \r alone ends a line too): the lines counted here are its.
+  const text = file.replace(/\r\n?/g, '\n');
   checkEncoding(text, source);
   const refuse = Object.assign(
     (line: number, what: string, hint = 'Fix or remove that line; nothing was imported.'): never => {

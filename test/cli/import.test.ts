@@ -1391,6 +1391,29 @@ logging:
       },
     );
 
+    it.runIf(ONCE)('counts lines as dotenv does in a file with old Mac (\\r) line endings', async () => {
+      const v = await vault();
+      const cr = (lines: string[]) => `${lines.join('\r')}\r`;
+      const twice = await refusal(
+        v,
+        'env',
+        cr([
+          'GOOGLE_ADS_CLIENT_ID=abc.apps.googleusercontent.com',
+          '# comment',
+          'GOOGLE_ADS_CLIENT_ID=def.apps.googleusercontent.com',
+        ]),
+      );
+      expect(twice.message).toContain('.env line 3 sets GOOGLE_ADS_CLIENT_ID again (first on line 1)');
+      const id = await refusal(
+        v,
+        'env',
+        cr(['GOOGLE_ADS_CLIENT_ID=abc.apps.googleusercontent.com', '', 'GOOGLE_ADS_LOGIN_CUSTOMER_ID=12345']),
+      );
+      expect(id.message).toContain(
+        '.env line 3: GOOGLE_ADS_LOGIN_CUSTOMER_ID is not a Google Ads customer id',
+      );
+    });
+
     it.runIf(ONCE)('refuses a file that is not UTF-8, naming UTF-16 as such', async () => {
       const v = await vault();
       const text = `GOOGLE_ADS_CLIENT_ID=abc.apps.googleusercontent.com\nGOOGLE_ADS_REFRESH_TOKEN=${fakeSecret('r')}\n`;
