@@ -191,11 +191,18 @@ function isKnownVariable(name: string): boolean {
   );
 }
 
+/** What credvault takes the variable's value as; undefined for a known setting it ignores, like a path. */
+function fieldOf(name: string): Field | undefined {
+  for (const { prefixes, fields } of RECOGNISED)
+    for (const prefix of prefixes)
+      if (name.startsWith(prefix) && Object.hasOwn(fields, name.slice(prefix.length)))
+        return fields[name.slice(prefix.length)];
+  return undefined;
+}
+
 /** Whether credvault takes the variable's value (not only a known setting it ignores, like a path). */
 function isReadVariable(name: string): boolean {
-  return RECOGNISED.some(({ prefixes, fields }) =>
-    prefixes.some((prefix) => name.startsWith(prefix) && Object.hasOwn(fields, name.slice(prefix.length))),
-  );
+  return fieldOf(name) !== undefined;
 }
 
 /** The line of `index`, a line ending as dotenv and YAML end one: \n, \r\n, or a \r alone (old Mac files). */
@@ -354,15 +361,18 @@ function refuseGuess(
       'Write the value itself (expand the file first, e.g. with envsubst), or single-quote it if the $ belongs to the value; nothing was imported.',
     );
   }
-  // What a shell reads as its own syntax, not as the value's characters (dotenv keeps them).
-  if (read && !quote && /\s/.test(written)) {
+  // What a shell reads as its own syntax, not as the value's characters (dotenv keeps them). Not in a
+  // user agent, free text that .env files commonly leave unquoted (`web:app:v1 (by /u/me)`) and that
+  // names no identity: a file a shell never sources keeps working.
+  const freeText = fieldOf(name) === 'userAgent';
+  if (read && !freeText && !quote && /\s/.test(written)) {
     refuse(
       at,
       `has a space in the unquoted value of ${name}: a shell ends the value there (and runs the rest as a command), dotenv keeps the whole line`,
       'Quote the value (\'…\' or "…") if the space belongs to it, or remove the space; nothing was imported.',
     );
   }
-  if (read && !quote && /['"]/.test(written)) {
+  if (read && !freeText && !quote && /['"]/.test(written)) {
     refuse(
       at,
       `has a quote inside the unquoted value of ${name}, which a shell reads as quoting (ab'cd is a quote it never sees closed) and dotenv keeps as a character`,

@@ -919,9 +919,10 @@ describe('import env', () => {
   it('refuses a refresh token that names no account, leaving no app behind', async () => {
     const v = await vault();
     const file = join(v.root, '.env');
+    // A user agent left unquoted, spaces and all, as .env files often have it: free text, taken.
     writeFileSync(
       file,
-      `REDDIT_CLIENT_ID=abc\nREDDIT_CLIENT_SECRET=def\nREDDIT_REDIRECT_URI=http://localhost:8080/callback\nREDDIT_USER_AGENT='web:acme-ads:v1 (by /u/acme)'\nREDDIT_REFRESH_TOKEN=${fakeSecret('r')}\n`,
+      `REDDIT_CLIENT_ID=abc\nREDDIT_CLIENT_SECRET=def\nREDDIT_REDIRECT_URI=http://localhost:8080/callback\nREDDIT_USER_AGENT=web:acme-ads:v1 (by /u/acme)\nREDDIT_REFRESH_TOKEN=${fakeSecret('r')}\n`,
     );
     const before = await v.dump();
     const noAccount = await v.cli(['import', 'env', '--file', file]);
