@@ -902,18 +902,17 @@ describe('connecting through the daemon', () => {
     const viaHttp = await daemon.get('/v1/connections/hot-conn/token', { token: tokens.reader! });
     expect(viaHttp.status).toBe(200);
     expect(viaHttp.json<{ access_token: string }>().access_token).toBe(viaCli.stdout.trim());
-    // The daemon itself refreshes through the new app (its client secret, read at once): a minimum
-    // lifetime beyond what the token has left (and within what Google gives, the token being two
-    // seconds old) makes it go to the platform.
-    await new Promise((r) => setTimeout(r, 2_100));
-    const left = Date.parse(viaHttp.json<{ expires_at: string }>().expires_at) - Date.now();
+    // The daemon itself refreshes through the new app (its client secret, read at once), and serves
+    // the new token.
     const refreshesBefore = google.refreshCount;
-    const fresh = await daemon.get(`/v1/connections/hot-conn/token?min_ttl=${Math.ceil(left / 1000) + 1}`, {
-      token: tokens.reader!,
-    });
-    expect(fresh.status, fresh.body).toBe(200);
+    const refreshed = await call('POST', '/v1/integrations/google_ads/connections/hot-conn/refresh', 'admin');
+    expect(refreshed.status, refreshed.body).toBe(200);
     expect(google.refreshCount).toBe(refreshesBefore + 1);
-    expect(google.accessTokens.has(fresh.json<{ access_token: string }>().access_token)).toBe(true);
+    const fresh = await daemon.get('/v1/connections/hot-conn/token', { token: tokens.reader! });
+    expect(fresh.status, fresh.body).toBe(200);
+    const served = fresh.json<{ access_token: string }>().access_token;
+    expect(served).not.toBe(viaCli.stdout.trim());
+    expect(google.accessTokens.has(served)).toBe(true);
   });
 });
 

@@ -152,7 +152,6 @@ describe('the token endpoint', () => {
     const { double, v, adopt } = await setup();
     const a = await adopt('987', 'acct-a');
     const bGrant = await adopt('988', 'acct-b');
-    const adopted = Date.now();
     // Made first, so that its second has mostly passed by the time the daemon answers.
     const brief = ['clients', 'create', 'brief', '--all', '--expires-in', '1s'];
     const expiring = await v.json<{ token: string; expires_at: string }>(brief);
@@ -285,11 +284,15 @@ describe('the token endpoint', () => {
     const listed = await token('/v1/connections', reader);
     expect(listed.json<Array<{ name: string }>>().map((c) => c.name)).toEqual(['acct-a']);
 
-    // A min_ttl beyond the time a token has left (within what the platform gives: the tokens are some
-    // seconds old) forces a refresh. Younger than two seconds, the time left rounded up and one more
-    // could reach the token's whole life, which asks for the newest token rather than a refresh.
+    // A min_ttl beyond the time a token has left forces a refresh, once the token is over a minute
+    // old: one within a minute of its whole life asks for the newest token, which a token refreshed
+    // within the last minute is. So the grant is made two minutes older (it lives as long).
     const beyondLeft = async (name: string) => {
-      await new Promise((r) => setTimeout(r, Math.max(0, adopted + 2_500 - Date.now())));
+      await v.sql(
+        `update oauth_tokens_vault set last_refreshed_at = last_refreshed_at - interval '2 minutes'
+         where id = (select token_id from ad_account_connections where name = $1)`,
+        [name],
+      );
       const served = await token(`/v1/connections/${name}/token`, all);
       const { expires_at } = served.json<{ expires_at: string }>();
       return Math.ceil((Date.parse(expires_at) - Date.now()) / 1000) + 1;
@@ -1770,13 +1773,16 @@ describe('systemd', () => {
   it.runIf(ONCE)(
     'daemon unit warns of a credvault installed under /tmp, and says where to install it',
     async () => {
-      const { copyFileSync, mkdirSync, mkdtempSync, rmSync, symlinkSync } = await import('node:fs');
+      const { copyFileSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync } = await import(
+        'node:fs'
+      );
       const install = mkdtempSync('/tmp/credvault-unit-');
       cleanups.push(async () => rmSync(install, { recursive: true, force: true }));
       // The entry point copied there (its real path is what the unit runs), the rest linked.
       mkdirSync(join(install, 'bin'));
-      copyFileSync(BIN, join(install, 'bin', 'credvault'));
-      copyFileSync(join(ROOT, 'bin', 'package.json'), join(install, 'bin', 'package.json'));
+      // The bin folder as a package installs it.
+      for (const file of readdirSync(join(ROOT, 'bin')))
+        copyFileSync(join(ROOT, 'bin', file), join(install, 'bin', file));
       for (const name of ['dist', 'node_modules', 'drizzle', 'package.json'])
         symlinkSync(join(ROOT, name), join(install, name));
       const printed = await new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {

@@ -7,6 +7,7 @@ import {
   appendFileSync,
   chmodSync,
   cpSync,
+  existsSync,
   mkdtempSync,
   readdirSync,
   readFileSync,
@@ -18,7 +19,7 @@ import { join } from 'node:path';
 import { PGlite } from '@electric-sql/pglite';
 import postgres from 'postgres';
 import { afterEach, expect, inject } from 'vitest';
-import { COMMAND_SETTINGS } from '../../src/db/client.js';
+import { COMMAND_SETTINGS, embeddedSocketPath } from '../../src/db/client.js';
 import { acquireDatabaseLock } from '../../src/db/lock.js';
 import { BIN, databaseUrlFor } from './paths.js';
 
@@ -190,6 +191,31 @@ export class TestVault {
           async <T>(text: string, params: unknown[] = []) =>
             (await client.unsafe(text, params as never[])) as unknown as T[],
         );
+      } finally {
+        await client.end();
+      }
+    }
+    // A daemon serving the embedded database: through its socket, as every credvault command then goes.
+    const socket = embeddedSocketPath(this.home);
+    if (existsSync(socket)) {
+      const client = postgres({
+        path: socket,
+        user: 'postgres',
+        database: 'postgres',
+        prepare: false,
+        max: 1,
+        onnotice: () => {},
+      });
+      const answers = await client`select 1`.then(
+        () => true,
+        () => false,
+      );
+      try {
+        if (answers)
+          return await fn(
+            async <T>(text: string, params: unknown[] = []) =>
+              (await client.unsafe(text, params as never[])) as unknown as T[],
+          );
       } finally {
         await client.end();
       }
