@@ -29,8 +29,20 @@ export interface CachedToken {
 
 const CLIENT_TTL_MS = 60_000;
 
+/** The refs a connection is remembered under: its id, its name and PLATFORM:ACCOUNT, as stored. */
+export function canonicalRefs(connection: ConnectionRow): string[] {
+  const refs = [connection.id];
+  if (connection.name) refs.push(connection.name);
+  if (connection.platform && connection.externalAccountId)
+    refs.push(`${connection.platform}:${connection.externalAccountId}`);
+  return refs;
+}
+
 export class DaemonCache {
-  /** CONN ref as given → connection id. */
+  /**
+   * A connection's own refs (its id, its name, PLATFORM:ACCOUNT as stored) → connection id: at most
+   * three per connection held, whatever refs clients send (see canonicalRefs).
+   */
   readonly #refs = new Map<string, string>();
   readonly #connections = new Map<string, ConnectionRow>();
   /** grant id → token. */
@@ -78,8 +90,14 @@ export class DaemonCache {
     return id ? (this.#connections.get(id) ?? null) : null;
   }
 
+  /**
+   * Remembers a connection under the ref it was asked by, if that ref is one of its own (canonicalRefs).
+   * Any other ref that resolves to it (padded with whitespace, an id in capitals, google-ads:…) is not
+   * kept: a client could otherwise grow the daemon's memory without bound with ever-different refs.
+   */
   rememberConnection(ref: string, connection: ConnectionRow, since: number): void {
     if (!this.#current(since)) return;
+    if (!canonicalRefs(connection).includes(ref)) return;
     this.#connections.set(connection.id, connection);
     this.#refs.set(ref, connection.id);
   }

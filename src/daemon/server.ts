@@ -322,13 +322,19 @@ export function createTokenServer(deps: ServerDeps): Server {
     return client;
   }
 
-  async function connectionFor(ref: string): Promise<ConnectionRow> {
-    const cached = cache.connectionByRef(ref);
-    if (cached) return cached;
+  /**
+   * The connection `ref` names, and `remember()`: stores it in the cache (under the ref, if it is one of
+   * the connection's own: see DaemonCache.rememberConnection), to be called once the client may read it,
+   * so that a refused request leaves nothing behind.
+   */
+  async function connectionFor(ref: string): Promise<{ connection: ConnectionRow; remember(): void }> {
+    // Surrounding whitespace is not part of a ref (resolveConnection trims it too).
+    const trimmed = ref.trim();
+    const cached = cache.connectionByRef(trimmed);
+    if (cached) return { connection: cached, remember: () => {} };
     const since = cache.mark();
-    const connection = await resolveConnection(ctx.db, ref);
-    cache.rememberConnection(ref, connection, since);
-    return connection;
+    const connection = await resolveConnection(ctx.db, trimmed);
+    return { connection, remember: () => cache.rememberConnection(trimmed, connection, since) };
   }
 
   /** A token valid for min_ttl: from memory when it is, else through the token service (one refresh per expiry). */
@@ -383,7 +389,7 @@ export function createTokenServer(deps: ServerDeps): Server {
       // as it would were no daemon running.
       throw new ApiError(403, 'forbidden', 'the caller is not configured with the key this daemon uses');
     }
-    const connection = await connectionFor(ref).catch((error: unknown) => {
+    const { connection, remember } = await connectionFor(ref).catch((error: unknown) => {
       // A client scoped to part of the vault learns nothing of what is outside it, not even whether a
       // connection of that name or account exists: refused as one outside its scope is.
       if (error instanceof NotFoundError && !local && !client.scope.all)
@@ -411,6 +417,7 @@ export function createTokenServer(deps: ServerDeps): Server {
       await refused(refusedServe(connection, 'denied', 'forbidden', detail));
       throw new ApiError(403, 'forbidden', `client ${client.name} may not read connection ${ref}`);
     }
+    remember();
     let token: CachedToken;
     let refreshed: boolean;
     try {

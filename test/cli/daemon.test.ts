@@ -382,6 +382,36 @@ describe('the token endpoint', () => {
     },
   );
 
+  it.runIf(ONCE)(
+    'answers a connection by any ref that names it (padded with whitespace, an id in capitals, platform-account), and refuses one out of scope however it is written',
+    async () => {
+      const { v, adopt } = await setup();
+      await adopt('987', 'acct-a');
+      await adopt('988', 'acct-b');
+      const [a] = await v.sql<{ id: string }>("select id from ad_account_connections where name = 'acct-a'");
+      const reader = await client(v, ['reader-a', '--connection', 'acct-a']);
+      const daemon = await startDaemon(v);
+      cleanups.push(() => daemon.stop());
+      const token = (ref: string) => daemon.get(`/v1/connections/${ref}/token`, { token: reader });
+      const served = (await token('acct-a')).json<{ access_token: string }>().access_token;
+      for (const ref of [
+        '%20acct-a',
+        'acct-a%09',
+        '%0Bacct-a%20%20',
+        'microsoft_ads:987',
+        'microsoft-ads:987',
+        a!.id.toUpperCase(),
+      ]) {
+        const answer = await token(ref);
+        expect(answer.status, ref).toBe(200);
+        expect(answer.json<{ access_token: string }>().access_token, ref).toBe(served);
+      }
+      for (const ref of ['%20acct-b', 'microsoft-ads:988']) expect((await token(ref)).status, ref).toBe(403);
+      // None of these refs is kept by the daemon (test/unit/daemon-cache.test.ts): its name still is.
+      expect((await token('acct-a')).json<{ access_token: string }>().access_token).toBe(served);
+    },
+  );
+
   it('keeps a client token only as its SHA-256 hash: shown once, then in no table, database file or output', async () => {
     const v = await createVault();
     cleanups.push(() => v.destroy());

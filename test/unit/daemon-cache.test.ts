@@ -70,4 +70,33 @@ describe('DaemonCache', () => {
       ]);
     }
   });
+
+  it('remembers a connection only under its own refs (id, name, PLATFORM:ACCOUNT), not under any ref a client sends', () => {
+    const row = {
+      id: '6f1c1a52-5b7e-4c3f-9a55-2f0d7e8d6b11',
+      tokenId: 'g2',
+      status: 'active',
+      name: 'acme-eu',
+      platform: 'google_ads',
+      externalAccountId: '1234567890',
+    } as ConnectionRow;
+    const cache = new DaemonCache();
+    // What resolves to it (resolveConnection trims, reads an id in any case and google-ads:…), a
+    // thousand ways: none is kept, so what the cache holds is bounded by the vault, not by requests.
+    const others = [
+      ' acme-eu',
+      'acme-eu\t',
+      '\vacme-eu ',
+      row.id.toUpperCase(),
+      'google-ads:1234567890',
+      'GOOGLE_ADS:123-456-7890',
+      ...Array.from({ length: 1000 }, (_, i) => `${' '.repeat(i + 1)}acme-eu`),
+    ];
+    for (const ref of others) cache.rememberConnection(ref, row, cache.mark());
+    for (const ref of others) expect(cache.connectionByRef(ref), JSON.stringify(ref)).toBeNull();
+    for (const ref of ['acme-eu', row.id, 'google_ads:1234567890']) {
+      cache.rememberConnection(ref, row, cache.mark());
+      expect(cache.connectionByRef(ref), ref).toBe(row);
+    }
+  });
 });
