@@ -161,6 +161,16 @@ const PROXY_HEADERS = ['forwarded', 'x-forwarded-for', 'x-forwarded-host', 'x-fo
 /** Requests that carried `Expect: 100-continue` (Node leaves the interim answer to the 'checkContinue' listener). */
 const awaitingContinue = new WeakSet<IncomingMessage>();
 
+/** Sockets whose request took too long to arrive (answered 408 by the 'clientError' listener). */
+const timedOut = new WeakSet<Duplex>();
+
+/**
+ * The status under which a request whose client went away before its body was all sent is counted and
+ * audited (nginx's "client closed request"): nothing is answered, and it is the client's doing, not the
+ * daemon's nor its database's.
+ */
+const CLIENT_CLOSED = 499;
+
 /**
  * A JSON request body, at most 64 KiB (413 beyond, without reading the rest). An empty body is
  * undefined; anything but JSON is refused with the reason. Secret fields are wrapped at once.
@@ -174,13 +184,26 @@ async function readJson(req: IncomingMessage, res: ServerResponse): Promise<unkn
   if (awaitingContinue.has(req) && !res.headersSent) res.writeContinue();
   const chunks: Buffer[] = [];
   let size = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > MAX_BODY)
-      throw new ApiError(413, 'payload_too_large', 'the body is larger than 64 KiB', {
-        connection: 'close',
-      });
-    chunks.push(chunk);
+  try {
+    for await (const chunk of req as AsyncIterable<Buffer>) {
+      size += chunk.length;
+      if (size > MAX_BODY)
+        throw new ApiError(413, 'payload_too_large', 'the body is larger than 64 KiB', {
+          connection: 'close',
+        });
+      chunks.push(chunk);
+    }
+  } catch (error) {
+    if (error instanceof ApiError) throw error;
+    // The request stream failed: its client closed the connection before the body was all sent, or
+    // sent it too slowly (Node's error is then 'aborted' too, ECONNRESET, which is not the database's).
+    if (timedOut.has(req.socket))
+      throw new ApiError(408, 'request_timeout', 'the request took too long to arrive');
+    throw new ApiError(
+      CLIENT_CLOSED,
+      'client_closed',
+      'the client closed the connection before its body was sent',
+    );
   }
   if (size === 0) return undefined;
   const type = (req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
@@ -696,7 +719,10 @@ export function createTokenServer(deps: ServerDeps): Server {
             },
           );
         }
-        if (!res.headersSent)
+        // A request answered 408 on its socket was answered; a client that went away is answered nothing.
+        if (timedOut.has(req.socket)) {
+          // (see the 'clientError' listener)
+        } else if (!res.headersSent && http.status !== CLIENT_CLOSED)
           send(res, http.status, { error: { code: http.code, message: http.message } }, http.headers);
         else res.destroy();
         stop({ route, status: String(http.status) });
@@ -746,9 +772,14 @@ export function createTokenServer(deps: ServerDeps): Server {
     }
     if (error.code === 'HPE_HEADER_OVERFLOW')
       answerOnSocket(socket, 431, 'invalid_input', 'the request headers are larger than 16 KiB');
-    else if (error.code === 'ERR_HTTP_REQUEST_TIMEOUT')
+    else if (error.code === 'ERR_HTTP_REQUEST_TIMEOUT') {
+      // A request whose handler waits for its body then sees it fail: it is counted as this 408.
+      timedOut.add(socket);
       answerOnSocket(socket, 408, 'request_timeout', 'the request took too long to arrive');
-    else answerOnSocket(socket, 400, 'invalid_input', 'the request is not valid HTTP');
+      // Closed once the answer is written: the handler reading its body then sees it end (a client
+      // that sends nothing more would otherwise keep it waiting, half-open).
+      socket.once('finish', () => socket.destroy());
+    } else answerOnSocket(socket, 400, 'invalid_input', 'the request is not valid HTTP');
   });
   // What is still counted is logged as the daemon stops.
   server.on('close', () => failures.flush());

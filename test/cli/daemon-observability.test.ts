@@ -4,6 +4,7 @@
  * including while the database is down.
  */
 import { existsSync, writeFileSync } from 'node:fs';
+import { createConnection } from 'node:net';
 import { join } from 'node:path';
 import postgres from 'postgres';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -440,5 +441,84 @@ describe.runIf(DB_KIND === 'postgres')('while the database is unreachable', () =
     expect(
       lines(daemon).filter((l) => l.event === 'request_failed' && l.route === 'token').length,
     ).toBeLessThan(5);
+  });
+});
+
+describe.runIf(ONCE)('a client that does not send the body it announced', () => {
+  it('closing the connection, or stalling until the request timeout (408), is the client’s doing: no database outage in the log, the metrics or the audit log', async () => {
+    const { v, adopt } = await setup();
+    await adopt('987', 'ms-one');
+    const operator = await client(v, ['op', '--all', '--role', 'operator']);
+    const daemon = await startDaemon(v);
+    cleanups.push(() => daemon.stop());
+    /**
+     * POST …/refresh announcing 100 bytes and sending `{` once the daemon asks for the body (100
+     * Continue); then `close` ends the connection, or it waits for what the daemon answers.
+     */
+    const partial = (close: boolean) =>
+      new Promise<string>((resolve, reject) => {
+        const socket = createConnection({ path: daemon.listen.slice('unix:'.length) });
+        let raw = '';
+        socket.setEncoding('utf8');
+        socket.on('connect', () =>
+          socket.write(
+            'POST /v1/integrations/microsoft_ads/connections/ms-one/refresh HTTP/1.1\r\nhost: localhost\r\n' +
+              `authorization: Bearer ${operator}\r\ncontent-type: application/json\r\ncontent-length: 100\r\n` +
+              'expect: 100-continue\r\n\r\n',
+          ),
+        );
+        socket.on('data', (chunk: string) => {
+          raw += chunk;
+          if (raw === 'HTTP/1.1 100 Continue\r\n\r\n') {
+            socket.write('{');
+            if (close) socket.destroy();
+          }
+        });
+        socket.on('close', () => resolve(raw));
+        socket.on('error', reject);
+      });
+    const metric = async (status: string) =>
+      sample(
+        (await daemon.get('/metrics', { token: operator })).body,
+        `credvault_http_request_duration_seconds_count{route="connections.refresh",status="${status}"}`,
+      );
+    const audited = async () =>
+      (
+        await v.json<Array<{ action: string; outcome: string; detail: { status?: number } }>>([
+          'audit',
+          'list',
+          '--action',
+          'api.connections.refresh',
+        ])
+      ).map((row) => [row.outcome, row.detail.status]);
+
+    expect(await partial(true)).toBe('HTTP/1.1 100 Continue\r\n\r\n');
+    // Counted as the client's leaving (499), once; before, as a 503 of the database.
+    await until(async () => (await metric('499')) === 1 || (await metric('503')) !== undefined, {
+      intervalMs: 100,
+    });
+    expect(await metric('503')).toBeUndefined();
+    expect(await metric('499')).toBe(1);
+    // The request timeout (15 s): the 408 it promises, counted as such.
+    const stalled = await partial(false);
+    expect(stalled).toMatch(/^HTTP\/1\.1 100 Continue\r\n\r\nHTTP\/1\.1 408 /);
+    expect(stalled).toContain('"code":"request_timeout"');
+    await until(async () => (await metric('408')) === 1, { intervalMs: 100 });
+    expect(await metric('408')).toBe(1);
+    expect(await metric('503')).toBeUndefined();
+    expect(await audited()).toEqual([
+      ['failure', 408],
+      ['failure', 499],
+    ]);
+    // Before: a level-50 "request failed: the database is unreachable" line (error "aborted").
+    expect(lines(daemon).filter((l) => l.level >= 50 || l.event === 'request_failed')).toEqual([]);
+    expect(daemon.logs()).not.toContain('unreachable');
+    expect((await daemon.get('/healthz')).status).toBe(200);
+    // The connection is refreshed as ever by a request that sends its body.
+    const done = await daemon.request('POST', '/v1/integrations/microsoft_ads/connections/ms-one/refresh', {
+      token: operator,
+      body: {},
+    });
+    expect(done.status, done.body).toBe(200);
   });
 });
