@@ -111,6 +111,11 @@ function hostAllowed(req: IncomingMessage, allowed: string[]): boolean {
   return name !== '' && (isLoopbackHost(name) || allowed.includes(name) || allowed.includes(host));
 }
 
+/** The client token a request carries (`Authorization: Bearer …`; the scheme in any case, RFC 9110 §11.1). */
+function bearerToken(req: IncomingMessage): string | null {
+  return /^Bearer +([A-Za-z0-9_-]{1,200})$/i.exec(req.headers.authorization ?? '')?.[1] ?? null;
+}
+
 function hostOf(req: IncomingMessage): string {
   return (req.headers.host ?? '').toLowerCase();
 }
@@ -314,14 +319,11 @@ export function createTokenServer(deps: ServerDeps): Server {
    * falls back on what was verified.
    */
   async function authenticate(req: IncomingMessage, { forMetrics = false } = {}): Promise<ClientRow> {
-    const header = req.headers.authorization ?? '';
-    // The scheme is case-insensitive (RFC 9110 §11.1).
-    const match = /^Bearer +([A-Za-z0-9_-]{1,200})$/i.exec(header);
-    if (!match)
+    const token = bearerToken(req);
+    if (!token)
       throw new ApiError(401, 'unauthorized', 'a client token is required (Authorization: Bearer …)', {
         'www-authenticate': 'Bearer',
       });
-    const token = match[1]!;
     const hash = hashClientToken(token);
     if (localClient && sameHash(hash, localClient.tokenHash)) return localClient;
     let client = cache.client(hash);
@@ -343,6 +345,33 @@ export function createTokenServer(deps: ServerDeps): Server {
       });
     }
     return client;
+  }
+
+  /**
+   * Fails (401) unless the client a request was authenticated as at its start is still live: checked
+   * again right before a token or an admin call's answer leaves, so that a client revoked (or expired)
+   * while its request was in flight (a refresh can take seconds) gets nothing. From memory while the
+   * cache holds the client (its entry is dropped when the revocation is notified), else from the
+   * database; a failure to read it fails closed.
+   */
+  async function ensureStillLive(req: IncomingMessage, client: ClientRow): Promise<void> {
+    if (client === localClient) return;
+    const token = bearerToken(req);
+    let live = false;
+    if (token && isLiveClient(client)) {
+      const cached = cache.client(hashClientToken(token));
+      live = cached
+        ? cached.id === client.id && isLiveClient(cached)
+        : (await authenticateClient(ctx.db, token))?.id === client.id;
+    }
+    if (!live) {
+      throw new ApiError(
+        401,
+        'unauthorized',
+        'the client token was revoked or expired while its request was in flight',
+        { 'www-authenticate': 'Bearer error="invalid_token"' },
+      );
+    }
   }
 
   /**
@@ -447,6 +476,13 @@ export function createTokenServer(deps: ServerDeps): Server {
       ({ token, refreshed } = await validToken(connection, minTtl, actor));
     } catch (error) {
       await refused(refusalEntry(connection, error, detail));
+      throw error;
+    }
+    // A client revoked while this request was in flight (waiting for a refresh, say) gets nothing.
+    try {
+      await ensureStillLive(req, client);
+    } catch (error) {
+      await refused(refusedServe(connection, 'denied', 'unauthorized', detail));
       throw error;
     }
     // Fail closed: the token leaves only after its audit record is committed.
@@ -559,6 +595,9 @@ export function createTokenServer(deps: ServerDeps): Server {
       // What this process changed is not announced back to it on the embedded database: forget what
       // the change may have made stale (a revoked client, a revoked grant) before answering.
       if (route.method === 'POST') cache.clear();
+      // A client revoked while its call was in flight is not answered (what it did stays done, and
+      // audited as such by the route: a client token it made is not shown).
+      await ensureStillLive(req, client);
       // Fail closed: the answer (a client token, say) leaves only after its audit record is committed.
       await record('success', answer.status);
       send(res, answer.status, answer.body);

@@ -673,6 +673,41 @@ describe('the token endpoint', () => {
     ).toBe(true);
   });
 
+  it('a client revoked while its request waits for a refresh gets no token from it (401), and no serve is audited as a success', async () => {
+    const { double, v, adopt } = await setup();
+    await adopt('987', 'acme-us');
+    // Half an hour left: a request for 3590 s of it refreshes.
+    await v.sql(
+      "update oauth_tokens_vault set access_token_expires_at = now() + interval '30 minutes', last_refreshed_at = now() - interval '30 minutes'",
+    );
+    const reader = await client(v, ['reader-us', '--connection', 'acme-us']);
+    const daemon = await startDaemon(v);
+    cleanups.push(() => daemon.stop());
+    double.faults.latencyMs = 4_000;
+    const before = double.refreshAttempts;
+    const inFlight = daemon.get('/v1/connections/acme-us/token?min_ttl=3590', { token: reader });
+    let answered = false;
+    void inFlight.then(() => {
+      answered = true;
+    });
+    await until(() => double.refreshAttempts > before, { intervalMs: 20 });
+    expect(double.refreshAttempts).toBe(before + 1);
+    const revoked = await v.cli(['clients', 'revoke', 'reader-us']);
+    expect(revoked.code, revoked.stderr).toBe(0);
+    expect(answered, 'the request was answered before the revocation returned').toBe(false);
+    const answer = await inFlight;
+    // Before: 200 with an access token, audited client.revoke → token.refresh → token.serve success.
+    expect(answer.status, answer.body).toBe(401);
+    expect(answer.json<{ error: { code: string } }>().error.code).toBe('unauthorized');
+    for (const token of double.accessTokens.keys()) expect(answer.body).not.toContain(token);
+    const rows = await v.json<
+      Array<{ action: string; actor: string; outcome: string; detail: { error?: string } }>
+    >(['audit', 'list', '--action', 'token.serve']);
+    expect(rows.map((r) => [r.actor, r.outcome, r.detail.error])).toEqual([
+      ['reader-us', 'denied', 'unauthorized'],
+    ]);
+  });
+
   it.runIf(DB_KIND === 'postgres')(
     'checks what it holds as soon as its LISTEN connection is back: a change no one was told of is seen at once',
     async () => {
