@@ -103,12 +103,21 @@ function answerOnSocket(socket: Duplex, status: number, code: string, message: s
   );
 }
 
-function hostAllowed(req: IncomingMessage, allowed: string[]): boolean {
-  const host = (req.headers.host ?? '').toLowerCase();
+/** An IPv6 literal without its brackets (`[fd00::1]` is `fd00::1`); any other name as it is. */
+function unbracketed(name: string): string {
+  return /^\[[^\]]+\]$/.test(name) ? name.slice(1, -1) : name;
+}
+
+/** Whether `host` (the request's, lowercase: see hostOf) is loopback or one of --allowed-host's. */
+function hostAllowed(host: string, allowed: string[]): boolean {
   // An IPv6 literal is the whole of it, with a port at most (`[::1]evil.com` is not `[::1]`).
   if (host.startsWith('[') && !/^\[[^\]]+\](:\d+)?$/.test(host)) return false;
   const name = host.startsWith('[') ? host.slice(1, host.indexOf(']')) : host.replace(/:\d+$/, '');
-  return name !== '' && (isLoopbackHost(name) || allowed.includes(name) || allowed.includes(host));
+  // `--allowed-host '[fd00::1]'` is the host `fd00::1`, with any port as `--allowed-host fd00::1` is.
+  return (
+    name !== '' &&
+    (isLoopbackHost(name) || allowed.some((entry) => unbracketed(entry) === name) || allowed.includes(host))
+  );
 }
 
 /** The client token a request carries (`Authorization: Bearer …`; the scheme in any case, RFC 9110 §11.1). */
@@ -116,8 +125,28 @@ function bearerToken(req: IncomingMessage): string | null {
   return /^Bearer +([A-Za-z0-9_-]{1,200})$/i.exec(req.headers.authorization ?? '')?.[1] ?? null;
 }
 
+/**
+ * The host a request is for, lowercase: its one Host header, or the authority of an absolute-form
+ * request target (`GET http://evil.example/…`), which RFC 9112 §3.2.2 says is the one that counts
+ * (the Host header is then ignored). More than one Host header is a bad request (RFC 9112 §3.2: 400),
+ * whichever comes first (Node keeps the first and drops the others).
+ */
 function hostOf(req: IncomingMessage): string {
-  return (req.headers.host ?? '').toLowerCase();
+  let hosts = 0;
+  for (let i = 0; i < req.rawHeaders.length; i += 2)
+    if (req.rawHeaders[i]!.toLowerCase() === 'host') hosts += 1;
+  if (hosts > 1) throw new ApiError(400, 'invalid_input', 'the request has more than one Host header');
+  const target = req.url ?? '/';
+  if (target.startsWith('/')) return (req.headers.host ?? '').toLowerCase();
+  let url: URL | null = null;
+  try {
+    url = new URL(target);
+  } catch {
+    url = null;
+  }
+  if (!url || (url.protocol !== 'http:' && url.protocol !== 'https:') || !url.host)
+    throw new ApiError(400, 'invalid_input', 'the request target is not a path or an http URL');
+  return url.host.toLowerCase();
 }
 
 const MAX_BODY = 64 * 1024;
@@ -613,13 +642,14 @@ export function createTokenServer(deps: ServerDeps): Server {
     if (req.headers.origin !== undefined) {
       throw new ApiError(403, 'forbidden', 'requests from browsers (with an Origin header) are refused');
     }
+    const host = hostOf(req);
     const url = new URL(req.url ?? '/', 'http://daemon');
     const callbackRoute = req.method === 'GET' ? matchCallback(url.pathname) : null;
-    if (callbackRoute && callbackHost && hostOf(req) === callbackHost) {
+    if (callbackRoute && callbackHost && host === callbackHost) {
       await callback(req, res, callbackRoute.platform, url);
       return 'callback';
     }
-    if (!hostAllowed(req, options.allowedHosts)) {
+    if (!hostAllowed(host, options.allowedHosts)) {
       throw new ApiError(
         403,
         'forbidden',

@@ -1753,6 +1753,43 @@ describe.runIf(ONCE)('daemon --allowed-host', () => {
     expect(preflight.status).toBe(403);
     expect(Object.keys(preflight.headers).filter((h) => h.startsWith('access-control-'))).toEqual([]);
   });
+
+  it('checks the one host a request is for: two Host headers are refused (400), an absolute-form target is checked by its own authority, and [IPv6] is the same host with a port as without brackets', async () => {
+    const v = await createVault();
+    cleanups.push(() => v.destroy());
+    const reader = await client(v, ['reader', '--all']);
+    const daemon = await startDaemon(v, {
+      args: ['--allowed-host', '[fd00::1]', '--allowed-host', 'fd00::2'],
+    });
+    cleanups.push(() => daemon.stop());
+    /** The status of a request written as given on the daemon's socket (what node:http would not send). */
+    const raw = (head: string) =>
+      new Promise<number>((resolve, reject) => {
+        const socket = createConnection({ path: daemon.listen.slice('unix:'.length) });
+        let text = '';
+        socket.setEncoding('utf8');
+        socket.on('connect', () =>
+          socket.write(`${head}authorization: Bearer ${reader}\r\nconnection: close\r\n\r\n`),
+        );
+        socket.on('data', (chunk: string) => {
+          text += chunk;
+        });
+        socket.on('close', () => resolve(Number(text.split(' ')[1] ?? 0)));
+        socket.on('error', reject);
+      });
+    // Before: 200, the first Host alone counted.
+    expect(await raw('GET /v1/connections HTTP/1.1\r\nhost: localhost\r\nhost: evil.example\r\n')).toBe(400);
+    expect(await raw('GET /v1/connections HTTP/1.1\r\nhost: evil.example\r\nhost: localhost\r\n')).toBe(400);
+    expect(await raw('GET /v1/connections HTTP/1.1\r\nhost: localhost\r\n')).toBe(200);
+    // The target's authority is the host (RFC 9112 §3.2.2); before, its Host header was.
+    expect(await raw('GET http://evil.example/v1/connections HTTP/1.1\r\nhost: localhost\r\n')).toBe(403);
+    expect(await raw('GET http://localhost:8787/v1/connections HTTP/1.1\r\nhost: localhost\r\n')).toBe(200);
+    // Before: 403 with a port, for the bracketed form only.
+    for (const host of ['[fd00::1]:8787', '[FD00::1]', '[fd00::2]:8787', '[fd00::2]'])
+      expect((await daemon.get('/healthz', { headers: { host } })).status, host).toBe(200);
+    for (const host of ['[fd00::3]:8787', 'fd00::1.evil.example'])
+      expect((await daemon.get('/healthz', { headers: { host } })).status, host).toBe(403);
+  });
 });
 
 describe.runIf(ONCE)('daemon --json', () => {
