@@ -681,7 +681,8 @@ describe('the token endpoint', () => {
       "update oauth_tokens_vault set access_token_expires_at = now() + interval '30 minutes', last_refreshed_at = now() - interval '30 minutes'",
     );
     const reader = await client(v, ['reader-us', '--connection', 'acme-us']);
-    const daemon = await startDaemon(v);
+    // Outside the sweep's window (30 minutes by default): only the request refreshes.
+    const daemon = await startDaemon(v, { args: ['--refresh-window', '1m'] });
     cleanups.push(() => daemon.stop());
     double.faults.latencyMs = 4_000;
     const before = double.refreshAttempts;
