@@ -3,13 +3,11 @@
  * connections, the reason, the count, the next attempt and what to do, as fields) and its metrics,
  * including while the database is down.
  */
-import { existsSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { createConnection } from 'node:net';
 import { join } from 'node:path';
-import postgres from 'postgres';
 import { afterEach, describe, expect, it } from 'vitest';
 import { generateMasterKey } from '../../src/crypto/local-key.js';
-import { embeddedSocketPath } from '../../src/db/client.js';
 import { client, microsoftVault, type RunningDaemon, startDaemon } from '../helpers/daemon.js';
 import { startDbProxy } from '../helpers/db-proxy.js';
 import { freePort } from '../helpers/flows.js';
@@ -64,32 +62,14 @@ function sample(text: string, series: string): number | undefined {
 }
 
 /**
- * SQL against the vault while its daemon runs: on the embedded database, through the socket the
- * daemon serves it on (its files are the daemon's), as every credvault command reaches it then.
- * Answers the last statement's rows.
+ * SQL against the vault while its daemon runs (on the embedded database, TestVault goes through the
+ * daemon's socket, as every credvault command then does). Answers the last statement's rows.
  */
 async function sql(v: TestVault, ...statements: string[]): Promise<Array<Record<string, unknown>>> {
   let rows: Array<Record<string, unknown>> = [];
-  const socket = embeddedSocketPath(v.home);
-  if (v.databaseUrl || !existsSync(socket)) {
-    await v.session(async (query) => {
-      for (const text of statements) rows = await query(text);
-    });
-    return rows;
-  }
-  const client = postgres({
-    path: socket,
-    user: 'postgres',
-    database: 'postgres',
-    prepare: false,
-    max: 1,
-    onnotice: () => {},
+  await v.session(async (query) => {
+    for (const text of statements) rows = await query(text);
   });
-  try {
-    for (const text of statements) rows = [...(await client.unsafe(text))];
-  } finally {
-    await client.end();
-  }
   return rows;
 }
 
