@@ -3,7 +3,7 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { dirname } from 'node:path';
 import type { PGlite } from '@electric-sql/pglite';
 import {
-  EMBEDDED_SETTINGS,
+  DAEMON_SETTINGS,
   embeddedDataDir,
   embeddedSocketPath,
   guardDataDir,
@@ -226,7 +226,7 @@ export async function serveEmbedded(
     ]);
     guardDataDir(embeddedDataDir(home));
     const db = new PGlite(embeddedDataDir(home), {
-      startParams: [...PGlite.defaultStartParams, ...EMBEDDED_SETTINGS],
+      startParams: [...PGlite.defaultStartParams, ...DAEMON_SETTINGS],
     });
     await db.waitReady;
     const queue = new SessionQueue(

@@ -1596,6 +1596,8 @@ describe.runIf(DB_KIND === 'pglite')('the embedded database while the daemon run
     });
     expect(token.code, token.stderr).toBe(0);
     expect(double.accessTokens.has(token.stdout.trim())).toBe(true);
+    // The daemon's database keeps 32 MB of shared buffers, not PostgreSQL's 128 (DAEMON_SETTINGS).
+    expect(await v.sql('show shared_buffers')).toEqual([{ shared_buffers: '32MB' }]);
     const added = await v.cli(['apps', 'add', 'microsoft_ads', '--from-file', '-'], {
       input: JSON.stringify({ label: 'second', client_id: 'x', developer_token: 'd' }),
       env: { CREDVAULT_LOCK_TIMEOUT: '1' },
