@@ -385,14 +385,11 @@ export function createTokenServer(deps: ServerDeps): Server {
    */
   async function ensureStillLive(req: IncomingMessage, client: ClientRow): Promise<void> {
     if (client === localClient) return;
-    const token = bearerToken(req);
-    let live = false;
-    if (token && isLiveClient(client)) {
-      const cached = cache.client(hashClientToken(token));
-      live = cached
-        ? cached.id === client.id && isLiveClient(cached)
-        : (await authenticateClient(ctx.db, token))?.id === client.id;
-    }
+    // The cache is keyed by the token's hash, which the client's row holds: not hashed again.
+    const cached = cache.client(client.tokenHash);
+    const live = cached
+      ? cached.id === client.id && isLiveClient(cached)
+      : isLiveClient(client) && (await authenticateClient(ctx.db, bearerToken(req) ?? ''))?.id === client.id;
     if (!live) {
       throw new ApiError(
         401,

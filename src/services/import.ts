@@ -229,12 +229,13 @@ export function parseEnvText(file: string, source: string): FileVars {
   // Line endings as dotenv reads them (a \r alone ends a line too): the lines counted here are its.
   const text = file.replace(/\r\n?/g, '\n');
   checkEncoding(text, source);
-  const refuse = Object.assign(
-    (line: number, what: string, hint = 'Fix or remove that line; nothing was imported.'): never => {
-      throw new InvalidInputError(`${source} line ${line} ${what}`, { hint });
-    },
-    { source },
-  );
+  const refuse = (
+    line: number,
+    what: string,
+    hint = 'Fix or remove that line; nothing was imported.',
+  ): never => {
+    throw new InvalidInputError(`${source} line ${line} ${what}`, { hint });
+  };
   const strayIn = (from: number, to: number) => {
     const lines = text.slice(from, to).split('\n');
     const stray = lines.findIndex((line) => line.trim() !== '' && !line.trim().startsWith('#'));
@@ -275,7 +276,7 @@ export function parseEnvText(file: string, source: string): FileVars {
     if (/^['"`]/.test(value) && (value.length < 2 || !value.endsWith(value[0]!))) {
       refuse(at, `opens a quote in the value of ${name} and does not close it`);
     }
-    if (isKnownVariable(name)) refuseGuess(at, name, match, text, refuse);
+    if (isKnownVariable(name)) refuseGuess(at, name, match, text, source, refuse);
     cursor = match.index + match[0].length;
   }
   strayIn(cursor, text.length);
@@ -315,7 +316,8 @@ function refuseGuess(
   name: string,
   match: RegExpExecArray | RegExpMatchArray,
   text: string,
-  refuse: ((line: number, what: string, hint?: string) => never) & { source: string },
+  source: string,
+  refuse: (line: number, what: string, hint?: string) => never,
 ): void {
   const raw = match[2] ?? '';
   const quote = /^\s*(['"`])/.exec(raw)?.[1];
@@ -327,7 +329,7 @@ function refuseGuess(
   const written = raw.replace(/^[ \t]+|[ \t]+$/g, '');
   const problem = read ? valueProblem(written) : undefined;
   if (problem) {
-    throw new InvalidInputError(`${refuse.source} line ${at}: ${name} ${problem}`, { hint: VALUE_HINT });
+    throw new InvalidInputError(`${source} line ${at}: ${name} ${problem}`, { hint: VALUE_HINT });
   }
   // Where the value ends: after it, dotenv reads only spaces and a comment.
   const nameEnd = match.indices![1]![1];
