@@ -32,7 +32,7 @@ for (const name of selected) {
     [string, number | string, string, string?]
   >) {
     const figure = typeof value === 'number' ? `${value.toFixed(1)} ms` : value;
-    console.log(`  ${label.padEnd(42)} ${figure.padStart(12)}  ${vsBaseline.padStart(7)}  ${target ?? ''}`);
+    console.log(`  ${label.padEnd(52)} ${figure.padStart(12)}  ${vsBaseline.padStart(7)}  ${target ?? ''}`);
   }
   console.log('');
 }
