@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { chmodSync, existsSync, lstatSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, lstatSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import type { Server } from 'node:http';
 import { createConnection } from 'node:net';
 import { dirname } from 'node:path';
@@ -18,6 +18,7 @@ import * as stateStore from '../db/store/oauth-states.js';
 import { CredvaultError, InvalidInputError } from '../errors.js';
 import { ServiceContext } from '../services/context.js';
 import { forgetOpenApps, unstoredGrants } from '../services/tokens.js';
+import { createFileAtomically } from '../util/files.js';
 import { redact } from '../util/redact.js';
 import { AuditBatcher } from './audit-batcher.js';
 import { AuditChain } from './audit-chain.js';
@@ -367,7 +368,8 @@ export async function runDaemon(
 
     mkdirSync(dirname(runFile), { recursive: true, mode: 0o700 });
     // Another one may have started beside this one meanwhile (on PostgreSQL nothing else stops it).
-    // Made only if no other daemon's is there ('wx'): of two starting together, one writes it.
+    // Made only if no other daemon's is there (as 'wx'): of two starting together, one writes it; and
+    // linked in whole, so that a reader (token get, doctor, the other daemon) never finds it half-written.
     refuseSecondDaemon(config.home);
     if (existsSync(runFile)) rmSync(runFile, { force: true }); // a dead daemon's (checked just above)
     const runText = JSON.stringify({
@@ -377,7 +379,7 @@ export async function runDaemon(
       database: databaseLabel(config.databaseUrl),
     });
     try {
-      writeFileSync(runFile, runText, { mode: 0o600, flag: 'wx' });
+      createFileAtomically(runFile, runText);
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code === 'EEXIST') refuseSecondDaemon(config.home);
       throw error;
@@ -398,7 +400,7 @@ export async function runDaemon(
         if (shuttingDown || existsSync(runFile)) return;
         try {
           mkdirSync(dirname(runFile), { recursive: true, mode: 0o700 });
-          writeFileSync(runFile, runText, { mode: 0o600, flag: 'wx' });
+          createFileAtomically(runFile, runText);
           log.warn(`its run file ${runFile} was removed; written again`, { event: 'run_file_restored' });
         } catch (error) {
           // Another's, written meanwhile (a second daemon is refused while this one runs): left alone.
