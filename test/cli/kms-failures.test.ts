@@ -1,4 +1,6 @@
 import { existsSync } from 'node:fs';
+import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { AWS_TRANSIENT_FAULTS, awsFault } from '../doubles/kms/aws.js';
@@ -256,6 +258,47 @@ describe('which KMS answers mean "retry later"', () => {
       expect(served.status, served.body).toBe(200);
     } finally {
       await daemon.stop();
+    }
+  });
+});
+
+describe("Vault's token", () => {
+  it("is sent to the URI's host alone: a redirect to another address is refused (exit 6, naming it), and nothing is written", async () => {
+    const listen = async (server: Server) => {
+      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+      return (server.address() as AddressInfo).port;
+    };
+    const caught: IncomingHttpHeaders[] = [];
+    const elsewhere = createServer((req, res) => {
+      caught.push(req.headers);
+      res.writeHead(500).end('{"errors":["not Vault"]}');
+    });
+    const elsewherePort = await listen(elsewhere);
+    // A proxy (or a standby without request forwarding) sending every request on to another address.
+    const redirecting = createServer((req, res) => {
+      res.writeHead(307, { location: `http://localhost:${elsewherePort}${req.url}` }).end();
+    });
+    const port = await listen(redirecting);
+    try {
+      const v = await vaultWithConnection();
+      Object.assign(v.env, { VAULT_ADDR: `http://127.0.0.1:${port}`, VAULT_TOKEN: transit.token });
+      const dump = await v.dump();
+      const moved = await v.cli([
+        'key',
+        'rotate',
+        '--to-kms',
+        `vault-transit://127.0.0.1:${port}/transit/keys/credvault`,
+      ]);
+      expect(moved.code, moved.stderr).toBe(6);
+      expect(moved.stderr).toContain(
+        `Vault at http://127.0.0.1:${port} answered encrypt with Transit key credvault with a redirect (HTTP 307 to "http://localhost:${elsewherePort}/v1/transit/encrypt/credvault"); credvault sends the Vault token to no other address`,
+      );
+      expect(moved.stderr).toContain('a standby that forwards requests');
+      expect(caught).toEqual([]);
+      expect(await v.dump()).toBe(dump);
+    } finally {
+      await new Promise((resolve) => redirecting.close(resolve));
+      await new Promise((resolve) => elsewhere.close(resolve));
     }
   });
 });

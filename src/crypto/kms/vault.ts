@@ -137,6 +137,9 @@ class VaultTransitKeySource implements KeySource {
         headers,
         body: JSON.stringify(body),
         signal: AbortSignal.timeout(TIMEOUT_MS),
+        // fetch would follow a redirect with X-Vault-Token (it drops only Authorization on another
+        // origin), to any host and from https to plain http. The token goes to the URI's host alone.
+        redirect: 'manual',
       });
     } catch (error) {
       const cause =
@@ -148,6 +151,16 @@ class VaultTransitKeySource implements KeySource {
         {
           hint: `Check that Vault at ${this.#base.replace(/\/v1\/.*$/, '')} is up and unsealed; nothing was written.`,
           cause: error,
+        },
+      );
+    }
+    if (response.status >= 300 && response.status < 400) {
+      await response.body?.cancel();
+      const location = response.headers.get('location');
+      throw new KeyError(
+        `Vault at ${new URL(this.#base).origin} answered ${operation} with Transit key ${this.#name} with a redirect (HTTP ${response.status}${location ? ` to ${quoted(quotableUrl(location))}` : ''}); credvault sends the Vault token to no other address`,
+        {
+          hint: `Name in the key's URI (${this.origin}) a Vault address that answers itself: the active node, a standby that forwards requests (Vault's default), or their load balancer; nothing was written.`,
         },
       );
     }
