@@ -235,6 +235,24 @@ describe('key rotate', () => {
     expect(await decryptAll(v)).toEqual([...secrets].sort());
   });
 
+  it('takes master.key.new named by a relative path (run from the data folder) as by its full path: renamed into place, no copy of the key left behind', async () => {
+    const { v, secrets } = await vaultWithSecrets(1);
+    const key = (await v.cli(['key', 'generate'])).stdout.trim();
+    const file = join(v.home, 'master.key.new');
+    writeFileSync(file, `${key}\n`, { mode: 0o644 });
+    chmodSync(file, 0o644);
+    const rotated = await v.cli(['key', 'rotate', '--new-key-file', 'master.key.new', '--json'], {
+      cwd: v.home,
+    });
+    expect(rotated.code, rotated.stderr).toBe(0);
+    expect(readFileSync(join(v.home, 'master.key'), 'utf8').trim()).toBe(key);
+    expect(existsSync(file)).toBe(false);
+    expect(await decryptAll(v)).toEqual([...secrets].sort());
+    // The next rotation is not stopped by a leftover master.key.new holding the key in use.
+    const next = await v.cli(['key', 'rotate', '--json']);
+    expect(next.code, next.stderr).toBe(0);
+  });
+
   it('re-wraps more data keys than one statement carries, each to the same key material; a key that does not open leaves every one as it was', async () => {
     const { v, secrets } = await vaultWithSecrets(5);
     const keyFile = join(v.home, 'master.key');

@@ -1,4 +1,13 @@
-import { chmodSync, existsSync, linkSync, readFileSync, renameSync, rmSync, unlinkSync } from 'node:fs';
+import {
+  chmodSync,
+  existsSync,
+  linkSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  unlinkSync,
+} from 'node:fs';
 import type { KeySource } from '../../crypto/key-source.js';
 import { homeKeyPath, locateKey, noKeyError, resolveKeySource } from '../../crypto/key-sources.js';
 import { generateMasterKey, LocalKeySource } from '../../crypto/local-key.js';
@@ -228,6 +237,8 @@ export async function rotate(rt: Runtime, flags: RotateFlags): Promise<void> {
   // the hint when the resumed run stops.
   let elsewhere: string | null = null;
   let generatedFile: string | null = null;
+  // master.key.new given as --new-key-file (by whatever path): renamed into place, not copied.
+  let givenHomeNew: string | null = null;
   if (flags.toKms) {
     const { KmsUriError, openKmsKeySource } = await import('../../crypto/kms.js');
     try {
@@ -252,8 +263,13 @@ export async function rotate(rt: Runtime, flags: RotateFlags): Promise<void> {
       });
     }
     // master.key.new becomes master.key: 0600 whatever mode it was written with, before the vault
-    // answers to it (a file this user may not change stops the rotation here, not half-way).
-    if (flags.newKeyFile === `${homeKey}.new`) chmodSync(flags.newKeyFile, 0o600);
+    // answers to it (a file this user may not change stops the rotation here, not half-way). Known by
+    // the file itself, not its name: `cd ~/.credvault && credvault key rotate --new-key-file
+    // master.key.new` (or a path through a link) names it too, and must not leave a copy behind.
+    if (flags.newKeyFile !== '-' && sameFile(flags.newKeyFile, `${homeKey}.new`)) {
+      givenHomeNew = `${homeKey}.new`;
+      chmodSync(givenHomeNew, 0o600);
+    }
   } else if (current.kind !== 'local') {
     // A KMS key is rotated in the KMS; here that means renewing the wrapped keys (Vault's rewrap).
     next = current;
@@ -389,7 +405,7 @@ export async function rotate(rt: Runtime, flags: RotateFlags): Promise<void> {
       // (A retired file of that name holds this very key already: the name is the key's id.)
       if (!existsSync(retiredFile)) linkSync(homeKey, retiredFile);
       if (next.kind === 'local') {
-        let source = generatedFile ?? (flags.newKeyFile === `${homeKey}.new` ? flags.newKeyFile : null);
+        let source = generatedFile ?? givenHomeNew;
         if (!source) {
           source = `${homeKey}.installing-${process.pid}`;
           // Flushed before the rename puts it in master.key's place: a crash leaves one whole key there.
@@ -475,4 +491,11 @@ export async function rotate(rt: Runtime, flags: RotateFlags): Promise<void> {
       `the old master key was kept as ${retiredFile}: delete it once the vault works with ${next.origin}`,
     );
   if (nextStep) rt.out.warn(nextStep);
+}
+
+/** Whether two paths name the same file (the same inode: relative paths and links included). */
+function sameFile(a: string, b: string): boolean {
+  const left = statSync(a, { throwIfNoEntry: false });
+  const right = statSync(b, { throwIfNoEntry: false });
+  return Boolean(left && right && left.dev === right.dev && left.ino === right.ino);
 }
