@@ -1,6 +1,7 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { KeyError } from '../errors.js';
+import { shellQuote } from '../util/shell.js';
 import type { KeySource } from './key-source.js';
 import { LocalKeySource, masterKeyId, parseMasterKey } from './local-key.js';
 
@@ -71,6 +72,30 @@ export async function withoutVaultSecrets<T>(start: () => Promise<T>): Promise<T
 
 export function homeKeyPath(home: string): string {
   return join(home, 'master.key');
+}
+
+/**
+ * The configured key file when users other than its owner may read it (mode & 077), checked as ssh
+ * checks a private key; `everyUser` when anyone may (mode & 007). systemd's credentials are its to
+ * guard (a LoadCredential= file reads 0440 where an ACL gives the service's user access): never.
+ */
+export function exposedKeyFile(
+  env: NodeJS.ProcessEnv,
+  home: string,
+): { path: string; mode: number; everyUser: boolean } | null {
+  const location = locateKey(env, home);
+  if (location.kind !== 'file' || location.variable === 'CREDENTIALS_DIRECTORY') return null;
+  const mode = (statSync(location.path, { throwIfNoEntry: false })?.mode ?? 0) & 0o777;
+  if (!(mode & 0o077)) return null;
+  return { path: location.path, mode, everyUser: Boolean(mode & 0o007) };
+}
+
+/** What to say of an exposed key file (see exposedKeyFile), and the fix. */
+export function exposedKeyFileText(file: { path: string; mode: number; everyUser: boolean }) {
+  return {
+    message: `the master key file ${file.path} is open to ${file.everyUser ? 'every user' : 'its group'} (mode ${file.mode.toString(8).padStart(4, '0')}): whoever reads it can decrypt every secret in the vault`,
+    fix: `chmod 600 ${shellQuote(file.path)}`,
+  };
 }
 
 export function locateKey(env: NodeJS.ProcessEnv, home: string): KeyLocation {

@@ -7,6 +7,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { getTableName } from 'drizzle-orm';
 import { databaseLabel, readRunFile, runFilePath } from '../cli/fast-token.js';
 import type { Config } from '../config.js';
+import { exposedKeyFile, exposedKeyFileText } from '../crypto/key-sources.js';
 import { type Database, openDatabase, requireEmbeddedVault } from '../db/client.js';
 import { databaseFailure, errorMessage } from '../db/errors.js';
 import type { ChangeListener } from '../db/listener.js';
@@ -291,6 +292,11 @@ export async function runDaemon(
     if (newer) log.warn(newerWarning(newer), { newer_migrations: newer });
     // The key must open this vault before the daemon says it is ready.
     await ctx.vaultDataKeyId();
+    const exposed = exposedKeyFile(config.env, config.home);
+    if (exposed) {
+      const { message, fix } = exposedKeyFileText(exposed);
+      log.warn(`${message}; run: ${fix}`, { event: 'key_file_exposed' });
+    }
 
     /** Drops what the cache holds that the database no longer says (see DaemonCache.revalidate). */
     // Every 30 s: while the database is down, one line, then a count now and then (RepeatedLines).

@@ -2,7 +2,7 @@ import { existsSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { databaseLabel, getFromDaemon, readRunFile, runFilePath } from '../cli/fast-token.js';
 import type { Config } from '../config.js';
-import { locateKey, noKeyError } from '../crypto/key-sources.js';
+import { exposedKeyFile, exposedKeyFileText, locateKey, noKeyError } from '../crypto/key-sources.js';
 import { type Listen, listenLabel } from '../daemon/options.js';
 import { type Database, embeddedDataDir, openDatabase } from '../db/client.js';
 import { asReported, errorMessage } from '../db/errors.js';
@@ -233,15 +233,13 @@ async function checkKey(ctx: ServiceContext): Promise<Check> {
   const mismatch = keyMismatch(report);
   if (mismatch) return failed('key', mismatch.code, mismatch.message, mismatch.hint ?? null);
   const location = locateKey(ctx.config.env, ctx.config.home);
-  // systemd's credentials are its to guard (a LoadCredential= file reads 0440 where an ACL gives the
-  // service's user access); any other key file is checked as ssh checks a private key.
+  const exposed = exposedKeyFile(ctx.config.env, ctx.config.home);
+  if (exposed) {
+    const { message, fix } = exposedKeyFileText(exposed);
+    const said = `${source} opens the vault, and ${message}`;
+    return exposed.everyUser ? failed('key', 'key_error', said, fix) : warning('key', said, fix);
+  }
   if (location.kind === 'file' && location.variable !== 'CREDENTIALS_DIRECTORY') {
-    const mode = statSync(location.path, { throwIfNoEntry: false })?.mode ?? 0;
-    if (mode & 0o077) {
-      const message = `${source} opens the vault, and the file ${location.path} is open to ${mode & 0o007 ? 'every user' : 'its group'} (mode ${octal(mode)}): whoever reads it can decrypt every secret in the vault`;
-      const fix = `chmod 600 ${shellQuote(location.path)}`;
-      return mode & 0o007 ? failed('key', 'key_error', message, fix) : warning('key', message, fix);
-    }
     const folder = dirname(location.path);
     const folderMode = statSync(folder, { throwIfNoEntry: false })?.mode ?? 0;
     if (location.variable === 'CREDVAULT_HOME' && folderMode & 0o077) {

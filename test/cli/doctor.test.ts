@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { generateMasterKey } from '../../src/crypto/local-key.js';
 import { GOOGLE_ADWORDS_SCOPE, startGoogleDouble } from '../doubles/index.js';
-import { seedConnections, spawnDaemonOnAnyPort } from '../helpers/daemon.js';
+import { seedConnections, spawnDaemonOnAnyPort, startDaemon } from '../helpers/daemon.js';
 import { addAppFor } from '../helpers/flows.js';
 import { createVault, DB_KIND, ONCE, type TestVault } from '../helpers/vault.js';
 
@@ -116,6 +116,21 @@ describe('credvault doctor', () => {
       expect(open.code).toBe(6);
       expect(open.by.key).toMatchObject({ status: 'failed', fix: `chmod 600 ${key}` });
       expect(open.by.key!.message).toContain('is open to every user (mode 0644)');
+      // key status, the command an operator runs to check the key, says so too (and still answers).
+      const status = await v.cli(['key', 'status', '--json']);
+      expect(status.code, status.stderr).toBe(0);
+      expect(JSON.parse(status.stdout)).toMatchObject({ key_matches_vault: true });
+      expect(status.stderr).toContain(
+        `warning: the master key file ${key} is open to every user (mode 0644): whoever reads it can decrypt every secret in the vault. Run: chmod 600 ${key}`,
+      );
+      // So does the daemon, once, as it starts.
+      const daemon = await startDaemon(v);
+      try {
+        expect(daemon.logs()).toContain(`the master key file ${key} is open to every user (mode 0644)`);
+        expect(daemon.logs()).toContain('key_file_exposed');
+      } finally {
+        await daemon.stop();
+      }
       // Open to its group only: a warning (a deployment may share the key with a service's group).
       chmodSync(key, 0o640);
       const group = await doctor(v);

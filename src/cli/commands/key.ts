@@ -9,7 +9,14 @@ import {
   unlinkSync,
 } from 'node:fs';
 import type { KeySource } from '../../crypto/key-source.js';
-import { homeKeyPath, locateKey, noKeyError, resolveKeySource } from '../../crypto/key-sources.js';
+import {
+  exposedKeyFile,
+  exposedKeyFileText,
+  homeKeyPath,
+  locateKey,
+  noKeyError,
+  resolveKeySource,
+} from '../../crypto/key-sources.js';
 import { generateMasterKey, LocalKeySource } from '../../crypto/local-key.js';
 import { databaseWhere } from '../../db/client.js';
 import { asReported } from '../../db/errors.js';
@@ -47,6 +54,12 @@ export async function generate(rt: Runtime): Promise<void> {
 export async function status(rt: Runtime): Promise<void> {
   const report = await withContext(rt, (ctx) => keyStatus(ctx));
   const { out } = rt;
+  // The command an operator runs to check the key says it as doctor does (doctor: exit 6 for every user).
+  const exposed = exposedKeyFile(rt.config.env, rt.config.home);
+  if (exposed) {
+    const { message, fix } = exposedKeyFileText(exposed);
+    out.warn(`${message}. Run: ${fix}`);
+  }
   if (out.json) {
     out.writeJson(report);
     return refuseUnopened(rt, report);
