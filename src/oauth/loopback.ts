@@ -127,6 +127,30 @@ function digest(value: string): Buffer {
 /** The loopback's refusal of an answer whose state this sign-in did not issue (connect records it). */
 export class ForeignCallbackError extends InvalidInputError {}
 
+/**
+ * The OAuth parameters of a callback that must each come once (RFC 6749 §3.1: "Request and response
+ * parameters MUST NOT be included more than once"), and the first of them repeated, or null.
+ * `URLSearchParams.get` reads the first of a repeated one, and oauth4webapi refuses the whole answer:
+ * a state matched on the first would be used up by an answer that can then never be exchanged.
+ */
+const SINGLE = ['code', 'state', 'error', 'iss'] as const;
+export function repeatedParameter(params: URLSearchParams): string | null {
+  return SINGLE.find((name) => params.getAll(name).length > 1) ?? null;
+}
+
+/**
+ * The refusal of a callback with a repeated parameter (repeatedParameter): no platform answers so, so
+ * it was changed on its way (by hand, or by someone else) and nothing in it is taken.
+ */
+export class MalformedCallbackError extends InvalidInputError {
+  constructor(name: string, where: string, what: string, hint: string) {
+    super(
+      `${where} is malformed: its "${name}" parameter appears more than once (a platform sends each once; the URL was changed on its way); ${what}`,
+      { hint },
+    );
+  }
+}
+
 /** No answer came to the loopback in time. */
 export class CallbackTimeoutError extends ReauthRequiredError {}
 
@@ -176,6 +200,30 @@ export async function startCallbackServer(
     const state = url.searchParams.get('state') ?? '';
     const expected = expectedState();
     done = true;
+    // Taken apart differently by whoever reads it (the first `code` here, the whole answer refused at
+    // the exchange): refused as it is, before its state is matched or used. It ends the sign-in, as a
+    // wrong state does: its code may be the person's, tampered with, and the platform sends no other.
+    const repeated = repeatedParameter(url.searchParams);
+    if (repeated) {
+      res.on('close', () =>
+        settle?.reject(
+          new MalformedCallbackError(
+            repeated,
+            'the answer at the callback',
+            'nothing was exchanged or stored',
+            `Run \`${again}\` again, and finish the sign-in in the browser tab it opens.`,
+          ),
+        ),
+      );
+      return answer(
+        res,
+        400,
+        page(
+          'Malformed answer',
+          `This address carries the "${repeated}" parameter more than once, which no platform sends; nothing was done, and credvault stopped. Run connect again.`,
+        ),
+      );
+    }
     // Until the authorization exists there is no state to match: nothing can be accepted.
     if (!expected || !timingSafeEqual(digest(state), digest(expected))) {
       res.on('close', () =>

@@ -1,5 +1,6 @@
 import * as oauth from 'oauth4webapi';
 import { Secret } from '../crypto/secret.js';
+import { InvalidInputError } from '../errors.js';
 import { isLoopbackHost } from '../util/net.js';
 import { excerpt, safeCode } from '../util/redact.js';
 import { classifyStatus, ProviderError, parseRetryAfter } from './errors.js';
@@ -254,15 +255,25 @@ export async function exchangeCode(
   options: CallOptions,
 ): Promise<TokenResult> {
   const what = `exchanging the authorization code at ${app.endpoints.token}`;
+  const as = authorizationServer(app);
+  const client: oauth.Client = { client_id: app.clientId };
+  // The caller matched `state` against its single-use record; oauth4webapi checks it again and
+  // brands the parameters, and refuses to exchange anything unbranded. `iss` (RFC 9207) is dropped:
+  // these platforms do not publish it consistently, and each state is bound to one app already.
+  const callback = new URLSearchParams(exchange.callback);
+  callback.delete('iss');
+  /** The request went out: a failure before it is of the callback, not the platform's answer. */
+  let sent = false;
   try {
-    const as = authorizationServer(app);
-    const client: oauth.Client = { client_id: app.clientId };
-    // The caller matched `state` against its single-use record; oauth4webapi checks it again and
-    // brands the parameters, and refuses to exchange anything unbranded. `iss` (RFC 9207) is dropped:
-    // these platforms do not publish it consistently, and each state is bound to one app already.
-    const callback = new URLSearchParams(exchange.callback);
-    callback.delete('iss');
     const validated = oauth.validateAuthResponse(as, client, callback, exchange.state);
+    const request = requestOptions(
+      profile,
+      app,
+      app.endpoints.token,
+      options,
+      profile.tokenParams?.(app, 'authorization_code'),
+    );
+    const send = request[oauth.customFetch];
     const response = await oauth.authorizationCodeGrantRequest(
       as,
       client,
@@ -270,17 +281,26 @@ export async function exchangeCode(
       validated,
       exchange.redirectUri,
       exchange.codeVerifier ?? oauth.nopkce,
-      requestOptions(
-        profile,
-        app,
-        app.endpoints.token,
-        options,
-        profile.tokenParams?.(app, 'authorization_code'),
-      ),
+      {
+        ...request,
+        [oauth.customFetch]: (input: string, init: oauth.CustomFetchOptions<'POST', URLSearchParams>) => {
+          sent = true;
+          return send(input, init);
+        },
+      },
     );
     const now = Date.now();
     return toTokenResult(await oauth.processAuthorizationCodeResponse(as, client, response), now);
   } catch (error) {
+    // oauth4webapi checks the callback's parameters on this machine before it sends anything (each
+    // once, a code present): such a refusal is of the callback as it came, not an answer of the
+    // platform, and nothing to retry later. An `error=` answer is the platform's, classified below.
+    if (!sent && error instanceof oauth.OperationProcessingError) {
+      throw new InvalidInputError(
+        `the callback is not a valid authorization answer (${error.message}); nothing was sent to ${app.platform}`,
+        { hint: 'Give the address the browser was sent back to, as it is.' },
+      );
+    }
     throw classify(error, profile, what, options, [app.clientSecret?.reveal() ?? null]);
   }
 }

@@ -17,6 +17,7 @@ import {
   ReauthRequiredError,
   UnavailableError,
 } from '../errors.js';
+import { MalformedCallbackError, repeatedParameter } from '../oauth/loopback.js';
 import { codeChallenge, hashState, newCodeVerifier, newState } from '../oauth/pkce.js';
 import { PLATFORMS, type PlatformId } from '../providers/catalog.js';
 import { ProviderError } from '../providers/errors.js';
@@ -165,14 +166,14 @@ export async function startAuthorization(
 }
 
 /** Why `connect` gave up on its own authorization before any callback was taken (abandonAuthorization). */
-export type Abandoned = 'wrong state' | 'no answer in time' | 'stopped';
+export type Abandoned = 'wrong state' | 'malformed answer' | 'no answer in time' | 'stopped';
 
 /**
  * Uses up the state of an authorization `connect` gave up on before it took a callback (a wrong or
- * forged answer at its loopback, or a pasted URL of another flow; no answer in time; any other
- * failure before the exchange): nobody can complete it later (`connections complete` with that state
- * is refused as already used). A wrong answer is recorded as the refusal consumeState records
- * (oauth.callback, denied); giving up otherwise as oauth.abandon.
+ * forged answer at its loopback, or a pasted URL of another flow; a malformed answer; no answer in
+ * time; a signal; any other failure before the exchange): nobody can complete it later (`connections
+ * complete` with that state is refused as already used). A wrong or malformed answer is recorded as
+ * the refusal consumeState records (oauth.callback, denied); giving up otherwise as oauth.abandon.
  */
 export async function abandonAuthorization(
   ctx: ServiceContext,
@@ -182,18 +183,20 @@ export async function abandonAuthorization(
   await ctx.transaction(async (tx) => {
     const row = await stateStore.lockByHash(tx, hashState(state));
     if (!row) return;
+    // A callback refused (a wrong state, a repeated parameter) is on record whatever became of the state.
+    const refused = why === 'wrong state' || why === 'malformed answer';
     if (!row.usedAt) await stateStore.markUsed(tx, row.id);
-    else if (why !== 'wrong state') return;
+    else if (!refused) return;
     await recordAudit(
       tx,
       ctx.actor,
-      why === 'wrong state'
+      refused
         ? {
             action: 'oauth.callback',
             targetType: 'oauth_state',
             targetId: row.id,
             outcome: 'denied',
-            detail: { problem: 'wrong state', platform: row.platform, at: 'connect' },
+            detail: { problem: why, platform: row.platform, at: 'connect' },
           }
         : {
             action: 'oauth.abandon',
@@ -412,6 +415,17 @@ export async function completeAuthorization(
       {
         hint: 'Open the address the browser was sent back to after allowing access.',
       },
+    );
+  }
+  // Nor is it by an answer with a parameter repeated, which the exchange would refuse once the state
+  // is used up (see repeatedParameter): the same flow's answer as the platform sent it still completes.
+  const repeated = repeatedParameter(callback);
+  if (repeated) {
+    throw new MalformedCallbackError(
+      repeated,
+      'the callback',
+      'nothing was used up or stored',
+      'Give the address the browser was sent back to, as it is.',
     );
   }
   const consumed = await consumeState(

@@ -17,6 +17,7 @@ import {
   addConnection,
   adoptGrant,
   connectViaDouble,
+  consentOnly,
   type PlatformKey,
 } from '../helpers/flows.js';
 import { expectNoSecretsLeaked } from '../helpers/secrets.js';
@@ -1041,6 +1042,39 @@ describe.runIf(ONCE)('reddit_ads: an app whose redirect URI is not on this machi
       status: string;
     }>;
     expect(connection).toMatchObject({ external_account_id: 'a2_xyz', status: 'active' });
+  });
+
+  it('refuses a pasted URL with its code or state repeated (exit 2, naming it), before anything is exchanged; the flow is given up', async () => {
+    const v = await vault();
+    await remoteApp(v);
+    const before = doubles.reddit.codeExchangeAttempts;
+    for (const extra of ['code=x', 'state=other']) {
+      const run = await connectViaDouble(v, 'reddit_ads', ['--app', 'remote', '--account', 'a2_xyz'], {
+        paste: true,
+        async follow(url) {
+          const { callbackUrl } = await consentOnly(url);
+          return { callbackStatus: 0, callbackUrl: `${callbackUrl}&${extra}` };
+        },
+      });
+      expect(run.result.code, run.result.stderr).toBe(2);
+      expect(JSON.parse(run.result.stderr.trim().split('\n').at(-1)!).error.message).toContain(
+        `the pasted URL is malformed: its "${extra.split('=')[0]}" parameter appears more than once`,
+      );
+      // Given up: the URL as the platform sent it no longer completes the flow.
+      const state = new URL(run.authorizeUrl).searchParams.get('state')!;
+      const later = await v.cli([
+        'connections',
+        'complete',
+        '--state',
+        state,
+        '--callback-url',
+        run.callbackUrl.replace(`&${extra}`, ''),
+      ]);
+      expect(later.code).toBe(2);
+      expect(later.stderr).toContain('this authorization was already used');
+    }
+    expect(doubles.reddit.codeExchangeAttempts).toBe(before);
+    expect(await v.json<unknown[]>(['connections', 'list'])).toEqual([]);
   });
 
   it('without a terminal and with nothing on standard input, ends with exit 2 and stores nothing', async () => {

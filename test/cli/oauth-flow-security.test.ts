@@ -251,6 +251,81 @@ describe('the callback server of connect', () => {
   );
 });
 
+describe('a callback with a parameter repeated', () => {
+  /** The callback URL with `extra` appended as it is (a second `code` or `state` after the first). */
+  const appended = (url: string, extra: string) => `${url}&${extra}`;
+
+  it.runIf(ONCE)(
+    'is refused at the loopback before anything is exchanged: an error page, exit 2 naming the parameter, the state given up',
+    async () => {
+      const v = await vault();
+      await addAppFor(v, 'reddit_ads', double('reddit_ads'));
+      const before = tokenRequests();
+      for (const extra of ['code=x', 'state=other']) {
+        let page = '';
+        const run = await connectViaDouble(v, 'reddit_ads', ['--account', 'a2_xyz'], {
+          async follow(url) {
+            const callbackUrl = appended((await consentOnly(url)).callbackUrl, extra);
+            const answer = await fetch(callbackUrl);
+            page = await answer.text();
+            return { callbackStatus: answer.status, callbackUrl };
+          },
+        });
+        const name = extra.split('=')[0];
+        expect(run.callbackStatus, extra).toBe(400);
+        expect(page).not.toContain('Signed in');
+        expect(page).toContain(`carries the &quot;${name}&quot; parameter more than once`);
+        expect(run.result.code, run.result.stderr).toBe(2);
+        const error = JSON.parse(run.result.stderr.trim().split('\n').at(-1)!).error;
+        expect(error.code).toBe('invalid_input');
+        expect(error.message).toContain(
+          `the answer at the callback is malformed: its "${name}" parameter appears more than once`,
+        );
+      }
+      // Nothing went to the platform; each flow connect gave up is used up, the refusal on record.
+      expect(tokenRequests()).toBe(before);
+      const after = await storedRows(v);
+      expect(after.connections).toEqual([]);
+      expect(after.states.map((s) => s.used)).toEqual([true, true]);
+      expect(
+        await v.sql(
+          "select detail->>'problem' as problem from credential_access_audit where action = 'oauth.callback' and outcome = 'denied'",
+        ),
+      ).toEqual([{ problem: 'malformed answer' }, { problem: 'malformed answer' }]);
+    },
+  );
+
+  it('is refused by connections complete before its state is used up (exit 2); the answer as sent still completes', async () => {
+    const v = await vault();
+    const app = await addAppFor(v, 'reddit_ads', double('reddit_ads'), { label: 'reddit-a' });
+    const started = await startAndConsent(v, 'reddit_ads', 'reddit-a');
+    const before = tokenRequests();
+    for (const extra of ['code=x', `state=${started.state}`, 'error=a&error=b', 'iss=a&iss=b']) {
+      const refused = await v.cli([
+        'connections',
+        'complete',
+        '--state',
+        started.state,
+        '--callback-url',
+        appended(started.callbackUrl, extra),
+        '--account',
+        'a2_xyz',
+      ]);
+      const name = extra.split('=')[0];
+      expect(refused.code, refused.stderr).toBe(2);
+      expect(refused.stderr).toContain(
+        `--callback-url is malformed: its "${name}" parameter appears more than once`,
+      );
+      expect(refused.stderr).toContain('nothing was used up or stored');
+    }
+    expect(tokenRequests()).toBe(before);
+    expect((await storedRows(v)).states.map((s) => s.used)).toEqual([false]);
+    expect(await completeFor(v, started, 'a2_xyz')).toEqual([
+      expect.objectContaining({ app_id: app.id, external_account_id: 'a2_xyz' }),
+    ]);
+  });
+});
+
 describe('a state is bound to the platform and app it was started for', () => {
   // Storing and using up states: on both databases.
   it.runIf(ONCE)(

@@ -6,6 +6,8 @@ import {
   CallbackTimeoutError,
   ForeignCallbackError,
   loopbackTarget,
+  MalformedCallbackError,
+  repeatedParameter,
   startCallbackServer,
 } from '../../oauth/loopback.js';
 import { PLATFORMS, type PlatformId, parsePlatform } from '../../providers/catalog.js';
@@ -242,9 +244,11 @@ async function orAbandon<T>(rt: Runtime, state: string, fn: () => Promise<T>): P
     const why: Abandoned =
       error instanceof ForeignCallbackError
         ? 'wrong state'
-        : error instanceof CallbackTimeoutError
-          ? 'no answer in time'
-          : 'stopped';
+        : error instanceof MalformedCallbackError
+          ? 'malformed answer'
+          : error instanceof CallbackTimeoutError
+            ? 'no answer in time'
+            : 'stopped';
     await withContext(rt, (ctx) => abandonAuthorization(ctx, state, why)).catch((failure) =>
       rt.out.warn(
         `this authorization could not be given up (${failure instanceof Error ? failure.message : String(failure)}): its state stays usable until it expires, ${STATE_LIFETIME_MS / 60_000} minutes after the start`,
@@ -268,9 +272,12 @@ async function pastedAnswer(
   const problem = (value: string) => {
     if (!URL.canParse(value.trim())) return 'paste the full URL, starting with https://';
     const params = new URL(value.trim()).searchParams;
-    return params.has('code') || params.has('error')
-      ? null
-      : 'this URL carries no answer from the platform (no code, no error): paste the address the browser was sent back to';
+    if (!params.has('code') && !params.has('error'))
+      return 'this URL carries no answer from the platform (no code, no error): paste the address the browser was sent back to';
+    const repeated = rt.interactive && repeatedParameter(params);
+    return repeated
+      ? `this URL is malformed: its "${repeated}" parameter appears more than once; paste the address the browser was sent back to, as it is`
+      : null;
   };
   let pasted: string;
   if (rt.interactive) {
@@ -301,6 +308,16 @@ async function pastedAnswer(
     pasted = line;
   }
   const callback = new URL(pasted.trim()).searchParams;
+  // Asked again at a terminal (problem, above); from standard input, refused as it is.
+  const repeated = repeatedParameter(callback);
+  if (repeated) {
+    throw new MalformedCallbackError(
+      repeated,
+      'the pasted URL',
+      'nothing was stored',
+      'Run connect again, and give the address the browser was sent back to, as it is.',
+    );
+  }
   if (callback.get('state') !== started.state) {
     throw new ForeignCallbackError(
       'the pasted URL is not the answer to this authorization (its state differs); nothing was stored',
@@ -344,6 +361,16 @@ export async function complete(rt: Runtime, opts: CompleteFlags): Promise<void> 
         { hint: 'Give the whole address the browser was sent back to, from http:// on.' },
       );
     callback = new URL(opts.callbackUrl).searchParams;
+    // Before --state is set in it (which would leave one state of several): see repeatedParameter.
+    const repeated = repeatedParameter(callback);
+    if (repeated) {
+      throw new MalformedCallbackError(
+        repeated,
+        '--callback-url',
+        'nothing was used up or stored',
+        'Give the address the browser was sent back to, as it is.',
+      );
+    }
     const inUrl = callback.get('state');
     if (inUrl !== null && inUrl !== opts.state) {
       throw new InvalidInputError(
