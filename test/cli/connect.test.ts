@@ -1004,6 +1004,52 @@ describe('google_ads: the accounts a grant reaches', () => {
   );
 });
 
+describe.runIf(ONCE)('connect stopped by a signal while it waits', () => {
+  it('gives its authorization up (oauth.abandon) and ends by that signal: connections complete cannot finish it later', async () => {
+    const v = await vault();
+    await addAppFor(v, 'reddit_ads', doubles.reddit as unknown as Double<unknown, unknown>);
+    const before = doubles.reddit.codeExchangeAttempts;
+    for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+      let ended: { code: number | null; signal: NodeJS.Signals | null } | undefined;
+      const run = await connectViaDouble(v, 'reddit_ads', ['--account', 'a2_xyz'], {
+        async follow(url, child) {
+          // The consent is given, but the browser never comes back: the person gives up at the terminal.
+          const consent = await consentOnly(url);
+          const exited = new Promise<typeof ended>((resolve) =>
+            child.once('exit', (code, sig) => resolve({ code, signal: sig })),
+          );
+          child.kill(signal);
+          ended = await exited;
+          return consent;
+        },
+      });
+      // As before: the shell sees the signal's end (130 for SIGINT, 143 for SIGTERM).
+      expect(ended, run.result.stderr).toEqual({ code: null, signal });
+      expect(run.result.stderr).toContain(
+        `stopped (${signal}); this authorization was given up, and nothing was stored`,
+      );
+      const state = new URL(run.authorizeUrl).searchParams.get('state')!;
+      const later = await v.cli([
+        'connections',
+        'complete',
+        '--state',
+        state,
+        '--callback-url',
+        run.callbackUrl,
+      ]);
+      expect(later.code, later.stderr).toBe(2);
+      expect(later.stderr).toContain('this authorization was already used');
+    }
+    expect(doubles.reddit.codeExchangeAttempts).toBe(before);
+    expect(await v.json<unknown[]>(['connections', 'list'])).toEqual([]);
+    expect(
+      await v.sql(
+        "select detail->>'problem' as problem from credential_access_audit where action = 'oauth.abandon'",
+      ),
+    ).toEqual([{ problem: 'stopped' }, { problem: 'stopped' }, { problem: 'stopped' }]);
+  });
+});
+
 describe.runIf(ONCE)('reddit_ads: an app whose redirect URI is not on this machine (the paste flow)', () => {
   async function remoteApp(v: TestVault) {
     const client = doubles.reddit.registerClient({

@@ -1,3 +1,4 @@
+import { constants } from 'node:os';
 import { DURATION, parseDuration } from '../../config.js';
 import { Secret } from '../../crypto/secret.js';
 import * as connectionStore from '../../db/store/connections.js';
@@ -197,34 +198,41 @@ export async function connect(rt: Runtime, platformInput: string, opts: ConnectO
   });
   const target = loopbackTarget(app.redirectUri, PLATFORMS[platform].capabilities.any_loopback_port);
   let stored: Stored;
-  if (target) {
-    let state = '';
-    const again = `credvault connect ${platform}${opts.app ? ` --app ${shellQuote(app.label)}` : ''}`;
-    const server = await startCallbackServer(target, () => state, timeoutMs, again);
-    try {
-      const started = await withContext(rt, (ctx) =>
-        startAuthorization(ctx, platform, app.id, server.redirectUri),
-      );
-      state = started.state;
-      const callback = await orAbandon(rt, state, async () => {
-        await announce(rt, started.authorize_url, opts.browser);
-        rt.out.note(
-          `Waiting for the authorization on ${server.redirectUri} (up to ${Math.round(timeoutMs / 1000)}s)…`,
+  try {
+    if (target) {
+      let state = '';
+      const again = `credvault connect ${platform}${opts.app ? ` --app ${shellQuote(app.label)}` : ''}`;
+      const server = await startCallbackServer(target, () => state, timeoutMs, again);
+      try {
+        const started = await withContext(rt, (ctx) =>
+          startAuthorization(ctx, platform, app.id, server.redirectUri),
         );
-        return server.result;
-      });
-      stored = await withContext(rt, (ctx) => completeAuthorization(ctx, state, callback, { name, choose }));
-    } finally {
-      server.close();
+        state = started.state;
+        const callback = await orAbandon(rt, state, async () => {
+          await announce(rt, started.authorize_url, opts.browser);
+          rt.out.note(
+            `Waiting for the authorization on ${server.redirectUri} (up to ${Math.round(timeoutMs / 1000)}s)…`,
+          );
+          return server.result;
+        });
+        stored = await withContext(rt, (ctx) =>
+          completeAuthorization(ctx, state, callback, { name, choose }),
+        );
+      } finally {
+        server.close();
+      }
+    } else {
+      const started = await withContext(rt, (ctx) => startAuthorization(ctx, platform, app.id, null));
+      const callback = await orAbandon(rt, started.state, () =>
+        pastedAnswer(rt, started, app.redirectUri, opts.browser, timeoutMs),
+      );
+      stored = await withContext(rt, (ctx) =>
+        completeAuthorization(ctx, started.state, callback, { name, choose }),
+      );
     }
-  } else {
-    const started = await withContext(rt, (ctx) => startAuthorization(ctx, platform, app.id, null));
-    const callback = await orAbandon(rt, started.state, () =>
-      pastedAnswer(rt, started, app.redirectUri, opts.browser, timeoutMs),
-    );
-    stored = await withContext(rt, (ctx) =>
-      completeAuthorization(ctx, started.state, callback, { name, choose }),
-    );
+  } catch (error) {
+    if (error instanceof Stopped) return endByStop(rt, error);
+    throw error;
   }
   const views = stored.connections;
   printConnections(rt, views);
@@ -238,8 +246,9 @@ export async function connect(rt: Runtime, platformInput: string, opts: ConnectO
  * its authorization up, so that its state cannot be completed later, and a wrong answer is on record.
  */
 async function orAbandon<T>(rt: Runtime, state: string, fn: () => Promise<T>): Promise<T> {
+  const stop = stopOnSignal();
   try {
-    return await fn();
+    return await Promise.race([fn(), stop.stopped]);
   } catch (error) {
     const why: Abandoned =
       error instanceof ForeignCallbackError
@@ -255,7 +264,53 @@ async function orAbandon<T>(rt: Runtime, state: string, fn: () => Promise<T>): P
       ),
     );
     throw error;
+  } finally {
+    stop.release();
   }
+}
+
+/** connect was told to stop (SIGINT, SIGTERM, SIGHUP) while it waited for the answer. */
+class Stopped extends Error {
+  constructor(readonly signal: NodeJS.Signals) {
+    super(`stopped by ${signal}`);
+  }
+}
+
+const STOP_SIGNALS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
+
+/**
+ * While connect waits, Ctrl-C (or a SIGTERM, a closed terminal) rejects the wait instead of killing the
+ * process at once, so that the authorization is given up (orAbandon) and cannot be completed later,
+ * as the README says of whatever ends connect. The first signal takes the handlers away again: a
+ * second one ends the process at once, by its default action.
+ */
+function stopOnSignal(): { stopped: Promise<never>; release(): void } {
+  let reject: (error: Stopped) => void = () => {};
+  const stopped = new Promise<never>((_, fail) => {
+    reject = fail;
+  });
+  // Never left unhandled: it settles the race, or nothing waits for it any more.
+  stopped.catch(() => {});
+  const release = () => {
+    for (const signal of STOP_SIGNALS) process.removeListener(signal, onSignal);
+  };
+  function onSignal(signal: NodeJS.Signals) {
+    release();
+    reject(new Stopped(signal));
+  }
+  for (const signal of STOP_SIGNALS) process.on(signal, onSignal);
+  return { stopped, release };
+}
+
+/**
+ * connect stopped by a signal, its authorization given up: the process ends by the same signal
+ * (src/cli/main.ts), as it did before it caught it (a shell says 130 for Ctrl-C, 143 for SIGTERM, and
+ * a loop over connect stops), with 128 + its number should it outlive it.
+ */
+function endByStop(rt: Runtime, stopped: Stopped): void {
+  rt.out.warn(`stopped (${stopped.signal}); this authorization was given up, and nothing was stored`);
+  rt.exitCode = 128 + (constants.signals[stopped.signal] ?? 1);
+  rt.exitSignal = stopped.signal;
 }
 
 /** The answer pasted (at a terminal) or written to standard input, for a redirect URI not on this machine. */
