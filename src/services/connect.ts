@@ -344,6 +344,11 @@ export interface DiscoveredAccounts {
   accounts: AdAccount[];
   /** Why discovery failed, when it did (the operator may still name accounts with --account). */
   problem: string | null;
+  /**
+   * The platform gave no usable answer to the listing (5xx, 429, a timeout, no network): trying again
+   * later may work (exit 5), where a refusal (exit 2) would not.
+   */
+  retryable: boolean;
 }
 
 /** Picks the accounts to connect among those discovered (the CLI asks, or takes --account). */
@@ -372,12 +377,14 @@ export interface CompleteOptions {
  * The accounts asked for when the flow was started, for a callback nobody can be asked at: the ids
  * named, every account with 'all', or the only one the grant reaches.
  */
-export const chooseRequested: AccountChooser = async ({ accounts, problem }, platform, requested) => {
+export const chooseRequested: AccountChooser = async (found, platform, requested) => {
+  const { accounts, problem } = found;
   const reachable = accounts.map((a) => `${a.id}${a.name ? ` (${a.name})` : ''}`).join(', ');
   const wanted = Array.isArray(requested.accounts) ? requested.accounts : [];
   if (problem && !wanted.length) {
-    throw new InvalidInputError(
-      `could not list the accounts this grant reaches (${problem}); nothing was stored`,
+    throw listingFailed(
+      found,
+      'Start again in a while (this authorization is used up, and its consent was not kept), or name the accounts in "accounts".',
     );
   }
   if (wanted.length) {
@@ -399,6 +406,19 @@ export const chooseRequested: AccountChooser = async ({ accounts, problem }, pla
     { hint: 'Start again naming them in "accounts" (or "accounts": "all").' },
   );
 };
+
+/**
+ * The accounts could not be listed and none were named: nothing is stored, and the tokens the consent
+ * gave are dropped (not revoked at the platform, where Google would end the person's whole
+ * authorization of the app). A listing the platform gave no usable answer to is its unavailability
+ * (exit 5: try again later); one it refused is not (exit 2). `again`: how to try again.
+ */
+export function listingFailed(found: DiscoveredAccounts, again: string): CredvaultError {
+  const message = `could not list the accounts this grant reaches (${found.problem}); nothing was stored`;
+  return found.retryable
+    ? new UnavailableError(message, { hint: again })
+    : new InvalidInputError(message, { hint: again });
+}
 
 /** Finishes an authorization from its callback parameters: exchange, discover, choose, store. */
 export async function completeAuthorization(
@@ -558,9 +578,11 @@ async function discover(
     return {
       accounts: await withDeadline(ctx, (signal) => provider.discoverAccounts(app, accessToken, { signal })),
       problem: null,
+      retryable: false,
     };
   } catch (error) {
-    if (error instanceof ProviderError) return { accounts: [], problem: error.message };
+    if (error instanceof ProviderError)
+      return { accounts: [], problem: error.message, retryable: error.retryable };
     throw error;
   }
 }

@@ -1004,6 +1004,32 @@ describe('google_ads: the accounts a grant reaches', () => {
   );
 });
 
+describe.runIf(ONCE)('an account listing the platform gives no answer to', () => {
+  it('ends connect without --account with exit 5 (retry later), saying the consent was not kept; with --account it connects', async () => {
+    const v = await vault();
+    await addAppFor(v, 'google_ads', doubles.google as unknown as Double<unknown, unknown>);
+    try {
+      doubles.google.faults.failNext(20, { path: '/v', status: 503 });
+      const run = await connectViaDouble(v, 'google_ads', []);
+      expect(run.result.code, run.result.stderr).toBe(5);
+      const error = JSON.parse(run.result.stderr.trim().split('\n').at(-1)!).error;
+      expect(error.code).toBe('unavailable');
+      expect(error.message).toContain('could not list the accounts this grant reaches (');
+      expect(error.message).toContain('HTTP 503');
+      expect(error.message).toContain(
+        'Run `credvault connect google_ads` again in a while (this consent was not kept: access is to be allowed again), or name the account with --account ID.',
+      );
+      expect(await v.json<unknown[]>(['connections', 'list'])).toEqual([]);
+      // Named, the account is connected without the listing (a warning says it could not be checked).
+      const named = await connectViaDouble(v, 'google_ads', ['--account', '123-456-7890']);
+      expect(named.result.code, named.result.stderr).toBe(0);
+      expect(named.result.stderr).toContain('could not list the accounts this grant reaches');
+    } finally {
+      doubles.google.faults.reset();
+    }
+  });
+});
+
 describe.runIf(ONCE)('connect stopped by a signal while it waits', () => {
   it('gives its authorization up (oauth.abandon) and ends by that signal: connections complete cannot finish it later', async () => {
     const v = await vault();

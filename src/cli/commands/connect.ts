@@ -20,6 +20,7 @@ import {
   adoptRefreshToken,
   appForPlatform,
   completeAuthorization,
+  listingFailed,
   STATE_LIFETIME_MS,
   type Stored,
   startAuthorization,
@@ -43,9 +44,17 @@ function accountLabel(a: AdAccount): string {
   return `${a.name ?? '(no name)'}  ${a.id}${a.currency ? `  ${a.currency}` : ''}`;
 }
 
-/** Which accounts to connect: --account, the only one, or a choice at the terminal. */
-export function chooseAccounts(rt: Runtime, requested: string[]): AccountChooser {
-  return async ({ accounts, problem }, platform) => {
+/**
+ * Which accounts to connect: --account, the only one, or a choice at the terminal. `again`: what to
+ * do when the accounts cannot be listed and none were named (the command's own way to try again).
+ */
+export function chooseAccounts(
+  rt: Runtime,
+  requested: string[],
+  again = 'Name the account with --account ID and run the command again.',
+): AccountChooser {
+  return async (found, platform) => {
+    const { accounts, problem } = found;
     const wanted = parseAccountIds(platform, requested);
     const reachable = accounts.map((a) => `${a.id}${a.name ? ` (${a.name})` : ''}`).join(', ');
     if (wanted.length) {
@@ -66,14 +75,7 @@ export function chooseAccounts(rt: Runtime, requested: string[]): AccountChooser
       }
       return accounts.filter((a) => wanted.includes(a.id));
     }
-    if (problem) {
-      throw new InvalidInputError(
-        `could not list the accounts this grant reaches (${problem}); nothing was stored`,
-        {
-          hint: 'Name the account with --account ID and run connect again.',
-        },
-      );
-    }
+    if (problem) throw listingFailed(found, again);
     if (accounts.length === 0)
       throw new InvalidInputError('this grant reaches no ad account; nothing was stored');
     if (accounts.length === 1) return accounts;
@@ -187,7 +189,11 @@ export async function connect(rt: Runtime, platformInput: string, opts: ConnectO
   const platform = parsePlatform(platformInput);
   const timeoutMs = parseTimeout(opts.timeout);
   const name = opts.name ? parseConnectionName(opts.name) : null;
-  const choose = chooseAccounts(rt, opts.account);
+  const choose = chooseAccounts(
+    rt,
+    opts.account,
+    `Run \`credvault connect ${platform}\` again in a while (this consent was not kept: access is to be allowed again), or name the account with --account ID.`,
+  );
   const wanted = parseAccountIds(platform, opts.account);
   if (name && wanted.length > 1) throw severalNamed();
   // The database is opened per step, not held while a person is in the browser: on the embedded
@@ -438,7 +444,14 @@ export async function complete(rt: Runtime, opts: CompleteFlags): Promise<void> 
   }
   const name = opts.name ? parseConnectionName(opts.name) : null;
   const stored = await withContext(rt, (ctx) =>
-    completeAuthorization(ctx, opts.state, callback, { name, choose: chooseAccounts(rt, opts.account) }),
+    completeAuthorization(ctx, opts.state, callback, {
+      name,
+      choose: chooseAccounts(
+        rt,
+        opts.account,
+        'Start again in a while with `credvault connect` (this authorization is used up, and its consent was not kept), or name the account with --account ID.',
+      ),
+    }),
   );
   const views = stored.connections;
   printConnections(rt, views);
