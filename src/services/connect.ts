@@ -615,6 +615,11 @@ async function storeConnections(
   const chosen = await options.choose(found, provider.id, requested);
   if (chosen.length === 0) throw new InvalidInputError('no account was chosen; nothing was stored');
   const name = options.name ?? requested.name ?? null;
+  // LinkedIn gives refresh tokens only to Marketing Developer Platform partners (providers.md §3D):
+  // any other app's consent is its 60-day access token alone, kept as an import keeps one (nothing
+  // refreshes it; status flags it two weeks before it ends). Elsewhere a missing refresh token means
+  // the consent went wrong (Google's re-consent without prompt=consent): refused by storeGrant.
+  const accessTokenOnly = via === 'connect' && provider.id === 'linkedin_ads' && !tokens.refreshToken;
   let previous: ConnectionView[] = [];
   const { ids, destroyed } = await ctx.transaction(async (tx) => {
     // The accounts connected already, as they were: a reconnect may rename or move them (the CLI says so).
@@ -630,6 +635,7 @@ async function storeConnections(
       accounts: chosen,
       name,
       via,
+      accessTokenOnly,
       refreshTokenSha256: store.refreshTokenSha256,
     });
     await store.within?.(tx, stored.ids);
@@ -638,6 +644,12 @@ async function storeConnections(
   // The grants of reconnected accounts, destroyed in that transaction (not revoked at the platform:
   // see attachAccounts): their data keys forgotten, their bytes out of the database's files.
   const warnings = await settleDestroyed(ctx, destroyed);
+  if (accessTokenOnly) {
+    const ends = tokens.expiresAt ? `ends ${tokens.expiresAt.toISOString()}` : 'has no end LinkedIn said';
+    warnings.unshift(
+      `${PLATFORMS[provider.id].displayName} gave no refresh token (it gives them only to Marketing Developer Platform partners): the access token ${ends}, and nothing can renew it; connect again before then (\`credvault connect ${provider.id} --account ${chosen.map((a) => a.id).join(' --account ')}\`)`,
+    );
+  }
   return { connections: await connectionStore.listViews(ctx.db, { ids }), destroyed, warnings, previous };
 }
 

@@ -72,7 +72,10 @@ export interface StoreGrantInput {
    * (`adopt`) or an imported one (`import`).
    */
   via: 'connect' | 'adopt' | 'import';
-  /** Accept a grant with an access token and no refresh token (imported LinkedIn tokens). */
+  /**
+   * Accept a grant with an access token and no refresh token (LinkedIn: an imported one, or the
+   * consent of an app that is no Marketing Developer Platform partner).
+   */
   accessTokenOnly?: boolean;
   /** The grant's id (a new one by default). */
   grantId?: string;

@@ -18,6 +18,7 @@ import {
   adoptGrant,
   connectViaDouble,
   consentOnly,
+  followConsent,
   type PlatformKey,
 } from '../helpers/flows.js';
 import { expectNoSecretsLeaked } from '../helpers/secrets.js';
@@ -1000,6 +1001,53 @@ describe('google_ads: the accounts a grant reaches', () => {
       expect(throttled.stderr).toContain(
         'could not list the accounts this grant reaches (reading Google Ads customer 5550002220 failed with HTTP 429 RESOURCE_EXHAUSTED',
       );
+    },
+  );
+});
+
+describe('a consent that brings no refresh token', () => {
+  it('linkedin_ads (an app that is no Marketing Developer Platform partner): stores the access token alone, warning when it ends', async () => {
+    const v = await vault();
+    await addAppFor(v, 'linkedin_ads', doubles.linkedin as unknown as Double<unknown, unknown>);
+    doubles.linkedin.settings.refreshTokens = false;
+    try {
+      const run = await connectViaDouble(v, 'linkedin_ads', ['--account', '5101']);
+      expect(run.result.code, run.result.stderr).toBe(0);
+      const [connection] = JSON.parse(run.result.stdout) as Array<Record<string, string | null>>;
+      expect(connection).toMatchObject({ status: 'active', refresh_token_expires_at: null });
+      // LinkedIn's access tokens live 60 days: the warning names that end, and what to do before it.
+      const ends = connection!.access_token_expires_at!;
+      expect(Date.parse(ends) - Date.now()).toBeGreaterThan(59 * 86_400_000);
+      expect(run.result.stderr).toContain(
+        `LinkedIn Ads gave no refresh token (it gives them only to Marketing Developer Platform partners): the access token ends ${ends}, and nothing can renew it; connect again before then (\`credvault connect linkedin_ads --account 5101\`)`,
+      );
+      const token = await v.cli(['token', 'get', 'linkedin-ads:5101'], { secretOutput: true });
+      expect(token.code, token.stderr).toBe(0);
+      expect(doubles.linkedin.accessTokens.get(token.stdout.trim())?.revoked).toBe(false);
+    } finally {
+      doubles.linkedin.settings.refreshTokens = true;
+    }
+  });
+
+  it.runIf(ONCE)(
+    'google_ads (a consent again without prompt=consent): refused with exit 2, the connection held untouched',
+    async () => {
+      const v = await vault();
+      await addAppFor(v, 'google_ads', doubles.google as unknown as Double<unknown, unknown>);
+      const first = await connectViaDouble(v, 'google_ads', ['--account', '123-456-7890']);
+      expect(first.result.code, first.result.stderr).toBe(0);
+      const before = await v.sql('select id, token_id from ad_account_connections');
+      const again = await connectViaDouble(v, 'google_ads', ['--account', '123-456-7890'], {
+        async follow(url) {
+          // Google gives a refresh token again only on prompt=consent.
+          const bare = new URL(url);
+          bare.searchParams.delete('prompt');
+          return followConsent(bare.toString());
+        },
+      });
+      expect(again.result.code, again.result.stderr).toBe(2);
+      expect(again.result.stderr).toContain('Google Ads returned no refresh token');
+      expect(await v.sql('select id, token_id from ad_account_connections')).toEqual(before);
     },
   );
 });
