@@ -192,6 +192,20 @@ export async function freshGrant(
     );
   }
   if (!request.forceRefresh && isFresh(grant, minTtlMs)) return { grant, refreshed: false };
+  // An access token stored without a refresh token (a LinkedIn app that is no Marketing Developer
+  // Platform partner, by connect or import): nothing can renew it, and it is not dead while it lasts.
+  // A refresh asked of it (connections refresh, a min-ttl beyond its end) is refused without marking
+  // the connection: needs_reauth would stop serving a token that still works for weeks. Once it has
+  // ended, the refresh below finds no refresh token and marks the connection as before.
+  const ends = grant.accessTokenExpiresAt;
+  if (grant.refreshTokenEnc === null && ends && ends.getTime() > Date.now()) {
+    throw new ReauthRequiredError(
+      `connection ${connectionRef(connection)} has an access token and no refresh token: nothing can renew it, and it ends at ${ends.toISOString()}${request.forceRefresh ? '' : `, sooner than the ${request.minTtlSeconds} s asked (--min-ttl)`}`,
+      {
+        hint: `Until then it is served as it is (ask with a smaller --min-ttl). Connect it again before it ends: \`credvault connect ${connection.platform} --account ${connection.externalAccountId}\`.`,
+      },
+    );
+  }
   return ensureFresh(ctx, connection, grant, minTtlMs, request);
 }
 

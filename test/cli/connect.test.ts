@@ -1024,6 +1024,21 @@ describe('a consent that brings no refresh token', () => {
       const token = await v.cli(['token', 'get', 'linkedin-ads:5101'], { secretOutput: true });
       expect(token.code, token.stderr).toBe(0);
       expect(doubles.linkedin.accessTokens.get(token.stdout.trim())?.revoked).toBe(false);
+      // Nothing can renew it: a refresh asked of it is refused (exit 4) and leaves it as it was,
+      // served until it ends (before, it was marked needs_reauth and served no more).
+      const refresh = await v.cli(['connections', 'refresh', 'linkedin-ads:5101']);
+      expect(refresh.code, refresh.stderr).toBe(4);
+      expect(refresh.stderr).toContain(
+        `connection linkedin_ads:5101 has an access token and no refresh token: nothing can renew it, and it ends at ${ends}`,
+      );
+      const longer = await v.cli(['token', 'get', 'linkedin-ads:5101', '--min-ttl', String(61 * 86_400)]);
+      expect(longer.code, longer.stderr).toBe(4);
+      expect(longer.stderr).toContain(`sooner than the ${61 * 86_400} s asked (--min-ttl)`);
+      const after = await v.json<{ status: string }>(['connections', 'show', 'linkedin-ads:5101']);
+      expect(after.status).toBe('active');
+      const still = await v.cli(['token', 'get', 'linkedin-ads:5101'], { secretOutput: true });
+      expect(still.code, still.stderr).toBe(0);
+      expect(still.stdout).toBe(token.stdout);
     } finally {
       doubles.linkedin.settings.refreshTokens = true;
     }

@@ -1,9 +1,11 @@
 import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { Secret } from '../../src/crypto/secret.js';
+import { InvalidInputError } from '../../src/errors.js';
 import { loopbackTarget } from '../../src/oauth/loopback.js';
 import { codeChallenge, hashState, newCodeVerifier, newState } from '../../src/oauth/pkce.js';
 import { parseRetryAfter } from '../../src/providers/errors.js';
+import { exchangeCode } from '../../src/providers/oauth.js';
 import { refreshTokenExpiry } from '../../src/services/grants.js';
 import { excerpt, redact } from '../../src/util/redact.js';
 
@@ -58,6 +60,43 @@ describe('loopbackTarget', () => {
 
   it('is null for a redirect URI that is not on this machine (paste mode)', () => {
     expect(loopbackTarget('https://ops.example.com/oauth/callback', true)).toBeNull();
+  });
+});
+
+describe('exchangeCode', () => {
+  it('refuses a callback oauth4webapi will not take (a repeated code) as invalid input, sending nothing', async () => {
+    // Port 9 (discard): a request that did go out would fail as a network error, not as this.
+    const app = {
+      id: 'a',
+      platform: 'reddit_ads' as const,
+      label: 'a',
+      clientId: 'c',
+      clientSecret: new Secret('s'),
+      developerToken: null,
+      redirectUri: 'http://127.0.0.1:1/cb',
+      scopes: [],
+      loginCustomerId: null,
+      userAgent: null,
+      apiVersion: 'v3',
+      endpoints: {
+        authorize: 'http://127.0.0.1:9/a',
+        token: 'http://127.0.0.1:9/t',
+        revoke: null,
+        apiBase: null,
+      },
+    };
+    const exchange = {
+      callback: new URLSearchParams('code=a&code=b&state=s'),
+      state: 's',
+      redirectUri: app.redirectUri,
+      codeVerifier: null,
+    };
+    const failure = await exchangeCode({ clientAuth: 'basic_raw' }, app, exchange, {
+      signal: AbortSignal.timeout(5_000),
+    }).catch((e) => e);
+    expect(failure, String(failure)).toBeInstanceOf(InvalidInputError);
+    expect(failure.message).toContain('"code" parameter must be provided only once');
+    expect(failure.message).toContain('nothing was sent to reddit_ads');
   });
 });
 
