@@ -21,7 +21,11 @@ export interface OAuthProfile {
    */
   clientAuth: 'client_secret_post' | 'client_secret_basic' | 'basic_raw' | 'post_or_none';
   /** Extra form parameters on the token endpoint (Microsoft requires `scope` on every refresh). */
-  tokenParams?: (app: ProviderApp, grant: 'authorization_code' | 'refresh_token') => Record<string, string>;
+  tokenParams?: (
+    app: ProviderApp,
+    grant: 'authorization_code' | 'refresh_token',
+    consentedScope?: string | null,
+  ) => Record<string, string>;
   /**
    * An error answer to a refresh that means the refresh token is dead, besides `invalid_grant`
    * (LinkedIn answers a dead one with `invalid_request`). Only refreshes are judged by it: the same
@@ -310,6 +314,7 @@ export async function refreshGrant(
   app: ProviderApp,
   refreshToken: Secret,
   options: CallOptions,
+  consentedScope?: string | null,
 ): Promise<TokenResult> {
   const what = `refreshing at ${app.endpoints.token}`;
   try {
@@ -320,7 +325,13 @@ export async function refreshGrant(
       client,
       clientAuthentication(profile, app),
       refreshToken.reveal(),
-      requestOptions(profile, app, app.endpoints.token, options, profile.tokenParams?.(app, 'refresh_token')),
+      requestOptions(
+        profile,
+        app,
+        app.endpoints.token,
+        options,
+        profile.tokenParams?.(app, 'refresh_token', consentedScope),
+      ),
     );
     const now = Date.now();
     return toTokenResult(await oauth.processRefreshTokenResponse(as, client, response), now);

@@ -72,7 +72,17 @@ export interface Provider {
   readonly consentPage: string;
   authorizationUrl(app: ProviderApp, request: AuthorizationRequest): string;
   exchangeCode(app: ProviderApp, exchange: CodeExchange, options: CallOptions): Promise<TokenResult>;
-  refresh(app: ProviderApp, refreshToken: Secret, options: CallOptions): Promise<TokenResult>;
+  /**
+   * `consentedScope`: the scope the grant holds, as stored from the platform's answers (null when
+   * unknown): a platform that takes `scope` on a refresh (Microsoft) is asked for that, not for the
+   * app's scopes of today, which may hold more than this grant was ever given.
+   */
+  refresh(
+    app: ProviderApp,
+    refreshToken: Secret,
+    options: CallOptions,
+    consentedScope?: string | null,
+  ): Promise<TokenResult>;
   revoke(
     app: ProviderApp,
     tokens: { refreshToken: Secret | null; accessToken: Secret | null },

@@ -280,7 +280,9 @@ export async function refreshDeadGrant(
     }
     let tokens: TokenResult;
     try {
-      tokens = await withDeadline(ctx, (signal) => provider.refresh(app, presented, { signal }));
+      tokens = await withDeadline(ctx, (signal) =>
+        provider.refresh(app, presented, { signal }, leased.scope),
+      );
     } catch (error) {
       if (!(error instanceof ProviderError)) throw error;
       holding = false;

@@ -584,7 +584,7 @@ async function refreshWithLease(
       const remaining = budgetEnds - Date.now();
       try {
         tokens = await withDeadline(Math.max(1, Math.min(ctx.config.httpTimeoutMs, remaining)), (signal) =>
-          provider.refresh(papp, refreshToken, { signal }),
+          provider.refresh(papp, refreshToken, { signal }, grant.scope),
         );
         break;
       } catch (error) {

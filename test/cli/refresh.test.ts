@@ -1076,3 +1076,30 @@ describe('fail closed', () => {
     expect(env.stdout).toContain(grant.refreshToken);
   });
 });
+
+describe('a Microsoft refresh', () => {
+  it("asks for the scope the grant was given, not the app's scopes of today: a scope added to the app ends no connection", async () => {
+    const double = await microsoft();
+    const { v, app } = await connected(double, 'microsoft_ads', { expired: false });
+    const updated = await v.cli([
+      'apps',
+      'update',
+      app.label,
+      '--scope',
+      MICROSOFT_ADS_SCOPE,
+      '--scope',
+      'offline_access',
+      '--scope',
+      'https://ads.microsoft.com/ads.manage',
+    ]);
+    expect(updated.code, updated.stderr).toBe(0);
+    // Before: scope named ads.manage too, which this grant never had; Microsoft refused the refresh
+    // as invalid_grant (AADSTS70000) and the connection needed a person (exit 4) for good.
+    const refreshed = await v.cli(['connections', 'refresh', 'acct', '--force']);
+    expect(refreshed.code, refreshed.stderr).toBe(0);
+    expect(double.tokenRequests('refresh_token').at(-1)!.form?.get('scope')).toBe(
+      `${MICROSOFT_ADS_SCOPE} offline_access`,
+    );
+    expect(await statusOf(v)).toMatchObject({ status: 'active' });
+  });
+});

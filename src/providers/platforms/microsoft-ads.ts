@@ -30,9 +30,30 @@ export function microsoftServiceBase(app: ProviderApp, service: 'clientcenter' |
 const profile: OAuthProfile = {
   // Web apps send their secret in the body; public (native) clients must send none.
   clientAuth: 'post_or_none',
-  // Microsoft requires `scope` on the refresh grant, and takes it on the code grant.
-  tokenParams: (app) => ({ scope: app.scopes.join(' ') }),
+  // Microsoft requires `scope` on the refresh grant, and takes it on the code grant. A refresh asks
+  // for what the grant was given (its answers' `scope`, which leaves offline_access and openid out),
+  // not the app's scopes of today: a scope added to the app since (`apps update --scope`) is one the
+  // person never consented to, and Microsoft refuses the whole refresh as invalid_grant (AADSTS70000),
+  // which would end every connection of the app at its next refresh.
+  tokenParams: (app, grant, consentedScope) => ({
+    scope:
+      grant === 'refresh_token' && consentedScope?.trim()
+        ? refreshScope(consentedScope, app.scopes)
+        : app.scopes.join(' '),
+  }),
 };
+
+/**
+ * The scope of a refresh: the grant's resource scopes, with the app's scopes that are never echoed in
+ * an answer's `scope` (offline_access, openid, profile, email) that it asks for.
+ */
+function refreshScope(consented: string, appScopes: string[]): string {
+  const scopes = consented.split(/\s+/).filter(Boolean);
+  for (const unechoed of ['offline_access', 'openid', 'profile', 'email']) {
+    if (appScopes.includes(unechoed) && !scopes.includes(unechoed)) scopes.push(unechoed);
+  }
+  return scopes.join(' ');
+}
 
 interface BingFault {
   Errors?: Array<{ Code?: number; ErrorCode?: string; Message?: string }>;
@@ -145,7 +166,8 @@ export const microsoftAds: Provider = {
     'https://account.live.com/consent/Manage (Microsoft accounts) or https://myapplications.microsoft.com (work accounts)',
   authorizationUrl: (app, request) => buildAuthorizationUrl(app, request, { response_mode: 'query' }),
   exchangeCode: (app, exchange, options) => exchangeCode(profile, app, exchange, options),
-  refresh: (app, refreshToken, options) => refreshGrant(profile, app, refreshToken, options),
+  refresh: (app, refreshToken, options, consentedScope) =>
+    refreshGrant(profile, app, refreshToken, options, consentedScope),
   // Microsoft's identity platform has no revocation endpoint: consent is removed by the person.
   revoke: async () => 'no_endpoint',
   discoverAccounts,
