@@ -196,18 +196,26 @@ function classify(
 ): ProviderError {
   if (error instanceof ProviderError) return error;
   if (error instanceof oauth.ResponseBodyError) {
+    // A refresh answered that the person must sign in again (OpenID Connect's interaction_required,
+    // consent_required, login_required: Microsoft's when a tenant starts requiring MFA, AADSTS50079,
+    // or consent was withdrawn, AADSTS65001) has a grant no refresh will renew: only a connect will.
     const dead =
       error.error === 'invalid_grant' ||
+      (refreshing && SIGN_IN_AGAIN.has(error.error)) ||
       (refreshing && profile.deadGrant?.(error.error, error.error_description ?? '') === true);
     // At the token endpoint, any other 4xx error (invalid_client, invalid_request, invalid_scope,
-    // unsupported_grant_type…) is about the app or its configuration: a person has to look.
+    // unsupported_grant_type…) is about the app or its configuration: a person has to look; except
+    // temporarily_unavailable (RFC 6749 §4.1.2.1; Microsoft answers it with a 400, AADSTS90033:
+    // "a transient error has occurred, please try again"), which is retried as a 5xx is.
     const kind = dead
       ? 'dead_grant'
       : error.error === 'access_denied'
         ? 'access_denied'
         : error.status >= 500 || error.status === 429
           ? classifyStatus(error.status)
-          : 'client';
+          : error.error === 'temporarily_unavailable'
+            ? 'transient'
+            : 'client';
     const description = error.error_description ? `: ${excerpt(error.error_description, secrets)}` : '';
     return new ProviderError(kind, `${what} was refused: ${safeCode(error.error)}${description}`, {
       status: error.status,
@@ -308,6 +316,9 @@ export async function exchangeCode(
     throw classify(error, profile, what, options, [app.clientSecret?.reveal() ?? null]);
   }
 }
+
+/** Error codes of a refresh that mean a person must sign in again (see classify). */
+const SIGN_IN_AGAIN = new Set(['interaction_required', 'consent_required', 'login_required']);
 
 export async function refreshGrant(
   profile: OAuthProfile,

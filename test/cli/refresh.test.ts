@@ -1103,3 +1103,45 @@ describe('a Microsoft refresh', () => {
     expect(await statusOf(v)).toMatchObject({ status: 'active' });
   });
 });
+
+describe.runIf(ONCE)('a refresh answered with an OpenID Connect error', () => {
+  it('interaction_required and consent_required (Microsoft: MFA now required, consent withdrawn) need a person at once; temporarily_unavailable is retried', async () => {
+    const double = await microsoft();
+    const { v } = await connected(double);
+    // A 400 temporarily_unavailable (AADSTS90033) then an answer: retried, and served.
+    const before = double.tokenRequests('refresh_token').length;
+    double.faults.failNext(1, {
+      status: 400,
+      body: {
+        error: 'temporarily_unavailable',
+        error_description: 'AADSTS90033: A transient error has occurred. Please try again.',
+      },
+    });
+    const retried = await v.cli(['token', 'get', 'acct'], { secretOutput: true });
+    expect(retried.code, retried.stderr).toBe(0);
+    expect(double.tokenRequests('refresh_token').length - before).toBe(2);
+    for (const [error, description] of [
+      [
+        'interaction_required',
+        'AADSTS50079: Due to a configuration change made by your administrator, or because you moved to a new location, you must enroll in multi-factor authentication.',
+      ],
+      [
+        'consent_required',
+        'AADSTS65001: The user or administrator has not consented to use the application.',
+      ],
+    ] as const) {
+      await v.sql(
+        "update ad_account_connections set status = 'active', status_message = null, consecutive_failures = 0",
+      );
+      await v.sql('update oauth_tokens_vault set cooldown_until = null, last_error_code = null');
+      double.faults.failNext(1, { status: 400, body: { error, error_description: description } });
+      const refused = await v.cli(['connections', 'refresh', 'acct', '--force']);
+      expect(refused.code, refused.stderr).toBe(4);
+      expect(refused.stderr).toContain(error);
+      // Before: taken as the app's own problem ("check its client id and secret"), the connection
+      // left active and tried again and again; a person has to sign in again through connect.
+      expect(refused.stderr).not.toContain('client id and secret');
+      expect(await statusOf(v)).toMatchObject({ status: 'needs_reauth' });
+    }
+  });
+});
