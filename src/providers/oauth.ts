@@ -33,6 +33,14 @@ export interface OAuthProfile {
    */
   deadGrant?: (error: string, description: string) => boolean;
   /**
+   * The access token's life in seconds when an answer gives no `expires_in` (RFC 6749 §5.1 leaves it
+   * optional: "the authorization server SHOULD provide the expiration time via other means or document
+   * the default value"): the platform's documented one. Default 3,600, the shortest of the four
+   * (providers.md): assumed to end sooner than it does, a token is only refreshed early; with none, it
+   * was taken as never ending and served, stale, for good.
+   */
+  accessTokenSeconds?: number;
+  /**
    * An error answer of the token endpoint that is no OAuth error but means the grant is refused
    * (Reddit answers an unknown or revoked refresh token with 400 and `{"error": 400}`): read as
    * invalid_grant. Only that shape: any other answer (a proxy's HTML 400) is judged by its status.
@@ -170,13 +178,17 @@ async function refusedGrantAnswer(
   return new BufferedResponse(Buffer.from(recognised ? rewritten : text), init).asResponse();
 }
 
-function toTokenResult(json: oauth.TokenEndpointResponse, now: number): TokenResult {
+function toTokenResult(json: oauth.TokenEndpointResponse, now: number, profile: OAuthProfile): TokenResult {
   const refreshExpiresIn = Number((json as Record<string, unknown>).refresh_token_expires_in);
   return {
     accessToken: new Secret(json.access_token),
     refreshToken: json.refresh_token ? new Secret(json.refresh_token) : null,
     tokenType: json.token_type === 'bearer' ? 'Bearer' : json.token_type,
-    expiresAt: typeof json.expires_in === 'number' ? new Date(now + json.expires_in * 1000) : null,
+    expiresAt: new Date(
+      now +
+        (typeof json.expires_in === 'number' ? json.expires_in : (profile.accessTokenSeconds ?? 3_600)) *
+          1000,
+    ),
     refreshTokenExpiresAt:
       Number.isFinite(refreshExpiresIn) && refreshExpiresIn > 0
         ? new Date(now + refreshExpiresIn * 1000)
@@ -302,7 +314,7 @@ export async function exchangeCode(
       },
     );
     const now = Date.now();
-    return toTokenResult(await oauth.processAuthorizationCodeResponse(as, client, response), now);
+    return toTokenResult(await oauth.processAuthorizationCodeResponse(as, client, response), now, profile);
   } catch (error) {
     // oauth4webapi checks the callback's parameters on this machine before it sends anything (each
     // once, a code present): such a refusal is of the callback as it came, not an answer of the
@@ -345,7 +357,7 @@ export async function refreshGrant(
       ),
     );
     const now = Date.now();
-    return toTokenResult(await oauth.processRefreshTokenResponse(as, client, response), now);
+    return toTokenResult(await oauth.processRefreshTokenResponse(as, client, response), now, profile);
   } catch (error) {
     throw classify(
       error,

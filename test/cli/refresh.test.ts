@@ -1145,3 +1145,27 @@ describe.runIf(ONCE)('a refresh answered with an OpenID Connect error', () => {
     }
   });
 });
+
+describe.runIf(ONCE)('an access token answered without expires_in', () => {
+  it("is taken to last the platform's documented life (Google: an hour), not for ever", async () => {
+    const double = await google();
+    const { v } = await connected(double, 'google_ads');
+    double.faults.failNext(1, {
+      status: 200,
+      body: {
+        access_token: 'ya29.no-expires-in',
+        token_type: 'Bearer',
+        scope: 'https://www.googleapis.com/auth/adwords',
+      },
+    });
+    const started = Date.now();
+    const served = await v.cli(['token', 'get', 'acct'], { secretOutput: true });
+    expect(served.code, served.stderr).toBe(0);
+    expect(served.stdout.trim()).toBe('ya29.no-expires-in');
+    // Before: no end at all (null), so the token was served, stale, for good and never refreshed.
+    const shown = await v.json<{ access_token_expires_at: string | null }>(['connections', 'show', 'acct']);
+    const ends = Date.parse(shown.access_token_expires_at ?? '');
+    expect(ends - started).toBeGreaterThan(3_590_000);
+    expect(ends - Date.now()).toBeLessThanOrEqual(3_600_000);
+  });
+});

@@ -11,6 +11,8 @@ const DEFAULT_API = 'https://api.linkedin.com';
 
 const profile: OAuthProfile = {
   clientAuth: 'client_secret_post',
+  // 60 days (providers.md §3): what an answer without expires_in is taken to give.
+  accessTokenSeconds: 60 * 86_400,
   // A dead or expired refresh token comes back as invalid_request, not invalid_grant; so does a
   // request without the app's client_id or client_secret ('A required parameter "client_id" is
   // missing'), which is the app's configuration, not the grant.
