@@ -201,8 +201,14 @@ describe('the metrics', () => {
     async () => {
       const { double, v, adopt } = await setup();
       await adopt('987', 'acct-a');
-      // A refresh token with an end within 14 days.
-      await v.sql("update oauth_tokens_vault set refresh_token_expires_at = now() + interval '3 days'");
+      await adopt('988', 'acct-b');
+      // Refresh tokens with an end within 14 days: acct-a's fixed (as LinkedIn's 365 days: a person
+      // must connect again), acct-b's one that use moves (Microsoft's 90 idle days: the daemon's
+      // keep-alive refresh renews it, so it is neither counted nor warned of).
+      await v.sql(
+        `update oauth_tokens_vault set refresh_token_expires_at = now() + interval '3 days',
+           refresh_token_expiry_fixed = (id = (select token_id from ad_account_connections where name = 'acct-a'))`,
+      );
       const reader = await client(v, ['reader', '--all']);
       const scraper = await client(v, ['scraper', '--all']);
       await client(v, ['idle', '--all']);
@@ -257,6 +263,9 @@ describe('the metrics', () => {
       );
       expect(text).toMatch(/^credvault_build_info\{version="\d+\.\d+\.\d+[^"]*"\} 1$/m);
       expect(sample(text, 'credvault_refresh_tokens_ending_soon{platform="microsoft_ads"}')).toBe(1);
+      expect(daemon.logs()).toMatch(/the refresh token of acct-a ends [^;]+; connect it again before then/);
+      // Before: acct-b counted and warned of too ("connect it again"), though its next refresh renews it.
+      expect(daemon.logs()).not.toContain('the refresh token of acct-b');
       expect(sample(text, 'credvault_database_gauges_updated_timestamp_seconds')).toBeGreaterThan(0);
       // The process's own, under their standard names.
       for (const name of [

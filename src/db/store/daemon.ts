@@ -26,17 +26,23 @@ export async function snapshot(db: Db, connectionIds: string[], clientIds: strin
 export async function refreshTokensEnding(db: Db, days: number) {
   const c = adAccountConnections;
   const g = oauthTokensVault;
-  return db
-    .select({
-      id: c.id,
-      platform: c.platform,
-      account: c.externalAccountId,
-      name: c.name,
-      endsAt: g.refreshTokenExpiresAt,
-    })
-    .from(c)
-    .innerJoin(g, sql`${g.id} = ${c.tokenId}`)
-    .where(sql`${c.status} = 'active' and ${g.refreshTokenExpiresAt} < now() + ${`${days} days`}::interval`);
+  return (
+    db
+      .select({
+        id: c.id,
+        platform: c.platform,
+        account: c.externalAccountId,
+        name: c.name,
+        endsAt: g.refreshTokenExpiresAt,
+      })
+      .from(c)
+      .innerJoin(g, sql`${g.id} = ${c.tokenId}`)
+      // Fixed ends only (LinkedIn's 365 days, Google's 7 in Testing): an end that use moves (Microsoft's
+      // 90 idle days) is the keep-alive refresh's to renew, not a person's.
+      .where(
+        sql`${c.status} = 'active' and ${g.refreshTokenExpiryFixed} and ${g.refreshTokenExpiresAt} < now() + ${`${days} days`}::interval`,
+      )
+  );
 }
 
 export async function connectionCounts(db: Db) {
