@@ -403,6 +403,11 @@ export interface OAuthProfile<A, S> {
   strictRotation?: (double: Double<A, S>) => boolean;
   /** Rotation only: each refresh moves the refresh expiry to now + refreshTtlSeconds. */
   slidingRefreshExpiry?: boolean;
+  /**
+   * A refresh token unused this long (seconds since it was issued or last used) is dead (Google's six
+   * months, providers.md §1); null: never.
+   */
+  idleTtlSeconds?: (double: Double<A, S>) => number | null;
   /** Platform checks on a refresh request before the token is looked up. */
   beforeRefresh?: (req: RecordedRequest, double: Double<A, S>) => Reply | undefined;
   tokenError: (kind: TokenErrorKind, detail: string) => Reply;
@@ -1104,6 +1109,9 @@ function refresh<A, S>(
   const now = double.now();
   if (grant.refreshExpiresAt !== null && now >= grant.refreshExpiresAt)
     return profile.tokenError('refresh_expired', 'refresh token expired');
+  const idle = profile.idleTtlSeconds?.(double) ?? null;
+  if (idle !== null && now - (record.lastUsedAt ?? record.issuedAt) >= idle * 1000)
+    return profile.tokenError('refresh_expired', 'refresh token unused for too long');
   if (
     profile.refreshAnswer === 'rotate' &&
     record.supersededAt !== null &&

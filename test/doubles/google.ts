@@ -111,6 +111,11 @@ export interface GoogleSettings {
   consentedClients: Set<string>;
   /** When set, refresh tokens end after this many seconds (Testing-mode apps: 7 days) [unconfirmed]. */
   refreshTokenTtlSeconds: number | null;
+  /**
+   * A refresh token unused this long dies (providers.md §1: "unused 6 months"); default 180 days,
+   * null: never.
+   */
+  refreshTokenIdleSeconds: number | null;
   /** GAQL resources `googleAds:search` can query; add entries to extend (ad_group, …). */
   gaqlResources: Map<string, GaqlResource>;
   /**
@@ -1617,6 +1622,7 @@ export async function startGoogleDouble(options: GoogleDoubleOptions = {}): Prom
     requireDeveloperToken: options.requireDeveloperToken ?? false,
     consentedClients: new Set(),
     refreshTokenTtlSeconds: options.refreshTokenTtlSeconds ?? null,
+    refreshTokenIdleSeconds: 180 * 86_400,
     gaqlResources: defaultGaqlResources(),
     searchPageSize: options.searchPageSize ?? 10_000,
     pageTokenTtlSeconds: 2 * 3600,
@@ -1667,6 +1673,7 @@ export async function startGoogleDouble(options: GoogleDoubleOptions = {}): Prom
       authenticateClient,
       accessTtlSeconds: () => 3599,
       refreshTtlSeconds: (double) => double.settings.refreshTokenTtlSeconds,
+      idleTtlSeconds: (double) => double.settings.refreshTokenIdleSeconds,
       refreshAnswer: 'none',
       tokenError,
       tokenResponse: ({ double, grant, access, refreshToken }) => {

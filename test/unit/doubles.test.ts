@@ -760,3 +760,31 @@ describe('consent modes and faults', () => {
     }
   });
 });
+
+describe('Google double: a refresh token unused for six months dies (providers.md §1)', () => {
+  let g: GoogleDouble;
+  beforeAll(async () => {
+    g = await startGoogleDouble();
+  });
+  afterAll(() => g.close());
+
+  it('refreshes after 179 idle days (and each use starts the count again); refuses invalid_grant after 180', async () => {
+    const client = g.defaultClient!;
+    const refresh = (token: string) =>
+      post(g.endpoints.token, {
+        grant_type: 'refresh_token',
+        refresh_token: token,
+        client_id: client.clientId,
+        client_secret: client.clientSecret!,
+      });
+    const { refreshToken } = g.issueGrant({ clientId: client.clientId, scope: GOOGLE_ADWORDS_SCOPE });
+    g.advanceClock(179 * 86_400_000);
+    expect((await refresh(refreshToken)).status).toBe(200);
+    g.advanceClock(179 * 86_400_000);
+    expect((await refresh(refreshToken)).status).toBe(200);
+    g.advanceClock(180 * 86_400_000);
+    const dead = await refresh(refreshToken);
+    expect(dead.status).toBe(400);
+    expect(dead.body.error).toBe('invalid_grant');
+  });
+});
