@@ -61,6 +61,31 @@ http.createServer((req, res) => { res.writeHead(200, { 'content-type': 'applicat
   .listen(Number(process.argv[1]), '127.0.0.1', () => console.log('ready'));
 `;
 
+/**
+ * `credvault daemon` on 127.0.0.1:`port` at concurrency 32. CREDVAULT_BENCH_PROFILE=DIR writes its CPU
+ * profile to DIR + `profileSub` (for looking, not for figures).
+ */
+function spawnDaemon(
+  env: Record<string, string | undefined>,
+  port: number,
+  profileSub: string,
+): ChildProcess {
+  const profile = process.env.CREDVAULT_BENCH_PROFILE;
+  return spawn(
+    process.execPath,
+    [
+      ...(profile ? ['--cpu-prof', `--cpu-prof-dir=${profile}${profileSub}`] : []),
+      BIN,
+      'daemon',
+      '--listen',
+      `127.0.0.1:${port}`,
+      '--concurrency',
+      '32',
+    ],
+    { env: env as NodeJS.ProcessEnv },
+  );
+}
+
 export async function daemon() {
   const rows: Array<[string, number | string, string, string?]> = [];
   const pg = await scratchDatabase();
@@ -80,22 +105,7 @@ export async function daemon() {
     const baseline = await load(`http://127.0.0.1:${barePort}/`, {});
     bare.kill();
     const port = barePort + 1;
-    const d = spawn(
-      process.execPath,
-      [
-        // CREDVAULT_BENCH_PROFILE=DIR writes the daemon's CPU profile there (for looking, not for figures).
-        ...(process.env.CREDVAULT_BENCH_PROFILE
-          ? ['--cpu-prof', `--cpu-prof-dir=${process.env.CREDVAULT_BENCH_PROFILE}`]
-          : []),
-        BIN,
-        'daemon',
-        '--listen',
-        `127.0.0.1:${port}`,
-        '--concurrency',
-        '32',
-      ],
-      { env: env as NodeJS.ProcessEnv },
-    );
+    const d = spawnDaemon(env, port, '');
     children.push(d);
     await waitHealthy(port);
     const served = await load(`http://127.0.0.1:${port}/v1/connections/bench/token`, {
@@ -180,21 +190,7 @@ async function sweep(
   double.faults.latencyMs = 20;
   const before = double.refreshAttempts;
   const started = Date.now();
-  const sweeper = spawn(
-    process.execPath,
-    [
-      ...(process.env.CREDVAULT_BENCH_PROFILE
-        ? ['--cpu-prof', `--cpu-prof-dir=${process.env.CREDVAULT_BENCH_PROFILE}/sweep-${database}`]
-        : []),
-      BIN,
-      'daemon',
-      '--listen',
-      `127.0.0.1:${port}`,
-      '--concurrency',
-      '32',
-    ],
-    { env: env as NodeJS.ProcessEnv },
-  );
+  const sweeper = spawnDaemon(env, port, `/sweep-${database}`);
   let rss = 0;
   let cpu = 0;
   try {
