@@ -8,6 +8,7 @@ import { type Database, embeddedDataDir, openDatabase } from '../db/client.js';
 import { asReported, errorMessage } from '../db/errors.js';
 import { lastAppliedMigration, migrationStatus } from '../db/migrate.js';
 import * as appStore from '../db/store/apps.js';
+import * as connectionStore from '../db/store/connections.js';
 import * as tokenStore from '../db/store/tokens.js';
 import type { ErrorCode } from '../errors.js';
 import { describeAtRisk, fixForAtRisk, versionAtRisk } from '../providers/versions.js';
@@ -188,13 +189,29 @@ async function runChecks(config: Config, opened: { database: Database | null }):
   return { ok: checks.every((c) => c.status !== 'failed'), checks };
 }
 
-/** Apps whose platform stops serving their API version soon (or already has). */
+/**
+ * Apps whose platform stops serving their API version soon (or already has), and disabled apps whose
+ * connections still hold tokens: nothing renews or uses those (refreshes and campaign commands are
+ * refused, `token get` serves only until the access token ends), which is rarely what was meant.
+ */
 async function checkApps(ctx: ServiceContext, where: string): Promise<Check> {
   try {
-    const apps = (await appStore.list(ctx.db)).filter((app) => app.enabled);
+    const all = await appStore.list(ctx.db);
+    const apps = all.filter((app) => app.enabled);
+    const disabled = all.filter((app) => !app.enabled);
+    const holding = new Map<string, number>();
+    if (disabled.length) {
+      const ids = new Set(disabled.map((app) => app.id));
+      for (const view of await connectionStore.listViews(ctx.db, {})) {
+        if (view.tokenId !== null && ids.has(view.appId)) {
+          holding.set(view.appId, (holding.get(view.appId) ?? 0) + 1);
+        }
+      }
+    }
+    const stranded = disabled.filter((app) => holding.has(app.id));
     const now = new Date();
     const risks = apps.flatMap((app) => versionAtRisk(app, now) ?? []);
-    if (!risks.length) {
+    if (!risks.length && !stranded.length) {
       return ok(
         'apps',
         apps.length
@@ -202,7 +219,18 @@ async function checkApps(ctx: ServiceContext, where: string): Promise<Check> {
           : 'none yet',
       );
     }
-    return warning('apps', risks.map(describeAtRisk).join('; '), fixForAtRisk(risks, now));
+    const strandedText = stranded.map((app) => {
+      const n = holding.get(app.id) ?? 0;
+      return `${app.platform}/${app.label} is disabled, but ${n} connection${n === 1 ? '' : 's'} on it hold${n === 1 ? 's' : ''} tokens that nothing can renew`;
+    });
+    const strandedFix = stranded.length
+      ? `${stranded.map((app) => `\`credvault apps enable ${app.platform}/${app.label}\``).join(', ')} (or revoke those connections if the app is retired: \`credvault status\` lists them).`
+      : null;
+    return warning(
+      'apps',
+      [...strandedText, ...risks.map(describeAtRisk)].join('; '),
+      [strandedFix, risks.length ? fixForAtRisk(risks, now) : null].filter(Boolean).join(' '),
+    );
   } catch (error) {
     return asFailure('apps', error, where, 'database_error', ctx.config.home);
   }

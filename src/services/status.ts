@@ -1,3 +1,4 @@
+import * as appStore from '../db/store/apps.js';
 import type { ConnectionView } from '../db/store/connections.js';
 import * as connectionStore from '../db/store/connections.js';
 import { connectionRef } from '../views.js';
@@ -6,8 +7,14 @@ import type { ServiceContext } from './context.js';
 
 export type Urgency = 'ok' | 'warning' | 'critical';
 
+/**
+ * A connection as status weighs it: with whether its app is enabled (a disabled app renews and uses
+ * none of its tokens). Absent where the caller did not look, taken as enabled.
+ */
+export type AssessedConnection = ConnectionView & { appEnabled?: boolean };
+
 export interface ConnectionHealth {
-  connection: ConnectionView;
+  connection: AssessedConnection;
   urgency: Urgency;
   /** What is wrong, in a sentence, when something is. */
   problem: string | null;
@@ -20,7 +27,7 @@ const DAY = 86_400_000;
 const ref = connectionRef;
 
 /** What each connection needs, most urgent first. */
-export function assess(c: ConnectionView, now = Date.now()): ConnectionHealth {
+export function assess(c: AssessedConnection, now = Date.now()): ConnectionHealth {
   // With the app named: `connect` asks which app when a platform has several.
   const reconnect = `credvault connect ${c.platform} --app ${c.appLabel} --account ${c.externalAccountId}`;
   if (c.status === 'revoked') {
@@ -29,6 +36,22 @@ export function assess(c: ConnectionView, now = Date.now()): ConnectionHealth {
       urgency: 'critical',
       problem: 'revoked',
       action: `connect again if it is still needed: ${reconnect}`,
+    };
+  }
+  // Before the grant's own state: while its app is disabled nothing renews the tokens, refreshes and
+  // campaign commands are refused (exit 7), and a new consent (the reconnect below) is refused too, so
+  // enabling the app comes first whatever else is wrong.
+  if (c.appEnabled === false) {
+    const app = `${c.platform}/${c.appLabel}`;
+    const expired = c.accessTokenExpiresAt !== null && c.accessTokenExpiresAt.getTime() <= now;
+    return {
+      connection: c,
+      // Until the access token ends, `token get` still serves it: attention soon, not yet a person now.
+      urgency: expired || c.status !== 'active' ? 'critical' : 'warning',
+      problem: expired
+        ? `app ${app} is disabled: its access token expired ${c.accessTokenExpiresAt!.toISOString()} and cannot be renewed`
+        : `app ${app} is disabled: its tokens cannot be renewed, and campaign commands and refreshes are refused`,
+      action: `credvault apps enable ${app}${c.status === 'active' ? '' : `, then ${reconnect}`}`,
     };
   }
   if (c.status === 'needs_reauth') {
@@ -121,5 +144,9 @@ const ORDER: Record<Urgency, number> = { critical: 0, warning: 1, ok: 2 };
 
 export async function vaultStatus(ctx: ServiceContext): Promise<ConnectionHealth[]> {
   const views = await connectionStore.listViews(ctx.db, {});
-  return views.map((v) => assess(v)).sort((a, b) => ORDER[a.urgency] - ORDER[b.urgency]);
+  const apps = await appStore.list(ctx.db);
+  const enabled = new Map(apps.map((app) => [app.id, app.enabled]));
+  return views
+    .map((v) => assess({ ...v, appEnabled: enabled.get(v.appId) ?? true }))
+    .sort((a, b) => ORDER[a.urgency] - ORDER[b.urgency]);
 }

@@ -272,6 +272,68 @@ describe.runIf(ONCE)('status', () => {
     expect(Date.parse(renewed.refresh_token_expires_at) - Date.now()).toBeGreaterThan(80 * 86_400_000);
   });
 
+  it('a connection whose app is disabled is flagged with `apps enable`, by status and by doctor', async () => {
+    const { v } = await connected('microsoft_ads');
+    type Status = {
+      summary: { warning: number; critical: number };
+      connections: Array<{
+        app_label: string;
+        app_enabled: boolean;
+        urgency: string;
+        problem: string;
+        action: string;
+      }>;
+    };
+    const before = (await v.json<Status>(['status'])).connections[0]!;
+    expect(before.urgency).toBe('ok');
+    const app = `microsoft_ads/${before.app_label}`;
+    expect((await v.cli(['apps', 'disable', app])).code).toBe(0);
+
+    // Refreshes and campaign commands are refused now: status says so, with the command that undoes it.
+    const refused = await v.cli(['connections', 'refresh', 'acct']);
+    expect(refused.code).toBe(7);
+    const disabled = await v.json<Status>(['status']);
+    expect(disabled.connections[0]!.problem).toBe(
+      `app ${app} is disabled: its tokens cannot be renewed, and campaign commands and refreshes are refused`,
+    );
+    expect(disabled.connections[0]!.action).toBe(`credvault apps enable ${app}`);
+    expect(disabled.summary.warning).toBe(1);
+    expect(disabled.connections[0]).toMatchObject({ urgency: 'warning', app_enabled: false });
+    expect(before.app_enabled).toBe(true);
+    const table = await v.cli(['status']);
+    expect(table.code).toBe(0);
+    expect(table.stdout).toContain(`! acct: app ${app} is disabled`);
+    // Once the access token has ended, nothing serves it: a person is needed now.
+    await v.sql("update oauth_tokens_vault set access_token_expires_at = now() - interval '1 minute'");
+    const expired = (await v.json<Status>(['status'])).connections[0]!;
+    expect(expired.urgency).toBe('critical');
+    expect(expired.problem).toContain('its access token expired');
+
+    const doctor = await v.cli(['doctor', '--json']);
+    expect(doctor.code, doctor.stderr).toBe(0);
+    const checks = (
+      JSON.parse(doctor.stdout) as {
+        checks: Array<{ name: string; status: string; message: string; fix: string }>;
+      }
+    ).checks;
+    const apps = checks.find((c) => c.name === 'apps')!;
+    expect(apps.status).toBe('warning');
+    expect(apps.message).toContain(
+      `${app} is disabled, but 1 connection on it holds tokens that nothing can renew`,
+    );
+    expect(apps.fix).toContain(`\`credvault apps enable ${app}\``);
+    expect(checks.find((c) => c.name === 'connections')!.status).toBe('warning');
+
+    // The advice, pasted, works: the connection refreshes again and both are quiet.
+    expect((await v.cli(firstCommand(disabled.connections[0]!.action))).code).toBe(0);
+    expect((await v.cli(['connections', 'refresh', 'acct'])).code).toBe(0);
+    expect((await v.json<Status>(['status'])).connections[0]!.urgency).toBe('ok');
+    const after = JSON.parse((await v.cli(['doctor', '--json'])).stdout) as {
+      checks: Array<{ name: string; status: string }>;
+    };
+    expect(after.checks.find((c) => c.name === 'apps')!.status).toBe('ok');
+  });
+
   it('a time a moment ago reads "0s ago", not "in 0s"', () => {
     const now = Date.now();
     expect(relative(new Date(now - 400), now)).toBe('0s ago');

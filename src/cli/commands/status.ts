@@ -13,6 +13,7 @@ export async function status(rt: Runtime): Promise<void> {
       summary: { connections: health.length, ...counts },
       connections: health.map((h) => ({
         ...connectionJson(h.connection),
+        app_enabled: h.connection.appEnabled !== false,
         urgency: h.urgency,
         problem: h.problem,
         action: h.action,
