@@ -193,6 +193,23 @@ describe('campaigns list on Google Ads', () => {
     expect(since(mark).filter((r) => r.path.startsWith('/v26/'))).toEqual([]);
   });
 
+  it('a search that keeps answering the same nextPageToken is stopped at its repeat: exit 5, no partial list', async () => {
+    const mark = double.requests.length;
+    double.settings.searchLoopToken = 'same-token';
+    try {
+      // Killed after 20 s: before the guard it asked without end (tens of thousands of searches).
+      const looping = await v.cli(['campaigns', 'list', 'us', '--json'], { timeoutMs: 20_000 });
+      expect(looping.code, looping.stderr).toBe(5);
+      expect(looping.stdout).toBe('');
+      expect(JSON.parse(looping.stderr).error).toMatchObject({ code: 'unavailable' });
+      expect(JSON.parse(looping.stderr).error.message).toContain('Google Ads gave the same next page twice');
+    } finally {
+      double.settings.searchLoopToken = null;
+    }
+    // The first page gave the token, the second gave it again: two searches, not a loop.
+    expect(since(mark, searchPath('v26', US))).toHaveLength(2);
+  });
+
   it('shows daily budgets in the currency, micros as strings, and flags a shared budget', async () => {
     const mark = double.requests.length;
     const table = await v.cli(['campaigns', 'list', 'us']);

@@ -546,6 +546,27 @@ describe('errors from the API', () => {
     );
   });
 
+  it('more pages than the bound: exit 5 and nothing changed, not a list cut short (a second ad group past it missed)', async () => {
+    // JP launch gets a second ad group behind 2,000 others: 1,001 pages of two, past the 1,000-page bound.
+    const filler = '2000000000000000299';
+    double.accounts.campaigns!.push(redditCampaign({ id: filler, ad_account_id: 'a2_jpy', name: 'Filler' }));
+    for (let i = 0; i < 2_000; i++) {
+      const id = String(1_000_000_000_000_100_000n + BigInt(i));
+      double.accounts.adGroups!.push(redditAdGroup({ id, ad_account_id: 'a2_jpy', campaign_id: filler }));
+    }
+    double.accounts.adGroups!.push(
+      redditAdGroup({ id: '1000000000000000212', ad_account_id: 'a2_jpy', campaign_id: JPY_CAMPAIGN }),
+    );
+    const listed = await v.cli(['campaigns', 'list', JPY]);
+    expect(listed.code, listed.stderr.slice(0, 500)).toBe(5);
+    expect(listed.stdout).toBe('');
+    expect(listed.stderr).toContain('Reddit still had more after 1000 pages');
+    // Before the bound was an error, JP launch looked like one ad group and that one was changed.
+    const change = await v.cli(['campaigns', 'set-budget', JPY, JPY_CAMPAIGN, '--daily', '1500', '--yes']);
+    expect(change.code, change.stderr.slice(0, 500)).toBe(5);
+    expect(patches()).toHaveLength(0);
+  });
+
   it('leaves no secret in the output or the database', async () => {
     await expectNoSecretsLeaked(v, [refreshToken, app.clientSecret, ...double.accessTokens.keys()]);
   });

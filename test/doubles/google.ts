@@ -126,6 +126,11 @@ export interface GoogleSettings {
   searchPageSize: number;
   /** Life of a `nextPageToken`; the paging guide says tokens expire after "about two hours". */
   pageTokenTtlSeconds: number;
+  /**
+   * A broken server: when set, every `googleAds:search` answers no rows and this same `nextPageToken`
+   * (a client that follows it never ends). Default null.
+   */
+  searchLoopToken: string | null;
   /** Smallest budget step per currency, in micros (currencies not listed: 10,000). */
   currencyMinimumUnitMicros: Record<string, number>;
   /** Budget amounts above this answer MONEY_AMOUNT_TOO_LARGE [guess: the real limit is undocumented]. */
@@ -1260,6 +1265,8 @@ function search(ctx: Ctx, stream: boolean): Reply {
       "Setting the page size is not supported. Search Responses will have fixed page size of '10000' rows.",
     );
   const pageToken = stream ? '' : request.pageToken;
+  const loop = ctx.double.settings.searchLoopToken;
+  if (!stream && loop !== null) return json(200, { results: [], nextPageToken: loop });
   if (pageToken !== undefined && pageToken !== '') {
     const cursor = typeof pageToken === 'string' ? cursorsOf(ctx.double).get(pageToken) : undefined;
     // [guess] a token sent with another query or customer answers INVALID_PAGE_TOKEN (the paging guide
@@ -1626,6 +1633,7 @@ export async function startGoogleDouble(options: GoogleDoubleOptions = {}): Prom
     gaqlResources: defaultGaqlResources(),
     searchPageSize: options.searchPageSize ?? 10_000,
     pageTokenTtlSeconds: 2 * 3600,
+    searchLoopToken: null,
     currencyMinimumUnitMicros: { ...GOOGLE_CURRENCY_MINIMUM_UNIT_MICROS },
     maxBudgetAmountMicros: 1_000_000_000_000_000n,
     acceptSnakeCaseUpdateMask: true,

@@ -3,6 +3,7 @@ import { InvalidInputError } from '../../errors.js';
 import { apiUrl } from '../authorize.js';
 import { apiRequest } from '../http.js';
 import { decimalToMicros, displayMoney, formatMicros } from '../money.js';
+import { PageGuard } from '../paging.js';
 import {
   linkedInAccountId,
   linkedInApiBase,
@@ -107,8 +108,10 @@ async function list(
   const campaigns: Campaign[] = [];
   const seen = new Set<string>();
   let pageToken: string | null = null;
-  // 5,000 campaigns at most per account: 50 pages of 100; the bound only stops a platform that loops.
-  for (let page = 0; page < 1000; page++) {
+  const what = `listing the campaigns of LinkedIn ad account ${account}`;
+  // 5,000 campaigns at most per account: 50 pages of 100; the guard only stops a platform that loops.
+  const guard = new PageGuard('LinkedIn', what);
+  for (;;) {
     const url = `${base}?q=search&${SEARCH}&pageSize=${PAGE_SIZE}${pageToken ? `&pageToken=${encodeURIComponent(pageToken)}` : ''}`;
     const response: {
       body: { elements?: LinkedInCampaign[]; metadata?: { nextPageToken?: string | null } } | null;
@@ -118,7 +121,7 @@ async function list(
       headers: linkedInHeaders(app, token),
       signal: options.signal,
       secrets: [token.reveal()],
-      what: `listing the campaigns of LinkedIn ad account ${account}`,
+      what,
       readError: readLinkedInError,
     });
     for (const element of response.body?.elements ?? []) {
@@ -128,7 +131,8 @@ async function list(
       campaigns.push(campaign);
     }
     const next = response.body?.metadata?.nextPageToken || null;
-    if (!next || next === pageToken) break;
+    if (!next) break;
+    guard.next(next);
     pageToken = next;
   }
   return campaigns;

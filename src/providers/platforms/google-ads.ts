@@ -5,6 +5,7 @@ import { ProviderError } from '../errors.js';
 import type { ErrorReader } from '../http.js';
 import { apiRequest } from '../http.js';
 import { exchangeCode, type OAuthProfile, refreshGrant, revokeToken } from '../oauth.js';
+import { PageGuard } from '../paging.js';
 import type { AdAccount, CallOptions, Provider, ProviderApp } from '../types.js';
 
 const info = PLATFORMS.google_ads;
@@ -113,6 +114,7 @@ export async function googleSearch<R = SearchRow>(
   what: string,
 ): Promise<R[]> {
   const rows: R[] = [];
+  const guard = new PageGuard('Google Ads', what);
   let pageToken: string | undefined;
   do {
     const { body } = await apiRequest<{ results?: R[]; nextPageToken?: string }>({
@@ -127,6 +129,7 @@ export async function googleSearch<R = SearchRow>(
     });
     rows.push(...(body?.results ?? []));
     pageToken = body?.nextPageToken || undefined;
+    if (pageToken) guard.next(pageToken);
   } while (pageToken);
   return rows;
 }

@@ -4,6 +4,7 @@ import { PLATFORMS } from '../catalog.js';
 import type { ErrorReader } from '../http.js';
 import { apiRequest } from '../http.js';
 import { exchangeCode, type OAuthProfile, refreshGrant, revokeToken } from '../oauth.js';
+import { PageGuard } from '../paging.js';
 import type { AdAccount, CallOptions, Provider, ProviderApp } from '../types.js';
 
 const info = PLATFORMS.linkedin_ads;
@@ -106,7 +107,9 @@ async function discoverAccounts(
   const secrets = [accessToken.reveal()];
   const roles = new Map<string, string>();
   const count = 100;
+  const guard = new PageGuard('LinkedIn', 'listing LinkedIn ad accounts (adAccountUsers)');
   for (let start = 0; ; start += count) {
+    if (start) guard.next(String(start));
     const { body } = await apiRequest<{ elements?: Array<{ account?: string; role?: string }> }>({
       method: 'GET',
       url: apiUrl(base, '/rest/adAccountUsers', {

@@ -5,6 +5,7 @@ import { ProviderError } from '../errors.js';
 import type { ErrorReader } from '../http.js';
 import { apiRequest } from '../http.js';
 import { exchangeCode, type OAuthProfile, refreshGrant, revokeToken } from '../oauth.js';
+import { PageGuard } from '../paging.js';
 import type { AdAccount, CallOptions, Provider, ProviderApp } from '../types.js';
 
 const info = PLATFORMS.reddit_ads;
@@ -84,8 +85,9 @@ export async function redditPages<T>(
 ): Promise<T[]> {
   const origin = new URL(redditApiBase(app)).origin;
   const items: T[] = [];
+  const guard = new PageGuard('Reddit', what);
   let url: string | null = firstUrl;
-  for (let page = 0; url && page < 1000; page++) {
+  while (url) {
     if (new URL(url).origin !== origin) {
       throw new ProviderError('invalid_response', `${what}: Reddit's next page points outside ${origin}`);
     }
@@ -100,7 +102,8 @@ export async function redditPages<T>(
         readError: readRedditError,
       });
     items.push(...(body?.data ?? []));
-    url = body?.pagination?.next_url ?? null;
+    url = body?.pagination?.next_url || null;
+    if (url) guard.next(url);
   }
   return items;
 }
