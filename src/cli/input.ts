@@ -127,24 +127,68 @@ export async function readSecretLine(rt: Runtime, what: string): Promise<Secret>
   return new Secret(text.trim());
 }
 
+/**
+ * What an @inquirer prompt is given: the runtime's streams, and a signal that cancels it when the input
+ * ends (Ctrl-D at the terminal, or standard input closing). Inquirer's readline closes then, but its
+ * promise never settles: with nothing left to wait for, the process ended as an internal error. The
+ * signal rejects it with AbortPromptError, which `run` reports as Ctrl-C's ExitPromptError: `cancelled`,
+ * exit 2, nothing changed. Ctrl-D anywhere in a prompt cancels it (readline would delete a character
+ * on a non-empty line; an answer half typed and Ctrl-D is taken as "stop", the safe reading).
+ * `release` removes the listeners once the prompt is over.
+ */
+export function promptContext(rt: Runtime): {
+  context: { input: NodeJS.ReadableStream; output: NodeJS.WritableStream; signal: AbortSignal };
+  release: () => void;
+} {
+  const input = rt.io.stdin as NodeJS.ReadableStream;
+  const ended = new AbortController();
+  const end = () => ended.abort(new Error('the input ended'));
+  const key = (_: unknown, pressed?: { ctrl?: boolean; name?: string }) => {
+    if (pressed?.ctrl && pressed.name === 'd') end();
+  };
+  input.on('keypress', key);
+  input.once('end', end);
+  input.once('close', end);
+  return {
+    context: { input, output: rt.io.stderr as NodeJS.WritableStream, signal: ended.signal },
+    release: () => {
+      input.removeListener('keypress', key);
+      input.removeListener('end', end);
+      input.removeListener('close', end);
+    },
+  };
+}
+
+/** Runs one prompt with promptContext's streams and signal, releasing its listeners after. */
+async function ask<T>(
+  rt: Runtime,
+  run: (context: ReturnType<typeof promptContext>['context']) => Promise<T>,
+) {
+  const { context, release } = promptContext(rt);
+  try {
+    return await run(context);
+  } finally {
+    release();
+  }
+}
+
 /** A hidden prompt on the terminal. Callers check `rt.interactive` first and say which input to give. */
 export async function promptSecret(rt: Runtime, message: string, options: { optional?: boolean } = {}) {
   const { password } = await import('@inquirer/prompts');
-  const value = await password(
-    {
-      message,
-      mask: '*',
-      validate: (v: string) => (options.optional || v.trim() !== '' ? true : 'required'),
-    },
-    { input: rt.io.stdin as NodeJS.ReadableStream, output: rt.io.stderr as NodeJS.WritableStream },
+  const value = await ask(rt, (context) =>
+    password(
+      {
+        message,
+        mask: '*',
+        validate: (v: string) => (options.optional || v.trim() !== '' ? true : 'required'),
+      },
+      context,
+    ),
   );
   return value.trim() === '' ? null : new Secret(value.trim());
 }
 
 export async function confirm(rt: Runtime, message: string): Promise<boolean> {
-  const { confirm: ask } = await import('@inquirer/prompts');
-  return ask(
-    { message, default: false },
-    { input: rt.io.stdin as NodeJS.ReadableStream, output: rt.io.stderr as NodeJS.WritableStream },
-  );
+  const { confirm: yesNo } = await import('@inquirer/prompts');
+  return ask(rt, (context) => yesNo({ message, default: false }, context));
 }

@@ -8,6 +8,8 @@
  * One vault and one double for the whole file (every CLI call costs about a second on the embedded
  * database); each test reads what it needs from the double's state instead of assuming an order.
  */
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { CampaignJson, BudgetResultJson as ResultJson } from '../../src/cli/commands/campaigns.js';
 import {
@@ -21,7 +23,9 @@ import {
 } from '../doubles/google.js';
 import type { RecordedRequest } from '../doubles/index.js';
 import { type AppSetup, addAppFor, adoptGrant } from '../helpers/flows.js';
+import { BIN } from '../helpers/paths.js';
 import { createVault, type TestVault } from '../helpers/vault.js';
+import { until } from '../helpers/wait.js';
 
 const MANAGER = '1112223334';
 const US = '1234567890'; // USD, granted directly: no login-customer-id
@@ -258,6 +262,55 @@ describe('campaigns set-budget on Google Ads', () => {
       expect(double.requests.slice(mark).map((r) => `${daily}: ${r.method} ${r.path}`)).toEqual([]);
     }
   });
+
+  // At a terminal (script(1) gives it one): the end of input at a prompt is a "no", as Ctrl-C is.
+  it.skipIf(!existsSync('/usr/bin/script'))(
+    'Ctrl-D at the "Change it?" prompt, or at a hidden one, cancels: exit 2, nothing changed (not an internal error)',
+    async () => {
+      const atTerminal = async (args: string, prompt: string) => {
+        const command = `'${process.execPath}' '${BIN}' ${args}; echo "exit=$?"`;
+        const child = spawn('/usr/bin/script', ['-qec', command, '/dev/null'], {
+          env: { ...v.env } as NodeJS.ProcessEnv,
+          cwd: v.root,
+          stdio: ['pipe', 'pipe', 'pipe'],
+        });
+        let out = '';
+        child.stdout!.on('data', (d: Buffer) => {
+          out += d.toString();
+        });
+        const exited = new Promise<void>((resolve) => child.on('close', () => resolve()));
+        try {
+          await until(() => out.includes(prompt), { timeoutMs: 30_000 });
+          child.stdin!.write('\x04');
+          await until(() => /exit=\d+/.test(out), { timeoutMs: 15_000 });
+        } finally {
+          child.kill('SIGKILL');
+          await exited;
+        }
+        return out;
+      };
+      const mark = double.requests.length;
+      const change = await atTerminal('campaigns set-budget us 21000000001 --daily 61', 'Change it?');
+      expect(change, change).toMatch(/exit=2\b/);
+      expect(change).toContain('error: cancelled');
+      expect(change).not.toContain('internal');
+      expect(since(mark, mutatePath('v26', US))).toEqual([]);
+
+      const before = await v.sql<{ updated_at: Date }>(
+        "select updated_at from oauth_app_credentials where label = 'google-direct'",
+      );
+      const secret = await atTerminal(
+        'apps update google_ads/google-direct --new-client-secret',
+        'client secret',
+      );
+      expect(secret, secret).toMatch(/exit=2\b/);
+      expect(secret).toContain('error: cancelled');
+      const after = await v.sql<{ updated_at: Date }>(
+        "select updated_at from oauth_app_credentials where label = 'google-direct'",
+      );
+      expect(after).toEqual(before);
+    },
+  );
 
   it('changes the budget for real at the edges (0.01, 1234567.89 USD), validates with Google’s dry run; list and audit show it', async () => {
     const before = budgetOf(US, '13000000001').amountMicros;
