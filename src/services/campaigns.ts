@@ -95,6 +95,94 @@ export interface BudgetRequest {
   dailyBudgetMicros: bigint;
   validateOnly: boolean;
   allowShared?: boolean;
+  /**
+   * The campaign as the caller read it before asking (the CLI shows old → new from it), and the other
+   * campaigns of the account: what the request and failure rows record as the budget before, and which
+   * other campaigns a shared budget changes. Without it those rows have only the requested amount.
+   */
+  seen?: { campaign: Campaign; campaigns: Campaign[] };
+}
+
+/** At most this many other campaign ids on an audit row of a shared budget (the count is always there). */
+const SHARED_IDS_KEPT = 100;
+
+/**
+ * What an audit row says of the budget before a change: its amount (to put it back after an unknown
+ * outcome) and, when it is shared, the other campaigns it changes too.
+ */
+export function budgetBefore(seen: BudgetRequest['seen']): Record<string, unknown> {
+  if (!seen) return {};
+  const { campaign, campaigns } = seen;
+  const detail: Record<string, unknown> = {
+    previous_micros: campaign.dailyBudgetMicros?.toString() ?? null,
+    budget_level: campaign.budget.level,
+    budget_id: campaign.budget.id,
+    shared: campaign.budget.shared,
+  };
+  if (campaign.budget.shared) {
+    const others =
+      campaign.budget.id === null
+        ? []
+        : campaigns
+            .filter((c) => c.id !== campaign.id && c.budget.id === campaign.budget.id)
+            .map((c) => c.id);
+    detail['shared_by'] = campaign.budget.sharedBy ?? others.length + 1;
+    detail['shared_with'] = others.slice(0, SHARED_IDS_KEPT);
+  }
+  return detail;
+}
+
+/** Writes one audit row of a budget change or validation of `campaignId` on `connection`. */
+function budgetAudit(
+  ctx: ServiceContext,
+  connection: ConnectionRow,
+  campaignId: string,
+  validateOnly: boolean,
+) {
+  const platform = connection.platform as PlatformId;
+  return (outcome: 'success' | 'failure', detail: Record<string, unknown>, action?: string) =>
+    ctx.transaction((tx) =>
+      recordAudit(tx, ctx.actor, {
+        action: action ?? (validateOnly ? 'campaign.budget.validate' : 'campaign.budget'),
+        targetType: 'campaign',
+        targetId: campaignId,
+        connectionId: connection.id,
+        outcome,
+        detail: { platform, account: connection.externalAccountId, campaign: campaignId, ...detail },
+      }),
+    );
+}
+
+/**
+ * Records a change or validation that credvault's own checks of the platform's rules refused before
+ * anything was sent (below a known minimum, more digits than the currency has, a shared budget without
+ * --shared, a campaign with no daily budget): on the platforms without a dry run these checks are the
+ * validation, and a refused change is as much on record as one the platform refused. `requestedMicros`
+ * is null when the amount could not be read in the currency. The error is thrown on by the caller.
+ */
+export async function recordBudgetRefusal(
+  ctx: ServiceContext,
+  connection: ConnectionRow,
+  request: {
+    campaignId: string;
+    requestedMicros: bigint | null;
+    validateOnly: boolean;
+    seen: BudgetRequest['seen'];
+  },
+  error: CredvaultError,
+): Promise<void> {
+  await budgetAudit(
+    ctx,
+    connection,
+    request.campaignId,
+    request.validateOnly,
+  )('failure', {
+    requested_micros: request.requestedMicros?.toString() ?? null,
+    ...budgetBefore(request.seen),
+    error: error.code,
+    refused_by: 'credvault',
+    message: error.message.slice(0, 300),
+  });
 }
 
 /**
@@ -113,21 +201,14 @@ export async function setCampaignBudget(
   const ops = await campaignOpsFor(platform);
   const campaignId = request.campaignId.trim();
   if (!campaignId) throw new InvalidInputError('a campaign id is needed');
-  const audit = (outcome: 'success' | 'failure', detail: Record<string, unknown>, action?: string) =>
-    ctx.transaction((tx) =>
-      recordAudit(tx, ctx.actor, {
-        action: action ?? (request.validateOnly ? 'campaign.budget.validate' : 'campaign.budget'),
-        targetType: 'campaign',
-        targetId: campaignId,
-        connectionId: connection.id,
-        outcome,
-        detail: { platform, account: connection.externalAccountId, campaign: campaignId, ...detail },
-      }),
-    );
+  const audit = budgetAudit(ctx, connection, campaignId, request.validateOnly);
+  // The budget before (and the campaigns a shared one changes) on every row: after an unknown outcome
+  // the request row is what an operator restores from.
+  const before = budgetBefore(request.seen);
   if (!request.validateOnly) {
     await audit(
       'success',
-      { requested_micros: request.dailyBudgetMicros.toString() },
+      { requested_micros: request.dailyBudgetMicros.toString(), ...before },
       'campaign.budget.request',
     );
   }
@@ -158,6 +239,7 @@ export async function setCampaignBudget(
     const code = error instanceof CredvaultError ? error.code : 'internal';
     await audit('failure', {
       requested_micros: request.dailyBudgetMicros.toString(),
+      ...before,
       error: code,
       ...(unanswered ? { result: 'unknown' } : {}),
       message: error instanceof Error ? error.message.slice(0, 300) : null,
@@ -174,12 +256,14 @@ export async function setCampaignBudget(
     throw error;
   }
   const unrecorded = await audit('success', {
+    ...before,
     mode: result.mode,
     currency: result.campaign.currency,
     previous_micros: result.previousMicros?.toString() ?? null,
     new_micros: result.newMicros.toString(),
     budget_level: result.target.level,
     budget_id: result.target.id,
+    shared: result.campaign.budget.shared,
   }).then(
     () => null,
     (error: unknown) => {

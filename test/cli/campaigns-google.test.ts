@@ -471,6 +471,24 @@ describe('campaigns set-budget on Google Ads', () => {
     expect(refused.stderr).toContain('--shared');
     expect(since(mark, mutatePath('v26', US))).toEqual([]);
     expect(budgetOf(US, '13000000002').amountMicros).toBe('120000000');
+    type Row = { action: string; outcome: string; detail: Record<string, unknown> };
+    const rows = (n: number) =>
+      v.sql<Row>(
+        `select action, outcome, detail from credential_access_audit where target_id = '21000000002' and action like 'campaign.budget%' order by id desc limit ${n}`,
+      );
+    // Refused by credvault's rule, and on record as a refused change: shared, with which campaigns.
+    expect((await rows(1))[0]).toMatchObject({
+      action: 'campaign.budget',
+      outcome: 'failure',
+      detail: {
+        requested_micros: '150000000',
+        previous_micros: '120000000',
+        shared: true,
+        shared_by: 2,
+        shared_with: ['21000000003'],
+        refused_by: 'credvault',
+      },
+    });
 
     mark = double.requests.length;
     const changed = await v.json<ResultJson>([
@@ -493,6 +511,19 @@ describe('campaigns set-budget on Google Ads', () => {
       '21000000002',
       '21000000003',
     ]);
+    // The request and its outcome say the budget was shared, which other campaign it changed, and what
+    // it was before.
+    const [outcome, request] = await rows(2);
+    const shared = { previous_micros: '120000000', shared: true, shared_by: 2, shared_with: ['21000000003'] };
+    expect(request).toMatchObject({
+      action: 'campaign.budget.request',
+      detail: { requested_micros: '150000000', ...shared },
+    });
+    expect(outcome).toMatchObject({
+      action: 'campaign.budget',
+      outcome: 'success',
+      detail: { new_micros: '150000000', ...shared },
+    });
   });
 
   it('without --yes and without a terminal: exit 2, and nothing is asked of Google', async () => {
@@ -678,7 +709,15 @@ describe('Google Ads API errors', () => {
     const unknown = await v.sql<{ outcome: string; detail: { result?: string } }>(
       "select outcome, detail from credential_access_audit where action = 'campaign.budget' order by id desc limit 1",
     );
-    expect(unknown[0]).toMatchObject({ outcome: 'failure', detail: { result: 'unknown' } });
+    // With the budget before, which the CLI had just read: what an operator restores after an unknown outcome.
+    expect(unknown[0]).toMatchObject({
+      outcome: 'failure',
+      detail: { result: 'unknown', requested_micros: '11000000', previous_micros: '9000000', shared: false },
+    });
+    const [asked] = await v.sql<{ detail: Record<string, unknown> }>(
+      "select detail from credential_access_audit where action = 'campaign.budget.request' order by id desc limit 1",
+    );
+    expect(asked!.detail).toMatchObject({ requested_micros: '11000000', previous_micros: '9000000' });
     // A write answered with a server's failure (500, a gateway's 502 or 504) may have been made too.
     double.faults.failNext(1, { status: 502, body: 'Bad Gateway', path: mutatePath('v26', US) });
     const gateway = await setBudget('11');

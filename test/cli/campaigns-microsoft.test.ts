@@ -257,6 +257,22 @@ describe('campaigns set-budget', () => {
     );
     expect(sent(UPDATE, 'PUT')).toHaveLength(0);
     expect(double.settings.campaignWrites).toHaveLength(writes);
+    // credvault's checks are Microsoft's validation here: the refusal is audited as one, with the
+    // budget it would have replaced.
+    const [refusal] = await v.sql<{ outcome: string; detail: Record<string, unknown> }>(
+      "select outcome, detail from credential_access_audit where action = 'campaign.budget.validate' and target_id = '700000002' order by id desc limit 1",
+    );
+    expect(refusal).toMatchObject({
+      outcome: 'failure',
+      detail: {
+        requested_micros: '40000',
+        previous_micros: '50000',
+        shared: false,
+        error: 'invalid_input',
+        refused_by: 'credvault',
+        message: 'Microsoft Advertising refuses a daily budget below 0.05 USD (asked: 0.04 USD)',
+      },
+    });
   });
 
   it('sends 0.51 exactly; Microsoft’s PartialErrors refusal is exit 2 with its message, nothing changed', async () => {

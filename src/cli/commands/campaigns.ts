@@ -1,9 +1,14 @@
-import { InvalidInputError } from '../../errors.js';
+import { CredvaultError, InvalidInputError } from '../../errors.js';
 import { assertSettable, checkDailyBudget } from '../../providers/campaigns/common.js';
 import type { PlatformId } from '../../providers/catalog.js';
 import { displayMoney, formatMicros, parseAmount } from '../../providers/money.js';
 import type { BudgetChangeResult, Campaign } from '../../providers/types.js';
-import { getCampaign, listCampaigns, setCampaignBudget } from '../../services/campaigns.js';
+import {
+  getCampaign,
+  listCampaigns,
+  recordBudgetRefusal,
+  setCampaignBudget,
+} from '../../services/campaigns.js';
 import { connectionRef } from '../../views.js';
 import { withContext } from '../context.js';
 import { confirm } from '../input.js';
@@ -105,22 +110,47 @@ export async function setBudget(
       hint: 'Run it again with --yes, or with --validate-only to check the change without making it.',
     });
   }
-  const { connection, campaign } = await withContext(rt, (ctx) => getCampaign(ctx, ref, campaignId));
+  const { connection, campaign, campaigns } = await withContext(rt, (ctx) =>
+    getCampaign(ctx, ref, campaignId),
+  );
   if (!campaign.currency) {
     throw new InvalidInputError(`the currency of campaign ${campaign.id} is not known`, {
       hint: 'The platform did not say it; this is a bug worth reporting.',
     });
   }
-  const micros = parseAmount(opts.daily, campaign.currency);
-  // What the platform module would refuse (no daily budget, a shared one, below a known minimum) is
-  // said before asking, not after.
+  const seen = { campaign, campaigns };
+  // What the platform module would refuse (more digits than the currency has, no daily budget, a
+  // shared one, below a known minimum) is said before asking, not after; and audited, as a refusal
+  // by the platform is: on the platforms without a dry run these checks are the validation. A typo in
+  // the amount's form (refused above, before any call) is not a budget change and is not audited.
   const platform = connection.platform as PlatformId;
-  assertSettable(
-    campaign,
-    { campaignId: campaign.id, dailyBudgetMicros: micros, validateOnly, allowShared: opts.shared === true },
-    platform,
-  );
-  checkDailyBudget(platform, micros, campaign.currency);
+  let micros: bigint | null = null;
+  try {
+    micros = parseAmount(opts.daily, campaign.currency);
+    assertSettable(
+      campaign,
+      { campaignId: campaign.id, dailyBudgetMicros: micros, validateOnly, allowShared: opts.shared === true },
+      platform,
+    );
+    checkDailyBudget(platform, micros, campaign.currency);
+  } catch (error) {
+    if (error instanceof CredvaultError) {
+      const requestedMicros = micros;
+      await withContext(rt, (ctx) =>
+        recordBudgetRefusal(
+          ctx,
+          connection,
+          { campaignId: campaign.id, requestedMicros, validateOnly, seen },
+          error,
+        ),
+      ).catch((failure: unknown) =>
+        rt.out.warn(
+          `the refusal could not be written to the audit log: ${failure instanceof Error ? failure.message : String(failure)}`,
+        ),
+      );
+    }
+    throw error;
+  }
   const before = displayMoney(campaign.dailyBudgetMicros, campaign.currency) ?? 'none';
   const after = displayMoney(micros, campaign.currency);
   const where = `${connectionRef(connection)} campaign ${campaign.id} (${campaign.name})`;
@@ -143,6 +173,7 @@ export async function setBudget(
       dailyBudgetMicros: micros,
       validateOnly,
       allowShared: opts.shared === true,
+      seen,
     }),
   );
   if (result.unrecorded) {
