@@ -741,6 +741,31 @@ describe('Google Ads API errors', () => {
     expect(unread.stderr).not.toContain('may or may not');
   });
 
+  it('a retired API version: apps update warns as it is set, and a campaign command exits 2 saying how to set a served one', async () => {
+    const app = 'google_ads/google-direct';
+    try {
+      // A warning, not a refusal (a sandbox may still serve it).
+      const update = await v.cli(['apps', 'update', app, '--api-version', 'v21']);
+      expect(update.code, update.stderr).toBe(0);
+      expect(update.stderr).toContain(
+        `${app} uses API version v21, which the platform no longer serves (since 2026-08-05)`,
+      );
+      expect(update.stderr).toContain(`credvault apps update ${app} --api-version`);
+      // Google's 404 "API version v21 is not available" is the app's setting, not a missing account.
+      const listed = await v.cli(['campaigns', 'list', 'us']);
+      expect(listed.code, listed.stderr).toBe(2);
+      expect(listed.stderr).toContain('API version v21 is not available');
+      expect(listed.stderr).toContain(
+        `Google Ads no longer serves API version v21: set a current one with \`credvault apps update ${app} --api-version v26\``,
+      );
+    } finally {
+      const back = await v.cli(['apps', 'update', app, '--api-version', '']);
+      expect(back.code, back.stderr).toBe(0);
+      expect(back.stderr).not.toContain('no longer serves');
+    }
+    expect((await v.cli(['campaigns', 'list', 'us'])).code).toBe(0);
+  });
+
   it('a developer token Google insists on but the app lacks: exit 4 naming it, and no refresh', async () => {
     const refreshes = double.refreshAttempts;
     double.settings.requireDeveloperToken = true;

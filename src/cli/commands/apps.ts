@@ -2,6 +2,7 @@ import type { Secret } from '../../crypto/secret.js';
 import type { AppRecord } from '../../db/store/apps.js';
 import { InvalidInputError } from '../../errors.js';
 import { PLATFORMS, parsePlatform } from '../../providers/catalog.js';
+import { describeAtRisk, fixForAtRisk, versionAtRisk } from '../../providers/versions.js';
 import {
   APP_FILE_FIELDS,
   type AppFields,
@@ -144,6 +145,7 @@ export async function add(rt: Runtime, platformInput: string, flags: AppFlags): 
   const app = await withContext(rt, (ctx) => addApp(ctx, platform, fields));
   printApp(rt, app);
   rt.out.success(`added ${app.platform}/${app.label}`);
+  warnRetiredVersion(rt, app);
   if (platform === 'reddit_ads' && !fields.userAgent) {
     // Reddit's API rules ask for <platform>:<app id>:<version> (by /u/<reddit username>); the name
     // is not something credvault can know. (Loaded only here: the module brings the OAuth client.)
@@ -183,6 +185,19 @@ export async function update(rt: Runtime, ref: string, flags: UpdateFlags): Prom
   const app = await withContext(rt, (ctx) => updateApp(ctx, ref, fields, { force: flags.force === true }));
   printApp(rt, app);
   rt.out.success(`updated ${app.platform}/${app.label}`);
+  warnRetiredVersion(rt, app);
+}
+
+/**
+ * An API version its platform no longer serves, said as it is set rather than by the platform's
+ * refusal at the next campaign command or connect (doctor says it too). A warning, not a refusal: a
+ * sandbox or a platform's extension may still serve it.
+ */
+function warnRetiredVersion(rt: Runtime, app: AppRecord): void {
+  const now = new Date();
+  const risk = versionAtRisk(app, now);
+  if (!risk || risk.days > 0) return;
+  rt.out.warn(`${describeAtRisk(risk)}. ${fixForAtRisk([risk], now)}`);
 }
 
 export const APP_COLUMNS: Column<AppRecord>[] = [
