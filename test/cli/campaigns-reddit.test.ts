@@ -567,6 +567,39 @@ describe('errors from the API', () => {
     expect(patches()).toHaveLength(0);
   });
 
+  it('a currency that could not be looked up says why: a 403 is the grant (connect again, exit 4), a 5xx a retry (exit 5)', async () => {
+    // As a connection imported from a .env file: no currency stored, so Reddit's businesses are asked.
+    await v.sql(
+      `update ad_account_connections set details = details - 'currency' where external_account_id = 'a2_uvw'`,
+    );
+    const setBudget = () =>
+      v.cli(['campaigns', 'set-budget', EUR, S.eurCampaign, '--daily', '25', '--validate-only']);
+    double.faults.failNext(1, {
+      status: 403,
+      body: { message: 'Forbidden', error: 403 },
+      path: '/api/v3/me/businesses',
+    });
+    const forbidden = await setBudget();
+    expect(forbidden.code, forbidden.stderr).toBe(4);
+    expect(forbidden.stderr).toContain(
+      `the currency of campaign ${S.eurCampaign} is not known (the connection has none stored), and looking it up failed`,
+    );
+    expect(forbidden.stderr).toContain('HTTP 403');
+    expect(forbidden.stderr).toContain('credvault connect reddit_ads --account a2_uvw');
+    expect(forbidden.stderr).not.toContain('bug worth reporting');
+
+    double.faults.failNext(1, { status: 503, body: 'Service Unavailable', path: '/api/v3/me/businesses' });
+    const unavailable = await setBudget();
+    expect(unavailable.code, unavailable.stderr).toBe(5);
+    expect(unavailable.stderr).toContain('looking it up failed');
+    expect(unavailable.stderr).not.toContain('bug worth reporting');
+
+    // Once Reddit answers, the currency is found and the check goes on.
+    const fine = await setBudget();
+    expect(fine.code, fine.stderr).toBe(0);
+    expect(patches()).toHaveLength(0);
+  });
+
   it('leaves no secret in the output or the database', async () => {
     await expectNoSecretsLeaked(v, [refreshToken, app.clientSecret, ...double.accessTokens.keys()]);
   });

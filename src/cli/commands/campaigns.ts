@@ -1,6 +1,8 @@
+import type { ConnectionRow } from '../../db/store/connections.js';
 import { CredvaultError, InvalidInputError } from '../../errors.js';
-import { assertSettable, checkDailyBudget } from '../../providers/campaigns/common.js';
+import { assertSettable, checkDailyBudget, currencyLookupFailure } from '../../providers/campaigns/common.js';
 import type { PlatformId } from '../../providers/catalog.js';
+import { ProviderError } from '../../providers/errors.js';
 import { displayMoney, formatMicros, parseAmount } from '../../providers/money.js';
 import type { BudgetChangeResult, Campaign } from '../../providers/types.js';
 import {
@@ -9,6 +11,7 @@ import {
   recordBudgetRefusal,
   setCampaignBudget,
 } from '../../services/campaigns.js';
+import { errorForKind, providerFailure } from '../../services/platform-calls.js';
 import { connectionRef } from '../../views.js';
 import { withContext } from '../context.js';
 import { confirm } from '../input.js';
@@ -90,6 +93,31 @@ function resultJson(result: BudgetChangeResult & { connection: { id: string } })
  * The campaign is read first so the operator sees old → new (and the shared-budget warning) before
  * anything changes; on a terminal that is a question, elsewhere `--yes` is the answer.
  */
+/**
+ * A campaign whose currency is not known cannot take an amount. Where looking it up failed (Reddit
+ * reads it from the businesses' ad accounts when the connection does not know it), that failure is
+ * the error, with its own remedy: a 403 is a grant that may not read them (connect again), a 5xx a
+ * retry later. Otherwise the platform did not say it.
+ */
+function unknownCurrency(connection: ConnectionRow, campaign: Campaign): Error {
+  const ref = connectionRef(connection);
+  const failure = currencyLookupFailure(campaign);
+  const what = `the currency of campaign ${campaign.id} is not known (the connection has none stored), and looking it up failed`;
+  if (failure instanceof ProviderError) {
+    if (failure.kind === 'forbidden' || failure.kind === 'unauthenticated') {
+      return errorForKind(failure.kind, `${ref}: ${what}: ${failure.message}`, {
+        cause: failure,
+        hint: `The grant may not read the ad accounts of its businesses (where the currency is): connect again, allowing it, with \`credvault connect ${connection.platform} --account ${connection.externalAccountId}\`.`,
+      });
+    }
+    return providerFailure(failure, `${ref}: ${what}`) as Error;
+  }
+  if (failure !== undefined) return failure instanceof Error ? failure : new Error(String(failure));
+  return new InvalidInputError(`the currency of campaign ${campaign.id} is not known`, {
+    hint: 'The platform did not say it; this is a bug worth reporting.',
+  });
+}
+
 export async function setBudget(
   rt: Runtime,
   ref: string,
@@ -113,11 +141,7 @@ export async function setBudget(
   const { connection, campaign, campaigns } = await withContext(rt, (ctx) =>
     getCampaign(ctx, ref, campaignId),
   );
-  if (!campaign.currency) {
-    throw new InvalidInputError(`the currency of campaign ${campaign.id} is not known`, {
-      hint: 'The platform did not say it; this is a bug worth reporting.',
-    });
-  }
+  if (!campaign.currency) throw unknownCurrency(connection, campaign);
   const seen = { campaign, campaigns };
   // What the platform module would refuse (more digits than the currency has, no daily budget, a
   // shared one, below a known minimum) is said before asking, not after; and audited, as a refusal

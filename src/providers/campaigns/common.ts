@@ -134,3 +134,19 @@ export function simulated(campaign: Campaign, change: BudgetChange): BudgetChang
     target: { level: campaign.budget.level, id: campaign.budget.id ?? campaign.id },
   };
 }
+
+/**
+ * Why a campaign's currency is not known, when looking it up failed (Reddit reads it from the
+ * businesses' ad accounts when the connection does not know it: a .env import). The list still shows
+ * without it (amounts in micros); a budget change cannot, and says this cause rather than "the
+ * platform did not say". Kept beside the campaigns a list made, in this process only.
+ */
+const currencyLookupFailures = new WeakMap<Campaign, unknown>();
+
+export function noteCurrencyLookupFailure(campaigns: Campaign[], error: unknown): void {
+  for (const campaign of campaigns) currencyLookupFailures.set(campaign, error);
+}
+
+export function currencyLookupFailure(campaign: Campaign): unknown {
+  return currencyLookupFailures.get(campaign);
+}

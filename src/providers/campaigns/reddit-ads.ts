@@ -19,7 +19,13 @@ import type {
   CampaignTarget,
   ProviderApp,
 } from '../types.js';
-import { assertSettable, checkDailyBudget, findCampaign, simulated } from './common.js';
+import {
+  assertSettable,
+  checkDailyBudget,
+  findCampaign,
+  noteCurrencyLookupFailure,
+  simulated,
+} from './common.js';
 
 /**
  * Reddit Ads API v3: campaigns and ad groups under the ad account (paged by `pagination.next_url`).
@@ -96,11 +102,21 @@ async function accountCurrency(
   token: Secret,
   target: CampaignTarget,
   options: CallOptions,
-): Promise<string | null> {
-  if (target.currency) return target.currency;
-  // Without it the list still shows (amounts in micros), as before it was looked up.
-  const accounts = await discoverAccounts(app, token, options).catch(() => []);
-  return accounts.find((a) => a.id === target.accountId)?.currency ?? null;
+): Promise<{ currency: string | null; failure: unknown }> {
+  if (target.currency) return { currency: target.currency, failure: undefined };
+  // Without it the list still shows (amounts in micros), as before it was looked up; the failure is
+  // kept for a budget change to say (a 403: the grant may not read the businesses; a 5xx: retry).
+  try {
+    const accounts = await discoverAccounts(app, token, options);
+    return {
+      currency: accounts.find((a) => a.id === target.accountId)?.currency ?? null,
+      failure: undefined,
+    };
+  } catch (error) {
+    // Stopped with the list (its own failure is the one to report), not a failure of its own.
+    if (options.signal.aborted) throw error;
+    return { currency: null, failure: error };
+  }
 }
 
 /** Both collections at once; when one fails the other is stopped rather than paged to its end. */
@@ -126,7 +142,7 @@ async function list(
   options: CallOptions,
 ): Promise<Campaign[]> {
   const account = encodeURIComponent(target.accountId);
-  const [[campaigns, adGroups], currency] = await Promise.all([
+  const [[campaigns, adGroups], { currency, failure }] = await Promise.all([
     both(
       options.signal,
       (signal) =>
@@ -148,7 +164,7 @@ async function list(
     ),
     accountCurrency(app, token, target, options),
   ]);
-  return campaigns.map((c): Campaign => {
+  const listed = campaigns.map((c): Campaign => {
     const id = String(c.id ?? '');
     const base = {
       id,
@@ -207,6 +223,8 @@ async function list(
       },
     };
   });
+  if (currency === null && failure !== undefined) noteCurrencyLookupFailure(listed, failure);
+  return listed;
 }
 
 export const redditCampaigns: CampaignOps = {
