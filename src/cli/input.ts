@@ -160,7 +160,7 @@ export function promptContext(rt: Runtime): {
 }
 
 /** Runs one prompt with promptContext's streams and signal, releasing its listeners after. */
-async function ask<T>(
+export async function ask<T>(
   rt: Runtime,
   run: (context: ReturnType<typeof promptContext>['context']) => Promise<T>,
 ) {

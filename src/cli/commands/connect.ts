@@ -36,7 +36,7 @@ import { quotableUrl } from '../../util/net.js';
 import { shellQuote } from '../../util/shell.js';
 import { connectionRef } from '../../views.js';
 import { withContext } from '../context.js';
-import { readFileOrStdin, readFirstLine } from '../input.js';
+import { ask, readFileOrStdin, readFirstLine } from '../input.js';
 import type { Runtime } from '../run.js';
 import { printConnections } from './connections.js';
 
@@ -88,13 +88,16 @@ export function chooseAccounts(
       );
     }
     const { checkbox } = await import('@inquirer/prompts');
-    const ids = await checkbox(
-      {
-        message: `Which ${PLATFORMS[platform].displayName} accounts should credvault connect?`,
-        choices: accounts.map((a) => ({ name: accountLabel(a), value: a.id })),
-        required: true,
-      },
-      { input: rt.io.stdin as NodeJS.ReadableStream, output: rt.io.stderr as NodeJS.WritableStream },
+    // Ctrl-D cancels as Ctrl-C does (ask: the prompt's promise would otherwise never settle).
+    const ids = await ask(rt, (context) =>
+      checkbox(
+        {
+          message: `Which ${PLATFORMS[platform].displayName} accounts should credvault connect?`,
+          choices: accounts.map((a) => ({ name: accountLabel(a), value: a.id })),
+          required: true,
+        },
+        context,
+      ),
     );
     return accounts.filter((a) => ids.includes(a.id));
   };
@@ -343,12 +346,14 @@ async function pastedAnswer(
   let pasted: string;
   if (rt.interactive) {
     const { input } = await import('@inquirer/prompts');
-    pasted = await input(
-      {
-        message: 'After allowing access, paste the whole URL the browser was sent to:',
-        validate: (value: string) => problem(value) ?? true,
-      },
-      { input: rt.io.stdin as NodeJS.ReadableStream, output: rt.io.stderr as NodeJS.WritableStream },
+    pasted = await ask(rt, (context) =>
+      input(
+        {
+          message: 'After allowing access, paste the whole URL the browser was sent to:',
+          validate: (value: string) => problem(value) ?? true,
+        },
+        context,
+      ),
     );
   } else {
     // No terminal: the URL the browser was sent back to comes as the first line of standard input.
