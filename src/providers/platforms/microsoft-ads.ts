@@ -5,6 +5,7 @@ import { ProviderError } from '../errors.js';
 import type { ErrorReader } from '../http.js';
 import { apiRequest } from '../http.js';
 import { exchangeCode, type OAuthProfile, refreshGrant } from '../oauth.js';
+import { PageGuard } from '../paging.js';
 import type { AdAccount, CallOptions, Provider, ProviderApp } from '../types.js';
 
 const info = PLATFORMS.microsoft_ads;
@@ -116,6 +117,12 @@ async function discoverAccounts(
   const userId = user.body?.User?.Id;
   if (userId === undefined || userId === null) return [];
   const accounts: AdAccount[] = [];
+  // Pages by index: a server that ignores it (the same full page again) or never runs out is
+  // looping (the same guard as every platform's paging), not a user with that many accounts.
+  const guard = new PageGuard(
+    'Microsoft Advertising',
+    'listing Microsoft Advertising accounts (SearchAccounts)',
+  );
   for (let index = 0; ; index++) {
     const page = await apiRequest<{
       Accounts?: Array<{
@@ -154,6 +161,7 @@ async function discoverAccounts(
       });
     }
     if (batch.length < 100) break;
+    guard.next(batch.map((account) => String(account.Id)).join(','));
   }
   return accounts;
 }
