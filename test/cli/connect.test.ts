@@ -1070,6 +1070,19 @@ describe('a consent that brings no refresh token', () => {
   );
 });
 
+describe.runIf(ONCE)('an app set to an API version the platform no longer serves', () => {
+  it('connect says so (exit 2) with the command that sets a served one, not "not found" (exit 3)', async () => {
+    const v = await vault();
+    const app = await addAppFor(v, 'google_ads', doubles.google as unknown as Double<unknown, unknown>, {
+      extra: { api_version: 'v21' },
+    });
+    const run = await connectViaDouble(v, 'google_ads', []);
+    expect(run.result.code, run.result.stderr).toBe(2);
+    expect(run.result.stderr).toContain('Google Ads no longer serves API version v21');
+    expect(run.result.stderr).toContain(`credvault apps update google_ads/${app.label} --api-version v26`);
+  });
+});
+
 describe.runIf(ONCE)('an account listing the platform gives no answer to', () => {
   it('ends connect without --account with exit 5 (retry later), saying the consent was not kept; with --account it connects', async () => {
     const v = await vault();

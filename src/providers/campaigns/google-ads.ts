@@ -100,27 +100,8 @@ async function query(
     loginCustomerId(app, target),
     options,
     what,
-  ).catch((error: unknown) => {
-    throw retiredVersion(app, error);
-  });
-  return rows.map((row) => toCampaign(row, target.currency));
-}
-
-/**
- * Google answers a version it no longer serves with 404 "Method not found: API version v21 is not
- * available." That is the app's setting, not a missing campaign or account (exit 3 said so, with no
- * fix): exit 2 with the command that sets a served version, as LinkedIn's 426 gets. Every campaign
- * call starts with a search, so the first answer says it.
- */
-function retiredVersion(app: ProviderApp, error: unknown): unknown {
-  if (!(error instanceof ProviderError) || error.status !== 404) return error;
-  if (!/API version \S+ is not available/i.test(error.message)) return error;
-  const current = PLATFORMS.google_ads.defaults.apiVersion;
-  return new ProviderError(
-    'invalid_request',
-    `${error.message.replace(/\.$/, '')}; Google Ads no longer serves API version ${app.apiVersion}: set a current one with \`credvault apps update google_ads/${app.label} --api-version ${current}\` (or --api-version '' for credvault's default)`,
-    { status: error.status, platformCode: error.platformCode, cause: error },
   );
+  return rows.map((row) => toCampaign(row, target.currency));
 }
 
 export const googleCampaigns: CampaignOps = {

@@ -126,12 +126,32 @@ export async function googleSearch<R = SearchRow>(
       secrets: [accessToken.reveal(), app.developerToken?.reveal()],
       what,
       readError: readGoogleError,
+    }).catch((error: unknown) => {
+      throw retiredVersion(app, error);
     });
     rows.push(...(body?.results ?? []));
     pageToken = body?.nextPageToken || undefined;
     if (pageToken) guard.next(pageToken);
   } while (pageToken);
   return rows;
+}
+
+/**
+ * Google answers a version it no longer serves with 404 "Method not found: API version v21 is not
+ * available." That is the app's setting, not a missing campaign or account (exit 3 said so, with no
+ * fix): exit 2 with the command that sets a served version, as LinkedIn's 426 gets. Every call that
+ * names a version goes through here: connect's discovery, and the campaign commands (each starts with
+ * a search).
+ */
+function retiredVersion(app: ProviderApp, error: unknown): unknown {
+  if (!(error instanceof ProviderError) || error.status !== 404) return error;
+  if (!/API version \S+ is not available/i.test(error.message)) return error;
+  const current = PLATFORMS.google_ads.defaults.apiVersion;
+  return new ProviderError(
+    'invalid_request',
+    `${error.message.replace(/\.$/, '')}; Google Ads no longer serves API version ${app.apiVersion}: set a current one with \`credvault apps update google_ads/${app.label} --api-version ${current}\` (or --api-version '' for credvault's default)`,
+    { status: error.status, platformCode: error.platformCode, cause: error },
+  );
 }
 
 /**
@@ -163,6 +183,8 @@ async function discoverAccounts(
     secrets: [accessToken.reveal(), app.developerToken?.reveal()],
     what: 'listing accessible Google Ads customers',
     readError: readGoogleError,
+  }).catch((error: unknown) => {
+    throw retiredVersion(app, error);
   });
   const ids = (body?.resourceNames ?? []).map((name) => name.replace(/^customers\//, ''));
   const accounts = new Map<string, AdAccount>();
