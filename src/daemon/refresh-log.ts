@@ -161,7 +161,12 @@ export class RefreshLog {
           }
         : null;
     if (failure.status === 'error' && before !== 'error') {
-      const action = `credvault connections refresh ${firstRef} --force (to try at once); if the platform refuses it: ${reconnect}`;
+      // The app's own credentials refused (a secret rotated at the platform): connecting again would
+      // fail on the same secret; the app is what to fix.
+      const action =
+        outcome === 'client'
+          ? `credvault apps update ${failure.appLabel ?? 'APP'} --new-client-secret (the platform refused the app itself), then credvault connections refresh ${firstRef} --force`
+          : `credvault connections refresh ${firstRef} --force (to try at once); if the platform refuses it: ${reconnect}`;
       this.#log.error(
         `${paused ? `${paused.text}. ` : ''}${who} is now in error: ${failure.consecutiveFailures} refreshes failed in a row (last: ${failure.message}); tokens are no longer served for it. ${next ? `The daemon keeps trying: ${next}. ` : ''}Once the cause is fixed: ${action}`,
         {

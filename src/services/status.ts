@@ -71,7 +71,12 @@ export function assess(c: AssessedConnection, now = Date.now()): ConnectionHealt
       connection: c,
       urgency: 'critical',
       problem: `${c.consecutiveFailures} refreshes failed in a row: ${c.statusMessage ?? 'unknown error'}`,
-      action: `credvault connections refresh ${ref(c)} --force, then ${reconnect} if it still fails`,
+      // The platform refused the app's own credentials (invalid_client: a secret rotated at the
+      // platform): a new consent would fail on the same secret; the app is what to fix.
+      action:
+        c.lastErrorCode === 'client'
+          ? `credvault apps update ${c.platform}/${c.appLabel} --new-client-secret (the platform refused the app's own credentials), then credvault connections refresh ${ref(c)} --force`
+          : `credvault connections refresh ${ref(c)} --force, then ${reconnect} if it still fails`,
     };
   }
   // Without --force, a refresh during a cool-down answers from the recorded failure.

@@ -180,10 +180,33 @@ describe('the log of refreshes', () => {
       });
       expect(recovered!.msg).toContain('refresh of connection acct-a (microsoft_ads) works again');
 
+      // The app itself refused (invalid_client: a secret rotated at the platform), a third time in a
+      // row: what to do is fix the app, not connect again (which would fail on the same secret).
+      await v.sql("update ad_account_connections set consecutive_failures = 2 where name = 'acct-a'");
+      double.faults.failNext(1, {
+        status: 401,
+        body: {
+          error: 'invalid_client',
+          error_description: 'AADSTS7000215: Invalid client secret provided.',
+        },
+      });
+      await makeDue(v, ['acct-a']);
+      daemon.child.kill('SIGHUP');
+      const [appRefused] = await waitForLine(
+        daemon,
+        (l) => l.event === 'connection_error' && l.outcome === 'client',
+      );
+      expect(appRefused).toMatchObject({ status: 'error', previous_status: 'active' });
+      expect(appRefused!.action).toBe(
+        `credvault apps update ${app.label} --new-client-secret (the platform refused the app itself), then credvault connections refresh acct-a --force`,
+      );
+
       expect(await daemon.stop()).toBe(0);
       const all = lines(daemon);
-      for (const event of ['connection_error', 'needs_reauth', 'recovered'])
+      for (const event of ['needs_reauth', 'recovered'])
         expect(all.filter((l) => l.event === event)).toHaveLength(1);
+      // Once per entry into error: the transient one, then the app's.
+      expect(all.filter((l) => l.event === 'connection_error')).toHaveLength(2);
       // No line names a grant without its connections any more, and none carries a token.
       expect(daemon.logs()).not.toContain('refresh of grant');
       await expectNoSecretsLeaked(

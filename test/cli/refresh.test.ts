@@ -1169,3 +1169,23 @@ describe.runIf(ONCE)('an access token answered without expires_in', () => {
     expect(ends - Date.now()).toBeLessThanOrEqual(3_600_000);
   });
 });
+
+describe.runIf(ONCE)('a connection in error because the platform refused the app itself', () => {
+  it('is told to fix the app (a secret rotated at the platform), not to connect again', async () => {
+    const double = await google();
+    const { v, app } = await connected(double, 'google_ads', { expired: false });
+    // The app's secret rotated at Google: every refresh is invalid_client.
+    (double.clients.get(app.clientId) as { clientSecret: string }).clientSecret = 'GOCSPX-rotated';
+    for (let i = 0; i < 3; i++) {
+      const refused = await v.cli(['connections', 'refresh', 'acct', '--force']);
+      expect(refused.code, refused.stderr).toBe(4);
+      expect(refused.stderr).toContain('invalid_client');
+    }
+    const report = await v.json<{ connections: Array<{ status: string; action: string }> }>(['status']);
+    expect(report.connections[0]).toMatchObject({ status: 'error' });
+    // Before: "connections refresh --force, then credvault connect …", which fails on the same secret.
+    expect(report.connections[0]!.action).toBe(
+      `credvault apps update google_ads/${app.label} --new-client-secret (the platform refused the app's own credentials), then credvault connections refresh acct --force`,
+    );
+  });
+});
