@@ -16,7 +16,7 @@ import { MAX_MIN_TTL_SECONDS, resolveConfig } from './config.js';
 import { databaseWhere } from './db/client.js';
 import { mapDatabaseError } from './db/errors.js';
 import { assertNotBehind } from './db/migrate.js';
-import { InvalidInputError } from './errors.js';
+import { InvalidInputError, quoted } from './errors.js';
 import { PLATFORMS, type PlatformCapabilities, type PlatformId, parsePlatform } from './providers/catalog.js';
 import { toMicros } from './providers/money.js';
 import type { BudgetChangeResult, Campaign } from './providers/types.js';
@@ -117,6 +117,13 @@ function kindOf(value: unknown): string {
   return typeof value === 'object' ? 'an object' : typeof value;
 }
 
+/** What a caller passed where a number or boolean was expected: its kind, and a string's or number's value. */
+function shownValue(value: unknown): string {
+  if (typeof value === 'string') return `the string ${quoted(value)}`;
+  if (typeof value === 'number' || typeof value === 'bigint') return `the ${typeof value} ${value}`;
+  return kindOf(value);
+}
+
 /**
  * The connection a method is given: a string (name, id or `platform:account`), else an
  * InvalidInputError, not the TypeError a plain JavaScript caller would otherwise meet deep inside.
@@ -149,6 +156,20 @@ function vaultOptionsArg(value: unknown): VaultOptions {
     );
   }
   return options as VaultOptions;
+}
+
+/**
+ * A yes/no setting of updateCampaignBudget: true, false or absent. Anything else is refused, not
+ * read as JavaScript reads it: `validateOnly: 'true'` (a form field, a YAML string) taken for false
+ * would change the live budget the caller only meant to check.
+ */
+function flagArg(update: Record<string, unknown>, name: 'validateOnly' | 'allowShared'): boolean {
+  const value = update[name];
+  if (value === undefined) return false;
+  if (typeof value !== 'boolean') {
+    throw new InvalidInputError(`${name} must be a boolean, true or false (got ${shownValue(value)})`);
+  }
+  return value;
 }
 
 /** A platform name given to provider() or capabilities(): a string, else an InvalidInputError. */
@@ -246,12 +267,14 @@ export async function openVault(given: VaultOptions | null = {}): Promise<Vault>
             throw new InvalidInputError('updateCampaignBudget needs a campaignId');
           }
           const micros = toMicros(update.dailyBudgetMicros);
+          const validateOnly = flagArg(update as unknown as Record<string, unknown>, 'validateOnly');
+          const allowShared = flagArg(update as unknown as Record<string, unknown>, 'allowShared');
           const id = await connectionOf(ctx, connectionArg(connection), platform);
           const { connection: _row, ...result } = await setCampaignBudget(ctx, id, {
             campaignId: update.campaignId,
             dailyBudgetMicros: micros,
-            validateOnly: update.validateOnly === true,
-            allowShared: update.allowShared === true,
+            validateOnly,
+            allowShared,
           });
           return result;
         }),

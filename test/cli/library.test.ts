@@ -207,7 +207,23 @@ for (const [name, call] of Object.entries(calls)) {
     out.nonString[name] = { invalid: error instanceof InvalidInputError, code: error.code, message: error.message };
   }
 }
-out.nullOptions = (await vault.getValidAccessToken('acme-us', null)).platform;`,
+out.nullOptions = (await vault.getValidAccessToken('acme-us', null)).platform;
+// A flag that is not a boolean: refused, not read as JavaScript reads it ('true' taken for false
+// would change the live budget the caller only meant to check).
+out.flags = {};
+const flags = {
+  validateString: { validateOnly: 'true' },
+  validateNumber: { validateOnly: 1 },
+  validateNull: { validateOnly: null },
+  sharedString: { allowShared: 'yes' },
+};
+for (const [name, flag] of Object.entries(flags)) {
+  try {
+    out.flags[name] = await ads.updateCampaignBudget('acme-us', { campaignId: '21000000001', dailyBudgetMicros: 99_000_000n, ...flag });
+  } catch (error) {
+    out.flags[name] = { invalid: error instanceof InvalidInputError, code: error.code, message: error.message };
+  }
+}`,
     );
     const result = await node(file);
     expect(result.code, result.stderr).toBe(0);
@@ -240,6 +256,28 @@ out.nullOptions = (await vault.getValidAccessToken('acme-us', null)).platform;`,
     }
     expect(out.nonString.tokenNull.message).toBe('the connection must be a string (got null)');
     expect(out.nullOptions).toBe('google_ads');
+    expect(out.flags).toEqual({
+      validateString: {
+        invalid: true,
+        code: 'invalid_input',
+        message: 'validateOnly must be a boolean, true or false (got the string "true")',
+      },
+      validateNumber: {
+        invalid: true,
+        code: 'invalid_input',
+        message: 'validateOnly must be a boolean, true or false (got the number 1)',
+      },
+      validateNull: {
+        invalid: true,
+        code: 'invalid_input',
+        message: 'validateOnly must be a boolean, true or false (got null)',
+      },
+      sharedString: {
+        invalid: true,
+        code: 'invalid_input',
+        message: 'allowShared must be a boolean, true or false (got the string "yes")',
+      },
+    });
 
     // What the CLI sees afterwards: the new budget, and the change audited with the library's actor.
     const listed = await vault.json<Array<{ id: string; daily_budget: string }>>([
