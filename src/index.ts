@@ -95,7 +95,10 @@ export interface Vault {
   getValidAccessToken(connection: string, options?: TokenOptions): Promise<AccessToken>;
   provider(platform: PlatformId | string): ProviderClient;
   capabilities(platform: PlatformId | string): PlatformCapabilities;
-  /** Closes the database (and, on the embedded database, lets other processes open it). */
+  /**
+   * Waits for the calls already started, then closes the database (and, on the embedded database,
+   * lets other processes open it). Calls made once it has begun are refused (InvalidInputError).
+   */
   close(): Promise<void>;
   [Symbol.asyncDispose](): Promise<void>;
 }
@@ -244,9 +247,24 @@ export async function openVault(given: VaultOptions | null = {}): Promise<Vault>
     return opened;
   });
   let closed: Promise<void> | null = null;
-  const open = () => {
-    if (closed) throw new InvalidInputError('this vault was closed; open it again with openVault()');
-    return ctx;
+  // The calls started and not yet settled: close() waits for them before it closes the database.
+  // Closed under a call, the call failed on a statement half-way (a driver's error with the query in
+  // it), a refresh's answer from the platform was lost with its lease left held (every process then
+  // waited out the lease), and a budget change the platform had applied went unaudited.
+  const running = new Set<Promise<unknown>>();
+  /** Runs one call of the vault, refused once close() has begun (a call then would find it closing). */
+  const call = <T>(fn: (ctx: ServiceContext) => Promise<T>): Promise<T> => {
+    if (closed) {
+      return Promise.reject(new InvalidInputError('this vault was closed; open it again with openVault()'));
+    }
+    const result = typed(() => fn(ctx));
+    const settled = result.then(
+      () => undefined,
+      () => undefined,
+    );
+    running.add(settled);
+    void settled.then(() => running.delete(settled));
+    return result;
   };
 
   const provider = (name: PlatformId | string): ProviderClient => {
@@ -255,14 +273,12 @@ export async function openVault(given: VaultOptions | null = {}): Promise<Vault>
       platform,
       capabilities: { ...PLATFORMS[platform].capabilities },
       listCampaigns: (connection) =>
-        typed(async () => {
-          const ctx = open();
+        call(async (ctx) => {
           const id = await connectionOf(ctx, connectionArg(connection), platform);
           return (await listCampaigns(ctx, id)).campaigns;
         }),
       updateCampaignBudget: (connection, update) =>
-        typed(async () => {
-          const ctx = open();
+        call(async (ctx) => {
           if (!update || typeof update.campaignId !== 'string' || update.campaignId.trim() === '') {
             throw new InvalidInputError('updateCampaignBudget needs a campaignId');
           }
@@ -282,16 +298,19 @@ export async function openVault(given: VaultOptions | null = {}): Promise<Vault>
   };
 
   const close = (): Promise<void> => {
-    closed ??= ctx.close();
+    closed ??= (async () => {
+      while (running.size > 0) await Promise.all(running);
+      await ctx.close();
+    })();
     return closed;
   };
 
   return {
     async getValidAccessToken(connection, tokenOptions = {}) {
-      const served = await typed(() => {
+      const served = await call((ctx) => {
         const ref = connectionArg(connection);
         const options = tokenOptionsArg(tokenOptions);
-        return getValidAccessToken(open(), ref, {
+        return getValidAccessToken(ctx, ref, {
           minTtlSeconds: minTtlSeconds(options.minTtl),
           purpose: options.purpose ?? 'library',
         });

@@ -80,6 +80,12 @@ process.stdout.write(JSON.stringify(out, (k, v) => (typeof v === 'bigint' ? \`\$
   return file;
 }
 
+/** How many tokens the audit log says were handed out to `actor`. */
+async function servedTo(actor: string): Promise<number> {
+  const audit = await vault.json<Array<{ action: string }>>(['audit', 'list', '--actor', actor]);
+  return audit.filter((row) => row.action === 'token.serve').length;
+}
+
 beforeAll(async () => {
   vault = await createVault();
   google = await startGoogleDouble();
@@ -297,6 +303,58 @@ for (const [name, flag] of Object.entries(flags)) {
       new_micros: '75500000',
       mode: 'applied',
     });
+  });
+
+  it('close() waits for the calls already started, and refuses those made after it began', async () => {
+    // The stored token ends within the default minTtl, and the platform takes 1.5 s to refresh it.
+    await vault.sql(
+      "update oauth_tokens_vault set last_refreshed_at = now() - interval '10 minutes', access_token_expires_at = now() + interval '30 seconds'",
+    );
+    const before = google.refreshCount;
+    const servedBefore = await servedTo('billing-service');
+    google.faults.latencyMs = 1500;
+    let out: { after: unknown; inFlight: { refreshed?: boolean; accessToken?: string } };
+    try {
+      const file = program(
+        'close.mjs',
+        `const started = vault.getValidAccessToken('acme-us');
+await new Promise((resolve) => setTimeout(resolve, 300));
+const closing = vault.close();
+try {
+  await vault.getValidAccessToken('acme-us', { minTtl: 0 });
+  out.after = 'no error';
+} catch (error) {
+  out.after = { invalid: error instanceof InvalidInputError, message: error.message };
+}
+try {
+  const token = await started;
+  out.inFlight = { refreshed: token.refreshed, accessToken: token.accessToken };
+} catch (error) {
+  out.inFlight = { name: error.constructor.name, message: error.message };
+}
+await closing;`,
+      );
+      const result = await node(file);
+      expect(result.code, result.stderr).toBe(0);
+      out = JSON.parse(result.stdout);
+      expect(out.after).toEqual({
+        invalid: true,
+        message: 'this vault was closed; open it again with openVault()',
+      });
+      // The refresh under way finished: its answer stored, its token served and audited.
+      expect(out.inFlight).toMatchObject({ refreshed: true });
+      expect(google.accessTokens.has(out.inFlight.accessToken ?? '')).toBe(true);
+      expect(google.refreshCount).toBe(before + 1);
+    } finally {
+      google.faults.latencyMs = 0;
+    }
+    // No lease left behind: the CLI is served at once, the token the library refreshed.
+    const started = Date.now();
+    const served = await vault.cli(['token', 'get', 'acme-us'], { secretOutput: true });
+    expect(Date.now() - started).toBeLessThan(10_000);
+    expect(served.code, served.stderr).toBe(0);
+    expect(served.stdout.trim()).toBe(out.inFlight.accessToken);
+    expect(await servedTo('billing-service')).toBe(servedBefore + 1);
   });
 
   it.skipIf(DB_KIND === 'postgres')(
