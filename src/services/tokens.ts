@@ -157,6 +157,25 @@ function recordedFailure(grant: GrantRow, connection: ConnectionRow, now: Date):
   });
 }
 
+/**
+ * A refresh the platform just refused, its cool-down recorded until `until`: the contract's error for
+ * the failure, whose retryAfter (and hint) is the time left of that cool-down, as the next call's
+ * refusal (recordedFailure) says.
+ */
+function cooledDown(error: ProviderError, connection: ConnectionRow, until: Date): unknown {
+  const failure = providerFailure(error, `refreshing ${connectionRef(connection)} failed`);
+  if (!(failure instanceof UnavailableError)) return failure;
+  const retryAfter = Math.max(1, Math.ceil((until.getTime() - Date.now()) / 1000));
+  return new UnavailableError(
+    `${failure.message}; not calling the platform again before ${until.toISOString()}`,
+    {
+      retryAfter,
+      hint: `Wait ${retryAfter}s, or force a refresh with \`credvault connections refresh ${connectionRef(connection)} --force\`.`,
+      cause: error,
+    },
+  );
+}
+
 /** The one process-wide refresh per grant that concurrent callers share. */
 const inflight = new Map<string, Promise<{ grant: GrantRow; refreshed: boolean }>>();
 
@@ -619,6 +638,13 @@ async function refreshWithLease(
         unanswered,
       );
       if (recorded) options.onFailure?.({ ...recorded, appLabel });
+      // The wait the caller is told is the cool-down just recorded (the longer of the backoff and the
+      // platform's Retry-After), not the platform's alone: a caller that came back after the
+      // platform's 5 s was refused until the cool-down's end. (The cause keeps the platform's own
+      // Retry-After, which the daemon's per-platform pause reads.)
+      if (recorded?.recorded && recorded.retryAfter) {
+        throw cooledDown(error as ProviderError, connection, recorded.retryAfter);
+      }
     }
     throw error instanceof ProviderError
       ? providerFailure(error, `refreshing ${connectionRef(connection)} failed`)

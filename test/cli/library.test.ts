@@ -357,6 +357,50 @@ await closing;`,
     expect(await servedTo('billing-service')).toBe(servedBefore + 1);
   });
 
+  it("a refresh the platform refuses: the error's retryAfter is the cool-down recorded, as the next call's", async () => {
+    await vault.sql(
+      "update oauth_tokens_vault set last_refreshed_at = now() - interval '10 minutes', access_token_expires_at = now() + interval '30 seconds'",
+    );
+    // Every attempt of the refresh (three) is answered 503 with Retry-After: 5; the cool-down
+    // recorded is the longer of the backoff (30 s, jittered) and the platform's 5 s.
+    google.faults.failNext(3, { status: 503, body: 'down', headers: { 'retry-after': '5' } });
+    try {
+      const file = program(
+        'cooldown.mjs',
+        `for (const name of ['first', 'next']) {
+  try {
+    await vault.getValidAccessToken('acme-us');
+    out[name] = 'no error';
+  } catch (error) {
+    out[name] = { name: error.constructor.name, code: error.code, retryAfter: error.retryAfter, message: error.message, hint: error.hint };
+  }
+}`,
+      );
+      const result = await node(file);
+      // The program's own last call (minTtl 0) is served the token that still has 30 s.
+      expect(result.code, result.stderr).toBe(0);
+      const out = JSON.parse(result.stdout);
+      expect(out.first).toMatchObject({ name: 'UnavailableError', code: 'unavailable' });
+      expect(out.next).toMatchObject({ name: 'UnavailableError', code: 'unavailable' });
+      expect(out.next.message).toContain('not calling the platform again before');
+      expect(out.first.retryAfter).toBeGreaterThanOrEqual(5);
+      // Told the same end both times (the second call came a moment later).
+      expect(Math.abs(out.first.retryAfter - out.next.retryAfter)).toBeLessThanOrEqual(2);
+      // (This host's clock against the database's: within a second.)
+      const until = (message: string) =>
+        Date.parse(message.split('not calling the platform again before ')[1]!);
+      expect(Math.abs(until(out.first.message) - until(out.next.message))).toBeLessThan(1000);
+      expect(out.first.hint).toBe(
+        `Wait ${out.first.retryAfter}s, or force a refresh with \`credvault connections refresh acme-us --force\`.`,
+      );
+    } finally {
+      google.faults.reset();
+      // The connection as the other tests expect it: its cool-down and failure cleared.
+      const refreshed = await vault.cli(['connections', 'refresh', 'acme-us', '--force']);
+      expect(refreshed.code, refreshed.stderr).toBe(0);
+    }
+  });
+
   it.skipIf(DB_KIND === 'postgres')(
     'a database it cannot reach is a DatabaseError (database_error) without the query, as in the CLI',
     async () => {
