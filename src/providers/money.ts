@@ -187,5 +187,12 @@ export function toMicros(value: bigint | number | string, what = 'dailyBudgetMic
     micros = BigInt(value);
   }
   if (micros <= 0n) throw new InvalidInputError(`${what} must be more than zero`);
+  // As parseAmount (the CLI's path) refuses it: past an int64 of micros, LinkedIn's decimal-string
+  // amount would carry it, simulated as valid and then applied.
+  if (micros > MAX_MICROS) {
+    throw new InvalidInputError(`${what} ${micros} is more than any platform's budget field holds`, {
+      hint: 'Check the amount: it is per day, in micros of the account’s currency (1 USD = 1,000,000).',
+    });
+  }
   return micros;
 }

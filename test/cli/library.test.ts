@@ -229,6 +229,16 @@ for (const [name, flag] of Object.entries(flags)) {
   } catch (error) {
     out.flags[name] = { invalid: error instanceof InvalidInputError, code: error.code, message: error.message };
   }
+}
+// More than an int64 of micros (any platform's budget field): refused as the CLI refuses it, not
+// even checked at the platform.
+out.huge = {};
+for (const [name, micros] of Object.entries({ bigint: 10n ** 30n, digits: '9223372036854775808' })) {
+  try {
+    out.huge[name] = await ads.updateCampaignBudget('acme-us', { campaignId: '21000000001', dailyBudgetMicros: micros, validateOnly: true });
+  } catch (error) {
+    out.huge[name] = { invalid: error instanceof InvalidInputError, message: error.message };
+  }
 }`,
     );
     const result = await node(file);
@@ -262,6 +272,16 @@ for (const [name, flag] of Object.entries(flags)) {
     }
     expect(out.nonString.tokenNull.message).toBe('the connection must be a string (got null)');
     expect(out.nullOptions).toBe('google_ads');
+    expect(out.huge).toEqual({
+      bigint: {
+        invalid: true,
+        message: `dailyBudgetMicros ${10n ** 30n} is more than any platform's budget field holds`,
+      },
+      digits: {
+        invalid: true,
+        message: "dailyBudgetMicros 9223372036854775808 is more than any platform's budget field holds",
+      },
+    });
     expect(out.flags).toEqual({
       validateString: {
         invalid: true,
