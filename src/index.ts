@@ -83,12 +83,21 @@ export interface BudgetUpdate {
   allowShared?: boolean;
 }
 
+/** What updateCampaignBudget answers: the change, and whether its audit record was written. */
+export interface BudgetUpdateResult extends BudgetChangeResult {
+  /**
+   * Null, or why the audit row of a change the platform made could not be written (the database
+   * failed after the platform answered): the change is made all the same.
+   */
+  unrecorded: string | null;
+}
+
 /** One platform's operations; each takes the connection (id, `platform:account`, or name) to act through. */
 export interface ProviderClient {
   readonly platform: PlatformId;
   readonly capabilities: PlatformCapabilities;
   listCampaigns(connection: string): Promise<Campaign[]>;
-  updateCampaignBudget(connection: string, update: BudgetUpdate): Promise<BudgetChangeResult>;
+  updateCampaignBudget(connection: string, update: BudgetUpdate): Promise<BudgetUpdateResult>;
 }
 
 export interface Vault {
@@ -103,11 +112,13 @@ export interface Vault {
   [Symbol.asyncDispose](): Promise<void>;
 }
 
-function minTtlSeconds(value: number | undefined): number {
+function minTtlSeconds(value: unknown): number {
   if (value === undefined) return 60;
-  if (!Number.isInteger(value) || value < 0 || value > MAX_MIN_TTL_SECONDS) {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > MAX_MIN_TTL_SECONDS) {
+    // A string ('300', from a form or the environment) is said to be one, not shown as the number.
+    const got = typeof value === 'number' ? String(value) : shownValue(value);
     throw new InvalidInputError(
-      `minTtl must be whole seconds between 0 and ${MAX_MIN_TTL_SECONDS} (a year; got ${value})`,
+      `minTtl must be whole seconds between 0 and ${MAX_MIN_TTL_SECONDS} (a year; got ${got})`,
     );
   }
   return value;
@@ -157,6 +168,14 @@ function vaultOptionsArg(value: unknown): VaultOptions {
     throw new InvalidInputError(
       `openVault's env must be an object of variables (got ${kindOf(options.env)})`,
     );
+  }
+  // Its variables are strings, as process.env's are: a number (DATABASE_URL: 5) met the
+  // configuration's string handling as a TypeError, or (a master key) only at the first call.
+  for (const [name, variable] of Object.entries((options.env ?? {}) as Record<string, unknown>)) {
+    if (variable !== undefined && typeof variable !== 'string') {
+      const shown = /^\w+$/.test(name) ? name : quoted(name);
+      throw new InvalidInputError(`openVault's env.${shown} must be a string (got ${kindOf(variable)})`);
+    }
   }
   return options as VaultOptions;
 }

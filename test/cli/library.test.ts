@@ -204,6 +204,8 @@ const calls = {
   purpose: () => vault.getValidAccessToken('acme-us', { purpose: 5 }),
   openHome: () => openVault({ home: 42 }),
   openEnv: () => openVault({ env: 'HOME=/tmp' }),
+  openEnvUrl: () => openVault({ home: ${JSON.stringify(vault.home)}, env: { DATABASE_URL: 5 } }),
+  openEnvKey: () => openVault({ home: ${JSON.stringify(vault.home)}, env: { CREDENTIAL_MASTER_KEY: 12345 } }),
 };
 for (const [name, call] of Object.entries(calls)) {
   try {
@@ -214,6 +216,12 @@ for (const [name, call] of Object.entries(calls)) {
   }
 }
 out.nullOptions = (await vault.getValidAccessToken('acme-us', null)).platform;
+try {
+  await vault.getValidAccessToken('acme-us', { minTtl: '300' });
+  out.minTtlString = 'no error';
+} catch (error) {
+  out.minTtlString = { invalid: error instanceof InvalidInputError, message: error.message };
+}
 // A flag that is not a boolean: refused, not read as JavaScript reads it ('true' taken for false
 // would change the live budget the caller only meant to check).
 out.flags = {};
@@ -271,6 +279,16 @@ for (const [name, micros] of Object.entries({ bigint: 10n ** 30n, digits: '92233
       );
     }
     expect(out.nonString.tokenNull.message).toBe('the connection must be a string (got null)');
+    expect(out.nonString.openEnvUrl.message).toBe(
+      "openVault's env.DATABASE_URL must be a string (got number)",
+    );
+    expect(out.nonString.openEnvKey.message).toBe(
+      "openVault's env.CREDENTIAL_MASTER_KEY must be a string (got number)",
+    );
+    expect(out.minTtlString).toEqual({
+      invalid: true,
+      message: 'minTtl must be whole seconds between 0 and 31536000 (a year; got the string "300")',
+    });
     expect(out.nullOptions).toBe('google_ads');
     expect(out.huge).toEqual({
       bigint: {
@@ -464,6 +482,9 @@ export async function daily(vault: Vault): Promise<bigint | null> {
   return caps.keywords ? (campaigns[0]?.dailyBudgetMicros ?? null) : null;
 }
 export const opened: Promise<Vault> = openVault({ home: '/tmp/x' });
+// A change made whose audit row could not be written says so.
+export const unrecorded = async (v: Vault): Promise<string | null> =>
+  (await v.provider('google_ads').updateCampaignBudget('a', { campaignId: '1', dailyBudgetMicros: 1n })).unrecorded;
 // @ts-expect-error validateOnly is a boolean
 export const wrong = (v: Vault) => v.provider('google_ads').updateCampaignBudget('a', { campaignId: '1', dailyBudgetMicros: 1n, validateOnly: 'yes' });
 `,
