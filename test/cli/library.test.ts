@@ -439,6 +439,38 @@ await closing;`,
     }
   });
 
+  it('an actor with control characters is recorded as given, and audit list shows it escaped', async () => {
+    const actor = 'ops\nbot\u001b[31m';
+    const file = join(appDir, 'actor.mjs');
+    writeFileSync(
+      file,
+      `import { openVault } from 'credvault';
+const vault = await openVault({ home: ${JSON.stringify(vault.home)}, databaseUrl: ${JSON.stringify(serviceUrl())}, actor: ${JSON.stringify(actor)}, env: {} });
+try {
+  await vault.getValidAccessToken('acme-us', { minTtl: 0 });
+} finally {
+  await vault.close();
+}
+`,
+    );
+    const result = await node(file);
+    expect(result.code, result.stderr).toBe(0);
+    // The record keeps it whole (--json escapes it as JSON does).
+    const rows = await vault.json<Array<{ actor: string; action: string }>>([
+      'audit',
+      'list',
+      '--limit',
+      '1',
+    ]);
+    expect(rows[0]).toMatchObject({ actor, action: 'token.serve' });
+    // The table: one line for the row, the escape sequence shown, not sent to the terminal.
+    const table = await vault.cli(['audit', 'list', '--limit', '1']);
+    expect(table.code, table.stderr).toBe(0);
+    expect(table.stdout).not.toContain('\u001b');
+    expect(table.stdout).toContain('ops\\nbot\\u001b[31m');
+    expect(table.stdout.trimEnd().split('\n')).toHaveLength(2);
+  });
+
   it.skipIf(DB_KIND === 'postgres')(
     'a database it cannot reach is a DatabaseError (database_error) without the query, as in the CLI',
     async () => {

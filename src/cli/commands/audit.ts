@@ -1,6 +1,6 @@
 import { parseDuration } from '../../config.js';
 import type { AuditRow } from '../../db/store/audit.js';
-import { InvalidInputError, NotFoundError, quoted } from '../../errors.js';
+import { escapeUnprintable, InvalidInputError, NotFoundError, quoted } from '../../errors.js';
 import { AUDIT_OUTCOMES, auditBrokenError, listAudit, verifyAudit } from '../../services/audit.js';
 import { auditJson } from '../../views.js';
 import { withContext } from '../context.js';
@@ -107,16 +107,25 @@ export async function list(
     [
       { header: 'ID', value: (r: AuditRow) => r.id },
       { header: 'TIME', value: (r) => r.occurredAt.toISOString() },
-      { header: 'ACTOR', value: (r) => r.actor },
+      // What others wrote (an actor is kept as given, control characters and all, for the record; a
+      // daemon's client names its own user agent): escaped, so that a line break does not split a row
+      // and an escape sequence never reaches the terminal. --json escapes them as JSON does.
+      { header: 'ACTOR', value: (r) => escapeUnprintable(r.actor) },
       { header: 'ACTION', value: (r) => r.action },
-      { header: 'TARGET', value: (r) => (r.targetId ? `${r.targetType} ${r.targetId}` : r.targetType) },
+      {
+        header: 'TARGET',
+        value: (r) => escapeUnprintable(r.targetId ? `${r.targetType} ${r.targetId}` : r.targetType),
+      },
       {
         header: 'OUTCOME',
         value: (r) => r.outcome,
         style: (r, text, c) =>
           r.outcome === 'success' ? text : r.outcome === 'denied' ? c.yellow(text) : c.red(text),
       },
-      { header: 'CLIENT', value: (r) => [r.clientAddress, r.userAgent].filter(Boolean).join(' ') },
+      {
+        header: 'CLIENT',
+        value: (r) => escapeUnprintable([r.clientAddress, r.userAgent].filter(Boolean).join(' ')),
+      },
     ],
     'no audit records match',
   );
