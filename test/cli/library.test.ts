@@ -351,11 +351,13 @@ for (const [name, micros] of Object.entries({ bigint: 10n ** 30n, digits: '92233
     const before = google.refreshCount;
     const servedBefore = await servedTo('billing-service');
     google.faults.latencyMs = 1500;
-    let out: { after: unknown; inFlight: { refreshed?: boolean; accessToken?: string } };
+    let out: { after: unknown; inFlight: { refreshed?: boolean; accessToken?: string }; change: unknown };
     try {
       const file = program(
         'close.mjs',
         `const started = vault.getValidAccessToken('acme-us');
+// A budget change under way too (it waits for the same refresh, then changes and audits).
+const changing = vault.provider('google_ads').updateCampaignBudget('acme-us', { campaignId: '21000000001', dailyBudgetMicros: 66_000_000n });
 await new Promise((resolve) => setTimeout(resolve, 300));
 const closing = vault.close();
 try {
@@ -370,6 +372,12 @@ try {
 } catch (error) {
   out.inFlight = { name: error.constructor.name, message: error.message };
 }
+try {
+  const { mode, newMicros, unrecorded } = await changing;
+  out.change = { mode, newMicros, unrecorded };
+} catch (error) {
+  out.change = { name: error.constructor.name, message: error.message };
+}
 await closing;`,
       );
       const result = await node(file);
@@ -383,6 +391,8 @@ await closing;`,
       expect(out.inFlight).toMatchObject({ refreshed: true });
       expect(google.accessTokens.has(out.inFlight.accessToken ?? '')).toBe(true);
       expect(google.refreshCount).toBe(before + 1);
+      // The budget change under way was made and audited (not 'unrecorded').
+      expect(out.change).toEqual({ mode: 'applied', newMicros: '66000000n', unrecorded: null });
     } finally {
       google.faults.latencyMs = 0;
     }
@@ -392,7 +402,19 @@ await closing;`,
     expect(Date.now() - started).toBeLessThan(10_000);
     expect(served.code, served.stderr).toBe(0);
     expect(served.stdout.trim()).toBe(out.inFlight.accessToken);
-    expect(await servedTo('billing-service')).toBe(servedBefore + 1);
+    // The token handed out, and the one the budget change used.
+    expect(await servedTo('billing-service')).toBe(servedBefore + 2);
+    const audit = await vault.json<Array<{ action: string; detail: Record<string, unknown> }>>([
+      'audit',
+      'list',
+      '--actor',
+      'billing-service',
+      '--action',
+      'campaign.budget',
+      '--limit',
+      '1',
+    ]);
+    expect(audit[0]?.detail).toMatchObject({ new_micros: '66000000', mode: 'applied' });
   });
 
   it("a refresh the platform refuses: the error's retryAfter is the cool-down recorded, as the next call's", async () => {
