@@ -294,7 +294,7 @@ export async function openVault(given: VaultOptions | null = {}): Promise<Vault>
       listCampaigns: (connection) =>
         call(async (ctx) => {
           const id = await connectionOf(ctx, connectionArg(connection), platform);
-          return (await listCampaigns(ctx, id)).campaigns;
+          return (await listCampaigns(ctx, id, 'library listCampaigns')).campaigns;
         }),
       updateCampaignBudget: (connection, update) =>
         call(async (ctx) => {
@@ -310,6 +310,7 @@ export async function openVault(given: VaultOptions | null = {}): Promise<Vault>
             dailyBudgetMicros: micros,
             validateOnly,
             allowShared,
+            purpose: `library updateCampaignBudget${validateOnly ? ' (validateOnly)' : ''}`,
           });
           return result;
         }),

@@ -64,10 +64,18 @@ export interface CampaignList {
   campaigns: Campaign[];
 }
 
-export async function listCampaigns(ctx: ServiceContext, ref: string): Promise<CampaignList> {
+/**
+ * `purpose`: what the token served for it is audited as (the command's name; the library says it is
+ * the library, so that a service's calls are told apart from an operator's at the terminal).
+ */
+export async function listCampaigns(
+  ctx: ServiceContext,
+  ref: string,
+  purpose = 'campaigns list',
+): Promise<CampaignList> {
   const connection = await resolveConnection(ctx.db, ref);
   const ops = await campaignOpsFor(connection.platform as PlatformId);
-  const campaigns = await onConnection(ctx, connection, 'campaigns list', (app, token, target, signal) =>
+  const campaigns = await onConnection(ctx, connection, purpose, (app, token, target, signal) =>
     ops.list(app, token, target, { signal }),
   );
   return { connection, campaigns };
@@ -101,6 +109,8 @@ export interface BudgetRequest {
    * other campaigns a shared budget changes. Without it those rows have only the requested amount.
    */
   seen?: { campaign: Campaign; campaigns: Campaign[] };
+  /** What the token served for it is audited as (default: the CLI command's name; see listCampaigns). */
+  purpose?: string;
 }
 
 /** At most this many other campaign ids on an audit row of a shared budget (the count is always there). */
@@ -217,7 +227,8 @@ export async function setCampaignBudget(
     result = await onConnection(
       ctx,
       connection,
-      request.validateOnly ? 'campaigns set-budget --validate-only' : 'campaigns set-budget',
+      request.purpose ??
+        (request.validateOnly ? 'campaigns set-budget --validate-only' : 'campaigns set-budget'),
       async (app, token, target, signal) =>
         ops.setDailyBudget(
           app,

@@ -341,6 +341,15 @@ for (const [name, micros] of Object.entries({ bigint: 10n ** 30n, digits: '92233
       new_micros: '75500000',
       mode: 'applied',
     });
+    // The tokens served for these calls say they were the library's, not the CLI command's (before:
+    // "campaigns list" and "campaigns set-budget", as if an operator had run them at the terminal).
+    const purposes = new Set(
+      audit.filter((row) => row.action === 'token.serve').map((row) => row.detail.purpose),
+    );
+    expect(purposes).toContain('library listCampaigns');
+    expect(purposes).toContain('library updateCampaignBudget (validateOnly)');
+    expect(purposes).toContain('library updateCampaignBudget');
+    expect([...purposes].filter((p) => String(p).startsWith('campaigns '))).toEqual([]);
   });
 
   it('close() waits for the calls already started, and refuses those made after it began', async () => {
