@@ -203,10 +203,15 @@ export async function freshGrant(
     const until =
       current.cooldownUntil && current.cooldownUntil > current.dbNow ? current.cooldownUntil : null;
     if (!until) return ensureFresh(ctx, connection, current, minTtlMs, { ...request, forceRefresh: true });
+    // The app's own credentials refused (a secret rotated at the platform): connecting again would
+    // fail on the same secret; the app is what to fix.
+    const app = current.lastErrorCode === 'client' ? await appStore.getById(ctx.db, connection.appId) : null;
     throw new ReauthRequiredError(
       `connection ${connectionRef(connection)} failed to refresh ${connection.consecutiveFailures} times in a row (last: ${connection.statusMessage ?? 'unknown'}); it is tried again after ${until.toISOString()}`,
       {
-        hint: `Try \`credvault connections refresh ${connectionRef(connection)} --force\`, or connect it again.`,
+        hint: app
+          ? `The platform refused the app itself: update its client secret (\`credvault apps update ${app.platform}/${app.label} --new-client-secret\`), then \`credvault connections refresh ${connectionRef(connection)} --force\`.`
+          : `Try \`credvault connections refresh ${connectionRef(connection)} --force\`, or connect it again.`,
       },
     );
   }

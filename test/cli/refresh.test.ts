@@ -1187,5 +1187,11 @@ describe.runIf(ONCE)('a connection in error because the platform refused the app
     expect(report.connections[0]!.action).toBe(
       `credvault apps update google_ads/${app.label} --new-client-secret (the platform refused the app's own credentials), then credvault connections refresh acct --force`,
     );
+    // token get, refused while the connection cools down, says the same.
+    const refused = await v.cli(['token', 'get', 'acct']);
+    expect(refused.code, refused.stderr).toBe(4);
+    expect(refused.stderr).toContain(
+      `The platform refused the app itself: update its client secret (\`credvault apps update google_ads/${app.label} --new-client-secret\`), then \`credvault connections refresh acct --force\`.`,
+    );
   });
 });
