@@ -1,15 +1,3 @@
-/**
- * `credvault campaigns` on Google Ads, end to end: the built binary against the Google double, which
- * answers as the Ads API REST interface does (providers.md §1.C/D): GAQL through googleAds:search paged
- * by nextPageToken (fixed pages of 10,000 rows, pageSize refused), int64 values as JSON strings, budgets
- * through campaignBudgets:mutate with validateOnly as a real dry run, quota errors as 429
- * RESOURCE_EXHAUSTED with a retryDelay in the body.
- *
- * One vault and one double for the whole file (every CLI call costs about a second on the embedded
- * database); each test reads what it needs from the double's state instead of assuming an order.
- */
-import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { CampaignJson, BudgetResultJson as ResultJson } from '../../src/cli/commands/campaigns.js';
 import {
@@ -23,9 +11,8 @@ import {
 } from '../doubles/google.js';
 import type { RecordedRequest } from '../doubles/index.js';
 import { type AppSetup, addAppFor, adoptGrant } from '../helpers/flows.js';
-import { BIN } from '../helpers/paths.js';
+import { atTerminal, HAS_SCRIPT } from '../helpers/terminal.js';
 import { createVault, type TestVault } from '../helpers/vault.js';
-import { until } from '../helpers/wait.js';
 
 const MANAGER = '1112223334';
 const US = '1234567890'; // USD, granted directly: no login-customer-id
@@ -264,33 +251,16 @@ describe('campaigns set-budget on Google Ads', () => {
   });
 
   // At a terminal (script(1) gives it one): the end of input at a prompt is a "no", as Ctrl-C is.
-  it.skipIf(!existsSync('/usr/bin/script'))(
+  it.skipIf(!HAS_SCRIPT)(
     'Ctrl-D at the "Change it?" prompt, or at a hidden one, cancels: exit 2, nothing changed (not an internal error)',
     async () => {
-      const atTerminal = async (args: string, prompt: string) => {
-        const command = `'${process.execPath}' '${BIN}' ${args}; echo "exit=$?"`;
-        const child = spawn('/usr/bin/script', ['-qec', command, '/dev/null'], {
-          env: { ...v.env } as NodeJS.ProcessEnv,
-          cwd: v.root,
-          stdio: ['pipe', 'pipe', 'pipe'],
-        });
-        let out = '';
-        child.stdout!.on('data', (d: Buffer) => {
-          out += d.toString();
-        });
-        const exited = new Promise<void>((resolve) => child.on('close', () => resolve()));
-        try {
-          await until(() => out.includes(prompt), { timeoutMs: 30_000 });
-          child.stdin!.write('\x04');
-          await until(() => /exit=\d+/.test(out), { timeoutMs: 15_000 });
-        } finally {
-          child.kill('SIGKILL');
-          await exited;
-        }
-        return out;
-      };
       const mark = double.requests.length;
-      const change = await atTerminal('campaigns set-budget us 21000000001 --daily 61', 'Change it?');
+      const change = await atTerminal(
+        v,
+        'campaigns set-budget us 21000000001 --daily 61',
+        'Change it?',
+        '\x04',
+      );
       expect(change, change).toMatch(/exit=2\b/);
       expect(change).toContain('error: cancelled');
       expect(change).not.toContain('internal');
@@ -300,8 +270,10 @@ describe('campaigns set-budget on Google Ads', () => {
         "select updated_at from oauth_app_credentials where label = 'google-direct'",
       );
       const secret = await atTerminal(
+        v,
         'apps update google_ads/google-direct --new-client-secret',
         'client secret',
+        '\x04',
       );
       expect(secret, secret).toMatch(/exit=2\b/);
       expect(secret).toContain('error: cancelled');

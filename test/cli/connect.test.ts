@@ -1,6 +1,5 @@
-import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer as createNetServer } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -22,10 +21,9 @@ import {
   followConsent,
   type PlatformKey,
 } from '../helpers/flows.js';
-import { BIN } from '../helpers/paths.js';
 import { expectNoSecretsLeaked } from '../helpers/secrets.js';
+import { atTerminal, HAS_SCRIPT } from '../helpers/terminal.js';
 import { ONCE, type TestVault, vaultsPerTest } from '../helpers/vault.js';
-import { until } from '../helpers/wait.js';
 
 let doubles: AllDoubles;
 beforeAll(async () => {
@@ -1196,31 +1194,18 @@ describe.runIf(ONCE)('reddit_ads: an app whose redirect URI is not on this machi
   });
 
   // At a terminal (script(1) gives it one): the end of input at the paste prompt cancels, as Ctrl-C.
-  it.runIf(ONCE && existsSync('/usr/bin/script'))(
+  it.runIf(ONCE && HAS_SCRIPT)(
     'Ctrl-D at the paste prompt cancels: exit 2 "cancelled", nothing stored (not an internal error)',
     async () => {
       const v = await vault();
       await remoteApp(v);
-      const command = `'${process.execPath}' '${BIN}' connect reddit_ads --app remote --account a2_xyz --no-browser; echo "exit=$?"`;
-      const child = spawn('/usr/bin/script', ['-qec', command, '/dev/null'], {
-        env: { ...v.env } as NodeJS.ProcessEnv,
-        cwd: v.root,
-        stdio: ['pipe', 'pipe', 'pipe'],
-      });
-      let out = '';
-      child.stdout!.on('data', (d: Buffer) => {
-        out += d.toString();
-      });
-      const exited = new Promise<void>((resolve) => child.on('close', () => resolve()));
-      try {
-        await until(() => out.includes('paste the whole URL'), { timeoutMs: 30_000 });
-        child.stdin!.write('\x04');
-        // Before: the prompt's promise never settled, and credvault ended as an internal error (exit 1).
-        await until(() => /exit=\d+/.test(out), { timeoutMs: 15_000 });
-      } finally {
-        child.kill('SIGKILL');
-        await exited;
-      }
+      // Before: the prompt's promise never settled, and credvault ended as an internal error (exit 1).
+      const out = await atTerminal(
+        v,
+        'connect reddit_ads --app remote --account a2_xyz --no-browser',
+        'paste the whole URL',
+        '\x04',
+      );
       expect(out, out).toMatch(/exit=2\b/);
       expect(out).toContain('error: cancelled');
       expect(out).not.toContain('internal');

@@ -1,8 +1,6 @@
 import type { Secret } from '../../crypto/secret.js';
 import { InvalidInputError, quoted } from '../../errors.js';
 import { apiUrl } from '../authorize.js';
-import { PLATFORMS } from '../catalog.js';
-import { ProviderError } from '../errors.js';
 import { apiRequest } from '../http.js';
 import { displayMoney } from '../money.js';
 import {
