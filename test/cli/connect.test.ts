@@ -67,6 +67,17 @@ function answerWith(params: Record<string, string>) {
   };
 }
 
+/**
+ * The flow `connect` gave up is used up: its own state, with `callbackUrl` (the real answer), is
+ * refused by `connections complete` as already used (exit 2).
+ */
+async function expectGivenUp(v: TestVault, authorizeUrl: string, callbackUrl: string): Promise<void> {
+  const state = new URL(authorizeUrl).searchParams.get('state')!;
+  const later = await v.cli(['connections', 'complete', '--state', state, '--callback-url', callbackUrl]);
+  expect(later.code, later.stderr).toBe(2);
+  expect(later.stderr).toContain('this authorization was already used');
+}
+
 function doubleFor(platform: PlatformKey): Double<unknown, unknown> {
   return {
     google_ads: doubles.google,
@@ -389,10 +400,7 @@ describe('refusals', () => {
         ),
       ).toEqual([{ problem: 'wrong state' }]);
       // The flow connect gave up is used up: its own state, with the real answer, completes nothing.
-      const state = new URL(run.authorizeUrl).searchParams.get('state')!;
-      const late = await v.cli(['connections', 'complete', '--state', state, '--callback-url', real]);
-      expect(late.code, late.stderr).toBe(2);
-      expect(late.stderr).toContain('this authorization was already used');
+      await expectGivenUp(v, run.authorizeUrl, real);
       expect(doubles.microsoft.codeExchangeAttempts).toBe(attempts);
       expect(await v.sql('select id from ad_account_connections')).toEqual([]);
 
@@ -1131,17 +1139,7 @@ describe.runIf(ONCE)('connect stopped by a signal while it waits', () => {
       expect(run.result.stderr).toContain(
         `stopped (${signal}); this authorization was given up, and nothing was stored`,
       );
-      const state = new URL(run.authorizeUrl).searchParams.get('state')!;
-      const later = await v.cli([
-        'connections',
-        'complete',
-        '--state',
-        state,
-        '--callback-url',
-        run.callbackUrl,
-      ]);
-      expect(later.code, later.stderr).toBe(2);
-      expect(later.stderr).toContain('this authorization was already used');
+      await expectGivenUp(v, run.authorizeUrl, run.callbackUrl);
     }
     expect(doubles.reddit.codeExchangeAttempts).toBe(before);
     expect(await v.json<unknown[]>(['connections', 'list'])).toEqual([]);
@@ -1230,17 +1228,7 @@ describe.runIf(ONCE)('reddit_ads: an app whose redirect URI is not on this machi
         `the pasted URL is malformed: its "${extra.split('=')[0]}" parameter appears more than once`,
       );
       // Given up: the URL as the platform sent it no longer completes the flow.
-      const state = new URL(run.authorizeUrl).searchParams.get('state')!;
-      const later = await v.cli([
-        'connections',
-        'complete',
-        '--state',
-        state,
-        '--callback-url',
-        run.callbackUrl.replace(`&${extra}`, ''),
-      ]);
-      expect(later.code).toBe(2);
-      expect(later.stderr).toContain('this authorization was already used');
+      await expectGivenUp(v, run.authorizeUrl, run.callbackUrl.replace(`&${extra}`, ''));
     }
     expect(doubles.reddit.codeExchangeAttempts).toBe(before);
     expect(await v.json<unknown[]>(['connections', 'list'])).toEqual([]);
