@@ -33,11 +33,30 @@ export interface VersionSunset {
   date: string;
   /** Announced by the platform, or only the earliest its rule allows (LinkedIn's year). */
   announced: boolean;
+  /**
+   * The version is older than every one listed here: it ended before `date`, the end of the oldest
+   * listed (which version that is).
+   */
+  olderThan?: string;
 }
+
+/** v21 → 21, 202603 → 202603: versions of one platform in order. */
+const versionNumber = (version: string) => Number(version.replace(/^v/, '')) || 0;
 
 export function versionSunset(platform: PlatformId, version: string): VersionSunset | null {
   const date = ANNOUNCED[platform]?.[version];
   if (date) return { date, announced: true };
+  // Google serves each version about a year and retires them in order: one older than the oldest
+  // listed has already ended (v20 and before are refused with a 404).
+  const older = platform === 'google_ads' ? /^v(\d+)$/.exec(version) : null;
+  if (older) {
+    const [oldest, end] = Object.entries(ANNOUNCED.google_ads ?? {}).sort(
+      ([a], [b]) => versionNumber(a) - versionNumber(b),
+    )[0] ?? [null, null];
+    if (oldest && end && Number(older[1]) < versionNumber(oldest)) {
+      return { date: end, announced: true, olderThan: oldest };
+    }
+  }
   const month = platform === 'linkedin_ads' ? /^(\d{4})(0[1-9]|1[0-2])$/.exec(version) : null;
   if (month) return { date: `${Number(month[1]) + 1}-${month[2]}-01`, announced: false };
   return null;
@@ -93,13 +112,13 @@ export function describeAtRisk(risk: VersionAtRisk): string {
       ? `${which}, which LinkedIn promises to serve only until about ${risk.sunset.date} (a year from its month) and may no longer serve`
       : `${which}, which LinkedIn promises to serve only until about ${risk.sunset.date} (a year from its month; in ${risk.days} day${risk.days === 1 ? '' : 's'})`;
   }
+  if (risk.sunset.olderThan) {
+    return `${which}, which the platform no longer serves (it is older than ${risk.sunset.olderThan}, which ended on ${risk.sunset.date})`;
+  }
   return risk.days <= 0
     ? `${which}, which the platform no longer serves (since ${risk.sunset.date})`
     : `${which}, which the platform stops serving on ${risk.sunset.date} (in ${risk.days} day${risk.days === 1 ? '' : 's'})`;
 }
-
-/** v21 → 21, 202603 → 202603: versions of one platform in order. */
-const versionNumber = (version: string) => Number(version.replace(/^v/, '')) || 0;
 
 /** What to do about the apps at risk: back to a default that is not, or a later version pinned. */
 export function fixForAtRisk(risks: VersionAtRisk[], now: Date): string {

@@ -170,6 +170,7 @@ describe('credvault doctor', () => {
           input: JSON.stringify(file),
         });
         expect(added.code, added.stderr).toBe(0);
+        return added.stderr;
       };
       await add('google_ads', 'current', null); // v26: no end announced
       await add('linkedin_ads', 'next-century', '209912');
@@ -182,6 +183,10 @@ describe('credvault doctor', () => {
       });
 
       await add('google_ads', 'old', 'v21'); // Google ended v21 on 2026-08-05
+      // Older than any version listed: ended before v21 did (Google answers it with a 404).
+      expect(await add('google_ads', 'older', 'v20')).toContain(
+        'google_ads/older uses API version v20, which the platform no longer serves (it is older than v21, which ended on 2026-08-05)',
+      );
       await add('linkedin_ads', 'ancient', '202411'); // LinkedIn serves a month's version at least a year
       await add('linkedin_ads', 'parked', '202411');
       expect((await v.cli(['apps', 'disable', 'linkedin_ads/parked'])).code).toBe(0);
@@ -191,6 +196,7 @@ describe('credvault doctor', () => {
       expect(warned.by.apps!.status).toBe('warning');
       expect(warned.by.apps!.message).toBe(
         'google_ads/old uses API version v21, which the platform no longer serves (since 2026-08-05); ' +
+          'google_ads/older uses API version v20, which the platform no longer serves (it is older than v21, which ended on 2026-08-05); ' +
           'linkedin_ads/ancient uses LinkedIn-Version 202411, which LinkedIn promises to serve only until about 2025-11-01 (a year from its month) and may no longer serve',
       );
       expect(warned.by.apps!.fix).toContain(
