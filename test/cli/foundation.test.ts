@@ -176,6 +176,8 @@ describe('init', () => {
         ['apps', 'list'],
         ['connections', 'list', '--json'],
         ['db', 'status'],
+        // No key either: the missing vault is what it says.
+        ['key', 'rotate'],
       ]) {
         const result = await v.cli(args);
         expect(result.code, args.join(' ')).toBe(8);

@@ -239,7 +239,12 @@ export async function rotate(rt: Runtime, flags: RotateFlags): Promise<void> {
     throw new InvalidInputError('give --new-key-file or --to-kms, not both');
   const { env, home } = rt.config;
   const current = await resolveKeySource(env, home);
-  if (!current) throw noKeyError(home);
+  if (!current) {
+    // No vault there at all is what to say first (exit 8, as every other command does before init),
+    // not the missing key that init would also make.
+    await withContext(rt, async () => undefined);
+    throw noKeyError(home);
+  }
   const location = locateKey(env, home);
   const homeKey = homeKeyPath(home);
   const keptInHome = location.kind === 'file' && location.path === homeKey;
