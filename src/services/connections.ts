@@ -86,7 +86,13 @@ export const CONNECTION_NAME = /^[A-Za-z][A-Za-z0-9._-]{0,62}$/;
 /** Names are refs too: they must not look like an id or a `platform:account` ref. */
 export function parseConnectionName(name: string): string {
   const trimmed = name.trim();
-  if (!CONNECTION_NAME.test(trimmed) || isUuid(trimmed)) {
+  if (isUuid(trimmed)) {
+    throw new InvalidInputError(
+      `connection name ${quoted(name)} has the shape of a connection id, which a name must not have: it would be read as one`,
+      { hint: 'Choose a name that is not a UUID, for example with a word in front of it.' },
+    );
+  }
+  if (!CONNECTION_NAME.test(trimmed)) {
     throw new InvalidInputError(
       `connection name ${quoted(name)} must start with a letter and use only letters, digits, ".", "_" and "-" (at most 63)`,
     );

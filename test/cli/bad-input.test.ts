@@ -277,3 +277,14 @@ describe.runIf(ONCE)('an empty connection name', () => {
     }
   });
 });
+
+describe.runIf(ONCE)('a connection name shaped like an id', () => {
+  it('is refused (exit 2) saying it would be read as an id, not that it breaks rules it keeps', async () => {
+    const result = await v.cli(['connections', 'rename', 'acct', 'abcdef01-2345-4678-9abc-def012345678']);
+    expect(result.code, result.stderr).toBe(2);
+    expect(result.stderr).toBe(
+      'error: connection name "abcdef01-2345-4678-9abc-def012345678" has the shape of a connection id, which a name must not have: it would be read as one\n' +
+        'Choose a name that is not a UUID, for example with a word in front of it.\n',
+    );
+  });
+});
