@@ -127,10 +127,16 @@ export function mapDatabaseError(error: unknown, where: string): CredvaultError 
   const code = driver.code;
   if (unreachable(driver)) {
     const embedded = where.endsWith('/pgdata');
+    // The URL may have come from DATABASE_URL or from --database-url: both are named.
+    const url = 'the database URL (DATABASE_URL or --database-url)';
     return new DatabaseError(`cannot reach the database at ${where}: ${driver.message ?? code}`, {
       hint: embedded
         ? 'The daemon that shares the embedded database may have stopped: run the command again.'
-        : 'Check DATABASE_URL and that PostgreSQL is running.',
+        : code === '3D000'
+          ? `Create the database (for example with createdb), then run \`credvault init\`; or check ${url}.`
+          : code === '28P01' || code === '28000'
+            ? `Check the user and password (in ${url}, or PGPASSWORD) and what pg_hba.conf allows.`
+            : `Check ${url} and that PostgreSQL is running.`,
       cause: error,
     });
   }

@@ -1403,6 +1403,34 @@ describe.runIf(ONCE)('DATABASE_URL', () => {
     }
   });
 
+  it('that cannot be reached says what to check, naming the flag too: the server, the database, the user', async () => {
+    const v = await vault();
+    const { DATABASE_URL: _, ...env } = v.env;
+    const refused = await v.cli(['--database-url', 'postgres://ops@127.0.0.1:1/credvault', 'apps', 'list'], {
+      env,
+    });
+    expect(refused.code, refused.stderr).toBe(8);
+    expect(refused.stderr).toContain(
+      'Check the database URL (DATABASE_URL or --database-url) and that PostgreSQL is running.',
+    );
+    // Against the suite's server: a database that is not there, a user it does not know.
+    if (v.databaseUrl) {
+      const missing = new URL(v.databaseUrl);
+      missing.pathname = '/credvault_no_such_database';
+      const notThere = await v.cli(['--database-url', missing.href, 'apps', 'list'], { env });
+      expect(notThere.code, notThere.stderr).toBe(8);
+      expect(notThere.stderr).toContain('database "credvault_no_such_database" does not exist');
+      expect(notThere.stderr).toContain(
+        'Create the database (for example with createdb), then run `credvault init`',
+      );
+      const stranger = new URL(v.databaseUrl);
+      stranger.username = 'credvault_no_such_user';
+      const unknown = await v.cli(['--database-url', stranger.href, 'apps', 'list'], { env });
+      expect(unknown.code, unknown.stderr).toBe(8);
+      expect(unknown.stderr).toContain('Check the user and password (in the database URL');
+    }
+  });
+
   it('of another kind of database is input to change (exit 2), named without its password', async () => {
     const v = await vault();
     const result = await v.cli(['platforms', 'list'], {
