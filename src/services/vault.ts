@@ -142,7 +142,8 @@ export async function initVault(config: Config): Promise<InitReport> {
     return {
       home: config.home,
       database: database.description,
-      database_kind: database.kind,
+      // The embedded database reached through the daemon is still the embedded database.
+      database_kind: database.shared ? 'pglite' : database.kind,
       key_source: source!.kind,
       key_origin: source!.origin,
       key_id: source!.keyId,

@@ -1590,6 +1590,10 @@ describe.runIf(DB_KIND === 'pglite')('the embedded database while the daemon run
       env: { CREDVAULT_LOCK_TIMEOUT: '1' },
     });
     expect(listed.map((c) => c.name)).toEqual(['acct-a']);
+    // Still the embedded database, though a PostgreSQL driver reaches it (it said "postgres").
+    expect(
+      (await v.json<{ kind: string }>(['db', 'status'], { env: { CREDVAULT_LOCK_TIMEOUT: '1' } })).kind,
+    ).toBe('pglite');
     const token = await v.cli(['token', 'get', 'acct-a'], {
       secretOutput: true,
       env: { CREDVAULT_LOCK_TIMEOUT: '1' },

@@ -42,7 +42,8 @@ export async function status(rt: Runtime): Promise<void> {
       if (rt.out.json) {
         return rt.out.writeJson({
           database: ctx.database.description,
-          kind: ctx.database.kind,
+          // The embedded database reached through the daemon is still the embedded database.
+          kind: ctx.database.shared ? 'pglite' : ctx.database.kind,
           up_to_date: pending === 0,
           newer_migrations: newer,
           migrations: states.map((m) => ({
