@@ -218,6 +218,19 @@ describe('key rotate', () => {
     // The file's contents are what to change, not "remove the old one".
     expect(again.stderr).toContain(`replace the contents of ${keyFile} (CREDENTIAL_MASTER_KEY_FILE) with it`);
     expect(again.stderr).toContain('a running daemon then needs SIGHUP');
+
+    // The new key configured, and master.key.new holding the key rotated away from just now (a copy
+    // left behind): a retired key, which "finish that rotation" would move the vault back to.
+    const retired = readFileSync(keyFile);
+    writeFileSync(keyFile, readFileSync(join(home, 'master.key.new')));
+    writeFileSync(join(home, 'master.key.new'), retired, { mode: 0o600 });
+    const stale = await v.cli(['key', 'rotate'], { env: fromFile });
+    expect(stale.code, stale.stderr).toBe(2);
+    expect(stale.stderr).toMatch(
+      /master\.key\.new holds key id \w+, which the vault was rotated away from on \S+: a retired key, not an unfinished rotation/,
+    );
+    expect(stale.stderr).not.toContain('Finish that rotation');
+    expect((await v.cli(['key', 'status'], { env: fromFile })).code).toBe(0);
   });
 
   it('installs a new key file the user wrote with any mode as master.key 0600', async () => {

@@ -29,7 +29,12 @@ import {
   keyStatus,
   newMasterKey,
 } from '../../services/keys.js';
-import { reencryptionPending, reencryptSecrets, rewrapDataKeys } from '../../services/rotation.js';
+import {
+  reencryptionPending,
+  reencryptSecrets,
+  rewrapDataKeys,
+  rotatedAwayFrom,
+} from '../../services/rotation.js';
 import { ensureHome } from '../../services/vault.js';
 import { createFileAtomically, writeNewFileFlushed } from '../../util/files.js';
 import { withContext } from '../context.js';
@@ -324,6 +329,16 @@ export async function rotate(rt: Runtime, flags: RotateFlags): Promise<void> {
           hint: readFromIt
             ? `credvault reads its key from that very file (${location.kind === 'file' ? location.variable : ''}): move it elsewhere and point the variable there, then run \`credvault key rotate\` again.`
             : `Delete ${generatedFile} once the key is kept where credvault reads it (and backed up), then run \`credvault key rotate\` again.`,
+        },
+      );
+    }
+    const retiredOn = leftover ? await withContext(rt, (ctx) => rotatedAwayFrom(ctx, leftover)) : null;
+    if (retiredOn) {
+      // Finishing "that rotation" would move the vault back to a key it was rotated away from.
+      throw new InvalidInputError(
+        `${generatedFile} holds key id ${leftover}, which the vault was rotated away from on ${retiredOn.toISOString()}: a retired key, not an unfinished rotation`,
+        {
+          hint: `Move ${generatedFile} away (to your backups of retired keys, if you keep them; never configure it again), then run \`credvault key rotate\` again.`,
         },
       );
     }
