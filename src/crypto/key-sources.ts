@@ -1,5 +1,6 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import type { Config } from '../config.js';
 import { KeyError } from '../errors.js';
 import { shellQuote } from '../util/shell.js';
 import type { KeySource } from './key-source.js';
@@ -35,9 +36,14 @@ export const VAULT_SECRET_VARIABLES = [
 /**
  * The variables to keep from a program credvault runs: VAULT_SECRET_VARIABLES, and when the vault's
  * key is in AWS KMS or Cloud KMS, the cloud credentials that unwrap it (left alone otherwise: they
- * are what `exec -- aws …` is often run for).
+ * are what `exec -- aws …` is often run for). `databaseUrl` is the database the vault is on as
+ * configured (Config.databaseUrl: `--database-url`, else DATABASE_URL); a caller without a
+ * configuration gets DATABASE_URL's.
  */
-export function vaultSecretVariables(env: NodeJS.ProcessEnv): string[] {
+export function vaultSecretVariables(
+  env: NodeJS.ProcessEnv,
+  databaseUrl: string | null | undefined = env.DATABASE_URL,
+): string[] {
   const uri = env.CREDENTIAL_KMS_URI?.trim() ?? '';
   return [
     ...VAULT_SECRET_VARIABLES,
@@ -45,19 +51,24 @@ export function vaultSecretVariables(env: NodeJS.ProcessEnv): string[] {
       ? ['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_TOKEN']
       : []),
     ...(uri.startsWith('gcp-kms://') ? ['GOOGLE_APPLICATION_CREDENTIALS'] : []),
-    // On PostgreSQL, the password (or password file) the driver takes when DATABASE_URL has none.
-    ...(env.DATABASE_URL?.trim() ? ['PGPASSWORD', 'PGPASSFILE'] : []),
+    // On PostgreSQL, the password (or password file) the driver takes when the URL has none: whether
+    // the URL came from DATABASE_URL or from --database-url.
+    ...(databaseUrl?.trim() ? ['PGPASSWORD', 'PGPASSFILE'] : []),
   ];
 }
 
 /**
  * Runs `start`, which starts a program that is not credvault's (the browser's launcher), with the
- * vault's secret variables out of this process's environment, and puts them back after: the program
- * inherits the environment as it is when it starts. (`open` takes no environment of its own.)
+ * vault's secret variables (vaultSecretVariables, for the database `config` names) out of this
+ * process's environment, and puts them back after: the program inherits the environment as it is
+ * when it starts. (`open` takes no environment of its own.)
  */
-export async function withoutVaultSecrets<T>(start: () => Promise<T>): Promise<T> {
+export async function withoutVaultSecrets<T>(
+  config: Pick<Config, 'databaseUrl'>,
+  start: () => Promise<T>,
+): Promise<T> {
   const saved = new Map<string, string>();
-  for (const name of vaultSecretVariables(process.env)) {
+  for (const name of vaultSecretVariables(process.env, config.databaseUrl)) {
     const value = process.env[name];
     if (value === undefined) continue;
     saved.set(name, value);

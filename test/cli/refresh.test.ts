@@ -972,6 +972,27 @@ describe.runIf(ONCE)('token get formats and exec', () => {
       },
     });
     expect(ran.code, ran.stderr).toBe(42);
+    // The database given with --database-url rather than DATABASE_URL: its password stays out alike.
+    if (v.databaseUrl) {
+      const flagged = await v.cli(
+        [
+          '--database-url',
+          v.databaseUrl,
+          'exec',
+          'acct',
+          '--',
+          'sh',
+          '-c',
+          'echo "pg=$PGPASSWORD|$PGPASSFILE"',
+        ],
+        {
+          env: { DATABASE_URL: undefined, PGPASSWORD: 'other-database', PGPASSFILE: join(v.root, '.pgpass') },
+          secretOutput: true,
+        },
+      );
+      expect(flagged.code, flagged.stderr).toBe(0);
+      expect(flagged.stdout).toBe('pg=|\n');
+    }
     const nested = await v.cli(['exec', 'acct', '--', 'true'], { env: { CREDVAULT_EXEC: 'outer' } });
     expect(nested.code).toBe(2);
     expect(nested.stderr).toContain('does not nest');

@@ -2,7 +2,7 @@ import { createDecipheriv, hkdfSync } from 'node:crypto';
 import { inspect } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { Keyring, type WrappedDataKey } from '../../src/crypto/envelope.js';
-import { vaultSecretVariables } from '../../src/crypto/key-sources.js';
+import { vaultSecretVariables, withoutVaultSecrets } from '../../src/crypto/key-sources.js';
 import {
   generateMasterKey,
   LocalKeySource,
@@ -43,6 +43,33 @@ describe('exec keeps the keys to the vault from its child', () => {
         CREDENTIAL_KMS_URI: 'gcp-kms://projects/p/locations/l/keyRings/r/cryptoKeys/k',
       }),
     ).toContain('GOOGLE_APPLICATION_CREDENTIALS');
+  });
+});
+
+describe('PGPASSWORD and PGPASSFILE are kept from programs credvault starts', () => {
+  it('on PostgreSQL whichever way it was chosen: by DATABASE_URL, or by --database-url (the configured URL)', async () => {
+    const url = 'postgres://postgres@127.0.0.1:5432/vault';
+    expect(vaultSecretVariables({ DATABASE_URL: url })).toEqual(
+      expect.arrayContaining(['PGPASSWORD', 'PGPASSFILE']),
+    );
+    // --database-url: the environment has no DATABASE_URL, the configuration has the URL.
+    expect(vaultSecretVariables({}, url)).toEqual(expect.arrayContaining(['PGPASSWORD', 'PGPASSFILE']));
+    // The embedded database: a PGPASSWORD is some other program's.
+    expect(vaultSecretVariables({}, null)).not.toContain('PGPASSWORD');
+    // The browser connect opens: started with neither, given back after.
+    const saved = { PGPASSWORD: process.env.PGPASSWORD, DATABASE_URL: process.env.DATABASE_URL };
+    delete process.env.DATABASE_URL;
+    process.env.PGPASSWORD = 'hunter2';
+    try {
+      const seen = await withoutVaultSecrets({ databaseUrl: url }, async () => process.env.PGPASSWORD);
+      expect(seen).toBeUndefined();
+      expect(process.env.PGPASSWORD).toBe('hunter2');
+    } finally {
+      for (const [name, value] of Object.entries(saved)) {
+        if (value === undefined) delete process.env[name];
+        else process.env[name] = value;
+      }
+    }
   });
 });
 

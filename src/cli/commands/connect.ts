@@ -172,7 +172,7 @@ async function announce(rt: Runtime, url: string, browser: boolean): Promise<voi
     ]);
     // The browser (and its launcher) gets none of the variables that reach the vault: the master key
     // in the environment would stay in the browser's for as long as it runs.
-    const child = await withoutVaultSecrets(() => open(url));
+    const child = await withoutVaultSecrets(rt.config, () => open(url));
     child.on('error', () => {});
     child.unref();
   } catch {

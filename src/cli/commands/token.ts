@@ -227,7 +227,7 @@ export async function exec(
   // The child gets one connection's credentials, not the variables that name the keys to the whole
   // vault. (A child running as the same user can still read a key file it finds: run a command that
   // must not reach the vault as another user.)
-  for (const name of vaultSecretVariables(rt.io.env)) delete env[name];
+  for (const name of vaultSecretVariables(rt.io.env, rt.config.databaseUrl)) delete env[name];
   // Nor one the caller's environment had from another account or app (a login customer id this
   // connection has none of): the child sees this connection's variables only.
   for (const name of [...EXPORTED_VARIABLES, ...FOREIGN_VARIABLES]) delete env[name];
