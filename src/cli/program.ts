@@ -24,6 +24,34 @@ function takesNextWord(command: Command, arg: string): boolean {
   return Boolean(option && (option.required || option.optional));
 }
 
+/** Where `exec`'s own words start in argv (after the program's options and `exec`); null: not an exec. */
+function execWords(program: Command, argv: string[]): { command: Command; from: number } | null {
+  const command = program.commands.find((c) => c.name() === 'exec');
+  if (!command) return null;
+  let i = 0;
+  // The program's own options, up to the command's name.
+  for (; i < argv.length && argv[i] !== '--' && argv[i]!.startsWith('-'); i++) {
+    if (takesNextWord(program, argv[i]!)) i++;
+  }
+  return argv[i] === 'exec' ? { command, from: i + 1 } : null;
+}
+
+/**
+ * Whether an exec's argv (as execArgv left it) has a word before `--` that is not an option: the
+ * connection. `exec -- python3 report.py` has none, and the parser would take `python3` for it.
+ */
+export function execConnectionGiven(program: Command, argv: string[]): boolean {
+  const exec = execWords(program, argv);
+  if (!exec) return true;
+  for (let i = exec.from; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (arg === '--') return false;
+    if (!arg.startsWith('-') || arg === '-') return true;
+    if (takesNextWord(exec.command, arg) || takesNextWord(program, arg)) i++;
+  }
+  return true;
+}
+
 /**
  * `exec CONN COMMAND ARG…` read as `exec CONN -- COMMAND ARG…`: everything from the command on is the
  * command's, as sudo, env and aws-vault read it. Left to the parser, a flag of the command's that
@@ -32,20 +60,14 @@ function takesNextWord(command: Command, arg: string): boolean {
  * changes for argv that already has `--` before the command, or is not an exec.
  */
 export function execArgv(program: Command, argv: string[]): string[] {
-  const exec = program.commands.find((c) => c.name() === 'exec');
+  const exec = execWords(program, argv);
   if (!exec) return argv;
-  let i = 0;
-  // The program's own options, up to the command's name.
-  for (; i < argv.length && argv[i] !== '--' && argv[i]!.startsWith('-'); i++) {
-    if (takesNextWord(program, argv[i]!)) i++;
-  }
-  if (argv[i] !== 'exec') return argv;
   let operands = 0;
-  for (i++; i < argv.length; i++) {
+  for (let i = exec.from; i < argv.length; i++) {
     const arg = argv[i]!;
     if (arg === '--') return argv;
     if (arg.startsWith('-') && arg !== '-') {
-      if (takesNextWord(exec, arg) || takesNextWord(program, arg)) i++;
+      if (takesNextWord(exec.command, arg) || takesNextWord(program, arg)) i++;
       continue;
     }
     // The first word is CONN; the second is the command.
@@ -294,9 +316,19 @@ export function buildProgram(
     .description("run COMMAND with the connection's token and variables in its environment")
     .usage('<conn> [--min-ttl SECONDS] -- <command> [args...]')
     .option('--min-ttl <seconds>', 'refresh first if the token expires within this many seconds', '60')
-    .action((ref: string, command: string[], opts, cmd: Command) =>
-      runWith(cmd, async (rt) => (await import('./commands/token.js')).exec(rt, ref, command, opts), true),
-    );
+    .action((ref: string, command: string[], opts, cmd: Command) => {
+      // Whether `ref` came before `--`: the parser does not say (nor keep the `--`), the words it was
+      // given do (commander keeps them as rawArgs). Without it, ref is the command's first word.
+      const argv = (program as Command & { rawArgs?: string[] }).rawArgs ?? [];
+      const words = execConnectionGiven(program, argv)
+        ? { ref, command }
+        : { ref: null, command: [ref, ...command] };
+      return runWith(
+        cmd,
+        async (rt) => (await import('./commands/token.js')).exec(rt, words.ref, words.command, opts),
+        true,
+      );
+    });
 
   program
     .command('status')

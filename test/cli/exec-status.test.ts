@@ -73,6 +73,28 @@ describe.runIf(ONCE)('exec', () => {
     expect(served[0]!.n).toBe(0);
   });
 
+  it("exec with the connection forgotten before -- says so (exit 2), not that the command's second word cannot be run; an empty command is called empty", async () => {
+    const v = await vault();
+    writeFileSync(join(v.root, 'report.py'), 'print("hi")\n');
+    // Before: `python3` was taken for the connection, and "cannot run \"report.py\"", exit 127.
+    const forgot = await v.cli(['exec', '--', 'python3', 'report.py']);
+    expect(forgot.code, forgot.stderr).toBe(2);
+    expect(forgot.stderr).toContain(
+      'exec needs the connection before --, as in `credvault exec CONN -- python3 report.py`',
+    );
+    expect(forgot.stderr).not.toContain('cannot run');
+    const asJson = await v.cli(['exec', '--json', '--', 'ls', '-l']);
+    expect(asJson.code, asJson.stderr).toBe(2);
+    expect(JSON.parse(asJson.stderr).error).toMatchObject({
+      code: 'invalid_input',
+      message: expect.stringContaining('`credvault exec CONN -- ls -l`'),
+    });
+    // A command was given after --, an empty one: not "needs a command".
+    const empty = await v.cli(['exec', 'acct', '--', '']);
+    expect(empty.code, empty.stderr).toBe(2);
+    expect(empty.stderr).toContain('the command given to exec is empty');
+  });
+
   it("everything from the command on is the command's, with or without --; the child has this connection's variables only", async () => {
     const { v } = await connected('google_ads');
     // Without --: flags that credvault has too (--min-ttl, --json, --home) and a -- of the command's

@@ -198,7 +198,7 @@ function inTerminalForeground(): boolean {
  */
 export async function exec(
   rt: Runtime,
-  ref: string,
+  ref: string | null,
   command: string[],
   opts: { minTtl: string },
 ): Promise<void> {
@@ -211,8 +211,20 @@ export async function exec(
     );
   }
   const [program, ...args] = command;
-  if (!program)
+  // Checked before the command is looked for: a command found or not says nothing of a missing CONN.
+  if (ref === null) {
+    const given = command.length ? command.map(shellQuote).join(' ') : 'COMMAND [ARG]...';
+    throw new InvalidInputError(
+      `exec needs the connection before --, as in \`credvault exec CONN -- ${given}\``,
+      { hint: 'CONN is a connection id, its name, or platform:account (`credvault connections list`).' },
+    );
+  }
+  if (program === undefined)
     throw new InvalidInputError('exec needs a command after --', {
+      hint: 'credvault exec CONN -- COMMAND [ARG]...',
+    });
+  if (!program)
+    throw new InvalidInputError('the command given to exec is empty (an empty word after --)', {
       hint: 'credvault exec CONN -- COMMAND [ARG]...',
     });
   const minTtlSeconds = parseMinTtl(opts.minTtl);
