@@ -197,6 +197,12 @@ function toTokenResult(json: oauth.TokenEndpointResponse, now: number, profile: 
   };
 }
 
+/** An answer's media type as it says it (`text/html`), without parameters; `no content type` when none. */
+function mediaType(response: { headers: Headers }): string {
+  const type = (response.headers.get('content-type') ?? '').split(';')[0]!.trim().toLowerCase();
+  return type.replace(/[^a-z0-9!#$&^_.+/-]/g, '').slice(0, 64) || 'no content type';
+}
+
 /** Maps whatever the exchange threw to a ProviderError; tokens in platform text are redacted. */
 function classify(
   error: unknown,
@@ -254,6 +260,16 @@ function classify(
   }
   if (error instanceof oauth.OperationProcessingError) {
     const response = (error as { cause?: unknown }).cause;
+    // A success that is no token answer (a captive portal's or a proxy's login page, an answer cut
+    // short) says nothing of the grant: the platform's answer could not be read, and is asked again
+    // later as after a 5xx. Only its content type is told: the body may echo what was sent.
+    if (isResponse(response) && response.ok) {
+      return new ProviderError(
+        'transient',
+        `${what}: the token endpoint answered HTTP ${response.status} with ${mediaType(response)}, which is not an OAuth token response`,
+        { status: response.status },
+      );
+    }
     if (isResponse(response)) {
       return new ProviderError(
         classifyStatus(response.status),
@@ -264,9 +280,12 @@ function classify(
         },
       );
     }
+    // Its body, read as JSON, lacks what a token answer has (or has it wrong). oauth4webapi checks the
+    // status first: whatever it finds wrong with the body came with a 200.
     return new ProviderError(
-      'invalid_response',
-      `${what}: the platform's answer is not a valid OAuth response (${error.message})`,
+      'transient',
+      `${what}: the token endpoint answered HTTP 200 with something that is not a valid OAuth token response (${error.message})`,
+      { status: 200 },
     );
   }
   return networkFailure(error, what, options.signal);

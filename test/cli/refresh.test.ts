@@ -12,7 +12,7 @@ import {
   startRedditDouble,
 } from '../doubles/index.js';
 import { startDbProxy } from '../helpers/db-proxy.js';
-import { addAppFor, adoptGrant } from '../helpers/flows.js';
+import { addAppFor, addConnection, adoptGrant } from '../helpers/flows.js';
 import { BIN } from '../helpers/paths.js';
 import { expectNoSecretsLeaked } from '../helpers/secrets.js';
 import { type CliResult, createVault, DB_KIND, ONCE, type TestVault } from '../helpers/vault.js';
@@ -1166,6 +1166,64 @@ describe.runIf(ONCE)('a refresh answered with an OpenID Connect error', () => {
     }
   });
 });
+
+describe.runIf(ONCE)(
+  'a token endpoint answering HTTP 200 with something that is no OAuth token response',
+  () => {
+    it("(a captive proxy's HTML login page, JSON without an access token) is the platform unavailable: exit 5, retried and cooled down as a 5xx, never a refused token", async () => {
+      const double = await google();
+      const { v, app, grant } = await connected(double, 'google_ads');
+      // A login page that echoes what it was sent: none of it is shown.
+      const page = {
+        status: 200,
+        body: `<html><body>Sign in to Hotel Wi-Fi to continue (${grant.refreshToken})</body></html>`,
+        headers: { 'content-type': 'text/html; charset=utf-8' },
+      };
+      const sent = () => double.tokenRequests('refresh_token').length;
+      const before = sent();
+      double.faults.failNext(3, page);
+      // Before: exit 2 (invalid_input), "… refused the refresh token … failed with HTTP 200".
+      const html = await v.cli(['token', 'get', 'acct']);
+      expect(html.code, html.stderr).toBe(5);
+      expect(html.stderr).toMatch(/answered HTTP 200 with text\/html, which is not an OAuth token response/);
+      expect(html.stderr).not.toContain('refused');
+      expect(html.stderr).not.toContain('Wi-Fi');
+      // Tried again as a 5xx is (three attempts), counted once, the connection still active.
+      expect(sent() - before).toBe(3);
+      expect(await statusOf(v)).toMatchObject({ status: 'active', consecutive_failures: 1 });
+      // Within the cool-down the recorded failure answers, with the same exit code; the platform is not asked.
+      const cooled = await v.cli(['token', 'get', 'acct', '--json']);
+      expect(cooled.code, cooled.stderr).toBe(5);
+      expect(JSON.parse(cooled.stderr).error.code).toBe('unavailable');
+      expect(sent() - before).toBe(3);
+      // JSON without an access token: exit 5 already, but said to be refused.
+      await v.sql('update oauth_tokens_vault set cooldown_until = null');
+      double.faults.failNext(3, { status: 200, body: { token_type: 'Bearer', expires_in: 3599 } });
+      const fieldless = await v.cli(['token', 'get', 'acct']);
+      expect(fieldless.code, fieldless.stderr).toBe(5);
+      expect(fieldless.stderr).toContain('not a valid OAuth token response');
+      expect(fieldless.stderr).not.toContain('refused');
+      expect(await statusOf(v)).toMatchObject({ status: 'active', consecutive_failures: 2 });
+      // connections add meets the same page: exit 5, to retry later, not invalid input; nothing stored.
+      double.faults.reset();
+      double.faults.failNext(3, page);
+      const other = double.issueGrant({
+        clientId: app.clientId,
+        scope: 'https://www.googleapis.com/auth/adwords',
+      });
+      const added = await addConnection(v, 'google_ads', app.label, other.refreshToken, {
+        accounts: ['1234567890'],
+        name: 'again',
+        json: true,
+      });
+      expect(added.code, added.stderr).toBe(5);
+      expect(JSON.parse(added.stderr).error).toMatchObject({ code: 'unavailable' });
+      expect(added.stderr).toContain('HTTP 200 with text/html');
+      expect(added.stderr).not.toContain('refused');
+      await expectNoSecretsLeaked(v, [grant.refreshToken, other.refreshToken]);
+    });
+  },
+);
 
 describe.runIf(ONCE)('an access token answered without expires_in', () => {
   it("is taken to last the platform's documented life (Google: an hour), not for ever", async () => {
