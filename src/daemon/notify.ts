@@ -27,9 +27,10 @@ export class SystemdNotifier {
   send(...assignments: string[]): Promise<void> {
     if (!this.#socket) return Promise.resolve();
     return new Promise((resolve) => {
-      // systemd-notify needs the socket, not the variables that reach the vault (the master key…).
+      // systemd-notify needs the socket, not the variables that reach the vault (the master key…), nor
+      // the database's password, whichever way the database was given (DATABASE_URL, --database-url).
       const env: NodeJS.ProcessEnv = { ...process.env, NOTIFY_SOCKET: this.#socket };
-      for (const name of vaultSecretVariables(process.env)) delete env[name];
+      for (const name of [...vaultSecretVariables(process.env), 'PGPASSWORD', 'PGPASSFILE']) delete env[name];
       execFile('systemd-notify', [`--pid=${process.pid}`, ...assignments], { env, timeout: 5_000 }, () =>
         resolve(),
       );

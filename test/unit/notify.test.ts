@@ -28,16 +28,25 @@ describe('SystemdNotifier', () => {
 
   it('runs systemd-notify with the socket and without the variables that reach the vault', async () => {
     const root = mkdtempSync(join(tmpdir(), 'credvault-notify-'));
-    const saved = { PATH: process.env.PATH, CREDENTIAL_MASTER_KEY: process.env.CREDENTIAL_MASTER_KEY };
+    const saved = {
+      PATH: process.env.PATH,
+      CREDENTIAL_MASTER_KEY: process.env.CREDENTIAL_MASTER_KEY,
+      PGPASSWORD: process.env.PGPASSWORD,
+      DATABASE_URL: process.env.DATABASE_URL,
+    };
     try {
       const seen = join(root, 'environment');
       writeFileSync(join(root, 'systemd-notify'), `#!/bin/sh\nenv > '${seen}'\n`, { mode: 0o755 });
       process.env.PATH = `${root}:${process.env.PATH}`;
       process.env.CREDENTIAL_MASTER_KEY = 'not-for-systemd-notify';
+      // The database given as --database-url: DATABASE_URL unset, the password in PGPASSWORD.
+      delete process.env.DATABASE_URL;
+      process.env.PGPASSWORD = 'not-for-systemd-notify-either';
       await new SystemdNotifier({ NOTIFY_SOCKET: '/run/systemd/notify' }).ready('serving');
       const environment = readFileSync(seen, 'utf8');
       expect(environment).toMatch(/^NOTIFY_SOCKET=\/run\/systemd\/notify$/m);
       expect(environment).not.toContain('CREDENTIAL_MASTER_KEY');
+      expect(environment).not.toContain('PGPASSWORD');
     } finally {
       for (const [name, value] of Object.entries(saved)) {
         if (value === undefined) delete process.env[name];
