@@ -133,7 +133,11 @@ export async function renameConnection(
  * What is wrong with an account id (normalized), in words that do not repeat it (an import's file may
  * hold a secret where the id should be), or undefined when it is one: a Google Ads customer id is 10
  * digits; Microsoft Advertising's account and customer ids are numbers (an account also has a
- * *number*, letters and digits like F149ABCD, which the API does not take).
+ * *number*, letters and digits like F149ABCD, which the API does not take); a LinkedIn ad account id
+ * is a number (`urn:li:sponsoredAccount:123` is normalized to it); a Reddit ad account id is a
+ * Reddit id, `a2_` and base-36 letters and digits (providers.md; `t2_…` where the Conversions API
+ * shows the account's user id instead). Every platform's is checked: a refresh token pasted where the
+ * id goes would otherwise be stored in the clear as the connection's account and shown everywhere.
  */
 export function accountIdProblem(
   platform: string,
@@ -150,6 +154,17 @@ export function accountIdProblem(
     return kind === 'account' && numbers.every((part) => /^(?=.*[A-Za-z])[A-Za-z0-9]{6,10}$/.test(part))
       ? `${what}: it looks like the account number (letters and digits, like F149ABCD), which the API does not take`
       : what;
+  }
+  if (platform === 'linkedin_ads') {
+    return /^\d{1,19}$/.test(id)
+      ? undefined
+      : 'is not a LinkedIn ad account id (digits, or urn:li:sponsoredAccount: and digits)';
+  }
+  if (platform === 'reddit_ads') {
+    // Reddit's ids are base 36; the case is not checked, a person may have typed it in capitals.
+    return /^[at]2_[a-z0-9]{1,20}$/i.test(id)
+      ? undefined
+      : 'is not a Reddit Ads ad account id (a2_ and letters and digits, like a2_abc123, as the Ads Manager shows it)';
   }
   return undefined;
 }

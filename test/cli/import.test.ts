@@ -1392,6 +1392,45 @@ logging:
       },
     );
 
+    it.runIf(ONCE)(
+      'a refresh token where a LinkedIn or Reddit account id goes is refused, never stored or shown',
+      async () => {
+        const v = await vault();
+        const app = await addAppFor(v, 'reddit_ads', doubleFor('reddit_ads'));
+        const grant = doubles.reddit.issueGrant({
+          clientId: app.clientId,
+          scope: SCOPES.reddit_ads,
+        } as never);
+        const file = join(v.root, '.env');
+        // The two values swapped: the refresh token where the account id goes.
+        writeFileSync(
+          file,
+          `REDDIT_ADS_CLIENT_ID=${app.clientId}\nREDDIT_ADS_CLIENT_SECRET=${app.clientSecret}\nREDDIT_ADS_REFRESH_TOKEN=a2_xyz\nREDDIT_ADS_AD_ACCOUNT_ID=${grant.refreshToken}\n`,
+        );
+        const before = await stateAndAudit(v);
+        const swapped = await v.cli(['import', 'env', '--file', file]);
+        expect(swapped.code, swapped.stderr).toBe(2);
+        expect(swapped.stderr).toContain(
+          `${file} line 4: REDDIT_ADS_AD_ACCOUNT_ID is not a Reddit Ads ad account id (a2_ and letters and digits`,
+        );
+        expect(`${swapped.stdout}${swapped.stderr}`).not.toContain(grant.refreshToken);
+        expect(await stateAndAudit(v)).toEqual(before);
+        const linkedin = await refusal(
+          v,
+          'env',
+          `LINKEDIN_CLIENT_ID=abc\nLINKEDIN_AD_ACCOUNT_ID=AQX${grant.refreshToken}\n`,
+        );
+        expect(linkedin.message).toContain(
+          'line 2: LINKEDIN_AD_ACCOUNT_ID is not a LinkedIn ad account id (digits, or urn:li:sponsoredAccount: and digits)',
+        );
+        expect(linkedin.stderr).not.toContain(grant.refreshToken);
+        // connect --account agrees (its own argument may be quoted back).
+        const connect = await v.cli(['connect', 'reddit_ads', '--no-browser', '--account', 'xyz-123']);
+        expect(connect.code, connect.stderr).toBe(2);
+        expect(connect.stderr).toContain('"xyz-123" is not a Reddit Ads ad account id');
+      },
+    );
+
     it.runIf(ONCE)('counts lines as dotenv does in a file with old Mac (\\r) line endings', async () => {
       const v = await vault();
       const cr = (lines: string[]) => `${lines.join('\r')}\r`;
