@@ -81,7 +81,8 @@ function text(value: unknown, field: string): string | undefined {
   if (typeof value !== 'string') throw new InvalidInputError(`${field} must be a string`);
   const trimmed = value.trim();
   // A control character (a NUL, a line break in a header value such as user_agent) would fail later,
-  // at the database or at every platform call: refused here, naming the field (not the value).
+  // at the database or at every platform call: refused here, naming the field (not the value). What
+  // else a header cannot carry is refused by checkHeaderFields.
   if (/\p{Cc}/u.test(trimmed))
     throw new InvalidInputError(
       `${field} contains a control character (a line break, a tab, a NUL…); remove it`,
@@ -93,6 +94,33 @@ function secretField(value: unknown, field: string): Secret | undefined {
   if (value instanceof Secret) return value.reveal() === '' ? undefined : value;
   const plain = text(value, field);
   return plain === undefined ? undefined : new Secret(plain);
+}
+
+/**
+ * What is wrong with a value sent as an HTTP header's (Reddit's user agent, a developer token), in
+ * words that do not repeat it: fetch sends only bytes, and refuses a character beyond U+00FF (an en
+ * dash, an emoji) at every call, while one from U+0080 to U+00FF (é) goes out as a raw Latin-1 byte
+ * that the platform does not read as written. Only printable ASCII is sent as it is written.
+ */
+export function headerValueProblem(value: string): string | undefined {
+  return /^[\x20-\x7e]*$/.test(value)
+    ? undefined
+    : 'holds a character that cannot be sent in an HTTP header (only printable ASCII can: no accented letter, typographic dash or quote, or emoji)';
+}
+
+/** The fields sent in a header: refused here, naming the field (never the value), rather than at every platform call. */
+function checkHeaderFields(fields: AppFields): void {
+  for (const [field, value] of [
+    ['user_agent', fields.userAgent],
+    ['developer_token', fields.developerToken?.reveal()],
+  ] as const) {
+    const problem = value ? headerValueProblem(value) : undefined;
+    if (problem) {
+      throw new InvalidInputError(`${field} ${problem}`, {
+        hint: `Write ${field} with printable ASCII characters only; nothing was changed.`,
+      });
+    }
+  }
 }
 
 /** Endpoints must be https, except on a loopback host (local doubles, sandboxes behind a tunnel). */
@@ -205,6 +233,7 @@ export function parseAppFields(raw: RawAppFields): AppFields {
   clearable('apiBaseUrl', raw.api_base_url, (v) => endpoint(v, 'api_base_url'));
   const platform = text(raw.platform, 'platform');
   if (platform !== undefined) fields.platform = parsePlatform(platform);
+  checkHeaderFields(fields);
   return fields;
 }
 
@@ -305,6 +334,8 @@ export async function addApp(
   names: AppInputNames = COMMAND_LINE_NAMES,
 ): Promise<AppRecord> {
   checkPlatform(platform, input);
+  // Again here: a secret asked for at a prompt or read from standard input did not go through parseAppFields.
+  checkHeaderFields(input);
   const fields = withDefaults(platform, input);
   checkComplete(platform, fields, Boolean(fields.clientSecret), Boolean(fields.developerToken), names);
   const keyring = await ctx.keyring();
@@ -408,6 +439,7 @@ export async function updateApp(
   input: AppFields,
   options: { force?: boolean } = {},
 ): Promise<AppRecord> {
+  checkHeaderFields(input);
   const keyring = Object.keys(input).some((k) => k === 'clientSecret' || k === 'developerToken')
     ? await ctx.keyring()
     : null;

@@ -31,7 +31,7 @@ import { ProviderError } from '../providers/errors.js';
 import { providerFor } from '../providers/registry.js';
 import type { AdAccount, ProviderApp, TokenResult } from '../providers/types.js';
 import { connectionRef } from '../views.js';
-import { type AppFields, addApp, parseAppFields, secretSlot, updateApp } from './apps.js';
+import { type AppFields, addApp, headerValueProblem, parseAppFields, secretSlot, updateApp } from './apps.js';
 import { recordAudit } from './audit.js';
 import { accountIdProblem, normalizeAccountId } from './connections.js';
 import type { ServiceContext } from './context.js';
@@ -471,6 +471,10 @@ export function recognise(vars: FileVars, shown = (name: string) => name): Recog
       refuse(shown(name), problem, VALUE_HINT.replace(/; nothing was imported\.$/, ''));
     }
     if (value === '') continue;
+    // Sent in a header at every platform call: refused here by the file's name, not at each refresh.
+    const headerProblem =
+      field === 'userAgent' || field === 'developerToken' ? headerValueProblem(value) : undefined;
+    if (headerProblem) refuse(shown(name), headerProblem, 'Write it with printable ASCII characters only');
     // What `token get` exports for a Google app without a developer token: no token.
     if (field === 'developerToken' && value === GOOGLE_ADS_DEVELOPER_TOKEN_PLACEHOLDER) {
       ignored.push(name);

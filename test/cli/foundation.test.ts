@@ -741,6 +741,62 @@ describe('apps', () => {
     },
   );
 
+  it.runIf(ONCE)(
+    'refuses a user agent or developer token that cannot go in an HTTP header (exit 2), from a flag, a file or standard input, writing nothing',
+    async () => {
+      const v = await vault();
+      const reddit = {
+        label: 'reddit-app',
+        client_id: 'reddit-client',
+        client_secret: fakeSecret('reddit'),
+        redirect_uri: 'http://localhost:8080/callback',
+        user_agent: 'linux:acme-ads:v1 (by /u/ops)',
+      };
+      // In a file: an emoji. Nothing is added.
+      const emoji = await v.cli(['apps', 'add', 'reddit_ads', '--from-file', '-'], {
+        input: JSON.stringify({ ...reddit, user_agent: 'linux:acme-ads:v1 🚀 (by /u/ops)' }),
+      });
+      expect(emoji.code, emoji.stderr).toBe(2);
+      expect(emoji.stderr).toContain('user_agent holds a character that cannot be sent in an HTTP header');
+      expect(emoji.stderr).toContain('only printable ASCII');
+      expect(await v.json(['apps', 'list'])).toEqual([]);
+      await v.json(['apps', 'add', 'reddit_ads', '--from-file', '-'], { input: JSON.stringify(reddit) });
+      const before = await v.json(['apps', 'show', 'reddit-app']);
+      // A flag: an en dash (fetch refuses it at every call), a Latin-1 é (sent as a raw byte).
+      for (const agent of ['linux:acme-ads:v1 (by /u/José–ops)', 'linux:acme-ads:v1 (by /u/José)']) {
+        const update = await v.cli(['apps', 'update', 'reddit-app', '--user-agent', agent]);
+        expect(update.code, update.stderr).toBe(2);
+        expect(update.stderr).toContain('user_agent holds a character that cannot be sent in an HTTP header');
+      }
+      expect(await v.json(['apps', 'show', 'reddit-app'])).toEqual(before);
+
+      // A developer token: a secret, never echoed; in a file, then on standard input.
+      const dash = `${fakeSecret('devtoken')}—x`;
+      const file = await v.cli(['apps', 'add', 'google_ads', '--from-file', '-'], {
+        input: JSON.stringify(googleApp({ developer_token: dash })),
+      });
+      expect(file.code, file.stderr).toBe(2);
+      expect(file.stderr).toContain(
+        'developer_token holds a character that cannot be sent in an HTTP header',
+      );
+      const fields = googleApp();
+      await v.json(['apps', 'add', 'google_ads', '--from-file', '-'], { input: JSON.stringify(fields) });
+      const stdin = await v.cli(['apps', 'update', 'prod', '--new-developer-token'], { input: `${dash}\n` });
+      expect(stdin.code, stdin.stderr).toBe(2);
+      expect(stdin.stderr).toContain(
+        'developer_token holds a character that cannot be sent in an HTTP header',
+      );
+      for (const out of [file, stdin]) expect(`${out.stdout}${out.stderr}`).not.toContain(dash.slice(0, 20));
+      const audit = await v.json<Array<{ action: string }>>(['audit', 'list']);
+      // The two apps added, and no update.
+      expect(audit.map((a) => a.action).filter((a) => a.startsWith('app.'))).toEqual([
+        'app.create',
+        'app.create',
+      ]);
+      await expectNoSecretsLeaked(v, [fields.developer_token, dash.slice(0, 20)]);
+    },
+  );
+
   it.runIf(ONCE)('updates, disables, enables and removes an app, auditing each step', async () => {
     const v = await vault();
     const fields = googleApp();

@@ -1393,6 +1393,43 @@ logging:
     );
 
     it.runIf(ONCE)(
+      'refuses a user agent or developer token that cannot go in an HTTP header, by file, line and name',
+      async () => {
+        const v = await vault();
+        const tail = fakeSecret('hd').slice(2, 14);
+        const agent = await refusal(
+          v,
+          'env',
+          `REDDIT_ADS_CLIENT_ID=abc\nREDDIT_ADS_USER_AGENT="linux:acme-ads:v1 🚀 (by /u/ops)"\n`,
+        );
+        expect(agent.message).toContain(
+          'line 2: REDDIT_ADS_USER_AGENT holds a character that cannot be sent in an HTTP header (only printable ASCII can',
+        );
+        expect(agent.hint).toContain('printable ASCII');
+        for (const token of [`dev—${tail}`, `dév${tail}`]) {
+          const dev = await refusal(
+            v,
+            'env',
+            `GOOGLE_ADS_CLIENT_ID=abc.apps.googleusercontent.com\nGOOGLE_ADS_DEVELOPER_TOKEN=${token}\n`,
+          );
+          expect(dev.message).toContain(
+            'line 2: GOOGLE_ADS_DEVELOPER_TOKEN holds a character that cannot be sent in an HTTP header',
+          );
+          expect(dev.stderr).not.toContain(tail);
+        }
+        const yaml = await refusal(
+          v,
+          'yaml',
+          `client_id: x.apps.googleusercontent.com\ndeveloper_token: "dev–${tail}"\n`,
+        );
+        expect(yaml.message).toContain(
+          'google-ads.yaml line 2: developer_token holds a character that cannot be sent in an HTTP header',
+        );
+        expect(yaml.stderr).not.toContain(tail);
+      },
+    );
+
+    it.runIf(ONCE)(
       'a refresh token where a LinkedIn or Reddit account id goes is refused, never stored or shown',
       async () => {
         const v = await vault();
