@@ -1057,7 +1057,7 @@ async function fileTokens(db: Db, platforms: Map<PlatformId, PlatformCredentials
   for (const [platform, creds] of platforms) {
     const { token, accessTokenOnly } = fileToken(platform, creds);
     if (!token || !creds.clientId) continue;
-    const app = (await appStore.list(db, platform)).find((a) => a.clientId === creds.clientId);
+    const app = await appOfFile(db, platform, creds.clientId);
     if (app) found.push({ platform, appId: app.id, sha256: tokenSha256(token), refresh: !accessTokenOnly });
   }
   const key = (t: FileToken) => `${t.appId}:${t.sha256}`;
@@ -1159,6 +1159,25 @@ function withKept(ctx: ServiceContext, failure: unknown, prepared: Prepared): un
   );
 }
 
+/**
+ * The app a file's settings are for: the one with the file's client id, or none. Two apps may share a
+ * client id (one OAuth client, two managers' settings): the file does not say which one it is for, and
+ * the import does not guess (it would replace that app's client secret, and store the grant on it).
+ * Refused as invalid input (exit 2), not as a conflict: nothing changed underneath, the file is what
+ * lacks the choice, as an APP ref naming apps of two platforms does.
+ */
+async function appOfFile(db: Db, platform: PlatformId, clientId: string): Promise<AppRecord | undefined> {
+  const apps = (await appStore.list(db, platform)).filter((a) => a.clientId === clientId);
+  if (apps.length <= 1) return apps[0];
+  const labels = apps.map((a) => `${platform}/${a.label}`);
+  throw new InvalidInputError(
+    `${PLATFORMS[platform].displayName}: the file's client id ${clientId} is the client id of ${apps.length} apps (${labels.join(', ')}), and the file does not say which one it is for; credvault does not guess`,
+    {
+      hint: `Store the file's refresh token on the app you mean with \`credvault connections add ${platform} --app APP --account ID --refresh-token-file FILE\` (APP one of ${labels.join(', ')}; a new client secret with \`credvault apps update APP --new-client-secret\`), or remove the ${PLATFORMS[platform].displayName} settings from the file and import the rest; nothing was imported.`,
+    },
+  );
+}
+
 /** What `apps add` would refuse, asked for by the names the user's file uses. */
 function requireForNewApp(platform: PlatformId, creds: PlatformCredentials, fields: AppFields): void {
   const { displayName, capabilities, defaults } = PLATFORMS[platform];
@@ -1196,7 +1215,7 @@ async function importApp(
       },
     );
   }
-  const existing = (await appStore.list(tx, platform)).find((a) => a.clientId === creds.clientId);
+  const existing = await appOfFile(tx, platform, creds.clientId);
   const fields: AppFields = parseAppFields({
     client_id: creds.clientId,
     client_secret: creds.clientSecret,

@@ -915,6 +915,38 @@ describe('import env', () => {
     expect(noRedirect.stderr).toContain('Add REDDIT_REDIRECT_URI');
   });
 
+  it.runIf(ONCE)(
+    'refuses a file whose client id is that of two apps, naming them, rather than picking one and changing its secret',
+    async () => {
+      const v = await vault();
+      const app = await addAppFor(v, 'google_ads', doubleFor('google_ads'));
+      // One OAuth client, a second app for another manager (apps add allows it), with its own secret.
+      const other = fakeSecret('GOCSPX');
+      await addAppFor(v, 'google_ads', doubleFor('google_ads'), {
+        label: 'mcc-b',
+        extra: { client_secret: other, login_customer_id: '111-222-3334' },
+      });
+      const grant = doubles.google.issueGrant({ clientId: app.clientId, scope: GOOGLE_ADWORDS_SCOPE });
+      const file = join(v.root, '.env');
+      writeFileSync(
+        file,
+        `GOOGLE_ADS_CLIENT_ID=${app.clientId}\nGOOGLE_ADS_CLIENT_SECRET=${other}\nGOOGLE_ADS_REFRESH_TOKEN=${grant.refreshToken}\nGOOGLE_ADS_CUSTOMER_ID=1234567890\n`,
+      );
+      const before = await stateAndAudit(v);
+      for (const args of [['--dry-run'], []]) {
+        const run = await v.cli(['import', 'env', '--file', file, ...args]);
+        expect(run.code, run.stderr).toBe(2);
+        expect(run.stderr).toContain(
+          `Google Ads: the file's client id ${app.clientId} is the client id of 2 apps (google_ads/google-app, google_ads/mcc-b), and the file does not say which one it is for`,
+        );
+        expect(run.stderr).toContain('credvault connections add google_ads --app APP');
+        expect(`${run.stdout}${run.stderr}`).not.toContain(other);
+        expect(`${run.stdout}${run.stderr}`).not.toContain(grant.refreshToken);
+      }
+      expect(await stateAndAudit(v)).toEqual(before);
+    },
+  );
+
   // On both databases: the import's transaction is undone.
   it('refuses a refresh token that names no account, leaving no app behind', async () => {
     const v = await vault();
