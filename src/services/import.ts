@@ -381,6 +381,23 @@ function refuseGuess(
       'Quote the whole value (\'…\' or "…") and leave no quote inside it, or remove the quote; nothing was imported.',
     );
   }
+  // `; & | ( ) < >` end a shell's assignment (`ab;cd` sets ab and runs cd; `ab(cd)` is a syntax
+  // error); dotenv keeps them as characters.
+  if (read && !freeText && !quote && /[;&|()<>]/.test(written)) {
+    refuse(
+      at,
+      `has a character a shell reads as its own (; & | ( ) < >) in the unquoted value of ${name}: a shell ends the value there (and runs the rest as a command, or fails), dotenv keeps the whole line`,
+      'Quote the value (\'…\' or "…") if the character belongs to it; nothing was imported.',
+    );
+  }
+  // `"ab"#cd`: dotenv takes the # for a comment and keeps ab, a shell reads on and keeps ab#cd.
+  if (read && quote && end < text.length && !/\s/.test(text[end]!)) {
+    refuse(
+      at,
+      `has text right after the closing quote of the value of ${name}, which dotenv drops (it reads a comment there) and a shell joins to the value`,
+      'Put everything that belongs to the value inside the quotes, and a space before a comment; nothing was imported.',
+    );
+  }
   if (read && quote && written.slice(1, -1).includes(quote)) {
     refuse(
       at,
@@ -471,6 +488,16 @@ export function recognise(vars: FileVars, shown = (name: string) => name): Recog
       refuse(shown(name), problem, VALUE_HINT.replace(/; nothing was imported\.$/, ''));
     }
     if (value === '') continue;
+    // Spaces around a value are there only inside quotes (dotenv drops those around an unquoted
+    // value, YAML those around a plain one), where dotenv, a shell and YAML all keep them: no
+    // credential, id or user agent has them, and dropping them would be a guess.
+    if (value !== raw) {
+      refuse(
+        shown(name),
+        'has spaces at the start or end of its quoted value, which are kept as part of it (by dotenv, a shell and YAML alike)',
+        'Remove the spaces inside the quotes',
+      );
+    }
     // Sent in a header at every platform call: refused here by the file's name, not at each refresh.
     const headerProblem =
       field === 'userAgent' || field === 'developerToken' ? headerValueProblem(value) : undefined;

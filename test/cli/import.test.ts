@@ -1425,6 +1425,65 @@ logging:
     );
 
     it.runIf(ONCE)(
+      'refuses shell operators in an unquoted value, text after a closing quote, and spaces inside the quotes',
+      async () => {
+        const v = await vault();
+        const head = 'GOOGLE_ADS_CLIENT_ID=abc.apps.googleusercontent.com\n';
+        const tail = fakeSecret('op').slice(2, 14);
+        const operator =
+          'line 2 has a character a shell reads as its own (; & | ( ) < >) in the unquoted value of';
+        const cases: Array<[string, string]> = [
+          // dotenv stores S;x, a shell S and runs x.
+          [`GOOGLE_ADS_CLIENT_SECRET=S;${tail}`, `${operator} GOOGLE_ADS_CLIENT_SECRET`],
+          [`GOOGLE_ADS_CLIENT_SECRET=S&${tail}`, `${operator} GOOGLE_ADS_CLIENT_SECRET`],
+          [`GOOGLE_ADS_REFRESH_TOKEN=S|${tail}`, `${operator} GOOGLE_ADS_REFRESH_TOKEN`],
+          [`GOOGLE_ADS_DEVELOPER_TOKEN=S(${tail})`, `${operator} GOOGLE_ADS_DEVELOPER_TOKEN`],
+          [`GOOGLE_ADS_CLIENT_SECRET=S<${tail}`, `${operator} GOOGLE_ADS_CLIENT_SECRET`],
+          [`GOOGLE_ADS_CLIENT_SECRET=S>${tail}`, `${operator} GOOGLE_ADS_CLIENT_SECRET`],
+          // dotenv keeps S (the rest is a comment to it), a shell S#….
+          [
+            `GOOGLE_ADS_CLIENT_SECRET="S"#${tail}`,
+            'line 2 has text right after the closing quote of the value of GOOGLE_ADS_CLIENT_SECRET',
+          ],
+          [
+            `GOOGLE_ADS_REFRESH_TOKEN='S'#${tail}`,
+            'line 2 has text right after the closing quote of the value of GOOGLE_ADS_REFRESH_TOKEN',
+          ],
+        ];
+        for (const [line, message] of cases) {
+          const refused = await refusal(v, 'env', `${head}${line}\n`);
+          expect(refused.message, line).toContain(message);
+          expect(refused.hint).toMatch(/[Qq]uote/);
+          expect(refused.stderr).not.toContain(tail);
+        }
+        // Both dotenv and a shell keep spaces inside quotes (credvault dropped them): refused, not guessed.
+        for (const value of [`"S${tail} "`, `' S${tail}'`]) {
+          const refused = await refusal(v, 'env', `${head}GOOGLE_ADS_CLIENT_SECRET=${value}\n`);
+          expect(refused.message, value).toContain(
+            'line 2: GOOGLE_ADS_CLIENT_SECRET has spaces at the start or end of its quoted value',
+          );
+          expect(refused.hint).toContain('Remove the spaces inside the quotes');
+          expect(refused.stderr).not.toContain(tail);
+        }
+        const yaml = await refusal(
+          v,
+          'yaml',
+          `client_id: x.apps.googleusercontent.com\nclient_secret: "S${tail} "\n`,
+        );
+        expect(yaml.message).toContain(
+          'google-ads.yaml line 2: client_secret has spaces at the start or end',
+        );
+        expect(yaml.stderr).not.toContain(tail);
+        // Quoted, the operators are the value's; a comment after a space is none of it. (A user agent,
+        // free text, keeps its parentheses unquoted: see the test of a refresh token with no account.)
+        const file = join(v.root, '.env');
+        writeFileSync(file, `${head}GOOGLE_ADS_CLIENT_SECRET="S;&|()<>${tail}" # ok\n`);
+        const quoted = await v.cli(['import', 'env', '--file', file, '--dry-run']);
+        expect(quoted.code, quoted.stderr).toBe(0);
+      },
+    );
+
+    it.runIf(ONCE)(
       'refuses a user agent or developer token that cannot go in an HTTP header, by file, line and name',
       async () => {
         const v = await vault();
