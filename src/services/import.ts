@@ -382,8 +382,10 @@ function refuseGuess(
     );
   }
   // `; & | ( ) < >` end a shell's assignment (`ab;cd` sets ab and runs cd; `ab(cd)` is a syntax
-  // error); dotenv keeps them as characters.
-  if (read && !freeText && !quote && /[;&|()<>]/.test(written)) {
+  // error); dotenv keeps them as characters. Not in an id: no platform's id has one, and the id's own
+  // check says better what is wrong (Microsoft account numbers listed as `F149ABCD;X7654321`).
+  const id = ['accounts', 'customerId', 'loginCustomerId'].includes(fieldOf(name) ?? '');
+  if (read && !freeText && !id && !quote && /[;&|()<>]/.test(written)) {
     refuse(
       at,
       `has a character a shell reads as its own (; & | ( ) < >) in the unquoted value of ${name}: a shell ends the value there (and runs the rest as a command, or fails), dotenv keeps the whole line`,
