@@ -30,7 +30,8 @@ export class AuditBatcher {
   #writing = false;
   #scheduled = false;
   #idle: Array<() => void> = [];
-  readonly #usedClients = new Set<string>();
+  /** When each client was last used since the last touchClients: the latest use, by id. */
+  readonly #usedClients = new Map<string, Date>();
   /** The chain head as this daemon last wrote it, shared with the sweep's writes. */
   readonly #chain: AuditChain;
   /** Why the last batch was refused, until one is written or a trial write succeeds; else null. */
@@ -52,12 +53,13 @@ export class AuditBatcher {
   }
 
   /** A client token was used (any route): `clients list` shows when, written by touchClients. */
-  used(clientId: string): void {
-    this.#usedClients.add(clientId);
+  used(clientId: string, at = new Date()): void {
+    const before = this.#usedClients.get(clientId);
+    if (!before || before < at) this.#usedClients.set(clientId, at);
   }
 
   write(entry: AuditEntry, clientId: string | null): Promise<void> {
-    if (clientId) this.#usedClients.add(clientId);
+    if (clientId) this.used(clientId);
     return new Promise<void>((resolve, reject) => {
       this.#queue.push({ entry, resolve, reject });
       this.#schedule();
@@ -160,12 +162,15 @@ export class AuditBatcher {
     return this.#refused;
   }
 
-  /** Records when clients were last seen: now and then, not once per request. */
+  /**
+   * Records when clients were last seen, now and then rather than once per request: each one's last use
+   * as it happened (not the time of this write), never after its revocation (see clientStore.touch).
+   */
   async touchClients(): Promise<void> {
     if (!this.#usedClients.size) return;
-    const ids = [...this.#usedClients];
+    const uses = [...this.#usedClients].map(([id, at]) => ({ id, at }));
     this.#usedClients.clear();
-    await clientStore.touch(this.#ctx.db, ids);
+    await clientStore.touch(this.#ctx.db, uses);
   }
 
   /** Waits for every queued record to be written (or refused). */

@@ -636,6 +636,33 @@ describe('the token endpoint', () => {
     },
   );
 
+  it('shows in clients list when each client was last used, not when the daemon wrote it down, and never after its revocation', async () => {
+    const v = await createVault();
+    cleanups.push(() => v.destroy());
+    const kept = await client(v, ['kept', '--all']);
+    const gone = await client(v, ['gone', '--all']);
+    const daemon = await startDaemon(v);
+    cleanups.push(() => daemon.stop());
+    const before = new Date();
+    for (const as of [kept, gone])
+      expect((await daemon.get('/v1/connections', { token: as })).status).toBe(200);
+    const after = new Date();
+    expect((await v.cli(['clients', 'revoke', 'gone'])).code).toBe(0);
+    expect((await daemon.get('/v1/connections', { token: gone })).status).toBe(401);
+    // The daemon writes what it saw as it stops (and every 30 s while it runs).
+    expect(await daemon.stop()).toBe(0);
+    const clients = await v.json<
+      Array<{ name: string; revoked_at: string | null; last_used_at: string | null }>
+    >(['clients', 'list']);
+    const used = (name: string) => clients.find((c) => c.name === name)!;
+    // Before: both stamped with the time of the write, after the revocation.
+    for (const name of ['kept', 'gone']) {
+      const at = new Date(used(name).last_used_at ?? 0);
+      expect(at >= before && at <= after, `${name}: ${at.toISOString()}`).toBe(true);
+    }
+    expect(new Date(used('gone').last_used_at!) <= new Date(used('gone').revoked_at!)).toBe(true);
+  });
+
   it('stops serving at once what another process revoked while it was held in memory', async () => {
     const { v, adopt } = await setup();
     await adopt('987', 'acct-a');

@@ -1,4 +1,4 @@
-import { and, asc, desc, eq, inArray, isNotNull, isNull, sql } from 'drizzle-orm';
+import { and, asc, desc, eq, gt, isNotNull, isNull, lt, or, sql } from 'drizzle-orm';
 import type { Db } from '../client.js';
 import { apiClients } from '../schema/index.js';
 import { notifyChange } from './changes.js';
@@ -66,7 +66,23 @@ export async function revoke(db: Db, id: string): Promise<void> {
   await notifyChange(db, 'client', id);
 }
 
-export async function touch(db: Db, ids: string[]): Promise<void> {
-  if (!ids.length) return;
-  await db.update(t).set({ lastUsedAt: sql`now()` }).where(inArray(t.id, ids));
+/**
+ * Sets when clients were last used, to the time of each one's use: never back in time (a later use
+ * written first stays), and never past a client's revocation (a use written after the client was
+ * revoked, by a daemon that wrote its uses late, counts only if it came before). One statement a client:
+ * a daemon writes what it saw every 30 s.
+ */
+export async function touch(db: Db, uses: Array<{ id: string; at: Date }>): Promise<void> {
+  for (const { id, at } of uses) {
+    await db
+      .update(t)
+      .set({ lastUsedAt: at })
+      .where(
+        and(
+          eq(t.id, id),
+          or(isNull(t.revokedAt), gt(t.revokedAt, at)),
+          or(isNull(t.lastUsedAt), lt(t.lastUsedAt, at)),
+        ),
+      );
+  }
 }
