@@ -2,7 +2,7 @@ import { databaseWhere } from '../db/client.js';
 import { asReported } from '../db/errors.js';
 import { shred } from '../db/shred.js';
 import * as appStore from '../db/store/apps.js';
-import type { ConnectionView } from '../db/store/connections.js';
+import type { ConnectionRow, ConnectionView } from '../db/store/connections.js';
 import * as connectionStore from '../db/store/connections.js';
 import * as tokenStore from '../db/store/tokens.js';
 import { CredvaultError } from '../errors.js';
@@ -49,21 +49,57 @@ export async function revokeConnection(
   options: { force?: boolean; shred?: boolean } = {},
 ): Promise<RevokeReport> {
   const connection = await resolveConnection(ctx.db, ref);
+  const grantId = connection.tokenId;
+  if (!grantId) return alreadyRevoked(ctx, connection.id);
+  // Revocations of one grant in this process (a daemon asked twice at once) take turns: the second
+  // one, looking again once the first is done, finds it revoked and says so, as a repeat does, without
+  // telling the platform again with a grant that is gone.
+  const busy = revoking.get(grantId);
+  if (busy) {
+    await busy;
+    return revokeConnection(ctx, ref, options);
+  }
+  const work = revokeGrant(ctx, connection, grantId, options);
+  const settled = work.then(
+    () => {},
+    () => {},
+  );
+  revoking.set(grantId, settled);
+  try {
+    return await work;
+  } finally {
+    if (revoking.get(grantId) === settled) revoking.delete(grantId);
+  }
+}
+
+/** The revocations of grants in flight in this process, by grant id (see revokeConnection). */
+const revoking = new Map<string, Promise<void>>();
+
+/** What a revocation of a connection whose grant is already gone answers: nothing left to do. */
+async function alreadyRevoked(ctx: ServiceContext, connectionId: string): Promise<RevokeReport> {
+  return {
+    connections: [(await connectionStore.view(ctx.db, connectionId))!],
+    platform: 'already',
+    message: 'this connection was already revoked',
+    consent_page: null,
+    warnings: [],
+  };
+}
+
+async function revokeGrant(
+  ctx: ServiceContext,
+  connection: ConnectionRow,
+  grantId: string,
+  options: { force?: boolean; shred?: boolean },
+): Promise<RevokeReport> {
   const platform = connection.platform as PlatformId;
   const provider = await providerFor(platform);
-  if (!connection.tokenId) {
-    return {
-      connections: [(await connectionStore.view(ctx.db, connection.id))!],
-      platform: 'already',
-      message: 'this connection was already revoked',
-      consent_page: null,
-      warnings: [],
-    };
-  }
-  const grant = await tokenStore.get(ctx.db, connection.tokenId);
+  const grant = await tokenStore.get(ctx.db, grantId);
+  // Revoked (by another process) since the connection was read: the answer a repeat gets.
+  if (!grant) return alreadyRevoked(ctx, connection.id);
   let outcome: RevokeReport['platform'] = 'no_endpoint';
   let message: string | null = null;
-  if (grant && provider.capabilities.revocation_endpoint) {
+  if (provider.capabilities.revocation_endpoint) {
     const app = await appStore.getById(ctx.db, grant.appId);
     try {
       if (!app) throw new ProviderError('client', 'the app of this connection was removed');
@@ -91,7 +127,7 @@ export async function revokeConnection(
       if (error.retryable && !options.force) {
         // Kept for a later try at the platform, but no longer served or refreshed: whoever revokes
         // means the connection to stop working now. On record, with the decryptions it took.
-        const held = connection.tokenId;
+        const held = grantId;
         await ctx.transaction(async (tx) => {
           // Locked first, as the final transaction below does: an account joining meanwhile is read here.
           await tokenStore.lock(tx, held);
@@ -135,14 +171,15 @@ export async function revokeConnection(
   if (outcome === 'no_endpoint') {
     message = `${provider.info.displayName} has no revocation endpoint; the refresh token was destroyed here`;
   }
-  const grantId = connection.tokenId;
   const revoked = await ctx
     .transaction(async (tx) => {
       // The grant is locked before its connections are read: an account joining it (joinGrantIn locks
       // it too) either committed first, and is read and revoked with the others, or waits and then
       // finds the grant gone. Read without the lock, a join committing between that read and the
       // grant's DELETE would be left active with no tokens (the foreign key's SET NULL) and no record.
-      await tokenStore.lock(tx, grantId);
+      // Gone once locked: another process revoked it meanwhile, and this revocation has nothing left
+      // to do (null).
+      if (!(await tokenStore.lock(tx, grantId))) return null;
       // Who shares the grant is read again here: a connection reconnected to a new grant meanwhile
       // keeps its new tokens and is not revoked.
       const current = await connectionStore.listByGrant(tx, grantId);
@@ -181,7 +218,8 @@ export async function revokeConnection(
         },
       );
     });
-  if (grant) (await ctx.keyring()).forget(grant.dataKeyId);
+  if (!revoked) return alreadyRevoked(ctx, connection.id);
+  (await ctx.keyring()).forget(grant.dataKeyId);
   const leftover =
     options.shred === false ? null : await shred(ctx.database, ['oauth_tokens_vault', 'data_keys']);
   return {

@@ -327,6 +327,37 @@ describe('roles on every route', () => {
     expect((await vault.cli(['token', 'get', 'main'], { secretOutput: true })).code).toBe(0);
   });
 
+  it('revokes a connection asked ten times at once once: the platform told once, every other answer "already" as a repeat gets', async () => {
+    const account = '8901234567';
+    google.accounts.customers.push({
+      id: account,
+      descriptiveName: 'Acme race',
+      currencyCode: 'USD',
+      timeZone: 'America/New_York',
+      manager: false,
+      testAccount: false,
+      status: 'ENABLED',
+    });
+    google.accounts.accessible.push(account);
+    const id = await adopt('raced', account);
+    const told = google.revokeCount;
+    const answers = await Promise.all(
+      Array.from({ length: 10 }, () =>
+        call('POST', `/v1/integrations/google_ads/connections/${id}/revoke`, 'admin'),
+      ),
+    );
+    const seen = answers.map((a) => {
+      const body = a.json<{ platform: string; message: string | null; connections: Array<{ id: string }> }>();
+      return [a.status, body.platform, body.connections.map((c) => c.id), body.message];
+    });
+    // Before: the platform was told by each, and the losers answered {"connections":[]}.
+    expect(seen.filter(([, platform]) => platform === 'revoked')).toHaveLength(1);
+    expect(seen.filter(([, platform]) => platform !== 'revoked')).toEqual(
+      Array.from({ length: 9 }, () => [200, 'already', [id], 'this connection was already revoked']),
+    );
+    expect(google.revokeCount - told).toBe(1);
+  });
+
   it('refuses to revoke a consent that other connections outside the scope share', async () => {
     // One consent, two accounts: two connections on one grant.
     const grant = google.issueGrant({ clientId: appClientId, scope: GOOGLE_ADWORDS_SCOPE } as never);
