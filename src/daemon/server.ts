@@ -467,13 +467,6 @@ export function createTokenServer(deps: ServerDeps): Server {
       // as it would were no daemon running.
       throw new ApiError(403, 'forbidden', 'the caller is not configured with the key this daemon uses');
     }
-    const { connection, remember } = await connectionFor(ref).catch((error: unknown) => {
-      // A client scoped to part of the vault learns nothing of what is outside it, not even whether a
-      // connection of that name or account exists: refused as one outside its scope is.
-      if (error instanceof NotFoundError && !local && !client.scope.all)
-        throw new ApiError(403, 'forbidden', `client ${client.name} may not read connection ${ref}`);
-      throw error;
-    });
     const actor = local ? localActor(req) : client.name;
     // `token get`'s fast path is recorded as its full path would be (`token get --format raw`), with
     // `via` saying it came through the daemon.
@@ -491,6 +484,26 @@ export function createTokenServer(deps: ServerDeps): Server {
       if (!entry || local) return;
       await audit.write({ ...entry, actor: actorOf(req, actor) }, client.id).catch(() => {});
     };
+    const found = await connectionFor(ref).catch(async (error: unknown) => {
+      if (!(error instanceof NotFoundError)) throw error;
+      // A request for a connection that does not exist is on record too (a client probing names
+      // leaves a trace), under the target as it was asked. A client scoped to part of the vault
+      // learns nothing of what is outside it, not even whether a connection of that name or account
+      // exists: refused, and recorded, as one outside its scope is.
+      const scoped = !local && !client.scope.all;
+      await refused({
+        action: 'token.serve',
+        targetType: 'connection',
+        targetId: null,
+        connectionId: null,
+        outcome: scoped ? 'denied' : 'failure',
+        detail: { ...detail, ref: ref.slice(0, 200), error: scoped ? 'forbidden' : 'not_found' },
+      });
+      if (scoped)
+        throw new ApiError(403, 'forbidden', `client ${client.name} may not read connection ${ref}`);
+      throw error;
+    });
+    const { connection, remember } = found;
     if (!inScope(client, connection)) {
       await refused(refusedServe(connection, 'denied', 'forbidden', detail));
       throw new ApiError(403, 'forbidden', `client ${client.name} may not read connection ${ref}`);
@@ -622,8 +635,11 @@ export function createTokenServer(deps: ServerDeps): Server {
       // the change may have made stale (a revoked client, a revoked grant) before answering.
       if (route.method === 'POST') cache.clear();
       // A client revoked while its call was in flight is not answered (what it did stays done, and
-      // audited as such by the route: a client token it made is not shown).
-      await ensureStillLive(req, client);
+      // audited as such by the route: a client token it made is not shown). Not when the call was the
+      // client's own revocation: it asked for it, and is answered that it was done.
+      const revokedItself =
+        route.id === 'clients.revoke' && (answer.body as { id?: unknown } | null)?.id === client.id;
+      if (!revokedItself) await ensureStillLive(req, client);
       // Fail closed: the answer (a client token, say) leaves only after its audit record is committed.
       await record('success', answer.status);
       send(res, answer.status, answer.body);

@@ -1015,6 +1015,64 @@ describe('audit and documentation', () => {
     );
   });
 
+  it('records a scoped client asking for a token of a connection that does not exist, refused as one outside its scope (403)', async () => {
+    await client('prober', 'reader', ['--platform', 'linkedin_ads']);
+    const asked = ['nope-1', 'google_ads:999', conn.main!];
+    for (const ref of asked) {
+      const answer = await daemon.request('GET', `/v1/connections/${encodeURIComponent(ref)}/token`, {
+        token: tokens.prober!,
+        headers: { 'user-agent': 'probe/1.0' },
+      });
+      expect(answer.status, ref).toBe(403);
+      expect(answer.json<{ error: { message: string } }>().error.message).toBe(
+        `client prober may not read connection ${ref}`,
+      );
+    }
+    const rows = await vault.json<
+      Array<{
+        action: string;
+        outcome: string;
+        target_id: string | null;
+        client_address: string | null;
+        user_agent: string | null;
+        detail: { error?: string; ref?: string };
+      }>
+    >(['audit', 'list', '--actor', 'prober', '--action', 'token.serve']);
+    // Before: only the existing connection's refusal (main, a Google Ads one) was on record.
+    expect(rows.map((r) => [r.outcome, r.detail.error, r.detail.ref ?? r.target_id]).sort()).toEqual(
+      [
+        ['denied', 'forbidden', 'nope-1'],
+        ['denied', 'forbidden', 'google_ads:999'],
+        ['denied', 'forbidden', conn.main],
+      ].sort(),
+    );
+    for (const row of rows) {
+      expect(row.client_address).toBe('127.0.0.1');
+      expect(row.user_agent).toBe('probe/1.0');
+    }
+  });
+
+  it('answers an admin client that revokes itself with the revoked client (200), recorded as a success', async () => {
+    await client('self-revoker', 'admin', ['--all']);
+    const answer = await call('POST', '/v1/clients/self-revoker/revoke', 'self-revoker');
+    // Before: 401 "revoked or expired while its request was in flight", recorded as a failure.
+    expect(answer.status, answer.body).toBe(200);
+    expect(answer.json()).toMatchObject({ name: 'self-revoker', revoked_at: expect.any(String) });
+    expect((await call('GET', '/v1/connections', 'self-revoker')).status).toBe(401);
+    const rows = await vault.json<Array<{ action: string; outcome: string; detail: { status?: number } }>>([
+      'audit',
+      'list',
+      '--actor',
+      'self-revoker',
+    ]);
+    expect(rows.map((r) => [r.action, r.outcome, r.detail.status ?? null]).sort()).toEqual(
+      [
+        ['api.clients.revoke', 'success', 200],
+        ['client.revoke', 'success', null],
+      ].sort(),
+    );
+  });
+
   it('serves an OpenAPI document that a parser accepts and that names every route', async () => {
     const answer = await call('GET', '/openapi.json', 'reader');
     expect(answer.status).toBe(200);

@@ -344,13 +344,15 @@ describe('the token endpoint', () => {
       actor: 'reader-a',
       user_agent: 'deploy-job/1.0 (ci)',
     });
-    // Refusals of a known connection to a known client are recorded too (newest first); an unknown
-    // client or connection is not.
+    // Refusals to a known client are recorded too (newest first), of a connection that does not
+    // exist included (a scoped client's as one outside its scope); an unknown client's are not.
     expect(
       served.filter((r) => r.outcome !== 'success').map((r) => [r.actor, r.outcome, r.detail.error]),
     ).toEqual([
       ['everything', 'failure', 'unavailable'],
       ['everything', 'failure', 'reauth_required'],
+      ['reader-a', 'denied', 'forbidden'],
+      ['everything', 'failure', 'not_found'],
       ['reader-a', 'denied', 'forbidden'],
     ]);
   });
