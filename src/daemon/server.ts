@@ -149,6 +149,34 @@ function hostOf(req: IncomingMessage): string {
   return url.host.toLowerCase();
 }
 
+/**
+ * The path and query of a request target, taken as the client wrote them: an origin-form target is a
+ * path (RFC 9112 §3.2.1), never a URL to resolve (`//evil.example/v1/connections` is not a host, and
+ * `/a/%2e%2e/b` is not `/b`), and the path is routed on exactly as written. An absolute-form target's
+ * (`http://localhost/…`; its authority is checked by hostOf) is the part after its authority. A target
+ * that is not a clean path is refused with 400 whatever route it would name, before the client token
+ * is looked at: one that does not start with a single `/` (`//…`, `*`), or holds `\`, a fragment, an
+ * empty segment (`//`) or a dot-segment (`.` or `..`, literally or percent-encoded). What a URL parser
+ * would make of such a path is exactly what a route must not be matched on.
+ */
+function targetOf(req: IncomingMessage): { path: string; url: URL } {
+  const target = req.url ?? '/';
+  const refuse = (): never => {
+    throw new ApiError(400, 'invalid_input', 'the request target is not a plain path (RFC 9112 §3.2.1)');
+  };
+  // An absolute-form target: what follows its authority (hostOf has checked the scheme and the host).
+  const origin = target.startsWith('/') ? target : target.replace(/^[a-z][a-z0-9+.-]*:\/\/[^/?#]*/i, '');
+  const queryAt = origin.indexOf('?');
+  const path = queryAt < 0 ? origin : origin.slice(0, queryAt);
+  const query = queryAt < 0 ? '' : origin.slice(queryAt);
+  if (!path.startsWith('/') || /[\\#]/.test(origin)) refuse();
+  const segments = path.slice(1).split('/');
+  // The one empty segment allowed is the root's (`/`).
+  if (path !== '/' && segments.some((segment) => segment === '' || /^(?:\.|%2e){1,2}$/i.test(segment)))
+    refuse();
+  return { path, url: new URL(`http://daemon/${query}`) };
+}
+
 const MAX_BODY = 64 * 1024;
 
 /** The daemon's own reading routes besides /healthz, answered to GET and HEAD (the admin API's are in ROUTES). */
@@ -299,7 +327,7 @@ function errorFor(error: unknown): ApiError {
 function routeOf(req: IncomingMessage): string {
   let pathname: string;
   try {
-    pathname = new URL(req.url ?? '/', 'http://daemon').pathname;
+    pathname = targetOf(req).path;
   } catch {
     return 'not_found';
   }
@@ -593,12 +621,12 @@ export function createTokenServer(deps: ServerDeps): Server {
   async function refuseMethod(
     req: IncomingMessage,
     client: ClientRow,
-    url: URL,
+    path: string,
     allow: string[],
   ): Promise<never> {
     await recordCall(client, callerOf(req, client), 'method_not_allowed', 'failure', {
       method: req.method,
-      path: url.pathname.slice(0, 200),
+      path: path.slice(0, 200),
       allow: allow.join(', '),
       status: 405,
     }).catch(() => {});
@@ -656,8 +684,9 @@ export function createTokenServer(deps: ServerDeps): Server {
       throw new ApiError(403, 'forbidden', 'requests from browsers (with an Origin header) are refused');
     }
     const host = hostOf(req);
-    const url = new URL(req.url ?? '/', 'http://daemon');
-    const callbackRoute = req.method === 'GET' ? matchCallback(url.pathname) : null;
+    // `path` is what the request is routed on; `url` gives its query only.
+    const { path, url } = targetOf(req);
+    const callbackRoute = req.method === 'GET' ? matchCallback(path) : null;
     if (callbackRoute && callbackHost && host === callbackHost) {
       await callback(req, res, callbackRoute.platform, url);
       return 'callback';
@@ -673,7 +702,7 @@ export function createTokenServer(deps: ServerDeps): Server {
       await callback(req, res, callbackRoute.platform, url);
       return 'callback';
     }
-    if (url.pathname === '/healthz') {
+    if (path === '/healthz') {
       if (req.method !== 'GET' && req.method !== 'HEAD') notAllowed(req, ['GET', 'HEAD']);
       const health = await deps.health();
       send(res, health.ok ? 200 : 503, {
@@ -700,31 +729,31 @@ export function createTokenServer(deps: ServerDeps): Server {
       );
     }
     // Every request but /healthz carries a client token (cli.md), the API's own description included.
-    const client = await authenticate(req, { forMetrics: url.pathname === '/metrics' });
+    const client = await authenticate(req, { forMetrics: path === '/metrics' });
     // Its LAST USED in `clients list`, whatever the route (a metrics scraper's token included).
     if (client !== localClient) audit.used(client.id);
     // HEAD where GET reads without a side effect (RFC 9110 §9.3.2); the token route records every
     // token it serves, so it answers GET only.
-    if (OWN_GET_PATHS.has(url.pathname) && req.method !== 'GET' && req.method !== 'HEAD')
-      return refuseMethod(req, client, url, ['GET', 'HEAD']);
-    if (TOKEN_PATH.test(url.pathname) && req.method !== 'GET') return refuseMethod(req, client, url, ['GET']);
-    if (url.pathname === '/openapi.json') {
+    if (OWN_GET_PATHS.has(path) && req.method !== 'GET' && req.method !== 'HEAD')
+      return refuseMethod(req, client, path, ['GET', 'HEAD']);
+    if (TOKEN_PATH.test(path) && req.method !== 'GET') return refuseMethod(req, client, path, ['GET']);
+    if (path === '/openapi.json') {
       openApi ??= openApiDocument();
       const document = openApi;
       // A call of the admin API like the others: recorded, and answered only once it is.
       await recordCall(client, callerOf(req, client), 'openapi', 'success', {
         method: req.method,
-        path: url.pathname,
+        path: path,
         status: 200,
       });
       send(res, 200, document);
       return 'openapi';
     }
-    if (url.pathname === '/metrics') {
+    if (path === '/metrics') {
       send(res, 200, await metrics.registry.metrics(), { 'content-type': metrics.registry.contentType });
       return 'metrics';
     }
-    if (url.pathname === '/v1/connections') {
+    if (path === '/v1/connections') {
       onlyQuery(
         url,
         [],
@@ -733,7 +762,7 @@ export function createTokenServer(deps: ServerDeps): Server {
       send(res, 200, await visibleConnections(ctx, client));
       return 'connections';
     }
-    const match = TOKEN_PATH.exec(url.pathname);
+    const match = TOKEN_PATH.exec(path);
     if (match) {
       onlyQuery(url, ['min_ttl']);
       let ref: string;
@@ -745,8 +774,8 @@ export function createTokenServer(deps: ServerDeps): Server {
       await serveToken(req, res, client, ref, url);
       return 'token';
     }
-    const found = matchRoute(req.method ?? 'GET', url.pathname);
-    if (found && 'allow' in found) return refuseMethod(req, client, url, found.allow);
+    const found = matchRoute(req.method ?? 'GET', path);
+    if (found && 'allow' in found) return refuseMethod(req, client, path, found.allow);
     if (found) {
       await admin(req, res, client, found, url);
       return found.route.id;

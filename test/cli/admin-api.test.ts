@@ -618,6 +618,34 @@ describe('bad requests', () => {
     expect(apps.map((a) => a.label).filter((l) => ['x1', 'x2', 'x3', 'big'].includes(l))).toEqual([]);
   });
 
+  it('routes on the request target as written: a path that is not plain (//host, \\, dot-segments, //) is refused with 400, not resolved as a URL', async () => {
+    const status = async (target: string) =>
+      (
+        await rawRequest(
+          `GET ${target} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer ${tokens.admin}\r\nConnection: close\r\n\r\n`,
+        )
+      ).status;
+    // Before: 200 with the list or a token (`//evil.example` taken as a host, `\` as `/`, `%2e%2e`
+    // resolved away), or 404 for the same path written differently.
+    for (const target of [
+      '//evil.example/v1/connections',
+      '//evil.com/v1/connections/main/token',
+      '//v1/connections/main/token',
+      '/v1//connections',
+      '/v1\\connections\\main\\token',
+      '/v1/connections/main/%2e%2e/main/token',
+      '/v1/connections/main/%2E./main/token',
+      '/v1/connections/main/../main/token',
+      '/v1/connections/main/./token',
+      '/healthz/../v1/connections',
+      '/v1/connections/main/token/..',
+      'http://localhost/v1/connections/main/%2e%2e/main/token',
+    ])
+      expect(await status(target), target).toBe(400);
+    expect(await status('/v1/connections/main/token?min_ttl=60')).toBe(200);
+    expect(await status('http://localhost/v1/connections')).toBe(200);
+  });
+
   it('stops reading a chunked body at 64 KiB', async () => {
     const answer = await new Promise<{ status: number; body: string }>((resolve, reject) => {
       const req = httpRequest(
