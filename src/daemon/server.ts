@@ -83,6 +83,13 @@ function send(
   headers: Record<string, string> = {},
 ): void {
   const text = typeof body === 'string' ? body : JSON.stringify(body);
+  // A request answered before its body was all read (refused on its token, say): the rest of it is
+  // not read, so the connection ends with this answer, the request's one (kept alive, it would be
+  // left waiting for a body the daemon never reads, and then answered a second time: 408).
+  if (!res.req.complete) {
+    headers = { ...headers, connection: 'close' };
+    answered.add(res.req.socket);
+  }
   res.writeHead(status, {
     'content-type':
       typeof body === 'string' ? 'text/plain; version=0.0.4; charset=utf-8' : 'application/json',
@@ -94,12 +101,27 @@ function send(
   res.end(text);
 }
 
+/**
+ * Sockets whose request was answered before its body was all read (see send): the connection ends
+ * with that answer, and nothing more is written on it (not the 408 of a body that never came).
+ */
+const answered = new WeakSet<Duplex>();
+
 /** An error answered on the bare socket (Node gave no response object), then the connection closed. */
-function answerOnSocket(socket: Duplex, status: number, code: string, message: string): void {
+function answerOnSocket(
+  socket: Duplex,
+  status: number,
+  code: string,
+  message: string,
+  headers: Record<string, string> = {},
+): void {
   const body = JSON.stringify({ error: { code, message } });
+  const extra = Object.entries(headers)
+    .map(([name, value]) => `${name}: ${value}\r\n`)
+    .join('');
   socket.end(
     `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n` +
-      `cache-control: no-store\r\nx-content-type-options: nosniff\r\nconnection: close\r\n\r\n${body}`,
+      `cache-control: no-store\r\nx-content-type-options: nosniff\r\n${extra}connection: close\r\n\r\n${body}`,
   );
 }
 
@@ -877,7 +899,8 @@ export function createTokenServer(deps: ServerDeps): Server {
   // answer carries. Node answers nothing else itself: a request without Host, or with an Expect header,
   // reaches the handlers above.
   server.on('clientError', (error: NodeJS.ErrnoException, socket: Duplex) => {
-    if (error.code === 'ECONNRESET' || !socket.writable) {
+    // One answer per request: a request already answered (before its body came) gets no second one.
+    if (error.code === 'ECONNRESET' || !socket.writable || answered.has(socket)) {
       socket.destroy();
       return;
     }
@@ -891,6 +914,19 @@ export function createTokenServer(deps: ServerDeps): Server {
       // that sends nothing more would otherwise keep it waiting, half-open).
       socket.once('finish', () => socket.destroy());
     } else answerOnSocket(socket, 400, 'invalid_input', 'the request is not valid HTTP');
+  });
+  // CONNECT (a proxy's tunnel) is not served: answered as a method no path has, not by silence.
+  server.on('connect', (_req: IncomingMessage, socket: Duplex) => {
+    const stop = metrics.requests.startTimer();
+    answerOnSocket(
+      socket,
+      405,
+      'method_not_allowed',
+      'CONNECT is not served here: the daemon is not a proxy',
+      { allow: 'GET, HEAD, POST' },
+    );
+    socket.once('finish', () => socket.destroy());
+    stop({ route: 'method_not_allowed', status: '405' });
   });
   // What is still counted is logged as the daemon stops.
   server.on('close', () => failures.flush());

@@ -88,6 +88,33 @@ function rawRequest(text: string, then?: string): Promise<{ raw: string; status:
   });
 }
 
+/**
+ * Everything the daemon writes on one connection until it closes it: `text` written at once, then each
+ * of `trickle` every 200 ms (a body sent slowly) while the connection is open.
+ */
+function wholeExchange(text: string, trickle: string[] = []): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(port, '127.0.0.1', () => socket.write(text));
+    let raw = '';
+    const timer = setInterval(() => {
+      const next = trickle.shift();
+      if (next !== undefined && socket.writable) socket.write(next);
+    }, 200);
+    socket.setEncoding('utf8');
+    socket.on('data', (chunk: string) => {
+      raw += chunk;
+    });
+    socket.on('close', () => {
+      clearInterval(timer);
+      resolve(raw);
+    });
+    socket.on('error', (error: NodeJS.ErrnoException) => {
+      // The daemon may end the connection while the body is still being sent.
+      if (error.code !== 'ECONNRESET' && error.code !== 'EPIPE') reject(error);
+    });
+  });
+}
+
 function call(method: string, path: string, as: string | null, body?: unknown): Promise<HttpAnswer> {
   return daemon.request(method, path, { ...(as ? { token: tokens[as]! } : {}), body });
 }
@@ -764,6 +791,37 @@ describe('bad requests', () => {
     expect(slow.raw).toMatch(/\r\ncache-control: no-store\r\n/i);
     expect(JSON.parse(slow.body)).toMatchObject({ error: { code: 'request_timeout' } });
   }, 45_000);
+});
+
+describe('one answer per request', () => {
+  it('a request refused before its body came (no token) is answered once, Connection: close, and not again with 408 when the body never ends', async () => {
+    for (const head of [
+      'POST /v1/clients HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n',
+      'POST /v1/clients HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer cvc_bad\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n',
+    ]) {
+      const chunked = head.includes('chunked');
+      const raw = await wholeExchange(
+        head,
+        Array.from({ length: 90 }, () => (chunked ? '1\r\n \r\n' : ' ')),
+      );
+      // Before: 401 with Connection: keep-alive at once, then, on the same socket, 408 at about 16 s.
+      expect(raw.match(/^HTTP\/1\.1 \d{3} /gm), raw).toEqual(['HTTP/1.1 401 ']);
+      expect(raw).toMatch(/\r\nconnection: close\r\n/i);
+      expect(raw).toMatch(/\r\ncache-control: no-store\r\n/i);
+    }
+  }, 45_000);
+
+  it('answers CONNECT as a method no path has (405, JSON, no-store), not by closing the socket in silence', async () => {
+    const raw = await wholeExchange(
+      `CONNECT 127.0.0.1:${port} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nAuthorization: Bearer ${tokens.admin}\r\n\r\n`,
+    );
+    // Before: nothing at all.
+    expect(raw.match(/^HTTP\/1\.1 \d{3} /gm), raw).toEqual(['HTTP/1.1 405 ']);
+    expect(raw).toMatch(/\r\nallow: GET, HEAD, POST\r\n/i);
+    expect(raw).toMatch(/\r\ncache-control: no-store\r\n/i);
+    expect(raw).toMatch(/\r\nconnection: close\r\n/i);
+    expect(JSON.parse(raw.split('\r\n\r\n')[1]!)).toMatchObject({ error: { code: 'method_not_allowed' } });
+  });
 });
 
 describe('connecting through the daemon', () => {
