@@ -805,9 +805,10 @@ describe('one answer per request', () => {
         Array.from({ length: 90 }, () => (chunked ? '1\r\n \r\n' : ' ')),
       );
       // Before: 401 with Connection: keep-alive at once, then, on the same socket, 408 at about 16 s.
-      expect(raw.match(/^HTTP\/1\.1 \d{3} /gm), raw).toEqual(['HTTP/1.1 401 ']);
-      expect(raw).toMatch(/\r\nconnection: close\r\n/i);
-      expect(raw).toMatch(/\r\ncache-control: no-store\r\n/i);
+      expect(raw.match(/HTTP\/1\.1 \d{3} /g), raw).toEqual(['HTTP/1.1 401 ']);
+      const answerHead = raw.split('\r\n\r\n')[0]!;
+      expect(answerHead).toMatch(/\r\nconnection: close\r\n/i);
+      expect(answerHead).toMatch(/\r\ncache-control: no-store\r\n/i);
     }
   }, 45_000);
 
@@ -816,7 +817,7 @@ describe('one answer per request', () => {
       `CONNECT 127.0.0.1:${port} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nAuthorization: Bearer ${tokens.admin}\r\n\r\n`,
     );
     // Before: nothing at all.
-    expect(raw.match(/^HTTP\/1\.1 \d{3} /gm), raw).toEqual(['HTTP/1.1 405 ']);
+    expect(raw.match(/HTTP\/1\.1 \d{3} /g), raw).toEqual(['HTTP/1.1 405 ']);
     expect(raw).toMatch(/\r\nallow: GET, HEAD, POST\r\n/i);
     expect(raw).toMatch(/\r\ncache-control: no-store\r\n/i);
     expect(raw).toMatch(/\r\nconnection: close\r\n/i);
