@@ -166,6 +166,12 @@ export interface MicrosoftSettings {
    * of the two Microsoft sends for a token invalidated before its expiry is undocumented].
    */
   campaignRevokedToken: 'expired' | 'invalid';
+  /**
+   * Refresh answers carry no `refresh_token`, and the one presented is neither rotated nor superseded
+   * (it stays valid), as an OAuth server may answer (RFC 6749 §6: a new refresh token is optional).
+   * Default false: every refresh rotates, as Microsoft's do.
+   */
+  omitRefreshToken: boolean;
 }
 
 export interface MicrosoftDoubleOptions extends CommonDoubleOptions<MicrosoftAccounts> {
@@ -1171,6 +1177,7 @@ export async function startMicrosoftDouble(options: MicrosoftDoubleOptions = {})
     campaignCallsPerMinute: options.campaignCallsPerMinute ?? null,
     throttleStatus: 400,
     campaignRevokedToken: 'expired',
+    omitRefreshToken: false,
   };
   const base = `/${settings.tenant}/oauth2/v2.0`;
   return startDouble<MicrosoftAccounts, MicrosoftSettings>('microsoft', routes, {
@@ -1195,7 +1202,10 @@ export async function startMicrosoftDouble(options: MicrosoftDoubleOptions = {})
       authenticateClient,
       accessTtlSeconds: (double) => double.settings.fixedExpiresIn ?? randomInt(3600, 5401),
       refreshTtlSeconds: (double) => double.settings.refreshTokenTtlSeconds,
-      refreshAnswer: 'rotate',
+      // Read at each refresh: settings.omitRefreshToken answers without one (and rotates nothing).
+      get refreshAnswer() {
+        return settings.omitRefreshToken ? ('none' as const) : ('rotate' as const);
+      },
       strictRotation: (double) => double.settings.strictRotation,
       slidingRefreshExpiry: true,
       beforeRefresh,
