@@ -470,6 +470,47 @@ await closing;`,
     }
   });
 
+  it('fails closed: with the audit log refusing writes, getValidAccessToken rejects and hands out no token', async () => {
+    const served = await servedTo('billing-service');
+    const file = join(appDir, 'audit-refused.mjs');
+    writeFileSync(
+      file,
+      `import { openVault } from 'credvault';
+const vault = await openVault({ home: ${JSON.stringify(vault.home)}, databaseUrl: ${JSON.stringify(serviceUrl())}, actor: 'billing-service', env: {} });
+const out = {};
+try {
+  // minTtl 0: the stored token is valid, so nothing but its audit record stands between it and the caller.
+  out.token = await vault.getValidAccessToken('acme-us', { minTtl: 0 });
+} catch (error) {
+  out.error = { name: error.constructor.name, code: error.code, message: error.message };
+} finally {
+  await vault.close();
+}
+process.stdout.write(JSON.stringify(out));
+`,
+    );
+    await vault.refuseAuditWrites();
+    let result: Awaited<ReturnType<typeof node>>;
+    try {
+      result = await node(file);
+    } finally {
+      await vault.sql('drop trigger refuse_audit on credential_access_audit');
+    }
+    expect(result.code, result.stderr).toBe(0);
+    const out = JSON.parse(result.stdout);
+    expect(out.token).toBeUndefined();
+    // The database's refusal of the audit row, as it said it.
+    expect(out.error).toMatchObject({ name: 'DatabaseError', code: 'database_error' });
+    expect(out.error.message).toContain('audit is read-only');
+    // No access token the platform ever issued left the library, in its answer or its error.
+    for (const token of google.accessTokens.keys()) {
+      expect(result.stdout).not.toContain(token);
+      expect(result.stderr).not.toContain(token);
+    }
+    // Nothing was recorded as served: the row could not be.
+    expect(await servedTo('billing-service')).toBe(served);
+  });
+
   it('an actor with control characters is recorded as given, and audit list shows it escaped', async () => {
     const actor = 'ops\nbot\u001b[31m';
     const file = join(appDir, 'actor.mjs');
