@@ -172,20 +172,6 @@ const ROW_BATCH = 200;
  * old grant keys, so an interrupted run leaves a vault that is consistent and simply resumes.
  */
 /** Whether a re-encryption started and did not finish (its old keys are still retiring). */
-/**
- * When the vault was last rotated away from the local key `keyId` (its audit record of `key.rotate`),
- * or null: a key file left holding such a key is a retired key, not an unfinished rotation's.
- */
-export async function rotatedAwayFrom(ctx: ServiceContext, keyId: string): Promise<Date | null> {
-  const [row] = await ctx.database.query<{ occurred_at: Date | string }>(
-    `select occurred_at from credential_access_audit
-      where action = 'key.rotate' and outcome = 'success' and detail->>'from_key_id' = $1
-      order by id desc limit 1`,
-    [keyId],
-  );
-  return row ? new Date(row.occurred_at) : null;
-}
-
 export async function reencryptionPending(db: Db): Promise<boolean> {
   return (
     (await dataKeys.countWithStatus(db, 'vault', 'retired')) +

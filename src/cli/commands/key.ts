@@ -21,6 +21,7 @@ import { generateMasterKey, LocalKeySource } from '../../crypto/local-key.js';
 import { databaseWhere } from '../../db/client.js';
 import { asReported } from '../../db/errors.js';
 import { shred } from '../../db/shred.js';
+import { lastRotationFrom } from '../../db/store/audit.js';
 import { CredvaultError, InvalidInputError, KeyError, quoted } from '../../errors.js';
 import {
   type DataKeyStatus,
@@ -29,12 +30,7 @@ import {
   keyStatus,
   newMasterKey,
 } from '../../services/keys.js';
-import {
-  reencryptionPending,
-  reencryptSecrets,
-  rewrapDataKeys,
-  rotatedAwayFrom,
-} from '../../services/rotation.js';
+import { reencryptionPending, reencryptSecrets, rewrapDataKeys } from '../../services/rotation.js';
 import { ensureHome } from '../../services/vault.js';
 import { createFileAtomically, writeNewFileFlushed } from '../../util/files.js';
 import { withContext } from '../context.js';
@@ -332,7 +328,8 @@ export async function rotate(rt: Runtime, flags: RotateFlags): Promise<void> {
         },
       );
     }
-    const retiredOn = leftover ? await withContext(rt, (ctx) => rotatedAwayFrom(ctx, leftover)) : null;
+    // A key the vault was rotated away from (its key.rotate record): retired, not an unfinished rotation's.
+    const retiredOn = leftover ? await withContext(rt, (ctx) => lastRotationFrom(ctx.db, leftover)) : null;
     if (retiredOn) {
       // Finishing "that rotation" would move the vault back to a key it was rotated away from.
       throw new InvalidInputError(

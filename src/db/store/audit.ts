@@ -109,6 +109,23 @@ export async function hasDataKeys(db: Db): Promise<boolean> {
   return Boolean(row?.any);
 }
 
+/** When the vault was last rotated away from the key `keyId` (its successful `key.rotate` record), or null. */
+export async function lastRotationFrom(db: Db, keyId: string): Promise<Date | null> {
+  const [row] = await db
+    .select({ at: credentialAccessAudit.occurredAt })
+    .from(credentialAccessAudit)
+    .where(
+      and(
+        eq(credentialAccessAudit.action, 'key.rotate'),
+        eq(credentialAccessAudit.outcome, 'success'),
+        sql`${credentialAccessAudit.detail}->>'from_key_id' = ${keyId}`,
+      ),
+    )
+    .orderBy(desc(credentialAccessAudit.id))
+    .limit(1);
+  return row?.at ?? null;
+}
+
 export async function pageAfter(db: Db, afterId: number, limit: number, upTo: number): Promise<AuditRow[]> {
   return db
     .select()
